@@ -1,0 +1,38 @@
+# The two commands of the README, plus benchmarks and the checks CI runs.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+# Fuzz seconds per target in `make test` (bounded so CI stays quick); `make fuzz FUZZ_SECONDS=600`.
+FUZZ_SECONDS ?= 20
+B ?=
+
+.PHONY: setup demo test check unit fuzz fuzz-smoke bench clean
+
+setup:
+	@scripts/setup.sh
+
+## make demo: the main job. Until the lab lands (issue 7) it shows the verifier at work.
+demo: setup
+	cargo run --quiet --release -p igmp-ext --example verify_demo
+
+## make test: every test, the root-only interop tests included, then a bounded fuzz run.
+test: setup check unit fuzz-smoke
+
+check:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+unit:
+	cargo test --workspace --quiet
+
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} scripts/fuzz.sh
+
+## make bench [B=name]: every benchmark, or one. Each prints a JSON line into target/bench/NAME.json.
+bench:
+	scripts/bench.sh $(B)
+
+clean:
+	cargo clean

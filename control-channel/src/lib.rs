@@ -1,0 +1,1 @@
+//! control-channel: filled by its own issue (see ISSUES in README).

@@ -1,0 +1,1 @@
+//! dns-keystore: filled by its own issue (see ISSUES in README).

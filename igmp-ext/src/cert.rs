@@ -1,0 +1,409 @@
+//! Keys and member certificates (brief decision 2). The group key, published in DNS, certifies
+//! member keys; members sign their joins and control messages with their own key. The group
+//! private key never leaves the admin's machine.
+
+use crate::signature;
+use crate::slice::{Slice, SliceSet};
+use crate::time::Timestamp;
+use crate::wire::{need, read_u16, read_u32, read_u64, Hex};
+use core::fmt;
+use core::net::Ipv4Addr;
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+/// Domain separation for certificate signatures, so that no other signed Manycast message can be
+/// replayed as a certificate.
+pub const CERT_SIGNING_CONTEXT: &[u8] = b"manycast member certificate v1\0";
+/// Certificate format version.
+pub const CERT_VERSION: u8 = 0x01;
+
+/// A member's identity within a cluster: assigned by the admin, carried in its certificate, used
+/// to break ties between equal epochs (the lower id wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberId(pub u32);
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{}", self.0)
+    }
+}
+
+/// Names a public key: the first 8 bytes of SHA-256 over its 32 raw bytes. Short enough for a
+/// DNS label and a join, long enough that keys of one group never collide by accident.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub [u8; 8]);
+
+impl KeyId {
+    pub fn of(key: &VerifyingKey) -> Self {
+        let digest = Sha256::digest(key.as_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        KeyId(id)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Hex(&self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl core::str::FromStr for KeyId {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.len() != 16 || !s.is_ascii() {
+            return Err("a key id is 16 hex digits");
+        }
+        let mut id = [0u8; 8];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| "a key id is 16 hex digits")?;
+        }
+        Ok(KeyId(id))
+    }
+}
+
+/// What a certificate grants: which member key may join which groups for which slices, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateBody {
+    pub member_id: MemberId,
+    pub member_key: VerifyingKey,
+    /// The group key that signs this certificate.
+    pub issuer: KeyId,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    /// Groups the member may join (at most 255).
+    pub groups: Vec<Ipv4Addr>,
+    /// Slices the member may claim; [`SliceSet::full`] for an unrestricted member.
+    pub slices: SliceSet,
+}
+
+/// Why certificate bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    #[error("certificate malformed: {0}")]
+    Malformed(&'static str),
+    #[error("certificate version {0} is not supported")]
+    UnsupportedVersion(u8),
+    #[error("certificate is signed by key {found}, expected {expected}")]
+    WrongIssuer { expected: KeyId, found: KeyId },
+    #[error("certificate signature does not verify")]
+    BadSignature,
+    #[error("certificate is not valid at {now} (valid {not_before} to {not_after})")]
+    NotValidNow {
+        now: Timestamp,
+        not_before: Timestamp,
+        not_after: Timestamp,
+    },
+}
+
+/// Fixed part: version, member id, member key, issuer, not_before, not_after.
+const FIXED_LEN: usize = 1 + 4 + 32 + 8 + 8 + 8;
+const SIGNATURE_LEN: usize = 64;
+
+/// A certificate as received: well-formed, signature not yet checked. Only
+/// [`UnverifiedCertificate::verify`] yields a [`MemberCertificate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnverifiedCertificate {
+    body: CertificateBody,
+    signature: Signature,
+    /// The exact bytes, so that the signature is checked over what was sent.
+    bytes: Vec<u8>,
+}
+
+/// A certificate whose signature has been checked against a group key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberCertificate {
+    body: CertificateBody,
+    bytes: Vec<u8>,
+}
+
+impl CertificateBody {
+    /// Encodes the body and signs it with the group key. The admin tool calls this; servers and
+    /// routers never hold the group key.
+    pub fn issue(&self, group_key: &SigningKey) -> Result<MemberCertificate, CertificateError> {
+        if self.issuer != KeyId::of(&group_key.verifying_key()) {
+            return Err(CertificateError::WrongIssuer {
+                expected: KeyId::of(&group_key.verifying_key()),
+                found: self.issuer,
+            });
+        }
+        let mut bytes = self.encode_unsigned()?;
+        let sig = signature::sign(group_key, &signing_message(&bytes));
+        bytes.extend_from_slice(&sig.to_bytes());
+        Ok(MemberCertificate {
+            body: self.clone(),
+            bytes,
+        })
+    }
+
+    fn encode_unsigned(&self) -> Result<Vec<u8>, CertificateError> {
+        let n_groups = u8::try_from(self.groups.len())
+            .map_err(|_| CertificateError::Malformed("more than 255 groups"))?;
+        let n_slices = u16::try_from(self.slices.len())
+            .map_err(|_| CertificateError::Malformed("more than 65535 slices"))?;
+        let mut b = Vec::with_capacity(
+            FIXED_LEN + 3 + 4 * self.groups.len() + 8 * self.slices.len() + SIGNATURE_LEN,
+        );
+        b.push(CERT_VERSION);
+        b.extend_from_slice(&self.member_id.0.to_be_bytes());
+        b.extend_from_slice(self.member_key.as_bytes());
+        b.extend_from_slice(&self.issuer.0);
+        b.extend_from_slice(&self.not_before.0.to_be_bytes());
+        b.extend_from_slice(&self.not_after.0.to_be_bytes());
+        b.push(n_groups);
+        for g in &self.groups {
+            b.extend_from_slice(&g.octets());
+        }
+        b.extend_from_slice(&n_slices.to_be_bytes());
+        for s in self.slices.iter() {
+            b.extend_from_slice(&s.value().to_be_bytes());
+            b.extend_from_slice(&s.mask().to_be_bytes());
+        }
+        Ok(b)
+    }
+
+    /// True when `now` lies within [not_before, not_after].
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// The member id of certificate bytes, without checking anything else: for the duplicate check,
+/// which runs before the certificate is decoded.
+pub fn peek_member_id(bytes: &[u8]) -> Option<MemberId> {
+    (bytes.len() >= 5 && bytes[0] == CERT_VERSION).then(|| MemberId(read_u32(bytes, 1)))
+}
+
+fn signing_message(unsigned: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CERT_SIGNING_CONTEXT.len() + unsigned.len());
+    m.extend_from_slice(CERT_SIGNING_CONTEXT);
+    m.extend_from_slice(unsigned);
+    m
+}
+
+impl UnverifiedCertificate {
+    /// Parses certificate bytes (layout in SPEC.md §4). Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CertificateError> {
+        let malformed = |_| CertificateError::Malformed("truncated");
+        need("certificate", bytes, FIXED_LEN + 1).map_err(malformed)?;
+        if bytes[0] != CERT_VERSION {
+            return Err(CertificateError::UnsupportedVersion(bytes[0]));
+        }
+        let member_id = MemberId(read_u32(bytes, 1));
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes[5..37]);
+        let member_key = VerifyingKey::from_bytes(&key)
+            .map_err(|_| CertificateError::Malformed("member key is not a curve point"))?;
+        // A weak (small-order) key would let signatures verify for many messages.
+        if member_key.is_weak() {
+            return Err(CertificateError::Malformed("member key is weak"));
+        }
+        let mut issuer = [0u8; 8];
+        issuer.copy_from_slice(&bytes[37..45]);
+        let not_before = Timestamp(read_u64(bytes, 45));
+        let not_after = Timestamp(read_u64(bytes, 53));
+        let n_groups = usize::from(bytes[61]);
+        let mut at = FIXED_LEN + 1;
+        need("certificate groups", bytes, at + 4 * n_groups + 2).map_err(malformed)?;
+        let groups = bytes[at..at + 4 * n_groups]
+            .chunks_exact(4)
+            .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+            .collect();
+        at += 4 * n_groups;
+        let n_slices = usize::from(read_u16(bytes, at));
+        at += 2;
+        need(
+            "certificate slices",
+            bytes,
+            at + 8 * n_slices + SIGNATURE_LEN,
+        )
+        .map_err(malformed)?;
+        let mut slices = SliceSet::new();
+        for c in bytes[at..at + 8 * n_slices].chunks_exact(8) {
+            let (value, mask) = (read_u32(c, 0), read_u32(c, 4));
+            if value & !mask != 0 {
+                return Err(CertificateError::Malformed(
+                    "slice value has bits outside its mask",
+                ));
+            }
+            slices.insert(Slice::new(value, mask));
+        }
+        at += 8 * n_slices;
+        if bytes.len() != at + SIGNATURE_LEN {
+            return Err(CertificateError::Malformed("bytes after the signature"));
+        }
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig.copy_from_slice(&bytes[at..]);
+        Ok(UnverifiedCertificate {
+            body: CertificateBody {
+                member_id,
+                member_key,
+                issuer: KeyId(issuer),
+                not_before,
+                not_after,
+                groups,
+                slices,
+            },
+            signature: Signature::from_bytes(&sig),
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The exact bytes received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The claims, not yet proven: use them only to pick the key to verify with.
+    pub fn unverified_body(&self) -> &CertificateBody {
+        &self.body
+    }
+
+    /// Checks the signature with `group_key` and the validity period at `now`.
+    pub fn verify(
+        self,
+        group_key: &VerifyingKey,
+        now: Timestamp,
+    ) -> Result<MemberCertificate, CertificateError> {
+        let expected = KeyId::of(group_key);
+        if self.body.issuer != expected {
+            return Err(CertificateError::WrongIssuer {
+                expected,
+                found: self.body.issuer,
+            });
+        }
+        let unsigned = &self.bytes[..self.bytes.len() - SIGNATURE_LEN];
+        if !signature::verify(group_key, &signing_message(unsigned), &self.signature) {
+            return Err(CertificateError::BadSignature);
+        }
+        let cert = MemberCertificate {
+            body: self.body,
+            bytes: self.bytes,
+        };
+        cert.check_validity(now)?;
+        Ok(cert)
+    }
+}
+
+impl MemberCertificate {
+    pub fn body(&self) -> &CertificateBody {
+        &self.body
+    }
+
+    /// The exact bytes, as carried in joins.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn check_validity(&self, now: Timestamp) -> Result<(), CertificateError> {
+        if self.body.valid_at(now) {
+            Ok(())
+        } else {
+            Err(CertificateError::NotValidNow {
+                now,
+                not_before: self.body.not_before,
+                not_after: self.body.not_after,
+            })
+        }
+    }
+
+    /// Re-reads a certificate the holder stored itself (for example a server's own certificate
+    /// file) and checks it against the group key.
+    pub fn from_trusted_bytes(
+        bytes: &[u8],
+        group_key: &VerifyingKey,
+        now: Timestamp,
+    ) -> Result<MemberCertificate, CertificateError> {
+        UnverifiedCertificate::decode(bytes)?.verify(group_key, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group_key() -> SigningKey {
+        SigningKey::from_bytes(&[7u8; 32])
+    }
+
+    fn body() -> CertificateBody {
+        CertificateBody {
+            member_id: MemberId(3),
+            member_key: SigningKey::from_bytes(&[9u8; 32]).verifying_key(),
+            issuer: KeyId::of(&group_key().verifying_key()),
+            not_before: Timestamp::from_secs(1_700_000_000),
+            not_after: Timestamp::from_secs(1_900_000_000),
+            groups: vec![Ipv4Addr::new(232, 1, 1, 1)],
+            slices: SliceSet::full(),
+        }
+    }
+
+    #[test]
+    fn issue_decode_verify() {
+        let cert = body().issue(&group_key()).unwrap();
+        assert_eq!(cert.as_bytes().len(), FIXED_LEN + 1 + 4 + 2 + 8 + 64);
+        let now = Timestamp::from_secs(1_800_000_000);
+        let back = UnverifiedCertificate::decode(cert.as_bytes())
+            .unwrap()
+            .verify(&group_key().verifying_key(), now)
+            .unwrap();
+        assert_eq!(back, cert);
+        assert_eq!(back.body(), &body());
+    }
+
+    #[test]
+    fn rejects_tamper_wrong_key_and_time() {
+        let cert = body().issue(&group_key()).unwrap();
+        let gk = group_key().verifying_key();
+        let now = Timestamp::from_secs(1_800_000_000);
+        let mut bytes = cert.as_bytes().to_vec();
+        bytes[4] ^= 1; // member id
+        assert_eq!(
+            UnverifiedCertificate::decode(&bytes)
+                .unwrap()
+                .verify(&gk, now),
+            Err(CertificateError::BadSignature)
+        );
+        let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
+        assert!(matches!(
+            UnverifiedCertificate::decode(cert.as_bytes())
+                .unwrap()
+                .verify(&other, now),
+            Err(CertificateError::WrongIssuer { .. })
+        ));
+        let late = Timestamp::from_secs(1_900_000_001);
+        assert!(matches!(
+            UnverifiedCertificate::decode(cert.as_bytes())
+                .unwrap()
+                .verify(&gk, late),
+            Err(CertificateError::NotValidNow { .. })
+        ));
+    }
+
+    #[test]
+    fn decode_never_panics_on_prefixes() {
+        let cert = body().issue(&group_key()).unwrap();
+        for n in 0..cert.as_bytes().len() {
+            assert!(UnverifiedCertificate::decode(&cert.as_bytes()[..n]).is_err());
+        }
+        let mut long = cert.as_bytes().to_vec();
+        long.push(0);
+        assert!(UnverifiedCertificate::decode(&long).is_err());
+    }
+
+    #[test]
+    fn key_id_text() {
+        let id = KeyId::of(&group_key().verifying_key());
+        assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
+        assert!("xyz".parse::<KeyId>().is_err());
+    }
+}

@@ -1,0 +1,579 @@
+//! Manycast's signed slice join (brief decision 1; patent Fig 5 and 7C): a standard IGMPv3
+//! report whose record for the service group lists one base address per slice, followed by one
+//! RFC 9279 extension TLV that carries the slices as (value, mask) pairs, the allocation epoch, a
+//! timestamp, a nonce, the member certificate, and an Ed25519 signature over exact bytes that
+//! include the sender's IPv4 address. Byte layout: `SPEC.md` §3.
+
+use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
+use crate::signature;
+use crate::slice::{Slice, SliceSet};
+use crate::time::Timestamp;
+use crate::wire::extension::{
+    self, parse_tlvs, push_tlv, REPORT_FLAG_EXTENSION, TYPE_EXPERIMENTAL_MANYCAST,
+};
+use crate::wire::igmp::{
+    fill_checksum, IgmpPacket, IgmpRepr, MessageType, ReportRepr, ALL_V3_ROUTERS,
+};
+use crate::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+use crate::wire::record::{GroupRecordRepr, RecordType};
+use crate::wire::{read_u32, read_u64, WireError};
+use core::fmt;
+use core::net::Ipv4Addr;
+use ed25519_dalek::{Signature, SigningKey};
+
+/// Domain separation for join signatures (SPEC.md §3.3).
+pub const JOIN_SIGNING_CONTEXT: &[u8] = b"manycast signed join v1\0";
+/// Version byte at the start of the extension value.
+pub const EXTENSION_VERSION: u8 = 0x01;
+/// Bytes of the nonce.
+pub const NONCE_LEN: usize = 16;
+const SIGNATURE_LEN: usize = 64;
+/// One slice entry on the wire: flags, value, mask.
+const SLICE_ENTRY_LEN: usize = 9;
+const SLICE_FLAG_EXCLUDE: u8 = 0x01;
+
+/// Sub-TLV types inside the extension value. They appear in ascending order, each at most once;
+/// the signature comes last (SPEC.md §3.2).
+pub mod sub_type {
+    pub const SLICES: u16 = 0x0001;
+    pub const EPOCH: u16 = 0x0002;
+    pub const TIMESTAMP: u16 = 0x0003;
+    pub const NONCE: u16 = 0x0004;
+    pub const CERTIFICATE: u16 = 0x0005;
+    pub const SIGNATURE: u16 = 0xffff;
+}
+
+/// The number of an allocation. Epochs only grow; the router and the control group use them as
+/// fencing tokens: a claim made in an older epoch never displaces one made in a newer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct AllocationEpoch(pub u64);
+
+impl fmt::Display for AllocationEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "e{}", self.0)
+    }
+}
+
+/// One (value, mask) pair with its Fig 7C property: permitted (include) or prohibited (exclude).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SliceEntry {
+    pub slice: Slice,
+    pub exclude: bool,
+}
+
+impl SliceEntry {
+    pub fn include(slice: Slice) -> Self {
+        SliceEntry {
+            slice,
+            exclude: false,
+        }
+    }
+
+    pub fn exclude(slice: Slice) -> Self {
+        SliceEntry {
+            slice,
+            exclude: true,
+        }
+    }
+}
+
+/// The addresses a list of entries grants: the union of the includes minus the union of the
+/// excludes.
+pub fn effective_slices(entries: &[SliceEntry]) -> SliceSet {
+    let include: SliceSet = entries
+        .iter()
+        .filter(|e| !e.exclude)
+        .map(|e| e.slice)
+        .collect();
+    let exclude: SliceSet = entries
+        .iter()
+        .filter(|e| e.exclude)
+        .map(|e| e.slice)
+        .collect();
+    include.difference(&exclude)
+}
+
+/// What a member states in a join: "at `epoch`, I serve exactly these slices of `group`".
+/// The statement is always the whole set (state of the world); an empty set is a leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinClaims {
+    pub group: Ipv4Addr,
+    /// `ModeIsInclude` when answering a query, `ChangeToIncludeMode` when the set changed.
+    pub record_type: RecordType,
+    pub entries: Vec<SliceEntry>,
+    pub epoch: AllocationEpoch,
+    pub timestamp: Timestamp,
+    /// Fresh random bytes for every join: the replay cache remembers (member, nonce).
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl JoinClaims {
+    /// The record's source list: the base address of every include entry, in order.
+    pub fn record_sources(&self) -> Vec<Ipv4Addr> {
+        self.entries
+            .iter()
+            .filter(|e| !e.exclude)
+            .map(|e| e.slice.base())
+            .collect()
+    }
+
+    pub fn slices(&self) -> SliceSet {
+        effective_slices(&self.entries)
+    }
+}
+
+/// Why a signed join could not be built. All are caller bugs or limits of the format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error(
+        "record type {0:?} cannot carry a signed join (use ModeIsInclude or ChangeToIncludeMode)"
+    )]
+    RecordType(RecordType),
+    #[error("the certificate's key is not the signing key")]
+    KeyMismatch,
+    #[error("join does not fit: {0}")]
+    TooLarge(#[from] WireError),
+}
+
+/// Builds the IGMPv3 message (the IP payload) of a signed join from `sender`.
+pub fn build_signed_report(
+    claims: &JoinClaims,
+    sender: Ipv4Addr,
+    cert: &MemberCertificate,
+    key: &SigningKey,
+) -> Result<Vec<u8>, BuildError> {
+    if !matches!(
+        claims.record_type,
+        RecordType::ModeIsInclude | RecordType::ChangeToIncludeMode
+    ) {
+        return Err(BuildError::RecordType(claims.record_type));
+    }
+    if cert.body().member_key != key.verifying_key() {
+        return Err(BuildError::KeyMismatch);
+    }
+    let mut slices = Vec::with_capacity(claims.entries.len() * SLICE_ENTRY_LEN);
+    for e in &claims.entries {
+        slices.push(if e.exclude { SLICE_FLAG_EXCLUDE } else { 0 });
+        slices.extend_from_slice(&e.slice.value().to_be_bytes());
+        slices.extend_from_slice(&e.slice.mask().to_be_bytes());
+    }
+    let mut value = vec![EXTENSION_VERSION];
+    push_tlv(&mut value, sub_type::SLICES, &slices)?;
+    push_tlv(&mut value, sub_type::EPOCH, &claims.epoch.0.to_be_bytes())?;
+    push_tlv(
+        &mut value,
+        sub_type::TIMESTAMP,
+        &claims.timestamp.0.to_be_bytes(),
+    )?;
+    push_tlv(&mut value, sub_type::NONCE, &claims.nonce)?;
+    push_tlv(&mut value, sub_type::CERTIFICATE, cert.as_bytes())?;
+    // The signature goes in last, over everything before it; reserve its place now so that every
+    // length field is final when the message is signed.
+    push_tlv(&mut value, sub_type::SIGNATURE, &[0u8; SIGNATURE_LEN])?;
+    let mut additional = Vec::with_capacity(value.len() + 4);
+    push_tlv(&mut additional, TYPE_EXPERIMENTAL_MANYCAST, &value)?;
+
+    let report = IgmpRepr::V3Report(ReportRepr {
+        flags: REPORT_FLAG_EXTENSION,
+        records: vec![GroupRecordRepr {
+            record_type: claims.record_type,
+            group: claims.group,
+            sources: claims.record_sources(),
+            aux_data: Vec::new(),
+        }],
+        additional_data: additional,
+    });
+    report.validate()?;
+    if report.buffer_len() + 24 > usize::from(u16::MAX) {
+        return Err(BuildError::TooLarge(WireError::Malformed(
+            "join longer than an IPv4 datagram",
+        )));
+    }
+    let mut msg = vec![0u8; report.buffer_len()];
+    report.emit(&mut msg);
+    let signed_len = msg.len() - SIGNATURE_LEN;
+    let sig = signature::sign(key, &signed_message(sender, &msg[..signed_len]));
+    msg[signed_len..].copy_from_slice(&sig.to_bytes());
+    fill_checksum(&mut msg);
+    Ok(msg)
+}
+
+/// Wraps an IGMP message in the IPv4 header IGMPv3 reports use (RFC 3376 §4): TTL 1, ToS 0xc0,
+/// Router Alert (RFC 2113), to 224.0.0.22.
+pub fn build_datagram(sender: Ipv4Addr, igmp: &[u8]) -> Vec<u8> {
+    let ip = Ipv4Repr {
+        src_addr: sender,
+        dst_addr: ALL_V3_ROUTERS,
+        protocol: PROTOCOL_IGMP,
+        ttl: 1,
+        tos: TOS_INTERNETWORK_CONTROL,
+        router_alert: true,
+        payload_len: igmp.len(),
+    };
+    let mut out = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut out);
+    out[ip.header_len()..].copy_from_slice(igmp);
+    out
+}
+
+/// The bytes a join signature covers (SPEC.md §3.3): the context string, the sender's address,
+/// then the IGMP message up to the signature value with its checksum field taken as zero.
+pub fn signed_message(sender: Ipv4Addr, msg_before_signature: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(JOIN_SIGNING_CONTEXT.len() + 4 + msg_before_signature.len());
+    m.extend_from_slice(JOIN_SIGNING_CONTEXT);
+    m.extend_from_slice(&sender.octets());
+    m.extend_from_slice(msg_before_signature);
+    let at = JOIN_SIGNING_CONTEXT.len() + 4 + 2;
+    if m.len() >= at + 2 {
+        m[at..at + 2].copy_from_slice(&[0, 0]);
+    }
+    m
+}
+
+/// Why a report's Manycast extension was refused before any cryptography.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinParseError {
+    /// The report carries no Manycast extension.
+    #[error("no signed slice extension")]
+    Unsigned,
+    #[error("extension malformed: {0}")]
+    Malformed(&'static str),
+    #[error("extension version {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// The record does not agree with the extension (types, sources, group count).
+    #[error("group record does not match the extension: {0}")]
+    RecordMismatch(&'static str),
+}
+
+/// A signed join as parsed from the wire: every field is a claim until
+/// [`crate::verify::JoinVerifier`] has checked it.
+#[derive(Debug, Clone)]
+pub struct UnverifiedJoin {
+    claims: JoinClaims,
+    certificate: Vec<u8>,
+    signature: Signature,
+    /// The message up to the signature value, checksum zeroed when signed over.
+    signed_prefix: Vec<u8>,
+}
+
+impl UnverifiedJoin {
+    /// Extracts the signed join for the one record in `packet` whose group `is_protected` says is
+    /// protected. `Ok(None)` when no record is for a protected group.
+    pub fn parse<T: AsRef<[u8]>>(
+        packet: &IgmpPacket<T>,
+        is_protected: impl Fn(Ipv4Addr) -> bool,
+    ) -> Result<Option<UnverifiedJoin>, JoinParseError> {
+        if packet.msg_type() != MessageType::V3MembershipReport {
+            return Err(JoinParseError::Malformed("not an IGMPv3 report"));
+        }
+        let mut protected = packet.group_records().filter(|r| is_protected(r.group()));
+        let Some(record) = protected.next() else {
+            return Ok(None);
+        };
+        if protected.next().is_some() {
+            return Err(JoinParseError::RecordMismatch(
+                "more than one protected group in one report",
+            ));
+        }
+        if packet.report_flags() & REPORT_FLAG_EXTENSION == 0 {
+            return Err(JoinParseError::Unsigned);
+        }
+        let additional = packet.additional_data();
+        let tlvs = parse_tlvs(additional)
+            .map_err(|_| JoinParseError::Malformed("extension TLVs overrun"))?;
+        let Some(last) = tlvs.last() else {
+            return Err(JoinParseError::Malformed("E flag set but no extension TLV"));
+        };
+        if last.kind != TYPE_EXPERIMENTAL_MANYCAST {
+            return Err(
+                if tlvs.iter().any(|t| t.kind == TYPE_EXPERIMENTAL_MANYCAST) {
+                    JoinParseError::Malformed("Manycast extension is not the last TLV")
+                } else {
+                    JoinParseError::Unsigned
+                },
+            );
+        }
+        let (version, subs) = last
+            .value
+            .split_first()
+            .ok_or(JoinParseError::Malformed("empty extension value"))?;
+        if *version != EXTENSION_VERSION {
+            return Err(JoinParseError::UnsupportedVersion(*version));
+        }
+        let subs = parse_tlvs(subs).map_err(|_| JoinParseError::Malformed("sub-TLVs overrun"))?;
+        let fields = SubFields::collect(&subs)?;
+
+        let mut entries = Vec::with_capacity(fields.slices.len() / SLICE_ENTRY_LEN);
+        for c in fields.slices.chunks_exact(SLICE_ENTRY_LEN) {
+            let flags = c[0];
+            if flags & !SLICE_FLAG_EXCLUDE != 0 {
+                return Err(JoinParseError::Malformed("unknown slice flag"));
+            }
+            let (value, mask) = (read_u32(c, 1), read_u32(c, 5));
+            if value & !mask != 0 {
+                return Err(JoinParseError::Malformed(
+                    "slice value has bits outside its mask",
+                ));
+            }
+            entries.push(SliceEntry {
+                slice: Slice::new(value, mask),
+                exclude: flags & SLICE_FLAG_EXCLUDE != 0,
+            });
+        }
+        let claims = JoinClaims {
+            group: record.group(),
+            record_type: record.record_type(),
+            entries,
+            epoch: AllocationEpoch(read_u64(fields.epoch, 0)),
+            timestamp: Timestamp(read_u64(fields.timestamp, 0)),
+            nonce: fields
+                .nonce
+                .try_into()
+                .map_err(|_| JoinParseError::Malformed("nonce length"))?,
+        };
+        if !matches!(
+            claims.record_type,
+            RecordType::ModeIsInclude | RecordType::ChangeToIncludeMode
+        ) {
+            return Err(JoinParseError::RecordMismatch(
+                "protected record must be MODE_IS_INCLUDE or CHANGE_TO_INCLUDE",
+            ));
+        }
+        if !record.sources().eq(claims.record_sources()) {
+            return Err(JoinParseError::RecordMismatch(
+                "record sources are not the include slices' base addresses",
+            ));
+        }
+        if claims.entries.is_empty() && claims.record_type != RecordType::ChangeToIncludeMode {
+            return Err(JoinParseError::RecordMismatch(
+                "a leave (no slices) must be CHANGE_TO_INCLUDE",
+            ));
+        }
+        let sig: [u8; SIGNATURE_LEN] = fields
+            .signature
+            .try_into()
+            .map_err(|_| JoinParseError::Malformed("signature length"))?;
+        let msg = packet.as_bytes();
+        Ok(Some(UnverifiedJoin {
+            claims,
+            certificate: fields.certificate.to_vec(),
+            signature: Signature::from_bytes(&sig),
+            signed_prefix: msg[..msg.len() - SIGNATURE_LEN].to_vec(),
+        }))
+    }
+
+    /// The claims, not yet proven.
+    pub fn claims(&self) -> &JoinClaims {
+        &self.claims
+    }
+
+    /// The certificate exactly as carried. The verifier looks these bytes up in its cache of
+    /// checked certificates before it decodes them: decoding means decompressing a curve point,
+    /// which costs a fifth of a signature check.
+    pub fn certificate_bytes(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// Decodes the certificate; its claims are unproven until checked against a group key.
+    pub fn certificate(&self) -> Result<UnverifiedCertificate, CertificateError> {
+        UnverifiedCertificate::decode(&self.certificate)
+    }
+
+    /// The member id the certificate claims, read without decoding the rest.
+    pub fn claimed_member(&self) -> Option<MemberId> {
+        crate::cert::peek_member_id(&self.certificate)
+    }
+
+    pub(crate) fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The exact bytes the signature must cover for a join from `sender`.
+    pub fn signed_message(&self, sender: Ipv4Addr) -> Vec<u8> {
+        signed_message(sender, &self.signed_prefix)
+    }
+}
+
+/// The sub-TLV values, each present exactly once, in order, signature last.
+struct SubFields<'a> {
+    slices: &'a [u8],
+    epoch: &'a [u8],
+    timestamp: &'a [u8],
+    nonce: &'a [u8],
+    certificate: &'a [u8],
+    signature: &'a [u8],
+}
+
+impl<'a> SubFields<'a> {
+    fn collect(subs: &[extension::Tlv<'a>]) -> Result<Self, JoinParseError> {
+        let mut prev: Option<u16> = None;
+        let (mut slices, mut epoch, mut timestamp, mut nonce, mut certificate, mut signature) =
+            (None, None, None, None, None, None);
+        for (i, t) in subs.iter().enumerate() {
+            if prev.is_some_and(|p| p >= t.kind) {
+                return Err(JoinParseError::Malformed(
+                    "sub-TLVs out of order or repeated",
+                ));
+            }
+            prev = Some(t.kind);
+            let want = |len: usize| {
+                if t.value.len() == len {
+                    Ok(t.value)
+                } else {
+                    Err(JoinParseError::Malformed("sub-TLV has the wrong length"))
+                }
+            };
+            match t.kind {
+                sub_type::SLICES => {
+                    if t.value.len() % SLICE_ENTRY_LEN != 0 {
+                        return Err(JoinParseError::Malformed("slice list is not whole entries"));
+                    }
+                    slices = Some(t.value);
+                }
+                sub_type::EPOCH => epoch = Some(want(8)?),
+                sub_type::TIMESTAMP => timestamp = Some(want(8)?),
+                sub_type::NONCE => nonce = Some(want(NONCE_LEN)?),
+                sub_type::CERTIFICATE => certificate = Some(t.value),
+                sub_type::SIGNATURE => {
+                    if i + 1 != subs.len() {
+                        return Err(JoinParseError::Malformed("bytes after the signature"));
+                    }
+                    signature = Some(want(SIGNATURE_LEN)?);
+                }
+                // Unknown sub-TLVs are covered by the signature and otherwise ignored, so that a
+                // later version can add fields old verifiers still accept.
+                _ => {}
+            }
+        }
+        let missing = JoinParseError::Malformed;
+        Ok(SubFields {
+            slices: slices.ok_or(missing("no slices"))?,
+            epoch: epoch.ok_or(missing("no epoch"))?,
+            timestamp: timestamp.ok_or(missing("no timestamp"))?,
+            nonce: nonce.ok_or(missing("no nonce"))?,
+            certificate: certificate.ok_or(missing("no certificate"))?,
+            signature: signature.ok_or(missing("no signature"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{spec_example, Fixture, IFINDEX, NOW};
+    use crate::verify::{Accepted, JoinVerifier, VerifierConfig};
+
+    fn spec_hex() -> Vec<u8> {
+        let spec = include_str!("../../SPEC.md");
+        let start = spec
+            .find("<!-- worked-example-begin -->")
+            .expect("begin marker");
+        let end = spec
+            .find("<!-- worked-example-end -->")
+            .expect("end marker");
+        let text: String = spec[start..end]
+            .lines()
+            .filter(|l| {
+                l.chars().all(|c| c.is_ascii_hexdigit() || c == ' ') && !l.trim().is_empty()
+            })
+            .collect::<Vec<_>>()
+            .join("");
+        hex::decode(text.replace(' ', "")).expect("hex in SPEC.md")
+    }
+
+    #[test]
+    fn spec_worked_example_matches() {
+        let built = spec_example();
+        assert_eq!(
+            spec_hex(),
+            built,
+            "SPEC.md §7 is out of date: regenerate with --example spec_example"
+        );
+        let f = Fixture::new(1);
+        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+        let Ok(Accepted::Join { join, .. }) =
+            v.handle_datagram(NOW, IFINDEX, &built, &f.key_source())
+        else {
+            panic!("the worked example must verify")
+        };
+        let expected = Slice::new(1, 3);
+        assert!(join.slices().contains_addr(Ipv4Addr::new(192, 0, 2, 1)));
+        assert!(
+            !join.slices().contains_addr(Ipv4Addr::new(10, 0, 0, 1)),
+            "10/8 is excluded"
+        );
+        assert!(join.slices().is_subset_of(&SliceSet::from(expected)));
+        assert_eq!(join.epoch(), AllocationEpoch(7));
+        // Field offsets the SPEC table states.
+        let igmp = &built[24..];
+        assert_eq!(&igmp[4..6], &[0x80, 0x00]);
+        assert_eq!(&igmp[20..24], &[0xff, 0xfe, 0x01, 0x17]);
+        assert_eq!(&igmp[25..29], &[0x00, 0x01, 0x00, 0x12]);
+        assert_eq!(&igmp[235..239], &[0xff, 0xff, 0x00, 0x40]);
+        assert_eq!(igmp.len(), 303);
+    }
+
+    #[test]
+    fn signed_message_layout() {
+        let d = spec_example();
+        let igmp = &d[24..];
+        let m = signed_message(
+            Ipv4Addr::new(10, 0, 0, 2),
+            &igmp[..igmp.len() - SIGNATURE_LEN],
+        );
+        assert_eq!(&m[..24], JOIN_SIGNING_CONTEXT);
+        assert_eq!(&m[24..28], &[10, 0, 0, 2]);
+        assert_eq!(&m[28..30], &igmp[..2]);
+        assert_eq!(&m[30..32], &[0, 0], "checksum taken as zero");
+        assert_eq!(&m[32..], &igmp[4..igmp.len() - SIGNATURE_LEN]);
+    }
+
+    #[test]
+    fn parse_refuses_structural_faults() {
+        let f = Fixture::new(1);
+        let claims = f.claims(&[Slice::new(1, 1)], 1, NOW, 1);
+        // Record types that cannot carry a signed join.
+        let mut c = claims.clone();
+        c.record_type = RecordType::AllowNewSources;
+        assert_eq!(
+            build_signed_report(&c, f.members[0].addr, &f.members[0].cert, &f.members[0].key),
+            Err(BuildError::RecordType(RecordType::AllowNewSources))
+        );
+        let good = f.datagram(0, &claims);
+        let parse = |d: &[u8]| {
+            let p = IgmpPacket::new_checked(&d[24..]).unwrap();
+            UnverifiedJoin::parse(&p, |_| true).map(|o| o.is_some())
+        };
+        assert_eq!(parse(&good), Ok(true));
+        // Every truncation of the IGMP message is refused without panicking.
+        for n in 0..good.len() - 24 {
+            let d = &good[..24 + n];
+            if let Ok(p) = IgmpPacket::new_checked(&d[24..]) {
+                assert!(
+                    UnverifiedJoin::parse(&p, |_| true).is_err(),
+                    "truncated to {n}"
+                );
+            }
+        }
+        // A public group: no join.
+        let p = IgmpPacket::new_checked(&good[24..]).unwrap();
+        assert!(matches!(UnverifiedJoin::parse(&p, |_| false), Ok(None)));
+    }
+
+    #[test]
+    fn include_exclude_entries() {
+        let entries = [
+            SliceEntry::include(Slice::ALL),
+            SliceEntry::exclude(Slice::new(0, 1)),
+            SliceEntry::include(Slice::new(2, 3)),
+        ];
+        let eff = effective_slices(&entries);
+        assert_eq!(
+            eff,
+            SliceSet::from(Slice::new(1, 1)),
+            "excludes win over includes"
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! # igmp-ext
+//!
+//! The IGMPv3 wire format (RFC 3376 / RFC 9776) and Manycast's signed slice extension, carried as
+//! RFC 9279 TLVs after the last group record; slices of the client address space and their
+//! allocation; and the join verification pipeline that routers run (patent WO 99/30460 Fig 6).
+//!
+//! This crate never opens a socket and never reads a clock: callers pass bytes and `now` in.
+//! Untrusted bytes enter only through `new_checked` views; a parsed join is unverified until
+//! [`verify::JoinVerifier`] turns it into a [`verify::VerifiedJoin`].
+
+pub mod alloc;
+pub mod cert;
+pub mod fixtures;
+pub mod join;
+pub mod ownership;
+pub mod replay;
+pub mod signature;
+pub mod slice;
+pub mod time;
+pub mod verify;
+pub mod wire;
+
+pub use alloc::{Allocation, Slicing};
+pub use cert::{CertificateBody, KeyId, MemberCertificate, MemberId, UnverifiedCertificate};
+/// Re-exported so that callers name the same key types this crate checks signatures with.
+pub use ed25519_dalek;
+pub use join::{AllocationEpoch, JoinClaims, SliceEntry, UnverifiedJoin};
+pub use slice::{Slice, SliceSet};
+pub use time::Timestamp;
+pub use verify::{
+    Accepted, GroupKeys, JoinVerifier, KeySource, Reason, Rejection, VerifiedJoin, VerifierConfig,
+};

@@ -1,0 +1,263 @@
+//! Slice exclusivity (brief decision 3, last step): at most one owner per (group, slice). A claim
+//! in a later epoch displaces overlapping claims of earlier epochs; in the same epoch the lower
+//! member id keeps the slice. Claims expire unless refreshed.
+
+use crate::cert::MemberId;
+use crate::join::AllocationEpoch;
+use crate::slice::SliceSet;
+use crate::time::Timestamp;
+use core::net::Ipv4Addr;
+use std::collections::{BTreeMap, HashMap};
+
+/// One member's current claim on one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub slices: SliceSet,
+    pub epoch: AllocationEpoch,
+    /// The interface the join arrived on: where the kernel sends this member's traffic.
+    pub ifindex: u32,
+    /// The member's address on that link.
+    pub sender: Ipv4Addr,
+    pub expires: Timestamp,
+}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimError {
+    #[error("epoch {claimed} is older than the member's accepted epoch {current}")]
+    StaleEpoch {
+        claimed: AllocationEpoch,
+        current: AllocationEpoch,
+    },
+    #[error("slices held by {holder} at epoch {epoch}")]
+    Conflict {
+        holder: MemberId,
+        epoch: AllocationEpoch,
+    },
+}
+
+/// What one accepted claim or one expiry did to a group's owners: the router re-points its
+/// kernel state from this, without recomputing the whole table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnershipChange {
+    pub group: Option<Ipv4Addr>,
+    /// Slices that now belong to a member and did not before.
+    pub gained: Vec<(MemberId, SliceSet)>,
+    /// Slices a member no longer owns.
+    pub lost: Vec<(MemberId, SliceSet)>,
+}
+
+impl OwnershipChange {
+    pub fn is_empty(&self) -> bool {
+        self.gained.is_empty() && self.lost.is_empty()
+    }
+}
+
+/// (group, slice) → member, for every group the router serves.
+#[derive(Debug, Default)]
+pub struct OwnershipTable {
+    groups: HashMap<Ipv4Addr, BTreeMap<MemberId, Claim>>,
+}
+
+impl OwnershipTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks `claim` by `member` against the others without changing anything.
+    pub fn check(
+        &self,
+        group: Ipv4Addr,
+        member: MemberId,
+        claim: &Claim,
+    ) -> Result<(), ClaimError> {
+        let Some(claims) = self.groups.get(&group) else {
+            return Ok(());
+        };
+        if let Some(own) = claims.get(&member) {
+            if own.epoch > claim.epoch {
+                return Err(ClaimError::StaleEpoch {
+                    claimed: claim.epoch,
+                    current: own.epoch,
+                });
+            }
+        }
+        for (&other, held) in claims {
+            if other == member || !held.slices.overlaps(&claim.slices) {
+                continue;
+            }
+            let other_wins =
+                held.epoch > claim.epoch || (held.epoch == claim.epoch && other < member);
+            if other_wins {
+                return Err(ClaimError::Conflict {
+                    holder: other,
+                    epoch: held.epoch,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks and records `claim` as `member`'s whole claim on `group`; overlapping slices of
+    /// claims it beats are taken from them. An empty claim is a leave.
+    pub fn apply(
+        &mut self,
+        group: Ipv4Addr,
+        member: MemberId,
+        claim: Claim,
+    ) -> Result<OwnershipChange, ClaimError> {
+        self.check(group, member, &claim)?;
+        let claims = self.groups.entry(group).or_default();
+        let mut change = OwnershipChange {
+            group: Some(group),
+            ..Default::default()
+        };
+        for (&other, held) in claims.iter_mut() {
+            if other == member {
+                continue;
+            }
+            let taken = held.slices.intersection(&claim.slices);
+            if !taken.is_empty() {
+                held.slices = held.slices.difference(&taken);
+                change.lost.push((other, taken));
+            }
+        }
+        let before = claims
+            .get(&member)
+            .map(|c| c.slices.clone())
+            .unwrap_or_default();
+        let gained = claim.slices.difference(&before);
+        let dropped = before.difference(&claim.slices);
+        if !gained.is_empty() {
+            change.gained.push((member, gained));
+        }
+        if !dropped.is_empty() {
+            change.lost.push((member, dropped));
+        }
+        if claim.slices.is_empty() {
+            claims.remove(&member);
+        } else {
+            claims.insert(member, claim);
+        }
+        claims.retain(|_, c| !c.slices.is_empty());
+        if claims.is_empty() {
+            self.groups.remove(&group);
+        }
+        Ok(change)
+    }
+
+    /// Drops claims not refreshed by `now`.
+    pub fn expire(&mut self, now: Timestamp) -> Vec<OwnershipChange> {
+        let mut changes = Vec::new();
+        for (&group, claims) in self.groups.iter_mut() {
+            let mut change = OwnershipChange {
+                group: Some(group),
+                ..Default::default()
+            };
+            claims.retain(|&m, c| {
+                let live = c.expires > now;
+                if !live {
+                    change.lost.push((m, c.slices.clone()));
+                }
+                live
+            });
+            if !change.is_empty() {
+                changes.push(change);
+            }
+        }
+        self.groups.retain(|_, c| !c.is_empty());
+        changes
+    }
+
+    /// The member whose claim on `group` holds `source`.
+    pub fn owner_of(&self, group: Ipv4Addr, source: Ipv4Addr) -> Option<(MemberId, &Claim)> {
+        self.groups
+            .get(&group)?
+            .iter()
+            .find(|(_, c)| c.slices.contains_addr(source))
+            .map(|(&m, c)| (m, c))
+    }
+
+    pub fn claims(&self, group: Ipv4Addr) -> impl Iterator<Item = (MemberId, &Claim)> {
+        self.groups
+            .get(&group)
+            .into_iter()
+            .flat_map(|c| c.iter().map(|(&m, c)| (m, c)))
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.groups.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slice::Slice;
+
+    const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+
+    fn claim(slices: &[Slice], epoch: u64) -> Claim {
+        Claim {
+            slices: slices.iter().copied().collect(),
+            epoch: AllocationEpoch(epoch),
+            ifindex: 1,
+            sender: Ipv4Addr::new(10, 0, 0, 1),
+            expires: Timestamp::from_secs(100),
+        }
+    }
+
+    #[test]
+    fn later_epoch_takes_over_and_ties_go_to_lower_id() {
+        let (even, odd) = (Slice::new(0, 1), Slice::new(1, 1));
+        let mut t = OwnershipTable::new();
+        t.apply(G, MemberId(1), claim(&[even, odd], 1)).unwrap();
+        assert_eq!(
+            t.owner_of(G, Ipv4Addr::new(1, 2, 3, 5)).unwrap().0,
+            MemberId(1)
+        );
+        // Same epoch, higher id: refused.
+        assert!(matches!(
+            t.apply(G, MemberId(2), claim(&[odd], 1)),
+            Err(ClaimError::Conflict { .. })
+        ));
+        // Later epoch: member 2 takes the odd addresses from member 1.
+        let change = t.apply(G, MemberId(2), claim(&[odd], 2)).unwrap();
+        assert_eq!(change.lost, vec![(MemberId(1), SliceSet::from(odd))]);
+        assert_eq!(
+            t.owner_of(G, Ipv4Addr::new(1, 2, 3, 5)).unwrap().0,
+            MemberId(2)
+        );
+        assert_eq!(
+            t.owner_of(G, Ipv4Addr::new(1, 2, 3, 4)).unwrap().0,
+            MemberId(1)
+        );
+        // Member 1 cannot go back to an older epoch, nor reclaim at its old epoch.
+        assert!(matches!(
+            t.apply(G, MemberId(1), claim(&[odd], 1)),
+            Err(ClaimError::Conflict { .. })
+        ));
+        // Equal epoch, lower id wins the tie.
+        let change = t.apply(G, MemberId(1), claim(&[even, odd], 2)).unwrap();
+        assert_eq!(change.lost, vec![(MemberId(2), SliceSet::from(odd))]);
+        assert!(t.claims(G).all(|(m, _)| m == MemberId(1)));
+    }
+
+    #[test]
+    fn stale_own_epoch_and_leave_and_expiry() {
+        let mut t = OwnershipTable::new();
+        t.apply(G, MemberId(1), claim(&[Slice::ALL], 5)).unwrap();
+        assert!(matches!(
+            t.apply(G, MemberId(1), claim(&[Slice::ALL], 4)),
+            Err(ClaimError::StaleEpoch { .. })
+        ));
+        let change = t.apply(G, MemberId(1), claim(&[], 5)).unwrap();
+        assert_eq!(change.lost.len(), 1);
+        assert!(t.owner_of(G, Ipv4Addr::new(1, 1, 1, 1)).is_none());
+        t.apply(G, MemberId(3), claim(&[Slice::ALL], 6)).unwrap();
+        assert!(t.expire(Timestamp::from_secs(99)).is_empty());
+        assert_eq!(t.expire(Timestamp::from_secs(100)).len(), 1);
+        assert_eq!(t.groups().count(), 0);
+    }
+}

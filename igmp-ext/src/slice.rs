@@ -1,0 +1,487 @@
+//! Slices of the client address space (patent Fig 7C, 9, 10): a [`Slice`] is a (value, mask) pair
+//! over the 32-bit source address, and a [`SliceSet`] is a union of disjoint slices with the set
+//! algebra that allocation, verification and filtering need.
+
+use core::fmt;
+use core::net::Ipv4Addr;
+use core::str::FromStr;
+
+/// The addresses `a` with `a & mask == value`. The value never has bits outside the mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slice {
+    value: u32,
+    mask: u32,
+}
+
+impl Slice {
+    /// Every address.
+    pub const ALL: Slice = Slice { value: 0, mask: 0 };
+
+    /// The slice of addresses matching `value` under `mask`; bits of `value` outside the mask
+    /// are dropped.
+    pub const fn new(value: u32, mask: u32) -> Self {
+        Slice {
+            value: value & mask,
+            mask,
+        }
+    }
+
+    /// A CIDR prefix: the top `len` bits of `addr` (len 0..=32, clamped).
+    pub fn prefix(addr: Ipv4Addr, len: u8) -> Self {
+        let mask = if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len.min(32)))
+        };
+        Slice::new(addr.into(), mask)
+    }
+
+    pub const fn value(&self) -> u32 {
+        self.value
+    }
+
+    pub const fn mask(&self) -> u32 {
+        self.mask
+    }
+
+    /// The lowest address in the slice: what a group record lists for it.
+    pub fn base(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.value)
+    }
+
+    pub const fn contains(&self, addr: u32) -> bool {
+        addr & self.mask == self.value
+    }
+
+    pub fn contains_addr(&self, addr: Ipv4Addr) -> bool {
+        self.contains(addr.into())
+    }
+
+    /// Number of addresses (1 to 2^32).
+    pub const fn size(&self) -> u64 {
+        1u64 << (32 - self.mask.count_ones())
+    }
+
+    /// True when some address lies in both: they agree on every bit both masks fix.
+    pub const fn overlaps(&self, other: &Slice) -> bool {
+        (self.value ^ other.value) & self.mask & other.mask == 0
+    }
+
+    /// True when every address of `self` is in `other`.
+    pub const fn is_subset_of(&self, other: &Slice) -> bool {
+        other.mask & !self.mask == 0 && self.value & other.mask == other.value
+    }
+
+    pub fn intersection(&self, other: &Slice) -> Option<Slice> {
+        self.overlaps(other)
+            .then(|| Slice::new(self.value | other.value, self.mask | other.mask))
+    }
+
+    /// `self` minus `other` as at most 32 disjoint slices: fix, one at a time, each bit that
+    /// `other` fixes and `self` does not; the half that disagrees with `other` is outside it.
+    pub fn difference(&self, other: &Slice) -> Vec<Slice> {
+        if !self.overlaps(other) {
+            return vec![*self];
+        }
+        let mut out = Vec::new();
+        let mut cur = *self;
+        let mut free = other.mask & !self.mask;
+        while free != 0 {
+            let bit = 1u32 << (31 - free.leading_zeros());
+            free &= !bit;
+            out.push(Slice::new(
+                (cur.value & !bit) | (!other.value & bit),
+                cur.mask | bit,
+            ));
+            cur = Slice::new(cur.value | (other.value & bit), cur.mask | bit);
+        }
+        out
+    }
+
+    /// The sibling that differs only in the lowest fixed bit, if the mask fixes any bit.
+    fn sibling_merge(&self, other: &Slice) -> Option<Slice> {
+        if self.mask != other.mask {
+            return None;
+        }
+        let diff = self.value ^ other.value;
+        (diff.count_ones() == 1).then(|| Slice::new(self.value & !diff, self.mask & !diff))
+    }
+}
+
+impl fmt::Display for Slice {
+    /// CIDR (`10.0.0.0/8`) when the mask is a prefix, else `value/mask` in dotted quads
+    /// (`0.0.0.1/0.0.0.3`: every address ending in binary 01).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mask.leading_ones() + self.mask.trailing_zeros() == 32 {
+            write!(
+                f,
+                "{}/{}",
+                Ipv4Addr::from(self.value),
+                self.mask.count_ones()
+            )
+        } else {
+            write!(
+                f,
+                "{}/{}",
+                Ipv4Addr::from(self.value),
+                Ipv4Addr::from(self.mask)
+            )
+        }
+    }
+}
+
+/// Why a slice string did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid slice {input:?}: expected ADDR/LEN or ADDR/MASK, for example 10.0.0.0/8 or 0.0.0.1/0.0.0.3")]
+pub struct SliceParseError {
+    input: String,
+}
+
+impl FromStr for Slice {
+    type Err = SliceParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || SliceParseError {
+            input: s.to_owned(),
+        };
+        let (addr, rest) = s.split_once('/').ok_or_else(err)?;
+        let addr: Ipv4Addr = addr.trim().parse().map_err(|_| err())?;
+        let rest = rest.trim();
+        if let Ok(len) = rest.parse::<u8>() {
+            if len > 32 {
+                return Err(err());
+            }
+            return Ok(Slice::prefix(addr, len));
+        }
+        let mask: Ipv4Addr = rest.parse().map_err(|_| err())?;
+        Ok(Slice::new(addr.into(), mask.into()))
+    }
+}
+
+/// A union of disjoint slices. Operations keep the slices disjoint and merge siblings, so the
+/// representation stays small; equality is equality of the address sets.
+#[derive(Debug, Clone, Default)]
+pub struct SliceSet {
+    slices: Vec<Slice>,
+}
+
+impl SliceSet {
+    pub const fn new() -> Self {
+        SliceSet { slices: Vec::new() }
+    }
+
+    /// Every address.
+    pub fn full() -> Self {
+        SliceSet {
+            slices: vec![Slice::ALL],
+        }
+    }
+
+    /// The 2^bits slices that split the space by its `bits` lowest bits: a hash-like spread in
+    /// which every /24 contributes to every slice (patent Fig 10, "every third portion").
+    pub fn low_order_slicing(bits: u8) -> Vec<Slice> {
+        let bits = u32::from(bits.min(24));
+        let mask = (1u32 << bits) - 1;
+        (0..=mask).map(|v| Slice::new(v, mask)).collect()
+    }
+
+    /// The 2^bits slices that split the space by its `bits` highest bits (CIDR prefixes).
+    pub fn prefix_slicing(bits: u8) -> Vec<Slice> {
+        let bits = u32::from(bits.min(24));
+        if bits == 0 {
+            return vec![Slice::ALL];
+        }
+        let shift = 32 - bits;
+        (0..(1u32 << bits))
+            .map(|v| Slice::new(v << shift, u32::MAX << shift))
+            .collect()
+    }
+
+    /// The disjoint slices, in canonical order.
+    pub fn slices(&self) -> &[Slice] {
+        &self.slices
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Slice> {
+        self.slices.iter()
+    }
+
+    /// Number of slices in the representation (not addresses: see [`SliceSet::size`]).
+    pub fn len(&self) -> usize {
+        self.slices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slices.is_empty()
+    }
+
+    /// Number of addresses covered (0 to 2^32).
+    pub fn size(&self) -> u64 {
+        self.slices.iter().map(Slice::size).sum()
+    }
+
+    /// True when the set covers the whole address space.
+    pub fn is_full(&self) -> bool {
+        self.size() == 1u64 << 32
+    }
+
+    pub fn contains(&self, addr: u32) -> bool {
+        self.slices.iter().any(|s| s.contains(addr))
+    }
+
+    pub fn contains_addr(&self, addr: Ipv4Addr) -> bool {
+        self.contains(addr.into())
+    }
+
+    pub fn overlaps_slice(&self, other: &Slice) -> bool {
+        self.slices.iter().any(|s| s.overlaps(other))
+    }
+
+    pub fn overlaps(&self, other: &SliceSet) -> bool {
+        other.slices.iter().any(|o| self.overlaps_slice(o))
+    }
+
+    pub fn is_subset_of(&self, other: &SliceSet) -> bool {
+        self.difference(other).is_empty()
+    }
+
+    /// Adds the addresses of `slice`.
+    pub fn insert(&mut self, slice: Slice) {
+        let mut pieces = vec![slice];
+        for have in &self.slices {
+            pieces = pieces.iter().flat_map(|p| p.difference(have)).collect();
+            if pieces.is_empty() {
+                return;
+            }
+        }
+        self.slices.extend(pieces);
+        self.normalize();
+    }
+
+    /// Removes the addresses of `slice`.
+    pub fn remove(&mut self, slice: &Slice) {
+        if !self.overlaps_slice(slice) {
+            return;
+        }
+        self.slices = self
+            .slices
+            .iter()
+            .flat_map(|s| s.difference(slice))
+            .collect();
+        self.normalize();
+    }
+
+    pub fn union(&self, other: &SliceSet) -> SliceSet {
+        let mut out = self.clone();
+        for s in &other.slices {
+            out.insert(*s);
+        }
+        out
+    }
+
+    pub fn difference(&self, other: &SliceSet) -> SliceSet {
+        let mut out = self.clone();
+        for s in &other.slices {
+            out.remove(s);
+        }
+        out
+    }
+
+    pub fn intersection(&self, other: &SliceSet) -> SliceSet {
+        let mut slices: Vec<Slice> = Vec::new();
+        for a in &self.slices {
+            for b in &other.slices {
+                if let Some(i) = a.intersection(b) {
+                    slices.push(i);
+                }
+            }
+        }
+        // Pieces of disjoint sets intersected pairwise are disjoint already.
+        let mut out = SliceSet { slices };
+        out.normalize();
+        out
+    }
+
+    /// Merges sibling slices until none are left and sorts, so that equal sets built the same
+    /// way look the same and a member's join lists as few slices as it can.
+    fn normalize(&mut self) {
+        loop {
+            self.slices.sort_unstable_by_key(|s| (s.mask, s.value));
+            let mut merged = false;
+            let mut out: Vec<Slice> = Vec::with_capacity(self.slices.len());
+            let mut i = 0;
+            while i < self.slices.len() {
+                let s = self.slices[i];
+                // Siblings share a mask; within one mask, sorting by value does not put
+                // siblings next to each other in general, so look for the partner directly.
+                let partner = self.slices[i + 1..]
+                    .iter()
+                    .take_while(|t| t.mask == s.mask)
+                    .position(|t| s.sibling_merge(t).is_some());
+                match partner {
+                    Some(off) => {
+                        let t = self.slices.remove(i + 1 + off);
+                        out.push(s.sibling_merge(&t).expect("partner was found as a sibling"));
+                        merged = true;
+                    }
+                    None => out.push(s),
+                }
+                i += 1;
+            }
+            self.slices = out;
+            if !merged {
+                break;
+            }
+        }
+        self.slices
+            .sort_unstable_by_key(|s| (s.mask.count_ones(), s.value, s.mask));
+    }
+}
+
+impl PartialEq for SliceSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.size() == other.size() && self.is_subset_of(other)
+    }
+}
+
+impl Eq for SliceSet {}
+
+impl FromIterator<Slice> for SliceSet {
+    fn from_iter<I: IntoIterator<Item = Slice>>(iter: I) -> Self {
+        let mut set = SliceSet::new();
+        for s in iter {
+            set.insert(s);
+        }
+        set
+    }
+}
+
+impl From<Slice> for SliceSet {
+    fn from(s: Slice) -> Self {
+        SliceSet { slices: vec![s] }
+    }
+}
+
+impl fmt::Display for SliceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.slices.is_empty() {
+            return f.write_str("(none)");
+        }
+        for (i, s) in self.slices.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn s(text: &str) -> Slice {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn parse_and_display() {
+        assert_eq!(s("10.0.0.0/8"), Slice::new(0x0a00_0000, 0xff00_0000));
+        assert_eq!(s("0.0.0.1/0.0.0.3"), Slice::new(1, 3));
+        assert_eq!(s("10.1.2.3/8").to_string(), "10.0.0.0/8");
+        assert_eq!(Slice::new(1, 3).to_string(), "0.0.0.1/0.0.0.3");
+        assert_eq!(Slice::ALL.to_string(), "0.0.0.0/0");
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/1.2.3"] {
+            assert!(bad.parse::<Slice>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn membership_and_overlap() {
+        let odd = Slice::new(1, 1);
+        assert!(odd.contains(3) && !odd.contains(4));
+        assert_eq!(odd.size(), 1 << 31);
+        assert!(odd.overlaps(&s("10.0.0.0/8")));
+        assert!(!odd.overlaps(&Slice::new(2, 3)));
+        assert!(Slice::new(3, 3).is_subset_of(&odd));
+        assert!(!odd.is_subset_of(&Slice::new(3, 3)));
+    }
+
+    #[test]
+    fn difference_is_exact() {
+        let d = Slice::ALL.difference(&Slice::new(5, 7));
+        assert_eq!(d.len(), 3);
+        assert_eq!(
+            d.iter().map(Slice::size).sum::<u64>(),
+            (1 << 32) - (1 << 29)
+        );
+        assert!(d.iter().all(|p| !p.overlaps(&Slice::new(5, 7))));
+    }
+
+    #[test]
+    fn slicings_cover_the_space_once() {
+        for bits in [0u8, 1, 3, 8] {
+            for slicing in [
+                SliceSet::low_order_slicing(bits),
+                SliceSet::prefix_slicing(bits),
+            ] {
+                assert_eq!(slicing.len(), 1 << bits);
+                let set: SliceSet = slicing.iter().copied().collect();
+                assert!(set.is_full());
+                assert_eq!(set.len(), 1, "siblings merge back into one slice");
+            }
+        }
+    }
+
+    #[test]
+    fn every_third_portion_of_thirty_two() {
+        // Patent Fig 10: divide into portions, every third portion to one server.
+        let units = SliceSet::low_order_slicing(5);
+        let mine: SliceSet = units.iter().step_by(3).copied().collect();
+        assert_eq!(mine.size(), 11 * (1 << 27));
+        assert!(mine.contains(0) && mine.contains(3) && !mine.contains(1));
+    }
+
+    fn arb_slice() -> impl Strategy<Value = Slice> {
+        // Few distinct bits so that overlaps are common and sets stay enumerable.
+        (0u32..16, 0u32..16).prop_map(|(v, m)| Slice::new(v << 28 | v, m << 28 | m))
+    }
+
+    fn arb_set() -> impl Strategy<Value = SliceSet> {
+        prop::collection::vec(arb_slice(), 0..6).prop_map(|v| v.into_iter().collect())
+    }
+
+    /// Membership over representative addresses: those bits the generators touch.
+    fn samples() -> impl Iterator<Item = u32> {
+        (0u32..256).map(|i| (i >> 4) << 28 | (i & 0xf))
+    }
+
+    fn disjoint(set: &SliceSet) -> bool {
+        let s = set.slices();
+        (0..s.len()).all(|i| (i + 1..s.len()).all(|j| !s[i].overlaps(&s[j])))
+    }
+
+    proptest! {
+        #[test]
+        fn algebra_matches_membership(a in arb_set(), b in arb_set()) {
+            let (u, d, i) = (a.union(&b), a.difference(&b), a.intersection(&b));
+            for x in samples() {
+                prop_assert_eq!(u.contains(x), a.contains(x) || b.contains(x));
+                prop_assert_eq!(d.contains(x), a.contains(x) && !b.contains(x));
+                prop_assert_eq!(i.contains(x), a.contains(x) && b.contains(x));
+            }
+            prop_assert!(disjoint(&u) && disjoint(&d) && disjoint(&i));
+            prop_assert_eq!(u.size(), a.size() + b.size() - i.size());
+            prop_assert_eq!(a.overlaps(&b), !i.is_empty());
+            prop_assert!(d.is_subset_of(&a) && !d.overlaps(&b));
+            prop_assert_eq!(u.clone(), b.union(&a));
+        }
+
+        #[test]
+        fn display_parse_round_trip(sl in arb_slice()) {
+            prop_assert_eq!(sl.to_string().parse::<Slice>().unwrap(), sl);
+        }
+    }
+}

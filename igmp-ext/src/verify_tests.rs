@@ -1,0 +1,442 @@
+//! One test per rejection reason, plus acceptance, bursts and metrics.
+
+use super::*;
+use crate::fixtures::{Fixture, IFINDEX, NOW};
+use crate::join::{build_datagram, build_signed_report};
+use crate::wire::igmp::{fill_checksum, ReportRepr};
+use crate::wire::ipv4::{Ipv4Repr, HEADER_LEN};
+
+const IP_HEADER: usize = HEADER_LEN + 4; // with Router Alert
+
+fn verifier(f: &Fixture) -> JoinVerifier {
+    JoinVerifier::new(VerifierConfig::default(), f.links())
+}
+
+fn run(v: &mut JoinVerifier, f: &Fixture, d: &[u8]) -> Result<Accepted, Rejection> {
+    v.handle_datagram(NOW, IFINDEX, d, &f.key_source())
+}
+
+fn reason(r: Result<Accepted, Rejection>) -> Reason {
+    match r {
+        Ok(a) => panic!("accepted: {a:?}"),
+        Err(e) => e.reason,
+    }
+}
+
+/// Changes one byte of the IGMP message and fixes the IGMP checksum, so that the change reaches
+/// the checks after the checksum.
+fn tamper(d: &[u8], igmp_offset: usize, f: impl FnOnce(&mut u8)) -> Vec<u8> {
+    let mut d = d.to_vec();
+    f(&mut d[IP_HEADER + igmp_offset]);
+    fill_checksum(&mut d[IP_HEADER..]);
+    d
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
+}
+
+#[test]
+fn accepts_a_signed_join_and_records_ownership() {
+    let f = Fixture::new(2);
+    let mut v = verifier(&f);
+    let odd = Slice::new(1, 1);
+    let Accepted::Join { join, change, .. } = run(&mut v, &f, &f.join(0, &[odd], 1, 1)).unwrap()
+    else {
+        panic!("not a join")
+    };
+    assert_eq!(join.member(), MemberId(1));
+    assert_eq!(join.group(), f.group);
+    assert_eq!(join.slices(), &SliceSet::from(odd));
+    assert_eq!(join.epoch(), AllocationEpoch(1));
+    assert_eq!(change.gained, vec![(MemberId(1), SliceSet::from(odd))]);
+    assert_eq!(
+        v.ownership()
+            .owner_of(f.group, Ipv4Addr::new(198, 51, 100, 7))
+            .unwrap()
+            .0,
+        MemberId(1)
+    );
+    assert!(v
+        .ownership()
+        .owner_of(f.group, Ipv4Addr::new(198, 51, 100, 8))
+        .is_none());
+    assert_eq!(v.metrics().accepted_joins, 1);
+}
+
+#[test]
+fn public_groups_pass_as_plain_igmp() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let report = IgmpRepr::V3Report(ReportRepr {
+        flags: 0,
+        records: vec![GroupRecordRepr {
+            record_type: RecordType::ModeIsExclude,
+            group: Ipv4Addr::new(239, 1, 1, 1),
+            sources: vec![],
+            aux_data: vec![],
+        }],
+        additional_data: vec![],
+    });
+    let mut igmp = vec![0; report.buffer_len()];
+    report.emit(&mut igmp);
+    let d = build_datagram(Ipv4Addr::new(10, 0, 0, 9), &igmp);
+    assert!(matches!(run(&mut v, &f, &d), Ok(Accepted::Plain { .. })));
+    assert_eq!(v.metrics().accepted_plain, 1);
+}
+
+#[test]
+fn malformed_and_bad_checksum() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let d = f.join(0, &[Slice::ALL], 1, 1);
+    assert_eq!(reason(run(&mut v, &f, &d[..30])), Reason::Malformed);
+    let mut bad = d.clone();
+    bad[IP_HEADER + 2] ^= 0xff;
+    assert_eq!(reason(run(&mut v, &f, &bad)), Reason::BadChecksum);
+    assert_eq!(v.metrics().rejected(Reason::Malformed), 1);
+    assert_eq!(v.metrics().rejected(Reason::BadChecksum), 1);
+}
+
+#[test]
+fn unsigned_joins_for_protected_groups() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let plain = |repr: IgmpRepr| {
+        let mut igmp = vec![0; repr.buffer_len()];
+        repr.emit(&mut igmp);
+        build_datagram(f.members[0].addr, &igmp)
+    };
+    let v3 = plain(IgmpRepr::V3Report(ReportRepr {
+        flags: 0,
+        records: vec![GroupRecordRepr {
+            record_type: RecordType::AllowNewSources,
+            group: f.group,
+            sources: vec![Ipv4Addr::new(10, 9, 9, 9)],
+            aux_data: vec![],
+        }],
+        additional_data: vec![],
+    }));
+    assert_eq!(reason(run(&mut v, &f, &v3)), Reason::Unsigned);
+    let v2 = plain(IgmpRepr::V2Report { group: f.group });
+    assert_eq!(reason(run(&mut v, &f, &v2)), Reason::Unsigned);
+    let leave = plain(IgmpRepr::V2Leave { group: f.group });
+    assert_eq!(reason(run(&mut v, &f, &leave)), Reason::Unsigned);
+    assert!(v.ownership().groups().next().is_none());
+}
+
+#[test]
+fn malformed_extension_and_record_mismatch() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let d = f.join(0, &[Slice::new(1, 1)], 1, 1);
+    // The extension version byte follows the 4-byte TLV header after the 16-byte record.
+    let version_at = 8 + 12 + 4;
+    assert_eq!(d[IP_HEADER + version_at], crate::join::EXTENSION_VERSION);
+    let bad_version = tamper(&d, version_at, |b| *b = 9);
+    assert_eq!(
+        reason(run(&mut v, &f, &bad_version)),
+        Reason::MalformedExtension
+    );
+    // The record lists 0.0.0.1 as the slice's base: change it to 0.0.0.3.
+    let mismatch = tamper(&d, 8 + 8 + 3, |b| *b = 3);
+    assert_eq!(reason(run(&mut v, &f, &mismatch)), Reason::RecordMismatch);
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let d = f.join(0, &[Slice::ALL], 1, 7);
+    run(&mut v, &f, &d).unwrap();
+    assert_eq!(reason(run(&mut v, &f, &d)), Reason::Duplicate);
+    // The same nonce under a new, validly signed join is also a duplicate.
+    let again = f.datagram(0, &f.claims(&[Slice::ALL], 2, NOW, 7));
+    assert_eq!(reason(run(&mut v, &f, &again)), Reason::Duplicate);
+}
+
+#[test]
+fn untimely_joins() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let window = v.config().timeliness_window;
+    let old = f.datagram(
+        0,
+        &f.claims(
+            &[Slice::ALL],
+            1,
+            NOW.saturating_sub(window + Duration::from_millis(1)),
+            1,
+        ),
+    );
+    assert_eq!(reason(run(&mut v, &f, &old)), Reason::Untimely);
+    let future = f.datagram(
+        0,
+        &f.claims(&[Slice::ALL], 1, NOW.saturating_add(window * 2), 2),
+    );
+    assert_eq!(reason(run(&mut v, &f, &future)), Reason::Untimely);
+    let edge = f.datagram(
+        0,
+        &f.claims(&[Slice::ALL], 1, NOW.saturating_sub(window), 3),
+    );
+    assert!(run(&mut v, &f, &edge).is_ok());
+}
+
+#[test]
+fn wrong_link() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let d = f.join(0, &[Slice::ALL], 1, 1);
+    assert_eq!(
+        reason(v.handle_datagram(NOW, IFINDEX + 1, &d, &f.key_source())),
+        Reason::WrongLink
+    );
+    // A copy that crossed a router: TTL 2 (header re-emitted so its checksum is right).
+    let mut routed = d.clone();
+    let ip = Ipv4Repr {
+        ttl: 2,
+        ..Ipv4Repr::parse(&Ipv4Packet::new_checked(&d[..]).unwrap())
+    };
+    ip.emit(&mut routed);
+    assert_eq!(reason(run(&mut v, &f, &routed)), Reason::WrongLink);
+    // Signed by member 1 but sent from another address on the link: the signature covers the
+    // sender's address.
+    let mut moved = d.clone();
+    let ip = Ipv4Repr {
+        src_addr: Ipv4Addr::new(10, 0, 0, 200),
+        ..ip
+    };
+    Ipv4Repr { ttl: 1, ..ip }.emit(&mut moved);
+    assert_eq!(reason(run(&mut v, &f, &moved)), Reason::BadSignature);
+}
+
+struct Down;
+impl KeySource for Down {
+    fn group_keys(&self, _: Ipv4Addr, _: Timestamp) -> Result<Arc<GroupKeys>, KeyLookupError> {
+        Err(KeyLookupError::Unavailable("keystore timed out".into()))
+    }
+}
+
+#[test]
+fn key_lookup_failures() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let d = f.join(0, &[Slice::ALL], 1, 1);
+    assert_eq!(
+        reason(v.handle_datagram(NOW, IFINDEX, &d, &Down)),
+        Reason::KeyUnavailable
+    );
+    let empty: HashMap<Ipv4Addr, Arc<GroupKeys>> = HashMap::new();
+    assert_eq!(
+        reason(v.handle_datagram(NOW, IFINDEX, &d, &empty)),
+        Reason::UnknownGroup
+    );
+    // The group's published key is another one (for example after a rotation that dropped it).
+    let other = Fixture {
+        group_key: ed25519_dalek::SigningKey::from_bytes(&[0x02; 32]),
+        ..f.clone()
+    };
+    assert_eq!(
+        reason(v.handle_datagram(NOW, IFINDEX, &d, &other.key_source())),
+        Reason::UnknownKey
+    );
+    // Nothing was recorded along the way: the join is still accepted once keys are back.
+    assert!(run(&mut v, &f, &d).is_ok());
+}
+
+#[test]
+fn certificate_failures() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let d = f.join(0, &[Slice::ALL], 1, 1);
+    // A byte of the certificate's validity period: the group key's signature no longer holds.
+    let cert_at = find(&d[IP_HEADER..], f.members[0].cert.as_bytes());
+    let forged = tamper(&d, cert_at + 50, |b| *b ^= 0x40);
+    assert_eq!(reason(run(&mut v, &f, &forged)), Reason::BadCertificate);
+    // After the certificate's end (2028-01-01).
+    let late = Timestamp::from_secs(1_830_297_601);
+    let d_late = f.datagram(0, &f.claims(&[Slice::ALL], 1, late, 2));
+    assert_eq!(
+        reason(v.handle_datagram(late, IFINDEX, &d_late, &f.key_source())),
+        Reason::CertificateExpired
+    );
+    // Revoked member key.
+    let mut keys = f.group_keys();
+    keys.revoked_members
+        .push(KeyId::of(&f.members[0].key.verifying_key()));
+    let revoked = HashMap::from([(f.group, Arc::new(keys))]);
+    assert_eq!(
+        reason(v.handle_datagram(NOW, IFINDEX, &d, &revoked)),
+        Reason::Revoked
+    );
+}
+
+#[test]
+fn group_not_allowed_and_outside_certificate() {
+    let f = Fixture::with_member_slices(1, SliceSet::from(Slice::new(0, 1)));
+    let mut v = verifier(&f);
+    let other_group = Ipv4Addr::new(232, 1, 1, 2);
+    let mut claims = f.claims(&[Slice::new(0, 1)], 1, NOW, 1);
+    claims.group = other_group;
+    let d = f.datagram(0, &claims);
+    let mut keys = f.group_keys();
+    keys.group = other_group;
+    let source = HashMap::from([(other_group, Arc::new(keys))]);
+    assert_eq!(
+        reason(v.handle_datagram(NOW, IFINDEX, &d, &source)),
+        Reason::GroupNotAllowed
+    );
+    let too_much = f.join(0, &[Slice::ALL], 1, 2);
+    assert_eq!(
+        reason(run(&mut v, &f, &too_much)),
+        Reason::OutsideCertificate
+    );
+    assert!(run(&mut v, &f, &f.join(0, &[Slice::new(0, 1)], 1, 3)).is_ok());
+}
+
+#[test]
+fn forged_signatures() {
+    let f = Fixture::new(2);
+    let mut v = verifier(&f);
+    let d = f.join(0, &[Slice::ALL], 1, 1);
+    // Change the epoch after signing.
+    let epoch_at = find(&d[IP_HEADER..], &1u64.to_be_bytes());
+    let bumped = tamper(&d, epoch_at + 7, |b| *b = 9);
+    assert_eq!(reason(run(&mut v, &f, &bumped)), Reason::BadSignature);
+    // Member 2's certificate, signed with member 1's key.
+    let m = &f.members;
+    let claims = f.claims(&[Slice::ALL], 1, NOW, 2);
+    assert!(
+        build_signed_report(&claims, m[0].addr, &m[1].cert, &m[0].key).is_err(),
+        "builder refuses"
+    );
+    let mut forged = f.datagram(1, &claims);
+    let good = f.datagram(0, &f.claims(&[Slice::ALL], 1, NOW, 2));
+    let sig_at = forged.len() - 64;
+    forged[sig_at..].copy_from_slice(&good[good.len() - 64..]);
+    fill_checksum(&mut forged[IP_HEADER..]);
+    assert_eq!(reason(run(&mut v, &f, &forged)), Reason::BadSignature);
+    assert_eq!(v.metrics().accepted_joins, 0);
+}
+
+#[test]
+fn epochs_fence_and_ties_go_to_the_lower_id() {
+    let f = Fixture::new(2);
+    let mut v = verifier(&f);
+    run(&mut v, &f, &f.join(0, &[Slice::ALL], 5, 1)).unwrap();
+    assert_eq!(
+        reason(run(&mut v, &f, &f.join(0, &[Slice::ALL], 4, 2))),
+        Reason::StaleEpoch
+    );
+    assert_eq!(
+        reason(run(&mut v, &f, &f.join(1, &[Slice::new(1, 1)], 5, 3))),
+        Reason::SliceConflict
+    );
+    assert_eq!(
+        reason(run(&mut v, &f, &f.join(1, &[Slice::new(1, 1)], 4, 4))),
+        Reason::SliceConflict
+    );
+    let Accepted::Join { change, .. } =
+        run(&mut v, &f, &f.join(1, &[Slice::new(1, 1)], 6, 5)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        change.lost,
+        vec![(MemberId(1), SliceSet::from(Slice::new(1, 1)))]
+    );
+    // A leave (no slices) at the current epoch releases member 2's slices.
+    run(&mut v, &f, &f.join(1, &[], 6, 6)).unwrap();
+    assert!(v
+        .ownership()
+        .owner_of(f.group, Ipv4Addr::new(10, 1, 1, 1))
+        .is_none());
+}
+
+#[test]
+fn replay_cache_full_fails_closed() {
+    let f = Fixture::new(1);
+    let config = VerifierConfig {
+        replay_capacity: 1,
+        ..VerifierConfig::default()
+    };
+    let mut v = JoinVerifier::new(config, f.links());
+    run(&mut v, &f, &f.join(0, &[Slice::ALL], 1, 1)).unwrap();
+    assert_eq!(
+        reason(run(&mut v, &f, &f.join(0, &[Slice::ALL], 1, 2))),
+        Reason::ReplayCacheFull
+    );
+    // Once the first entry ages out, joins are accepted again.
+    let later = NOW.saturating_add(v.config().timeliness_window * 2);
+    let d = f.datagram(0, &f.claims(&[Slice::ALL], 1, later, 3));
+    assert!(v
+        .handle_datagram(later, IFINDEX, &d, &f.key_source())
+        .is_ok());
+}
+
+#[test]
+fn certificates_are_cached_after_the_first_check() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    for n in 0..3 {
+        run(&mut v, &f, &f.join(0, &[Slice::ALL], 1, n)).unwrap();
+    }
+    assert_eq!(v.metrics().certificate_cache_hits, 2);
+}
+
+#[test]
+fn bursts_batch_verify_and_isolate_forgeries() {
+    let f = Fixture::new(8);
+    let slicing = SliceSet::low_order_slicing(3);
+    let joins: Vec<Vec<u8>> = (0..8)
+        .map(|i| f.join(i, &[slicing[i]], 1, i as u64))
+        .collect();
+    let mut v = verifier(&f);
+    let items: Vec<(u32, &[u8])> = joins.iter().map(|d| (IFINDEX, d.as_slice())).collect();
+    let out = v.handle_burst(NOW, &items, &f.key_source());
+    assert!(out.iter().all(Result::is_ok));
+    let mut v = verifier(&f);
+    let forged = tamper(
+        &joins[3],
+        find(&joins[3][IP_HEADER..], &1u64.to_be_bytes()) + 7,
+        |b| *b = 2,
+    );
+    let mut items: Vec<(u32, &[u8])> = joins.iter().map(|d| (IFINDEX, d.as_slice())).collect();
+    items[3] = (IFINDEX, &forged);
+    items.push((IFINDEX, &joins[0])); // a duplicate within the burst
+    let out = v.handle_burst(NOW, &items, &f.key_source());
+    let reasons: Vec<Option<Reason>> = out
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.reason))
+        .collect();
+    let mut expected = vec![None; 9];
+    expected[3] = Some(Reason::BadSignature);
+    expected[8] = Some(Reason::Duplicate);
+    assert_eq!(reasons, expected);
+}
+
+#[test]
+fn expiry_withdraws_claims() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    run(&mut v, &f, &f.join(0, &[Slice::ALL], 1, 1)).unwrap();
+    assert!(v
+        .expire(NOW.saturating_add(Duration::from_secs(1)))
+        .is_empty());
+    let changes = v.expire(NOW.saturating_add(v.config().claim_hold));
+    assert_eq!(changes.len(), 1);
+    assert!(v.ownership().groups().next().is_none());
+}
+
+#[test]
+fn every_reason_has_a_distinct_label() {
+    let mut labels: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    assert_eq!(labels.len(), Reason::ALL.len());
+    for (i, r) in Reason::ALL.iter().enumerate() {
+        assert_eq!(r.index(), i);
+    }
+}

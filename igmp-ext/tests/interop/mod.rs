@@ -1,0 +1,4 @@
+mod bridge;
+mod kernel;
+mod scapy;
+mod tshark;

@@ -1,0 +1,1 @@
+//! manycast-server: filled by its own issue (see ISSUES in README).

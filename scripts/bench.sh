@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make bench` runs every benchmark; `make bench B=name` runs one. Each benchmark prints one final
+# JSON line and writes it to target/bench/NAME.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p target/bench
+
+declare -A benches=(
+  [verify]="cargo bench --quiet -p igmp-ext --bench verify"
+)
+
+run() {
+  local name=$1
+  if [ -z "${benches[$name]+x}" ]; then
+    echo "bench: unknown benchmark '$name'; known: ${!benches[*]}" >&2
+    exit 2
+  fi
+  echo "bench: $name" >&2
+  ${benches[$name]}
+}
+
+if [ $# -gt 0 ] && [ -n "$1" ]; then
+  run "$1"
+else
+  for name in $(printf '%s\n' "${!benches[@]}" | sort); do run "$name"; done
+fi

@@ -1,0 +1,1 @@
+//! End-to-end tests of the assembled system live here (see `tests/README.md`).
