@@ -1,0 +1,3 @@
+//! One module per steering mode.
+
+mod native;
