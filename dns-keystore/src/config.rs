@@ -93,8 +93,19 @@ impl Config {
 
     /// Parses and checks config text; the error is one line.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| e.message().trim().replace('\n', " "))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            // Name the line at fault, so that the one line is enough to fix the file.
+            match e.span() {
+                Some(span) => {
+                    let start = span.start.min(text.len());
+                    let line_no = text[..start].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                    format!("line {line_no} ({line}): {message}")
+                }
+                None => message,
+            }
+        })?;
         config.check()?;
         Ok(config)
     }

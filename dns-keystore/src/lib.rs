@@ -4,9 +4,12 @@
 //! Layering: [`record`] and [`names`] are sans-IO (text and names in, checked values out);
 //! [`validate`] checks DNSSEC answers given `now`; [`client`] and [`server`] own sockets.
 
+pub mod admin;
+pub mod client;
 pub mod config;
 pub mod metrics;
 pub mod names;
 pub mod record;
 pub mod server;
 pub mod state;
+pub mod validate;
