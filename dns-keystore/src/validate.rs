@@ -111,10 +111,19 @@ fn rrsigs<'a>(
     })
 }
 
+/// Clock skew allowed before an RRSIG's inception: hickory stamps inception with the signing
+/// second, so a router whose clock is a little behind the server's would otherwise refuse
+/// fresh signatures.
+pub const INCEPTION_SKEW_SECS: u32 = 300;
+
 /// Time is compared in RFC 1982 serial arithmetic as RFC 4034 §3.1.5 asks.
 fn in_window(sig: &RRSIG, now: u64) -> bool {
     let now = now as u32;
-    let inception = sig.input().sig_inception.get();
+    let inception = sig
+        .input()
+        .sig_inception
+        .get()
+        .wrapping_sub(INCEPTION_SKEW_SECS);
     let expiration = sig.input().sig_expiration.get();
     now.wrapping_sub(inception) as i32 >= 0 && expiration.wrapping_sub(now) as i32 >= 0
 }

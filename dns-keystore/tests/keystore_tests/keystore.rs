@@ -327,6 +327,14 @@ async fn bad_updates_are_refused_counted_and_change_nothing() {
     for _ in 0..500 {
         let _ = flood.send_to(&query, d.addr);
     }
+    // The daemon drains its socket in its own time; wait (bounded) until the metrics file,
+    // rewritten every second, shows the drops, so that SIGTERM does not discard the queue.
+    for _ in 0..100 {
+        if d.metric("keystore_rate_limited_total") > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(d.stop().success());
     assert!(d.metric("keystore_rate_limited_total") > 0, "{}", d.log());
     assert_eq!(d.metric("keystore_updates_bad_record_total"), 1);
