@@ -7,6 +7,7 @@ mkdir -p target/bench
 
 declare -A benches=(
   [verify]="cargo bench --quiet -p igmp-ext --bench verify"
+  [keystore]="cargo bench --quiet -p dns-keystore --bench keystore"
 )
 
 run() {

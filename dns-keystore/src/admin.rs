@@ -1,0 +1,176 @@
+//! The update API the admin tool uses: RFC 2136 dynamic updates signed with TSIG (RFC 8945,
+//! HMAC-SHA256). Publishing a record replaces both of its names' TXT and A RRsets in one
+//! update, so a reader never sees half a record. Rotation and revocation are new records.
+
+use crate::client::{exchange, rand_id, FetchError};
+use crate::names;
+use crate::record::{GroupRecord, RecordError};
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode, UpdateMessage as _};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::{A, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use igmp_ext::ed25519_dalek::VerifyingKey;
+use igmp_ext::KeyId;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why an update did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Transport(#[from] FetchError),
+    #[error("keystore refused the update: {0}")]
+    Refused(String),
+    #[error("admin setup: {0}")]
+    Setup(String),
+}
+
+/// A TSIG-authenticated update client for one keystore zone.
+pub struct Admin {
+    server: SocketAddr,
+    zone: Name,
+    signer: TSigner,
+    ttl: u32,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("server", &self.server)
+            .field("zone", &self.zone)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    pub fn new(
+        server: SocketAddr,
+        zone: &str,
+        key_name: &str,
+        key: Vec<u8>,
+        ttl: u32,
+    ) -> Result<Admin, AdminError> {
+        let zone = names::zone_name(zone).map_err(|e| AdminError::Setup(e.to_string()))?;
+        let key_name =
+            Name::from_ascii(key_name).map_err(|e| AdminError::Setup(format!("key name: {e}")))?;
+        let signer = TSigner::new(key, TsigAlgorithm::HmacSha256, key_name, 300)
+            .map_err(|e| AdminError::Setup(format!("TSIG key: {e}")))?;
+        Ok(Admin {
+            server,
+            zone,
+            signer,
+            ttl,
+            timeout: Duration::from_secs(3),
+        })
+    }
+
+    fn update_message(&self) -> Message {
+        let mut m = Message::query();
+        m.metadata.id = rand_id();
+        m.metadata.op_code = OpCode::Update;
+        m.metadata.recursion_desired = false;
+        let mut zone = Query::new();
+        zone.set_name(self.zone.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(RecordType::SOA);
+        m.add_zone(zone);
+        m
+    }
+
+    fn delete_rrset(m: &mut Message, name: &Name, rtype: RecordType) {
+        let mut r = Record::update0(name.clone(), 0, rtype);
+        r.dns_class = DNSClass::ANY;
+        m.add_update(r);
+    }
+
+    /// Publishes (or replaces) `record` at its service name and its group-address name.
+    pub async fn publish(&self, record: &GroupRecord) -> Result<(), AdminError> {
+        let strings = record.to_txt_strings()?;
+        let at_service = names::service_name(&self.zone, &record.name)
+            .map_err(|e| AdminError::Setup(e.to_string()))?;
+        let at_group = names::group_name(&self.zone, record.group);
+        let mut m = self.update_message();
+        for (name, addr) in [
+            (&at_service, record.vip.unwrap_or(record.group)),
+            (&at_group, record.group),
+        ] {
+            Self::delete_rrset(&mut m, name, RecordType::TXT);
+            Self::delete_rrset(&mut m, name, RecordType::A);
+            m.add_update(Record::from_rdata(
+                name.clone(),
+                self.ttl,
+                RData::TXT(TXT::new(strings.clone())),
+            ));
+            m.add_update(Record::from_rdata(
+                name.clone(),
+                self.ttl,
+                RData::A(A(addr)),
+            ));
+        }
+        self.send(m).await
+    }
+
+    /// Removes `record` from both of its names.
+    pub async fn withdraw(&self, record: &GroupRecord) -> Result<(), AdminError> {
+        let at_service = names::service_name(&self.zone, &record.name)
+            .map_err(|e| AdminError::Setup(e.to_string()))?;
+        let at_group = names::group_name(&self.zone, record.group);
+        let mut m = self.update_message();
+        for name in [&at_service, &at_group] {
+            Self::delete_rrset(&mut m, name, RecordType::TXT);
+            Self::delete_rrset(&mut m, name, RecordType::A);
+        }
+        self.send(m).await
+    }
+
+    /// Signs and sends an update; `Ok` only on NOERROR.
+    pub async fn send(&self, mut m: Message) -> Result<(), AdminError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        m.finalize(&self.signer, now)
+            .map_err(|e| AdminError::Setup(format!("TSIG signing: {e}")))?;
+        let answer = exchange(self.server, &m, self.timeout).await?;
+        match answer.metadata.response_code {
+            ResponseCode::NoError => Ok(()),
+            code => Err(AdminError::Refused(code.to_string())),
+        }
+    }
+}
+
+/// `record` with `new_key` added (newest last, the oldest dropped beyond [`crate::record::MAX_KEYS`]).
+/// Publish it, reissue certificates, then publish [`retire_key`] of it.
+pub fn rotate_key(record: &GroupRecord, new_key: VerifyingKey) -> GroupRecord {
+    let mut r = record.clone();
+    r.keys.retain(|k| *k != new_key);
+    r.keys.push(new_key);
+    while r.keys.len() > crate::record::MAX_KEYS {
+        r.keys.remove(0);
+    }
+    r
+}
+
+/// `record` without the group key `old`.
+pub fn retire_key(record: &GroupRecord, old: KeyId) -> GroupRecord {
+    let mut r = record.clone();
+    r.keys.retain(|k| KeyId::of(k) != old);
+    r
+}
+
+/// `record` with member key `member` revoked (the oldest revocation dropped beyond
+/// [`crate::record::MAX_REVOKED`]; expire certificates before then).
+pub fn revoke_member(record: &GroupRecord, member: KeyId) -> GroupRecord {
+    let mut r = record.clone();
+    if !r.revoked.contains(&member) {
+        r.revoked.push(member);
+    }
+    while r.revoked.len() > crate::record::MAX_REVOKED {
+        r.revoked.remove(0);
+    }
+    r
+}

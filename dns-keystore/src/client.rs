@@ -1,0 +1,340 @@
+//! The router side: looks a group's record up by group address, validates it against the trust
+//! anchor, and caches it by TTL. [`KeystoreClient::group_keys`] (igmp-ext's `KeySource`)
+//! answers from memory only; [`KeystoreClient::refresh_due`] (or the task from
+//! [`KeystoreClient::spawn_refresher`]) talks to the server. While the server is unreachable
+//! cached keys are served until they expire (signature expiry, the record's `x=`, or
+//! `max_stale` past the TTL); then lookups fail closed with `KeyLookupError::Unavailable`.
+
+use crate::names;
+use crate::record::GroupRecord;
+use crate::validate::{validate, TrustAnchor, ValidationError};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use igmp_ext::verify::{GroupKeys, KeyLookupError, KeySource};
+use igmp_ext::Timestamp;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+/// How the client reaches and trusts the keystore.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub server: SocketAddr,
+    pub anchor: TrustAnchor,
+    /// How long past the TTL cached keys are still served while the server does not answer.
+    /// Default 1 hour.
+    pub max_stale: Duration,
+    /// Per-query timeout. Default 2 s.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(server: SocketAddr, anchor: TrustAnchor) -> Self {
+        ClientConfig {
+            server,
+            anchor,
+            max_stale: Duration::from_secs(3600),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a fetch failed: the network, the server's answer, or validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    #[error("keystore unreachable: {0}")]
+    Unreachable(String),
+    #[error("keystore has no record for the group")]
+    NoRecord,
+    #[error("keystore answered {0}")]
+    ServerError(String),
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("published record does not parse: {0}")]
+    Record(String),
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Keys {
+        keys: Arc<GroupKeys>,
+        record: GroupRecord,
+        refresh_at: Timestamp,
+        expires_at: Timestamp,
+    },
+    /// The server said there is no such record (not DNSSEC-proven; it only ever refuses joins).
+    Absent { refresh_at: Timestamp },
+}
+
+/// Validated, cached group keys; the verifier's [`KeySource`].
+#[derive(Debug)]
+pub struct KeystoreClient {
+    config: ClientConfig,
+    cache: RwLock<HashMap<Ipv4Addr, Entry>>,
+}
+
+/// Sends one query or update over UDP and waits for the answer with the same id.
+pub async fn exchange(
+    server: SocketAddr,
+    message: &Message,
+    timeout: Duration,
+) -> Result<Message, FetchError> {
+    let bytes = message
+        .to_vec()
+        .map_err(|e| FetchError::Unreachable(format!("cannot encode the request: {e}")))?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("a literal socket address");
+    let socket = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+    socket
+        .connect(server)
+        .await
+        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+    socket
+        .send(&bytes)
+        .await
+        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+            .await
+            .map_err(|_| {
+                FetchError::Unreachable(format!("no answer from {server} in {timeout:?}"))
+            })?
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        // Anything that does not decode or is not our answer is ignored, as a stub resolver does.
+        if let Ok(answer) = Message::from_vec(&buf[..n]) {
+            if answer.metadata.id == message.metadata.id
+                && answer.metadata.message_type == MessageType::Response
+            {
+                return Ok(answer);
+            }
+        }
+    }
+}
+
+fn query(name: Name, rtype: RecordType) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = rand_id();
+    m.metadata.op_code = OpCode::Query;
+    m.metadata.recursion_desired = false;
+    m.add_query(Query::query(name, rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232).set_version(0);
+    edns.set_dnssec_ok(true);
+    m.edns = Some(edns);
+    m
+}
+
+/// A query id that an off-path attacker cannot guess cheaply (RFC 5452 §9.2).
+pub(crate) fn rand_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish() as u16
+}
+
+impl KeystoreClient {
+    pub fn new(config: ClientConfig) -> Self {
+        KeystoreClient {
+            config,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Asks the server for `group`'s record and DNSKEYs, validates both, and parses the record.
+    /// `now` is wall-clock time.
+    pub async fn fetch(
+        &self,
+        group: Ipv4Addr,
+        now: Timestamp,
+    ) -> Result<(GroupRecord, u32, u64), FetchError> {
+        let zone = &self.config.anchor.zone;
+        let name = names::group_name(zone, group);
+        let answer = exchange(
+            self.config.server,
+            &query(name.clone(), RecordType::TXT),
+            self.config.timeout,
+        )
+        .await?;
+        match answer.metadata.response_code {
+            ResponseCode::NoError => {}
+            ResponseCode::NXDomain => return Err(FetchError::NoRecord),
+            code => return Err(FetchError::ServerError(code.to_string())),
+        }
+        if !answer
+            .answers
+            .iter()
+            .any(|r| r.record_type() == RecordType::TXT)
+        {
+            return Err(FetchError::NoRecord);
+        }
+        let keys = exchange(
+            self.config.server,
+            &query(zone.clone(), RecordType::DNSKEY),
+            self.config.timeout,
+        )
+        .await?;
+        let proven = validate(
+            &self.config.anchor,
+            &keys.answers,
+            &answer.answers,
+            &name,
+            RecordType::TXT,
+            now.as_millis() / 1000,
+        )?;
+        let [record] = proven.records.as_slice() else {
+            return Err(FetchError::Record(
+                "more than one TXT record at the group name".into(),
+            ));
+        };
+        let RData::TXT(txt) = &record.data else {
+            return Err(FetchError::Record("not a TXT record".into()));
+        };
+        let record =
+            GroupRecord::parse_txt(&txt.txt_data).map_err(|e| FetchError::Record(e.to_string()))?;
+        if record.group != group {
+            return Err(FetchError::Record(format!(
+                "record is for {}, asked for {group}",
+                record.group
+            )));
+        }
+        Ok((record, proven.ttl, proven.expires))
+    }
+
+    /// Fetches `group` now and caches the outcome. On failure the cached entry is kept (it is
+    /// served until it expires) and the error returned.
+    pub async fn refresh(&self, group: Ipv4Addr, now: Timestamp) -> Result<(), FetchError> {
+        let result = self.fetch(group, now).await;
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok((record, ttl, sig_expires)) => {
+                let ttl = Duration::from_secs(u64::from((*ttl).max(1)));
+                let expires_at = Timestamp::from_secs(*sig_expires)
+                    .min(record.not_after)
+                    .min(now.saturating_add(ttl + self.config.max_stale));
+                cache.insert(
+                    group,
+                    Entry::Keys {
+                        keys: Arc::new(record.to_group_keys()),
+                        record: record.clone(),
+                        refresh_at: now.saturating_add(ttl),
+                        expires_at,
+                    },
+                );
+            }
+            Err(FetchError::NoRecord) => {
+                cache.insert(
+                    group,
+                    Entry::Absent {
+                        refresh_at: now.saturating_add(Duration::from_secs(30)),
+                    },
+                );
+            }
+            Err(_) => {}
+        }
+        result.map(|_| ())
+    }
+
+    /// Registers `group` so that the refresher fetches it.
+    pub fn watch(&self, group: Ipv4Addr) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.entry(group).or_insert(Entry::Absent {
+            refresh_at: Timestamp(0),
+        });
+    }
+
+    /// Refreshes every watched group whose TTL has run out.
+    pub async fn refresh_due(&self, now: Timestamp) {
+        let due: Vec<Ipv4Addr> = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache
+                .iter()
+                .filter(|(_, e)| match e {
+                    Entry::Keys { refresh_at, .. } | Entry::Absent { refresh_at } => {
+                        *refresh_at <= now
+                    }
+                })
+                .map(|(g, _)| *g)
+                .collect()
+        };
+        for group in due {
+            if let Err(e) = self.refresh(group, now).await {
+                tracing::warn!(%group, "keystore refresh failed: {e}");
+            }
+        }
+    }
+
+    /// Runs [`Self::refresh_due`] every `every` with the wall clock.
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.refresh_due(wall_clock()).await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+}
+
+/// The wall clock as a protocol timestamp.
+pub fn wall_clock() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}
+
+impl KeySource for KeystoreClient {
+    fn group_keys(
+        &self,
+        group: Ipv4Addr,
+        now: Timestamp,
+    ) -> Result<Arc<GroupKeys>, KeyLookupError> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        match cache.get(&group) {
+            Some(Entry::Keys {
+                keys,
+                record,
+                expires_at,
+                ..
+            }) => {
+                if now > *expires_at {
+                    Err(KeyLookupError::Unavailable(format!(
+                        "cached keys expired at {expires_at} and the keystore has not answered since"
+                    )))
+                } else if !record.valid_at(now) {
+                    Err(KeyLookupError::Invalid(format!(
+                        "record valid {} to {}",
+                        record.not_before, record.not_after
+                    )))
+                } else {
+                    Ok(keys.clone())
+                }
+            }
+            Some(Entry::Absent { refresh_at }) if refresh_at.0 > 0 => {
+                Err(KeyLookupError::UnknownGroup)
+            }
+            _ => Err(KeyLookupError::Unavailable(
+                "no validated keys for the group yet".into(),
+            )),
+        }
+    }
+}

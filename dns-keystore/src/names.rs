@@ -1,0 +1,69 @@
+//! Where a group's record lives in the zone (SPEC.md §8.2): under its service name and under a
+//! reverse-style name built from the group address. Sans-IO.
+
+use core::net::Ipv4Addr;
+use hickory_proto::rr::Name;
+
+/// The label under the zone that holds reverse-style group-address names.
+pub const GROUP_LABEL: &str = "g";
+
+/// Why a name could not be built: the caller passed a label or zone that is not a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    #[error("'{0}' is not a service label (1 to 63 of a-z, 0-9, -)")]
+    BadLabel(String),
+    #[error("'{0}' is not a DNS name")]
+    BadName(String),
+}
+
+/// Parses a zone name (absolute or not) into an absolute, lower-case name.
+pub fn zone_name(zone: &str) -> Result<Name, NameError> {
+    let mut name = Name::from_ascii(zone).map_err(|_| NameError::BadName(zone.to_owned()))?;
+    name.set_fqdn(true);
+    if name.is_root() {
+        return Err(NameError::BadName(zone.to_owned()));
+    }
+    Ok(name.to_lowercase())
+}
+
+/// `<name>.<zone>`: the service name; carries the record and the A record clients resolve.
+pub fn service_name(zone: &Name, label: &str) -> Result<Name, NameError> {
+    if !crate::record::is_service_label(label) {
+        return Err(NameError::BadLabel(label.to_owned()));
+    }
+    Name::from_ascii(label)
+        .and_then(|l| l.append_domain(zone))
+        .map_err(|_| NameError::BadName(format!("{label}.{zone}")))
+}
+
+/// `<d>.<c>.<b>.<a>.g.<zone>` for group a.b.c.d, like `in-addr.arpa` (RFC 1035 §3.5): carries the
+/// record and an A record of the group address. The verifier looks keys up here.
+pub fn group_name(zone: &Name, group: Ipv4Addr) -> Name {
+    let [a, b, c, d] = group.octets();
+    Name::from_ascii(format!("{d}.{c}.{b}.{a}.{GROUP_LABEL}"))
+        .and_then(|l| l.append_domain(zone))
+        .expect("four decimal octets and a fixed label under a valid zone form a valid name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let zone = zone_name("Groups.Manycast.Test").unwrap();
+        assert_eq!(zone.to_string(), "groups.manycast.test.");
+        assert_eq!(
+            service_name(&zone, "web").unwrap().to_string(),
+            "web.groups.manycast.test."
+        );
+        assert_eq!(
+            group_name(&zone, Ipv4Addr::new(232, 1, 2, 3)).to_string(),
+            "3.2.1.232.g.groups.manycast.test."
+        );
+        assert!(service_name(&zone, "a.b").is_err());
+        assert!(zone_name(".").is_err());
+        assert!(zone_name("a..b").is_err());
+    }
+}
