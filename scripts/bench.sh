@@ -7,6 +7,8 @@ mkdir -p target/bench
 
 declare -A benches=(
   [verify]="cargo bench --quiet -p igmp-ext --bench verify"
+  # Needs root: namespaces, veth, the multicast routing socket, nftables.
+  [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
 )
 
 run() {
