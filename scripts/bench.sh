@@ -8,6 +8,8 @@ mkdir -p target/bench
 declare -A benches=(
   [verify]="cargo bench --quiet -p igmp-ext --bench verify"
   [keystore]="cargo bench --quiet -p dns-keystore --bench keystore"
+  # Needs root: namespaces, veth, the multicast routing socket, nftables.
+  [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
 )
 
 run() {

@@ -525,6 +525,11 @@ impl JoinVerifier {
                 format!("IGMPv1/v2 message for protected group {group}"),
             )));
         }
+        // Only a v3 report can carry a signed join. Queries (another querier's, which the
+        // election needs) and v1/v2 messages for public groups are plain IGMP.
+        if !matches!(message, IgmpRepr::V3Report(_)) {
+            return Ok(Precheck::Done(Accepted::Plain { sender, message }));
+        }
         let join = match UnverifiedJoin::parse(&igmp, |g| self.is_protected(g)) {
             Ok(None) => return Ok(Precheck::Done(Accepted::Plain { sender, message })),
             Ok(Some(join)) => join,

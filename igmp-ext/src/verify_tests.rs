@@ -88,6 +88,37 @@ fn public_groups_pass_as_plain_igmp() {
 }
 
 #[test]
+fn queries_and_v2_messages_for_public_groups_pass_as_plain_igmp() {
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let query = IgmpRepr::Query(crate::wire::igmp::QueryRepr {
+        max_resp_code: 100,
+        group: Ipv4Addr::UNSPECIFIED,
+        v3: Some(crate::wire::igmp::QueryV3Fields {
+            flags: 0,
+            suppress: false,
+            qrv: 2,
+            qqic: 125,
+            sources: vec![],
+            additional_data: vec![],
+        }),
+    });
+    let v2 = IgmpRepr::V2Report {
+        group: Ipv4Addr::new(239, 1, 1, 1),
+    };
+    for m in [query, v2] {
+        let mut igmp = vec![0; m.buffer_len()];
+        m.emit(&mut igmp);
+        let d = build_datagram(Ipv4Addr::new(10, 0, 0, 9), &igmp);
+        match run(&mut v, &f, &d) {
+            Ok(Accepted::Plain { message, .. }) => assert_eq!(message, m),
+            other => panic!("{m:?}: {other:?}"),
+        }
+    }
+    assert_eq!(v.metrics().accepted_plain, 2);
+}
+
+#[test]
 fn malformed_and_bad_checksum() {
     let f = Fixture::new(1);
     let mut v = verifier(&f);

@@ -1,2 +1,464 @@
-//! Placeholder until the dataplane benchmark lands (see igmp-ext/router/NOTES.md).
-fn main() {}
+//! `make bench B=dataplane`: the router's data plane in namespaces (client → router → servers),
+//! with the real `manycast-verifier` in the router namespace (needs root).
+//!
+//! - Forwarding: packets per second the router forwards with Manycast steering, against plain
+//!   kernel unicast routing of the same packets (same sources, same owners, same router) in the
+//!   same run. Native mode: UDP to the group, steered by MFC entries, vs the same datagrams sent
+//!   to the owners' unicast addresses. VIP mode: UDP to the VIP, steered by the nftables map and
+//!   the per-member routing tables, vs the same datagrams to the owners' addresses with the
+//!   verifier's nftables table taken out for the baseline phase. The two variants alternate
+//!   several times within the run (the machine is shared, so load changes under us) and the
+//!   medians are compared.
+//! - New sources: one datagram from each never-seen source address, paced at increasing rates;
+//!   each needs an upcall and an MFC entry before the kernel releases it. Reports the highest
+//!   rate with no first datagram lost, and the share lost at the target rate (20,000/s).
+//!
+//! Datagrams come from an `IP_HDRINCL` raw socket in the client namespace (any source address,
+//! `sendmmsg` batches); every server counts and drops them in an nftables rule at prerouting, so
+//! what is counted is exactly what the router delivered, and both variants cost the servers the
+//! same. No assertion on any figure: a benchmark measures, it does not judge.
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use harness::topo::{wait_for, RouterLab, GROUP, PORT};
+use igmp_ext::Slice;
+use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::IoSlice;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// Length of one forwarding phase; ROUNDS phases of each variant, interleaved.
+const PHASE: Duration = Duration::from_millis(1000);
+const ROUNDS: usize = 7;
+/// Distinct (source, owner) flows in the forwarding phases: one `sendmmsg` batch.
+const FLOWS: u32 = 64;
+/// Offered rates of new sources per second, one step of STEP each.
+const NEW_SOURCE_RATES: [u32; 6] = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000];
+const STEP: Duration = Duration::from_secs(1);
+const TARGET_NEW_SOURCES: u32 = 20_000;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+/// Where the forwarding phases' sources live: 10.1.1.0/24 (not the client's own addresses, the
+/// raw socket writes any source). New sources count up from 10.128.0.0.
+const FLOW_BASE: u32 = 0x0a01_0100;
+const NEW_SOURCE_BASE: u32 = 0x0a80_0000;
+
+/// One IPv4/UDP datagram to `PORT`, 46 bytes, with a sequence number. The kernel fills in the
+/// header checksum, total length and ID on an IPPROTO_RAW socket; the UDP checksum is left 0.
+fn datagram(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
+    let mut p = vec![0u8; 46];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&46u16.to_be_bytes());
+    p[8] = 16; // TTL: above the MFC threshold of 1
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&PORT.to_be_bytes());
+    p[24..26].copy_from_slice(&26u16.to_be_bytes());
+    p[28..32].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+fn raw_socket() -> Socket {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("raw socket");
+    // Multicast has no route to choose an interface by; all traffic leaves by the client link.
+    s.bind_device(Some(b"cl0")).expect("SO_BINDTODEVICE");
+    s
+}
+
+/// Sends `packets` (one `sendmmsg` each) to `dsts` in a loop; returns datagrams handed to the
+/// kernel. `ENOBUFS` just means the link was momentarily full.
+fn send_batch(
+    s: &Socket,
+    hdrs: &mut MultiHeaders<SockaddrIn>,
+    packets: &[Vec<u8>],
+    dsts: &[Option<SockaddrIn>],
+) -> u64 {
+    let iovs: Vec<[IoSlice<'_>; 1]> = packets.iter().map(|p| [IoSlice::new(p)]).collect();
+    match sendmmsg(s.as_raw_fd(), hdrs, &iovs, dsts, [], MsgFlags::empty()) {
+        Ok(r) => r.count() as u64,
+        Err(nix::errno::Errno::ENOBUFS | nix::errno::Errno::EAGAIN) => 0,
+        Err(e) => panic!("sendmmsg: {e}"),
+    }
+}
+
+/// One forwarding workload: FLOWS datagrams, each to its flow's destination.
+struct Workload {
+    packets: Vec<Vec<u8>>,
+    dsts: Vec<Option<SockaddrIn>>,
+}
+
+impl Workload {
+    /// Flow k comes from FLOW_BASE + k and goes to `dst(k)`.
+    fn new(dst: impl Fn(u32) -> Ipv4Addr) -> Workload {
+        let (packets, dsts) = (0..FLOWS)
+            .map(|k| {
+                let src = Ipv4Addr::from(FLOW_BASE + k);
+                let d = dst(k);
+                (
+                    datagram(src, d, k),
+                    Some(SockaddrIn::from(SocketAddrV4::new(d, 0))),
+                )
+            })
+            .unzip();
+        Workload { packets, dsts }
+    }
+
+    /// Blasts for `dur` from the client namespace; returns (datagrams sent, seconds).
+    fn blast(&self, lab: &RouterLab, dur: Duration) -> (u64, f64) {
+        lab.client.run(|| {
+            let s = raw_socket();
+            let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(self.packets.len(), None);
+            let start = Instant::now();
+            let mut sent = 0;
+            while start.elapsed() < dur {
+                for _ in 0..16 {
+                    sent += send_batch(&s, &mut hdrs, &self.packets, &self.dsts);
+                }
+            }
+            (sent, start.elapsed().as_secs_f64())
+        })
+    }
+}
+
+/// Every server counts and drops the benchmark's datagrams before routing: the count is what
+/// the router delivered, and multicast and unicast cost the server the same.
+fn install_sinks(lab: &RouterLab) {
+    for s in &lab.servers {
+        s.ns.exec("nft", &["add", "table", "ip", "sink"]);
+        s.ns.exec(
+            "nft",
+            &["add chain ip sink pre { type filter hook prerouting priority -300; policy accept; }"],
+        );
+        s.ns.exec("nft", &["add rule ip sink pre udp dport 5000 counter drop"]);
+    }
+}
+
+/// Datagrams the servers' sinks have counted so far, all servers together.
+fn delivered(lab: &RouterLab) -> u64 {
+    lab.servers
+        .iter()
+        .map(|s| {
+            let json =
+                s.ns.exec("nft", &["-j", "list", "chain", "ip", "sink", "pre"]);
+            let v: serde_json::Value = serde_json::from_str(&json).expect("nft JSON");
+            v["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.pointer("/rule/expr"))
+                .flat_map(|e| e.as_array().into_iter().flatten())
+                .filter_map(|e| e.pointer("/counter/packets").and_then(|p| p.as_u64()))
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// A counter from the verifier's Prometheus text (`--metrics`).
+fn metric(lab: &RouterLab, name: &str) -> u64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_manycast-verifier"))
+        .args(["--metrics", "--socket"])
+        .arg(&lab.socket)
+        .output()
+        .expect("manycast-verifier --metrics");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let key = format!("manycast_verifier_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Delivered datagrams per second for one phase of `w`, run after `before()`.
+fn phase(lab: &RouterLab, w: &Workload, before: &dyn Fn()) -> f64 {
+    refresh_owners(lab);
+    before();
+    let d0 = delivered(lab);
+    let (_, secs) = w.blast(lab, PHASE);
+    // Let the backlog drain into the counters.
+    std::thread::sleep(Duration::from_millis(100));
+    (delivered(lab) - d0) as f64 / secs
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// (median of the per-round ratios steered / plain, steered median pps, plain median pps)
+/// over ROUNDS interleaved rounds. The order inside a round alternates so that neither variant
+/// always runs first, and each ratio pairs two phases a second apart, so that a build starting
+/// on the shared machine shifts both sides of one ratio rather than one side of the medians.
+fn compare(
+    lab: &RouterLab,
+    what: &str,
+    steered: (&Workload, &dyn Fn()),
+    plain: (&Workload, &dyn Fn()),
+) -> (f64, f64, f64) {
+    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..ROUNDS {
+        if r % 2 == 0 {
+            a.push(phase(lab, steered.0, steered.1));
+            b.push(phase(lab, plain.0, plain.1));
+        } else {
+            b.push(phase(lab, plain.0, plain.1));
+            a.push(phase(lab, steered.0, steered.1));
+        }
+        ratios.push(a[r] / b[r]);
+        eprintln!(
+            "dataplane: {what} round {r}: steered {:.0} pps, plain routing {:.0} pps, ratio {:.3}",
+            a[r], b[r], ratios[r]
+        );
+    }
+    (median(ratios), median(a), median(b))
+}
+
+/// Owner of flow k: member 1 (server 0) for even sources, member 2 (server 1) for odd.
+fn owner_addr(lab: &RouterLab, k: u32) -> Ipv4Addr {
+    lab.servers[((FLOW_BASE + k) & 1) as usize].addr
+}
+
+/// Signed joins for the even half (member 1) and the odd half (member 2). Sent again before
+/// every phase: claims live for the Group Membership Interval (22 s in the lab) and no member
+/// agent refreshes them here; an expired claim would turn every new entry into a drop entry.
+fn refresh_owners(lab: &RouterLab) {
+    lab.join(0, &[Slice::new(0, 1)], 1);
+    lab.join(1, &[Slice::new(1, 1)], 1);
+}
+
+fn two_owners(lab: &RouterLab) {
+    refresh_owners(lab);
+    wait_for("two owners", || lab.status().ownership.len() == 2);
+}
+
+fn native(lab: &mut RouterLab) -> (f64, f64, f64) {
+    two_owners(lab);
+    let steered = Workload::new(|_| GROUP);
+    let plain = Workload::new(|k| owner_addr(lab, k));
+    // One round of upcalls sets up the flows' MFC entries before anything is measured.
+    steered.blast(lab, Duration::from_millis(50));
+    wait_for("MFC entries for every flow", || {
+        lab.status().mfc.len() == FLOWS as usize
+    });
+    compare(lab, "native", (&steered, &|| {}), (&plain, &|| {}))
+}
+
+/// One step of new sources at `rate` per second; returns (sent, delivered, upcalls).
+fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> (u64, u64, u64) {
+    refresh_owners(lab);
+    let d0 = delivered(lab);
+    let u0 = metric(lab, "upcalls_total");
+    let first = *next;
+    let sent = lab.client.run(|| {
+        let s = raw_socket();
+        let dst = Some(SockaddrIn::from(SocketAddrV4::new(GROUP, 0)));
+        let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(64, None);
+        let start = Instant::now();
+        let total = u64::from(rate) * STEP.as_millis() as u64 / 1000;
+        let mut sent = 0u64;
+        while sent < total {
+            // As many as the schedule allows by now, at most one batch.
+            let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
+            let n = due.saturating_sub(sent).min(64);
+            if n == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+                continue;
+            }
+            let packets: Vec<Vec<u8>> = (0..n as u32)
+                .map(|i| {
+                    let src = Ipv4Addr::from(first + sent as u32 + i);
+                    datagram(src, GROUP, sent as u32 + i)
+                })
+                .collect();
+            let dsts = vec![dst; packets.len()];
+            let k = send_batch(&s, &mut hdrs, &packets, &dsts);
+            sent += k;
+        }
+        sent
+    });
+    *next = first + sent as u32;
+    // Queued first datagrams leave when their entry is installed; give the verifier time.
+    std::thread::sleep(Duration::from_millis(1500));
+    let got = delivered(lab) - d0;
+    let upcalls = metric(lab, "upcalls_total") - u0;
+    (sent, got, upcalls)
+}
+
+/// The kernel's limit on unresolved (S,G) at once (older kernels: 10 per table). With the
+/// verifier stopped, so that no upcall is answered, one burst of PROBE new sources; the
+/// unresolved entries the kernel then holds are counted, the verifier resumes, and the burst's
+/// delivered datagrams are counted. Returns (unresolved held, sent, delivered).
+fn unresolved_probe(lab: &RouterLab, next: &mut u32) -> (usize, u64, u64) {
+    use nix::sys::signal::{kill, Signal};
+    const PROBE: u32 = 64;
+    let pid = lab.daemon_pid().expect("verifier running");
+    refresh_owners(lab);
+    std::thread::sleep(Duration::from_millis(100));
+    let d0 = delivered(lab);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP the verifier");
+    let first = *next;
+    let w = Workload {
+        packets: (0..PROBE)
+            .map(|i| datagram(Ipv4Addr::from(first + i), GROUP, i))
+            .collect(),
+        dsts: vec![Some(SockaddrIn::from(SocketAddrV4::new(GROUP, 0))); PROBE as usize],
+    };
+    let sent = lab.client.run(|| {
+        let s = raw_socket();
+        let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(w.packets.len(), None);
+        send_batch(&s, &mut hdrs, &w.packets, &w.dsts)
+    });
+    *next = first + PROBE;
+    std::thread::sleep(Duration::from_millis(200));
+    // Unresolved entries are listed with input interface -1.
+    let unresolved = lab
+        .router
+        .proc_net("ip_mr_cache")
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(2) == Some("-1"))
+        .count();
+    kill(pid, Signal::SIGCONT).expect("SIGCONT the verifier");
+    std::thread::sleep(Duration::from_millis(1500));
+    (unresolved, sent, delivered(lab) - d0)
+}
+
+/// (highest offered rate with no first datagram lost, share lost at the target rate).
+fn new_sources(lab: &RouterLab) -> (u32, f64) {
+    let mut next = NEW_SOURCE_BASE;
+    let (unresolved, sent, got) = unresolved_probe(lab, &mut next);
+    eprintln!(
+        "dataplane: {sent} new sources in one burst while the verifier was stopped: the kernel \
+         held {unresolved} unresolved (S,G) entries; {got} datagrams delivered once it resumed"
+    );
+    let mut best = 0;
+    let mut lost_before = false;
+    let mut loss_at_target = None;
+    for rate in NEW_SOURCE_RATES {
+        let (sent, got, upcalls) = new_sources_step(lab, &mut next, rate);
+        let loss = 1.0 - got as f64 / sent.max(1) as f64;
+        eprintln!(
+            "dataplane: new sources at {rate}/s: sent {sent}, first datagrams delivered {got} \
+             (lost {:.4}), upcalls {upcalls}, kernel errors so far {}",
+            loss,
+            metric(lab, "kernel_errors_total")
+        );
+        // The highest rate below which nothing was lost: one lossy step ends the run of clean
+        // ones, so a lucky higher step cannot stand for the rate.
+        if got >= sent && !lost_before {
+            best = rate;
+        } else {
+            lost_before = true;
+        }
+        if rate == TARGET_NEW_SOURCES {
+            loss_at_target = Some(loss.max(0.0));
+        }
+    }
+    (best, loss_at_target.unwrap_or(1.0))
+}
+
+fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
+    two_owners(lab);
+    wait_for("VIP routed to both members", || {
+        lab.status()
+            .vips
+            .first()
+            .is_some_and(|v| v.members.len() == 2)
+    });
+    let saved = lab.dir.join("verifier-table.nft");
+    let table = lab
+        .router
+        .exec("nft", &["list", "table", "ip", "manycast_verifier"]);
+    std::fs::write(&saved, table).expect("save the verifier's table");
+    let saved = saved.to_string_lossy().into_owned();
+    let router = lab.router.clone();
+    let has_table = {
+        let router = router.clone();
+        move || {
+            router
+                .exec("nft", &["list", "tables"])
+                .contains("manycast_verifier")
+        }
+    };
+    // Steered: the verifier's table as it wrote it. Plain: the table taken out, packets to the
+    // owners' own addresses through the main routing table.
+    let restore = || {
+        if !has_table() {
+            router.exec("nft", &["-f", &saved]);
+        }
+    };
+    let take_out = || {
+        if has_table() {
+            router.exec("nft", &["delete", "table", "ip", "manycast_verifier"]);
+        }
+    };
+    let steered = Workload::new(|_| VIP);
+    let plain = Workload::new(|k| owner_addr(lab, k));
+    let r = compare(lab, "vip", (&steered, &restore), (&plain, &take_out));
+    restore();
+    r
+}
+
+fn main() {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!(
+        "dataplane: load average at start {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    eprintln!(
+        "dataplane: kernel {}; {} rounds of {:?} per variant, {FLOWS} flows, two servers",
+        kernel.trim(),
+        ROUNDS,
+        PHASE
+    );
+
+    let mut lab = RouterLab::new(2, "");
+    lab.log_filter = "info".into();
+    install_sinks(&lab);
+    lab.start();
+    let (native_ratio, native_steered, native_plain) = native(&mut lab);
+    let (new_per_s, first_loss) = new_sources(&lab);
+    let mfc_in_kernel = lab.router.proc_net("ip_mr_cache").lines().skip(1).count();
+    eprintln!("dataplane: {mfc_in_kernel} MFC entries in the kernel after the new-source steps");
+    drop(lab);
+
+    let mut lab = RouterLab::new(
+        2,
+        "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n",
+    );
+    lab.log_filter = "info".into();
+    install_sinks(&lab);
+    lab.start();
+    let (vip_ratio, vip_steered, vip_plain) = vip(&mut lab);
+    drop(lab);
+
+    eprintln!(
+        "dataplane: native {native_steered:.0} pps vs plain routing {native_plain:.0} pps; \
+         VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps (medians)"
+    );
+    let line = format!(
+        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4}}}",
+        native_ratio,
+        vip_ratio,
+        new_per_s,
+        first_loss
+    );
+    let dir = std::env::var("MANYCAST_BENCH_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench").to_string());
+    std::fs::create_dir_all(&dir).expect("create bench dir");
+    std::fs::write(format!("{dir}/dataplane.json"), format!("{line}\n"))
+        .expect("write bench result");
+    println!("{line}");
+}

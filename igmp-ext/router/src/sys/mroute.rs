@@ -84,8 +84,20 @@ fn set_ip_opt<T>(sock: &Socket, opt: libc::c_int, value: &T) -> io::Result<()> {
 pub fn open_mroute_socket() -> io::Result<Socket> {
     let s = raw_igmp_socket()?;
     set_ip_opt(&s, MRT_INIT, &1 as &libc::c_int)?;
+    // A burst of new sources is a burst of upcalls; when this socket's queue is full the kernel
+    // drops the upcall and the queued first packet with it (`make bench B=dataplane`). The
+    // default (rmem_default, ~208 KiB) holds a few hundred; raise it past rmem_max if we may
+    // (we run as root: SO_RCVBUFFORCE), else as far as SO_RCVBUF goes.
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &UPCALL_BUFFER)
+        .is_err()
+    {
+        let _ = s.set_recv_buffer_size(UPCALL_BUFFER);
+    }
     Ok(s)
 }
+
+/// Receive buffer of the mroute socket: about 16,000 queued upcalls.
+const UPCALL_BUFFER: usize = 16 << 20;
 
 /// Stops multicast routing through `sock` (MRT_DONE); closing the socket does the same.
 pub fn mrt_done(sock: &Socket) -> io::Result<()> {

@@ -53,6 +53,9 @@ pub struct RouterLab {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// `RUST_LOG` for the verifier: debug for tests (the log is printed when one fails); the
+    /// benchmark lowers it so that per-upcall logging does not weigh on what it measures.
+    pub log_filter: String,
     daemon: Option<Child>,
 }
 
@@ -64,6 +67,12 @@ pub fn client_sources(n: u8) -> Vec<Ipv4Addr> {
 impl RouterLab {
     /// `n` servers; `extra` is appended to the config file.
     pub fn new(n: usize, extra: &str) -> RouterLab {
+        Self::with_fixture(Fixture::new(n as u32), extra)
+    }
+
+    /// One server per member of `fixture` (e.g. members with restricted certificates).
+    pub fn with_fixture(fixture: Fixture, extra: &str) -> RouterLab {
+        let n = fixture.members.len();
         let lab = Lab::new();
         let router = lab.netns("rtr");
         let client = lab.netns("cli");
@@ -97,7 +106,6 @@ impl RouterLab {
         for i in 1..=n {
             router.sysctl(&format!("net.ipv4.conf.s{i}.rp_filter"), "0");
         }
-        let fixture = Fixture::new(n as u32);
         let dir = std::env::temp_dir().join(router.name());
         std::fs::create_dir_all(&dir).expect("temp dir");
         let keys = dir.join("keys.toml");
@@ -126,6 +134,7 @@ impl RouterLab {
             dir,
             config,
             socket,
+            log_filter: "debug".into(),
             daemon: None,
         }
     }
@@ -137,7 +146,7 @@ impl RouterLab {
             .arg(env!("CARGO_BIN_EXE_manycast-verifier"))
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -167,6 +176,13 @@ impl RouterLab {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The running verifier's pid (`ip netns exec` execs it, so it is the child's).
+    pub fn daemon_pid(&self) -> Option<nix::unistd::Pid> {
+        self.daemon
+            .as_ref()
+            .map(|c| nix::unistd::Pid::from_raw(c.id() as i32))
     }
 
     pub fn log(&self) -> String {
@@ -202,10 +218,15 @@ impl RouterLab {
 
     /// A signed join from server `i` (0-based) for `slices` at `epoch`, sent on its link.
     pub fn join(&self, i: usize, slices: &[Slice], epoch: u64) {
+        self.join_group(i, GROUP, slices, epoch);
+    }
+
+    /// Like [`RouterLab::join`] for any group (one the router has no keys for, say).
+    pub fn join_group(&self, i: usize, group: Ipv4Addr, slices: &[Slice], epoch: u64) {
         let m = &self.fixture.members[i];
         let s = &self.servers[i];
         let claims = JoinClaims {
-            group: GROUP,
+            group,
             record_type: if slices.is_empty() {
                 RecordType::ChangeToIncludeMode
             } else {

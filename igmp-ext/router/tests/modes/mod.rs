@@ -1,4 +1,5 @@
-//! One module per steering mode.
+//! One module per steering mode, and one for the refusals and the querier's election.
 
 mod native;
+mod policy;
 mod vip;

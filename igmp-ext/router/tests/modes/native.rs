@@ -10,7 +10,7 @@ const EVEN: Slice = Slice::new(0, 1);
 const ODD: Slice = Slice::new(1, 1);
 
 /// Collects from every receiver until `total` datagrams with `tag` arrived (or the deadline).
-fn collect(rx: &[UdpSocket], tag: u8, total: usize) -> Vec<BTreeMap<Ipv4Addr, usize>> {
+pub(super) fn collect(rx: &[UdpSocket], tag: u8, total: usize) -> Vec<BTreeMap<Ipv4Addr, usize>> {
     let mut got = vec![BTreeMap::new(); rx.len()];
     let mut n = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -27,7 +27,7 @@ fn collect(rx: &[UdpSocket], tag: u8, total: usize) -> Vec<BTreeMap<Ipv4Addr, us
     got
 }
 
-fn mr_cache_lines(lab: &RouterLab) -> usize {
+pub(super) fn mr_cache_lines(lab: &RouterLab) -> usize {
     lab.router.proc_net("ip_mr_cache").lines().skip(1).count()
 }
 

@@ -100,3 +100,54 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
     let rules = lab.router.ip(&["rule", "show"]);
     assert!(!rules.contains("fwmark"), "{rules}");
 }
+
+/// One request on an established connection; `Err` when it was reset or went quiet.
+fn try_ask(c: &mut TcpStream) -> std::io::Result<u8> {
+    c.write_all(&[0])?;
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+#[test]
+fn vip_mode_without_pin_moves_established_connections_with_their_slice() {
+    let mut lab = RouterLab::new(
+        2,
+        "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n",
+    );
+    serve(&lab, 0);
+    serve(&lab, 1);
+    lab.start();
+    lab.join(0, &[Slice::new(0, 1)], 1);
+    lab.join(1, &[Slice::new(1, 1)], 1);
+    wait_for("both members routed", || {
+        let s = lab.status();
+        s.ownership.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+    });
+    let sources = client_sources(2);
+    let (even, odd) = (sources[0], sources[1]);
+    let mut moved = connect(&lab, even);
+    assert_eq!(ask(&mut moved), 1);
+    let mut stays = connect(&lab, odd);
+    assert_eq!(ask(&mut stays), 2);
+
+    // Member 2 takes everything. Without pin, the even source's next segment is routed to
+    // server 2, which has no such connection and answers with a reset: the connection breaks
+    // (with pin it would stay on server 1, see the test above). The odd source's connection
+    // was on server 2 already and carries on.
+    lab.join(1, &[Slice::ALL], 2);
+    wait_for("member 2 owns everything", || {
+        lab.status().ownership.len() == 1
+    });
+    let r = try_ask(&mut moved);
+    assert!(
+        r.is_err(),
+        "an established connection kept its server without pin: {r:?}"
+    );
+    assert_eq!(ask(&mut stays), 2);
+    assert_eq!(ask(&mut connect(&lab, even)), 2);
+    let ruleset = lab
+        .router
+        .exec("nft", &["list", "table", "ip", "manycast_verifier"]);
+    assert!(!ruleset.contains("ct mark"), "{ruleset}");
+}
