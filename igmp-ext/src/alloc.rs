@@ -188,6 +188,13 @@ impl Allocation {
             .sum();
         orphaned + excess
     }
+
+    /// An allocation received from elsewhere (a control-channel proposal): `owners` must have
+    /// exactly one entry per unit of `slicing`. Returns `None` otherwise; whether the owners honour
+    /// the quotas is the caller's rule to check.
+    pub fn from_unit_owners(slicing: Slicing, owners: Vec<Option<MemberId>>) -> Option<Self> {
+        (owners.len() == slicing.unit_count()).then_some(Allocation { slicing, owners })
+    }
 }
 
 #[cfg(test)]
