@@ -37,10 +37,11 @@ impl ReplayCache {
         self.seen.contains(&(member, *nonce))
     }
 
-    /// Forgets entries older than the retention; amortised O(1) per insert.
+    /// Forgets entries older than the retention; amortised O(1) per insert. If the clock steps
+    /// back, entries are kept longer, never forgotten early.
     pub fn expire(&mut self, now: Timestamp) {
         while let Some(&(at, key)) = self.order.front() {
-            if now.abs_diff(at) < self.retention && at <= now {
+            if now < at.saturating_add(self.retention) {
                 break;
             }
             self.order.pop_front();
@@ -89,5 +90,18 @@ mod tests {
         let later = Timestamp::from_secs(1060);
         assert!(c.insert(later, MemberId(1), [3; 16]), "old entries expired");
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_clock_step_back_forgets_nothing() {
+        let mut c = ReplayCache::new(4, Duration::from_secs(60));
+        let t0 = Timestamp::from_secs(1000);
+        assert!(c.insert(t0, MemberId(1), [1; 16]));
+        c.expire(Timestamp::from_secs(10));
+        assert!(c.contains(MemberId(1), &[1; 16]));
+        c.expire(Timestamp::from_secs(1059));
+        assert!(c.contains(MemberId(1), &[1; 16]));
+        c.expire(Timestamp::from_secs(1060));
+        assert!(c.is_empty());
     }
 }

@@ -43,7 +43,7 @@ impl BridgeHost {
 }
 
 /// One row of the multicast database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MdbEntry {
     pub port: String,
     pub group: String,

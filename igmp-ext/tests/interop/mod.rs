@@ -1,4 +1,5 @@
 mod bridge;
 mod kernel;
 mod scapy;
+mod signed;
 mod tshark;

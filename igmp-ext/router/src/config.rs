@@ -1,0 +1,343 @@
+//! The verifier's TOML configuration with its documented defaults (README "Router verifier"),
+//! checked as a whole when loaded so that a bad file fails with one clear line.
+
+use crate::querier::QuerierConfig;
+use crate::steering::GapPolicy;
+use core::time::Duration;
+use igmp_ext::{MemberId, Slice, VerifierConfig};
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interfaces the verifier is the IGMP router and multicast router on.
+    pub interfaces: Vec<String>,
+    /// Group keys for the offline key source (see `keyfile`), until the DNS client is wired in.
+    pub keys: PathBuf,
+    /// Unix socket serving the status (`--status`).
+    #[serde(default = "default_status_socket")]
+    pub status_socket: PathBuf,
+    /// Prometheus text metrics over HTTP; none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub verifier: VerifierSection,
+    #[serde(default)]
+    pub querier: QuerierSection,
+    #[serde(default)]
+    pub native: NativeSection,
+    #[serde(default)]
+    pub rate_limit: RateLimitSection,
+    #[serde(default)]
+    pub vip: Vec<VipSection>,
+    #[serde(default)]
+    pub shutdown: ShutdownSection,
+}
+
+fn default_status_socket() -> PathBuf {
+    PathBuf::from("/run/manycast-verifier.sock")
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifierSection {
+    /// Groups that need signed joins, as prefixes ("232.0.0.0/8").
+    pub protected: Vec<String>,
+    pub timeliness_window_ms: u64,
+    pub replay_capacity: usize,
+}
+
+impl Default for VerifierSection {
+    fn default() -> Self {
+        VerifierSection {
+            protected: vec!["232.0.0.0/8".into()],
+            timeliness_window_ms: 30_000,
+            replay_capacity: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerierSection {
+    pub robustness: u8,
+    pub query_interval_ms: u64,
+    pub query_response_interval_ms: u64,
+    pub last_member_query_interval_ms: u64,
+}
+
+impl Default for QuerierSection {
+    fn default() -> Self {
+        let d = QuerierConfig::default();
+        QuerierSection {
+            robustness: d.robustness,
+            query_interval_ms: d.query_interval.as_millis() as u64,
+            query_response_interval_ms: d.query_response_interval.as_millis() as u64,
+            last_member_query_interval_ms: d.last_member_query_interval.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativeSection {
+    /// "drop" or "fallback" (then `fallback_member` is required).
+    pub gap: String,
+    pub fallback_member: Option<u32>,
+    /// MFC entries whose packet counter has not moved for this long are removed.
+    pub idle_timeout_ms: u64,
+    /// How long after start entries left by an earlier process are kept as they are while
+    /// members answer the first queries.
+    pub adopt_grace_ms: Option<u64>,
+}
+
+impl Default for NativeSection {
+    fn default() -> Self {
+        NativeSection {
+            gap: "drop".into(),
+            fallback_member: None,
+            idle_timeout_ms: 60_000,
+            adopt_grace_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// IGMP datagrams per second accepted on one interface (burst: one second's worth).
+    pub per_interface_pps: u32,
+    /// IGMP datagrams per second accepted from one source address.
+    pub per_source_pps: u32,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection {
+            per_interface_pps: 2_000,
+            per_source_pps: 50,
+        }
+    }
+}
+
+/// A unicast VIP bound to a protected group (VIP mode, SPEC.md §10.3).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VipSection {
+    pub address: Ipv4Addr,
+    pub group: Ipv4Addr,
+    /// Keep established connections on the member they started on (pin mode).
+    #[serde(default)]
+    pub pin: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSection {
+    /// Leave MFC entries, VIFs, the nftables table and policy routes in place on SIGTERM, so
+    /// that a restarted verifier takes them over without a gap. Default: remove everything.
+    pub keep_kernel_state: bool,
+}
+
+/// A configuration error, as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text)
+            .map_err(|e| ConfigError(e.message().replace('\n', " ").trim().to_owned()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.interfaces.is_empty() {
+            return Err(ConfigError("`interfaces` is empty".into()));
+        }
+        if self.interfaces.len() > crate::sys::mroute::MAX_VIFS {
+            return Err(ConfigError("more than 32 interfaces".into()));
+        }
+        self.protected()?;
+        self.gap_policy()?;
+        if !(1..=7).contains(&self.querier.robustness) {
+            return Err(ConfigError("querier.robustness must be 1 to 7".into()));
+        }
+        if self.querier.query_response_interval_ms >= self.querier.query_interval_ms {
+            return Err(ConfigError(
+                "querier.query_response_interval_ms must be less than query_interval_ms".into(),
+            ));
+        }
+        for v in &self.vip {
+            if !self.protected()?.iter().any(|p| p.contains_addr(v.group)) {
+                return Err(ConfigError(format!(
+                    "vip {}: group {} is not protected",
+                    v.address, v.group
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn protected(&self) -> Result<Vec<Slice>, ConfigError> {
+        self.verifier
+            .protected
+            .iter()
+            .map(|p| {
+                let (a, l) = p
+                    .split_once('/')
+                    .ok_or_else(|| ConfigError(format!("protected group {p:?}: not a prefix")))?;
+                let a: Ipv4Addr = a
+                    .parse()
+                    .map_err(|_| ConfigError(format!("protected group {p:?}: bad address")))?;
+                let l: u8 = l
+                    .parse()
+                    .ok()
+                    .filter(|l| *l <= 32)
+                    .ok_or_else(|| ConfigError(format!("protected group {p:?}: bad length")))?;
+                Ok(Slice::prefix(a, l))
+            })
+            .collect()
+    }
+
+    pub fn gap_policy(&self) -> Result<GapPolicy, ConfigError> {
+        match (self.native.gap.as_str(), self.native.fallback_member) {
+            ("drop", None) => Ok(GapPolicy::Drop),
+            ("fallback", Some(m)) => Ok(GapPolicy::Fallback(MemberId(m))),
+            ("drop", Some(_)) => Err(ConfigError(
+                "native.fallback_member is set but native.gap is \"drop\"".into(),
+            )),
+            ("fallback", None) => Err(ConfigError(
+                "native.gap = \"fallback\" needs native.fallback_member".into(),
+            )),
+            (other, _) => Err(ConfigError(format!(
+                "native.gap {other:?}: expected \"drop\" or \"fallback\""
+            ))),
+        }
+    }
+
+    pub fn querier_config(&self) -> QuerierConfig {
+        QuerierConfig {
+            robustness: self.querier.robustness,
+            query_interval: Duration::from_millis(self.querier.query_interval_ms),
+            query_response_interval: Duration::from_millis(self.querier.query_response_interval_ms),
+            last_member_query_interval: Duration::from_millis(
+                self.querier.last_member_query_interval_ms,
+            ),
+        }
+    }
+
+    /// The pipeline's settings; claims live for the querier's Group Membership Interval.
+    pub fn verifier_config(&self) -> Result<VerifierConfig, ConfigError> {
+        Ok(VerifierConfig {
+            timeliness_window: Duration::from_millis(self.verifier.timeliness_window_ms),
+            claim_hold: self.querier_config().group_membership_interval(),
+            replay_capacity: self.verifier.replay_capacity,
+            protected: self.protected()?,
+            ..VerifierConfig::default()
+        })
+    }
+
+    pub fn adopt_grace(&self) -> Duration {
+        Duration::from_millis(self.native.adopt_grace_ms.unwrap_or_else(|| {
+            let q = self.querier_config();
+            (q.query_response_interval + q.startup_query_interval()).as_millis() as u64
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "interfaces = [\"c0\", \"s1\"]\nkeys = \"/etc/manycast/keys.toml\"\n";
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(
+            c.status_socket,
+            PathBuf::from("/run/manycast-verifier.sock")
+        );
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.gap_policy().unwrap(), GapPolicy::Drop);
+        assert_eq!(c.native.idle_timeout_ms, 60_000);
+        assert_eq!(c.rate_limit.per_source_pps, 50);
+        let v = c.verifier_config().unwrap();
+        assert_eq!(
+            v.protected,
+            vec![Slice::prefix(Ipv4Addr::new(232, 0, 0, 0), 8)]
+        );
+        // Claims live for the Group Membership Interval: 2 × 10 s + 2 s.
+        assert_eq!(v.claim_hold, Duration::from_secs(22));
+        assert!(!c.shutdown.keep_kernel_state);
+        assert!(c.vip.is_empty());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            r#"
+interfaces = ["c0", "s1", "s2"]
+keys = "keys.toml"
+status_socket = "/tmp/v.sock"
+metrics_listen = "127.0.0.1:9465"
+[verifier]
+protected = ["232.1.0.0/16"]
+[querier]
+robustness = 3
+query_interval_ms = 5000
+query_response_interval_ms = 1000
+[native]
+gap = "fallback"
+fallback_member = 2
+idle_timeout_ms = 5000
+[[vip]]
+address = "10.200.0.1"
+group = "232.1.1.1"
+pin = true
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.gap_policy().unwrap(), GapPolicy::Fallback(MemberId(2)));
+        assert_eq!(c.querier_config().robustness, 3);
+        assert!(c.vip[0].pin);
+    }
+
+    #[test]
+    fn bad_configs_fail_with_one_line() {
+        for (text, want) in [
+            ("interfaces = []\nkeys = \"k\"", "`interfaces` is empty"),
+            ("keys = \"k\"", "missing field `interfaces`"),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\nbogus = 1",
+                "unknown field `bogus`",
+            ),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\n[native]\ngap = \"fallback\"",
+                "needs native.fallback_member",
+            ),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\n[verifier]\nprotected = [\"232.0.0.0\"]",
+                "not a prefix",
+            ),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\n[[vip]]\naddress = \"10.0.0.1\"\ngroup = \"239.1.1.1\"",
+                "is not protected",
+            ),
+        ] {
+            let e = Config::parse(text).expect_err(text);
+            assert!(e.0.contains(want), "{text:?}: {e}");
+            assert!(!e.0.contains('\n'), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,725 @@
+//! The driver: owns the sockets, the clock and the signals, feeds the sans-IO parts (verifier,
+//! querier, rate limiter, steering planners) and applies what they decide to the kernel.
+//! Client traffic never comes here: only IGMP, upcalls, status and metrics requests.
+
+use crate::config::Config;
+use crate::keyfile::FileKeySource;
+use crate::querier::{Event, Querier, Transmit};
+use crate::ratelimit::{Limited, RateLimiter};
+use crate::status::{Counters, InterfaceStatus, MfcRow, OwnershipRow, Status};
+use crate::steering::{resolve, GapPolicy, KernelOp, NativeSteering, Target, VifTable};
+use crate::sys::mroute::{self, MfcSpec, MrouteControl, Upcall, IGMPMSG_NOCACHE};
+use crate::sys::procfs;
+use crate::vip::VipSteering;
+use igmp_ext::verify::LinkTable;
+use igmp_ext::wire::igmp::IgmpRepr;
+use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+use igmp_ext::{Accepted, JoinVerifier, Reason, Slice, Timestamp};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn};
+use socket2::{InterfaceIndexOrAddress, Protocol, SockAddr, Socket};
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tracing::{debug, info, warn};
+
+/// 224.0.0.22, where IGMPv3 reports go: the router must be a member to receive them.
+const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
+/// 224.0.0.2, where IGMPv2 leaves go.
+const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
+
+pub fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[derive(Debug, Clone)]
+struct Iface {
+    name: String,
+    ifindex: u32,
+    addr: Ipv4Addr,
+    vif: u16,
+}
+
+/// (name, ifindex, first IPv4 address) of a configured interface.
+type Found = (String, u32, Ipv4Addr);
+
+/// Finds each configured interface's index and first IPv4 address, and every subnet on it.
+fn discover(names: &[String]) -> Result<(Vec<Found>, LinkTable), String> {
+    let addrs: Vec<_> = nix::ifaddrs::getifaddrs()
+        .map_err(|e| format!("cannot list interfaces: {e}"))?
+        .collect();
+    let mut out = Vec::new();
+    let mut links = LinkTable::new();
+    for name in names {
+        let ifindex = nix::net::if_::if_nametoindex(name.as_str())
+            .map_err(|_| format!("interface {name} does not exist"))?;
+        let mut first = None;
+        for a in addrs.iter().filter(|a| &a.interface_name == name) {
+            let (Some(addr), Some(mask)) = (
+                a.address.as_ref().and_then(|s| s.as_sockaddr_in()),
+                a.netmask.as_ref().and_then(|s| s.as_sockaddr_in()),
+            ) else {
+                continue;
+            };
+            let ip = addr.ip();
+            let len = u32::from(mask.ip()).leading_ones() as u8;
+            links.add(ifindex, Slice::prefix(ip, len));
+            first.get_or_insert(ip);
+        }
+        let addr = first.ok_or_else(|| format!("interface {name} has no IPv4 address"))?;
+        out.push((name.clone(), ifindex, addr));
+    }
+    Ok((out, links))
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    joins_accepted: u64,
+    plain_accepted: u64,
+    rate_limited: [u64; 2],
+    upcalls: u64,
+    upcalls_this_second: u64,
+    upcalls_last_second: u64,
+    second: u64,
+    mfc_installs: u64,
+    nft_transactions: u64,
+    kernel_errors: u64,
+    queries_sent: u64,
+}
+
+/// The running verifier.
+pub struct Router {
+    cfg: Config,
+    keys: FileKeySource,
+    verifier: JoinVerifier,
+    querier: Querier,
+    limiter: RateLimiter,
+    gap: GapPolicy,
+    steering: NativeSteering,
+    vip: VipSteering,
+    vifs: VifTable,
+    ifaces: Vec<Iface>,
+    /// Our vifs that an earlier process left, reused rather than added.
+    adopted_vifs: Vec<u16>,
+    control: MrouteControl,
+    mroute: AsyncFd<Socket>,
+    senders: HashMap<u32, Socket>,
+    adopt_until: Option<Timestamp>,
+    last_sweep: Timestamp,
+    stats: Stats,
+}
+
+impl core::fmt::Debug for Router {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Router")
+            .field("interfaces", &self.ifaces)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// Opens everything; every error is one line for the operator.
+    pub fn start(cfg: Config) -> Result<Router, String> {
+        let keys = FileKeySource::load(&cfg.keys)?;
+        let vcfg = cfg.verifier_config().map_err(|e| e.0)?;
+        let gap = cfg.gap_policy().map_err(|e| e.0)?;
+        let (found, links) = discover(&cfg.interfaces)?;
+        let now = now();
+
+        let mroute = mroute::open_mroute_socket().map_err(|e| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                "another multicast routing daemon holds this namespace's MRT socket".to_owned()
+            } else {
+                format!("cannot open the multicast routing socket (MRT_INIT): {e}")
+            }
+        })?;
+        let control = MrouteControl::open().map_err(|e| format!("raw IGMP socket: {e}"))?;
+
+        // VIFs an earlier process left (they are static, see sys::mroute) are reused.
+        let existing = procfs::read_vifs();
+        let mut vifs = VifTable::default();
+        let mut adopted_vifs = Vec::new();
+        for v in &existing {
+            if let Some((_, ifindex, _)) = found.iter().find(|(n, _, _)| *n == v.ifname) {
+                vifs.insert(*ifindex, v.vif);
+                adopted_vifs.push(v.vif);
+            }
+        }
+        let mut ifaces = Vec::new();
+        for (name, ifindex, addr) in found {
+            let vif = match vifs.vif_of(ifindex) {
+                Some(v) => v,
+                None => {
+                    let v = vifs
+                        .free_vif()
+                        .ok_or_else(|| "no free VIF (the kernel has 32)".to_owned())?;
+                    control
+                        .add_vif(v, ifindex)
+                        .map_err(|e| format!("MRT_ADD_VIF {name}: {e}"))?;
+                    vifs.insert(ifindex, v);
+                    v
+                }
+            };
+            mroute
+                .join_multicast_v4_n(&ALL_V3_ROUTERS, &InterfaceIndexOrAddress::Index(ifindex))
+                .map_err(|e| format!("join 224.0.0.22 on {name}: {e}"))?;
+            mroute
+                .join_multicast_v4_n(&ALL_ROUTERS, &InterfaceIndexOrAddress::Index(ifindex))
+                .map_err(|e| format!("join 224.0.0.2 on {name}: {e}"))?;
+            ifaces.push(Iface {
+                name,
+                ifindex,
+                addr,
+                vif,
+            });
+        }
+        nix::sys::socket::setsockopt(&mroute, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
+            .map_err(|e| format!("IP_PKTINFO: {e}"))?;
+        mroute
+            .set_nonblocking(true)
+            .map_err(|e| format!("nonblocking: {e}"))?;
+
+        let mut senders = HashMap::new();
+        for i in &ifaces {
+            let s = Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(Protocol::from(libc::IPPROTO_RAW)),
+            )
+            .map_err(|e| format!("raw socket: {e}"))?;
+            s.bind_device(Some(i.name.as_bytes()))
+                .map_err(|e| format!("bind to {}: {e}", i.name))?;
+            let _ = s.set_multicast_loop_v4(false);
+            senders.insert(i.ifindex, s);
+        }
+
+        let mut steering = NativeSteering::new();
+        let protected = vcfg.protected.clone();
+        let mut adopted = 0;
+        for line in procfs::read_cache() {
+            let Some(parent) = line.parent else { continue };
+            if !protected.iter().any(|p| p.contains_addr(line.group)) {
+                continue;
+            }
+            let oif = line.oifs.first().map(|&(v, _)| v);
+            steering.adopt(now, line.source, line.group, parent, oif);
+            adopted += 1;
+        }
+        let mut querier = Querier::new(cfg.querier_config());
+        for i in &ifaces {
+            querier.add_interface(now, i.ifindex, i.addr);
+        }
+        let vip = VipSteering::new(&cfg.vip);
+        let adopt_until = Some(now.saturating_add(cfg.adopt_grace()));
+        if adopted > 0 || !adopted_vifs.is_empty() {
+            info!(
+                entries = adopted,
+                vifs = adopted_vifs.len(),
+                "took over kernel state left by an earlier verifier; kept as is until members answer"
+            );
+        }
+        let mroute = mroute::register_async(mroute).map_err(|e| format!("tokio: {e}"))?;
+        let limiter = RateLimiter::new(
+            cfg.rate_limit.per_interface_pps,
+            cfg.rate_limit.per_source_pps,
+        );
+        Ok(Router {
+            verifier: JoinVerifier::new(vcfg, links),
+            querier,
+            limiter,
+            gap,
+            steering,
+            vip,
+            vifs,
+            ifaces,
+            adopted_vifs,
+            control,
+            mroute,
+            senders,
+            adopt_until,
+            last_sweep: now,
+            stats: Stats::default(),
+            keys,
+            cfg,
+        })
+    }
+
+    fn ifname(&self, ifindex: u32) -> String {
+        self.ifaces
+            .iter()
+            .find(|i| i.ifindex == ifindex)
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| format!("if{ifindex}"))
+    }
+
+    fn apply(&mut self, ops: Vec<KernelOp>) {
+        for op in ops {
+            let r = match op {
+                KernelOp::Install(spec) => {
+                    self.stats.mfc_installs += 1;
+                    self.control.add_mfc(&spec)
+                }
+                KernelOp::Remove(spec) => self.control.del_mfc(&spec),
+            };
+            if let Err(e) = r {
+                self.stats.kernel_errors += 1;
+                warn!(?op, error = %e, "MFC update failed");
+            }
+        }
+    }
+
+    fn target(&self, group: Ipv4Addr, source: Ipv4Addr) -> Target {
+        if !self.verifier.is_protected(group) {
+            // Only protected (Manycast) groups are routed; others are dropped in the kernel.
+            return Target::Drop;
+        }
+        resolve(self.verifier.ownership(), self.gap, group, source)
+    }
+
+    fn ownership_changed(&mut self, group: Option<Ipv4Addr>) {
+        let ops = {
+            let table = self.verifier.ownership();
+            let gap = self.gap;
+            let protected = |g| self.verifier.is_protected(g);
+            self.steering.repoint(
+                group,
+                |g, s| {
+                    if protected(g) {
+                        resolve(table, gap, g, s)
+                    } else {
+                        Target::Drop
+                    }
+                },
+                &self.vifs,
+            )
+        };
+        self.apply(ops);
+        let groups: Vec<Ipv4Addr> = match group {
+            Some(g) => vec![g],
+            None => self.vip.groups(),
+        };
+        for g in groups {
+            match self
+                .vip
+                .update(g, self.verifier.ownership(), self.gap, now())
+            {
+                Ok(true) => self.stats.nft_transactions += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    self.stats.kernel_errors += 1;
+                    warn!(group = %g, error = %e, "VIP steering update failed");
+                }
+            }
+        }
+    }
+
+    fn handle_upcall(&mut self, up: Upcall) {
+        if up.msgtype != IGMPMSG_NOCACHE {
+            debug!(?up, "upcall ignored");
+            return;
+        }
+        self.stats.upcalls += 1;
+        self.stats.upcalls_this_second += 1;
+        let target = self.target(up.group, up.source);
+        let op = self
+            .steering
+            .upcall(now(), up.source, up.group, up.vif, target, &self.vifs);
+        debug!(source = %up.source, group = %up.group, ?target, "upcall");
+        self.apply(vec![op]);
+    }
+
+    fn handle_igmp(&mut self, now: Timestamp, ifindex: Option<u32>, datagram: &[u8]) {
+        let src = datagram
+            .get(12..16)
+            .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+        if let Some(src) = src {
+            if self.ifaces.iter().any(|i| i.addr == src) {
+                return; // our own query
+            }
+        }
+        let Some(ifindex) = ifindex else {
+            return;
+        };
+        if !self.ifaces.iter().any(|i| i.ifindex == ifindex) {
+            return;
+        }
+        if let Err(l) = self
+            .limiter
+            .admit(now, ifindex, src.unwrap_or(Ipv4Addr::UNSPECIFIED))
+        {
+            self.stats.rate_limited[match l {
+                Limited::Interface => 0,
+                Limited::Source => 1,
+            }] += 1;
+            return;
+        }
+        match self
+            .verifier
+            .handle_datagram(now, ifindex, datagram, &self.keys)
+        {
+            Ok(Accepted::Plain { sender, message }) => {
+                self.stats.plain_accepted += 1;
+                match &message {
+                    IgmpRepr::Query(q) => self.querier.handle_query(now, ifindex, sender, q),
+                    IgmpRepr::V3Report(r) => self.querier.handle_records(now, ifindex, &r.records),
+                    IgmpRepr::V1Report { group } | IgmpRepr::V2Report { group } => {
+                        self.querier.handle_membership(now, ifindex, *group)
+                    }
+                    IgmpRepr::V2Leave { group } => self.querier.handle_leave(now, ifindex, *group),
+                }
+            }
+            Ok(Accepted::Join {
+                join,
+                change,
+                public_records,
+            }) => {
+                self.stats.joins_accepted += 1;
+                info!(
+                    member = %join.member(),
+                    group = %join.group(),
+                    epoch = %join.epoch(),
+                    slices = %join.slices(),
+                    interface = %self.ifname(ifindex),
+                    "join accepted"
+                );
+                if join.slices().is_empty() {
+                    self.querier.handle_leave(now, ifindex, join.group());
+                } else {
+                    self.querier.handle_membership(now, ifindex, join.group());
+                }
+                self.querier.handle_records(now, ifindex, &public_records);
+                if !change.is_empty() {
+                    self.ownership_changed(change.group);
+                }
+            }
+            Err(rej) => {
+                let level_warn = !matches!(rej.reason, Reason::Duplicate);
+                if level_warn {
+                    warn!(reason = %rej.reason, sender = ?rej.sender, interface = %self.ifname(ifindex), detail = %rej.detail, "report rejected");
+                } else {
+                    debug!(reason = %rej.reason, sender = ?rej.sender, "report rejected");
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, t: Transmit) {
+        let igmp = IgmpRepr::Query(t.query);
+        let ip = Ipv4Repr {
+            src_addr: t.src,
+            dst_addr: t.dst,
+            protocol: PROTOCOL_IGMP,
+            ttl: 1,
+            tos: TOS_INTERNETWORK_CONTROL,
+            router_alert: true,
+            payload_len: igmp.buffer_len(),
+        };
+        let mut buf = vec![0u8; ip.buffer_len()];
+        ip.emit(&mut buf);
+        igmp.emit(&mut buf[ip.header_len()..]);
+        if let Some(s) = self.senders.get(&t.ifindex) {
+            match s.send_to(&buf, &SockAddr::from(SocketAddrV4::new(t.dst, 0))) {
+                Ok(_) => self.stats.queries_sent += 1,
+                Err(e) => debug!(error = %e, ifindex = t.ifindex, "query not sent"),
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        self.querier.handle_timeout(now);
+        while let Some(t) = self.querier.poll_transmit() {
+            self.send(t);
+        }
+        while let Some(e) = self.querier.poll_event() {
+            match e {
+                Event::RoleChanged { ifindex, role } => {
+                    info!(interface = %self.ifname(ifindex), ?role, "querier role")
+                }
+                Event::GroupExpired { ifindex, group } => {
+                    debug!(interface = %self.ifname(ifindex), %group, "group membership expired")
+                }
+            }
+        }
+        let expired = self.verifier.expire(now);
+        for change in expired {
+            info!(group = ?change.group, lost = ?change.lost, "claims expired");
+            self.ownership_changed(change.group);
+        }
+        if self.adopt_until.is_some_and(|t| now >= t) {
+            self.adopt_until = None;
+            let ops = {
+                let table = self.verifier.ownership();
+                let gap = self.gap;
+                self.steering
+                    .settle_adopted(|g, s| resolve(table, gap, g, s), &self.vifs)
+            };
+            if !ops.is_empty() {
+                info!(
+                    changed = ops.len(),
+                    "entries taken over at start now follow the rebuilt ownership"
+                );
+            }
+            self.apply(ops);
+            self.ownership_changed(None);
+        }
+        let second = now.as_millis() / 1000;
+        if second != self.stats.second {
+            self.stats.upcalls_last_second = self.stats.upcalls_this_second;
+            self.stats.upcalls_this_second = 0;
+            self.stats.second = second;
+        }
+        if now.as_millis() >= self.last_sweep.as_millis() + 1000 {
+            self.last_sweep = now;
+            let cache: HashMap<(Ipv4Addr, Ipv4Addr), u64> = procfs::read_cache()
+                .into_iter()
+                .filter(|l| l.parent.is_some())
+                .map(|l| ((l.group, l.source), l.packets))
+                .collect();
+            let idle = Duration::from_millis(self.cfg.native.idle_timeout_ms);
+            let ops = self
+                .steering
+                .sweep(now, idle, |g, s| cache.get(&(g, s)).copied());
+            self.apply(ops);
+        }
+    }
+
+    /// Reads every datagram waiting on the mroute socket.
+    fn drain_socket(&mut self) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (len, ifindex) = {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+                let msg = match nix::sys::socket::recvmsg::<SockaddrIn>(
+                    self.mroute.get_ref().as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(m) => m,
+                    Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut ifindex = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::Ipv4PacketInfo(p) = c {
+                            ifindex = u32::try_from(p.ipi_ifindex).ok().filter(|&i| i != 0);
+                        }
+                    }
+                }
+                (msg.bytes, ifindex)
+            };
+            let bytes = &buf[..len];
+            if let Some(up) = Upcall::parse(bytes) {
+                self.handle_upcall(up);
+            } else {
+                let b = bytes.to_vec();
+                self.handle_igmp(now(), ifindex, &b);
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let now = now();
+        let table = self.verifier.ownership();
+        let mut ownership = Vec::new();
+        for g in table.groups() {
+            for (m, c) in table.claims(g) {
+                ownership.push(OwnershipRow {
+                    group: g.to_string(),
+                    member: m.0,
+                    slices: c.slices.to_string(),
+                    epoch: c.epoch.0,
+                    interface: self.ifname(c.ifindex),
+                    sender: c.sender.to_string(),
+                    expires_in_ms: c.expires.as_millis().saturating_sub(now.as_millis()),
+                });
+            }
+        }
+        ownership.sort_by(|a, b| (&a.group, a.member).cmp(&(&b.group, b.member)));
+        let vif_name = |v: u16| {
+            self.vifs
+                .ifindex_of(v)
+                .map(|i| self.ifname(i))
+                .unwrap_or_else(|| format!("vif{v}"))
+        };
+        let mfc = self
+            .steering
+            .entries()
+            .map(|((g, s), e)| MfcRow {
+                group: g.to_string(),
+                source: s.to_string(),
+                iif: vif_name(e.parent),
+                oif: e.oif.map(vif_name).unwrap_or_else(|| "drop".into()),
+                member: match e.target {
+                    Some(Target::Member { member, .. }) if e.oif.is_some() => Some(member),
+                    _ => None,
+                },
+            })
+            .collect();
+        let m = self.verifier.metrics();
+        Status {
+            interfaces: self
+                .ifaces
+                .iter()
+                .map(|i| InterfaceStatus {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    vif: i.vif,
+                    address: i.addr.to_string(),
+                    role: format!("{:?}", self.querier.role(i.ifindex)),
+                })
+                .collect(),
+            ownership,
+            mfc,
+            vips: self.vip.status(),
+            counters: Counters {
+                joins_accepted: self.stats.joins_accepted,
+                plain_accepted: self.stats.plain_accepted,
+                rejected: m.rejections().map(|(r, n)| (r.to_owned(), n)).collect(),
+                rate_limited: vec![
+                    (
+                        Limited::Interface.as_str().into(),
+                        self.stats.rate_limited[0],
+                    ),
+                    (Limited::Source.as_str().into(), self.stats.rate_limited[1]),
+                ],
+                upcalls: self.stats.upcalls,
+                upcalls_per_second: self.stats.upcalls_last_second,
+                mfc_entries: self.steering.len() as u64,
+                mfc_installs: self.stats.mfc_installs,
+                nft_transactions: self.stats.nft_transactions,
+                kernel_errors: self.stats.kernel_errors,
+                queries_sent: self.stats.queries_sent,
+            },
+        }
+    }
+
+    /// Removes what this verifier put in the kernel (unless configured to keep it).
+    fn shutdown(&mut self) {
+        if self.cfg.shutdown.keep_kernel_state {
+            info!("leaving kernel state in place for the next verifier");
+            return;
+        }
+        let ops = self.steering.drain();
+        self.apply(ops);
+        for i in self.ifaces.clone() {
+            if let Err(e) = self.control.del_vif(i.vif) {
+                debug!(error = %e, vif = i.vif, "MRT_DEL_VIF");
+            }
+        }
+        // Also whatever an earlier process left on our interfaces' VIFs.
+        for line in procfs::read_cache() {
+            if let Some(parent) = line.parent {
+                if self.adopted_vifs.contains(&parent) {
+                    let _ = self.control.del_mfc(&MfcSpec {
+                        source: line.source,
+                        group: line.group,
+                        parent,
+                        oif: None,
+                    });
+                }
+            }
+        }
+        if let Err(e) = self.vip.remove_all() {
+            warn!(error = %e, "removing VIP steering");
+        }
+        let _ = mroute::mrt_done(self.mroute.get_ref());
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    pub async fn run(mut self) -> Result<(), String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signal: {e}"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal: {e}"))?;
+        let _ = std::fs::remove_file(&self.cfg.status_socket);
+        let status = tokio::net::UnixListener::bind(&self.cfg.status_socket).map_err(|e| {
+            format!(
+                "cannot listen on status socket {}: {e}",
+                self.cfg.status_socket.display()
+            )
+        })?;
+        let metrics = match self.cfg.metrics_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| format!("cannot listen for metrics on {a}: {e}"))?,
+            ),
+            None => None,
+        };
+        self.querier.query_now(now());
+        self.tick(now());
+        self.ownership_changed(None);
+        info!(
+            interfaces = ?self.ifaces.iter().map(|i| &i.name).collect::<Vec<_>>(),
+            "verifier running"
+        );
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                r = self.mroute.readable() => {
+                    let mut guard = r.map_err(|e| format!("mroute socket: {e}"))?;
+                    guard.clear_ready();
+                    drop(guard);
+                    if let Err(e) = self.drain_socket() {
+                        warn!(error = %e, "receive");
+                    }
+                }
+                _ = ticker.tick() => self.tick(now()),
+                c = status.accept() => {
+                    if let Ok((stream, _)) = c {
+                        self.serve_status(stream).await;
+                    }
+                }
+                c = async { match &metrics { Some(l) => l.accept().await, None => std::future::pending().await } } => {
+                    if let Ok((mut stream, _)) = c {
+                        let body = self.status().render_metrics();
+                        let resp = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(resp.as_bytes())).await;
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        info!("shutting down");
+        self.shutdown();
+        let _ = std::fs::remove_file(&self.cfg.status_socket);
+        Ok(())
+    }
+
+    async fn serve_status(&self, stream: tokio::net::UnixStream) {
+        let (r, mut w) = stream.into_split();
+        let mut line = String::new();
+        let mut r = BufReader::new(r);
+        let _ = tokio::time::timeout(Duration::from_millis(500), r.read_line(&mut line)).await;
+        let reply = match line.trim() {
+            "metrics" => self.status().render_metrics(),
+            _ => serde_json::to_string(&self.status()).unwrap_or_default(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(reply.as_bytes())).await;
+    }
+}
+
+/// `--status`: asks a running verifier over its unix socket.
+pub fn query_status(socket: &std::path::Path, what: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("cannot reach the verifier at {}: {e}", socket.display()))?;
+    s.write_all(format!("{what}\n").as_bytes())
+        .map_err(|e| format!("status request: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("status reply: {e}"))?;
+    Ok(out)
+}

@@ -1,0 +1,164 @@
+//! The offline key source: group public keys and revocations read from a TOML file. The
+//! DNSSEC-validating dns-keystore client (issue 3) implements the same `KeySource` trait and
+//! replaces this; the file is the fallback for routers without the keystore.
+//!
+//! ```toml
+//! [[group]]
+//! group = "232.1.1.1"
+//! keys = ["<64 hex digits: Ed25519 group public key>"]
+//! revoked_members = ["<16 hex digits: member key id>"]
+//! ```
+
+use igmp_ext::ed25519_dalek::VerifyingKey;
+use igmp_ext::verify::{GroupKey, KeyLookupError};
+use igmp_ext::{GroupKeys, KeyId, KeySource, Timestamp};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    #[serde(default)]
+    group: Vec<GroupEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupEntry {
+    group: Ipv4Addr,
+    keys: Vec<String>,
+    #[serde(default)]
+    revoked_members: Vec<String>,
+}
+
+/// Group keys from a file; answers from memory, as `KeySource` requires.
+#[derive(Debug, Clone, Default)]
+pub struct FileKeySource {
+    groups: HashMap<Ipv4Addr, Arc<GroupKeys>>,
+}
+
+impl FileKeySource {
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: KeyFile =
+            toml::from_str(text).map_err(|e| e.message().replace('\n', " ").trim().to_owned())?;
+        let mut groups = HashMap::new();
+        for g in file.group {
+            let keys = g
+                .keys
+                .iter()
+                .map(|k| {
+                    let bytes: [u8; 32] = hex::decode(k)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| {
+                            format!("group {}: key {k:?} is not 32 hex bytes", g.group)
+                        })?;
+                    VerifyingKey::from_bytes(&bytes)
+                        .map(GroupKey::new)
+                        .map_err(|_| format!("group {}: key {k:?} is not an Ed25519 key", g.group))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let revoked_members = g
+                .revoked_members
+                .iter()
+                .map(|r| {
+                    r.parse::<KeyId>()
+                        .map_err(|_| format!("group {}: bad key id {r:?}", g.group))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            groups.insert(
+                g.group,
+                Arc::new(GroupKeys {
+                    group: g.group,
+                    keys,
+                    revoked_members,
+                }),
+            );
+        }
+        Ok(FileKeySource { groups })
+    }
+
+    /// The file text for `keys` (used by tests and the lab to write key files).
+    pub fn render(keys: &[GroupKeys]) -> String {
+        let mut out = String::new();
+        for g in keys {
+            out.push_str(&format!("[[group]]\ngroup = \"{}\"\nkeys = [", g.group));
+            let ks: Vec<String> = g
+                .keys
+                .iter()
+                .map(|k| format!("\"{}\"", hex::encode(k.key.as_bytes())))
+                .collect();
+            out.push_str(&ks.join(", "));
+            out.push_str("]\nrevoked_members = [");
+            let rs: Vec<String> = g
+                .revoked_members
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect();
+            out.push_str(&rs.join(", "));
+            out.push_str("]\n\n");
+        }
+        out
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.groups.keys().copied()
+    }
+}
+
+impl KeySource for FileKeySource {
+    fn group_keys(
+        &self,
+        group: Ipv4Addr,
+        _now: Timestamp,
+    ) -> Result<Arc<GroupKeys>, KeyLookupError> {
+        self.groups
+            .get(&group)
+            .cloned()
+            .ok_or(KeyLookupError::UnknownGroup)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::fixtures::{Fixture, NOW};
+    use igmp_ext::{JoinVerifier, Slice, VerifierConfig};
+
+    #[test]
+    fn round_trips_and_verifies_fixture_joins() {
+        let f = Fixture::new(2);
+        let mut gk = f.group_keys();
+        gk.revoked_members
+            .push(KeyId::of(&f.members[1].key.verifying_key()));
+        let text = FileKeySource::render(&[gk.clone()]);
+        let src = FileKeySource::parse(&text).expect("parses");
+        assert_eq!(*src.group_keys(f.group, NOW).unwrap(), gk);
+        assert_eq!(
+            src.group_keys(Ipv4Addr::new(232, 9, 9, 9), NOW),
+            Err(KeyLookupError::UnknownGroup)
+        );
+        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+        let ok = v.handle_datagram(NOW, 1, &f.join(0, &[Slice::ALL], 1, 1), &src);
+        assert!(ok.is_ok(), "{ok:?}");
+        let revoked = v.handle_datagram(NOW, 1, &f.join(1, &[Slice::ALL], 2, 2), &src);
+        assert_eq!(revoked.unwrap_err().reason, igmp_ext::Reason::Revoked);
+    }
+
+    #[test]
+    fn bad_key_files_say_what_is_wrong() {
+        let e = FileKeySource::parse("[[group]]\ngroup = \"232.1.1.1\"\nkeys = [\"abcd\"]\n")
+            .unwrap_err();
+        assert!(e.contains("not 32 hex bytes"), "{e}");
+        let e = FileKeySource::parse("[[group]]\ngroup = \"nope\"\nkeys = []\n").unwrap_err();
+        assert!(!e.is_empty());
+    }
+}

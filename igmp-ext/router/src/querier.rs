@@ -1,0 +1,458 @@
+//! The IGMPv3 router side, sans-IO (RFC 3376 §6 and §8): per interface, querier election
+//! (§6.6.2, the lowest address wins), startup and periodic general queries, group-specific
+//! queries after a leave (§6.6.3.1), and group soft state that expires when reports stop
+//! (§6.6.1). The driver passes `now`, feeds received queries and reports, and sends what
+//! [`Querier::poll_transmit`] returns. Signed joins are verified elsewhere; this module only keeps
+//! the timers.
+
+use core::time::Duration;
+use igmp_ext::wire::igmp::{encode_code, QueryRepr, QueryV3Fields, ALL_SYSTEMS};
+use igmp_ext::wire::record::{GroupRecordRepr, RecordType};
+use igmp_ext::Timestamp;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+
+/// RFC 3376 §8 variables. Defaults are short lab values; RFC values are in brackets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuerierConfig {
+    /// §8.1 Robustness Variable [2].
+    pub robustness: u8,
+    /// §8.2 Query Interval [125 s]; lab default 10 s.
+    pub query_interval: Duration,
+    /// §8.3 Query Response Interval [10 s]; lab default 2 s.
+    pub query_response_interval: Duration,
+    /// §8.8 Last Member Query Interval [1 s].
+    pub last_member_query_interval: Duration,
+}
+
+impl Default for QuerierConfig {
+    fn default() -> Self {
+        QuerierConfig {
+            robustness: 2,
+            query_interval: Duration::from_secs(10),
+            query_response_interval: Duration::from_secs(2),
+            last_member_query_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl QuerierConfig {
+    /// §8.4 Group Membership Interval: R × QI + QRI.
+    pub fn group_membership_interval(&self) -> Duration {
+        self.query_interval * u32::from(self.robustness) + self.query_response_interval
+    }
+    /// §8.5 Other Querier Present Interval: R × QI + QRI / 2.
+    pub fn other_querier_present_interval(&self) -> Duration {
+        self.query_interval * u32::from(self.robustness) + self.query_response_interval / 2
+    }
+    /// §8.6 Startup Query Interval: QI / 4.
+    pub fn startup_query_interval(&self) -> Duration {
+        self.query_interval / 4
+    }
+    /// §8.12 Last Member Query Time: LMQC × LMQI (LMQC = R, §8.9).
+    pub fn last_member_query_time(&self) -> Duration {
+        self.last_member_query_interval * u32::from(self.robustness)
+    }
+}
+
+/// A query to send: from `src` on `ifindex` to `dst` (224.0.0.1 or the group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub ifindex: u32,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub query: QueryRepr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Querier,
+    NonQuerier,
+}
+
+#[derive(Debug, Clone)]
+struct Iface {
+    addr: Ipv4Addr,
+    role: Role,
+    other_querier_expires: Timestamp,
+    next_general: Timestamp,
+    startup_left: u8,
+    /// Group → membership timer.
+    groups: BTreeMap<Ipv4Addr, Timestamp>,
+    /// Group → (group-specific queries left to send, when the next one is due).
+    specific: BTreeMap<Ipv4Addr, (u8, Timestamp)>,
+}
+
+/// Events for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// No report for `group` on `ifindex` within the Group Membership Interval.
+    GroupExpired {
+        ifindex: u32,
+        group: Ipv4Addr,
+    },
+    RoleChanged {
+        ifindex: u32,
+        role: Role,
+    },
+}
+
+/// The querier for every interface the verifier serves.
+#[derive(Debug)]
+pub struct Querier {
+    config: QuerierConfig,
+    ifaces: BTreeMap<u32, Iface>,
+    transmit: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Querier {
+    pub fn new(config: QuerierConfig) -> Self {
+        Querier {
+            config,
+            ifaces: BTreeMap::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &QuerierConfig {
+        &self.config
+    }
+
+    /// Starts serving `ifindex` as querier (§6.6.2: every router starts as querier), with the
+    /// startup queries of §8.6/§8.7 beginning now.
+    pub fn add_interface(&mut self, now: Timestamp, ifindex: u32, addr: Ipv4Addr) {
+        self.ifaces.insert(
+            ifindex,
+            Iface {
+                addr,
+                role: Role::Querier,
+                other_querier_expires: now,
+                next_general: now,
+                startup_left: self.config.robustness,
+                groups: BTreeMap::new(),
+                specific: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub fn role(&self, ifindex: u32) -> Option<Role> {
+        self.ifaces.get(&ifindex).map(|i| i.role)
+    }
+
+    /// Groups with live membership on `ifindex`.
+    pub fn groups(&self, ifindex: u32) -> impl Iterator<Item = (Ipv4Addr, Timestamp)> + '_ {
+        self.ifaces
+            .get(&ifindex)
+            .into_iter()
+            .flat_map(|i| i.groups.iter().map(|(&g, &t)| (g, t)))
+    }
+
+    fn query(&self, group: Ipv4Addr, max_resp: Duration) -> QueryRepr {
+        let tenths = u32::try_from(max_resp.as_millis() / 100).unwrap_or(u32::MAX);
+        let qi = u32::try_from(self.config.query_interval.as_secs()).unwrap_or(u32::MAX);
+        QueryRepr {
+            max_resp_code: encode_code(tenths),
+            group,
+            v3: Some(QueryV3Fields {
+                flags: 0,
+                suppress: false,
+                qrv: self.config.robustness.min(7),
+                qqic: encode_code(qi),
+                sources: Vec::new(),
+                additional_data: Vec::new(),
+            }),
+        }
+    }
+
+    /// A query heard on `ifindex` from `src` (§6.6.2): a lower address takes over as querier.
+    /// A group-specific query lowers that group's timer to LMQT (§6.6.1) on non-queriers.
+    pub fn handle_query(&mut self, now: Timestamp, ifindex: u32, src: Ipv4Addr, q: &QueryRepr) {
+        let oqpi = self.config.other_querier_present_interval();
+        let lmqt = self.config.last_member_query_time();
+        let Some(iface) = self.ifaces.get_mut(&ifindex) else {
+            return;
+        };
+        if src == iface.addr {
+            return;
+        }
+        if u32::from(src) < u32::from(iface.addr) {
+            if iface.role != Role::NonQuerier {
+                iface.role = Role::NonQuerier;
+                iface.specific.clear();
+                self.events.push_back(Event::RoleChanged {
+                    ifindex,
+                    role: Role::NonQuerier,
+                });
+            }
+            iface.other_querier_expires = now.saturating_add(oqpi);
+        }
+        if iface.role == Role::NonQuerier && q.group != Ipv4Addr::UNSPECIFIED {
+            let suppress = q.v3.as_ref().is_some_and(|v| v.suppress);
+            if !suppress {
+                if let Some(t) = iface.groups.get_mut(&q.group) {
+                    *t = (*t).min(now.saturating_add(lmqt));
+                }
+            }
+        }
+    }
+
+    /// A report's records heard on `ifindex` (§6.4): current-state and filter-mode-change
+    /// records keep the group alive; a change to INCLUDE with no sources is a leave, answered by
+    /// group-specific queries when we are the querier.
+    pub fn handle_records(
+        &mut self,
+        now: Timestamp,
+        ifindex: u32,
+        records: &[GroupRecordRepr<Ipv4Addr>],
+    ) {
+        for r in records {
+            let leave =
+                matches!(r.record_type, RecordType::ChangeToIncludeMode) && r.sources.is_empty();
+            if leave {
+                self.handle_leave(now, ifindex, r.group);
+            } else {
+                self.handle_membership(now, ifindex, r.group);
+            }
+        }
+    }
+
+    /// A v1/v2 report or any record that says the group has listeners.
+    pub fn handle_membership(&mut self, now: Timestamp, ifindex: u32, group: Ipv4Addr) {
+        let gmi = self.config.group_membership_interval();
+        if let Some(iface) = self.ifaces.get_mut(&ifindex) {
+            iface.groups.insert(group, now.saturating_add(gmi));
+            iface.specific.remove(&group);
+        }
+    }
+
+    /// A v2 leave or an IGMPv3 change to INCLUDE {}.
+    pub fn handle_leave(&mut self, now: Timestamp, ifindex: u32, group: Ipv4Addr) {
+        let lmqt = self.config.last_member_query_time();
+        let count = self.config.robustness;
+        let Some(iface) = self.ifaces.get_mut(&ifindex) else {
+            return;
+        };
+        if iface.role != Role::Querier {
+            return;
+        }
+        if let Some(t) = iface.groups.get_mut(&group) {
+            *t = (*t).min(now.saturating_add(lmqt));
+        }
+        iface.specific.insert(group, (count, now));
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let cfg = self.config;
+        let mut out = Vec::new();
+        for (&ifindex, iface) in self.ifaces.iter_mut() {
+            if iface.role == Role::NonQuerier && now >= iface.other_querier_expires {
+                iface.role = Role::Querier;
+                iface.next_general = now;
+                self.events.push_back(Event::RoleChanged {
+                    ifindex,
+                    role: Role::Querier,
+                });
+            }
+            if iface.role == Role::Querier && now >= iface.next_general {
+                out.push((ifindex, iface.addr, ALL_SYSTEMS, Ipv4Addr::UNSPECIFIED));
+                let gap = if iface.startup_left > 1 {
+                    iface.startup_left -= 1;
+                    cfg.startup_query_interval()
+                } else {
+                    iface.startup_left = 0;
+                    cfg.query_interval
+                };
+                iface.next_general = now.saturating_add(gap);
+            }
+            iface.specific.retain(|&group, (left, due)| {
+                if now >= *due {
+                    out.push((ifindex, iface.addr, group, group));
+                    *left -= 1;
+                    *due = now.saturating_add(cfg.last_member_query_interval);
+                }
+                *left > 0
+            });
+            iface.groups.retain(|&group, expires| {
+                let live = *expires > now;
+                if !live {
+                    self.events
+                        .push_back(Event::GroupExpired { ifindex, group });
+                }
+                live
+            });
+        }
+        for (ifindex, src, dst, group) in out {
+            let max_resp = if group == Ipv4Addr::UNSPECIFIED {
+                cfg.query_response_interval
+            } else {
+                cfg.last_member_query_interval
+            };
+            let query = self.query(group, max_resp);
+            self.transmit.push_back(Transmit {
+                ifindex,
+                src,
+                dst,
+                query,
+            });
+        }
+    }
+
+    /// Sends a general query on every interface at once, whatever the timers say (used at
+    /// start so that members re-announce without waiting).
+    pub fn query_now(&mut self, now: Timestamp) {
+        for iface in self.ifaces.values_mut() {
+            if iface.role == Role::Querier {
+                iface.next_general = now;
+            }
+        }
+        self.handle_timeout(now);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Querier::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.ifaces
+            .values()
+            .flat_map(|i| {
+                let election = (i.role == Role::NonQuerier).then_some(i.other_querier_expires);
+                let general = (i.role == Role::Querier).then_some(i.next_general);
+                election
+                    .into_iter()
+                    .chain(general)
+                    .chain(i.specific.values().map(|&(_, due)| due))
+                    .chain(i.groups.values().copied())
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::wire::igmp::decode_code;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+    const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    fn drain(q: &mut Querier) -> Vec<Transmit> {
+        std::iter::from_fn(|| q.poll_transmit()).collect()
+    }
+
+    /// Runs the querier from `from` to `to` ms, jumping from timeout to timeout.
+    fn run(q: &mut Querier, from: u64, to: u64) -> Vec<(u64, Transmit)> {
+        let mut now = from;
+        let mut sent = Vec::new();
+        while now <= to {
+            q.handle_timeout(at(now));
+            sent.extend(drain(q).into_iter().map(|t| (now, t)));
+            match q.poll_timeout() {
+                Some(t) if t.as_millis() > now => now = t.as_millis(),
+                _ => now += 1,
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn startup_queries_then_query_interval() {
+        let cfg = QuerierConfig::default();
+        let mut q = Querier::new(cfg);
+        q.add_interface(at(0), 1, ME);
+        let sent = run(&mut q, 0, 25_000);
+        let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
+        // Robustness 2: two startup queries QI/4 apart, then every QI.
+        assert_eq!(times, vec![0, 2_500, 12_500, 22_500]);
+        let t = &sent[0].1;
+        assert_eq!((t.ifindex, t.src, t.dst), (1, ME, ALL_SYSTEMS));
+        assert_eq!(t.query.group, Ipv4Addr::UNSPECIFIED);
+        let v3 = t.query.v3.as_ref().expect("v3 query");
+        assert_eq!(v3.qrv, 2);
+        assert_eq!(decode_code(v3.qqic), 10);
+        assert_eq!(decode_code(t.query.max_resp_code), 20); // 2 s in tenths
+    }
+
+    #[test]
+    fn lower_address_wins_election_and_querier_returns_when_it_goes_quiet() {
+        let cfg = QuerierConfig::default();
+        let mut q = Querier::new(cfg);
+        q.add_interface(at(0), 1, ME);
+        run(&mut q, 0, 0);
+        let general = q.query(Ipv4Addr::UNSPECIFIED, cfg.query_response_interval);
+        // A higher address does not displace us.
+        q.handle_query(at(100), 1, Ipv4Addr::new(10, 0, 0, 9), &general);
+        assert_eq!(q.role(1), Some(Role::Querier));
+        q.handle_query(at(100), 1, Ipv4Addr::new(10, 0, 0, 2), &general);
+        assert_eq!(q.role(1), Some(Role::NonQuerier));
+        assert_eq!(
+            q.poll_event(),
+            Some(Event::RoleChanged {
+                ifindex: 1,
+                role: Role::NonQuerier
+            })
+        );
+        // Silent until the Other Querier Present Interval (2 × 10 s + 1 s) runs out.
+        let oqpi = 100 + cfg.other_querier_present_interval().as_millis() as u64;
+        assert!(run(&mut q, 101, oqpi - 1).is_empty());
+        let sent = run(&mut q, oqpi, oqpi);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(q.role(1), Some(Role::Querier));
+    }
+
+    #[test]
+    fn leave_triggers_group_specific_queries_and_membership_expires() {
+        let cfg = QuerierConfig::default();
+        let mut q = Querier::new(cfg);
+        q.add_interface(at(0), 1, ME);
+        run(&mut q, 0, 0);
+        q.handle_membership(at(1_000), 1, G);
+        assert_eq!(q.groups(1).count(), 1);
+        q.handle_leave(at(2_000), 1, G);
+        let sent = run(&mut q, 2_000, 2_400);
+        let specific: Vec<_> = sent.iter().filter(|(_, t)| t.query.group == G).collect();
+        assert_eq!(specific.len(), 1);
+        assert_eq!(specific[0].1.dst, G);
+        let sent = run(&mut q, 2_401, 4_100);
+        assert_eq!(sent.iter().filter(|(_, t)| t.query.group == G).count(), 1);
+        // LMQT = 2 × 1 s after the leave, the group is gone.
+        assert!(q.groups(1).count() == 0);
+        let events: Vec<_> = std::iter::from_fn(|| q.poll_event()).collect();
+        assert!(events.contains(&Event::GroupExpired {
+            ifindex: 1,
+            group: G
+        }));
+    }
+
+    #[test]
+    fn reports_keep_the_group_for_the_membership_interval() {
+        let cfg = QuerierConfig::default();
+        let mut q = Querier::new(cfg);
+        q.add_interface(at(0), 1, ME);
+        let rec = GroupRecordRepr {
+            record_type: RecordType::ModeIsInclude,
+            group: G,
+            sources: vec![Ipv4Addr::new(0, 0, 0, 1)],
+            aux_data: Vec::new(),
+        };
+        q.handle_records(at(0), 1, &[rec]);
+        let gmi = cfg.group_membership_interval().as_millis() as u64;
+        q.handle_timeout(at(gmi - 1));
+        assert_eq!(q.groups(1).count(), 1);
+        q.handle_timeout(at(gmi));
+        assert_eq!(q.groups(1).count(), 0);
+    }
+}

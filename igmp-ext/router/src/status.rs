@@ -1,0 +1,255 @@
+//! What the verifier shows: the status snapshot (`--status`, `--json`) and Prometheus text
+//! metrics. Pure rendering; the daemon fills the structs.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Status {
+    pub interfaces: Vec<InterfaceStatus>,
+    pub ownership: Vec<OwnershipRow>,
+    pub mfc: Vec<MfcRow>,
+    pub vips: Vec<VipRow>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub ifindex: u32,
+    pub vif: u16,
+    pub address: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OwnershipRow {
+    pub group: String,
+    pub member: u32,
+    pub slices: String,
+    pub epoch: u64,
+    pub interface: String,
+    pub sender: String,
+    pub expires_in_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MfcRow {
+    pub group: String,
+    pub source: String,
+    pub iif: String,
+    /// The outgoing interface, or "drop".
+    pub oif: String,
+    /// The member the entry points to; none for drop entries and entries adopted at start.
+    pub member: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VipRow {
+    pub address: String,
+    pub group: String,
+    pub pin: bool,
+    /// (member, mark, next hop)
+    pub members: Vec<(u32, u32, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Counters {
+    pub joins_accepted: u64,
+    pub plain_accepted: u64,
+    /// (reason, count), every reason.
+    pub rejected: Vec<(String, u64)>,
+    /// (limit, count).
+    pub rate_limited: Vec<(String, u64)>,
+    pub upcalls: u64,
+    pub upcalls_per_second: u64,
+    pub mfc_entries: u64,
+    pub mfc_installs: u64,
+    pub nft_transactions: u64,
+    pub kernel_errors: u64,
+    pub queries_sent: u64,
+}
+
+impl Status {
+    pub fn render_text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "interfaces:");
+        for i in &self.interfaces {
+            let _ = writeln!(
+                o,
+                "  {:<10} ifindex {:<4} vif {:<3} {:<16} {}",
+                i.name, i.ifindex, i.vif, i.address, i.role
+            );
+        }
+        let _ = writeln!(o, "ownership (group, member, epoch, interface, slices):");
+        for r in &self.ownership {
+            let _ = writeln!(
+                o,
+                "  {:<15} member {:<5} epoch {:<6} {:<10} from {:<15} expires in {} ms  {}",
+                r.group, r.member, r.epoch, r.interface, r.sender, r.expires_in_ms, r.slices
+            );
+        }
+        let _ = writeln!(o, "kernel MFC entries: {}", self.mfc.len());
+        for m in &self.mfc {
+            let member = m.member.map(|m| format!("member {m}")).unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  ({}, {}) {} -> {} {}",
+                m.source, m.group, m.iif, m.oif, member
+            );
+        }
+        for v in &self.vips {
+            let _ = writeln!(
+                o,
+                "vip {} group {}{}",
+                v.address,
+                v.group,
+                if v.pin { " (pin)" } else { "" }
+            );
+            for (m, mark, via) in &v.members {
+                let _ = writeln!(o, "  member {m} mark {mark:#x} via {via}");
+            }
+        }
+        let c = &self.counters;
+        let _ = writeln!(
+            o,
+            "joins accepted {}, plain {}, upcalls {} ({}/s), queries sent {}, kernel errors {}",
+            c.joins_accepted,
+            c.plain_accepted,
+            c.upcalls,
+            c.upcalls_per_second,
+            c.queries_sent,
+            c.kernel_errors
+        );
+        let rejected: Vec<String> = c
+            .rejected
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let _ = writeln!(o, "rejected: {}", rejected.join(", "));
+        o
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.counters;
+        let mut o = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(o, "# HELP manycast_verifier_{name} {help}");
+            let _ = writeln!(o, "# TYPE manycast_verifier_{name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(o, "manycast_verifier_{name}{labels} {v}");
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v)];
+        metric(
+            "joins_accepted_total",
+            "counter",
+            "Signed joins accepted.",
+            &one(c.joins_accepted),
+        );
+        metric(
+            "plain_accepted_total",
+            "counter",
+            "IGMP messages for public groups accepted as plain IGMP.",
+            &one(c.plain_accepted),
+        );
+        let rejected: Vec<_> = c
+            .rejected
+            .iter()
+            .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n))
+            .collect();
+        metric(
+            "joins_rejected_total",
+            "counter",
+            "IGMP reports refused, by reason.",
+            &rejected,
+        );
+        let limited: Vec<_> = c
+            .rate_limited
+            .iter()
+            .map(|(l, n)| (format!("{{limit=\"{l}\"}}"), *n))
+            .collect();
+        metric(
+            "rate_limited_total",
+            "counter",
+            "IGMP datagrams dropped by the flood limits.",
+            &limited,
+        );
+        metric(
+            "kernel_entries",
+            "gauge",
+            "Kernel steering entries, by kind.",
+            &[
+                ("{kind=\"mfc\"}".into(), c.mfc_entries),
+                (
+                    "{kind=\"vip_member\"}".into(),
+                    self.vips.iter().map(|v| v.members.len() as u64).sum(),
+                ),
+            ],
+        );
+        metric(
+            "mfc_installs_total",
+            "counter",
+            "MFC entries added or re-pointed.",
+            &one(c.mfc_installs),
+        );
+        metric(
+            "nft_transactions_total",
+            "counter",
+            "nftables transactions applied.",
+            &one(c.nft_transactions),
+        );
+        metric(
+            "upcalls_total",
+            "counter",
+            "IGMPMSG_NOCACHE upcalls from the kernel.",
+            &one(c.upcalls),
+        );
+        metric(
+            "upcalls_per_second",
+            "gauge",
+            "Upcalls in the last whole second.",
+            &one(c.upcalls_per_second),
+        );
+        metric(
+            "kernel_errors_total",
+            "counter",
+            "Failed kernel operations.",
+            &one(c.kernel_errors),
+        );
+        metric(
+            "queries_sent_total",
+            "counter",
+            "IGMP queries sent.",
+            &one(c.queries_sent),
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_prometheus_text_with_every_reason() {
+        let s = Status {
+            counters: Counters {
+                joins_accepted: 3,
+                rejected: vec![("unsigned".into(), 2), ("bad-signature".into(), 0)],
+                ..Counters::default()
+            },
+            ..Status::default()
+        };
+        let m = s.render_metrics();
+        assert!(m.contains("manycast_verifier_joins_accepted_total 3\n"));
+        assert!(m.contains("manycast_verifier_joins_rejected_total{reason=\"unsigned\"} 2\n"));
+        assert!(m.contains("manycast_verifier_joins_rejected_total{reason=\"bad-signature\"} 0\n"));
+        assert!(m.contains("# TYPE manycast_verifier_upcalls_total counter\n"));
+        let json = serde_json::to_string(&s).expect("serializes");
+        assert_eq!(serde_json::from_str::<Status>(&json).expect("parses"), s);
+        assert!(s.render_text().contains("unsigned 2"));
+    }
+}

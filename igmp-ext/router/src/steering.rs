@@ -1,0 +1,433 @@
+//! Native multicast mode, sans-IO: which MFC entry each (S,G) should have, given the ownership
+//! table. Upcalls create entries; ownership changes re-point them; idle ones are removed. The
+//! driver applies the [`KernelOp`]s through the mroute control socket (SPEC.md §10.2).
+//!
+//! Every entry has at most one outgoing VIF, so two owners for one source never reach the kernel.
+
+use crate::sys::mroute::MfcSpec;
+use core::time::Duration;
+use igmp_ext::ownership::OwnershipTable;
+use igmp_ext::{MemberId, Timestamp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// What happens to a source whose slice has no owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GapPolicy {
+    /// Drop in the kernel (an MFC entry with no outgoing interface).
+    #[default]
+    Drop,
+    /// Send to this member, if it holds any claim on the group.
+    Fallback(MemberId),
+}
+
+/// Where a source's packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Target {
+    Member { member: u32, ifindex: u32 },
+    Drop,
+}
+
+/// The target for `source` on `group`: its slice's owner, else the gap policy.
+pub fn resolve(
+    table: &OwnershipTable,
+    gap: GapPolicy,
+    group: Ipv4Addr,
+    source: Ipv4Addr,
+) -> Target {
+    if let Some((m, claim)) = table.owner_of(group, source) {
+        return Target::Member {
+            member: m.0,
+            ifindex: claim.ifindex,
+        };
+    }
+    if let GapPolicy::Fallback(f) = gap {
+        if let Some((m, claim)) = table.claims(group).find(|(m, _)| *m == f) {
+            return Target::Member {
+                member: m.0,
+                ifindex: claim.ifindex,
+            };
+        }
+    }
+    Target::Drop
+}
+
+/// Interface index ↔ VIF number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VifTable {
+    by_ifindex: BTreeMap<u32, u16>,
+}
+
+impl VifTable {
+    pub fn insert(&mut self, ifindex: u32, vif: u16) {
+        self.by_ifindex.insert(ifindex, vif);
+    }
+    pub fn vif_of(&self, ifindex: u32) -> Option<u16> {
+        self.by_ifindex.get(&ifindex).copied()
+    }
+    pub fn ifindex_of(&self, vif: u16) -> Option<u32> {
+        self.by_ifindex
+            .iter()
+            .find(|(_, &v)| v == vif)
+            .map(|(&i, _)| i)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u16)> + '_ {
+        self.by_ifindex.iter().map(|(&i, &v)| (i, v))
+    }
+    /// The lowest VIF number not in use.
+    pub fn free_vif(&self) -> Option<u16> {
+        (0..crate::sys::mroute::MAX_VIFS as u16).find(|v| self.ifindex_of(*v).is_none())
+    }
+}
+
+/// A change to make in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelOp {
+    /// Add or replace (MRT_ADD_MFC replaces an entry with the same (S,G)).
+    Install(MfcSpec),
+    Remove(MfcSpec),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub parent: u16,
+    pub oif: Option<u16>,
+    pub target: Option<Target>,
+    /// Packet counter at the last sweep, and when it last moved.
+    #[serde(skip)]
+    last_packets: u64,
+    #[serde(skip)]
+    last_active: Timestamp,
+}
+
+/// The (S,G) entries this verifier put in the kernel.
+#[derive(Debug, Default)]
+pub struct NativeSteering {
+    entries: BTreeMap<(Ipv4Addr, Ipv4Addr), Entry>,
+}
+
+fn oif_for(target: Target, parent: u16, vifs: &VifTable) -> Option<u16> {
+    match target {
+        // Never back out of the arrival interface: the kernel would not, and it is a loop.
+        Target::Member { ifindex, .. } => vifs.vif_of(ifindex).filter(|&v| v != parent),
+        Target::Drop => None,
+    }
+}
+
+impl NativeSteering {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = ((Ipv4Addr, Ipv4Addr), &Entry)> {
+        self.entries.iter().map(|(&k, e)| (k, e))
+    }
+
+    fn spec(group: Ipv4Addr, source: Ipv4Addr, e: &Entry) -> MfcSpec {
+        MfcSpec {
+            source,
+            group,
+            parent: e.parent,
+            oif: e.oif,
+        }
+    }
+
+    /// An IGMPMSG_NOCACHE upcall for (source, group) that arrived on VIF `parent`.
+    pub fn upcall(
+        &mut self,
+        now: Timestamp,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        parent: u16,
+        target: Target,
+        vifs: &VifTable,
+    ) -> KernelOp {
+        let e = Entry {
+            parent,
+            oif: oif_for(target, parent, vifs),
+            target: Some(target),
+            last_packets: 0,
+            last_active: now,
+        };
+        let op = KernelOp::Install(Self::spec(group, source, &e));
+        self.entries.insert((group, source), e);
+        op
+    }
+
+    /// Takes over an entry found in the kernel at start (left by an earlier process): kept as
+    /// it is until [`NativeSteering::repoint`] runs with rebuilt ownership.
+    pub fn adopt(
+        &mut self,
+        now: Timestamp,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        parent: u16,
+        oif: Option<u16>,
+    ) {
+        self.entries.insert(
+            (group, source),
+            Entry {
+                parent,
+                oif,
+                target: None,
+                last_packets: 0,
+                last_active: now,
+            },
+        );
+    }
+
+    /// Re-points every entry of `group` (all groups when `None`) to `target(group, source)`;
+    /// returns the entries that changed. Adopted entries are left alone until
+    /// [`NativeSteering::settle_adopted`]: while ownership is being rebuilt after a restart, a
+    /// partial table must not pull traffic away from where the kernel sends it.
+    pub fn repoint(
+        &mut self,
+        group: Option<Ipv4Addr>,
+        target: impl Fn(Ipv4Addr, Ipv4Addr) -> Target,
+        vifs: &VifTable,
+    ) -> Vec<KernelOp> {
+        self.repoint_where(group, false, target, vifs)
+    }
+
+    /// Ends the restart grace: adopted entries follow the rebuilt ownership from now on.
+    pub fn settle_adopted(
+        &mut self,
+        target: impl Fn(Ipv4Addr, Ipv4Addr) -> Target,
+        vifs: &VifTable,
+    ) -> Vec<KernelOp> {
+        self.repoint_where(None, true, target, vifs)
+    }
+
+    pub fn adopted(&self) -> usize {
+        self.entries.values().filter(|e| e.target.is_none()).count()
+    }
+
+    fn repoint_where(
+        &mut self,
+        group: Option<Ipv4Addr>,
+        adopted: bool,
+        target: impl Fn(Ipv4Addr, Ipv4Addr) -> Target,
+        vifs: &VifTable,
+    ) -> Vec<KernelOp> {
+        let mut ops = Vec::new();
+        for (&(g, s), e) in self.entries.iter_mut() {
+            if group.is_some_and(|want| want != g) || e.target.is_none() != adopted {
+                continue;
+            }
+            let t = target(g, s);
+            let oif = oif_for(t, e.parent, vifs);
+            e.target = Some(t);
+            if oif != e.oif {
+                e.oif = oif;
+                ops.push(KernelOp::Install(Self::spec(g, s, e)));
+            }
+        }
+        ops
+    }
+
+    /// Removes entries whose packet counter has not moved for `idle`. `packets` gives the
+    /// kernel's counter for (group, source), `None` when the kernel has no such entry (then it is
+    /// forgotten here too).
+    pub fn sweep(
+        &mut self,
+        now: Timestamp,
+        idle: Duration,
+        packets: impl Fn(Ipv4Addr, Ipv4Addr) -> Option<u64>,
+    ) -> Vec<KernelOp> {
+        let mut ops = Vec::new();
+        self.entries.retain(|&(g, s), e| {
+            let Some(p) = packets(g, s) else {
+                return false;
+            };
+            if p != e.last_packets {
+                e.last_packets = p;
+                e.last_active = now;
+                return true;
+            }
+            if now >= e.last_active.saturating_add(idle) {
+                ops.push(KernelOp::Remove(Self::spec(g, s, e)));
+                return false;
+            }
+            true
+        });
+        ops
+    }
+
+    /// Removes everything (clean shutdown).
+    pub fn drain(&mut self) -> Vec<KernelOp> {
+        let ops = self
+            .entries
+            .iter()
+            .map(|(&(g, s), e)| KernelOp::Remove(Self::spec(g, s, e)))
+            .collect();
+        self.entries.clear();
+        ops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::ownership::Claim;
+    use igmp_ext::{AllocationEpoch, Slice};
+
+    const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+    const EVEN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const ODD: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
+
+    fn claim(slices: &[Slice], epoch: u64, ifindex: u32) -> Claim {
+        Claim {
+            slices: slices.iter().copied().collect(),
+            epoch: AllocationEpoch(epoch),
+            ifindex,
+            sender: Ipv4Addr::new(10, 0, 0, 1),
+            expires: Timestamp::from_secs(100),
+        }
+    }
+
+    fn vifs() -> VifTable {
+        let mut v = VifTable::default();
+        v.insert(10, 0); // clients
+        v.insert(11, 1); // member 1
+        v.insert(12, 2); // member 2
+        v
+    }
+
+    #[test]
+    fn upcall_installs_toward_owner_and_gap_follows_policy() {
+        let mut t = OwnershipTable::new();
+        t.apply(G, MemberId(1), claim(&[Slice::new(0, 1)], 1, 11))
+            .unwrap();
+        let now = Timestamp::from_secs(1);
+        let mut st = NativeSteering::new();
+        let tgt = resolve(&t, GapPolicy::Drop, G, EVEN);
+        assert_eq!(
+            st.upcall(now, EVEN, G, 0, tgt, &vifs()),
+            KernelOp::Install(MfcSpec {
+                source: EVEN,
+                group: G,
+                parent: 0,
+                oif: Some(1)
+            })
+        );
+        // The odd half has no owner: dropped, or sent to the fallback member.
+        assert_eq!(resolve(&t, GapPolicy::Drop, G, ODD), Target::Drop);
+        assert_eq!(
+            resolve(&t, GapPolicy::Fallback(MemberId(1)), G, ODD),
+            Target::Member {
+                member: 1,
+                ifindex: 11
+            }
+        );
+        assert_eq!(
+            resolve(&t, GapPolicy::Fallback(MemberId(9)), G, ODD),
+            Target::Drop
+        );
+        let op = st.upcall(now, ODD, G, 0, Target::Drop, &vifs());
+        assert!(matches!(op, KernelOp::Install(MfcSpec { oif: None, .. })));
+    }
+
+    #[test]
+    fn ownership_change_repoints_only_what_moved() {
+        let mut t = OwnershipTable::new();
+        t.apply(G, MemberId(1), claim(&[Slice::ALL], 1, 11))
+            .unwrap();
+        let now = Timestamp::from_secs(1);
+        let mut st = NativeSteering::new();
+        for s in [EVEN, ODD] {
+            let tgt = resolve(&t, GapPolicy::Drop, G, s);
+            st.upcall(now, s, G, 0, tgt, &vifs());
+        }
+        // Member 2 takes the odd half at a later epoch.
+        t.apply(G, MemberId(2), claim(&[Slice::new(1, 1)], 2, 12))
+            .unwrap();
+        let ops = st.repoint(Some(G), |g, s| resolve(&t, GapPolicy::Drop, g, s), &vifs());
+        assert_eq!(
+            ops,
+            vec![KernelOp::Install(MfcSpec {
+                source: ODD,
+                group: G,
+                parent: 0,
+                oif: Some(2)
+            })]
+        );
+        // Nothing moved: nothing to do. Another group: untouched.
+        assert!(st
+            .repoint(Some(G), |g, s| resolve(&t, GapPolicy::Drop, g, s), &vifs())
+            .is_empty());
+        assert!(st
+            .repoint(
+                Some(Ipv4Addr::new(232, 9, 9, 9)),
+                |_, _| Target::Drop,
+                &vifs()
+            )
+            .is_empty());
+        // A member on the clients' own link is never an outgoing interface.
+        let ops = st.repoint(
+            None,
+            |_, _| Target::Member {
+                member: 3,
+                ifindex: 10,
+            },
+            &vifs(),
+        );
+        assert!(ops
+            .iter()
+            .all(|op| matches!(op, KernelOp::Install(MfcSpec { oif: None, .. }))));
+    }
+
+    #[test]
+    fn adopted_entries_stay_until_settled() {
+        let mut st = NativeSteering::new();
+        let t0 = Timestamp::from_secs(0);
+        st.adopt(t0, EVEN, G, 0, Some(2));
+        let to_one = |_, _| Target::Member {
+            member: 1,
+            ifindex: 11,
+        };
+        assert!(st.repoint(Some(G), to_one, &vifs()).is_empty());
+        assert_eq!(st.adopted(), 1);
+        let ops = st.settle_adopted(to_one, &vifs());
+        assert!(matches!(
+            ops[..],
+            [KernelOp::Install(MfcSpec { oif: Some(1), .. })]
+        ));
+        assert_eq!(st.adopted(), 0);
+    }
+
+    #[test]
+    fn idle_entries_expire_and_busy_ones_stay() {
+        let mut st = NativeSteering::new();
+        let t0 = Timestamp::from_secs(0);
+        st.upcall(t0, EVEN, G, 0, Target::Drop, &vifs());
+        st.upcall(t0, ODD, G, 0, Target::Drop, &vifs());
+        let idle = Duration::from_secs(10);
+        // Both move at 5 s; only ODD moves after.
+        assert!(st
+            .sweep(Timestamp::from_secs(5), idle, |_, _| Some(1))
+            .is_empty());
+        let ops = st.sweep(Timestamp::from_secs(15), idle, |_, s| {
+            Some(if s == ODD { 2 } else { 1 })
+        });
+        assert_eq!(ops.len(), 1);
+        assert!(matches!(
+            ops[0],
+            KernelOp::Remove(MfcSpec { source: EVEN, .. })
+        ));
+        // An entry the kernel lost is forgotten without an operation.
+        assert!(st
+            .sweep(Timestamp::from_secs(16), idle, |_, _| None)
+            .is_empty());
+        assert!(st.is_empty());
+    }
+}

@@ -1,0 +1,112 @@
+//! Running `nft` and `ip` for VIP mode. The ruleset text comes from [`crate::vip`].
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| format!("{program}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', "; ")
+        ))
+    }
+}
+
+/// Applies a ruleset as one transaction (`nft -f -`).
+pub fn apply(ruleset: &str) -> Result<(), String> {
+    run("nft", &["-f", "-"], Some(ruleset))
+}
+
+pub fn delete_table() -> Result<(), String> {
+    run("nft", &["delete", "table", "ip", crate::vip::TABLE], None)
+}
+
+pub fn route_replace(vip: Ipv4Addr, via: Ipv4Addr, table: u32) -> Result<(), String> {
+    run(
+        "ip",
+        &[
+            "route",
+            "replace",
+            &format!("{vip}/32"),
+            "via",
+            &via.to_string(),
+            "table",
+            &table.to_string(),
+        ],
+        None,
+    )
+}
+
+pub fn route_del(vip: Ipv4Addr, table: u32) -> Result<(), String> {
+    run(
+        "ip",
+        &[
+            "route",
+            "del",
+            &format!("{vip}/32"),
+            "table",
+            &table.to_string(),
+        ],
+        None,
+    )
+}
+
+pub fn rule_add(mark: u32, table: u32, pref: u32) -> Result<(), String> {
+    // Delete first so that a restart does not stack duplicates.
+    let _ = rule_del(mark, table, pref);
+    run(
+        "ip",
+        &[
+            "rule",
+            "add",
+            "pref",
+            &pref.to_string(),
+            "fwmark",
+            &format!("{mark:#x}"),
+            "table",
+            &table.to_string(),
+        ],
+        None,
+    )
+}
+
+pub fn rule_del(mark: u32, table: u32, pref: u32) -> Result<(), String> {
+    run(
+        "ip",
+        &[
+            "rule",
+            "del",
+            "pref",
+            &pref.to_string(),
+            "fwmark",
+            &format!("{mark:#x}"),
+            "table",
+            &table.to_string(),
+        ],
+        None,
+    )
+}

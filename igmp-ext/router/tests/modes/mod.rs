@@ -1,0 +1,4 @@
+//! One module per steering mode.
+
+mod native;
+mod vip;

@@ -1,0 +1,102 @@
+//! VIP mode with pin: real TCP from many client addresses to a VIP that every member holds on
+//! loopback; each connection reaches the owner of its source's slice; after a reallocation new
+//! connections follow the new owner while established ones stay where they started.
+
+use crate::harness::topo::{client_sources, wait_for, RouterLab};
+use igmp_ext::Slice;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const TCP_PORT: u16 = 8080;
+
+/// Each server answers every byte with its own number.
+fn serve(lab: &RouterLab, i: usize) {
+    let s = &lab.servers[i];
+    s.ns.ip(&["addr", "add", "10.200.0.1/32", "dev", "lo"]);
+    let listener: TcpListener = s
+        .ns
+        .run(|| TcpListener::bind(SocketAddrV4::new(VIP, TCP_PORT)).expect("listen on the VIP"));
+    let me = (i + 1) as u8;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                let mut b = [0u8; 1];
+                while matches!(c.read(&mut b), Ok(1)) {
+                    if c.write_all(&[me]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn connect(lab: &RouterLab, src: Ipv4Addr) -> TcpStream {
+    lab.client.run(|| {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("tcp");
+        s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+            .expect("bind");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        s.connect_timeout(
+            &SockAddr::from(SocketAddrV4::new(VIP, TCP_PORT)),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("connect from {src}: {e}"));
+        s.into()
+    })
+}
+
+fn ask(c: &mut TcpStream) -> u8 {
+    c.write_all(&[0]).expect("write");
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).expect("reply");
+    b[0]
+}
+
+#[test]
+fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
+    let mut lab = RouterLab::new(
+        2,
+        "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+    );
+    serve(&lab, 0);
+    serve(&lab, 1);
+    lab.start();
+    lab.join(0, &[Slice::new(0, 1)], 1);
+    lab.join(1, &[Slice::new(1, 1)], 1);
+    wait_for("both members routed", || {
+        let s = lab.status();
+        s.ownership.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+    });
+    let sources = client_sources(6);
+    for &src in &sources {
+        let want = if u32::from(src) & 1 == 0 { 1 } else { 2 };
+        assert_eq!(ask(&mut connect(&lab, src)), want, "{src}");
+    }
+    let even = sources[0];
+    let mut pinned = connect(&lab, even);
+    assert_eq!(ask(&mut pinned), 1);
+
+    // Member 2 takes everything: new connections go to server 2, the established one stays.
+    lab.join(1, &[Slice::ALL], 2);
+    wait_for("member 2 owns everything", || {
+        lab.status().ownership.len() == 1
+    });
+    assert_eq!(ask(&mut connect(&lab, even)), 2);
+    assert_eq!(ask(&mut pinned), 1, "pinned connection moved");
+    for &src in &sources {
+        assert_eq!(ask(&mut connect(&lab, src)), 2, "{src}");
+    }
+    assert!(lab.status().counters.nft_transactions >= 2);
+
+    // Clean shutdown removes the table and the rules.
+    assert!(lab.stop().success());
+    let tables = lab.router.exec("nft", &["list", "tables"]);
+    assert!(!tables.contains("manycast_verifier"), "{tables}");
+    let rules = lab.router.ip(&["rule", "show"]);
+    assert!(!rules.contains("fwmark"), "{rules}");
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/python3
+"""Bring the Manycast lab up and down.
+
+    lab/lab.py smoke [--json]   start the default topology, check reachability, stop
+    lab/lab.py cli              start it and open the mininet prompt
+    lab/lab.py clean            remove anything a crashed run left (mininet's own `mn -c`)
+
+Always stops what it started: on success, on error, on Ctrl-C and on SIGTERM.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mininet.cli import CLI  # noqa: E402
+from mininet.log import setLogLevel  # noqa: E402
+from mininet.net import Mininet  # noqa: E402
+from mininet.nodelib import LinuxBridge  # noqa: E402
+
+import topo  # noqa: E402
+
+
+def start():
+    net = Mininet(topo=topo.ManycastTopo(), switch=LinuxBridge, controller=None,
+                  autoSetMacs=True, waitConnected=False)
+    net.start()
+    topo.configure(net)
+    return net
+
+
+def ping(src, dst_addr, source_addr=None):
+    opt = f"-I {source_addr}" if source_addr else ""
+    out = src.cmd(f"ping -c1 -W1 {opt} {dst_addr}")
+    return " 0% packet loss" in out
+
+
+def smoke(net):
+    """Every server, the keystore, the attacker and every client source reach each other
+    through r1."""
+    results = {}
+    hosts = [h for h in net.hosts if h.name != "r1"]
+    for h in hosts:
+        for other in hosts:
+            if other is not h:
+                results[f"{h.name}->{other.name}"] = ping(h, other.IP())
+    for c in range(1, topo.CLIENTS + 1):
+        cli = net.get(f"cli{c}")
+        for a in topo.client_sources(c)[:4]:
+            results[f"cli{c}[{a}]->srv1"] = ping(cli, net.get("srv1").IP(), source_addr=a)
+    return results
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["smoke", "cli", "clean"])
+    p.add_argument("--json", action="store_true", help="print results as one JSON line")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("lab: needs root (network namespaces, bridges)")
+    if args.command == "clean":
+        subprocess.run(["mn", "-c"], check=False, capture_output=True)
+        return
+    setLogLevel("warning")
+    net = None
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        net = start()
+        if args.command == "cli":
+            CLI(net)
+        else:
+            results = smoke(net)
+            if args.json:
+                print(json.dumps({"lab": "smoke", "results": results}))
+            else:
+                for k, ok in results.items():
+                    print(f"{'ok  ' if ok else 'FAIL'} {k}")
+            if not all(results.values()):
+                sys.exit(1)
+    finally:
+        if net is not None:
+            net.stop()
+
+
+if __name__ == "__main__":
+    main()

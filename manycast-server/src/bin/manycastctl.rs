@@ -1,0 +1,236 @@
+//! `manycastctl`: the admin tool. Makes the group key, member keys and member certificates.
+//! (Publishing to the keystore, allocation and drain commands come with issues 3 and 6.)
+
+use clap::{Parser, Subcommand};
+use igmp_ext::{CertificateBody, KeyId, MemberId, Slice, SliceSet, Timestamp};
+use manycast_server::keys;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "manycastctl",
+    version,
+    about = "Manycast admin tool: keys and member certificates"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Key pairs: the group key (kept by the admin) and member keys (one per server).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Member certificates, signed by the group key.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Make a key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).
+    New {
+        /// Path prefix, for example /etc/manycast/group or keys/srv1.
+        prefix: PathBuf,
+    },
+    /// Show a key's id and the base64 value to publish in DNS (`p=` tag, RFC 8463).
+    Show {
+        /// A .pub or .key file.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCommand {
+    /// Certify a member key for groups and slices.
+    Issue {
+        /// The group's private key.
+        #[arg(long)]
+        group_key: PathBuf,
+        /// The member's public key (.pub, or its .key).
+        #[arg(long)]
+        member_key: PathBuf,
+        /// The member's id in the cluster (ties between equal epochs go to the lower id).
+        #[arg(long)]
+        id: u32,
+        /// A group the member may join; repeat for several.
+        #[arg(long = "group", required = true)]
+        groups: Vec<Ipv4Addr>,
+        /// A slice the member may claim (ADDR/LEN or ADDR/MASK); repeat; default: all.
+        #[arg(long = "slice")]
+        slices: Vec<Slice>,
+        /// Days of validity from now.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u64,
+        /// Where to write the certificate.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decode a certificate; with --group-pub also check its signature and validity now.
+    Show {
+        file: PathBuf,
+        #[arg(long)]
+        group_pub: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Timestamp::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+fn with_ext(prefix: &std::path::Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    // The DNS `p=` tag is plain base64 of the raw key; PEM's encoder gives exactly that body.
+    pem_rfc7468::encode_string("K", pem_rfc7468::LineEnding::LF, bytes)
+        .map(|pem| pem.lines().filter(|l| !l.starts_with("-----")).collect())
+        .unwrap_or_default()
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Key(KeyCommand::New { prefix }) => {
+            let key = keys::generate()?;
+            let (private, public) = (with_ext(&prefix, ".key"), with_ext(&prefix, ".pub"));
+            keys::write_private_key(&private, &key)?;
+            keys::write_public_key(&public, &key.verifying_key())?;
+            println!(
+                "key id {}: {} (private, 0600), {}",
+                KeyId::of(&key.verifying_key()),
+                private.display(),
+                public.display()
+            );
+        }
+        Command::Key(KeyCommand::Show { file, json }) => {
+            let key = keys::read_public_key(&file)?;
+            let (id, p) = (KeyId::of(&key), b64(key.as_bytes()));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "key_id": id.to_string(), "p": p })
+                );
+            } else {
+                println!("key id  {id}\ndns     k=ed25519; p={p}");
+            }
+        }
+        Command::Cert(CertCommand::Issue {
+            group_key,
+            member_key,
+            id,
+            groups,
+            slices,
+            valid_days,
+            out,
+        }) => {
+            let group_key = keys::read_private_key(&group_key)?;
+            let member_key = keys::read_public_key(&member_key)?;
+            let start = now();
+            let slices: SliceSet = if slices.is_empty() {
+                SliceSet::full()
+            } else {
+                slices.into_iter().collect()
+            };
+            let body = CertificateBody {
+                member_id: MemberId(id),
+                member_key,
+                issuer: KeyId::of(&group_key.verifying_key()),
+                not_before: start,
+                not_after: start
+                    .saturating_add(Duration::from_secs(valid_days.saturating_mul(86_400))),
+                groups,
+                slices,
+            };
+            let cert = body.issue(&group_key)?;
+            keys::write_certificate(&out, &cert)?;
+            println!(
+                "certified {} (key {}) for {} until {}: {}",
+                body.member_id,
+                KeyId::of(&member_key),
+                body.slices,
+                body.not_after,
+                out.display()
+            );
+        }
+        Command::Cert(CertCommand::Show {
+            file,
+            group_pub,
+            json,
+        }) => {
+            let cert = keys::read_certificate(&file)?;
+            let verdict = match group_pub {
+                None => "not checked (no --group-pub)".to_string(),
+                Some(p) => match cert.clone().verify(&keys::read_public_key(&p)?, now()) {
+                    Ok(_) => "valid".to_string(),
+                    Err(e) => format!("INVALID: {e}"),
+                },
+            };
+            let b = cert.unverified_body();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "member_id": b.member_id.0,
+                        "member_key_id": KeyId::of(&b.member_key).to_string(),
+                        "issuer": b.issuer.to_string(),
+                        "not_before_ms": b.not_before.as_millis(),
+                        "not_after_ms": b.not_after.as_millis(),
+                        "groups": b.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                        "slices": b.slices.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                        "verdict": verdict,
+                    })
+                );
+            } else {
+                println!(
+                    "member      {} (key {})",
+                    b.member_id,
+                    KeyId::of(&b.member_key)
+                );
+                println!("issuer      {}", b.issuer);
+                println!(
+                    "valid       {} .. {} (Unix seconds)",
+                    b.not_before, b.not_after
+                );
+                println!(
+                    "groups      {}",
+                    b.groups
+                        .iter()
+                        .map(|g| g.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                println!("slices      {}", b.slices);
+                println!("signature   {verdict}");
+            }
+            if verdict.starts_with("INVALID") {
+                return Err("certificate does not verify".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("manycastctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

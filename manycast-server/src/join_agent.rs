@@ -1,0 +1,344 @@
+//! When a member sends its signed join (sans-IO; RFC 3376 §5.1, §5.2 host rules applied to one
+//! protected group). A change of slices or epoch is reported at once as CHANGE_TO_INCLUDE and
+//! repeated [robustness − 1] times at random moments within the unsolicited report interval;
+//! a query is answered with MODE_IS_INCLUDE after a random delay within its Max Resp Time; the
+//! claim is refreshed unprompted every `refresh` so it never expires at a router that stopped
+//! querying. Every transmission is signed afresh: the router's replay cache refuses repeats.
+
+use ed25519_dalek::SigningKey;
+use igmp_ext::join::{build_datagram, build_signed_report, BuildError, NONCE_LEN};
+use igmp_ext::wire::igmp::{decode_code, QueryRepr};
+use igmp_ext::wire::record::RecordType;
+use igmp_ext::{AllocationEpoch, JoinClaims, MemberCertificate, SliceEntry, Timestamp};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Timers; defaults are RFC 3376 §8's, except `refresh`, which has no RFC counterpart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Robustness Variable (§8.1): how many times a change is reported.
+    pub robustness: u8,
+    /// Unsolicited Report Interval (§8.11).
+    pub unsolicited_report_interval: Duration,
+    /// Unprompted refresh period; below the router's claim hold.
+    pub refresh: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            robustness: 2,
+            unsolicited_report_interval: Duration::from_secs(1),
+            refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the member is and where it sends from.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub key: SigningKey,
+    pub cert: MemberCertificate,
+    /// Our address on the link to the router: part of the signed bytes.
+    pub sender: Ipv4Addr,
+}
+
+/// Schedules and builds one member's joins for one group.
+#[derive(Debug)]
+pub struct JoinAgent {
+    config: AgentConfig,
+    identity: Identity,
+    group: Ipv4Addr,
+    entries: Vec<SliceEntry>,
+    epoch: AllocationEpoch,
+    /// State-change reports still to send, at these times.
+    change_reports: Vec<Timestamp>,
+    /// When to answer the last query, if one is pending.
+    query_answer: Option<Timestamp>,
+    next_refresh: Option<Timestamp>,
+}
+
+impl JoinAgent {
+    pub fn new(config: AgentConfig, identity: Identity, group: Ipv4Addr) -> Self {
+        JoinAgent {
+            config,
+            identity,
+            group,
+            entries: Vec::new(),
+            epoch: AllocationEpoch(0),
+            change_reports: Vec::new(),
+            query_answer: None,
+            next_refresh: None,
+        }
+    }
+
+    pub fn entries(&self) -> &[SliceEntry] {
+        &self.entries
+    }
+
+    pub fn epoch(&self) -> AllocationEpoch {
+        self.epoch
+    }
+
+    /// Takes a new claim (slices at an epoch). `random` returns uniform u64s; the agent draws
+    /// the retransmission times from it.
+    pub fn set_claim(
+        &mut self,
+        now: Timestamp,
+        entries: Vec<SliceEntry>,
+        epoch: AllocationEpoch,
+        random: &mut dyn FnMut() -> u64,
+    ) {
+        if entries == self.entries && epoch == self.epoch {
+            return;
+        }
+        self.entries = entries;
+        self.epoch = epoch;
+        self.change_reports = std::iter::once(now)
+            .chain((1..self.config.robustness).map(|_| {
+                now.saturating_add(jitter(self.config.unsolicited_report_interval, random))
+            }))
+            .collect();
+        self.change_reports.sort_unstable();
+        self.query_answer = None;
+        self.next_refresh =
+            (!self.entries.is_empty()).then(|| now.saturating_add(self.config.refresh));
+    }
+
+    /// Leaves: an empty claim at the current epoch.
+    pub fn leave(&mut self, now: Timestamp, random: &mut dyn FnMut() -> u64) {
+        let epoch = self.epoch;
+        self.set_claim(now, Vec::new(), epoch, random);
+    }
+
+    /// A query heard on the link (§5.2): general, or specific to our group, schedules an answer
+    /// within its Max Resp Time unless one is due sooner.
+    pub fn handle_query(
+        &mut self,
+        now: Timestamp,
+        query: &QueryRepr,
+        random: &mut dyn FnMut() -> u64,
+    ) {
+        let ours = query.group.is_unspecified() || query.group == self.group;
+        if !ours || self.entries.is_empty() {
+            return;
+        }
+        // Max Resp Code counts tenths of a second (§4.1.1).
+        let max = Duration::from_millis(u64::from(decode_code(query.max_resp_code)) * 100);
+        let at = now.saturating_add(jitter(max, random));
+        if self.query_answer.is_none_or(|t| at < t) {
+            self.query_answer = Some(at);
+        }
+    }
+
+    /// The next moment `poll_transmit` has something to send.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.change_reports
+            .first()
+            .copied()
+            .into_iter()
+            .chain(self.query_answer)
+            .chain(self.next_refresh)
+            .min()
+    }
+
+    /// The next datagram due at `now` (IPv4 header included, ready for a raw socket), signed
+    /// with `nonce` and stamped `now`.
+    pub fn poll_transmit(
+        &mut self,
+        now: Timestamp,
+        nonce: [u8; NONCE_LEN],
+    ) -> Option<Result<Vec<u8>, BuildError>> {
+        let record_type = if self.change_reports.first().is_some_and(|&t| t <= now) {
+            self.change_reports.remove(0);
+            RecordType::ChangeToIncludeMode
+        } else if self.query_answer.is_some_and(|t| t <= now) {
+            self.query_answer = None;
+            RecordType::ModeIsInclude
+        } else if self.next_refresh.is_some_and(|t| t <= now) {
+            RecordType::ModeIsInclude
+        } else {
+            return None;
+        };
+        if !self.entries.is_empty() {
+            self.next_refresh = Some(now.saturating_add(self.config.refresh));
+        }
+        let claims = JoinClaims {
+            group: self.group,
+            record_type,
+            entries: self.entries.clone(),
+            epoch: self.epoch,
+            timestamp: now,
+            nonce,
+        };
+        Some(
+            build_signed_report(
+                &claims,
+                self.identity.sender,
+                &self.identity.cert,
+                &self.identity.key,
+            )
+            .map(|igmp| build_datagram(self.identity.sender, &igmp)),
+        )
+    }
+}
+
+/// A uniform random delay in [0, max].
+fn jitter(max: Duration, random: &mut dyn FnMut() -> u64) -> Duration {
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(if ms == 0 { 0 } else { random() % (ms + 1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::fixtures::{nonce_bytes, Fixture, IFINDEX, NOW};
+    use igmp_ext::wire::igmp::QueryV3Fields;
+    use igmp_ext::{Accepted, JoinVerifier, Slice, VerifierConfig};
+
+    fn agent(f: &Fixture) -> JoinAgent {
+        let m = &f.members[0];
+        let identity = Identity {
+            key: m.key.clone(),
+            cert: m.cert.clone(),
+            sender: m.addr,
+        };
+        JoinAgent::new(AgentConfig::default(), identity, f.group)
+    }
+
+    fn counter() -> impl FnMut() -> u64 {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// Everything sent until `until`, with the time it was sent.
+    fn drain(a: &mut JoinAgent, until: Timestamp, nonce: &mut u64) -> Vec<(Timestamp, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(t) = a.poll_timeout().filter(|&t| t <= until) {
+            while let Some(d) = a.poll_transmit(t, nonce_bytes(*nonce)) {
+                *nonce += 1;
+                out.push((t, d.unwrap()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_change_is_reported_robustness_times_and_each_report_verifies() {
+        let f = Fixture::new(1);
+        let mut a = agent(&f);
+        let mut rng = counter();
+        a.set_claim(
+            NOW,
+            vec![SliceEntry::include(Slice::new(1, 1))],
+            AllocationEpoch(3),
+            &mut rng,
+        );
+        let mut nonce = 0;
+        let sent = drain(
+            &mut a,
+            NOW.saturating_add(Duration::from_secs(2)),
+            &mut nonce,
+        );
+        assert_eq!(sent.len(), 2, "robustness 2");
+        assert_eq!(sent[0].0, NOW, "the first report goes at once");
+        assert!(sent[1].0 <= NOW.saturating_add(Duration::from_secs(1)));
+        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+        for (t, d) in &sent {
+            let r = v.handle_datagram(*t, IFINDEX, d, &f.key_source());
+            let Ok(Accepted::Join { join, .. }) = r else {
+                panic!("{r:?}")
+            };
+            assert_eq!(join.record_type(), RecordType::ChangeToIncludeMode);
+            assert_eq!(join.epoch(), AllocationEpoch(3));
+        }
+        // Then only the refresh, a minute later.
+        assert_eq!(
+            a.poll_timeout(),
+            Some(sent[1].0.saturating_add(Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn queries_are_answered_within_max_resp_time() {
+        let f = Fixture::new(1);
+        let mut a = agent(&f);
+        let mut rng = counter();
+        a.set_claim(
+            NOW,
+            vec![SliceEntry::include(Slice::ALL)],
+            AllocationEpoch(1),
+            &mut rng,
+        );
+        let mut nonce = 0;
+        drain(
+            &mut a,
+            NOW.saturating_add(Duration::from_secs(2)),
+            &mut nonce,
+        );
+        let t = NOW.saturating_add(Duration::from_secs(10));
+        let general = QueryRepr {
+            max_resp_code: 20, // 2 s
+            group: Ipv4Addr::UNSPECIFIED,
+            v3: Some(QueryV3Fields {
+                flags: 0,
+                suppress: false,
+                qrv: 2,
+                qqic: 125,
+                sources: vec![],
+                additional_data: vec![],
+            }),
+        };
+        a.handle_query(t, &general, &mut rng);
+        let due = a.poll_timeout().unwrap();
+        assert!(due >= t && due <= t.saturating_add(Duration::from_secs(2)));
+        let sent = drain(&mut a, t.saturating_add(Duration::from_secs(2)), &mut nonce);
+        assert_eq!(sent.len(), 1);
+        let other_group = QueryRepr {
+            group: Ipv4Addr::new(232, 9, 9, 9),
+            ..general
+        };
+        a.handle_query(t, &other_group, &mut rng);
+        assert!(
+            a.poll_timeout().unwrap() > t.saturating_add(Duration::from_secs(30)),
+            "not our group: no answer"
+        );
+    }
+
+    #[test]
+    fn leave_is_reported_then_silence() {
+        let f = Fixture::new(1);
+        let mut a = agent(&f);
+        let mut rng = counter();
+        a.set_claim(
+            NOW,
+            vec![SliceEntry::include(Slice::ALL)],
+            AllocationEpoch(1),
+            &mut rng,
+        );
+        let mut nonce = 0;
+        drain(
+            &mut a,
+            NOW.saturating_add(Duration::from_secs(2)),
+            &mut nonce,
+        );
+        let t = NOW.saturating_add(Duration::from_secs(5));
+        a.leave(t, &mut rng);
+        let sent = drain(
+            &mut a,
+            t.saturating_add(Duration::from_secs(3600)),
+            &mut nonce,
+        );
+        assert_eq!(
+            sent.len(),
+            2,
+            "the leave, robustness times, and no refresh after it"
+        );
+        assert_eq!(a.poll_timeout(), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! Runs the real `manycastctl` binary; OpenSSL (Debian's `openssl`) reads the keys it writes and
+//! writes keys it reads.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_manycastctl"))
+        .args(args)
+        .output()
+        .expect("run manycastctl")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn path(dir: &Path, name: &str) -> String {
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn keys_certificates_and_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&ctl(&["key", "new", &path(d, "group")]));
+    ok(&ctl(&["key", "new", &path(d, "srv1")]));
+    // OpenSSL derives the same public key from our private key file.
+    let pubout = Command::new("openssl")
+        .args(["pkey", "-in", &path(d, "group.key"), "-pubout"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&pubout.stdout),
+        std::fs::read_to_string(d.join("group.pub")).unwrap()
+    );
+    let out = ok(&ctl(&[
+        "cert",
+        "issue",
+        "--group-key",
+        &path(d, "group.key"),
+        "--member-key",
+        &path(d, "srv1.pub"),
+        "--id",
+        "7",
+        "--group",
+        "232.1.1.1",
+        "--slice",
+        "0.0.0.1/0.0.0.3",
+        "--out",
+        &path(d, "srv1.cert"),
+    ]));
+    assert!(out.contains("certified m7"), "{out}");
+    let shown = ok(&ctl(&[
+        "cert",
+        "show",
+        &path(d, "srv1.cert"),
+        "--group-pub",
+        &path(d, "group.pub"),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(v["member_id"], 7);
+    assert_eq!(v["slices"][0], "0.0.0.1/0.0.0.3");
+    assert_eq!(v["groups"][0], "232.1.1.1");
+    assert_eq!(v["verdict"], "valid");
+    // Checked against another group key: refused, non-zero exit, one clear line.
+    let gen = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            &path(d, "other.key"),
+        ])
+        .status()
+        .unwrap();
+    assert!(gen.success());
+    let out = ctl(&[
+        "cert",
+        "show",
+        &path(d, "srv1.cert"),
+        "--group-pub",
+        &path(d, "other.key"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "manycastctl: certificate does not verify"
+    );
+    // Never overwrites a key.
+    let out = ctl(&["key", "new", &path(d, "group")]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
