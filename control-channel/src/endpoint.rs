@@ -98,6 +98,8 @@ pub enum Event {
     /// A new allocation is in force; `slices` are this member's.
     Committed {
         id: EpochId,
+        /// SHA-256 of the proposal: names the allocation.
+        digest: [u8; 32],
         slices: SliceSet,
     },
     Forwarded {
@@ -877,12 +879,14 @@ impl Endpoint {
 
     fn commit(&mut self, now: Timestamp, c: CommittedAllocation) {
         let id = c.id();
+        let digest = c.digest;
         let slices = c.allocation.slices_of(self.me);
         if self.pending.as_ref().is_some_and(|p| p.id < id) {
             self.pending = None;
         }
         self.committed = Some(c);
-        self.events.push_back(Event::Committed { id, slices });
+        self.events
+            .push_back(Event::Committed { id, digest, slices });
         self.send_commit(now);
     }
 
@@ -960,6 +964,7 @@ impl Endpoint {
         let id = EpochId {
             epoch,
             proposer: self.me.0,
+            incarnation: self.started.0,
         };
         let proposal = proposal_for(id, &view, &allocation);
         let digest = proposal_digest(&proposal);
@@ -1021,6 +1026,15 @@ impl Endpoint {
     }
 
     fn send(&mut self, now: Timestamp, destination: Destination, m: &Message) -> bool {
+        // After leaving, any message would count as a sign of life and bring this member back
+        // into its peers' views; only running transfers may finish.
+        let allowed_after_leave = matches!(
+            m,
+            Message::Leave(_) | Message::StateChunk(_) | Message::StateAck(_)
+        );
+        if self.left && !allowed_after_leave {
+            return false;
+        }
         let header = self.header(now);
         match m.encode_signed(&header, &self.identity.key) {
             Ok(payload) => {

@@ -374,9 +374,19 @@ impl Sim {
 
     fn observe(&mut self, i: usize, event: Event) {
         let observer = Self::member_id(i);
-        if let Event::Committed { id, .. } = &event {
-            let id = *id;
-            if let Some(c) = self.nodes[i].endpoint.as_ref().and_then(|e| e.committed()) {
+        if let Event::Committed { id, digest, .. } = &event {
+            let (id, digest) = (*id, *digest);
+            match self.commits.get(&id) {
+                Some(d) if *d != digest => self.violations.push(format!(
+                    "two allocations for {id} (second committed by {observer})"
+                )),
+                Some(_) => {}
+                None => {
+                    self.commits.insert(id, digest);
+                }
+            }
+            let current = self.nodes[i].endpoint.as_ref().and_then(|e| e.committed());
+            if let Some(c) = current.filter(|c| c.id() == id) {
                 let slicing = self.nodes[i].config.slicing;
                 if validate_proposal(&c.proposal, slicing).is_none() {
                     self.violations
@@ -387,15 +397,6 @@ impl Sim {
                 {
                     self.violations
                         .push(format!("{observer} committed {id} with an unowned unit"));
-                }
-                match self.commits.get(&id) {
-                    Some(d) if *d != c.digest => self.violations.push(format!(
-                        "two allocations for {id} (second committed by {observer})"
-                    )),
-                    Some(_) => {}
-                    None => {
-                        self.commits.insert(id, c.digest);
-                    }
                 }
             }
             if self.nodes[i].last_commit.is_some_and(|last| last >= id) {
@@ -512,7 +513,9 @@ impl Sim {
     }
 
     pub fn converged(&self) -> bool {
-        self.converged_among(&self.running())
+        let starting = self.nodes.iter().any(|n| n.start_at.is_some());
+        let running = self.running();
+        !starting && !running.is_empty() && self.converged_among(&running)
     }
 
     /// Runs in steps of 1 ms until [`Sim::converged`] or `limit` passes; returns the ms taken.

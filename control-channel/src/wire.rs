@@ -234,6 +234,9 @@ pub struct Header {
 pub struct EpochId {
     pub epoch: u64,
     pub proposer: u32,
+    /// When the proposer started (ms): a member that restarts without stable storage may
+    /// propose an epoch number it already used, and this keeps the two apart.
+    pub incarnation: u64,
 }
 
 impl Ord for EpochId {
@@ -241,6 +244,7 @@ impl Ord for EpochId {
         self.epoch
             .cmp(&other.epoch)
             .then(other.proposer.cmp(&self.proposer))
+            .then(self.incarnation.cmp(&other.incarnation))
     }
 }
 
@@ -560,6 +564,7 @@ mod tests {
                 committed: EpochId {
                     epoch: 4,
                     proposer: 1,
+                    incarnation: 0,
                 },
                 digest: 99,
                 load: vec![(0, 10)],
@@ -568,6 +573,7 @@ mod tests {
                 id: EpochId {
                     epoch: 5,
                     proposer: 1,
+                    incarnation: 0,
                 },
                 members: vec![(1, 1), (2, 3)],
                 owners: vec![0, 1, 1, 1],
@@ -647,19 +653,13 @@ mod tests {
 
     #[test]
     fn epoch_order_prefers_later_then_lower_proposer() {
-        let a = EpochId {
-            epoch: 5,
-            proposer: 1,
+        let id = |epoch, proposer, incarnation| EpochId {
+            epoch,
+            proposer,
+            incarnation,
         };
-        let b = EpochId {
-            epoch: 5,
-            proposer: 3,
-        };
-        let c = EpochId {
-            epoch: 6,
-            proposer: 9,
-        };
-        assert!(a > b);
-        assert!(c > a);
+        assert!(id(5, 1, 0) > id(5, 3, 9));
+        assert!(id(6, 9, 0) > id(5, 1, 0));
+        assert!(id(5, 1, 2) > id(5, 1, 1));
     }
 }
