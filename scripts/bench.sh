@@ -7,6 +7,7 @@ mkdir -p target/bench
 
 declare -A benches=(
   [verify]="cargo bench --quiet -p igmp-ext --bench verify"
+  [control]="cargo bench --quiet -p control-channel --bench control"
 )
 
 run() {
