@@ -1075,11 +1075,14 @@ impl Endpoint {
 
     fn send_hello(&mut self, now: Timestamp, reply_wanted: bool) {
         // At most one hello per heartbeat interval, however many strangers speak.
-        if self
-            .hello_sent_at
-            .is_some_and(|t| now < t.saturating_add(self.config.heartbeat_interval))
-        {
-            return;
+        if let Some(t) = self.hello_sent_at {
+            let allowed = t.saturating_add(self.config.heartbeat_interval);
+            if now < allowed {
+                // A due periodic hello waits for the limit rather than leaving a deadline in
+                // the past, which would spin the driver.
+                self.next_hello = self.next_hello.max(allowed);
+                return;
+            }
         }
         self.hello_sent_at = Some(now);
         self.next_hello = now.saturating_add(self.config.hello_interval);

@@ -471,6 +471,17 @@ impl Sim {
                 } else {
                     self.nodes[i].timer_floor = self.now + 1000;
                     self.step_node(i, true);
+                    let local = self.local_now(i);
+                    let next = self.nodes[i]
+                        .endpoint
+                        .as_ref()
+                        .and_then(|e| e.poll_timeout());
+                    if next.is_some_and(|t| t <= local) {
+                        self.violations.push(format!(
+                            "{} left a timer in the past after handle_timeout",
+                            Self::member_id(i)
+                        ));
+                    }
                 }
             }
         }
