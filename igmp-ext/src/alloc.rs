@@ -222,6 +222,15 @@ mod tests {
     }
 
     #[test]
+    fn from_unit_owners_round_trips_and_checks_length() {
+        let slicing = Slicing::LowOrder { bits: 3 };
+        let a = Allocation::new(slicing, &members(&[1, 2, 3]));
+        let back = Allocation::from_unit_owners(slicing, a.unit_owners().to_vec());
+        assert_eq!(back, Some(a));
+        assert_eq!(Allocation::from_unit_owners(slicing, vec![None; 7]), None);
+    }
+
+    #[test]
     fn quotas_follow_weights() {
         let q = quotas(30, &[(MemberId(1), 1), (MemberId(2), 1), (MemberId(3), 1)]);
         assert_eq!(q.values().copied().collect::<Vec<_>>(), vec![10, 10, 10]);
