@@ -203,3 +203,37 @@ fn state_transfer_larger_than_a_datagram_survives_loss() {
         }
     )));
 }
+
+#[test]
+fn forwarding_direct_path_and_state_query() {
+    let mut sim = Sim::new(&SimConfig::new(17, 3));
+    sim.run_until(1000);
+    let direct: std::net::SocketAddrV4 = "10.0.0.2:4000".parse().expect("address");
+    let now = sim.local_now(0);
+    sim.endpoint_mut(0)
+        .expect("running")
+        .advertise_direct_path(now, direct);
+    sim.flush(0);
+    sim.run_until(1010);
+    let client: std::net::SocketAddrV4 = "192.0.2.7:5555".parse().expect("address");
+    let now = sim.local_now(1);
+    let ep = sim.endpoint_mut(1).expect("running");
+    ep.forward(now, igmp_ext::MemberId(1), client, b"client bytes".to_vec())
+        .expect("known member");
+    let query = ep
+        .query_state(now, igmp_ext::MemberId(1), b"conn 42".to_vec())
+        .expect("known member");
+    sim.flush(1);
+    sim.run_until(1020);
+    let seen = |pred: &dyn Fn(&Event) -> bool| sim.observations().iter().any(|o| pred(&o.event));
+    assert!(seen(&|e| matches!(e, Event::DirectPath { member, addr }
+        if *member == igmp_ext::MemberId(1) && *addr == direct)));
+    assert!(seen(
+        &|e| matches!(e, Event::Forwarded { from, client: c, payload }
+        if *from == igmp_ext::MemberId(2) && *c == client && payload == b"client bytes")
+    ));
+    assert!(seen(
+        &|e| matches!(e, Event::StateQueried { query_id, key, .. }
+        if *query_id == query && key == b"conn 42")
+    ));
+}
