@@ -10,6 +10,7 @@ declare -A benches=(
   [keystore]="cargo bench --quiet -p dns-keystore --bench keystore"
   # Needs root: namespaces, veth, the multicast routing socket, nftables.
   [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
+  [control]="cargo bench --quiet -p control-channel --bench control"
 )
 
 run() {

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of igmp-ext and dns-keystore for FUZZ_SECONDS each, starting from
-# the committed seed corpus. Fails on the first crash (libFuzzer leaves the input in
-# CRATE/fuzz/artifacts/).
+# Runs every cargo-fuzz target of igmp-ext, dns-keystore and control-channel for FUZZ_SECONDS
+# each, starting from the committed seed corpus. Fails on the first crash (libFuzzer leaves the
+# input in <crate>/fuzz/artifacts/).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${FUZZ_SECONDS:-20}"
 # cargo-fuzz needs unstable rustc flags (sanitizers); the machine has one stable toolchain, whose
 # compiler accepts them when told it is bootstrapping.
 export RUSTC_BOOTSTRAP=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for crate in igmp-ext dns-keystore; do
+for crate in igmp-ext dns-keystore control-channel; do
   cd "$root/$crate"
   for target in $(cargo fuzz list); do
     mkdir -p "fuzz/corpus/$target"

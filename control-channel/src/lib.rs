@@ -1,1 +1,21 @@
-//! control-channel: filled by its own issue (see ISSUES in README).
+//! # control-channel
+//!
+//! Manycast's authenticated control-group protocol (patent WO 99/30460 claims 7-12, Fig 13-15):
+//! signed, sequence-numbered messages on a multicast group; membership and failure detection;
+//! allocation epochs used as fencing tokens; forwarding, direct paths and chunked state transfer.
+//!
+//! [`endpoint::Endpoint`] is the sans-IO core: it never opens a socket and never reads a clock.
+//! [`driver`] runs it over UDP multicast with tokio; [`sim`] runs many of them in a deterministic
+//! simulated network. The normative description is SPEC.md §9.
+
+pub mod driver;
+pub mod endpoint;
+pub mod replay;
+pub mod sim;
+pub mod wire;
+
+pub use endpoint::{
+    CommittedAllocation, Config, Counters, Destination, DropReason, Endpoint, Event, Identity,
+    SendError, Transmit,
+};
+pub use wire::EpochId;

@@ -188,6 +188,13 @@ impl Allocation {
             .sum();
         orphaned + excess
     }
+
+    /// An allocation received from elsewhere (a control-channel proposal): `owners` must have
+    /// exactly one entry per unit of `slicing`. Returns `None` otherwise; whether the owners honour
+    /// the quotas is the caller's rule to check.
+    pub fn from_unit_owners(slicing: Slicing, owners: Vec<Option<MemberId>>) -> Option<Self> {
+        (owners.len() == slicing.unit_count()).then_some(Allocation { slicing, owners })
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +219,15 @@ mod tests {
                 assert!(slicing.unit(slicing.unit_of(addr)).contains(addr));
             }
         }
+    }
+
+    #[test]
+    fn from_unit_owners_round_trips_and_checks_length() {
+        let slicing = Slicing::LowOrder { bits: 3 };
+        let a = Allocation::new(slicing, &members(&[1, 2, 3]));
+        let back = Allocation::from_unit_owners(slicing, a.unit_owners().to_vec());
+        assert_eq!(back, Some(a));
+        assert_eq!(Allocation::from_unit_owners(slicing, vec![None; 7]), None);
     }
 
     #[test]

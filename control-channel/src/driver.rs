@@ -1,0 +1,168 @@
+//! The tokio driver: runs one [`Endpoint`] over a UDP socket that has joined the control group on
+//! a chosen interface (socket2: membership, interface, TTL, loopback). The same socket carries
+//! unicast for direct paths, allocation queries and state transfers. It owns the clock: every call
+//! into the endpoint gets the wall-clock time in milliseconds.
+
+use crate::endpoint::{Destination, Endpoint, Event};
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use igmp_ext::Timestamp;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Where and how to join the control group.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    pub group: Ipv4Addr,
+    pub port: u16,
+    /// Address of the interface to join and send on.
+    pub interface: Ipv4Addr,
+    /// Multicast TTL: 1 keeps the group on the link; more crosses multicast routers.
+    pub ttl: u32,
+    /// Whether our own multicasts come back to us (the endpoint drops them as `own-message`).
+    pub multicast_loop: bool,
+}
+
+impl SocketConfig {
+    pub fn new(group: Ipv4Addr, port: u16, interface: Ipv4Addr) -> Self {
+        SocketConfig {
+            group,
+            port,
+            interface,
+            ttl: 1,
+            multicast_loop: false,
+        }
+    }
+}
+
+/// A non-blocking UDP socket bound to the group port and joined to the group on the interface.
+pub fn bind(cfg: &SocketConfig) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    // Bound to the wildcard address: multicast to the group and unicast to us both arrive.
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.port)).into())?;
+    s.join_multicast_v4(&cfg.group, &cfg.interface)?;
+    s.set_multicast_if_v4(&cfg.interface)?;
+    s.set_multicast_ttl_v4(cfg.ttl)?;
+    s.set_multicast_loop_v4(cfg.multicast_loop)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// The wall clock as the protocol carries it.
+pub fn wall_clock() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp(ms)
+}
+
+/// A request run against the endpoint inside the driver task, with the current time.
+pub type Request = Box<dyn FnOnce(&mut Endpoint, Timestamp) + Send>;
+
+/// Talks to a running driver.
+#[derive(Debug)]
+pub struct DriverHandle {
+    requests: mpsc::UnboundedSender<Request>,
+    pub events: mpsc::UnboundedReceiver<(Timestamp, Event)>,
+    task: tokio::task::JoinHandle<io::Result<Endpoint>>,
+}
+
+impl DriverHandle {
+    /// Runs `f` on the endpoint (for example `|ep, now| ep.leave(now)`).
+    pub fn with(&self, f: impl FnOnce(&mut Endpoint, Timestamp) + Send + 'static) -> bool {
+        self.requests.send(Box::new(f)).is_ok()
+    }
+
+    /// Stops the driver and returns the endpoint (for its counters and state).
+    pub async fn stop(self) -> io::Result<Endpoint> {
+        drop(self.requests);
+        self.task
+            .await
+            .map_err(|e| io::Error::other(format!("driver task: {e}")))?
+    }
+}
+
+/// Spawns the driver on the current tokio runtime.
+pub fn spawn(
+    endpoint: Endpoint,
+    socket: std::net::UdpSocket,
+    group: SocketAddrV4,
+) -> io::Result<DriverHandle> {
+    let socket = UdpSocket::from_std(socket)?;
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(endpoint, socket, group, req_rx, ev_tx));
+    Ok(DriverHandle {
+        requests: req_tx,
+        events: ev_rx,
+        task,
+    })
+}
+
+async fn flush(
+    endpoint: &mut Endpoint,
+    socket: &UdpSocket,
+    group: SocketAddrV4,
+    events: &mpsc::UnboundedSender<(Timestamp, Event)>,
+    now: Timestamp,
+) {
+    while let Some(t) = endpoint.poll_transmit() {
+        let to = match t.destination {
+            Destination::Group => SocketAddr::V4(group),
+            Destination::Unicast(a) => a,
+            #[allow(unreachable_patterns)]
+            _ => continue,
+        };
+        // A send error (no route, buffer full) is a lost datagram; the protocol copes with loss.
+        let _ = socket.send_to(&t.payload, to).await;
+    }
+    while let Some(e) = endpoint.poll_event() {
+        let _ = events.send((now, e));
+    }
+}
+
+/// Runs until the request channel closes; returns the endpoint.
+pub async fn run(
+    mut endpoint: Endpoint,
+    socket: UdpSocket,
+    group: SocketAddrV4,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    events: mpsc::UnboundedSender<(Timestamp, Event)>,
+) -> io::Result<Endpoint> {
+    let mut buf = vec![0u8; 65_536];
+    let now = wall_clock();
+    endpoint.handle_timeout(now);
+    flush(&mut endpoint, &socket, group, &events, now).await;
+    loop {
+        let now = wall_clock();
+        let wait = endpoint.poll_timeout().map_or(Duration::from_secs(1), |t| {
+            Duration::from_millis(t.0.saturating_sub(now.0))
+        });
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let now = wall_clock();
+                // Errors here are ICMP reports about earlier unicast sends; nothing to do.
+                if let Ok((n, from)) = r {
+                    let _ = endpoint.handle_datagram(now, from, &buf[..n]);
+                }
+                flush(&mut endpoint, &socket, group, &events, now).await;
+            }
+            _ = tokio::time::sleep(wait) => {
+                let now = wall_clock();
+                endpoint.handle_timeout(now);
+                flush(&mut endpoint, &socket, group, &events, now).await;
+            }
+            req = requests.recv() => {
+                let now = wall_clock();
+                match req {
+                    Some(f) => f(&mut endpoint, now),
+                    None => return Ok(endpoint),
+                }
+                flush(&mut endpoint, &socket, group, &events, now).await;
+            }
+        }
+    }
+}

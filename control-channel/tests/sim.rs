@@ -1,0 +1,239 @@
+//! Simulator scenarios: the allocation invariants (one allocation per epoch, full coverage,
+//! weights honoured, fencing) under loss, duplication, reordering, partitions, crashes, restarts
+//! and clock skew, and bounded convergence after the last fault.
+
+use control_channel::sim::{random_scenario, NetConfig, Sim, SimConfig, CONVERGENCE_BOUND};
+use control_channel::Event;
+use std::time::Duration;
+
+/// Scenarios per test function (four run in parallel: 600 per `cargo test`); `MCC_SIM_SCENARIOS`
+/// raises it, and `make bench B=control` runs thousands in release.
+fn scenarios() -> u64 {
+    std::env::var("MCC_SIM_SCENARIOS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150)
+}
+
+fn run_batch(batch: u64) {
+    let n = scenarios();
+    let mut worst = 0;
+    for seed in batch * 1_000_000..batch * 1_000_000 + n {
+        let o = random_scenario(seed);
+        assert!(o.violations.is_empty(), "seed {seed}: {o:?}");
+        let Some(ms) = o.convergence_ms else {
+            panic!("seed {seed} did not converge within {CONVERGENCE_BOUND:?}: {o:?}");
+        };
+        worst = worst.max(ms);
+    }
+    eprintln!("batch {batch}: {n} scenarios, slowest convergence {worst} ms");
+}
+
+#[test]
+fn random_scenarios_batch_0() {
+    run_batch(0);
+}
+#[test]
+fn random_scenarios_batch_1() {
+    run_batch(1);
+}
+#[test]
+fn random_scenarios_batch_2() {
+    run_batch(2);
+}
+#[test]
+fn random_scenarios_batch_3() {
+    run_batch(3);
+}
+
+#[test]
+fn start_converges_with_weights_honoured() {
+    let mut cfg = SimConfig::new(1, 3);
+    cfg.weights = vec![1, 2, 1];
+    let mut sim = Sim::new(&cfg);
+    assert!(sim.run_until_converged(Duration::from_secs(2)).is_some());
+    let c = sim.endpoint(0).and_then(|e| e.committed()).cloned();
+    let c = c.expect("committed");
+    let units: Vec<usize> = (1..=3)
+        .map(|m| c.allocation.units_of(igmp_ext::MemberId(m)))
+        .collect();
+    assert_eq!(units, vec![64, 128, 64]);
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+fn downs_of(sim: &Sim, victim: igmp_ext::MemberId) -> Vec<(u64, igmp_ext::MemberId)> {
+    sim.observations()
+        .iter()
+        .filter(|o| o.event == Event::MemberDown(victim))
+        .map(|o| (o.at_ms, o.observer))
+        .collect()
+}
+
+#[test]
+fn crash_is_detected_by_everyone_and_slices_move() {
+    let mut sim = Sim::new(&SimConfig::new(7, 5));
+    sim.run_until(1000);
+    assert!(sim.converged());
+    sim.crash(0); // the coordinator, the hardest case
+    let crashed_at = sim.now_ms();
+    let t = sim.run_until_converged(Duration::from_secs(2));
+    assert!(t.is_some());
+    let downs = downs_of(&sim, igmp_ext::MemberId(1));
+    assert_eq!(
+        downs.len(),
+        4,
+        "every survivor declares the crash: {downs:?}"
+    );
+    assert!(downs
+        .iter()
+        .all(|&(at, _)| at - crashed_at <= 250 && at >= crashed_at));
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn no_false_downs_at_five_percent_loss() {
+    let mut cfg = SimConfig::new(11, 8);
+    cfg.net = NetConfig {
+        loss: 0.05,
+        ..NetConfig::default()
+    };
+    let mut sim = Sim::new(&cfg);
+    sim.record_all = false;
+    sim.run_until(20_000);
+    let downs = sim
+        .observations()
+        .iter()
+        .filter(|o| matches!(o.event, Event::MemberDown(_)))
+        .count();
+    assert_eq!(downs, 0);
+    assert!(sim.converged());
+}
+
+#[test]
+fn partition_heals_to_one_allocation() {
+    let mut sim = Sim::new(&SimConfig::new(3, 6));
+    sim.run_until(1000);
+    sim.partition(&[vec![0, 1, 2], vec![3, 4, 5]]);
+    sim.run_until(2000);
+    // Each side runs its own epoch: both sides are internally consistent.
+    assert!(sim.converged_among(&[0, 1, 2]));
+    assert!(sim.converged_among(&[3, 4, 5]));
+    sim.heal();
+    assert!(sim.run_until_converged(Duration::from_secs(2)).is_some());
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn restart_rejoins_with_new_sequence_numbers() {
+    let mut sim = Sim::new(&SimConfig::new(5, 4));
+    sim.run_until(1000);
+    sim.crash(2);
+    sim.run_until(1500);
+    sim.restart(2);
+    assert!(sim.run_until_converged(Duration::from_secs(2)).is_some());
+    assert_eq!(sim.running().len(), 4);
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn leave_and_drain_move_slices_without_waiting() {
+    let mut sim = Sim::new(&SimConfig::new(9, 4));
+    sim.run_until(1000);
+    let now = sim.local_now(3);
+    sim.endpoint_mut(3).expect("running").drain(now);
+    sim.flush(3);
+    sim.run_until(1100);
+    let c = sim.endpoint(0).and_then(|e| e.committed()).cloned();
+    let c = c.expect("committed");
+    assert_eq!(c.allocation.units_of(igmp_ext::MemberId(4)), 0);
+    let now = sim.local_now(2);
+    sim.endpoint_mut(2).expect("running").leave(now);
+    sim.flush(2);
+    sim.run_until(1150);
+    let c = sim.endpoint(0).and_then(|e| e.committed()).cloned();
+    let members: Vec<u32> = c
+        .expect("committed")
+        .proposal
+        .members
+        .iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(
+        members,
+        vec![1, 2, 4],
+        "left member removed within 50 ms: {:?}",
+        sim.observations()
+    );
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn state_transfer_larger_than_a_datagram_survives_loss() {
+    let mut cfg = SimConfig::new(13, 2);
+    cfg.net = NetConfig {
+        loss: 0.2,
+        duplicate: 0.1,
+        delay_min_us: 200,
+        delay_jitter_us: 5000,
+    };
+    let mut sim = Sim::new(&cfg);
+    sim.run_until(1000);
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let now = sim.local_now(0);
+    sim.endpoint_mut(0)
+        .expect("running")
+        .send_state(now, igmp_ext::MemberId(2), 42, data.clone())
+        .expect("known member");
+    sim.flush(0);
+    sim.run_until(10_000);
+    let got = sim.observations().iter().find_map(|o| match &o.event {
+        Event::StateReceived {
+            transfer_id: 42,
+            data,
+            ..
+        } => Some(data.clone()),
+        _ => None,
+    });
+    assert_eq!(got.as_deref(), Some(data.as_slice()));
+    assert!(sim.observations().iter().any(|o| matches!(
+        o.event,
+        Event::TransferComplete {
+            transfer_id: 42,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn forwarding_direct_path_and_state_query() {
+    let mut sim = Sim::new(&SimConfig::new(17, 3));
+    sim.run_until(1000);
+    let direct: std::net::SocketAddrV4 = "10.0.0.2:4000".parse().expect("address");
+    let now = sim.local_now(0);
+    sim.endpoint_mut(0)
+        .expect("running")
+        .advertise_direct_path(now, direct);
+    sim.flush(0);
+    sim.run_until(1010);
+    let client: std::net::SocketAddrV4 = "192.0.2.7:5555".parse().expect("address");
+    let now = sim.local_now(1);
+    let ep = sim.endpoint_mut(1).expect("running");
+    ep.forward(now, igmp_ext::MemberId(1), client, b"client bytes".to_vec())
+        .expect("known member");
+    let query = ep
+        .query_state(now, igmp_ext::MemberId(1), b"conn 42".to_vec())
+        .expect("known member");
+    sim.flush(1);
+    sim.run_until(1020);
+    let seen = |pred: &dyn Fn(&Event) -> bool| sim.observations().iter().any(|o| pred(&o.event));
+    assert!(seen(&|e| matches!(e, Event::DirectPath { member, addr }
+        if *member == igmp_ext::MemberId(1) && *addr == direct)));
+    assert!(seen(
+        &|e| matches!(e, Event::Forwarded { from, client: c, payload }
+        if *from == igmp_ext::MemberId(2) && *c == client && payload == b"client bytes")
+    ));
+    assert!(seen(
+        &|e| matches!(e, Event::StateQueried { query_id, key, .. }
+        if *query_id == query && key == b"conn 42")
+    ));
+}
