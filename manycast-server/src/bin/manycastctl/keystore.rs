@@ -181,15 +181,20 @@ impl UpdateArgs {
     }
 
     fn client(&self) -> Result<KeystoreClient, Error> {
-        let path = match &self.trust_anchor {
-            Some(p) => p.clone(),
-            None => self
-                .tsig_key
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("trust-anchor.conf"),
+        let (path, anchor) = match &self.trust_anchor {
+            Some(p) => (p.clone(), read_anchor(p)?),
+            None => {
+                let p = self
+                    .tsig_key
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("trust-anchor.conf");
+                let anchor = read_anchor(&p).map_err(|e| {
+                    format!("{e} (the default beside --tsig-key; give --trust-anchor)")
+                })?;
+                (p, anchor)
+            }
         };
-        let anchor = read_anchor(&path)?;
         let zone = names::zone_name(&self.zone)?;
         if anchor.zone != zone {
             return Err(format!(
