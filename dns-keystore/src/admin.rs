@@ -2,6 +2,7 @@
 //! HMAC-SHA256). Publishing a record replaces both of its names' TXT and A RRsets in one
 //! update, so a reader never sees half a record. Rotation and revocation are new records.
 
+use crate::cert_record::CertRecord;
 use crate::client::{exchange, rand_id, FetchError};
 use crate::names;
 use crate::record::{GroupRecord, RecordError};
@@ -124,6 +125,29 @@ impl Admin {
             Self::delete_rrset(&mut m, name, RecordType::TXT);
             Self::delete_rrset(&mut m, name, RecordType::A);
         }
+        self.send(m).await
+    }
+
+    /// Publishes (or replaces) a member certificate at `<member key id>.m.<zone>` (SPEC.md §8.7).
+    pub async fn publish_certificate(&self, record: &CertRecord) -> Result<(), AdminError> {
+        let name = names::member_name(&self.zone, record.member_key_id());
+        let mut m = self.update_message();
+        Self::delete_rrset(&mut m, &name, RecordType::TXT);
+        m.add_update(Record::from_rdata(
+            name,
+            self.ttl,
+            RData::TXT(TXT::new(record.to_txt_strings())),
+        ));
+        self.send(m).await
+    }
+
+    /// Removes the certificate published for member key `member`. Withdrawing does not revoke:
+    /// a member still holds its certificate and may present it in joins; revoke the key in the
+    /// group record ([`revoke_member`]) for that.
+    pub async fn withdraw_certificate(&self, member: KeyId) -> Result<(), AdminError> {
+        let name = names::member_name(&self.zone, member);
+        let mut m = self.update_message();
+        Self::delete_rrset(&mut m, &name, RecordType::TXT);
         self.send(m).await
     }
 

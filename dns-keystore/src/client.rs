@@ -5,13 +5,14 @@
 //! cached keys are served until they expire (signature expiry, the record's `x=`, or
 //! `max_stale` past the TTL); then lookups fail closed with `KeyLookupError::Unavailable`.
 
+use crate::cert_record::CertRecord;
 use crate::names;
 use crate::record::GroupRecord;
 use crate::validate::{validate, TrustAnchor, ValidationError};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use igmp_ext::verify::{GroupKeys, KeyLookupError, KeySource};
-use igmp_ext::Timestamp;
+use igmp_ext::{KeyId, Timestamp};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -47,7 +48,7 @@ impl ClientConfig {
 pub enum FetchError {
     #[error("keystore unreachable: {0}")]
     Unreachable(String),
-    #[error("keystore has no record for the group")]
+    #[error("keystore has no such record")]
     NoRecord,
     #[error("keystore answered {0}")]
     ServerError(String),
@@ -157,15 +158,15 @@ impl KeystoreClient {
         }
     }
 
-    /// Asks the server for `group`'s record and DNSKEYs, validates both, and parses the record.
-    /// `now` is wall-clock time.
-    pub async fn fetch(
+    /// Asks the server for the TXT RRset at `name` and the zone's DNSKEYs, validates both
+    /// against the trust anchor at `now`, and returns the one record's character-strings with
+    /// the RRset's TTL and signature expiry (Unix seconds).
+    async fn fetch_txt(
         &self,
-        group: Ipv4Addr,
+        name: &Name,
         now: Timestamp,
-    ) -> Result<(GroupRecord, u32, u64), FetchError> {
+    ) -> Result<(Vec<Box<[u8]>>, u32, u64), FetchError> {
         let zone = &self.config.anchor.zone;
-        let name = names::group_name(zone, group);
         let answer = exchange(
             self.config.server,
             &query(name.clone(), RecordType::TXT),
@@ -194,27 +195,61 @@ impl KeystoreClient {
             &self.config.anchor,
             &keys.answers,
             &answer.answers,
-            &name,
+            name,
             RecordType::TXT,
             now.as_millis() / 1000,
         )?;
         let [record] = proven.records.as_slice() else {
-            return Err(FetchError::Record(
-                "more than one TXT record at the group name".into(),
-            ));
+            return Err(FetchError::Record(format!(
+                "more than one TXT record at {name}"
+            )));
         };
         let RData::TXT(txt) = &record.data else {
             return Err(FetchError::Record("not a TXT record".into()));
         };
+        Ok((txt.txt_data.to_vec(), proven.ttl, proven.expires))
+    }
+
+    /// Asks the server for `group`'s record and DNSKEYs, validates both, and parses the record.
+    /// `now` is wall-clock time.
+    pub async fn fetch(
+        &self,
+        group: Ipv4Addr,
+        now: Timestamp,
+    ) -> Result<(GroupRecord, u32, u64), FetchError> {
+        let name = names::group_name(&self.config.anchor.zone, group);
+        let (strings, ttl, expires) = self.fetch_txt(&name, now).await?;
         let record =
-            GroupRecord::parse_txt(&txt.txt_data).map_err(|e| FetchError::Record(e.to_string()))?;
+            GroupRecord::parse_txt(&strings).map_err(|e| FetchError::Record(e.to_string()))?;
         if record.group != group {
             return Err(FetchError::Record(format!(
                 "record is for {}, asked for {group}",
                 record.group
             )));
         }
-        Ok((record, proven.ttl, proven.expires))
+        Ok((record, ttl, expires))
+    }
+
+    /// Looks up the certificate published for member key `member` (SPEC.md §8.7) and
+    /// DNSSEC-validates the answer; returns it with the TTL and signature expiry. Not cached:
+    /// members carry their certificates in joins, and this lookup serves admins and servers
+    /// that fetch their own. The certificate is still unverified: check it against the group key.
+    pub async fn fetch_certificate(
+        &self,
+        member: KeyId,
+        now: Timestamp,
+    ) -> Result<(CertRecord, u32, u64), FetchError> {
+        let name = names::member_name(&self.config.anchor.zone, member);
+        let (strings, ttl, expires) = self.fetch_txt(&name, now).await?;
+        let record =
+            CertRecord::parse_txt(&strings).map_err(|e| FetchError::Record(e.to_string()))?;
+        if record.member_key_id() != member {
+            return Err(FetchError::Record(format!(
+                "certificate is for member key {}, asked for {member}",
+                record.member_key_id()
+            )));
+        }
+        Ok((record, ttl, expires))
     }
 
     /// Fetches `group` now and caches the outcome. On failure the cached entry is kept (it is

@@ -3,9 +3,12 @@
 
 use core::net::Ipv4Addr;
 use hickory_proto::rr::Name;
+use igmp_ext::KeyId;
 
 /// The label under the zone that holds reverse-style group-address names.
 pub const GROUP_LABEL: &str = "g";
+/// The label under the zone that holds member certificates by member key id (SPEC.md §8.7).
+pub const MEMBER_LABEL: &str = "m";
 
 /// Why a name could not be built: the caller passed a label or zone that is not a DNS name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +49,19 @@ pub fn group_name(zone: &Name, group: Ipv4Addr) -> Name {
         .expect("four decimal octets and a fixed label under a valid zone form a valid name")
 }
 
+/// `<member key id>.m.<zone>`: carries the member's certificate record (SPEC.md §8.7).
+pub fn member_name(zone: &Name, member: KeyId) -> Name {
+    Name::from_ascii(format!("{member}.{MEMBER_LABEL}"))
+        .and_then(|l| l.append_domain(zone))
+        .expect("16 hex digits and a fixed label under a valid zone form a valid name")
+}
+
+/// True when `name` is one label under `m.<zone>`, where only certificate records may live.
+pub fn is_member_name(zone: &Name, name: &Name) -> bool {
+    let parent = Name::from_ascii(MEMBER_LABEL).and_then(|l| l.append_domain(zone));
+    parent.is_ok_and(|p| p.zone_of(name) && name.num_labels() == p.num_labels() + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +78,15 @@ mod tests {
             group_name(&zone, Ipv4Addr::new(232, 1, 2, 3)).to_string(),
             "3.2.1.232.g.groups.manycast.test."
         );
+        let member = member_name(&zone, KeyId([0xab, 1, 2, 3, 4, 5, 6, 0xff]));
+        assert_eq!(
+            member.to_string(),
+            "ab010203040506ff.m.groups.manycast.test."
+        );
+        assert!(is_member_name(&zone, &member));
+        assert!(is_member_name(&zone, &member.to_lowercase()));
+        assert!(!is_member_name(&zone, &member.base_name()));
+        assert!(!is_member_name(&zone, &service_name(&zone, "web").unwrap()));
         assert!(service_name(&zone, "a.b").is_err());
         assert!(zone_name(".").is_err());
         assert!(zone_name("a..b").is_err());

@@ -70,6 +70,9 @@ pub enum RecordError {
     },
     #[error("record key type is not ed25519")]
     UnsupportedKeyType,
+    /// A member certificate record whose `c=` does not hold certificate bytes (SPEC.md §4).
+    #[error("record tag c=: {0}")]
+    Certificate(igmp_ext::cert::CertificateError),
 }
 
 fn bad(tag: &'static str, why: &'static str) -> RecordError {
@@ -94,8 +97,19 @@ fn is_owner_text(s: &str) -> bool {
 }
 
 impl GroupRecord {
-    /// Checks what a publisher controls: label, owner, key count, revocations, validity.
+    /// Checks what a publisher controls: addresses, label, owner, key count, revocations, validity.
     pub fn check(&self) -> Result<(), RecordError> {
+        // The parser refuses these too; checking them here keeps the emitter from writing text
+        // that every reader (and the server's update screening) would refuse.
+        if !self.group.is_multicast() {
+            return Err(bad("g", "not a multicast address"));
+        }
+        if self
+            .vip
+            .is_some_and(|v| v.is_multicast() || v.is_unspecified() || v.is_broadcast())
+        {
+            return Err(bad("s", "not a unicast address"));
+        }
         if !is_service_label(&self.name) {
             return Err(bad("n", "not a DNS label of a-z, 0-9 and -"));
         }
@@ -175,27 +189,12 @@ impl GroupRecord {
 
     /// The TXT character-strings to publish: the text cut into pieces of at most 255 bytes.
     pub fn to_txt_strings(&self) -> Result<Vec<String>, RecordError> {
-        let text = self.to_text()?;
-        // The text is ASCII (checked above), so any byte offset is a char boundary.
-        Ok(text
-            .as_bytes()
-            .chunks(TXT_CHUNK)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect())
+        Ok(txt_chunks(&self.to_text()?))
     }
 
     /// Parses TXT character-strings as received (concatenated first). Never panics.
     pub fn parse_txt<S: AsRef<[u8]>>(strings: &[S]) -> Result<Self, RecordError> {
-        let mut bytes = Vec::new();
-        for s in strings {
-            let s = s.as_ref();
-            if bytes.len() + s.len() > MAX_RECORD_LEN {
-                return Err(RecordError::TooLong(bytes.len() + s.len()));
-            }
-            bytes.extend_from_slice(s);
-        }
-        let text = core::str::from_utf8(&bytes).map_err(|_| RecordError::Syntax("not UTF-8"))?;
-        Self::parse(text)
+        Self::parse(&txt_text(strings)?)
     }
 
     /// Parses record text (RFC 6376 §3.2 tag-list). Never panics.
@@ -204,36 +203,7 @@ impl GroupRecord {
     /// case-sensitive, a repeated tag is an error and an unknown tag is skipped, so that later
     /// versions can add tags. `v=MC1` must come first.
     pub fn parse(text: &str) -> Result<Self, RecordError> {
-        if text.len() > MAX_RECORD_LEN {
-            return Err(RecordError::TooLong(text.len()));
-        }
-        if !text.is_ascii() {
-            return Err(RecordError::Syntax("not ASCII"));
-        }
-        let mut tags: Vec<(&str, &str)> = Vec::new();
-        let mut specs = text.split(';').peekable();
-        while let Some(spec) = specs.next() {
-            if spec.trim().is_empty() {
-                if specs.peek().is_none() {
-                    break; // trailing ";"
-                }
-                return Err(RecordError::Syntax("empty tag-spec"));
-            }
-            let (name, value) = spec
-                .split_once('=')
-                .ok_or(RecordError::Syntax("tag-spec without ="))?;
-            let name = name.trim();
-            let value = value.trim();
-            let valid_name = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid_name {
-                return Err(RecordError::Syntax("tag name is not ALPHA *(ALNUM / _)"));
-            }
-            if tags.iter().any(|(n, _)| *n == name) {
-                return Err(RecordError::DuplicateTag(name.to_owned()));
-            }
-            tags.push((name, value));
-        }
+        let tags = tag_list(text)?;
         match tags.first() {
             Some(("v", VERSION)) => {}
             _ => return Err(RecordError::UnsupportedVersion),
@@ -316,6 +286,67 @@ impl GroupRecord {
             revoked_members: self.revoked.clone(),
         }
     }
+}
+
+/// Splits record text into its tag-specs (RFC 6376 §3.2 tag-list), shared by the group record
+/// and the member certificate record (SPEC.md §8.1, §8.7). Never panics.
+///
+/// Whitespace around tags and values is ignored, a trailing `;` is allowed, tag names are
+/// case-sensitive and a repeated tag is an error. The caller checks `v=` and its own tags.
+pub(crate) fn tag_list(text: &str) -> Result<Vec<(&str, &str)>, RecordError> {
+    if text.len() > MAX_RECORD_LEN {
+        return Err(RecordError::TooLong(text.len()));
+    }
+    if !text.is_ascii() {
+        return Err(RecordError::Syntax("not ASCII"));
+    }
+    let mut tags: Vec<(&str, &str)> = Vec::new();
+    let mut specs = text.split(';').peekable();
+    while let Some(spec) = specs.next() {
+        if spec.trim().is_empty() {
+            if specs.peek().is_none() {
+                break; // trailing ";"
+            }
+            return Err(RecordError::Syntax("empty tag-spec"));
+        }
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or(RecordError::Syntax("tag-spec without ="))?;
+        let name = name.trim();
+        let value = value.trim();
+        let valid_name = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_name {
+            return Err(RecordError::Syntax("tag name is not ALPHA *(ALNUM / _)"));
+        }
+        if tags.iter().any(|(n, _)| *n == name) {
+            return Err(RecordError::DuplicateTag(name.to_owned()));
+        }
+        tags.push((name, value));
+    }
+    Ok(tags)
+}
+
+/// Concatenates TXT character-strings as received into UTF-8 text, bounded first.
+pub(crate) fn txt_text<S: AsRef<[u8]>>(strings: &[S]) -> Result<String, RecordError> {
+    let mut bytes = Vec::new();
+    for s in strings {
+        let s = s.as_ref();
+        if bytes.len() + s.len() > MAX_RECORD_LEN {
+            return Err(RecordError::TooLong(bytes.len() + s.len()));
+        }
+        bytes.extend_from_slice(s);
+    }
+    String::from_utf8(bytes).map_err(|_| RecordError::Syntax("not UTF-8"))
+}
+
+/// Cuts ASCII text into TXT character-strings of at most [`TXT_CHUNK`] bytes.
+pub(crate) fn txt_chunks(text: &str) -> Vec<String> {
+    // Callers pass ASCII, so any byte offset is a char boundary; lossy conversion never fires.
+    text.as_bytes()
+        .chunks(TXT_CHUNK)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
 }
 
 fn parse_keys(p: &str) -> Result<Vec<VerifyingKey>, RecordError> {

@@ -2,6 +2,7 @@
 //! Ed25519 zone key, behind a guard that rate-limits each source, screens updates (size, record
 //! syntax) before hickory checks their TSIG, and counts everything.
 
+use crate::cert_record::CertRecord;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::names;
@@ -92,8 +93,10 @@ fn not_sent(request: &Request, code: ResponseCode) -> ResponseInfo {
 }
 
 impl Guard {
-    /// Checks every record an update adds: a TXT must be a group record published at one of
-    /// its two names (SPEC.md §8.2). Deletions are not screened.
+    /// Checks every record an update adds: a TXT under `m.<zone>` must be a certificate
+    /// record at its member key id's name (SPEC.md §8.7), any other TXT a group record at one
+    /// of its two names (SPEC.md §8.2). Deletions are not screened. Certificates are parsed,
+    /// not verified: the server does not hold the group's trust decisions, the verifier does.
     fn screen_update(&self, request: &Request) -> Result<(), &'static str> {
         let updates = &request.authorities;
         if updates.len() > self.max_update_records {
@@ -106,11 +109,18 @@ impl Guard {
             let RData::TXT(txt) = &rr.data else {
                 return Err("bad-record");
             };
+            let name = rr.name.to_lowercase();
+            if names::is_member_name(&self.zone, &name) {
+                let record = CertRecord::parse_txt(&txt.txt_data).map_err(|_| "bad-record")?;
+                if name != names::member_name(&self.zone, record.member_key_id()) {
+                    return Err("bad-record");
+                }
+                continue;
+            }
             let record = GroupRecord::parse_txt(&txt.txt_data).map_err(|_| "bad-record")?;
             let at_group = names::group_name(&self.zone, record.group);
             let at_service =
                 names::service_name(&self.zone, &record.name).map_err(|_| "bad-record")?;
-            let name = rr.name.to_lowercase();
             if name != at_group && name != at_service {
                 return Err("bad-record");
             }

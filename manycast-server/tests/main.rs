@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod keystore;
+
 fn ctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_manycastctl"))
         .args(args)

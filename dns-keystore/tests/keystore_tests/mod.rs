@@ -1,2 +1,3 @@
+mod certs;
 mod daemon;
 mod keystore;

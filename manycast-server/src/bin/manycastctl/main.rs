@@ -1,5 +1,8 @@
-//! `manycastctl`: the admin tool. Makes the group key, member keys and member certificates.
-//! (Publishing to the keystore, allocation and drain commands come with issues 3 and 6.)
+//! `manycastctl`: the admin tool. Makes the group key, member keys and member certificates,
+//! and publishes them to the keystore (`keystore.rs`). (Allocation and drain commands come
+//! with issue 6.)
+
+mod keystore;
 
 use clap::{Parser, Subcommand};
 use igmp_ext::{CertificateBody, KeyId, MemberId, Slice, SliceSet, Timestamp};
@@ -13,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[command(
     name = "manycastctl",
     version,
-    about = "Manycast admin tool: keys and member certificates"
+    about = "Manycast admin tool: keys, member certificates and the keystore"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +31,9 @@ enum Command {
     /// Member certificates, signed by the group key.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The DNS keystore: publish, rotate, revoke, publish certificates, show (SPEC.md §8).
+    #[command(subcommand)]
+    Keystore(keystore::KeystoreCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +111,7 @@ fn b64(bytes: &[u8]) -> String {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Keystore(command) => keystore::run(command)?,
         Command::Key(KeyCommand::New { prefix }) => {
             let key = keys::generate()?;
             let (private, public) = (with_ext(&prefix, ".key"), with_ext(&prefix, ".pub"));

@@ -1,0 +1,457 @@
+//! `manycastctl keystore ...` against the real `dns-keystore` daemon: publish → show → rotate →
+//! revoke → cert publish → show, each step checked with `dig` as well as through `show`.
+
+use super::{ctl, ok, path};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const ZONE: &str = "groups.manycast.test";
+
+/// The `dns-keystore` binary of this build. Another package's binaries have no
+/// `CARGO_BIN_EXE_*`, so it is found beside this test's own profile directory
+/// (`target/<profile>/`, so `CARGO_TARGET_DIR` is respected). `cargo test --workspace` has built
+/// it already; otherwise, or when a source file is newer, it is built here once. Building it
+/// every time would compile its dependencies a second time with other unified features.
+fn keystore_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("dns-keystore");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dns-keystore/src");
+    let newest_src = std::fs::read_dir(&src)
+        .expect("dns-keystore sources")
+        .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
+        .max();
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if built.is_none() || newest_src > built {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "dns-keystore", "--bin", "dns-keystore"]);
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p dns-keystore failed");
+    }
+    bin
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+        let port = udp.local_addr().expect("bound address").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The daemon, killed when dropped (also when an assertion fails).
+struct Keystore {
+    child: Option<Child>,
+    addr: SocketAddr,
+    state: PathBuf,
+}
+
+impl Drop for Keystore {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Keystore {
+    fn start(dir: &Path) -> Keystore {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let state = dir.join("keystore-state");
+        let config = dir.join("keystore.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "zone = \"{ZONE}\"\nstate_dir = \"{}\"\nlisten = \"{addr}\"\nrecord_ttl = 300\n",
+                state.display()
+            ),
+        )
+        .expect("write the keystore config");
+        let log = std::fs::File::create(dir.join("keystore.log")).expect("log file");
+        let child = Command::new(keystore_bin())
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dns-keystore");
+        let k = Keystore {
+            child: Some(child),
+            addr,
+            state,
+        };
+        for _ in 0..200 {
+            let out = k.dig(&["+tries=1", "+time=1", ZONE, "SOA"]);
+            if out.status.success() && !out.stdout.is_empty() {
+                return k;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "dns-keystore did not answer; log:\n{}",
+            std::fs::read_to_string(dir.join("keystore.log")).unwrap_or_default()
+        );
+    }
+
+    fn dig(&self, args: &[&str]) -> Output {
+        Command::new("dig")
+            .args([
+                &format!("@{}", self.addr.ip()),
+                "-p",
+                &self.addr.port().to_string(),
+                "+norec",
+                "+short",
+            ])
+            .args(args)
+            .output()
+            .expect("run dig (install bind9-dnsutils)")
+    }
+
+    /// The TXT text at `name` as dig prints it, character-strings joined.
+    fn txt(&self, name: &str) -> String {
+        let out = String::from_utf8_lossy(&self.dig(&[name, "TXT"]).stdout).into_owned();
+        out.trim().trim_matches('"').split("\" \"").collect()
+    }
+
+    fn a(&self, name: &str) -> String {
+        String::from_utf8_lossy(&self.dig(&[name, "A"]).stdout)
+            .trim()
+            .to_owned()
+    }
+
+    /// The options every update command takes.
+    fn update_args(&self) -> Vec<String> {
+        vec![
+            "--server".into(),
+            self.addr.to_string(),
+            "--tsig-key".into(),
+            self.state.join("tsig.key").display().to_string(),
+            "--zone".into(),
+            ZONE.into(),
+        ]
+    }
+
+    fn show_args(&self) -> Vec<String> {
+        vec![
+            "--server".into(),
+            self.addr.to_string(),
+            "--trust-anchor".into(),
+            self.state.join("trust-anchor.conf").display().to_string(),
+        ]
+    }
+}
+
+fn ctl_args(head: &[&str], common: &[String], tail: &[&str]) -> Output {
+    let mut all: Vec<&str> = head.to_vec();
+    all.extend(common.iter().map(String::as_str));
+    all.extend_from_slice(tail);
+    ctl(&all)
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(ok(out).trim()).expect("show --json prints one JSON object")
+}
+
+fn key_id(d: &Path, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(ok(&ctl(&["key", "show", &path(d, name), "--json"])).trim())
+            .expect("key show --json");
+    v["key_id"].as_str().expect("key id").to_owned()
+}
+
+fn p_value(d: &Path, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(ok(&ctl(&["key", "show", &path(d, name), "--json"])).trim())
+            .expect("key show --json");
+    v["p"].as_str().expect("p").to_owned()
+}
+
+fn fails_with_one_line(out: &Output, expect: &str) {
+    assert!(!out.status.success(), "should have failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("manycastctl: ") && err.contains(expect),
+        "{err}"
+    );
+}
+
+#[test]
+fn publish_show_rotate_revoke_and_certificates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let ks = Keystore::start(d);
+    let upd = ks.update_args();
+    let show = ks.show_args();
+    for k in ["group", "group2", "srv1", "srv2"] {
+        ok(&ctl(&["key", "new", &path(d, k)]));
+    }
+    let group_name = format!("1.1.1.232.g.{ZONE}");
+    let service_name = format!("web.{ZONE}");
+
+    // publish: both names carry the record, A records the VIP and the group.
+    let out = ok(&ctl_args(
+        &["keystore", "publish"],
+        &upd,
+        &[
+            "--group",
+            "232.1.1.1",
+            "--name",
+            "web",
+            "--owner",
+            "ops@example.org",
+            "--group-pub",
+            &path(d, "group.pub"),
+            "--vip",
+            "203.0.113.10",
+            "--valid-days",
+            "30",
+        ],
+    ));
+    assert!(out.contains(&key_id(d, "group.pub")), "{out}");
+    for name in [&group_name, &service_name] {
+        let txt = ks.txt(name);
+        assert!(
+            txt.starts_with("v=MC1; g=232.1.1.1; n=web; o=ops@example.org; f=protected"),
+            "{txt}"
+        );
+        assert!(
+            txt.contains(&format!("p={}", p_value(d, "group.pub"))),
+            "{txt}"
+        );
+    }
+    assert_eq!(ks.a(&service_name), "203.0.113.10");
+    assert_eq!(ks.a(&group_name), "232.1.1.1");
+
+    // show: validated, readable and JSON.
+    let table = ok(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "232.1.1.1"],
+    ));
+    assert!(
+        table.contains("group       232.1.1.1  (DNSSEC validated"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("keys        {}", key_id(d, "group.pub"))),
+        "{table}"
+    );
+    let v = json(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "232.1.1.1", "--json"],
+    ));
+    assert_eq!(v["group"]["name"], "web");
+    assert_eq!(v["group"]["vip"], "203.0.113.10");
+    assert_eq!(v["group"]["keys"][0]["id"], key_id(d, "group.pub").as_str());
+    assert_eq!(v["group"]["keys"][0]["p"], p_value(d, "group.pub").as_str());
+    let t = v["group"]["not_before"].as_u64().expect("t");
+    assert_eq!(v["group"]["not_after"].as_u64(), Some(t + 30 * 86_400));
+
+    // rotate --add: two keys, newest last; --retire the old one: one key.
+    ok(&ctl_args(
+        &["keystore", "rotate"],
+        &upd,
+        &["--group", "232.1.1.1", "--add", &path(d, "group2.pub")],
+    ));
+    let txt = ks.txt(&group_name);
+    assert!(
+        txt.contains(&format!(
+            "p={},{}",
+            p_value(d, "group.pub"),
+            p_value(d, "group2.pub")
+        )),
+        "{txt}"
+    );
+    let v = json(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "232.1.1.1", "--json"],
+    ));
+    assert_eq!(v["group"]["keys"].as_array().map(Vec::len), Some(2));
+    ok(&ctl_args(
+        &["keystore", "rotate"],
+        &upd,
+        &["--group", "232.1.1.1", "--retire", &key_id(d, "group.pub")],
+    ));
+    let txt = ks.txt(&service_name);
+    assert!(
+        txt.contains(&format!("p={};", p_value(d, "group2.pub"))),
+        "{txt}"
+    );
+    let v = json(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "232.1.1.1", "--json"],
+    ));
+    assert_eq!(
+        v["group"]["keys"][0]["id"],
+        key_id(d, "group2.pub").as_str()
+    );
+    assert_eq!(v["group"]["keys"].as_array().map(Vec::len), Some(1));
+
+    // revoke srv2's key (given as its key file).
+    ok(&ctl_args(
+        &["keystore", "revoke"],
+        &upd,
+        &["--group", "232.1.1.1", "--member-key", &path(d, "srv2.pub")],
+    ));
+    let srv2 = key_id(d, "srv2.pub");
+    assert!(ks.txt(&group_name).contains(&format!("r={srv2}")));
+    let v = json(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "232.1.1.1", "--json"],
+    ));
+    assert_eq!(v["group"]["revoked"][0], srv2.as_str());
+
+    // Certificates issued by the new group key, published, checked by dig and show.
+    for (k, id) in [("srv1", "1"), ("srv2", "2")] {
+        ok(&ctl(&[
+            "cert",
+            "issue",
+            "--group-key",
+            &path(d, "group2.key"),
+            "--member-key",
+            &path(d, &format!("{k}.pub")),
+            "--id",
+            id,
+            "--group",
+            "232.1.1.1",
+            "--out",
+            &path(d, &format!("{k}.cert")),
+        ]));
+        ok(&ctl_args(
+            &["keystore", "cert", "publish"],
+            &upd,
+            &["--cert", &path(d, &format!("{k}.cert"))],
+        ));
+    }
+    let srv1 = key_id(d, "srv1.pub");
+    let txt = ks.txt(&format!("{srv1}.m.{ZONE}"));
+    // The value is the certificate file's bytes: its PEM body is the same base64.
+    let pem = std::fs::read_to_string(d.join("srv1.cert")).expect("certificate file");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert_eq!(txt, format!("v=MCC1; c={body}"));
+    let table = ok(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "232.1.1.1", "--member-key", &path(d, "srv1.pub")],
+    ));
+    assert!(
+        table.contains(&format!("certificate m1 (key {srv1}, DNSSEC validated")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "signature   valid (group key {})",
+            key_id(d, "group2.pub")
+        )),
+        "{table}"
+    );
+    let v = json(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "232.1.1.1", "--member-key", &srv1, "--json"],
+    ));
+    assert_eq!(v["certificate"]["member_id"], 1);
+    assert_eq!(v["certificate"]["groups"][0], "232.1.1.1");
+    // srv2's certificate is published but its key revoked: show says so and fails.
+    let out = ctl_args(
+        &["keystore", "show"],
+        &show,
+        &[
+            "--group",
+            "232.1.1.1",
+            "--member-key",
+            &path(d, "srv2.cert"),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signature   REVOKED"));
+    fails_with_one_line(&out, "REVOKED");
+
+    // withdraw: gone for dig and show.
+    ok(&ctl_args(
+        &["keystore", "cert", "withdraw"],
+        &upd,
+        &["--cert", &path(d, "srv2.cert")],
+    ));
+    assert!(ks.txt(&format!("{srv2}.m.{ZONE}")).is_empty());
+    fails_with_one_line(
+        &ctl_args(&["keystore", "show"], &show, &["--member-key", &srv2]),
+        "no such record",
+    );
+
+    // Errors: one line, non-zero, nothing changed.
+    let before = ks.txt(&group_name);
+    let wrong_key = d.join("wrong.key");
+    std::fs::write(&wrong_key, [7u8; 32]).expect("write a wrong TSIG key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrong_key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+    let mut wrong = upd.clone();
+    wrong[3] = wrong_key.display().to_string();
+    fails_with_one_line(
+        &ctl_args(
+            &["keystore", "publish"],
+            &wrong,
+            &[
+                "--group",
+                "232.1.1.1",
+                "--name",
+                "web",
+                "--owner",
+                "mallory",
+                "--public",
+            ],
+        ),
+        "refused",
+    );
+    fails_with_one_line(
+        &ctl_args(
+            &["keystore", "revoke"],
+            &upd,
+            &["--group", "232.1.1.1", "--member-key", "nonsense"],
+        ),
+        "key id",
+    );
+    fails_with_one_line(
+        &ctl_args(&["keystore", "show"], &show, &["--group", "232.9.9.9"]),
+        "232.9.9.9",
+    );
+    fails_with_one_line(
+        &ctl_args(
+            &["keystore", "publish"],
+            &upd,
+            &[
+                "--group",
+                "10.1.1.1",
+                "--name",
+                "web",
+                "--owner",
+                "o",
+                "--group-pub",
+                &path(d, "group.pub"),
+            ],
+        ),
+        "multicast",
+    );
+    assert_eq!(ks.txt(&group_name), before);
+}
