@@ -4,13 +4,18 @@
 //! Layering: [`record`], [`cert_record`] and [`names`] are sans-IO (text and names in, checked values out);
 //! [`validate`] checks DNSSEC answers given `now`; [`client`] and [`server`] own sockets.
 
+#[cfg(feature = "daemon")]
 pub mod admin;
 pub mod cert_record;
+#[cfg(feature = "daemon")]
 pub mod client;
+#[cfg(feature = "daemon")]
 pub mod config;
 pub mod metrics;
 pub mod names;
 pub mod record;
+#[cfg(feature = "daemon")]
 pub mod server;
+#[cfg(feature = "daemon")]
 pub mod state;
 pub mod validate;
