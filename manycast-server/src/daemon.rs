@@ -205,6 +205,7 @@ impl Runtime {
                 );
                 self.snapshot.epoch = id.epoch;
                 self.snapshot.slices = slices.len();
+                self.snapshot.slice_addresses = slices.size();
                 self.snapshot.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
                 let replies = self.service.set_slices(slices);

@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub commits: u64,
     pub epoch: u64,
     pub slices: usize,
+    /// Addresses covered by this member's slices (2^32 for the whole space).
+    pub slice_addresses: u64,
 }
 
 impl Snapshot {
@@ -95,6 +97,12 @@ impl Snapshot {
             self.slices as u64,
         );
         metric(
+            "slice_addresses",
+            "gauge",
+            "Source addresses covered by this member's slices.",
+            self.slice_addresses,
+        );
+        metric(
             "control_accepted_total",
             "counter",
             "Control messages accepted.",
@@ -139,6 +147,7 @@ mod tests {
         let mut s = Snapshot::new(MemberId(2));
         s.service.served = 5;
         s.service.filtered = 7;
+        s.slice_addresses = 1 << 31;
         s.control
             .dropped
             .insert(control_channel::DropReason::BadSignature, 3);
@@ -146,6 +155,7 @@ mod tests {
         assert!(text.contains("manycast_server_member 2\n"));
         assert!(text.contains("manycast_server_served_total 5\n"));
         assert!(text.contains("manycast_server_filtered_total 7\n"));
+        assert!(text.contains("manycast_server_slice_addresses 2147483648\n"));
         assert!(
             text.contains("manycast_server_control_dropped_total{reason=\"bad-signature\"} 3\n")
         );

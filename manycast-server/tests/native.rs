@@ -130,6 +130,11 @@ fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
             && lab.metric(0, "epoch") == lab.metric(1, "epoch")
     });
     let epoch = lab.metric(0, "epoch");
+    assert_eq!(
+        lab.metric(0, "slice_addresses") + lab.metric(1, "slice_addresses"),
+        1 << 32,
+        "the two members' slices cover the address space"
+    );
     wait_for(
         "the verifier holds both members' claims at that epoch",
         || {
