@@ -291,32 +291,42 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// One request per source per round, `rounds` times, to the group; returns per source the
-/// replies as (server address, reply text), in order. Each request waits for its reply (up to
-/// a second, a few tries) and for any stray second reply briefly, so duplicates are seen.
-pub fn ask(
-    ns: &str,
-    sources: &[Ipv4Addr],
-    rounds: usize,
-) -> BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> {
-    in_netns(ns, || {
-        let socks: Vec<_> = sources
-            .iter()
-            .map(|&src| {
-                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp");
-                s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
-                    .expect("bind");
-                s.set_multicast_ttl_v4(8).expect("ttl");
-                s.set_multicast_if_v4(&src).expect("mcast if");
-                s.set_read_timeout(Some(Duration::from_millis(300)))
-                    .expect("timeout");
-                let s: std::net::UdpSocket = s.into();
-                (src, s)
-            })
-            .collect();
+/// UDP clients, one socket per source address, kept across rounds so that their sessions
+/// (address and port) persist.
+#[derive(Debug)]
+pub struct Clients {
+    socks: Vec<(Ipv4Addr, std::net::UdpSocket)>,
+}
+
+impl Clients {
+    /// Sockets made inside `ns` stay in it wherever they are used later.
+    pub fn new(ns: &str, sources: &[Ipv4Addr]) -> Clients {
+        let socks = in_netns(ns, || {
+            sources
+                .iter()
+                .map(|&src| {
+                    let s =
+                        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp");
+                    s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+                        .expect("bind");
+                    s.set_multicast_ttl_v4(8).expect("ttl");
+                    s.set_multicast_if_v4(&src).expect("mcast if");
+                    s.set_read_timeout(Some(Duration::from_millis(300)))
+                        .expect("timeout");
+                    (src, s.into())
+                })
+                .collect()
+        });
+        Clients { socks }
+    }
+
+    /// One request per source per round, `rounds` times; per source every datagram received
+    /// (server address, text) in order, stray or late ones included. A request without an
+    /// answer is repeated a few times.
+    pub fn ask(&self, rounds: usize) -> BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> {
         let mut out: BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> = BTreeMap::new();
         for _ in 0..rounds {
-            for (src, s) in &socks {
+            for (src, s) in &self.socks {
                 let got = out.entry(*src).or_default();
                 let before = got.len();
                 for _try in 0..5 {
@@ -338,5 +348,14 @@ pub fn ask(
             }
         }
         out
-    })
+    }
+}
+
+/// [`Clients::ask`] with fresh sockets.
+pub fn ask(
+    ns: &str,
+    sources: &[Ipv4Addr],
+    rounds: usize,
+) -> BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> {
+    Clients::new(ns, sources).ask(rounds)
 }

@@ -2,7 +2,7 @@
 //! subnets behind a router running the real `manycast-verifier`, their control group on a
 //! back-end segment; and the same two behind a plain flooding switch with no verifier.
 
-use crate::harness::{ask, verifier_binary, wait_for, Lab};
+use crate::harness::{ask, verifier_binary, wait_for, Clients, Lab};
 use manycast_verifier::keyfile::FileKeySource;
 use manycast_verifier::status::Status;
 use std::collections::{BTreeMap, BTreeSet};
@@ -229,4 +229,62 @@ fn behind_a_plain_flooding_switch_each_source_is_answered_once() {
         lab.metric(0, "served_total") + lab.metric(1, "served_total"),
         36
     );
+}
+
+#[test]
+fn reset_strategy_tells_moved_clients_to_start_over() {
+    let mut lab = Lab::new(2);
+    let client = lab.netns("cli");
+    let sw = lab.switch("sw");
+    lab.plug(&sw, "pc", &client, "cl0");
+    // Low bytes on both sides of 128: which units move depends on the allocation, so the
+    // sources spread over the low-order bits (the default slicing, SPEC.md §6).
+    let srcs: Vec<Ipv4Addr> = [2u8, 3, 4, 5, 130, 131, 132, 133, 66, 194]
+        .iter()
+        .map(|&b| Ipv4Addr::new(10, 1, 0, b))
+        .collect();
+    for a in &srcs {
+        lab.addr(&client, "cl0", &format!("{a}/24"));
+    }
+    let mut servers = Vec::new();
+    for i in 1..=2u8 {
+        let ns = lab.netns(&format!("srv{i}"));
+        lab.plug(&sw, &format!("p{i}"), &ns, "eth0");
+        lab.addr(&ns, "eth0", &format!("10.1.0.{}/24", 100 + i));
+        servers.push(ns);
+    }
+    let (s1, s2) = (Ipv4Addr::new(10, 1, 0, 101), Ipv4Addr::new(10, 1, 0, 102));
+    lab.start_server(0, &servers[0], "eth0", "eth0");
+    wait_for("member 1 owns everything", || {
+        lab.metric(0, "slice_addresses") == 1 << 32
+    });
+    let clients = Clients::new(&client, &srcs);
+    let first = owners(&clients.ask(2));
+    assert!(
+        first.values().all(|(s, n)| *s == s1 && n == &vec![1, 2]),
+        "{first:?}"
+    );
+
+    // Member 2 arrives: half the slices move to it, and member 1 resets the moved sessions.
+    lab.start_server(1, &servers[1], "eth0", "eth0");
+    wait_for("both members own slices at one epoch", || {
+        lab.metric(0, "slices") > 0
+            && lab.metric(1, "slices") > 0
+            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
+    });
+    let next = clients.ask(1);
+    let mut moved = 0;
+    for (src, got) in &next {
+        let texts: Vec<(Ipv4Addr, &str)> = got.iter().map(|(a, t)| (*a, t.as_str())).collect();
+        if texts.iter().any(|(a, _)| *a == s2) {
+            moved += 1;
+            assert_eq!(texts, vec![(s1, "m1 reset"), (s2, "m2 1")], "{src}");
+        } else {
+            assert_eq!(texts, vec![(s1, "m1 3")], "{src}");
+        }
+    }
+    assert!(moved > 0 && moved < srcs.len(), "{next:?}");
+    wait_for("reset counter written", || {
+        lab.metric(0, "resets_total") == moved as u64
+    });
 }
