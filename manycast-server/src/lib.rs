@@ -1,8 +1,14 @@
 //! # manycast-server
 //!
-//! The server daemon and the admin tool `manycastctl` (issue 6). So far: key and certificate
-//! files ([`keys`]), the admin tool's key commands, and the sans-IO [`join_agent`] that decides
-//! when a member sends its signed joins.
+//! The server daemon and the admin tool `manycastctl` (issue 6): key and certificate files
+//! ([`keys`]), the daemon's configuration ([`config`]), the sans-IO [`join_agent`] that decides
+//! when a member sends its signed joins, the sans-IO reference UDP [`service`] with local slice
+//! filtering, Prometheus [`metrics`], and the I/O shell [`daemon`] that wires them to the control
+//! channel, a raw IGMP socket and the service socket.
 
+pub mod config;
+pub mod daemon;
 pub mod join_agent;
 pub mod keys;
+pub mod metrics;
+pub mod service;

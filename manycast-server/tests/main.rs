@@ -1,5 +1,9 @@
-//! Runs the real `manycastctl` binary; OpenSSL (Debian's `openssl`) reads the keys it writes and
-//! writes keys it reads.
+//! Integration tests: the real `manycastctl` binary (OpenSSL reads the keys it writes and writes
+//! keys it reads), the real `manycast-server` CLI, and end to end in namespaces ([`native`]).
+
+mod cli;
+mod harness;
+mod native;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,396 @@
+//! The daemon's I/O shell: owns the sockets, the clock and the signals, and wires the sans-IO
+//! parts together. Control-channel commits become slices for the [`Service`] filter and claims
+//! for the [`JoinAgent`]; the agent's signed reports leave through a raw IGMP socket; queries
+//! heard on that socket go back to the agent.
+
+use crate::config::{Config, Mode};
+use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
+use crate::keys;
+use crate::metrics::{self, Snapshot};
+use crate::service::{Reply, Service};
+use control_channel::driver::{self, SocketConfig};
+use control_channel::{Counters, Endpoint, Event, Identity};
+use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr};
+use igmp_ext::{AllocationEpoch, MemberCertificate, SliceEntry, Timestamp};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{debug, info, warn};
+
+/// IGMPv3 reports go to all IGMPv3-capable routers (RFC 3376 §4.2.14).
+const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
+const IPPROTO_IGMP: i32 = 2;
+
+/// Why the daemon stopped, as one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error("{0}")]
+    Keys(#[from] keys::KeyFileError),
+    #[error("{0}")]
+    Identity(String),
+    #[error("interface {0}: no IPv4 address (is it up and configured?)")]
+    NoAddress(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> DaemonError {
+    move |source| DaemonError::Io { what, source }
+}
+
+/// Keys and certificate, checked against each other and the group key before anything starts.
+#[derive(Debug)]
+pub struct Credentials {
+    pub key: igmp_ext::ed25519_dalek::SigningKey,
+    pub cert: MemberCertificate,
+    pub group_key: igmp_ext::ed25519_dalek::VerifyingKey,
+}
+
+/// Reads the key files and refuses a certificate that the group key did not issue, that is
+/// not valid now, that certifies another key, or that does not allow our groups.
+pub fn load_credentials(config: &Config, now: Timestamp) -> Result<Credentials, DaemonError> {
+    let key = keys::read_private_key(&config.member_key)?;
+    let group_key = keys::read_public_key(&config.group_pub)?;
+    let cert = keys::read_verified_certificate(&config.member_cert, &group_key, now)?;
+    let body = cert.body();
+    let cert_path = config.member_cert.display();
+    if body.member_key != key.verifying_key() {
+        return Err(DaemonError::Identity(format!(
+            "{cert_path}: certifies another key than {}",
+            config.member_key.display()
+        )));
+    }
+    for (what, g) in [
+        ("group", config.group),
+        ("control.group", config.control.group),
+    ] {
+        if !body.groups.contains(&g) {
+            return Err(DaemonError::Identity(format!(
+                "{cert_path}: does not allow {what} {g}"
+            )));
+        }
+    }
+    Ok(Credentials {
+        key,
+        cert,
+        group_key,
+    })
+}
+
+/// The first IPv4 address of `ifname`.
+pub fn interface_addr(ifname: &str) -> Result<Ipv4Addr, DaemonError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| DaemonError::Io {
+        what: "getifaddrs",
+        source: e.into(),
+    })?;
+    addrs
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .ok_or_else(|| DaemonError::NoAddress(ifname.to_owned()))
+}
+
+/// UDP socket for the service: joined to the group at the kernel level so that the kernel
+/// delivers it (the kernel then also sends its own unsigned reports, which a verifier refuses).
+fn service_socket(config: &Config, addr: Ipv4Addr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SockAddr::from(SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        config.service_port,
+    )))?;
+    s.join_multicast_v4(&config.group, &addr)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+/// Raw IGMP socket on the router link: sends our complete datagrams (IP_HDRINCL; the Router
+/// Alert option is in them already) and receives the queries. The kernel hands a raw socket
+/// only IGMP for groups this host joined; 224.0.0.1 (general queries) always is.
+fn igmp_socket(ifname: &str, addr: Ipv4Addr) -> io::Result<AsyncFd<Socket>> {
+    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_IGMP)))?;
+    s.set_header_included_v4(true)?;
+    s.bind_device(Some(ifname.as_bytes()))?;
+    s.set_multicast_if_v4(&addr)?;
+    s.set_nonblocking(true)?;
+    // `new` is deprecated for types whose descriptor could change under it; a `Socket` owns its
+    // descriptor for its whole life, and the safe-code rule of this workspace rules out the
+    // `unsafe fn register` that replaces it.
+    #[allow(deprecated)]
+    AsyncFd::new(s)
+}
+
+/// An IGMP query inside a received IPv4 datagram, if it is one; anything else is ignored.
+pub fn parse_query(datagram: &[u8]) -> Option<igmp_ext::wire::igmp::QueryRepr> {
+    let ihl = usize::from(*datagram.first()? & 0x0f) * 4;
+    let packet = IgmpPacket::new_checked(datagram.get(ihl..)?).ok()?;
+    if !packet.verify_checksum() {
+        return None;
+    }
+    match IgmpRepr::parse(&packet).ok()? {
+        IgmpRepr::Query(q) => Some(q),
+        _ => None,
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // A failing OS generator only weakens the jitter of report times; never fatal.
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+fn nonce() -> [u8; igmp_ext::join::NONCE_LEN] {
+    let mut b = [0u8; igmp_ext::join::NONCE_LEN];
+    if getrandom::fill(&mut b).is_err() {
+        // Still unique per report: the verifier's replay cache keys on the nonce.
+        b[..8].copy_from_slice(&random_u64().to_le_bytes());
+        b[8..].copy_from_slice(&driver::wall_clock().0.to_le_bytes());
+    }
+    b
+}
+
+struct Runtime {
+    config: Config,
+    agent: JoinAgent,
+    service: Service,
+    igmp: AsyncFd<Socket>,
+    udp: UdpSocket,
+    snapshot: Snapshot,
+}
+
+impl Runtime {
+    /// Sends every report the agent has due now.
+    fn flush_joins(&mut self, now: Timestamp) {
+        while let Some(d) = self.agent.poll_transmit(now, nonce()) {
+            match d {
+                Ok(datagram) => {
+                    let to = SockAddr::from(SocketAddrV4::new(ALL_V3_ROUTERS, 0));
+                    match self.igmp.get_ref().send_to(&datagram, &to) {
+                        Ok(_) => self.snapshot.joins_sent += 1,
+                        Err(e) => warn!("sending signed report: {e}"),
+                    }
+                }
+                Err(e) => warn!("building signed report: {e}"),
+            }
+        }
+    }
+
+    async fn send_replies(&mut self, replies: Vec<Reply>) {
+        for r in replies {
+            // A lost reply is a lost datagram; the client retries.
+            if let Err(e) = self.udp.send_to(&r.payload, SocketAddr::V4(r.to)).await {
+                debug!("reply to {}: {e}", r.to);
+            }
+        }
+    }
+
+    async fn on_event(&mut self, now: Timestamp, event: Event) {
+        match event {
+            Event::Committed { id, slices, .. } => {
+                info!(
+                    epoch = id.epoch,
+                    proposer = id.proposer,
+                    slices = %slices,
+                    "allocation committed"
+                );
+                self.snapshot.epoch = id.epoch;
+                self.snapshot.slices = slices.len();
+                self.snapshot.slice_addresses = slices.size();
+                self.snapshot.commits += 1;
+                let entries = slices.iter().copied().map(SliceEntry::include).collect();
+                let replies = self.service.set_slices(slices);
+                self.send_replies(replies).await;
+                self.agent
+                    .set_claim(now, entries, AllocationEpoch(id.epoch), &mut random_u64);
+                self.flush_joins(now);
+            }
+            Event::MemberUp(m) => info!(member = %m, "member up"),
+            Event::MemberDown(m) => info!(member = %m, "member down"),
+            Event::MemberLeft(m) => info!(member = %m, "member left"),
+            other => debug!(?other, "control event"),
+        }
+    }
+
+    fn on_igmp_readable(&mut self, now: Timestamp) {
+        let mut buf = [0u8; 2048];
+        loop {
+            match self.igmp.get_ref().read_datagram(&mut buf) {
+                Ok(n) => {
+                    if let Some(q) = buf.get(..n).and_then(parse_query) {
+                        self.snapshot.queries += 1;
+                        self.agent.handle_query(now, &q, &mut random_u64);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("igmp socket: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn update_service_metrics(&mut self) {
+        self.snapshot.service = self.service.counters();
+        self.snapshot.sessions = self.service.session_count();
+    }
+}
+
+/// Reads a raw datagram into an initialised buffer (socket2 wants `MaybeUninit`).
+trait ReadDatagram {
+    fn read_datagram(self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ReadDatagram for &Socket {
+    fn read_datagram(self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        let mut s = self;
+        s.read(buf)
+    }
+}
+
+/// The control channel's counters, fetched from the driver task.
+async fn control_counters(handle: &driver::DriverHandle) -> Option<Counters> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle.with(move |ep: &mut Endpoint, _| {
+        let _ = tx.send(ep.counters().clone());
+    });
+    rx.await.ok()
+}
+
+/// Runs until SIGTERM or SIGINT, then leaves the group and the cluster.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    if config.mode == Mode::Vip {
+        return Err(DaemonError::Unsupported(
+            "mode = \"vip\" is not implemented yet; use mode = \"native\"",
+        ));
+    }
+    let creds = load_credentials(&config, driver::wall_clock())?;
+    let me = creds.cert.body().member_id;
+    let addr = interface_addr(&config.interface)?;
+    let ctl_if = config.control_interface().to_owned();
+    let ctl_addr = interface_addr(&ctl_if)?;
+    let mut sockcfg = SocketConfig::new(config.control.group, config.control.port, ctl_addr);
+    sockcfg.ttl = config.control.ttl;
+    let ctl_socket = driver::bind(&sockcfg).map_err(io_err("control socket"))?;
+    let endpoint = Endpoint::new(
+        config.control_config(),
+        Identity {
+            key: creds.key.clone(),
+            certificate: creds.cert.clone(),
+        },
+        creds.group_key,
+        driver::wall_clock(),
+    );
+    let mut handle = driver::spawn(
+        endpoint,
+        ctl_socket,
+        SocketAddrV4::new(config.control.group, config.control.port),
+    )
+    .map_err(io_err("control driver"))?;
+    let udp = service_socket(&config, addr).map_err(io_err("service socket"))?;
+    let igmp = igmp_socket(&config.interface, addr).map_err(io_err("raw IGMP socket"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    info!(
+        member = %me, %addr, group = %config.group, port = config.service_port,
+        control = %config.control.group, control_if = %ctl_if,
+        strategy = config.strategy.as_str(), "manycast-server started"
+    );
+    let agent = JoinAgent::new(
+        config.agent_config(),
+        JoinIdentity {
+            key: creds.key.clone(),
+            cert: creds.cert.clone(),
+            sender: addr,
+        },
+        config.group,
+    );
+    let service = Service::new(
+        me,
+        config.strategy,
+        config.session_idle(),
+        config.service.max_sessions,
+    );
+    let mut rt = Runtime {
+        snapshot: Snapshot::new(me),
+        config,
+        agent,
+        service,
+        igmp,
+        udp,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let now = driver::wall_clock();
+        let join_wait = rt
+            .agent
+            .poll_timeout()
+            .map_or(Duration::from_secs(3600), |t| {
+                Duration::from_millis(t.0.saturating_sub(now.0))
+            });
+        tokio::select! {
+            e = handle.events.recv() => match e {
+                Some((_, e)) => rt.on_event(driver::wall_clock(), e).await,
+                None => return Err(DaemonError::Io {
+                    what: "control driver",
+                    source: io::Error::other("stopped"),
+                }),
+            },
+            r = rt.udp.recv_from(&mut buf) => {
+                // Errors are ICMP reports about earlier replies; nothing to do.
+                if let Ok((_, SocketAddr::V4(from))) = r {
+                    if let Some(reply) = rt.service.handle_datagram(driver::wall_clock(), from) {
+                        rt.send_replies(vec![reply]).await;
+                    }
+                }
+            }
+            g = rt.igmp.readable() => {
+                if let Ok(mut guard) = g {
+                    guard.clear_ready();
+                }
+                rt.on_igmp_readable(driver::wall_clock());
+            }
+            _ = tokio::time::sleep(join_wait) => rt.flush_joins(driver::wall_clock()),
+            _ = tick.tick() => {
+                rt.service.handle_timeout(driver::wall_clock());
+                rt.update_service_metrics();
+                rt.snapshot.control = control_counters(&handle).await.unwrap_or_default();
+                if let Some(path) = &rt.config.metrics_file {
+                    if let Err(e) = metrics::write_file(path, &rt.snapshot.render()) {
+                        warn!("metrics file {}: {e}", path.display());
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("leaving");
+    handle.with(|ep, now| ep.leave(now));
+    let now = driver::wall_clock();
+    rt.agent.leave(now, &mut random_u64);
+    rt.flush_joins(now);
+    // The agent repeats the leave robustness times within the unsolicited report interval.
+    while let Some(t) = rt.agent.poll_timeout() {
+        let now = driver::wall_clock();
+        tokio::time::sleep(Duration::from_millis(t.0.saturating_sub(now.0))).await;
+        rt.flush_joins(driver::wall_clock());
+    }
+    // Let the driver send the Leave before it stops.
+    let _ = control_counters(&handle).await;
+    let _ = handle.stop().await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `manycast-server`: the member daemon. A thin shell over [`manycast_server::daemon`].
+
+use clap::Parser;
+use manycast_server::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "manycast-server",
+    version,
+    about = "Manycast member daemon: signed slice joins, control group, native UDP service"
+)]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, default_value = "/etc/manycast/server.toml")]
+    config: PathBuf,
+    /// Check the configuration, the keys and the certificate, then exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("manycast-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        let now = control_channel::driver::wall_clock();
+        return match manycast_server::daemon::load_credentials(&config, now) {
+            Ok(c) => {
+                println!(
+                    "configuration OK: member {} for group {}",
+                    c.cert.body().member_id,
+                    config.group
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("manycast-server: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("manycast-server: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(manycast_server::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("manycast-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

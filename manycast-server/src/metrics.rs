@@ -1,0 +1,170 @@
+//! Prometheus text exposition (format 0.0.4) of the daemon's counters, written to a file that a
+//! node exporter's textfile collector (or a test) reads. Rendering is pure; only `write_file`
+//! touches the disk, and it renames into place so that a reader never sees half a file.
+
+use crate::service::ServiceCounters;
+use control_channel::Counters;
+use igmp_ext::MemberId;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Everything the daemon reports.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub member: u32,
+    pub service: ServiceCounters,
+    pub sessions: usize,
+    pub control: Counters,
+    pub joins_sent: u64,
+    pub queries: u64,
+    pub commits: u64,
+    pub epoch: u64,
+    pub slices: usize,
+    /// Addresses covered by this member's slices (2^32 for the whole space).
+    pub slice_addresses: u64,
+}
+
+impl Snapshot {
+    pub fn new(member: MemberId) -> Self {
+        Snapshot {
+            member: member.0,
+            ..Snapshot::default()
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP manycast_server_{name} {help}");
+            let _ = writeln!(out, "# TYPE manycast_server_{name} {kind}");
+            let _ = writeln!(out, "manycast_server_{name} {value}");
+        };
+        let s = &self.service;
+        metric(
+            "member",
+            "gauge",
+            "This member's id.",
+            u64::from(self.member),
+        );
+        metric("served_total", "counter", "Datagrams answered.", s.served);
+        metric(
+            "filtered_total",
+            "counter",
+            "Datagrams from sources outside this member's slices, not answered.",
+            s.filtered,
+        );
+        metric(
+            "sessions_refused_total",
+            "counter",
+            "Datagrams from new clients refused because the session table was full.",
+            s.refused_full,
+        );
+        metric("resets_total", "counter", "Reset replies sent.", s.resets);
+        metric(
+            "sessions",
+            "gauge",
+            "Client sessions held.",
+            self.sessions as u64,
+        );
+        metric(
+            "joins_sent_total",
+            "counter",
+            "Signed IGMPv3 reports sent.",
+            self.joins_sent,
+        );
+        metric(
+            "queries_total",
+            "counter",
+            "IGMP queries heard.",
+            self.queries,
+        );
+        metric(
+            "commits_total",
+            "counter",
+            "Allocations committed.",
+            self.commits,
+        );
+        metric(
+            "epoch",
+            "gauge",
+            "Epoch of the committed allocation.",
+            self.epoch,
+        );
+        metric(
+            "slices",
+            "gauge",
+            "Slices this member owns.",
+            self.slices as u64,
+        );
+        metric(
+            "slice_addresses",
+            "gauge",
+            "Source addresses covered by this member's slices.",
+            self.slice_addresses,
+        );
+        metric(
+            "control_accepted_total",
+            "counter",
+            "Control messages accepted.",
+            self.control.accepted,
+        );
+        metric(
+            "control_sent_total",
+            "counter",
+            "Control messages sent.",
+            self.control.sent,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP manycast_server_control_dropped_total Control messages dropped, by reason."
+        );
+        let _ = writeln!(out, "# TYPE manycast_server_control_dropped_total counter");
+        for (reason, n) in &self.control.dropped {
+            let _ = writeln!(
+                out,
+                "manycast_server_control_dropped_total{{reason=\"{}\"}} {n}",
+                reason.as_str()
+            );
+        }
+        out
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename.
+pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_once_with_values() {
+        let mut s = Snapshot::new(MemberId(2));
+        s.service.served = 5;
+        s.service.filtered = 7;
+        s.slice_addresses = 1 << 31;
+        s.control
+            .dropped
+            .insert(control_channel::DropReason::BadSignature, 3);
+        let text = s.render();
+        assert!(text.contains("manycast_server_member 2\n"));
+        assert!(text.contains("manycast_server_served_total 5\n"));
+        assert!(text.contains("manycast_server_filtered_total 7\n"));
+        assert!(text.contains("manycast_server_slice_addresses 2147483648\n"));
+        assert!(
+            text.contains("manycast_server_control_dropped_total{reason=\"bad-signature\"} 3\n")
+        );
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            assert_eq!(text.matches(line).count(), 1, "{line}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.prom");
+        write_file(&p, &text).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+    }
+}

@@ -1,0 +1,361 @@
+//! Namespaces, keys and processes for the end-to-end tests: the real `manycast-server` binary in
+//! server namespaces, the real `manycast-verifier` in a router namespace, UDP clients in a client
+//! namespace. Names are `mcs-<pid>-<n>-<role>`; [`Lab`]'s `Drop` kills the processes it started
+//! (by their own handles) and deletes the namespaces, also when a test panics.
+
+use igmp_ext::fixtures::Fixture;
+use igmp_ext::{CertificateBody, KeyId, Timestamp};
+use manycast_server::keys;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+pub const CONTROL: Ipv4Addr = Ipv4Addr::new(239, 77, 0, 1);
+pub const PORT: u16 = 5000;
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the manycast-server namespace tests need root (network namespaces, raw sockets)"
+    );
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits for `cond` for up to 30 s (a deadline for a hung run, not a timing assertion).
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The built `manycast-verifier` next to this test's binaries; built if missing (running only
+/// this crate's tests does not build other packages' binaries).
+pub fn verifier_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = dir.join("manycast-verifier");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "manycast-verifier",
+                "--bin",
+                "manycast-verifier",
+            ])
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "building manycast-verifier failed");
+    }
+    bin
+}
+
+#[derive(Debug)]
+pub struct Lab {
+    base: String,
+    pub namespaces: Vec<String>,
+    pub children: Vec<(String, Child)>,
+    pub dir: tempfile::TempDir,
+    pub fixture: Fixture,
+}
+
+impl Lab {
+    pub fn new(members: u32) -> Lab {
+        require_root();
+        let base = format!(
+            "mcs-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Lab {
+            base,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            fixture: Fixture::new(members),
+        };
+        lab.write_keys();
+        lab
+    }
+
+    /// The fixture's group key, and each member's key with a certificate for the service and
+    /// the control group, valid around now.
+    fn write_keys(&self) {
+        let d = self.dir.path();
+        keys::write_public_key(
+            &d.join("group.pub"),
+            &self.fixture.group_key.verifying_key(),
+        )
+        .expect("group.pub");
+        let now = control_channel::driver::wall_clock();
+        for m in &self.fixture.members {
+            let body = CertificateBody {
+                member_id: m.id,
+                member_key: m.key.verifying_key(),
+                issuer: KeyId::of(&self.fixture.group_key.verifying_key()),
+                not_before: Timestamp(now.0.saturating_sub(3_600_000)),
+                not_after: now.saturating_add(Duration::from_secs(86_400)),
+                groups: vec![GROUP, CONTROL],
+                slices: igmp_ext::SliceSet::full(),
+            };
+            let cert = body.issue(&self.fixture.group_key).expect("issue");
+            keys::write_private_key(&d.join(format!("{}.key", m.id)), &m.key).expect("key");
+            keys::write_certificate(&d.join(format!("{}.cert", m.id)), &cert).expect("cert");
+        }
+    }
+
+    pub fn netns(&mut self, role: &str) -> String {
+        let name = format!("{}-{role}", self.base);
+        ip(&["netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    pub fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) {
+        ip(&[
+            "-n", a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b,
+        ]);
+        ip(&["-n", a, "link", "set", a_if, "up"]);
+        ip(&["-n", b, "link", "set", b_if, "up"]);
+    }
+
+    pub fn addr(&self, ns: &str, ifname: &str, cidr: &str) {
+        ip(&["-n", ns, "addr", "add", cidr, "dev", ifname]);
+    }
+
+    /// A bridge namespace with IGMP snooping off: it floods multicast like a plain switch.
+    pub fn switch(&mut self, role: &str) -> String {
+        let sw = self.netns(role);
+        ip(&[
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        ip(&["-n", &sw, "link", "set", "br0", "up"]);
+        sw
+    }
+
+    /// Plugs a new interface `ifname` of `ns` into the switch `sw` as port `port`.
+    pub fn plug(&self, sw: &str, port: &str, ns: &str, ifname: &str) {
+        self.veth(sw, port, ns, ifname);
+        ip(&["-n", sw, "link", "set", port, "master", "br0"]);
+    }
+
+    pub fn sysctl(&self, ns: &str, kv: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "sysctl", "-q", "-w", kv])
+            .output()
+            .expect("sysctl");
+        assert!(out.status.success(), "sysctl {kv} in {ns}");
+    }
+
+    /// Writes member `i`'s (0-based) config and starts `manycast-server` in `ns`.
+    pub fn start_server(&mut self, i: usize, ns: &str, interface: &str, control_if: &str) {
+        let id = self.fixture.members[i].id;
+        let d = self.dir.path();
+        let config = d.join(format!("{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "group = \"{GROUP}\"\ninterface = \"{interface}\"\nservice_port = {PORT}\n\
+                 member_key = \"{k}\"\nmember_cert = \"{c}\"\ngroup_pub = \"{g}\"\n\
+                 metrics_file = \"{m}\"\n[control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n",
+                k = d.join(format!("{id}.key")).display(),
+                c = d.join(format!("{id}.cert")).display(),
+                g = d.join("group.pub").display(),
+                m = d.join(format!("{id}.prom")).display(),
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(d.join(format!("{id}.log"))).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(env!("CARGO_BIN_EXE_manycast-server"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start manycast-server");
+        self.children.push((format!("{id}"), child));
+    }
+
+    /// A metric from member `i`'s metrics file (0 until the file exists).
+    pub fn metric(&self, i: usize, name: &str) -> u64 {
+        let id = self.fixture.members[i].id;
+        let text =
+            std::fs::read_to_string(self.dir.path().join(format!("{id}.prom"))).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("manycast_server_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGKILL to the process named `name` (by its own handle; `ip netns exec` execs the
+    /// binary, so the child is the daemon).
+    pub fn kill(&mut self, name: &str) {
+        if let Some((_, c)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, name: &str) -> std::process::ExitStatus {
+        let (_, c) = self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("process");
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{name} did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (n, _) in &self.children {
+            let p = self.dir.path().join(format!("{n}.log"));
+            out.push_str(&format!(
+                "==== {n}\n{}\n",
+                std::fs::read_to_string(p).unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread inside `ns`.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// UDP clients, one socket per source address, kept across rounds so that their sessions
+/// (address and port) persist.
+#[derive(Debug)]
+pub struct Clients {
+    socks: Vec<(Ipv4Addr, std::net::UdpSocket)>,
+}
+
+impl Clients {
+    /// Sockets made inside `ns` stay in it wherever they are used later.
+    pub fn new(ns: &str, sources: &[Ipv4Addr]) -> Clients {
+        let socks = in_netns(ns, || {
+            sources
+                .iter()
+                .map(|&src| {
+                    let s =
+                        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp");
+                    s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+                        .expect("bind");
+                    s.set_multicast_ttl_v4(8).expect("ttl");
+                    s.set_multicast_if_v4(&src).expect("mcast if");
+                    s.set_read_timeout(Some(Duration::from_millis(300)))
+                        .expect("timeout");
+                    (src, s.into())
+                })
+                .collect()
+        });
+        Clients { socks }
+    }
+
+    /// One request per source per round, `rounds` times; per source every datagram received
+    /// (server address, text) in order, stray or late ones included. A request without an
+    /// answer is repeated a few times.
+    pub fn ask(&self, rounds: usize) -> BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> {
+        let mut out: BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> = BTreeMap::new();
+        for _ in 0..rounds {
+            for (src, s) in &self.socks {
+                let got = out.entry(*src).or_default();
+                let before = got.len();
+                for _try in 0..5 {
+                    s.send_to(b"hello", SocketAddrV4::new(GROUP, PORT))
+                        .expect("send");
+                    let mut buf = [0u8; 128];
+                    while let Ok((n, from)) = s.recv_from(&mut buf) {
+                        if let std::net::SocketAddr::V4(from) = from {
+                            got.push((
+                                *from.ip(),
+                                String::from_utf8_lossy(&buf[..n]).trim().to_owned(),
+                            ));
+                        }
+                    }
+                    if got.len() > before {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// [`Clients::ask`] with fresh sockets.
+pub fn ask(
+    ns: &str,
+    sources: &[Ipv4Addr],
+    rounds: usize,
+) -> BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> {
+    Clients::new(ns, sources).ask(rounds)
+}
