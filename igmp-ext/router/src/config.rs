@@ -14,8 +14,13 @@ use std::path::PathBuf;
 pub struct Config {
     /// Interfaces the verifier is the IGMP router and multicast router on.
     pub interfaces: Vec<String>,
-    /// Group keys for the offline key source (see `keyfile`), until the DNS client is wired in.
-    pub keys: PathBuf,
+    /// Group keys for the offline key source (see `keyfile`). Exactly one of `keys` and
+    /// `[keystore]` is set.
+    #[serde(default)]
+    pub keys: Option<PathBuf>,
+    /// The DNSSEC-validating dns-keystore client as the key source.
+    #[serde(default)]
+    pub keystore: Option<KeystoreSection>,
     /// Unix socket serving the status (`--status`).
     #[serde(default = "default_status_socket")]
     pub status_socket: PathBuf,
@@ -133,6 +138,36 @@ pub struct VipSection {
     pub pin: bool,
 }
 
+/// Where the verifier fetches group keys from (the dns-keystore daemon, README "dns-keystore").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreSection {
+    /// The keystore's DNS address.
+    pub server: SocketAddr,
+    /// The BIND `trust-anchors` file the dns-keystore daemon writes.
+    pub trust_anchor: PathBuf,
+    /// The protected groups whose records are fetched and kept fresh.
+    pub groups: Vec<Ipv4Addr>,
+    /// How often records whose TTL ran out are fetched again.
+    #[serde(default = "default_refresh_ms")]
+    pub refresh_ms: u64,
+    /// How long past the TTL cached keys are served while the keystore does not answer
+    /// (default: the client's, 1 hour).
+    #[serde(default)]
+    pub max_stale_ms: Option<u64>,
+}
+
+fn default_refresh_ms() -> u64 {
+    5_000
+}
+
+/// Where group keys come from, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySourceConfig<'a> {
+    File(&'a std::path::Path),
+    Keystore(&'a KeystoreSection),
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSection {
@@ -168,6 +203,7 @@ impl Config {
             return Err(ConfigError("more than 32 interfaces".into()));
         }
         self.protected()?;
+        self.key_source()?;
         self.gap_policy()?;
         if !(1..=7).contains(&self.querier.robustness) {
             return Err(ConfigError("querier.robustness must be 1 to 7".into()));
@@ -186,6 +222,58 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The key source: exactly one of `keys` and `[keystore]`.
+    pub fn key_source(&self) -> Result<KeySourceConfig<'_>, ConfigError> {
+        match (&self.keys, &self.keystore) {
+            (Some(k), None) => Ok(KeySourceConfig::File(k)),
+            (None, Some(ks)) => {
+                if ks.groups.is_empty() {
+                    return Err(ConfigError("keystore.groups is empty".into()));
+                }
+                if ks.refresh_ms == 0 {
+                    return Err(ConfigError("keystore.refresh_ms must be positive".into()));
+                }
+                let protected = self.protected()?;
+                if let Some(g) = ks
+                    .groups
+                    .iter()
+                    .find(|g| !protected.iter().any(|p| p.contains_addr(**g)))
+                {
+                    return Err(ConfigError(format!(
+                        "keystore.groups: group {g} is not protected"
+                    )));
+                }
+                Ok(KeySourceConfig::Keystore(ks))
+            }
+            (Some(_), Some(_)) => Err(ConfigError(
+                "both `keys` and `[keystore]` are set: configure exactly one key source".into(),
+            )),
+            (None, None) => Err(ConfigError(
+                "no key source: set `keys` (a key file) or a `[keystore]` section".into(),
+            )),
+        }
+    }
+
+    /// The keystore client's settings, with the trust anchor read from its file.
+    pub fn keystore_client_config(
+        ks: &KeystoreSection,
+    ) -> Result<dns_keystore::client::ClientConfig, ConfigError> {
+        let path = &ks.trust_anchor;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "keystore.trust_anchor: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let anchor = dns_keystore::validate::TrustAnchor::parse(&text)
+            .map_err(|e| ConfigError(format!("keystore.trust_anchor {}: {e}", path.display())))?;
+        let mut c = dns_keystore::client::ClientConfig::new(ks.server, anchor);
+        if let Some(ms) = ks.max_stale_ms {
+            c.max_stale = Duration::from_millis(ms);
+        }
+        Ok(c)
     }
 
     pub fn protected(&self) -> Result<Vec<Slice>, ConfigError> {
@@ -314,10 +402,76 @@ pin = true
     }
 
     #[test]
+    fn keystore_config_parses_with_defaults() {
+        let c = Config::parse(
+            r#"
+interfaces = ["c0"]
+[keystore]
+server = "127.0.0.1:5353"
+trust_anchor = "/var/lib/dns-keystore/trust-anchors"
+groups = ["232.1.1.1", "232.1.1.2"]
+"#,
+        )
+        .expect("valid");
+        let KeySourceConfig::Keystore(ks) = c.key_source().unwrap() else {
+            panic!("not the keystore");
+        };
+        assert_eq!(ks.server, "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(ks.groups.len(), 2);
+        assert_eq!(ks.refresh_ms, 5_000);
+        assert_eq!(ks.max_stale_ms, None);
+        assert_eq!(c.keys, None);
+        // A missing trust-anchor file is one line naming it.
+        let e = Config::keystore_client_config(ks).unwrap_err();
+        assert!(e.0.contains("/var/lib/dns-keystore/trust-anchors"), "{e}");
+        assert!(!e.0.contains('\n'), "{e:?}");
+    }
+
+    #[test]
+    fn keystore_trust_anchor_is_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("mc-verifier-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad-anchor");
+        std::fs::write(&bad, "not an anchor").unwrap();
+        let ks = KeystoreSection {
+            server: "127.0.0.1:53".parse().unwrap(),
+            trust_anchor: bad.clone(),
+            groups: vec![Ipv4Addr::new(232, 1, 1, 1)],
+            refresh_ms: 1000,
+            max_stale_ms: Some(2500),
+        };
+        let e = Config::keystore_client_config(&ks).unwrap_err();
+        assert!(e.0.contains("trust-anchors"), "{e}");
+        assert!(!e.0.contains('\n'), "{e:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn bad_configs_fail_with_one_line() {
         for (text, want) in [
             ("interfaces = []\nkeys = \"k\"", "`interfaces` is empty"),
             ("keys = \"k\"", "missing field `interfaces`"),
+            ("interfaces = [\"a\"]", "no key source"),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\n[keystore]\nserver = \"127.0.0.1:53\"\ntrust_anchor = \"t\"\ngroups = [\"232.1.1.1\"]",
+                "configure exactly one key source",
+            ),
+            (
+                "interfaces = [\"a\"]\n[keystore]\nserver = \"127.0.0.1:53\"\ntrust_anchor = \"t\"\ngroups = []",
+                "keystore.groups is empty",
+            ),
+            (
+                "interfaces = [\"a\"]\n[keystore]\nserver = \"127.0.0.1:53\"\ntrust_anchor = \"t\"\ngroups = [\"239.1.1.1\"]",
+                "group 239.1.1.1 is not protected",
+            ),
+            (
+                "interfaces = [\"a\"]\n[keystore]\nserver = \"127.0.0.1\"\ntrust_anchor = \"t\"\ngroups = [\"232.1.1.1\"]",
+                "invalid socket address",
+            ),
+            (
+                "interfaces = [\"a\"]\n[keystore]\ntrust_anchor = \"t\"\ngroups = [\"232.1.1.1\"]",
+                "missing field `server`",
+            ),
             (
                 "interfaces = [\"a\"]\nkeys = \"k\"\nbogus = 1",
                 "unknown field `bogus`",

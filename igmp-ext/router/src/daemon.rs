@@ -2,7 +2,7 @@
 //! querier, rate limiter, steering planners) and applies what they decide to the kernel.
 //! Client traffic never comes here: only IGMP, upcalls, status and metrics requests.
 
-use crate::config::Config;
+use crate::config::{Config, KeySourceConfig};
 use crate::keyfile::FileKeySource;
 use crate::querier::{Event, Querier, Transmit};
 use crate::ratelimit::{Limited, RateLimiter};
@@ -11,16 +11,18 @@ use crate::steering::{resolve, GapPolicy, KernelOp, NativeSteering, Target, VifT
 use crate::sys::mroute::{self, MfcSpec, MrouteControl, Upcall, IGMPMSG_NOCACHE};
 use crate::sys::procfs;
 use crate::vip::VipSteering;
+use dns_keystore::client::KeystoreClient;
 use igmp_ext::verify::LinkTable;
 use igmp_ext::wire::igmp::IgmpRepr;
 use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
-use igmp_ext::{Accepted, JoinVerifier, Reason, Slice, Timestamp};
+use igmp_ext::{Accepted, JoinVerifier, KeySource, Reason, Slice, Timestamp};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn};
 use socket2::{InterfaceIndexOrAddress, Protocol, SockAddr, Socket};
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -93,10 +95,58 @@ struct Stats {
     queries_sent: u64,
 }
 
+/// Where the verifier's group keys come from.
+#[derive(Debug)]
+pub enum Keys {
+    /// The offline key file (`keys`).
+    File(FileKeySource),
+    /// The DNSSEC-validating keystore client (`[keystore]`), refreshed by its own task.
+    Keystore(Arc<KeystoreClient>),
+}
+
+impl Keys {
+    /// Loads the key file, or builds the keystore client and registers the configured groups
+    /// (nothing is fetched yet: see [`Keys::start`]).
+    pub fn load(cfg: &Config) -> Result<Keys, String> {
+        match cfg.key_source().map_err(|e| e.0)? {
+            KeySourceConfig::File(p) => Ok(Keys::File(FileKeySource::load(p)?)),
+            KeySourceConfig::Keystore(ks) => {
+                let client =
+                    KeystoreClient::new(Config::keystore_client_config(ks).map_err(|e| e.0)?);
+                for g in &ks.groups {
+                    client.watch(*g);
+                }
+                Ok(Keys::Keystore(Arc::new(client)))
+            }
+        }
+    }
+
+    /// For the keystore: fetches every group once (so that keys are there before the first
+    /// join when the keystore is up; failures are logged and retried), then starts the
+    /// refresher. Must run inside the tokio runtime.
+    pub async fn start(&self, refresh: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        match self {
+            Keys::File(_) => None,
+            Keys::Keystore(client) => {
+                client.refresh_due(dns_keystore::client::wall_clock()).await;
+                Some(client.spawn_refresher(refresh))
+            }
+        }
+    }
+
+    pub fn source(&self) -> &dyn KeySource {
+        match self {
+            Keys::File(f) => f,
+            Keys::Keystore(c) => c.as_ref(),
+        }
+    }
+}
+
 /// The running verifier.
 pub struct Router {
     cfg: Config,
-    keys: FileKeySource,
+    keys: Keys,
+    refresher: Option<tokio::task::JoinHandle<()>>,
     verifier: JoinVerifier,
     querier: Querier,
     limiter: RateLimiter,
@@ -126,7 +176,7 @@ impl core::fmt::Debug for Router {
 impl Router {
     /// Opens everything; every error is one line for the operator.
     pub fn start(cfg: Config) -> Result<Router, String> {
-        let keys = FileKeySource::load(&cfg.keys)?;
+        let keys = Keys::load(&cfg)?;
         let vcfg = cfg.verifier_config().map_err(|e| e.0)?;
         let gap = cfg.gap_policy().map_err(|e| e.0)?;
         let (found, links) = discover(&cfg.interfaces)?;
@@ -246,6 +296,7 @@ impl Router {
             last_sweep: now,
             stats: Stats::default(),
             keys,
+            refresher: None,
             cfg,
         })
     }
@@ -361,7 +412,7 @@ impl Router {
         }
         match self
             .verifier
-            .handle_datagram(now, ifindex, datagram, &self.keys)
+            .handle_datagram(now, ifindex, datagram, self.keys.source())
         {
             Ok(Accepted::Plain { sender, message }) => {
                 self.stats.plain_accepted += 1;
@@ -654,6 +705,9 @@ impl Router {
             ),
             None => None,
         };
+        if let Some(ks) = &self.cfg.keystore {
+            self.refresher = self.keys.start(Duration::from_millis(ks.refresh_ms)).await;
+        }
         self.querier.query_now(now());
         self.tick(now());
         self.ownership_changed(None);
@@ -693,6 +747,9 @@ impl Router {
             }
         }
         info!("shutting down");
+        if let Some(r) = self.refresher.take() {
+            r.abort();
+        }
         self.shutdown();
         let _ = std::fs::remove_file(&self.cfg.status_socket);
         Ok(())

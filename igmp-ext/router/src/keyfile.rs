@@ -1,6 +1,7 @@
 //! The offline key source: group public keys and revocations read from a TOML file. The
-//! DNSSEC-validating dns-keystore client (issue 3) implements the same `KeySource` trait and
-//! replaces this; the file is the fallback for routers without the keystore.
+//! DNSSEC-validating dns-keystore client implements the same `KeySource` trait and is chosen
+//! with `[keystore]` instead (see `daemon::Keys`); the file is the fallback for routers without
+//! the keystore.
 //!
 //! ```toml
 //! [[group]]

@@ -27,7 +27,7 @@ struct Cli {
     /// The status socket to ask (default: the one in --config, else /run/manycast-verifier.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Check the configuration and the key file, then exit.
+    /// Check the configuration and the key file (or the keystore trust anchor), then exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         return fail("--config is required to run the verifier (see --help)");
     };
     if cli.check_config {
-        if let Err(e) = manycast_verifier::keyfile::FileKeySource::load(&config.keys) {
+        if let Err(e) = manycast_verifier::daemon::Keys::load(&config) {
             return fail(e);
         }
         println!("configuration ok");

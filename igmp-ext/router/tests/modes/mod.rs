@@ -1,5 +1,6 @@
 //! One module per steering mode, and one for the refusals and the querier's election.
 
+mod keystore;
 mod native;
 mod policy;
 mod vip;
