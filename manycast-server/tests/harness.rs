@@ -45,30 +45,18 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The built `manycast-verifier` next to this test's binaries; built if missing (running only
-/// this crate's tests does not build other packages' binaries).
+#[path = "../../testkit/workspace_bin.rs"]
+pub mod workspace_bin;
+
+/// The `manycast-verifier` daemon of this build, rebuilt when its sources changed.
 pub fn verifier_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let bin = dir.join("manycast-verifier");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "manycast-verifier",
-                "--bin",
-                "manycast-verifier",
-            ])
-            .status()
-            .expect("cargo build");
-        assert!(st.success(), "building manycast-verifier failed");
-    }
-    bin
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = [
+        root.join("igmp-ext/src"),
+        root.join("igmp-ext/router/src"),
+        root.join("dns-keystore/src"),
+    ];
+    workspace_bin::workspace_bin("manycast-verifier", "manycast-verifier", &src)
 }
 
 #[derive(Debug)]

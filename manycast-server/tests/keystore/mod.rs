@@ -7,40 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-const ZONE: &str = "groups.manycast.test";
-
-/// The `dns-keystore` binary of this build. Another package's binaries have no
-/// `CARGO_BIN_EXE_*`, so it is found beside this test's own profile directory
-/// (`target/<profile>/`, so `CARGO_TARGET_DIR` is respected). `cargo test --workspace` has built
-/// it already; otherwise, or when a source file is newer, it is built here once. Building it
-/// every time would compile its dependencies a second time with other unified features.
+/// The `dns-keystore` daemon of this build.
 fn keystore_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("dns-keystore");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dns-keystore/src");
-    let newest_src = std::fs::read_dir(&src)
-        .expect("dns-keystore sources")
-        .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
-        .max();
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    if built.is_none() || newest_src > built {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "dns-keystore", "--bin", "dns-keystore"]);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p dns-keystore failed");
-    }
-    bin
+    crate::harness::workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &[src])
 }
+
+const ZONE: &str = "groups.manycast.test";
 
 fn free_port() -> u16 {
     loop {

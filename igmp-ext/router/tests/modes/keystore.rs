@@ -14,39 +14,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../../../testkit/workspace_bin.rs"]
+mod workspace_bin;
+
+/// The `dns-keystore` daemon of this build.
+fn keystore_bin() -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dns-keystore/src");
+    workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &[src])
+}
+
 const ZONE: &str = "groups.manycast.test";
 const EVEN: Slice = Slice::new(0, 1);
 const ODD: Slice = Slice::new(1, 1);
-
-/// The `dns-keystore` binary of this build, found beside this test's profile directory
-/// (another package's binaries have no `CARGO_BIN_EXE_*`); built once if missing or stale.
-fn keystore_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("dns-keystore");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dns-keystore/src");
-    let newest_src = std::fs::read_dir(&src)
-        .expect("dns-keystore sources")
-        .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
-        .max();
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    if built.is_none() || newest_src > built {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "dns-keystore", "--bin", "dns-keystore"]);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p dns-keystore failed");
-    }
-    bin
-}
 
 /// The keystore daemon in a namespace, killed when dropped (also when an assertion fails).
 struct Keystore {
