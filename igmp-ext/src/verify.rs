@@ -336,6 +336,8 @@ struct PendingJoin {
     cert: Arc<CachedCertificate>,
     sender: Ipv4Addr,
     ifindex: u32,
+    /// The effective claim (includes minus excludes), computed once per join.
+    slices: SliceSet,
     public_records: Vec<GroupRecordRepr<Ipv4Addr>>,
 }
 
@@ -603,6 +605,7 @@ impl JoinVerifier {
             cert,
             sender,
             ifindex,
+            slices,
             public_records,
         })))
     }
@@ -702,7 +705,7 @@ impl JoinVerifier {
             ));
         }
         let claim = Claim {
-            slices: claims.slices(),
+            slices: p.slices.clone(),
             epoch: claims.epoch,
             ifindex: p.ifindex,
             sender: p.sender,
@@ -724,7 +727,7 @@ impl JoinVerifier {
                 group: claims.group,
                 sender: p.sender,
                 ifindex: p.ifindex,
-                slices: claims.slices(),
+                slices: p.slices,
                 epoch: claims.epoch,
                 timestamp: claims.timestamp,
                 record_type: claims.record_type,
