@@ -13,7 +13,8 @@ use std::time::Duration;
 pub enum Mode {
     /// UDP to the group address; the daemon receives the group itself.
     Native,
-    /// TCP to a unicast VIP held on loopback (not implemented yet).
+    /// TCP to a unicast VIP held on loopback; any TCP server bound to the VIP is the
+    /// application, and the member answers clients directly (SPEC.md §11.5).
     Vip,
 }
 
@@ -111,6 +112,28 @@ impl Default for ServiceConfig {
     }
 }
 
+/// VIP mode (`mode = "vip"`, SPEC.md §11.5).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VipConfig {
+    /// The unicast VIP the verifier binds to `group`; held on loopback while the daemon runs.
+    /// Required in VIP mode.
+    pub address: Option<Ipv4Addr>,
+    /// Reset strategy: moved connections are destroyed this long after the commit, so that
+    /// the router has re-pointed the slices (the new owner's join reached it) before the
+    /// clients reconnect.
+    pub reset_delay_ms: u64,
+}
+
+impl Default for VipConfig {
+    fn default() -> Self {
+        VipConfig {
+            address: None,
+            reset_delay_ms: 200,
+        }
+    }
+}
+
 /// The whole file. Only `group`, `interface` and the three key paths are required.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +163,8 @@ pub struct Config {
     pub igmp: IgmpConfig,
     #[serde(default)]
     pub service: ServiceConfig,
+    #[serde(default)]
+    pub vip: VipConfig,
 }
 
 fn default_mode() -> Mode {
@@ -235,7 +260,31 @@ impl Config {
         if self.igmp.refresh_ms == 0 || self.service.session_idle_ms == 0 {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
-        Ok(())
+        self.validate_vip()
+    }
+
+    fn validate_vip(&self) -> Result<(), String> {
+        match (self.mode, self.vip.address) {
+            (Mode::Vip, None) => Err("mode = \"vip\" needs vip.address".into()),
+            (Mode::Native, Some(_)) => Err("vip.address is set but mode is not \"vip\"".into()),
+            (Mode::Vip, Some(a))
+                if a.is_multicast()
+                    || a.is_unspecified()
+                    || a.is_loopback()
+                    || a.is_broadcast() =>
+            {
+                Err(format!("vip.address {a} is not a unicast address"))
+            }
+            (Mode::Vip, Some(_))
+                if matches!(self.strategy, Strategy::Forward | Strategy::Handoff) =>
+            {
+                Err(format!(
+                    "strategy = \"{}\" is not available in VIP mode; use \"reset\" or \"pin\"",
+                    self.strategy.as_str()
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn control_interface(&self) -> &str {
@@ -295,6 +344,8 @@ group_pub = "/k/group.pub"
         assert_eq!(c.igmp.refresh_ms, 10_000);
         assert_eq!(c.service.max_sessions, 65_536);
         assert_eq!(c.metrics_file, None);
+        assert_eq!(c.vip, VipConfig::default());
+        assert_eq!(c.vip.reset_delay_ms, 200);
         let cc = c.control_config();
         assert_eq!(cc.down_after, Duration::from_millis(200));
     }
@@ -302,14 +353,17 @@ group_pub = "/k/group.pub"
     #[test]
     fn every_field_is_read() {
         let c = Config::parse(&format!(
-            "{MINIMAL}mode = \"vip\"\nservice_port = 7\nstrategy = \"handoff\"\nweight = 3\n\
+            "{MINIMAL}mode = \"vip\"\nservice_port = 7\nstrategy = \"pin\"\nweight = 3\n\
              metrics_file = \"/tmp/m.prom\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
              interface = \"ctl0\"\nttl = 4\nslice_bits = 4\n[igmp]\nrobustness = 3\n\
-             refresh_ms = 5000\n[service]\nmax_sessions = 10\n"
+             refresh_ms = 5000\n[service]\nmax_sessions = 10\n\
+             [vip]\naddress = \"10.200.0.1\"\nreset_delay_ms = 50\n"
         ))
         .unwrap();
         assert_eq!(c.mode, Mode::Vip);
-        assert_eq!(c.strategy, Strategy::Handoff);
+        assert_eq!(c.strategy, Strategy::Pin);
+        assert_eq!(c.vip.address, Some(Ipv4Addr::new(10, 200, 0, 1)));
+        assert_eq!(c.vip.reset_delay_ms, 50);
         assert_eq!(c.control_interface(), "ctl0");
         assert_eq!(c.control.slice_bits, 4);
         assert_eq!(c.agent_config().robustness, 3);
@@ -325,6 +379,17 @@ group_pub = "/k/group.pub"
             ("[control]\ngroup = \"232.1.1.1\"\n", "must differ"),
             ("[control]\nslice_bits = 30\n", "above 16"),
             ("[igmp]\nrobustness = 0\n", "at least 1"),
+            ("mode = \"vip\"\n", "needs vip.address"),
+            ("[vip]\naddress = \"10.200.0.1\"\n", "mode is not"),
+            (
+                "mode = \"vip\"\n[vip]\naddress = \"224.0.0.9\"\n",
+                "not a unicast",
+            ),
+            (
+                "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n",
+                "not available in VIP mode",
+            ),
+            ("[vip]\nport = 80\n", "unknown field"),
         ];
         for (extra, want) in cases {
             // Later keys would be duplicates of MINIMAL's: drop the ones the case redefines.

@@ -42,6 +42,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("VIP mode: {0}")]
+    Vip(#[from] crate::vip::VipError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> DaemonError {
@@ -166,6 +168,8 @@ struct Runtime {
     igmp: AsyncFd<Socket>,
     udp: UdpSocket,
     snapshot: Snapshot,
+    /// VIP mode with the reset strategy: destroys the TCP connections of moved clients.
+    vip_reset: Option<crate::vip::ResetTask>,
 }
 
 impl Runtime {
@@ -208,6 +212,9 @@ impl Runtime {
                 self.snapshot.slice_addresses = slices.size();
                 self.snapshot.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
+                if let Some(r) = &self.vip_reset {
+                    r.set_slices(slices.clone());
+                }
                 let replies = self.service.set_slices(slices);
                 self.send_replies(replies).await;
                 self.agent
@@ -243,6 +250,9 @@ impl Runtime {
     fn update_service_metrics(&mut self) {
         self.snapshot.service = self.service.counters();
         self.snapshot.sessions = self.service.session_count();
+        if let Some(r) = &self.vip_reset {
+            (self.snapshot.vip_resets, self.snapshot.vip_reset_failures) = r.counts();
+        }
     }
 }
 
@@ -270,14 +280,16 @@ async fn control_counters(handle: &driver::DriverHandle) -> Option<Counters> {
 
 /// Runs until SIGTERM or SIGINT, then leaves the group and the cluster.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
-    if config.mode == Mode::Vip {
-        return Err(DaemonError::Unsupported(
-            "mode = \"vip\" is not implemented yet; use mode = \"native\"",
-        ));
-    }
     let creds = load_credentials(&config, driver::wall_clock())?;
     let me = creds.cert.body().member_id;
     let addr = interface_addr(&config.interface)?;
+    // VIP mode: the VIP on loopback and the ARP sysctls, put back when this guard drops
+    // (return from `run` after SIGTERM or an error).
+    let vip = config.vip.address.filter(|_| config.mode == Mode::Vip);
+    let _vip_host = vip.map(crate::vip::HostSetup::apply).transpose()?;
+    let vip_reset = vip
+        .filter(|_| config.strategy == crate::config::Strategy::Reset)
+        .map(|v| crate::vip::ResetTask::spawn(v, Duration::from_millis(config.vip.reset_delay_ms)));
     let ctl_if = config.control_interface().to_owned();
     let ctl_addr = interface_addr(&ctl_if)?;
     let mut sockcfg = SocketConfig::new(config.control.group, config.control.port, ctl_addr);
@@ -329,6 +341,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         service,
         igmp,
         udp,
+        vip_reset,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];

@@ -4,7 +4,8 @@
 //! ([`keys`]), the daemon's configuration ([`config`]), the sans-IO [`join_agent`] that decides
 //! when a member sends its signed joins, the sans-IO reference UDP [`service`] with local slice
 //! filtering, Prometheus [`metrics`], and the I/O shell [`daemon`] that wires them to the control
-//! channel, a raw IGMP socket and the service socket.
+//! channel, a raw IGMP socket and the service socket; [`vip`] holds VIP mode's host changes and
+//! the reset of moved TCP connections.
 
 pub mod config;
 pub mod daemon;
@@ -12,3 +13,4 @@ pub mod join_agent;
 pub mod keys;
 pub mod metrics;
 pub mod service;
+pub mod vip;

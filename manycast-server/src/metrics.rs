@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub slices: usize,
     /// Addresses covered by this member's slices (2^32 for the whole space).
     pub slice_addresses: u64,
+    /// VIP mode, reset strategy: TCP connections of moved clients destroyed, and failed tries.
+    pub vip_resets: u64,
+    pub vip_reset_failures: u64,
 }
 
 impl Snapshot {
@@ -103,6 +106,18 @@ impl Snapshot {
             self.slice_addresses,
         );
         metric(
+            "vip_resets_total",
+            "counter",
+            "VIP mode, reset strategy: TCP connections of moved clients destroyed (sock_diag).",
+            self.vip_resets,
+        );
+        metric(
+            "vip_reset_failures_total",
+            "counter",
+            "VIP mode, reset strategy: SOCK_DESTROY requests that failed.",
+            self.vip_reset_failures,
+        );
+        metric(
             "control_accepted_total",
             "counter",
             "Control messages accepted.",
@@ -148,6 +163,7 @@ mod tests {
         s.service.served = 5;
         s.service.filtered = 7;
         s.slice_addresses = 1 << 31;
+        s.vip_resets = 4;
         s.control
             .dropped
             .insert(control_channel::DropReason::BadSignature, 3);
@@ -156,6 +172,8 @@ mod tests {
         assert!(text.contains("manycast_server_served_total 5\n"));
         assert!(text.contains("manycast_server_filtered_total 7\n"));
         assert!(text.contains("manycast_server_slice_addresses 2147483648\n"));
+        assert!(text.contains("manycast_server_vip_resets_total 4\n"));
+        assert!(text.contains("manycast_server_vip_reset_failures_total 0\n"));
         assert!(
             text.contains("manycast_server_control_dropped_total{reason=\"bad-signature\"} 3\n")
         );

@@ -1,0 +1,471 @@
+//! VIP mode (SPEC.md §11.5): the member holds the unicast VIP on loopback and answers clients
+//! directly (direct server return), with the ARP sysctls that keep it from claiming the VIP on
+//! its links; under the reset strategy it destroys the TCP connections of clients whose slice
+//! moved away, through sock_diag `SOCK_DESTROY`.
+//!
+//! [`HostSetup`] changes the host and puts every change back when dropped (SIGTERM, an error,
+//! a panic that unwinds). [`moved_connections`] is the pure decision; [`SockDiag`] the kernel
+//! side, on the maintained `netlink-packet-sock-diag` and `netlink-sys` crates.
+
+use igmp_ext::SliceSet;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::constants::{AF_INET, IPPROTO_TCP, SOCK_DESTROY};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The interface that holds the VIP.
+pub const LOOPBACK: &str = "lo";
+
+/// A failed host change, as one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VipError {
+    #[error("{path}: {source}")]
+    Sysctl { path: String, source: io::Error },
+    #[error("ip {args}: {message}")]
+    Ip { args: String, message: String },
+}
+
+/// The sysctls direct server return needs, as (path, value). The kernel uses the larger of
+/// `all` and the interface's value for both, so `all` covers every link.
+/// - `arp_ignore = 1`: answer ARP only for addresses of the interface it arrived on. Without
+///   it, every member on a shared segment answers "who has VIP" (all of them hold it on `lo`)
+///   and the router's neighbour entry for the VIP flips between them.
+/// - `arp_announce = 2`: never use the VIP as the sender address of our own ARP requests.
+///   Replies leave from the VIP; without it the member asks "who has gateway, tell VIP" and
+///   the router learns VIP → this member's MAC.
+///
+/// `rp_filter` needs no change: a client's packet arrives on the interface the member's
+/// route back to the client uses, so strict reverse-path filtering passes (the end-to-end
+/// test runs the members with `rp_filter = 1`).
+pub const SYSCTLS: [(&str, u32); 2] = [
+    ("/proc/sys/net/ipv4/conf/all/arp_ignore", 1),
+    ("/proc/sys/net/ipv4/conf/all/arp_announce", 2),
+];
+
+/// What VIP mode changed on the host, undone by [`HostSetup::restore`] or on drop.
+#[derive(Debug)]
+pub struct HostSetup {
+    vip: Ipv4Addr,
+    /// False when the VIP was on loopback already (the operator's): then it stays.
+    added_address: bool,
+    /// Sysctls we raised, with the value they had.
+    saved: Vec<(PathBuf, String)>,
+}
+
+fn read_sysctl(path: &str) -> Result<String, VipError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| VipError::Sysctl {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn write_sysctl(path: &str, value: &str) -> Result<(), VipError> {
+    std::fs::write(path, value).map_err(|source| VipError::Sysctl {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn ip(args: &[&str]) -> Result<(), VipError> {
+    let err = |message: String| VipError::Ip {
+        args: args.join(" "),
+        message,
+    };
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
+    }
+}
+
+/// Whether `addr` is one of `ifname`'s IPv4 addresses.
+pub fn has_address(ifname: &str, addr: Ipv4Addr) -> io::Result<bool> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    Ok(addrs
+        .filter(|a| a.interface_name == ifname)
+        .any(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())) == Some(addr)))
+}
+
+impl HostSetup {
+    /// Raises the ARP sysctls that are below what direct server return needs and adds the VIP
+    /// /32 on loopback. On an error, what was already changed is put back.
+    pub fn apply(vip: Ipv4Addr) -> Result<HostSetup, VipError> {
+        let mut setup = HostSetup {
+            vip,
+            added_address: false,
+            saved: Vec::new(),
+        };
+        for (path, want) in SYSCTLS {
+            let old = read_sysctl(path)?;
+            // A stricter value the operator set stays.
+            if old.parse::<u32>().is_ok_and(|v| v >= want) {
+                continue;
+            }
+            write_sysctl(path, &want.to_string())?;
+            info!(sysctl = path, old = %old, new = want, "VIP mode");
+            setup.saved.push((PathBuf::from(path), old));
+        }
+        let present = has_address(LOOPBACK, vip).map_err(|source| VipError::Sysctl {
+            path: "getifaddrs".into(),
+            source,
+        })?;
+        if !present {
+            ip(&["-4", "addr", "add", &format!("{vip}/32"), "dev", LOOPBACK])?;
+            setup.added_address = true;
+            info!(%vip, "VIP added on {LOOPBACK}");
+        }
+        Ok(setup)
+    }
+
+    /// Puts back every change; safe to call twice. Errors are logged and the rest still undone.
+    pub fn restore(&mut self) {
+        if self.added_address {
+            match ip(&[
+                "-4",
+                "addr",
+                "del",
+                &format!("{}/32", self.vip),
+                "dev",
+                LOOPBACK,
+            ]) {
+                Ok(()) => info!(vip = %self.vip, "VIP removed from {LOOPBACK}"),
+                Err(e) => warn!("{e}"),
+            }
+            self.added_address = false;
+        }
+        for (path, old) in self.saved.drain(..) {
+            let p = path.to_string_lossy();
+            match write_sysctl(&p, &old) {
+                Ok(()) => info!(sysctl = %p, restored = %old, "VIP mode"),
+                Err(e) => warn!("{e}"),
+            }
+        }
+    }
+}
+
+impl Drop for HostSetup {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// A TCP connection to the VIP as sock_diag reports it; `cookie` names the socket exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpConn {
+    pub local: SocketAddrV4,
+    pub peer: SocketAddrV4,
+    pub cookie: [u8; 8],
+}
+
+/// The connections whose client is outside `slices`: the router no longer sends them here.
+pub fn moved_connections<'a>(
+    conns: &'a [TcpConn],
+    slices: &'a SliceSet,
+) -> impl Iterator<Item = &'a TcpConn> + 'a {
+    conns
+        .iter()
+        .filter(move |c| !slices.contains_addr(*c.peer.ip()))
+}
+
+/// Connection states worth destroying: everything with a peer, but not LISTEN (the
+/// application's own socket), TIME_WAIT or CLOSE (nothing left to end).
+fn connected_states() -> StateFlags {
+    StateFlags::ESTABLISHED
+        | StateFlags::SYN_RECV
+        | StateFlags::FIN_WAIT1
+        | StateFlags::FIN_WAIT2
+        | StateFlags::CLOSE_WAIT
+        | StateFlags::LAST_ACK
+        | StateFlags::CLOSING
+}
+
+/// A NETLINK_SOCK_DIAG socket in the daemon's network namespace.
+#[derive(Debug)]
+pub struct SockDiag {
+    socket: netlink_sys::Socket,
+    seq: u32,
+}
+
+impl SockDiag {
+    pub fn new() -> io::Result<SockDiag> {
+        let mut socket = netlink_sys::Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        Ok(SockDiag { socket, seq: 0 })
+    }
+
+    fn send(&mut self, message_type: u16, flags: u16, socket_id: SocketId) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family: AF_INET,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: connected_states(),
+                socket_id,
+            })
+            .into(),
+        );
+        packet.finalize();
+        // The crate builds the request (inet_diag_req_v2) and names SOCK_DESTROY, but its
+        // message type is always SOCK_DIAG_BY_FAMILY; a destroy is the same body under type 21.
+        packet.header.message_type = message_type;
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+        Ok(self.seq)
+    }
+
+    /// Reads answers to request `seq` and hands each inner message to `f`, until the dump's
+    /// DONE or an ACK/NACK. A NACK becomes the error.
+    fn receive(&mut self, seq: u32, mut f: impl FnMut(SockDiagMessage)) -> io::Result<()> {
+        loop {
+            let (buf, _) = self.socket.recv_from_full()?;
+            let mut rest: &[u8] = &buf;
+            while !rest.is_empty() {
+                let msg = NetlinkMessage::<SockDiagMessage>::deserialize(rest)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = msg.header.length as usize;
+                if len == 0 || len > rest.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink message length",
+                    ));
+                }
+                // Netlink messages are 4-byte aligned within a datagram.
+                rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => f(m),
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(()),
+                            Some(_) => Err(e.to_io()),
+                        }
+                    }
+                    NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The TCP connections whose local address is `vip`.
+    pub fn connections(&mut self, vip: Ipv4Addr) -> io::Result<Vec<TcpConn>> {
+        let seq = self.send(
+            netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            SocketId::new_v4(),
+        )?;
+        let mut out = Vec::new();
+        self.receive(seq, |m| {
+            let SockDiagMessage::InetResponse(r) = m else {
+                return;
+            };
+            let id = &r.header.socket_id;
+            if let (IpAddr::V4(local), IpAddr::V4(peer)) =
+                (id.source_address, id.destination_address)
+            {
+                if local == vip {
+                    out.push(TcpConn {
+                        local: SocketAddrV4::new(local, id.source_port),
+                        peer: SocketAddrV4::new(peer, id.destination_port),
+                        cookie: id.cookie,
+                    });
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Destroys one connection: the kernel sends the client a RST and the application's
+    /// socket fails with ECONNABORTED (tcp_abort).
+    pub fn destroy(&mut self, conn: &TcpConn) -> io::Result<()> {
+        let id = SocketId {
+            source_port: conn.local.port(),
+            destination_port: conn.peer.port(),
+            source_address: IpAddr::V4(*conn.local.ip()),
+            destination_address: IpAddr::V4(*conn.peer.ip()),
+            interface_id: 0,
+            cookie: conn.cookie,
+        };
+        let seq = self.send(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, id)?;
+        self.receive(seq, |_| {})
+    }
+}
+
+/// What one reset pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetOutcome {
+    pub destroyed: u64,
+    /// Gone before we got to them (closed meanwhile) or refused by the kernel.
+    pub failed: u64,
+}
+
+/// Destroys every connection to `vip` whose client is outside `slices`.
+pub fn reset_moved(vip: Ipv4Addr, slices: &SliceSet) -> io::Result<ResetOutcome> {
+    let mut diag = SockDiag::new()?;
+    let conns = diag.connections(vip)?;
+    let mut outcome = ResetOutcome::default();
+    for c in moved_connections(&conns, slices) {
+        match diag.destroy(c) {
+            Ok(()) => {
+                outcome.destroyed += 1;
+                info!(client = %c.peer, local = %c.local, "reset: connection destroyed");
+            }
+            Err(e) => {
+                outcome.failed += 1;
+                warn!(client = %c.peer, "reset: SOCK_DESTROY: {e}");
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Reset passes run by a task: each commit hands the member's new slices over; the task waits
+/// `delay` (commits meanwhile coalesce: it uses the latest slices), then destroys what moved.
+#[derive(Debug)]
+pub struct ResetTask {
+    slices: tokio::sync::watch::Sender<Option<SliceSet>>,
+    destroyed: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl ResetTask {
+    pub fn spawn(vip: Ipv4Addr, delay: Duration) -> ResetTask {
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<SliceSet>);
+        let destroyed = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (d, f) = (destroyed.clone(), failed.clone());
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                tokio::time::sleep(delay).await;
+                let Some(slices) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                match tokio::task::spawn_blocking(move || reset_moved(vip, &slices)).await {
+                    Ok(Ok(o)) => {
+                        d.fetch_add(o.destroyed, Ordering::Relaxed);
+                        f.fetch_add(o.failed, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => warn!("reset: sock_diag: {e}"),
+                    Err(e) => warn!("reset task: {e}"),
+                }
+            }
+        });
+        ResetTask {
+            slices: tx,
+            destroyed,
+            failed,
+        }
+    }
+
+    /// The member's slices after a commit.
+    pub fn set_slices(&self, slices: SliceSet) {
+        self.slices.send_replace(Some(slices));
+    }
+
+    /// (connections destroyed, destroys that failed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.destroyed.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::Slice;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    fn conn(peer: [u8; 4]) -> TcpConn {
+        TcpConn {
+            local: SocketAddrV4::new(Ipv4Addr::new(10, 200, 0, 1), 80),
+            peer: SocketAddrV4::new(Ipv4Addr::from(peer), 40000),
+            cookie: [0; 8],
+        }
+    }
+
+    #[test]
+    fn only_clients_outside_the_slices_move() {
+        let conns = vec![
+            conn([10, 1, 0, 2]),
+            conn([10, 1, 0, 3]),
+            conn([10, 1, 0, 4]),
+        ];
+        // Even low bit stays.
+        let slices = SliceSet::from(Slice::new(0, 1));
+        let moved: Vec<_> = moved_connections(&conns, &slices).collect();
+        assert_eq!(moved, vec![&conns[1]]);
+        assert_eq!(moved_connections(&conns, &SliceSet::full()).count(), 0);
+        assert_eq!(
+            moved_connections(&conns, &SliceSet::default()).count(),
+            conns.len()
+        );
+    }
+
+    /// The real kernel (needs root for SOCK_DESTROY): a connection over loopback is listed by
+    /// the dump and destroyed; the client sees a reset.
+    #[test]
+    fn sock_diag_lists_and_destroys_a_real_connection() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "SOCK_DESTROY needs CAP_NET_ADMIN: run the tests as root"
+        );
+        let lo = Ipv4Addr::LOCALHOST;
+        let listener = TcpListener::bind((lo, 0)).expect("listen");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (_server_side, _) = listener.accept().expect("accept");
+        let client_port = client.local_addr().expect("addr").port();
+        let mut diag = SockDiag::new().expect("sock_diag");
+        let conns = diag.connections(lo).expect("dump");
+        // Both ends have local address 127.0.0.1; the accepted one has the client as peer.
+        let accepted = conns
+            .iter()
+            .find(|c| c.peer.port() == client_port)
+            .unwrap_or_else(|| panic!("accepted socket not listed: {conns:?}"))
+            .clone();
+        diag.destroy(&accepted).expect("destroy");
+        let mut b = [0u8; 1];
+        let r = client.read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "client read after destroy: {r:?}"
+        );
+        // Gone now: a second destroy names a socket that no longer exists.
+        assert!(diag.destroy(&accepted).is_err());
+        assert!(!diag
+            .connections(lo)
+            .expect("dump")
+            .iter()
+            .any(|c| c.peer.port() == client_port));
+    }
+}
