@@ -167,6 +167,19 @@ impl Lab {
 
     /// Writes member `i`'s (0-based) config and starts `manycast-server` in `ns`.
     pub fn start_server(&mut self, i: usize, ns: &str, interface: &str, control_if: &str) {
+        self.start_server_with(i, ns, interface, control_if, "");
+    }
+
+    /// [`Lab::start_server`] with `extra` lines (top-level keys, then any tables) placed
+    /// before the `[control]` table.
+    pub fn start_server_with(
+        &mut self,
+        i: usize,
+        ns: &str,
+        interface: &str,
+        control_if: &str,
+        extra: &str,
+    ) {
         let id = self.fixture.members[i].id;
         let d = self.dir.path();
         let config = d.join(format!("{id}.toml"));
@@ -175,7 +188,7 @@ impl Lab {
             format!(
                 "group = \"{GROUP}\"\ninterface = \"{interface}\"\nservice_port = {PORT}\n\
                  member_key = \"{k}\"\nmember_cert = \"{c}\"\ngroup_pub = \"{g}\"\n\
-                 metrics_file = \"{m}\"\n[control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n",
+                 metrics_file = \"{m}\"\n{extra}\n[control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n",
                 k = d.join(format!("{id}.key")).display(),
                 c = d.join(format!("{id}.cert")).display(),
                 g = d.join("group.pub").display(),

@@ -1,9 +1,10 @@
 //! Integration tests: the real `manycastctl` binary (OpenSSL reads the keys it writes and writes
-//! keys it reads), the real `manycast-server` CLI, and end to end in namespaces ([`native`]).
+//! keys it reads), the real `manycast-server` CLI, and end to end in namespaces ([`native`], [`vip`]).
 
 mod cli;
 mod harness;
 mod native;
+mod vip;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,520 @@
+//! End to end in VIP mode with the real binaries: the real `manycast-verifier` steers TCP to a
+//! VIP by slice (SPEC.md §10.3), two real `manycast-server`s in VIP mode on different subnets
+//! hold the VIP on loopback (SPEC.md §11.5), and a real HTTP server (Python's `http.server`,
+//! HTTP/1.1 keep-alive) bound to the VIP in each server namespace is the application. Clients:
+//! curl, wrk, and keep-alive HTTP/1.1 connections held by the test.
+
+use crate::harness::{in_netns, verifier_binary, wait_for, Lab, GROUP};
+use manycast_verifier::keyfile::FileKeySource;
+use manycast_verifier::status::Status;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const HTTP_PORT: u16 = 8080;
+const ARP_IGNORE: &str = "net.ipv4.conf.all.arp_ignore";
+const ARP_ANNOUNCE: &str = "net.ipv4.conf.all.arp_announce";
+
+/// Client sources: the low byte decides the slice (low-order slicing, SPEC.md §6), so they
+/// spread over both halves of it.
+fn sources() -> Vec<Ipv4Addr> {
+    [2u8, 3, 4, 5, 66, 67, 130, 131, 132, 133, 194, 195]
+        .iter()
+        .map(|&b| Ipv4Addr::new(10, 1, 0, b))
+        .collect()
+}
+
+/// The namespaces: router, a client segment (a bridge) with the test's client namespace and
+/// `wrk_clients` more namespaces of one address each (wrk cannot pick its source address), two
+/// servers on their own subnets with the control group on a back-end segment.
+struct VipLab {
+    lab: Lab,
+    client: String,
+    wrk: Vec<(String, Ipv4Addr)>,
+    servers: Vec<String>,
+    socket: PathBuf,
+}
+
+fn sysctl_get(ns: &str, key: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-n", key])
+        .output()
+        .expect("sysctl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn lo_has_vip(ns: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "lo"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/32"))
+}
+
+fn status(socket: &std::path::Path) -> Option<Status> {
+    let out = Command::new(verifier_binary())
+        .args(["--status", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+impl VipLab {
+    fn new(pin: bool, wrk_clients: &[u8]) -> VipLab {
+        let mut lab = Lab::new(2);
+        let router = lab.netns("rtr");
+        let seg = lab.switch("seg");
+        let client = lab.netns("cli");
+        let backend = lab.switch("ctl");
+        lab.plug(&seg, "pr", &router, "c0");
+        lab.addr(&router, "c0", "10.1.0.1/24");
+        lab.plug(&seg, "pc", &client, "cl0");
+        for a in sources() {
+            lab.addr(&client, "cl0", &format!("{a}/24"));
+        }
+        route_default(&client, "10.1.0.1");
+        let mut wrk = Vec::new();
+        for (j, b) in wrk_clients.iter().enumerate() {
+            let ns = lab.netns(&format!("w{j}"));
+            lab.plug(&seg, &format!("pw{j}"), &ns, "cl0");
+            let a = Ipv4Addr::new(10, 1, 0, *b);
+            lab.addr(&ns, "cl0", &format!("{a}/24"));
+            route_default(&ns, "10.1.0.1");
+            wrk.push((ns, a));
+        }
+        let mut servers = Vec::new();
+        for i in 1..=2u8 {
+            let ns = lab.netns(&format!("srv{i}"));
+            lab.veth(&router, &format!("s{i}"), &ns, "m0");
+            lab.addr(&router, &format!("s{i}"), &format!("10.0.{i}.1/24"));
+            lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
+            lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
+            lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
+            route_default(&ns, &format!("10.0.{i}.1"));
+            // Strict reverse-path filtering on the members: VIP mode does not need it off.
+            for k in ["all", "default", "m0", "ctl0"] {
+                lab.sysctl(&ns, &format!("net.ipv4.conf.{k}.rp_filter=1"));
+            }
+            servers.push(ns);
+        }
+        lab.sysctl(&router, "net.ipv4.ip_forward=1");
+        for k in ["all", "default", "c0", "s1", "s2"] {
+            lab.sysctl(&router, &format!("net.ipv4.conf.{k}.rp_filter=0"));
+        }
+        let d = lab.dir.path().to_owned();
+        let keys = d.join("keys.toml");
+        std::fs::write(&keys, FileKeySource::render(&[lab.fixture.group_keys()])).expect("keys");
+        let socket = d.join("status.sock");
+        let config = d.join("verifier.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "interfaces = [\"c0\", \"s1\", \"s2\"]\nkeys = \"{}\"\nstatus_socket = \"{}\"\n\
+                 [[vip]]\naddress = \"{VIP}\"\ngroup = \"{GROUP}\"\npin = {pin}\n",
+                keys.display(),
+                socket.display()
+            ),
+        )
+        .expect("verifier config");
+        let log = std::fs::File::create(d.join("verifier.log")).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &router])
+            .arg(verifier_binary())
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start verifier");
+        lab.children.push(("verifier".into(), child));
+        wait_for("the verifier's status socket", || status(&socket).is_some());
+        VipLab {
+            lab,
+            client,
+            wrk,
+            servers,
+            socket,
+        }
+    }
+
+    /// Starts member `i` (0-based) in VIP mode with `strategy`, then, once it holds the VIP,
+    /// the HTTP server bound to the VIP whose `/whoami` answers `m<i+1>`.
+    fn start_member(&mut self, i: usize, strategy: &str) {
+        let ns = self.servers[i].clone();
+        self.lab.start_server_with(
+            i,
+            &ns,
+            "m0",
+            "ctl0",
+            &format!(
+                "mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n"
+            ),
+        );
+        wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
+        let www = self.lab.dir.path().join(format!("www{i}"));
+        std::fs::create_dir_all(&www).expect("www");
+        std::fs::write(www.join("whoami"), format!("m{}\n", i + 1)).expect("whoami");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server"])
+            .args(["--bind", &VIP.to_string(), "--protocol", "HTTP/1.1"])
+            .arg("--directory")
+            .arg(&www)
+            .arg(HTTP_PORT.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server (is python3 installed? scripts/setup.sh)");
+        self.lab.children.push((format!("http{i}"), child));
+        wait_for("the HTTP server listens on the VIP", || {
+            in_netns(&ns, || {
+                TcpStream::connect_timeout(
+                    &SocketAddrV4::new(VIP, HTTP_PORT).into(),
+                    Duration::from_secs(1),
+                )
+                .is_ok()
+            })
+        });
+    }
+
+    /// Both members own slices at one epoch and the verifier routes the VIP by both claims.
+    fn wait_for_two_owners(&self) -> u64 {
+        wait_for("both members own slices at one epoch", || {
+            self.lab.metric(0, "slices") > 0
+                && self.lab.metric(1, "slices") > 0
+                && self.lab.metric(0, "epoch") == self.lab.metric(1, "epoch")
+        });
+        let epoch = self.lab.metric(0, "epoch");
+        wait_for("the verifier steers the VIP by both claims", || {
+            status(&self.socket).is_some_and(|s| {
+                let owners: BTreeSet<_> = s
+                    .ownership
+                    .iter()
+                    .filter(|r| r.epoch == epoch)
+                    .map(|r| r.member)
+                    .collect();
+                owners.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+            })
+        });
+        epoch
+    }
+
+    fn wait_for_one_owner(&self) {
+        wait_for("member 1 owns everything", || {
+            self.lab.metric(0, "slice_addresses") == 1 << 32
+        });
+        wait_for("the verifier steers the VIP to member 1", || {
+            status(&self.socket)
+                .is_some_and(|s| s.ownership.len() == 1 && s.ownership[0].member == 1)
+        });
+    }
+}
+
+fn route_default(ns: &str, via: &str) {
+    let st = Command::new("ip")
+        .args(["-n", ns, "route", "add", "default", "via", via])
+        .status()
+        .expect("route");
+    assert!(st.success(), "default route in {ns}");
+}
+
+/// `curl` from `src` in `ns`: the body of `/whoami` on a new connection.
+fn curl(ns: &str, src: Ipv4Addr) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "5"])
+        .args(["--interface", &src.to_string()])
+        .arg(format!("http://{VIP}:{HTTP_PORT}/whoami"))
+        .output()
+        .expect("curl (is curl installed? scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "curl from {src}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One HTTP/1.1 keep-alive connection from a chosen source address.
+struct KeepAlive {
+    src: Ipv4Addr,
+    reader: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    fn open(ns: &str, src: Ipv4Addr) -> KeepAlive {
+        let stream: TcpStream = in_netns(ns, || {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("tcp");
+            s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+                .expect("bind");
+            s.connect_timeout(
+                &SockAddr::from(SocketAddrV4::new(VIP, HTTP_PORT)),
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|e| panic!("connect from {src}: {e}"));
+            s.into()
+        });
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        KeepAlive {
+            src,
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// GET /whoami on this connection: the body, or the error that ended the connection.
+    fn ask(&mut self) -> std::io::Result<String> {
+        self.reader
+            .get_mut()
+            .write_all(b"GET /whoami HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0u8; length.ok_or(std::io::ErrorKind::InvalidData)?];
+        self.reader.read_exact(&mut body)?;
+        Ok(String::from_utf8_lossy(&body).trim().to_owned())
+    }
+
+    /// Without sending anything: did the server end this connection (RST or FIN)?
+    fn was_closed(&mut self) -> Option<String> {
+        let s = self.reader.get_mut();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        let r = s.read(&mut b);
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        match r {
+            Ok(0) => Some("EOF".into()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => Some(e.to_string()),
+            Ok(_) => Some("unexpected bytes".into()),
+        }
+    }
+}
+
+#[test]
+fn vip_reset_closes_moved_connections_and_restores_the_host_on_sigterm() {
+    let mut v = VipLab::new(false, &[]);
+    // A non-default value on member 1 shows that the previous value comes back, not a default.
+    v.lab.sysctl(&v.servers[0], &format!("{ARP_ANNOUNCE}=1"));
+    let before: Vec<(String, String)> = v
+        .servers
+        .iter()
+        .map(|ns| (sysctl_get(ns, ARP_IGNORE), sysctl_get(ns, ARP_ANNOUNCE)))
+        .collect();
+    assert_eq!(before[0].1, "1");
+
+    v.start_member(0, "reset");
+    v.wait_for_one_owner();
+    for ns in &v.servers[..1] {
+        assert_eq!(sysctl_get(ns, ARP_IGNORE), "1");
+        assert_eq!(sysctl_get(ns, ARP_ANNOUNCE), "2");
+    }
+    let client = v.client.clone();
+    for src in sources() {
+        assert_eq!(curl(&client, src), "m1", "{src}");
+    }
+    let mut conns: Vec<KeepAlive> = sources()
+        .into_iter()
+        .map(|s| KeepAlive::open(&client, s))
+        .collect();
+    for c in &mut conns {
+        assert_eq!(c.ask().expect("first request"), "m1", "{}", c.src);
+    }
+
+    // Member 2 arrives: half the slices move to it. Member 1 destroys the connections of the
+    // moved clients (the client sees a RST without sending anything); the others carry on.
+    v.start_member(1, "reset");
+    v.wait_for_two_owners();
+    // Each source reaches exactly one server, the same one on every new connection.
+    let mut owner: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for src in sources() {
+        let first = curl(&client, src);
+        assert_eq!(curl(&client, src), first, "{src} changed server");
+        owner.insert(src, first);
+    }
+    let moved: BTreeSet<Ipv4Addr> = owner
+        .iter()
+        .filter(|(_, o)| *o == "m2")
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        owner.values().all(|o| o == "m1" || o == "m2"),
+        "{owner:?}"
+    );
+    assert!(
+        !moved.is_empty() && moved.len() < owner.len(),
+        "both servers serve some sources: {owner:?}"
+    );
+    wait_for("member 1 destroyed the moved connections", || {
+        v.lab.metric(0, "vip_resets_total") >= moved.len() as u64
+    });
+    for c in &mut conns {
+        let closed = c.was_closed();
+        if moved.contains(&c.src) {
+            let why = closed.unwrap_or_else(|| panic!("{}: moved but not closed", c.src));
+            assert!(
+                why.contains("reset") || why == "EOF",
+                "{}: ended by {why}",
+                c.src
+            );
+            // The client reconnects and lands on the new owner.
+            *c = KeepAlive::open(&client, c.src);
+            assert_eq!(c.ask().expect("after reconnect"), "m2", "{}", c.src);
+        } else {
+            assert_eq!(closed, None, "{}: not moved but closed", c.src);
+            assert_eq!(c.ask().expect("unmoved"), "m1", "{}", c.src);
+        }
+    }
+    assert_eq!(v.lab.metric(0, "vip_resets_total"), moved.len() as u64);
+    assert_eq!(v.lab.metric(0, "vip_reset_failures_total"), 0);
+    assert_eq!(v.lab.metric(1, "vip_resets_total"), 0);
+
+    // SIGTERM: each member removes the VIP and puts the sysctls back as they were.
+    for (i, name) in ["m1", "m2"].iter().enumerate() {
+        assert!(v.lab.terminate(name).success(), "{}", v.lab.logs());
+        let ns = &v.servers[i];
+        assert!(!lo_has_vip(ns), "{ns}: VIP left on lo");
+        assert_eq!(
+            (sysctl_get(ns, ARP_IGNORE), sysctl_get(ns, ARP_ANNOUNCE)),
+            before[i],
+            "{ns}: sysctls not restored"
+        );
+    }
+}
+
+/// `wrk` from `ns` for `secs` seconds on keep-alive connections.
+fn start_wrk(ns: &str, secs: u32) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "wrk", "-t1", "-c2", "--timeout", "3s"])
+        .arg(format!("-d{secs}s"))
+        .arg(format!("http://{VIP}:{HTTP_PORT}/whoami"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrk (is wrk installed? scripts/setup.sh)")
+}
+
+/// wrk's summary: (requests, socket errors of every kind, non-2xx/3xx responses).
+fn wrk_figures(out: &str) -> (u64, u64, u64) {
+    let requests = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{out}"));
+    // "Socket errors: connect 0, read 1, write 0, timeout 0": absent when all are zero.
+    let errors = out
+        .lines()
+        .find(|l| l.contains("Socket errors:"))
+        .map_or(0, |l| {
+            l.split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        });
+    let non2xx = out
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses:"))
+        .and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+        .unwrap_or(0);
+    (requests, errors, non2xx)
+}
+
+#[test]
+fn vip_pin_keeps_every_connection_across_a_reallocation() {
+    let wrk_sources = [40u8, 41, 168, 169];
+    let mut v = VipLab::new(true, &wrk_sources);
+    v.start_member(0, "pin");
+    v.wait_for_one_owner();
+    let client = v.client.clone();
+    let mut conns: Vec<KeepAlive> = sources()
+        .into_iter()
+        .map(|s| KeepAlive::open(&client, s))
+        .collect();
+    for c in &mut conns {
+        assert_eq!(c.ask().expect("first request"), "m1", "{}", c.src);
+    }
+    let mut wrks: Vec<(Ipv4Addr, Child)> = v
+        .wrk
+        .iter()
+        .map(|(ns, a)| (*a, start_wrk(ns, 10)))
+        .collect();
+
+    // Member 2 arrives while wrk runs: slices move, established connections stay pinned.
+    v.start_member(1, "pin");
+    v.wait_for_two_owners();
+    for (a, w) in &mut wrks {
+        assert!(
+            w.try_wait().expect("wrk").is_none(),
+            "wrk from {a} ended before the reallocation; the test needs a longer run"
+        );
+    }
+    let mut moved = BTreeSet::new();
+    for src in sources() {
+        if curl(&client, src) == "m2" {
+            moved.insert(src);
+        }
+    }
+    assert!(
+        !moved.is_empty() && moved.len() < sources().len(),
+        "new connections follow the new allocation: {moved:?}"
+    );
+    // Every held connection, moved slice or not, still answers from the member it started on.
+    for c in &mut conns {
+        assert_eq!(
+            c.ask()
+                .unwrap_or_else(|e| panic!("{}: pinned connection broke: {e}", c.src)),
+            "m1",
+            "{}",
+            c.src
+        );
+    }
+    let mut wrk_moved = 0;
+    for ((ns, a), (_, w)) in v.wrk.iter().zip(wrks) {
+        let out = w.wait_with_output().expect("wrk");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "wrk from {a}: {text}");
+        let (requests, errors, non2xx) = wrk_figures(&text);
+        eprintln!("wrk from {a}: {requests} requests, {errors} socket errors, {non2xx} non-2xx");
+        assert!(requests > 0, "{text}");
+        assert_eq!(errors, 0, "broken connections from {a}:\n{text}");
+        assert_eq!(non2xx, 0, "failed requests from {a}:\n{text}");
+        // After the run, a new connection from this source goes to the current owner.
+        if curl(ns, *a) == "m2" {
+            wrk_moved += 1;
+        }
+    }
+    assert!(
+        wrk_moved > 0,
+        "no wrk source changed owner: the pin claim would be untested"
+    );
+    // The pinned member kept the VIP and destroyed nothing.
+    assert!(lo_has_vip(&v.servers[0]));
+}
