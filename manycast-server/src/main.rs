@@ -9,7 +9,7 @@ use std::process::ExitCode;
 #[command(
     name = "manycast-server",
     version,
-    about = "Manycast member daemon: signed slice joins, control group, native UDP service"
+    about = "Manycast member daemon: signed slice joins, control group, native UDP or VIP TCP service"
 )]
 struct Cli {
     /// The TOML configuration file.

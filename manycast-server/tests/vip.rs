@@ -154,9 +154,7 @@ impl VipLab {
             &ns,
             "m0",
             "ctl0",
-            &format!(
-                "mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n"
-            ),
+            &format!("mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n"),
         );
         wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
         let www = self.lab.dir.path().join(format!("www{i}"));
@@ -365,10 +363,7 @@ fn vip_reset_closes_moved_connections_and_restores_the_host_on_sigterm() {
         .filter(|(_, o)| *o == "m2")
         .map(|(s, _)| *s)
         .collect();
-    assert!(
-        owner.values().all(|o| o == "m1" || o == "m2"),
-        "{owner:?}"
-    );
+    assert!(owner.values().all(|o| o == "m1" || o == "m2"), "{owner:?}");
     assert!(
         !moved.is_empty() && moved.len() < owner.len(),
         "both servers serve some sources: {owner:?}"
