@@ -35,6 +35,8 @@ pub enum VipError {
     Sysctl { path: String, source: io::Error },
     #[error("ip {args}: {message}")]
     Ip { args: String, message: String },
+    #[error("listing interface addresses: {0}")]
+    Interfaces(io::Error),
 }
 
 /// The sysctls direct server return needs, as (path, value). The kernel uses the larger of
@@ -123,10 +125,7 @@ impl HostSetup {
             info!(sysctl = path, old = %old, new = want, "VIP mode");
             setup.saved.push((PathBuf::from(path), old));
         }
-        let present = has_address(LOOPBACK, vip).map_err(|source| VipError::Sysctl {
-            path: "getifaddrs".into(),
-            source,
-        })?;
+        let present = has_address(LOOPBACK, vip).map_err(VipError::Interfaces)?;
         if !present {
             ip(&["-4", "addr", "add", &format!("{vip}/32"), "dev", LOOPBACK])?;
             setup.added_address = true;
