@@ -267,7 +267,7 @@ impl SockDiag {
                             Some(_) => Err(e.to_io()),
                         }
                     }
-                    NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
+                    // Noop, Overrun (the payload type is non-exhaustive): nothing for us.
                     _ => {}
                 }
             }
