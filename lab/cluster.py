@@ -95,9 +95,10 @@ def read_prom(path):
     return out
 
 
-def record_pid(pid, exe):
+def record_pid(pid, argv):
+    """Records a started process: its pid and its first two arguments (program, script)."""
     with open(PID_FILE, "a") as f:
-        f.write(f"{pid} {exe}\n")
+        f.write(f"{pid} {' '.join(argv[:2])}\n")
 
 
 def kill_recorded():
@@ -109,20 +110,30 @@ def kill_recorded():
             rows = [line.split(" ", 1) for line in f if line.strip()]
     except FileNotFoundError:
         return 0
-    for pid, exe in rows:
-        exe = exe.strip()
+    for pid, recorded in rows:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+                argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if argv0 == exe:
+        if " ".join(argv[:2]) == recorded.strip():
             try:
                 os.kill(int(pid), signal.SIGKILL)
                 killed += 1
             except ProcessLookupError:
                 pass
     os.unlink(PID_FILE)
+    return killed
+
+
+def clean_leftovers():
+    """After a crash: the recorded processes, mininet's hosts and links (`mn -c`), and the
+    topology's Linux bridges, which `mn -c` leaves. Call with the lab lock held."""
+    killed = kill_recorded()
+    subprocess.run(["mn", "-c"], capture_output=True, check=False)
+    for sw in topo.ManycastTopo().switches():
+        if os.path.exists(f"/sys/class/net/{sw}/bridge"):
+            subprocess.run(["ip", "link", "del", sw], capture_output=True, check=False)
     return killed
 
 
@@ -172,7 +183,7 @@ class Cluster:
         p = self.host(host).popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=e)
         logf.close()
         # mnexec execs the command, so the pid is the program's own.
-        record_pid(p.pid, args[0])
+        record_pid(p.pid, args)
         self.procs[name] = p
         return p
 
@@ -221,8 +232,8 @@ class Cluster:
 
         self.lock.acquire(self.log)
         # A crashed run's leftovers (we hold the lock, so they are not another live lab's).
-        if kill_recorded() or os.path.exists("/sys/class/net/s77"):
-            subprocess.run(["mn", "-c"], capture_output=True, check=False)
+        if os.path.exists(PID_FILE) or os.path.exists("/sys/class/net/s77"):
+            clean_leftovers()
         if os.path.exists(self.run_dir):
             shutil.rmtree(self.run_dir)
         os.makedirs(self.path("keys"))

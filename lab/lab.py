@@ -4,8 +4,8 @@
     lab/lab.py smoke [--json]   start the default topology, check reachability, stop
     lab/lab.py cli              start it and open the mininet prompt
     lab/lab.py clean            remove anything a crashed run left: the daemons and clients a lab
-                                recorded in /run/manycast-lab.pids (each by its pid), then
-                                mininet's own `mn -c`
+                                recorded in /run/manycast-lab.pids (each by its pid),
+                                mininet's own `mn -c`, and the topology's bridges
 
 Always stops what it started: on success, on error, on Ctrl-C and on SIGTERM. Holds the
 machine-wide lab lock /tmp/manycast-lab.lock while a lab runs (host names are fixed).
@@ -70,8 +70,7 @@ def main():
         # Under the lock: a crashed lab released it; a live one is waited for, not broken.
         lock = cluster.LabLock()
         lock.acquire(lambda m: print(m, file=sys.stderr))
-        killed = cluster.kill_recorded()
-        subprocess.run(["mn", "-c"], check=False, capture_output=True)
+        killed = cluster.clean_leftovers()
         lock.release()
         print(f"lab: stopped {killed} leftover process(es); mininet cleaned")
         return
