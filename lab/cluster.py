@@ -77,11 +77,14 @@ def wait_for(what, cond, timeout=30.0, interval=0.1):
         time.sleep(interval)
 
 
-def read_prom(path):
-    """Prometheus text as {name: value} (labels kept in the name); {} if missing."""
+def read_prom(path, with_mtime=False):
+    """Prometheus text as {name: value} (labels kept in the name); {} if missing. With
+    `with_mtime`: (the file's mtime, or None, and the values), from the same open file."""
     out = {}
+    mtime = None
     try:
         with open(path) as f:
+            mtime = os.fstat(f.fileno()).st_mtime
             for line in f:
                 if line.startswith("#") or not line.strip():
                     continue
@@ -92,7 +95,7 @@ def read_prom(path):
                     pass
     except FileNotFoundError:
         pass
-    return out
+    return (mtime, out) if with_mtime else out
 
 
 def record_pid(pid, argv):
@@ -199,9 +202,12 @@ class Cluster:
     def wait_exit(self, name, timeout=20):
         return self.procs[name].wait(timeout=timeout)
 
-    def server_metrics(self, name):
-        raw = read_prom(self.path(f"{name}.prom"))
-        return {k.removeprefix("manycast_server_"): v for k, v in raw.items()}
+    def server_metrics(self, name, with_mtime=False):
+        """A server's metrics, names without the `manycast_server_` prefix; with `with_mtime`,
+        (when the server wrote them, metrics)."""
+        mtime, raw = read_prom(self.path(f"{name}.prom"), with_mtime=True)
+        m = {k.removeprefix("manycast_server_"): v for k, v in raw.items()}
+        return (mtime, m) if with_mtime else m
 
     def verifier_status(self):
         """The verifier's status (JSON through its status socket), or None."""

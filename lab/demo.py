@@ -50,6 +50,12 @@ def claim(row):
     return f"epoch {row['epoch']}: {entries[0] if entries else 'none'}{more}"
 
 
+def rate_series(points):
+    """[(t, per second)] between consecutive (t, counter) points."""
+    return [(t2, max(0.0, (v2 - v1) / (t2 - t1)))
+            for (t1, v1), (t2, v2) in zip(points, points[1:]) if t2 > t1]
+
+
 class Story:
     def __init__(self, c, args, out):
         self.c = c
@@ -58,7 +64,9 @@ class Story:
         self.tty = out.isatty() and not args.json
         self.events = []  # (t, label, detail lines)
         self.marks = {}  # step name -> time
-        self.samples = []  # (t, {server: served_total})
+        # Per server, each metrics-file write seen: (file mtime, served_total). The server
+        # rewrites the file every second; the mtime dates the value exactly.
+        self.samples = {}
         self.status = None
         self.clients = {}
         self.attacks = {}
@@ -82,19 +90,24 @@ class Story:
                 print(f"           {line}", file=self.out, flush=True)
 
     def loads(self):
-        """Requests per second per server over the last ~1 s of samples."""
+        """Requests per second per server between its last two metrics writes (0 once the
+        server is gone)."""
         with self.lock:
-            if len(self.samples) < 3:
-                return {}
-            (t1, a), (t2, b) = self.samples[-3], self.samples[-1]
-        return {s: max(0.0, (b.get(s, 0) - a.get(s, 0)) / (t2 - t1)) for s in b}
+            return {srv: rates[-1][1] if rates and self.c.alive(srv) else 0.0
+                    for srv, rates in ((srv, rate_series(pts)) for srv, pts in self.samples.items())}
 
     def sample_loop(self):
         n = 0
         while not self.done.is_set():
-            vals = {s: self.c.server_metrics(s).get("served_total", 0) for s in self.c.ids}
-            with self.lock:
-                self.samples.append((time.time(), vals))
+            for srv in self.c.ids:
+                mtime, m = self.c.server_metrics(srv, with_mtime=True)
+                if mtime is None:
+                    continue
+                value = m.get("served_total", 0)
+                with self.lock:
+                    pts = self.samples.setdefault(srv, [])
+                    if not pts or pts[-1][0] != mtime:
+                        pts.append((mtime, value))
             if n % 2 == 0:
                 st = self.c.verifier_status()
                 if st is not None:
@@ -357,17 +370,17 @@ def esc(s):
 
 
 def write_svg(story, path):
-    samples = story.samples
-    t_start = story.marks.get("load", samples[0][0]) - 1.0
-    t_end = story.marks.get("end", samples[-1][0])
-    series = {s: [] for s in story.c.ids}
-    for i in range(2, len(samples)):
-        (t1, a), (t2, b) = samples[i - 2], samples[i]
-        if t2 < t_start or t2 > t_end:
-            continue
-        for s in series:
-            series[s].append((t2, max(0.0, (b.get(s, 0) - a.get(s, 0)) / (t2 - t1))))
-    ymax = max([v for pts in series.values() for _, v in pts] + [1.0]) * 1.15
+    t_start = story.marks["load"]
+    t_end = story.marks["end"]
+    series = {srv: [(t, v) for t, v in rate_series(story.samples.get(srv, [])) if t_start <= t <= t_end]
+              for srv in story.c.ids}
+    # A server that exited serves nothing from then on: its line drops to 0 at the exit.
+    for srv, mark in ((LEAVING, "left"), (KILLED, "taken")):
+        if series[srv] and mark in story.marks:
+            series[srv].append((story.marks[mark], 0.0))
+    top = max([v for pts in series.values() for _, v in pts] + [1.0])
+    tick = next(m * 10 ** e for e in range(0, 7) for m in (1, 2, 5) if top / (m * 10 ** e) <= 6)
+    ymax = tick * (int(top / tick) + 1)
     W, H, L, R, T, B = 960, 420, 60, 150, 30, 50
     pw, ph = W - L - R, H - T - B
     x = lambda t: L + (t - t_start) / max(1e-6, t_end - t_start) * pw  # noqa: E731
@@ -378,8 +391,8 @@ def write_svg(story, path):
          f'measured {time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(story.t0))}</text>',
          f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>',
          f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>']
-    for k in range(6):
-        v = ymax / 1.15 * k / 5
+    for k in range(int(ymax / tick) + 1):
+        v = k * tick
         o.append(f'<line x1="{L - 4}" y1="{y(v):.1f}" x2="{L + pw}" y2="{y(v):.1f}" stroke="#eee"/>'
                  f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
     step = max(1, int((t_end - t_start) / 10))
@@ -393,8 +406,10 @@ def write_svg(story, path):
     for n, (mark, label) in enumerate(labels.items()):
         if mark in story.marks:
             xv = x(story.marks[mark])
+            right = xv > L + pw * 0.7
             o.append(f'<line x1="{xv:.1f}" y1="{T}" x2="{xv:.1f}" y2="{T + ph}" stroke="#555" stroke-dasharray="4,3"/>'
-                     f'<text x="{xv + 3:.1f}" y="{T + 12 + 12 * (n % 3)}" fill="#333">{esc(label)}</text>')
+                     f'<text x="{xv + (-3 if right else 3):.1f}" y="{T + 12 + 12 * (n % 3)}" fill="#333" '
+                     f'text-anchor="{"end" if right else "start"}">{esc(label)}</text>')
     for i, (s, pts) in enumerate(series.items()):
         col = COLOURS[i % len(COLOURS)]
         if pts:
