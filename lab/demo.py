@@ -477,6 +477,9 @@ def main():
         print(f"demo: {e} (logs in {c.run_dir})", file=sys.stderr)
         sys.exit(1)
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         result_pids = [p.pid for p in c.procs.values()]
         c.stop()
     result["pids"] = result_pids

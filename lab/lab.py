@@ -97,6 +97,9 @@ def main():
             if not all(results.values()):
                 sys.exit(1)
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if net is not None:
             net.stop()
         lock.release()
