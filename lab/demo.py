@@ -193,6 +193,15 @@ class Story:
             self.c.spawn(f"client{cno}", f"cli{cno}",
                          ["/usr/bin/python3", os.path.join(LAB, "client.py"), "--client", str(cno),
                           "--out", self.clients[cno], "--rate", str(self.args.rate)])
+        # The phases are measured from the moment both clients get answers (a loaded machine
+        # can take a while to start Python).
+        def answered(cno):
+            try:
+                with open(self.clients[cno] + ".progress") as f:
+                    return sum(json.load(f)["per_server"].values()) > 0
+            except (OSError, ValueError):
+                return False
+        cluster.wait_for("the clients' first answers", lambda: all(map(answered, self.clients)))
         self.event(f"clients load the service: 2 × 64 sources, {self.args.rate:g} req/s each, "
                    f"UDP to {cluster.GROUP}:{cluster.PORT}", mark="load")
         self.pause(12, 4)
