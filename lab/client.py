@@ -74,7 +74,7 @@ def main():
                 sources[a]["sock"].sendto(b"hello", (args.group, args.port))
                 sources[a]["sent"] += 1
             except OSError:
-                pass  # no route yet: counted as sent-less; the gap shows in the replies
+                pass  # not sent (no route yet): not counted; the gap shows in the replies
             i += 1
             next_send += interval
         for key, _ in sel.select(timeout=max(0.0, min(next_send, next_progress) - time.monotonic())):

@@ -153,6 +153,7 @@ class Cluster:
         self.net = None
         self.procs = {}  # name -> Popen
         self.ids = {f"srv{i}": i for i in range(1, servers + 1)}
+        self.retired = set()  # servers stopped on purpose (see `retire`)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -226,6 +227,22 @@ class Cluster:
     def rejected(self, status=None):
         status = status or self.verifier_status() or {}
         return dict((r, n) for r, n in status.get("counters", {}).get("rejected", []))
+
+    def retire(self, name):
+        """Marks a process as about to be stopped on purpose: its exit is no error."""
+        self.retired.add(name)
+
+    def check_processes(self):
+        """LabError if a process stopped that nobody stopped (a daemon refused its config or
+        crashed), with the last line of its log."""
+        for name, p in self.procs.items():
+            if p.poll() is not None and name not in self.retired:
+                try:
+                    with open(self.path(f"{name}.log")) as f:
+                        last = (f.read().strip().splitlines() or [""])[-1]
+                except OSError:
+                    last = ""
+                raise LabError(f"{name} exited with status {p.returncode}: {last}")
 
     def running_servers(self):
         return [s for s in self.ids if self.alive(s)]
@@ -348,6 +365,7 @@ class Cluster:
     def converged(self):
         """(epoch, status) once every running server agrees on one epoch, their slices cover
         the address space, and the verifier holds exactly their claims at that epoch."""
+        self.check_processes()
         epoch = self.agreed_epoch()
         if epoch is None:
             return None

@@ -207,6 +207,7 @@ class Story:
         self.pause(12, 4)
 
     def step_planned_leave(self):
+        self.c.retire(LEAVING)
         self.c.signal(LEAVING, signal.SIGTERM)
         self.event(f"planned change: {LEAVING} leaves (SIGTERM: control Leave, signed empty claim)",
                    mark="leave")
@@ -218,6 +219,7 @@ class Story:
 
     def step_crash(self):
         before = self.c.agreed_epoch()
+        self.c.retire(KILLED)
         self.c.procs[KILLED].kill()
         self.event(f"{KILLED} SIGKILLed", mark="kill")
         self.c.wait_exit(KILLED)  # reaped: no longer counted as running
@@ -259,6 +261,7 @@ class Story:
 
     def step_stop_clients(self):
         for cno in self.clients:
+            self.c.retire(f"client{cno}")
             self.c.signal(f"client{cno}", signal.SIGTERM)
         for cno in self.clients:
             self.c.wait_exit(f"client{cno}")
@@ -471,8 +474,11 @@ def main():
         raise Interrupted()
 
     signal.signal(signal.SIGTERM, on_term)
-    c = cluster.Cluster(bin_dir=args.bin_dir, run_dir=os.path.join(args.out_dir, "run"),
-                        log=lambda s: print(s, file=out))
+    try:
+        c = cluster.Cluster(bin_dir=args.bin_dir, run_dir=os.path.join(args.out_dir, "run"),
+                            log=lambda s: print(s, file=out))
+    except cluster.LabError as e:
+        sys.exit(f"demo: {e}")
     story = Story(c, args, out)
     result = None
     try:
