@@ -451,6 +451,9 @@ def summary(result, out):
     p(f"failover ({result['killed']} SIGKILL): {result['killed_sources_answered_by_other']}/"
       f"{result['killed_sources']} of its sources answered by another server; gap from the kill to the "
       f"first answer p50 {g['p50']} ms, max {g['max']} ms (longest silence a client saw {g['client_seen_max']} ms)")
+    epoch = result["after_attacks"].get("cluster_epoch")
+    p(f"allocation epochs committed: {epoch} (the story needs 3: join, leave, takeover; more "
+      f"means members were declared down and up again, see 'member down' in the servers' logs)")
     for kind, a in result["attacks"].items():
         p(f"{a['sent']['sent']} join from atk: refused with {a['rejected'] or 'nothing'} "
           f"(expected {a['expected']})")
