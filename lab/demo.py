@@ -218,13 +218,15 @@ class Story:
         self.pause(10, 3)
 
     def step_crash(self):
-        before = self.c.agreed_epoch()
+        before, _ = self.c.wait_converged()
         self.c.retire(KILLED)
         self.c.procs[KILLED].kill()
         self.event(f"{KILLED} SIGKILLed", mark="kill")
         self.c.wait_exit(KILLED)  # reaped: no longer counted as running
-        epoch, st = cluster.wait_for(f"the survivors to take {KILLED}'s slices over",
-                                     lambda: (lambda r: r if r and r[0] > before else None)(self.c.converged()))
+        def taken_over():
+            r = self.c.converged()
+            return r if r and r[0] > before else None
+        epoch, st = cluster.wait_for(f"the survivors to take {KILLED}'s slices over", taken_over)
         self.event(f"survivors took {KILLED}'s slices over: epoch {epoch}, verifier re-pointed",
                    [f"member {r['member']}: {claim(r)}" for r in st["ownership"]], mark="taken")
         self.pause(10, 3)
