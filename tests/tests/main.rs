@@ -138,10 +138,19 @@ fn lab_demo_story_serves_each_source_once_takes_over_and_refuses_attacks() {
         "{}",
         v["attacks"]
     );
-    let after = &v["after_attacks"];
-    assert_eq!(
-        after["claim_epochs"]["1"], after["cluster_epoch"],
-        "srv1's claim moved: {after}"
+    // The forged join claimed srv1's slices at a far later epoch: no claim holds that epoch.
+    let forged_epoch = v["attacks"]["forge"]["sent"]["epoch"]
+        .as_u64()
+        .expect("forged epoch");
+    let claims = v["after_attacks"]["claim_epochs"]
+        .as_object()
+        .expect("claim epochs");
+    assert!(!claims.is_empty(), "the verifier holds no claim: {v}");
+    assert!(
+        claims
+            .values()
+            .all(|e| e.as_u64().is_some_and(|e| e < forged_epoch)),
+        "a claim at the forged epoch {forged_epoch}: {claims:?}"
     );
     let svg = std::fs::read_to_string(v["svg"].as_str().expect("svg path")).expect("load.svg");
     assert!(
