@@ -331,7 +331,6 @@ def analyse(story):
             "owner": {s: next(iter(v)) for s, v in per.items() if len(v) == 1},
         }
     before = phases["before_crash"]["owner"]
-    after = phases["after_crash"]["owner"]
     killed_sources = sorted(s for s, o in before.items() if o == KILLED)
     gaps, client_gaps, unanswered = [], [], []
     for src in killed_sources:
@@ -469,7 +468,8 @@ def summary(result, out):
     p(f"allocation epochs committed: {epoch} (the story needs 3: join, leave, takeover; more "
       f"means members were declared down and up again, see 'member down' in the servers' logs)")
     for kind, a in result["attacks"].items():
-        p(f"{a['sent']['sent']} join from atk: refused with {a['rejected'] or 'nothing'} "
+        verb = {"forge": "forged", "replay": "replayed"}[kind]
+        p(f"{verb} join from atk: refused with {a['rejected'] or 'nothing'} "
           f"(expected {a['expected']})")
 
 
