@@ -3,9 +3,12 @@
 
     lab/lab.py smoke [--json]   start the default topology, check reachability, stop
     lab/lab.py cli              start it and open the mininet prompt
-    lab/lab.py clean            remove anything a crashed run left (mininet's own `mn -c`)
+    lab/lab.py clean            remove anything a crashed run left: the daemons and clients a lab
+                                recorded in /run/manycast-lab.pids (each by its pid),
+                                mininet's own `mn -c`, and the topology's bridges
 
-Always stops what it started: on success, on error, on Ctrl-C and on SIGTERM.
+Always stops what it started: on success, on error, on Ctrl-C and on SIGTERM. Holds the
+machine-wide lab lock /tmp/manycast-lab.lock while a lab runs (host names are fixed).
 """
 
 import argparse
@@ -22,6 +25,7 @@ from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
 from mininet.nodelib import LinuxBridge  # noqa: E402
 
+import cluster  # noqa: E402
 import topo  # noqa: E402
 
 
@@ -63,7 +67,12 @@ def main():
     if os.geteuid() != 0:
         sys.exit("lab: needs root (network namespaces, bridges)")
     if args.command == "clean":
-        subprocess.run(["mn", "-c"], check=False, capture_output=True)
+        # Under the lock: a crashed lab released it; a live one is waited for, not broken.
+        lock = cluster.LabLock()
+        lock.acquire(lambda m: print(m, file=sys.stderr))
+        killed = cluster.clean_leftovers()
+        lock.release()
+        print(f"lab: stopped {killed} leftover process(es); mininet cleaned")
         return
     setLogLevel("warning")
     net = None
@@ -72,6 +81,8 @@ def main():
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    lock = cluster.LabLock()
+    lock.acquire(lambda m: print(m, file=sys.stderr))
     try:
         net = start()
         if args.command == "cli":
@@ -86,8 +97,12 @@ def main():
             if not all(results.values()):
                 sys.exit(1)
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if net is not None:
             net.stop()
+        lock.release()
 
 
 if __name__ == "__main__":

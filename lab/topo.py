@@ -8,6 +8,9 @@
                    spread over the unicast IPv4 space, routed by r1
       atk          an attacker on server 1's subnet (10.1.0.66), so that its joins reach the
                    router on a link where members live
+    and a back-end management segment: switch s77, 10.77.0.0/24, a second interface srv<i>-eth1
+    (10.77.0.<i>) on every server, not connected to r1. The servers' control group runs there
+    (the verifier routes only protected groups, so the control group needs a shared segment).
 
 Interactive use:  mn --custom lab/topo.py --topo manycast --switch lxbr --controller none
 (then run `py configure(net)` at the mininet prompt to add the client source addresses).
@@ -43,11 +46,17 @@ def server_subnet(i):
     return ipaddress.ip_network(f"10.{i}.0.0/24")
 
 
+def backend_addr(i):
+    """Server i's address on the back-end management segment (control group)."""
+    return BACKEND_SUBNET[i]
+
+
 def client_subnet(c):
     return ipaddress.ip_network(f"10.100.{c}.0/24")
 
 
 KEYSTORE_SUBNET = ipaddress.ip_network("10.53.0.0/24")
+BACKEND_SUBNET = ipaddress.ip_network("10.77.0.0/24")
 ATTACKER_ADDR = "10.1.0.66"
 
 
@@ -72,6 +81,10 @@ class ManycastTopo(Topo):
             self.addHost(f"srv{i}", ip=f"{net[2]}/24", defaultRoute=f"via {net[1]}")
             self.addLink(f"srv{i}", sw)
             self.addLink(r1, sw, intfName1=f"r1-s{i}", params1={"ip": f"{net[1]}/24"})
+        backend = self.addSwitch("s77")
+        for i in range(1, servers + 1):
+            self.addLink(f"srv{i}", backend, intfName1=f"srv{i}-eth1",
+                         params1={"ip": f"{backend_addr(i)}/24"})
         self.addHost("atk", ip=f"{ATTACKER_ADDR}/24", defaultRoute=f"via {server_subnet(1)[1]}")
         self.addLink("atk", "s1")
         sw = self.addSwitch("s53")

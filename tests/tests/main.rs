@@ -1,16 +1,47 @@
 //! End-to-end tests on the mininet lab (`lab/`). They need root and the Debian `mininet` package
-//! (`make test` installs it). Mininet's interface names are fixed, so lab tests never run two
-//! labs at once: each takes `LAB_LOCK` first.
+//! (`make test` installs it). Mininet's host and interface names are fixed, so only one lab runs
+//! on the machine at a time: each test holds the machine-wide lab lock (flock on
+//! `/tmp/manycast-lab.lock`, the one the lab scripts take themselves) from before the lab starts
+//! until its leftover checks are done, and tells the scripts so (`MANYCAST_LAB_LOCK_HELD=1`).
 
 use std::process::Command;
 use std::sync::Mutex;
 
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
+/// Holds the in-process mutex and the machine-wide lab flock while alive.
+struct LabLock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+fn lab_lock() -> LabLock {
+    let guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/manycast-lab.lock")
+        .expect("open /tmp/manycast-lab.lock");
+    let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock /tmp/manycast-lab.lock: {e}"));
+    LabLock {
+        _flock: flock,
+        _guard: guard,
+    }
+}
+
+/// A lab script run with /usr/bin/python3 (Debian's mininet lives there); the caller holds
+/// the lab lock.
+fn python(script: &str) -> Command {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(format!("{}/../lab/{script}", env!("CARGO_MANIFEST_DIR")))
+        .env("MANYCAST_LAB_LOCK_HELD", "1");
+    cmd
+}
+
 fn lab(args: &[&str]) -> std::process::Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/lab.py");
-    Command::new("/usr/bin/python3")
-        .arg(script)
+    python("lab.py")
         .args(args)
         .output()
         .expect("run lab/lab.py with /usr/bin/python3")
@@ -20,7 +51,7 @@ fn lab(args: &[&str]) -> std::process::Output {
 /// source addresses from all over the space are routed, and the lab leaves nothing behind.
 #[test]
 fn lab_topology_smoke() {
-    let _guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = lab_lock();
     let out = lab(&["smoke", "--json"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
@@ -50,4 +81,143 @@ fn lab_topology_smoke() {
             .any(|l| l.starts_with("r1-") || l.starts_with("s53")),
         "lab left links: {links}"
     );
+}
+
+#[path = "../../testkit/workspace_bin.rs"]
+mod workspace_bin;
+
+/// The directory holding this build's daemons and admin tool (`target/<profile>/`), each built
+/// here if missing or older than its sources.
+fn daemon_bin_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = |dirs: &[&str]| dirs.iter().map(|d| root.join(d)).collect::<Vec<_>>();
+    let server_src = src(&[
+        "manycast-server/src",
+        "control-channel/src",
+        "igmp-ext/src",
+        "dns-keystore/src",
+    ]);
+    let server = workspace_bin::workspace_bin("manycast-server", "manycast-server", &server_src);
+    workspace_bin::workspace_bin("manycast-server", "manycastctl", &server_src);
+    workspace_bin::workspace_bin(
+        "manycast-verifier",
+        "manycast-verifier",
+        &src(&["igmp-ext/src", "igmp-ext/router/src", "dns-keystore/src"]),
+    );
+    workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &src(&["dns-keystore/src"]));
+    server.parent().expect("target/<profile>").to_owned()
+}
+
+fn reasons(v: &serde_json::Value) -> Vec<(String, u64)> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The demo story, quick and non-interactive, with this build's daemons: the real keystore,
+/// verifier and four servers on the lab; 128 client sources under load; a planned leave
+/// (SIGTERM); a SIGKILL and its takeover; a forged and a replayed join from the attacker. Checks
+/// what the clients and the verifier recorded (never a timing), then that nothing is left.
+#[test]
+fn lab_demo_story_serves_each_source_once_takes_over_and_refuses_attacks() {
+    let bin_dir = daemon_bin_dir();
+    let out_dir = bin_dir.join("lab-e2e-demo");
+    let _lock = lab_lock();
+    let out = python("demo.py")
+        .args(["--quick", "--json", "--bin-dir"])
+        .arg(&bin_dir)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .output()
+        .expect("run lab/demo.py with /usr/bin/python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("demo printed no JSON ({e}): {stdout}\n{stderr}"));
+    assert!(out.status.success(), "{stderr}");
+
+    // 2 clients × 64 sources, each answered by exactly one server while the cluster is stable:
+    // with four servers, and after the planned leave, right up to the crash.
+    assert_eq!(v["sources_total"], 128, "{stderr}");
+    for phase in ["steady", "before_crash", "after_crash"] {
+        let p = &v["phases"][phase];
+        assert_eq!(p["sources"], 128, "{phase}: {p}");
+        assert_eq!(p["exactly_one"], 128, "{phase}: {p}\n{stderr}");
+    }
+    // Every source of the killed server is answered by another one afterwards.
+    let killed = v["killed_sources"].as_u64().expect("killed_sources");
+    assert!(killed > 0, "the killed server served nobody: {v}");
+    assert_eq!(v["killed_sources_answered_by_other"], killed, "{v}");
+    assert_eq!(v["killed_sources_unanswered"], serde_json::json!([]));
+
+    // The attacker's joins are refused, each with its reason, and change nobody's claim.
+    assert_eq!(
+        reasons(&v["attacks"]["forge"]["rejected"]),
+        vec![("bad-signature".to_owned(), 1)],
+        "{}",
+        v["attacks"]
+    );
+    assert_eq!(
+        reasons(&v["attacks"]["replay"]["rejected"]),
+        vec![("duplicate".to_owned(), 1)],
+        "{}",
+        v["attacks"]
+    );
+    // The forged join claimed srv1's slices at a far later epoch: no claim holds that epoch.
+    let forged_epoch = v["attacks"]["forge"]["sent"]["epoch"]
+        .as_u64()
+        .expect("forged epoch");
+    let claims = v["after_attacks"]["claim_epochs"]
+        .as_object()
+        .expect("claim epochs");
+    assert!(!claims.is_empty(), "the verifier holds no claim: {v}");
+    assert!(
+        claims
+            .values()
+            .all(|e| e.as_u64().is_some_and(|e| e < forged_epoch)),
+        "a claim at the forged epoch {forged_epoch}: {claims:?}"
+    );
+    let svg = std::fs::read_to_string(v["svg"].as_str().expect("svg path")).expect("load.svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+
+    // Nothing left: no process the demo started, no mininet host shell, no lab link or bridge.
+    for pid in v["pids"].as_array().expect("pids") {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            !cmdline.contains(bin_dir.to_str().expect("utf-8 path")) && !cmdline.contains("/lab/"),
+            "left running: {pid} {cmdline}"
+        );
+    }
+    let procs = std::fs::read_dir("/proc").expect("/proc");
+    for p in procs.filter_map(Result::ok) {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("mininet:"),
+            "a mininet host is left: {:?}",
+            p.path()
+        );
+    }
+    let links = Command::new("ip")
+        .args(["-br", "link"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    let lab_links: Vec<_> = links
+        .lines()
+        .filter(|l| {
+            let name = l.split_whitespace().next().unwrap_or_default();
+            name.starts_with("r1-")
+                || name.starts_with("srv")
+                || ["s1", "s2", "s3", "s4", "s53", "s77", "s101", "s102"].contains(&name)
+        })
+        .collect();
+    assert!(lab_links.is_empty(), "lab left links: {lab_links:?}");
 }

@@ -1,0 +1,427 @@
+"""The Manycast cluster on the default lab topology, with the real binaries of this workspace.
+
+    with Cluster(bin_dir="target/release", run_dir="target/demo/run") as c:
+        c.up()            # or the steps one by one, as the demo does
+        ...
+
+Steps (each a method, so that the demo can narrate them and later steps can be added):
+  start_net        the mininet topology (topo.py), under the machine-wide lab lock
+  make_keys        group key, member keys and certificates with `manycastctl`
+  start_keystore   the real `dns-keystore` on ks (10.53.0.2:53)
+  publish          the group record over TSIG with `manycastctl keystore publish`
+  start_verifier   the real `manycast-verifier` on r1, native mode, keys from the keystore
+  start_servers    real `manycast-server`s on srv1..srvN (native UDP reference service),
+                   control group on the back-end segment s77
+  wait_converged   every running server at one epoch, the verifier holding their claims
+
+Everything started is stopped by `stop()` (also from `__exit__`, on error, Ctrl-C and SIGTERM
+when the caller turns SIGTERM into an exception, as lab.py and demo.py do). Each process's pid
+is also written to PID_FILE, so that `lab.py clean` can stop what a crashed run left behind.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import topo
+
+LOCK_PATH = "/tmp/manycast-lab.lock"
+PID_FILE = "/run/manycast-lab.pids"
+GROUP = "232.1.1.1"
+CONTROL_GROUP = "239.77.0.1"
+PORT = 5000
+ZONE = "groups.manycast.test"
+KEYSTORE_ADDR = f"{topo.KEYSTORE_SUBNET[2]}:53"
+BINARIES = ("manycastctl", "dns-keystore", "manycast-verifier", "manycast-server")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class LabLock:
+    """flock on LOCK_PATH: mininet's host and interface names are fixed, so one lab at a time.
+    A caller that holds the lock itself across the run (a test that checks for leftovers
+    afterwards) sets MANYCAST_LAB_LOCK_HELD=1, and the lab does not lock again."""
+
+    def __init__(self, path=LOCK_PATH):
+        self.path = path
+        self.fd = None
+
+    def acquire(self, log=None):
+        if os.environ.get("MANYCAST_LAB_LOCK_HELD") == "1":
+            return
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log:
+                log(f"waiting for the lab lock {self.path} (another lab is running)")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def wait_for(what, cond, timeout=30.0, interval=0.1):
+    """Polls `cond` until true; a deadline for a hung run, not a timing check."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_prom(path, with_mtime=False):
+    """Prometheus text as {name: value} (labels kept in the name); {} if missing. With
+    `with_mtime`: (the file's mtime, or None, and the values), from the same open file."""
+    out = {}
+    mtime = None
+    try:
+        with open(path) as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            for line in f:
+                if line.startswith("#") or not line.strip():
+                    continue
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+    except FileNotFoundError:
+        pass
+    return (mtime, out) if with_mtime else out
+
+
+def record_pid(pid, argv):
+    """Records a started process: its pid and its first two arguments (program, script)."""
+    with open(PID_FILE, "a") as f:
+        f.write(f"{pid} {' '.join(argv[:2])}\n")
+
+
+def kill_recorded():
+    """Stops the processes a crashed lab left (recorded in PID_FILE), each by its pid, after
+    checking that the pid still runs the binary recorded for it. Returns how many."""
+    killed = 0
+    try:
+        with open(PID_FILE) as f:
+            rows = [line.split(" ", 1) for line in f if line.strip()]
+    except FileNotFoundError:
+        return 0
+    for pid, recorded in rows:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if " ".join(argv[:2]) == recorded.strip():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    os.unlink(PID_FILE)
+    return killed
+
+
+def clean_leftovers():
+    """After a crash: the recorded processes, mininet's hosts and links (`mn -c`), and the
+    topology's Linux bridges, which `mn -c` leaves. Call with the lab lock held."""
+    killed = kill_recorded()
+    subprocess.run(["mn", "-c"], capture_output=True, check=False)
+    for sw in topo.ManycastTopo().switches():
+        if os.path.exists(f"/sys/class/net/{sw}/bridge"):
+            subprocess.run(["ip", "link", "del", sw], capture_output=True, check=False)
+    return killed
+
+
+class Cluster:
+    def __init__(self, bin_dir="target/release", run_dir=None, servers=topo.SERVERS, log=None):
+        self.bin_dir = os.path.abspath(bin_dir)
+        for b in BINARIES:
+            if not os.access(self.bin(b), os.X_OK):
+                raise LabError(f"missing binary {self.bin(b)} (build it: cargo build -p ...)")
+        self.run_dir = os.path.abspath(run_dir or f"/tmp/manycast-lab-{os.getpid()}")
+        self.n_servers = servers
+        self.log = log or (lambda msg: None)
+        self.lock = LabLock()
+        self.net = None
+        self.procs = {}  # name -> Popen
+        self.ids = {f"srv{i}": i for i in range(1, servers + 1)}
+        self.retired = set()  # servers stopped on purpose (see `retire`)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def bin(self, name):
+        return os.path.join(self.bin_dir, name)
+
+    def path(self, *parts):
+        return os.path.join(self.run_dir, *parts)
+
+    def host(self, name):
+        return self.net.get(name)
+
+    def run(self, host, args, check=True):
+        """Runs a command to completion inside `host` (or the root namespace if None)."""
+        if host is None:
+            p = subprocess.run(args, capture_output=True, text=True)
+            out, err, rc = p.stdout, p.stderr, p.returncode
+        else:
+            p = self.host(host).popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = p.communicate(timeout=60)
+            out, err, rc = out.decode(), err.decode(), p.returncode
+        if check and rc != 0:
+            raise LabError(f"{' '.join(args)} on {host or 'root'} failed ({rc}): {err.strip()}")
+        return out
+
+    def spawn(self, name, host, args, env=None):
+        """Starts a long-running process in `host`, its stderr to <run_dir>/<name>.log."""
+        logf = open(self.path(f"{name}.log"), "w")
+        e = dict(os.environ)
+        e.update(env or {})
+        p = self.host(host).popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=e)
+        logf.close()
+        # mnexec execs the command, so the pid is the program's own.
+        record_pid(p.pid, args)
+        self.procs[name] = p
+        return p
+
+    def alive(self, name):
+        p = self.procs.get(name)
+        return p is not None and p.poll() is None
+
+    def signal(self, name, sig):
+        p = self.procs[name]
+        if p.poll() is None:
+            p.send_signal(sig)
+
+    def wait_exit(self, name, timeout=20):
+        return self.procs[name].wait(timeout=timeout)
+
+    def server_metrics(self, name, with_mtime=False):
+        """A server's metrics, names without the `manycast_server_` prefix; with `with_mtime`,
+        (when the server wrote them, metrics)."""
+        mtime, raw = read_prom(self.path(f"{name}.prom"), with_mtime=True)
+        m = {k.removeprefix("manycast_server_"): v for k, v in raw.items()}
+        return (mtime, m) if with_mtime else m
+
+    def verifier_status(self):
+        """The verifier's status (JSON through its status socket), or None."""
+        try:
+            p = subprocess.run([self.bin("manycast-verifier"), "--status", "--json", "--socket",
+                                self.path("verifier.sock")], capture_output=True, timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+        if p.returncode != 0:
+            return None
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            return None
+
+    def rejected(self, status=None):
+        status = status or self.verifier_status() or {}
+        return dict((r, n) for r, n in status.get("counters", {}).get("rejected", []))
+
+    def retire(self, name):
+        """Marks a process as about to be stopped on purpose: its exit is no error."""
+        self.retired.add(name)
+
+    def check_processes(self):
+        """LabError if a process stopped that nobody stopped (a daemon refused its config or
+        crashed), with the last line of its log."""
+        for name, p in self.procs.items():
+            if p.poll() is not None and name not in self.retired:
+                try:
+                    with open(self.path(f"{name}.log")) as f:
+                        last = (f.read().strip().splitlines() or [""])[-1]
+                except OSError:
+                    last = ""
+                raise LabError(f"{name} exited with status {p.returncode}: {last}")
+
+    def running_servers(self):
+        return [s for s in self.ids if self.alive(s)]
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def start_net(self):
+        from mininet.net import Mininet
+        from mininet.nodelib import LinuxBridge
+
+        self.lock.acquire(self.log)
+        # A crashed run's leftovers (we hold the lock, so they are not another live lab's).
+        if os.path.exists(PID_FILE) or os.path.exists("/sys/class/net/s77"):
+            clean_leftovers()
+        if os.path.exists(self.run_dir):
+            shutil.rmtree(self.run_dir)
+        os.makedirs(self.path("keys"))
+        self.net = Mininet(topo=topo.ManycastTopo(servers=self.n_servers), switch=LinuxBridge,
+                           controller=None, autoSetMacs=True, waitConnected=False)
+        self.net.start()
+        topo.configure(self.net)
+
+    def make_keys(self):
+        """The admin's keys: the group key, and per server a key pair and a certificate for
+        the service group and the control group."""
+        ctl = self.bin("manycastctl")
+        k = self.path("keys")
+        self.run(None, [ctl, "key", "new", f"{k}/group"])
+        for name, mid in self.ids.items():
+            self.run(None, [ctl, "key", "new", f"{k}/{name}"])
+            self.run(None, [ctl, "cert", "issue", "--group-key", f"{k}/group.key", "--member-key",
+                            f"{k}/{name}.pub", "--id", str(mid), "--group", GROUP,
+                            "--group", CONTROL_GROUP, "--out", f"{k}/{name}.cert"])
+        return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
+
+    def start_keystore(self):
+        d = self.path("keystore")
+        os.makedirs(d)
+        cfg = self.path("keystore.toml")
+        with open(cfg, "w") as f:
+            f.write(f'zone = "{ZONE}"\nstate_dir = "{d}/state"\nlisten = "{KEYSTORE_ADDR}"\n'
+                    f'record_ttl = 300\n')
+        self.spawn("keystore", "ks", [self.bin("dns-keystore"), "--config", cfg],
+                   env={"RUST_LOG": "info"})
+        wait_for("the keystore's TSIG key and trust anchor",
+                 lambda: os.path.exists(self.tsig_key()) and os.path.exists(self.trust_anchor()))
+
+    def tsig_key(self):
+        return self.path("keystore", "state", "tsig.key")
+
+    def trust_anchor(self):
+        return self.path("keystore", "state", "trust-anchor.conf")
+
+    def publish(self):
+        """The group record, TSIG-signed, from the admin on ks; retried while the daemon binds."""
+        args = [self.bin("manycastctl"), "keystore", "publish", "--server", KEYSTORE_ADDR,
+                "--tsig-key", self.tsig_key(), "--zone", ZONE, "--group", GROUP, "--name", "demo",
+                "--owner", "lab@manycast.test", "--group-pub", self.path("keys", "group.pub")]
+        last = []
+
+        def attempt():
+            try:
+                self.run("ks", args)
+                return True
+            except LabError as e:
+                last[:] = [e]
+                return False
+
+        try:
+            wait_for("publishing the group record", attempt, timeout=20, interval=0.3)
+        except LabError as e:
+            raise LabError(f"{e}: {last[0] if last else ''}") from None
+
+    def dig(self):
+        """The published group record as `dig` shows it (with its RRSIG)."""
+        rev = ".".join(reversed(GROUP.split(".")))
+        return self.run("r1", ["dig", f"@{KEYSTORE_ADDR.split(':')[0]}", "+dnssec", "+noall",
+                               "+answer", f"{rev}.g.{ZONE}", "TXT"])
+
+    def start_verifier(self):
+        ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
+        ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
+        cfg = self.path("verifier.toml")
+        with open(cfg, "w") as f:
+            f.write(f"interfaces = {json.dumps(ifs)}\n"
+                    f'status_socket = "{self.path("verifier.sock")}"\n'
+                    f'[keystore]\nserver = "{KEYSTORE_ADDR}"\n'
+                    f'trust_anchor = "{self.trust_anchor()}"\ngroups = ["{GROUP}"]\n')
+        self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
+                   env={"RUST_LOG": "info"})
+        wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
+
+    def start_server(self, name):
+        k = self.path("keys")
+        cfg = self.path(f"{name}.toml")
+        with open(cfg, "w") as f:
+            f.write(f'group = "{GROUP}"\ninterface = "{name}-eth0"\nservice_port = {PORT}\n'
+                    f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
+                    f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(name + ".prom")}"\n'
+                    f'[control]\ngroup = "{CONTROL_GROUP}"\ninterface = "{name}-eth1"\n')
+        if os.path.exists(self.path(f"{name}.prom")):
+            os.unlink(self.path(f"{name}.prom"))
+        self.spawn(name, name, [self.bin("manycast-server"), "--config", cfg],
+                   env={"RUST_LOG": "info"})
+
+    def start_servers(self):
+        for name in self.ids:
+            self.start_server(name)
+
+    def agreed_epoch(self):
+        """The one epoch all running servers have committed with slices, or None."""
+        epochs = set()
+        for s in self.running_servers():
+            m = self.server_metrics(s)
+            if not m.get("slices"):
+                return None
+            epochs.add(int(m.get("epoch", 0)))
+        return epochs.pop() if len(epochs) == 1 else None
+
+    def converged(self):
+        """(epoch, status) once every running server agrees on one epoch, their slices cover
+        the address space, and the verifier holds exactly their claims at that epoch."""
+        self.check_processes()
+        epoch = self.agreed_epoch()
+        if epoch is None:
+            return None
+        running = self.running_servers()
+        if sum(self.server_metrics(s).get("slice_addresses", 0) for s in running) != 1 << 32:
+            return None
+        st = self.verifier_status()
+        if st is None:
+            return None
+        rows = [r for r in st["ownership"] if r["group"] == GROUP]
+        want = {self.ids[s] for s in running}
+        if {r["member"] for r in rows} == want and all(r["epoch"] == epoch for r in rows):
+            return epoch, st
+        return None
+
+    def wait_converged(self, timeout=30):
+        return wait_for("the servers to agree on one epoch and the verifier to hold their claims",
+                        self.converged, timeout=timeout)
+
+    def up(self):
+        self.start_net()
+        self.make_keys()
+        self.start_keystore()
+        self.publish()
+        self.start_verifier()
+        self.start_servers()
+        return self.wait_converged()
+
+    # -- teardown ----------------------------------------------------------------------------
+
+    def stop(self):
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for name, p in self.procs.items():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+        if os.path.exists(PID_FILE):
+            os.unlink(PID_FILE)
+        if self.net is not None:
+            self.net.stop()
+            self.net = None
+        self.lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

@@ -1,0 +1,527 @@
+#!/usr/bin/python3
+"""`make demo`: about a minute of Manycast on the default lab, everything measured in this run.
+
+    lab/demo.py [--bin-dir target/release] [--out-dir target/demo] [--quick] [--json]
+
+The story is a list of step functions (STEPS): keys made and published, the verifier and the
+servers start and join, clients load the service (native mode), a planned change (a server
+leaves with SIGTERM), a server SIGKILLed and its slices taken over, a forged and a replayed
+join from the attacker refused. A live status view runs meanwhile (ANSI, in place, on a
+terminal; plain lines otherwise). At the end: a summary table, and the per-server load over time
+with the events marked in OUT_DIR/load.svg.
+
+--quick shortens the waits (for the e2e test); --json prints the measured results as one JSON
+line on stdout (the view and the summary then go to stderr).
+Steps not in the story yet, because the features are not there: `manycastctl drain/rebalance/
+move` (branch admin), VIP mode with curl/wrk (branch vip). Add them to STEPS when they land.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import threading
+import time
+
+LAB = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(LAB)
+sys.path.insert(0, LAB)
+
+import cluster  # noqa: E402
+import topo  # noqa: E402
+
+KILLED = "srv2"
+LEAVING = "srv4"
+SAMPLE_S = 0.5
+
+
+class Interrupted(Exception):
+    pass
+
+
+def claim(row):
+    """A verifier ownership row in a few words: epoch, slice entries, the first of them."""
+    if not row:
+        return "-"
+    entries = row["slices"].split()
+    more = f" +{len(entries) - 1}" if len(entries) > 1 else ""
+    return f"epoch {row['epoch']}: {entries[0] if entries else 'none'}{more}"
+
+
+def rate_series(points):
+    """[(t, per second)] between consecutive (t, counter) points."""
+    return [(t2, max(0.0, (v2 - v1) / (t2 - t1)))
+            for (t1, v1), (t2, v2) in zip(points, points[1:]) if t2 > t1]
+
+
+class Story:
+    def __init__(self, c, args, out):
+        self.c = c
+        self.args = args
+        self.out = out  # where the view and the summary go
+        self.tty = out.isatty() and not args.json
+        self.events = []  # (t, label, detail lines)
+        self.marks = {}  # step name -> time
+        # Per server, each metrics-file write seen: (file mtime, served_total). The server
+        # rewrites the file every second; the mtime dates the value exactly.
+        self.samples = {}
+        self.status = None
+        self.clients = {}
+        self.attacks = {}
+        self.after_attacks = {}
+        self.last_epoch = 0
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.t0 = time.time()
+        self.sampler = None
+
+    # -- events and the live view ----------------------------------------------------------------
+
+    def event(self, label, detail=(), mark=None):
+        t = time.time()
+        with self.lock:
+            self.events.append((t, label, list(detail)))
+            if mark:
+                self.marks[mark] = t
+        if not self.tty:
+            print(f"[{t - self.t0:6.1f}s] {label}", file=self.out, flush=True)
+            for line in detail:
+                print(f"           {line}", file=self.out, flush=True)
+
+    def loads(self):
+        """Requests per second per server between its last two metrics writes (0 once the
+        server is gone)."""
+        with self.lock:
+            return {srv: rates[-1][1] if rates and self.c.alive(srv) else 0.0
+                    for srv, rates in ((srv, rate_series(pts)) for srv, pts in self.samples.items())}
+
+    def sample_loop(self):
+        n = 0
+        while not self.done.is_set():
+            for srv in self.c.ids:
+                mtime, m = self.c.server_metrics(srv, with_mtime=True)
+                if mtime is None:
+                    continue
+                value = m.get("served_total", 0)
+                with self.lock:
+                    pts = self.samples.setdefault(srv, [])
+                    if not pts or pts[-1][0] != mtime:
+                        pts.append((mtime, value))
+            # Every new allocation epoch is an event, planned or not (a false "member down"
+            # under CPU starvation shows here as an epoch the story did not ask for).
+            epoch = max((int(self.c.server_metrics(srv).get("epoch", 0))
+                         for srv in self.c.running_servers()), default=0)
+            if epoch > self.last_epoch:
+                self.last_epoch = epoch
+                self.event(f"servers committed allocation epoch {epoch}")
+            if n % 2 == 0:
+                st = self.c.verifier_status()
+                if st is not None:
+                    self.status = st
+            if self.tty:
+                self.render()
+            elif n % 10 == 0 and self.c.procs.get("client1"):
+                load = self.loads()
+                print(f"[{time.time() - self.t0:6.1f}s] load req/s: " +
+                      " ".join(f"{s}={v:.0f}" for s, v in sorted(load.items())), file=self.out, flush=True)
+            n += 1
+            self.done.wait(SAMPLE_S)
+
+    def render(self):
+        st = self.status or {}
+        owners = {r["member"]: r for r in st.get("ownership", []) if r["group"] == cluster.GROUP}
+        load = self.loads()
+        lines = [f"\x1b[1mManycast lab demo\x1b[0m   t={time.time() - self.t0:5.1f}s   "
+                 f"group {cluster.GROUP}:{cluster.PORT}   verifier on r1, keystore on ks",
+                 "",
+                 f"{'server':8} {'state':6} {'epoch':>5} {'units':>5} {'share':>6}  "
+                 f"{'verifier holds':34} {'req/s':>6}"]
+        for s, mid in self.c.ids.items():
+            m = self.c.server_metrics(s)
+            state = "up" if self.c.alive(s) else ("-" if s not in self.c.procs else "gone")
+            share = m.get("slice_addresses", 0) / (1 << 32) * 100 if state == "up" else 0
+            lines.append(f"{s:8} {state:6} {int(m.get('epoch', 0)):>5} "
+                         f"{int(m.get('slices', 0)) if state == 'up' else 0:>5} {share:>5.1f}%  "
+                         f"{claim(owners.get(mid)):34} {load.get(s, 0) if state == 'up' else 0:>6.0f}")
+        c = st.get("counters", {})
+        rej = {r: n for r, n in c.get("rejected", []) if n}
+        lines += ["", f"verifier: joins accepted {c.get('joins_accepted', 0)}, MFC entries "
+                  f"{c.get('mfc_entries', 0)}, rejected {rej or '{}'}", "", "events:"]
+        with self.lock:
+            recent = self.events[-9:]
+        for t, label, detail in recent:
+            lines.append(f"  {t - self.t0:6.1f}s  {label}")
+            lines += [f"           {d}"[:150] for d in detail[:3]]
+        self.out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n")
+        self.out.flush()
+
+    def pause(self, full, quick):
+        end = time.time() + (quick if self.args.quick else full)
+        while time.time() < end:
+            time.sleep(0.1)
+
+    # -- the story -------------------------------------------------------------------------------
+
+    def step_keys(self):
+        self.c.start_net()
+        self.event("lab up: r1, srv1..srv4 on four subnets, ks, cli1/cli2 (64 sources each), atk",
+                   mark="lab")
+        shown = self.c.make_keys()
+        self.event("manycastctl: group key, 4 member keys and certificates (service + control group)",
+                   shown.splitlines(), mark="keys")
+
+    def step_keystore(self):
+        self.c.start_keystore()
+        self.c.publish()
+        self.event("dns-keystore on ks; group record published over TSIG; dig shows it:",
+                   [line[:140] for line in self.c.dig().splitlines() if line.strip()], mark="published")
+
+    def step_verifier(self):
+        self.c.start_verifier()
+        self.event("manycast-verifier on r1: native mode, group key fetched from the keystore (DNSSEC)",
+                   mark="verifier")
+        # The attacker listens on srv1's link from now on, to capture a signed join.
+        atk = self.c.path("atk-captured.bin")
+        self.c.spawn("atk-capture", "atk", ["/usr/bin/python3", os.path.join(LAB, "attacker.py"),
+                                            "capture", "--iface", "atk-eth0", "--sender",
+                                            f"{topo.server_subnet(1)[2]}", "--out", atk])
+
+    def step_servers_join(self):
+        self.c.start_servers()
+        epoch, st = self.c.wait_converged()
+        rows = sorted((r["member"], r["slices"]) for r in st["ownership"])
+        self.event(f"4 servers joined: epoch {epoch}, the verifier holds their signed claims",
+                   [f"member {m}: {s}" for m, s in rows], mark="joined")
+
+    def step_clients(self):
+        for cno in range(1, topo.CLIENTS + 1):
+            self.clients[cno] = self.c.path(f"client{cno}.json")
+            self.c.spawn(f"client{cno}", f"cli{cno}",
+                         ["/usr/bin/python3", os.path.join(LAB, "client.py"), "--client", str(cno),
+                          "--out", self.clients[cno], "--rate", str(self.args.rate)])
+        # The phases are measured from the moment both clients get answers (a loaded machine
+        # can take a while to start Python).
+        def answered(cno):
+            try:
+                with open(self.clients[cno] + ".progress") as f:
+                    return sum(json.load(f)["per_server"].values()) > 0
+            except (OSError, ValueError):
+                return False
+        cluster.wait_for("the clients' first answers", lambda: all(map(answered, self.clients)))
+        self.event(f"clients load the service: 2 × 64 sources, {self.args.rate:g} req/s each, "
+                   f"UDP to {cluster.GROUP}:{cluster.PORT}", mark="load")
+        self.pause(12, 4)
+
+    def step_planned_leave(self):
+        self.c.retire(LEAVING)
+        self.c.signal(LEAVING, signal.SIGTERM)
+        self.event(f"planned change: {LEAVING} leaves (SIGTERM: control Leave, signed empty claim)",
+                   mark="leave")
+        rc = self.c.wait_exit(LEAVING)
+        epoch, st = self.c.wait_converged()
+        self.event(f"{LEAVING} exited ({rc}); its slices re-allocated, epoch {epoch}",
+                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]], mark="left")
+        self.pause(10, 3)
+
+    def step_crash(self):
+        before, _ = self.c.wait_converged()
+        self.c.retire(KILLED)
+        self.c.procs[KILLED].kill()
+        self.event(f"{KILLED} SIGKILLed", mark="kill")
+        self.c.wait_exit(KILLED)  # reaped: no longer counted as running
+        def taken_over():
+            r = self.c.converged()
+            return r if r and r[0] > before else None
+        epoch, st = cluster.wait_for(f"the survivors to take {KILLED}'s slices over", taken_over)
+        self.event(f"survivors took {KILLED}'s slices over: epoch {epoch}, verifier re-pointed",
+                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]], mark="taken")
+        self.pause(10, 3)
+
+    def step_attacks(self):
+        packet = self.c.path("atk-captured.bin")
+        cluster.wait_for("the attacker to capture a signed join of srv1",
+                         lambda: os.path.exists(packet), timeout=30)
+        attacker = ["/usr/bin/python3", os.path.join(LAB, "attacker.py")]
+        for kind, verb, reason in (("forge", "forged", "bad-signature"), ("replay", "replayed", "duplicate")):
+            before = self.c.rejected()
+            sent = json.loads(self.c.run("atk", attacker + [kind, "--iface", "atk-eth0",
+                                                            "--packet", packet]))
+            # The servers' kernels keep sending their own unsigned reports for the group
+            # (SPEC.md §11.3), so `unsigned` moves on its own and is left out.
+            def new_rejections():
+                now = self.c.rejected()
+                return {r: n - before.get(r, 0) for r, n in now.items()
+                        if n != before.get(r, 0) and r != "unsigned"}
+            try:
+                delta = cluster.wait_for(f"the verifier to count the {verb} join", new_rejections,
+                                         timeout=10)
+            except cluster.LabError:
+                delta = new_rejections()  # not refused: shown and reported as such
+            self.attacks[kind] = {"sent": sent, "rejected": delta, "expected": reason}
+            self.event(f"atk {verb} a join in srv1's name (epoch {sent['epoch']}): verifier "
+                       f"refused it: {', '.join(f'{r} +{n}' for r, n in delta.items()) or 'NOT refused'}",
+                       mark=kind)
+        # Neither join changed who owns what: no claim at the forged epoch.
+        st = self.c.verifier_status() or {}
+        self.after_attacks = {"servers_epoch": self.last_epoch,
+                              "claim_epochs": {str(r["member"]): r["epoch"] for r in st.get("ownership", [])}}
+        self.pause(3, 1)
+
+    def step_stop_clients(self):
+        for cno in self.clients:
+            self.c.retire(f"client{cno}")
+            self.c.signal(f"client{cno}", signal.SIGTERM)
+        for cno in self.clients:
+            self.c.wait_exit(f"client{cno}")
+        self.event("clients stopped", mark="end")
+
+    STEPS = ["step_keys", "step_keystore", "step_verifier", "step_servers_join", "step_clients",
+             "step_planned_leave", "step_crash", "step_attacks", "step_stop_clients"]
+
+    def run(self):
+        self.sampler = threading.Thread(target=self.sample_loop, daemon=True)
+        self.sampler.start()
+        try:
+            for name in self.STEPS:
+                getattr(self, name)()
+        finally:
+            self.done.set()
+            self.sampler.join()
+            if self.tty:
+                self.render()
+
+
+# -- analysis: everything below is computed from what the clients and servers recorded ---------
+
+def server_of(c, addr):
+    for s in c.ids:
+        if str(topo.server_subnet(c.ids[s])[2]) == addr:
+            return s
+    return addr
+
+
+def analyse(story):
+    c, m = story.c, story.marks
+    replies = {}  # source -> [(t, server, text)]
+    sent = 0
+    for path in story.clients.values():
+        with open(path) as f:
+            data = json.load(f)
+        for src, v in data["sources"].items():
+            replies[src] = [(t, server_of(c, s), txt) for t, s, txt in v["replies"]]
+            sent += v["sent"]
+
+    def served_in(src, a, b):
+        return {s for t, s, txt in replies[src] if a <= t < b and not txt.endswith("reset")}
+
+    settle = 0.5  # after a convergence, resets and in-flight replies of the old owner end
+    windows = {"steady": (m["load"] + 1.0, m["leave"]), "before_crash": (m["left"] + settle, m["kill"]),
+               "after_crash": (m["taken"] + settle, m["forge"])}
+    phases = {}
+    for name, (a, b) in windows.items():
+        per = {src: served_in(src, a, b) for src in replies}
+        phases[name] = {
+            "window_s": round(b - a, 2),
+            "sources": len(per),
+            "exactly_one": sum(1 for v in per.values() if len(v) == 1),
+            "none": sorted(s for s, v in per.items() if not v),
+            "several": {s: sorted(v) for s, v in per.items() if len(v) > 1},
+            "owner": {s: next(iter(v)) for s, v in per.items() if len(v) == 1},
+        }
+    before = phases["before_crash"]["owner"]
+    killed_sources = sorted(s for s, o in before.items() if o == KILLED)
+    gaps, client_gaps, unanswered = [], [], []
+    for src in killed_sources:
+        first = next((t for t, s, txt in replies[src]
+                      if t > m["kill"] and s != KILLED and not txt.endswith("reset")), None)
+        last = max((t for t, s, _ in replies[src] if t <= m["kill"]), default=None)
+        if first is None:
+            unanswered.append(src)
+            continue
+        gaps.append((first - m["kill"]) * 1000)
+        if last is not None:
+            client_gaps.append((first - last) * 1000)
+    # Sources a server gained at the planned change and at the crash.
+    takeovers = {s: 0 for s in c.ids}
+    for a, b in (("steady", "before_crash"), ("before_crash", "after_crash")):
+        for src, o in phases[b]["owner"].items():
+            if phases[a]["owner"].get(src) not in (None, o):
+                takeovers[o] += 1
+    servers = {}
+    for s in c.ids:
+        metrics = c.server_metrics(s)
+        servers[s] = {
+            "sources": len({src for src, rs in replies.items() for _, o, txt in rs
+                            if o == s and not txt.endswith("reset")}),
+            "replies_received": sum(1 for rs in replies.values() for _, o, txt in rs
+                                    if o == s and not txt.endswith("reset")),
+            "served_total": int(metrics.get("served_total", 0)),
+            "resets_total": int(metrics.get("resets_total", 0)),
+            "takeovers": takeovers[s],
+        }
+    q = lambda xs, p: round(sorted(xs)[min(len(xs) - 1, int(p * len(xs)))], 1) if xs else None  # noqa: E731
+    return {
+        "demo": "story",
+        "quick": story.args.quick,
+        "sources_total": len(replies),
+        "requests_sent": sent,
+        "phases": {k: {kk: vv for kk, vv in v.items() if kk != "owner"} for k, v in phases.items()},
+        "killed": KILLED,
+        "left": LEAVING,
+        "killed_sources": len(killed_sources),
+        # Answered after the takeover, and only by servers other than the killed one (whether
+        # by exactly one is the after_crash phase's count).
+        "killed_sources_answered_by_other": sum(
+            1 for s in killed_sources
+            if served_in(s, *windows["after_crash"]) and KILLED not in served_in(s, *windows["after_crash"])),
+        "killed_sources_unanswered": unanswered,
+        "failover_gap_ms": {"p50": q(gaps, 0.5), "max": round(max(gaps), 1) if gaps else None,
+                            "client_seen_max": round(max(client_gaps), 1) if client_gaps else None},
+        "servers": servers,
+        "attacks": story.attacks,
+        "after_attacks": story.after_attacks,
+        "events": [{"t": round(t - story.t0, 2), "what": label} for t, label, _ in story.events],
+    }
+
+
+# -- the picture ---------------------------------------------------------------------------
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def esc(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def write_svg(story, path):
+    t_start = story.marks["load"]
+    t_end = story.marks["end"]
+    series = {srv: [(t, v) for t, v in rate_series(story.samples.get(srv, [])) if t_start <= t <= t_end]
+              for srv in story.c.ids}
+    # A server that exited serves nothing from then on: its line drops to 0 at the exit.
+    for srv, mark in ((LEAVING, "left"), (KILLED, "taken")):
+        if series[srv] and mark in story.marks:
+            series[srv].append((story.marks[mark], 0.0))
+    top = max([v for pts in series.values() for _, v in pts] + [1.0])
+    tick = next(m * 10 ** e for e in range(0, 7) for m in (1, 2, 5) if top / (m * 10 ** e) <= 6)
+    ymax = tick * (int(top / tick) + 1)
+    W, H, L, R, T, B = 960, 420, 60, 150, 30, 50
+    pw, ph = W - L - R, H - T - B
+    x = lambda t: L + (t - t_start) / max(1e-6, t_end - t_start) * pw  # noqa: E731
+    y = lambda v: T + ph - v / ymax * ph  # noqa: E731
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{L}" y="18" font-size="13">Per-server load (replies/s, from the servers\' metrics), '
+         f'measured {time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(story.t0))}</text>',
+         f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>',
+         f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>']
+    for k in range(int(ymax / tick) + 1):
+        v = k * tick
+        o.append(f'<line x1="{L - 4}" y1="{y(v):.1f}" x2="{L + pw}" y2="{y(v):.1f}" stroke="#eee"/>'
+                 f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
+    step = max(1, int((t_end - t_start) / 10))
+    t = 0
+    while t_start + t <= t_end:
+        o.append(f'<text x="{x(t_start + t):.1f}" y="{T + ph + 15}" text-anchor="middle">{t}s</text>')
+        t += step
+    o.append(f'<text x="{L + pw / 2}" y="{H - 10}" text-anchor="middle">time since the clients started (s)</text>')
+    labels = {"leave": f"{LEAVING} leaves (SIGTERM)", "kill": f"{KILLED} SIGKILL", "taken": "takeover committed",
+              "forge": "forged join refused", "replay": "replayed join refused"}
+    for n, (mark, label) in enumerate(labels.items()):
+        if mark in story.marks:
+            xv = x(story.marks[mark])
+            right = xv > L + pw * 0.7
+            o.append(f'<line x1="{xv:.1f}" y1="{T}" x2="{xv:.1f}" y2="{T + ph}" stroke="#555" stroke-dasharray="4,3"/>'
+                     f'<text x="{xv + (-3 if right else 3):.1f}" y="{T + 12 + 12 * (n % 3)}" fill="#333" '
+                     f'text-anchor="{"end" if right else "start"}">{esc(label)}</text>')
+    for i, (s, pts) in enumerate(series.items()):
+        col = COLOURS[i % len(COLOURS)]
+        if pts:
+            d = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
+            o.append(f'<polyline fill="none" stroke="{col}" stroke-width="2" points="{d}"/>')
+        o.append(f'<rect x="{L + pw + 15}" y="{T + 16 * i}" width="12" height="3" fill="{col}"/>'
+                 f'<text x="{L + pw + 32}" y="{T + 16 * i + 5}">{s}</text>')
+    o.append("</svg>")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def summary(result, out):
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p("")
+    p("Summary (measured in this run)")
+    p(f"{'server':8} {'sources':>8} {'replies':>8} {'served_total':>13} {'resets':>7} {'takeovers':>10}")
+    for s, v in result["servers"].items():
+        p(f"{s:8} {v['sources']:>8} {v['replies_received']:>8} {v['served_total']:>13} "
+          f"{v['resets_total']:>7} {v['takeovers']:>10}")
+    for name, ph in result["phases"].items():
+        p(f"{name:13} ({ph['window_s']:.1f} s): {ph['exactly_one']}/{ph['sources']} sources served by "
+          f"exactly one server; unanswered {len(ph['none'])}, several {len(ph['several'])}")
+    g = result["failover_gap_ms"]
+    p(f"failover ({result['killed']} SIGKILL): {result['killed_sources_answered_by_other']}/"
+      f"{result['killed_sources']} of its sources answered by another server; gap from the kill to the "
+      f"first answer p50 {g['p50']} ms, max {g['max']} ms (longest silence a client saw {g['client_seen_max']} ms)")
+    epoch = result["after_attacks"].get("servers_epoch")
+    p(f"allocation epochs committed: {epoch} (the story needs 3: join, leave, takeover; more "
+      f"means members were declared down and up again, see 'member down' in the servers' logs)")
+    for kind, a in result["attacks"].items():
+        verb = {"forge": "forged", "replay": "replayed"}[kind]
+        p(f"{verb} join from atk: refused with {a['rejected'] or 'nothing'} "
+          f"(expected {a['expected']})")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
+    p.add_argument("--out-dir", default=os.path.join(ROOT, "target", "demo"))
+    p.add_argument("--quick", action="store_true", help="short waits (tests)")
+    p.add_argument("--json", action="store_true", help="one JSON line of results on stdout")
+    p.add_argument("--rate", type=float, default=10.0, help="requests per second per client source")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("demo: needs root (network namespaces, bridges, raw sockets)")
+    from mininet.log import setLogLevel
+    setLogLevel("error")
+    out = sys.stderr if args.json else sys.stdout
+
+    def on_term(*_):
+        raise Interrupted()
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        c = cluster.Cluster(bin_dir=args.bin_dir, run_dir=os.path.join(args.out_dir, "run"),
+                            log=lambda s: print(s, file=out))
+    except cluster.LabError as e:
+        sys.exit(f"demo: {e}")
+    story = Story(c, args, out)
+    result = None
+    try:
+        story.run()
+        result = analyse(story)
+        svg = os.path.join(args.out_dir, "load.svg")
+        write_svg(story, svg)
+        result["svg"] = svg
+    except (KeyboardInterrupt, Interrupted):
+        print("demo: interrupted; stopping the lab", file=sys.stderr)
+        sys.exit(130)
+    except cluster.LabError as e:
+        print(f"demo: {e} (logs in {c.run_dir})", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        result_pids = [p.pid for p in c.procs.values()]
+        c.stop()
+    result["pids"] = result_pids
+    summary(result, out)
+    print(f"\nPicture: {result['svg']}   (logs and raw client records: {c.run_dir})", file=out)
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
