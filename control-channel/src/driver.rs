@@ -124,6 +124,24 @@ async fn flush(
     }
 }
 
+/// Most datagrams read in one go before a timer runs: bounds the time the timers wait when a
+/// flood keeps the socket busy.
+const MAX_QUEUED_BEFORE_TIMERS: usize = 1024;
+
+/// Hands the endpoint every datagram already queued on the socket, without waiting.
+fn drain_queued(endpoint: &mut Endpoint, socket: &UdpSocket, buf: &mut [u8], now: Timestamp) {
+    for _ in 0..MAX_QUEUED_BEFORE_TIMERS {
+        match socket.try_recv_from(buf) {
+            Ok((n, from)) => {
+                let _ = endpoint.handle_datagram(now, from, &buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // ICMP reports about earlier unicast sends: nothing to do, keep reading.
+            Err(_) => {}
+        }
+    }
+}
+
 /// Runs until the request channel closes; returns the endpoint.
 pub async fn run(
     mut endpoint: Endpoint,
@@ -141,7 +159,11 @@ pub async fn run(
         let wait = endpoint.poll_timeout().map_or(Duration::from_secs(1), |t| {
             Duration::from_millis(t.0.saturating_sub(now.0))
         });
+        // Biased toward the socket: after a stall (an overloaded host) the datagrams queued
+        // meanwhile are evidence that peers are alive and must be read before the timers run,
+        // or a stalled member declares every peer down.
         tokio::select! {
+            biased;
             r = socket.recv_from(&mut buf) => {
                 let now = wall_clock();
                 // Errors here are ICMP reports about earlier unicast sends; nothing to do.
@@ -152,6 +174,7 @@ pub async fn run(
             }
             _ = tokio::time::sleep(wait) => {
                 let now = wall_clock();
+                drain_queued(&mut endpoint, &socket, &mut buf, now);
                 endpoint.handle_timeout(now);
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub const PORT: u16 = 4790;
@@ -103,10 +103,16 @@ impl Drop for Lab {
 #[derive(Debug)]
 pub struct Member {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stall: tokio::sync::mpsc::UnboundedSender<Duration>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Member {
+    /// Blocks the member's whole runtime thread for `d`, as an overloaded host would.
+    pub fn stall(&self, d: Duration) {
+        let _ = self.stall.send(d);
+    }
+
     /// Stops the driver without a `Leave`: to its peers this is a crash.
     pub fn crash(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -136,6 +142,7 @@ pub fn start_member(
     let group = fixture.group;
     let group_key = fixture.group_key.verifying_key();
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stall_tx, mut stall_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     let thread = std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -163,6 +170,9 @@ pub fn start_member(
                         Some((_, e)) => { let _ = events.send((i, Instant::now(), e)); }
                         None => break,
                     },
+                    Some(d) = stall_rx.recv() => {
+                        handle.with(move |_, _| std::thread::sleep(d));
+                    }
                     _ = &mut stop_rx => break,
                 }
             }
@@ -171,6 +181,7 @@ pub fn start_member(
     });
     Member {
         stop: Some(stop_tx),
+        stall: stall_tx,
         thread: Some(thread),
     }
 }
