@@ -2,7 +2,7 @@
 //! file into one line naming what is wrong. Nothing here opens a socket or reads a key file.
 
 use serde::Deserialize;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -111,6 +111,33 @@ impl Default for ServiceConfig {
     }
 }
 
+/// What happens around a reallocation under `forward` and `handoff`, and on drain
+/// (SPEC.md §11.5, §11.6).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReallocationConfig {
+    /// A new owner holds datagrams of unknown clients in slices it gained from a live member
+    /// this long, waiting for that member's session state; then they start fresh (counted).
+    pub hold_ms: u64,
+    /// A draining member (SIGTERM under forward, handoff or pin) leaves at the latest after
+    /// this long, even if forwarded sessions are still active.
+    pub drain_timeout_ms: u64,
+    /// The unicast address and port other members use to reach this member's control
+    /// endpoint directly (forwarded datagrams, state transfers; signed like every control
+    /// message). Default: `interface`'s address and `control.port`.
+    pub direct_path: Option<SocketAddrV4>,
+}
+
+impl Default for ReallocationConfig {
+    fn default() -> Self {
+        ReallocationConfig {
+            hold_ms: 500,
+            drain_timeout_ms: 30_000,
+            direct_path: None,
+        }
+    }
+}
+
 /// The whole file. Only `group`, `interface` and the three key paths are required.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +167,8 @@ pub struct Config {
     pub igmp: IgmpConfig,
     #[serde(default)]
     pub service: ServiceConfig,
+    #[serde(default)]
+    pub reallocation: ReallocationConfig,
 }
 
 fn default_mode() -> Mode {
@@ -232,6 +261,11 @@ impl Config {
         {
             return Err("control.down_after_ms must exceed heartbeat_interval_ms > 0".into());
         }
+        if self.reallocation.hold_ms == 0 || self.reallocation.drain_timeout_ms == 0 {
+            return Err(
+                "reallocation.hold_ms and reallocation.drain_timeout_ms must be non-zero".into(),
+            );
+        }
         if self.igmp.refresh_ms == 0 || self.service.session_idle_ms == 0 {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
@@ -240,6 +274,19 @@ impl Config {
 
     pub fn control_interface(&self) -> &str {
         self.control.interface.as_deref().unwrap_or(&self.interface)
+    }
+
+    pub fn hold(&self) -> Duration {
+        Duration::from_millis(self.reallocation.hold_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.reallocation.drain_timeout_ms)
+    }
+
+    /// Whether SIGTERM drains first: every strategy that keeps sessions alive across a move.
+    pub fn drains_on_terminate(&self) -> bool {
+        self.strategy != Strategy::Reset
     }
 
     pub fn session_idle(&self) -> Duration {
@@ -295,6 +342,9 @@ group_pub = "/k/group.pub"
         assert_eq!(c.igmp.refresh_ms, 10_000);
         assert_eq!(c.service.max_sessions, 65_536);
         assert_eq!(c.metrics_file, None);
+        assert_eq!(c.reallocation, ReallocationConfig::default());
+        assert_eq!(c.hold(), Duration::from_millis(500));
+        assert!(!c.drains_on_terminate());
         let cc = c.control_config();
         assert_eq!(cc.down_after, Duration::from_millis(200));
     }
@@ -305,7 +355,8 @@ group_pub = "/k/group.pub"
             "{MINIMAL}mode = \"vip\"\nservice_port = 7\nstrategy = \"handoff\"\nweight = 3\n\
              metrics_file = \"/tmp/m.prom\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
              interface = \"ctl0\"\nttl = 4\nslice_bits = 4\n[igmp]\nrobustness = 3\n\
-             refresh_ms = 5000\n[service]\nmax_sessions = 10\n"
+             refresh_ms = 5000\n[service]\nmax_sessions = 10\n[reallocation]\nhold_ms = 50\n\
+             drain_timeout_ms = 900\ndirect_path = \"10.0.1.2:4790\"\n"
         ))
         .unwrap();
         assert_eq!(c.mode, Mode::Vip);
@@ -314,6 +365,13 @@ group_pub = "/k/group.pub"
         assert_eq!(c.control.slice_bits, 4);
         assert_eq!(c.agent_config().robustness, 3);
         assert_eq!(c.service.max_sessions, 10);
+        assert_eq!(c.hold(), Duration::from_millis(50));
+        assert_eq!(c.drain_timeout(), Duration::from_millis(900));
+        assert_eq!(
+            c.reallocation.direct_path,
+            Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790))
+        );
+        assert!(c.drains_on_terminate());
     }
 
     #[test]
@@ -325,6 +383,11 @@ group_pub = "/k/group.pub"
             ("[control]\ngroup = \"232.1.1.1\"\n", "must differ"),
             ("[control]\nslice_bits = 30\n", "above 16"),
             ("[igmp]\nrobustness = 0\n", "at least 1"),
+            ("[reallocation]\nhold_ms = 0\n", "must be non-zero"),
+            (
+                "[reallocation]\ndirect_path = \"10.0.0.1\"\n",
+                "socket address",
+            ),
         ];
         for (extra, want) in cases {
             // Later keys would be duplicates of MINIMAL's: drop the ones the case redefines.

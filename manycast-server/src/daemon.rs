@@ -3,16 +3,17 @@
 //! for the [`JoinAgent`]; the agent's signed reports leave through a raw IGMP socket; queries
 //! heard on that socket go back to the agent.
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Strategy};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keys;
 use crate::metrics::{self, Snapshot};
-use crate::service::{Reply, Service};
+use crate::service::{Action, Reply, Service};
 use control_channel::driver::{self, SocketConfig};
-use control_channel::{Counters, Endpoint, Event, Identity};
+use control_channel::{CommittedAllocation, Counters, Endpoint, Event, Identity};
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr};
-use igmp_ext::{AllocationEpoch, MemberCertificate, SliceEntry, Timestamp};
+use igmp_ext::{AllocationEpoch, MemberCertificate, MemberId, SliceEntry, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -159,13 +160,36 @@ fn nonce() -> [u8; igmp_ext::join::NONCE_LEN] {
     b
 }
 
-struct Runtime {
+/// A drain in progress (SPEC.md §11.6).
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    deadline: Timestamp,
+    /// A commit since the drain began left this member without slices.
+    emptied: bool,
+}
+
+/// The daemon's state: the sans-IO parts and the sockets they use. Owned by [`run`]'s loop.
+pub struct Runtime {
     config: Config,
     agent: JoinAgent,
     service: Service,
     igmp: AsyncFd<Socket>,
     udp: UdpSocket,
     snapshot: Snapshot,
+    drain: Option<Drain>,
+    /// Members that announced a direct path: forwards to them take it (the endpoint chooses).
+    direct_paths: BTreeSet<MemberId>,
+    /// Where other members reach us directly, announced under forward and handoff.
+    direct_path: Option<SocketAddrV4>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("service", &self.service)
+            .field("drain", &self.drain)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Runtime {
@@ -194,7 +218,77 @@ impl Runtime {
         }
     }
 
-    async fn on_event(&mut self, now: Timestamp, event: Event) {
+    /// Starts draining: weight 0 over the control channel, so the next allocation moves every
+    /// slice away; sessions go by the configured strategy, and [`Runtime::drain_finished`]
+    /// says when the member may leave. Idempotent. The entry point for SIGTERM and for an
+    /// admin request.
+    pub fn begin_drain(&mut self, handle: &driver::DriverHandle) {
+        if self.drain.is_some() {
+            return;
+        }
+        info!(strategy = self.config.strategy.as_str(), "draining");
+        self.drain = Some(Drain {
+            deadline: driver::wall_clock().saturating_add(self.config.drain_timeout()),
+            emptied: false,
+        });
+        self.snapshot.draining = true;
+        handle.with(|ep, now| ep.drain(now));
+    }
+
+    /// Whether a drain is done: no slices left and no moved session needs us any more, or the
+    /// drain timeout passed.
+    pub fn drain_finished(&self, now: Timestamp) -> bool {
+        match self.drain {
+            None => false,
+            Some(d) if now >= d.deadline => {
+                warn!("drain timeout: leaving with moved sessions still active");
+                true
+            }
+            Some(d) => d.emptied && !self.service.has_moved_sessions(),
+        }
+    }
+
+    async fn apply(&mut self, handle: &driver::DriverHandle, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Reply(r) => self.send_replies(vec![r]).await,
+                Action::Forward {
+                    to,
+                    client,
+                    payload,
+                } => {
+                    if self.direct_paths.contains(&to) {
+                        self.snapshot.forwarded_direct += 1;
+                    }
+                    handle.with(move |ep, now| {
+                        if let Err(e) = ep.forward(now, to, client, payload) {
+                            debug!(member = %to, %client, "forward: {e}");
+                        }
+                    });
+                }
+                Action::SendState {
+                    to,
+                    transfer_id,
+                    data,
+                } => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    handle.with(move |ep, now| {
+                        let _ = tx.send(ep.send_state(now, to, transfer_id, data));
+                    });
+                    match rx.await {
+                        Ok(Ok(())) => debug!(member = %to, transfer_id, "sending moved sessions"),
+                        Ok(Err(e)) => {
+                            warn!(member = %to, "cannot send moved sessions: {e}");
+                            self.service.handle_transfer_done(to, transfer_id);
+                        }
+                        Err(_) => self.service.handle_transfer_done(to, transfer_id),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_event(&mut self, handle: &driver::DriverHandle, now: Timestamp, event: Event) {
         match event {
             Event::Committed { id, slices, .. } => {
                 info!(
@@ -208,11 +302,45 @@ impl Runtime {
                 self.snapshot.slice_addresses = slices.size();
                 self.snapshot.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
-                let replies = self.service.set_slices(slices);
-                self.send_replies(replies).await;
+                if let Some(d) = &mut self.drain {
+                    d.emptied |= slices.is_empty();
+                }
+                // The event names our slices; the strategies need every owner, before and after.
+                if let Some(c) = committed_allocation(handle).await {
+                    let members: Vec<MemberId> = c.members().into_iter().map(|(m, _)| m).collect();
+                    let actions =
+                        self.service
+                            .handle_commit(now, c.id().epoch, &members, &c.allocation);
+                    self.apply(handle, actions).await;
+                }
                 self.agent
                     .set_claim(now, entries, AllocationEpoch(id.epoch), &mut random_u64);
                 self.flush_joins(now);
+            }
+            Event::Forwarded {
+                from,
+                client,
+                payload,
+            } => {
+                if let Some(r) = self.service.handle_forwarded(now, from, client, &payload) {
+                    self.send_replies(vec![r]).await;
+                }
+            }
+            Event::StateReceived { from, data, .. } => {
+                let actions = self.service.handle_state(now, from, &data);
+                self.apply(handle, actions).await;
+            }
+            Event::TransferComplete { to, transfer_id } => {
+                self.service.handle_transfer_done(to, transfer_id);
+            }
+            Event::TransferFailed { to, transfer_id } => {
+                warn!(member = %to, transfer_id, "moved sessions not delivered");
+                self.service.handle_transfer_done(to, transfer_id);
+            }
+            Event::DirectPath { member, addr } => {
+                if self.direct_paths.insert(member) {
+                    info!(%member, %addr, "direct path");
+                }
             }
             Event::MemberUp(m) => info!(member = %m, "member up"),
             Event::MemberDown(m) => info!(member = %m, "member down"),
@@ -257,6 +385,15 @@ impl ReadDatagram for &Socket {
         let mut s = self;
         s.read(buf)
     }
+}
+
+/// The allocation the endpoint follows now, fetched from the driver task.
+async fn committed_allocation(handle: &driver::DriverHandle) -> Option<CommittedAllocation> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle.with(move |ep: &mut Endpoint, _| {
+        let _ = tx.send(ep.committed().cloned());
+    });
+    rx.await.ok().flatten()
 }
 
 /// The control channel's counters, fetched from the driver task.
@@ -321,7 +458,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.strategy,
         config.session_idle(),
         config.service.max_sessions,
-    );
+    )
+    .with_hold(config.hold());
+    let direct_path = matches!(config.strategy, Strategy::Forward | Strategy::Handoff).then(|| {
+        config
+            .reallocation
+            .direct_path
+            .unwrap_or(SocketAddrV4::new(addr, config.control.port))
+    });
     let mut rt = Runtime {
         snapshot: Snapshot::new(me),
         config,
@@ -329,11 +473,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         service,
         igmp,
         udp,
+        drain: None,
+        direct_paths: BTreeSet::new(),
+        direct_path,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
     loop {
         let now = driver::wall_clock();
+        if rt.drain_finished(now) {
+            break;
+        }
+        let service_wait = rt
+            .service
+            .poll_timeout()
+            .map_or(Duration::from_secs(3600), |t| {
+                Duration::from_millis(t.0.saturating_sub(now.0))
+            });
         let join_wait = rt
             .agent
             .poll_timeout()
@@ -342,7 +498,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             });
         tokio::select! {
             e = handle.events.recv() => match e {
-                Some((_, e)) => rt.on_event(driver::wall_clock(), e).await,
+                Some((_, e)) => rt.on_event(&handle, driver::wall_clock(), e).await,
                 None => return Err(DaemonError::Io {
                     what: "control driver",
                     source: io::Error::other("stopped"),
@@ -350,10 +506,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             },
             r = rt.udp.recv_from(&mut buf) => {
                 // Errors are ICMP reports about earlier replies; nothing to do.
-                if let Ok((_, SocketAddr::V4(from))) = r {
-                    if let Some(reply) = rt.service.handle_datagram(driver::wall_clock(), from) {
-                        rt.send_replies(vec![reply]).await;
-                    }
+                if let Ok((n, SocketAddr::V4(from))) = r {
+                    let actions = rt.service.handle_datagram(driver::wall_clock(), from, &buf[..n]);
+                    rt.apply(&handle, actions).await;
                 }
             }
             g = rt.igmp.readable() => {
@@ -363,8 +518,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 rt.on_igmp_readable(driver::wall_clock());
             }
             _ = tokio::time::sleep(join_wait) => rt.flush_joins(driver::wall_clock()),
+            _ = tokio::time::sleep(service_wait) => {
+                let actions = rt.service.handle_timeout(driver::wall_clock());
+                rt.apply(&handle, actions).await;
+            }
             _ = tick.tick() => {
-                rt.service.handle_timeout(driver::wall_clock());
+                let actions = rt.service.handle_timeout(driver::wall_clock());
+                rt.apply(&handle, actions).await;
+                if let Some(addr) = rt.direct_path {
+                    // Repeated so that members that arrive later learn it too.
+                    handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
+                }
                 rt.update_service_metrics();
                 rt.snapshot.control = control_counters(&handle).await.unwrap_or_default();
                 if let Some(path) = &rt.config.metrics_file {
@@ -373,7 +537,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     }
                 }
             }
-            _ = term.recv() => break,
+            // Under forward, handoff and pin the first SIGTERM drains and the loop ends when
+            // the drain is done; a second one (or SIGINT, or reset) leaves at once.
+            _ = term.recv() => {
+                if rt.config.drains_on_terminate() && rt.drain.is_none() {
+                    rt.begin_drain(&handle);
+                } else {
+                    break;
+                }
+            }
             _ = int.recv() => break,
         }
     }
