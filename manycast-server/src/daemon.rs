@@ -368,9 +368,17 @@ impl Runtime {
         }
     }
 
-    fn update_service_metrics(&mut self) {
+    /// Writes the metrics file, if configured (every second, and once more when leaving so
+    /// that the final counts are on disk).
+    fn write_metrics(&mut self, control: Option<Counters>) {
         self.snapshot.service = self.service.counters();
         self.snapshot.sessions = self.service.session_count();
+        self.snapshot.control = control.unwrap_or_default();
+        if let Some(path) = &self.config.metrics_file {
+            if let Err(e) = metrics::write_file(path, &self.snapshot.render()) {
+                warn!("metrics file {}: {e}", path.display());
+            }
+        }
     }
 }
 
@@ -529,13 +537,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     // Repeated so that members that arrive later learn it too.
                     handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
                 }
-                rt.update_service_metrics();
-                rt.snapshot.control = control_counters(&handle).await.unwrap_or_default();
-                if let Some(path) = &rt.config.metrics_file {
-                    if let Err(e) = metrics::write_file(path, &rt.snapshot.render()) {
-                        warn!("metrics file {}: {e}", path.display());
-                    }
-                }
+                rt.write_metrics(control_counters(&handle).await);
             }
             // Under forward, handoff and pin the first SIGTERM drains and the loop ends when
             // the drain is done; a second one (or SIGINT, or reset) leaves at once.
@@ -550,6 +552,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     info!("leaving");
+    rt.write_metrics(control_counters(&handle).await);
     handle.with(|ep, now| ep.leave(now));
     let now = driver::wall_clock();
     rt.agent.leave(now, &mut random_u64);

@@ -427,7 +427,9 @@ impl Service {
             }
         }
         let slices = self.slices.clone();
-        self.forward_to.retain(|c, _| slices.contains_addr(*c.ip()));
+        // Nothing to forward to a member that is gone: those clients start fresh here.
+        self.forward_to
+            .retain(|c, f| slices.contains_addr(*c.ip()) && members.contains(&f.to));
         self.held.retain(|c, _| slices.contains_addr(*c.ip()));
 
         match self.strategy {

@@ -4,6 +4,7 @@
 mod cli;
 mod harness;
 mod native;
+mod strategies;
 
 use std::path::Path;
 use std::process::{Command, Output};
