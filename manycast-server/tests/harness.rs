@@ -423,6 +423,17 @@ fn parse_numbered(text: &str) -> Option<(u64, u64)> {
 }
 
 impl Clients {
+    /// Each client's local address and port (its session key at the servers).
+    pub fn local_addrs(&self) -> Vec<SocketAddrV4> {
+        self.socks
+            .iter()
+            .filter_map(|(_, s)| match s.local_addr() {
+                Ok(std::net::SocketAddr::V4(a)) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Until `stop` is set: each client in turn sends its next request `r<k>` to the group
     /// and waits for the reply carrying `r<k>`, resending the same request id after each read
     /// timeout (up to `tries` times, then the request counts as lost and the client moves on).

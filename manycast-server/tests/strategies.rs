@@ -159,6 +159,7 @@ fn reallocate_under_load(strategy: &str) -> (Lab, u64, BTreeMap<Ipv4Addr, Sessio
         let moved = lab.metric(0, "handed_off_total");
         if strategy == "forward" {
             check_new_sessions_go_to_the_new_owner(&client, &srcs);
+            forge_forwards(&lab, &client, &clients);
         }
 
         lab.send_term("m1");
@@ -197,6 +198,42 @@ fn reallocate_under_load(strategy: &str) -> (Lab, u64, BTreeMap<Ipv4Addr, Sessio
         assert!(log.answers.len() >= 9, "{src}: {log:?}");
     }
     (lab, moved, logs)
+}
+
+/// An outsider on the client subnet sends member 1's direct path a `Forward` for every
+/// client's live session, claiming to be member 2 but signed with a key the group never
+/// certified. Member 1 must drop each (`bad-signature`); had one been served, that client's
+/// next number would skip one, which the per-client checks would catch.
+fn forge_forwards(lab: &Lab, client_ns: &str, clients: &Clients) {
+    use control_channel::wire::{Forward, Header, Message};
+    let forger = igmp_ext::ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let now = control_channel::driver::wall_clock();
+    let targets = clients.local_addrs();
+    let before = lab.metric(0, "control_dropped_total{reason=\"bad-signature\"}");
+    crate::harness::in_netns(client_ns, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for (i, c) in targets.iter().enumerate() {
+            let header = Header {
+                cluster: u32::from(crate::harness::CONTROL),
+                sender: igmp_ext::MemberId(2),
+                epoch: 0,
+                sequence: (now.0 << 21) + i as u64,
+                timestamp: now,
+            };
+            let m = Message::Forward(Forward {
+                to: 1,
+                client_addr: u32::from(*c.ip()),
+                client_port: c.port(),
+                payload: b"r999999".to_vec(),
+            });
+            let bytes = m.encode_signed(&header, &forger).expect("encode");
+            s.send_to(&bytes, (S1, 4790)).expect("send forged forward");
+        }
+    });
+    wait_for("member 1 dropped every forged forward", || {
+        lab.metric(0, "control_dropped_total{reason=\"bad-signature\"}")
+            >= before + targets.len() as u64
+    });
 }
 
 struct StopOnDrop<'a>(&'a AtomicBool);
