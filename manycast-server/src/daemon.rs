@@ -7,9 +7,9 @@ use crate::config::{Config, Mode, Strategy};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keys;
 use crate::metrics::{self, Snapshot};
-use crate::service::{Action, Reply, Service};
+use crate::service::{Reply, Service};
 use control_channel::driver::{self, SocketConfig};
-use control_channel::{CommittedAllocation, Counters, Endpoint, Event, Identity};
+use control_channel::{Counters, Endpoint, Event, Identity};
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr};
 use igmp_ext::{AllocationEpoch, MemberCertificate, MemberId, SliceEntry, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -17,6 +17,9 @@ use std::collections::BTreeSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
+
+mod reallocation;
+use reallocation::Drain;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
@@ -160,14 +163,6 @@ fn nonce() -> [u8; igmp_ext::join::NONCE_LEN] {
     b
 }
 
-/// A drain in progress (SPEC.md §11.6).
-#[derive(Debug, Clone, Copy)]
-struct Drain {
-    deadline: Timestamp,
-    /// A commit since the drain began left this member without slices.
-    emptied: bool,
-}
-
 /// The daemon's state: the sans-IO parts and the sockets they use. Owned by [`run`]'s loop.
 pub struct Runtime {
     config: Config,
@@ -218,76 +213,6 @@ impl Runtime {
         }
     }
 
-    /// Starts draining: weight 0 over the control channel, so the next allocation moves every
-    /// slice away; sessions go by the configured strategy, and [`Runtime::drain_finished`]
-    /// says when the member may leave. Idempotent. The entry point for SIGTERM and for an
-    /// admin request.
-    pub fn begin_drain(&mut self, handle: &driver::DriverHandle) {
-        if self.drain.is_some() {
-            return;
-        }
-        info!(strategy = self.config.strategy.as_str(), "draining");
-        self.drain = Some(Drain {
-            deadline: driver::wall_clock().saturating_add(self.config.drain_timeout()),
-            emptied: false,
-        });
-        self.snapshot.draining = true;
-        handle.with(|ep, now| ep.drain(now));
-    }
-
-    /// Whether a drain is done: no slices left and no moved session needs us any more, or the
-    /// drain timeout passed.
-    pub fn drain_finished(&self, now: Timestamp) -> bool {
-        match self.drain {
-            None => false,
-            Some(d) if now >= d.deadline => {
-                warn!("drain timeout: leaving with moved sessions still active");
-                true
-            }
-            Some(d) => d.emptied && !self.service.has_moved_sessions(),
-        }
-    }
-
-    async fn apply(&mut self, handle: &driver::DriverHandle, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Reply(r) => self.send_replies(vec![r]).await,
-                Action::Forward {
-                    to,
-                    client,
-                    payload,
-                } => {
-                    if self.direct_paths.contains(&to) {
-                        self.snapshot.forwarded_direct += 1;
-                    }
-                    handle.with(move |ep, now| {
-                        if let Err(e) = ep.forward(now, to, client, payload) {
-                            debug!(member = %to, %client, "forward: {e}");
-                        }
-                    });
-                }
-                Action::SendState {
-                    to,
-                    transfer_id,
-                    data,
-                } => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    handle.with(move |ep, now| {
-                        let _ = tx.send(ep.send_state(now, to, transfer_id, data));
-                    });
-                    match rx.await {
-                        Ok(Ok(())) => debug!(member = %to, transfer_id, "sending moved sessions"),
-                        Ok(Err(e)) => {
-                            warn!(member = %to, "cannot send moved sessions: {e}");
-                            self.service.handle_transfer_done(to, transfer_id);
-                        }
-                        Err(_) => self.service.handle_transfer_done(to, transfer_id),
-                    }
-                }
-            }
-        }
-    }
-
     async fn on_event(&mut self, handle: &driver::DriverHandle, now: Timestamp, event: Event) {
         match event {
             Event::Committed { id, slices, .. } => {
@@ -302,50 +227,15 @@ impl Runtime {
                 self.snapshot.slice_addresses = slices.size();
                 self.snapshot.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
-                if let Some(d) = &mut self.drain {
-                    d.emptied |= slices.is_empty();
-                }
-                // The event names our slices; the strategies need every owner, before and after.
-                if let Some(c) = committed_allocation(handle).await {
-                    let members: Vec<MemberId> = c.members().into_iter().map(|(m, _)| m).collect();
-                    let actions =
-                        self.service
-                            .handle_commit(now, c.id().epoch, &members, &c.allocation);
-                    self.apply(handle, actions).await;
-                }
+                self.reallocate(handle, now, slices.is_empty()).await;
                 self.agent
                     .set_claim(now, entries, AllocationEpoch(id.epoch), &mut random_u64);
                 self.flush_joins(now);
             }
-            Event::Forwarded {
-                from,
-                client,
-                payload,
-            } => {
-                if let Some(r) = self.service.handle_forwarded(now, from, client, &payload) {
-                    self.send_replies(vec![r]).await;
-                }
-            }
-            Event::StateReceived { from, data, .. } => {
-                let actions = self.service.handle_state(now, from, &data);
-                self.apply(handle, actions).await;
-            }
-            Event::TransferComplete { to, transfer_id } => {
-                self.service.handle_transfer_done(to, transfer_id);
-            }
-            Event::TransferFailed { to, transfer_id } => {
-                warn!(member = %to, transfer_id, "moved sessions not delivered");
-                self.service.handle_transfer_done(to, transfer_id);
-            }
-            Event::DirectPath { member, addr } => {
-                if self.direct_paths.insert(member) {
-                    info!(%member, %addr, "direct path");
-                }
-            }
             Event::MemberUp(m) => info!(member = %m, "member up"),
             Event::MemberDown(m) => info!(member = %m, "member down"),
             Event::MemberLeft(m) => info!(member = %m, "member left"),
-            other => debug!(?other, "control event"),
+            other => self.on_reallocation_event(handle, now, other).await,
         }
     }
 
@@ -393,15 +283,6 @@ impl ReadDatagram for &Socket {
         let mut s = self;
         s.read(buf)
     }
-}
-
-/// The allocation the endpoint follows now, fetched from the driver task.
-async fn committed_allocation(handle: &driver::DriverHandle) -> Option<CommittedAllocation> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    handle.with(move |ep: &mut Endpoint, _| {
-        let _ = tx.send(ep.committed().cloned());
-    });
-    rx.await.ok().flatten()
 }
 
 /// The control channel's counters, fetched from the driver task.

@@ -332,8 +332,8 @@ impl Service {
         Some(self.reply(client, n, request))
     }
 
-    /// A new allocation at `epoch`; `members` are the members it lists (a member missing from
-    /// it is gone, so its state will not come).
+    /// A new allocation at `epoch`; `members` are the members it lists (forwarding to a member
+    /// missing from it stops).
     pub fn handle_commit(
         &mut self,
         now: Timestamp,
@@ -352,7 +352,8 @@ impl Service {
         let mut lost: BTreeMap<Option<MemberId>, BTreeSet<usize>> = BTreeMap::new();
         let waits = matches!(self.strategy, Strategy::Handoff | Strategy::Forward);
         let await_until = waits.then(|| now.saturating_add(self.hold));
-        if previous.is_none() && members.iter().any(|&m| m != self.me) {
+        let others_listed = members.iter().any(|&m| m != self.me);
+        if previous.is_none() && others_listed {
             // A member that just started does not know who owned its units before: it waits
             // for whatever transfers name them.
             for (unit, &owner) in owners.iter().enumerate() {
@@ -374,14 +375,28 @@ impl Service {
                     if before == Some(self.me) && after != Some(self.me) {
                         lost.entry(after).or_default().insert(unit);
                     }
-                    // A unit gained from a live member: its sessions are on the way.
-                    let live = |m: MemberId| members.contains(&m);
+                    // A unit gained from another member: its sessions may be on the way. Also
+                    // when that member is not listed any more: a member declared down by
+                    // mistake (an overloaded host) still sends them; a crashed one costs its
+                    // clients the hold time.
                     match (before, after) {
-                        (Some(old), Some(new)) if new == self.me && old != self.me && live(old) => {
+                        (Some(old), Some(new)) if new == self.me && old != self.me => {
                             self.gains.insert(
                                 unit,
                                 Gain {
                                     from: Some(old),
+                                    epoch,
+                                    awaiting_until: await_until,
+                                },
+                            );
+                        }
+                        // A unit nobody owned (all weights zero, or a flap): whoever kept its
+                        // sessions meanwhile sends them and names the unit.
+                        (None, Some(new)) if new == self.me && others_listed => {
+                            self.gains.insert(
+                                unit,
+                                Gain {
+                                    from: None,
                                     epoch,
                                     awaiting_until: await_until,
                                 },
@@ -427,9 +442,10 @@ impl Service {
             }
         }
         let slices = self.slices.clone();
-        // Nothing to forward to a member that is gone: those clients start fresh here.
-        self.forward_to
-            .retain(|c, f| slices.contains_addr(*c.ip()) && members.contains(&f.to));
+        // Forwarding entries outlive a brief loss of the slice (a flapping allocation) but not
+        // the old owner: nothing to forward to a member that is gone, those clients start
+        // fresh here.
+        self.forward_to.retain(|_, f| members.contains(&f.to));
         self.held.retain(|c, _| slices.contains_addr(*c.ip()));
 
         match self.strategy {
@@ -446,11 +462,26 @@ impl Service {
                 }
             }
             Strategy::Handoff | Strategy::Forward => {
-                for (to, units) in &lost {
-                    let Some(to) = *to else { continue };
+                // Sessions of units nobody owns now stay here (not served) until a commit
+                // gives those units an owner, which then gets them.
+                for (client, session) in moved.remove(&None).unwrap_or_default() {
+                    self.sessions.insert(client, session);
+                }
+                let mut targets: BTreeMap<MemberId, BTreeSet<usize>> = BTreeMap::new();
+                for (to, units) in lost {
+                    if let Some(to) = to {
+                        targets.entry(to).or_default().extend(units);
+                    }
+                }
+                for (to, sessions) in &moved {
+                    if let Some(to) = *to {
+                        let units = targets.entry(to).or_default();
+                        units.extend(sessions.iter().map(|(c, _)| unit(c)));
+                    }
+                }
+                for (to, units) in targets {
                     let mut sessions = moved.remove(&Some(to)).unwrap_or_default();
                     sessions.sort_by_key(|(c, _)| *c);
-                    debug_assert!(sessions.iter().all(|(c, _)| units.contains(&unit(c))));
                     let records = sessions.iter().map(|(c, s)| s.record(*c)).collect();
                     self.counters.handed_off += sessions.len() as u64;
                     if self.strategy == Strategy::Forward {

@@ -243,13 +243,57 @@ fn without_state_held_clients_start_fresh_after_the_hold_time() {
 }
 
 #[test]
-fn units_gained_from_a_member_that_is_gone_are_not_waited_for() {
+fn units_gained_from_an_unlisted_member_still_take_its_state() {
+    // M1 is declared down (not listed) while it is alive and sends its sessions anyway.
+    let moving = client(4, 7);
+    let mut old = Service::new(M1, Strategy::Handoff, Duration::from_secs(60), 100);
+    old.handle_commit(NOW, 1, &[M1], &even());
+    assert_eq!(ask(&mut old, moving, "r1"), ["m1 1 r1\n"]);
+    let (_, data) = state_to(&old.handle_commit(NOW, 2, &[M2], &all(M2)), M2);
     let mut new = Service::new(M2, Strategy::Handoff, Duration::from_secs(60), 100);
     new.handle_commit(NOW, 1, &[M1, M2], &even());
-    // M1 crashed: it is not in the new allocation.
     new.handle_commit(NOW, 2, &[M2], &all(M2));
-    assert_eq!(ask(&mut new, client(4, 7), "r9"), ["m2 1 r9\n"]);
-    assert_eq!(new.counters().held, 0);
+    assert!(ask(&mut new, moving, "r2").is_empty(), "held");
+    assert_eq!(
+        texts(&new.handle_state(NOW, M1, &data)),
+        vec![(moving, "m2 2 r2\n".to_owned())]
+    );
+    // A client of a member that really crashed starts fresh after the hold time.
+    let other = client(8, 7);
+    let mut fresh = Service::new(M2, Strategy::Handoff, Duration::from_secs(60), 100);
+    fresh.handle_commit(NOW, 1, &[M1, M2], &even());
+    fresh.handle_commit(NOW, 2, &[M2], &all(M2));
+    assert!(ask(&mut fresh, other, "r5").is_empty());
+    let deadline = fresh.poll_timeout().expect("waiting");
+    assert_eq!(
+        texts(&fresh.handle_timeout(deadline)),
+        vec![(other, "m2 1 r5\n".to_owned())]
+    );
+    assert_eq!(fresh.counters().handoff_timeouts, 1);
+}
+
+#[test]
+fn forwarding_survives_a_brief_loss_of_the_slice_but_not_the_old_owner() {
+    let moving = client(3, 7);
+    let (_old, mut new, out) = move_odd_units(Strategy::Forward, &[moving], 2);
+    let (_, data) = state_to(&out, M2);
+    new.handle_state(NOW, M1, &data);
+    // A flap: M2 loses every unit and gets them back; M1 is still listed.
+    new.handle_commit(NOW, 3, &[M1], &all(M1));
+    new.handle_commit(NOW, 4, &[M1, M2], &even());
+    assert!(matches!(
+        new.handle_datagram(NOW, moving, b"r3").as_slice(),
+        [Action::Forward { to: M1, .. }]
+    ));
+    // M1 gone: no more forwarding; the client waits for state M1 no longer sends, then
+    // starts fresh here.
+    new.handle_commit(NOW, 5, &[M2], &all(M2));
+    assert!(ask(&mut new, moving, "r4").is_empty());
+    let deadline = new.poll_timeout().expect("waiting");
+    assert_eq!(
+        texts(&new.handle_timeout(deadline)),
+        vec![(moving, "m2 1 r4\n".to_owned())]
+    );
 }
 
 #[test]
@@ -318,4 +362,27 @@ fn a_forwarded_session_whose_slice_comes_back_is_served_directly_again() {
     old.handle_commit(NOW, 3, &[M1], &all(M1));
     assert!(!old.has_moved_sessions());
     assert_eq!(ask(&mut old, moving, "r3"), ["m1 3 r3\n"]);
+}
+
+#[test]
+fn sessions_of_unowned_units_wait_for_the_next_owner() {
+    let c = client(3, 7);
+    let mut old = Service::new(M1, Strategy::Handoff, Duration::from_secs(60), 100);
+    old.handle_commit(NOW, 1, &[M1], &all(M1));
+    assert_eq!(ask(&mut old, c, "r1"), ["m1 1 r1\n"]);
+    let mut new = Service::new(M2, Strategy::Handoff, Duration::from_secs(60), 100);
+    new.handle_commit(NOW, 1, &[M1], &all(M1));
+    // A flap leaves every unit unowned: nothing to send, the session stays (unserved).
+    let nobody = alloc([None; 4]);
+    assert!(old.handle_commit(NOW, 2, &[M1, M2], &nobody).is_empty());
+    assert!(ask(&mut old, c, "r2").is_empty());
+    new.handle_commit(NOW, 2, &[M1, M2], &nobody);
+    // Then M2 gets everything: M1 sends the session, naming the units.
+    let (_, data) = state_to(&old.handle_commit(NOW, 3, &[M1, M2], &all(M2)), M2);
+    new.handle_commit(NOW, 3, &[M1, M2], &all(M2));
+    assert!(ask(&mut new, c, "r2").is_empty(), "held");
+    assert_eq!(
+        texts(&new.handle_state(NOW, M1, &data)),
+        vec![(c, "m2 2 r2\n".to_owned())]
+    );
 }
