@@ -145,6 +145,9 @@ struct Gain {
 struct ForwardEntry {
     to: MemberId,
     last_seen: Timestamp,
+    /// When an allocation stopped listing `to`; the entry is dropped one hold time later
+    /// unless `to` is listed again (a false down lasts one commit or two).
+    unlisted_since: Option<Timestamp>,
 }
 
 /// Most datagrams held per client while its state is on the way.
@@ -442,10 +445,16 @@ impl Service {
             }
         }
         let slices = self.slices.clone();
-        // Forwarding entries outlive a brief loss of the slice (a flapping allocation) but not
-        // the old owner: nothing to forward to a member that is gone, those clients start
-        // fresh here.
-        self.forward_to.retain(|_, f| members.contains(&f.to));
+        // Forwarding entries outlive a brief loss of the slice or a false down of the old
+        // owner (a flapping allocation) but not the old owner's departure: one hold time
+        // after it stops being listed, its clients start fresh here.
+        for f in self.forward_to.values_mut() {
+            if members.contains(&f.to) {
+                f.unlisted_since = None;
+            } else {
+                f.unlisted_since.get_or_insert(now);
+            }
+        }
         self.held.retain(|c, _| slices.contains_addr(*c.ip()));
 
         match self.strategy {
@@ -556,6 +565,7 @@ impl Service {
                         ForwardEntry {
                             to: from,
                             last_seen: now,
+                            unlisted_since: None,
                         },
                     );
                 }
@@ -608,7 +618,12 @@ impl Service {
 
     /// The next time [`Service::handle_timeout`] has something to do before the idle sweep.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.gains.values().filter_map(|g| g.awaiting_until).min()
+        let waits = self.gains.values().filter_map(|g| g.awaiting_until);
+        let unlisted = self
+            .forward_to
+            .values()
+            .filter_map(|f| Some(f.unlisted_since?.saturating_add(self.hold)));
+        waits.chain(unlisted).min()
     }
 
     /// Forgets clients silent for the idle time, and stops waiting for state that did not come
@@ -618,7 +633,12 @@ impl Service {
         let alive = |last: Timestamp| now < last.saturating_add(idle);
         self.sessions.retain(|_, s| alive(s.last_seen));
         self.moved_out.retain(|_, s| alive(s.last_seen));
-        self.forward_to.retain(|_, f| alive(f.last_seen));
+        let hold = self.hold;
+        self.forward_to.retain(|_, f| {
+            alive(f.last_seen)
+                && f.unlisted_since
+                    .is_none_or(|t| now < t.saturating_add(hold))
+        });
         let mut expired = false;
         for g in self.gains.values_mut() {
             if g.awaiting_until.is_some_and(|t| now >= t) {

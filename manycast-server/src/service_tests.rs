@@ -285,15 +285,18 @@ fn forwarding_survives_a_brief_loss_of_the_slice_but_not_the_old_owner() {
         new.handle_datagram(NOW, moving, b"r3").as_slice(),
         [Action::Forward { to: M1, .. }]
     ));
-    // M1 gone: no more forwarding; the client waits for state M1 no longer sends, then
-    // starts fresh here.
+    // M1 falsely declared down for one commit: still forwarded.
     new.handle_commit(NOW, 5, &[M2], &all(M2));
-    assert!(ask(&mut new, moving, "r4").is_empty());
+    new.handle_commit(NOW, 6, &[M1, M2], &even());
+    assert!(matches!(
+        new.handle_datagram(NOW, moving, b"r4").as_slice(),
+        [Action::Forward { to: M1, .. }]
+    ));
+    // M1 gone for good: after one hold time the client starts fresh here.
+    new.handle_commit(NOW, 7, &[M2], &all(M2));
     let deadline = new.poll_timeout().expect("waiting");
-    assert_eq!(
-        texts(&new.handle_timeout(deadline)),
-        vec![(moving, "m2 1 r4\n".to_owned())]
-    );
+    new.handle_timeout(deadline);
+    assert_eq!(ask(&mut new, moving, "r5"), ["m2 1 r5\n"]);
 }
 
 #[test]
