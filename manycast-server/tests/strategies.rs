@@ -15,8 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-const S1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
-const S2: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// The servers' addresses behind the verifier (two subnets) and on the plain switch.
+const ROUTED: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(10, 0, 2, 2)];
+const SWITCHED: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 101), Ipv4Addr::new(10, 1, 0, 102)];
 /// Resends of one request id before it counts as lost (300 ms read timeout each).
 const TRIES: u32 = 40;
 /// Short session idle time so that a drained member's forwarded sessions end soon after the
@@ -41,10 +42,49 @@ fn sources() -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// A topology with its namespaces, interfaces and addresses.
+struct Setup {
+    lab: Lab,
+    client: String,
+    servers: Vec<String>,
+    /// The verifier's status socket; none behind a plain switch.
+    socket: Option<PathBuf>,
+    service_if: &'static str,
+    control_if: &'static str,
+    addrs: [Ipv4Addr; 2],
+}
+
+/// Client, both servers and their control group on one bridge that floods the group to every
+/// member (no verifier; BRIEF decision 8): both servers see every datagram.
+fn switch_lab() -> Setup {
+    let mut lab = Lab::new(2);
+    let client = lab.netns("cli");
+    let sw = lab.switch("sw");
+    lab.plug(&sw, "pc", &client, "cl0");
+    for a in &sources() {
+        lab.addr(&client, "cl0", &format!("{a}/24"));
+    }
+    let mut servers = Vec::new();
+    for (i, a) in SWITCHED.iter().enumerate() {
+        let ns = lab.netns(&format!("srv{}", i + 1));
+        lab.plug(&sw, &format!("p{}", i + 1), &ns, "eth0");
+        lab.addr(&ns, "eth0", &format!("{a}/24"));
+        servers.push(ns);
+    }
+    Setup {
+        lab,
+        client,
+        servers,
+        socket: None,
+        service_if: "eth0",
+        control_if: "eth0",
+        addrs: SWITCHED,
+    }
+}
+
 /// Router with the verifier, client namespace, two server namespaces on their own subnets,
-/// control back-end. Returns the lab, the client namespace, the server namespaces and the
-/// verifier's status socket.
-fn verifier_lab() -> (Lab, String, Vec<String>, PathBuf) {
+/// control back-end.
+fn verifier_lab() -> Setup {
     let mut lab = Lab::new(2);
     let router = lab.netns("rtr");
     let client = lab.netns("cli");
@@ -106,7 +146,15 @@ fn verifier_lab() -> (Lab, String, Vec<String>, PathBuf) {
         .expect("start verifier");
     lab.children.push(("verifier".into(), child));
     wait_for("the verifier's status socket", || status(&socket).is_some());
-    (lab, client, servers, socket)
+    Setup {
+        lab,
+        client,
+        servers,
+        socket: Some(socket),
+        service_if: "m0",
+        control_if: "ctl0",
+        addrs: ROUTED,
+    }
 }
 
 fn served(lab: &Lab) -> u64 {
@@ -117,16 +165,33 @@ fn served(lab: &Lab) -> u64 {
 /// (`forward`: until member 1's sessions are forwarded, then the clients stop so that they end
 /// and member 1 can leave). Returns the lab (for metrics), how many sessions moved when member
 /// 2 arrived, and every client's log.
-fn reallocate_under_load(strategy: &str) -> (Lab, u64, BTreeMap<Ipv4Addr, SessionLog>) {
-    let (mut lab, client, servers, socket) = verifier_lab();
+fn reallocate_under_load(
+    strategy: &str,
+    setup: Setup,
+) -> (Lab, u64, BTreeMap<Ipv4Addr, SessionLog>) {
+    let Setup {
+        mut lab,
+        client,
+        servers,
+        socket,
+        service_if,
+        control_if,
+        addrs,
+    } = setup;
+    // Behind a plain switch there is no verifier to ask: every check of it passes.
+    let verifier = |check: &dyn Fn(&Status) -> bool| {
+        socket
+            .as_deref()
+            .is_none_or(|s| status(s).is_some_and(|st| check(&st)))
+    };
     let srcs = sources();
     let per_round = srcs.len() as u64;
-    lab.start_server_with(0, &servers[0], "m0", "ctl0", strategy, TABLES);
+    lab.start_server_with(0, &servers[0], service_if, control_if, strategy, TABLES);
     wait_for(
         "member 1 owns everything and the verifier holds its claim",
         || {
             lab.metric(0, "slice_addresses") == 1 << 32
-                && status(&socket).is_some_and(|s| s.ownership.iter().any(|r| r.member == 1))
+                && verifier(&|s| s.ownership.iter().any(|r| r.member == 1))
         },
     );
     let clients = Clients::new(&client, &srcs);
@@ -140,14 +205,14 @@ fn reallocate_under_load(strategy: &str) -> (Lab, u64, BTreeMap<Ipv4Addr, Sessio
             lab.metric(0, "served_total") >= 3 * per_round
         });
 
-        lab.start_server_with(1, &servers[1], "m0", "ctl0", strategy, TABLES);
+        lab.start_server_with(1, &servers[1], service_if, control_if, strategy, TABLES);
         wait_for("both members own slices at one epoch", || {
             lab.metric(0, "slices") > 0
                 && lab.metric(1, "slices") > 0
                 && lab.metric(0, "epoch") == lab.metric(1, "epoch")
         });
         wait_for("the verifier steers some sources to member 2", || {
-            status(&socket).is_some_and(|s| s.mfc.iter().any(|m| m.member == Some(2)))
+            verifier(&|s| s.mfc.iter().any(|m| m.member == Some(2)))
         });
         let before = served(&lab);
         wait_for("three more rounds after the move", || {
@@ -158,8 +223,8 @@ fn reallocate_under_load(strategy: &str) -> (Lab, u64, BTreeMap<Ipv4Addr, Sessio
         });
         let moved = lab.metric(0, "handed_off_total");
         if strategy == "forward" {
-            check_new_sessions_go_to_the_new_owner(&client, &srcs);
-            forge_forwards(&lab, &client, &clients);
+            check_new_sessions_go_to_the_new_owner(&client, &srcs, addrs[1]);
+            forge_forwards(&lab, &client, &clients, addrs[0]);
         }
 
         lab.send_term("m1");
@@ -204,7 +269,7 @@ fn reallocate_under_load(strategy: &str) -> (Lab, u64, BTreeMap<Ipv4Addr, Sessio
 /// client's live session, claiming to be member 2 but signed with a key the group never
 /// certified. Member 1 must drop each (`bad-signature`); had one been served, that client's
 /// next number would skip one, which the per-client checks would catch.
-fn forge_forwards(lab: &Lab, client_ns: &str, clients: &Clients) {
+fn forge_forwards(lab: &Lab, client_ns: &str, clients: &Clients, member_1: Ipv4Addr) {
     use control_channel::wire::{Forward, Header, Message};
     let forger = igmp_ext::ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let now = control_channel::driver::wall_clock();
@@ -227,7 +292,8 @@ fn forge_forwards(lab: &Lab, client_ns: &str, clients: &Clients) {
                 payload: b"r999999".to_vec(),
             });
             let bytes = m.encode_signed(&header, &forger).expect("encode");
-            s.send_to(&bytes, (S1, 4790)).expect("send forged forward");
+            s.send_to(&bytes, (member_1, 4790))
+                .expect("send forged forward");
         }
     });
     wait_for("member 1 dropped every forged forward", || {
@@ -245,7 +311,7 @@ impl Drop for StopOnDrop<'_> {
 
 /// Fresh sockets (new sessions) from the same sources while the old ones are forwarded: the
 /// sources in member 2's slices start new sessions at member 2.
-fn check_new_sessions_go_to_the_new_owner(client: &str, srcs: &[Ipv4Addr]) {
+fn check_new_sessions_go_to_the_new_owner(client: &str, srcs: &[Ipv4Addr], member_2: Ipv4Addr) {
     let fresh = Clients::new(client, srcs);
     let stop = AtomicBool::new(false);
     let mut new_at_2 = 0;
@@ -261,21 +327,23 @@ fn check_new_sessions_go_to_the_new_owner(client: &str, srcs: &[Ipv4Addr]) {
         assert!(log.breaks().is_empty(), "{src}: {log:?}");
         let servers: Vec<Ipv4Addr> = log.answers.iter().map(|(s, _)| *s).collect();
         assert!(servers.windows(2).all(|w| w[0] == w[1]), "{src}: {log:?}");
-        new_at_2 += usize::from(servers.first() == Some(&S2));
+        new_at_2 += usize::from(servers.first() == Some(&member_2));
     }
     assert!(new_at_2 > 0, "no new session at member 2: {logs:?}");
 }
 
-#[test]
-fn handoff_continues_every_session_across_a_move_and_a_drain() {
-    let (lab, moved_at_arrival, logs) = reallocate_under_load("handoff");
+/// Handoff: each client answered by member 1, then only by member 2, numbers continuous;
+/// every session handed off exactly once.
+fn check_handoff(strategy_run: (Lab, u64, BTreeMap<Ipv4Addr, SessionLog>), addrs: [Ipv4Addr; 2]) {
+    let (lab, moved_at_arrival, logs) = strategy_run;
+    let [s1, s2] = addrs;
     for (src, log) in &logs {
         let servers: Vec<Ipv4Addr> = log.answers.iter().map(|(s, _)| *s).collect();
         // Member 1 first; once member 2 answers, never member 1 again.
-        assert_eq!(servers.first(), Some(&S1), "{src}: {log:?}");
-        assert_eq!(servers.last(), Some(&S2), "{src}: {log:?}");
-        let switch = servers.iter().position(|s| *s == S2).expect("switched");
-        assert!(servers[switch..].iter().all(|s| *s == S2), "{src}: {log:?}");
+        assert_eq!(servers.first(), Some(&s1), "{src}: {log:?}");
+        assert_eq!(servers.last(), Some(&s2), "{src}: {log:?}");
+        let switch = servers.iter().position(|s| *s == s2).expect("switched");
+        assert!(servers[switch..].iter().all(|s| *s == s2), "{src}: {log:?}");
     }
     // Every session moved exactly once: some when member 2 arrived, the rest at the drain.
     let n = logs.len() as u64;
@@ -289,9 +357,10 @@ fn handoff_continues_every_session_across_a_move_and_a_drain() {
     assert_eq!(lab.metric(1, "forwarded_total"), 0);
 }
 
-#[test]
-fn forward_lets_the_old_owner_serve_its_sessions_to_their_end() {
-    let (lab, moved_at_arrival, logs) = reallocate_under_load("forward");
+/// Forward: every answer from member 1 (the sessions' old owner), also after the move and
+/// during the drain; member 2 forwarded, member 1 served each forwarded datagram.
+fn check_forward(strategy_run: (Lab, u64, BTreeMap<Ipv4Addr, SessionLog>), addrs: [Ipv4Addr; 2]) {
+    let (lab, moved_at_arrival, logs) = strategy_run;
     let n = logs.len() as u64;
     assert!(
         0 < moved_at_arrival && moved_at_arrival < n,
@@ -299,17 +368,40 @@ fn forward_lets_the_old_owner_serve_its_sessions_to_their_end() {
     );
     // The rest were listed at the drain (with the fresh sessions member 1 started meanwhile).
     assert!(lab.metric(0, "handed_off_total") >= n);
-    // Every session started at member 1, so member 1 answered all of it, also after its
-    // slices moved and while it drained.
     for (src, log) in &logs {
-        assert!(log.answers.iter().all(|(s, _)| *s == S1), "{src}: {log:?}");
+        assert!(
+            log.answers.iter().all(|(s, _)| *s == addrs[0]),
+            "{src}: {log:?}"
+        );
     }
     let forwarded = lab.metric(1, "forwarded_total");
     assert!(forwarded > 0);
     assert_eq!(lab.metric(0, "forwarded_served_total"), forwarded);
     assert_eq!(lab.metric(0, "forward_refused_total"), 0);
-    // Member 1 announced its direct path (10.0.1.2, another subnet than member 2's) and
-    // member 2 used it.
+    // Member 1 announced its direct path and member 2 used it.
     assert!(lab.metric(1, "forwarded_direct_total") > 0);
     assert_eq!(lab.metric(1, "handoff_timeouts_total"), 0);
+}
+
+#[test]
+fn handoff_continues_every_session_across_a_move_and_a_drain() {
+    check_handoff(reallocate_under_load("handoff", verifier_lab()), ROUTED);
+}
+
+#[test]
+fn forward_lets_the_old_owner_serve_its_sessions_to_their_end() {
+    // Member 1's direct path (10.0.1.2) is on another subnet than member 2: through the router.
+    check_forward(reallocate_under_load("forward", verifier_lab()), ROUTED);
+}
+
+#[test]
+fn handoff_behind_a_plain_flooding_switch() {
+    // Both members see every datagram: around a commit one may answer a request the other
+    // then answers again from the handed-off state (same request id, same number).
+    check_handoff(reallocate_under_load("handoff", switch_lab()), SWITCHED);
+}
+
+#[test]
+fn forward_behind_a_plain_flooding_switch() {
+    check_forward(reallocate_under_load("forward", switch_lab()), SWITCHED);
 }
