@@ -71,6 +71,12 @@ impl Snapshot {
             s.retransmits,
         );
         metric(
+            "stale_requests_total",
+            "counter",
+            "Requests with an id below the session's last one (stale duplicates), not answered.",
+            s.stale,
+        );
+        metric(
             "handed_off_total",
             "counter",
             "Sessions of moved slices sent to their new owner (handoff or forward list).",

@@ -48,20 +48,30 @@ impl Session {
         }
     }
 
-    /// The number this request gets, and whether it is a retransmission of the last one.
-    fn answer(&mut self, now: Timestamp, request: Option<u64>) -> (u64, bool) {
+    /// The number this request gets; a retransmission of the last request gets its number
+    /// again, an older request id (a stale duplicate, e.g. held while the session moved) none.
+    fn answer(&mut self, now: Timestamp, request: Option<u64>) -> Answer {
         self.last_seen = now;
         if let (Some(r), Some((last, n))) = (request, self.last_request) {
             if r == last {
-                return (n, true);
+                return Answer::Again(n);
+            }
+            if r < last {
+                return Answer::Stale;
             }
         }
         self.count += 1;
         if let Some(r) = request {
             self.last_request = Some((r, self.count));
         }
-        (self.count, false)
+        Answer::Next(self.count)
     }
+}
+
+enum Answer {
+    Next(u64),
+    Again(u64),
+    Stale,
 }
 
 /// The request id of a datagram, if it carries one (`r<digits>`, surrounding whitespace
@@ -84,6 +94,8 @@ pub struct ServiceCounters {
     pub resets: u64,
     /// Requests repeating the last request id, answered with the same number.
     pub retransmits: u64,
+    /// Requests with an id below the last one answered (stale duplicates), not answered.
+    pub stale: u64,
     /// Sessions sent to a new owner (handoff) or announced to it (forward).
     pub handed_off: u64,
     /// Sessions received from an old owner and continued here (handoff) or listed for
@@ -300,9 +312,18 @@ impl Service {
             .sessions
             .entry(from)
             .or_insert_with(|| Session::fresh(now));
-        let (n, retransmit) = session.answer(now, request);
+        let n = match session.answer(now, request) {
+            Answer::Next(n) => n,
+            Answer::Again(n) => {
+                self.counters.retransmits += 1;
+                n
+            }
+            Answer::Stale => {
+                self.counters.stale += 1;
+                return Vec::new();
+            }
+        };
         self.counters.served += 1;
-        self.counters.retransmits += u64::from(retransmit);
         vec![Action::Reply(self.reply(from, n, request))]
     }
 
@@ -328,10 +349,19 @@ impl Service {
                 return None;
             }
         };
-        let (n, retransmit) = session.answer(now, request);
+        let n = match session.answer(now, request) {
+            Answer::Next(n) => n,
+            Answer::Again(n) => {
+                self.counters.retransmits += 1;
+                n
+            }
+            Answer::Stale => {
+                self.counters.stale += 1;
+                return None;
+            }
+        };
         self.counters.served += 1;
         self.counters.forwarded_served += 1;
-        self.counters.retransmits += u64::from(retransmit);
         Some(self.reply(client, n, request))
     }
 

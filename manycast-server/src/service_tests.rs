@@ -63,6 +63,9 @@ fn a_repeated_request_id_gets_the_same_number() {
     assert_eq!(ask(&mut s, client(2, 7), "r1"), ["m1 1 r1\n"]);
     assert_eq!(ask(&mut s, client(2, 7), "r1\n"), ["m1 1 r1\n"]);
     assert_eq!(ask(&mut s, client(2, 7), "r2"), ["m1 2 r2\n"]);
+    // An older id is a stale duplicate: no answer, no number used.
+    assert!(ask(&mut s, client(2, 7), "r1").is_empty());
+    assert_eq!(s.counters().stale, 1);
     // Without an id every datagram is a new request.
     assert_eq!(ask(&mut s, client(2, 7), "r"), ["m1 3\n"]);
     assert_eq!(s.counters().retransmits, 1);
@@ -388,4 +391,28 @@ fn sessions_of_unowned_units_wait_for_the_next_owner() {
         texts(&new.handle_state(NOW, M1, &data)),
         vec![(c, "m2 2 r2\n".to_owned())]
     );
+}
+
+#[test]
+fn requests_held_while_the_old_owner_still_answered_them_use_no_number() {
+    // Behind a flooding switch the new owner commits first and holds r1, r2 while the old
+    // owner, not yet committed, still answers them; its state then says "last r2 = 2".
+    let c = client(3, 7);
+    let mut old = Service::new(M1, Strategy::Handoff, Duration::from_secs(60), 100);
+    old.handle_commit(NOW, 1, &[M1], &all(M1));
+    let mut new = Service::new(M2, Strategy::Handoff, Duration::from_secs(60), 100);
+    new.handle_commit(NOW, 1, &[M1], &all(M1));
+    new.handle_commit(NOW, 2, &[M1, M2], &even());
+    for r in ["r1", "r2"] {
+        assert!(ask(&mut new, c, r).is_empty(), "held");
+        assert_eq!(ask(&mut old, c, r).len(), 1);
+    }
+    let (_, data) = state_to(&old.handle_commit(NOW, 2, &[M1, M2], &even()), M2);
+    // r1 is stale, r2 is answered again with its number; r3 continues.
+    assert_eq!(
+        texts(&new.handle_state(NOW, M1, &data)),
+        vec![(c, "m2 2 r2\n".to_owned())]
+    );
+    assert_eq!(ask(&mut new, c, "r3"), ["m2 3 r3\n"]);
+    assert_eq!(new.counters().stale, 1);
 }
