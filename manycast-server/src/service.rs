@@ -444,7 +444,7 @@ impl Service {
             }
         }
 
-        // Sessions of lost units.
+        // Sessions of clients we no longer serve, by the owner of their unit now.
         let unit = |c: &SocketAddrV4| slicing.unit_of(u32::from(*c.ip()));
         let mut moved: BTreeMap<Option<MemberId>, Vec<(SocketAddrV4, Session)>> = BTreeMap::new();
         let gone: Vec<SocketAddrV4> = self
@@ -461,8 +461,8 @@ impl Service {
                     .push((client, s));
             }
         }
-        // Forwarded sessions whose slice came back are ours again; forwarding entries and held
-        // datagrams of slices we no longer own are dropped.
+        // Forwarded sessions whose slice came back are ours again; held datagrams of slices we
+        // no longer own are dropped.
         let back: Vec<SocketAddrV4> = self
             .moved_out
             .keys()
