@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of igmp-ext, dns-keystore and control-channel for FUZZ_SECONDS
+# Runs every cargo-fuzz target of igmp-ext, dns-keystore, control-channel and manycast-server for FUZZ_SECONDS
 # each, starting from the committed seed corpus. Fails on the first crash (libFuzzer leaves the
 # input in <crate>/fuzz/artifacts/).
 set -euo pipefail
@@ -10,7 +10,7 @@ seconds="${FUZZ_SECONDS:-20}"
 export RUSTC_BOOTSTRAP=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for crate in igmp-ext dns-keystore control-channel; do
+for crate in igmp-ext dns-keystore control-channel manycast-server; do
   cd "$root/$crate"
   for target in $(cargo fuzz list); do
     mkdir -p "fuzz/corpus/$target"

@@ -2,7 +2,7 @@
 //! file into one line naming what is wrong. Nothing here opens a socket or reads a key file.
 
 use serde::Deserialize;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ pub enum Mode {
     /// UDP to the group address; the daemon receives the group itself.
     Native,
     /// TCP to a unicast VIP held on loopback; any TCP server bound to the VIP is the
-    /// application, and the member answers clients directly (SPEC.md §11.5).
+    /// application, and the member answers clients directly (SPEC.md §11.7).
     Vip,
 }
 
@@ -112,7 +112,7 @@ impl Default for ServiceConfig {
     }
 }
 
-/// VIP mode (`mode = "vip"`, SPEC.md §11.5).
+/// VIP mode (`mode = "vip"`, SPEC.md §11.7).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VipConfig {
@@ -130,6 +130,33 @@ impl Default for VipConfig {
         VipConfig {
             address: None,
             reset_delay_ms: 200,
+        }
+    }
+}
+
+/// What happens around a reallocation under `forward` and `handoff`, and on drain
+/// (SPEC.md §11.5, §11.6).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReallocationConfig {
+    /// A new owner holds datagrams of unknown clients in slices it gained from a live member
+    /// this long, waiting for that member's session state; then they start fresh (counted).
+    pub hold_ms: u64,
+    /// A draining member (SIGTERM under forward, handoff or pin) leaves at the latest after
+    /// this long, even if forwarded sessions are still active.
+    pub drain_timeout_ms: u64,
+    /// The unicast address and port other members use to reach this member's control
+    /// endpoint directly (forwarded datagrams, state transfers; signed like every control
+    /// message). Default: `interface`'s address and `control.port`.
+    pub direct_path: Option<SocketAddrV4>,
+}
+
+impl Default for ReallocationConfig {
+    fn default() -> Self {
+        ReallocationConfig {
+            hold_ms: 500,
+            drain_timeout_ms: 30_000,
+            direct_path: None,
         }
     }
 }
@@ -165,6 +192,7 @@ pub struct Config {
     pub service: ServiceConfig,
     #[serde(default)]
     pub vip: VipConfig,
+    pub reallocation: ReallocationConfig,
 }
 
 fn default_mode() -> Mode {
@@ -257,6 +285,11 @@ impl Config {
         {
             return Err("control.down_after_ms must exceed heartbeat_interval_ms > 0".into());
         }
+        if self.reallocation.hold_ms == 0 || self.reallocation.drain_timeout_ms == 0 {
+            return Err(
+                "reallocation.hold_ms and reallocation.drain_timeout_ms must be non-zero".into(),
+            );
+        }
         if self.igmp.refresh_ms == 0 || self.service.session_idle_ms == 0 {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
@@ -289,6 +322,19 @@ impl Config {
 
     pub fn control_interface(&self) -> &str {
         self.control.interface.as_deref().unwrap_or(&self.interface)
+    }
+
+    pub fn hold(&self) -> Duration {
+        Duration::from_millis(self.reallocation.hold_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.reallocation.drain_timeout_ms)
+    }
+
+    /// Whether SIGTERM drains first: every strategy that keeps sessions alive across a move.
+    pub fn drains_on_terminate(&self) -> bool {
+        self.strategy != Strategy::Reset
     }
 
     pub fn session_idle(&self) -> Duration {
@@ -346,6 +392,9 @@ group_pub = "/k/group.pub"
         assert_eq!(c.metrics_file, None);
         assert_eq!(c.vip, VipConfig::default());
         assert_eq!(c.vip.reset_delay_ms, 200);
+        assert_eq!(c.reallocation, ReallocationConfig::default());
+        assert_eq!(c.hold(), Duration::from_millis(500));
+        assert!(!c.drains_on_terminate());
         let cc = c.control_config();
         assert_eq!(cc.down_after, Duration::from_millis(200));
     }
@@ -357,7 +406,9 @@ group_pub = "/k/group.pub"
              metrics_file = \"/tmp/m.prom\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
              interface = \"ctl0\"\nttl = 4\nslice_bits = 4\n[igmp]\nrobustness = 3\n\
              refresh_ms = 5000\n[service]\nmax_sessions = 10\n\
-             [vip]\naddress = \"10.200.0.1\"\nreset_delay_ms = 50\n"
+             [vip]\naddress = \"10.200.0.1\"\nreset_delay_ms = 50\n\
+             [reallocation]\nhold_ms = 50\n\
+             drain_timeout_ms = 900\ndirect_path = \"10.0.1.2:4790\"\n"
         ))
         .unwrap();
         assert_eq!(c.mode, Mode::Vip);
@@ -368,6 +419,13 @@ group_pub = "/k/group.pub"
         assert_eq!(c.control.slice_bits, 4);
         assert_eq!(c.agent_config().robustness, 3);
         assert_eq!(c.service.max_sessions, 10);
+        assert_eq!(c.hold(), Duration::from_millis(50));
+        assert_eq!(c.drain_timeout(), Duration::from_millis(900));
+        assert_eq!(
+            c.reallocation.direct_path,
+            Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790))
+        );
+        assert!(c.drains_on_terminate());
     }
 
     #[test]
@@ -390,6 +448,11 @@ group_pub = "/k/group.pub"
                 "not available in VIP mode",
             ),
             ("[vip]\nport = 80\n", "unknown field"),
+            ("[reallocation]\nhold_ms = 0\n", "must be non-zero"),
+            (
+                "[reallocation]\ndirect_path = \"10.0.0.1\"\n",
+                "socket address",
+            ),
         ];
         for (extra, want) in cases {
             // Later keys would be duplicates of MINIMAL's: drop the ones the case redefines.

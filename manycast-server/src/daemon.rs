@@ -3,7 +3,7 @@
 //! for the [`JoinAgent`]; the agent's signed reports leave through a raw IGMP socket; queries
 //! heard on that socket go back to the agent.
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Strategy};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keys;
 use crate::metrics::{self, Snapshot};
@@ -11,11 +11,15 @@ use crate::service::{Reply, Service};
 use control_channel::driver::{self, SocketConfig};
 use control_channel::{Counters, Endpoint, Event, Identity};
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr};
-use igmp_ext::{AllocationEpoch, MemberCertificate, SliceEntry, Timestamp};
+use igmp_ext::{AllocationEpoch, MemberCertificate, MemberId, SliceEntry, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
+
+mod reallocation;
+use reallocation::Drain;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
@@ -161,7 +165,8 @@ fn nonce() -> [u8; igmp_ext::join::NONCE_LEN] {
     b
 }
 
-struct Runtime {
+/// The daemon's state: the sans-IO parts and the sockets they use. Owned by [`run`]'s loop.
+pub struct Runtime {
     config: Config,
     agent: JoinAgent,
     service: Service,
@@ -170,6 +175,20 @@ struct Runtime {
     snapshot: Snapshot,
     /// VIP mode with the reset strategy: destroys the TCP connections of moved clients.
     vip_reset: Option<crate::vip::ResetTask>,
+    drain: Option<Drain>,
+    /// Members that announced a direct path: forwards to them take it (the endpoint chooses).
+    direct_paths: BTreeSet<MemberId>,
+    /// Where other members reach us directly, announced under forward and handoff.
+    direct_path: Option<SocketAddrV4>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("service", &self.service)
+            .field("drain", &self.drain)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Runtime {
@@ -198,7 +217,7 @@ impl Runtime {
         }
     }
 
-    async fn on_event(&mut self, now: Timestamp, event: Event) {
+    async fn on_event(&mut self, handle: &driver::DriverHandle, now: Timestamp, event: Event) {
         match event {
             Event::Committed { id, slices, .. } => {
                 info!(
@@ -215,8 +234,7 @@ impl Runtime {
                 if let Some(r) = &self.vip_reset {
                     r.set_slices(slices.clone());
                 }
-                let replies = self.service.set_slices(slices);
-                self.send_replies(replies).await;
+                self.reallocate(handle, now, slices.is_empty()).await;
                 self.agent
                     .set_claim(now, entries, AllocationEpoch(id.epoch), &mut random_u64);
                 self.flush_joins(now);
@@ -224,7 +242,7 @@ impl Runtime {
             Event::MemberUp(m) => info!(member = %m, "member up"),
             Event::MemberDown(m) => info!(member = %m, "member down"),
             Event::MemberLeft(m) => info!(member = %m, "member left"),
-            other => debug!(?other, "control event"),
+            other => self.on_reallocation_event(handle, now, other).await,
         }
     }
 
@@ -247,11 +265,19 @@ impl Runtime {
         }
     }
 
-    fn update_service_metrics(&mut self) {
+    /// Writes the metrics file, if configured (every second, and once more when leaving so
+    /// that the final counts are on disk).
+    fn write_metrics(&mut self, control: Option<Counters>) {
         self.snapshot.service = self.service.counters();
         self.snapshot.sessions = self.service.session_count();
         if let Some(r) = &self.vip_reset {
             (self.snapshot.vip_resets, self.snapshot.vip_reset_failures) = r.counts();
+        }
+        self.snapshot.control = control.unwrap_or_default();
+        if let Some(path) = &self.config.metrics_file {
+            if let Err(e) = metrics::write_file(path, &self.snapshot.render()) {
+                warn!("metrics file {}: {e}", path.display());
+            }
         }
     }
 }
@@ -333,7 +359,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.strategy,
         config.session_idle(),
         config.service.max_sessions,
-    );
+    )
+    .with_hold(config.hold());
+    let direct_path = matches!(config.strategy, Strategy::Forward | Strategy::Handoff).then(|| {
+        config
+            .reallocation
+            .direct_path
+            .unwrap_or(SocketAddrV4::new(addr, config.control.port))
+    });
     let mut rt = Runtime {
         snapshot: Snapshot::new(me),
         config,
@@ -342,11 +375,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         igmp,
         udp,
         vip_reset,
+        drain: None,
+        direct_paths: BTreeSet::new(),
+        direct_path,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
     loop {
         let now = driver::wall_clock();
+        if rt.drain_finished(now) {
+            break;
+        }
+        let service_wait = rt
+            .service
+            .poll_timeout()
+            .map_or(Duration::from_secs(3600), |t| {
+                Duration::from_millis(t.0.saturating_sub(now.0))
+            });
         let join_wait = rt
             .agent
             .poll_timeout()
@@ -355,7 +400,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             });
         tokio::select! {
             e = handle.events.recv() => match e {
-                Some((_, e)) => rt.on_event(driver::wall_clock(), e).await,
+                Some((_, e)) => rt.on_event(&handle, driver::wall_clock(), e).await,
                 None => return Err(DaemonError::Io {
                     what: "control driver",
                     source: io::Error::other("stopped"),
@@ -363,10 +408,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             },
             r = rt.udp.recv_from(&mut buf) => {
                 // Errors are ICMP reports about earlier replies; nothing to do.
-                if let Ok((_, SocketAddr::V4(from))) = r {
-                    if let Some(reply) = rt.service.handle_datagram(driver::wall_clock(), from) {
-                        rt.send_replies(vec![reply]).await;
-                    }
+                if let Ok((n, SocketAddr::V4(from))) = r {
+                    let actions = rt.service.handle_datagram(driver::wall_clock(), from, &buf[..n]);
+                    rt.apply(&handle, actions).await;
                 }
             }
             g = rt.igmp.readable() => {
@@ -376,21 +420,33 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 rt.on_igmp_readable(driver::wall_clock());
             }
             _ = tokio::time::sleep(join_wait) => rt.flush_joins(driver::wall_clock()),
+            _ = tokio::time::sleep(service_wait) => {
+                let actions = rt.service.handle_timeout(driver::wall_clock());
+                rt.apply(&handle, actions).await;
+            }
             _ = tick.tick() => {
-                rt.service.handle_timeout(driver::wall_clock());
-                rt.update_service_metrics();
-                rt.snapshot.control = control_counters(&handle).await.unwrap_or_default();
-                if let Some(path) = &rt.config.metrics_file {
-                    if let Err(e) = metrics::write_file(path, &rt.snapshot.render()) {
-                        warn!("metrics file {}: {e}", path.display());
-                    }
+                let actions = rt.service.handle_timeout(driver::wall_clock());
+                rt.apply(&handle, actions).await;
+                if let Some(addr) = rt.direct_path {
+                    // Repeated so that members that arrive later learn it too.
+                    handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
+                }
+                rt.write_metrics(control_counters(&handle).await);
+            }
+            // Under forward, handoff and pin the first SIGTERM drains and the loop ends when
+            // the drain is done; a second one (or SIGINT, or reset) leaves at once.
+            _ = term.recv() => {
+                if rt.config.drains_on_terminate() && rt.drain.is_none() {
+                    rt.begin_drain(&handle);
+                } else {
+                    break;
                 }
             }
-            _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     info!("leaving");
+    rt.write_metrics(control_counters(&handle).await);
     handle.with(|ep, now| ep.leave(now));
     let now = driver::wall_clock();
     rt.agent.leave(now, &mut random_u64);

@@ -3,7 +3,8 @@
 //! The server daemon and the admin tool `manycastctl` (issue 6): key and certificate files
 //! ([`keys`]), the daemon's configuration ([`config`]), the sans-IO [`join_agent`] that decides
 //! when a member sends its signed joins, the sans-IO reference UDP [`service`] with local slice
-//! filtering, Prometheus [`metrics`], and the I/O shell [`daemon`] that wires them to the control
+//! filtering and the reallocation strategies (its moved-session encoding in
+//! [`session_state`]), Prometheus [`metrics`], and the I/O shell [`daemon`] that wires them to the control
 //! channel, a raw IGMP socket and the service socket; [`vip`] holds VIP mode's host changes and
 //! the reset of moved TCP connections.
 
@@ -13,4 +14,5 @@ pub mod join_agent;
 pub mod keys;
 pub mod metrics;
 pub mod service;
+pub mod session_state;
 pub mod vip;

@@ -25,6 +25,10 @@ pub struct Snapshot {
     /// VIP mode, reset strategy: TCP connections of moved clients destroyed, and failed tries.
     pub vip_resets: u64,
     pub vip_reset_failures: u64,
+    /// Forwarded datagrams that went over a direct path the old owner announced.
+    pub forwarded_direct: u64,
+    /// A drain is in progress.
+    pub draining: bool,
 }
 
 impl Snapshot {
@@ -63,6 +67,78 @@ impl Snapshot {
             s.refused_full,
         );
         metric("resets_total", "counter", "Reset replies sent.", s.resets);
+        metric(
+            "retransmits_total",
+            "counter",
+            "Requests repeating the last request id, answered with the same number.",
+            s.retransmits,
+        );
+        metric(
+            "stale_requests_total",
+            "counter",
+            "Requests with an id below the session's last one (stale duplicates), not answered.",
+            s.stale,
+        );
+        metric(
+            "handed_off_total",
+            "counter",
+            "Sessions of moved slices sent to their new owner (handoff or forward list).",
+            s.handed_off,
+        );
+        metric(
+            "handoff_received_total",
+            "counter",
+            "Sessions received from an old owner (continued, or listed for forwarding).",
+            s.received,
+        );
+        metric(
+            "forwarded_total",
+            "counter",
+            "Datagrams of moved sessions passed to their old owner.",
+            s.forwarded,
+        );
+        metric(
+            "forwarded_direct_total",
+            "counter",
+            "Of those, datagrams sent over the old owner's direct path.",
+            self.forwarded_direct,
+        );
+        metric(
+            "forwarded_served_total",
+            "counter",
+            "Forwarded datagrams answered by this member as the old owner.",
+            s.forwarded_served,
+        );
+        metric(
+            "forward_refused_total",
+            "counter",
+            "Forwarded datagrams refused (not from the slice's owner or no such session).",
+            s.forward_refused,
+        );
+        metric(
+            "held_total",
+            "counter",
+            "Datagrams held while waiting for an old owner's session state.",
+            s.held,
+        );
+        metric(
+            "handoff_timeouts_total",
+            "counter",
+            "Clients started fresh because the old owner's state did not come in time.",
+            s.handoff_timeouts,
+        );
+        metric(
+            "bad_state_total",
+            "counter",
+            "Session state transfers that could not be decoded.",
+            s.bad_state,
+        );
+        metric(
+            "draining",
+            "gauge",
+            "1 while this member drains.",
+            u64::from(self.draining),
+        );
         metric(
             "sessions",
             "gauge",

@@ -1,13 +1,23 @@
-//! The built-in reference UDP service with local slice filtering (sans-IO; BRIEF decision 8).
-//! Owns the per-client session table and decides, for each datagram that reached this member,
-//! whether it is ours to answer: behind a plain router every member receives every datagram, so
-//! only the owner of the source's slice may reply. Reply format (ASCII, one line):
-//! `m<member> <n>\n` where n counts that client's requests from 1; `m<member> reset\n` tells a
-//! client that its session was dropped here (reset strategy).
+//! The built-in reference UDP service with local slice filtering and the reallocation strategies
+//! (sans-IO; BRIEF decisions 6 and 8). Owns the per-client session table and decides, for each
+//! datagram that reached this member, whether it is ours to answer: behind a plain router every
+//! member receives every datagram, so only the owner of the source's slice may reply.
+//!
+//! Request (optional): `r<k>` (ASCII), a client-chosen request id. Reply: `m<member> <n>\n`
+//! where n counts that client's requests from 1, with ` r<k>` appended when the request carried
+//! an id; a request repeating the last id gets the same n again (a retransmission, not a new
+//! request). `m<member> reset\n` tells a client that its session was dropped (reset strategy).
+//!
+//! When a commit moves slices, [`Service::handle_commit`] returns [`Action`]s: reset replies,
+//! or one [`Action::SendState`] per new owner with the moved sessions (handoff: the new owner
+//! continues them; forward: the new owner passes their datagrams back here). A new owner holds
+//! datagrams of unknown clients in slices it gained from a live member until that member's
+//! state arrives ([`Service::handle_state`]) or the hold time passes.
 
 use crate::config::Strategy;
-use igmp_ext::{MemberId, SliceSet, Timestamp};
-use std::collections::HashMap;
+use crate::session_state::{SessionRecord, StateTransfer};
+use igmp_ext::{Allocation, MemberId, SliceSet, Timestamp};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
@@ -16,12 +26,65 @@ struct Session {
     /// Requests answered so far.
     count: u64,
     last_seen: Timestamp,
+    /// Last request id answered and its number.
+    last_request: Option<(u64, u64)>,
+}
+
+impl Session {
+    fn fresh(now: Timestamp) -> Self {
+        Session {
+            count: 0,
+            last_seen: now,
+            last_request: None,
+        }
+    }
+
+    fn record(&self, client: SocketAddrV4) -> SessionRecord {
+        SessionRecord {
+            addr: u32::from(*client.ip()),
+            port: client.port(),
+            count: self.count,
+            last_request: self.last_request,
+        }
+    }
+
+    /// The number this request gets; a retransmission of the last request gets its number
+    /// again, an older request id (a stale duplicate, e.g. held while the session moved) none.
+    fn answer(&mut self, now: Timestamp, request: Option<u64>) -> Answer {
+        self.last_seen = now;
+        if let (Some(r), Some((last, n))) = (request, self.last_request) {
+            if r == last {
+                return Answer::Again(n);
+            }
+            if r < last {
+                return Answer::Stale;
+            }
+        }
+        self.count += 1;
+        if let Some(r) = request {
+            self.last_request = Some((r, self.count));
+        }
+        Answer::Next(self.count)
+    }
+}
+
+enum Answer {
+    Next(u64),
+    Again(u64),
+    Stale,
+}
+
+/// The request id of a datagram, if it carries one (`r<digits>`, surrounding whitespace
+/// ignored); anything else is an anonymous request.
+pub fn request_id(payload: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(payload).ok()?.trim();
+    text.strip_prefix('r')?.parse().ok()
 }
 
 /// Counts for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServiceCounters {
-    /// Datagrams answered.
+    /// Datagrams answered (here or for forwarded sessions).
     pub served: u64,
     /// Datagrams from sources outside our slices (another member's clients).
     pub filtered: u64,
@@ -29,6 +92,27 @@ pub struct ServiceCounters {
     pub refused_full: u64,
     /// Reset replies produced when slices moved away.
     pub resets: u64,
+    /// Requests repeating the last request id, answered with the same number.
+    pub retransmits: u64,
+    /// Requests with an id below the last one answered (stale duplicates), not answered.
+    pub stale: u64,
+    /// Sessions sent to a new owner (handoff) or announced to it (forward).
+    pub handed_off: u64,
+    /// Sessions received from an old owner and continued here (handoff) or listed for
+    /// forwarding (forward).
+    pub received: u64,
+    /// Datagrams passed to the old owner (forward, new-owner side).
+    pub forwarded: u64,
+    /// Forwarded datagrams answered here (forward, old-owner side).
+    pub forwarded_served: u64,
+    /// Forwarded datagrams refused: not from the slice's owner, or no such session here.
+    pub forward_refused: u64,
+    /// Datagrams held while waiting for an old owner's state.
+    pub held: u64,
+    /// Clients started fresh because the old owner's state did not come within the hold time.
+    pub handoff_timeouts: u64,
+    /// State transfers that could not be decoded.
+    pub bad_state: u64,
 }
 
 /// A datagram to send back.
@@ -38,14 +122,72 @@ pub struct Reply {
     pub payload: Vec<u8>,
 }
 
-/// The session table and the filter.
+/// What the I/O shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Reply(Reply),
+    /// Pass a client datagram to the member that holds its session (`Endpoint::forward`).
+    Forward {
+        to: MemberId,
+        client: SocketAddrV4,
+        payload: Vec<u8>,
+    },
+    /// Send moved sessions to their new owner (`Endpoint::send_state`); the transfer id is the
+    /// epoch. Report the outcome with [`Service::handle_transfer_done`].
+    SendState {
+        to: MemberId,
+        transfer_id: u64,
+        data: Vec<u8>,
+    },
+}
+
+/// A unit this member gained from a live member in a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gain {
+    /// None: gained in this member's first commit, when it did not know the previous owner;
+    /// the first transfer that lists the unit names it.
+    from: Option<MemberId>,
+    epoch: u64,
+    /// Until the old owner's state arrives, unknown clients wait (at most until this time).
+    awaiting_until: Option<Timestamp>,
+}
+
+/// A client the new owner passes on to the old owner (forward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ForwardEntry {
+    to: MemberId,
+    last_seen: Timestamp,
+    /// When an allocation stopped listing `to`; the entry is dropped one hold time later
+    /// unless `to` is listed again (a false down lasts one commit or two).
+    unlisted_since: Option<Timestamp>,
+}
+
+/// Most datagrams held per client while its state is on the way.
+const MAX_HELD_PER_CLIENT: usize = 8;
+/// Transfers that arrived before their commit, kept until it comes.
+const MAX_EARLY_TRANSFERS: usize = 64;
+
+/// The session table, the filter and the strategies.
 #[derive(Debug)]
 pub struct Service {
     me: MemberId,
     strategy: Strategy,
     slices: SliceSet,
+    allocation: Option<Allocation>,
+    epoch: u64,
     sessions: HashMap<SocketAddrV4, Session>,
+    /// Forward, old-owner side: sessions of slices that moved away, served to their end for
+    /// datagrams the new owner forwards.
+    moved_out: HashMap<SocketAddrV4, Session>,
+    /// Forward, new-owner side: clients whose datagrams go to the old owner.
+    forward_to: HashMap<SocketAddrV4, ForwardEntry>,
+    gains: BTreeMap<usize, Gain>,
+    held: HashMap<SocketAddrV4, Vec<Vec<u8>>>,
+    early: Vec<(MemberId, StateTransfer)>,
+    /// Transfers sent and not yet reported done: a draining member waits for them.
+    outgoing: BTreeSet<(MemberId, u64)>,
     idle: Duration,
+    hold: Duration,
     max_sessions: usize,
     counters: ServiceCounters,
 }
@@ -56,19 +198,35 @@ impl Service {
             me,
             strategy,
             slices: SliceSet::new(),
+            allocation: None,
+            epoch: 0,
             sessions: HashMap::new(),
+            moved_out: HashMap::new(),
+            forward_to: HashMap::new(),
+            gains: BTreeMap::new(),
+            held: HashMap::new(),
+            early: Vec::new(),
+            outgoing: BTreeSet::new(),
             idle,
+            hold: Duration::from_millis(500),
             max_sessions,
             counters: ServiceCounters::default(),
         }
+    }
+
+    /// How long a new owner holds an unknown client's datagrams waiting for the old owner.
+    pub fn with_hold(mut self, hold: Duration) -> Self {
+        self.hold = hold;
+        self
     }
 
     pub fn counters(&self) -> ServiceCounters {
         self.counters
     }
 
+    /// Sessions held: our own plus moved ones still served here (forward).
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.sessions.len() + self.moved_out.len()
     }
 
     pub fn slices(&self) -> &SliceSet {
@@ -80,157 +238,452 @@ impl Service {
         self.slices.contains_addr(*client.ip())
     }
 
-    /// A datagram from `from` arrived; returns the reply, if it is ours to answer. The payload
-    /// is not interpreted, so nothing in it can make this fail.
-    pub fn handle_datagram(&mut self, now: Timestamp, from: SocketAddrV4) -> Option<Reply> {
-        if !self.serves(&from) {
-            self.counters.filtered += 1;
-            return None;
-        }
-        if !self.sessions.contains_key(&from) && self.sessions.len() >= self.max_sessions {
-            self.counters.refused_full += 1;
-            return None;
-        }
-        let session = self.sessions.entry(from).or_insert(Session {
-            count: 0,
-            last_seen: now,
-        });
-        session.count += 1;
-        session.last_seen = now;
-        self.counters.served += 1;
-        Some(Reply {
-            to: from,
-            payload: format!("{} {}\n", self.me, session.count).into_bytes(),
-        })
+    /// Whether sessions that moved away still need this member: forwarded sessions not yet
+    /// ended, or handoff transfers not yet acknowledged. A draining member leaves when this
+    /// is false.
+    pub fn has_moved_sessions(&self) -> bool {
+        !self.moved_out.is_empty() || !self.outgoing.is_empty()
     }
 
-    /// A new allocation: `slices` are ours from now on. Sessions of clients we no longer serve
-    /// are dropped; under the reset strategy each of them gets a reset reply so that the client
-    /// knows to start over with the new owner.
-    pub fn set_slices(&mut self, slices: SliceSet) -> Vec<Reply> {
-        self.slices = slices;
-        let moved: Vec<SocketAddrV4> = self
+    fn unit_of(&self, client: &SocketAddrV4) -> Option<usize> {
+        let a = self.allocation.as_ref()?;
+        Some(a.slicing().unit_of(u32::from(*client.ip())))
+    }
+
+    /// Whether `client`'s unit waits for an old owner's state.
+    fn awaiting(&self, client: &SocketAddrV4) -> bool {
+        self.unit_of(client)
+            .and_then(|u| self.gains.get(&u))
+            .is_some_and(|g| g.awaiting_until.is_some())
+    }
+
+    fn reply(&self, to: SocketAddrV4, n: u64, request: Option<u64>) -> Reply {
+        let payload = match request {
+            Some(r) => format!("{} {n} r{r}\n", self.me),
+            None => format!("{} {n}\n", self.me),
+        };
+        Reply {
+            to,
+            payload: payload.into_bytes(),
+        }
+    }
+
+    /// A datagram from `from` arrived. The payload is only read for a request id, so nothing in
+    /// it can make this fail.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddrV4,
+        payload: &[u8],
+    ) -> Vec<Action> {
+        if !self.serves(&from) {
+            self.counters.filtered += 1;
+            return Vec::new();
+        }
+        if !self.sessions.contains_key(&from) {
+            if let Some(entry) = self.forward_to.get_mut(&from) {
+                entry.last_seen = now;
+                self.counters.forwarded += 1;
+                return vec![Action::Forward {
+                    to: entry.to,
+                    client: from,
+                    payload: payload.to_vec(),
+                }];
+            }
+            let awaiting = self.awaiting(&from);
+            if awaiting {
+                let room = self.held.contains_key(&from) || self.held.len() < self.max_sessions;
+                if room {
+                    let queue = self.held.entry(from).or_default();
+                    if queue.len() < MAX_HELD_PER_CLIENT {
+                        queue.push(payload.to_vec());
+                        self.counters.held += 1;
+                    }
+                }
+                return Vec::new();
+            }
+            if self.sessions.len() >= self.max_sessions {
+                self.counters.refused_full += 1;
+                return Vec::new();
+            }
+        }
+        let request = request_id(payload);
+        let session = self
+            .sessions
+            .entry(from)
+            .or_insert_with(|| Session::fresh(now));
+        let n = match session.answer(now, request) {
+            Answer::Next(n) => n,
+            Answer::Again(n) => {
+                self.counters.retransmits += 1;
+                n
+            }
+            Answer::Stale => {
+                self.counters.stale += 1;
+                return Vec::new();
+            }
+        };
+        self.counters.served += 1;
+        vec![Action::Reply(self.reply(from, n, request))]
+    }
+
+    /// A datagram the owner of `client`'s slice passed to us (forward strategy). Answered only
+    /// for a session that moved away from here and only when `from` owns the client's slice
+    /// now, so a member cannot make us answer for clients that are not its own.
+    pub fn handle_forwarded(
+        &mut self,
+        now: Timestamp,
+        from: MemberId,
+        client: SocketAddrV4,
+        payload: &[u8],
+    ) -> Option<Reply> {
+        let owner = self
+            .allocation
+            .as_ref()
+            .and_then(|a| a.owner_of(u32::from(*client.ip())));
+        let request = request_id(payload);
+        let session = match self.moved_out.get_mut(&client) {
+            Some(s) if owner == Some(from) => s,
+            _ => {
+                self.counters.forward_refused += 1;
+                return None;
+            }
+        };
+        let n = match session.answer(now, request) {
+            Answer::Next(n) => n,
+            Answer::Again(n) => {
+                self.counters.retransmits += 1;
+                n
+            }
+            Answer::Stale => {
+                self.counters.stale += 1;
+                return None;
+            }
+        };
+        self.counters.served += 1;
+        self.counters.forwarded_served += 1;
+        Some(self.reply(client, n, request))
+    }
+
+    /// A new allocation at `epoch`; `members` are the members it lists (forwarding to a member
+    /// missing from it stops).
+    pub fn handle_commit(
+        &mut self,
+        now: Timestamp,
+        epoch: u64,
+        members: &[MemberId],
+        allocation: &Allocation,
+    ) -> Vec<Action> {
+        let previous = self.allocation.replace(allocation.clone());
+        self.epoch = self.epoch.max(epoch);
+        self.slices = allocation.slices_of(self.me);
+        let slicing = allocation.slicing();
+        let owners = allocation.unit_owners();
+        let mut actions = Vec::new();
+
+        // Units that left us, by new owner (None: nobody owns them now).
+        let mut lost: BTreeMap<Option<MemberId>, BTreeSet<usize>> = BTreeMap::new();
+        let waits = matches!(self.strategy, Strategy::Handoff | Strategy::Forward);
+        let await_until = waits.then(|| now.saturating_add(self.hold));
+        let others_listed = members.iter().any(|&m| m != self.me);
+        if previous.is_none() && others_listed {
+            // A member that just started does not know who owned its units before: it waits
+            // for whatever transfers name them.
+            for (unit, &owner) in owners.iter().enumerate() {
+                if owner == Some(self.me) {
+                    self.gains.insert(
+                        unit,
+                        Gain {
+                            from: None,
+                            epoch,
+                            awaiting_until: await_until,
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(prev) = &previous {
+            if prev.slicing() == slicing {
+                for (unit, (&before, &after)) in prev.unit_owners().iter().zip(owners).enumerate() {
+                    if before == Some(self.me) && after != Some(self.me) {
+                        lost.entry(after).or_default().insert(unit);
+                    }
+                    // A unit gained from another member: its sessions may be on the way. Also
+                    // when that member is not listed any more: a member declared down by
+                    // mistake (an overloaded host) still sends them; a crashed one costs its
+                    // clients the hold time.
+                    match (before, after) {
+                        (Some(old), Some(new)) if new == self.me && old != self.me => {
+                            self.gains.insert(
+                                unit,
+                                Gain {
+                                    from: Some(old),
+                                    epoch,
+                                    awaiting_until: await_until,
+                                },
+                            );
+                        }
+                        // A unit nobody owned (all weights zero, or a flap): whoever kept its
+                        // sessions meanwhile sends them and names the unit.
+                        (None, Some(new)) if new == self.me && others_listed => {
+                            self.gains.insert(
+                                unit,
+                                Gain {
+                                    from: None,
+                                    epoch,
+                                    awaiting_until: await_until,
+                                },
+                            );
+                        }
+                        (_, after) if after != Some(self.me) => {
+                            self.gains.remove(&unit);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+
+        // Sessions of clients we no longer serve, by the owner of their unit now.
+        let unit = |c: &SocketAddrV4| slicing.unit_of(u32::from(*c.ip()));
+        let mut moved: BTreeMap<Option<MemberId>, Vec<(SocketAddrV4, Session)>> = BTreeMap::new();
+        let gone: Vec<SocketAddrV4> = self
             .sessions
             .keys()
             .filter(|c| !self.slices.contains_addr(*c.ip()))
             .copied()
             .collect();
-        let mut replies = Vec::new();
-        for client in moved {
-            self.sessions.remove(&client);
-            if self.strategy == Strategy::Reset {
-                self.counters.resets += 1;
-                replies.push(Reply {
-                    to: client,
-                    payload: format!("{} reset\n", self.me).into_bytes(),
-                });
+        for client in gone {
+            if let Some(s) = self.sessions.remove(&client) {
+                moved
+                    .entry(owners[unit(&client)])
+                    .or_default()
+                    .push((client, s));
             }
         }
-        replies.sort_by_key(|r| r.to);
-        replies
+        // Forwarded sessions whose slice came back are ours again; held datagrams of slices we
+        // no longer own are dropped.
+        let back: Vec<SocketAddrV4> = self
+            .moved_out
+            .keys()
+            .filter(|c| self.slices.contains_addr(*c.ip()))
+            .copied()
+            .collect();
+        for client in back {
+            if let Some(s) = self.moved_out.remove(&client) {
+                self.sessions.insert(client, s);
+            }
+        }
+        let slices = self.slices.clone();
+        // Forwarding entries outlive a brief loss of the slice or a false down of the old
+        // owner (a flapping allocation) but not the old owner's departure: one hold time
+        // after it stops being listed, its clients start fresh here.
+        for f in self.forward_to.values_mut() {
+            if members.contains(&f.to) {
+                f.unlisted_since = None;
+            } else {
+                f.unlisted_since.get_or_insert(now);
+            }
+        }
+        self.held.retain(|c, _| slices.contains_addr(*c.ip()));
+
+        match self.strategy {
+            Strategy::Reset => {
+                let mut clients: Vec<SocketAddrV4> =
+                    moved.into_values().flatten().map(|(c, _)| c).collect();
+                clients.sort();
+                for client in clients {
+                    self.counters.resets += 1;
+                    actions.push(Action::Reply(Reply {
+                        to: client,
+                        payload: format!("{} reset\n", self.me).into_bytes(),
+                    }));
+                }
+            }
+            Strategy::Handoff | Strategy::Forward => {
+                // Sessions of units nobody owns now stay here (not served) until a commit
+                // gives those units an owner, which then gets them.
+                for (client, session) in moved.remove(&None).unwrap_or_default() {
+                    self.sessions.insert(client, session);
+                }
+                let mut targets: BTreeMap<MemberId, BTreeSet<usize>> = BTreeMap::new();
+                for (to, units) in lost {
+                    if let Some(to) = to {
+                        targets.entry(to).or_default().extend(units);
+                    }
+                }
+                for (to, sessions) in &moved {
+                    if let Some(to) = *to {
+                        let units = targets.entry(to).or_default();
+                        units.extend(sessions.iter().map(|(c, _)| unit(c)));
+                    }
+                }
+                for (to, units) in targets {
+                    let mut sessions = moved.remove(&Some(to)).unwrap_or_default();
+                    sessions.sort_by_key(|(c, _)| *c);
+                    let records = sessions.iter().map(|(c, s)| s.record(*c)).collect();
+                    self.counters.handed_off += sessions.len() as u64;
+                    if self.strategy == Strategy::Forward {
+                        self.moved_out.extend(sessions);
+                    }
+                    self.outgoing.insert((to, epoch));
+                    let units = units.iter().map(|&u| u as u32).collect();
+                    actions.push(Action::SendState {
+                        to,
+                        transfer_id: epoch,
+                        data: StateTransfer::new(epoch, units, records).encode(),
+                    });
+                }
+            }
+            // Pin relies on the router keeping old flows (VIP mode); natively nothing moves.
+            _ => {}
+        }
+
+        // State that arrived before this commit.
+        let early = std::mem::take(&mut self.early);
+        for (from, t) in early {
+            if t.epoch <= self.epoch {
+                actions.extend(self.apply_state(now, from, t));
+            } else {
+                self.early.push((from, t));
+            }
+        }
+        actions
     }
 
-    /// Forgets clients silent for the idle time.
-    pub fn handle_timeout(&mut self, now: Timestamp) {
+    /// State from an old owner (`Event::StateReceived`).
+    pub fn handle_state(&mut self, now: Timestamp, from: MemberId, data: &[u8]) -> Vec<Action> {
+        let t = match StateTransfer::decode(data) {
+            Ok(t) => t,
+            Err(_) => {
+                self.counters.bad_state += 1;
+                return Vec::new();
+            }
+        };
+        if t.epoch > self.epoch {
+            // The old owner committed first; keep it for our commit.
+            if self.early.len() < MAX_EARLY_TRANSFERS {
+                self.early.push((from, t));
+            }
+            return Vec::new();
+        }
+        self.apply_state(now, from, t)
+    }
+
+    fn apply_state(&mut self, now: Timestamp, from: MemberId, t: StateTransfer) -> Vec<Action> {
+        // Only clients of units we gained from the sender (or, in our first commit, units it
+        // names): a member cannot plant sessions for clients of another member's slices.
+        let covered: BTreeSet<usize> = t.units.iter().map(|&u| u as usize).collect();
+        let from_sender = |unit: usize, g: &Gain| match g.from {
+            Some(m) => m == from && g.epoch <= t.epoch,
+            None => covered.contains(&unit),
+        };
+        for r in &t.sessions {
+            let client = r.client();
+            let accepted = self
+                .unit_of(&client)
+                .and_then(|u| self.gains.get(&u).map(|g| from_sender(u, g)))
+                .unwrap_or(false);
+            if !accepted || !self.serves(&client) || self.sessions.contains_key(&client) {
+                continue;
+            }
+            self.counters.received += 1;
+            match self.strategy {
+                Strategy::Forward => {
+                    self.forward_to.insert(
+                        client,
+                        ForwardEntry {
+                            to: from,
+                            last_seen: now,
+                            unlisted_since: None,
+                        },
+                    );
+                }
+                _ => {
+                    self.sessions.insert(
+                        client,
+                        Session {
+                            count: r.count,
+                            last_seen: now,
+                            last_request: r.last_request,
+                        },
+                    );
+                }
+            }
+        }
+        for (&unit, g) in self.gains.iter_mut() {
+            if from_sender(unit, g) {
+                g.from = Some(from);
+                g.awaiting_until = None;
+            }
+        }
+        self.release_held(now, false)
+    }
+
+    /// Answers held datagrams of clients no longer waiting (or all of them when `timed_out`).
+    fn release_held(&mut self, now: Timestamp, timed_out: bool) -> Vec<Action> {
+        let ready: Vec<SocketAddrV4> = self
+            .held
+            .keys()
+            .filter(|c| !self.awaiting(c))
+            .copied()
+            .collect();
+        let mut actions = Vec::new();
+        for client in ready {
+            if timed_out && !self.sessions.contains_key(&client) {
+                self.counters.handoff_timeouts += 1;
+            }
+            for payload in self.held.remove(&client).unwrap_or_default() {
+                actions.extend(self.handle_datagram(now, client, &payload));
+            }
+        }
+        actions
+    }
+
+    /// The outcome of a [`Action::SendState`] (`TransferComplete`/`TransferFailed`, or the
+    /// send refused).
+    pub fn handle_transfer_done(&mut self, to: MemberId, transfer_id: u64) {
+        self.outgoing.remove(&(to, transfer_id));
+    }
+
+    /// The next time [`Service::handle_timeout`] has something to do before the idle sweep.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let waits = self.gains.values().filter_map(|g| g.awaiting_until);
+        let unlisted = self
+            .forward_to
+            .values()
+            .filter_map(|f| Some(f.unlisted_since?.saturating_add(self.hold)));
+        waits.chain(unlisted).min()
+    }
+
+    /// Forgets clients silent for the idle time, and stops waiting for state that did not come
+    /// within the hold time: the held clients start fresh sessions.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> Vec<Action> {
         let idle = self.idle;
-        self.sessions
-            .retain(|_, s| now < s.last_seen.saturating_add(idle));
+        let alive = |last: Timestamp| now < last.saturating_add(idle);
+        self.sessions.retain(|_, s| alive(s.last_seen));
+        self.moved_out.retain(|_, s| alive(s.last_seen));
+        let hold = self.hold;
+        self.forward_to.retain(|_, f| {
+            alive(f.last_seen)
+                && f.unlisted_since
+                    .is_none_or(|t| now < t.saturating_add(hold))
+        });
+        let mut expired = false;
+        for g in self.gains.values_mut() {
+            if g.awaiting_until.is_some_and(|t| now >= t) {
+                g.awaiting_until = None;
+                expired = true;
+            }
+        }
+        if expired {
+            self.release_held(now, true)
+        } else {
+            Vec::new()
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use igmp_ext::Slice;
-    use std::net::Ipv4Addr;
-
-    const NOW: Timestamp = Timestamp::from_secs(1_000);
-
-    fn client(last: u8, port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), port)
-    }
-
-    fn even() -> SliceSet {
-        std::iter::once(Slice::new(0, 1)).collect()
-    }
-
-    fn service(strategy: Strategy) -> Service {
-        let mut s = Service::new(MemberId(1), strategy, Duration::from_secs(60), 3);
-        assert!(s.set_slices(even()).is_empty());
-        s
-    }
-
-    #[test]
-    fn counts_per_client_address_and_port() {
-        let mut s = service(Strategy::Reset);
-        let a = |s: &mut Service, c| s.handle_datagram(NOW, c).map(|r| r.payload);
-        assert_eq!(a(&mut s, client(2, 7)), Some(b"m1 1\n".to_vec()));
-        assert_eq!(a(&mut s, client(2, 7)), Some(b"m1 2\n".to_vec()));
-        assert_eq!(a(&mut s, client(2, 8)), Some(b"m1 1\n".to_vec()));
-        assert_eq!(a(&mut s, client(4, 7)), Some(b"m1 1\n".to_vec()));
-        assert_eq!(s.counters().served, 4);
-    }
-
-    #[test]
-    fn other_members_clients_are_filtered() {
-        let mut s = service(Strategy::Reset);
-        assert_eq!(s.handle_datagram(NOW, client(3, 7)), None);
-        assert_eq!(s.counters().filtered, 1);
-        assert_eq!(s.session_count(), 0);
-        // Before any commit nothing is ours.
-        let mut fresh = Service::new(MemberId(1), Strategy::Reset, Duration::from_secs(1), 9);
-        assert_eq!(fresh.handle_datagram(NOW, client(2, 7)), None);
-    }
-
-    #[test]
-    fn full_table_refuses_new_clients_but_serves_known_ones() {
-        let mut s = service(Strategy::Reset);
-        for p in 1..=3 {
-            assert!(s.handle_datagram(NOW, client(2, p)).is_some());
-        }
-        assert_eq!(s.handle_datagram(NOW, client(2, 4)), None);
-        assert_eq!(s.counters().refused_full, 1);
-        assert!(s.handle_datagram(NOW, client(2, 1)).is_some());
-    }
-
-    #[test]
-    fn reset_strategy_resets_moved_sessions_only() {
-        let mut s = service(Strategy::Reset);
-        s.handle_datagram(NOW, client(2, 7));
-        s.handle_datagram(NOW, client(4, 7));
-        s.handle_datagram(NOW, client(6, 7));
-        // Now only addresses with bit 1 clear stay ours: 10.1.0.4 keeps its session.
-        let replies = s.set_slices(std::iter::once(Slice::new(0, 3)).collect());
-        let to: Vec<_> = replies.iter().map(|r| r.to).collect();
-        assert_eq!(to, vec![client(2, 7), client(6, 7)]);
-        assert!(replies.iter().all(|r| r.payload == b"m1 reset\n"));
-        assert_eq!(s.counters().resets, 2);
-        assert_eq!(s.session_count(), 1);
-        assert_eq!(
-            s.handle_datagram(NOW, client(4, 7)).map(|r| r.payload),
-            Some(b"m1 2\n".to_vec())
-        );
-    }
-
-    #[test]
-    fn other_strategies_drop_moved_sessions_silently() {
-        let mut s = service(Strategy::Pin);
-        s.handle_datagram(NOW, client(2, 7));
-        assert!(s.set_slices(SliceSet::new()).is_empty());
-        assert_eq!(s.session_count(), 0);
-    }
-
-    #[test]
-    fn idle_sessions_expire() {
-        let mut s = service(Strategy::Reset);
-        s.handle_datagram(NOW, client(2, 7));
-        s.handle_timeout(NOW.saturating_add(Duration::from_secs(59)));
-        assert_eq!(s.session_count(), 1);
-        s.handle_timeout(NOW.saturating_add(Duration::from_secs(60)));
-        assert_eq!(s.session_count(), 0);
-        assert_eq!(
-            s.handle_datagram(NOW, client(2, 7)).map(|r| r.payload),
-            Some(b"m1 1\n".to_vec())
-        );
-    }
-}
+#[path = "service_tests.rs"]
+mod tests;

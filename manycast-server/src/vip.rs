@@ -1,4 +1,4 @@
-//! VIP mode (SPEC.md §11.5): the member holds the unicast VIP on loopback and answers clients
+//! VIP mode (SPEC.md §11.7): the member holds the unicast VIP on loopback and answers clients
 //! directly (direct server return), with the ARP sysctls that keep it from claiming the VIP on
 //! its links; under the reset strategy it destroys the TCP connections of clients whose slice
 //! moved away, through sock_diag `SOCK_DESTROY`.

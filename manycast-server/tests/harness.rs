@@ -167,18 +167,19 @@ impl Lab {
 
     /// Writes member `i`'s (0-based) config and starts `manycast-server` in `ns`.
     pub fn start_server(&mut self, i: usize, ns: &str, interface: &str, control_if: &str) {
-        self.start_server_with(i, ns, interface, control_if, "");
+        self.start_server_with(i, ns, interface, control_if, "strategy = \"reset\"", "");
     }
 
-    /// [`Lab::start_server`] with `extra` lines (top-level keys, then any tables) placed
-    /// before the `[control]` table.
+    /// [`Lab::start_server`] with `top` lines (top-level keys, then any tables) placed before
+    /// the `[control]` table and `tables` appended after it.
     pub fn start_server_with(
         &mut self,
         i: usize,
         ns: &str,
         interface: &str,
         control_if: &str,
-        extra: &str,
+        top: &str,
+        tables: &str,
     ) {
         let id = self.fixture.members[i].id;
         let d = self.dir.path();
@@ -188,7 +189,8 @@ impl Lab {
             format!(
                 "group = \"{GROUP}\"\ninterface = \"{interface}\"\nservice_port = {PORT}\n\
                  member_key = \"{k}\"\nmember_cert = \"{c}\"\ngroup_pub = \"{g}\"\n\
-                 metrics_file = \"{m}\"\n{extra}\n[control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n",
+                 metrics_file = \"{m}\"\n{top}\n\
+                 [control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n{tables}",
                 k = d.join(format!("{id}.key")).display(),
                 c = d.join(format!("{id}.cert")).display(),
                 g = d.join("group.pub").display(),
@@ -233,6 +235,12 @@ impl Lab {
 
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self, name: &str) -> std::process::ExitStatus {
+        self.send_term(name);
+        self.wait_exit(name, Duration::from_secs(20))
+    }
+
+    /// SIGTERM to the process named `name`, without waiting.
+    pub fn send_term(&mut self, name: &str) {
         let (_, c) = self
             .children
             .iter_mut()
@@ -240,12 +248,31 @@ impl Lab {
             .expect("process");
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
+    }
+
+    /// Whether the process named `name` has exited, and how.
+    pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        let (_, c) = self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("process");
+        c.try_wait().expect("wait")
+    }
+
+    /// Waits up to `limit` (a deadline for a hung run, not a timing assertion) for the exit.
+    pub fn wait_exit(&mut self, name: &str, limit: Duration) -> std::process::ExitStatus {
+        let (_, c) = self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("process");
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = c.try_wait().expect("wait") {
                 return st;
             }
-            assert!(Instant::now() < deadline, "{name} did not exit on SIGTERM");
+            assert!(Instant::now() < deadline, "{name} did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -359,4 +386,100 @@ pub fn ask(
     rounds: usize,
 ) -> BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, String)>> {
     Clients::new(ns, sources).ask(rounds)
+}
+
+/// One client's persistent session under continuous load: the answer to each request in
+/// order, and what went wrong.
+#[derive(Debug, Clone, Default)]
+pub struct SessionLog {
+    /// (server address, session number) for requests r1, r2, ... in order.
+    pub answers: Vec<(Ipv4Addr, u64)>,
+    /// Requests never answered after every retry.
+    pub lost: u64,
+    /// Replies for an earlier request id (a late duplicate of a retried request).
+    pub late: u64,
+    /// Replies that did not parse as `m<id> <n> r<k>`.
+    pub garbled: u64,
+}
+
+impl SessionLog {
+    /// Requests whose number is not one more than the previous one's (a gap or a repeat).
+    pub fn breaks(&self) -> Vec<(usize, u64)> {
+        self.answers
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, n))| *n != *i as u64 + 1)
+            .map(|(i, (_, n))| (i + 1, *n))
+            .collect()
+    }
+}
+
+/// Parses `m<id> <n> r<k>` into (n, k).
+fn parse_numbered(text: &str) -> Option<(u64, u64)> {
+    let mut it = text.split_whitespace();
+    it.next()?.strip_prefix('m')?;
+    let n = it.next()?.parse().ok()?;
+    let k = it.next()?.strip_prefix('r')?.parse().ok()?;
+    Some((n, k))
+}
+
+impl Clients {
+    /// Each client's local address and port (its session key at the servers).
+    pub fn local_addrs(&self) -> Vec<SocketAddrV4> {
+        self.socks
+            .iter()
+            .filter_map(|(_, s)| match s.local_addr() {
+                Ok(std::net::SocketAddr::V4(a)) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Until `stop` is set: each client in turn sends its next request `r<k>` to the group
+    /// and waits for the reply carrying `r<k>`, resending the same request id after each read
+    /// timeout (up to `tries` times, then the request counts as lost and the client moves on).
+    /// Returns each source's log. Meant to run on its own thread while the test reallocates.
+    pub fn run(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        tries: u32,
+    ) -> BTreeMap<Ipv4Addr, SessionLog> {
+        let mut logs: BTreeMap<Ipv4Addr, SessionLog> = BTreeMap::new();
+        let mut next: BTreeMap<Ipv4Addr, u64> = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            for (src, s) in &self.socks {
+                let log = logs.entry(*src).or_default();
+                let k = next.entry(*src).or_insert(0);
+                *k += 1;
+                let mut answered = false;
+                for _try in 0..tries {
+                    s.send_to(format!("r{k}").as_bytes(), SocketAddrV4::new(GROUP, PORT))
+                        .expect("send");
+                    let mut buf = [0u8; 128];
+                    while let Ok((n, from)) = s.recv_from(&mut buf) {
+                        let std::net::SocketAddr::V4(from) = from else {
+                            continue;
+                        };
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        match parse_numbered(&text) {
+                            Some((number, id)) if id == *k && !answered => {
+                                log.answers.push((*from.ip(), number));
+                                answered = true;
+                                break;
+                            }
+                            Some(_) => log.late += 1,
+                            None => log.garbled += 1,
+                        }
+                    }
+                    if answered {
+                        break;
+                    }
+                }
+                if !answered {
+                    log.lost += 1;
+                }
+            }
+        }
+        logs
+    }
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod harness;
 mod native;
+mod strategies;
 mod vip;
 
 use std::path::Path;

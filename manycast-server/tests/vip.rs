@@ -1,6 +1,6 @@
 //! End to end in VIP mode with the real binaries: the real `manycast-verifier` steers TCP to a
 //! VIP by slice (SPEC.md §10.3), two real `manycast-server`s in VIP mode on different subnets
-//! hold the VIP on loopback (SPEC.md §11.5), and a real HTTP server (Python's `http.server`,
+//! hold the VIP on loopback (SPEC.md §11.7), and a real HTTP server (Python's `http.server`,
 //! HTTP/1.1 keep-alive) bound to the VIP in each server namespace is the application. Clients:
 //! curl, wrk, and keep-alive HTTP/1.1 connections held by the test.
 
@@ -155,6 +155,7 @@ impl VipLab {
             "m0",
             "ctl0",
             &format!("mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n"),
+            "",
         );
         wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
         let www = self.lab.dir.path().join(format!("www{i}"));
