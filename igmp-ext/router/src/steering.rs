@@ -2,9 +2,11 @@
 //! table. Upcalls create entries; ownership changes re-point them; idle ones are removed. The
 //! driver applies the [`KernelOp`]s through the mroute control socket (SPEC.md §10.2).
 //!
-//! Every entry has at most one outgoing VIF, so two owners for one source never reach the kernel.
+//! An entry of a protected group has at most one outgoing VIF, so two owners for one source never
+//! reach the kernel. Plain (unprotected) groups are routed like any IGMP multicast router does:
+//! toward every VIF with listeners, except the one the packet came in on (SPEC.md §10.5).
 
-use crate::sys::mroute::MfcSpec;
+use crate::sys::mroute::{MfcSpec, VifSet};
 use core::time::Duration;
 use igmp_ext::ownership::OwnershipTable;
 use igmp_ext::{MemberId, Timestamp};
@@ -26,7 +28,14 @@ pub enum GapPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Target {
-    Member { member: u32, ifindex: u32 },
+    Member {
+        member: u32,
+        ifindex: u32,
+    },
+    /// A plain group: every VIF where the querier has listeners for it.
+    Listeners {
+        vifs: VifSet,
+    },
     Drop,
 }
 
@@ -93,7 +102,7 @@ pub enum KernelOp {
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub parent: u16,
-    pub oif: Option<u16>,
+    pub oifs: VifSet,
     pub target: Option<Target>,
     /// Packet counter at the last sweep, and when it last moved.
     #[serde(skip)]
@@ -108,11 +117,15 @@ pub struct NativeSteering {
     entries: BTreeMap<(Ipv4Addr, Ipv4Addr), Entry>,
 }
 
-fn oif_for(target: Target, parent: u16, vifs: &VifTable) -> Option<u16> {
+fn oifs_for(target: Target, parent: u16, vifs: &VifTable) -> VifSet {
+    // Never back out of the arrival interface: the kernel would not, and it is a loop.
     match target {
-        // Never back out of the arrival interface: the kernel would not, and it is a loop.
-        Target::Member { ifindex, .. } => vifs.vif_of(ifindex).filter(|&v| v != parent),
-        Target::Drop => None,
+        Target::Member { ifindex, .. } => vifs
+            .vif_of(ifindex)
+            .filter(|&v| v != parent)
+            .map_or(VifSet::EMPTY, VifSet::one),
+        Target::Listeners { vifs } => vifs.without(parent),
+        Target::Drop => VifSet::EMPTY,
     }
 }
 
@@ -138,7 +151,7 @@ impl NativeSteering {
             source,
             group,
             parent: e.parent,
-            oif: e.oif,
+            oifs: e.oifs,
         }
     }
 
@@ -154,7 +167,7 @@ impl NativeSteering {
     ) -> KernelOp {
         let e = Entry {
             parent,
-            oif: oif_for(target, parent, vifs),
+            oifs: oifs_for(target, parent, vifs),
             target: Some(target),
             last_packets: 0,
             last_active: now,
@@ -172,13 +185,13 @@ impl NativeSteering {
         source: Ipv4Addr,
         group: Ipv4Addr,
         parent: u16,
-        oif: Option<u16>,
+        oifs: VifSet,
     ) {
         self.entries.insert(
             (group, source),
             Entry {
                 parent,
-                oif,
+                oifs,
                 target: None,
                 last_packets: 0,
                 last_active: now,
@@ -225,10 +238,10 @@ impl NativeSteering {
                 continue;
             }
             let t = target(g, s);
-            let oif = oif_for(t, e.parent, vifs);
+            let oifs = oifs_for(t, e.parent, vifs);
             e.target = Some(t);
-            if oif != e.oif {
-                e.oif = oif;
+            if oifs != e.oifs {
+                e.oifs = oifs;
                 ops.push(KernelOp::Install(Self::spec(g, s, e)));
             }
         }
@@ -317,7 +330,7 @@ mod tests {
                 source: EVEN,
                 group: G,
                 parent: 0,
-                oif: Some(1)
+                oifs: VifSet::one(1)
             })
         );
         // The odd half has no owner: dropped, or sent to the fallback member.
@@ -334,7 +347,13 @@ mod tests {
             Target::Drop
         );
         let op = st.upcall(now, ODD, G, 0, Target::Drop, &vifs());
-        assert!(matches!(op, KernelOp::Install(MfcSpec { oif: None, .. })));
+        assert!(matches!(
+            op,
+            KernelOp::Install(MfcSpec {
+                oifs: VifSet::EMPTY,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -358,7 +377,7 @@ mod tests {
                 source: ODD,
                 group: G,
                 parent: 0,
-                oif: Some(2)
+                oifs: VifSet::one(2)
             })]
         );
         // Nothing moved: nothing to do. Another group: untouched.
@@ -381,16 +400,20 @@ mod tests {
             },
             &vifs(),
         );
-        assert!(ops
-            .iter()
-            .all(|op| matches!(op, KernelOp::Install(MfcSpec { oif: None, .. }))));
+        assert!(ops.iter().all(|op| matches!(
+            op,
+            KernelOp::Install(MfcSpec {
+                oifs: VifSet::EMPTY,
+                ..
+            })
+        )));
     }
 
     #[test]
     fn adopted_entries_stay_until_settled() {
         let mut st = NativeSteering::new();
         let t0 = Timestamp::from_secs(0);
-        st.adopt(t0, EVEN, G, 0, Some(2));
+        st.adopt(t0, EVEN, G, 0, VifSet::one(2));
         let to_one = |_, _| Target::Member {
             member: 1,
             ifindex: 11,
@@ -400,9 +423,49 @@ mod tests {
         let ops = st.settle_adopted(to_one, &vifs());
         assert!(matches!(
             ops[..],
-            [KernelOp::Install(MfcSpec { oif: Some(1), .. })]
+            [KernelOp::Install(MfcSpec { oifs, .. })] if oifs == VifSet::one(1)
         ));
         assert_eq!(st.adopted(), 0);
+    }
+
+    #[test]
+    fn plain_groups_go_to_every_listening_vif_but_the_arrival_one() {
+        const PLAIN: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
+        let now = Timestamp::from_secs(1);
+        let mut st = NativeSteering::new();
+        let listeners = |vifs: &[u16]| Target::Listeners {
+            vifs: vifs.iter().copied().collect(),
+        };
+        // Arrives on VIF 1; listeners on 0, 1 and 2: out of 0 and 2 only.
+        let op = st.upcall(now, EVEN, PLAIN, 1, listeners(&[0, 1, 2]), &vifs());
+        assert_eq!(
+            op,
+            KernelOp::Install(MfcSpec {
+                source: EVEN,
+                group: PLAIN,
+                parent: 1,
+                oifs: [0, 2].into_iter().collect()
+            })
+        );
+        // A listener leaves VIF 0: re-pointed to VIF 2 only; the arrival VIF alone is no change.
+        let ops = st.repoint(Some(PLAIN), |_, _| listeners(&[1, 2]), &vifs());
+        assert!(matches!(
+            ops[..],
+            [KernelOp::Install(MfcSpec { oifs, .. })] if oifs == VifSet::one(2)
+        ));
+        assert!(st
+            .repoint(Some(PLAIN), |_, _| listeners(&[1, 2]), &vifs())
+            .is_empty());
+        // The last one leaves: the entry drops in the kernel (and stays, so no more upcalls).
+        let ops = st.repoint(Some(PLAIN), |_, _| listeners(&[1]), &vifs());
+        assert!(matches!(
+            ops[..],
+            [KernelOp::Install(MfcSpec {
+                oifs: VifSet::EMPTY,
+                ..
+            })]
+        ));
+        assert_eq!(st.len(), 1);
     }
 
     #[test]
