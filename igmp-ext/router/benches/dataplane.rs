@@ -162,6 +162,33 @@ fn delivered(lab: &RouterLab) -> u64 {
         .sum()
 }
 
+/// Upcalls the kernel could not queue on the verifier's mroute socket (each loses its first
+/// datagram): the `drops` column of `/proc/net/raw` for IGMP sockets in the router namespace.
+fn mroute_socket_drops(lab: &RouterLab) -> u64 {
+    lab.router
+        .proc_net("raw")
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(":0002"))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Datagrams the router's kernel counted as multicast forwarded (`/proc/net/snmp`
+/// `Ip: ForwDatagrams` counts unicast; multicast shows in the VIFs' PktsOut).
+fn vif_packets_out(lab: &RouterLab) -> u64 {
+    lab.router
+        .proc_net("ip_mr_vif")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(5)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// A counter from the verifier's Prometheus text (`--metrics`).
 fn metric(lab: &RouterLab, name: &str) -> u64 {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_manycast-verifier"))
@@ -251,22 +278,52 @@ fn native(lab: &mut RouterLab) -> (f64, f64, f64) {
     compare(lab, "native", (&steered, &|| {}), (&plain, &|| {}))
 }
 
-/// One step of new sources at `rate` per second; returns (sent, delivered, upcalls).
-fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> (u64, u64, u64) {
+/// What one step of new sources did, counted at each stage.
+struct Step {
+    /// Datagrams from new sources handed to the client's kernel.
+    sent: u64,
+    /// Upcalls the verifier received.
+    upcalls: u64,
+    /// Upcalls the kernel could not queue on the verifier's socket.
+    socket_drops: u64,
+    /// MFC entries the verifier installed.
+    installs: u64,
+    /// Datagrams the router sent out of its VIFs.
+    forwarded: u64,
+    /// Datagrams the servers received.
+    delivered: u64,
+    /// The verifier's kernel errors during the step.
+    kernel_errors: u64,
+    /// Longest the step's sender waited past its schedule (it may fall behind on a busy host).
+    max_lag: Duration,
+}
+
+/// One step of new sources at `rate` per second.
+fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> Step {
     refresh_owners(lab);
     let d0 = delivered(lab);
     let u0 = metric(lab, "upcalls_total");
+    let i0 = metric(lab, "mfc_installs_total");
+    let e0 = metric(lab, "kernel_errors_total");
+    let q0 = mroute_socket_drops(lab);
+    let f0 = vif_packets_out(lab);
     let first = *next;
-    let sent = lab.client.run(|| {
+    let (sent, max_lag) = lab.client.run(|| {
         let s = raw_socket();
         let dst = Some(SockaddrIn::from(SocketAddrV4::new(GROUP, 0)));
         let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(64, None);
         let start = Instant::now();
         let total = u64::from(rate) * STEP.as_millis() as u64 / 1000;
         let mut sent = 0u64;
+        let mut max_lag = Duration::ZERO;
         while sent < total {
             // As many as the schedule allows by now, at most one batch.
-            let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
+            let elapsed = start.elapsed().as_secs_f64();
+            let due = ((elapsed * f64::from(rate)) as u64).min(total);
+            if due > sent + 64 {
+                let behind = (due - sent - 64) as f64 / f64::from(rate);
+                max_lag = max_lag.max(Duration::from_secs_f64(behind));
+            }
             let n = due.saturating_sub(sent).min(64);
             if n == 0 {
                 std::thread::sleep(Duration::from_micros(50));
@@ -282,14 +339,21 @@ fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> (u64, u64, u6
             let k = send_batch(&s, &mut hdrs, &packets, &dsts);
             sent += k;
         }
-        sent
+        (sent, max_lag)
     });
     *next = first + sent as u32;
     // Queued first datagrams leave when their entry is installed; give the verifier time.
     std::thread::sleep(Duration::from_millis(1500));
-    let got = delivered(lab) - d0;
-    let upcalls = metric(lab, "upcalls_total") - u0;
-    (sent, got, upcalls)
+    Step {
+        sent,
+        upcalls: metric(lab, "upcalls_total") - u0,
+        socket_drops: mroute_socket_drops(lab) - q0,
+        installs: metric(lab, "mfc_installs_total") - i0,
+        forwarded: vif_packets_out(lab) - f0,
+        delivered: delivered(lab) - d0,
+        kernel_errors: metric(lab, "kernel_errors_total") - e0,
+        max_lag,
+    }
 }
 
 /// The kernel's limit on unresolved (S,G) at once (older kernels: 10 per table). With the
@@ -343,13 +407,14 @@ fn new_sources(lab: &RouterLab) -> (u32, f64) {
     let mut lost_before = false;
     let mut loss_at_target = None;
     for rate in NEW_SOURCE_RATES {
-        let (sent, got, upcalls) = new_sources_step(lab, &mut next, rate);
+        let st = new_sources_step(lab, &mut next, rate);
+        let (sent, got) = (st.sent, st.delivered);
         let loss = 1.0 - got as f64 / sent.max(1) as f64;
         eprintln!(
-            "dataplane: new sources at {rate}/s: sent {sent}, first datagrams delivered {got} \
-             (lost {:.4}), upcalls {upcalls}, kernel errors so far {}",
-            loss,
-            metric(lab, "kernel_errors_total")
+            "dataplane: new sources at {rate}/s: sent {sent}, upcalls {} (socket drops {}), \
+             entries installed {}, forwarded {}, delivered {got} (lost {loss:.4}), \
+             kernel errors {}, sender lag up to {:?}",
+            st.upcalls, st.socket_drops, st.installs, st.forwarded, st.kernel_errors, st.max_lag
         );
         // The highest rate below which nothing was lost: one lossy step ends the run of clean
         // ones, so a lucky higher step cannot stand for the rate.
@@ -430,8 +495,28 @@ fn main() {
     lab.start();
     let (native_ratio, native_steered, native_plain) = native(&mut lab);
     let (new_per_s, first_loss) = new_sources(&lab);
-    let mfc_in_kernel = lab.router.proc_net("ip_mr_cache").lines().skip(1).count();
-    eprintln!("dataplane: {mfc_in_kernel} MFC entries in the kernel after the new-source steps");
+    // Counted with `wc`: reading the file costs time quadratic in the entries (seconds here).
+    let t = Instant::now();
+    let mfc_in_kernel = harness::cmd::run_with_timeout(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            lab.router.name(),
+            "sh",
+            "-c",
+            "tail -n +2 /proc/net/ip_mr_cache | wc -l",
+        ],
+        Duration::from_secs(300),
+    )
+    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    .unwrap_or_else(|e| e);
+    eprintln!(
+        "dataplane: after the new-source steps: {mfc_in_kernel} MFC entries in the kernel \
+         (reading /proc/net/ip_mr_cache took {:.1} s), {} in the verifier",
+        t.elapsed().as_secs_f64(),
+        metric(&lab, "kernel_entries{kind=\"mfc\"}")
+    );
     drop(lab);
 
     let mut lab = RouterLab::new(

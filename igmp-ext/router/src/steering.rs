@@ -115,6 +115,8 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct NativeSteering {
     entries: BTreeMap<(Ipv4Addr, Ipv4Addr), Entry>,
+    /// The last (group, source) the idle sweep looked at: it goes round in slices.
+    sweep_cursor: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 fn oifs_for(target: Target, parent: u16, vifs: &VifTable) -> VifSet {
@@ -248,31 +250,52 @@ impl NativeSteering {
         ops
     }
 
-    /// Removes entries whose packet counter has not moved for `idle`. `packets` gives the
-    /// kernel's counter for (group, source), `None` when the kernel has no such entry (then it is
-    /// forgotten here too).
+    /// Looks at the next `budget` entries (round robin, so that a call costs the same with
+    /// 100 entries or 100,000) and removes those whose packet counter has not moved for
+    /// `idle`. `packets` gives the kernel's counter for (group, source), `None` when the kernel
+    /// has no such entry (then it is forgotten here too). An entry is removed at most one
+    /// round after it went idle, a round being `len / budget` calls.
     pub fn sweep(
         &mut self,
         now: Timestamp,
         idle: Duration,
-        packets: impl Fn(Ipv4Addr, Ipv4Addr) -> Option<u64>,
+        budget: usize,
+        mut packets: impl FnMut(Ipv4Addr, Ipv4Addr) -> Option<u64>,
     ) -> Vec<KernelOp> {
+        use core::ops::Bound::{Excluded, Unbounded};
+        let after = match self.sweep_cursor {
+            Some(k) => (Excluded(k), Unbounded),
+            None => (Unbounded, Unbounded),
+        };
+        let mut keys: Vec<(Ipv4Addr, Ipv4Addr)> = self
+            .entries
+            .range(after)
+            .map(|(&k, _)| k)
+            .take(budget)
+            .collect();
+        if let (Some(cursor), true) = (self.sweep_cursor, keys.len() < budget) {
+            // Wrap around: from the start up to where this call began.
+            let left = budget - keys.len();
+            keys.extend(self.entries.range(..=cursor).map(|(&k, _)| k).take(left));
+        }
         let mut ops = Vec::new();
-        self.entries.retain(|&(g, s), e| {
+        for (g, s) in keys {
+            self.sweep_cursor = Some((g, s));
             let Some(p) = packets(g, s) else {
-                return false;
+                self.entries.remove(&(g, s));
+                continue;
+            };
+            let Some(e) = self.entries.get_mut(&(g, s)) else {
+                continue;
             };
             if p != e.last_packets {
                 e.last_packets = p;
                 e.last_active = now;
-                return true;
-            }
-            if now >= e.last_active.saturating_add(idle) {
+            } else if now >= e.last_active.saturating_add(idle) {
                 ops.push(KernelOp::Remove(Self::spec(g, s, e)));
-                return false;
+                self.entries.remove(&(g, s));
             }
-            true
-        });
+        }
         ops
     }
 
@@ -477,9 +500,9 @@ mod tests {
         let idle = Duration::from_secs(10);
         // Both move at 5 s; only ODD moves after.
         assert!(st
-            .sweep(Timestamp::from_secs(5), idle, |_, _| Some(1))
+            .sweep(Timestamp::from_secs(5), idle, usize::MAX, |_, _| Some(1))
             .is_empty());
-        let ops = st.sweep(Timestamp::from_secs(15), idle, |_, s| {
+        let ops = st.sweep(Timestamp::from_secs(15), idle, usize::MAX, |_, s| {
             Some(if s == ODD { 2 } else { 1 })
         });
         assert_eq!(ops.len(), 1);
@@ -489,8 +512,54 @@ mod tests {
         ));
         // An entry the kernel lost is forgotten without an operation.
         assert!(st
-            .sweep(Timestamp::from_secs(16), idle, |_, _| None)
+            .sweep(Timestamp::from_secs(16), idle, usize::MAX, |_, _| None)
             .is_empty());
         assert!(st.is_empty());
+    }
+
+    #[test]
+    fn sweep_goes_round_in_slices_of_its_budget() {
+        let mut st = NativeSteering::new();
+        let t0 = Timestamp::from_secs(0);
+        let sources: Vec<Ipv4Addr> = (1..=10).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        for &s in &sources {
+            st.upcall(t0, s, G, 0, Target::Drop, &vifs());
+        }
+        // Four calls of 3 look at every entry once, then go round again.
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let mut this_call = 0;
+            st.sweep(t0, Duration::from_secs(10), 3, |_, s| {
+                seen.push(s);
+                this_call += 1;
+                Some(1)
+            });
+            assert!(this_call <= 3);
+        }
+        assert_eq!(seen.len(), 12);
+        assert_eq!(seen[..10], sources[..]);
+        assert_eq!(seen[10..], sources[..2]);
+        // All idle at 20 s: removed over the following rounds, at most 3 per call.
+        let mut removed = 0;
+        for _ in 0..4 {
+            let ops = st.sweep(
+                Timestamp::from_secs(20),
+                Duration::from_secs(10),
+                3,
+                |_, _| Some(1),
+            );
+            assert!(ops.len() <= 3);
+            removed += ops.len();
+        }
+        assert_eq!(removed, 10);
+        assert!(st.is_empty());
+        // A budget larger than the table looks at each entry once.
+        st.upcall(t0, sources[0], G, 0, Target::Drop, &vifs());
+        let mut calls = 0;
+        st.sweep(t0, Duration::from_secs(10), 100, |_, _| {
+            calls += 1;
+            Some(1)
+        });
+        assert_eq!(calls, 1);
     }
 }

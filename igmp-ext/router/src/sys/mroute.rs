@@ -46,6 +46,19 @@ struct MfcCtl {
     mfcc_expire: i32,
 }
 
+/// `SIOCGETSGCNT` (`SIOCPROTOPRIVATE + 1`): one (S,G) entry's counters.
+const SIOCGETSGCNT: libc::c_ulong = 0x89E1;
+
+/// `struct sioc_sg_req`.
+#[repr(C)]
+struct SiocSgReq {
+    src: u32,
+    grp: u32,
+    pktcnt: libc::c_ulong,
+    bytecnt: libc::c_ulong,
+    wrong_if: libc::c_ulong,
+}
+
 const _: () = assert!(core::mem::size_of::<VifCtl>() == 16);
 const _: () = assert!(core::mem::size_of::<MfcCtl>() == 60);
 
@@ -232,6 +245,41 @@ impl MrouteControl {
 
     pub fn del_mfc(&self, spec: &MfcSpec) -> io::Result<()> {
         set_ip_opt(&self.sock, MRT_DEL_MFC, &Self::mfcctl(spec))
+    }
+
+    /// The packet counter of the kernel's (source, group) entry, `None` when there is none.
+    /// One lookup in the kernel's hash table: unlike `/proc/net/ip_mr_cache`, whose reads walk
+    /// the entry list from the start for every page (10 s for 100,000 entries here), the cost
+    /// does not grow with the table.
+    pub fn packets(&self, source: Ipv4Addr, group: Ipv4Addr) -> io::Result<Option<u64>> {
+        let mut req = SiocSgReq {
+            src: u32::from_ne_bytes(source.octets()),
+            grp: u32::from_ne_bytes(group.octets()),
+            pktcnt: 0,
+            bytecnt: 0,
+            wrong_if: 0,
+        };
+        // SAFETY: `req` is a live, writable `#[repr(C)]` struct laid out as the kernel's
+        // `struct sioc_sg_req`, which SIOCGETSGCNT reads and writes in place; the fd is owned by
+        // `self.sock`, open for the whole call.
+        let rc = unsafe {
+            libc::ioctl(
+                self.sock.as_raw_fd(),
+                SIOCGETSGCNT as _,
+                &mut req as *mut SiocSgReq,
+            )
+        };
+        if rc == 0 {
+            // `c_ulong` is 32 bits on some targets, 64 on this one.
+            #[allow(clippy::unnecessary_cast)]
+            return Ok(Some(req.pktcnt as u64));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
     }
 }
 
