@@ -15,7 +15,8 @@
 //!   (20,000/s); per step, each stage is counted: upcalls received, upcalls the mroute socket
 //!   dropped, entries installed, datagrams forwarded (VIF counters) and delivered.
 //! - `DATAPLANE_PERF=<dir>`: one extra phase of each variant under `perf record -a -g`, outside
-//!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`.
+//!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`, and the last new-source step
+//!   (40,000/s; its figures then include perf's cost) into `<dir>/new-sources-40000.data`.
 //!
 //! Datagrams come from an `IP_HDRINCL` raw socket in the client namespace (any source address,
 //! `sendmmsg` batches); every server counts and drops them in an nftables rule at prerouting, so
@@ -347,8 +348,50 @@ fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> Step {
     let e0 = metric(lab, "kernel_errors_total");
     let q0 = mroute_socket_drops(lab);
     let f0 = vif_packets_out(lab);
+    // The last (highest) step only, so that perf's cost leaves the target step alone.
+    let perf = (Some(&rate) == NEW_SOURCE_RATES.last())
+        .then(|| perf_start(&format!("new-sources-{rate}")))
+        .flatten();
     let first = *next;
-    let (sent, send_secs) = lab.client.run(|| {
+    let sending = std::sync::atomic::AtomicBool::new(true);
+    let (sent, send_secs) = std::thread::scope(|scope| {
+        // Members refresh their joins meanwhile, as member agents do: a step that falls behind
+        // on a busy host can outlast the claims (22 s), and expiring claims would re-point
+        // every entry to drop in the middle of the step.
+        scope.spawn(|| {
+            let mut last = Instant::now();
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() > Duration::from_secs(5) {
+                    refresh_owners(lab);
+                    last = Instant::now();
+                }
+            }
+        });
+        let r = send_new_sources(lab, first, rate);
+        sending.store(false, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    perf_stop(perf);
+    *next = first + sent as u32;
+    // Queued first datagrams leave when their entry is installed; give the verifier time.
+    std::thread::sleep(Duration::from_millis(1500));
+    Step {
+        sent,
+        upcalls: metric(lab, "upcalls_total") - u0,
+        socket_drops: mroute_socket_drops(lab) - q0,
+        installs: metric(lab, "mfc_installs_total") - i0,
+        forwarded: vif_packets_out(lab) - f0,
+        delivered: delivered(lab) - d0,
+        kernel_errors: metric(lab, "kernel_errors_total") - e0,
+        send_secs,
+    }
+}
+
+/// Sends one datagram from each of `rate` × STEP new sources, starting at `first`, paced at
+/// `rate` per second from the client namespace; returns (sent, seconds it took).
+fn send_new_sources(lab: &RouterLab, first: u32, rate: u32) -> (u64, f64) {
+    lab.client.run(|| {
         let s = raw_socket();
         let dst = Some(SockaddrIn::from(SocketAddrV4::new(GROUP, 0)));
         let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(64, None);
@@ -374,20 +417,7 @@ fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> Step {
             sent += k;
         }
         (sent, start.elapsed().as_secs_f64())
-    });
-    *next = first + sent as u32;
-    // Queued first datagrams leave when their entry is installed; give the verifier time.
-    std::thread::sleep(Duration::from_millis(1500));
-    Step {
-        sent,
-        upcalls: metric(lab, "upcalls_total") - u0,
-        socket_drops: mroute_socket_drops(lab) - q0,
-        installs: metric(lab, "mfc_installs_total") - i0,
-        forwarded: vif_packets_out(lab) - f0,
-        delivered: delivered(lab) - d0,
-        kernel_errors: metric(lab, "kernel_errors_total") - e0,
-        send_secs,
-    }
+    })
 }
 
 /// The kernel's limit on unresolved (S,G) at once (older kernels: 10 per table). With the
