@@ -18,8 +18,11 @@
 //!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`, and the last new-source step
 //!   (40,000/s; its figures then include perf's cost) into `<dir>/new-sources-40000.data`.
 //!
-//! Datagrams come from an `IP_HDRINCL` raw socket in the client namespace (any source address,
-//! `sendmmsg` batches); every server counts and drops them in an nftables rule at prerouting, so
+//! The forwarding phases send whole Ethernet frames from a packet socket in the client namespace
+//! (any source address, `sendmmsg` batches), so that the generator costs the same in both
+//! variants (an IP socket allocates a fresh output dst per multicast packet); the new-source
+//! steps send IP datagrams from an `IP_HDRINCL` raw socket. Every server counts and drops them
+//! in an nftables rule at prerouting, so
 //! what is counted is exactly what the router delivered, and both variants cost the servers the
 //! same. No assertion on any figure: a benchmark measures, it does not judge.
 
@@ -67,6 +70,57 @@ fn datagram(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
     p
 }
 
+/// The IPv4 header checksum of `ip` (header only, the checksum field taken as zero).
+fn fill_ip_checksum(ip: &mut [u8]) {
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = ip[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// `datagram` in an Ethernet frame to `dst_mac`, with the IP header checksum filled in (a
+/// packet socket sends the bytes as they are).
+fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
+    let mut ip = datagram(src, dst, seq);
+    fill_ip_checksum(&mut ip);
+    let mut f = Vec::with_capacity(14 + ip.len());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f
+}
+
+/// The link-layer address of `ifname` in the calling thread's namespace.
+fn link_addr(ifname: &str) -> nix::sys::socket::LinkAddr {
+    nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs")
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+        .unwrap_or_else(|| panic!("no link address for {ifname}"))
+}
+
+/// The multicast MAC address of an IPv4 group (RFC 1112 §6.4).
+fn group_mac(group: Ipv4Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+}
+
+/// A packet socket bound to the client's link, for the forwarding phases: it sends whole
+/// frames, so the generator costs the same in both variants. Through an IP socket it does not:
+/// a multicast output route is a fresh dst per packet (allocated, then freed by RCU), where
+/// unicast reuses the nexthop's cached one (`perf`, NOTES.md).
+fn packet_socket() -> Socket {
+    let s = Socket::new(Domain::PACKET, Type::RAW, None).expect("packet socket");
+    nix::sys::socket::bind(s.as_raw_fd(), &link_addr("cl0")).expect("bind to cl0");
+    s
+}
+
 fn raw_socket() -> Socket {
     let s = Socket::new(
         Domain::IPV4,
@@ -95,32 +149,40 @@ fn send_batch(
     }
 }
 
-/// One forwarding workload: FLOWS datagrams, each to its flow's destination.
+/// One forwarding workload: FLOWS datagrams, each to its flow's destination; Ethernet frames
+/// when `dsts` is all `None` (sent through [`packet_socket`]), else IP datagrams.
 struct Workload {
     packets: Vec<Vec<u8>>,
     dsts: Vec<Option<SockaddrIn>>,
 }
 
 impl Workload {
-    /// Flow k comes from FLOW_BASE + k and goes to `dst(k)`.
-    fn new(dst: impl Fn(u32) -> Ipv4Addr) -> Workload {
-        let (packets, dsts) = (0..FLOWS)
+    /// Flow k comes from FLOW_BASE + k and goes to `dst(k)`, in a frame to the router's
+    /// interface on the client link, or to the group's MAC address for a group.
+    fn new(lab: &RouterLab, dst: impl Fn(u32) -> Ipv4Addr) -> Workload {
+        let router_mac = lab.router.run(|| link_addr("c0")).addr().expect("c0 MAC");
+        let client_mac = lab.client.run(|| link_addr("cl0")).addr().expect("cl0 MAC");
+        let packets = (0..FLOWS)
             .map(|k| {
-                let src = Ipv4Addr::from(FLOW_BASE + k);
                 let d = dst(k);
-                (
-                    datagram(src, d, k),
-                    Some(SockaddrIn::from(SocketAddrV4::new(d, 0))),
-                )
+                let mac = if d.is_multicast() {
+                    group_mac(d)
+                } else {
+                    router_mac
+                };
+                frame(mac, client_mac, Ipv4Addr::from(FLOW_BASE + k), d, k)
             })
-            .unzip();
-        Workload { packets, dsts }
+            .collect();
+        Workload {
+            packets,
+            dsts: vec![None; FLOWS as usize],
+        }
     }
 
     /// Blasts for `dur` from the client namespace; returns (datagrams sent, seconds).
     fn blast(&self, lab: &RouterLab, dur: Duration) -> (u64, f64) {
         lab.client.run(|| {
-            let s = raw_socket();
+            let s = packet_socket();
             let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(self.packets.len(), None);
             let start = Instant::now();
             let mut sent = 0;
@@ -308,8 +370,8 @@ fn two_owners(lab: &RouterLab) {
 
 fn native(lab: &mut RouterLab) -> (f64, f64, f64) {
     two_owners(lab);
-    let steered = Workload::new(|_| GROUP);
-    let plain = Workload::new(|k| owner_addr(lab, k));
+    let steered = Workload::new(lab, |_| GROUP);
+    let plain = Workload::new(lab, |k| owner_addr(lab, k));
     // One round of upcalls sets up the flows' MFC entries before anything is measured.
     steered.blast(lab, Duration::from_millis(50));
     wait_for("MFC entries for every flow", || {
@@ -532,8 +594,8 @@ fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
             router.exec("nft", &["delete", "table", "ip", "manycast_verifier"]);
         }
     };
-    let steered = Workload::new(|_| VIP);
-    let plain = Workload::new(|k| owner_addr(lab, k));
+    let steered = Workload::new(lab, |_| VIP);
+    let plain = Workload::new(lab, |k| owner_addr(lab, k));
     let r = compare(lab, "vip", (&steered, &restore), (&plain, &take_out));
     restore();
     r
