@@ -96,6 +96,10 @@ pub struct NativeSection {
     /// How long after start entries left by an earlier process are kept as they are while
     /// members answer the first queries.
     pub adopt_grace_ms: Option<u64>,
+    /// Route plain (unprotected) groups like an IGMP multicast router: toward every interface
+    /// with listeners. Default true (the servers' control group needs it across subnets); when
+    /// false their packets are dropped in the kernel.
+    pub route_plain_groups: bool,
 }
 
 impl Default for NativeSection {
@@ -105,6 +109,7 @@ impl Default for NativeSection {
             fallback_member: None,
             idle_timeout_ms: 60_000,
             adopt_grace_ms: None,
+            route_plain_groups: true,
         }
     }
 }
@@ -359,6 +364,7 @@ mod tests {
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.gap_policy().unwrap(), GapPolicy::Drop);
         assert_eq!(c.native.idle_timeout_ms, 60_000);
+        assert!(c.native.route_plain_groups);
         assert_eq!(c.rate_limit.per_source_pps, 50);
         let v = c.verifier_config().unwrap();
         assert_eq!(
@@ -389,6 +395,7 @@ query_response_interval_ms = 1000
 gap = "fallback"
 fallback_member = 2
 idle_timeout_ms = 5000
+route_plain_groups = false
 [[vip]]
 address = "10.200.0.1"
 group = "232.1.1.1"
@@ -398,6 +405,7 @@ pin = true
         .expect("valid");
         assert_eq!(c.gap_policy().unwrap(), GapPolicy::Fallback(MemberId(2)));
         assert_eq!(c.querier_config().robustness, 3);
+        assert!(!c.native.route_plain_groups);
         assert!(c.vip[0].pin);
     }
 

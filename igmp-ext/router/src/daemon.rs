@@ -6,9 +6,9 @@ use crate::config::{Config, KeySourceConfig};
 use crate::keyfile::FileKeySource;
 use crate::querier::{Event, Querier, Transmit};
 use crate::ratelimit::{Limited, RateLimiter};
-use crate::status::{Counters, InterfaceStatus, MfcRow, OwnershipRow, Status};
+use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
 use crate::steering::{resolve, GapPolicy, KernelOp, NativeSteering, Target, VifTable};
-use crate::sys::mroute::{self, MfcSpec, MrouteControl, Upcall, IGMPMSG_NOCACHE};
+use crate::sys::mroute::{self, MfcSpec, MrouteControl, Upcall, VifSet, IGMPMSG_NOCACHE};
 use crate::sys::procfs;
 use crate::vip::VipSteering;
 use dns_keystore::client::KeystoreClient;
@@ -30,6 +30,11 @@ use tracing::{debug, info, warn};
 
 /// 224.0.0.22, where IGMPv3 reports go: the router must be a member to receive them.
 const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
+/// The driver's timer period: querier timers, claim expiry and a slice of the idle sweep.
+const TICK: Duration = Duration::from_millis(100);
+/// Entries the idle sweep looks at per tick at least.
+const SWEEP_MIN_BUDGET: usize = 64;
+
 /// 224.0.0.2, where IGMPv2 leaves go.
 const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
 
@@ -161,7 +166,6 @@ pub struct Router {
     mroute: AsyncFd<Socket>,
     senders: HashMap<u32, Socket>,
     adopt_until: Option<Timestamp>,
-    last_sweep: Timestamp,
     stats: Stats,
 }
 
@@ -254,11 +258,13 @@ impl Router {
         let mut adopted = 0;
         for line in procfs::read_cache() {
             let Some(parent) = line.parent else { continue };
-            if !protected.iter().any(|p| p.contains_addr(line.group)) {
+            if !cfg.native.route_plain_groups
+                && !protected.iter().any(|p| p.contains_addr(line.group))
+            {
                 continue;
             }
-            let oif = line.oifs.first().map(|&(v, _)| v);
-            steering.adopt(now, line.source, line.group, parent, oif);
+            let oifs = line.oifs.iter().map(|&(v, _)| v).collect();
+            steering.adopt(now, line.source, line.group, parent, oifs);
             adopted += 1;
         }
         let mut querier = Querier::new(cfg.querier_config());
@@ -293,7 +299,6 @@ impl Router {
             mroute,
             senders,
             adopt_until,
-            last_sweep: now,
             stats: Stats::default(),
             keys,
             refresher: None,
@@ -326,30 +331,61 @@ impl Router {
     }
 
     fn target(&self, group: Ipv4Addr, source: Ipv4Addr) -> Target {
-        if !self.verifier.is_protected(group) {
-            // Only protected (Manycast) groups are routed; others are dropped in the kernel.
-            return Target::Drop;
+        target_of(
+            &self.verifier,
+            &self.querier,
+            &self.vifs,
+            self.gap,
+            self.cfg.native.route_plain_groups,
+            group,
+            source,
+        )
+    }
+
+    /// Listeners for `group` came or went on some interface: a plain group's entries follow.
+    fn listeners_changed(&mut self, group: Ipv4Addr) {
+        if self.verifier.is_protected(group) {
+            return; // steered by ownership, not by listeners
         }
-        resolve(self.verifier.ownership(), self.gap, group, source)
+        let route_plain = self.cfg.native.route_plain_groups;
+        let ops = self.steering.repoint(
+            Some(group),
+            |g, s| {
+                target_of(
+                    &self.verifier,
+                    &self.querier,
+                    &self.vifs,
+                    self.gap,
+                    route_plain,
+                    g,
+                    s,
+                )
+            },
+            &self.vifs,
+        );
+        if !ops.is_empty() {
+            debug!(%group, changed = ops.len(), "plain group entries follow their listeners");
+        }
+        self.apply(ops);
     }
 
     fn ownership_changed(&mut self, group: Option<Ipv4Addr>) {
-        let ops = {
-            let table = self.verifier.ownership();
-            let gap = self.gap;
-            let protected = |g| self.verifier.is_protected(g);
-            self.steering.repoint(
-                group,
-                |g, s| {
-                    if protected(g) {
-                        resolve(table, gap, g, s)
-                    } else {
-                        Target::Drop
-                    }
-                },
-                &self.vifs,
-            )
-        };
+        let route_plain = self.cfg.native.route_plain_groups;
+        let ops = self.steering.repoint(
+            group,
+            |g, s| {
+                target_of(
+                    &self.verifier,
+                    &self.querier,
+                    &self.vifs,
+                    self.gap,
+                    route_plain,
+                    g,
+                    s,
+                )
+            },
+            &self.vifs,
+        );
         self.apply(ops);
         let groups: Vec<Ipv4Addr> = match group {
             Some(g) => vec![g],
@@ -460,6 +496,24 @@ impl Router {
         }
     }
 
+    fn querier_events(&mut self) {
+        while let Some(e) = self.querier.poll_event() {
+            match e {
+                Event::RoleChanged { ifindex, role } => {
+                    info!(interface = %self.ifname(ifindex), ?role, "querier role")
+                }
+                Event::GroupJoined { ifindex, group } => {
+                    debug!(interface = %self.ifname(ifindex), %group, "group has listeners");
+                    self.listeners_changed(group);
+                }
+                Event::GroupExpired { ifindex, group } => {
+                    debug!(interface = %self.ifname(ifindex), %group, "group membership expired");
+                    self.listeners_changed(group);
+                }
+            }
+        }
+    }
+
     fn send(&mut self, t: Transmit) {
         let igmp = IgmpRepr::Query(t.query);
         let ip = Ipv4Repr {
@@ -487,16 +541,7 @@ impl Router {
         while let Some(t) = self.querier.poll_transmit() {
             self.send(t);
         }
-        while let Some(e) = self.querier.poll_event() {
-            match e {
-                Event::RoleChanged { ifindex, role } => {
-                    info!(interface = %self.ifname(ifindex), ?role, "querier role")
-                }
-                Event::GroupExpired { ifindex, group } => {
-                    debug!(interface = %self.ifname(ifindex), %group, "group membership expired")
-                }
-            }
-        }
+        self.querier_events();
         let expired = self.verifier.expire(now);
         for change in expired {
             info!(group = ?change.group, lost = ?change.lost, "claims expired");
@@ -504,12 +549,21 @@ impl Router {
         }
         if self.adopt_until.is_some_and(|t| now >= t) {
             self.adopt_until = None;
-            let ops = {
-                let table = self.verifier.ownership();
-                let gap = self.gap;
-                self.steering
-                    .settle_adopted(|g, s| resolve(table, gap, g, s), &self.vifs)
-            };
+            let route_plain = self.cfg.native.route_plain_groups;
+            let ops = self.steering.settle_adopted(
+                |g, s| {
+                    target_of(
+                        &self.verifier,
+                        &self.querier,
+                        &self.vifs,
+                        self.gap,
+                        route_plain,
+                        g,
+                        s,
+                    )
+                },
+                &self.vifs,
+            );
             if !ops.is_empty() {
                 info!(
                     changed = ops.len(),
@@ -525,19 +579,35 @@ impl Router {
             self.stats.upcalls_this_second = 0;
             self.stats.second = second;
         }
-        if now.as_millis() >= self.last_sweep.as_millis() + 1000 {
-            self.last_sweep = now;
-            let cache: HashMap<(Ipv4Addr, Ipv4Addr), u64> = procfs::read_cache()
-                .into_iter()
-                .filter(|l| l.parent.is_some())
-                .map(|l| ((l.group, l.source), l.packets))
-                .collect();
-            let idle = Duration::from_millis(self.cfg.native.idle_timeout_ms);
-            let ops = self
-                .steering
-                .sweep(now, idle, |g, s| cache.get(&(g, s)).copied());
-            self.apply(ops);
-        }
+        self.sweep_idle(now);
+    }
+
+    /// Each tick looks at a slice of the entries, one SIOCGETSGCNT each, sized so that every
+    /// entry is looked at least every quarter of the idle timeout. Reading
+    /// `/proc/net/ip_mr_cache` instead costs time quadratic in the table (10 s for 100,000
+    /// entries) and blocked upcalls meanwhile.
+    fn sweep_idle(&mut self, now: Timestamp) {
+        let idle_ms = self.cfg.native.idle_timeout_ms;
+        let rounds = (idle_ms / 4 / TICK.as_millis() as u64).max(1) as usize;
+        let budget = self.steering.len().div_ceil(rounds).max(SWEEP_MIN_BUDGET);
+        let control = &self.control;
+        let errors = &mut self.stats.kernel_errors;
+        let ops =
+            self.steering.sweep(
+                now,
+                Duration::from_millis(idle_ms),
+                budget,
+                |g, s| match control.packets(s, g) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        *errors += 1;
+                        debug!(error = %e, %g, %s, "SIOCGETSGCNT");
+                        // Unknown, not gone: counts as a move, so the entry stays.
+                        Some(u64::MAX)
+                    }
+                },
+            );
+        self.apply(ops);
     }
 
     /// Reads every datagram waiting on the mroute socket.
@@ -573,6 +643,8 @@ impl Router {
             } else {
                 let b = bytes.to_vec();
                 self.handle_igmp(now(), ifindex, &b);
+                // A new listener opens its plain groups' entries now, not at the next tick.
+                self.querier_events();
             }
         }
     }
@@ -608,11 +680,28 @@ impl Router {
                 group: g.to_string(),
                 source: s.to_string(),
                 iif: vif_name(e.parent),
-                oif: e.oif.map(vif_name).unwrap_or_else(|| "drop".into()),
+                oif: if e.oifs.is_empty() {
+                    "drop".into()
+                } else {
+                    e.oifs.iter().map(vif_name).collect::<Vec<_>>().join(",")
+                },
                 member: match e.target {
-                    Some(Target::Member { member, .. }) if e.oif.is_some() => Some(member),
+                    Some(Target::Member { member, .. }) if !e.oifs.is_empty() => Some(member),
                     _ => None,
                 },
+            })
+            .collect();
+        let listeners = self
+            .ifaces
+            .iter()
+            .flat_map(|i| {
+                self.querier
+                    .groups(i.ifindex)
+                    .map(|(g, expires)| ListenerRow {
+                        interface: i.name.clone(),
+                        group: g.to_string(),
+                        expires_in_ms: expires.as_millis().saturating_sub(now.as_millis()),
+                    })
             })
             .collect();
         let m = self.verifier.metrics();
@@ -629,6 +718,7 @@ impl Router {
                 })
                 .collect(),
             ownership,
+            listeners,
             mfc,
             vips: self.vip.status(),
             counters: Counters {
@@ -674,7 +764,7 @@ impl Router {
                         source: line.source,
                         group: line.group,
                         parent,
-                        oif: None,
+                        oifs: VifSet::EMPTY,
                     });
                 }
             }
@@ -715,7 +805,7 @@ impl Router {
             interfaces = ?self.ifaces.iter().map(|i| &i.name).collect::<Vec<_>>(),
             "verifier running"
         );
-        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
                 r = self.mroute.readable() => {
@@ -765,6 +855,32 @@ impl Router {
             _ => serde_json::to_string(&self.status()).unwrap_or_default(),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(reply.as_bytes())).await;
+    }
+}
+
+/// Where (group, source) goes: a protected group's source to its slice's owner (or the gap
+/// policy); a plain group's to every interface with listeners for it, when plain groups are
+/// routed, else nowhere.
+fn target_of(
+    verifier: &JoinVerifier,
+    querier: &Querier,
+    vifs: &VifTable,
+    gap: GapPolicy,
+    route_plain: bool,
+    group: Ipv4Addr,
+    source: Ipv4Addr,
+) -> Target {
+    if verifier.is_protected(group) {
+        return resolve(verifier.ownership(), gap, group, source);
+    }
+    if !route_plain {
+        return Target::Drop;
+    }
+    Target::Listeners {
+        vifs: querier
+            .listening_interfaces(group)
+            .filter_map(|i| vifs.vif_of(i))
+            .collect(),
     }
 }
 

@@ -87,6 +87,11 @@ struct Iface {
 /// Events for the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The first report for `group` on `ifindex` since it had no listeners there.
+    GroupJoined {
+        ifindex: u32,
+        group: Ipv4Addr,
+    },
     /// No report for `group` on `ifindex` within the Group Membership Interval.
     GroupExpired {
         ifindex: u32,
@@ -148,6 +153,14 @@ impl Querier {
             .get(&ifindex)
             .into_iter()
             .flat_map(|i| i.groups.iter().map(|(&g, &t)| (g, t)))
+    }
+
+    /// Interfaces with live membership for `group` (group-level: source lists are not kept).
+    pub fn listening_interfaces(&self, group: Ipv4Addr) -> impl Iterator<Item = u32> + '_ {
+        self.ifaces
+            .iter()
+            .filter(move |(_, i)| i.groups.contains_key(&group))
+            .map(|(&ifindex, _)| ifindex)
     }
 
     fn query(&self, group: Ipv4Addr, max_resp: Duration) -> QueryRepr {
@@ -223,7 +236,13 @@ impl Querier {
     pub fn handle_membership(&mut self, now: Timestamp, ifindex: u32, group: Ipv4Addr) {
         let gmi = self.config.group_membership_interval();
         if let Some(iface) = self.ifaces.get_mut(&ifindex) {
-            iface.groups.insert(group, now.saturating_add(gmi));
+            if iface
+                .groups
+                .insert(group, now.saturating_add(gmi))
+                .is_none()
+            {
+                self.events.push_back(Event::GroupJoined { ifindex, group });
+            }
             iface.specific.remove(&group);
         }
     }
@@ -420,7 +439,9 @@ mod tests {
         q.add_interface(at(0), 1, ME);
         run(&mut q, 0, 0);
         q.handle_membership(at(1_000), 1, G);
+        q.handle_membership(at(1_500), 1, G); // a repeated report is no new listener
         assert_eq!(q.groups(1).count(), 1);
+        assert_eq!(q.listening_interfaces(G).collect::<Vec<_>>(), vec![1]);
         q.handle_leave(at(2_000), 1, G);
         let sent = run(&mut q, 2_000, 2_400);
         let specific: Vec<_> = sent.iter().filter(|(_, t)| t.query.group == G).collect();
@@ -430,11 +451,21 @@ mod tests {
         assert_eq!(sent.iter().filter(|(_, t)| t.query.group == G).count(), 1);
         // LMQT = 2 × 1 s after the leave, the group is gone.
         assert!(q.groups(1).count() == 0);
+        assert_eq!(q.listening_interfaces(G).count(), 0);
         let events: Vec<_> = std::iter::from_fn(|| q.poll_event()).collect();
-        assert!(events.contains(&Event::GroupExpired {
-            ifindex: 1,
-            group: G
-        }));
+        assert_eq!(
+            events,
+            vec![
+                Event::GroupJoined {
+                    ifindex: 1,
+                    group: G
+                },
+                Event::GroupExpired {
+                    ifindex: 1,
+                    group: G
+                }
+            ]
+        );
     }
 
     #[test]

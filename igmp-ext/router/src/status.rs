@@ -8,6 +8,10 @@ use std::fmt::Write;
 pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     pub ownership: Vec<OwnershipRow>,
+    /// Groups with listeners, per interface, as the querier has them (plain groups are routed by
+    /// these).
+    #[serde(default)]
+    pub listeners: Vec<ListenerRow>,
     pub mfc: Vec<MfcRow>,
     pub vips: Vec<VipRow>,
     pub counters: Counters,
@@ -34,11 +38,18 @@ pub struct OwnershipRow {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListenerRow {
+    pub interface: String,
+    pub group: String,
+    pub expires_in_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MfcRow {
     pub group: String,
     pub source: String,
     pub iif: String,
-    /// The outgoing interface, or "drop".
+    /// The outgoing interfaces, comma-separated, or "drop".
     pub oif: String,
     /// The member the entry points to; none for drop entries and entries adopted at start.
     pub member: Option<u32>,
@@ -87,6 +98,14 @@ impl Status {
                 o,
                 "  {:<15} member {:<5} epoch {:<6} {:<10} from {:<15} expires in {} ms  {}",
                 r.group, r.member, r.epoch, r.interface, r.sender, r.expires_in_ms, r.slices
+            );
+        }
+        let _ = writeln!(o, "listeners (interface, group):");
+        for l in &self.listeners {
+            let _ = writeln!(
+                o,
+                "  {:<10} {:<15} expires in {} ms",
+                l.interface, l.group, l.expires_in_ms
             );
         }
         let _ = writeln!(o, "kernel MFC entries: {}", self.mfc.len());

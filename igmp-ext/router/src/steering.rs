@@ -2,9 +2,11 @@
 //! table. Upcalls create entries; ownership changes re-point them; idle ones are removed. The
 //! driver applies the [`KernelOp`]s through the mroute control socket (SPEC.md §10.2).
 //!
-//! Every entry has at most one outgoing VIF, so two owners for one source never reach the kernel.
+//! An entry of a protected group has at most one outgoing VIF, so two owners for one source never
+//! reach the kernel. Plain (unprotected) groups are routed like any IGMP multicast router does:
+//! toward every VIF with listeners, except the one the packet came in on (SPEC.md §10.5).
 
-use crate::sys::mroute::MfcSpec;
+use crate::sys::mroute::{MfcSpec, VifSet};
 use core::time::Duration;
 use igmp_ext::ownership::OwnershipTable;
 use igmp_ext::{MemberId, Timestamp};
@@ -26,7 +28,14 @@ pub enum GapPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Target {
-    Member { member: u32, ifindex: u32 },
+    Member {
+        member: u32,
+        ifindex: u32,
+    },
+    /// A plain group: every VIF where the querier has listeners for it.
+    Listeners {
+        vifs: VifSet,
+    },
     Drop,
 }
 
@@ -93,7 +102,7 @@ pub enum KernelOp {
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub parent: u16,
-    pub oif: Option<u16>,
+    pub oifs: VifSet,
     pub target: Option<Target>,
     /// Packet counter at the last sweep, and when it last moved.
     #[serde(skip)]
@@ -106,13 +115,19 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct NativeSteering {
     entries: BTreeMap<(Ipv4Addr, Ipv4Addr), Entry>,
+    /// The last (group, source) the idle sweep looked at: it goes round in slices.
+    sweep_cursor: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
-fn oif_for(target: Target, parent: u16, vifs: &VifTable) -> Option<u16> {
+fn oifs_for(target: Target, parent: u16, vifs: &VifTable) -> VifSet {
+    // Never back out of the arrival interface: the kernel would not, and it is a loop.
     match target {
-        // Never back out of the arrival interface: the kernel would not, and it is a loop.
-        Target::Member { ifindex, .. } => vifs.vif_of(ifindex).filter(|&v| v != parent),
-        Target::Drop => None,
+        Target::Member { ifindex, .. } => vifs
+            .vif_of(ifindex)
+            .filter(|&v| v != parent)
+            .map_or(VifSet::EMPTY, VifSet::one),
+        Target::Listeners { vifs } => vifs.without(parent),
+        Target::Drop => VifSet::EMPTY,
     }
 }
 
@@ -138,7 +153,7 @@ impl NativeSteering {
             source,
             group,
             parent: e.parent,
-            oif: e.oif,
+            oifs: e.oifs,
         }
     }
 
@@ -154,7 +169,7 @@ impl NativeSteering {
     ) -> KernelOp {
         let e = Entry {
             parent,
-            oif: oif_for(target, parent, vifs),
+            oifs: oifs_for(target, parent, vifs),
             target: Some(target),
             last_packets: 0,
             last_active: now,
@@ -172,13 +187,13 @@ impl NativeSteering {
         source: Ipv4Addr,
         group: Ipv4Addr,
         parent: u16,
-        oif: Option<u16>,
+        oifs: VifSet,
     ) {
         self.entries.insert(
             (group, source),
             Entry {
                 parent,
-                oif,
+                oifs,
                 target: None,
                 last_packets: 0,
                 last_active: now,
@@ -225,41 +240,62 @@ impl NativeSteering {
                 continue;
             }
             let t = target(g, s);
-            let oif = oif_for(t, e.parent, vifs);
+            let oifs = oifs_for(t, e.parent, vifs);
             e.target = Some(t);
-            if oif != e.oif {
-                e.oif = oif;
+            if oifs != e.oifs {
+                e.oifs = oifs;
                 ops.push(KernelOp::Install(Self::spec(g, s, e)));
             }
         }
         ops
     }
 
-    /// Removes entries whose packet counter has not moved for `idle`. `packets` gives the
-    /// kernel's counter for (group, source), `None` when the kernel has no such entry (then it is
-    /// forgotten here too).
+    /// Looks at the next `budget` entries (round robin, so that a call costs the same with
+    /// 100 entries or 100,000) and removes those whose packet counter has not moved for
+    /// `idle`. `packets` gives the kernel's counter for (group, source), `None` when the kernel
+    /// has no such entry (then it is forgotten here too). An entry is removed at most one
+    /// round after it went idle, a round being `len / budget` calls.
     pub fn sweep(
         &mut self,
         now: Timestamp,
         idle: Duration,
-        packets: impl Fn(Ipv4Addr, Ipv4Addr) -> Option<u64>,
+        budget: usize,
+        mut packets: impl FnMut(Ipv4Addr, Ipv4Addr) -> Option<u64>,
     ) -> Vec<KernelOp> {
+        use core::ops::Bound::{Excluded, Unbounded};
+        let after = match self.sweep_cursor {
+            Some(k) => (Excluded(k), Unbounded),
+            None => (Unbounded, Unbounded),
+        };
+        let mut keys: Vec<(Ipv4Addr, Ipv4Addr)> = self
+            .entries
+            .range(after)
+            .map(|(&k, _)| k)
+            .take(budget)
+            .collect();
+        if let (Some(cursor), true) = (self.sweep_cursor, keys.len() < budget) {
+            // Wrap around: from the start up to where this call began.
+            let left = budget - keys.len();
+            keys.extend(self.entries.range(..=cursor).map(|(&k, _)| k).take(left));
+        }
         let mut ops = Vec::new();
-        self.entries.retain(|&(g, s), e| {
+        for (g, s) in keys {
+            self.sweep_cursor = Some((g, s));
             let Some(p) = packets(g, s) else {
-                return false;
+                self.entries.remove(&(g, s));
+                continue;
+            };
+            let Some(e) = self.entries.get_mut(&(g, s)) else {
+                continue;
             };
             if p != e.last_packets {
                 e.last_packets = p;
                 e.last_active = now;
-                return true;
-            }
-            if now >= e.last_active.saturating_add(idle) {
+            } else if now >= e.last_active.saturating_add(idle) {
                 ops.push(KernelOp::Remove(Self::spec(g, s, e)));
-                return false;
+                self.entries.remove(&(g, s));
             }
-            true
-        });
+        }
         ops
     }
 
@@ -317,7 +353,7 @@ mod tests {
                 source: EVEN,
                 group: G,
                 parent: 0,
-                oif: Some(1)
+                oifs: VifSet::one(1)
             })
         );
         // The odd half has no owner: dropped, or sent to the fallback member.
@@ -334,7 +370,13 @@ mod tests {
             Target::Drop
         );
         let op = st.upcall(now, ODD, G, 0, Target::Drop, &vifs());
-        assert!(matches!(op, KernelOp::Install(MfcSpec { oif: None, .. })));
+        assert!(matches!(
+            op,
+            KernelOp::Install(MfcSpec {
+                oifs: VifSet::EMPTY,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -358,7 +400,7 @@ mod tests {
                 source: ODD,
                 group: G,
                 parent: 0,
-                oif: Some(2)
+                oifs: VifSet::one(2)
             })]
         );
         // Nothing moved: nothing to do. Another group: untouched.
@@ -381,16 +423,20 @@ mod tests {
             },
             &vifs(),
         );
-        assert!(ops
-            .iter()
-            .all(|op| matches!(op, KernelOp::Install(MfcSpec { oif: None, .. }))));
+        assert!(ops.iter().all(|op| matches!(
+            op,
+            KernelOp::Install(MfcSpec {
+                oifs: VifSet::EMPTY,
+                ..
+            })
+        )));
     }
 
     #[test]
     fn adopted_entries_stay_until_settled() {
         let mut st = NativeSteering::new();
         let t0 = Timestamp::from_secs(0);
-        st.adopt(t0, EVEN, G, 0, Some(2));
+        st.adopt(t0, EVEN, G, 0, VifSet::one(2));
         let to_one = |_, _| Target::Member {
             member: 1,
             ifindex: 11,
@@ -400,9 +446,49 @@ mod tests {
         let ops = st.settle_adopted(to_one, &vifs());
         assert!(matches!(
             ops[..],
-            [KernelOp::Install(MfcSpec { oif: Some(1), .. })]
+            [KernelOp::Install(MfcSpec { oifs, .. })] if oifs == VifSet::one(1)
         ));
         assert_eq!(st.adopted(), 0);
+    }
+
+    #[test]
+    fn plain_groups_go_to_every_listening_vif_but_the_arrival_one() {
+        const PLAIN: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
+        let now = Timestamp::from_secs(1);
+        let mut st = NativeSteering::new();
+        let listeners = |vifs: &[u16]| Target::Listeners {
+            vifs: vifs.iter().copied().collect(),
+        };
+        // Arrives on VIF 1; listeners on 0, 1 and 2: out of 0 and 2 only.
+        let op = st.upcall(now, EVEN, PLAIN, 1, listeners(&[0, 1, 2]), &vifs());
+        assert_eq!(
+            op,
+            KernelOp::Install(MfcSpec {
+                source: EVEN,
+                group: PLAIN,
+                parent: 1,
+                oifs: [0, 2].into_iter().collect()
+            })
+        );
+        // A listener leaves VIF 0: re-pointed to VIF 2 only; the arrival VIF alone is no change.
+        let ops = st.repoint(Some(PLAIN), |_, _| listeners(&[1, 2]), &vifs());
+        assert!(matches!(
+            ops[..],
+            [KernelOp::Install(MfcSpec { oifs, .. })] if oifs == VifSet::one(2)
+        ));
+        assert!(st
+            .repoint(Some(PLAIN), |_, _| listeners(&[1, 2]), &vifs())
+            .is_empty());
+        // The last one leaves: the entry drops in the kernel (and stays, so no more upcalls).
+        let ops = st.repoint(Some(PLAIN), |_, _| listeners(&[1]), &vifs());
+        assert!(matches!(
+            ops[..],
+            [KernelOp::Install(MfcSpec {
+                oifs: VifSet::EMPTY,
+                ..
+            })]
+        ));
+        assert_eq!(st.len(), 1);
     }
 
     #[test]
@@ -414,9 +500,9 @@ mod tests {
         let idle = Duration::from_secs(10);
         // Both move at 5 s; only ODD moves after.
         assert!(st
-            .sweep(Timestamp::from_secs(5), idle, |_, _| Some(1))
+            .sweep(Timestamp::from_secs(5), idle, usize::MAX, |_, _| Some(1))
             .is_empty());
-        let ops = st.sweep(Timestamp::from_secs(15), idle, |_, s| {
+        let ops = st.sweep(Timestamp::from_secs(15), idle, usize::MAX, |_, s| {
             Some(if s == ODD { 2 } else { 1 })
         });
         assert_eq!(ops.len(), 1);
@@ -426,8 +512,54 @@ mod tests {
         ));
         // An entry the kernel lost is forgotten without an operation.
         assert!(st
-            .sweep(Timestamp::from_secs(16), idle, |_, _| None)
+            .sweep(Timestamp::from_secs(16), idle, usize::MAX, |_, _| None)
             .is_empty());
         assert!(st.is_empty());
+    }
+
+    #[test]
+    fn sweep_goes_round_in_slices_of_its_budget() {
+        let mut st = NativeSteering::new();
+        let t0 = Timestamp::from_secs(0);
+        let sources: Vec<Ipv4Addr> = (1..=10).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        for &s in &sources {
+            st.upcall(t0, s, G, 0, Target::Drop, &vifs());
+        }
+        // Four calls of 3 look at every entry once, then go round again.
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let mut this_call = 0;
+            st.sweep(t0, Duration::from_secs(10), 3, |_, s| {
+                seen.push(s);
+                this_call += 1;
+                Some(1)
+            });
+            assert!(this_call <= 3);
+        }
+        assert_eq!(seen.len(), 12);
+        assert_eq!(seen[..10], sources[..]);
+        assert_eq!(seen[10..], sources[..2]);
+        // All idle at 20 s: removed over the following rounds, at most 3 per call.
+        let mut removed = 0;
+        for _ in 0..4 {
+            let ops = st.sweep(
+                Timestamp::from_secs(20),
+                Duration::from_secs(10),
+                3,
+                |_, _| Some(1),
+            );
+            assert!(ops.len() <= 3);
+            removed += ops.len();
+        }
+        assert_eq!(removed, 10);
+        assert!(st.is_empty());
+        // A budget larger than the table looks at each entry once.
+        st.upcall(t0, sources[0], G, 0, Target::Drop, &vifs());
+        let mut calls = 0;
+        st.sweep(t0, Duration::from_secs(10), 100, |_, _| {
+            calls += 1;
+            Some(1)
+        });
+        assert_eq!(calls, 1);
     }
 }

@@ -56,6 +56,9 @@ pub struct RouterLab {
     /// `RUST_LOG` for the verifier: debug for tests (the log is printed when one fails); the
     /// benchmark lowers it so that per-upcall logging does not weigh on what it measures.
     pub log_filter: String,
+    /// Niceness to start the verifier with (`nice -n`), if any: the benchmark runs it above
+    /// the machine's bulk work, as a router's control plane should be deployed.
+    pub nice: Option<i32>,
     daemon: Option<Child>,
 }
 
@@ -135,14 +138,20 @@ impl RouterLab {
             config,
             socket,
             log_filter: "debug".into(),
+            nice: None,
             daemon: None,
         }
     }
 
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.dir.join("verifier.log")).expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.router.name()])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.router.name()]);
+        if let Some(n) = self.nice {
+            // `nice` execs the verifier too, so the child's pid stays the verifier's.
+            cmd.args(["nice", "-n", &n.to_string()]);
+        }
+        let child = cmd
             .arg(env!("CARGO_BIN_EXE_manycast-verifier"))
             .arg("--config")
             .arg(&self.config)
@@ -162,7 +171,7 @@ impl RouterLab {
     /// SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.daemon.take().expect("verifier running");
-        // `ip netns exec` execs the binary, so the child's pid is the verifier's.
+        // `ip netns exec` (and `nice`) exec the binary, so the child's pid is the verifier's.
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -178,7 +187,7 @@ impl RouterLab {
         }
     }
 
-    /// The running verifier's pid (`ip netns exec` execs it, so it is the child's).
+    /// The running verifier's pid (`ip netns exec` and `nice` exec it, so it is the child's).
     pub fn daemon_pid(&self) -> Option<nix::unistd::Pid> {
         self.daemon
             .as_ref()

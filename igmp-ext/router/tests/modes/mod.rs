@@ -2,5 +2,6 @@
 
 mod keystore;
 mod native;
+mod plain;
 mod policy;
 mod vip;

@@ -151,3 +151,39 @@ fn restarted_verifier_keeps_kernel_entries_and_rebuilds_ownership() {
     lab.send_to_group(&sources, 2, 3);
     assert_split(&collect(&rx, 3, 12), &sources, 2);
 }
+
+#[test]
+fn idle_entries_leave_the_kernel_and_busy_ones_stay() {
+    // Idle expiry reads each entry's kernel counter (SIOCGETSGCNT), a slice per tick.
+    let mut lab = RouterLab::new(2, "[native]\nidle_timeout_ms = 2000\n");
+    lab.start();
+    let rx = [lab.group_receiver(0), lab.group_receiver(1)];
+    lab.join(0, &[EVEN], 1);
+    lab.join(1, &[ODD], 1);
+    wait_for("two owners", || lab.status().ownership.len() == 2);
+    let sources = client_sources(2);
+    let (busy, quiet) = (sources[0], sources[1]);
+    lab.send_to_group(&sources, 1, 1);
+    assert_split(&collect(&rx, 1, 2), &sources, 1);
+    assert_eq!(mr_cache_lines(&lab), 2);
+
+    // `busy` keeps sending (every 50 ms, far inside the 2 s); `quiet` stops.
+    let mut tag = 2u8;
+    wait_for("the quiet source's entry removed from the kernel", || {
+        lab.send_to_group(&[busy], 1, tag);
+        tag = tag.wrapping_add(1).max(2);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let s = lab.status();
+        s.mfc.len() == 1 && s.mfc[0].source == busy.to_string() && mr_cache_lines(&lab) == 1
+    });
+    // The busy source never needed a second upcall; the quiet one's next packet makes one and
+    // still arrives (first packet kept).
+    assert_eq!(lab.status().counters.upcalls, 2);
+    for r in &rx {
+        drain(r);
+    }
+    lab.send_to_group(&[quiet], 1, 1);
+    let got = collect(&rx, 1, 1);
+    assert_eq!(got[1].get(&quiet), Some(&1), "{got:?}");
+    assert_eq!(lab.status().counters.upcalls, 3);
+}
