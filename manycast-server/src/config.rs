@@ -192,6 +192,7 @@ pub struct Config {
     pub service: ServiceConfig,
     #[serde(default)]
     pub vip: VipConfig,
+    #[serde(default)]
     pub reallocation: ReallocationConfig,
 }
 
