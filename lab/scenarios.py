@@ -75,6 +75,21 @@ class ScenarioCluster(cluster.Cluster):
         cluster.wait_for("the keystore's TSIG key and trust anchor",
                          lambda: os.path.exists(self.tsig_key()) and os.path.exists(self.trust_anchor()))
 
+    def publish(self):
+        """The group record with the scenario's TTL (`--ttl`), retried while the keystore binds."""
+        args = [self.bin("manycastctl"), "keystore", "publish", "--server", cluster.KEYSTORE_ADDR,
+                "--tsig-key", self.tsig_key(), "--zone", cluster.ZONE, "--group", cluster.GROUP,
+                "--name", "demo", "--owner", "lab@manycast.test", "--ttl", str(self.record_ttl),
+                "--group-pub", self.path("keys", "group.pub")]
+
+        def attempt():
+            try:
+                self.run("ks", args)
+                return True
+            except cluster.LabError:
+                return False
+        cluster.wait_for("publishing the group record", attempt, timeout=20, interval=0.3)
+
     def start_verifier(self):
         ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
         ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
@@ -343,8 +358,8 @@ def scenario_verifier_restart(c, log):
     c.retire("verifier")
     c.procs["verifier"].kill()
     c.wait_exit("verifier")
-    mfc_while_down = len([ln for ln in open("/proc/net/ip_mr_cache").read().splitlines()[1:]])
-    log(f"verifier SIGKILLed; {mfc_while_down} MFC lines in the root namespace (r1 has its own)")
+    mfc_while_down = len(c.run("r1", ["cat", "/proc/net/ip_mr_cache"]).splitlines()[1:])
+    log(f"verifier SIGKILLed; r1's kernel still holds {mfc_while_down} MFC entries")
     sleep(1)
     t_start = time.time()
     c.start_verifier()
@@ -359,10 +374,12 @@ def scenario_verifier_restart(c, log):
     before = owners(replies, t_kill - 2, t_kill)
     after = owners(replies, t_conv + 0.5, t_end)
     gaps = silences(replies, t_kill - 1, t_conv + 0.5)
+    down = served(replies, t_kill + 0.2, t_start)
     return {
         "epoch_before": epoch0,
         "epoch_after": epoch,
         "claims": [{"member": m, "epoch": e} for m, _, e in c.ownership(st)],
+        "mfc_entries_while_down": mfc_while_down,
         "mfc_entries_after_restart": adopted,
         "down_s": round(t_start - t_kill, 2),
         "before": once_stats(replies, t_kill - 2, t_kill),
@@ -370,10 +387,75 @@ def scenario_verifier_restart(c, log):
         "owner_changed": sorted(s for s, o in after.items() if before.get(s) not in (None, o)),
         "client_gap_ms": quantiles(list(gaps.values())),
         "sources_silent_over_1s": sum(1 for g in gaps.values() if g > 1000),
+        "sources_answered_while_down": sum(1 for v in down.values() if v),
     }
 
 
-SCENARIOS = {"attacks": scenario_attacks, "verifier-restart": scenario_verifier_restart}
+# The keystore scenario's timers: the record's TTL and how long the verifier may use keys past
+# it when the keystore does not answer (SPEC.md §8.5), both short so that the test is short.
+KS_RECORD_TTL_S = 2
+KS_MAX_STALE_MS = 10_000
+
+
+def scenario_keystore_down(c, log):
+    c.up()
+    epoch0 = c.agreed_epoch()
+    c.start_clients()
+    sleep(2)
+    accepted = lambda: (c.verifier_status() or {}).get("counters", {}).get("joins_accepted", 0)  # noqa: E731
+    t_stop = time.time()
+    c.retire("keystore")
+    c.signal("keystore", signal.SIGTERM)
+    c.wait_exit("keystore")
+    dig = c.run("r1", ["dig", f"@{cluster.KEYSTORE_ADDR.split(':')[0]}", "+time=1", "+tries=1",
+                       "+short", "g.example", "TXT"], check=False)
+    log("keystore stopped")
+    before = c.rejected()
+    acc0 = accepted()
+    # Within TTL + max_stale of the last fetch the verifier keeps accepting the members'
+    # refreshes (every 10 s, and answers to its queries) with the cached keys.
+    stale_end = t_stop + KS_RECORD_TTL_S + KS_MAX_STALE_MS / 1000 - 1
+    try:
+        cluster.wait_for("a refresh accepted on cached keys",
+                         lambda: accepted() > acc0 and time.time() < stale_end, timeout=stale_end - time.time())
+    except cluster.LabError:
+        pass
+    acc_cached = accepted() - acc0
+    rej_cached = rejected_since(c, before)
+    log(f"on cached keys: {acc_cached} joins accepted, rejected {rej_cached}")
+    # Past it, the cache is empty and the verifier fails closed: refreshes are refused.
+    try:
+        cluster.wait_for("a refresh refused as key-unavailable",
+                         lambda: rejected_since(c, before).get("key-unavailable"), timeout=25)
+    except cluster.LabError:
+        pass
+    t_closed = time.time()
+    rej_after = rejected_since(c, before)
+    acc1 = accepted()
+    log(f"after max_stale: rejected {rej_after}")
+    sleep(2)
+    t_end = time.time()
+    replies = c.stop_clients()
+    st = c.verifier_status()
+    c.check_processes()
+    return {
+        "epoch_before": epoch0,
+        "dig_while_down": dig.strip(),
+        "accepted_on_cached_keys": acc_cached,
+        "rejected_on_cached_keys": rej_cached,
+        "rejected_after_max_stale": rej_after,
+        "accepted_after_max_stale": accepted() - acc1,
+        "stale_s": round(t_closed - t_stop, 1),
+        "claims": [{"member": m, "epoch": e} for m, _, e in c.ownership(st)],
+        "epoch_after": c.agreed_epoch(),
+        "while_cached": once_stats(replies, t_stop, min(stale_end, t_closed)),
+        "after_max_stale": once_stats(replies, t_closed, t_end),
+        "member_downs": c.member_downs(t_stop, t_end),
+    }
+
+
+SCENARIOS = {"attacks": scenario_attacks, "verifier-restart": scenario_verifier_restart,
+             "keystore-down": scenario_keystore_down}
 
 
 # -- the attacker side (inside a lab host) ---------------------------------------------------------
@@ -442,8 +524,9 @@ def main():
 
     signal.signal(signal.SIGTERM, on_term)
     kw = {}
-    if args.name == "verifier-restart":
-        kw["verifier_extra"] = ""
+    if args.name == "keystore-down":
+        kw = {"record_ttl": KS_RECORD_TTL_S,
+              "keystore_extra": f"refresh_ms = 1000\nmax_stale_ms = {KS_MAX_STALE_MS}"}
     try:
         c = ScenarioCluster(bin_dir=args.bin_dir, log=log,
                             run_dir=args.run_dir or os.path.join(ROOT, "target", "lab-scenarios", args.name),

@@ -129,3 +129,58 @@ fn lab_attacks_are_refused_with_their_reason_and_change_nothing() {
     assert_each_source_once(&v["during_attacks"], "during the attacks");
     assert_eq!(v["owner_changed"], serde_json::json!([]), "{v}");
 }
+
+/// The verifier SIGKILLed under load and started again: the kernel keeps its MFC entries (they
+/// are static, SPEC.md §10.2 item 5), the new verifier adopts them and rebuilds every member's
+/// claim at the cluster's epoch, and every source is served by exactly one server before and
+/// after, by the same server. The gap the clients saw is reported (`client_gap_ms`), not
+/// asserted.
+#[test]
+fn lab_verifier_restart_rebuilds_claims_and_keeps_each_source_on_one_server() {
+    let v = scenario("verifier-restart");
+    let entries = v["mfc_entries_while_down"].as_u64().expect("mfc entries");
+    assert!(entries > 0, "the kernel lost its entries: {v}");
+    assert_eq!(v["mfc_entries_after_restart"], entries, "not adopted: {v}");
+    let epoch = &v["epoch_before"];
+    assert_eq!(&v["epoch_after"], epoch, "{v}");
+    let claims = v["claims"].as_array().expect("claims");
+    let members: Vec<_> = claims.iter().map(|c| c["member"].as_u64()).collect();
+    assert_eq!(members, [Some(1), Some(2), Some(3), Some(4)], "{v}");
+    assert!(claims.iter().all(|c| &c["epoch"] == epoch), "{v}");
+    assert_each_source_once(&v["before"], "before the restart");
+    assert_each_source_once(&v["after"], "after the restart");
+    assert_eq!(v["owner_changed"], serde_json::json!([]), "{v}");
+}
+
+/// The DNS keystore stopped under load (record TTL 2 s, verifier `max_stale_ms` 10 s): the
+/// verifier keeps accepting the members' refreshes on its cached keys, then fails closed
+/// (`key-unavailable`) and accepts nothing more; the claims it holds keep every source served
+/// by exactly one server throughout.
+#[test]
+fn lab_keystore_down_serves_on_cached_keys_then_fails_closed() {
+    let v = scenario("keystore-down");
+    assert!(
+        v["dig_while_down"]
+            .as_str()
+            .is_some_and(|s| s.contains("no servers could be reached")),
+        "the keystore still answers: {v}"
+    );
+    assert!(
+        v["accepted_on_cached_keys"].as_u64() > Some(0),
+        "no refresh accepted on cached keys: {v}"
+    );
+    assert_eq!(
+        v["rejected_on_cached_keys"],
+        serde_json::json!({}),
+        "refused on cached keys: {v}"
+    );
+    assert!(
+        count(&v["rejected_after_max_stale"], "key-unavailable") > 0,
+        "did not fail closed: {v}"
+    );
+    assert_eq!(v["accepted_after_max_stale"], 0, "{v}");
+    assert_eq!(v["epoch_after"], v["epoch_before"], "{v}");
+    assert_eq!(v["member_downs"], 0, "{v}");
+    assert_each_source_once(&v["while_cached"], "on cached keys");
+    assert_each_source_once(&v["after_max_stale"], "after max_stale");
+}
