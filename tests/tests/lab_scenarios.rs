@@ -184,3 +184,22 @@ fn lab_keystore_down_serves_on_cached_keys_then_fails_closed() {
     assert_each_source_once(&v["while_cached"], "on cached keys");
     assert_each_source_once(&v["after_max_stale"], "after max_stale");
 }
+
+/// One control datagram in ten dropped at random on every server's control interface
+/// (nftables `numgen random mod 10 == 0 drop`) for 20 s, with the failure detector at its
+/// default 200 ms: no member is declared down, the cluster stays at one allocation, and every
+/// source is served by exactly one server meanwhile.
+#[test]
+fn lab_control_loss_ten_percent_keeps_one_allocation() {
+    let v = scenario("control-loss");
+    assert_eq!(v["down_after_ms"], 200);
+    for s in ["srv1", "srv2", "srv3", "srv4"] {
+        let n = &v["nft"][s];
+        assert!(n["dropped"].as_u64() > Some(0), "{s} lost nothing: {v}");
+        assert!(n["seen"].as_u64() > n["dropped"].as_u64(), "{v}");
+    }
+    assert_eq!(v["member_downs"], 0, "{v}");
+    assert_eq!(v["epoch_after"], v["epoch_before"], "{v}");
+    assert_eq!(v["commits_unchanged"], true, "{v}");
+    assert_each_source_once(&v["during_loss"], "during the loss");
+}
