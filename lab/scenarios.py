@@ -14,6 +14,8 @@ Scenarios (details in lab/README.md, "Scenarios"):
                     control messages: each refused with its reason, nothing changes
   verifier-restart  the verifier SIGKILLed under load and started again
   keystore-down     the DNS keystore stopped under load; cached keys, then fail closed
+  control-loss      nftables drops 1 in 10 control datagrams on every server for 20 s
+  plain-router      no verifier; r1 floods the group (smcroute); the servers filter locally
 
 `scenarios.py attack KIND ...` is the attacker side, run inside a lab host by the scenarios.
 """
@@ -454,8 +456,106 @@ def scenario_keystore_down(c, log):
     }
 
 
+LOSS_S = 20
+
+
+def loss_rules(iface, port):
+    """nftables for one server host: count the control datagrams arriving on `iface`, drop one
+    in ten at random (netem is not available here)."""
+    return (f"table inet manycast_lab_loss {{\n chain input {{\n"
+            f"  type filter hook input priority 0; policy accept;\n"
+            f"  iifname \"{iface}\" udp dport {port} counter\n"
+            f"  iifname \"{iface}\" udp dport {port} numgen random mod 10 == 0 counter drop\n"
+            f" }}\n}}\n")
+
+
+def loss_counters(c, host):
+    out = c.run(host, ["nft", "list", "table", "inet", "manycast_lab_loss"])
+    packets = [int(ln.split("packets")[1].split()[0]) for ln in out.splitlines() if "packets" in ln]
+    return {"seen": packets[0], "dropped": packets[1]}
+
+
+def scenario_control_loss(c, log):
+    epoch0, _ = c.up()
+    c.start_clients()
+    sleep(2)
+    commits0 = {s: c.server_metrics(s).get("commits_total") for s in c.running_servers()}
+    t_on = time.time()
+    for s, i in c.ids.items():
+        path = c.path(f"loss-{s}.nft")
+        with open(path, "w") as f:
+            f.write(loss_rules(f"{s}-eth1", 4790))
+        c.run(s, ["nft", "-f", path])
+    log(f"dropping 1 in 10 control datagrams on every server for {LOSS_S} s")
+    sleep(LOSS_S)
+    counters = {s: loss_counters(c, s) for s in c.ids}
+    for s in c.ids:
+        c.run(s, ["nft", "delete", "table", "inet", "manycast_lab_loss"])
+    t_off = time.time()
+    commits1 = {s: c.server_metrics(s).get("commits_total") for s in c.running_servers()}
+    replies = c.stop_clients()
+    c.check_processes()
+    seen = sum(v["seen"] for v in counters.values())
+    dropped = sum(v["dropped"] for v in counters.values())
+    return {
+        "down_after_ms": c.down_after_ms,
+        "loss_s": round(t_off - t_on, 1),
+        "nft": counters,
+        "dropped_share": round(dropped / seen, 3) if seen else None,
+        "epoch_before": epoch0,
+        "epoch_after": c.agreed_epoch(),
+        "commits_unchanged": commits0 == commits1,
+        "member_downs": c.member_downs(t_on, t_off),
+        "during_loss": once_stats(replies, t_on, t_off),
+    }
+
+
+def scenario_plain_router(c, log):
+    """No verifier: r1 is a plain multicast router (smcroute) that floods the group from the
+    clients to every server; the servers filter by their agreed slices (SPEC.md §11.3)."""
+    c.start_net()
+    c.make_keys()
+    cfg = c.path("smcroute.conf")
+    servers = " ".join(f"r1-s{i}" for i in c.ids.values())
+    with open(cfg, "w") as f:
+        for cno in range(1, topo.CLIENTS + 1):
+            f.write(f"mroute from r1-c{cno} group {cluster.GROUP} to {servers}\n")
+    c.spawn("smcroute", "r1", ["smcrouted", "-n", "-f", cfg, "-i", "manycast-lab", "-l", "info",
+                               "-u", c.path("smcroute.sock"), "-P", c.path("smcroute.pid")])
+    c.start_servers()
+
+    def agreed():
+        c.check_processes()
+        e = c.agreed_epoch()
+        covered = sum(c.server_metrics(s).get("slice_addresses", 0) for s in c.running_servers())
+        return e if e is not None and covered == 1 << 32 else None
+    epoch = cluster.wait_for("the servers to agree on one allocation", agreed)
+    before = {s: c.server_metrics(s) for s in c.ids}
+    c.start_clients()
+    t_load = time.time()
+    sleep(5)
+    t_end = time.time()
+    replies = c.stop_clients()
+    mfc = c.run("r1", ["cat", "/proc/net/ip_mr_cache"]).splitlines()[1:]
+    c.check_processes()
+    after = {s: c.server_metrics(s) for s in c.ids}
+    delta = {s: {k: int(after[s].get(k, 0) - before[s].get(k, 0)) for k in ("served_total", "filtered_total")}
+             for s in c.ids}
+    return {
+        "epoch": epoch,
+        "epoch_after": c.agreed_epoch(),
+        # An (S,G) entry forwarding to all four servers has four "oif:ttl" fields.
+        "mfc_entries": len(mfc),
+        "mfc_to_all_servers": sum(1 for ln in mfc if len([x for x in ln.split() if ":" in x]) == len(c.ids)),
+        "servers": delta,
+        "load": once_stats(replies, t_load, t_end),
+        "member_downs": c.member_downs(t_load, t_end),
+    }
+
+
 SCENARIOS = {"attacks": scenario_attacks, "verifier-restart": scenario_verifier_restart,
-             "keystore-down": scenario_keystore_down}
+             "keystore-down": scenario_keystore_down, "control-loss": scenario_control_loss,
+             "plain-router": scenario_plain_router}
 
 
 # -- the attacker side (inside a lab host) ---------------------------------------------------------
@@ -524,6 +624,8 @@ def main():
 
     signal.signal(signal.SIGTERM, on_term)
     kw = {}
+    if args.name == "control-loss":
+        kw = {"down_after_ms": 200}  # the failure detector's default: the point of the scenario
     if args.name == "keystore-down":
         kw = {"record_ttl": KS_RECORD_TTL_S,
               "keystore_extra": f"refresh_ms = 1000\nmax_stale_ms = {KS_MAX_STALE_MS}"}

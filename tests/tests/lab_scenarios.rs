@@ -203,3 +203,25 @@ fn lab_control_loss_ten_percent_keeps_one_allocation() {
     assert_eq!(v["commits_unchanged"], true, "{v}");
     assert_each_source_once(&v["during_loss"], "during the loss");
 }
+
+/// No verifier: r1 is a plain multicast router (`smcrouted`, a (*,G) route from each client
+/// link to all four server links), so every server receives every request; each answers only
+/// the sources in its agreed slices (local filtering), and every source is answered by
+/// exactly one server.
+#[test]
+fn lab_plain_router_floods_and_servers_filter_to_one_answer_per_source() {
+    let v = scenario("plain-router");
+    let entries = v["mfc_entries"].as_u64().expect("mfc entries");
+    assert!(entries > 0, "{v}");
+    assert_eq!(v["mfc_to_all_servers"], entries, "not flooded: {v}");
+    for s in ["srv1", "srv2", "srv3", "srv4"] {
+        let m = &v["servers"][s];
+        assert!(m["served_total"].as_u64() > Some(0), "{s}: {v}");
+        assert!(
+            m["filtered_total"].as_u64() > Some(0),
+            "{s} filtered nothing: {v}"
+        );
+    }
+    assert_eq!(v["epoch_after"], v["epoch"], "{v}");
+    assert_each_source_once(&v["load"], "under load");
+}
