@@ -651,6 +651,8 @@ def main():
         c.stop()
     result["pids"] = pids
     result["run_dir"] = c.run_dir
+    with open(c.path("result.json"), "w") as f:
+        json.dump(result, f)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
 
 
