@@ -492,7 +492,13 @@ def scenario_control_loss(c, log):
     for s in c.ids:
         c.run(s, ["nft", "delete", "table", "inet", "manycast_lab_loss"])
     t_off = time.time()
+    epoch_loss = c.agreed_epoch()
     commits1 = {s: c.server_metrics(s).get("commits_total") for s in c.running_servers()}
+    # Whatever happened meanwhile, the cluster must end at one allocation the verifier holds.
+    epoch_final, st = c.wait_converged()
+    t_conv = time.time()
+    sleep(3)
+    t_end = time.time()
     replies = c.stop_clients()
     c.check_processes()
     seen = sum(v["seen"] for v in counters.values())
@@ -503,10 +509,13 @@ def scenario_control_loss(c, log):
         "nft": counters,
         "dropped_share": round(dropped / seen, 3) if seen else None,
         "epoch_before": epoch0,
-        "epoch_after": c.agreed_epoch(),
-        "commits_unchanged": commits0 == commits1,
+        "epoch_after_loss": epoch_loss,
+        "epoch_final": epoch_final,
+        "claims": [{"member": m, "epoch": e} for m, _, e in c.ownership(st)],
+        "commits_during_loss": sum((commits1.get(s) or 0) - (commits0.get(s) or 0) for s in commits0),
         "member_downs": c.member_downs(t_on, t_off),
         "during_loss": once_stats(replies, t_on, t_off),
+        "after": once_stats(replies, t_conv + 0.5, t_end),
     }
 
 
