@@ -330,8 +330,11 @@ def scenario_attacks(c, log):
         log(f"control {kind}: {got}")
     sleep(2)  # the load keeps running after the last attack
     t_end = time.time()
-    replies = c.stop_clients()
+    # Measured before the clients stop (a starved machine can stall a server at that moment).
     st = c.verifier_status()
+    epoch_after = c.agreed_epoch()
+    commits_after = {s: c.server_metrics(s).get("commits_total") for s in c.running_servers()}
+    replies = c.stop_clients()
     c.check_processes()
     before_owner = owners(replies, t_attacks - 3, t_attacks)
     after_owner = owners(replies, t_attacks, t_end)
@@ -339,10 +342,9 @@ def scenario_attacks(c, log):
         "attacks": results,
         "control": control,
         "epoch_before": epoch,
-        "epoch_after": c.agreed_epoch(),
+        "epoch_after": epoch_after,
         "ownership_unchanged": c.ownership(st) == before_own,
-        "commits_unchanged": {s: c.server_metrics(s).get("commits_total") for s in c.running_servers()}
-        == before_commits,
+        "commits_unchanged": commits_after == before_commits,
         "during_attacks": once_stats(replies, t_attacks, t_end),
         "member_downs": c.member_downs(t_attacks, t_end),
         "claim_members": sorted({m for m, _, _ in c.ownership(st)}),
@@ -437,8 +439,9 @@ def scenario_keystore_down(c, log):
     log(f"after max_stale: rejected {rej_after}")
     sleep(2)
     t_end = time.time()
-    replies = c.stop_clients()
     st = c.verifier_status()
+    epoch_after = c.agreed_epoch()
+    replies = c.stop_clients()
     c.check_processes()
     return {
         "epoch_before": epoch0,
@@ -449,7 +452,7 @@ def scenario_keystore_down(c, log):
         "accepted_after_max_stale": accepted() - acc1,
         "stale_s": round(t_closed - t_stop, 1),
         "claims": [{"member": m, "epoch": e} for m, _, e in c.ownership(st)],
-        "epoch_after": c.agreed_epoch(),
+        "epoch_after": epoch_after,
         "while_cached": once_stats(replies, t_stop, min(stale_end, t_closed)),
         "after_max_stale": once_stats(replies, t_closed, t_end),
         "member_downs": c.member_downs(t_stop, t_end),
