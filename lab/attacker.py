@@ -205,12 +205,6 @@ def make_stale(ip, age_s):
     return bytes(ip)
 
 
-def report_timestamp_ms(ip):
-    _, subs, _ = parse_signed_report(ip)
-    t, _ = subs[SUB_TIMESTAMP]
-    return struct.unpack("!Q", ip[t:t + 8])[0]
-
-
 CONTROL_MAGIC = b"MC"
 
 

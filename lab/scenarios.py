@@ -40,7 +40,6 @@ import topo  # noqa: E402
 
 PY = "/usr/bin/python3"
 SELF = os.path.abspath(__file__)
-SOURCES = topo.SOURCES_PER_CLIENT * topo.CLIENTS
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The servers' failure detector declares a member down after 200 ms of silence (SPEC.md §9.3).
 # On this shared 2-core machine a starved debug build misses that, and the members flap; the
