@@ -140,3 +140,114 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+# -- more attacks (lab/scenarios.py runs them through its `attack` command) -------------------
+
+SUB_SLICES, SUB_CERTIFICATE, SUB_SIGNATURE = 0x0001, 0x0005, 0xFFFF
+JOIN_DOMAIN = b"manycast signed join v1\0"
+ROUTER_ALERT = bytes.fromhex("94040000")
+
+
+def read_pem_body(path):
+    """The bytes inside a PEM file (`manycastctl` certificates)."""
+    import base64
+    lines = [ln.strip() for ln in open(path) if ln.strip() and not ln.startswith("-----")]
+    return base64.b64decode("".join(lines))
+
+
+def ipv4_header(src, payload_len, dst="224.0.0.22"):
+    """SPEC.md §3.1's IPv4 header: IHL 6 with Router Alert, ToS 0xc0, DF, TTL 1, protocol 2."""
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x46, 0xC0, 24 + payload_len, 0, 0x4000, 1, 2, 0,
+                                socket.inet_aton(src), socket.inet_aton(dst)) + ROUTER_ALERT)
+    hdr[10:12] = struct.pack("!H", checksum(bytes(hdr)))
+    return bytes(hdr)
+
+
+def sign_join(src, group, slices, epoch, key_path, cert_path, timestamp_ms=None):
+    """A complete signed join datagram (SPEC.md §3) made here with a member key and its
+    certificate: what a member (or an insider holding a member key) can send. `slices` are
+    (value, mask) include entries."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    key = load_pem_private_key(open(key_path, "rb").read(), password=None)
+    cert = read_pem_body(cert_path)
+    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+
+    def sub(t, v):
+        return struct.pack("!HH", t, len(v)) + v
+
+    value = b"\x01" + sub(SUB_SLICES, b"".join(struct.pack("!BII", 0, v, m) for v, m in slices))
+    value += sub(SUB_EPOCH, struct.pack("!Q", epoch)) + sub(SUB_TIMESTAMP, struct.pack("!Q", ts))
+    value += sub(SUB_NONCE, os.urandom(16)) + sub(SUB_CERTIFICATE, cert)
+    value += struct.pack("!HH", SUB_SIGNATURE, 64)
+    ext_len = len(value) + 64  # the value ends with the signature sub-TLV's 64 bytes
+    record = struct.pack("!BBH4s", 3, 0, len(slices), socket.inet_aton(group))
+    record += b"".join(struct.pack("!I", v) for v, _ in slices)  # base addresses
+    unsigned = (struct.pack("!BBHHH", 0x22, 0, 0, 0x8000, 1) + record
+                + struct.pack("!HH", MANYCAST_EXT, ext_len) + value)
+    sig = key.sign(JOIN_DOMAIN + socket.inet_aton(src) + unsigned)
+    igmp = bytearray(unsigned + sig)
+    igmp[2:4] = struct.pack("!H", checksum(bytes(igmp)))
+    return ipv4_header(src, len(igmp)) + bytes(igmp)
+
+
+def make_stale(ip, age_s):
+    """A captured report with its timestamp `age_s` in the past and a fresh nonce (so that it is
+    not a duplicate); checksum fixed up, the old signature kept."""
+    ip = bytearray(ip)
+    off, subs, _ = parse_signed_report(bytes(ip))
+    t, _ = subs[SUB_TIMESTAMP]
+    ip[t:t + 8] = struct.pack("!Q", int((time.time() - age_s) * 1000))
+    n, _ = subs[SUB_NONCE]
+    ip[n:n + 16] = os.urandom(16)
+    ip[off + 2:off + 4] = b"\0\0"
+    ip[off + 2:off + 4] = struct.pack("!H", checksum(bytes(ip[off:])))
+    return bytes(ip)
+
+
+CONTROL_MAGIC = b"MC"
+
+
+def capture_control(iface, sender_id, port=4790, timeout=10.0):
+    """The next control message (UDP payload) member `sender_id` sends to the control group
+    port, sniffed on `iface` (AF_PACKET, so the daemon's own socket is left alone)."""
+    s = l2_socket(iface)
+    s.settimeout(0.5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            frame = s.recv(65535)
+        except socket.timeout:
+            continue
+        ip = frame[14:]
+        if len(ip) < 28 or ip[9] != 17:
+            continue
+        udp = ip[(ip[0] & 0xF) * 4:]
+        if struct.unpack("!H", udp[2:4])[0] != port:
+            continue
+        msg = udp[8:]
+        if msg[:2] == CONTROL_MAGIC and len(msg) >= 40 and struct.unpack("!I", msg[8:12])[0] == sender_id:
+            return msg
+    return None
+
+
+def forge_control(msg, kind):
+    """A captured control message (SPEC.md §9.1) made into a forgery: `bad-signature` flips one
+    signature bit; `unknown-sender` names a member id nobody certified (the old signature kept)."""
+    m = bytearray(msg)
+    if kind == "bad-signature":
+        m[-1] ^= 0x01
+    elif kind == "unknown-sender":
+        m[8:12] = struct.pack("!I", 4242)
+    else:
+        raise ValueError(kind)
+    return bytes(m)
+
+
+def send_control(iface_addr, group, port, msg):
+    """Sends one datagram to the control group from the host's back-end address, TTL 1."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(iface_addr))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    s.sendto(msg, (group, port))
+    s.close()

@@ -1,0 +1,265 @@
+//! Lab scenario tests (issue 7 item 3): each runs `lab/scenarios.py NAME --json` with this
+//! build's debug daemons on the mininet lab and asserts on the JSON it prints (what the clients,
+//! the servers and the verifier recorded; never a timing). Root and the Debian `mininet` package
+//! are needed. Each test holds the machine-wide lab lock (flock on `/tmp/manycast-lab.lock`)
+//! from before the lab starts until its leftover checks are done and tells the script so
+//! (`MANYCAST_LAB_LOCK_HELD=1`); the script stops everything it started, also on failure.
+
+use serde_json::Value;
+use std::process::Command;
+use std::sync::Mutex;
+
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// Holds the in-process mutex and the machine-wide lab flock while alive.
+struct LabLock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+fn lab_lock() -> LabLock {
+    let guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/manycast-lab.lock")
+        .expect("open /tmp/manycast-lab.lock");
+    let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock /tmp/manycast-lab.lock: {e}"));
+    LabLock {
+        _flock: flock,
+        _guard: guard,
+    }
+}
+
+#[path = "../../testkit/workspace_bin.rs"]
+mod workspace_bin;
+
+/// The directory holding this build's daemons and admin tool, each rebuilt when stale.
+fn daemon_bin_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = |dirs: &[&str]| dirs.iter().map(|d| root.join(d)).collect::<Vec<_>>();
+    let server_src = src(&[
+        "manycast-server/src",
+        "control-channel/src",
+        "igmp-ext/src",
+        "dns-keystore/src",
+    ]);
+    let server = workspace_bin::workspace_bin("manycast-server", "manycast-server", &server_src);
+    workspace_bin::workspace_bin("manycast-server", "manycastctl", &server_src);
+    workspace_bin::workspace_bin(
+        "manycast-verifier",
+        "manycast-verifier",
+        &src(&["igmp-ext/src", "igmp-ext/router/src", "dns-keystore/src"]),
+    );
+    workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &src(&["dns-keystore/src"]));
+    server.parent().expect("target/<profile>").to_owned()
+}
+
+/// Runs one scenario; its JSON, after checking that it left no process and no lab link.
+fn scenario(name: &str) -> Value {
+    let bin_dir = daemon_bin_dir();
+    let _lock = lab_lock();
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/scenarios.py"))
+        .env("MANYCAST_LAB_LOCK_HELD", "1")
+        .args([name, "--json", "--bin-dir"])
+        .arg(&bin_dir)
+        .arg("--run-dir")
+        .arg(bin_dir.join("lab-scenarios").join(name))
+        .output()
+        .expect("run lab/scenarios.py with /usr/bin/python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {stdout}\n{stderr}"));
+    for pid in v["pids"].as_array().expect("pids") {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            !cmdline.contains(bin_dir.to_str().expect("utf-8 path")) && !cmdline.contains("/lab/"),
+            "left running: {pid} {cmdline}"
+        );
+    }
+    let links = Command::new("ip")
+        .args(["-br", "link"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    let left: Vec<_> = links
+        .lines()
+        .filter(|l| {
+            let n = l.split_whitespace().next().unwrap_or_default();
+            n.starts_with("r1-") || n.starts_with("srv") || ["s53", "s77", "s101"].contains(&n)
+        })
+        .collect();
+    assert!(left.is_empty(), "{name} left links: {left:?}");
+    v
+}
+
+fn count(v: &Value, key: &str) -> u64 {
+    v[key].as_f64().map(|f| f as u64).unwrap_or(0)
+}
+
+/// Every source of both clients answered by exactly one server in a window of the run.
+fn assert_each_source_once(window: &Value, what: &str) {
+    assert_eq!(window["sources"], 128, "{what}: {window}");
+    assert_eq!(window["exactly_one"], 128, "{what}: {window}");
+}
+
+/// The attacker's joins (stale, wrong link, wrong group, outside the certificate) are each
+/// refused with their SPEC.md §5 reason, and forged control messages with their §9.2 reason;
+/// nobody's claim, the epoch and who serves each client stay as they were.
+#[test]
+fn lab_attacks_are_refused_with_their_reason_and_change_nothing() {
+    let v = scenario("attacks");
+    let a = &v["attacks"];
+    for (kind, reason) in [
+        ("wrong-link", "wrong-link"),
+        // A correctly signed join inside its certificate at an older epoch: refused only at the
+        // last step, which shows that the joins the scenario signs are valid.
+        ("valid-but-older", "slice-conflict"),
+        ("outside-certificate", "outside-certificate"),
+        ("wrong-group", "group-not-allowed"),
+        ("stale", "untimely"),
+    ] {
+        assert_eq!(a[kind]["expected"], reason);
+        assert_eq!(
+            count(&a[kind]["rejected"], reason),
+            1,
+            "{kind}: {}",
+            a[kind]
+        );
+    }
+    // srv2's captured message with a flipped signature bit: srv2 takes it for its own.
+    let bad_sig = &v["control"]["bad-signature"]["dropped"];
+    for s in ["srv1", "srv3", "srv4"] {
+        assert_eq!(count(&bad_sig[s], "bad-signature"), 1, "{s}: {bad_sig}");
+    }
+    assert_eq!(count(&bad_sig["srv2"], "own-message"), 1, "{bad_sig}");
+    let unknown = &v["control"]["unknown-sender"]["dropped"];
+    for s in ["srv1", "srv2", "srv3", "srv4"] {
+        assert_eq!(count(&unknown[s], "unknown-sender"), 1, "{s}: {unknown}");
+    }
+    // Nothing changed: the verifier holds the four members' claims at the same epoch, no
+    // member was declared down or committed anything, every client kept its server.
+    assert_eq!(v["claim_members"], serde_json::json!([1, 2, 3, 4]), "{v}");
+    assert_eq!(v["ownership_unchanged"], true, "{v}");
+    assert_eq!(v["epoch_after"], v["epoch_before"], "{v}");
+    assert_eq!(v["commits_unchanged"], true, "{v}");
+    assert_eq!(v["member_downs"], 0, "{v}");
+    assert_each_source_once(&v["during_attacks"], "during the attacks");
+    assert_eq!(v["owner_changed"], serde_json::json!([]), "{v}");
+}
+
+/// The verifier SIGKILLed under load and started again: the kernel keeps its MFC entries (they
+/// are static, SPEC.md §10.2 item 5), the new verifier adopts them and rebuilds every member's
+/// claim at the cluster's epoch, and every source is served by exactly one server before and
+/// after, by the same server. The gap the clients saw is reported (`client_gap_ms`), not
+/// asserted.
+#[test]
+fn lab_verifier_restart_rebuilds_claims_and_keeps_each_source_on_one_server() {
+    let v = scenario("verifier-restart");
+    let entries = v["mfc_entries_while_down"].as_u64().expect("mfc entries");
+    assert!(entries > 0, "the kernel lost its entries: {v}");
+    assert_eq!(v["mfc_entries_after_restart"], entries, "not adopted: {v}");
+    let epoch = &v["epoch_before"];
+    assert_eq!(&v["epoch_after"], epoch, "{v}");
+    let claims = v["claims"].as_array().expect("claims");
+    let members: Vec<_> = claims.iter().map(|c| c["member"].as_u64()).collect();
+    assert_eq!(members, [Some(1), Some(2), Some(3), Some(4)], "{v}");
+    assert!(claims.iter().all(|c| &c["epoch"] == epoch), "{v}");
+    assert_each_source_once(&v["before"], "before the restart");
+    assert_each_source_once(&v["after"], "after the restart");
+    assert_eq!(v["owner_changed"], serde_json::json!([]), "{v}");
+}
+
+/// The DNS keystore stopped under load (record TTL 2 s, verifier `max_stale_ms` 10 s): the
+/// verifier keeps accepting the members' refreshes on its cached keys, then fails closed
+/// (`key-unavailable`) and accepts nothing more; the claims it holds keep every source served
+/// by exactly one server throughout.
+#[test]
+fn lab_keystore_down_serves_on_cached_keys_then_fails_closed() {
+    let v = scenario("keystore-down");
+    assert!(
+        v["dig_while_down"]
+            .as_str()
+            .is_some_and(|s| s.contains("no servers could be reached")),
+        "the keystore still answers: {v}"
+    );
+    assert!(
+        v["accepted_on_cached_keys"].as_u64() > Some(0),
+        "no refresh accepted on cached keys: {v}"
+    );
+    assert_eq!(
+        v["rejected_on_cached_keys"],
+        serde_json::json!({}),
+        "refused on cached keys: {v}"
+    );
+    assert!(
+        count(&v["rejected_after_max_stale"], "key-unavailable") > 0,
+        "did not fail closed: {v}"
+    );
+    assert_eq!(v["accepted_after_max_stale"], 0, "{v}");
+    assert_eq!(v["epoch_after"], v["epoch_before"], "{v}");
+    assert_eq!(v["member_downs"], 0, "{v}");
+    assert_each_source_once(&v["while_cached"], "on cached keys");
+    assert_each_source_once(&v["after_max_stale"], "after max_stale");
+}
+
+/// One control datagram in ten dropped at random on every server's control interface
+/// (nftables `numgen random mod 10 == 0 drop`) for 20 s, with the failure detector at its
+/// default 200 ms: every server lost datagrams, and the cluster ends at one allocation that the
+/// verifier holds for all four members, every source then served by exactly one server.
+/// Members declared down during the loss, the epochs and the sources served once during it are
+/// reported, not asserted: on a starved machine a stalled server declares peers down with or
+/// without loss (lab/README.md, "Known problem"), so they would not measure the loss.
+#[test]
+fn lab_control_loss_ten_percent_ends_at_one_allocation() {
+    let v = scenario("control-loss");
+    assert_eq!(v["down_after_ms"], 200);
+    for s in ["srv1", "srv2", "srv3", "srv4"] {
+        let n = &v["nft"][s];
+        assert!(n["dropped"].as_u64() > Some(0), "{s} lost nothing: {v}");
+        assert!(n["seen"].as_u64() > n["dropped"].as_u64(), "{v}");
+    }
+    let epoch = &v["epoch_final"];
+    let claims = v["claims"].as_array().expect("claims");
+    let members: Vec<_> = claims.iter().map(|c| c["member"].as_u64()).collect();
+    assert_eq!(members, [Some(1), Some(2), Some(3), Some(4)], "{v}");
+    assert!(claims.iter().all(|c| &c["epoch"] == epoch), "{v}");
+    assert_each_source_once(&v["after"], "after the loss");
+    eprintln!(
+        "control loss: dropped share {}, members declared down {}, epochs {} -> {} -> {}, \
+         sources served once during the loss {}/128",
+        v["dropped_share"],
+        v["member_downs"],
+        v["epoch_before"],
+        v["epoch_after_loss"],
+        v["epoch_final"],
+        v["during_loss"]["exactly_one"]
+    );
+}
+
+/// No verifier: r1 is a plain multicast router (`smcrouted`, a (*,G) route from each client
+/// link to all four server links), so every server receives every request; each answers only
+/// the sources in its agreed slices (local filtering), and every source is answered by
+/// exactly one server.
+#[test]
+fn lab_plain_router_floods_and_servers_filter_to_one_answer_per_source() {
+    let v = scenario("plain-router");
+    let entries = v["mfc_entries"].as_u64().expect("mfc entries");
+    assert!(entries > 0, "{v}");
+    assert_eq!(v["mfc_to_all_servers"], entries, "not flooded: {v}");
+    for s in ["srv1", "srv2", "srv3", "srv4"] {
+        let m = &v["servers"][s];
+        assert!(m["served_total"].as_u64() > Some(0), "{s}: {v}");
+        assert!(
+            m["filtered_total"].as_u64() > Some(0),
+            "{s} filtered nothing: {v}"
+        );
+    }
+    assert_each_source_once(&v["load"], "under load");
+}
