@@ -134,6 +134,12 @@ pub struct Config {
     /// Prometheus text written here every second (atomically); none by default.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
+    /// Prometheus text served over HTTP on this address (any path); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The admin socket `manycastctl` talks to (unix stream, mode 0600).
+    #[serde(default = "default_admin_socket")]
+    pub admin_socket: PathBuf,
     #[serde(default)]
     pub control: ControlConfig,
     #[serde(default)]
@@ -153,6 +159,11 @@ fn default_strategy() -> Strategy {
 }
 fn default_weight() -> u32 {
     1
+}
+/// Where `manycastctl` looks by default too.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/manycast/admin.sock";
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_ADMIN_SOCKET)
 }
 
 /// A bad configuration, as one line.
@@ -213,6 +224,9 @@ impl Config {
         }
         if self.interface.is_empty() {
             return Err("interface is empty".into());
+        }
+        if self.admin_socket.as_os_str().is_empty() {
+            return Err("admin_socket is empty".into());
         }
         if self.service_port == 0 || self.control.port == 0 {
             return Err("ports must be non-zero".into());
@@ -295,6 +309,8 @@ group_pub = "/k/group.pub"
         assert_eq!(c.igmp.refresh_ms, 10_000);
         assert_eq!(c.service.max_sessions, 65_536);
         assert_eq!(c.metrics_file, None);
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.admin_socket, Path::new("/run/manycast/admin.sock"));
         let cc = c.control_config();
         assert_eq!(cc.down_after, Duration::from_millis(200));
     }
@@ -303,7 +319,8 @@ group_pub = "/k/group.pub"
     fn every_field_is_read() {
         let c = Config::parse(&format!(
             "{MINIMAL}mode = \"vip\"\nservice_port = 7\nstrategy = \"handoff\"\nweight = 3\n\
-             metrics_file = \"/tmp/m.prom\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
+             metrics_file = \"/tmp/m.prom\"\nmetrics_listen = \"127.0.0.1:9466\"\n\
+             admin_socket = \"/tmp/a.sock\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
              interface = \"ctl0\"\nttl = 4\nslice_bits = 4\n[igmp]\nrobustness = 3\n\
              refresh_ms = 5000\n[service]\nmax_sessions = 10\n"
         ))
@@ -314,6 +331,8 @@ group_pub = "/k/group.pub"
         assert_eq!(c.control.slice_bits, 4);
         assert_eq!(c.agent_config().robustness, 3);
         assert_eq!(c.service.max_sessions, 10);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9466".parse().unwrap()));
+        assert_eq!(c.admin_socket, Path::new("/tmp/a.sock"));
     }
 
     #[test]
@@ -325,6 +344,8 @@ group_pub = "/k/group.pub"
             ("[control]\ngroup = \"232.1.1.1\"\n", "must differ"),
             ("[control]\nslice_bits = 30\n", "above 16"),
             ("[igmp]\nrobustness = 0\n", "at least 1"),
+            ("metrics_listen = \"localhost\"\n", "invalid socket address"),
+            ("admin_socket = \"\"\n", "admin_socket is empty"),
         ];
         for (extra, want) in cases {
             // Later keys would be duplicates of MINIMAL's: drop the ones the case redefines.

@@ -3,9 +3,11 @@
 //! for the [`JoinAgent`]; the agent's signed reports leave through a raw IGMP socket; queries
 //! heard on that socket go back to the agent.
 
+use crate::admin;
 use crate::config::{Config, Mode};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keys;
+use crate::load::LoadMeter;
 use crate::metrics::{self, Snapshot};
 use crate::service::{Reply, Service};
 use control_channel::driver::{self, SocketConfig};
@@ -166,6 +168,8 @@ struct Runtime {
     igmp: AsyncFd<Socket>,
     udp: UdpSocket,
     snapshot: Snapshot,
+    load: LoadMeter,
+    admin: admin::Hub,
 }
 
 impl Runtime {
@@ -195,6 +199,7 @@ impl Runtime {
     }
 
     async fn on_event(&mut self, now: Timestamp, event: Event) {
+        self.admin.publish(now, &event);
         match event {
             Event::Committed { id, slices, .. } => {
                 info!(
@@ -300,6 +305,25 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     .map_err(io_err("control driver"))?;
     let udp = service_socket(&config, addr).map_err(io_err("service socket"))?;
     let igmp = igmp_socket(&config.interface, addr).map_err(io_err("raw IGMP socket"))?;
+    let hub = admin::Hub::new(Snapshot::new(me));
+    let admin_listener = admin::bind(&config.admin_socket)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", config.admin_socket.display())))
+        .map_err(io_err("admin socket"))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(io_err("metrics_listen"))?,
+        ),
+        None => None,
+    };
+    let admin_server = admin::start(
+        &config.admin_socket,
+        admin_listener,
+        metrics_listener,
+        handle.requester(),
+        hub.clone(),
+    );
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     info!(
@@ -324,6 +348,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let mut rt = Runtime {
         snapshot: Snapshot::new(me),
+        load: LoadMeter::new(config.control_config().slicing),
+        admin: hub,
         config,
         agent,
         service,
@@ -352,6 +378,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 // Errors are ICMP reports about earlier replies; nothing to do.
                 if let Ok((_, SocketAddr::V4(from))) = r {
                     if let Some(reply) = rt.service.handle_datagram(driver::wall_clock(), from) {
+                        rt.load.record(*from.ip());
                         rt.send_replies(vec![reply]).await;
                     }
                 }
@@ -367,6 +394,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 rt.service.handle_timeout(driver::wall_clock());
                 rt.update_service_metrics();
                 rt.snapshot.control = control_counters(&handle).await.unwrap_or_default();
+                rt.load.tick();
+                let report = rt.load.report();
+                handle.with(move |ep, _| ep.set_load(report));
+                rt.admin.set_snapshot(&rt.snapshot);
                 if let Some(path) = &rt.config.metrics_file {
                     if let Err(e) = metrics::write_file(path, &rt.snapshot.render()) {
                         warn!("metrics file {}: {e}", path.display());
@@ -378,6 +409,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     info!("leaving");
+    // Stops the admin tasks, whose requesters would otherwise keep the driver running.
+    drop(admin_server);
     handle.with(|ep, now| ep.leave(now));
     let now = driver::wall_clock();
     rt.agent.leave(now, &mut random_u64);

@@ -4,11 +4,14 @@
 //! ([`keys`]), the daemon's configuration ([`config`]), the sans-IO [`join_agent`] that decides
 //! when a member sends its signed joins, the sans-IO reference UDP [`service`] with local slice
 //! filtering, Prometheus [`metrics`], and the I/O shell [`daemon`] that wires them to the control
-//! channel, a raw IGMP socket and the service socket.
+//! channel, a raw IGMP socket and the service socket; per-unit [`load`] for load-aware
+//! rebalancing, and the [`admin`] socket that `manycastctl` talks to.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod join_agent;
 pub mod keys;
+pub mod load;
 pub mod metrics;
 pub mod service;
