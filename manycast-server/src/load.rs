@@ -9,6 +9,9 @@ use std::net::Ipv4Addr;
 
 /// Seconds of history in a reported load.
 pub const WINDOW_SECONDS: usize = 5;
+/// Most units in one report: at most 8 bytes each (postcard varints), they leave room in a
+/// heartbeat (SPEC.md §9.1, 1,296-byte body) for the rest of it with dozens of members.
+pub const MAX_REPORTED_UNITS: usize = 120;
 
 /// Counts per unit in one-second buckets; the load is the sum over the last
 /// [`WINDOW_SECONDS`] full seconds and the current one.
@@ -46,9 +49,10 @@ impl LoadMeter {
     }
 
     /// Datagrams answered per unit over the window, only the units that had any, as the
-    /// heartbeat carries them (unit number, count).
+    /// heartbeat carries them (unit number, count): the [`MAX_REPORTED_UNITS`] most loaded
+    /// (ties to the lower unit), in unit order.
     pub fn report(&self) -> Vec<(u16, u32)> {
-        (0..self.current.len())
+        let mut all: Vec<(u16, u32)> = (0..self.current.len())
             .filter_map(|u| {
                 let sum = self
                     .past
@@ -58,7 +62,13 @@ impl LoadMeter {
                 let unit = u16::try_from(u).ok()?;
                 (sum > 0).then_some((unit, sum))
             })
-            .collect()
+            .collect();
+        if all.len() > MAX_REPORTED_UNITS {
+            all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            all.truncate(MAX_REPORTED_UNITS);
+            all.sort_unstable();
+        }
+        all
     }
 }
 
@@ -85,5 +95,45 @@ mod tests {
         assert_eq!(m.report(), vec![(0, 1)]);
         m.tick();
         assert_eq!(m.report(), vec![]);
+    }
+
+    #[test]
+    fn a_report_keeps_the_most_loaded_units_and_fits_a_heartbeat() {
+        let mut m = LoadMeter::new(Slicing::LowOrder { bits: 16 });
+        for u in 0..1000u32 {
+            // Unit u gets u % 7 + 1 datagrams, and unit 999 a huge count.
+            for _ in 0..(u % 7 + 1) {
+                m.record(Ipv4Addr::from(u));
+            }
+        }
+        for _ in 0..100_000 {
+            m.record(Ipv4Addr::from(999u32));
+        }
+        let r = m.report();
+        assert_eq!(r.len(), MAX_REPORTED_UNITS);
+        assert!(r.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(r.contains(&(999, 100_000 + 999 % 7 + 1)));
+        assert!(r.iter().all(|&(_, n)| n >= 7));
+        let hb = control_channel::wire::Heartbeat {
+            weight: u32::MAX,
+            heard: (0..32).map(|i| (u32::MAX - i, u16::MAX)).collect(),
+            committed: control_channel::EpochId {
+                epoch: u64::MAX,
+                proposer: u32::MAX,
+                incarnation: u64::MAX,
+            },
+            digest: u64::MAX,
+            load: r.iter().map(|&(u, _)| (u16::MAX - u, u32::MAX)).collect(),
+        };
+        let header = control_channel::wire::Header {
+            cluster: 0,
+            sender: igmp_ext::MemberId(1),
+            epoch: 0,
+            sequence: 0,
+            timestamp: igmp_ext::Timestamp(0),
+        };
+        let key = igmp_ext::ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let signed = control_channel::wire::Message::Heartbeat(hb).encode_signed(&header, &key);
+        assert!(signed.is_ok(), "{signed:?}");
     }
 }

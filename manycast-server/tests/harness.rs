@@ -167,6 +167,24 @@ impl Lab {
 
     /// Writes member `i`'s (0-based) config and starts `manycast-server` in `ns`.
     pub fn start_server(&mut self, i: usize, ns: &str, interface: &str, control_if: &str) {
+        self.start_server_with(i, ns, interface, control_if, "");
+    }
+
+    /// Member `i`'s admin socket.
+    pub fn admin_socket(&self, i: usize) -> PathBuf {
+        let id = self.fixture.members[i].id;
+        self.dir.path().join(format!("{id}.sock"))
+    }
+
+    /// [`Lab::start_server`] with `extra` top-level config lines.
+    pub fn start_server_with(
+        &mut self,
+        i: usize,
+        ns: &str,
+        interface: &str,
+        control_if: &str,
+        extra: &str,
+    ) {
         let id = self.fixture.members[i].id;
         let d = self.dir.path();
         let config = d.join(format!("{id}.toml"));
@@ -175,11 +193,13 @@ impl Lab {
             format!(
                 "group = \"{GROUP}\"\ninterface = \"{interface}\"\nservice_port = {PORT}\n\
                  member_key = \"{k}\"\nmember_cert = \"{c}\"\ngroup_pub = \"{g}\"\n\
-                 metrics_file = \"{m}\"\n[control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n",
+                 metrics_file = \"{m}\"\nadmin_socket = \"{a}\"\n{extra}\
+                 [control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n",
                 k = d.join(format!("{id}.key")).display(),
                 c = d.join(format!("{id}.cert")).display(),
                 g = d.join("group.pub").display(),
                 m = d.join(format!("{id}.prom")).display(),
+                a = self.admin_socket(i).display(),
             ),
         )
         .expect("config");
