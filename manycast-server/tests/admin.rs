@@ -38,6 +38,25 @@ fn json(socket: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
 }
 
+/// The epoch an action's answer names: "... (epoch N)".
+fn answered_epoch(out: &str) -> u64 {
+    out.trim()
+        .rsplit_once("(epoch ")
+        .and_then(|(_, e)| e.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no epoch in {out:?}"))
+}
+
+/// `allocation --json` from `socket` once that daemon has committed `epoch` (the answering
+/// daemon has; the others commit a moment later).
+fn allocation_at(socket: &Path, epoch: u64) -> Value {
+    let mut alloc = Value::Null;
+    wait_for("the member to commit the epoch", || {
+        alloc = json(socket, &["allocation", "--json"]);
+        alloc["epoch"]["epoch"].as_u64().is_some_and(|e| e >= epoch)
+    });
+    alloc
+}
+
 /// Units per member id from `allocation --json`.
 fn units(alloc: &Value) -> BTreeMap<u64, u64> {
     alloc["members"]
@@ -175,7 +194,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     // Drain member 3 from member 1's socket: its units go to 0, the others take them.
     let out = ok(&ctl(&sock[0], &["drain", "m3"]));
     assert!(out.contains("drained: m3 owns 0 units"), "{out}");
-    let drained = units(&json(&sock[1], &["allocation", "--json"]));
+    let drained = units(&allocation_at(&sock[1], answered_epoch(&out)));
     assert_eq!(drained.get(&3).copied().unwrap_or(0), 0, "{drained:?}");
     assert_eq!(drained[&1] + drained[&2], 256, "{drained:?}");
     wait_for("member 3 reports no slices", || {
@@ -183,11 +202,11 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     });
     let out = ok(&ctl(&sock[1], &["resume", "3"]));
     assert!(out.contains("resumed"), "{out}");
-    let resumed = units(&json(&sock[2], &["allocation", "--json"]));
+    let resumed = units(&allocation_at(&sock[2], answered_epoch(&out)));
     assert_eq!(resumed, start, "equal weights again: the same quotas");
 
     // Move three of member 2's units to member 1: member 1 gives three back.
-    let alloc = json(&sock[2], &["allocation", "--json"]);
+    let alloc = allocation_at(&sock[2], answered_epoch(&out));
     let before = owners(&alloc);
     let of2: Vec<usize> = (0..256).filter(|&u| before[u] == Some(2)).take(3).collect();
     let list = of2
@@ -197,7 +216,8 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
         .join(",");
     let out = ok(&ctl(&sock[2], &["move", &list, "--to", "m1"]));
     assert!(out.contains("moved 3 units to m1"), "{out}");
-    let after_move = json(&sock[0], &["allocation", "--json"]);
+    let move_epoch = answered_epoch(&out);
+    let after_move = allocation_at(&sock[0], move_epoch);
     let after = owners(&after_move);
     for &u in &of2 {
         assert_eq!(after[u], Some(1), "unit {u}");
@@ -232,7 +252,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     let load = LoadGenerator::start(&client, hot.clone());
     let mut skewed = Value::Null;
     wait_for("every hot unit reported in heartbeats", || {
-        skewed = json(&sock[1], &["allocation", "--json"]);
+        skewed = allocation_at(&sock[1], move_epoch);
         let unit_load: Vec<u64> = skewed["unit_load"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).collect())
@@ -255,7 +275,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
 
     let out = ok(&ctl(&sock[1], &["rebalance"]));
     assert!(out.contains("rebalanced:"), "{out}");
-    let balanced = json(&sock[2], &["allocation", "--json"]);
+    let balanced = allocation_at(&sock[2], answered_epoch(&out));
     let owner_after = owners(&balanced);
     assert_eq!(units(&balanced), units(&skewed), "quotas unchanged");
     // Judged on the load the coordinator saw (a few units of window drift aside).
@@ -279,6 +299,46 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     });
     drop(load);
     eprintln!("measured max/mean after the window turned over: {live:.2}");
+
+    // The live watch: frames with the events of a drain, and a clean exit on Ctrl-C (SIGINT).
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_manycastctl"))
+        .args(["watch", "--socket"])
+        .arg(&sock[0])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("manycastctl watch");
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        let mut stdout = watch.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = seen.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        })
+    };
+    let seen_has = |what: &str| seen.lock().map(|s| s.contains(what)).unwrap_or(false);
+    wait_for("a watch frame", || seen_has("MEMBER"));
+    ok(&ctl(&sock[1], &["drain"]));
+    wait_for("the drain's events in the watch", || {
+        seen_has("request from m2: drain m2") && seen_has("committed e")
+    });
+    let pid = nix::unistd::Pid::from_raw(watch.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = watch.wait().expect("watch exit");
+    let _ = reader.join();
+    assert!(
+        status.success(),
+        "watch exits cleanly on Ctrl-C: {status:?}"
+    );
+    assert!(seen_has("\x1b[?25h"), "cursor shown again");
 
     // watch --once prints one readable frame; metrics over HTTP from member 3.
     let frame = ok(&ctl(&sock[0], &["watch", "--once"]));
