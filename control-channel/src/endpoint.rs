@@ -583,6 +583,15 @@ impl Endpoint {
     pub fn known_peers(&self) -> Vec<MemberId> {
         self.peers.keys().copied().collect()
     }
+    /// When `member` started (ms), read from its sequence numbers, which start at its start
+    /// time shifted left by 20 bits (SPEC.md §9.2): exact to 1 ms per 2^20 messages it sent.
+    pub fn peer_incarnation(&self, member: MemberId) -> Option<Timestamp> {
+        if member == self.me {
+            return Some(self.started);
+        }
+        let highest = self.peers.get(&member)?.window.highest()?;
+        Some(Timestamp(highest >> 20))
+    }
     /// When this member started (ms): the incarnation in its epoch ids.
     pub fn incarnation(&self) -> Timestamp {
         self.started

@@ -212,3 +212,19 @@ fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(committed(&sim, 0).id(), before);
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
+
+#[test]
+fn peers_incarnations_come_from_their_sequence_numbers() {
+    let mut sim = Sim::new(&SimConfig::new(25, 3));
+    settle(&mut sim);
+    let me = sim.endpoint(0).expect("running");
+    for i in 1..3 {
+        let peer = sim.endpoint(i).expect("running");
+        assert_eq!(
+            me.peer_incarnation(Sim::member_id(i)),
+            Some(peer.incarnation()),
+            "fewer than 2^20 messages: exact"
+        );
+    }
+    assert_eq!(me.peer_incarnation(MemberId(77)), None);
+}

@@ -208,6 +208,8 @@ pub struct MemberStatus {
     pub allocation_weight: Option<u32>,
     /// The epoch it advertises as committed.
     pub committed_epoch: Option<u64>,
+    /// When it started (ms since the Unix epoch), as its sequence numbers tell.
+    pub incarnation: Option<u64>,
     pub units: usize,
     pub slices: Vec<String>,
     pub load: u64,
@@ -291,6 +293,7 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
                 } else {
                     ep.peer_committed(m).map(|id| id.epoch)
                 },
+                incarnation: ep.peer_incarnation(m).map(|t| t.0),
                 units,
                 slices,
                 load,

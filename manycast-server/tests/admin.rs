@@ -183,6 +183,10 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     let list = members["members"].as_array().expect("members");
     assert_eq!(list.len(), 3, "{members}");
     assert!(list.iter().all(|m| m["live"] == true), "{members}");
+    assert!(
+        list.iter().all(|m| m["incarnation"].as_u64().is_some()),
+        "{members}"
+    );
     assert_eq!(members["me"], 2);
     let table = ok(&ctl(&sock[1], &["members"]));
     assert!(table.contains("m2*") && table.contains("m3 "), "{table}");

@@ -164,20 +164,21 @@ fn epoch_line(s: &Status) -> String {
 pub fn members_table(s: &Status) -> String {
     let mut out = format!("{}\n", epoch_line(s));
     out.push_str(&format!(
-        "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}\n",
-        "MEMBER", "LIVE", "WEIGHT", "ALLOC-WEIGHT", "UNITS", "LOAD", "EPOCH"
+        "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}  {}\n",
+        "MEMBER", "LIVE", "WEIGHT", "ALLOC-WEIGHT", "UNITS", "LOAD", "EPOCH", "STARTED (UTC)"
     ));
     for m in &s.members {
         let name = format!("m{}{}", m.id, if m.me { "*" } else { "" });
         out.push_str(&format!(
-            "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}\n",
+            "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}  {}\n",
             name,
             yes(m.live),
             opt(m.weight),
             opt(m.allocation_weight),
             m.units,
             m.load,
-            opt(m.committed_epoch)
+            opt(m.committed_epoch),
+            m.incarnation.map_or_else(|| "-".to_owned(), fmt_time)
         ));
     }
     out
