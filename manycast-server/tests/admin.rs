@@ -293,16 +293,29 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     eprintln!("rebalance: max/mean {before:.2} -> {after:.2}, {moved} units moved, {out}");
     // Each hot unit leaves at most once and a cold one comes back for it.
     assert!(moved <= 2 * hot.len(), "{moved} units moved");
-    // And the daemons measure it: once the load window has turned over, the reported load
-    // is spread and its max/mean is below the skewed one.
-    let mut live = f64::MAX;
-    wait_for("the measured load follows the new owners", || {
-        let s = json(&sock[0], &["watch", "--once", "--json"]);
-        live = s["load_imbalance"].as_f64().unwrap_or(f64::MAX);
-        live < before - 1.0
+    // And the clients are really served that way now: datagrams answered per member (metrics
+    // files), counted from a point where every member runs the new epoch.
+    let epoch = answered_epoch(&out);
+    wait_for("every member's metrics at the rebalanced epoch", || {
+        (0..3).all(|i| lab.metric(i, "epoch") >= epoch)
+    });
+    let start: Vec<u64> = (0..3).map(|i| lab.metric(i, "served_total")).collect();
+    let mut served = vec![0u64; 3];
+    wait_for("480 more datagrams answered", || {
+        served = (0..3)
+            .map(|i| lab.metric(i, "served_total") - start[i])
+            .collect();
+        served.iter().sum::<u64>() >= 480
     });
     drop(load);
-    eprintln!("measured max/mean after the window turned over: {live:.2}");
+    let mean = served.iter().sum::<u64>() as f64 / 3.0;
+    let measured = *served.iter().max().unwrap_or(&0) as f64 / mean;
+    eprintln!("answered per member after the rebalance: {served:?}, max/mean {measured:.2}");
+    assert!(served.iter().all(|&n| n > 0), "{served:?}");
+    assert!(
+        measured < before - 1.0,
+        "{served:?}: max/mean {measured:.2}"
+    );
 
     // The live watch: frames with the events of a drain, and a clean exit on Ctrl-C (SIGINT).
     let mut watch = Command::new(env!("CARGO_BIN_EXE_manycastctl"))
@@ -350,6 +363,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
         frame.contains("MEMBER") && frame.contains("max/mean"),
         "{frame}"
     );
+    eprintln!("{frame}");
     let text = in_netns(&servers[2], || {
         let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("metrics_listen");
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
