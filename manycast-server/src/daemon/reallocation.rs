@@ -51,7 +51,11 @@ impl Runtime {
     pub(super) async fn apply(&mut self, handle: &driver::DriverHandle, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Reply(r) => self.send_replies(vec![r]).await,
+                Action::Reply(r) => {
+                    // The per-unit load the coordinator balances by: datagrams answered.
+                    self.load.record(*r.to.ip());
+                    self.send_replies(vec![r]).await;
+                }
                 Action::Forward {
                     to,
                     client,
