@@ -14,6 +14,8 @@ declare -A benches=(
   # Cluster benchmarks (issue 7), in the manycast-e2e package (tests/benches/).
   [disruption]="cargo bench --quiet -p manycast-e2e --bench disruption"
   [balance]="cargo bench --quiet -p manycast-e2e --bench balance"
+  # Needs root and keepalived: namespaces, the real verifier and servers, keepalived VRRP.
+  [failover]="cargo bench --quiet -p manycast-server --bench failover"
 )
 
 run() {

@@ -4,8 +4,9 @@
 
 use control_channel::sim::Rng;
 use igmp_ext::{Allocation, MemberId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 /// `n` distinct IPv4 client sources drawn uniformly over the address space that the Regional
 /// Internet Registries have delegated (the RIR statistics shipped in the `iptocc` crate): a
@@ -172,6 +173,60 @@ pub fn fair_share_moved(before: &[(MemberId, u32)], after: &[(MemberId, u32)]) -
     share
 }
 
+/// One reply the failover probe received: when, for which of its sources, from which server
+/// (the first word of the reply, `m<member>` for Manycast's reference service), and whether it
+/// served the request (`<server> <n>`) rather than reset the session (`<server> reset`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReply {
+    pub at: Instant,
+    pub source: usize,
+    pub server: String,
+    pub served: bool,
+}
+
+/// Parses a reply of the `<server> <n>` / `<server> reset` form; `None` for anything else.
+pub fn parse_reply(payload: &[u8]) -> Option<(String, bool)> {
+    let text = std::str::from_utf8(payload).ok()?.trim();
+    let (server, rest) = text.split_once(' ')?;
+    if server.is_empty() {
+        return None;
+    }
+    match rest {
+        "reset" => Some((server.to_owned(), false)),
+        n if n.parse::<u64>().is_ok() => Some((server.to_owned(), true)),
+        _ => None,
+    }
+}
+
+/// Per source, the server of the last serving reply at or after `since`.
+pub fn last_server(replies: &[ProbeReply], since: Instant) -> BTreeMap<usize, String> {
+    let mut out = BTreeMap::new();
+    for r in replies.iter().filter(|r| r.served && r.at >= since) {
+        out.insert(r.source, r.server.clone());
+    }
+    out
+}
+
+/// Time from `killed_at` until every one of `sources` has been served again by a server other
+/// than `victim`; `None` while one of them has not.
+pub fn recovery(
+    replies: &[ProbeReply],
+    killed_at: Instant,
+    victim: &str,
+    sources: &[usize],
+) -> Option<Duration> {
+    let mut worst = Duration::ZERO;
+    for &s in sources {
+        let first = replies
+            .iter()
+            .filter(|r| r.source == s && r.served && r.server != victim && r.at >= killed_at)
+            .map(|r| r.at)
+            .min()?;
+        worst = worst.max(first - killed_at);
+    }
+    Some(worst)
+}
+
 /// The `p` quantile (0..=1) of `v` by nearest rank; 0 for no samples.
 pub fn percentile(v: &[u64], p: f64) -> u64 {
     if v.is_empty() {
@@ -304,6 +359,48 @@ mod tests {
         let after = [(MemberId(1), 1), (MemberId(2), 3), (MemberId(3), 4)];
         assert_eq!(fair_share_moved(&before, &after), 0.5);
         assert_eq!(fair_share_moved(&before, &before), 0.0);
+    }
+
+    #[test]
+    fn replies_parse_or_are_refused() {
+        assert_eq!(parse_reply(b"m2 17\n"), Some(("m2".into(), true)));
+        assert_eq!(parse_reply(b"m1 reset\n"), Some(("m1".into(), false)));
+        assert_eq!(parse_reply(b"m1 x"), None);
+        assert_eq!(parse_reply(b"m1"), None);
+        assert_eq!(parse_reply(b" 3"), None);
+        assert_eq!(parse_reply(&[0xff, 0x20, 0x31]), None);
+    }
+
+    #[test]
+    fn recovery_waits_for_every_victim_source_served_elsewhere() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let r = |ms, source, server: &str, served| ProbeReply {
+            at: at(ms),
+            source,
+            server: server.into(),
+            served,
+        };
+        let replies = vec![
+            r(0, 0, "m1", true),
+            r(0, 1, "m1", true),
+            r(0, 2, "m2", true),
+            // After the kill at 10: a late reply from the victim and a reset do not count.
+            r(20, 0, "m1", true),
+            r(30, 1, "m3", false),
+            r(250, 0, "m2", true),
+            r(300, 1, "m3", true),
+            r(310, 0, "m2", true),
+        ];
+        let owners = last_server(&replies[..3], t0);
+        assert_eq!(owners[&0], "m1");
+        assert_eq!(owners[&2], "m2");
+        assert_eq!(
+            recovery(&replies, at(10), "m1", &[0, 1]),
+            Some(Duration::from_millis(290))
+        );
+        assert_eq!(recovery(&replies[..6], at(10), "m1", &[0, 1]), None);
+        assert_eq!(recovery(&replies, at(10), "m1", &[]), Some(Duration::ZERO));
     }
 
     #[test]
