@@ -145,9 +145,9 @@ impl Probe {
     }
 
     /// Waits until, over the last `window`, every source was served and the serving servers are
-    /// exactly `servers`; returns each source's server then.
-    fn steady(&mut self, window: Duration, servers: &BTreeSet<String>) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    /// exactly `servers`; returns each source's server then, or `None` after 30 s.
+    fn steady(&mut self, window: Duration, servers: &BTreeSet<String>) -> Option<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             std::thread::sleep(window);
             self.collect();
@@ -157,13 +157,15 @@ impl Probe {
             let n = sources().len();
             if owners.len() == n && &serving == servers {
                 self.log.retain(|r| r.at >= since);
-                return (0..n).map(|i| owners[&i].clone()).collect();
+                return Some((0..n).map(|i| owners[&i].clone()).collect());
             }
-            assert!(
-                Instant::now() < deadline,
-                "no steady state: {} of {n} sources served, by {serving:?}, want {servers:?}",
-                owners.len()
-            );
+            if Instant::now() > deadline {
+                println!(
+                    "  no steady state: {} of {n} sources served, by {serving:?}, want {servers:?}",
+                    owners.len()
+                );
+                return None;
+            }
             self.log.retain(|r| r.at >= since);
         }
     }
@@ -236,7 +238,20 @@ fn manycast_trials(
     let mut failed = 0;
     let mut victims_total = 0;
     for trial in 0..TRIALS {
-        let owners = probe.steady(Duration::from_millis(500), &all);
+        // Settled: every member at one epoch, and the same owner for every source in two
+        // consecutive windows (a restart's reallocation has finished moving sources).
+        let owners = loop {
+            let window = Duration::from_millis(500);
+            let (Some(first), Some(second)) =
+                (probe.steady(window, &all), probe.steady(window, &all))
+            else {
+                panic!("the cluster did not settle\n{}", lab.logs());
+            };
+            let epoch = lab.metric(0, "epoch");
+            if first == second && (1..SERVERS).all(|i| lab.metric(i, "epoch") == epoch) {
+                break second;
+            }
+        };
         let i = trial % SERVERS;
         let victim = &names[i];
         let victims: Vec<usize> = (0..owners.len())
@@ -266,12 +281,16 @@ fn manycast_trials(
         let _ = std::fs::remove_file(lab.dir.path().join(format!("{victim}.prom")));
         lab.start_server(i, &servers[i], "m0", "ctl0");
     }
-    probe.steady(Duration::from_millis(500), &all);
+    assert!(
+        probe.steady(Duration::from_millis(500), &all).is_some(),
+        "{}",
+        lab.logs()
+    );
     (times, failed, victims_total)
 }
 
 /// keepalived for `ns` (its VIP interface `vip0`), logging to `<dir>/<name>.log`.
-fn start_keepalived(lab: &Lab, ns: &str, name: &str, master: bool, fast: bool) -> Child {
+fn start_keepalived(lab: &Lab, ns: &str, name: &str, master: bool, fast: bool) -> Keepalived {
     let d = lab.dir.path();
     let conf = d.join(format!("{name}.conf"));
     let (version, advert) = if fast { (3, "0.01") } else { (2, "1") };
@@ -287,7 +306,7 @@ fn start_keepalived(lab: &Lab, ns: &str, name: &str, master: bool, fast: bool) -
     )
     .expect("keepalived config");
     let log = std::fs::File::create(d.join(format!("{name}.log"))).expect("log");
-    Command::new("ip")
+    let child = Command::new("ip")
         .args(["netns", "exec", ns, "keepalived"])
         .args(["--dont-fork", "--log-console", "--log-detail", "--vrrp"])
         .arg("--use-file")
@@ -300,23 +319,58 @@ fn start_keepalived(lab: &Lab, ns: &str, name: &str, master: bool, fast: bool) -
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
-        .expect("start keepalived (apt install keepalived; scripts/setup.sh does)")
+        .expect("start keepalived (apt install keepalived; scripts/setup.sh does)");
+    Keepalived {
+        name: name.to_owned(),
+        dir: d.to_owned(),
+        child: Some(child),
+    }
 }
 
-/// SIGKILL to the keepalived we started as `child` and to its VRRP child process (whose pid
-/// keepalived wrote to `<name>.vrrp.pid`).
-fn kill_keepalived(lab: &Lab, name: &str, child: &mut Child) {
-    let vrrp = std::fs::read_to_string(lab.dir.path().join(format!("{name}.vrrp.pid")))
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok());
-    let _ = child.kill();
-    if let Some(pid) = vrrp {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+/// A keepalived we started; killed on drop (also when the benchmark panics).
+struct Keepalived {
+    name: String,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.kill();
     }
-    let _ = child.wait();
+}
+
+impl Keepalived {
+    /// SIGKILL to the keepalived we started as `child` and to its VRRP child process (whose pid
+    /// keepalived wrote to `<name>.vrrp.pid`), the VRRP process first: killed after its parent it
+    /// would shut down gracefully (a priority-0 advert, an instant hand-over), which is no crash.
+    /// Waits until both are gone and removes their pid files, so that a restart is not refused as
+    /// "daemon is already running".
+    fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let (d, name) = (&self.dir, &self.name);
+        let vrrp = std::fs::read_to_string(d.join(format!("{name}.vrrp.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if let Some(pid) = vrrp {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(pid) = vrrp {
+            wait_for("keepalived's VRRP process gone", || {
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            });
+        }
+        for f in [format!("{name}.pid"), format!("{name}.vrrp.pid")] {
+            let _ = std::fs::remove_file(d.join(f));
+        }
+    }
 }
 
 /// A UDP responder for the VIP in `ns`, answering `<name> <n>` like the reference service.
@@ -359,10 +413,18 @@ fn keepalived_trials(
     let mut times = Vec::new();
     let mut failed = 0;
     for trial in 0..KEEPALIVED_TRIALS {
-        probe.steady(Duration::from_millis(500), &k1);
+        if probe.steady(Duration::from_millis(500), &k1).is_none() {
+            println!("  keepalived {tag}: the master did not take the VIP back; trials stop here");
+            for n in [&m_name, &b_name] {
+                let log = std::fs::read_to_string(lab.dir.path().join(format!("{n}.log")));
+                println!("==== {n}\n{}", log.unwrap_or_default());
+            }
+            failed += KEEPALIVED_TRIALS - trial;
+            break;
+        }
         let all: Vec<usize> = (0..sources().len()).collect();
         let killed_at = Instant::now();
-        kill_keepalived(lab, &m_name, &mut master);
+        master.kill();
         run(&vip_ns[0], &["ip", "link", "set", "vip0", "down"]);
         match probe.recovery(killed_at, "k1", &all) {
             Some(d) => {
@@ -377,14 +439,40 @@ fn keepalived_trials(
                 failed += 1;
             }
         }
-        // The master host comes back and takes the VIP back (higher priority, preempt).
+        // The master host comes back (rebooted: without the VIP a SIGKILLed keepalived leaves
+        // behind) and takes the VIP back (higher priority, preempt).
+        run(
+            &vip_ns[0],
+            &[
+                "ip",
+                "addr",
+                "flush",
+                "dev",
+                "vip0",
+                "to",
+                &format!("{VIP}/32"),
+            ],
+        );
         run(&vip_ns[0], &["ip", "link", "set", "vip0", "up"]);
         master = start_keepalived(lab, &vip_ns[0], &m_name, true, fast);
     }
-    probe.steady(Duration::from_millis(500), &k1);
     drop(probe);
-    kill_keepalived(lab, &m_name, &mut master);
-    kill_keepalived(lab, &b_name, &mut backup);
+    master.kill();
+    backup.kill();
+    for ns in vip_ns {
+        run(
+            ns,
+            &[
+                "ip",
+                "addr",
+                "flush",
+                "dev",
+                "vip0",
+                "to",
+                &format!("{VIP}/32"),
+            ],
+        );
+    }
     (times, failed)
 }
 
