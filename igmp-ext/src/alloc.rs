@@ -16,6 +16,10 @@ pub enum Slicing {
     Prefix { bits: u8 },
 }
 
+/// Smallest gain, as a fraction of the mean weighted load, for which
+/// [`Allocation::rebalanced_by_load`] makes a swap.
+pub const MIN_SWAP_GAIN: f64 = 0.01;
+
 /// Most units an allocation may have: 2^16 keeps per-member joins and tables small.
 pub const MAX_BITS: u8 = 16;
 
@@ -227,7 +231,7 @@ impl Allocation {
     /// by load per weight, carries less. Each step takes the member of highest weighted load and
     /// makes the single swap of one of its units for a lighter unit of another member that lowers
     /// the larger of the two members' new weighted loads the most; it stops when no swap lowers it
-    /// or after `unit_count / 2` swaps. Each swap moves two units; max/mean never rises.
+    /// by at least [`MIN_SWAP_GAIN`] of the mean, or after `unit_count / 2` swaps. Each swap moves two units; max/mean never rises.
     /// Deterministic: ties go to the lower member id, then the lower unit numbers. Units with no
     /// owner, or owned by a member not in `members` or of weight zero, are left alone.
     pub fn rebalanced_by_load(&self, members: &[(MemberId, u32)], unit_load: &[u64]) -> Allocation {
@@ -256,6 +260,11 @@ impl Allocation {
             list.sort_unstable();
             total.insert(*m, list.iter().map(|&(l, _)| l).sum());
         }
+        // A swap must lower the heaviest weighted load by at least MIN_SWAP_GAIN of the mean:
+        // moving connections for a gain inside measurement noise is worse than not moving.
+        let total_weight: u128 = weight.values().sum();
+        let min_gain =
+            total.values().sum::<u128>() as f64 / total_weight.max(1) as f64 * MIN_SWAP_GAIN;
         let mut swaps = 0;
         while swaps < owners.len() / 2 {
             // Heaviest member by total/weight (exact rational compare), ties to the lower id.
@@ -299,8 +308,9 @@ impl Allocation {
                         } else {
                             (no, wo)
                         };
-                        // Must beat the heavy member's current weighted load lh/wh.
-                        if cost.0 * wh >= lh * cost.1 {
+                        // Must beat the heavy member's current weighted load lh/wh, by enough.
+                        let gain = lh as f64 / wh as f64 - cost.0 as f64 / cost.1 as f64;
+                        if cost.0 * wh >= lh * cost.1 || gain < min_gain {
                             continue;
                         }
                         let better = match best {
@@ -454,6 +464,20 @@ mod tests {
     }
 
     #[test]
+    fn load_rebalance_ignores_gains_inside_the_noise() {
+        // Member 1 carries 201, member 2 199: the best swap (101 for 100) gains 0.5% of the
+        // mean, below MIN_SWAP_GAIN, so nothing moves.
+        let slicing = Slicing::LowOrder { bits: 2 };
+        let (one, two) = (Some(MemberId(1)), Some(MemberId(2)));
+        let a = Allocation::from_unit_owners(slicing, vec![one, one, two, two]).unwrap();
+        let m = members(&[1, 2]);
+        assert_eq!(a.rebalanced_by_load(&m, &[101, 100, 100, 99]), a);
+        // Ten times the imbalance is worth a swap.
+        let b = a.rebalanced_by_load(&m, &[110, 100, 100, 90]);
+        assert_eq!(a.moved(&b), 2);
+    }
+
+    #[test]
     fn load_rebalance_counts_weight() {
         // Member 1 has weight 3 (6 units), member 2 weight 1 (2 units); equal unit loads are
         // already even per weight, so nothing moves even though member 1 carries three times more.
@@ -549,6 +573,13 @@ mod tests {
                 let heavy = m.iter().filter(|&&(_, w)| w > 0).map(|&(id, _)| id).find(|id| {
                     loads_b.get(id).copied().unwrap_or(0) * hd == hn * u128::from(w[id])
                 });
+                let weighted: Vec<_> = m.iter().filter(|&&(_, w)| w > 0).collect();
+                let total_w: u128 = weighted.iter().map(|&&(_, w)| u128::from(w)).sum();
+                let total_l: u128 = weighted
+                    .iter()
+                    .map(|&&(id, _)| loads_b.get(&id).copied().unwrap_or(0))
+                    .sum();
+                let min_gain = total_l as f64 / total_w.max(1) as f64 * MIN_SWAP_GAIN;
                 if let Some(h) = heavy {
                     let wh = u128::from(w[&h]);
                     for (u, ou) in b.unit_owners().iter().enumerate() {
@@ -560,8 +591,11 @@ mod tests {
                             let d = l(u) - l(v);
                             let nh = loads_b[&h] - d;
                             let no = loads_b.get(&o).copied().unwrap_or(0) + d;
-                            // Both new weighted loads below hn/hd would have been an improvement.
-                            prop_assert!(!(nh * hd < hn * wh && no * hd < hn * wo),
+                            // Both new weighted loads below hn/hd, by the minimum gain, would
+                            // have been an improvement.
+                            let max_new = (nh as f64 / wh as f64).max(no as f64 / wo as f64);
+                            let gain = hn as f64 / hd as f64 - max_new;
+                            prop_assert!(!(nh * hd < hn * wh && no * hd < hn * wo && gain >= min_gain),
                                 "improving swap left: {} -> {}", u, v);
                         }
                     }
