@@ -230,9 +230,10 @@ impl Allocation {
     /// [`quotas`] still hold), with units swapped between members so that the most loaded member,
     /// by load per weight, carries less. Each step takes the member of highest weighted load and
     /// makes the single swap of one of its units for a lighter unit of another member that lowers
-    /// the larger of the two members' new weighted loads the most; it stops when no swap lowers it
+    /// the larger of the two members' new weighted loads the most (on a tie, the one that leaves
+    /// the other member lighter); it stops when no swap lowers it
     /// by at least [`MIN_SWAP_GAIN`] of the mean, or after `unit_count / 2` swaps. Each swap moves two units; max/mean never rises.
-    /// Deterministic: ties go to the lower member id, then the lower unit numbers. Units with no
+    /// Deterministic: remaining ties go to the lower member id, then the lower unit numbers. Units with no
     /// owner, or owned by a member not in `members` or of weight zero, are left alone.
     pub fn rebalanced_by_load(&self, members: &[(MemberId, u32)], unit_load: &[u64]) -> Allocation {
         self.load_swaps(members, unit_load).0
@@ -278,8 +279,11 @@ impl Allocation {
                 break;
             };
             let (lh, wh) = (total[&heavy], weight[&heavy]);
-            // Best swap so far: its cost (the larger new weighted load, as num/den) and units.
-            let mut best: Option<((u128, u128), usize, usize, MemberId)> = None;
+            // Best swap so far: its cost (the larger new weighted load, as num/den), the other
+            // member's new weighted load (lower wins a tie: the load spreads over the lightest
+            // members instead of piling onto one and moving again), the units and that member.
+            type Ratio = (u128, u128);
+            let mut best: Option<(Ratio, Ratio, usize, usize, MemberId)> = None;
             for (&other, other_units) in &units {
                 if other == heavy || other_units.is_empty() {
                     continue;
@@ -313,20 +317,26 @@ impl Allocation {
                         if cost.0 * wh >= lh * cost.1 || gain < min_gain {
                             continue;
                         }
+                        let other_new = (no, wo);
                         let better = match best {
                             None => true,
-                            Some((c, bu, bv, bo)) => {
+                            Some((c, on, bu, bv, bo)) => {
                                 let (x, y) = (cost.0 * c.1, c.0 * cost.1);
-                                x < y || (x == y && (other, u, v) < (bo, bu, bv))
+                                let (p, q) = (other_new.0 * on.1, on.0 * other_new.1);
+                                x < y
+                                    || (x == y && p < q)
+                                    || (x == y && p == q && (other, u, v) < (bo, bu, bv))
                             }
                         };
                         if better {
-                            best = Some((cost, u, v, other));
+                            best = Some((cost, other_new, u, v, other));
                         }
                     }
                 }
             }
-            let Some((_, u, v, other)) = best else { break };
+            let Some((_, _, u, v, other)) = best else {
+                break;
+            };
             let (a, b) = (load_of(u), load_of(v));
             owners[u] = Some(other);
             owners[v] = Some(heavy);
@@ -475,6 +485,26 @@ mod tests {
         // Ten times the imbalance is worth a swap.
         let b = a.rebalanced_by_load(&m, &[110, 100, 100, 90]);
         assert_eq!(a.moved(&b), 2);
+    }
+
+    #[test]
+    fn load_rebalance_spreads_hot_units_without_moving_any_twice() {
+        // Member 1 holds all 24 hot units of 96; the even result needs 16 swaps (8 hot units to
+        // each other member) and no more.
+        let slicing = Slicing::LowOrder { bits: 7 };
+        let m = members(&[1, 2, 3]);
+        let a = Allocation::new(slicing, &m);
+        let mut load = vec![0u64; 128];
+        let hot: Vec<usize> = (0..128)
+            .filter(|&u| a.unit_owners()[u] == Some(MemberId(1)))
+            .take(24)
+            .collect();
+        for &u in &hot {
+            load[u] = 100;
+        }
+        let b = a.rebalanced_by_load(&m, &load);
+        assert_eq!(b.load_imbalance(&m, &load), Some(1.0));
+        assert_eq!(a.moved(&b), 32);
     }
 
     #[test]
