@@ -11,6 +11,11 @@ declare -A benches=(
   # Needs root: namespaces, veth, the multicast routing socket, nftables.
   [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
   [control]="cargo bench --quiet -p control-channel --bench control"
+  # Cluster benchmarks (issue 7), in the manycast-e2e package (tests/benches/).
+  [disruption]="cargo bench --quiet -p manycast-e2e --bench disruption"
+  [balance]="cargo bench --quiet -p manycast-e2e --bench balance"
+  # Needs root and keepalived: namespaces, the real verifier and servers, keepalived VRRP.
+  [failover]="cargo bench --quiet -p manycast-server --bench failover"
 )
 
 run() {
