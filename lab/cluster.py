@@ -339,14 +339,25 @@ class Cluster:
                    env={"RUST_LOG": "info"})
         wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
 
-    def start_server(self, name):
+    def server_config(self, name):
+        """Server `name`'s config; the `[control]` table comes last, so a subclass may append
+        control settings. Every server gets its own admin socket: the lab's hosts share one
+        filesystem, and a second daemon on the default path refuses to start."""
         k = self.path("keys")
+        return (f'group = "{GROUP}"\ninterface = "{name}-eth0"\nservice_port = {PORT}\n'
+                f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
+                f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(name + ".prom")}"\n'
+                f'admin_socket = "{self.admin_socket(name)}"\n'
+                f'[control]\ngroup = "{CONTROL_GROUP}"\ninterface = "{name}-eth1"\n')
+
+    def admin_socket(self, name):
+        """Where `manycastctl --socket` reaches server `name`'s daemon."""
+        return self.path(name + ".sock")
+
+    def start_server(self, name):
         cfg = self.path(f"{name}.toml")
         with open(cfg, "w") as f:
-            f.write(f'group = "{GROUP}"\ninterface = "{name}-eth0"\nservice_port = {PORT}\n'
-                    f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
-                    f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(name + ".prom")}"\n'
-                    f'[control]\ngroup = "{CONTROL_GROUP}"\ninterface = "{name}-eth1"\n')
+            f.write(self.server_config(name))
         if os.path.exists(self.path(f"{name}.prom")):
             os.unlink(self.path(f"{name}.prom"))
         self.spawn(name, name, [self.bin("manycast-server"), "--config", cfg],

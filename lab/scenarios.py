@@ -106,19 +106,8 @@ class ScenarioCluster(cluster.Cluster):
                    env={"RUST_LOG": "info"})
         cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
 
-    def start_server(self, name):
-        k = self.path("keys")
-        cfg = self.path(f"{name}.toml")
-        with open(cfg, "w") as f:
-            f.write(f'group = "{cluster.GROUP}"\ninterface = "{name}-eth0"\nservice_port = {cluster.PORT}\n'
-                    f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
-                    f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(name + ".prom")}"\n'
-                    f'[control]\ngroup = "{cluster.CONTROL_GROUP}"\ninterface = "{name}-eth1"\n'
-                    f'down_after_ms = {self.down_after_ms}\n')
-        if os.path.exists(self.path(f"{name}.prom")):
-            os.unlink(self.path(f"{name}.prom"))
-        self.spawn(name, name, [self.bin("manycast-server"), "--config", cfg],
-                   env={"RUST_LOG": "info"})
+    def server_config(self, name):
+        return super().server_config(name) + f'down_after_ms = {self.down_after_ms}\n'
 
     def member_downs(self, a, b):
         """How many times a server logged another member down between a and b (epoch s)."""
