@@ -181,9 +181,8 @@ pub struct KeystoreConfig {
     /// At start, how long the daemon keeps trying an unreachable keystore before it stops.
     #[serde(default = "default_keystore_start_timeout_ms")]
     pub start_timeout_ms: u64,
-    /// Stop unless the keystore publishes our certificate at `<member key id>.m.<zone>`
-    /// (so that withdrawing it stops the member). Default: a published certificate must be
-    /// ours, an absent one is accepted.
+    /// Stop unless the keystore publishes exactly our certificate at `<member key id>.m.<zone>`
+    /// (so that withdrawing or replacing it stops the member). Default: off.
     #[serde(default)]
     pub require_certificate: bool,
 }

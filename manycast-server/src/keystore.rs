@@ -64,8 +64,8 @@ pub struct Published {
 
 /// Checks our certificate against the published record: the record is protected and valid now,
 /// the issuer of our certificate is one of its keys (several during a rotation), the certificate
-/// verifies against that key and is valid now, our member key is not in `r=`, and the published
-/// certificate for our key, if any, is ours byte for byte (required when `require_certificate`).
+/// verifies against that key and is valid now, our member key is not in `r=`, and, with
+/// `require_certificate`, the keystore publishes our certificate byte for byte.
 /// Returns the issuing group key and the verified certificate.
 pub fn check(
     cert: &UnverifiedCertificate,
@@ -107,8 +107,10 @@ pub fn check(
     if record.revoked.contains(&member) {
         return Err(Mismatch::Revoked(member));
     }
+    // Only with `require_certificate` is the published certificate the reference: otherwise an
+    // admin who publishes a renewed one before installing it would stop the member.
     match &published.certificate {
-        Some(c) if c.certificate().as_bytes() != cert.as_bytes() => {
+        Some(c) if require_certificate && c.certificate().as_bytes() != cert.as_bytes() => {
             Err(Mismatch::CertificateDiffers(member))
         }
         None if require_certificate => Err(Mismatch::CertificateWithdrawn(member)),
@@ -357,9 +359,10 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(
-            check(cert, &differs, false, NOW).unwrap_err(),
+            check(cert, &differs, true, NOW).unwrap_err(),
             Mismatch::CertificateDiffers(me)
         );
+        assert!(check(cert, &differs, false, NOW).is_ok());
 
         // Outside its validity the certificate no longer verifies.
         let late = Timestamp(f.members[0].cert.body().not_after.0 + 1);
