@@ -170,6 +170,15 @@ fn spawn_keystore_refresher(
         loop {
             tokio::time::sleep(every).await;
             let r = keystore::fetch(&client, group, member, driver::wall_clock()).await;
+            if let Ok(p) = &r {
+                let keys: Vec<String> = p
+                    .record
+                    .keys
+                    .iter()
+                    .map(|k| KeyId::of(k).to_string())
+                    .collect();
+                debug!(keys = %keys.join(","), revoked = p.record.revoked.len(), "keystore: record validated");
+            }
             if tx.send(r).await.is_err() {
                 break;
             }

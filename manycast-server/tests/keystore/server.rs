@@ -183,6 +183,59 @@ fn member_starts_on_a_published_key_and_leaves_after_its_key_is_revoked() {
 }
 
 #[test]
+fn member_serves_through_a_rotation_and_leaves_when_its_issuer_is_retired() {
+    let mut s = setup(2);
+    let d = s.d().to_owned();
+    ok(&ctl(&["key", "new", &path(&d, "next")]));
+    let next = key_id(&d, "next.pub");
+    let server = s.ks.addr.to_string();
+    let config = s.config(&s.keystore_table(&server, ""));
+    let ns = s.ns.clone();
+    s.lab.spawn_server(0, &ns, &config);
+    wait_for("keystore_ok = 1", || {
+        prom(&s.lab).contains("manycast_server_keystore_ok 1\n")
+    });
+    let log = || std::fs::read_to_string(d.join("m1.log")).unwrap_or_default();
+    // Both keys published: our issuer is still among them.
+    s.update(
+        &["keystore", "rotate"],
+        &[
+            "--group",
+            &GROUP.to_string(),
+            "--add",
+            &path(&d, "next.pub"),
+        ],
+    );
+    wait_for("the member to validate the rotated record", || {
+        // The debug line `keystore: record validated keys=<old>,<new> revoked=0`.
+        log().contains(&format!(",{next} "))
+    });
+    assert!(!log().contains("ERROR"), "{}", log());
+    assert_eq!(s.lab.exited("m1"), None, "{}", log());
+    // The old key retired: our certificate is no longer issued by a published key.
+    let old = key_id(&d, "group.pub");
+    s.update(
+        &["keystore", "rotate"],
+        &["--group", &GROUP.to_string(), "--retire", &old],
+    );
+    let status = s.lab.wait_exit("m1", Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{}", log());
+    let last = log().lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.contains(&format!(
+            "our certificate's issuer {old} is not among the published group keys ({next})"
+        )),
+        "{last}"
+    );
+    assert!(
+        prom(&s.lab)
+            .contains("manycast_server_keystore_mismatch{reason=\"issuer-not-published\"} 1"),
+        "{}",
+        prom(&s.lab)
+    );
+}
+
+#[test]
 fn member_refuses_to_start_when_the_keystore_does_not_back_its_certificate() {
     let s = setup(300);
     let server = s.ks.addr.to_string();
