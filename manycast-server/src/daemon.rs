@@ -143,7 +143,7 @@ pub async fn load_credentials(
             let watch = KeystoreWatch {
                 client: std::sync::Arc::new(client),
                 every: ks.refresh(),
-                watch: keystore::Watch::new(&cert, ks.require_certificate),
+                watch: keystore::Watch::new(unverified, ks.require_certificate),
             };
             let creds = Credentials {
                 key,

@@ -147,10 +147,10 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(cert: &MemberCertificate, require_certificate: bool) -> Self {
+    /// `cert` is our certificate as read from its file (checked again on every refresh).
+    pub fn new(cert: UnverifiedCertificate, require_certificate: bool) -> Self {
         Watch {
-            cert: UnverifiedCertificate::decode(cert.as_bytes())
-                .expect("a verified certificate decodes again"),
+            cert,
             require_certificate,
             problem: None,
             refresh_failures: 0,
@@ -381,7 +381,8 @@ mod tests {
         let good = published(&f, vec![f.group_key.verifying_key()]);
         let mut revoked = good.clone();
         revoked.record.revoked.push(me);
-        let mut w = Watch::new(&f.members[0].cert, false);
+        let cert = UnverifiedCertificate::decode(f.members[0].cert.as_bytes()).unwrap();
+        let mut w = Watch::new(cert, false);
         assert_eq!(w.handle_fetch(NOW, Ok(good.clone())), None);
         assert_eq!(w.poll_leave(NOW), None);
         let leave_at = NOW.saturating_add(Duration::from_secs(300));
