@@ -129,6 +129,7 @@ pub async fn load_credentials(
         }
         GroupKeySource::Keystore(ks) => {
             let client_config = keystore::client_config(ks).map_err(DaemonError::Config)?;
+            let client_max_stale = client_config.max_stale;
             let unverified = keys::read_certificate(&config.member_cert)?;
             check_identity(config, &key, unverified.unverified_body())?;
             let client = KeystoreClient::new(client_config);
@@ -143,7 +144,13 @@ pub async fn load_credentials(
             let watch = KeystoreWatch {
                 client: std::sync::Arc::new(client),
                 every: ks.refresh(),
-                watch: keystore::Watch::new(unverified, ks.require_certificate),
+                watch: keystore::Watch::new(
+                    unverified,
+                    ks.require_certificate,
+                    client_max_stale,
+                    driver::wall_clock(),
+                    published.ttl,
+                ),
             };
             let creds = Credentials {
                 key,
@@ -569,6 +576,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 handle.with(move |ep, _| ep.set_load(report));
                 rt.snapshot.keystore = keystore_watch.as_ref().map(|w| metrics::KeystoreStatus {
                     mismatch: w.problem().map(keystore::Mismatch::label),
+                    stale: w.stale(driver::wall_clock()),
                     refresh_failures: w.refresh_failures(),
                 });
                 rt.write_metrics(control_counters(&handle).await);

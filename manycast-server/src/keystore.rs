@@ -144,17 +144,36 @@ pub struct Watch {
     require_certificate: bool,
     problem: Option<(Mismatch, Timestamp)>,
     refresh_failures: u64,
+    /// When the last validated answer stops being trusted: its fetch + TTL + `max_stale`.
+    trusted_until: Timestamp,
+    max_stale: Duration,
 }
 
 impl Watch {
-    /// `cert` is our certificate as read from its file (checked again on every refresh).
-    pub fn new(cert: UnverifiedCertificate, require_certificate: bool) -> Self {
+    /// `cert` is our certificate as read from its file (checked again on every refresh);
+    /// `started` and `ttl` are the time and TTL of the validated answer the daemon started on.
+    pub fn new(
+        cert: UnverifiedCertificate,
+        require_certificate: bool,
+        max_stale: Duration,
+        started: Timestamp,
+        ttl: Duration,
+    ) -> Self {
         Watch {
             cert,
             require_certificate,
             problem: None,
             refresh_failures: 0,
+            trusted_until: started.saturating_add(ttl + max_stale),
+            max_stale,
         }
+    }
+
+    /// True once no validated answer has come for TTL + `max_stale`: verifiers with the same
+    /// setting then refuse every join of the group (fail closed). Only reported (metrics): the
+    /// member cannot help it by leaving, and leaving would take it out when the keystore returns.
+    pub fn stale(&self, now: Timestamp) -> bool {
+        now > self.trusted_until
     }
 
     pub fn handle_fetch(
@@ -163,7 +182,10 @@ impl Watch {
         fetched: Result<Published, FetchError>,
     ) -> Option<WatchEvent> {
         let published = match fetched {
-            Ok(p) => p,
+            Ok(p) => {
+                self.trusted_until = now.saturating_add(p.ttl + self.max_stale);
+                p
+            }
             Err(e) => {
                 self.refresh_failures += 1;
                 return Some(WatchEvent::FetchFailed(e.to_string()));
@@ -382,7 +404,10 @@ mod tests {
         let mut revoked = good.clone();
         revoked.record.revoked.push(me);
         let cert = UnverifiedCertificate::decode(f.members[0].cert.as_bytes()).unwrap();
-        let mut w = Watch::new(cert, false);
+        let ttl = Duration::from_secs(300);
+        let mut w = Watch::new(cert, false, Duration::from_secs(60), NOW, ttl);
+        assert!(!w.stale(NOW.saturating_add(Duration::from_secs(360))));
+        assert!(w.stale(NOW.saturating_add(Duration::from_secs(361))));
         assert_eq!(w.handle_fetch(NOW, Ok(good.clone())), None);
         assert_eq!(w.poll_leave(NOW), None);
         let leave_at = NOW.saturating_add(Duration::from_secs(300));
@@ -401,6 +426,9 @@ mod tests {
             Some(WatchEvent::FetchFailed(_))
         ));
         assert_eq!(w.refresh_failures(), 1);
+        // The fetch at `later` validated (revoked, but an answer): trusted from there on.
+        assert!(!w.stale(later.saturating_add(Duration::from_secs(360))));
+        assert!(w.stale(later.saturating_add(Duration::from_secs(361))));
         assert_eq!(w.poll_leave(later), None);
         assert_eq!(w.poll_leave(leave_at), Some(&Mismatch::Revoked(me)));
         // Undone before the deadline: cleared, no leave.

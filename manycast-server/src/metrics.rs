@@ -40,6 +40,8 @@ pub struct KeystoreStatus {
     pub mismatch: Option<&'static str>,
     /// Refreshes that got no validated answer.
     pub refresh_failures: u64,
+    /// No validated answer for TTL + `max_stale` (verifiers fail closed).
+    pub stale: bool,
 }
 
 impl Snapshot {
@@ -216,6 +218,12 @@ impl Snapshot {
                 "counter",
                 "Keystore refreshes without a validated answer.",
                 k.refresh_failures,
+            );
+            metric(
+                "keystore_stale",
+                "gauge",
+                "1 when no validated keystore answer came for TTL + max_stale (verifiers fail closed).",
+                u64::from(k.stale),
             );
         }
         metric(

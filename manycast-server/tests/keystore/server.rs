@@ -160,6 +160,10 @@ fn member_starts_on_a_published_key_and_leaves_after_its_key_is_revoked() {
     let text = prom(&s.lab);
     assert!(text.contains("manycast_server_keystore_ok 0\n"), "{text}");
     assert!(
+        text.contains("manycast_server_keystore_stale 0\n"),
+        "{text}"
+    );
+    assert!(
         text.contains("manycast_server_keystore_mismatch{reason=\"revoked\"} 1"),
         "{text}"
     );
@@ -233,6 +237,35 @@ fn member_serves_through_a_rotation_and_leaves_when_its_issuer_is_retired() {
         "{}",
         prom(&s.lab)
     );
+}
+
+#[test]
+fn member_keeps_serving_when_the_keystore_goes_away_and_reports_it_stale() {
+    let mut s = setup(2);
+    let server = s.ks.addr.to_string();
+    let config = s.config(&s.keystore_table(&server, "max_stale_ms = 500\n"));
+    let ns = s.ns.clone();
+    s.lab.spawn_server(0, &ns, &config);
+    wait_for("keystore_ok = 1", || {
+        prom(&s.lab).contains("manycast_server_keystore_ok 1\n")
+    });
+    assert!(prom(&s.lab).contains("manycast_server_keystore_stale 0\n"));
+    // The keystore daemon stops: refreshes fail, and after TTL + max_stale the member says the
+    // verifiers' keys are stale, but it neither stops nor calls its credentials bad.
+    if let Some(mut c) = s.ks.child.take() {
+        c.kill().expect("kill dns-keystore");
+        c.wait().expect("reap dns-keystore");
+    }
+    wait_for("keystore_stale = 1", || {
+        prom(&s.lab).contains("manycast_server_keystore_stale 1\n")
+    });
+    let text = prom(&s.lab);
+    assert!(text.contains("manycast_server_keystore_ok 1\n"), "{text}");
+    assert!(
+        s.lab.metric(0, "keystore_refresh_failures_total") >= 1,
+        "{text}"
+    );
+    assert_eq!(s.lab.exited("m1"), None, "{}", s.lab.logs());
 }
 
 #[test]
