@@ -133,7 +133,9 @@ pub async fn load_credentials(
             let unverified = keys::read_certificate(&config.member_cert)?;
             check_identity(config, &key, unverified.unverified_body())?;
             let client = KeystoreClient::new(client_config);
-            let member = KeyId::of(&key.verifying_key());
+            let member = ks
+                .require_certificate
+                .then(|| KeyId::of(&key.verifying_key()));
             let published =
                 keystore::fetch_at_start(&client, config.group, member, ks.start_timeout())
                     .await
@@ -162,11 +164,12 @@ pub async fn load_credentials(
     }
 }
 
-/// Fetches the group record and our certificate record every `every` and sends each outcome.
+/// Fetches the group record (and our certificate record, with `member`) every `every` and sends
+/// each outcome.
 fn spawn_keystore_refresher(
     client: std::sync::Arc<KeystoreClient>,
     group: Ipv4Addr,
-    member: KeyId,
+    member: Option<KeyId>,
     every: Duration,
 ) -> (
     tokio::task::JoinHandle<()>,
@@ -417,7 +420,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             let (task, rx) = spawn_keystore_refresher(
                 w.client.clone(),
                 config.group,
-                KeyId::of(&creds.key.verifying_key()),
+                config
+                    .keystore
+                    .as_ref()
+                    .is_some_and(|k| k.require_certificate)
+                    .then(|| KeyId::of(&creds.key.verifying_key())),
                 w.every,
             );
             (Some(task), Some(rx))

@@ -239,18 +239,22 @@ pub fn client_config(ks: &KeystoreConfig) -> Result<ClientConfig, String> {
     Ok(c)
 }
 
-/// Fetches and DNSSEC-validates the group record and our certificate record (absent is `None`).
+/// Fetches and DNSSEC-validates the group record and, with `member` (only under
+/// `require_certificate`: nothing else reads it), that key's certificate record (absent is `None`).
 pub async fn fetch(
     client: &KeystoreClient,
     group: Ipv4Addr,
-    member: KeyId,
+    member: Option<KeyId>,
     now: Timestamp,
 ) -> Result<Published, FetchError> {
     let (record, ttl, _) = client.fetch(group, now).await?;
-    let certificate = match client.fetch_certificate(member, now).await {
-        Ok((c, _, _)) => Some(c),
-        Err(FetchError::NoRecord) => None,
-        Err(e) => return Err(e),
+    let certificate = match member {
+        None => None,
+        Some(member) => match client.fetch_certificate(member, now).await {
+            Ok((c, _, _)) => Some(c),
+            Err(FetchError::NoRecord) => None,
+            Err(e) => return Err(e),
+        },
     };
     Ok(Published {
         record,
@@ -264,7 +268,7 @@ pub async fn fetch(
 pub async fn fetch_at_start(
     client: &KeystoreClient,
     group: Ipv4Addr,
-    member: KeyId,
+    member: Option<KeyId>,
     bound: Duration,
 ) -> Result<Published, FetchError> {
     let deadline = tokio::time::Instant::now() + bound;
