@@ -17,6 +17,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Mismatch {
+    #[error("the keystore no longer publishes a record for our group (withdrawn)")]
+    RecordWithdrawn,
     #[error("group {0} is published as public (no group key)")]
     NotProtected(Ipv4Addr),
     #[error("the published record for {group} is not valid now (t={not_before}, x={not_after})")]
@@ -43,6 +45,7 @@ impl Mismatch {
     /// A short label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
+            Mismatch::RecordWithdrawn => "record-withdrawn",
             Mismatch::NotProtected(_) => "not-protected",
             Mismatch::RecordNotValid { .. } => "record-not-valid",
             Mismatch::IssuerNotPublished { .. } => "issuer-not-published",
@@ -147,6 +150,8 @@ pub struct Watch {
     /// When the last validated answer stops being trusted: its fetch + TTL + `max_stale`.
     trusted_until: Timestamp,
     max_stale: Duration,
+    /// The TTL of the last validated record: the grace of a withdrawn one.
+    ttl: Duration,
 }
 
 impl Watch {
@@ -166,6 +171,7 @@ impl Watch {
             refresh_failures: 0,
             trusted_until: started.saturating_add(ttl + max_stale),
             max_stale,
+            ttl,
         }
     }
 
@@ -181,18 +187,22 @@ impl Watch {
         now: Timestamp,
         fetched: Result<Published, FetchError>,
     ) -> Option<WatchEvent> {
-        let published = match fetched {
+        let checked = match fetched {
             Ok(p) => {
                 self.trusted_until = now.saturating_add(p.ttl + self.max_stale);
-                p
+                self.ttl = p.ttl;
+                check(&self.cert, &p, self.require_certificate, now).map(|_| ())
             }
+            // An answer (not DNSSEC-proven: the client does not validate denials): the admin
+            // withdrew the group; verifiers then refuse its joins as an unknown group.
+            Err(FetchError::NoRecord) => Err(Mismatch::RecordWithdrawn),
             Err(e) => {
                 self.refresh_failures += 1;
                 return Some(WatchEvent::FetchFailed(e.to_string()));
             }
         };
-        match check(&self.cert, &published, self.require_certificate, now) {
-            Ok(_) => self.problem.take().map(|_| WatchEvent::Cleared),
+        match checked {
+            Ok(()) => self.problem.take().map(|_| WatchEvent::Cleared),
             Err(reason) => {
                 if self.problem.as_ref().is_some_and(|(r, _)| *r == reason) {
                     return None;
@@ -201,7 +211,7 @@ impl Watch {
                 let leave_at = self
                     .problem
                     .as_ref()
-                    .map_or(now.saturating_add(published.ttl), |(_, t)| *t);
+                    .map_or(now.saturating_add(self.ttl), |(_, t)| *t);
                 self.problem = Some((reason.clone(), leave_at));
                 Some(WatchEvent::Mismatch { reason, leave_at })
             }
@@ -426,7 +436,7 @@ mod tests {
         let later = NOW.saturating_add(Duration::from_secs(10));
         assert_eq!(w.handle_fetch(later, Ok(revoked.clone())), None);
         assert!(matches!(
-            w.handle_fetch(later, Err(FetchError::NoRecord)),
+            w.handle_fetch(later, Err(FetchError::Unreachable("timeout".into()))),
             Some(WatchEvent::FetchFailed(_))
         ));
         assert_eq!(w.refresh_failures(), 1);
@@ -439,5 +449,13 @@ mod tests {
         assert_eq!(w.handle_fetch(later, Ok(good)), Some(WatchEvent::Cleared));
         assert_eq!(w.poll_leave(leave_at), None);
         assert_eq!(w.problem(), None);
+        // The group's record withdrawn: a mismatch with the last record's TTL as grace.
+        assert_eq!(
+            w.handle_fetch(later, Err(FetchError::NoRecord)),
+            Some(WatchEvent::Mismatch {
+                reason: Mismatch::RecordWithdrawn,
+                leave_at: later.saturating_add(ttl)
+            })
+        );
     }
 }
