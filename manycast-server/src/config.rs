@@ -161,7 +161,58 @@ impl Default for ReallocationConfig {
     }
 }
 
-/// The whole file. Only `group`, `interface` and the three key paths are required.
+/// Where the daemon takes the group public key from when it is not a file (`group_pub`): the
+/// dns-keystore's DNSSEC-validated group record (SPEC.md §8, §11.1). The same keys and meaning as
+/// the verifier's `[keystore]`, without `groups` (a member checks only its own `group`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreConfig {
+    /// The keystore's DNS address.
+    pub server: std::net::SocketAddr,
+    /// The BIND `trust-anchors` file the dns-keystore daemon writes.
+    pub trust_anchor: PathBuf,
+    /// How often the group record and our certificate record are fetched again while running.
+    #[serde(default = "default_keystore_refresh_ms")]
+    pub refresh_ms: u64,
+    /// How long past the TTL a validated record is trusted while the keystore does not answer
+    /// (default: the client's, 1 hour).
+    #[serde(default)]
+    pub max_stale_ms: Option<u64>,
+    /// At start, how long the daemon keeps trying an unreachable keystore before it stops.
+    #[serde(default = "default_keystore_start_timeout_ms")]
+    pub start_timeout_ms: u64,
+    /// Stop unless the keystore publishes exactly our certificate at `<member key id>.m.<zone>`
+    /// (so that withdrawing or replacing it stops the member). Default: off.
+    #[serde(default)]
+    pub require_certificate: bool,
+}
+
+fn default_keystore_refresh_ms() -> u64 {
+    5_000
+}
+fn default_keystore_start_timeout_ms() -> u64 {
+    10_000
+}
+
+impl KeystoreConfig {
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(self.refresh_ms)
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.start_timeout_ms)
+    }
+}
+
+/// Where the group public key comes from: exactly one of `group_pub` and `[keystore]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKeySource<'a> {
+    File(&'a Path),
+    Keystore(&'a KeystoreConfig),
+}
+
+/// The whole file. Only `group`, `interface`, `member_key`, `member_cert` and one group key
+/// source (`group_pub` or `[keystore]`) are required.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -175,7 +226,12 @@ pub struct Config {
     pub service_port: u16,
     pub member_key: PathBuf,
     pub member_cert: PathBuf,
-    pub group_pub: PathBuf,
+    /// The group public key file; or `[keystore]` instead.
+    #[serde(default)]
+    pub group_pub: Option<PathBuf>,
+    /// The group key from the dns-keystore instead of `group_pub`.
+    #[serde(default)]
+    pub keystore: Option<KeystoreConfig>,
     #[serde(default = "default_strategy")]
     pub strategy: Strategy,
     /// Share of the slices relative to the other members.
@@ -308,7 +364,35 @@ impl Config {
         if self.igmp.refresh_ms == 0 || self.service.session_idle_ms == 0 {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
+        self.group_key_source()?;
         self.validate_vip()
+    }
+
+    /// Exactly one of `group_pub` and `[keystore]`, as the verifier: two sources that could
+    /// disagree would need a rule for who wins, and one file pinned next to the keystore would
+    /// defeat rotation.
+    pub fn group_key_source(&self) -> Result<GroupKeySource<'_>, String> {
+        match (&self.group_pub, &self.keystore) {
+            (Some(p), None) => Ok(GroupKeySource::File(p)),
+            (None, Some(ks)) => {
+                if ks.refresh_ms == 0 || ks.start_timeout_ms == 0 {
+                    return Err(
+                        "keystore.refresh_ms and keystore.start_timeout_ms must be non-zero".into(),
+                    );
+                }
+                if ks.trust_anchor.as_os_str().is_empty() {
+                    return Err("keystore.trust_anchor is empty".into());
+                }
+                Ok(GroupKeySource::Keystore(ks))
+            }
+            (Some(_), Some(_)) => Err(
+                "both group_pub and [keystore] are set: configure exactly one group key source"
+                    .into(),
+            ),
+            (None, None) => {
+                Err("no group key source: set group_pub (a key file) or a [keystore] table".into())
+            }
+        }
     }
 
     fn validate_vip(&self) -> Result<(), String> {
@@ -412,6 +496,10 @@ group_pub = "/k/group.pub"
         assert!(!c.drains_on_terminate());
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.admin_socket, Path::new("/run/manycast/admin.sock"));
+        assert_eq!(
+            c.group_key_source(),
+            Ok(GroupKeySource::File(Path::new("/k/group.pub")))
+        );
         let cc = c.control_config();
         assert_eq!(cc.down_after, Duration::from_millis(200));
     }
@@ -475,6 +563,10 @@ group_pub = "/k/group.pub"
             ),
             ("metrics_listen = \"localhost\"\n", "invalid socket address"),
             ("admin_socket = \"\"\n", "admin_socket is empty"),
+            (
+                "[keystore]\nserver = \"127.0.0.1:53\"\ntrust_anchor = \"/t\"\n",
+                "exactly one group key source",
+            ),
         ];
         for (extra, want) in cases {
             // Later keys would be duplicates of MINIMAL's: drop the ones the case redefines.
@@ -489,5 +581,65 @@ group_pub = "/k/group.pub"
         }
         let e = Config::parse("group = \"232.1.1.1\"\n").unwrap_err();
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    /// `MINIMAL` with `group_pub` replaced by `extra`.
+    fn keystore_file(extra: &str) -> String {
+        let base: String = MINIMAL
+            .lines()
+            .filter(|l| !l.starts_with("group_pub"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{base}{extra}")
+    }
+
+    #[test]
+    fn keystore_table_with_defaults_and_its_errors() {
+        let c = Config::parse(&keystore_file(
+            "[keystore]\nserver = \"10.0.0.53:53\"\ntrust_anchor = \"/var/lib/ks/trust-anchor.conf\"\n",
+        ))
+        .unwrap();
+        let GroupKeySource::Keystore(ks) = c.group_key_source().unwrap() else {
+            panic!("not the keystore");
+        };
+        assert_eq!(ks.server, "10.0.0.53:53".parse().unwrap());
+        assert_eq!(ks.refresh(), Duration::from_secs(5));
+        assert_eq!(ks.start_timeout(), Duration::from_secs(10));
+        assert_eq!(ks.max_stale_ms, None);
+        assert!(!ks.require_certificate);
+        let c = Config::parse(&keystore_file(
+            "[keystore]\nserver = \"10.0.0.53:53\"\ntrust_anchor = \"/t\"\nrefresh_ms = 700\n\
+             max_stale_ms = 9000\nstart_timeout_ms = 1500\nrequire_certificate = true\n",
+        ))
+        .unwrap();
+        let ks = c.keystore.as_ref().unwrap();
+        assert_eq!(ks.refresh_ms, 700);
+        assert_eq!(ks.max_stale_ms, Some(9000));
+        assert_eq!(ks.start_timeout_ms, 1500);
+        assert!(ks.require_certificate);
+        let cases = [
+            ("", "no group key source"),
+            (
+                "[keystore]\ntrust_anchor = \"/t\"\n",
+                "missing field `server`",
+            ),
+            (
+                "[keystore]\nserver = \"10.0.0.53\"\ntrust_anchor = \"/t\"\n",
+                "socket address",
+            ),
+            (
+                "[keystore]\nserver = \"10.0.0.53:53\"\ntrust_anchor = \"/t\"\nrefresh_ms = 0\n",
+                "must be non-zero",
+            ),
+            (
+                "[keystore]\nserver = \"10.0.0.53:53\"\ntrust_anchor = \"/t\"\ngroups = []\n",
+                "unknown field",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = Config::parse(&keystore_file(extra)).unwrap_err();
+            assert!(e.contains(want), "{extra:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 }

@@ -4,16 +4,18 @@
 //! heard on that socket go back to the agent.
 
 use crate::admin;
-use crate::config::{Config, Mode, Strategy};
+use crate::config::{Config, GroupKeySource, Mode, Strategy};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keys;
+use crate::keystore;
 use crate::load::LoadMeter;
 use crate::metrics::{self, Snapshot};
 use crate::service::{Reply, Service};
 use control_channel::driver::{self, SocketConfig};
 use control_channel::{Counters, Endpoint, Event, Identity};
+use dns_keystore::client::KeystoreClient;
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr};
-use igmp_ext::{AllocationEpoch, MemberCertificate, MemberId, SliceEntry, Timestamp};
+use igmp_ext::{AllocationEpoch, KeyId, MemberCertificate, MemberId, SliceEntry, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeSet;
 use std::io;
@@ -25,7 +27,7 @@ use reallocation::Drain;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// IGMPv3 reports go to all IGMPv3-capable routers (RFC 3376 §4.2.14).
 const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
@@ -50,6 +52,12 @@ pub enum DaemonError {
     Unsupported(&'static str),
     #[error("VIP mode: {0}")]
     Vip(#[from] crate::vip::VipError),
+    /// A bad `[keystore]` (trust anchor file) or key source; exit status 2 like a bad file.
+    #[error("{0}")]
+    Config(String),
+    /// Our credentials do not match what the keystore publishes, or it cannot be reached.
+    #[error("keystore: {0}")]
+    Keystore(String),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> DaemonError {
@@ -64,13 +72,12 @@ pub struct Credentials {
     pub group_key: igmp_ext::ed25519_dalek::VerifyingKey,
 }
 
-/// Reads the key files and refuses a certificate that the group key did not issue, that is
-/// not valid now, that certifies another key, or that does not allow our groups.
-pub fn load_credentials(config: &Config, now: Timestamp) -> Result<Credentials, DaemonError> {
-    let key = keys::read_private_key(&config.member_key)?;
-    let group_key = keys::read_public_key(&config.group_pub)?;
-    let cert = keys::read_verified_certificate(&config.member_cert, &group_key, now)?;
-    let body = cert.body();
+/// Refuses a certificate that certifies another key than ours or does not allow our groups.
+fn check_identity(
+    config: &Config,
+    key: &igmp_ext::ed25519_dalek::SigningKey,
+    body: &igmp_ext::CertificateBody,
+) -> Result<(), DaemonError> {
     let cert_path = config.member_cert.display();
     if body.member_key != key.verifying_key() {
         return Err(DaemonError::Identity(format!(
@@ -88,11 +95,106 @@ pub fn load_credentials(config: &Config, now: Timestamp) -> Result<Credentials, 
             )));
         }
     }
-    Ok(Credentials {
-        key,
-        cert,
-        group_key,
-    })
+    Ok(())
+}
+
+/// The keystore side of a running daemon: the client and the state of our credentials.
+#[derive(Debug)]
+pub struct KeystoreWatch {
+    pub client: std::sync::Arc<KeystoreClient>,
+    pub every: Duration,
+    pub watch: keystore::Watch,
+}
+
+/// Reads the key files and refuses a certificate that the group key did not issue, that is
+/// not valid now, that certifies another key, or that does not allow our groups. The group key
+/// is `group_pub`, or (`[keystore]`) the published key that issued our certificate, checked as
+/// in [`keystore::check`] within `keystore.start_timeout_ms`.
+pub async fn load_credentials(
+    config: &Config,
+    now: Timestamp,
+) -> Result<(Credentials, Option<KeystoreWatch>), DaemonError> {
+    let key = keys::read_private_key(&config.member_key)?;
+    match config.group_key_source().map_err(DaemonError::Config)? {
+        GroupKeySource::File(path) => {
+            let group_key = keys::read_public_key(path)?;
+            let cert = keys::read_verified_certificate(&config.member_cert, &group_key, now)?;
+            check_identity(config, &key, cert.body())?;
+            let creds = Credentials {
+                key,
+                cert,
+                group_key,
+            };
+            Ok((creds, None))
+        }
+        GroupKeySource::Keystore(ks) => {
+            let client_config = keystore::client_config(ks).map_err(DaemonError::Config)?;
+            let client_max_stale = client_config.max_stale;
+            let unverified = keys::read_certificate(&config.member_cert)?;
+            check_identity(config, &key, unverified.unverified_body())?;
+            let client = KeystoreClient::new(client_config);
+            let member = ks
+                .require_certificate
+                .then(|| KeyId::of(&key.verifying_key()));
+            let published =
+                keystore::fetch_at_start(&client, config.group, member, ks.start_timeout())
+                    .await
+                    .map_err(|e| DaemonError::Keystore(format!("group {}: {e}", config.group)))?;
+            let (group_key, cert) =
+                keystore::check(&unverified, &published, ks.require_certificate, now)
+                    .map_err(|e| DaemonError::Keystore(e.to_string()))?;
+            let watch = KeystoreWatch {
+                client: std::sync::Arc::new(client),
+                every: ks.refresh(),
+                watch: keystore::Watch::new(
+                    unverified,
+                    ks.require_certificate,
+                    client_max_stale,
+                    driver::wall_clock(),
+                    published.ttl,
+                ),
+            };
+            let creds = Credentials {
+                key,
+                cert,
+                group_key,
+            };
+            Ok((creds, Some(watch)))
+        }
+    }
+}
+
+/// Fetches the group record (and our certificate record, with `member`) every `every` and sends
+/// each outcome.
+fn spawn_keystore_refresher(
+    client: std::sync::Arc<KeystoreClient>,
+    group: Ipv4Addr,
+    member: Option<KeyId>,
+    every: Duration,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<Result<keystore::Published, dns_keystore::client::FetchError>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let r = keystore::fetch(&client, group, member, driver::wall_clock()).await;
+            if let Ok(p) = &r {
+                let keys: Vec<String> = p
+                    .record
+                    .keys
+                    .iter()
+                    .map(|k| KeyId::of(k).to_string())
+                    .collect();
+                debug!(keys = %keys.join(","), revoked = p.record.revoked.len(), "keystore: record validated");
+            }
+            if tx.send(r).await.is_err() {
+                break;
+            }
+        }
+    });
+    (task, rx)
 }
 
 /// The first IPv4 address of `ifname`.
@@ -311,8 +413,25 @@ async fn control_counters(handle: &driver::DriverHandle) -> Option<Counters> {
 
 /// Runs until SIGTERM or SIGINT, then leaves the group and the cluster.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
-    let creds = load_credentials(&config, driver::wall_clock())?;
+    let (creds, keystore_watch) = load_credentials(&config, driver::wall_clock()).await?;
     let me = creds.cert.body().member_id;
+    let (keystore_task, mut keystore_rx) = match &keystore_watch {
+        Some(w) => {
+            let (task, rx) = spawn_keystore_refresher(
+                w.client.clone(),
+                config.group,
+                config
+                    .keystore
+                    .as_ref()
+                    .is_some_and(|k| k.require_certificate)
+                    .then(|| KeyId::of(&creds.key.verifying_key())),
+                w.every,
+            );
+            (Some(task), Some(rx))
+        }
+        None => (None, None),
+    };
+    let mut keystore_watch = keystore_watch.map(|w| w.watch);
     let addr = interface_addr(&config.interface)?;
     // VIP mode: the VIP on loopback and the ARP sysctls, put back when this guard drops
     // (return from `run` after SIGTERM or an error).
@@ -407,6 +526,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
+    // Set when the keystore no longer backs our credentials: leave, then exit with it.
+    let mut stop_reason = None;
     loop {
         let now = driver::wall_clock();
         if rt.drain_finished(now) {
@@ -460,9 +581,31 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 rt.load.tick();
                 let report = rt.load.report();
                 handle.with(move |ep, _| ep.set_load(report));
+                rt.snapshot.keystore = keystore_watch.as_ref().map(|w| metrics::KeystoreStatus {
+                    mismatch: w.problem().map(keystore::Mismatch::label),
+                    stale: w.stale(driver::wall_clock()),
+                    refresh_failures: w.refresh_failures(),
+                });
                 rt.write_metrics(control_counters(&handle).await);
                 rt.admin.set_snapshot(&rt.snapshot);
+                if let Some(reason) = keystore_watch
+                    .as_ref()
+                    .and_then(|w| w.poll_leave(driver::wall_clock()))
+                {
+                    error!(reason = reason.label(), "keystore: {reason}; leaving the cluster");
+                    stop_reason = Some(DaemonError::Keystore(reason.to_string()));
+                    break;
+                }
             }
+            fetched = async {
+                match keystore_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match (keystore_watch.as_mut(), fetched) {
+                (Some(w), Some(r)) => log_keystore_event(w.handle_fetch(driver::wall_clock(), r)),
+                _ => keystore_rx = None,
+            },
             // Under forward, handoff and pin the first SIGTERM drains and the loop ends when
             // the drain is done; a second one (or SIGINT, or reset) leaves at once.
             _ = term.recv() => {
@@ -476,6 +619,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     info!("leaving");
+    if let Some(t) = keystore_task {
+        t.abort();
+    }
     rt.write_metrics(control_counters(&handle).await);
     // Stops the admin tasks, whose requesters would otherwise keep the driver running.
     drop(admin_server);
@@ -493,5 +639,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let _ = control_counters(&handle).await;
     let _ = handle.stop().await;
     info!("stopped");
-    Ok(())
+    stop_reason.map_or(Ok(()), Err)
+}
+
+/// Logs what a keystore refresh changed: loudly when our credentials stopped matching.
+fn log_keystore_event(event: Option<keystore::WatchEvent>) {
+    match event {
+        Some(keystore::WatchEvent::Mismatch { reason, leave_at }) => error!(
+            reason = reason.label(),
+            %leave_at,
+            "keystore: {reason}; serving on until the verifiers refuse our claims (one record TTL), then leaving"
+        ),
+        Some(keystore::WatchEvent::Cleared) => {
+            info!("keystore: our credentials match the published record again")
+        }
+        Some(keystore::WatchEvent::FetchFailed(e)) => warn!("keystore refresh failed: {e}"),
+        _ => {}
+    }
 }

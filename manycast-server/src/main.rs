@@ -29,10 +29,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A `[keystore]` whose trust anchor cannot be read is a bad configuration too.
+    if let Some(ks) = &config.keystore {
+        if let Err(e) = manycast_server::keystore::client_config(ks) {
+            eprintln!("manycast-server: {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    }
     if cli.check_config {
         let now = control_channel::driver::wall_clock();
-        return match manycast_server::daemon::load_credentials(&config, now) {
-            Ok(c) => {
+        let checked = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                manycast_server::daemon::DaemonError::Config(format!("tokio runtime: {e}"))
+            })
+            .and_then(|rt| rt.block_on(manycast_server::daemon::load_credentials(&config, now)));
+        return match checked {
+            Ok((c, _)) => {
                 println!(
                     "configuration OK: member {} for group {}",
                     c.cert.body().member_id,

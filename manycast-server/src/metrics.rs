@@ -29,6 +29,19 @@ pub struct Snapshot {
     pub forwarded_direct: u64,
     /// A drain is in progress.
     pub draining: bool,
+    /// `[keystore]` only: whether our credentials match the published record.
+    pub keystore: Option<KeystoreStatus>,
+}
+
+/// What the keystore says of our credentials (SPEC.md §11.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeystoreStatus {
+    /// The reason they no longer match (`Mismatch::label`), if so.
+    pub mismatch: Option<&'static str>,
+    /// Refreshes that got no validated answer.
+    pub refresh_failures: u64,
+    /// No validated answer for TTL + `max_stale` (verifiers fail closed).
+    pub stale: bool,
 }
 
 impl Snapshot {
@@ -193,6 +206,26 @@ impl Snapshot {
             "VIP mode, reset strategy: SOCK_DESTROY requests that failed.",
             self.vip_reset_failures,
         );
+        if let Some(k) = &self.keystore {
+            metric(
+                "keystore_ok",
+                "gauge",
+                "1 while the keystore's validated record backs our certificate and key, else 0.",
+                u64::from(k.mismatch.is_none()),
+            );
+            metric(
+                "keystore_refresh_failures_total",
+                "counter",
+                "Keystore refreshes without a validated answer.",
+                k.refresh_failures,
+            );
+            metric(
+                "keystore_stale",
+                "gauge",
+                "1 when no validated keystore answer came for TTL + max_stale (verifiers fail closed).",
+                u64::from(k.stale),
+            );
+        }
         metric(
             "control_accepted_total",
             "counter",
@@ -215,6 +248,17 @@ impl Snapshot {
                 out,
                 "manycast_server_control_dropped_total{{reason=\"{}\"}} {n}",
                 reason.as_str()
+            );
+        }
+        if let Some(reason) = self.keystore.as_ref().and_then(|k| k.mismatch) {
+            let _ = writeln!(
+                out,
+                "# HELP manycast_server_keystore_mismatch Why our credentials no longer match the keystore."
+            );
+            let _ = writeln!(out, "# TYPE manycast_server_keystore_mismatch gauge");
+            let _ = writeln!(
+                out,
+                "manycast_server_keystore_mismatch{{reason=\"{reason}\"}} 1"
             );
         }
         out

@@ -66,6 +66,8 @@ pub struct Lab {
     pub children: Vec<(String, Child)>,
     pub dir: tempfile::TempDir,
     pub fixture: Fixture,
+    /// Whether configs name the group key file (`group_pub`); default true.
+    pub group_pub: bool,
 }
 
 impl Lab {
@@ -82,6 +84,7 @@ impl Lab {
             children: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             fixture: Fixture::new(members),
+            group_pub: true,
         };
         lab.write_keys();
         lab
@@ -187,30 +190,54 @@ impl Lab {
         top: &str,
         tables: &str,
     ) {
+        let config = self.write_config(i, interface, control_if, top, tables);
+        self.spawn_server(i, ns, &config);
+    }
+
+    /// Writes member `i`'s config file (see [`Lab::start_server_with`]) and returns its path.
+    /// With [`Lab::group_pub`] `false` the file has no `group_pub` (the `[keystore]` tests).
+    pub fn write_config(
+        &self,
+        i: usize,
+        interface: &str,
+        control_if: &str,
+        top: &str,
+        tables: &str,
+    ) -> PathBuf {
         let id = self.fixture.members[i].id;
         let d = self.dir.path();
         let config = d.join(format!("{id}.toml"));
+        let group_pub = if self.group_pub {
+            format!("group_pub = \"{}\"\n", d.join("group.pub").display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
                 "group = \"{GROUP}\"\ninterface = \"{interface}\"\nservice_port = {PORT}\n\
-                 member_key = \"{k}\"\nmember_cert = \"{c}\"\ngroup_pub = \"{g}\"\n\
+                 member_key = \"{k}\"\nmember_cert = \"{c}\"\n{group_pub}\
                  metrics_file = \"{m}\"\nadmin_socket = \"{a}\"\n{top}\n\
                  [control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n{tables}",
                 k = d.join(format!("{id}.key")).display(),
                 c = d.join(format!("{id}.cert")).display(),
-                g = d.join("group.pub").display(),
                 m = d.join(format!("{id}.prom")).display(),
                 a = self.admin_socket(i).display(),
             ),
         )
         .expect("config");
-        let log = std::fs::File::create(d.join(format!("{id}.log"))).expect("log");
+        config
+    }
+
+    /// Starts `manycast-server` for member `i` in `ns` with `config`; its log is `<id>.log`.
+    pub fn spawn_server(&mut self, i: usize, ns: &str, config: &Path) {
+        let id = self.fixture.members[i].id;
+        let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).expect("log");
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(env!("CARGO_BIN_EXE_manycast-server"))
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -2,6 +2,8 @@
 //! revoke → cert publish → show, each step checked with `dig` as well as through `show`.
 
 use super::{ctl, ok, path};
+
+mod server;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 /// The daemon, killed when dropped (also when an assertion fails).
-struct Keystore {
+pub(crate) struct Keystore {
     child: Option<Child>,
     addr: SocketAddr,
     state: PathBuf,
@@ -43,13 +45,18 @@ impl Drop for Keystore {
 
 impl Keystore {
     fn start(dir: &Path) -> Keystore {
+        Keystore::start_with_ttl(dir, 300)
+    }
+
+    /// The daemon with `record_ttl` seconds on its records.
+    fn start_with_ttl(dir: &Path, record_ttl: u32) -> Keystore {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let state = dir.join("keystore-state");
         let config = dir.join("keystore.toml");
         std::fs::write(
             &config,
             format!(
-                "zone = \"{ZONE}\"\nstate_dir = \"{}\"\nlisten = \"{addr}\"\nrecord_ttl = 300\n",
+                "zone = \"{ZONE}\"\nstate_dir = \"{}\"\nlisten = \"{addr}\"\nrecord_ttl = {record_ttl}\n",
                 state.display()
             ),
         )
