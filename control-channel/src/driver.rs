@@ -76,12 +76,45 @@ impl DriverHandle {
         self.requests.send(Box::new(f)).is_ok()
     }
 
+    /// A cloneable way to run requests on the endpoint from other tasks (an admin socket).
+    pub fn requester(&self) -> Requester {
+        Requester {
+            requests: self.requests.clone(),
+        }
+    }
+
     /// Stops the driver and returns the endpoint (for its counters and state).
     pub async fn stop(self) -> io::Result<Endpoint> {
         drop(self.requests);
         self.task
             .await
             .map_err(|e| io::Error::other(format!("driver task: {e}")))?
+    }
+}
+
+/// Runs requests on a driver's endpoint; the driver stops only when the [`DriverHandle`] and
+/// every requester are gone.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl Requester {
+    /// Runs `f` on the endpoint; false if the driver has stopped.
+    pub fn with(&self, f: impl FnOnce(&mut Endpoint, Timestamp) + Send + 'static) -> bool {
+        self.requests.send(Box::new(f)).is_ok()
+    }
+
+    /// Runs `f` on the endpoint and returns its result; `None` if the driver has stopped.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Endpoint, Timestamp) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.with(move |ep, now| {
+            let _ = tx.send(f(ep, now));
+        });
+        rx.await.ok()
     }
 }
 

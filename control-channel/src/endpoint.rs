@@ -5,7 +5,8 @@
 use crate::replay::ReplayWindow;
 use crate::wire::{
     self, Commit, ControlPacket, DirectPath, EpochId, Forward, Header, Heartbeat, Hello, Leave,
-    LeaveKind, Message, Nack, NackReason, Proposal, StateAck, StateChunk, StateQuery, StateSubject,
+    LeaveKind, Message, Nack, NackReason, Proposal, Request, RequestAction, StateAck, StateChunk,
+    StateQuery, StateSubject,
 };
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
@@ -134,6 +135,48 @@ pub enum Event {
         refused_sequence: u64,
         reason: NackReason,
     },
+    /// An operator request (SPEC.md §9.4, "Requests") reached this member, from a peer or
+    /// from [`Endpoint::request`], and this is what it did about it.
+    Request {
+        from: MemberId,
+        request_id: u64,
+        action: RequestAction,
+        outcome: RequestOutcome,
+    },
+}
+
+/// What a member did with an operator request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestOutcome {
+    /// This member is the coordinator and proposed (and committed) this epoch.
+    Proposed(EpochId),
+    /// This member is the coordinator and the allocation would not change.
+    Unchanged,
+    /// Not the coordinator, or not the member named: nothing to do here.
+    NotForMe,
+    /// This member drained itself (weight 0).
+    Drained,
+    /// This member announces its configured weight again.
+    Resumed,
+    /// The coordinator refused the request; nothing changed.
+    Refused(RequestRefusal),
+}
+
+/// Why the coordinator refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestRefusal {
+    #[error("no committed allocation yet")]
+    NoAllocation,
+    #[error("a membership change or an unacknowledged proposal is in progress; try again")]
+    Busy,
+    #[error("member is not in the committed allocation or owns no units")]
+    UnknownMember,
+    #[error("unit number out of range or the unit has no owner")]
+    BadUnit,
+    #[error("the member has fewer other units than it would receive")]
+    NotEnoughUnits,
 }
 
 /// Why a datagram was dropped. Each has a counter; a dropped datagram changes nothing else.
@@ -336,6 +379,11 @@ pub struct Endpoint {
     next_hello: Timestamp,
     hello_sent_at: Option<Timestamp>,
     left: bool,
+    /// The weight from the configuration, announced again on a resume after a drain.
+    configured_weight: u32,
+    next_request_id: u64,
+    /// Highest request id acted on per sender: the second copy of a request is ignored.
+    last_request: BTreeMap<MemberId, u64>,
     load: Vec<(u16, u32)>,
     outgoing: BTreeMap<(MemberId, u64), OutgoingTransfer>,
     incoming: BTreeMap<(MemberId, u64), IncomingTransfer>,
@@ -405,6 +453,47 @@ pub fn proposal_for(id: EpochId, members: &[(MemberId, u32)], allocation: &Alloc
     }
 }
 
+/// A move within quotas (SPEC.md §9.4, "Requests"): `to` receives `units`, and gives each
+/// previous owner one of its own other units back, its least loaded first (ties to the lower
+/// unit number), so that every member keeps its unit count. Units `to` already owns stay.
+pub fn move_units(
+    allocation: &Allocation,
+    units: &[u16],
+    to: MemberId,
+    unit_load: &[u64],
+) -> Result<Allocation, RequestRefusal> {
+    let owners = allocation.unit_owners();
+    if allocation.units_of(to) == 0 {
+        return Err(RequestRefusal::UnknownMember);
+    }
+    let listed: BTreeSet<usize> = units.iter().map(|&u| usize::from(u)).collect();
+    if listed
+        .iter()
+        .any(|&u| owners.get(u).is_none_or(|o| o.is_none()))
+    {
+        return Err(RequestRefusal::BadUnit);
+    }
+    let incoming: Vec<usize> = listed
+        .iter()
+        .copied()
+        .filter(|&u| owners[u] != Some(to))
+        .collect();
+    let mut giveable: Vec<(u64, usize)> = (0..owners.len())
+        .filter(|u| owners[*u] == Some(to) && !listed.contains(u))
+        .map(|u| (unit_load.get(u).copied().unwrap_or(0), u))
+        .collect();
+    giveable.sort_unstable();
+    if incoming.len() > giveable.len() {
+        return Err(RequestRefusal::NotEnoughUnits);
+    }
+    let mut next = owners.to_vec();
+    for (&u, &(_, back)) in incoming.iter().zip(&giveable) {
+        next[back] = owners[u];
+        next[u] = Some(to);
+    }
+    Allocation::from_unit_owners(allocation.slicing(), next).ok_or(RequestRefusal::BadUnit)
+}
+
 impl Endpoint {
     /// A member starting at `now`. Its sequence numbers start at `now` in milliseconds shifted
     /// left by 20 bits, so that a restarted member's messages are newer than its old ones without
@@ -432,6 +521,9 @@ impl Endpoint {
             next_hello: now,
             hello_sent_at: None,
             left: false,
+            configured_weight: config.weight,
+            next_request_id: 0,
+            last_request: BTreeMap::new(),
             load: Vec::new(),
             outgoing: BTreeMap::new(),
             incoming: BTreeMap::new(),
@@ -473,6 +565,50 @@ impl Endpoint {
     /// The per-unit load `member` last reported.
     pub fn peer_load(&self, member: MemberId) -> Option<&[(u16, u32)]> {
         self.peers.get(&member).map(|p| p.load.as_slice())
+    }
+    /// The weight `member` last announced (this member's own current weight for `id()`).
+    pub fn weight_of(&self, member: MemberId) -> Option<u32> {
+        if member == self.me {
+            return Some(self.config.weight);
+        }
+        self.peers.get(&member).map(|p| p.weight)
+    }
+    /// The epoch id `member` last advertised as committed.
+    pub fn peer_committed(&self, member: MemberId) -> Option<EpochId> {
+        self.peers
+            .get(&member)
+            .and_then(|p| p.committed.map(|(id, _)| id))
+    }
+    /// Members this endpoint holds a verified certificate for, besides itself.
+    pub fn known_peers(&self) -> Vec<MemberId> {
+        self.peers.keys().copied().collect()
+    }
+    /// When `member` started (ms), read from its sequence numbers, which start at its start
+    /// time shifted left by 20 bits (SPEC.md §9.2): exact to 1 ms per 2^20 messages it sent.
+    pub fn peer_incarnation(&self, member: MemberId) -> Option<Timestamp> {
+        if member == self.me {
+            return Some(self.started);
+        }
+        let highest = self.peers.get(&member)?.window.highest()?;
+        Some(Timestamp(highest >> 20))
+    }
+    /// When this member started (ms): the incarnation in its epoch ids.
+    pub fn incarnation(&self) -> Timestamp {
+        self.started
+    }
+    /// The load of every unit as the live members report it (this member's own included),
+    /// summed: the input of a load-aware rebalance.
+    pub fn unit_loads(&self) -> Vec<u64> {
+        let mut out = vec![0u64; self.config.slicing.unit_count()];
+        let peers = self.peers.values().filter(|p| p.live).map(|p| &p.load);
+        for load in std::iter::once(&self.load).chain(peers) {
+            for &(u, l) in load {
+                if let Some(x) = out.get_mut(usize::from(u)) {
+                    *x = x.saturating_add(u64::from(l));
+                }
+            }
+        }
+        out
     }
 
     // ---- output ------------------------------------------------------------------------------
@@ -784,7 +920,78 @@ impl Endpoint {
                 refused_sequence: n.refused_sequence,
                 reason: n.reason,
             }),
+            Message::Request(r) => self.on_request(now, sender, r),
         }
+    }
+
+    /// An operator request: the member it names acts on a drain or resume, the coordinator on
+    /// a move or rebalance; everyone else reports `NotForMe`.
+    fn on_request(&mut self, now: Timestamp, from: MemberId, r: Request) {
+        if self.left {
+            return;
+        }
+        // Ids grow per sender (start time, then a counter): anything not newer is a repeat.
+        if self
+            .last_request
+            .get(&from)
+            .is_some_and(|&l| r.request_id <= l)
+        {
+            return;
+        }
+        self.last_request.insert(from, r.request_id);
+        let outcome = match &r.action {
+            RequestAction::Drain { member } if MemberId(*member) == self.me => {
+                self.drain(now);
+                RequestOutcome::Drained
+            }
+            RequestAction::Resume { member } if MemberId(*member) == self.me => {
+                self.config.weight = self.configured_weight;
+                // The weight travels in heartbeats: announce it now rather than in 50 ms.
+                self.send_heartbeat(now);
+                self.maybe_propose(now);
+                RequestOutcome::Resumed
+            }
+            RequestAction::Drain { .. } | RequestAction::Resume { .. } => RequestOutcome::NotForMe,
+            RequestAction::Rebalance | RequestAction::Move { .. } => {
+                self.coordinate_request(now, &r.action)
+            }
+        };
+        self.events.push_back(Event::Request {
+            from,
+            request_id: r.request_id,
+            action: r.action,
+            outcome,
+        });
+    }
+
+    /// A move or rebalance at the coordinator: a new epoch with the same members and weights,
+    /// so every member's quota, and the validity rule, are unchanged.
+    fn coordinate_request(&mut self, now: Timestamp, action: &RequestAction) -> RequestOutcome {
+        let view = self.view();
+        if view.first().map(|&(m, _)| m) != Some(self.me) {
+            return RequestOutcome::NotForMe;
+        }
+        let Some(c) = &self.committed else {
+            return RequestOutcome::Refused(RequestRefusal::NoAllocation);
+        };
+        if !self.quiet_over || self.unacknowledged(c) || self.behind() || c.members() != view {
+            return RequestOutcome::Refused(RequestRefusal::Busy);
+        }
+        let load = self.unit_loads();
+        let next = match action {
+            RequestAction::Rebalance => c.allocation.rebalanced_by_load(&view, &load),
+            RequestAction::Move { units, to } => {
+                match move_units(&c.allocation, units, MemberId(*to), &load) {
+                    Ok(a) => a,
+                    Err(e) => return RequestOutcome::Refused(e),
+                }
+            }
+            _ => return RequestOutcome::NotForMe,
+        };
+        if next == c.allocation {
+            return RequestOutcome::Unchanged;
+        }
+        RequestOutcome::Proposed(self.propose(now, &view, next))
     }
 
     fn on_heartbeat(&mut self, now: Timestamp, sender: MemberId, hb: Heartbeat) {
@@ -917,14 +1124,9 @@ impl Endpoint {
         }
     }
 
-    /// The decision rule (SPEC.md §9.4): the lowest live member proposes when the live view
-    /// differs from the committed member list and nobody live is ahead of it.
-    fn maybe_propose(&mut self, now: Timestamp) {
-        if self.left || now < self.started.saturating_add(self.config.startup_quiet) {
-            return;
-        }
-        let view: Vec<(MemberId, u32)> = self
-            .live_members()
+    /// This member and every live peer with the weight it announced, ascending.
+    fn view(&self) -> Vec<(MemberId, u32)> {
+        self.live_members()
             .into_iter()
             .take(MAX_MEMBERS)
             .map(|m| {
@@ -935,17 +1137,39 @@ impl Endpoint {
                 };
                 (m, w)
             })
-            .collect();
-        if view.first().map(|&(m, _)| m) != Some(self.me) {
-            return;
-        }
+            .collect()
+    }
+
+    /// Our last proposal is still missing a live member's acknowledgement: one change at a time.
+    fn unacknowledged(&self, c: &CommittedAllocation) -> bool {
+        self.pending.as_ref().is_some_and(|pending| {
+            c.members().iter().any(|(m, _)| {
+                !pending.acked.contains(m) && self.peers.get(m).is_some_and(|p| p.live)
+            })
+        })
+    }
+
+    /// A live peer advertises a greater committed epoch id than ours.
+    fn behind(&self) -> bool {
         let mine = self.committed.as_ref().map(|c| c.id());
-        let behind = self.peers.values().any(|p| {
+        self.peers.values().any(|p| {
             p.live
                 && p.committed
                     .is_some_and(|(id, _)| id.epoch > 0 && mine.is_none_or(|m| id > m))
-        });
-        if behind {
+        })
+    }
+
+    /// The decision rule (SPEC.md §9.4): the lowest live member proposes when the live view
+    /// differs from the committed member list and nobody live is ahead of it.
+    fn maybe_propose(&mut self, now: Timestamp) {
+        if self.left || now < self.started.saturating_add(self.config.startup_quiet) {
+            return;
+        }
+        let view = self.view();
+        if view.first().map(|&(m, _)| m) != Some(self.me) {
+            return;
+        }
+        if self.behind() {
             return;
         }
         if self.committed.as_ref().is_some_and(|c| c.members() == view) {
@@ -957,6 +1181,18 @@ impl Endpoint {
             .map(|c| c.allocation.clone())
             .unwrap_or_else(|| Allocation::empty(self.config.slicing));
         let allocation = base.rebalanced(&view);
+        self.propose(now, &view, allocation);
+    }
+
+    /// Proposes `allocation` for `view` at the next epoch, commits it here and retransmits it
+    /// until the live members acknowledge it.
+    fn propose(
+        &mut self,
+        now: Timestamp,
+        view: &[(MemberId, u32)],
+        allocation: Allocation,
+    ) -> EpochId {
+        let mine = self.committed.as_ref().map(|c| c.id());
         let epoch = self
             .max_epoch_seen
             .max(mine.map_or(0, |m| m.epoch))
@@ -966,7 +1202,7 @@ impl Endpoint {
             proposer: self.me.0,
             incarnation: self.started.0,
         };
-        let proposal = proposal_for(id, &view, &allocation);
+        let proposal = proposal_for(id, view, &allocation);
         let digest = proposal_digest(&proposal);
         self.max_epoch_seen = epoch;
         let m = Message::Proposal(proposal.clone());
@@ -985,6 +1221,7 @@ impl Endpoint {
                 digest,
             },
         );
+        id
     }
 
     fn retransmit_proposal(&mut self, now: Timestamp) {
@@ -1159,6 +1396,21 @@ impl Endpoint {
     /// The load per allocation unit carried in the next heartbeats.
     pub fn set_load(&mut self, load: Vec<(u16, u32)>) {
         self.load = load;
+    }
+
+    /// Sends an operator request to the group and acts on it here too (this member may be the
+    /// coordinator or the member named). Returns the request id; the outcome at each member
+    /// is an [`Event::Request`] there. Sent twice, as a leave is: receivers act on a request id
+    /// once, and a lost request would need the operator to retry.
+    pub fn request(&mut self, now: Timestamp, action: RequestAction) -> u64 {
+        self.next_request_id += 1;
+        let request_id = (self.started.0 << 16) | (self.next_request_id & 0xffff);
+        let r = Request { request_id, action };
+        let m = Message::Request(r.clone());
+        self.send(now, Destination::Group, &m);
+        self.send(now, Destination::Group, &m);
+        self.on_request(now, self.me, r);
+        request_id
     }
 
     /// Passes a client packet to `to` (patent claim 10): over its direct path if it announced

@@ -16,6 +16,6 @@ pub mod wire;
 
 pub use endpoint::{
     CommittedAllocation, Config, Counters, Destination, DropReason, Endpoint, Event, Identity,
-    SendError, Transmit,
+    RequestOutcome, RequestRefusal, SendError, Transmit,
 };
 pub use wire::EpochId;

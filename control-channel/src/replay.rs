@@ -26,6 +26,11 @@ impl ReplayWindow {
         }
     }
 
+    /// The highest sequence accepted.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
     /// Records `seq`; call only after every other check passed, so that refused messages change
     /// nothing.
     pub fn record(&mut self, seq: u64) {

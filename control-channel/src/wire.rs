@@ -51,6 +51,7 @@ pub enum MessageType {
     StateChunk,
     StateAck,
     Nack,
+    Request,
     Unknown(u8),
 }
 
@@ -68,6 +69,7 @@ impl From<u8> for MessageType {
             0x09 => MessageType::StateChunk,
             0x0a => MessageType::StateAck,
             0x0b => MessageType::Nack,
+            0x0c => MessageType::Request,
             other => MessageType::Unknown(other),
         }
     }
@@ -87,6 +89,7 @@ impl From<MessageType> for u8 {
             MessageType::StateChunk => 0x09,
             MessageType::StateAck => 0x0a,
             MessageType::Nack => 0x0b,
+            MessageType::Request => 0x0c,
             MessageType::Unknown(v) => v,
         }
     }
@@ -383,6 +386,32 @@ pub struct Nack {
     pub reason: NackReason,
 }
 
+/// An operator action (the admin tool) carried to the cluster (SPEC.md §9.4, "Requests").
+/// No action can change how many units a member owns: moves and rebalances are swaps within the
+/// quotas, and a weight changes only when its own member announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RequestAction {
+    /// The coordinator swaps units between members to lower max/mean load
+    /// (`Allocation::rebalanced_by_load`).
+    Rebalance,
+    /// The coordinator gives `units` to member `to`, which gives each previous owner one of its
+    /// other units back (its least loaded), so every member keeps its count.
+    Move { units: Vec<u16>, to: u32 },
+    /// `member` drains itself: weight 0, so the next allocation gives it nothing.
+    Drain { member: u32 },
+    /// `member` announces its configured weight again (undoes a drain).
+    Resume { member: u32 },
+}
+
+/// Sent to the group by any member; see [`RequestAction`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the sender, to match the outcome events.
+    pub request_id: u64,
+    pub action: RequestAction,
+}
+
 /// A decoded body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -398,6 +427,7 @@ pub enum Message {
     StateChunk(StateChunk),
     StateAck(StateAck),
     Nack(Nack),
+    Request(Request),
 }
 
 /// Why a message could not be built.
@@ -424,6 +454,7 @@ impl Message {
             Message::StateChunk(_) => MessageType::StateChunk,
             Message::StateAck(_) => MessageType::StateAck,
             Message::Nack(_) => MessageType::Nack,
+            Message::Request(_) => MessageType::Request,
         }
     }
 
@@ -440,6 +471,7 @@ impl Message {
             Message::StateChunk(m) => postcard::to_stdvec(m),
             Message::StateAck(m) => postcard::to_stdvec(m),
             Message::Nack(m) => postcard::to_stdvec(m),
+            Message::Request(m) => postcard::to_stdvec(m),
         };
         r.map_err(|_| EncodeError::Serialize)
     }
@@ -465,6 +497,7 @@ impl Message {
             MessageType::StateChunk => Message::StateChunk(take(body)?),
             MessageType::StateAck => Message::StateAck(take(body)?),
             MessageType::Nack => Message::Nack(take(body)?),
+            MessageType::Request => Message::Request(take(body)?),
             MessageType::Unknown(v) => return Err(ParseError::UnknownType(v)),
         })
     }
@@ -610,6 +643,25 @@ mod tests {
                 refused_sequence: 4,
                 reason: NackReason::UnknownTransfer,
             }),
+            Message::Request(Request {
+                request_id: 1,
+                action: RequestAction::Rebalance,
+            }),
+            Message::Request(Request {
+                request_id: 2,
+                action: RequestAction::Move {
+                    units: vec![3, 300],
+                    to: 2,
+                },
+            }),
+            Message::Request(Request {
+                request_id: 3,
+                action: RequestAction::Drain { member: 9 },
+            }),
+            Message::Request(Request {
+                request_id: 4,
+                action: RequestAction::Resume { member: 9 },
+            }),
         ];
         for m in msgs {
             let b = m.encode_signed(&header(), &key()).unwrap();
@@ -649,6 +701,25 @@ mod tests {
         forged[HEADER_LEN] ^= 1; // Leave -> Drain changes the signed bytes
         let p = parse(&forged);
         assert!(p.is_err() || !p.unwrap().packet.verify_signature(&key().verifying_key()));
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_actions_and_trailing_bytes() {
+        // postcard: request id 1 (varint), then the action's variant index.
+        assert_eq!(
+            Message::decode(MessageType::Request, &[1, 0]),
+            Ok(Message::Request(Request {
+                request_id: 1,
+                action: RequestAction::Rebalance
+            }))
+        );
+        for bad in [&[1u8, 4][..], &[1, 0, 0], &[1], &[], &[1, 1, 5, 0]] {
+            assert_eq!(
+                Message::decode(MessageType::Request, bad),
+                Err(ParseError::Malformed),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -132,6 +132,21 @@ fn each_bad_input_has_its_reason_and_changes_nothing() {
         DropReason::Untimely,
     ));
 
+    // Operator requests go through the same pipeline: forged or uncertified ones stop early.
+    let request = |key: &SigningKey, sender: u32, seq: u64| {
+        Message::Request(wire::Request {
+            request_id: 1,
+            action: wire::RequestAction::Drain { member: 1 },
+        })
+        .encode_signed(&header(sender, seq), key)
+        .expect("fits")
+    };
+    let mut forged_request = request(&a.key, a.id.0, 9);
+    let at = wire::HEADER_LEN + 1;
+    forged_request[at] ^= 0x01;
+    cases.push((forged_request, DropReason::BadSignature));
+    cases.push((request(&c.key, c.id.0, 2), DropReason::UnknownSender));
+
     for (bytes, reason) in cases {
         let before_count = b.counters().dropped(reason);
         assert_eq!(b.handle_datagram(NOW, from(), &bytes), Err(reason));

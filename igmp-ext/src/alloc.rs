@@ -16,6 +16,10 @@ pub enum Slicing {
     Prefix { bits: u8 },
 }
 
+/// Smallest gain, as a fraction of the mean weighted load, for which
+/// [`Allocation::rebalanced_by_load`] makes a swap.
+pub const MIN_SWAP_GAIN: f64 = 0.01;
+
 /// Most units an allocation may have: 2^16 keeps per-member joins and tables small.
 pub const MAX_BITS: u8 = 16;
 
@@ -189,6 +193,171 @@ impl Allocation {
         orphaned + excess
     }
 
+    /// Sum of `unit_load` over each member's units (a missing entry counts as zero load).
+    pub fn member_loads(&self, unit_load: &[u64]) -> BTreeMap<MemberId, u128> {
+        let mut out = BTreeMap::new();
+        for (i, o) in self.owners.iter().enumerate() {
+            if let Some(m) = o {
+                *out.entry(*m).or_default() += u128::from(unit_load.get(i).copied().unwrap_or(0));
+            }
+        }
+        out
+    }
+
+    /// Max over mean of the weighted load (a member's load divided by its weight) among `members`
+    /// of non-zero weight: 1.0 is perfectly even. `None` when there is no load or no weight.
+    pub fn load_imbalance(&self, members: &[(MemberId, u32)], unit_load: &[u64]) -> Option<f64> {
+        let loads = self.member_loads(unit_load);
+        let weighted: Vec<(u128, u32)> = members
+            .iter()
+            .filter(|&&(_, w)| w > 0)
+            .map(|&(m, w)| (loads.get(&m).copied().unwrap_or(0), w))
+            .collect();
+        let total_load: u128 = weighted.iter().map(|&(l, _)| l).sum();
+        let total_weight: u128 = weighted.iter().map(|&(_, w)| u128::from(w)).sum();
+        if total_load == 0 || total_weight == 0 {
+            return None;
+        }
+        let mean = total_load as f64 / total_weight as f64;
+        let max = weighted
+            .iter()
+            .map(|&(l, w)| l as f64 / f64::from(w))
+            .fold(0.0, f64::max);
+        Some(max / mean)
+    }
+
+    /// Load-aware rebalance (SPEC.md §6.1): the same unit count per member (so the quotas of
+    /// [`quotas`] still hold), with units swapped between members so that the most loaded member,
+    /// by load per weight, carries less. Each step takes the member of highest weighted load and
+    /// makes the single swap of one of its units for a lighter unit of another member that lowers
+    /// the larger of the two members' new weighted loads the most (on a tie, the one that leaves
+    /// the other member lighter); it stops when no swap lowers it
+    /// by at least [`MIN_SWAP_GAIN`] of the mean, or after `unit_count / 2` swaps. Each swap moves two units; max/mean never rises.
+    /// Deterministic: remaining ties go to the lower member id, then the lower unit numbers. Units with no
+    /// owner, or owned by a member not in `members` or of weight zero, are left alone.
+    pub fn rebalanced_by_load(&self, members: &[(MemberId, u32)], unit_load: &[u64]) -> Allocation {
+        self.load_swaps(members, unit_load).0
+    }
+
+    /// [`Allocation::rebalanced_by_load`] and the number of swaps it made.
+    fn load_swaps(&self, members: &[(MemberId, u32)], unit_load: &[u64]) -> (Allocation, usize) {
+        let weight: BTreeMap<MemberId, u128> = members
+            .iter()
+            .filter(|&&(_, w)| w > 0)
+            .map(|&(m, w)| (m, u128::from(w)))
+            .collect();
+        let load_of = |i: usize| u128::from(unit_load.get(i).copied().unwrap_or(0));
+        let mut owners = self.owners.clone();
+        // Each member's units sorted by (load, unit number), and its total load.
+        let mut units: BTreeMap<MemberId, Vec<(u128, usize)>> =
+            weight.keys().map(|&m| (m, Vec::new())).collect();
+        for (i, o) in owners.iter().enumerate() {
+            if let Some(list) = o.and_then(|m| units.get_mut(&m)) {
+                list.push((load_of(i), i));
+            }
+        }
+        let mut total: BTreeMap<MemberId, u128> = BTreeMap::new();
+        for (m, list) in units.iter_mut() {
+            list.sort_unstable();
+            total.insert(*m, list.iter().map(|&(l, _)| l).sum());
+        }
+        // A swap must lower the heaviest weighted load by at least MIN_SWAP_GAIN of the mean:
+        // moving connections for a gain inside measurement noise is worse than not moving.
+        let total_weight: u128 = weight.values().sum();
+        let min_gain =
+            total.values().sum::<u128>() as f64 / total_weight.max(1) as f64 * MIN_SWAP_GAIN;
+        let mut swaps = 0;
+        while swaps < owners.len() / 2 {
+            // Heaviest member by total/weight (exact rational compare), ties to the lower id.
+            let Some(&heavy) = weight.keys().reduce(|a, b| {
+                if total[b] * weight[a] > total[a] * weight[b] {
+                    b
+                } else {
+                    a
+                }
+            }) else {
+                break;
+            };
+            let (lh, wh) = (total[&heavy], weight[&heavy]);
+            // Best swap so far: its cost (the larger new weighted load, as num/den), the other
+            // member's new weighted load (lower wins a tie: the load spreads over the lightest
+            // members instead of piling onto one and moving again), the units and that member.
+            type Ratio = (u128, u128);
+            let mut best: Option<(Ratio, Ratio, usize, usize, MemberId)> = None;
+            for (&other, other_units) in &units {
+                if other == heavy || other_units.is_empty() {
+                    continue;
+                }
+                let (lo, wo) = (total[&other], weight[&other]);
+                // Delta that would equalise the two: (lh - d)/wh = (lo + d)/wo.
+                let target = (wo * lh).saturating_sub(wh * lo) / (wh + wo);
+                for &(a, u) in &units[&heavy] {
+                    // Candidates in `other`: the lighter units whose load is nearest a - target.
+                    let want = a.saturating_sub(target);
+                    let below_a = other_units.partition_point(|&(b, _)| b < a);
+                    let at = other_units[..below_a].partition_point(|&(b, _)| b < want);
+                    for k in [at.checked_sub(1), Some(at)].into_iter().flatten() {
+                        if k >= below_a {
+                            continue;
+                        }
+                        // The lowest unit number among units of that same load.
+                        let b = other_units[k].0;
+                        let first = other_units.partition_point(|&(x, _)| x < b);
+                        let v = other_units[first].1;
+                        let d = a - b;
+                        let (nh, no) = (lh - d, lo + d);
+                        // Larger of nh/wh and no/wo.
+                        let cost = if nh * wo >= no * wh {
+                            (nh, wh)
+                        } else {
+                            (no, wo)
+                        };
+                        // Must beat the heavy member's current weighted load lh/wh, by enough.
+                        let gain = lh as f64 / wh as f64 - cost.0 as f64 / cost.1 as f64;
+                        if cost.0 * wh >= lh * cost.1 || gain < min_gain {
+                            continue;
+                        }
+                        let other_new = (no, wo);
+                        let better = match best {
+                            None => true,
+                            Some((c, on, bu, bv, bo)) => {
+                                let (x, y) = (cost.0 * c.1, c.0 * cost.1);
+                                let (p, q) = (other_new.0 * on.1, on.0 * other_new.1);
+                                x < y
+                                    || (x == y && p < q)
+                                    || (x == y && p == q && (other, u, v) < (bo, bu, bv))
+                            }
+                        };
+                        if better {
+                            best = Some((cost, other_new, u, v, other));
+                        }
+                    }
+                }
+            }
+            let Some((_, _, u, v, other)) = best else {
+                break;
+            };
+            let (a, b) = (load_of(u), load_of(v));
+            owners[u] = Some(other);
+            owners[v] = Some(heavy);
+            for (m, out, inn) in [(heavy, (a, u), (b, v)), (other, (b, v), (a, u))] {
+                let list = units.get_mut(&m).expect("swap members have units");
+                let pos = list.binary_search(&out).expect("unit is listed");
+                list.remove(pos);
+                let pos = list.binary_search(&inn).unwrap_or_else(|p| p);
+                list.insert(pos, inn);
+                let t = total.get_mut(&m).expect("member has a total");
+                *t = *t - out.0 + inn.0;
+            }
+            swaps += 1;
+        }
+        let allocation = Allocation {
+            slicing: self.slicing,
+            owners,
+        };
+        (allocation, swaps)
+    }
+
     /// An allocation received from elsewhere (a control-channel proposal): `owners` must have
     /// exactly one entry per unit of `slicing`. Returns `None` otherwise; whether the owners honour
     /// the quotas is the caller's rule to check.
@@ -268,6 +437,107 @@ mod tests {
         }
     }
 
+    /// Max weighted load as an exact rational (num, den) for comparisons in tests.
+    fn max_weighted(a: &Allocation, members: &[(MemberId, u32)], load: &[u64]) -> (u128, u128) {
+        let loads = a.member_loads(load);
+        members
+            .iter()
+            .filter(|&&(_, w)| w > 0)
+            .map(|&(m, w)| (loads.get(&m).copied().unwrap_or(0), u128::from(w)))
+            .fold(
+                (0, 1),
+                |best, x| if x.0 * best.1 > best.0 * x.1 { x } else { best },
+            )
+    }
+
+    #[test]
+    fn load_rebalance_swaps_a_hot_unit_for_a_cold_one() {
+        // Two members, four units each; member 1 holds the two hot units.
+        let slicing = Slicing::LowOrder { bits: 3 };
+        let m = members(&[1, 2]);
+        let a = Allocation::new(slicing, &m);
+        let mut load = vec![1u64; 8];
+        for (i, o) in a.unit_owners().iter().enumerate() {
+            if *o == Some(MemberId(1)) && load.iter().filter(|&&l| l == 100).count() < 2 {
+                load[i] = 100;
+            }
+        }
+        assert_eq!(a.member_loads(&load)[&MemberId(1)], 202);
+        let b = a.rebalanced_by_load(&m, &load);
+        assert_eq!(b.member_loads(&load)[&MemberId(1)], 103);
+        assert_eq!(b.member_loads(&load)[&MemberId(2)], 103);
+        assert_eq!(a.moved(&b), 2, "one swap");
+        assert_eq!(b.units_of(MemberId(1)), 4);
+        assert!(b.load_imbalance(&m, &load).unwrap() < a.load_imbalance(&m, &load).unwrap());
+        // Balanced already: nothing moves.
+        assert_eq!(b.rebalanced_by_load(&m, &load), b);
+    }
+
+    #[test]
+    fn load_rebalance_ignores_gains_inside_the_noise() {
+        // Member 1 carries 201, member 2 199: the best swap (101 for 100) gains 0.5% of the
+        // mean, below MIN_SWAP_GAIN, so nothing moves.
+        let slicing = Slicing::LowOrder { bits: 2 };
+        let (one, two) = (Some(MemberId(1)), Some(MemberId(2)));
+        let a = Allocation::from_unit_owners(slicing, vec![one, one, two, two]).unwrap();
+        let m = members(&[1, 2]);
+        assert_eq!(a.rebalanced_by_load(&m, &[101, 100, 100, 99]), a);
+        // Ten times the imbalance is worth a swap.
+        let b = a.rebalanced_by_load(&m, &[110, 100, 100, 90]);
+        assert_eq!(a.moved(&b), 2);
+    }
+
+    #[test]
+    fn load_rebalance_spreads_hot_units_without_moving_any_twice() {
+        // Member 1 holds all 24 hot units of 96; the even result needs 16 swaps (8 hot units to
+        // each other member) and no more.
+        let slicing = Slicing::LowOrder { bits: 7 };
+        let m = members(&[1, 2, 3]);
+        let a = Allocation::new(slicing, &m);
+        let mut load = vec![0u64; 128];
+        let hot: Vec<usize> = (0..128)
+            .filter(|&u| a.unit_owners()[u] == Some(MemberId(1)))
+            .take(24)
+            .collect();
+        for &u in &hot {
+            load[u] = 100;
+        }
+        let b = a.rebalanced_by_load(&m, &load);
+        assert_eq!(b.load_imbalance(&m, &load), Some(1.0));
+        assert_eq!(a.moved(&b), 32);
+    }
+
+    #[test]
+    fn load_rebalance_counts_weight() {
+        // Member 1 has weight 3 (6 units), member 2 weight 1 (2 units); equal unit loads are
+        // already even per weight, so nothing moves even though member 1 carries three times more.
+        let slicing = Slicing::LowOrder { bits: 3 };
+        let m = vec![(MemberId(1), 3), (MemberId(2), 1)];
+        let a = Allocation::new(slicing, &m);
+        let load = vec![10u64; 8];
+        assert_eq!(a.load_imbalance(&m, &load), Some(1.0));
+        assert_eq!(a.rebalanced_by_load(&m, &load), a);
+        assert_eq!(a.load_imbalance(&m, &[0; 8]), None);
+    }
+
+    #[test]
+    fn load_rebalance_leaves_foreign_and_unowned_units_alone() {
+        let slicing = Slicing::LowOrder { bits: 3 };
+        let (one, two, nine) = (Some(MemberId(1)), Some(MemberId(2)), Some(MemberId(9)));
+        let owners = vec![one, one, two, two, nine, None, None, None];
+        let a = Allocation::from_unit_owners(slicing, owners).unwrap();
+        let load = [100, 100, 0, 0, 500];
+        let b = a.rebalanced_by_load(&members(&[1, 2]), &load);
+        assert_eq!(b.unit_owners()[4..], [nine, None, None, None]);
+        assert_eq!(
+            b.unit_owners()[..4],
+            [two, one, one, two],
+            "lowest unit numbers swap"
+        );
+        // A short load vector counts missing units as zero and does not panic.
+        assert_eq!(a.rebalanced_by_load(&members(&[1, 2]), &[]), a);
+    }
+
     proptest! {
         #[test]
         fn rebalance_is_minimal_complete_and_proportional(
@@ -291,6 +561,76 @@ mod tests {
             // Deterministic and idempotent.
             prop_assert_eq!(&a.rebalanced(&after), &b);
             prop_assert_eq!(b.rebalanced(&after).moved(&b), 0);
+        }
+
+        #[test]
+        fn load_rebalance_keeps_quotas_never_worsens_and_is_locally_optimal(
+            weights in prop::collection::btree_map(1u32..20, 0u32..4, 1..6),
+            bits in 0u8..7,
+            loads in prop::collection::vec(0u64..1000, 0..80),
+            skew in 0usize..64,
+        ) {
+            let m: Vec<_> = weights.into_iter().map(|(m, w)| (MemberId(m), w)).collect();
+            let slicing = Slicing::LowOrder { bits };
+            let a = Allocation::new(slicing, &m);
+            // Some skewed cases: a few hot units.
+            let mut load = loads;
+            if let Some(x) = load.get_mut(skew) {
+                *x *= 1000;
+            }
+            let (b, swaps) = a.load_swaps(&m, &load);
+            prop_assert_eq!(&a.rebalanced_by_load(&m, &load), &b);
+            // Quotas kept: every member owns as many units as before, so the result is valid.
+            for &(id, _) in &m {
+                prop_assert_eq!(b.units_of(id), a.units_of(id));
+            }
+            // Max weighted load never rises (the mean is fixed, so max/mean neither).
+            let (before, after) = (max_weighted(&a, &m, &load), max_weighted(&b, &m, &load));
+            prop_assert!(after.0 * before.1 <= before.0 * after.1);
+            // Moves bounded: swaps move two units each, at most unit_count / 2 swaps.
+            prop_assert!(swaps <= slicing.unit_count() / 2);
+            prop_assert!(a.moved(&b) <= 2 * swaps);
+            // Deterministic.
+            prop_assert_eq!(&a.rebalanced_by_load(&m, &load), &b);
+            // Locally optimal unless the swap budget ran out: no single swap between the
+            // heaviest member and another one lowers the pair's larger weighted load below the
+            // heaviest's (brute force over all pairs of units).
+            if swaps < slicing.unit_count() / 2 {
+                let (hn, hd) = after;
+                let loads_b = b.member_loads(&load);
+                let w: BTreeMap<_, _> = m.iter().copied().collect();
+                let l = |i: usize| u128::from(load.get(i).copied().unwrap_or(0));
+                let heavy = m.iter().filter(|&&(_, w)| w > 0).map(|&(id, _)| id).find(|id| {
+                    loads_b.get(id).copied().unwrap_or(0) * hd == hn * u128::from(w[id])
+                });
+                let weighted: Vec<_> = m.iter().filter(|&&(_, w)| w > 0).collect();
+                let total_w: u128 = weighted.iter().map(|&&(_, w)| u128::from(w)).sum();
+                let total_l: u128 = weighted
+                    .iter()
+                    .map(|&&(id, _)| loads_b.get(&id).copied().unwrap_or(0))
+                    .sum();
+                let min_gain = total_l as f64 / total_w.max(1) as f64 * MIN_SWAP_GAIN;
+                if let Some(h) = heavy {
+                    let wh = u128::from(w[&h]);
+                    for (u, ou) in b.unit_owners().iter().enumerate() {
+                        if *ou != Some(h) { continue; }
+                        for (v, ov) in b.unit_owners().iter().enumerate() {
+                            let Some(o) = *ov else { continue };
+                            if o == h || w.get(&o).copied().unwrap_or(0) == 0 || l(v) >= l(u) { continue; }
+                            let wo = u128::from(w[&o]);
+                            let d = l(u) - l(v);
+                            let nh = loads_b[&h] - d;
+                            let no = loads_b.get(&o).copied().unwrap_or(0) + d;
+                            // Both new weighted loads below hn/hd, by the minimum gain, would
+                            // have been an improvement.
+                            let max_new = (nh as f64 / wh as f64).max(no as f64 / wo as f64);
+                            let gain = hn as f64 / hd as f64 - max_new;
+                            prop_assert!(!(nh * hd < hn * wh && no * hd < hn * wo && gain >= min_gain),
+                                "improving swap left: {} -> {}", u, v);
+                        }
+                    }
+                }
+            }
         }
     }
 }

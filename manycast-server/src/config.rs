@@ -184,6 +184,12 @@ pub struct Config {
     /// Prometheus text written here every second (atomically); none by default.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
+    /// Prometheus text served over HTTP on this address (any path); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The admin socket `manycastctl` talks to (unix stream, mode 0600).
+    #[serde(default = "default_admin_socket")]
+    pub admin_socket: PathBuf,
     #[serde(default)]
     pub control: ControlConfig,
     #[serde(default)]
@@ -207,6 +213,11 @@ fn default_strategy() -> Strategy {
 }
 fn default_weight() -> u32 {
     1
+}
+/// Where `manycastctl` looks by default too.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/manycast/admin.sock";
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_ADMIN_SOCKET)
 }
 
 /// A bad configuration, as one line.
@@ -267,6 +278,9 @@ impl Config {
         }
         if self.interface.is_empty() {
             return Err("interface is empty".into());
+        }
+        if self.admin_socket.as_os_str().is_empty() {
+            return Err("admin_socket is empty".into());
         }
         if self.service_port == 0 || self.control.port == 0 {
             return Err("ports must be non-zero".into());
@@ -396,6 +410,8 @@ group_pub = "/k/group.pub"
         assert_eq!(c.reallocation, ReallocationConfig::default());
         assert_eq!(c.hold(), Duration::from_millis(500));
         assert!(!c.drains_on_terminate());
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.admin_socket, Path::new("/run/manycast/admin.sock"));
         let cc = c.control_config();
         assert_eq!(cc.down_after, Duration::from_millis(200));
     }
@@ -404,7 +420,8 @@ group_pub = "/k/group.pub"
     fn every_field_is_read() {
         let c = Config::parse(&format!(
             "{MINIMAL}mode = \"vip\"\nservice_port = 7\nstrategy = \"pin\"\nweight = 3\n\
-             metrics_file = \"/tmp/m.prom\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
+             metrics_file = \"/tmp/m.prom\"\nmetrics_listen = \"127.0.0.1:9466\"\n\
+             admin_socket = \"/tmp/a.sock\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
              interface = \"ctl0\"\nttl = 4\nslice_bits = 4\n[igmp]\nrobustness = 3\n\
              refresh_ms = 5000\n[service]\nmax_sessions = 10\n\
              [vip]\naddress = \"10.200.0.1\"\nreset_delay_ms = 50\n\
@@ -427,6 +444,8 @@ group_pub = "/k/group.pub"
             Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790))
         );
         assert!(c.drains_on_terminate());
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9466".parse().unwrap()));
+        assert_eq!(c.admin_socket, Path::new("/tmp/a.sock"));
     }
 
     #[test]
@@ -454,6 +473,8 @@ group_pub = "/k/group.pub"
                 "[reallocation]\ndirect_path = \"10.0.0.1\"\n",
                 "socket address",
             ),
+            ("metrics_listen = \"localhost\"\n", "invalid socket address"),
+            ("admin_socket = \"\"\n", "admin_socket is empty"),
         ];
         for (extra, want) in cases {
             // Later keys would be duplicates of MINIMAL's: drop the ones the case redefines.

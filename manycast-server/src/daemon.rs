@@ -3,9 +3,11 @@
 //! for the [`JoinAgent`]; the agent's signed reports leave through a raw IGMP socket; queries
 //! heard on that socket go back to the agent.
 
+use crate::admin;
 use crate::config::{Config, Mode, Strategy};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keys;
+use crate::load::LoadMeter;
 use crate::metrics::{self, Snapshot};
 use crate::service::{Reply, Service};
 use control_channel::driver::{self, SocketConfig};
@@ -180,6 +182,8 @@ pub struct Runtime {
     direct_paths: BTreeSet<MemberId>,
     /// Where other members reach us directly, announced under forward and handoff.
     direct_path: Option<SocketAddrV4>,
+    load: LoadMeter,
+    admin: admin::Hub,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -218,6 +222,7 @@ impl Runtime {
     }
 
     async fn on_event(&mut self, handle: &driver::DriverHandle, now: Timestamp, event: Event) {
+        self.admin.publish(now, &event);
         match event {
             Event::Committed { id, slices, .. } => {
                 info!(
@@ -338,6 +343,25 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     .map_err(io_err("control driver"))?;
     let udp = service_socket(&config, addr).map_err(io_err("service socket"))?;
     let igmp = igmp_socket(&config.interface, addr).map_err(io_err("raw IGMP socket"))?;
+    let hub = admin::Hub::new(Snapshot::new(me));
+    let admin_listener = admin::bind(&config.admin_socket)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", config.admin_socket.display())))
+        .map_err(io_err("admin socket"))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(io_err("metrics_listen"))?,
+        ),
+        None => None,
+    };
+    let admin_server = admin::start(
+        &config.admin_socket,
+        admin_listener,
+        metrics_listener,
+        handle.requester(),
+        hub.clone(),
+    );
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     info!(
@@ -369,6 +393,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     });
     let mut rt = Runtime {
         snapshot: Snapshot::new(me),
+        load: LoadMeter::new(config.control_config().slicing),
+        admin: hub,
         config,
         agent,
         service,
@@ -410,6 +436,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 // Errors are ICMP reports about earlier replies; nothing to do.
                 if let Ok((n, SocketAddr::V4(from))) = r {
                     let actions = rt.service.handle_datagram(driver::wall_clock(), from, &buf[..n]);
+                    // Load counts the datagrams this member answers itself.
+                    if actions.iter().any(|a| matches!(a, crate::service::Action::Reply(r) if r.to == from)) {
+                        rt.load.record(*from.ip());
+                    }
                     rt.apply(&handle, actions).await;
                 }
             }
@@ -432,6 +462,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
                 }
                 rt.write_metrics(control_counters(&handle).await);
+                rt.load.tick();
+                let report = rt.load.report();
+                handle.with(move |ep, _| ep.set_load(report));
+                rt.admin.set_snapshot(&rt.snapshot);
             }
             // Under forward, handoff and pin the first SIGTERM drains and the loop ends when
             // the drain is done; a second one (or SIGINT, or reset) leaves at once.
@@ -446,6 +480,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     info!("leaving");
+    // Stops the admin tasks, whose requesters would otherwise keep the driver running.
+    drop(admin_server);
     rt.write_metrics(control_counters(&handle).await);
     handle.with(|ep, now| ep.leave(now));
     let now = driver::wall_clock();

@@ -6,12 +6,15 @@
 //! filtering and the reallocation strategies (its moved-session encoding in
 //! [`session_state`]), Prometheus [`metrics`], and the I/O shell [`daemon`] that wires them to the control
 //! channel, a raw IGMP socket and the service socket; [`vip`] holds VIP mode's host changes and
-//! the reset of moved TCP connections.
+//! the reset of moved TCP connections; per-unit [`load`] for load-aware rebalancing, and the
+//! [`admin`] socket that `manycastctl` talks to.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod join_agent;
 pub mod keys;
+pub mod load;
 pub mod metrics;
 pub mod service;
 pub mod session_state;

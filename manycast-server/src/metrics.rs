@@ -229,6 +229,47 @@ pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Serves `render()` as Prometheus text to every HTTP request on `listener`, whatever its path
+/// (as the verifier does): reads the request head, answers, closes.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let render = std::sync::Arc::new(render);
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let render = render.clone();
+        tokio::spawn(async move {
+            let limit = std::time::Duration::from_secs(2);
+            let _ = tokio::time::timeout(limit, async move {
+                // Read until the end of the request head (or 8 KiB); the request is not
+                // interpreted further.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = render();
+                let response = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

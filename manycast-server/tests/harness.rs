@@ -170,6 +170,12 @@ impl Lab {
         self.start_server_with(i, ns, interface, control_if, "strategy = \"reset\"", "");
     }
 
+    /// Member `i`'s admin socket.
+    pub fn admin_socket(&self, i: usize) -> PathBuf {
+        let id = self.fixture.members[i].id;
+        self.dir.path().join(format!("{id}.sock"))
+    }
+
     /// [`Lab::start_server`] with `top` lines (top-level keys, then any tables) placed before
     /// the `[control]` table and `tables` appended after it.
     pub fn start_server_with(
@@ -189,12 +195,13 @@ impl Lab {
             format!(
                 "group = \"{GROUP}\"\ninterface = \"{interface}\"\nservice_port = {PORT}\n\
                  member_key = \"{k}\"\nmember_cert = \"{c}\"\ngroup_pub = \"{g}\"\n\
-                 metrics_file = \"{m}\"\n{top}\n\
+                 metrics_file = \"{m}\"\nadmin_socket = \"{a}\"\n{top}\n\
                  [control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n{tables}",
                 k = d.join(format!("{id}.key")).display(),
                 c = d.join(format!("{id}.cert")).display(),
                 g = d.join("group.pub").display(),
                 m = d.join(format!("{id}.prom")).display(),
+                a = self.admin_socket(i).display(),
             ),
         )
         .expect("config");

@@ -1,6 +1,7 @@
 //! Integration tests: the real `manycastctl` binary (OpenSSL reads the keys it writes and writes
 //! keys it reads), the real `manycast-server` CLI, and end to end in namespaces ([`native`], [`vip`]).
 
+mod admin;
 mod cli;
 mod harness;
 mod native;

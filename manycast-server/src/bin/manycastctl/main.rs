@@ -1,7 +1,8 @@
 //! `manycastctl`: the admin tool. Makes the group key, member keys and member certificates,
-//! and publishes them to the keystore (`keystore.rs`). (Allocation and drain commands come
-//! with issue 6.)
+//! publishes them to the keystore (`keystore.rs`), and drives a running cluster through a
+//! daemon's admin socket (`cluster.rs`: members, allocation, move, drain, rebalance, watch).
 
+mod cluster;
 mod keystore;
 
 use clap::{Parser, Subcommand};
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[command(
     name = "manycastctl",
     version,
-    about = "Manycast admin tool: keys, member certificates and the keystore"
+    about = "Manycast admin tool: keys, member certificates, the keystore and the running cluster"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +35,8 @@ enum Command {
     /// The DNS keystore: publish, rotate, revoke, publish certificates, show (SPEC.md §8).
     #[command(subcommand)]
     Keystore(keystore::KeystoreCommand),
+    #[command(flatten)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +115,7 @@ fn b64(bytes: &[u8]) -> String {
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Keystore(command) => keystore::run(command)?,
+        Command::Cluster(command) => cluster::run(command)?,
         Command::Key(KeyCommand::New { prefix }) => {
             let key = keys::generate()?;
             let (private, public) = (with_ext(&prefix, ".key"), with_ext(&prefix, ".pub"));

@@ -1,0 +1,405 @@
+//! Cluster commands: talk to a running daemon's admin socket (one JSON object per line, see
+//! `manycast_server::admin`) and show members, the allocation and load, move units, drain,
+//! resume, rebalance, and a live `watch`.
+
+use clap::{Args, Subcommand};
+use manycast_server::admin::{AdminEvent, AdminRequest, Answer, Status, WatchLine};
+use manycast_server::config::DEFAULT_ADMIN_SOCKET;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+type Error = Box<dyn std::error::Error>;
+
+#[derive(Args, Debug, Clone)]
+pub struct Socket {
+    /// The daemon's admin socket (`admin_socket` in its config).
+    #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Members as this daemon sees them: liveness, weights, units, load, epoch.
+    Members {
+        #[command(flatten)]
+        socket: Socket,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The committed allocation: per member its units, slices and load.
+    Allocation {
+        #[command(flatten)]
+        socket: Socket,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give units to a member; it gives its least loaded other units back (quotas stay).
+    Move {
+        /// Unit numbers: `3`, `3,7,9` or `10-19` (see `allocation --json`, `unit_owner`).
+        units: String,
+        /// The member that takes them (id, `2` or `m2`).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        socket: Socket,
+    },
+    /// Drain a member (default: the daemon's own): weight 0, its units go to the others.
+    Drain {
+        member: Option<String>,
+        #[command(flatten)]
+        socket: Socket,
+    },
+    /// Undo a drain: the member announces its configured weight again.
+    Resume {
+        member: Option<String>,
+        #[command(flatten)]
+        socket: Socket,
+    },
+    /// Swap units between members to lower the max/mean load.
+    Rebalance {
+        #[command(flatten)]
+        socket: Socket,
+    },
+    /// A live view: members, slices, load and recent events, refreshed every second.
+    Watch {
+        #[command(flatten)]
+        socket: Socket,
+        /// Print one frame and exit (for scripts and tests).
+        #[arg(long)]
+        once: bool,
+        /// With --once: the full status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_member(s: &str) -> Result<u32, Error> {
+    let digits = s.strip_prefix('m').unwrap_or(s);
+    digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a member id (like 2 or m2)").into())
+}
+
+/// `3`, `3,7`, `10-19`, or a mix.
+pub fn parse_units(s: &str) -> Result<Vec<u16>, Error> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} is not a unit number or range like 10-19");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u16, u16) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad().into());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err("no units given".into());
+    }
+    Ok(out)
+}
+
+fn connect(socket: &Socket) -> Result<UnixStream, Error> {
+    UnixStream::connect(&socket.socket).map_err(|e| {
+        format!(
+            "cannot reach the daemon at {}: {e} (is manycast-server running? --socket)",
+            socket.socket.display()
+        )
+        .into()
+    })
+}
+
+/// One request, one answer; an answer with `ok: false` is an error.
+fn ask(socket: &Socket, request: &AdminRequest) -> Result<Answer, Error> {
+    let mut s = connect(socket)?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply)?;
+    if reply.is_empty() {
+        return Err("the daemon closed the connection without answering".into());
+    }
+    let answer: Answer = serde_json::from_str(&reply)?;
+    if !answer.ok {
+        return Err(answer.error.unwrap_or_else(|| "failed".into()).into());
+    }
+    Ok(answer)
+}
+
+fn status(socket: &Socket) -> Result<Status, Error> {
+    ask(socket, &AdminRequest::Status {})?
+        .status
+        .ok_or_else(|| "the daemon sent no status".into())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn epoch_line(s: &Status) -> String {
+    match &s.epoch {
+        Some(e) => format!(
+            "epoch {} (proposed by m{}, digest {}), seen from m{}",
+            e.epoch, e.proposer, e.digest, s.me
+        ),
+        None => format!("no allocation committed yet, seen from m{}", s.me),
+    }
+}
+
+pub fn members_table(s: &Status) -> String {
+    let mut out = format!("{}\n", epoch_line(s));
+    out.push_str(&format!(
+        "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}  {}\n",
+        "MEMBER", "LIVE", "WEIGHT", "ALLOC-WEIGHT", "UNITS", "LOAD", "EPOCH", "STARTED (UTC)"
+    ));
+    for m in &s.members {
+        let name = format!("m{}{}", m.id, if m.me { "*" } else { "" });
+        out.push_str(&format!(
+            "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}  {}\n",
+            name,
+            yes(m.live),
+            opt(m.weight),
+            opt(m.allocation_weight),
+            m.units,
+            m.load,
+            opt(m.committed_epoch),
+            m.incarnation.map_or_else(|| "-".to_owned(), fmt_time)
+        ));
+    }
+    out
+}
+
+fn shorten(slices: &[String], width: usize) -> String {
+    let all = slices.join(" ");
+    if all.chars().count() <= width {
+        return if all.is_empty() { "-".into() } else { all };
+    }
+    let head: String = all.chars().take(width.saturating_sub(16)).collect();
+    format!("{head}... ({} slices)", slices.len())
+}
+
+pub fn allocation_table(s: &Status) -> String {
+    let mut out = format!("{}\n", epoch_line(s));
+    let total_units = s.unit_owner.len().max(1);
+    out.push_str(&format!(
+        "{:<8} {:>6} {:>7} {:>8}  {}\n",
+        "MEMBER", "UNITS", "SHARE", "LOAD", "SLICES"
+    ));
+    for m in s
+        .members
+        .iter()
+        .filter(|m| m.allocation_weight.is_some() || m.units > 0)
+    {
+        out.push_str(&format!(
+            "{:<8} {:>6} {:>6.1}% {:>8}  {}\n",
+            format!("m{}", m.id),
+            m.units,
+            100.0 * m.units as f64 / total_units as f64,
+            m.load,
+            shorten(&m.slices, 60)
+        ));
+    }
+    let unowned = s.unit_owner.iter().filter(|o| o.is_none()).count();
+    out.push_str(&format!(
+        "{} units of /{} low-order bits, {unowned} unowned; max/mean load per weight {}\n",
+        s.unit_owner.len(),
+        s.slice_bits,
+        s.load_imbalance
+            .map_or_else(|| "n/a (no load)".to_owned(), |x| format!("{x:.2}"))
+    ));
+    out
+}
+
+fn frame(s: &Status, events: &VecDeque<AdminEvent>) -> String {
+    let c = &s.counters;
+    let mut out = members_table(s);
+    out.push('\n');
+    out.push_str(&allocation_table(s));
+    out.push_str(&format!(
+        "\nserved {}  filtered {}  sessions {}  resets {}  commits {}  control in/out {}/{}\n",
+        c.served, c.filtered, c.sessions, c.resets, c.commits, c.control_accepted, c.control_sent
+    ));
+    out.push_str("\nrecent events:\n");
+    if events.is_empty() {
+        out.push_str("  (none since watch started)\n");
+    }
+    for e in events {
+        out.push_str(&format!("  {} {}\n", fmt_time(e.at_ms), e.text));
+    }
+    out
+}
+
+/// UTC time of day of a millisecond timestamp.
+fn fmt_time(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
+/// Streams the daemon's watch lines and redraws until Ctrl-C or the daemon goes away.
+fn watch(socket: &Socket) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let stream = tokio::net::UnixStream::connect(&socket.socket)
+            .await
+            .map_err(|e| format!("cannot reach the daemon at {}: {e}", socket.socket.display()))?;
+        let (r, mut w) = stream.into_split();
+        let mut line = serde_json::to_string(&AdminRequest::Watch {})?;
+        line.push('\n');
+        w.write_all(line.as_bytes()).await?;
+        let mut lines = tokio::io::BufReader::new(r).lines();
+        let mut events: VecDeque<AdminEvent> = VecDeque::new();
+        let mut last: Option<Status> = None;
+        let mut out = std::io::stdout();
+        // Hide the cursor while redrawing; shown again on every way out.
+        let _ = write!(out, "\x1b[?25l");
+        let result: Result<(), Error> = loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break Ok(()),
+                l = lines.next_line() => match l {
+                    Ok(Some(l)) => {
+                        match serde_json::from_str::<WatchLine>(&l) {
+                            Ok(WatchLine::Status(s)) => last = Some(s),
+                            Ok(WatchLine::Event(e)) => {
+                                if events.len() == 10 {
+                                    events.pop_front();
+                                }
+                                events.push_back(e);
+                            }
+                            Err(e) => break Err(format!("unexpected line from the daemon: {e}").into()),
+                        }
+                        if let Some(s) = &last {
+                            let _ = write!(out, "\x1b[H\x1b[2J{}", frame(s, &events));
+                            let _ = out.flush();
+                        }
+                    }
+                    Ok(None) => break Err("the daemon closed the watch".into()),
+                    Err(e) => break Err(e.into()),
+                },
+            }
+        };
+        let _ = writeln!(out, "\x1b[?25h");
+        result
+    })
+}
+
+pub fn run(command: ClusterCommand) -> Result<(), Error> {
+    match command {
+        ClusterCommand::Members { socket, json } => {
+            let s = status(&socket)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "me": s.me, "epoch": s.epoch, "members": s.members })
+                );
+            } else {
+                print!("{}", members_table(&s));
+            }
+        }
+        ClusterCommand::Allocation { socket, json } => {
+            let s = status(&socket)?;
+            if json {
+                let members: Vec<_> = s
+                    .members
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "id": m.id, "units": m.units, "slices": m.slices, "load": m.load,
+                            "weight": m.allocation_weight,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "epoch": s.epoch, "slice_bits": s.slice_bits, "members": members,
+                        "unit_owner": s.unit_owner, "unit_load": s.unit_load,
+                        "load_imbalance": s.load_imbalance,
+                    })
+                );
+            } else {
+                print!("{}", allocation_table(&s));
+            }
+        }
+        ClusterCommand::Move { units, to, socket } => {
+            let request = AdminRequest::Move {
+                units: parse_units(&units)?,
+                to: parse_member(&to)?,
+            };
+            report(ask(&socket, &request)?);
+        }
+        ClusterCommand::Drain { member, socket } => {
+            let member = member.as_deref().map(parse_member).transpose()?;
+            report(ask(&socket, &AdminRequest::Drain { member })?);
+        }
+        ClusterCommand::Resume { member, socket } => {
+            let member = member.as_deref().map(parse_member).transpose()?;
+            report(ask(&socket, &AdminRequest::Resume { member })?);
+        }
+        ClusterCommand::Rebalance { socket } => report(ask(&socket, &AdminRequest::Rebalance {})?),
+        ClusterCommand::Watch { socket, once, json } => {
+            if json && !once {
+                return Err("--json needs --once (a live view is for people)".into());
+            }
+            if once {
+                let s = status(&socket)?;
+                if json {
+                    println!("{}", serde_json::to_string(&s)?);
+                } else {
+                    print!("{}", frame(&s, &VecDeque::new()));
+                }
+            } else {
+                watch(&socket)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(a: Answer) {
+    match (a.message, a.epoch) {
+        (Some(m), Some(e)) => println!("{m} (epoch {e})"),
+        (Some(m), None) => println!("{m}"),
+        _ => println!("done"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_lists_and_member_names() {
+        assert_eq!(parse_units("3").unwrap(), vec![3]);
+        assert_eq!(parse_units("3, 7,10-12").unwrap(), vec![3, 7, 10, 11, 12]);
+        for bad in ["", "x", "5-2", "70000", "1-", "-"] {
+            assert!(parse_units(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_member("m2").unwrap(), 2);
+        assert_eq!(parse_member("2").unwrap(), 2);
+        assert!(parse_member("mm2").is_err());
+    }
+}
