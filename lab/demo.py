@@ -48,6 +48,11 @@ VIP_SERVICE_PORT = 5001  # the VIP daemon's reference UDP service (unused here; 
 HTTP_PORT = 8080
 CURL_SOURCES = 16  # per client host
 STRATEGY = "handoff"  # the native service's: sessions move with their slices
+# The failure detector's timeout, 1000 ms instead of the default 200 ms, as in scenarios.py: on
+# this shared 2-core machine a starved run stalled every server for more than 200 ms at once,
+# each declared the others down, and the flapping allocation restarted client sessions, which
+# is not what the story shows. It costs the SIGKILL takeover about 0.8 s more.
+DOWN_AFTER_MS = 1000
 
 
 class StoryCluster(cluster.Cluster):
@@ -118,7 +123,7 @@ class StoryCluster(cluster.Cluster):
                     f'group_pub = "{k}/group.pub"\nmetrics_file = "{prom}"\n'
                     f'admin_socket = "{sock}"\n{top}'
                     f'[control]\ngroup = "{control_group}"\nport = {control_port}\n'
-                    f'interface = "{name}-eth1"\n'
+                    f'interface = "{name}-eth1"\ndown_after_ms = {DOWN_AFTER_MS}\n'
                     # A draining member leaves once its sessions are handed off; bounded so
                     # that the lab's stop (SIGTERM, SIGKILL after 5 s) normally sees it leave.
                     f'[reallocation]\ndrain_timeout_ms = 4000\n')
@@ -588,16 +593,17 @@ def session_breaks(replies, a, b):
     for src, rs in replies.items():
         prev, bad = None, False
         for t, _, txt in rs:
-            if not a <= t < b:
-                continue
+            if t >= b:
+                break
             try:
                 n = int(txt.split()[1])
             except (IndexError, ValueError):
                 continue  # `m<id> reset`: not a number (never sent under handoff)
-            if prev is not None and n > prev + 1:
+            # The answer before the window counts as the previous one of the first inside it.
+            if t >= a and prev is not None and n > prev + 1:
                 gaps += 1
                 bad = True
-            elif prev is not None and n <= prev:
+            elif t >= a and prev is not None and n <= prev:
                 repeats += 1
                 bad = True
             prev = n
