@@ -329,12 +329,13 @@ class Story:
         atk = self.c.path("atk-captured.bin")
         self.c.spawn("atk-capture", "atk", ["/usr/bin/python3", os.path.join(LAB, "attacker.py"),
                                             "capture", "--iface", "atk-eth0", "--sender",
-                                            f"{topo.server_subnet(1)[2]}", "--out", atk])
+                                            f"{topo.server_subnet(1)[2]}", "--out", atk,
+                                            "--group", cluster.GROUP])
 
     def step_servers_join(self):
         self.c.start_servers()
         epoch, st = self.c.wait_converged()
-        rows = sorted((r["member"], r["slices"]) for r in st["ownership"])
+        rows = sorted((r["member"], r["slices"]) for r in st["ownership"] if r["group"] == cluster.GROUP)
         self.event(f"4 servers joined: epoch {epoch}, the verifier holds their signed claims",
                    [f"member {m}: {s}" for m, s in rows], mark="joined")
 
@@ -483,7 +484,8 @@ class Story:
         rc = self.c.wait_exit(LEAVING)
         epoch, st = self.c.wait_converged()
         self.event(f"{LEAVING} exited ({rc}); its slices re-allocated, epoch {epoch}",
-                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]], mark="left")
+                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]
+                    if r["group"] == cluster.GROUP], mark="left")
         self.pause(10, 3)
 
     def step_crash(self):
@@ -497,7 +499,8 @@ class Story:
             return r if r and r[0] > before else None
         epoch, st = cluster.wait_for(f"the survivors to take {KILLED}'s slices over", taken_over)
         self.event(f"survivors took {KILLED}'s slices over: epoch {epoch}, verifier re-pointed",
-                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]], mark="taken")
+                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]
+                    if r["group"] == cluster.GROUP], mark="taken")
         self.pause(10, 3)
 
     def step_attacks(self):
@@ -527,7 +530,8 @@ class Story:
         # Neither join changed who owns what: no claim at the forged epoch.
         st = self.c.verifier_status() or {}
         self.after_attacks = {"servers_epoch": self.last_epoch,
-                              "claim_epochs": {str(r["member"]): r["epoch"] for r in st.get("ownership", [])}}
+                              "claim_epochs": {str(r["member"]): r["epoch"] for r in st.get("ownership", [])
+                                               if r["group"] == cluster.GROUP}}
         self.pause(3, 1)
 
     def step_stop_clients(self):
