@@ -314,18 +314,21 @@ class Story:
         self.event("lab up: r1, srv1..srv4 on four subnets, ks, cli1/cli2 (64 sources each), atk",
                    mark="lab")
         shown = self.c.make_keys()
-        self.event("manycastctl: group key, 4 member keys and certificates (service + control group)",
+        self.event("manycastctl: group key, 4 member keys and certificates (both services' groups and "
+                   "control groups)",
                    shown.splitlines(), mark="keys")
 
     def step_keystore(self):
         self.c.start_keystore()
         self.c.publish()
-        self.event("dns-keystore on ks; group record published over TSIG; dig shows it:",
+        self.event(f"dns-keystore on ks; records of {cluster.GROUP} and {VIP_GROUP} (VIP {VIP}) published "
+                   "over TSIG; dig shows the first:",
                    [line[:140] for line in self.c.dig().splitlines() if line.strip()], mark="published")
 
     def step_verifier(self):
         self.c.start_verifier()
-        self.event("manycast-verifier on r1: native mode, group key fetched from the keystore (DNSSEC)",
+        self.event(f"manycast-verifier on r1: group keys fetched from the keystore (DNSSEC); {cluster.GROUP} "
+                   f"native, {VIP_GROUP} bound to VIP {VIP} with pin",
                    mark="verifier")
         # The attacker listens on srv1's link from now on, to capture a signed join.
         atk = self.c.path("atk-captured.bin")
