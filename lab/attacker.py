@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """The lab's attacker (host atk, on server 1's subnet). Plain AF_PACKET sockets, no daemon help.
 
-    attacker.py capture --iface atk-eth0 --sender 10.1.0.2 --out FILE
+    attacker.py capture --iface atk-eth0 --sender 10.1.0.2 --out FILE [--group G]
         sniff the link until SIGTERM; keep the latest signed IGMPv3 report (non-empty claim)
-        that `sender` sent, as its raw IPv4 datagram, in FILE
+        that `sender` sent (for group G only, if given), as its raw IPv4 datagram, in FILE
     attacker.py replay --iface atk-eth0 --packet FILE
         re-send the captured datagram byte for byte (the verifier must answer `duplicate`)
     attacker.py forge --iface atk-eth0 --packet FILE
@@ -75,6 +75,7 @@ def capture(args):
     s = l2_socket(args.iface)
     s.settimeout(0.2)
     sender = socket.inet_aton(args.sender)
+    group = socket.inet_aton(args.group) if args.group else None
     while not stop:
         try:
             frame = s.recv(65535)
@@ -84,6 +85,8 @@ def capture(args):
         if ip[12:16] != sender:
             continue
         parsed = parse_signed_report(ip)
+        if parsed and group and ip[parsed[0] + 12:parsed[0] + 16] != group:
+            continue
         if parsed and parsed[2] > 0:
             tmp = args.out + ".tmp"
             with open(tmp, "wb") as f:
@@ -112,6 +115,7 @@ def main():
     p.add_argument("--iface", required=True)
     p.add_argument("--sender", help="capture: whose reports to keep")
     p.add_argument("--out", help="capture: where to keep the latest report")
+    p.add_argument("--group", help="capture: only reports for this group")
     p.add_argument("--packet", help="replay, forge: the captured datagram")
     args = p.parse_args()
     if args.command == "capture":

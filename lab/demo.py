@@ -4,7 +4,11 @@
     lab/demo.py [--bin-dir target/release] [--out-dir target/demo] [--quick] [--json]
 
 The story is a list of step functions (STEPS): keys made and published, the verifier and the
-servers start and join, clients load the service (native mode), a planned change (a server
+servers start and join, clients load the service (native mode, `strategy = "handoff"`), a
+planned rebalance with the admin tool (`manycastctl drain`, then `resume`, allocation shown
+before and after, every client session checked for a gap or a repeat), a second service on the
+same servers in VIP mode (a `manycast-server` per server with `strategy = "pin"`, a real HTTP
+server bound to the VIP, curl from client sources, a short wrk), a planned change (a server
 leaves with SIGTERM), a server SIGKILLed and its slices taken over, a forged and a replayed
 join from the attacker refused. A live status view runs meanwhile (ANSI, in place, on a
 terminal; plain lines otherwise). At the end: a summary table, and the per-server load over time
@@ -12,15 +16,14 @@ with the events marked in OUT_DIR/load.svg.
 
 --quick shortens the waits (for the e2e test); --json prints the measured results as one JSON
 line on stdout (the view and the summary then go to stderr).
-Steps not in the story yet, because the features are not there: `manycastctl drain/rebalance/
-move` (branch admin), VIP mode with curl/wrk (branch vip). Add them to STEPS when they land.
 """
 
 import argparse
 import json
 import os
 import signal
-import statistics
+import re
+import subprocess
 import sys
 import threading
 import time
@@ -34,7 +37,143 @@ import topo  # noqa: E402
 
 KILLED = "srv2"
 LEAVING = "srv4"
+DRAINED = "srv3"
 SAMPLE_S = 0.5
+# The second service, in VIP mode: its own group, control group and ports on the same servers.
+VIP = "10.200.0.1"
+VIP_GROUP = "232.1.1.2"
+VIP_CONTROL_GROUP = "239.77.0.2"
+VIP_CONTROL_PORT = 4791
+VIP_SERVICE_PORT = 5001  # the VIP daemon's reference UDP service (unused here; must not clash)
+HTTP_PORT = 8080
+CURL_SOURCES = 16  # per client host
+STRATEGY = "handoff"  # the native service's: sessions move with their slices
+# The failure detector's timeout: the product's default (200 ms) for `make demo`. The e2e test
+# passes --down-after-ms 1000, as scenarios.py does: with debug daemons on a shared 2-core
+# machine every server can stall for more than 200 ms at once (nothing is queued to read then),
+# each declares the others down, and the flapping allocation restarts client sessions.
+DOWN_AFTER_MS = 200
+# Refusals of the servers' own kernel reports (see step_attacks), not the attacker's.
+KERNEL_NOISE = ("unsigned", "record-mismatch")
+
+
+class StoryCluster(cluster.Cluster):
+    down_after_ms = DOWN_AFTER_MS
+    """The lab cluster with what the story adds: certificates for a second (VIP) service, its
+    group published and bound to the VIP (pinned) in the verifier, the native servers under
+    `strategy = "handoff"` with an admin socket each, and the VIP-mode servers."""
+
+    def make_keys(self):
+        ctl = self.bin("manycastctl")
+        k = self.path("keys")
+        self.run(None, [ctl, "key", "new", f"{k}/group"])
+        for name, mid in self.ids.items():
+            self.run(None, [ctl, "key", "new", f"{k}/{name}"])
+            self.run(None, [ctl, "cert", "issue", "--group-key", f"{k}/group.key", "--member-key",
+                            f"{k}/{name}.pub", "--id", str(mid),
+                            "--group", cluster.GROUP, "--group", cluster.CONTROL_GROUP,
+                            "--group", VIP_GROUP, "--group", VIP_CONTROL_GROUP,
+                            "--out", f"{k}/{name}.cert"])
+        return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
+
+    def publish(self):
+        for group, name in ((cluster.GROUP, "demo"), (VIP_GROUP, "demo-vip")):
+            args = [self.bin("manycastctl"), "keystore", "publish", "--server", cluster.KEYSTORE_ADDR,
+                    "--tsig-key", self.tsig_key(), "--zone", cluster.ZONE, "--group", group,
+                    "--name", name, "--owner", "lab@manycast.test",
+                    "--group-pub", self.path("keys", "group.pub")]
+            if group == VIP_GROUP:
+                args += ["--vip", VIP]
+            last = []
+
+            def attempt():
+                try:
+                    self.run("ks", args)
+                    return True
+                except cluster.LabError as e:
+                    last[:] = [e]
+                    return False
+
+            try:
+                cluster.wait_for(f"publishing the record of {group}", attempt, timeout=20, interval=0.3)
+            except cluster.LabError as e:
+                raise cluster.LabError(f"{e}: {last[0] if last else ''}") from None
+
+    def start_verifier(self):
+        ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
+        ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
+        cfg = self.path("verifier.toml")
+        with open(cfg, "w") as f:
+            f.write(f"interfaces = {json.dumps(ifs)}\n"
+                    f'status_socket = "{self.path("verifier.sock")}"\n'
+                    f'[keystore]\nserver = "{cluster.KEYSTORE_ADDR}"\n'
+                    f'trust_anchor = "{self.trust_anchor()}"\n'
+                    f'groups = ["{cluster.GROUP}", "{VIP_GROUP}"]\n'
+                    f'[[vip]]\naddress = "{VIP}"\ngroup = "{VIP_GROUP}"\npin = true\n')
+        self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
+                   env={"RUST_LOG": "info"})
+        cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
+
+    def admin_socket(self, name):
+        return self.path(f"{name}.sock")
+
+    def write_server_config(self, name, cfg, group, port, control_group, control_port, top, prom,
+                            sock):
+        k = self.path("keys")
+        with open(cfg, "w") as f:
+            f.write(f'group = "{group}"\ninterface = "{name}-eth0"\nservice_port = {port}\n'
+                    f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
+                    f'group_pub = "{k}/group.pub"\nmetrics_file = "{prom}"\n'
+                    f'admin_socket = "{sock}"\n{top}'
+                    f'[control]\ngroup = "{control_group}"\nport = {control_port}\n'
+                    f'interface = "{name}-eth1"\ndown_after_ms = {self.down_after_ms}\n'
+                    # A draining member leaves once its sessions are handed off; bounded so
+                    # that the lab's stop (SIGTERM, SIGKILL after 5 s) normally sees it leave.
+                    f'[reallocation]\ndrain_timeout_ms = 4000\n')
+        if os.path.exists(prom):
+            os.unlink(prom)
+
+    def start_server(self, name):
+        cfg = self.path(f"{name}.toml")
+        self.write_server_config(name, cfg, cluster.GROUP, cluster.PORT, cluster.CONTROL_GROUP, 4790,
+                                 f'strategy = "{STRATEGY}"\n', self.path(name + ".prom"),
+                                 self.admin_socket(name))
+        self.spawn(name, name, [self.bin("manycast-server"), "--config", cfg],
+                   env={"RUST_LOG": "info"})
+
+    def start_vip_server(self, name):
+        """The VIP service's member on server `name`: VIP mode, pin, its own control group."""
+        cfg = self.path(f"vip-{name}.toml")
+        self.write_server_config(name, cfg, VIP_GROUP, VIP_SERVICE_PORT, VIP_CONTROL_GROUP,
+                                 VIP_CONTROL_PORT,
+                                 f'mode = "vip"\nstrategy = "pin"\n[vip]\naddress = "{VIP}"\n',
+                                 self.path(f"vip-{name}.prom"), self.path(f"vip-{name}.sock"))
+        self.spawn(f"vip-{name}", name, [self.bin("manycast-server"), "--config", cfg],
+                   env={"RUST_LOG": "info"})
+
+    def start_http(self, name):
+        """A real HTTP server on `name`, bound to the VIP; /whoami answers the server's name."""
+        www = self.path(f"www-{name}")
+        os.makedirs(www, exist_ok=True)
+        with open(os.path.join(www, "whoami"), "w") as f:
+            f.write(f"{name}\n")
+        self.spawn(f"http-{name}", name, ["/usr/bin/python3", "-m", "http.server", "--bind", VIP,
+                                          "--protocol", "HTTP/1.1", "--directory", www,
+                                          str(HTTP_PORT)])
+
+    def ctl(self, *args, json_out=False):
+        """`manycastctl` (cluster commands through srv1's admin socket unless --socket given)."""
+        args = list(args)
+        if "--socket" not in args:
+            args += ["--socket", self.admin_socket("srv1")]
+        out = self.run(None, [self.bin("manycastctl")] + args)
+        return json.loads(out) if json_out else out
+
+    def vip_claims(self):
+        """{member: epoch} of the VIP group's claims the verifier holds."""
+        st = self.verifier_status() or {}
+        return {r["member"]: r["epoch"] for r in st.get("ownership", [])
+                if r["group"] == VIP_GROUP and r["slices"].strip()}
 
 
 class Interrupted(Exception):
@@ -71,6 +210,8 @@ class Story:
         self.clients = {}
         self.attacks = {}
         self.after_attacks = {}
+        self.admin = {}  # allocations and answers of the admin step
+        self.vip = {}  # curl answers and wrk figures of the VIP step
         self.last_epoch = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -145,6 +286,11 @@ class Story:
             lines.append(f"{s:8} {state:6} {int(m.get('epoch', 0)):>5} "
                          f"{int(m.get('slices', 0)) if state == 'up' else 0:>5} {share:>5.1f}%  "
                          f"{claim(owners.get(mid)):34} {load.get(s, 0) if state == 'up' else 0:>6.0f}")
+        vip = sorted((r["member"], r["epoch"]) for r in st.get("ownership", [])
+                     if r["group"] == VIP_GROUP and r["slices"].strip())
+        if vip:
+            lines.append(f"VIP service {VIP} (group {VIP_GROUP}, pin): the verifier holds the claims "
+                         f"of members {', '.join(str(m) for m, _ in vip)} at epoch {vip[0][1]}")
         c = st.get("counters", {})
         rej = {r: n for r, n in c.get("rejected", []) if n}
         lines += ["", f"verifier: joins accepted {c.get('joins_accepted', 0)}, MFC entries "
@@ -169,29 +315,33 @@ class Story:
         self.event("lab up: r1, srv1..srv4 on four subnets, ks, cli1/cli2 (64 sources each), atk",
                    mark="lab")
         shown = self.c.make_keys()
-        self.event("manycastctl: group key, 4 member keys and certificates (service + control group)",
+        self.event("manycastctl: group key, 4 member keys and certificates (both services' groups and "
+                   "control groups)",
                    shown.splitlines(), mark="keys")
 
     def step_keystore(self):
         self.c.start_keystore()
         self.c.publish()
-        self.event("dns-keystore on ks; group record published over TSIG; dig shows it:",
+        self.event(f"dns-keystore on ks; records of {cluster.GROUP} and {VIP_GROUP} (VIP {VIP}) published "
+                   "over TSIG; dig shows the first:",
                    [line[:140] for line in self.c.dig().splitlines() if line.strip()], mark="published")
 
     def step_verifier(self):
         self.c.start_verifier()
-        self.event("manycast-verifier on r1: native mode, group key fetched from the keystore (DNSSEC)",
+        self.event(f"manycast-verifier on r1: group keys fetched from the keystore (DNSSEC); {cluster.GROUP} "
+                   f"native, {VIP_GROUP} bound to VIP {VIP} with pin",
                    mark="verifier")
         # The attacker listens on srv1's link from now on, to capture a signed join.
         atk = self.c.path("atk-captured.bin")
         self.c.spawn("atk-capture", "atk", ["/usr/bin/python3", os.path.join(LAB, "attacker.py"),
                                             "capture", "--iface", "atk-eth0", "--sender",
-                                            f"{topo.server_subnet(1)[2]}", "--out", atk])
+                                            f"{topo.server_subnet(1)[2]}", "--out", atk,
+                                            "--group", cluster.GROUP])
 
     def step_servers_join(self):
         self.c.start_servers()
         epoch, st = self.c.wait_converged()
-        rows = sorted((r["member"], r["slices"]) for r in st["ownership"])
+        rows = sorted((r["member"], r["slices"]) for r in st["ownership"] if r["group"] == cluster.GROUP)
         self.event(f"4 servers joined: epoch {epoch}, the verifier holds their signed claims",
                    [f"member {m}: {s}" for m, s in rows], mark="joined")
 
@@ -211,18 +361,137 @@ class Story:
                 return False
         cluster.wait_for("the clients' first answers", lambda: all(map(answered, self.clients)))
         self.event(f"clients load the service: 2 × 64 sources, {self.args.rate:g} req/s each, "
-                   f"UDP to {cluster.GROUP}:{cluster.PORT}", mark="load")
-        self.pause(12, 4)
+                   f"UDP to {cluster.GROUP}:{cluster.PORT} (strategy = \"{STRATEGY}\")", mark="load")
+        self.pause(8, 4)
+
+    def allocation(self):
+        """`manycastctl allocation` (table and JSON) through srv1's admin socket."""
+        return self.c.ctl("allocation"), self.c.ctl("allocation", "--json", json_out=True)
+
+    def step_admin_drain(self):
+        """Planned rebalance with the admin tool under client load: drain a member (its units go
+        to the others, its sessions are handed off), then resume it."""
+        table, before = self.allocation()
+        self.admin["before"] = before
+        self.event("manycastctl allocation (srv1's admin socket), before:", table.splitlines())
+        mid = self.c.ids[DRAINED]
+        self.marks["drain"] = time.time()
+        said = self.c.ctl("drain", f"m{mid}").strip()
+        others = [s for s in self.c.running_servers() if s != DRAINED]
+
+        def drained():
+            # The others own the whole space at one epoch and the verifier holds their claims
+            # at it; the drained member holds nothing (its claim is empty or gone).
+            epochs = {int(self.c.server_metrics(s).get("epoch", 0)) for s in others}
+            if len(epochs) != 1 or sum(self.c.server_metrics(s).get("slice_addresses", 0)
+                                       for s in others) != 1 << 32:
+                return None
+            if self.c.server_metrics(DRAINED).get("slices", 1) != 0:
+                return None
+            epoch = epochs.pop()
+            st = self.c.verifier_status() or {}
+            rows = {r["member"]: r for r in st.get("ownership", [])
+                    if r["group"] == cluster.GROUP and r["slices"].strip()}
+            if set(rows) == {self.c.ids[s] for s in others} and all(
+                    r["epoch"] == epoch for r in rows.values()):
+                return epoch
+            return None
+
+        epoch = cluster.wait_for(f"{DRAINED}'s units to go to the others", drained)
+        self.marks["drained"] = time.time()
+        table, after = self.allocation()
+        self.admin["drained"] = after
+        self.admin["drain_said"] = said
+        self.event(f"manycastctl drain m{mid}: {said}; verifier re-pointed at epoch {epoch}; "
+                   "allocation after:", table.splitlines())
+        self.pause(4, 2)
+        self.marks["resume"] = time.time()
+        said = self.c.ctl("resume", f"m{mid}").strip()
+        epoch, _ = self.c.wait_converged()
+        self.marks["resumed"] = time.time()
+        table, after = self.allocation()
+        self.admin["resumed"] = after
+        self.admin["resume_said"] = said
+        self.event(f"manycastctl resume m{mid}: {said}; all four serve again at epoch {epoch}:",
+                   table.splitlines())
+        self.pause(3, 1)
+
+    def step_vip(self):
+        """A second service on the same servers in VIP mode: a pinned VIP in the verifier, a
+        `manycast-server` (mode vip, strategy pin) and a real HTTP server per server; curl from
+        client sources (one source per request) and a short wrk."""
+        servers = self.c.running_servers()
+        for name in servers:
+            self.c.start_vip_server(name)
+        want = {self.c.ids[s] for s in servers}
+
+        def claimed():
+            self.c.check_processes()
+            claims = self.c.vip_claims()
+            return claims if set(claims) == want and len(set(claims.values())) == 1 else None
+
+        claims = cluster.wait_for("the VIP service's members to join (verifier claims)", claimed)
+        for name in servers:
+            cluster.wait_for(f"{name}'s VIP daemon to put {VIP} on lo",
+                             lambda: VIP in self.c.run(name, ["ip", "-4", "addr", "show", "dev", "lo"]))
+            self.c.start_http(name)
+        for name in servers:
+            cluster.wait_for(f"the HTTP server on {name}", lambda: self.c.run(
+                name, ["curl", "-s", "--max-time", "2", f"http://{VIP}:{HTTP_PORT}/whoami"],
+                check=False).strip() == name)
+        self.event(f"VIP service: group {VIP_GROUP} bound to {VIP} (pin) in the verifier; "
+                   f"{len(servers)} manycast-server in VIP mode (strategy pin) joined at epoch "
+                   f"{next(iter(claims.values()))}; python3 http.server on {VIP}:{HTTP_PORT} on each",
+                   mark="vip")
+        # curl: every source of a sample twice, each request from one source.
+        answers = {}
+        for cno in range(1, topo.CLIENTS + 1):
+            srcs = [str(a) for a in topo.client_sources(cno)[:CURL_SOURCES]]
+            script = ("for s in " + " ".join(srcs) + "; do for k in 1 2; do "
+                      f"echo \"$s $(curl -s --max-time 3 --interface $s http://{VIP}:{HTTP_PORT}/whoami)\"; "
+                      "done; done")
+            for line in self.c.run(f"cli{cno}", ["sh", "-c", script]).splitlines():
+                src, _, who = line.partition(" ")
+                answers.setdefault(src, []).append(who.strip() or "-")
+        per_server = {}
+        for src, who in answers.items():
+            if len(set(who)) == 1 and who[0] != "-":
+                per_server[who[0]] = per_server.get(who[0], 0) + 1
+        self.vip["curl"] = answers
+        self.event(f"curl --interface <source> http://{VIP}:{HTTP_PORT}/whoami, 2 requests from each of "
+                   f"{len(answers)} sources: {sum(per_server.values())} answered by one server both "
+                   f"times; per server {dict(sorted(per_server.items()))}", mark="curl")
+        # wrk cannot pick its source address: from each client host's primary address.
+        secs = 2 if self.args.quick else 3
+        procs = {}
+        for cno in range(1, topo.CLIENTS + 1):
+            procs[cno] = self.c.host(f"cli{cno}").popen(
+                ["wrk", "-t1", "-c4", f"-d{secs}s", "--timeout", "3s", "--latency",
+                 f"http://{VIP}:{HTTP_PORT}/whoami"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for cno, p in procs.items():
+            out, err = p.communicate(timeout=secs + 30)
+            src = str(topo.client_subnet(cno)[2])
+            who = self.c.run(f"cli{cno}", ["curl", "-s", "--max-time", "3",
+                                           f"http://{VIP}:{HTTP_PORT}/whoami"], check=False).strip()
+            fig = wrk_figures(out.decode())
+            fig.update({"source": src, "server": who, "rc": p.returncode, "seconds": secs})
+            self.vip.setdefault("wrk", {})[f"cli{cno}"] = fig
+            self.event(f"wrk -t1 -c4 -d{secs}s from cli{cno} ({src}, served by {who}): "
+                       f"{fig.get('requests')} requests, {fig.get('rps')} req/s, latency avg "
+                       f"{fig.get('latency_avg')} p99 {fig.get('latency_p99')}, socket errors "
+                       f"{fig.get('socket_errors')}, non-2xx {fig.get('non_2xx')}")
+        self.marks["vip_done"] = time.time()
 
     def step_planned_leave(self):
         self.c.retire(LEAVING)
         self.c.signal(LEAVING, signal.SIGTERM)
-        self.event(f"planned change: {LEAVING} leaves (SIGTERM: control Leave, signed empty claim)",
-                   mark="leave")
+        self.event(f"planned change: {LEAVING} leaves (SIGTERM: drains under {STRATEGY}, hands its "
+                   "sessions off, then control Leave, signed empty claim)", mark="leave")
         rc = self.c.wait_exit(LEAVING)
         epoch, st = self.c.wait_converged()
         self.event(f"{LEAVING} exited ({rc}); its slices re-allocated, epoch {epoch}",
-                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]], mark="left")
+                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]
+                    if r["group"] == cluster.GROUP], mark="left")
         self.pause(10, 3)
 
     def step_crash(self):
@@ -236,7 +505,8 @@ class Story:
             return r if r and r[0] > before else None
         epoch, st = cluster.wait_for(f"the survivors to take {KILLED}'s slices over", taken_over)
         self.event(f"survivors took {KILLED}'s slices over: epoch {epoch}, verifier re-pointed",
-                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]], mark="taken")
+                   [f"member {r['member']}: {claim(r)}" for r in st["ownership"]
+                    if r["group"] == cluster.GROUP], mark="taken")
         self.pause(10, 3)
 
     def step_attacks(self):
@@ -249,11 +519,13 @@ class Story:
             sent = json.loads(self.c.run("atk", attacker + [kind, "--iface", "atk-eth0",
                                                             "--packet", packet]))
             # The servers' kernels keep sending their own unsigned reports for the group
-            # (SPEC.md §11.3), so `unsigned` moves on its own and is left out.
+            # (SPEC.md §11.3), so `unsigned` moves on its own and is left out; with the VIP
+            # service's group joined too, a kernel report names two protected groups and is
+            # refused as `record-mismatch` (SPEC.md §3.5), left out for the same reason.
             def new_rejections():
                 now = self.c.rejected()
                 return {r: n - before.get(r, 0) for r, n in now.items()
-                        if n != before.get(r, 0) and r != "unsigned"}
+                        if n != before.get(r, 0) and r not in KERNEL_NOISE}
             try:
                 delta = cluster.wait_for(f"the verifier to count the {verb} join", new_rejections,
                                          timeout=10)
@@ -266,7 +538,8 @@ class Story:
         # Neither join changed who owns what: no claim at the forged epoch.
         st = self.c.verifier_status() or {}
         self.after_attacks = {"servers_epoch": self.last_epoch,
-                              "claim_epochs": {str(r["member"]): r["epoch"] for r in st.get("ownership", [])}}
+                              "claim_epochs": {str(r["member"]): r["epoch"] for r in st.get("ownership", [])
+                                               if r["group"] == cluster.GROUP}}
         self.pause(3, 1)
 
     def step_stop_clients(self):
@@ -278,7 +551,8 @@ class Story:
         self.event("clients stopped", mark="end")
 
     STEPS = ["step_keys", "step_keystore", "step_verifier", "step_servers_join", "step_clients",
-             "step_planned_leave", "step_crash", "step_attacks", "step_stop_clients"]
+             "step_admin_drain", "step_vip", "step_planned_leave", "step_crash", "step_attacks",
+             "step_stop_clients"]
 
     def run(self):
         self.sampler = threading.Thread(target=self.sample_loop, daemon=True)
@@ -294,6 +568,62 @@ class Story:
 
 
 # -- analysis: everything below is computed from what the clients and servers recorded ---------
+
+def wrk_figures(out):
+    """wrk's summary as numbers: requests, req/s, latency average and p99 (as printed),
+    socket errors of every kind, non-2xx/3xx responses."""
+    f = {"requests": None, "rps": None, "latency_avg": None, "latency_p99": None,
+         "socket_errors": 0, "non_2xx": 0}
+    m = re.search(r"(\d+) requests in", out)
+    if m:
+        f["requests"] = int(m.group(1))
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        f["rps"] = float(m.group(1))
+    m = re.search(r"^\s+Latency\s+(\S+)", out, re.M)
+    if m:
+        f["latency_avg"] = m.group(1)
+    m = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if m:
+        f["latency_p99"] = m.group(1)
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        f["socket_errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        f["non_2xx"] = int(m.group(1))
+    return f
+
+
+def session_breaks(replies, a, b):
+    """Per source, the reference service's numbers (`m<id> <n>`) answered between a and b: a
+    session continues when each number is the previous one plus 1. Returns the gaps (a number
+    skipped), the repeats or restarts (a number not above the previous), and the sources with
+    either."""
+    gaps = repeats = 0
+    broken = []
+    for src, rs in replies.items():
+        prev, bad = None, False
+        for t, _, txt in rs:
+            if t >= b:
+                break
+            try:
+                n = int(txt.split()[1])
+            except (IndexError, ValueError):
+                continue  # `m<id> reset`: not a number (never sent under handoff)
+            # The answer before the window counts as the previous one of the first inside it.
+            if t >= a and prev is not None and n > prev + 1:
+                gaps += 1
+                bad = True
+            elif t >= a and prev is not None and n <= prev:
+                repeats += 1
+                bad = True
+            prev = n
+        if bad:
+            broken.append(src)
+    return {"gaps": gaps, "repeats": repeats, "sources_broken": len(broken),
+            "examples": sorted(broken)[:5]}
+
 
 def server_of(c, addr):
     for s in c.ids:
@@ -317,7 +647,9 @@ def analyse(story):
         return {s for t, s, txt in replies[src] if a <= t < b and not txt.endswith("reset")}
 
     settle = 0.5  # after a convergence, resets and in-flight replies of the old owner end
-    windows = {"steady": (m["load"] + 1.0, m["leave"]), "before_crash": (m["left"] + settle, m["kill"]),
+    windows = {"steady": (m["load"] + 1.0, m["drain"]), "drained": (m["drained"] + settle, m["resume"]),
+               "resumed": (m["resumed"] + settle, m["leave"]),
+               "before_crash": (m["left"] + settle, m["kill"]),
                "after_crash": (m["taken"] + settle, m["forge"])}
     phases = {}
     for name, (a, b) in windows.items():
@@ -345,7 +677,8 @@ def analyse(story):
             client_gaps.append((first - last) * 1000)
     # Sources a server gained at the planned change and at the crash.
     takeovers = {s: 0 for s in c.ids}
-    for a, b in (("steady", "before_crash"), ("before_crash", "after_crash")):
+    for a, b in (("steady", "drained"), ("drained", "resumed"), ("resumed", "before_crash"),
+                 ("before_crash", "after_crash")):
         for src, o in phases[b]["owner"].items():
             if phases[a]["owner"].get(src) not in (None, o):
                 takeovers[o] += 1
@@ -380,10 +713,43 @@ def analyse(story):
         "failover_gap_ms": {"p50": q(gaps, 0.5), "max": round(max(gaps), 1) if gaps else None,
                             "client_seen_max": round(max(client_gaps), 1) if client_gaps else None},
         "servers": servers,
+        # Every client session across the planned changes (drain, resume, SIGTERM leave: sessions
+        # handed off), and across the crash (a SIGKILLed member hands nothing off: its clients
+        # start new sessions at the survivors, shown, not a failure of the strategy).
+        "sessions": {"strategy": STRATEGY,
+                     "planned": session_breaks(replies, m["load"], m["kill"]),
+                     "admin_drain_resume": session_breaks(replies, m["drain"], m["resumed"] + settle),
+                     "sigterm_leave": session_breaks(replies, m["leave"], m["left"] + settle),
+                     "crash": session_breaks(replies, m["kill"], m["end"])},
+        "admin": admin_summary(story.admin),
+        "vip": vip_summary(story.vip),
         "attacks": story.attacks,
         "after_attacks": story.after_attacks,
         "events": [{"t": round(t - story.t0, 2), "what": label} for t, label, _ in story.events],
     }
+
+
+def admin_summary(admin):
+    """The admin step's allocations in short: per member, units and load; the answers."""
+    def short(a):
+        return {"epoch": (a.get("epoch") or {}).get("epoch"),
+                "units": {str(x["id"]): x["units"] for x in a.get("members", [])},
+                "load_imbalance": a.get("load_imbalance")}
+    return {k: (short(v) if isinstance(v, dict) else v) for k, v in admin.items()}
+
+
+def vip_summary(vip):
+    answers = vip.get("curl", {})
+    per_server = {}
+    for who in answers.values():
+        if len(set(who)) == 1 and who[0] != "-":
+            per_server[who[0]] = per_server.get(who[0], 0) + 1
+    return {"curl_sources": len(answers),
+            "curl_requests": sum(len(w) for w in answers.values()),
+            "curl_one_server": sum(1 for w in answers.values() if len(set(w)) == 1 and w[0] != "-"),
+            "curl_unanswered": sorted(s for s, w in answers.items() if "-" in w),
+            "curl_per_server": per_server,
+            "wrk": vip.get("wrk", {})}
 
 
 # -- the picture ---------------------------------------------------------------------------
@@ -427,14 +793,15 @@ def write_svg(story, path):
         o.append(f'<text x="{x(t_start + t):.1f}" y="{T + ph + 15}" text-anchor="middle">{t}s</text>')
         t += step
     o.append(f'<text x="{L + pw / 2}" y="{H - 10}" text-anchor="middle">time since the clients started (s)</text>')
-    labels = {"leave": f"{LEAVING} leaves (SIGTERM)", "kill": f"{KILLED} SIGKILL", "taken": "takeover committed",
+    labels = {"drain": f"manycastctl drain {DRAINED}", "resume": f"resume {DRAINED}",
+              "vip": "VIP service up (curl, wrk)", "leave": f"{LEAVING} leaves (SIGTERM)", "kill": f"{KILLED} SIGKILL", "taken": "takeover committed",
               "forge": "forged join refused", "replay": "replayed join refused"}
     for n, (mark, label) in enumerate(labels.items()):
         if mark in story.marks:
             xv = x(story.marks[mark])
             right = xv > L + pw * 0.7
             o.append(f'<line x1="{xv:.1f}" y1="{T}" x2="{xv:.1f}" y2="{T + ph}" stroke="#555" stroke-dasharray="4,3"/>'
-                     f'<text x="{xv + (-3 if right else 3):.1f}" y="{T + 12 + 12 * (n % 3)}" fill="#333" '
+                     f'<text x="{xv + (-3 if right else 3):.1f}" y="{T + 12 + 12 * (n % 4)}" fill="#333" '
                      f'text-anchor="{"end" if right else "start"}">{esc(label)}</text>')
     for i, (s, pts) in enumerate(series.items()):
         col = COLOURS[i % len(COLOURS)]
@@ -464,9 +831,27 @@ def summary(result, out):
     p(f"failover ({result['killed']} SIGKILL): {result['killed_sources_answered_by_other']}/"
       f"{result['killed_sources']} of its sources answered by another server; gap from the kill to the "
       f"first answer p50 {g['p50']} ms, max {g['max']} ms (longest silence a client saw {g['client_seen_max']} ms)")
+    for name, b in result["sessions"].items():
+        if isinstance(b, dict):
+            p(f"sessions ({result['sessions']['strategy']}) {name:19}: {b['sources_broken']} sources broken "
+              f"({b['gaps']} gaps, {b['repeats']} repeats/restarts in the numbers each client got)")
+    a = result["admin"]
+    for k in ("before", "drained", "resumed"):
+        if k in a:
+            p(f"allocation {k:8} epoch {a[k]['epoch']}: units per member {a[k]['units']}, "
+              f"max/mean load {a[k]['load_imbalance']}")
+    v = result["vip"]
+    p(f"VIP {VIP}:{HTTP_PORT} (pin): curl from {v['curl_sources']} sources ({v['curl_requests']} requests): "
+      f"{v['curl_one_server']} answered by one server every time, {len(v['curl_unanswered'])} unanswered; "
+      f"sources per server {v['curl_per_server']}")
+    for cli, w in v["wrk"].items():
+        p(f"wrk from {cli} ({w['source']} -> {w['server']}), {w['seconds']} s, 4 connections: "
+          f"{w['requests']} requests, {w['rps']} req/s, latency avg {w['latency_avg']} "
+          f"p99 {w['latency_p99']}, socket errors {w['socket_errors']}, non-2xx {w['non_2xx']}")
     epoch = result["after_attacks"].get("servers_epoch")
-    p(f"allocation epochs committed: {epoch} (the story needs 3: join, leave, takeover; more "
-      f"means members were declared down and up again, see 'member down' in the servers' logs)")
+    p(f"allocation epochs committed: {epoch} (the story asks for one per join, "
+      f"drain, resume, leave and takeover; more means members were declared down and up again, "
+      f"see 'member down' in the servers' logs)")
     for kind, a in result["attacks"].items():
         verb = {"forge": "forged", "replay": "replayed"}[kind]
         p(f"{verb} join from atk: refused with {a['rejected'] or 'nothing'} "
@@ -478,6 +863,8 @@ def main():
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     p.add_argument("--out-dir", default=os.path.join(ROOT, "target", "demo"))
     p.add_argument("--quick", action="store_true", help="short waits (tests)")
+    p.add_argument("--down-after-ms", type=int, default=DOWN_AFTER_MS,
+                   help="the servers' failure-detector timeout (control.down_after_ms)")
     p.add_argument("--json", action="store_true", help="one JSON line of results on stdout")
     p.add_argument("--rate", type=float, default=10.0, help="requests per second per client source")
     args = p.parse_args()
@@ -492,8 +879,9 @@ def main():
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        c = cluster.Cluster(bin_dir=args.bin_dir, run_dir=os.path.join(args.out_dir, "run"),
+        c = StoryCluster(bin_dir=args.bin_dir, run_dir=os.path.join(args.out_dir, "run"),
                             log=lambda s: print(s, file=out))
+        c.down_after_ms = args.down_after_ms
     except cluster.LabError as e:
         sys.exit(f"demo: {e}")
     story = Story(c, args, out)

@@ -119,16 +119,19 @@ fn reasons(v: &serde_json::Value) -> Vec<(String, u64)> {
 }
 
 /// The demo story, quick and non-interactive, with this build's daemons: the real keystore,
-/// verifier and four servers on the lab; 128 client sources under load; a planned leave
-/// (SIGTERM); a SIGKILL and its takeover; a forged and a replayed join from the attacker. Checks
-/// what the clients and the verifier recorded (never a timing), then that nothing is left.
+/// verifier and four servers on the lab; 128 client sources under load (strategy handoff); a
+/// `manycastctl drain` and `resume` of one server; a second service in VIP mode (pinned VIP,
+/// real HTTP servers, curl from client sources, wrk); a planned leave (SIGTERM); a SIGKILL and
+/// its takeover; a forged and a replayed join from the attacker. Checks what the clients, curl,
+/// wrk, `manycastctl` and the verifier recorded (never a timing), then that nothing is left.
 #[test]
-fn lab_demo_story_serves_each_source_once_takes_over_and_refuses_attacks() {
+fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     let bin_dir = daemon_bin_dir();
     let out_dir = bin_dir.join("lab-e2e-demo");
     let _lock = lab_lock();
     let out = python("demo.py")
-        .args(["--quick", "--json", "--bin-dir"])
+        // 1000 ms failure detection, as the scenarios: debug daemons on a shared machine.
+        .args(["--quick", "--json", "--down-after-ms", "1000", "--bin-dir"])
         .arg(&bin_dir)
         .arg("--out-dir")
         .arg(&out_dir)
@@ -141,13 +144,59 @@ fn lab_demo_story_serves_each_source_once_takes_over_and_refuses_attacks() {
     assert!(out.status.success(), "{stderr}");
 
     // 2 clients × 64 sources, each answered by exactly one server while the cluster is stable:
-    // with four servers, and after the planned leave, right up to the crash.
+    // with four servers, with one drained, resumed, after the planned leave, after the crash.
     assert_eq!(v["sources_total"], 128, "{stderr}");
-    for phase in ["steady", "before_crash", "after_crash"] {
+    for phase in [
+        "steady",
+        "drained",
+        "resumed",
+        "before_crash",
+        "after_crash",
+    ] {
         let p = &v["phases"][phase];
         assert_eq!(p["sources"], 128, "{phase}: {p}");
         assert_eq!(p["exactly_one"], 128, "{phase}: {p}\n{stderr}");
     }
+    // The admin tool's drain: the drained member (m3) owns no unit, the others every unit;
+    // resume gives it units again. Under handoff no client session broke across the drain,
+    // the resume and the SIGTERM leave: every client's numbers continue, no gap, no repeat.
+    let admin = &v["admin"];
+    let units = |k: &str, m: &str| admin[k]["units"][m].as_u64().unwrap_or(0);
+    assert!(units("before", "3") > 0, "{admin}");
+    assert_eq!(units("drained", "3"), 0, "{admin}");
+    assert_eq!(
+        ["1", "2", "4"].iter().map(|m| units("drained", m)).sum::<u64>(),
+        256,
+        "{admin}"
+    );
+    assert!(units("resumed", "3") > 0, "{admin}");
+    let sessions = &v["sessions"];
+    assert_eq!(sessions["strategy"], "handoff");
+    for window in ["admin_drain_resume", "sigterm_leave", "planned"] {
+        let b = &sessions[window];
+        assert_eq!(b["sources_broken"], 0, "{window}: {b}");
+        assert_eq!((&b["gaps"], &b["repeats"]), (&0.into(), &0.into()), "{window}");
+    }
+
+    // VIP mode: every curl source answered, and by one server each time (two requests each),
+    // more than one server in use; wrk from both client hosts got answers without errors.
+    let vip = &v["vip"];
+    let curl_sources = vip["curl_sources"].as_u64().expect("curl_sources");
+    assert!(curl_sources >= 16, "{vip}");
+    assert_eq!(vip["curl_one_server"], curl_sources, "{vip}");
+    assert_eq!(vip["curl_unanswered"], serde_json::json!([]), "{vip}");
+    assert!(
+        vip["curl_per_server"].as_object().expect("per server").len() > 1,
+        "{vip}"
+    );
+    for (cli, w) in vip["wrk"].as_object().expect("wrk") {
+        assert_eq!(w["rc"], 0, "{cli}: {w}");
+        assert!(w["requests"].as_u64().unwrap_or(0) > 0, "{cli}: {w}");
+        assert_eq!((&w["socket_errors"], &w["non_2xx"]), (&0.into(), &0.into()), "{cli}: {w}");
+        assert!(w["server"].as_str().unwrap_or("").starts_with("srv"), "{cli}: {w}");
+    }
+    assert_eq!(vip["wrk"].as_object().map(|o| o.len()), Some(2), "{vip}");
+
     // Every source of the killed server is answered by another one afterwards.
     let killed = v["killed_sources"].as_u64().expect("killed_sources");
     assert!(killed > 0, "the killed server served nobody: {v}");
