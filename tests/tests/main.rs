@@ -165,7 +165,10 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     assert!(units("before", "3") > 0, "{admin}");
     assert_eq!(units("drained", "3"), 0, "{admin}");
     assert_eq!(
-        ["1", "2", "4"].iter().map(|m| units("drained", m)).sum::<u64>(),
+        ["1", "2", "4"]
+            .iter()
+            .map(|m| units("drained", m))
+            .sum::<u64>(),
         256,
         "{admin}"
     );
@@ -175,7 +178,11 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     for window in ["admin_drain_resume", "sigterm_leave", "planned"] {
         let b = &sessions[window];
         assert_eq!(b["sources_broken"], 0, "{window}: {b}");
-        assert_eq!((&b["gaps"], &b["repeats"]), (&0.into(), &0.into()), "{window}");
+        assert_eq!(
+            (&b["gaps"], &b["repeats"]),
+            (&0.into(), &0.into()),
+            "{window}"
+        );
     }
 
     // VIP mode: every curl source answered, and by one server each time (two requests each),
@@ -186,14 +193,25 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     assert_eq!(vip["curl_one_server"], curl_sources, "{vip}");
     assert_eq!(vip["curl_unanswered"], serde_json::json!([]), "{vip}");
     assert!(
-        vip["curl_per_server"].as_object().expect("per server").len() > 1,
+        vip["curl_per_server"]
+            .as_object()
+            .expect("per server")
+            .len()
+            > 1,
         "{vip}"
     );
     for (cli, w) in vip["wrk"].as_object().expect("wrk") {
         assert_eq!(w["rc"], 0, "{cli}: {w}");
         assert!(w["requests"].as_u64().unwrap_or(0) > 0, "{cli}: {w}");
-        assert_eq!((&w["socket_errors"], &w["non_2xx"]), (&0.into(), &0.into()), "{cli}: {w}");
-        assert!(w["server"].as_str().unwrap_or("").starts_with("srv"), "{cli}: {w}");
+        assert_eq!(
+            (&w["socket_errors"], &w["non_2xx"]),
+            (&0.into(), &0.into()),
+            "{cli}: {w}"
+        );
+        assert!(
+            w["server"].as_str().unwrap_or("").starts_with("srv"),
+            "{cli}: {w}"
+        );
     }
     assert_eq!(vip["wrk"].as_object().map(|o| o.len()), Some(2), "{vip}");
 
