@@ -339,28 +339,40 @@ class Cluster:
                    env={"RUST_LOG": "info"})
         wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
 
-    def server_config(self, name):
-        """Server `name`'s config; the `[control]` table comes last, so a subclass may append
-        control settings. Every server gets its own admin socket: the lab's hosts share one
-        filesystem, and a second daemon on the default path refuses to start."""
+    # The servers' failure-detector timeout (`control.down_after_ms`); None: the daemon's default.
+    down_after_ms = None
+
+    def server_config(self, name, service="", group=GROUP, port=PORT, control_group=CONTROL_GROUP,
+                      control_port=None, top="", tables=""):
+        """Server `name`'s config for one service: `service` prefixes its files and process name
+        ("" for the lab's native service); `top` holds top-level keys, `tables` more tables.
+        Every daemon gets its own admin socket: the lab's hosts share one filesystem, and a
+        second daemon on the default path refuses to start."""
         k = self.path("keys")
-        return (f'group = "{GROUP}"\ninterface = "{name}-eth0"\nservice_port = {PORT}\n'
+        stem = service + name
+        control = f"port = {control_port}\n" if control_port else ""
+        if self.down_after_ms is not None:
+            control += f"down_after_ms = {self.down_after_ms}\n"
+        return (f'group = "{group}"\ninterface = "{name}-eth0"\nservice_port = {port}\n'
                 f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
-                f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(name + ".prom")}"\n'
-                f'admin_socket = "{self.admin_socket(name)}"\n'
-                f'[control]\ngroup = "{CONTROL_GROUP}"\ninterface = "{name}-eth1"\n')
+                f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(stem + ".prom")}"\n'
+                f'admin_socket = "{self.admin_socket(stem)}"\n{top}'
+                f'[control]\ngroup = "{control_group}"\ninterface = "{name}-eth1"\n{control}'
+                f'{tables}')
 
     def admin_socket(self, name):
         """Where `manycastctl --socket` reaches server `name`'s daemon."""
         return self.path(name + ".sock")
 
-    def start_server(self, name):
-        cfg = self.path(f"{name}.toml")
+    def start_server(self, name, service="", **config):
+        """Starts the daemon of one service on server `name` (see `server_config`)."""
+        stem = service + name
+        cfg = self.path(f"{stem}.toml")
         with open(cfg, "w") as f:
-            f.write(self.server_config(name))
-        if os.path.exists(self.path(f"{name}.prom")):
-            os.unlink(self.path(f"{name}.prom"))
-        self.spawn(name, name, [self.bin("manycast-server"), "--config", cfg],
+            f.write(self.server_config(name, service, **config))
+        if os.path.exists(self.path(f"{stem}.prom")):
+            os.unlink(self.path(f"{stem}.prom"))
+        self.spawn(stem, name, [self.bin("manycast-server"), "--config", cfg],
                    env={"RUST_LOG": "info"})
 
     def start_servers(self):

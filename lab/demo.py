@@ -53,15 +53,19 @@ STRATEGY = "handoff"  # the native service's: sessions move with their slices
 # machine every server can stall for more than 200 ms at once (nothing is queued to read then),
 # each declares the others down, and the flapping allocation restarts client sessions.
 DOWN_AFTER_MS = 200
+# A draining member leaves once its sessions are handed off; bounded so that the lab's stop
+# (SIGTERM, SIGKILL after 5 s) normally sees it leave.
+DRAIN_TABLE = "[reallocation]\ndrain_timeout_ms = 4000\n"
 # Refusals of the servers' own kernel reports (see step_attacks), not the attacker's.
 KERNEL_NOISE = ("unsigned", "record-mismatch")
 
 
 class StoryCluster(cluster.Cluster):
-    down_after_ms = DOWN_AFTER_MS
     """The lab cluster with what the story adds: certificates for a second (VIP) service, its
     group published and bound to the VIP (pinned) in the verifier, the native servers under
     `strategy = "handoff"` with an admin socket each, and the VIP-mode servers."""
+
+    down_after_ms = DOWN_AFTER_MS
 
     def make_keys(self):
         ctl = self.bin("manycastctl")
@@ -114,42 +118,16 @@ class StoryCluster(cluster.Cluster):
                    env={"RUST_LOG": "info"})
         cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
 
-    def admin_socket(self, name):
-        return self.path(f"{name}.sock")
-
-    def write_server_config(self, name, cfg, group, port, control_group, control_port, top, prom,
-                            sock):
-        k = self.path("keys")
-        with open(cfg, "w") as f:
-            f.write(f'group = "{group}"\ninterface = "{name}-eth0"\nservice_port = {port}\n'
-                    f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
-                    f'group_pub = "{k}/group.pub"\nmetrics_file = "{prom}"\n'
-                    f'admin_socket = "{sock}"\n{top}'
-                    f'[control]\ngroup = "{control_group}"\nport = {control_port}\n'
-                    f'interface = "{name}-eth1"\ndown_after_ms = {self.down_after_ms}\n'
-                    # A draining member leaves once its sessions are handed off; bounded so
-                    # that the lab's stop (SIGTERM, SIGKILL after 5 s) normally sees it leave.
-                    f'[reallocation]\ndrain_timeout_ms = 4000\n')
-        if os.path.exists(prom):
-            os.unlink(prom)
-
     def start_server(self, name):
-        cfg = self.path(f"{name}.toml")
-        self.write_server_config(name, cfg, cluster.GROUP, cluster.PORT, cluster.CONTROL_GROUP, 4790,
-                                 f'strategy = "{STRATEGY}"\n', self.path(name + ".prom"),
-                                 self.admin_socket(name))
-        self.spawn(name, name, [self.bin("manycast-server"), "--config", cfg],
-                   env={"RUST_LOG": "info"})
+        super().start_server(name, control_port=4790, top=f'strategy = "{STRATEGY}"\n',
+                             tables=DRAIN_TABLE)
 
     def start_vip_server(self, name):
         """The VIP service's member on server `name`: VIP mode, pin, its own control group."""
-        cfg = self.path(f"vip-{name}.toml")
-        self.write_server_config(name, cfg, VIP_GROUP, VIP_SERVICE_PORT, VIP_CONTROL_GROUP,
-                                 VIP_CONTROL_PORT,
-                                 f'mode = "vip"\nstrategy = "pin"\n[vip]\naddress = "{VIP}"\n',
-                                 self.path(f"vip-{name}.prom"), self.path(f"vip-{name}.sock"))
-        self.spawn(f"vip-{name}", name, [self.bin("manycast-server"), "--config", cfg],
-                   env={"RUST_LOG": "info"})
+        super().start_server(name, service="vip-", group=VIP_GROUP, port=VIP_SERVICE_PORT,
+                             control_group=VIP_CONTROL_GROUP, control_port=VIP_CONTROL_PORT,
+                             top=f'mode = "vip"\nstrategy = "pin"\n[vip]\naddress = "{VIP}"\n',
+                             tables=DRAIN_TABLE)
 
     def start_http(self, name):
         """A real HTTP server on `name`, bound to the VIP; /whoami answers the server's name."""

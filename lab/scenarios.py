@@ -106,9 +106,6 @@ class ScenarioCluster(cluster.Cluster):
                    env={"RUST_LOG": "info"})
         cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
 
-    def server_config(self, name):
-        return super().server_config(name) + f'down_after_ms = {self.down_after_ms}\n'
-
     def member_downs(self, a, b):
         """How many times a server logged another member down between a and b (epoch s)."""
         n = 0
