@@ -280,6 +280,11 @@ pub struct Runtime {
     /// VIP mode with the reset strategy: destroys the TCP connections of moved clients.
     vip_reset: Option<crate::vip::ResetTask>,
     drain: Option<Drain>,
+    /// VIP mode: the VIP, whose open TCP connections a drain waits for (SPEC.md §11.6).
+    vip: Option<Ipv4Addr>,
+    /// While draining in VIP mode: open TCP connections to the VIP at the last tick (`None`
+    /// until counted, and again after the commit that empties us).
+    drain_connections: Option<usize>,
     /// Members that announced a direct path: forwards to them take it (the endpoint chooses).
     direct_paths: BTreeSet<MemberId>,
     /// Where other members reach us directly, announced under forward and handoff.
@@ -521,6 +526,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         udp,
         vip_reset,
         drain: None,
+        vip,
+        drain_connections: None,
         direct_paths: BTreeSet::new(),
         direct_path,
     };
@@ -578,6 +585,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     // Repeated so that members that arrive later learn it too.
                     handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
                 }
+                rt.count_drain_connections();
                 rt.load.tick();
                 let report = rt.load.report();
                 handle.with(move |ep, _| ep.set_load(report));

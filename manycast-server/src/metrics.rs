@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub forwarded_direct: u64,
     /// A drain is in progress.
     pub draining: bool,
+    /// VIP mode, draining: open TCP connections to the VIP the drain still waits for.
+    pub drain_connections: u64,
     /// `[keystore]` only: whether our credentials match the published record.
     pub keystore: Option<KeystoreStatus>,
 }
@@ -151,6 +153,12 @@ impl Snapshot {
             "gauge",
             "1 while this member drains.",
             u64::from(self.draining),
+        );
+        metric(
+            "drain_connections",
+            "gauge",
+            "VIP mode, draining: TCP connections to the VIP the drain still waits for.",
+            self.drain_connections,
         );
         metric(
             "sessions",

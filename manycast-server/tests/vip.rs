@@ -514,3 +514,64 @@ fn vip_pin_keeps_every_connection_across_a_reallocation() {
     // The pinned member kept the VIP and destroyed nothing.
     assert!(lo_has_vip(&v.servers[0]));
 }
+
+#[test]
+fn vip_pin_drain_waits_for_pinned_connections_before_leaving() {
+    let mut v = VipLab::new(true, &[]);
+    v.start_member(0, "pin");
+    v.start_member(1, "pin");
+    v.wait_for_two_owners();
+    let client = v.client.clone();
+    // Held connections to member 1 from the sources it owns now.
+    let mut held: Vec<KeepAlive> = sources()
+        .into_iter()
+        .filter(|&s| curl(&client, s) == "m1")
+        .map(|s| KeepAlive::open(&client, s))
+        .collect();
+    assert!(!held.is_empty(), "member 1 owns no source");
+    for c in &mut held {
+        assert_eq!(c.ask().expect("first request"), "m1", "{}", c.src);
+    }
+
+    // SIGTERM: member 1 drains; its slices move to member 2 but it stays for the held ones.
+    v.lab.send_term("m1");
+    wait_for("the verifier holds only member 2's claim", || {
+        status(&v.socket)
+            .is_some_and(|s| !s.ownership.is_empty() && s.ownership.iter().all(|r| r.member == 2))
+    });
+    wait_for(
+        "member 1 counts the held connections while draining",
+        || {
+            v.lab.metric(0, "slices") == 0
+                && v.lab.metric(0, "drain_connections") == held.len() as u64
+        },
+    );
+    for c in &mut held {
+        assert_eq!(
+            c.ask()
+                .unwrap_or_else(|e| panic!("{}: pinned connection broke in the drain: {e}", c.src)),
+            "m1",
+            "{}",
+            c.src
+        );
+    }
+    assert_eq!(
+        v.lab.exited("m1"),
+        None,
+        "member 1 left with held connections"
+    );
+    assert!(
+        lo_has_vip(&v.servers[0]),
+        "member 1 removed the VIP while draining"
+    );
+    // New connections from the same sources go to member 2.
+    for c in &held {
+        assert_eq!(curl(&client, c.src), "m2", "{}", c.src);
+    }
+
+    // The clients close: the drain ends, member 1 exits cleanly and takes the VIP off lo.
+    drop(held);
+    let st = v.lab.wait_exit("m1", Duration::from_secs(20));
+    assert!(st.success(), "member 1: {st}\n{}", v.lab.logs());
+    assert!(!lo_has_vip(&v.servers[0]), "VIP left on member 1's lo");
+}

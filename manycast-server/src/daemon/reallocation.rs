@@ -35,16 +35,45 @@ impl Runtime {
         handle.with(|ep, now| ep.drain(now));
     }
 
-    /// Whether a drain is done: no slices left and no moved session needs us any more, or the
-    /// drain timeout passed.
+    /// Whether a drain is done: no slices left, no moved session needs us any more and, in VIP
+    /// mode, no TCP connection to the VIP is left on this host (pinned ones end by themselves);
+    /// or the drain timeout passed.
     pub fn drain_finished(&self, now: Timestamp) -> bool {
         match self.drain {
             None => false,
             Some(d) if now >= d.deadline => {
-                warn!("drain timeout: leaving with moved sessions still active");
+                warn!(
+                    vip_connections_cut = self.drain_connections.unwrap_or(0),
+                    "drain timeout: leaving with moved sessions or VIP connections still active"
+                );
                 true
             }
-            Some(d) => d.emptied && !self.service.has_moved_sessions(),
+            Some(d) => {
+                d.emptied
+                    && !self.service.has_moved_sessions()
+                    && (self.vip.is_none() || self.drain_connections == Some(0))
+            }
+        }
+    }
+
+    /// While draining in VIP mode, counts the open TCP connections to the VIP (sock_diag): the
+    /// VIP leaves `lo` when the daemon exits, which would break them. Once per tick.
+    pub(super) fn count_drain_connections(&mut self) {
+        let Some(vip) = self.vip.filter(|_| self.drain.is_some()) else {
+            self.drain_connections = None;
+            self.snapshot.drain_connections = 0;
+            return;
+        };
+        match crate::vip::SockDiag::new().and_then(|mut d| d.connections(vip)) {
+            Ok(conns) => {
+                if self.drain_connections != Some(conns.len()) {
+                    info!(connections = conns.len(), "draining: VIP connections left");
+                }
+                self.drain_connections = Some(conns.len());
+                self.snapshot.drain_connections = conns.len() as u64;
+            }
+            // Unknown: the drain then ends at its timeout.
+            Err(e) => warn!("draining: cannot list VIP connections: {e}"),
         }
     }
 
@@ -101,6 +130,10 @@ impl Runtime {
     ) {
         if let Some(d) = &mut self.drain {
             d.emptied |= no_slices;
+            if no_slices {
+                // A count from before this commit may miss a connection that came meanwhile.
+                self.drain_connections = None;
+            }
         }
         // The event names our slices; the strategies need every owner, before and after.
         if let Some(c) = committed_allocation(handle).await {
