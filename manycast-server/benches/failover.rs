@@ -25,7 +25,6 @@ use harness::{in_netns, verifier_binary, wait_for, Lab, GROUP, PORT};
 use manycast_e2e::cluster_bench::{
     emit, last_server, parse_reply, percentile, recovery, ProbeReply,
 };
-use manycast_verifier::keyfile::FileKeySource;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeSet;
@@ -67,12 +66,7 @@ impl Probe {
         let socks: Vec<UdpSocket> = in_netns(ns, || {
             srcs.iter()
                 .map(|&src| {
-                    let s =
-                        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp");
-                    s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
-                        .expect("bind");
-                    s.set_multicast_ttl_v4(8).expect("ttl");
-                    s.set_multicast_if_v4(&src).expect("mcast if");
+                    let s = harness::client_socket(src);
                     s.set_nonblocking(true).expect("nonblocking");
                     s.into()
                 })
@@ -489,10 +483,7 @@ fn main() {
     for a in &srcs {
         lab.addr(&client, "cl0", &format!("{a}/24"));
     }
-    run(
-        &client,
-        &["ip", "route", "add", "default", "via", "10.1.0.1"],
-    );
+    lab.route_default(&client, "10.1.0.1");
     lab.plug(&vipsw, "pr", &router, "v0");
     lab.addr(&router, "v0", "10.88.0.1/24");
     let mut servers = Vec::new();
@@ -503,55 +494,16 @@ fn main() {
         lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
         lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
         lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
-        run(
-            &ns,
-            &[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.0.{i}.1"),
-            ],
-        );
+        lab.route_default(&ns, &format!("10.0.{i}.1"));
         if i <= 2 {
             lab.plug(&vipsw, &format!("p{i}"), &ns, "vip0");
             lab.addr(&ns, "vip0", &format!("10.88.0.{}/24", 1 + i));
         }
         servers.push(ns);
     }
-    lab.sysctl(&router, "net.ipv4.ip_forward=1");
-    for k in ["all", "default", "c0", "v0", "s1", "s2", "s3", "s4"] {
-        lab.sysctl(&router, &format!("net.ipv4.conf.{k}.rp_filter=0"));
-    }
+    lab.router_forwarding(&router, &["c0", "v0", "s1", "s2", "s3", "s4"]);
 
-    let d = lab.dir.path().to_owned();
-    let keys = d.join("keys.toml");
-    std::fs::write(&keys, FileKeySource::render(&[lab.fixture.group_keys()])).expect("keys");
-    let socket = d.join("status.sock");
-    let config = d.join("verifier.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces = [\"c0\", \"s1\", \"s2\", \"s3\", \"s4\"]\nkeys = \"{}\"\nstatus_socket = \"{}\"\n",
-            keys.display(),
-            socket.display()
-        ),
-    )
-    .expect("verifier config");
-    let log = std::fs::File::create(d.join("verifier.log")).expect("log");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &router])
-        .arg(verifier_binary())
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start verifier");
-    lab.children.push(("verifier".into(), child));
+    let socket = lab.spawn_verifier(&router, &["c0", "s1", "s2", "s3", "s4"], "", Some("info"));
     wait_for("the verifier's status socket", || verifier_up(&socket));
     for (i, ns) in servers.iter().enumerate() {
         lab.start_server(i, ns, "m0", "ctl0");

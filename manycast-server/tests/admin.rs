@@ -148,13 +148,8 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     let client = lab.netns("cli");
     let sw = lab.switch("sw");
     lab.plug(&sw, "pc", &client, "cl0");
-    let mut servers = Vec::new();
-    for i in 1..=3u8 {
-        let ns = lab.netns(&format!("srv{i}"));
-        lab.plug(&sw, &format!("p{i}"), &ns, "eth0");
-        lab.addr(&ns, "eth0", &format!("10.1.0.{}/24", 100 + i));
-        servers.push(ns);
-    }
+    let addrs: Vec<Ipv4Addr> = (1..=3).map(|i| Ipv4Addr::new(10, 1, 0, 100 + i)).collect();
+    let servers = lab.switched_servers(&sw, &addrs);
     lab.start_server(0, &servers[0], "eth0", "eth0");
     lab.start_server(1, &servers[1], "eth0", "eth0");
     lab.start_server_with(

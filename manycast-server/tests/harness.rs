@@ -6,6 +6,8 @@
 use igmp_ext::fixtures::Fixture;
 use igmp_ext::{CertificateBody, KeyId, Timestamp};
 use manycast_server::keys;
+use manycast_verifier::keyfile::FileKeySource;
+use manycast_verifier::status::Status;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -57,6 +59,26 @@ pub fn verifier_binary() -> PathBuf {
         root.join("dns-keystore/src"),
     ];
     workspace_bin::workspace_bin("manycast-verifier", "manycast-verifier", &src)
+}
+
+/// The verifier's status through `manycast-verifier --status --json` (none until it answers).
+pub fn verifier_status(socket: &Path) -> Option<Status> {
+    let out = Command::new(verifier_binary())
+        .args(["--status", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// A UDP socket bound to `src` that sends multicast from `src` (TTL 8).
+pub fn client_socket(src: Ipv4Addr) -> Socket {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp");
+    s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+        .expect("bind");
+    s.set_multicast_ttl_v4(8).expect("ttl");
+    s.set_multicast_if_v4(&src).expect("mcast if");
+    s
 }
 
 #[derive(Debug)]
@@ -166,6 +188,95 @@ impl Lab {
             .output()
             .expect("sysctl");
         assert!(out.status.success(), "sysctl {kv} in {ns}");
+    }
+
+    /// Makes `ns` a router: IPv4 forwarding on, reverse-path filtering off for `all`,
+    /// `default` and `interfaces` (clients and servers sit on different subnets).
+    pub fn router_forwarding(&self, ns: &str, interfaces: &[&str]) {
+        self.sysctl(ns, "net.ipv4.ip_forward=1");
+        for k in ["all", "default"].iter().chain(interfaces) {
+            self.sysctl(ns, &format!("net.ipv4.conf.{k}.rp_filter=0"));
+        }
+    }
+
+    /// A default route in `ns` via `gateway`.
+    pub fn route_default(&self, ns: &str, gateway: &str) {
+        ip(&["-n", ns, "route", "add", "default", "via", gateway]);
+    }
+
+    /// Server namespaces `srv1`, `srv2`, ... plugged into the switch `sw` as ports `p1`,
+    /// `p2`, ..., each with interface `eth0` holding one of `addrs` (a /24).
+    pub fn switched_servers(&mut self, sw: &str, addrs: &[Ipv4Addr]) -> Vec<String> {
+        let mut servers = Vec::new();
+        for (i, a) in addrs.iter().enumerate() {
+            let ns = self.netns(&format!("srv{}", i + 1));
+            self.plug(sw, &format!("p{}", i + 1), &ns, "eth0");
+            self.addr(&ns, "eth0", &format!("{a}/24"));
+            servers.push(ns);
+        }
+        servers
+    }
+
+    /// [`Lab::spawn_verifier`], then waits until its status socket answers; returns the socket.
+    pub fn start_verifier(
+        &mut self,
+        router: &str,
+        interfaces: &[&str],
+        extra_config: &str,
+        rust_log: Option<&str>,
+    ) -> PathBuf {
+        let socket = self.spawn_verifier(router, interfaces, extra_config, rust_log);
+        wait_for("the verifier's status socket", || {
+            verifier_status(&socket).is_some()
+        });
+        socket
+    }
+
+    /// Starts the real `manycast-verifier` in `router` on `interfaces` with the fixture's group
+    /// key (a file key source), `extra_config` appended to its config (e.g. `[[vip]]` tables)
+    /// and `RUST_LOG` set to `rust_log` if given; its log is `verifier.log`. Returns its status
+    /// socket, without waiting for it.
+    pub fn spawn_verifier(
+        &mut self,
+        router: &str,
+        interfaces: &[&str],
+        extra_config: &str,
+        rust_log: Option<&str>,
+    ) -> PathBuf {
+        let d = self.dir.path().to_owned();
+        let keys = d.join("keys.toml");
+        std::fs::write(&keys, FileKeySource::render(&[self.fixture.group_keys()])).expect("keys");
+        let socket = d.join("status.sock");
+        let config = d.join("verifier.toml");
+        let interfaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "interfaces = [{}]\nkeys = \"{}\"\nstatus_socket = \"{}\"\n{extra_config}",
+                interfaces.join(", "),
+                keys.display(),
+                socket.display()
+            ),
+        )
+        .expect("verifier config");
+        let log = std::fs::File::create(d.join("verifier.log")).expect("log");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", router])
+            .arg(verifier_binary())
+            .arg("--config")
+            .arg(&config);
+        if let Some(level) = rust_log {
+            command.env("RUST_LOG", level);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start verifier");
+        self.children.push(("verifier".into(), child));
+        socket
     }
 
     /// Writes member `i`'s (0-based) config and starts `manycast-server` in `ns`.
@@ -367,12 +478,7 @@ impl Clients {
             sources
                 .iter()
                 .map(|&src| {
-                    let s =
-                        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp");
-                    s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
-                        .expect("bind");
-                    s.set_multicast_ttl_v4(8).expect("ttl");
-                    s.set_multicast_if_v4(&src).expect("mcast if");
+                    let s = client_socket(src);
                     s.set_read_timeout(Some(Duration::from_millis(300)))
                         .expect("timeout");
                     (src, s.into())

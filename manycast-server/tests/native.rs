@@ -2,12 +2,12 @@
 //! subnets behind a router running the real `manycast-verifier`, their control group on a
 //! back-end segment; and the same two behind a plain flooding switch with no verifier.
 
-use crate::harness::{ask, verifier_binary, wait_for, Clients, Lab};
-use manycast_verifier::keyfile::FileKeySource;
-use manycast_verifier::status::Status;
+use crate::harness::{ask, verifier_status, wait_for, Clients, Lab};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+
+/// The servers' addresses behind the plain switch.
+const SWITCHED: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 101), Ipv4Addr::new(10, 1, 0, 102)];
 
 fn sources(n: u8) -> Vec<Ipv4Addr> {
     (2..2 + n).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect()
@@ -40,15 +40,6 @@ fn owners(
         .collect()
 }
 
-fn status(socket: &std::path::Path) -> Option<Status> {
-    let out = Command::new(verifier_binary())
-        .args(["--status", "--json", "--socket"])
-        .arg(socket)
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 #[test]
 fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
     let mut lab = Lab::new(2);
@@ -69,58 +60,14 @@ fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
         lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
         lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
         lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
-        Command::new("ip")
-            .args([
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.0.{i}.1"),
-            ])
-            .status()
-            .expect("route");
+        lab.route_default(&ns, &format!("10.0.{i}.1"));
         servers.push(ns);
     }
-    Command::new("ip")
-        .args(["-n", &client, "route", "add", "default", "via", "10.1.0.1"])
-        .status()
-        .expect("route");
-    lab.sysctl(&router, "net.ipv4.ip_forward=1");
-    for k in ["all", "default", "c0", "s1", "s2"] {
-        lab.sysctl(&router, &format!("net.ipv4.conf.{k}.rp_filter=0"));
-    }
+    lab.route_default(&client, "10.1.0.1");
+    lab.router_forwarding(&router, &["c0", "s1", "s2"]);
 
     // The real verifier, configured like its own tests.
-    let d = lab.dir.path().to_owned();
-    let keys = d.join("keys.toml");
-    std::fs::write(&keys, FileKeySource::render(&[lab.fixture.group_keys()])).expect("keys");
-    let socket = d.join("status.sock");
-    let config = d.join("verifier.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces = [\"c0\", \"s1\", \"s2\"]\nkeys = \"{}\"\nstatus_socket = \"{}\"\n",
-            keys.display(),
-            socket.display()
-        ),
-    )
-    .expect("verifier config");
-    let log = std::fs::File::create(d.join("verifier.log")).expect("log");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &router])
-        .arg(verifier_binary())
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start verifier");
-    lab.children.push(("verifier".into(), child));
-    wait_for("the verifier's status socket", || status(&socket).is_some());
+    let socket = lab.start_verifier(&router, &["c0", "s1", "s2"], "", Some("debug"));
 
     lab.start_server(0, &servers[0], "m0", "ctl0");
     lab.start_server(1, &servers[1], "m0", "ctl0");
@@ -138,7 +85,7 @@ fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
     wait_for(
         "the verifier holds both members' claims at that epoch",
         || {
-            status(&socket).is_some_and(|s| {
+            verifier_status(&socket).is_some_and(|s| {
                 let rows: Vec<_> = s.ownership.iter().filter(|r| r.epoch == epoch).collect();
                 rows.len() == 2 && rows.iter().map(|r| r.member).collect::<BTreeSet<_>>().len() == 2
             })
@@ -159,7 +106,7 @@ fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
         "both servers serve some sources: {got:?}"
     );
     // The servers' kernels also report the group, unsigned: refused and counted.
-    let s = status(&socket).expect("status");
+    let s = verifier_status(&socket).expect("status");
     assert!(s.counters.joins_accepted >= 2);
 
     // Server 2 dies without a word: server 1 takes every slice at a later epoch, re-joins, and
@@ -167,7 +114,7 @@ fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
     lab.kill("m2");
     wait_for("member 1 owns everything at a later epoch", || {
         lab.metric(0, "epoch") > epoch
-            && status(&socket)
+            && verifier_status(&socket)
                 .is_some_and(|s| !s.mfc.is_empty() && s.mfc.iter().all(|m| m.member == Some(1)))
     });
     let after = owners(&ask(&client, &srcs, 2));
@@ -186,7 +133,7 @@ fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
     // SIGTERM: the survivor leaves (signed empty claim) and exits cleanly.
     assert!(lab.terminate("m1").success(), "{}", lab.logs());
     wait_for("the verifier dropped member 1's claim", || {
-        status(&socket).is_some_and(|s| s.ownership.iter().all(|r| r.member != 1))
+        verifier_status(&socket).is_some_and(|s| s.ownership.iter().all(|r| r.member != 1))
     });
 }
 
@@ -200,13 +147,7 @@ fn behind_a_plain_flooding_switch_each_source_is_answered_once() {
     for a in &srcs {
         lab.addr(&client, "cl0", &format!("{a}/24"));
     }
-    let mut servers = Vec::new();
-    for i in 1..=2u8 {
-        let ns = lab.netns(&format!("srv{i}"));
-        lab.plug(&sw, &format!("p{i}"), &ns, "eth0");
-        lab.addr(&ns, "eth0", &format!("10.1.0.{}/24", 100 + i));
-        servers.push(ns);
-    }
+    let servers = lab.switched_servers(&sw, &SWITCHED);
     lab.start_server(0, &servers[0], "eth0", "eth0");
     lab.start_server(1, &servers[1], "eth0", "eth0");
     wait_for("both members own slices at one epoch", || {
@@ -246,13 +187,7 @@ fn reset_strategy_tells_moved_clients_to_start_over() {
     for a in &srcs {
         lab.addr(&client, "cl0", &format!("{a}/24"));
     }
-    let mut servers = Vec::new();
-    for i in 1..=2u8 {
-        let ns = lab.netns(&format!("srv{i}"));
-        lab.plug(&sw, &format!("p{i}"), &ns, "eth0");
-        lab.addr(&ns, "eth0", &format!("10.1.0.{}/24", 100 + i));
-        servers.push(ns);
-    }
+    let servers = lab.switched_servers(&sw, &SWITCHED);
     let (s1, s2) = (Ipv4Addr::new(10, 1, 0, 101), Ipv4Addr::new(10, 1, 0, 102));
     lab.start_server(0, &servers[0], "eth0", "eth0");
     wait_for("member 1 owns everything", || {

@@ -5,13 +5,11 @@
 //! slices move) and while member 1 is drained by SIGTERM. Every client's numbers must continue
 //! 1, 2, 3, ... with no gap, no repeat and no lost request.
 
-use crate::harness::{verifier_binary, wait_for, Clients, Lab, SessionLog};
-use manycast_verifier::keyfile::FileKeySource;
+use crate::harness::{verifier_status, wait_for, Clients, Lab, SessionLog};
 use manycast_verifier::status::Status;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -24,15 +22,6 @@ const TRIES: u32 = 40;
 /// clients stop; long against the clients' gaps between requests.
 const TABLES: &str = "[service]\nsession_idle_ms = 3000\n[reallocation]\nhold_ms = 1000\n\
                       drain_timeout_ms = 25000\n";
-
-fn status(socket: &Path) -> Option<Status> {
-    let out = Command::new(verifier_binary())
-        .args(["--status", "--json", "--socket"])
-        .arg(socket)
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
 
 /// Sources spread over the low-order bits, so that some move and some stay (SPEC.md §6).
 fn sources() -> Vec<Ipv4Addr> {
@@ -64,13 +53,7 @@ fn switch_lab() -> Setup {
     for a in &sources() {
         lab.addr(&client, "cl0", &format!("{a}/24"));
     }
-    let mut servers = Vec::new();
-    for (i, a) in SWITCHED.iter().enumerate() {
-        let ns = lab.netns(&format!("srv{}", i + 1));
-        lab.plug(&sw, &format!("p{}", i + 1), &ns, "eth0");
-        lab.addr(&ns, "eth0", &format!("{a}/24"));
-        servers.push(ns);
-    }
+    let servers = lab.switched_servers(&sw, &SWITCHED);
     Setup {
         lab,
         client,
@@ -102,50 +85,12 @@ fn verifier_lab() -> Setup {
         lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
         lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
         lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
-        let gw = format!("10.0.{i}.1");
-        let st = Command::new("ip")
-            .args(["-n", &ns, "route", "add", "default", "via", &gw])
-            .status()
-            .expect("route");
-        assert!(st.success());
+        lab.route_default(&ns, &format!("10.0.{i}.1"));
         servers.push(ns);
     }
-    let st = Command::new("ip")
-        .args(["-n", &client, "route", "add", "default", "via", "10.1.0.1"])
-        .status()
-        .expect("route");
-    assert!(st.success());
-    lab.sysctl(&router, "net.ipv4.ip_forward=1");
-    for k in ["all", "default", "c0", "s1", "s2"] {
-        lab.sysctl(&router, &format!("net.ipv4.conf.{k}.rp_filter=0"));
-    }
-    let d = lab.dir.path().to_owned();
-    let keys = d.join("keys.toml");
-    std::fs::write(&keys, FileKeySource::render(&[lab.fixture.group_keys()])).expect("keys");
-    let socket = d.join("status.sock");
-    let config = d.join("verifier.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces = [\"c0\", \"s1\", \"s2\"]\nkeys = \"{}\"\nstatus_socket = \"{}\"\n",
-            keys.display(),
-            socket.display()
-        ),
-    )
-    .expect("verifier config");
-    let log = std::fs::File::create(d.join("verifier.log")).expect("log");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &router])
-        .arg(verifier_binary())
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start verifier");
-    lab.children.push(("verifier".into(), child));
-    wait_for("the verifier's status socket", || status(&socket).is_some());
+    lab.route_default(&client, "10.1.0.1");
+    lab.router_forwarding(&router, &["c0", "s1", "s2"]);
+    let socket = lab.start_verifier(&router, &["c0", "s1", "s2"], "", None);
     Setup {
         lab,
         client,
@@ -182,7 +127,7 @@ fn reallocate_under_load(
     let verifier = |check: &dyn Fn(&Status) -> bool| {
         socket
             .as_deref()
-            .is_none_or(|s| status(s).is_some_and(|st| check(&st)))
+            .is_none_or(|s| verifier_status(s).is_some_and(|st| check(&st)))
     };
     let srcs = sources();
     let per_round = srcs.len() as u64;

@@ -4,9 +4,7 @@
 //! HTTP/1.1 keep-alive) bound to the VIP in each server namespace is the application. Clients:
 //! curl, wrk, and keep-alive HTTP/1.1 connections held by the test.
 
-use crate::harness::{in_netns, verifier_binary, wait_for, Lab, GROUP};
-use manycast_verifier::keyfile::FileKeySource;
-use manycast_verifier::status::Status;
+use crate::harness::{in_netns, verifier_status, wait_for, Lab, GROUP};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -56,15 +54,6 @@ fn lo_has_vip(ns: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/32"))
 }
 
-fn status(socket: &std::path::Path) -> Option<Status> {
-    let out = Command::new(verifier_binary())
-        .args(["--status", "--json", "--socket"])
-        .arg(socket)
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 impl VipLab {
     fn new(pin: bool, wrk_clients: &[u8]) -> VipLab {
         let mut lab = Lab::new(2);
@@ -78,14 +67,14 @@ impl VipLab {
         for a in sources() {
             lab.addr(&client, "cl0", &format!("{a}/24"));
         }
-        route_default(&client, "10.1.0.1");
+        lab.route_default(&client, "10.1.0.1");
         let mut wrk = Vec::new();
         for (j, b) in wrk_clients.iter().enumerate() {
             let ns = lab.netns(&format!("w{j}"));
             lab.plug(&seg, &format!("pw{j}"), &ns, "cl0");
             let a = Ipv4Addr::new(10, 1, 0, *b);
             lab.addr(&ns, "cl0", &format!("{a}/24"));
-            route_default(&ns, "10.1.0.1");
+            lab.route_default(&ns, "10.1.0.1");
             wrk.push((ns, a));
         }
         let mut servers = Vec::new();
@@ -96,46 +85,20 @@ impl VipLab {
             lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
             lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
             lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
-            route_default(&ns, &format!("10.0.{i}.1"));
+            lab.route_default(&ns, &format!("10.0.{i}.1"));
             // Strict reverse-path filtering on the members: VIP mode does not need it off.
             for k in ["all", "default", "m0", "ctl0"] {
                 lab.sysctl(&ns, &format!("net.ipv4.conf.{k}.rp_filter=1"));
             }
             servers.push(ns);
         }
-        lab.sysctl(&router, "net.ipv4.ip_forward=1");
-        for k in ["all", "default", "c0", "s1", "s2"] {
-            lab.sysctl(&router, &format!("net.ipv4.conf.{k}.rp_filter=0"));
-        }
-        let d = lab.dir.path().to_owned();
-        let keys = d.join("keys.toml");
-        std::fs::write(&keys, FileKeySource::render(&[lab.fixture.group_keys()])).expect("keys");
-        let socket = d.join("status.sock");
-        let config = d.join("verifier.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "interfaces = [\"c0\", \"s1\", \"s2\"]\nkeys = \"{}\"\nstatus_socket = \"{}\"\n\
-                 [[vip]]\naddress = \"{VIP}\"\ngroup = \"{GROUP}\"\npin = {pin}\n",
-                keys.display(),
-                socket.display()
-            ),
-        )
-        .expect("verifier config");
-        let log = std::fs::File::create(d.join("verifier.log")).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &router])
-            .arg(verifier_binary())
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start verifier");
-        lab.children.push(("verifier".into(), child));
-        wait_for("the verifier's status socket", || status(&socket).is_some());
+        lab.router_forwarding(&router, &["c0", "s1", "s2"]);
+        let socket = lab.start_verifier(
+            &router,
+            &["c0", "s1", "s2"],
+            &format!("[[vip]]\naddress = \"{VIP}\"\ngroup = \"{GROUP}\"\npin = {pin}\n"),
+            Some("debug"),
+        );
         VipLab {
             lab,
             client,
@@ -193,7 +156,7 @@ impl VipLab {
         });
         let epoch = self.lab.metric(0, "epoch");
         wait_for("the verifier steers the VIP by both claims", || {
-            status(&self.socket).is_some_and(|s| {
+            verifier_status(&self.socket).is_some_and(|s| {
                 let owners: BTreeSet<_> = s
                     .ownership
                     .iter()
@@ -211,18 +174,10 @@ impl VipLab {
             self.lab.metric(0, "slice_addresses") == 1 << 32
         });
         wait_for("the verifier steers the VIP to member 1", || {
-            status(&self.socket)
+            verifier_status(&self.socket)
                 .is_some_and(|s| s.ownership.len() == 1 && s.ownership[0].member == 1)
         });
     }
-}
-
-fn route_default(ns: &str, via: &str) {
-    let st = Command::new("ip")
-        .args(["-n", ns, "route", "add", "default", "via", via])
-        .status()
-        .expect("route");
-    assert!(st.success(), "default route in {ns}");
 }
 
 /// `curl` from `src` in `ns`: the body of `/whoami` on a new connection.
