@@ -491,7 +491,7 @@ fn vip_pin_drain_waits_for_pinned_connections_before_leaving() {
     // SIGTERM: member 1 drains; its slices move to member 2 but it stays for the held ones.
     v.lab.send_term("m1");
     wait_for("the verifier holds only member 2's claim", || {
-        status(&v.socket)
+        verifier_status(&v.socket)
             .is_some_and(|s| !s.ownership.is_empty() && s.ownership.iter().all(|r| r.member == 2))
     });
     wait_for(
