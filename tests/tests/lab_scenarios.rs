@@ -5,57 +5,11 @@
 //! from before the lab starts until its leftover checks are done and tells the script so
 //! (`MANYCAST_LAB_LOCK_HELD=1`); the script stops everything it started, also on failure.
 
+mod lab_support;
+
+use lab_support::{daemon_bin_dir, lab_lock};
 use serde_json::Value;
 use std::process::Command;
-use std::sync::Mutex;
-
-static LAB_LOCK: Mutex<()> = Mutex::new(());
-
-/// Holds the in-process mutex and the machine-wide lab flock while alive.
-struct LabLock {
-    _flock: nix::fcntl::Flock<std::fs::File>,
-    _guard: std::sync::MutexGuard<'static, ()>,
-}
-
-fn lab_lock() -> LabLock {
-    let guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/manycast-lab.lock")
-        .expect("open /tmp/manycast-lab.lock");
-    let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("flock /tmp/manycast-lab.lock: {e}"));
-    LabLock {
-        _flock: flock,
-        _guard: guard,
-    }
-}
-
-#[path = "../../testkit/workspace_bin.rs"]
-mod workspace_bin;
-
-/// The directory holding this build's daemons and admin tool, each rebuilt when stale.
-fn daemon_bin_dir() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let src = |dirs: &[&str]| dirs.iter().map(|d| root.join(d)).collect::<Vec<_>>();
-    let server_src = src(&[
-        "manycast-server/src",
-        "control-channel/src",
-        "igmp-ext/src",
-        "dns-keystore/src",
-    ]);
-    let server = workspace_bin::workspace_bin("manycast-server", "manycast-server", &server_src);
-    workspace_bin::workspace_bin("manycast-server", "manycastctl", &server_src);
-    workspace_bin::workspace_bin(
-        "manycast-verifier",
-        "manycast-verifier",
-        &src(&["igmp-ext/src", "igmp-ext/router/src", "dns-keystore/src"]),
-    );
-    workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &src(&["dns-keystore/src"]));
-    server.parent().expect("target/<profile>").to_owned()
-}
 
 /// Runs one scenario; its JSON, after checking that it left no process and no lab link.
 fn scenario(name: &str) -> Value {

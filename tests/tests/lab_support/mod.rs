@@ -1,0 +1,52 @@
+//! What the lab test binaries share: the machine-wide lab lock and this build's daemons.
+
+use std::sync::Mutex;
+
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// Holds the in-process mutex and the machine-wide lab flock while alive.
+pub struct LabLock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+pub fn lab_lock() -> LabLock {
+    let guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/manycast-lab.lock")
+        .expect("open /tmp/manycast-lab.lock");
+    let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock /tmp/manycast-lab.lock: {e}"));
+    LabLock {
+        _flock: flock,
+        _guard: guard,
+    }
+}
+
+#[path = "../../../testkit/workspace_bin.rs"]
+mod workspace_bin;
+
+/// The directory holding this build's daemons and admin tool (`target/<profile>/`), each built
+/// here if missing or older than its sources.
+pub fn daemon_bin_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = |dirs: &[&str]| dirs.iter().map(|d| root.join(d)).collect::<Vec<_>>();
+    let server_src = src(&[
+        "manycast-server/src",
+        "control-channel/src",
+        "igmp-ext/src",
+        "dns-keystore/src",
+    ]);
+    let server = workspace_bin::workspace_bin("manycast-server", "manycast-server", &server_src);
+    workspace_bin::workspace_bin("manycast-server", "manycastctl", &server_src);
+    workspace_bin::workspace_bin(
+        "manycast-verifier",
+        "manycast-verifier",
+        &src(&["igmp-ext/src", "igmp-ext/router/src", "dns-keystore/src"]),
+    );
+    workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &src(&["dns-keystore/src"]));
+    server.parent().expect("target/<profile>").to_owned()
+}
