@@ -204,7 +204,7 @@ impl NetdevSteering {
     }
 
     fn pending(&mut self, changed: bool) -> Option<String> {
-        if self.holding || !(changed || !self.written) {
+        if self.holding || (!changed && self.written) {
             return None;
         }
         Some(ruleset(&self.devices, &self.groups))
