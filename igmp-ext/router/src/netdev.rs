@@ -158,6 +158,53 @@ pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> St
     out
 }
 
+/// Packet counters of the table as `nft list table` prints them: per member chain, the packets
+/// it forwarded; dropped for TTL ≤ 1; dropped for having no owner (or for arriving on their
+/// owner's own interface).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub forwarded: BTreeMap<String, u64>,
+    pub ttl_dropped: u64,
+    pub gap_dropped: u64,
+}
+
+impl KernelCounters {
+    pub fn add(&mut self, other: &KernelCounters) {
+        for (chain, n) in &other.forwarded {
+            *self.forwarded.entry(chain.clone()).or_default() += n;
+        }
+        self.ttl_dropped += other.ttl_dropped;
+        self.gap_dropped += other.gap_dropped;
+    }
+}
+
+/// Reads [`KernelCounters`] from the listing; lines it does not recognise are skipped.
+pub fn parse_counters(listing: &str) -> KernelCounters {
+    let mut out = KernelCounters::default();
+    let mut chain = "";
+    for line in listing.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("chain ") {
+            chain = rest.trim_end_matches('{').trim();
+            continue;
+        }
+        let Some(n) = line
+            .split_once("counter packets ")
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if line.contains(" fwd ") {
+            *out.forwarded.entry(chain.to_owned()).or_default() += n;
+        } else if chain == "ingress" && line.contains("ip ttl 0-1") {
+            out.ttl_dropped += n;
+        } else if chain == "ingress" {
+            out.gap_dropped += n;
+        }
+    }
+    out
+}
+
 /// The native nftables data plane: the plan per protected group and whether the kernel has it.
 #[derive(Debug)]
 pub struct NetdevSteering {
@@ -210,6 +257,11 @@ impl NetdevSteering {
         Some(ruleset(&self.devices, &self.groups))
     }
 
+    /// Whether the kernel holds a table this process wrote.
+    pub fn is_written(&self) -> bool {
+        self.written
+    }
+
     /// The driver applied the last ruleset.
     pub fn applied(&mut self) {
         self.written = true;
@@ -224,8 +276,9 @@ impl NetdevSteering {
         self.groups.values().map(|p| p.elements.len()).sum()
     }
 
-    /// Per group and member: how many of the map's values steer there, and through where.
-    pub fn status(&self) -> Vec<NativeMapRow> {
+    /// Per group and member: how many of the map's values steer there, through where, and
+    /// (from `counters`, when read) how many packets the member's chain forwarded.
+    pub fn status(&self, counters: Option<&KernelCounters>) -> Vec<NativeMapRow> {
         let mut rows: BTreeMap<(Ipv4Addr, &Hop), u64> = BTreeMap::new();
         for (g, p) in &self.groups {
             for (_, h) in &p.elements {
@@ -244,6 +297,7 @@ impl NetdevSteering {
                     .map(|p| Ipv4Addr::from(p.mask).to_string())
                     .unwrap_or_default(),
                 values,
+                packets: counters.and_then(|c| c.forwarded.get(&h.chain()).copied()),
             })
             .collect()
     }
@@ -361,6 +415,28 @@ mod tests {
     }
 
     #[test]
+    fn counters_are_read_per_chain_from_the_listing() {
+        let listing = "table netdev manycast_native {\n\
+            \tchain t2 {\n\t\tip ttl set 1\n\t}\n\
+            \tchain m1_10_0_1_2 {\n\t\tmeta iifname \"s1\" accept\n\t\tjump ttl_dec\n\
+            \t\tcounter packets 7 bytes 217 fwd ip to 10.0.1.2 device \"s1\"\n\t}\n\
+            \tchain ingress {\n\
+            \t\ttype filter hook ingress devices = { \"c0\", \"s1\" } priority filter; policy accept;\n\
+            \t\tip protocol igmp accept\n\
+            \t\tip daddr 232.1.1.1 ip ttl 0-1 counter packets 2 bytes 60 drop\n\
+            \t\tip daddr 232.1.1.1 ip saddr & 0.0.0.1 vmap { 0.0.0.0 : jump m1_10_0_1_2 }\n\
+            \t\tip daddr 232.1.1.1 counter packets 3 bytes 90 drop\n\
+            \t\tip daddr 232.1.1.2 counter packets 1 bytes 30 drop\n\t}\n}\n";
+        let c = parse_counters(listing);
+        assert_eq!(c.forwarded.get("m1_10_0_1_2"), Some(&7));
+        assert_eq!((c.ttl_dropped, c.gap_dropped), (2, 4));
+        assert_eq!(
+            parse_counters("counter packets x\nchain\n"),
+            KernelCounters::default()
+        );
+    }
+
+    #[test]
     fn holding_defers_the_kernel_until_release() {
         let t = table();
         let mut s = NetdevSteering::new(vec!["c0".into()], true);
@@ -375,7 +451,7 @@ mod tests {
             .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
             .unwrap()
             .is_some());
-        let rows = s.status();
+        let rows = s.status(None);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].member, rows[0].values), (1, 3));
         assert_eq!((rows[1].member, rows[1].values), (2, 1));
