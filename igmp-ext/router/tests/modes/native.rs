@@ -258,6 +258,28 @@ fn restarted_verifier_keeps_kernel_entries_and_rebuilds_ownership() {
     }
     lab.send_to_group(&sources, 2, 3);
     assert_split(&collect(&rx, 3, 12), &sources, 2);
+
+    // Without keep_kernel_state the second verifier cleans up what the first one left too:
+    // the table, and the allmulticast flag the first one set.
+    let text = std::fs::read_to_string(&lab.config).expect("config");
+    std::fs::write(&lab.config, text.replace("keep_kernel_state = true", "")).expect("config");
+    // The config is read at start only: restart once more, then stop cleanly.
+    assert!(lab.stop().success());
+    lab.start();
+    wait_for("the kept state adopted again", || {
+        lab.status().counters.queries_sent >= 1
+    });
+    assert!(lab.stop().success());
+    if dataplane == Dataplane::Nft {
+        assert_eq!(lab.native_table(), None, "the table outlived a clean stop");
+        let ifaces = lab.router_interfaces();
+        assert!(
+            ifaces.iter().all(|i| !lab.allmulti(i)),
+            "allmulticast left on"
+        );
+    } else {
+        assert_eq!(mr_cache_lines(&lab), 0);
+    }
 }
 
 #[test]
