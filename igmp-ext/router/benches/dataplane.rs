@@ -546,16 +546,16 @@ fn unresolved_probe(lab: &RouterLab, next: &mut u32) -> (usize, u64, u64, u64) {
     std::thread::sleep(Duration::from_millis(200));
     let while_stopped = delivered(lab) - d0;
     // Unresolved entries are listed with input interface -1.
-    let unresolved = harness::topo::kernel_has_mroute()
-        .then(|| {
-            lab.router
-                .proc_net("ip_mr_cache")
-                .lines()
-                .skip(1)
-                .filter(|l| l.split_whitespace().nth(2) == Some("-1"))
-                .count()
-        })
-        .unwrap_or(0);
+    let unresolved = if harness::topo::kernel_has_mroute() {
+        lab.router
+            .proc_net("ip_mr_cache")
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(2) == Some("-1"))
+            .count()
+    } else {
+        0
+    };
     kill(pid, Signal::SIGCONT).expect("SIGCONT the verifier");
     std::thread::sleep(Duration::from_millis(1500));
     (unresolved, sent, while_stopped, delivered(lab) - d0)
