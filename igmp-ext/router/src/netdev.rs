@@ -410,8 +410,7 @@ mod tests {
     #[test]
     fn counters_are_read_per_chain_from_the_listing() {
         let listing = "table netdev manycast_native {\n\
-            \tchain t2 {\n\t\tip ttl set 1\n\t}\n\
-            \tchain m1_10_0_1_2 {\n\t\tmeta iifname \"s1\" accept\n\t\tjump ttl_dec\n\
+            \tchain m1_10_0_1_2 {\n\t\tmeta iifname \"s1\" accept\n\
             \t\tcounter packets 7 bytes 217 fwd ip to 10.0.1.2 device \"s1\"\n\t}\n\
             \tchain ingress {\n\
             \t\ttype filter hook ingress devices = { \"c0\", \"s1\" } priority filter; policy accept;\n\
