@@ -203,10 +203,11 @@ impl TryFrom<String> for Overlay {
         let (addr, len) = s.split_once('/').ok_or_else(bad)?;
         let network: Ipv4Addr = addr.parse().map_err(|_| bad())?;
         let prefix_len: u8 = len.parse().map_err(|_| bad())?;
-        // At least two members need an address besides the network and broadcast addresses.
-        if !(1..=30).contains(&prefix_len) {
+        // At least two members need an address besides the network and broadcast addresses;
+        // at most 2^16 - 2, as the member id is the low half of the packet mark.
+        if !(16..=30).contains(&prefix_len) {
             return Err(format!(
-                "vip.forward_overlay {s}: the prefix length must be 1..=30"
+                "vip.forward_overlay {s}: the prefix length must be 16..=30"
             ));
         }
         let mask = u32::MAX << (32 - u32::from(prefix_len));
@@ -706,7 +707,7 @@ group_pub = "/k/group.pub"
             (
                 "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n\
                  forward_overlay = \"10.99.0.0/31\"\n",
-                "prefix length must be 1..=30",
+                "prefix length must be 16..=30",
             ),
             (
                 "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.99.0.1\"\n\
@@ -718,10 +719,7 @@ group_pub = "/k/group.pub"
                  forward_overlay = \"10.99.0.0/24\"\nforward_vni = 16777216\n",
                 "not a 24-bit VXLAN id",
             ),
-            (
-                "[vip]\nforward_overlay = \"10.99.0.0/24\"\n",
-                "mode is not",
-            ),
+            ("[vip]\nforward_overlay = \"10.99.0.0/24\"\n", "mode is not"),
             ("[vip]\nport = 80\n", "unknown field"),
             ("[reallocation]\nhold_ms = 0\n", "must be non-zero"),
             (

@@ -640,6 +640,14 @@ impl Service {
         actions
     }
 
+    /// Units this member owns that it gained from a member it knows, with the epoch of the
+    /// move: in VIP mode the old owner serves their clients' older TCP connections (forward).
+    pub fn gains_from_members(&self) -> impl Iterator<Item = (u32, MemberId, u64)> + '_ {
+        self.gains
+            .iter()
+            .filter_map(|(&unit, g)| Some((u32::try_from(unit).ok()?, g.from?, g.epoch)))
+    }
+
     /// The outcome of a [`Action::SendState`] (`TransferComplete`/`TransferFailed`, or the
     /// send refused).
     pub fn handle_transfer_done(&mut self, to: MemberId, transfer_id: u64) {

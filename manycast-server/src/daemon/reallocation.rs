@@ -142,7 +142,37 @@ impl Runtime {
                 .service
                 .handle_commit(now, c.id().epoch, &members, &c.allocation);
             self.apply(handle, actions).await;
+            self.sync_vip_forward(now, Some(&members));
         }
+    }
+
+    /// VIP forward: brings the forwarding table up to date with what the service knows of
+    /// gained units (after a commit, a transfer, and once a tick for the linger) and makes the
+    /// kernel follow it. `listed`: the members of a new commit.
+    pub(super) fn sync_vip_forward(&mut self, now: Timestamp, listed: Option<&[MemberId]>) {
+        let Some(table) = &mut self.vip_forward else {
+            return;
+        };
+        table.note_gains(now, self.service.gains_from_members());
+        if let Some(listed) = listed {
+            table.note_members(now, listed);
+        }
+        table.expire(now);
+        if let Some(f) = self.vip_host.as_mut().and_then(|h| h.forwarder.as_mut()) {
+            // A few `ip`/`nft` runs, only when the plan changed (commits, transfers, expiry).
+            self.snapshot.vip_forward_units = f.apply(&table.plan()) as u64;
+        }
+    }
+
+    /// VIP forward: a member that left serves no connection any more.
+    pub(super) fn vip_forward_member_left(&mut self, now: Timestamp, m: MemberId) {
+        if let Some(table) = &mut self.vip_forward {
+            table.member_left(m);
+        }
+        if let Some(f) = self.vip_host.as_mut().and_then(|h| h.forwarder.as_mut()) {
+            f.remove_peer(m);
+        }
+        self.sync_vip_forward(now, None);
     }
 
     pub(super) async fn on_reallocation_event(
@@ -164,6 +194,8 @@ impl Runtime {
             Event::StateReceived { from, data, .. } => {
                 let actions = self.service.handle_state(now, from, &data);
                 self.apply(handle, actions).await;
+                // A member that just started learns its units' old owners from their transfers.
+                self.sync_vip_forward(now, None);
             }
             Event::TransferComplete { to, transfer_id } => {
                 self.service.handle_transfer_done(to, transfer_id);
@@ -175,6 +207,9 @@ impl Runtime {
             Event::DirectPath { member, addr } => {
                 if self.direct_paths.insert(member) {
                     info!(%member, %addr, "direct path");
+                }
+                if let Some(f) = self.vip_host.as_mut().and_then(|h| h.forwarder.as_mut()) {
+                    f.set_peer(member, *addr.ip());
                 }
             }
             other => debug!(?other, "control event"),
