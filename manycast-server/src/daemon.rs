@@ -293,6 +293,8 @@ pub struct Runtime {
     vip_forward: Option<crate::vip_forward::ForwardTable>,
     /// VIP mode: the host changes, put back when the runtime drops (return from [`run`]).
     vip_host: Option<crate::vip::HostSetup>,
+    /// VIP forward: a claim held back until the old owners of its gained units are known.
+    pending_claim: Option<(Vec<SliceEntry>, AllocationEpoch)>,
     load: LoadMeter,
     admin: admin::Hub,
 }
@@ -351,9 +353,7 @@ impl Runtime {
                     r.set_slices(slices.clone());
                 }
                 self.reallocate(handle, now, slices.is_empty()).await;
-                self.agent
-                    .set_claim(now, entries, AllocationEpoch(id.epoch), &mut random_u64);
-                self.flush_joins(now);
+                self.claim_after_forwarding(now, entries, AllocationEpoch(id.epoch));
             }
             Event::MemberUp(m) => info!(member = %m, "member up"),
             Event::MemberDown(m) => info!(member = %m, "member down"),
@@ -561,6 +561,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         direct_path,
         vip_forward,
         vip_host,
+        pending_claim: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
@@ -608,6 +609,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             _ = tokio::time::sleep(service_wait) => {
                 let actions = rt.service.handle_timeout(driver::wall_clock());
                 rt.apply(&handle, actions).await;
+                // The hold may have ended a wait for old owners: a held-back claim goes out.
+                rt.sync_vip_forward(driver::wall_clock(), None);
             }
             _ = tick.tick() => {
                 let actions = rt.service.handle_timeout(driver::wall_clock());

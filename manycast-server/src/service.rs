@@ -648,6 +648,14 @@ impl Service {
             .filter_map(|(&unit, g)| Some((u32::try_from(unit).ok()?, g.from?, g.epoch)))
     }
 
+    /// Whether some gained unit still waits to learn its old owner (this member's first commit,
+    /// until the old owner's transfer names the unit or the hold time passes).
+    pub fn awaits_old_owners(&self) -> bool {
+        self.gains
+            .values()
+            .any(|g| g.from.is_none() && g.awaiting_until.is_some())
+    }
+
     /// The outcome of a [`Action::SendState`] (`TransferComplete`/`TransferFailed`, or the
     /// send refused).
     pub fn handle_transfer_done(&mut self, to: MemberId, transfer_id: u64) {

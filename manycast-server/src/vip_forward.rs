@@ -39,6 +39,9 @@ struct Entry {
     /// The epoch of the move: a later move of the unit from the same member starts a new linger.
     epoch: u64,
     since: Timestamp,
+    /// False once ended (old owner gone, linger passed): kept so that the same gain, which the
+    /// service reports until the unit moves again, does not start it over.
+    active: bool,
 }
 
 /// Which units' orphan segments go to which old owner (sans-IO). Entries come from the units the
@@ -79,6 +82,7 @@ impl ForwardTable {
                             to,
                             epoch,
                             since: now,
+                            active: true,
                         },
                     );
                 }
@@ -89,7 +93,12 @@ impl ForwardTable {
     /// The members a commit lists: an old owner missing from it is dropped `grace` later unless
     /// listed again (this machine's failure detector sometimes declares a live member down).
     pub fn note_members(&mut self, now: Timestamp, listed: &[MemberId]) {
-        let owners: BTreeSet<MemberId> = self.entries.values().map(|e| e.to).collect();
+        let owners: BTreeSet<MemberId> = self
+            .entries
+            .values()
+            .filter(|e| e.active)
+            .map(|e| e.to)
+            .collect();
         self.unlisted.retain(|m, _| owners.contains(m));
         for m in owners {
             if listed.contains(&m) {
@@ -102,27 +111,36 @@ impl ForwardTable {
 
     /// A member left the cluster (signed leave): it serves nothing any more.
     pub fn member_left(&mut self, m: MemberId) {
-        self.entries.retain(|_, e| e.to != m);
+        for e in self.entries.values_mut().filter(|e| e.to == m) {
+            e.active = false;
+        }
         self.unlisted.remove(&m);
     }
 
-    /// Drops the entries past their linger or whose old owner is gone; true if any went.
+    /// Ends the entries past their linger or whose old owner is gone; true if any ended.
     pub fn expire(&mut self, now: Timestamp) -> bool {
-        let before = self.entries.len();
         let (linger, grace) = (self.linger, self.grace);
         let unlisted = &self.unlisted;
-        self.entries.retain(|_, e| {
-            now < e.since.saturating_add(linger)
-                && unlisted
-                    .get(&e.to)
-                    .is_none_or(|t| now < t.saturating_add(grace))
-        });
-        before != self.entries.len()
+        let mut ended = false;
+        for e in self.entries.values_mut().filter(|e| e.active) {
+            let gone = unlisted
+                .get(&e.to)
+                .is_some_and(|t| now >= t.saturating_add(grace));
+            if gone || now >= e.since.saturating_add(linger) {
+                e.active = false;
+                ended = true;
+            }
+        }
+        ended
     }
 
     /// Unit → old owner, as the kernel should have it.
     pub fn plan(&self) -> BTreeMap<u32, MemberId> {
-        self.entries.iter().map(|(&u, e)| (u, e.to)).collect()
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.active)
+            .map(|(&u, e)| (u, e.to))
+            .collect()
     }
 }
 
@@ -370,6 +388,12 @@ mod tests {
         assert!(!f.expire(t(300_999)));
         assert!(f.expire(t(301_000)));
         assert!(f.plan().is_empty());
+        // The service reports the gain until the unit moves again: it does not start over.
+        f.note_gains(t(302_000), [(5, MemberId(1), 3)]);
+        assert!(f.plan().is_empty());
+        // A later move of the unit does.
+        f.note_gains(t(400_000), [(5, MemberId(1), 8)]);
+        assert_eq!(f.plan(), BTreeMap::from([(5, MemberId(1))]));
     }
 
     #[test]
@@ -390,6 +414,12 @@ mod tests {
         f.note_gains(t(0), [(1, MemberId(1), 2), (2, MemberId(3), 2)]);
         f.member_left(MemberId(1));
         assert_eq!(f.plan(), BTreeMap::from([(2, MemberId(3))]));
+        f.note_gains(t(10), [(1, MemberId(1), 2)]);
+        assert_eq!(
+            f.plan(),
+            BTreeMap::from([(2, MemberId(3))]),
+            "left stays left"
+        );
         // A false down shorter than the grace changes nothing.
         f.note_members(t(1_000), &[MemberId(2)]);
         f.note_members(t(1_300), &[MemberId(2), MemberId(3)]);

@@ -2,11 +2,12 @@
 //! [`Action`]s over the control channel, the strategy events, and drain. Kept apart from the
 //! main loop in `daemon.rs`.
 
+use super::random_u64;
 use super::Runtime;
 use crate::service::Action;
 use control_channel::driver;
 use control_channel::{CommittedAllocation, Endpoint, Event};
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::{AllocationEpoch, MemberId, SliceEntry, Timestamp};
 use tracing::{debug, info, warn};
 
 /// A drain in progress (SPEC.md §11.6).
@@ -162,6 +163,38 @@ impl Runtime {
             // A few `ip`/`nft` runs, only when the plan changed (commits, transfers, expiry).
             self.snapshot.vip_forward_units = f.apply(&table.plan()) as u64;
         }
+        if self.pending_claim.is_some() && !self.service.awaits_old_owners() {
+            if let Some((entries, epoch)) = self.pending_claim.take() {
+                info!(epoch = epoch.0, "VIP forward: old owners known, claiming");
+                self.agent.set_claim(now, entries, epoch, &mut random_u64);
+                self.flush_joins(now);
+            }
+        }
+    }
+
+    /// Sends the claim of a commit, except under VIP forward while a gained unit's old owner is
+    /// unknown (this member's first commit): the router would send that unit's established
+    /// connections here before the forwarding exists, and this host would answer them RST.
+    /// Held back, the unit has no owner at the router for that while (its segments are dropped,
+    /// and TCP resends them); released by [`Runtime::sync_vip_forward`] once the transfers
+    /// named the old owners or the hold time passed.
+    pub(super) fn claim_after_forwarding(
+        &mut self,
+        now: Timestamp,
+        entries: Vec<SliceEntry>,
+        epoch: AllocationEpoch,
+    ) {
+        if self.vip_forward.is_some() && self.service.awaits_old_owners() {
+            debug!(
+                epoch = epoch.0,
+                "VIP forward: claim held until the old owners are known"
+            );
+            self.pending_claim = Some((entries, epoch));
+            return;
+        }
+        self.pending_claim = None;
+        self.agent.set_claim(now, entries, epoch, &mut random_u64);
+        self.flush_joins(now);
     }
 
     /// VIP forward: a member that left serves no connection any more.
