@@ -355,7 +355,14 @@ impl Runtime {
                 self.reallocate(handle, now, slices.is_empty()).await;
                 self.claim_after_forwarding(now, entries, AllocationEpoch(id.epoch));
             }
-            Event::MemberUp(m) => info!(member = %m, "member up"),
+            Event::MemberUp(m) => {
+                info!(member = %m, "member up");
+                if let Some(addr) = self.direct_path {
+                    // The newcomer learns it now rather than at our next tick: under VIP forward
+                    // its overlay has no way to us until then.
+                    handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
+                }
+            }
             Event::MemberDown(m) => info!(member = %m, "member down"),
             Event::MemberLeft(m) => {
                 info!(member = %m, "member left");
