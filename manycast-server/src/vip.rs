@@ -4,7 +4,8 @@
 //! moved away, through sock_diag `SOCK_DESTROY`.
 //!
 //! [`HostSetup`] changes the host and puts every change back when dropped (SIGTERM, an error,
-//! a panic that unwinds). [`moved_connections`] is the pure decision; [`SockDiag`] the kernel
+//! a panic that unwinds), including the forward strategy's overlay, table, sysctls and rule
+//! move ([`crate::vip_forward`], SPEC.md §11.7.1). [`moved_connections`] is the pure decision; [`SockDiag`] the kernel
 //! side, on the maintained `netlink-packet-sock-diag` and `netlink-sys` crates.
 
 use crate::config::Overlay;
@@ -86,7 +87,7 @@ pub struct HostSetup {
     pub forwarder: Option<Forwarder>,
 }
 
-/// What the forward strategy needs to set the host up (SPEC.md §11.7.2).
+/// What the forward strategy needs to set the host up (SPEC.md §11.7.1).
 #[derive(Debug, Clone)]
 pub struct ForwardHost {
     pub overlay: Overlay,
@@ -240,7 +241,7 @@ impl HostSetup {
         Ok(setup)
     }
 
-    /// The forward strategy's host changes (the recipe of SPEC.md §11.7.2): a unicast VXLAN
+    /// The forward strategy's host changes (the recipe of SPEC.md §11.7.1): a unicast VXLAN
     /// device over the service link with this member's overlay address, loose reverse-path
     /// filtering on it (segments of clients whose route points elsewhere arrive on it), the
     /// marking table, the sysctls, and the `local` rule moved behind the forwarding rules.

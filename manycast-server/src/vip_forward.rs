@@ -1,4 +1,4 @@
-//! VIP mode, forward strategy (SPEC.md §11.7.2): the new owner of a slice passes the mid-stream
+//! VIP mode, forward strategy (SPEC.md §11.7.1): the new owner of a slice passes the mid-stream
 //! TCP segments of connections it never saw to the slice's old owner over a VXLAN overlay, and
 //! the old owner serves each connection to its end; new connections stay with the new owner.
 //!
@@ -193,7 +193,9 @@ pub struct Forwarder {
     me: MemberId,
     peers: BTreeMap<MemberId, Ipv4Addr>,
     owners: BTreeSet<MemberId>,
+    /// What the kernel's map holds, and the plan it was made from.
     map: Option<BTreeMap<u32, MemberId>>,
+    requested: Option<BTreeMap<u32, MemberId>>,
 }
 
 impl Forwarder {
@@ -205,6 +207,7 @@ impl Forwarder {
             peers: BTreeMap::new(),
             owners: BTreeSet::new(),
             map: None,
+            requested: None,
         }
     }
 
@@ -259,9 +262,12 @@ impl Forwarder {
     /// Makes the kernel follow `plan`: routes for new old owners first, then the map in one
     /// transaction, then the routes nobody needs any more. Returns the units forwarded.
     pub fn apply(&mut self, plan: &BTreeMap<u32, MemberId>) -> usize {
-        if self.map.as_ref() == Some(plan) {
-            return plan.len();
+        // The same request again changes nothing (also not a warning per tick for an old owner
+        // without an overlay address).
+        if self.requested.as_ref() == Some(plan) {
+            return self.map.as_ref().map_or(0, |m| m.len());
         }
+        self.requested = Some(plan.clone());
         let mut plan = plan.clone();
         let wanted: BTreeSet<MemberId> = plan.values().copied().collect();
         for &m in wanted.difference(&self.owners.clone()) {
@@ -287,6 +293,8 @@ impl Forwarder {
             Err(e) => {
                 warn!("VIP forward: {e}");
                 self.map = None;
+                // Tried again at the next sync.
+                self.requested = None;
             }
         }
         let unused: Vec<MemberId> = self
@@ -360,6 +368,7 @@ impl Forwarder {
             self.remove_owner(m);
         }
         self.map = None;
+        self.requested = None;
     }
 }
 
