@@ -733,3 +733,77 @@ fn vip_forward_serves_moved_connections_on_the_old_owner_and_restores_the_host()
         );
     }
 }
+
+#[test]
+fn vip_forward_drain_serves_held_connections_to_their_end() {
+    let mut v = VipLab::new(false, &[]);
+    v.start_member(0, "forward");
+    v.start_member(1, "forward");
+    v.wait_for_two_owners();
+    let client = v.client.clone();
+    // Held connections to member 1 from the sources it owns now.
+    let mut held: Vec<KeepAlive> = sources()
+        .into_iter()
+        .filter(|&s| curl(&client, s) == "m1")
+        .map(|s| KeepAlive::open(&client, s))
+        .collect();
+    assert!(!held.is_empty(), "member 1 owns no source");
+    for c in &mut held {
+        assert_eq!(c.ask().expect("first request"), "m1", "{}", c.src);
+    }
+
+    // Units (slice_bits 8: 2^24 addresses each) member 1 owns before the drain.
+    let units_of_member_1 = v.lab.metric(0, "slice_addresses") >> 24;
+    // SIGTERM: member 1 drains; every slice moves to member 2, which forwards member 1's
+    // connections back to it. Member 1 stays until they end.
+    v.lab.send_term("m1");
+    wait_for("the verifier holds only member 2's claim", || {
+        verifier_status(&v.socket)
+            .is_some_and(|s| !s.ownership.is_empty() && s.ownership.iter().all(|r| r.member == 2))
+    });
+    wait_for(
+        "member 1 counts the held connections while draining",
+        || {
+            v.lab.metric(0, "slices") == 0
+                && v.lab.metric(0, "drain_connections") == held.len() as u64
+        },
+    );
+    wait_for(
+        "member 2 forwards every unit it gained from member 1",
+        || v.lab.metric(1, "vip_forward_units") == units_of_member_1,
+    );
+    for c in &mut held {
+        assert_eq!(
+            c.ask()
+                .unwrap_or_else(|e| panic!("{}: connection broke in the drain: {e}", c.src)),
+            "m1",
+            "{}",
+            c.src
+        );
+    }
+    assert_eq!(
+        v.lab.exited("m1"),
+        None,
+        "member 1 left with held connections"
+    );
+    // New connections from the same sources go to member 2.
+    for c in &held {
+        assert_eq!(curl(&client, c.src), "m2", "{}", c.src);
+    }
+
+    // The clients close (their FINs also cross the overlay): member 1 exits cleanly and puts
+    // its host back; member 2 stops forwarding to it once it has left.
+    drop(held);
+    let st = v.lab.wait_exit("m1", Duration::from_secs(20));
+    assert!(st.success(), "member 1: {st}\n{}", v.lab.logs());
+    let srv1 = &v.servers[0];
+    assert!(!lo_has_vip(srv1), "VIP left on member 1's lo");
+    assert_eq!(
+        ip_out(srv1, &["link", "show", "mcfwd0"]),
+        "",
+        "overlay device left"
+    );
+    wait_for("member 2 stops forwarding to the member that left", || {
+        v.lab.metric(1, "vip_forward_units") == 0
+    });
+}
