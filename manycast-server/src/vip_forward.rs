@@ -335,12 +335,10 @@ impl Forwarder {
         )?;
         let mark = format!("{:#x}", mark_of(m));
         let pref = RULE_PREF.to_string();
-        run_cmd(
-            "ip",
-            &[
-                "-4", "rule", "add", "pref", &pref, "fwmark", &mark, "lookup", &table,
-            ],
-        )?;
+        let rule = ["pref", &pref, "fwmark", &mark, "lookup", &table];
+        // A rule left by a killed daemon would make the add fail with "File exists".
+        let _ = run_cmd("ip", &[&["-4", "rule", "del"][..], &rule].concat());
+        run_cmd("ip", &[&["-4", "rule", "add"][..], &rule].concat())?;
         info!(member = %m, %via, "VIP forward: route to old owner");
         Ok(())
     }
