@@ -181,26 +181,34 @@ impl VipLab {
         });
     }
 
-    /// Both members own slices at one epoch and the verifier routes the VIP by both claims.
+    /// Both members own slices at one epoch and the verifier routes the VIP by both claims at
+    /// that epoch. Read together on each poll: on a loaded machine a false failure suspicion can
+    /// move the members to a later epoch between two separate waits.
     fn wait_for_two_owners(&self) -> u64 {
-        wait_for("both members own slices at one epoch", || {
-            self.lab.metric(0, "slices") > 0
-                && self.lab.metric(1, "slices") > 0
-                && self.lab.metric(0, "epoch") == self.lab.metric(1, "epoch")
-        });
-        let epoch = self.lab.metric(0, "epoch");
-        wait_for("the verifier steers the VIP by both claims", || {
-            verifier_status(&self.socket).is_some_and(|s| {
-                let owners: BTreeSet<_> = s
-                    .ownership
-                    .iter()
-                    .filter(|r| r.epoch == epoch)
-                    .map(|r| r.member)
-                    .collect();
-                owners.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
-            })
-        });
-        epoch
+        let mut agreed = 0;
+        wait_for(
+            "both members own slices at one epoch and the verifier steers the VIP by both claims",
+            || {
+                let epoch = self.lab.metric(0, "epoch");
+                if self.lab.metric(0, "slices") == 0
+                    || self.lab.metric(1, "slices") == 0
+                    || self.lab.metric(1, "epoch") != epoch
+                {
+                    return false;
+                }
+                agreed = epoch;
+                verifier_status(&self.socket).is_some_and(|s| {
+                    let owners: BTreeSet<_> = s
+                        .ownership
+                        .iter()
+                        .filter(|r| r.epoch == epoch)
+                        .map(|r| r.member)
+                        .collect();
+                    owners.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+                })
+            },
+        );
+        agreed
     }
 
     fn wait_for_one_owner(&self) {

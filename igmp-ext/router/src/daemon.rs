@@ -316,14 +316,20 @@ impl Router {
         let netdev = if use_mrt {
             None
         } else {
-            for i in &ifaces {
-                if nft::allmulti(&i.name) == Some(false) {
-                    nft::set_allmulti(&i.name, true)?;
-                    allmulti_set.push(i.name.clone());
-                }
-            }
             // A table an earlier verifier left keeps forwarding until members have answered.
             let left = nft::netdev_table_exists();
+            for i in &ifaces {
+                match nft::allmulti(&i.name) {
+                    Some(false) => {
+                        nft::set_allmulti(&i.name, true)?;
+                        allmulti_set.push(i.name.clone());
+                    }
+                    // Left on with that table (keep_kernel_state): ours to restore at a clean
+                    // shutdown, or it would stay on for good after a restart.
+                    Some(true) if left => allmulti_set.push(i.name.clone()),
+                    _ => {}
+                }
+            }
             if left {
                 adopted += 1;
             }

@@ -9,10 +9,10 @@
 //! per-source state: a new source's first packet is forwarded like any other, and the table
 //! stays in the kernel while no verifier runs.
 //!
-//! What a router owes a forwarded packet is done in the table too: TTL ≤ 1 is dropped and the
-//! TTL is decremented (nftables has no arithmetic on header fields, so a verdict map jumps to
-//! one small chain per TTL value that sets TTL − 1; the checksum is fixed up by the kernel).
-//! A packet is never sent back out of the interface it arrived on.
+//! What a router owes a forwarded packet is done in the table too: TTL ≤ 1 is dropped, and
+//! `fwd ip to` decrements the TTL itself (`nft_fwd_neigh_eval` calls `ip_decrease_ttl`), so the
+//! table must not (it did once, and datagrams arrived with TTL − 2). A packet is never sent
+//! back out of the interface it arrived on.
 //!
 //! The planning and the ruleset text are pure and tested here; [`crate::sys::nft`] runs `nft`.
 //! Each change is one `nft -f` transaction that replaces the whole table, like VIP mode.
@@ -103,16 +103,6 @@ fn quoted(devices: &[String]) -> String {
 pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> String {
     let mut out =
         format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
-    // TTL − 1 by table lookup: ttl_dec jumps to t<N>, which sets N − 1 and returns.
-    let arms: Vec<String> = (2..=255).map(|n| format!("{n} : jump t{n}")).collect();
-    let _ = writeln!(
-        out,
-        "\tchain ttl_dec {{\n\t\tip ttl vmap {{ {} }}\n\t}}",
-        arms.join(", ")
-    );
-    for n in 2..=255 {
-        let _ = writeln!(out, "\tchain t{n} {{\n\t\tip ttl set {}\n\t}}", n - 1);
-    }
     let mut hops: Vec<&Hop> = groups
         .values()
         .flat_map(|p| p.elements.iter().map(|(_, h)| h))
@@ -122,7 +112,8 @@ pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> St
     for h in &hops {
         let _ = writeln!(
             out,
-            "\tchain {} {{\n\t\tmeta iifname \"{}\" accept\n\t\tjump ttl_dec\n\t\tcounter fwd ip to {} device \"{}\"\n\t}}",
+            // `fwd ip to` decrements the TTL (the ingress chain dropped TTL ≤ 1 already).
+            "\tchain {} {{\n\t\tmeta iifname \"{}\" accept\n\t\tcounter fwd ip to {} device \"{}\"\n\t}}",
             h.chain(),
             h.device,
             h.via,
@@ -244,9 +235,13 @@ impl NetdevSteering {
         Ok(self.pending(changed))
     }
 
-    /// Stops holding the adopted table; returns the ruleset of the rebuilt plans.
+    /// Stops holding the adopted table; returns the ruleset of the rebuilt plans. Nothing when
+    /// nothing was adopted: the kernel has the plans already, and rewriting it would only reset
+    /// the table's counters.
     pub fn release(&mut self) -> Option<String> {
-        self.holding = false;
+        if !std::mem::replace(&mut self.holding, false) {
+            return None;
+        }
         self.pending(true)
     }
 
@@ -383,12 +378,10 @@ mod tests {
         assert!(text.starts_with(
             "add table netdev manycast_native\ndelete table netdev manycast_native\n"
         ));
-        assert!(text.contains("\t\tip ttl vmap { 2 : jump t2, 3 : jump t3,"));
-        assert!(text.contains("255 : jump t255 }"));
-        assert!(text.contains("\tchain t2 {\n\t\tip ttl set 1\n\t}\n"));
-        assert!(text.contains("\tchain t255 {\n\t\tip ttl set 254\n\t}\n"));
+        // `fwd ip to` decrements the TTL: the table must not touch it too.
+        assert!(!text.contains("ttl set"), "{text}");
         assert!(text.contains(
-            "\tchain m2_10_0_2_2 {\n\t\tmeta iifname \"r1-eth2\" accept\n\t\tjump ttl_dec\n\t\tcounter fwd ip to 10.0.2.2 device \"r1-eth2\"\n\t}\n"
+            "\tchain m2_10_0_2_2 {\n\t\tmeta iifname \"r1-eth2\" accept\n\t\tcounter fwd ip to 10.0.2.2 device \"r1-eth2\"\n\t}\n"
         ));
         assert!(text.contains(
             "type filter hook ingress devices = { \"c0\", \"s1\", \"r1-eth2\" } priority 0; policy accept;"
@@ -417,8 +410,7 @@ mod tests {
     #[test]
     fn counters_are_read_per_chain_from_the_listing() {
         let listing = "table netdev manycast_native {\n\
-            \tchain t2 {\n\t\tip ttl set 1\n\t}\n\
-            \tchain m1_10_0_1_2 {\n\t\tmeta iifname \"s1\" accept\n\t\tjump ttl_dec\n\
+            \tchain m1_10_0_1_2 {\n\t\tmeta iifname \"s1\" accept\n\
             \t\tcounter packets 7 bytes 217 fwd ip to 10.0.1.2 device \"s1\"\n\t}\n\
             \tchain ingress {\n\
             \t\ttype filter hook ingress devices = { \"c0\", \"s1\" } priority filter; policy accept;\n\
@@ -455,6 +447,8 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].member, rows[0].values), (1, 3));
         assert_eq!((rows[1].member, rows[1].values), (2, 1));
+        // Released once: a second release (or one with nothing adopted) writes nothing.
+        assert_eq!(s.release(), None);
         // Not holding and never written: the first update writes even an empty plan.
         let mut s = NetdevSteering::new(vec!["c0".into()], false);
         let empty = OwnershipTable::new();
@@ -462,5 +456,7 @@ mod tests {
             .update(G, &empty, GapPolicy::Drop, device_of)
             .unwrap()
             .is_some());
+        s.applied();
+        assert_eq!(s.release(), None, "nothing adopted, nothing to rewrite");
     }
 }
