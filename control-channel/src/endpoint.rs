@@ -366,6 +366,10 @@ pub struct Endpoint {
     identity: Identity,
     me: MemberId,
     group_key: VerifyingKey,
+    /// Other published group keys whose certificates peers may present: during a key rotation
+    /// the group publishes two, and members reissued under the new one must still meet the
+    /// others ([`Endpoint::set_group_keys`]).
+    other_group_keys: Vec<VerifyingKey>,
     cluster: u32,
     started: Timestamp,
     /// The startup quiet period has passed (its deadline is no longer a timer).
@@ -509,6 +513,7 @@ impl Endpoint {
         Endpoint {
             me,
             group_key,
+            other_group_keys: Vec::new(),
             cluster,
             started: now,
             quiet_over: false,
@@ -811,21 +816,37 @@ impl Endpoint {
         Ok(())
     }
 
+    /// The group keys currently published (the keystore's record): certificates issued by any
+    /// of them are accepted from peers met from now on, besides those of the key that issued
+    /// ours. Peers already met keep their verified certificates; a member whose issuer is
+    /// withdrawn leaves by itself (its own keystore check, SPEC.md §11.1).
+    pub fn set_group_keys(&mut self, published: &[VerifyingKey]) {
+        self.other_group_keys = published
+            .iter()
+            .filter(|k| **k != self.group_key)
+            .copied()
+            .collect();
+    }
+
     fn verify_certificate(
         &self,
         now: Timestamp,
         sender: MemberId,
         bytes: &[u8],
     ) -> Result<MemberCertificate, DropReason> {
-        let cert = UnverifiedCertificate::decode(bytes)
-            .and_then(|c| c.verify(&self.group_key, now))
+        let unverified =
+            UnverifiedCertificate::decode(bytes).map_err(|_| DropReason::BadCertificate)?;
+        let issuer = unverified.unverified_body().issuer;
+        let key = core::iter::once(&self.group_key)
+            .chain(&self.other_group_keys)
+            .find(|k| KeyId::of(k) == issuer)
+            .ok_or(DropReason::BadCertificate)?;
+        let cert = unverified
+            .verify(key, now)
             .map_err(|_| DropReason::BadCertificate)?;
         let body = cert.body();
         // The certificate must name the header's sender and allow this cluster's group.
-        if body.member_id != sender
-            || !body.groups.contains(&self.config.cluster)
-            || body.issuer != KeyId::of(&self.group_key)
-        {
+        if body.member_id != sender || !body.groups.contains(&self.config.cluster) {
             return Err(DropReason::BadCertificate);
         }
         Ok(cert)

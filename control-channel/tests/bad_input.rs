@@ -245,6 +245,53 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
     );
 }
 
+/// During a group key rotation the keystore publishes two keys; a member reissued under the
+/// new one is refused until the endpoint is told the published keys, then accepted; a key
+/// nobody published stays refused.
+#[test]
+fn certificates_from_every_published_group_key_are_accepted() {
+    let f = Fixture::new(2);
+    let mut b = receiver(&f);
+    let new_group = SigningKey::from_bytes(&[0x31; 32]);
+    let member_key = SigningKey::from_bytes(&[0x32; 32]);
+    let cert = CertificateBody {
+        member_id: MemberId(5),
+        member_key: member_key.verifying_key(),
+        issuer: KeyId::of(&new_group.verifying_key()),
+        not_before: Timestamp::from_secs(1_767_225_600),
+        not_after: Timestamp::from_secs(1_830_297_600),
+        groups: vec![f.group],
+        slices: SliceSet::full(),
+    }
+    .issue(&new_group)
+    .expect("issuer matches");
+    let hello_from_5 = |seq| {
+        Message::Hello(Hello {
+            certificate: cert.as_bytes().to_vec(),
+            weight: 1,
+            reply_wanted: false,
+        })
+        .encode_signed(&header(5, seq), &member_key)
+        .expect("fits")
+    };
+    assert_eq!(
+        b.handle_datagram(NOW, from(), &hello_from_5(1)),
+        Err(DropReason::BadCertificate)
+    );
+    // Only some other key published besides ours: still refused.
+    let unrelated = SigningKey::from_bytes(&[0x33; 32]).verifying_key();
+    b.set_group_keys(&[f.group_key.verifying_key(), unrelated]);
+    assert_eq!(
+        b.handle_datagram(NOW, from(), &hello_from_5(2)),
+        Err(DropReason::BadCertificate)
+    );
+    b.set_group_keys(&[f.group_key.verifying_key(), new_group.verifying_key()]);
+    assert_eq!(b.handle_datagram(NOW, from(), &hello_from_5(3)), Ok(()));
+    assert!(b.known_peers().contains(&MemberId(5)));
+    // Members certified by our own key are accepted as before.
+    assert_eq!(b.handle_datagram(NOW, from(), &hello(&f, 1, 1)), Ok(()));
+}
+
 #[test]
 fn proposals_breaking_the_decision_rule_are_refused() {
     let f = Fixture::new(3);

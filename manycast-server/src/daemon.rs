@@ -104,6 +104,9 @@ pub struct KeystoreWatch {
     pub client: std::sync::Arc<KeystoreClient>,
     pub every: Duration,
     pub watch: keystore::Watch,
+    /// The group keys the record published at start: the control channel accepts peers
+    /// certified by any of them (a rotation publishes two).
+    pub published_keys: Vec<igmp_ext::ed25519_dalek::VerifyingKey>,
 }
 
 /// Reads the key files and refuses a certificate that the group key did not issue, that is
@@ -144,6 +147,7 @@ pub async fn load_credentials(
                 keystore::check(&unverified, &published, ks.require_certificate, now)
                     .map_err(|e| DaemonError::Keystore(e.to_string()))?;
             let watch = KeystoreWatch {
+                published_keys: published.record.keys.clone(),
                 client: std::sync::Arc::new(client),
                 every: ks.refresh(),
                 watch: keystore::Watch::new(
@@ -450,6 +454,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
         None => (None, None),
     };
+    let published_keys = keystore_watch.as_ref().map(|w| w.published_keys.clone());
     let mut keystore_watch = keystore_watch.map(|w| w.watch);
     let addr = interface_addr(&config.interface)?;
     // VIP mode: the VIP on loopback and the ARP sysctls, put back when this guard drops
@@ -492,7 +497,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut sockcfg = SocketConfig::new(config.control.group, config.control.port, ctl_addr);
     sockcfg.ttl = config.control.ttl;
     let ctl_socket = driver::bind(&sockcfg).map_err(io_err("control socket"))?;
-    let endpoint = Endpoint::new(
+    let mut endpoint = Endpoint::new(
         config.control_config(),
         Identity {
             key: creds.key.clone(),
@@ -501,6 +506,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         creds.group_key,
         driver::wall_clock(),
     );
+    if let Some(keys) = &published_keys {
+        endpoint.set_group_keys(keys);
+    }
     let mut handle = driver::spawn(
         endpoint,
         ctl_socket,
@@ -653,7 +661,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     None => std::future::pending().await,
                 }
             } => match (keystore_watch.as_mut(), fetched) {
-                (Some(w), Some(r)) => log_keystore_event(w.handle_fetch(driver::wall_clock(), r)),
+                (Some(w), Some(r)) => {
+                    // Peers certified by any key the record publishes now may join us.
+                    if let Ok(p) = &r {
+                        let keys = p.record.keys.clone();
+                        handle.with(move |ep, _| ep.set_group_keys(&keys));
+                    }
+                    log_keystore_event(w.handle_fetch(driver::wall_clock(), r))
+                }
                 _ => keystore_rx = None,
             },
             // Under forward, handoff and pin the first SIGTERM drains and the loop ends when

@@ -27,7 +27,11 @@ fn ip(args: &[&str]) {
 }
 
 fn setup(record_ttl: u32) -> Setup {
-    let mut lab = Lab::new(1);
+    setup_members(1, record_ttl)
+}
+
+fn setup_members(members: u32, record_ttl: u32) -> Setup {
+    let mut lab = Lab::new(members);
     lab.group_pub = false;
     let ns = lab.netns("ks");
     // No dummy driver in this kernel: a veth pair whose far end stays in the namespace.
@@ -237,6 +241,80 @@ fn member_serves_through_a_rotation_and_leaves_when_its_issuer_is_retired() {
         "{}",
         prom(&s.lab)
     );
+}
+
+/// A key rotation with members on both keys: the record publishes the old and the new group
+/// key; member 1 (certified by the old key) and member 2 (reissued under the new one) meet in
+/// the control channel and split the slices at one epoch. Before the control channel took
+/// every published key, member 1 refused member 2's certificate (`bad-certificate`) and each
+/// served the whole space alone (`control-channel` test
+/// `certificates_from_every_published_group_key_are_accepted` has the refusal).
+#[test]
+fn members_certified_by_either_published_key_form_one_cluster_during_a_rotation() {
+    let mut s = setup_members(2, 2);
+    let d = s.d().to_owned();
+    ok(&ctl(&["key", "new", &path(&d, "next")]));
+    s.update(
+        &["keystore", "rotate"],
+        &[
+            "--group",
+            &GROUP.to_string(),
+            "--add",
+            &path(&d, "next.pub"),
+        ],
+    );
+    // Member 2's certificate, reissued under the new key.
+    let next = manycast_server::keys::read_private_key(&d.join("next.key")).expect("next.key");
+    let m2 = &s.lab.fixture.members[1];
+    let body = igmp_ext::CertificateBody {
+        member_id: m2.id,
+        member_key: m2.key.verifying_key(),
+        issuer: igmp_ext::KeyId::of(&next.verifying_key()),
+        not_before: igmp_ext::Timestamp::from_secs(1_767_225_600),
+        not_after: igmp_ext::Timestamp::from_secs(1_830_297_600),
+        groups: vec![GROUP, crate::harness::CONTROL],
+        slices: igmp_ext::SliceSet::full(),
+    };
+    let cert = body.issue(&next).expect("issue");
+    let m2_cert = d.join(format!("{}.cert", m2.id));
+    std::fs::remove_file(&m2_cert).expect("the fixture's m2.cert");
+    manycast_server::keys::write_certificate(&m2_cert, &cert).expect("write m2.cert");
+    // Member 2 on the veth peer of member 1's link, in the same namespace (where the keystore
+    // listens on loopback). Each link then receives datagrams whose source is a local address
+    // of the namespace, which the kernel drops as martian unless `accept_local` is set.
+    ip(&["-n", &s.ns, "addr", "add", "10.9.0.2/24", "dev", "s1"]);
+    for link in ["s0", "s1"] {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &s.ns, "sysctl", "-qw"])
+            .arg(format!("net.ipv4.conf.{link}.accept_local=1"))
+            .status()
+            .expect("sysctl");
+        assert!(st.success(), "accept_local on {link}");
+    }
+    let server = s.ks.addr.to_string();
+    let table = s.keystore_table(&server, "");
+    let c1 = s.lab.write_config(0, "s0", "s0", "", &table);
+    let c2 = s.lab.write_config(1, "s1", "s1", "", &table);
+    let ns = s.ns.clone();
+    s.lab.spawn_server(0, &ns, &c1);
+    s.lab.spawn_server(1, &ns, &c2);
+    let split = || {
+        s.lab.metric(0, "slice_addresses") == 1 << 31
+            && s.lab.metric(1, "slice_addresses") == 1 << 31
+            && s.lab.metric(0, "epoch") == s.lab.metric(1, "epoch")
+    };
+    // A deadline for a hung run (not a timing check); on failure the logs say why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !split() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        split(),
+        "the members did not split the slices: {}",
+        s.lab.logs()
+    );
+    assert_eq!(s.lab.exited("m1"), None, "{}", s.lab.logs());
+    assert_eq!(s.lab.exited("m2"), None, "{}", s.lab.logs());
 }
 
 #[test]
