@@ -170,14 +170,16 @@ class Cluster:
     def host(self, name):
         return self.net.get(name)
 
-    def run(self, host, args, check=True):
-        """Runs a command to completion inside `host` (or the root namespace if None)."""
+    def run(self, host, args, check=True, input=None):
+        """Runs a command to completion inside `host` (or the root namespace if None), with
+        `input` (text) on its stdin if given."""
         if host is None:
-            p = subprocess.run(args, capture_output=True, text=True)
+            p = subprocess.run(args, capture_output=True, text=True, input=input)
             out, err, rc = p.stdout, p.stderr, p.returncode
         else:
-            p = self.host(host).popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            out, err = p.communicate(timeout=60)
+            p = self.host(host).popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      stdin=subprocess.PIPE if input is not None else None)
+            out, err = p.communicate(input=input.encode() if input is not None else None, timeout=60)
             out, err, rc = out.decode(), err.decode(), p.returncode
         if check and rc != 0:
             raise LabError(f"{' '.join(args)} on {host or 'root'} failed ({rc}): {err.strip()}")

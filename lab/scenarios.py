@@ -338,6 +338,20 @@ def scenario_attacks(c, log):
     }
 
 
+def kernel_routes_multicast(c):
+    """Whether r1's kernel has multicast routing (CONFIG_IP_MROUTE): the verifier then uses MFC
+    entries, else the nftables data plane (SPEC.md §10.2.1), and smcroute cannot run."""
+    return c.run("r1", ["sh", "-c", "test -e /proc/net/ip_mr_cache && echo yes || echo no"]).strip() == "yes"
+
+
+def kernel_steering_entries(c):
+    """What steers native traffic in r1's kernel now: MFC entries, or the nft map's elements."""
+    if kernel_routes_multicast(c):
+        return len(c.run("r1", ["cat", "/proc/net/ip_mr_cache"]).splitlines()[1:])
+    text = c.run("r1", ["nft", "list", "table", "netdev", "manycast_native"], check=False)
+    return text.count(": jump m")
+
+
 def scenario_verifier_restart(c, log):
     c.up()
     epoch0 = c.agreed_epoch()
@@ -347,14 +361,18 @@ def scenario_verifier_restart(c, log):
     c.retire("verifier")
     c.procs["verifier"].kill()
     c.wait_exit("verifier")
-    mfc_while_down = len(c.run("r1", ["cat", "/proc/net/ip_mr_cache"]).splitlines()[1:])
-    log(f"verifier SIGKILLed; r1's kernel still holds {mfc_while_down} MFC entries")
+    dataplane = "mroute" if kernel_routes_multicast(c) else "nft"
+    kernel_while_down = kernel_steering_entries(c)
+    log(f"verifier SIGKILLed; r1's kernel still holds {kernel_while_down} steering entries ({dataplane})")
     sleep(1)
     t_start = time.time()
     c.start_verifier()
     epoch, st = c.wait_converged()
     t_conv = time.time()
-    adopted = st["counters"].get("mfc_entries")
+    if dataplane == "mroute":
+        adopted = st["counters"].get("mfc_entries")
+    else:
+        adopted = sum(r["values"] for r in st.get("native", []))
     log(f"verifier back, claims rebuilt at epoch {epoch}")
     sleep(4)
     t_end = time.time()
@@ -368,8 +386,9 @@ def scenario_verifier_restart(c, log):
         "epoch_before": epoch0,
         "epoch_after": epoch,
         "claims": [{"member": m, "epoch": e} for m, _, e in c.ownership(st)],
-        "mfc_entries_while_down": mfc_while_down,
-        "mfc_entries_after_restart": adopted,
+        "dataplane": dataplane,
+        "kernel_entries_while_down": kernel_while_down,
+        "kernel_entries_after_restart": adopted,
         "down_s": round(t_start - t_kill, 2),
         "before": once_stats(replies, t_kill - 2, t_kill),
         "after": once_stats(replies, t_conv + 0.5, t_end),
@@ -377,6 +396,7 @@ def scenario_verifier_restart(c, log):
         "client_gap_ms": quantiles(list(gaps.values())),
         "sources_silent_over_1s": sum(1 for g in gaps.values() if g > 1000),
         "sources_answered_while_down": sum(1 for v in down.values() if v),
+        "sources": len(down),
     }
 
 
@@ -507,18 +527,36 @@ def scenario_control_loss(c, log):
     }
 
 
+FLOOD_TABLE = "plain_flood"
+
+
 def scenario_plain_router(c, log):
-    """No verifier: r1 is a plain multicast router (smcroute) that floods the group from the
-    clients to every server; the servers filter by their agreed slices (SPEC.md §11.3)."""
+    """No verifier: r1 is a plain router that floods the group from the clients to every server;
+    the servers filter by their agreed slices (SPEC.md §11.3). With kernel multicast routing r1
+    runs smcroute, a real multicast routing daemon, with a (*,G) route to all four server links.
+    Without it (no CONFIG_IP_MROUTE) no multicast router can run on r1, so an nftables netdev
+    rule stands in for it: every datagram to the group from a client link is duplicated, frame
+    unchanged, to all four server links (what smcroute's routes do, minus the TTL decrement)."""
     c.start_net()
     c.make_keys()
-    cfg = c.path("smcroute.conf")
-    servers = " ".join(f"r1-s{i}" for i in c.ids.values())
-    with open(cfg, "w") as f:
-        for cno in range(1, topo.CLIENTS + 1):
-            f.write(f"mroute from r1-c{cno} group {cluster.GROUP} to {servers}\n")
-    c.spawn("smcroute", "r1", ["smcrouted", "-n", "-f", cfg, "-i", "manycast-lab", "-l", "info",
-                               "-u", c.path("smcroute.sock"), "-P", c.path("smcroute.pid")])
+    clients = [f"r1-c{cno}" for cno in range(1, topo.CLIENTS + 1)]
+    server_links = [f"r1-s{i}" for i in c.ids.values()]
+    router = "smcroute" if kernel_routes_multicast(c) else "nft-dup"
+    if router == "smcroute":
+        cfg = c.path("smcroute.conf")
+        with open(cfg, "w") as f:
+            for link in clients:
+                f.write(f"mroute from {link} group {cluster.GROUP} to {' '.join(server_links)}\n")
+        c.spawn("smcroute", "r1", ["smcrouted", "-n", "-f", cfg, "-i", "manycast-lab", "-l", "info",
+                                   "-u", c.path("smcroute.sock"), "-P", c.path("smcroute.pid")])
+    else:
+        devices = ", ".join(f'"{d}"' for d in clients)
+        dups = " ".join(f'dup to "{d}"' for d in server_links)
+        c.run("r1", ["nft", "-f", "-"], input=(
+            f"table netdev {FLOOD_TABLE} {{\n\tchain ingress {{\n"
+            f"\t\ttype filter hook ingress devices = {{ {devices} }} priority 0; policy accept;\n"
+            f"\t\tip daddr {cluster.GROUP} ip protocol udp counter {dups} drop\n\t}}\n}}\n"))
+        log(f"r1 floods {cluster.GROUP} to {len(server_links)} server links (nft dup: this kernel has no multicast routing)")
     c.start_servers()
 
     def agreed():
@@ -533,7 +571,17 @@ def scenario_plain_router(c, log):
     sleep(5)
     t_end = time.time()
     replies = c.stop_clients()
-    mfc = c.run("r1", ["cat", "/proc/net/ip_mr_cache"]).splitlines()[1:]
+    if router == "smcroute":
+        mfc = c.run("r1", ["cat", "/proc/net/ip_mr_cache"]).splitlines()[1:]
+        # An (S,G) entry forwarding to all four servers has four "oif:ttl" fields.
+        flood = {"mfc_entries": len(mfc),
+                 "mfc_to_all_servers": sum(1 for ln in mfc
+                                           if len([x for x in ln.split() if ":" in x]) == len(c.ids))}
+    else:
+        rule = [ln for ln in c.run("r1", ["nft", "list", "table", "netdev", FLOOD_TABLE]).splitlines()
+                if "dup to" in ln][0]
+        flood = {"flooded_packets": int(rule.split("packets ")[1].split()[0]),
+                 "flood_targets": rule.count("dup to")}
     c.check_processes()
     after = {s: c.server_metrics(s) for s in c.ids}
     delta = {s: {k: int(after[s].get(k, 0) - before[s].get(k, 0)) for k in ("served_total", "filtered_total")}
@@ -541,9 +589,8 @@ def scenario_plain_router(c, log):
     return {
         "epoch": epoch,
         "epoch_after": c.agreed_epoch(),
-        # An (S,G) entry forwarding to all four servers has four "oif:ttl" fields.
-        "mfc_entries": len(mfc),
-        "mfc_to_all_servers": sum(1 for ln in mfc if len([x for x in ln.split() if ":" in x]) == len(c.ids)),
+        "router": router,
+        **flood,
         "servers": delta,
         "load": once_stats(replies, t_load, t_end),
         "member_downs": c.member_downs(t_load, t_end),

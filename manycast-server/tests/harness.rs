@@ -71,6 +71,16 @@ pub fn verifier_status(socket: &Path) -> Option<Status> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// The members the verifier has the kernel steer native traffic to, whichever data plane it
+/// uses: the MFC entries' members (`None`: a drop entry) or the nft map's rows.
+pub fn steered_members(s: &Status) -> std::collections::BTreeSet<Option<u32>> {
+    s.mfc
+        .iter()
+        .map(|m| m.member)
+        .chain(s.native.iter().map(|r| Some(r.member)))
+        .collect()
+}
+
 /// A UDP socket bound to `src` that sends multicast from `src` (TTL 8).
 pub fn client_socket(src: Ipv4Addr) -> Socket {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp");

@@ -2,7 +2,7 @@
 //! subnets behind a router running the real `manycast-verifier`, their control group on a
 //! back-end segment; and the same two behind a plain flooding switch with no verifier.
 
-use crate::harness::{ask, verifier_status, wait_for, Clients, Lab};
+use crate::harness::{ask, steered_members, verifier_status, wait_for, Clients, Lab};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -114,8 +114,7 @@ fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
     lab.kill("m2");
     wait_for("member 1 owns everything at a later epoch", || {
         lab.metric(0, "epoch") > epoch
-            && verifier_status(&socket)
-                .is_some_and(|s| !s.mfc.is_empty() && s.mfc.iter().all(|m| m.member == Some(1)))
+            && verifier_status(&socket).is_some_and(|s| steered_members(&s) == [Some(1)].into())
     });
     let after = owners(&ask(&client, &srcs, 2));
     for (src, (server, numbers)) in &after {

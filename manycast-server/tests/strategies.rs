@@ -5,7 +5,7 @@
 //! slices move) and while member 1 is drained by SIGTERM. Every client's numbers must continue
 //! 1, 2, 3, ... with no gap, no repeat and no lost request.
 
-use crate::harness::{verifier_status, wait_for, Clients, Lab, SessionLog};
+use crate::harness::{steered_members, verifier_status, wait_for, Clients, Lab, SessionLog};
 use manycast_verifier::status::Status;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -171,7 +171,7 @@ fn reallocate_under_load(
                 && lab.metric(0, "epoch") == lab.metric(1, "epoch")
         });
         wait_for("the verifier steers some sources to member 2", || {
-            verifier(&|s| s.mfc.iter().any(|m| m.member == Some(2)))
+            verifier(&|s| steered_members(s).contains(&Some(2)))
         });
         let before = served(&lab);
         wait_for("three more rounds after the move", || {

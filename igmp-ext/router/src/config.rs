@@ -100,6 +100,19 @@ pub struct NativeSection {
     /// with listeners. Default true (the servers' control group needs it across subnets); when
     /// false their packets are dropped in the kernel.
     pub route_plain_groups: bool,
+    /// How native mode reaches the kernel: "mroute" (the multicast routing socket: upcalls and
+    /// MFC entries), "nft" (an nftables netdev table; for kernels without CONFIG_IP_MROUTE), or
+    /// "auto" (default): mroute when the kernel has it, else nft.
+    pub dataplane: Dataplane,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataplane {
+    #[default]
+    Auto,
+    Mroute,
+    Nft,
 }
 
 impl Default for NativeSection {
@@ -110,6 +123,7 @@ impl Default for NativeSection {
             idle_timeout_ms: 60_000,
             adopt_grace_ms: None,
             route_plain_groups: true,
+            dataplane: Dataplane::Auto,
         }
     }
 }
@@ -365,6 +379,7 @@ mod tests {
         assert_eq!(c.gap_policy().unwrap(), GapPolicy::Drop);
         assert_eq!(c.native.idle_timeout_ms, 60_000);
         assert!(c.native.route_plain_groups);
+        assert_eq!(c.native.dataplane, Dataplane::Auto);
         assert_eq!(c.rate_limit.per_source_pps, 50);
         let v = c.verifier_config().unwrap();
         assert_eq!(
@@ -396,6 +411,7 @@ gap = "fallback"
 fallback_member = 2
 idle_timeout_ms = 5000
 route_plain_groups = false
+dataplane = "nft"
 [[vip]]
 address = "10.200.0.1"
 group = "232.1.1.1"
@@ -406,6 +422,7 @@ pin = true
         assert_eq!(c.gap_policy().unwrap(), GapPolicy::Fallback(MemberId(2)));
         assert_eq!(c.querier_config().robustness, 3);
         assert!(!c.native.route_plain_groups);
+        assert_eq!(c.native.dataplane, Dataplane::Nft);
         assert!(c.vip[0].pin);
     }
 
@@ -487,6 +504,10 @@ groups = ["232.1.1.1", "232.1.1.2"]
             (
                 "interfaces = [\"a\"]\nkeys = \"k\"\n[native]\ngap = \"fallback\"",
                 "needs native.fallback_member",
+            ),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\n[native]\ndataplane = \"ebpf\"",
+                "unknown variant `ebpf`",
             ),
             (
                 "interfaces = [\"a\"]\nkeys = \"k\"\n[verifier]\nprotected = [\"232.0.0.0\"]",

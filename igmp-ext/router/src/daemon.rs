@@ -2,14 +2,15 @@
 //! querier, rate limiter, steering planners) and applies what they decide to the kernel.
 //! Client traffic never comes here: only IGMP, upcalls, status and metrics requests.
 
-use crate::config::{Config, KeySourceConfig};
+use crate::config::{Config, Dataplane, KeySourceConfig};
 use crate::keyfile::FileKeySource;
+use crate::netdev::NetdevSteering;
 use crate::querier::{Event, Querier, Transmit};
 use crate::ratelimit::{Limited, RateLimiter};
 use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
 use crate::steering::{resolve, GapPolicy, KernelOp, NativeSteering, Target, VifTable};
 use crate::sys::mroute::{self, MfcSpec, MrouteControl, Upcall, VifSet, IGMPMSG_NOCACHE};
-use crate::sys::procfs;
+use crate::sys::{nft, procfs};
 use crate::vip::VipSteering;
 use dns_keystore::client::KeystoreClient;
 use igmp_ext::verify::LinkTable;
@@ -163,7 +164,13 @@ pub struct Router {
     /// Our vifs that an earlier process left, reused rather than added.
     adopted_vifs: Vec<u16>,
     control: MrouteControl,
+    /// The raw IGMP socket every report, query and (with the mroute data plane) upcall arrives
+    /// on: the MRT socket when the kernel routes multicast, a plain raw IGMP socket otherwise.
     mroute: AsyncFd<Socket>,
+    /// The nft data plane (`native.dataplane`), when native mode does not use the MRT socket.
+    netdev: Option<NetdevSteering>,
+    /// Interfaces we put into allmulticast for the nft data plane (restored on shutdown).
+    allmulti_set: Vec<String>,
     senders: HashMap<u32, Socket>,
     adopt_until: Option<Timestamp>,
     stats: Stats,
@@ -186,17 +193,42 @@ impl Router {
         let (found, links) = discover(&cfg.interfaces)?;
         let now = now();
 
-        let mroute = mroute::open_mroute_socket().map_err(|e| {
+        let mrt_error = |e: std::io::Error| {
             if e.raw_os_error() == Some(libc::EADDRINUSE) {
                 "another multicast routing daemon holds this namespace's MRT socket".to_owned()
+            } else if e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+                "this kernel has no multicast routing (CONFIG_IP_MROUTE): \
+                 set native.dataplane = \"nft\" (or \"auto\")"
+                    .to_owned()
             } else {
                 format!("cannot open the multicast routing socket (MRT_INIT): {e}")
             }
-        })?;
+        };
+        let plain_igmp_socket = || {
+            let s = mroute::raw_igmp_socket().map_err(|e| format!("raw IGMP socket: {e}"))?;
+            let _ = s.set_recv_buffer_size(1 << 20);
+            Ok::<_, String>(s)
+        };
+        let (mroute, use_mrt) = match cfg.native.dataplane {
+            Dataplane::Mroute => (mroute::open_mroute_socket().map_err(mrt_error)?, true),
+            Dataplane::Nft => (plain_igmp_socket()?, false),
+            Dataplane::Auto => match mroute::open_mroute_socket() {
+                Ok(s) => (s, true),
+                Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+                    info!("this kernel has no multicast routing (CONFIG_IP_MROUTE): native mode steers with the nftables data plane");
+                    (plain_igmp_socket()?, false)
+                }
+                Err(e) => return Err(mrt_error(e)),
+            },
+        };
         let control = MrouteControl::open().map_err(|e| format!("raw IGMP socket: {e}"))?;
 
         // VIFs an earlier process left (they are static, see sys::mroute) are reused.
-        let existing = procfs::read_vifs();
+        let existing = if use_mrt {
+            procfs::read_vifs()
+        } else {
+            Vec::new()
+        };
         let mut vifs = VifTable::default();
         let mut adopted_vifs = Vec::new();
         for v in &existing {
@@ -209,6 +241,12 @@ impl Router {
         for (name, ifindex, addr) in found {
             let vif = match vifs.vif_of(ifindex) {
                 Some(v) => v,
+                // The nft data plane has no VIFs; the numbers only index the interfaces.
+                None if !use_mrt => {
+                    let v = ifaces.len() as u16;
+                    vifs.insert(ifindex, v);
+                    v
+                }
                 None => {
                     let v = vifs
                         .free_vif()
@@ -256,7 +294,7 @@ impl Router {
         let mut steering = NativeSteering::new();
         let protected = vcfg.protected.clone();
         let mut adopted = 0;
-        for line in procfs::read_cache() {
+        for line in use_mrt.then(procfs::read_cache).unwrap_or_default() {
             let Some(parent) = line.parent else { continue };
             if !cfg.native.route_plain_groups
                 && !protected.iter().any(|p| p.contains_addr(line.group))
@@ -272,6 +310,26 @@ impl Router {
             querier.add_interface(now, i.ifindex, i.addr);
         }
         let vip = VipSteering::new(&cfg.vip);
+        let mut allmulti_set = Vec::new();
+        let netdev = if use_mrt {
+            None
+        } else {
+            for i in &ifaces {
+                if nft::allmulti(&i.name) == Some(false) {
+                    nft::set_allmulti(&i.name, true)?;
+                    allmulti_set.push(i.name.clone());
+                }
+            }
+            // A table an earlier verifier left keeps forwarding until members have answered.
+            let left = nft::netdev_table_exists();
+            if left {
+                adopted += 1;
+            }
+            Some(NetdevSteering::new(
+                ifaces.iter().map(|i| i.name.clone()).collect(),
+                left,
+            ))
+        };
         let adopt_until = Some(now.saturating_add(cfg.adopt_grace()));
         if adopted > 0 || !adopted_vifs.is_empty() {
             info!(
@@ -297,6 +355,8 @@ impl Router {
             adopted_vifs,
             control,
             mroute,
+            netdev,
+            allmulti_set,
             senders,
             adopt_until,
             stats: Stats::default(),
@@ -387,6 +447,7 @@ impl Router {
             &self.vifs,
         );
         self.apply(ops);
+        self.update_netdev(group);
         let groups: Vec<Ipv4Addr> = match group {
             Some(g) => vec![g],
             None => self.vip.groups(),
@@ -402,6 +463,63 @@ impl Router {
                     self.stats.kernel_errors += 1;
                     warn!(group = %g, error = %e, "VIP steering update failed");
                 }
+            }
+        }
+    }
+
+    /// The nft data plane follows the ownership of `group` (every protected group: `None`).
+    fn update_netdev(&mut self, group: Option<Ipv4Addr>) {
+        let Some(nd) = self.netdev.as_mut() else {
+            return;
+        };
+        let table = self.verifier.ownership();
+        let groups: Vec<Ipv4Addr> = match group {
+            Some(g) => vec![g],
+            None => {
+                let mut g: Vec<Ipv4Addr> = table.groups().collect();
+                g.extend(nd.groups());
+                g.sort();
+                g.dedup();
+                g
+            }
+        };
+        let ifaces = &self.ifaces;
+        let device_of = |ifindex: u32| {
+            ifaces
+                .iter()
+                .find(|i| i.ifindex == ifindex)
+                .map(|i| i.name.clone())
+        };
+        let mut pending = None;
+        for g in groups
+            .into_iter()
+            .filter(|&g| self.verifier.is_protected(g))
+        {
+            match nd.update(g, table, self.gap, device_of) {
+                Ok(Some(text)) => pending = Some(text),
+                Ok(None) => {}
+                Err(e) => {
+                    self.stats.kernel_errors += 1;
+                    warn!(group = %g, error = %e, "native steering plan failed; kernel unchanged");
+                }
+            }
+        }
+        if let Some(text) = pending {
+            self.apply_netdev(&text);
+        }
+    }
+
+    fn apply_netdev(&mut self, text: &str) {
+        match nft::apply(text) {
+            Ok(()) => {
+                self.stats.nft_transactions += 1;
+                if let Some(nd) = self.netdev.as_mut() {
+                    nd.applied();
+                }
+            }
+            Err(e) => {
+                self.stats.kernel_errors += 1;
+                warn!(error = %e, "native nft data plane update failed");
             }
         }
     }
@@ -571,6 +689,10 @@ impl Router {
                 );
             }
             self.apply(ops);
+            if let Some(text) = self.netdev.as_mut().and_then(|nd| nd.release()) {
+                info!("the nft table taken over at start now follows the rebuilt ownership");
+                self.apply_netdev(&text);
+            }
             self.ownership_changed(None);
         }
         let second = now.as_millis() / 1000;
@@ -720,6 +842,17 @@ impl Router {
             ownership,
             listeners,
             mfc,
+            dataplane: if self.netdev.is_some() {
+                "nft"
+            } else {
+                "mroute"
+            }
+            .into(),
+            native: self
+                .netdev
+                .as_ref()
+                .map(|nd| nd.status())
+                .unwrap_or_default(),
             vips: self.vip.status(),
             counters: Counters {
                 joins_accepted: self.stats.joins_accepted,
@@ -749,15 +882,24 @@ impl Router {
             info!("leaving kernel state in place for the next verifier");
             return;
         }
+        if self.netdev.is_some() {
+            if let Err(e) = nft::delete_netdev_table() {
+                warn!(error = %e, "removing the native nft table");
+            }
+        }
+        for i in std::mem::take(&mut self.allmulti_set) {
+            let _ = nft::set_allmulti(&i, false);
+        }
         let ops = self.steering.drain();
         self.apply(ops);
-        for i in self.ifaces.clone() {
+        let mrt = self.netdev.is_none();
+        for i in self.ifaces.clone().into_iter().filter(|_| mrt) {
             if let Err(e) = self.control.del_vif(i.vif) {
                 debug!(error = %e, vif = i.vif, "MRT_DEL_VIF");
             }
         }
         // Also whatever an earlier process left on our interfaces' VIFs.
-        for line in procfs::read_cache() {
+        for line in mrt.then(procfs::read_cache).unwrap_or_default() {
             if let Some(parent) = line.parent {
                 if self.adopted_vifs.contains(&parent) {
                     let _ = self.control.del_mfc(&MfcSpec {
@@ -772,7 +914,9 @@ impl Router {
         if let Err(e) = self.vip.remove_all() {
             warn!(error = %e, "removing VIP steering");
         }
-        let _ = mroute::mrt_done(self.mroute.get_ref());
+        if self.netdev.is_none() {
+            let _ = mroute::mrt_done(self.mroute.get_ref());
+        }
     }
 
     /// Runs until SIGTERM or SIGINT.

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod daemon;
 pub mod keyfile;
+pub mod netdev;
 pub mod querier;
 pub mod ratelimit;
 pub mod status;

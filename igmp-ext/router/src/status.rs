@@ -13,8 +13,27 @@ pub struct Status {
     #[serde(default)]
     pub listeners: Vec<ListenerRow>,
     pub mfc: Vec<MfcRow>,
+    /// Native mode's data plane: "mroute" (MFC entries, `mfc`) or "nft" (the netdev map,
+    /// `native`; kernels without multicast routing).
+    #[serde(default)]
+    pub dataplane: String,
+    /// The nft data plane's map, per group and member.
+    #[serde(default)]
+    pub native: Vec<NativeMapRow>,
     pub vips: Vec<VipRow>,
     pub counters: Counters,
+}
+
+/// Native mode on the nft data plane: `values` of the group's map (`ip saddr & mask`) steer to
+/// `member`, forwarded to `via` out of `device`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NativeMapRow {
+    pub group: String,
+    pub member: u32,
+    pub via: String,
+    pub device: String,
+    pub mask: String,
+    pub values: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,6 +126,19 @@ impl Status {
                 "  {:<10} {:<15} expires in {} ms",
                 l.interface, l.group, l.expires_in_ms
             );
+        }
+        if self.dataplane == "nft" {
+            let _ = writeln!(
+                o,
+                "native data plane: nft (table netdev manycast_native), map values per member:"
+            );
+            for r in &self.native {
+                let _ = writeln!(
+                    o,
+                    "  {:<15} member {:<5} {} of ip saddr & {} -> {} via {}",
+                    r.group, r.member, r.values, r.mask, r.device, r.via
+                );
+            }
         }
         let _ = writeln!(o, "kernel MFC entries: {}", self.mfc.len());
         for m in &self.mfc {

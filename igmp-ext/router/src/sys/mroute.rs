@@ -62,7 +62,7 @@ struct SiocSgReq {
 const _: () = assert!(core::mem::size_of::<VifCtl>() == 16);
 const _: () = assert!(core::mem::size_of::<MfcCtl>() == 60);
 
-fn raw_igmp_socket() -> io::Result<Socket> {
+pub fn raw_igmp_socket() -> io::Result<Socket> {
     Socket::new(
         Domain::IPV4,
         Type::RAW,

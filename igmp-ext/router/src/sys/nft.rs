@@ -45,6 +45,49 @@ pub fn delete_table() -> Result<(), String> {
     run("nft", &["delete", "table", "ip", crate::vip::TABLE], None)
 }
 
+/// The native data plane's table ([`crate::netdev`]).
+pub fn delete_netdev_table() -> Result<(), String> {
+    run(
+        "nft",
+        &["delete", "table", "netdev", crate::netdev::TABLE],
+        None,
+    )
+}
+
+/// Whether an earlier verifier left the native data plane's table in the kernel.
+pub fn netdev_table_exists() -> bool {
+    run(
+        "nft",
+        &["list", "table", "netdev", crate::netdev::TABLE],
+        None,
+    )
+    .is_ok()
+}
+
+/// Whether `ifname` receives all multicast frames (IFF_ALLMULTI), from sysfs.
+pub fn allmulti(ifname: &str) -> Option<bool> {
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{ifname}/flags")).ok()?;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+    Some(flags & libc::IFF_ALLMULTI as u32 != 0)
+}
+
+/// Turns IFF_ALLMULTI on or off: the nft data plane must see every group's frames, which a
+/// real NIC filters out unless someone on the host joined the group (ipmr does this for VIFs).
+pub fn set_allmulti(ifname: &str, on: bool) -> Result<(), String> {
+    run(
+        "ip",
+        &[
+            "link",
+            "set",
+            "dev",
+            ifname,
+            "allmulticast",
+            if on { "on" } else { "off" },
+        ],
+        None,
+    )
+}
+
 pub fn route_replace(vip: Ipv4Addr, via: Ipv4Addr, table: u32) -> Result<(), String> {
     run(
         "ip",

@@ -1,0 +1,390 @@
+//! Native mode without the kernel's multicast routing: the nftables data plane (SPEC.md §10.2.1).
+//!
+//! Kernels built without `CONFIG_IP_MROUTE` have no MRT socket, no VIFs and no MFC, so the
+//! upcall path of [`crate::steering`] cannot run. This data plane steers the same packets one
+//! layer lower: a `netdev` table with one `ingress` chain on the verifier's interfaces looks up
+//! `ip saddr & mask` of every datagram to a protected group in a map written from the ownership
+//! table and forwards it with `fwd ip to <member> device <interface>` (the kernel resolves the
+//! member's MAC address and sends the frame; the IP destination stays the group). There is no
+//! per-source state: a new source's first packet is forwarded like any other, and the table
+//! stays in the kernel while no verifier runs.
+//!
+//! What a router owes a forwarded packet is done in the table too: TTL ≤ 1 is dropped and the
+//! TTL is decremented (nftables has no arithmetic on header fields, so a verdict map jumps to
+//! one small chain per TTL value that sets TTL − 1; the checksum is fixed up by the kernel).
+//! A packet is never sent back out of the interface it arrived on.
+//!
+//! The planning and the ruleset text are pure and tested here; [`crate::sys::nft`] runs `nft`.
+//! Each change is one `nft -f` transaction that replaces the whole table, like VIP mode.
+
+use crate::status::NativeMapRow;
+use crate::steering::GapPolicy;
+use crate::vip::{plan_map, MapPlan};
+use core::fmt::Write;
+use igmp_ext::ownership::OwnershipTable;
+use igmp_ext::SliceSet;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+pub const TABLE: &str = "manycast_native";
+
+/// Where one member's packets leave the router: its address (the source of its signed reports)
+/// on the interface its reports came in on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hop {
+    pub member: u32,
+    pub via: Ipv4Addr,
+    pub device: String,
+}
+
+impl Hop {
+    fn chain(&self) -> String {
+        let o = self.via.octets();
+        format!("m{}_{}_{}_{}_{}", self.member, o[0], o[1], o[2], o[3])
+    }
+}
+
+/// One protected group's map: masked source value → the hop its packets take.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupPlan {
+    pub mask: u32,
+    pub elements: Vec<(u32, Hop)>,
+}
+
+/// Builds the group's plan from its claims: the same expansion over the finest mask as VIP mode
+/// ([`plan_map`]), so one lookup finds the owner and the gap policy's fallback fills the holes.
+pub fn plan_group(
+    group: Ipv4Addr,
+    table: &OwnershipTable,
+    gap: GapPolicy,
+    device_of: impl Fn(u32) -> Option<String>,
+) -> Result<GroupPlan, String> {
+    let mut hops = BTreeMap::new();
+    let mut claims: Vec<(u32, SliceSet)> = Vec::new();
+    for (m, c) in table.claims(group) {
+        // A claim heard on an interface we do not serve cannot be steered to.
+        let Some(device) = device_of(c.ifindex) else {
+            continue;
+        };
+        hops.insert(
+            m.0,
+            Hop {
+                member: m.0,
+                via: c.sender,
+                device,
+            },
+        );
+        claims.push((m.0, c.slices.clone()));
+    }
+    let fallback = match gap {
+        GapPolicy::Fallback(m) if hops.contains_key(&m.0) => Some(m.0),
+        _ => None,
+    };
+    let MapPlan { mask, elements } = plan_map(&claims, fallback)?;
+    Ok(GroupPlan {
+        mask,
+        elements: elements
+            .into_iter()
+            .filter_map(|(v, m)| Some((v, hops.get(&m)?.clone())))
+            .collect(),
+    })
+}
+
+fn quoted(devices: &[String]) -> String {
+    devices
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The whole table as one `nft -f` transaction: created if missing, deleted, and written anew.
+/// `devices` are the verifier's interfaces (the ingress chain's hook).
+pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> String {
+    let mut out =
+        format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
+    // TTL − 1 by table lookup: ttl_dec jumps to t<N>, which sets N − 1 and returns.
+    let arms: Vec<String> = (2..=255).map(|n| format!("{n} : jump t{n}")).collect();
+    let _ = writeln!(
+        out,
+        "\tchain ttl_dec {{\n\t\tip ttl vmap {{ {} }}\n\t}}",
+        arms.join(", ")
+    );
+    for n in 2..=255 {
+        let _ = writeln!(out, "\tchain t{n} {{\n\t\tip ttl set {}\n\t}}", n - 1);
+    }
+    let mut hops: Vec<&Hop> = groups
+        .values()
+        .flat_map(|p| p.elements.iter().map(|(_, h)| h))
+        .collect();
+    hops.sort();
+    hops.dedup();
+    for h in &hops {
+        let _ = writeln!(
+            out,
+            "\tchain {} {{\n\t\tmeta iifname \"{}\" accept\n\t\tjump ttl_dec\n\t\tcounter fwd ip to {} device \"{}\"\n\t}}",
+            h.chain(),
+            h.device,
+            h.via,
+            h.device
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\tchain ingress {{\n\t\ttype filter hook ingress devices = {{ {} }} priority 0; policy accept;",
+        quoted(devices)
+    );
+    // IGMP to a group (v2 reports, group-specific queries) is for the querier, not steered.
+    out.push_str("\t\tip protocol igmp accept\n");
+    for (group, plan) in groups {
+        let _ = writeln!(out, "\t\tip daddr {group} ip ttl 0-1 counter drop");
+        if !plan.elements.is_empty() {
+            let elems: Vec<String> = plan
+                .elements
+                .iter()
+                .map(|(v, h)| format!("{} : jump {}", Ipv4Addr::from(*v), h.chain()))
+                .collect();
+            let _ = writeln!(
+                out,
+                "\t\tip daddr {group} ip saddr & {} vmap {{ {} }}",
+                Ipv4Addr::from(plan.mask),
+                elems.join(", ")
+            );
+        }
+        // No owner (and no fallback), or a hop that sent it back where it came from.
+        let _ = writeln!(out, "\t\tip daddr {group} counter drop");
+    }
+    out.push_str("\t}\n}\n");
+    out
+}
+
+/// The native nftables data plane: the plan per protected group and whether the kernel has it.
+#[derive(Debug)]
+pub struct NetdevSteering {
+    devices: Vec<String>,
+    groups: BTreeMap<Ipv4Addr, GroupPlan>,
+    written: bool,
+    /// A table an earlier verifier left is carrying traffic: plans change in memory only, and
+    /// the kernel is written when [`NetdevSteering::release`] is called (after the adopt grace).
+    holding: bool,
+}
+
+impl NetdevSteering {
+    pub fn new(devices: Vec<String>, holding: bool) -> Self {
+        NetdevSteering {
+            devices,
+            groups: BTreeMap::new(),
+            written: false,
+            holding,
+        }
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Recomputes `group`'s plan; returns the ruleset to apply if the kernel must change.
+    pub fn update(
+        &mut self,
+        group: Ipv4Addr,
+        table: &OwnershipTable,
+        gap: GapPolicy,
+        device_of: impl Fn(u32) -> Option<String>,
+    ) -> Result<Option<String>, String> {
+        let plan = plan_group(group, table, gap, device_of)?;
+        let changed = self.groups.get(&group) != Some(&plan);
+        self.groups.insert(group, plan);
+        Ok(self.pending(changed))
+    }
+
+    /// Stops holding the adopted table; returns the ruleset of the rebuilt plans.
+    pub fn release(&mut self) -> Option<String> {
+        self.holding = false;
+        self.pending(true)
+    }
+
+    fn pending(&mut self, changed: bool) -> Option<String> {
+        if self.holding || (!changed && self.written) {
+            return None;
+        }
+        Some(ruleset(&self.devices, &self.groups))
+    }
+
+    /// The driver applied the last ruleset.
+    pub fn applied(&mut self) {
+        self.written = true;
+    }
+
+    pub fn groups(&self) -> Vec<Ipv4Addr> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// Map elements in the plans (what the kernel has once written).
+    pub fn elements(&self) -> usize {
+        self.groups.values().map(|p| p.elements.len()).sum()
+    }
+
+    /// Per group and member: how many of the map's values steer there, and through where.
+    pub fn status(&self) -> Vec<NativeMapRow> {
+        let mut rows: BTreeMap<(Ipv4Addr, &Hop), u64> = BTreeMap::new();
+        for (g, p) in &self.groups {
+            for (_, h) in &p.elements {
+                *rows.entry((*g, h)).or_default() += 1;
+            }
+        }
+        rows.into_iter()
+            .map(|((g, h), values)| NativeMapRow {
+                group: g.to_string(),
+                member: h.member,
+                via: h.via.to_string(),
+                device: h.device.clone(),
+                mask: self
+                    .groups
+                    .get(&g)
+                    .map(|p| Ipv4Addr::from(p.mask).to_string())
+                    .unwrap_or_default(),
+                values,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::ownership::Claim;
+    use igmp_ext::{AllocationEpoch, MemberId, Slice, Timestamp};
+
+    const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+
+    fn claim(slices: SliceSet, ifindex: u32, sender: Ipv4Addr) -> Claim {
+        Claim {
+            slices,
+            epoch: AllocationEpoch(1),
+            ifindex,
+            sender,
+            expires: Timestamp::from_millis(1_000_000),
+        }
+    }
+
+    fn table() -> OwnershipTable {
+        let mut t = OwnershipTable::new();
+        // Member 1: last bit 0 on ifindex 3; member 2: last two bits 01 on ifindex 4; 11 unowned.
+        t.apply(
+            G,
+            MemberId(1),
+            claim(
+                SliceSet::from(Slice::new(0, 1)),
+                3,
+                Ipv4Addr::new(10, 0, 1, 2),
+            ),
+        )
+        .unwrap();
+        t.apply(
+            G,
+            MemberId(2),
+            claim(
+                SliceSet::from(Slice::new(1, 3)),
+                4,
+                Ipv4Addr::new(10, 0, 2, 2),
+            ),
+        )
+        .unwrap();
+        t
+    }
+
+    fn device_of(i: u32) -> Option<String> {
+        match i {
+            3 => Some("s1".into()),
+            4 => Some("r1-eth2".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn plan_expands_claims_and_fills_gaps_only_with_the_fallback() {
+        let t = table();
+        let p = plan_group(G, &t, GapPolicy::Drop, device_of).unwrap();
+        assert_eq!(p.mask, 3);
+        let owners: Vec<(u32, u32)> = p.elements.iter().map(|(v, h)| (*v, h.member)).collect();
+        assert_eq!(owners, vec![(0, 1), (1, 2), (2, 1)]);
+        assert_eq!(p.elements[1].1.device, "r1-eth2");
+        let p = plan_group(G, &t, GapPolicy::Fallback(MemberId(2)), device_of).unwrap();
+        let owners: Vec<u32> = p.elements.iter().map(|(_, h)| h.member).collect();
+        assert_eq!(owners, vec![1, 2, 1, 2]);
+        // A fallback member with no claim fills nothing.
+        let p = plan_group(G, &t, GapPolicy::Fallback(MemberId(9)), device_of).unwrap();
+        assert_eq!(p.elements.len(), 3);
+        // A claim from an interface we do not serve is left out.
+        let p = plan_group(G, &t, GapPolicy::Drop, |i| (i == 3).then(|| "s1".into())).unwrap();
+        assert!(p.elements.iter().all(|(_, h)| h.member == 1));
+    }
+
+    #[test]
+    fn ruleset_is_one_transaction_with_ttl_and_no_reflection() {
+        let t = table();
+        let mut groups = BTreeMap::new();
+        groups.insert(G, plan_group(G, &t, GapPolicy::Drop, device_of).unwrap());
+        let text = ruleset(&["c0".into(), "s1".into(), "r1-eth2".into()], &groups);
+        assert!(text.starts_with(
+            "add table netdev manycast_native\ndelete table netdev manycast_native\n"
+        ));
+        assert!(text.contains("\t\tip ttl vmap { 2 : jump t2, 3 : jump t3,"));
+        assert!(text.contains("255 : jump t255 }"));
+        assert!(text.contains("\tchain t2 {\n\t\tip ttl set 1\n\t}\n"));
+        assert!(text.contains("\tchain t255 {\n\t\tip ttl set 254\n\t}\n"));
+        assert!(text.contains(
+            "\tchain m2_10_0_2_2 {\n\t\tmeta iifname \"r1-eth2\" accept\n\t\tjump ttl_dec\n\t\tcounter fwd ip to 10.0.2.2 device \"r1-eth2\"\n\t}\n"
+        ));
+        assert!(text.contains(
+            "type filter hook ingress devices = { \"c0\", \"s1\", \"r1-eth2\" } priority 0; policy accept;"
+        ));
+        let ingress = &text[text.find("chain ingress").unwrap()..];
+        assert_eq!(
+            ingress,
+            "chain ingress {\n\
+             \t\ttype filter hook ingress devices = { \"c0\", \"s1\", \"r1-eth2\" } priority 0; policy accept;\n\
+             \t\tip protocol igmp accept\n\
+             \t\tip daddr 232.1.1.1 ip ttl 0-1 counter drop\n\
+             \t\tip daddr 232.1.1.1 ip saddr & 0.0.0.3 vmap { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.1 : jump m2_10_0_2_2, 0.0.0.2 : jump m1_10_0_1_2 }\n\
+             \t\tip daddr 232.1.1.1 counter drop\n\
+             \t}\n\
+             }\n"
+        );
+        // No claims: only the drop rules.
+        let mut empty = BTreeMap::new();
+        empty.insert(G, GroupPlan::default());
+        let text = ruleset(&["c0".into()], &empty);
+        assert!(!text.contains("vmap { 0."));
+        assert!(!text.contains("fwd"));
+        assert!(text.contains("ip daddr 232.1.1.1 counter drop"));
+    }
+
+    #[test]
+    fn holding_defers_the_kernel_until_release() {
+        let t = table();
+        let mut s = NetdevSteering::new(vec!["c0".into()], true);
+        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).unwrap(), None);
+        assert_eq!(s.elements(), 3);
+        let text = s.release().expect("written on release");
+        assert!(text.contains("jump m1_10_0_1_2"));
+        s.applied();
+        // Unchanged plan: nothing to write; a change: written.
+        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).unwrap(), None);
+        assert!(s
+            .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
+            .unwrap()
+            .is_some());
+        let rows = s.status();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].member, rows[0].values), (1, 3));
+        assert_eq!((rows[1].member, rows[1].values), (2, 1));
+        // Not holding and never written: the first update writes even an empty plan.
+        let mut s = NetdevSteering::new(vec!["c0".into()], false);
+        let empty = OwnershipTable::new();
+        assert!(s
+            .update(G, &empty, GapPolicy::Drop, device_of)
+            .unwrap()
+            .is_some());
+    }
+}
