@@ -32,11 +32,14 @@ Counting, per session (the rules of manycast-server/tests/strategies.rs):
   lost      a request id never answered (after its retries; TCP: a request without response)
   repeated  answers carrying a number that server already gave this session
   moved     answered by more than one server (only possible under reset, or a broken session)
-Time to finish (`finish_ms`): from the first move (srv4's start) until the drain is complete:
-the others own every unit at one epoch that the verifier holds, srv3 owns none, and, under
-reset and handoff, srv3's daemon has exited. Under forward and pin srv3 keeps serving its
-sessions until they end: `drained_exit_after_load_ms` is the time from the clients' stop until
-it exited (forward: the sessions' idle timeout; pin: the connections' close).
+Time to finish (`finish_ms`): the sum over the three moves of the time from the action (srv4's
+start, the `move` command, the `drain` command) until it is complete: every running member
+committed one new epoch, their slices cover the space and the verifier holds exactly their
+claims at it; for the drain also srv3 owning nothing and, under reset and handoff, srv3's
+daemon exited after its SIGTERM. The fixed load pauses between the moves are not counted.
+Under forward and pin srv3 keeps serving its sessions until they end:
+`drained_exit_after_load_ms` is the time from the clients' stop until it exited (forward: the
+sessions' idle timeout; pin: the connections' close).
 
 Progress goes to stderr; the last stdout line is one JSON object. With `--bench` it is the
 benchmark line, also written to target/bench/reallocate.json. Everything started is stopped on
@@ -179,7 +182,7 @@ class ReallocCluster(cluster.Cluster):
         out = {}
         for cno, path in self.clients.items():
             # Outstanding UDP requests finish their retries (40 x 0.3 s) first.
-            self.wait_exit(f"sessions{cno}", timeout=60)
+            wait_exit(self, f"sessions{cno}", 60, "of its SIGTERM")
             with open(path) as f:
                 out.update(json.load(f)["sessions"])
         return out
@@ -270,6 +273,13 @@ def analyse(strategy, sessions, alloc_before, alloc_after):
     return out
 
 
+def wait_exit(c, name, timeout, what):
+    try:
+        c.wait_exit(name, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise cluster.LabError(f"{name} did not exit within {timeout:.0f} s {what}") from None
+
+
 def sleep(s):
     end = time.time() + s
     while time.time() < end:
@@ -308,10 +318,10 @@ def run_on(c, strategy, args, log):
     marks = {}
 
     # join
-    t_first = time.time()
+    t_join = time.time()
     c.start_server(JOINER)
     e_join, _ = c.wait_converged(timeout=60)
-    marks["join_settled_ms"] = round((time.time() - t_first) * 1000)
+    marks["join_settled_ms"] = round((time.time() - t_join) * 1000)
     log(f"{strategy}: {JOINER} joined, epoch {e_join}")
     sleep(SETTLE_S)
 
@@ -354,11 +364,12 @@ def run_on(c, strategy, args, log):
     c.signal(DRAINED, signal.SIGTERM)
     t_exit = None
     if strategy in ("reset", "handoff"):
-        c.wait_exit(DRAINED, timeout=60)
+        wait_exit(c, DRAINED, 60, "of its SIGTERM after the admin drain")
         t_exit = time.time()
         log(f"{strategy}: {DRAINED} exited")
-    marks["drain_settled_ms"] = round((t_drained - t_drain) * 1000)
-    finish_ms = round((max(t_drained, t_exit or 0) - t_first) * 1000)
+    marks["drain_settled_ms"] = round((max(t_drained, t_exit or 0) - t_drain) * 1000)
+    # The time the cluster spent reallocating: the three moves, not the load pauses between.
+    finish_ms = marks["join_settled_ms"] + marks["move_settled_ms"] + marks["drain_settled_ms"]
     sleep(SETTLE_S)
 
     # metrics before the clients stop (a starved server may stall then)
@@ -370,11 +381,11 @@ def run_on(c, strategy, args, log):
     drained_exit = None
     if t_exit is None:
         try:
-            c.wait_exit(DRAINED, timeout=SESSION_IDLE_MS / 1000 + 30)
+            wait_exit(c, DRAINED, SESSION_IDLE_MS / 1000 + 30, "of the load's stop")
             drained_exit = round((time.time() - t_stop) * 1000)
             log(f"{strategy}: {DRAINED} exited after its sessions ended")
-        except subprocess.TimeoutExpired:  # reported as None
-            log(f"{strategy}: {DRAINED} still running {SESSION_IDLE_MS / 1000 + 30:.0f} s after the load stopped")
+        except cluster.LabError as e:  # reported as None
+            log(f"{strategy}: {e}")
     c.check_processes()
     counters = ("served_total", "resets_total", "handed_off_total", "handoff_received_total",
                 "handoff_timeouts_total", "held_total", "forwarded_total", "forwarded_served_total",

@@ -102,7 +102,10 @@ fn lab_verifier_restart_rebuilds_claims_and_keeps_each_source_on_one_server() {
         .as_u64()
         .expect("kernel entries");
     assert!(entries > 0, "the kernel lost its entries: {v}");
-    assert_eq!(v["kernel_entries_after_restart"], entries, "not adopted: {v}");
+    assert_eq!(
+        v["kernel_entries_after_restart"], entries,
+        "not adopted: {v}"
+    );
     if v["dataplane"] == "nft" {
         assert!(v["sources"].as_u64() > Some(0), "{v}");
         assert_eq!(
