@@ -144,6 +144,39 @@ class ReallocCluster(cluster.Cluster):
                        + ["--socket", self.admin_socket(MOVE_FROM)])
         return out.strip()
 
+    def status(self, name):
+        """Server `name`'s own view through its admin socket (`manycastctl allocation --json`),
+        or None: read at once, unlike the metrics file, which is written once a second."""
+        try:
+            p = subprocess.run([self.bin("manycastctl"), "allocation", "--json", "--socket",
+                                self.admin_socket(name)], capture_output=True, text=True, timeout=5)
+            return json.loads(p.stdout) if p.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError):
+            return None
+
+    def settled(self, without=()):
+        """The epoch once every running server (but `without`) has committed the same one, its
+        units all owned by those servers, and the verifier holds exactly their claims at it."""
+        self.check_processes()
+        names = [s for s in self.running_servers() if s not in without]
+        views = [self.status(s) for s in names]
+        if any(v is None or v.get("epoch") is None for v in views):
+            return None
+        epochs = {v["epoch"]["epoch"] for v in views}
+        if len(epochs) != 1:
+            return None
+        epoch = epochs.pop()
+        want = {self.ids[s] for s in names}
+        if any(set(v["unit_owner"]) != want for v in views):
+            return None
+        st = self.verifier_status()
+        if st is None:
+            return None
+        rows = [r for r in st["ownership"] if r["group"] == cluster.GROUP and r["slices"].strip()]
+        if {r["member"] for r in rows} == want and all(r["epoch"] == epoch for r in rows):
+            return epoch
+        return None
+
     def allocation(self):
         out = self.run(None, [self.bin("manycastctl"), "allocation", "--json", "--socket",
                               self.admin_socket(MOVE_FROM)])
@@ -320,7 +353,7 @@ def run_on(c, strategy, args, log):
     # join
     t_join = time.time()
     c.start_server(JOINER)
-    e_join, _ = c.wait_converged(timeout=60)
+    e_join = cluster.wait_for(f"{JOINER}'s join to settle", c.settled, timeout=60, interval=0.05)
     marks["join_settled_ms"] = round((time.time() - t_join) * 1000)
     log(f"{strategy}: {JOINER} joined, epoch {e_join}")
     sleep(SETTLE_S)
@@ -332,8 +365,8 @@ def run_on(c, strategy, args, log):
     units = [u for u in used if a["unit_owner"][u] == m_from][:MOVE_UNITS]
     t_move = time.time()
     said = c.ctl("move", "--to", f"m{m_to}", ",".join(map(str, units)))
-    e_move, _ = cluster.wait_for("the move to commit", lambda: (lambda r: r if r and r[0] > e_join else None)(c.converged()),
-                                 timeout=60)
+    e_move = cluster.wait_for("the move to settle", lambda: (lambda e: e if e and e > e_join else None)(c.settled()),
+                              timeout=60, interval=0.05)
     marks["move_settled_ms"] = round((time.time() - t_move) * 1000)
     log(f"{strategy}: move of units {units} to m{m_to}: {said}; epoch {e_move}")
     sleep(SETTLE_S)
@@ -341,23 +374,17 @@ def run_on(c, strategy, args, log):
     # drain: the admin drain, then SIGTERM
     t_drain = time.time()
     said = c.ctl("drain", f"m{c.ids[DRAINED]}")
-    others = [s for s in c.ids if s != DRAINED]
 
     def drained():
-        c.check_processes()
-        epochs = {int(c.server_metrics(s).get("epoch", 0)) for s in others}
-        if len(epochs) != 1 or sum(c.server_metrics(s).get("slice_addresses", 0) for s in others) != 1 << 32:
+        e = c.settled(without=(DRAINED,))
+        if e is None or e <= e_move:
             return None
-        if c.server_metrics(DRAINED).get("slices", 1) != 0:
+        # srv3's own view: the same epoch, no unit of its own
+        v = c.status(DRAINED)
+        if v is None or v.get("epoch") is None or v["epoch"]["epoch"] != e or c.ids[DRAINED] in v["unit_owner"]:
             return None
-        epoch = epochs.pop()
-        st = c.verifier_status() or {}
-        rows = {r["member"]: r for r in st.get("ownership", [])
-                if r["group"] == cluster.GROUP and r["slices"].strip()}
-        if set(rows) == {c.ids[s] for s in others} and all(r["epoch"] == epoch for r in rows.values()):
-            return epoch
-        return None
-    e_drain = cluster.wait_for(f"{DRAINED}'s units to go to the others", drained, timeout=60)
+        return e
+    e_drain = cluster.wait_for(f"{DRAINED}'s units to go to the others", drained, timeout=60, interval=0.05)
     t_drained = time.time()
     log(f"{strategy}: drain m{c.ids[DRAINED]}: {said}; epoch {e_drain}")
     c.retire(DRAINED)
