@@ -5,6 +5,7 @@ move, and every broken session, lost request and repeated answer is counted.
 
     lab/reallocate.py [--strategies reset,forward,handoff,pin] [--connections 1000]
                       [--bin-dir target/release] [--run-dir DIR] [--bench]
+                      [--server-strategy S]   (a check of the counting: S in the servers)
 
 Per strategy a fresh cluster (cluster.py, real daemons, real verifier) with srv1..srv3 serving;
 `--connections` sessions split over cli1 and cli2 (sessions.py: each a UDP socket or a TCP
@@ -91,9 +92,12 @@ class ReallocCluster(cluster.Cluster):
 
     down_after_ms = DOWN_AFTER_MS
 
-    def __init__(self, strategy, **kw):
+    def __init__(self, strategy, server_strategy=None, **kw):
         super().__init__(**kw)
         self.strategy = strategy
+        # Another strategy in the servers' configs than the scenario's: only to check that the
+        # counting sees breakage (e.g. the pin scenario's VIP cluster with `reset` members).
+        self.server_strategy = server_strategy or strategy
         self.vip = strategy == "pin"
         self.clients = {}
 
@@ -128,7 +132,7 @@ class ReallocCluster(cluster.Cluster):
         cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
 
     def start_server(self, name):
-        top = f'strategy = "{self.strategy}"\n'
+        top = f'strategy = "{self.server_strategy}"\n'
         if self.vip:
             top += f'mode = "vip"\n[vip]\naddress = "{VIP}"\n'
         tables = (f"[service]\nsession_idle_ms = {SESSION_IDLE_MS}\n"
@@ -321,7 +325,8 @@ def sleep(s):
 
 def run_strategy(strategy, args, log):
     run_dir = os.path.join(args.run_dir, strategy)
-    c = ReallocCluster(strategy, bin_dir=args.bin_dir, run_dir=run_dir, log=log)
+    c = ReallocCluster(strategy, server_strategy=args.server_strategy, bin_dir=args.bin_dir,
+                       run_dir=run_dir, log=log)
     try:
         return run_on(c, strategy, args, log)
     finally:
@@ -458,8 +463,13 @@ def main():
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     p.add_argument("--run-dir", default=os.path.join(ROOT, "target", "lab-reallocate"))
     p.add_argument("--bench", action="store_true", help="write target/bench/reallocate.json")
+    p.add_argument("--server-strategy", choices=STRATEGIES,
+                   help="write this strategy into the servers' configs instead of the scenario's "
+                        "(a check that the counting sees breakage; never with --bench)")
     args = p.parse_args()
     strategies = [s for s in args.strategies.split(",") if s]
+    if args.bench and args.server_strategy:
+        sys.exit("reallocate: --server-strategy is a check of the counting, not a benchmark")
     for s in strategies:
         if s not in STRATEGIES:
             sys.exit(f"reallocate: unknown strategy {s!r}; known: {', '.join(STRATEGIES)}")
