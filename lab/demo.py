@@ -271,8 +271,12 @@ class Story:
                          f"of members {', '.join(str(m) for m, _ in vip)} at epoch {vip[0][1]}")
         c = st.get("counters", {})
         rej = {r: n for r, n in c.get("rejected", []) if n}
-        lines += ["", f"verifier: joins accepted {c.get('joins_accepted', 0)}, MFC entries "
-                  f"{c.get('mfc_entries', 0)}, rejected {rej or '{}'}", "", "events:"]
+        if st.get("dataplane") == "nft":
+            kernel = f"nft map values {sum(r['values'] for r in st.get('native', []))}"
+        else:
+            kernel = f"MFC entries {c.get('mfc_entries', 0)}"
+        lines += ["", f"verifier: joins accepted {c.get('joins_accepted', 0)}, {kernel}, "
+                  f"rejected {rej or '{}'}", "", "events:"]
         with self.lock:
             recent = self.events[-9:]
         for t, label, detail in recent:

@@ -123,6 +123,19 @@ pub struct VipConfig {
     /// the router has re-pointed the slices (the new owner's join reached it) before the
     /// clients reconnect.
     pub reset_delay_ms: u64,
+    /// Forward strategy: the overlay network of the VXLAN device that carries mid-stream TCP
+    /// segments from a slice's new owner to its old owner; member `m` holds host `m` of it.
+    /// Required with `strategy = "forward"`; the same on every member.
+    pub forward_overlay: Option<Overlay>,
+    /// Forward strategy: the VXLAN network identifier (24 bits); the same on every member.
+    pub forward_vni: u32,
+    /// Forward strategy: the VXLAN UDP port (IANA's 4789 by default); the same on every member.
+    pub forward_port: u16,
+    /// Forward strategy: how long the new owner keeps passing an old owner's connections on
+    /// after a move, unless the old owner leaves first. The new owner cannot see when the old
+    /// owner's connections end, so this bounds how long stale segments are carried; minutes,
+    /// because keep-alive connections commonly idle out within a few (nginx: 75 s).
+    pub forward_linger_ms: u64,
 }
 
 impl Default for VipConfig {
@@ -130,7 +143,84 @@ impl Default for VipConfig {
         VipConfig {
             address: None,
             reset_delay_ms: 200,
+            forward_overlay: None,
+            forward_vni: 7_700,
+            forward_port: 4_789,
+            forward_linger_ms: 300_000,
         }
+    }
+}
+
+/// An IPv4 network written `a.b.c.d/len` (`vip.forward_overlay`): member `m` gets host `m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Overlay {
+    network: Ipv4Addr,
+    prefix_len: u8,
+}
+
+impl Overlay {
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// Member `m`'s overlay address: host `m`, which must be neither the network nor the
+    /// broadcast address.
+    pub fn host(&self, member: u32) -> Option<Ipv4Addr> {
+        let hosts = (1u64 << (32 - u32::from(self.prefix_len))).saturating_sub(2);
+        (member >= 1 && u64::from(member) <= hosts)
+            .then(|| Ipv4Addr::from(u32::from(self.network) | member))
+    }
+
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        u32::from(addr) & mask == u32::from(self.network)
+    }
+
+    /// The highest member id that has an address.
+    pub fn max_member(&self) -> u64 {
+        (1u64 << (32 - u32::from(self.prefix_len))).saturating_sub(2)
+    }
+}
+
+impl std::fmt::Display for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+impl TryFrom<String> for Overlay {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Overlay, String> {
+        let bad = || format!("vip.forward_overlay {s:?} is not an IPv4 network a.b.c.d/len");
+        let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+        let network: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix_len: u8 = len.parse().map_err(|_| bad())?;
+        // At least two members need an address besides the network and broadcast addresses;
+        // at most 2^16 - 2, as the member id is the low half of the packet mark.
+        if !(16..=30).contains(&prefix_len) {
+            return Err(format!(
+                "vip.forward_overlay {s}: the prefix length must be 16..=30"
+            ));
+        }
+        let mask = u32::MAX << (32 - u32::from(prefix_len));
+        if u32::from(network) & !mask != 0 {
+            return Err(format!(
+                "vip.forward_overlay {s}: host bits are set (did you mean {}/{prefix_len}?)",
+                Ipv4Addr::from(u32::from(network) & mask)
+            ));
+        }
+        Ok(Overlay {
+            network,
+            prefix_len,
+        })
     }
 }
 
@@ -407,16 +497,44 @@ impl Config {
             {
                 Err(format!("vip.address {a} is not a unicast address"))
             }
-            (Mode::Vip, Some(_))
-                if matches!(self.strategy, Strategy::Forward | Strategy::Handoff) =>
-            {
-                Err(format!(
-                    "strategy = \"{}\" is not available in VIP mode; use \"reset\" or \"pin\"",
-                    self.strategy.as_str()
-                ))
+            (Mode::Vip, Some(_)) if self.strategy == Strategy::Handoff => Err(
+                "strategy = \"handoff\" is not available in VIP mode; use \"reset\", \"pin\" or \"forward\""
+                    .into(),
+            ),
+            (Mode::Vip, Some(vip)) if self.strategy == Strategy::Forward => {
+                let Some(overlay) = self.vip.forward_overlay else {
+                    return Err(
+                        "strategy = \"forward\" in VIP mode needs vip.forward_overlay (e.g. \"10.99.0.0/24\")"
+                            .into(),
+                    );
+                };
+                if overlay.contains(vip) {
+                    return Err(format!(
+                        "vip.address {vip} is inside vip.forward_overlay {overlay}"
+                    ));
+                }
+                if self.vip.forward_vni == 0 || self.vip.forward_vni >= 1 << 24 {
+                    return Err(format!(
+                        "vip.forward_vni {} is not a 24-bit VXLAN id (1..=16777215)",
+                        self.vip.forward_vni
+                    ));
+                }
+                if self.vip.forward_port == 0 || self.vip.forward_linger_ms == 0 {
+                    return Err(
+                        "vip.forward_port and vip.forward_linger_ms must be non-zero".into(),
+                    );
+                }
+                Ok(())
+            }
+            (Mode::Native, _) if self.vip.forward_overlay.is_some() => {
+                Err("vip.forward_overlay is set but mode is not \"vip\"".into())
             }
             _ => Ok(()),
         }
+    }
+
+    pub fn forward_linger(&self) -> Duration {
+        Duration::from_millis(self.vip.forward_linger_ms)
     }
 
     pub fn control_interface(&self) -> &str {
@@ -532,8 +650,30 @@ group_pub = "/k/group.pub"
             Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790))
         );
         assert!(c.drains_on_terminate());
+        assert_eq!(c.vip.forward_overlay, None);
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9466".parse().unwrap()));
         assert_eq!(c.admin_socket, Path::new("/tmp/a.sock"));
+    }
+
+    #[test]
+    fn vip_forward_takes_an_overlay_and_gives_member_m_host_m() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}mode = \"vip\"\nstrategy = \"forward\"\n\
+             [vip]\naddress = \"10.200.0.1\"\nforward_overlay = \"10.99.0.0/24\"\n"
+        ))
+        .unwrap();
+        let overlay = c.vip.forward_overlay.unwrap();
+        assert_eq!(overlay.to_string(), "10.99.0.0/24");
+        assert_eq!(overlay.host(1), Some(Ipv4Addr::new(10, 99, 0, 1)));
+        assert_eq!(overlay.host(254), Some(Ipv4Addr::new(10, 99, 0, 254)));
+        // Neither the network nor the broadcast address.
+        assert_eq!(overlay.host(0), None);
+        assert_eq!(overlay.host(255), None);
+        assert_eq!(overlay.max_member(), 254);
+        assert_eq!(c.vip.forward_vni, 7_700);
+        assert_eq!(c.vip.forward_port, 4_789);
+        assert_eq!(c.forward_linger(), Duration::from_secs(300));
+        assert!(c.drains_on_terminate());
     }
 
     #[test]
@@ -552,9 +692,34 @@ group_pub = "/k/group.pub"
                 "not a unicast",
             ),
             (
-                "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n",
+                "mode = \"vip\"\nstrategy = \"handoff\"\n[vip]\naddress = \"10.200.0.1\"\n",
                 "not available in VIP mode",
             ),
+            (
+                "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n",
+                "needs vip.forward_overlay",
+            ),
+            (
+                "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n\
+                 forward_overlay = \"10.99.0.1/24\"\n",
+                "host bits are set (did you mean 10.99.0.0/24?)",
+            ),
+            (
+                "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n\
+                 forward_overlay = \"10.99.0.0/31\"\n",
+                "prefix length must be 16..=30",
+            ),
+            (
+                "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.99.0.1\"\n\
+                 forward_overlay = \"10.99.0.0/24\"\n",
+                "inside vip.forward_overlay",
+            ),
+            (
+                "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n\
+                 forward_overlay = \"10.99.0.0/24\"\nforward_vni = 16777216\n",
+                "not a 24-bit VXLAN id",
+            ),
+            ("[vip]\nforward_overlay = \"10.99.0.0/24\"\n", "mode is not"),
             ("[vip]\nport = 80\n", "unknown field"),
             ("[reallocation]\nhold_ms = 0\n", "must be non-zero"),
             (

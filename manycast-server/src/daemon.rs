@@ -289,6 +289,12 @@ pub struct Runtime {
     direct_paths: BTreeSet<MemberId>,
     /// Where other members reach us directly, announced under forward and handoff.
     direct_path: Option<SocketAddrV4>,
+    /// VIP mode, forward strategy: which units' orphan TCP segments go to which old owner.
+    vip_forward: Option<crate::vip_forward::ForwardTable>,
+    /// VIP mode: the host changes, put back when the runtime drops (return from [`run`]).
+    vip_host: Option<crate::vip::HostSetup>,
+    /// VIP forward: a claim held back until the old owners of its gained units are known.
+    pending_claim: Option<(Vec<SliceEntry>, AllocationEpoch)>,
     load: LoadMeter,
     admin: admin::Hub,
 }
@@ -347,13 +353,21 @@ impl Runtime {
                     r.set_slices(slices.clone());
                 }
                 self.reallocate(handle, now, slices.is_empty()).await;
-                self.agent
-                    .set_claim(now, entries, AllocationEpoch(id.epoch), &mut random_u64);
-                self.flush_joins(now);
+                self.claim_after_forwarding(now, entries, AllocationEpoch(id.epoch));
             }
-            Event::MemberUp(m) => info!(member = %m, "member up"),
+            Event::MemberUp(m) => {
+                info!(member = %m, "member up");
+                if let Some(addr) = self.direct_path {
+                    // The newcomer learns it now rather than at our next tick: under VIP forward
+                    // its overlay has no way to us until then.
+                    handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
+                }
+            }
             Event::MemberDown(m) => info!(member = %m, "member down"),
-            Event::MemberLeft(m) => info!(member = %m, "member left"),
+            Event::MemberLeft(m) => {
+                info!(member = %m, "member left");
+                self.vip_forward_member_left(now, m);
+            }
             other => self.on_reallocation_event(handle, now, other).await,
         }
     }
@@ -441,7 +455,35 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // VIP mode: the VIP on loopback and the ARP sysctls, put back when this guard drops
     // (return from `run` after SIGTERM or an error).
     let vip = config.vip.address.filter(|_| config.mode == Mode::Vip);
-    let _vip_host = vip.map(crate::vip::HostSetup::apply).transpose()?;
+    let direct_path = matches!(config.strategy, Strategy::Forward | Strategy::Handoff).then(|| {
+        config
+            .reallocation
+            .direct_path
+            .unwrap_or(SocketAddrV4::new(addr, config.control.port))
+    });
+    // VIP forward: the overlay runs between the members' direct-path addresses.
+    let forward_host = match (
+        vip,
+        config.strategy,
+        config.vip.forward_overlay,
+        direct_path,
+    ) {
+        (Some(_), Strategy::Forward, Some(overlay), Some(path)) => Some(crate::vip::ForwardHost {
+            overlay,
+            member: me,
+            local: *path.ip(),
+            vni: config.vip.forward_vni,
+            port: config.vip.forward_port,
+            unit_mask: config.control_config().slicing.unit(0).mask(),
+        }),
+        _ => None,
+    };
+    let vip_host = vip
+        .map(|v| crate::vip::HostSetup::apply(v, forward_host.as_ref()))
+        .transpose()?;
+    let vip_forward = forward_host
+        .is_some()
+        .then(|| crate::vip_forward::ForwardTable::new(config.forward_linger(), config.hold()));
     let vip_reset = vip
         .filter(|_| config.strategy == crate::config::Strategy::Reset)
         .map(|v| crate::vip::ResetTask::spawn(v, Duration::from_millis(config.vip.reset_delay_ms)));
@@ -509,12 +551,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.service.max_sessions,
     )
     .with_hold(config.hold());
-    let direct_path = matches!(config.strategy, Strategy::Forward | Strategy::Handoff).then(|| {
-        config
-            .reallocation
-            .direct_path
-            .unwrap_or(SocketAddrV4::new(addr, config.control.port))
-    });
     let mut rt = Runtime {
         snapshot: Snapshot::new(me),
         load: LoadMeter::new(config.control_config().slicing),
@@ -530,6 +566,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         drain_connections: None,
         direct_paths: BTreeSet::new(),
         direct_path,
+        vip_forward,
+        vip_host,
+        pending_claim: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
@@ -577,6 +616,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             _ = tokio::time::sleep(service_wait) => {
                 let actions = rt.service.handle_timeout(driver::wall_clock());
                 rt.apply(&handle, actions).await;
+                // The hold may have ended a wait for old owners: a held-back claim goes out.
+                rt.sync_vip_forward(driver::wall_clock(), None);
             }
             _ = tick.tick() => {
                 let actions = rt.service.handle_timeout(driver::wall_clock());
@@ -586,6 +627,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
                 }
                 rt.count_drain_connections();
+                rt.sync_vip_forward(driver::wall_clock(), None);
                 rt.load.tick();
                 let report = rt.load.report();
                 handle.with(move |ep, _| ep.set_load(report));

@@ -21,3 +21,4 @@ pub mod metrics;
 pub mod service;
 pub mod session_state;
 pub mod vip;
+pub mod vip_forward;

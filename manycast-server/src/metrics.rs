@@ -25,6 +25,9 @@ pub struct Snapshot {
     /// VIP mode, reset strategy: TCP connections of moved clients destroyed, and failed tries.
     pub vip_resets: u64,
     pub vip_reset_failures: u64,
+    /// VIP mode, forward strategy: allocation units whose orphan TCP segments go to their old
+    /// owner.
+    pub vip_forward_units: u64,
     /// Forwarded datagrams that went over a direct path the old owner announced.
     pub forwarded_direct: u64,
     /// A drain is in progress.
@@ -201,6 +204,12 @@ impl Snapshot {
             "gauge",
             "Source addresses covered by this member's slices.",
             self.slice_addresses,
+        );
+        metric(
+            "vip_forward_units",
+            "gauge",
+            "VIP mode, forward strategy: allocation units whose mid-stream TCP segments go to their old owner.",
+            self.vip_forward_units,
         );
         metric(
             "vip_resets_total",

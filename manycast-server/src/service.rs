@@ -640,6 +640,22 @@ impl Service {
         actions
     }
 
+    /// Units this member owns that it gained from a member it knows, with the epoch of the
+    /// move: in VIP mode the old owner serves their clients' older TCP connections (forward).
+    pub fn gains_from_members(&self) -> impl Iterator<Item = (u32, MemberId, u64)> + '_ {
+        self.gains
+            .iter()
+            .filter_map(|(&unit, g)| Some((u32::try_from(unit).ok()?, g.from?, g.epoch)))
+    }
+
+    /// Whether some gained unit still waits to learn its old owner (this member's first commit,
+    /// until the old owner's transfer names the unit or the hold time passes).
+    pub fn awaits_old_owners(&self) -> bool {
+        self.gains
+            .values()
+            .any(|g| g.from.is_none() && g.awaiting_until.is_some())
+    }
+
     /// The outcome of a [`Action::SendState`] (`TransferComplete`/`TransferFailed`, or the
     /// send refused).
     pub fn handle_transfer_done(&mut self, to: MemberId, transfer_id: u64) {

@@ -4,10 +4,13 @@
 //! moved away, through sock_diag `SOCK_DESTROY`.
 //!
 //! [`HostSetup`] changes the host and puts every change back when dropped (SIGTERM, an error,
-//! a panic that unwinds). [`moved_connections`] is the pure decision; [`SockDiag`] the kernel
+//! a panic that unwinds), including the forward strategy's overlay, table, sysctls and rule
+//! move ([`crate::vip_forward`], SPEC.md §11.7.1). [`moved_connections`] is the pure decision; [`SockDiag`] the kernel
 //! side, on the maintained `netlink-packet-sock-diag` and `netlink-sys` crates.
 
-use igmp_ext::SliceSet;
+use crate::config::Overlay;
+use crate::vip_forward::{self, Forwarder};
+use igmp_ext::{MemberId, SliceSet};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
@@ -33,8 +36,18 @@ pub const LOOPBACK: &str = "lo";
 pub enum VipError {
     #[error("{path}: {source}")]
     Sysctl { path: String, source: io::Error },
-    #[error("ip {args}: {message}")]
-    Ip { args: String, message: String },
+    #[error("{program} {args}: {message}")]
+    Command {
+        program: &'static str,
+        args: String,
+        message: String,
+    },
+    #[error("member {member} has no address in vip.forward_overlay {overlay} (hosts 1..={max})")]
+    NoOverlayAddress {
+        member: MemberId,
+        overlay: Overlay,
+        max: u64,
+    },
     #[error("listing interface addresses: {0}")]
     Interfaces(io::Error),
 }
@@ -62,9 +75,41 @@ pub struct HostSetup {
     vip: Ipv4Addr,
     /// False when the VIP was on loopback already (the operator's): then it stays.
     added_address: bool,
-    /// Sysctls we raised, with the value they had.
+    /// Sysctls we changed, with the value they had, in the order changed.
     saved: Vec<(PathBuf, String)>,
+    /// Forward strategy: the overlay device exists.
+    added_device: bool,
+    /// Forward strategy: the nftables table exists.
+    added_table: bool,
+    /// Forward strategy: the `local` rule moved from preference 0 to [`vip_forward::LOCAL_PREF`].
+    moved_local_rule: bool,
+    /// Forward strategy: the routes and rules toward old owners.
+    pub forwarder: Option<Forwarder>,
 }
+
+/// What the forward strategy needs to set the host up (SPEC.md §11.7.1).
+#[derive(Debug, Clone)]
+pub struct ForwardHost {
+    pub overlay: Overlay,
+    pub member: MemberId,
+    /// Our direct-path address: the overlay's tunnel end here (peers send to theirs).
+    pub local: Ipv4Addr,
+    pub vni: u32,
+    pub port: u16,
+    /// `ip saddr & unit_mask` is the source's allocation unit (low-order slicing).
+    pub unit_mask: u32,
+}
+
+/// Sysctls the forward strategy sets to exactly these values (saved and put back), after its
+/// nftables table exists: `nf_conntrack_tcp_loose` appears only once conntrack runs in this
+/// namespace.
+/// - `nf_conntrack_tcp_loose = 0`: a mid-stream segment of a connection this host never saw is
+///   `ct state invalid` instead of being picked up as established; that is what gets marked.
+/// - `ip_forward = 1`: the marked segments leave again, over the overlay.
+pub const FORWARD_SYSCTLS: [(&str, &str); 2] = [
+    ("/proc/sys/net/netfilter/nf_conntrack_tcp_loose", "0"),
+    ("/proc/sys/net/ipv4/ip_forward", "1"),
+];
 
 fn read_sysctl(path: &str) -> Result<String, VipError> {
     std::fs::read_to_string(path)
@@ -83,18 +128,53 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), VipError> {
 }
 
 fn ip(args: &[&str]) -> Result<(), VipError> {
-    let err = |message: String| VipError::Ip {
+    run_cmd("ip", args)
+}
+
+/// Runs `program` with `args`; its stderr becomes the error.
+pub(crate) fn run_cmd(program: &'static str, args: &[&str]) -> Result<(), VipError> {
+    run_with_input(program, args, None)
+}
+
+/// Applies an nftables script as one transaction (`nft -f -`).
+pub(crate) fn nft(script: &str) -> Result<(), VipError> {
+    run_with_input("nft", &["-f", "-"], Some(script))
+}
+
+fn run_with_input(
+    program: &'static str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<(), VipError> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let err = |message: String| VipError::Command {
+        program,
         args: args.join(" "),
         message,
     };
-    let out = Command::new("ip")
+    let mut child = Command::new(program)
         .args(args)
-        .output()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| err(e.to_string()))?;
+    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
+        Err(err(String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace('\n', "; ")))
     }
 }
 
@@ -106,14 +186,37 @@ pub fn has_address(ifname: &str, addr: Ipv4Addr) -> io::Result<bool> {
         .any(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())) == Some(addr)))
 }
 
+/// Whether the `local` routing rule sits at preference `pref` (`ip -4 rule show pref N`).
+fn local_rule_at(pref: u32) -> Result<bool, VipError> {
+    let pref = pref.to_string();
+    let args = ["-4", "rule", "show", "pref", pref.as_str()];
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| VipError::Command {
+            program: "ip",
+            args: args.join(" "),
+            message: e.to_string(),
+        })?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim_end().ends_with("lookup local")))
+}
+
 impl HostSetup {
     /// Raises the ARP sysctls that are below what direct server return needs and adds the VIP
     /// /32 on loopback. On an error, what was already changed is put back.
-    pub fn apply(vip: Ipv4Addr) -> Result<HostSetup, VipError> {
+    /// With `forward`, also the overlay, the forwarding table, the sysctls and the rule move
+    /// of the forward strategy ([`HostSetup::apply_forward`]).
+    pub fn apply(vip: Ipv4Addr, forward: Option<&ForwardHost>) -> Result<HostSetup, VipError> {
         let mut setup = HostSetup {
             vip,
             added_address: false,
             saved: Vec::new(),
+            added_device: false,
+            added_table: false,
+            moved_local_rule: false,
+            forwarder: None,
         };
         for (path, want) in SYSCTLS {
             let old = read_sysctl(path)?;
@@ -131,11 +234,106 @@ impl HostSetup {
             setup.added_address = true;
             info!(%vip, "VIP added on {LOOPBACK}");
         }
+        if let Some(f) = forward {
+            // On an error `setup` drops and puts back what was done.
+            setup.apply_forward(f)?;
+        }
         Ok(setup)
+    }
+
+    /// The forward strategy's host changes (the recipe of SPEC.md §11.7.1): a unicast VXLAN
+    /// device over the service link with this member's overlay address, loose reverse-path
+    /// filtering on it (segments of clients whose route points elsewhere arrive on it), the
+    /// marking table, the sysctls, and the `local` rule moved behind the forwarding rules.
+    fn apply_forward(&mut self, f: &ForwardHost) -> Result<(), VipError> {
+        let addr = f
+            .overlay
+            .host(f.member.0)
+            .ok_or(VipError::NoOverlayAddress {
+                member: f.member,
+                overlay: f.overlay,
+                max: f.overlay.max_member(),
+            })?;
+        // A device of that name left by a killed daemon is ours; a fresh one starts clean.
+        let _ = ip(&["link", "del", vip_forward::DEVICE]);
+        let (vni, port, local) = (f.vni.to_string(), f.port.to_string(), f.local.to_string());
+        ip(&[
+            "link",
+            "add",
+            vip_forward::DEVICE,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "local",
+            &local,
+            "dstport",
+            &port,
+        ])?;
+        self.added_device = true;
+        let cidr = format!("{addr}/{}", f.overlay.prefix_len());
+        ip(&["-4", "addr", "add", &cidr, "dev", vip_forward::DEVICE])?;
+        write_sysctl(
+            &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", vip_forward::DEVICE),
+            "2",
+        )?;
+        ip(&["link", "set", vip_forward::DEVICE, "up"])?;
+        info!(device = vip_forward::DEVICE, %addr, vni = f.vni, local = %f.local, "VIP forward: overlay up");
+        nft(&vip_forward::ruleset(self.vip, f.unit_mask))?;
+        self.added_table = true;
+        for (path, want) in FORWARD_SYSCTLS {
+            let old = read_sysctl(path)?;
+            if old != want {
+                write_sysctl(path, want)?;
+                info!(sysctl = path, old = %old, new = want, "VIP forward");
+                self.saved.push((PathBuf::from(path), old));
+            }
+        }
+        if local_rule_at(0)? {
+            let local = vip_forward::LOCAL_PREF.to_string();
+            ip(&["-4", "rule", "add", "pref", &local, "lookup", "local"])?;
+            self.moved_local_rule = true;
+            ip(&["-4", "rule", "del", "pref", "0", "lookup", "local"])?;
+            info!(
+                pref = vip_forward::LOCAL_PREF,
+                "VIP forward: local rule moved"
+            );
+        }
+        self.forwarder = Some(Forwarder::new(self.vip, f.overlay, f.member));
+        Ok(())
     }
 
     /// Puts back every change; safe to call twice. Errors are logged and the rest still undone.
     pub fn restore(&mut self) {
+        if let Some(f) = &mut self.forwarder {
+            f.restore();
+        }
+        self.forwarder = None;
+        if self.moved_local_rule {
+            // Added back before the moved one goes, so that there is always a local rule.
+            let local = vip_forward::LOCAL_PREF.to_string();
+            let back = ip(&["-4", "rule", "add", "pref", "0", "lookup", "local"])
+                .and_then(|()| ip(&["-4", "rule", "del", "pref", &local, "lookup", "local"]));
+            match back {
+                Ok(()) => info!("VIP forward: local rule back at preference 0"),
+                Err(e) => warn!("{e}"),
+            }
+            self.moved_local_rule = false;
+        }
+        if self.added_table {
+            let delete = format!("delete table ip {}\n", vip_forward::NFT_TABLE);
+            if let Err(e) = nft(&delete) {
+                warn!("{e}");
+            }
+            self.added_table = false;
+        }
+        if self.added_device {
+            match ip(&["link", "del", vip_forward::DEVICE]) {
+                Ok(()) => info!(device = vip_forward::DEVICE, "VIP forward: overlay removed"),
+                Err(e) => warn!("{e}"),
+            }
+            self.added_device = false;
+        }
         if self.added_address {
             match ip(&[
                 "-4",
@@ -150,7 +348,7 @@ impl HostSetup {
             }
             self.added_address = false;
         }
-        for (path, old) in self.saved.drain(..) {
+        for (path, old) in self.saved.drain(..).rev() {
             let p = path.to_string_lossy();
             match write_sysctl(&p, &old) {
                 Ok(()) => info!(sysctl = %p, restored = %old, "VIP mode"),

@@ -17,6 +17,9 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const HTTP_PORT: u16 = 8080;
 const ARP_IGNORE: &str = "net.ipv4.conf.all.arp_ignore";
 const ARP_ANNOUNCE: &str = "net.ipv4.conf.all.arp_announce";
+const OVERLAY: &str = "10.99.0.0/24";
+const IP_FORWARD: &str = "net.ipv4.ip_forward";
+const TCP_LOOSE: &str = "net.netfilter.nf_conntrack_tcp_loose";
 
 /// Client sources: the low byte decides the slice (low-order slicing, SPEC.md §6), so they
 /// spread over both halves of it.
@@ -44,6 +47,30 @@ fn sysctl_get(ns: &str, key: &str) -> String {
         .output()
         .expect("sysctl");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `ip <args>` in `ns`: its standard output (empty when it failed).
+fn ip_out(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `nft <args>` in `ns`: success and standard output.
+fn nft_in(ns: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(args)
+        .output()
+        .expect("nft");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn lo_has_vip(ns: &str) -> bool {
@@ -117,7 +144,14 @@ impl VipLab {
             &ns,
             "m0",
             "ctl0",
-            &format!("mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n"),
+            &format!(
+                "mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n{}",
+                if strategy == "forward" {
+                    format!("forward_overlay = \"{OVERLAY}\"\n")
+                } else {
+                    String::new()
+                }
+            ),
             "",
         );
         wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
@@ -147,26 +181,34 @@ impl VipLab {
         });
     }
 
-    /// Both members own slices at one epoch and the verifier routes the VIP by both claims.
+    /// Both members own slices at one epoch and the verifier routes the VIP by both claims at
+    /// that epoch. Read together on each poll: on a loaded machine a false failure suspicion can
+    /// move the members to a later epoch between two separate waits.
     fn wait_for_two_owners(&self) -> u64 {
-        wait_for("both members own slices at one epoch", || {
-            self.lab.metric(0, "slices") > 0
-                && self.lab.metric(1, "slices") > 0
-                && self.lab.metric(0, "epoch") == self.lab.metric(1, "epoch")
-        });
-        let epoch = self.lab.metric(0, "epoch");
-        wait_for("the verifier steers the VIP by both claims", || {
-            verifier_status(&self.socket).is_some_and(|s| {
-                let owners: BTreeSet<_> = s
-                    .ownership
-                    .iter()
-                    .filter(|r| r.epoch == epoch)
-                    .map(|r| r.member)
-                    .collect();
-                owners.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
-            })
-        });
-        epoch
+        let mut agreed = 0;
+        wait_for(
+            "both members own slices at one epoch and the verifier steers the VIP by both claims",
+            || {
+                let epoch = self.lab.metric(0, "epoch");
+                if self.lab.metric(0, "slices") == 0
+                    || self.lab.metric(1, "slices") == 0
+                    || self.lab.metric(1, "epoch") != epoch
+                {
+                    return false;
+                }
+                agreed = epoch;
+                verifier_status(&self.socket).is_some_and(|s| {
+                    let owners: BTreeSet<_> = s
+                        .ownership
+                        .iter()
+                        .filter(|r| r.epoch == epoch)
+                        .map(|r| r.member)
+                        .collect();
+                    owners.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+                })
+            },
+        );
+        agreed
     }
 
     fn wait_for_one_owner(&self) {
@@ -529,4 +571,247 @@ fn vip_pin_drain_waits_for_pinned_connections_before_leaving() {
     let st = v.lab.wait_exit("m1", Duration::from_secs(20));
     assert!(st.success(), "member 1: {st}\n{}", v.lab.logs());
     assert!(!lo_has_vip(&v.servers[0]), "VIP left on member 1's lo");
+}
+
+#[test]
+fn vip_forward_serves_moved_connections_on_the_old_owner_and_restores_the_host() {
+    let wrk_sources = [40u8, 41, 168, 169];
+    // No pin: the router sends every packet of a moved source to the new owner.
+    let mut v = VipLab::new(false, &wrk_sources);
+    let before: Vec<(String, String)> = v
+        .servers
+        .iter()
+        .map(|ns| {
+            (
+                ip_out(ns, &["-4", "rule", "show"]),
+                sysctl_get(ns, IP_FORWARD),
+            )
+        })
+        .collect();
+    assert!(
+        before[0].0.contains("0:\tfrom all lookup local"),
+        "{}",
+        before[0].0
+    );
+    v.start_member(0, "forward");
+    v.wait_for_one_owner();
+    // The host changes of the forward strategy are in place on member 1.
+    let srv1 = v.servers[0].clone();
+    assert!(ip_out(&srv1, &["-4", "addr", "show", "dev", "mcfwd0"]).contains("10.99.0.1/24"));
+    let rules = ip_out(&srv1, &["-4", "rule", "show"]);
+    assert!(
+        rules.lines().any(|l| l == "100:\tfrom all lookup local")
+            && !rules.lines().any(|l| l == "0:\tfrom all lookup local"),
+        "{rules}"
+    );
+
+    assert_eq!(sysctl_get(&srv1, IP_FORWARD), "1");
+    assert_eq!(sysctl_get(&srv1, TCP_LOOSE), "0");
+
+    let client = v.client.clone();
+    let mut conns: Vec<KeepAlive> = sources()
+        .into_iter()
+        .map(|s| KeepAlive::open(&client, s))
+        .collect();
+    for c in &mut conns {
+        assert_eq!(c.ask().expect("first request"), "m1", "{}", c.src);
+    }
+    let mut wrks: Vec<(Ipv4Addr, Child)> = v
+        .wrk
+        .iter()
+        .map(|(ns, a)| (*a, start_wrk(ns, 10)))
+        .collect();
+
+    // Member 2 arrives while wrk runs: half the slices move; the router sends the moved
+    // sources' packets to member 2, which passes those of connections it never saw to member 1.
+    v.start_member(1, "forward");
+    v.wait_for_two_owners();
+    for (a, w) in &mut wrks {
+        assert!(
+            w.try_wait().expect("wrk").is_none(),
+            "wrk from {a} ended before the reallocation; the test needs a longer run"
+        );
+    }
+    wait_for(
+        "member 2 forwards the units it gained from member 1",
+        || v.lab.metric(1, "vip_forward_units") > 0,
+    );
+    let mut moved = BTreeSet::new();
+    for src in sources() {
+        if curl(&client, src) == "m2" {
+            moved.insert(src);
+        }
+    }
+    assert!(
+        !moved.is_empty() && moved.len() < sources().len(),
+        "new connections follow the new allocation: {moved:?}"
+    );
+    // Every held connection still answers from member 1, the moved ones through member 2.
+    for c in &mut conns {
+        assert_eq!(
+            c.ask()
+                .unwrap_or_else(|e| panic!("{}: connection broke across the move: {e}", c.src)),
+            "m1",
+            "{}",
+            c.src
+        );
+    }
+    let mut wrk_moved = 0;
+    for ((ns, a), (_, w)) in v.wrk.iter().zip(wrks) {
+        let out = w.wait_with_output().expect("wrk");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "wrk from {a}: {text}");
+        let (requests, errors, non2xx) = wrk_figures(&text);
+        eprintln!("wrk from {a}: {requests} requests, {errors} socket errors, {non2xx} non-2xx");
+        assert!(requests > 0, "{text}");
+        assert_eq!(errors, 0, "broken connections from {a}:\n{text}");
+        assert_eq!(non2xx, 0, "failed requests from {a}:\n{text}");
+        if curl(ns, *a) == "m2" {
+            wrk_moved += 1;
+        }
+    }
+    assert!(
+        wrk_moved > 0,
+        "no wrk source changed owner: the forward would be untested"
+    );
+    assert_eq!(
+        v.lab.metric(0, "vip_forward_units"),
+        0,
+        "member 1 gained nothing"
+    );
+
+    // Without member 2's marking rule the held connections of moved sources break: member 2
+    // answers their segments itself, with a RST. The others carry on at member 1.
+    let srv2 = v.servers[1].clone();
+    let (ok, _) = nft_in(
+        &srv2,
+        &["flush", "chain", "ip", "manycast_vip_forward", "prerouting"],
+    );
+    assert!(ok, "flushing member 2's forwarding rule");
+    for c in &mut conns {
+        let answer = c.ask();
+        if moved.contains(&c.src) {
+            let e = answer.expect_err("a moved connection survived without the forward");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{}: {e}",
+                c.src
+            );
+        } else {
+            assert_eq!(answer.expect("unmoved"), "m1", "{}", c.src);
+        }
+    }
+    drop(conns);
+
+    // SIGTERM: each member drains and puts the host back. Member 2 has no connection left.
+    // Member 1 still holds the moved connections the RSTs above ended at the clients only, so
+    // its drain would wait for them until its timeout: a second SIGTERM makes it leave at once.
+    for (i, name) in [(1, "m2"), (0, "m1")] {
+        v.lab.send_term(name);
+        if name == "m1" {
+            wait_for("member 1 drains", || v.lab.metric(0, "draining") == 1);
+            v.lab.send_term(name);
+        }
+        let st = v.lab.wait_exit(name, Duration::from_secs(20));
+        assert!(st.success(), "{name}: {st}\n{}", v.lab.logs());
+        let ns = &v.servers[i];
+        assert!(!lo_has_vip(ns), "{ns}: VIP left on lo");
+        assert_eq!(
+            ip_out(ns, &["link", "show", "mcfwd0"]),
+            "",
+            "{ns}: overlay device left"
+        );
+        assert_eq!(
+            (
+                ip_out(ns, &["-4", "rule", "show"]),
+                sysctl_get(ns, IP_FORWARD)
+            ),
+            before[i],
+            "{ns}: rules or ip_forward not restored"
+        );
+        assert_eq!(
+            sysctl_get(ns, TCP_LOOSE),
+            "1",
+            "{ns}: tcp_loose not restored"
+        );
+        assert!(
+            !nft_in(ns, &["list", "table", "ip", "manycast_vip_forward"]).0,
+            "{ns}: nft table left"
+        );
+    }
+}
+
+#[test]
+fn vip_forward_drain_serves_held_connections_to_their_end() {
+    let mut v = VipLab::new(false, &[]);
+    v.start_member(0, "forward");
+    v.start_member(1, "forward");
+    v.wait_for_two_owners();
+    let client = v.client.clone();
+    // Held connections to member 1 from the sources it owns now.
+    let mut held: Vec<KeepAlive> = sources()
+        .into_iter()
+        .filter(|&s| curl(&client, s) == "m1")
+        .map(|s| KeepAlive::open(&client, s))
+        .collect();
+    assert!(!held.is_empty(), "member 1 owns no source");
+    for c in &mut held {
+        assert_eq!(c.ask().expect("first request"), "m1", "{}", c.src);
+    }
+
+    // Units (slice_bits 8: 2^24 addresses each) member 1 owns before the drain.
+    let units_of_member_1 = v.lab.metric(0, "slice_addresses") >> 24;
+    // SIGTERM: member 1 drains; every slice moves to member 2, which forwards member 1's
+    // connections back to it. Member 1 stays until they end.
+    v.lab.send_term("m1");
+    wait_for("the verifier holds only member 2's claim", || {
+        verifier_status(&v.socket)
+            .is_some_and(|s| !s.ownership.is_empty() && s.ownership.iter().all(|r| r.member == 2))
+    });
+    wait_for(
+        "member 1 counts the held connections while draining",
+        || {
+            v.lab.metric(0, "slices") == 0
+                && v.lab.metric(0, "drain_connections") == held.len() as u64
+        },
+    );
+    wait_for(
+        "member 2 forwards every unit it gained from member 1",
+        || v.lab.metric(1, "vip_forward_units") == units_of_member_1,
+    );
+    for c in &mut held {
+        assert_eq!(
+            c.ask()
+                .unwrap_or_else(|e| panic!("{}: connection broke in the drain: {e}", c.src)),
+            "m1",
+            "{}",
+            c.src
+        );
+    }
+    assert_eq!(
+        v.lab.exited("m1"),
+        None,
+        "member 1 left with held connections"
+    );
+    // New connections from the same sources go to member 2.
+    for c in &held {
+        assert_eq!(curl(&client, c.src), "m2", "{}", c.src);
+    }
+
+    // The clients close (their FINs also cross the overlay): member 1 exits cleanly and puts
+    // its host back; member 2 stops forwarding to it once it has left.
+    drop(held);
+    let st = v.lab.wait_exit("m1", Duration::from_secs(20));
+    assert!(st.success(), "member 1: {st}\n{}", v.lab.logs());
+    let srv1 = &v.servers[0];
+    assert!(!lo_has_vip(srv1), "VIP left on member 1's lo");
+    assert_eq!(
+        ip_out(srv1, &["link", "show", "mcfwd0"]),
+        "",
+        "overlay device left"
+    );
+    wait_for("member 2 stops forwarding to the member that left", || {
+        v.lab.metric(1, "vip_forward_units") == 0
+    });
 }

@@ -3,17 +3,24 @@
 //!
 //! - Forwarding: packets per second the router forwards with Manycast steering, against plain
 //!   kernel unicast routing of the same packets (same sources, same owners, same router) in the
-//!   same run. Native mode: UDP to the group, steered by MFC entries, vs the same datagrams sent
-//!   to the owners' unicast addresses. VIP mode: UDP to the VIP, steered by the nftables map and
+//!   same run. Native mode: UDP to the group, steered by MFC entries (mroute data plane) or by
+//!   the netdev table's `ip saddr & mask` map and `fwd` (nft data plane, kernels without
+//!   CONFIG_IP_MROUTE; whichever the verifier chose, `native_dataplane` in the JSON line), vs
+//!   the same datagrams sent to the owners' unicast addresses. VIP mode: UDP to the VIP, steered by the nftables map and
 //!   the per-member routing tables, vs the same datagrams to the owners' addresses with the
 //!   verifier's nftables table taken out for the baseline phase. The two variants alternate
 //!   several times within the run (the machine is shared, so load changes under us) and the
 //!   medians are compared.
-//! - New sources: one datagram from each never-seen source address, paced at increasing rates;
-//!   each needs an upcall and an MFC entry before the kernel releases it. Reports the highest
-//!   rate achieved with no first datagram lost, and the share lost at the target rate
-//!   (20,000/s); per step, each stage is counted: upcalls received, upcalls the mroute socket
-//!   dropped, entries installed, datagrams forwarded (VIF counters) and delivered.
+//! - New sources: one datagram from each never-seen source address, paced at increasing rates.
+//!   On mroute each needs an upcall and an MFC entry before the kernel releases it; per step,
+//!   each stage is counted: upcalls received, upcalls the mroute socket dropped, entries
+//!   installed, datagrams forwarded (VIF counters) and delivered. On nft there is no upcall and
+//!   no per-source state (a new source is forwarded by the same map lookup as any other), so
+//!   the same steps measure the table alone: forwarded (the member chains' nft counters) and
+//!   delivered. Either way: the highest rate achieved with no first datagram lost, and the
+//!   share lost at the target rate (20,000/s). Before the steps, a burst of new sources with
+//!   the verifier stopped (SIGSTOP): on mroute it shows how many unresolved (S,G) the kernel
+//!   holds; on nft that everything is delivered with no verifier running.
 //! - `DATAPLANE_PERF=<dir>`: one extra phase of each variant under `perf record -a -g`, outside
 //!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`, and the last new-source step
 //!   (40,000/s; its figures then include perf's cost) into `<dir>/new-sources-40000.data`.
@@ -29,10 +36,11 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use harness::topo::{wait_for, RouterLab, GROUP, PORT};
+use harness::topo::{wait_for, Dataplane, RouterLab, GROUP, PORT};
 use igmp_ext::Slice;
 use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -370,15 +378,22 @@ fn two_owners(lab: &RouterLab) {
     wait_for("two owners", || lab.status().ownership.len() == 2);
 }
 
-fn native(lab: &mut RouterLab) -> (f64, f64, f64) {
+fn native(lab: &mut RouterLab, dataplane: Dataplane) -> (f64, f64, f64) {
     two_owners(lab);
     let steered = Workload::new(lab, |_| GROUP);
     let plain = Workload::new(lab, |k| owner_addr(lab, k));
-    // One round of upcalls sets up the flows' MFC entries before anything is measured.
-    steered.blast(lab, Duration::from_millis(50));
-    wait_for("MFC entries for every flow", || {
-        lab.status().mfc.len() == FLOWS as usize
-    });
+    match dataplane {
+        Dataplane::Mroute => {
+            // One round of upcalls sets up the flows' MFC entries before anything is measured.
+            steered.blast(lab, Duration::from_millis(50));
+            wait_for("MFC entries for every flow", || {
+                lab.status().mfc.len() == FLOWS as usize
+            });
+        }
+        Dataplane::Nft => wait_for("the nft map steering both halves", || {
+            lab.steered(GROUP) == BTreeMap::from([(1, 1), (2, 1)])
+        }),
+    }
     compare(lab, "native", (&steered, &|| {}), (&plain, &|| {}))
 }
 
@@ -392,7 +407,8 @@ struct Step {
     socket_drops: u64,
     /// MFC entries the verifier installed.
     installs: u64,
-    /// Datagrams the router sent out of its VIFs.
+    /// Datagrams the router sent toward members: VIF counters (mroute), the member chains'
+    /// `fwd` counters (nft).
     forwarded: u64,
     /// Datagrams the servers received.
     delivered: u64,
@@ -403,15 +419,31 @@ struct Step {
     send_secs: f64,
 }
 
+/// Datagrams the router forwarded toward members so far (see [`Step::forwarded`]).
+fn forwarded(lab: &RouterLab, dataplane: Dataplane) -> u64 {
+    match dataplane {
+        Dataplane::Mroute => vif_packets_out(lab),
+        Dataplane::Nft => lab.native_counters().forwarded.values().sum(),
+    }
+}
+
+/// Upcalls the mroute socket dropped so far (none exist on nft).
+fn socket_drops(lab: &RouterLab, dataplane: Dataplane) -> u64 {
+    match dataplane {
+        Dataplane::Mroute => mroute_socket_drops(lab),
+        Dataplane::Nft => 0,
+    }
+}
+
 /// One step of new sources at `rate` per second.
-fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> Step {
+fn new_sources_step(lab: &RouterLab, dataplane: Dataplane, next: &mut u32, rate: u32) -> Step {
     refresh_owners(lab);
     let d0 = delivered(lab);
     let u0 = metric(lab, "upcalls_total");
     let i0 = metric(lab, "mfc_installs_total");
     let e0 = metric(lab, "kernel_errors_total");
-    let q0 = mroute_socket_drops(lab);
-    let f0 = vif_packets_out(lab);
+    let q0 = socket_drops(lab, dataplane);
+    let f0 = forwarded(lab, dataplane);
     // The last (highest) step only, so that perf's cost leaves the target step alone.
     let perf = (Some(&rate) == NEW_SOURCE_RATES.last())
         .then(|| perf_start(&format!("new-sources-{rate}")))
@@ -443,9 +475,9 @@ fn new_sources_step(lab: &RouterLab, next: &mut u32, rate: u32) -> Step {
     Step {
         sent,
         upcalls: metric(lab, "upcalls_total") - u0,
-        socket_drops: mroute_socket_drops(lab) - q0,
+        socket_drops: socket_drops(lab, dataplane) - q0,
         installs: metric(lab, "mfc_installs_total") - i0,
-        forwarded: vif_packets_out(lab) - f0,
+        forwarded: forwarded(lab, dataplane).saturating_sub(f0),
         delivered: delivered(lab) - d0,
         kernel_errors: metric(lab, "kernel_errors_total") - e0,
         send_secs,
@@ -486,9 +518,11 @@ fn send_new_sources(lab: &RouterLab, first: u32, rate: u32) -> (u64, f64) {
 
 /// The kernel's limit on unresolved (S,G) at once (older kernels: 10 per table). With the
 /// verifier stopped, so that no upcall is answered, one burst of PROBE new sources; the
-/// unresolved entries the kernel then holds are counted, the verifier resumes, and the burst's
-/// delivered datagrams are counted. Returns (unresolved held, sent, delivered).
-fn unresolved_probe(lab: &RouterLab, next: &mut u32) -> (usize, u64, u64) {
+/// unresolved entries the kernel then holds are counted (none on nft: there is no upcall), the
+/// datagrams delivered while it is stopped are counted, the verifier resumes, and the burst's
+/// delivered datagrams are counted. Returns (unresolved held, sent, delivered while stopped,
+/// delivered).
+fn unresolved_probe(lab: &RouterLab, next: &mut u32) -> (usize, u64, u64, u64) {
     use nix::sys::signal::{kill, Signal};
     const PROBE: u32 = 64;
     let pid = lab.daemon_pid().expect("verifier running");
@@ -510,34 +544,39 @@ fn unresolved_probe(lab: &RouterLab, next: &mut u32) -> (usize, u64, u64) {
     });
     *next = first + PROBE;
     std::thread::sleep(Duration::from_millis(200));
+    let while_stopped = delivered(lab) - d0;
     // Unresolved entries are listed with input interface -1.
-    let unresolved = lab
-        .router
-        .proc_net("ip_mr_cache")
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(2) == Some("-1"))
-        .count();
+    let unresolved = if harness::topo::kernel_has_mroute() {
+        lab.router
+            .proc_net("ip_mr_cache")
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(2) == Some("-1"))
+            .count()
+    } else {
+        0
+    };
     kill(pid, Signal::SIGCONT).expect("SIGCONT the verifier");
     std::thread::sleep(Duration::from_millis(1500));
-    (unresolved, sent, delivered(lab) - d0)
+    (unresolved, sent, while_stopped, delivered(lab) - d0)
 }
 
 /// (highest rate achieved with no first datagram lost, share lost at the target rate). The
 /// rate is what the sender achieved, not what it was offered: on a busy host the sender falls
 /// behind its schedule and a step of "40,000/s" may take longer than a second.
-fn new_sources(lab: &RouterLab) -> (u32, f64) {
+fn new_sources(lab: &RouterLab, dataplane: Dataplane) -> (u32, f64) {
     let mut next = NEW_SOURCE_BASE;
-    let (unresolved, sent, got) = unresolved_probe(lab, &mut next);
+    let (unresolved, sent, while_stopped, got) = unresolved_probe(lab, &mut next);
     eprintln!(
         "dataplane: {sent} new sources in one burst while the verifier was stopped: the kernel \
-         held {unresolved} unresolved (S,G) entries; {got} datagrams delivered once it resumed"
+         held {unresolved} unresolved (S,G) entries; {while_stopped} datagrams delivered while \
+         it was stopped, {got} once it resumed"
     );
     let mut best = 0;
     let mut lost_before = false;
     let mut loss_at_target = None;
     for rate in NEW_SOURCE_RATES {
-        let st = new_sources_step(lab, &mut next, rate);
+        let st = new_sources_step(lab, dataplane, &mut next, rate);
         let (sent, got) = (st.sent, st.delivered);
         let loss = 1.0 - got as f64 / sent.max(1) as f64;
         let achieved = (sent as f64 / st.send_secs.max(1e-9)) as u32;
@@ -603,6 +642,32 @@ fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
     r
 }
 
+/// MFC entries left after the new-source steps, in the kernel and in the verifier.
+fn mfc_after_steps(lab: &RouterLab) {
+    // Counted with `wc`: reading the file costs time quadratic in the entries (seconds here).
+    let t = Instant::now();
+    let mfc_in_kernel = harness::cmd::run_with_timeout(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            lab.router.name(),
+            "sh",
+            "-c",
+            "tail -n +2 /proc/net/ip_mr_cache | wc -l",
+        ],
+        Duration::from_secs(300),
+    )
+    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    .unwrap_or_else(|e| e);
+    eprintln!(
+        "dataplane: after the new-source steps: {mfc_in_kernel} MFC entries in the kernel \
+         (reading /proc/net/ip_mr_cache took {:.1} s), {} in the verifier",
+        t.elapsed().as_secs_f64(),
+        metric(lab, "kernel_entries{kind=\"mfc\"}")
+    );
+}
+
 fn main() {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -629,30 +694,13 @@ fn main() {
     lab.nice = Some(VERIFIER_NICE);
     install_sinks(&lab);
     lab.start();
-    let (native_ratio, native_steered, native_plain) = native(&mut lab);
-    let (new_per_s, first_loss) = new_sources(&lab);
-    // Counted with `wc`: reading the file costs time quadratic in the entries (seconds here).
-    let t = Instant::now();
-    let mfc_in_kernel = harness::cmd::run_with_timeout(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            lab.router.name(),
-            "sh",
-            "-c",
-            "tail -n +2 /proc/net/ip_mr_cache | wc -l",
-        ],
-        Duration::from_secs(300),
-    )
-    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    .unwrap_or_else(|e| e);
-    eprintln!(
-        "dataplane: after the new-source steps: {mfc_in_kernel} MFC entries in the kernel \
-         (reading /proc/net/ip_mr_cache took {:.1} s), {} in the verifier",
-        t.elapsed().as_secs_f64(),
-        metric(&lab, "kernel_entries{kind=\"mfc\"}")
-    );
+    let dataplane = lab.dataplane();
+    eprintln!("dataplane: native mode on the {dataplane:?} data plane");
+    let (native_ratio, native_steered, native_plain) = native(&mut lab, dataplane);
+    let (new_per_s, first_loss) = new_sources(&lab, dataplane);
+    if dataplane == Dataplane::Mroute {
+        mfc_after_steps(&lab);
+    }
     drop(lab);
 
     let mut lab = RouterLab::new(
@@ -670,11 +718,15 @@ fn main() {
          VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps (medians)"
     );
     let line = format!(
-        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4}}}",
+        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\"}}",
         native_ratio,
         vip_ratio,
         new_per_s,
-        first_loss
+        first_loss,
+        match dataplane {
+            Dataplane::Mroute => "mroute",
+            Dataplane::Nft => "nft",
+        }
     );
     let dir = std::env::var("MANYCAST_BENCH_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench").to_string());

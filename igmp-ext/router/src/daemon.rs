@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Dataplane, KeySourceConfig};
 use crate::keyfile::FileKeySource;
-use crate::netdev::NetdevSteering;
+use crate::netdev::{parse_counters, KernelCounters, NetdevSteering};
 use crate::querier::{Event, Querier, Transmit};
 use crate::ratelimit::{Limited, RateLimiter};
 use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
@@ -171,6 +171,8 @@ pub struct Router {
     netdev: Option<NetdevSteering>,
     /// Interfaces we put into allmulticast for the nft data plane (restored on shutdown).
     allmulti_set: Vec<String>,
+    /// The nft data plane's counters of the tables we replaced (a rewrite starts at zero).
+    netdev_counted: KernelCounters,
     senders: HashMap<u32, Socket>,
     adopt_until: Option<Timestamp>,
     stats: Stats,
@@ -314,14 +316,20 @@ impl Router {
         let netdev = if use_mrt {
             None
         } else {
-            for i in &ifaces {
-                if nft::allmulti(&i.name) == Some(false) {
-                    nft::set_allmulti(&i.name, true)?;
-                    allmulti_set.push(i.name.clone());
-                }
-            }
             // A table an earlier verifier left keeps forwarding until members have answered.
             let left = nft::netdev_table_exists();
+            for i in &ifaces {
+                match nft::allmulti(&i.name) {
+                    Some(false) => {
+                        nft::set_allmulti(&i.name, true)?;
+                        allmulti_set.push(i.name.clone());
+                    }
+                    // Left on with that table (keep_kernel_state): ours to restore at a clean
+                    // shutdown, or it would stay on for good after a restart.
+                    Some(true) if left => allmulti_set.push(i.name.clone()),
+                    _ => {}
+                }
+            }
             if left {
                 adopted += 1;
             }
@@ -357,6 +365,7 @@ impl Router {
             mroute,
             netdev,
             allmulti_set,
+            netdev_counted: KernelCounters::default(),
             senders,
             adopt_until,
             stats: Stats::default(),
@@ -510,6 +519,13 @@ impl Router {
     }
 
     fn apply_netdev(&mut self, text: &str) {
+        // The rewrite resets the table's counters: keep what the one it replaces counted.
+        if self.netdev.as_ref().is_some_and(|nd| nd.is_written()) {
+            if let Ok(listing) = nft::list_netdev_table() {
+                let c = parse_counters(&listing);
+                self.netdev_counted.add(&c);
+            }
+        }
         match nft::apply(text) {
             Ok(()) => {
                 self.stats.nft_transactions += 1;
@@ -827,6 +843,13 @@ impl Router {
             })
             .collect();
         let m = self.verifier.metrics();
+        // The nft data plane's counters: what earlier tables counted plus the current one.
+        let mut native_counters = self.netdev_counted.clone();
+        if self.netdev.as_ref().is_some_and(|nd| nd.is_written()) {
+            if let Ok(listing) = nft::list_netdev_table() {
+                native_counters.add(&parse_counters(&listing));
+            }
+        }
         Status {
             interfaces: self
                 .ifaces
@@ -851,7 +874,7 @@ impl Router {
             native: self
                 .netdev
                 .as_ref()
-                .map(|nd| nd.status())
+                .map(|nd| nd.status(Some(&native_counters)))
                 .unwrap_or_default(),
             vips: self.vip.status(),
             counters: Counters {
@@ -872,6 +895,9 @@ impl Router {
                 nft_transactions: self.stats.nft_transactions,
                 kernel_errors: self.stats.kernel_errors,
                 queries_sent: self.stats.queries_sent,
+                native_forwarded: native_counters.forwarded.values().sum(),
+                native_ttl_dropped: native_counters.ttl_dropped,
+                native_gap_dropped: native_counters.gap_dropped,
             },
         }
     }

@@ -9,10 +9,10 @@
 //! per-source state: a new source's first packet is forwarded like any other, and the table
 //! stays in the kernel while no verifier runs.
 //!
-//! What a router owes a forwarded packet is done in the table too: TTL ≤ 1 is dropped and the
-//! TTL is decremented (nftables has no arithmetic on header fields, so a verdict map jumps to
-//! one small chain per TTL value that sets TTL − 1; the checksum is fixed up by the kernel).
-//! A packet is never sent back out of the interface it arrived on.
+//! What a router owes a forwarded packet is done in the table too: TTL ≤ 1 is dropped, and
+//! `fwd ip to` decrements the TTL itself (`nft_fwd_neigh_eval` calls `ip_decrease_ttl`), so the
+//! table must not (it did once, and datagrams arrived with TTL − 2). A packet is never sent
+//! back out of the interface it arrived on.
 //!
 //! The planning and the ruleset text are pure and tested here; [`crate::sys::nft`] runs `nft`.
 //! Each change is one `nft -f` transaction that replaces the whole table, like VIP mode.
@@ -103,16 +103,6 @@ fn quoted(devices: &[String]) -> String {
 pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> String {
     let mut out =
         format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
-    // TTL − 1 by table lookup: ttl_dec jumps to t<N>, which sets N − 1 and returns.
-    let arms: Vec<String> = (2..=255).map(|n| format!("{n} : jump t{n}")).collect();
-    let _ = writeln!(
-        out,
-        "\tchain ttl_dec {{\n\t\tip ttl vmap {{ {} }}\n\t}}",
-        arms.join(", ")
-    );
-    for n in 2..=255 {
-        let _ = writeln!(out, "\tchain t{n} {{\n\t\tip ttl set {}\n\t}}", n - 1);
-    }
     let mut hops: Vec<&Hop> = groups
         .values()
         .flat_map(|p| p.elements.iter().map(|(_, h)| h))
@@ -122,7 +112,8 @@ pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> St
     for h in &hops {
         let _ = writeln!(
             out,
-            "\tchain {} {{\n\t\tmeta iifname \"{}\" accept\n\t\tjump ttl_dec\n\t\tcounter fwd ip to {} device \"{}\"\n\t}}",
+            // `fwd ip to` decrements the TTL (the ingress chain dropped TTL ≤ 1 already).
+            "\tchain {} {{\n\t\tmeta iifname \"{}\" accept\n\t\tcounter fwd ip to {} device \"{}\"\n\t}}",
             h.chain(),
             h.device,
             h.via,
@@ -155,6 +146,53 @@ pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> St
         let _ = writeln!(out, "\t\tip daddr {group} counter drop");
     }
     out.push_str("\t}\n}\n");
+    out
+}
+
+/// Packet counters of the table as `nft list table` prints them: per member chain, the packets
+/// it forwarded; dropped for TTL ≤ 1; dropped for having no owner (or for arriving on their
+/// owner's own interface).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub forwarded: BTreeMap<String, u64>,
+    pub ttl_dropped: u64,
+    pub gap_dropped: u64,
+}
+
+impl KernelCounters {
+    pub fn add(&mut self, other: &KernelCounters) {
+        for (chain, n) in &other.forwarded {
+            *self.forwarded.entry(chain.clone()).or_default() += n;
+        }
+        self.ttl_dropped += other.ttl_dropped;
+        self.gap_dropped += other.gap_dropped;
+    }
+}
+
+/// Reads [`KernelCounters`] from the listing; lines it does not recognise are skipped.
+pub fn parse_counters(listing: &str) -> KernelCounters {
+    let mut out = KernelCounters::default();
+    let mut chain = "";
+    for line in listing.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("chain ") {
+            chain = rest.trim_end_matches('{').trim();
+            continue;
+        }
+        let Some(n) = line
+            .split_once("counter packets ")
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if line.contains(" fwd ") {
+            *out.forwarded.entry(chain.to_owned()).or_default() += n;
+        } else if chain == "ingress" && line.contains("ip ttl 0-1") {
+            out.ttl_dropped += n;
+        } else if chain == "ingress" {
+            out.gap_dropped += n;
+        }
+    }
     out
 }
 
@@ -197,9 +235,13 @@ impl NetdevSteering {
         Ok(self.pending(changed))
     }
 
-    /// Stops holding the adopted table; returns the ruleset of the rebuilt plans.
+    /// Stops holding the adopted table; returns the ruleset of the rebuilt plans. Nothing when
+    /// nothing was adopted: the kernel has the plans already, and rewriting it would only reset
+    /// the table's counters.
     pub fn release(&mut self) -> Option<String> {
-        self.holding = false;
+        if !std::mem::replace(&mut self.holding, false) {
+            return None;
+        }
         self.pending(true)
     }
 
@@ -208,6 +250,11 @@ impl NetdevSteering {
             return None;
         }
         Some(ruleset(&self.devices, &self.groups))
+    }
+
+    /// Whether the kernel holds a table this process wrote.
+    pub fn is_written(&self) -> bool {
+        self.written
     }
 
     /// The driver applied the last ruleset.
@@ -224,8 +271,9 @@ impl NetdevSteering {
         self.groups.values().map(|p| p.elements.len()).sum()
     }
 
-    /// Per group and member: how many of the map's values steer there, and through where.
-    pub fn status(&self) -> Vec<NativeMapRow> {
+    /// Per group and member: how many of the map's values steer there, through where, and
+    /// (from `counters`, when read) how many packets the member's chain forwarded.
+    pub fn status(&self, counters: Option<&KernelCounters>) -> Vec<NativeMapRow> {
         let mut rows: BTreeMap<(Ipv4Addr, &Hop), u64> = BTreeMap::new();
         for (g, p) in &self.groups {
             for (_, h) in &p.elements {
@@ -244,6 +292,7 @@ impl NetdevSteering {
                     .map(|p| Ipv4Addr::from(p.mask).to_string())
                     .unwrap_or_default(),
                 values,
+                packets: counters.and_then(|c| c.forwarded.get(&h.chain()).copied()),
             })
             .collect()
     }
@@ -329,12 +378,10 @@ mod tests {
         assert!(text.starts_with(
             "add table netdev manycast_native\ndelete table netdev manycast_native\n"
         ));
-        assert!(text.contains("\t\tip ttl vmap { 2 : jump t2, 3 : jump t3,"));
-        assert!(text.contains("255 : jump t255 }"));
-        assert!(text.contains("\tchain t2 {\n\t\tip ttl set 1\n\t}\n"));
-        assert!(text.contains("\tchain t255 {\n\t\tip ttl set 254\n\t}\n"));
+        // `fwd ip to` decrements the TTL: the table must not touch it too.
+        assert!(!text.contains("ttl set"), "{text}");
         assert!(text.contains(
-            "\tchain m2_10_0_2_2 {\n\t\tmeta iifname \"r1-eth2\" accept\n\t\tjump ttl_dec\n\t\tcounter fwd ip to 10.0.2.2 device \"r1-eth2\"\n\t}\n"
+            "\tchain m2_10_0_2_2 {\n\t\tmeta iifname \"r1-eth2\" accept\n\t\tcounter fwd ip to 10.0.2.2 device \"r1-eth2\"\n\t}\n"
         ));
         assert!(text.contains(
             "type filter hook ingress devices = { \"c0\", \"s1\", \"r1-eth2\" } priority 0; policy accept;"
@@ -361,6 +408,27 @@ mod tests {
     }
 
     #[test]
+    fn counters_are_read_per_chain_from_the_listing() {
+        let listing = "table netdev manycast_native {\n\
+            \tchain m1_10_0_1_2 {\n\t\tmeta iifname \"s1\" accept\n\
+            \t\tcounter packets 7 bytes 217 fwd ip to 10.0.1.2 device \"s1\"\n\t}\n\
+            \tchain ingress {\n\
+            \t\ttype filter hook ingress devices = { \"c0\", \"s1\" } priority filter; policy accept;\n\
+            \t\tip protocol igmp accept\n\
+            \t\tip daddr 232.1.1.1 ip ttl 0-1 counter packets 2 bytes 60 drop\n\
+            \t\tip daddr 232.1.1.1 ip saddr & 0.0.0.1 vmap { 0.0.0.0 : jump m1_10_0_1_2 }\n\
+            \t\tip daddr 232.1.1.1 counter packets 3 bytes 90 drop\n\
+            \t\tip daddr 232.1.1.2 counter packets 1 bytes 30 drop\n\t}\n}\n";
+        let c = parse_counters(listing);
+        assert_eq!(c.forwarded.get("m1_10_0_1_2"), Some(&7));
+        assert_eq!((c.ttl_dropped, c.gap_dropped), (2, 4));
+        assert_eq!(
+            parse_counters("counter packets x\nchain\n"),
+            KernelCounters::default()
+        );
+    }
+
+    #[test]
     fn holding_defers_the_kernel_until_release() {
         let t = table();
         let mut s = NetdevSteering::new(vec!["c0".into()], true);
@@ -375,10 +443,12 @@ mod tests {
             .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
             .unwrap()
             .is_some());
-        let rows = s.status();
+        let rows = s.status(None);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].member, rows[0].values), (1, 3));
         assert_eq!((rows[1].member, rows[1].values), (2, 1));
+        // Released once: a second release (or one with nothing adopted) writes nothing.
+        assert_eq!(s.release(), None);
         // Not holding and never written: the first update writes even an empty plan.
         let mut s = NetdevSteering::new(vec!["c0".into()], false);
         let empty = OwnershipTable::new();
@@ -386,5 +456,7 @@ mod tests {
             .update(G, &empty, GapPolicy::Drop, device_of)
             .unwrap()
             .is_some());
+        s.applied();
+        assert_eq!(s.release(), None, "nothing adopted, nothing to rewrite");
     }
 }

@@ -34,6 +34,10 @@ pub struct NativeMapRow {
     pub device: String,
     pub mask: String,
     pub values: u64,
+    /// Packets the kernel forwarded to this member (its chain's counter; the table is
+    /// rewritten on every ownership change, so this counts since the last change).
+    #[serde(default)]
+    pub packets: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -98,6 +102,14 @@ pub struct Counters {
     pub nft_transactions: u64,
     pub kernel_errors: u64,
     pub queries_sent: u64,
+    /// The nft data plane's packet counters, summed over every table it wrote: forwarded to a
+    /// member, dropped for TTL <= 1, dropped for no owner.
+    #[serde(default)]
+    pub native_forwarded: u64,
+    #[serde(default)]
+    pub native_ttl_dropped: u64,
+    #[serde(default)]
+    pub native_gap_dropped: u64,
 }
 
 impl Status {
@@ -133,9 +145,13 @@ impl Status {
                 "native data plane: nft (table netdev manycast_native), map values per member:"
             );
             for r in &self.native {
+                let packets = r
+                    .packets
+                    .map(|p| format!(", {p} packets"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     o,
-                    "  {:<15} member {:<5} {} of ip saddr & {} -> {} via {}",
+                    "  {:<15} member {:<5} {} of ip saddr & {} -> {} via {}{packets}",
                     r.group, r.member, r.values, r.mask, r.device, r.via
                 );
             }
@@ -235,9 +251,23 @@ impl Status {
             &[
                 ("{kind=\"mfc\"}".into(), c.mfc_entries),
                 (
+                    "{kind=\"native_map_value\"}".into(),
+                    self.native.iter().map(|r| r.values).sum(),
+                ),
+                (
                     "{kind=\"vip_member\"}".into(),
                     self.vips.iter().map(|v| v.members.len() as u64).sum(),
                 ),
+            ],
+        );
+        metric(
+            "native_packets_total",
+            "counter",
+            "Native-mode packets on the nft data plane, by what the kernel did with them.",
+            &[
+                ("{action=\"forwarded\"}".into(), c.native_forwarded),
+                ("{action=\"ttl-drop\"}".into(), c.native_ttl_dropped),
+                ("{action=\"gap-drop\"}".into(), c.native_gap_dropped),
             ],
         );
         metric(

@@ -2,11 +2,12 @@
 //! [`Action`]s over the control channel, the strategy events, and drain. Kept apart from the
 //! main loop in `daemon.rs`.
 
+use super::random_u64;
 use super::Runtime;
 use crate::service::Action;
 use control_channel::driver;
 use control_channel::{CommittedAllocation, Endpoint, Event};
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::{AllocationEpoch, MemberId, SliceEntry, Timestamp};
 use tracing::{debug, info, warn};
 
 /// A drain in progress (SPEC.md §11.6).
@@ -151,7 +152,69 @@ impl Runtime {
                 .service
                 .handle_commit(now, c.id().epoch, &members, &c.allocation);
             self.apply(handle, actions).await;
+            self.sync_vip_forward(now, Some(&members));
         }
+    }
+
+    /// VIP forward: brings the forwarding table up to date with what the service knows of
+    /// gained units (after a commit, a transfer, and once a tick for the linger) and makes the
+    /// kernel follow it. `listed`: the members of a new commit.
+    pub(super) fn sync_vip_forward(&mut self, now: Timestamp, listed: Option<&[MemberId]>) {
+        let Some(table) = &mut self.vip_forward else {
+            return;
+        };
+        table.note_gains(now, self.service.gains_from_members());
+        if let Some(listed) = listed {
+            table.note_members(now, listed);
+        }
+        table.expire(now);
+        if let Some(f) = self.vip_host.as_mut().and_then(|h| h.forwarder.as_mut()) {
+            // A few `ip`/`nft` runs, only when the plan changed (commits, transfers, expiry).
+            self.snapshot.vip_forward_units = f.apply(&table.plan()) as u64;
+        }
+        if self.pending_claim.is_some() && !self.service.awaits_old_owners() {
+            if let Some((entries, epoch)) = self.pending_claim.take() {
+                info!(epoch = epoch.0, "VIP forward: old owners known, claiming");
+                self.agent.set_claim(now, entries, epoch, &mut random_u64);
+                self.flush_joins(now);
+            }
+        }
+    }
+
+    /// Sends the claim of a commit, except under VIP forward while a gained unit's old owner is
+    /// unknown (this member's first commit): the router would send that unit's established
+    /// connections here before the forwarding exists, and this host would answer them RST.
+    /// Held back, the unit has no owner at the router for that while (its segments are dropped,
+    /// and TCP resends them); released by [`Runtime::sync_vip_forward`] once the transfers
+    /// named the old owners or the hold time passed.
+    pub(super) fn claim_after_forwarding(
+        &mut self,
+        now: Timestamp,
+        entries: Vec<SliceEntry>,
+        epoch: AllocationEpoch,
+    ) {
+        if self.vip_forward.is_some() && self.service.awaits_old_owners() {
+            debug!(
+                epoch = epoch.0,
+                "VIP forward: claim held until the old owners are known"
+            );
+            self.pending_claim = Some((entries, epoch));
+            return;
+        }
+        self.pending_claim = None;
+        self.agent.set_claim(now, entries, epoch, &mut random_u64);
+        self.flush_joins(now);
+    }
+
+    /// VIP forward: a member that left serves no connection any more.
+    pub(super) fn vip_forward_member_left(&mut self, now: Timestamp, m: MemberId) {
+        if let Some(table) = &mut self.vip_forward {
+            table.member_left(m);
+        }
+        if let Some(f) = self.vip_host.as_mut().and_then(|h| h.forwarder.as_mut()) {
+            f.remove_peer(m);
+        }
+        self.sync_vip_forward(now, None);
     }
 
     pub(super) async fn on_reallocation_event(
@@ -173,6 +236,8 @@ impl Runtime {
             Event::StateReceived { from, data, .. } => {
                 let actions = self.service.handle_state(now, from, &data);
                 self.apply(handle, actions).await;
+                // A member that just started learns its units' old owners from their transfers.
+                self.sync_vip_forward(now, None);
             }
             Event::TransferComplete { to, transfer_id } => {
                 self.service.handle_transfer_done(to, transfer_id);
@@ -184,6 +249,9 @@ impl Runtime {
             Event::DirectPath { member, addr } => {
                 if self.direct_paths.insert(member) {
                     info!(%member, %addr, "direct path");
+                }
+                if let Some(f) = self.vip_host.as_mut().and_then(|h| h.forwarder.as_mut()) {
+                    f.set_peer(member, *addr.ip());
                 }
             }
             other => debug!(?other, "control event"),

@@ -56,12 +56,21 @@ pub fn delete_netdev_table() -> Result<(), String> {
 
 /// Whether an earlier verifier left the native data plane's table in the kernel.
 pub fn netdev_table_exists() -> bool {
-    run(
-        "nft",
-        &["list", "table", "netdev", crate::netdev::TABLE],
-        None,
-    )
-    .is_ok()
+    list_netdev_table().is_ok()
+}
+
+/// `nft list table netdev manycast_native`, for its counters.
+pub fn list_netdev_table() -> Result<String, String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "netdev", crate::netdev::TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
 }
 
 /// Whether `ifname` receives all multicast frames (IFF_ALLMULTI), from sysfs.

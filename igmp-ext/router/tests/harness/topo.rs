@@ -10,7 +10,9 @@ use igmp_ext::{AllocationEpoch, Slice, Timestamp};
 use manycast_verifier::keyfile::FileKeySource;
 use manycast_verifier::status::Status;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,35 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Which data plane native mode runs on (status `dataplane`): the kernel's multicast routing
+/// (MFC entries from upcalls) or the nftables netdev table (kernels without CONFIG_IP_MROUTE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dataplane {
+    Mroute,
+    Nft,
+}
+
+/// Whether this kernel has multicast routing at all (CONFIG_IP_MROUTE): ipmr makes
+/// `/proc/net/ip_mr_vif` in every namespace.
+pub fn kernel_has_mroute() -> bool {
+    std::path::Path::new("/proc/net/ip_mr_vif").exists()
+}
+
+/// The nft data plane's table, as the verifier names it.
+pub const NATIVE_TABLE: &str = "manycast_native";
+
+/// Packet counters of the nft data plane's rules (`nft -j`): what the kernel did, not what the
+/// verifier planned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NativeCounters {
+    /// The ingress chain's `ip ttl 0-1 counter drop` rules, all groups.
+    pub ttl_drops: u64,
+    /// The ingress chain's last rule per group (`ip daddr G counter drop`): no owner.
+    pub unowned_drops: u64,
+    /// Per member: datagrams its chain's `counter fwd` rule sent toward it.
+    pub forwarded: BTreeMap<u32, u64>,
 }
 
 pub struct Server {
@@ -275,6 +306,175 @@ impl RouterLab {
         })
     }
 
+    /// The data plane the running verifier chose; panics on anything else, so that a status
+    /// without the field cannot pass for either.
+    pub fn dataplane(&self) -> Dataplane {
+        match self.status().dataplane.as_str() {
+            "mroute" => Dataplane::Mroute,
+            "nft" => Dataplane::Nft,
+            other => panic!("unknown data plane {other:?}"),
+        }
+    }
+
+    /// Returns true (and says so on stderr) when this test is about ipmr and cannot run here:
+    /// only when the kernel really lacks CONFIG_IP_MROUTE and the verifier runs on nft.
+    pub fn skip_without_mroute(&self, test: &str, what: &str) -> bool {
+        let dataplane = self.dataplane();
+        if kernel_has_mroute() {
+            assert_eq!(
+                dataplane,
+                Dataplane::Mroute,
+                "the kernel has multicast routing but the verifier chose nft"
+            );
+            return false;
+        }
+        assert_eq!(dataplane, Dataplane::Nft, "no ipmr, yet not on nft");
+        // Straight to the stderr stream: libtest captures `eprintln!` of passing tests.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: {what}: kernel lacks CONFIG_IP_MROUTE"
+        );
+        true
+    }
+
+    /// Members the kernel steers `group` to, with how much of it: MFC entries per member
+    /// (mroute) or map values per member (nft). Drop entries and adopted entries have no member
+    /// and do not count.
+    pub fn steered(&self, group: Ipv4Addr) -> BTreeMap<u32, u64> {
+        let s = self.status();
+        let g = group.to_string();
+        let mut out = BTreeMap::new();
+        if s.dataplane == "nft" {
+            for r in s.native.iter().filter(|r| r.group == g) {
+                *out.entry(r.member).or_insert(0) += r.values;
+            }
+        } else {
+            for m in s.mfc.iter().filter(|m| m.group == g) {
+                if let Some(member) = m.member {
+                    *out.entry(member).or_insert(0) += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// `nft list table netdev manycast_native` in the router namespace; `None` when the table
+    /// does not exist.
+    pub fn native_table(&self) -> Option<String> {
+        let out = super::cmd::run_with_timeout(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.router.name(),
+                "nft",
+                "list",
+                "table",
+                "netdev",
+                NATIVE_TABLE,
+            ],
+            super::cmd::DEFAULT_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The nft data plane's rule counters (all zero when the table is absent).
+    pub fn native_counters(&self) -> NativeCounters {
+        let mut c = NativeCounters::default();
+        if self.native_table().is_none() {
+            return c;
+        }
+        let json = self
+            .router
+            .exec("nft", &["-j", "list", "table", "netdev", NATIVE_TABLE]);
+        let v: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("nft JSON: {e}\n{json}"));
+        for rule in v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.get("rule"))
+        {
+            let chain = rule["chain"].as_str().unwrap_or_default();
+            let exprs: &[serde_json::Value] = rule["expr"].as_array().map_or(&[], Vec::as_slice);
+            let Some(packets) = exprs
+                .iter()
+                .find_map(|e| e.pointer("/counter/packets")?.as_u64())
+            else {
+                continue;
+            };
+            let drops = exprs.iter().any(|e| e.get("drop").is_some());
+            let on_ttl = exprs
+                .iter()
+                .any(|e| e.pointer("/match/left/payload/field") == Some(&"ttl".into()));
+            if chain == "ingress" && drops && on_ttl {
+                c.ttl_drops += packets;
+            } else if chain == "ingress" && drops {
+                c.unowned_drops += packets;
+            } else if let Some(member) = chain
+                .strip_prefix('m')
+                .and_then(|r| r.split('_').next())
+                .and_then(|m| m.parse::<u32>().ok())
+            {
+                *c.forwarded.entry(member).or_insert(0) += packets;
+            }
+        }
+        c
+    }
+
+    /// Whether `ifname` in the router namespace receives all multicast (IFF_ALLMULTI).
+    pub fn allmulti(&self, ifname: &str) -> bool {
+        let json = self.router.ip(&["-j", "link", "show", "dev", ifname]);
+        let v: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("ip -j link JSON: {e}\n{json}"));
+        v.pointer("/0/flags")
+            .and_then(|f| f.as_array())
+            .unwrap_or_else(|| panic!("no flags for {ifname}: {json}"))
+            .iter()
+            .any(|f| f == "ALLMULTI")
+    }
+
+    /// The router's interfaces (the verifier's): c0 and one per server.
+    pub fn router_interfaces(&self) -> Vec<String> {
+        std::iter::once("c0".to_owned())
+            .chain((1..=self.servers.len()).map(|i| format!("s{i}")))
+            .collect()
+    }
+
+    /// Runs the verifier with this lab's config until it exits (it must, within 20 s: a run
+    /// meant to be refused); returns its exit status and its stderr.
+    pub fn run_to_exit(&self) -> (std::process::ExitStatus, String) {
+        let out = super::cmd::run_with_timeout(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.router.name(),
+                env!("CARGO_BIN_EXE_manycast-verifier"),
+                "--config",
+                &self.config.to_string_lossy(),
+            ],
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("the verifier did not exit: {e}"));
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Sends one UDP datagram to `PORT` of `dst` from any `src` (a raw socket on the client's
+    /// link, so that sources need no address of their own), with IP TTL `ttl`; the payload
+    /// is `[tag, seq]` like [`RouterLab::send_to_group`].
+    pub fn send_raw_udp(&self, src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, tag: u8, seq: u8) {
+        self.client
+            .send_raw("cl0", &udp_datagram(src, dst, ttl, &[tag, seq]));
+    }
+
     /// Sends `count` datagrams to the group from each of `sources` (back to back).
     pub fn send_to_group(&self, sources: &[Ipv4Addr], count: usize, tag: u8) {
         self.client.run(|| {
@@ -293,6 +493,84 @@ impl RouterLab {
                 }
             }
         });
+    }
+}
+
+/// An IPv4/UDP datagram to `PORT` with `payload`; the UDP checksum is left 0 (none), the IP
+/// checksum filled in by the raw socket's kernel.
+pub fn udp_datagram(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let len = 28 + payload.len();
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = ttl;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&PORT.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+/// A capture of the IPv4 packets arriving on one interface of a namespace (a packet socket;
+/// what the host itself sends is left out), whether or not the host accepts them: what the
+/// router put on the wire.
+pub struct Capture(Socket);
+
+impl Capture {
+    pub fn open(ns: &Netns, ifname: &str) -> Capture {
+        let ifname = ifname.to_owned();
+        ns.run(move || {
+            let proto = (libc::ETH_P_IP as u16).to_be();
+            let s = Socket::new(
+                Domain::PACKET,
+                Type::DGRAM,
+                Some(Protocol::from(i32::from(proto))),
+            )
+            .expect("packet socket");
+            // The interface's link address carries its index; protocol 0 keeps the socket's.
+            let link = nix::ifaddrs::getifaddrs()
+                .expect("getifaddrs")
+                .filter(|a| a.interface_name == ifname)
+                .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+                .unwrap_or_else(|| panic!("no link address for {ifname}"));
+            nix::sys::socket::bind(s.as_raw_fd(), &link).expect("bind the packet socket");
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            Capture(s)
+        })
+    }
+
+    /// Packets captured so far (until quiet for the read timeout) that are UDP to `dst`:`PORT`:
+    /// (source, TTL, payload).
+    pub fn udp_to(&self, dst: Ipv4Addr) -> Vec<(Ipv4Addr, u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) =
+            nix::sys::socket::recvfrom::<nix::sys::socket::LinkAddr>(self.0.as_raw_fd(), &mut buf)
+        {
+            if from.is_none_or(|f| f.pkttype() == libc::PACKET_OUTGOING) {
+                continue;
+            }
+            if n < 28 || buf[0] >> 4 != 4 || buf[9] != 17 {
+                continue;
+            }
+            // Short frames carry Ethernet padding after the datagram.
+            let total = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            let p = &buf[..n.min(total)];
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let to = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            let port = p
+                .get(ihl + 2..ihl + 4)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            if to == dst && port == Some(PORT) {
+                let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+                out.push((src, p[8], p.get(ihl + 8..).unwrap_or_default().to_vec()));
+            }
+        }
+        out
     }
 }
 

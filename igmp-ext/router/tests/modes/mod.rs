@@ -2,6 +2,7 @@
 
 mod keystore;
 mod native;
+mod nft;
 mod plain;
 mod policy;
 mod vip;

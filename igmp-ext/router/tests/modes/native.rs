@@ -1,7 +1,8 @@
-//! Native multicast mode: upcall → MFC entry toward the owner of the source's slice, first
-//! packets kept, re-pointing on reallocation, refusals counted, clean shutdown, and restart.
+//! Native multicast mode on either data plane: upcall → MFC entry toward the owner of the
+//! source's slice (mroute), or the netdev map by `ip saddr & mask` (nft); first packets kept,
+//! re-pointing on reallocation, refusals counted, clean shutdown, and restart.
 
-use crate::harness::topo::{client_sources, drain, wait_for, RouterLab};
+use crate::harness::topo::{client_sources, drain, wait_for, Dataplane, RouterLab, GROUP};
 use igmp_ext::Slice;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -48,34 +49,84 @@ fn assert_split(got: &[BTreeMap<Ipv4Addr, usize>], sources: &[Ipv4Addr], per_sou
     }
 }
 
+/// The nft data plane steers `GROUP` to exactly `members`, one map value each (mask 0.0.0.1
+/// for two halves), and its table forwards to each member's address out of its link.
+fn assert_nft_steers(lab: &RouterLab, members: &[u32]) {
+    let want: BTreeMap<u32, u64> = members.iter().map(|&m| (m, 1)).collect();
+    wait_for("the nft map written", || lab.steered(GROUP) == want);
+    let table = lab.native_table().expect("the nft table in the kernel");
+    for &m in members {
+        let fwd = format!("fwd ip to 10.0.{m}.2 device \"s{m}\"");
+        assert!(table.contains(&fwd), "no `{fwd}` in:\n{table}");
+    }
+}
+
 #[test]
 fn native_mode_steers_each_source_to_its_owner_and_repoints() {
     let mut lab = RouterLab::new(2, "");
+    let ifaces = lab.router_interfaces();
+    assert!(
+        ifaces.iter().all(|i| !lab.allmulti(i)),
+        "allmulticast before the start"
+    );
     lab.start();
+    let dataplane = lab.dataplane();
     let rx = [lab.group_receiver(0), lab.group_receiver(1)];
     lab.join(0, &[EVEN], 1);
     lab.join(1, &[ODD], 1);
     wait_for("two owners", || lab.status().ownership.len() == 2);
+    if dataplane == Dataplane::Nft {
+        assert_nft_steers(&lab, &[1, 2]);
+        // The table must see every group's frames, which a NIC filters unless asked.
+        assert!(
+            ifaces.iter().all(|i| lab.allmulti(i)),
+            "allmulticast not set"
+        );
+    }
 
-    // Three datagrams per new source, back to back: the kernel queues the first ones while the
-    // verifier answers the upcall, then releases them.
+    // Three datagrams per new source, back to back: with mroute the kernel queues the first ones
+    // while the verifier answers the upcall, then releases them; nft has nothing to wait for.
     let sources = client_sources(8);
     lab.send_to_group(&sources, 3, 1);
     let got = collect(&rx, 1, 24);
     assert_split(&got, &sources, 3);
-    assert_eq!(mr_cache_lines(&lab), 8);
     let status = lab.status();
-    assert_eq!(status.counters.upcalls, 8);
-    assert!(status.mfc.iter().all(|m| m.iif == "c0"
-        && m.member.is_some()
-        && m.oif == format!("s{}", m.member.unwrap_or(0))));
+    match dataplane {
+        Dataplane::Mroute => {
+            assert_eq!(mr_cache_lines(&lab), 8);
+            assert_eq!(status.counters.upcalls, 8);
+            assert!(status.mfc.iter().all(|m| m.iif == "c0"
+                && m.member.is_some()
+                && m.oif == format!("s{}", m.member.unwrap_or(0))));
+        }
+        Dataplane::Nft => {
+            // No upcall, no per-source state: the kernel's own counters saw 4 sources × 3 per
+            // member go out toward it.
+            assert_eq!(status.counters.upcalls, 0);
+            assert!(status.mfc.is_empty(), "{:?}", status.mfc);
+            let c = lab.native_counters();
+            assert_eq!(c.forwarded, BTreeMap::from([(1, 12), (2, 12)]), "{c:?}");
+            assert_eq!((c.unowned_drops, c.ttl_drops), (0, 0), "{c:?}");
+        }
+    }
 
-    // Member 2 takes every slice at a later epoch: every entry now points at server 2.
+    // Member 2 takes every slice at a later epoch: everything now points at server 2.
     lab.join(1, &[Slice::ALL], 2);
     wait_for("member 2 owns everything", || {
         let s = lab.status();
-        s.ownership.len() == 1 && s.mfc.iter().all(|m| m.member == Some(2))
+        s.ownership.len() == 1
+            && match dataplane {
+                Dataplane::Mroute => s.mfc.iter().all(|m| m.member == Some(2)),
+                Dataplane::Nft => lab.steered(GROUP).keys().eq([&2]),
+            }
     });
+    if dataplane == Dataplane::Nft {
+        let table = lab.native_table().expect("the nft table");
+        assert!(
+            !table.contains("device \"s1\""),
+            "still steers to s1:\n{table}"
+        );
+    }
     lab.send_to_group(&sources, 2, 2);
     let got = collect(&rx, 2, 16);
     assert!(got[0].is_empty(), "server 1 still receives: {got:?}");
@@ -106,50 +157,129 @@ fn native_mode_steers_each_source_to_its_owner_and_repoints() {
     assert_eq!(s.ownership.len(), 1);
     assert_eq!(s.ownership[0].member, 2);
 
-    // Clean shutdown removes every entry and VIF.
+    // Clean shutdown removes every entry and VIF, or the nft table, and gives the interfaces
+    // their allmulticast flag back.
     assert!(lab.stop().success());
-    assert_eq!(mr_cache_lines(&lab), 0);
-    assert_eq!(lab.router.proc_net("ip_mr_vif").lines().skip(1).count(), 0);
+    match dataplane {
+        Dataplane::Mroute => {
+            assert_eq!(mr_cache_lines(&lab), 0);
+            assert_eq!(lab.router.proc_net("ip_mr_vif").lines().skip(1).count(), 0);
+        }
+        Dataplane::Nft => {
+            assert_eq!(
+                lab.native_table(),
+                None,
+                "the nft table outlived the verifier"
+            );
+            assert!(
+                ifaces.iter().all(|i| !lab.allmulti(i)),
+                "allmulticast left on"
+            );
+        }
+    }
 }
 
 #[test]
 fn restarted_verifier_keeps_kernel_entries_and_rebuilds_ownership() {
-    let mut lab = RouterLab::new(2, "[shutdown]\nkeep_kernel_state = true\n");
+    // A grace of 8 s (the default is 4.5 s here) keeps the check of traffic before any member
+    // re-joined inside the grace on a loaded machine.
+    let mut lab = RouterLab::new(
+        2,
+        "[shutdown]\nkeep_kernel_state = true\n[native]\nadopt_grace_ms = 8000\n",
+    );
     lab.start();
+    let dataplane = lab.dataplane();
     let rx = [lab.group_receiver(0), lab.group_receiver(1)];
     lab.join(0, &[EVEN], 1);
     lab.join(1, &[ODD], 1);
     wait_for("two owners", || lab.status().ownership.len() == 2);
+    if dataplane == Dataplane::Nft {
+        assert_nft_steers(&lab, &[1, 2]);
+    }
     let sources = client_sources(6);
     lab.send_to_group(&sources, 2, 1);
     assert_split(&collect(&rx, 1, 12), &sources, 2);
 
     assert!(lab.stop().success());
-    assert_eq!(
-        mr_cache_lines(&lab),
-        6,
-        "entries kept for the next verifier"
-    );
+    match dataplane {
+        Dataplane::Mroute => assert_eq!(
+            mr_cache_lines(&lab),
+            6,
+            "entries kept for the next verifier"
+        ),
+        Dataplane::Nft => {
+            let table = lab
+                .native_table()
+                .expect("the nft table kept for the next verifier");
+            assert!(table.contains("device \"s1\"") && table.contains("device \"s2\""));
+        }
+    }
 
-    // The new process takes the entries over and queries at once; traffic the kernel carries
-    // keeps flowing before any member has answered.
+    // The new process takes the entries (or the table) over and queries at once; traffic the
+    // kernel carries keeps flowing before any member has answered.
     lab.start();
     let s = lab.status();
     assert!(s.ownership.is_empty());
-    assert_eq!(s.mfc.len(), 6);
     assert!(s.counters.queries_sent >= 1);
+    let before_rejoin = match dataplane {
+        Dataplane::Mroute => {
+            assert_eq!(s.mfc.len(), 6);
+            0
+        }
+        Dataplane::Nft => {
+            // Held, not rewritten: the kept table is what steers now.
+            assert_eq!(s.counters.nft_transactions, 0);
+            assert!(lab.native_table().is_some(), "the kept table is gone");
+            lab.native_counters().forwarded.values().sum::<u64>()
+        }
+    };
     lab.send_to_group(&sources, 2, 2);
     assert_split(&collect(&rx, 2, 12), &sources, 2);
+    if dataplane == Dataplane::Nft {
+        // The kept table's own counters carried them (the next verifier wrote nothing).
+        let now = lab.native_counters().forwarded.values().sum::<u64>();
+        assert_eq!(now - before_rejoin, 12, "not carried by the kept table");
+        assert_eq!(lab.status().counters.nft_transactions, 0);
+    }
 
     // Members answer the query; after the grace period the entries follow the rebuilt table.
     lab.join(0, &[EVEN], 1);
     lab.join(1, &[ODD], 1);
     wait_for("entries settled on the rebuilt owners", || {
         let s = lab.status();
-        s.ownership.len() == 2 && s.mfc.len() == 6 && s.mfc.iter().all(|m| m.member.is_some())
+        s.ownership.len() == 2
+            && match dataplane {
+                Dataplane::Mroute => s.mfc.len() == 6 && s.mfc.iter().all(|m| m.member.is_some()),
+                Dataplane::Nft => s.counters.nft_transactions >= 1,
+            }
     });
+    if dataplane == Dataplane::Nft {
+        assert_nft_steers(&lab, &[1, 2]);
+    }
     lab.send_to_group(&sources, 2, 3);
     assert_split(&collect(&rx, 3, 12), &sources, 2);
+
+    // Without keep_kernel_state the second verifier cleans up what the first one left too:
+    // the table, and the allmulticast flag the first one set.
+    let text = std::fs::read_to_string(&lab.config).expect("config");
+    std::fs::write(&lab.config, text.replace("keep_kernel_state = true", "")).expect("config");
+    // The config is read at start only: restart once more, then stop cleanly.
+    assert!(lab.stop().success());
+    lab.start();
+    wait_for("the kept state adopted again", || {
+        lab.status().counters.queries_sent >= 1
+    });
+    assert!(lab.stop().success());
+    if dataplane == Dataplane::Nft {
+        assert_eq!(lab.native_table(), None, "the table outlived a clean stop");
+        let ifaces = lab.router_interfaces();
+        assert!(
+            ifaces.iter().all(|i| !lab.allmulti(i)),
+            "allmulticast left on"
+        );
+    } else {
+        assert_eq!(mr_cache_lines(&lab), 0);
+    }
 }
 
 #[test]
@@ -165,6 +295,17 @@ fn idle_entries_leave_the_kernel_and_busy_ones_stay() {
     let (busy, quiet) = (sources[0], sources[1]);
     lab.send_to_group(&sources, 1, 1);
     assert_split(&collect(&rx, 1, 2), &sources, 1);
+    if lab.skip_without_mroute(
+        "idle_entries_leave_the_kernel_and_busy_ones_stay",
+        "idle expiry of per-source MFC entries (SIOCGETSGCNT)",
+    ) {
+        // What holds instead: the nft data plane keeps no per-source state to expire; the map
+        // has one value per half whatever the sources, and nothing went through an upcall.
+        let s = lab.status();
+        assert_eq!(lab.steered(GROUP), BTreeMap::from([(1, 1), (2, 1)]));
+        assert!(s.mfc.is_empty() && s.counters.upcalls == 0, "{s:?}");
+        return;
+    }
     assert_eq!(mr_cache_lines(&lab), 2);
 
     // `busy` keeps sending (every 50 ms, far inside the 2 s); `quiet` stops.

@@ -1,16 +1,18 @@
 //! What the verifier does when nobody, or the wrong member, claims a source: the gap policy
-//! (drop, fallback) in the kernel; joins refused for slices outside the member's certificate or
-//! for a group it has no keys for; and the querier giving way to a lower-addressed querier.
+//! (drop, fallback) in the kernel, on either data plane; joins refused for slices outside the
+//! member's certificate or for a group it has no keys for; and the querier giving way to a
+//! lower-addressed querier.
 
 use super::native::{collect, mr_cache_lines};
 use crate::harness::netns::Netns;
-use crate::harness::topo::{client_sources, drain, wait_for, RouterLab};
+use crate::harness::topo::{client_sources, drain, wait_for, Dataplane, RouterLab, GROUP};
 use igmp_ext::fixtures::Fixture;
 use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr, QueryV3Fields};
 use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
 use igmp_ext::{Slice, SliceSet};
 use nix::sys::socket::MsgFlags;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -26,15 +28,23 @@ fn is_even(a: Ipv4Addr) -> bool {
 fn gap_drop_sends_unowned_sources_nowhere() {
     let mut lab = RouterLab::new(2, "");
     lab.start();
+    let dataplane = lab.dataplane();
     let rx = [lab.group_receiver(0), lab.group_receiver(1)];
     lab.join(0, &[EVEN], 1);
     wait_for("one owner", || lab.status().ownership.len() == 1);
+    if dataplane == Dataplane::Nft {
+        wait_for("the map steers the even half only", || {
+            lab.steered(GROUP) == BTreeMap::from([(1, 1)])
+        });
+    }
 
     // Odd sources have no owner. The even ones arriving shows that traffic flows at all.
     let sources = client_sources(6);
     lab.send_to_group(&sources, 2, 1);
     let got = collect(&rx, 1, 6);
-    wait_for("an entry per source", || lab.status().mfc.len() == 6);
+    if dataplane == Dataplane::Mroute {
+        wait_for("an entry per source", || lab.status().mfc.len() == 6);
+    }
     let mut late = [drain(&rx[0]), drain(&rx[1])];
     for &s in &sources {
         let want = if is_even(s) { Some(&2) } else { None };
@@ -42,6 +52,25 @@ fn gap_drop_sends_unowned_sources_nowhere() {
         assert_eq!(got[1].get(&s), None, "{s} at server 2: {got:?}");
     }
     assert!(late.iter().all(Vec::is_empty), "late arrivals: {late:?}");
+    let odd: Vec<Ipv4Addr> = sources.iter().copied().filter(|s| !is_even(*s)).collect();
+
+    if dataplane == Dataplane::Nft {
+        // The kernel's own counters: the 3 odd sources' 6 datagrams hit the group's drop rule,
+        // the 6 even ones went toward member 1, none toward member 2.
+        let c = lab.native_counters();
+        assert_eq!(c.unowned_drops, 6, "{c:?}");
+        assert_eq!(c.forwarded, BTreeMap::from([(1, 6)]), "{c:?}");
+        lab.send_to_group(&odd, 2, 2);
+        let got = collect(&rx, 2, 1);
+        assert!(
+            got.iter().all(BTreeMap::is_empty),
+            "dropped sources arrived: {got:?}"
+        );
+        assert_eq!(lab.native_counters().unowned_drops, 12);
+        let s = lab.status();
+        assert!(s.mfc.is_empty() && s.counters.upcalls == 0, "{s:?}");
+        return;
+    }
 
     // The unowned sources have drop entries in the kernel: sending again makes no new upcall.
     let status = lab.status();
@@ -55,7 +84,6 @@ fn gap_drop_sends_unowned_sources_nowhere() {
         assert_eq!(row.member.is_none(), !even, "{row:?}");
     }
     assert_eq!(status.counters.upcalls, 6);
-    let odd: Vec<Ipv4Addr> = sources.iter().copied().filter(|s| !is_even(*s)).collect();
     lab.send_to_group(&odd, 2, 2);
     late = [drain(&rx[0]), drain(&rx[1])];
     assert!(
@@ -84,6 +112,20 @@ fn gap_fallback_sends_unowned_sources_to_the_fallback_member() {
         let server = if is_even(s) { 0 } else { 1 };
         assert_eq!(got[server].get(&s), Some(&2), "{s}: {got:?}");
         assert_eq!(got[1 - server].get(&s), None, "{s}: {got:?}");
+    }
+    if lab.dataplane() == Dataplane::Nft {
+        // Mask 0.0.0.3: values 0 and 2 to member 1, 1 (its claim) and 3 (the gap) to member 2;
+        // nothing reached the drop rule.
+        assert_eq!(lab.steered(GROUP), BTreeMap::from([(1, 2), (2, 2)]));
+        let table = lab.native_table().expect("the nft table");
+        assert!(
+            table.contains("0.0.0.3 : jump m2_10_0_2_2"),
+            "the gap does not go to the fallback:\n{table}"
+        );
+        let c = lab.native_counters();
+        assert_eq!(c.unowned_drops, 0, "{c:?}");
+        assert_eq!(c.forwarded, BTreeMap::from([(1, 8), (2, 8)]), "{c:?}");
+        return;
     }
     let status = lab.status();
     let unowned: Vec<_> = status
@@ -122,13 +164,27 @@ fn joins_outside_the_certificate_or_for_an_unserved_group_install_nothing() {
     assert_eq!(s.counters.joins_accepted, 0);
     assert_eq!(s.counters.mfc_installs, 0);
 
-    // Traffic from an odd source reaches nobody: its entry (made by the upcall) drops it.
+    // Traffic from an odd source reaches nobody: its entry (made by the upcall) drops it; on
+    // nft nothing is steered for either group, so the kernel has no way to forward it.
     let odd = client_sources(2)[1];
     lab.send_to_group(&[odd], 2, 1);
-    wait_for("the upcall's entry", || lab.status().mfc.len() == 1);
-    assert!(drain(&rx[0]).is_empty() && drain(&rx[1]).is_empty());
-    let s = lab.status();
-    assert_eq!(s.mfc[0].oif, "drop", "{:?}", s.mfc);
+    match lab.dataplane() {
+        Dataplane::Mroute => {
+            wait_for("the upcall's entry", || lab.status().mfc.len() == 1);
+            assert!(drain(&rx[0]).is_empty() && drain(&rx[1]).is_empty());
+            let s = lab.status();
+            assert_eq!(s.mfc[0].oif, "drop", "{:?}", s.mfc);
+        }
+        Dataplane::Nft => {
+            let got = collect(&rx, 1, 1);
+            assert!(got.iter().all(BTreeMap::is_empty), "{got:?}");
+            assert!(lab.steered(GROUP).is_empty());
+            assert!(lab.steered(Ipv4Addr::new(232, 9, 9, 9)).is_empty());
+            let table = lab.native_table().unwrap_or_default();
+            assert!(!table.contains("fwd"), "something is steered:\n{table}");
+            assert!(lab.native_counters().forwarded.is_empty());
+        }
+    }
 
     // The same restricted certificate is accepted for what it does cover.
     lab.join(0, &[EVEN], 1);
@@ -138,6 +194,11 @@ fn joins_outside_the_certificate_or_for_an_unserved_group_install_nothing() {
     let s = lab.status();
     assert_eq!(s.ownership[0].member, 1);
     assert_eq!(s.counters.joins_accepted, 1);
+    if lab.dataplane() == Dataplane::Nft {
+        wait_for("the even half steered to member 1", || {
+            lab.steered(GROUP) == BTreeMap::from([(1, 1)])
+        });
+    }
 }
 
 /// A raw IGMP socket in `ns`: every IGMP datagram delivered there (queries to 224.0.0.1 too).

@@ -1,0 +1,460 @@
+//! VIP mode, forward strategy (SPEC.md §11.7.1): the new owner of a slice passes the mid-stream
+//! TCP segments of connections it never saw to the slice's old owner over a VXLAN overlay, and
+//! the old owner serves each connection to its end; new connections stay with the new owner.
+//!
+//! [`ForwardTable`] is the pure decision (which allocation unit goes to which old owner, for how
+//! long); [`ruleset`] and [`map_update`] render it for nftables; [`Forwarder`] applies it with
+//! `nft`, `ip` and `bridge`. The device, sysctls and rule move are [`crate::vip::HostSetup`]'s.
+
+use crate::config::Overlay;
+use crate::vip::{nft, run_cmd, VipError};
+use igmp_ext::{MemberId, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The VXLAN device between the members.
+pub const DEVICE: &str = "mcfwd0";
+/// The nftables table (family `ip`) holding the marking map.
+pub const NFT_TABLE: &str = "manycast_vip_forward";
+/// Preference of the `fwmark → table` rules; below [`LOCAL_PREF`], where the `local` rule
+/// moves: otherwise the VIP's local route matches first and the new owner answers RST.
+pub const RULE_PREF: u32 = 50;
+pub const LOCAL_PREF: u32 = 100;
+/// Marks and routing tables are this base plus the old owner's member id (below 2^16: the
+/// overlay is at least a /16). "MC" in ASCII, to be recognisable in `ip rule`.
+const MARK_BASE: u32 = 0x4d43_0000;
+
+/// The packet mark, and the routing table, that send segments to old owner `m`.
+pub fn mark_of(m: MemberId) -> u32 {
+    MARK_BASE | (m.0 & 0xffff)
+}
+
+/// An allocation unit forwarded to its old owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    to: MemberId,
+    /// The epoch of the move: a later move of the unit from the same member starts a new linger.
+    epoch: u64,
+    since: Timestamp,
+    /// False once ended (old owner gone, linger passed): kept so that the same gain, which the
+    /// service reports until the unit moves again, does not start it over.
+    active: bool,
+}
+
+/// Which units' orphan segments go to which old owner (sans-IO). Entries come from the units the
+/// service knows this member gained from another member ([`crate::service::Service::gains_from_members`]),
+/// stay across a brief loss of the unit (a flapping allocation), and end when the old owner
+/// leaves, has been unlisted for `grace`, or `linger` after the move.
+#[derive(Debug, Clone)]
+pub struct ForwardTable {
+    linger: Duration,
+    grace: Duration,
+    entries: BTreeMap<u32, Entry>,
+    unlisted: BTreeMap<MemberId, Timestamp>,
+}
+
+impl ForwardTable {
+    pub fn new(linger: Duration, grace: Duration) -> ForwardTable {
+        ForwardTable {
+            linger,
+            grace,
+            entries: BTreeMap::new(),
+            unlisted: BTreeMap::new(),
+        }
+    }
+
+    /// Units gained from a known member: (unit, old owner, epoch of the move).
+    pub fn note_gains(
+        &mut self,
+        now: Timestamp,
+        gains: impl IntoIterator<Item = (u32, MemberId, u64)>,
+    ) {
+        for (unit, to, epoch) in gains {
+            match self.entries.get(&unit) {
+                Some(e) if e.to == to && e.epoch >= epoch => {}
+                _ => {
+                    self.entries.insert(
+                        unit,
+                        Entry {
+                            to,
+                            epoch,
+                            since: now,
+                            active: true,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The members a commit lists: an old owner missing from it is dropped `grace` later unless
+    /// listed again (this machine's failure detector sometimes declares a live member down).
+    pub fn note_members(&mut self, now: Timestamp, listed: &[MemberId]) {
+        let owners: BTreeSet<MemberId> = self
+            .entries
+            .values()
+            .filter(|e| e.active)
+            .map(|e| e.to)
+            .collect();
+        self.unlisted.retain(|m, _| owners.contains(m));
+        for m in owners {
+            if listed.contains(&m) {
+                self.unlisted.remove(&m);
+            } else {
+                self.unlisted.entry(m).or_insert(now);
+            }
+        }
+    }
+
+    /// A member left the cluster (signed leave): it serves nothing any more.
+    pub fn member_left(&mut self, m: MemberId) {
+        for e in self.entries.values_mut().filter(|e| e.to == m) {
+            e.active = false;
+        }
+        self.unlisted.remove(&m);
+    }
+
+    /// Ends the entries past their linger or whose old owner is gone; true if any ended.
+    pub fn expire(&mut self, now: Timestamp) -> bool {
+        let (linger, grace) = (self.linger, self.grace);
+        let unlisted = &self.unlisted;
+        let mut ended = false;
+        for e in self.entries.values_mut().filter(|e| e.active) {
+            let gone = unlisted
+                .get(&e.to)
+                .is_some_and(|t| now >= t.saturating_add(grace));
+            if gone || now >= e.since.saturating_add(linger) {
+                e.active = false;
+                ended = true;
+            }
+        }
+        ended
+    }
+
+    /// Unit → old owner, as the kernel should have it.
+    pub fn plan(&self) -> BTreeMap<u32, MemberId> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.active)
+            .map(|(&u, e)| (u, e.to))
+            .collect()
+    }
+}
+
+/// The table, created empty at start. `ct state invalid` needs `nf_conntrack_tcp_loose = 0`:
+/// then a mid-stream segment of a connection this host never saw is invalid, while a SYN
+/// (`ct state new`) and the segments of this host's own connections are not. The mark is looked
+/// up by the source's unit (`ip saddr & mask`, low-order slicing, SPEC.md §6); a unit not in the
+/// map leaves the segment unmarked (local delivery). Any TCP port: the application is whatever
+/// listens on the VIP.
+pub fn ruleset(vip: Ipv4Addr, unit_mask: u32) -> String {
+    let mask = Ipv4Addr::from(unit_mask);
+    format!(
+        "add table ip {NFT_TABLE}\n\
+         delete table ip {NFT_TABLE}\n\
+         table ip {NFT_TABLE} {{\n\
+         \tmap owner {{\n\t\ttype ipv4_addr : mark\n\t}}\n\
+         \tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority mangle; policy accept;\n\
+         \t\tip daddr {vip} meta l4proto tcp ct state invalid meta mark set ip saddr & {mask} map @owner\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// One transaction that replaces the map's contents with `plan`.
+pub fn map_update(plan: &BTreeMap<u32, MemberId>) -> String {
+    let mut out = format!("flush map ip {NFT_TABLE} owner\n");
+    if !plan.is_empty() {
+        let elements: Vec<String> = plan
+            .iter()
+            .map(|(&u, &m)| format!("{} : {:#x}", Ipv4Addr::from(u), mark_of(m)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "add element ip {NFT_TABLE} owner {{ {} }}",
+            elements.join(", ")
+        );
+    }
+    out
+}
+
+/// The kernel side of the forwarding: flood entries toward the peers, one policy route per old
+/// owner, the marking map. Remembers what it installed so that it changes only differences
+/// and [`Forwarder::restore`] removes its rules (the routes and flood entries go with the
+/// device, the map with the table).
+#[derive(Debug)]
+pub struct Forwarder {
+    vip: Ipv4Addr,
+    overlay: Overlay,
+    me: MemberId,
+    peers: BTreeMap<MemberId, Ipv4Addr>,
+    owners: BTreeSet<MemberId>,
+    /// What the kernel's map holds, and the plan it was made from.
+    map: Option<BTreeMap<u32, MemberId>>,
+    requested: Option<BTreeMap<u32, MemberId>>,
+}
+
+impl Forwarder {
+    pub fn new(vip: Ipv4Addr, overlay: Overlay, me: MemberId) -> Forwarder {
+        Forwarder {
+            vip,
+            overlay,
+            me,
+            peers: BTreeMap::new(),
+            owners: BTreeSet::new(),
+            map: None,
+            requested: None,
+        }
+    }
+
+    /// A peer's underlay address (its direct path): broadcast and unknown frames on the
+    /// overlay (ARP for its overlay address first) go there.
+    pub fn set_peer(&mut self, m: MemberId, addr: Ipv4Addr) {
+        if m == self.me || self.peers.get(&m) == Some(&addr) {
+            return;
+        }
+        self.remove_peer(m);
+        let dst = addr.to_string();
+        match run_cmd(
+            "bridge",
+            &[
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                DEVICE,
+                "dst",
+                &dst,
+            ],
+        ) {
+            Ok(()) => {
+                info!(member = %m, underlay = %addr, "VIP forward: overlay peer");
+                self.peers.insert(m, addr);
+            }
+            Err(e) => warn!("{e}"),
+        }
+    }
+
+    pub fn remove_peer(&mut self, m: MemberId) {
+        if let Some(addr) = self.peers.remove(&m) {
+            let dst = addr.to_string();
+            if let Err(e) = run_cmd(
+                "bridge",
+                &[
+                    "fdb",
+                    "del",
+                    "00:00:00:00:00:00",
+                    "dev",
+                    DEVICE,
+                    "dst",
+                    &dst,
+                ],
+            ) {
+                warn!("{e}");
+            }
+        }
+    }
+
+    /// Makes the kernel follow `plan`: routes for new old owners first, then the map in one
+    /// transaction, then the routes nobody needs any more. Returns the units forwarded.
+    pub fn apply(&mut self, plan: &BTreeMap<u32, MemberId>) -> usize {
+        // The same request again changes nothing (also not a warning per tick for an old owner
+        // without an overlay address).
+        if self.requested.as_ref() == Some(plan) {
+            return self.map.as_ref().map_or(0, |m| m.len());
+        }
+        self.requested = Some(plan.clone());
+        let mut plan = plan.clone();
+        let wanted: BTreeSet<MemberId> = plan.values().copied().collect();
+        for &m in wanted.difference(&self.owners.clone()) {
+            match self.add_owner(m) {
+                Ok(()) => {
+                    self.owners.insert(m);
+                }
+                Err(e) => {
+                    warn!(member = %m, "VIP forward: {e}");
+                    plan.retain(|_, o| *o != m);
+                }
+            }
+        }
+        match nft(&map_update(&plan)) {
+            Ok(()) => {
+                info!(
+                    units = plan.len(),
+                    old_owners = wanted.len(),
+                    "VIP forward: map set"
+                );
+                self.map = Some(plan.clone());
+            }
+            Err(e) => {
+                warn!("VIP forward: {e}");
+                self.map = None;
+                // Tried again at the next sync.
+                self.requested = None;
+            }
+        }
+        let unused: Vec<MemberId> = self
+            .owners
+            .iter()
+            .filter(|m| !plan.values().any(|o| o == *m))
+            .copied()
+            .collect();
+        for m in unused {
+            self.remove_owner(m);
+        }
+        self.map.as_ref().map_or(0, |m| m.len())
+    }
+
+    fn add_owner(&self, m: MemberId) -> Result<(), VipError> {
+        let via = self.overlay.host(m.0).ok_or(VipError::NoOverlayAddress {
+            member: m,
+            overlay: self.overlay,
+            max: self.overlay.max_member(),
+        })?;
+        let table = mark_of(m).to_string();
+        let vip = format!("{}/32", self.vip);
+        run_cmd(
+            "ip",
+            &[
+                "-4",
+                "route",
+                "replace",
+                &vip,
+                "via",
+                &via.to_string(),
+                "dev",
+                DEVICE,
+                "onlink",
+                "table",
+                &table,
+            ],
+        )?;
+        let mark = format!("{:#x}", mark_of(m));
+        let pref = RULE_PREF.to_string();
+        let rule = ["pref", &pref, "fwmark", &mark, "lookup", &table];
+        // A rule left by a killed daemon would make the add fail with "File exists".
+        let _ = run_cmd("ip", &[&["-4", "rule", "del"][..], &rule].concat());
+        run_cmd("ip", &[&["-4", "rule", "add"][..], &rule].concat())?;
+        info!(member = %m, %via, "VIP forward: route to old owner");
+        Ok(())
+    }
+
+    fn remove_owner(&mut self, m: MemberId) {
+        let table = mark_of(m).to_string();
+        let mark = format!("{:#x}", mark_of(m));
+        let pref = RULE_PREF.to_string();
+        if let Err(e) = run_cmd(
+            "ip",
+            &[
+                "-4", "rule", "del", "pref", &pref, "fwmark", &mark, "lookup", &table,
+            ],
+        ) {
+            warn!("{e}");
+        }
+        let _ = run_cmd("ip", &["-4", "route", "flush", "table", &table]);
+        self.owners.remove(&m);
+        info!(member = %m, "VIP forward: no more forwarding to this old owner");
+    }
+
+    /// Removes the policy rules (safe to call twice).
+    pub fn restore(&mut self) {
+        for m in self.owners.clone() {
+            self.remove_owner(m);
+        }
+        self.map = None;
+        self.requested = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_secs(300);
+    const GRACE: Duration = Duration::from_millis(500);
+
+    fn t(ms: u64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    #[test]
+    fn gains_become_entries_until_the_linger_passes() {
+        let mut f = ForwardTable::new(LINGER, GRACE);
+        f.note_gains(t(1_000), [(5, MemberId(1), 3), (7, MemberId(1), 3)]);
+        f.note_members(t(1_000), &[MemberId(1), MemberId(2)]);
+        assert_eq!(
+            f.plan(),
+            BTreeMap::from([(5, MemberId(1)), (7, MemberId(1))])
+        );
+        // The same gain noted again at a later commit keeps its start.
+        f.note_gains(t(200_000), [(5, MemberId(1), 3)]);
+        assert!(!f.expire(t(300_999)));
+        assert!(f.expire(t(301_000)));
+        assert!(f.plan().is_empty());
+        // The service reports the gain until the unit moves again: it does not start over.
+        f.note_gains(t(302_000), [(5, MemberId(1), 3)]);
+        assert!(f.plan().is_empty());
+        // A later move of the unit does.
+        f.note_gains(t(400_000), [(5, MemberId(1), 8)]);
+        assert_eq!(f.plan(), BTreeMap::from([(5, MemberId(1))]));
+    }
+
+    #[test]
+    fn a_new_move_restarts_the_linger_and_a_new_old_owner_replaces_the_old() {
+        let mut f = ForwardTable::new(LINGER, GRACE);
+        f.note_gains(t(0), [(5, MemberId(1), 3), (6, MemberId(1), 3)]);
+        f.note_gains(t(100_000), [(5, MemberId(1), 9), (6, MemberId(3), 9)]);
+        assert!(!f.expire(t(350_000)));
+        assert_eq!(
+            f.plan(),
+            BTreeMap::from([(5, MemberId(1)), (6, MemberId(3))])
+        );
+    }
+
+    #[test]
+    fn entries_end_when_the_old_owner_leaves_or_stays_unlisted() {
+        let mut f = ForwardTable::new(LINGER, GRACE);
+        f.note_gains(t(0), [(1, MemberId(1), 2), (2, MemberId(3), 2)]);
+        f.member_left(MemberId(1));
+        assert_eq!(f.plan(), BTreeMap::from([(2, MemberId(3))]));
+        f.note_gains(t(10), [(1, MemberId(1), 2)]);
+        assert_eq!(
+            f.plan(),
+            BTreeMap::from([(2, MemberId(3))]),
+            "left stays left"
+        );
+        // A false down shorter than the grace changes nothing.
+        f.note_members(t(1_000), &[MemberId(2)]);
+        f.note_members(t(1_300), &[MemberId(2), MemberId(3)]);
+        assert!(!f.expire(t(2_000)));
+        // Unlisted for longer: gone.
+        f.note_members(t(3_000), &[MemberId(2)]);
+        assert!(!f.expire(t(3_499)));
+        assert!(f.expire(t(3_500)));
+        assert!(f.plan().is_empty());
+    }
+
+    #[test]
+    fn rendered_nft_text() {
+        let r = ruleset(Ipv4Addr::new(10, 200, 0, 1), 0xff);
+        assert!(r.contains(
+            "ip daddr 10.200.0.1 meta l4proto tcp ct state invalid meta mark set ip saddr & 0.0.0.255 map @owner"
+        ));
+        assert!(r.starts_with(
+            "add table ip manycast_vip_forward\ndelete table ip manycast_vip_forward\n"
+        ));
+        assert_eq!(
+            map_update(&BTreeMap::from([(2, MemberId(1)), (130, MemberId(12))])),
+            "flush map ip manycast_vip_forward owner\n\
+             add element ip manycast_vip_forward owner { 0.0.0.2 : 0x4d430001, 0.0.0.130 : 0x4d43000c }\n"
+        );
+        assert_eq!(
+            map_update(&BTreeMap::new()),
+            "flush map ip manycast_vip_forward owner\n"
+        );
+    }
+}
