@@ -16,7 +16,14 @@ declare -A benches=(
   [balance]="cargo bench --quiet -p manycast-e2e --bench balance"
   # Needs root and keepalived: namespaces, the real verifier and servers, keepalived VRRP.
   [failover]="cargo bench --quiet -p manycast-server --bench failover"
+  # Needs root and mininet: the lab with the release daemons, 1,000 sessions per strategy.
+  [reallocate]="reallocate"
 )
+
+reallocate() {
+  cargo build --quiet --release -p manycast-server -p manycast-verifier -p dns-keystore
+  /usr/bin/python3 lab/reallocate.py --bench --connections 1000 --bin-dir "${CARGO_TARGET_DIR:-target}/release"
+}
 
 run() {
   local name=$1

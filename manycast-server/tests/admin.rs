@@ -374,3 +374,32 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     assert!(lab.terminate("m3").success());
     assert!(!sock[2].exists());
 }
+
+/// An admin `drain` of a member, then SIGTERM to it under handoff (the lab's `reallocate`
+/// scenario does this): it owns nothing and has nothing left to hand off, so it leaves at once.
+/// Before the fix it waited for a commit emptying it, which never came (its weight was already
+/// 0), until `drain_timeout_ms`.
+#[test]
+fn sigterm_after_an_admin_drain_leaves_without_waiting_for_the_drain_timeout() {
+    let mut lab = Lab::new(2);
+    let sw = lab.switch("sw");
+    let addrs: Vec<Ipv4Addr> = (1..=2).map(|i| Ipv4Addr::new(10, 1, 0, 110 + i)).collect();
+    let servers = lab.switched_servers(&sw, &addrs);
+    // Far beyond the wait for the exit below: leaving within it is the drain ending.
+    let tables = "[reallocation]\ndrain_timeout_ms = 600000\n";
+    for (i, ns) in servers.iter().enumerate() {
+        lab.start_server_with(i, ns, "eth0", "eth0", "strategy = \"handoff\"\n", tables);
+    }
+    wait_for("two members own slices at one epoch", || {
+        (0..2).all(|i| lab.metric(i, "slices") > 0)
+            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
+    });
+    let out = ok(&ctl(&lab.admin_socket(0), &["drain", "m2"]));
+    assert!(out.contains("drained: m2 owns 0 units"), "{out}");
+    wait_for("member 2 reports no slices", || {
+        lab.metric(1, "slices") == 0
+    });
+    lab.send_term("m2");
+    let status = lab.wait_exit("m2", Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", lab.logs());
+}

@@ -7,7 +7,7 @@
 
 mod lab_support;
 
-use lab_support::{daemon_bin_dir, lab_lock};
+use lab_support::{assert_no_leftovers, daemon_bin_dir, lab_lock};
 use serde_json::Value;
 use std::process::Command;
 
@@ -29,27 +29,7 @@ fn scenario(name: &str) -> Value {
     assert!(out.status.success(), "{name} failed: {stderr}");
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {stdout}\n{stderr}"));
-    for pid in v["pids"].as_array().expect("pids") {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        assert!(
-            !cmdline.contains(bin_dir.to_str().expect("utf-8 path")) && !cmdline.contains("/lab/"),
-            "left running: {pid} {cmdline}"
-        );
-    }
-    let links = Command::new("ip")
-        .args(["-br", "link"])
-        .output()
-        .expect("ip link");
-    let links = String::from_utf8_lossy(&links.stdout);
-    let left: Vec<_> = links
-        .lines()
-        .filter(|l| {
-            let n = l.split_whitespace().next().unwrap_or_default();
-            n.starts_with("r1-") || n.starts_with("srv") || ["s53", "s77", "s101"].contains(&n)
-        })
-        .collect();
-    assert!(left.is_empty(), "{name} left links: {left:?}");
+    assert_no_leftovers(name, &v, &bin_dir);
     v
 }
 

@@ -18,6 +18,15 @@ pub(super) struct Drain {
     pub(super) emptied: bool,
 }
 
+impl Drain {
+    /// Whether a drain starts emptied: a member whose last commit left it without slices (an
+    /// admin `drain` of it, then SIGTERM) sees no further commit, since its weight 0 changes
+    /// nothing, and would otherwise wait out the drain timeout.
+    pub(super) fn already_emptied(commits: u64, slices: usize) -> bool {
+        commits > 0 && slices == 0
+    }
+}
+
 impl Runtime {
     /// Starts draining: weight 0 over the control channel, so the next allocation moves every
     /// slice away; sessions go by the configured strategy, and [`Runtime::drain_finished`]
@@ -30,7 +39,7 @@ impl Runtime {
         info!(strategy = self.config.strategy.as_str(), "draining");
         self.drain = Some(Drain {
             deadline: driver::wall_clock().saturating_add(self.config.drain_timeout()),
-            emptied: false,
+            emptied: Drain::already_emptied(self.snapshot.commits, self.snapshot.slices),
         });
         self.snapshot.draining = true;
         handle.with(|ep, now| ep.drain(now));
@@ -257,4 +266,17 @@ async fn committed_allocation(handle: &driver::DriverHandle) -> Option<Committed
         let _ = tx.send(ep.committed().cloned());
     });
     rx.await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Drain;
+
+    #[test]
+    fn a_drain_starts_emptied_only_after_a_commit_without_slices() {
+        assert!(Drain::already_emptied(4, 0));
+        assert!(!Drain::already_emptied(4, 12));
+        // Not yet committed: the first commit may still give it slices to hand on.
+        assert!(!Drain::already_emptied(0, 0));
+    }
 }

@@ -1,4 +1,5 @@
-//! What the lab test binaries share: the machine-wide lab lock and this build's daemons.
+//! What the lab test binaries share: the machine-wide lab lock, this build's daemons, and the
+//! check that a lab script left nothing behind.
 
 use std::sync::Mutex;
 
@@ -49,4 +50,31 @@ pub fn daemon_bin_dir() -> std::path::PathBuf {
     );
     workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &src(&["dns-keystore/src"]));
     server.parent().expect("target/<profile>").to_owned()
+}
+
+/// After a lab script printed `v` (with the `pids` it started): none of them still runs a
+/// daemon of `bin_dir` or a lab script, and no lab link is left.
+#[allow(dead_code)] // the demo test (tests/main.rs) checks its own way
+pub fn assert_no_leftovers(name: &str, v: &serde_json::Value, bin_dir: &std::path::Path) {
+    for pid in v["pids"].as_array().expect("pids") {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            !cmdline.contains(bin_dir.to_str().expect("utf-8 path")) && !cmdline.contains("/lab/"),
+            "left running: {pid} {cmdline}"
+        );
+    }
+    let links = std::process::Command::new("ip")
+        .args(["-br", "link"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    let left: Vec<_> = links
+        .lines()
+        .filter(|l| {
+            let n = l.split_whitespace().next().unwrap_or_default();
+            n.starts_with("r1-") || n.starts_with("srv") || ["s53", "s77", "s101"].contains(&n)
+        })
+        .collect();
+    assert!(left.is_empty(), "{name} left links: {left:?}");
 }
