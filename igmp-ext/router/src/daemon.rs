@@ -519,23 +519,31 @@ impl Router {
     }
 
     fn apply_netdev(&mut self, text: &str) {
-        // The rewrite resets the table's counters: keep what the one it replaces counted.
-        if self.netdev.as_ref().is_some_and(|nd| nd.is_written()) {
-            if let Ok(listing) = nft::list_netdev_table() {
-                let c = parse_counters(&listing);
-                self.netdev_counted.add(&c);
-            }
-        }
+        // The rewrite resets the table's counters: keep what the one it replaces counted (once
+        // it is replaced; a failed write leaves it, and its counters, in place).
+        let replaced = self
+            .netdev
+            .as_ref()
+            .is_some_and(|nd| nd.is_written())
+            .then(nft::list_netdev_table)
+            .and_then(Result::ok)
+            .map(|listing| parse_counters(&listing));
         match nft::apply(text) {
             Ok(()) => {
                 self.stats.nft_transactions += 1;
+                if let Some(c) = replaced {
+                    self.netdev_counted.add(&c);
+                }
                 if let Some(nd) = self.netdev.as_mut() {
                     nd.applied();
                 }
             }
             Err(e) => {
                 self.stats.kernel_errors += 1;
-                warn!(error = %e, "native nft data plane update failed");
+                if let Some(nd) = self.netdev.as_mut() {
+                    nd.apply_failed();
+                }
+                warn!(error = %e, "native nft data plane update failed; retried every second");
             }
         }
     }
@@ -713,6 +721,9 @@ impl Router {
         }
         let second = now.as_millis() / 1000;
         if second != self.stats.second {
+            if let Some(text) = self.netdev.as_mut().and_then(|nd| nd.retry()) {
+                self.apply_netdev(&text);
+            }
             self.stats.upcalls_last_second = self.stats.upcalls_this_second;
             self.stats.upcalls_this_second = 0;
             self.stats.second = second;

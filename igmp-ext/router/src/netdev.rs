@@ -202,6 +202,8 @@ pub struct NetdevSteering {
     devices: Vec<String>,
     groups: BTreeMap<Ipv4Addr, GroupPlan>,
     written: bool,
+    /// The last write failed: the kernel may not hold the plans; retried ([`NetdevSteering::retry`]).
+    stale: bool,
     /// A table an earlier verifier left is carrying traffic: plans change in memory only, and
     /// the kernel is written when [`NetdevSteering::release`] is called (after the adopt grace).
     holding: bool,
@@ -213,6 +215,7 @@ impl NetdevSteering {
             devices,
             groups: BTreeMap::new(),
             written: false,
+            stale: false,
             holding,
         }
     }
@@ -246,10 +249,21 @@ impl NetdevSteering {
     }
 
     fn pending(&mut self, changed: bool) -> Option<String> {
-        if self.holding || (!changed && self.written) {
+        if self.holding || (!changed && self.written && !self.stale) {
             return None;
         }
         Some(ruleset(&self.devices, &self.groups))
+    }
+
+    /// The ruleset again if the last write failed (the plans have not changed since, so no
+    /// update would otherwise write them).
+    pub fn retry(&mut self) -> Option<String> {
+        self.pending(false).filter(|_| self.stale)
+    }
+
+    /// The driver could not apply the last ruleset.
+    pub fn apply_failed(&mut self) {
+        self.stale = true;
     }
 
     /// Whether the kernel holds a table this process wrote.
@@ -260,6 +274,7 @@ impl NetdevSteering {
     /// The driver applied the last ruleset.
     pub fn applied(&mut self) {
         self.written = true;
+        self.stale = false;
     }
 
     pub fn groups(&self) -> Vec<Ipv4Addr> {
@@ -449,6 +464,17 @@ mod tests {
         assert_eq!((rows[1].member, rows[1].values), (2, 1));
         // Released once: a second release (or one with nothing adopted) writes nothing.
         assert_eq!(s.release(), None);
+        // A failed write is retried with the same plan, and only then.
+        assert_eq!(s.retry(), None);
+        s.apply_failed();
+        // Even an unchanged plan is written while the last write failed.
+        assert!(s
+            .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
+            .unwrap()
+            .is_some());
+        assert!(s.retry().is_some());
+        s.applied();
+        assert_eq!(s.retry(), None);
         // Not holding and never written: the first update writes even an empty plan.
         let mut s = NetdevSteering::new(vec!["c0".into()], false);
         let empty = OwnershipTable::new();
