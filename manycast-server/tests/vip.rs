@@ -440,6 +440,57 @@ fn wrk_figures(out: &str) -> (u64, u64, u64) {
     (requests, errors, non2xx)
 }
 
+/// The sources whose new connections now reach member 2: some, not all (the allocation moved
+/// part of the space).
+fn sources_now_at_member_2(client: &str) -> BTreeSet<Ipv4Addr> {
+    let moved: BTreeSet<Ipv4Addr> = sources()
+        .into_iter()
+        .filter(|&src| curl(client, src) == "m2")
+        .collect();
+    assert!(
+        !moved.is_empty() && moved.len() < sources().len(),
+        "new connections follow the new allocation: {moved:?}"
+    );
+    moved
+}
+
+/// Every held connection, moved slice or not, still answers from member 1, where it started
+/// (`what` heads the panic when one does not).
+fn assert_held_on_member_1(conns: &mut [KeepAlive], what: &str) {
+    for c in conns {
+        assert_eq!(
+            c.ask().unwrap_or_else(|e| panic!("{}: {what}: {e}", c.src)),
+            "m1",
+            "{}",
+            c.src
+        );
+    }
+}
+
+/// Waits for every wrk run: requests made, no socket error, no failed request. After it a new
+/// connection from each wrk source goes to its current owner; at least one must be member 2,
+/// or the strategy was not exercised (`what` names it).
+fn assert_wrks_clean(v: &VipLab, wrks: Vec<(Ipv4Addr, Child)>, what: &str) {
+    let mut wrk_moved = 0;
+    for ((ns, a), (_, w)) in v.wrk.iter().zip(wrks) {
+        let out = w.wait_with_output().expect("wrk");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "wrk from {a}: {text}");
+        let (requests, errors, non2xx) = wrk_figures(&text);
+        eprintln!("wrk from {a}: {requests} requests, {errors} socket errors, {non2xx} non-2xx");
+        assert!(requests > 0, "{text}");
+        assert_eq!(errors, 0, "broken connections from {a}:\n{text}");
+        assert_eq!(non2xx, 0, "failed requests from {a}:\n{text}");
+        if curl(ns, *a) == "m2" {
+            wrk_moved += 1;
+        }
+    }
+    assert!(
+        wrk_moved > 0,
+        "no wrk source changed owner: the {what} would be untested"
+    );
+}
+
 #[test]
 fn vip_pin_keeps_every_connection_across_a_reallocation() {
     let wrk_sources = [40u8, 41, 168, 169];
@@ -469,45 +520,9 @@ fn vip_pin_keeps_every_connection_across_a_reallocation() {
             "wrk from {a} ended before the reallocation; the test needs a longer run"
         );
     }
-    let mut moved = BTreeSet::new();
-    for src in sources() {
-        if curl(&client, src) == "m2" {
-            moved.insert(src);
-        }
-    }
-    assert!(
-        !moved.is_empty() && moved.len() < sources().len(),
-        "new connections follow the new allocation: {moved:?}"
-    );
-    // Every held connection, moved slice or not, still answers from the member it started on.
-    for c in &mut conns {
-        assert_eq!(
-            c.ask()
-                .unwrap_or_else(|e| panic!("{}: pinned connection broke: {e}", c.src)),
-            "m1",
-            "{}",
-            c.src
-        );
-    }
-    let mut wrk_moved = 0;
-    for ((ns, a), (_, w)) in v.wrk.iter().zip(wrks) {
-        let out = w.wait_with_output().expect("wrk");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "wrk from {a}: {text}");
-        let (requests, errors, non2xx) = wrk_figures(&text);
-        eprintln!("wrk from {a}: {requests} requests, {errors} socket errors, {non2xx} non-2xx");
-        assert!(requests > 0, "{text}");
-        assert_eq!(errors, 0, "broken connections from {a}:\n{text}");
-        assert_eq!(non2xx, 0, "failed requests from {a}:\n{text}");
-        // After the run, a new connection from this source goes to the current owner.
-        if curl(ns, *a) == "m2" {
-            wrk_moved += 1;
-        }
-    }
-    assert!(
-        wrk_moved > 0,
-        "no wrk source changed owner: the pin claim would be untested"
-    );
+    sources_now_at_member_2(&client);
+    assert_held_on_member_1(&mut conns, "pinned connection broke");
+    assert_wrks_clean(&v, wrks, "pin claim");
     // The pinned member kept the VIP and destroyed nothing.
     assert!(lo_has_vip(&v.servers[0]));
 }
@@ -636,44 +651,10 @@ fn vip_forward_serves_moved_connections_on_the_old_owner_and_restores_the_host()
         "member 2 forwards the units it gained from member 1",
         || v.lab.metric(1, "vip_forward_units") > 0,
     );
-    let mut moved = BTreeSet::new();
-    for src in sources() {
-        if curl(&client, src) == "m2" {
-            moved.insert(src);
-        }
-    }
-    assert!(
-        !moved.is_empty() && moved.len() < sources().len(),
-        "new connections follow the new allocation: {moved:?}"
-    );
-    // Every held connection still answers from member 1, the moved ones through member 2.
-    for c in &mut conns {
-        assert_eq!(
-            c.ask()
-                .unwrap_or_else(|e| panic!("{}: connection broke across the move: {e}", c.src)),
-            "m1",
-            "{}",
-            c.src
-        );
-    }
-    let mut wrk_moved = 0;
-    for ((ns, a), (_, w)) in v.wrk.iter().zip(wrks) {
-        let out = w.wait_with_output().expect("wrk");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "wrk from {a}: {text}");
-        let (requests, errors, non2xx) = wrk_figures(&text);
-        eprintln!("wrk from {a}: {requests} requests, {errors} socket errors, {non2xx} non-2xx");
-        assert!(requests > 0, "{text}");
-        assert_eq!(errors, 0, "broken connections from {a}:\n{text}");
-        assert_eq!(non2xx, 0, "failed requests from {a}:\n{text}");
-        if curl(ns, *a) == "m2" {
-            wrk_moved += 1;
-        }
-    }
-    assert!(
-        wrk_moved > 0,
-        "no wrk source changed owner: the forward would be untested"
-    );
+    let moved = sources_now_at_member_2(&client);
+    // The moved ones answer through member 2's forward.
+    assert_held_on_member_1(&mut conns, "connection broke across the move");
+    assert_wrks_clean(&v, wrks, "forward");
     assert_eq!(
         v.lab.metric(0, "vip_forward_units"),
         0,
