@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import topo
@@ -37,6 +38,24 @@ PORT = 5000
 ZONE = "groups.manycast.test"
 KEYSTORE_ADDR = f"{topo.KEYSTORE_SUBNET[2]}:53"
 BINARIES = ("manycastctl", "dns-keystore", "manycast-verifier", "manycast-server")
+
+
+class Interrupted(Exception):
+    """SIGTERM during a lab run, raised from the handler so that the run's clean-up runs."""
+
+
+def prepare_run(prog):
+    """What every lab runner does first: root or a one-line exit, mininet's log quiet, and
+    SIGTERM turned into `Interrupted` (handled like Ctrl-C)."""
+    if os.geteuid() != 0:
+        sys.exit(f"{prog}: needs root (network namespaces, bridges, raw sockets)")
+    from mininet.log import setLogLevel
+    setLogLevel("error")
+
+    def on_term(*_):
+        raise Interrupted()
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 class LabError(RuntimeError):

@@ -154,10 +154,6 @@ class StoryCluster(cluster.Cluster):
                 if r["group"] == VIP_GROUP and r["slices"].strip()}
 
 
-class Interrupted(Exception):
-    pass
-
-
 def claim(row):
     """A verifier ownership row in a few words: epoch, slice entries, the first of them."""
     if not row:
@@ -850,16 +846,8 @@ def main():
     p.add_argument("--json", action="store_true", help="one JSON line of results on stdout")
     p.add_argument("--rate", type=float, default=10.0, help="requests per second per client source")
     args = p.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("demo: needs root (network namespaces, bridges, raw sockets)")
-    from mininet.log import setLogLevel
-    setLogLevel("error")
+    cluster.prepare_run("demo")
     out = sys.stderr if args.json else sys.stdout
-
-    def on_term(*_):
-        raise Interrupted()
-
-    signal.signal(signal.SIGTERM, on_term)
     try:
         c = StoryCluster(bin_dir=args.bin_dir, run_dir=os.path.join(args.out_dir, "run"),
                             log=lambda s: print(s, file=out))
@@ -874,7 +862,7 @@ def main():
         svg = os.path.join(args.out_dir, "load.svg")
         write_svg(story, svg)
         result["svg"] = svg
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, cluster.Interrupted):
         print("demo: interrupted; stopping the lab", file=sys.stderr)
         sys.exit(130)
     except cluster.LabError as e:

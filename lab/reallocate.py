@@ -82,10 +82,6 @@ SESSION_IDLE_MS = 3000
 DRAIN_TIMEOUT_MS = 120_000
 
 
-class Interrupted(Exception):
-    pass
-
-
 class ReallocCluster(cluster.Cluster):
     """The lab cluster for one strategy: the servers' strategy, and for pin the VIP service
     (group record with the VIP, `[[vip]] pin = true` in the verifier, VIP-mode members)."""
@@ -473,18 +469,11 @@ def main():
     for s in strategies:
         if s not in STRATEGIES:
             sys.exit(f"reallocate: unknown strategy {s!r}; known: {', '.join(STRATEGIES)}")
-    if os.geteuid() != 0:
-        sys.exit("reallocate: needs root (network namespaces, bridges, raw sockets)")
-    from mininet.log import setLogLevel
-    setLogLevel("error")
+    cluster.prepare_run("reallocate")
     t0 = time.time()
 
     def log(msg):
         print(f"[reallocate {time.time() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    def on_term(*_):
-        raise Interrupted()
-    signal.signal(signal.SIGTERM, on_term)
     args.pids = []
     # One lock across every strategy's cluster: no other lab slips in between them.
     lock = cluster.LabLock()
@@ -494,7 +483,7 @@ def main():
     try:
         for s in strategies:
             results[s] = run_strategy(s, args, log)
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, cluster.Interrupted):
         print("reallocate: interrupted; stopping the lab", file=sys.stderr)
         sys.exit(130)
     except cluster.LabError as e:

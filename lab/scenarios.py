@@ -47,10 +47,6 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DOWN_AFTER_MS = 1000
 
 
-class Interrupted(Exception):
-    pass
-
-
 class ScenarioCluster(cluster.Cluster):
     """The lab cluster with a few more configuration knobs for the scenarios, and the load."""
 
@@ -653,20 +649,12 @@ def main():
     p.add_argument("--run-dir", default=None)
     p.add_argument("--json", action="store_true", help="one JSON line of results on stdout")
     args = p.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("scenarios: needs root (network namespaces, bridges, raw sockets)")
-    from mininet.log import setLogLevel
-    setLogLevel("error")
+    cluster.prepare_run("scenarios")
 
     t0 = time.time()
 
     def log(msg):
         print(f"[{args.name} {time.time() - t0:5.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    def on_term(*_):
-        raise Interrupted()
-
-    signal.signal(signal.SIGTERM, on_term)
     kw = {}
     if args.name == "control-loss":
         kw = {"down_after_ms": 200}  # the failure detector's default: the point of the scenario
@@ -682,7 +670,7 @@ def main():
     result = None
     try:
         result = {"scenario": args.name, **SCENARIOS[args.name](c, log)}
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, cluster.Interrupted):
         print("scenarios: interrupted; stopping the lab", file=sys.stderr)
         sys.exit(130)
     except cluster.LabError as e:
