@@ -6,7 +6,7 @@
 
 mod lab_support;
 
-use lab_support::{daemon_bin_dir, lab_lock};
+use lab_support::{assert_no_leftovers, daemon_bin_dir, lab_lock};
 use std::process::Command;
 
 /// A lab script run with /usr/bin/python3 (Debian's mininet lives there); the caller holds
@@ -208,36 +208,5 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     );
 
     // Nothing left: no process the demo started, no mininet host shell, no lab link or bridge.
-    for pid in v["pids"].as_array().expect("pids") {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        assert!(
-            !cmdline.contains(bin_dir.to_str().expect("utf-8 path")) && !cmdline.contains("/lab/"),
-            "left running: {pid} {cmdline}"
-        );
-    }
-    let procs = std::fs::read_dir("/proc").expect("/proc");
-    for p in procs.filter_map(Result::ok) {
-        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        assert!(
-            !String::from_utf8_lossy(&cmdline).contains("mininet:"),
-            "a mininet host is left: {:?}",
-            p.path()
-        );
-    }
-    let links = Command::new("ip")
-        .args(["-br", "link"])
-        .output()
-        .expect("ip link");
-    let links = String::from_utf8_lossy(&links.stdout);
-    let lab_links: Vec<_> = links
-        .lines()
-        .filter(|l| {
-            let name = l.split_whitespace().next().unwrap_or_default();
-            name.starts_with("r1-")
-                || name.starts_with("srv")
-                || ["s1", "s2", "s3", "s4", "s53", "s77", "s101", "s102"].contains(&name)
-        })
-        .collect();
-    assert!(lab_links.is_empty(), "lab left links: {lab_links:?}");
+    assert_no_leftovers("the demo", &v, &bin_dir);
 }

@@ -53,8 +53,8 @@ pub fn daemon_bin_dir() -> std::path::PathBuf {
 }
 
 /// After a lab script printed `v` (with the `pids` it started): none of them still runs a
-/// daemon of `bin_dir` or a lab script, and no lab link is left.
-#[allow(dead_code)] // the demo test (tests/main.rs) checks its own way
+/// daemon of `bin_dir` or a lab script, no mininet host shell is left, and no lab link or
+/// bridge.
 pub fn assert_no_leftovers(name: &str, v: &serde_json::Value, bin_dir: &std::path::Path) {
     for pid in v["pids"].as_array().expect("pids") {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -62,6 +62,15 @@ pub fn assert_no_leftovers(name: &str, v: &serde_json::Value, bin_dir: &std::pat
         assert!(
             !cmdline.contains(bin_dir.to_str().expect("utf-8 path")) && !cmdline.contains("/lab/"),
             "left running: {pid} {cmdline}"
+        );
+    }
+    let procs = std::fs::read_dir("/proc").expect("/proc");
+    for p in procs.filter_map(Result::ok) {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("mininet:"),
+            "{name} left a mininet host: {:?}",
+            p.path()
         );
     }
     let links = std::process::Command::new("ip")
@@ -73,7 +82,9 @@ pub fn assert_no_leftovers(name: &str, v: &serde_json::Value, bin_dir: &std::pat
         .lines()
         .filter(|l| {
             let n = l.split_whitespace().next().unwrap_or_default();
-            n.starts_with("r1-") || n.starts_with("srv") || ["s53", "s77", "s101"].contains(&n)
+            n.starts_with("r1-")
+                || n.starts_with("srv")
+                || ["s1", "s2", "s3", "s4", "s53", "s77", "s101", "s102"].contains(&n)
         })
         .collect();
     assert!(left.is_empty(), "{name} left links: {left:?}");
