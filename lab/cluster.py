@@ -321,11 +321,13 @@ class Cluster:
     def trust_anchor(self):
         return self.path("keystore", "state", "trust-anchor.conf")
 
-    def publish(self):
-        """The group record, TSIG-signed, from the admin on ks; retried while the daemon binds."""
+    def publish(self, group=GROUP, name="demo", extra=()):
+        """`group`'s record, TSIG-signed, from the admin on ks; retried while the daemon binds.
+        `extra`: more `manycastctl keystore publish` options (`--ttl`, `--vip`)."""
         args = [self.bin("manycastctl"), "keystore", "publish", "--server", KEYSTORE_ADDR,
-                "--tsig-key", self.tsig_key(), "--zone", ZONE, "--group", GROUP, "--name", "demo",
-                "--owner", "lab@manycast.test", "--group-pub", self.path("keys", "group.pub")]
+                "--tsig-key", self.tsig_key(), "--zone", ZONE, "--group", group, "--name", name,
+                "--owner", "lab@manycast.test", "--group-pub", self.path("keys", "group.pub"),
+                *extra]
         last = []
 
         def attempt():
@@ -337,7 +339,7 @@ class Cluster:
                 return False
 
         try:
-            wait_for("publishing the group record", attempt, timeout=20, interval=0.3)
+            wait_for(f"publishing the record of {group}", attempt, timeout=20, interval=0.3)
         except LabError as e:
             raise LabError(f"{e}: {last[0] if last else ''}") from None
 
@@ -347,7 +349,9 @@ class Cluster:
         return self.run("r1", ["dig", f"@{KEYSTORE_ADDR.split(':')[0]}", "+dnssec", "+noall",
                                "+answer", f"{rev}.g.{ZONE}", "TXT"])
 
-    def start_verifier(self):
+    def start_verifier(self, groups=(GROUP,), extra=""):
+        """The verifier on r1, its keys from the keystore for `groups`; `extra` is appended to
+        its config (more `[keystore]` keys, `[[vip]]` tables)."""
         ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
         ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
         cfg = self.path("verifier.toml")
@@ -355,7 +359,8 @@ class Cluster:
             f.write(f"interfaces = {json.dumps(ifs)}\n"
                     f'status_socket = "{self.path("verifier.sock")}"\n'
                     f'[keystore]\nserver = "{KEYSTORE_ADDR}"\n'
-                    f'trust_anchor = "{self.trust_anchor()}"\ngroups = ["{GROUP}"]\n')
+                    f'trust_anchor = "{self.trust_anchor()}"\ngroups = {json.dumps(list(groups))}\n'
+                    f"{extra}")
         self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
                    env={"RUST_LOG": "info"})
         wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)

@@ -81,42 +81,13 @@ class StoryCluster(cluster.Cluster):
         return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
 
     def publish(self):
-        for group, name in ((cluster.GROUP, "demo"), (VIP_GROUP, "demo-vip")):
-            args = [self.bin("manycastctl"), "keystore", "publish", "--server", cluster.KEYSTORE_ADDR,
-                    "--tsig-key", self.tsig_key(), "--zone", cluster.ZONE, "--group", group,
-                    "--name", name, "--owner", "lab@manycast.test",
-                    "--group-pub", self.path("keys", "group.pub")]
-            if group == VIP_GROUP:
-                args += ["--vip", VIP]
-            last = []
-
-            def attempt():
-                try:
-                    self.run("ks", args)
-                    return True
-                except cluster.LabError as e:
-                    last[:] = [e]
-                    return False
-
-            try:
-                cluster.wait_for(f"publishing the record of {group}", attempt, timeout=20, interval=0.3)
-            except cluster.LabError as e:
-                raise cluster.LabError(f"{e}: {last[0] if last else ''}") from None
+        super().publish()
+        super().publish(group=VIP_GROUP, name="demo-vip", extra=["--vip", VIP])
 
     def start_verifier(self):
-        ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
-        ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
-        cfg = self.path("verifier.toml")
-        with open(cfg, "w") as f:
-            f.write(f"interfaces = {json.dumps(ifs)}\n"
-                    f'status_socket = "{self.path("verifier.sock")}"\n'
-                    f'[keystore]\nserver = "{cluster.KEYSTORE_ADDR}"\n'
-                    f'trust_anchor = "{self.trust_anchor()}"\n'
-                    f'groups = ["{cluster.GROUP}", "{VIP_GROUP}"]\n'
-                    f'[[vip]]\naddress = "{VIP}"\ngroup = "{VIP_GROUP}"\npin = true\n')
-        self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
-                   env={"RUST_LOG": "info"})
-        cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
+        super().start_verifier(
+            groups=(cluster.GROUP, VIP_GROUP),
+            extra=f'[[vip]]\naddress = "{VIP}"\ngroup = "{VIP_GROUP}"\npin = true\n')
 
     def start_server(self, name):
         super().start_server(name, control_port=4790, top=f'strategy = "{STRATEGY}"\n',

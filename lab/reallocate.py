@@ -98,34 +98,11 @@ class ReallocCluster(cluster.Cluster):
         self.clients = {}
 
     def publish(self):
-        args = [self.bin("manycastctl"), "keystore", "publish", "--server", cluster.KEYSTORE_ADDR,
-                "--tsig-key", self.tsig_key(), "--zone", cluster.ZONE, "--group", cluster.GROUP,
-                "--name", "realloc", "--owner", "lab@manycast.test",
-                "--group-pub", self.path("keys", "group.pub")]
-        if self.vip:
-            args += ["--vip", VIP]
-
-        def attempt():
-            try:
-                self.run("ks", args)
-                return True
-            except cluster.LabError:
-                return False
-        cluster.wait_for("publishing the group record", attempt, timeout=20, interval=0.3)
+        super().publish(name="realloc", extra=["--vip", VIP] if self.vip else [])
 
     def start_verifier(self):
-        ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
-        ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
         vip = f'[[vip]]\naddress = "{VIP}"\ngroup = "{cluster.GROUP}"\npin = true\n' if self.vip else ""
-        cfg = self.path("verifier.toml")
-        with open(cfg, "w") as f:
-            f.write(f"interfaces = {json.dumps(ifs)}\n"
-                    f'status_socket = "{self.path("verifier.sock")}"\n'
-                    f'[keystore]\nserver = "{cluster.KEYSTORE_ADDR}"\n'
-                    f'trust_anchor = "{self.trust_anchor()}"\ngroups = ["{cluster.GROUP}"]\n{vip}')
-        self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
-                   env={"RUST_LOG": "info"})
-        cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
+        super().start_verifier(extra=vip)
 
     def start_server(self, name):
         top = f'strategy = "{self.server_strategy}"\n'

@@ -73,34 +73,12 @@ class ScenarioCluster(cluster.Cluster):
                          lambda: os.path.exists(self.tsig_key()) and os.path.exists(self.trust_anchor()))
 
     def publish(self):
-        """The group record with the scenario's TTL (`--ttl`), retried while the keystore binds."""
-        args = [self.bin("manycastctl"), "keystore", "publish", "--server", cluster.KEYSTORE_ADDR,
-                "--tsig-key", self.tsig_key(), "--zone", cluster.ZONE, "--group", cluster.GROUP,
-                "--name", "demo", "--owner", "lab@manycast.test", "--ttl", str(self.record_ttl),
-                "--group-pub", self.path("keys", "group.pub")]
-
-        def attempt():
-            try:
-                self.run("ks", args)
-                return True
-            except cluster.LabError:
-                return False
-        cluster.wait_for("publishing the group record", attempt, timeout=20, interval=0.3)
+        """The group record with the scenario's TTL (`--ttl`)."""
+        super().publish(extra=["--ttl", str(self.record_ttl)])
 
     def start_verifier(self):
-        ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
-        ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
-        cfg = self.path("verifier.toml")
-        with open(cfg, "w") as f:
-            f.write(f"interfaces = {json.dumps(ifs)}\n"
-                    f'status_socket = "{self.path("verifier.sock")}"\n'
-                    f'[keystore]\nserver = "{cluster.KEYSTORE_ADDR}"\n'
-                    f'trust_anchor = "{self.trust_anchor()}"\ngroups = ["{cluster.GROUP}"]\n'
-                    f"{self.keystore_extra}\n{self.verifier_extra}\n")
         self.retired.discard("verifier")
-        self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
-                   env={"RUST_LOG": "info"})
-        cluster.wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
+        super().start_verifier(extra=f"{self.keystore_extra}\n{self.verifier_extra}\n")
 
     def member_downs(self, a, b):
         """How many times a server logged another member down between a and b (epoch s)."""
