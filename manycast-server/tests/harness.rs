@@ -55,7 +55,7 @@ pub fn verifier_binary() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let src = [
         root.join("igmp-ext/src"),
-        root.join("igmp-ext/router/src"),
+        root.join("verifier/src"),
         root.join("dns-keystore/src"),
     ];
     workspace_bin::workspace_bin("manycast-verifier", "manycast-verifier", &src)

@@ -5,8 +5,10 @@
 
 pub mod bridge;
 pub mod capture;
+#[path = "../../../testkit/cmd.rs"]
 pub mod cmd;
 pub mod frames;
+#[path = "../../../testkit/netns.rs"]
 pub mod netns;
 pub mod pcap;
 pub mod scapy;

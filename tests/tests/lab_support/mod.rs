@@ -46,7 +46,7 @@ pub fn daemon_bin_dir() -> std::path::PathBuf {
     workspace_bin::workspace_bin(
         "manycast-verifier",
         "manycast-verifier",
-        &src(&["igmp-ext/src", "igmp-ext/router/src", "dns-keystore/src"]),
+        &src(&["igmp-ext/src", "verifier/src", "dns-keystore/src"]),
     );
     workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &src(&["dns-keystore/src"]));
     server.parent().expect("target/<profile>").to_owned()

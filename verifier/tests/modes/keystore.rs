@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../../../testkit/workspace_bin.rs"]
+#[path = "../../../testkit/workspace_bin.rs"]
 mod workspace_bin;
 
 /// The `dns-keystore` daemon of this build.
 fn keystore_bin() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dns-keystore/src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dns-keystore/src");
     workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &[src])
 }
 

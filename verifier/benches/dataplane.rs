@@ -729,7 +729,7 @@ fn main() {
         }
     );
     let dir = std::env::var("MANYCAST_BENCH_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench").to_string());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench").to_string());
     std::fs::create_dir_all(&dir).expect("create bench dir");
     std::fs::write(format!("{dir}/dataplane.json"), format!("{line}\n"))
         .expect("write bench result");

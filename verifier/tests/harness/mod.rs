@@ -3,8 +3,8 @@
 //! test binaries can share the prefix), plus the router lab.
 #![allow(dead_code)]
 
-#[path = "../../../tests/harness/cmd.rs"]
+#[path = "../../../testkit/cmd.rs"]
 pub mod cmd;
-#[path = "../../../tests/harness/netns.rs"]
+#[path = "../../../testkit/netns.rs"]
 pub mod netns;
 pub mod topo;

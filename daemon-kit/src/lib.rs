@@ -1,0 +1,12 @@
+//! Plumbing that every Manycast daemon needs and no sans-IO library may have: reading the
+//! clock, loading a TOML config file, running the kernel-facing commands (`nft`, `ip`), and
+//! serving Prometheus text. Nothing here makes a protocol decision.
+
+pub mod clock;
+pub mod command;
+pub mod config;
+pub mod metrics;
+
+pub use clock::wall_clock;
+pub use command::CommandError;
+pub use config::ConfigError;
