@@ -227,7 +227,7 @@ impl UnverifiedCertificate {
             at + 8 * n_slices + SIGNATURE_LEN,
         )
         .map_err(malformed)?;
-        let mut slices = SliceSet::new();
+        let mut listed = Vec::with_capacity(n_slices);
         for c in bytes[at..at + 8 * n_slices].chunks_exact(8) {
             let (value, mask) = (read_u32(c, 0), read_u32(c, 4));
             if value & !mask != 0 {
@@ -235,8 +235,11 @@ impl UnverifiedCertificate {
                     "slice value has bits outside its mask",
                 ));
             }
-            slices.insert(Slice::new(value, mask));
+            listed.push(Slice::new(value, mask));
         }
+        // Collected at once: normalising after each slice would cost O(n²) or more before the
+        // issuer's signature is checked.
+        let slices: SliceSet = listed.into_iter().collect();
         at += 8 * n_slices;
         if bytes.len() != at + SIGNATURE_LEN {
             return Err(CertificateError::Malformed("bytes after the signature"));
