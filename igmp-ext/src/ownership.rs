@@ -1,12 +1,14 @@
 //! Slice exclusivity (brief decision 3, last step): at most one owner per (group, slice). A claim
 //! in a later epoch displaces overlapping claims of earlier epochs; in the same epoch the lower
-//! member id keeps the slice. Claims expire unless refreshed.
+//! member id keeps the slice. Claims expire unless refreshed. A member's epoch stays fenced for
+//! a while after its claim is gone, so that a captured older join cannot bring the claim back.
 
 use crate::cert::MemberId;
 use crate::join::AllocationEpoch;
 use crate::slice::SliceSet;
 use crate::time::Timestamp;
 use core::net::Ipv4Addr;
+use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
 
 /// One member's current claim on one group.
@@ -54,15 +56,40 @@ impl OwnershipChange {
     }
 }
 
+/// The epoch of a claim that is gone (left, expired or taken over), remembered until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fence {
+    epoch: AllocationEpoch,
+    until: Timestamp,
+}
+
 /// (group, slice) → member, for every group the router serves.
 #[derive(Debug, Default)]
 pub struct OwnershipTable {
     groups: HashMap<Ipv4Addr, BTreeMap<MemberId, Claim>>,
+    /// Epochs of members whose claim on a group is gone, kept for `fence_retention`.
+    fences: HashMap<(Ipv4Addr, MemberId), Fence>,
+    fence_retention: Duration,
 }
 
 impl OwnershipTable {
-    pub fn new() -> Self {
-        Self::default()
+    /// A table that remembers a gone claim's epoch for `fence_retention`: as long as a join
+    /// signed before the claim went could still be timely (the verifier passes twice its
+    /// timeliness window, plus a millisecond).
+    pub fn new(fence_retention: Duration) -> Self {
+        OwnershipTable {
+            fence_retention,
+            ..Self::default()
+        }
+    }
+
+    /// The epoch `member` last held on `group`: its live claim's, or a fence's.
+    fn accepted_epoch(&self, group: Ipv4Addr, member: MemberId) -> Option<AllocationEpoch> {
+        self.groups
+            .get(&group)
+            .and_then(|claims| claims.get(&member))
+            .map(|c| c.epoch)
+            .or_else(|| self.fences.get(&(group, member)).map(|f| f.epoch))
     }
 
     /// Checks `claim` by `member` against the others without changing anything.
@@ -72,17 +99,17 @@ impl OwnershipTable {
         member: MemberId,
         claim: &Claim,
     ) -> Result<(), ClaimError> {
-        let Some(claims) = self.groups.get(&group) else {
-            return Ok(());
-        };
-        if let Some(own) = claims.get(&member) {
-            if own.epoch > claim.epoch {
+        if let Some(current) = self.accepted_epoch(group, member) {
+            if current > claim.epoch {
                 return Err(ClaimError::StaleEpoch {
                     claimed: claim.epoch,
-                    current: own.epoch,
+                    current,
                 });
             }
         }
+        let Some(claims) = self.groups.get(&group) else {
+            return Ok(());
+        };
         for (&other, held) in claims {
             if other == member || !held.slices.overlaps(&claim.slices) {
                 continue;
@@ -99,15 +126,18 @@ impl OwnershipTable {
         Ok(())
     }
 
-    /// Checks and records `claim` as `member`'s whole claim on `group`; overlapping slices of
-    /// claims it beats are taken from them. An empty claim is a leave.
+    /// Checks and records `claim` as `member`'s whole claim on `group` at `now`; overlapping
+    /// slices of claims it beats are taken from them. An empty claim is a leave.
     pub fn apply(
         &mut self,
+        now: Timestamp,
         group: Ipv4Addr,
         member: MemberId,
         claim: Claim,
     ) -> Result<OwnershipChange, ClaimError> {
         self.check(group, member, &claim)?;
+        self.fences.remove(&(group, member));
+        let until = now.saturating_add(self.fence_retention);
         let claims = self.groups.entry(group).or_default();
         let mut change = OwnershipChange {
             group: Some(group),
@@ -135,30 +165,50 @@ impl OwnershipTable {
         if !dropped.is_empty() {
             change.lost.push((member, dropped));
         }
-        if claim.slices.is_empty() {
-            claims.remove(&member);
-        } else {
-            claims.insert(member, claim);
-        }
-        claims.retain(|_, c| !c.slices.is_empty());
+        claims.insert(member, claim);
+        // A leave, or a claim emptied by a later one: gone, but its epoch stays fenced.
+        let fences = &mut self.fences;
+        claims.retain(|&m, c| {
+            let live = !c.slices.is_empty();
+            if !live {
+                fences.insert(
+                    (group, m),
+                    Fence {
+                        epoch: c.epoch,
+                        until,
+                    },
+                );
+            }
+            live
+        });
         if claims.is_empty() {
             self.groups.remove(&group);
         }
         Ok(change)
     }
 
-    /// Drops claims not refreshed by `now`.
+    /// Drops claims not refreshed by `now` (fencing their epochs) and fences that ran out.
     pub fn expire(&mut self, now: Timestamp) -> Vec<OwnershipChange> {
+        self.fences.retain(|_, f| f.until > now);
+        let until = now.saturating_add(self.fence_retention);
         let mut changes = Vec::new();
         for (&group, claims) in self.groups.iter_mut() {
             let mut change = OwnershipChange {
                 group: Some(group),
                 ..Default::default()
             };
+            let fences = &mut self.fences;
             claims.retain(|&m, c| {
                 let live = c.expires > now;
                 if !live {
                     change.lost.push((m, c.slices.clone()));
+                    fences.insert(
+                        (group, m),
+                        Fence {
+                            epoch: c.epoch,
+                            until,
+                        },
+                    );
                 }
                 live
             });
@@ -197,6 +247,8 @@ mod tests {
     use crate::slice::Slice;
 
     const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+    const NOW: Timestamp = Timestamp::from_secs(10);
+    const FENCE: Duration = Duration::from_secs(60);
 
     fn claim(slices: &[Slice], epoch: u64) -> Claim {
         Claim {
@@ -211,19 +263,20 @@ mod tests {
     #[test]
     fn later_epoch_takes_over_and_ties_go_to_lower_id() {
         let (even, odd) = (Slice::new(0, 1), Slice::new(1, 1));
-        let mut t = OwnershipTable::new();
-        t.apply(G, MemberId(1), claim(&[even, odd], 1)).unwrap();
+        let mut t = OwnershipTable::new(FENCE);
+        t.apply(NOW, G, MemberId(1), claim(&[even, odd], 1))
+            .unwrap();
         assert_eq!(
             t.owner_of(G, Ipv4Addr::new(1, 2, 3, 5)).unwrap().0,
             MemberId(1)
         );
         // Same epoch, higher id: refused.
         assert!(matches!(
-            t.apply(G, MemberId(2), claim(&[odd], 1)),
+            t.apply(NOW, G, MemberId(2), claim(&[odd], 1)),
             Err(ClaimError::Conflict { .. })
         ));
         // Later epoch: member 2 takes the odd addresses from member 1.
-        let change = t.apply(G, MemberId(2), claim(&[odd], 2)).unwrap();
+        let change = t.apply(NOW, G, MemberId(2), claim(&[odd], 2)).unwrap();
         assert_eq!(change.lost, vec![(MemberId(1), SliceSet::from(odd))]);
         assert_eq!(
             t.owner_of(G, Ipv4Addr::new(1, 2, 3, 5)).unwrap().0,
@@ -235,29 +288,70 @@ mod tests {
         );
         // Member 1 cannot go back to an older epoch, nor reclaim at its old epoch.
         assert!(matches!(
-            t.apply(G, MemberId(1), claim(&[odd], 1)),
+            t.apply(NOW, G, MemberId(1), claim(&[odd], 1)),
             Err(ClaimError::Conflict { .. })
         ));
         // Equal epoch, lower id wins the tie.
-        let change = t.apply(G, MemberId(1), claim(&[even, odd], 2)).unwrap();
+        let change = t
+            .apply(NOW, G, MemberId(1), claim(&[even, odd], 2))
+            .unwrap();
         assert_eq!(change.lost, vec![(MemberId(2), SliceSet::from(odd))]);
         assert!(t.claims(G).all(|(m, _)| m == MemberId(1)));
     }
 
     #[test]
     fn stale_own_epoch_and_leave_and_expiry() {
-        let mut t = OwnershipTable::new();
-        t.apply(G, MemberId(1), claim(&[Slice::ALL], 5)).unwrap();
+        let mut t = OwnershipTable::new(FENCE);
+        t.apply(NOW, G, MemberId(1), claim(&[Slice::ALL], 5))
+            .unwrap();
         assert!(matches!(
-            t.apply(G, MemberId(1), claim(&[Slice::ALL], 4)),
+            t.apply(NOW, G, MemberId(1), claim(&[Slice::ALL], 4)),
             Err(ClaimError::StaleEpoch { .. })
         ));
-        let change = t.apply(G, MemberId(1), claim(&[], 5)).unwrap();
+        let change = t.apply(NOW, G, MemberId(1), claim(&[], 5)).unwrap();
         assert_eq!(change.lost.len(), 1);
         assert!(t.owner_of(G, Ipv4Addr::new(1, 1, 1, 1)).is_none());
-        t.apply(G, MemberId(3), claim(&[Slice::ALL], 6)).unwrap();
+        t.apply(NOW, G, MemberId(3), claim(&[Slice::ALL], 6))
+            .unwrap();
         assert!(t.expire(Timestamp::from_secs(99)).is_empty());
         assert_eq!(t.expire(Timestamp::from_secs(100)).len(), 1);
         assert_eq!(t.groups().count(), 0);
+    }
+
+    #[test]
+    fn a_gone_claim_keeps_its_epoch_fenced_until_the_retention_ends() {
+        let all = [Slice::ALL];
+        // Left at epoch 5: an older join (captured before the leave) cannot bring it back.
+        let mut t = OwnershipTable::new(FENCE);
+        t.apply(NOW, G, MemberId(1), claim(&all, 5)).unwrap();
+        t.apply(NOW, G, MemberId(1), claim(&[], 5)).unwrap();
+        assert!(matches!(
+            t.apply(NOW, G, MemberId(1), claim(&all, 4)),
+            Err(ClaimError::StaleEpoch { .. })
+        ));
+        // The same or a later epoch is a rejoin.
+        t.apply(NOW, G, MemberId(1), claim(&all, 5)).unwrap();
+        t.apply(NOW, G, MemberId(1), claim(&[], 5)).unwrap();
+
+        // Expired at epoch 6, then taken over: the fences hold, and go with the retention.
+        let mut t = OwnershipTable::new(FENCE);
+        t.apply(NOW, G, MemberId(2), claim(&all, 6)).unwrap();
+        assert_eq!(t.expire(Timestamp::from_secs(100)).len(), 1);
+        assert!(matches!(
+            t.apply(NOW, G, MemberId(2), claim(&all, 5)),
+            Err(ClaimError::StaleEpoch { .. })
+        ));
+        t.apply(NOW, G, MemberId(3), claim(&all, 7)).unwrap();
+        t.apply(NOW, G, MemberId(4), claim(&all, 8)).unwrap();
+        assert!(matches!(
+            t.apply(NOW, G, MemberId(3), claim(&all, 6)),
+            Err(ClaimError::StaleEpoch { .. })
+        ));
+        // Member 2's fence was set at 100 s; member 3's at NOW. Past both retentions, old
+        // epochs are refused by the timeliness check instead and the fences are forgotten.
+        t.expire(Timestamp::from_secs(161));
+        assert!(!t.fences.contains_key(&(G, MemberId(2))));
+        assert!(!t.fences.contains_key(&(G, MemberId(3))));
+        t.apply(NOW, G, MemberId(3), claim(&all, 9)).unwrap();
     }
 }

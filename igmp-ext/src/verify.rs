@@ -368,11 +368,16 @@ impl core::fmt::Debug for JoinVerifier {
 
 impl JoinVerifier {
     pub fn new(config: VerifierConfig, links: LinkTable) -> Self {
-        let retention = config.timeliness_window.saturating_mul(2);
+        // A copy of a join accepted at `t` with timestamp up to `t + w` is timely until `t + 2w`
+        // inclusive: remember it (and a gone claim's epoch) one millisecond longer.
+        let retention = config
+            .timeliness_window
+            .saturating_mul(2)
+            .saturating_add(Duration::from_millis(1));
         JoinVerifier {
             replay: ReplayCache::new(config.replay_capacity, retention),
             certificates: HashMap::new(),
-            ownership: OwnershipTable::new(),
+            ownership: OwnershipTable::new(retention),
             metrics: VerifierMetrics::default(),
             links,
             config,
@@ -713,7 +718,7 @@ impl JoinVerifier {
         };
         let change = self
             .ownership
-            .apply(claims.group, member, claim)
+            .apply(now, claims.group, member, claim)
             .map_err(|e| match e {
                 ClaimError::StaleEpoch { .. } => reject(Reason::StaleEpoch, e.to_string()),
                 ClaimError::Conflict { .. } => reject(Reason::SliceConflict, e.to_string()),

@@ -399,8 +399,8 @@ fn replay_cache_full_fails_closed() {
         reason(run(&mut v, &f, &f.join(0, &[Slice::ALL], 1, 2))),
         Reason::ReplayCacheFull
     );
-    // Once the first entry ages out, joins are accepted again.
-    let later = NOW.saturating_add(v.config().timeliness_window * 2);
+    // Once the first entry ages out (two windows and a millisecond), joins are accepted again.
+    let later = NOW.saturating_add(v.config().timeliness_window * 2 + Duration::from_millis(1));
     let d = f.datagram(0, &f.claims(&[Slice::ALL], 1, later, 3));
     assert!(v
         .handle_datagram(later, IFINDEX, &d, &f.key_source())
@@ -470,4 +470,35 @@ fn every_reason_has_a_distinct_label() {
     for (i, r) in Reason::ALL.iter().enumerate() {
         assert_eq!(r.index(), i);
     }
+}
+
+#[test]
+fn a_copy_is_refused_as_long_as_it_is_timely() {
+    // Accepted at NOW with a timestamp one window ahead (the sender's clock runs fast): a copy
+    // is timely until NOW + 2w inclusive, and must still be a duplicate then.
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let w = v.config().timeliness_window;
+    let d = f.datagram(0, &f.claims(&[Slice::ALL], 1, NOW.saturating_add(w), 7));
+    v.handle_datagram(NOW, IFINDEX, &d, &f.key_source())
+        .unwrap();
+    let edge = NOW.saturating_add(w * 2);
+    v.expire(edge);
+    assert_eq!(
+        reason(v.handle_datagram(edge, IFINDEX, &d, &f.key_source())),
+        Reason::Duplicate
+    );
+}
+
+#[test]
+fn a_join_from_before_a_leave_cannot_bring_the_claim_back() {
+    // The member signed an epoch-4 join that never reached the router (an on-path host kept
+    // it), then joined at epoch 5 and left. Replayed while still timely, the old join is stale.
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let kept = f.join(0, &[Slice::ALL], 4, 1);
+    run(&mut v, &f, &f.join(0, &[Slice::ALL], 5, 2)).unwrap();
+    run(&mut v, &f, &f.join(0, &[], 5, 3)).unwrap();
+    assert_eq!(reason(run(&mut v, &f, &kept)), Reason::StaleEpoch);
+    assert!(v.ownership().claims(f.group).next().is_none());
 }
