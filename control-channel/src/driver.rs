@@ -8,7 +8,7 @@ use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use igmp_ext::Timestamp;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -51,13 +51,10 @@ pub fn bind(cfg: &SocketConfig) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// The wall clock as the protocol carries it.
-pub fn wall_clock() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Timestamp(ms)
-}
+/// The wall clock as the protocol carries it. Re-exported from daemon-kit, the one clock helper,
+/// so that callers of `driver::wall_clock` compile for one more release: use
+/// `daemon_kit::wall_clock`.
+pub use daemon_kit::wall_clock;
 
 /// A request run against the endpoint inside the driver task, with the current time.
 pub type Request = Box<dyn FnOnce(&mut Endpoint, Timestamp) + Send>;
@@ -184,11 +181,11 @@ pub async fn run(
     events: mpsc::UnboundedSender<(Timestamp, Event)>,
 ) -> io::Result<Endpoint> {
     let mut buf = vec![0u8; 65_536];
-    let now = wall_clock();
+    let now = daemon_kit::wall_clock();
     endpoint.handle_timeout(now);
     flush(&mut endpoint, &socket, group, &events, now).await;
     loop {
-        let now = wall_clock();
+        let now = daemon_kit::wall_clock();
         let wait = endpoint.poll_timeout().map_or(Duration::from_secs(1), |t| {
             Duration::from_millis(t.0.saturating_sub(now.0))
         });
@@ -198,7 +195,7 @@ pub async fn run(
         tokio::select! {
             biased;
             r = socket.recv_from(&mut buf) => {
-                let now = wall_clock();
+                let now = daemon_kit::wall_clock();
                 // Errors here are ICMP reports about earlier unicast sends; nothing to do.
                 if let Ok((n, from)) = r {
                     let _ = endpoint.handle_datagram(now, from, &buf[..n]);
@@ -206,13 +203,13 @@ pub async fn run(
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
             _ = tokio::time::sleep(wait) => {
-                let now = wall_clock();
+                let now = daemon_kit::wall_clock();
                 drain_queued(&mut endpoint, &socket, &mut buf, now);
                 endpoint.handle_timeout(now);
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
             req = requests.recv() => {
-                let now = wall_clock();
+                let now = daemon_kit::wall_clock();
                 match req {
                     Some(f) => f(&mut endpoint, now),
                     None => return Ok(endpoint),
