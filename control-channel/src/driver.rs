@@ -56,6 +56,28 @@ pub fn bind(cfg: &SocketConfig) -> io::Result<std::net::UdpSocket> {
 /// `daemon_kit::wall_clock`.
 pub use daemon_kit::wall_clock;
 
+/// Why a driver stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The OS refused a socket operation.
+    #[error(transparent)]
+    Socket(#[from] io::Error),
+    /// The driver task panicked or was cancelled: a bug.
+    #[error("driver task: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+/// For callers that handle every driver error as an I/O error.
+impl From<DriverError> for io::Error {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Socket(e) => e,
+            DriverError::Task(e) => io::Error::other(format!("driver task: {e}")),
+        }
+    }
+}
+
 /// A request run against the endpoint inside the driver task, with the current time.
 pub type Request = Box<dyn FnOnce(&mut Endpoint, Timestamp) + Send>;
 
@@ -81,11 +103,9 @@ impl DriverHandle {
     }
 
     /// Stops the driver and returns the endpoint (for its counters and state).
-    pub async fn stop(self) -> io::Result<Endpoint> {
+    pub async fn stop(self) -> Result<Endpoint, DriverError> {
         drop(self.requests);
-        self.task
-            .await
-            .map_err(|e| io::Error::other(format!("driver task: {e}")))?
+        Ok(self.task.await.map_err(DriverError::Task)??)
     }
 }
 
@@ -217,5 +237,21 @@ pub async fn run(
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_crashed_driver_task_is_a_task_error_and_keeps_its_message_as_io() {
+        let join = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        let e = DriverError::Task(join);
+        assert!(e.to_string().starts_with("driver task: "), "{e}");
+        let as_io = io::Error::from(e);
+        assert!(as_io.to_string().starts_with("driver task: "), "{as_io}");
+        let refused = DriverError::from(io::Error::from(io::ErrorKind::AddrInUse));
+        assert_eq!(io::Error::from(refused).kind(), io::ErrorKind::AddrInUse);
     }
 }
