@@ -50,6 +50,7 @@ impl Endpoint {
         );
     }
 
+    /// A peer's `Commit`: counts toward our pending proposal and is what it now advertises.
     pub(super) fn on_commit(&mut self, sender: MemberId, c: Commit) {
         if let Some(pending) = &mut self.pending {
             if c.id >= pending.id {

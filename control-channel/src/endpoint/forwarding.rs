@@ -33,6 +33,7 @@ impl Endpoint {
         }
     }
 
+    /// A client packet a peer passed on; only the member it names takes it.
     pub(super) fn on_forward(&mut self, sender: MemberId, f: Forward) {
         if f.to == self.me.0 {
             self.events.push_back(Event::Forwarded {
@@ -52,6 +53,7 @@ impl Endpoint {
         self.send(now, Destination::Group, &m);
     }
 
+    /// A peer's unicast address for messages to it.
     pub(super) fn on_direct_path(&mut self, sender: MemberId, d: DirectPath) {
         let addr = SocketAddrV4::new(Ipv4Addr::from(d.addr), d.port);
         if let Some(p) = self.peers.get_mut(&sender) {

@@ -7,6 +7,7 @@ use crate::wire::{Hello, Leave, LeaveKind, Message};
 use igmp_ext::{MemberId, Timestamp};
 
 impl Endpoint {
+    /// A peer's `Hello`: its weight, and our certificate back if it is new or asks.
     pub(super) fn on_hello(
         &mut self,
         now: Timestamp,
@@ -24,6 +25,8 @@ impl Endpoint {
         }
     }
 
+    /// A peer's `Leave`: gone at once, without waiting for the down timeout; or its drain
+    /// (weight 0).
     pub(super) fn on_leave(&mut self, sender: MemberId, seq: u64, l: Leave) {
         let Some(p) = self.peers.get_mut(&sender) else {
             return;

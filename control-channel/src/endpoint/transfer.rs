@@ -30,6 +30,8 @@ impl Endpoint {
         }
     }
 
+    /// A query for our allocation (answered with its proposal) or for application state (an
+    /// event for the application to answer).
     pub(super) fn on_state_query(
         &mut self,
         now: Timestamp,
