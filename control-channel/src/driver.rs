@@ -8,7 +8,7 @@ use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use igmp_ext::Timestamp;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -51,12 +51,31 @@ pub fn bind(cfg: &SocketConfig) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// The wall clock as the protocol carries it.
-pub fn wall_clock() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Timestamp(ms)
+/// The wall clock as the protocol carries it. Re-exported from daemon-kit, the one clock helper,
+/// so that callers of `driver::wall_clock` compile for one more release: use
+/// `daemon_kit::wall_clock`.
+pub use daemon_kit::wall_clock;
+
+/// Why a driver stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The OS refused a socket operation.
+    #[error(transparent)]
+    Socket(#[from] io::Error),
+    /// The driver task panicked or was cancelled: a bug.
+    #[error("driver task: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+/// For callers that handle every driver error as an I/O error.
+impl From<DriverError> for io::Error {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Socket(e) => e,
+            DriverError::Task(e) => io::Error::other(format!("driver task: {e}")),
+        }
+    }
 }
 
 /// A request run against the endpoint inside the driver task, with the current time.
@@ -84,11 +103,9 @@ impl DriverHandle {
     }
 
     /// Stops the driver and returns the endpoint (for its counters and state).
-    pub async fn stop(self) -> io::Result<Endpoint> {
+    pub async fn stop(self) -> Result<Endpoint, DriverError> {
         drop(self.requests);
-        self.task
-            .await
-            .map_err(|e| io::Error::other(format!("driver task: {e}")))?
+        Ok(self.task.await.map_err(DriverError::Task)??)
     }
 }
 
@@ -184,11 +201,11 @@ pub async fn run(
     events: mpsc::UnboundedSender<(Timestamp, Event)>,
 ) -> io::Result<Endpoint> {
     let mut buf = vec![0u8; 65_536];
-    let now = wall_clock();
+    let now = daemon_kit::wall_clock();
     endpoint.handle_timeout(now);
     flush(&mut endpoint, &socket, group, &events, now).await;
     loop {
-        let now = wall_clock();
+        let now = daemon_kit::wall_clock();
         let wait = endpoint.poll_timeout().map_or(Duration::from_secs(1), |t| {
             Duration::from_millis(t.0.saturating_sub(now.0))
         });
@@ -198,7 +215,7 @@ pub async fn run(
         tokio::select! {
             biased;
             r = socket.recv_from(&mut buf) => {
-                let now = wall_clock();
+                let now = daemon_kit::wall_clock();
                 // Errors here are ICMP reports about earlier unicast sends; nothing to do.
                 if let Ok((n, from)) = r {
                     let _ = endpoint.handle_datagram(now, from, &buf[..n]);
@@ -206,13 +223,13 @@ pub async fn run(
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
             _ = tokio::time::sleep(wait) => {
-                let now = wall_clock();
+                let now = daemon_kit::wall_clock();
                 drain_queued(&mut endpoint, &socket, &mut buf, now);
                 endpoint.handle_timeout(now);
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
             req = requests.recv() => {
-                let now = wall_clock();
+                let now = daemon_kit::wall_clock();
                 match req {
                     Some(f) => f(&mut endpoint, now),
                     None => return Ok(endpoint),
@@ -220,5 +237,21 @@ pub async fn run(
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_crashed_driver_task_is_a_task_error_and_keeps_its_message_as_io() {
+        let join = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        let e = DriverError::Task(join);
+        assert!(e.to_string().starts_with("driver task: "), "{e}");
+        let as_io = io::Error::from(e);
+        assert!(as_io.to_string().starts_with("driver task: "), "{as_io}");
+        let refused = DriverError::from(io::Error::from(io::ErrorKind::AddrInUse));
+        assert_eq!(io::Error::from(refused).kind(), io::ErrorKind::AddrInUse);
     }
 }

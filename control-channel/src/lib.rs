@@ -5,12 +5,14 @@
 //! allocation epochs used as fencing tokens; forwarding, direct paths and chunked state transfer.
 //!
 //! [`endpoint::Endpoint`] is the sans-IO core: it never opens a socket and never reads a clock.
-//! [`driver`] runs it over UDP multicast with tokio; [`sim`] runs many of them in a deterministic
-//! simulated network. The normative description is SPEC.md §9.
+//! [`driver`] runs it over UDP multicast with tokio; `sim` (feature `sim`, for tests and
+//! benchmarks) runs many of them in a deterministic simulated network. The normative
+//! description is SPEC.md §9.
 
 pub mod driver;
 pub mod endpoint;
 pub mod replay;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod wire;
 

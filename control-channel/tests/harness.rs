@@ -160,7 +160,7 @@ pub fn start_member(
                     certificate: m.cert.clone(),
                 },
                 group_key,
-                driver::wall_clock(),
+                daemon_kit::wall_clock(),
             );
             let mut handle = driver::spawn(endpoint, socket, SocketAddrV4::new(group, PORT))
                 .expect("spawn driver");

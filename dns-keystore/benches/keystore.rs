@@ -2,8 +2,9 @@
 //! loopback (a window of outstanding queries from one socket, rate limit off), and the cost of
 //! the client's cached lookup (`KeySource::group_keys`), in the same run.
 
+use daemon_kit::wall_clock;
 use dns_keystore::admin::Admin;
-use dns_keystore::client::{wall_clock, ClientConfig, KeystoreClient};
+use dns_keystore::client::{ClientConfig, KeystoreClient};
 use dns_keystore::record::GroupRecord;
 use dns_keystore::validate::TrustAnchor;
 use hickory_proto::op::{Message, Query};

@@ -153,10 +153,8 @@ impl Admin {
 
     /// Signs and sends an update; `Ok` only on NOERROR.
     pub async fn send(&self, mut m: Message) -> Result<(), AdminError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        // TSIG's time signed is in seconds (RFC 8945 §4.3.3).
+        let now = daemon_kit::wall_clock().as_millis() / 1000;
         m.finalize(&self.signer, now)
             .map_err(|e| AdminError::Setup(format!("TSIG signing: {e}")))?;
         let answer = exchange(self.server, &m, self.timeout).await?;

@@ -141,6 +141,7 @@ fn query(name: Name, rtype: RecordType) -> Message {
 pub(crate) fn rand_id() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    // Nanoseconds as extra entropy for the randomly keyed hasher, not a protocol time.
     h.write_u64(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -320,22 +321,17 @@ impl KeystoreClient {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                me.refresh_due(wall_clock()).await;
+                me.refresh_due(daemon_kit::wall_clock()).await;
                 tokio::time::sleep(every).await;
             }
         })
     }
 }
 
-/// The wall clock as a protocol timestamp.
-pub fn wall_clock() -> Timestamp {
-    Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    )
-}
+/// The wall clock as a protocol timestamp. Re-exported from daemon-kit, the one clock helper,
+/// so that callers of `client::wall_clock` compile for one more release: use
+/// `daemon_kit::wall_clock`.
+pub use daemon_kit::wall_clock;
 
 impl KeySource for KeystoreClient {
     fn group_keys(

@@ -74,39 +74,41 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("config {path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: InvalidConfig,
+    },
+}
+
+/// Config text that is not a valid config (syntax, a type, an unknown key or a value out of
+/// range): one line naming the line or the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(String);
+
+impl From<daemon_kit::ConfigError> for ConfigError {
+    fn from(e: daemon_kit::ConfigError) -> Self {
+        match e {
+            daemon_kit::ConfigError::Read { path, source } => ConfigError::Read { path, source },
+            daemon_kit::ConfigError::Invalid { path, message } => ConfigError::Invalid {
+                path,
+                source: InvalidConfig(message),
+            },
+        }
+    }
 }
 
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        Ok(daemon_kit::config::load(path, Config::check)?)
     }
 
     /// Parses and checks config text; the error is one line.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().replace('\n', " ");
-            // Name the line at fault, so that the one line is enough to fix the file.
-            match e.span() {
-                Some(span) => {
-                    let start = span.start.min(text.len());
-                    let line_no = text[..start].matches('\n').count() + 1;
-                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-                    format!("line {line_no} ({line}): {message}")
-                }
-                None => message,
-            }
-        })?;
-        config.check()?;
+    pub fn parse(text: &str) -> Result<Config, InvalidConfig> {
+        let config: Config = daemon_kit::config::parse(text).map_err(InvalidConfig)?;
+        config.check().map_err(InvalidConfig)?;
         Ok(config)
     }
 
@@ -181,9 +183,37 @@ mod tests {
             ("zone = \"z\"\nstate_dir = ", "string"),
         ];
         for (text, expect) in cases {
-            let err = Config::parse(text).unwrap_err();
+            let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn load_names_the_file_in_one_line() {
+        let dir = std::env::temp_dir().join(format!("dns-keystore-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("ks.toml");
+        let missing = Config::load(&dir.join("missing.toml")).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }), "{missing}");
+        assert!(
+            missing.to_string().starts_with(&format!(
+                "config {}: cannot read: ",
+                dir.join("missing.toml").display()
+            )),
+            "{missing}"
+        );
+        std::fs::write(&path, "zone = \"z\"\nstate_dir = \"/x\"\nrecord_ttl = 0\n").expect("write");
+        let invalid = Config::load(&path).unwrap_err();
+        assert_eq!(
+            invalid.to_string(),
+            format!(
+                "config {}: record_ttl: must be 1 to 86400 seconds",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "zone = \"z\"\nstate_dir = \"/x\"\n").expect("write");
+        assert_eq!(Config::load(&path).expect("loads").zone, "z");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

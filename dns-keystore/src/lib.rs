@@ -11,6 +11,7 @@ pub mod cert_record;
 pub mod client;
 #[cfg(feature = "daemon")]
 pub mod config;
+#[cfg(feature = "daemon")]
 pub mod metrics;
 pub mod names;
 pub mod record;

@@ -1,5 +1,6 @@
-//! The daemon's counters, rendered as Prometheus text.
+//! The daemon's counters, rendered as Prometheus text through daemon-kit's [`Exposition`].
 
+use daemon_kit::metrics::Exposition;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Every counter the keystore keeps; each refusal has its own.
@@ -20,52 +21,78 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Every counter as `keystore_<name>_total` (the prefix and `_total` come from the
+    /// exposition).
     pub fn render(&self) -> String {
         let rows: [(&str, &str, &AtomicU64); 8] = [
-            ("keystore_queries_total", "queries answered", &self.queries),
+            ("queries_total", "queries answered", &self.queries),
+            ("updates_total", "update requests received", &self.updates),
             (
-                "keystore_updates_total",
-                "update requests received",
-                &self.updates,
-            ),
-            (
-                "keystore_updates_applied_total",
+                "updates_applied_total",
                 "updates that changed the zone",
                 &self.updates_applied,
             ),
             (
-                "keystore_updates_refused_total",
+                "updates_refused_total",
                 "updates refused by TSIG or RFC 2136 checks",
                 &self.updates_refused,
             ),
             (
-                "keystore_updates_oversized_total",
+                "updates_oversized_total",
                 "updates with too many records",
                 &self.updates_oversized,
             ),
             (
-                "keystore_updates_bad_record_total",
+                "updates_bad_record_total",
                 "updates whose TXT record does not parse",
                 &self.updates_bad_record,
             ),
             (
-                "keystore_rate_limited_total",
+                "rate_limited_total",
                 "requests dropped by the per-source rate limit",
                 &self.rate_limited,
             ),
             (
-                "keystore_zone_signed_total",
+                "zone_signed_total",
                 "times the zone was signed",
                 &self.zone_signed,
             ),
         ];
-        let mut out = String::new();
+        let mut exposition = Exposition::new("keystore");
         for (name, help, v) in rows {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Relaxed)
-            ));
+            exposition.counter(name, help, v.load(Relaxed));
         }
-        out
+        exposition.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter_under_its_name_with_its_value() {
+        let m = Metrics::default();
+        let counters = [
+            ("keystore_queries_total", &m.queries),
+            ("keystore_updates_total", &m.updates),
+            ("keystore_updates_applied_total", &m.updates_applied),
+            ("keystore_updates_refused_total", &m.updates_refused),
+            ("keystore_updates_oversized_total", &m.updates_oversized),
+            ("keystore_updates_bad_record_total", &m.updates_bad_record),
+            ("keystore_rate_limited_total", &m.rate_limited),
+            ("keystore_zone_signed_total", &m.zone_signed),
+        ];
+        for (i, (_, counter)) in counters.iter().enumerate() {
+            counter.store(i as u64 + 1, Relaxed);
+        }
+        let text = m.render();
+        for (i, (name, _)) in counters.iter().enumerate() {
+            assert!(
+                text.contains(&format!("# TYPE {name} counter\n{name} {}\n", i + 1)),
+                "{name} in\n{text}"
+            );
+        }
+        assert!(text.contains("# HELP keystore_queries_total queries answered"));
     }
 }

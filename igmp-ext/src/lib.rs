@@ -10,6 +10,8 @@
 
 pub mod alloc;
 pub mod cert;
+/// Fixed-seed keys and joins for tests: not compiled into the daemons (feature `fixtures`).
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod join;
 pub mod ownership;

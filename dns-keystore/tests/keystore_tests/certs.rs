@@ -1,8 +1,9 @@
 //! Member certificates in the keystore (SPEC.md §8.7), against the running daemon.
 
 use super::daemon::*;
+use daemon_kit::wall_clock;
 use dns_keystore::cert_record::CertRecord;
-use dns_keystore::client::{wall_clock, FetchError};
+use dns_keystore::client::FetchError;
 use hickory_proto::op::{Message, OpCode, Query, UpdateMessage as _};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{Name, RData, Record, RecordType};

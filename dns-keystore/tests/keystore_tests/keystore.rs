@@ -1,7 +1,8 @@
 //! Issue 3, points 1-6, against the running daemon.
 
 use super::daemon::*;
-use dns_keystore::client::{wall_clock, ClientConfig, FetchError, KeystoreClient};
+use daemon_kit::wall_clock;
+use dns_keystore::client::{ClientConfig, FetchError, KeystoreClient};
 use dns_keystore::record::GroupRecord;
 use dns_keystore::validate::{TrustAnchor, ValidationError};
 use igmp_ext::ed25519_dalek::SigningKey;

@@ -1,0 +1,97 @@
+//! What the endpoint tells its application: [`Event`]s, and the outcome of an operator request
+//! at this member ([`RequestOutcome`], [`RequestRefusal`]). Plain data; no protocol logic.
+
+use crate::wire::{EpochId, NackReason, RequestAction};
+use core::net::SocketAddrV4;
+use igmp_ext::{MemberId, SliceSet};
+
+/// What the application learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    MemberUp(MemberId),
+    /// Nobody this member can hear has heard `0` within the down timeout.
+    MemberDown(MemberId),
+    MemberLeft(MemberId),
+    /// A new allocation is in force; `slices` are this member's.
+    Committed {
+        id: EpochId,
+        /// SHA-256 of the proposal: names the allocation.
+        digest: [u8; 32],
+        slices: SliceSet,
+    },
+    Forwarded {
+        from: MemberId,
+        client: SocketAddrV4,
+        payload: Vec<u8>,
+    },
+    DirectPath {
+        member: MemberId,
+        addr: SocketAddrV4,
+    },
+    StateQueried {
+        from: MemberId,
+        query_id: u64,
+        key: Vec<u8>,
+    },
+    StateReceived {
+        from: MemberId,
+        transfer_id: u64,
+        data: Vec<u8>,
+    },
+    TransferComplete {
+        to: MemberId,
+        transfer_id: u64,
+    },
+    TransferFailed {
+        to: MemberId,
+        transfer_id: u64,
+    },
+    Nacked {
+        from: MemberId,
+        refused_sequence: u64,
+        reason: NackReason,
+    },
+    /// An operator request (SPEC.md §9.4, "Requests") reached this member, from a peer or
+    /// from [`Endpoint::request`](crate::Endpoint::request), and this is what it did about it.
+    Request {
+        from: MemberId,
+        request_id: u64,
+        action: RequestAction,
+        outcome: RequestOutcome,
+    },
+}
+
+/// What a member did with an operator request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestOutcome {
+    /// This member is the coordinator and proposed (and committed) this epoch.
+    Proposed(EpochId),
+    /// This member is the coordinator and the allocation would not change.
+    Unchanged,
+    /// Not the coordinator, or not the member named: nothing to do here.
+    NotForMe,
+    /// This member drained itself (weight 0).
+    Drained,
+    /// This member announces its configured weight again.
+    Resumed,
+    /// The coordinator refused the request; nothing changed.
+    Refused(RequestRefusal),
+}
+
+/// Why the coordinator refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestRefusal {
+    #[error("no committed allocation yet")]
+    NoAllocation,
+    #[error("a membership change or an unacknowledged proposal is in progress; try again")]
+    Busy,
+    #[error("member is not in the committed allocation or owns no units")]
+    UnknownMember,
+    #[error("unit number out of range or the unit has no owner")]
+    BadUnit,
+    #[error("the member has fewer other units than it would receive")]
+    NotEnoughUnits,
+}

@@ -1,0 +1,421 @@
+//! The sans-IO protocol core (SPEC.md §9): one member's view of the control group. It never opens
+//! a socket and never reads a clock; the driver (or the simulator) passes `now` and bytes in and
+//! takes datagrams, timer deadlines and events out, as quinn-proto does.
+//!
+//! This module holds the state and the handle_*/poll_* surface; each concern extends
+//! [`Endpoint`] in its own child module: `receive` (checks and dispatch), `membership`
+//! (hellos, leave, drain), `failure` (heartbeats, liveness), `agreement` (the decision rule,
+//! commits), `requests` (operator requests), `forwarding` (forwarded packets, direct paths),
+//! `transfer` (state queries and chunked transfer) and `sending` (headers, signatures,
+//! destinations). `event`, `counters` and `proposal` are leaves of plain data and pure functions.
+
+mod agreement;
+mod counters;
+mod event;
+mod failure;
+mod forwarding;
+mod membership;
+mod proposal;
+mod receive;
+mod requests;
+mod sending;
+mod transfer;
+
+pub use counters::{Counters, DropReason};
+pub use event::{Event, RequestOutcome, RequestRefusal};
+pub use proposal::{
+    move_units, proposal_digest, proposal_for, validate_proposal, CommittedAllocation, MAX_MEMBERS,
+    NO_OWNER,
+};
+
+use crate::replay::ReplayWindow;
+use crate::wire::EpochId;
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::time::Duration;
+use igmp_ext::ed25519_dalek::{SigningKey, VerifyingKey};
+use igmp_ext::{MemberCertificate, MemberId, Slicing, Timestamp};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Settings; the defaults are the ones SPEC.md §9.3 argues for.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The control group address; its 32 bits are the cluster id in every header.
+    pub cluster: Ipv4Addr,
+    /// How the address space is cut; every member of a cluster must use the same.
+    pub slicing: Slicing,
+    /// This member's weight (share of the slices).
+    pub weight: u32,
+    pub heartbeat_interval: Duration,
+    /// A member nobody has heard from for this long is declared down.
+    pub down_after: Duration,
+    /// Period of unsolicited `Hello`s (certificates) besides the ones sent on demand.
+    pub hello_interval: Duration,
+    /// After start, how long to listen before proposing, so that a restarted member learns the
+    /// current epoch before it could act as coordinator.
+    pub startup_quiet: Duration,
+    /// Messages whose timestamp is further than this from `now` are refused (`untimely`).
+    pub timeliness_window: Duration,
+    /// Bytes of state per chunk of a transfer.
+    pub chunk_size: usize,
+    /// Chunks in flight per transfer.
+    pub transfer_window: usize,
+    /// Retransmission timeout for proposals and state chunks.
+    pub retransmit_after: Duration,
+    /// Largest state transfer accepted.
+    pub max_state_len: usize,
+}
+
+impl Config {
+    pub fn new(cluster: Ipv4Addr) -> Self {
+        Config {
+            cluster,
+            slicing: Slicing::LowOrder { bits: 8 },
+            weight: 1,
+            heartbeat_interval: Duration::from_millis(50),
+            down_after: Duration::from_millis(200),
+            hello_interval: Duration::from_secs(1),
+            startup_quiet: Duration::from_millis(250),
+            timeliness_window: Duration::from_secs(30),
+            chunk_size: 1000,
+            transfer_window: 8,
+            retransmit_after: Duration::from_millis(100),
+            max_state_len: 16 << 20,
+        }
+    }
+}
+
+/// This member's key and the certificate the group key issued for it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub key: SigningKey,
+    pub certificate: MemberCertificate,
+}
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// The control multicast group.
+    Group,
+    /// One member's unicast address (its direct path, or the source of its messages).
+    Unicast(SocketAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: Destination,
+    pub payload: Vec<u8>,
+}
+
+/// Why an application request could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    #[error("member is not known (no verified certificate)")]
+    UnknownMember,
+    #[error("message does not fit one datagram")]
+    TooLarge,
+    #[error("a transfer with this id to this member is already running")]
+    TransferExists,
+}
+
+#[derive(Debug)]
+struct Peer {
+    certificate: MemberCertificate,
+    key: VerifyingKey,
+    addr: Option<SocketAddr>,
+    direct_path: Option<SocketAddrV4>,
+    weight: u32,
+    window: ReplayWindow,
+    /// Last time this member heard the peer directly.
+    last_direct: Option<Timestamp>,
+    /// Latest time anyone (this member or a live peer's heartbeat) heard the peer.
+    alive_estimate: Option<Timestamp>,
+    live: bool,
+    /// Sequence of the peer's `Leave`: older messages do not bring it back.
+    left_at: Option<u64>,
+    committed: Option<(EpochId, u64)>,
+    load: Vec<(u16, u32)>,
+    last_query: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct PendingProposal {
+    id: EpochId,
+    acked: BTreeSet<MemberId>,
+    retransmit_at: Timestamp,
+    tries: u32,
+}
+
+#[derive(Debug)]
+struct OutgoingTransfer {
+    to: MemberId,
+    id: u64,
+    data: Vec<u8>,
+    acked: usize,
+    sent_up_to: usize,
+    retransmit_at: Timestamp,
+    tries_without_progress: u32,
+}
+
+#[derive(Debug)]
+struct IncomingTransfer {
+    total: usize,
+    data: Vec<u8>,
+    complete: bool,
+}
+
+/// One member's protocol state.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: Config,
+    identity: Identity,
+    me: MemberId,
+    group_key: VerifyingKey,
+    /// Other published group keys whose certificates peers may present: during a key rotation
+    /// the group publishes two, and members reissued under the new one must still meet the
+    /// others ([`Endpoint::set_group_keys`]).
+    other_group_keys: Vec<VerifyingKey>,
+    cluster: u32,
+    started: Timestamp,
+    /// The startup quiet period has passed (its deadline is no longer a timer).
+    quiet_over: bool,
+    sequence: u64,
+    peers: BTreeMap<MemberId, Peer>,
+    committed: Option<CommittedAllocation>,
+    max_epoch_seen: u64,
+    pending: Option<PendingProposal>,
+    next_heartbeat: Timestamp,
+    next_hello: Timestamp,
+    hello_sent_at: Option<Timestamp>,
+    left: bool,
+    /// The weight from the configuration, announced again on a resume after a drain.
+    configured_weight: u32,
+    next_request_id: u64,
+    /// Highest request id acted on per sender: the second copy of a request is ignored.
+    last_request: BTreeMap<MemberId, u64>,
+    load: Vec<(u16, u32)>,
+    outgoing: BTreeMap<(MemberId, u64), OutgoingTransfer>,
+    incoming: BTreeMap<(MemberId, u64), IncomingTransfer>,
+    next_query_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Endpoint {
+    /// A member starting at `now`. Its sequence numbers start at `now` in milliseconds shifted
+    /// left by 20 bits, so that a restarted member's messages are newer than its old ones without
+    /// stable storage.
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        group_key: VerifyingKey,
+        now: Timestamp,
+    ) -> Self {
+        let me = identity.certificate.body().member_id;
+        let cluster = u32::from(config.cluster);
+        Endpoint {
+            me,
+            group_key,
+            other_group_keys: Vec::new(),
+            cluster,
+            started: now,
+            quiet_over: false,
+            sequence: now.0 << 20,
+            peers: BTreeMap::new(),
+            committed: None,
+            max_epoch_seen: 0,
+            pending: None,
+            next_heartbeat: now,
+            next_hello: now,
+            hello_sent_at: None,
+            left: false,
+            configured_weight: config.weight,
+            next_request_id: 0,
+            last_request: BTreeMap::new(),
+            load: Vec::new(),
+            outgoing: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            next_query_id: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            config,
+            identity,
+        }
+    }
+
+    pub fn id(&self) -> MemberId {
+        self.me
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn committed(&self) -> Option<&CommittedAllocation> {
+        self.committed.as_ref()
+    }
+    /// This member and every peer it considers live, ascending.
+    pub fn live_members(&self) -> Vec<MemberId> {
+        let mut v: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.live)
+            .map(|(&m, _)| m)
+            .collect();
+        if !self.left {
+            v.push(self.me);
+            v.sort();
+        }
+        v
+    }
+    /// The per-unit load `member` last reported.
+    pub fn peer_load(&self, member: MemberId) -> Option<&[(u16, u32)]> {
+        self.peers.get(&member).map(|p| p.load.as_slice())
+    }
+    /// The weight `member` last announced (this member's own current weight for `id()`).
+    pub fn weight_of(&self, member: MemberId) -> Option<u32> {
+        if member == self.me {
+            return Some(self.config.weight);
+        }
+        self.peers.get(&member).map(|p| p.weight)
+    }
+    /// The epoch id `member` last advertised as committed.
+    pub fn peer_committed(&self, member: MemberId) -> Option<EpochId> {
+        self.peers
+            .get(&member)
+            .and_then(|p| p.committed.map(|(id, _)| id))
+    }
+    /// Members this endpoint holds a verified certificate for, besides itself.
+    pub fn known_peers(&self) -> Vec<MemberId> {
+        self.peers.keys().copied().collect()
+    }
+    /// When `member` started (ms), read from its sequence numbers, which start at its start
+    /// time shifted left by 20 bits (SPEC.md §9.2): exact to 1 ms per 2^20 messages it sent.
+    pub fn peer_incarnation(&self, member: MemberId) -> Option<Timestamp> {
+        if member == self.me {
+            return Some(self.started);
+        }
+        let highest = self.peers.get(&member)?.window.highest()?;
+        Some(Timestamp(highest >> 20))
+    }
+    /// When this member started (ms): the incarnation in its epoch ids.
+    pub fn incarnation(&self) -> Timestamp {
+        self.started
+    }
+    /// The load of every unit as the live members report it (this member's own included),
+    /// summed: the input of a load-aware rebalance.
+    pub fn unit_loads(&self) -> Vec<u64> {
+        let mut out = vec![0u64; self.config.slicing.unit_count()];
+        let peers = self.peers.values().filter(|p| p.live).map(|p| &p.load);
+        for load in std::iter::once(&self.load).chain(peers) {
+            for &(u, l) in load {
+                if let Some(x) = out.get_mut(usize::from(u)) {
+                    *x = x.saturating_add(u64::from(l));
+                }
+            }
+        }
+        out
+    }
+    /// The load per allocation unit carried in the next heartbeats.
+    pub fn set_load(&mut self, load: Vec<(u16, u32)>) {
+        self.load = load;
+    }
+
+    // ---- output ------------------------------------------------------------------------------
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next time [`Endpoint::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.left {
+            return self.outgoing.values().map(|t| t.retransmit_at).min();
+        }
+        let down = ms(self.config.down_after);
+        let mut t = self.next_heartbeat.min(self.next_hello);
+        if !self.quiet_over {
+            t = t.min(self.started.saturating_add(self.config.startup_quiet));
+        }
+        for p in self.peers.values().filter(|p| p.live) {
+            if let Some(a) = p.alive_estimate {
+                t = t.min(Timestamp(a.0.saturating_add(down)));
+            }
+        }
+        if let Some(p) = &self.pending {
+            t = t.min(p.retransmit_at);
+        }
+        for o in self.outgoing.values() {
+            t = t.min(o.retransmit_at);
+        }
+        Some(t)
+    }
+
+    // ---- input -------------------------------------------------------------------------------
+
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if now >= self.started.saturating_add(self.config.startup_quiet) {
+            self.quiet_over = true;
+        }
+        self.retransmit_transfers(now);
+        if self.left {
+            return;
+        }
+        if now >= self.next_hello {
+            self.send_hello(now, false);
+        }
+        if now >= self.next_heartbeat {
+            self.send_heartbeat(now);
+            // Catch up rather than burst if the driver was late.
+            let step = ms(self.config.heartbeat_interval).max(1);
+            let mut next = self.next_heartbeat.0.saturating_add(step);
+            if next <= now.0 {
+                next = now.0 + step;
+            }
+            self.next_heartbeat = Timestamp(next);
+        }
+        self.update_liveness(now);
+        self.retransmit_proposal(now);
+        self.maybe_propose(now);
+    }
+
+    /// Handles one datagram from `from`. On refusal returns the reason (also counted); a refused
+    /// datagram changes nothing else.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        match self.accept(now, from, bytes) {
+            Ok(()) => {
+                self.counters.accepted += 1;
+                if !self.left {
+                    self.update_liveness(now);
+                    self.maybe_propose(now);
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                *self.counters.dropped.entry(reason).or_default() += 1;
+                if reason == DropReason::UnknownSender && !self.left {
+                    // Probably a member we have not met (or we restarted): ask for certificates.
+                    self.send_hello(now, true);
+                }
+                Err(reason)
+            }
+        }
+    }
+}

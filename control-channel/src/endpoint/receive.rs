@@ -1,0 +1,192 @@
+//! The receive pipeline (SPEC.md §9.2): cluster, sender, timeliness, certificate, signature and
+//! replay checks in that order, then the peer record, then dispatch to the module that owns the
+//! message. A refused datagram changes nothing.
+
+use super::{DropReason, Endpoint, Event, Peer};
+use crate::replay::ReplayWindow;
+use crate::wire::{self, ControlPacket, Leave, LeaveKind, Message};
+use core::net::SocketAddr;
+use igmp_ext::ed25519_dalek::VerifyingKey;
+use igmp_ext::{KeyId, MemberCertificate, MemberId, Timestamp, UnverifiedCertificate};
+
+impl Endpoint {
+    pub(super) fn accept(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        let packet = ControlPacket::new_checked(bytes)?;
+        if packet.cluster() != self.cluster {
+            return Err(DropReason::WrongCluster);
+        }
+        let sender = packet.sender();
+        if sender == self.me {
+            return Err(DropReason::OwnMessage);
+        }
+        if packet.timestamp().abs_diff(now) > self.config.timeliness_window {
+            return Err(DropReason::Untimely);
+        }
+        let seq = packet.sequence();
+        let mut new_certificate = None;
+        let message;
+        if packet.message_type() == wire::MessageType::Hello {
+            let m = Message::decode(packet.message_type(), packet.body())?;
+            let Message::Hello(hello) = &m else {
+                return Err(DropReason::Malformed);
+            };
+            let key = match self.peers.get(&sender) {
+                Some(p) if p.certificate.as_bytes() == hello.certificate.as_slice() => {
+                    p.certificate
+                        .check_validity(now)
+                        .map_err(|_| DropReason::BadCertificate)?;
+                    p.key
+                }
+                _ => {
+                    let cert = self.verify_certificate(now, sender, &hello.certificate)?;
+                    let key = cert.body().member_key;
+                    new_certificate = Some(cert);
+                    key
+                }
+            };
+            if !packet.verify_signature(&key) {
+                return Err(DropReason::BadSignature);
+            }
+            if let Some(p) = self.peers.get(&sender) {
+                if !p.window.is_fresh(seq) {
+                    return Err(DropReason::Replayed);
+                }
+            }
+            message = m;
+        } else {
+            let peer = self.peers.get(&sender).ok_or(DropReason::UnknownSender)?;
+            peer.certificate
+                .check_validity(now)
+                .map_err(|_| DropReason::BadCertificate)?;
+            if !packet.verify_signature(&peer.key) {
+                return Err(DropReason::BadSignature);
+            }
+            if !peer.window.is_fresh(seq) {
+                return Err(DropReason::Replayed);
+            }
+            message = Message::decode(packet.message_type(), packet.body())?;
+        }
+
+        // Every check passed: record.
+        let first_contact = !self.peers.contains_key(&sender);
+        if let Some(cert) = new_certificate {
+            let key = cert.body().member_key;
+            match self.peers.get_mut(&sender) {
+                Some(p) => {
+                    p.certificate = cert;
+                    p.key = key;
+                }
+                None => {
+                    self.peers.insert(
+                        sender,
+                        Peer {
+                            certificate: cert,
+                            key,
+                            addr: None,
+                            direct_path: None,
+                            weight: 0,
+                            window: ReplayWindow::default(),
+                            last_direct: None,
+                            alive_estimate: None,
+                            live: false,
+                            left_at: None,
+                            committed: None,
+                            load: Vec::new(),
+                            last_query: None,
+                        },
+                    );
+                }
+            }
+        }
+        let epoch = packet.epoch();
+        self.max_epoch_seen = self.max_epoch_seen.max(epoch);
+        let Some(peer) = self.peers.get_mut(&sender) else {
+            return Err(DropReason::UnknownSender);
+        };
+        peer.window.record(seq);
+        peer.addr = Some(from);
+        let is_leave = matches!(
+            message,
+            Message::Leave(Leave {
+                kind: LeaveKind::Leave
+            })
+        );
+        if !is_leave && peer.left_at.is_none_or(|l| seq > l) {
+            peer.left_at = None;
+            peer.last_direct = Some(now);
+            peer.alive_estimate = Some(peer.alive_estimate.map_or(now, |a| a.max(now)));
+        }
+        self.dispatch(now, sender, seq, message, first_contact);
+        Ok(())
+    }
+
+    /// The group keys currently published (the keystore's record): certificates issued by any
+    /// of them are accepted from peers met from now on, besides those of the key that issued
+    /// ours. Peers already met keep their verified certificates; a member whose issuer is
+    /// withdrawn leaves by itself (its own keystore check, SPEC.md §11.1).
+    pub fn set_group_keys(&mut self, published: &[VerifyingKey]) {
+        self.other_group_keys = published
+            .iter()
+            .filter(|k| **k != self.group_key)
+            .copied()
+            .collect();
+    }
+
+    fn verify_certificate(
+        &self,
+        now: Timestamp,
+        sender: MemberId,
+        bytes: &[u8],
+    ) -> Result<MemberCertificate, DropReason> {
+        let unverified =
+            UnverifiedCertificate::decode(bytes).map_err(|_| DropReason::BadCertificate)?;
+        let issuer = unverified.unverified_body().issuer;
+        let key = core::iter::once(&self.group_key)
+            .chain(&self.other_group_keys)
+            .find(|k| KeyId::of(k) == issuer)
+            .ok_or(DropReason::BadCertificate)?;
+        let cert = unverified
+            .verify(key, now)
+            .map_err(|_| DropReason::BadCertificate)?;
+        let body = cert.body();
+        // The certificate must name the header's sender and allow this cluster's group.
+        if body.member_id != sender || !body.groups.contains(&self.config.cluster) {
+            return Err(DropReason::BadCertificate);
+        }
+        Ok(cert)
+    }
+
+    /// Hands a verified message to the part of the endpoint that owns it.
+    fn dispatch(
+        &mut self,
+        now: Timestamp,
+        sender: MemberId,
+        seq: u64,
+        message: Message,
+        first_contact: bool,
+    ) {
+        match message {
+            Message::Hello(h) => self.on_hello(now, sender, h, first_contact),
+            Message::Heartbeat(hb) => self.on_heartbeat(now, sender, hb),
+            Message::Proposal(p) => self.on_proposal(now, sender, seq, p),
+            Message::Commit(c) => self.on_commit(sender, c),
+            Message::Leave(l) => self.on_leave(sender, seq, l),
+            Message::Forward(f) => self.on_forward(sender, f),
+            Message::DirectPath(d) => self.on_direct_path(sender, d),
+            Message::StateQuery(q) => self.on_state_query(now, sender, seq, q),
+            Message::StateChunk(c) => self.on_chunk(now, sender, seq, c),
+            Message::StateAck(a) => self.on_ack(now, sender, a),
+            Message::Nack(n) => self.events.push_back(Event::Nacked {
+                from: sender,
+                refused_sequence: n.refused_sequence,
+                reason: n.reason,
+            }),
+            Message::Request(r) => self.on_request(now, sender, r),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Every message this member sends goes through here: header (sequence numbers, epoch),
+//! signature, the rule that a member that left sends nothing but transfers, and where a message
+//! to one member goes (its direct path, else where it speaks from, else the group).
+
+use super::{Destination, Endpoint, Transmit};
+use crate::wire::{Header, Message, Nack, NackReason};
+use core::net::SocketAddr;
+use igmp_ext::{MemberId, Timestamp};
+
+impl Endpoint {
+    pub(super) fn header(&mut self, now: Timestamp) -> Header {
+        self.sequence += 1;
+        Header {
+            cluster: self.cluster,
+            sender: self.me,
+            epoch: self.committed.as_ref().map_or(0, |c| c.id().epoch),
+            sequence: self.sequence,
+            timestamp: now,
+        }
+    }
+
+    pub(super) fn send(&mut self, now: Timestamp, destination: Destination, m: &Message) -> bool {
+        // After leaving, any message would count as a sign of life and bring this member back
+        // into its peers' views; only running transfers may finish.
+        let allowed_after_leave = matches!(
+            m,
+            Message::Leave(_) | Message::StateChunk(_) | Message::StateAck(_)
+        );
+        if self.left && !allowed_after_leave {
+            return false;
+        }
+        let header = self.header(now);
+        match m.encode_signed(&header, &self.identity.key) {
+            Ok(payload) => {
+                self.counters.sent += 1;
+                self.transmits.push_back(Transmit {
+                    destination,
+                    payload,
+                });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn destination_of(&self, member: MemberId) -> Destination {
+        match self.peers.get(&member) {
+            Some(p) => match (p.direct_path, p.addr) {
+                (Some(d), _) => Destination::Unicast(SocketAddr::V4(d)),
+                (None, Some(a)) => Destination::Unicast(a),
+                _ => Destination::Group,
+            },
+            None => Destination::Group,
+        }
+    }
+
+    pub(super) fn send_to_member(&mut self, now: Timestamp, member: MemberId, m: &Message) -> bool {
+        let d = self.destination_of(member);
+        self.send(now, d, m)
+    }
+
+    pub(super) fn nack(&mut self, now: Timestamp, to: MemberId, seq: u64, reason: NackReason) {
+        let m = Message::Nack(Nack {
+            refused_sequence: seq,
+            reason,
+        });
+        self.send_to_member(now, to, &m);
+    }
+
+    pub(super) fn fresh_query_id(&mut self) -> u64 {
+        self.next_query_id += 1;
+        self.next_query_id
+    }
+}
