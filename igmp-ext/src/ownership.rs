@@ -73,10 +73,16 @@ pub struct OwnershipTable {
 }
 
 impl OwnershipTable {
+    /// A table that fences a gone claim's epoch for twice the default timeliness window (±30 s)
+    /// plus a millisecond; see [`OwnershipTable::with_fence_retention`].
+    pub fn new() -> Self {
+        Self::with_fence_retention(Duration::from_millis(60_001))
+    }
+
     /// A table that remembers a gone claim's epoch for `fence_retention`: as long as a join
     /// signed before the claim went could still be timely (the verifier passes twice its
     /// timeliness window, plus a millisecond).
-    pub fn new(fence_retention: Duration) -> Self {
+    pub fn with_fence_retention(fence_retention: Duration) -> Self {
         OwnershipTable {
             fence_retention,
             ..Self::default()
@@ -263,7 +269,7 @@ mod tests {
     #[test]
     fn later_epoch_takes_over_and_ties_go_to_lower_id() {
         let (even, odd) = (Slice::new(0, 1), Slice::new(1, 1));
-        let mut t = OwnershipTable::new(FENCE);
+        let mut t = OwnershipTable::with_fence_retention(FENCE);
         t.apply(NOW, G, MemberId(1), claim(&[even, odd], 1))
             .unwrap();
         assert_eq!(
@@ -301,7 +307,7 @@ mod tests {
 
     #[test]
     fn stale_own_epoch_and_leave_and_expiry() {
-        let mut t = OwnershipTable::new(FENCE);
+        let mut t = OwnershipTable::with_fence_retention(FENCE);
         t.apply(NOW, G, MemberId(1), claim(&[Slice::ALL], 5))
             .unwrap();
         assert!(matches!(
@@ -322,7 +328,7 @@ mod tests {
     fn a_gone_claim_keeps_its_epoch_fenced_until_the_retention_ends() {
         let all = [Slice::ALL];
         // Left at epoch 5: an older join (captured before the leave) cannot bring it back.
-        let mut t = OwnershipTable::new(FENCE);
+        let mut t = OwnershipTable::with_fence_retention(FENCE);
         t.apply(NOW, G, MemberId(1), claim(&all, 5)).unwrap();
         t.apply(NOW, G, MemberId(1), claim(&[], 5)).unwrap();
         assert!(matches!(
@@ -334,7 +340,7 @@ mod tests {
         t.apply(NOW, G, MemberId(1), claim(&[], 5)).unwrap();
 
         // Expired at epoch 6, then taken over: the fences hold, and go with the retention.
-        let mut t = OwnershipTable::new(FENCE);
+        let mut t = OwnershipTable::with_fence_retention(FENCE);
         t.apply(NOW, G, MemberId(2), claim(&all, 6)).unwrap();
         assert_eq!(t.expire(Timestamp::from_secs(100)).len(), 1);
         assert!(matches!(

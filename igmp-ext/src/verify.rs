@@ -377,7 +377,7 @@ impl JoinVerifier {
         JoinVerifier {
             replay: ReplayCache::new(config.replay_capacity, retention),
             certificates: HashMap::new(),
-            ownership: OwnershipTable::new(retention),
+            ownership: OwnershipTable::with_fence_retention(retention),
             metrics: VerifierMetrics::default(),
             links,
             config,

@@ -335,6 +335,7 @@ mod tests {
         let mut t = OwnershipTable::new();
         // Member 1: last bit 0 on ifindex 3; member 2: last two bits 01 on ifindex 4; 11 unowned.
         t.apply(
+            Timestamp::from_secs(1),
             G,
             MemberId(1),
             claim(
@@ -345,6 +346,7 @@ mod tests {
         )
         .unwrap();
         t.apply(
+            Timestamp::from_secs(1),
             G,
             MemberId(2),
             claim(

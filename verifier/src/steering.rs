@@ -342,8 +342,13 @@ mod tests {
     #[test]
     fn upcall_installs_toward_owner_and_gap_follows_policy() {
         let mut t = OwnershipTable::new();
-        t.apply(G, MemberId(1), claim(&[Slice::new(0, 1)], 1, 11))
-            .unwrap();
+        t.apply(
+            Timestamp::from_secs(1),
+            G,
+            MemberId(1),
+            claim(&[Slice::new(0, 1)], 1, 11),
+        )
+        .unwrap();
         let now = Timestamp::from_secs(1);
         let mut st = NativeSteering::new();
         let tgt = resolve(&t, GapPolicy::Drop, G, EVEN);
@@ -382,8 +387,13 @@ mod tests {
     #[test]
     fn ownership_change_repoints_only_what_moved() {
         let mut t = OwnershipTable::new();
-        t.apply(G, MemberId(1), claim(&[Slice::ALL], 1, 11))
-            .unwrap();
+        t.apply(
+            Timestamp::from_secs(1),
+            G,
+            MemberId(1),
+            claim(&[Slice::ALL], 1, 11),
+        )
+        .unwrap();
         let now = Timestamp::from_secs(1);
         let mut st = NativeSteering::new();
         for s in [EVEN, ODD] {
@@ -391,8 +401,13 @@ mod tests {
             st.upcall(now, s, G, 0, tgt, &vifs());
         }
         // Member 2 takes the odd half at a later epoch.
-        t.apply(G, MemberId(2), claim(&[Slice::new(1, 1)], 2, 12))
-            .unwrap();
+        t.apply(
+            Timestamp::from_secs(1),
+            G,
+            MemberId(2),
+            claim(&[Slice::new(1, 1)], 2, 12),
+        )
+        .unwrap();
         let ops = st.repoint(Some(G), |g, s| resolve(&t, GapPolicy::Drop, g, s), &vifs());
         assert_eq!(
             ops,
