@@ -4,6 +4,11 @@
 //! [`KeystoreClient::spawn_refresher`]) talks to the server. While the server is unreachable
 //! cached keys are served until they expire (signature expiry, the record's `x=`, or
 //! `max_stale` past the TTL); then lookups fail closed with `KeyLookupError::Unavailable`.
+//!
+//! What an on-path attacker can send is not trusted further than it is proven: a denial
+//! (NXDOMAIN, an empty answer) is not DNSSEC-validated, so it never evicts validated keys (it
+//! counts as no answer); and a validated record signed before the one cached (a replayed,
+//! pre-revocation answer) is refused as a rollback.
 
 use crate::cert_record::CertRecord;
 use crate::names;
@@ -56,6 +61,10 @@ pub enum FetchError {
     Validation(#[from] ValidationError),
     #[error("published record does not parse: {0}")]
     Record(String),
+    /// A validated answer signed before the record already cached: a replay of an older
+    /// record (before a revocation, say) by someone on the path.
+    #[error("rollback refused: the answer was signed at {offered}, before the cached record (signed at {cached})")]
+    Rollback { offered: u64, cached: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -65,9 +74,20 @@ enum Entry {
         record: GroupRecord,
         refresh_at: Timestamp,
         expires_at: Timestamp,
+        /// The RRSIG inception of the cached record: older answers are rollbacks.
+        inception: u64,
     },
     /// The server said there is no such record (not DNSSEC-proven; it only ever refuses joins).
     Absent { refresh_at: Timestamp },
+}
+
+/// A TXT RRset's strings, proven by DNSSEC, with what the cache needs from the proof.
+#[derive(Debug)]
+struct ProvenTxt {
+    strings: Vec<Box<[u8]>>,
+    ttl: u32,
+    expires: u64,
+    inception: u64,
 }
 
 /// Validated, cached group keys; the verifier's [`KeySource`].
@@ -162,11 +182,7 @@ impl KeystoreClient {
     /// Asks the server for the TXT RRset at `name` and the zone's DNSKEYs, validates both
     /// against the trust anchor at `now`, and returns the one record's character-strings with
     /// the RRset's TTL and signature expiry (Unix seconds).
-    async fn fetch_txt(
-        &self,
-        name: &Name,
-        now: Timestamp,
-    ) -> Result<(Vec<Box<[u8]>>, u32, u64), FetchError> {
+    async fn fetch_txt(&self, name: &Name, now: Timestamp) -> Result<ProvenTxt, FetchError> {
         let zone = &self.config.anchor.zone;
         let answer = exchange(
             self.config.server,
@@ -208,7 +224,12 @@ impl KeystoreClient {
         let RData::TXT(txt) = &record.data else {
             return Err(FetchError::Record("not a TXT record".into()));
         };
-        Ok((txt.txt_data.to_vec(), proven.ttl, proven.expires))
+        Ok(ProvenTxt {
+            strings: txt.txt_data.to_vec(),
+            ttl: proven.ttl,
+            expires: proven.expires,
+            inception: proven.inception,
+        })
     }
 
     /// Asks the server for `group`'s record and DNSKEYs, validates both, and parses the record.
@@ -218,17 +239,26 @@ impl KeystoreClient {
         group: Ipv4Addr,
         now: Timestamp,
     ) -> Result<(GroupRecord, u32, u64), FetchError> {
+        let (record, proven) = self.fetch_group(group, now).await?;
+        Ok((record, proven.ttl, proven.expires))
+    }
+
+    async fn fetch_group(
+        &self,
+        group: Ipv4Addr,
+        now: Timestamp,
+    ) -> Result<(GroupRecord, ProvenTxt), FetchError> {
         let name = names::group_name(&self.config.anchor.zone, group);
-        let (strings, ttl, expires) = self.fetch_txt(&name, now).await?;
-        let record =
-            GroupRecord::parse_txt(&strings).map_err(|e| FetchError::Record(e.to_string()))?;
+        let proven = self.fetch_txt(&name, now).await?;
+        let record = GroupRecord::parse_txt(&proven.strings)
+            .map_err(|e| FetchError::Record(e.to_string()))?;
         if record.group != group {
             return Err(FetchError::Record(format!(
                 "record is for {}, asked for {group}",
                 record.group
             )));
         }
-        Ok((record, ttl, expires))
+        Ok((record, proven))
     }
 
     /// Looks up the certificate published for member key `member` (SPEC.md §8.7) and
@@ -241,7 +271,12 @@ impl KeystoreClient {
         now: Timestamp,
     ) -> Result<(CertRecord, u32, u64), FetchError> {
         let name = names::member_name(&self.config.anchor.zone, member);
-        let (strings, ttl, expires) = self.fetch_txt(&name, now).await?;
+        let ProvenTxt {
+            strings,
+            ttl,
+            expires,
+            ..
+        } = self.fetch_txt(&name, now).await?;
         let record =
             CertRecord::parse_txt(&strings).map_err(|e| FetchError::Record(e.to_string()))?;
         if record.member_key_id() != member {
@@ -254,37 +289,58 @@ impl KeystoreClient {
     }
 
     /// Fetches `group` now and caches the outcome. On failure the cached entry is kept (it is
-    /// served until it expires) and the error returned.
+    /// served until it expires) and the error returned. A denial evicts nothing: it is not
+    /// proven, so it counts as no answer while validated keys are cached; and a validated
+    /// record signed before the cached one is refused ([`FetchError::Rollback`]).
     pub async fn refresh(&self, group: Ipv4Addr, now: Timestamp) -> Result<(), FetchError> {
-        let result = self.fetch(group, now).await;
+        let result = self.fetch_group(group, now).await;
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        match &result {
-            Ok((record, ttl, sig_expires)) => {
-                let ttl = Duration::from_secs(u64::from((*ttl).max(1)));
-                let expires_at = Timestamp::from_secs(*sig_expires)
+        let cached_inception = match cache.get(&group) {
+            Some(Entry::Keys { inception, .. }) => Some(*inception),
+            _ => None,
+        };
+        match result {
+            Ok((_, proven)) if cached_inception.is_some_and(|c| proven.inception < c) => {
+                Err(FetchError::Rollback {
+                    offered: proven.inception,
+                    cached: cached_inception.unwrap_or_default(),
+                })
+            }
+            Ok((record, proven)) => {
+                let ttl = Duration::from_secs(u64::from(proven.ttl.max(1)));
+                let expires_at = Timestamp::from_secs(proven.expires)
                     .min(record.not_after)
                     .min(now.saturating_add(ttl + self.config.max_stale));
                 cache.insert(
                     group,
                     Entry::Keys {
                         keys: Arc::new(record.to_group_keys()),
-                        record: record.clone(),
+                        record,
                         refresh_at: now.saturating_add(ttl),
                         expires_at,
+                        inception: proven.inception,
                     },
                 );
+                Ok(())
             }
             Err(FetchError::NoRecord) => {
-                cache.insert(
-                    group,
-                    Entry::Absent {
-                        refresh_at: now.saturating_add(Duration::from_secs(30)),
-                    },
-                );
+                let retry_at = now.saturating_add(Duration::from_secs(30));
+                match cache.get_mut(&group) {
+                    // Validated keys stay until they expire, as when the server is silent.
+                    Some(Entry::Keys { refresh_at, .. }) => *refresh_at = retry_at,
+                    _ => {
+                        cache.insert(
+                            group,
+                            Entry::Absent {
+                                refresh_at: retry_at,
+                            },
+                        );
+                    }
+                }
+                Err(FetchError::NoRecord)
             }
-            Err(_) => {}
+            Err(e) => Err(e),
         }
-        result.map(|_| ())
     }
 
     /// Registers `group` so that the refresher fetches it.

@@ -94,6 +94,9 @@ pub struct Validated {
     pub expires: u64,
     /// The smallest TTL of the proven RRset.
     pub ttl: u32,
+    /// When the RRset's signature was made (its RRSIG inception, seconds since the epoch): the
+    /// zone is re-signed at every update, so a later answer never carries an earlier one.
+    pub inception: u64,
 }
 
 fn rrsigs<'a>(
@@ -209,6 +212,7 @@ pub fn validate(
         records: rrset.into_iter().cloned().collect(),
         expires,
         ttl,
+        inception: u64::from(sig.input().sig_inception.get()),
     })
 }
 

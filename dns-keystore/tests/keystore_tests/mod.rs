@@ -1,3 +1,4 @@
 mod certs;
 mod daemon;
+mod denials;
 mod keystore;
