@@ -1,6 +1,6 @@
 //! The offline key source: group public keys and revocations read from a TOML file. The
 //! DNSSEC-validating dns-keystore client implements the same `KeySource` trait and is chosen
-//! with `[keystore]` instead (see `daemon::Keys`); the file is the fallback for routers without
+//! with `[keystore]` instead (see `keys::Keys`); the file is the fallback for routers without
 //! the keystore.
 //!
 //! ```toml
@@ -34,6 +34,23 @@ struct GroupEntry {
     revoked_members: Vec<String>,
 }
 
+/// Why a key file was refused (the operator's to fix).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    #[error("cannot read key file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file's text, with what is wrong in it.
+    #[error("key file {}: {message}", path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
 /// Group keys from a file; answers from memory, as `KeySource` requires.
 #[derive(Debug, Clone, Default)]
 pub struct FileKeySource {
@@ -41,12 +58,18 @@ pub struct FileKeySource {
 }
 
 impl FileKeySource {
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))
+    pub fn load(path: &std::path::Path) -> Result<Self, KeyFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| KeyFileError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
     }
 
+    /// Parses the file's text; the error says what is wrong, in one line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: KeyFile =
             toml::from_str(text).map_err(|e| e.message().replace('\n', " ").trim().to_owned())?;
