@@ -38,6 +38,12 @@ pub enum SetupError {
         what: String,
         source: std::io::Error,
     },
+    /// The kernel refused a call made through `nix`.
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: nix::errno::Errno,
+    },
     #[error(transparent)]
     Command(#[from] CommandError),
 }
@@ -73,7 +79,10 @@ type Found = (String, u32, Ipv4Addr);
 /// Finds each configured interface's index and first IPv4 address, and every subnet on it.
 fn discover(names: &[String]) -> Result<(Vec<Found>, LinkTable), SetupError> {
     let addrs: Vec<_> = nix::ifaddrs::getifaddrs()
-        .map_err(|e| os("cannot list interfaces")(e.into()))?
+        .map_err(|source| SetupError::Sys {
+            what: "cannot list interfaces",
+            source,
+        })?
         .collect();
     let mut out = Vec::new();
     let mut links = LinkTable::new();
@@ -166,8 +175,12 @@ pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Soc
             vif,
         });
     }
-    nix::sys::socket::setsockopt(&igmp, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
-        .map_err(|e| os("IP_PKTINFO")(e.into()))?;
+    nix::sys::socket::setsockopt(&igmp, nix::sys::socket::sockopt::Ipv4PacketInfo, &true).map_err(
+        |source| SetupError::Sys {
+            what: "IP_PKTINFO",
+            source,
+        },
+    )?;
     igmp.set_nonblocking(true).map_err(os("nonblocking"))?;
 
     let mut senders = HashMap::new();
