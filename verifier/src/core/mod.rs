@@ -585,22 +585,32 @@ impl Router {
 
     /// Every data plane follows `change`: the native one first, then VIP.
     fn replan(&mut self, now: Timestamp, change: Change) {
+        let Router {
+            verifier,
+            querier,
+            interfaces,
+            vifs,
+            config,
+            native,
+            vip,
+            ..
+        } = self;
         let view = View {
-            verifier: &self.verifier,
-            querier: &self.querier,
-            interfaces: &self.interfaces,
-            vifs: &self.vifs,
-            gap: self.config.gap,
-            route_plain: self.config.route_plain_groups,
+            verifier,
+            querier,
+            interfaces,
+            vifs,
+            gap: config.gap,
+            route_plain: config.route_plain_groups,
         };
-        let native: &mut dyn Planner = match &mut self.native {
+        let native: &mut dyn Planner = match native {
             Native::Mfc(p) => p,
             Native::Nft(p) => p,
         };
         let mut ops = Vec::new();
         let failed = native.plan(now, &view, change, &mut ops);
         let failed = failed.into_iter().map(|f| (PlanKind::Native, f));
-        let vip_failed = self.vip.plan(now, &view, change, &mut ops);
+        let vip_failed = vip.plan(now, &view, change, &mut ops);
         let failed = failed.chain(vip_failed.into_iter().map(|f| (PlanKind::Vip, f)));
         for (kind, f) in failed.collect::<Vec<_>>() {
             self.stats.kernel_errors += 1;
