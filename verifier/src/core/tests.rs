@@ -6,7 +6,8 @@ use crate::plan::MfcSpec;
 use crate::plan::{VipChange, VipRoute, VipRule};
 use igmp_ext::fixtures::{Fixture, NOW};
 use igmp_ext::join::{build_datagram, build_signed_report};
-use igmp_ext::wire::igmp::{QueryRepr, QueryV3Fields};
+use igmp_ext::wire::igmp::{QueryRepr, QueryV3Fields, ReportRepr};
+use igmp_ext::wire::record::{GroupRecordRepr, RecordType};
 use igmp_ext::{GroupKeys, Slice};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -292,6 +293,23 @@ fn the_data_plane_is_chosen_by_config_and_by_what_mrt_init_did() {
     assert_eq!(lab.status(NOW).dataplane, "nft");
 }
 
+/// A whole IGMP datagram from `src` to `dst`, as a host's or another router's kernel sends it.
+fn igmp_from(src: Ipv4Addr, dst: Ipv4Addr, igmp: IgmpRepr) -> Vec<u8> {
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: PROTOCOL_IGMP,
+        ttl: 1,
+        tos: TOS_INTERNETWORK_CONTROL,
+        router_alert: true,
+        payload_len: igmp.buffer_len(),
+    };
+    let mut datagram = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut datagram);
+    igmp.emit(&mut datagram[ip.header_len()..]);
+    datagram
+}
+
 /// A general query from `src`, as another router on s1 sends it.
 fn query_from(src: Ipv4Addr) -> Vec<u8> {
     let igmp = IgmpRepr::Query(QueryRepr {
@@ -306,19 +324,82 @@ fn query_from(src: Ipv4Addr) -> Vec<u8> {
             additional_data: Vec::new(),
         }),
     });
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: Ipv4Addr::new(224, 0, 0, 1),
-        protocol: PROTOCOL_IGMP,
-        ttl: 1,
-        tos: TOS_INTERNETWORK_CONTROL,
-        router_alert: true,
-        payload_len: igmp.buffer_len(),
+    igmp_from(src, Ipv4Addr::new(224, 0, 0, 1), igmp)
+}
+
+/// A host's IGMPv3 report with one record for `group`: EXCLUDE {} joins, TO_IN {} leaves.
+fn host_report(group: Ipv4Addr, record_type: RecordType) -> Vec<u8> {
+    let report = IgmpRepr::V3Report(ReportRepr {
+        flags: 0,
+        records: vec![GroupRecordRepr {
+            record_type,
+            group,
+            sources: Vec::new(),
+            aux_data: Vec::new(),
+        }],
+        additional_data: Vec::new(),
+    });
+    igmp_from(
+        Ipv4Addr::new(10, 1, 0, 9),
+        Ipv4Addr::new(224, 0, 0, 22),
+        report,
+    )
+}
+
+#[test]
+fn plain_group_entries_follow_their_listeners() {
+    let plain = Ipv4Addr::new(239, 1, 2, 3);
+    let mut lab = Lab::mfc();
+    lab.events();
+    // A source on s1 sends to the plain group before anyone listens: dropped in the kernel.
+    let upcall = Upcall {
+        msgtype: IGMPMSG_NOCACHE,
+        vif: 0,
+        source: Ipv4Addr::new(10, 0, 0, 50),
+        group: plain,
     };
-    let mut datagram = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut datagram);
-    igmp.emit(&mut datagram[ip.header_len()..]);
-    datagram
+    lab.router.handle_upcall(NOW, upcall);
+    let entry = |oifs: &[u16]| {
+        DataplaneOp::MfcInstall(MfcSpec {
+            source: upcall.source,
+            group: plain,
+            parent: 0,
+            oifs: oifs.iter().copied().collect(),
+        })
+    };
+    assert_eq!(lab.mfc_ops(), vec![entry(&[])]);
+    // A host on c0 joins: the entry opens toward c0 at once, not at the next tick.
+    let join = host_report(plain, RecordType::ModeIsExclude);
+    lab.router.handle_datagram(NOW, Some(C0), &join, &lab.keys);
+    assert_eq!(lab.mfc_ops(), vec![entry(&[1])]);
+    assert_eq!(
+        lab.events(),
+        vec![Event::GroupJoined {
+            ifindex: C0,
+            group: plain
+        }]
+    );
+    assert_eq!(lab.status(NOW).counters.plain_accepted, 1);
+    // It leaves: group-specific queries, then after LMQT (2 × 1 s) the entry drops again.
+    let leave = host_report(plain, RecordType::ChangeToIncludeMode);
+    lab.router
+        .handle_datagram(at(1), Some(C0), &leave, &lab.keys);
+    assert_eq!(lab.mfc_ops(), vec![]);
+    lab.router.handle_timeout(at(1));
+    let specific = lab.transmits();
+    assert!(
+        specific.iter().any(|t| t.ifindex == C0 && t.dst == plain),
+        "{specific:?}"
+    );
+    lab.router.handle_timeout(at(3));
+    assert_eq!(lab.mfc_ops(), vec![entry(&[])]);
+    // With plain groups not routed, the same upcall is a drop entry whatever the listeners.
+    let mut cfg = config();
+    cfg.route_plain_groups = false;
+    let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
+    lab.router.handle_datagram(NOW, Some(C0), &join, &lab.keys);
+    lab.router.handle_upcall(NOW, upcall);
+    assert_eq!(lab.mfc_ops(), vec![entry(&[])]);
 }
 
 #[test]
