@@ -1,8 +1,11 @@
 //! The verifier's TOML configuration with its documented defaults (README "Router verifier"),
 //! checked as a whole when loaded so that a bad file fails with one clear line.
 
+pub use crate::core::Dataplane;
+use crate::core::RouterConfig;
+use crate::plan::vip::VipSpec;
+use crate::plan::GapPolicy;
 use crate::querier::QuerierConfig;
-use crate::steering::GapPolicy;
 use core::time::Duration;
 use igmp_ext::{MemberId, Slice, VerifierConfig};
 use serde::Deserialize;
@@ -106,15 +109,6 @@ pub struct NativeSection {
     pub dataplane: Dataplane,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Dataplane {
-    #[default]
-    Auto,
-    Mroute,
-    Nft,
-}
-
 impl Default for NativeSection {
     fn default() -> Self {
         NativeSection {
@@ -195,46 +189,55 @@ pub struct ShutdownSection {
     pub keep_kernel_state: bool,
 }
 
-/// A configuration error, as one line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A configuration the operator must fix, as one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read, or is not a valid configuration.
+    #[error(transparent)]
+    File(#[from] daemon_kit::ConfigError),
+    /// What is wrong with the configuration.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 impl Config {
+    /// Reads, parses and checks the file (`daemon_kit::config`).
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+        Ok(daemon_kit::config::load(path, |c: &Config| {
+            c.validate().map_err(|e| e.to_string())
+        })?)
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(text)
-            .map_err(|e| ConfigError(e.message().replace('\n', " ").trim().to_owned()))?;
+        let c: Config = daemon_kit::config::parse(text).map_err(ConfigError::Invalid)?;
         c.validate()?;
         Ok(c)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.interfaces.is_empty() {
-            return Err(ConfigError("`interfaces` is empty".into()));
+            return Err(ConfigError::Invalid("`interfaces` is empty".into()));
         }
-        if self.interfaces.len() > crate::sys::mroute::MAX_VIFS {
-            return Err(ConfigError("more than 32 interfaces".into()));
+        if self.interfaces.len() > crate::plan::MAX_VIFS {
+            return Err(ConfigError::Invalid("more than 32 interfaces".into()));
         }
         self.protected()?;
         self.key_source()?;
         self.gap_policy()?;
         if !(1..=7).contains(&self.querier.robustness) {
-            return Err(ConfigError("querier.robustness must be 1 to 7".into()));
+            return Err(ConfigError::Invalid(
+                "querier.robustness must be 1 to 7".into(),
+            ));
         }
         if self.querier.query_response_interval_ms >= self.querier.query_interval_ms {
-            return Err(ConfigError(
+            return Err(ConfigError::Invalid(
                 "querier.query_response_interval_ms must be less than query_interval_ms".into(),
             ));
         }
         for v in &self.vip {
             if !self.protected()?.iter().any(|p| p.contains_addr(v.group)) {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "vip {}: group {} is not protected",
                     v.address, v.group
                 )));
@@ -249,10 +252,12 @@ impl Config {
             (Some(k), None) => Ok(KeySourceConfig::File(k)),
             (None, Some(ks)) => {
                 if ks.groups.is_empty() {
-                    return Err(ConfigError("keystore.groups is empty".into()));
+                    return Err(ConfigError::Invalid("keystore.groups is empty".into()));
                 }
                 if ks.refresh_ms == 0 {
-                    return Err(ConfigError("keystore.refresh_ms must be positive".into()));
+                    return Err(ConfigError::Invalid(
+                        "keystore.refresh_ms must be positive".into(),
+                    ));
                 }
                 let protected = self.protected()?;
                 if let Some(g) = ks
@@ -260,16 +265,16 @@ impl Config {
                     .iter()
                     .find(|g| !protected.iter().any(|p| p.contains_addr(**g)))
                 {
-                    return Err(ConfigError(format!(
+                    return Err(ConfigError::Invalid(format!(
                         "keystore.groups: group {g} is not protected"
                     )));
                 }
                 Ok(KeySourceConfig::Keystore(ks))
             }
-            (Some(_), Some(_)) => Err(ConfigError(
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(
                 "both `keys` and `[keystore]` are set: configure exactly one key source".into(),
             )),
-            (None, None) => Err(ConfigError(
+            (None, None) => Err(ConfigError::Invalid(
                 "no key source: set `keys` (a key file) or a `[keystore]` section".into(),
             )),
         }
@@ -281,13 +286,14 @@ impl Config {
     ) -> Result<dns_keystore::client::ClientConfig, ConfigError> {
         let path = &ks.trust_anchor;
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
+            ConfigError::Invalid(format!(
                 "keystore.trust_anchor: cannot read {}: {e}",
                 path.display()
             ))
         })?;
-        let anchor = dns_keystore::validate::TrustAnchor::parse(&text)
-            .map_err(|e| ConfigError(format!("keystore.trust_anchor {}: {e}", path.display())))?;
+        let anchor = dns_keystore::validate::TrustAnchor::parse(&text).map_err(|e| {
+            ConfigError::Invalid(format!("keystore.trust_anchor {}: {e}", path.display()))
+        })?;
         let mut c = dns_keystore::client::ClientConfig::new(ks.server, anchor);
         if let Some(ms) = ks.max_stale_ms {
             c.max_stale = Duration::from_millis(ms);
@@ -300,17 +306,15 @@ impl Config {
             .protected
             .iter()
             .map(|p| {
-                let (a, l) = p
-                    .split_once('/')
-                    .ok_or_else(|| ConfigError(format!("protected group {p:?}: not a prefix")))?;
-                let a: Ipv4Addr = a
-                    .parse()
-                    .map_err(|_| ConfigError(format!("protected group {p:?}: bad address")))?;
-                let l: u8 = l
-                    .parse()
-                    .ok()
-                    .filter(|l| *l <= 32)
-                    .ok_or_else(|| ConfigError(format!("protected group {p:?}: bad length")))?;
+                let (a, l) = p.split_once('/').ok_or_else(|| {
+                    ConfigError::Invalid(format!("protected group {p:?}: not a prefix"))
+                })?;
+                let a: Ipv4Addr = a.parse().map_err(|_| {
+                    ConfigError::Invalid(format!("protected group {p:?}: bad address"))
+                })?;
+                let l: u8 = l.parse().ok().filter(|l| *l <= 32).ok_or_else(|| {
+                    ConfigError::Invalid(format!("protected group {p:?}: bad length"))
+                })?;
                 Ok(Slice::prefix(a, l))
             })
             .collect()
@@ -320,13 +324,13 @@ impl Config {
         match (self.native.gap.as_str(), self.native.fallback_member) {
             ("drop", None) => Ok(GapPolicy::Drop),
             ("fallback", Some(m)) => Ok(GapPolicy::Fallback(MemberId(m))),
-            ("drop", Some(_)) => Err(ConfigError(
+            ("drop", Some(_)) => Err(ConfigError::Invalid(
                 "native.fallback_member is set but native.gap is \"drop\"".into(),
             )),
-            ("fallback", None) => Err(ConfigError(
+            ("fallback", None) => Err(ConfigError::Invalid(
                 "native.gap = \"fallback\" needs native.fallback_member".into(),
             )),
-            (other, _) => Err(ConfigError(format!(
+            (other, _) => Err(ConfigError::Invalid(format!(
                 "native.gap {other:?}: expected \"drop\" or \"fallback\""
             ))),
         }
@@ -359,6 +363,30 @@ impl Config {
             let q = self.querier_config();
             (q.query_response_interval + q.startup_query_interval()).as_millis() as u64
         }))
+    }
+
+    /// The router core's settings.
+    pub fn router_config(&self) -> Result<RouterConfig, ConfigError> {
+        Ok(RouterConfig {
+            verifier: self.verifier_config()?,
+            querier: self.querier_config(),
+            per_interface_pps: self.rate_limit.per_interface_pps,
+            per_source_pps: self.rate_limit.per_source_pps,
+            gap: self.gap_policy()?,
+            route_plain_groups: self.native.route_plain_groups,
+            idle_timeout: Duration::from_millis(self.native.idle_timeout_ms),
+            adopt_grace: self.adopt_grace(),
+            keep_kernel_state: self.shutdown.keep_kernel_state,
+            vips: self
+                .vip
+                .iter()
+                .map(|v| VipSpec {
+                    address: v.address,
+                    group: v.group,
+                    pin: v.pin,
+                })
+                .collect(),
+        })
     }
 }
 
@@ -448,8 +476,12 @@ groups = ["232.1.1.1", "232.1.1.2"]
         assert_eq!(c.keys, None);
         // A missing trust-anchor file is one line naming it.
         let e = Config::keystore_client_config(ks).unwrap_err();
-        assert!(e.0.contains("/var/lib/dns-keystore/trust-anchors"), "{e}");
-        assert!(!e.0.contains('\n'), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("/var/lib/dns-keystore/trust-anchors"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains('\n'), "{e:?}");
     }
 
     #[test]
@@ -466,8 +498,8 @@ groups = ["232.1.1.1", "232.1.1.2"]
             max_stale_ms: Some(2500),
         };
         let e = Config::keystore_client_config(&ks).unwrap_err();
-        assert!(e.0.contains("trust-anchors"), "{e}");
-        assert!(!e.0.contains('\n'), "{e:?}");
+        assert!(e.to_string().contains("trust-anchors"), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -519,8 +551,8 @@ groups = ["232.1.1.1", "232.1.1.2"]
             ),
         ] {
             let e = Config::parse(text).expect_err(text);
-            assert!(e.0.contains(want), "{text:?}: {e}");
-            assert!(!e.0.contains('\n'), "{e:?}");
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e:?}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The offline key source: group public keys and revocations read from a TOML file. The
 //! DNSSEC-validating dns-keystore client implements the same `KeySource` trait and is chosen
-//! with `[keystore]` instead (see `daemon::Keys`); the file is the fallback for routers without
+//! with `[keystore]` instead (see `keys::Keys`); the file is the fallback for routers without
 //! the keystore.
 //!
 //! ```toml
@@ -34,6 +34,28 @@ struct GroupEntry {
     revoked_members: Vec<String>,
 }
 
+/// Why a key file was refused (the operator's to fix).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    #[error("cannot read key file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file's text, with what is wrong in it.
+    #[error("key file {}: {source}", path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        source: KeyFileSyntaxError,
+    },
+}
+
+/// What is wrong in a key file's text, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyFileSyntaxError(pub String);
+
 /// Group keys from a file; answers from memory, as `KeySource` requires.
 #[derive(Debug, Clone, Default)]
 pub struct FileKeySource {
@@ -41,15 +63,21 @@ pub struct FileKeySource {
 }
 
 impl FileKeySource {
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))
+    pub fn load(path: &std::path::Path) -> Result<Self, KeyFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| KeyFileError::Invalid {
+            path: path.to_owned(),
+            source,
+        })
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: KeyFile =
-            toml::from_str(text).map_err(|e| e.message().replace('\n', " ").trim().to_owned())?;
+    /// Parses the file's text; the error says what is wrong, in one line.
+    pub fn parse(text: &str) -> Result<Self, KeyFileSyntaxError> {
+        let file: KeyFile = toml::from_str(text)
+            .map_err(|e| KeyFileSyntaxError(e.message().replace('\n', " ").trim().to_owned()))?;
         let mut groups = HashMap::new();
         for g in file.group {
             let keys = g
@@ -66,7 +94,8 @@ impl FileKeySource {
                         .map(GroupKey::new)
                         .map_err(|_| format!("group {}: key {k:?} is not an Ed25519 key", g.group))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(KeyFileSyntaxError)?;
             let revoked_members = g
                 .revoked_members
                 .iter()
@@ -74,7 +103,8 @@ impl FileKeySource {
                     r.parse::<KeyId>()
                         .map_err(|_| format!("group {}: bad key id {r:?}", g.group))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(KeyFileSyntaxError)?;
             groups.insert(
                 g.group,
                 Arc::new(GroupKeys {
@@ -158,8 +188,8 @@ mod tests {
     fn bad_key_files_say_what_is_wrong() {
         let e = FileKeySource::parse("[[group]]\ngroup = \"232.1.1.1\"\nkeys = [\"abcd\"]\n")
             .unwrap_err();
-        assert!(e.contains("not 32 hex bytes"), "{e}");
+        assert!(e.0.contains("not 32 hex bytes"), "{e}");
         let e = FileKeySource::parse("[[group]]\ngroup = \"nope\"\nkeys = []\n").unwrap_err();
-        assert!(!e.is_empty());
+        assert!(!e.0.is_empty());
     }
 }

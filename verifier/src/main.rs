@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use manycast_verifier::config::Config;
-use manycast_verifier::daemon::{query_status, Router};
+use manycast_verifier::daemon::{query_status, Daemon};
+use manycast_verifier::keys::Keys;
 use manycast_verifier::status::Status;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
         return fail("--config is required to run the verifier (see --help)");
     };
     if cli.check_config {
-        if let Err(e) = manycast_verifier::daemon::Keys::load(&config) {
+        if let Err(e) = Keys::load(&config) {
             return fail(e);
         }
         println!("configuration ok");
@@ -90,8 +91,8 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("tokio runtime: {e}")),
     };
     let result = rt.block_on(async {
-        let router = Router::start(config)?;
-        router.run().await
+        let daemon = Daemon::start(config)?;
+        daemon.run().await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! What the verifier shows: the status snapshot (`--status`, `--json`) and Prometheus text
-//! metrics. Pure rendering; the daemon fills the structs.
+//! metrics. Pure rendering; the core fills the structs.
 
+use daemon_kit::metrics::{label, Exposition};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
@@ -198,115 +199,84 @@ impl Status {
         o
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    /// Prometheus text exposition format 0.0.4 (`daemon_kit::metrics`).
     pub fn render_metrics(&self) -> String {
         let c = &self.counters;
-        let mut o = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
-            let _ = writeln!(o, "# HELP manycast_verifier_{name} {help}");
-            let _ = writeln!(o, "# TYPE manycast_verifier_{name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(o, "manycast_verifier_{name}{labels} {v}");
-            }
-        };
-        let one = |v: u64| vec![(String::new(), v)];
-        metric(
+        let mut m = Exposition::new("manycast_verifier");
+        m.counter(
             "joins_accepted_total",
-            "counter",
             "Signed joins accepted.",
-            &one(c.joins_accepted),
+            c.joins_accepted,
         );
-        metric(
+        m.counter(
             "plain_accepted_total",
-            "counter",
             "IGMP messages for public groups accepted as plain IGMP.",
-            &one(c.plain_accepted),
+            c.plain_accepted,
         );
-        let rejected: Vec<_> = c
-            .rejected
-            .iter()
-            .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n))
-            .collect();
-        metric(
+        m.counter_family(
             "joins_rejected_total",
-            "counter",
             "IGMP reports refused, by reason.",
-            &rejected,
+            c.rejected.iter().map(|(r, n)| (label("reason", r), *n)),
         );
-        let limited: Vec<_> = c
-            .rate_limited
-            .iter()
-            .map(|(l, n)| (format!("{{limit=\"{l}\"}}"), *n))
-            .collect();
-        metric(
+        m.counter_family(
             "rate_limited_total",
-            "counter",
             "IGMP datagrams dropped by the flood limits.",
-            &limited,
+            c.rate_limited.iter().map(|(l, n)| (label("limit", l), *n)),
         );
-        metric(
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.gauge_family(
             "kernel_entries",
-            "gauge",
             "Kernel steering entries, by kind.",
-            &[
-                ("{kind=\"mfc\"}".into(), c.mfc_entries),
+            [
+                ("mfc", c.mfc_entries),
                 (
-                    "{kind=\"native_map_value\"}".into(),
+                    "native_map_value",
                     self.native.iter().map(|r| r.values).sum(),
                 ),
                 (
-                    "{kind=\"vip_member\"}".into(),
+                    "vip_member",
                     self.vips.iter().map(|v| v.members.len() as u64).sum(),
                 ),
-            ],
+            ]
+            .map(|(kind, n)| (label("kind", kind), gauge(n))),
         );
-        metric(
+        m.counter_family(
             "native_packets_total",
-            "counter",
             "Native-mode packets on the nft data plane, by what the kernel did with them.",
-            &[
-                ("{action=\"forwarded\"}".into(), c.native_forwarded),
-                ("{action=\"ttl-drop\"}".into(), c.native_ttl_dropped),
-                ("{action=\"gap-drop\"}".into(), c.native_gap_dropped),
-            ],
+            [
+                ("forwarded", c.native_forwarded),
+                ("ttl-drop", c.native_ttl_dropped),
+                ("gap-drop", c.native_gap_dropped),
+            ]
+            .map(|(action, n)| (label("action", action), n)),
         );
-        metric(
+        m.counter(
             "mfc_installs_total",
-            "counter",
             "MFC entries added or re-pointed.",
-            &one(c.mfc_installs),
+            c.mfc_installs,
         );
-        metric(
+        m.counter(
             "nft_transactions_total",
-            "counter",
             "nftables transactions applied.",
-            &one(c.nft_transactions),
+            c.nft_transactions,
         );
-        metric(
+        m.counter(
             "upcalls_total",
-            "counter",
             "IGMPMSG_NOCACHE upcalls from the kernel.",
-            &one(c.upcalls),
+            c.upcalls,
         );
-        metric(
+        m.gauge(
             "upcalls_per_second",
-            "gauge",
             "Upcalls in the last whole second.",
-            &one(c.upcalls_per_second),
+            gauge(c.upcalls_per_second),
         );
-        metric(
+        m.counter(
             "kernel_errors_total",
-            "counter",
             "Failed kernel operations.",
-            &one(c.kernel_errors),
+            c.kernel_errors,
         );
-        metric(
-            "queries_sent_total",
-            "counter",
-            "IGMP queries sent.",
-            &one(c.queries_sent),
-        );
-        o
+        m.counter("queries_sent_total", "IGMP queries sent.", c.queries_sent);
+        m.render()
     }
 }
 
@@ -329,6 +299,16 @@ mod tests {
         assert!(m.contains("manycast_verifier_joins_rejected_total{reason=\"unsigned\"} 2\n"));
         assert!(m.contains("manycast_verifier_joins_rejected_total{reason=\"bad-signature\"} 0\n"));
         assert!(m.contains("# TYPE manycast_verifier_upcalls_total counter\n"));
+        assert!(
+            m.contains("# HELP manycast_verifier_joins_accepted_total Signed joins accepted.\n")
+        );
+        assert!(
+            m.contains("manycast_verifier_rate_limited_total{limit=\"source\"} 0\n")
+                || s.counters.rate_limited.is_empty()
+        );
+        assert!(m.contains("manycast_verifier_kernel_entries{kind=\"native_map_value\"} 0\n"));
+        assert!(m.contains("manycast_verifier_native_packets_total{action=\"ttl-drop\"} 0\n"));
+        assert!(m.contains("# TYPE manycast_verifier_upcalls_per_second gauge\n"));
         let json = serde_json::to_string(&s).expect("serializes");
         assert_eq!(serde_json::from_str::<Status>(&json).expect("parses"), s);
         assert!(s.render_text().contains("unsigned 2"));

@@ -1,5 +1,8 @@
-//! Kernel interfaces: the multicast routing socket, `/proc/net/ip_mr_*`, and `nft`/`ip`.
+//! Kernel interfaces, the only code that touches the kernel: the multicast routing socket,
+//! `/proc/net/ip_mr_*`, `nft`/`ip`, the start-time setup and the executor of the core's ops.
 
+pub mod exec;
 pub mod mroute;
 pub mod nft;
 pub mod procfs;
+pub mod setup;

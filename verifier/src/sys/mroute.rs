@@ -7,6 +7,7 @@
 //! traffic the kernel already carries keeps flowing while the new process rebuilds its state.
 #![allow(unsafe_code)]
 
+use crate::plan::{MfcSpec, MAX_VIFS};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::Ipv4Addr;
@@ -18,8 +19,6 @@ const MRT_ADD_VIF: libc::c_int = 202;
 const MRT_DEL_VIF: libc::c_int = 203;
 const MRT_ADD_MFC: libc::c_int = 204;
 const MRT_DEL_MFC: libc::c_int = 205;
-/// `MAXVIFS`: the size of an MFC entry's TTL array.
-pub const MAX_VIFS: usize = 32;
 const VIFF_USE_IFINDEX: u8 = 0x08;
 
 /// `struct vifctl` with the union as the interface index (`VIFF_USE_IFINDEX`).
@@ -122,70 +121,6 @@ pub fn mrt_done(sock: &Socket) -> io::Result<()> {
 #[derive(Debug)]
 pub struct MrouteControl {
     sock: Socket,
-}
-
-/// A set of VIF numbers (bit `n` is VIF `n`): the outgoing interfaces of one MFC entry.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct VifSet(u32);
-
-impl VifSet {
-    pub const EMPTY: VifSet = VifSet(0);
-
-    pub fn one(vif: u16) -> VifSet {
-        VifSet::EMPTY.with(vif)
-    }
-
-    /// Adds `vif`; numbers at or past [`MAX_VIFS`] are ignored (the kernel has no such VIF).
-    pub fn with(self, vif: u16) -> VifSet {
-        match 1u32.checked_shl(u32::from(vif)) {
-            Some(bit) if usize::from(vif) < MAX_VIFS => VifSet(self.0 | bit),
-            _ => self,
-        }
-    }
-
-    pub fn without(self, vif: u16) -> VifSet {
-        VifSet(self.0 & !1u32.checked_shl(u32::from(vif)).unwrap_or(0))
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    pub fn contains(self, vif: u16) -> bool {
-        usize::from(vif) < MAX_VIFS && self.0 & (1 << vif) != 0
-    }
-
-    pub fn iter(self) -> impl Iterator<Item = u16> {
-        (0..MAX_VIFS as u16).filter(move |&v| self.contains(v))
-    }
-}
-
-impl FromIterator<u16> for VifSet {
-    fn from_iter<I: IntoIterator<Item = u16>>(iter: I) -> Self {
-        iter.into_iter().fold(VifSet::EMPTY, VifSet::with)
-    }
-}
-
-impl core::fmt::Debug for VifSet {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
-    }
-}
-
-impl serde::Serialize for VifSet {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
-    }
-}
-
-/// One MFC entry: packets from `source` to `group` arriving on VIF `parent` go out of every VIF
-/// in `oifs` (none: dropped in the kernel, and no more upcalls for it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MfcSpec {
-    pub source: Ipv4Addr,
-    pub group: Ipv4Addr,
-    pub parent: u16,
-    pub oifs: VifSet,
 }
 
 impl MrouteControl {
@@ -291,65 +226,14 @@ pub fn register_async(sock: Socket) -> io::Result<tokio::io::unix::AsyncFd<Socke
     unsafe { tokio::io::unix::AsyncFd::register(sock) }.map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// `IGMPMSG_NOCACHE`: a packet for an (S,G) with no MFC entry; the kernel queued it.
-pub const IGMPMSG_NOCACHE: u8 = 1;
-
-/// An upcall (`struct igmpmsg`), read from bytes that arrived on the mroute socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Upcall {
-    pub msgtype: u8,
-    pub vif: u16,
-    pub source: Ipv4Addr,
-    pub group: Ipv4Addr,
-}
-
-impl Upcall {
-    /// `struct igmpmsg` overlays an IPv4 header whose protocol byte (`im_mbz`) is 0, which no
-    /// real IGMP datagram has; `None` for anything else.
-    pub fn parse(bytes: &[u8]) -> Option<Upcall> {
-        let b = bytes.get(..20)?;
-        if b[9] != 0 {
-            return None;
-        }
-        Some(Upcall {
-            msgtype: b[8],
-            vif: u16::from(b[10]) | (u16::from(b[11]) << 8),
-            source: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
-            group: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::VifSet;
 
     #[test]
-    fn upcall_is_told_apart_from_igmp() {
-        let mut b = [0xa5u8; 20];
-        b[8] = IGMPMSG_NOCACHE;
-        b[9] = 0;
-        b[10] = 3;
-        b[11] = 0;
-        b[12..16].copy_from_slice(&[10, 1, 0, 7]);
-        b[16..20].copy_from_slice(&[232, 1, 1, 1]);
-        let u = Upcall::parse(&b).expect("upcall");
-        assert_eq!(u.msgtype, IGMPMSG_NOCACHE);
-        assert_eq!(u.vif, 3);
-        assert_eq!(u.source, Ipv4Addr::new(10, 1, 0, 7));
-        assert_eq!(u.group, Ipv4Addr::new(232, 1, 1, 1));
-        b[9] = 2; // IGMP
-        assert!(Upcall::parse(&b).is_none());
-        assert!(Upcall::parse(&b[..19]).is_none());
-    }
-
-    #[test]
-    fn vif_sets_hold_only_real_vif_numbers() {
+    fn mfc_entries_forward_on_their_outgoing_vifs_only() {
         let s: VifSet = [0, 3, 31, 32, 200].into_iter().collect();
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 3, 31]);
-        assert!(s.contains(3) && !s.contains(32));
-        assert_eq!(s.without(3).without(40).iter().count(), 2);
-        assert!(VifSet::one(40).is_empty());
         let ctl = MrouteControl::mfcctl(&MfcSpec {
             source: Ipv4Addr::new(10, 1, 0, 7),
             group: Ipv4Addr::new(239, 1, 1, 1),

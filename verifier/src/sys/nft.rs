@@ -1,57 +1,23 @@
-//! Running `nft` and `ip` for VIP mode. The ruleset text comes from [`crate::vip`].
+//! Running `nft` and `ip` (through `daemon_kit::command`) for the nft data planes: the native
+//! netdev table and VIP mode's table, policy rules and routes. The ruleset text comes from
+//! [`crate::plan`].
 
-use std::io::Write;
-use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
-
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| format!("{program}: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', "; ")
-        ))
-    }
-}
+use crate::plan::{netdev, vip, VipRoute, VipRule};
+use daemon_kit::command::{output, run, CommandError};
 
 /// Applies a ruleset as one transaction (`nft -f -`).
-pub fn apply(ruleset: &str) -> Result<(), String> {
+pub fn apply(ruleset: &str) -> Result<(), CommandError> {
     run("nft", &["-f", "-"], Some(ruleset))
 }
 
-pub fn delete_table() -> Result<(), String> {
-    run("nft", &["delete", "table", "ip", crate::vip::TABLE], None)
+/// VIP mode's table ([`vip::TABLE`]).
+pub fn delete_table() -> Result<(), CommandError> {
+    run("nft", &["delete", "table", "ip", vip::TABLE], None)
 }
 
-/// The native data plane's table ([`crate::netdev`]).
-pub fn delete_netdev_table() -> Result<(), String> {
-    run(
-        "nft",
-        &["delete", "table", "netdev", crate::netdev::TABLE],
-        None,
-    )
+/// The native data plane's table ([`netdev::TABLE`]).
+pub fn delete_netdev_table() -> Result<(), CommandError> {
+    run("nft", &["delete", "table", "netdev", netdev::TABLE], None)
 }
 
 /// Whether an earlier verifier left the native data plane's table in the kernel.
@@ -60,17 +26,8 @@ pub fn netdev_table_exists() -> bool {
 }
 
 /// `nft list table netdev manycast_native`, for its counters.
-pub fn list_netdev_table() -> Result<String, String> {
-    let out = Command::new("nft")
-        .args(["list", "table", "netdev", crate::netdev::TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+pub fn list_netdev_table() -> Result<String, CommandError> {
+    output("nft", &["list", "table", "netdev", netdev::TABLE])
 }
 
 /// Whether `ifname` receives all multicast frames (IFF_ALLMULTI), from sysfs.
@@ -82,83 +39,54 @@ pub fn allmulti(ifname: &str) -> Option<bool> {
 
 /// Turns IFF_ALLMULTI on or off: the nft data plane must see every group's frames, which a
 /// real NIC filters out unless someone on the host joined the group (ipmr does this for VIFs).
-pub fn set_allmulti(ifname: &str, on: bool) -> Result<(), String> {
+pub fn set_allmulti(ifname: &str, on: bool) -> Result<(), CommandError> {
+    let state = if on { "on" } else { "off" };
+    run(
+        "ip",
+        &["link", "set", "dev", ifname, "allmulticast", state],
+        None,
+    )
+}
+
+pub fn route_replace(r: &VipRoute) -> Result<(), CommandError> {
+    let (vip, via, table) = (
+        format!("{}/32", r.vip),
+        r.via.to_string(),
+        r.table.to_string(),
+    );
+    run(
+        "ip",
+        &["route", "replace", &vip, "via", &via, "table", &table],
+        None,
+    )
+}
+
+pub fn route_del(r: &VipRoute) -> Result<(), CommandError> {
+    let (vip, table) = (format!("{}/32", r.vip), r.table.to_string());
+    run("ip", &["route", "del", &vip, "table", &table], None)
+}
+
+fn rule(verb: &str, r: &VipRule) -> Result<(), CommandError> {
+    let (pref, mark, table) = (
+        r.priority.to_string(),
+        format!("{:#x}", r.mark),
+        r.table.to_string(),
+    );
     run(
         "ip",
         &[
-            "link",
-            "set",
-            "dev",
-            ifname,
-            "allmulticast",
-            if on { "on" } else { "off" },
+            "rule", verb, "pref", &pref, "fwmark", &mark, "table", &table,
         ],
         None,
     )
 }
 
-pub fn route_replace(vip: Ipv4Addr, via: Ipv4Addr, table: u32) -> Result<(), String> {
-    run(
-        "ip",
-        &[
-            "route",
-            "replace",
-            &format!("{vip}/32"),
-            "via",
-            &via.to_string(),
-            "table",
-            &table.to_string(),
-        ],
-        None,
-    )
-}
-
-pub fn route_del(vip: Ipv4Addr, table: u32) -> Result<(), String> {
-    run(
-        "ip",
-        &[
-            "route",
-            "del",
-            &format!("{vip}/32"),
-            "table",
-            &table.to_string(),
-        ],
-        None,
-    )
-}
-
-pub fn rule_add(mark: u32, table: u32, pref: u32) -> Result<(), String> {
+pub fn rule_add(r: &VipRule) -> Result<(), CommandError> {
     // Delete first so that a restart does not stack duplicates.
-    let _ = rule_del(mark, table, pref);
-    run(
-        "ip",
-        &[
-            "rule",
-            "add",
-            "pref",
-            &pref.to_string(),
-            "fwmark",
-            &format!("{mark:#x}"),
-            "table",
-            &table.to_string(),
-        ],
-        None,
-    )
+    let _ = rule_del(r);
+    rule("add", r)
 }
 
-pub fn rule_del(mark: u32, table: u32, pref: u32) -> Result<(), String> {
-    run(
-        "ip",
-        &[
-            "rule",
-            "del",
-            "pref",
-            &pref.to_string(),
-            "fwmark",
-            &format!("{mark:#x}"),
-            "table",
-            &table.to_string(),
-        ],
-        None,
-    )
+pub fn rule_del(r: &VipRule) -> Result<(), CommandError> {
+    rule("del", r)
 }

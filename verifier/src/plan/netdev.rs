@@ -1,7 +1,7 @@
 //! Native mode without the kernel's multicast routing: the nftables data plane (SPEC.md §10.2.1).
 //!
 //! Kernels built without `CONFIG_IP_MROUTE` have no MRT socket, no VIFs and no MFC, so the
-//! upcall path of [`crate::steering`] cannot run. This data plane steers the same packets one
+//! upcall path of [`super::mfc`] cannot run. This data plane steers the same packets one
 //! layer lower: a `netdev` table with one `ingress` chain on the verifier's interfaces looks up
 //! `ip saddr & mask` of every datagram to a protected group in a map written from the ownership
 //! table and forwards it with `fwd ip to <member> device <interface>` (the kernel resolves the
@@ -14,17 +14,18 @@
 //! table must not (it did once, and datagrams arrived with TTL − 2). A packet is never sent
 //! back out of the interface it arrived on.
 //!
-//! The planning and the ruleset text are pure and tested here; [`crate::sys::nft`] runs `nft`.
+//! The planning and the ruleset text are pure and tested here; `crate::sys::nft` runs `nft`.
 //! Each change is one `nft -f` transaction that replaces the whole table, like VIP mode.
 
+use super::map::{plan_map, MapPlan};
+use super::{Change, DataplaneOp, GapPolicy, PlanError, PlanFailure, Planner, View};
 use crate::status::NativeMapRow;
-use crate::steering::GapPolicy;
-use crate::vip::{plan_map, MapPlan};
 use core::fmt::Write;
 use igmp_ext::ownership::OwnershipTable;
-use igmp_ext::SliceSet;
+use igmp_ext::{SliceSet, Timestamp};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use tracing::info;
 
 pub const TABLE: &str = "manycast_native";
 
@@ -58,7 +59,7 @@ pub fn plan_group(
     table: &OwnershipTable,
     gap: GapPolicy,
     device_of: impl Fn(u32) -> Option<String>,
-) -> Result<GroupPlan, String> {
+) -> Result<GroupPlan, PlanError> {
     let mut hops = BTreeMap::new();
     let mut claims: Vec<(u32, SliceSet)> = Vec::new();
     for (m, c) in table.claims(group) {
@@ -198,20 +199,21 @@ pub fn parse_counters(listing: &str) -> KernelCounters {
 
 /// The native nftables data plane: the plan per protected group and whether the kernel has it.
 #[derive(Debug)]
-pub struct NetdevSteering {
+pub struct NetdevPlanner {
     devices: Vec<String>,
     groups: BTreeMap<Ipv4Addr, GroupPlan>,
+    /// A table was written (or is on its way: see [`NetdevPlanner::pending`]).
     written: bool,
-    /// The last write failed: the kernel may not hold the plans; retried ([`NetdevSteering::retry`]).
+    /// The last write failed: the kernel may not hold the plans; retried ([`NetdevPlanner::retry`]).
     stale: bool,
     /// A table an earlier verifier left is carrying traffic: plans change in memory only, and
-    /// the kernel is written when [`NetdevSteering::release`] is called (after the adopt grace).
+    /// the kernel is written when [`NetdevPlanner::release`] is called (after the adopt grace).
     holding: bool,
 }
 
-impl NetdevSteering {
+impl NetdevPlanner {
     pub fn new(devices: Vec<String>, holding: bool) -> Self {
-        NetdevSteering {
+        NetdevPlanner {
             devices,
             groups: BTreeMap::new(),
             written: false,
@@ -231,7 +233,7 @@ impl NetdevSteering {
         table: &OwnershipTable,
         gap: GapPolicy,
         device_of: impl Fn(u32) -> Option<String>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, PlanError> {
         let plan = plan_group(group, table, gap, device_of)?;
         let changed = self.groups.get(&group) != Some(&plan);
         self.groups.insert(group, plan);
@@ -248,17 +250,25 @@ impl NetdevSteering {
         self.pending(true)
     }
 
+    /// The ruleset to write, if any. It is counted as written from here on: the executor
+    /// applies ops in order and reports a failure ([`NetdevPlanner::apply_failed`]), so a
+    /// second change planned before this one is applied does not write the same table twice.
     fn pending(&mut self, changed: bool) -> Option<String> {
         if self.holding || (!changed && self.written && !self.stale) {
             return None;
         }
+        self.written = true;
+        self.stale = false;
         Some(ruleset(&self.devices, &self.groups))
     }
 
     /// The ruleset again if the last write failed (the plans have not changed since, so no
     /// update would otherwise write them).
     pub fn retry(&mut self) -> Option<String> {
-        self.pending(false).filter(|_| self.stale)
+        if !self.stale {
+            return None;
+        }
+        self.pending(false)
     }
 
     /// The driver could not apply the last ruleset.
@@ -266,12 +276,12 @@ impl NetdevSteering {
         self.stale = true;
     }
 
-    /// Whether the kernel holds a table this process wrote.
+    /// Whether this process wrote a table (or one is on its way to the kernel).
     pub fn is_written(&self) -> bool {
         self.written
     }
 
-    /// The driver applied the last ruleset.
+    /// The executor applied a ruleset: the kernel holds the plans.
     pub fn applied(&mut self) {
         self.written = true;
         self.stale = false;
@@ -310,6 +320,68 @@ impl NetdevSteering {
                 packets: counters.and_then(|c| c.forwarded.get(&h.chain()).copied()),
             })
             .collect()
+    }
+}
+
+impl Planner for NetdevPlanner {
+    fn plan(
+        &mut self,
+        _now: Timestamp,
+        view: &View<'_>,
+        change: Change,
+        out: &mut Vec<DataplaneOp>,
+    ) -> Vec<PlanFailure> {
+        let mut failures = Vec::new();
+        let pending = match change {
+            Change::Ownership(group) => {
+                let table = view.ownership();
+                let groups: Vec<Ipv4Addr> = match group {
+                    Some(g) => vec![g],
+                    None => {
+                        let mut g: Vec<Ipv4Addr> = table.groups().collect();
+                        g.extend(self.groups());
+                        g.sort();
+                        g.dedup();
+                        g
+                    }
+                };
+                let mut pending = None;
+                for g in groups
+                    .into_iter()
+                    .filter(|&g| view.verifier.is_protected(g))
+                {
+                    match self.update(g, table, view.gap, |i| view.device_of(i)) {
+                        Ok(Some(text)) => pending = Some(text),
+                        Ok(None) => {}
+                        Err(error) => failures.push(PlanFailure { group: g, error }),
+                    }
+                }
+                pending
+            }
+            Change::Settle => {
+                let text = self.release();
+                if text.is_some() {
+                    info!("the nft table taken over at start now follows the rebuilt ownership");
+                }
+                text
+            }
+            Change::Retry => self.retry(),
+            Change::Listeners(_) => None,
+        };
+        out.extend(pending.map(DataplaneOp::NetdevTable));
+        failures
+    }
+
+    fn completed(&mut self, op: &DataplaneOp, ok: bool) {
+        match (op, ok) {
+            (DataplaneOp::NetdevTable(_), true) => self.applied(),
+            (DataplaneOp::NetdevTable(_), false) => self.apply_failed(),
+            _ => {}
+        }
+    }
+
+    fn withdraw(&mut self, out: &mut Vec<DataplaneOp>) {
+        out.push(DataplaneOp::DeleteNetdevTable);
     }
 }
 
@@ -448,7 +520,7 @@ mod tests {
     #[test]
     fn holding_defers_the_kernel_until_release() {
         let t = table();
-        let mut s = NetdevSteering::new(vec!["c0".into()], true);
+        let mut s = NetdevPlanner::new(vec!["c0".into()], true);
         assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).unwrap(), None);
         assert_eq!(s.elements(), 3);
         let text = s.release().expect("written on release");
@@ -474,11 +546,14 @@ mod tests {
             .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
             .unwrap()
             .is_some());
+        s.apply_failed();
         assert!(s.retry().is_some());
+        // Once handed out, it is not handed out again unless it fails.
+        assert_eq!(s.retry(), None);
         s.applied();
         assert_eq!(s.retry(), None);
         // Not holding and never written: the first update writes even an empty plan.
-        let mut s = NetdevSteering::new(vec!["c0".into()], false);
+        let mut s = NetdevPlanner::new(vec!["c0".into()], false);
         let empty = OwnershipTable::new();
         assert!(s
             .update(G, &empty, GapPolicy::Drop, device_of)

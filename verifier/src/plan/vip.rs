@@ -1,18 +1,20 @@
 //! VIP mode (and pin mode): a unicast VIP bound to a protected group is steered by an nftables
 //! map `ip saddr & mask → mark` and one policy-routing table per member (SPEC.md §10.3). The
-//! planning and the ruleset text are pure and tested here; [`crate::sys::nft`] runs `nft` and `ip`.
+//! planning and the ruleset text are pure and tested here; `crate::sys::nft` runs `nft` and `ip`.
 //!
 //! Each ownership change is one `nft -f` transaction that replaces the whole table, so the kernel
 //! never holds half a change; routes for a new owner are in place before the map points at it.
 
-use crate::config::VipSection;
+use super::map::{plan_map, MapPlan};
+use super::{
+    Change, DataplaneOp, GapPolicy, PlanError, PlanFailure, Planner, View, VipChange, VipRoute,
+    VipRule,
+};
 use crate::status::VipRow;
-use crate::steering::GapPolicy;
-use crate::sys::nft;
 use core::fmt::Write;
 use igmp_ext::ownership::OwnershipTable;
 use igmp_ext::{SliceSet, Timestamp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 pub const TABLE: &str = "manycast_verifier";
@@ -22,51 +24,27 @@ pub const MARK_BASE: u32 = 0x4d43_0000;
 pub const ROUTE_TABLE_BASE: u32 = 0x4d43_0000;
 /// `ip rule` priority of the fwmark rules: before the main table (32766).
 pub const RULE_PRIORITY: u32 = 5000;
-/// Largest map we write: 2^16 elements.
-const MAX_MASK_BITS: u32 = 16;
 
 pub fn mark_of(member: u32) -> Option<u32> {
     (member <= 0xffff).then_some(MARK_BASE | member)
 }
 
-/// The map for one VIP: the common mask and, for each masked value, the member it goes to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct MapPlan {
-    pub mask: u32,
-    pub elements: Vec<(u32, u32)>,
+/// The policy rule that sends member `m`'s marked packets to its table.
+fn rule_of(m: u32) -> Option<VipRule> {
+    Some(VipRule {
+        mark: mark_of(m)?,
+        table: ROUTE_TABLE_BASE + m,
+        priority: RULE_PRIORITY,
+    })
 }
 
-/// Expands each member's slices over the finest mask any of them uses, so that one lookup
-/// `ip saddr & mask` finds the owner. Unowned values go to the fallback member, if any.
-pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> Result<MapPlan, String> {
-    let mask = claims
-        .iter()
-        .flat_map(|(_, s)| s.iter().map(|sl| sl.mask()))
-        .fold(0u32, |a, m| a | m);
-    let bits: Vec<u32> = (0..32).filter(|b| mask & (1 << b) != 0).collect();
-    if bits.len() as u32 > MAX_MASK_BITS {
-        return Err(format!(
-            "slices use {} address bits; VIP mode supports up to {MAX_MASK_BITS}",
-            bits.len()
-        ));
-    }
-    let mut elements = Vec::new();
-    for i in 0u32..(1 << bits.len()) {
-        let value = bits
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| i & (1 << k) != 0)
-            .fold(0u32, |v, (_, b)| v | (1 << b));
-        let owner = claims
-            .iter()
-            .find(|(_, s)| s.contains(value))
-            .map(|(m, _)| *m)
-            .or(fallback);
-        if let Some(m) = owner {
-            elements.push((value, m));
-        }
-    }
-    Ok(MapPlan { mask, elements })
+/// A unicast VIP bound to a protected group (the config's `[[vip]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipSpec {
+    pub address: Ipv4Addr,
+    pub group: Ipv4Addr,
+    /// Keep established connections on the member they started on (pin mode).
+    pub pin: bool,
 }
 
 /// One VIP's ruleset lines inside the prerouting chain.
@@ -121,57 +99,61 @@ struct MemberRoute {
 
 #[derive(Debug, Clone)]
 struct VipState {
-    cfg: VipSection,
+    spec: VipSpec,
     plan: MapPlan,
     members: BTreeMap<u32, MemberRoute>,
 }
 
-/// The VIPs and what is in the kernel for them.
+/// The VIPs, their plans and what the kernel holds for them.
 #[derive(Debug)]
-pub struct VipSteering {
+pub struct VipPlanner {
     vips: Vec<VipState>,
-    /// (member, vip) → next hop, as installed.
+    /// (member, vip) → next hop, as installed (or on its way: changes are applied in order).
     routes: BTreeMap<(u32, Ipv4Addr), Ipv4Addr>,
-    rules: BTreeMap<u32, ()>,
+    /// Members whose policy rule is installed.
+    rules: BTreeSet<u32>,
     table_written: bool,
+    /// A change failed: what the kernel holds is unknown, so the next change writes every
+    /// route and rule again.
+    resync: bool,
     linger: core::time::Duration,
 }
 
-impl VipSteering {
-    pub fn new(cfg: &[VipSection]) -> Self {
-        VipSteering {
-            vips: cfg
+impl VipPlanner {
+    pub fn new(vips: &[VipSpec]) -> Self {
+        VipPlanner {
+            vips: vips
                 .iter()
-                .map(|c| VipState {
-                    cfg: c.clone(),
+                .map(|spec| VipState {
+                    spec: spec.clone(),
                     plan: MapPlan::default(),
                     members: BTreeMap::new(),
                 })
                 .collect(),
             routes: BTreeMap::new(),
-            rules: BTreeMap::new(),
+            rules: BTreeSet::new(),
             table_written: false,
+            resync: false,
             linger: core::time::Duration::from_secs(300),
         }
     }
 
     pub fn groups(&self) -> Vec<Ipv4Addr> {
-        let mut g: Vec<_> = self.vips.iter().map(|v| v.cfg.group).collect();
+        let mut g: Vec<_> = self.vips.iter().map(|v| v.spec.group).collect();
         g.dedup();
         g
     }
 
-    /// Recomputes the VIPs bound to `group`; applies a change as one nft transaction. Returns
-    /// whether the kernel was changed.
+    /// Recomputes the VIPs bound to `group`; a change is one [`VipChange`] (one transaction).
     pub fn update(
         &mut self,
         group: Ipv4Addr,
         table: &OwnershipTable,
         gap: GapPolicy,
         now: Timestamp,
-    ) -> Result<bool, String> {
+    ) -> Result<Option<VipChange>, PlanError> {
         let mut changed = false;
-        for v in self.vips.iter_mut().filter(|v| v.cfg.group == group) {
+        for v in self.vips.iter_mut().filter(|v| v.spec.group == group) {
             let claims: Vec<(u32, SliceSet)> = table
                 .claims(group)
                 .filter(|(m, _)| mark_of(m.0).is_some())
@@ -194,7 +176,7 @@ impl VipSteering {
                     );
                 }
             }
-            if v.cfg.pin {
+            if v.spec.pin {
                 for (&m, r) in &v.members {
                     if members.contains_key(&m) {
                         continue;
@@ -219,90 +201,76 @@ impl VipSteering {
                 changed = true;
             }
         }
-        if changed {
-            self.apply()?;
-        }
-        Ok(changed)
+        Ok(changed.then(|| VipChange {
+            group: Some(group),
+            ..self.change()
+        }))
     }
 
     /// Routes and rules first (so the map never points at a missing route), then the map in
     /// one transaction, then stale routes and rules go.
-    fn apply(&mut self) -> Result<(), String> {
+    fn change(&mut self) -> VipChange {
         let mut want_routes = BTreeMap::new();
         for v in &self.vips {
             for (&m, r) in &v.members {
-                want_routes.insert((m, v.cfg.address), r.via);
+                want_routes.insert((m, v.spec.address), r.via);
             }
         }
+        let mut change = VipChange::default();
+        let mut want_rules = BTreeSet::new();
         for (&(m, vip), &via) in &want_routes {
-            let (Some(mark), table) = (mark_of(m), ROUTE_TABLE_BASE + m) else {
+            let Some(rule) = rule_of(m) else {
                 continue;
             };
-            if self.routes.get(&(m, vip)) != Some(&via) {
-                nft::route_replace(vip, via, table)?;
+            if self.resync || self.routes.get(&(m, vip)) != Some(&via) {
+                change.routes.push(VipRoute {
+                    vip,
+                    via,
+                    table: rule.table,
+                });
             }
-            if let std::collections::btree_map::Entry::Vacant(e) = self.rules.entry(m) {
-                nft::rule_add(mark, table, RULE_PRIORITY)?;
-                e.insert(());
+            if (self.resync || !self.rules.contains(&m)) && want_rules.insert(m) {
+                change.rules.push(rule);
             }
         }
-        let text = ruleset(
+        change.ruleset = ruleset(
             &self
                 .vips
                 .iter()
-                .map(|v| (v.cfg.address, v.cfg.pin, v.plan.clone()))
+                .map(|v| (v.spec.address, v.spec.pin, v.plan.clone()))
                 .collect::<Vec<_>>(),
         );
-        nft::apply(&text)?;
-        self.table_written = true;
-        for (&(m, vip), _) in self.routes.iter() {
+        for (&(m, vip), &via) in &self.routes {
             if !want_routes.contains_key(&(m, vip)) {
-                let _ = nft::route_del(vip, ROUTE_TABLE_BASE + m);
+                change.stale_routes.push(VipRoute {
+                    vip,
+                    via,
+                    table: ROUTE_TABLE_BASE + m,
+                });
             }
         }
-        let members: Vec<u32> = want_routes.keys().map(|(m, _)| *m).collect();
-        let stale: Vec<u32> = self
+        let members: BTreeSet<u32> = want_routes.keys().map(|(m, _)| *m).collect();
+        change.stale_rules = self
             .rules
-            .keys()
-            .copied()
+            .iter()
             .filter(|m| !members.contains(m))
+            .filter_map(|&m| rule_of(m))
             .collect();
-        for m in stale {
-            if let Some(mark) = mark_of(m) {
-                let _ = nft::rule_del(mark, ROUTE_TABLE_BASE + m, RULE_PRIORITY);
-            }
-            self.rules.remove(&m);
-        }
+        let rules = self.rules.union(&want_rules).copied();
+        self.rules = rules.filter(|m| members.contains(m)).collect();
         self.routes = want_routes;
-        Ok(())
-    }
-
-    /// Clean shutdown: the table, the rules and the routes this verifier added.
-    pub fn remove_all(&mut self) -> Result<(), String> {
-        if self.vips.is_empty() {
-            return Ok(());
-        }
-        let r = nft::delete_table();
-        for &(m, vip) in self.routes.keys() {
-            let _ = nft::route_del(vip, ROUTE_TABLE_BASE + m);
-        }
-        for &m in self.rules.keys() {
-            if let Some(mark) = mark_of(m) {
-                let _ = nft::rule_del(mark, ROUTE_TABLE_BASE + m, RULE_PRIORITY);
-            }
-        }
-        self.routes.clear();
-        self.rules.clear();
-        r
+        self.table_written = true;
+        self.resync = false;
+        change
     }
 
     pub fn status(&self) -> Vec<VipRow> {
         self.vips
             .iter()
             .map(|v| VipRow {
-                address: v.cfg.address.to_string(),
-                group: v.cfg.group.to_string(),
-                pin: v.cfg.pin,
+                address: v.spec.address.to_string(),
+                group: v.spec.group.to_string(),
+                pin: v.spec.pin,
                 members: v
                     .members
                     .iter()
@@ -313,36 +281,61 @@ impl VipSteering {
     }
 }
 
+impl Planner for VipPlanner {
+    fn plan(
+        &mut self,
+        now: Timestamp,
+        view: &View<'_>,
+        change: Change,
+        out: &mut Vec<DataplaneOp>,
+    ) -> Vec<PlanFailure> {
+        let groups = match change {
+            Change::Ownership(Some(g)) => vec![g],
+            Change::Ownership(None) => self.groups(),
+            Change::Listeners(_) | Change::Settle | Change::Retry => return Vec::new(),
+        };
+        let mut failures = Vec::new();
+        for group in groups {
+            match self.update(group, view.ownership(), view.gap, now) {
+                Ok(Some(change)) => out.push(DataplaneOp::Vip(change)),
+                Ok(None) => {}
+                Err(error) => failures.push(PlanFailure { group, error }),
+            }
+        }
+        failures
+    }
+
+    fn completed(&mut self, op: &DataplaneOp, ok: bool) {
+        if matches!(op, DataplaneOp::Vip(_)) && !ok {
+            self.table_written = false;
+            self.resync = true;
+        }
+    }
+
+    /// Clean shutdown: the table, the rules and the routes this verifier added.
+    fn withdraw(&mut self, out: &mut Vec<DataplaneOp>) {
+        if self.vips.is_empty() {
+            return;
+        }
+        let routes = self
+            .routes
+            .iter()
+            .map(|(&(m, vip), &via)| VipRoute {
+                vip,
+                via,
+                table: ROUTE_TABLE_BASE + m,
+            })
+            .collect();
+        let rules = self.rules.iter().filter_map(|&m| rule_of(m)).collect();
+        self.routes.clear();
+        self.rules.clear();
+        out.push(DataplaneOp::VipRemove { routes, rules });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use igmp_ext::Slice;
-
-    #[test]
-    fn map_expands_slices_over_the_finest_mask() {
-        // Member 1: last bit 0 (mask 1); member 2: last two bits 01; 11 unowned.
-        let claims = vec![
-            (1, SliceSet::from(Slice::new(0, 1))),
-            (2, SliceSet::from(Slice::new(1, 3))),
-        ];
-        let plan = plan_map(&claims, None).unwrap();
-        assert_eq!(plan.mask, 3);
-        assert_eq!(plan.elements, vec![(0, 1), (1, 2), (2, 1)]);
-        let plan = plan_map(&claims, Some(2)).unwrap();
-        assert_eq!(plan.elements, vec![(0, 1), (1, 2), (2, 1), (3, 2)]);
-        // Prefix slices work the same way, over high bits.
-        let claims = vec![(
-            7,
-            SliceSet::from(Slice::prefix(Ipv4Addr::new(128, 0, 0, 0), 1)),
-        )];
-        let plan = plan_map(&claims, None).unwrap();
-        assert_eq!(plan.mask, 0x8000_0000);
-        assert_eq!(plan.elements, vec![(0x8000_0000, 7)]);
-        // Too fine a mask is refused rather than written as a huge map.
-        let claims = vec![(1, SliceSet::from(Slice::new(0, 0x1_ffff)))];
-        assert!(plan_map(&claims, None).is_err());
-        assert_eq!(plan_map(&[], None).unwrap(), MapPlan::default());
-    }
 
     #[test]
     fn ruleset_text_is_one_transaction_with_pin_rules() {

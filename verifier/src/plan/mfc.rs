@@ -1,102 +1,56 @@
-//! Native multicast mode, sans-IO: which MFC entry each (S,G) should have, given the ownership
-//! table. Upcalls create entries; ownership changes re-point them; idle ones are removed. The
-//! driver applies the [`KernelOp`]s through the mroute control socket (SPEC.md §10.2).
+//! Native multicast mode on the kernel's multicast routing (the MFC data plane), pure: which MFC
+//! entry each (S,G) should have, given the ownership table. Upcalls create entries; ownership
+//! changes re-point them; idle ones are removed. `crate::sys::mroute` applies the ops through
+//! the mroute control socket (SPEC.md §10.2).
 //!
 //! An entry of a protected group has at most one outgoing VIF, so two owners for one source never
 //! reach the kernel. Plain (unprotected) groups are routed like any IGMP multicast router does:
 //! toward every VIF with listeners, except the one the packet came in on (SPEC.md §10.5).
 
-use crate::sys::mroute::{MfcSpec, VifSet};
+use super::{Change, DataplaneOp, MfcSpec, PlanFailure, Planner, Target, View, VifSet, VifTable};
 use core::time::Duration;
-use igmp_ext::ownership::OwnershipTable;
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::Timestamp;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use tracing::{debug, info};
 
-/// What happens to a source whose slice has no owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GapPolicy {
-    /// Drop in the kernel (an MFC entry with no outgoing interface).
-    #[default]
-    Drop,
-    /// Send to this member, if it holds any claim on the group.
-    Fallback(MemberId),
-}
-
-/// Where a source's packets go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum Target {
-    Member {
-        member: u32,
-        ifindex: u32,
-    },
-    /// A plain group: every VIF where the querier has listeners for it.
-    Listeners {
-        vifs: VifSet,
-    },
-    Drop,
-}
-
-/// The target for `source` on `group`: its slice's owner, else the gap policy.
-pub fn resolve(
-    table: &OwnershipTable,
-    gap: GapPolicy,
-    group: Ipv4Addr,
-    source: Ipv4Addr,
-) -> Target {
-    if let Some((m, claim)) = table.owner_of(group, source) {
-        return Target::Member {
-            member: m.0,
-            ifindex: claim.ifindex,
-        };
-    }
-    if let GapPolicy::Fallback(f) = gap {
-        if let Some((m, claim)) = table.claims(group).find(|(m, _)| *m == f) {
-            return Target::Member {
-                member: m.0,
-                ifindex: claim.ifindex,
-            };
-        }
-    }
-    Target::Drop
-}
-
-/// Interface index ↔ VIF number.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VifTable {
-    by_ifindex: BTreeMap<u32, u16>,
-}
-
-impl VifTable {
-    pub fn insert(&mut self, ifindex: u32, vif: u16) {
-        self.by_ifindex.insert(ifindex, vif);
-    }
-    pub fn vif_of(&self, ifindex: u32) -> Option<u16> {
-        self.by_ifindex.get(&ifindex).copied()
-    }
-    pub fn ifindex_of(&self, vif: u16) -> Option<u32> {
-        self.by_ifindex
-            .iter()
-            .find(|(_, &v)| v == vif)
-            .map(|(&i, _)| i)
-    }
-    pub fn iter(&self) -> impl Iterator<Item = (u32, u16)> + '_ {
-        self.by_ifindex.iter().map(|(&i, &v)| (i, v))
-    }
-    /// The lowest VIF number not in use.
-    pub fn free_vif(&self) -> Option<u16> {
-        (0..crate::sys::mroute::MAX_VIFS as u16).find(|v| self.ifindex_of(*v).is_none())
-    }
-}
-
-/// A change to make in the kernel.
+/// The kernel's packet counter of one probed (S,G) entry (the idle sweep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelOp {
-    /// Add or replace (MRT_ADD_MFC replaces an entry with the same (S,G)).
-    Install(MfcSpec),
-    Remove(MfcSpec),
+pub struct Probed {
+    pub group: Ipv4Addr,
+    pub source: Ipv4Addr,
+    /// `Ok(None)`: the kernel has no such entry; `Err(())`: it could not be read.
+    pub packets: Result<Option<u64>, ()>,
+}
+
+/// `IGMPMSG_NOCACHE`: a packet for an (S,G) with no MFC entry; the kernel queued it.
+pub const IGMPMSG_NOCACHE: u8 = 1;
+
+/// An upcall (`struct igmpmsg`), read from bytes that arrived on the mroute socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upcall {
+    pub msgtype: u8,
+    pub vif: u16,
+    pub source: Ipv4Addr,
+    pub group: Ipv4Addr,
+}
+
+impl Upcall {
+    /// `struct igmpmsg` overlays an IPv4 header whose protocol byte (`im_mbz`) is 0, which no
+    /// real IGMP datagram has; `None` for anything else.
+    pub fn parse(bytes: &[u8]) -> Option<Upcall> {
+        let b = bytes.get(..20)?;
+        if b[9] != 0 {
+            return None;
+        }
+        Some(Upcall {
+            msgtype: b[8],
+            vif: u16::from(b[10]) | (u16::from(b[11]) << 8),
+            source: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
+            group: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,7 +67,7 @@ pub struct Entry {
 
 /// The (S,G) entries this verifier put in the kernel.
 #[derive(Debug, Default)]
-pub struct NativeSteering {
+pub struct MfcPlanner {
     entries: BTreeMap<(Ipv4Addr, Ipv4Addr), Entry>,
     /// The last (group, source) the idle sweep looked at: it goes round in slices.
     sweep_cursor: Option<(Ipv4Addr, Ipv4Addr)>,
@@ -131,7 +85,7 @@ fn oifs_for(target: Target, parent: u16, vifs: &VifTable) -> VifSet {
     }
 }
 
-impl NativeSteering {
+impl MfcPlanner {
     pub fn new() -> Self {
         Self::default()
     }
@@ -166,7 +120,7 @@ impl NativeSteering {
         parent: u16,
         target: Target,
         vifs: &VifTable,
-    ) -> KernelOp {
+    ) -> DataplaneOp {
         let e = Entry {
             parent,
             oifs: oifs_for(target, parent, vifs),
@@ -174,13 +128,13 @@ impl NativeSteering {
             last_packets: 0,
             last_active: now,
         };
-        let op = KernelOp::Install(Self::spec(group, source, &e));
+        let op = DataplaneOp::MfcInstall(Self::spec(group, source, &e));
         self.entries.insert((group, source), e);
         op
     }
 
     /// Takes over an entry found in the kernel at start (left by an earlier process): kept as
-    /// it is until [`NativeSteering::repoint`] runs with rebuilt ownership.
+    /// it is until [`MfcPlanner::repoint`] runs with rebuilt ownership.
     pub fn adopt(
         &mut self,
         now: Timestamp,
@@ -203,14 +157,14 @@ impl NativeSteering {
 
     /// Re-points every entry of `group` (all groups when `None`) to `target(group, source)`;
     /// returns the entries that changed. Adopted entries are left alone until
-    /// [`NativeSteering::settle_adopted`]: while ownership is being rebuilt after a restart, a
+    /// [`MfcPlanner::settle_adopted`]: while ownership is being rebuilt after a restart, a
     /// partial table must not pull traffic away from where the kernel sends it.
     pub fn repoint(
         &mut self,
         group: Option<Ipv4Addr>,
         target: impl Fn(Ipv4Addr, Ipv4Addr) -> Target,
         vifs: &VifTable,
-    ) -> Vec<KernelOp> {
+    ) -> Vec<DataplaneOp> {
         self.repoint_where(group, false, target, vifs)
     }
 
@@ -219,7 +173,7 @@ impl NativeSteering {
         &mut self,
         target: impl Fn(Ipv4Addr, Ipv4Addr) -> Target,
         vifs: &VifTable,
-    ) -> Vec<KernelOp> {
+    ) -> Vec<DataplaneOp> {
         self.repoint_where(None, true, target, vifs)
     }
 
@@ -233,7 +187,7 @@ impl NativeSteering {
         adopted: bool,
         target: impl Fn(Ipv4Addr, Ipv4Addr) -> Target,
         vifs: &VifTable,
-    ) -> Vec<KernelOp> {
+    ) -> Vec<DataplaneOp> {
         let mut ops = Vec::new();
         for (&(g, s), e) in self.entries.iter_mut() {
             if group.is_some_and(|want| want != g) || e.target.is_none() != adopted {
@@ -244,24 +198,16 @@ impl NativeSteering {
             e.target = Some(t);
             if oifs != e.oifs {
                 e.oifs = oifs;
-                ops.push(KernelOp::Install(Self::spec(g, s, e)));
+                ops.push(DataplaneOp::MfcInstall(Self::spec(g, s, e)));
             }
         }
         ops
     }
 
-    /// Looks at the next `budget` entries (round robin, so that a call costs the same with
-    /// 100 entries or 100,000) and removes those whose packet counter has not moved for
-    /// `idle`. `packets` gives the kernel's counter for (group, source), `None` when the kernel
-    /// has no such entry (then it is forgotten here too). An entry is removed at most one
-    /// round after it went idle, a round being `len / budget` calls.
-    pub fn sweep(
-        &mut self,
-        now: Timestamp,
-        idle: Duration,
-        budget: usize,
-        mut packets: impl FnMut(Ipv4Addr, Ipv4Addr) -> Option<u64>,
-    ) -> Vec<KernelOp> {
+    /// The next `budget` entries for the idle sweep (round robin, so that a sweep costs the
+    /// same with 100 entries or 100,000): their kernel counters are to be read and handed to
+    /// [`MfcPlanner::counted`].
+    pub fn probe(&mut self, budget: usize) -> Vec<(Ipv4Addr, Ipv4Addr)> {
         use core::ops::Bound::{Excluded, Unbounded};
         let after = match self.sweep_cursor {
             Some(k) => (Excluded(k), Unbounded),
@@ -278,10 +224,25 @@ impl NativeSteering {
             let left = budget - keys.len();
             keys.extend(self.entries.range(..=cursor).map(|(&k, _)| k).take(left));
         }
+        if let Some(&last) = keys.last() {
+            self.sweep_cursor = Some(last);
+        }
+        keys
+    }
+
+    /// The kernel's packet counters of probed (group, source) entries, `None` when the kernel
+    /// has no such entry (then it is forgotten here too): removes those whose counter has not
+    /// moved for `idle`. An entry is removed at most one round after it went idle, a round
+    /// being `len / budget` probes.
+    pub fn counted(
+        &mut self,
+        now: Timestamp,
+        idle: Duration,
+        counts: impl IntoIterator<Item = ((Ipv4Addr, Ipv4Addr), Option<u64>)>,
+    ) -> Vec<DataplaneOp> {
         let mut ops = Vec::new();
-        for (g, s) in keys {
-            self.sweep_cursor = Some((g, s));
-            let Some(p) = packets(g, s) else {
+        for ((g, s), packets) in counts {
+            let Some(p) = packets else {
                 self.entries.remove(&(g, s));
                 continue;
             };
@@ -292,30 +253,88 @@ impl NativeSteering {
                 e.last_packets = p;
                 e.last_active = now;
             } else if now >= e.last_active.saturating_add(idle) {
-                ops.push(KernelOp::Remove(Self::spec(g, s, e)));
+                ops.push(DataplaneOp::MfcRemove(Self::spec(g, s, e)));
                 self.entries.remove(&(g, s));
             }
         }
         ops
     }
 
+    /// [`MfcPlanner::probe`] and [`MfcPlanner::counted`] in one, with `packets` as the kernel.
+    pub fn sweep(
+        &mut self,
+        now: Timestamp,
+        idle: Duration,
+        budget: usize,
+        mut packets: impl FnMut(Ipv4Addr, Ipv4Addr) -> Option<u64>,
+    ) -> Vec<DataplaneOp> {
+        let counts: Vec<_> = self
+            .probe(budget)
+            .into_iter()
+            .map(|(g, s)| ((g, s), packets(g, s)))
+            .collect();
+        self.counted(now, idle, counts)
+    }
+
     /// Removes everything (clean shutdown).
-    pub fn drain(&mut self) -> Vec<KernelOp> {
+    pub fn drain(&mut self) -> Vec<DataplaneOp> {
         let ops = self
             .entries
             .iter()
-            .map(|(&(g, s), e)| KernelOp::Remove(Self::spec(g, s, e)))
+            .map(|(&(g, s), e)| DataplaneOp::MfcRemove(Self::spec(g, s, e)))
             .collect();
         self.entries.clear();
         ops
     }
 }
 
+impl Planner for MfcPlanner {
+    fn plan(
+        &mut self,
+        _now: Timestamp,
+        view: &View<'_>,
+        change: Change,
+        out: &mut Vec<DataplaneOp>,
+    ) -> Vec<PlanFailure> {
+        let target = |g, s| view.target(g, s);
+        match change {
+            Change::Ownership(group) => out.extend(self.repoint(group, target, view.vifs)),
+            // A protected group is steered by ownership, not by listeners.
+            Change::Listeners(group) if !view.verifier.is_protected(group) => {
+                let ops = self.repoint(Some(group), target, view.vifs);
+                if !ops.is_empty() {
+                    debug!(%group, changed = ops.len(), "plain group entries follow their listeners");
+                }
+                out.extend(ops);
+            }
+            Change::Settle => {
+                let ops = self.settle_adopted(target, view.vifs);
+                if !ops.is_empty() {
+                    info!(
+                        changed = ops.len(),
+                        "entries taken over at start now follow the rebuilt ownership"
+                    );
+                }
+                out.extend(ops);
+            }
+            Change::Listeners(_) | Change::Retry => {}
+        }
+        Vec::new()
+    }
+
+    fn completed(&mut self, _op: &DataplaneOp, _ok: bool) {}
+
+    fn withdraw(&mut self, out: &mut Vec<DataplaneOp>) {
+        out.extend(self.drain());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use igmp_ext::ownership::Claim;
-    use igmp_ext::{AllocationEpoch, Slice};
+    use crate::plan::{resolve, GapPolicy};
+    use igmp_ext::ownership::{Claim, OwnershipTable};
+    use igmp_ext::{AllocationEpoch, MemberId, Slice};
 
     const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
     const EVEN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
@@ -350,11 +369,11 @@ mod tests {
         )
         .unwrap();
         let now = Timestamp::from_secs(1);
-        let mut st = NativeSteering::new();
+        let mut st = MfcPlanner::new();
         let tgt = resolve(&t, GapPolicy::Drop, G, EVEN);
         assert_eq!(
             st.upcall(now, EVEN, G, 0, tgt, &vifs()),
-            KernelOp::Install(MfcSpec {
+            DataplaneOp::MfcInstall(MfcSpec {
                 source: EVEN,
                 group: G,
                 parent: 0,
@@ -377,7 +396,7 @@ mod tests {
         let op = st.upcall(now, ODD, G, 0, Target::Drop, &vifs());
         assert!(matches!(
             op,
-            KernelOp::Install(MfcSpec {
+            DataplaneOp::MfcInstall(MfcSpec {
                 oifs: VifSet::EMPTY,
                 ..
             })
@@ -395,7 +414,7 @@ mod tests {
         )
         .unwrap();
         let now = Timestamp::from_secs(1);
-        let mut st = NativeSteering::new();
+        let mut st = MfcPlanner::new();
         for s in [EVEN, ODD] {
             let tgt = resolve(&t, GapPolicy::Drop, G, s);
             st.upcall(now, s, G, 0, tgt, &vifs());
@@ -411,7 +430,7 @@ mod tests {
         let ops = st.repoint(Some(G), |g, s| resolve(&t, GapPolicy::Drop, g, s), &vifs());
         assert_eq!(
             ops,
-            vec![KernelOp::Install(MfcSpec {
+            vec![DataplaneOp::MfcInstall(MfcSpec {
                 source: ODD,
                 group: G,
                 parent: 0,
@@ -440,7 +459,7 @@ mod tests {
         );
         assert!(ops.iter().all(|op| matches!(
             op,
-            KernelOp::Install(MfcSpec {
+            DataplaneOp::MfcInstall(MfcSpec {
                 oifs: VifSet::EMPTY,
                 ..
             })
@@ -449,7 +468,7 @@ mod tests {
 
     #[test]
     fn adopted_entries_stay_until_settled() {
-        let mut st = NativeSteering::new();
+        let mut st = MfcPlanner::new();
         let t0 = Timestamp::from_secs(0);
         st.adopt(t0, EVEN, G, 0, VifSet::one(2));
         let to_one = |_, _| Target::Member {
@@ -461,7 +480,7 @@ mod tests {
         let ops = st.settle_adopted(to_one, &vifs());
         assert!(matches!(
             ops[..],
-            [KernelOp::Install(MfcSpec { oifs, .. })] if oifs == VifSet::one(1)
+            [DataplaneOp::MfcInstall(MfcSpec { oifs, .. })] if oifs == VifSet::one(1)
         ));
         assert_eq!(st.adopted(), 0);
     }
@@ -470,7 +489,7 @@ mod tests {
     fn plain_groups_go_to_every_listening_vif_but_the_arrival_one() {
         const PLAIN: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
         let now = Timestamp::from_secs(1);
-        let mut st = NativeSteering::new();
+        let mut st = MfcPlanner::new();
         let listeners = |vifs: &[u16]| Target::Listeners {
             vifs: vifs.iter().copied().collect(),
         };
@@ -478,7 +497,7 @@ mod tests {
         let op = st.upcall(now, EVEN, PLAIN, 1, listeners(&[0, 1, 2]), &vifs());
         assert_eq!(
             op,
-            KernelOp::Install(MfcSpec {
+            DataplaneOp::MfcInstall(MfcSpec {
                 source: EVEN,
                 group: PLAIN,
                 parent: 1,
@@ -489,7 +508,7 @@ mod tests {
         let ops = st.repoint(Some(PLAIN), |_, _| listeners(&[1, 2]), &vifs());
         assert!(matches!(
             ops[..],
-            [KernelOp::Install(MfcSpec { oifs, .. })] if oifs == VifSet::one(2)
+            [DataplaneOp::MfcInstall(MfcSpec { oifs, .. })] if oifs == VifSet::one(2)
         ));
         assert!(st
             .repoint(Some(PLAIN), |_, _| listeners(&[1, 2]), &vifs())
@@ -498,7 +517,7 @@ mod tests {
         let ops = st.repoint(Some(PLAIN), |_, _| listeners(&[1]), &vifs());
         assert!(matches!(
             ops[..],
-            [KernelOp::Install(MfcSpec {
+            [DataplaneOp::MfcInstall(MfcSpec {
                 oifs: VifSet::EMPTY,
                 ..
             })]
@@ -508,7 +527,7 @@ mod tests {
 
     #[test]
     fn idle_entries_expire_and_busy_ones_stay() {
-        let mut st = NativeSteering::new();
+        let mut st = MfcPlanner::new();
         let t0 = Timestamp::from_secs(0);
         st.upcall(t0, EVEN, G, 0, Target::Drop, &vifs());
         st.upcall(t0, ODD, G, 0, Target::Drop, &vifs());
@@ -523,7 +542,7 @@ mod tests {
         assert_eq!(ops.len(), 1);
         assert!(matches!(
             ops[0],
-            KernelOp::Remove(MfcSpec { source: EVEN, .. })
+            DataplaneOp::MfcRemove(MfcSpec { source: EVEN, .. })
         ));
         // An entry the kernel lost is forgotten without an operation.
         assert!(st
@@ -534,7 +553,7 @@ mod tests {
 
     #[test]
     fn sweep_goes_round_in_slices_of_its_budget() {
-        let mut st = NativeSteering::new();
+        let mut st = MfcPlanner::new();
         let t0 = Timestamp::from_secs(0);
         let sources: Vec<Ipv4Addr> = (1..=10).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
         for &s in &sources {
@@ -576,5 +595,32 @@ mod tests {
             Some(1)
         });
         assert_eq!(calls, 1);
+    }
+    #[test]
+    fn upcall_is_told_apart_from_igmp() {
+        let mut b = [0xa5u8; 20];
+        b[8] = IGMPMSG_NOCACHE;
+        b[9] = 0;
+        b[10] = 3;
+        b[11] = 0;
+        b[12..16].copy_from_slice(&[10, 1, 0, 7]);
+        b[16..20].copy_from_slice(&[232, 1, 1, 1]);
+        let u = Upcall::parse(&b).expect("upcall");
+        assert_eq!(u.msgtype, IGMPMSG_NOCACHE);
+        assert_eq!(u.vif, 3);
+        assert_eq!(u.source, Ipv4Addr::new(10, 1, 0, 7));
+        assert_eq!(u.group, Ipv4Addr::new(232, 1, 1, 1));
+        b[9] = 2; // IGMP
+        assert!(Upcall::parse(&b).is_none());
+        assert!(Upcall::parse(&b[..19]).is_none());
+    }
+
+    #[test]
+    fn vif_sets_hold_only_real_vif_numbers() {
+        let s: VifSet = [0, 3, 31, 32, 200].into_iter().collect();
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 3, 31]);
+        assert!(s.contains(3) && !s.contains(32));
+        assert_eq!(s.without(3).without(40).iter().count(), 2);
+        assert!(VifSet::one(40).is_empty());
     }
 }

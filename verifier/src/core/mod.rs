@@ -1,0 +1,727 @@
+//! The router core, sans-IO: the join verifier, the querier, flood limits and data-plane
+//! planning in one state machine, in the shape of control-channel's `Endpoint`. Bytes, upcalls,
+//! timeouts and requests go in with `now` (`handle_*`); queries to send, kernel ops and events
+//! come out (`poll_*`). It never opens a socket, runs a command or reads the clock: the daemon
+//! does, and reports each op's outcome back ([`Router::handle_op_result`]).
+
+mod status;
+#[cfg(test)]
+mod tests;
+
+use crate::plan::mfc::{MfcPlanner, Probed, Upcall, IGMPMSG_NOCACHE};
+use crate::plan::netdev::KernelCounters;
+use crate::plan::netdev::NetdevPlanner;
+use crate::plan::vip::{VipPlanner, VipSpec};
+use crate::plan::{
+    Change, DataplaneOp, GapPolicy, Interface, MfcSpec, PlanError, Planner, Target, View, VifSet,
+    VifTable,
+};
+use crate::querier::{self, Querier, QuerierConfig, Role};
+use crate::ratelimit::{Limited, RateLimiter};
+use core::time::Duration;
+use igmp_ext::verify::LinkTable;
+use igmp_ext::wire::igmp::IgmpRepr;
+use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+use igmp_ext::{
+    Accepted, AllocationEpoch, JoinVerifier, KeySource, MemberId, Reason, SliceSet, Timestamp,
+    VerifierConfig,
+};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use tracing::debug;
+
+/// The core's timer period: querier timers, claim expiry and a slice of the idle sweep.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Entries the idle sweep looks at per tick at least.
+const SWEEP_MIN_BUDGET: usize = 64;
+
+/// How native mode reaches the kernel, as configured (`native.dataplane`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataplane {
+    /// The multicast routing socket when the kernel has it, else nft.
+    #[default]
+    Auto,
+    /// The multicast routing socket: upcalls and MFC entries.
+    Mroute,
+    /// An nftables netdev table (kernels without CONFIG_IP_MROUTE).
+    Nft,
+}
+
+/// The data plane native mode runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeDataplane {
+    Mroute,
+    Nft,
+}
+
+/// Why the multicast routing socket could not be opened (MRT_INIT): the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MrtInitError {
+    /// ENOPROTOOPT: the kernel was built without multicast routing.
+    #[error(
+        "this kernel has no multicast routing (CONFIG_IP_MROUTE): \
+         set native.dataplane = \"nft\" (or \"auto\")"
+    )]
+    Unsupported,
+    /// EADDRINUSE: one MRT socket per namespace, and another process has it.
+    #[error("another multicast routing daemon holds this namespace's MRT socket")]
+    Busy,
+    #[error("cannot open the multicast routing socket (MRT_INIT): {0}")]
+    Other(String),
+}
+
+impl Dataplane {
+    /// Whether the daemon should try MRT_INIT before [`Dataplane::decide`].
+    pub fn tries_mroute(self) -> bool {
+        self != Dataplane::Nft
+    }
+
+    /// The data plane to run on, given what MRT_INIT did when it was tried (`None`: not
+    /// tried). `auto` falls back to nft only on a kernel without multicast routing; any other
+    /// refusal stops the start.
+    pub fn decide(
+        self,
+        mrt_init: Option<Result<(), MrtInitError>>,
+    ) -> Result<NativeDataplane, MrtInitError> {
+        match (self, mrt_init) {
+            (Dataplane::Nft, _) | (_, None) => Ok(NativeDataplane::Nft),
+            (_, Some(Ok(()))) => Ok(NativeDataplane::Mroute),
+            (Dataplane::Auto, Some(Err(MrtInitError::Unsupported))) => Ok(NativeDataplane::Nft),
+            (_, Some(Err(e))) => Err(e),
+        }
+    }
+}
+
+/// The core's settings (built from the config file by `Config::router_config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterConfig {
+    pub verifier: VerifierConfig,
+    pub querier: QuerierConfig,
+    pub per_interface_pps: u32,
+    pub per_source_pps: u32,
+    pub gap: GapPolicy,
+    pub route_plain_groups: bool,
+    pub idle_timeout: Duration,
+    pub adopt_grace: Duration,
+    pub keep_kernel_state: bool,
+    pub vips: Vec<VipSpec>,
+}
+
+/// An MFC entry found in the kernel at start (left by an earlier verifier).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundEntry {
+    pub group: Ipv4Addr,
+    pub source: Ipv4Addr,
+    pub parent: u16,
+    pub oifs: VifSet,
+}
+
+/// What the daemon found and set up in the kernel before the core starts.
+#[derive(Debug, Clone)]
+pub struct KernelSetup {
+    pub dataplane: NativeDataplane,
+    pub interfaces: Vec<Interface>,
+    /// Every subnet on each interface, for the proper-link check.
+    pub links: LinkTable,
+    /// Our interfaces' VIFs an earlier verifier left, reused (MFC data plane).
+    pub adopted_vifs: Vec<u16>,
+    /// MFC entries in the kernel (MFC data plane).
+    pub mfc_entries: Vec<FoundEntry>,
+    /// Whether an earlier verifier left the native nft table (nft data plane).
+    pub netdev_table_left: bool,
+    /// Interfaces whose allmulticast flag is ours to turn off at a clean shutdown.
+    pub allmulti: Vec<String>,
+}
+
+/// A query to send on `ifindex`: a whole IPv4 datagram (header with router alert, TTL 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub ifindex: u32,
+    pub dst: Ipv4Addr,
+    pub datagram: Vec<u8>,
+}
+
+/// What the daemon read or did outside the core, for the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The nft data plane's packet counters: what the tables it replaced counted plus the
+    /// current one.
+    pub native_counters: KernelCounters,
+    /// Queries the sockets accepted.
+    pub queries_sent: u64,
+}
+
+/// Which data plane a plan failure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    Native,
+    Vip,
+}
+
+/// What happened, for the daemon's log and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Kernel state an earlier verifier left was taken over; kept as is until the grace ends.
+    Adopted {
+        entries: usize,
+        vifs: usize,
+    },
+    JoinAccepted {
+        member: MemberId,
+        group: Ipv4Addr,
+        epoch: AllocationEpoch,
+        slices: SliceSet,
+        ifindex: u32,
+    },
+    /// A report refused by the verifier.
+    Rejected {
+        reason: Reason,
+        sender: Option<Ipv4Addr>,
+        ifindex: u32,
+        detail: String,
+    },
+    RateLimited {
+        limit: Limited,
+        ifindex: u32,
+    },
+    /// Claims not refreshed in time were dropped.
+    ClaimsExpired {
+        group: Option<Ipv4Addr>,
+        lost: Vec<(MemberId, SliceSet)>,
+    },
+    RoleChanged {
+        ifindex: u32,
+        role: Role,
+    },
+    GroupJoined {
+        ifindex: u32,
+        group: Ipv4Addr,
+    },
+    GroupExpired {
+        ifindex: u32,
+        group: Ipv4Addr,
+    },
+    /// A group's plan could not be made; its kernel state is unchanged.
+    PlanFailed {
+        kind: PlanKind,
+        group: Ipv4Addr,
+        error: PlanError,
+    },
+    /// Shutdown with `keep_kernel_state`: nothing is withdrawn.
+    KernelStateKept,
+}
+
+/// Requests from the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    /// Start serving: query every interface at once (members re-announce without waiting),
+    /// run the timers and write the data planes for the ownership known so far.
+    Start,
+    /// Clean shutdown: withdraw what this verifier put in the kernel, unless configured to
+    /// keep it for the next verifier.
+    Shutdown,
+}
+
+#[derive(Debug)]
+enum Native {
+    Mfc(MfcPlanner),
+    Nft(NetdevPlanner),
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    joins_accepted: u64,
+    plain_accepted: u64,
+    rate_limited: [u64; 2],
+    upcalls: u64,
+    upcalls_this_second: u64,
+    upcalls_last_second: u64,
+    second: u64,
+    mfc_installs: u64,
+    nft_transactions: u64,
+    kernel_errors: u64,
+}
+
+/// The router-side verifier as a state machine.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    verifier: JoinVerifier,
+    querier: Querier,
+    limiter: RateLimiter,
+    interfaces: Vec<Interface>,
+    vifs: VifTable,
+    native: Native,
+    vip: VipPlanner,
+    adopted_vifs: Vec<u16>,
+    allmulti: Vec<String>,
+    adopt_until: Option<Timestamp>,
+    next_tick: Timestamp,
+    stats: Stats,
+    transmits: VecDeque<Transmit>,
+    ops: VecDeque<DataplaneOp>,
+    events: VecDeque<Event>,
+}
+
+impl Router {
+    /// The core for `setup`, at `now`: what an earlier verifier left is adopted and kept as it
+    /// is for the adopt grace.
+    pub fn new(now: Timestamp, config: RouterConfig, setup: KernelSetup) -> Self {
+        let verifier = JoinVerifier::new(config.verifier.clone(), setup.links);
+        let mut querier = Querier::new(config.querier);
+        let mut vifs = VifTable::default();
+        for i in &setup.interfaces {
+            querier.add_interface(now, i.ifindex, i.addr);
+            vifs.insert(i.ifindex, i.vif);
+        }
+        let mut adopted = 0;
+        let native = match setup.dataplane {
+            NativeDataplane::Mroute => {
+                let mut mfc = MfcPlanner::new();
+                for e in setup.mfc_entries {
+                    // With plain groups not routed, their entries are not ours.
+                    if !config.route_plain_groups && !verifier.is_protected(e.group) {
+                        continue;
+                    }
+                    mfc.adopt(now, e.source, e.group, e.parent, e.oifs);
+                    adopted += 1;
+                }
+                Native::Mfc(mfc)
+            }
+            NativeDataplane::Nft => {
+                // A table an earlier verifier left keeps forwarding until members have answered.
+                adopted += usize::from(setup.netdev_table_left);
+                let devices = setup.interfaces.iter().map(|i| i.name.clone()).collect();
+                Native::Nft(NetdevPlanner::new(devices, setup.netdev_table_left))
+            }
+        };
+        let mut events = VecDeque::new();
+        if adopted > 0 || !setup.adopted_vifs.is_empty() {
+            events.push_back(Event::Adopted {
+                entries: adopted,
+                vifs: setup.adopted_vifs.len(),
+            });
+        }
+        Router {
+            verifier,
+            querier,
+            limiter: RateLimiter::new(config.per_interface_pps, config.per_source_pps),
+            interfaces: setup.interfaces,
+            vifs,
+            native,
+            vip: VipPlanner::new(&config.vips),
+            adopted_vifs: setup.adopted_vifs,
+            allmulti: setup.allmulti,
+            adopt_until: Some(now.saturating_add(config.adopt_grace)),
+            next_tick: now,
+            stats: Stats::default(),
+            transmits: VecDeque::new(),
+            ops: VecDeque::new(),
+            events,
+            config,
+        }
+    }
+
+    pub fn dataplane(&self) -> NativeDataplane {
+        match self.native {
+            Native::Mfc(_) => NativeDataplane::Mroute,
+            Native::Nft(_) => NativeDataplane::Nft,
+        }
+    }
+
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.interfaces
+    }
+
+    /// An interface's name for logs (`if<N>` for one we do not serve).
+    pub fn ifname(&self, ifindex: u32) -> String {
+        self.interfaces
+            .iter()
+            .find(|i| i.ifindex == ifindex)
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| format!("if{ifindex}"))
+    }
+
+    pub fn verifier(&self) -> &JoinVerifier {
+        &self.verifier
+    }
+
+    pub fn querier(&self) -> &Querier {
+        &self.querier
+    }
+
+    /// One IGMP datagram (IPv4 header included) received on `ifindex` (`None`: unknown). Our
+    /// own queries and datagrams from interfaces we do not serve are ignored; the rest pass the
+    /// flood limits, then the verifier, whose keys come from `keys`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        ifindex: Option<u32>,
+        datagram: &[u8],
+        keys: &dyn KeySource,
+    ) {
+        let src = datagram
+            .get(12..16)
+            .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+        if src.is_some_and(|src| self.interfaces.iter().any(|i| i.addr == src)) {
+            return; // our own query
+        }
+        let Some(ifindex) = ifindex.filter(|&i| self.interfaces.iter().any(|f| f.ifindex == i))
+        else {
+            return;
+        };
+        let source = src.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if let Err(limit) = self.limiter.admit(now, ifindex, source) {
+            self.stats.rate_limited[match limit {
+                Limited::Interface => 0,
+                Limited::Source => 1,
+            }] += 1;
+            self.events.push_back(Event::RateLimited { limit, ifindex });
+            return;
+        }
+        match self.verifier.handle_datagram(now, ifindex, datagram, keys) {
+            Ok(Accepted::Plain { sender, message }) => {
+                self.stats.plain_accepted += 1;
+                let q = &mut self.querier;
+                match &message {
+                    IgmpRepr::Query(query) => q.handle_query(now, ifindex, sender, query),
+                    IgmpRepr::V3Report(r) => q.handle_records(now, ifindex, &r.records),
+                    IgmpRepr::V1Report { group } | IgmpRepr::V2Report { group } => {
+                        q.handle_membership(now, ifindex, *group)
+                    }
+                    IgmpRepr::V2Leave { group } => q.handle_leave(now, ifindex, *group),
+                }
+            }
+            Ok(Accepted::Join {
+                join,
+                change,
+                public_records,
+            }) => {
+                self.stats.joins_accepted += 1;
+                self.events.push_back(Event::JoinAccepted {
+                    member: join.member(),
+                    group: join.group(),
+                    epoch: join.epoch(),
+                    slices: join.slices().clone(),
+                    ifindex,
+                });
+                if join.slices().is_empty() {
+                    self.querier.handle_leave(now, ifindex, join.group());
+                } else {
+                    self.querier.handle_membership(now, ifindex, join.group());
+                }
+                self.querier.handle_records(now, ifindex, &public_records);
+                // A claim whose slices stayed the same changes nothing here, even when it came
+                // from a new address or interface (issue 13, item 10).
+                if !change.is_empty() {
+                    self.replan(now, Change::Ownership(change.group));
+                }
+            }
+            Err(rej) => self.events.push_back(Event::Rejected {
+                reason: rej.reason,
+                sender: rej.sender,
+                ifindex,
+                detail: rej.detail,
+            }),
+        }
+        // A new listener opens its plain groups' entries now, not at the next tick.
+        self.querier_events(now);
+    }
+
+    /// An upcall from the kernel's multicast routing (MFC data plane): a new (S,G) gets its
+    /// entry toward its target.
+    pub fn handle_upcall(&mut self, now: Timestamp, up: Upcall) {
+        if up.msgtype != IGMPMSG_NOCACHE {
+            debug!(?up, "upcall ignored");
+            return;
+        }
+        let target = self.view().target(up.group, up.source);
+        let Native::Mfc(mfc) = &mut self.native else {
+            debug!(?up, "upcall without the MFC data plane ignored");
+            return;
+        };
+        self.stats.upcalls += 1;
+        self.stats.upcalls_this_second += 1;
+        let op = mfc.upcall(now, up.source, up.group, up.vif, target, &self.vifs);
+        debug!(source = %up.source, group = %up.group, ?target, "upcall");
+        self.push_ops([op]);
+    }
+
+    /// Runs every timer due at `now`: queries, listener and claim expiry, the end of the adopt
+    /// grace, the once-a-second work and a slice of the idle sweep.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.next_tick = now.saturating_add(TICK);
+        self.querier.handle_timeout(now);
+        self.queue_queries();
+        self.querier_events(now);
+        for change in self.verifier.expire(now) {
+            self.events.push_back(Event::ClaimsExpired {
+                group: change.group,
+                lost: change.lost,
+            });
+            self.replan(now, Change::Ownership(change.group));
+        }
+        if self.adopt_until.is_some_and(|t| now >= t) {
+            self.adopt_until = None;
+            self.replan(now, Change::Settle);
+            self.replan(now, Change::Ownership(None));
+        }
+        let second = now.as_millis() / 1000;
+        if second != self.stats.second {
+            self.replan(now, Change::Retry);
+            self.stats.upcalls_last_second = self.stats.upcalls_this_second;
+            self.stats.upcalls_this_second = 0;
+            self.stats.second = second;
+        }
+        self.sweep_idle();
+    }
+
+    /// Each tick probes a slice of the MFC entries, sized so that every entry is looked at at
+    /// least every quarter of the idle timeout. Reading `/proc/net/ip_mr_cache` instead costs
+    /// time quadratic in the table (10 s for 100,000 entries) and blocked upcalls meanwhile.
+    fn sweep_idle(&mut self) {
+        let Native::Mfc(mfc) = &mut self.native else {
+            return;
+        };
+        let idle_ms = self.config.idle_timeout.as_millis() as u64;
+        let rounds = (idle_ms / 4 / TICK.as_millis() as u64).max(1) as usize;
+        let budget = mfc.len().div_ceil(rounds).max(SWEEP_MIN_BUDGET);
+        let keys = mfc.probe(budget);
+        if !keys.is_empty() {
+            self.ops.push_back(DataplaneOp::MfcProbe(keys));
+        }
+    }
+
+    /// The kernel's packet counters for an [`DataplaneOp::MfcProbe`]: `Ok(None)` when the
+    /// kernel has no such entry, `Err(())` when it could not be read (counted as a kernel
+    /// error; the entry stays).
+    pub fn handle_mfc_counters(&mut self, now: Timestamp, counts: Vec<Probed>) {
+        let Native::Mfc(mfc) = &mut self.native else {
+            return;
+        };
+        let errors = &mut self.stats.kernel_errors;
+        let counts = counts.into_iter().map(|p| {
+            // Unknown, not gone: counts as a move, so the entry stays.
+            let packets = p.packets.unwrap_or_else(|()| {
+                *errors += 1;
+                Some(u64::MAX)
+            });
+            ((p.group, p.source), packets)
+        });
+        let ops = mfc.counted(now, self.config.idle_timeout, counts.collect::<Vec<_>>());
+        self.push_ops(ops);
+    }
+
+    pub fn handle_request(&mut self, now: Timestamp, request: Request) {
+        match request {
+            Request::Start => {
+                self.querier.query_now(now);
+                self.queue_queries();
+                self.handle_timeout(now);
+                self.replan(now, Change::Ownership(None));
+            }
+            Request::Shutdown => self.shutdown(),
+        }
+    }
+
+    /// The executor's outcome of an op from [`Router::poll_op`].
+    pub fn handle_op_result(&mut self, op: &DataplaneOp, ok: bool) {
+        match op {
+            DataplaneOp::MfcInstall(_) | DataplaneOp::MfcRemove(_) if !ok => {
+                self.stats.kernel_errors += 1;
+            }
+            DataplaneOp::NetdevTable(_) | DataplaneOp::Vip(_) => {
+                if ok {
+                    self.stats.nft_transactions += 1;
+                } else {
+                    self.stats.kernel_errors += 1;
+                }
+                self.native_planner().completed(op, ok);
+                self.vip.completed(op, ok);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_op(&mut self) -> Option<DataplaneOp> {
+        self.ops.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Router::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Timestamp {
+        self.next_tick
+    }
+
+    fn native_planner(&mut self) -> &mut dyn Planner {
+        match &mut self.native {
+            Native::Mfc(p) => p,
+            Native::Nft(p) => p,
+        }
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            verifier: &self.verifier,
+            querier: &self.querier,
+            interfaces: &self.interfaces,
+            vifs: &self.vifs,
+            gap: self.config.gap,
+            route_plain: self.config.route_plain_groups,
+        }
+    }
+
+    /// Every data plane follows `change`: the native one first, then VIP.
+    fn replan(&mut self, now: Timestamp, change: Change) {
+        let Router {
+            verifier,
+            querier,
+            interfaces,
+            vifs,
+            config,
+            native,
+            vip,
+            ..
+        } = self;
+        let view = View {
+            verifier,
+            querier,
+            interfaces,
+            vifs,
+            gap: config.gap,
+            route_plain: config.route_plain_groups,
+        };
+        let native: &mut dyn Planner = match native {
+            Native::Mfc(p) => p,
+            Native::Nft(p) => p,
+        };
+        let mut ops = Vec::new();
+        let failed = native.plan(now, &view, change, &mut ops);
+        let failed = failed.into_iter().map(|f| (PlanKind::Native, f));
+        let vip_failed = vip.plan(now, &view, change, &mut ops);
+        let failed = failed.chain(vip_failed.into_iter().map(|f| (PlanKind::Vip, f)));
+        for (kind, f) in failed.collect::<Vec<_>>() {
+            self.stats.kernel_errors += 1;
+            self.events.push_back(Event::PlanFailed {
+                kind,
+                group: f.group,
+                error: f.error,
+            });
+        }
+        self.push_ops(ops);
+    }
+
+    fn push_ops(&mut self, ops: impl IntoIterator<Item = DataplaneOp>) {
+        for op in ops {
+            if matches!(op, DataplaneOp::MfcInstall(_)) {
+                self.stats.mfc_installs += 1;
+            }
+            self.ops.push_back(op);
+        }
+    }
+
+    fn querier_events(&mut self, now: Timestamp) {
+        while let Some(e) = self.querier.poll_event() {
+            match e {
+                querier::Event::RoleChanged { ifindex, role } => {
+                    self.events.push_back(Event::RoleChanged { ifindex, role });
+                }
+                querier::Event::GroupJoined { ifindex, group } => {
+                    self.events.push_back(Event::GroupJoined { ifindex, group });
+                    self.replan(now, Change::Listeners(group));
+                }
+                querier::Event::GroupExpired { ifindex, group } => {
+                    self.events
+                        .push_back(Event::GroupExpired { ifindex, group });
+                    self.replan(now, Change::Listeners(group));
+                }
+            }
+        }
+    }
+
+    /// The querier's queries as whole datagrams (RFC 3376 §4: TTL 1, router alert, IP
+    /// precedence of internetwork control).
+    fn queue_queries(&mut self) {
+        while let Some(t) = self.querier.poll_transmit() {
+            let igmp = IgmpRepr::Query(t.query);
+            let ip = Ipv4Repr {
+                src_addr: t.src,
+                dst_addr: t.dst,
+                protocol: PROTOCOL_IGMP,
+                ttl: 1,
+                tos: TOS_INTERNETWORK_CONTROL,
+                router_alert: true,
+                payload_len: igmp.buffer_len(),
+            };
+            let mut datagram = vec![0u8; ip.buffer_len()];
+            ip.emit(&mut datagram);
+            igmp.emit(&mut datagram[ip.header_len()..]);
+            self.transmits.push_back(Transmit {
+                ifindex: t.ifindex,
+                dst: t.dst,
+                datagram,
+            });
+        }
+    }
+
+    /// Withdraws everything in the order the kernel needs: the native table and allmulticast,
+    /// the MFC entries, the VIFs and what an earlier verifier left on them, VIP steering, and
+    /// multicast routing itself.
+    fn shutdown(&mut self) {
+        if self.config.keep_kernel_state {
+            self.events.push_back(Event::KernelStateKept);
+            return;
+        }
+        let mut ops = Vec::new();
+        let mrt = matches!(self.native, Native::Mfc(_));
+        if let Native::Nft(nd) = &mut self.native {
+            nd.withdraw(&mut ops);
+        }
+        for ifname in std::mem::take(&mut self.allmulti) {
+            ops.push(DataplaneOp::SetAllmulti { ifname, on: false });
+        }
+        if let Native::Mfc(mfc) = &mut self.native {
+            mfc.withdraw(&mut ops);
+            ops.extend(self.interfaces.iter().map(|i| DataplaneOp::DelVif(i.vif)));
+            ops.push(DataplaneOp::MfcRemoveLeftovers {
+                parents: self.adopted_vifs.clone(),
+            });
+        }
+        self.vip.withdraw(&mut ops);
+        if mrt {
+            ops.push(DataplaneOp::MrtDone);
+        }
+        self.push_ops(ops);
+    }
+
+    /// The MFC entries, for status.
+    fn mfc_entries(&self) -> Vec<(MfcSpec, Option<Target>)> {
+        match &self.native {
+            Native::Mfc(mfc) => mfc
+                .entries()
+                .map(|((group, source), e)| {
+                    let spec = MfcSpec {
+                        source,
+                        group,
+                        parent: e.parent,
+                        oifs: e.oifs,
+                    };
+                    (spec, e.target)
+                })
+                .collect(),
+            Native::Nft(_) => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The status snapshot of the core's state (`--status`, metrics), with what only the daemon can
+//! read from the kernel passed in.
+
+use super::{Native, Observed, Router};
+use crate::plan::Target;
+use crate::ratelimit::Limited;
+use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
+use igmp_ext::Timestamp;
+
+impl Router {
+    pub fn status(&self, now: Timestamp, observed: &Observed) -> Status {
+        let remaining = |t: Timestamp| t.as_millis().saturating_sub(now.as_millis());
+        let table = self.verifier.ownership();
+        let mut ownership = Vec::new();
+        for g in table.groups() {
+            for (m, c) in table.claims(g) {
+                ownership.push(OwnershipRow {
+                    group: g.to_string(),
+                    member: m.0,
+                    slices: c.slices.to_string(),
+                    epoch: c.epoch.0,
+                    interface: self.ifname(c.ifindex),
+                    sender: c.sender.to_string(),
+                    expires_in_ms: remaining(c.expires),
+                });
+            }
+        }
+        ownership.sort_by(|a, b| (&a.group, a.member).cmp(&(&b.group, b.member)));
+        let vif_name = |v: u16| {
+            self.vifs
+                .ifindex_of(v)
+                .map(|i| self.ifname(i))
+                .unwrap_or_else(|| format!("vif{v}"))
+        };
+        let mfc = self
+            .mfc_entries()
+            .into_iter()
+            .map(|(e, target)| MfcRow {
+                group: e.group.to_string(),
+                source: e.source.to_string(),
+                iif: vif_name(e.parent),
+                oif: if e.oifs.is_empty() {
+                    "drop".into()
+                } else {
+                    e.oifs.iter().map(vif_name).collect::<Vec<_>>().join(",")
+                },
+                member: match target {
+                    Some(Target::Member { member, .. }) if !e.oifs.is_empty() => Some(member),
+                    _ => None,
+                },
+            })
+            .collect();
+        let listeners = self
+            .interfaces
+            .iter()
+            .flat_map(|i| {
+                self.querier
+                    .groups(i.ifindex)
+                    .map(|(g, expires)| ListenerRow {
+                        interface: i.name.clone(),
+                        group: g.to_string(),
+                        expires_in_ms: remaining(expires),
+                    })
+            })
+            .collect();
+        let m = self.verifier.metrics();
+        let counters = &observed.native_counters;
+        let s = &self.stats;
+        Status {
+            interfaces: self
+                .interfaces
+                .iter()
+                .map(|i| InterfaceStatus {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    vif: i.vif,
+                    address: i.addr.to_string(),
+                    role: format!("{:?}", self.querier.role(i.ifindex)),
+                })
+                .collect(),
+            ownership,
+            listeners,
+            mfc,
+            dataplane: match self.native {
+                Native::Mfc(_) => "mroute",
+                Native::Nft(_) => "nft",
+            }
+            .into(),
+            native: match &self.native {
+                Native::Nft(nd) => nd.status(Some(counters)),
+                Native::Mfc(_) => Vec::new(),
+            },
+            vips: self.vip.status(),
+            counters: Counters {
+                joins_accepted: s.joins_accepted,
+                plain_accepted: s.plain_accepted,
+                rejected: m.rejections().map(|(r, n)| (r.to_owned(), n)).collect(),
+                rate_limited: vec![
+                    (Limited::Interface.as_str().into(), s.rate_limited[0]),
+                    (Limited::Source.as_str().into(), s.rate_limited[1]),
+                ],
+                upcalls: s.upcalls,
+                upcalls_per_second: s.upcalls_last_second,
+                mfc_entries: match &self.native {
+                    Native::Mfc(mfc) => mfc.len() as u64,
+                    Native::Nft(_) => 0,
+                },
+                mfc_installs: s.mfc_installs,
+                nft_transactions: s.nft_transactions,
+                kernel_errors: s.kernel_errors,
+                queries_sent: observed.queries_sent,
+                native_forwarded: counters.forwarded.values().sum(),
+                native_ttl_dropped: counters.ttl_dropped,
+                native_gap_dropped: counters.gap_dropped,
+            },
+        }
+    }
+}
