@@ -1,6 +1,7 @@
 //! The daemon's TOML configuration: parsing, documented defaults and the checks that turn a bad
 //! file into one line naming what is wrong. Nothing here opens a socket or reads a key file.
 
+pub use daemon_kit::ConfigError;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -366,50 +367,42 @@ fn default_admin_socket() -> PathBuf {
     PathBuf::from(DEFAULT_ADMIN_SOCKET)
 }
 
-/// A bad configuration, as one line.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+/// A configuration the operator must fix, as one line naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(pub String);
+
+impl From<String> for InvalidConfig {
+    fn from(message: String) -> Self {
+        InvalidConfig(message)
+    }
+}
+
+impl From<&str> for InvalidConfig {
+    fn from(message: &str) -> Self {
+        InvalidConfig(message.to_owned())
+    }
 }
 
 impl Config {
+    /// Reads, parses and checks `path` (`daemon_kit::config`): the error is one line naming the
+    /// file and, for syntax and type errors, the line at fault.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        daemon_kit::config::load(path, |c: &Config| c.validate().map_err(|e| e.0))
     }
 
     /// Parses and checks; the error is one line.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines (a source excerpt); keep the first and the
-            // explanation so the operator sees one line.
-            let msg = e.message().trim().to_owned();
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    format!("line {line}: {msg}")
-                }
-                None => msg,
-            }
-        })?;
+    pub fn parse(text: &str) -> Result<Config, InvalidConfig> {
+        let c: Config = daemon_kit::config::parse(text)?;
         c.validate()?;
         Ok(c)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        self.check().map_err(InvalidConfig)
+    }
+
+    fn check(&self) -> Result<(), String> {
         if !self.group.is_multicast() {
             return Err(format!("group {} is not a multicast address", self.group));
         }
@@ -454,14 +447,18 @@ impl Config {
         if self.igmp.refresh_ms == 0 || self.service.session_idle_ms == 0 {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
-        self.group_key_source()?;
+        self.key_source()?;
         self.validate_vip()
     }
 
     /// Exactly one of `group_pub` and `[keystore]`, as the verifier: two sources that could
     /// disagree would need a rule for who wins, and one file pinned next to the keystore would
     /// defeat rotation.
-    pub fn group_key_source(&self) -> Result<GroupKeySource<'_>, String> {
+    pub fn group_key_source(&self) -> Result<GroupKeySource<'_>, InvalidConfig> {
+        self.key_source().map_err(InvalidConfig)
+    }
+
+    fn key_source(&self) -> Result<GroupKeySource<'_>, String> {
         match (&self.group_pub, &self.keystore) {
             (Some(p), None) => Ok(GroupKeySource::File(p)),
             (None, Some(ks)) => {
@@ -740,11 +737,11 @@ group_pub = "/k/group.pub"
                 .filter(|l| !(extra.starts_with("group =") && l.starts_with("group =")))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            let e = Config::parse(&format!("{base}{extra}")).unwrap_err();
+            let e = Config::parse(&format!("{base}{extra}")).unwrap_err().0;
             assert!(e.contains(want), "{extra:?}: {e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
-        let e = Config::parse("group = \"232.1.1.1\"\n").unwrap_err();
+        let e = Config::parse("group = \"232.1.1.1\"\n").unwrap_err().0;
         assert!(e.contains("missing field"), "{e}");
     }
 
@@ -802,7 +799,7 @@ group_pub = "/k/group.pub"
             ),
         ];
         for (extra, want) in cases {
-            let e = Config::parse(&keystore_file(extra)).unwrap_err();
+            let e = Config::parse(&keystore_file(extra)).unwrap_err().0;
             assert!(e.contains(want), "{extra:?}: {e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }

@@ -12,13 +12,16 @@
 
 pub mod admin;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod join_agent;
 pub mod keys;
 pub mod keystore;
 pub mod load;
 pub mod metrics;
+pub mod node;
 pub mod service;
 pub mod session_state;
 pub mod vip;
 pub mod vip_forward;
+pub mod vip_forwarder;
