@@ -197,26 +197,30 @@ impl std::fmt::Display for Overlay {
 }
 
 impl TryFrom<String> for Overlay {
-    type Error = String;
+    type Error = InvalidConfig;
 
-    fn try_from(s: String) -> Result<Overlay, String> {
-        let bad = || format!("vip.forward_overlay {s:?} is not an IPv4 network a.b.c.d/len");
+    fn try_from(s: String) -> Result<Overlay, InvalidConfig> {
+        let bad = || {
+            InvalidConfig(format!(
+                "vip.forward_overlay {s:?} is not an IPv4 network a.b.c.d/len"
+            ))
+        };
         let (addr, len) = s.split_once('/').ok_or_else(bad)?;
         let network: Ipv4Addr = addr.parse().map_err(|_| bad())?;
         let prefix_len: u8 = len.parse().map_err(|_| bad())?;
         // At least two members need an address besides the network and broadcast addresses;
         // at most 2^16 - 2, as the member id is the low half of the packet mark.
         if !(16..=30).contains(&prefix_len) {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "vip.forward_overlay {s}: the prefix length must be 16..=30"
-            ));
+            )));
         }
         let mask = u32::MAX << (32 - u32::from(prefix_len));
         if u32::from(network) & !mask != 0 {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "vip.forward_overlay {s}: host bits are set (did you mean {}/{prefix_len}?)",
                 Ipv4Addr::from(u32::from(network) & mask)
-            ));
+            )));
         }
         Ok(Overlay {
             network,
@@ -399,18 +403,17 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), InvalidConfig> {
-        self.check().map_err(InvalidConfig)
-    }
-
-    fn check(&self) -> Result<(), String> {
         if !self.group.is_multicast() {
-            return Err(format!("group {} is not a multicast address", self.group));
+            return Err(InvalidConfig(format!(
+                "group {} is not a multicast address",
+                self.group
+            )));
         }
         if !self.control.group.is_multicast() {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "control.group {} is not a multicast address",
                 self.control.group
-            ));
+            )));
         }
         if self.control.group == self.group {
             return Err("control.group must differ from the service group".into());
@@ -425,11 +428,11 @@ impl Config {
             return Err("ports must be non-zero".into());
         }
         if self.control.slice_bits > igmp_ext::alloc::MAX_BITS {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "control.slice_bits {} is above {}",
                 self.control.slice_bits,
                 igmp_ext::alloc::MAX_BITS
-            ));
+            )));
         }
         if self.igmp.robustness == 0 {
             return Err("igmp.robustness must be at least 1".into());
@@ -447,7 +450,7 @@ impl Config {
         if self.igmp.refresh_ms == 0 || self.service.session_idle_ms == 0 {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
-        self.key_source()?;
+        self.group_key_source()?;
         self.validate_vip()
     }
 
@@ -455,10 +458,6 @@ impl Config {
     /// disagree would need a rule for who wins, and one file pinned next to the keystore would
     /// defeat rotation.
     pub fn group_key_source(&self) -> Result<GroupKeySource<'_>, InvalidConfig> {
-        self.key_source().map_err(InvalidConfig)
-    }
-
-    fn key_source(&self) -> Result<GroupKeySource<'_>, String> {
         match (&self.group_pub, &self.keystore) {
             (Some(p), None) => Ok(GroupKeySource::File(p)),
             (None, Some(ks)) => {
@@ -482,7 +481,7 @@ impl Config {
         }
     }
 
-    fn validate_vip(&self) -> Result<(), String> {
+    fn validate_vip(&self) -> Result<(), InvalidConfig> {
         match (self.mode, self.vip.address) {
             (Mode::Vip, None) => Err("mode = \"vip\" needs vip.address".into()),
             (Mode::Native, Some(_)) => Err("vip.address is set but mode is not \"vip\"".into()),
@@ -492,7 +491,7 @@ impl Config {
                     || a.is_loopback()
                     || a.is_broadcast() =>
             {
-                Err(format!("vip.address {a} is not a unicast address"))
+                Err(InvalidConfig(format!("vip.address {a} is not a unicast address")))
             }
             (Mode::Vip, Some(_)) if self.strategy == Strategy::Handoff => Err(
                 "strategy = \"handoff\" is not available in VIP mode; use \"reset\", \"pin\" or \"forward\""
@@ -506,15 +505,15 @@ impl Config {
                     );
                 };
                 if overlay.contains(vip) {
-                    return Err(format!(
+                    return Err(InvalidConfig(format!(
                         "vip.address {vip} is inside vip.forward_overlay {overlay}"
-                    ));
+                    )));
                 }
                 if self.vip.forward_vni == 0 || self.vip.forward_vni >= 1 << 24 {
-                    return Err(format!(
+                    return Err(InvalidConfig(format!(
                         "vip.forward_vni {} is not a 24-bit VXLAN id (1..=16777215)",
                         self.vip.forward_vni
-                    ));
+                    )));
                 }
                 if self.vip.forward_port == 0 || self.vip.forward_linger_ms == 0 {
                     return Err(
