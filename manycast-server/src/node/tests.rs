@@ -544,3 +544,71 @@ fn igmp_that_is_not_a_query_is_ignored() {
     n.snapshot_into(&mut s);
     assert_eq!(s.queries, 0);
 }
+
+#[test]
+fn the_old_owner_hands_off_per_new_owner_and_answers_only_the_owners_forwards() {
+    // Handoff: one transfer per new owner, named by the epoch of the move.
+    let mut n = node(native(Strategy::Handoff));
+    deliver(&mut n, at(0), commit(1, &[M1], ALL_M1));
+    n.handle_datagram(at(1), client(2), b"r1");
+    actions(&mut n);
+    deliver(&mut n, at(10), commit(2, &[M1, M2], HALF));
+    let sent: Vec<(MemberId, u64, Vec<SocketAddrV4>)> = actions(&mut n)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::SendState {
+                to,
+                transfer_id,
+                data,
+            } => {
+                let t = StateTransfer::decode(&data).expect("decodes");
+                Some((
+                    to,
+                    transfer_id,
+                    t.sessions.iter().map(|r| r.client()).collect(),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![(M2, 2, vec![])],
+        "client(2) stays: unit 2 is still ours"
+    );
+
+    // Forward: the moved session stays here, answered only for the new owner's forwards.
+    let mut n = node(native(Strategy::Forward));
+    deliver(&mut n, at(0), commit(1, &[M1], ALL_M1));
+    n.handle_datagram(at(1), client(1), b"r1");
+    actions(&mut n);
+    deliver(&mut n, at(10), commit(2, &[M1, M2], HALF));
+    assert!(actions(&mut n)
+        .iter()
+        .any(|a| matches!(a, Action::SendState { to, .. } if *to == M2)));
+    let forwarded = |from| Event::Forwarded {
+        from,
+        client: client(1),
+        payload: b"r2".to_vec(),
+    };
+    n.handle_event(at(20), forwarded(MemberId(3)), None);
+    assert!(
+        actions(&mut n).is_empty(),
+        "m3 does not own the client's unit"
+    );
+    n.handle_event(at(21), forwarded(M2), None);
+    assert_eq!(
+        reply_texts(&actions(&mut n)),
+        vec![(client(1), "m1 2 r2\n".to_owned())]
+    );
+    n.handle_tick(at(1_000));
+    let load: Vec<Action> = actions(&mut n)
+        .into_iter()
+        .filter(|a| matches!(a, Action::SetLoad(_)))
+        .collect();
+    assert_eq!(
+        load,
+        vec![Action::SetLoad(vec![(1, 1)])],
+        "a forwarded datagram is the new owner's load, not ours"
+    );
+}
