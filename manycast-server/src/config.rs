@@ -1,6 +1,7 @@
 //! The daemon's TOML configuration: parsing, documented defaults and the checks that turn a bad
 //! file into one line naming what is wrong. Nothing here opens a socket or reads a key file.
 
+pub use daemon_kit::ConfigError;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -196,26 +197,30 @@ impl std::fmt::Display for Overlay {
 }
 
 impl TryFrom<String> for Overlay {
-    type Error = String;
+    type Error = InvalidConfig;
 
-    fn try_from(s: String) -> Result<Overlay, String> {
-        let bad = || format!("vip.forward_overlay {s:?} is not an IPv4 network a.b.c.d/len");
+    fn try_from(s: String) -> Result<Overlay, InvalidConfig> {
+        let bad = || {
+            InvalidConfig(format!(
+                "vip.forward_overlay {s:?} is not an IPv4 network a.b.c.d/len"
+            ))
+        };
         let (addr, len) = s.split_once('/').ok_or_else(bad)?;
         let network: Ipv4Addr = addr.parse().map_err(|_| bad())?;
         let prefix_len: u8 = len.parse().map_err(|_| bad())?;
         // At least two members need an address besides the network and broadcast addresses;
         // at most 2^16 - 2, as the member id is the low half of the packet mark.
         if !(16..=30).contains(&prefix_len) {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "vip.forward_overlay {s}: the prefix length must be 16..=30"
-            ));
+            )));
         }
         let mask = u32::MAX << (32 - u32::from(prefix_len));
         if u32::from(network) & !mask != 0 {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "vip.forward_overlay {s}: host bits are set (did you mean {}/{prefix_len}?)",
                 Ipv4Addr::from(u32::from(network) & mask)
-            ));
+            )));
         }
         Ok(Overlay {
             network,
@@ -366,58 +371,49 @@ fn default_admin_socket() -> PathBuf {
     PathBuf::from(DEFAULT_ADMIN_SOCKET)
 }
 
-/// A bad configuration, as one line.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+/// A configuration the operator must fix, as one line naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(pub String);
+
+impl From<String> for InvalidConfig {
+    fn from(message: String) -> Self {
+        InvalidConfig(message)
+    }
+}
+
+impl From<&str> for InvalidConfig {
+    fn from(message: &str) -> Self {
+        InvalidConfig(message.to_owned())
+    }
 }
 
 impl Config {
+    /// Reads, parses and checks `path` (`daemon_kit::config`): the error is one line naming the
+    /// file and, for syntax and type errors, the line at fault.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        daemon_kit::config::load(path, |c: &Config| c.validate().map_err(|e| e.0))
     }
 
     /// Parses and checks; the error is one line.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines (a source excerpt); keep the first and the
-            // explanation so the operator sees one line.
-            let msg = e.message().trim().to_owned();
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    format!("line {line}: {msg}")
-                }
-                None => msg,
-            }
-        })?;
+    pub fn parse(text: &str) -> Result<Config, InvalidConfig> {
+        let c: Config = daemon_kit::config::parse(text)?;
         c.validate()?;
         Ok(c)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidConfig> {
         if !self.group.is_multicast() {
-            return Err(format!("group {} is not a multicast address", self.group));
+            return Err(InvalidConfig(format!(
+                "group {} is not a multicast address",
+                self.group
+            )));
         }
         if !self.control.group.is_multicast() {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "control.group {} is not a multicast address",
                 self.control.group
-            ));
+            )));
         }
         if self.control.group == self.group {
             return Err("control.group must differ from the service group".into());
@@ -432,11 +428,11 @@ impl Config {
             return Err("ports must be non-zero".into());
         }
         if self.control.slice_bits > igmp_ext::alloc::MAX_BITS {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "control.slice_bits {} is above {}",
                 self.control.slice_bits,
                 igmp_ext::alloc::MAX_BITS
-            ));
+            )));
         }
         if self.igmp.robustness == 0 {
             return Err("igmp.robustness must be at least 1".into());
@@ -461,7 +457,7 @@ impl Config {
     /// Exactly one of `group_pub` and `[keystore]`, as the verifier: two sources that could
     /// disagree would need a rule for who wins, and one file pinned next to the keystore would
     /// defeat rotation.
-    pub fn group_key_source(&self) -> Result<GroupKeySource<'_>, String> {
+    pub fn group_key_source(&self) -> Result<GroupKeySource<'_>, InvalidConfig> {
         match (&self.group_pub, &self.keystore) {
             (Some(p), None) => Ok(GroupKeySource::File(p)),
             (None, Some(ks)) => {
@@ -485,7 +481,7 @@ impl Config {
         }
     }
 
-    fn validate_vip(&self) -> Result<(), String> {
+    fn validate_vip(&self) -> Result<(), InvalidConfig> {
         match (self.mode, self.vip.address) {
             (Mode::Vip, None) => Err("mode = \"vip\" needs vip.address".into()),
             (Mode::Native, Some(_)) => Err("vip.address is set but mode is not \"vip\"".into()),
@@ -495,7 +491,7 @@ impl Config {
                     || a.is_loopback()
                     || a.is_broadcast() =>
             {
-                Err(format!("vip.address {a} is not a unicast address"))
+                Err(InvalidConfig(format!("vip.address {a} is not a unicast address")))
             }
             (Mode::Vip, Some(_)) if self.strategy == Strategy::Handoff => Err(
                 "strategy = \"handoff\" is not available in VIP mode; use \"reset\", \"pin\" or \"forward\""
@@ -509,15 +505,15 @@ impl Config {
                     );
                 };
                 if overlay.contains(vip) {
-                    return Err(format!(
+                    return Err(InvalidConfig(format!(
                         "vip.address {vip} is inside vip.forward_overlay {overlay}"
-                    ));
+                    )));
                 }
                 if self.vip.forward_vni == 0 || self.vip.forward_vni >= 1 << 24 {
-                    return Err(format!(
+                    return Err(InvalidConfig(format!(
                         "vip.forward_vni {} is not a 24-bit VXLAN id (1..=16777215)",
                         self.vip.forward_vni
-                    ));
+                    )));
                 }
                 if self.vip.forward_port == 0 || self.vip.forward_linger_ms == 0 {
                     return Err(
@@ -740,11 +736,11 @@ group_pub = "/k/group.pub"
                 .filter(|l| !(extra.starts_with("group =") && l.starts_with("group =")))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            let e = Config::parse(&format!("{base}{extra}")).unwrap_err();
+            let e = Config::parse(&format!("{base}{extra}")).unwrap_err().0;
             assert!(e.contains(want), "{extra:?}: {e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
-        let e = Config::parse("group = \"232.1.1.1\"\n").unwrap_err();
+        let e = Config::parse("group = \"232.1.1.1\"\n").unwrap_err().0;
         assert!(e.contains("missing field"), "{e}");
     }
 
@@ -802,7 +798,7 @@ group_pub = "/k/group.pub"
             ),
         ];
         for (extra, want) in cases {
-            let e = Config::parse(&keystore_file(extra)).unwrap_err();
+            let e = Config::parse(&keystore_file(extra)).unwrap_err().0;
             assert!(e.contains(want), "{extra:?}: {e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }

@@ -36,7 +36,7 @@ pub enum KeyFileError {
     #[error("{path}: certificate does not verify against the group key: {detail}")]
     Certificate { path: PathBuf, detail: String },
     #[error("the operating system's random number generator failed: {0}")]
-    Random(String),
+    Random(getrandom::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -49,7 +49,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
 /// A fresh key from the operating system's CSPRNG.
 pub fn generate() -> Result<SigningKey, KeyFileError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| KeyFileError::Random(e.to_string()))?;
+    getrandom::fill(&mut seed).map_err(KeyFileError::Random)?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

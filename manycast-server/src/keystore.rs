@@ -4,7 +4,7 @@
 //! [`fetch`] and [`fetch_at_start`] talk to the keystore through the DNSSEC-validating
 //! [`KeystoreClient`].
 
-use crate::config::KeystoreConfig;
+use crate::config::{InvalidConfig, KeystoreConfig};
 use dns_keystore::cert_record::CertRecord;
 use dns_keystore::client::{ClientConfig, FetchError, KeystoreClient};
 use dns_keystore::record::GroupRecord;
@@ -236,12 +236,13 @@ impl Watch {
 }
 
 /// The client's settings with the trust anchor read from its file; the error is one line.
-pub fn client_config(ks: &KeystoreConfig) -> Result<ClientConfig, String> {
+pub fn client_config(ks: &KeystoreConfig) -> Result<ClientConfig, InvalidConfig> {
     let path = &ks.trust_anchor;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("keystore.trust_anchor {}: {e}", path.display()))?;
-    let anchor = dns_keystore::validate::TrustAnchor::parse(&text)
-        .map_err(|e| format!("keystore.trust_anchor {}: {e}", path.display()))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        InvalidConfig(format!("keystore.trust_anchor {}: {e}", path.display()))
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+    let anchor = dns_keystore::validate::TrustAnchor::parse(&text).map_err(|e| bad(&e))?;
     let mut c = ClientConfig::new(ks.server, anchor);
     if let Some(ms) = ks.max_stale_ms {
         c.max_stale = Duration::from_millis(ms);
@@ -285,7 +286,7 @@ pub async fn fetch_at_start(
     loop {
         let attempt = tokio::time::timeout_at(
             deadline,
-            fetch(client, group, member, dns_keystore::client::wall_clock()),
+            fetch(client, group, member, daemon_kit::wall_clock()),
         )
         .await;
         match attempt {

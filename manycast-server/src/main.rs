@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use manycast_server::config::Config;
+use manycast_server::credentials::load_credentials;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,15 +38,18 @@ fn main() -> ExitCode {
         }
     }
     if cli.check_config {
-        let now = control_channel::driver::wall_clock();
-        let checked = tokio::runtime::Builder::new_current_thread()
+        let now = daemon_kit::wall_clock();
+        let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| {
-                manycast_server::daemon::DaemonError::Config(format!("tokio runtime: {e}"))
-            })
-            .and_then(|rt| rt.block_on(manycast_server::daemon::load_credentials(&config, now)));
-        return match checked {
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("manycast-server: tokio runtime: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match rt.block_on(load_credentials(&config, now)) {
             Ok((c, _)) => {
                 println!(
                     "configuration OK: member {} for group {}",

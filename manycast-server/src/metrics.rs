@@ -1,11 +1,12 @@
-//! Prometheus text exposition (format 0.0.4) of the daemon's counters, written to a file that a
-//! node exporter's textfile collector (or a test) reads. Rendering is pure; only `write_file`
-//! touches the disk, and it renames into place so that a reader never sees half a file.
+//! Prometheus text exposition (format 0.0.4, through `daemon_kit::metrics`) of the daemon's
+//! counters, written to a file that a node exporter's textfile collector (or a test) reads and
+//! served over HTTP by the admin side. Rendering is pure; only `write_file` touches the disk,
+//! and it renames into place so that a reader never sees half a file.
 
 use crate::service::ServiceCounters;
 use control_channel::Counters;
+use daemon_kit::metrics::{label, Exposition};
 use igmp_ext::MemberId;
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// Everything the daemon reports.
@@ -57,229 +58,171 @@ impl Snapshot {
         }
     }
 
+    /// The Prometheus text of every counter (`daemon_kit::metrics::Exposition`).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP manycast_server_{name} {help}");
-            let _ = writeln!(out, "# TYPE manycast_server_{name} {kind}");
-            let _ = writeln!(out, "manycast_server_{name} {value}");
-        };
+        let mut m = Exposition::new("manycast_server");
         let s = &self.service;
-        metric(
-            "member",
-            "gauge",
-            "This member's id.",
-            u64::from(self.member),
-        );
-        metric("served_total", "counter", "Datagrams answered.", s.served);
-        metric(
+        m.gauge("member", "This member's id.", gauge(u64::from(self.member)));
+        m.counter("served_total", "Datagrams answered.", s.served);
+        m.counter(
             "filtered_total",
-            "counter",
             "Datagrams from sources outside this member's slices, not answered.",
             s.filtered,
         );
-        metric(
+        m.counter(
             "sessions_refused_total",
-            "counter",
             "Datagrams from new clients refused because the session table was full.",
             s.refused_full,
         );
-        metric("resets_total", "counter", "Reset replies sent.", s.resets);
-        metric(
+        m.counter("resets_total", "Reset replies sent.", s.resets);
+        m.counter(
             "retransmits_total",
-            "counter",
             "Requests repeating the last request id, answered with the same number.",
             s.retransmits,
         );
-        metric(
+        m.counter(
             "stale_requests_total",
-            "counter",
             "Requests with an id below the session's last one (stale duplicates), not answered.",
             s.stale,
         );
-        metric(
+        m.counter(
             "handed_off_total",
-            "counter",
             "Sessions of moved slices sent to their new owner (handoff or forward list).",
             s.handed_off,
         );
-        metric(
+        m.counter(
             "handoff_received_total",
-            "counter",
             "Sessions received from an old owner (continued, or listed for forwarding).",
             s.received,
         );
-        metric(
+        m.counter(
             "forwarded_total",
-            "counter",
             "Datagrams of moved sessions passed to their old owner.",
             s.forwarded,
         );
-        metric(
+        m.counter(
             "forwarded_direct_total",
-            "counter",
             "Of those, datagrams sent over the old owner's direct path.",
             self.forwarded_direct,
         );
-        metric(
+        m.counter(
             "forwarded_served_total",
-            "counter",
             "Forwarded datagrams answered by this member as the old owner.",
             s.forwarded_served,
         );
-        metric(
+        m.counter(
             "forward_refused_total",
-            "counter",
             "Forwarded datagrams refused (not from the slice's owner or no such session).",
             s.forward_refused,
         );
-        metric(
+        m.counter(
             "held_total",
-            "counter",
             "Datagrams held while waiting for an old owner's session state.",
             s.held,
         );
-        metric(
+        m.counter(
             "handoff_timeouts_total",
-            "counter",
             "Clients started fresh because the old owner's state did not come in time.",
             s.handoff_timeouts,
         );
-        metric(
+        m.counter(
             "bad_state_total",
-            "counter",
             "Session state transfers that could not be decoded.",
             s.bad_state,
         );
-        metric(
+        m.gauge(
             "draining",
-            "gauge",
             "1 while this member drains.",
-            u64::from(self.draining),
+            gauge(u64::from(self.draining)),
         );
-        metric(
+        m.gauge(
             "drain_connections",
-            "gauge",
             "VIP mode, draining: TCP connections to the VIP the drain still waits for.",
-            self.drain_connections,
+            gauge(self.drain_connections),
         );
-        metric(
+        m.gauge(
             "sessions",
-            "gauge",
             "Client sessions held.",
-            self.sessions as u64,
+            gauge(self.sessions as u64),
         );
-        metric(
+        m.counter(
             "joins_sent_total",
-            "counter",
             "Signed IGMPv3 reports sent.",
             self.joins_sent,
         );
-        metric(
-            "queries_total",
-            "counter",
-            "IGMP queries heard.",
-            self.queries,
-        );
-        metric(
-            "commits_total",
-            "counter",
-            "Allocations committed.",
-            self.commits,
-        );
-        metric(
+        m.counter("queries_total", "IGMP queries heard.", self.queries);
+        m.counter("commits_total", "Allocations committed.", self.commits);
+        m.gauge(
             "epoch",
-            "gauge",
             "Epoch of the committed allocation.",
-            self.epoch,
+            gauge(self.epoch),
         );
-        metric(
+        m.gauge(
             "slices",
-            "gauge",
             "Slices this member owns.",
-            self.slices as u64,
+            gauge(self.slices as u64),
         );
-        metric(
+        m.gauge(
             "slice_addresses",
-            "gauge",
             "Source addresses covered by this member's slices.",
-            self.slice_addresses,
+            gauge(self.slice_addresses),
         );
-        metric(
-            "vip_forward_units",
-            "gauge",
-            "VIP mode, forward strategy: allocation units whose mid-stream TCP segments go to their old owner.",
-            self.vip_forward_units,
-        );
-        metric(
+        m.gauge("vip_forward_units", "VIP mode, forward strategy: allocation units whose mid-stream TCP segments go to their old owner.", gauge(self.vip_forward_units));
+        m.counter(
             "vip_resets_total",
-            "counter",
             "VIP mode, reset strategy: TCP connections of moved clients destroyed (sock_diag).",
             self.vip_resets,
         );
-        metric(
+        m.counter(
             "vip_reset_failures_total",
-            "counter",
             "VIP mode, reset strategy: SOCK_DESTROY requests that failed.",
             self.vip_reset_failures,
         );
         if let Some(k) = &self.keystore {
-            metric(
+            m.gauge(
                 "keystore_ok",
-                "gauge",
                 "1 while the keystore's validated record backs our certificate and key, else 0.",
-                u64::from(k.mismatch.is_none()),
+                gauge(u64::from(k.mismatch.is_none())),
             );
-            metric(
+            m.counter(
                 "keystore_refresh_failures_total",
-                "counter",
                 "Keystore refreshes without a validated answer.",
                 k.refresh_failures,
             );
-            metric(
-                "keystore_stale",
-                "gauge",
-                "1 when no validated keystore answer came for TTL + max_stale (verifiers fail closed).",
-                u64::from(k.stale),
-            );
+            m.gauge("keystore_stale", "1 when no validated keystore answer came for TTL + max_stale (verifiers fail closed).", gauge(u64::from(k.stale)));
         }
-        metric(
+        m.counter(
             "control_accepted_total",
-            "counter",
             "Control messages accepted.",
             self.control.accepted,
         );
-        metric(
+        m.counter(
             "control_sent_total",
-            "counter",
             "Control messages sent.",
             self.control.sent,
         );
-        let _ = writeln!(
-            out,
-            "# HELP manycast_server_control_dropped_total Control messages dropped, by reason."
+        m.counter_family(
+            "control_dropped_total",
+            "Control messages dropped, by reason.",
+            self.control
+                .dropped
+                .iter()
+                .map(|(reason, n)| (label("reason", reason.as_str()), *n)),
         );
-        let _ = writeln!(out, "# TYPE manycast_server_control_dropped_total counter");
-        for (reason, n) in &self.control.dropped {
-            let _ = writeln!(
-                out,
-                "manycast_server_control_dropped_total{{reason=\"{}\"}} {n}",
-                reason.as_str()
-            );
-        }
         if let Some(reason) = self.keystore.as_ref().and_then(|k| k.mismatch) {
-            let _ = writeln!(
-                out,
-                "# HELP manycast_server_keystore_mismatch Why our credentials no longer match the keystore."
-            );
-            let _ = writeln!(out, "# TYPE manycast_server_keystore_mismatch gauge");
-            let _ = writeln!(
-                out,
-                "manycast_server_keystore_mismatch{{reason=\"{reason}\"}} 1"
+            m.gauge_family(
+                "keystore_mismatch",
+                "Why our credentials no longer match the keystore.",
+                [(label("reason", reason), 1)],
             );
         }
-        out
+        m.render()
     }
+}
+
+/// A gauge's value as the exposition takes it.
+fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Writes `text` to `path` through a temporary file and a rename.
@@ -288,47 +231,6 @@ pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     tmp.push(".tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
-}
-
-/// Serves `render()` as Prometheus text to every HTTP request on `listener`, whatever its path
-/// (as the verifier does): reads the request head, answers, closes.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    render: impl Fn() -> String + Send + Sync + 'static,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let render = std::sync::Arc::new(render);
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
-        let render = render.clone();
-        tokio::spawn(async move {
-            let limit = std::time::Duration::from_secs(2);
-            let _ = tokio::time::timeout(limit, async move {
-                // Read until the end of the request head (or 8 KiB); the request is not
-                // interpreted further.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = render();
-                let response = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            })
-            .await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 //!
 //! [`HostSetup`] changes the host and puts every change back when dropped (SIGTERM, an error,
 //! a panic that unwinds), including the forward strategy's overlay, table, sysctls and rule
-//! move ([`crate::vip_forward`], SPEC.md §11.7.1). [`moved_connections`] is the pure decision; [`SockDiag`] the kernel
+//! move ([`crate::vip_forward`], [`crate::vip_forwarder`], SPEC.md §11.7.1). [`moved_connections`] is the pure decision; [`SockDiag`] the kernel
 //! side, on the maintained `netlink-packet-sock-diag` and `netlink-sys` crates.
 
-use crate::config::Overlay;
-use crate::vip_forward::{self, Forwarder};
+use crate::config::{Config, Mode, Overlay, Strategy};
+use crate::vip_forward;
+use crate::vip_forwarder::Forwarder;
+use daemon_kit::command::{self, CommandError};
 use igmp_ext::{MemberId, SliceSet};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
@@ -21,7 +23,6 @@ use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,12 +37,9 @@ pub const LOOPBACK: &str = "lo";
 pub enum VipError {
     #[error("{path}: {source}")]
     Sysctl { path: String, source: io::Error },
-    #[error("{program} {args}: {message}")]
-    Command {
-        program: &'static str,
-        args: String,
-        message: String,
-    },
+    /// The kernel refused a change (`ip`, `nft`), or the command could not run.
+    #[error(transparent)]
+    Command(#[from] CommandError),
     #[error("member {member} has no address in vip.forward_overlay {overlay} (hosts 1..={max})")]
     NoOverlayAddress {
         member: MemberId,
@@ -100,6 +98,34 @@ pub struct ForwardHost {
     pub unit_mask: u32,
 }
 
+impl ForwardHost {
+    /// What VIP forward needs on this host, or `None` when the configuration is not VIP mode
+    /// with the forward strategy. The overlay runs between the members' direct-path addresses.
+    pub fn new(
+        config: &Config,
+        member: MemberId,
+        direct_path: Option<SocketAddrV4>,
+    ) -> Option<ForwardHost> {
+        let vip = config.vip.address.filter(|_| config.mode == Mode::Vip);
+        match (
+            vip,
+            config.strategy,
+            config.vip.forward_overlay,
+            direct_path,
+        ) {
+            (Some(_), Strategy::Forward, Some(overlay), Some(path)) => Some(ForwardHost {
+                overlay,
+                member,
+                local: *path.ip(),
+                vni: config.vip.forward_vni,
+                port: config.vip.forward_port,
+                unit_mask: config.control_config().slicing.unit(0).mask(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Sysctls the forward strategy sets to exactly these values (saved and put back), after its
 /// nftables table exists: `nf_conntrack_tcp_loose` appears only once conntrack runs in this
 /// namespace.
@@ -128,54 +154,12 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), VipError> {
 }
 
 fn ip(args: &[&str]) -> Result<(), VipError> {
-    run_cmd("ip", args)
-}
-
-/// Runs `program` with `args`; its stderr becomes the error.
-pub(crate) fn run_cmd(program: &'static str, args: &[&str]) -> Result<(), VipError> {
-    run_with_input(program, args, None)
+    Ok(command::run("ip", args, None)?)
 }
 
 /// Applies an nftables script as one transaction (`nft -f -`).
-pub(crate) fn nft(script: &str) -> Result<(), VipError> {
-    run_with_input("nft", &["-f", "-"], Some(script))
-}
-
-fn run_with_input(
-    program: &'static str,
-    args: &[&str],
-    input: Option<&str>,
-) -> Result<(), VipError> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let err = |message: String| VipError::Command {
-        program,
-        args: args.join(" "),
-        message,
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(e.to_string()))?;
-    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(err(String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .replace('\n', "; ")))
-    }
+fn nft(script: &str) -> Result<(), VipError> {
+    Ok(command::run("nft", &["-f", "-"], Some(script))?)
 }
 
 /// Whether `addr` is one of `ifname`'s IPv4 addresses.
@@ -189,18 +173,8 @@ pub fn has_address(ifname: &str, addr: Ipv4Addr) -> io::Result<bool> {
 /// Whether the `local` routing rule sits at preference `pref` (`ip -4 rule show pref N`).
 fn local_rule_at(pref: u32) -> Result<bool, VipError> {
     let pref = pref.to_string();
-    let args = ["-4", "rule", "show", "pref", pref.as_str()];
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| VipError::Command {
-            program: "ip",
-            args: args.join(" "),
-            message: e.to_string(),
-        })?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim_end().ends_with("lookup local")))
+    let out = command::output("ip", &["-4", "rule", "show", "pref", pref.as_str()])?;
+    Ok(out.lines().any(|l| l.trim_end().ends_with("lookup local")))
 }
 
 impl HostSetup {

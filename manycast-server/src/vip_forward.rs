@@ -3,17 +3,15 @@
 //! the old owner serves each connection to its end; new connections stay with the new owner.
 //!
 //! [`ForwardTable`] is the pure decision (which allocation unit goes to which old owner, for how
-//! long); [`ruleset`] and [`map_update`] render it for nftables; [`Forwarder`] applies it with
-//! `nft`, `ip` and `bridge`. The device, sysctls and rule move are [`crate::vip::HostSetup`]'s.
+//! long); [`ruleset`] and [`map_update`] render it for nftables. Sans-IO: the node keeps the
+//! table, `vip_forwarder::Forwarder` applies its plan with `nft`, `ip` and `bridge`, and the
+//! device, sysctls and rule move are `vip::HostSetup`'s.
 
-use crate::config::Overlay;
-use crate::vip::{nft, run_cmd, VipError};
 use igmp_ext::{MemberId, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use tracing::{info, warn};
 
 /// The VXLAN device between the members.
 pub const DEVICE: &str = "mcfwd0";
@@ -180,194 +178,6 @@ pub fn map_update(plan: &BTreeMap<u32, MemberId>) -> String {
         );
     }
     out
-}
-
-/// The kernel side of the forwarding: flood entries toward the peers, one policy route per old
-/// owner, the marking map. Remembers what it installed so that it changes only differences
-/// and [`Forwarder::restore`] removes its rules (the routes and flood entries go with the
-/// device, the map with the table).
-#[derive(Debug)]
-pub struct Forwarder {
-    vip: Ipv4Addr,
-    overlay: Overlay,
-    me: MemberId,
-    peers: BTreeMap<MemberId, Ipv4Addr>,
-    owners: BTreeSet<MemberId>,
-    /// What the kernel's map holds, and the plan it was made from.
-    map: Option<BTreeMap<u32, MemberId>>,
-    requested: Option<BTreeMap<u32, MemberId>>,
-}
-
-impl Forwarder {
-    pub fn new(vip: Ipv4Addr, overlay: Overlay, me: MemberId) -> Forwarder {
-        Forwarder {
-            vip,
-            overlay,
-            me,
-            peers: BTreeMap::new(),
-            owners: BTreeSet::new(),
-            map: None,
-            requested: None,
-        }
-    }
-
-    /// A peer's underlay address (its direct path): broadcast and unknown frames on the
-    /// overlay (ARP for its overlay address first) go there.
-    pub fn set_peer(&mut self, m: MemberId, addr: Ipv4Addr) {
-        if m == self.me || self.peers.get(&m) == Some(&addr) {
-            return;
-        }
-        self.remove_peer(m);
-        let dst = addr.to_string();
-        match run_cmd(
-            "bridge",
-            &[
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                DEVICE,
-                "dst",
-                &dst,
-            ],
-        ) {
-            Ok(()) => {
-                info!(member = %m, underlay = %addr, "VIP forward: overlay peer");
-                self.peers.insert(m, addr);
-            }
-            Err(e) => warn!("{e}"),
-        }
-    }
-
-    pub fn remove_peer(&mut self, m: MemberId) {
-        if let Some(addr) = self.peers.remove(&m) {
-            let dst = addr.to_string();
-            if let Err(e) = run_cmd(
-                "bridge",
-                &[
-                    "fdb",
-                    "del",
-                    "00:00:00:00:00:00",
-                    "dev",
-                    DEVICE,
-                    "dst",
-                    &dst,
-                ],
-            ) {
-                warn!("{e}");
-            }
-        }
-    }
-
-    /// Makes the kernel follow `plan`: routes for new old owners first, then the map in one
-    /// transaction, then the routes nobody needs any more. Returns the units forwarded.
-    pub fn apply(&mut self, plan: &BTreeMap<u32, MemberId>) -> usize {
-        // The same request again changes nothing (also not a warning per tick for an old owner
-        // without an overlay address).
-        if self.requested.as_ref() == Some(plan) {
-            return self.map.as_ref().map_or(0, |m| m.len());
-        }
-        self.requested = Some(plan.clone());
-        let mut plan = plan.clone();
-        let wanted: BTreeSet<MemberId> = plan.values().copied().collect();
-        for &m in wanted.difference(&self.owners.clone()) {
-            match self.add_owner(m) {
-                Ok(()) => {
-                    self.owners.insert(m);
-                }
-                Err(e) => {
-                    warn!(member = %m, "VIP forward: {e}");
-                    plan.retain(|_, o| *o != m);
-                }
-            }
-        }
-        match nft(&map_update(&plan)) {
-            Ok(()) => {
-                info!(
-                    units = plan.len(),
-                    old_owners = wanted.len(),
-                    "VIP forward: map set"
-                );
-                self.map = Some(plan.clone());
-            }
-            Err(e) => {
-                warn!("VIP forward: {e}");
-                self.map = None;
-                // Tried again at the next sync.
-                self.requested = None;
-            }
-        }
-        let unused: Vec<MemberId> = self
-            .owners
-            .iter()
-            .filter(|m| !plan.values().any(|o| o == *m))
-            .copied()
-            .collect();
-        for m in unused {
-            self.remove_owner(m);
-        }
-        self.map.as_ref().map_or(0, |m| m.len())
-    }
-
-    fn add_owner(&self, m: MemberId) -> Result<(), VipError> {
-        let via = self.overlay.host(m.0).ok_or(VipError::NoOverlayAddress {
-            member: m,
-            overlay: self.overlay,
-            max: self.overlay.max_member(),
-        })?;
-        let table = mark_of(m).to_string();
-        let vip = format!("{}/32", self.vip);
-        run_cmd(
-            "ip",
-            &[
-                "-4",
-                "route",
-                "replace",
-                &vip,
-                "via",
-                &via.to_string(),
-                "dev",
-                DEVICE,
-                "onlink",
-                "table",
-                &table,
-            ],
-        )?;
-        let mark = format!("{:#x}", mark_of(m));
-        let pref = RULE_PREF.to_string();
-        let rule = ["pref", &pref, "fwmark", &mark, "lookup", &table];
-        // A rule left by a killed daemon would make the add fail with "File exists".
-        let _ = run_cmd("ip", &[&["-4", "rule", "del"][..], &rule].concat());
-        run_cmd("ip", &[&["-4", "rule", "add"][..], &rule].concat())?;
-        info!(member = %m, %via, "VIP forward: route to old owner");
-        Ok(())
-    }
-
-    fn remove_owner(&mut self, m: MemberId) {
-        let table = mark_of(m).to_string();
-        let mark = format!("{:#x}", mark_of(m));
-        let pref = RULE_PREF.to_string();
-        if let Err(e) = run_cmd(
-            "ip",
-            &[
-                "-4", "rule", "del", "pref", &pref, "fwmark", &mark, "lookup", &table,
-            ],
-        ) {
-            warn!("{e}");
-        }
-        let _ = run_cmd("ip", &["-4", "route", "flush", "table", &table]);
-        self.owners.remove(&m);
-        info!(member = %m, "VIP forward: no more forwarding to this old owner");
-    }
-
-    /// Removes the policy rules (safe to call twice).
-    pub fn restore(&mut self) {
-        for m in self.owners.clone() {
-            self.remove_owner(m);
-        }
-        self.map = None;
-        self.requested = None;
-    }
 }
 
 #[cfg(test)]

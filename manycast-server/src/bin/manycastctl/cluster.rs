@@ -1,9 +1,9 @@
 //! Cluster commands: talk to a running daemon's admin socket (one JSON object per line, see
-//! `manycast_server::admin`) and show members, the allocation and load, move units, drain,
+//! `manycast_server::admin::protocol`) and show members, the allocation and load, move units, drain,
 //! resume, rebalance, and a live `watch`.
 
 use clap::{Args, Subcommand};
-use manycast_server::admin::{AdminEvent, AdminRequest, Answer, Status, WatchLine};
+use manycast_server::admin::protocol::{AdminEvent, AdminRequest, Answer, Status, WatchLine};
 use manycast_server::config::DEFAULT_ADMIN_SOCKET;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};

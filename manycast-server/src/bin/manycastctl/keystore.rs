@@ -5,6 +5,7 @@
 //! make the admin sign a record of the attacker's choosing.
 
 use clap::{Args, Subcommand};
+use daemon_kit::wall_clock;
 use dns_keystore::admin::{self, Admin};
 use dns_keystore::cert_record::CertRecord;
 use dns_keystore::client::{ClientConfig, KeystoreClient};
@@ -216,10 +217,6 @@ impl UpdateArgs {
             .map_err(|e| format!("reading the record of {group}: {e}"))?;
         Ok(record)
     }
-}
-
-fn wall_clock() -> Timestamp {
-    dns_keystore::client::wall_clock()
 }
 
 /// A member key id from a key file, a certificate file or 16 hex digits.

@@ -6,12 +6,13 @@ mod cluster;
 mod keystore;
 
 use clap::{Parser, Subcommand};
-use igmp_ext::{CertificateBody, KeyId, MemberId, Slice, SliceSet, Timestamp};
+use daemon_kit::wall_clock as now;
+use igmp_ext::{CertificateBody, KeyId, MemberId, Slice, SliceSet};
 use manycast_server::keys;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,14 +90,6 @@ enum CertCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    Timestamp::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 fn with_ext(prefix: &std::path::Path, ext: &str) -> PathBuf {

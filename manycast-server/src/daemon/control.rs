@@ -1,0 +1,76 @@
+//! The control-channel executor: starts the driver on the control socket and runs the node's
+//! requests on the endpoint inside the driver task (`DriverHandle::with`), fetching what the
+//! node needs back (the committed allocation, a transfer's acceptance, the counters).
+
+use crate::credentials::Credentials;
+use control_channel::driver::{self, DriverHandle, SocketConfig};
+use control_channel::{CommittedAllocation, Counters, Endpoint, Identity, SendError};
+use igmp_ext::ed25519_dalek::VerifyingKey;
+use igmp_ext::MemberId;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Binds the control socket on `interface` and starts the driver with a fresh endpoint that
+/// accepts peers certified by our group key, or by any of `published_keys` (keystore).
+pub fn start(
+    config: &crate::config::Config,
+    interface: Ipv4Addr,
+    creds: &Credentials,
+    published_keys: Option<&[VerifyingKey]>,
+) -> Result<DriverHandle, (&'static str, io::Error)> {
+    let mut sockcfg = SocketConfig::new(config.control.group, config.control.port, interface);
+    sockcfg.ttl = config.control.ttl;
+    let socket = driver::bind(&sockcfg).map_err(|e| ("control socket", e))?;
+    let identity = Identity {
+        key: creds.key.clone(),
+        certificate: creds.cert.clone(),
+    };
+    let mut endpoint = Endpoint::new(
+        config.control_config(),
+        identity,
+        creds.group_key,
+        daemon_kit::wall_clock(),
+    );
+    if let Some(keys) = published_keys {
+        endpoint.set_group_keys(keys);
+    }
+    let group = SocketAddrV4::new(config.control.group, config.control.port);
+    driver::spawn(endpoint, socket, group).map_err(|e| ("control driver", e))
+}
+
+/// Runs `f` on the endpoint and waits for its result; `None` if the driver stopped.
+async fn query<T: Send + 'static>(
+    handle: &DriverHandle,
+    f: impl FnOnce(&mut Endpoint, igmp_ext::Timestamp) -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle.with(move |ep, now| {
+        let _ = tx.send(f(ep, now));
+    });
+    rx.await.ok()
+}
+
+/// The control channel's counters.
+pub async fn counters(handle: &DriverHandle) -> Option<Counters> {
+    query(handle, |ep, _| ep.counters().clone()).await
+}
+
+/// The allocation the endpoint follows now.
+pub async fn committed(handle: &DriverHandle) -> Option<CommittedAllocation> {
+    query(handle, |ep, _| ep.committed().cloned())
+        .await
+        .flatten()
+}
+
+/// Starts a state transfer; the endpoint's refusal, or `None` if the driver stopped.
+pub async fn send_state(
+    handle: &DriverHandle,
+    to: MemberId,
+    transfer_id: u64,
+    data: Vec<u8>,
+) -> Option<Result<(), SendError>> {
+    query(handle, move |ep, now| {
+        ep.send_state(now, to, transfer_id, data)
+    })
+    .await
+}
