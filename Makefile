@@ -22,6 +22,7 @@ test: setup check unit fuzz-smoke
 check:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	/usr/bin/python3 scripts/check-shape.py
 
 unit:
 	cargo test --workspace --quiet

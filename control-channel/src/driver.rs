@@ -51,11 +51,6 @@ pub fn bind(cfg: &SocketConfig) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// The wall clock as the protocol carries it. Re-exported from daemon-kit, the one clock helper,
-/// so that callers of `driver::wall_clock` compile for one more release: use
-/// `daemon_kit::wall_clock`.
-pub use daemon_kit::wall_clock;
-
 /// Why a driver stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -108,43 +108,45 @@ pub fn label(name: &str, value: impl ToString) -> Labels {
 }
 
 /// Serves `render()` as Prometheus text over HTTP/1.0 on `listener`: whatever the request, the
-/// answer is the metrics. A client gets 2 s to send its request head (8 KiB at most), so a slow
-/// or silent client cannot hold a task for long.
+/// answer is the metrics. Each connection gets its own task ([`respond`]).
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     render: impl Fn() -> String + Send + Sync + 'static,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let render = std::sync::Arc::new(render);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             // Out of descriptors, most likely: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let render = render.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = render();
-                let response = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            })
-            .await;
-        });
+        tokio::spawn(respond(stream, render()));
     }
+}
+
+/// Answers one metrics request with `body`, for a daemon whose metrics are rendered on its own
+/// loop: render there, then `tokio::spawn(respond(stream, body))`, so that a slow client never
+/// holds the loop. The client gets 2 s in all and at most 8 KiB of request head.
+pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(2), async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let response = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 #[cfg(test)]

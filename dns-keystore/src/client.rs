@@ -384,11 +384,6 @@ impl KeystoreClient {
     }
 }
 
-/// The wall clock as a protocol timestamp. Re-exported from daemon-kit, the one clock helper,
-/// so that callers of `client::wall_clock` compile for one more release: use
-/// `daemon_kit::wall_clock`.
-pub use daemon_kit::wall_clock;
-
 impl KeySource for KeystoreClient {
     fn group_keys(
         &self,

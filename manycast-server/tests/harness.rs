@@ -131,7 +131,7 @@ impl Lab {
             &self.fixture.group_key.verifying_key(),
         )
         .expect("group.pub");
-        let now = control_channel::driver::wall_clock();
+        let now = daemon_kit::wall_clock();
         for m in &self.fixture.members {
             let body = CertificateBody {
                 member_id: m.id,

@@ -231,7 +231,7 @@ fn reallocate_under_load(
 fn forge_forwards(lab: &Lab, client_ns: &str, clients: &Clients, member_1: Ipv4Addr) {
     use control_channel::wire::{Forward, Header, Message};
     let forger = igmp_ext::ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    let now = control_channel::driver::wall_clock();
+    let now = daemon_kit::wall_clock();
     let targets = clients.local_addrs();
     let before = lab.metric(0, "control_dropped_total{reason=\"bad-signature\"}");
     crate::harness::in_netns(client_ns, || {

@@ -11,7 +11,6 @@ use crate::status::Status;
 use crate::sys::exec::Executor;
 use crate::sys::mroute;
 use crate::sys::setup::{self, SetupError};
-use daemon_kit::metrics::CONTENT_TYPE;
 use daemon_kit::wall_clock;
 use igmp_ext::{Reason, Timestamp};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn};
@@ -284,13 +283,9 @@ impl Daemon {
                     }
                 }
                 c = async { match &metrics { Some(l) => l.accept().await, None => std::future::pending().await } } => {
-                    if let Ok((mut stream, _)) = c {
-                        let body = self.status().render_metrics();
-                        let resp = format!(
-                            "HTTP/1.0 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(resp.as_bytes())).await;
+                    if let Ok((stream, _)) = c {
+                        // Rendered here, answered by its own task: a slow client never holds the loop.
+                        tokio::spawn(daemon_kit::metrics::respond(stream, self.status().render_metrics()));
                     }
                 }
                 _ = term.recv() => break,
