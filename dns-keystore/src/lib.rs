@@ -18,5 +18,9 @@ pub mod record;
 #[cfg(feature = "daemon")]
 pub mod server;
 #[cfg(feature = "daemon")]
+pub mod snapshot;
+#[cfg(feature = "daemon")]
 pub mod state;
 pub mod validate;
+#[cfg(feature = "daemon")]
+pub mod zone;
