@@ -120,6 +120,12 @@ impl State {
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(io(&dir))?;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+            // The new directory's own entry must be durable before anything in it counts.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::File::open(parent)
+                    .and_then(|p| p.sync_all())
+                    .map_err(io(parent))?;
+            }
         }
         for name in [
             ZONE_STATE_FILE,

@@ -1,3 +1,5 @@
+mod burst;
 mod certs;
 mod daemon;
+mod durability;
 mod keystore;
