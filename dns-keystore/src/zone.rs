@@ -453,3 +453,86 @@ impl ZoneHandler for DurableZone {
         Some(&self.nx_proof)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use hickory_proto::rr::rdata::A;
+    use hickory_server::store::sqlite::SqliteConfig;
+    use std::net::Ipv4Addr;
+
+    async fn present(zone: &Zone, name: &str) -> bool {
+        let name = LowerName::from(Name::from_ascii(name).expect("name"));
+        !zone
+            .lookup(&name, RecordType::A, None, LookupOptions::default())
+            .await
+            .unwrap_or_default()
+            .was_empty()
+    }
+
+    #[tokio::test]
+    async fn an_earlier_versions_journal_is_migrated_once() {
+        let dir = std::env::temp_dir().join(format!("dns-keystore-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let config = Config::parse(&format!(
+            "zone = \"groups.manycast.test\"\nstate_dir = \"{}\"\n",
+            dir.display()
+        ))
+        .expect("config");
+        // What the earlier version left: its zone file loaded into hickory's journal, then an
+        // update journalled.
+        std::fs::write(
+            dir.join("zone.db"),
+            "$ORIGIN groups.manycast.test.\n@ 3600 IN SOA ns hostmaster 1 3600 600 86400 300\n\
+             @ 3600 IN NS ns\nns 3600 IN A 127.0.0.1\n",
+        )
+        .expect("zone file");
+        let origin = Name::from_ascii("groups.manycast.test.").expect("zone");
+        let old = Zone::try_from_config(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+            false,
+            Some(&dir),
+            &SqliteConfig {
+                zone_path: "zone.db".into(),
+                journal_path: LEGACY_JOURNAL_FILE.into(),
+                allow_update: true,
+                tsig_keys: vec![],
+            },
+            Some(NxProofKind::Nsec),
+        )
+        .await
+        .expect("earlier version's zone");
+        let added = Record::from_rdata(
+            Name::from_ascii("x.groups.manycast.test.").expect("name"),
+            300,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+        );
+        assert!(old.update_records(&[added], true).await.expect("update"));
+        drop(old);
+
+        let validity = Duration::from_secs(86_400);
+        let metrics = Arc::new(Metrics::default());
+        let state = State::open_or_create(&config).expect("state");
+        assert!(state.legacy_journal);
+        let zone = DurableZone::open(Arc::new(state), validity, "k", metrics.clone())
+            .await
+            .expect("migrates");
+        assert!(present(&zone.current(), "x.groups.manycast.test.").await);
+        assert!(dir.join(ZONE_STATE_FILE).exists());
+        assert!(!dir.join(LEGACY_JOURNAL_FILE).exists());
+        assert!(dir.join("zone.jrnl.migrated").exists());
+
+        // The next start reads the snapshot.
+        let state = State::open_or_create(&config).expect("state");
+        assert!(!state.legacy_journal);
+        let zone = DurableZone::open(Arc::new(state), validity, "k", metrics)
+            .await
+            .expect("reopens");
+        assert!(present(&zone.current(), "x.groups.manycast.test.").await);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
