@@ -3,6 +3,8 @@
 //!
 //! Layering: [`record`], [`cert_record`] and [`names`] are sans-IO (text and names in, checked values out);
 //! [`validate`] checks DNSSEC answers given `now`; [`client`] and [`server`] own sockets.
+//! [`snapshot`] is the zone's on-disk format and its one writer; [`zone`] owns the served zone
+//! and makes each update atomic and durable before it is answered (SPEC.md §8.8).
 
 #[cfg(feature = "daemon")]
 pub mod admin;

@@ -24,6 +24,8 @@ pub const TRUST_ANCHOR_FILE: &str = "trust-anchor.conf";
 pub const ZONE_STATE_FILE: &str = "zone.state";
 /// hickory's sqlite journal, where versions before issue 17 kept updates; read once to migrate.
 pub const LEGACY_JOURNAL_FILE: &str = "zone.jrnl";
+/// The initial zone file versions before issue 17 wrote on first start.
+pub const LEGACY_ZONE_FILE: &str = "zone.db";
 
 /// A state directory problem: the operator's files or permissions are at fault.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +145,9 @@ impl State {
         let legacy_journal =
             !dir.join(ZONE_STATE_FILE).exists() && dir.join(LEGACY_JOURNAL_FILE).exists();
         if !dir.join(ZONE_STATE_FILE).exists() && !legacy_journal {
-            if key_path.exists() {
+            // An earlier version wrote its initial zone file (`zone.db`) next to the keys and
+            // took no update before its journal existed: such a directory starts afresh.
+            if key_path.exists() && !dir.join(LEGACY_ZONE_FILE).exists() {
                 return Err(StateError::Invalid {
                     path: dir.join(ZONE_STATE_FILE),
                     message: format!(
