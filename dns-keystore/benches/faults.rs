@@ -36,8 +36,10 @@ fn keystore() -> Figures {
     }
     let acked = model.lock().expect("model").acked_updates;
     eprintln!(
-        "faults/keystore: daemon {}, seed {seed}, {trials} trials, {acked} updates acknowledged (since the last fresh state), {} key checks, {} lost, {} torn",
+        "faults/keystore: daemon {}, seed {seed}, {trials} trials, {acked} updates acknowledged (since the last fresh state), {} in flight at a kill ({} of them applied), {} key checks, {} lost, {} torn",
         daemon::daemon_bin(),
+        total.in_flight,
+        total.in_flight_applied,
         total.checked,
         total.acked_lost,
         total.torn

@@ -221,6 +221,10 @@ pub struct Found {
     /// Group records that differ between their two names (or whose A records do), or that do
     /// not validate.
     pub torn: u64,
+    /// Updates sent but unanswered when the daemon was killed, and how many of them the
+    /// restarted daemon holds (evidence that kills land inside updates).
+    pub in_flight: u64,
+    pub in_flight_applied: u64,
 }
 
 impl std::ops::AddAssign for Found {
@@ -228,6 +232,8 @@ impl std::ops::AddAssign for Found {
         self.checked += o.checked;
         self.acked_lost += o.acked_lost;
         self.torn += o.torn;
+        self.in_flight += o.in_flight;
+        self.in_flight_applied += o.in_flight_applied;
     }
 }
 
@@ -350,6 +356,10 @@ pub fn check(d: &Daemon, model: &Arc<Mutex<Model>>, with_delv: bool) -> Found {
         }
         entry.torn = !whole;
         let allowed = observed == entry.acked || entry.pending.as_ref() == Some(&observed);
+        if let Some(sent) = &entry.pending {
+            found.in_flight += 1;
+            found.in_flight_applied += u64::from(*sent == observed && *sent != entry.acked);
+        }
         if !allowed {
             found.acked_lost += 1;
             eprintln!(
@@ -402,7 +412,7 @@ pub fn trial(
         return Found {
             checked: lost,
             acked_lost: lost,
-            torn: 0,
+            ..Found::default()
         };
     }
     check(d, model, with_delv)
