@@ -8,6 +8,7 @@ mkdir -p target/bench
 declare -A benches=(
   [verify]="cargo bench --quiet -p igmp-ext --bench verify"
   [keystore]="cargo bench --quiet -p dns-keystore --bench keystore"
+  [faults]="cargo bench --quiet -p dns-keystore --bench faults"  # issue 17: SIGKILL trials (keystore so far); needs delv
   # Needs root: namespaces, veth, the multicast routing socket, nftables.
   [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
   [control]="cargo bench --quiet -p control-channel --bench control"

@@ -3,6 +3,8 @@
 //!
 //! Layering: [`record`], [`cert_record`] and [`names`] are sans-IO (text and names in, checked values out);
 //! [`validate`] checks DNSSEC answers given `now`; [`client`] and [`server`] own sockets.
+//! [`snapshot`] is the zone's on-disk format and its one writer; [`zone`] owns the served zone
+//! and makes each update atomic and durable before it is answered (SPEC.md §8.8).
 
 #[cfg(feature = "daemon")]
 pub mod admin;
@@ -18,5 +20,9 @@ pub mod record;
 #[cfg(feature = "daemon")]
 pub mod server;
 #[cfg(feature = "daemon")]
+pub mod snapshot;
+#[cfg(feature = "daemon")]
 pub mod state;
 pub mod validate;
+#[cfg(feature = "daemon")]
+pub mod zone;

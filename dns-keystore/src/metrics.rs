@@ -14,6 +14,7 @@ pub struct Metrics {
     pub updates_bad_record: AtomicU64,
     pub rate_limited: AtomicU64,
     pub zone_signed: AtomicU64,
+    pub state_write_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -24,7 +25,7 @@ impl Metrics {
     /// Every counter as `keystore_<name>_total` (the prefix and `_total` come from the
     /// exposition).
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 8] = [
+        let rows: [(&str, &str, &AtomicU64); 9] = [
             ("queries_total", "queries answered", &self.queries),
             ("updates_total", "update requests received", &self.updates),
             (
@@ -57,6 +58,11 @@ impl Metrics {
                 "times the zone was signed",
                 &self.zone_signed,
             ),
+            (
+                "state_write_failures_total",
+                "updates answered SERVFAIL because the zone snapshot could not be written",
+                &self.state_write_failures,
+            ),
         ];
         let mut exposition = Exposition::new("keystore");
         for (name, help, v) in rows {
@@ -82,6 +88,10 @@ mod tests {
             ("keystore_updates_bad_record_total", &m.updates_bad_record),
             ("keystore_rate_limited_total", &m.rate_limited),
             ("keystore_zone_signed_total", &m.zone_signed),
+            (
+                "keystore_state_write_failures_total",
+                &m.state_write_failures,
+            ),
         ];
         for (i, (_, counter)) in counters.iter().enumerate() {
             counter.store(i as u64 + 1, Relaxed);

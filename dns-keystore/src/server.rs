@@ -1,21 +1,19 @@
-//! The keystore daemon: hickory-server's sqlite-journalled zone handler, signed online with the
-//! Ed25519 zone key, behind a guard that rate-limits each source, screens updates (size, record
-//! syntax) before hickory checks their TSIG, and counts everything.
+//! The keystore daemon: the durable zone ([`crate::zone`]), signed online with the Ed25519 zone
+//! key, behind a guard that rate-limits each source, screens updates (size, record syntax)
+//! before their TSIG is checked, and counts everything.
 
 use crate::cert_record::CertRecord;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::names;
 use crate::record::GroupRecord;
-use crate::state::{State, StateError, JOURNAL_FILE, TSIG_KEY_FILE, ZONE_FILE};
+use crate::state::{State, StateError};
+use crate::zone::{DurableZone, ZoneError};
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
-use hickory_server::dnssec::NxProofKind;
-use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::store::sqlite::{SqliteConfig, SqliteZoneHandler, TsigKeyConfig};
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, DnssecZoneHandler, ZoneType};
+use hickory_server::zone_handler::Catalog;
 use hickory_server::Server;
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,8 +28,11 @@ use tracing::{info, warn};
 pub enum DaemonError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("zone: {0}")]
-    Zone(String),
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    /// Durability was in doubt while serving (see [`ZoneError::Unsynced`]).
+    #[error("{0}")]
+    Stopped(Arc<ZoneError>),
     #[error("listen {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -191,41 +192,19 @@ async fn refuse<R: ResponseHandler>(request: &Request, mut response_handle: R) -
 /// Opens the state directory and the journalled zone, signs it, and serves until `shutdown`
 /// completes; then stops cleanly.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let state = State::open_or_create(&config)?;
+    let state = Arc::new(State::open_or_create(&config)?);
     let origin = state.zone.clone();
-    let sqlite = SqliteConfig {
-        zone_path: ZONE_FILE.into(),
-        journal_path: JOURNAL_FILE.into(),
-        allow_update: true,
-        tsig_keys: vec![TsigKeyConfig {
-            name: config.tsig_key_name.clone(),
-            key_file: TSIG_KEY_FILE.into(),
-            algorithm: TsigAlgorithm::HmacSha256,
-            fudge: 300,
-        }],
-    };
-    let handler = SqliteZoneHandler::<TokioRuntimeProvider>::try_from_config(
-        origin.clone(),
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-        true,
-        Some(&state.dir),
-        &sqlite,
-        Some(NxProofKind::Nsec),
-    )
-    .await
-    .map_err(DaemonError::Zone)?;
-    handler
-        .add_zone_signing_key(state.signer(config.signature_validity())?)
-        .await
-        .map_err(|e| DaemonError::Zone(format!("adding the zone key: {e}")))?;
-    handler
-        .secure_zone()
-        .await
-        .map_err(|e| DaemonError::Zone(format!("signing: {e}")))?;
     let metrics = Arc::new(Metrics::default());
+    let handler = Arc::new(
+        DurableZone::open(
+            state,
+            config.signature_validity(),
+            &config.tsig_key_name,
+            metrics.clone(),
+        )
+        .await?,
+    );
     Metrics::inc(&metrics.zone_signed);
-    let handler = Arc::new(handler);
     let mut catalog = Catalog::new();
     catalog.upsert(LowerName::from(&origin), vec![handler.clone()]);
     let guard = Guard {
@@ -265,7 +244,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match handler.secure_zone().await {
+                match handler.resign().await {
                     Ok(()) => Metrics::inc(&metrics.zone_signed),
                     Err(e) => warn!("re-signing the zone failed: {e}"),
                 }
@@ -286,7 +265,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })
     };
 
-    shutdown.await;
+    let failed = tokio::select! {
+        () = shutdown => None,
+        e = handler.failed() => Some(e),
+    };
     info!("shutting down");
     resign.abort();
     metrics_writer.abort();
@@ -294,5 +276,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Err(e) = server.shutdown_gracefully().await {
         warn!("shutdown: {e}");
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(e) => Err(DaemonError::Stopped(e)),
+    }
 }

@@ -11,6 +11,12 @@ use std::time::Duration;
 pub const ZONE: &str = "groups.manycast.test";
 pub const BIN: &str = env!("CARGO_BIN_EXE_dns-keystore");
 
+/// The daemon the tests start: this build's, or the one `DNS_KEYSTORE_BIN` names (to run the
+/// same tests and benchmark against another build, such as the one before a fix).
+pub fn daemon_bin() -> String {
+    std::env::var("DNS_KEYSTORE_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 at the time of the call.
 pub fn free_port() -> u16 {
     loop {
@@ -59,16 +65,19 @@ impl Daemon {
     }
 
     pub fn start_with(tag: &str, extra: &str) -> Daemon {
-        let dir = temp_dir(tag);
-        let port = free_port();
-        let mut d = Daemon {
-            child: None,
-            dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            extra: extra.to_owned(),
-        };
+        let mut d = Self::new(tag, extra);
         d.spawn();
         d
+    }
+
+    /// A daemon's directory and port, not started yet.
+    pub fn new(tag: &str, extra: &str) -> Daemon {
+        Daemon {
+            child: None,
+            dir: temp_dir(tag),
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            extra: extra.to_owned(),
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -77,6 +86,13 @@ impl Daemon {
 
     /// (Re)starts the daemon on the same state directory and port, and waits until it answers.
     pub fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("{why}");
+        }
+    }
+
+    /// As [`Daemon::spawn`], but a daemon that exits or does not answer is an `Err` with its log.
+    pub fn try_spawn(&mut self) -> Result<(), String> {
         std::fs::write(
             self.config_path(),
             format!(
@@ -87,7 +103,7 @@ impl Daemon {
             ),
         )
         .expect("write the config");
-        let child = Command::new(BIN)
+        let child = Command::new(daemon_bin())
             .arg("--config")
             .arg(self.config_path())
             .stdout(Stdio::null())
@@ -98,11 +114,26 @@ impl Daemon {
         for _ in 0..200 {
             let out = dig(self.addr, &["+short", "+tries=1", "+time=1", ZONE, "SOA"]);
             if out.status.success() && !out.stdout.is_empty() {
-                return;
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!(
+                    "dns-keystore exited ({status}); log:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("dns-keystore did not answer; log:\n{}", self.log());
+        Err(format!("dns-keystore did not answer; log:\n{}", self.log()))
+    }
+
+    /// SIGKILL: the daemon gets no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM, and the exit status.

@@ -1,4 +1,6 @@
+mod burst;
 mod certs;
 mod daemon;
 mod denials;
+mod durability;
 mod keystore;
