@@ -1,13 +1,16 @@
 //! The tokio driver: runs one [`Endpoint`] over a UDP socket that has joined the control group on
 //! a chosen interface (socket2: membership, interface, TTL, loopback). The same socket carries
-//! unicast for direct paths, allocation queries and state transfers. It owns the clock: every call
-//! into the endpoint gets the wall-clock time in milliseconds.
+//! unicast for direct paths, allocation queries and state transfers. It owns the clocks: every call
+//! into the endpoint gets [`now`], the monotonic time (`std::time::Instant`, which a step of the
+//! system clock does not move) for timers and the wall-clock time for signed timestamps.
 
 use crate::endpoint::{Destination, Endpoint, Event};
+use crate::time::{Clock, Instant};
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use igmp_ext::Timestamp;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -73,8 +76,19 @@ impl From<DriverError> for io::Error {
     }
 }
 
+/// The process's monotonic origin: every [`Instant`] the driver hands an endpoint counts from it.
+static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+
+/// Now, on both clocks: the monotonic time since the process's first reading, and the wall
+/// clock. Create the endpoint with this, so that its start and the driver's readings agree.
+pub fn now() -> Clock {
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    let mono = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Clock::new(Instant(mono), daemon_kit::wall_clock())
+}
+
 /// A request run against the endpoint inside the driver task, with the current time.
-pub type Request = Box<dyn FnOnce(&mut Endpoint, Timestamp) + Send>;
+pub type Request = Box<dyn FnOnce(&mut Endpoint, Clock) + Send>;
 
 /// Talks to a running driver.
 #[derive(Debug)]
@@ -86,7 +100,7 @@ pub struct DriverHandle {
 
 impl DriverHandle {
     /// Runs `f` on the endpoint (for example `|ep, now| ep.leave(now)`).
-    pub fn with(&self, f: impl FnOnce(&mut Endpoint, Timestamp) + Send + 'static) -> bool {
+    pub fn with(&self, f: impl FnOnce(&mut Endpoint, Clock) + Send + 'static) -> bool {
         self.requests.send(Box::new(f)).is_ok()
     }
 
@@ -113,14 +127,14 @@ pub struct Requester {
 
 impl Requester {
     /// Runs `f` on the endpoint; false if the driver has stopped.
-    pub fn with(&self, f: impl FnOnce(&mut Endpoint, Timestamp) + Send + 'static) -> bool {
+    pub fn with(&self, f: impl FnOnce(&mut Endpoint, Clock) + Send + 'static) -> bool {
         self.requests.send(Box::new(f)).is_ok()
     }
 
     /// Runs `f` on the endpoint and returns its result; `None` if the driver has stopped.
     pub async fn query<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Endpoint, Timestamp) -> T + Send + 'static,
+        f: impl FnOnce(&mut Endpoint, Clock) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.with(move |ep, now| {
@@ -152,7 +166,7 @@ async fn flush(
     socket: &UdpSocket,
     group: SocketAddrV4,
     events: &mpsc::UnboundedSender<(Timestamp, Event)>,
-    now: Timestamp,
+    now: Clock,
 ) {
     while let Some(t) = endpoint.poll_transmit() {
         let to = match t.destination {
@@ -165,7 +179,7 @@ async fn flush(
         let _ = socket.send_to(&t.payload, to).await;
     }
     while let Some(e) = endpoint.poll_event() {
-        let _ = events.send((now, e));
+        let _ = events.send((now.wall, e));
     }
 }
 
@@ -174,7 +188,7 @@ async fn flush(
 const MAX_QUEUED_BEFORE_TIMERS: usize = 1024;
 
 /// Hands the endpoint every datagram already queued on the socket, without waiting.
-fn drain_queued(endpoint: &mut Endpoint, socket: &UdpSocket, buf: &mut [u8], now: Timestamp) {
+fn drain_queued(endpoint: &mut Endpoint, socket: &UdpSocket, buf: &mut [u8], now: Clock) {
     for _ in 0..MAX_QUEUED_BEFORE_TIMERS {
         match socket.try_recv_from(buf) {
             Ok((n, from)) => {
@@ -196,13 +210,14 @@ pub async fn run(
     events: mpsc::UnboundedSender<(Timestamp, Event)>,
 ) -> io::Result<Endpoint> {
     let mut buf = vec![0u8; 65_536];
-    let now = daemon_kit::wall_clock();
+    let now = self::now();
     endpoint.handle_timeout(now);
     flush(&mut endpoint, &socket, group, &events, now).await;
     loop {
-        let now = daemon_kit::wall_clock();
+        let now = self::now();
+        // On the monotonic clock: a step of the wall clock neither delays nor hurries a timer.
         let wait = endpoint.poll_timeout().map_or(Duration::from_secs(1), |t| {
-            Duration::from_millis(t.0.saturating_sub(now.0))
+            t.saturating_duration_since(now.mono)
         });
         // Biased toward the socket: after a stall (an overloaded host) the datagrams queued
         // meanwhile are evidence that peers are alive and must be read before the timers run,
@@ -210,7 +225,7 @@ pub async fn run(
         tokio::select! {
             biased;
             r = socket.recv_from(&mut buf) => {
-                let now = daemon_kit::wall_clock();
+                let now = self::now();
                 // Errors here are ICMP reports about earlier unicast sends; nothing to do.
                 if let Ok((n, from)) = r {
                     let _ = endpoint.handle_datagram(now, from, &buf[..n]);
@@ -218,13 +233,13 @@ pub async fn run(
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
             _ = tokio::time::sleep(wait) => {
-                let now = daemon_kit::wall_clock();
+                let now = self::now();
                 drain_queued(&mut endpoint, &socket, &mut buf, now);
                 endpoint.handle_timeout(now);
                 flush(&mut endpoint, &socket, group, &events, now).await;
             }
             req = requests.recv() => {
-                let now = daemon_kit::wall_clock();
+                let now = self::now();
                 match req {
                     Some(f) => f(&mut endpoint, now),
                     None => return Ok(endpoint),

@@ -1,9 +1,11 @@
 //! A deterministic, seeded, in-memory network for many [`Endpoint`]s (SPEC.md §9.6): virtual
 //! time, an event queue, loss, duplication, delay and reordering, partitions, crash and restart,
-//! and clock skew. It checks the allocation invariants on every commit, so a test or benchmark
-//! only has to drive scenarios and read [`Sim::violations`].
+//! clock skew and steps of one member's wall clock (its monotonic clock runs on). It checks the
+//! allocation invariants on every commit, so a test or benchmark only has to drive scenarios and
+//! read [`Sim::violations`].
 
 use crate::endpoint::{validate_proposal, Config, Destination, Endpoint, Event, Identity};
+use crate::time::{Clock, Instant};
 use crate::wire::EpochId;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
@@ -96,7 +98,11 @@ impl SimConfig {
 #[derive(Debug)]
 struct Node {
     endpoint: Option<Endpoint>,
+    /// Its wall clock minus the true time (ms): the configured skew plus any steps.
     skew_ms: i64,
+    /// Its monotonic clock's origin: it reads virtual time plus this many ms (arbitrary, so
+    /// that no endpoint could mistake one member's monotonic time for another's).
+    mono_origin_ms: u64,
     addr: SocketAddr,
     identity: Identity,
     config: Config,
@@ -177,6 +183,7 @@ impl Sim {
             nodes.push(Node {
                 endpoint: None,
                 skew_ms,
+                mono_origin_ms: 1_000 + 7_919 * i as u64,
                 addr,
                 identity: Identity {
                     key: m.key.clone(),
@@ -243,15 +250,23 @@ impl Sim {
         MemberId(i as u32 + 1)
     }
 
-    /// The node's local clock (virtual time plus its skew).
-    pub fn local_now(&self, i: usize) -> Timestamp {
+    /// The node's clocks: monotonic (virtual time from its own origin) and wall (virtual time
+    /// plus its skew).
+    pub fn local_now(&self, i: usize) -> Clock {
         let ms = (self.base.0 + self.now / 1000) as i64 + self.nodes[i].skew_ms;
-        Timestamp(ms.max(0) as u64)
+        let mono = Instant(self.nodes[i].mono_origin_ms + self.now / 1000);
+        Clock::new(mono, Timestamp(ms.max(0) as u64))
     }
 
-    fn local_to_virtual(&self, i: usize, t: Timestamp) -> Micros {
-        let v = t.0 as i64 - self.nodes[i].skew_ms - self.base.0 as i64;
-        (v.max(0) as u64).saturating_mul(1000)
+    fn local_to_virtual(&self, i: usize, t: Instant) -> Micros {
+        t.0.saturating_sub(self.nodes[i].mono_origin_ms)
+            .saturating_mul(1000)
+    }
+
+    /// Steps node `i`'s wall clock by `delta_ms` (an NTP step: forward if positive), leaving
+    /// its monotonic clock alone.
+    pub fn step_wall_clock(&mut self, i: usize, delta_ms: i64) {
+        self.nodes[i].skew_ms = self.nodes[i].skew_ms.saturating_add(delta_ms);
     }
 
     /// Stops node `i` at once, losing all its state.
@@ -476,7 +491,7 @@ impl Sim {
                         .endpoint
                         .as_ref()
                         .and_then(|e| e.poll_timeout());
-                    if next.is_some_and(|t| t <= local) {
+                    if next.is_some_and(|t| t <= local.mono) {
                         self.violations.push(format!(
                             "{} left a timer in the past after handle_timeout",
                             Self::member_id(i)
@@ -643,5 +658,68 @@ pub fn random_scenario(seed: u64) -> ScenarioOutcome {
         violations: sim.violations().to_vec(),
         convergence_ms,
         description,
+    }
+}
+
+/// What a cluster did after steps of one member's wall clock ([`clock_step`]).
+#[derive(Debug, Clone)]
+pub struct ClockStepOutcome {
+    /// Most allocations committed by any one member in the window.
+    pub commits: u64,
+    /// Most `MemberDown` (or `MemberLeft`) events one member reported about one peer.
+    pub downs: u64,
+    /// Most `MemberUp` events one member reported about one peer.
+    pub ups: u64,
+    /// `ClockUntimely` events of the stepped member / of the others.
+    pub untimely_reported: u64,
+    pub untimely_reported_by_others: u64,
+    /// Every running member agrees on an allocation of all of them at the end.
+    pub converged: bool,
+    pub violations: Vec<String>,
+}
+
+/// The member whose clock [`clock_step`] steps: neither the coordinator nor the last.
+pub const CLOCK_STEP_MEMBER: usize = 2;
+
+/// Four members converge; then, at each `(after_ms, delta_ms)` (ms after the first step),
+/// member [`CLOCK_STEP_MEMBER`]'s wall clock steps by `delta_ms` while its monotonic clock runs
+/// on; commits and downs are counted over `window` from the first step (SPEC.md §9.3, "Clocks").
+pub fn clock_step(seed: u64, steps: &[(u64, i64)], window: Duration) -> ClockStepOutcome {
+    let mut sim = Sim::new(&SimConfig::new(seed, 4));
+    let settled = sim.run_until_converged(Duration::from_secs(3)).is_some();
+    sim.run_for(Duration::from_millis(500));
+    let start = sim.now_ms();
+    let end = start + window.as_millis() as u64;
+    for &(after, delta) in steps {
+        sim.run_until(start + after);
+        sim.step_wall_clock(CLOCK_STEP_MEMBER, delta);
+    }
+    sim.run_until(end);
+    let mut commits: BTreeMap<MemberId, u64> = BTreeMap::new();
+    let mut downs: BTreeMap<(MemberId, MemberId), u64> = BTreeMap::new();
+    let mut ups: BTreeMap<(MemberId, MemberId), u64> = BTreeMap::new();
+    let (mut mine, mut others) = (0, 0);
+    let stepped = Sim::member_id(CLOCK_STEP_MEMBER);
+    for o in sim.observations().iter().filter(|o| o.at_ms >= start) {
+        match o.event {
+            Event::Committed { .. } => *commits.entry(o.observer).or_default() += 1,
+            Event::MemberDown(m) | Event::MemberLeft(m) => {
+                *downs.entry((o.observer, m)).or_default() += 1
+            }
+            Event::MemberUp(m) => *ups.entry((o.observer, m)).or_default() += 1,
+            Event::ClockUntimely { .. } if o.observer == stepped => mine += 1,
+            Event::ClockUntimely { .. } => others += 1,
+            _ => {}
+        }
+    }
+    let max = |v: Vec<u64>| v.into_iter().max().unwrap_or(0);
+    ClockStepOutcome {
+        commits: max(commits.into_values().collect()),
+        downs: max(downs.into_values().collect()),
+        ups: max(ups.into_values().collect()),
+        untimely_reported: mine,
+        untimely_reported_by_others: others,
+        converged: settled && sim.converged(),
+        violations: sim.violations().to_vec(),
     }
 }

@@ -2,11 +2,16 @@
 //! with their reason and change nothing (SPEC.md §9.2).
 
 use control_channel::wire::{self, EpochId, Header, Heartbeat, Hello, Message, Proposal};
-use control_channel::{Config, DropReason, Endpoint, Identity};
+use control_channel::{Clock, Config, DropReason, Endpoint, Identity, Instant};
 use igmp_ext::ed25519_dalek::SigningKey;
 use igmp_ext::fixtures::{Fixture, NOW};
 use igmp_ext::{CertificateBody, KeyId, MemberId, SliceSet, Timestamp};
 use std::net::SocketAddr;
+
+/// The receiver's clocks at wall time `wall` (its monotonic clock is irrelevant here).
+fn clock(wall: Timestamp) -> Clock {
+    Clock::new(Instant(0), wall)
+}
 
 fn from() -> SocketAddr {
     "10.0.0.2:4000".parse().expect("address")
@@ -54,7 +59,7 @@ fn receiver(f: &Fixture) -> Endpoint {
             certificate: m.cert.clone(),
         },
         f.group_key.verifying_key(),
-        NOW,
+        clock(NOW),
     )
 }
 
@@ -72,10 +77,11 @@ fn each_bad_input_has_its_reason_and_changes_nothing() {
     let f = Fixture::new(3);
     let mut b = receiver(&f);
     let a = &f.members[1];
-    b.handle_datagram(NOW, from(), &hello(&f, 1, 1))
+    b.handle_datagram(clock(NOW), from(), &hello(&f, 1, 1))
         .expect("certified hello");
     let good = heartbeat(&a.key, a.id.0, 2);
-    b.handle_datagram(NOW, from(), &good).expect("heartbeat");
+    b.handle_datagram(clock(NOW), from(), &good)
+        .expect("heartbeat");
     let before = snapshot(&b);
 
     let mut cases: Vec<(Vec<u8>, DropReason)> = Vec::new();
@@ -149,12 +155,12 @@ fn each_bad_input_has_its_reason_and_changes_nothing() {
 
     for (bytes, reason) in cases {
         let before_count = b.counters().dropped(reason);
-        assert_eq!(b.handle_datagram(NOW, from(), &bytes), Err(reason));
+        assert_eq!(b.handle_datagram(clock(NOW), from(), &bytes), Err(reason));
         assert_eq!(b.counters().dropped(reason), before_count + 1);
         assert_eq!(snapshot(&b), before, "{reason:?} changed state");
     }
     // The refusals did not poison the replay window: the next real message passes.
-    b.handle_datagram(NOW, from(), &heartbeat(&a.key, a.id.0, 3))
+    b.handle_datagram(clock(NOW), from(), &heartbeat(&a.key, a.id.0, 3))
         .expect("fresh heartbeat after refusals");
 }
 
@@ -184,7 +190,7 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
     .encode_signed(&header(7, 1), &rogue_key)
     .expect("fits");
     assert_eq!(
-        b.handle_datagram(NOW, from(), &h),
+        b.handle_datagram(clock(NOW), from(), &h),
         Err(DropReason::BadCertificate)
     );
     let p = Message::Proposal(Proposal {
@@ -199,7 +205,7 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
     .encode_signed(&header(7, 2), &rogue_key)
     .expect("fits");
     assert_eq!(
-        b.handle_datagram(NOW, from(), &p),
+        b.handle_datagram(clock(NOW), from(), &p),
         Err(DropReason::UnknownSender)
     );
     assert!(b.committed().is_none());
@@ -212,7 +218,7 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
     .encode_signed(&header(9, 1), &f.members[1].key)
     .expect("fits");
     assert_eq!(
-        b.handle_datagram(NOW, from(), &impostor),
+        b.handle_datagram(clock(NOW), from(), &impostor),
         Err(DropReason::BadCertificate)
     );
     // An expired certificate.
@@ -224,7 +230,7 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
             certificate: f.members[0].cert.clone(),
         },
         f.group_key.verifying_key(),
-        late,
+        clock(late),
     );
     let h = Message::Hello(Hello {
         certificate: f.members[1].cert.as_bytes().to_vec(),
@@ -240,7 +246,7 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
     )
     .expect("fits");
     assert_eq!(
-        late_b.handle_datagram(late, from(), &h),
+        late_b.handle_datagram(clock(late), from(), &h),
         Err(DropReason::BadCertificate)
     );
 }
@@ -275,21 +281,27 @@ fn certificates_from_every_published_group_key_are_accepted() {
         .expect("fits")
     };
     assert_eq!(
-        b.handle_datagram(NOW, from(), &hello_from_5(1)),
+        b.handle_datagram(clock(NOW), from(), &hello_from_5(1)),
         Err(DropReason::BadCertificate)
     );
     // Only some other key published besides ours: still refused.
     let unrelated = SigningKey::from_bytes(&[0x33; 32]).verifying_key();
     b.set_group_keys(&[f.group_key.verifying_key(), unrelated]);
     assert_eq!(
-        b.handle_datagram(NOW, from(), &hello_from_5(2)),
+        b.handle_datagram(clock(NOW), from(), &hello_from_5(2)),
         Err(DropReason::BadCertificate)
     );
     b.set_group_keys(&[f.group_key.verifying_key(), new_group.verifying_key()]);
-    assert_eq!(b.handle_datagram(NOW, from(), &hello_from_5(3)), Ok(()));
+    assert_eq!(
+        b.handle_datagram(clock(NOW), from(), &hello_from_5(3)),
+        Ok(())
+    );
     assert!(b.known_peers().contains(&MemberId(5)));
     // Members certified by our own key are accepted as before.
-    assert_eq!(b.handle_datagram(NOW, from(), &hello(&f, 1, 1)), Ok(()));
+    assert_eq!(
+        b.handle_datagram(clock(NOW), from(), &hello(&f, 1, 1)),
+        Ok(())
+    );
 }
 
 #[test]
@@ -297,7 +309,7 @@ fn proposals_breaking_the_decision_rule_are_refused() {
     let f = Fixture::new(3);
     let mut b = receiver(&f);
     let a = &f.members[1];
-    b.handle_datagram(NOW, from(), &hello(&f, 1, 1))
+    b.handle_datagram(clock(NOW), from(), &hello(&f, 1, 1))
         .expect("hello");
     let propose = |seq: u64, p: Proposal| {
         Message::Proposal(p)
@@ -318,7 +330,8 @@ fn proposals_breaking_the_decision_rule_are_refused() {
             owners: vec![0; 256],
         },
     );
-    b.handle_datagram(NOW, from(), &greedy).expect("authentic");
+    b.handle_datagram(clock(NOW), from(), &greedy)
+        .expect("authentic");
     assert_eq!(b.counters().dropped(DropReason::InvalidProposal), 1);
     // Proposer is not the lowest member listed.
     let usurper = propose(
@@ -329,7 +342,8 @@ fn proposals_breaking_the_decision_rule_are_refused() {
             owners: (0..256).map(|i| (i % 2) as u8).collect(),
         },
     );
-    b.handle_datagram(NOW, from(), &usurper).expect("authentic");
+    b.handle_datagram(clock(NOW), from(), &usurper)
+        .expect("authentic");
     assert_eq!(b.counters().dropped(DropReason::InvalidProposal), 2);
     assert!(b.committed().is_none());
     // A valid one commits; an older one afterwards is stale.
@@ -341,7 +355,8 @@ fn proposals_breaking_the_decision_rule_are_refused() {
             owners: (0..256).map(|i| (i % 2) as u8).collect(),
         },
     );
-    b.handle_datagram(NOW, from(), &fair).expect("authentic");
+    b.handle_datagram(clock(NOW), from(), &fair)
+        .expect("authentic");
     assert_eq!(b.committed().map(|c| c.id()), Some(id));
     let older = propose(
         5,
@@ -351,7 +366,8 @@ fn proposals_breaking_the_decision_rule_are_refused() {
             owners: (0..256).map(|i| ((i + 1) % 2) as u8).collect(),
         },
     );
-    b.handle_datagram(NOW, from(), &older).expect("authentic");
+    b.handle_datagram(clock(NOW), from(), &older)
+        .expect("authentic");
     assert_eq!(b.counters().dropped(DropReason::StaleEpoch), 1);
     assert_eq!(b.committed().map(|c| c.id()), Some(id));
 }

@@ -160,7 +160,7 @@ pub fn start_member(
                     certificate: m.cert.clone(),
                 },
                 group_key,
-                daemon_kit::wall_clock(),
+                driver::now(),
             );
             let mut handle = driver::spawn(endpoint, socket, SocketAddrV4::new(group, PORT))
                 .expect("spawn driver");

@@ -2,7 +2,9 @@
 //! weights honoured, fencing) under loss, duplication, reordering, partitions, crashes, restarts
 //! and clock skew, and bounded convergence after the last fault.
 
-use control_channel::sim::{random_scenario, NetConfig, Sim, SimConfig, CONVERGENCE_BOUND};
+use control_channel::sim::{
+    clock_step, random_scenario, NetConfig, Sim, SimConfig, CLOCK_STEP_MEMBER, CONVERGENCE_BOUND,
+};
 use control_channel::Event;
 use std::time::Duration;
 
@@ -236,4 +238,84 @@ fn forwarding_direct_path_and_state_query() {
         &|e| matches!(e, Event::StateQueried { query_id, key, .. }
         if *query_id == query && key == b"conn 42")
     ));
+}
+
+/// Issue 17: a step of one member's wall clock costs at most one leave and one rejoin, and
+/// nothing within the timeliness window. Heartbeats were scheduled on the wall clock, so a
+/// member stepped back went silent for the step while still answering: ~580 commits per
+/// member in 70 s on the real cluster.
+#[test]
+fn a_wall_clock_step_back_within_the_window_costs_nothing() {
+    for seed in [1, 2, 3] {
+        let o = clock_step(seed, &[(0, -5_000)], Duration::from_secs(60));
+        assert!(o.violations.is_empty(), "seed {seed}: {o:?}");
+        assert_eq!((o.commits, o.downs, o.ups), (0, 0, 0), "seed {seed}: {o:?}");
+        assert_eq!(o.untimely_reported + o.untimely_reported_by_others, 0);
+        assert!(o.converged, "seed {seed}: {o:?}");
+    }
+}
+
+#[test]
+fn a_wall_clock_step_back_beyond_the_window_excludes_the_member_once() {
+    for seed in [1, 2, 3] {
+        let o = clock_step(seed, &[(0, -60_000)], Duration::from_secs(60));
+        assert!(o.violations.is_empty(), "seed {seed}: {o:?}");
+        assert!(
+            o.commits <= 2 && o.downs <= 1 && o.ups == 0,
+            "seed {seed}: {o:?}"
+        );
+        // The member says its clock is the one that is off; the others do not.
+        assert_eq!(o.untimely_reported, 1, "seed {seed}: {o:?}");
+        assert_eq!(o.untimely_reported_by_others, 0, "seed {seed}: {o:?}");
+    }
+}
+
+#[test]
+fn a_wall_clock_step_forward_and_back_costs_one_leave_and_one_rejoin() {
+    for seed in [1, 2, 3] {
+        let o = clock_step(
+            seed,
+            &[(0, 60_000), (20_000, -60_000)],
+            Duration::from_secs(60),
+        );
+        assert!(o.violations.is_empty(), "seed {seed}: {o:?}");
+        assert!(o.commits <= 2, "seed {seed}: {o:?}");
+        assert!(o.downs <= 1 && o.ups <= 1, "seed {seed}: {o:?}");
+        assert!(o.converged, "seed {seed}: {o:?}");
+    }
+}
+
+/// Peers see a member's clock offset (from its authentic messages, untimely ones included),
+/// and the member sees its own against theirs.
+#[test]
+fn peers_see_a_stepped_members_clock_offset() {
+    let mut sim = Sim::new(&SimConfig::new(7, 4));
+    assert!(sim.run_until_converged(Duration::from_secs(3)).is_some());
+    let m = CLOCK_STEP_MEMBER;
+    let id = Sim::member_id(m);
+    let offset = |sim: &Sim| sim.endpoint(0).and_then(|e| e.peer_clock_offset(id));
+    assert!(
+        offset(&sim).is_some_and(|o| o.abs() < 100),
+        "{:?}",
+        offset(&sim)
+    );
+    sim.step_wall_clock(m, -60_000);
+    sim.run_for(Duration::from_secs(2));
+    assert!(
+        offset(&sim).is_some_and(|o| (-60_100..=-59_900).contains(&o)),
+        "{:?}",
+        offset(&sim)
+    );
+    let own = sim.endpoint(m).expect("running");
+    assert!(own.clock_untimely());
+    assert!(own
+        .clock_offset()
+        .is_some_and(|o| (-60_100..=-59_900).contains(&o)));
+    assert_eq!(own.counters().clock_untimely, 1);
+    assert!(!sim.endpoint(0).expect("running").clock_untimely());
+    sim.step_wall_clock(m, 60_000);
+    sim.run_for(Duration::from_secs(2));
+    assert!(!sim.endpoint(m).expect("running").clock_untimely());
+    assert!(offset(&sim).is_some_and(|o| o.abs() < 100));
+    assert!(sim.converged());
 }

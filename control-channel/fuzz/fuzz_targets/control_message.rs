@@ -2,7 +2,7 @@
 //! and a refused datagram changes nothing the endpoint exposes.
 #![no_main]
 use control_channel::wire::{self, Hello, Message};
-use control_channel::{Config, Endpoint, Identity};
+use control_channel::{Clock, Config, Endpoint, Identity, Instant};
 use igmp_ext::fixtures::{Fixture, NOW};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(m.packet.signed_part().len() + wire::SIGNATURE_LEN, data.len());
     }
     let f = fixture();
+    let now = Clock::new(Instant(0), NOW);
     let mut e = Endpoint::new(
         Config::new(f.group),
         Identity {
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             certificate: f.members[0].cert.clone(),
         },
         f.group_key.verifying_key(),
-        NOW,
+        now,
     );
     let peer = &f.members[1];
     let hello = Message::Hello(Hello {
@@ -44,9 +45,9 @@ fuzz_target!(|data: &[u8]| {
     )
     .expect("fits");
     let from = "10.0.0.2:4000".parse().expect("address");
-    e.handle_datagram(NOW, from, &hello).expect("hello accepted");
+    e.handle_datagram(now, from, &hello).expect("hello accepted");
     let before = (e.live_members(), e.committed().cloned(), e.counters().accepted);
-    if e.handle_datagram(NOW, from, data).is_err() {
+    if e.handle_datagram(now, from, data).is_err() {
         assert_eq!(
             before,
             (e.live_members(), e.committed().cloned(), e.counters().accepted)

@@ -6,12 +6,13 @@ use super::{
     proposal_digest, proposal_for, validate_proposal, CommittedAllocation, Destination, DropReason,
     Endpoint, Event, PendingProposal, MAX_MEMBERS,
 };
+use crate::time::Clock;
 use crate::wire::{Commit, EpochId, Message, NackReason, Proposal};
-use igmp_ext::{Allocation, MemberId, Timestamp};
+use igmp_ext::{Allocation, MemberId};
 use std::collections::BTreeSet;
 
 impl Endpoint {
-    pub(super) fn on_proposal(&mut self, now: Timestamp, sender: MemberId, seq: u64, p: Proposal) {
+    pub(super) fn on_proposal(&mut self, now: Clock, sender: MemberId, seq: u64, p: Proposal) {
         self.max_epoch_seen = self.max_epoch_seen.max(p.id.epoch);
         let Some(allocation) = validate_proposal(&p, self.config.slicing) else {
             *self
@@ -62,7 +63,7 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn commit(&mut self, now: Timestamp, c: CommittedAllocation) {
+    pub(super) fn commit(&mut self, now: Clock, c: CommittedAllocation) {
         let id = c.id();
         let digest = c.digest;
         let slices = c.allocation.slices_of(self.me);
@@ -75,7 +76,7 @@ impl Endpoint {
         self.send_commit(now);
     }
 
-    pub(super) fn send_commit(&mut self, now: Timestamp) {
+    pub(super) fn send_commit(&mut self, now: Clock) {
         if let Some(c) = &self.committed {
             let m = Message::Commit(Commit {
                 id: c.id(),
@@ -122,8 +123,12 @@ impl Endpoint {
 
     /// The decision rule (SPEC.md §9.4): the lowest live member proposes when the live view
     /// differs from the committed member list and nobody live is ahead of it.
-    pub(super) fn maybe_propose(&mut self, now: Timestamp) {
-        if self.left || now < self.started.saturating_add(self.config.startup_quiet) {
+    pub(super) fn maybe_propose(&mut self, now: Clock) {
+        if self.left || now.mono < self.started.saturating_add(self.config.startup_quiet) {
+            return;
+        }
+        // A member whose clock its peers refuse would propose a view without them.
+        if self.clock_untimely {
             return;
         }
         let view = self.view();
@@ -149,7 +154,7 @@ impl Endpoint {
     /// until the live members acknowledge it.
     pub(super) fn propose(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         view: &[(MemberId, u32)],
         allocation: Allocation,
     ) -> EpochId {
@@ -161,7 +166,7 @@ impl Endpoint {
         let id = EpochId {
             epoch,
             proposer: self.me.0,
-            incarnation: self.started.0,
+            incarnation: self.incarnation.0,
         };
         let proposal = proposal_for(id, view, &allocation);
         let digest = proposal_digest(&proposal);
@@ -171,7 +176,7 @@ impl Endpoint {
         self.pending = Some(PendingProposal {
             id,
             acked: BTreeSet::from([self.me]),
-            retransmit_at: now.saturating_add(self.config.retransmit_after),
+            retransmit_at: now.mono.saturating_add(self.config.retransmit_after),
             tries: 0,
         });
         self.commit(
@@ -185,11 +190,11 @@ impl Endpoint {
         id
     }
 
-    pub(super) fn retransmit_proposal(&mut self, now: Timestamp) {
+    pub(super) fn retransmit_proposal(&mut self, now: Clock) {
         let Some(pending) = &mut self.pending else {
             return;
         };
-        if now < pending.retransmit_at {
+        if now.mono < pending.retransmit_at {
             return;
         }
         let Some(c) = &self.committed else {
@@ -205,7 +210,7 @@ impl Endpoint {
             return;
         }
         pending.tries += 1;
-        pending.retransmit_at = now.saturating_add(self.config.retransmit_after);
+        pending.retransmit_at = now.mono.saturating_add(self.config.retransmit_after);
         let m = Message::Proposal(c.proposal.clone());
         self.send(now, Destination::Group, &m);
     }

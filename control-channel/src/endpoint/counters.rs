@@ -85,6 +85,9 @@ pub struct Counters {
     pub dropped: BTreeMap<DropReason, u64>,
     pub accepted: u64,
     pub sent: u64,
+    /// Times this member found that most of its peers refuse its messages as untimely (its
+    /// wall clock is off theirs by more than the timeliness window).
+    pub clock_untimely: u64,
 }
 
 impl Counters {

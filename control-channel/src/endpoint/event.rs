@@ -13,6 +13,17 @@ pub enum Event {
     /// Nobody this member can hear has heard `0` within the down timeout.
     MemberDown(MemberId),
     MemberLeft(MemberId),
+    /// Most of the peers heard recently (at least two) refuse this member's messages as
+    /// `untimely`: its wall clock is `offset_ms` off the median of theirs, beyond the timeliness
+    /// window. It stays out of their views, and does not coordinate, until its clock is back.
+    ClockUntimely {
+        offset_ms: i64,
+        refused_by: usize,
+    },
+    /// This member's wall clock is within the timeliness window of most peers' again.
+    ClockTimely {
+        offset_ms: i64,
+    },
     /// A new allocation is in force; `slices` are this member's.
     Committed {
         id: EpochId,

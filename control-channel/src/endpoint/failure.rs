@@ -3,11 +3,12 @@
 //! sender's weight, load and committed epoch, so a member behind it fetches its allocation here.
 
 use super::{ms, Destination, Endpoint, Event};
+use crate::time::{Clock, Instant};
 use crate::wire::{EpochId, Heartbeat, Message, StateQuery, StateSubject};
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::MemberId;
 
 impl Endpoint {
-    pub(super) fn on_heartbeat(&mut self, now: Timestamp, sender: MemberId, hb: Heartbeat) {
+    pub(super) fn on_heartbeat(&mut self, now: Clock, sender: MemberId, hb: Heartbeat) {
         let sender_live = self.peers.get(&sender).is_some_and(|p| p.left_at.is_none());
         if let Some(p) = self.peers.get_mut(&sender) {
             p.weight = hb.weight;
@@ -31,7 +32,7 @@ impl Endpoint {
             }
             if let Some(p) = self.peers.get_mut(&m) {
                 if p.left_at.is_none() {
-                    let t = Timestamp(now.0.saturating_sub(u64::from(age)));
+                    let t = Instant(now.mono.0.saturating_sub(u64::from(age)));
                     p.alive_estimate = Some(p.alive_estimate.map_or(t, |a| a.max(t)));
                 }
             }
@@ -42,11 +43,11 @@ impl Endpoint {
             let interval = self.config.heartbeat_interval;
             let due = self.peers.get(&sender).is_some_and(|p| {
                 p.last_query
-                    .is_none_or(|q| now >= q.saturating_add(interval))
+                    .is_none_or(|q| now.mono >= q.saturating_add(interval))
             });
             if due {
                 if let Some(p) = self.peers.get_mut(&sender) {
-                    p.last_query = Some(now);
+                    p.last_query = Some(now.mono);
                 }
                 let query_id = self.fresh_query_id();
                 let m = Message::StateQuery(StateQuery {
@@ -58,12 +59,12 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn update_liveness(&mut self, now: Timestamp) {
+    pub(super) fn update_liveness(&mut self, now: Clock) {
         let down = ms(self.config.down_after);
         for (&m, p) in self.peers.iter_mut() {
             let live = p.left_at.is_none()
                 && p.alive_estimate
-                    .is_some_and(|a| now.0 < a.0.saturating_add(down));
+                    .is_some_and(|a| now.mono.0 < a.0.saturating_add(down));
             if live != p.live {
                 p.live = live;
                 self.events.push_back(if live {
@@ -75,13 +76,13 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn send_heartbeat(&mut self, now: Timestamp) {
+    pub(super) fn send_heartbeat(&mut self, now: Clock) {
         let down = ms(self.config.down_after);
         let heard = self
             .peers
             .iter()
             .filter_map(|(&m, p)| {
-                let age = now.0.saturating_sub(p.last_direct?.0);
+                let age = now.mono.0.saturating_sub(p.last_direct?.0);
                 (age < down && p.left_at.is_none())
                     .then(|| (m.0, u16::try_from(age).unwrap_or(u16::MAX)))
             })

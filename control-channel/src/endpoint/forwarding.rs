@@ -3,16 +3,17 @@
 //! `destination_of`.
 
 use super::{Destination, Endpoint, Event, SendError};
+use crate::time::Clock;
 use crate::wire::{DirectPath, Forward, Message};
 use core::net::{Ipv4Addr, SocketAddrV4};
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::MemberId;
 
 impl Endpoint {
     /// Passes a client packet to `to` (patent claim 10): over its direct path if it announced
     /// one, else unicast to where its messages come from, else over the group.
     pub fn forward(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         to: MemberId,
         client: SocketAddrV4,
         payload: Vec<u8>,
@@ -45,7 +46,7 @@ impl Endpoint {
     }
 
     /// Tells the group "use this unicast address to reach me" (patent claim 10, Fig 15).
-    pub fn advertise_direct_path(&mut self, now: Timestamp, addr: SocketAddrV4) {
+    pub fn advertise_direct_path(&mut self, now: Clock, addr: SocketAddrV4) {
         let m = Message::DirectPath(DirectPath {
             addr: u32::from(*addr.ip()),
             port: addr.port(),

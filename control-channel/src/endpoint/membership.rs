@@ -3,18 +3,13 @@
 //! the failure detector's business (`failure.rs`).
 
 use super::{Destination, Endpoint, Event};
+use crate::time::Clock;
 use crate::wire::{Hello, Leave, LeaveKind, Message};
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::MemberId;
 
 impl Endpoint {
     /// A peer's `Hello`: its weight, and our certificate back if it is new or asks.
-    pub(super) fn on_hello(
-        &mut self,
-        now: Timestamp,
-        sender: MemberId,
-        h: Hello,
-        first_contact: bool,
-    ) {
+    pub(super) fn on_hello(&mut self, now: Clock, sender: MemberId, h: Hello, first_contact: bool) {
         if let Some(p) = self.peers.get_mut(&sender) {
             p.weight = h.weight;
         }
@@ -45,19 +40,19 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn send_hello(&mut self, now: Timestamp, reply_wanted: bool) {
+    pub(super) fn send_hello(&mut self, now: Clock, reply_wanted: bool) {
         // At most one hello per heartbeat interval, however many strangers speak.
         if let Some(t) = self.hello_sent_at {
             let allowed = t.saturating_add(self.config.heartbeat_interval);
-            if now < allowed {
+            if now.mono < allowed {
                 // A due periodic hello waits for the limit rather than leaving a deadline in
                 // the past, which would spin the driver.
                 self.next_hello = self.next_hello.max(allowed);
                 return;
             }
         }
-        self.hello_sent_at = Some(now);
-        self.next_hello = now.saturating_add(self.config.hello_interval);
+        self.hello_sent_at = Some(now.mono);
+        self.next_hello = now.mono.saturating_add(self.config.hello_interval);
         let m = Message::Hello(Hello {
             certificate: self.identity.certificate.as_bytes().to_vec(),
             weight: self.config.weight,
@@ -68,7 +63,7 @@ impl Endpoint {
 
     /// Leaves the group now: peers take this member's slices at once instead of waiting for
     /// the failure detector.
-    pub fn leave(&mut self, now: Timestamp) {
+    pub fn leave(&mut self, now: Clock) {
         let m = Message::Leave(Leave {
             kind: LeaveKind::Leave,
         });
@@ -80,7 +75,7 @@ impl Endpoint {
     }
 
     /// Drains: weight 0, so the next allocation gives this member no slices.
-    pub fn drain(&mut self, now: Timestamp) {
+    pub fn drain(&mut self, now: Clock) {
         self.config.weight = 0;
         let m = Message::Leave(Leave {
             kind: LeaveKind::Drain,

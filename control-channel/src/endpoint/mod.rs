@@ -1,15 +1,17 @@
 //! The sans-IO protocol core (SPEC.md §9): one member's view of the control group. It never opens
-//! a socket and never reads a clock; the driver (or the simulator) passes `now` and bytes in and
-//! takes datagrams, timer deadlines and events out, as quinn-proto does.
+//! a socket and never reads a clock; the driver (or the simulator) passes `now` (a [`Clock`]:
+//! monotonic for timers, wall only for signed timestamps) and bytes in and takes datagrams, timer
+//! deadlines and events out, as quinn-proto does.
 //!
 //! This module holds the state and the handle_*/poll_* surface; each concern extends
 //! [`Endpoint`] in its own child module: `receive` (checks and dispatch), `membership`
 //! (hellos, leave, drain), `failure` (heartbeats, liveness), `agreement` (the decision rule,
 //! commits), `requests` (operator requests), `forwarding` (forwarded packets, direct paths),
-//! `transfer` (state queries and chunked transfer) and `sending` (headers, signatures,
-//! destinations). `event`, `counters` and `proposal` are leaves of plain data and pure functions.
+//! `transfer` (state queries and chunked transfer), `clock` (whose wall clock is off) and
+//! `sending` (headers, signatures, destinations). `event`, `counters` and `proposal` are leaves of plain data and pure functions.
 
 mod agreement;
+mod clock;
 mod counters;
 mod event;
 mod failure;
@@ -29,6 +31,7 @@ pub use proposal::{
 };
 
 use crate::replay::ReplayWindow;
+use crate::time::{Clock, Instant};
 use crate::wire::EpochId;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
@@ -128,22 +131,25 @@ struct Peer {
     weight: u32,
     window: ReplayWindow,
     /// Last time this member heard the peer directly.
-    last_direct: Option<Timestamp>,
+    last_direct: Option<Instant>,
     /// Latest time anyone (this member or a live peer's heartbeat) heard the peer.
-    alive_estimate: Option<Timestamp>,
+    alive_estimate: Option<Instant>,
+    /// The peer's wall clock minus ours (ms, one network delay included) at its last
+    /// authentic message, timely or not, and when that was.
+    clock_offset: Option<(i64, Instant)>,
     live: bool,
     /// Sequence of the peer's `Leave`: older messages do not bring it back.
     left_at: Option<u64>,
     committed: Option<(EpochId, u64)>,
     load: Vec<(u16, u32)>,
-    last_query: Option<Timestamp>,
+    last_query: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct PendingProposal {
     id: EpochId,
     acked: BTreeSet<MemberId>,
-    retransmit_at: Timestamp,
+    retransmit_at: Instant,
     tries: u32,
 }
 
@@ -154,7 +160,7 @@ struct OutgoingTransfer {
     data: Vec<u8>,
     acked: usize,
     sent_up_to: usize,
-    retransmit_at: Timestamp,
+    retransmit_at: Instant,
     tries_without_progress: u32,
 }
 
@@ -177,7 +183,14 @@ pub struct Endpoint {
     /// others ([`Endpoint::set_group_keys`]).
     other_group_keys: Vec<VerifyingKey>,
     cluster: u32,
-    started: Timestamp,
+    /// When this member started, on the monotonic clock (the startup quiet period).
+    started: Instant,
+    /// When this member started, on the wall clock (ms): its incarnation in epoch ids, request
+    /// ids and the start of its sequence numbers, which must outlive a restart.
+    incarnation: Timestamp,
+    /// Most recently heard peers refuse this member's messages as untimely (its wall clock is
+    /// off theirs by more than the timeliness window): it says so and does not coordinate.
+    clock_untimely: bool,
     /// The startup quiet period has passed (its deadline is no longer a timer).
     quiet_over: bool,
     sequence: u64,
@@ -185,9 +198,9 @@ pub struct Endpoint {
     committed: Option<CommittedAllocation>,
     max_epoch_seen: u64,
     pending: Option<PendingProposal>,
-    next_heartbeat: Timestamp,
-    next_hello: Timestamp,
-    hello_sent_at: Option<Timestamp>,
+    next_heartbeat: Instant,
+    next_hello: Instant,
+    hello_sent_at: Option<Instant>,
     left: bool,
     /// The weight from the configuration, announced again on a resume after a drain.
     configured_weight: u32,
@@ -208,15 +221,10 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Endpoint {
-    /// A member starting at `now`. Its sequence numbers start at `now` in milliseconds shifted
-    /// left by 20 bits, so that a restarted member's messages are newer than its old ones without
-    /// stable storage.
-    pub fn new(
-        config: Config,
-        identity: Identity,
-        group_key: VerifyingKey,
-        now: Timestamp,
-    ) -> Self {
+    /// A member starting at `now`. Its sequence numbers start at `now.wall` in milliseconds
+    /// shifted left by 20 bits, so that a restarted member's messages are newer than its old ones
+    /// without stable storage.
+    pub fn new(config: Config, identity: Identity, group_key: VerifyingKey, now: Clock) -> Self {
         let me = identity.certificate.body().member_id;
         let cluster = u32::from(config.cluster);
         Endpoint {
@@ -224,15 +232,17 @@ impl Endpoint {
             group_key,
             other_group_keys: Vec::new(),
             cluster,
-            started: now,
+            started: now.mono,
+            incarnation: now.wall,
+            clock_untimely: false,
             quiet_over: false,
-            sequence: now.0 << 20,
+            sequence: now.wall.0 << 20,
             peers: BTreeMap::new(),
             committed: None,
             max_epoch_seen: 0,
             pending: None,
-            next_heartbeat: now,
-            next_hello: now,
+            next_heartbeat: now.mono,
+            next_hello: now.mono,
             hello_sent_at: None,
             left: false,
             configured_weight: config.weight,
@@ -301,14 +311,14 @@ impl Endpoint {
     /// time shifted left by 20 bits (SPEC.md §9.2): exact to 1 ms per 2^20 messages it sent.
     pub fn peer_incarnation(&self, member: MemberId) -> Option<Timestamp> {
         if member == self.me {
-            return Some(self.started);
+            return Some(self.incarnation);
         }
         let highest = self.peers.get(&member)?.window.highest()?;
         Some(Timestamp(highest >> 20))
     }
     /// When this member started (ms): the incarnation in its epoch ids.
     pub fn incarnation(&self) -> Timestamp {
-        self.started
+        self.incarnation
     }
     /// The load of every unit as the live members report it (this member's own included),
     /// summed: the input of a load-aware rebalance.
@@ -339,19 +349,18 @@ impl Endpoint {
         self.events.pop_front()
     }
 
-    /// The next time [`Endpoint::handle_timeout`] has work to do.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    /// The next time, on the monotonic clock, [`Endpoint::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.left {
             return self.outgoing.values().map(|t| t.retransmit_at).min();
         }
-        let down = ms(self.config.down_after);
         let mut t = self.next_heartbeat.min(self.next_hello);
         if !self.quiet_over {
             t = t.min(self.started.saturating_add(self.config.startup_quiet));
         }
         for p in self.peers.values().filter(|p| p.live) {
             if let Some(a) = p.alive_estimate {
-                t = t.min(Timestamp(a.0.saturating_add(down)));
+                t = t.min(a.saturating_add(self.config.down_after));
             }
         }
         if let Some(p) = &self.pending {
@@ -365,27 +374,28 @@ impl Endpoint {
 
     // ---- input -------------------------------------------------------------------------------
 
-    pub fn handle_timeout(&mut self, now: Timestamp) {
-        if now >= self.started.saturating_add(self.config.startup_quiet) {
+    pub fn handle_timeout(&mut self, now: Clock) {
+        if now.mono >= self.started.saturating_add(self.config.startup_quiet) {
             self.quiet_over = true;
         }
         self.retransmit_transfers(now);
         if self.left {
             return;
         }
-        if now >= self.next_hello {
+        if now.mono >= self.next_hello {
             self.send_hello(now, false);
         }
-        if now >= self.next_heartbeat {
+        if now.mono >= self.next_heartbeat {
             self.send_heartbeat(now);
             // Catch up rather than burst if the driver was late.
             let step = ms(self.config.heartbeat_interval).max(1);
             let mut next = self.next_heartbeat.0.saturating_add(step);
-            if next <= now.0 {
-                next = now.0 + step;
+            if next <= now.mono.0 {
+                next = now.mono.0 + step;
             }
-            self.next_heartbeat = Timestamp(next);
+            self.next_heartbeat = Instant(next);
         }
+        self.check_own_clock(now);
         self.update_liveness(now);
         self.retransmit_proposal(now);
         self.maybe_propose(now);
@@ -395,13 +405,14 @@ impl Endpoint {
     /// datagram changes nothing else.
     pub fn handle_datagram(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DropReason> {
         match self.accept(now, from, bytes) {
             Ok(()) => {
                 self.counters.accepted += 1;
+                self.check_own_clock(now);
                 if !self.left {
                     self.update_liveness(now);
                     self.maybe_propose(now);
@@ -410,6 +421,9 @@ impl Endpoint {
             }
             Err(reason) => {
                 *self.counters.dropped.entry(reason).or_default() += 1;
+                if reason == DropReason::Untimely {
+                    self.check_own_clock(now);
+                }
                 if reason == DropReason::UnknownSender && !self.left {
                     // Probably a member we have not met (or we restarted): ask for certificates.
                     self.send_hello(now, true);

@@ -4,6 +4,7 @@
 
 use super::{DropReason, Endpoint, Event, Peer};
 use crate::replay::ReplayWindow;
+use crate::time::{signed_diff_ms, Clock};
 use crate::wire::{self, ControlPacket, Leave, LeaveKind, Message};
 use core::net::SocketAddr;
 use igmp_ext::ed25519_dalek::VerifyingKey;
@@ -12,7 +13,7 @@ use igmp_ext::{KeyId, MemberCertificate, MemberId, Timestamp, UnverifiedCertific
 impl Endpoint {
     pub(super) fn accept(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DropReason> {
@@ -24,9 +25,11 @@ impl Endpoint {
         if sender == self.me {
             return Err(DropReason::OwnMessage);
         }
-        if packet.timestamp().abs_diff(now) > self.config.timeliness_window {
+        if packet.timestamp().abs_diff(now.wall) > self.config.timeliness_window {
+            self.note_untimely_peer(now, &packet);
             return Err(DropReason::Untimely);
         }
+        let now_wall = now.wall;
         let seq = packet.sequence();
         let mut new_certificate = None;
         let message;
@@ -38,12 +41,12 @@ impl Endpoint {
             let key = match self.peers.get(&sender) {
                 Some(p) if p.certificate.as_bytes() == hello.certificate.as_slice() => {
                     p.certificate
-                        .check_validity(now)
+                        .check_validity(now_wall)
                         .map_err(|_| DropReason::BadCertificate)?;
                     p.key
                 }
                 _ => {
-                    let cert = self.verify_certificate(now, sender, &hello.certificate)?;
+                    let cert = self.verify_certificate(now_wall, sender, &hello.certificate)?;
                     let key = cert.body().member_key;
                     new_certificate = Some(cert);
                     key
@@ -61,7 +64,7 @@ impl Endpoint {
         } else {
             let peer = self.peers.get(&sender).ok_or(DropReason::UnknownSender)?;
             peer.certificate
-                .check_validity(now)
+                .check_validity(now_wall)
                 .map_err(|_| DropReason::BadCertificate)?;
             if !packet.verify_signature(&peer.key) {
                 return Err(DropReason::BadSignature);
@@ -93,6 +96,7 @@ impl Endpoint {
                             window: ReplayWindow::default(),
                             last_direct: None,
                             alive_estimate: None,
+                            clock_offset: None,
                             live: false,
                             left_at: None,
                             committed: None,
@@ -110,6 +114,7 @@ impl Endpoint {
         };
         peer.window.record(seq);
         peer.addr = Some(from);
+        peer.clock_offset = Some((signed_diff_ms(packet.timestamp(), now.wall), now.mono));
         let is_leave = matches!(
             message,
             Message::Leave(Leave {
@@ -118,8 +123,9 @@ impl Endpoint {
         );
         if !is_leave && peer.left_at.is_none_or(|l| seq > l) {
             peer.left_at = None;
-            peer.last_direct = Some(now);
-            peer.alive_estimate = Some(peer.alive_estimate.map_or(now, |a| a.max(now)));
+            peer.last_direct = Some(now.mono);
+            let t = now.mono;
+            peer.alive_estimate = Some(peer.alive_estimate.map_or(t, |a| a.max(t)));
         }
         self.dispatch(now, sender, seq, message, first_contact);
         Ok(())
@@ -161,10 +167,24 @@ impl Endpoint {
         Ok(cert)
     }
 
+    /// An untimely datagram from a peer already met: if its signature and sequence number hold,
+    /// its timestamp is the peer's clock and it is recorded as that peer's clock offset, so that
+    /// both sides can say whose clock is off (SPEC.md §9.3, "Clocks"). Nothing else changes: the
+    /// datagram is still refused, and its sequence number is not recorded.
+    fn note_untimely_peer(&mut self, now: Clock, packet: &ControlPacket<&[u8]>) {
+        let Some(peer) = self.peers.get_mut(&packet.sender()) else {
+            return;
+        };
+        if !packet.verify_signature(&peer.key) || !peer.window.is_fresh(packet.sequence()) {
+            return;
+        }
+        peer.clock_offset = Some((signed_diff_ms(packet.timestamp(), now.wall), now.mono));
+    }
+
     /// Hands a verified message to the part of the endpoint that owns it.
     fn dispatch(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         sender: MemberId,
         seq: u64,
         message: Message,

@@ -3,17 +3,18 @@
 //! and weights (so the validity rule is unchanged).
 
 use super::{move_units, Destination, Endpoint, Event, RequestOutcome, RequestRefusal};
+use crate::time::Clock;
 use crate::wire::{Message, Request, RequestAction};
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::MemberId;
 
 impl Endpoint {
     /// Sends an operator request to the group and acts on it here too (this member may be the
     /// coordinator or the member named). Returns the request id; the outcome at each member
     /// is an [`Event::Request`] there. Sent twice, as a leave is: receivers act on a request id
     /// once, and a lost request would need the operator to retry.
-    pub fn request(&mut self, now: Timestamp, action: RequestAction) -> u64 {
+    pub fn request(&mut self, now: Clock, action: RequestAction) -> u64 {
         self.next_request_id += 1;
-        let request_id = (self.started.0 << 16) | (self.next_request_id & 0xffff);
+        let request_id = (self.incarnation.0 << 16) | (self.next_request_id & 0xffff);
         let r = Request { request_id, action };
         let m = Message::Request(r.clone());
         self.send(now, Destination::Group, &m);
@@ -24,7 +25,7 @@ impl Endpoint {
 
     /// An operator request: the member it names acts on a drain or resume, the coordinator on
     /// a move or rebalance; everyone else reports `NotForMe`.
-    pub(super) fn on_request(&mut self, now: Timestamp, from: MemberId, r: Request) {
+    pub(super) fn on_request(&mut self, now: Clock, from: MemberId, r: Request) {
         if self.left {
             return;
         }
@@ -66,7 +67,7 @@ impl Endpoint {
     /// so every member's quota, and the validity rule, are unchanged.
     pub(super) fn coordinate_request(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         action: &RequestAction,
     ) -> RequestOutcome {
         let view = self.view();

@@ -3,23 +3,24 @@
 //! to one member goes (its direct path, else where it speaks from, else the group).
 
 use super::{Destination, Endpoint, Transmit};
+use crate::time::Clock;
 use crate::wire::{Header, Message, Nack, NackReason};
 use core::net::SocketAddr;
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::MemberId;
 
 impl Endpoint {
-    pub(super) fn header(&mut self, now: Timestamp) -> Header {
+    pub(super) fn header(&mut self, now: Clock) -> Header {
         self.sequence += 1;
         Header {
             cluster: self.cluster,
             sender: self.me,
             epoch: self.committed.as_ref().map_or(0, |c| c.id().epoch),
             sequence: self.sequence,
-            timestamp: now,
+            timestamp: now.wall,
         }
     }
 
-    pub(super) fn send(&mut self, now: Timestamp, destination: Destination, m: &Message) -> bool {
+    pub(super) fn send(&mut self, now: Clock, destination: Destination, m: &Message) -> bool {
         // After leaving, any message would count as a sign of life and bring this member back
         // into its peers' views; only running transfers may finish.
         let allowed_after_leave = matches!(
@@ -54,12 +55,12 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn send_to_member(&mut self, now: Timestamp, member: MemberId, m: &Message) -> bool {
+    pub(super) fn send_to_member(&mut self, now: Clock, member: MemberId, m: &Message) -> bool {
         let d = self.destination_of(member);
         self.send(now, d, m)
     }
 
-    pub(super) fn nack(&mut self, now: Timestamp, to: MemberId, seq: u64, reason: NackReason) {
+    pub(super) fn nack(&mut self, now: Clock, to: MemberId, seq: u64, reason: NackReason) {
         let m = Message::Nack(Nack {
             refused_sequence: seq,
             reason,

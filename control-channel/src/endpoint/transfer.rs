@@ -3,15 +3,16 @@
 //! fails with an event. Transfers may finish after this member left.
 
 use super::{Endpoint, Event, IncomingTransfer, OutgoingTransfer, SendError};
+use crate::time::Clock;
 use crate::wire::{self, Message, NackReason, StateAck, StateChunk, StateQuery, StateSubject};
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::MemberId;
 
 impl Endpoint {
     /// Asks `to` for application state under `key` (a connection handoff, Fig 12); the answer
     /// arrives as [`Event::StateReceived`] with the returned id as transfer id.
     pub fn query_state(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         to: MemberId,
         key: Vec<u8>,
     ) -> Result<u64, SendError> {
@@ -32,13 +33,7 @@ impl Endpoint {
 
     /// A query for our allocation (answered with its proposal) or for application state (an
     /// event for the application to answer).
-    pub(super) fn on_state_query(
-        &mut self,
-        now: Timestamp,
-        sender: MemberId,
-        seq: u64,
-        q: StateQuery,
-    ) {
+    pub(super) fn on_state_query(&mut self, now: Clock, sender: MemberId, seq: u64, q: StateQuery) {
         match q.subject {
             StateSubject::Allocation => {
                 if let Some(c) = &self.committed {
@@ -60,7 +55,7 @@ impl Endpoint {
     /// acknowledges what it holds, so a resent or restarted transfer resumes where it stopped.
     pub fn send_state(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         to: MemberId,
         transfer_id: u64,
         data: Vec<u8>,
@@ -82,7 +77,7 @@ impl Endpoint {
                 data,
                 acked: 0,
                 sent_up_to: 0,
-                retransmit_at: now,
+                retransmit_at: now.mono,
                 tries_without_progress: 0,
             },
         );
@@ -91,7 +86,7 @@ impl Endpoint {
     }
 
     /// Sends the chunks of the window not yet sent.
-    pub(super) fn pump_transfer(&mut self, now: Timestamp, key: (MemberId, u64)) {
+    pub(super) fn pump_transfer(&mut self, now: Clock, key: (MemberId, u64)) {
         let chunk = self.config.chunk_size.clamp(1, wire::MAX_BODY - 64);
         let window = self.config.transfer_window.max(1);
         let retransmit = self.config.retransmit_after;
@@ -123,7 +118,7 @@ impl Endpoint {
                 t.sent_up_to = end;
             }
             if !chunks.is_empty() {
-                t.retransmit_at = now.saturating_add(retransmit);
+                t.retransmit_at = now.mono.saturating_add(retransmit);
             }
             dest = t.to;
         }
@@ -132,11 +127,11 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn retransmit_transfers(&mut self, now: Timestamp) {
+    pub(super) fn retransmit_transfers(&mut self, now: Clock) {
         let due: Vec<(MemberId, u64)> = self
             .outgoing
             .iter()
-            .filter(|(_, t)| now >= t.retransmit_at)
+            .filter(|(_, t)| now.mono >= t.retransmit_at)
             .map(|(&k, _)| k)
             .collect();
         for key in due {
@@ -154,12 +149,12 @@ impl Endpoint {
             }
             // Go back to the last acknowledged byte.
             t.sent_up_to = t.acked;
-            t.retransmit_at = now.saturating_add(self.config.retransmit_after);
+            t.retransmit_at = now.mono.saturating_add(self.config.retransmit_after);
             self.pump_transfer(now, key);
         }
     }
 
-    pub(super) fn on_chunk(&mut self, now: Timestamp, sender: MemberId, seq: u64, c: StateChunk) {
+    pub(super) fn on_chunk(&mut self, now: Clock, sender: MemberId, seq: u64, c: StateChunk) {
         let total = c.total as usize;
         if total > self.config.max_state_len {
             self.nack(now, sender, seq, NackReason::StateTooLarge);
@@ -201,7 +196,7 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn on_ack(&mut self, now: Timestamp, sender: MemberId, a: StateAck) {
+    pub(super) fn on_ack(&mut self, now: Clock, sender: MemberId, a: StateAck) {
         let key = (sender, a.transfer_id);
         let Some(t) = self.outgoing.get_mut(&key) else {
             return;
@@ -211,7 +206,7 @@ impl Endpoint {
             t.acked = next;
             t.sent_up_to = t.sent_up_to.max(next);
             t.tries_without_progress = 0;
-            t.retransmit_at = now.saturating_add(self.config.retransmit_after);
+            t.retransmit_at = now.mono.saturating_add(self.config.retransmit_after);
         }
         if t.acked >= t.data.len() {
             self.outgoing.remove(&key);

@@ -29,7 +29,7 @@ pub fn start(
         config.control_config(),
         identity,
         creds.group_key,
-        daemon_kit::wall_clock(),
+        driver::now(),
     );
     if let Some(keys) = published_keys {
         endpoint.set_group_keys(keys);
@@ -41,7 +41,7 @@ pub fn start(
 /// Runs `f` on the endpoint and waits for its result; `None` if the driver stopped.
 async fn query<T: Send + 'static>(
     handle: &DriverHandle,
-    f: impl FnOnce(&mut Endpoint, igmp_ext::Timestamp) -> T + Send + 'static,
+    f: impl FnOnce(&mut Endpoint, control_channel::Clock) -> T + Send + 'static,
 ) -> Option<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     handle.with(move |ep, now| {
