@@ -248,6 +248,7 @@ fn forwarding_direct_path_and_state_query() {
 fn a_wall_clock_step_back_within_the_window_costs_nothing() {
     for seed in [1, 2, 3] {
         let o = clock_step(seed, &[(0, -5_000)], Duration::from_secs(60));
+        eprintln!("seed {seed}: {o:?}");
         assert!(o.violations.is_empty(), "seed {seed}: {o:?}");
         assert_eq!((o.commits, o.downs, o.ups), (0, 0, 0), "seed {seed}: {o:?}");
         assert_eq!(o.untimely_reported + o.untimely_reported_by_others, 0);
@@ -259,6 +260,7 @@ fn a_wall_clock_step_back_within_the_window_costs_nothing() {
 fn a_wall_clock_step_back_beyond_the_window_excludes_the_member_once() {
     for seed in [1, 2, 3] {
         let o = clock_step(seed, &[(0, -60_000)], Duration::from_secs(60));
+        eprintln!("seed {seed}: {o:?}");
         assert!(o.violations.is_empty(), "seed {seed}: {o:?}");
         assert!(
             o.commits <= 2 && o.downs <= 1 && o.ups == 0,
@@ -278,6 +280,7 @@ fn a_wall_clock_step_forward_and_back_costs_one_leave_and_one_rejoin() {
             &[(0, 60_000), (20_000, -60_000)],
             Duration::from_secs(60),
         );
+        eprintln!("seed {seed}: {o:?}");
         assert!(o.violations.is_empty(), "seed {seed}: {o:?}");
         assert!(o.commits <= 2, "seed {seed}: {o:?}");
         assert!(o.downs <= 1 && o.ups <= 1, "seed {seed}: {o:?}");
