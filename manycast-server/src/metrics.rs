@@ -201,6 +201,11 @@ impl Snapshot {
             "Control messages sent.",
             self.control.sent,
         );
+        m.counter(
+            "control_clock_untimely_total",
+            "Times most peers refused our control messages as untimely (our wall clock off theirs beyond the timeliness window).",
+            self.control.clock_untimely,
+        );
         m.counter_family(
             "control_dropped_total",
             "Control messages dropped, by reason.",

@@ -15,6 +15,17 @@ pub fn admin_event(at: Timestamp, e: &Event) -> Option<AdminEvent> {
         Event::MemberUp(m) => ("member-up", format!("member {m} up")),
         Event::MemberDown(m) => ("member-down", format!("member {m} down")),
         Event::MemberLeft(m) => ("member-left", format!("member {m} left")),
+        Event::ClockUntimely {
+            offset_ms,
+            refused_by,
+        } => (
+            "clock-untimely",
+            format!("our wall clock is {offset_ms} ms off our peers' ({refused_by} refuse our control messages as untimely)"),
+        ),
+        Event::ClockTimely { offset_ms } => (
+            "clock-timely",
+            format!("our wall clock is within the timeliness window again ({offset_ms} ms off our peers')"),
+        ),
         Event::Committed { id, slices, .. } => (
             "committed",
             format!("committed {id}: {} slices here", slices.len()),

@@ -83,7 +83,7 @@ pub enum WatchLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminEvent {
     pub at_ms: u64,
-    /// member-up, member-down, member-left, committed, request.
+    /// member-up, member-down, member-left, committed, request, clock-untimely, clock-timely.
     pub kind: String,
     pub text: String,
 }
@@ -105,6 +105,10 @@ pub struct Status {
     /// Max over mean of the members' load per weight (1.0 = even); none without load.
     pub load_imbalance: Option<f64>,
     pub counters: CounterStatus,
+    /// Most of this member's peers refuse its control messages as untimely: its wall clock is
+    /// off theirs by more than the timeliness window (SPEC.md §9.3, "Clocks").
+    #[serde(default)]
+    pub clock_untimely: bool,
 }
 
 impl Status {
@@ -148,6 +152,10 @@ pub struct MemberStatus {
     pub units: usize,
     pub slices: Vec<String>,
     pub load: u64,
+    /// Its wall clock minus this member's (ms), from its last authentic control message; for
+    /// this member itself, its clock minus the median of its peers'. None if not heard lately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

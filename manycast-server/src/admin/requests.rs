@@ -207,6 +207,7 @@ mod tests {
             units: 0,
             slices: Vec::new(),
             load: 0,
+            clock_offset_ms: None,
         }
     }
 
@@ -227,6 +228,7 @@ mod tests {
             unit_load: vec![0; 4],
             load_imbalance: None,
             counters: CounterStatus::default(),
+            clock_untimely: false,
         }
     }
 

@@ -75,6 +75,11 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
                 units,
                 slices,
                 load,
+                clock_offset_ms: if m == me {
+                    ep.clock_offset()
+                } else {
+                    ep.peer_clock_offset(m)
+                },
             }
         })
         .collect();
@@ -103,5 +108,6 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
             .and_then(|c| c.allocation.load_imbalance(&c.members(), &unit_load)),
         unit_load,
         counters: counters_of(counters),
+        clock_untimely: ep.clock_untimely(),
     }
 }

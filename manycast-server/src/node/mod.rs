@@ -314,6 +314,17 @@ impl Node {
                 }
             }
             Event::MemberDown(m) => info!(member = %m, "member down"),
+            Event::ClockUntimely {
+                offset_ms,
+                refused_by,
+            } => warn!(
+                offset_ms,
+                refused_by,
+                "our wall clock is off our peers' beyond the timeliness window: they refuse our control messages as untimely"
+            ),
+            Event::ClockTimely { offset_ms } => {
+                info!(offset_ms, "our wall clock is within the timeliness window again")
+            }
             Event::MemberLeft(m) => {
                 info!(member = %m, "member left");
                 // VIP forward: a member that left serves no connection any more.

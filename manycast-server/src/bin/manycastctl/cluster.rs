@@ -161,16 +161,42 @@ fn epoch_line(s: &Status) -> String {
     }
 }
 
+/// A clock offset in seconds with its sign, `-` when unknown.
+fn fmt_offset(ms: Option<i64>) -> String {
+    ms.map_or_else(
+        || "-".to_owned(),
+        |ms| {
+            let sign = if ms < 0 { '-' } else { '+' };
+            let a = ms.unsigned_abs();
+            format!("{sign}{}.{:03}s", a / 1000, a % 1000)
+        },
+    )
+}
+
 pub fn members_table(s: &Status) -> String {
     let mut out = format!("{}\n", epoch_line(s));
+    if s.clock_untimely {
+        out.push_str(&format!(
+            "m{}'s wall clock is off its peers' beyond the timeliness window: they refuse its control messages as untimely\n",
+            s.me
+        ));
+    }
     out.push_str(&format!(
-        "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}  {}\n",
-        "MEMBER", "LIVE", "WEIGHT", "ALLOC-WEIGHT", "UNITS", "LOAD", "EPOCH", "STARTED (UTC)"
+        "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6} {:>10}  {}\n",
+        "MEMBER",
+        "LIVE",
+        "WEIGHT",
+        "ALLOC-WEIGHT",
+        "UNITS",
+        "LOAD",
+        "EPOCH",
+        "CLOCK",
+        "STARTED (UTC)"
     ));
     for m in &s.members {
         let name = format!("m{}{}", m.id, if m.me { "*" } else { "" });
         out.push_str(&format!(
-            "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6}  {}\n",
+            "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6} {:>10}  {}\n",
             name,
             yes(m.live),
             opt(m.weight),
@@ -178,6 +204,7 @@ pub fn members_table(s: &Status) -> String {
             m.units,
             m.load,
             opt(m.committed_epoch),
+            fmt_offset(m.clock_offset_ms),
             m.incarnation.map_or_else(|| "-".to_owned(), fmt_time)
         ));
     }
@@ -401,5 +428,58 @@ mod tests {
         assert_eq!(parse_member("m2").unwrap(), 2);
         assert_eq!(parse_member("2").unwrap(), 2);
         assert!(parse_member("mm2").is_err());
+    }
+
+    /// `members` shows each member's clock offset as this member sees it, and says so when
+    /// this member's own clock is the one its peers refuse (issue 17).
+    #[test]
+    fn members_table_shows_clock_offsets() {
+        let member = |id: u32, me: bool, clock_offset_ms: Option<i64>| {
+            let json = serde_json::json!({
+                "id": id, "me": me, "live": true, "weight": 1, "allocation_weight": 1,
+                "committed_epoch": 4, "incarnation": null, "units": 128, "slices": [],
+                "load": 0, "clock_offset_ms": clock_offset_ms,
+            });
+            serde_json::from_value::<manycast_server::admin::protocol::MemberStatus>(json)
+                .expect("member status")
+        };
+        let status = |untimely: bool| Status {
+            me: 2,
+            incarnation: 0,
+            epoch: None,
+            slice_bits: 8,
+            members: vec![
+                member(1, false, Some(60_002)),
+                member(2, true, Some(-60_002)),
+                member(3, false, None),
+            ],
+            unit_owner: Vec::new(),
+            unit_load: Vec::new(),
+            load_imbalance: None,
+            counters: Default::default(),
+            clock_untimely: untimely,
+        };
+        let table = members_table(&status(true));
+        assert!(table.contains("CLOCK"), "{table}");
+        assert!(
+            table.contains("+60.002s") && table.contains("-60.002s"),
+            "{table}"
+        );
+        assert!(
+            table.contains("refuse its control messages as untimely"),
+            "{table}"
+        );
+        let m3 = table
+            .lines()
+            .find(|l| l.starts_with("m3 "))
+            .expect("m3 row");
+        assert!(m3.contains(" - "), "{m3}");
+        assert!(!members_table(&status(false)).contains("untimely"));
+        // A status from a daemon without the fields still parses.
+        let old = serde_json::json!({"id": 1, "me": true, "live": true, "weight": 1,
+            "allocation_weight": 1, "committed_epoch": 4, "incarnation": null, "units": 0,
+            "slices": [], "load": 0});
+        let old = serde_json::from_value::<manycast_server::admin::protocol::MemberStatus>(old);
+        assert_eq!(old.expect("old member status").clock_offset_ms, None);
     }
 }
