@@ -322,3 +322,43 @@ fn peers_see_a_stepped_members_clock_offset() {
     assert!(offset(&sim).is_some_and(|o| o.abs() < 100));
     assert!(sim.converged());
 }
+
+/// The mechanism under the scenarios above, on one bare endpoint: the next heartbeat is due
+/// one interval later on the monotonic clock whatever the wall clock did meanwhile, and the
+/// deadline `poll_timeout` names does not move with a wall step.
+#[test]
+fn a_wall_clock_step_moves_no_timer() {
+    use control_channel::{Clock, Config, Endpoint, Identity, Instant};
+    let f = igmp_ext::fixtures::Fixture::new(1);
+    let wall = igmp_ext::fixtures::NOW;
+    let mut ep = Endpoint::new(
+        Config::new(f.group),
+        Identity {
+            key: f.members[0].key.clone(),
+            certificate: f.members[0].cert.clone(),
+        },
+        f.group_key.verifying_key(),
+        Clock::new(Instant(0), wall),
+    );
+    ep.handle_timeout(Clock::new(Instant(0), wall));
+    while ep.poll_transmit().is_some() {}
+    let due = ep.poll_timeout().expect("a timer");
+    assert_eq!(due, Instant(50), "the next heartbeat, one interval on");
+    for step in [-60_000i64, -5_000, 60_000] {
+        let stepped = igmp_ext::Timestamp(wall.0.saturating_add_signed(step));
+        let before = ep.counters().sent;
+        // Just before the deadline on the monotonic clock: nothing is due, whatever the wall says.
+        ep.handle_timeout(Clock::new(Instant(due.0 - 1), stepped));
+        assert_eq!(ep.counters().sent, before, "step {step}");
+        assert_eq!(ep.poll_timeout(), Some(due), "step {step}");
+    }
+    ep.handle_timeout(Clock::new(
+        due,
+        wall.saturating_sub(Duration::from_secs(60)),
+    ));
+    assert!(
+        ep.poll_transmit().is_some(),
+        "the heartbeat goes at its monotonic deadline"
+    );
+    assert_eq!(ep.poll_timeout(), Some(Instant(100)));
+}
