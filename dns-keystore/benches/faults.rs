@@ -1,12 +1,21 @@
 //! `make bench B=faults`: what faults cost. Each part measures one kind of fault and returns
-//! its figures; `main` joins every part's figures into one JSON line (parts for clock steps and
-//! keystore recovery are to be added next to [`keystore`]).
+//! its figures; `main` joins every part's figures into one JSON line (a part for clock steps is
+//! to be added next to [`keystore`]). `FAULTS_PARTS` (comma-separated part names, default all)
+//! runs some of them.
 //!
 //! Keystore part (issue 17): `FAULTS_KEYSTORE_TRIALS` (default 50) trials on one state
 //! directory, each a burst of updates from concurrent writers SIGKILLed at a random instant
 //! (40-400 ms in), then a restart and a check of every key with the validating client, the
 //! validator at the service name and `delv` on the keys the trial wrote. Set
 //! `DNS_KEYSTORE_BIN` to measure another build of the daemon (such as the one before the fix).
+//!
+//! Keystore recovery part (issue 17, item 5; trials in `tests/keystore_tests/recover.rs`):
+//! `FAULTS_RECOVER_TRIALS` (default 8) outages of the real daemon, alternately SIGSTOP/SIGCONT
+//! and SIGKILL/restart, each until the real client's keys (1 s TTL, 1 s `max_stale`, 10 s
+//! refresh interval) have expired and 1.5 s more; `keystore_recover_ms` is the median time from
+//! the keystore answering again to valid keys while lookups arrive every 20 ms (as joins do),
+//! `keystore_recover_max_ms` the maximum, `keystore_recover_quiet_max_ms` the maximum over
+//! half as many trials without lookups (the retry schedule alone).
 
 #[allow(dead_code)]
 #[path = "../tests/keystore_tests/daemon.rs"]
@@ -16,10 +25,16 @@ mod daemon;
 #[path = "../tests/keystore_tests/burst.rs"]
 mod burst;
 
+#[allow(dead_code)]
+#[path = "../tests/keystore_tests/recover.rs"]
+mod recover;
+
 use burst::{Found, Model, Rng};
 use std::sync::{Arc, Mutex};
 
 type Figures = Vec<(&'static str, u64)>;
+/// A part's name (for `FAULTS_PARTS`) and the function that measures it.
+type Part = (&'static str, fn() -> Figures);
 
 fn keystore() -> Figures {
     let trials: u64 = std::env::var("FAULTS_KEYSTORE_TRIALS")
@@ -52,10 +67,81 @@ fn keystore() -> Figures {
     ]
 }
 
+fn keystore_recover() -> Figures {
+    use recover::{Outage, Probe};
+    let trials: usize = std::env::var("FAULTS_RECOVER_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let mut d = daemon::Daemon::start_with("faults-recover", recover::DAEMON_EXTRA);
+        let f = igmp_ext::fixtures::Fixture::new(1);
+        recover::publish(&d, &f).await;
+        let client = recover::watching_client(&d, f.group).await;
+        let mut lookups = Vec::new();
+        let mut quiet = Vec::new();
+        for i in 0..trials + trials / 2 {
+            let outage = if i % 2 == 0 {
+                Outage::Stop
+            } else {
+                Outage::Restart
+            };
+            let probe = if i < trials {
+                Probe::Lookups
+            } else {
+                Probe::Quiet
+            };
+            let took = recover::trial(&mut d, &client, f.group, outage, probe).await;
+            eprintln!(
+                "faults/keystore_recover: trial {i} {outage:?}/{probe:?}: {} ms",
+                took.as_millis()
+            );
+            match probe {
+                Probe::Lookups => lookups.push(took.as_millis() as u64),
+                Probe::Quiet => quiet.push(took.as_millis() as u64),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d.dir);
+        lookups.sort_unstable();
+        eprintln!(
+            "faults/keystore_recover: with lookups {lookups:?} ms, without {quiet:?} ms (daemon {})",
+            daemon::daemon_bin()
+        );
+        vec![
+            (
+                "keystore_recover_ms",
+                lookups.get(lookups.len() / 2).copied().unwrap_or(0),
+            ),
+            (
+                "keystore_recover_max_ms",
+                lookups.last().copied().unwrap_or(0),
+            ),
+            (
+                "keystore_recover_quiet_max_ms",
+                quiet.iter().copied().max().unwrap_or(0),
+            ),
+        ]
+    })
+}
+
 fn main() {
-    let parts: [fn() -> Figures; 1] = [keystore];
+    let parts: [Part; 2] = [
+        ("keystore", keystore),
+        ("keystore_recover", keystore_recover),
+    ];
+    let only = std::env::var("FAULTS_PARTS").ok();
     let mut line = String::from("{\"bench\":\"faults\"");
-    for part in parts {
+    for (name, part) in parts {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|p| p.trim() == name))
+        {
+            continue;
+        }
         for (name, value) in part() {
             line.push_str(&format!(",\"{name}\":{value}"));
         }
