@@ -108,29 +108,25 @@ impl Entry {
         }
     }
 
-    /// Has the record's TTL (or the 30 s after a denial) run out, or the cached keys expired?
+    /// Has the record's TTL (or the 30 s after a denial) run out? Keys that expire earlier (the
+    /// record's `x=`) are not fetched sooner: asking again would get the same record.
     fn ttl_due(&self, now: Timestamp) -> bool {
-        match self {
-            Entry::Keys {
-                refresh_at,
-                expires_at,
-                ..
-            } => *refresh_at <= now || now > *expires_at,
-            Entry::Absent { refresh_at } => *refresh_at <= now,
-        }
+        self.refresh_at() <= now
     }
 
     /// How long until [`Entry::ttl_due`].
     fn ttl_wait(&self, now: Timestamp) -> Duration {
-        let at = match self {
-            Entry::Keys {
-                refresh_at,
-                expires_at,
-                ..
-            } => (*refresh_at).min(expires_at.saturating_add(Duration::from_millis(1))),
-            Entry::Absent { refresh_at } => *refresh_at,
-        };
-        Duration::from_millis(at.as_millis().saturating_sub(now.as_millis()))
+        Duration::from_millis(
+            self.refresh_at()
+                .as_millis()
+                .saturating_sub(now.as_millis()),
+        )
+    }
+
+    fn refresh_at(&self) -> Timestamp {
+        match self {
+            Entry::Keys { refresh_at, .. } | Entry::Absent { refresh_at } => *refresh_at,
+        }
     }
 }
 
