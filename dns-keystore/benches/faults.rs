@@ -1,6 +1,6 @@
 //! `make bench B=faults`: what faults cost. Each part measures one kind of fault and returns
-//! its figures; `main` joins every part's figures into one JSON line (a part for keystore
-//! recovery is to be added next to [`keystore`] and [`clock_step`]).
+//! its figures; `main` joins every part's figures into one JSON line. `FAULTS_PARTS`
+//! (comma-separated part names, default all) runs some of them.
 //!
 //! Keystore part (issue 17): `FAULTS_KEYSTORE_TRIALS` (default 50) trials on one state
 //! directory, each a burst of updates from concurrent writers SIGKILLed at a random instant
@@ -14,6 +14,14 @@
 //! allocations any member committed in the 60 s after the step, the worse of the two runs, over
 //! `FAULTS_CLOCK_SEEDS` (default 5) seeds each. Client resets need the real service and are not
 //! measured here.
+//!
+//! Keystore recovery part (issue 17, item 5; trials in `tests/keystore_tests/recover.rs`):
+//! `FAULTS_RECOVER_TRIALS` (default 8) outages of the real daemon, alternately SIGSTOP/SIGCONT
+//! and SIGKILL/restart, each until the real client's keys (1 s TTL, 1 s `max_stale`, 10 s
+//! refresh interval) have expired and 1.5 s more; `keystore_recover_ms` is the median time from
+//! the keystore answering again to valid keys while lookups arrive every 20 ms (as joins do),
+//! `keystore_recover_max_ms` the maximum, `keystore_recover_quiet_max_ms` the maximum over
+//! half as many trials without lookups (the retry schedule alone).
 
 #[allow(dead_code)]
 #[path = "../tests/keystore_tests/daemon.rs"]
@@ -23,10 +31,16 @@ mod daemon;
 #[path = "../tests/keystore_tests/burst.rs"]
 mod burst;
 
+#[allow(dead_code)]
+#[path = "../tests/keystore_tests/recover.rs"]
+mod recover;
+
 use burst::{Found, Model, Rng};
 use std::sync::{Arc, Mutex};
 
 type Figures = Vec<(&'static str, u64)>;
+/// A part's name (for `FAULTS_PARTS`) and the function that measures it.
+type Part = (&'static str, fn() -> Figures);
 
 fn keystore() -> Figures {
     let trials: u64 = std::env::var("FAULTS_KEYSTORE_TRIALS")
@@ -88,10 +102,82 @@ fn clock_step() -> Figures {
     vec![("clock_step_commits", worst)]
 }
 
+fn keystore_recover() -> Figures {
+    use recover::{Outage, Probe};
+    let trials: usize = std::env::var("FAULTS_RECOVER_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let mut d = daemon::Daemon::start_with("faults-recover", recover::DAEMON_EXTRA);
+        let f = igmp_ext::fixtures::Fixture::new(1);
+        recover::publish(&d, &f).await;
+        let client = recover::watching_client(&d, f.group).await;
+        let mut lookups = Vec::new();
+        let mut quiet = Vec::new();
+        for i in 0..trials + trials / 2 {
+            let outage = if i % 2 == 0 {
+                Outage::Stop
+            } else {
+                Outage::Restart
+            };
+            let probe = if i < trials {
+                Probe::Lookups
+            } else {
+                Probe::Quiet
+            };
+            let took = recover::trial(&mut d, &client, f.group, outage, probe).await;
+            eprintln!(
+                "faults/keystore_recover: trial {i} {outage:?}/{probe:?}: {} ms",
+                took.as_millis()
+            );
+            match probe {
+                Probe::Lookups => lookups.push(took.as_millis() as u64),
+                Probe::Quiet => quiet.push(took.as_millis() as u64),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d.dir);
+        lookups.sort_unstable();
+        eprintln!(
+            "faults/keystore_recover: with lookups {lookups:?} ms, without {quiet:?} ms (daemon {})",
+            daemon::daemon_bin()
+        );
+        vec![
+            (
+                "keystore_recover_ms",
+                lookups.get(lookups.len() / 2).copied().unwrap_or(0),
+            ),
+            (
+                "keystore_recover_max_ms",
+                lookups.last().copied().unwrap_or(0),
+            ),
+            (
+                "keystore_recover_quiet_max_ms",
+                quiet.iter().copied().max().unwrap_or(0),
+            ),
+        ]
+    })
+}
+
 fn main() {
-    let parts: [fn() -> Figures; 2] = [keystore, clock_step];
+    let parts: [Part; 3] = [
+        ("keystore", keystore),
+        ("clock_step", clock_step),
+        ("keystore_recover", keystore_recover),
+    ];
+    let only = std::env::var("FAULTS_PARTS").ok();
     let mut line = String::from("{\"bench\":\"faults\"");
-    for part in parts {
+    for (name, part) in parts {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|p| p.trim() == name))
+        {
+            continue;
+        }
         for (name, value) in part() {
             line.push_str(&format!(",\"{name}\":{value}"));
         }

@@ -5,6 +5,12 @@
 //! cached keys are served until they expire (signature expiry, the record's `x=`, or
 //! `max_stale` past the TTL); then lookups fail closed with `KeyLookupError::Unavailable`.
 //!
+//! A failed fetch is retried on the [`crate::retry`] schedule (250 ms doubling to the refresh
+//! interval, to 750 ms while the group has no usable keys), not at the next tick; a lookup of a
+//! watched group that finds no usable keys wakes the refresher, at most once per group every
+//! 250 ms. So the keystore's return is seen within a second; groups nobody watches are never
+//! fetched.
+//!
 //! What an on-path attacker can send is not trusted further than it is proven: a denial
 //! (NXDOMAIN, an empty answer) is not DNSSEC-validated, so it never evicts validated keys (it
 //! counts as no answer); and a validated record signed before the one cached (a replayed,
@@ -13,6 +19,7 @@
 use crate::cert_record::CertRecord;
 use crate::names;
 use crate::record::GroupRecord;
+use crate::retry::{Retry, RetryPolicy};
 use crate::validate::{validate, TrustAnchor, ValidationError};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -20,9 +27,18 @@ use igmp_ext::verify::{GroupKeys, KeyLookupError, KeySource};
 use igmp_ext::{KeyId, Timestamp};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+
+/// The refresh interval [`KeystoreClient::refresh_due`] schedules retries for (the refresher
+/// uses its own).
+const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+/// The refresher's shortest sleep, so that a group due now but held by the rate limit does not
+/// make it spin.
+const MIN_WAIT: Duration = Duration::from_millis(25);
 
 /// How the client reaches and trusts the keystore.
 #[derive(Debug, Clone)]
@@ -81,6 +97,39 @@ enum Entry {
     Absent { refresh_at: Timestamp },
 }
 
+impl Entry {
+    /// Would a lookup at `now` get keys?
+    fn usable(&self, now: Timestamp) -> bool {
+        match self {
+            Entry::Keys {
+                record, expires_at, ..
+            } => now <= *expires_at && record.valid_at(now),
+            Entry::Absent { .. } => false,
+        }
+    }
+
+    /// Has the record's TTL (or the 30 s after a denial) run out? Keys that expire earlier (the
+    /// record's `x=`) are not fetched sooner: asking again would get the same record.
+    fn ttl_due(&self, now: Timestamp) -> bool {
+        self.refresh_at() <= now
+    }
+
+    /// How long until [`Entry::ttl_due`].
+    fn ttl_wait(&self, now: Timestamp) -> Duration {
+        Duration::from_millis(
+            self.refresh_at()
+                .as_millis()
+                .saturating_sub(now.as_millis()),
+        )
+    }
+
+    fn refresh_at(&self) -> Timestamp {
+        match self {
+            Entry::Keys { refresh_at, .. } | Entry::Absent { refresh_at } => *refresh_at,
+        }
+    }
+}
+
 /// A TXT RRset's strings, proven by DNSSEC, with what the cache needs from the proof.
 #[derive(Debug)]
 struct ProvenTxt {
@@ -95,6 +144,12 @@ struct ProvenTxt {
 pub struct KeystoreClient {
     config: ClientConfig,
     cache: RwLock<HashMap<Ipv4Addr, Entry>>,
+    /// Each watched group's retry state, on the monotonic clock; only refresh rounds touch it.
+    retries: Mutex<HashMap<Ipv4Addr, Retry>>,
+    /// Set by a lookup of a watched group that found no usable keys; taken by the next round.
+    missed: AtomicBool,
+    /// Wakes the refresher on such a miss.
+    wake: Notify,
 }
 
 /// Sends one query or update over UDP and waits for the answer with the same id.
@@ -176,6 +231,9 @@ impl KeystoreClient {
         KeystoreClient {
             config,
             cache: RwLock::new(HashMap::new()),
+            retries: Mutex::new(HashMap::new()),
+            missed: AtomicBool::new(false),
+            wake: Notify::new(),
         }
     }
 
@@ -351,37 +409,122 @@ impl KeystoreClient {
         });
     }
 
-    /// Refreshes every watched group whose TTL has run out.
+    /// Refreshes every watched group whose TTL has run out or whose retry is due, once.
     pub async fn refresh_due(&self, now: Timestamp) {
-        let due: Vec<Ipv4Addr> = {
-            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            cache
-                .iter()
-                .filter(|(_, e)| match e {
-                    Entry::Keys { refresh_at, .. } | Entry::Absent { refresh_at } => {
-                        *refresh_at <= now
-                    }
-                })
-                .map(|(g, _)| *g)
-                .collect()
-        };
-        for group in due {
-            if let Err(e) = self.refresh(group, now).await {
-                tracing::warn!(%group, "keystore refresh failed: {e}");
-            }
-        }
+        self.round(&RetryPolicy::new(DEFAULT_REFRESH), now, Instant::now())
+            .await;
     }
 
-    /// Runs [`Self::refresh_due`] every `every` with the wall clock.
+    /// One refresh round: fetches the watched groups the schedule allows at `now` (wall clock,
+    /// for TTLs and validation) and `mono` (the retry schedule), and returns how long until the
+    /// next one is due, at most `policy.max`. The keystore not answering ends the round: the
+    /// other due groups count as failed too, so one round waits at most one query timeout.
+    async fn round(&self, policy: &RetryPolicy, now: Timestamp, mono: Instant) -> Duration {
+        let missed = self.missed.swap(false, Ordering::Relaxed);
+        let due: Vec<(Ipv4Addr, bool)> = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .iter()
+                .filter_map(|(group, entry)| {
+                    let usable = entry.usable(now);
+                    let retry = retries.entry(*group).or_default();
+                    retry
+                        .may_fetch(policy, mono, usable, entry.ttl_due(now), missed)
+                        .then_some((*group, usable))
+                })
+                .collect()
+        };
+        let mut unreachable = false;
+        for (group, usable_before) in due {
+            let outcome = if unreachable {
+                None
+            } else {
+                Some(self.refresh(group, now).await)
+            };
+            let at = Instant::now();
+            let usable = self.usable(group, now).unwrap_or(usable_before);
+            let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+            let retry = retries.entry(group).or_default();
+            match outcome {
+                Some(Ok(()) | Err(FetchError::NoRecord)) => retry.answered(at),
+                Some(Err(e)) => {
+                    unreachable = matches!(e, FetchError::Unreachable(_));
+                    retry.failed(policy, at, usable, jitter());
+                    // Warn at the 1st, 2nd, 4th, 8th... failure in a row, not every 250 ms.
+                    if retry.failures().is_power_of_two() {
+                        tracing::warn!(
+                            %group,
+                            failures = retry.failures(),
+                            "keystore refresh failed: {e}"
+                        );
+                    }
+                }
+                None => retry.failed(policy, at, usable, jitter()),
+            }
+        }
+        self.next_wait(policy, daemon_kit::wall_clock(), Instant::now())
+    }
+
+    /// Would a lookup of `group` at `now` get keys? Unlike a lookup through [`KeySource`], a
+    /// `false` here does not wake the refresher (for status pages and tests).
+    pub fn has_usable_keys(&self, group: Ipv4Addr, now: Timestamp) -> bool {
+        self.usable(group, now).unwrap_or(false)
+    }
+
+    /// Would a lookup of `group` at `now` get keys? `None` if the group is not watched.
+    fn usable(&self, group: Ipv4Addr, now: Timestamp) -> Option<bool> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache.get(&group).map(|e| e.usable(now))
+    }
+
+    /// How long the refresher may sleep: until the earliest retry or TTL among watched groups.
+    fn next_wait(&self, policy: &RetryPolicy, now: Timestamp, mono: Instant) -> Duration {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .iter()
+            .map(|(group, entry)| {
+                match retries
+                    .get(group)
+                    .and_then(|r| r.due_at(policy, entry.usable(now)))
+                {
+                    Some(at) => at.saturating_duration_since(mono),
+                    None => entry.ttl_wait(now),
+                }
+            })
+            .min()
+            .unwrap_or(policy.max)
+            .clamp(MIN_WAIT, policy.max.max(MIN_WAIT))
+    }
+
+    /// Runs refresh rounds with the wall clock: when the TTLs and the retry schedule for
+    /// `every` (the refresh interval) say so, at least every `every`, and soon after a lookup
+    /// misses (at most one early round per 250 ms).
     pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
+        let policy = RetryPolicy::new(every);
         tokio::spawn(async move {
             loop {
-                me.refresh_due(daemon_kit::wall_clock()).await;
-                tokio::time::sleep(every).await;
+                let wait = me
+                    .round(&policy, daemon_kit::wall_clock(), Instant::now())
+                    .await;
+                // A flood of misses wakes the refresher at most once per `min_gap`.
+                let quiet = policy.min_gap.min(wait);
+                tokio::time::sleep(quiet).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait - quiet) => {}
+                    () = me.wake.notified() => {}
+                }
             }
         })
     }
+}
+
+/// A draw in [0, 1) for the retry jitter; it need not be unpredictable, only differ between
+/// routers and rounds.
+fn jitter() -> f64 {
+    (rand_id() as f64) / 65_536.0
 }
 
 impl KeySource for KeystoreClient {
@@ -391,7 +534,8 @@ impl KeySource for KeystoreClient {
         now: Timestamp,
     ) -> Result<Arc<GroupKeys>, KeyLookupError> {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        match cache.get(&group) {
+        let watched = cache.contains_key(&group);
+        let result = match cache.get(&group) {
             Some(Entry::Keys {
                 keys,
                 record,
@@ -417,6 +561,13 @@ impl KeySource for KeystoreClient {
             _ => Err(KeyLookupError::Unavailable(
                 "no validated keys for the group yet".into(),
             )),
+        };
+        // A watched group without usable keys: fetch it now rather than at the next tick (the
+        // refresher's rate limit decides). Groups nobody configured are never fetched.
+        if matches!(result, Err(KeyLookupError::Unavailable(_))) && watched {
+            self.missed.store(true, Ordering::Relaxed);
+            self.wake.notify_one();
         }
+        result
     }
 }

@@ -4,7 +4,8 @@
 //! Layering: [`record`], [`cert_record`] and [`names`] are sans-IO (text and names in, checked values out);
 //! [`validate`] checks DNSSEC answers given `now`; [`client`] and [`server`] own sockets.
 //! [`snapshot`] is the zone's on-disk format and its one writer; [`zone`] owns the served zone
-//! and makes each update atomic and durable before it is answered (SPEC.md §8.8).
+//! and makes each update atomic and durable before it is answered (SPEC.md §8.8). [`retry`] is
+//! the client's sans-IO retry schedule and rate limit (SPEC.md §8.5).
 
 #[cfg(feature = "daemon")]
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod metrics;
 pub mod names;
 pub mod record;
+pub mod retry;
 #[cfg(feature = "daemon")]
 pub mod server;
 #[cfg(feature = "daemon")]

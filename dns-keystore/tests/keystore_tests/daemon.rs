@@ -93,10 +93,16 @@ impl Daemon {
 
     /// As [`Daemon::spawn`], but a daemon that exits or does not answer is an `Err` with its log.
     pub fn try_spawn(&mut self) -> Result<(), String> {
+        // `extra` may set its own TTL (a key may appear only once in TOML).
+        let ttl = if self.extra.contains("record_ttl") {
+            ""
+        } else {
+            "record_ttl = 300\n"
+        };
         std::fs::write(
             self.config_path(),
             format!(
-                "zone = \"{ZONE}\"\nstate_dir = \"{}\"\nlisten = \"{}\"\nrecord_ttl = 300\nmetrics_interval = 1\n{}\n",
+                "zone = \"{ZONE}\"\nstate_dir = \"{}\"\nlisten = \"{}\"\n{ttl}metrics_interval = 1\n{}\n",
                 self.dir.join("state").display(),
                 self.addr,
                 self.extra

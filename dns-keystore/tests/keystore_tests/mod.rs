@@ -4,3 +4,5 @@ mod daemon;
 mod denials;
 mod durability;
 mod keystore;
+mod outage;
+mod recover;
