@@ -116,7 +116,7 @@ fn keystore_recover() -> Figures {
         let mut d = daemon::Daemon::start_with("faults-recover", recover::DAEMON_EXTRA);
         let f = igmp_ext::fixtures::Fixture::new(1);
         recover::publish(&d, &f).await;
-        let client = recover::watching_client(&d, f.group).await;
+        let client = recover::watching_client(&d, f.group, recover::BENCH_REFRESH).await;
         let mut lookups = Vec::new();
         let mut quiet = Vec::new();
         for i in 0..trials + trials / 2 {
