@@ -7,6 +7,7 @@ use crate::core::{Event, NativeDataplane, Observed, PlanKind, Request, Router, T
 use crate::keys::{Keys, KeysError};
 use crate::plan::mfc::Upcall;
 use crate::plan::DataplaneOp;
+use crate::rejection_log::{self, Admit, RejectionLog};
 use crate::status::Status;
 use crate::sys::exec::Executor;
 use crate::sys::mroute;
@@ -62,6 +63,8 @@ pub struct Daemon {
     igmp: AsyncFd<Socket>,
     senders: HashMap<u32, Socket>,
     queries_sent: u64,
+    /// Refusals are logged a few per reason and window, the rest as summaries.
+    rejections: RejectionLog,
 }
 
 impl core::fmt::Debug for Daemon {
@@ -93,6 +96,7 @@ impl Daemon {
             igmp,
             senders: sockets.senders,
             queries_sent: 0,
+            rejections: RejectionLog::new(),
         };
         daemon.flush(wall_clock());
         Ok(daemon)
@@ -104,8 +108,11 @@ impl Daemon {
         while let Some(t) = self.core.poll_transmit() {
             self.send(t);
         }
+        for (reason, n) in self.rejections.summaries(now) {
+            warn!(%reason, suppressed = n, "{n} more reports rejected for this reason in the last {} s (each is counted in status and metrics)", rejection_log::WINDOW.as_secs());
+        }
         while let Some(e) = self.core.poll_event() {
-            self.log(e);
+            self.log(now, e);
         }
         while let Some(op) = self.core.poll_op() {
             if let DataplaneOp::MfcProbe(keys) = &op {
@@ -127,7 +134,7 @@ impl Daemon {
         }
     }
 
-    fn log(&self, e: Event) {
+    fn log(&mut self, now: Timestamp, e: Event) {
         let ifname = |i| self.core.ifname(i);
         match e {
             Event::Adopted { entries, vifs } => info!(
@@ -149,12 +156,13 @@ impl Daemon {
                 sender,
                 ..
             } => debug!(%reason, ?sender, "report rejected"),
+            // The rest of a flood goes into the window's summary (`flush`).
             Event::Rejected {
                 reason,
                 sender,
                 ifindex,
                 detail,
-            } => warn!(
+            } if self.rejections.admit(now, reason) == Admit::Log => warn!(
                 %reason, ?sender, interface = %ifname(ifindex), %detail, "report rejected"
             ),
             Event::ClaimsExpired { group, lost } => info!(?group, ?lost, "claims expired"),

@@ -17,5 +17,6 @@ pub mod keys;
 pub mod plan;
 pub mod querier;
 pub mod ratelimit;
+pub mod rejection_log;
 pub mod status;
 pub mod sys;

@@ -328,3 +328,50 @@ fn idle_entries_leave_the_kernel_and_busy_ones_stay() {
     assert_eq!(got[1].get(&quiet), Some(&1), "{got:?}");
     assert_eq!(lab.status().counters.upcalls, 3);
 }
+
+/// Issue 13, defect 16: a flood of refused reports is logged as a few lines and one summary per
+/// reason and window, not a line each; every refusal is still counted.
+#[test]
+fn a_flood_of_forged_joins_is_logged_as_a_summary() {
+    let mut lab = RouterLab::new(1, "");
+    lab.start();
+    let m = &lab.fixture.members[0];
+    let claims = lab
+        .fixture
+        .claims(&[Slice::ALL], 1, crate::harness::topo::wall_now(), 7);
+    let mut igmp =
+        igmp_ext::join::build_signed_report(&claims, lab.servers[0].addr, &m.cert, &m.key)
+            .expect("join");
+    let last = igmp.len() - 1;
+    igmp[last] ^= 0x01;
+    igmp_ext::wire::igmp::fill_checksum(&mut igmp);
+    let forged = igmp_ext::join::build_datagram(lab.servers[0].addr, &igmp);
+    // Under the per-source limit (50/s, burst 50), so that every one reaches the verifier.
+    let sent = 40;
+    for _ in 0..sent {
+        lab.send_from_server(0, &forged);
+    }
+    wait_for("every forgery counted", || {
+        lab.rejected("bad-signature") == sent
+    });
+    let lines = |log: &str| log.matches("report rejected").count() as u64;
+    let logged = lines(&lab.log());
+    assert!(
+        logged <= u64::from(manycast_verifier::rejection_log::PER_WINDOW),
+        "{logged} lines for {sent} refusals"
+    );
+    // When the window ends, one summary line counts the rest.
+    wait_for("the summary", || {
+        lab.log().contains("more reports rejected")
+    });
+    let log = lab.log();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("more reports rejected"))
+        .expect("summary line");
+    assert!(
+        summary.contains(&format!("{} more reports rejected", sent - logged)),
+        "{summary}"
+    );
+    assert!(lab.stop().success());
+}
