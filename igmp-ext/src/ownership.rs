@@ -159,12 +159,24 @@ impl OwnershipTable {
                 change.lost.push((other, taken));
             }
         }
-        let before = claims
+        let (before, moved) = claims
             .get(&member)
-            .map(|c| c.slices.clone())
+            .map(|c| {
+                let moved = c.ifindex != claim.ifindex || c.sender != claim.sender;
+                (c.slices.clone(), moved)
+            })
             .unwrap_or_default();
-        let gained = claim.slices.difference(&before);
-        let dropped = before.difference(&claim.slices);
+        // A member that now speaks from another interface or address: every slice it keeps
+        // changes kernel target, so the change names them all (lost from the old place, gained
+        // at the new one) and the router re-points them.
+        let (gained, dropped) = if moved {
+            (claim.slices.clone(), before)
+        } else {
+            (
+                claim.slices.difference(&before),
+                before.difference(&claim.slices),
+            )
+        };
         if !gained.is_empty() {
             change.gained.push((member, gained));
         }
@@ -359,5 +371,32 @@ mod tests {
         assert!(!t.fences.contains_key(&(G, MemberId(2))));
         assert!(!t.fences.contains_key(&(G, MemberId(3))));
         t.apply(NOW, G, MemberId(3), claim(&all, 9)).unwrap();
+    }
+
+    #[test]
+    fn a_member_that_moves_loses_and_regains_all_its_slices() {
+        // The router re-points from the change: a claim from a new interface or address must
+        // name every slice, even when the slices are the same.
+        let mut t = OwnershipTable::new();
+        let odd = Slice::new(1, 1);
+        t.apply(NOW, G, MemberId(1), claim(&[odd], 1)).unwrap();
+        assert!(t
+            .apply(NOW, G, MemberId(1), claim(&[odd], 1))
+            .unwrap()
+            .is_empty());
+        let mut moved = claim(&[odd], 1);
+        moved.ifindex = 2;
+        let change = t.apply(NOW, G, MemberId(1), moved).unwrap();
+        assert_eq!(change.lost, vec![(MemberId(1), SliceSet::from(odd))]);
+        assert_eq!(change.gained, vec![(MemberId(1), SliceSet::from(odd))]);
+        let mut readdressed = claim(&[odd], 1);
+        readdressed.ifindex = 2;
+        readdressed.sender = Ipv4Addr::new(10, 0, 0, 9);
+        let change = t.apply(NOW, G, MemberId(1), readdressed).unwrap();
+        assert_eq!(change.gained, vec![(MemberId(1), SliceSet::from(odd))]);
+        assert_eq!(
+            t.owner_of(G, Ipv4Addr::new(1, 2, 3, 5)).unwrap().1.ifindex,
+            2
+        );
     }
 }
