@@ -14,7 +14,7 @@ use crate::credentials::{self, CredentialsError};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keystore;
 use crate::metrics::{self, Snapshot};
-use crate::node::{Action, Node, NodeConfig};
+use crate::node::{Action, Node, NodeConfig, ServiceAction};
 use crate::vip::{self, ForwardHost};
 use control_channel::driver::DriverHandle;
 use control_channel::{Counters, Event};
@@ -100,28 +100,28 @@ impl Shell {
 
     async fn execute(&mut self, handle: &DriverHandle, action: Action) {
         match action {
-            Action::Reply(r) => {
+            Action::Service(ServiceAction::Reply(r)) => {
                 // A lost reply is a lost datagram; the client retries.
                 if let Err(e) = self.udp.send_to(&r.payload, SocketAddr::V4(r.to)).await {
                     debug!("reply to {}: {e}", r.to);
                 }
             }
-            Action::Forward {
+            Action::Service(ServiceAction::Forward {
                 to,
                 client,
                 payload,
-            } => {
+            }) => {
                 handle.with(move |ep, now| {
                     if let Err(e) = ep.forward(now, to, client, payload) {
                         debug!(member = %to, %client, "forward: {e}");
                     }
                 });
             }
-            Action::SendState {
+            Action::Service(ServiceAction::SendState {
                 to,
                 transfer_id,
                 data,
-            } => match control::send_state(handle, to, transfer_id, data).await {
+            }) => match control::send_state(handle, to, transfer_id, data).await {
                 Some(Ok(())) => debug!(member = %to, transfer_id, "sending moved sessions"),
                 Some(Err(e)) => {
                     warn!(member = %to, "cannot send moved sessions: {e}");

@@ -12,13 +12,14 @@
 
 mod drain;
 
+pub use crate::service::Action as ServiceAction;
 pub use drain::{Drain, DrainState};
 
 use crate::config::{Config, Mode, Strategy};
 use crate::join_agent::JoinAgent;
 use crate::load::LoadMeter;
 use crate::metrics::Snapshot;
-use crate::service::{self, Reply, Service};
+use crate::service::Service;
 use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
@@ -81,21 +82,10 @@ impl NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
-    /// A datagram to a client, from the service socket.
-    Reply(Reply),
-    /// Pass a client datagram to the member that holds its session (`Endpoint::forward`).
-    Forward {
-        to: MemberId,
-        client: SocketAddrV4,
-        payload: Vec<u8>,
-    },
-    /// Send moved sessions to their new owner (`Endpoint::send_state`); a refused send is
-    /// reported back with [`Node::handle_send_failed`].
-    SendState {
-        to: MemberId,
-        transfer_id: u64,
-        data: Vec<u8>,
-    },
+    /// What the service decided: a reply to a client, a forward to the member that holds a
+    /// session, moved sessions to their new owner (a refused `SendState` is reported back with
+    /// [`Node::handle_send_failed`]).
+    Service(ServiceAction),
     /// Announce our direct path to the group (`Endpoint::advertise_direct_path`).
     AdvertiseDirectPath(SocketAddrV4),
     /// The per-unit load for the next heartbeats (`Endpoint::set_load`).
@@ -341,7 +331,7 @@ impl Node {
             } => {
                 // Not counted as load: the client's unit is another member's now.
                 if let Some(r) = self.service.handle_forwarded(now, from, client, &payload) {
-                    self.actions.push_back(Action::Reply(r));
+                    self.actions.push_back(Action::Service(ServiceAction::Reply(r)));
                 }
             }
             Event::StateReceived { from, data, .. } => {
@@ -417,7 +407,7 @@ impl Node {
         self.actions.push_back(Action::SetLoad(self.load.report()));
     }
 
-    /// The shell could not send a transfer ([`Action::SendState`]): nobody waits for it.
+    /// The shell could not send a transfer ([`ServiceAction::SendState`]): nobody waits for it.
     pub fn handle_send_failed(&mut self, to: MemberId, transfer_id: u64) {
         self.service.handle_transfer_done(to, transfer_id);
     }
@@ -484,38 +474,17 @@ impl Node {
 
     /// Queues the service's actions; answered datagrams count as load, forwards over a known
     /// direct path as direct.
-    fn apply(&mut self, actions: Vec<service::Action>) {
+    fn apply(&mut self, actions: Vec<ServiceAction>) {
         for action in actions {
-            self.actions.push_back(match action {
-                service::Action::Reply(r) => {
-                    // The per-unit load the coordinator balances by: datagrams answered.
-                    self.load.record(*r.to.ip());
-                    Action::Reply(r)
+            match &action {
+                // The per-unit load the coordinator balances by: datagrams answered.
+                ServiceAction::Reply(r) => self.load.record(*r.to.ip()),
+                ServiceAction::Forward { to, .. } if self.direct_paths.contains(to) => {
+                    self.counters.forwarded_direct += 1;
                 }
-                service::Action::Forward {
-                    to,
-                    client,
-                    payload,
-                } => {
-                    if self.direct_paths.contains(&to) {
-                        self.counters.forwarded_direct += 1;
-                    }
-                    Action::Forward {
-                        to,
-                        client,
-                        payload,
-                    }
-                }
-                service::Action::SendState {
-                    to,
-                    transfer_id,
-                    data,
-                } => Action::SendState {
-                    to,
-                    transfer_id,
-                    data,
-                },
-            });
+                _ => {}
+            }
+            self.actions.push_back(Action::Service(action));
         }
     }
 

@@ -155,7 +155,9 @@ fn reply_texts(actions: &[Action]) -> Vec<(SocketAddrV4, String)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Reply(r) => Some((r.to, String::from_utf8_lossy(&r.payload).into_owned())),
+            Action::Service(ServiceAction::Reply(r)) => {
+                Some((r.to, String::from_utf8_lossy(&r.payload).into_owned()))
+            }
             _ => None,
         })
         .collect()
@@ -305,11 +307,11 @@ fn sigterm_drain_asks_for_weight_zero_and_leaves_once_the_commit_without_us_is_h
     let moved: Vec<(MemberId, u64, StateTransfer)> = actions(&mut n)
         .into_iter()
         .filter_map(|a| match a {
-            Action::SendState {
+            Action::Service(ServiceAction::SendState {
                 to,
                 transfer_id,
                 data,
-            } => Some((
+            }) => Some((
                 to,
                 transfer_id,
                 StateTransfer::decode(&data).expect("decodes"),
@@ -447,11 +449,11 @@ fn a_new_owner_under_forward_passes_moved_clients_to_the_old_owner() {
     assert!(actions(&mut n).is_empty(), "held until M2's state arrives");
     n.handle_event(at(12), transfer(2, vec![1], &[client(1)]), None);
     let done = actions(&mut n);
-    let forward = Action::Forward {
+    let forward = Action::Service(ServiceAction::Forward {
         to: M2,
         client: client(1),
         payload: b"r9".to_vec(),
-    };
+    });
     assert_eq!(
         done,
         vec![forward],
@@ -556,11 +558,11 @@ fn the_old_owner_hands_off_per_new_owner_and_answers_only_the_owners_forwards() 
     let sent: Vec<(MemberId, u64, Vec<SocketAddrV4>)> = actions(&mut n)
         .into_iter()
         .filter_map(|a| match a {
-            Action::SendState {
+            Action::Service(ServiceAction::SendState {
                 to,
                 transfer_id,
                 data,
-            } => {
+            }) => {
                 let t = StateTransfer::decode(&data).expect("decodes");
                 Some((
                     to,
@@ -585,7 +587,7 @@ fn the_old_owner_hands_off_per_new_owner_and_answers_only_the_owners_forwards() 
     deliver(&mut n, at(10), commit(2, &[M1, M2], HALF));
     assert!(actions(&mut n)
         .iter()
-        .any(|a| matches!(a, Action::SendState { to, .. } if *to == M2)));
+        .any(|a| matches!(a, Action::Service(ServiceAction::SendState { to, .. }) if *to == M2)));
     let forwarded = |from| Event::Forwarded {
         from,
         client: client(1),
