@@ -233,3 +233,18 @@ pub fn delv(addr: SocketAddr, anchor: &Path, args: &[&str]) -> String {
 pub fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The fixture group's record as the tests publish it: protected, `f`'s group key, a VIP.
+pub fn group_record(f: &igmp_ext::fixtures::Fixture) -> dns_keystore::record::GroupRecord {
+    dns_keystore::record::GroupRecord {
+        group: f.group,
+        name: "web".into(),
+        owner: "ops@example.org".into(),
+        protected: true,
+        keys: vec![f.group_key.verifying_key()],
+        not_before: igmp_ext::Timestamp::from_secs(1_700_000_000),
+        not_after: igmp_ext::Timestamp::from_secs(4_000_000_000),
+        revoked: vec![],
+        vip: Some(std::net::Ipv4Addr::new(203, 0, 113, 10)),
+    }
+}

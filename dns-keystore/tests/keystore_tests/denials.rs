@@ -4,13 +4,12 @@
 use super::daemon::*;
 use daemon_kit::wall_clock;
 use dns_keystore::client::{ClientConfig, FetchError, KeystoreClient};
-use dns_keystore::record::GroupRecord;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::RecordType;
 use igmp_ext::fixtures::Fixture;
 use igmp_ext::verify::{KeyLookupError, KeySource};
-use igmp_ext::{KeyId, Timestamp};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use igmp_ext::KeyId;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,20 +96,6 @@ fn proxy(server: SocketAddr) -> Proxy {
     Proxy { addr, mode, stop }
 }
 
-fn record(f: &Fixture) -> GroupRecord {
-    GroupRecord {
-        group: f.group,
-        name: "web".into(),
-        owner: "ops@example.org".into(),
-        protected: true,
-        keys: vec![f.group_key.verifying_key()],
-        not_before: Timestamp::from_secs(1_700_000_000),
-        not_after: Timestamp::from_secs(4_000_000_000),
-        revoked: vec![],
-        vip: Some(Ipv4Addr::new(203, 0, 113, 10)),
-    }
-}
-
 fn client(p: &Proxy, d: &Daemon) -> KeystoreClient {
     let mut config = ClientConfig::new(p.addr, d.anchor());
     config.timeout = Duration::from_millis(500);
@@ -121,7 +106,7 @@ fn client(p: &Proxy, d: &Daemon) -> KeystoreClient {
 async fn a_forged_denial_does_not_evict_validated_keys() {
     let d = Daemon::start("denial");
     let f = Fixture::new(1);
-    d.admin().publish(&record(&f)).await.expect("publish");
+    d.admin().publish(&group_record(&f)).await.expect("publish");
     let p = proxy(d.addr);
     let client = client(&p, &d);
     let now = wall_clock();
@@ -160,7 +145,7 @@ async fn a_forged_denial_does_not_evict_validated_keys() {
 async fn a_replayed_pre_revocation_answer_is_refused_as_a_rollback() {
     let d = Daemon::start("rollback");
     let f = Fixture::new(2);
-    let r = record(&f);
+    let r = group_record(&f);
     d.admin().publish(&r).await.expect("publish");
     let p = proxy(d.addr);
     let client = client(&p, &d);

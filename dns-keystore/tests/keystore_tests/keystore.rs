@@ -8,25 +8,11 @@ use dns_keystore::validate::{TrustAnchor, ValidationError};
 use igmp_ext::ed25519_dalek::SigningKey;
 use igmp_ext::fixtures::{Fixture, IFINDEX};
 use igmp_ext::verify::{KeyLookupError, KeySource, Reason};
-use igmp_ext::{JoinVerifier, KeyId, Timestamp, VerifierConfig};
+use igmp_ext::{JoinVerifier, KeyId, VerifierConfig};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn record(f: &Fixture) -> GroupRecord {
-    GroupRecord {
-        group: f.group,
-        name: "web".into(),
-        owner: "ops@example.org".into(),
-        protected: true,
-        keys: vec![f.group_key.verifying_key()],
-        not_before: Timestamp::from_secs(1_700_000_000),
-        not_after: Timestamp::from_secs(4_000_000_000),
-        revoked: vec![],
-        vip: Some(Ipv4Addr::new(203, 0, 113, 10)),
-    }
-}
 
 const GROUP_NAME: &str = "1.1.1.232.g.groups.manycast.test";
 const SERVICE_NAME: &str = "web.groups.manycast.test";
@@ -35,7 +21,7 @@ const SERVICE_NAME: &str = "web.groups.manycast.test";
 async fn dig_kdig_and_delv_read_and_validate_published_records() {
     let d = Daemon::start("serve");
     let f = Fixture::new(1);
-    let r = record(&f);
+    let r = group_record(&f);
     d.admin().publish(&r).await.expect("publish");
     let expected = r.to_text().expect("record text");
 
@@ -125,7 +111,7 @@ fn tampering_proxy(
 async fn tampered_record_fails_validation_in_delv_and_our_client() {
     let d = Daemon::start("tamper");
     let f = Fixture::new(1);
-    d.admin().publish(&record(&f)).await.expect("publish");
+    d.admin().publish(&group_record(&f)).await.expect("publish");
     let (proxy, stop) = tampering_proxy(d.addr, b"o=ops@", b"o=eve@");
     // The proxy really changes the record (dig does not validate).
     let out = text(&dig(proxy, &["+short", GROUP_NAME, "TXT"]));
@@ -142,7 +128,7 @@ async fn tampered_record_fails_validation_in_delv_and_our_client() {
 async fn client_feeds_the_verifier_serves_stale_then_fails_closed() {
     let mut d = Daemon::start("client");
     let f = Fixture::new(2);
-    let mut r = record(&f);
+    let mut r = group_record(&f);
     d.admin().publish(&r).await.expect("publish");
     let mut config = ClientConfig::new(d.addr, d.anchor());
     config.max_stale = Duration::from_secs(60);
@@ -208,7 +194,7 @@ async fn client_feeds_the_verifier_serves_stale_then_fails_closed() {
 async fn updates_survive_a_restart_and_withdraw_and_rotate_work() {
     let mut d = Daemon::start("restart");
     let f = Fixture::new(1);
-    let r = record(&f);
+    let r = group_record(&f);
     d.admin().publish(&r).await.expect("publish");
     let new_key = SigningKey::from_bytes(&[0x42; 32]).verifying_key();
     let rotated = dns_keystore::admin::rotate_key(&r, new_key);
@@ -256,7 +242,7 @@ async fn updates_survive_a_restart_and_withdraw_and_rotate_work() {
 async fn bad_updates_are_refused_counted_and_change_nothing() {
     let mut d = Daemon::start_with("bad", "rate_limit_qps = 50");
     let f = Fixture::new(1);
-    let r = record(&f);
+    let r = group_record(&f);
     d.admin().publish(&r).await.expect("publish");
     let before = text(&dig(d.addr, &["+short", GROUP_NAME, "TXT"]));
 

@@ -12,7 +12,6 @@ use dns_keystore::client::{ClientConfig, KeystoreClient};
 use dns_keystore::record::GroupRecord;
 use igmp_ext::fixtures::Fixture;
 use igmp_ext::verify::{KeyLookupError, KeySource};
-use igmp_ext::Timestamp;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,15 +54,8 @@ pub async fn publish(d: &Daemon, f: &Fixture) {
 
 fn record(f: &Fixture) -> GroupRecord {
     GroupRecord {
-        group: f.group,
-        name: "web".into(),
-        owner: "ops@example.org".into(),
-        protected: true,
-        keys: vec![f.group_key.verifying_key()],
-        not_before: Timestamp::from_secs(1_700_000_000),
-        not_after: Timestamp::from_secs(4_000_000_000),
-        revoked: vec![],
         vip: None,
+        ..super::daemon::group_record(f)
     }
 }
 

@@ -134,17 +134,7 @@ fn native_mode_steers_each_source_to_its_owner_and_repoints() {
 
     // Bad input: a forged signature, a truncated report; the receivers' own kernel reports for
     // the protected group are unsigned. All refused and counted; ownership unchanged.
-    let m = &lab.fixture.members[0];
-    let claims = lab
-        .fixture
-        .claims(&[Slice::ALL], 9, crate::harness::topo::wall_now(), 999);
-    let mut igmp =
-        igmp_ext::join::build_signed_report(&claims, lab.servers[0].addr, &m.cert, &m.key)
-            .expect("join");
-    let last = igmp.len() - 1;
-    igmp[last] ^= 0x01;
-    igmp_ext::wire::igmp::fill_checksum(&mut igmp);
-    let forged = igmp_ext::join::build_datagram(lab.servers[0].addr, &igmp);
+    let forged = forged_join(&lab, 9, 999);
     lab.send_from_server(0, &forged);
     let mut truncated = forged.clone();
     truncated.truncate(30);
@@ -335,17 +325,7 @@ fn idle_entries_leave_the_kernel_and_busy_ones_stay() {
 fn a_flood_of_forged_joins_is_logged_as_a_summary() {
     let mut lab = RouterLab::new(1, "");
     lab.start();
-    let m = &lab.fixture.members[0];
-    let claims = lab
-        .fixture
-        .claims(&[Slice::ALL], 1, crate::harness::topo::wall_now(), 7);
-    let mut igmp =
-        igmp_ext::join::build_signed_report(&claims, lab.servers[0].addr, &m.cert, &m.key)
-            .expect("join");
-    let last = igmp.len() - 1;
-    igmp[last] ^= 0x01;
-    igmp_ext::wire::igmp::fill_checksum(&mut igmp);
-    let forged = igmp_ext::join::build_datagram(lab.servers[0].addr, &igmp);
+    let forged = forged_join(&lab, 1, 7);
     // Under the per-source limit (50/s, burst 50), so that every one reaches the verifier.
     let sent = 40;
     for _ in 0..sent {
@@ -374,4 +354,23 @@ fn a_flood_of_forged_joins_is_logged_as_a_summary() {
         "{summary}"
     );
     assert!(lab.stop().success());
+}
+
+/// Server 1's join for every slice at `epoch` with its signature's last bit flipped (the IGMP
+/// checksum fixed, so that the signature check is what refuses it).
+fn forged_join(lab: &RouterLab, epoch: u64, nonce: u64) -> Vec<u8> {
+    let m = &lab.fixture.members[0];
+    let claims = lab.fixture.claims(
+        &[Slice::ALL],
+        epoch,
+        crate::harness::topo::wall_now(),
+        nonce,
+    );
+    let mut igmp =
+        igmp_ext::join::build_signed_report(&claims, lab.servers[0].addr, &m.cert, &m.key)
+            .expect("join");
+    let last = igmp.len() - 1;
+    igmp[last] ^= 0x01;
+    igmp_ext::wire::igmp::fill_checksum(&mut igmp);
+    igmp_ext::join::build_datagram(lab.servers[0].addr, &igmp)
 }
