@@ -162,8 +162,11 @@ fn behind_a_plain_flooding_switch_each_source_is_answered_once() {
         assert_eq!(numbers, &vec![1, 2, 3], "{src}");
     }
     // Both servers saw every datagram; each filtered the other's.
+    // Each member writes its metrics file on its own second: wait for both counts, or a
+    // file written just before the last answer shows one short.
     wait_for("metrics written", || {
         lab.metric(0, "filtered_total") + lab.metric(1, "filtered_total") >= 36
+            && lab.metric(0, "served_total") + lab.metric(1, "served_total") >= 36
     });
     assert_eq!(
         lab.metric(0, "served_total") + lab.metric(1, "served_total"),
