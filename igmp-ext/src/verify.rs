@@ -9,7 +9,7 @@
 use crate::cert::{CertificateError, KeyId, MemberCertificate, MemberId};
 use crate::join::{AllocationEpoch, JoinParseError, UnverifiedJoin};
 use crate::ownership::{Claim, ClaimError, OwnershipChange, OwnershipTable};
-use crate::replay::ReplayCache;
+use crate::replay::{Full, ReplayCache};
 use crate::signature;
 use crate::slice::{Slice, SliceSet};
 use crate::time::Timestamp;
@@ -259,6 +259,10 @@ pub struct VerifierConfig {
     pub claim_hold: Duration,
     /// Accepted joins remembered for the duplicate check.
     pub replay_capacity: usize,
+    /// Of those, how many one member may hold at once: above its legitimate rate (refreshes,
+    /// change reports, at most one query answer a second) for one retention (2 × window), so
+    /// that a member flooding fresh joins refuses only its own (issue 13, item 7).
+    pub replay_per_member: usize,
     /// Verified certificates kept so that a refresh costs one signature check, not two.
     pub certificate_cache: usize,
     /// Groups that need signed joins (patent Fig 6, step 605). Default: the SSM range 232/8.
@@ -271,6 +275,7 @@ impl Default for VerifierConfig {
             timeliness_window: Duration::from_secs(30),
             claim_hold: Duration::from_secs(260),
             replay_capacity: 65_536,
+            replay_per_member: 256,
             certificate_cache: 4_096,
             protected: vec![Slice::prefix(Ipv4Addr::new(232, 0, 0, 0), 8)],
         }
@@ -375,7 +380,11 @@ impl JoinVerifier {
             .saturating_mul(2)
             .saturating_add(Duration::from_millis(1));
         JoinVerifier {
-            replay: ReplayCache::new(config.replay_capacity, retention),
+            replay: ReplayCache::with_share(
+                config.replay_capacity,
+                config.replay_per_member,
+                retention,
+            ),
             certificates: HashMap::new(),
             ownership: OwnershipTable::with_fence_retention(retention),
             metrics: VerifierMetrics::default(),
@@ -703,11 +712,20 @@ impl JoinVerifier {
                 format!("nonce already seen from {member}"),
             ));
         }
-        if !self.replay.has_room(now) {
-            return Err(reject(
-                Reason::ReplayCacheFull,
-                "replay cache full of live entries".into(),
-            ));
+        match self.replay.room_for(now, member) {
+            Ok(()) => {}
+            Err(Full::Member(n)) => {
+                return Err(reject(
+                    Reason::ReplayCacheFull,
+                    format!("{member} already has its share of {n} live replay entries"),
+                ))
+            }
+            Err(Full::Total(n)) => {
+                return Err(reject(
+                    Reason::ReplayCacheFull,
+                    format!("replay cache full of {n} live entries"),
+                ))
+            }
         }
         let claim = Claim {
             slices: p.slices.clone(),

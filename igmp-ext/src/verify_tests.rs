@@ -407,6 +407,34 @@ fn replay_cache_full_fails_closed() {
         .is_ok());
 }
 
+/// Issue 13, item 7: one member signing fresh joins as fast as it can (a compromised member,
+/// or one driven by a query flood) fills only its own share of the replay cache; another
+/// member's join is still accepted.
+#[test]
+fn one_member_cannot_exhaust_the_replay_cache_for_others() {
+    let f = Fixture::new(2);
+    let config = VerifierConfig {
+        replay_capacity: 300,
+        ..VerifierConfig::default()
+    };
+    let mut v = JoinVerifier::new(config, f.links());
+    let odd = Slice::new(1, 1);
+    let mut refused = 0;
+    for n in 0..400 {
+        if run(&mut v, &f, &f.join(0, &[odd], 1, n)).is_err() {
+            refused += 1;
+        }
+    }
+    let even = Slice::new(0, 1);
+    let other = run(&mut v, &f, &f.join(1, &[even], 1, 1_000));
+    assert!(other.is_ok(), "another member's join is refused: {other:?}");
+    assert_eq!(
+        refused,
+        400 - 256,
+        "the flooding member is held to its share"
+    );
+}
+
 #[test]
 fn certificates_are_cached_after_the_first_check() {
     let f = Fixture::new(1);

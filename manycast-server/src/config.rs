@@ -82,6 +82,8 @@ pub struct IgmpConfig {
     /// Unprompted refresh; keep it below the router's claim hold (22 s with the verifier's
     /// lab defaults, 260 s with RFC 3376's).
     pub refresh_ms: u64,
+    /// At most one query answer per this interval (queries are unauthenticated: SPEC.md §12).
+    pub min_answer_interval_ms: u64,
 }
 
 impl Default for IgmpConfig {
@@ -90,6 +92,7 @@ impl Default for IgmpConfig {
             robustness: 2,
             unsolicited_report_interval_ms: 1000,
             refresh_ms: 10_000,
+            min_answer_interval_ms: 1000,
         }
     }
 }
@@ -562,6 +565,7 @@ impl Config {
                 self.igmp.unsolicited_report_interval_ms,
             ),
             refresh: Duration::from_millis(self.igmp.refresh_ms),
+            min_answer_interval: Duration::from_millis(self.igmp.min_answer_interval_ms),
         }
     }
 

@@ -22,6 +22,10 @@ pub struct AgentConfig {
     pub unsolicited_report_interval: Duration,
     /// Unprompted refresh period; below the router's claim hold.
     pub refresh: Duration,
+    /// At most one query answer per this interval, whatever the queries say: a query is
+    /// unauthenticated, so an on-link host could otherwise make the member sign and send a join
+    /// per query (an amplifier, and a way to fill the member's replay share at the router).
+    pub min_answer_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -30,6 +34,7 @@ impl Default for AgentConfig {
             robustness: 2,
             unsolicited_report_interval: Duration::from_secs(1),
             refresh: Duration::from_secs(60),
+            min_answer_interval: Duration::from_secs(1),
         }
     }
 }
@@ -55,6 +60,8 @@ pub struct JoinAgent {
     change_reports: Vec<Timestamp>,
     /// When to answer the last query, if one is pending.
     query_answer: Option<Timestamp>,
+    /// When the last query answer went out.
+    last_answer: Option<Timestamp>,
     next_refresh: Option<Timestamp>,
 }
 
@@ -68,6 +75,7 @@ impl JoinAgent {
             epoch: AllocationEpoch(0),
             change_reports: Vec::new(),
             query_answer: None,
+            last_answer: None,
             next_refresh: None,
         }
     }
@@ -112,7 +120,8 @@ impl JoinAgent {
     }
 
     /// A query heard on the link (§5.2): general, or specific to our group, schedules an answer
-    /// within its Max Resp Time unless one is due sooner.
+    /// within its Max Resp Time unless one is due sooner, and never sooner than
+    /// `min_answer_interval` after the previous answer (at most one answer pending).
     pub fn handle_query(
         &mut self,
         now: Timestamp,
@@ -125,7 +134,10 @@ impl JoinAgent {
         }
         // Max Resp Code counts tenths of a second (§4.1.1).
         let max = Duration::from_millis(u64::from(decode_code(query.max_resp_code)) * 100);
-        let at = now.saturating_add(jitter(max, random));
+        let mut at = now.saturating_add(jitter(max, random));
+        if let Some(last) = self.last_answer {
+            at = at.max(last.saturating_add(self.config.min_answer_interval));
+        }
         if self.query_answer.is_none_or(|t| at < t) {
             self.query_answer = Some(at);
         }
@@ -154,6 +166,7 @@ impl JoinAgent {
             RecordType::ChangeToIncludeMode
         } else if self.query_answer.is_some_and(|t| t <= now) {
             self.query_answer = None;
+            self.last_answer = Some(now);
             RecordType::ModeIsInclude
         } else if self.next_refresh.is_some_and(|t| t <= now) {
             RecordType::ModeIsInclude
@@ -308,6 +321,52 @@ mod tests {
             a.poll_timeout().unwrap() > t.saturating_add(Duration::from_secs(30)),
             "not our group: no answer"
         );
+    }
+
+    /// Issue 13, item 7: an on-link host sending queries as fast as it likes gets at most one
+    /// answer per `min_answer_interval` from a member, so it cannot use members to amplify or to
+    /// fill their share of the router's replay cache.
+    #[test]
+    fn a_query_burst_gets_at_most_one_answer_per_interval() {
+        let f = Fixture::new(1);
+        let mut a = agent(&f);
+        let mut rng = counter();
+        a.set_claim(
+            NOW,
+            vec![SliceEntry::include(Slice::ALL)],
+            AllocationEpoch(1),
+            &mut rng,
+        );
+        let mut nonce = 0;
+        drain(
+            &mut a,
+            NOW.saturating_add(Duration::from_secs(2)),
+            &mut nonce,
+        );
+        let base = NOW.saturating_add(Duration::from_secs(3));
+        let flood = QueryRepr {
+            max_resp_code: 0,
+            group: Ipv4Addr::UNSPECIFIED,
+            v3: None,
+        };
+        let mut sent = Vec::new();
+        // 1,000 queries over 10 s, answered as soon as they may be.
+        for k in 0..1_000u64 {
+            let t = base.saturating_add(Duration::from_millis(10 * k));
+            sent.extend(drain(&mut a, t, &mut nonce));
+            a.handle_query(t, &flood, &mut rng);
+        }
+        let end = base.saturating_add(Duration::from_secs(10));
+        sent.extend(drain(&mut a, end, &mut nonce));
+        assert!(!sent.is_empty(), "queries are still answered");
+        assert!(
+            sent.len() <= 11,
+            "{} answers to a 10 s query flood (at most one a second)",
+            sent.len()
+        );
+        for pair in sent.windows(2) {
+            assert!(pair[1].0 >= pair[0].0.saturating_add(Duration::from_secs(1)));
+        }
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct VerifierSection {
     pub protected: Vec<String>,
     pub timeliness_window_ms: u64,
     pub replay_capacity: usize,
+    /// Live replay entries one member may hold (SPEC.md §5): above its legitimate join rate.
+    pub replay_per_member: usize,
 }
 
 impl Default for VerifierSection {
@@ -63,6 +65,7 @@ impl Default for VerifierSection {
             protected: vec!["232.0.0.0/8".into()],
             timeliness_window_ms: 30_000,
             replay_capacity: 65_536,
+            replay_per_member: 256,
         }
     }
 }
@@ -353,6 +356,7 @@ impl Config {
             timeliness_window: Duration::from_millis(self.verifier.timeliness_window_ms),
             claim_hold: self.querier_config().group_membership_interval(),
             replay_capacity: self.verifier.replay_capacity,
+            replay_per_member: self.verifier.replay_per_member,
             protected: self.protected()?,
             ..VerifierConfig::default()
         })
