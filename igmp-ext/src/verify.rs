@@ -401,6 +401,10 @@ impl JoinVerifier {
         self.links = links;
     }
 
+    pub fn links(&self) -> &LinkTable {
+        &self.links
+    }
+
     pub fn metrics(&self) -> &VerifierMetrics {
         &self.metrics
     }

@@ -77,6 +77,9 @@ pub struct QuerierSection {
     pub query_interval_ms: u64,
     pub query_response_interval_ms: u64,
     pub last_member_query_interval_ms: u64,
+    /// Other routers on our links whose queries count (election, timers); queries from anyone
+    /// else are ignored and the verifier keeps querying (SPEC.md §12).
+    pub trusted_queriers: Vec<Ipv4Addr>,
 }
 
 impl Default for QuerierSection {
@@ -87,6 +90,7 @@ impl Default for QuerierSection {
             query_interval_ms: d.query_interval.as_millis() as u64,
             query_response_interval_ms: d.query_response_interval.as_millis() as u64,
             last_member_query_interval_ms: d.last_member_query_interval.as_millis() as u64,
+            trusted_queriers: d.trusted_queriers,
         }
     }
 }
@@ -347,6 +351,7 @@ impl Config {
             last_member_query_interval: Duration::from_millis(
                 self.querier.last_member_query_interval_ms,
             ),
+            trusted_queriers: self.querier.trusted_queriers.clone(),
         }
     }
 

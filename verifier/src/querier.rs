@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
 /// RFC 3376 §8 variables. Defaults are short lab values; RFC values are in brackets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuerierConfig {
     /// §8.1 Robustness Variable [2].
     pub robustness: u8,
@@ -23,6 +23,10 @@ pub struct QuerierConfig {
     pub query_response_interval: Duration,
     /// §8.8 Last Member Query Interval [1 s].
     pub last_member_query_interval: Duration,
+    /// Other routers whose queries take part in the election (§6.6.2) and, when they are the
+    /// querier, lower a plain group's timer (§6.6.1). Queries are unauthenticated: anyone
+    /// else's are ignored, so by default the verifier always queries (SPEC.md §12).
+    pub trusted_queriers: Vec<Ipv4Addr>,
 }
 
 impl Default for QuerierConfig {
@@ -32,6 +36,7 @@ impl Default for QuerierConfig {
             query_interval: Duration::from_secs(10),
             query_response_interval: Duration::from_secs(2),
             last_member_query_interval: Duration::from_secs(1),
+            trusted_queriers: Vec::new(),
         }
     }
 }
@@ -82,6 +87,59 @@ struct Iface {
     groups: BTreeMap<Ipv4Addr, Timestamp>,
     /// Group → (group-specific queries left to send, when the next one is due).
     specific: BTreeMap<Ipv4Addr, (u8, Timestamp)>,
+}
+
+/// A received query with what its IPv4 header said (RFC 3376 §4) and what the caller knows
+/// about it.
+#[derive(Debug, Clone, Copy)]
+pub struct HeardQuery<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub router_alert: bool,
+    /// `src` is on a subnet of the arrival interface.
+    pub on_link: bool,
+    /// The query's group is protected (signed joins): its state is not the querier's to age.
+    pub protected: bool,
+    pub query: &'a QueryRepr,
+}
+
+/// Why a query took no part in the election or the timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryIgnored {
+    /// Not what RFC 3376 §4 says a query is: named by the broken rule.
+    Malformed(&'static str),
+    /// Well-formed, from a router not in `trusted_queriers`.
+    Untrusted,
+}
+
+impl HeardQuery<'_> {
+    fn check(&self) -> Result<(), QueryIgnored> {
+        let src = self.src;
+        if self.ttl != 1 {
+            return Err(QueryIgnored::Malformed("ttl is not 1"));
+        }
+        if !self.router_alert {
+            return Err(QueryIgnored::Malformed("no router alert"));
+        }
+        if src.is_unspecified() || src.is_multicast() || src.is_broadcast() || !self.on_link {
+            return Err(QueryIgnored::Malformed(
+                "source not a unicast address on the link",
+            ));
+        }
+        let group = self.query.group;
+        let dst_ok = if group.is_unspecified() {
+            self.dst == ALL_SYSTEMS
+        } else {
+            group.is_multicast() && self.dst == group
+        };
+        if !dst_ok {
+            return Err(QueryIgnored::Malformed(
+                "not sent to 224.0.0.1 (general) or to its group (group-specific)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Events for the driver.
@@ -180,16 +238,30 @@ impl Querier {
         }
     }
 
-    /// A query heard on `ifindex` from `src` (§6.6.2): a lower address takes over as querier.
-    /// A group-specific query lowers that group's timer to LMQT (§6.6.1) on non-queriers.
-    pub fn handle_query(&mut self, now: Timestamp, ifindex: u32, src: Ipv4Addr, q: &QueryRepr) {
+    /// A query heard on `ifindex` (§6.6.2): a lower address takes over as querier, and as
+    /// non-querier a group-specific query lowers that group's timer to LMQT (§6.6.1). Queries
+    /// are unauthenticated, so only one that is well-formed for §4 (TTL 1, Router Alert, an
+    /// on-link unicast source, sent to 224.0.0.1 or to its group) and comes from a router in
+    /// `trusted_queriers` counts; and never for a protected group, whose claims live on their
+    /// signed hold time, not on listener timers.
+    pub fn handle_query(
+        &mut self,
+        now: Timestamp,
+        ifindex: u32,
+        heard: &HeardQuery<'_>,
+    ) -> Result<(), QueryIgnored> {
         let oqpi = self.config.other_querier_present_interval();
         let lmqt = self.config.last_member_query_time();
         let Some(iface) = self.ifaces.get_mut(&ifindex) else {
-            return;
+            return Ok(());
         };
+        let (src, q) = (heard.src, heard.query);
         if src == iface.addr {
-            return;
+            return Ok(());
+        }
+        heard.check()?;
+        if !self.config.trusted_queriers.contains(&src) {
+            return Err(QueryIgnored::Untrusted);
         }
         if u32::from(src) < u32::from(iface.addr) {
             if iface.role != Role::NonQuerier {
@@ -202,7 +274,7 @@ impl Querier {
             }
             iface.other_querier_expires = now.saturating_add(oqpi);
         }
-        if iface.role == Role::NonQuerier && q.group != Ipv4Addr::UNSPECIFIED {
+        if iface.role == Role::NonQuerier && !q.group.is_unspecified() && !heard.protected {
             let suppress = q.v3.as_ref().is_some_and(|v| v.suppress);
             if !suppress {
                 if let Some(t) = iface.groups.get_mut(&q.group) {
@@ -210,6 +282,7 @@ impl Querier {
                 }
             }
         }
+        Ok(())
     }
 
     /// A report's records heard on `ifindex` (§6.4): current-state and filter-mode-change
@@ -265,7 +338,7 @@ impl Querier {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        let cfg = self.config;
+        let cfg = &self.config;
         let mut out = Vec::new();
         for (&ifindex, iface) in self.ifaces.iter_mut() {
             if iface.role == Role::NonQuerier && now >= iface.other_querier_expires {
@@ -390,7 +463,7 @@ mod tests {
     #[test]
     fn startup_queries_then_query_interval() {
         let cfg = QuerierConfig::default();
-        let mut q = Querier::new(cfg);
+        let mut q = Querier::new(cfg.clone());
         q.add_interface(at(0), 1, ME);
         let sent = run(&mut q, 0, 25_000);
         let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
@@ -407,15 +480,34 @@ mod tests {
 
     #[test]
     fn lower_address_wins_election_and_querier_returns_when_it_goes_quiet() {
-        let cfg = QuerierConfig::default();
-        let mut q = Querier::new(cfg);
+        let cfg = QuerierConfig {
+            trusted_queriers: vec![Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 2)],
+            ..QuerierConfig::default()
+        };
+        let mut q = Querier::new(cfg.clone());
         q.add_interface(at(0), 1, ME);
         run(&mut q, 0, 0);
         let general = q.query(Ipv4Addr::UNSPECIFIED, cfg.query_response_interval);
-        // A higher address does not displace us.
-        q.handle_query(at(100), 1, Ipv4Addr::new(10, 0, 0, 9), &general);
+        let heard = |src| HeardQuery {
+            src,
+            dst: ALL_SYSTEMS,
+            ttl: 1,
+            router_alert: true,
+            on_link: true,
+            protected: false,
+            query: &general,
+        };
+        // A higher address does not displace us; nor a lower one nobody configured.
+        q.handle_query(at(100), 1, &heard(Ipv4Addr::new(10, 0, 0, 9)))
+            .unwrap();
         assert_eq!(q.role(1), Some(Role::Querier));
-        q.handle_query(at(100), 1, Ipv4Addr::new(10, 0, 0, 2), &general);
+        assert_eq!(
+            q.handle_query(at(100), 1, &heard(Ipv4Addr::new(10, 0, 0, 1))),
+            Err(QueryIgnored::Untrusted)
+        );
+        assert_eq!(q.role(1), Some(Role::Querier));
+        q.handle_query(at(100), 1, &heard(Ipv4Addr::new(10, 0, 0, 2)))
+            .unwrap();
         assert_eq!(q.role(1), Some(Role::NonQuerier));
         assert_eq!(
             q.poll_event(),
@@ -435,7 +527,7 @@ mod tests {
     #[test]
     fn leave_triggers_group_specific_queries_and_membership_expires() {
         let cfg = QuerierConfig::default();
-        let mut q = Querier::new(cfg);
+        let mut q = Querier::new(cfg.clone());
         q.add_interface(at(0), 1, ME);
         run(&mut q, 0, 0);
         q.handle_membership(at(1_000), 1, G);
@@ -471,7 +563,7 @@ mod tests {
     #[test]
     fn reports_keep_the_group_for_the_membership_interval() {
         let cfg = QuerierConfig::default();
-        let mut q = Querier::new(cfg);
+        let mut q = Querier::new(cfg.clone());
         q.add_interface(at(0), 1, ME);
         let rec = GroupRecordRepr {
             record_type: RecordType::ModeIsInclude,

@@ -111,6 +111,10 @@ pub struct Counters {
     pub native_ttl_dropped: u64,
     #[serde(default)]
     pub native_gap_dropped: u64,
+    /// Queries that took no part in the election: malformed for RFC 3376 §4 or from a router
+    /// not in `querier.trusted_queriers`.
+    #[serde(default)]
+    pub queries_ignored: u64,
 }
 
 impl Status {
@@ -212,6 +216,11 @@ impl Status {
             "plain_accepted_total",
             "IGMP messages for public groups accepted as plain IGMP.",
             c.plain_accepted,
+        );
+        m.counter(
+            "queries_ignored_total",
+            "Queries ignored: not RFC 3376 section 4 conformant, or from an untrusted router.",
+            c.queries_ignored,
         );
         m.counter_family(
             "joins_rejected_total",

@@ -16,12 +16,12 @@ use crate::plan::{
     Change, DataplaneOp, GapPolicy, Interface, MfcSpec, PlanError, Planner, Target, View, VifSet,
     VifTable,
 };
-use crate::querier::{self, Querier, QuerierConfig, Role};
+use crate::querier::{self, HeardQuery, Querier, QuerierConfig, Role};
 use crate::ratelimit::{Limited, RateLimiter};
 use core::time::Duration;
 use igmp_ext::verify::LinkTable;
-use igmp_ext::wire::igmp::IgmpRepr;
-use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr};
+use igmp_ext::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
 use igmp_ext::{
     Accepted, AllocationEpoch, JoinVerifier, KeySource, MemberId, Reason, SliceSet, Timestamp,
     VerifierConfig,
@@ -237,6 +237,7 @@ enum Native {
 struct Stats {
     joins_accepted: u64,
     plain_accepted: u64,
+    queries_ignored: u64,
     rate_limited: [u64; 2],
     upcalls: u64,
     upcalls_this_second: u64,
@@ -273,7 +274,7 @@ impl Router {
     /// is for the adopt grace.
     pub fn new(now: Timestamp, config: RouterConfig, setup: KernelSetup) -> Self {
         let verifier = JoinVerifier::new(config.verifier.clone(), setup.links);
-        let mut querier = Querier::new(config.querier);
+        let mut querier = Querier::new(config.querier.clone());
         let mut vifs = VifTable::default();
         for i in &setup.interfaces {
             querier.add_interface(now, i.ifindex, i.addr);
@@ -385,11 +386,11 @@ impl Router {
             return;
         }
         match self.verifier.handle_datagram(now, ifindex, datagram, keys) {
-            Ok(Accepted::Plain { sender, message }) => {
+            Ok(Accepted::Plain { message, .. }) => {
                 self.stats.plain_accepted += 1;
                 let q = &mut self.querier;
                 match &message {
-                    IgmpRepr::Query(query) => q.handle_query(now, ifindex, sender, query),
+                    IgmpRepr::Query(query) => self.heard_query(now, ifindex, datagram, query),
                     IgmpRepr::V3Report(r) => q.handle_records(now, ifindex, &r.records),
                     IgmpRepr::V1Report { group } | IgmpRepr::V2Report { group } => {
                         q.handle_membership(now, ifindex, *group)
@@ -629,6 +630,28 @@ impl Router {
                 self.stats.mfc_installs += 1;
             }
             self.ops.push_back(op);
+        }
+    }
+
+    /// A plain query the verifier accepted: the querier decides, from its IPv4 header, whether
+    /// it counts (issue 13, item 8); one that does not is counted and logged at debug.
+    fn heard_query(&mut self, now: Timestamp, ifindex: u32, datagram: &[u8], query: &QueryRepr) {
+        let Ok(ip) = Ipv4Packet::new_checked(datagram) else {
+            return; // the verifier parsed it already
+        };
+        let src = ip.src_addr();
+        let heard = HeardQuery {
+            src,
+            dst: ip.dst_addr(),
+            ttl: ip.ttl(),
+            router_alert: ip.router_alert(),
+            on_link: self.verifier.links().on_link(ifindex, src),
+            protected: self.verifier.is_protected(query.group),
+            query,
+        };
+        if let Err(why) = self.querier.handle_query(now, ifindex, &heard) {
+            self.stats.queries_ignored += 1;
+            debug!(%src, ifindex, ?why, "query ignored");
         }
     }
 

@@ -112,6 +112,7 @@ impl Router {
                 native_forwarded: counters.forwarded.values().sum(),
                 native_ttl_dropped: counters.ttl_dropped,
                 native_gap_dropped: counters.gap_dropped,
+                queries_ignored: s.queries_ignored,
             },
         }
     }

@@ -410,7 +410,9 @@ fn plain_group_entries_follow_their_listeners() {
 
 #[test]
 fn a_lower_addressed_querier_silences_ours_until_its_timer_expires() {
-    let mut lab = Lab::mfc();
+    let mut cfg = config();
+    cfg.querier.trusted_queriers = vec![Ipv4Addr::new(10, 0, 0, 1)];
+    let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
     // Start: a general query on every interface, from our own address there.
     let sent = lab.transmits();
     assert_eq!(sent.len(), 3);
@@ -789,4 +791,148 @@ fn shutdown_keeps_kernel_state_when_configured() {
     lab.router.handle_request(at(1), Request::Shutdown);
     assert_eq!(lab.ops(), vec![]);
     assert_eq!(lab.events(), vec![Event::KernelStateKept]);
+}
+
+/// A query for `group` (0.0.0.0: general) from `src` to `dst`, with the given TTL and Router
+/// Alert: what an on-link host can forge.
+fn query_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    router_alert: bool,
+    group: Ipv4Addr,
+) -> Vec<u8> {
+    let igmp = IgmpRepr::Query(QueryRepr {
+        max_resp_code: 10,
+        group,
+        v3: Some(QueryV3Fields {
+            flags: 0,
+            suppress: false,
+            qrv: 2,
+            qqic: 10,
+            sources: Vec::new(),
+            additional_data: Vec::new(),
+        }),
+    });
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: PROTOCOL_IGMP,
+        ttl,
+        tos: TOS_INTERNETWORK_CONTROL,
+        router_alert,
+        payload_len: igmp.buffer_len(),
+    };
+    let mut datagram = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut datagram);
+    igmp.emit(&mut datagram[ip.header_len()..]);
+    datagram
+}
+
+/// Issue 13, item 8: a query that breaks RFC 3376 §4 (unicast, TTL above 1, no Router Alert,
+/// a source off the link or unspecified), or a well-formed one from a router nobody configured,
+/// never makes the verifier a non-querier: it keeps querying.
+#[test]
+fn forged_or_untrusted_queries_never_silence_the_verifier() {
+    let mut lab = Lab::mfc();
+    lab.transmits();
+    lab.events();
+    let all = Ipv4Addr::new(224, 0, 0, 1);
+    let any = Ipv4Addr::UNSPECIFIED;
+    let low = Ipv4Addr::new(10, 0, 0, 1);
+    let forged = [
+        ("unicast", query_with(low, OUR_S1, 1, true, any)),
+        ("ttl 2", query_with(low, all, 2, true, any)),
+        ("no router alert", query_with(low, all, 1, false, any)),
+        (
+            "off-link source",
+            query_with(Ipv4Addr::new(9, 9, 9, 9), all, 1, true, any),
+        ),
+        ("unspecified source", query_with(any, all, 1, true, any)),
+        (
+            "group-specific to 224.0.0.1",
+            query_with(low, all, 1, true, Ipv4Addr::new(239, 1, 1, 1)),
+        ),
+        ("well-formed, untrusted", query_with(low, all, 1, true, any)),
+    ];
+    for (what, d) in &forged {
+        lab.router.handle_datagram(NOW, Some(S1), d, &lab.keys);
+        assert_eq!(
+            lab.router.querier().role(S1),
+            Some(Role::Querier),
+            "{what} query made us a non-querier"
+        );
+    }
+    assert!(lab
+        .events()
+        .iter()
+        .all(|e| !matches!(e, Event::RoleChanged { .. })));
+    // We still send our general queries on s1.
+    lab.router.handle_timeout(at(11));
+    assert!(lab.transmits().iter().any(|t| t.ifindex == S1));
+    assert_eq!(
+        lab.status(at(11)).counters.queries_ignored,
+        forged.len() as u64
+    );
+}
+
+/// Issue 13, item 8: a group-specific query never shortens a verified claim's life (it lives on
+/// its signed hold), even from the trusted querier; from anyone else it does not even lower a
+/// plain group's listener timer.
+#[test]
+fn group_specific_queries_never_expire_a_verified_claim() {
+    let trusted = Ipv4Addr::new(10, 0, 0, 1);
+    let mut cfg = config();
+    cfg.querier.trusted_queriers = vec![trusted];
+    let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
+    let group = lab.fixture.group;
+    lab.join(NOW, 0, &[Slice::ALL], 1, S1);
+    // A plain group with a listener on c0.
+    let plain = Ipv4Addr::new(239, 1, 2, 3);
+    let join = host_report(plain, RecordType::ModeIsExclude);
+    lab.router.handle_datagram(NOW, Some(C0), &join, &lab.keys);
+    // The trusted router takes over on s1; an attacker on c0 (lower than our 10.1.0.1).
+    let general = Ipv4Addr::new(224, 0, 0, 1);
+    let any = Ipv4Addr::UNSPECIFIED;
+    lab.router.handle_datagram(
+        NOW,
+        Some(S1),
+        &query_with(trusted, general, 1, true, any),
+        &lab.keys,
+    );
+    assert_eq!(lab.router.querier().role(S1), Some(Role::NonQuerier));
+    lab.events();
+    let t = at(1);
+    lab.router.handle_datagram(
+        t,
+        Some(S1),
+        &query_with(trusted, group, 1, true, group),
+        &lab.keys,
+    );
+    lab.router.handle_datagram(
+        t,
+        Some(C0),
+        &query_with(Ipv4Addr::new(10, 1, 0, 0), plain, 1, true, plain),
+        &lab.keys,
+    );
+    // Past the Last Member Query Time (2 s), well inside the claim hold (22 s) and the GMI.
+    for s in 2..=5 {
+        lab.router.handle_timeout(at(s));
+    }
+    let events = lab.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::GroupExpired { .. } | Event::ClaimsExpired { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        lab.router
+            .verifier
+            .ownership()
+            .owner_of(group, Ipv4Addr::new(198, 51, 100, 7))
+            .map(|(m, _)| m),
+        Some(MemberId(1))
+    );
+    assert!(lab.router.querier().groups(C0).any(|(g, _)| g == plain));
 }

@@ -268,9 +268,12 @@ fn role_on(lab: &RouterLab, ifname: &str) -> String {
 
 #[test]
 fn a_lower_addressed_querier_silences_ours_until_it_goes_quiet() {
+    // The other router (played by the server at 10.0.1.2) is configured as trusted: queries
+    // from anyone else are ignored (issue 13, item 8).
     let mut lab = RouterLab::new(
         1,
-        "[querier]\nquery_interval_ms = 1000\nquery_response_interval_ms = 500\n",
+        "[querier]\nquery_interval_ms = 1000\nquery_response_interval_ms = 500\n\
+         trusted_queriers = [\"10.0.1.2\"]\n",
     );
     // The router takes 10.0.1.9 on the server link, so the server (10.0.1.2) is the lower
     // address and wins the election (RFC 3376 §6.6.2).
