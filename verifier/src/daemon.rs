@@ -179,9 +179,9 @@ impl Daemon {
                 kind: PlanKind::Native,
                 group,
                 error,
-            } => warn!(%group, %error, "native steering plan failed; kernel unchanged"),
+            } => warn!(%group, %error, "native steering map written without a claim"),
             Event::PlanFailed { group, error, .. } => {
-                warn!(%group, %error, "VIP steering update failed")
+                warn!(%group, %error, "VIP steering map written without a claim")
             }
             Event::KernelStateKept => info!("leaving kernel state in place for the next verifier"),
             _ => {}

@@ -115,6 +115,10 @@ pub struct Counters {
     /// not in `querier.trusted_queriers`.
     #[serde(default)]
     pub queries_ignored: u64,
+    /// Claims left out of an nft map (native netdev or VIP) because the map cannot express
+    /// their slices together with the others' (issue 13, item 9).
+    #[serde(default)]
+    pub claims_left_out: u64,
 }
 
 impl Status {
@@ -216,6 +220,11 @@ impl Status {
             "plain_accepted_total",
             "IGMP messages for public groups accepted as plain IGMP.",
             c.plain_accepted,
+        );
+        m.counter(
+            "claims_left_out_total",
+            "Claims left out of an nft map: their slice mask cannot be expressed with the others'.",
+            c.claims_left_out,
         );
         m.counter(
             "queries_ignored_total",

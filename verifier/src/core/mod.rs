@@ -205,7 +205,8 @@ pub enum Event {
         ifindex: u32,
         group: Ipv4Addr,
     },
-    /// A group's plan could not be made; its kernel state is unchanged.
+    /// A group's map was written without a claim it cannot express (counted as
+    /// `claims_left_out`); everything else in the plan was applied.
     PlanFailed {
         kind: PlanKind,
         group: Ipv4Addr,
@@ -238,6 +239,7 @@ struct Stats {
     joins_accepted: u64,
     plain_accepted: u64,
     queries_ignored: u64,
+    claims_left_out: u64,
     rate_limited: [u64; 2],
     upcalls: u64,
     upcalls_this_second: u64,
@@ -614,7 +616,9 @@ impl Router {
         let vip_failed = vip.plan(now, &view, change, &mut ops);
         let failed = failed.chain(vip_failed.into_iter().map(|f| (PlanKind::Vip, f)));
         for (kind, f) in failed.collect::<Vec<_>>() {
-            self.stats.kernel_errors += 1;
+            // The only plan error left: a claim left out, the rest applied (issue 13, item 9).
+            let PlanError::ClaimLeftOut { .. } = f.error;
+            self.stats.claims_left_out += 1;
             self.events.push_back(Event::PlanFailed {
                 kind,
                 group: f.group,

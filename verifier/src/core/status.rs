@@ -113,6 +113,7 @@ impl Router {
                 native_ttl_dropped: counters.ttl_dropped,
                 native_gap_dropped: counters.gap_dropped,
                 queries_ignored: s.queries_ignored,
+                claims_left_out: s.claims_left_out,
             },
         }
     }

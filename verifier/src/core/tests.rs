@@ -936,3 +936,56 @@ fn group_specific_queries_never_expire_a_verified_claim() {
     );
     assert!(lab.router.querier().groups(C0).any(|(g, _)| g == plain));
 }
+
+/// Issue 13, item 9: a claim whose slice mask the nft map cannot express (17 bits here) is left
+/// out of the map, counted, and blocks nothing: the other member's steering is written, and so
+/// is the later failover, on both nft data planes (native netdev and VIP).
+#[test]
+fn a_wide_mask_claim_never_freezes_the_nft_maps() {
+    let mut cfg = config();
+    let group = Fixture::new(1).group;
+    cfg.vips = vec![VipSpec {
+        address: VIP,
+        group,
+        pin: false,
+    }];
+    let mut lab = Lab::new(cfg, setup(NativeDataplane::Nft));
+    lab.ops();
+    lab.events();
+    lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
+    lab.join(NOW, 1, &[Slice::new(1, 0x1_ffff)], 1, S1);
+    let ops = lab.ops();
+    let netdev = |ops: &[DataplaneOp]| {
+        ops.iter()
+            .filter_map(|op| match op {
+                DataplaneOp::NetdevTable(t) => Some(t.clone()),
+                _ => None,
+            })
+            .next_back()
+    };
+    let vip = |ops: &[DataplaneOp]| {
+        ops.iter()
+            .filter_map(|op| match op {
+                DataplaneOp::Vip(c) => Some(c.clone()),
+                _ => None,
+            })
+            .next_back()
+    };
+    let table = netdev(&ops).expect("the native table is written");
+    assert!(table.contains("fwd ip to 10.0.0.2 "), "{table}");
+    assert!(
+        !table.contains("10.0.0.3"),
+        "the wide claim is left out: {table}"
+    );
+    let change = vip(&ops).expect("the VIP map is written");
+    assert!(change.ruleset.contains("0x4d430001"), "{}", change.ruleset);
+    assert!(!change.ruleset.contains("0x4d430002"), "{}", change.ruleset);
+    // Member 1 fails (leaves): both maps follow at once.
+    lab.join(at(1), 0, &[], 1, S1);
+    let ops = lab.ops();
+    let table = netdev(&ops).expect("the failover reaches the native table");
+    assert!(!table.contains("10.0.0.2"), "{table}");
+    let change = vip(&ops).expect("the failover reaches the VIP map");
+    assert!(!change.ruleset.contains("0x4d430001"), "{}", change.ruleset);
+    assert!(lab.status(at(1)).counters.claims_left_out >= 1);
+}

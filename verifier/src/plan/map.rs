@@ -17,18 +17,43 @@ pub struct MapPlan {
 
 /// Expands each member's slices over the finest mask any of them uses. Unowned values go to the
 /// fallback member, if any.
-pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> Result<MapPlan, PlanError> {
-    let mask = claims
+///
+/// A claim whose slices would make the common mask wider than [`MAX_MASK_BITS`] is left out
+/// (its values fall to the fallback or the gap) and returned as a [`PlanError::ClaimLeftOut`]:
+/// one member's claim, however its slices are cut, never stops the others' from being written
+/// (issue 13, item 9). Claims are taken in order of how many claims share their mask (the
+/// cluster's common slicing first), then coarser masks, then member id, so a single member with
+/// an odd mask cannot push the majority out.
+pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> (MapPlan, Vec<PlanError>) {
+    let mask_of = |s: &SliceSet| s.iter().fold(0u32, |a, sl| a | sl.mask());
+    let mut order: Vec<(usize, u32, u32, usize)> = claims
         .iter()
-        .flat_map(|(_, s)| s.iter().map(|sl| sl.mask()))
-        .fold(0u32, |a, m| a | m);
-    let bits: Vec<u32> = (0..32).filter(|b| mask & (1 << b) != 0).collect();
-    if bits.len() as u32 > MAX_MASK_BITS {
-        return Err(PlanError::MaskTooFine {
-            bits: bits.len() as u32,
-            max: MAX_MASK_BITS,
-        });
+        .enumerate()
+        .map(|(i, (m, s))| {
+            let mask = mask_of(s);
+            let sharing = claims.iter().filter(|(_, o)| mask_of(o) == mask).count();
+            (usize::MAX - sharing, mask.count_ones(), *m, i)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut mask = 0u32;
+    let mut kept = Vec::with_capacity(claims.len());
+    let mut left_out = Vec::new();
+    for &(_, _, member, i) in &order {
+        let with = mask | mask_of(&claims[i].1);
+        if with.count_ones() > MAX_MASK_BITS {
+            left_out.push(PlanError::ClaimLeftOut {
+                member,
+                bits: with.count_ones(),
+                max: MAX_MASK_BITS,
+            });
+            continue;
+        }
+        mask = with;
+        kept.push(i);
     }
+    kept.sort_unstable();
+    let bits: Vec<u32> = (0..32).filter(|b| mask & (1 << b) != 0).collect();
     let mut elements = Vec::new();
     for i in 0u32..(1 << bits.len()) {
         let value = bits
@@ -36,8 +61,9 @@ pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> Result<Map
             .enumerate()
             .filter(|(k, _)| i & (1 << k) != 0)
             .fold(0u32, |v, (_, b)| v | (1 << b));
-        let owner = claims
+        let owner = kept
             .iter()
+            .map(|&k| &claims[k])
             .find(|(_, s)| s.contains(value))
             .map(|(m, _)| *m)
             .or(fallback);
@@ -45,7 +71,7 @@ pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> Result<Map
             elements.push((value, m));
         }
     }
-    Ok(MapPlan { mask, elements })
+    (MapPlan { mask, elements }, left_out)
 }
 
 #[cfg(test)]
@@ -61,26 +87,44 @@ mod tests {
             (1, SliceSet::from(Slice::new(0, 1))),
             (2, SliceSet::from(Slice::new(1, 3))),
         ];
-        let plan = plan_map(&claims, None).unwrap();
+        let plan = plan_map(&claims, None).0;
         assert_eq!(plan.mask, 3);
         assert_eq!(plan.elements, vec![(0, 1), (1, 2), (2, 1)]);
-        let plan = plan_map(&claims, Some(2)).unwrap();
+        let plan = plan_map(&claims, Some(2)).0;
         assert_eq!(plan.elements, vec![(0, 1), (1, 2), (2, 1), (3, 2)]);
         // Prefix slices work the same way, over high bits.
         let claims = vec![(
             7,
             SliceSet::from(Slice::prefix(Ipv4Addr::new(128, 0, 0, 0), 1)),
         )];
-        let plan = plan_map(&claims, None).unwrap();
+        let plan = plan_map(&claims, None).0;
         assert_eq!(plan.mask, 0x8000_0000);
         assert_eq!(plan.elements, vec![(0x8000_0000, 7)]);
-        // Too fine a mask is refused rather than written as a huge map.
+        // Too fine a mask is left out rather than written as a huge map.
         let claims = vec![(1, SliceSet::from(Slice::new(0, 0x1_ffff)))];
-        let e = plan_map(&claims, None).unwrap_err();
+        let (plan, left_out) = plan_map(&claims, None);
+        assert_eq!(plan, MapPlan::default());
         assert_eq!(
-            e.to_string(),
-            "slices use 17 address bits; VIP mode supports up to 16"
+            left_out[0].to_string(),
+            "member 1's slices need 17 address bits with the others'; \
+             left out of the map (up to 16)"
         );
-        assert_eq!(plan_map(&[], None).unwrap(), MapPlan::default());
+        assert_eq!(plan_map(&[], None), (MapPlan::default(), Vec::new()));
+    }
+
+    #[test]
+    fn one_odd_mask_cannot_push_the_common_slicing_out() {
+        // Four members on the cluster's 8-bit low-order slicing, one on 9 other bits.
+        let mut claims: Vec<(u32, SliceSet)> = (0..4)
+            .map(|m| (m + 2, SliceSet::from(Slice::new(m, 0xff))))
+            .collect();
+        claims.insert(0, (1, SliceSet::from(Slice::new(0x1ff00, 0x1ff00))));
+        let (plan, left_out) = plan_map(&claims, None);
+        assert_eq!(plan.mask, 0xff);
+        assert_eq!(plan.elements.len(), 4);
+        assert!(matches!(
+            &left_out[..],
+            [PlanError::ClaimLeftOut { member: 1, .. }]
+        ));
     }
 }

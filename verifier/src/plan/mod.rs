@@ -300,12 +300,16 @@ pub enum DataplaneOp {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
-    /// The owners' slices need a map wider than we write.
-    #[error("slices use {bits} address bits; VIP mode supports up to {max}")]
-    MaskTooFine { bits: u32, max: u32 },
+    /// A member's slices would need a map wider than we write together with the others': its
+    /// claim is left out of the map (the rest is written; the claim stays verified).
+    #[error(
+        "member {member}'s slices need {bits} address bits with the others'; \
+         left out of the map (up to {max})"
+    )]
+    ClaimLeftOut { member: u32, bits: u32, max: u32 },
 }
 
-/// A group whose plan failed.
+/// A group whose plan failed, or was made without a claim it cannot express.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanFailure {
     pub group: Ipv4Addr,
@@ -315,7 +319,8 @@ pub struct PlanFailure {
 /// The one interface of the three data planes.
 pub trait Planner {
     /// Brings the plan in line with `change`, pushing the kernel ops it needs to `out`; returns
-    /// the groups whose plan failed (their kernel state is left as it was).
+    /// the groups whose plan failed (their kernel state is left as it was) or left a claim out
+    /// (the rest of the plan is applied).
     fn plan(
         &mut self,
         now: Timestamp,

@@ -59,7 +59,7 @@ pub fn plan_group(
     table: &OwnershipTable,
     gap: GapPolicy,
     device_of: impl Fn(u32) -> Option<String>,
-) -> Result<GroupPlan, PlanError> {
+) -> (GroupPlan, Vec<PlanError>) {
     let mut hops = BTreeMap::new();
     let mut claims: Vec<(u32, SliceSet)> = Vec::new();
     for (m, c) in table.claims(group) {
@@ -81,14 +81,15 @@ pub fn plan_group(
         GapPolicy::Fallback(m) if hops.contains_key(&m.0) => Some(m.0),
         _ => None,
     };
-    let MapPlan { mask, elements } = plan_map(&claims, fallback)?;
-    Ok(GroupPlan {
+    let (MapPlan { mask, elements }, left_out) = plan_map(&claims, fallback);
+    let plan = GroupPlan {
         mask,
         elements: elements
             .into_iter()
             .filter_map(|(v, m)| Some((v, hops.get(&m)?.clone())))
             .collect(),
-    })
+    };
+    (plan, left_out)
 }
 
 fn quoted(devices: &[String]) -> String {
@@ -226,18 +227,19 @@ impl NetdevPlanner {
         self.holding
     }
 
-    /// Recomputes `group`'s plan; returns the ruleset to apply if the kernel must change.
+    /// Recomputes `group`'s plan; returns the ruleset to apply if the kernel must change, and
+    /// the claims left out of it.
     pub fn update(
         &mut self,
         group: Ipv4Addr,
         table: &OwnershipTable,
         gap: GapPolicy,
         device_of: impl Fn(u32) -> Option<String>,
-    ) -> Result<Option<String>, PlanError> {
-        let plan = plan_group(group, table, gap, device_of)?;
+    ) -> (Option<String>, Vec<PlanError>) {
+        let (plan, left_out) = plan_group(group, table, gap, device_of);
         let changed = self.groups.get(&group) != Some(&plan);
         self.groups.insert(group, plan);
-        Ok(self.pending(changed))
+        (self.pending(changed), left_out)
     }
 
     /// Stops holding the adopted table; returns the ruleset of the rebuilt plans. Nothing when
@@ -350,11 +352,15 @@ impl Planner for NetdevPlanner {
                     .into_iter()
                     .filter(|&g| view.verifier.is_protected(g))
                 {
-                    match self.update(g, table, view.gap, |i| view.device_of(i)) {
-                        Ok(Some(text)) => pending = Some(text),
-                        Ok(None) => {}
-                        Err(error) => failures.push(PlanFailure { group: g, error }),
+                    let (text, left_out) = self.update(g, table, view.gap, |i| view.device_of(i));
+                    if text.is_some() {
+                        pending = text;
                     }
+                    failures.extend(
+                        left_out
+                            .into_iter()
+                            .map(|error| PlanFailure { group: g, error }),
+                    );
                 }
                 pending
             }
@@ -442,19 +448,19 @@ mod tests {
     #[test]
     fn plan_expands_claims_and_fills_gaps_only_with_the_fallback() {
         let t = table();
-        let p = plan_group(G, &t, GapPolicy::Drop, device_of).unwrap();
+        let p = plan_group(G, &t, GapPolicy::Drop, device_of).0;
         assert_eq!(p.mask, 3);
         let owners: Vec<(u32, u32)> = p.elements.iter().map(|(v, h)| (*v, h.member)).collect();
         assert_eq!(owners, vec![(0, 1), (1, 2), (2, 1)]);
         assert_eq!(p.elements[1].1.device, "r1-eth2");
-        let p = plan_group(G, &t, GapPolicy::Fallback(MemberId(2)), device_of).unwrap();
+        let p = plan_group(G, &t, GapPolicy::Fallback(MemberId(2)), device_of).0;
         let owners: Vec<u32> = p.elements.iter().map(|(_, h)| h.member).collect();
         assert_eq!(owners, vec![1, 2, 1, 2]);
         // A fallback member with no claim fills nothing.
-        let p = plan_group(G, &t, GapPolicy::Fallback(MemberId(9)), device_of).unwrap();
+        let p = plan_group(G, &t, GapPolicy::Fallback(MemberId(9)), device_of).0;
         assert_eq!(p.elements.len(), 3);
         // A claim from an interface we do not serve is left out.
-        let p = plan_group(G, &t, GapPolicy::Drop, |i| (i == 3).then(|| "s1".into())).unwrap();
+        let p = plan_group(G, &t, GapPolicy::Drop, |i| (i == 3).then(|| "s1".into())).0;
         assert!(p.elements.iter().all(|(_, h)| h.member == 1));
     }
 
@@ -462,7 +468,7 @@ mod tests {
     fn ruleset_is_one_transaction_with_ttl_and_no_reflection() {
         let t = table();
         let mut groups = BTreeMap::new();
-        groups.insert(G, plan_group(G, &t, GapPolicy::Drop, device_of).unwrap());
+        groups.insert(G, plan_group(G, &t, GapPolicy::Drop, device_of).0);
         let text = ruleset(&["c0".into(), "s1".into(), "r1-eth2".into()], &groups);
         assert!(text.starts_with(
             "add table netdev manycast_native\ndelete table netdev manycast_native\n"
@@ -521,16 +527,16 @@ mod tests {
     fn holding_defers_the_kernel_until_release() {
         let t = table();
         let mut s = NetdevPlanner::new(vec!["c0".into()], true);
-        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).unwrap(), None);
+        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).0, None);
         assert_eq!(s.elements(), 3);
         let text = s.release().expect("written on release");
         assert!(text.contains("jump m1_10_0_1_2"));
         s.applied();
         // Unchanged plan: nothing to write; a change: written.
-        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).unwrap(), None);
+        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).0, None);
         assert!(s
             .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
-            .unwrap()
+            .0
             .is_some());
         let rows = s.status(None);
         assert_eq!(rows.len(), 2);
@@ -544,7 +550,7 @@ mod tests {
         // Even an unchanged plan is written while the last write failed.
         assert!(s
             .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
-            .unwrap()
+            .0
             .is_some());
         s.apply_failed();
         assert!(s.retry().is_some());
@@ -555,10 +561,7 @@ mod tests {
         // Not holding and never written: the first update writes even an empty plan.
         let mut s = NetdevPlanner::new(vec!["c0".into()], false);
         let empty = OwnershipTable::new();
-        assert!(s
-            .update(G, &empty, GapPolicy::Drop, device_of)
-            .unwrap()
-            .is_some());
+        assert!(s.update(G, &empty, GapPolicy::Drop, device_of).0.is_some());
         s.applied();
         assert_eq!(s.release(), None, "nothing adopted, nothing to rewrite");
     }

@@ -145,14 +145,16 @@ impl VipPlanner {
     }
 
     /// Recomputes the VIPs bound to `group`; a change is one [`VipChange`] (one transaction).
+    /// Also returns the claims left out of the maps.
     pub fn update(
         &mut self,
         group: Ipv4Addr,
         table: &OwnershipTable,
         gap: GapPolicy,
         now: Timestamp,
-    ) -> Result<Option<VipChange>, PlanError> {
+    ) -> (Option<VipChange>, Vec<PlanError>) {
         let mut changed = false;
+        let mut left_out = Vec::new();
         for v in self.vips.iter_mut().filter(|v| v.spec.group == group) {
             let claims: Vec<(u32, SliceSet)> = table
                 .claims(group)
@@ -163,7 +165,10 @@ impl VipPlanner {
                 GapPolicy::Fallback(m) if claims.iter().any(|(c, _)| *c == m.0) => Some(m.0),
                 _ => None,
             };
-            let plan = plan_map(&claims, fallback)?;
+            let (plan, mut skipped) = plan_map(&claims, fallback);
+            if left_out.is_empty() {
+                left_out.append(&mut skipped);
+            }
             let mut members = BTreeMap::new();
             for (m, c) in table.claims(group) {
                 if mark_of(m.0).is_some() {
@@ -201,10 +206,11 @@ impl VipPlanner {
                 changed = true;
             }
         }
-        Ok(changed.then(|| VipChange {
+        let change = changed.then(|| VipChange {
             group: Some(group),
             ..self.change()
-        }))
+        });
+        (change, left_out)
     }
 
     /// Routes and rules first (so the map never points at a missing route), then the map in
@@ -296,11 +302,13 @@ impl Planner for VipPlanner {
         };
         let mut failures = Vec::new();
         for group in groups {
-            match self.update(group, view.ownership(), view.gap, now) {
-                Ok(Some(change)) => out.push(DataplaneOp::Vip(change)),
-                Ok(None) => {}
-                Err(error) => failures.push(PlanFailure { group, error }),
-            }
+            let (change, left_out) = self.update(group, view.ownership(), view.gap, now);
+            out.extend(change.map(DataplaneOp::Vip));
+            failures.extend(
+                left_out
+                    .into_iter()
+                    .map(|error| PlanFailure { group, error }),
+            );
         }
         failures
     }
