@@ -13,10 +13,12 @@
 //!
 //! What an on-path attacker can send is not trusted further than it is proven: a denial
 //! (NXDOMAIN, an empty answer) is not DNSSEC-validated, so it never evicts validated keys (it
-//! counts as no answer); and a validated record signed before the one cached (a replayed,
-//! pre-revocation answer) is refused as a rollback.
+//! counts as no answer); and a validated record signed before the newest one accepted (a
+//! replayed, pre-revocation answer) is refused as a rollback, also after a restart when the
+//! client keeps its [`RollbackMarks`] in a file.
 
 use crate::cert_record::CertRecord;
+use crate::marks::{MarkKey, RollbackMarks};
 use crate::names;
 use crate::record::GroupRecord;
 use crate::retry::{Retry, RetryPolicy};
@@ -77,9 +79,9 @@ pub enum FetchError {
     Validation(#[from] ValidationError),
     #[error("published record does not parse: {0}")]
     Record(String),
-    /// A validated answer signed before the record already cached: a replay of an older
+    /// A validated answer signed before the newest record accepted: a replay of an older
     /// record (before a revocation, say) by someone on the path.
-    #[error("rollback refused: the answer was signed at {offered}, before the cached record (signed at {cached})")]
+    #[error("rollback refused: the answer was signed at {offered}, before the newest accepted record (signed at {cached})")]
     Rollback { offered: u64, cached: u64 },
 }
 
@@ -150,6 +152,8 @@ pub struct KeystoreClient {
     missed: AtomicBool,
     /// Wakes the refresher on such a miss.
     wake: Notify,
+    /// The newest RRSIG inception accepted per group, kept across restarts when on a file.
+    marks: Mutex<RollbackMarks>,
 }
 
 /// Sends one query or update over UDP and waits for the answer with the same id.
@@ -234,6 +238,16 @@ impl KeystoreClient {
             retries: Mutex::new(HashMap::new()),
             missed: AtomicBool::new(false),
             wake: Notify::new(),
+            marks: Mutex::new(RollbackMarks::in_memory()),
+        }
+    }
+
+    /// A client whose rollback marks are `marks` (typically [`RollbackMarks::open`] on the
+    /// daemon's state file): a record older than a mark is refused even after a restart.
+    pub fn with_rollback_marks(config: ClientConfig, marks: RollbackMarks) -> Self {
+        KeystoreClient {
+            marks: Mutex::new(marks),
+            ..Self::new(config)
         }
     }
 
@@ -298,7 +312,32 @@ impl KeystoreClient {
         now: Timestamp,
     ) -> Result<(GroupRecord, u32, u64), FetchError> {
         let (record, proven) = self.fetch_group(group, now).await?;
+        self.admit(group, proven.inception, None)?;
         Ok((record, proven.ttl, proven.expires))
+    }
+
+    /// The rollback check of a validated answer for `group` signed at `inception`: refused if
+    /// older than the group's mark (or `cached`), else the mark rises to it, on disk before the
+    /// record is relied on. A mark that cannot be written is logged and the record used all the
+    /// same: it holds in memory, and the write is tried again with the next raise.
+    fn admit(
+        &self,
+        group: Ipv4Addr,
+        inception: u64,
+        cached: Option<u64>,
+    ) -> Result<(), FetchError> {
+        let key = MarkKey::new(&self.config.anchor, group);
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(newest) = marks.get(key).max(cached).filter(|&c| inception < c) {
+            return Err(FetchError::Rollback {
+                offered: inception,
+                cached: newest,
+            });
+        }
+        if let Err(e) = marks.raise(key, inception) {
+            tracing::warn!(%group, "{e}");
+        }
+        Ok(())
     }
 
     async fn fetch_group(
@@ -358,13 +397,8 @@ impl KeystoreClient {
             _ => None,
         };
         match result {
-            Ok((_, proven)) if cached_inception.is_some_and(|c| proven.inception < c) => {
-                Err(FetchError::Rollback {
-                    offered: proven.inception,
-                    cached: cached_inception.unwrap_or_default(),
-                })
-            }
             Ok((record, proven)) => {
+                self.admit(group, proven.inception, cached_inception)?;
                 let ttl = Duration::from_secs(u64::from(proven.ttl.max(1)));
                 let expires_at = Timestamp::from_secs(proven.expires)
                     .min(record.not_after)

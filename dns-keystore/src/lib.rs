@@ -15,6 +15,8 @@ pub mod client;
 #[cfg(feature = "daemon")]
 pub mod config;
 #[cfg(feature = "daemon")]
+pub mod marks;
+#[cfg(feature = "daemon")]
 pub mod metrics;
 pub mod names;
 pub mod record;

@@ -283,10 +283,17 @@ pub struct KeystoreConfig {
     /// (so that withdrawing or replacing it stops the member). Default: off.
     #[serde(default)]
     pub require_certificate: bool,
+    /// Where the newest accepted record's signature time is kept, so that a restart still
+    /// refuses a replayed older record (SPEC.md §8.9); shared safely by the members of a host.
+    #[serde(default = "default_rollback_marks")]
+    pub rollback_marks: PathBuf,
 }
 
 fn default_keystore_refresh_ms() -> u64 {
     5_000
+}
+fn default_rollback_marks() -> PathBuf {
+    PathBuf::from("/var/lib/manycast/server-rollback.marks")
 }
 fn default_keystore_start_timeout_ms() -> u64 {
     10_000

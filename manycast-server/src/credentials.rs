@@ -43,6 +43,9 @@ pub enum CredentialsError {
     /// Our credentials do not match what the keystore publishes.
     #[error("keystore: {0}")]
     Keystore(#[from] keystore::Mismatch),
+    /// The rollback marks file (`keystore.rollback_marks`) is unreadable or damaged.
+    #[error("keystore: {0}")]
+    Marks(#[from] dns_keystore::marks::MarksError),
 }
 
 /// Keys and certificate, checked against each other and the group key before anything starts.
@@ -117,7 +120,8 @@ pub async fn load_credentials(
             let client_max_stale = client_config.max_stale;
             let unverified = keys::read_certificate(&config.member_cert)?;
             check_identity(config, &key, unverified.unverified_body())?;
-            let client = KeystoreClient::new(client_config);
+            let marks = dns_keystore::marks::RollbackMarks::open(&ks.rollback_marks)?;
+            let client = KeystoreClient::with_rollback_marks(client_config, marks);
             let member = ks
                 .require_certificate
                 .then(|| KeyId::of(&key.verifying_key()));

@@ -187,20 +187,27 @@ impl Watch {
         now: Timestamp,
         fetched: Result<Published, FetchError>,
     ) -> Option<WatchEvent> {
+        // A denial (of the group record or of our certificate's) is not DNSSEC-proven (the
+        // client does not validate denials): anyone on the path can forge one, so it is a
+        // failed fetch, never a reason to leave (issue 13). Only validated answers (a
+        // revocation, a retired issuer, a replaced certificate) make the member leave.
         let checked = match fetched {
             Ok(p) => {
                 self.trusted_until = now.saturating_add(p.ttl + self.max_stale);
                 self.ttl = p.ttl;
                 check(&self.cert, &p, self.require_certificate, now).map(|_| ())
             }
-            // An answer (not DNSSEC-proven: the client does not validate denials): the admin
-            // withdrew the group; verifiers then refuse its joins as an unknown group.
-            Err(FetchError::NoRecord) => Err(Mismatch::RecordWithdrawn),
             Err(e) => {
                 self.refresh_failures += 1;
                 return Some(WatchEvent::FetchFailed(e.to_string()));
             }
         };
+        if let Err(Mismatch::CertificateWithdrawn(member)) = checked {
+            self.refresh_failures += 1;
+            return Some(WatchEvent::FetchFailed(format!(
+                "the keystore denies a certificate for our member key {member} (unproven)"
+            )));
+        }
         match checked {
             Ok(()) => self.problem.take().map(|_| WatchEvent::Cleared),
             Err(reason) => {
@@ -450,13 +457,49 @@ mod tests {
         assert_eq!(w.handle_fetch(later, Ok(good)), Some(WatchEvent::Cleared));
         assert_eq!(w.poll_leave(leave_at), None);
         assert_eq!(w.problem(), None);
-        // The group's record withdrawn: a mismatch with the last record's TTL as grace.
-        assert_eq!(
+    }
+
+    /// Issue 13 (item 13, the server side): a denial (NXDOMAIN, an empty answer, a certificate
+    /// name that "does not exist") is not DNSSEC-proven, so anyone on the path can forge it. It
+    /// counts as a failed fetch: the member never leaves or exits for it. A validated
+    /// revocation still makes it leave.
+    #[test]
+    fn an_unproven_denial_never_makes_the_member_leave() {
+        let f = Fixture::new(1);
+        let me = KeyId::of(&f.members[0].key.verifying_key());
+        let good = published(&f, vec![f.group_key.verifying_key()]);
+        let cert = UnverifiedCertificate::decode(f.members[0].cert.as_bytes()).unwrap();
+        let ttl = Duration::from_secs(300);
+        let mut w = Watch::new(cert, true, Duration::from_secs(60), NOW, ttl);
+        let later = NOW.saturating_add(Duration::from_secs(10));
+        assert!(matches!(
             w.handle_fetch(later, Err(FetchError::NoRecord)),
+            Some(WatchEvent::FetchFailed(_))
+        ));
+        // Our certificate record denied while the group record validates.
+        let mut no_cert = good.clone();
+        no_cert.certificate = None;
+        assert!(matches!(
+            w.handle_fetch(later, Ok(no_cert)),
+            Some(WatchEvent::FetchFailed(_))
+        ));
+        let far = later.saturating_add(Duration::from_secs(3600));
+        assert_eq!(w.poll_leave(far), None);
+        assert_eq!(w.problem(), None);
+        assert_eq!(w.refresh_failures(), 2);
+        // A validated revocation does make it leave, one TTL later.
+        let mut revoked = good;
+        revoked.record.revoked.push(me);
+        assert!(matches!(
+            w.handle_fetch(later, Ok(revoked)),
             Some(WatchEvent::Mismatch {
-                reason: Mismatch::RecordWithdrawn,
-                leave_at: later.saturating_add(ttl)
+                reason: Mismatch::Revoked(_),
+                ..
             })
+        ));
+        assert_eq!(
+            w.poll_leave(later.saturating_add(ttl)),
+            Some(&Mismatch::Revoked(me))
         );
     }
 }

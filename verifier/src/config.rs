@@ -175,10 +175,19 @@ pub struct KeystoreSection {
     /// (default: the client's, 1 hour).
     #[serde(default)]
     pub max_stale_ms: Option<u64>,
+    /// Where the newest accepted record's signature time per group is kept, so that a restart
+    /// still refuses a replayed older record (SPEC.md §8.9). One file per host is enough:
+    /// processes sharing it merge under a lock.
+    #[serde(default = "default_rollback_marks")]
+    pub rollback_marks: PathBuf,
 }
 
 fn default_refresh_ms() -> u64 {
     5_000
+}
+
+fn default_rollback_marks() -> PathBuf {
+    PathBuf::from("/var/lib/manycast/verifier-rollback.marks")
 }
 
 /// Where group keys come from, as configured.
@@ -505,6 +514,7 @@ groups = ["232.1.1.1", "232.1.1.2"]
             groups: vec![Ipv4Addr::new(232, 1, 1, 1)],
             refresh_ms: 1000,
             max_stale_ms: Some(2500),
+            rollback_marks: default_rollback_marks(),
         };
         let e = Config::keystore_client_config(&ks).unwrap_err();
         assert!(e.to_string().contains("trust-anchors"), "{e}");

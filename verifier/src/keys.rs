@@ -17,6 +17,8 @@ pub enum KeysError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     File(#[from] KeyFileError),
+    #[error(transparent)]
+    Marks(#[from] dns_keystore::marks::MarksError),
 }
 
 /// Where the verifier's group keys come from.
@@ -35,7 +37,9 @@ impl Keys {
         match cfg.key_source()? {
             KeySourceConfig::File(p) => Ok(Keys::File(FileKeySource::load(p)?)),
             KeySourceConfig::Keystore(ks) => {
-                let client = KeystoreClient::new(Config::keystore_client_config(ks)?);
+                let marks = dns_keystore::marks::RollbackMarks::open(&ks.rollback_marks)?;
+                let client =
+                    KeystoreClient::with_rollback_marks(Config::keystore_client_config(ks)?, marks);
                 for g in &ks.groups {
                     client.watch(*g);
                 }

@@ -188,3 +188,64 @@ async fn a_replayed_pre_revocation_answer_is_refused_as_a_rollback() {
         "the revocation stays"
     );
 }
+
+/// Issue 13, item 14 (the rest): the rollback mark outlives the process. A client restarted on
+/// the same marks file refuses the replayed pre-revocation answer although it has nothing cached.
+#[tokio::test]
+async fn a_restarted_client_still_refuses_the_rollback() {
+    use dns_keystore::marks::RollbackMarks;
+    let d = Daemon::start("rollback-restart");
+    let f = Fixture::new(2);
+    let r = group_record(&f);
+    d.admin().publish(&r).await.expect("publish");
+    let p = proxy(d.addr);
+    let marks = d.dir.join("client").join("rollback.marks");
+    let open = || {
+        let mut config = ClientConfig::new(p.addr, d.anchor());
+        config.timeout = Duration::from_millis(500);
+        KeystoreClient::with_rollback_marks(
+            config,
+            RollbackMarks::open(&marks).expect("marks file"),
+        )
+    };
+    let client = open();
+    client
+        .refresh(f.group, wall_clock())
+        .await
+        .expect("refresh");
+    std::thread::sleep(Duration::from_millis(1100));
+    let revoked =
+        dns_keystore::admin::revoke_member(&r, KeyId::of(&f.members[1].key.verifying_key()));
+    d.admin()
+        .publish(&revoked)
+        .await
+        .expect("publish revocation");
+    client
+        .refresh(f.group, wall_clock())
+        .await
+        .expect("refresh");
+    drop(client);
+
+    // Restarted: only the file remembers. The replay is refused, nothing is cached from it.
+    p.mode.store(REPLAY, Ordering::Relaxed);
+    let restarted = open();
+    let now = wall_clock();
+    let err = restarted.refresh(f.group, now).await.unwrap_err();
+    assert!(matches!(err, FetchError::Rollback { .. }), "{err}");
+    assert!(restarted.group_keys(f.group, now).is_err());
+
+    // The current record is still accepted after the restart.
+    p.mode.store(PASS, Ordering::Relaxed);
+    restarted
+        .refresh(f.group, now)
+        .await
+        .expect("current record");
+    assert_eq!(
+        restarted
+            .group_keys(f.group, now)
+            .expect("keys")
+            .revoked_members
+            .len(),
+        1
+    );
+}

@@ -92,8 +92,9 @@ impl Setup {
     fn keystore_table(&self, server: &str, extra: &str) -> String {
         format!(
             "[keystore]\nserver = \"{server}\"\ntrust_anchor = \"{}\"\nrefresh_ms = 300\n\
-             start_timeout_ms = 1500\n{extra}",
-            self.ks.state.join("trust-anchor.conf").display()
+             start_timeout_ms = 1500\nrollback_marks = \"{}\"\n{extra}",
+            self.ks.state.join("trust-anchor.conf").display(),
+            self.d().join("rollback.marks").display()
         )
     }
 

@@ -156,10 +156,12 @@ fn use_keystore(lab: &RouterLab, ks: &Keystore) {
         .map(|l| format!("{l}\n"))
         .collect();
     out.push_str(&format!(
-        "[keystore]\nserver = \"{}\"\ntrust_anchor = \"{}\"\ngroups = [\"{}\"]\nrefresh_ms = 500\n",
+        "[keystore]\nserver = \"{}\"\ntrust_anchor = \"{}\"\ngroups = [\"{}\"]\nrefresh_ms = 500\n\
+         rollback_marks = \"{}\"\n",
         ks.addr,
         ks.anchor().display(),
-        lab.fixture.group
+        lab.fixture.group,
+        lab.config.with_file_name("rollback.marks").display()
     ));
     std::fs::write(&lab.config, out).expect("write the verifier config");
 }
