@@ -216,7 +216,8 @@ impl HostSetup {
     }
 
     /// The forward strategy's host changes (the recipe of SPEC.md §11.7.1): a unicast VXLAN
-    /// device over the service link with this member's overlay address, loose reverse-path
+    /// device without MAC learning over the service link with this member's overlay address
+    /// and fixed MAC, VXLAN accepted only from the members (the table's guard), loose reverse-path
     /// filtering on it (segments of clients whose route points elsewhere arrive on it), the
     /// marking table, the sysctls, and the `local` rule moved behind the forwarding rules.
     fn apply_forward(&mut self, f: &ForwardHost) -> Result<(), VipError> {
@@ -228,13 +229,22 @@ impl HostSetup {
                 overlay: f.overlay,
                 max: f.overlay.max_member(),
             })?;
+        // The table (with the overlay guard, no peers yet: VXLAN from nobody) before the device,
+        // so that there is no moment when the device takes frames from anyone.
+        nft(&vip_forward::ruleset(self.vip, f.unit_mask, f.port))?;
+        self.added_table = true;
         // A device of that name left by a killed daemon is ours; a fresh one starts clean.
         let _ = ip(&["link", "del", vip_forward::DEVICE]);
         let (vni, port, local) = (f.vni.to_string(), f.port.to_string(), f.local.to_string());
+        // No learning: peers' MACs are fixed and entered statically (`Forwarder::set_peer`),
+        // so a frame on the overlay can teach the device nothing.
+        let mac = vip_forward::overlay_mac(f.member);
         ip(&[
             "link",
             "add",
             vip_forward::DEVICE,
+            "address",
+            &mac,
             "type",
             "vxlan",
             "id",
@@ -243,6 +253,7 @@ impl HostSetup {
             &local,
             "dstport",
             &port,
+            "nolearning",
         ])?;
         self.added_device = true;
         let cidr = format!("{addr}/{}", f.overlay.prefix_len());
@@ -253,8 +264,6 @@ impl HostSetup {
         )?;
         ip(&["link", "set", vip_forward::DEVICE, "up"])?;
         info!(device = vip_forward::DEVICE, %addr, vni = f.vni, local = %f.local, "VIP forward: overlay up");
-        nft(&vip_forward::ruleset(self.vip, f.unit_mask))?;
-        self.added_table = true;
         for (path, want) in FORWARD_SYSCTLS {
             let old = read_sysctl(path)?;
             if old != want {

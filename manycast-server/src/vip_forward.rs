@@ -148,19 +148,52 @@ impl ForwardTable {
 /// up by the source's unit (`ip saddr & mask`, low-order slicing, SPEC.md §6); a unit not in the
 /// map leaves the segment unmarked (local delivery). Any TCP port: the application is whatever
 /// listens on the VIP.
-pub fn ruleset(vip: Ipv4Addr, unit_mask: u32) -> String {
+///
+/// The overlay guard: VXLAN (UDP `port`) is accepted only from the members' underlay addresses
+/// in `@vxlan_peers` ([`peers_update`]); anything else is dropped and counted before the VXLAN
+/// device sees it, so an off-member host cannot put frames on the overlay (issue 13, item 15).
+pub fn ruleset(vip: Ipv4Addr, unit_mask: u32, port: u16) -> String {
     let mask = Ipv4Addr::from(unit_mask);
     format!(
         "add table ip {NFT_TABLE}\n\
          delete table ip {NFT_TABLE}\n\
          table ip {NFT_TABLE} {{\n\
          \tmap owner {{\n\t\ttype ipv4_addr : mark\n\t}}\n\
+         \tset {PEER_SET} {{\n\t\ttype ipv4_addr\n\t}}\n\
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority mangle; policy accept;\n\
          \t\tip daddr {vip} meta l4proto tcp ct state invalid meta mark set ip saddr & {mask} map @owner\n\
          \t}}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tudp dport {port} ip saddr != @{PEER_SET} counter drop\n\
+         \t}}\n\
          }}\n"
     )
+}
+
+/// The set of addresses VXLAN is accepted from.
+const PEER_SET: &str = "vxlan_peers";
+
+/// One transaction that replaces the overlay guard's peer addresses with `peers`.
+pub fn peers_update(peers: impl IntoIterator<Item = Ipv4Addr>) -> String {
+    let mut out = format!("flush set ip {NFT_TABLE} {PEER_SET}\n");
+    let addrs: Vec<String> = peers.into_iter().map(|a| a.to_string()).collect();
+    if !addrs.is_empty() {
+        let _ = writeln!(
+            out,
+            "add element ip {NFT_TABLE} {PEER_SET} {{ {} }}",
+            addrs.join(", ")
+        );
+    }
+    out
+}
+
+/// Member `m`'s MAC on the overlay: fixed, so that peers hold static FDB entries for it and
+/// nothing is learned from the wire (locally administered, "MC", the member id's low 24 bits).
+pub fn overlay_mac(m: MemberId) -> String {
+    let [_, a, b, c] = m.0.to_be_bytes();
+    format!("02:4d:43:{a:02x}:{b:02x}:{c:02x}")
 }
 
 /// One transaction that replaces the map's contents with `plan`.
@@ -183,6 +216,22 @@ pub fn map_update(plan: &BTreeMap<u32, MemberId>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_overlay_guard_takes_vxlan_only_from_peers() {
+        let text = ruleset(Ipv4Addr::new(10, 200, 0, 1), 0xff, 4789);
+        assert!(text.contains("udp dport 4789 ip saddr != @vxlan_peers counter drop"));
+        assert_eq!(
+            peers_update([Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(10, 0, 2, 2)]),
+            "flush set ip manycast_vip_forward vxlan_peers\n\
+             add element ip manycast_vip_forward vxlan_peers { 10.0.1.2, 10.0.2.2 }\n"
+        );
+        assert_eq!(
+            peers_update([]),
+            "flush set ip manycast_vip_forward vxlan_peers\n"
+        );
+        assert_eq!(overlay_mac(MemberId(0x0102_0304)), "02:4d:43:02:03:04");
+    }
 
     const LINGER: Duration = Duration::from_secs(300);
     const GRACE: Duration = Duration::from_millis(500);
@@ -250,7 +299,7 @@ mod tests {
 
     #[test]
     fn rendered_nft_text() {
-        let r = ruleset(Ipv4Addr::new(10, 200, 0, 1), 0xff);
+        let r = ruleset(Ipv4Addr::new(10, 200, 0, 1), 0xff, 4789);
         assert!(r.contains(
             "ip daddr 10.200.0.1 meta l4proto tcp ct state invalid meta mark set ip saddr & 0.0.0.255 map @owner"
         ));

@@ -1,10 +1,10 @@
-//! VIP forward's kernel side (SPEC.md §11.7.1): flood entries toward the peers on the overlay,
-//! one policy route per old owner, and the marking map, following the plan the node's
+//! VIP forward's kernel side (SPEC.md §11.7.1): flood and static entries toward the peers on the
+//! overlay, the overlay guard's peer set, one policy route per old owner, and the marking map, following the plan the node's
 //! [`crate::vip_forward::ForwardTable`] makes. An executor: it runs `ip`, `bridge` and `nft`
 //! through `daemon_kit::command` and decides nothing but what changed since the last plan.
 
 use crate::config::Overlay;
-use crate::vip_forward::{map_update, mark_of, DEVICE, RULE_PREF};
+use crate::vip_forward::{map_update, mark_of, overlay_mac, peers_update, DEVICE, RULE_PREF};
 use daemon_kit::command::{self, CommandError};
 use igmp_ext::MemberId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,14 +65,16 @@ impl Forwarder {
     }
 
     /// A peer's underlay address (its direct path): broadcast and unknown frames on the
-    /// overlay (ARP for its overlay address first) go there.
+    /// overlay (ARP for its overlay address first) go there, frames for its fixed MAC go there
+    /// (static entry: the device learns nothing), and VXLAN from there is accepted.
     pub fn set_peer(&mut self, m: MemberId, addr: Ipv4Addr) {
         if m == self.me || self.peers.get(&m) == Some(&addr) {
             return;
         }
         self.remove_peer(m);
         let dst = addr.to_string();
-        match run_cmd(
+        let mac = overlay_mac(m);
+        let added = run_cmd(
             "bridge",
             &[
                 "fdb",
@@ -83,20 +85,38 @@ impl Forwarder {
                 "dst",
                 &dst,
             ],
-        ) {
+        )
+        .and_then(|()| {
+            run_cmd(
+                "bridge",
+                &[
+                    "fdb",
+                    "replace",
+                    &mac,
+                    "dev",
+                    DEVICE,
+                    "dst",
+                    &dst,
+                    "self",
+                    "permanent",
+                ],
+            )
+        });
+        match added {
             Ok(()) => {
                 info!(member = %m, underlay = %addr, "VIP forward: overlay peer");
                 self.peers.insert(m, addr);
             }
             Err(e) => warn!("{e}"),
         }
+        self.sync_guard();
     }
 
     pub fn remove_peer(&mut self, m: MemberId) {
         if let Some(addr) = self.peers.remove(&m) {
             let dst = addr.to_string();
-            if let Err(e) = run_cmd(
-                "bridge",
+            let mac = overlay_mac(m);
+            for entry in [
                 &[
                     "fdb",
                     "del",
@@ -105,10 +125,21 @@ impl Forwarder {
                     DEVICE,
                     "dst",
                     &dst,
-                ],
-            ) {
-                warn!("{e}");
+                ][..],
+                &["fdb", "del", &mac, "dev", DEVICE, "self"][..],
+            ] {
+                if let Err(e) = run_cmd("bridge", entry) {
+                    warn!("{e}");
+                }
             }
+            self.sync_guard();
+        }
+    }
+
+    /// The overlay guard's peer set follows `peers` (one transaction).
+    fn sync_guard(&self) {
+        if let Err(e) = nft(&peers_update(self.peers.values().copied())) {
+            warn!("VIP forward: overlay guard: {e}");
         }
     }
 

@@ -7,6 +7,7 @@ mod harness;
 mod native;
 mod strategies;
 mod vip;
+mod vip_overlay;
 
 use std::path::Path;
 use std::process::{Command, Output};

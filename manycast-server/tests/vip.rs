@@ -33,11 +33,11 @@ fn sources() -> Vec<Ipv4Addr> {
 /// The namespaces: router, a client segment (a bridge) with the test's client namespace and
 /// `wrk_clients` more namespaces of one address each (wrk cannot pick its source address), two
 /// servers on their own subnets with the control group on a back-end segment.
-struct VipLab {
-    lab: Lab,
-    client: String,
+pub(crate) struct VipLab {
+    pub(crate) lab: Lab,
+    pub(crate) client: String,
     wrk: Vec<(String, Ipv4Addr)>,
-    servers: Vec<String>,
+    pub(crate) servers: Vec<String>,
     socket: PathBuf,
 }
 
@@ -50,7 +50,7 @@ fn sysctl_get(ns: &str, key: &str) -> String {
 }
 
 /// `ip <args>` in `ns`: its standard output (empty when it failed).
-fn ip_out(ns: &str, args: &[&str]) -> String {
+pub(crate) fn ip_out(ns: &str, args: &[&str]) -> String {
     let out = Command::new("ip")
         .arg("-n")
         .arg(ns)
@@ -61,7 +61,7 @@ fn ip_out(ns: &str, args: &[&str]) -> String {
 }
 
 /// `nft <args>` in `ns`: success and standard output.
-fn nft_in(ns: &str, args: &[&str]) -> (bool, String) {
+pub(crate) fn nft_in(ns: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "nft"])
         .args(args)
@@ -82,7 +82,7 @@ fn lo_has_vip(ns: &str) -> bool {
 }
 
 impl VipLab {
-    fn new(pin: bool, wrk_clients: &[u8]) -> VipLab {
+    pub(crate) fn new(pin: bool, wrk_clients: &[u8]) -> VipLab {
         let mut lab = Lab::new(2);
         let router = lab.netns("rtr");
         let seg = lab.switch("seg");
@@ -137,7 +137,7 @@ impl VipLab {
 
     /// Starts member `i` (0-based) in VIP mode with `strategy`, then, once it holds the VIP,
     /// the HTTP server bound to the VIP whose `/whoami` answers `m<i+1>`.
-    fn start_member(&mut self, i: usize, strategy: &str) {
+    pub(crate) fn start_member(&mut self, i: usize, strategy: &str) {
         let ns = self.servers[i].clone();
         self.lab.start_server_with(
             i,
@@ -184,7 +184,7 @@ impl VipLab {
     /// Both members own slices at one epoch and the verifier routes the VIP by both claims at
     /// that epoch. Read together on each poll: on a loaded machine a false failure suspicion can
     /// move the members to a later epoch between two separate waits.
-    fn wait_for_two_owners(&self) -> u64 {
+    pub(crate) fn wait_for_two_owners(&self) -> u64 {
         let mut agreed = 0;
         wait_for(
             "both members own slices at one epoch and the verifier steers the VIP by both claims",
