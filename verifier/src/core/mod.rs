@@ -4,6 +4,8 @@
 //! come out (`poll_*`). It never opens a socket, runs a command or reads the clock: the daemon
 //! does, and reports each op's outcome back ([`Router::handle_op_result`]).
 
+#[cfg(test)]
+mod attack_tests;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -13,21 +13,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The members' link (the fixture's 10.0.0.0/24), VIF 0.
-const S1: u32 = 1;
+pub(super) const S1: u32 = 1;
 /// The clients' link, VIF 1.
-const C0: u32 = 2;
+pub(super) const C0: u32 = 2;
 /// A second link to the same members' subnet, VIF 2: a member can move here.
 const S2: u32 = 3;
 const EVEN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const ODD: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
-const OUR_S1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+pub(super) const OUR_S1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
+pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 
-fn at(secs: u64) -> Timestamp {
+pub(super) fn at(secs: u64) -> Timestamp {
     NOW.saturating_add(Duration::from_secs(secs))
 }
 
-fn config() -> RouterConfig {
+pub(super) fn config() -> RouterConfig {
     RouterConfig {
         verifier: VerifierConfig {
             claim_hold: Duration::from_secs(22),
@@ -45,7 +45,7 @@ fn config() -> RouterConfig {
     }
 }
 
-fn setup(dataplane: NativeDataplane) -> KernelSetup {
+pub(super) fn setup(dataplane: NativeDataplane) -> KernelSetup {
     let iface = |name: &str, ifindex, addr, vif| Interface {
         name: name.into(),
         ifindex,
@@ -72,15 +72,15 @@ fn setup(dataplane: NativeDataplane) -> KernelSetup {
 }
 
 /// A core with the fixture's keys, started at [`NOW`], every op reported applied.
-struct Lab {
-    router: Router,
-    fixture: Fixture,
-    keys: HashMap<Ipv4Addr, Arc<GroupKeys>>,
+pub(super) struct Lab {
+    pub(super) router: Router,
+    pub(super) fixture: Fixture,
+    pub(super) keys: HashMap<Ipv4Addr, Arc<GroupKeys>>,
     nonce: u64,
 }
 
 impl Lab {
-    fn new(config: RouterConfig, setup: KernelSetup) -> Lab {
+    pub(super) fn new(config: RouterConfig, setup: KernelSetup) -> Lab {
         let fixture = Fixture::new(2);
         let keys = fixture.key_source();
         let mut router = Router::new(NOW, config, setup);
@@ -93,13 +93,20 @@ impl Lab {
         }
     }
 
-    fn mfc() -> Lab {
+    pub(super) fn mfc() -> Lab {
         Lab::new(config(), setup(NativeDataplane::Mroute))
     }
 
     /// Member `i` (0-based) joins for `slices` at `epoch`, stamped `now`, its datagram
     /// arriving on `ifindex`.
-    fn join(&mut self, now: Timestamp, i: usize, slices: &[Slice], epoch: u64, ifindex: u32) {
+    pub(super) fn join(
+        &mut self,
+        now: Timestamp,
+        i: usize,
+        slices: &[Slice],
+        epoch: u64,
+        ifindex: u32,
+    ) {
         self.nonce += 1;
         let claims = self.fixture.claims(slices, epoch, now, self.nonce);
         let datagram = self.fixture.datagram(i, &claims);
@@ -119,7 +126,7 @@ impl Lab {
     }
 
     /// Every op since the last call, each reported applied; probes answered "no packets".
-    fn ops(&mut self) -> Vec<DataplaneOp> {
+    pub(super) fn ops(&mut self) -> Vec<DataplaneOp> {
         let mut out = Vec::new();
         while let Some(op) = self.router.poll_op() {
             self.router.handle_op_result(&op, true);
@@ -136,15 +143,15 @@ impl Lab {
             .collect()
     }
 
-    fn events(&mut self) -> Vec<Event> {
+    pub(super) fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.router.poll_event()).collect()
     }
 
-    fn transmits(&mut self) -> Vec<Transmit> {
+    pub(super) fn transmits(&mut self) -> Vec<Transmit> {
         std::iter::from_fn(|| self.router.poll_transmit()).collect()
     }
 
-    fn status(&self, now: Timestamp) -> crate::status::Status {
+    pub(super) fn status(&self, now: Timestamp) -> crate::status::Status {
         self.router.status(now, &Observed::default())
     }
 }
@@ -334,7 +341,7 @@ fn query_from(src: Ipv4Addr) -> Vec<u8> {
 }
 
 /// A host's IGMPv3 report with one record for `group`: EXCLUDE {} joins, TO_IN {} leaves.
-fn host_report(group: Ipv4Addr, record_type: RecordType) -> Vec<u8> {
+pub(super) fn host_report(group: Ipv4Addr, record_type: RecordType) -> Vec<u8> {
     let report = IgmpRepr::V3Report(ReportRepr {
         flags: 0,
         records: vec![GroupRecordRepr {
@@ -791,201 +798,4 @@ fn shutdown_keeps_kernel_state_when_configured() {
     lab.router.handle_request(at(1), Request::Shutdown);
     assert_eq!(lab.ops(), vec![]);
     assert_eq!(lab.events(), vec![Event::KernelStateKept]);
-}
-
-/// A query for `group` (0.0.0.0: general) from `src` to `dst`, with the given TTL and Router
-/// Alert: what an on-link host can forge.
-fn query_with(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ttl: u8,
-    router_alert: bool,
-    group: Ipv4Addr,
-) -> Vec<u8> {
-    let igmp = IgmpRepr::Query(QueryRepr {
-        max_resp_code: 10,
-        group,
-        v3: Some(QueryV3Fields {
-            flags: 0,
-            suppress: false,
-            qrv: 2,
-            qqic: 10,
-            sources: Vec::new(),
-            additional_data: Vec::new(),
-        }),
-    });
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol: PROTOCOL_IGMP,
-        ttl,
-        tos: TOS_INTERNETWORK_CONTROL,
-        router_alert,
-        payload_len: igmp.buffer_len(),
-    };
-    let mut datagram = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut datagram);
-    igmp.emit(&mut datagram[ip.header_len()..]);
-    datagram
-}
-
-/// Issue 13, item 8: a query that breaks RFC 3376 §4 (unicast, TTL above 1, no Router Alert,
-/// a source off the link or unspecified), or a well-formed one from a router nobody configured,
-/// never makes the verifier a non-querier: it keeps querying.
-#[test]
-fn forged_or_untrusted_queries_never_silence_the_verifier() {
-    let mut lab = Lab::mfc();
-    lab.transmits();
-    lab.events();
-    let all = Ipv4Addr::new(224, 0, 0, 1);
-    let any = Ipv4Addr::UNSPECIFIED;
-    let low = Ipv4Addr::new(10, 0, 0, 1);
-    let forged = [
-        ("unicast", query_with(low, OUR_S1, 1, true, any)),
-        ("ttl 2", query_with(low, all, 2, true, any)),
-        ("no router alert", query_with(low, all, 1, false, any)),
-        (
-            "off-link source",
-            query_with(Ipv4Addr::new(9, 9, 9, 9), all, 1, true, any),
-        ),
-        ("unspecified source", query_with(any, all, 1, true, any)),
-        (
-            "group-specific to 224.0.0.1",
-            query_with(low, all, 1, true, Ipv4Addr::new(239, 1, 1, 1)),
-        ),
-        ("well-formed, untrusted", query_with(low, all, 1, true, any)),
-    ];
-    for (what, d) in &forged {
-        lab.router.handle_datagram(NOW, Some(S1), d, &lab.keys);
-        assert_eq!(
-            lab.router.querier().role(S1),
-            Some(Role::Querier),
-            "{what} query made us a non-querier"
-        );
-    }
-    assert!(lab
-        .events()
-        .iter()
-        .all(|e| !matches!(e, Event::RoleChanged { .. })));
-    // We still send our general queries on s1.
-    lab.router.handle_timeout(at(11));
-    assert!(lab.transmits().iter().any(|t| t.ifindex == S1));
-    assert_eq!(
-        lab.status(at(11)).counters.queries_ignored,
-        forged.len() as u64
-    );
-}
-
-/// Issue 13, item 8: a group-specific query never shortens a verified claim's life (it lives on
-/// its signed hold), even from the trusted querier; from anyone else it does not even lower a
-/// plain group's listener timer.
-#[test]
-fn group_specific_queries_never_expire_a_verified_claim() {
-    let trusted = Ipv4Addr::new(10, 0, 0, 1);
-    let mut cfg = config();
-    cfg.querier.trusted_queriers = vec![trusted];
-    let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
-    let group = lab.fixture.group;
-    lab.join(NOW, 0, &[Slice::ALL], 1, S1);
-    // A plain group with a listener on c0.
-    let plain = Ipv4Addr::new(239, 1, 2, 3);
-    let join = host_report(plain, RecordType::ModeIsExclude);
-    lab.router.handle_datagram(NOW, Some(C0), &join, &lab.keys);
-    // The trusted router takes over on s1; an attacker on c0 (lower than our 10.1.0.1).
-    let general = Ipv4Addr::new(224, 0, 0, 1);
-    let any = Ipv4Addr::UNSPECIFIED;
-    lab.router.handle_datagram(
-        NOW,
-        Some(S1),
-        &query_with(trusted, general, 1, true, any),
-        &lab.keys,
-    );
-    assert_eq!(lab.router.querier().role(S1), Some(Role::NonQuerier));
-    lab.events();
-    let t = at(1);
-    lab.router.handle_datagram(
-        t,
-        Some(S1),
-        &query_with(trusted, group, 1, true, group),
-        &lab.keys,
-    );
-    lab.router.handle_datagram(
-        t,
-        Some(C0),
-        &query_with(Ipv4Addr::new(10, 1, 0, 0), plain, 1, true, plain),
-        &lab.keys,
-    );
-    // Past the Last Member Query Time (2 s), well inside the claim hold (22 s) and the GMI.
-    for s in 2..=5 {
-        lab.router.handle_timeout(at(s));
-    }
-    let events = lab.events();
-    assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, Event::GroupExpired { .. } | Event::ClaimsExpired { .. })),
-        "{events:?}"
-    );
-    assert_eq!(
-        lab.router
-            .verifier
-            .ownership()
-            .owner_of(group, Ipv4Addr::new(198, 51, 100, 7))
-            .map(|(m, _)| m),
-        Some(MemberId(1))
-    );
-    assert!(lab.router.querier().groups(C0).any(|(g, _)| g == plain));
-}
-
-/// Issue 13, item 9: a claim whose slice mask the nft map cannot express (17 bits here) is left
-/// out of the map, counted, and blocks nothing: the other member's steering is written, and so
-/// is the later failover, on both nft data planes (native netdev and VIP).
-#[test]
-fn a_wide_mask_claim_never_freezes_the_nft_maps() {
-    let mut cfg = config();
-    let group = Fixture::new(1).group;
-    cfg.vips = vec![VipSpec {
-        address: VIP,
-        group,
-        pin: false,
-    }];
-    let mut lab = Lab::new(cfg, setup(NativeDataplane::Nft));
-    lab.ops();
-    lab.events();
-    lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
-    lab.join(NOW, 1, &[Slice::new(1, 0x1_ffff)], 1, S1);
-    let ops = lab.ops();
-    let netdev = |ops: &[DataplaneOp]| {
-        ops.iter()
-            .filter_map(|op| match op {
-                DataplaneOp::NetdevTable(t) => Some(t.clone()),
-                _ => None,
-            })
-            .next_back()
-    };
-    let vip = |ops: &[DataplaneOp]| {
-        ops.iter()
-            .filter_map(|op| match op {
-                DataplaneOp::Vip(c) => Some(c.clone()),
-                _ => None,
-            })
-            .next_back()
-    };
-    let table = netdev(&ops).expect("the native table is written");
-    assert!(table.contains("fwd ip to 10.0.0.2 "), "{table}");
-    assert!(
-        !table.contains("10.0.0.3"),
-        "the wide claim is left out: {table}"
-    );
-    let change = vip(&ops).expect("the VIP map is written");
-    assert!(change.ruleset.contains("0x4d430001"), "{}", change.ruleset);
-    assert!(!change.ruleset.contains("0x4d430002"), "{}", change.ruleset);
-    // Member 1 fails (leaves): both maps follow at once.
-    lab.join(at(1), 0, &[], 1, S1);
-    let ops = lab.ops();
-    let table = netdev(&ops).expect("the failover reaches the native table");
-    assert!(!table.contains("10.0.0.2"), "{table}");
-    let change = vip(&ops).expect("the failover reaches the VIP map");
-    assert!(!change.ruleset.contains("0x4d430001"), "{}", change.ruleset);
-    assert!(lab.status(at(1)).counters.claims_left_out >= 1);
 }

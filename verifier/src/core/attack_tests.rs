@@ -1,0 +1,207 @@
+//! Issue 13, items 8 and 9, at the core: what an on-link host's queries and a member's odd
+//! slice mask can and cannot do. Shares `tests`' lab.
+
+use super::tests::{at, config, host_report, setup, Lab, C0, OUR_S1, S1, VIP};
+use super::*;
+use crate::plan::vip::VipSpec;
+use igmp_ext::fixtures::{Fixture, NOW};
+use igmp_ext::wire::igmp::{QueryRepr, QueryV3Fields};
+use igmp_ext::wire::record::RecordType;
+use igmp_ext::Slice;
+
+/// A query for `group` (0.0.0.0: general) from `src` to `dst`, with the given TTL and Router
+/// Alert: what an on-link host can forge.
+fn query_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    router_alert: bool,
+    group: Ipv4Addr,
+) -> Vec<u8> {
+    let igmp = IgmpRepr::Query(QueryRepr {
+        max_resp_code: 10,
+        group,
+        v3: Some(QueryV3Fields {
+            flags: 0,
+            suppress: false,
+            qrv: 2,
+            qqic: 10,
+            sources: Vec::new(),
+            additional_data: Vec::new(),
+        }),
+    });
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: PROTOCOL_IGMP,
+        ttl,
+        tos: TOS_INTERNETWORK_CONTROL,
+        router_alert,
+        payload_len: igmp.buffer_len(),
+    };
+    let mut datagram = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut datagram);
+    igmp.emit(&mut datagram[ip.header_len()..]);
+    datagram
+}
+
+/// Issue 13, item 8: a query that breaks RFC 3376 §4 (unicast, TTL above 1, no Router Alert,
+/// a source off the link or unspecified), or a well-formed one from a router nobody configured,
+/// never makes the verifier a non-querier: it keeps querying.
+#[test]
+fn forged_or_untrusted_queries_never_silence_the_verifier() {
+    let mut lab = Lab::mfc();
+    lab.transmits();
+    lab.events();
+    let all = Ipv4Addr::new(224, 0, 0, 1);
+    let any = Ipv4Addr::UNSPECIFIED;
+    let low = Ipv4Addr::new(10, 0, 0, 1);
+    let forged = [
+        ("unicast", query_with(low, OUR_S1, 1, true, any)),
+        ("ttl 2", query_with(low, all, 2, true, any)),
+        ("no router alert", query_with(low, all, 1, false, any)),
+        (
+            "off-link source",
+            query_with(Ipv4Addr::new(9, 9, 9, 9), all, 1, true, any),
+        ),
+        ("unspecified source", query_with(any, all, 1, true, any)),
+        (
+            "group-specific to 224.0.0.1",
+            query_with(low, all, 1, true, Ipv4Addr::new(239, 1, 1, 1)),
+        ),
+        ("well-formed, untrusted", query_with(low, all, 1, true, any)),
+    ];
+    for (what, d) in &forged {
+        lab.router.handle_datagram(NOW, Some(S1), d, &lab.keys);
+        assert_eq!(
+            lab.router.querier().role(S1),
+            Some(Role::Querier),
+            "{what} query made us a non-querier"
+        );
+    }
+    assert!(lab
+        .events()
+        .iter()
+        .all(|e| !matches!(e, Event::RoleChanged { .. })));
+    // We still send our general queries on s1.
+    lab.router.handle_timeout(at(11));
+    assert!(lab.transmits().iter().any(|t| t.ifindex == S1));
+    assert_eq!(
+        lab.status(at(11)).counters.queries_ignored,
+        forged.len() as u64
+    );
+}
+
+/// Issue 13, item 8: a group-specific query never shortens a verified claim's life (it lives on
+/// its signed hold), even from the trusted querier; from anyone else it does not even lower a
+/// plain group's listener timer.
+#[test]
+fn group_specific_queries_never_expire_a_verified_claim() {
+    let trusted = Ipv4Addr::new(10, 0, 0, 1);
+    let mut cfg = config();
+    cfg.querier.trusted_queriers = vec![trusted];
+    let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
+    let group = lab.fixture.group;
+    lab.join(NOW, 0, &[Slice::ALL], 1, S1);
+    // A plain group with a listener on c0.
+    let plain = Ipv4Addr::new(239, 1, 2, 3);
+    let join = host_report(plain, RecordType::ModeIsExclude);
+    lab.router.handle_datagram(NOW, Some(C0), &join, &lab.keys);
+    // The trusted router takes over on s1; an attacker on c0 (lower than our 10.1.0.1).
+    let general = Ipv4Addr::new(224, 0, 0, 1);
+    let any = Ipv4Addr::UNSPECIFIED;
+    lab.router.handle_datagram(
+        NOW,
+        Some(S1),
+        &query_with(trusted, general, 1, true, any),
+        &lab.keys,
+    );
+    assert_eq!(lab.router.querier().role(S1), Some(Role::NonQuerier));
+    lab.events();
+    let t = at(1);
+    lab.router.handle_datagram(
+        t,
+        Some(S1),
+        &query_with(trusted, group, 1, true, group),
+        &lab.keys,
+    );
+    lab.router.handle_datagram(
+        t,
+        Some(C0),
+        &query_with(Ipv4Addr::new(10, 1, 0, 0), plain, 1, true, plain),
+        &lab.keys,
+    );
+    // Past the Last Member Query Time (2 s), well inside the claim hold (22 s) and the GMI.
+    for s in 2..=5 {
+        lab.router.handle_timeout(at(s));
+    }
+    let events = lab.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::GroupExpired { .. } | Event::ClaimsExpired { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        lab.router
+            .verifier
+            .ownership()
+            .owner_of(group, Ipv4Addr::new(198, 51, 100, 7))
+            .map(|(m, _)| m),
+        Some(MemberId(1))
+    );
+    assert!(lab.router.querier().groups(C0).any(|(g, _)| g == plain));
+}
+
+/// Issue 13, item 9: a claim whose slice mask the nft map cannot express (17 bits here) is left
+/// out of the map, counted, and blocks nothing: the other member's steering is written, and so
+/// is the later failover, on both nft data planes (native netdev and VIP).
+#[test]
+fn a_wide_mask_claim_never_freezes_the_nft_maps() {
+    let mut cfg = config();
+    let group = Fixture::new(1).group;
+    cfg.vips = vec![VipSpec {
+        address: VIP,
+        group,
+        pin: false,
+    }];
+    let mut lab = Lab::new(cfg, setup(NativeDataplane::Nft));
+    lab.ops();
+    lab.events();
+    lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
+    lab.join(NOW, 1, &[Slice::new(1, 0x1_ffff)], 1, S1);
+    let ops = lab.ops();
+    let netdev = |ops: &[DataplaneOp]| {
+        ops.iter()
+            .filter_map(|op| match op {
+                DataplaneOp::NetdevTable(t) => Some(t.clone()),
+                _ => None,
+            })
+            .next_back()
+    };
+    let vip = |ops: &[DataplaneOp]| {
+        ops.iter()
+            .filter_map(|op| match op {
+                DataplaneOp::Vip(c) => Some(c.clone()),
+                _ => None,
+            })
+            .next_back()
+    };
+    let table = netdev(&ops).expect("the native table is written");
+    assert!(table.contains("fwd ip to 10.0.0.2 "), "{table}");
+    assert!(
+        !table.contains("10.0.0.3"),
+        "the wide claim is left out: {table}"
+    );
+    let change = vip(&ops).expect("the VIP map is written");
+    assert!(change.ruleset.contains("0x4d430001"), "{}", change.ruleset);
+    assert!(!change.ruleset.contains("0x4d430002"), "{}", change.ruleset);
+    // Member 1 fails (leaves): both maps follow at once.
+    lab.join(at(1), 0, &[], 1, S1);
+    let ops = lab.ops();
+    let table = netdev(&ops).expect("the failover reaches the native table");
+    assert!(!table.contains("10.0.0.2"), "{table}");
+    let change = vip(&ops).expect("the failover reaches the VIP map");
+    assert!(!change.ruleset.contains("0x4d430001"), "{}", change.ruleset);
+    assert!(lab.status(at(1)).counters.claims_left_out >= 1);
+}
