@@ -69,10 +69,10 @@ const CLAIM_HOLD_MS: i64 = 22_000;
 const MEMBER1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
 
+/// 85 consecutive addresses: 85 distinct units of the default 8-bit low-order slicing, whatever
+/// way the allocation deals them to three members.
 fn sources() -> Vec<Ipv4Addr> {
-    (0..85u8)
-        .map(|k| Ipv4Addr::new(10, 1, 0, 2 + 3 * k))
-        .collect()
+    (0..85u8).map(|k| Ipv4Addr::new(10, 1, 0, 2 + k)).collect()
 }
 
 fn env_u64(name: &str) -> Option<u64> {
