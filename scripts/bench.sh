@@ -17,6 +17,9 @@ declare -A benches=(
   [balance]="cargo bench --quiet -p manycast-e2e --bench balance"
   # Needs root and keepalived: namespaces, the real verifier and servers, keepalived VRRP.
   [failover]="cargo bench --quiet -p manycast-server --bench failover"
+  # Needs root: a spoofed IGMP flood on a member's link against the real verifier (issue 13).
+  # ATTACK_SECONDS (default 30) and ATTACK_PPS (default: as fast as one thread sends).
+  [attack]="cargo bench --quiet -p manycast-server --bench attack"
   # Needs root and mininet: the lab with the release daemons, 1,000 sessions per strategy.
   [reallocate]="reallocate"
 )

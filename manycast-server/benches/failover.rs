@@ -20,19 +20,17 @@
 #[path = "../tests/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "support/probe.rs"]
+mod probe;
 
 use harness::{in_netns, verifier_binary, wait_for, Lab, GROUP, PORT};
-use manycast_e2e::cluster_bench::{
-    emit, last_server, parse_reply, percentile, recovery, ProbeReply,
-};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use manycast_e2e::cluster_bench::{emit, percentile};
+use probe::Probe;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,147 +49,6 @@ fn sources() -> Vec<Ipv4Addr> {
     (0..85u8)
         .map(|k| Ipv4Addr::new(10, 1, 0, 2 + 3 * k))
         .collect()
-}
-
-/// Every source sends to `target` every `PROBE_EVERY` (staggered) and each reply is reported.
-struct Probe {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    rx: mpsc::Receiver<ProbeReply>,
-    log: Vec<ProbeReply>,
-}
-
-impl Probe {
-    fn start(ns: &str, srcs: &[Ipv4Addr], target: SocketAddrV4) -> Probe {
-        let socks: Vec<UdpSocket> = in_netns(ns, || {
-            srcs.iter()
-                .map(|&src| {
-                    let s = harness::client_socket(src);
-                    s.set_nonblocking(true).expect("nonblocking");
-                    s.into()
-                })
-                .collect()
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let n = socks.len() as u32;
-            let start = Instant::now();
-            let mut next: Vec<Instant> = (0..n).map(|i| start + PROBE_EVERY * i / n).collect();
-            let mut buf = [0u8; 256];
-            while !flag.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                for (i, s) in socks.iter().enumerate() {
-                    if now >= next[i] {
-                        // A full send queue only loses a probe; the next one follows.
-                        let _ = s.send_to(b"probe", target);
-                        next[i] += PROBE_EVERY;
-                        if next[i] < now {
-                            next[i] = now + PROBE_EVERY;
-                        }
-                    }
-                }
-                let wake = next.iter().min().copied().unwrap_or(now);
-                let ms = wake.saturating_duration_since(Instant::now()).as_millis() as u16;
-                let mut fds: Vec<PollFd> = socks
-                    .iter()
-                    .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-                    .collect();
-                if poll(&mut fds, PollTimeout::from(ms.max(1))).unwrap_or(0) == 0 {
-                    continue;
-                }
-                let ready: Vec<usize> = fds
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
-                    .map(|(i, _)| i)
-                    .collect();
-                drop(fds);
-                for i in ready {
-                    while let Ok((len, _)) = socks[i].recv_from(&mut buf) {
-                        if let Some((server, served)) = parse_reply(&buf[..len]) {
-                            let reply = ProbeReply {
-                                at: Instant::now(),
-                                source: i,
-                                server,
-                                served,
-                            };
-                            if tx.send(reply).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Probe {
-            stop,
-            thread: Some(thread),
-            rx,
-            log: Vec::new(),
-        }
-    }
-
-    /// Moves what arrived into the log.
-    fn collect(&mut self) {
-        self.log.extend(self.rx.try_iter());
-    }
-
-    /// Waits until, over the last `window`, every source was served and the serving servers are
-    /// exactly `servers`; returns each source's server then, or `None` after 30 s.
-    fn steady(&mut self, window: Duration, servers: &BTreeSet<String>) -> Option<Vec<String>> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            std::thread::sleep(window);
-            self.collect();
-            let since = Instant::now() - window;
-            let owners = last_server(&self.log, since);
-            let serving: BTreeSet<String> = owners.values().cloned().collect();
-            let n = sources().len();
-            if owners.len() == n && &serving == servers {
-                self.log.retain(|r| r.at >= since);
-                return Some((0..n).map(|i| owners[&i].clone()).collect());
-            }
-            if Instant::now() > deadline {
-                println!(
-                    "  no steady state: {} of {n} sources served, by {serving:?}, want {servers:?}",
-                    owners.len()
-                );
-                return None;
-            }
-            self.log.retain(|r| r.at >= since);
-        }
-    }
-
-    /// Time from `killed_at` until every source in `victims` is served by a server other than
-    /// `victim`; `None` after `TRIAL_LIMIT`.
-    fn recovery(
-        &mut self,
-        killed_at: Instant,
-        victim: &str,
-        victims: &[usize],
-    ) -> Option<Duration> {
-        loop {
-            std::thread::sleep(Duration::from_millis(20));
-            self.collect();
-            if let Some(d) = recovery(&self.log, killed_at, victim, victims) {
-                return Some(d);
-            }
-            if killed_at.elapsed() > TRIAL_LIMIT {
-                return None;
-            }
-        }
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn run(ns: &str, args: &[&str]) {
@@ -255,7 +112,7 @@ fn manycast_trials(
         let killed_at = Instant::now();
         lab.kill(victim);
         lab.children.retain(|(n, _)| n != victim);
-        match probe.recovery(killed_at, victim, &victims) {
+        match probe.recovery(killed_at, victim, &victims, TRIAL_LIMIT) {
             Some(d) => {
                 let ms = d.as_millis() as u64;
                 println!(
@@ -402,7 +259,12 @@ fn keepalived_trials(
     let (m_name, b_name) = (format!("ka-{tag}-1"), format!("ka-{tag}-2"));
     let mut master = start_keepalived(lab, &vip_ns[0], &m_name, true, fast);
     let mut backup = start_keepalived(lab, &vip_ns[1], &b_name, false, fast);
-    let mut probe = Probe::start(client, &sources(), SocketAddrV4::new(VIP, VIP_PORT));
+    let mut probe = Probe::start(
+        client,
+        &sources(),
+        SocketAddrV4::new(VIP, VIP_PORT),
+        PROBE_EVERY,
+    );
     let k1: BTreeSet<String> = ["k1".to_owned()].into();
     let mut times = Vec::new();
     let mut failed = 0;
@@ -420,7 +282,7 @@ fn keepalived_trials(
         let killed_at = Instant::now();
         master.kill();
         run(&vip_ns[0], &["ip", "link", "set", "vip0", "down"]);
-        match probe.recovery(killed_at, "k1", &all) {
+        match probe.recovery(killed_at, "k1", &all, TRIAL_LIMIT) {
             Some(d) => {
                 let ms = d.as_millis() as u64;
                 println!(
@@ -515,7 +377,7 @@ fn main() {
         srcs.len(),
         PROBE_EVERY.as_millis()
     );
-    let mut probe = Probe::start(&client, &srcs, SocketAddrV4::new(GROUP, PORT));
+    let mut probe = Probe::start(&client, &srcs, SocketAddrV4::new(GROUP, PORT), PROBE_EVERY);
     let (times, failed, victims) = manycast_trials(&mut lab, &mut probe, &servers);
     drop(probe);
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));

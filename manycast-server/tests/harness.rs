@@ -100,6 +100,8 @@ pub struct Lab {
     pub fixture: Fixture,
     /// Whether configs name the group key file (`group_pub`); default true.
     pub group_pub: bool,
+    /// Groups the verifier's key file lists besides the fixture's (a benchmark's probe group).
+    pub extra_key_groups: Vec<igmp_ext::GroupKeys>,
 }
 
 impl Lab {
@@ -117,6 +119,7 @@ impl Lab {
             dir: tempfile::tempdir().expect("temp dir"),
             fixture: Fixture::new(members),
             group_pub: true,
+            extra_key_groups: Vec::new(),
         };
         lab.write_keys();
         lab
@@ -255,7 +258,9 @@ impl Lab {
     ) -> PathBuf {
         let d = self.dir.path().to_owned();
         let keys = d.join("keys.toml");
-        std::fs::write(&keys, FileKeySource::render(&[self.fixture.group_keys()])).expect("keys");
+        let mut groups = vec![self.fixture.group_keys()];
+        groups.extend(self.extra_key_groups.iter().cloned());
+        std::fs::write(&keys, FileKeySource::render(&groups)).expect("keys");
         let socket = d.join("status.sock");
         let config = d.join("verifier.toml");
         let interfaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
