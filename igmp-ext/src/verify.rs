@@ -399,8 +399,8 @@ impl Candidate {
 /// What the checks that cost no signature verification made of a datagram.
 #[derive(Debug)]
 pub enum Prechecked {
-    /// Nothing left to check: plain IGMP.
-    Done(Accepted),
+    /// Nothing left to check: plain IGMP ([`Accepted::Plain`]).
+    Plain { sender: Ipv4Addr, message: IgmpRepr },
     /// A signed join whose signatures are still to check.
     Candidate(Box<Candidate>),
 }
@@ -484,7 +484,7 @@ impl JoinVerifier {
         keys: &dyn KeySource,
     ) -> Result<Accepted, Rejection> {
         match self.precheck(now, ifindex, datagram, keys)? {
-            Prechecked::Done(accepted) => Ok(accepted),
+            Prechecked::Plain { sender, message } => Ok(Accepted::Plain { sender, message }),
             Prechecked::Candidate(c) => self
                 .verify(now, vec![*c])
                 .pop()
@@ -506,7 +506,9 @@ impl JoinVerifier {
         let mut slots = Vec::new();
         for &(ifindex, d) in datagrams {
             match self.precheck(now, ifindex, d, keys) {
-                Ok(Prechecked::Done(a)) => out.push(Some(Ok(a))),
+                Ok(Prechecked::Plain { sender, message }) => {
+                    out.push(Some(Ok(Accepted::Plain { sender, message })))
+                }
                 Ok(Prechecked::Candidate(c)) => {
                     slots.push(out.len());
                     out.push(None);
@@ -543,7 +545,7 @@ impl JoinVerifier {
     ) -> Result<Prechecked, Rejection> {
         let result = self.precheck_inner(now, ifindex, datagram, keys);
         match &result {
-            Ok(Prechecked::Done(a)) => self.count(&Ok(a.clone())),
+            Ok(Prechecked::Plain { .. }) => self.metrics.accepted_plain += 1,
             Ok(Prechecked::Candidate(_)) => {}
             Err(r) => self.metrics.rejected[r.reason.index()] += 1,
         }
@@ -604,10 +606,10 @@ impl JoinVerifier {
         // Only a v3 report can carry a signed join. Queries (another querier's, which the
         // election needs) and v1/v2 messages for public groups are plain IGMP.
         if !matches!(message, IgmpRepr::V3Report(_)) {
-            return Ok(Prechecked::Done(Accepted::Plain { sender, message }));
+            return Ok(Prechecked::Plain { sender, message });
         }
         let join = match UnverifiedJoin::parse(&igmp, |g| self.is_protected(g)) {
-            Ok(None) => return Ok(Prechecked::Done(Accepted::Plain { sender, message })),
+            Ok(None) => return Ok(Prechecked::Plain { sender, message }),
             Ok(Some(join)) => join,
             Err(e) => return Err(with_sender(parse_rejection(e))),
         };

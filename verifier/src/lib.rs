@@ -9,6 +9,7 @@
 //! `plan`), tested without a network; `sys` is the only code that touches the kernel; `daemon`
 //! owns the sockets, the clock and the signals and connects the two.
 
+pub mod admission;
 pub mod config;
 pub mod core;
 pub mod daemon;
@@ -16,7 +17,6 @@ pub mod keyfile;
 pub mod keys;
 pub mod plan;
 pub mod querier;
-pub mod ratelimit;
 pub mod rejection_log;
 pub mod status;
 pub mod sys;

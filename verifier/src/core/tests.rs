@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The members' link (the fixture's 10.0.0.0/24), VIF 0.
-const S1: u32 = 1;
+pub(super) const S1: u32 = 1;
 /// The clients' link, VIF 1.
 const C0: u32 = 2;
 /// A second link to the same members' subnet, VIF 2: a member can move here.
@@ -27,15 +27,14 @@ fn at(secs: u64) -> Timestamp {
     NOW.saturating_add(Duration::from_secs(secs))
 }
 
-fn config() -> RouterConfig {
+pub(super) fn config() -> RouterConfig {
     RouterConfig {
         verifier: VerifierConfig {
             claim_hold: Duration::from_secs(22),
             ..VerifierConfig::default()
         },
         querier: QuerierConfig::default(),
-        per_interface_pps: 2_000,
-        per_source_pps: 50,
+        admission: AdmissionConfig::default(),
         gap: GapPolicy::Drop,
         route_plain_groups: true,
         idle_timeout: Duration::from_secs(60),
@@ -45,7 +44,7 @@ fn config() -> RouterConfig {
     }
 }
 
-fn setup(dataplane: NativeDataplane) -> KernelSetup {
+pub(super) fn setup(dataplane: NativeDataplane) -> KernelSetup {
     let iface = |name: &str, ifindex, addr, vif| Interface {
         name: name.into(),
         ifindex,
@@ -72,15 +71,15 @@ fn setup(dataplane: NativeDataplane) -> KernelSetup {
 }
 
 /// A core with the fixture's keys, started at [`NOW`], every op reported applied.
-struct Lab {
-    router: Router,
-    fixture: Fixture,
-    keys: HashMap<Ipv4Addr, Arc<GroupKeys>>,
+pub(super) struct Lab {
+    pub(super) router: Router,
+    pub(super) fixture: Fixture,
+    pub(super) keys: HashMap<Ipv4Addr, Arc<GroupKeys>>,
     nonce: u64,
 }
 
 impl Lab {
-    fn new(config: RouterConfig, setup: KernelSetup) -> Lab {
+    pub(super) fn new(config: RouterConfig, setup: KernelSetup) -> Lab {
         let fixture = Fixture::new(2);
         let keys = fixture.key_source();
         let mut router = Router::new(NOW, config, setup);
@@ -136,7 +135,7 @@ impl Lab {
             .collect()
     }
 
-    fn events(&mut self) -> Vec<Event> {
+    pub(super) fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.router.poll_event()).collect()
     }
 
@@ -144,7 +143,7 @@ impl Lab {
         std::iter::from_fn(|| self.router.poll_transmit()).collect()
     }
 
-    fn status(&self, now: Timestamp) -> crate::status::Status {
+    pub(super) fn status(&self, now: Timestamp) -> crate::status::Status {
         self.router.status(now, &Observed::default())
     }
 }
@@ -570,49 +569,6 @@ fn a_failed_vip_change_writes_everything_again_next_time() {
     assert_eq!(c.routes.len(), 2, "member 1's route again, and member 2's");
     assert_eq!(c.rules.len(), 2);
     assert!(c.ruleset.contains("ct mark"));
-}
-
-#[test]
-fn floods_are_limited_per_source_before_verification() {
-    let mut cfg = config();
-    cfg.per_source_pps = 3;
-    let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
-    lab.events();
-    let datagram = lab.fixture.join(0, &[Slice::ALL], 1, 99);
-    for _ in 0..5 {
-        lab.router
-            .handle_datagram(NOW, Some(S1), &datagram, &lab.keys);
-    }
-    let events = lab.events();
-    let limited = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::RateLimited {
-                    limit: Limited::Source,
-                    ifindex: S1
-                }
-            )
-        })
-        .count();
-    assert_eq!(limited, 2, "{events:?}");
-    let st = lab.status(NOW);
-    assert_eq!(st.counters.joins_accepted, 1);
-    assert_eq!(
-        st.counters.rate_limited,
-        vec![("interface".into(), 0), ("source".into(), 2)]
-    );
-    let duplicates = st.counters.rejected.iter().find(|(r, _)| r == "duplicate");
-    assert_eq!(duplicates.map(|(_, n)| *n), Some(2));
-    // Datagrams from an interface we do not serve, or with none, never reach the limiter.
-    lab.router
-        .handle_datagram(NOW, Some(99), &datagram, &lab.keys);
-    lab.router.handle_datagram(NOW, None, &datagram, &lab.keys);
-    assert_eq!(lab.status(NOW).counters.rate_limited[1].1, 2);
-    // A second later the bucket is full again.
-    lab.join(at(1), 1, &[Slice::new(1, 1)], 2, S1);
-    assert_eq!(lab.status(at(1)).counters.joins_accepted, 2);
 }
 
 #[test]
