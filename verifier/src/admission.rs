@@ -339,3 +339,89 @@ fn next(x: &mut u64) -> u64 {
     *x ^= *x << 17;
     *x
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::fixtures::{Fixture, IFINDEX, NOW};
+    use igmp_ext::verify::Prechecked;
+    use igmp_ext::{JoinVerifier, Slice, VerifierConfig};
+
+    fn candidates(f: &Fixture, n: usize) -> Vec<Candidate> {
+        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+        // Certificates checked once: each candidate then costs one check.
+        for i in 0..f.members.len() {
+            let d = f.join(i, &[Slice::new(i as u32, 1)], 1, 1_000 + i as u64);
+            v.handle_datagram(NOW, IFINDEX, &d, &f.key_source())
+                .expect("valid");
+        }
+        (0..n)
+            .map(|k| {
+                let d = f.join(k % f.members.len(), &[Slice::ALL], 1, k as u64);
+                match v.precheck(NOW, IFINDEX, &d, &f.key_source()) {
+                    Ok(Prechecked::Candidate(c)) => *c,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failures_and_verified_joins_lower_only_their_own_priority() {
+        let f = Fixture::new(2);
+        let mut c = candidates(&f, 2).into_iter();
+        let (a, b) = (c.next().unwrap(), c.next().unwrap());
+        let mut adm = Admission::new(AdmissionConfig::default(), NOW);
+        assert_eq!(adm.classify(NOW, &a, false), Class::Clean);
+        for _ in 0..50 {
+            assert_eq!(adm.charge_failure(NOW, IFINDEX, Some(a.sender())), None);
+        }
+        assert_eq!(
+            adm.charge_failure(NOW, IFINDEX, Some(a.sender())),
+            Some(Limited::Source)
+        );
+        assert_eq!(adm.classify(NOW, &a, false), Class::Suspect);
+        assert_eq!(adm.classify(NOW, &a, true), Class::Expected);
+        assert_eq!(adm.classify(NOW, &b, false), Class::Clean);
+        // A second later the source's budget has refilled.
+        let later = NOW.saturating_add(core::time::Duration::from_secs(1));
+        assert_eq!(adm.classify(later, &a, false), Class::Clean);
+        // Verified joins over the member budget: suspect even from where its claim is.
+        for _ in 0..11 {
+            adm.charge_member(later, b.claimed_member());
+        }
+        assert_eq!(adm.classify(later, &b, true), Class::Suspect);
+        assert_eq!(adm.classify(later, &a, true), Class::Expected);
+    }
+
+    #[test]
+    fn a_full_backlog_sheds_the_lowest_class_and_rounds_serve_the_best_first() {
+        let f = Fixture::new(2);
+        let config = AdmissionConfig {
+            backlog: 4,
+            verify_per_second: 20, // two checks per round
+            ..AdmissionConfig::default()
+        };
+        let mut adm = Admission::new(config, NOW);
+        let mut c = candidates(&f, 12).into_iter();
+        adm.push(Class::Expected, c.next().unwrap());
+        for c in c.by_ref().take(10) {
+            adm.push(Class::Suspect, c);
+        }
+        adm.push(Class::Clean, c.next().unwrap());
+        assert_eq!(adm.waiting(), 4);
+        assert_eq!(adm.stats().shed, 8);
+        assert_eq!(adm.backlog.each_ref().map(|q| q.len()), [1, 1, 2]);
+        let round = adm.take_round(NOW);
+        assert_eq!(round.len(), 2);
+        assert_eq!(
+            adm.backlog.each_ref().map(|q| q.len()),
+            [0, 0, 2],
+            "best classes first"
+        );
+        assert!(adm.take_round(NOW).is_empty(), "the budget is spent");
+        let later = NOW.saturating_add(core::time::Duration::from_millis(100));
+        assert_eq!(adm.take_round(later).len(), 2);
+        assert_eq!(adm.waiting(), 0);
+    }
+}
