@@ -51,7 +51,8 @@ fn main() {
     let valid: Vec<Vec<u8>> = (0..N)
         .map(|n| f.join(n % 8, &[slicing[n % 8]], 1, n as u64))
         .collect();
-    let forged: Vec<Vec<u8>> = valid.iter().map(|d| forge(d)).collect();
+    // Not the first eight: those are accepted below, and a copy of their nonce is a duplicate.
+    let forged: Vec<Vec<u8>> = valid.iter().skip(8).map(|d| forge(d)).collect();
     let mut junk = valid[0].clone();
     junk[26] ^= 0xff; // IGMP checksum
     let wide: Vec<Slice> = (0..MAX_JOIN_SLICES as u32)
@@ -71,13 +72,13 @@ fn main() {
             let _ = black_box(v.precheck(NOW, IFINDEX, black_box(&junk), &keys));
         }
     });
-    let precheck_forged_ns = per_item(N, || {
+    let precheck_forged_ns = per_item(forged.len(), || {
         for d in &forged {
             let _ = black_box(v.precheck(NOW, IFINDEX, black_box(d), &keys));
         }
     });
     let c = candidates(&mut v, &f, &forged);
-    let verify_forged_ns = per_item(N, || {
+    let verify_forged_ns = per_item(forged.len(), || {
         for c in c {
             assert!(v.verify(NOW, vec![c])[0].is_err());
         }

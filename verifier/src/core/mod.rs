@@ -35,6 +35,14 @@ use tracing::debug;
 
 /// The core's timer period: querier timers, claim expiry and a slice of the idle sweep.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Refusals of joins whose signature verified: charged to the member's budget, not to the
+/// source's and interface's failure budgets (SPEC.md §5.4).
+const AUTHENTICATED_REFUSALS: [Reason; 4] = [
+    Reason::OutsideCertificate,
+    Reason::StaleEpoch,
+    Reason::SliceConflict,
+    Reason::ReplayCacheFull,
+];
 /// Entries the idle sweep looks at per tick at least.
 const SWEEP_MIN_BUDGET: usize = 64;
 
@@ -421,8 +429,12 @@ impl Router {
         if round.is_empty() {
             return;
         }
-        let origins: Vec<u32> = round.iter().map(Candidate::ifindex).collect();
-        for (ifindex, result) in origins.into_iter().zip(self.verifier.verify(now, round)) {
+        let origins: Vec<(u32, MemberId)> = round
+            .iter()
+            .map(|c| (c.ifindex(), c.claimed_member()))
+            .collect();
+        let results = self.verifier.verify(now, round);
+        for ((ifindex, member), result) in origins.into_iter().zip(results) {
             match result {
                 Ok(Accepted::Join {
                     join,
@@ -453,6 +465,12 @@ impl Router {
                 Ok(Accepted::Plain { sender, message }) => {
                     self.plain(now, ifindex, sender, message)
                 }
+                // Signed by the member's key, refused for what it claims: the member's doing
+                // (an attacker's copy of a join is a duplicate, charged below as a failure).
+                Err(rej) if AUTHENTICATED_REFUSALS.contains(&rej.reason) => {
+                    self.admission.charge_member(now, member);
+                    self.report(ifindex, rej);
+                }
                 Err(rej) => self.rejected(now, ifindex, rej),
             }
         }
@@ -474,6 +492,10 @@ impl Router {
     /// A refusal is charged to its source and interface (their failure budgets), then reported.
     fn rejected(&mut self, now: Timestamp, ifindex: u32, rej: Rejection) {
         self.admission.charge_failure(now, ifindex, rej.sender);
+        self.report(ifindex, rej);
+    }
+
+    fn report(&mut self, ifindex: u32, rej: Rejection) {
         self.events.push_back(Event::Rejected {
             reason: rej.reason,
             sender: rej.sender,
