@@ -40,7 +40,7 @@ impl Default for AdmissionConfig {
             per_interface_failures: 2_000,
             per_member: 10,
             verify_per_second: 10_000,
-            backlog: 4_096,
+            backlog: 1_024,
         }
     }
 }
