@@ -419,6 +419,9 @@ pub struct JoinVerifier {
     certificates: HashMap<Vec<u8>, Arc<CachedCertificate>>,
     ownership: OwnershipTable,
     metrics: VerifierMetrics,
+    /// Whether the last batch had no bad signature: while forgeries keep coming, a batch
+    /// would fail every time and cost half again a check per signature for nothing.
+    batch_pays: bool,
 }
 
 impl core::fmt::Debug for JoinVerifier {
@@ -444,6 +447,7 @@ impl JoinVerifier {
             certificates: HashMap::new(),
             ownership: OwnershipTable::with_fence_retention(retention),
             metrics: VerifierMetrics::default(),
+            batch_pays: true,
             links,
             config,
         }

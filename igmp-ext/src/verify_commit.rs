@@ -1,4 +1,4 @@
-//! The verifier's expensive part (SPEC.md §5 steps 12-19), for candidates that passed every
+//! The verifier's expensive part (SPEC.md §5 steps 13-20), for candidates that passed every
 //! cheap check: certificate signatures, the join signatures in one batch, and only then the
 //! claim's slice set and the ownership table.
 
@@ -8,7 +8,8 @@ impl JoinVerifier {
     /// The expensive part for candidates from [`JoinVerifier::precheck`], in one go: each
     /// unchecked certificate is decoded and its issuer's signature checked (then cached), the
     /// join signatures are checked in one batch (one by one when the batch fails, so that only
-    /// the bad ones are refused), and only then is each claim's slice set built and applied, in
+    /// the bad ones are refused; and for the next call too, while forgeries keep coming), and
+    /// only then is each claim's slice set built and applied, in
     /// the order given. One result per candidate, in that order; each is counted.
     pub fn verify(
         &mut self,
@@ -19,7 +20,7 @@ impl JoinVerifier {
             .into_iter()
             .map(|c| self.certify(now, c))
             .collect();
-        let batch_ok = {
+        let batch_ok = self.batch_pays && {
             let pending: Vec<&Authentic> =
                 certified.iter().filter_map(|a| a.as_ref().ok()).collect();
             let messages: Vec<Vec<u8>> = pending
@@ -48,6 +49,10 @@ impl JoinVerifier {
             self.count(&result);
             out.push(result);
         }
+        // Batches again once a round came through without a forgery.
+        self.batch_pays = !out
+            .iter()
+            .any(|r| matches!(r, Err(e) if e.reason == Reason::BadSignature));
         out
     }
 
