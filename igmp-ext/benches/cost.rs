@@ -106,8 +106,8 @@ fn main() {
     let mut c = candidates(&mut v, &f, &valid[8..]);
     let verify_batch_ns = per_item(n, || {
         while !c.is_empty() {
-            let rest = c.split_off(c.len().saturating_sub(BATCH));
-            black_box(v.verify(NOW, std::mem::replace(&mut c, rest)));
+            let batch = c.split_off(c.len().saturating_sub(BATCH));
+            black_box(v.verify(NOW, batch));
         }
     });
     let line = format!(

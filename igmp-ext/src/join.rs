@@ -422,6 +422,11 @@ impl UnverifiedJoin {
         &self.signature
     }
 
+    /// How many bytes the signature covers (the length of [`UnverifiedJoin::signed_message`]).
+    pub fn signed_len(&self) -> usize {
+        JOIN_SIGNING_CONTEXT.len() + 4 + self.signed_prefix.len()
+    }
+
     /// The exact bytes the signature must cover for a join from `sender`.
     pub fn signed_message(&self, sender: Ipv4Addr) -> Vec<u8> {
         signed_message(sender, &self.signed_prefix)

@@ -394,6 +394,11 @@ impl Candidate {
     pub fn certificate_known(&self) -> bool {
         matches!(self.cert, CertificateState::Known(_))
     }
+
+    /// Bytes the join signature covers: hashing them is part of its check's cost.
+    pub fn signed_len(&self) -> usize {
+        self.join.signed_len()
+    }
 }
 
 /// What the checks that cost no signature verification made of a datagram.
