@@ -357,6 +357,15 @@ impl MemberCertificate {
         }
     }
 
+    /// `bytes` carried as if they were this certificate's: hostile certificates for tests.
+    #[cfg(test)]
+    pub(crate) fn with_bytes(&self, bytes: Vec<u8>) -> MemberCertificate {
+        MemberCertificate {
+            body: self.body.clone(),
+            bytes,
+        }
+    }
+
     /// Re-reads a certificate the holder stored itself (for example a server's own certificate
     /// file) and checks it against the group key.
     pub fn from_trusted_bytes(

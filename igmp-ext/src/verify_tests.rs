@@ -555,3 +555,34 @@ fn hard_caps_refuse_before_any_expensive_work() {
     assert_eq!(r.reason, Reason::TooLarge, "{r}");
     assert_eq!(v.metrics().rejected(Reason::TooLarge), 2);
 }
+
+/// Issue 13, item 6: a join carrying a certificate that lists more than `MAX_CERT_SLICES`
+/// slices (1,500, as many as fit the datagram cap) is refused by the certificate's count field,
+/// before the certificate is decoded or a slice set built (before the fix it was decoded, its
+/// slices normalised, and then refused for its signature).
+#[test]
+fn a_join_with_an_oversized_certificate_is_refused_by_its_count() {
+    use crate::cert::MAX_CERT_SLICES;
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let m = &f.members[0];
+    let real = m.cert.as_bytes();
+    let n = 1_500usize;
+    let mut bytes = real[..real.len() - 64 - 8 - 2].to_vec();
+    bytes.extend_from_slice(&(n as u16).to_be_bytes());
+    for i in 0..n as u32 {
+        bytes.extend_from_slice(&(i << 11).to_be_bytes());
+        bytes.extend_from_slice(&(0xffff_ff00u32 << (i % 3)).to_be_bytes());
+    }
+    bytes.extend_from_slice(&[0u8; 64]);
+    assert!(n > MAX_CERT_SLICES);
+    let hostile = m.cert.with_bytes(bytes);
+    let claims = f.claims(&[Slice::ALL], 1, NOW, 1);
+    let igmp = build_signed_report(&claims, m.addr, &hostile, &m.key).expect("fits");
+    let d = build_datagram(m.addr, &igmp);
+    assert!(d.len() <= MAX_JOIN_DATAGRAM);
+    crate::slice::work::take();
+    let r = run(&mut v, &f, &d).unwrap_err();
+    assert_eq!(r.reason, Reason::TooLarge, "{r}");
+    assert_eq!(crate::slice::work::take(), 0, "no slice set was built");
+}
