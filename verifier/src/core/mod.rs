@@ -1,4 +1,4 @@
-//! The router core, sans-IO: the join verifier, the querier, flood limits and data-plane
+//! The router core, sans-IO: the join verifier, the querier, admission and data-plane
 //! planning in one state machine, in the shape of control-channel's `Endpoint`. Bytes, upcalls,
 //! timeouts and requests go in with `now` (`handle_*`); queries to send, kernel ops and events
 //! come out (`poll_*`). It never opens a socket, runs a command or reads the clock: the daemon
