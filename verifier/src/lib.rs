@@ -5,8 +5,8 @@
 //! or an nftables netdev table in native mode, nftables marks and policy routing in VIP and pin
 //! modes. No client packet passes through this process.
 //!
-//! `core` is the sans-IO router (verifier, querier, admission to verification, data-plane planning through
-//! `plan`), tested without a network; `sys` is the only code that touches the kernel; `daemon`
+//! `core` is the sans-IO router (verifier, querier, admission to verification through
+//! `admission`, data-plane planning through `plan`), tested without a network; `sys` is the only code that touches the kernel; `daemon`
 //! owns the sockets, the clock and the signals and connects the two.
 
 pub mod admission;
