@@ -6,8 +6,9 @@
 //! modes. No client packet passes through this process.
 //!
 //! `core` is the sans-IO router (verifier, querier, admission to verification through
-//! `admission`, data-plane planning through `plan`), tested without a network; `sys` is the only code that touches the kernel; `daemon`
-//! owns the sockets, the clock and the signals and connects the two.
+//! `admission`, data-plane planning through `plan`), tested without a network; `sys` is the only
+//! code that touches the kernel; `daemon` owns the sockets, the clock and the signals and
+//! connects the two.
 
 pub mod admission;
 pub mod config;
