@@ -7,6 +7,7 @@ mkdir -p target/bench
 
 declare -A benches=(
   [verify]="cargo bench --quiet -p igmp-ext --bench verify"
+  [cost]="cargo bench --quiet -p igmp-ext --bench cost"  # issue 13: ns per flood datagram, by kind
   [keystore]="cargo bench --quiet -p dns-keystore --bench keystore"
   [faults]="cargo bench --quiet -p dns-keystore --bench faults"  # issue 17: SIGKILL trials (keystore so far); needs delv
   # Needs root: namespaces, veth, the multicast routing socket, nftables.

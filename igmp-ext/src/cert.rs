@@ -16,6 +16,13 @@ use sha2::{Digest, Sha256};
 pub const CERT_SIGNING_CONTEXT: &[u8] = b"manycast member certificate v1\0";
 /// Certificate format version.
 pub const CERT_VERSION: u8 = 0x01;
+/// Most slices a certificate may list (SPEC.md §4.1). A certificate rides in every join and in
+/// every control-channel hello, whose datagram is at most 1,400 bytes: 128 slices (1 KiB) is more
+/// than any certificate that still fits a hello. Checked before anything is decoded, so an
+/// oversized certificate costs a length check, not a slice set built from untrusted bytes.
+pub const MAX_CERT_SLICES: usize = 128;
+/// Most bytes a certificate can have: 255 groups and [`MAX_CERT_SLICES`] slices.
+pub const MAX_CERT_LEN: usize = FIXED_LEN + 1 + 4 * 255 + 2 + 8 * MAX_CERT_SLICES + SIGNATURE_LEN;
 
 /// A member's identity within a cluster: assigned by the admin, carried in its certificate, used
 /// to break ties between equal epochs (the lower id wins).
@@ -91,6 +98,9 @@ pub struct CertificateBody {
 pub enum CertificateError {
     #[error("certificate malformed: {0}")]
     Malformed(&'static str),
+    /// More slices than [`MAX_CERT_SLICES`]: refused before they are read.
+    #[error("certificate lists {0} slices, more than the {MAX_CERT_SLICES} allowed")]
+    TooManySlices(usize),
     #[error("certificate version {0} is not supported")]
     UnsupportedVersion(u8),
     #[error("certificate is signed by key {found}, expected {expected}")]
@@ -148,8 +158,11 @@ impl CertificateBody {
     fn encode_unsigned(&self) -> Result<Vec<u8>, CertificateError> {
         let n_groups = u8::try_from(self.groups.len())
             .map_err(|_| CertificateError::Malformed("more than 255 groups"))?;
+        if self.slices.len() > MAX_CERT_SLICES {
+            return Err(CertificateError::TooManySlices(self.slices.len()));
+        }
         let n_slices = u16::try_from(self.slices.len())
-            .map_err(|_| CertificateError::Malformed("more than 65535 slices"))?;
+            .map_err(|_| CertificateError::TooManySlices(self.slices.len()))?;
         let mut b = Vec::with_capacity(
             FIXED_LEN + 3 + 4 * self.groups.len() + 8 * self.slices.len() + SIGNATURE_LEN,
         );
@@ -183,6 +196,47 @@ pub fn peek_member_id(bytes: &[u8]) -> Option<MemberId> {
     (bytes.len() >= 5 && bytes[0] == CERT_VERSION).then(|| MemberId(read_u32(bytes, 1)))
 }
 
+/// The issuer key id of certificate bytes, after checking their layout (version, lengths, the
+/// slice cap) but decoding nothing: no curve point, no slice set. The verifier calls this before
+/// it knows whether the issuer is a published key, which is what makes a certificate worth the
+/// cost of decoding and checking.
+pub fn peek_issuer(bytes: &[u8]) -> Result<KeyId, CertificateError> {
+    Layout::check(bytes)?;
+    let mut issuer = [0u8; 8];
+    issuer.copy_from_slice(&bytes[37..45]);
+    Ok(KeyId(issuer))
+}
+
+/// Where the variable parts of well-laid-out certificate bytes are.
+struct Layout {
+    n_groups: usize,
+    n_slices: usize,
+}
+
+impl Layout {
+    /// Version, the counts (slices capped), and the exact length. O(1).
+    fn check(bytes: &[u8]) -> Result<Layout, CertificateError> {
+        let malformed = |_| CertificateError::Malformed("truncated");
+        need("certificate", bytes, FIXED_LEN + 1).map_err(malformed)?;
+        if bytes[0] != CERT_VERSION {
+            return Err(CertificateError::UnsupportedVersion(bytes[0]));
+        }
+        let n_groups = usize::from(bytes[61]);
+        let at = FIXED_LEN + 1 + 4 * n_groups;
+        need("certificate groups", bytes, at + 2).map_err(malformed)?;
+        let n_slices = usize::from(read_u16(bytes, at));
+        if n_slices > MAX_CERT_SLICES {
+            return Err(CertificateError::TooManySlices(n_slices));
+        }
+        let len = at + 2 + 8 * n_slices + SIGNATURE_LEN;
+        need("certificate slices", bytes, len).map_err(malformed)?;
+        if bytes.len() != len {
+            return Err(CertificateError::Malformed("bytes after the signature"));
+        }
+        Ok(Layout { n_groups, n_slices })
+    }
+}
+
 fn signing_message(unsigned: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(CERT_SIGNING_CONTEXT.len() + unsigned.len());
     m.extend_from_slice(CERT_SIGNING_CONTEXT);
@@ -193,11 +247,8 @@ fn signing_message(unsigned: &[u8]) -> Vec<u8> {
 impl UnverifiedCertificate {
     /// Parses certificate bytes (layout in SPEC.md §4). Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self, CertificateError> {
-        let malformed = |_| CertificateError::Malformed("truncated");
-        need("certificate", bytes, FIXED_LEN + 1).map_err(malformed)?;
-        if bytes[0] != CERT_VERSION {
-            return Err(CertificateError::UnsupportedVersion(bytes[0]));
-        }
+        // Lengths and caps first: nothing below runs for bytes that are too many.
+        let Layout { n_groups, n_slices } = Layout::check(bytes)?;
         let member_id = MemberId(read_u32(bytes, 1));
         let mut key = [0u8; 32];
         key.copy_from_slice(&bytes[5..37]);
@@ -211,22 +262,12 @@ impl UnverifiedCertificate {
         issuer.copy_from_slice(&bytes[37..45]);
         let not_before = Timestamp(read_u64(bytes, 45));
         let not_after = Timestamp(read_u64(bytes, 53));
-        let n_groups = usize::from(bytes[61]);
         let mut at = FIXED_LEN + 1;
-        need("certificate groups", bytes, at + 4 * n_groups + 2).map_err(malformed)?;
         let groups = bytes[at..at + 4 * n_groups]
             .chunks_exact(4)
             .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
             .collect();
-        at += 4 * n_groups;
-        let n_slices = usize::from(read_u16(bytes, at));
-        at += 2;
-        need(
-            "certificate slices",
-            bytes,
-            at + 8 * n_slices + SIGNATURE_LEN,
-        )
-        .map_err(malformed)?;
+        at += 4 * n_groups + 2;
         let mut listed = Vec::with_capacity(n_slices);
         for c in bytes[at..at + 8 * n_slices].chunks_exact(8) {
             let (value, mask) = (read_u32(c, 0), read_u32(c, 4));
@@ -241,9 +282,6 @@ impl UnverifiedCertificate {
         // issuer's signature is checked.
         let slices: SliceSet = listed.into_iter().collect();
         at += 8 * n_slices;
-        if bytes.len() != at + SIGNATURE_LEN {
-            return Err(CertificateError::Malformed("bytes after the signature"));
-        }
         let mut sig = [0u8; SIGNATURE_LEN];
         sig.copy_from_slice(&bytes[at..]);
         Ok(UnverifiedCertificate {
@@ -316,6 +354,15 @@ impl MemberCertificate {
                 not_before: self.body.not_before,
                 not_after: self.body.not_after,
             })
+        }
+    }
+
+    /// `bytes` carried as if they were this certificate's: hostile certificates for tests.
+    #[cfg(test)]
+    pub(crate) fn with_bytes(&self, bytes: Vec<u8>) -> MemberCertificate {
+        MemberCertificate {
+            body: self.body.clone(),
+            bytes,
         }
     }
 
@@ -401,6 +448,63 @@ mod tests {
         let mut long = cert.as_bytes().to_vec();
         long.push(0);
         assert!(UnverifiedCertificate::decode(&long).is_err());
+    }
+
+    /// Issue 13, item 6: a certificate listing more than [`MAX_CERT_SLICES`] slices is refused
+    /// by its length fields, before a slice is read or a slice set built (before the fix it
+    /// decoded, and its 65,535 slices were normalised before the issuer was known).
+    #[test]
+    fn oversized_certificate_is_refused_before_its_slices_are_read() {
+        let full = body().issue(&group_key()).unwrap();
+        let at = FIXED_LEN + 1 + 4;
+        let hostile = |n: usize| {
+            let mut b = full.as_bytes()[..at].to_vec();
+            b.extend_from_slice(&(n as u16).to_be_bytes());
+            for i in 0..n as u32 {
+                // Mixed masks: the costly kind to normalise.
+                b.extend_from_slice(&(i << 11).to_be_bytes());
+                b.extend_from_slice(&(0xffff_ff00u32 << (i % 3)).to_be_bytes());
+            }
+            b.extend_from_slice(&[0u8; SIGNATURE_LEN]);
+            b
+        };
+        crate::slice::work::take();
+        let bytes = hostile(u16::MAX as usize);
+        assert_eq!(
+            UnverifiedCertificate::decode(&bytes),
+            Err(CertificateError::TooManySlices(65_535))
+        );
+        assert_eq!(
+            peek_issuer(&bytes),
+            Err(CertificateError::TooManySlices(65_535))
+        );
+        assert_eq!(crate::slice::work::take(), 0, "no slice set was built");
+        let over = hostile(MAX_CERT_SLICES + 1);
+        assert_eq!(
+            UnverifiedCertificate::decode(&over),
+            Err(CertificateError::TooManySlices(MAX_CERT_SLICES + 1))
+        );
+        assert_eq!(crate::slice::work::take(), 0, "no slice set was built");
+        // At the cap the layout is fine (the signature is not: it is zeros).
+        let at_cap = hostile(MAX_CERT_SLICES);
+        assert!(at_cap.len() <= MAX_CERT_LEN);
+        assert!(!matches!(
+            UnverifiedCertificate::decode(&at_cap),
+            Err(CertificateError::TooManySlices(_))
+        ));
+        // And the admin tool cannot issue one over the cap.
+        let mut b = body();
+        // Values of even parity differ in two bits at least: no two are siblings to merge.
+        b.slices = (0u32..)
+            .filter(|v| v.count_ones() % 2 == 0)
+            .take(MAX_CERT_SLICES + 1)
+            .map(|v| Slice::new(v, 0xffff_ffff))
+            .collect();
+        assert_eq!(b.slices.len(), MAX_CERT_SLICES + 1);
+        assert_eq!(
+            b.issue(&group_key()),
+            Err(CertificateError::TooManySlices(MAX_CERT_SLICES + 1))
+        );
     }
 
     #[test]

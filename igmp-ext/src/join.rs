@@ -31,6 +31,16 @@ const SIGNATURE_LEN: usize = 64;
 /// One slice entry on the wire: flags, value, mask.
 const SLICE_ENTRY_LEN: usize = 9;
 const SLICE_FLAG_EXCLUDE: u8 = 0x01;
+/// Most slice entries a join may carry (SPEC.md §3.7). A member's claim is a set of its
+/// allocation's units, merged where siblings: with the default 8-bit slicing that is at most 128
+/// slices, and 1,024 covers every allocation up to 11 bits however the units fall. Checked from
+/// the sub-TLV's length before any entry is read.
+pub const MAX_JOIN_SLICES: usize = 1024;
+/// Largest IPv4 datagram the router parses (SPEC.md §3.7): a join with [`MAX_JOIN_SLICES`]
+/// entries and the largest certificate is 15,685 bytes with a 60-byte IPv4 header; the rest
+/// leaves room for public group records in the same report. Reassembled IGMP datagrams can be
+/// 64 KiB; anything above this is refused by its length alone.
+pub const MAX_JOIN_DATAGRAM: usize = 16 * 1024;
 
 /// Sub-TLV types inside the extension value. They appear in ascending order, each at most once;
 /// the signature comes last (SPEC.md §3.2).
@@ -152,6 +162,21 @@ pub fn build_signed_report(
     if cert.body().member_key != key.verifying_key() {
         return Err(BuildError::KeyMismatch);
     }
+    if claims.entries.len() > MAX_JOIN_SLICES {
+        return Err(BuildError::TooLarge(WireError::Malformed(
+            "more slice entries than a router accepts (MAX_JOIN_SLICES)",
+        )));
+    }
+    build_report_uncapped(claims, sender, cert, key)
+}
+
+/// [`build_signed_report`] without the slice cap, for tests of the router's refusal.
+pub(crate) fn build_report_uncapped(
+    claims: &JoinClaims,
+    sender: Ipv4Addr,
+    cert: &MemberCertificate,
+    key: &SigningKey,
+) -> Result<Vec<u8>, BuildError> {
     let mut slices = Vec::with_capacity(claims.entries.len() * SLICE_ENTRY_LEN);
     for e in &claims.entries {
         slices.push(if e.exclude { SLICE_FLAG_EXCLUDE } else { 0 });
@@ -187,11 +212,15 @@ pub fn build_signed_report(
     report.validate()?;
     if report.buffer_len() + 24 > usize::from(u16::MAX) {
         return Err(BuildError::TooLarge(WireError::Malformed(
-            "join longer than an IPv4 datagram",
+            "join longer than a router parses (MAX_JOIN_DATAGRAM)",
         )));
     }
     let mut msg = vec![0u8; report.buffer_len()];
     report.emit(&mut msg);
+    debug_assert!(
+        claims.entries.len() > MAX_JOIN_SLICES || msg.len() + 24 <= MAX_JOIN_DATAGRAM,
+        "a join within the slice cap fits what a router parses"
+    );
     let signed_len = msg.len() - SIGNATURE_LEN;
     let sig = signature::sign(key, &signed_message(sender, &msg[..signed_len]));
     msg[signed_len..].copy_from_slice(&sig.to_bytes());
@@ -240,6 +269,9 @@ pub enum JoinParseError {
     Unsigned,
     #[error("extension malformed: {0}")]
     Malformed(&'static str),
+    /// More slice entries than [`MAX_JOIN_SLICES`]: refused before they are read.
+    #[error("join carries {0} slice entries, more than the {MAX_JOIN_SLICES} allowed")]
+    TooManySlices(usize),
     #[error("extension version {0} is not supported")]
     UnsupportedVersion(u8),
     /// The record does not agree with the extension (types, sources, group count).
@@ -390,6 +422,11 @@ impl UnverifiedJoin {
         &self.signature
     }
 
+    /// How many bytes the signature covers (the length of [`UnverifiedJoin::signed_message`]).
+    pub fn signed_len(&self) -> usize {
+        JOIN_SIGNING_CONTEXT.len() + 4 + self.signed_prefix.len()
+    }
+
     /// The exact bytes the signature must cover for a join from `sender`.
     pub fn signed_message(&self, sender: Ipv4Addr) -> Vec<u8> {
         signed_message(sender, &self.signed_prefix)
@@ -429,6 +466,10 @@ impl<'a> SubFields<'a> {
                 sub_type::SLICES => {
                     if t.value.len() % SLICE_ENTRY_LEN != 0 {
                         return Err(JoinParseError::Malformed("slice list is not whole entries"));
+                    }
+                    let n = t.value.len() / SLICE_ENTRY_LEN;
+                    if n > MAX_JOIN_SLICES {
+                        return Err(JoinParseError::TooManySlices(n));
                     }
                     slices = Some(t.value);
                 }

@@ -162,13 +162,15 @@ impl FromStr for Slice {
 /// Slice comparisons made while building sets: a test counts them to show that building a set
 /// from n slices stays near-linear (an attacker chooses n before any signature is checked).
 #[cfg(test)]
-mod work {
+pub(crate) mod work {
     use std::cell::Cell;
     thread_local!(static STEPS: Cell<u64> = const { Cell::new(0) });
     pub(super) fn add(n: usize) {
         STEPS.with(|c| c.set(c.get() + n as u64));
     }
-    pub(super) fn take() -> u64 {
+    /// Normalisation steps on this thread since the last call: tests assert that untrusted
+    /// input was refused before any slice set was built from it.
+    pub(crate) fn take() -> u64 {
         STEPS.with(|c| c.replace(0))
     }
 }

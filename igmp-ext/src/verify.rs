@@ -6,8 +6,8 @@
 //! structure, duplicate, timeliness, proper link, key lookup, certificate chain, signature, slice
 //! exclusivity. Cheap checks come first so that forged traffic costs little.
 
-use crate::cert::{CertificateError, KeyId, MemberCertificate, MemberId};
-use crate::join::{AllocationEpoch, JoinParseError, UnverifiedJoin};
+use crate::cert::{peek_issuer, CertificateError, KeyId, MemberCertificate, MemberId};
+use crate::join::{AllocationEpoch, JoinParseError, UnverifiedJoin, MAX_JOIN_DATAGRAM};
 use crate::ownership::{Claim, ClaimError, OwnershipChange, OwnershipTable};
 use crate::replay::{Full, ReplayCache};
 use crate::signature;
@@ -109,10 +109,12 @@ pub enum Reason {
     StaleEpoch,
     SliceConflict,
     ReplayCacheFull,
+    /// Over a hard cap (SPEC.md §3.7): datagram size, slices in a join or in a certificate.
+    TooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Malformed,
         Reason::BadChecksum,
         Reason::Unsigned,
@@ -133,6 +135,7 @@ impl Reason {
         Reason::StaleEpoch,
         Reason::SliceConflict,
         Reason::ReplayCacheFull,
+        Reason::TooLarge,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -157,6 +160,7 @@ impl Reason {
             Reason::StaleEpoch => "stale-epoch",
             Reason::SliceConflict => "slice-conflict",
             Reason::ReplayCacheFull => "replay-cache-full",
+            Reason::TooLarge => "too-large",
         }
     }
 
@@ -335,20 +339,86 @@ struct CachedCertificate {
     member_key_id: KeyId,
 }
 
-/// A join that passed every check up to the signature.
-struct PendingJoin {
+/// The certificate a candidate carries: checked already (a cache hit), or laid out well and
+/// naming a published issuer, its signature still to check.
+enum CertificateState {
+    Known(Arc<CachedCertificate>),
+    Unchecked { issuer: VerifyingKey },
+}
+
+/// A signed join that passed every check that costs no signature verification (SPEC.md §5,
+/// steps 1-11 and, for a certificate already checked, 13-15). What is left is the expensive
+/// part: [`JoinVerifier::verify`]. Its accessors are claims, not yet proven; a router uses them
+/// only to decide which candidates get verification work first.
+pub struct Candidate {
     join: UnverifiedJoin,
-    cert: Arc<CachedCertificate>,
+    cert: CertificateState,
+    keys: Arc<GroupKeys>,
     sender: Ipv4Addr,
     ifindex: u32,
-    /// The effective claim (includes minus excludes), computed once per join.
-    slices: SliceSet,
     public_records: Vec<GroupRecordRepr<Ipv4Addr>>,
 }
 
-enum Precheck {
-    Done(Accepted),
-    Signed(Box<PendingJoin>),
+impl core::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Candidate")
+            .field("member", &self.claimed_member())
+            .field("group", &self.group())
+            .field("sender", &self.sender)
+            .field("ifindex", &self.ifindex)
+            .field("certificate_known", &self.certificate_known())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Candidate {
+    /// The member the certificate names (proven when [`Candidate::certificate_known`]).
+    pub fn claimed_member(&self) -> MemberId {
+        match &self.cert {
+            CertificateState::Known(c) => c.cert.body().member_id,
+            CertificateState::Unchecked { .. } => {
+                self.join.claimed_member().unwrap_or(MemberId(u32::MAX))
+            }
+        }
+    }
+
+    pub fn group(&self) -> Ipv4Addr {
+        self.join.claims().group
+    }
+
+    /// The IPv4 source: unproven until the join signature (which covers it) verifies.
+    pub fn sender(&self) -> Ipv4Addr {
+        self.sender
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// True when the certificate was checked earlier: verifying costs one signature, not two.
+    pub fn certificate_known(&self) -> bool {
+        matches!(self.cert, CertificateState::Known(_))
+    }
+
+    /// Bytes the join signature covers: hashing them is part of its check's cost.
+    pub fn signed_len(&self) -> usize {
+        self.join.signed_len()
+    }
+}
+
+/// What the checks that cost no signature verification made of a datagram.
+#[derive(Debug)]
+pub enum Prechecked {
+    /// Nothing left to check: plain IGMP ([`Accepted::Plain`]).
+    Plain { sender: Ipv4Addr, message: IgmpRepr },
+    /// A signed join whose signatures are still to check.
+    Candidate(Box<Candidate>),
+}
+
+/// A candidate whose signatures verified, its claim not yet applied.
+struct Authentic {
+    candidate: Candidate,
+    cert: Arc<CachedCertificate>,
 }
 
 /// The sans-IO join verifier: feed it datagrams with their arrival interface and `now`.
@@ -359,6 +429,9 @@ pub struct JoinVerifier {
     certificates: HashMap<Vec<u8>, Arc<CachedCertificate>>,
     ownership: OwnershipTable,
     metrics: VerifierMetrics,
+    /// Whether the last batch had no bad signature: while forgeries keep coming, a batch
+    /// would fail every time and cost half again a check per signature for nothing.
+    batch_pays: bool,
 }
 
 impl core::fmt::Debug for JoinVerifier {
@@ -388,6 +461,7 @@ impl JoinVerifier {
             certificates: HashMap::new(),
             ownership: OwnershipTable::with_fence_retention(retention),
             metrics: VerifierMetrics::default(),
+            batch_pays: true,
             links,
             config,
         }
@@ -431,15 +505,13 @@ impl JoinVerifier {
         datagram: &[u8],
         keys: &dyn KeySource,
     ) -> Result<Accepted, Rejection> {
-        let result = match self.precheck(now, ifindex, datagram, keys) {
-            Ok(Precheck::Done(accepted)) => Ok(accepted),
-            Ok(Precheck::Signed(pending)) => self
-                .check_signature(&pending)
-                .and_then(|()| self.commit(now, *pending)),
-            Err(r) => Err(r),
-        };
-        self.count(&result);
-        result
+        match self.precheck(now, ifindex, datagram, keys)? {
+            Prechecked::Plain { sender, message } => Ok(Accepted::Plain { sender, message }),
+            Prechecked::Candidate(c) => self
+                .verify(now, vec![*c])
+                .pop()
+                .expect("one result per candidate"),
+        }
     }
 
     /// Like [`JoinVerifier::handle_datagram`] for a burst that arrived together: the join
@@ -451,48 +523,28 @@ impl JoinVerifier {
         datagrams: &[(u32, &[u8])],
         keys: &dyn KeySource,
     ) -> Vec<Result<Accepted, Rejection>> {
-        let prechecked: Vec<_> = datagrams
-            .iter()
-            .map(|&(ifindex, d)| self.precheck(now, ifindex, d, keys))
-            .collect();
-        let pending: Vec<&PendingJoin> = prechecked
-            .iter()
-            .filter_map(|p| match p {
-                Ok(Precheck::Signed(p)) => Some(&**p),
-                _ => None,
-            })
-            .collect();
-        let batch_ok = {
-            let messages: Vec<Vec<u8>> = pending
-                .iter()
-                .map(|p| p.join.signed_message(p.sender))
-                .collect();
-            let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-            let sigs: Vec<_> = pending.iter().map(|p| *p.join.signature()).collect();
-            let vks: Vec<_> = pending
-                .iter()
-                .map(|p| p.cert.cert.body().member_key)
-                .collect();
-            !pending.is_empty() && ed25519_dalek::verify_batch(&refs, &sigs, &vks).is_ok()
-        };
-        let mut out = Vec::with_capacity(prechecked.len());
-        for p in prechecked {
-            let result = match p {
-                Ok(Precheck::Done(a)) => Ok(a),
-                Ok(Precheck::Signed(pending)) => {
-                    let sig = if batch_ok {
-                        Ok(())
-                    } else {
-                        self.check_signature(&pending)
-                    };
-                    sig.and_then(|()| self.commit(now, *pending))
+        let mut out: Vec<Option<Result<Accepted, Rejection>>> = Vec::new();
+        let mut candidates = Vec::new();
+        let mut slots = Vec::new();
+        for &(ifindex, d) in datagrams {
+            match self.precheck(now, ifindex, d, keys) {
+                Ok(Prechecked::Plain { sender, message }) => {
+                    out.push(Some(Ok(Accepted::Plain { sender, message })))
                 }
-                Err(r) => Err(r),
-            };
-            self.count(&result);
-            out.push(result);
+                Ok(Prechecked::Candidate(c)) => {
+                    slots.push(out.len());
+                    out.push(None);
+                    candidates.push(*c);
+                }
+                Err(r) => out.push(Some(Err(r))),
+            }
         }
-        out
+        for (slot, result) in slots.into_iter().zip(self.verify(now, candidates)) {
+            out[slot] = Some(result);
+        }
+        out.into_iter()
+            .map(|r| r.expect("every slot filled"))
+            .collect()
     }
 
     fn count(&mut self, result: &Result<Accepted, Rejection>) {
@@ -503,14 +555,42 @@ impl JoinVerifier {
         }
     }
 
-    /// Every check that needs no signature verification of the join itself.
-    fn precheck(
+    /// Every check that costs no signature verification (SPEC.md §5 steps 1-11, and 13-15 for
+    /// a certificate checked before), each bounded by the caps of SPEC.md §3.7. A plain message
+    /// and a refusal are final (and counted); a candidate goes on to [`JoinVerifier::verify`].
+    pub fn precheck(
         &mut self,
         now: Timestamp,
         ifindex: u32,
         datagram: &[u8],
         keys: &dyn KeySource,
-    ) -> Result<Precheck, Rejection> {
+    ) -> Result<Prechecked, Rejection> {
+        let result = self.precheck_inner(now, ifindex, datagram, keys);
+        match &result {
+            Ok(Prechecked::Plain { .. }) => self.metrics.accepted_plain += 1,
+            Ok(Prechecked::Candidate(_)) => {}
+            Err(r) => self.metrics.rejected[r.reason.index()] += 1,
+        }
+        result
+    }
+
+    fn precheck_inner(
+        &mut self,
+        now: Timestamp,
+        ifindex: u32,
+        datagram: &[u8],
+        keys: &dyn KeySource,
+    ) -> Result<Prechecked, Rejection> {
+        if datagram.len() > MAX_JOIN_DATAGRAM {
+            // Before anything is parsed: a reassembled datagram can be 64 KiB.
+            return Err(Rejection::new(
+                Reason::TooLarge,
+                format!(
+                    "datagram of {} bytes, more than the {MAX_JOIN_DATAGRAM} parsed",
+                    datagram.len()
+                ),
+            ));
+        }
         let ip = Ipv4Packet::new_checked(datagram).map_err(malformed)?;
         let sender = ip.src_addr();
         let with_sender = |mut r: Rejection| {
@@ -548,10 +628,10 @@ impl JoinVerifier {
         // Only a v3 report can carry a signed join. Queries (another querier's, which the
         // election needs) and v1/v2 messages for public groups are plain IGMP.
         if !matches!(message, IgmpRepr::V3Report(_)) {
-            return Ok(Precheck::Done(Accepted::Plain { sender, message }));
+            return Ok(Prechecked::Plain { sender, message });
         }
         let join = match UnverifiedJoin::parse(&igmp, |g| self.is_protected(g)) {
-            Ok(None) => return Ok(Precheck::Done(Accepted::Plain { sender, message })),
+            Ok(None) => return Ok(Prechecked::Plain { sender, message }),
             Ok(Some(join)) => join,
             Err(e) => return Err(with_sender(parse_rejection(e))),
         };
@@ -590,26 +670,8 @@ impl JoinVerifier {
             })
         })?;
         let cert = self
-            .certificate(&join, &group_keys, now)
+            .known_certificate(&join, &group_keys, now)
             .map_err(with_sender)?;
-        let body = cert.cert.body();
-        if !body.groups.contains(&group) {
-            return Err(with_sender(Rejection::new(
-                Reason::GroupNotAllowed,
-                format!("{} is not certified for {group}", body.member_id),
-            )));
-        }
-        let slices = claims.slices();
-        if !slices.is_subset_of(&body.slices) {
-            return Err(with_sender(Rejection::new(
-                Reason::OutsideCertificate,
-                format!(
-                    "{} claims {} beyond its certificate",
-                    body.member_id,
-                    slices.difference(&body.slices)
-                ),
-            )));
-        }
         let public_records = match message {
             IgmpRepr::V3Report(r) => r
                 .records
@@ -618,150 +680,55 @@ impl JoinVerifier {
                 .collect(),
             _ => Vec::new(),
         };
-        Ok(Precheck::Signed(Box::new(PendingJoin {
+        Ok(Prechecked::Candidate(Box::new(Candidate {
             join,
             cert,
+            keys: group_keys,
             sender,
             ifindex,
-            slices,
             public_records,
         })))
     }
 
-    /// The certificate chain: issuer key published for the group, member key not revoked,
-    /// signature by the group key (cached once checked, keyed by the exact bytes), validity now.
-    fn certificate(
+    /// The cheap part of the certificate chain: a certificate checked before (cached by its
+    /// exact bytes, its issuer still published) passes the revocation, validity and group
+    /// checks here; any other must lay out well within the caps and name a published issuer,
+    /// and is decoded and checked in [`JoinVerifier::verify`].
+    fn known_certificate(
         &mut self,
         join: &UnverifiedJoin,
         keys: &GroupKeys,
         now: Timestamp,
-    ) -> Result<Arc<CachedCertificate>, Rejection> {
-        let bytes = join.certificate_bytes();
-        let cached = self.certificates.get(bytes).cloned();
-        let entry = match cached {
-            Some(hit) if keys.keys.iter().any(|k| k.key == hit.issuer) => {
-                self.metrics.certificate_cache_hits += 1;
-                hit
-            }
-            _ => {
-                let unverified = join.certificate().map_err(cert_rejection)?;
-                let issuer_id = unverified.unverified_body().issuer;
-                let Some(issuer) = keys.keys.iter().find(|k| k.id == issuer_id) else {
-                    return Err(Rejection::new(
-                        Reason::UnknownKey,
-                        format!(
-                            "certificate issuer {issuer_id} is not a published key of {}",
-                            keys.group
-                        ),
-                    ));
-                };
-                let cert = unverified
-                    .verify(&issuer.key, now)
-                    .map_err(cert_rejection)?;
-                let entry = Arc::new(CachedCertificate {
-                    member_key_id: KeyId::of(&cert.body().member_key),
-                    cert,
-                    issuer: issuer.key,
-                });
-                if self.certificates.len() >= self.config.certificate_cache {
-                    // Dropping everything keeps the bound simple; refreshes repopulate it at once.
-                    self.certificates.clear();
-                }
-                self.certificates.insert(bytes.to_vec(), entry.clone());
-                entry
-            }
-        };
-        if keys.revoked_members.contains(&entry.member_key_id) {
+    ) -> Result<CertificateState, Rejection> {
+        if let Some(hit) = self.cached_certificate(join.certificate_bytes(), keys) {
+            commit::admit_certificate(&hit, keys, join.claims().group, now)?;
+            return Ok(CertificateState::Known(hit));
+        }
+        let issuer_id = peek_issuer(join.certificate_bytes()).map_err(cert_rejection)?;
+        let Some(issuer) = keys.keys.iter().find(|k| k.id == issuer_id) else {
             return Err(Rejection::new(
-                Reason::Revoked,
-                format!("member key {} is revoked", entry.member_key_id),
-            ));
-        }
-        entry.cert.check_validity(now).map_err(cert_rejection)?;
-        Ok(entry)
-    }
-
-    fn check_signature(&self, p: &PendingJoin) -> Result<(), Rejection> {
-        if signature::verify(
-            &p.cert.cert.body().member_key,
-            &p.join.signed_message(p.sender),
-            p.join.signature(),
-        ) {
-            Ok(())
-        } else {
-            Err(Rejection {
-                reason: Reason::BadSignature,
-                detail: format!(
-                    "join signature by {} does not verify",
-                    p.cert.cert.body().member_id
+                Reason::UnknownKey,
+                format!(
+                    "certificate issuer {issuer_id} is not a published key of {}",
+                    keys.group
                 ),
-                sender: Some(p.sender),
-            })
-        }
+            ));
+        };
+        Ok(CertificateState::Unchecked { issuer: issuer.key })
     }
 
-    /// Slice exclusivity, then the duplicate record. Nothing changes unless both succeed.
-    fn commit(&mut self, now: Timestamp, p: PendingJoin) -> Result<Accepted, Rejection> {
-        let member = p.cert.cert.body().member_id;
-        let claims = p.join.claims();
-        let reject = |reason, detail: String| Rejection {
-            reason,
-            detail,
-            sender: Some(p.sender),
-        };
-        // A duplicate inside one burst is only visible here.
-        if self.replay.contains(member, &claims.nonce) {
-            return Err(reject(
-                Reason::Duplicate,
-                format!("nonce already seen from {member}"),
-            ));
-        }
-        match self.replay.room_for(now, member) {
-            Ok(()) => {}
-            Err(Full::Member(n)) => {
-                return Err(reject(
-                    Reason::ReplayCacheFull,
-                    format!("{member} already has its share of {n} live replay entries"),
-                ))
-            }
-            Err(Full::Total(n)) => {
-                return Err(reject(
-                    Reason::ReplayCacheFull,
-                    format!("replay cache full of {n} live entries"),
-                ))
-            }
-        }
-        let claim = Claim {
-            slices: p.slices.clone(),
-            epoch: claims.epoch,
-            ifindex: p.ifindex,
-            sender: p.sender,
-            expires: now.saturating_add(self.config.claim_hold),
-        };
-        let change = self
-            .ownership
-            .apply(now, claims.group, member, claim)
-            .map_err(|e| match e {
-                ClaimError::StaleEpoch { .. } => reject(Reason::StaleEpoch, e.to_string()),
-                ClaimError::Conflict { .. } => reject(Reason::SliceConflict, e.to_string()),
-            })?;
-        let recorded = self.replay.insert(now, member, claims.nonce);
-        debug_assert!(recorded, "room was checked and the nonce was absent");
-        Ok(Accepted::Join {
-            join: VerifiedJoin {
-                member,
-                member_key: p.cert.member_key_id,
-                group: claims.group,
-                sender: p.sender,
-                ifindex: p.ifindex,
-                slices: p.slices,
-                epoch: claims.epoch,
-                timestamp: claims.timestamp,
-                record_type: claims.record_type,
-            },
-            change,
-            public_records: p.public_records,
-        })
+    fn cached_certificate(
+        &mut self,
+        bytes: &[u8],
+        keys: &GroupKeys,
+    ) -> Option<Arc<CachedCertificate>> {
+        let hit = self
+            .certificates
+            .get(bytes)
+            .filter(|hit| keys.keys.iter().any(|k| k.key == hit.issuer))
+            .cloned()?;
+        self.metrics.certificate_cache_hits += 1;
+        Some(hit)
     }
 }
 
@@ -772,6 +739,7 @@ fn malformed(e: WireError) -> Rejection {
 fn parse_rejection(e: JoinParseError) -> Rejection {
     let reason = match &e {
         JoinParseError::Unsigned => Reason::Unsigned,
+        JoinParseError::TooManySlices(_) => Reason::TooLarge,
         JoinParseError::RecordMismatch(_) => Reason::RecordMismatch,
         _ => Reason::MalformedExtension,
     };
@@ -781,11 +749,15 @@ fn parse_rejection(e: JoinParseError) -> Rejection {
 fn cert_rejection(e: CertificateError) -> Rejection {
     let reason = match e {
         CertificateError::NotValidNow { .. } => Reason::CertificateExpired,
+        CertificateError::TooManySlices(_) => Reason::TooLarge,
         _ => Reason::BadCertificate,
     };
     Rejection::new(reason, e.to_string())
 }
 
+/// The expensive part: certificate and join signatures, then the claim.
+#[path = "verify_commit.rs"]
+mod commit;
 #[cfg(test)]
 #[path = "verify_tests.rs"]
 mod tests;

@@ -530,3 +530,87 @@ fn a_join_from_before_a_leave_cannot_bring_the_claim_back() {
     assert_eq!(reason(run(&mut v, &f, &kept)), Reason::StaleEpoch);
     assert!(v.ownership().claims(f.group).next().is_none());
 }
+
+/// `n` include entries of mixed masks, no two mergeable: the costly kind to normalise.
+fn mixed_slices(n: usize) -> Vec<Slice> {
+    (0..n as u32)
+        .map(|i| {
+            // Same-mask values never differ in one bit only (2^k mod 3 ≠ 0): no siblings.
+            Slice::new(i << 8, 0xffff_ffff << (i % 3))
+        })
+        .collect()
+}
+
+/// Issue 13, item 6: a join with more slices than [`MAX_JOIN_SLICES`] is refused by the
+/// sub-TLV's length, before an entry is read, a slice set built or a signature checked (before
+/// the fix it reached the signature check, its slice set built first); a join at the cap with a
+/// bad signature costs no slice set either; a datagram above [`MAX_JOIN_DATAGRAM`] is refused
+/// by its length.
+#[test]
+fn hard_caps_refuse_before_any_expensive_work() {
+    use crate::join::{build_report_uncapped, MAX_JOIN_SLICES};
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    // The certificate is checked (and cached) once, by a valid join.
+    run(&mut v, &f, &f.join(0, &[Slice::new(0, 1)], 1, 1)).unwrap();
+    let m = &f.members[0];
+    let over = f.claims(&mixed_slices(MAX_JOIN_SLICES + 1), 1, NOW, 2);
+    assert!(build_signed_report(&over, m.addr, &m.cert, &m.key).is_err());
+    let igmp = build_report_uncapped(&over, m.addr, &m.cert, &m.key).expect("fits 64 KiB");
+    let d = build_datagram(m.addr, &igmp);
+    assert!(d.len() <= MAX_JOIN_DATAGRAM);
+    crate::slice::work::take();
+    let r = run(&mut v, &f, &d).unwrap_err();
+    assert_eq!(r.reason, Reason::TooLarge, "{r}");
+    assert_eq!(crate::slice::work::take(), 0, "no slice set was built");
+    // At the cap, with a bad signature: refused by the signature, no slice set built.
+    let at_cap = f.datagram(0, &f.claims(&mixed_slices(MAX_JOIN_SLICES), 1, NOW, 3));
+    assert!(at_cap.len() <= MAX_JOIN_DATAGRAM);
+    let forged = tamper(&at_cap, at_cap.len() - IP_HEADER - 1, |b| *b ^= 1);
+    crate::slice::work::take();
+    assert_eq!(reason(run(&mut v, &f, &forged)), Reason::BadSignature);
+    assert_eq!(
+        crate::slice::work::take(),
+        0,
+        "no slice set before the signature"
+    );
+    // The valid join at the cap is accepted (its slice set built after the signature).
+    assert!(run(&mut v, &f, &at_cap).is_ok());
+    assert!(crate::slice::work::take() > 0);
+    // A datagram longer than a router parses, whatever it holds.
+    let big = vec![0x45u8; MAX_JOIN_DATAGRAM + 1];
+    let r = run(&mut v, &f, &big).unwrap_err();
+    assert_eq!(r.reason, Reason::TooLarge, "{r}");
+    assert_eq!(v.metrics().rejected(Reason::TooLarge), 2);
+}
+
+/// Issue 13, item 6: a join carrying a certificate that lists more than `MAX_CERT_SLICES`
+/// slices (1,500, as many as fit the datagram cap) is refused by the certificate's count field,
+/// before the certificate is decoded or a slice set built (before the fix it was decoded, its
+/// slices normalised, and then refused for its signature).
+#[test]
+fn a_join_with_an_oversized_certificate_is_refused_by_its_count() {
+    use crate::cert::MAX_CERT_SLICES;
+    let f = Fixture::new(1);
+    let mut v = verifier(&f);
+    let m = &f.members[0];
+    let real = m.cert.as_bytes();
+    let n = 1_500usize;
+    let mut bytes = real[..real.len() - 64 - 8 - 2].to_vec();
+    bytes.extend_from_slice(&(n as u16).to_be_bytes());
+    for i in 0..n as u32 {
+        bytes.extend_from_slice(&(i << 11).to_be_bytes());
+        bytes.extend_from_slice(&(0xffff_ff00u32 << (i % 3)).to_be_bytes());
+    }
+    bytes.extend_from_slice(&[0u8; 64]);
+    assert!(n > MAX_CERT_SLICES);
+    let hostile = m.cert.with_bytes(bytes);
+    let claims = f.claims(&[Slice::ALL], 1, NOW, 1);
+    let igmp = build_signed_report(&claims, m.addr, &hostile, &m.key).expect("fits");
+    let d = build_datagram(m.addr, &igmp);
+    assert!(d.len() <= MAX_JOIN_DATAGRAM);
+    crate::slice::work::take();
+    let r = run(&mut v, &f, &d).unwrap_err();
+    assert_eq!(r.reason, Reason::TooLarge, "{r}");
+    assert_eq!(crate::slice::work::take(), 0, "no slice set was built");
+}

@@ -1,6 +1,7 @@
 //! The verifier's TOML configuration with its documented defaults (README "Router verifier"),
 //! checked as a whole when loaded so that a bad file fails with one clear line.
 
+use crate::admission::AdmissionConfig;
 pub use crate::core::Dataplane;
 use crate::core::RouterConfig;
 use crate::plan::vip::VipSpec;
@@ -132,18 +133,62 @@ impl Default for NativeSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSection {
-    /// IGMP datagrams per second accepted on one interface (burst: one second's worth).
+    /// Refused IGMP datagrams per second on one interface before the signed joins arriving
+    /// there lose priority for verification (burst: one second's worth). Nothing is dropped
+    /// for it (SPEC.md §5.4).
     pub per_interface_pps: u32,
-    /// IGMP datagrams per second accepted from one source address.
+    /// Refused IGMP datagrams per second from one source address before its signed joins lose
+    /// priority for verification.
     pub per_source_pps: u32,
+    /// Verified joins per second from one member before its further joins lose priority.
+    pub per_member_pps: u32,
+    /// Signature checks per second the verifier spends at most (burst: a tenth of a second).
+    pub verify_per_second: u32,
+    /// Signed joins waiting for verification at most; beyond it the lowest priority's are shed
+    /// at random.
+    pub verify_backlog: usize,
 }
 
 impl Default for RateLimitSection {
     fn default() -> Self {
+        let a = AdmissionConfig::default();
         RateLimitSection {
-            per_interface_pps: 2_000,
-            per_source_pps: 50,
+            per_interface_pps: a.per_interface_failures,
+            per_source_pps: a.per_source_failures,
+            per_member_pps: a.per_member,
+            verify_per_second: a.verify_per_second,
+            verify_backlog: a.backlog,
         }
+    }
+}
+
+impl RateLimitSection {
+    fn admission(&self) -> Result<AdmissionConfig, ConfigError> {
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::Invalid(format!(
+                    "rate_limit.{name} must be at least 1"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        positive("per_interface_pps", self.per_interface_pps.into())?;
+        positive("per_source_pps", self.per_source_pps.into())?;
+        positive("per_member_pps", self.per_member_pps.into())?;
+        positive("verify_per_second", self.verify_per_second.into())?;
+        if !(16..=1_000_000).contains(&self.verify_backlog) {
+            return Err(ConfigError::Invalid(
+                "rate_limit.verify_backlog must be 16 to 1000000".into(),
+            ));
+        }
+        Ok(AdmissionConfig {
+            per_source_failures: self.per_source_pps,
+            per_interface_failures: self.per_interface_pps,
+            per_member: self.per_member_pps,
+            verify_per_second: self.verify_per_second,
+            backlog: self.verify_backlog,
+        })
     }
 }
 
@@ -241,6 +286,7 @@ impl Config {
         self.protected()?;
         self.key_source()?;
         self.gap_policy()?;
+        self.rate_limit.admission()?;
         if !(1..=7).contains(&self.querier.robustness) {
             return Err(ConfigError::Invalid(
                 "querier.robustness must be 1 to 7".into(),
@@ -388,8 +434,7 @@ impl Config {
         Ok(RouterConfig {
             verifier: self.verifier_config()?,
             querier: self.querier_config(),
-            per_interface_pps: self.rate_limit.per_interface_pps,
-            per_source_pps: self.rate_limit.per_source_pps,
+            admission: self.rate_limit.admission()?,
             gap: self.gap_policy()?,
             route_plain_groups: self.native.route_plain_groups,
             idle_timeout: Duration::from_millis(self.native.idle_timeout_ms),
@@ -427,6 +472,10 @@ mod tests {
         assert!(c.native.route_plain_groups);
         assert_eq!(c.native.dataplane, Dataplane::Auto);
         assert_eq!(c.rate_limit.per_source_pps, 50);
+        assert_eq!(
+            c.router_config().unwrap().admission,
+            AdmissionConfig::default()
+        );
         let v = c.verifier_config().unwrap();
         assert_eq!(
             v.protected,
@@ -563,6 +612,14 @@ groups = ["232.1.1.1", "232.1.1.2"]
             (
                 "interfaces = [\"a\"]\nkeys = \"k\"\n[verifier]\nprotected = [\"232.0.0.0\"]",
                 "not a prefix",
+            ),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\n[rate_limit]\nverify_per_second = 0",
+                "rate_limit.verify_per_second must be at least 1",
+            ),
+            (
+                "interfaces = [\"a\"]\nkeys = \"k\"\n[rate_limit]\nverify_backlog = 1",
+                "rate_limit.verify_backlog must be 16 to 1000000",
             ),
             (
                 "interfaces = [\"a\"]\nkeys = \"k\"\n[[vip]]\naddress = \"10.0.0.1\"\ngroup = \"239.1.1.1\"",

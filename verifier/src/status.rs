@@ -94,8 +94,18 @@ pub struct Counters {
     pub plain_accepted: u64,
     /// (reason, count), every reason.
     pub rejected: Vec<(String, u64)>,
-    /// (limit, count).
+    /// (limit, count): refusals while the interface's or the source's failure budget was
+    /// overdrawn, and candidates shed from a full verification backlog (`capacity`).
     pub rate_limited: Vec<(String, u64)>,
+    /// Candidates (signed joins past the cheap checks) given signature checks.
+    #[serde(default)]
+    pub verify_checked: u64,
+    /// (class, count): candidates queued for verification by priority class.
+    #[serde(default)]
+    pub verify_queued: Vec<(String, u64)>,
+    /// Candidates waiting for verification now.
+    #[serde(default)]
+    pub verify_backlog: u64,
     pub upcalls: u64,
     pub upcalls_per_second: u64,
     pub mfc_entries: u64,
@@ -238,10 +248,25 @@ impl Status {
         );
         m.counter_family(
             "rate_limited_total",
-            "IGMP datagrams dropped by the flood limits.",
+            "Refusals while a source or interface failure budget was overdrawn; candidates shed from a full verification backlog (capacity).",
             c.rate_limited.iter().map(|(l, n)| (label("limit", l), *n)),
         );
+        m.counter(
+            "verify_checked_total",
+            "Signed joins past the cheap checks that were given signature checks.",
+            c.verify_checked,
+        );
+        m.counter_family(
+            "verify_queued_total",
+            "Signed joins past the cheap checks queued for verification, by priority class.",
+            c.verify_queued.iter().map(|(l, n)| (label("class", l), *n)),
+        );
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.gauge(
+            "verify_backlog",
+            "Signed joins waiting for verification.",
+            gauge(c.verify_backlog),
+        );
         m.gauge_family(
             "kernel_entries",
             "Kernel steering entries, by kind.",

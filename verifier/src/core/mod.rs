@@ -1,4 +1,4 @@
-//! The router core, sans-IO: the join verifier, the querier, flood limits and data-plane
+//! The router core, sans-IO: the join verifier, the querier, admission and data-plane
 //! planning in one state machine, in the shape of control-channel's `Endpoint`. Bytes, upcalls,
 //! timeouts and requests go in with `now` (`handle_*`); queries to send, kernel ops and events
 //! come out (`poll_*`). It never opens a socket, runs a command or reads the clock: the daemon
@@ -6,10 +6,13 @@
 
 #[cfg(test)]
 mod attack_tests;
+#[cfg(test)]
+mod flood_tests;
 mod status;
 #[cfg(test)]
 mod tests;
 
+use crate::admission::{Admission, AdmissionConfig, Class};
 use crate::plan::mfc::{MfcPlanner, Probed, Upcall, IGMPMSG_NOCACHE};
 use crate::plan::netdev::KernelCounters;
 use crate::plan::netdev::NetdevPlanner;
@@ -19,9 +22,8 @@ use crate::plan::{
     VifTable,
 };
 use crate::querier::{self, HeardQuery, Querier, QuerierConfig, Role};
-use crate::ratelimit::{Limited, RateLimiter};
 use core::time::Duration;
-use igmp_ext::verify::LinkTable;
+use igmp_ext::verify::{Candidate, LinkTable, Prechecked, Rejection};
 use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr};
 use igmp_ext::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
 use igmp_ext::{
@@ -35,6 +37,14 @@ use tracing::debug;
 
 /// The core's timer period: querier timers, claim expiry and a slice of the idle sweep.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Refusals of joins whose signature verified: charged to the member's budget, not to the
+/// source's and interface's failure budgets (SPEC.md §5.4).
+const AUTHENTICATED_REFUSALS: [Reason; 4] = [
+    Reason::OutsideCertificate,
+    Reason::StaleEpoch,
+    Reason::SliceConflict,
+    Reason::ReplayCacheFull,
+];
 /// Entries the idle sweep looks at per tick at least.
 const SWEEP_MIN_BUDGET: usize = 64;
 
@@ -102,8 +112,8 @@ impl Dataplane {
 pub struct RouterConfig {
     pub verifier: VerifierConfig,
     pub querier: QuerierConfig,
-    pub per_interface_pps: u32,
-    pub per_source_pps: u32,
+    /// Who gets signature checks, and how many (SPEC.md §5.4).
+    pub admission: AdmissionConfig,
     pub gap: GapPolicy,
     pub route_plain_groups: bool,
     pub idle_timeout: Duration,
@@ -186,10 +196,6 @@ pub enum Event {
         ifindex: u32,
         detail: String,
     },
-    RateLimited {
-        limit: Limited,
-        ifindex: u32,
-    },
     /// Claims not refreshed in time were dropped.
     ClaimsExpired {
         group: Option<Ipv4Addr>,
@@ -242,7 +248,6 @@ struct Stats {
     plain_accepted: u64,
     queries_ignored: u64,
     claims_left_out: u64,
-    rate_limited: [u64; 2],
     upcalls: u64,
     upcalls_this_second: u64,
     upcalls_last_second: u64,
@@ -258,7 +263,7 @@ pub struct Router {
     config: RouterConfig,
     verifier: JoinVerifier,
     querier: Querier,
-    limiter: RateLimiter,
+    admission: Admission,
     interfaces: Vec<Interface>,
     vifs: VifTable,
     native: Native,
@@ -315,7 +320,7 @@ impl Router {
         Router {
             verifier,
             querier,
-            limiter: RateLimiter::new(config.per_interface_pps, config.per_source_pps),
+            admission: Admission::new(config.admission, now),
             interfaces: setup.interfaces,
             vifs,
             native,
@@ -360,9 +365,8 @@ impl Router {
         &self.querier
     }
 
-    /// One IGMP datagram (IPv4 header included) received on `ifindex` (`None`: unknown). Our
-    /// own queries and datagrams from interfaces we do not serve are ignored; the rest pass the
-    /// flood limits, then the verifier, whose keys come from `keys`.
+    /// One IGMP datagram (IPv4 header included) received on `ifindex` (`None`: unknown): a
+    /// burst of one ([`Router::handle_burst`]).
     pub fn handle_datagram(
         &mut self,
         now: Timestamp,
@@ -370,72 +374,146 @@ impl Router {
         datagram: &[u8],
         keys: &dyn KeySource,
     ) {
-        let src = datagram
-            .get(12..16)
-            .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
-        if src.is_some_and(|src| self.interfaces.iter().any(|i| i.addr == src)) {
-            return; // our own query
-        }
-        let Some(ifindex) = ifindex.filter(|&i| self.interfaces.iter().any(|f| f.ifindex == i))
-        else {
-            return;
-        };
-        let source = src.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        if let Err(limit) = self.limiter.admit(now, ifindex, source) {
-            self.stats.rate_limited[match limit {
-                Limited::Interface => 0,
-                Limited::Source => 1,
-            }] += 1;
-            self.events.push_back(Event::RateLimited { limit, ifindex });
-            return;
-        }
-        match self.verifier.handle_datagram(now, ifindex, datagram, keys) {
-            Ok(Accepted::Plain { message, .. }) => {
-                self.stats.plain_accepted += 1;
-                let q = &mut self.querier;
-                match &message {
-                    IgmpRepr::Query(query) => self.heard_query(now, ifindex, datagram, query),
-                    IgmpRepr::V3Report(r) => q.handle_records(now, ifindex, &r.records),
-                    IgmpRepr::V1Report { group } | IgmpRepr::V2Report { group } => {
-                        q.handle_membership(now, ifindex, *group)
-                    }
-                    IgmpRepr::V2Leave { group } => q.handle_leave(now, ifindex, *group),
-                }
+        self.handle_burst(now, &[(ifindex, datagram)], keys);
+    }
+
+    /// IGMP datagrams (IPv4 headers included) that arrived together, each with its interface
+    /// (`None`: unknown). Our own queries and datagrams from interfaces we do not serve are
+    /// ignored. Every other one gets the cheap checks at once (SPEC.md §5 and §5.4); signed
+    /// joins that pass them queue for verification, and as many as the verification budget
+    /// allows, by priority, are verified in one batch before this returns.
+    pub fn handle_burst(
+        &mut self,
+        now: Timestamp,
+        datagrams: &[(Option<u32>, &[u8])],
+        keys: &dyn KeySource,
+    ) {
+        for &(ifindex, datagram) in datagrams {
+            let src = datagram
+                .get(12..16)
+                .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            if src.is_some_and(|src| self.interfaces.iter().any(|i| i.addr == src)) {
+                continue; // our own query
             }
-            Ok(Accepted::Join {
-                join,
-                change,
-                public_records,
-            }) => {
-                self.stats.joins_accepted += 1;
-                self.events.push_back(Event::JoinAccepted {
-                    member: join.member(),
-                    group: join.group(),
-                    epoch: join.epoch(),
-                    slices: join.slices().clone(),
-                    ifindex,
-                });
-                if join.slices().is_empty() {
-                    self.querier.handle_leave(now, ifindex, join.group());
-                } else {
-                    self.querier.handle_membership(now, ifindex, join.group());
+            let Some(ifindex) = ifindex.filter(|&i| self.interfaces.iter().any(|f| f.ifindex == i))
+            else {
+                continue;
+            };
+            match self.verifier.precheck(now, ifindex, datagram, keys) {
+                Ok(Prechecked::Plain { message, .. }) => {
+                    self.plain(now, ifindex, Some(datagram), message)
                 }
-                self.querier.handle_records(now, ifindex, &public_records);
-                // A claim whose slices stayed the same changes nothing here, even when it came
-                // from a new address or interface (issue 13, item 10).
-                if !change.is_empty() {
-                    self.replan(now, Change::Ownership(change.group));
+                Ok(Prechecked::Candidate(c)) => {
+                    let class = self.classify(now, &c);
+                    self.admission.push(class, *c);
                 }
+                Err(rej) => self.rejected(now, ifindex, rej),
             }
-            Err(rej) => self.events.push_back(Event::Rejected {
-                reason: rej.reason,
-                sender: rej.sender,
-                ifindex,
-                detail: rej.detail,
-            }),
         }
+        self.verify_round(now);
         // A new listener opens its plain groups' entries now, not at the next tick.
         self.querier_events(now);
+    }
+
+    fn classify(&self, now: Timestamp, c: &Candidate) -> Class {
+        let expected = self
+            .verifier
+            .ownership()
+            .claims(c.group())
+            .any(|(m, claim)| {
+                m == c.claimed_member()
+                    && claim.sender == c.sender()
+                    && claim.ifindex == c.ifindex()
+            });
+        self.admission.classify(now, c, expected)
+    }
+
+    /// Verifies what the budget allows of the backlog, in one batch.
+    fn verify_round(&mut self, now: Timestamp) {
+        let round = self.admission.take_round(now);
+        if round.is_empty() {
+            return;
+        }
+        let origins: Vec<(u32, MemberId)> = round
+            .iter()
+            .map(|c| (c.ifindex(), c.claimed_member()))
+            .collect();
+        let results = self.verifier.verify(now, round);
+        for ((ifindex, member), result) in origins.into_iter().zip(results) {
+            match result {
+                Ok(Accepted::Join {
+                    join,
+                    change,
+                    public_records,
+                }) => {
+                    self.admission.charge_member(now, join.member());
+                    self.stats.joins_accepted += 1;
+                    self.events.push_back(Event::JoinAccepted {
+                        member: join.member(),
+                        group: join.group(),
+                        epoch: join.epoch(),
+                        slices: join.slices().clone(),
+                        ifindex,
+                    });
+                    if join.slices().is_empty() {
+                        self.querier.handle_leave(now, ifindex, join.group());
+                    } else {
+                        self.querier.handle_membership(now, ifindex, join.group());
+                    }
+                    self.querier.handle_records(now, ifindex, &public_records);
+                    // A claim whose slices stayed the same changes nothing here, even when it
+                    // came from a new address or interface (issue 13, item 10).
+                    if !change.is_empty() {
+                        self.replan(now, Change::Ownership(change.group));
+                    }
+                }
+                Ok(Accepted::Plain { message, .. }) => self.plain(now, ifindex, None, message),
+                // Signed by the member's key, refused for what it claims: the member's doing
+                // (an attacker's copy of a join is a duplicate, charged below as a failure).
+                Err(rej) if AUTHENTICATED_REFUSALS.contains(&rej.reason) => {
+                    self.admission.charge_member(now, member);
+                    self.report(ifindex, rej);
+                }
+                Err(rej) => self.rejected(now, ifindex, rej),
+            }
+        }
+    }
+
+    /// Plain IGMP the verifier accepted; `datagram` (its IPv4 header) is needed to judge a query.
+    fn plain(&mut self, now: Timestamp, ifindex: u32, datagram: Option<&[u8]>, message: IgmpRepr) {
+        self.stats.plain_accepted += 1;
+        if let IgmpRepr::Query(query) = &message {
+            match datagram {
+                Some(d) => self.heard_query(now, ifindex, d, query),
+                // Only signed reports are verified in rounds; a query never comes back from one.
+                None => self.stats.queries_ignored += 1,
+            }
+            return;
+        }
+        let q = &mut self.querier;
+        match &message {
+            IgmpRepr::Query(_) => {}
+            IgmpRepr::V3Report(r) => q.handle_records(now, ifindex, &r.records),
+            IgmpRepr::V1Report { group } | IgmpRepr::V2Report { group } => {
+                q.handle_membership(now, ifindex, *group)
+            }
+            IgmpRepr::V2Leave { group } => q.handle_leave(now, ifindex, *group),
+        }
+    }
+
+    /// A refusal is charged to its source and interface (their failure budgets), then reported.
+    fn rejected(&mut self, now: Timestamp, ifindex: u32, rej: Rejection) {
+        self.admission.charge_failure(now, ifindex, rej.sender);
+        self.report(ifindex, rej);
+    }
+
+    fn report(&mut self, ifindex: u32, rej: Rejection) {
+        self.events.push_back(Event::Rejected {
+            reason: rej.reason,
+            sender: rej.sender,
+            ifindex,
+            detail: rej.detail,
+        });
     }
 
     /// An upcall from the kernel's multicast routing (MFC data plane): a new (S,G) gets its
@@ -461,6 +539,8 @@ impl Router {
     /// grace, the once-a-second work and a slice of the idle sweep.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.next_tick = now.saturating_add(TICK);
+        // Candidates the budget left waiting get the capacity refilled since.
+        self.verify_round(now);
         self.querier.handle_timeout(now);
         self.queue_queries();
         self.querier_events(now);

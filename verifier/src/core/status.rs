@@ -2,8 +2,8 @@
 //! read from the kernel passed in.
 
 use super::{Native, Observed, Router};
+use crate::admission::Limited;
 use crate::plan::Target;
-use crate::ratelimit::Limited;
 use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
 use igmp_ext::Timestamp;
 
@@ -66,6 +66,7 @@ impl Router {
         let m = self.verifier.metrics();
         let counters = &observed.native_counters;
         let s = &self.stats;
+        let a = self.admission.stats();
         Status {
             interfaces: self
                 .interfaces
@@ -96,9 +97,17 @@ impl Router {
                 plain_accepted: s.plain_accepted,
                 rejected: m.rejections().map(|(r, n)| (r.to_owned(), n)).collect(),
                 rate_limited: vec![
-                    (Limited::Interface.as_str().into(), s.rate_limited[0]),
-                    (Limited::Source.as_str().into(), s.rate_limited[1]),
+                    (Limited::Interface.as_str().into(), a.overdrawn[0]),
+                    (Limited::Source.as_str().into(), a.overdrawn[1]),
+                    (Limited::Capacity.as_str().into(), a.shed),
                 ],
+                verify_checked: a.verified,
+                verify_queued: ["expected", "clean", "suspect"]
+                    .into_iter()
+                    .zip(a.queued)
+                    .map(|(c, n)| (c.into(), n))
+                    .collect(),
+                verify_backlog: self.admission.waiting() as u64,
                 upcalls: s.upcalls,
                 upcalls_per_second: s.upcalls_last_second,
                 mfc_entries: match &self.native {

@@ -34,8 +34,7 @@ pub(super) fn config() -> RouterConfig {
             ..VerifierConfig::default()
         },
         querier: QuerierConfig::default(),
-        per_interface_pps: 2_000,
-        per_source_pps: 50,
+        admission: AdmissionConfig::default(),
         gap: GapPolicy::Drop,
         route_plain_groups: true,
         idle_timeout: Duration::from_secs(60),
@@ -579,49 +578,6 @@ fn a_failed_vip_change_writes_everything_again_next_time() {
     assert_eq!(c.routes.len(), 2, "member 1's route again, and member 2's");
     assert_eq!(c.rules.len(), 2);
     assert!(c.ruleset.contains("ct mark"));
-}
-
-#[test]
-fn floods_are_limited_per_source_before_verification() {
-    let mut cfg = config();
-    cfg.per_source_pps = 3;
-    let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
-    lab.events();
-    let datagram = lab.fixture.join(0, &[Slice::ALL], 1, 99);
-    for _ in 0..5 {
-        lab.router
-            .handle_datagram(NOW, Some(S1), &datagram, &lab.keys);
-    }
-    let events = lab.events();
-    let limited = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::RateLimited {
-                    limit: Limited::Source,
-                    ifindex: S1
-                }
-            )
-        })
-        .count();
-    assert_eq!(limited, 2, "{events:?}");
-    let st = lab.status(NOW);
-    assert_eq!(st.counters.joins_accepted, 1);
-    assert_eq!(
-        st.counters.rate_limited,
-        vec![("interface".into(), 0), ("source".into(), 2)]
-    );
-    let duplicates = st.counters.rejected.iter().find(|(r, _)| r == "duplicate");
-    assert_eq!(duplicates.map(|(_, n)| *n), Some(2));
-    // Datagrams from an interface we do not serve, or with none, never reach the limiter.
-    lab.router
-        .handle_datagram(NOW, Some(99), &datagram, &lab.keys);
-    lab.router.handle_datagram(NOW, None, &datagram, &lab.keys);
-    assert_eq!(lab.status(NOW).counters.rate_limited[1].1, 2);
-    // A second later the bucket is full again.
-    lab.join(at(1), 1, &[Slice::new(1, 1)], 2, S1);
-    assert_eq!(lab.status(at(1)).counters.joins_accepted, 2);
 }
 
 #[test]

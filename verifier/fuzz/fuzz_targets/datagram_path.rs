@@ -1,0 +1,122 @@
+//! The router's whole datagram path: any bytes, cut into datagrams, through
+//! `Router::handle_burst` (cheap checks, admission, batch verification, ownership, planning)
+//! with the fixture's keys, then every output polled. No panic, no input slower than the
+//! per-input time limit, and nothing but a fixture member's join is ever accepted.
+//!
+//! Input: one control byte (bits 0-1: the arrival interface — members' link, clients' link,
+//! unknown, one we do not serve; bit 2: a timer tick after each burst; bits 3-7: datagrams per
+//! burst), then datagrams, each a big-endian u16 length and its bytes; bytes that do not make a
+//! whole length-prefixed datagram are one last datagram.
+#![no_main]
+use igmp_ext::fixtures::{Fixture, NOW};
+use igmp_ext::verify::LinkTable;
+use igmp_ext::{GroupKeys, Slice, VerifierConfig};
+use libfuzzer_sys::fuzz_target;
+use manycast_verifier::admission::AdmissionConfig;
+use manycast_verifier::core::{Event, KernelSetup, NativeDataplane, Request, Router, RouterConfig};
+use manycast_verifier::plan::{GapPolicy, Interface};
+use manycast_verifier::querier::QuerierConfig;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+const MEMBERS: u32 = 1;
+const CLIENTS: u32 = 2;
+
+fn router() -> Router {
+    let config = RouterConfig {
+        verifier: VerifierConfig::default(),
+        querier: QuerierConfig::default(),
+        admission: AdmissionConfig {
+            verify_per_second: 1_000,
+            backlog: 64,
+            ..AdmissionConfig::default()
+        },
+        gap: GapPolicy::Drop,
+        route_plain_groups: true,
+        idle_timeout: Duration::from_secs(60),
+        adopt_grace: Duration::from_secs(3),
+        keep_kernel_state: false,
+        vips: Vec::new(),
+    };
+    let mut links = LinkTable::new();
+    links.add(MEMBERS, Slice::prefix(Ipv4Addr::new(10, 0, 0, 0), 24));
+    links.add(CLIENTS, Slice::prefix(Ipv4Addr::new(10, 1, 0, 0), 24));
+    let iface = |name: &str, ifindex, addr, vif| Interface {
+        name: name.into(),
+        ifindex,
+        addr,
+        vif,
+    };
+    let setup = KernelSetup {
+        dataplane: NativeDataplane::Mroute,
+        interfaces: vec![
+            iface("s1", MEMBERS, Ipv4Addr::new(10, 0, 0, 200), 0),
+            iface("c0", CLIENTS, Ipv4Addr::new(10, 1, 0, 1), 1),
+        ],
+        links,
+        adopted_vifs: Vec::new(),
+        mfc_entries: Vec::new(),
+        netdev_table_left: false,
+        allmulti: Vec::new(),
+    };
+    let mut r = Router::new(NOW, config, setup);
+    r.handle_request(NOW, Request::Start);
+    r
+}
+
+fn datagrams(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let len = data
+            .get(..2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        match len {
+            Some(len) if data.len() >= 2 + len => {
+                out.push(&data[2..2 + len]);
+                data = &data[2 + len..];
+            }
+            _ => {
+                out.push(data);
+                break;
+            }
+        }
+    }
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    static FIXTURE: OnceLock<(Fixture, HashMap<Ipv4Addr, Arc<GroupKeys>>)> = OnceLock::new();
+    let (f, keys) = FIXTURE.get_or_init(|| {
+        let f = Fixture::new(2);
+        let keys = f.key_source();
+        (f, keys)
+    });
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let ifindex = [Some(MEMBERS), Some(CLIENTS), None, Some(99)][usize::from(control & 3)];
+    let per_burst = usize::from(control >> 3).max(1);
+    let mut r = router();
+    let mut now = NOW;
+    for burst in datagrams(rest).chunks(per_burst) {
+        let items: Vec<(Option<u32>, &[u8])> = burst.iter().map(|d| (ifindex, *d)).collect();
+        r.handle_burst(now, &items, keys);
+        if control & 4 != 0 {
+            now = now.saturating_add(Duration::from_millis(100));
+            r.handle_timeout(now);
+        }
+        while let Some(e) = r.poll_event() {
+            if let Event::JoinAccepted { member, .. } = e {
+                // A fuzzer cannot forge Ed25519: an accepted join is a seed's, byte for byte.
+                assert!(f.members.iter().any(|m| m.id == member));
+            }
+        }
+        while let Some(op) = r.poll_op() {
+            r.handle_op_result(&op, true);
+        }
+        while r.poll_transmit().is_some() {}
+    }
+    let _ = r.status(now, &Default::default());
+});

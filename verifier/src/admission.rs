@@ -1,0 +1,436 @@
+//! Who gets the verifier's signature checks, sans-IO (SPEC.md §5.4, issue 13 item 5). Every
+//! datagram gets the cheap checks; only candidates (signed joins that passed them) wait here for
+//! the expensive part, and a budget of signature checks per second is handed out by priority:
+//! a refresh from where the member's claim already is first, then traffic from sources and
+//! interfaces that have not been failing, then the rest. Failures are charged to the source and
+//! interface they came from; verified joins to their member, after the signature. Nothing here
+//! refuses a datagram before it is parsed, so spoofing a member's address costs that member
+//! nothing but priority, and within a class the backlog is sampled at random across members.
+
+use igmp_ext::join::MAX_JOIN_DATAGRAM;
+use igmp_ext::verify::Candidate;
+use igmp_ext::{MemberId, Timestamp};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+/// Sources remembered at most; beyond it, those whose budget is full again are forgotten.
+const MAX_SOURCES: usize = 16_384;
+/// Signature checks a candidate whose certificate was never checked costs.
+const UNCHECKED_CERTIFICATE_COST: f64 = 2.0;
+
+/// The policy's settings (`[rate_limit]` in the config, SPEC.md §5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Refused datagrams per second from one source before its candidates lose priority.
+    pub per_source_failures: u32,
+    /// Refused datagrams per second on one interface before its candidates lose priority.
+    pub per_interface_failures: u32,
+    /// Verified joins per second from one member before its candidates lose priority.
+    pub per_member: u32,
+    /// Signature checks per second the verifier spends (burst: a tenth of a second's worth).
+    pub verify_per_second: u32,
+    /// Candidates waiting for verification at most; beyond it one of the lowest class is shed
+    /// at random.
+    pub backlog: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            per_source_failures: 50,
+            per_interface_failures: 2_000,
+            per_member: 10,
+            verify_per_second: 5_000,
+            backlog: 1_024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Timestamp,
+}
+
+impl Bucket {
+    fn full(size: f64, now: Timestamp) -> Self {
+        Bucket {
+            tokens: size,
+            at: now,
+        }
+    }
+
+    /// Refills at `rate` per second up to `size`.
+    fn refill(&mut self, rate: f64, size: f64, now: Timestamp) {
+        let elapsed = now.as_millis().saturating_sub(self.at.as_millis()) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(size);
+        self.at = now.max(self.at);
+    }
+
+    /// Takes `n` tokens; the balance may go below zero (a debt paid back by refills).
+    fn charge(&mut self, rate: f64, now: Timestamp, n: f64) {
+        self.refill(rate, rate, now);
+        self.tokens -= n;
+    }
+
+    fn overdrawn(&self, rate: f64, now: Timestamp) -> bool {
+        let mut b = *self;
+        b.refill(rate, rate, now);
+        b.tokens < 1.0
+    }
+}
+
+/// Which budget a datagram or candidate ran out of (the metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Its interface has been refusing more than its failure budget.
+    Interface,
+    /// Its source has been refusing more than its failure budget.
+    Source,
+    /// Shed from a full backlog, or never reached while verification capacity lasted.
+    Capacity,
+}
+
+impl Limited {
+    pub const ALL: [Limited; 3] = [Limited::Interface, Limited::Source, Limited::Capacity];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limited::Interface => "interface",
+            Limited::Source => "source",
+            Limited::Capacity => "capacity",
+        }
+    }
+}
+
+/// A candidate's priority, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// A refresh from the sender and interface of the member's current claim.
+    Expected = 0,
+    /// From a source and interface within their failure budgets.
+    Clean = 1,
+    /// From a failing source or interface, or a member over its budget.
+    Suspect = 2,
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdmissionStats {
+    /// Candidates that got verification work.
+    pub verified: u64,
+    /// Candidates shed from a full backlog.
+    pub shed: u64,
+    /// Candidates queued per class when they arrived.
+    pub queued: [u64; 3],
+    /// Datagrams charged to an overdrawn source or interface failure budget.
+    pub overdrawn: [u64; 2],
+}
+
+/// The policy's state: budgets and the backlog, one queue per class.
+#[derive(Debug)]
+pub struct Admission {
+    config: AdmissionConfig,
+    sources: HashMap<Ipv4Addr, Bucket>,
+    interfaces: HashMap<u32, Bucket>,
+    members: HashMap<MemberId, Bucket>,
+    capacity: Bucket,
+    /// Each candidate with its arrival number: a round is applied in arrival order.
+    backlog: [Vec<(u64, Candidate)>; 3],
+    arrivals: u64,
+    random: u64,
+    stats: AdmissionStats,
+}
+
+impl Admission {
+    pub fn new(config: AdmissionConfig, now: Timestamp) -> Self {
+        Admission {
+            capacity: Bucket::full(burst(config.verify_per_second), now),
+            config,
+            sources: HashMap::new(),
+            interfaces: HashMap::new(),
+            members: HashMap::new(),
+            backlog: Default::default(),
+            arrivals: 0,
+            random: 0x9e37_79b9_7f4a_7c15,
+            stats: AdmissionStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &AdmissionStats {
+        &self.stats
+    }
+
+    /// Candidates waiting.
+    pub fn waiting(&self) -> usize {
+        self.backlog.iter().map(Vec::len).sum()
+    }
+
+    /// A datagram from `source` on `ifindex` was refused (before or after its signature).
+    /// Returns which budget is now overdrawn, if any, for the caller's counters.
+    pub fn charge_failure(
+        &mut self,
+        now: Timestamp,
+        ifindex: u32,
+        source: Option<Ipv4Addr>,
+    ) -> Option<Limited> {
+        let rate = f64::from(self.config.per_interface_failures);
+        let i = self
+            .interfaces
+            .entry(ifindex)
+            .or_insert_with(|| Bucket::full(rate, now));
+        i.charge(rate, now, 1.0);
+        let mut limited = (i.tokens < 0.0).then_some(Limited::Interface);
+        if let Some(source) = source {
+            let rate = f64::from(self.config.per_source_failures);
+            if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&source) {
+                // Forget sources whose budget is full again: they lose nothing by it.
+                self.sources.retain(|_, b| {
+                    b.refill(rate, rate, now);
+                    b.tokens < rate
+                });
+            }
+            if self.sources.len() < MAX_SOURCES || self.sources.contains_key(&source) {
+                let s = self
+                    .sources
+                    .entry(source)
+                    .or_insert_with(|| Bucket::full(rate, now));
+                s.charge(rate, now, 1.0);
+                if s.tokens < 0.0 {
+                    limited = Some(Limited::Source);
+                }
+            }
+        }
+        match limited {
+            Some(Limited::Interface) => self.stats.overdrawn[0] += 1,
+            Some(Limited::Source) => self.stats.overdrawn[1] += 1,
+            _ => {}
+        }
+        limited
+    }
+
+    /// A join from `member` verified: charged to the member, after the signature.
+    pub fn charge_member(&mut self, now: Timestamp, member: MemberId) {
+        let rate = f64::from(self.config.per_member);
+        self.members
+            .entry(member)
+            .or_insert_with(|| Bucket::full(rate, now))
+            .charge(rate, now, 1.0);
+    }
+
+    /// The candidate's priority. `expected` says whether the member's current claim on the
+    /// group is at this candidate's sender and interface.
+    pub fn classify(&self, now: Timestamp, c: &Candidate, expected: bool) -> Class {
+        let over =
+            |b: Option<&Bucket>, rate: u32| b.is_some_and(|b| b.overdrawn(f64::from(rate), now));
+        if over(
+            self.members.get(&c.claimed_member()),
+            self.config.per_member,
+        ) {
+            return Class::Suspect;
+        }
+        if expected {
+            return Class::Expected;
+        }
+        let source = over(
+            self.sources.get(&c.sender()),
+            self.config.per_source_failures,
+        );
+        let interface = over(
+            self.interfaces.get(&c.ifindex()),
+            self.config.per_interface_failures,
+        );
+        if source || interface {
+            Class::Suspect
+        } else {
+            Class::Clean
+        }
+    }
+
+    /// Queues a candidate. When the backlog is full, one candidate of the lowest class present
+    /// is shed at random (possibly this one): within a class, every arrival has the same chance
+    /// to stay, however many the flood sends.
+    pub fn push(&mut self, class: Class, c: Candidate) {
+        self.stats.queued[class as usize] += 1;
+        self.arrivals += 1;
+        self.backlog[class as usize].push((self.arrivals, c));
+        if self.waiting() > self.config.backlog.max(1) {
+            let worst = self
+                .backlog
+                .iter_mut()
+                .rev()
+                .find(|q| !q.is_empty())
+                .expect("the backlog is over its size, so not empty");
+            let at = (next(&mut self.random) % worst.len() as u64) as usize;
+            worst.swap_remove(at);
+            self.stats.shed += 1;
+        }
+    }
+
+    /// The candidates to verify now, as many as the capacity allows: best class first; within
+    /// a class one per claimed member in turn, each picked at random among that member's, so
+    /// that a flood claiming one member costs the others nothing and a refreshed join has its
+    /// share of chances. The rest wait for the next round. Those taken are in arrival order,
+    /// so that a member's joins apply in the order it sent them.
+    pub fn take_round(&mut self, now: Timestamp) -> Vec<Candidate> {
+        let rate = f64::from(self.config.verify_per_second);
+        self.capacity
+            .refill(rate, burst(self.config.verify_per_second), now);
+        let mut out = Vec::new();
+        for class in 0..self.backlog.len() {
+            let queue = std::mem::take(&mut self.backlog[class]);
+            let mut by_member: Vec<(MemberId, Vec<(u64, Candidate)>)> = Vec::new();
+            let mut index: HashMap<MemberId, usize> = HashMap::new();
+            for c in queue {
+                let m = c.1.claimed_member();
+                let at = *index.entry(m).or_insert_with(|| {
+                    by_member.push((m, Vec::new()));
+                    by_member.len() - 1
+                });
+                by_member[at].1.push(c);
+            }
+            // Members in a random rotation, so that no member id is always served first.
+            let start = if by_member.is_empty() {
+                0
+            } else {
+                (next(&mut self.random) % by_member.len() as u64) as usize
+            };
+            by_member.rotate_left(start);
+            'rounds: loop {
+                let mut any = false;
+                for (_, list) in by_member.iter_mut() {
+                    if list.is_empty() {
+                        continue;
+                    }
+                    let at = (next(&mut self.random) % list.len() as u64) as usize;
+                    let cost = cost(&list[at].1);
+                    if self.capacity.tokens < cost {
+                        break 'rounds;
+                    }
+                    self.capacity.tokens -= cost;
+                    out.push(list.swap_remove(at));
+                    any = true;
+                }
+                if !any {
+                    break;
+                }
+            }
+            self.backlog[class] = by_member.into_iter().flat_map(|(_, l)| l).collect();
+        }
+        self.stats.verified += out.len() as u64;
+        out.sort_unstable_by_key(|(n, _)| *n);
+        out.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+/// What verifying a candidate costs, in signature checks of a small join: one, a second for a
+/// certificate never checked, and up to one more for the bytes to hash (a join at the caps
+/// hashes 16 KiB: measured as 1.7 checks).
+fn cost(c: &Candidate) -> f64 {
+    let certificate = if c.certificate_known() {
+        0.0
+    } else {
+        UNCHECKED_CERTIFICATE_COST - 1.0
+    };
+    1.0 + certificate + c.signed_len() as f64 / MAX_JOIN_DATAGRAM as f64
+}
+
+/// A tenth of a second's worth of checks, at least one.
+fn burst(per_second: u32) -> f64 {
+    (f64::from(per_second) / 10.0).max(1.0)
+}
+
+/// xorshift64: the backlog's sampling needs spread, not secrecy (an attacker gains nothing by
+/// predicting which of its own forgeries are checked).
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::fixtures::{Fixture, IFINDEX, NOW};
+    use igmp_ext::verify::Prechecked;
+    use igmp_ext::{JoinVerifier, Slice, VerifierConfig};
+
+    fn candidates(f: &Fixture, n: usize) -> Vec<Candidate> {
+        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+        // Certificates checked once: each candidate then costs one check.
+        for i in 0..f.members.len() {
+            let d = f.join(i, &[Slice::new(i as u32, 1)], 1, 1_000 + i as u64);
+            v.handle_datagram(NOW, IFINDEX, &d, &f.key_source())
+                .expect("valid");
+        }
+        (0..n)
+            .map(|k| {
+                let d = f.join(k % f.members.len(), &[Slice::ALL], 1, k as u64);
+                match v.precheck(NOW, IFINDEX, &d, &f.key_source()) {
+                    Ok(Prechecked::Candidate(c)) => *c,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failures_and_verified_joins_lower_only_their_own_priority() {
+        let f = Fixture::new(2);
+        let mut c = candidates(&f, 2).into_iter();
+        let (a, b) = (c.next().unwrap(), c.next().unwrap());
+        let mut adm = Admission::new(AdmissionConfig::default(), NOW);
+        assert_eq!(adm.classify(NOW, &a, false), Class::Clean);
+        for _ in 0..50 {
+            assert_eq!(adm.charge_failure(NOW, IFINDEX, Some(a.sender())), None);
+        }
+        assert_eq!(
+            adm.charge_failure(NOW, IFINDEX, Some(a.sender())),
+            Some(Limited::Source)
+        );
+        assert_eq!(adm.classify(NOW, &a, false), Class::Suspect);
+        assert_eq!(adm.classify(NOW, &a, true), Class::Expected);
+        assert_eq!(adm.classify(NOW, &b, false), Class::Clean);
+        // A second later the source's budget has refilled.
+        let later = NOW.saturating_add(core::time::Duration::from_secs(1));
+        assert_eq!(adm.classify(later, &a, false), Class::Clean);
+        // Verified joins over the member budget: suspect even from where its claim is.
+        for _ in 0..11 {
+            adm.charge_member(later, b.claimed_member());
+        }
+        assert_eq!(adm.classify(later, &b, true), Class::Suspect);
+        assert_eq!(adm.classify(later, &a, true), Class::Expected);
+    }
+
+    #[test]
+    fn a_full_backlog_sheds_the_lowest_class_and_rounds_serve_the_best_first() {
+        let f = Fixture::new(2);
+        let config = AdmissionConfig {
+            backlog: 4,
+            verify_per_second: 30, // three checks per round: two small joins
+            ..AdmissionConfig::default()
+        };
+        let mut adm = Admission::new(config, NOW);
+        let mut c = candidates(&f, 12).into_iter();
+        adm.push(Class::Expected, c.next().unwrap());
+        for c in c.by_ref().take(10) {
+            adm.push(Class::Suspect, c);
+        }
+        adm.push(Class::Clean, c.next().unwrap());
+        assert_eq!(adm.waiting(), 4);
+        assert_eq!(adm.stats().shed, 8);
+        assert_eq!(adm.backlog.each_ref().map(|q| q.len()), [1, 1, 2]);
+        let round = adm.take_round(NOW);
+        assert_eq!(round.len(), 2);
+        assert_eq!(
+            adm.backlog.each_ref().map(|q| q.len()),
+            [0, 0, 2],
+            "best classes first"
+        );
+        assert!(adm.take_round(NOW).is_empty(), "the budget is spent");
+        let later = NOW.saturating_add(core::time::Duration::from_millis(100));
+        assert_eq!(adm.take_round(later).len(), 2);
+        assert_eq!(adm.waiting(), 0);
+    }
+}

@@ -1,0 +1,163 @@
+//! Floods against the core (issue 13, items 5 and 12): junk and forged joins, spoofed from a
+//! member's address or from rotating addresses, must not keep a member's valid join out.
+//! Counts and states only; no clocks.
+
+use super::tests::{config, setup, Lab, S1};
+use super::*;
+use igmp_ext::fixtures::{Fixture, NOW};
+use igmp_ext::join::{build_datagram, build_signed_report};
+use igmp_ext::Slice;
+
+/// An IPv4 datagram to 224.0.0.22 "from" `src` whose IGMP part fails its checksum: the cheapest
+/// junk, refused before any key is looked up.
+fn junk(src: Ipv4Addr) -> Vec<u8> {
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: Ipv4Addr::new(224, 0, 0, 22),
+        protocol: PROTOCOL_IGMP,
+        ttl: 1,
+        tos: TOS_INTERNETWORK_CONTROL,
+        router_alert: true,
+        payload_len: 16,
+    };
+    let mut d = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut d);
+    d[ip.header_len()] = 0x22;
+    d[ip.header_len() + 2] = 0xde; // checksum that does not verify
+    d
+}
+
+/// A spoofed address on the members' link (10.0.0.0/24), one per `n`, none a member's.
+fn rotating(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, (n % 90) as u8 + 100)
+}
+
+/// Member `i`'s join signed with nonce `nonce`, sent "from" `from`: when `from` is not the
+/// member's address, its signature does not verify (it covers the sender).
+fn join_from(lab: &Lab, i: usize, nonce: u64, from: Ipv4Addr) -> Vec<u8> {
+    let f = &lab.fixture;
+    let m = &f.members[i];
+    let claims = f.claims(&[Slice::new(i as u32, 7)], 1, NOW, nonce);
+    let igmp = build_signed_report(&claims, m.addr, &m.cert, &m.key).expect("fits");
+    build_datagram(from, &igmp)
+}
+
+fn small_budget() -> RouterConfig {
+    let mut cfg = config();
+    cfg.admission.verify_per_second = 100; // ten checks per round at most
+    cfg.admission.backlog = 64;
+    cfg
+}
+
+fn accepted(lab: &Lab) -> u64 {
+    lab.status(NOW).counters.joins_accepted
+}
+
+/// Issue 13, item 5: junk "from" a member's address above the old per-source rate (50/s) made
+/// the limiter, which ran before parsing, refuse that member's own valid join.
+#[test]
+fn junk_spoofed_from_a_members_address_does_not_block_its_join() {
+    let mut lab = Lab::new(config(), setup(NativeDataplane::Mroute));
+    let member = lab.fixture.members[0].addr;
+    for _ in 0..500 {
+        lab.router
+            .handle_datagram(NOW, Some(S1), &junk(member), &lab.keys);
+    }
+    let join = lab.fixture.join(0, &[Slice::ALL], 1, 1);
+    lab.router.handle_datagram(NOW, Some(S1), &join, &lab.keys);
+    assert_eq!(accepted(&lab), 1, "{:?}", lab.events().last());
+    let owners = lab
+        .router
+        .verifier()
+        .ownership()
+        .claims(lab.fixture.group)
+        .count();
+    assert_eq!(owners, 1);
+}
+
+/// Issue 13, item 5: junk from rotating spoofed sources above the old per-interface rate
+/// (2,000/s) made the limiter refuse every join on the link.
+#[test]
+fn junk_from_rotating_sources_does_not_block_a_valid_join() {
+    let mut lab = Lab::new(config(), setup(NativeDataplane::Mroute));
+    for n in 0..5_000 {
+        lab.router
+            .handle_datagram(NOW, Some(S1), &junk(rotating(n)), &lab.keys);
+    }
+    let join = lab.fixture.join(1, &[Slice::ALL], 1, 1);
+    lab.router.handle_datagram(NOW, Some(S1), &join, &lab.keys);
+    assert_eq!(accepted(&lab), 1, "{:?}", lab.events().last());
+}
+
+/// Forged joins claiming member 0 (its certificate copied, the signature broken by a spoofed
+/// sender) arrive from rotating addresses far above the verification budget. Member 0's
+/// refresh from where its claim is goes first (class "expected") and is accepted in the same
+/// round; the forgeries wait or are shed, and no member's claim is lost.
+#[test]
+fn a_refresh_from_the_claims_place_is_verified_first_under_a_forgery_flood() {
+    let mut lab = Lab::new(small_budget(), setup(NativeDataplane::Mroute));
+    let own = lab.fixture.members[0].addr;
+    let first = join_from(&lab, 0, 1, own);
+    lab.router.handle_datagram(NOW, Some(S1), &first, &lab.keys);
+    assert_eq!(accepted(&lab), 1);
+    let forged: Vec<Vec<u8>> = (0..500)
+        .map(|n| join_from(&lab, 0, 100 + n as u64, rotating(n)))
+        .collect();
+    let refresh = join_from(&lab, 0, 2, own);
+    let mut burst: Vec<(Option<u32>, &[u8])> =
+        forged.iter().map(|d| (Some(S1), d.as_slice())).collect();
+    burst.push((Some(S1), &refresh));
+    lab.events();
+    lab.router.handle_burst(NOW, &burst, &lab.keys);
+    assert_eq!(
+        accepted(&lab),
+        2,
+        "the refresh was verified in the flood's round"
+    );
+    let st = lab.status(NOW).counters;
+    let round = st.verify_checked - 1;
+    assert!(round <= 10, "the budget held: {round}");
+    assert_eq!(st.verify_backlog, 64 - round, "the backlog is bounded");
+    let shed = st.rate_limited.iter().find(|(l, _)| l == "capacity");
+    assert_eq!(shed.map(|(_, n)| *n), Some(500 + 1 - 64));
+    let expected = st.verify_queued.iter().find(|(c, _)| c == "expected");
+    assert_eq!(expected.map(|(_, n)| *n), Some(1));
+    // Every forgery that got a check was refused for its signature, none for anything else.
+    let bad = st.rejected.iter().find(|(r, _)| r == "bad-signature");
+    assert_eq!(bad.map(|(_, n)| *n), Some(round - 1));
+}
+
+/// Issue 13, item 12: a burst of valid joins with one forged among them is verified as one
+/// batch; the batch fails, so each is checked alone: the valid ones are accepted and the
+/// forged one is refused with its reason.
+#[test]
+fn a_burst_with_one_forgery_accepts_the_valid_joins() {
+    let mut lab = Lab::new(config(), setup(NativeDataplane::Mroute));
+    let f = Fixture::new(6);
+    lab.keys = f.key_source();
+    lab.fixture = f;
+    let mut joins: Vec<Vec<u8>> = (0..6)
+        .map(|i| join_from(&lab, i, i as u64, lab.fixture.members[i].addr))
+        .collect();
+    joins[3] = join_from(&lab, 3, 3, rotating(3));
+    let burst: Vec<(Option<u32>, &[u8])> = joins.iter().map(|d| (Some(S1), d.as_slice())).collect();
+    lab.events();
+    lab.router.handle_burst(NOW, &burst, &lab.keys);
+    let events = lab.events();
+    let accepted: Vec<MemberId> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JoinAccepted { member, .. } => Some(*member),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, [1, 2, 3, 5, 6].map(MemberId));
+    let refused: Vec<(Reason, Option<Ipv4Addr>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rejected { reason, sender, .. } => Some((*reason, *sender)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [(Reason::BadSignature, Some(rotating(3)))]);
+}
