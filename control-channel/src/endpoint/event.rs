@@ -13,6 +13,9 @@ pub enum Event {
     /// Nobody this member can hear has heard `0` within the down timeout.
     MemberDown(MemberId),
     MemberLeft(MemberId),
+    /// The keystore revoked this member's key or withdrew the group key that certified it: it
+    /// is out of the view at once and everything it sends is refused (`revoked`).
+    MemberRevoked(MemberId),
     /// Most of the peers heard recently (at least two) refuse this member's messages as
     /// `untimely`: its wall clock is `offset_ms` off the median of theirs, beyond the timeliness
     /// window. It stays out of their views, and does not coordinate, until its clock is back.

@@ -39,6 +39,9 @@ use igmp_ext::ed25519_dalek::{SigningKey, VerifyingKey};
 use igmp_ext::{MemberCertificate, MemberId, Slicing, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Default of [`Config::max_weight`].
+pub const DEFAULT_MAX_WEIGHT: u32 = 16;
+
 /// Settings; the defaults are the ones SPEC.md §9.3 argues for.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -48,6 +51,9 @@ pub struct Config {
     pub slicing: Slicing,
     /// This member's weight (share of the slices).
     pub weight: u32,
+    /// The largest weight any member may announce (SPEC.md §9.7): larger announcements, this
+    /// member's own included, count as this. The same on every member of a cluster.
+    pub max_weight: u32,
     pub heartbeat_interval: Duration,
     /// A member nobody has heard from for this long is declared down.
     pub down_after: Duration,
@@ -74,6 +80,7 @@ impl Config {
             cluster,
             slicing: Slicing::LowOrder { bits: 8 },
             weight: 1,
+            max_weight: DEFAULT_MAX_WEIGHT,
             heartbeat_interval: Duration::from_millis(50),
             down_after: Duration::from_millis(200),
             hello_interval: Duration::from_secs(1),

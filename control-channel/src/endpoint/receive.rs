@@ -143,6 +143,11 @@ impl Endpoint {
             .collect();
     }
 
+    /// What the keystore publishes now: the group keys and the revoked member key ids.
+    pub fn set_published(&mut self, _now: Clock, published: &[VerifyingKey], _revoked: &[KeyId]) {
+        self.set_group_keys(published);
+    }
+
     fn verify_certificate(
         &self,
         now: Timestamp,
