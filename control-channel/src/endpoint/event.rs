@@ -94,7 +94,7 @@ pub enum RequestOutcome {
     Refused(RequestRefusal),
 }
 
-/// Why the coordinator refused a request.
+/// Why a request was refused (by the coordinator, or by any member for want of authority).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestRefusal {
@@ -108,4 +108,7 @@ pub enum RequestRefusal {
     BadUnit,
     #[error("the member has fewer other units than it would receive")]
     NotEnoughUnits,
+    /// About another member, without a valid operator signature (SPEC.md §9.7).
+    #[error("needs an operator's signature and certificate (only a member's own drain and resume do not)")]
+    Unauthorized,
 }

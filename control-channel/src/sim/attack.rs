@@ -4,8 +4,13 @@
 //! read [`Sim::units_lost`].
 
 use super::Sim;
-use crate::wire::{EpochId, Heartbeat, Message, Proposal, Request, RequestAction};
-use igmp_ext::KeyId;
+use crate::wire::{
+    EpochId, Heartbeat, Message, OperatorAuthority, Proposal, Request, RequestAction,
+};
+use igmp_ext::ed25519_dalek::SigningKey;
+use igmp_ext::fixtures::Fixture;
+use igmp_ext::operator::{sign_request, OperatorCertificateBody};
+use igmp_ext::{KeyId, Timestamp};
 
 impl Sim {
     /// Node `i` multicasts a proposal it made up (any epoch id, members, weights and owners),
@@ -18,11 +23,14 @@ impl Sim {
         members: Vec<(u32, u32)>,
         owners: Vec<u8>,
     ) {
-        let p = Proposal {
+        let mut p = Proposal {
             id,
             members,
             owners,
+            signature: Vec::new(),
         };
+        // The best a compromised member can do: sign it with its own (certified) key.
+        p.sign(self.cluster_id(), &self.nodes[i].identity.key);
         self.forge(i, header_epoch, &Message::Proposal(p));
     }
 
@@ -34,7 +42,11 @@ impl Sim {
 
     /// Node `i` multicasts an operator request without operator authority.
     pub fn forge_request(&mut self, i: usize, request_id: u64, action: RequestAction) {
-        let r = Request { request_id, action };
+        let r = Request {
+            request_id,
+            action,
+            authority: None,
+        };
         self.forge(i, 0, &Message::Request(r));
     }
 
@@ -60,6 +72,46 @@ impl Sim {
         }
     }
 
+    /// An operator's authority for `action` at node `i`'s wall clock: a certificate from the
+    /// fixture group key for a fixed-seed operator key, and its signature (as `manycastctl`
+    /// makes them).
+    pub fn operator_authority(&self, i: usize, action: &RequestAction) -> OperatorAuthority {
+        let group = Fixture::new(0).group_key;
+        let operator = SigningKey::from_bytes(&[0x0b; 32]);
+        let cluster = self.nodes[0].config.cluster;
+        let cert = OperatorCertificateBody {
+            operator_key: operator.verifying_key(),
+            issuer: KeyId::of(&group.verifying_key()),
+            not_before: Timestamp::from_secs(1_767_225_600),
+            not_after: Timestamp::from_secs(1_830_297_600),
+            cluster,
+        }
+        .issue(&group)
+        .expect("the fixture group key issues it");
+        let issued_at = self.local_now(i).wall;
+        OperatorAuthority {
+            certificate: cert.as_bytes().to_vec(),
+            issued_at: issued_at.as_millis(),
+            signature: sign_request(&operator, cluster, issued_at, &action.signed_bytes()).to_vec(),
+        }
+    }
+
+    /// Node `i` sends `action` with an operator's authority (and acts on it itself).
+    pub fn operator_request(&mut self, i: usize, action: RequestAction) -> u64 {
+        let authority = self.operator_authority(i, &action);
+        let now = self.local_now(i);
+        let id = self
+            .endpoint_mut(i)
+            .map(|e| e.request_with_authority(now, action, Some(authority)))
+            .unwrap_or(0);
+        self.flush(i);
+        id
+    }
+
+    fn cluster_id(&self) -> u32 {
+        u32::from(self.nodes[0].config.cluster)
+    }
+
     /// The member key id of node `i`'s certificate.
     pub fn member_key_id(&self, i: usize) -> KeyId {
         KeyId::of(&self.nodes[i].identity.certificate.body().member_key)
@@ -70,7 +122,10 @@ impl Sim {
     /// `excluded` (a revoked member), or when the honest nodes' allocations disagree on it.
     /// A node that has not committed counts every unit.
     pub fn units_lost(&self, honest: &[usize], excluded: &[usize]) -> usize {
-        let units = self.nodes.first().map_or(0, |n| n.config.slicing.unit_count());
+        let units = self
+            .nodes
+            .first()
+            .map_or(0, |n| n.config.slicing.unit_count());
         let running: Vec<igmp_ext::MemberId> = self
             .running()
             .into_iter()
