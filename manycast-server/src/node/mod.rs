@@ -315,8 +315,12 @@ impl Node {
             Event::ClockTimely { offset_ms } => {
                 info!(offset_ms, "our wall clock is within the timeliness window again")
             }
-            Event::MemberLeft(m) => {
-                info!(member = %m, "member left");
+            Event::MemberLeft(m) | Event::MemberRevoked(m) => {
+                if matches!(event, Event::MemberRevoked(_)) {
+                    warn!(member = %m, "member revoked by the keystore: dropped from the control group");
+                } else {
+                    info!(member = %m, "member left");
+                }
                 // VIP forward: a member that left serves no connection any more.
                 if let Some(table) = &mut self.forward_table {
                     table.member_left(m);
