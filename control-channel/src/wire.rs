@@ -295,6 +295,9 @@ pub struct Proposal {
     pub id: EpochId,
     pub members: Vec<(u32, u32)>,
     pub owners: Vec<u8>,
+    /// The committed allocation the proposer made this one from (zero: none): a member whose
+    /// first commit this is fetches it to learn its units' previous owners (SPEC.md §11.5).
+    pub base: EpochId,
     /// The proposer's (`id.proposer`) member-key signature over [`Proposal::signed_bytes`]:
     /// a proposal relayed by another member (anti-entropy) still names who made it.
     pub signature: Vec<u8>,
@@ -380,6 +383,9 @@ pub enum StateSubject {
     /// Application state (connection state for a handoff, Fig 12 step 1230), answered with a
     /// state transfer.
     Application(Vec<u8>),
+    /// The allocation the sender committed before its current one, answered with its
+    /// [`Proposal`] (or nothing).
+    Previous,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -676,6 +682,7 @@ mod tests {
                 },
                 members: vec![(1, 1), (2, 3)],
                 owners: vec![0, 1, 1, 1],
+                base: EpochId::default(),
                 signature: vec![9; 64],
             }),
             Message::Commit(Commit {

@@ -202,6 +202,7 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
         },
         members: vec![(7, 1)],
         owners: vec![0; 256],
+        base: EpochId::default(),
         signature: vec![],
     })
     .encode_signed(&header(7, 2), &rogue_key)
@@ -339,6 +340,7 @@ fn proposals_breaking_the_decision_rule_are_refused() {
         id,
         members,
         owners,
+        base: EpochId::default(),
         signature: vec![],
     };
     let halves = |shift: usize| {

@@ -7,7 +7,7 @@ use super::{
     DropReason, Endpoint, Event, PendingProposal, MAX_ADVERT_QUERIES, MAX_EPOCH_STEP, MAX_MEMBERS,
 };
 use crate::time::Clock;
-use crate::wire::{Commit, EpochId, Message, NackReason, Proposal};
+use crate::wire::{Commit, EpochId, Message, NackReason, Proposal, StateQuery, StateSubject};
 use igmp_ext::{Allocation, MemberId};
 use std::collections::BTreeSet;
 
@@ -55,6 +55,19 @@ impl Endpoint {
             Some(c) if c.id() == p.id && c.digest == digest => {
                 // Already ours; acknowledge again in case our commit was lost.
                 self.send_commit(now);
+                return;
+            }
+            Some(c) if self.previous.is_none() && c.proposal.base == p.id && p.id.epoch > 0 => {
+                // The allocation our first commit was made from, as we asked its proposer.
+                self.events.push_back(Event::PreviousAllocation {
+                    id: p.id,
+                    allocation: allocation.clone(),
+                });
+                self.previous = Some(CommittedAllocation {
+                    proposal: p,
+                    allocation,
+                    digest,
+                });
                 return;
             }
             Some(c) if c.id() >= p.id => return refuse(self, DropReason::StaleEpoch),
@@ -193,10 +206,24 @@ impl Endpoint {
             self.deferred = None;
         }
         self.max_epoch_seen = self.max_epoch_seen.max(id.epoch);
-        self.committed = Some(c);
+        let first = self.committed.is_none();
+        let base = c.proposal.base;
+        let proposer = MemberId(c.id().proposer);
+        let listed = c.members().iter().any(|&(m, _)| m == self.me);
+        self.previous = self.committed.replace(c);
         self.events
             .push_back(Event::Committed { id, digest, slices });
         self.send_commit(now);
+        if first && listed && base.epoch > 0 && proposer != self.me {
+            // Who owned our new units before? Ask the proposer for what it made this from
+            // (twice: a lost answer costs the held clients the hold time).
+            let m = Message::StateQuery(StateQuery {
+                query_id: self.fresh_query_id(),
+                subject: StateSubject::Previous,
+            });
+            self.send_to_member(now, proposer, &m);
+            self.send_to_member(now, proposer, &m);
+        }
     }
 
     pub(super) fn send_commit(&mut self, now: Clock) {
@@ -333,6 +360,7 @@ impl Endpoint {
             incarnation: self.incarnation.0,
         };
         let mut proposal = proposal_for(id, view, &allocation);
+        proposal.base = mine.unwrap_or_default();
         proposal.sign(self.cluster, &self.identity.key);
         let digest = proposal_digest(&proposal);
         self.max_epoch_seen = epoch;

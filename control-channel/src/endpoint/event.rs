@@ -27,6 +27,12 @@ pub enum Event {
     ClockTimely {
         offset_ms: i64,
     },
+    /// The allocation that this member's first commit was made from, fetched from its
+    /// proposer: it names the previous owner of each unit (SPEC.md §11.5).
+    PreviousAllocation {
+        id: EpochId,
+        allocation: igmp_ext::Allocation,
+    },
     /// A new allocation is in force; `slices` are this member's.
     Committed {
         id: EpochId,

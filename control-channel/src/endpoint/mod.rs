@@ -242,6 +242,9 @@ pub struct Endpoint {
     sequence: u64,
     peers: BTreeMap<MemberId, Peer>,
     committed: Option<CommittedAllocation>,
+    /// The allocation committed before `committed` (or, for a first commit, the one it was made
+    /// from, once fetched).
+    previous: Option<CommittedAllocation>,
     max_epoch_seen: u64,
     pending: Option<PendingProposal>,
     next_heartbeat: Instant,
@@ -290,6 +293,7 @@ impl Endpoint {
             sequence: now.wall.0 << 20,
             peers: BTreeMap::new(),
             committed: None,
+            previous: None,
             max_epoch_seen: 0,
             pending: None,
             next_heartbeat: now.mono,

@@ -96,6 +96,7 @@ pub fn proposal_for(id: EpochId, members: &[(MemberId, u32)], allocation: &Alloc
             .iter()
             .map(|o| o.and_then(|m| index.get(&m).copied()).unwrap_or(NO_OWNER))
             .collect(),
+        base: EpochId::default(),
         signature: Vec::new(),
     }
 }

@@ -44,6 +44,12 @@ impl Endpoint {
                     self.send_to_member(now, sender, &m);
                 }
             }
+            StateSubject::Previous => {
+                if let Some(c) = &self.previous {
+                    let m = Message::Proposal(c.proposal.clone());
+                    self.send_to_member(now, sender, &m);
+                }
+            }
             StateSubject::Application(key) => self.events.push_back(Event::StateQueried {
                 from: sender,
                 query_id: q.query_id,

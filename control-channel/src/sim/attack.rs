@@ -27,6 +27,7 @@ impl Sim {
             id,
             members,
             owners,
+            base: EpochId::default(),
             signature: Vec::new(),
         };
         // The best a compromised member can do: sign it with its own (certified) key.

@@ -338,6 +338,12 @@ impl Node {
                     self.actions.push_back(Action::Service(ServiceAction::Reply(r)));
                 }
             }
+            Event::PreviousAllocation { id, allocation } => {
+                debug!(epoch = id.epoch, "previous allocation: our new units' old owners");
+                let actions = self.service.handle_previous(now, &allocation);
+                self.apply(actions);
+                self.sync_vip_forward(now, None);
+            }
             Event::StateReceived { from, data, .. } => {
                 let actions = self.service.handle_state(now, from, &data);
                 self.apply(actions);
