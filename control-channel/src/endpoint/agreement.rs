@@ -70,6 +70,8 @@ impl Endpoint {
                 });
                 return;
             }
+            // A second copy of the answer about our previous allocation: nothing to say.
+            Some(_) if self.previous.as_ref().is_some_and(|pr| pr.id() == p.id) => return,
             Some(c) if c.id() >= p.id => return refuse(self, DropReason::StaleEpoch),
             _ => {}
         }
