@@ -14,6 +14,8 @@ use igmp_ext::{MemberId, Timestamp};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
+pub mod attack;
+
 /// splitmix64: tiny, seedable, good enough for fault injection, no dependency.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

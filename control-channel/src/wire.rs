@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_SIGNING_CONTEXT: &[u8] = b"manycast control v1\0";
 /// "MC".
 pub const MAGIC: [u8; 2] = [0x4d, 0x43];
-pub const VERSION: u8 = 0x01;
+/// 0x02 (issue 13): proposals carry their proposer's signature, requests the operator's.
+pub const VERSION: u8 = 0x02;
 pub const HEADER_LEN: usize = 40;
 pub const SIGNATURE_LEN: usize = 64;
 /// Largest datagram sent or accepted: fits a 1500-byte Ethernet MTU with IPv4/UDP headers and
@@ -294,6 +295,45 @@ pub struct Proposal {
     pub id: EpochId,
     pub members: Vec<(u32, u32)>,
     pub owners: Vec<u8>,
+    /// The committed allocation the proposer made this one from (zero: none): a member whose
+    /// first commit this is fetches it to learn its units' previous owners (SPEC.md §11.5).
+    pub base: EpochId,
+    /// The proposer's (`id.proposer`) member-key signature over [`Proposal::signed_bytes`]:
+    /// a proposal relayed by another member (anti-entropy) still names who made it.
+    pub signature: Vec<u8>,
+}
+
+/// Domain separation for the proposer's signature inside a proposal.
+pub const PROPOSAL_SIGNING_CONTEXT: &[u8] = b"manycast proposal v2\0";
+
+impl Proposal {
+    /// Context, cluster id, and the postcard encoding of the proposal with an empty signature.
+    pub fn signed_bytes(&self, cluster: u32) -> Vec<u8> {
+        let unsigned = Proposal {
+            signature: Vec::new(),
+            ..self.clone()
+        };
+        let body = postcard::to_stdvec(&unsigned).unwrap_or_default();
+        [PROPOSAL_SIGNING_CONTEXT, &cluster.to_be_bytes(), &body].concat()
+    }
+
+    /// Signs it as its proposer.
+    pub fn sign(&mut self, cluster: u32, key: &SigningKey) {
+        let m = self.signed_bytes(cluster);
+        self.signature = igmp_ext::signature::sign(key, &m).to_bytes().to_vec();
+    }
+
+    /// Whether `key` (the proposer's) signed it.
+    pub fn verify(&self, cluster: u32, key: &VerifyingKey) -> bool {
+        let Ok(sig) = <[u8; SIGNATURE_LEN]>::try_from(self.signature.as_slice()) else {
+            return false;
+        };
+        igmp_ext::signature::verify(
+            key,
+            &self.signed_bytes(cluster),
+            &Signature::from_bytes(&sig),
+        )
+    }
 }
 
 /// "I committed this allocation."
@@ -343,6 +383,9 @@ pub enum StateSubject {
     /// Application state (connection state for a handoff, Fig 12 step 1230), answered with a
     /// state transfer.
     Application(Vec<u8>),
+    /// The allocation the sender committed before its current one, answered with its
+    /// [`Proposal`] (or nothing).
+    Previous,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,12 +447,41 @@ pub enum RequestAction {
     Resume { member: u32 },
 }
 
-/// Sent to the group by any member; see [`RequestAction`].
+/// An operator's authority for one request (SPEC.md §9.7): its certificate from the group key
+/// (`igmp_ext::operator`), when it signed, and its signature over the control group, that time
+/// and the postcard encoding of the action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAuthority {
+    pub certificate: Vec<u8>,
+    /// Wall-clock ms: refused outside the timeliness window, and unless newer than the last
+    /// request acted on from the same operator key.
+    pub issued_at: u64,
+    pub signature: Vec<u8>,
+}
+
+impl RequestAction {
+    /// The bytes an operator signs for this action.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// The member this action is about when it is only about one member's own weight.
+    pub fn subject(&self) -> Option<u32> {
+        match self {
+            RequestAction::Drain { member } | RequestAction::Resume { member } => Some(*member),
+            _ => None,
+        }
+    }
+}
+
+/// Sent to the group by a member; see [`RequestAction`]. A member may drain or resume itself;
+/// anything else needs `authority`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Chosen by the sender, to match the outcome events.
     pub request_id: u64,
     pub action: RequestAction,
+    pub authority: Option<OperatorAuthority>,
 }
 
 /// A decoded body.
@@ -567,7 +639,7 @@ mod tests {
         });
         let b = msg.encode_signed(&header(), &key()).unwrap();
         let expected_header: [u8; HEADER_LEN] = [
-            0x4d, 0x43, 0x01, 0x05, 0xe8, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00, 0x02, 0, 0, 0, 0, 0,
+            0x4d, 0x43, 0x02, 0x05, 0xe8, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00, 0x02, 0, 0, 0, 0, 0,
             0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8, 0x00, 0x00, 0x01, 0xa2, 0x05, 0xb3, 0xd0, 0x00, 0x00,
             0x01, 0x00, 0x00,
         ];
@@ -610,6 +682,8 @@ mod tests {
                 },
                 members: vec![(1, 1), (2, 3)],
                 owners: vec![0, 1, 1, 1],
+                base: EpochId::default(),
+                signature: vec![9; 64],
             }),
             Message::Commit(Commit {
                 id: EpochId::default(),
@@ -646,6 +720,11 @@ mod tests {
             Message::Request(Request {
                 request_id: 1,
                 action: RequestAction::Rebalance,
+                authority: Some(OperatorAuthority {
+                    certificate: vec![1; 125],
+                    issued_at: 5,
+                    signature: vec![2; 64],
+                }),
             }),
             Message::Request(Request {
                 request_id: 2,
@@ -653,14 +732,17 @@ mod tests {
                     units: vec![3, 300],
                     to: 2,
                 },
+                authority: None,
             }),
             Message::Request(Request {
                 request_id: 3,
                 action: RequestAction::Drain { member: 9 },
+                authority: None,
             }),
             Message::Request(Request {
                 request_id: 4,
                 action: RequestAction::Resume { member: 9 },
+                authority: None,
             }),
         ];
         for m in msgs {
@@ -685,8 +767,8 @@ mod tests {
         long.push(0);
         assert_eq!(parse(&long).unwrap_err(), ParseError::Malformed);
         let mut v = b.clone();
-        v[2] = 2;
-        assert_eq!(parse(&v).unwrap_err(), ParseError::UnknownVersion(2));
+        v[2] = 1;
+        assert_eq!(parse(&v).unwrap_err(), ParseError::UnknownVersion(1));
         let mut t = b.clone();
         t[3] = 0x7f;
         assert_eq!(parse(&t).unwrap_err(), ParseError::UnknownType(0x7f));
@@ -705,15 +787,23 @@ mod tests {
 
     #[test]
     fn request_bodies_refuse_unknown_actions_and_trailing_bytes() {
-        // postcard: request id 1 (varint), then the action's variant index.
+        // postcard: request id 1 (varint), the action's variant index, no authority.
         assert_eq!(
-            Message::decode(MessageType::Request, &[1, 0]),
+            Message::decode(MessageType::Request, &[1, 0, 0]),
             Ok(Message::Request(Request {
                 request_id: 1,
-                action: RequestAction::Rebalance
+                action: RequestAction::Rebalance,
+                authority: None,
             }))
         );
-        for bad in [&[1u8, 4][..], &[1, 0, 0], &[1], &[], &[1, 1, 5, 0]] {
+        for bad in [
+            &[1u8, 4, 0][..],
+            &[1, 0, 0, 0],
+            &[1, 0],
+            &[1],
+            &[],
+            &[1, 1, 5, 0],
+        ] {
             assert_eq!(
                 Message::decode(MessageType::Request, bad),
                 Err(ParseError::Malformed),

@@ -143,6 +143,7 @@ fn each_bad_input_has_its_reason_and_changes_nothing() {
         Message::Request(wire::Request {
             request_id: 1,
             action: wire::RequestAction::Drain { member: 1 },
+            authority: None,
         })
         .encode_signed(&header(sender, seq), key)
         .expect("fits")
@@ -201,6 +202,8 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
         },
         members: vec![(7, 1)],
         owners: vec![0; 256],
+        base: EpochId::default(),
+        signature: vec![],
     })
     .encode_signed(&header(7, 2), &rogue_key)
     .expect("fits");
@@ -307,11 +310,23 @@ fn certificates_from_every_published_group_key_are_accepted() {
 #[test]
 fn proposals_breaking_the_decision_rule_are_refused() {
     let f = Fixture::new(3);
-    let mut b = receiver(&f);
+    // Member 3 receives; it hears member 2, never member 1: its view is {2, 3}.
+    let m3 = &f.members[2];
+    let mut b = Endpoint::new(
+        Config::new(f.group),
+        Identity {
+            key: m3.key.clone(),
+            certificate: m3.cert.clone(),
+        },
+        f.group_key.verifying_key(),
+        clock(NOW),
+    );
     let a = &f.members[1];
     b.handle_datagram(clock(NOW), from(), &hello(&f, 1, 1))
         .expect("hello");
-    let propose = |seq: u64, p: Proposal| {
+    let cluster = u32::from(f.group);
+    let propose = |seq: u64, mut p: Proposal| {
+        p.sign(cluster, &a.key);
         Message::Proposal(p)
             .encode_signed(&header(a.id.0, seq), &a.key)
             .expect("fits")
@@ -321,53 +336,100 @@ fn proposals_breaking_the_decision_rule_are_refused() {
         proposer: 2,
         incarnation: 0,
     };
+    let proposal = |id, members, owners| Proposal {
+        id,
+        members,
+        owners,
+        base: EpochId::default(),
+        signature: vec![],
+    };
+    let halves = |shift: usize| {
+        (0..256)
+            .map(|i| ((i + shift) % 2) as u8)
+            .collect::<Vec<_>>()
+    };
     // Weights ignored: member 2 takes everything although member 3 has equal weight.
-    let greedy = propose(
-        2,
-        Proposal {
-            id,
-            members: vec![(2, 1), (3, 1)],
-            owners: vec![0; 256],
-        },
-    );
+    let greedy = propose(2, proposal(id, vec![(2, 1), (3, 1)], vec![0; 256]));
     b.handle_datagram(clock(NOW), from(), &greedy)
         .expect("authentic");
     assert_eq!(b.counters().dropped(DropReason::InvalidProposal), 1);
     // Proposer is not the lowest member listed.
-    let usurper = propose(
-        3,
-        Proposal {
-            id,
-            members: vec![(1, 1), (2, 1)],
-            owners: (0..256).map(|i| (i % 2) as u8).collect(),
-        },
-    );
+    let usurper = propose(3, proposal(id, vec![(1, 1), (2, 1)], halves(0)));
     b.handle_datagram(clock(NOW), from(), &usurper)
         .expect("authentic");
     assert_eq!(b.counters().dropped(DropReason::InvalidProposal), 2);
+    // In member 1's name, signed by member 2: not its proposer's signature.
+    let mut forged = proposal(
+        EpochId { proposer: 1, ..id },
+        vec![(1, 1), (3, 1)],
+        halves(0),
+    );
+    forged.sign(cluster, &a.key);
+    let forged = Message::Proposal(forged)
+        .encode_signed(&header(a.id.0, 4), &a.key)
+        .expect("fits");
+    b.handle_datagram(clock(NOW), from(), &forged)
+        .expect("authentic");
+    assert_eq!(b.counters().dropped(DropReason::Unauthorized), 1);
+    // An epoch far beyond anything committed.
+    let far = propose(
+        5,
+        proposal(
+            EpochId {
+                epoch: u64::MAX,
+                ..id
+            },
+            vec![(2, 1), (3, 1)],
+            halves(0),
+        ),
+    );
+    b.handle_datagram(clock(NOW), from(), &far)
+        .expect("authentic");
+    assert_eq!(b.counters().dropped(DropReason::InvalidProposal), 3);
     assert!(b.committed().is_none());
     // A valid one commits; an older one afterwards is stale.
-    let fair = propose(
-        4,
-        Proposal {
-            id,
-            members: vec![(2, 1), (3, 1)],
-            owners: (0..256).map(|i| (i % 2) as u8).collect(),
-        },
-    );
+    let fair = propose(6, proposal(id, vec![(2, 1), (3, 1)], halves(0)));
     b.handle_datagram(clock(NOW), from(), &fair)
         .expect("authentic");
     assert_eq!(b.committed().map(|c| c.id()), Some(id));
     let older = propose(
-        5,
-        Proposal {
-            id: EpochId { epoch: 4, ..id },
-            members: vec![(2, 1), (3, 1)],
-            owners: (0..256).map(|i| ((i + 1) % 2) as u8).collect(),
-        },
+        7,
+        proposal(EpochId { epoch: 4, ..id }, vec![(2, 1), (3, 1)], halves(1)),
     );
     b.handle_datagram(clock(NOW), from(), &older)
         .expect("authentic");
     assert_eq!(b.counters().dropped(DropReason::StaleEpoch), 1);
     assert_eq!(b.committed().map(|c| c.id()), Some(id));
+}
+
+/// A certified member cannot make a receiver hold unbounded transfers: at most
+/// `MAX_INCOMING_PER_SENDER` from one member (more are refused), and a transfer without a chunk
+/// for `transfer_linger` is dropped.
+#[test]
+fn incoming_transfers_are_bounded_per_sender_and_pruned() {
+    use control_channel::endpoint::MAX_INCOMING_PER_SENDER;
+    let f = Fixture::new(2);
+    let mut b = receiver(&f);
+    let a = &f.members[1];
+    b.handle_datagram(clock(NOW), from(), &hello(&f, 1, 1))
+        .expect("hello");
+    for t in 0..100u64 {
+        let chunk = Message::StateChunk(wire::StateChunk {
+            transfer_id: t,
+            offset: 0,
+            total: 1 << 20,
+            data: vec![0xa5; 1000],
+        })
+        .encode_signed(&header(a.id.0, 2 + t), &a.key)
+        .expect("fits");
+        b.handle_datagram(clock(NOW), from(), &chunk)
+            .expect("authentic");
+    }
+    assert_eq!(b.incoming_transfers(), MAX_INCOMING_PER_SENDER);
+    let later = Clock::new(
+        Instant(b.config().transfer_linger.as_millis() as u64),
+        Timestamp(NOW.0 + 10_000),
+    );
+    b.handle_timeout(later);
+    assert_eq!(b.incoming_transfers(), 0);
 }

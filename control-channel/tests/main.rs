@@ -1,6 +1,7 @@
 //! control-channel integration tests, one binary: simulator scenarios, bad input, and the tokio
 //! driver over network namespaces.
 
+mod attack;
 mod bad_input;
 mod harness;
 mod netns;

@@ -23,11 +23,10 @@ fn settle(sim: &mut Sim) {
     sim.run_until(until);
 }
 
-/// Sends `action` from node `i` and runs the simulation for 200 ms.
+/// Sends `action` from node `i` with an operator's authority and runs the simulation for
+/// 200 ms.
 fn request(sim: &mut Sim, i: usize, action: RequestAction) -> u64 {
-    let now = sim.local_now(i);
-    let id = sim.endpoint_mut(i).expect("running").request(now, action);
-    sim.flush(i);
+    let id = sim.operator_request(i, action);
     let until = sim.now_ms() + 200;
     sim.run_until(until);
     id
@@ -227,4 +226,73 @@ fn peers_incarnations_come_from_their_sequence_numbers() {
         );
     }
     assert_eq!(me.peer_incarnation(MemberId(77)), None);
+}
+
+/// An operator's signature covers one action once: the same authority on another action, or
+/// replayed by another member, is refused everywhere and changes nothing.
+#[test]
+fn an_operator_request_cannot_be_altered_or_replayed() {
+    let mut sim = Sim::new(&SimConfig::new(26, 3));
+    settle(&mut sim);
+    let authority = sim.operator_authority(2, &RequestAction::Drain { member: 2 });
+    // Altered: the signature was for draining member 2, the request drains member 1.
+    let now = sim.local_now(2);
+    sim.endpoint_mut(2)
+        .expect("running")
+        .request_with_authority(
+            now,
+            RequestAction::Drain { member: 1 },
+            Some(authority.clone()),
+        );
+    sim.flush(2);
+    let until = sim.now_ms() + 200;
+    sim.run_until(until);
+    assert_eq!(
+        sim.endpoint(0).and_then(|e| e.weight_of(MemberId(1))),
+        Some(1)
+    );
+    // Used once by member 3 (it drains member 2), then replayed by member 1: refused.
+    let now = sim.local_now(2);
+    sim.endpoint_mut(2)
+        .expect("running")
+        .request_with_authority(
+            now,
+            RequestAction::Drain { member: 2 },
+            Some(authority.clone()),
+        );
+    sim.flush(2);
+    let until = sim.now_ms() + 300;
+    sim.run_until(until);
+    assert_eq!(committed(&sim, 0).allocation.units_of(MemberId(2)), 0);
+    let now = sim.local_now(1);
+    sim.endpoint_mut(1)
+        .expect("running")
+        .request(now, RequestAction::Resume { member: 2 });
+    sim.flush(1);
+    let until = sim.now_ms() + 300;
+    sim.run_until(until);
+    assert!(committed(&sim, 0).allocation.units_of(MemberId(2)) > 0);
+    let now = sim.local_now(0);
+    sim.endpoint_mut(0)
+        .expect("running")
+        .request_with_authority(now, RequestAction::Drain { member: 2 }, Some(authority));
+    sim.flush(0);
+    let until = sim.now_ms() + 300;
+    sim.run_until(until);
+    assert!(committed(&sim, 0).allocation.units_of(MemberId(2)) > 0);
+    let refused = sim
+        .observations()
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.event,
+                Event::Request {
+                    outcome: RequestOutcome::Refused(RequestRefusal::Unauthorized),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(refused >= 2, "{refused}");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }

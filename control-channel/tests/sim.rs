@@ -362,3 +362,62 @@ fn a_wall_clock_step_moves_no_timer() {
     );
     assert_eq!(ep.poll_timeout(), Some(Instant(100)));
 }
+
+/// A member that joins a running cluster and gains units in its first commit learns who owned
+/// them from the allocation that commit was made from (`Event::PreviousAllocation`): the
+/// service takes session state only from those owners (SPEC.md §11.5, §9.7).
+#[test]
+fn a_joining_member_learns_the_previous_owners_of_its_units() {
+    for seed in 1..=5 {
+        let mut sim = Sim::new(&SimConfig::new(seed, 3));
+        sim.crash(2);
+        assert!(sim.run_until_converged(Duration::from_secs(3)).is_some());
+        let before = sim.endpoint(0).and_then(|e| e.committed()).cloned();
+        let before = before.expect("committed");
+        sim.restart(2);
+        assert!(sim.run_until_converged(Duration::from_secs(3)).is_some());
+        sim.run_for(Duration::from_millis(100));
+        let me = Sim::member_id(2);
+        let mut first_listing_me = None;
+        let mut previous = None;
+        for o in sim.observations().iter().filter(|o| o.observer == me) {
+            match &o.event {
+                Event::Committed { id, slices, .. }
+                    if first_listing_me.is_none() && !slices.is_empty() =>
+                {
+                    first_listing_me = Some(*id)
+                }
+                Event::PreviousAllocation { id, allocation } => {
+                    previous = Some((*id, allocation.clone()))
+                }
+                _ => {}
+            }
+        }
+        assert!(first_listing_me.is_some(), "seed {seed}");
+        // Either it caught up on the cluster's allocation first (then its first commit with
+        // units has a known predecessor), or it fetched that predecessor.
+        let caught_up = sim.observations().iter().any(|o| {
+            o.observer == me
+                && matches!(&o.event, Event::Committed { id, .. } if *id == before.id())
+        });
+        if !caught_up {
+            let (id, allocation) = previous.unwrap_or_else(|| {
+                panic!(
+                    "seed {seed}: no previous allocation: {:?} {:?} {:?} {:?}",
+                    sim.endpoint(2).map(|e| e.counters().clone()),
+                    sim.endpoint(0).map(|e| e.counters().clone()),
+                    before.id(),
+                    sim.observations()
+                        .iter()
+                        .filter(|o| o.observer == me)
+                        .map(|o| format!("{} {:?}", o.at_ms, o.event))
+                        .filter(|s| !s.contains("Forwarded"))
+                        .collect::<Vec<_>>()
+                )
+            });
+            assert_eq!(id, before.id(), "seed {seed}");
+            assert_eq!(allocation, before.allocation, "seed {seed}");
+        }
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+}

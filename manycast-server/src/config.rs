@@ -57,6 +57,9 @@ pub struct ControlConfig {
     pub slice_bits: u8,
     pub heartbeat_interval_ms: u64,
     pub down_after_ms: u64,
+    /// The largest weight any member may announce (SPEC.md §9.7); equal on every member.
+    /// `weight` may not exceed it.
+    pub max_weight: u32,
 }
 
 impl Default for ControlConfig {
@@ -69,6 +72,7 @@ impl Default for ControlConfig {
             slice_bits: 8,
             heartbeat_interval_ms: 50,
             down_after_ms: 200,
+            max_weight: control_channel::endpoint::DEFAULT_MAX_WEIGHT,
         }
     }
 }
@@ -444,6 +448,12 @@ impl Config {
                 igmp_ext::alloc::MAX_BITS
             )));
         }
+        if self.weight > self.control.max_weight {
+            return Err(InvalidConfig(format!(
+                "weight {} is above control.max_weight {}",
+                self.weight, self.control.max_weight
+            )));
+        }
         if self.igmp.robustness == 0 {
             return Err("igmp.robustness must be at least 1".into());
         }
@@ -583,6 +593,7 @@ impl Config {
             bits: self.control.slice_bits,
         };
         c.weight = self.weight;
+        c.max_weight = self.control.max_weight;
         c.heartbeat_interval = Duration::from_millis(self.control.heartbeat_interval_ms);
         c.down_after = Duration::from_millis(self.control.down_after_ms);
         c

@@ -92,6 +92,9 @@ pub struct KeystoreWatch {
     /// The group keys the record published at start: the control channel accepts peers
     /// certified by any of them (a rotation publishes two).
     pub published_keys: Vec<VerifyingKey>,
+    /// The member and operator key ids the record revoked at start: the control channel drops
+    /// those peers (SPEC.md §9.7).
+    pub published_revoked: Vec<KeyId>,
 }
 
 /// Reads the key files and refuses a certificate that the group key did not issue, that is
@@ -136,6 +139,7 @@ pub async fn load_credentials(
                 keystore::check(&unverified, &published, ks.require_certificate, now)?;
             let watch = KeystoreWatch {
                 published_keys: published.record.keys.clone(),
+                published_revoked: published.record.revoked.clone(),
                 client: Arc::new(client),
                 every: ks.refresh(),
                 watch: keystore::Watch::new(

@@ -208,7 +208,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .as_ref()
         .map(|w| credentials::spawn_keystore_refresher(w, &config, &creds))
         .unzip();
-    let published_keys = keystore_watch.as_ref().map(|w| w.published_keys.clone());
+    let published = keystore_watch
+        .as_ref()
+        .map(|w| (w.published_keys.clone(), w.published_revoked.clone()));
     let mut keystore_watch = keystore_watch.map(|w| w.watch);
     let addr = interface_addr(&config.interface)?;
     let direct_path = matches!(config.strategy, Strategy::Forward | Strategy::Handoff).then(|| {
@@ -229,8 +231,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     )?;
     let ctl_if = config.control_interface().to_owned();
     let ctl_addr = interface_addr(&ctl_if)?;
-    let mut handle = control::start(&config, ctl_addr, &creds, published_keys.as_deref())
-        .map_err(|(what, source)| DaemonError::Io { what, source })?;
+    let mut handle = control::start(
+        &config,
+        ctl_addr,
+        &creds,
+        published
+            .as_ref()
+            .map(|(k, r)| (k.as_slice(), r.as_slice())),
+    )
+    .map_err(|(what, source)| DaemonError::Io { what, source })?;
     let udp = sockets::service_socket(config.group, config.service_port, addr)
         .map_err(io_err("service socket"))?;
     let igmp = sockets::igmp_socket(&config.interface, addr).map_err(io_err("raw IGMP socket"))?;
@@ -333,10 +342,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 }
             } => match (keystore_watch.as_mut(), fetched) {
                 (Some(w), Some(r)) => {
-                    // Peers certified by any key the record publishes now may join us.
+                    // Peers certified by a key the record publishes now, and not revoked, may
+                    // stay or join; the others are dropped at once (SPEC.md §9.7).
                     if let Ok(p) = &r {
-                        let keys = p.record.keys.clone();
-                        handle.with(move |ep, _| ep.set_group_keys(&keys));
+                        let (keys, revoked) = (p.record.keys.clone(), p.record.revoked.clone());
+                        handle.with(move |ep, now| ep.set_published(now, &keys, &revoked));
                     }
                     credentials::log_keystore_event(w.handle_fetch(wall_clock(), r))
                 }

@@ -144,8 +144,9 @@ pub enum Action {
 /// A unit this member gained from a live member in a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Gain {
-    /// None: gained in this member's first commit, when it did not know the previous owner;
-    /// the first transfer that lists the unit names it.
+    /// None: gained in this member's first commit, when it did not know the previous owner,
+    /// until the previous allocation names it ([`Service::handle_previous`]); no state is
+    /// taken for the unit meanwhile (it is kept, see `unproven`).
     from: Option<MemberId>,
     epoch: u64,
     /// Until the old owner's state arrives, unknown clients wait (at most until this time).
@@ -184,6 +185,12 @@ pub struct Service {
     gains: BTreeMap<usize, Gain>,
     held: HashMap<SocketAddrV4, Vec<Vec<u8>>>,
     early: Vec<(MemberId, StateTransfer)>,
+    /// Transfers naming units whose old owner is not known yet (first commit), kept until the
+    /// previous allocation says who owned them (at most [`MAX_EARLY_TRANSFERS`]).
+    unproven: Vec<(MemberId, StateTransfer)>,
+    /// The last owner of each unit in any allocation seen, for units nobody owns now: their
+    /// sessions come from it when a later commit gives them to this member.
+    last_owner: Vec<Option<MemberId>>,
     /// Transfers sent and not yet reported done: a draining member waits for them.
     outgoing: BTreeSet<(MemberId, u64)>,
     idle: Duration,
@@ -206,6 +213,8 @@ impl Service {
             gains: BTreeMap::new(),
             held: HashMap::new(),
             early: Vec::new(),
+            unproven: Vec::new(),
+            last_owner: Vec::new(),
             outgoing: BTreeSet::new(),
             idle,
             hold: Duration::from_millis(500),
@@ -423,17 +432,20 @@ impl Service {
                                 },
                             );
                         }
-                        // A unit nobody owned (all weights zero, or a flap): whoever kept its
-                        // sessions meanwhile sends them and names the unit.
+                        // A unit nobody owned (all weights zero, or a flap): its last owner
+                        // kept its sessions meanwhile and sends them.
                         (None, Some(new)) if new == self.me && others_listed => {
-                            self.gains.insert(
-                                unit,
-                                Gain {
-                                    from: None,
-                                    epoch,
-                                    awaiting_until: await_until,
-                                },
-                            );
+                            let last = self.last_owner.get(unit).copied().flatten();
+                            if let Some(old) = last.filter(|&o| o != self.me) {
+                                self.gains.insert(
+                                    unit,
+                                    Gain {
+                                        from: Some(old),
+                                        epoch,
+                                        awaiting_until: await_until,
+                                    },
+                                );
+                            }
                         }
                         (_, after) if after != Some(self.me) => {
                             self.gains.remove(&unit);
@@ -444,6 +456,7 @@ impl Service {
             }
         }
 
+        self.note_owners(allocation);
         // Sessions of clients we no longer serve, by the owner of their unit now.
         let unit = |c: &SocketAddrV4| slicing.unit_of(u32::from(*c.ip()));
         let mut moved: BTreeMap<Option<MemberId>, Vec<(SocketAddrV4, Session)>> = BTreeMap::new();
@@ -571,13 +584,18 @@ impl Service {
     }
 
     fn apply_state(&mut self, now: Timestamp, from: MemberId, t: StateTransfer) -> Vec<Action> {
-        // Only clients of units we gained from the sender (or, in our first commit, units it
-        // names): a member cannot plant sessions for clients of another member's slices.
+        // Only clients of units we gained from the sender: a member cannot plant sessions for
+        // clients of another member's slices. Units whose old owner we do not know yet (our
+        // first commit) wait for the previous allocation with the transfer kept.
         let covered: BTreeSet<usize> = t.units.iter().map(|&u| u as usize).collect();
-        let from_sender = |unit: usize, g: &Gain| match g.from {
-            Some(m) => m == from && g.epoch <= t.epoch,
-            None => covered.contains(&unit),
-        };
+        let unknown = self
+            .gains
+            .iter()
+            .any(|(u, g)| g.from.is_none() && g.awaiting_until.is_some() && covered.contains(u));
+        if unknown && self.unproven.len() < MAX_EARLY_TRANSFERS {
+            self.unproven.push((from, t.clone()));
+        }
+        let from_sender = |_unit: usize, g: &Gain| g.from == Some(from) && g.epoch <= t.epoch;
         for r in &t.sessions {
             let client = r.client();
             let accepted = self
@@ -613,11 +631,23 @@ impl Service {
         }
         for (&unit, g) in self.gains.iter_mut() {
             if from_sender(unit, g) {
-                g.from = Some(from);
                 g.awaiting_until = None;
             }
         }
         self.release_held(now, false)
+    }
+
+    /// Remembers each unit's owner, for units that later have none.
+    fn note_owners(&mut self, allocation: &Allocation) {
+        let owners = allocation.unit_owners();
+        if self.last_owner.len() != owners.len() {
+            self.last_owner = vec![None; owners.len()];
+        }
+        for (last, &o) in self.last_owner.iter_mut().zip(owners) {
+            if o.is_some() {
+                *last = o;
+            }
+        }
     }
 
     /// Answers held datagrams of clients no longer waiting (or all of them when `timed_out`).
@@ -637,6 +667,28 @@ impl Service {
                 actions.extend(self.handle_datagram(now, client, &payload));
             }
         }
+        actions
+    }
+
+    /// The allocation the one of this member's first commit was made from (the control channel
+    /// fetched it, `Event::PreviousAllocation`): it names the old owner of each unit gained
+    /// then, and the transfers kept meanwhile are taken from those owners only. Units nobody
+    /// else owned wait for nothing.
+    pub fn handle_previous(&mut self, now: Timestamp, previous: &Allocation) -> Vec<Action> {
+        let owners = previous.unit_owners();
+        for (&unit, g) in self.gains.iter_mut() {
+            if g.from.is_none() {
+                match owners.get(unit).copied().flatten() {
+                    Some(old) if old != self.me => g.from = Some(old),
+                    _ => g.awaiting_until = None,
+                }
+            }
+        }
+        let mut actions = Vec::new();
+        for (from, t) in std::mem::take(&mut self.unproven) {
+            actions.extend(self.apply_state(now, from, t));
+        }
+        actions.extend(self.release_held(now, false));
         actions
     }
 
@@ -691,6 +743,9 @@ impl Service {
                 g.awaiting_until = None;
                 expired = true;
             }
+        }
+        if !self.awaits_old_owners() {
+            self.unproven.clear();
         }
         if expired {
             self.release_held(now, true)

@@ -225,10 +225,12 @@ fn state_that_arrives_before_the_commit_is_applied_at_the_commit() {
     old.handle_commit(NOW, 1, &[M1], &all(M1));
     ask(&mut old, moving, "r1");
     let (_, data) = state_to(&old.handle_commit(NOW, 2, &[M1, M2], &even()), M2);
-    // A member that just started: no previous allocation, the state comes first.
+    // A member that just started: no previous allocation, the state comes first. It is taken
+    // once the previous allocation (fetched by the control channel) shows M1 owned the units.
     let mut new = Service::new(M2, Strategy::Handoff, Duration::from_secs(60), 100);
     assert!(new.handle_state(NOW, M1, &data).is_empty());
     new.handle_commit(NOW, 2, &[M1, M2], &even());
+    new.handle_previous(NOW, &all(M1));
     assert_eq!(ask(&mut new, moving, "r2"), ["m2 2 r2\n"]);
 }
 
@@ -415,4 +417,32 @@ fn requests_held_while_the_old_owner_still_answered_them_use_no_number() {
     );
     assert_eq!(ask(&mut new, c, "r3"), ["m2 3 r3\n"]);
     assert_eq!(new.counters().stale, 1);
+}
+
+/// In its first commit a member does not know who owned its units before: state for them is
+/// accepted only once the previous allocation names the sender as their owner, so another
+/// certified member cannot plant sessions (issue 13, control-channel defect 2).
+#[test]
+fn first_commit_takes_state_only_from_the_previous_owner() {
+    let moving = client(3, 7);
+    let mut old = Service::new(M1, Strategy::Handoff, Duration::from_secs(60), 100);
+    old.handle_commit(NOW, 1, &[M1], &all(M1));
+    ask(&mut old, moving, "r1");
+    let (_, data) = state_to(&old.handle_commit(NOW, 2, &[M1, M2], &even()), M2);
+    let mut new = Service::new(M2, Strategy::Handoff, Duration::from_secs(60), 100);
+    new.handle_commit(NOW, 2, &[M1, M2], &even());
+    // Member 3 replays (re-signs) M1's state as its own: never an owner of these units.
+    assert!(new.handle_state(NOW, MemberId(3), &data).is_empty());
+    assert_eq!(new.counters().received, 0);
+    assert!(ask(&mut new, moving, "r2").is_empty(), "still held");
+    // The previous allocation arrives: M1 owned the units, M3's copy stays refused.
+    assert_eq!(
+        texts(&new.handle_previous(NOW, &all(M1))),
+        Vec::<(SocketAddrV4, String)>::new()
+    );
+    assert_eq!(new.counters().received, 0);
+    assert_eq!(
+        texts(&new.handle_state(NOW, M1, &data)),
+        vec![(moving, "m2 2 r2\n".to_owned())]
+    );
 }

@@ -3,7 +3,7 @@
 //! `manycastctl` binary through their admin sockets. Members, drain and resume of another
 //! member, a move, and a load-aware rebalance under skewed load from real UDP clients.
 
-use crate::harness::{in_netns, wait_for, Lab, GROUP, PORT};
+use crate::harness::{in_netns, wait_for, Lab, CONTROL, GROUP, PORT};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -22,6 +22,57 @@ fn ctl(socket: &Path, args: &[&str]) -> Output {
         .arg(socket)
         .output()
         .expect("run manycastctl")
+}
+
+/// Makes an operator key and certificate (group key → `manycastctl operator issue`) in the
+/// lab's directory; returns the `--operator-key/--operator-cert` arguments that actions on
+/// other members need (SPEC.md §9.7).
+fn operator(lab: &Lab) -> Vec<String> {
+    let d = lab.dir.path();
+    let group = d.join("group-admin.key");
+    manycast_server::keys::write_private_key(&group, &lab.fixture.group_key).expect("group key");
+    let prefix = d.join("operator");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_manycastctl"))
+            .args(args)
+            .output()
+            .expect("run manycastctl");
+        ok(&out)
+    };
+    run(&["key", "new", &prefix.display().to_string()]);
+    let cert = d.join("operator.cert");
+    run(&[
+        "operator",
+        "issue",
+        "--group-key",
+        &group.display().to_string(),
+        "--operator-key",
+        &d.join("operator.pub").display().to_string(),
+        "--control-group",
+        &CONTROL.to_string(),
+        "--out",
+        &cert.display().to_string(),
+    ]);
+    vec![
+        "--operator-key".into(),
+        d.join("operator.key").display().to_string(),
+        "--operator-cert".into(),
+        cert.display().to_string(),
+    ]
+}
+
+/// `args` followed by the operator's arguments.
+fn with(args: &[&str], op: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string())
+        .chain(op.iter().cloned())
+        .collect()
+}
+
+fn ctl_as(socket: &Path, args: &[&str], op: &[String]) -> Output {
+    let all = with(args, op);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    ctl(socket, &refs)
 }
 
 fn ok(out: &Output) -> String {
@@ -161,6 +212,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
         "",
     );
     let sock: Vec<_> = (0..3).map(|i| lab.admin_socket(i)).collect();
+    let op = operator(&lab);
     wait_for("three members own slices at one epoch", || {
         (0..3).all(|i| lab.metric(i, "slices") > 0)
             && lab.metric(0, "epoch") == lab.metric(1, "epoch")
@@ -192,7 +244,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     assert!(start.values().all(|&n| n > 0), "{start:?}");
 
     // Drain member 3 from member 1's socket: its units go to 0, the others take them.
-    let out = ok(&ctl(&sock[0], &["drain", "m3"]));
+    let out = ok(&ctl_as(&sock[0], &["drain", "m3"], &op));
     assert!(out.contains("drained: m3 owns 0 units"), "{out}");
     let drained = units(&allocation_at(&sock[1], answered_epoch(&out)));
     assert_eq!(drained.get(&3).copied().unwrap_or(0), 0, "{drained:?}");
@@ -200,7 +252,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     wait_for("member 3 reports no slices", || {
         lab.metric(2, "slices") == 0
     });
-    let out = ok(&ctl(&sock[1], &["resume", "3"]));
+    let out = ok(&ctl_as(&sock[1], &["resume", "3"], &op));
     assert!(out.contains("resumed"), "{out}");
     let resumed = units(&allocation_at(&sock[2], answered_epoch(&out)));
     assert_eq!(resumed, start, "equal weights again: the same quotas");
@@ -214,7 +266,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
         .map(|u| u.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let out = ok(&ctl(&sock[2], &["move", &list, "--to", "m1"]));
+    let out = ok(&ctl_as(&sock[2], &["move", &list, "--to", "m1"], &op));
     assert!(out.contains("moved 3 units to m1"), "{out}");
     let move_epoch = answered_epoch(&out);
     let after_move = allocation_at(&sock[0], move_epoch);
@@ -229,7 +281,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
         "three units in, three back"
     );
     // Refusals change nothing and say why.
-    let bad = ctl(&sock[0], &["move", "999", "--to", "m1"]);
+    let bad = ctl_as(&sock[0], &["move", "999", "--to", "m1"], &op);
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("unit number out of range"),
@@ -273,7 +325,7 @@ fn manycastctl_drives_three_daemons_drain_move_and_rebalance_by_load() {
     let before = imbalance(&owner_before, &load_before);
     assert!(before > 2.5, "all load on member 1: {before}");
 
-    let out = ok(&ctl(&sock[1], &["rebalance"]));
+    let out = ok(&ctl_as(&sock[1], &["rebalance"], &op));
     assert!(out.contains("rebalanced:"), "{out}");
     let balanced = allocation_at(&sock[2], answered_epoch(&out));
     let owner_after = owners(&balanced);
@@ -394,7 +446,8 @@ fn sigterm_after_an_admin_drain_leaves_without_waiting_for_the_drain_timeout() {
         (0..2).all(|i| lab.metric(i, "slices") > 0)
             && lab.metric(0, "epoch") == lab.metric(1, "epoch")
     });
-    let out = ok(&ctl(&lab.admin_socket(0), &["drain", "m2"]));
+    let op = operator(&lab);
+    let out = ok(&ctl_as(&lab.admin_socket(0), &["drain", "m2"], &op));
     assert!(out.contains("drained: m2 owns 0 units"), "{out}");
     wait_for("member 2 reports no slices", || {
         lab.metric(1, "slices") == 0

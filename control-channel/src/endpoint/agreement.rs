@@ -3,26 +3,53 @@
 //! retransmission until every live member acknowledges.
 
 use super::{
-    proposal_digest, proposal_for, validate_proposal, CommittedAllocation, Destination, DropReason,
-    Endpoint, Event, PendingProposal, MAX_MEMBERS,
+    proposal_digest, proposal_for, validate_proposal, CommittedAllocation, Deferred, Destination,
+    DropReason, Endpoint, Event, PendingProposal, MAX_ADVERT_QUERIES, MAX_EPOCH_STEP, MAX_MEMBERS,
 };
 use crate::time::Clock;
-use crate::wire::{Commit, EpochId, Message, NackReason, Proposal};
+use crate::wire::{Commit, EpochId, Message, NackReason, Proposal, StateQuery, StateSubject};
 use igmp_ext::{Allocation, MemberId};
 use std::collections::BTreeSet;
 
 impl Endpoint {
+    /// A proposal, from its proposer or relayed (anti-entropy). Checked in order (SPEC.md §9.7):
+    /// the decision rule's structure; the proposer's own signature inside it (a member cannot
+    /// propose in another's name); an epoch at most [`MAX_EPOCH_STEP`] beyond this member's
+    /// reference; then greater than the committed epoch id; and finally that it is what the
+    /// rules let its proposer propose here: its members and weights are this member's view
+    /// (so its proposer is the lowest live member, every live member's units go to live
+    /// members, and all units are covered). A proposal that fails only that last check is
+    /// deferred and committed when the view catches up (a member heard a moment later).
     pub(super) fn on_proposal(&mut self, now: Clock, sender: MemberId, seq: u64, p: Proposal) {
-        self.max_epoch_seen = self.max_epoch_seen.max(p.id.epoch);
-        let Some(allocation) = validate_proposal(&p, self.config.slicing) else {
-            *self
-                .counters
-                .dropped
-                .entry(DropReason::InvalidProposal)
-                .or_default() += 1;
-            self.nack(now, sender, seq, NackReason::InvalidProposal);
-            return;
+        let refuse = |this: &mut Self, reason: DropReason| {
+            *this.counters.dropped.entry(reason).or_default() += 1;
+            let nack = match reason {
+                DropReason::StaleEpoch => NackReason::StaleEpoch,
+                _ => NackReason::InvalidProposal,
+            };
+            this.nack(now, sender, seq, nack);
         };
+        let Some(allocation) = validate_proposal(&p, self.config.slicing) else {
+            return refuse(self, DropReason::InvalidProposal);
+        };
+        if !self.peers.contains_key(&MemberId(p.id.proposer)) && MemberId(p.id.proposer) != self.me
+        {
+            // Relayed from a proposer we have not met yet: ask for certificates; the answer
+            // to our query did not count.
+            if let Some(peer) = self.peers.get_mut(&sender) {
+                peer.advert_queries = peer.advert_queries.saturating_sub(1);
+            }
+            self.send_hello(now, true);
+            return refuse(self, DropReason::Unauthorized);
+        }
+        if !self.signed_by_proposer(&p) {
+            return refuse(self, DropReason::Unauthorized);
+        }
+        if p.id.epoch > self.reference_epoch().saturating_add(MAX_EPOCH_STEP) {
+            return refuse(self, DropReason::InvalidProposal);
+        }
+        // Signed by a certified member and within the step: a proposal above it comes next.
+        self.max_epoch_seen = self.max_epoch_seen.max(p.id.epoch);
         let digest = proposal_digest(&p);
         match &self.committed {
             Some(c) if c.id() == p.id && c.digest == digest => {
@@ -30,16 +57,37 @@ impl Endpoint {
                 self.send_commit(now);
                 return;
             }
-            Some(c) if c.id() >= p.id => {
-                *self
-                    .counters
-                    .dropped
-                    .entry(DropReason::StaleEpoch)
-                    .or_default() += 1;
-                self.nack(now, sender, seq, NackReason::StaleEpoch);
+            Some(c) if self.previous.is_none() && c.proposal.base == p.id && p.id.epoch > 0 => {
+                // The allocation our first commit was made from, as we asked its proposer.
+                self.events.push_back(Event::PreviousAllocation {
+                    id: p.id,
+                    allocation: allocation.clone(),
+                });
+                self.previous = Some(CommittedAllocation {
+                    proposal: p,
+                    allocation,
+                    digest,
+                });
                 return;
             }
+            // A second copy of the answer about our previous allocation: nothing to say.
+            Some(_) if self.previous.as_ref().is_some_and(|pr| pr.id() == p.id) => return,
+            Some(c) if c.id() >= p.id => return refuse(self, DropReason::StaleEpoch),
             _ => {}
+        }
+        if !self.matches_view(&p) {
+            // The answer to our query for what `sender` advertises does not hold it back any
+            // more; the proposal waits for our view.
+            if let Some(peer) = self.peers.get_mut(&sender) {
+                if peer.committed.is_some_and(|(id, _)| id == p.id) {
+                    peer.advert_queries = MAX_ADVERT_QUERIES;
+                }
+            }
+            if self.deferred.as_ref().is_none_or(|d| d.proposal.id <= p.id) {
+                let until = now.mono.saturating_add(self.config.down_after * 2);
+                self.deferred = Some(Deferred { proposal: p, until });
+            }
+            return;
         }
         self.commit(
             now,
@@ -49,6 +97,92 @@ impl Endpoint {
                 digest,
             },
         );
+    }
+
+    /// Commits the deferred proposal if the view now matches it; drops it when it expired or
+    /// something newer was committed.
+    pub(super) fn retry_deferred(&mut self, now: Clock) {
+        let Some(d) = self.deferred.take() else {
+            return;
+        };
+        let mine = self.committed.as_ref().map(|c| c.id());
+        if mine.is_some_and(|m| m >= d.proposal.id) {
+            return;
+        }
+        if now.mono >= d.until {
+            *self
+                .counters
+                .dropped
+                .entry(DropReason::Unauthorized)
+                .or_default() += 1;
+            return;
+        }
+        if !self.matches_view(&d.proposal) {
+            self.deferred = Some(d);
+            return;
+        }
+        let Some(allocation) = validate_proposal(&d.proposal, self.config.slicing) else {
+            return;
+        };
+        let digest = proposal_digest(&d.proposal);
+        self.commit(
+            now,
+            CommittedAllocation {
+                proposal: d.proposal,
+                allocation,
+                digest,
+            },
+        );
+    }
+
+    /// The proposer (`id.proposer`) signed the proposal with the key of its certificate.
+    fn signed_by_proposer(&self, p: &Proposal) -> bool {
+        let proposer = MemberId(p.id.proposer);
+        let key = if proposer == self.me {
+            self.identity.key.verifying_key()
+        } else {
+            match self.peers.get(&proposer) {
+                Some(peer) => peer.key,
+                None => return false,
+            }
+        };
+        p.verify(self.cluster, &key)
+    }
+
+    /// The proposal's members and weights are this member's view; or, for a member that is
+    /// not in its own committed allocation yet (it just started), its view without itself
+    /// (it catches up on the cluster's allocation, then the coordinator adds it).
+    fn matches_view(&self, p: &Proposal) -> bool {
+        let view: Vec<(u32, u32)> = self.view().iter().map(|&(m, w)| (m.0, w)).collect();
+        if p.members == view {
+            return true;
+        }
+        let participant = self
+            .committed
+            .as_ref()
+            .is_some_and(|c| c.members().iter().any(|&(m, _)| m == self.me));
+        !participant
+            && p.members.iter().all(|&(m, _)| m != self.me.0)
+            && view
+                .iter()
+                .filter(|&&(m, _)| m != self.me.0)
+                .eq(p.members.iter())
+    }
+
+    /// The epoch a proposal is measured against: the committed one; before the first commit,
+    /// the median of what the live peers advertise (one liar cannot move it).
+    pub(super) fn reference_epoch(&self) -> u64 {
+        if let Some(c) = &self.committed {
+            return c.id().epoch;
+        }
+        let mut adverts: Vec<u64> = self
+            .peers
+            .values()
+            .filter(|p| p.live)
+            .filter_map(|p| p.committed.map(|(id, _)| id.epoch))
+            .collect();
+        adverts.sort_unstable();
+        adverts.get(adverts.len() / 2).copied().unwrap_or(0)
     }
 
     /// A peer's `Commit`: counts toward our pending proposal and is what it now advertises.
@@ -70,10 +204,28 @@ impl Endpoint {
         if self.pending.as_ref().is_some_and(|p| p.id < id) {
             self.pending = None;
         }
-        self.committed = Some(c);
+        if self.deferred.as_ref().is_some_and(|d| d.proposal.id <= id) {
+            self.deferred = None;
+        }
+        self.max_epoch_seen = self.max_epoch_seen.max(id.epoch);
+        let first = self.committed.is_none();
+        let base = c.proposal.base;
+        let proposer = MemberId(c.id().proposer);
+        let listed = c.members().iter().any(|&(m, _)| m == self.me);
+        self.previous = self.committed.replace(c);
         self.events
             .push_back(Event::Committed { id, digest, slices });
         self.send_commit(now);
+        if first && listed && base.epoch > 0 && proposer != self.me {
+            // Who owned our new units before? Ask the proposer for what it made this from
+            // (twice: a lost answer costs the held clients the hold time).
+            let m = Message::StateQuery(StateQuery {
+                query_id: self.fresh_query_id(),
+                subject: StateSubject::Previous,
+            });
+            self.send_to_member(now, proposer, &m);
+            self.send_to_member(now, proposer, &m);
+        }
     }
 
     pub(super) fn send_commit(&mut self, now: Clock) {
@@ -93,7 +245,7 @@ impl Endpoint {
             .take(MAX_MEMBERS)
             .map(|m| {
                 let w = if m == self.me {
-                    self.config.weight
+                    self.own_weight()
                 } else {
                     self.peers.get(&m).map_or(0, |p| p.weight)
                 };
@@ -111,13 +263,45 @@ impl Endpoint {
         })
     }
 
-    /// A live peer advertises a greater committed epoch id than ours.
-    pub(super) fn behind(&self) -> bool {
+    /// Whether this member is in its own committed allocation.
+    fn is_participant(&self) -> bool {
+        self.committed
+            .as_ref()
+            .is_some_and(|c| c.members().iter().any(|&(m, _)| m == self.me))
+    }
+
+    /// Live peers' advertised committed epochs within reach of our reference epoch.
+    fn adverts_in_reach(&self) -> impl Iterator<Item = EpochId> + '_ {
+        let reach = self.reference_epoch().saturating_add(MAX_EPOCH_STEP);
+        self.peers
+            .values()
+            .filter(|p| p.live)
+            .filter_map(|p| p.committed.map(|(id, _)| id))
+            .filter(move |id| id.epoch <= reach)
+    }
+
+    /// A live peer advertises a greater committed epoch id than ours, within reach.
+    fn peer_ahead(&self) -> bool {
         let mine = self.committed.as_ref().map(|c| c.id());
+        self.adverts_in_reach()
+            .any(|id| id.epoch > 0 && mine.is_none_or(|m| id > m))
+    }
+
+    /// Before it is in an allocation, a member waits to fetch what a live peer advertises
+    /// (within reach, at most [`MAX_ADVERT_QUERIES`] queries per advertisement) rather than
+    /// propose from nothing: a restarted coordinator then moves as few units as possible.
+    pub(super) fn behind(&self) -> bool {
+        if self.is_participant() {
+            return false;
+        }
+        let mine = self.committed.as_ref().map(|c| c.id());
+        let reach = self.reference_epoch().saturating_add(MAX_EPOCH_STEP);
         self.peers.values().any(|p| {
             p.live
-                && p.committed
-                    .is_some_and(|(id, _)| id.epoch > 0 && mine.is_none_or(|m| id > m))
+                && p.advert_queries < MAX_ADVERT_QUERIES
+                && p.committed.is_some_and(|(id, _)| {
+                    id.epoch > 0 && id.epoch <= reach && mine.is_none_or(|m| id > m)
+                })
         })
     }
 
@@ -138,7 +322,10 @@ impl Endpoint {
         if self.behind() {
             return;
         }
-        if self.committed.as_ref().is_some_and(|c| c.members() == view) {
+        // A live peer ahead of us with an allocation we cannot take (the other side of a
+        // healed partition, or a liar): propose above it, once our last proposal is settled.
+        let unify = self.peer_ahead() && self.pending.is_none();
+        if self.committed.as_ref().is_some_and(|c| c.members() == view) && !unify {
             return;
         }
         let base = self
@@ -159,16 +346,24 @@ impl Endpoint {
         allocation: Allocation,
     ) -> EpochId {
         let mine = self.committed.as_ref().map(|c| c.id());
+        // Above everything seen within reach (bounded by the step rule, so never near the
+        // last epoch): proposals checked, and what live peers advertise.
         let epoch = self
-            .max_epoch_seen
-            .max(mine.map_or(0, |m| m.epoch))
+            .adverts_in_reach()
+            .map(|id| id.epoch)
+            .fold(
+                self.max_epoch_seen.max(mine.map_or(0, |m| m.epoch)),
+                u64::max,
+            )
             .saturating_add(1);
         let id = EpochId {
             epoch,
             proposer: self.me.0,
             incarnation: self.incarnation.0,
         };
-        let proposal = proposal_for(id, view, &allocation);
+        let mut proposal = proposal_for(id, view, &allocation);
+        proposal.base = mine.unwrap_or_default();
+        proposal.sign(self.cluster, &self.identity.key);
         let digest = proposal_digest(&proposal);
         self.max_epoch_seen = epoch;
         let m = Message::Proposal(proposal.clone());

@@ -23,10 +23,15 @@ pub enum DropReason {
     Replayed,
     StaleEpoch,
     InvalidProposal,
+    /// The sender's certificate is revoked, or its issuer is no longer published.
+    Revoked,
+    /// An authentic message the sender has no authority for: a proposal from a member that may
+    /// not coordinate, an operator request without operator authority (SPEC.md §9.7).
+    Unauthorized,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Oversized,
         DropReason::Truncated,
         DropReason::BadMagic,
@@ -42,6 +47,8 @@ impl DropReason {
         DropReason::Replayed,
         DropReason::StaleEpoch,
         DropReason::InvalidProposal,
+        DropReason::Revoked,
+        DropReason::Unauthorized,
     ];
 
     /// The metrics label.
@@ -62,6 +69,8 @@ impl DropReason {
             DropReason::Replayed => "replayed",
             DropReason::StaleEpoch => "stale-epoch",
             DropReason::InvalidProposal => "invalid-proposal",
+            DropReason::Revoked => "revoked",
+            DropReason::Unauthorized => "unauthorized",
         }
     }
 }

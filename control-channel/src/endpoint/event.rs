@@ -13,6 +13,9 @@ pub enum Event {
     /// Nobody this member can hear has heard `0` within the down timeout.
     MemberDown(MemberId),
     MemberLeft(MemberId),
+    /// The keystore revoked this member's key or withdrew the group key that certified it: it
+    /// is out of the view at once and everything it sends is refused (`revoked`).
+    MemberRevoked(MemberId),
     /// Most of the peers heard recently (at least two) refuse this member's messages as
     /// `untimely`: its wall clock is `offset_ms` off the median of theirs, beyond the timeliness
     /// window. It stays out of their views, and does not coordinate, until its clock is back.
@@ -23,6 +26,12 @@ pub enum Event {
     /// This member's wall clock is within the timeliness window of most peers' again.
     ClockTimely {
         offset_ms: i64,
+    },
+    /// The allocation that this member's first commit was made from, fetched from its
+    /// proposer: it names the previous owner of each unit (SPEC.md §11.5).
+    PreviousAllocation {
+        id: EpochId,
+        allocation: igmp_ext::Allocation,
     },
     /// A new allocation is in force; `slices` are this member's.
     Committed {
@@ -91,7 +100,7 @@ pub enum RequestOutcome {
     Refused(RequestRefusal),
 }
 
-/// Why the coordinator refused a request.
+/// Why a request was refused (by the coordinator, or by any member for want of authority).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestRefusal {
@@ -105,4 +114,7 @@ pub enum RequestRefusal {
     BadUnit,
     #[error("the member has fewer other units than it would receive")]
     NotEnoughUnits,
+    /// About another member, without a valid operator signature (SPEC.md §9.7).
+    #[error("needs an operator's signature and certificate (only a member's own drain and resume do not)")]
+    Unauthorized,
 }

@@ -2,16 +2,25 @@
 //! evidence in, and the live/down decision with its events. A heartbeat also carries the
 //! sender's weight, load and committed epoch, so a member behind it fetches its allocation here.
 
-use super::{ms, Destination, Endpoint, Event};
+use super::{ms, Destination, Endpoint, Event, MAX_ADVERT_QUERIES};
 use crate::time::{Clock, Instant};
 use crate::wire::{EpochId, Heartbeat, Message, StateQuery, StateSubject};
 use igmp_ext::MemberId;
 
+/// Indirect evidence about a member counts only while this member heard it directly within
+/// this many down timeouts (800 ms by default): a crashed member is declared down at most that
+/// long after its last message, whatever its peers report.
+const INDIRECT_SPAN: u64 = 4;
+
 impl Endpoint {
     pub(super) fn on_heartbeat(&mut self, now: Clock, sender: MemberId, hb: Heartbeat) {
         let sender_live = self.peers.get(&sender).is_some_and(|p| p.left_at.is_none());
+        let max_weight = self.config.max_weight;
         if let Some(p) = self.peers.get_mut(&sender) {
-            p.weight = hb.weight;
+            p.weight = hb.weight.min(max_weight);
+            if p.committed.is_none_or(|(id, _)| id != hb.committed) {
+                p.advert_queries = 0;
+            }
             p.committed = Some((hb.committed, hb.digest));
             p.load = hb.load;
         }
@@ -23,15 +32,22 @@ impl Endpoint {
         if !sender_live {
             return;
         }
-        // Indirect evidence: the sender heard these members `age` ms ago.
+        // Indirect evidence: the sender heard these members `age` ms ago. It only bridges
+        // gaps in what we hear ourselves (loss): it counts for a member we heard directly
+        // within `INDIRECT_SPAN` down timeouts, so no peer's reports, true or not, keep a
+        // member alive here that we stopped hearing (SPEC.md §9.3, §9.7).
         let down = ms(self.config.down_after);
+        let span = down.saturating_mul(INDIRECT_SPAN);
         for (m, age) in hb.heard {
             let m = MemberId(m);
             if m == self.me || u64::from(age) >= down {
                 continue;
             }
             if let Some(p) = self.peers.get_mut(&m) {
-                if p.left_at.is_none() {
+                let heard_lately = p
+                    .last_direct
+                    .is_some_and(|d| now.mono.0 < d.0.saturating_add(span));
+                if p.left_at.is_none() && heard_lately {
                     let t = Instant(now.mono.0.saturating_sub(u64::from(age)));
                     p.alive_estimate = Some(p.alive_estimate.map_or(t, |a| a.max(t)));
                 }
@@ -45,9 +61,15 @@ impl Endpoint {
                 p.last_query
                     .is_none_or(|q| now.mono >= q.saturating_add(interval))
             });
+            let due = due
+                && self
+                    .peers
+                    .get(&sender)
+                    .is_some_and(|p| p.advert_queries < MAX_ADVERT_QUERIES);
             if due {
                 if let Some(p) = self.peers.get_mut(&sender) {
                     p.last_query = Some(now.mono);
+                    p.advert_queries = p.advert_queries.saturating_add(1);
                 }
                 let query_id = self.fresh_query_id();
                 let m = Message::StateQuery(StateQuery {
@@ -92,7 +114,7 @@ impl Endpoint {
             .as_ref()
             .map_or((EpochId::default(), 0), |c| (c.id(), c.digest_prefix()));
         let m = Message::Heartbeat(Heartbeat {
-            weight: self.config.weight,
+            weight: self.own_weight(),
             heard,
             committed,
             digest,

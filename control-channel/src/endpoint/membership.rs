@@ -10,8 +10,9 @@ use igmp_ext::MemberId;
 impl Endpoint {
     /// A peer's `Hello`: its weight, and our certificate back if it is new or asks.
     pub(super) fn on_hello(&mut self, now: Clock, sender: MemberId, h: Hello, first_contact: bool) {
+        let max_weight = self.config.max_weight;
         if let Some(p) = self.peers.get_mut(&sender) {
-            p.weight = h.weight;
+            p.weight = h.weight.min(max_weight);
         }
         // A new member (or one that asks) gets our certificate back at once, so that
         // it can verify us within one round trip instead of one hello interval.
@@ -55,7 +56,7 @@ impl Endpoint {
         self.next_hello = now.mono.saturating_add(self.config.hello_interval);
         let m = Message::Hello(Hello {
             certificate: self.identity.certificate.as_bytes().to_vec(),
-            weight: self.config.weight,
+            weight: self.own_weight(),
             reply_wanted,
         });
         self.send(now, Destination::Group, &m);

@@ -36,8 +36,11 @@ use crate::wire::EpochId;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
 use igmp_ext::ed25519_dalek::{SigningKey, VerifyingKey};
-use igmp_ext::{MemberCertificate, MemberId, Slicing, Timestamp};
+use igmp_ext::{KeyId, MemberCertificate, MemberId, Slicing, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Default of [`Config::max_weight`].
+pub const DEFAULT_MAX_WEIGHT: u32 = 16;
 
 /// Settings; the defaults are the ones SPEC.md §9.3 argues for.
 #[derive(Debug, Clone)]
@@ -48,6 +51,9 @@ pub struct Config {
     pub slicing: Slicing,
     /// This member's weight (share of the slices).
     pub weight: u32,
+    /// The largest weight any member may announce (SPEC.md §9.7): larger announcements, this
+    /// member's own included, count as this. The same on every member of a cluster.
+    pub max_weight: u32,
     pub heartbeat_interval: Duration,
     /// A member nobody has heard from for this long is declared down.
     pub down_after: Duration,
@@ -66,6 +72,9 @@ pub struct Config {
     pub retransmit_after: Duration,
     /// Largest state transfer accepted.
     pub max_state_len: usize,
+    /// An incoming transfer without a chunk for this long is dropped (a complete one is
+    /// forgotten then too).
+    pub transfer_linger: Duration,
 }
 
 impl Config {
@@ -74,6 +83,7 @@ impl Config {
             cluster,
             slicing: Slicing::LowOrder { bits: 8 },
             weight: 1,
+            max_weight: DEFAULT_MAX_WEIGHT,
             heartbeat_interval: Duration::from_millis(50),
             down_after: Duration::from_millis(200),
             hello_interval: Duration::from_secs(1),
@@ -83,6 +93,7 @@ impl Config {
             transfer_window: 8,
             retransmit_after: Duration::from_millis(100),
             max_state_len: 16 << 20,
+            transfer_linger: Duration::from_secs(10),
         }
     }
 }
@@ -141,9 +152,23 @@ struct Peer {
     /// Sequence of the peer's `Leave`: older messages do not bring it back.
     left_at: Option<u64>,
     committed: Option<(EpochId, u64)>,
+    /// Allocation queries sent for its current `committed` advertisement: after
+    /// [`MAX_ADVERT_QUERIES`] without an acceptable answer it no longer holds the coordinator
+    /// back (a member that advertises an epoch it cannot show stalls nobody).
+    advert_queries: u32,
     load: Vec<(u16, u32)>,
     last_query: Option<Instant>,
 }
+
+/// Queries for one advertised allocation before it is disregarded.
+pub(super) const MAX_ADVERT_QUERIES: u32 = 5;
+/// How far beyond the reference epoch (the committed one) a proposal may go (SPEC.md §9.7):
+/// far more than the epochs two sides of a partition run apart, far too little to reach
+/// `u64::MAX` in any number of commits that could happen.
+pub const MAX_EPOCH_STEP: u64 = 1 << 24;
+/// Incoming transfers kept per sender and in total (complete ones are kept for re-acks).
+pub const MAX_INCOMING_PER_SENDER: usize = 8;
+pub const MAX_INCOMING_TOTAL: usize = 64;
 
 #[derive(Debug)]
 struct PendingProposal {
@@ -169,6 +194,16 @@ struct IncomingTransfer {
     total: usize,
     data: Vec<u8>,
     complete: bool,
+    /// Last chunk received: a transfer silent for [`Config::transfer_linger`] is dropped.
+    last_progress: Instant,
+}
+
+/// A proposal whose signature, structure and epoch hold but that does not (yet) match this
+/// member's view: kept, and committed when the view catches up, until it expires.
+#[derive(Debug)]
+struct Deferred {
+    proposal: crate::wire::Proposal,
+    until: Instant,
 }
 
 /// One member's protocol state.
@@ -182,6 +217,17 @@ pub struct Endpoint {
     /// the group publishes two, and members reissued under the new one must still meet the
     /// others ([`Endpoint::set_group_keys`]).
     other_group_keys: Vec<VerifyingKey>,
+    /// The published group keys, when the keystore told us ([`Endpoint::set_published`]):
+    /// certificates from any other issuer are retired.
+    published_keys: Option<Vec<VerifyingKey>>,
+    /// Revoked member (and operator) key ids the keystore publishes.
+    revoked: BTreeSet<KeyId>,
+    /// Members dropped for revocation: their messages are refused as `revoked` until they
+    /// present a certificate that is not.
+    revoked_members: BTreeSet<MemberId>,
+    /// Newest operator request acted on per operator key (`issued_at`, ms).
+    operator_last: BTreeMap<KeyId, u64>,
+    deferred: Option<Deferred>,
     cluster: u32,
     /// When this member started, on the monotonic clock (the startup quiet period).
     started: Instant,
@@ -196,6 +242,9 @@ pub struct Endpoint {
     sequence: u64,
     peers: BTreeMap<MemberId, Peer>,
     committed: Option<CommittedAllocation>,
+    /// The allocation committed before `committed` (or, for a first commit, the one it was made
+    /// from, once fetched).
+    previous: Option<CommittedAllocation>,
     max_epoch_seen: u64,
     pending: Option<PendingProposal>,
     next_heartbeat: Instant,
@@ -231,6 +280,11 @@ impl Endpoint {
             me,
             group_key,
             other_group_keys: Vec::new(),
+            published_keys: None,
+            revoked: BTreeSet::new(),
+            revoked_members: BTreeSet::new(),
+            operator_last: BTreeMap::new(),
+            deferred: None,
             cluster,
             started: now.mono,
             incarnation: now.wall,
@@ -239,6 +293,7 @@ impl Endpoint {
             sequence: now.wall.0 << 20,
             peers: BTreeMap::new(),
             committed: None,
+            previous: None,
             max_epoch_seen: 0,
             pending: None,
             next_heartbeat: now.mono,
@@ -293,7 +348,7 @@ impl Endpoint {
     /// The weight `member` last announced (this member's own current weight for `id()`).
     pub fn weight_of(&self, member: MemberId) -> Option<u32> {
         if member == self.me {
-            return Some(self.config.weight);
+            return Some(self.own_weight());
         }
         self.peers.get(&member).map(|p| p.weight)
     }
@@ -334,6 +389,14 @@ impl Endpoint {
         }
         out
     }
+    /// This member's weight as announced: the configured one, at most `max_weight`.
+    pub(super) fn own_weight(&self) -> u32 {
+        self.config.weight.min(self.config.max_weight)
+    }
+    /// Incoming state transfers held (running, or complete and kept for re-acks).
+    pub fn incoming_transfers(&self) -> usize {
+        self.incoming.len()
+    }
     /// The load per allocation unit carried in the next heartbeats.
     pub fn set_load(&mut self, load: Vec<(u16, u32)>) {
         self.load = load;
@@ -369,6 +432,12 @@ impl Endpoint {
         for o in self.outgoing.values() {
             t = t.min(o.retransmit_at);
         }
+        if let Some(d) = &self.deferred {
+            t = t.min(d.until);
+        }
+        if let Some(i) = self.incoming.values().map(|i| i.last_progress).min() {
+            t = t.min(i.saturating_add(self.config.transfer_linger));
+        }
         Some(t)
     }
 
@@ -379,6 +448,7 @@ impl Endpoint {
             self.quiet_over = true;
         }
         self.retransmit_transfers(now);
+        self.prune_incoming(now);
         if self.left {
             return;
         }
@@ -397,6 +467,7 @@ impl Endpoint {
         }
         self.check_own_clock(now);
         self.update_liveness(now);
+        self.retry_deferred(now);
         self.retransmit_proposal(now);
         self.maybe_propose(now);
     }
@@ -415,6 +486,7 @@ impl Endpoint {
                 self.check_own_clock(now);
                 if !self.left {
                     self.update_liveness(now);
+                    self.retry_deferred(now);
                     self.maybe_propose(now);
                 }
                 Ok(())

@@ -39,9 +39,13 @@ impl CommittedAllocation {
 pub const NO_OWNER: u8 = 0xff;
 pub const MAX_MEMBERS: usize = 255;
 
-/// SHA-256 of the proposal's postcard encoding: names one allocation.
+/// SHA-256 of the proposal's postcard encoding without its signature: names one allocation.
 pub fn proposal_digest(p: &Proposal) -> [u8; 32] {
-    let bytes = postcard::to_stdvec(p).unwrap_or_default();
+    let unsigned = Proposal {
+        signature: Vec::new(),
+        ..p.clone()
+    };
+    let bytes = postcard::to_stdvec(&unsigned).unwrap_or_default();
     let mut d = [0u8; 32];
     d.copy_from_slice(&Sha256::digest(&bytes));
     d
@@ -77,7 +81,7 @@ pub fn validate_proposal(p: &Proposal, slicing: Slicing) -> Option<Allocation> {
     Some(allocation)
 }
 
-/// Encodes an allocation as a proposal body.
+/// Encodes an allocation as a proposal body, unsigned ([`Proposal::sign`]).
 pub fn proposal_for(id: EpochId, members: &[(MemberId, u32)], allocation: &Allocation) -> Proposal {
     let index: BTreeMap<MemberId, u8> = members
         .iter()
@@ -92,6 +96,8 @@ pub fn proposal_for(id: EpochId, members: &[(MemberId, u32)], allocation: &Alloc
             .iter()
             .map(|o| o.and_then(|m| index.get(&m).copied()).unwrap_or(NO_OWNER))
             .collect(),
+        base: EpochId::default(),
+        signature: Vec::new(),
     }
 }
 

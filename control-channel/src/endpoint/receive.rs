@@ -40,6 +40,8 @@ impl Endpoint {
             };
             let key = match self.peers.get(&sender) {
                 Some(p) if p.certificate.as_bytes() == hello.certificate.as_slice() => {
+                    // Cached: trusted when it was verified; `set_published` drops it if that
+                    // changed since.
                     p.certificate
                         .check_validity(now_wall)
                         .map_err(|_| DropReason::BadCertificate)?;
@@ -62,6 +64,9 @@ impl Endpoint {
             }
             message = m;
         } else {
+            if self.revoked_members.contains(&sender) {
+                return Err(DropReason::Revoked);
+            }
             let peer = self.peers.get(&sender).ok_or(DropReason::UnknownSender)?;
             peer.certificate
                 .check_validity(now_wall)
@@ -78,6 +83,8 @@ impl Endpoint {
         // Every check passed: record.
         let first_contact = !self.peers.contains_key(&sender);
         if let Some(cert) = new_certificate {
+            // A certificate that is not revoked: a re-keyed member speaks again.
+            self.revoked_members.remove(&sender);
             let key = cert.body().member_key;
             match self.peers.get_mut(&sender) {
                 Some(p) => {
@@ -100,6 +107,7 @@ impl Endpoint {
                             live: false,
                             left_at: None,
                             committed: None,
+                            advert_queries: 0,
                             load: Vec::new(),
                             last_query: None,
                         },
@@ -107,8 +115,8 @@ impl Endpoint {
                 }
             }
         }
-        let epoch = packet.epoch();
-        self.max_epoch_seen = self.max_epoch_seen.max(epoch);
+        // The header's epoch is informational: epochs advance only through proposals that pass
+        // the decision rule (SPEC.md §9.7), never because a header says so.
         let Some(peer) = self.peers.get_mut(&sender) else {
             return Err(DropReason::UnknownSender);
         };
@@ -136,11 +144,63 @@ impl Endpoint {
     /// ours. Peers already met keep their verified certificates; a member whose issuer is
     /// withdrawn leaves by itself (its own keystore check, SPEC.md §11.1).
     pub fn set_group_keys(&mut self, published: &[VerifyingKey]) {
+        if self.published_keys.is_some() {
+            self.published_keys = Some(published.to_vec());
+        }
         self.other_group_keys = published
             .iter()
             .filter(|k| **k != self.group_key)
             .copied()
             .collect();
+    }
+
+    /// What the keystore publishes now (SPEC.md §9.7): the group keys and the revoked member
+    /// (and operator) key ids. Peers whose member key is revoked, or whose certificate's issuer
+    /// is no longer published, are dropped at once: out of the view, the certificate cache and
+    /// the transfers, each reported as [`Event::MemberRevoked`]; whatever they send afterwards
+    /// is refused (`revoked`, or `bad-certificate` for a retired issuer). An empty key list
+    /// changes nothing (a record always publishes at least one key).
+    pub fn set_published(&mut self, now: Clock, published: &[VerifyingKey], revoked: &[KeyId]) {
+        if published.is_empty() {
+            return;
+        }
+        self.set_group_keys(published);
+        self.published_keys = Some(published.to_vec());
+        self.revoked = revoked.iter().copied().collect();
+        let issuers: Vec<KeyId> = published.iter().map(KeyId::of).collect();
+        let dropped: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                let body = p.certificate.body();
+                self.revoked.contains(&KeyId::of(&body.member_key))
+                    || !issuers.contains(&body.issuer)
+            })
+            .map(|(&m, _)| m)
+            .collect();
+        for m in dropped {
+            self.drop_member(m);
+        }
+        if !self.left {
+            self.maybe_propose(now);
+        }
+    }
+
+    /// Forgets a peer whose credentials no longer hold.
+    fn drop_member(&mut self, m: MemberId) {
+        self.peers.remove(&m);
+        self.revoked_members.insert(m);
+        self.last_request.remove(&m);
+        self.outgoing.retain(|&(to, _), _| to != m);
+        self.incoming.retain(|&(from, _), _| from != m);
+        if self
+            .deferred
+            .as_ref()
+            .is_some_and(|d| d.proposal.id.proposer == m.0)
+        {
+            self.deferred = None;
+        }
+        self.events.push_back(Event::MemberRevoked(m));
     }
 
     fn verify_certificate(
@@ -151,13 +211,21 @@ impl Endpoint {
     ) -> Result<MemberCertificate, DropReason> {
         let unverified =
             UnverifiedCertificate::decode(bytes).map_err(|_| DropReason::BadCertificate)?;
+        // Revoked keys are refused before any signature is checked: they cost nothing more.
+        if self
+            .revoked
+            .contains(&KeyId::of(&unverified.unverified_body().member_key))
+        {
+            return Err(DropReason::Revoked);
+        }
         let issuer = unverified.unverified_body().issuer;
-        let key = core::iter::once(&self.group_key)
-            .chain(&self.other_group_keys)
+        let key = self
+            .trusted_group_keys()
             .find(|k| KeyId::of(k) == issuer)
+            .copied()
             .ok_or(DropReason::BadCertificate)?;
         let cert = unverified
-            .verify(key, now)
+            .verify(&key, now)
             .map_err(|_| DropReason::BadCertificate)?;
         let body = cert.body();
         // The certificate must name the header's sender and allow this cluster's group.
@@ -165,6 +233,20 @@ impl Endpoint {
             return Err(DropReason::BadCertificate);
         }
         Ok(cert)
+    }
+
+    /// The group keys whose certificates are accepted: the published ones once the keystore
+    /// told us, else ours and any others set.
+    pub(super) fn trusted_group_keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        let published = self.published_keys.as_deref();
+        let fallback = match published {
+            Some(_) => None,
+            None => Some(core::iter::once(&self.group_key).chain(&self.other_group_keys)),
+        };
+        published
+            .into_iter()
+            .flatten()
+            .chain(fallback.into_iter().flatten())
     }
 
     /// An untimely datagram from a peer already met: if its signature and sequence number hold,

@@ -73,3 +73,24 @@ impl Endpoint {
         self.next_query_id
     }
 }
+
+#[cfg(feature = "sim")]
+impl Endpoint {
+    /// Test-only (feature `sim`): sends `m` to the group, signed with this member's key, with
+    /// `header_epoch` in the header instead of the committed epoch. It lets a test play a
+    /// compromised but certified member (`crate::attack`); no daemon is built with it.
+    pub fn danger_send_raw(&mut self, now: Clock, header_epoch: u64, m: &Message) -> bool {
+        let mut header = self.header(now);
+        header.epoch = header_epoch;
+        match m.encode_signed(&header, &self.identity.key) {
+            Ok(payload) => {
+                self.transmits.push_back(Transmit {
+                    destination: Destination::Group,
+                    payload,
+                });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}

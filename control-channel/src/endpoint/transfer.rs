@@ -2,7 +2,10 @@
 //! resent or restarted transfer resumes where it stopped; a transfer that stops progressing
 //! fails with an event. Transfers may finish after this member left.
 
-use super::{Endpoint, Event, IncomingTransfer, OutgoingTransfer, SendError};
+use super::{
+    Endpoint, Event, IncomingTransfer, OutgoingTransfer, SendError, MAX_INCOMING_PER_SENDER,
+    MAX_INCOMING_TOTAL,
+};
 use crate::time::Clock;
 use crate::wire::{self, Message, NackReason, StateAck, StateChunk, StateQuery, StateSubject};
 use igmp_ext::MemberId;
@@ -37,6 +40,12 @@ impl Endpoint {
         match q.subject {
             StateSubject::Allocation => {
                 if let Some(c) = &self.committed {
+                    let m = Message::Proposal(c.proposal.clone());
+                    self.send_to_member(now, sender, &m);
+                }
+            }
+            StateSubject::Previous => {
+                if let Some(c) = &self.previous {
                     let m = Message::Proposal(c.proposal.clone());
                     self.send_to_member(now, sender, &m);
                 }
@@ -161,11 +170,17 @@ impl Endpoint {
             return;
         }
         let key = (sender, c.transfer_id);
+        if !self.incoming.contains_key(&key) && !self.room_for_incoming(sender) {
+            self.nack(now, sender, seq, NackReason::StateTooLarge);
+            return;
+        }
         let t = self.incoming.entry(key).or_insert(IncomingTransfer {
             total,
             data: Vec::new(),
             complete: false,
+            last_progress: now.mono,
         });
+        t.last_progress = now.mono;
         if t.total != total {
             return;
         }
@@ -194,6 +209,39 @@ impl Endpoint {
                 data,
             });
         }
+    }
+
+    /// Room for one more incoming transfer from `sender`: at most [`MAX_INCOMING_PER_SENDER`]
+    /// from one member and [`MAX_INCOMING_TOTAL`] in all. Complete transfers (kept to re-ack
+    /// duplicates) give way first, oldest first; running ones are never evicted, so a sender
+    /// over its bound is refused (`Nack(state-too-large)`) until its transfers end or expire.
+    fn room_for_incoming(&mut self, sender: MemberId) -> bool {
+        loop {
+            let mine = self.incoming.keys().filter(|(m, _)| *m == sender).count();
+            if mine < MAX_INCOMING_PER_SENDER && self.incoming.len() < MAX_INCOMING_TOTAL {
+                return true;
+            }
+            let victim = self
+                .incoming
+                .iter()
+                .filter(|(k, t)| t.complete && (mine < MAX_INCOMING_PER_SENDER || k.0 == sender))
+                .min_by_key(|(_, t)| t.last_progress)
+                .map(|(&k, _)| k);
+            match victim {
+                Some(k) => {
+                    self.incoming.remove(&k);
+                }
+                None => return false,
+            }
+        }
+    }
+
+    /// Drops incoming transfers without a chunk for [`Config::transfer_linger`]
+    /// (`super::Config`): a stalled sender's partial state, and completed ones kept for re-acks.
+    pub(super) fn prune_incoming(&mut self, now: Clock) {
+        let linger = self.config.transfer_linger;
+        self.incoming
+            .retain(|_, t| now.mono < t.last_progress.saturating_add(linger));
     }
 
     pub(super) fn on_ack(&mut self, now: Clock, sender: MemberId, a: StateAck) {

@@ -15,6 +15,10 @@ pub fn admin_event(at: Timestamp, e: &Event) -> Option<AdminEvent> {
         Event::MemberUp(m) => ("member-up", format!("member {m} up")),
         Event::MemberDown(m) => ("member-down", format!("member {m} down")),
         Event::MemberLeft(m) => ("member-left", format!("member {m} left")),
+        Event::MemberRevoked(m) => (
+            "member-revoked",
+            format!("member {m} revoked (keystore): dropped from the control group"),
+        ),
         Event::ClockUntimely {
             offset_ms,
             refused_by,

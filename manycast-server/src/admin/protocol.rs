@@ -32,6 +32,13 @@ pub enum AdminRequest {
     Rebalance {},
     /// Stream a status frame every second and every event as it happens.
     Watch {},
+    /// `request` (move, rebalance, or drain/resume of another member) with an operator's
+    /// certificate and signature over the control request it becomes (SPEC.md §9.7); made by
+    /// `manycastctl --operator-key/--operator-cert`.
+    Authorized {
+        authority: control_channel::wire::OperatorAuthority,
+        request: Box<AdminRequest>,
+    },
 }
 
 /// One answer line (`watch` streams [`WatchLine`]s instead).

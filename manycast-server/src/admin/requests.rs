@@ -128,6 +128,9 @@ pub fn plan(request: AdminRequest, before: &Status, check: Precheck) -> Step {
             }
         }
         AdminRequest::Watch {} => answer(Answer::error("watch is a stream; send it alone")),
+        AdminRequest::Authorized { .. } => answer(Answer::error(
+            "bad request: an authorized request inside another",
+        )),
     }
 }
 

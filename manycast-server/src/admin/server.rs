@@ -224,6 +224,13 @@ async fn precheck(request: &AdminRequest, requester: &Requester) -> Precheck {
 /// Runs one request's steps: the status before, the local check, the control request and the
 /// wait for its result.
 async fn handle(request: AdminRequest, requester: &Requester, hub: &Hub) -> Answer {
+    let (request, authority) = match request {
+        AdminRequest::Authorized { authority, request } => (*request, Some(authority)),
+        other => (other, None),
+    };
+    if matches!(request, AdminRequest::Authorized { .. }) {
+        return Answer::error("bad request: an authorized request inside another");
+    }
     let Some(before) = current_status(requester, hub).await else {
         return Answer::error("control channel stopped");
     };
@@ -232,7 +239,7 @@ async fn handle(request: AdminRequest, requester: &Requester, hub: &Hub) -> Answ
         Step::Answer(a) => *a,
         Step::Request { action, until } => {
             requester.with(move |ep, now| {
-                ep.request(now, action);
+                ep.request_with_authority(now, action, authority);
             });
             match wait_for(requester, hub, &until).await {
                 Some(s) => until.done(&s),

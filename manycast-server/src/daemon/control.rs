@@ -6,17 +6,18 @@ use crate::credentials::Credentials;
 use control_channel::driver::{self, DriverHandle, SocketConfig};
 use control_channel::{CommittedAllocation, Counters, Endpoint, Identity, SendError};
 use igmp_ext::ed25519_dalek::VerifyingKey;
-use igmp_ext::MemberId;
+use igmp_ext::{KeyId, MemberId};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Binds the control socket on `interface` and starts the driver with a fresh endpoint that
-/// accepts peers certified by our group key, or by any of `published_keys` (keystore).
+/// accepts peers certified by our group key, or (keystore) by the published keys and not
+/// revoked: `published` is the record's keys and revoked key ids.
 pub fn start(
     config: &crate::config::Config,
     interface: Ipv4Addr,
     creds: &Credentials,
-    published_keys: Option<&[VerifyingKey]>,
+    published: Option<(&[VerifyingKey], &[KeyId])>,
 ) -> Result<DriverHandle, (&'static str, io::Error)> {
     let mut sockcfg = SocketConfig::new(config.control.group, config.control.port, interface);
     sockcfg.ttl = config.control.ttl;
@@ -31,8 +32,8 @@ pub fn start(
         creds.group_key,
         driver::now(),
     );
-    if let Some(keys) = published_keys {
-        endpoint.set_group_keys(keys);
+    if let Some((keys, revoked)) = published {
+        endpoint.set_published(driver::now(), keys, revoked);
     }
     let group = SocketAddrV4::new(config.control.group, config.control.port);
     driver::spawn(endpoint, socket, group).map_err(|e| ("control driver", e))

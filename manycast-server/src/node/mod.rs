@@ -315,8 +315,12 @@ impl Node {
             Event::ClockTimely { offset_ms } => {
                 info!(offset_ms, "our wall clock is within the timeliness window again")
             }
-            Event::MemberLeft(m) => {
-                info!(member = %m, "member left");
+            Event::MemberLeft(m) | Event::MemberRevoked(m) => {
+                if matches!(event, Event::MemberRevoked(_)) {
+                    warn!(member = %m, "member revoked by the keystore: dropped from the control group");
+                } else {
+                    info!(member = %m, "member left");
+                }
                 // VIP forward: a member that left serves no connection any more.
                 if let Some(table) = &mut self.forward_table {
                     table.member_left(m);
@@ -333,6 +337,12 @@ impl Node {
                 if let Some(r) = self.service.handle_forwarded(now, from, client, &payload) {
                     self.actions.push_back(Action::Service(ServiceAction::Reply(r)));
                 }
+            }
+            Event::PreviousAllocation { id, allocation } => {
+                debug!(epoch = id.epoch, "previous allocation: our new units' old owners");
+                let actions = self.service.handle_previous(now, &allocation);
+                self.apply(actions);
+                self.sync_vip_forward(now, None);
             }
             Event::StateReceived { from, data, .. } => {
                 let actions = self.service.handle_state(now, from, &data);

@@ -216,8 +216,20 @@ fn every_commit_is_claimed_with_its_slices_at_its_epoch() {
     assert_eq!((s.commits, s.epoch, s.slices), (3, 5, 0));
 }
 
+/// The control channel's answer to a first commit: the allocation it was made from.
+fn previous(owners: [Option<MemberId>; 4]) -> Event {
+    Event::PreviousAllocation {
+        id: EpochId {
+            epoch: 4,
+            proposer: 1,
+            incarnation: 1,
+        },
+        allocation: Allocation::from_unit_owners(SLICING, owners.to_vec()).expect("allocation"),
+    }
+}
+
 #[test]
-fn vip_forward_holds_a_first_claim_until_the_transfer_names_the_old_owner() {
+fn vip_forward_holds_a_first_claim_until_the_previous_allocation_names_the_old_owner() {
     let mut n = node(vip_forward());
     // Member 1 just started: it gains units 1 and 3 without knowing who had them.
     let first = [Some(M2), Some(M1), Some(M2), Some(M1)];
@@ -228,8 +240,12 @@ fn vip_forward_holds_a_first_claim_until_the_transfer_names_the_old_owner() {
     // Still held just before the hold ends.
     n.handle_timeout(at(499));
     assert!(joins(&mut n, at(499)).is_empty());
-    // Member 2's transfer names the units: forwarding first, then the claim.
+    // Member 2's transfer alone proves nothing (issue 13): still held.
     n.handle_event(at(499), transfer(5, vec![1, 3], &[]), None);
+    assert!(joins(&mut n, at(499)).is_empty());
+    // The previous allocation names member 2 as the old owner: forwarding first, then the
+    // claim.
+    n.handle_event(at(499), previous([Some(M2); 4]), None);
     let done = actions(&mut n);
     assert_eq!(
         plans(&done).last(),

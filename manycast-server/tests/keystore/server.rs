@@ -465,3 +465,54 @@ fn bad_keystore_config_is_one_line_and_exit_2() {
         );
     }
 }
+
+/// A revoked member that keeps running (compromised, say) is dropped from the other members'
+/// control channel at their next keystore refresh: they log it, refuse what it sends, and take
+/// its slices (SPEC.md §9.7). Before, revocations never reached the control channel and the
+/// member stayed in every view until it left by itself.
+#[test]
+fn a_revoked_peer_is_dropped_from_the_control_group_at_the_next_refresh() {
+    let mut s = setup_members(2, 2);
+    // Member 2 on the veth peer of member 1's link, in the same namespace (see the rotation
+    // test above for why accept_local).
+    ip(&["-n", &s.ns, "addr", "add", "10.9.0.2/24", "dev", "s1"]);
+    for link in ["s0", "s1"] {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &s.ns, "sysctl", "-qw"])
+            .arg(format!("net.ipv4.conf.{link}.accept_local=1"))
+            .status()
+            .expect("sysctl");
+        assert!(st.success(), "accept_local on {link}");
+    }
+    let server = s.ks.addr.to_string();
+    let table = s.keystore_table(&server, "");
+    let c1 = s.lab.write_config(0, "s0", "s0", "", &table);
+    let c2 = s.lab.write_config(1, "s1", "s1", "", &table);
+    let ns = s.ns.clone();
+    s.lab.spawn_server(0, &ns, &c1);
+    s.lab.spawn_server(1, &ns, &c2);
+    wait_for("the members split the slices", || {
+        s.lab.metric(0, "slice_addresses") == 1 << 31
+            && s.lab.metric(1, "slice_addresses") == 1 << 31
+            && s.lab.metric(0, "epoch") == s.lab.metric(1, "epoch")
+    });
+    let m2 = igmp_ext::KeyId::of(&s.lab.fixture.members[1].key.verifying_key()).to_string();
+    s.update(
+        &["keystore", "revoke"],
+        &["--group", &GROUP.to_string(), "--member-key", &m2],
+    );
+    let log = || std::fs::read_to_string(s.d().join("m1.log")).unwrap_or_default();
+    wait_for("member 1 drops member 2 for its revocation", || {
+        log().contains("member revoked by the keystore")
+    });
+    let text = log();
+    let line = text
+        .lines()
+        .find(|l| l.contains("member revoked by the keystore"))
+        .unwrap_or_default();
+    assert!(line.contains("m2"), "{text}");
+    wait_for("member 1 owns every slice", || {
+        s.lab.metric(0, "slice_addresses") == 1 << 32
+    });
+    assert_eq!(s.lab.exited("m1"), None, "{}", s.lab.logs());
+}

@@ -2,7 +2,9 @@
 //! `manycast_server::admin::protocol`) and show members, the allocation and load, move units, drain,
 //! resume, rebalance, and a live `watch`.
 
+use crate::operator::Operator;
 use clap::{Args, Subcommand};
+use control_channel::wire::RequestAction;
 use manycast_server::admin::protocol::{AdminEvent, AdminRequest, Answer, Status, WatchLine};
 use manycast_server::config::DEFAULT_ADMIN_SOCKET;
 use std::collections::VecDeque;
@@ -36,6 +38,7 @@ pub enum ClusterCommand {
         json: bool,
     },
     /// Give units to a member; it gives its least loaded other units back (quotas stay).
+    /// Needs --operator-key/--operator-cert.
     Move {
         /// Unit numbers: `3`, `3,7,9` or `10-19` (see `allocation --json`, `unit_owner`).
         units: String,
@@ -44,23 +47,33 @@ pub enum ClusterCommand {
         to: String,
         #[command(flatten)]
         socket: Socket,
+        #[command(flatten)]
+        operator: Operator,
     },
     /// Drain a member (default: the daemon's own): weight 0, its units go to the others.
+    /// Another member needs --operator-key/--operator-cert.
     Drain {
         member: Option<String>,
         #[command(flatten)]
         socket: Socket,
+        #[command(flatten)]
+        operator: Operator,
     },
-    /// Undo a drain: the member announces its configured weight again.
+    /// Undo a drain: the member announces its configured weight again. Another member needs
+    /// --operator-key/--operator-cert.
     Resume {
         member: Option<String>,
         #[command(flatten)]
         socket: Socket,
+        #[command(flatten)]
+        operator: Operator,
     },
-    /// Swap units between members to lower the max/mean load.
+    /// Swap units between members to lower the max/mean load (needs the operator key).
     Rebalance {
         #[command(flatten)]
         socket: Socket,
+        #[command(flatten)]
+        operator: Operator,
     },
     /// A live view: members, slices, load and recent events, refreshed every second.
     Watch {
@@ -371,22 +384,45 @@ pub fn run(command: ClusterCommand) -> Result<(), Error> {
                 print!("{}", allocation_table(&s));
             }
         }
-        ClusterCommand::Move { units, to, socket } => {
-            let request = AdminRequest::Move {
-                units: parse_units(&units)?,
-                to: parse_member(&to)?,
+        ClusterCommand::Move {
+            units,
+            to,
+            socket,
+            operator,
+        } => {
+            let (units, to) = (parse_units(&units)?, parse_member(&to)?);
+            let action = RequestAction::Move {
+                units: units.clone(),
+                to,
             };
+            let request = operator.authorize(AdminRequest::Move { units, to }, Some(action))?;
             report(ask(&socket, &request)?);
         }
-        ClusterCommand::Drain { member, socket } => {
+        ClusterCommand::Drain {
+            member,
+            socket,
+            operator,
+        } => {
             let member = member.as_deref().map(parse_member).transpose()?;
-            report(ask(&socket, &AdminRequest::Drain { member })?);
+            let action = member.map(|member| RequestAction::Drain { member });
+            let request = operator.authorize(AdminRequest::Drain { member }, action)?;
+            report(ask(&socket, &request)?);
         }
-        ClusterCommand::Resume { member, socket } => {
+        ClusterCommand::Resume {
+            member,
+            socket,
+            operator,
+        } => {
             let member = member.as_deref().map(parse_member).transpose()?;
-            report(ask(&socket, &AdminRequest::Resume { member })?);
+            let action = member.map(|member| RequestAction::Resume { member });
+            let request = operator.authorize(AdminRequest::Resume { member }, action)?;
+            report(ask(&socket, &request)?);
         }
-        ClusterCommand::Rebalance { socket } => report(ask(&socket, &AdminRequest::Rebalance {})?),
+        ClusterCommand::Rebalance { socket, operator } => {
+            let request =
+                operator.authorize(AdminRequest::Rebalance {}, Some(RequestAction::Rebalance))?;
+            report(ask(&socket, &request)?);
+        }
         ClusterCommand::Watch { socket, once, json } => {
             if json && !once {
                 return Err("--json needs --once (a live view is for people)".into());

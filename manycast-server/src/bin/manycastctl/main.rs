@@ -1,9 +1,11 @@
 //! `manycastctl`: the admin tool. Makes the group key, member keys and member certificates,
 //! publishes them to the keystore (`keystore.rs`), and drives a running cluster through a
-//! daemon's admin socket (`cluster.rs`: members, allocation, move, drain, rebalance, watch).
+//! daemon's admin socket (`cluster.rs`: members, allocation, move, drain, rebalance, watch),
+//! with an operator certificate for actions on other members (`operator.rs`).
 
 mod cluster;
 mod keystore;
+mod operator;
 
 use clap::{Parser, Subcommand};
 use daemon_kit::wall_clock as now;
@@ -36,6 +38,10 @@ enum Command {
     /// The DNS keystore: publish, rotate, revoke, publish certificates, show (SPEC.md §8).
     #[command(subcommand)]
     Keystore(keystore::KeystoreCommand),
+    /// Operator certificates: the group key certifies an operator key, which signs moves,
+    /// rebalances and drains of other members (SPEC.md §9.7).
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
     #[command(flatten)]
     Cluster(cluster::ClusterCommand),
 }
@@ -109,6 +115,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Keystore(command) => keystore::run(command)?,
         Command::Cluster(command) => cluster::run(command)?,
+        Command::Operator(command) => operator::run(command)?,
         Command::Key(KeyCommand::New { prefix }) => {
             let key = keys::generate()?;
             let (private, public) = (with_ext(&prefix, ".key"), with_ext(&prefix, ".pub"));
