@@ -81,8 +81,10 @@ pub struct ClockCluster {
 
 impl ClockCluster {
     /// Starts the verifier and `members` servers (the last under libfaketime, offset 0) and
-    /// waits until they share one allocation that the verifier steers by.
-    pub fn start(members: usize, sources: usize) -> ClockCluster {
+    /// waits until they share one allocation that the verifier steers by. `down_after_ms` is
+    /// the members' failure detection (`[control] down_after_ms`): debug daemons on a loaded
+    /// machine need more than the 200 ms default not to declare each other down.
+    pub fn start(members: usize, sources: usize, down_after_ms: u64) -> ClockCluster {
         let lib = faketime_lib();
         let mut lab = Lab::new(members as u32);
         let router = lab.netns("rtr");
@@ -120,7 +122,8 @@ impl ClockCluster {
         let offset_file = lab.dir.path().join("faketime.rc");
         std::fs::write(&offset_file, "+0\n").expect("faketime offset file");
         for (i, ns) in servers.iter().enumerate() {
-            let config = lab.write_config(i, "m0", "ctl0", "strategy = \"reset\"", "");
+            let control = format!("down_after_ms = {down_after_ms}\n");
+            let config = lab.write_config(i, "m0", "ctl0", "strategy = \"reset\"", &control);
             if i == stepped {
                 let file = offset_file.to_str().expect("utf-8 temp path").to_owned();
                 lab.spawn_server_env(

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// the units that moved.
 #[test]
 fn a_member_clock_step_back_costs_at_most_a_leave_and_a_rejoin() {
-    let mut c = ClockCluster::start(3, 36);
+    let mut c = ClockCluster::start(3, 36, 2_000);
     let warm = c.window(Duration::from_secs(2), |_| {});
     eprintln!("warm-up: {}", warm.json());
     assert!(warm.answered > 0, "{}", c.lab.logs());
