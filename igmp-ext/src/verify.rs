@@ -12,7 +12,7 @@ use crate::ownership::{Claim, ClaimError, OwnershipChange, OwnershipTable};
 use crate::replay::ReplayCache;
 use crate::signature;
 use crate::slice::{Slice, SliceSet};
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 use crate::wire::igmp::{IgmpPacket, IgmpRepr};
 use crate::wire::ipv4::{Ipv4Packet, PROTOCOL_IGMP};
 use crate::wire::record::{GroupRecordRepr, RecordType};
@@ -400,9 +400,12 @@ impl JoinVerifier {
         &self.ownership
     }
 
-    /// Expires claims that were not refreshed; the router withdraws their kernel state.
-    pub fn expire(&mut self, now: Timestamp) -> Vec<OwnershipChange> {
-        self.replay.expire(now);
+    /// Expires claims that were not refreshed (on `now.mono`); the router withdraws their
+    /// kernel state. The replay cache and the fences follow `now.wall`, the clock the
+    /// timeliness check judges copies by.
+    pub fn expire(&mut self, now: impl Into<Clock>) -> Vec<OwnershipChange> {
+        let now: Clock = now.into();
+        self.replay.expire(now.wall);
         self.ownership.expire(now)
     }
 
@@ -411,14 +414,16 @@ impl JoinVerifier {
     }
 
     /// Runs one IPv4 datagram (header included) received on `ifindex` through the pipeline.
+    /// `now.wall` judges timeliness and validity; a claim lasts `claim_hold` of `now.mono`.
     pub fn handle_datagram(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         ifindex: u32,
         datagram: &[u8],
         keys: &dyn KeySource,
     ) -> Result<Accepted, Rejection> {
-        let result = match self.precheck(now, ifindex, datagram, keys) {
+        let now: Clock = now.into();
+        let result = match self.precheck(now.wall, ifindex, datagram, keys) {
             Ok(Precheck::Done(accepted)) => Ok(accepted),
             Ok(Precheck::Signed(pending)) => self
                 .check_signature(&pending)
@@ -434,13 +439,14 @@ impl JoinVerifier {
     /// find the bad ones), then the joins are applied in arrival order.
     pub fn handle_burst(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         datagrams: &[(u32, &[u8])],
         keys: &dyn KeySource,
     ) -> Vec<Result<Accepted, Rejection>> {
+        let now: Clock = now.into();
         let prechecked: Vec<_> = datagrams
             .iter()
-            .map(|&(ifindex, d)| self.precheck(now, ifindex, d, keys))
+            .map(|&(ifindex, d)| self.precheck(now.wall, ifindex, d, keys))
             .collect();
         let pending: Vec<&PendingJoin> = prechecked
             .iter()
@@ -688,7 +694,7 @@ impl JoinVerifier {
     }
 
     /// Slice exclusivity, then the duplicate record. Nothing changes unless both succeed.
-    fn commit(&mut self, now: Timestamp, p: PendingJoin) -> Result<Accepted, Rejection> {
+    fn commit(&mut self, now: Clock, p: PendingJoin) -> Result<Accepted, Rejection> {
         let member = p.cert.cert.body().member_id;
         let claims = p.join.claims();
         let reject = |reason, detail: String| Rejection {
@@ -703,7 +709,7 @@ impl JoinVerifier {
                 format!("nonce already seen from {member}"),
             ));
         }
-        if !self.replay.has_room(now) {
+        if !self.replay.has_room(now.wall) {
             return Err(reject(
                 Reason::ReplayCacheFull,
                 "replay cache full of live entries".into(),
@@ -714,16 +720,16 @@ impl JoinVerifier {
             epoch: claims.epoch,
             ifindex: p.ifindex,
             sender: p.sender,
-            expires: now.saturating_add(self.config.claim_hold),
+            expires: now.mono.saturating_add(self.config.claim_hold),
         };
         let change = self
             .ownership
-            .apply(now, claims.group, member, claim)
+            .apply(now.wall, claims.group, member, claim)
             .map_err(|e| match e {
                 ClaimError::StaleEpoch { .. } => reject(Reason::StaleEpoch, e.to_string()),
                 ClaimError::Conflict { .. } => reject(Reason::SliceConflict, e.to_string()),
             })?;
-        let recorded = self.replay.insert(now, member, claims.nonce);
+        let recorded = self.replay.insert(now.wall, member, claims.nonce);
         debug_assert!(recorded, "room was checked and the nonce was absent");
         Ok(Accepted::Join {
             join: VerifiedJoin {

@@ -3,6 +3,12 @@
 //! timeouts and requests go in with `now` (`handle_*`); queries to send, kernel ops and events
 //! come out (`poll_*`). It never opens a socket, runs a command or reads the clock: the daemon
 //! does, and reports each op's outcome back ([`Router::handle_op_result`]).
+//!
+//! `now` is a [`Clock`] (a bare `Timestamp` stands for both clocks, for tests): every timer
+//! (claim expiry, the querier, the flood limits, the planners' idle and retry times, the adopt
+//! grace) runs on its monotonic half; the wall clock judges the timeliness of signed joins and
+//! the validity of certificates, keys and the replay cache. A step of the wall clock moves no
+//! timer (SPEC.md §9.3, "Clocks").
 
 mod status;
 #[cfg(test)]
@@ -23,8 +29,8 @@ use igmp_ext::verify::LinkTable;
 use igmp_ext::wire::igmp::IgmpRepr;
 use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
 use igmp_ext::{
-    Accepted, AllocationEpoch, JoinVerifier, KeySource, MemberId, Reason, SliceSet, Timestamp,
-    VerifierConfig,
+    Accepted, AllocationEpoch, Clock, Instant, JoinVerifier, KeySource, MemberId, Reason, SliceSet,
+    Timestamp, VerifierConfig,
 };
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -35,6 +41,13 @@ use tracing::debug;
 pub const TICK: Duration = Duration::from_millis(100);
 /// Entries the idle sweep looks at per tick at least.
 const SWEEP_MIN_BUDGET: usize = 64;
+
+/// `now` for the querier, the flood limits and the planners: the monotonic time as the
+/// `Timestamp` they keep their times in. They only compare and subtract their own readings,
+/// so a step of the wall clock moves none of their timers.
+fn timers(now: Clock) -> Timestamp {
+    Timestamp(now.mono.as_millis())
+}
 
 /// How native mode reaches the kernel, as configured (`native.dataplane`).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -260,8 +273,8 @@ pub struct Router {
     vip: VipPlanner,
     adopted_vifs: Vec<u16>,
     allmulti: Vec<String>,
-    adopt_until: Option<Timestamp>,
-    next_tick: Timestamp,
+    adopt_until: Option<Instant>,
+    next_tick: Instant,
     stats: Stats,
     transmits: VecDeque<Transmit>,
     ops: VecDeque<DataplaneOp>,
@@ -271,7 +284,9 @@ pub struct Router {
 impl Router {
     /// The core for `setup`, at `now`: what an earlier verifier left is adopted and kept as it
     /// is for the adopt grace.
-    pub fn new(now: Timestamp, config: RouterConfig, setup: KernelSetup) -> Self {
+    pub fn new(now: impl Into<Clock>, config: RouterConfig, setup: KernelSetup) -> Self {
+        let clock: Clock = now.into();
+        let now = timers(clock);
         let verifier = JoinVerifier::new(config.verifier.clone(), setup.links);
         let mut querier = Querier::new(config.querier);
         let mut vifs = VifTable::default();
@@ -317,8 +332,8 @@ impl Router {
             vip: VipPlanner::new(&config.vips),
             adopted_vifs: setup.adopted_vifs,
             allmulti: setup.allmulti,
-            adopt_until: Some(now.saturating_add(config.adopt_grace)),
-            next_tick: now,
+            adopt_until: Some(clock.mono.saturating_add(config.adopt_grace)),
+            next_tick: clock.mono,
             stats: Stats::default(),
             transmits: VecDeque::new(),
             ops: VecDeque::new(),
@@ -360,11 +375,13 @@ impl Router {
     /// flood limits, then the verifier, whose keys come from `keys`.
     pub fn handle_datagram(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         ifindex: Option<u32>,
         datagram: &[u8],
         keys: &dyn KeySource,
     ) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
         let src = datagram
             .get(12..16)
             .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
@@ -384,7 +401,10 @@ impl Router {
             self.events.push_back(Event::RateLimited { limit, ifindex });
             return;
         }
-        match self.verifier.handle_datagram(now, ifindex, datagram, keys) {
+        match self
+            .verifier
+            .handle_datagram(clock, ifindex, datagram, keys)
+        {
             Ok(Accepted::Plain { sender, message }) => {
                 self.stats.plain_accepted += 1;
                 let q = &mut self.querier;
@@ -435,7 +455,8 @@ impl Router {
 
     /// An upcall from the kernel's multicast routing (MFC data plane): a new (S,G) gets its
     /// entry toward its target.
-    pub fn handle_upcall(&mut self, now: Timestamp, up: Upcall) {
+    pub fn handle_upcall(&mut self, now: impl Into<Clock>, up: Upcall) {
+        let now = timers(now.into());
         if up.msgtype != IGMPMSG_NOCACHE {
             debug!(?up, "upcall ignored");
             return;
@@ -454,19 +475,21 @@ impl Router {
 
     /// Runs every timer due at `now`: queries, listener and claim expiry, the end of the adopt
     /// grace, the once-a-second work and a slice of the idle sweep.
-    pub fn handle_timeout(&mut self, now: Timestamp) {
-        self.next_tick = now.saturating_add(TICK);
+    pub fn handle_timeout(&mut self, now: impl Into<Clock>) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
+        self.next_tick = clock.mono.saturating_add(TICK);
         self.querier.handle_timeout(now);
         self.queue_queries();
         self.querier_events(now);
-        for change in self.verifier.expire(now) {
+        for change in self.verifier.expire(clock) {
             self.events.push_back(Event::ClaimsExpired {
                 group: change.group,
                 lost: change.lost,
             });
             self.replan(now, Change::Ownership(change.group));
         }
-        if self.adopt_until.is_some_and(|t| now >= t) {
+        if self.adopt_until.is_some_and(|t| clock.mono >= t) {
             self.adopt_until = None;
             self.replan(now, Change::Settle);
             self.replan(now, Change::Ownership(None));
@@ -500,7 +523,8 @@ impl Router {
     /// The kernel's packet counters for an [`DataplaneOp::MfcProbe`]: `Ok(None)` when the
     /// kernel has no such entry, `Err(())` when it could not be read (counted as a kernel
     /// error; the entry stays).
-    pub fn handle_mfc_counters(&mut self, now: Timestamp, counts: Vec<Probed>) {
+    pub fn handle_mfc_counters(&mut self, now: impl Into<Clock>, counts: Vec<Probed>) {
+        let now = timers(now.into());
         let Native::Mfc(mfc) = &mut self.native else {
             return;
         };
@@ -517,12 +541,14 @@ impl Router {
         self.push_ops(ops);
     }
 
-    pub fn handle_request(&mut self, now: Timestamp, request: Request) {
+    pub fn handle_request(&mut self, now: impl Into<Clock>, request: Request) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
         match request {
             Request::Start => {
                 self.querier.query_now(now);
                 self.queue_queries();
-                self.handle_timeout(now);
+                self.handle_timeout(clock);
                 self.replan(now, Change::Ownership(None));
             }
             Request::Shutdown => self.shutdown(),
@@ -560,8 +586,8 @@ impl Router {
         self.events.pop_front()
     }
 
-    /// When [`Router::handle_timeout`] is next due.
-    pub fn poll_timeout(&self) -> Timestamp {
+    /// When [`Router::handle_timeout`] is next due, on monotonic time.
+    pub fn poll_timeout(&self) -> Instant {
         self.next_tick
     }
 
