@@ -16,7 +16,7 @@ fn a_member_clock_step_back_costs_at_most_a_leave_and_a_rejoin() {
     eprintln!("warm-up: {}", warm.json());
     assert!(warm.answered > 0, "{}", c.lab.logs());
 
-    let back5 = c.window(Duration::from_secs(8), |c| c.set_offset(-5));
+    let back5 = c.window(Duration::from_secs(6), |c| c.set_offset(-5));
     eprintln!("clock step back 5 s: {}", back5.json());
     assert_eq!(back5.commits, vec![0, 0, 0], "{}", back5.json());
     assert_eq!(back5.resets, 0, "{}", back5.json());
@@ -37,7 +37,7 @@ fn a_member_clock_step_back_costs_at_most_a_leave_and_a_rejoin() {
     let ahead = c.window(Duration::from_secs(3), |_| {});
     eprintln!("while 60 s ahead: {}", ahead.json());
 
-    let back = c.window(Duration::from_secs(12), |c| c.set_offset(0));
+    let back = c.window(Duration::from_secs(10), |c| c.set_offset(0));
     eprintln!("clock step back 60 s to the right time: {}", back.json());
     c.wait_settled(3);
     assert!(back.max_commits() <= 2, "{}", back.json());

@@ -315,7 +315,7 @@ impl Node {
             } => warn!(
                 offset_ms,
                 refused_by,
-                "our wall clock is off our peers' beyond the timeliness window: they refuse our control messages as untimely"
+                "our wall clock is off our peers' beyond the timeliness window: they refuse our control messages as untimely (and a verifier whose clock agrees with theirs our joins)"
             ),
             Event::ClockTimely { offset_ms } => {
                 info!(offset_ms, "our wall clock is within the timeliness window again")
