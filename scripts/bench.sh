@@ -9,7 +9,9 @@ declare -A benches=(
   [verify]="cargo bench --quiet -p igmp-ext --bench verify"
   [cost]="cargo bench --quiet -p igmp-ext --bench cost"  # issue 13: ns per flood datagram, by kind
   [keystore]="cargo bench --quiet -p dns-keystore --bench keystore"
-  [faults]="cargo bench --quiet -p dns-keystore --bench faults"  # issue 17: SIGKILL trials (keystore so far); needs delv
+  # Issue 17: keystore SIGKILL trials and recovery (needs delv), then the clock steps with the
+  # real daemons (root, libfaketime), merged into one line.
+  [faults]="faults"
   # Needs root: namespaces, veth, the multicast routing socket, nftables.
   [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
   [control]="cargo bench --quiet -p control-channel --bench control"
@@ -24,6 +26,29 @@ declare -A benches=(
   # Needs root and mininet: the lab with the release daemons, 1,000 sessions per strategy.
   [reallocate]="reallocate"
 )
+
+# The keystore figures (dns-keystore's bench; its simulator clock figure is kept as
+# clock_step_sim_commits) and the real-daemon clock-step figures (manycast-server's
+# clock_step bench), as one JSON line in target/bench/faults.json.
+faults() {
+  local keystore clock
+  keystore=$(cargo bench --quiet -p dns-keystore --bench faults | tail -n 1)
+  clock=$(cargo bench --quiet -p manycast-server --bench clock_step | tail -n 1)
+  /usr/bin/python3 - "$keystore" "$clock" <<'PY'
+import json, sys
+line = json.loads(sys.argv[1])
+if "clock_step_commits" in line:
+    line["clock_step_sim_commits"] = line.pop("clock_step_commits")
+line.update(json.loads(sys.argv[2]))
+order = ["bench", "keystore_trials", "keystore_acked_lost", "keystore_torn",
+         "clock_step_commits", "clock_step_resets", "keystore_recover_ms"]
+out = {k: line[k] for k in order if k in line}
+out.update({k: v for k, v in line.items() if k not in out})
+text = json.dumps(out, separators=(",", ":"))
+open("target/bench/faults.json", "w").write(text + "\n")
+print(text)
+PY
+}
 
 reallocate() {
   cargo build --quiet --release -p manycast-server -p manycast-verifier -p dns-keystore

@@ -5,12 +5,11 @@
 //! system clock does not move) for timers and the wall-clock time for signed timestamps.
 
 use crate::endpoint::{Destination, Endpoint, Event};
-use crate::time::{Clock, Instant};
+use crate::time::Clock;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use igmp_ext::Timestamp;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -76,15 +75,11 @@ impl From<DriverError> for io::Error {
     }
 }
 
-/// The process's monotonic origin: every [`Instant`] the driver hands an endpoint counts from it.
-static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-
 /// Now, on both clocks: the monotonic time since the process's first reading, and the wall
-/// clock. Create the endpoint with this, so that its start and the driver's readings agree.
+/// clock ([`daemon_kit::now`], whose origin the daemon's own cores share). Create the endpoint
+/// with this, so that its start and the driver's readings agree.
 pub fn now() -> Clock {
-    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
-    let mono = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Clock::new(Instant(mono), daemon_kit::wall_clock())
+    daemon_kit::now()
 }
 
 /// A request run against the endpoint inside the driver task, with the current time.

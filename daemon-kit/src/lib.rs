@@ -8,6 +8,6 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 
-pub use clock::wall_clock;
+pub use clock::{now, wall_clock};
 pub use command::CommandError;
 pub use config::ConfigError;

@@ -29,7 +29,7 @@ pub use cert::{CertificateBody, KeyId, MemberCertificate, MemberId, UnverifiedCe
 pub use ed25519_dalek;
 pub use join::{AllocationEpoch, JoinClaims, SliceEntry, UnverifiedJoin};
 pub use slice::{Slice, SliceSet};
-pub use time::Timestamp;
+pub use time::{Clock, Instant, Timestamp};
 pub use verify::{
     Accepted, GroupKeys, JoinVerifier, KeySource, Reason, Rejection, VerifiedJoin, VerifierConfig,
 };

@@ -2,11 +2,13 @@
 //! in a later epoch displaces overlapping claims of earlier epochs; in the same epoch the lower
 //! member id keeps the slice. Claims expire unless refreshed. A member's epoch stays fenced for
 //! a while after its claim is gone, so that a captured older join cannot bring the claim back.
+//! Claims expire on monotonic time (a step of the router's wall clock expires none); fences,
+//! which guard the wall-clock timeliness window, last on the wall clock.
 
 use crate::cert::MemberId;
 use crate::join::AllocationEpoch;
 use crate::slice::SliceSet;
-use crate::time::Timestamp;
+use crate::time::{Clock, Instant, Timestamp};
 use core::net::Ipv4Addr;
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +22,8 @@ pub struct Claim {
     pub ifindex: u32,
     /// The member's address on that link.
     pub sender: Ipv4Addr,
-    pub expires: Timestamp,
+    /// Monotonic time after which the claim is gone unless refreshed.
+    pub expires: Instant,
 }
 
 /// Why a claim was refused.
@@ -205,10 +208,12 @@ impl OwnershipTable {
         Ok(change)
     }
 
-    /// Drops claims not refreshed by `now` (fencing their epochs) and fences that ran out.
-    pub fn expire(&mut self, now: Timestamp) -> Vec<OwnershipChange> {
-        self.fences.retain(|_, f| f.until > now);
-        let until = now.saturating_add(self.fence_retention);
+    /// Drops claims not refreshed by `now.mono` (fencing their epochs) and fences that ran out
+    /// by `now.wall`.
+    pub fn expire(&mut self, now: impl Into<Clock>) -> Vec<OwnershipChange> {
+        let now: Clock = now.into();
+        self.fences.retain(|_, f| f.until > now.wall);
+        let until = now.wall.saturating_add(self.fence_retention);
         let mut changes = Vec::new();
         for (&group, claims) in self.groups.iter_mut() {
             let mut change = OwnershipChange {
@@ -217,7 +222,7 @@ impl OwnershipTable {
             };
             let fences = &mut self.fences;
             claims.retain(|&m, c| {
-                let live = c.expires > now;
+                let live = c.expires > now.mono;
                 if !live {
                     change.lost.push((m, c.slices.clone()));
                     fences.insert(
@@ -274,7 +279,7 @@ mod tests {
             epoch: AllocationEpoch(epoch),
             ifindex: 1,
             sender: Ipv4Addr::new(10, 0, 0, 1),
-            expires: Timestamp::from_secs(100),
+            expires: Instant::from_secs(100),
         }
     }
 

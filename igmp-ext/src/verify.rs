@@ -12,7 +12,7 @@ use crate::ownership::{Claim, ClaimError, OwnershipChange, OwnershipTable};
 use crate::replay::{Full, ReplayCache};
 use crate::signature;
 use crate::slice::{Slice, SliceSet};
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 use crate::wire::igmp::{IgmpPacket, IgmpRepr};
 use crate::wire::ipv4::{Ipv4Packet, PROTOCOL_IGMP};
 use crate::wire::record::{GroupRecordRepr, RecordType};
@@ -487,9 +487,12 @@ impl JoinVerifier {
         &self.ownership
     }
 
-    /// Expires claims that were not refreshed; the router withdraws their kernel state.
-    pub fn expire(&mut self, now: Timestamp) -> Vec<OwnershipChange> {
-        self.replay.expire(now);
+    /// Expires claims that were not refreshed (on `now.mono`); the router withdraws their
+    /// kernel state. The replay cache and the fences follow `now.wall`, the clock the
+    /// timeliness check judges copies by.
+    pub fn expire(&mut self, now: impl Into<Clock>) -> Vec<OwnershipChange> {
+        let now: Clock = now.into();
+        self.replay.expire(now.wall);
         self.ownership.expire(now)
     }
 
@@ -498,14 +501,16 @@ impl JoinVerifier {
     }
 
     /// Runs one IPv4 datagram (header included) received on `ifindex` through the pipeline.
+    /// `now.wall` judges timeliness and validity; a claim lasts `claim_hold` of `now.mono`.
     pub fn handle_datagram(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         ifindex: u32,
         datagram: &[u8],
         keys: &dyn KeySource,
     ) -> Result<Accepted, Rejection> {
-        match self.precheck(now, ifindex, datagram, keys)? {
+        let now: Clock = now.into();
+        match self.precheck(now.wall, ifindex, datagram, keys)? {
             Prechecked::Plain { sender, message } => Ok(Accepted::Plain { sender, message }),
             Prechecked::Candidate(c) => self
                 .verify(now, vec![*c])
@@ -519,15 +524,16 @@ impl JoinVerifier {
     /// find the bad ones), then the joins are applied in arrival order.
     pub fn handle_burst(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         datagrams: &[(u32, &[u8])],
         keys: &dyn KeySource,
     ) -> Vec<Result<Accepted, Rejection>> {
+        let now: Clock = now.into();
         let mut out: Vec<Option<Result<Accepted, Rejection>>> = Vec::new();
         let mut candidates = Vec::new();
         let mut slots = Vec::new();
         for &(ifindex, d) in datagrams {
-            match self.precheck(now, ifindex, d, keys) {
+            match self.precheck(now.wall, ifindex, d, keys) {
                 Ok(Prechecked::Plain { sender, message }) => {
                     out.push(Some(Ok(Accepted::Plain { sender, message })))
                 }

@@ -13,12 +13,13 @@ impl JoinVerifier {
     /// the order given. One result per candidate, in that order; each is counted.
     pub fn verify(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         candidates: Vec<Candidate>,
     ) -> Vec<Result<Accepted, Rejection>> {
+        let now: Clock = now.into();
         let certified: Vec<Result<Authentic, Rejection>> = candidates
             .into_iter()
-            .map(|c| self.certify(now, c))
+            .map(|c| self.certify(now.wall, c))
             .collect();
         let batch_ok = self.batch_pays && {
             let pending: Vec<&Authentic> =
@@ -101,7 +102,7 @@ impl JoinVerifier {
     /// The claim's slices within the certificate's, slice exclusivity, then the duplicate
     /// record. Nothing changes unless every step succeeds. The slice set is built here, after
     /// the signature: before it, a join's slices cost a length check only.
-    fn commit(&mut self, now: Timestamp, a: Authentic) -> Result<Accepted, Rejection> {
+    fn commit(&mut self, now: Clock, a: Authentic) -> Result<Accepted, Rejection> {
         let Authentic { candidate: p, cert } = a;
         let body = cert.cert.body();
         let member = body.member_id;
@@ -128,7 +129,7 @@ impl JoinVerifier {
                 format!("nonce already seen from {member}"),
             ));
         }
-        match self.replay.room_for(now, member) {
+        match self.replay.room_for(now.wall, member) {
             Ok(()) => {}
             Err(Full::Member(n)) => {
                 return Err(reject(
@@ -148,16 +149,16 @@ impl JoinVerifier {
             epoch: claims.epoch,
             ifindex: p.ifindex,
             sender: p.sender,
-            expires: now.saturating_add(self.config.claim_hold),
+            expires: now.mono.saturating_add(self.config.claim_hold),
         };
         let change = self
             .ownership
-            .apply(now, claims.group, member, claim)
+            .apply(now.wall, claims.group, member, claim)
             .map_err(|e| match e {
                 ClaimError::StaleEpoch { .. } => reject(Reason::StaleEpoch, e.to_string()),
                 ClaimError::Conflict { .. } => reject(Reason::SliceConflict, e.to_string()),
             })?;
-        let recorded = self.replay.insert(now, member, claims.nonce);
+        let recorded = self.replay.insert(now.wall, member, claims.nonce);
         debug_assert!(recorded, "room was checked and the nonce was absent");
         Ok(Accepted::Join {
             join: VerifiedJoin {

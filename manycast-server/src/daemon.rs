@@ -20,7 +20,7 @@ use control_channel::driver::DriverHandle;
 use control_channel::{Counters, Event};
 use daemon_kit::wall_clock;
 use host::Host;
-use igmp_ext::Timestamp;
+use igmp_ext::{Clock, Instant};
 use socket2::Socket;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -86,7 +86,7 @@ impl Shell {
         while let Some(action) = self.node.poll_action() {
             self.execute(handle, action).await;
         }
-        let now = wall_clock();
+        let now = daemon_kit::now();
         while let Some(d) = self.node.poll_transmit(now, sockets::nonce()) {
             match d {
                 Ok(datagram) => match sockets::send_report(&self.igmp, &datagram) {
@@ -154,8 +154,8 @@ impl Shell {
         }
     }
 
-    async fn on_event(&mut self, handle: &DriverHandle, now: Timestamp, event: Event) {
-        self.hub.publish(now, &event);
+    async fn on_event(&mut self, handle: &DriverHandle, now: Clock, event: Event) {
+        self.hub.publish(now.wall, &event);
         // The event names our slices; the strategies need every owner, before and after.
         let committed = match event {
             Event::Committed { .. } => control::committed(handle).await,
@@ -164,7 +164,7 @@ impl Shell {
         self.node.handle_event(now, event, committed.as_ref());
     }
 
-    fn on_igmp_readable(&mut self, now: Timestamp) {
+    fn on_igmp_readable(&mut self, now: Clock) {
         let mut buf = [0u8; 2048];
         loop {
             match sockets::read_datagram(&self.igmp, &mut buf) {
@@ -194,7 +194,8 @@ impl Shell {
     }
 }
 
-fn until(deadline: Option<Timestamp>, now: Timestamp) -> Duration {
+/// How long to sleep until `deadline`, on monotonic time (an hour when nothing is due).
+fn until(deadline: Option<Instant>, now: Instant) -> Duration {
     deadline.map_or(Duration::from_secs(3600), |t| {
         Duration::from_millis(t.0.saturating_sub(now.0))
     })
@@ -293,14 +294,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut stop_reason = None;
     loop {
         shell.flush(&handle).await;
-        let now = wall_clock();
+        // Timers run on monotonic time: a step of the wall clock moves none of them.
+        let now = daemon_kit::now();
         if shell.node.drain_finished(now) {
             break;
         }
-        let wait = until(shell.node.poll_timeout(), now);
+        let wait = until(shell.node.poll_timeout(), now.mono);
         tokio::select! {
             e = handle.events.recv() => match e {
-                Some((_, e)) => shell.on_event(&handle, wall_clock(), e).await,
+                Some((_, e)) => shell.on_event(&handle, daemon_kit::now(), e).await,
                 None => return Err(DaemonError::Io {
                     what: "control driver",
                     source: io::Error::other("stopped"),
@@ -309,18 +311,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             r = shell.udp.recv_from(&mut buf) => {
                 // Errors are ICMP reports about earlier replies; nothing to do.
                 if let Ok((n, SocketAddr::V4(from))) = r {
-                    shell.node.handle_datagram(wall_clock(), from, &buf[..n]);
+                    shell.node.handle_datagram(daemon_kit::now(), from, &buf[..n]);
                 }
             }
             g = shell.igmp.readable() => {
                 if let Ok(mut guard) = g {
                     guard.clear_ready();
                 }
-                shell.on_igmp_readable(wall_clock());
+                shell.on_igmp_readable(daemon_kit::now());
             }
-            _ = tokio::time::sleep(wait) => shell.node.handle_timeout(wall_clock()),
+            _ = tokio::time::sleep(wait) => shell.node.handle_timeout(daemon_kit::now()),
             _ = tick.tick() => {
-                shell.node.handle_tick(wall_clock());
+                shell.node.handle_tick(daemon_kit::now());
                 shell.flush(&handle).await;
                 shell.snapshot.keystore = keystore_watch.as_ref().map(|w| metrics::KeystoreStatus {
                     mismatch: w.problem().map(keystore::Mismatch::label),
@@ -356,7 +358,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             // the drain is done; a second one (or SIGINT, or reset) leaves at once.
             _ = term.recv() => {
                 if config.drains_on_terminate() && !shell.node.draining() {
-                    shell.node.begin_drain(wall_clock());
+                    shell.node.begin_drain(daemon_kit::now());
                 } else {
                     break;
                 }
@@ -372,11 +374,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Stops the admin tasks, whose requesters would otherwise keep the driver running.
     drop(admin);
     handle.with(|ep, now| ep.leave(now));
-    shell.node.leave(wall_clock());
+    shell.node.leave(daemon_kit::now());
     shell.flush(&handle).await;
     // The agent repeats the leave robustness times within the unsolicited report interval.
     while let Some(t) = shell.node.poll_join_timeout() {
-        tokio::time::sleep(until(Some(t), wall_clock())).await;
+        tokio::time::sleep(until(Some(t), daemon_kit::now().mono)).await;
         shell.flush(&handle).await;
     }
     // Let the driver send the Leave before it stops.

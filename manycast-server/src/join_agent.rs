@@ -4,12 +4,14 @@
 //! a query is answered with MODE_IS_INCLUDE after a random delay within its Max Resp Time; the
 //! claim is refreshed unprompted every `refresh` so it never expires at a router that stopped
 //! querying. Every transmission is signed afresh: the router's replay cache refuses repeats.
+//! Timers run on monotonic time; the wall clock only stamps the signed joins (a step of the
+//! wall clock moves no report).
 
 use ed25519_dalek::SigningKey;
 use igmp_ext::join::{build_datagram, build_signed_report, BuildError, NONCE_LEN};
 use igmp_ext::wire::igmp::{decode_code, QueryRepr};
 use igmp_ext::wire::record::RecordType;
-use igmp_ext::{AllocationEpoch, JoinClaims, MemberCertificate, SliceEntry, Timestamp};
+use igmp_ext::{AllocationEpoch, Clock, Instant, JoinClaims, MemberCertificate, SliceEntry};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -57,12 +59,12 @@ pub struct JoinAgent {
     entries: Vec<SliceEntry>,
     epoch: AllocationEpoch,
     /// State-change reports still to send, at these times.
-    change_reports: Vec<Timestamp>,
+    change_reports: Vec<Instant>,
     /// When to answer the last query, if one is pending.
-    query_answer: Option<Timestamp>,
+    query_answer: Option<Instant>,
     /// When the last query answer went out.
-    last_answer: Option<Timestamp>,
-    next_refresh: Option<Timestamp>,
+    last_answer: Option<Instant>,
+    next_refresh: Option<Instant>,
 }
 
 impl JoinAgent {
@@ -92,7 +94,7 @@ impl JoinAgent {
     /// the retransmission times from it.
     pub fn set_claim(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         entries: Vec<SliceEntry>,
         epoch: AllocationEpoch,
         random: &mut dyn FnMut() -> u64,
@@ -114,7 +116,7 @@ impl JoinAgent {
     }
 
     /// Leaves: an empty claim at the current epoch.
-    pub fn leave(&mut self, now: Timestamp, random: &mut dyn FnMut() -> u64) {
+    pub fn leave(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
         let epoch = self.epoch;
         self.set_claim(now, Vec::new(), epoch, random);
     }
@@ -124,7 +126,7 @@ impl JoinAgent {
     /// `min_answer_interval` after the previous answer (at most one answer pending).
     pub fn handle_query(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         query: &QueryRepr,
         random: &mut dyn FnMut() -> u64,
     ) {
@@ -144,7 +146,7 @@ impl JoinAgent {
     }
 
     /// The next moment `poll_transmit` has something to send.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.change_reports
             .first()
             .copied()
@@ -154,13 +156,14 @@ impl JoinAgent {
             .min()
     }
 
-    /// The next datagram due at `now` (IPv4 header included, ready for a raw socket), signed
-    /// with `nonce` and stamped `now`.
+    /// The next datagram due at `now.mono` (IPv4 header included, ready for a raw socket),
+    /// signed with `nonce` and stamped `now.wall`.
     pub fn poll_transmit(
         &mut self,
-        now: Timestamp,
+        clock: Clock,
         nonce: [u8; NONCE_LEN],
     ) -> Option<Result<Vec<u8>, BuildError>> {
+        let now = clock.mono;
         let record_type = if self.change_reports.first().is_some_and(|&t| t <= now) {
             self.change_reports.remove(0);
             RecordType::ChangeToIncludeMode
@@ -181,7 +184,7 @@ impl JoinAgent {
             record_type,
             entries: self.entries.clone(),
             epoch: self.epoch,
-            timestamp: now,
+            timestamp: clock.wall,
             nonce,
         };
         Some(
@@ -205,7 +208,15 @@ fn jitter(max: Duration, random: &mut dyn FnMut() -> u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use igmp_ext::fixtures::{nonce_bytes, Fixture, IFINDEX, NOW};
+    use igmp_ext::fixtures::{nonce_bytes, Fixture, IFINDEX, NOW as WALL};
+
+    /// The agent's monotonic start.
+    const NOW: Instant = Instant::from_secs(1);
+
+    /// Both clocks at `t`: the wall clock is the fixture's then.
+    fn clock(t: Instant) -> Clock {
+        Clock::new(t, WALL.saturating_add(t.saturating_duration_since(NOW)))
+    }
     use igmp_ext::wire::igmp::QueryV3Fields;
     use igmp_ext::{Accepted, JoinVerifier, Slice, VerifierConfig};
 
@@ -230,10 +241,10 @@ mod tests {
     }
 
     /// Everything sent until `until`, with the time it was sent.
-    fn drain(a: &mut JoinAgent, until: Timestamp, nonce: &mut u64) -> Vec<(Timestamp, Vec<u8>)> {
+    fn drain(a: &mut JoinAgent, until: Instant, nonce: &mut u64) -> Vec<(Instant, Vec<u8>)> {
         let mut out = Vec::new();
         while let Some(t) = a.poll_timeout().filter(|&t| t <= until) {
-            while let Some(d) = a.poll_transmit(t, nonce_bytes(*nonce)) {
+            while let Some(d) = a.poll_transmit(clock(t), nonce_bytes(*nonce)) {
                 *nonce += 1;
                 out.push((t, d.unwrap()));
             }
@@ -263,7 +274,7 @@ mod tests {
         assert!(sent[1].0 <= NOW.saturating_add(Duration::from_secs(1)));
         let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
         for (t, d) in &sent {
-            let r = v.handle_datagram(*t, IFINDEX, d, &f.key_source());
+            let r = v.handle_datagram(clock(*t).wall, IFINDEX, d, &f.key_source());
             let Ok(Accepted::Join { join, .. }) = r else {
                 panic!("{r:?}")
             };

@@ -16,7 +16,7 @@
 
 use crate::config::Strategy;
 use crate::session_state::{SessionRecord, StateTransfer};
-use igmp_ext::{Allocation, MemberId, SliceSet, Timestamp};
+use igmp_ext::{Allocation, Instant, MemberId, SliceSet};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -25,13 +25,13 @@ use std::time::Duration;
 struct Session {
     /// Requests answered so far.
     count: u64,
-    last_seen: Timestamp,
+    last_seen: Instant,
     /// Last request id answered and its number.
     last_request: Option<(u64, u64)>,
 }
 
 impl Session {
-    fn fresh(now: Timestamp) -> Self {
+    fn fresh(now: Instant) -> Self {
         Session {
             count: 0,
             last_seen: now,
@@ -50,7 +50,7 @@ impl Session {
 
     /// The number this request gets; a retransmission of the last request gets its number
     /// again, an older request id (a stale duplicate, e.g. held while the session moved) none.
-    fn answer(&mut self, now: Timestamp, request: Option<u64>) -> Answer {
+    fn answer(&mut self, now: Instant, request: Option<u64>) -> Answer {
         self.last_seen = now;
         if let (Some(r), Some((last, n))) = (request, self.last_request) {
             if r == last {
@@ -150,17 +150,17 @@ struct Gain {
     from: Option<MemberId>,
     epoch: u64,
     /// Until the old owner's state arrives, unknown clients wait (at most until this time).
-    awaiting_until: Option<Timestamp>,
+    awaiting_until: Option<Instant>,
 }
 
 /// A client the new owner passes on to the old owner (forward).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ForwardEntry {
     to: MemberId,
-    last_seen: Timestamp,
+    last_seen: Instant,
     /// When an allocation stopped listing `to`; the entry is dropped one hold time later
     /// unless `to` is listed again (a false down lasts one commit or two).
-    unlisted_since: Option<Timestamp>,
+    unlisted_since: Option<Instant>,
 }
 
 /// Most datagrams held per client while its state is on the way.
@@ -281,7 +281,7 @@ impl Service {
     /// it can make this fail.
     pub fn handle_datagram(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         from: SocketAddrV4,
         payload: &[u8],
     ) -> Vec<Action> {
@@ -341,7 +341,7 @@ impl Service {
     /// now, so a member cannot make us answer for clients that are not its own.
     pub fn handle_forwarded(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         from: MemberId,
         client: SocketAddrV4,
         payload: &[u8],
@@ -378,7 +378,7 @@ impl Service {
     /// missing from it stops).
     pub fn handle_commit(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         epoch: u64,
         members: &[MemberId],
         allocation: &Allocation,
@@ -565,7 +565,7 @@ impl Service {
     }
 
     /// State from an old owner (`Event::StateReceived`).
-    pub fn handle_state(&mut self, now: Timestamp, from: MemberId, data: &[u8]) -> Vec<Action> {
+    pub fn handle_state(&mut self, now: Instant, from: MemberId, data: &[u8]) -> Vec<Action> {
         let t = match StateTransfer::decode(data) {
             Ok(t) => t,
             Err(_) => {
@@ -583,7 +583,7 @@ impl Service {
         self.apply_state(now, from, t)
     }
 
-    fn apply_state(&mut self, now: Timestamp, from: MemberId, t: StateTransfer) -> Vec<Action> {
+    fn apply_state(&mut self, now: Instant, from: MemberId, t: StateTransfer) -> Vec<Action> {
         // Only clients of units we gained from the sender: a member cannot plant sessions for
         // clients of another member's slices. Units whose old owner we do not know yet (our
         // first commit) wait for the previous allocation with the transfer kept.
@@ -651,7 +651,7 @@ impl Service {
     }
 
     /// Answers held datagrams of clients no longer waiting (or all of them when `timed_out`).
-    fn release_held(&mut self, now: Timestamp, timed_out: bool) -> Vec<Action> {
+    fn release_held(&mut self, now: Instant, timed_out: bool) -> Vec<Action> {
         let ready: Vec<SocketAddrV4> = self
             .held
             .keys()
@@ -674,7 +674,7 @@ impl Service {
     /// fetched it, `Event::PreviousAllocation`): it names the old owner of each unit gained
     /// then, and the transfers kept meanwhile are taken from those owners only. Units nobody
     /// else owned wait for nothing.
-    pub fn handle_previous(&mut self, now: Timestamp, previous: &Allocation) -> Vec<Action> {
+    pub fn handle_previous(&mut self, now: Instant, previous: &Allocation) -> Vec<Action> {
         let owners = previous.unit_owners();
         for (&unit, g) in self.gains.iter_mut() {
             if g.from.is_none() {
@@ -715,7 +715,7 @@ impl Service {
     }
 
     /// The next time [`Service::handle_timeout`] has something to do before the idle sweep.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let waits = self.gains.values().filter_map(|g| g.awaiting_until);
         let unlisted = self
             .forward_to
@@ -726,9 +726,9 @@ impl Service {
 
     /// Forgets clients silent for the idle time, and stops waiting for state that did not come
     /// within the hold time: the held clients start fresh sessions.
-    pub fn handle_timeout(&mut self, now: Timestamp) -> Vec<Action> {
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
         let idle = self.idle;
-        let alive = |last: Timestamp| now < last.saturating_add(idle);
+        let alive = |last: Instant| now < last.saturating_add(idle);
         self.sessions.retain(|_, s| alive(s.last_seen));
         self.moved_out.retain(|_, s| alive(s.last_seen));
         let hold = self.hold;

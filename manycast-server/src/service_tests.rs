@@ -2,7 +2,7 @@ use super::*;
 use igmp_ext::Slicing;
 use std::net::Ipv4Addr;
 
-const NOW: Timestamp = Timestamp::from_secs(1_000);
+const NOW: Instant = Instant::from_secs(1_000);
 const M1: MemberId = MemberId(1);
 const M2: MemberId = MemberId(2);
 
@@ -241,7 +241,7 @@ fn without_state_held_clients_start_fresh_after_the_hold_time() {
     let new = &mut new;
     assert!(ask(new, moving, "r3").is_empty());
     let deadline = new.poll_timeout().expect("waiting");
-    assert!(new.handle_timeout(Timestamp(deadline.0 - 1)).is_empty());
+    assert!(new.handle_timeout(Instant(deadline.0 - 1)).is_empty());
     let out = texts(&new.handle_timeout(deadline));
     assert_eq!(out, vec![(moving, "m2 1 r3\n".to_owned())]);
     assert_eq!(new.counters().handoff_timeouts, 1);

@@ -7,7 +7,7 @@
 //! table, `vip_forwarder::Forwarder` applies its plan with `nft`, `ip` and `bridge`, and the
 //! device, sysctls and rule move are `vip::HostSetup`'s.
 
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::{Instant, MemberId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -36,7 +36,7 @@ struct Entry {
     to: MemberId,
     /// The epoch of the move: a later move of the unit from the same member starts a new linger.
     epoch: u64,
-    since: Timestamp,
+    since: Instant,
     /// False once ended (old owner gone, linger passed): kept so that the same gain, which the
     /// service reports until the unit moves again, does not start it over.
     active: bool,
@@ -51,7 +51,7 @@ pub struct ForwardTable {
     linger: Duration,
     grace: Duration,
     entries: BTreeMap<u32, Entry>,
-    unlisted: BTreeMap<MemberId, Timestamp>,
+    unlisted: BTreeMap<MemberId, Instant>,
 }
 
 impl ForwardTable {
@@ -67,7 +67,7 @@ impl ForwardTable {
     /// Units gained from a known member: (unit, old owner, epoch of the move).
     pub fn note_gains(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         gains: impl IntoIterator<Item = (u32, MemberId, u64)>,
     ) {
         for (unit, to, epoch) in gains {
@@ -90,7 +90,7 @@ impl ForwardTable {
 
     /// The members a commit lists: an old owner missing from it is dropped `grace` later unless
     /// listed again (this machine's failure detector sometimes declares a live member down).
-    pub fn note_members(&mut self, now: Timestamp, listed: &[MemberId]) {
+    pub fn note_members(&mut self, now: Instant, listed: &[MemberId]) {
         let owners: BTreeSet<MemberId> = self
             .entries
             .values()
@@ -116,7 +116,7 @@ impl ForwardTable {
     }
 
     /// Ends the entries past their linger or whose old owner is gone; true if any ended.
-    pub fn expire(&mut self, now: Timestamp) -> bool {
+    pub fn expire(&mut self, now: Instant) -> bool {
         let (linger, grace) = (self.linger, self.grace);
         let unlisted = &self.unlisted;
         let mut ended = false;
@@ -236,8 +236,8 @@ mod tests {
     const LINGER: Duration = Duration::from_secs(300);
     const GRACE: Duration = Duration::from_millis(500);
 
-    fn t(ms: u64) -> Timestamp {
-        Timestamp(ms)
+    fn t(ms: u64) -> Instant {
+        Instant(ms)
     }
 
     #[test]

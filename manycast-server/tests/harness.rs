@@ -357,6 +357,11 @@ impl Lab {
 
     /// Starts `manycast-server` for member `i` in `ns` with `config`; its log is `<id>.log`.
     pub fn spawn_server(&mut self, i: usize, ns: &str, config: &Path) {
+        self.spawn_server_env(i, ns, config, &[]);
+    }
+
+    /// [`Lab::spawn_server`] with `env` added to the daemon's environment (e.g. libfaketime's).
+    pub fn spawn_server_env(&mut self, i: usize, ns: &str, config: &Path, env: &[(&str, &str)]) {
         let id = self.fixture.members[i].id;
         let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).expect("log");
         let child = Command::new("ip")
@@ -365,6 +370,7 @@ impl Lab {
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -599,8 +605,18 @@ impl Clients {
         stop: &std::sync::atomic::AtomicBool,
         tries: u32,
     ) -> BTreeMap<Ipv4Addr, SessionLog> {
+        self.run_from(stop, tries, &mut BTreeMap::new())
+    }
+
+    /// [`Clients::run`] continuing from the last request id of each source in `next` (a
+    /// second run on the same sessions: the servers answer no id below the last one).
+    pub fn run_from(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        tries: u32,
+        next: &mut BTreeMap<Ipv4Addr, u64>,
+    ) -> BTreeMap<Ipv4Addr, SessionLog> {
         let mut logs: BTreeMap<Ipv4Addr, SessionLog> = BTreeMap::new();
-        let mut next: BTreeMap<Ipv4Addr, u64> = BTreeMap::new();
         while !stop.load(Ordering::Relaxed) {
             for (src, s) in &self.socks {
                 let log = logs.entry(*src).or_default();

@@ -3,6 +3,8 @@
 
 mod admin;
 mod cli;
+mod clock_cluster;
+mod clock_step;
 mod harness;
 mod native;
 mod strategies;

@@ -12,8 +12,8 @@ use crate::status::Status;
 use crate::sys::exec::Executor;
 use crate::sys::mroute;
 use crate::sys::setup::{self, SetupError};
-use daemon_kit::wall_clock;
-use igmp_ext::{Reason, Timestamp};
+use daemon_kit::now as clocks;
+use igmp_ext::{Clock, Reason, Timestamp};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn};
 use socket2::{SockAddr, Socket};
 use std::collections::HashMap;
@@ -89,7 +89,7 @@ impl Daemon {
             NativeDataplane::Mroute => Some(sockets.igmp.try_clone().map_err(os("mroute socket"))?),
             NativeDataplane::Nft => None,
         };
-        let core = Router::new(wall_clock(), router_config, found);
+        let core = Router::new(clocks(), router_config, found);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
             cfg,
@@ -102,21 +102,21 @@ impl Daemon {
             queries_sent: 0,
             rejections: RejectionLog::new(),
         };
-        daemon.flush(wall_clock());
+        daemon.flush(clocks());
         Ok(daemon)
     }
 
     /// Hands out what the core decided: queries to the senders, events to the log, ops to the
     /// executor (and their outcomes back).
-    fn flush(&mut self, now: Timestamp) {
+    fn flush(&mut self, now: Clock) {
         while let Some(t) = self.core.poll_transmit() {
             self.send(t);
         }
-        for (reason, n) in self.rejections.summaries(now) {
+        for (reason, n) in self.rejections.summaries(now.wall) {
             warn!(%reason, suppressed = n, "{n} more reports rejected for this reason in the last {} s (each is counted in status and metrics)", rejection_log::WINDOW.as_secs());
         }
         while let Some(e) = self.core.poll_event() {
-            self.log(now, e);
+            self.log(now.wall, e);
         }
         while let Some(op) = self.core.poll_op() {
             if let DataplaneOp::MfcProbe(keys) = &op {
@@ -222,7 +222,7 @@ impl Daemon {
             let bytes = &buf[..len];
             match Upcall::parse(bytes) {
                 Some(up) => {
-                    let now = wall_clock();
+                    let now = clocks();
                     self.core.handle_upcall(now, up);
                     self.flush(now);
                 }
@@ -240,7 +240,7 @@ impl Daemon {
         if burst.is_empty() {
             return;
         }
-        let now = wall_clock();
+        let now = clocks();
         let items: Vec<(Option<u32>, &[u8])> =
             burst.iter().map(|(i, d)| (*i, d.as_slice())).collect();
         self.core.handle_burst(now, &items, self.keys.source());
@@ -257,7 +257,7 @@ impl Daemon {
             native_counters,
             queries_sent: self.queries_sent,
         };
-        self.core.status(wall_clock(), &observed)
+        self.core.status(clocks(), &observed)
     }
 
     /// Runs until SIGTERM or SIGINT, then withdraws what it put in the kernel (unless
@@ -283,7 +283,7 @@ impl Daemon {
         if let Some(ks) = &self.cfg.keystore {
             self.refresher = self.keys.start(Duration::from_millis(ks.refresh_ms)).await;
         }
-        let now = wall_clock();
+        let now = clocks();
         self.core.handle_request(now, Request::Start);
         self.flush(now);
         let names: Vec<&str> = self.core.interfaces().iter().map(|i| &*i.name).collect();
@@ -292,8 +292,8 @@ impl Daemon {
             let wait = self
                 .core
                 .poll_timeout()
-                .as_millis()
-                .saturating_sub(wall_clock().as_millis());
+                .saturating_duration_since(clocks().mono)
+                .as_millis() as u64;
             tokio::select! {
                 r = self.igmp.readable() => {
                     let mut guard = r.map_err(os("mroute socket"))?;
@@ -304,7 +304,7 @@ impl Daemon {
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
-                    let now = wall_clock();
+                    let now = clocks();
                     self.core.handle_timeout(now);
                     self.flush(now);
                 }
@@ -327,7 +327,7 @@ impl Daemon {
         if let Some(r) = self.refresher.take() {
             r.abort();
         }
-        let now = wall_clock();
+        let now = clocks();
         self.core.handle_request(now, Request::Shutdown);
         self.flush(now);
         let _ = std::fs::remove_file(&socket_path);

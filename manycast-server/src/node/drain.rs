@@ -1,13 +1,13 @@
 //! Drain sequencing (SPEC.md §11.6) as a value: when a drain that began at some moment is
 //! finished. Pure: the node feeds it commits and what still holds the member back.
 
-use igmp_ext::Timestamp;
+use igmp_ext::Instant;
 use std::time::Duration;
 
 /// A drain in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
-    deadline: Timestamp,
+    deadline: Instant,
     /// A commit since the drain began left this member without slices.
     emptied: bool,
 }
@@ -26,7 +26,7 @@ pub enum DrainState {
 impl Drain {
     /// A drain beginning at `now`, bounded by `timeout`. `commits` and `slices` are the
     /// member's commits so far and the slices of its last commit.
-    pub fn begin(now: Timestamp, timeout: Duration, commits: u64, slices: usize) -> Drain {
+    pub fn begin(now: Instant, timeout: Duration, commits: u64, slices: usize) -> Drain {
         Drain {
             deadline: now.saturating_add(timeout),
             emptied: Drain::already_emptied(commits, slices),
@@ -52,7 +52,7 @@ impl Drain {
     /// Where the drain stands at `now`. `held` is whether anything still needs the member:
     /// moved sessions not yet ended or acknowledged, or (VIP mode) TCP connections to the VIP
     /// not known to be gone.
-    pub fn state(&self, now: Timestamp, held: bool) -> DrainState {
+    pub fn state(&self, now: Instant, held: bool) -> DrainState {
         if now >= self.deadline {
             DrainState::TimedOut
         } else if self.emptied && !held {
@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn done_once_emptied_and_nothing_holds_it_or_at_the_deadline() {
-        let t0 = Timestamp(1_000);
+        let t0 = Instant(1_000);
         let mut d = Drain::begin(t0, Duration::from_secs(30), 3, 12);
         assert_eq!(d.state(t0, false), DrainState::Waiting);
         d.on_commit(false);
@@ -88,6 +88,6 @@ mod tests {
         // A later commit with slices (a resume) does not undo it: the drain saw its empty commit.
         d.on_commit(false);
         assert_eq!(d.state(t0, false), DrainState::Done);
-        assert_eq!(d.state(Timestamp(31_000), true), DrainState::TimedOut);
+        assert_eq!(d.state(Instant(31_000), true), DrainState::TimedOut);
     }
 }

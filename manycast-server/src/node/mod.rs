@@ -9,6 +9,10 @@
 //! [`Node::poll_action`] (replies, forwards and transfers through the control endpoint, host
 //! changes), [`Node::poll_transmit`] (signed joins) and [`Node::poll_timeout`]. The node never
 //! opens a socket, never reads the clock and never runs a command; `daemon` does.
+//!
+//! `now` is a [`Clock`]: every timer (join reports and refresh, holds, session idle, drain
+//! timeout, forwarding linger) runs on its monotonic half; the wall clock only stamps the
+//! signed joins. A step of the wall clock moves no timer (SPEC.md §9.3, "Clocks").
 
 mod drain;
 
@@ -24,7 +28,7 @@ use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, QueryRepr};
-use igmp_ext::{AllocationEpoch, MemberId, SliceEntry, SliceSet, Slicing, Timestamp};
+use igmp_ext::{AllocationEpoch, Clock, Instant, MemberId, SliceEntry, SliceSet, Slicing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -244,14 +248,14 @@ impl Node {
     /// The next signed join due at `now` (a complete IPv4 datagram for the raw socket).
     pub fn poll_transmit(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         nonce: [u8; NONCE_LEN],
     ) -> Option<Result<Vec<u8>, BuildError>> {
         self.agent.poll_transmit(now, nonce)
     }
 
     /// When [`Node::handle_timeout`] or [`Node::poll_transmit`] next has something to do.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         [self.service.poll_timeout(), self.agent.poll_timeout()]
             .into_iter()
             .flatten()
@@ -259,7 +263,7 @@ impl Node {
     }
 
     /// When the join agent next has a report due (after [`Node::leave`], the last of the leave).
-    pub fn poll_join_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_join_timeout(&self) -> Option<Instant> {
         self.agent.poll_timeout()
     }
 
@@ -270,10 +274,11 @@ impl Node {
     /// and the event names only our slices.
     pub fn handle_event(
         &mut self,
-        now: Timestamp,
+        now: Clock,
         event: Event,
         committed: Option<&CommittedAllocation>,
     ) {
+        let now = now.mono;
         match event {
             Event::Committed { id, slices, .. } => {
                 info!(
@@ -310,7 +315,7 @@ impl Node {
             } => warn!(
                 offset_ms,
                 refused_by,
-                "our wall clock is off our peers' beyond the timeliness window: they refuse our control messages as untimely"
+                "our wall clock is off our peers' beyond the timeliness window: they refuse our control messages as untimely (and a verifier whose clock agrees with theirs our joins)"
             ),
             Event::ClockTimely { offset_ms } => {
                 info!(offset_ms, "our wall clock is within the timeliness window again")
@@ -373,13 +378,15 @@ impl Node {
     }
 
     /// A datagram on the service socket.
-    pub fn handle_datagram(&mut self, now: Timestamp, from: SocketAddrV4, payload: &[u8]) {
+    pub fn handle_datagram(&mut self, now: Clock, from: SocketAddrV4, payload: &[u8]) {
+        let now = now.mono;
         let actions = self.service.handle_datagram(now, from, payload);
         self.apply(actions);
     }
 
     /// A datagram heard on the raw IGMP socket: queries go to the join agent.
-    pub fn handle_igmp(&mut self, now: Timestamp, datagram: &[u8]) {
+    pub fn handle_igmp(&mut self, now: Clock, datagram: &[u8]) {
+        let now = now.mono;
         if let Some(q) = parse_query(datagram) {
             self.counters.queries += 1;
             self.agent.handle_query(now, &q, &mut self.random);
@@ -387,7 +394,8 @@ impl Node {
     }
 
     /// Timers: the service's holds and idle sweep when due (joins come from `poll_transmit`).
-    pub fn handle_timeout(&mut self, now: Timestamp) {
+    pub fn handle_timeout(&mut self, now: Clock) {
+        let now = now.mono;
         if self.service.poll_timeout().is_some_and(|t| t <= now) {
             let actions = self.service.handle_timeout(now);
             self.apply(actions);
@@ -399,7 +407,8 @@ impl Node {
     /// Once a second: the idle sweep, the direct path announced again (members that arrive
     /// later learn it too), the VIP connections counted while draining, the forwarding table's
     /// linger, and the load report.
-    pub fn handle_tick(&mut self, now: Timestamp) {
+    pub fn handle_tick(&mut self, now: Clock) {
+        let now = now.mono;
         let actions = self.service.handle_timeout(now);
         self.apply(actions);
         if let Some(addr) = self.config.direct_path {
@@ -440,7 +449,8 @@ impl Node {
     /// Starts draining (SIGTERM): weight 0 over the control channel, so the next allocation
     /// moves every slice away; sessions go by the strategy, and [`Node::drain_finished`] says
     /// when the member may leave. Idempotent.
-    pub fn begin_drain(&mut self, now: Timestamp) {
+    pub fn begin_drain(&mut self, now: Clock) {
+        let now = now.mono;
         if self.drain.is_some() {
             return;
         }
@@ -457,7 +467,8 @@ impl Node {
     /// Whether a drain is done: no slices left, no moved session needs us any more and, in VIP
     /// mode, no TCP connection to the VIP is left on this host (pinned ones end by themselves);
     /// or the drain timeout passed.
-    pub fn drain_finished(&self, now: Timestamp) -> bool {
+    pub fn drain_finished(&self, now: Clock) -> bool {
+        let now = now.mono;
         let Some(d) = self.drain else {
             return false;
         };
@@ -476,7 +487,8 @@ impl Node {
     }
 
     /// Leaves the group: the signed empty claim, robustness times (`poll_transmit`).
-    pub fn leave(&mut self, now: Timestamp) {
+    pub fn leave(&mut self, now: Clock) {
+        let now = now.mono;
         self.agent.leave(now, &mut self.random);
     }
 
@@ -501,7 +513,7 @@ impl Node {
     /// A commit: the drain notes it, the service compares the new owners with the previous ones.
     fn reallocate(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         no_slices: bool,
         committed: Option<&CommittedAllocation>,
     ) {
@@ -526,7 +538,7 @@ impl Node {
     /// gained units (after a commit, a transfer, a hold and once a tick for the linger), asks
     /// the shell to make the kernel follow it, and releases a held claim once the old owners
     /// are known. `listed`: the members of a new commit.
-    fn sync_vip_forward(&mut self, now: Timestamp, listed: Option<&[MemberId]>) {
+    fn sync_vip_forward(&mut self, now: Instant, listed: Option<&[MemberId]>) {
         let Some(table) = &mut self.forward_table else {
             return;
         };
@@ -553,7 +565,7 @@ impl Node {
     /// owners or the hold time passed.
     fn claim_after_forwarding(
         &mut self,
-        now: Timestamp,
+        now: Instant,
         entries: Vec<SliceEntry>,
         epoch: AllocationEpoch,
     ) {

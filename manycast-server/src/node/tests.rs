@@ -9,7 +9,7 @@ use control_channel::EpochId;
 use igmp_ext::fixtures::{nonce_bytes, Fixture, NOW};
 use igmp_ext::wire::igmp::IgmpPacket;
 use igmp_ext::wire::record::RecordType;
-use igmp_ext::{Allocation, JoinClaims, UnverifiedJoin};
+use igmp_ext::{Allocation, JoinClaims, Timestamp, UnverifiedJoin};
 
 const M1: MemberId = MemberId(1);
 const M2: MemberId = MemberId(2);
@@ -18,8 +18,12 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const SLICING: Slicing = Slicing::LowOrder { bits: 2 };
 const HOLD: Duration = Duration::from_millis(500);
 
-fn at(ms: u64) -> Timestamp {
-    NOW.saturating_add(Duration::from_millis(ms))
+/// Both clocks `ms` after the node's start (monotonic time from 0, the wall clock from NOW).
+fn at(ms: u64) -> Clock {
+    Clock::new(
+        Instant::from_millis(ms),
+        NOW.saturating_add(Duration::from_millis(ms)),
+    )
 }
 
 /// A client in unit `unit` (10.1.0.x with x's low bits = unit).
@@ -105,7 +109,7 @@ fn commit(
     (event, committed)
 }
 
-fn deliver(n: &mut Node, now: Timestamp, (event, committed): (Event, CommittedAllocation)) {
+fn deliver(n: &mut Node, now: Clock, (event, committed): (Event, CommittedAllocation)) {
     n.handle_event(now, event, Some(&committed));
 }
 
@@ -114,7 +118,7 @@ fn actions(n: &mut Node) -> Vec<Action> {
 }
 
 /// The joins due at `now`, decoded from the signed datagrams.
-fn joins(n: &mut Node, now: Timestamp) -> Vec<JoinClaims> {
+fn joins(n: &mut Node, now: Clock) -> Vec<JoinClaims> {
     let mut nonce = 0;
     std::iter::from_fn(|| {
         nonce += 1;
@@ -265,7 +269,11 @@ fn a_held_claim_goes_out_when_the_hold_time_passes() {
     let mut n = node(vip_forward());
     deliver(&mut n, at(0), commit(5, &[M1, M2], HALF));
     assert!(joins(&mut n, at(0)).is_empty());
-    assert_eq!(n.poll_timeout(), Some(at(500)), "woken when the hold ends");
+    assert_eq!(
+        n.poll_timeout(),
+        Some(at(500).mono),
+        "woken when the hold ends"
+    );
     n.handle_timeout(at(500));
     let sent = joins(&mut n, at(500));
     assert_eq!(sent.len(), 1);
@@ -544,7 +552,7 @@ fn leaving_sends_the_empty_claim_robustness_times() {
     n.leave(at(2_000));
     let mut sent = joins(&mut n, at(2_000));
     while let Some(t) = n.poll_join_timeout() {
-        sent.extend(joins(&mut n, t));
+        sent.extend(joins(&mut n, at(t.as_millis())));
     }
     assert_eq!(sent.len(), 2);
     assert!(sent
@@ -629,4 +637,53 @@ fn the_old_owner_hands_off_per_new_owner_and_answers_only_the_owners_forwards() 
         vec![Action::SetLoad(vec![(1, 1)])],
         "a forwarded datagram is the new owner's load, not ours"
     );
+}
+
+/// What the shell reads at `mono_ms` of monotonic time when the wall clock has been stepped
+/// by `step_s` seconds since the node started (issue 17).
+fn stepped(mono_ms: u64, step_s: i64) -> Clock {
+    let wall = NOW.0 as i64 + mono_ms as i64 + step_s * 1_000;
+    Clock::new(
+        Instant::from_millis(mono_ms),
+        Timestamp(u64::try_from(wall).expect("after the epoch")),
+    )
+}
+
+/// A step of the wall clock, back or forward by 60 s, while monotonic time runs on: the claim
+/// is refreshed when it is due by monotonic time (not a minute late, not at once) and a
+/// session seen 28 s ago is not swept as idle.
+#[test]
+fn a_wall_clock_step_moves_no_timer_and_expires_no_session() {
+    for step in [-60, 60] {
+        let mut n = node(native(Strategy::Reset));
+        deliver(&mut n, stepped(0, 0), commit(1, &[M1], ALL_M1));
+        let reports = joins(&mut n, stepped(0, 0)).len() + joins(&mut n, stepped(1_000, 0)).len();
+        assert_eq!(reports, 2, "the change, robustness times");
+        n.handle_datagram(stepped(2_000, 0), client(1), b"r1");
+        actions(&mut n);
+        // The wall clock steps at 5 s; the node runs on, a tick a second, until 70 s.
+        let mut refreshed_at = Vec::new();
+        let mut second_reply = Vec::new();
+        for s in 5..=70u64 {
+            let now = stepped(s * 1_000, step);
+            n.handle_tick(now);
+            n.handle_timeout(now);
+            if s == 30 {
+                actions(&mut n);
+                n.handle_datagram(now, client(1), b"r2");
+                second_reply = reply_texts(&actions(&mut n));
+            }
+            actions(&mut n);
+            if !joins(&mut n, now).is_empty() {
+                refreshed_at.push(s);
+            }
+        }
+        // The last change report went at 1 s: the refresh is due 60 s (AgentConfig) later.
+        assert_eq!(refreshed_at, vec![61], "step {step} s");
+        assert_eq!(
+            second_reply,
+            vec![(client(1), "m1 2 r2\n".to_owned())],
+            "step {step} s: the session goes on"
+        );
+    }
 }

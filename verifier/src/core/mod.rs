@@ -3,6 +3,12 @@
 //! timeouts and requests go in with `now` (`handle_*`); queries to send, kernel ops and events
 //! come out (`poll_*`). It never opens a socket, runs a command or reads the clock: the daemon
 //! does, and reports each op's outcome back ([`Router::handle_op_result`]).
+//!
+//! `now` is a [`Clock`] (a bare `Timestamp` stands for both clocks, for tests): every timer
+//! (claim expiry, the querier, the flood limits, the planners' idle and retry times, the adopt
+//! grace) runs on its monotonic half; the wall clock judges the timeliness of signed joins and
+//! the validity of certificates, keys and the replay cache. A step of the wall clock moves no
+//! timer (SPEC.md §9.3, "Clocks").
 
 #[cfg(test)]
 mod attack_tests;
@@ -27,8 +33,8 @@ use igmp_ext::verify::{Candidate, LinkTable, Prechecked, Rejection};
 use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr};
 use igmp_ext::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
 use igmp_ext::{
-    Accepted, AllocationEpoch, JoinVerifier, KeySource, MemberId, Reason, SliceSet, Timestamp,
-    VerifierConfig,
+    Accepted, AllocationEpoch, Clock, Instant, JoinVerifier, KeySource, MemberId, Reason, SliceSet,
+    Timestamp, VerifierConfig,
 };
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -47,6 +53,13 @@ const AUTHENTICATED_REFUSALS: [Reason; 4] = [
 ];
 /// Entries the idle sweep looks at per tick at least.
 const SWEEP_MIN_BUDGET: usize = 64;
+
+/// `now` for the querier, the flood limits and the planners: the monotonic time as the
+/// `Timestamp` they keep their times in. They only compare and subtract their own readings,
+/// so a step of the wall clock moves none of their timers.
+fn timers(now: Clock) -> Timestamp {
+    Timestamp(now.mono.as_millis())
+}
 
 /// How native mode reaches the kernel, as configured (`native.dataplane`).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -270,8 +283,8 @@ pub struct Router {
     vip: VipPlanner,
     adopted_vifs: Vec<u16>,
     allmulti: Vec<String>,
-    adopt_until: Option<Timestamp>,
-    next_tick: Timestamp,
+    adopt_until: Option<Instant>,
+    next_tick: Instant,
     stats: Stats,
     transmits: VecDeque<Transmit>,
     ops: VecDeque<DataplaneOp>,
@@ -281,7 +294,9 @@ pub struct Router {
 impl Router {
     /// The core for `setup`, at `now`: what an earlier verifier left is adopted and kept as it
     /// is for the adopt grace.
-    pub fn new(now: Timestamp, config: RouterConfig, setup: KernelSetup) -> Self {
+    pub fn new(now: impl Into<Clock>, config: RouterConfig, setup: KernelSetup) -> Self {
+        let clock: Clock = now.into();
+        let now = timers(clock);
         let verifier = JoinVerifier::new(config.verifier.clone(), setup.links);
         let mut querier = Querier::new(config.querier.clone());
         let mut vifs = VifTable::default();
@@ -327,8 +342,8 @@ impl Router {
             vip: VipPlanner::new(&config.vips),
             adopted_vifs: setup.adopted_vifs,
             allmulti: setup.allmulti,
-            adopt_until: Some(now.saturating_add(config.adopt_grace)),
-            next_tick: now,
+            adopt_until: Some(clock.mono.saturating_add(config.adopt_grace)),
+            next_tick: clock.mono,
             stats: Stats::default(),
             transmits: VecDeque::new(),
             ops: VecDeque::new(),
@@ -369,7 +384,7 @@ impl Router {
     /// burst of one ([`Router::handle_burst`]).
     pub fn handle_datagram(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         ifindex: Option<u32>,
         datagram: &[u8],
         keys: &dyn KeySource,
@@ -384,10 +399,12 @@ impl Router {
     /// allows, by priority, are verified in one batch before this returns.
     pub fn handle_burst(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         datagrams: &[(Option<u32>, &[u8])],
         keys: &dyn KeySource,
     ) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
         for &(ifindex, datagram) in datagrams {
             let src = datagram
                 .get(12..16)
@@ -399,7 +416,7 @@ impl Router {
             else {
                 continue;
             };
-            match self.verifier.precheck(now, ifindex, datagram, keys) {
+            match self.verifier.precheck(clock.wall, ifindex, datagram, keys) {
                 Ok(Prechecked::Plain { message, .. }) => {
                     self.plain(now, ifindex, Some(datagram), message)
                 }
@@ -410,7 +427,7 @@ impl Router {
                 Err(rej) => self.rejected(now, ifindex, rej),
             }
         }
-        self.verify_round(now);
+        self.verify_round(clock);
         // A new listener opens its plain groups' entries now, not at the next tick.
         self.querier_events(now);
     }
@@ -429,7 +446,8 @@ impl Router {
     }
 
     /// Verifies what the budget allows of the backlog, in one batch.
-    fn verify_round(&mut self, now: Timestamp) {
+    fn verify_round(&mut self, clock: Clock) {
+        let now = timers(clock);
         let round = self.admission.take_round(now);
         if round.is_empty() {
             return;
@@ -438,7 +456,7 @@ impl Router {
             .iter()
             .map(|c| (c.ifindex(), c.claimed_member()))
             .collect();
-        let results = self.verifier.verify(now, round);
+        let results = self.verifier.verify(clock, round);
         for ((ifindex, member), result) in origins.into_iter().zip(results) {
             match result {
                 Ok(Accepted::Join {
@@ -518,7 +536,8 @@ impl Router {
 
     /// An upcall from the kernel's multicast routing (MFC data plane): a new (S,G) gets its
     /// entry toward its target.
-    pub fn handle_upcall(&mut self, now: Timestamp, up: Upcall) {
+    pub fn handle_upcall(&mut self, now: impl Into<Clock>, up: Upcall) {
+        let now = timers(now.into());
         if up.msgtype != IGMPMSG_NOCACHE {
             debug!(?up, "upcall ignored");
             return;
@@ -537,21 +556,23 @@ impl Router {
 
     /// Runs every timer due at `now`: queries, listener and claim expiry, the end of the adopt
     /// grace, the once-a-second work and a slice of the idle sweep.
-    pub fn handle_timeout(&mut self, now: Timestamp) {
-        self.next_tick = now.saturating_add(TICK);
+    pub fn handle_timeout(&mut self, now: impl Into<Clock>) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
+        self.next_tick = clock.mono.saturating_add(TICK);
         // Candidates the budget left waiting get the capacity refilled since.
-        self.verify_round(now);
+        self.verify_round(clock);
         self.querier.handle_timeout(now);
         self.queue_queries();
         self.querier_events(now);
-        for change in self.verifier.expire(now) {
+        for change in self.verifier.expire(clock) {
             self.events.push_back(Event::ClaimsExpired {
                 group: change.group,
                 lost: change.lost,
             });
             self.replan(now, Change::Ownership(change.group));
         }
-        if self.adopt_until.is_some_and(|t| now >= t) {
+        if self.adopt_until.is_some_and(|t| clock.mono >= t) {
             self.adopt_until = None;
             self.replan(now, Change::Settle);
             self.replan(now, Change::Ownership(None));
@@ -585,7 +606,8 @@ impl Router {
     /// The kernel's packet counters for an [`DataplaneOp::MfcProbe`]: `Ok(None)` when the
     /// kernel has no such entry, `Err(())` when it could not be read (counted as a kernel
     /// error; the entry stays).
-    pub fn handle_mfc_counters(&mut self, now: Timestamp, counts: Vec<Probed>) {
+    pub fn handle_mfc_counters(&mut self, now: impl Into<Clock>, counts: Vec<Probed>) {
+        let now = timers(now.into());
         let Native::Mfc(mfc) = &mut self.native else {
             return;
         };
@@ -602,12 +624,14 @@ impl Router {
         self.push_ops(ops);
     }
 
-    pub fn handle_request(&mut self, now: Timestamp, request: Request) {
+    pub fn handle_request(&mut self, now: impl Into<Clock>, request: Request) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
         match request {
             Request::Start => {
                 self.querier.query_now(now);
                 self.queue_queries();
-                self.handle_timeout(now);
+                self.handle_timeout(clock);
                 self.replan(now, Change::Ownership(None));
             }
             Request::Shutdown => self.shutdown(),
@@ -645,8 +669,8 @@ impl Router {
         self.events.pop_front()
     }
 
-    /// When [`Router::handle_timeout`] is next due.
-    pub fn poll_timeout(&self) -> Timestamp {
+    /// When [`Router::handle_timeout`] is next due, on monotonic time.
+    pub fn poll_timeout(&self) -> Instant {
         self.next_tick
     }
 

@@ -5,11 +5,13 @@ use super::{Native, Observed, Router};
 use crate::admission::Limited;
 use crate::plan::Target;
 use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
-use igmp_ext::Timestamp;
+use igmp_ext::{Clock, Timestamp};
 
 impl Router {
-    pub fn status(&self, now: Timestamp, observed: &Observed) -> Status {
-        let remaining = |t: Timestamp| t.as_millis().saturating_sub(now.as_millis());
+    pub fn status(&self, now: impl Into<Clock>, observed: &Observed) -> Status {
+        let now: Clock = now.into();
+        // Everything that expires here does so on monotonic time.
+        let remaining = |t: Timestamp| t.as_millis().saturating_sub(now.mono.as_millis());
         let table = self.verifier.ownership();
         let mut ownership = Vec::new();
         for g in table.groups() {
@@ -21,7 +23,7 @@ impl Router {
                     epoch: c.epoch.0,
                     interface: self.ifname(c.ifindex),
                     sender: c.sender.to_string(),
-                    expires_in_ms: remaining(c.expires),
+                    expires_in_ms: c.expires.saturating_duration_since(now.mono).as_millis() as u64,
                 });
             }
         }

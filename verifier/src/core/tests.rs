@@ -456,7 +456,7 @@ fn a_lower_addressed_querier_silences_ours_until_its_timer_expires() {
     // Other Querier Present Interval: 2 × 10 s + 1 s. Until then, nothing of ours on s1.
     let mut now = NOW;
     while now < at(21) {
-        now = lab.router.poll_timeout();
+        now = Timestamp(lab.router.poll_timeout().as_millis());
         lab.router.handle_timeout(now);
         let sent = lab.transmits();
         if now < at(21) {
@@ -754,4 +754,49 @@ fn shutdown_keeps_kernel_state_when_configured() {
     lab.router.handle_request(at(1), Request::Shutdown);
     assert_eq!(lab.ops(), vec![]);
     assert_eq!(lab.events(), vec![Event::KernelStateKept]);
+}
+
+/// Both clocks `ms` after the core's start (NOW), the wall clock stepped by `step_s` seconds.
+fn stepped(ms: u64, step_s: i64) -> Clock {
+    let wall = NOW.0 as i64 + ms as i64 + step_s * 1_000;
+    Clock::new(
+        Instant(NOW.0 + ms),
+        Timestamp(u64::try_from(wall).expect("after the epoch")),
+    )
+}
+
+/// Issue 17: a step of the router's wall clock, back or forward by 60 s, 5 s after a join,
+/// changes nothing that was scheduled: the queries go at the same moments and the claim
+/// expires after its hold (22 s) of monotonic time, neither at once nor a minute late.
+#[test]
+fn a_wall_clock_step_moves_no_query_and_no_claim_expiry() {
+    let run = |step: i64| {
+        let mut lab = Lab::mfc();
+        lab.transmits();
+        lab.join(at(1), 0, &[Slice::ALL], 1, S1);
+        lab.events();
+        let (mut queries, mut expired) = (Vec::new(), Vec::new());
+        for ms in (1_100..=40_000).step_by(100) {
+            lab.router
+                .handle_timeout(stepped(ms, if ms >= 5_000 { step } else { 0 }));
+            lab.ops();
+            queries.extend(lab.transmits().iter().map(|t| (ms, t.ifindex)));
+            let gone = lab
+                .events()
+                .into_iter()
+                .filter(|e| matches!(e, Event::ClaimsExpired { lost, .. } if !lost.is_empty()));
+            expired.extend(gone.map(|_| ms));
+        }
+        (queries, expired)
+    };
+    let (queries, expired) = run(0);
+    assert_eq!(expired, vec![23_000], "the hold ends 22 s after the join");
+    assert!(!queries.is_empty());
+    for step in [-60, 60] {
+        assert_eq!(
+            run(step),
+            (queries.clone(), expired.clone()),
+            "step {step} s"
+        );
+    }
 }

@@ -346,7 +346,7 @@ mod tests {
             epoch: AllocationEpoch(epoch),
             ifindex,
             sender: Ipv4Addr::new(10, 0, 0, 1),
-            expires: Timestamp::from_secs(100),
+            expires: igmp_ext::Instant::from_secs(100),
         }
     }
 

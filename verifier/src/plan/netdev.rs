@@ -405,7 +405,7 @@ mod tests {
             epoch: AllocationEpoch(1),
             ifindex,
             sender,
-            expires: Timestamp::from_millis(1_000_000),
+            expires: igmp_ext::Instant::from_millis(1_000_000),
         }
     }
 
