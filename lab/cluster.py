@@ -301,7 +301,27 @@ class Cluster:
             self.run(None, [ctl, "cert", "issue", "--group-key", f"{k}/group.key", "--member-key",
                             f"{k}/{name}.pub", "--id", str(mid), "--group", GROUP,
                             "--group", CONTROL_GROUP, "--out", f"{k}/{name}.cert"])
+        self.make_operator()
         return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
+
+    def make_operator(self, control_group=CONTROL_GROUP):
+        """The operator's key and its certificate from the group key for `control_group`: what
+        `manycastctl` needs to move, drain or resume another member (SPEC.md §9.7)."""
+        ctl = self.bin("manycastctl")
+        k = self.path("keys")
+        self.run(None, [ctl, "key", "new", f"{k}/operator"])
+        self.run(None, [ctl, "operator", "issue", "--group-key", f"{k}/group.key",
+                        "--operator-key", f"{k}/operator.pub", "--control-group", control_group,
+                        "--out", f"{k}/operator.cert"])
+
+    def operator_args(self, args):
+        """`args` of a `manycastctl` cluster command, with the operator's authority added to the
+        commands that act on other members."""
+        args = list(args)
+        if args and args[0] in ("move", "drain", "resume", "rebalance"):
+            k = self.path("keys")
+            args += ["--operator-key", f"{k}/operator.key", "--operator-cert", f"{k}/operator.cert"]
+        return args
 
     def start_keystore(self):
         d = self.path("keystore")

@@ -78,6 +78,7 @@ class StoryCluster(cluster.Cluster):
                             "--group", cluster.GROUP, "--group", cluster.CONTROL_GROUP,
                             "--group", VIP_GROUP, "--group", VIP_CONTROL_GROUP,
                             "--out", f"{k}/{name}.cert"])
+        self.make_operator()
         return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
 
     def publish(self):
@@ -112,7 +113,7 @@ class StoryCluster(cluster.Cluster):
 
     def ctl(self, *args, json_out=False):
         """`manycastctl` (cluster commands through srv1's admin socket unless --socket given)."""
-        args = list(args)
+        args = self.operator_args(args)
         if "--socket" not in args:
             args += ["--socket", self.admin_socket("srv1")]
         out = self.run(None, [self.bin("manycastctl")] + args)

@@ -117,7 +117,7 @@ class ReallocCluster(cluster.Cluster):
                                           "--bind", VIP, "--port", str(HTTP_PORT)])
 
     def ctl(self, *args):
-        out = self.run(None, [self.bin("manycastctl")] + list(args)
+        out = self.run(None, [self.bin("manycastctl")] + self.operator_args(args)
                        + ["--socket", self.admin_socket(MOVE_FROM)])
         return out.strip()
 
