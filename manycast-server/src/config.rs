@@ -448,6 +448,18 @@ impl Config {
                 igmp_ext::alloc::MAX_BITS
             )));
         }
+        // Units a member owns that are not neighbours stay separate slices of its join: with
+        // more than 2^10 units a join could pass the cap, and the verifier refuses it
+        // (`too-large`, issue 13).
+        let join_bits = igmp_ext::join::MAX_JOIN_SLICES.trailing_zeros();
+        if u32::from(self.control.slice_bits) > join_bits {
+            return Err(InvalidConfig(format!(
+                "control.slice_bits {} is above {join_bits}: a member's join could need more than \
+                 the {} slices a join may carry",
+                self.control.slice_bits,
+                igmp_ext::join::MAX_JOIN_SLICES
+            )));
+        }
         if self.weight > self.control.max_weight {
             return Err(InvalidConfig(format!(
                 "weight {} is above control.max_weight {}",
@@ -702,6 +714,10 @@ group_pub = "/k/group.pub"
             ("colour = \"blue\"\n", "unknown field"),
             ("[control]\ngroup = \"232.1.1.1\"\n", "must differ"),
             ("[control]\nslice_bits = 30\n", "above 16"),
+            (
+                "[control]\nslice_bits = 11\n",
+                "above 10: a member's join could need more",
+            ),
             ("[igmp]\nrobustness = 0\n", "at least 1"),
             ("mode = \"vip\"\n", "needs vip.address"),
             ("[vip]\naddress = \"10.200.0.1\"\n", "mode is not"),
