@@ -146,7 +146,7 @@ pub async fn load_credentials(
                     unverified,
                     ks.require_certificate,
                     client_max_stale,
-                    daemon_kit::wall_clock(),
+                    daemon_kit::now(),
                     published.ttl,
                 ),
             };

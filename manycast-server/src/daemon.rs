@@ -326,12 +326,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 shell.flush(&handle).await;
                 shell.snapshot.keystore = keystore_watch.as_ref().map(|w| metrics::KeystoreStatus {
                     mismatch: w.problem().map(keystore::Mismatch::label),
-                    stale: w.stale(wall_clock()),
+                    stale: w.stale(daemon_kit::now()),
                     refresh_failures: w.refresh_failures(),
                 });
                 shell.write_metrics(control::counters(&handle).await);
                 shell.hub.set_snapshot(&shell.snapshot);
-                if let Some(reason) = keystore_watch.as_ref().and_then(|w| w.poll_leave(wall_clock())) {
+                if let Some(reason) = keystore_watch.as_ref().and_then(|w| w.poll_leave(daemon_kit::now())) {
                     error!(reason = reason.label(), "keystore: {reason}; leaving the cluster");
                     stop_reason = Some(DaemonError::KeystoreLeave(reason.clone()));
                     break;
@@ -350,7 +350,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                         let (keys, revoked) = (p.record.keys.clone(), p.record.revoked.clone());
                         handle.with(move |ep, now| ep.set_published(now, &keys, &revoked));
                     }
-                    credentials::log_keystore_event(w.handle_fetch(wall_clock(), r))
+                    credentials::log_keystore_event(w.handle_fetch(daemon_kit::now(), r))
                 }
                 _ => keystore_rx = None,
             },

@@ -9,6 +9,7 @@ use dns_keystore::cert_record::CertRecord;
 use dns_keystore::client::{ClientConfig, FetchError, KeystoreClient};
 use dns_keystore::record::GroupRecord;
 use igmp_ext::ed25519_dalek::VerifyingKey;
+use igmp_ext::time::{Clock, Instant};
 use igmp_ext::{KeyId, MemberCertificate, Timestamp, UnverifiedCertificate};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -145,10 +146,12 @@ pub enum WatchEvent {
 pub struct Watch {
     cert: UnverifiedCertificate,
     require_certificate: bool,
-    problem: Option<(Mismatch, Timestamp)>,
+    /// The mismatch, when it began to count (wall, for the log) and when its grace ends
+    /// (monotonic: a step of the wall clock neither shortens nor stretches it, issue 17).
+    problem: Option<(Mismatch, Timestamp, Instant)>,
     refresh_failures: u64,
     /// When the last validated answer stops being trusted: its fetch + TTL + `max_stale`.
-    trusted_until: Timestamp,
+    trusted_until: Instant,
     max_stale: Duration,
     /// The TTL of the last validated record: the grace of a withdrawn one.
     ttl: Duration,
@@ -161,15 +164,16 @@ impl Watch {
         cert: UnverifiedCertificate,
         require_certificate: bool,
         max_stale: Duration,
-        started: Timestamp,
+        started: impl Into<Clock>,
         ttl: Duration,
     ) -> Self {
+        let started: Clock = started.into();
         Watch {
             cert,
             require_certificate,
             problem: None,
             refresh_failures: 0,
-            trusted_until: started.saturating_add(ttl + max_stale),
+            trusted_until: started.mono.saturating_add(ttl + max_stale),
             max_stale,
             ttl,
         }
@@ -178,22 +182,24 @@ impl Watch {
     /// True once no validated answer has come for TTL + `max_stale`: verifiers with the same
     /// setting then refuse every join of the group (fail closed). Only reported (metrics): the
     /// member cannot help it by leaving, and leaving would take it out when the keystore returns.
-    pub fn stale(&self, now: Timestamp) -> bool {
-        now > self.trusted_until
+    pub fn stale(&self, now: impl Into<Clock>) -> bool {
+        now.into().mono > self.trusted_until
     }
 
     pub fn handle_fetch(
         &mut self,
-        now: Timestamp,
+        now: impl Into<Clock>,
         fetched: Result<Published, FetchError>,
     ) -> Option<WatchEvent> {
+        let clock: Clock = now.into();
+        let now = clock.wall;
         // A denial (of the group record or of our certificate's) is not DNSSEC-proven (the
         // client does not validate denials): anyone on the path can forge one, so it is a
         // failed fetch, never a reason to leave (issue 13). Only validated answers (a
         // revocation, a retired issuer, a replaced certificate) make the member leave.
         let checked = match fetched {
             Ok(p) => {
-                self.trusted_until = now.saturating_add(p.ttl + self.max_stale);
+                self.trusted_until = clock.mono.saturating_add(p.ttl + self.max_stale);
                 self.ttl = p.ttl;
                 check(&self.cert, &p, self.require_certificate, now).map(|_| ())
             }
@@ -211,30 +217,34 @@ impl Watch {
         match checked {
             Ok(()) => self.problem.take().map(|_| WatchEvent::Cleared),
             Err(reason) => {
-                if self.problem.as_ref().is_some_and(|(r, _)| *r == reason) {
+                if self.problem.as_ref().is_some_and(|(r, _, _)| *r == reason) {
                     return None;
                 }
                 // A new reason keeps the first deadline: the clock started at the first one.
-                let leave_at = self
-                    .problem
-                    .as_ref()
-                    .map_or(now.saturating_add(self.ttl), |(_, t)| *t);
-                self.problem = Some((reason.clone(), leave_at));
+                let (leave_at, deadline) = self.problem.as_ref().map_or(
+                    (
+                        now.saturating_add(self.ttl),
+                        clock.mono.saturating_add(self.ttl),
+                    ),
+                    |(_, t, d)| (*t, *d),
+                );
+                self.problem = Some((reason.clone(), leave_at, deadline));
                 Some(WatchEvent::Mismatch { reason, leave_at })
             }
         }
     }
 
     /// The reason to leave, once its grace has run out.
-    pub fn poll_leave(&self, now: Timestamp) -> Option<&Mismatch> {
+    pub fn poll_leave(&self, now: impl Into<Clock>) -> Option<&Mismatch> {
+        let now = now.into().mono;
         self.problem
             .as_ref()
-            .filter(|(_, at)| now >= *at)
-            .map(|(r, _)| r)
+            .filter(|(_, _, deadline)| now >= *deadline)
+            .map(|(r, _, _)| r)
     }
 
     pub fn problem(&self) -> Option<&Mismatch> {
-        self.problem.as_ref().map(|(r, _)| r)
+        self.problem.as_ref().map(|(r, _, _)| r)
     }
 
     pub fn refresh_failures(&self) -> u64 {
@@ -501,5 +511,29 @@ mod tests {
             w.poll_leave(later.saturating_add(ttl)),
             Some(&Mismatch::Revoked(me))
         );
+    }
+
+    /// Issue 17: the grace before a member leaves for a validated mismatch ran on the wall
+    /// clock, so a step forward cut it short (and a step back stretched it).
+    #[test]
+    fn a_wall_clock_step_moves_no_leave_deadline() {
+        let f = Fixture::new(1);
+        let me = KeyId::of(&f.members[0].key.verifying_key());
+        let cert = UnverifiedCertificate::decode(f.members[0].cert.as_bytes()).expect("cert");
+        let start = Clock::new(Instant::from_secs(1_000), NOW);
+        let ttl = Duration::from_secs(300);
+        let mut w = Watch::new(cert, false, Duration::from_secs(60), start, ttl);
+        let mut revoked = published(&f, vec![f.group_key.verifying_key()]);
+        revoked.record.revoked.push(me);
+        assert!(w.handle_fetch(start, Ok(revoked)).is_some());
+        // Ten seconds later by the monotonic clock, the wall clock stepped an hour ahead.
+        let later = Clock::new(
+            Instant::from_secs(1_010),
+            NOW.saturating_add(Duration::from_secs(3_600)),
+        );
+        assert_eq!(w.poll_leave(later), None, "the grace is not over");
+        assert!(!w.stale(later), "the last answer is still trusted");
+        let over = Clock::new(Instant::from_secs(1_300), NOW);
+        assert_eq!(w.poll_leave(over), Some(&Mismatch::Revoked(me)));
     }
 }
