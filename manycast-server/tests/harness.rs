@@ -1,7 +1,9 @@
 //! Namespaces, keys and processes for the end-to-end tests: the real `manycast-server` binary in
 //! server namespaces, the real `manycast-verifier` in a router namespace, UDP clients in a client
 //! namespace. Names are `mcs-<pid>-<n>-<role>`; [`Lab`]'s `Drop` kills the processes it started
-//! (by their own handles) and deletes the namespaces, also when a test panics.
+//! (by their own handles) and deletes the namespaces, also when a test panics. A run killed by a
+//! signal cannot unwind: the next [`Lab::new`] removes what it left (its processes, then its
+//! namespaces).
 
 use igmp_ext::fixtures::Fixture;
 use igmp_ext::{CertificateBody, KeyId, Timestamp};
@@ -20,6 +22,31 @@ pub const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
 pub const CONTROL: Ipv4Addr = Ipv4Addr::new(239, 77, 0, 1);
 pub const PORT: u16 = 5000;
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+const PREFIX: &str = "mcs-";
+
+/// Removes the namespaces of test processes that died without unwinding (SIGKILL, or a `timeout`
+/// that sent SIGTERM), first killing the daemons still running in them: a namespace's daemons
+/// outlive `ip netns del`, and a leftover verifier or member would answer the next run's joins.
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
+            for p in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", p]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    }
+}
 
 pub fn require_root() {
     assert!(
@@ -107,8 +134,10 @@ pub struct Lab {
 impl Lab {
     pub fn new(members: u32) -> Lab {
         require_root();
+        static STALE: std::sync::Once = std::sync::Once::new();
+        STALE.call_once(remove_stale_namespaces);
         let base = format!(
-            "mcs-{}-{}",
+            "{PREFIX}{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
