@@ -243,6 +243,28 @@ impl OwnershipTable {
         changes
     }
 
+    /// Keeps `member`'s claim on `group` until at least `until` (monotonic), if that claim is at
+    /// `sender` on `ifindex`; returns whether there was such a claim. The router's answer to a
+    /// flood it could not check all of: a copy claiming to be this member, from where its claim
+    /// is, was dropped unverified and may have been the member's refresh (SPEC.md §5.4).
+    /// A later epoch still takes the claim's slices at once; a leave still removes it.
+    pub fn hold(
+        &mut self,
+        group: Ipv4Addr,
+        member: MemberId,
+        sender: Ipv4Addr,
+        ifindex: u32,
+        until: Instant,
+    ) -> bool {
+        match self.groups.get_mut(&group).and_then(|c| c.get_mut(&member)) {
+            Some(c) if c.sender == sender && c.ifindex == ifindex => {
+                c.expires = c.expires.max(until);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The member whose claim on `group` holds `source`.
     pub fn owner_of(&self, group: Ipv4Addr, source: Ipv4Addr) -> Option<(MemberId, &Claim)> {
         self.groups
@@ -281,6 +303,29 @@ mod tests {
             sender: Ipv4Addr::new(10, 0, 0, 1),
             expires: Instant::from_secs(100),
         }
+    }
+
+    /// A hold (a copy shed unverified from where the claim is) keeps the claim past its
+    /// expiry; a copy from anywhere else, or for a member with no claim, holds nothing.
+    #[test]
+    fn a_hold_keeps_only_the_claim_at_the_copys_place() {
+        let mut t = OwnershipTable::with_fence_retention(FENCE);
+        t.apply(NOW, G, MemberId(1), claim(&[Slice::ALL], 1))
+            .unwrap();
+        let at = Ipv4Addr::new(10, 0, 0, 1);
+        let later = Instant::from_secs(130);
+        assert!(!t.hold(G, MemberId(1), Ipv4Addr::new(10, 0, 0, 9), 1, later));
+        assert!(!t.hold(G, MemberId(1), at, 2, later));
+        assert!(!t.hold(G, MemberId(2), at, 1, later));
+        assert!(t.hold(G, MemberId(1), at, 1, later));
+        assert!(
+            t.expire(Timestamp::from_secs(100)).is_empty(),
+            "held past 100 s"
+        );
+        assert!(t.hold(G, MemberId(1), at, 1, Instant::from_secs(110)));
+        let expires = t.claims(G).next().map(|(_, c)| c.expires);
+        assert_eq!(expires, Some(later), "a hold never shortens a claim");
+        assert_eq!(t.expire(Timestamp::from_secs(130)).len(), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::ownership::{Claim, ClaimError, OwnershipChange, OwnershipTable};
 use crate::replay::{Full, ReplayCache};
 use crate::signature;
 use crate::slice::{Slice, SliceSet};
-use crate::time::{Clock, Timestamp};
+use crate::time::{Clock, Instant, Timestamp};
 use crate::wire::igmp::{IgmpPacket, IgmpRepr};
 use crate::wire::ipv4::{Ipv4Packet, PROTOCOL_IGMP};
 use crate::wire::record::{GroupRecordRepr, RecordType};
@@ -494,6 +494,23 @@ impl JoinVerifier {
         let now: Clock = now.into();
         self.replay.expire(now.wall);
         self.ownership.expire(now)
+    }
+
+    /// Keeps the claim a dropped, unverified copy claimed to refresh (it named `member` and
+    /// came from `sender` on `ifindex`, where that member's claim on `group` is) for one
+    /// `claim_hold` from `now`, as if it had been the refresh; returns whether a claim was held.
+    /// A flood of copies the router cannot check all of so cannot expire a live member's
+    /// claim; copies it does check and refuse hold nothing (SPEC.md §5.4).
+    pub fn hold_unverified_refresh(
+        &mut self,
+        now: Instant,
+        group: Ipv4Addr,
+        member: MemberId,
+        sender: Ipv4Addr,
+        ifindex: u32,
+    ) -> bool {
+        let until = now.saturating_add(self.config.claim_hold);
+        self.ownership.hold(group, member, sender, ifindex, until)
     }
 
     pub fn is_protected(&self, group: Ipv4Addr) -> bool {

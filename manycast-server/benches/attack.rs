@@ -21,8 +21,9 @@
 //! - `flood_claims_lost`: members' claims the verifier dropped (polled every 100 ms);
 //! - `legit_join_p99_ms`: a probe member (certified for a group of its own, so that it takes
 //!   nothing from the service) on member 1's subnet sends a signed join every 500 ms; the time
-//!   until the verifier has it, from the claim's expiry in the verifier's status (status round
-//!   trip included, so an upper bound); the same measured before the flood is the baseline;
+//!   from its signed stamp until the verifier accepted it (the `age_ms` of the verifier's
+//!   "join accepted" log line); joins never accepted are counted apart
+//!   (`legit_joins_unseen`); the same measured before the flood is the baseline;
 //! - `verifier_cpu`: the verifier's CPU time over wall time (1.0 = one core).
 //!
 //! The insider half of the issue's benchmark (a compromised member: `insider_units_lost`,
@@ -64,8 +65,6 @@ const PROBE_GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 2);
 /// The probe member sends from here (on member 1's subnet, an address nobody holds).
 const PROBE_SENDER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 3);
 const PROBE_JOIN_EVERY: Duration = Duration::from_millis(500);
-/// The verifier's claim hold (its default: the querier's group membership interval).
-const CLAIM_HOLD_MS: i64 = 22_000;
 const MEMBER1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
 
@@ -370,12 +369,10 @@ impl JoinProbe {
     }
 }
 
-/// What the status poller saw: per poll, the members holding a claim on the service group, and
-/// the probe member's claim as "verified at" bounds (ms since the epoch).
+/// What the status poller saw: per poll, the members holding a claim on the service group.
 #[derive(Default)]
 struct Watch {
     polls: Vec<(u64, BTreeSet<u32>)>,
-    probe_verified: BTreeSet<u64>,
     failed_polls: u64,
 }
 
@@ -394,16 +391,6 @@ fn watch_status(socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> JoinHandle
                         .map(|r| r.member)
                         .collect();
                     w.polls.push((answered, members));
-                    if let Some(r) = s
-                        .ownership
-                        .iter()
-                        .find(|r| r.group == PROBE_GROUP.to_string())
-                    {
-                        // Verified at = expiry - hold; the status was rendered at or before
-                        // `answered`, so this is an upper bound.
-                        let at = answered as i64 + r.expires_in_ms as i64 - CLAIM_HOLD_MS;
-                        w.probe_verified.insert(at.max(0) as u64);
-                    }
                 }
                 None => w.failed_polls += 1,
             }
@@ -413,20 +400,57 @@ fn watch_status(socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> JoinHandle
     })
 }
 
-/// For each probe join sent, the time until the verifier had it: the first "verified at" at or
-/// after its send and before the next send (later ones belong to the next join). Joins never
-/// seen are counted apart.
-fn join_latencies(sent: &[u64], verified: &BTreeSet<u64>) -> (Vec<u64>, usize) {
-    let mut out = Vec::new();
-    let mut unseen = 0;
-    for (i, &at) in sent.iter().enumerate() {
-        let next = sent.get(i + 1).copied().unwrap_or(u64::MAX);
-        // Tolerate a few ms of rounding in expires_in_ms.
-        match verified.range(at.saturating_sub(5)..next).next() {
-            Some(&v) => out.push(v.saturating_sub(at)),
-            None => unseen += 1,
+/// The joins of `member` for `group` the verifier accepted, from its log: signed stamp (ms) →
+/// age when accepted (ms).
+fn accepted_joins(log: &str, member: MemberId, group: Ipv4Addr) -> BTreeMap<u64, u64> {
+    let member = format!("member={member}");
+    let group = format!("group={group}");
+    let field = |line: &str, name: &str| -> Option<i64> {
+        let at = line.find(name)? + name.len();
+        let digits: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect();
+        digits.parse().ok()
+    };
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains("join accepted") && l.contains(&member) && l.contains(&group))
+        .filter_map(|l| {
+            Some((
+                field(&l, "stamp_ms=")? as u64,
+                field(&l, "age_ms=")?.max(0) as u64,
+            ))
+        })
+        .collect()
+}
+
+/// The log without its terminal colours.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
         }
     }
+    out
+}
+
+/// For each probe join sent (by its stamp), how long until the verifier accepted it; joins
+/// never accepted are counted apart.
+fn join_latencies(sent: &[u64], accepted: &BTreeMap<u64, u64>) -> (Vec<u64>, usize) {
+    let out: Vec<u64> = sent
+        .iter()
+        .filter_map(|at| accepted.get(at).copied())
+        .collect();
+    let unseen = sent.len() - out.len();
     (out, unseen)
 }
 
@@ -506,6 +530,10 @@ fn rejected(socket: &std::path::Path) -> BTreeMap<String, u64> {
                 out.insert(format!("rate-limited {limit}"), n);
             }
             out.insert("accepted".into(), s.counters.joins_accepted);
+            out.insert(
+                "claims held unverified".into(),
+                s.counters.claims_held_unverified,
+            );
             out
         })
         .unwrap_or_default()
@@ -651,8 +679,13 @@ fn main() {
     let served = served_throughout(&probe.log, srcs.len(), flood_from, flood_to);
     let served_share = served.iter().filter(|&&s| s).count() as f64 / srcs.len() as f64;
     let lost = claims_lost(&w.polls, flood_from_ms, flood_to_ms);
-    let (calm, calm_unseen) = join_latencies(&calm_sent, &w.probe_verified);
-    let (under, under_unseen) = join_latencies(&flood_sent, &w.probe_verified);
+    let accepted = accepted_joins(
+        &std::fs::read_to_string(lab.dir.path().join("verifier.log")).unwrap_or_default(),
+        probe_member.id,
+        PROBE_GROUP,
+    );
+    let (calm, calm_unseen) = join_latencies(&calm_sent, &accepted);
+    let (under, under_unseen) = join_latencies(&flood_sent, &accepted);
     let (calm_p99, p99) = (percentile(&calm, 0.99), percentile(&under, 0.99));
     println!(
         "flood: {sent} datagrams in {:.1} s = {flood_pps} pps; verifier CPU {cpu:.2} of a core",
@@ -674,8 +707,7 @@ fn main() {
     );
     println!(
         "probe member's joins: quiet p50 {} / p99 {calm_p99} ms ({} joins, {calm_unseen} never seen); \
-         under the flood p50 {} / p99 {p99} ms ({} joins, {under_unseen} never seen); \
-         upper bounds (status round trip included)",
+         under the flood p50 {} / p99 {p99} ms ({} joins, {under_unseen} never seen)",
         percentile(&calm, 0.5),
         calm_sent.len(),
         percentile(&under, 0.5),

@@ -127,6 +127,15 @@ pub struct AdmissionStats {
     pub overdrawn: [u64; 2],
 }
 
+/// Candidates from where a member's claim on a group is that may wait as "expected" at once: a
+/// member sends one refresh per query it answers, so more than this waiting means its address
+/// is being spoofed, and the rest wait as suspect (the class shed first) instead of pushing
+/// other members' joins out.
+const EXPECTED_PER_CLAIM: usize = 2;
+
+/// One member's candidates in one class, each with its arrival number.
+type Waiting = Vec<(u64, Candidate)>;
+
 /// Candidates looked at to choose one to shed from a full backlog (see [`Admission::push`]).
 const SHED_PICKS: usize = 4;
 
@@ -225,7 +234,8 @@ impl Admission {
     }
 
     /// The candidate's priority. `expected` says whether the member's current claim on the
-    /// group is at this candidate's sender and interface.
+    /// group is at this candidate's sender and interface; only [`EXPECTED_PER_CLAIM`] such
+    /// candidates per member and group wait as expected at once.
     pub fn classify(&self, now: Timestamp, c: &Candidate, expected: bool) -> Class {
         let over =
             |b: Option<&Bucket>, rate: u32| b.is_some_and(|b| b.overdrawn(f64::from(rate), now));
@@ -236,7 +246,15 @@ impl Admission {
             return Class::Suspect;
         }
         if expected {
-            return Class::Expected;
+            let waiting = self.backlog[Class::Expected as usize]
+                .iter()
+                .filter(|(_, w)| w.claimed_member() == c.claimed_member() && w.group() == c.group())
+                .count();
+            return if waiting < EXPECTED_PER_CLAIM {
+                Class::Expected
+            } else {
+                Class::Suspect
+            };
         }
         let source = over(
             self.sources.get(&c.sender()),
@@ -260,7 +278,8 @@ impl Admission {
     /// goes (every pick would have to be it: about 1 in 10^12 per shed with a full backlog of
     /// 1,024); between candidates of one member every arrival has the same chance to stay,
     /// however many the flood sends.
-    pub fn push(&mut self, class: Class, c: Candidate) {
+    /// Returns the candidate shed, with its class, if one was.
+    pub fn push(&mut self, class: Class, c: Candidate) -> Option<(Class, Candidate)> {
         self.stats.queued[class as usize] += 1;
         self.arrivals += 1;
         *self.waiting_per_member[class as usize]
@@ -288,7 +307,10 @@ impl Admission {
             let (_, gone) = self.backlog[class].swap_remove(at);
             self.forget(class, gone.claimed_member());
             self.stats.shed += 1;
+            let class = [Class::Expected, Class::Clean, Class::Suspect][class];
+            return Some((class, gone));
         }
+        None
     }
 
     /// One candidate of `member` in `class` left the backlog.
@@ -302,64 +324,93 @@ impl Admission {
         }
     }
 
-    /// The candidates to verify now, as many as the capacity allows: best class first; within
-    /// a class one per claimed member in turn, each picked at random among that member's, so
-    /// that a flood claiming one member costs the others nothing and a refreshed join has its
-    /// share of chances. The rest wait for the next round. Those taken are in arrival order,
-    /// so that a member's joins apply in the order it sent them.
+    /// The candidates to verify now, as many as the capacity allows: first one per claimed
+    /// member and class, best class first, so that no member's copies, in whatever class, keep
+    /// another member's join waiting; then the rest, best class first, one per member in turn.
+    /// Each is picked at random among that member's, so that a flood claiming one member costs
+    /// the others nothing and a refreshed join has its share of chances. The rest wait for the
+    /// next round. Those taken are in arrival order, so that a member's joins apply in the
+    /// order it sent them.
     pub fn take_round(&mut self, now: Timestamp) -> Vec<Candidate> {
         let rate = f64::from(self.config.verify_per_second);
         self.capacity
             .refill(rate, burst(self.config.verify_per_second), now);
         let mut out = Vec::new();
-        for class in 0..self.backlog.len() {
+        let mut classes: [Vec<(MemberId, Waiting)>; 3] = Default::default();
+        for (class, grouped) in classes.iter_mut().enumerate() {
             let queue = std::mem::take(&mut self.backlog[class]);
-            let mut by_member: Vec<(MemberId, Vec<(u64, Candidate)>)> = Vec::new();
             let mut index: HashMap<MemberId, usize> = HashMap::new();
             for c in queue {
                 let m = c.1.claimed_member();
                 let at = *index.entry(m).or_insert_with(|| {
-                    by_member.push((m, Vec::new()));
-                    by_member.len() - 1
+                    grouped.push((m, Vec::new()));
+                    grouped.len() - 1
                 });
-                by_member[at].1.push(c);
+                grouped[at].1.push(c);
             }
             // Members in a random rotation, so that no member id is always served first.
-            let start = if by_member.is_empty() {
-                0
-            } else {
-                (next(&mut self.random) % by_member.len() as u64) as usize
-            };
-            by_member.rotate_left(start);
+            if !grouped.is_empty() {
+                let start = (next(&mut self.random) % grouped.len() as u64) as usize;
+                grouped.rotate_left(start);
+            }
+        }
+        'first: for grouped in classes.iter_mut() {
+            for (_, list) in grouped.iter_mut() {
+                if !self.take_one(list, &mut out) {
+                    break 'first;
+                }
+            }
+        }
+        for grouped in classes.iter_mut() {
             'rounds: loop {
                 let mut any = false;
-                for (_, list) in by_member.iter_mut() {
+                for (_, list) in grouped.iter_mut() {
                     if list.is_empty() {
                         continue;
                     }
-                    let at = (next(&mut self.random) % list.len() as u64) as usize;
-                    let cost = cost(&list[at].1);
-                    if self.capacity.tokens < cost {
+                    if !self.take_one(list, &mut out) {
                         break 'rounds;
                     }
-                    self.capacity.tokens -= cost;
-                    out.push(list.swap_remove(at));
                     any = true;
                 }
                 if !any {
                     break;
                 }
             }
-            self.waiting_per_member[class] = by_member
+        }
+        for (class, grouped) in classes.into_iter().enumerate() {
+            self.waiting_per_member[class] = grouped
                 .iter()
                 .filter(|(_, l)| !l.is_empty())
                 .map(|(m, l)| (*m, l.len()))
                 .collect();
-            self.backlog[class] = by_member.into_iter().flat_map(|(_, l)| l).collect();
+            self.backlog[class] = grouped.into_iter().flat_map(|(_, l)| l).collect();
         }
         self.stats.verified += out.len() as u64;
         out.sort_unstable_by_key(|(n, _)| *n);
         out.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+impl Admission {
+    /// Moves one of `list`, at random, to `out` if the capacity pays for it; false when it
+    /// does not (the round is over). An empty list takes nothing and is no reason to stop.
+    fn take_one(
+        &mut self,
+        list: &mut Vec<(u64, Candidate)>,
+        out: &mut Vec<(u64, Candidate)>,
+    ) -> bool {
+        if list.is_empty() {
+            return true;
+        }
+        let at = (next(&mut self.random) % list.len() as u64) as usize;
+        let cost = cost(&list[at].1);
+        if self.capacity.tokens < cost {
+            return false;
+        }
+        self.capacity.tokens -= cost;
+        out.push(list.swap_remove(at));
+        true
     }
 }
 
@@ -479,6 +530,41 @@ mod tests {
         assert_eq!(
             adm.waiting_per_member[Class::Expected as usize].get(&f.members[0].id),
             Some(&63)
+        );
+    }
+
+    /// Issue 13 (`make bench B=attack` at the generator's top rate): copies from a member's
+    /// own address all waited as "expected", so a round spent its whole budget on them and a
+    /// full backlog shed another member's join of a lower class. Only two now wait as expected
+    /// per member and group, and a round takes one of every member's before any second.
+    #[test]
+    fn copies_from_a_claims_place_neither_fill_the_best_class_nor_starve_another_member() {
+        let f = Fixture::new(2);
+        let config = AdmissionConfig {
+            backlog: 16,
+            verify_per_second: 30, // a round's burst: three checks' worth
+            ..AdmissionConfig::default()
+        };
+        let mut adm = Admission::new(config, NOW);
+        let (flood, other): (Vec<_>, Vec<_>) = candidates(&f, 200)
+            .into_iter()
+            .partition(|c| c.claimed_member() == f.members[0].id);
+        let mut classes = Vec::new();
+        for c in flood {
+            let class = adm.classify(NOW, &c, true);
+            classes.push(class);
+            adm.push(class, c);
+        }
+        assert_eq!(classes[..2], [Class::Expected; 2]);
+        assert!(classes[2..].iter().all(|&c| c == Class::Suspect));
+        let lone = other.into_iter().next().expect("member 2's join");
+        adm.push(adm.classify(NOW, &lone, false), lone);
+        assert_eq!(adm.waiting(), 16, "shed from the flood's suspects");
+        let round = adm.take_round(NOW);
+        assert_eq!(round.len(), 2, "the budget pays for two");
+        assert!(
+            round.iter().any(|c| c.claimed_member() == f.members[1].id),
+            "member 2's join is in the first round"
         );
     }
 

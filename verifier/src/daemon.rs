@@ -152,8 +152,11 @@ impl Daemon {
                 epoch,
                 slices,
                 ifindex,
+                stamp,
+                age_ms,
             } => info!(
-                %member, %group, %epoch, %slices, interface = %ifname(ifindex), "join accepted"
+                %member, %group, %epoch, %slices, interface = %ifname(ifindex),
+                stamp_ms = stamp.as_millis(), age_ms, "join accepted"
             ),
             Event::Rejected {
                 reason: reason @ Reason::Duplicate,

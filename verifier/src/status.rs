@@ -129,6 +129,10 @@ pub struct Counters {
     /// their slices together with the others' (issue 13, item 9).
     #[serde(default)]
     pub claims_left_out: u64,
+    /// Times a claim was kept because a copy claiming to refresh it, from where it is, was shed
+    /// unverified by a full backlog (a flood; SPEC.md §5.4).
+    #[serde(default)]
+    pub claims_held_unverified: u64,
 }
 
 impl Status {
@@ -235,6 +239,11 @@ impl Status {
             "claims_left_out_total",
             "Claims left out of an nft map: their slice mask cannot be expressed with the others'.",
             c.claims_left_out,
+        );
+        m.counter(
+            "claims_held_unverified_total",
+            "Claims kept because a copy claiming to refresh them, from where they are, was shed unverified (a flood).",
+            c.claims_held_unverified,
         );
         m.counter(
             "queries_ignored_total",

@@ -161,3 +161,113 @@ fn a_burst_with_one_forgery_accepts_the_valid_joins() {
         .collect();
     assert_eq!(refused, [(Reason::BadSignature, Some(rotating(3)))]);
 }
+
+/// A copy of member `i`'s join for `slices` at `epoch`, stamped `now`, from the member's own
+/// address, whose signature does not verify (it was made for another sender): every cheap check
+/// passes, so only a signature check can refuse it.
+fn bad_copy(
+    lab: &Lab,
+    i: usize,
+    slices: &[Slice],
+    epoch: u64,
+    now: Timestamp,
+    nonce: u64,
+) -> Vec<u8> {
+    let f = &lab.fixture;
+    let m = &f.members[i];
+    let claims = f.claims(slices, epoch, now, nonce);
+    let igmp = build_signed_report(&claims, rotating(0), &m.cert, &m.key).expect("fits");
+    build_datagram(m.addr, &igmp)
+}
+
+fn holders(lab: &Lab) -> Vec<MemberId> {
+    lab.router
+        .verifier()
+        .ownership()
+        .claims(lab.fixture.group)
+        .map(|(m, _)| m)
+        .collect()
+}
+
+/// Issue 13 (`make bench B=attack` at the generator's top rate): bad-signature copies from a
+/// member's own address, far above the verification budget, drowned the member's refreshes in
+/// its own class, and its claim expired while the member was alive (its clients black-holed,
+/// the control group none the wiser). A copy shed unverified from where the claim is may have
+/// been the refresh, so it now keeps the claim; a later epoch still takes the slices at once,
+/// and once the flood ends the claim expires as before.
+#[test]
+fn a_flood_of_copies_from_a_members_address_expires_none_of_its_claims() {
+    use super::tests::at;
+    let mut lab = Lab::new(small_budget(), setup(NativeDataplane::Mroute));
+    let half = [Slice::new(0, 1)];
+    lab.join(NOW, 0, &half, 1, S1);
+    assert_eq!(holders(&lab), [MemberId(1)]);
+    // The member sends nothing the flood lets through: 50 s of copies, 200 a second (the
+    // budget checks 100), each second's in one burst. Then the control group moves the slices
+    // to member 2 (a later epoch), whose join arrives amid the flood: it takes them.
+    let mut nonce = 1_000;
+    let mut burst_at = |lab: &mut Lab, t: u64, extra: Option<Vec<u8>>| {
+        let mut copies: Vec<Vec<u8>> = (0..200)
+            .map(|_| {
+                nonce += 1;
+                bad_copy(lab, 0, &half, 1, at(t), nonce)
+            })
+            .collect();
+        copies.extend(extra);
+        let burst: Vec<(Option<u32>, &[u8])> =
+            copies.iter().map(|d| (Some(S1), d.as_slice())).collect();
+        lab.router.handle_burst(at(t), &burst, &lab.keys);
+        let tick = at(t).saturating_add(core::time::Duration::from_millis(500));
+        lab.router.handle_timeout(tick);
+    };
+    for t in 1..=50 {
+        burst_at(&mut lab, t, None);
+        assert_eq!(holders(&lab), [MemberId(1)], "the claim expired at {t} s");
+    }
+    assert!(lab.status(at(50)).counters.claims_held_unverified > 0);
+    let f = &lab.fixture;
+    let takeover = f.datagram(1, &f.claims(&half, 2, at(51), 1));
+    burst_at(&mut lab, 51, Some(takeover));
+    assert_eq!(
+        holders(&lab),
+        [MemberId(2)],
+        "the later epoch took the slices"
+    );
+}
+
+/// The other side of the rule above: copies the verifier does check (here 5 a second against a
+/// budget of 100) and refuses keep no claim, so a slow stream of forgeries cannot keep a dead
+/// member's slices, and neither can a flood that stopped.
+#[test]
+fn checked_copies_keep_no_claim_past_its_hold() {
+    use super::tests::at;
+    let mut lab = Lab::new(small_budget(), setup(NativeDataplane::Mroute));
+    let half = [Slice::new(0, 1)];
+    lab.join(NOW, 0, &half, 1, S1);
+    let mut nonce = 1_000;
+    let mut gone_at = None;
+    for t in 1..=30 {
+        let copies: Vec<Vec<u8>> = (0..5)
+            .map(|_| {
+                nonce += 1;
+                bad_copy(&lab, 0, &half, 1, at(t), nonce)
+            })
+            .collect();
+        let burst: Vec<(Option<u32>, &[u8])> =
+            copies.iter().map(|d| (Some(S1), d.as_slice())).collect();
+        lab.router.handle_burst(at(t), &burst, &lab.keys);
+        lab.router.handle_timeout(at(t));
+        if gone_at.is_none() && holders(&lab).is_empty() {
+            gone_at = Some(t);
+        }
+    }
+    assert_eq!(
+        gone_at,
+        Some(22),
+        "the claim lasts its hold (22 s), no more"
+    );
+    let c = lab.status(at(30)).counters;
+    assert_eq!(c.claims_held_unverified, 0);
+    let bad = c.rejected.iter().find(|(r, _)| r == "bad-signature");
+    assert_eq!(bad.map(|(_, n)| *n), Some(150), "every copy was checked");
+}

@@ -201,6 +201,12 @@ pub enum Event {
         epoch: AllocationEpoch,
         slices: SliceSet,
         ifindex: u32,
+        /// The join's signed stamp (the member's wall clock when it sent it).
+        stamp: Timestamp,
+        /// How old that stamp was when the join was accepted (wall clock, ms; negative
+        /// when the member's clock is ahead): the network's delay plus the time it waited for
+        /// verification.
+        age_ms: i64,
     },
     /// A report refused by the verifier.
     Rejected {
@@ -261,6 +267,7 @@ struct Stats {
     plain_accepted: u64,
     queries_ignored: u64,
     claims_left_out: u64,
+    claims_held_unverified: u64,
     upcalls: u64,
     upcalls_this_second: u64,
     upcalls_last_second: u64,
@@ -422,7 +429,9 @@ impl Router {
                 }
                 Ok(Prechecked::Candidate(c)) => {
                     let class = self.classify(now, &c);
-                    self.admission.push(class, *c);
+                    if let Some((_, shed)) = self.admission.push(class, *c) {
+                        self.hold_unverified_refresh(clock, &shed);
+                    }
                 }
                 Err(rej) => self.rejected(now, ifindex, rej),
             }
@@ -430,6 +439,22 @@ impl Router {
         self.verify_round(clock);
         // A new listener opens its plain groups' entries now, not at the next tick.
         self.querier_events(now);
+    }
+
+    /// A candidate was shed unverified: if it came from where its member's claim is, it may
+    /// have been the member's refresh, so the claim is kept as if it were (SPEC.md §5.4). Copies the budget
+    /// does check and refuse keep nothing, so a flood must outrun the verifier to hold a claim,
+    /// and a later epoch from the control group still takes the slices at once.
+    fn hold_unverified_refresh(&mut self, clock: Clock, shed: &Candidate) {
+        if self.verifier.hold_unverified_refresh(
+            clock.mono,
+            shed.group(),
+            shed.claimed_member(),
+            shed.sender(),
+            shed.ifindex(),
+        ) {
+            self.stats.claims_held_unverified += 1;
+        }
     }
 
     fn classify(&self, now: Timestamp, c: &Candidate) -> Class {
@@ -472,6 +497,8 @@ impl Router {
                         epoch: join.epoch(),
                         slices: join.slices().clone(),
                         ifindex,
+                        stamp: join.timestamp(),
+                        age_ms: clock.wall.as_millis() as i64 - join.timestamp().as_millis() as i64,
                     });
                     if join.slices().is_empty() {
                         self.querier.handle_leave(now, ifindex, join.group());

@@ -125,6 +125,7 @@ impl Router {
                 native_gap_dropped: counters.gap_dropped,
                 queries_ignored: s.queries_ignored,
                 claims_left_out: s.claims_left_out,
+                claims_held_unverified: s.claims_held_unverified,
             },
         }
     }
