@@ -265,6 +265,18 @@ impl OwnershipTable {
         }
     }
 
+    /// Keeps every claim until at least `until`: the router lost datagrams it cannot attribute
+    /// (its socket's queue overflowed), any of which may have been a refresh. Returns how many
+    /// claims there are.
+    pub fn hold_all(&mut self, until: Instant) -> usize {
+        let mut n = 0;
+        for c in self.groups.values_mut().flat_map(|g| g.values_mut()) {
+            c.expires = c.expires.max(until);
+            n += 1;
+        }
+        n
+    }
+
     /// The member whose claim on `group` holds `source`.
     pub fn owner_of(&self, group: Ipv4Addr, source: Ipv4Addr) -> Option<(MemberId, &Claim)> {
         self.groups

@@ -513,6 +513,14 @@ impl JoinVerifier {
         self.ownership.hold(group, member, sender, ifindex, until)
     }
 
+    /// Keeps every claim for one `claim_hold` from `now`: datagrams were lost before anyone
+    /// could look at them (the router's socket overflowed), so silence proves nothing until
+    /// then. Returns how many claims were held.
+    pub fn hold_all_unheard(&mut self, now: Instant) -> usize {
+        let until = now.saturating_add(self.config.claim_hold);
+        self.ownership.hold_all(until)
+    }
+
     pub fn is_protected(&self, group: Ipv4Addr) -> bool {
         self.config.protected.iter().any(|s| s.contains_addr(group))
     }

@@ -66,6 +66,11 @@ pub struct Daemon {
     /// Every report, query and (MFC data plane) upcall arrives here.
     igmp: AsyncFd<Socket>,
     senders: HashMap<u32, Socket>,
+    /// The IGMP socket's drop counter at the last read (SO_RXQ_OVFL).
+    socket_drops: u32,
+    /// Drops not yet logged, and when they were last logged (a flood logs one line per window).
+    drops_unlogged: u64,
+    drops_logged_at: Option<igmp_ext::time::Instant>,
     queries_sent: u64,
     /// Refusals are logged a few per reason and window, the rest as summaries.
     rejections: RejectionLog,
@@ -98,6 +103,9 @@ impl Daemon {
             core,
             exec: Executor::new(sockets.control, mrt),
             igmp,
+            socket_drops: 0,
+            drops_unlogged: 0,
+            drops_logged_at: None,
             senders: sockets.senders,
             queries_sent: 0,
             rejections: RejectionLog::new(),
@@ -200,9 +208,12 @@ impl Daemon {
     fn drain_socket(&mut self) -> std::io::Result<()> {
         let mut buf = vec![0u8; 65_536];
         let mut burst: Vec<(Option<u32>, Vec<u8>)> = Vec::with_capacity(MAX_BURST);
+        let mut dropped = self.socket_drops;
         let result = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+            // Room for both: a truncated control message would lose the interface, and a
+            // datagram without one is ignored.
+            let mut cmsg = nix::cmsg_space!(libc::in_pktinfo, u32);
             let msg = match nix::sys::socket::recvmsg::<SockaddrIn>(
                 self.igmp.get_ref().as_raw_fd(),
                 &mut iov,
@@ -216,8 +227,12 @@ impl Daemon {
             let mut ifindex = None;
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
-                    if let ControlMessageOwned::Ipv4PacketInfo(p) = c {
-                        ifindex = u32::try_from(p.ipi_ifindex).ok().filter(|&i| i != 0);
+                    match c {
+                        ControlMessageOwned::Ipv4PacketInfo(p) => {
+                            ifindex = u32::try_from(p.ipi_ifindex).ok().filter(|&i| i != 0);
+                        }
+                        ControlMessageOwned::RxqOvfl(total) => dropped = total,
+                        _ => {}
                     }
                 }
             }
@@ -236,6 +251,27 @@ impl Daemon {
             }
         };
         self.handle_burst(&mut burst);
+        if dropped != self.socket_drops {
+            let n = dropped.wrapping_sub(self.socket_drops);
+            self.socket_drops = dropped;
+            let now = clocks();
+            self.core.handle_socket_overflow(now, u64::from(n));
+            self.flush(now);
+            self.drops_unlogged += u64::from(n);
+            let window = core::time::Duration::from_secs(10);
+            if self
+                .drops_logged_at
+                .is_none_or(|at| now.mono >= at.saturating_add(window))
+            {
+                warn!(
+                    dropped = self.drops_unlogged,
+                    "the kernel dropped IGMP datagrams at the full socket queue (a flood faster than \
+                     we read); every claim is held one hold from now"
+                );
+                self.drops_unlogged = 0;
+                self.drops_logged_at = Some(now.mono);
+            }
+        }
         result
     }
 

@@ -129,10 +129,14 @@ pub struct Counters {
     /// their slices together with the others' (issue 13, item 9).
     #[serde(default)]
     pub claims_left_out: u64,
-    /// Times a claim was kept because a copy claiming to refresh it, from where it is, was shed
-    /// unverified by a full backlog (a flood; SPEC.md §5.4).
+    /// Times a claim was kept because a datagram that may have refreshed it was lost unverified:
+    /// a copy from where it is shed from a full backlog, or any datagram dropped at the full
+    /// socket queue (a flood; SPEC.md §5.4).
     #[serde(default)]
     pub claims_held_unverified: u64,
+    /// IGMP datagrams the kernel dropped at the verifier's full socket queue (SO_RXQ_OVFL).
+    #[serde(default)]
+    pub socket_drops: u64,
 }
 
 impl Status {
@@ -242,8 +246,13 @@ impl Status {
         );
         m.counter(
             "claims_held_unverified_total",
-            "Claims kept because a copy claiming to refresh them, from where they are, was shed unverified (a flood).",
+            "Claims kept because a datagram that may have refreshed them was lost unverified: shed from a full backlog, or dropped at a full socket (a flood).",
             c.claims_held_unverified,
+        );
+        m.counter(
+            "socket_drops_total",
+            "IGMP datagrams the kernel dropped at the verifier's full socket queue (a flood faster than it reads).",
+            c.socket_drops,
         );
         m.counter(
             "queries_ignored_total",

@@ -271,3 +271,27 @@ fn checked_copies_keep_no_claim_past_its_hold() {
     let bad = c.rejected.iter().find(|(r, _)| r == "bad-signature");
     assert_eq!(bad.map(|(_, n)| *n), Some(150), "every copy was checked");
 }
+
+/// Issue 13 (`make bench B=attack` at the generator's top rate): the kernel dropped two of every
+/// five datagrams at the verifier's full socket queue, members' refreshes among them, and a
+/// live member's claim expired. The daemon now reads the socket's drop counter (SO_RXQ_OVFL)
+/// and tells the core, which keeps every claim one hold from the last drop; once drops stop,
+/// claims expire as before.
+#[test]
+fn a_socket_overflow_expires_no_claim_until_a_hold_after_it_ends() {
+    use super::tests::at;
+    let mut lab = Lab::mfc();
+    lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
+    for t in 1..=40 {
+        lab.router.handle_socket_overflow(at(t), 500);
+        lab.router.handle_timeout(at(t));
+        assert_eq!(holders(&lab), [MemberId(1)], "the claim expired at {t} s");
+    }
+    let c = lab.status(at(40)).counters;
+    assert_eq!(c.socket_drops, 40 * 500);
+    assert_eq!(c.claims_held_unverified, 40);
+    lab.router.handle_timeout(at(61));
+    assert_eq!(holders(&lab), [MemberId(1)], "held until 40 s + 22 s");
+    lab.router.handle_timeout(at(62));
+    assert!(holders(&lab).is_empty());
+}

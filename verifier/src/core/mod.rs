@@ -268,6 +268,7 @@ struct Stats {
     queries_ignored: u64,
     claims_left_out: u64,
     claims_held_unverified: u64,
+    socket_drops: u64,
     upcalls: u64,
     upcalls_this_second: u64,
     upcalls_last_second: u64,
@@ -455,6 +456,16 @@ impl Router {
         ) {
             self.stats.claims_held_unverified += 1;
         }
+    }
+
+    /// The kernel dropped `dropped` datagrams at the IGMP socket's full queue (a flood faster
+    /// than we read). Any of them may have been a refresh, and there is no telling whose, so
+    /// every claim is kept one hold from now (SPEC.md §5.4): a flood cannot expire a live
+    /// member's claim by outrunning the socket either. A later epoch still takes slices at once.
+    pub fn handle_socket_overflow(&mut self, now: impl Into<Clock>, dropped: u64) {
+        let clock: Clock = now.into();
+        self.stats.socket_drops += dropped;
+        self.stats.claims_held_unverified += self.verifier.hold_all_unheard(clock.mono) as u64;
     }
 
     fn classify(&self, now: Timestamp, c: &Candidate) -> Class {

@@ -126,6 +126,7 @@ impl Router {
                 queries_ignored: s.queries_ignored,
                 claims_left_out: s.claims_left_out,
                 claims_held_unverified: s.claims_held_unverified,
+                socket_drops: s.socket_drops,
             },
         }
     }

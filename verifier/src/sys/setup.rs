@@ -181,6 +181,14 @@ pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Soc
             source,
         },
     )?;
+    // Each read then says how many datagrams the kernel dropped at the full queue: a flood
+    // faster than we read loses joins we never see, and the core must know (SPEC.md §5.4).
+    nix::sys::socket::setsockopt(&igmp, nix::sys::socket::sockopt::RxqOvfl, &1).map_err(
+        |source| SetupError::Sys {
+            what: "SO_RXQ_OVFL",
+            source,
+        },
+    )?;
     igmp.set_nonblocking(true).map_err(os("nonblocking"))?;
 
     let mut senders = HashMap::new();
