@@ -74,6 +74,26 @@ fn sources() -> Vec<Ipv4Addr> {
     (0..85u8).map(|k| Ipv4Addr::new(10, 1, 0, 2 + k)).collect()
 }
 
+/// The attacker is another host: its sending thread (and with it the kernel's work of moving
+/// its datagrams across the veth links, done on the sending CPU) runs on this CPU, and the
+/// verifier on [`ROUTER_CPU`], so that the flood takes CPU from the verifier only as the
+/// datagrams it delivers do. `ATTACK_SHARED_CPU=1` lets both float.
+const ATTACKER_CPU: usize = 1;
+const ROUTER_CPU: usize = 0;
+
+/// Pins the thread or process `pid` (0: the calling thread) to `cpu`, unless the machine has
+/// fewer CPUs or `ATTACK_SHARED_CPU` is set.
+fn pin_to_cpu(pid: i32, cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus <= cpu.max(ATTACKER_CPU) || std::env::var_os("ATTACK_SHARED_CPU").is_some() {
+        return;
+    }
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set);
+    }
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -274,6 +294,7 @@ impl Flood {
         let (flag, count) = (stop.clone(), sent.clone());
         let to = SockAddr::from(SocketAddrV4::new(ALL_V3_ROUTERS, 0));
         let thread = std::thread::spawn(move || {
+            pin_to_cpu(0, ATTACKER_CPU);
             let start = Instant::now();
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
@@ -699,6 +720,7 @@ fn main() {
         probe_cert,
         probe_member.key.clone(),
     );
+    pin_to_cpu(verifier_pid as i32, ROUTER_CPU);
     let cpu_before = cpu_seconds(verifier_pid);
     let drops_before = socket_drops(&socket);
     let path_before = path_counters(&attacker, &router);
