@@ -20,12 +20,34 @@ declare -A benches=(
   [balance]="cargo bench --quiet -p manycast-e2e --bench balance"
   # Needs root and keepalived: namespaces, the real verifier and servers, keepalived VRRP.
   [failover]="cargo bench --quiet -p manycast-server --bench failover"
-  # Needs root: a spoofed IGMP flood on a member's link against the real verifier (issue 13).
-  # ATTACK_SECONDS (default 30) and ATTACK_PPS (default: as fast as one thread sends).
-  [attack]="cargo bench --quiet -p manycast-server --bench attack"
+  # Needs root (issue 13): a spoofed IGMP flood on a member's link against the real verifier
+  # (ATTACK_SECONDS, default 30; ATTACK_PPS, default: as fast as one thread sends), then a
+  # compromised certified member and its revocation through the real keystore
+  # (INSIDER_SECONDS, default 20), merged into one line.
+  [attack]="attack"
   # Needs root and mininet: the lab with the release daemons, 1,000 sessions per strategy.
   [reallocate]="reallocate"
 )
+
+# Merges JSON lines (later keys win) into one line named NAME, the keys ORDER (space-separated)
+# first; writes it to target/bench/NAME.json and prints it.
+merge() {
+  local name=$1 order=$2
+  shift 2
+  /usr/bin/python3 - "$name" "$order" "$@" <<'PY'
+import json, sys
+name, order, lines = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+line = {}
+for text in lines:
+    line.update(json.loads(text))
+line["bench"] = name
+out = {k: line[k] for k in ["bench"] + order if k in line}
+out.update({k: v for k, v in line.items() if k not in out})
+text = json.dumps(out, separators=(",", ":"))
+open(f"target/bench/{name}.json", "w").write(text + "\n")
+print(text)
+PY
+}
 
 # The keystore figures (dns-keystore's bench; its simulator clock figure is kept as
 # clock_step_sim_commits) and the real-daemon clock-step figures (manycast-server's
@@ -34,20 +56,19 @@ faults() {
   local keystore clock
   keystore=$(cargo bench --quiet -p dns-keystore --bench faults | tail -n 1)
   clock=$(cargo bench --quiet -p manycast-server --bench clock_step | tail -n 1)
-  /usr/bin/python3 - "$keystore" "$clock" <<'PY'
-import json, sys
-line = json.loads(sys.argv[1])
-if "clock_step_commits" in line:
-    line["clock_step_sim_commits"] = line.pop("clock_step_commits")
-line.update(json.loads(sys.argv[2]))
-order = ["bench", "keystore_trials", "keystore_acked_lost", "keystore_torn",
-         "clock_step_commits", "clock_step_resets", "keystore_recover_ms"]
-out = {k: line[k] for k in order if k in line}
-out.update({k: v for k, v in line.items() if k not in out})
-text = json.dumps(out, separators=(",", ":"))
-open("target/bench/faults.json", "w").write(text + "\n")
-print(text)
-PY
+  keystore=${keystore/\"clock_step_commits\":/\"clock_step_sim_commits\":}
+  merge faults "keystore_trials keystore_acked_lost keystore_torn clock_step_commits \
+clock_step_resets keystore_recover_ms" "$keystore" "$clock"
+}
+
+# The flood (manycast-server's attack bench) and the insider (its insider bench), as one JSON
+# line in target/bench/attack.json.
+attack() {
+  local flood insider
+  flood=$(cargo bench --quiet -p manycast-server --bench attack | tail -n 1)
+  insider=$(cargo bench --quiet -p manycast-server --bench insider | tail -n 1)
+  merge attack "flood_pps flood_served flood_claims_lost legit_join_p99_ms verifier_cpu \
+insider_units_lost revoke_ms" "$flood" "$insider"
 }
 
 reallocate() {

@@ -21,6 +21,7 @@
 #[allow(dead_code)]
 mod harness;
 #[path = "support/probe.rs"]
+#[allow(dead_code)]
 mod probe;
 
 use harness::{in_netns, verifier_binary, wait_for, Lab, GROUP, PORT};

@@ -129,6 +129,8 @@ pub struct Lab {
     pub group_pub: bool,
     /// Groups the verifier's key file lists besides the fixture's (a benchmark's probe group).
     pub extra_key_groups: Vec<igmp_ext::GroupKeys>,
+    /// The verifier's `[keystore]` table; when set it replaces the key file (`keys`).
+    pub verifier_keystore: Option<String>,
 }
 
 impl Lab {
@@ -149,6 +151,7 @@ impl Lab {
             fixture: Fixture::new(members),
             group_pub: true,
             extra_key_groups: Vec::new(),
+            verifier_keystore: None,
         };
         lab.write_keys();
         lab
@@ -275,9 +278,10 @@ impl Lab {
     }
 
     /// Starts the real `manycast-verifier` in `router` on `interfaces` with the fixture's group
-    /// key (a file key source), `extra_config` appended to its config (e.g. `[[vip]]` tables)
-    /// and `RUST_LOG` set to `rust_log` if given; its log is `verifier.log`. Returns its status
-    /// socket, without waiting for it.
+    /// key (a file key source, or the `[keystore]` table [`Lab::verifier_keystore`] when set),
+    /// `extra_config` appended to its config (e.g. `[[vip]]` tables) and `RUST_LOG` set to
+    /// `rust_log` if given; its log is `verifier.log`. Returns its status socket, without
+    /// waiting for it.
     pub fn spawn_verifier(
         &mut self,
         router: &str,
@@ -286,19 +290,24 @@ impl Lab {
         rust_log: Option<&str>,
     ) -> PathBuf {
         let d = self.dir.path().to_owned();
-        let keys = d.join("keys.toml");
-        let mut groups = vec![self.fixture.group_keys()];
-        groups.extend(self.extra_key_groups.iter().cloned());
-        std::fs::write(&keys, FileKeySource::render(&groups)).expect("keys");
+        let (key_source, keystore) = match &self.verifier_keystore {
+            Some(table) => (String::new(), format!("\n{table}")),
+            None => {
+                let keys = d.join("keys.toml");
+                let mut groups = vec![self.fixture.group_keys()];
+                groups.extend(self.extra_key_groups.iter().cloned());
+                std::fs::write(&keys, FileKeySource::render(&groups)).expect("keys");
+                (format!("keys = \"{}\"\n", keys.display()), String::new())
+            }
+        };
         let socket = d.join("status.sock");
         let config = d.join("verifier.toml");
         let interfaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
         std::fs::write(
             &config,
             format!(
-                "interfaces = [{}]\nkeys = \"{}\"\nstatus_socket = \"{}\"\n{extra_config}",
+                "interfaces = [{}]\n{key_source}status_socket = \"{}\"\n{extra_config}{keystore}",
                 interfaces.join(", "),
-                keys.display(),
                 socket.display()
             ),
         )
@@ -332,6 +341,20 @@ impl Lab {
     pub fn admin_socket(&self, i: usize) -> PathBuf {
         let id = self.fixture.members[i].id;
         self.dir.path().join(format!("{id}.sock"))
+    }
+
+    /// Member `i`'s status from its admin socket (none until it answers).
+    pub fn admin_status(&self, i: usize) -> Option<manycast_server::admin::protocol::Status> {
+        use manycast_server::admin::protocol::{AdminRequest, Answer};
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.admin_socket(i)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut line = serde_json::to_string(&AdminRequest::Status {}).ok()?;
+        line.push('\n');
+        s.write_all(line.as_bytes()).ok()?;
+        let mut reply = String::new();
+        std::io::BufReader::new(s).read_line(&mut reply).ok()?;
+        serde_json::from_str::<Answer>(&reply).ok()?.status
     }
 
     /// [`Lab::start_server`] with `top` lines (top-level keys, then any tables) placed before

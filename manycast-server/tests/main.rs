@@ -6,31 +6,19 @@ mod cli;
 mod clock_cluster;
 mod clock_step;
 mod harness;
+mod insider;
 mod native;
 mod strategies;
 mod vip;
 mod vip_overlay;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod keystore;
+mod support;
 
-fn ctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_manycastctl"))
-        .args(args)
-        .output()
-        .expect("run manycastctl")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub(crate) use support::keystore_daemon::{ctl, ok};
 
 fn path(dir: &Path, name: &str) -> String {
     dir.join(name).to_string_lossy().into_owned()

@@ -95,6 +95,23 @@ impl Probe {
         }
     }
 
+    /// [`Probe::start`] to the service (`GROUP`, `PORT`), then [`Probe::steady`] until every
+    /// source is served by exactly `servers`; panics with `lab`'s logs if that never happens.
+    pub fn start_steady(
+        lab: &harness::Lab,
+        ns: &str,
+        srcs: &[Ipv4Addr],
+        every: Duration,
+        servers: &BTreeSet<String>,
+    ) -> Probe {
+        let target = SocketAddrV4::new(harness::GROUP, harness::PORT);
+        let mut probe = Probe::start(ns, srcs, target, every);
+        if probe.steady(Duration::from_millis(500), servers).is_none() {
+            panic!("the cluster did not come up\n{}", lab.logs());
+        }
+        probe
+    }
+
     /// Moves what arrived into the log.
     pub fn collect(&mut self) {
         self.log.extend(self.rx.try_iter());

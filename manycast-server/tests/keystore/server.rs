@@ -4,8 +4,9 @@
 //! runs in its own network namespace (keystore, `manycastctl` and the member all inside it; the
 //! member's interface is a dummy link), removed by the harness's `Lab` guard.
 
-use super::{ctl_args, key_id, Keystore};
+use super::key_id;
 use crate::harness::{in_netns, wait_for, Lab, GROUP};
+use crate::support::keystore_daemon::Keystore;
 use crate::{ctl, ok, path};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -61,26 +62,19 @@ impl Setup {
 
     /// `manycastctl keystore <head> <update options> <tail>` inside the namespace.
     fn update(&self, head: &[&str], tail: &[&str]) -> String {
-        let mut upd = self.ks.update_args();
-        upd.extend(["--ttl".to_owned(), self.ttl.to_string()]);
-        in_netns(&self.ns, || ok(&ctl_args(head, &upd, tail)))
+        in_netns(&self.ns, || self.ks.update(self.ttl, head, tail))
     }
 
     /// Publishes the group's record with the group key in `pub_file` (in the lab's directory).
     fn publish(&self, pub_file: &str) {
-        self.update(
-            &["keystore", "publish"],
-            &[
-                "--group",
-                &GROUP.to_string(),
-                "--name",
-                "web",
-                "--owner",
-                "ops@example.org",
-                "--group-pub",
-                &path(self.d(), pub_file),
-            ],
-        );
+        in_netns(&self.ns, || {
+            self.ks.publish(self.ttl, GROUP, &self.d().join(pub_file))
+        });
+    }
+
+    /// Revokes the member key `key` (an id) in the group's record.
+    fn revoke(&self, key: &str) {
+        in_netns(&self.ns, || self.ks.revoke(self.ttl, GROUP, key));
     }
 
     /// Member 1's key id.
@@ -90,11 +84,10 @@ impl Setup {
 
     /// The `[keystore]` table for member 1, pointing at `server`.
     fn keystore_table(&self, server: &str, extra: &str) -> String {
+        let marks = self.d().join("rollback.marks");
         format!(
-            "[keystore]\nserver = \"{server}\"\ntrust_anchor = \"{}\"\nrefresh_ms = 300\n\
-             start_timeout_ms = 1500\nrollback_marks = \"{}\"\n{extra}",
-            self.ks.state.join("trust-anchor.conf").display(),
-            self.d().join("rollback.marks").display()
+            "[keystore]\n{}start_timeout_ms = 1500\n{extra}",
+            self.ks.client_lines(server, 300, &marks)
         )
     }
 
@@ -156,10 +149,7 @@ fn member_starts_on_a_published_key_and_leaves_after_its_key_is_revoked() {
     // Revoked while running: logged, exposed in the metrics, then (one record TTL later) the
     // member leaves and exits non-zero with the reason.
     let me = s.member_key_id();
-    s.update(
-        &["keystore", "revoke"],
-        &["--group", &GROUP.to_string(), "--member-key", &me],
-    );
+    s.revoke(&me);
     let status = s.lab.wait_exit("m1", Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", s.lab.logs());
     let text = prom(&s.lab);
@@ -363,10 +353,7 @@ fn member_refuses_to_start_when_the_keystore_does_not_back_its_certificate() {
     // The right key again, but member 1's key revoked.
     s.publish("group.pub");
     let me = s.member_key_id();
-    s.update(
-        &["keystore", "revoke"],
-        &["--group", &GROUP.to_string(), "--member-key", &me],
-    );
+    s.revoke(&me);
     let out = s.run_to_exit(&s.config(&s.keystore_table(&server, "")));
     stopped_with(&out, &format!("our member key {me} is revoked"));
 
@@ -497,10 +484,7 @@ fn a_revoked_peer_is_dropped_from_the_control_group_at_the_next_refresh() {
             && s.lab.metric(0, "epoch") == s.lab.metric(1, "epoch")
     });
     let m2 = igmp_ext::KeyId::of(&s.lab.fixture.members[1].key.verifying_key()).to_string();
-    s.update(
-        &["keystore", "revoke"],
-        &["--group", &GROUP.to_string(), "--member-key", &m2],
-    );
+    s.revoke(&m2);
     let log = || std::fs::read_to_string(s.d().join("m1.log")).unwrap_or_default();
     wait_for("member 1 drops member 2 for its revocation", || {
         log().contains("member revoked by the keystore")

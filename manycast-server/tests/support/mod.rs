@@ -1,0 +1,4 @@
+//! Helpers shared by these tests and this package's benchmarks (which include them by `#[path]`).
+
+pub mod insider;
+pub mod keystore_daemon;
