@@ -5,7 +5,7 @@
 //! Claims expire on monotonic time (a step of the router's wall clock expires none); fences,
 //! which guard the wall-clock timeliness window, last on the wall clock.
 
-use crate::cert::MemberId;
+use crate::cert::{KeyId, MemberId};
 use crate::join::AllocationEpoch;
 use crate::slice::SliceSet;
 use crate::time::{Clock, Instant, Timestamp};
@@ -24,6 +24,10 @@ pub struct Claim {
     pub sender: Ipv4Addr,
     /// Monotonic time after which the claim is gone unless refreshed.
     pub expires: Instant,
+    /// The member key that signed the join, and the group key that certified it: a claim
+    /// lasts only while the keystore neither revokes the one nor retires the other.
+    pub member_key: KeyId,
+    pub issuer: KeyId,
 }
 
 /// Why a claim was refused.
@@ -208,6 +212,44 @@ impl OwnershipTable {
         Ok(change)
     }
 
+    /// Drops the claims `gone` says no longer hold (their member key revoked, their issuer
+    /// retired), fencing their epochs like an expiry.
+    pub fn drop_where(
+        &mut self,
+        now: impl Into<Clock>,
+        mut gone: impl FnMut(Ipv4Addr, MemberId, &Claim) -> bool,
+    ) -> Vec<OwnershipChange> {
+        let now: Clock = now.into();
+        let until = now.wall.saturating_add(self.fence_retention);
+        let mut changes = Vec::new();
+        for (&group, claims) in self.groups.iter_mut() {
+            let mut change = OwnershipChange {
+                group: Some(group),
+                ..Default::default()
+            };
+            let fences = &mut self.fences;
+            claims.retain(|&m, c| {
+                if !gone(group, m, c) {
+                    return true;
+                }
+                change.lost.push((m, c.slices.clone()));
+                fences.insert(
+                    (group, m),
+                    Fence {
+                        epoch: c.epoch,
+                        until,
+                    },
+                );
+                false
+            });
+            if !change.is_empty() {
+                changes.push(change);
+            }
+        }
+        self.groups.retain(|_, c| !c.is_empty());
+        changes
+    }
+
     /// Drops claims not refreshed by `now.mono` (fencing their epochs) and fences that ran out
     /// by `now.wall`.
     pub fn expire(&mut self, now: impl Into<Clock>) -> Vec<OwnershipChange> {
@@ -314,6 +356,8 @@ mod tests {
             ifindex: 1,
             sender: Ipv4Addr::new(10, 0, 0, 1),
             expires: Instant::from_secs(100),
+            member_key: KeyId([1; 8]),
+            issuer: KeyId([2; 8]),
         }
     }
 

@@ -521,6 +521,31 @@ impl JoinVerifier {
         self.ownership.hold_all(until)
     }
 
+    /// Drops every claim the group's current keys no longer back: its member key revoked, or
+    /// its certificate's issuer no longer published (retired after a rotation). Called when the
+    /// keys may have changed, so that a revocation ends a member's claims at the router within
+    /// one keystore refresh instead of one claim hold after its last join (SPEC.md §9.7). A
+    /// group whose keys cannot be had now keeps its claims: the key source's own staleness
+    /// bound decides when joins stop being accepted, and claims then expire on their own.
+    pub fn revalidate(
+        &mut self,
+        now: impl Into<Clock>,
+        keys: &dyn KeySource,
+    ) -> Vec<OwnershipChange> {
+        let now: Clock = now.into();
+        let groups: Vec<Ipv4Addr> = self.ownership.groups().collect();
+        let current: HashMap<Ipv4Addr, Arc<GroupKeys>> = groups
+            .into_iter()
+            .filter_map(|g| Some((g, keys.group_keys(g, now.wall).ok()?)))
+            .collect();
+        self.ownership.drop_where(now, |group, _, claim| {
+            current.get(&group).is_some_and(|k| {
+                k.revoked_members.contains(&claim.member_key)
+                    || !k.keys.iter().any(|gk| gk.id == claim.issuer)
+            })
+        })
+    }
+
     pub fn is_protected(&self, group: Ipv4Addr) -> bool {
         self.config.protected.iter().any(|s| s.contains_addr(group))
     }

@@ -150,6 +150,8 @@ impl JoinVerifier {
             ifindex: p.ifindex,
             sender: p.sender,
             expires: now.mono.saturating_add(self.config.claim_hold),
+            member_key: cert.member_key_id,
+            issuer: KeyId::of(&cert.issuer),
         };
         let change = self
             .ownership

@@ -29,6 +29,8 @@ use tracing::{debug, info, warn};
 /// Datagrams read from the IGMP socket before the core gets them as one burst: enough for a
 /// batch verification to pay (SPEC.md §5.3), few enough that a join waits microseconds.
 const MAX_BURST: usize = 64;
+/// Datagrams read before the loop looks at its other work (see `drain_socket`).
+const MAX_READS: usize = 16 * MAX_BURST;
 
 /// Why the verifier could not start or stopped: each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +183,11 @@ impl Daemon {
                 %reason, ?sender, interface = %ifname(ifindex), %detail, "report rejected"
             ),
             Event::ClaimsExpired { group, lost } => info!(?group, ?lost, "claims expired"),
+            Event::ClaimsRevoked { group, lost } => warn!(
+                ?group,
+                ?lost,
+                "claims dropped: the member key is revoked or its issuer retired"
+            ),
             Event::RoleChanged { ifindex, role } => {
                 info!(interface = %ifname(ifindex), ?role, "querier role")
             }
@@ -203,13 +210,21 @@ impl Daemon {
         }
     }
 
-    /// Reads every datagram waiting on the IGMP socket, in bursts of at most [`MAX_BURST`]:
-    /// each burst goes to the core at once, which checks its join signatures in one batch.
-    fn drain_socket(&mut self) -> std::io::Result<()> {
+    /// Reads the datagrams waiting on the IGMP socket, in bursts of at most [`MAX_BURST`]: each
+    /// burst goes to the core at once, which checks its join signatures in one batch. Stops
+    /// after [`MAX_READS`] so that a flood that never lets the queue empty cannot keep the
+    /// loop from its timers, key checks and status requests; returns whether it stopped so
+    /// (more may be waiting).
+    fn drain_socket(&mut self) -> std::io::Result<bool> {
         let mut buf = vec![0u8; 65_536];
         let mut burst: Vec<(Option<u32>, Vec<u8>)> = Vec::with_capacity(MAX_BURST);
         let mut dropped = self.socket_drops;
+        let mut reads = 0;
         let result = loop {
+            if reads == MAX_READS {
+                break Ok(true);
+            }
+            reads += 1;
             let mut iov = [IoSliceMut::new(&mut buf)];
             // Room for both: a truncated control message would lose the interface, and a
             // datagram without one is ignored.
@@ -221,7 +236,7 @@ impl Daemon {
                 MsgFlags::MSG_DONTWAIT,
             ) {
                 Ok(m) => m,
-                Err(nix::errno::Errno::EAGAIN) => break Ok(()),
+                Err(nix::errno::Errno::EAGAIN) => break Ok(false),
                 Err(e) => break Err(e.into()),
             };
             let mut ifindex = None;
@@ -273,6 +288,17 @@ impl Daemon {
             }
         }
         result
+    }
+
+    /// [`Daemon::drain_socket`], errors logged; whether datagrams may still be waiting.
+    fn read_igmp(&mut self) -> bool {
+        match self.drain_socket() {
+            Ok(more) => more,
+            Err(e) => {
+                warn!(error = %e, "receive");
+                false
+            }
+        }
     }
 
     fn handle_burst(&mut self, burst: &mut Vec<(Option<u32>, Vec<u8>)>) {
@@ -327,6 +353,9 @@ impl Daemon {
         self.flush(now);
         let names: Vec<&str> = self.core.interfaces().iter().map(|i| &*i.name).collect();
         info!(interfaces = ?names, "verifier running");
+        // When claims were last checked against the keys (a revocation ends them, SPEC §9.7).
+        let mut keys_checked = clocks().mono;
+        let mut igmp_pending = false;
         loop {
             let wait = self
                 .core
@@ -338,13 +367,20 @@ impl Daemon {
                     let mut guard = r.map_err(os("mroute socket"))?;
                     guard.clear_ready();
                     drop(guard);
-                    if let Err(e) = self.drain_socket() {
-                        warn!(error = %e, "receive");
-                    }
+                    igmp_pending = self.read_igmp();
+                }
+                // Readiness was cleared, so what a flood left queued is read from here, in
+                // turn with the branches below.
+                _ = std::future::ready(()), if igmp_pending => {
+                    igmp_pending = self.read_igmp();
                 }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = clocks();
                     self.core.handle_timeout(now);
+                    if now.mono >= keys_checked.saturating_add(Duration::from_secs(1)) {
+                        self.core.handle_keys(now, self.keys.source());
+                        keys_checked = now.mono;
+                    }
                     self.flush(now);
                 }
                 c = status.accept() => {

@@ -205,3 +205,59 @@ fn a_wide_mask_claim_never_freezes_the_nft_maps() {
     assert!(!change.ruleset.contains("0x4d430001"), "{}", change.ruleset);
     assert!(lab.status(at(1)).counters.claims_left_out >= 1);
 }
+
+fn claim_holders(lab: &Lab) -> Vec<MemberId> {
+    lab.router
+        .verifier()
+        .ownership()
+        .claims(lab.fixture.group)
+        .map(|(m, _)| m)
+        .collect()
+}
+
+/// Issue 13 (found by the insider half of `make bench B=attack`): the router refused a revoked
+/// member's joins from the next keystore refresh on, but kept its claim until the hold ran out
+/// (21 s in the bench), steering its slices to a member the keystore had revoked; a member
+/// certified by a retired group key kept its claim the same way. Claims are now checked
+/// against the keys (`handle_keys`, once a second in the daemon).
+#[test]
+fn a_revoked_member_or_a_retired_issuer_loses_its_claims_at_the_next_key_check() {
+    use igmp_ext::verify::{GroupKey, GroupKeys};
+    use igmp_ext::KeyId;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let mut lab = Lab::mfc();
+    let group = lab.fixture.group;
+    lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
+    lab.join(NOW, 1, &[Slice::new(1, 1)], 1, S1);
+    lab.router.handle_keys(at(1), &lab.keys);
+    assert_eq!(claim_holders(&lab), [MemberId(1), MemberId(2)], "same keys");
+    lab.events();
+
+    let mut revoked = (*lab.keys[&group]).clone();
+    let m1 = KeyId::of(&lab.fixture.members[0].key.verifying_key());
+    revoked.revoked_members.push(m1);
+    lab.keys = HashMap::from([(group, Arc::new(revoked))]);
+    lab.router.handle_keys(at(2), &lab.keys);
+    assert_eq!(claim_holders(&lab), [MemberId(2)]);
+    let events = lab.events();
+    assert!(
+        events.iter().any(|e| matches!(e,
+            Event::ClaimsRevoked { lost, .. } if lost.iter().any(|(m, _)| *m == MemberId(1)))),
+        "{events:?}"
+    );
+    // Its joins are refused as revoked.
+    lab.join(at(2), 0, &[Slice::new(0, 1)], 1, S1);
+    assert_eq!(claim_holders(&lab), [MemberId(2)]);
+
+    let rotated = GroupKeys {
+        group,
+        keys: vec![GroupKey::new(
+            igmp_ext::ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key(),
+        )],
+        revoked_members: Vec::new(),
+    };
+    let keys = HashMap::from([(group, Arc::new(rotated))]);
+    lab.router.handle_keys(at(3), &keys);
+    assert!(claim_holders(&lab).is_empty(), "the issuer was retired");
+}

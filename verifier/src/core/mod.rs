@@ -215,6 +215,12 @@ pub enum Event {
         ifindex: u32,
         detail: String,
     },
+    /// Claims the keys no longer back were dropped: their member key revoked, or their
+    /// certificate's issuer retired.
+    ClaimsRevoked {
+        group: Option<Ipv4Addr>,
+        lost: Vec<(MemberId, SliceSet)>,
+    },
     /// Claims not refreshed in time were dropped.
     ClaimsExpired {
         group: Option<Ipv4Addr>,
@@ -455,6 +461,21 @@ impl Router {
             shed.ifindex(),
         ) {
             self.stats.claims_held_unverified += 1;
+        }
+    }
+
+    /// The keys may have changed (the daemon calls this once a second): claims whose member key
+    /// was revoked or whose issuer was retired are dropped and their slices withdrawn from the
+    /// kernel now, not one claim hold after the member's last join (SPEC.md §9.7).
+    pub fn handle_keys(&mut self, now: impl Into<Clock>, keys: &dyn KeySource) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
+        for change in self.verifier.revalidate(clock, keys) {
+            self.events.push_back(Event::ClaimsRevoked {
+                group: change.group,
+                lost: change.lost,
+            });
+            self.replan(now, Change::Ownership(change.group));
         }
     }
 

@@ -347,6 +347,8 @@ mod tests {
             ifindex,
             sender: Ipv4Addr::new(10, 0, 0, 1),
             expires: igmp_ext::Instant::from_secs(100),
+            member_key: igmp_ext::KeyId([1; 8]),
+            issuer: igmp_ext::KeyId([2; 8]),
         }
     }
 
