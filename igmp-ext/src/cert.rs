@@ -3,7 +3,7 @@
 //! private key never leaves the admin's machine.
 
 use crate::signature;
-use crate::slice::{Slice, SliceSet};
+use crate::slice::{Slice, SliceSet, StepBudget, TooComplex};
 use crate::time::Timestamp;
 use crate::wire::{need, read_u16, read_u32, read_u64, Hex};
 use core::fmt;
@@ -19,7 +19,9 @@ pub const CERT_VERSION: u8 = 0x01;
 /// Most slices a certificate may list (SPEC.md §4.1). A certificate rides in every join and in
 /// every control-channel hello, whose datagram is at most 1,400 bytes: 128 slices (1 KiB) is more
 /// than any certificate that still fits a hello. Checked before anything is decoded, so an
-/// oversized certificate costs a length check, not a slice set built from untrusted bytes.
+/// oversized certificate costs a length check. Decoding keeps the slices as listed; their set
+/// is built only once the issuer's signature verified, within a budget of steps, and has at
+/// most this many slices too (SPEC.md §3.7).
 pub const MAX_CERT_SLICES: usize = 128;
 /// Most bytes a certificate can have: 255 groups and [`MAX_CERT_SLICES`] slices.
 pub const MAX_CERT_LEN: usize = FIXED_LEN + 1 + 4 * 255 + 2 + 8 * MAX_CERT_SLICES + SIGNATURE_LEN;
@@ -92,6 +94,49 @@ pub struct CertificateBody {
     pub slices: SliceSet,
 }
 
+/// What certificate bytes claim before the issuer's signature is checked: the fields of a
+/// [`CertificateBody`], the slices as listed. No slice set is built from them until the
+/// signature that covers them verified ([`UnverifiedCertificate::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnverifiedBody {
+    pub member_id: MemberId,
+    pub member_key: VerifyingKey,
+    pub issuer: KeyId,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    pub groups: Vec<Ipv4Addr>,
+    /// The slices as listed (at most [`MAX_CERT_SLICES`]); an issued certificate lists its
+    /// set's slices, normalised.
+    pub slices: ListedSlices,
+}
+
+/// Slices as a certificate lists them, not yet a set: they may overlap and repeat.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListedSlices(pub Vec<Slice>);
+
+impl core::ops::Deref for ListedSlices {
+    type Target = [Slice];
+    fn deref(&self) -> &[Slice] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ListedSlices {
+    /// As [`SliceSet`] displays: the slices separated by spaces, `(none)` for none.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(none)");
+        }
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why certificate bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -101,6 +146,10 @@ pub enum CertificateError {
     /// More slices than [`MAX_CERT_SLICES`]: refused before they are read.
     #[error("certificate lists {0} slices, more than the {MAX_CERT_SLICES} allowed")]
     TooManySlices(usize),
+    /// Slices whose set costs more than its budget to build, or has more than
+    /// [`MAX_CERT_SLICES`] slices: refused after the signature, before that work is done.
+    #[error("certificate slices: {0}")]
+    TooComplex(TooComplex),
     #[error("certificate version {0} is not supported")]
     UnsupportedVersion(u8),
     #[error("certificate is signed by key {found}, expected {expected}")]
@@ -119,11 +168,11 @@ pub enum CertificateError {
 const FIXED_LEN: usize = 1 + 4 + 32 + 8 + 8 + 8;
 const SIGNATURE_LEN: usize = 64;
 
-/// A certificate as received: well-formed, signature not yet checked. Only
-/// [`UnverifiedCertificate::verify`] yields a [`MemberCertificate`].
+/// A certificate as received: well-formed, signature not yet checked, its slices as listed.
+/// Only [`UnverifiedCertificate::verify`] yields a [`MemberCertificate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnverifiedCertificate {
-    body: CertificateBody,
+    body: UnverifiedBody,
     signature: Signature,
     /// The exact bytes, so that the signature is checked over what was sent.
     bytes: Vec<u8>,
@@ -147,6 +196,10 @@ impl CertificateBody {
             });
         }
         let mut bytes = self.encode_unsigned()?;
+        // What a verifier will build from the listed slices: a normalised set of at most
+        // MAX_CERT_SLICES slices always fits the budget, so this refuses nothing the admin tool
+        // can make; it keeps "issued" implying "verifies" true by construction.
+        listed_set(self.slices.slices())?;
         let sig = signature::sign(group_key, &signing_message(&bytes));
         bytes.extend_from_slice(&sig.to_bytes());
         Ok(MemberCertificate {
@@ -237,6 +290,22 @@ impl Layout {
     }
 }
 
+/// The set of a certificate's listed slices, within [`StepBudget::for_slices`] of their count
+/// and at most [`MAX_CERT_SLICES`] slices.
+fn listed_set(listed: &[Slice]) -> Result<SliceSet, CertificateError> {
+    let mut budget = StepBudget::for_slices(listed.len());
+    let set =
+        SliceSet::try_from_slices(listed, &mut budget).map_err(CertificateError::TooComplex)?;
+    if set.len() > MAX_CERT_SLICES {
+        return Err(CertificateError::TooComplex(TooComplex::Len {
+            slices: listed.len(),
+            len: set.len(),
+            cap: MAX_CERT_SLICES,
+        }));
+    }
+    Ok(set)
+}
+
 fn signing_message(unsigned: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(CERT_SIGNING_CONTEXT.len() + unsigned.len());
     m.extend_from_slice(CERT_SIGNING_CONTEXT);
@@ -245,7 +314,8 @@ fn signing_message(unsigned: &[u8]) -> Vec<u8> {
 }
 
 impl UnverifiedCertificate {
-    /// Parses certificate bytes (layout in SPEC.md §4). Never panics.
+    /// Parses certificate bytes (layout in SPEC.md §4). Never panics. The slices are kept as
+    /// listed: their set is built by [`UnverifiedCertificate::verify`], after the signature.
     pub fn decode(bytes: &[u8]) -> Result<Self, CertificateError> {
         // Lengths and caps first: nothing below runs for bytes that are too many.
         let Layout { n_groups, n_slices } = Layout::check(bytes)?;
@@ -278,21 +348,18 @@ impl UnverifiedCertificate {
             }
             listed.push(Slice::new(value, mask));
         }
-        // Collected at once: normalising after each slice would cost O(n²) or more before the
-        // issuer's signature is checked.
-        let slices: SliceSet = listed.into_iter().collect();
         at += 8 * n_slices;
         let mut sig = [0u8; SIGNATURE_LEN];
         sig.copy_from_slice(&bytes[at..]);
         Ok(UnverifiedCertificate {
-            body: CertificateBody {
+            body: UnverifiedBody {
                 member_id,
                 member_key,
                 issuer: KeyId(issuer),
                 not_before,
                 not_after,
                 groups,
-                slices,
+                slices: ListedSlices(listed),
             },
             signature: Signature::from_bytes(&sig),
             bytes: bytes.to_vec(),
@@ -305,11 +372,12 @@ impl UnverifiedCertificate {
     }
 
     /// The claims, not yet proven: use them only to pick the key to verify with.
-    pub fn unverified_body(&self) -> &CertificateBody {
+    pub fn unverified_body(&self) -> &UnverifiedBody {
         &self.body
     }
 
-    /// Checks the signature with `group_key` and the validity period at `now`.
+    /// Checks the signature with `group_key` and the validity period at `now`, then builds the
+    /// set of the listed slices, within a budget linear in their count (SPEC.md §3.7).
     pub fn verify(
         self,
         group_key: &VerifyingKey,
@@ -326,12 +394,27 @@ impl UnverifiedCertificate {
         if !signature::verify(group_key, &signing_message(unsigned), &self.signature) {
             return Err(CertificateError::BadSignature);
         }
-        let cert = MemberCertificate {
-            body: self.body,
+        let b = self.body;
+        if !(b.not_before <= now && now <= b.not_after) {
+            return Err(CertificateError::NotValidNow {
+                now,
+                not_before: b.not_before,
+                not_after: b.not_after,
+            });
+        }
+        let slices = listed_set(&b.slices)?;
+        Ok(MemberCertificate {
+            body: CertificateBody {
+                member_id: b.member_id,
+                member_key: b.member_key,
+                issuer: b.issuer,
+                not_before: b.not_before,
+                not_after: b.not_after,
+                groups: b.groups,
+                slices,
+            },
             bytes: self.bytes,
-        };
-        cert.check_validity(now)?;
-        Ok(cert)
+        })
     }
 }
 
@@ -505,6 +588,85 @@ mod tests {
             b.issue(&group_key()),
             Err(CertificateError::TooManySlices(MAX_CERT_SLICES + 1))
         );
+    }
+
+    /// Certificate bytes with `body()`'s fixed part and groups, `slices` as listed, and a
+    /// signature: zeros, or the group key's when `signed` (a group key that certified hostile
+    /// slices, which the admin tool cannot do).
+    fn listing(slices: &[Slice], signed: bool) -> Vec<u8> {
+        let full = body().issue(&group_key()).unwrap();
+        let at = FIXED_LEN + 1 + 4;
+        let mut b = full.as_bytes()[..at].to_vec();
+        b.extend_from_slice(&(slices.len() as u16).to_be_bytes());
+        for s in slices {
+            b.extend_from_slice(&s.value().to_be_bytes());
+            b.extend_from_slice(&s.mask().to_be_bytes());
+        }
+        let sig = if signed {
+            signature::sign(&group_key(), &signing_message(&b)).to_bytes()
+        } else {
+            [0u8; SIGNATURE_LEN]
+        };
+        b.extend_from_slice(&sig);
+        b
+    }
+
+    /// Issue 13, item 6: the 188-byte certificate the fuzzer found (7 slices of interleaved
+    /// masks) cost 124,428 slice-set steps (1.2 s in a debug build) to decode, its slice set
+    /// built before any signature was checked. Decoding and a failed check now build nothing.
+    #[test]
+    fn the_slow_fuzz_certificate_decodes_without_building_a_slice_set() {
+        let bytes = include_bytes!("../fuzz/seeds/certificate/seed-slow-certificate-decode-3s");
+        let n = usize::from(read_u16(bytes, FIXED_LEN + 1 + 4 * usize::from(bytes[61])));
+        assert_eq!(n, 7);
+        crate::slice::work::take();
+        let cert = UnverifiedCertificate::decode(bytes);
+        let steps = crate::slice::work::take();
+        assert!(
+            steps <= 40 * n as u64,
+            "decode: {steps} steps for {n} slices"
+        );
+        let cert = cert.expect("lays out well");
+        assert!(cert
+            .verify(&group_key().verifying_key(), Timestamp(0))
+            .is_err());
+        let steps = crate::slice::work::take();
+        assert!(
+            steps <= 40 * n as u64,
+            "verify: {steps} steps for {n} slices"
+        );
+    }
+
+    /// Issue 13, item 6: [`MAX_CERT_SLICES`] hostile slices cost nothing before the issuer's
+    /// signature, and a bounded number of steps after it: a certificate the group key signed
+    /// is refused as too complex rather than normalised for seconds.
+    #[test]
+    fn hostile_certificate_slices_cost_a_bounded_number_of_steps() {
+        use crate::slice::adversarial::{interleaved, pairs_then_all};
+        let n = MAX_CERT_SLICES;
+        let budget = crate::slice::step_budget(n);
+        let gk = group_key().verifying_key();
+        let now = Timestamp::from_secs(1_800_000_000);
+        for (name, slices) in [
+            ("interleaved", interleaved(n, 1)),
+            ("interleaved", interleaved(n, 2)),
+            ("pairs then all", pairs_then_all(n)),
+        ] {
+            let (unsigned, signed) = (listing(&slices, false), listing(&slices, true));
+            crate::slice::work::take();
+            let unsigned = UnverifiedCertificate::decode(&unsigned).unwrap();
+            assert_eq!(
+                unsigned.verify(&gk, now),
+                Err(CertificateError::BadSignature)
+            );
+            let steps = crate::slice::work::take();
+            assert_eq!(steps, 0, "{name}: {steps} steps before the signature");
+            let signed = UnverifiedCertificate::decode(&signed).unwrap();
+            let r = signed.verify(&gk, now);
+            let steps = crate::slice::work::take();
+            assert!(steps <= budget, "{name}: {steps} steps after the signature");
+            assert!(r.is_err(), "{name}: accepted");
+        }
     }
 
     #[test]

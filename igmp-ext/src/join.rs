@@ -6,7 +6,7 @@
 
 use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::signature;
-use crate::slice::{Slice, SliceSet};
+use crate::slice::{Slice, SliceSet, StepBudget, TooComplex};
 use crate::time::Timestamp;
 use crate::wire::extension::{
     self, parse_tlvs, push_tlv, REPORT_FLAG_EXTENSION, TYPE_EXPERIMENTAL_MANYCAST,
@@ -34,7 +34,8 @@ const SLICE_FLAG_EXCLUDE: u8 = 0x01;
 /// Most slice entries a join may carry (SPEC.md §3.7). A member's claim is a set of its
 /// allocation's units, merged where siblings: with the default 8-bit slicing that is at most 128
 /// slices, and 1,024 covers every allocation up to 11 bits however the units fall. Checked from
-/// the sub-TLV's length before any entry is read.
+/// the sub-TLV's length before any entry is read. The set the entries grant is built only after
+/// the join's signature verified, within a budget of steps, and has at most this many slices.
 pub const MAX_JOIN_SLICES: usize = 1024;
 /// Largest IPv4 datagram the router parses (SPEC.md §3.7): a join with [`MAX_JOIN_SLICES`]
 /// entries and the largest certificate is 15,685 bytes with a 60-byte IPv4 header; the rest
@@ -88,19 +89,30 @@ impl SliceEntry {
 }
 
 /// The addresses a list of entries grants: the union of the includes minus the union of the
-/// excludes.
-pub fn effective_slices(entries: &[SliceEntry]) -> SliceSet {
-    let include: SliceSet = entries
-        .iter()
-        .filter(|e| !e.exclude)
-        .map(|e| e.slice)
-        .collect();
-    let exclude: SliceSet = entries
-        .iter()
-        .filter(|e| e.exclude)
-        .map(|e| e.slice)
-        .collect();
-    include.difference(&exclude)
+/// excludes, built within `budget` (the entries may be a peer's choice: SPEC.md §3.7) and of
+/// at most [`MAX_JOIN_SLICES`] slices.
+pub fn effective_slices(
+    entries: &[SliceEntry],
+    budget: &mut StepBudget,
+) -> Result<SliceSet, TooComplex> {
+    let listed = |exclude: bool| -> Vec<Slice> {
+        entries
+            .iter()
+            .filter(|e| e.exclude == exclude)
+            .map(|e| e.slice)
+            .collect()
+    };
+    let include = SliceSet::try_from_slices(&listed(false), budget)?;
+    let exclude = SliceSet::try_from_slices(&listed(true), budget)?;
+    let set = include.try_difference(&exclude, budget)?;
+    if set.len() > MAX_JOIN_SLICES {
+        return Err(TooComplex::Len {
+            slices: entries.len(),
+            len: set.len(),
+            cap: MAX_JOIN_SLICES,
+        });
+    }
+    Ok(set)
 }
 
 /// What a member states in a join: "at `epoch`, I serve exactly these slices of `group`".
@@ -127,8 +139,13 @@ impl JoinClaims {
             .collect()
     }
 
-    pub fn slices(&self) -> SliceSet {
-        effective_slices(&self.entries)
+    /// The set the entries grant ([`effective_slices`]), within
+    /// [`StepBudget::for_slices`] of the entry count.
+    pub fn slices(&self) -> Result<SliceSet, TooComplex> {
+        effective_slices(
+            &self.entries,
+            &mut StepBudget::for_slices(self.entries.len()),
+        )
     }
 }
 
@@ -610,7 +627,7 @@ mod tests {
             SliceEntry::exclude(Slice::new(0, 1)),
             SliceEntry::include(Slice::new(2, 3)),
         ];
-        let eff = effective_slices(&entries);
+        let eff = effective_slices(&entries, &mut StepBudget::for_slices(entries.len())).unwrap();
         assert_eq!(
             eff,
             SliceSet::from(Slice::new(1, 1)),

@@ -24,7 +24,9 @@ pub mod verify;
 pub mod wire;
 
 pub use alloc::{Allocation, Slicing};
-pub use cert::{CertificateBody, KeyId, MemberCertificate, MemberId, UnverifiedCertificate};
+pub use cert::{
+    CertificateBody, KeyId, MemberCertificate, MemberId, UnverifiedBody, UnverifiedCertificate,
+};
 /// Re-exported so that callers name the same key types this crate checks signatures with.
 pub use ed25519_dalek;
 pub use join::{AllocationEpoch, JoinClaims, SliceEntry, UnverifiedJoin};

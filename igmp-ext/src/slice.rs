@@ -159,8 +159,13 @@ impl FromStr for Slice {
     }
 }
 
-/// Slice comparisons made while building sets: a test counts them to show that building a set
-/// from n slices stays near-linear (an attacker chooses n before any signature is checked).
+#[path = "slice_build.rs"]
+mod build;
+pub use build::{step_budget, StepBudget, TooComplex, BASE_SLICES, STEPS_PER_SLICE};
+
+/// Steps taken building sets (comparisons, pieces made, hash probes: what a [`StepBudget`]
+/// counts): tests count them to show that untrusted slices build no set before their signature
+/// and a bounded one after it, and that the usual sets stay near-linear.
 #[cfg(test)]
 pub(crate) mod work {
     use std::cell::Cell;
@@ -168,7 +173,7 @@ pub(crate) mod work {
     pub(super) fn add(n: usize) {
         STEPS.with(|c| c.set(c.get() + n as u64));
     }
-    /// Normalisation steps on this thread since the last call: tests assert that untrusted
+    /// Steps on this thread since the last call: tests assert that untrusted
     /// input was refused before any slice set was built from it.
     pub(crate) fn take() -> u64 {
         STEPS.with(|c| c.replace(0))
@@ -178,6 +183,54 @@ pub(crate) mod work {
 mod work {
     #[inline(always)]
     pub(super) fn add(_: usize) {}
+}
+
+/// Slice lists a hostile sender chooses (issue 13, item 6): masks that interleave, so that the
+/// union of a few slices falls apart into very many disjoint pieces. For the tests of every
+/// place that turns untrusted slices into a set.
+#[cfg(test)]
+pub(crate) mod adversarial {
+    use super::Slice;
+
+    /// The shape of `fuzz/seeds/certificate/seed-slow-certificate-decode-3s`: masks of scattered
+    /// bits (two or three random words ANDed), values zero or random under the mask, now and
+    /// then the whole space. Seeded, so every run lists the same slices.
+    pub(crate) fn interleaved(n: usize, seed: u64) -> Vec<Slice> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut r = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 16) as u32
+        };
+        (0..n)
+            .map(|i| {
+                let mask = match i % 8 {
+                    5 => 0,
+                    3 | 6 => r() & r() & r(),
+                    _ => r() & r(),
+                };
+                let value = if i % 2 == 0 { 0 } else { r() & mask };
+                Slice::new(value, mask)
+            })
+            .collect()
+    }
+
+    /// Crafted: cubes on disjoint bit pairs (16 fit in 32 bits), then the whole space, then
+    /// the pairs again shifted by one bit, and so on to `n`. The whole space minus k pair cubes
+    /// is 2^k disjoint pieces (which normalising merges back into one slice); every later slice
+    /// is cut against all of them.
+    pub(crate) fn pairs_then_all(n: usize) -> Vec<Slice> {
+        (0..n)
+            .map(|i| match i % 17 {
+                16 => Slice::ALL,
+                j => {
+                    let shift = (2 * j + i / 17) as u32 % 31;
+                    Slice::new(3 << shift, 3 << shift)
+                }
+            })
+            .collect()
+    }
 }
 
 /// A union of disjoint slices. Operations keep the slices disjoint and merge siblings, so the
@@ -299,15 +352,8 @@ impl SliceSet {
     }
 
     pub fn difference(&self, other: &SliceSet) -> SliceSet {
-        let mut slices = self.slices.clone();
-        for cut in &other.slices {
-            if slices.iter().any(|s| s.overlaps(cut)) {
-                slices = slices.iter().flat_map(|s| s.difference(cut)).collect();
-            }
-        }
-        let mut out = SliceSet { slices };
-        out.normalize();
-        out
+        build::difference(self, other, &mut StepBudget::unlimited())
+            .expect("an unlimited budget refuses nothing")
     }
 
     pub fn intersection(&self, other: &SliceSet) -> SliceSet {
@@ -325,52 +371,10 @@ impl SliceSet {
         out
     }
 
-    /// Merges sibling slices until none are left and sorts, so that equal sets built the same
-    /// way look the same and a member's join lists as few slices as it can.
-    ///
-    /// Each pass walks the slices in (mask, value) order and merges each with its first
-    /// sibling later in that order: the one that sets the lowest mask bit `s` has clear. A
-    /// hash set finds it, so a pass costs O(n · 32) instead of the O(n²) of a scan, and a set
-    /// built from untrusted slices (a certificate, a join) costs O(n log n) to normalise.
+    /// Merges sibling slices until none are left and sorts (see `normalize_within`).
     fn normalize(&mut self) {
-        use std::collections::HashSet;
-        loop {
-            self.slices.sort_unstable_by_key(|s| (s.mask, s.value));
-            let mut unmerged: HashSet<Slice> = self.slices.iter().copied().collect();
-            let mut out: Vec<Slice> = Vec::with_capacity(self.slices.len());
-            let mut merged = false;
-            work::add(self.slices.len());
-            for s in &self.slices {
-                if !unmerged.remove(s) {
-                    continue; // taken earlier as another slice's partner
-                }
-                let mut free = s.mask & !s.value;
-                let mut partner = None;
-                while free != 0 {
-                    let bit = free & free.wrapping_neg();
-                    free &= !bit;
-                    let candidate = Slice::new(s.value | bit, s.mask);
-                    work::add(1);
-                    if unmerged.remove(&candidate) {
-                        partner = Some(bit);
-                        break;
-                    }
-                }
-                match partner {
-                    Some(bit) => {
-                        out.push(Slice::new(s.value, s.mask & !bit));
-                        merged = true;
-                    }
-                    None => out.push(*s),
-                }
-            }
-            self.slices = out;
-            if !merged {
-                break;
-            }
-        }
-        self.slices
-            .sort_unstable_by_key(|s| (s.mask.count_ones(), s.value, s.mask));
+        self.normalize_within(&mut StepBudget::unlimited())
+            .expect("an unlimited budget refuses nothing");
     }
 }
 
@@ -383,30 +387,12 @@ impl PartialEq for SliceSet {
 impl Eq for SliceSet {}
 
 impl FromIterator<Slice> for SliceSet {
-    /// The union of the slices, normalised once at the end rather than after each one.
+    /// The union of the slices, normalised once at the end rather than after each one. From
+    /// trusted slices only: untrusted ones go through [`SliceSet::try_from_slices`].
     fn from_iter<I: IntoIterator<Item = Slice>>(iter: I) -> Self {
-        let mut input: Vec<Slice> = iter.into_iter().collect();
-        let mut disjoint: Vec<Slice> = Vec::with_capacity(input.len());
-        if input.windows(2).all(|w| w[0].mask == w[1].mask) {
-            // One mask (a slicing's units, the usual case): slices are equal or disjoint.
-            input.sort_unstable();
-            input.dedup();
-            disjoint = input;
-        } else {
-            for slice in input {
-                let mut pieces = vec![slice];
-                work::add(disjoint.len());
-                for have in &disjoint {
-                    if pieces.iter().any(|p| p.overlaps(have)) {
-                        pieces = pieces.iter().flat_map(|p| p.difference(have)).collect();
-                    }
-                }
-                disjoint.extend(pieces);
-            }
-        }
-        let mut set = SliceSet { slices: disjoint };
-        set.normalize();
-        set
+        let input: Vec<Slice> = iter.into_iter().collect();
+        build::build(&input, &mut StepBudget::unlimited())
+            .expect("an unlimited budget refuses nothing")
     }
 }
 
@@ -599,8 +585,8 @@ mod tests {
 
     #[test]
     fn building_a_set_from_many_slices_is_near_linear() {
-        // A certificate or join can list thousands of slices, and the set is built before the
-        // signature that vouches for them is checked: the work must stay near n, not n².
+        // A member's claim lists up to a thousand units of its slicing, and its set is built
+        // within a budget linear in that (issue 13, item 6): the work must stay near n, not n².
         let mask = 0x1fff;
         let n_units = 1usize << 12;
         let units = (0..=mask)
@@ -612,11 +598,11 @@ mod tests {
         assert_eq!(set.len(), n_units);
         assert!(
             steps <= 40 * n_units as u64,
-            "{steps} comparisons for {n_units} slices"
+            "{steps} steps for {n_units} slices"
         );
         let _ = set.union(&SliceSet::from(Slice::new(1, 0x1fff)));
         let steps = work::take();
-        assert!(steps <= 80 * n_units as u64, "union: {steps} comparisons");
+        assert!(steps <= 80 * n_units as u64, "union: {steps} steps");
     }
 
     #[test]
@@ -637,6 +623,200 @@ mod tests {
         };
         all.normalize();
         assert_eq!(all.slices(), &[Slice::ALL]);
+    }
+
+    /// How sets were built before budgets (issue 13, item 6): each slice cut by every piece
+    /// of the earlier ones. The oracle the bounded build must match slice for slice.
+    fn collect_by_scan(input: &[Slice]) -> SliceSet {
+        let mut disjoint: Vec<Slice> = Vec::new();
+        for &slice in input {
+            let mut pieces = vec![slice];
+            for have in &disjoint {
+                if pieces.iter().any(|p| p.overlaps(have)) {
+                    pieces = pieces.iter().flat_map(|p| p.difference(have)).collect();
+                }
+            }
+            disjoint.extend(pieces);
+        }
+        let mut set = SliceSet { slices: disjoint };
+        set.normalize();
+        set
+    }
+
+    /// How differences were taken before budgets: every slice cut by every overlapping cut.
+    fn difference_by_scan(a: &SliceSet, b: &SliceSet) -> SliceSet {
+        let mut slices = a.slices.clone();
+        for cut in &b.slices {
+            if slices.iter().any(|s| s.overlaps(cut)) {
+                slices = slices.iter().flat_map(|s| s.difference(cut)).collect();
+            }
+        }
+        let mut out = SliceSet { slices };
+        out.normalize();
+        out
+    }
+
+    /// Slices of any masks: few bits (overlaps everywhere) or scattered ones (interleaved).
+    fn arb_mixed_slices(max: usize) -> impl Strategy<Value = Vec<Slice>> {
+        let scattered = (any::<u32>(), any::<u32>(), any::<u32>())
+            .prop_map(|(v, m1, m2)| Slice::new(v, m1 & m2));
+        prop::collection::vec(prop_oneof![arb_slice(), scattered], 0..max)
+    }
+
+    proptest! {
+        #[test]
+        fn building_matches_the_scan(input in arb_mixed_slices(9)) {
+            let built: SliceSet = input.iter().copied().collect();
+            let scan = collect_by_scan(&input);
+            prop_assert_eq!(built.slices(), scan.slices());
+            // Within a budget the same set, or a refusal: never another set.
+            let mut budget = StepBudget::for_slices(input.len());
+            if let Ok(bounded) = SliceSet::try_from_slices(&input, &mut budget) {
+                prop_assert_eq!(bounded.slices(), scan.slices());
+            }
+        }
+
+        #[test]
+        fn difference_matches_the_scan(a in arb_mixed_slices(7), b in arb_mixed_slices(7)) {
+            let (a, b): (SliceSet, SliceSet) = (a.into_iter().collect(), b.into_iter().collect());
+            let scan = difference_by_scan(&a, &b);
+            let unbounded = a.difference(&b);
+            prop_assert_eq!(unbounded.slices(), scan.slices());
+            let mut budget = StepBudget::for_slices(a.len() + b.len());
+            if let Ok(bounded) = a.try_difference(&b, &mut budget) {
+                prop_assert_eq!(bounded.slices(), scan.slices());
+            }
+        }
+
+        /// A certificate lists a normalised set of at most 128 slices: whatever the masks,
+        /// building it again fits the budget (issue 13, item 6).
+        #[test]
+        fn any_normalised_list_of_128_fits_its_budget(input in arb_mixed_slices(9)) {
+            let set: SliceSet = input.into_iter().collect();
+            prop_assume!(set.len() <= 128);
+            let mut budget = StepBudget::for_slices(set.len());
+            let again = SliceSet::try_from_slices(set.slices(), &mut budget);
+            prop_assert_eq!(again.as_ref().map(SliceSet::slices), Ok(set.slices()));
+        }
+    }
+
+    /// Random subsets of a slicing's units, normalised: the sets members claim in joins.
+    fn claims_of_slicings() -> Vec<(String, SliceSet)> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut coin = move |p: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 100 < p
+        };
+        let mut out = Vec::new();
+        for bits in [1u8, 4, 8, 10] {
+            for (kind, units) in [
+                ("low-order", SliceSet::low_order_slicing(bits)),
+                ("prefix", SliceSet::prefix_slicing(bits)),
+            ] {
+                for p in [10, 50, 90] {
+                    let set: SliceSet = units.iter().copied().filter(|_| coin(p)).collect();
+                    out.push((format!("{kind} {bits} bits, {p}%"), set));
+                }
+                // Even parity: nothing merges, the most slices a claim can list.
+                let even: SliceSet = units
+                    .iter()
+                    .copied()
+                    .filter(|u| u.value().count_ones() % 2 == 0)
+                    .collect();
+                out.push((format!("{kind} {bits} bits, even parity"), even));
+            }
+        }
+        out
+    }
+
+    /// Issue 13, item 6: built again from their slices (as a verifier does from a join), the
+    /// sets members claim take under half their budget, and come out the same.
+    #[test]
+    fn a_members_claim_fits_its_budget_with_room() {
+        for (name, set) in claims_of_slicings() {
+            let n = set.len();
+            let mut budget = StepBudget::for_slices(n);
+            work::take();
+            let again = SliceSet::try_from_slices(set.slices(), &mut budget).expect(&name);
+            let steps = work::take();
+            assert_eq!(again.slices(), set.slices(), "{name}");
+            assert_eq!(steps, budget.spent(), "{name}");
+            assert!(
+                steps <= step_budget(n) / 2,
+                "{name}: {steps} steps for {n} slices"
+            );
+        }
+    }
+
+    /// Issue 13, item 6: interleaved masks, random or crafted, as many as a join may list
+    /// (1,024): refused within the budget, where the unbounded build took seconds for a
+    /// dozen crafted slices and 124,428 steps for the fuzz file's seven.
+    #[test]
+    fn hostile_slices_are_refused_within_the_budget() {
+        use super::adversarial::{interleaved, pairs_then_all};
+        for n in [7, 128, 1024] {
+            for (name, input) in [
+                ("interleaved", interleaved(n, 5)),
+                ("pairs then all", pairs_then_all(n)),
+            ] {
+                let mut budget = StepBudget::for_slices(n);
+                work::take();
+                let r = SliceSet::try_from_slices(&input, &mut budget);
+                let steps = work::take();
+                assert!(steps <= step_budget(n), "{name} {n}: {steps} steps");
+                if n >= 128 {
+                    assert_eq!(
+                        r.map(|s| s.len()),
+                        Err(TooComplex::Steps {
+                            slices: n,
+                            budget: step_budget(n)
+                        }),
+                        "{name} {n}"
+                    );
+                }
+            }
+        }
+        // The fuzz file's seven: 166 pieces, within 64 · (7 + 128) steps.
+        let fuzz = [
+            (0, 0x4017_0077),
+            (0, 0xf8ff),
+            (0, 0xfff9_0000),
+            (0, 0x0070_0200),
+            (0, 0x33),
+            (0, 0),
+            (0, 0x20),
+        ]
+        .map(|(v, m)| Slice::new(v, m));
+        let mut budget = StepBudget::for_slices(7);
+        let r = SliceSet::try_from_slices(&fuzz, &mut budget);
+        let steps = work::take();
+        assert!(steps <= step_budget(7), "fuzz file: {steps} steps");
+        if let Ok(set) = r {
+            assert_eq!(set.slices(), collect_by_scan(&fuzz).slices());
+        }
+    }
+
+    /// Splitting never costs much more than comparing every pair: slices that no bit
+    /// separates well (a decision list: x0 = 1; x0 = 0, x1 = 1; ...) and many copies.
+    #[test]
+    fn finding_overlaps_is_never_much_worse_than_the_scan() {
+        let chain: Vec<Slice> = (0..32)
+            .map(|i| Slice::new(1 << i, if i == 31 { u32::MAX } else { (2 << i) - 1 }))
+            .collect();
+        let copies: Vec<Slice> = (0..200).map(|i| Slice::new(i % 3, 1 + i % 2)).collect();
+        for (name, input) in [("chain", chain), ("copies", copies)] {
+            work::take();
+            let set: SliceSet = input.iter().copied().collect();
+            let steps = work::take();
+            let n = input.len() as u64;
+            assert!(
+                steps <= n * n + 34 * n,
+                "{name}: {steps} steps for {n} slices"
+            );
+            assert_eq!(set.slices(), collect_by_scan(&input).slices(), "{name}");
+        }
     }
 
     proptest! {

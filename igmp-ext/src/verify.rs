@@ -109,7 +109,8 @@ pub enum Reason {
     StaleEpoch,
     SliceConflict,
     ReplayCacheFull,
-    /// Over a hard cap (SPEC.md §3.7): datagram size, slices in a join or in a certificate.
+    /// Over a hard cap (SPEC.md §3.7): datagram size, slices in a join or in a certificate, or
+    /// the steps their slice set may take to build (§5.4).
     TooLarge,
 }
 
@@ -805,7 +806,7 @@ fn parse_rejection(e: JoinParseError) -> Rejection {
 fn cert_rejection(e: CertificateError) -> Rejection {
     let reason = match e {
         CertificateError::NotValidNow { .. } => Reason::CertificateExpired,
-        CertificateError::TooManySlices(_) => Reason::TooLarge,
+        CertificateError::TooManySlices(_) | CertificateError::TooComplex(_) => Reason::TooLarge,
         _ => Reason::BadCertificate,
     };
     Rejection::new(reason, e.to_string())

@@ -3,6 +3,8 @@
 //! claim's slice set and the ownership table.
 
 use super::*;
+use crate::join::effective_slices;
+use crate::slice::{StepBudget, TooComplex};
 
 impl JoinVerifier {
     /// The expensive part for candidates from [`JoinVerifier::precheck`], in one go: each
@@ -112,14 +114,20 @@ impl JoinVerifier {
             detail,
             sender: Some(p.sender),
         };
-        let slices = claims.slices();
-        if !slices.is_subset_of(&body.slices) {
+        // The entries are the member's choice: their set and its check against the
+        // certificate's cost at most a budget linear in the slices of both (SPEC.md §3.7),
+        // refused as too large beyond it.
+        let too_complex =
+            |e: TooComplex| reject(Reason::TooLarge, format!("{member}'s join slices: {e}"));
+        let mut budget = StepBudget::for_slices(claims.entries.len() + body.slices.len());
+        let slices = effective_slices(&claims.entries, &mut budget).map_err(too_complex)?;
+        let outside = slices
+            .try_difference(&body.slices, &mut budget)
+            .map_err(too_complex)?;
+        if !outside.is_empty() {
             return Err(reject(
                 Reason::OutsideCertificate,
-                format!(
-                    "{member} claims {} beyond its certificate",
-                    slices.difference(&body.slices)
-                ),
+                format!("{member} claims {outside} beyond its certificate"),
             ));
         }
         // A duplicate inside one burst is only visible here.

@@ -614,3 +614,174 @@ fn a_join_with_an_oversized_certificate_is_refused_by_its_count() {
     assert_eq!(r.reason, Reason::TooLarge, "{r}");
     assert_eq!(crate::slice::work::take(), 0, "no slice set was built");
 }
+
+/// Certificate bytes of member `i` of `f` whose slices are `slices` (as listed), with a zero
+/// signature: its issuer is the published group key, so it passes every cheap check and is
+/// decoded and checked in [`JoinVerifier::verify`].
+fn certificate_listing(f: &Fixture, i: usize, slices: &[Slice]) -> Vec<u8> {
+    let real = f.members[i].cert.as_bytes();
+    let mut bytes =
+        real[..real.len() - 64 - 8 * f.members[i].cert.body().slices.len() - 2].to_vec();
+    bytes.extend_from_slice(&(slices.len() as u16).to_be_bytes());
+    for s in slices {
+        bytes.extend_from_slice(&s.value().to_be_bytes());
+        bytes.extend_from_slice(&s.mask().to_be_bytes());
+    }
+    bytes.extend_from_slice(&[0u8; 64]);
+    bytes
+}
+
+/// Issue 13, item 6: a join that carries a certificate with hostile slices (the fuzz file's
+/// seven, or [`crate::cert::MAX_CERT_SLICES`] crafted ones) naming the published issuer is
+/// refused by the certificate's signature before any slice set is built (before the fix the
+/// certificate's slice set was built first: 124,428 steps for the fuzz file's slices).
+#[test]
+fn a_join_with_hostile_certificate_slices_builds_no_set_before_the_issuer_signature() {
+    use crate::cert::MAX_CERT_SLICES;
+    use crate::slice::adversarial::{interleaved, pairs_then_all};
+    let f = Fixture::new(1);
+    let m = &f.members[0];
+    let fuzz = include_bytes!("../fuzz/seeds/certificate/seed-slow-certificate-decode-3s");
+    let fuzz_slices: Vec<Slice> = fuzz[68..68 + 7 * 8]
+        .chunks_exact(8)
+        .map(|c| Slice::new(crate::wire::read_u32(c, 0), crate::wire::read_u32(c, 4)))
+        .collect();
+    for (name, slices) in [
+        ("fuzz file", fuzz_slices),
+        ("interleaved", interleaved(MAX_CERT_SLICES, 3)),
+        ("pairs then all", pairs_then_all(MAX_CERT_SLICES)),
+    ] {
+        let mut v = verifier(&f);
+        let hostile = m.cert.with_bytes(certificate_listing(&f, 0, &slices));
+        let claims = f.claims(&[Slice::ALL], 1, NOW, 1);
+        let igmp = build_signed_report(&claims, m.addr, &hostile, &m.key).expect("fits");
+        let d = build_datagram(m.addr, &igmp);
+        crate::slice::work::take();
+        assert_eq!(
+            reason(run(&mut v, &f, &d)),
+            Reason::BadCertificate,
+            "{name}"
+        );
+        let steps = crate::slice::work::take();
+        assert_eq!(
+            steps, 0,
+            "{name}: {steps} steps before the issuer's signature"
+        );
+    }
+}
+
+/// Issue 13, item 6: a compromised member (its certificate valid, its key in the attacker's
+/// hands) signs joins with up to [`crate::join::MAX_JOIN_SLICES`] hostile entries. The join's
+/// slice set is built only after its signature verified, and that build is bounded: refused as
+/// too large within a number of steps linear in the entries, where before it ran unbounded
+/// (124,428 steps for the fuzz file's seven slices; seconds for a dozen crafted ones, hours
+/// for a thousand).
+#[test]
+fn a_compromised_members_hostile_join_is_refused_within_a_bounded_number_of_steps() {
+    use crate::join::{SliceEntry, MAX_JOIN_SLICES};
+    use crate::slice::adversarial::{interleaved, pairs_then_all};
+    let f = Fixture::new(1);
+    let fuzz = include_bytes!("../fuzz/seeds/certificate/seed-slow-certificate-decode-3s");
+    let fuzz_slices: Vec<Slice> = fuzz[68..68 + 7 * 8]
+        .chunks_exact(8)
+        .map(|c| Slice::new(crate::wire::read_u32(c, 0), crate::wire::read_u32(c, 4)))
+        .collect();
+    let include = |s: Vec<Slice>| s.into_iter().map(SliceEntry::include).collect::<Vec<_>>();
+    // The whole space minus pair cubes: a product of 2^16 pieces from the excludes alone.
+    let mut all_but_pairs = vec![SliceEntry::include(Slice::ALL)];
+    all_but_pairs.extend(
+        pairs_then_all(MAX_JOIN_SLICES - 1)
+            .into_iter()
+            .filter(|s| *s != Slice::ALL)
+            .map(SliceEntry::exclude),
+    );
+    // The fuzz file's union is 166 disjoint slices: within the caps, so it may be accepted.
+    for (name, entries, refused) in [
+        ("fuzz file", include(fuzz_slices), false),
+        (
+            "interleaved",
+            include(interleaved(MAX_JOIN_SLICES, 4)),
+            true,
+        ),
+        (
+            "pairs then all",
+            include(pairs_then_all(MAX_JOIN_SLICES)),
+            true,
+        ),
+        ("all but pairs", all_but_pairs, true),
+    ] {
+        let n = entries.len();
+        assert!(n <= MAX_JOIN_SLICES);
+        let mut v = verifier(&f);
+        let mut claims = f.claims(&[], 1, NOW, 1);
+        claims.record_type = RecordType::ModeIsInclude;
+        claims.entries = entries;
+        let d = f.datagram(0, &claims);
+        crate::slice::work::take();
+        let r = run(&mut v, &f, &d);
+        let steps = crate::slice::work::take();
+        // The budget of n entries and the certificate's one slice (the whole space).
+        assert!(
+            steps <= crate::slice::step_budget(n + 1),
+            "{name}: {steps} steps for {n} entries"
+        );
+        if refused {
+            assert_eq!(reason(r), Reason::TooLarge, "{name}");
+        }
+    }
+}
+
+/// Issue 13, item 6: the budget refuses no claim a member makes. The largest claims of a
+/// 10-bit slicing (`control.slice_bits` allows no more), against a certificate for the whole
+/// space and against one for 128 slices of an 8-bit slicing, are accepted within half their
+/// budget.
+#[test]
+fn a_members_largest_claims_fit_the_budget() {
+    use crate::cert::MAX_CERT_SLICES;
+    use crate::slice::step_budget;
+    let even = |s: &Slice| s.value().count_ones() % 2 == 0;
+    let mut claims: Vec<(&str, Vec<Slice>, Option<SliceSet>)> = Vec::new();
+    for (kind, units) in [
+        ("low-order", SliceSet::low_order_slicing(10)),
+        ("prefix", SliceSet::prefix_slicing(10)),
+    ] {
+        // Even parity: no two units merge, 512 slices.
+        let set: SliceSet = units.iter().copied().filter(even).collect();
+        claims.push((kind, set.slices().to_vec(), None));
+    }
+    // Certified for the 128 even units of an 8-bit slicing; claiming 10-bit units within
+    // them, two of each four (not siblings): 256 slices.
+    let certified: SliceSet = SliceSet::low_order_slicing(8)
+        .into_iter()
+        .filter(even)
+        .collect();
+    assert_eq!(certified.len(), MAX_CERT_SLICES);
+    let within: SliceSet = SliceSet::low_order_slicing(10)
+        .into_iter()
+        .filter(|u| even(&Slice::new(u.value() & 0xff, 0xff)) && matches!(u.value() >> 8, 0 | 3))
+        .collect();
+    assert_eq!(within.len(), 256);
+    claims.push((
+        "within a 128-slice certificate",
+        within.slices().to_vec(),
+        Some(certified),
+    ));
+    for (name, slices, certified) in claims {
+        let f = match &certified {
+            Some(c) => Fixture::with_member_slices(1, c.clone()),
+            None => Fixture::new(1),
+        };
+        let mut v = verifier(&f);
+        // The certificate is checked (and cached) by a first join.
+        run(&mut v, &f, &f.join(0, &slices[..1], 1, 1)).unwrap();
+        let d = f.join(0, &slices, 1, 2);
+        crate::slice::work::take();
+        let Accepted::Join { join, .. } = run(&mut v, &f, &d).expect(name) else {
+            panic!("{name}: not a join")
+        };
+        let steps = crate::slice::work::take();
+        let budget = step_budget(slices.len() + certified.map_or(1, |c| c.len()));
+        assert_eq!(join.slices().slices(), &slices[..], "{name}");
+        assert!(steps <= budget / 2, "{name}: {steps} of {budget} steps");
+    }
+}

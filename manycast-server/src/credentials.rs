@@ -60,9 +60,10 @@ pub struct Credentials {
 fn check_identity(
     config: &Config,
     key: &SigningKey,
-    body: &igmp_ext::CertificateBody,
+    member_key: &VerifyingKey,
+    groups: &[Ipv4Addr],
 ) -> Result<(), CredentialsError> {
-    if body.member_key != key.verifying_key() {
+    if *member_key != key.verifying_key() {
         return Err(CredentialsError::OtherKey {
             cert: config.member_cert.clone(),
             key: config.member_key.clone(),
@@ -72,7 +73,7 @@ fn check_identity(
         ("group", config.group),
         ("control.group", config.control.group),
     ] {
-        if !body.groups.contains(&group) {
+        if !groups.contains(&group) {
             return Err(CredentialsError::GroupNotAllowed {
                 cert: config.member_cert.clone(),
                 what,
@@ -110,7 +111,7 @@ pub async fn load_credentials(
         GroupKeySource::File(path) => {
             let group_key = keys::read_public_key(path)?;
             let cert = keys::read_verified_certificate(&config.member_cert, &group_key, now)?;
-            check_identity(config, &key, cert.body())?;
+            check_identity(config, &key, &cert.body().member_key, &cert.body().groups)?;
             let creds = Credentials {
                 key,
                 cert,
@@ -122,7 +123,8 @@ pub async fn load_credentials(
             let client_config = keystore::client_config(ks)?;
             let client_max_stale = client_config.max_stale;
             let unverified = keys::read_certificate(&config.member_cert)?;
-            check_identity(config, &key, unverified.unverified_body())?;
+            let claimed = unverified.unverified_body();
+            check_identity(config, &key, &claimed.member_key, &claimed.groups)?;
             let marks = dns_keystore::marks::RollbackMarks::open(&ks.rollback_marks)?;
             let client = KeystoreClient::with_rollback_marks(client_config, marks);
             let member = ks
