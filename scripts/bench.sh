@@ -54,8 +54,8 @@ PY
 # clock_step bench), as one JSON line in target/bench/faults.json.
 faults() {
   local keystore clock
-  keystore=$(cargo bench --quiet -p dns-keystore --bench faults | tail -n 1)
-  clock=$(cargo bench --quiet -p manycast-server --bench clock_step | tail -n 1)
+  keystore=$(cargo bench --quiet -p dns-keystore --bench faults | tee /dev/stderr | tail -n 1)
+  clock=$(cargo bench --quiet -p manycast-server --bench clock_step | tee /dev/stderr | tail -n 1)
   keystore=${keystore/\"clock_step_commits\":/\"clock_step_sim_commits\":}
   merge faults "keystore_trials keystore_acked_lost keystore_torn clock_step_commits \
 clock_step_resets keystore_recover_ms" "$keystore" "$clock"
@@ -65,8 +65,9 @@ clock_step_resets keystore_recover_ms" "$keystore" "$clock"
 # line in target/bench/attack.json.
 attack() {
   local flood insider
-  flood=$(cargo bench --quiet -p manycast-server --bench attack | tail -n 1)
-  insider=$(cargo bench --quiet -p manycast-server --bench insider | tail -n 1)
+  # Each bench's report goes to stderr as it runs; its last line (JSON) is kept for the merge.
+  flood=$(cargo bench --quiet -p manycast-server --bench attack | tee /dev/stderr | tail -n 1)
+  insider=$(cargo bench --quiet -p manycast-server --bench insider | tee /dev/stderr | tail -n 1)
   merge attack "flood_pps flood_served flood_claims_lost legit_join_p99_ms verifier_cpu \
 insider_units_lost revoke_ms" "$flood" "$insider"
 }

@@ -27,16 +27,19 @@
 //! - `verifier_cpu`: the verifier's CPU time over wall time (1.0 = one core).
 //!
 //! The insider half of the benchmark (a compromised member: `insider_units_lost`,
-//! `revoke_ms`) is not here yet.
+//! `revoke_ms`) is `benches/insider.rs`; `make bench B=attack` runs both and merges their lines.
 
 #[path = "../tests/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
 #[path = "support/probe.rs"]
 #[allow(dead_code)]
 mod probe;
 
-use harness::{in_netns, verifier_status, wait_for, Lab, GROUP, PORT};
+use harness::{in_netns, verifier_status, wait_for, Lab, GROUP};
 use igmp_ext::cert::MemberCertificate;
 use igmp_ext::ed25519_dalek::SigningKey;
 use igmp_ext::join::{build_datagram, build_signed_report};
@@ -46,7 +49,8 @@ use igmp_ext::{
     AllocationEpoch, CertificateBody, GroupKeys, JoinClaims, KeyId, MemberId, Slice, SliceEntry,
     SliceSet, Timestamp,
 };
-use manycast_e2e::cluster_bench::{emit, mix, percentile, ProbeReply};
+use manycast_e2e::cluster_bench::{emit, mix, percentile};
+use measure::{client_sources, env_u64, served_throughout, SILENCE};
 use probe::Probe;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,8 +62,6 @@ use std::time::{Duration, Instant};
 
 const SERVERS: usize = 3;
 const PROBE_EVERY: Duration = Duration::from_millis(20);
-/// A source silent for longer than this during the flood counts as not served.
-const SILENCE: Duration = Duration::from_secs(1);
 /// The probe member's own group: certified for it, it claims nothing of the service.
 const PROBE_GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 2);
 /// The probe member sends from here (on member 1's subnet, an address nobody holds).
@@ -67,12 +69,6 @@ const PROBE_SENDER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 3);
 const PROBE_JOIN_EVERY: Duration = Duration::from_millis(500);
 const MEMBER1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
-
-/// 85 consecutive addresses: 85 distinct units of the default 8-bit low-order slicing, whatever
-/// way the allocation deals them to three members.
-fn sources() -> Vec<Ipv4Addr> {
-    (0..85u8).map(|k| Ipv4Addr::new(10, 1, 0, 2 + k)).collect()
-}
 
 /// The attacker is another host: its sending thread (and with it the kernel's work of moving
 /// its datagrams across the veth links, done on the sending CPU) runs on this CPU, and the
@@ -92,10 +88,6 @@ fn pin_to_cpu(pid: i32, cpu: usize) {
     if set.set(cpu).is_ok() {
         let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set);
     }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 fn now_ms() -> u64 {
@@ -486,33 +478,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Per source, whether it was answered throughout [from, to]: no gap between answers (or from
-/// `from` to the first, or from the last to `to`) over `SILENCE`.
-fn served_throughout(log: &[ProbeReply], n: usize, from: Instant, to: Instant) -> Vec<bool> {
-    let mut times: BTreeMap<usize, Vec<Instant>> = BTreeMap::new();
-    for r in log
-        .iter()
-        .filter(|r| r.served && r.at >= from && r.at <= to)
-    {
-        times.entry(r.source).or_default().push(r.at);
-    }
-    (0..n)
-        .map(|s| {
-            let Some(t) = times.get(&s) else {
-                return false;
-            };
-            let mut last = from;
-            for &at in t {
-                if at - last > SILENCE {
-                    return false;
-                }
-                last = at;
-            }
-            to - last <= SILENCE
-        })
-        .collect()
-}
-
 /// Members whose claim was present in the first poll of the window and missing in a later one.
 fn claims_lost(polls: &[(u64, BTreeSet<u32>)], from: u64, to: u64) -> usize {
     let window: Vec<&BTreeSet<u32>> = polls
@@ -625,7 +590,7 @@ fn main() {
     let attacker = lab.netns("atk");
     lab.veth(&router, "c0", &client, "cl0");
     lab.addr(&router, "c0", "10.1.0.1/24");
-    let srcs = sources();
+    let srcs = client_sources();
     for a in &srcs {
         lab.addr(&client, "cl0", &format!("{a}/24"));
     }
@@ -667,10 +632,7 @@ fn main() {
         .take(SERVERS)
         .map(|m| m.id.to_string())
         .collect();
-    let mut probe = Probe::start(&client, &srcs, SocketAddrV4::new(GROUP, PORT), PROBE_EVERY);
-    let Some(_) = probe.steady(Duration::from_millis(500), &all) else {
-        panic!("the cluster did not come up\n{}", lab.logs());
-    };
+    let mut probe = Probe::start_steady(&lab, &client, &srcs, PROBE_EVERY, &all);
     wait_for("every member's claim at the verifier", || {
         verifier_status(&socket).is_some_and(|s| {
             s.ownership
