@@ -52,10 +52,21 @@ PY
 # The keystore figures (dns-keystore's bench; its simulator clock figure is kept as
 # clock_step_sim_commits) and the real-daemon clock-step figures (manycast-server's
 # clock_step bench), as one JSON line in target/bench/faults.json.
+# Runs a benchmark with its report on stderr as it goes, and prints its last line (the JSON
+# line a merge keeps). Not `tee /dev/stderr`: that reopens the file stderr is redirected to
+# and truncates it.
+shown() {
+  local out
+  out=$(mktemp)
+  "$@" | tee "$out" >&2
+  tail -n 1 "$out"
+  rm -f "$out"
+}
+
 faults() {
   local keystore clock
-  keystore=$(cargo bench --quiet -p dns-keystore --bench faults | tee /dev/stderr | tail -n 1)
-  clock=$(cargo bench --quiet -p manycast-server --bench clock_step | tee /dev/stderr | tail -n 1)
+  keystore=$(shown cargo bench --quiet -p dns-keystore --bench faults)
+  clock=$(shown cargo bench --quiet -p manycast-server --bench clock_step)
   keystore=${keystore/\"clock_step_commits\":/\"clock_step_sim_commits\":}
   merge faults "keystore_trials keystore_acked_lost keystore_torn clock_step_commits \
 clock_step_resets keystore_recover_ms" "$keystore" "$clock"
@@ -65,9 +76,8 @@ clock_step_resets keystore_recover_ms" "$keystore" "$clock"
 # line in target/bench/attack.json.
 attack() {
   local flood insider
-  # Each bench's report goes to stderr as it runs; its last line (JSON) is kept for the merge.
-  flood=$(cargo bench --quiet -p manycast-server --bench attack | tee /dev/stderr | tail -n 1)
-  insider=$(cargo bench --quiet -p manycast-server --bench insider | tee /dev/stderr | tail -n 1)
+  flood=$(shown cargo bench --quiet -p manycast-server --bench attack)
+  insider=$(shown cargo bench --quiet -p manycast-server --bench insider)
   merge attack "flood_pps flood_served flood_claims_lost legit_join_p99_ms verifier_cpu \
 insider_units_lost revoke_ms" "$flood" "$insider"
 }
