@@ -10,14 +10,13 @@ use crate::plan::DataplaneOp;
 use crate::rejection_log::{self, Admit, RejectionLog};
 use crate::status::Status;
 use crate::sys::exec::Executor;
+use crate::sys::igmp_socket;
 use crate::sys::mroute;
 use crate::sys::setup::{self, SetupError};
 use daemon_kit::now as clocks;
 use igmp_ext::{Clock, Reason, Timestamp};
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn};
 use socket2::{SockAddr, Socket};
 use std::collections::HashMap;
-use std::io::IoSliceMut;
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -68,11 +67,8 @@ pub struct Daemon {
     /// Every report, query and (MFC data plane) upcall arrives here.
     igmp: AsyncFd<Socket>,
     senders: HashMap<u32, Socket>,
-    /// The IGMP socket's drop counter at the last read (SO_RXQ_OVFL).
-    socket_drops: u32,
-    /// Drops not yet logged, and when they were last logged (a flood logs one line per window).
-    drops_unlogged: u64,
-    drops_logged_at: Option<igmp_ext::time::Instant>,
+    /// The IGMP socket's drop counter (SO_RXQ_OVFL), logged once per window.
+    socket_drops: igmp_socket::Drops,
     queries_sent: u64,
     /// Refusals are logged a few per reason and window, the rest as summaries.
     rejections: RejectionLog,
@@ -105,9 +101,7 @@ impl Daemon {
             core,
             exec: Executor::new(sockets.control, mrt),
             igmp,
-            socket_drops: 0,
-            drops_unlogged: 0,
-            drops_logged_at: None,
+            socket_drops: igmp_socket::Drops::default(),
             senders: sockets.senders,
             queries_sent: 0,
             rejections: RejectionLog::new(),
@@ -218,73 +212,39 @@ impl Daemon {
     fn drain_socket(&mut self) -> std::io::Result<bool> {
         let mut buf = vec![0u8; 65_536];
         let mut burst: Vec<(Option<u32>, Vec<u8>)> = Vec::with_capacity(MAX_BURST);
-        let mut dropped = self.socket_drops;
+        let mut drops_total = None;
         let mut reads = 0;
         let result = loop {
             if reads == MAX_READS {
                 break Ok(true);
             }
             reads += 1;
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            // Room for both: a truncated control message would lose the interface, and a
-            // datagram without one is ignored.
-            let mut cmsg = nix::cmsg_space!(libc::in_pktinfo, u32);
-            let msg = match nix::sys::socket::recvmsg::<SockaddrIn>(
-                self.igmp.get_ref().as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(m) => m,
-                Err(nix::errno::Errno::EAGAIN) => break Ok(false),
-                Err(e) => break Err(e.into()),
+            let r = match igmp_socket::recv(self.igmp.get_ref().as_raw_fd(), &mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => break Ok(false),
+                Err(e) => break Err(e),
             };
-            let mut ifindex = None;
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    match c {
-                        ControlMessageOwned::Ipv4PacketInfo(p) => {
-                            ifindex = u32::try_from(p.ipi_ifindex).ok().filter(|&i| i != 0);
-                        }
-                        ControlMessageOwned::RxqOvfl(total) => dropped = total,
-                        _ => {}
-                    }
-                }
-            }
-            let len = msg.bytes;
-            let bytes = &buf[..len];
+            drops_total = r.drops_total.or(drops_total);
+            let bytes = &buf[..r.len];
             match Upcall::parse(bytes) {
                 Some(up) => {
                     let now = clocks();
                     self.core.handle_upcall(now, up);
                     self.flush(now);
                 }
-                None => burst.push((ifindex, bytes.to_vec())),
+                None => burst.push((r.ifindex, bytes.to_vec())),
             }
             if burst.len() == MAX_BURST {
                 self.handle_burst(&mut burst);
             }
         };
         self.handle_burst(&mut burst);
-        if dropped != self.socket_drops {
-            let n = dropped.wrapping_sub(self.socket_drops);
-            self.socket_drops = dropped;
+        if let Some(total) = drops_total {
             let now = clocks();
-            self.core.handle_socket_overflow(now, u64::from(n));
-            self.flush(now);
-            self.drops_unlogged += u64::from(n);
-            let window = core::time::Duration::from_secs(10);
-            if self
-                .drops_logged_at
-                .is_none_or(|at| now.mono >= at.saturating_add(window))
-            {
-                warn!(
-                    dropped = self.drops_unlogged,
-                    "the kernel dropped IGMP datagrams at the full socket queue (a flood faster than \
-                     we read); every claim is held one hold from now"
-                );
-                self.drops_unlogged = 0;
-                self.drops_logged_at = Some(now.mono);
+            let dropped = self.socket_drops.update(now.mono, total);
+            if dropped > 0 {
+                self.core.handle_socket_overflow(now, dropped);
+                self.flush(now);
             }
         }
         result

@@ -2,6 +2,7 @@
 //! `/proc/net/ip_mr_*`, `nft`/`ip`, the start-time setup and the executor of the core's ops.
 
 pub mod exec;
+pub mod igmp_socket;
 pub mod mroute;
 pub mod nft;
 pub mod procfs;

@@ -1,0 +1,47 @@
+//! How claims are kept honest between joins (SPEC.md §5.4 step 5 and §9.7): held through
+//! silence the router caused, dropped when the keys stop backing them.
+
+use super::*;
+
+impl Router {
+    /// A candidate was shed unverified: if it came from where its member's claim is, it may
+    /// have been the member's refresh, so the claim is kept as if it were (SPEC.md §5.4). Copies the budget
+    /// does check and refuse keep nothing, so a flood must outrun the verifier to hold a claim,
+    /// and a later epoch from the control group still takes the slices at once.
+    pub(super) fn hold_unverified_refresh(&mut self, clock: Clock, shed: &Candidate) {
+        if self.verifier.hold_unverified_refresh(
+            clock.mono,
+            shed.group(),
+            shed.claimed_member(),
+            shed.sender(),
+            shed.ifindex(),
+        ) {
+            self.stats.claims_held_unverified += 1;
+        }
+    }
+
+    /// The keys may have changed (the daemon calls this once a second): claims whose member key
+    /// was revoked or whose issuer was retired are dropped and their slices withdrawn from the
+    /// kernel now, not one claim hold after the member's last join (SPEC.md §9.7).
+    pub fn handle_keys(&mut self, now: impl Into<Clock>, keys: &dyn KeySource) {
+        let clock: Clock = now.into();
+        let now = timers(clock);
+        for change in self.verifier.revalidate(clock, keys) {
+            self.events.push_back(Event::ClaimsRevoked {
+                group: change.group,
+                lost: change.lost,
+            });
+            self.replan(now, Change::Ownership(change.group));
+        }
+    }
+
+    /// The kernel dropped `dropped` datagrams at the IGMP socket's full queue (a flood faster
+    /// than we read). Any of them may have been a refresh, and there is no telling whose, so
+    /// every claim is kept one hold from now (SPEC.md §5.4): a flood cannot expire a live
+    /// member's claim by outrunning the socket either. A later epoch still takes slices at once.
+    pub fn handle_socket_overflow(&mut self, now: impl Into<Clock>, dropped: u64) {
+        let clock: Clock = now.into();
+        self.stats.socket_drops += dropped;
+        self.stats.claims_held_unverified += self.verifier.hold_all_unheard(clock.mono) as u64;
+    }
+}
