@@ -100,12 +100,16 @@ pub fn open_mroute_socket() -> io::Result<Socket> {
     // drops the upcall and the queued first packet with it (`make bench B=dataplane`). The
     // default (rmem_default, ~208 KiB) holds a few hundred; raise it past rmem_max if we may
     // (we run as root: SO_RCVBUFFORCE), else as far as SO_RCVBUF goes.
-    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &UPCALL_BUFFER)
-        .is_err()
-    {
-        let _ = s.set_recv_buffer_size(UPCALL_BUFFER);
-    }
+    force_recv_buffer(&s, UPCALL_BUFFER);
     Ok(s)
+}
+
+/// Sets the receive buffer to `bytes`, past `rmem_max` if we may (root: SO_RCVBUFFORCE), else
+/// as far as SO_RCVBUF goes.
+pub fn force_recv_buffer(s: &Socket, bytes: usize) {
+    if nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = s.set_recv_buffer_size(bytes);
+    }
 }
 
 /// Receive buffer of the mroute socket: about 16,000 queued upcalls.

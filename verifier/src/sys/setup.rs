@@ -108,6 +108,9 @@ fn discover(names: &[String]) -> Result<(Vec<Found>, LinkTable), SetupError> {
     Ok((out, links))
 }
 
+/// The IGMP socket's receive buffer without the MRT data plane (which has its own, larger).
+const IGMP_BUFFER: usize = 1 << 20;
+
 /// Opens everything for `names` on the configured data plane. Nothing is changed in the kernel
 /// before the data plane is decided, so a refused start leaves no trace.
 pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Sockets), SetupError> {
@@ -129,7 +132,12 @@ pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Soc
         Some(s) => s,
         None => {
             let s = mroute::raw_igmp_socket().map_err(os("raw IGMP socket"))?;
-            let _ = s.set_recv_buffer_size(1 << 20);
+            // Room for bursts of joins (the kernel doubles it for its bookkeeping), past a
+            // default rmem_max (208 KiB) if we may. Not more: under a flood the verifier cannot
+            // read in full, a queue this size is always full, and every datagram waits its
+            // length (8 MiB: legitimate joins waited p99 560 ms instead of 21-32 ms in
+            // `make bench B=attack`); what it drops holds claims (SPEC.md §5.4 step 5).
+            mroute::force_recv_buffer(&s, IGMP_BUFFER);
             s
         }
     };
