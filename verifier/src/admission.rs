@@ -134,7 +134,7 @@ pub struct AdmissionStats {
 const EXPECTED_PER_CLAIM: usize = 2;
 
 /// One member's candidates in one class, each with its arrival number.
-type Waiting = Vec<(u64, Candidate)>;
+type Waiting = Vec<(u64, Box<Candidate>)>;
 
 /// Candidates looked at to choose one to shed from a full backlog (see [`Admission::push`]).
 const SHED_PICKS: usize = 4;
@@ -148,7 +148,8 @@ pub struct Admission {
     members: HashMap<MemberId, Bucket>,
     capacity: Bucket,
     /// Each candidate with its arrival number: a round is applied in arrival order.
-    backlog: [Vec<(u64, Candidate)>; 3],
+    /// Boxed: a round regroups and a full backlog sheds by moving them.
+    backlog: [Waiting; 3],
     /// Per class, how many candidates each claimed member has waiting (for shedding).
     waiting_per_member: [HashMap<MemberId, usize>; 3],
     arrivals: u64,
@@ -279,7 +280,7 @@ impl Admission {
     /// 1,024); between candidates of one member every arrival has the same chance to stay,
     /// however many the flood sends.
     /// Returns the candidate shed, with its class, if one was.
-    pub fn push(&mut self, class: Class, c: Candidate) -> Option<(Class, Candidate)> {
+    pub fn push(&mut self, class: Class, c: Box<Candidate>) -> Option<(Class, Box<Candidate>)> {
         self.stats.queued[class as usize] += 1;
         self.arrivals += 1;
         *self.waiting_per_member[class as usize]
@@ -388,7 +389,7 @@ impl Admission {
         }
         self.stats.verified += out.len() as u64;
         out.sort_unstable_by_key(|(n, _)| *n);
-        out.into_iter().map(|(_, c)| c).collect()
+        out.into_iter().map(|(_, c)| *c).collect()
     }
 }
 
@@ -397,8 +398,8 @@ impl Admission {
     /// does not (the round is over). An empty list takes nothing and is no reason to stop.
     fn take_one(
         &mut self,
-        list: &mut Vec<(u64, Candidate)>,
-        out: &mut Vec<(u64, Candidate)>,
+        list: &mut Waiting,
+        out: &mut Waiting,
     ) -> bool {
         if list.is_empty() {
             return true;
@@ -447,7 +448,8 @@ mod tests {
     use igmp_ext::verify::Prechecked;
     use igmp_ext::{JoinVerifier, Slice, VerifierConfig};
 
-    fn candidates(f: &Fixture, n: usize) -> Vec<Candidate> {
+    #[allow(clippy::vec_box)] // boxed as the core gets them from precheck and queues them
+    fn candidates(f: &Fixture, n: usize) -> Vec<Box<Candidate>> {
         let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
         // Certificates checked once: each candidate then costs one check.
         for i in 0..f.members.len() {
@@ -459,7 +461,7 @@ mod tests {
             .map(|k| {
                 let d = f.join(k % f.members.len(), &[Slice::ALL], 1, k as u64);
                 match v.precheck(NOW, IFINDEX, &d, &f.key_source()) {
-                    Ok(Prechecked::Candidate(c)) => *c,
+                    Ok(Prechecked::Candidate(c)) => c,
                     other => panic!("{other:?}"),
                 }
             })

@@ -437,7 +437,7 @@ impl Router {
                 }
                 Ok(Prechecked::Candidate(c)) => {
                     let class = self.classify(now, &c);
-                    if let Some((_, shed)) = self.admission.push(class, *c) {
+                    if let Some((_, shed)) = self.admission.push(class, c) {
                         self.hold_unverified_refresh(clock, &shed);
                     }
                 }
