@@ -597,18 +597,9 @@ fn main() {
     lab.route_default(&client, "10.1.0.1");
     let mut servers = Vec::new();
     for i in 1..=SERVERS {
-        let ns = lab.netns(&format!("srv{i}"));
-        if i == 1 {
-            lab.plug(&link1, "pr", &router, "s1");
-            lab.plug(&link1, "pm", &ns, "m0");
-        } else {
-            lab.veth(&router, &format!("s{i}"), &ns, "m0");
-        }
-        lab.addr(&router, &format!("s{i}"), &format!("10.0.{i}.1/24"));
-        lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
-        lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
-        lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
-        lab.route_default(&ns, &format!("10.0.{i}.1"));
+        // Member 1's link is a switch that also holds the attacker.
+        let link = (i == 1).then_some((link1.as_str(), "pr", "pm"));
+        let ns = lab.routed_member(&router, &backend, i, link);
         servers.push(ns);
     }
     lab.plug(&link1, "pa", &attacker, "a0");

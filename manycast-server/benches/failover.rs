@@ -351,13 +351,7 @@ fn main() {
     lab.addr(&router, "v0", "10.88.0.1/24");
     let mut servers = Vec::new();
     for i in 1..=SERVERS {
-        let ns = lab.netns(&format!("srv{i}"));
-        lab.veth(&router, &format!("s{i}"), &ns, "m0");
-        lab.addr(&router, &format!("s{i}"), &format!("10.0.{i}.1/24"));
-        lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
-        lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
-        lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
-        lab.route_default(&ns, &format!("10.0.{i}.1"));
+        let ns = lab.routed_member(&router, &backend, i, None);
         if i <= 2 {
             lab.plug(&vipsw, &format!("p{i}"), &ns, "vip0");
             lab.addr(&ns, "vip0", &format!("10.88.0.{}/24", 1 + i));

@@ -208,13 +208,8 @@ fn main() {
     let mut servers = Vec::new();
     let mut ifs = vec!["c0".to_owned()];
     for i in 1..=HONEST + 1 {
-        let ns = lab.netns(&format!("srv{i}"));
-        lab.veth(&router, &format!("s{i}"), &ns, "m0");
-        lab.addr(&router, &format!("s{i}"), &format!("10.0.{i}.1/24"));
-        lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
-        lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
-        lab.addr(&ns, "ctl0", &format!("{}/24", ctl_addr(i - 1)));
-        lab.route_default(&ns, &format!("10.0.{i}.1"));
+        // Its ctl0 is ctl_addr(i - 1).
+        let ns = lab.routed_member(&router, &backend, i, None);
         ifs.push(format!("s{i}"));
         servers.push(ns);
     }

@@ -249,6 +249,34 @@ impl Lab {
         ip(&["-n", ns, "route", "add", "default", "via", gateway]);
     }
 
+    /// Member `i` (1-based) behind `router` on its own subnet, the layout every routed test
+    /// and bench uses: namespace `srv{i}`, the router's `s{i}` 10.0.i.1/24 and the member's
+    /// `m0` 10.0.i.2/24 (a veth pair, or ports `link.1`/`link.2` of the switch `link.0` when
+    /// others share the link), its default route via the router, and its `ctl0` 10.77.0.i/24
+    /// on the back-end switch `backend` (port `p{i}`). Returns the namespace.
+    pub fn routed_member(
+        &mut self,
+        router: &str,
+        backend: &str,
+        i: usize,
+        link: Option<(&str, &str, &str)>,
+    ) -> String {
+        let ns = self.netns(&format!("srv{i}"));
+        match link {
+            Some((sw, router_port, member_port)) => {
+                self.plug(sw, router_port, router, &format!("s{i}"));
+                self.plug(sw, member_port, &ns, "m0");
+            }
+            None => self.veth(router, &format!("s{i}"), &ns, "m0"),
+        }
+        self.addr(router, &format!("s{i}"), &format!("10.0.{i}.1/24"));
+        self.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
+        self.plug(backend, &format!("p{i}"), &ns, "ctl0");
+        self.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
+        self.route_default(&ns, &format!("10.0.{i}.1"));
+        ns
+    }
+
     /// Server namespaces `srv1`, `srv2`, ... plugged into the switch `sw` as ports `p1`,
     /// `p2`, ..., each with interface `eth0` holding one of `addrs` (a /24).
     pub fn switched_servers(&mut self, sw: &str, addrs: &[Ipv4Addr]) -> Vec<String> {

@@ -396,11 +396,7 @@ impl Admission {
 impl Admission {
     /// Moves one of `list`, at random, to `out` if the capacity pays for it; false when it
     /// does not (the round is over). An empty list takes nothing and is no reason to stop.
-    fn take_one(
-        &mut self,
-        list: &mut Waiting,
-        out: &mut Waiting,
-    ) -> bool {
+    fn take_one(&mut self, list: &mut Waiting, out: &mut Waiting) -> bool {
         if list.is_empty() {
             return true;
         }
