@@ -365,6 +365,9 @@ pub struct Config {
     pub vip: VipConfig,
     #[serde(default)]
     pub reallocation: ReallocationConfig,
+    /// Health checks of the service (SPEC.md §11.9); none by default.
+    #[serde(default)]
+    pub health: Vec<crate::health::HealthCheckConfig>,
 }
 
 fn default_mode() -> Mode {
@@ -483,7 +486,13 @@ impl Config {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
         self.group_key_source()?;
+        self.health_checks()?;
         self.validate_vip()
+    }
+
+    /// The `[[health]]` checks, checked (SPEC.md §11.9).
+    pub fn health_checks(&self) -> Result<Vec<crate::health::CheckSpec>, InvalidConfig> {
+        crate::health::config::specs(&self.health).map_err(InvalidConfig)
     }
 
     /// Exactly one of `group_pub` and `[keystore]`, as the verifier: two sources that could

@@ -18,6 +18,7 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod health;
 pub mod join_agent;
 pub mod keys;
 pub mod keystore;

@@ -84,4 +84,12 @@ impl Endpoint {
         self.send(now, Destination::Group, &m);
         self.maybe_propose(now);
     }
+
+    /// Undoes [`Endpoint::drain`]: the configured weight again, announced at once (it travels
+    /// in heartbeats). What a `Resume` request for this member does, without the request.
+    pub fn resume(&mut self, now: Clock) {
+        self.config.weight = self.configured_weight;
+        self.send_heartbeat(now);
+        self.maybe_propose(now);
+    }
 }

@@ -232,6 +232,7 @@ mod tests {
             load_imbalance: None,
             counters: CounterStatus::default(),
             clock_untimely: false,
+            health: Default::default(),
         }
     }
 
