@@ -1,0 +1,144 @@
+//! Health checks end to end (SPEC.md §11.9): two real `manycast-server`s behind a plain
+//! flooding switch, member 2 with a TCP check against a listener the test runs in its
+//! namespace. The listener stops: member 2's units move to member 1. It starts again: after
+//! `rise` passes member 2 takes units back.
+
+use crate::harness::{in_netns, wait_for, Clients, Lab};
+use std::net::{Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const SWITCHED: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 101), Ipv4Addr::new(10, 1, 0, 102)];
+const CHECK_PORT: u16 = 18_080;
+
+/// A TCP service in a namespace that accepts (and closes) every connection until stopped;
+/// stopped, its port is closed and a connect is refused.
+struct Service {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    fn start(ns: &str) -> Service {
+        let listener = in_netns(ns, || {
+            TcpListener::bind(("127.0.0.1", CHECK_PORT)).expect("bind the checked service")
+        });
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Service {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn health_out(lab: &Lab) -> Option<String> {
+    lab.admin_status(1)
+        .and_then(|s| s.health.out)
+        .map(|e| format!("{e:?}"))
+}
+
+#[test]
+fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() {
+    let mut lab = Lab::new(2);
+    let client = lab.netns("cli");
+    let sw = lab.switch("sw");
+    lab.plug(&sw, "pc", &client, "cl0");
+    let srcs: Vec<Ipv4Addr> = (2..14).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+    for a in &srcs {
+        lab.addr(&client, "cl0", &format!("{a}/24"));
+    }
+    let servers = lab.switched_servers(&sw, &SWITCHED);
+    let health = format!(
+        "\n[[health]]\nname = \"web\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{CHECK_PORT}\"\n\
+         interval_ms = 200\ntimeout_ms = 100\nrise = 2\nfall = 2\n"
+    );
+    let service = Service::start(&servers[1]);
+    lab.start_server(0, &servers[0], "eth0", "eth0");
+    lab.start_server_with(
+        1,
+        &servers[1],
+        "eth0",
+        "eth0",
+        "strategy = \"reset\"",
+        &health,
+    );
+    wait_for("both members own slices at one epoch", || {
+        lab.metric(0, "slices") > 0
+            && lab.metric(1, "slices") > 0
+            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
+    });
+    let s = lab.admin_status(1).expect("member 2's status");
+    assert_eq!(s.health.checks.len(), 1);
+    assert!(s.health.checks[0].up, "{:?}", s.health);
+    assert_eq!(s.health.out, None);
+
+    // The service stops: connects are refused, so after `fall` failures member 2 leaves the
+    // allocation at once, and member 1 takes everything.
+    service.stop();
+    wait_for("member 1 owns every address, member 2 none", || {
+        lab.metric(0, "slice_addresses") == 1 << 32 && lab.metric(1, "slice_addresses") == 0
+    });
+    assert_eq!(health_out(&lab).as_deref(), Some("Immediate"));
+    wait_for("member 2's metrics say it is out", || {
+        lab.metric(1, "health_out") == 1
+    });
+    let s = lab.admin_status(1).expect("member 2's status");
+    let c = &s.health.checks[0];
+    assert!(!c.up && c.dead_total >= 2, "{c:?}");
+    assert!(
+        c.last.as_deref().unwrap_or("").starts_with("dead:"),
+        "{c:?}"
+    );
+    let me = s.members.iter().find(|m| m.me).expect("own row");
+    assert_eq!((me.weight, me.units), (Some(0), 0), "{me:?}");
+    let got = Clients::new(&client, &srcs).ask(1);
+    assert!(
+        got.values()
+            .flatten()
+            .all(|(server, _)| *server == SWITCHED[0]),
+        "every source answered by member 1: {got:?}"
+    );
+
+    // The service is back: after `rise` passes member 2 announces its weight again and takes
+    // units back.
+    let _service = Service::start(&servers[1]);
+    wait_for("both members own slices again", || {
+        lab.metric(0, "slices") > 0
+            && lab.metric(1, "slices") > 0
+            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
+    });
+    wait_for("member 2's health is up in its status", || {
+        lab.admin_status(1)
+            .is_some_and(|s| s.health.out.is_none() && s.health.checks[0].up)
+    });
+    assert!(lab.logs().contains("health checks up again: resuming"));
+}
