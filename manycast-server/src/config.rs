@@ -634,6 +634,24 @@ group_pub = "/k/group.pub"
 "#;
 
     #[test]
+    fn health_tables_are_checked_with_the_file() {
+        assert!(Config::parse(MINIMAL)
+            .unwrap()
+            .health_checks()
+            .unwrap()
+            .is_empty());
+        let ok = format!("{MINIMAL}[[health]]\nkind = \"tcp\"\ntarget = \"127.0.0.1:80\"\n");
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(c.health_checks().unwrap()[0].name, "tcp-1");
+        let bad = format!("{MINIMAL}[[health]]\nkind = \"http\"\ntarget = \"https://a/\"\n");
+        let e = Config::parse(&bad).unwrap_err().0;
+        assert!(
+            e.starts_with("health[1]: target: https:// checks are not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn minimal_file_gets_documented_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.mode, Mode::Native);
