@@ -141,8 +141,8 @@ impl Shell {
             Action::Drain => {
                 handle.with(|ep, now| ep.drain(now));
             }
-            Action::Resume => {
-                handle.with(|ep, now| ep.resume(now));
+            Action::Hold(held) => {
+                handle.with(move |ep, now| ep.set_held(now, held));
             }
             Action::RunCheck(i) => self.checker.start(i),
             Action::ResetMoved(slices) => self.host.reset_moved(slices),

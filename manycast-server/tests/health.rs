@@ -1,11 +1,15 @@
 //! Health checks end to end (SPEC.md §11.9): two real `manycast-server`s behind a plain
-//! flooding switch, member 2 with a TCP check against a listener the test runs in its
-//! namespace. The listener stops: member 2's units move to member 1. It starts again: after
-//! `rise` passes member 2 takes units back.
+//! flooding switch, member 2 with a check against a service the test runs in its namespace.
+//! TCP: the service stops, member 2's units move to member 1 (claim withdrawn at once); it
+//! starts again, and after `rise` passes member 2 takes units back. HTTP: the service answers
+//! 503, member 2 drains (planned) and `manycastctl` shows it degraded and refuses to resume it;
+//! 200 again brings it back.
 
 use crate::harness::{in_netns, wait_for, Clients, Lab};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,14 +18,29 @@ const SWITCHED: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 101), Ipv4Addr::new(10,
 const CHECK_PORT: u16 = 18_080;
 
 /// A TCP service in a namespace that accepts (and closes) every connection until stopped;
-/// stopped, its port is closed and a connect is refused.
+/// stopped, its port is closed and a connect is refused. With `http`, it answers each request
+/// with that status.
 struct Service {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+fn answer_http(mut c: std::net::TcpStream, status: u16) {
+    let _ = c.set_nonblocking(false);
+    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 1024];
+    let _ = c.read(&mut buf);
+    let _ = c.write_all(
+        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+}
+
 impl Service {
     fn start(ns: &str) -> Service {
+        Service::start_http(ns, None)
+    }
+
+    fn start_http(ns: &str, http: Option<Arc<AtomicU16>>) -> Service {
         let listener = in_netns(ns, || {
             TcpListener::bind(("127.0.0.1", CHECK_PORT)).expect("bind the checked service")
         });
@@ -31,7 +50,10 @@ impl Service {
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((c, _)) => drop(c),
+                    Ok((c, _)) => match &http {
+                        Some(status) => answer_http(c, status.load(Ordering::Relaxed)),
+                        None => drop(c),
+                    },
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -58,6 +80,21 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+fn ctl(lab: &Lab, i: usize, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_manycastctl"))
+        .args(args)
+        .arg("--socket")
+        .arg(lab.admin_socket(i))
+        .output()
+        .expect("run manycastctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 fn health_out(lab: &Lab) -> Option<String> {
@@ -140,5 +177,73 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
         lab.admin_status(1)
             .is_some_and(|s| s.health.out.is_none() && s.health.checks[0].up)
     });
-    assert!(lab.logs().contains("health checks up again: resuming"));
+    assert!(lab.logs().contains("health checks up again: released"));
+}
+
+#[test]
+fn a_degraded_http_service_drains_its_member_and_an_operator_cannot_resume_it() {
+    let mut lab = Lab::new(2);
+    let sw = lab.switch("sw");
+    let servers = lab.switched_servers(&sw, &SWITCHED);
+    let health = format!(
+        "\n[[health]]\nname = \"web\"\nkind = \"http\"\n\
+         target = \"http://127.0.0.1:{CHECK_PORT}/healthz\"\n\
+         interval_ms = 200\ntimeout_ms = 100\nrise = 2\nfall = 2\n"
+    );
+    let status = Arc::new(AtomicU16::new(200));
+    let _service = Service::start_http(&servers[1], Some(status.clone()));
+    lab.start_server(0, &servers[0], "eth0", "eth0");
+    lab.start_server_with(
+        1,
+        &servers[1],
+        "eth0",
+        "eth0",
+        "strategy = \"reset\"",
+        &health,
+    );
+    wait_for("both members own slices at one epoch", || {
+        lab.metric(0, "slices") > 0
+            && lab.metric(1, "slices") > 0
+            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
+    });
+    let (ok, table) = ctl(&lab, 1, &["members"]);
+    assert!(ok, "{table}");
+    let me = table
+        .lines()
+        .find(|l| l.starts_with("m2*"))
+        .expect("m2 row");
+    assert!(me.contains(" up "), "{table}");
+
+    // 503: answering, but not well: a planned drain.
+    status.store(503, Ordering::Relaxed);
+    wait_for("member 1 owns every address, member 2 none", || {
+        lab.metric(0, "slice_addresses") == 1 << 32 && lab.metric(1, "slice_addresses") == 0
+    });
+    assert_eq!(health_out(&lab).as_deref(), Some("Planned"));
+    let (ok, table) = ctl(&lab, 1, &["members"]);
+    assert!(ok, "{table}");
+    let me = table
+        .lines()
+        .find(|l| l.starts_with("m2*"))
+        .expect("m2 row");
+    assert!(me.contains("degraded"), "{table}");
+    assert!(
+        table.contains("last slow: HTTP status 503, expected 200"),
+        "{table}"
+    );
+    // An operator's resume is held back while the check is down, and says why.
+    let (ok, said) = ctl(&lab, 1, &["resume"]);
+    assert!(!ok, "{said}");
+    assert!(said.contains("health checks are failing (web)"), "{said}");
+    assert_eq!(lab.metric(1, "slice_addresses"), 0);
+
+    // 200 again: back after rise passes.
+    status.store(200, Ordering::Relaxed);
+    wait_for("both members own slices again", || {
+        lab.metric(0, "slices") > 0 && lab.metric(1, "slices") > 0
+    });
+    wait_for("member 2's health is up in its status", || {
+        lab.admin_status(1)
+            .is_some_and(|s| s.health.out.is_none() && s.health.checks[0].up)
+    });
 }

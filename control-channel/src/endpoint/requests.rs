@@ -81,7 +81,10 @@ impl Endpoint {
                 RequestOutcome::Drained
             }
             RequestAction::Resume { member } if MemberId(*member) == self.me => {
-                self.resume(now);
+                self.config.weight = self.configured_weight;
+                // The weight travels in heartbeats: announce it now rather than in 50 ms.
+                self.send_heartbeat(now);
+                self.maybe_propose(now);
                 RequestOutcome::Resumed
             }
             RequestAction::Drain { .. } | RequestAction::Resume { .. } => RequestOutcome::NotForMe,

@@ -236,7 +236,6 @@ mod tests {
         let down = HealthReport {
             checks: vec![check(false, "dead: connect: refused")],
             out: Some(Exit::Immediate),
-            operator_drained: false,
         };
         let e = health_events(Timestamp(9), &up, &down);
         let texts: Vec<&str> = e.iter().map(|e| e.text.as_str()).collect();

@@ -84,8 +84,6 @@ pub struct HealthReport {
     pub checks: Vec<CheckStatus>,
     /// How the health checks hold the member out (weight 0), if they do.
     pub out: Option<Exit>,
-    /// An operator drained this member: health coming back does not resume it.
-    pub operator_drained: bool,
 }
 
 #[derive(Debug, Clone)]

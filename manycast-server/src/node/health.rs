@@ -2,18 +2,18 @@
 //! change of the member's health does to its weight and its claim. The checks' state machine
 //! is [`crate::health::Health`]; the daemon runs the probes.
 //!
-//! Rule: every check up → the member serves with its configured weight. Any check down → weight
-//! 0 over the control channel (as `manycastctl drain`), so the next allocation moves its units
-//! with the strategy; if the failure that took it down was [`Outcome::Dead`] (refused, reset,
-//! a failed command) the claim at the router is also withdrawn at once ([`Exit::Immediate`]):
-//! nothing is left to answer, and a dropped SYN is retried toward the next owner where a
-//! refused one is final. It comes back (resume) only when every check is up again, and never
-//! undoes an operator's drain or a SIGTERM drain.
+//! Rule: every check up → the member serves with its weight. Any check down → held at weight 0
+//! over the control channel (`Endpoint::set_held`, announced like `manycastctl drain`), so the
+//! next allocation moves its units with the strategy; if the failure that took it down was
+//! [`Outcome::Dead`] (refused, reset, a failed command) the claim at the router is also
+//! withdrawn at once ([`Exit::Immediate`]): nothing is left to answer, and a dropped SYN is
+//! retried toward the next owner where a refused one is final. It is released only when every
+//! check is up again. The hold is apart from drain and resume in the endpoint, so a release
+//! never undoes an operator's drain or a SIGTERM drain, and an operator's resume while held
+//! takes effect only at the release.
 
 use super::{Action, Node};
 use crate::health::{Exit, HealthReport, Outcome};
-use control_channel::wire::RequestAction;
-use control_channel::{Event, RequestOutcome};
 use igmp_ext::{Clock, Instant};
 use tracing::{info, warn};
 
@@ -23,7 +23,6 @@ impl Node {
         HealthReport {
             checks: self.health.status(),
             out: self.health_out,
-            operator_drained: self.operator_drained,
         }
     }
 
@@ -51,7 +50,7 @@ impl Node {
         if self.health.exit().is_some() {
             info!("health checks: weight 0 until every check passes rise times");
             self.health_out = self.health.exit();
-            self.actions.push_back(Action::Drain);
+            self.actions.push_back(Action::Hold(true));
         }
     }
 
@@ -72,17 +71,11 @@ impl Node {
         match (was, exit) {
             (None, Some(e)) => {
                 warn!(exit = ?e, failing = ?failing, "health checks failing: leaving the allocation");
-                if !self.operator_drained && self.drain.is_none() {
-                    self.actions.push_back(Action::Drain);
-                }
+                self.actions.push_back(Action::Hold(true));
             }
             (Some(_), None) => {
-                if self.operator_drained || self.drain.is_some() {
-                    info!("health checks up again; staying drained (operator drain or SIGTERM)");
-                } else {
-                    info!("health checks up again: resuming");
-                    self.actions.push_back(Action::Resume);
-                }
+                info!("health checks up again: released (an operator's or SIGTERM drain stays)");
+                self.actions.push_back(Action::Hold(false));
             }
             _ => {}
         }
@@ -95,29 +88,6 @@ impl Node {
             self.claim_withdrawn = false;
             let (entries, epoch) = self.last_claim.clone();
             self.claim_after_forwarding(now, entries, epoch);
-        }
-    }
-
-    /// An operator's drain or resume of this member, acted on by the endpoint: remembered, so
-    /// that health recovering does not undo a drain, and a resume while a check is down is
-    /// undone (the member stays out until its checks are up).
-    pub(super) fn note_request(&mut self, event: &Event) {
-        let Event::Request {
-            action, outcome, ..
-        } = event
-        else {
-            return;
-        };
-        match (action, outcome) {
-            (RequestAction::Drain { .. }, RequestOutcome::Drained) => self.operator_drained = true,
-            (RequestAction::Resume { .. }, RequestOutcome::Resumed) => {
-                self.operator_drained = false;
-                if self.health_out.is_some() {
-                    warn!("resume refused by the health checks: staying at weight 0 until every check is up");
-                    self.actions.push_back(Action::Drain);
-                }
-            }
-            _ => {}
         }
     }
 }

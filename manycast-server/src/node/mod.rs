@@ -103,8 +103,9 @@ pub enum Action {
     SetLoad(Vec<(u16, u32)>),
     /// Weight 0 over the control channel (`Endpoint::drain`).
     Drain,
-    /// The configured weight again (`Endpoint::resume`): the health checks are up.
-    Resume,
+    /// Hold the member at weight 0 while its health checks fail, or release it
+    /// (`Endpoint::set_held`; apart from `Drain`, so a release never undoes an operator's).
+    Hold(bool),
     /// Run health check n (the index in [`NodeConfig::health`]) within its timeout; answered
     /// with [`Node::handle_health`].
     RunCheck(usize),
@@ -159,8 +160,6 @@ pub struct Node {
     health_out: Option<Exit>,
     /// The claim at the router is withdrawn: a health check says the service is dead.
     claim_withdrawn: bool,
-    /// An operator drained this member (`Event::Request`); health does not resume it.
-    operator_drained: bool,
     counters: Counters,
     actions: VecDeque<Action>,
 }
@@ -191,7 +190,7 @@ pub fn parse_query(datagram: &[u8]) -> Option<QueryRepr> {
 
 impl Node {
     /// A node that has committed nothing yet; `agent` signs its joins, `random` jitters them.
-    /// With health checks it starts at weight 0 ([`Action::Drain`]), its checks due at `now`.
+    /// With health checks it starts held at weight 0 ([`Action::Hold`]), its checks due at `now`.
     pub fn new(
         config: NodeConfig,
         agent: JoinAgent,
@@ -222,7 +221,6 @@ impl Node {
             health: Health::new(config.health.clone(), now),
             health_out: None,
             claim_withdrawn: false,
-            operator_drained: false,
             counters: Counters::default(),
             actions: VecDeque::new(),
             config,
@@ -314,7 +312,6 @@ impl Node {
         committed: Option<&CommittedAllocation>,
     ) {
         let now = now.mono;
-        self.note_request(&event);
         match event {
             Event::Committed { id, slices, .. } => {
                 info!(

@@ -246,15 +246,7 @@ fn health_lines(s: &Status) -> String {
     if h.checks.is_empty() {
         return String::new();
     }
-    let mut out = format!(
-        "health checks of m{}{}:\n",
-        s.me,
-        if h.operator_drained {
-            " (drained by an operator: health does not resume it)"
-        } else {
-            ""
-        }
-    );
+    let mut out = format!("health checks of m{}:\n", s.me);
     for c in &h.checks {
         out.push_str(&format!(
             "  {:<12} {:<4} passes {}/{} fails {}/{}  last {}  ({} {})\n",

@@ -2,8 +2,6 @@
 
 use super::*;
 use crate::health::{CheckSpec, Outcome, Probe};
-use control_channel::wire::RequestAction;
-use control_channel::RequestOutcome;
 
 /// One TCP check every 100 ms, rise 2, fall 2.
 fn checked() -> NodeConfig {
@@ -43,25 +41,16 @@ fn healthy_with_half() -> Node {
     let mut n = node(checked());
     assert_eq!(
         actions(&mut n),
-        vec![Action::Drain],
+        vec![Action::Hold(true)],
         "out until the checks rise"
     );
     assert!(check(&mut n, 0, Outcome::Pass).is_empty());
-    assert_eq!(check(&mut n, 100, Outcome::Pass), vec![Action::Resume]);
+    assert_eq!(check(&mut n, 100, Outcome::Pass), vec![Action::Hold(false)]);
     deliver(&mut n, at(110), commit(1, &[M1, M2], HALF));
     let sent = joins(&mut n, at(110));
     assert_eq!(sent.last().map(|j| j.entries.clone()), Some(entries(HALF)));
     actions(&mut n);
     n
-}
-
-fn request(action: RequestAction, outcome: RequestOutcome) -> Event {
-    Event::Request {
-        from: M1,
-        request_id: 7,
-        action,
-        outcome,
-    }
 }
 
 #[test]
@@ -77,7 +66,7 @@ fn without_checks_nothing_changes() {
 fn a_degraded_service_drains_and_keeps_its_claim_until_the_commit() {
     let mut n = healthy_with_half();
     assert!(check(&mut n, 200, slow()).is_empty(), "one failure of two");
-    assert_eq!(check(&mut n, 300, slow()), vec![Action::Drain]);
+    assert_eq!(check(&mut n, 300, slow()), vec![Action::Hold(true)]);
     assert_eq!(n.health_report().out, Some(Exit::Planned));
     // Planned: no join until the allocation moves the units.
     assert!(joins(&mut n, at(305)).is_empty());
@@ -92,7 +81,7 @@ fn a_degraded_service_drains_and_keeps_its_claim_until_the_commit() {
     assert!(check(&mut n, 400, Outcome::Pass).is_empty());
     assert!(check(&mut n, 500, slow()).is_empty());
     assert!(check(&mut n, 600, Outcome::Pass).is_empty());
-    assert_eq!(check(&mut n, 700, Outcome::Pass), vec![Action::Resume]);
+    assert_eq!(check(&mut n, 700, Outcome::Pass), vec![Action::Hold(false)]);
     assert_eq!(n.health_report().out, None);
 }
 
@@ -100,7 +89,7 @@ fn a_degraded_service_drains_and_keeps_its_claim_until_the_commit() {
 fn a_dead_service_withdraws_its_claim_at_once_and_claims_again_when_up() {
     let mut n = healthy_with_half();
     check(&mut n, 200, dead());
-    assert_eq!(check(&mut n, 300, dead()), vec![Action::Drain]);
+    assert_eq!(check(&mut n, 300, dead()), vec![Action::Hold(true)]);
     assert_eq!(n.health_report().out, Some(Exit::Immediate));
     let sent = joins(&mut n, at(305));
     assert_eq!(
@@ -112,55 +101,11 @@ fn a_dead_service_withdraws_its_claim_at_once_and_claims_again_when_up() {
     assert!(joins(&mut n, at(310)).iter().all(|j| j.entries.is_empty()));
     actions(&mut n);
     check(&mut n, 400, Outcome::Pass);
-    assert_eq!(check(&mut n, 500, Outcome::Pass), vec![Action::Resume]);
+    assert_eq!(check(&mut n, 500, Outcome::Pass), vec![Action::Hold(false)]);
     // The last commit's units are claimed again at its epoch.
     let sent = joins(&mut n, at(505));
     assert_eq!(
         sent.first().map(|j| (j.entries.clone(), j.epoch)),
         Some((entries(ALL_M1), AllocationEpoch(2)))
     );
-}
-
-#[test]
-fn health_never_undoes_an_operator_drain_and_holds_against_a_resume() {
-    let mut n = healthy_with_half();
-    n.handle_event(
-        at(150),
-        request(RequestAction::Drain { member: 1 }, RequestOutcome::Drained),
-        None,
-    );
-    assert!(actions(&mut n).is_empty());
-    check(&mut n, 200, slow());
-    // Already at weight 0 by the operator: nothing to send.
-    assert!(check(&mut n, 300, slow()).is_empty());
-    check(&mut n, 400, Outcome::Pass);
-    assert!(
-        check(&mut n, 500, Outcome::Pass).is_empty(),
-        "no resume over the operator's drain"
-    );
-    assert!(n.health_report().operator_drained);
-    // The operator resumes; then the check falls, and an operator resume meanwhile is undone.
-    n.handle_event(
-        at(550),
-        request(RequestAction::Resume { member: 1 }, RequestOutcome::Resumed),
-        None,
-    );
-    assert!(actions(&mut n).is_empty());
-    check(&mut n, 600, slow());
-    assert_eq!(check(&mut n, 700, slow()), vec![Action::Drain]);
-    n.handle_event(
-        at(750),
-        request(RequestAction::Resume { member: 1 }, RequestOutcome::Resumed),
-        None,
-    );
-    assert_eq!(
-        actions(&mut n),
-        vec![Action::Drain],
-        "the checks keep it out"
-    );
-    // A SIGTERM drain is not undone by health either.
-    n.begin_drain(at(760));
-    actions(&mut n);
-    check(&mut n, 800, Outcome::Pass);
-    assert!(check(&mut n, 900, Outcome::Pass).is_empty());
 }
