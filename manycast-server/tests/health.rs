@@ -1,11 +1,11 @@
-//! Health checks end to end (SPEC.md §11.9): two real `manycast-server`s behind a plain
-//! flooding switch, member 2 with a check against a service the test runs in its namespace.
-//! TCP: the service stops, member 2's units move to member 1 (claim withdrawn at once); it
-//! starts again, and after `rise` passes member 2 takes units back. HTTP: the service answers
-//! 503, member 2 drains (planned) and `manycastctl` shows it degraded and refuses to resume it;
-//! 200 again brings it back.
+//! Health checks end to end (SPEC.md §11.9): two real `manycast-server`s, member 2 with a check
+//! against a service the test runs in its namespace. TCP, behind the real verifier: the service
+//! stops, member 2's units move to member 1 (claim withdrawn at once) and the router steers
+//! every client there; it starts again, and after `rise` passes member 2 takes units back. HTTP,
+//! behind a plain flooding switch: the service answers 503, member 2 drains (planned),
+//! `manycastctl` shows it degraded and says why it cannot resume it; 200 again brings it back.
 
-use crate::harness::{in_netns, wait_for, Clients, Lab};
+use crate::harness::{in_netns, steered_members, verifier_status, wait_for, Clients, Lab};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
@@ -105,26 +105,43 @@ fn health_out(lab: &Lab) -> Option<String> {
 
 #[test]
 fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() {
+    // As `native.rs`: two members on their own subnets behind a router running the real
+    // verifier, their control group on a back-end switch.
     let mut lab = Lab::new(2);
+    let router = lab.netns("rtr");
     let client = lab.netns("cli");
-    let sw = lab.switch("sw");
-    lab.plug(&sw, "pc", &client, "cl0");
+    let backend = lab.switch("ctl");
+    lab.veth(&router, "c0", &client, "cl0");
+    lab.addr(&router, "c0", "10.1.0.1/24");
     let srcs: Vec<Ipv4Addr> = (2..14).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
     for a in &srcs {
         lab.addr(&client, "cl0", &format!("{a}/24"));
     }
-    let servers = lab.switched_servers(&sw, &SWITCHED);
+    let mut servers = Vec::new();
+    for i in 1..=2u8 {
+        let ns = lab.netns(&format!("srv{i}"));
+        lab.veth(&router, &format!("s{i}"), &ns, "m0");
+        lab.addr(&router, &format!("s{i}"), &format!("10.0.{i}.1/24"));
+        lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
+        lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
+        lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
+        lab.route_default(&ns, &format!("10.0.{i}.1"));
+        servers.push(ns);
+    }
+    lab.route_default(&client, "10.1.0.1");
+    lab.router_forwarding(&router, &["c0", "s1", "s2"]);
+    let socket = lab.start_verifier(&router, &["c0", "s1", "s2"], "", Some("debug"));
     let health = format!(
         "\n[[health]]\nname = \"web\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{CHECK_PORT}\"\n\
          interval_ms = 200\ntimeout_ms = 100\nrise = 2\nfall = 2\n"
     );
     let service = Service::start(&servers[1]);
-    lab.start_server(0, &servers[0], "eth0", "eth0");
+    lab.start_server(0, &servers[0], "m0", "ctl0");
     lab.start_server_with(
         1,
         &servers[1],
-        "eth0",
-        "eth0",
+        "m0",
+        "ctl0",
         "strategy = \"reset\"",
         &health,
     );
@@ -133,6 +150,10 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
             && lab.metric(1, "slices") > 0
             && lab.metric(0, "epoch") == lab.metric(1, "epoch")
     });
+    wait_for("the verifier steers to both members", || {
+        verifier_status(&socket).is_some_and(|s| steered_members(&s) == [Some(1), Some(2)].into())
+    });
+
     let s = lab.admin_status(1).expect("member 2's status");
     assert_eq!(s.health.checks.len(), 1);
     assert!(s.health.checks[0].up, "{:?}", s.health);
@@ -144,6 +165,14 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
     wait_for("member 1 owns every address, member 2 none", || {
         lab.metric(0, "slice_addresses") == 1 << 32 && lab.metric(1, "slice_addresses") == 0
     });
+    wait_for(
+        "the verifier steers everything to member 1 and holds no claim of member 2",
+        || {
+            verifier_status(&socket).is_some_and(|s| {
+                steered_members(&s) == [Some(1)].into() && s.ownership.iter().all(|r| r.member != 2)
+            })
+        },
+    );
     assert_eq!(health_out(&lab).as_deref(), Some("Immediate"));
     wait_for("member 2's metrics say it is out", || {
         lab.metric(1, "health_out") == 1
@@ -158,10 +187,12 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
     let me = s.members.iter().find(|m| m.me).expect("own row");
     assert_eq!((me.weight, me.units), (Some(0), 0), "{me:?}");
     let got = Clients::new(&client, &srcs).ask(1);
+    let member1 = Ipv4Addr::new(10, 0, 1, 2);
     assert!(
-        got.values()
-            .flatten()
-            .all(|(server, _)| *server == SWITCHED[0]),
+        got.len() == srcs.len()
+            && got
+                .values()
+                .all(|g| !g.is_empty() && g.iter().all(|(server, _)| *server == member1)),
         "every source answered by member 1: {got:?}"
     );
 
@@ -176,6 +207,9 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
     wait_for("member 2's health is up in its status", || {
         lab.admin_status(1)
             .is_some_and(|s| s.health.out.is_none() && s.health.checks[0].up)
+    });
+    wait_for("the verifier steers to both members again", || {
+        verifier_status(&socket).is_some_and(|s| steered_members(&s) == [Some(1), Some(2)].into())
     });
     assert!(lab.logs().contains("health checks up again: released"));
 }
