@@ -2,7 +2,8 @@
 //! against a service the test runs in its namespace. TCP, behind the real verifier: the service
 //! stops, member 2's units move to member 1 (claim withdrawn at once) and the router steers
 //! every client there; it starts again, and after `rise` passes member 2 takes units back. HTTP,
-//! behind a plain flooding switch: the service answers 503, member 2 drains (planned),
+//! behind a plain flooding switch: the service flaps (200 and 503 by turns: never `fall`
+//! failures in a row, so nothing moves), then answers 503: member 2 drains (planned),
 //! `manycastctl` shows it degraded and says why it cannot resume it; 200 again brings it back.
 
 use crate::harness::{in_netns, steered_members, verifier_status, wait_for, Clients, Lab};
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 const SWITCHED: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 101), Ipv4Addr::new(10, 1, 0, 102)];
 const CHECK_PORT: u16 = 18_080;
+/// The HTTP service's status setting for "200 and 503 by turns".
+const FLAP: u16 = 0;
 
 /// A TCP service in a namespace that accepts (and closes) every connection until stopped;
 /// stopped, its port is closed and a connect is refused. With `http`, it answers each request
@@ -48,10 +51,19 @@ impl Service {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            let mut answered = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((c, _)) => match &http {
-                        Some(status) => answer_http(c, status.load(Ordering::Relaxed)),
+                        Some(status) => {
+                            answered += 1;
+                            let code = match status.load(Ordering::Relaxed) {
+                                // Flapping: 200 and 503 by turns, one failure in a row at most.
+                                FLAP => [200, 503][usize::from(answered % 2 == 0)],
+                                code => code,
+                            };
+                            answer_http(c, code)
+                        }
                         None => drop(c),
                     },
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -154,10 +166,11 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
         verifier_status(&socket).is_some_and(|s| steered_members(&s) == [Some(1), Some(2)].into())
     });
 
-    let s = lab.admin_status(1).expect("member 2's status");
-    assert_eq!(s.health.checks.len(), 1);
-    assert!(s.health.checks[0].up, "{:?}", s.health);
-    assert_eq!(s.health.out, None);
+    wait_for("member 2's status shows its one check up", || {
+        lab.admin_status(1).is_some_and(|s| {
+            s.health.checks.len() == 1 && s.health.checks[0].up && s.health.out.is_none()
+        })
+    });
 
     // The service stops: connects are refused, so after `fall` failures member 2 leaves the
     // allocation at once, and member 1 takes everything.
@@ -205,8 +218,9 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
             && lab.metric(0, "epoch") == lab.metric(1, "epoch")
     });
     wait_for("member 2's health is up in its status", || {
-        lab.admin_status(1)
-            .is_some_and(|s| s.health.out.is_none() && s.health.checks[0].up)
+        lab.admin_status(1).is_some_and(|s| {
+            s.health.out.is_none() && s.health.checks.first().is_some_and(|c| c.up)
+        })
     });
     wait_for("the verifier steers to both members again", || {
         verifier_status(&socket).is_some_and(|s| steered_members(&s) == [Some(1), Some(2)].into())
@@ -248,6 +262,31 @@ fn a_degraded_http_service_drains_its_member_and_an_operator_cannot_resume_it() 
         .expect("m2 row");
     assert!(me.contains(" up "), "{table}");
 
+    // Flapping, one failure at a time (fall 2): the check never falls and no unit moves.
+    let runs = |lab: &Lab| {
+        lab.admin_status(1)
+            .and_then(|s| {
+                s.health
+                    .checks
+                    .first()
+                    .map(|c| (c.pass_total, c.slow_total))
+            })
+            .unwrap_or((0, 0))
+    };
+    let (pass0, slow0) = runs(&lab);
+    status.store(FLAP, Ordering::Relaxed);
+    wait_for("ten flapping runs each way", || {
+        let (pass, slow) = runs(&lab);
+        pass >= pass0 + 10 && slow >= slow0 + 10
+    });
+    status.store(200, Ordering::Relaxed);
+    assert!(
+        !lab.logs().contains("health checks failing"),
+        "{}",
+        lab.logs()
+    );
+    assert!(lab.metric(1, "slices") > 0);
+
     // 503: answering, but not well: a planned drain.
     status.store(503, Ordering::Relaxed);
     wait_for("member 1 owns every address, member 2 none", || {
@@ -277,7 +316,8 @@ fn a_degraded_http_service_drains_its_member_and_an_operator_cannot_resume_it() 
         lab.metric(0, "slices") > 0 && lab.metric(1, "slices") > 0
     });
     wait_for("member 2's health is up in its status", || {
-        lab.admin_status(1)
-            .is_some_and(|s| s.health.out.is_none() && s.health.checks[0].up)
+        lab.admin_status(1).is_some_and(|s| {
+            s.health.out.is_none() && s.health.checks.first().is_some_and(|c| c.up)
+        })
     });
 }
