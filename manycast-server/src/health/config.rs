@@ -145,8 +145,15 @@ pub fn specs(checks: &[HealthCheckConfig]) -> Result<Vec<CheckSpec>, String> {
 
 fn spec(c: &HealthCheckConfig, n: usize) -> Result<CheckSpec, String> {
     let name = match &c.name {
-        Some(s) if s.is_empty() || s.len() > 64 || s.chars().any(|ch| ch.is_control()) => {
-            return Err("name must be 1 to 64 printable characters".into())
+        Some(s)
+            if s.is_empty()
+                || s.len() > 64
+                || !s
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch)) =>
+        {
+            // It is a metrics label value and a word in `manycastctl` tables.
+            return Err("name must be 1 to 64 of A-Z a-z 0-9 - _ . :".into());
         }
         Some(s) => s.clone(),
         None => format!("{}-{n}", c.kind.as_str()),
@@ -329,6 +336,14 @@ mod tests {
             ("kind = \"tcp\"\ntarget = \"a:1\"\nrise = 0", "at least 1"),
             ("kind = \"command\"\ntarget = \"pgrep nginx\"", "argv array"),
             ("kind = \"command\"\ntarget = []", "argv is empty"),
+            (
+                "kind = \"tcp\"\ntarget = \"a:1\"\nname = \"a b\"",
+                "name must be",
+            ),
+            (
+                "kind = \"tcp\"\ntarget = \"a:1\"\nname = \"\"",
+                "name must be",
+            ),
             (
                 "kind = \"http\"\ntarget = \"http://a/\"\nexpect_status = 42",
                 "not an HTTP status",
