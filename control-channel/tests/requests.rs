@@ -163,6 +163,50 @@ fn drain_and_resume_another_member() {
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
+/// Runs `f` on member `i`'s endpoint now, then 300 ms of the simulation.
+fn on_endpoint(
+    sim: &mut Sim,
+    i: usize,
+    f: impl FnOnce(&mut control_channel::Endpoint, control_channel::Clock),
+) {
+    let now = sim.local_now(i);
+    f(sim.endpoint_mut(i).expect("running"), now);
+    sim.flush(i);
+    let until = sim.now_ms() + 300;
+    sim.run_until(until);
+}
+
+/// A member's health hold (SPEC.md §11.9) is apart from drain and resume: held, it has no units
+/// whatever an operator resumes; released, an operator's drain stays.
+#[test]
+fn a_health_hold_is_apart_from_drain_and_resume() {
+    let mut sim = Sim::new(&SimConfig::new(25, 3));
+    settle(&mut sim);
+    let quota = committed(&sim, 0).allocation.units_of(MemberId(3));
+    assert!(quota > 0);
+    on_endpoint(&mut sim, 2, |ep, now| ep.set_held(now, true));
+    assert_eq!(committed(&sim, 0).allocation.units_of(MemberId(3)), 0);
+    assert_eq!(
+        sim.endpoint(2).map(|e| e.weight_of(MemberId(3))),
+        Some(Some(0))
+    );
+    // An operator's resume while held: still no units.
+    request(&mut sim, 0, RequestAction::Resume { member: 3 });
+    assert_eq!(committed(&sim, 0).allocation.units_of(MemberId(3)), 0);
+    on_endpoint(&mut sim, 2, |ep, now| ep.set_held(now, false));
+    assert_eq!(committed(&sim, 0).allocation.units_of(MemberId(3)), quota);
+    // An operator's drain, then a hold and its release: the drain stays.
+    request(&mut sim, 0, RequestAction::Drain { member: 3 });
+    on_endpoint(&mut sim, 2, |ep, now| ep.set_held(now, true));
+    on_endpoint(&mut sim, 2, |ep, now| ep.set_held(now, false));
+    assert!(!sim.endpoint(2).expect("running").held());
+    assert_eq!(committed(&sim, 0).allocation.units_of(MemberId(3)), 0);
+    request(&mut sim, 0, RequestAction::Resume { member: 3 });
+    assert_eq!(committed(&sim, 0).allocation.units_of(MemberId(3)), quota);
+    assert!(sim.converged());
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
 #[test]
 fn bad_requests_are_refused_and_change_nothing() {
     let mut sim = Sim::new(&SimConfig::new(24, 3));

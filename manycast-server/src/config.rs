@@ -365,6 +365,9 @@ pub struct Config {
     pub vip: VipConfig,
     #[serde(default)]
     pub reallocation: ReallocationConfig,
+    /// Health checks of the service (SPEC.md §11.9); none by default.
+    #[serde(default)]
+    pub health: Vec<crate::health::HealthCheckConfig>,
 }
 
 fn default_mode() -> Mode {
@@ -483,7 +486,13 @@ impl Config {
             return Err("igmp.refresh_ms and service.session_idle_ms must be non-zero".into());
         }
         self.group_key_source()?;
+        self.health_checks()?;
         self.validate_vip()
+    }
+
+    /// The `[[health]]` checks, checked (SPEC.md §11.9).
+    pub fn health_checks(&self) -> Result<Vec<crate::health::CheckSpec>, InvalidConfig> {
+        crate::health::config::specs(&self.health).map_err(InvalidConfig)
     }
 
     /// Exactly one of `group_pub` and `[keystore]`, as the verifier: two sources that could
@@ -623,6 +632,24 @@ member_key = "/k/m.key"
 member_cert = "/k/m.cert"
 group_pub = "/k/group.pub"
 "#;
+
+    #[test]
+    fn health_tables_are_checked_with_the_file() {
+        assert!(Config::parse(MINIMAL)
+            .unwrap()
+            .health_checks()
+            .unwrap()
+            .is_empty());
+        let ok = format!("{MINIMAL}[[health]]\nkind = \"tcp\"\ntarget = \"127.0.0.1:80\"\n");
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(c.health_checks().unwrap()[0].name, "tcp-1");
+        let bad = format!("{MINIMAL}[[health]]\nkind = \"http\"\ntarget = \"https://a/\"\n");
+        let e = Config::parse(&bad).unwrap_err().0;
+        assert!(
+            e.starts_with("health[1]: target: https:// checks are not supported"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn minimal_file_gets_documented_defaults() {

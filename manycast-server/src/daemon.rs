@@ -4,6 +4,7 @@
 //! node one input with the time, then carries out the node's actions and sends its joins.
 
 mod control;
+mod health;
 mod host;
 mod sockets;
 
@@ -78,6 +79,8 @@ struct Shell {
     snapshot: Snapshot,
     metrics_file: Option<PathBuf>,
     hub: Hub,
+    /// Runs the health checks the node starts; their outcomes come back on its channel.
+    checker: health::Checker,
 }
 
 impl Shell {
@@ -138,6 +141,10 @@ impl Shell {
             Action::Drain => {
                 handle.with(|ep, now| ep.drain(now));
             }
+            Action::Hold(held) => {
+                handle.with(move |ep, now| ep.set_held(now, held));
+            }
+            Action::RunCheck(i) => self.checker.start(i),
             Action::ResetMoved(slices) => self.host.reset_moved(slices),
             Action::ForwardPlan(plan) => {
                 if let Some(units) = self.host.forward_plan(&plan) {
@@ -279,14 +286,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
         config.group,
     );
+    let checker = health::Checker::new(node_config.health.clone());
     let mut shell = Shell {
-        node: Node::new(node_config, agent, Box::new(sockets::random_u64)),
+        node: Node::new(
+            node_config,
+            agent,
+            Box::new(sockets::random_u64),
+            daemon_kit::now().mono,
+        ),
         igmp,
         udp,
         host,
         snapshot: Snapshot::new(me),
         metrics_file: config.metrics_file.clone(),
         hub,
+        checker,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
@@ -321,6 +335,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 shell.on_igmp_readable(daemon_kit::now());
             }
             _ = tokio::time::sleep(wait) => shell.node.handle_timeout(daemon_kit::now()),
+            Some((check, outcome)) = shell.checker.results.recv() => {
+                let (now, before) = (daemon_kit::now(), shell.node.health_report());
+                shell.node.handle_health(now, check, outcome);
+                shell.hub.publish_health(now.wall, &before, &shell.node.health_report());
+            }
             _ = tick.tick() => {
                 shell.node.handle_tick(daemon_kit::now());
                 shell.flush(&handle).await;

@@ -4,7 +4,8 @@
 //! [`node`] is one member's state machine (it owns the reference UDP [`service`] with local
 //! slice filtering and the reallocation strategies, the [`join_agent`] that decides when the
 //! signed joins go, the per-unit [`load`] meter, drain sequencing and VIP forward's
-//! [`vip_forward`] table and claim hold-back); [`session_state`] is the moved-session encoding,
+//! [`vip_forward`] table and claim hold-back, and the [`health`] checks' state machine);
+//! [`session_state`] is the moved-session encoding,
 //! [`config`] the configuration, [`metrics`] the Prometheus text, [`keystore`] the check of our
 //! credentials against the dns-keystore, [`admin::protocol`] the admin line protocol and
 //! [`admin::requests`] what each admin request does.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod health;
 pub mod join_agent;
 pub mod keys;
 pub mod keystore;

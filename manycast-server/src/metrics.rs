@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub drain_connections: u64,
     /// `[keystore]` only: whether our credentials match the published record.
     pub keystore: Option<KeystoreStatus>,
+    /// The health checks (SPEC.md §11.9).
+    pub health: crate::health::HealthReport,
 }
 
 /// What the keystore says of our credentials (SPEC.md §11.1).
@@ -214,6 +216,37 @@ impl Snapshot {
                 .iter()
                 .map(|(reason, n)| (label("reason", reason.as_str()), *n)),
         );
+        if !self.health.checks.is_empty() {
+            let checks = &self.health.checks;
+            m.gauge_family(
+                "health_up",
+                "1 while the health check is up (rise passes in a row), else 0.",
+                checks
+                    .iter()
+                    .map(|c| (label("check", &c.name), i64::from(c.up))),
+            );
+            m.counter_family(
+                "health_checks_total",
+                "Health check runs, by check and result (pass, slow, dead).",
+                checks.iter().flat_map(|c| {
+                    [
+                        ("pass", c.pass_total),
+                        ("slow", c.slow_total),
+                        ("dead", c.dead_total),
+                    ]
+                    .map(|(r, n)| {
+                        let mut l = label("check", &c.name);
+                        l.extend(label("result", r));
+                        (l, n)
+                    })
+                }),
+            );
+            m.gauge(
+                "health_out",
+                "1 while failing health checks hold this member at weight 0.",
+                gauge(u64::from(self.health.out.is_some())),
+            );
+        }
         if let Some(reason) = self.keystore.as_ref().and_then(|k| k.mismatch) {
             m.gauge_family(
                 "keystore_mismatch",
@@ -269,5 +302,38 @@ mod tests {
         let p = dir.path().join("m.prom");
         write_file(&p, &text).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+    }
+
+    #[test]
+    fn health_checks_render_up_and_runs_by_result() {
+        let mut s = Snapshot::new(MemberId(1));
+        assert!(!s.render().contains("health"), "no checks, no families");
+        s.health.checks.push(crate::health::CheckStatus {
+            name: "web".into(),
+            kind: "http".into(),
+            target: "http://127.0.0.1:80/".into(),
+            up: false,
+            last: Some("dead: connect: refused".into()),
+            passes: 0,
+            fails: 3,
+            rise: 2,
+            fall: 3,
+            pass_total: 4,
+            slow_total: 1,
+            dead_total: 3,
+        });
+        s.health.out = Some(crate::health::Exit::Immediate);
+        let text = s.render();
+        assert!(
+            text.contains("manycast_server_health_up{check=\"web\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("manycast_server_health_checks_total{check=\"web\",result=\"dead\"} 3\n")
+        );
+        assert!(
+            text.contains("manycast_server_health_checks_total{check=\"web\",result=\"pass\"} 4\n")
+        );
+        assert!(text.contains("manycast_server_health_out 1\n"));
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod clock_cluster;
 mod clock_step;
 mod harness;
+mod health;
 mod insider;
 mod native;
 mod strategies;

@@ -84,4 +84,31 @@ impl Endpoint {
         self.send(now, Destination::Group, &m);
         self.maybe_propose(now);
     }
+
+    /// Holds this member at weight 0 (its service fails its health checks) or releases it. A
+    /// hold is apart from [`Endpoint::drain`] and a resume: the weight announced is 0 while
+    /// held, else the drained-or-resumed one, so a release never undoes an operator's drain and
+    /// an operator's resume while held takes effect only at the release.
+    pub fn set_held(&mut self, now: Clock, held: bool) {
+        if self.held == held {
+            return;
+        }
+        self.held = held;
+        if held {
+            // Peers take weight 0 at once, as for a drain.
+            let m = Message::Leave(Leave {
+                kind: LeaveKind::Drain,
+            });
+            self.send(now, Destination::Group, &m);
+        } else {
+            // The weight travels in heartbeats: announce it now rather than in 50 ms.
+            self.send_heartbeat(now);
+        }
+        self.maybe_propose(now);
+    }
+
+    /// Whether [`Endpoint::set_held`] holds this member at weight 0.
+    pub fn held(&self) -> bool {
+        self.held
+    }
 }

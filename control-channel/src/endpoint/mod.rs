@@ -251,6 +251,8 @@ pub struct Endpoint {
     next_hello: Instant,
     hello_sent_at: Option<Instant>,
     left: bool,
+    /// Held at weight 0 by the member's own health checks (`set_held`), apart from a drain.
+    held: bool,
     /// The weight from the configuration, announced again on a resume after a drain.
     configured_weight: u32,
     next_request_id: u64,
@@ -300,6 +302,7 @@ impl Endpoint {
             next_hello: now.mono,
             hello_sent_at: None,
             left: false,
+            held: false,
             configured_weight: config.weight,
             next_request_id: 0,
             last_request: BTreeMap::new(),
@@ -391,6 +394,9 @@ impl Endpoint {
     }
     /// This member's weight as announced: the configured one, at most `max_weight`.
     pub(super) fn own_weight(&self) -> u32 {
+        if self.held {
+            return 0;
+        }
         self.config.weight.min(self.config.max_weight)
     }
     /// Incoming state transfers held (running, or complete and kept for re-acks).

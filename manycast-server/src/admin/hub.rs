@@ -2,6 +2,7 @@
 //! and its counters every second (for `status` and the HTTP metrics).
 
 use super::protocol::AdminEvent;
+use crate::health::{Exit, HealthReport};
 use crate::metrics::Snapshot;
 use control_channel::wire::RequestAction;
 use control_channel::{Event, RequestOutcome};
@@ -78,6 +79,50 @@ fn describe_outcome(o: &RequestOutcome) -> String {
     }
 }
 
+/// The `watch` events for a change of this member's health checks: one per check that went up
+/// or down, and one when the member as a whole leaves or rejoins the allocation.
+pub fn health_events(
+    at: Timestamp,
+    before: &HealthReport,
+    after: &HealthReport,
+) -> Vec<AdminEvent> {
+    let event = |text: String| AdminEvent {
+        at_ms: at.0,
+        kind: "health".to_owned(),
+        text,
+    };
+    let mut out: Vec<AdminEvent> = after
+        .checks
+        .iter()
+        .filter(|c| {
+            before
+                .checks
+                .iter()
+                .any(|b| b.name == c.name && b.up != c.up)
+        })
+        .map(|c| {
+            event(format!(
+                "health check {} {} ({})",
+                c.name,
+                if c.up { "up" } else { "down" },
+                c.last.as_deref().unwrap_or("-")
+            ))
+        })
+        .collect();
+    if before.out != after.out {
+        out.push(event(match after.out {
+            None => "health checks up: this member takes units again".to_owned(),
+            Some(Exit::Planned) => {
+                "health checks failing: this member drains (weight 0)".to_owned()
+            }
+            Some(Exit::Immediate) => {
+                "health check says dead: weight 0 and claim withdrawn at once".to_owned()
+            }
+        }));
+    }
+    out
+}
+
 /// Events in, counters in; the admin tasks read both.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -97,6 +142,13 @@ impl Hub {
     pub fn publish(&self, at: Timestamp, e: &Event) {
         if let Some(a) = admin_event(at, e) {
             // No subscriber is fine.
+            let _ = self.events.send(a);
+        }
+    }
+
+    /// This member's health changed (see [`health_events`]).
+    pub fn publish_health(&self, at: Timestamp, before: &HealthReport, after: &HealthReport) {
+        for a in health_events(at, before, after) {
             let _ = self.events.send(a);
         }
     }
@@ -159,5 +211,43 @@ mod tests {
             }
         )
         .is_none());
+    }
+
+    #[test]
+    fn health_events_for_watch() {
+        let check = |up: bool, last: &str| crate::health::CheckStatus {
+            name: "web".into(),
+            kind: "tcp".into(),
+            target: "127.0.0.1:80".into(),
+            up,
+            last: Some(last.into()),
+            passes: 0,
+            fails: 0,
+            rise: 2,
+            fall: 3,
+            pass_total: 0,
+            slow_total: 0,
+            dead_total: 0,
+        };
+        let up = HealthReport {
+            checks: vec![check(true, "pass")],
+            ..HealthReport::default()
+        };
+        let down = HealthReport {
+            checks: vec![check(false, "dead: connect: refused")],
+            out: Some(Exit::Immediate),
+        };
+        let e = health_events(Timestamp(9), &up, &down);
+        let texts: Vec<&str> = e.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "health check web down (dead: connect: refused)",
+                "health check says dead: weight 0 and claim withdrawn at once"
+            ]
+        );
+        assert!(e.iter().all(|e| e.kind == "health" && e.at_ms == 9));
+        assert!(health_events(Timestamp(9), &up, &up).is_empty());
+        assert_eq!(health_events(Timestamp(9), &down, &up).len(), 2);
     }
 }

@@ -2,6 +2,7 @@
 //! socket. Requests, answers, the status and the `watch` lines. Plain data shared by the
 //! daemon and `manycastctl`; nothing here touches a socket or the control channel.
 
+pub use crate::health::{CheckStatus, Exit, HealthReport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -82,7 +83,7 @@ impl Answer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WatchLine {
-    Status(Status),
+    Status(Box<Status>),
     Event(AdminEvent),
 }
 
@@ -116,6 +117,10 @@ pub struct Status {
     /// off theirs by more than the timeliness window (SPEC.md §9.3, "Clocks").
     #[serde(default)]
     pub clock_untimely: bool,
+    /// This member's health checks (SPEC.md §11.9); peers' health is not carried by the
+    /// control channel (a peer held out by its checks shows as weight 0).
+    #[serde(default)]
+    pub health: HealthReport,
 }
 
 impl Status {

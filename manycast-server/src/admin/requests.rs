@@ -174,6 +174,21 @@ impl Until {
 
     /// The answer when it did not hold within [`ACTION_TIMEOUT`].
     pub fn not_committed(&self, before: &Status) -> Answer {
+        if matches!(self, Until::Resumed(m) if *m == before.me) && before.health.out.is_some() {
+            let failing: Vec<&str> = before
+                .health
+                .checks
+                .iter()
+                .filter(|c| !c.up)
+                .map(|c| c.name.as_str())
+                .collect();
+            return Answer::error(format!(
+                "resume: m{}'s health checks are failing ({}): it stays at weight 0 and resumes \
+                 by itself once every check is up",
+                before.me,
+                failing.join(", ")
+            ));
+        }
         let what = match self {
             Until::LaterEpoch { .. } => "rebalance",
             Until::Owned { .. } => "move",
@@ -232,7 +247,37 @@ mod tests {
             load_imbalance: None,
             counters: CounterStatus::default(),
             clock_untimely: false,
+            health: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_resume_held_back_by_failing_health_checks_says_so() {
+        let mut s = status();
+        let generic = Until::Resumed(s.me).not_committed(&s);
+        assert!(generic
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not committed"));
+        s.health.out = Some(crate::health::Exit::Planned);
+        s.health.checks.push(crate::health::CheckStatus {
+            name: "web".into(),
+            kind: "http".into(),
+            target: "http://127.0.0.1:80/".into(),
+            up: false,
+            last: None,
+            passes: 0,
+            fails: 3,
+            rise: 2,
+            fall: 3,
+            pass_total: 0,
+            slow_total: 3,
+            dead_total: 0,
+        });
+        let a = Until::Resumed(s.me).not_committed(&s);
+        let e = a.error.unwrap_or_default();
+        assert!(e.contains("health checks are failing (web)"), "{e}");
     }
 
     #[test]

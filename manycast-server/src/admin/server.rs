@@ -153,7 +153,7 @@ async fn watch(w: &mut tokio::net::unix::OwnedWriteHalf, requester: &Requester, 
     loop {
         let line = tokio::select! {
             _ = tick.tick() => match current_status(requester, hub).await {
-                Some(s) => WatchLine::Status(s),
+                Some(s) => WatchLine::Status(Box::new(s)),
                 None => return,
             },
             e = events.recv() => match e {

@@ -109,5 +109,6 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
         unit_load,
         counters: counters_of(counters),
         clock_untimely: ep.clock_untimely(),
+        health: counters.health.clone(),
     }
 }

@@ -35,6 +35,11 @@ pub fn start(
     if let Some((keys, revoked)) = published {
         endpoint.set_published(driver::now(), keys, revoked);
     }
+    // Health checks start down (SPEC.md §11.9): held at weight 0 from the first hello, so
+    // that no allocation gives this member units before its checks rise.
+    if !config.health.is_empty() {
+        endpoint.set_held(driver::now(), true);
+    }
     let group = SocketAddrV4::new(config.control.group, config.control.port);
     driver::spawn(endpoint, socket, group).map_err(|e| ("control driver", e))
 }

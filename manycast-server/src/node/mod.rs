@@ -15,11 +15,14 @@
 //! signed joins. A step of the wall clock moves no timer (SPEC.md §9.3, "Clocks").
 
 mod drain;
+mod health;
 
+pub use crate::health::HealthReport;
 pub use crate::service::Action as ServiceAction;
 pub use drain::{Drain, DrainState};
 
 use crate::config::{Config, Mode, Strategy};
+use crate::health::{CheckSpec, Exit, Health};
 use crate::join_agent::JoinAgent;
 use crate::load::LoadMeter;
 use crate::metrics::Snapshot;
@@ -55,6 +58,8 @@ pub struct NodeConfig {
     /// VIP mode, forward strategy: how long a forwarding entry lives after the move. `Some`
     /// turns the forwarding table and the claim hold-back on.
     pub vip_forward_linger: Option<Duration>,
+    /// The health checks (SPEC.md §11.9); none: the member is always healthy.
+    pub health: Vec<CheckSpec>,
 }
 
 impl NodeConfig {
@@ -78,6 +83,8 @@ impl NodeConfig {
             vip,
             vip_reset: vip.is_some() && config.strategy == Strategy::Reset,
             vip_forward_linger: forward.then(|| config.forward_linger()),
+            // Checked when the configuration was loaded.
+            health: config.health_checks().unwrap_or_default(),
         }
     }
 }
@@ -96,6 +103,12 @@ pub enum Action {
     SetLoad(Vec<(u16, u32)>),
     /// Weight 0 over the control channel (`Endpoint::drain`).
     Drain,
+    /// Hold the member at weight 0 while its health checks fail, or release it
+    /// (`Endpoint::set_held`; apart from `Drain`, so a release never undoes an operator's).
+    Hold(bool),
+    /// Run health check n (the index in [`NodeConfig::health`]) within its timeout; answered
+    /// with [`Node::handle_health`].
+    RunCheck(usize),
     /// VIP reset: destroy the TCP connections to the VIP whose client is outside these slices.
     ResetMoved(SliceSet),
     /// VIP forward: make the kernel forward these units' orphan segments to their old owner.
@@ -140,6 +153,13 @@ pub struct Node {
     forward_table: Option<ForwardTable>,
     /// VIP forward: a claim held back until the old owners of its gained units are known.
     pending_claim: Option<(Vec<SliceEntry>, AllocationEpoch)>,
+    /// The claim of the last commit (claimed again when health comes back after a withdrawal).
+    last_claim: (Vec<SliceEntry>, AllocationEpoch),
+    health: Health,
+    /// How the health checks hold the member out (weight 0), if they do.
+    health_out: Option<Exit>,
+    /// The claim at the router is withdrawn: a health check says the service is dead.
+    claim_withdrawn: bool,
     counters: Counters,
     actions: VecDeque<Action>,
 }
@@ -170,10 +190,12 @@ pub fn parse_query(datagram: &[u8]) -> Option<QueryRepr> {
 
 impl Node {
     /// A node that has committed nothing yet; `agent` signs its joins, `random` jitters them.
+    /// With health checks it starts held at weight 0 ([`Action::Hold`]), its checks due at `now`.
     pub fn new(
         config: NodeConfig,
         agent: JoinAgent,
         random: Box<dyn FnMut() -> u64 + Send>,
+        now: Instant,
     ) -> Node {
         let service = Service::new(
             config.me,
@@ -182,7 +204,7 @@ impl Node {
             config.max_sessions,
         )
         .with_hold(config.hold);
-        Node {
+        let mut node = Node {
             service,
             agent,
             load: LoadMeter::new(config.slicing),
@@ -195,10 +217,16 @@ impl Node {
                 .vip_forward_linger
                 .map(|linger| ForwardTable::new(linger, config.hold)),
             pending_claim: None,
+            last_claim: (Vec::new(), AllocationEpoch(0)),
+            health: Health::new(config.health.clone(), now),
+            health_out: None,
+            claim_withdrawn: false,
             counters: Counters::default(),
             actions: VecDeque::new(),
             config,
-        }
+        };
+        node.start_health();
+        node
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -236,6 +264,7 @@ impl Node {
         s.forwarded_direct = c.forwarded_direct;
         s.draining = self.drain.is_some();
         s.drain_connections = self.vip_connections_gauge;
+        s.health = self.health_report();
     }
 
     // ---- output --------------------------------------------------------------------------
@@ -256,10 +285,14 @@ impl Node {
 
     /// When [`Node::handle_timeout`] or [`Node::poll_transmit`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.service.poll_timeout(), self.agent.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.service.poll_timeout(),
+            self.agent.poll_timeout(),
+            self.health.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the join agent next has a report due (after [`Node::leave`], the last of the leave).
@@ -393,9 +426,11 @@ impl Node {
         }
     }
 
-    /// Timers: the service's holds and idle sweep when due (joins come from `poll_transmit`).
+    /// Timers: the service's holds and idle sweep when due, the health checks due (joins come
+    /// from `poll_transmit`).
     pub fn handle_timeout(&mut self, now: Clock) {
         let now = now.mono;
+        self.start_health_checks(now);
         if self.service.poll_timeout().is_some_and(|t| t <= now) {
             let actions = self.service.handle_timeout(now);
             self.apply(actions);
@@ -552,7 +587,7 @@ impl Node {
         if self.pending_claim.is_some() && !self.service.awaits_old_owners() {
             if let Some((entries, epoch)) = self.pending_claim.take() {
                 info!(epoch = epoch.0, "VIP forward: old owners known, claiming");
-                self.agent.set_claim(now, entries, epoch, &mut self.random);
+                self.claim(now, entries, epoch);
             }
         }
     }
@@ -578,6 +613,18 @@ impl Node {
             return;
         }
         self.pending_claim = None;
+        self.claim(now, entries, epoch);
+    }
+
+    /// Hands a commit's claim to the join agent; while a health check says the service is
+    /// dead, an empty claim at the commit's epoch (SPEC.md §11.9).
+    fn claim(&mut self, now: Instant, entries: Vec<SliceEntry>, epoch: AllocationEpoch) {
+        self.last_claim = (entries.clone(), epoch);
+        let entries = if self.claim_withdrawn {
+            Vec::new()
+        } else {
+            entries
+        };
         self.agent.set_claim(now, entries, epoch, &mut self.random);
     }
 }

@@ -44,6 +44,7 @@ fn native(strategy: Strategy) -> NodeConfig {
         vip: None,
         vip_reset: false,
         vip_forward_linger: None,
+        health: Vec::new(),
     }
 }
 
@@ -77,7 +78,7 @@ fn node(config: NodeConfig) -> Node {
         x ^= x << 17;
         x
     };
-    Node::new(config, agent, Box::new(random))
+    Node::new(config, agent, Box::new(random), Instant(0))
 }
 
 /// A commit at `epoch` listing `members` (weight 1 each), unit i owned by `owners[i]`: the
@@ -687,3 +688,5 @@ fn a_wall_clock_step_moves_no_timer_and_expires_no_session() {
         );
     }
 }
+
+mod health;

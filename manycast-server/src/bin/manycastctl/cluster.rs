@@ -5,7 +5,9 @@
 use crate::operator::Operator;
 use clap::{Args, Subcommand};
 use control_channel::wire::RequestAction;
-use manycast_server::admin::protocol::{AdminEvent, AdminRequest, Answer, Status, WatchLine};
+use manycast_server::admin::protocol::{
+    AdminEvent, AdminRequest, Answer, Exit, HealthReport, Status, WatchLine,
+};
 use manycast_server::config::DEFAULT_ADMIN_SOCKET;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -195,9 +197,10 @@ pub fn members_table(s: &Status) -> String {
         ));
     }
     out.push_str(&format!(
-        "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6} {:>10}  {}\n",
+        "{:<8} {:<5} {:<8} {:>6} {:>12} {:>6} {:>8} {:>6} {:>10}  {}\n",
         "MEMBER",
         "LIVE",
+        "HEALTH",
         "WEIGHT",
         "ALLOC-WEIGHT",
         "UNITS",
@@ -209,9 +212,10 @@ pub fn members_table(s: &Status) -> String {
     for m in &s.members {
         let name = format!("m{}{}", m.id, if m.me { "*" } else { "" });
         out.push_str(&format!(
-            "{:<8} {:<5} {:>6} {:>12} {:>6} {:>8} {:>6} {:>10}  {}\n",
+            "{:<8} {:<5} {:<8} {:>6} {:>12} {:>6} {:>8} {:>6} {:>10}  {}\n",
             name,
             yes(m.live),
+            if m.me { health_word(&s.health) } else { "-" },
             opt(m.weight),
             opt(m.allocation_weight),
             m.units,
@@ -219,6 +223,42 @@ pub fn members_table(s: &Status) -> String {
             opt(m.committed_epoch),
             fmt_offset(m.clock_offset_ms),
             m.incarnation.map_or_else(|| "-".to_owned(), fmt_time)
+        ));
+    }
+    out.push_str(&health_lines(s));
+    out
+}
+
+/// This member's health in one word: `-` without checks, `up`, or how the checks hold it out
+/// (`degraded`: planned drain; `dead`: its claim withdrawn too).
+fn health_word(h: &HealthReport) -> &'static str {
+    match (h.checks.is_empty(), h.out) {
+        (true, _) => "-",
+        (false, None) => "up",
+        (false, Some(Exit::Planned)) => "degraded",
+        (false, Some(Exit::Immediate)) => "dead",
+    }
+}
+
+/// One line per health check of this member (none without checks).
+fn health_lines(s: &Status) -> String {
+    let h = &s.health;
+    if h.checks.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("health checks of m{}:\n", s.me);
+    for c in &h.checks {
+        out.push_str(&format!(
+            "  {:<12} {:<4} passes {}/{} fails {}/{}  last {}  ({} {})\n",
+            c.name,
+            if c.up { "up" } else { "down" },
+            c.passes,
+            c.rise,
+            c.fails,
+            c.fall,
+            c.last.as_deref().unwrap_or("-"),
+            c.kind,
+            c.target
         ));
     }
     out
@@ -322,7 +362,7 @@ fn watch(socket: &Socket) -> Result<(), Error> {
                 l = lines.next_line() => match l {
                     Ok(Some(l)) => {
                         match serde_json::from_str::<WatchLine>(&l) {
-                            Ok(WatchLine::Status(s)) => last = Some(s),
+                            Ok(WatchLine::Status(s)) => last = Some(*s),
                             Ok(WatchLine::Event(e)) => {
                                 if events.len() == 10 {
                                     events.pop_front();
@@ -494,6 +534,7 @@ mod tests {
             load_imbalance: None,
             counters: Default::default(),
             clock_untimely: untimely,
+            health: Default::default(),
         };
         let table = members_table(&status(true));
         assert!(table.contains("CLOCK"), "{table}");
@@ -511,6 +552,34 @@ mod tests {
             .expect("m3 row");
         assert!(m3.contains(" - "), "{m3}");
         assert!(!members_table(&status(false)).contains("untimely"));
+        assert!(m3.contains(" - "), "no health shown for a peer: {m3}");
+        // This member's health checks: a word in its row and a line per check.
+        let mut s = status(false);
+        s.health.out = Some(Exit::Planned);
+        s.health.checks.push(manycast_server::health::CheckStatus {
+            name: "web".into(),
+            kind: "tcp".into(),
+            target: "127.0.0.1:80".into(),
+            up: false,
+            last: Some("slow: no answer within 1000 ms".into()),
+            passes: 0,
+            fails: 3,
+            rise: 2,
+            fall: 3,
+            pass_total: 9,
+            slow_total: 3,
+            dead_total: 0,
+        });
+        let table = members_table(&s);
+        let m2 = table
+            .lines()
+            .find(|l| l.starts_with("m2*"))
+            .expect("m2 row");
+        assert!(m2.contains("degraded"), "{table}");
+        assert!(
+            table.contains("  web          down passes 0/2 fails 3/3  last slow: no answer within 1000 ms  (tcp 127.0.0.1:80)"),
+            "{table}"
+        );
         // A status from a daemon without the fields still parses.
         let old = serde_json::json!({"id": 1, "me": true, "live": true, "weight": 1,
             "allocation_weight": 1, "committed_epoch": 4, "incarnation": null, "units": 0,

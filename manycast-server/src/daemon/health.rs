@@ -1,0 +1,196 @@
+//! The health-check executor (SPEC.md §11.9): runs one check when the node says so, within
+//! its timeout, on a task of its own, and sends the outcome back to the select loop. Decides
+//! nothing but how a probe's result reads: a pass, slow (no answer in time, or the wrong HTTP
+//! status) or dead (refused, reset, a failing command).
+
+use crate::health::{CheckSpec, Outcome, Probe};
+use std::io;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// The checks and the channel their outcomes come back on.
+#[derive(Debug)]
+pub struct Checker {
+    specs: Arc<[CheckSpec]>,
+    tx: mpsc::UnboundedSender<(usize, Outcome)>,
+    pub results: mpsc::UnboundedReceiver<(usize, Outcome)>,
+}
+
+impl Checker {
+    pub fn new(specs: Vec<CheckSpec>) -> Checker {
+        let (tx, results) = mpsc::unbounded_channel();
+        Checker {
+            specs: specs.into(),
+            tx,
+            results,
+        }
+    }
+
+    /// Runs check `i` on a task; its outcome arrives on `results`.
+    pub fn start(&self, i: usize) {
+        let Some(spec) = self.specs.get(i).cloned() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(spec.timeout, probe(&spec.probe)).await {
+                Ok(o) => o,
+                // The probe's future is dropped: its socket closes, its command is killed.
+                Err(_) => {
+                    Outcome::Slow(format!("no answer within {} ms", spec.timeout.as_millis()))
+                }
+            };
+            let _ = tx.send((i, outcome));
+        });
+    }
+}
+
+async fn probe(p: &Probe) -> Outcome {
+    match p {
+        Probe::Tcp { addr } => match TcpStream::connect(addr.as_str()).await {
+            Ok(_) => Outcome::Pass,
+            Err(e) => connect_failed(&e),
+        },
+        Probe::Http {
+            host,
+            port,
+            path,
+            expect_status,
+        } => http(host, *port, path, *expect_status).await,
+        Probe::Command { argv } => command(argv).await,
+    }
+}
+
+fn connect_failed(e: &io::Error) -> Outcome {
+    Outcome::Dead(format!("connect: {e}"))
+}
+
+/// `GET path HTTP/1.1` with `Host` and `Connection: close`; the status line decides.
+async fn http(host: &str, port: u16, path: &str, expect: u16) -> Outcome {
+    let mut s = match TcpStream::connect((host, port)).await {
+        Ok(s) => s,
+        Err(e) => return connect_failed(&e),
+    };
+    let host_header = if port == 80 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: manycast-server health check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    if let Err(e) = s.write_all(request.as_bytes()).await {
+        return Outcome::Dead(format!("sending the request: {e}"));
+    }
+    // The status line fits in the first read or a few; at most 1 KiB is read.
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 512];
+    while !buf.contains(&b'\n') && buf.len() < 1024 {
+        match s.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) => return Outcome::Dead(format!("reading the answer: {e}")),
+        }
+    }
+    match status_code(&buf) {
+        Some(code) if code == expect => Outcome::Pass,
+        Some(code) => Outcome::Slow(format!("HTTP status {code}, expected {expect}")),
+        None if buf.is_empty() => Outcome::Dead("connection closed without an answer".into()),
+        None => Outcome::Slow("not an HTTP status line".into()),
+    }
+}
+
+/// The status code of an `HTTP/1.x NNN ...` status line.
+fn status_code(answer: &[u8]) -> Option<u16> {
+    let line = answer.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_ascii_whitespace();
+    if !words.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = words.next()?;
+    (code.len() == 3).then(|| code.parse().ok()).flatten()
+}
+
+/// Runs `argv` (no shell, no input, output discarded); killed when the timeout drops it.
+async fn command(argv: &[String]) -> Outcome {
+    let Some((program, args)) = argv.split_first() else {
+        return Outcome::Dead("empty command".into());
+    };
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await;
+    match status {
+        Ok(s) if s.success() => Outcome::Pass,
+        Ok(s) => Outcome::Dead(format!("{program}: {s}")),
+        Err(e) => Outcome::Dead(format!("{program}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\nServer: x\r\n"), Some(200));
+        assert_eq!(
+            status_code(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
+        assert_eq!(status_code(b"HTTP/1.1 200"), Some(200));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 20000 OK\r\n"), None);
+        assert_eq!(status_code(b""), None);
+    }
+
+    #[test]
+    fn probes_against_a_local_listener_and_commands() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                for answer in ["HTTP/1.1 200 OK\r\n\r\n", "HTTP/1.1 503 Busy\r\n\r\n"] {
+                    let (mut c, _) = l.accept().await.unwrap();
+                    let mut req = [0u8; 512];
+                    let n = c.read(&mut req).await.unwrap();
+                    let req = String::from_utf8_lossy(&req[..n]).into_owned();
+                    assert!(
+                        req.starts_with("GET /h HTTP/1.1\r\nHost: 127.0.0.1:"),
+                        "{req}"
+                    );
+                    c.write_all(answer.as_bytes()).await.unwrap();
+                }
+            });
+            let get = || http("127.0.0.1", port, "/h", 200);
+            assert_eq!(get().await, Outcome::Pass);
+            assert!(matches!(get().await, Outcome::Slow(w) if w.contains("503")));
+            server.await.unwrap();
+            // Nothing listens now: refused, dead.
+            assert!(matches!(get().await, Outcome::Dead(_)));
+            let tcp = Probe::Tcp {
+                addr: format!("127.0.0.1:{port}"),
+            };
+            assert!(matches!(probe(&tcp).await, Outcome::Dead(_)));
+            let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            assert_eq!(command(&argv(&["true"])).await, Outcome::Pass);
+            assert!(matches!(command(&argv(&["false"])).await, Outcome::Dead(_)));
+            assert!(matches!(
+                command(&argv(&["/nonexistent/x"])).await,
+                Outcome::Dead(_)
+            ));
+        });
+    }
+}
