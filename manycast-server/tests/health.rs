@@ -131,13 +131,7 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
     }
     let mut servers = Vec::new();
     for i in 1..=2u8 {
-        let ns = lab.netns(&format!("srv{i}"));
-        lab.veth(&router, &format!("s{i}"), &ns, "m0");
-        lab.addr(&router, &format!("s{i}"), &format!("10.0.{i}.1/24"));
-        lab.addr(&ns, "m0", &format!("10.0.{i}.2/24"));
-        lab.plug(&backend, &format!("p{i}"), &ns, "ctl0");
-        lab.addr(&ns, "ctl0", &format!("10.77.0.{i}/24"));
-        lab.route_default(&ns, &format!("10.0.{i}.1"));
+        let ns = lab.routed_member(&router, &backend, usize::from(i), None);
         servers.push(ns);
     }
     lab.route_default(&client, "10.1.0.1");
