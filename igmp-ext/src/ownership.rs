@@ -255,34 +255,7 @@ impl OwnershipTable {
     pub fn expire(&mut self, now: impl Into<Clock>) -> Vec<OwnershipChange> {
         let now: Clock = now.into();
         self.fences.retain(|_, f| f.until > now.wall);
-        let until = now.wall.saturating_add(self.fence_retention);
-        let mut changes = Vec::new();
-        for (&group, claims) in self.groups.iter_mut() {
-            let mut change = OwnershipChange {
-                group: Some(group),
-                ..Default::default()
-            };
-            let fences = &mut self.fences;
-            claims.retain(|&m, c| {
-                let live = c.expires > now.mono;
-                if !live {
-                    change.lost.push((m, c.slices.clone()));
-                    fences.insert(
-                        (group, m),
-                        Fence {
-                            epoch: c.epoch,
-                            until,
-                        },
-                    );
-                }
-                live
-            });
-            if !change.is_empty() {
-                changes.push(change);
-            }
-        }
-        self.groups.retain(|_, c| !c.is_empty());
-        changes
+        self.drop_where(now, |_, _, c| c.expires <= now.mono)
     }
 
     /// Keeps `member`'s claim on `group` until at least `until` (monotonic), if that claim is at

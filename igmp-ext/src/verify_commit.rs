@@ -159,7 +159,7 @@ impl JoinVerifier {
             sender: p.sender,
             expires: now.mono.saturating_add(self.config.claim_hold),
             member_key: cert.member_key_id,
-            issuer: KeyId::of(&cert.issuer),
+            issuer: body.issuer,
         };
         let change = self
             .ownership

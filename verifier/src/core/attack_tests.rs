@@ -206,15 +206,6 @@ fn a_wide_mask_claim_never_freezes_the_nft_maps() {
     assert!(lab.status(at(1)).counters.claims_left_out >= 1);
 }
 
-fn claim_holders(lab: &Lab) -> Vec<MemberId> {
-    lab.router
-        .verifier()
-        .ownership()
-        .claims(lab.fixture.group)
-        .map(|(m, _)| m)
-        .collect()
-}
-
 /// Issue 13 (found by the insider half of `make bench B=attack`): the router refused a revoked
 /// member's joins from the next keystore refresh on, but kept its claim until the hold ran out
 /// (21 s in the bench), steering its slices to a member the keystore had revoked; a member
@@ -231,7 +222,7 @@ fn a_revoked_member_or_a_retired_issuer_loses_its_claims_at_the_next_key_check()
     lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
     lab.join(NOW, 1, &[Slice::new(1, 1)], 1, S1);
     lab.router.handle_keys(at(1), &lab.keys);
-    assert_eq!(claim_holders(&lab), [MemberId(1), MemberId(2)], "same keys");
+    assert_eq!(lab.holders(), [MemberId(1), MemberId(2)], "same keys");
     lab.events();
 
     let mut revoked = (*lab.keys[&group]).clone();
@@ -239,7 +230,7 @@ fn a_revoked_member_or_a_retired_issuer_loses_its_claims_at_the_next_key_check()
     revoked.revoked_members.push(m1);
     lab.keys = HashMap::from([(group, Arc::new(revoked))]);
     lab.router.handle_keys(at(2), &lab.keys);
-    assert_eq!(claim_holders(&lab), [MemberId(2)]);
+    assert_eq!(lab.holders(), [MemberId(2)]);
     let events = lab.events();
     assert!(
         events.iter().any(|e| matches!(e,
@@ -248,7 +239,7 @@ fn a_revoked_member_or_a_retired_issuer_loses_its_claims_at_the_next_key_check()
     );
     // Its joins are refused as revoked.
     lab.join(at(2), 0, &[Slice::new(0, 1)], 1, S1);
-    assert_eq!(claim_holders(&lab), [MemberId(2)]);
+    assert_eq!(lab.holders(), [MemberId(2)]);
 
     let rotated = GroupKeys {
         group,
@@ -259,5 +250,5 @@ fn a_revoked_member_or_a_retired_issuer_loses_its_claims_at_the_next_key_check()
     };
     let keys = HashMap::from([(group, Arc::new(rotated))]);
     lab.router.handle_keys(at(3), &keys);
-    assert!(claim_holders(&lab).is_empty(), "the issuer was retired");
+    assert!(lab.holders().is_empty(), "the issuer was retired");
 }

@@ -153,6 +153,16 @@ impl Lab {
     pub(super) fn status(&self, now: Timestamp) -> crate::status::Status {
         self.router.status(now, &Observed::default())
     }
+
+    /// The members holding a claim on the fixture's group, by id.
+    pub(super) fn holders(&self) -> Vec<MemberId> {
+        self.router
+            .verifier()
+            .ownership()
+            .claims(self.fixture.group)
+            .map(|(m, _)| m)
+            .collect()
+    }
 }
 
 fn install(source: Ipv4Addr, group: Ipv4Addr, oifs: &[u16]) -> DataplaneOp {
