@@ -23,22 +23,6 @@ pub fn require_root() {
     );
 }
 
-/// Removes namespaces left by test processes that died without unwinding (SIGKILL, abort).
-fn remove_stale_namespaces() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = cmd::run_with_timeout("ip", &["netns", "del", &name], cmd::DEFAULT_TIMEOUT);
-        }
-    }
-}
-
 /// A handle on one namespace. Cheap to clone; the namespace lives as long as its [`Lab`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netns {
@@ -154,7 +138,7 @@ impl Lab {
     pub fn new() -> Self {
         require_root();
         static STALE: Once = Once::new();
-        STALE.call_once(remove_stale_namespaces);
+        STALE.call_once(|| super::stale_netns::remove_stale_namespaces(PREFIX));
         Lab {
             namespaces: Mutex::new(Vec::new()),
             links: Mutex::new(Vec::new()),

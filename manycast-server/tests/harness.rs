@@ -24,30 +24,6 @@ pub const PORT: u16 = 5000;
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 const PREFIX: &str = "mcs-";
 
-/// Removes the namespaces of test processes that died without unwinding (SIGKILL, or a `timeout`
-/// that sent SIGTERM), first killing the daemons still running in them: a namespace's daemons
-/// outlive `ip netns del`, and a leftover verifier or member would answer the next run's joins.
-fn remove_stale_namespaces() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else {
-            continue;
-        };
-        if pid.parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
-            for p in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", p]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    }
-}
-
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -74,6 +50,8 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+#[path = "../../testkit/stale_netns.rs"]
+mod stale_netns;
 #[path = "../../testkit/workspace_bin.rs"]
 pub mod workspace_bin;
 
@@ -137,7 +115,7 @@ impl Lab {
     pub fn new(members: u32) -> Lab {
         require_root();
         static STALE: std::sync::Once = std::sync::Once::new();
-        STALE.call_once(remove_stale_namespaces);
+        STALE.call_once(|| stale_netns::remove_stale_namespaces(PREFIX));
         let base = format!(
             "{PREFIX}{}-{}",
             std::process::id(),

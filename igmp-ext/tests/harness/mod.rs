@@ -12,4 +12,6 @@ pub mod frames;
 pub mod netns;
 pub mod pcap;
 pub mod scapy;
+#[path = "../../../testkit/stale_netns.rs"]
+pub mod stale_netns;
 pub mod tshark;

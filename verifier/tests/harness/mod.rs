@@ -7,4 +7,6 @@
 pub mod cmd;
 #[path = "../../../testkit/netns.rs"]
 pub mod netns;
+#[path = "../../../testkit/stale_netns.rs"]
+pub mod stale_netns;
 pub mod topo;
