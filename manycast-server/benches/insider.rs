@@ -194,27 +194,17 @@ fn main() {
     let mut lab = Lab::new(HONEST as u32 + 1);
     lab.group_pub = false;
     let dir = lab.dir.path().to_owned();
-    let router = lab.netns("rtr");
-    let client = lab.netns("cli");
-    let backend = lab.switch("ctl");
-    lab.veth(&router, "c0", &client, "cl0");
-    lab.addr(&router, "c0", "10.1.0.1/24");
-    lab.addr(&router, "lo", &format!("{KEYSTORE_IP}/32"));
     let srcs = client_sources();
-    for a in &srcs {
-        lab.addr(&client, "cl0", &format!("{a}/24"));
-    }
-    lab.route_default(&client, "10.1.0.1");
-    let mut servers = Vec::new();
-    let mut ifs = vec!["c0".to_owned()];
-    for i in 1..=HONEST + 1 {
-        // Its ctl0 is ctl_addr(i - 1).
-        let ns = lab.routed_member(&router, &backend, i, None);
-        ifs.push(format!("s{i}"));
-        servers.push(ns);
-    }
-    let ifs: Vec<&str> = ifs.iter().map(String::as_str).collect();
-    lab.router_forwarding(&router, &ifs);
+    // Members' ctl0 addresses are ctl_addr(i - 1).
+    let routed = lab.routed(HONEST + 1, &srcs);
+    let ifs = routed.interfaces();
+    let harness::Routed {
+        router,
+        client,
+        servers,
+        ..
+    } = routed.clone();
+    lab.addr(&router, "lo", &format!("{KEYSTORE_IP}/32"));
 
     // The keystore (dropped before the lab: declared after it) and the group's record.
     let ks = in_netns(&router, || {

@@ -87,31 +87,16 @@ impl ClockCluster {
     pub fn start(members: usize, sources: usize, down_after_ms: u64) -> ClockCluster {
         let lib = faketime_lib();
         let mut lab = Lab::new(members as u32);
-        let router = lab.netns("rtr");
-        let client = lab.netns("cli");
-        let backend = lab.switch("ctl");
-        lab.veth(&router, "c0", &client, "cl0");
-        lab.addr(&router, "c0", "10.1.0.1/24");
         // Last bytes spread over the default low-order slicing.
         let srcs: Vec<Ipv4Addr> = (0..sources)
             .map(|k| Ipv4Addr::new(10, 1, 0, 2 + (k * 7 % 250) as u8))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        for a in &srcs {
-            lab.addr(&client, "cl0", &format!("{a}/24"));
-        }
-        let mut router_ifs = vec!["c0".to_owned()];
-        let mut servers = Vec::new();
-        for i in 1..=members {
-            let ns = lab.routed_member(&router, &backend, i, None);
-            router_ifs.push(format!("s{i}"));
-            servers.push(ns);
-        }
-        lab.route_default(&client, "10.1.0.1");
-        let ifs: Vec<&str> = router_ifs.iter().map(String::as_str).collect();
-        lab.router_forwarding(&router, &ifs);
-        let verifier = lab.start_verifier(&router, &ifs, "", Some("info"));
+        let routed = lab.routed(members, &srcs);
+        let ifs = routed.interfaces();
+        let (router, client, servers) = (&routed.router, &routed.client, &routed.servers);
+        let verifier = lab.start_verifier(router, &ifs, "", Some("info"));
         let stepped = members - 1;
         let offset_file = lab.dir.path().join("faketime.rc");
         std::fs::write(&offset_file, "+0\n").expect("faketime offset file");
@@ -135,7 +120,7 @@ impl ClockCluster {
                 lab.spawn_server(i, ns, &config);
             }
         }
-        let clients = Clients::new(&client, &srcs);
+        let clients = Clients::new(client, &srcs);
         let c = ClockCluster {
             lab,
             verifier,

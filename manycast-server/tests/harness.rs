@@ -96,6 +96,21 @@ pub fn client_socket(src: Ipv4Addr) -> Socket {
     s
 }
 
+/// What [`Lab::routed`] made: namespace names, and the router's interfaces for the verifier.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub router: String,
+    pub client: String,
+    pub servers: Vec<String>,
+    pub interfaces: Vec<String>,
+}
+
+impl Routed {
+    pub fn interfaces(&self) -> Vec<&str> {
+        self.interfaces.iter().map(String::as_str).collect()
+    }
+}
+
 #[derive(Debug)]
 pub struct Lab {
     base: String,
@@ -225,6 +240,36 @@ impl Lab {
     /// A default route in `ns` via `gateway`.
     pub fn route_default(&self, ns: &str, gateway: &str) {
         ip(&["-n", ns, "route", "add", "default", "via", gateway]);
+    }
+
+    /// The routed layout: namespaces `rtr` and `cli` (the router's `c0` 10.1.0.1/24; the
+    /// client's `cl0` holding `sources`, its default route via the router), the back-end
+    /// switch `ctl`, and `members` members each on its own subnet ([`Lab::routed_member`]),
+    /// the router forwarding between all of them. The verifier is left to the caller.
+    pub fn routed(&mut self, members: usize, sources: &[Ipv4Addr]) -> Routed {
+        let router = self.netns("rtr");
+        let client = self.netns("cli");
+        let backend = self.switch("ctl");
+        self.veth(&router, "c0", &client, "cl0");
+        self.addr(&router, "c0", "10.1.0.1/24");
+        for a in sources {
+            self.addr(&client, "cl0", &format!("{a}/24"));
+        }
+        self.route_default(&client, "10.1.0.1");
+        let servers: Vec<String> = (1..=members)
+            .map(|i| self.routed_member(&router, &backend, i, None))
+            .collect();
+        let interfaces: Vec<String> = std::iter::once("c0".to_owned())
+            .chain((1..=members).map(|i| format!("s{i}")))
+            .collect();
+        let ifs: Vec<&str> = interfaces.iter().map(String::as_str).collect();
+        self.router_forwarding(&router, &ifs);
+        Routed {
+            router,
+            client,
+            servers,
+            interfaces,
+        }
     }
 
     /// Member `i` (1-based) behind `router` on its own subnet, the layout every routed test
@@ -438,6 +483,16 @@ impl Lab {
     }
 
     /// A metric from member `i`'s metrics file (0 until the file exists).
+    /// Waits until the first two members both own slices at one epoch (a two-member cluster
+    /// has come up, or has settled after a change).
+    pub fn wait_split(&self) {
+        wait_for("both members own slices at one epoch", || {
+            self.metric(0, "slices") > 0
+                && self.metric(1, "slices") > 0
+                && self.metric(0, "epoch") == self.metric(1, "epoch")
+        });
+    }
+
     pub fn metric(&self, i: usize, name: &str) -> u64 {
         let id = self.fixture.members[i].id;
         let text =

@@ -6,7 +6,7 @@
 //! failures in a row, so nothing moves), then answers 503: member 2 drains (planned),
 //! `manycastctl` shows it degraded and says why it cannot resume it; 200 again brings it back.
 
-use crate::harness::{in_netns, steered_members, verifier_status, wait_for, Clients, Lab};
+use crate::harness::{in_netns, steered_members, verifier_status, wait_for, Clients, Lab, Routed};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
@@ -120,22 +120,13 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
     // As `native.rs`: two members on their own subnets behind a router running the real
     // verifier, their control group on a back-end switch.
     let mut lab = Lab::new(2);
-    let router = lab.netns("rtr");
-    let client = lab.netns("cli");
-    let backend = lab.switch("ctl");
-    lab.veth(&router, "c0", &client, "cl0");
-    lab.addr(&router, "c0", "10.1.0.1/24");
     let srcs: Vec<Ipv4Addr> = (2..14).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
-    for a in &srcs {
-        lab.addr(&client, "cl0", &format!("{a}/24"));
-    }
-    let mut servers = Vec::new();
-    for i in 1..=2u8 {
-        let ns = lab.routed_member(&router, &backend, usize::from(i), None);
-        servers.push(ns);
-    }
-    lab.route_default(&client, "10.1.0.1");
-    lab.router_forwarding(&router, &["c0", "s1", "s2"]);
+    let Routed {
+        router,
+        client,
+        servers,
+        ..
+    } = lab.routed(2, &srcs);
     let socket = lab.start_verifier(&router, &["c0", "s1", "s2"], "", Some("debug"));
     let health = format!(
         "\n[[health]]\nname = \"web\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{CHECK_PORT}\"\n\
@@ -151,11 +142,7 @@ fn a_member_whose_service_fails_its_check_gives_its_units_away_until_it_rises() 
         "strategy = \"reset\"",
         &health,
     );
-    wait_for("both members own slices at one epoch", || {
-        lab.metric(0, "slices") > 0
-            && lab.metric(1, "slices") > 0
-            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
-    });
+    lab.wait_split();
     wait_for("the verifier steers to both members", || {
         verifier_status(&socket).is_some_and(|s| steered_members(&s) == [Some(1), Some(2)].into())
     });
@@ -243,11 +230,7 @@ fn a_degraded_http_service_drains_its_member_and_an_operator_cannot_resume_it() 
         "strategy = \"reset\"",
         &health,
     );
-    wait_for("both members own slices at one epoch", || {
-        lab.metric(0, "slices") > 0
-            && lab.metric(1, "slices") > 0
-            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
-    });
+    lab.wait_split();
     let (ok, table) = ctl(&lab, 1, &["members"]);
     assert!(ok, "{table}");
     let me = table

@@ -2,7 +2,7 @@
 //! subnets behind a router running the real `manycast-verifier`, their control group on a
 //! back-end segment; and the same two behind a plain flooding switch with no verifier.
 
-use crate::harness::{ask, steered_members, verifier_status, wait_for, Clients, Lab};
+use crate::harness::{ask, steered_members, verifier_status, wait_for, Clients, Lab, Routed};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -43,33 +43,20 @@ fn owners(
 #[test]
 fn two_servers_behind_the_verifier_split_sources_and_take_over_after_a_crash() {
     let mut lab = Lab::new(2);
-    let router = lab.netns("rtr");
-    let client = lab.netns("cli");
-    let backend = lab.switch("ctl");
-    lab.veth(&router, "c0", &client, "cl0");
-    lab.addr(&router, "c0", "10.1.0.1/24");
     let srcs = sources(12);
-    for a in &srcs {
-        lab.addr(&client, "cl0", &format!("{a}/24"));
-    }
-    let mut servers = Vec::new();
-    for i in 1..=2u8 {
-        let ns = lab.routed_member(&router, &backend, usize::from(i), None);
-        servers.push(ns);
-    }
-    lab.route_default(&client, "10.1.0.1");
-    lab.router_forwarding(&router, &["c0", "s1", "s2"]);
+    let Routed {
+        router,
+        client,
+        servers,
+        ..
+    } = lab.routed(2, &srcs);
 
     // The real verifier, configured like its own tests.
     let socket = lab.start_verifier(&router, &["c0", "s1", "s2"], "", Some("debug"));
 
     lab.start_server(0, &servers[0], "m0", "ctl0");
     lab.start_server(1, &servers[1], "m0", "ctl0");
-    wait_for("both members own slices at one epoch", || {
-        lab.metric(0, "slices") > 0
-            && lab.metric(1, "slices") > 0
-            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
-    });
+    lab.wait_split();
     let epoch = lab.metric(0, "epoch");
     assert_eq!(
         lab.metric(0, "slice_addresses") + lab.metric(1, "slice_addresses"),
@@ -143,11 +130,7 @@ fn behind_a_plain_flooding_switch_each_source_is_answered_once() {
     let servers = lab.switched_servers(&sw, &SWITCHED);
     lab.start_server(0, &servers[0], "eth0", "eth0");
     lab.start_server(1, &servers[1], "eth0", "eth0");
-    wait_for("both members own slices at one epoch", || {
-        lab.metric(0, "slices") > 0
-            && lab.metric(1, "slices") > 0
-            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
-    });
+    lab.wait_split();
     let got = owners(&ask(&client, &srcs, 3));
     assert_eq!(got.len(), srcs.len(), "every source answered: {got:?}");
     let servers_used: BTreeSet<_> = got.values().map(|(s, _)| *s).collect();
@@ -198,11 +181,7 @@ fn reset_strategy_tells_moved_clients_to_start_over() {
 
     // Member 2 arrives: half the slices move to it, and member 1 resets the moved sessions.
     lab.start_server(1, &servers[1], "eth0", "eth0");
-    wait_for("both members own slices at one epoch", || {
-        lab.metric(0, "slices") > 0
-            && lab.metric(1, "slices") > 0
-            && lab.metric(0, "epoch") == lab.metric(1, "epoch")
-    });
+    lab.wait_split();
     let next = clients.ask(1);
     let mut moved = 0;
     for (src, got) in &next {

@@ -5,7 +5,9 @@
 //! slices move) and while member 1 is drained by SIGTERM. Every client's numbers must continue
 //! 1, 2, 3, ... with no gap, no repeat and no lost request.
 
-use crate::harness::{steered_members, verifier_status, wait_for, Clients, Lab, SessionLog};
+use crate::harness::{
+    steered_members, verifier_status, wait_for, Clients, Lab, Routed, SessionLog,
+};
 use manycast_verifier::status::Status;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -69,22 +71,11 @@ fn switch_lab() -> Setup {
 /// control back-end.
 fn verifier_lab() -> Setup {
     let mut lab = Lab::new(2);
-    let router = lab.netns("rtr");
-    let client = lab.netns("cli");
-    let backend = lab.switch("ctl");
-    lab.veth(&router, "c0", &client, "cl0");
-    lab.addr(&router, "c0", "10.1.0.1/24");
-    for a in &sources() {
-        lab.addr(&client, "cl0", &format!("{a}/24"));
-    }
-    let mut servers = Vec::new();
-    for i in 1..=2u8 {
-        let ns = lab.routed_member(&router, &backend, usize::from(i), None);
-        servers.push(ns);
-    }
-    lab.route_default(&client, "10.1.0.1");
-    lab.router_forwarding(&router, &["c0", "s1", "s2"]);
-    let socket = lab.start_verifier(&router, &["c0", "s1", "s2"], "", None);
+    let r = lab.routed(2, &sources());
+    let socket = lab.start_verifier(&r.router, &r.interfaces(), "", None);
+    let Routed {
+        client, servers, ..
+    } = r;
     Setup {
         lab,
         client,
@@ -159,11 +150,7 @@ fn reallocate_under_load(
             &format!("strategy = \"{strategy}\""),
             TABLES,
         );
-        wait_for("both members own slices at one epoch", || {
-            lab.metric(0, "slices") > 0
-                && lab.metric(1, "slices") > 0
-                && lab.metric(0, "epoch") == lab.metric(1, "epoch")
-        });
+        lab.wait_split();
         wait_for("the verifier steers some sources to member 2", || {
             verifier(&|s| steered_members(s).contains(&Some(2)))
         });
