@@ -80,8 +80,10 @@ impl core::str::FromStr for KeyId {
 }
 
 /// What a certificate grants: which member key may join which groups for which slices, and when.
+/// `S` is how the slices are held: a [`SliceSet`] once the issuer's signature verified, the
+/// listed slices before ([`UnverifiedBody`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateBody {
+pub struct CertificateBody<S = SliceSet> {
     pub member_id: MemberId,
     pub member_key: VerifyingKey,
     /// The group key that signs this certificate.
@@ -90,24 +92,30 @@ pub struct CertificateBody {
     pub not_after: Timestamp,
     /// Groups the member may join (at most 255).
     pub groups: Vec<Ipv4Addr>,
-    /// Slices the member may claim; [`SliceSet::full`] for an unrestricted member.
-    pub slices: SliceSet,
+    /// Slices the member may claim; [`SliceSet::full`] for an unrestricted member. Before the
+    /// signature, the slices as listed (at most [`MAX_CERT_SLICES`]; an issued certificate
+    /// lists its set's slices, normalised).
+    pub slices: S,
 }
 
-/// What certificate bytes claim before the issuer's signature is checked: the fields of a
-/// [`CertificateBody`], the slices as listed. No slice set is built from them until the
-/// signature that covers them verified ([`UnverifiedCertificate::verify`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnverifiedBody {
-    pub member_id: MemberId,
-    pub member_key: VerifyingKey,
-    pub issuer: KeyId,
-    pub not_before: Timestamp,
-    pub not_after: Timestamp,
-    pub groups: Vec<Ipv4Addr>,
-    /// The slices as listed (at most [`MAX_CERT_SLICES`]); an issued certificate lists its
-    /// set's slices, normalised.
-    pub slices: ListedSlices,
+/// What certificate bytes claim before the issuer's signature is checked. No slice set is built
+/// from its slices until the signature that covers them verified
+/// ([`UnverifiedCertificate::verify`]).
+pub type UnverifiedBody = CertificateBody<ListedSlices>;
+
+impl<S> CertificateBody<S> {
+    /// The same grant with its slices held as `slices`.
+    fn with_slices<T>(self, slices: T) -> CertificateBody<T> {
+        CertificateBody {
+            member_id: self.member_id,
+            member_key: self.member_key,
+            issuer: self.issuer,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            groups: self.groups,
+            slices,
+        }
+    }
 }
 
 /// Slices as a certificate lists them, not yet a set: they may overlap and repeat.
@@ -404,15 +412,7 @@ impl UnverifiedCertificate {
         }
         let slices = listed_set(&b.slices)?;
         Ok(MemberCertificate {
-            body: CertificateBody {
-                member_id: b.member_id,
-                member_key: b.member_key,
-                issuer: b.issuer,
-                not_before: b.not_before,
-                not_after: b.not_after,
-                groups: b.groups,
-                slices,
-            },
+            body: b.with_slices(slices),
             bytes: self.bytes,
         })
     }
