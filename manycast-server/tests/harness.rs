@@ -57,13 +57,7 @@ pub mod workspace_bin;
 
 /// The `manycast-verifier` daemon of this build, rebuilt when its sources changed.
 pub fn verifier_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let src = [
-        root.join("igmp-ext/src"),
-        root.join("verifier/src"),
-        root.join("dns-keystore/src"),
-    ];
-    workspace_bin::workspace_bin("manycast-verifier", "manycast-verifier", &src)
+    workspace_bin::workspace_bin("manycast-verifier", "manycast-verifier")
 }
 
 /// The verifier's status through `manycast-verifier --status --json` (none until it answers).

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 /// The `dns-keystore` daemon of this build.
 fn keystore_bin() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dns-keystore/src");
-    crate::harness::workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &[src])
+    crate::harness::workspace_bin::workspace_bin("dns-keystore", "dns-keystore")
 }
 
 pub const ZONE: &str = "groups.manycast.test";

@@ -31,24 +31,12 @@ pub fn lab_lock() -> LabLock {
 mod workspace_bin;
 
 /// The directory holding this build's daemons and admin tool (`target/<profile>/`), each built
-/// here if missing or older than its sources.
+/// here if missing or stale.
 pub fn daemon_bin_dir() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let src = |dirs: &[&str]| dirs.iter().map(|d| root.join(d)).collect::<Vec<_>>();
-    let server_src = src(&[
-        "manycast-server/src",
-        "control-channel/src",
-        "igmp-ext/src",
-        "dns-keystore/src",
-    ]);
-    let server = workspace_bin::workspace_bin("manycast-server", "manycast-server", &server_src);
-    workspace_bin::workspace_bin("manycast-server", "manycastctl", &server_src);
-    workspace_bin::workspace_bin(
-        "manycast-verifier",
-        "manycast-verifier",
-        &src(&["igmp-ext/src", "verifier/src", "dns-keystore/src"]),
-    );
-    workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &src(&["dns-keystore/src"]));
+    let server = workspace_bin::workspace_bin("manycast-server", "manycast-server");
+    workspace_bin::workspace_bin("manycast-server", "manycastctl");
+    workspace_bin::workspace_bin("manycast-verifier", "manycast-verifier");
+    workspace_bin::workspace_bin("dns-keystore", "dns-keystore");
     server.parent().expect("target/<profile>").to_owned()
 }
 

@@ -20,8 +20,7 @@ mod workspace_bin;
 
 /// The `dns-keystore` daemon of this build.
 fn keystore_bin() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dns-keystore/src");
-    workspace_bin::workspace_bin("dns-keystore", "dns-keystore", &[src])
+    workspace_bin::workspace_bin("dns-keystore", "dns-keystore")
 }
 
 const ZONE: &str = "groups.manycast.test";
