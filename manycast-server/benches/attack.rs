@@ -427,33 +427,14 @@ fn accepted_joins(log: &str, member: MemberId, group: Ipv4Addr) -> BTreeMap<u64,
         digits.parse().ok()
     };
     log.lines()
-        .map(strip_ansi)
         .filter(|l| l.contains("join accepted") && l.contains(&member) && l.contains(&group))
         .filter_map(|l| {
             Some((
-                field(&l, "stamp_ms=")? as u64,
-                field(&l, "age_ms=")?.max(0) as u64,
+                field(l, "stamp_ms=")? as u64,
+                field(l, "age_ms=")?.max(0) as u64,
             ))
         })
         .collect()
-}
-
-/// The log without its terminal colours.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// For each probe join sent (by its stamp), how long until the verifier accepted it; joins
