@@ -230,6 +230,26 @@ mod tests {
         JoinAgent::new(AgentConfig::default(), identity, f.group)
     }
 
+    /// An agent that claimed every address at epoch 1 at [`NOW`] and has sent its reports (2 s
+    /// later), with its random source and the next nonce.
+    fn settled_agent(f: &Fixture) -> (JoinAgent, impl FnMut() -> u64, u64) {
+        let mut a = agent(f);
+        let mut rng = counter();
+        a.set_claim(
+            NOW,
+            vec![SliceEntry::include(Slice::ALL)],
+            AllocationEpoch(1),
+            &mut rng,
+        );
+        let mut nonce = 0;
+        drain(
+            &mut a,
+            NOW.saturating_add(Duration::from_secs(2)),
+            &mut nonce,
+        );
+        (a, rng, nonce)
+    }
+
     fn counter() -> impl FnMut() -> u64 {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         move || {
@@ -291,20 +311,7 @@ mod tests {
     #[test]
     fn queries_are_answered_within_max_resp_time() {
         let f = Fixture::new(1);
-        let mut a = agent(&f);
-        let mut rng = counter();
-        a.set_claim(
-            NOW,
-            vec![SliceEntry::include(Slice::ALL)],
-            AllocationEpoch(1),
-            &mut rng,
-        );
-        let mut nonce = 0;
-        drain(
-            &mut a,
-            NOW.saturating_add(Duration::from_secs(2)),
-            &mut nonce,
-        );
+        let (mut a, mut rng, mut nonce) = settled_agent(&f);
         let t = NOW.saturating_add(Duration::from_secs(10));
         let general = QueryRepr {
             max_resp_code: 20, // 2 s
@@ -340,20 +347,7 @@ mod tests {
     #[test]
     fn a_query_burst_gets_at_most_one_answer_per_interval() {
         let f = Fixture::new(1);
-        let mut a = agent(&f);
-        let mut rng = counter();
-        a.set_claim(
-            NOW,
-            vec![SliceEntry::include(Slice::ALL)],
-            AllocationEpoch(1),
-            &mut rng,
-        );
-        let mut nonce = 0;
-        drain(
-            &mut a,
-            NOW.saturating_add(Duration::from_secs(2)),
-            &mut nonce,
-        );
+        let (mut a, mut rng, mut nonce) = settled_agent(&f);
         let base = NOW.saturating_add(Duration::from_secs(3));
         let flood = QueryRepr {
             max_resp_code: 0,
@@ -383,20 +377,7 @@ mod tests {
     #[test]
     fn leave_is_reported_then_silence() {
         let f = Fixture::new(1);
-        let mut a = agent(&f);
-        let mut rng = counter();
-        a.set_claim(
-            NOW,
-            vec![SliceEntry::include(Slice::ALL)],
-            AllocationEpoch(1),
-            &mut rng,
-        );
-        let mut nonce = 0;
-        drain(
-            &mut a,
-            NOW.saturating_add(Duration::from_secs(2)),
-            &mut nonce,
-        );
+        let (mut a, mut rng, mut nonce) = settled_agent(&f);
         let t = NOW.saturating_add(Duration::from_secs(5));
         a.leave(t, &mut rng);
         let sent = drain(
