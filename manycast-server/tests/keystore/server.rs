@@ -83,6 +83,29 @@ impl Setup {
     }
 
     /// The `[keystore]` table for member 1, pointing at `server`.
+    /// Members 1 and 2 on the keystore: member 2 on the veth peer of member 1's link, in the
+    /// same namespace (where the keystore listens on loopback). Each link then receives
+    /// datagrams whose source is a local address of the namespace, which the kernel drops as
+    /// martian unless `accept_local` is set.
+    fn spawn_pair(&mut self) {
+        ip(&["-n", &self.ns, "addr", "add", "10.9.0.2/24", "dev", "s1"]);
+        for link in ["s0", "s1"] {
+            let st = Command::new("ip")
+                .args(["netns", "exec", &self.ns, "sysctl", "-qw"])
+                .arg(format!("net.ipv4.conf.{link}.accept_local=1"))
+                .status()
+                .expect("sysctl");
+            assert!(st.success(), "accept_local on {link}");
+        }
+        let server = self.ks.addr.to_string();
+        let table = self.keystore_table(&server, "");
+        let c1 = self.lab.write_config(0, "s0", "s0", "", &table);
+        let c2 = self.lab.write_config(1, "s1", "s1", "", &table);
+        let ns = self.ns.clone();
+        self.lab.spawn_server(0, &ns, &c1);
+        self.lab.spawn_server(1, &ns, &c2);
+    }
+
     fn keystore_table(&self, server: &str, extra: &str) -> String {
         let marks = self.d().join("rollback.marks");
         format!(
@@ -270,25 +293,7 @@ fn members_certified_by_either_published_key_form_one_cluster_during_a_rotation(
     let m2_cert = d.join(format!("{}.cert", m2.id));
     std::fs::remove_file(&m2_cert).expect("the fixture's m2.cert");
     manycast_server::keys::write_certificate(&m2_cert, &cert).expect("write m2.cert");
-    // Member 2 on the veth peer of member 1's link, in the same namespace (where the keystore
-    // listens on loopback). Each link then receives datagrams whose source is a local address
-    // of the namespace, which the kernel drops as martian unless `accept_local` is set.
-    ip(&["-n", &s.ns, "addr", "add", "10.9.0.2/24", "dev", "s1"]);
-    for link in ["s0", "s1"] {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &s.ns, "sysctl", "-qw"])
-            .arg(format!("net.ipv4.conf.{link}.accept_local=1"))
-            .status()
-            .expect("sysctl");
-        assert!(st.success(), "accept_local on {link}");
-    }
-    let server = s.ks.addr.to_string();
-    let table = s.keystore_table(&server, "");
-    let c1 = s.lab.write_config(0, "s0", "s0", "", &table);
-    let c2 = s.lab.write_config(1, "s1", "s1", "", &table);
-    let ns = s.ns.clone();
-    s.lab.spawn_server(0, &ns, &c1);
-    s.lab.spawn_server(1, &ns, &c2);
+    s.spawn_pair();
     let split = || {
         s.lab.metric(0, "slice_addresses") == 1 << 31
             && s.lab.metric(1, "slice_addresses") == 1 << 31
@@ -460,24 +465,7 @@ fn bad_keystore_config_is_one_line_and_exit_2() {
 #[test]
 fn a_revoked_peer_is_dropped_from_the_control_group_at_the_next_refresh() {
     let mut s = setup_members(2, 2);
-    // Member 2 on the veth peer of member 1's link, in the same namespace (see the rotation
-    // test above for why accept_local).
-    ip(&["-n", &s.ns, "addr", "add", "10.9.0.2/24", "dev", "s1"]);
-    for link in ["s0", "s1"] {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &s.ns, "sysctl", "-qw"])
-            .arg(format!("net.ipv4.conf.{link}.accept_local=1"))
-            .status()
-            .expect("sysctl");
-        assert!(st.success(), "accept_local on {link}");
-    }
-    let server = s.ks.addr.to_string();
-    let table = s.keystore_table(&server, "");
-    let c1 = s.lab.write_config(0, "s0", "s0", "", &table);
-    let c2 = s.lab.write_config(1, "s1", "s1", "", &table);
-    let ns = s.ns.clone();
-    s.lab.spawn_server(0, &ns, &c1);
-    s.lab.spawn_server(1, &ns, &c2);
+    s.spawn_pair();
     wait_for("the members split the slices", || {
         s.lab.metric(0, "slice_addresses") == 1 << 31
             && s.lab.metric(1, "slice_addresses") == 1 << 31
