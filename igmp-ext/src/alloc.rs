@@ -141,6 +141,30 @@ impl Allocation {
         }
     }
 
+    /// The units `me` would take if their owner failed (SPEC.md §5.5): for each other member of
+    /// `members`, those of its units that [`Allocation::rebalanced`] without it gives to `me`,
+    /// which is the allocation the control group commits when it finds that member down.
+    pub fn standby_of(&self, members: &[(MemberId, u32)], me: MemberId) -> SliceSet {
+        let mut out = Vec::new();
+        for &(gone, _) in members.iter().filter(|&&(m, _)| m != me) {
+            if self.units_of(gone) == 0 {
+                continue;
+            }
+            let rest: Vec<(MemberId, u32)> = members
+                .iter()
+                .copied()
+                .filter(|&(m, _)| m != gone)
+                .collect();
+            let after = self.rebalanced(&rest);
+            out.extend(
+                (0..self.owners.len())
+                    .filter(|&i| self.owners[i] == Some(gone) && after.owners[i] == Some(me))
+                    .map(|i| self.slicing.unit(i)),
+            );
+        }
+        out.into_iter().collect()
+    }
+
     pub fn slicing(&self) -> Slicing {
         self.slicing
     }
@@ -373,6 +397,35 @@ mod tests {
 
     fn members(ids: &[u32]) -> Vec<(MemberId, u32)> {
         ids.iter().map(|&i| (MemberId(i), 1)).collect()
+    }
+
+    /// Each unit has exactly one standby among the others, and it is the member the
+    /// allocation without the owner gives it to.
+    #[test]
+    fn standbys_cover_every_unit_once_and_match_the_allocation_after_a_loss() {
+        let all4 = members(&[1, 2, 3, 4]);
+        let a = Allocation::new(Slicing::LowOrder { bits: 6 }, &all4);
+        let standby: Vec<SliceSet> = all4.iter().map(|&(m, _)| a.standby_of(&all4, m)).collect();
+        for (k, &(m, _)) in all4.iter().enumerate() {
+            assert!(
+                !standby[k].overlaps(&a.slices_of(m)),
+                "{m} stands by for its own units"
+            );
+            for (j, _) in all4.iter().enumerate().filter(|&(j, _)| j != k) {
+                assert!(
+                    !standby[k].overlaps(&standby[j]),
+                    "two standbys for one unit"
+                );
+            }
+        }
+        let all = standby.iter().fold(SliceSet::default(), |u, s| u.union(s));
+        assert!(all.is_full(), "every unit has a standby");
+        let after = a.rebalanced(&members(&[1, 3, 4]));
+        for u in a.slices_of(MemberId(2)).iter() {
+            let heir = after.owner_of(u.value()).unwrap();
+            let k = all4.iter().position(|&(m, _)| m == heir).unwrap();
+            assert!(standby[k].contains(u.value()));
+        }
     }
 
     #[test]

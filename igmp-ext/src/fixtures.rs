@@ -106,6 +106,8 @@ impl Fixture {
             epoch: AllocationEpoch(epoch),
             timestamp: now,
             nonce: nonce_bytes(nonce),
+            standby: Vec::new(),
+            liveness: Vec::new(),
         }
     }
 

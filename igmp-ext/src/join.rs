@@ -5,6 +5,7 @@
 //! include the sender's IPv4 address. Byte layout: `SPEC.md` §3.
 
 use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
+use crate::liveness::LivenessAnchor;
 use crate::signature;
 use crate::slice::{Slice, SliceSet, StepBudget, TooComplex};
 use crate::time::Timestamp;
@@ -37,6 +38,8 @@ const SLICE_FLAG_EXCLUDE: u8 = 0x01;
 /// the sub-TLV's length before any entry is read. The set the entries grant is built only after
 /// the join's signature verified, within a budget of steps, and has at most this many slices.
 pub const MAX_JOIN_SLICES: usize = 1024;
+/// Liveness anchors in one join (SPEC.md §5.5): the chain a member beacons on and the next.
+pub const MAX_LIVENESS_ANCHORS: usize = 2;
 /// Largest IPv4 datagram the router parses (SPEC.md §3.7): a join with [`MAX_JOIN_SLICES`]
 /// entries and the largest certificate is 15,685 bytes with a 60-byte IPv4 header; the rest
 /// leaves room for public group records in the same report. Reassembled IGMP datagrams can be
@@ -51,6 +54,8 @@ pub mod sub_type {
     pub const TIMESTAMP: u16 = 0x0003;
     pub const NONCE: u16 = 0x0004;
     pub const CERTIFICATE: u16 = 0x0005;
+    pub const STANDBY: u16 = 0x0006;
+    pub const LIVENESS: u16 = 0x0007;
     pub const SIGNATURE: u16 = 0xffff;
 }
 
@@ -127,6 +132,13 @@ pub struct JoinClaims {
     pub timestamp: Timestamp,
     /// Fresh random bytes for every join: the replay cache remembers (member, nonce).
     pub nonce: [u8; NONCE_LEN],
+    /// The units this member takes, at `epoch`, if their owner fails (SPEC.md §5.5): the
+    /// router steers them here when it misses the owner's beacons. Empty: none.
+    pub standby: Vec<SliceEntry>,
+    /// Where this member's liveness beacons stand (SPEC.md §5.5): the chain it beacons on
+    /// and, while it hands over, the next one; empty: it sends none. At most
+    /// [`MAX_LIVENESS_ANCHORS`].
+    pub liveness: Vec<LivenessAnchor>,
 }
 
 impl JoinClaims {
@@ -179,7 +191,7 @@ pub fn build_signed_report(
     if cert.body().member_key != key.verifying_key() {
         return Err(BuildError::KeyMismatch);
     }
-    if claims.entries.len() > MAX_JOIN_SLICES {
+    if claims.entries.len() + claims.standby.len() > MAX_JOIN_SLICES {
         return Err(BuildError::TooLarge(WireError::Malformed(
             "more slice entries than a router accepts (MAX_JOIN_SLICES)",
         )));
@@ -194,14 +206,12 @@ pub(crate) fn build_report_uncapped(
     cert: &MemberCertificate,
     key: &SigningKey,
 ) -> Result<Vec<u8>, BuildError> {
-    let mut slices = Vec::with_capacity(claims.entries.len() * SLICE_ENTRY_LEN);
-    for e in &claims.entries {
-        slices.push(if e.exclude { SLICE_FLAG_EXCLUDE } else { 0 });
-        slices.extend_from_slice(&e.slice.value().to_be_bytes());
-        slices.extend_from_slice(&e.slice.mask().to_be_bytes());
-    }
     let mut value = vec![EXTENSION_VERSION];
-    push_tlv(&mut value, sub_type::SLICES, &slices)?;
+    push_tlv(
+        &mut value,
+        sub_type::SLICES,
+        &encode_entries(&claims.entries),
+    )?;
     push_tlv(&mut value, sub_type::EPOCH, &claims.epoch.0.to_be_bytes())?;
     push_tlv(
         &mut value,
@@ -210,6 +220,22 @@ pub(crate) fn build_report_uncapped(
     )?;
     push_tlv(&mut value, sub_type::NONCE, &claims.nonce)?;
     push_tlv(&mut value, sub_type::CERTIFICATE, cert.as_bytes())?;
+    if !claims.standby.is_empty() {
+        push_tlv(
+            &mut value,
+            sub_type::STANDBY,
+            &encode_entries(&claims.standby),
+        )?;
+    }
+    if claims.liveness.len() > MAX_LIVENESS_ANCHORS {
+        return Err(BuildError::TooLarge(WireError::Malformed(
+            "more liveness anchors than a router accepts (MAX_LIVENESS_ANCHORS)",
+        )));
+    }
+    if !claims.liveness.is_empty() {
+        let anchors: Vec<u8> = claims.liveness.iter().flat_map(|a| a.encode()).collect();
+        push_tlv(&mut value, sub_type::LIVENESS, &anchors)?;
+    }
     // The signature goes in last, over everything before it; reserve its place now so that every
     // length field is final when the message is signed.
     push_tlv(&mut value, sub_type::SIGNATURE, &[0u8; SIGNATURE_LEN])?;
@@ -235,7 +261,8 @@ pub(crate) fn build_report_uncapped(
     let mut msg = vec![0u8; report.buffer_len()];
     report.emit(&mut msg);
     debug_assert!(
-        claims.entries.len() > MAX_JOIN_SLICES || msg.len() + 24 <= MAX_JOIN_DATAGRAM,
+        claims.entries.len() + claims.standby.len() > MAX_JOIN_SLICES
+            || msg.len() + 24 <= MAX_JOIN_DATAGRAM,
         "a join within the slice cap fits what a router parses"
     );
     let signed_len = msg.len() - SIGNATURE_LEN;
@@ -243,6 +270,39 @@ pub(crate) fn build_report_uncapped(
     msg[signed_len..].copy_from_slice(&sig.to_bytes());
     fill_checksum(&mut msg);
     Ok(msg)
+}
+
+/// The SLICES (and STANDBY) sub-TLV value: flags, value, mask per entry.
+fn encode_entries(entries: &[SliceEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * SLICE_ENTRY_LEN);
+    for e in entries {
+        out.push(if e.exclude { SLICE_FLAG_EXCLUDE } else { 0 });
+        out.extend_from_slice(&e.slice.value().to_be_bytes());
+        out.extend_from_slice(&e.slice.mask().to_be_bytes());
+    }
+    out
+}
+
+/// Parses a SLICES or STANDBY sub-TLV value whose length [`SubFields::collect`] checked.
+fn decode_entries(bytes: &[u8]) -> Result<Vec<SliceEntry>, JoinParseError> {
+    let mut entries = Vec::with_capacity(bytes.len() / SLICE_ENTRY_LEN);
+    for c in bytes.chunks_exact(SLICE_ENTRY_LEN) {
+        let flags = c[0];
+        if flags & !SLICE_FLAG_EXCLUDE != 0 {
+            return Err(JoinParseError::Malformed("unknown slice flag"));
+        }
+        let (value, mask) = (read_u32(c, 1), read_u32(c, 5));
+        if value & !mask != 0 {
+            return Err(JoinParseError::Malformed(
+                "slice value has bits outside its mask",
+            ));
+        }
+        entries.push(SliceEntry {
+            slice: Slice::new(value, mask),
+            exclude: flags & SLICE_FLAG_EXCLUDE != 0,
+        });
+    }
+    Ok(entries)
 }
 
 /// Wraps an IGMP message in the IPv4 header IGMPv3 reports use (RFC 3376 §4): TTL 1, ToS 0xc0,
@@ -354,23 +414,13 @@ impl UnverifiedJoin {
         let subs = parse_tlvs(subs).map_err(|_| JoinParseError::Malformed("sub-TLVs overrun"))?;
         let fields = SubFields::collect(&subs)?;
 
-        let mut entries = Vec::with_capacity(fields.slices.len() / SLICE_ENTRY_LEN);
-        for c in fields.slices.chunks_exact(SLICE_ENTRY_LEN) {
-            let flags = c[0];
-            if flags & !SLICE_FLAG_EXCLUDE != 0 {
-                return Err(JoinParseError::Malformed("unknown slice flag"));
-            }
-            let (value, mask) = (read_u32(c, 1), read_u32(c, 5));
-            if value & !mask != 0 {
-                return Err(JoinParseError::Malformed(
-                    "slice value has bits outside its mask",
-                ));
-            }
-            entries.push(SliceEntry {
-                slice: Slice::new(value, mask),
-                exclude: flags & SLICE_FLAG_EXCLUDE != 0,
-            });
-        }
+        let entries = decode_entries(fields.slices)?;
+        let standby = decode_entries(fields.standby)?;
+        let liveness = fields
+            .liveness
+            .chunks_exact(LivenessAnchor::LEN)
+            .map(|b| LivenessAnchor::decode(b).ok_or(JoinParseError::Malformed("liveness anchor")))
+            .collect::<Result<Vec<_>, _>>()?;
         let claims = JoinClaims {
             group: record.group(),
             record_type: record.record_type(),
@@ -381,6 +431,8 @@ impl UnverifiedJoin {
                 .nonce
                 .try_into()
                 .map_err(|_| JoinParseError::Malformed("nonce length"))?,
+            standby,
+            liveness,
         };
         if !matches!(
             claims.record_type,
@@ -457,6 +509,10 @@ struct SubFields<'a> {
     timestamp: &'a [u8],
     nonce: &'a [u8],
     certificate: &'a [u8],
+    /// Empty when the join names no standby units.
+    standby: &'a [u8],
+    /// Empty when the join carries no liveness anchor.
+    liveness: &'a [u8],
     signature: &'a [u8],
 }
 
@@ -465,6 +521,8 @@ impl<'a> SubFields<'a> {
         let mut prev: Option<u16> = None;
         let (mut slices, mut epoch, mut timestamp, mut nonce, mut certificate, mut signature) =
             (None, None, None, None, None, None);
+        let (mut standby, mut liveness): (&[u8], &[u8]) = (&[], &[]);
+        let mut entry_count = 0usize;
         for (i, t) in subs.iter().enumerate() {
             if prev.is_some_and(|p| p >= t.kind) {
                 return Err(JoinParseError::Malformed(
@@ -484,11 +542,35 @@ impl<'a> SubFields<'a> {
                     if t.value.len() % SLICE_ENTRY_LEN != 0 {
                         return Err(JoinParseError::Malformed("slice list is not whole entries"));
                     }
-                    let n = t.value.len() / SLICE_ENTRY_LEN;
-                    if n > MAX_JOIN_SLICES {
-                        return Err(JoinParseError::TooManySlices(n));
+                    entry_count += t.value.len() / SLICE_ENTRY_LEN;
+                    if entry_count > MAX_JOIN_SLICES {
+                        return Err(JoinParseError::TooManySlices(entry_count));
                     }
                     slices = Some(t.value);
+                }
+                sub_type::STANDBY => {
+                    if t.value.len() % SLICE_ENTRY_LEN != 0 {
+                        return Err(JoinParseError::Malformed(
+                            "standby list is not whole entries",
+                        ));
+                    }
+                    // The cap counts claimed and standby entries together: both are built
+                    // into slice sets after the signature.
+                    entry_count += t.value.len() / SLICE_ENTRY_LEN;
+                    if entry_count > MAX_JOIN_SLICES {
+                        return Err(JoinParseError::TooManySlices(entry_count));
+                    }
+                    standby = t.value;
+                }
+                sub_type::LIVENESS => {
+                    let n = t.value.len() / LivenessAnchor::LEN;
+                    if t.value.len() % LivenessAnchor::LEN != 0
+                        || n == 0
+                        || n > MAX_LIVENESS_ANCHORS
+                    {
+                        return Err(JoinParseError::Malformed("liveness sub-TLV length"));
+                    }
+                    liveness = t.value;
                 }
                 sub_type::EPOCH => epoch = Some(want(8)?),
                 sub_type::TIMESTAMP => timestamp = Some(want(8)?),
@@ -512,6 +594,8 @@ impl<'a> SubFields<'a> {
             timestamp: timestamp.ok_or(missing("no timestamp"))?,
             nonce: nonce.ok_or(missing("no nonce"))?,
             certificate: certificate.ok_or(missing("no certificate"))?,
+            standby,
+            liveness,
             signature: signature.ok_or(missing("no signature"))?,
         })
     }

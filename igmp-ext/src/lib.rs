@@ -14,6 +14,7 @@ pub mod cert;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod join;
+pub mod liveness;
 pub mod operator;
 pub mod ownership;
 pub mod replay;

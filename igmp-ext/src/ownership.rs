@@ -7,6 +7,7 @@
 
 use crate::cert::{KeyId, MemberId};
 use crate::join::AllocationEpoch;
+use crate::liveness::LivenessAnchor;
 use crate::slice::SliceSet;
 use crate::time::{Clock, Instant, Timestamp};
 use core::net::Ipv4Addr;
@@ -28,6 +29,11 @@ pub struct Claim {
     /// lasts only while the keystore neither revokes the one nor retires the other.
     pub member_key: KeyId,
     pub issuer: KeyId,
+    /// Units the member takes at `epoch` if their owner fails (SPEC.md §5.5), within its
+    /// certificate; they are not owned until [`OwnershipTable::failover_view`] gives them.
+    pub standby: SliceSet,
+    /// Where the member's liveness beacons stand, as of its join; empty: it sends none.
+    pub liveness: Vec<LivenessAnchor>,
 }
 
 /// Why a claim was refused.
@@ -292,6 +298,52 @@ impl OwnershipTable {
         n
     }
 
+    /// The table the data plane follows while the router has found members dead (SPEC.md
+    /// §5.5): each dead member's slices go to the live members whose standby, at the dead
+    /// claim's epoch, covers them (lower member ids first); what no standby covers stays with
+    /// the dead member. `None` when nothing moves. The verified table is not changed: the next
+    /// join of a later epoch, or the dead member's return, decides from it as before.
+    pub fn failover_view(
+        &self,
+        dead: impl Fn(Ipv4Addr, MemberId) -> bool,
+    ) -> Option<OwnershipTable> {
+        let mut view: Option<OwnershipTable> = None;
+        for (&group, claims) in &self.groups {
+            for (&gone, claim) in claims.iter().filter(|(&m, _)| dead(group, m)) {
+                let mut left = claim.slices.clone();
+                for (&heir, standby) in claims.iter().filter(|(&m, c)| {
+                    m != gone && c.epoch == claim.epoch && !c.standby.is_empty() && !dead(group, m)
+                }) {
+                    let given = standby.standby.intersection(&left);
+                    if given.is_empty() {
+                        continue;
+                    }
+                    left = left.difference(&given);
+                    let table = view.get_or_insert_with(|| OwnershipTable {
+                        groups: self.groups.clone(),
+                        fences: HashMap::new(),
+                        fence_retention: self.fence_retention,
+                    });
+                    let claims = table.groups.get_mut(&group).expect("cloned from self");
+                    let heir_claim = claims.get_mut(&heir).expect("cloned from self");
+                    heir_claim.slices = heir_claim.slices.union(&given);
+                    let gone_claim = claims.get_mut(&gone).expect("cloned from self");
+                    gone_claim.slices = gone_claim.slices.difference(&given);
+                    if left.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(table) = view.as_mut() {
+            for claims in table.groups.values_mut() {
+                claims.retain(|_, c| !c.slices.is_empty());
+            }
+            table.groups.retain(|_, c| !c.is_empty());
+        }
+        view
+    }
+
     /// The member whose claim on `group` holds `source`.
     pub fn owner_of(&self, group: Ipv4Addr, source: Ipv4Addr) -> Option<(MemberId, &Claim)> {
         self.groups
@@ -331,7 +383,50 @@ mod tests {
             expires: Instant::from_secs(100),
             member_key: KeyId([1; 8]),
             issuer: KeyId([2; 8]),
+            standby: SliceSet::default(),
+            liveness: Vec::new(),
         }
+    }
+
+    fn standing_by(slices: &[Slice], epoch: u64, standby: &[Slice]) -> Claim {
+        Claim {
+            standby: standby.iter().copied().collect(),
+            ..claim(slices, epoch)
+        }
+    }
+
+    /// A dead owner's units go to the standbys of its epoch that cover them; a standby of
+    /// another epoch, or of a dead member, takes nothing; the verified table is unchanged.
+    #[test]
+    fn failover_view_gives_a_dead_owners_units_to_live_standbys_of_its_epoch() {
+        let u = SliceSet::low_order_slicing(3);
+        let mut t = OwnershipTable::new();
+        let (a, b, c, d) = (MemberId(1), MemberId(2), MemberId(3), MemberId(4));
+        t.apply(NOW, G, a, claim(&[u[0], u[1]], 5)).unwrap();
+        t.apply(NOW, G, b, standing_by(&[u[2]], 5, &[u[0]]))
+            .unwrap();
+        // c stands by for u1 but signed at another epoch: its standby names another allocation.
+        t.apply(NOW, G, c, standing_by(&[u[3]], 6, &[u[1]]))
+            .unwrap();
+        assert!(t.failover_view(|_, _| false).is_none(), "nobody dead");
+        let view = t.failover_view(|_, m| m == a).expect("a is dead");
+        let owner = |t: &OwnershipTable, s: Slice| t.owner_of(G, s.base()).map(|(m, _)| m);
+        assert_eq!(owner(&view, u[0]), Some(b));
+        assert_eq!(
+            owner(&view, u[1]),
+            Some(a),
+            "no standby of epoch 5 covers u1"
+        );
+        assert_eq!(owner(&view, u[2]), Some(b));
+        assert_eq!(owner(&t, u[0]), Some(a), "the verified table is unchanged");
+        // d stands by for u1 at epoch 5: the view gives it u1, but not while d is dead too.
+        t.apply(NOW, G, d, standing_by(&[u[4]], 5, &[u[1]]))
+            .unwrap();
+        let view = t.failover_view(|_, m| m == a).unwrap();
+        assert_eq!(owner(&view, u[1]), Some(d));
+        assert!(view.claims(G).all(|(m, _)| m != a), "a has nothing left");
+        let view = t.failover_view(|_, m| m == a || m == d).unwrap();
+        assert_eq!(owner(&view, u[1]), Some(a));
     }
 
     /// A hold (a copy shed unverified from where the claim is) keeps the claim past its

@@ -119,7 +119,8 @@ impl JoinVerifier {
         // refused as too large beyond it.
         let too_complex =
             |e: TooComplex| reject(Reason::TooLarge, format!("{member}'s join slices: {e}"));
-        let mut budget = StepBudget::for_slices(claims.entries.len() + body.slices.len());
+        let mut budget =
+            StepBudget::for_slices(claims.entries.len() + claims.standby.len() + body.slices.len());
         let slices = effective_slices(&claims.entries, &mut budget).map_err(too_complex)?;
         let outside = slices
             .try_difference(&body.slices, &mut budget)
@@ -128,6 +129,17 @@ impl JoinVerifier {
             return Err(reject(
                 Reason::OutsideCertificate,
                 format!("{member} claims {outside} beyond its certificate"),
+            ));
+        }
+        // Standby units are what the member would own: the certificate bounds them alike.
+        let standby = effective_slices(&claims.standby, &mut budget).map_err(too_complex)?;
+        let outside = standby
+            .try_difference(&body.slices, &mut budget)
+            .map_err(too_complex)?;
+        if !outside.is_empty() {
+            return Err(reject(
+                Reason::OutsideCertificate,
+                format!("{member} stands by for {outside} beyond its certificate"),
             ));
         }
         // A duplicate inside one burst is only visible here.
@@ -160,6 +172,8 @@ impl JoinVerifier {
             expires: now.mono.saturating_add(self.config.claim_hold),
             member_key: cert.member_key_id,
             issuer: body.issuer,
+            standby,
+            liveness: claims.liveness.clone(),
         };
         let change = self
             .ownership

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::fixtures::{Fixture, IFINDEX, NOW};
-use crate::join::{build_datagram, build_signed_report};
+use crate::join::{build_datagram, build_signed_report, SliceEntry};
 use crate::wire::igmp::{fill_checksum, ReportRepr};
 use crate::wire::ipv4::{Ipv4Repr, HEADER_LEN};
 
@@ -325,6 +325,36 @@ fn group_not_allowed_and_outside_certificate() {
         Reason::OutsideCertificate
     );
     assert!(run(&mut v, &f, &f.join(0, &[Slice::new(0, 1)], 1, 3)).is_ok());
+}
+
+/// Standby units and liveness anchors ride signed in the join and are recorded with the claim;
+/// standby units beyond the certificate are refused like claimed ones, and a tampered anchor
+/// breaks the signature.
+#[test]
+fn standby_and_liveness_are_signed_recorded_and_bounded_by_the_certificate() {
+    use crate::liveness::HashChain;
+    let f = Fixture::with_member_slices(1, SliceSet::from(Slice::new(0, 1)));
+    let mut v = verifier(&f);
+    let chain = HashChain::new([5; 16], 77, 10, 100);
+    let mut claims = f.claims(&[Slice::new(0, 3)], 1, NOW, 1);
+    claims.standby = vec![SliceEntry::include(Slice::ALL)];
+    claims.liveness = vec![chain.anchor(0).unwrap(), chain.anchor(3).unwrap()];
+    let beyond = f.datagram(0, &claims);
+    let rej = run(&mut v, &f, &beyond).unwrap_err();
+    assert_eq!(rej.reason, Reason::OutsideCertificate, "{}", rej.detail);
+    assert!(rej.detail.contains("stands by"), "{}", rej.detail);
+
+    claims.standby = vec![SliceEntry::include(Slice::new(2, 3))];
+    claims.nonce = crate::fixtures::nonce_bytes(2);
+    let d = f.datagram(0, &claims);
+    // The anchor's value, changed after signing: the signature no longer verifies.
+    let at = find(&d[IP_HEADER..], &chain.value(3).unwrap());
+    let tampered = tamper(&d, at, |b| *b ^= 1);
+    assert_eq!(reason(run(&mut v, &f, &tampered)), Reason::BadSignature);
+    assert!(run(&mut v, &f, &d).is_ok());
+    let (_, claim) = v.ownership().claims(f.group).next().unwrap();
+    assert_eq!(claim.standby, SliceSet::from(Slice::new(2, 3)));
+    assert_eq!(claim.liveness, claims.liveness);
 }
 
 #[test]

@@ -134,6 +134,8 @@ impl Forgery {
             epoch: AllocationEpoch(1),
             timestamp: Timestamp(STAMP_MARK),
             nonce: NONCE_MARK,
+            standby: Vec::new(),
+            liveness: Vec::new(),
         };
         let mut igmp = build_signed_report(&claims, source, cert, key).expect("forgery fits");
         if let Some((from, to)) = patch_issuer {
@@ -354,6 +356,8 @@ impl JoinProbe {
                     epoch: AllocationEpoch(1),
                     timestamp: Timestamp(at),
                     nonce: igmp_ext::fixtures::nonce_bytes(n),
+                    standby: Vec::new(),
+                    liveness: Vec::new(),
                 };
                 let igmp =
                     build_signed_report(&claims, PROBE_SENDER, &cert, &key).expect("probe join");

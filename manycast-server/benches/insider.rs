@@ -282,6 +282,8 @@ fn main() {
             epoch: AllocationEpoch(epoch),
             timestamp: Timestamp(now_ms()),
             nonce: igmp_ext::fixtures::nonce_bytes(nonce),
+            standby: Vec::new(),
+            liveness: Vec::new(),
         };
         let igmp = build_signed_report(&c, bad_sender, &cert, &bad.key).expect("join");
         let _ = raw.send_to(&build_datagram(bad_sender, &igmp), &to_routers);

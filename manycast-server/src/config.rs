@@ -88,6 +88,11 @@ pub struct IgmpConfig {
     pub refresh_ms: u64,
     /// At most one query answer per this interval (queries are unauthenticated: SPEC.md §12).
     pub min_answer_interval_ms: u64,
+    /// Liveness beacons to the routers on the link every this many ms (SPEC.md §5.5); 0: none
+    /// (the router then finds this member dead only through the control group's commits).
+    pub beacon_interval_ms: u16,
+    /// The UDP port beacons go to (the verifier's `liveness.port`).
+    pub beacon_port: u16,
 }
 
 impl Default for IgmpConfig {
@@ -97,6 +102,8 @@ impl Default for IgmpConfig {
             unsolicited_report_interval_ms: 1000,
             refresh_ms: 10_000,
             min_answer_interval_ms: 1000,
+            beacon_interval_ms: 10,
+            beacon_port: 7410,
         }
     }
 }
@@ -605,6 +612,15 @@ impl Config {
             refresh: Duration::from_millis(self.igmp.refresh_ms),
             min_answer_interval: Duration::from_millis(self.igmp.min_answer_interval_ms),
         }
+    }
+
+    /// Liveness beacons' interval and how long one hash chain lasts: four refreshes, and at
+    /// least a minute, so that the joins name a chain's successor twice over before it is
+    /// needed (SPEC.md §5.5).
+    pub fn beacon_chain(&self) -> (Duration, Duration) {
+        let interval = Duration::from_millis(u64::from(self.igmp.beacon_interval_ms.max(1)));
+        let life = (Duration::from_millis(self.igmp.refresh_ms) * 4).max(Duration::from_secs(60));
+        (interval, life)
     }
 
     /// The control-channel endpoint's settings.

@@ -10,6 +10,7 @@ mod sockets;
 
 use crate::admin::hub::Hub;
 use crate::admin::server as admin_server;
+use crate::beaconer::Beaconer;
 use crate::config::{Config, Strategy};
 use crate::credentials::{self, CredentialsError};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
@@ -81,6 +82,8 @@ struct Shell {
     hub: Hub,
     /// Runs the health checks the node starts; their outcomes come back on its channel.
     checker: health::Checker,
+    /// Liveness beacons (SPEC.md §5.5): the socket and 224.0.0.2 at the verifier's port.
+    beacons: Option<(UdpSocket, SocketAddrV4)>,
 }
 
 impl Shell {
@@ -90,6 +93,12 @@ impl Shell {
             self.execute(handle, action).await;
         }
         let now = daemon_kit::now();
+        while let Some(b) = self.node.poll_beacon(now.mono) {
+            if let Some((socket, to)) = &self.beacons {
+                // A lost beacon is one interval of silence; the next one makes up for it.
+                let _ = socket.try_send_to(&b, SocketAddr::V4(*to));
+            }
+        }
         while let Some(d) = self.node.poll_transmit(now, sockets::nonce()) {
             match d {
                 Ok(datagram) => match sockets::send_report(&self.igmp, &datagram) {
@@ -277,7 +286,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         control = %config.control.group, control_if = %ctl_if,
         strategy = config.strategy.as_str(), "manycast-server started"
     );
-    let agent = JoinAgent::new(
+    let mut agent = JoinAgent::new(
         config.agent_config(),
         JoinIdentity {
             key: creds.key.clone(),
@@ -286,6 +295,28 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
         config.group,
     );
+    let beacons = match config.igmp.beacon_interval_ms {
+        0 => None,
+        ms => {
+            let socket = sockets::beacon_socket(&config.interface, addr, config.igmp.beacon_port)
+                .map_err(io_err("beacon socket"))?;
+            let (interval, life) = config.beacon_chain();
+            let beaconer = Beaconer::new(
+                config.group,
+                me,
+                interval,
+                life,
+                daemon_kit::now().mono,
+                &mut sockets::random_u64,
+            );
+            agent = agent.with_beacons(beaconer);
+            debug!(interval_ms = ms, "liveness beacons on");
+            Some((
+                socket,
+                SocketAddrV4::new(sockets::ALL_ROUTERS, config.igmp.beacon_port),
+            ))
+        }
+    };
     let checker = health::Checker::new(node_config.health.clone());
     let mut shell = Shell {
         node: Node::new(
@@ -301,9 +332,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         metrics_file: config.metrics_file.clone(),
         hub,
         checker,
+        beacons,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
+    let mut notice = [0u8; 64];
     // Set when the keystore no longer backs our credentials: leave, then exit with it.
     let mut stop_reason = None;
     loop {
@@ -335,6 +368,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 shell.on_igmp_readable(daemon_kit::now());
             }
             _ = tokio::time::sleep(wait) => shell.node.handle_timeout(daemon_kit::now()),
+            r = async { match &shell.beacons { Some((s, _)) => s.recv_from(&mut notice).await, None => std::future::pending().await } } => {
+                if let Ok((n, _)) = r {
+                    shell.node.handle_notice(&notice[..n]);
+                }
+            }
             Some((check, outcome)) = shell.checker.results.recv() => {
                 let (now, before) = (daemon_kit::now(), shell.node.health_report());
                 shell.node.handle_health(now, check, outcome);

@@ -7,8 +7,10 @@
 //! Timers run on monotonic time; the wall clock only stamps the signed joins (a step of the
 //! wall clock moves no report).
 
+use crate::beaconer::{Beaconer, Drawn};
 use ed25519_dalek::SigningKey;
 use igmp_ext::join::{build_datagram, build_signed_report, BuildError, NONCE_LEN};
+use igmp_ext::liveness::Beacon;
 use igmp_ext::wire::igmp::{decode_code, QueryRepr};
 use igmp_ext::wire::record::RecordType;
 use igmp_ext::{AllocationEpoch, Clock, Instant, JoinClaims, MemberCertificate, SliceEntry};
@@ -57,7 +59,11 @@ pub struct JoinAgent {
     identity: Identity,
     group: Ipv4Addr,
     entries: Vec<SliceEntry>,
+    /// Units this member takes if their owner fails (SPEC.md §5.5).
+    standby: Vec<SliceEntry>,
     epoch: AllocationEpoch,
+    /// Liveness beacons, when the member sends them (SPEC.md §5.5).
+    beacons: Option<Beaconer>,
     /// State-change reports still to send, at these times.
     change_reports: Vec<Instant>,
     /// When to answer the last query, if one is pending.
@@ -74,12 +80,25 @@ impl JoinAgent {
             identity,
             group,
             entries: Vec::new(),
+            standby: Vec::new(),
             epoch: AllocationEpoch(0),
+            beacons: None,
             change_reports: Vec::new(),
             query_answer: None,
             last_answer: None,
             next_refresh: None,
         }
+    }
+
+    /// Sends liveness beacons from `beacons` while it holds a claim, and names their chains in
+    /// its joins.
+    pub fn with_beacons(mut self, beacons: Beaconer) -> Self {
+        self.beacons = Some(beacons);
+        self
+    }
+
+    pub fn group(&self) -> Ipv4Addr {
+        self.group
     }
 
     pub fn entries(&self) -> &[SliceEntry] {
@@ -90,20 +109,39 @@ impl JoinAgent {
         self.epoch
     }
 
-    /// Takes a new claim (slices at an epoch). `random` returns uniform u64s; the agent draws
-    /// the retransmission times from it.
+    /// Takes a new claim (slices, and the units it stands by for, at an epoch). `random`
+    /// returns uniform u64s; the agent draws the retransmission times from it.
     pub fn set_claim(
         &mut self,
         now: Instant,
         entries: Vec<SliceEntry>,
+        standby: Vec<SliceEntry>,
         epoch: AllocationEpoch,
         random: &mut dyn FnMut() -> u64,
     ) {
-        if entries == self.entries && epoch == self.epoch {
+        if entries == self.entries && standby == self.standby && epoch == self.epoch {
             return;
         }
         self.entries = entries;
+        self.standby = if self.entries.is_empty() {
+            Vec::new()
+        } else {
+            standby
+        };
         self.epoch = epoch;
+        if let Some(b) = &mut self.beacons {
+            if self.entries.is_empty() {
+                b.stop();
+            } else {
+                b.start(now);
+            }
+        }
+        self.report_change(now, random);
+    }
+
+    /// Reports the state at once, then robustness − 1 more times within the unsolicited report
+    /// interval.
+    fn report_change(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
         self.change_reports = std::iter::once(now)
             .chain((1..self.config.robustness).map(|_| {
                 now.saturating_add(jitter(self.config.unsolicited_report_interval, random))
@@ -118,7 +156,7 @@ impl JoinAgent {
     /// Leaves: an empty claim at the current epoch.
     pub fn leave(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
         let epoch = self.epoch;
-        self.set_claim(now, Vec::new(), epoch, random);
+        self.set_claim(now, Vec::new(), Vec::new(), epoch, random);
     }
 
     /// A query heard on the link (§5.2): general, or specific to our group, schedules an answer
@@ -153,7 +191,23 @@ impl JoinAgent {
             .into_iter()
             .chain(self.query_answer)
             .chain(self.next_refresh)
+            .chain(self.beacons.as_ref().and_then(Beaconer::poll_timeout))
             .min()
+    }
+
+    /// The liveness beacon due at `now`, as the UDP payload. When the beacons move on to a
+    /// newly drawn chain, the state is reported again so that routers learn it well before any
+    /// beacon needs it.
+    pub fn poll_beacon(
+        &mut self,
+        now: Instant,
+        random: &mut dyn FnMut() -> u64,
+    ) -> Option<[u8; Beacon::LEN]> {
+        let (beacon, drawn) = self.beacons.as_mut()?.poll_beacon(now, random);
+        if drawn == Drawn::NextChain && !self.entries.is_empty() {
+            self.report_change(now, random);
+        }
+        beacon.map(|b| b.encode())
     }
 
     /// The next datagram due at `now.mono` (IPv4 header included, ready for a raw socket),
@@ -186,6 +240,11 @@ impl JoinAgent {
             epoch: self.epoch,
             timestamp: clock.wall,
             nonce,
+            standby: self.standby.clone(),
+            liveness: match &self.beacons {
+                Some(b) if !self.entries.is_empty() => b.anchors(now),
+                _ => Vec::new(),
+            },
         };
         Some(
             build_signed_report(
@@ -238,6 +297,7 @@ mod tests {
         a.set_claim(
             NOW,
             vec![SliceEntry::include(Slice::ALL)],
+            Vec::new(),
             AllocationEpoch(1),
             &mut rng,
         );
@@ -280,6 +340,7 @@ mod tests {
         a.set_claim(
             NOW,
             vec![SliceEntry::include(Slice::new(1, 1))],
+            Vec::new(),
             AllocationEpoch(3),
             &mut rng,
         );

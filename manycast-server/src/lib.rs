@@ -16,6 +16,7 @@
 //! [`admin::server`] serves the admin socket and the HTTP metrics.
 
 pub mod admin;
+pub mod beaconer;
 pub mod config;
 pub mod credentials;
 pub mod daemon;

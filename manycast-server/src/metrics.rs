@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub control: Counters,
     pub joins_sent: u64,
     pub queries: u64,
+    /// Standby notices from the router taken (SPEC.md §5.5).
+    pub standby_notices: u64,
     pub commits: u64,
     pub epoch: u64,
     pub slices: usize,
@@ -153,6 +155,11 @@ impl Snapshot {
             self.joins_sent,
         );
         m.counter("queries_total", "IGMP queries heard.", self.queries);
+        m.counter(
+            "standby_notices_total",
+            "Router notices that a dead member's units are steered here (or no longer).",
+            self.standby_notices,
+        );
         m.counter("commits_total", "Allocations committed.", self.commits);
         m.gauge(
             "epoch",

@@ -174,6 +174,9 @@ pub struct Service {
     me: MemberId,
     strategy: Strategy,
     slices: SliceSet,
+    /// Standby units the router steers here while their owner is found dead (SPEC.md §5.5),
+    /// until the next commit.
+    standing_in: SliceSet,
     allocation: Option<Allocation>,
     epoch: u64,
     sessions: HashMap<SocketAddrV4, Session>,
@@ -205,6 +208,7 @@ impl Service {
             me,
             strategy,
             slices: SliceSet::new(),
+            standing_in: SliceSet::new(),
             allocation: None,
             epoch: 0,
             sessions: HashMap::new(),
@@ -244,7 +248,13 @@ impl Service {
 
     /// Whether this member answers `client` now.
     pub fn serves(&self, client: &SocketAddrV4) -> bool {
-        self.slices.contains_addr(*client.ip())
+        self.slices.contains_addr(*client.ip()) || self.standing_in.contains_addr(*client.ip())
+    }
+
+    /// Answers `units` too until the next commit: the router said it steers them here, their
+    /// owner being found dead (SPEC.md §5.5). Empty: no longer.
+    pub fn stand_in(&mut self, units: SliceSet) {
+        self.standing_in = units;
     }
 
     /// Whether sessions that moved away still need this member: forwarded sessions not yet
@@ -386,6 +396,7 @@ impl Service {
         let previous = self.allocation.replace(allocation.clone());
         self.epoch = self.epoch.max(epoch);
         self.slices = allocation.slices_of(self.me);
+        self.standing_in = SliceSet::default();
         let slicing = allocation.slicing();
         let owners = allocation.unit_owners();
         let mut actions = Vec::new();

@@ -8,6 +8,7 @@ mod clock_step;
 mod harness;
 mod health;
 mod insider;
+mod liveness;
 mod native;
 mod strategies;
 mod vip;

@@ -43,6 +43,9 @@ pub struct Config {
     pub vip: Vec<VipSection>,
     #[serde(default)]
     pub shutdown: ShutdownSection,
+    /// Liveness beacons and standby claims (SPEC.md §5.5).
+    #[serde(default)]
+    pub liveness: crate::core::LivenessConfig,
 }
 
 fn default_status_socket() -> PathBuf {
@@ -449,6 +452,7 @@ impl Config {
                     pin: v.pin,
                 })
                 .collect(),
+            liveness: self.liveness,
         })
     }
 }

@@ -9,6 +9,7 @@ use crate::plan::mfc::Upcall;
 use crate::plan::DataplaneOp;
 use crate::rejection_log::{self, Admit, RejectionLog};
 use crate::status::Status;
+use crate::sys::beacon_socket::BeaconSocket;
 use crate::sys::exec::Executor;
 use crate::sys::igmp_socket;
 use crate::sys::mroute;
@@ -69,6 +70,8 @@ pub struct Daemon {
     senders: HashMap<u32, Socket>,
     /// The IGMP socket's drop counter (SO_RXQ_OVFL), logged once per window.
     socket_drops: igmp_socket::Drops,
+    /// Liveness beacons (SPEC.md §5.5).
+    beacons: BeaconSocket,
     queries_sent: u64,
     /// Refusals are logged a few per reason and window, the rest as summaries.
     rejections: RejectionLog,
@@ -92,6 +95,7 @@ impl Daemon {
             NativeDataplane::Mroute => Some(sockets.igmp.try_clone().map_err(os("mroute socket"))?),
             NativeDataplane::Nft => None,
         };
+        let beacons = BeaconSocket::open(router_config.liveness.port, &found.interfaces)?;
         let core = Router::new(clocks(), router_config, found);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
@@ -102,6 +106,7 @@ impl Daemon {
             exec: Executor::new(sockets.control, mrt),
             igmp,
             socket_drops: igmp_socket::Drops::default(),
+            beacons,
             senders: sockets.senders,
             queries_sent: 0,
             rejections: RejectionLog::new(),
@@ -118,6 +123,10 @@ impl Daemon {
         }
         for (reason, n) in self.rejections.summaries(now.wall) {
             warn!(%reason, suppressed = n, "{n} more reports rejected for this reason in the last {} s (each is counted in status and metrics)", rejection_log::WINDOW.as_secs());
+        }
+        while let Some(n) = self.core.poll_notice() {
+            self.beacons
+                .send_notice(&n.notice, n.to, self.cfg.liveness.port);
         }
         while let Some(e) = self.core.poll_event() {
             self.log(now.wall, e);
@@ -333,6 +342,15 @@ impl Daemon {
                 // turn with the branches below.
                 _ = std::future::ready(()), if igmp_pending => {
                     igmp_pending = self.read_igmp();
+                }
+                r = self.beacons.readable() => {
+                    r.map_err(os("beacon socket"))?;
+                    let (now, core) = (clocks(), &mut self.core);
+                    let dropped = self.beacons.drain(now.mono, |b, from, ifindex| core.handle_beacon(now, b, from, ifindex));
+                    if dropped > 0 {
+                        core.handle_beacon_overflow(now, dropped);
+                    }
+                    self.flush(now);
                 }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = clocks();

@@ -58,6 +58,13 @@ pub struct OwnershipRow {
     pub epoch: u64,
     pub interface: String,
     pub sender: String,
+    /// Liveness beacons (SPEC.md §5.5): `live`, `dead` (its units went to their standbys), or
+    /// absent when the member sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<String>,
+    /// The units this member takes if their owner is found dead.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub standby: String,
     pub expires_in_ms: u64,
 }
 
@@ -137,6 +144,16 @@ pub struct Counters {
     /// IGMP datagrams the kernel dropped at the verifier's full socket queue (SO_RXQ_OVFL).
     #[serde(default)]
     pub socket_drops: u64,
+    /// Liveness beacons that proved a later chain value, and those refused (SPEC.md §5.5).
+    #[serde(default)]
+    pub beacons_accepted: u64,
+    #[serde(default)]
+    pub beacons_refused: u64,
+    /// Times a member's beacons stopped and its units went to their standbys, and came back.
+    #[serde(default)]
+    pub members_found_dead: u64,
+    #[serde(default)]
+    pub members_back: u64,
 }
 
 impl Status {
@@ -253,6 +270,21 @@ impl Status {
             "socket_drops_total",
             "IGMP datagrams the kernel dropped at the verifier's full socket queue (a flood faster than it reads).",
             c.socket_drops,
+        );
+        m.counter(
+            "beacons_accepted_total",
+            "Liveness beacons that proved a later value of a member's chain.",
+            c.beacons_accepted,
+        );
+        m.counter(
+            "beacons_refused_total",
+            "Liveness beacons refused: malformed, for no watched claim, not from where the claim is, or proving nothing new.",
+            c.beacons_refused,
+        );
+        m.counter(
+            "members_found_dead_total",
+            "Times a member's beacons stopped and its units went to their standbys.",
+            c.members_found_dead,
         );
         m.counter(
             "queries_ignored_total",

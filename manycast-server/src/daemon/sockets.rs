@@ -54,6 +54,23 @@ pub fn igmp_socket(ifname: &str, addr: Ipv4Addr) -> io::Result<AsyncFd<Socket>> 
     AsyncFd::new(s)
 }
 
+/// All routers on the link (RFC 1112): where liveness beacons go (SPEC.md §5.5).
+pub const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
+
+/// UDP socket for liveness beacons: from our address on the router link at `port`, TTL 1, out
+/// of that interface; the router's standby notices arrive on it.
+pub fn beacon_socket(ifname: &str, addr: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SockAddr::from(SocketAddrV4::new(addr, port)))?;
+    s.bind_device(Some(ifname.as_bytes()))?;
+    s.set_multicast_if_v4(&addr)?;
+    s.set_multicast_ttl_v4(1)?;
+    s.set_multicast_loop_v4(false)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
 /// Sends one signed report (a complete IPv4 datagram) to 224.0.0.22.
 pub fn send_report(igmp: &AsyncFd<Socket>, datagram: &[u8]) -> io::Result<usize> {
     let to = SockAddr::from(SocketAddrV4::new(ALL_V3_ROUTERS, 0));
@@ -67,10 +84,11 @@ pub fn read_datagram(igmp: &AsyncFd<Socket>, buf: &mut [u8]) -> io::Result<usize
     s.read(buf)
 }
 
+/// Uniform u64s from the OS: report jitter, and the seeds of liveness chains, which must be
+/// unguessable (a guessed seed would let anyone keep a dead member alive at the router).
 pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
-    // A failing OS generator only weakens the jitter of report times; never fatal.
-    let _ = getrandom::fill(&mut b);
+    getrandom::fill(&mut b).expect("the OS random generator (getrandom) works");
     u64::from_le_bytes(b)
 }
 

@@ -30,6 +30,7 @@ use crate::service::Service;
 use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
+use igmp_ext::liveness::{Beacon, StandbyNotice};
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, QueryRepr};
 use igmp_ext::{AllocationEpoch, Clock, Instant, MemberId, SliceEntry, SliceSet, Slicing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -126,6 +127,7 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counters {
     queries: u64,
+    standby_notices: u64,
     commits: u64,
     epoch: u64,
     slices: usize,
@@ -155,6 +157,8 @@ pub struct Node {
     pending_claim: Option<(Vec<SliceEntry>, AllocationEpoch)>,
     /// The claim of the last commit (claimed again when health comes back after a withdrawal).
     last_claim: (Vec<SliceEntry>, AllocationEpoch),
+    /// The units of the last commit this member takes if their owner fails (SPEC.md §5.5).
+    standby: Vec<SliceEntry>,
     health: Health,
     /// How the health checks hold the member out (weight 0), if they do.
     health_out: Option<Exit>,
@@ -218,6 +222,7 @@ impl Node {
                 .map(|linger| ForwardTable::new(linger, config.hold)),
             pending_claim: None,
             last_claim: (Vec::new(), AllocationEpoch(0)),
+            standby: Vec::new(),
             health: Health::new(config.health.clone(), now),
             health_out: None,
             claim_withdrawn: false,
@@ -257,6 +262,7 @@ impl Node {
         s.service = self.service.counters();
         s.sessions = self.service.session_count();
         s.queries = c.queries;
+        s.standby_notices = c.standby_notices;
         s.commits = c.commits;
         s.epoch = c.epoch;
         s.slices = c.slices;
@@ -281,6 +287,11 @@ impl Node {
         nonce: [u8; NONCE_LEN],
     ) -> Option<Result<Vec<u8>, BuildError>> {
         self.agent.poll_transmit(now, nonce)
+    }
+
+    /// The liveness beacon due at `now` (the UDP payload to 224.0.0.2), if any.
+    pub fn poll_beacon(&mut self, now: Instant) -> Option<[u8; Beacon::LEN]> {
+        self.agent.poll_beacon(now, &mut self.random)
     }
 
     /// When [`Node::handle_timeout`] or [`Node::poll_transmit`] next has something to do.
@@ -327,6 +338,10 @@ impl Node {
                 c.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
                 let no_slices = slices.is_empty();
+                self.standby = committed
+                    .map(|c| c.allocation.standby_of(&c.members(), self.config.me))
+                    .map(|s| s.iter().copied().map(SliceEntry::include).collect())
+                    .unwrap_or_default();
                 if self.config.vip_reset {
                     self.actions.push_back(Action::ResetMoved(slices));
                 }
@@ -424,6 +439,26 @@ impl Node {
             self.counters.queries += 1;
             self.agent.handle_query(now, &q, &mut self.random);
         }
+    }
+
+    /// A datagram on the beacon socket: a router's standby notice (SPEC.md §5.5). While one for
+    /// this group and the committed epoch is in force, the standby units are answered too;
+    /// anything else changes nothing.
+    pub fn handle_notice(&mut self, datagram: &[u8]) {
+        let Ok(n) = StandbyNotice::decode(datagram) else {
+            return;
+        };
+        if n.group != self.agent.group() || n.epoch != self.counters.epoch {
+            return;
+        }
+        self.counters.standby_notices += 1;
+        let units = if n.active {
+            self.standby.iter().map(|e| e.slice).collect()
+        } else {
+            igmp_ext::SliceSet::new()
+        };
+        info!(dead = %n.dead, active = n.active, "liveness: the router steers a dead member's units to their standbys");
+        self.service.stand_in(units);
     }
 
     /// Timers: the service's holds and idle sweep when due, the health checks due (joins come
@@ -625,7 +660,9 @@ impl Node {
         } else {
             entries
         };
-        self.agent.set_claim(now, entries, epoch, &mut self.random);
+        let standby = self.standby.clone();
+        self.agent
+            .set_claim(now, entries, standby, epoch, &mut self.random);
     }
 }
 

@@ -3,6 +3,8 @@
 //! with the fixture's keys, then every output polled. No panic, no input slower than the
 //! per-input time limit, and nothing but a fixture member's join is ever accepted.
 //!
+//! Each datagram also goes to `Router::handle_beacon`, as if from a member's address.
+//!
 //! Input: one control byte (bits 0-1: the arrival interface — members' link, clients' link,
 //! unknown, one we do not serve; bit 2: a timer tick after each burst; bits 3-7: datagrams per
 //! burst), then datagrams, each a big-endian u16 length and its bytes; bytes that do not make a
@@ -39,6 +41,7 @@ fn router() -> Router {
         adopt_grace: Duration::from_secs(3),
         keep_kernel_state: false,
         vips: Vec::new(),
+        liveness: Default::default(),
     };
     let mut links = LinkTable::new();
     links.add(MEMBERS, Slice::prefix(Ipv4Addr::new(10, 0, 0, 0), 24));
@@ -103,6 +106,11 @@ fuzz_target!(|data: &[u8]| {
     for burst in datagrams(rest).chunks(per_burst) {
         let items: Vec<(Option<u32>, &[u8])> = burst.iter().map(|d| (ifindex, *d)).collect();
         r.handle_burst(now, &items, keys);
+        // The same bytes as liveness beacons from a fixture member's address: a seed's join
+        // makes a watched claim, whose chain no fuzzed beacon can advance.
+        for d in burst {
+            r.handle_beacon(now, d, f.members[0].addr, MEMBERS);
+        }
         if control & 4 != 0 {
             now = now.saturating_add(Duration::from_millis(100));
             r.handle_timeout(now);
@@ -117,6 +125,7 @@ fuzz_target!(|data: &[u8]| {
             r.handle_op_result(&op, true);
         }
         while r.poll_transmit().is_some() {}
+        while r.poll_notice().is_some() {}
     }
     let _ = r.status(now, &Default::default());
 });

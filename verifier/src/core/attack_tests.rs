@@ -4,6 +4,7 @@
 use super::tests::{at, config, host_report, setup, Lab, C0, OUR_S1, S1, VIP};
 use super::*;
 use crate::plan::vip::VipSpec;
+use crate::querier::Role;
 use igmp_ext::fixtures::{Fixture, NOW};
 use igmp_ext::wire::igmp::{QueryRepr, QueryV3Fields};
 use igmp_ext::wire::record::RecordType;

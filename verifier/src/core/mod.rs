@@ -12,12 +12,18 @@
 
 #[cfg(test)]
 mod attack_tests;
+mod event;
 #[cfg(test)]
 mod flood_tests;
+mod liveness;
+#[cfg(test)]
+mod liveness_tests;
 mod status;
 #[cfg(test)]
 mod tests;
 mod upkeep;
+pub use event::Event;
+pub use liveness::{LivenessConfig, Notice};
 
 use crate::admission::{Admission, AdmissionConfig, Class};
 use crate::plan::mfc::{MfcPlanner, Probed, Upcall, IGMPMSG_NOCACHE};
@@ -28,14 +34,13 @@ use crate::plan::{
     Change, DataplaneOp, GapPolicy, Interface, MfcSpec, PlanError, Planner, Target, View, VifSet,
     VifTable,
 };
-use crate::querier::{self, HeardQuery, Querier, QuerierConfig, Role};
+use crate::querier::{self, HeardQuery, Querier, QuerierConfig};
 use core::time::Duration;
 use igmp_ext::verify::{Candidate, LinkTable, Prechecked, Rejection};
 use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr};
 use igmp_ext::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
 use igmp_ext::{
-    Accepted, AllocationEpoch, Clock, Instant, JoinVerifier, KeySource, MemberId, Reason, SliceSet,
-    Timestamp, VerifierConfig,
+    Accepted, Clock, Instant, JoinVerifier, KeySource, MemberId, Reason, Timestamp, VerifierConfig,
 };
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -134,6 +139,8 @@ pub struct RouterConfig {
     pub adopt_grace: Duration,
     pub keep_kernel_state: bool,
     pub vips: Vec<VipSpec>,
+    /// Beacons and standby claims (SPEC.md §5.5).
+    pub liveness: LivenessConfig,
 }
 
 /// An MFC entry found in the kernel at start (left by an earlier verifier).
@@ -185,69 +192,6 @@ pub struct Observed {
 pub enum PlanKind {
     Native,
     Vip,
-}
-
-/// What happened, for the daemon's log and for tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Kernel state an earlier verifier left was taken over; kept as is until the grace ends.
-    Adopted {
-        entries: usize,
-        vifs: usize,
-    },
-    JoinAccepted {
-        member: MemberId,
-        group: Ipv4Addr,
-        epoch: AllocationEpoch,
-        slices: SliceSet,
-        ifindex: u32,
-        /// The join's signed stamp (the member's wall clock when it sent it).
-        stamp: Timestamp,
-        /// How old that stamp was when the join was accepted (wall clock, ms; negative
-        /// when the member's clock is ahead): the network's delay plus the time it waited for
-        /// verification.
-        age_ms: i64,
-    },
-    /// A report refused by the verifier.
-    Rejected {
-        reason: Reason,
-        sender: Option<Ipv4Addr>,
-        ifindex: u32,
-        detail: String,
-    },
-    /// Claims the keys no longer back were dropped: their member key revoked, or their
-    /// certificate's issuer retired.
-    ClaimsRevoked {
-        group: Option<Ipv4Addr>,
-        lost: Vec<(MemberId, SliceSet)>,
-    },
-    /// Claims not refreshed in time were dropped.
-    ClaimsExpired {
-        group: Option<Ipv4Addr>,
-        lost: Vec<(MemberId, SliceSet)>,
-    },
-    RoleChanged {
-        ifindex: u32,
-        role: Role,
-    },
-    GroupJoined {
-        ifindex: u32,
-        group: Ipv4Addr,
-    },
-    GroupExpired {
-        ifindex: u32,
-        group: Ipv4Addr,
-    },
-    /// A group's map was written without a claim it cannot express (counted as
-    /// `claims_left_out`); everything else in the plan was applied.
-    PlanFailed {
-        kind: PlanKind,
-        group: Ipv4Addr,
-        error: PlanError,
-    },
-    /// Shutdown with `keep_kernel_state`: nothing is withdrawn.
-    KernelStateKept,
 }
 
 /// Requests from the daemon.
@@ -304,6 +248,7 @@ pub struct Router {
     transmits: VecDeque<Transmit>,
     ops: VecDeque<DataplaneOp>,
     events: VecDeque<Event>,
+    liveness: liveness::Liveness,
 }
 
 impl Router {
@@ -363,6 +308,7 @@ impl Router {
             transmits: VecDeque::new(),
             ops: VecDeque::new(),
             events,
+            liveness: Default::default(),
             config,
         }
     }
@@ -498,6 +444,7 @@ impl Router {
                         self.querier.handle_membership(now, ifindex, join.group());
                     }
                     self.querier.handle_records(now, ifindex, &public_records);
+                    self.sync_liveness(clock.mono);
                     // A claim whose slices stayed the same changes nothing here, even when it
                     // came from a new address or interface (issue 13, item 10).
                     if !change.is_empty() {
@@ -584,7 +531,11 @@ impl Router {
         self.querier.handle_timeout(now);
         self.queue_queries();
         self.querier_events(now);
-        for change in self.verifier.expire(clock) {
+        let expired = self.verifier.expire(clock);
+        if !expired.is_empty() {
+            self.sync_liveness(clock.mono);
+        }
+        for change in expired {
             self.events.push_back(Event::ClaimsExpired {
                 group: change.group,
                 lost: change.lost,
@@ -604,6 +555,7 @@ impl Router {
             self.stats.second = second;
         }
         self.sweep_idle();
+        self.check_liveness(clock);
     }
 
     /// Each tick probes a slice of the MFC entries, sized so that every entry is looked at at
@@ -690,7 +642,8 @@ impl Router {
 
     /// When [`Router::handle_timeout`] is next due, on monotonic time.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_tick
+        self.liveness_deadline()
+            .map_or(self.next_tick, |d| d.min(self.next_tick))
     }
 
     fn native_planner(&mut self) -> &mut dyn Planner {
@@ -706,6 +659,7 @@ impl Router {
             querier: &self.querier,
             interfaces: &self.interfaces,
             vifs: &self.vifs,
+            failover: self.liveness.view(),
             gap: self.config.gap,
             route_plain: self.config.route_plain_groups,
         }
@@ -721,6 +675,7 @@ impl Router {
             config,
             native,
             vip,
+            liveness,
             ..
         } = self;
         let view = View {
@@ -728,6 +683,7 @@ impl Router {
             querier,
             interfaces,
             vifs,
+            failover: liveness.view(),
             gap: config.gap,
             route_plain: config.route_plain_groups,
         };

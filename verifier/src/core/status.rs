@@ -23,6 +23,15 @@ impl Router {
                     epoch: c.epoch.0,
                     interface: self.ifname(c.ifindex),
                     sender: c.sender.to_string(),
+                    liveness: self
+                        .liveness
+                        .state(g, m)
+                        .map(|dead| if dead { "dead" } else { "live" }.into()),
+                    standby: if c.standby.is_empty() {
+                        String::new()
+                    } else {
+                        c.standby.to_string()
+                    },
                     expires_in_ms: c.expires.saturating_duration_since(now.mono).as_millis() as u64,
                 });
             }
@@ -127,6 +136,10 @@ impl Router {
                 claims_left_out: s.claims_left_out,
                 claims_held_unverified: s.claims_held_unverified,
                 socket_drops: s.socket_drops,
+                beacons_accepted: self.liveness.stats.beacons_accepted,
+                beacons_refused: self.liveness.stats.beacons_refused,
+                members_found_dead: self.liveness.stats.members_found_dead,
+                members_back: self.liveness.stats.members_back,
             },
         }
     }

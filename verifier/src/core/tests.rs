@@ -4,6 +4,7 @@
 use super::*;
 use crate::plan::MfcSpec;
 use crate::plan::{VipChange, VipRoute, VipRule};
+use crate::querier::Role;
 use igmp_ext::fixtures::{Fixture, NOW};
 use igmp_ext::join::{build_datagram, build_signed_report};
 use igmp_ext::wire::igmp::{QueryRepr, QueryV3Fields, ReportRepr};
@@ -17,7 +18,7 @@ pub(super) const S1: u32 = 1;
 /// The clients' link, VIF 1.
 pub(super) const C0: u32 = 2;
 /// A second link to the same members' subnet, VIF 2: a member can move here.
-const S2: u32 = 3;
+pub(super) const S2: u32 = 3;
 const EVEN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const ODD: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
 pub(super) const OUR_S1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
@@ -41,6 +42,7 @@ pub(super) fn config() -> RouterConfig {
         adopt_grace: Duration::from_secs(3),
         keep_kernel_state: false,
         vips: Vec::new(),
+        liveness: Default::default(),
     }
 }
 

@@ -26,7 +26,11 @@ impl Router {
     pub fn handle_keys(&mut self, now: impl Into<Clock>, keys: &dyn KeySource) {
         let clock: Clock = now.into();
         let now = timers(clock);
-        for change in self.verifier.revalidate(clock, keys) {
+        let revoked = self.verifier.revalidate(clock, keys);
+        if !revoked.is_empty() {
+            self.sync_liveness(clock.mono);
+        }
+        for change in revoked {
             self.events.push_back(Event::ClaimsRevoked {
                 group: change.group,
                 lost: change.lost,
@@ -42,6 +46,9 @@ impl Router {
     pub fn handle_socket_overflow(&mut self, now: impl Into<Clock>, dropped: u64) {
         let clock: Clock = now.into();
         self.stats.socket_drops += dropped;
+        // A lost join may have carried a liveness chain's hand-over: nobody is found dead for
+        // the silence up to now either (SPEC.md §5.5).
+        self.note_drops(clock.mono);
         self.stats.claims_held_unverified += self.verifier.hold_all_unheard(clock.mono) as u64;
     }
 }

@@ -349,6 +349,8 @@ mod tests {
             expires: igmp_ext::Instant::from_secs(100),
             member_key: igmp_ext::KeyId([1; 8]),
             issuer: igmp_ext::KeyId([2; 8]),
+            standby: igmp_ext::SliceSet::default(),
+            liveness: Vec::new(),
         }
     }
 

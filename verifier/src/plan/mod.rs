@@ -177,14 +177,18 @@ pub struct View<'a> {
     pub querier: &'a Querier,
     pub interfaces: &'a [Interface],
     pub vifs: &'a VifTable,
+    /// While the router has found members dead (SPEC.md §5.5): the ownership the data plane
+    /// follows, with their units given to their standbys.
+    pub failover: Option<&'a OwnershipTable>,
     pub gap: GapPolicy,
     /// Route plain (unprotected) groups toward their listeners (`native.route_plain_groups`).
     pub route_plain: bool,
 }
 
 impl View<'_> {
+    /// The ownership the data plane follows: the verified table, or its failover view.
     pub fn ownership(&self) -> &OwnershipTable {
-        self.verifier.ownership()
+        self.failover.unwrap_or_else(|| self.verifier.ownership())
     }
 
     /// Where (group, source) goes, for every data plane: a protected group's source to its

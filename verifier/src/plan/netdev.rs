@@ -408,6 +408,8 @@ mod tests {
             expires: igmp_ext::Instant::from_millis(1_000_000),
             member_key: igmp_ext::KeyId([1; 8]),
             issuer: igmp_ext::KeyId([2; 8]),
+            standby: igmp_ext::SliceSet::default(),
+            liveness: Vec::new(),
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Received {
     pub ifindex: Option<u32>,
     /// The socket's drop counter, when the kernel attached it (only once it is non-zero).
     pub drops_total: Option<u32>,
+    /// The sender's address (for a raw socket also in the datagram's IPv4 header).
+    pub source: Option<std::net::Ipv4Addr>,
 }
 
 /// Reads one datagram without blocking; `None` when the queue is empty.
@@ -38,6 +40,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Option<Received>> {
         len: msg.bytes,
         ifindex: None,
         drops_total: None,
+        source: msg.address.map(|a| a.ip()),
     };
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
@@ -67,6 +70,15 @@ const LOG_WINDOW: Duration = Duration::from_secs(10);
 impl Drops {
     /// The counter a read carried; returns how many datagrams were dropped since the last.
     pub fn update(&mut self, now: Instant, total: u32) -> u64 {
+        self.update_for(
+            now,
+            total,
+            "IGMP datagrams; every claim is held one hold from now",
+        )
+    }
+
+    /// [`Drops::update`] with what was dropped and what it means, for the warning.
+    pub fn update_for(&mut self, now: Instant, total: u32, what: &str) -> u64 {
         let n = u64::from(total.wrapping_sub(self.seen));
         self.seen = total;
         if n == 0 {
@@ -79,8 +91,7 @@ impl Drops {
         {
             warn!(
                 dropped = self.unlogged,
-                "the kernel dropped IGMP datagrams at the full socket queue (a flood faster than \
-                 we read); every claim is held one hold from now"
+                "the kernel dropped {what} at the full socket queue (a flood faster than we read)"
             );
             self.unlogged = 0;
             self.logged_at = Some(now);

@@ -276,6 +276,8 @@ impl RouterLab {
             epoch: AllocationEpoch(epoch),
             timestamp: wall_now(),
             nonce: igmp_ext::fixtures::nonce_bytes(NONCE.fetch_add(1, Ordering::Relaxed)),
+            standby: Vec::new(),
+            liveness: Vec::new(),
         };
         let igmp = build_signed_report(&claims, s.addr, &m.cert, &m.key).expect("join builds");
         s.ns.send_raw(&s.ifname, &build_datagram(s.addr, &igmp));

@@ -1,0 +1,376 @@
+//! Router-checked liveness and standby claims (SPEC.md §5.5, issue 16 item 2): each verified
+//! member that sends beacons is watched; when its beacons stop and the router dropped nothing
+//! that could have been one, its units go to the standbys its epoch named, in the kernel, before
+//! the control group has agreed. The verified ownership table is not changed: the data plane
+//! follows [`OwnershipTable::failover_view`] of it until the member's next beacon, or until the
+//! next epoch's joins decide from the verified table as before.
+
+use super::*;
+use igmp_ext::liveness::{Beacon, ChainProgress, LivenessAnchor, StandbyNotice};
+use igmp_ext::ownership::OwnershipTable;
+use serde::Deserialize;
+use std::collections::{HashMap, VecDeque};
+
+/// Most hashes one beacon may cost: a member silent longer than this many intervals comes back
+/// with its next join (a refresh), which re-anchors its chain.
+pub const MAX_GAP: u32 = 64;
+
+/// `[liveness]` in the verifier's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    /// UDP port of liveness beacons (to 224.0.0.2, all routers on the link).
+    pub port: u16,
+    /// Beacon intervals without one before a member is found dead (at least 2).
+    pub misses: u32,
+    /// Steer a dead member's units to its standbys. Off: beacons are still checked and shown.
+    pub failover: bool,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            port: 7410,
+            misses: 3,
+            failover: true,
+        }
+    }
+}
+
+/// How often a standby in force is told again (a lost notice costs it only this long).
+const NOTICE_REPEAT: Duration = Duration::from_millis(100);
+
+/// A [`StandbyNotice`] for the daemon to send: UDP to `to` at the beacon port, out of
+/// `ifindex`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub to: Ipv4Addr,
+    pub ifindex: u32,
+    pub notice: StandbyNotice,
+}
+
+/// A standby the router steers a dead member's units to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Standing {
+    group: Ipv4Addr,
+    dead: MemberId,
+    heir: Ipv4Addr,
+    ifindex: u32,
+    epoch: u64,
+}
+
+/// One watched claim: the chains its join named and when a beacon last proved it alive.
+#[derive(Debug, Clone)]
+struct Watch {
+    chains: Vec<ChainProgress>,
+    interval: Duration,
+    /// The last accepted beacon, or when the watch began (a new claim's grace).
+    heard: Instant,
+    dead: bool,
+}
+
+/// The router's liveness book: who is watched, who was found dead, and the table the data
+/// plane follows meanwhile.
+#[derive(Debug, Default)]
+pub(super) struct Liveness {
+    watches: HashMap<(Ipv4Addr, MemberId), Watch>,
+    /// The last time a socket the router reads dropped datagrams: silence up to then may be
+    /// the router's doing, so it finds nobody dead for it.
+    last_drop: Option<Instant>,
+    /// The failover view while anyone is dead.
+    view: Option<OwnershipTable>,
+    /// The standbys in force, told again every [`NOTICE_REPEAT`].
+    standing: Vec<Standing>,
+    told_at: Option<Instant>,
+    notices: VecDeque<Notice>,
+    pub(super) stats: LivenessStats,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LivenessStats {
+    pub beacons_accepted: u64,
+    pub beacons_refused: u64,
+    pub members_found_dead: u64,
+    pub members_back: u64,
+}
+
+impl Liveness {
+    pub(super) fn view(&self) -> Option<&OwnershipTable> {
+        self.view.as_ref()
+    }
+
+    /// Whether `member`'s claim on `group` is watched, and dead (`Some(true)`).
+    pub(super) fn state(&self, group: Ipv4Addr, member: MemberId) -> Option<bool> {
+        self.watches.get(&(group, member)).map(|w| w.dead)
+    }
+
+    fn deadline(&self, w: &Watch, misses: u32) -> Instant {
+        let since = self.last_drop.map_or(w.heard, |d| d.max(w.heard));
+        since.saturating_add(w.interval * misses.max(2))
+    }
+
+    /// Follows the verified table: a watch per claim with liveness anchors; a chain the claim's
+    /// join names and the watch does not know starts at its anchor. Watches of claims gone, or
+    /// without anchors, end.
+    fn sync(&mut self, now: Instant, table: &OwnershipTable) {
+        let mut seen = Vec::new();
+        for group in table.groups() {
+            for (member, claim) in table.claims(group) {
+                if claim.liveness.is_empty() {
+                    continue;
+                }
+                seen.push((group, member));
+                let anchors = &claim.liveness;
+                let w = self
+                    .watches
+                    .entry((group, member))
+                    .or_insert_with(|| Watch {
+                        chains: Vec::new(),
+                        interval: interval_of(anchors),
+                        heard: now,
+                        dead: false,
+                    });
+                w.interval = interval_of(anchors);
+                w.chains = anchors
+                    .iter()
+                    .map(|a| {
+                        let known = w.chains.iter().find(|p| p.chain == a.chain);
+                        match known {
+                            Some(p) if p.index >= a.index => *p,
+                            _ => ChainProgress::from(*a),
+                        }
+                    })
+                    .collect();
+            }
+        }
+        self.watches.retain(|k, _| seen.contains(k));
+        // A dead member whose claim is gone: the commit that took it tells the heirs.
+        let watches = &self.watches;
+        self.standing
+            .retain(|s| watches.get(&(s.group, s.dead)).is_some_and(|w| w.dead));
+    }
+
+    fn tell(&mut self, s: &Standing, active: bool) {
+        self.notices.push_back(Notice {
+            to: s.heir,
+            ifindex: s.ifindex,
+            notice: StandbyNotice {
+                group: s.group,
+                dead: s.dead,
+                epoch: s.epoch,
+                active,
+            },
+        });
+    }
+}
+
+/// The beacon interval a join's anchors name (the first's; they share the member's setting).
+fn interval_of(anchors: &[LivenessAnchor]) -> Duration {
+    Duration::from_millis(
+        anchors
+            .first()
+            .map_or(1, |a| u64::from(a.interval_ms.max(1))),
+    )
+}
+
+impl Router {
+    /// One datagram from the beacon socket, from `source` on `ifindex`. Anything that does not
+    /// prove a later value of a watched claim's chain, from where that claim is, is counted and
+    /// changes nothing.
+    pub fn handle_beacon(
+        &mut self,
+        now: impl Into<Clock>,
+        datagram: &[u8],
+        source: Ipv4Addr,
+        ifindex: u32,
+    ) {
+        let clock: Clock = now.into();
+        let accepted = self.check_beacon(clock.mono, datagram, source, ifindex);
+        let stats = &mut self.liveness.stats;
+        match accepted {
+            Ok(None) => stats.beacons_accepted += 1,
+            Ok(Some(group)) => {
+                stats.beacons_accepted += 1;
+                stats.members_back += 1;
+                self.replan(timers(clock), Change::Ownership(Some(group)));
+            }
+            Err(why) => {
+                stats.beacons_refused += 1;
+                debug!(%source, ifindex, why, "beacon refused");
+            }
+        }
+    }
+
+    /// `Ok(Some(group))` when the beacon brought a member found dead back.
+    fn check_beacon(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        source: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<Option<Ipv4Addr>, &'static str> {
+        let beacon = Beacon::decode(datagram).map_err(|_| "malformed")?;
+        let (group, member) = (beacon.group, beacon.member);
+        let claim = self
+            .verifier
+            .ownership()
+            .claims(group)
+            .find(|(m, _)| *m == member)
+            .map(|(_, c)| c)
+            .ok_or("no claim")?;
+        if claim.sender != source || claim.ifindex != ifindex {
+            return Err("not from where the claim is");
+        }
+        let w = self
+            .liveness
+            .watches
+            .get_mut(&(group, member))
+            .ok_or("not watched")?;
+        // The work a beacon may cost grows with the silence it ends, up to MAX_GAP hashes.
+        let elapsed = now.saturating_duration_since(w.heard);
+        let expected = (elapsed.as_millis() / w.interval.as_millis().max(1)) as u32;
+        let max_gap = expected.saturating_add(4).min(MAX_GAP);
+        let advanced = w
+            .chains
+            .iter_mut()
+            .any(|p| p.advance(&beacon, max_gap).is_ok());
+        if !advanced {
+            return Err("does not prove a later chain value");
+        }
+        w.heard = w.heard.max(now);
+        // The chain handed over: the earlier one is done with.
+        if let Some(i) = w.chains.iter().position(|p| p.chain == beacon.chain) {
+            w.chains.drain(..i);
+        }
+        if !std::mem::replace(&mut w.dead, false) {
+            return Ok(None);
+        }
+        tracing::info!(%member, %group, "liveness: beacons again; its units go back to it");
+        let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.liveness.standing)
+            .into_iter()
+            .partition(|s| s.group == group && s.dead == member);
+        self.liveness.standing = kept;
+        for s in &ended {
+            self.liveness.tell(s, false);
+        }
+        self.refresh_failover_view();
+        Ok(Some(group))
+    }
+
+    /// The beacon socket dropped datagrams at its full queue: no silence until now is held
+    /// against anyone.
+    pub fn handle_beacon_overflow(&mut self, now: impl Into<Clock>, dropped: u64) {
+        let clock: Clock = now.into();
+        self.stats.socket_drops += dropped;
+        self.note_drops(clock.mono);
+    }
+
+    pub(super) fn note_drops(&mut self, now: Instant) {
+        self.liveness.last_drop = Some(self.liveness.last_drop.map_or(now, |d| d.max(now)));
+    }
+
+    /// Watches follow the verified claims (after any change to them).
+    pub(super) fn sync_liveness(&mut self, now: Instant) {
+        self.liveness.sync(now, self.verifier.ownership());
+        self.refresh_failover_view();
+    }
+
+    /// Finds the watched members whose beacons stopped (SPEC.md §5.5) and re-points their
+    /// units.
+    pub(super) fn check_liveness(&mut self, clock: Clock) {
+        let repeat = self
+            .liveness
+            .told_at
+            .is_none_or(|t| clock.mono >= t.saturating_add(NOTICE_REPEAT));
+        if repeat {
+            self.liveness.told_at = Some(clock.mono);
+            for s in self.liveness.standing.clone() {
+                self.liveness.tell(&s, true);
+            }
+        }
+        let misses = self.config.liveness.misses;
+        let mut found = Vec::new();
+        let Liveness {
+            watches, last_drop, ..
+        } = &mut self.liveness;
+        for (&(group, member), w) in watches.iter_mut() {
+            let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
+            if w.dead || clock.mono < since.saturating_add(w.interval * misses.max(2)) {
+                continue;
+            }
+            w.dead = true;
+            found.push((group, member));
+        }
+        if found.is_empty() {
+            return;
+        }
+        self.liveness.stats.members_found_dead += found.len() as u64;
+        self.refresh_failover_view();
+        let mut groups: Vec<Ipv4Addr> = found.iter().map(|&(g, _)| g).collect();
+        groups.dedup();
+        for (group, member) in found {
+            tracing::warn!(%member, %group, "liveness: beacons stopped; its units go to their standbys");
+            self.events.push_back(Event::MemberSilent { group, member });
+            if self.config.liveness.failover {
+                for s in self.heirs(group, member) {
+                    self.liveness.tell(&s, true);
+                    self.liveness.standing.push(s);
+                }
+            }
+        }
+        for group in groups {
+            self.replan(timers(clock), Change::Ownership(Some(group)));
+        }
+    }
+
+    /// The live members whose standby, at `dead`'s epoch, covers some of its units.
+    fn heirs(&self, group: Ipv4Addr, dead: MemberId) -> Vec<Standing> {
+        let table = self.verifier.ownership();
+        let Some((_, gone)) = table.claims(group).find(|(m, _)| *m == dead) else {
+            return Vec::new();
+        };
+        table
+            .claims(group)
+            .filter(|(m, c)| {
+                *m != dead
+                    && c.epoch == gone.epoch
+                    && c.standby.overlaps(&gone.slices)
+                    && self.liveness.state(group, *m) != Some(true)
+            })
+            .map(|(_, c)| Standing {
+                group,
+                dead,
+                heir: c.sender,
+                ifindex: c.ifindex,
+                epoch: gone.epoch.0,
+            })
+            .collect()
+    }
+
+    /// The next standby notice to send.
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.liveness.notices.pop_front()
+    }
+
+    /// When the next watched member would be found dead.
+    pub(super) fn liveness_deadline(&self) -> Option<Instant> {
+        let misses = self.config.liveness.misses;
+        self.liveness
+            .watches
+            .values()
+            .filter(|w| !w.dead)
+            .map(|w| self.liveness.deadline(w, misses))
+            .min()
+    }
+
+    fn refresh_failover_view(&mut self) {
+        let watches = &self.liveness.watches;
+        self.liveness.view = if self.config.liveness.failover {
+            self.verifier
+                .ownership()
+                .failover_view(|g, m| watches.get(&(g, m)).is_some_and(|w| w.dead))
+        } else {
+            None
+        };
+    }
+}

@@ -1,0 +1,185 @@
+//! Router-checked liveness and standby claims (SPEC.md §5.5) in the core: beacons keep a member
+//! live, its silence gives its units to the standby its epoch named, forged beacons keep
+//! nothing alive, and silence the router caused finds nobody dead.
+
+use super::tests::{Lab, S1, S2};
+use super::*;
+use igmp_ext::fixtures::NOW;
+use igmp_ext::liveness::HashChain;
+use igmp_ext::{Slice, SliceEntry};
+
+const EVEN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const ODD: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
+
+fn ms(n: u64) -> Timestamp {
+    NOW.saturating_add(Duration::from_millis(n))
+}
+
+fn chain(seed: u8) -> HashChain {
+    HashChain::new([seed; 16], u64::from(seed), 10, 1000)
+}
+
+/// Member `i` claims `slices` and stands by for `standby` at epoch 1, naming `chain` at
+/// index 0, its join arriving on `ifindex`.
+fn join(lab: &mut Lab, i: usize, slices: Slice, standby: Slice, chain: &HashChain, ifindex: u32) {
+    let mut claims = lab.fixture.claims(&[slices], 1, NOW, 100 + i as u64);
+    claims.standby = vec![SliceEntry::include(standby)];
+    claims.liveness = vec![chain.anchor(0).unwrap()];
+    let datagram = lab.fixture.datagram(i, &claims);
+    lab.router
+        .handle_datagram(NOW, Some(ifindex), &datagram, &lab.keys);
+}
+
+fn beacon(lab: &mut Lab, i: usize, chain: &HashChain, index: u32, ifindex: u32) {
+    let m = &lab.fixture.members[i];
+    let b = chain
+        .beacon(lab.fixture.group, m.id, index)
+        .unwrap()
+        .encode();
+    let addr = m.addr;
+    lab.router
+        .handle_beacon(ms(10 * u64::from(index)), &b, addr, ifindex);
+}
+
+/// The VIFs the MFC entry for `source` goes out of, after the ops since the last call.
+fn repointed(lab: &mut Lab) -> Vec<(Ipv4Addr, Vec<u16>)> {
+    lab.ops()
+        .into_iter()
+        .filter_map(|op| match op {
+            DataplaneOp::MfcInstall(s) => Some((s.source, s.oifs.iter().collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started() -> (Lab, HashChain, HashChain) {
+    let mut lab = Lab::mfc();
+    let g = lab.fixture.group;
+    for source in [EVEN, ODD] {
+        lab.router.handle_upcall(
+            NOW,
+            crate::plan::mfc::Upcall {
+                msgtype: IGMPMSG_NOCACHE,
+                vif: 1,
+                source,
+                group: g,
+            },
+        );
+    }
+    let (a, b) = (chain(1), chain(2));
+    let (even, odd) = (Slice::new(0, 1), Slice::new(1, 1));
+    join(&mut lab, 0, even, odd, &a, S1);
+    join(&mut lab, 1, odd, even, &b, S2);
+    lab.ops();
+    (lab, a, b)
+}
+
+#[test]
+fn a_silent_members_units_go_to_its_standby_and_come_back_with_its_beacons() {
+    let (mut lab, a, b) = started();
+    let g = lab.fixture.group;
+    let (m0, m1) = (lab.fixture.members[0].id, lab.fixture.members[1].id);
+    for k in 1..=10 {
+        beacon(&mut lab, 0, &a, k, S1);
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert!(repointed(&mut lab).is_empty(), "both live: nothing moves");
+    // Member 0 goes silent at 100 ms; member 1 beacons on. Three intervals later (130 ms)
+    // member 0 is found dead and EVEN goes to member 1 on s2 (VIF 2).
+    for k in 11..=14 {
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
+    assert!(lab.events().contains(&Event::MemberSilent {
+        group: g,
+        member: m0
+    }));
+    let st = lab.status(ms(140));
+    let row = |m: MemberId| st.ownership.iter().find(|r| r.member == m.0).unwrap();
+    assert_eq!(row(m0).liveness.as_deref(), Some("dead"));
+    assert_eq!(row(m1).liveness.as_deref(), Some("live"));
+    assert_eq!(st.counters.members_found_dead, 1);
+    // The verified table is unchanged: member 0 still holds EVEN at epoch 1.
+    assert_eq!(
+        lab.router
+            .verifier()
+            .ownership()
+            .owner_of(g, EVEN)
+            .map(|(m, _)| m),
+        Some(m0)
+    );
+    // Its beacons again (the index due now, past the ones it missed): EVEN goes back.
+    beacon(&mut lab, 0, &a, 15, S1);
+    assert_eq!(repointed(&mut lab), vec![(EVEN, vec![0])]);
+    assert_eq!(lab.status(ms(150)).counters.members_back, 1);
+}
+
+/// What an on-link host can send for a dead member: copies of its beacons, values it made up,
+/// a beacon of another chain, or a real next value from another address. None of it keeps the
+/// member alive or is counted as accepted.
+#[test]
+fn forged_and_copied_beacons_keep_no_dead_member_alive() {
+    let (mut lab, a, b) = started();
+    for k in 1..=5 {
+        beacon(&mut lab, 0, &a, k, S1);
+        beacon(&mut lab, 1, &b, k, S2);
+    }
+    let accepted = lab.status(ms(50)).counters.beacons_accepted;
+    assert_eq!(accepted, 10);
+    let (g, m0) = (lab.fixture.group, lab.fixture.members[0].id);
+    let addr = lab.fixture.members[0].addr;
+    let copy = a.beacon(g, m0, 5).unwrap();
+    for k in 6..=12u32 {
+        let t = ms(10 * u64::from(k));
+        // A copy of the last beacon it saw, relabelled with the index due now.
+        let relabelled = igmp_ext::liveness::Beacon { index: k, ..copy };
+        let made_up = igmp_ext::liveness::Beacon {
+            value: [k as u8; 16],
+            ..relabelled
+        };
+        let other_chain = chain(9).beacon(g, m0, k).unwrap();
+        for forged in [copy, relabelled, made_up, other_chain] {
+            lab.router.handle_beacon(t, &forged.encode(), addr, S1);
+        }
+        // The real next value, but from another address than the claim's.
+        let real = a.beacon(g, m0, k).unwrap();
+        lab.router
+            .handle_beacon(t, &real.encode(), Ipv4Addr::new(10, 0, 0, 99), S1);
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(t);
+    }
+    let st = lab.status(ms(120));
+    assert_eq!(
+        st.counters.beacons_accepted,
+        accepted + 7,
+        "only member 1's"
+    );
+    assert_eq!(st.counters.beacons_refused, 7 * 5);
+    assert_eq!(st.counters.members_found_dead, 1);
+    assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
+}
+
+/// Datagrams the router dropped at a full socket may have been beacons: nobody is found dead
+/// for the silence up to the drop, only for silence after it.
+#[test]
+fn silence_the_router_caused_finds_nobody_dead() {
+    let (mut lab, a, b) = started();
+    beacon(&mut lab, 0, &a, 1, S1);
+    beacon(&mut lab, 1, &b, 1, S2);
+    // Both silent from 10 ms; the beacon socket overflowed at 35 ms.
+    lab.router.handle_beacon_overflow(ms(35), 5);
+    lab.router.handle_timeout(ms(40));
+    lab.router.handle_timeout(ms(60));
+    assert_eq!(lab.status(ms(60)).counters.members_found_dead, 0);
+    assert_eq!(
+        lab.router.poll_timeout(),
+        Instant::from_millis(ms(65).as_millis())
+    );
+    // Three intervals after the drop, both are found dead; each one's units go to the other,
+    // which is dead too: nothing moves.
+    lab.router.handle_timeout(ms(65));
+    assert_eq!(lab.status(ms(65)).counters.members_found_dead, 2);
+    assert!(repointed(&mut lab).is_empty());
+}
