@@ -144,7 +144,8 @@ impl Allocation {
     /// The units `me` would take if their owner failed (SPEC.md §5.5): for each other member of
     /// `members`, those of its units that [`Allocation::rebalanced`] without it gives to `me`,
     /// which is the allocation the control group commits when it finds that member down.
-    pub fn standby_of(&self, members: &[(MemberId, u32)], me: MemberId) -> SliceSet {
+    /// The units come one by one (not merged), as a join's STANDBY bitmap names them.
+    pub fn standby_of(&self, members: &[(MemberId, u32)], me: MemberId) -> Vec<Slice> {
         let mut out = Vec::new();
         for &(gone, _) in members.iter().filter(|&&(m, _)| m != me) {
             if self.units_of(gone) == 0 {
@@ -162,7 +163,8 @@ impl Allocation {
                     .map(|i| self.slicing.unit(i)),
             );
         }
-        out.into_iter().collect()
+        out.sort_unstable_by_key(|u| u.value());
+        out
     }
 
     pub fn slicing(&self) -> Slicing {
@@ -405,7 +407,10 @@ mod tests {
     fn standbys_cover_every_unit_once_and_match_the_allocation_after_a_loss() {
         let all4 = members(&[1, 2, 3, 4]);
         let a = Allocation::new(Slicing::LowOrder { bits: 6 }, &all4);
-        let standby: Vec<SliceSet> = all4.iter().map(|&(m, _)| a.standby_of(&all4, m)).collect();
+        let standby: Vec<SliceSet> = all4
+            .iter()
+            .map(|&(m, _)| a.standby_of(&all4, m).into_iter().collect())
+            .collect();
         for (k, &(m, _)) in all4.iter().enumerate() {
             assert!(
                 !standby[k].overlaps(&a.slices_of(m)),

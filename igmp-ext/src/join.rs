@@ -38,6 +38,8 @@ const SLICE_FLAG_EXCLUDE: u8 = 0x01;
 /// the sub-TLV's length before any entry is read. The set the entries grant is built only after
 /// the join's signature verified, within a budget of steps, and has at most this many slices.
 pub const MAX_JOIN_SLICES: usize = 1024;
+/// Most bits of a standby unit mask: a bitmap of 2^11 units is 256 bytes.
+pub const MAX_STANDBY_BITS: u32 = 11;
 /// Liveness anchors in one join (SPEC.md §5.5): the chain a member beacons on and the next.
 pub const MAX_LIVENESS_ANCHORS: usize = 2;
 /// Largest IPv4 datagram the router parses (SPEC.md §3.7): a join with [`MAX_JOIN_SLICES`]
@@ -133,7 +135,9 @@ pub struct JoinClaims {
     /// Fresh random bytes for every join: the replay cache remembers (member, nonce).
     pub nonce: [u8; NONCE_LEN],
     /// The units this member takes, at `epoch`, if their owner fails (SPEC.md §5.5): the
-    /// router steers them here when it misses the owner's beacons. Empty: none.
+    /// router steers them here when it misses the owner's beacons. Empty: none. Units of one
+    /// slicing (include entries sharing one mask of at most [`MAX_STANDBY_BITS`] bits), sent
+    /// as a bitmap over its units so that they cost a join 4 bytes and one bit each.
     pub standby: Vec<SliceEntry>,
     /// Where this member's liveness beacons stand (SPEC.md §5.5): the chain it beacons on
     /// and, while it hands over, the next one; empty: it sends none. At most
@@ -224,7 +228,7 @@ pub(crate) fn build_report_uncapped(
         push_tlv(
             &mut value,
             sub_type::STANDBY,
-            &encode_entries(&claims.standby),
+            &encode_standby(&claims.standby)?,
         )?;
     }
     if claims.liveness.len() > MAX_LIVENESS_ANCHORS {
@@ -272,7 +276,7 @@ pub(crate) fn build_report_uncapped(
     Ok(msg)
 }
 
-/// The SLICES (and STANDBY) sub-TLV value: flags, value, mask per entry.
+/// The SLICES sub-TLV value: flags, value, mask per entry.
 fn encode_entries(entries: &[SliceEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.len() * SLICE_ENTRY_LEN);
     for e in entries {
@@ -283,7 +287,62 @@ fn encode_entries(entries: &[SliceEntry]) -> Vec<u8> {
     out
 }
 
-/// Parses a SLICES or STANDBY sub-TLV value whose length [`SubFields::collect`] checked.
+/// The STANDBY sub-TLV value (SPEC.md §3.2): the units' mask, then one bit per unit of that
+/// mask, unit `i` being the value whose mask bits spell `i` (lowest mask bit first), bit `i % 8`
+/// of byte `i / 8`.
+fn encode_standby(units: &[SliceEntry]) -> Result<Vec<u8>, BuildError> {
+    let bad = |why| BuildError::TooLarge(WireError::Malformed(why));
+    let mask = units[0].slice.mask();
+    if mask.count_ones() > MAX_STANDBY_BITS {
+        return Err(bad("standby units finer than MAX_STANDBY_BITS"));
+    }
+    let mut out = mask.to_be_bytes().to_vec();
+    out.resize(4 + standby_bitmap_len(mask), 0);
+    for e in units {
+        if e.exclude || e.slice.mask() != mask {
+            return Err(bad("standby entries must be include units of one mask"));
+        }
+        let i = extract_bits(e.slice.value(), mask) as usize;
+        out[4 + i / 8] |= 1 << (i % 8);
+    }
+    Ok(out)
+}
+
+/// Bytes of the bitmap of a mask's units (at least one).
+fn standby_bitmap_len(mask: u32) -> usize {
+    ((1usize << mask.count_ones()) / 8).max(1)
+}
+
+/// The bits of `value` at `mask`'s positions, packed from the lowest (PEXT).
+fn extract_bits(value: u32, mask: u32) -> u32 {
+    (0..32)
+        .filter(|b| mask & (1 << b) != 0)
+        .enumerate()
+        .fold(0, |acc, (k, b)| acc | (((value >> b) & 1) << k))
+}
+
+/// `i`'s bits placed at `mask`'s positions, from the lowest (PDEP).
+fn deposit_bits(i: u32, mask: u32) -> u32 {
+    (0..32)
+        .filter(|b| mask & (1 << b) != 0)
+        .enumerate()
+        .fold(0, |acc, (k, b)| acc | (((i >> k) & 1) << b))
+}
+
+/// Parses a STANDBY sub-TLV value whose length [`SubFields::collect`] checked.
+fn decode_standby(bytes: &[u8]) -> Vec<SliceEntry> {
+    let Some((mask, bitmap)) = bytes.split_first_chunk::<4>() else {
+        return Vec::new();
+    };
+    let mask = u32::from_be_bytes(*mask);
+    let units = 1u32 << mask.count_ones();
+    (0..units)
+        .filter(|&i| bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0)
+        .map(|i| SliceEntry::include(Slice::new(deposit_bits(i, mask), mask)))
+        .collect()
+}
+
+/// Parses a SLICES sub-TLV value whose length [`SubFields::collect`] checked.
 fn decode_entries(bytes: &[u8]) -> Result<Vec<SliceEntry>, JoinParseError> {
     let mut entries = Vec::with_capacity(bytes.len() / SLICE_ENTRY_LEN);
     for c in bytes.chunks_exact(SLICE_ENTRY_LEN) {
@@ -415,7 +474,7 @@ impl UnverifiedJoin {
         let fields = SubFields::collect(&subs)?;
 
         let entries = decode_entries(fields.slices)?;
-        let standby = decode_entries(fields.standby)?;
+        let standby = decode_standby(fields.standby);
         let liveness = fields
             .liveness
             .chunks_exact(LivenessAnchor::LEN)
@@ -549,14 +608,19 @@ impl<'a> SubFields<'a> {
                     slices = Some(t.value);
                 }
                 sub_type::STANDBY => {
-                    if t.value.len() % SLICE_ENTRY_LEN != 0 {
-                        return Err(JoinParseError::Malformed(
-                            "standby list is not whole entries",
-                        ));
+                    let mask = t
+                        .value
+                        .first_chunk::<4>()
+                        .map(|m| u32::from_be_bytes(*m))
+                        .filter(|m| m.count_ones() <= MAX_STANDBY_BITS)
+                        .ok_or(JoinParseError::Malformed("standby mask"))?;
+                    if t.value.len() != 4 + standby_bitmap_len(mask) {
+                        return Err(JoinParseError::Malformed("standby bitmap length"));
                     }
-                    // The cap counts claimed and standby entries together: both are built
-                    // into slice sets after the signature.
-                    entry_count += t.value.len() / SLICE_ENTRY_LEN;
+                    // The cap counts claimed and standby units together: both are built into
+                    // slice sets after the signature.
+                    let units: u32 = t.value[4..].iter().map(|b| b.count_ones()).sum();
+                    entry_count += units as usize;
                     if entry_count > MAX_JOIN_SLICES {
                         return Err(JoinParseError::TooManySlices(entry_count));
                     }
@@ -606,6 +670,44 @@ mod tests {
     use super::*;
     use crate::fixtures::{spec_example, Fixture, IFINDEX, NOW};
     use crate::verify::{Accepted, JoinVerifier, VerifierConfig};
+
+    /// Standby units go as a bitmap over their mask's units and come back as the same units,
+    /// for a low-order and a prefix slicing; a three-member claim (86 units that do not merge,
+    /// the worst case of the default slicing) with its standby and a liveness anchor still fits
+    /// one 1,500-byte link MTU (a member's raw socket cannot fragment it).
+    #[test]
+    fn standby_units_round_trip_as_a_bitmap_and_a_join_with_them_fits_the_mtu() {
+        let f = Fixture::new(1);
+        let low: Vec<Slice> = (0..256u32).map(|i| Slice::new(i, 0xff)).collect();
+        let prefix: Vec<Slice> = (0..8u32)
+            .map(|i| Slice::new(i << 29, 0xe000_0000))
+            .collect();
+        for units in [&low, &prefix] {
+            let mine: Vec<Slice> = units.iter().copied().step_by(3).collect();
+            let standby: Vec<SliceEntry> = units
+                .iter()
+                .copied()
+                .skip(1)
+                .step_by(3)
+                .map(SliceEntry::include)
+                .collect();
+            let mut claims = f.claims(&mine, 1, NOW, 1);
+            claims.standby = standby.clone();
+            let chain = crate::liveness::HashChain::new([1; 16], 2, 10, 10);
+            claims.liveness = vec![chain.anchor(9).unwrap()];
+            let d = f.datagram(0, &claims);
+            assert!(d.len() <= 1500, "{} bytes", d.len());
+            let packet = IgmpPacket::new_checked(&d[24..]).unwrap();
+            let parsed = UnverifiedJoin::parse(&packet, |_| true).unwrap().unwrap();
+            assert_eq!(parsed.claims().standby, standby);
+            assert_eq!(parsed.claims().liveness, claims.liveness);
+        }
+        // Units of two masks cannot be one bitmap: a caller bug, refused.
+        let mut claims = f.claims(&low[..1], 1, NOW, 2);
+        claims.standby = vec![SliceEntry::include(low[1]), SliceEntry::include(prefix[1])];
+        let m = &f.members[0];
+        assert!(build_signed_report(&claims, m.addr, &m.cert, &m.key).is_err());
+    }
 
     fn spec_hex() -> Vec<u8> {
         let spec = include_str!("../../SPEC.md");

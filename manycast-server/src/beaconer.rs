@@ -3,14 +3,26 @@
 //! A chain's index `i` falls due `i` intervals after the chain's start, so a beacon sent late
 //! carries the index of when it went, not the next in turn: the router bounds its work by the
 //! time since the last beacon it accepted. Halfway through a chain the next one is drawn; from
-//! then on joins name both (the router learns the next before any beacon needs it), and at the
-//! first one's end the beacons go on from the second.
+//! then on joins name it instead (the router keeps what it knows of the running one, and learns
+//! the next long before any beacon needs it: a chain lasts at least four refreshes), and at the
+//! running one's end the beacons go on from the next. One anchor per join keeps joins within a
+//! link MTU.
 
 use igmp_ext::liveness::{Beacon, HashChain, LivenessAnchor, VALUE_LEN};
 use igmp_ext::{Instant, MemberId};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+/// The beacons' state, shared by the thread that sends them (so that a busy main loop does not
+/// silence the member at the router) and the join agent (which names the chain in joins).
+pub type SharedBeaconer = Arc<Mutex<Beaconer>>;
+
+/// Locks `b` (state stays consistent across a panic elsewhere: every update is one call).
+pub fn lock(b: &SharedBeaconer) -> MutexGuard<'_, Beaconer> {
+    b.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A chain and when its index 0 falls due.
 #[derive(Debug)]
@@ -89,16 +101,17 @@ impl Beaconer {
         (since.as_millis() / self.interval.as_millis().max(1)) as u32
     }
 
-    /// The anchors a join signed at `now` carries: the running chain where it is now, and the
-    /// next one at its start if it is drawn.
+    /// The anchor a join signed at `now` carries: the next chain at its start once drawn,
+    /// else the running chain where it is now.
     pub fn anchors(&self, now: Instant) -> Vec<LivenessAnchor> {
-        self.chains
-            .iter()
-            .filter_map(|r| {
+        let anchor = match self.chains.get(1) {
+            Some(next) => next.chain.anchor(0),
+            None => self.chains.front().and_then(|r| {
                 let i = self.index_at(r, now).min(r.chain.len().saturating_sub(1));
                 r.chain.anchor(i)
-            })
-            .collect()
+            }),
+        };
+        anchor.into_iter().collect()
     }
 
     /// Starts beaconing (a claim was made); nothing is sent before.
@@ -199,12 +212,13 @@ mod tests {
             let (beacon, drawn) = b.poll_beacon(t, &mut random);
             if drawn == Drawn::NextChain {
                 draws += 1;
-                // The join sent for it tells the router the new chain's anchor.
-                for a in b.anchors(t) {
-                    if !router.iter().any(|p| p.chain == a.chain) {
-                        router.push(ChainProgress::from(a));
-                    }
-                }
+                // The join sent for it names only the new chain: the router keeps the running
+                // one's progress beside it.
+                let anchors = b.anchors(t);
+                assert_eq!(anchors.len(), 1);
+                assert_eq!(anchors[0].index, 0);
+                router.retain(|p| p.chain != anchors[0].chain);
+                router.push(ChainProgress::from(anchors[0]));
             }
             if let Some(beacon) = beacon {
                 assert!(

@@ -611,6 +611,7 @@ impl Config {
             ),
             refresh: Duration::from_millis(self.igmp.refresh_ms),
             min_answer_interval: Duration::from_millis(self.igmp.min_answer_interval_ms),
+            max_datagram: 1500,
         }
     }
 

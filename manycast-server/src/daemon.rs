@@ -3,6 +3,7 @@
 //! socket, the signals and the clock; every decision is the [`Node`]'s. Each turn hands the
 //! node one input with the time, then carries out the node's actions and sends its joins.
 
+mod beacons;
 mod control;
 mod health;
 mod host;
@@ -10,7 +11,6 @@ mod sockets;
 
 use crate::admin::hub::Hub;
 use crate::admin::server as admin_server;
-use crate::beaconer::Beaconer;
 use crate::config::{Config, Strategy};
 use crate::credentials::{self, CredentialsError};
 use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
@@ -27,6 +27,8 @@ use socket2::Socket;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
@@ -82,8 +84,9 @@ struct Shell {
     hub: Hub,
     /// Runs the health checks the node starts; their outcomes come back on its channel.
     checker: health::Checker,
-    /// Liveness beacons (SPEC.md §5.5): the socket and 224.0.0.2 at the verifier's port.
-    beacons: Option<(UdpSocket, SocketAddrV4)>,
+    /// Where the router's standby notices arrive (SPEC.md §5.5); beacons go out of it from
+    /// their own thread.
+    notices: Option<UdpSocket>,
 }
 
 impl Shell {
@@ -93,12 +96,6 @@ impl Shell {
             self.execute(handle, action).await;
         }
         let now = daemon_kit::now();
-        while let Some(b) = self.node.poll_beacon(now.mono) {
-            if let Some((socket, to)) = &self.beacons {
-                // A lost beacon is one interval of silence; the next one makes up for it.
-                let _ = socket.try_send_to(&b, SocketAddr::V4(*to));
-            }
-        }
         while let Some(d) = self.node.poll_transmit(now, sockets::nonce()) {
             match d {
                 Ok(datagram) => match sockets::send_report(&self.igmp, &datagram) {
@@ -286,8 +283,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         control = %config.control.group, control_if = %ctl_if,
         strategy = config.strategy.as_str(), "manycast-server started"
     );
+    let mut agent_config = config.agent_config();
+    agent_config.max_datagram = sockets::link_mtu(&config.interface).unwrap_or(1500);
     let mut agent = JoinAgent::new(
-        config.agent_config(),
+        agent_config,
         JoinIdentity {
             key: creds.key.clone(),
             cert: creds.cert.clone(),
@@ -295,27 +294,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
         config.group,
     );
-    let beacons = match config.igmp.beacon_interval_ms {
-        0 => None,
-        ms => {
-            let socket = sockets::beacon_socket(&config.interface, addr, config.igmp.beacon_port)
-                .map_err(io_err("beacon socket"))?;
-            let (interval, life) = config.beacon_chain();
-            let beaconer = Beaconer::new(
-                config.group,
-                me,
-                interval,
-                life,
-                daemon_kit::now().mono,
-                &mut sockets::random_u64,
-            );
+    let stop_beacons = Arc::new(AtomicBool::new(false));
+    let notices = match beacons::start(&config, addr, me, stop_beacons.clone())
+        .map_err(io_err("liveness beacons"))?
+    {
+        Some((beaconer, socket)) => {
             agent = agent.with_beacons(beaconer);
-            debug!(interval_ms = ms, "liveness beacons on");
-            Some((
-                socket,
-                SocketAddrV4::new(sockets::ALL_ROUTERS, config.igmp.beacon_port),
-            ))
+            Some(socket)
         }
+        None => None,
     };
     let checker = health::Checker::new(node_config.health.clone());
     let mut shell = Shell {
@@ -332,7 +319,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         metrics_file: config.metrics_file.clone(),
         hub,
         checker,
-        beacons,
+        notices,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
@@ -368,7 +355,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 shell.on_igmp_readable(daemon_kit::now());
             }
             _ = tokio::time::sleep(wait) => shell.node.handle_timeout(daemon_kit::now()),
-            r = async { match &shell.beacons { Some((s, _)) => s.recv_from(&mut notice).await, None => std::future::pending().await } } => {
+            r = async { match &shell.notices { Some(s) => s.recv_from(&mut notice).await, None => std::future::pending().await } } => {
                 if let Ok((n, _)) = r {
                     shell.node.handle_notice(&notice[..n]);
                 }
@@ -438,6 +425,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tokio::time::sleep(until(Some(t), daemon_kit::now().mono)).await;
         shell.flush(&handle).await;
     }
+    stop_beacons.store(true, std::sync::atomic::Ordering::Relaxed);
     // Let the driver send the Leave before it stops.
     let _ = control::counters(&handle).await;
     let _ = handle.stop().await;

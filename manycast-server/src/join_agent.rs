@@ -7,10 +7,9 @@
 //! Timers run on monotonic time; the wall clock only stamps the signed joins (a step of the
 //! wall clock moves no report).
 
-use crate::beaconer::{Beaconer, Drawn};
+use crate::beaconer::SharedBeaconer;
 use ed25519_dalek::SigningKey;
 use igmp_ext::join::{build_datagram, build_signed_report, BuildError, NONCE_LEN};
-use igmp_ext::liveness::Beacon;
 use igmp_ext::wire::igmp::{decode_code, QueryRepr};
 use igmp_ext::wire::record::RecordType;
 use igmp_ext::{AllocationEpoch, Clock, Instant, JoinClaims, MemberCertificate, SliceEntry};
@@ -30,6 +29,8 @@ pub struct AgentConfig {
     /// unauthenticated, so an on-link host could otherwise make the member sign and send a join
     /// per query (an amplifier, and a way to fill the member's replay share at the router).
     pub min_answer_interval: Duration,
+    /// The link MTU: the longest datagram the raw socket sends (it cannot fragment).
+    pub max_datagram: usize,
 }
 
 impl Default for AgentConfig {
@@ -39,6 +40,7 @@ impl Default for AgentConfig {
             unsolicited_report_interval: Duration::from_secs(1),
             refresh: Duration::from_secs(60),
             min_answer_interval: Duration::from_secs(1),
+            max_datagram: 1500,
         }
     }
 }
@@ -63,7 +65,8 @@ pub struct JoinAgent {
     standby: Vec<SliceEntry>,
     epoch: AllocationEpoch,
     /// Liveness beacons, when the member sends them (SPEC.md §5.5).
-    beacons: Option<Beaconer>,
+    beacons: Option<SharedBeaconer>,
+    trimmed: u64,
     /// State-change reports still to send, at these times.
     change_reports: Vec<Instant>,
     /// When to answer the last query, if one is pending.
@@ -83,6 +86,7 @@ impl JoinAgent {
             standby: Vec::new(),
             epoch: AllocationEpoch(0),
             beacons: None,
+            trimmed: 0,
             change_reports: Vec::new(),
             query_answer: None,
             last_answer: None,
@@ -92,7 +96,7 @@ impl JoinAgent {
 
     /// Sends liveness beacons from `beacons` while it holds a claim, and names their chains in
     /// its joins.
-    pub fn with_beacons(mut self, beacons: Beaconer) -> Self {
+    pub fn with_beacons(mut self, beacons: SharedBeaconer) -> Self {
         self.beacons = Some(beacons);
         self
     }
@@ -129,7 +133,8 @@ impl JoinAgent {
             standby
         };
         self.epoch = epoch;
-        if let Some(b) = &mut self.beacons {
+        if let Some(b) = &self.beacons {
+            let mut b = crate::beaconer::lock(b);
             if self.entries.is_empty() {
                 b.stop();
             } else {
@@ -191,23 +196,7 @@ impl JoinAgent {
             .into_iter()
             .chain(self.query_answer)
             .chain(self.next_refresh)
-            .chain(self.beacons.as_ref().and_then(Beaconer::poll_timeout))
             .min()
-    }
-
-    /// The liveness beacon due at `now`, as the UDP payload. When the beacons move on to a
-    /// newly drawn chain, the state is reported again so that routers learn it well before any
-    /// beacon needs it.
-    pub fn poll_beacon(
-        &mut self,
-        now: Instant,
-        random: &mut dyn FnMut() -> u64,
-    ) -> Option<[u8; Beacon::LEN]> {
-        let (beacon, drawn) = self.beacons.as_mut()?.poll_beacon(now, random);
-        if drawn == Drawn::NextChain && !self.entries.is_empty() {
-            self.report_change(now, random);
-        }
-        beacon.map(|b| b.encode())
     }
 
     /// The next datagram due at `now.mono` (IPv4 header included, ready for a raw socket),
@@ -233,7 +222,7 @@ impl JoinAgent {
         if !self.entries.is_empty() {
             self.next_refresh = Some(now.saturating_add(self.config.refresh));
         }
-        let claims = JoinClaims {
+        let mut claims = JoinClaims {
             group: self.group,
             record_type,
             entries: self.entries.clone(),
@@ -242,19 +231,39 @@ impl JoinAgent {
             nonce,
             standby: self.standby.clone(),
             liveness: match &self.beacons {
-                Some(b) if !self.entries.is_empty() => b.anchors(now),
+                Some(b) if !self.entries.is_empty() => crate::beaconer::lock(b).anchors(now),
                 _ => Vec::new(),
             },
         };
-        Some(
-            build_signed_report(
+        // The member's raw socket cannot fragment: a join past the link MTU leaves out its
+        // standby units, then its liveness anchor (SPEC.md §5.5), rather than not go at all.
+        loop {
+            let built = build_signed_report(
                 &claims,
                 self.identity.sender,
                 &self.identity.cert,
                 &self.identity.key,
             )
-            .map(|igmp| build_datagram(self.identity.sender, &igmp)),
-        )
+            .map(|igmp| build_datagram(self.identity.sender, &igmp));
+            let too_long = built
+                .as_ref()
+                .is_ok_and(|d| d.len() > self.config.max_datagram);
+            if too_long && !claims.standby.is_empty() {
+                claims.standby.clear();
+            } else if too_long && !claims.liveness.is_empty() {
+                claims.liveness.clear();
+            } else {
+                if too_long || claims.standby.len() < self.standby.len() {
+                    self.trimmed += 1;
+                }
+                return Some(built);
+            }
+        }
+    }
+
+    /// Joins sent without their standby units or liveness anchor to fit the link MTU.
+    pub fn trimmed(&self) -> u64 {
+        self.trimmed
     }
 }
 
@@ -330,6 +339,50 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A join that would not fit the link MTU goes without its standby units (and counts as
+    /// trimmed); one that fits carries them; either verifies at the router.
+    #[test]
+    fn a_join_past_the_mtu_leaves_its_standby_out() {
+        let f = Fixture::new(1);
+        let units: Vec<SliceEntry> = (0..256u32)
+            .map(|i| SliceEntry::include(Slice::new(i, 0xff)))
+            .collect();
+        for (mtu, trimmed) in [(1500, 0), (600, 1)] {
+            let m = &f.members[0];
+            let identity = Identity {
+                key: m.key.clone(),
+                cert: m.cert.clone(),
+                sender: m.addr,
+            };
+            let config = AgentConfig {
+                max_datagram: mtu,
+                ..AgentConfig::default()
+            };
+            let mut a = JoinAgent::new(config, identity, f.group);
+            let mut rng = counter();
+            let mine: Vec<SliceEntry> = units.iter().copied().step_by(8).collect();
+            let standby: Vec<SliceEntry> = units.iter().copied().skip(1).step_by(8).collect();
+            a.set_claim(NOW, mine, standby.clone(), AllocationEpoch(1), &mut rng);
+            let d = a
+                .poll_transmit(clock(NOW), nonce_bytes(1))
+                .unwrap()
+                .unwrap();
+            assert_eq!(a.trimmed(), trimmed, "MTU {mtu}: {} bytes", d.len());
+            let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+            match v.handle_datagram(WALL, IFINDEX, &d, &f.key_source()) {
+                Ok(Accepted::Join { .. }) => {}
+                other => panic!("MTU {mtu}: {other:?}"),
+            }
+            let (_, claim) = v.ownership().claims(f.group).next().unwrap();
+            let expected: igmp_ext::SliceSet = if trimmed == 0 {
+                standby.iter().map(|e| e.slice).collect()
+            } else {
+                igmp_ext::SliceSet::new()
+            };
+            assert_eq!(claim.standby, expected);
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub queries: u64,
     /// Standby notices from the router taken (SPEC.md §5.5).
     pub standby_notices: u64,
+    /// Joins sent without their standby units or liveness anchor to fit the link MTU.
+    pub joins_trimmed: u64,
     pub commits: u64,
     pub epoch: u64,
     pub slices: usize,
@@ -155,6 +157,11 @@ impl Snapshot {
             self.joins_sent,
         );
         m.counter("queries_total", "IGMP queries heard.", self.queries);
+        m.counter(
+            "joins_trimmed_total",
+            "Joins sent without their standby units or liveness anchor to fit the link MTU.",
+            self.joins_trimmed,
+        );
         m.counter(
             "standby_notices_total",
             "Router notices that a dead member's units are steered here (or no longer).",

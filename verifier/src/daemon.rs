@@ -259,6 +259,18 @@ impl Daemon {
         result
     }
 
+    /// Hands what the beacon socket holds to the core.
+    fn read_beacons(&mut self) {
+        let (now, core) = (clocks(), &mut self.core);
+        let dropped = self.beacons.drain(now.mono, |b, from, ifindex| {
+            core.handle_beacon(now, b, from, ifindex)
+        });
+        if dropped > 0 {
+            core.handle_beacon_overflow(now, dropped);
+        }
+        self.flush(now);
+    }
+
     /// [`Daemon::drain_socket`], errors logged; whether datagrams may still be waiting.
     fn read_igmp(&mut self) -> bool {
         match self.drain_socket() {
@@ -345,14 +357,12 @@ impl Daemon {
                 }
                 r = self.beacons.readable() => {
                     r.map_err(os("beacon socket"))?;
-                    let (now, core) = (clocks(), &mut self.core);
-                    let dropped = self.beacons.drain(now.mono, |b, from, ifindex| core.handle_beacon(now, b, from, ifindex));
-                    if dropped > 0 {
-                        core.handle_beacon_overflow(now, dropped);
-                    }
-                    self.flush(now);
+                    self.read_beacons();
                 }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                    // Beacons that arrived while the loop was busy count before anyone's
+                    // silence is judged.
+                    self.read_beacons();
                     let now = clocks();
                     self.core.handle_timeout(now);
                     if now.mono >= keys_checked.saturating_add(Duration::from_secs(1)) {

@@ -54,12 +54,21 @@ pub fn igmp_socket(ifname: &str, addr: Ipv4Addr) -> io::Result<AsyncFd<Socket>> 
     AsyncFd::new(s)
 }
 
+/// `ifname`'s MTU, from sysfs.
+pub fn link_mtu(ifname: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// All routers on the link (RFC 1112): where liveness beacons go (SPEC.md §5.5).
 pub const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
 
 /// UDP socket for liveness beacons: from our address on the router link at `port`, TTL 1, out
 /// of that interface; the router's standby notices arrive on it.
-pub fn beacon_socket(ifname: &str, addr: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
+pub fn beacon_socket(ifname: &str, addr: Ipv4Addr, port: u16) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.bind(&SockAddr::from(SocketAddrV4::new(addr, port)))?;
@@ -68,7 +77,7 @@ pub fn beacon_socket(ifname: &str, addr: Ipv4Addr, port: u16) -> io::Result<UdpS
     s.set_multicast_ttl_v4(1)?;
     s.set_multicast_loop_v4(false)?;
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
 /// Sends one signed report (a complete IPv4 datagram) to 224.0.0.22.

@@ -30,7 +30,7 @@ use crate::service::Service;
 use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
-use igmp_ext::liveness::{Beacon, StandbyNotice};
+use igmp_ext::liveness::StandbyNotice;
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, QueryRepr};
 use igmp_ext::{AllocationEpoch, Clock, Instant, MemberId, SliceEntry, SliceSet, Slicing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -263,6 +263,7 @@ impl Node {
         s.sessions = self.service.session_count();
         s.queries = c.queries;
         s.standby_notices = c.standby_notices;
+        s.joins_trimmed = self.agent.trimmed();
         s.commits = c.commits;
         s.epoch = c.epoch;
         s.slices = c.slices;
@@ -287,11 +288,6 @@ impl Node {
         nonce: [u8; NONCE_LEN],
     ) -> Option<Result<Vec<u8>, BuildError>> {
         self.agent.poll_transmit(now, nonce)
-    }
-
-    /// The liveness beacon due at `now` (the UDP payload to 224.0.0.2), if any.
-    pub fn poll_beacon(&mut self, now: Instant) -> Option<[u8; Beacon::LEN]> {
-        self.agent.poll_beacon(now, &mut self.random)
     }
 
     /// When [`Node::handle_timeout`] or [`Node::poll_transmit`] next has something to do.
@@ -340,7 +336,7 @@ impl Node {
                 let no_slices = slices.is_empty();
                 self.standby = committed
                     .map(|c| c.allocation.standby_of(&c.members(), self.config.me))
-                    .map(|s| s.iter().copied().map(SliceEntry::include).collect())
+                    .map(|units| units.into_iter().map(SliceEntry::include).collect())
                     .unwrap_or_default();
                 if self.config.vip_reset {
                     self.actions.push_back(Action::ResetMoved(slices));

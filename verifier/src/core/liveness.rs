@@ -64,8 +64,11 @@ struct Standing {
 struct Watch {
     chains: Vec<ChainProgress>,
     interval: Duration,
-    /// The last accepted beacon, or when the watch began (a new claim's grace).
+    /// The last accepted beacon, or when the watch began.
     heard: Instant,
+    /// A beacon was accepted: only then can the member be found dead (a member whose chain
+    /// the router has not seen proven, after a restart of either, is not judged by it).
+    proven: bool,
     dead: bool,
 }
 
@@ -128,10 +131,19 @@ impl Liveness {
                         chains: Vec::new(),
                         interval: interval_of(anchors),
                         heard: now,
+                        proven: false,
                         dead: false,
                     });
                 w.interval = interval_of(anchors);
-                w.chains = anchors
+                // The chain the member beacons on until the one its join names takes over: the
+                // last one known that the join does not name.
+                let running = w
+                    .chains
+                    .iter()
+                    .rev()
+                    .find(|p| anchors.iter().all(|a| a.chain != p.chain))
+                    .copied();
+                let named: Vec<ChainProgress> = anchors
                     .iter()
                     .map(|a| {
                         let known = w.chains.iter().find(|p| p.chain == a.chain);
@@ -141,6 +153,7 @@ impl Liveness {
                         }
                     })
                     .collect();
+                w.chains = running.into_iter().chain(named).collect();
             }
         }
         self.watches.retain(|k, _| seen.contains(k));
@@ -238,6 +251,7 @@ impl Router {
             return Err("does not prove a later chain value");
         }
         w.heard = w.heard.max(now);
+        w.proven = true;
         // The chain handed over: the earlier one is done with.
         if let Some(i) = w.chains.iter().position(|p| p.chain == beacon.chain) {
             w.chains.drain(..i);
@@ -295,7 +309,8 @@ impl Router {
         } = &mut self.liveness;
         for (&(group, member), w) in watches.iter_mut() {
             let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
-            if w.dead || clock.mono < since.saturating_add(w.interval * misses.max(2)) {
+            if w.dead || !w.proven || clock.mono < since.saturating_add(w.interval * misses.max(2))
+            {
                 continue;
             }
             w.dead = true;
@@ -358,7 +373,7 @@ impl Router {
         self.liveness
             .watches
             .values()
-            .filter(|w| !w.dead)
+            .filter(|w| !w.dead && w.proven)
             .map(|w| self.liveness.deadline(w, misses))
             .min()
     }

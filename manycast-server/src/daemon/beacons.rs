@@ -1,0 +1,74 @@
+//! The thread that sends liveness beacons (SPEC.md §5.5). It runs beside the main loop, not in
+//! it: a loop busy with a kernel update or a state transfer must not make the router find the
+//! member dead. What to send is the shared [`Beaconer`]'s decision.
+
+use crate::beaconer::{lock, Beaconer, SharedBeaconer};
+use crate::config::Config;
+use igmp_ext::MemberId;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the thread sleeps while no beacon is due (no claim), between checks for one.
+const IDLE: Duration = Duration::from_millis(50);
+
+/// Opens the beacon socket on `addr` and starts the thread, unless `beacon_interval_ms` is 0.
+/// Returns the beacons' state for the join agent and the socket the router's standby notices
+/// arrive on.
+pub fn start(
+    config: &Config,
+    addr: Ipv4Addr,
+    me: MemberId,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Option<(SharedBeaconer, tokio::net::UdpSocket)>> {
+    if config.igmp.beacon_interval_ms == 0 {
+        return Ok(None);
+    }
+    let port = config.igmp.beacon_port;
+    let socket = super::sockets::beacon_socket(&config.interface, addr, port)?;
+    let (interval, life) = config.beacon_chain();
+    let now = daemon_kit::now().mono;
+    let mut random = super::sockets::random_u64;
+    let beaconer = Beaconer::new(config.group, me, interval, life, now, &mut random);
+    let beaconer = Arc::new(Mutex::new(beaconer));
+    let to = SocketAddrV4::new(super::sockets::ALL_ROUTERS, port);
+    spawn(beaconer.clone(), socket.try_clone()?, to, stop)?;
+    tracing::debug!(
+        interval_ms = config.igmp.beacon_interval_ms,
+        "liveness beacons on"
+    );
+    Ok(Some((beaconer, tokio::net::UdpSocket::from_std(socket)?)))
+}
+
+/// Sends each beacon `beaconer` makes due to `to` from `socket`, until `stop` is set.
+pub fn spawn(
+    beaconer: SharedBeaconer,
+    socket: UdpSocket,
+    to: SocketAddrV4,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("beacons".into())
+        .spawn(move || {
+            let mut random = super::sockets::random_u64;
+            while !stop.load(Ordering::Relaxed) {
+                let now = daemon_kit::now().mono;
+                let (beacon, due) = {
+                    let mut b = lock(&beaconer);
+                    let (beacon, _) = b.poll_beacon(now, &mut random);
+                    (beacon, b.poll_timeout())
+                };
+                if let Some(beacon) = beacon {
+                    // A lost beacon is one interval of silence; the next one makes up for it.
+                    let _ = socket.send_to(&beacon.encode(), to);
+                }
+                let wait = due.map_or(IDLE, |t| {
+                    t.saturating_duration_since(daemon_kit::now().mono)
+                        .min(IDLE)
+                });
+                std::thread::sleep(wait);
+            }
+        })
+}
