@@ -16,6 +16,8 @@ Library (the demo, `httpbench.py` and the scenario below import it):
                record published with `--vip`, `[[vip]] pin = true` in the verifier, members in
                VIP mode (strategy pin) with the health check, nginx started before them (a
                member with checks takes units only once its checks passed `rise` times).
+  health       a member's check and hold from its admin status (`admin_status`, refreshed by
+               the daemon once a second); `wrk_figures` parses wrk's summary.
 
 nginx processes: `daemon off`, one master and one worker. mininet's `mnexec -d` makes the
 master a session (and process group) leader, so `kill()` SIGKILLs the whole group (master and
@@ -28,8 +30,9 @@ The scenario (`scenario`, e2e test `tests/tests/lab_web.rs`): curl through the V
 sources of each client host (one new connection per request, `--interface <source>`), the
 page's text says which server answered; nginx SIGKILLed on the server of one source X, the
 daemon alive; X polled until another server answers it; nginx started again and the member's
-check and claim polled until they are back; then nginx stopped and started FLAPS times quickly;
-then every source polled until it is answered. It prints what it saw (one JSON line with
+check and claim polled until they are back; then nginx killed and started FLAPS times (down
+FLAP_DOWN_S, about `fall` check intervals, up FLAP_UP_S, less than `rise`), the member polled
+until its check is up and it is back in, then every source polled until it is answered. It prints what it saw (one JSON line with
 --json, also <run_dir>/result.json) and asserts nothing itself; no figure in it is a timing
 the test checks (the times are reported).
 """
