@@ -18,11 +18,12 @@ straight, the two runs of a round back to back):
 
 wrk has one target and no source option, and the VIP steers by the client's source address: one
 wrk from one address would reach one server. So cli1's nftables (table `ip httpbench`, the
-client namespace only) spread wrk's connections, in both runs alike: every new connection to
-port 8080 is DNATed (output hook) to `numgen inc mod K` over a map and SNATed (postrouting) to
-`numgen inc mod K` over K of cli1's source addresses, chosen (by curl through the VIP) so that
-each server owns K/N of them in the current allocation. VIP run: the DNAT map holds the VIP K
-times (a no-op rewrite); straight run: the N servers' own addresses in turn. The client-side
+client namespace only) spread wrk's connections, in both runs alike: wrk targets TARGET
+(10.201.0.1, held by nobody); every new connection to it is DNATed (output hook) to `numgen inc
+mod K` over a map and SNATed (postrouting) to `numgen inc mod K` over K of cli1's source
+addresses, chosen (by curl through the VIP) so that each server owns K/N of them in the current
+allocation. VIP run: the DNAT map holds the VIP K times; straight run: the N servers' own
+addresses in turn. Both runs rewrite source and destination of every packet. The client-side
 cost (conntrack, NAT, routing) is the same in both, each server gets 1/N of the connections in
 both, and what differs is the path: the verifier's VIP steering at r1 (nft mark map, policy
 routing, the pin's conntrack mark) and the VIP on the member's `lo`, against plain routing to
@@ -57,6 +58,10 @@ import topo  # noqa: E402
 import web  # noqa: E402
 
 CLIENT = "cli1"
+# wrk's target in every run: an address nobody holds, which cli1's DNAT rewrites to the VIP or
+# to a server (so that both runs rewrite the destination: a DNAT to the address a packet
+# already has is no rewrite at all, and would leave the straight runs one per-packet NAT more).
+TARGET = "10.201.0.1"
 WRK_CPU = "0"
 NGINX_CPUS = "10"  # worker_cpu_affinity: CPU 1
 PER_SERVER = 4  # client sources per server in the NAT map
@@ -96,7 +101,8 @@ def nat_rules(dests, sources):
     return (f"table ip httpbench\ndelete table ip httpbench\n"
             f"table ip httpbench {{\n"
             f"  chain out {{ type nat hook output priority -100; policy accept;\n"
-            f"    tcp dport {web.HTTP_PORT} dnat to numgen inc mod {k} map {{ {dmap} }}\n  }}\n"
+            f"    ip daddr {TARGET} tcp dport {web.HTTP_PORT} dnat to numgen inc mod {k} map {{ {dmap} }}\n"
+            "  }\n"
             f"  chain post {{ type nat hook postrouting priority 100; policy accept;\n"
             f"    oifname \"{iface}\" tcp dport {web.HTTP_PORT} snat to numgen inc mod {k} map {{ {smap} }}\n"
             f"  }}\n}}\n")
@@ -110,7 +116,7 @@ def run_wrk(c, args, close, label):
            "--timeout", "3s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    cmd.append(f"http://{web.VIP}:{web.HTTP_PORT}/")
+    cmd.append(f"http://{TARGET}:{web.HTTP_PORT}/")
     p = c.host(CLIENT).popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=args.seconds + 60)
     f = web.wrk_figures(out.decode())
@@ -150,7 +156,7 @@ def bench(c, args):
     # The spread works: 2N new connections from cli1 (no source chosen) reach every server.
     use("vip")
     seen = [web.who(c.run(CLIENT, ["curl", "-s", "--max-time", "3",
-                                   f"http://{web.VIP}:{web.HTTP_PORT}/"], check=False))
+                                   f"http://{TARGET}:{web.HTTP_PORT}/"], check=False))
             for _ in range(2 * n)]
     log(f"{k} sources ({PER_SERVER} per server); {2 * n} curls through the VIP from {CLIENT} "
         f"answered by {seen}")
