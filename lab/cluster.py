@@ -144,7 +144,12 @@ def kill_recorded():
             continue
         if " ".join(argv[:2]) == recorded.strip():
             try:
-                os.kill(int(pid), signal.SIGKILL)
+                # A lab process leads its own process group (mininet's `mnexec -d` calls
+                # setsid): the group goes too, so an nginx master takes its worker with it.
+                if os.getpgid(int(pid)) == int(pid):
+                    os.killpg(int(pid), signal.SIGKILL)
+                else:
+                    os.kill(int(pid), signal.SIGKILL)
                 killed += 1
             except ProcessLookupError:
                 pass

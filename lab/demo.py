@@ -7,9 +7,10 @@ The story is a list of step functions (STEPS): keys made and published, the veri
 servers start and join, clients load the service (native mode, `strategy = "handoff"`), a
 planned rebalance with the admin tool (`manycastctl drain`, then `resume`, allocation shown
 before and after, every client session checked for a gap or a repeat), a second service on the
-same servers in VIP mode (a `manycast-server` per server with `strategy = "pin"`, a real HTTP
-server bound to the VIP, curl from client sources, a short wrk), a planned change (a server
-leaves with SIGTERM), a server SIGKILLed and its slices taken over, a forged and a replayed
+same servers in VIP mode (nginx on each server, a `manycast-server` per server with
+`strategy = "pin"` and an HTTP health check of its nginx, curl from client sources, a short
+wrk), nginx killed on one server (its sources answered elsewhere) and started again (the member
+comes back after `rise`), a planned change (a server leaves with SIGTERM), a server SIGKILLed and its slices taken over, a forged and a replayed
 join from the attacker refused. A live status view runs meanwhile (ANSI, in place, on a
 terminal; plain lines otherwise). At the end: a summary table, and the per-server load over time
 with the events marked in OUT_DIR/load.svg.
@@ -22,7 +23,6 @@ import argparse
 import json
 import os
 import signal
-import re
 import subprocess
 import sys
 import threading
@@ -33,19 +33,22 @@ ROOT = os.path.dirname(LAB)
 sys.path.insert(0, LAB)
 
 import cluster  # noqa: E402
+import load_svg  # noqa: E402
 import topo  # noqa: E402
+import web  # noqa: E402
 
 KILLED = "srv2"
 LEAVING = "srv4"
 DRAINED = "srv3"
+NGINX_KILLED = "srv3"  # its nginx is killed (its daemons live) in the VIP service's health step
 SAMPLE_S = 0.5
 # The second service, in VIP mode: its own group, control group and ports on the same servers.
-VIP = "10.200.0.1"
+VIP = web.VIP
 VIP_GROUP = "232.1.1.2"
 VIP_CONTROL_GROUP = "239.77.0.2"
 VIP_CONTROL_PORT = 4791
 VIP_SERVICE_PORT = 5001  # the VIP daemon's reference UDP service (unused here; must not clash)
-HTTP_PORT = 8080
+HTTP_PORT = web.HTTP_PORT
 CURL_SOURCES = 16  # per client host
 STRATEGY = "handoff"  # the native service's: sessions move with their slices
 # The failure detector's timeout: the product's default (200 ms) for `make demo`. The e2e test
@@ -95,21 +98,30 @@ class StoryCluster(cluster.Cluster):
                              tables=DRAIN_TABLE)
 
     def start_vip_server(self, name):
-        """The VIP service's member on server `name`: VIP mode, pin, its own control group."""
+        """The VIP service's member on server `name`: VIP mode, pin, its own control group, an
+        HTTP health check of the server's nginx (web.py)."""
         super().start_server(name, service="vip-", group=VIP_GROUP, port=VIP_SERVICE_PORT,
                              control_group=VIP_CONTROL_GROUP, control_port=VIP_CONTROL_PORT,
                              top=f'mode = "vip"\nstrategy = "pin"\n[vip]\naddress = "{VIP}"\n',
-                             tables=DRAIN_TABLE)
+                             tables=DRAIN_TABLE + web.health_table())
 
-    def start_http(self, name):
-        """A real HTTP server on `name`, bound to the VIP; /whoami answers the server's name."""
-        www = self.path(f"www-{name}")
-        os.makedirs(www, exist_ok=True)
-        with open(os.path.join(www, "whoami"), "w") as f:
-            f.write(f"{name}\n")
-        self.spawn(f"http-{name}", name, ["/usr/bin/python3", "-m", "http.server", "--bind", VIP,
-                                          "--protocol", "HTTP/1.1", "--directory", www,
-                                          str(HTTP_PORT)])
+    def nginx(self, name):
+        """Server `name`'s nginx (web.Nginx: its files under the run directory)."""
+        if not hasattr(self, "nginxes"):
+            self.nginxes = {}
+        return self.nginxes.setdefault(name, web.Nginx(self, name))
+
+    def vip_health(self, name):
+        """(check up, held out) of the VIP service's member on `name`."""
+        return web.health(self.admin_socket(f"vip-{name}"))
+
+    def stop(self):
+        for n in getattr(self, "nginxes", {}).values():
+            try:
+                n.stop()
+            except Exception as e:  # noqa: BLE001 - the rest must still be stopped
+                print(f"demo: stopping nginx on {n.name}: {e}", file=sys.stderr)
+        super().stop()
 
     def ctl(self, *args, json_out=False):
         """`manycastctl` (cluster commands through srv1's admin socket unless --socket given)."""
@@ -366,11 +378,31 @@ class Story:
                    table.splitlines())
         self.pause(3, 1)
 
+    def curl_vip(self, sources, tries=1):
+        """{source: [server or '-' per try]}: curl through the VIP from each source (its client
+        host's `curl --interface <source>`), a new connection per request; the page nginx
+        serves names the server (web.py)."""
+        out = {}
+        by_client = {}
+        for src in sources:
+            by_client.setdefault(web.client_of(src), []).append(src)
+        for cno, srcs in sorted(by_client.items()):
+            script = ("for s in " + " ".join(srcs) + f"; do for k in $(seq {tries}); do "
+                      f"echo \"$s $(curl -s --max-time 3 --interface $s http://{VIP}:{HTTP_PORT}/ "
+                      "| tr -d '\\n')\"; done; done")
+            for line in self.c.run(f"cli{cno}", ["sh", "-c", script], check=False).splitlines():
+                src, _, text = line.partition(" ")
+                out.setdefault(src, []).append(web.who(text) or "-")
+        return out
+
     def step_vip(self):
-        """A second service on the same servers in VIP mode: a pinned VIP in the verifier, a
-        `manycast-server` (mode vip, strategy pin) and a real HTTP server per server; curl from
-        client sources (one source per request) and a short wrk."""
+        """A second service on the same servers in VIP mode: a pinned VIP in the verifier, nginx
+        and a `manycast-server` (mode vip, strategy pin, an HTTP health check of the nginx) per
+        server; curl from client sources (one source per request) and a short wrk."""
         servers = self.c.running_servers()
+        # nginx first: a member with a check takes units once the check passed `rise` times.
+        for name in servers:
+            self.c.nginx(name).start()
         for name in servers:
             self.c.start_vip_server(name)
         want = {self.c.ids[s] for s in servers}
@@ -384,31 +416,22 @@ class Story:
         for name in servers:
             cluster.wait_for(f"{name}'s VIP daemon to put {VIP} on lo",
                              lambda: VIP in self.c.run(name, ["ip", "-4", "addr", "show", "dev", "lo"]))
-            self.c.start_http(name)
-        for name in servers:
-            cluster.wait_for(f"the HTTP server on {name}", lambda: self.c.run(
-                name, ["curl", "-s", "--max-time", "2", f"http://{VIP}:{HTTP_PORT}/whoami"],
-                check=False).strip() == name)
-        self.event(f"VIP service: group {VIP_GROUP} bound to {VIP} (pin) in the verifier; "
-                   f"{len(servers)} manycast-server in VIP mode (strategy pin) joined at epoch "
-                   f"{next(iter(claims.values()))}; python3 http.server on {VIP}:{HTTP_PORT} on each",
-                   mark="vip")
+        h = web.HEALTH
+        self.event(f"VIP service: group {VIP_GROUP} bound to {VIP} (pin) in the verifier; nginx on "
+                   f"each server (port {HTTP_PORT}, a page such as \"{web.page_text('srv1')}\"); "
+                   f"{len(servers)} manycast-server in VIP mode (strategy pin, an HTTP check of the "
+                   f"local nginx every {h['interval_ms']} ms, fall {h['fall']}, rise {h['rise']}) "
+                   f"joined at epoch {next(iter(claims.values()))}", mark="vip")
         # curl: every source of a sample twice, each request from one source.
-        answers = {}
-        for cno in range(1, topo.CLIENTS + 1):
-            srcs = [str(a) for a in topo.client_sources(cno)[:CURL_SOURCES]]
-            script = ("for s in " + " ".join(srcs) + "; do for k in 1 2; do "
-                      f"echo \"$s $(curl -s --max-time 3 --interface $s http://{VIP}:{HTTP_PORT}/whoami)\"; "
-                      "done; done")
-            for line in self.c.run(f"cli{cno}", ["sh", "-c", script]).splitlines():
-                src, _, who = line.partition(" ")
-                answers.setdefault(src, []).append(who.strip() or "-")
+        srcs = [str(a) for cno in range(1, topo.CLIENTS + 1)
+                for a in topo.client_sources(cno)[:CURL_SOURCES]]
+        answers = self.curl_vip(srcs, tries=2)
         per_server = {}
         for src, who in answers.items():
             if len(set(who)) == 1 and who[0] != "-":
                 per_server[who[0]] = per_server.get(who[0], 0) + 1
         self.vip["curl"] = answers
-        self.event(f"curl --interface <source> http://{VIP}:{HTTP_PORT}/whoami, 2 requests from each of "
+        self.event(f"curl --interface <source> http://{VIP}:{HTTP_PORT}/, 2 requests from each of "
                    f"{len(answers)} sources: {sum(per_server.values())} answered by one server both "
                    f"times; per server {dict(sorted(per_server.items()))}", mark="curl")
         # wrk cannot pick its source address: from each client host's primary address.
@@ -417,13 +440,13 @@ class Story:
         for cno in range(1, topo.CLIENTS + 1):
             procs[cno] = self.c.host(f"cli{cno}").popen(
                 ["wrk", "-t1", "-c4", f"-d{secs}s", "--timeout", "3s", "--latency",
-                 f"http://{VIP}:{HTTP_PORT}/whoami"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 f"http://{VIP}:{HTTP_PORT}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for cno, p in procs.items():
             out, err = p.communicate(timeout=secs + 30)
             src = str(topo.client_subnet(cno)[2])
-            who = self.c.run(f"cli{cno}", ["curl", "-s", "--max-time", "3",
-                                           f"http://{VIP}:{HTTP_PORT}/whoami"], check=False).strip()
-            fig = wrk_figures(out.decode())
+            who = web.who(self.c.run(f"cli{cno}", ["curl", "-s", "--max-time", "3",
+                                                   f"http://{VIP}:{HTTP_PORT}/"], check=False)) or "-"
+            fig = web.wrk_figures(out.decode())
             fig.update({"source": src, "server": who, "rc": p.returncode, "seconds": secs})
             self.vip.setdefault("wrk", {})[f"cli{cno}"] = fig
             self.event(f"wrk -t1 -c4 -d{secs}s from cli{cno} ({src}, served by {who}): "
@@ -431,6 +454,62 @@ class Story:
                        f"{fig.get('latency_avg')} p99 {fig.get('latency_p99')}, socket errors "
                        f"{fig.get('socket_errors')}, non-2xx {fig.get('non_2xx')}")
         self.marks["vip_done"] = time.time()
+
+    def step_vip_health(self):
+        """nginx SIGKILLed on one server, its daemons alive: the VIP member's check says dead,
+        the member withdraws its claim at once and its units move; its curl sources are answered
+        by the others. nginx starts again: the check passes `rise` times, the member is back."""
+        owner = {s: w[0] for s, w in self.vip["curl"].items() if len(set(w)) == 1 and w[0] != "-"}
+        victim = NGINX_KILLED if NGINX_KILLED in owner.values() else sorted(owner.values())[0]
+        mine = sorted(s for s, o in owner.items() if o == victim)
+        mid = self.c.ids[victim]
+        sock = self.c.admin_socket(f"vip-{victim}")
+        self.c.nginx(victim).kill()
+        self.event(f"nginx on {victim} SIGKILLed (its manycast-server daemons run on); curl from "
+                   f"its {len(mine)} sampled sources until another server answers", mark="nginx_kill")
+
+        def moved():
+            got = self.curl_vip(mine)
+            return got if all(w[0] not in ("-", victim) for w in got.values()) else None
+
+        after = cluster.wait_for(f"{victim}'s sources to be answered by another server", moved,
+                                 timeout=60, interval=0.3)
+        self.marks["nginx_moved"] = time.time()
+        try:  # the admin status is refreshed once a second
+            cluster.wait_for(f"{victim}'s status to show its check down",
+                             lambda: web.health(sock)[0] is False, timeout=10, interval=0.2)
+        except cluster.LabError:
+            pass
+        up, out = web.health(sock)
+        claim = mid in self.c.vip_claims()
+        self.event(f"{victim}'s nginx check: {'up' if up else 'down'}, member out: {out}; the "
+                   f"verifier holds {'a' if claim else 'no'} claim of m{mid}; its sources now:",
+                   [f"{s}: {victim} -> {after[s][0]}" for s in mine])
+        self.c.nginx(victim).start()
+        self.marks["nginx_restart"] = time.time()
+        want = set(self.c.ids[s] for s in self.c.running_servers())
+
+        def back():
+            claims = self.c.vip_claims()
+            u, o = web.health(sock)
+            return (u and o is None and set(claims) == want and len(set(claims.values())) == 1
+                    and next(iter(claims.values())))
+
+        epoch = cluster.wait_for(f"{victim}'s check up and its VIP claim back", back, timeout=60)
+        again = self.curl_vip(list(self.vip["curl"]))
+        answering = sorted(s for s, w in again.items() if w[0] == victim)
+        self.event(f"nginx on {victim} started again: its check passed {web.HEALTH['rise']} times, "
+                   f"m{mid} is back in the VIP service at epoch {epoch}; it answers "
+                   f"{len(answering)} of the {len(again)} sampled sources", mark="nginx_back")
+        self.vip["health"] = {
+            "victim": victim, "sources": mine,
+            "moved_to": {s: after[s][0] for s in mine},
+            "down_seen": {"up": up, "out": out, "claim": claim},
+            "back_epoch": epoch,
+            "back_sources": answering,
+            "unanswered_after": sorted(s for s, w in again.items() if w[0] == "-"),
+        }
+        self.pause(2, 1)
 
     def step_planned_leave(self):
         self.c.retire(LEAVING)
@@ -501,8 +580,8 @@ class Story:
         self.event("clients stopped", mark="end")
 
     STEPS = ["step_keys", "step_keystore", "step_verifier", "step_servers_join", "step_clients",
-             "step_admin_drain", "step_vip", "step_planned_leave", "step_crash", "step_attacks",
-             "step_stop_clients"]
+             "step_admin_drain", "step_vip", "step_vip_health", "step_planned_leave", "step_crash",
+             "step_attacks", "step_stop_clients"]
 
     def run(self):
         self.sampler = threading.Thread(target=self.sample_loop, daemon=True)
@@ -518,32 +597,6 @@ class Story:
 
 
 # -- analysis: everything below is computed from what the clients and servers recorded ---------
-
-def wrk_figures(out):
-    """wrk's summary as numbers: requests, req/s, latency average and p99 (as printed),
-    socket errors of every kind, non-2xx/3xx responses."""
-    f = {"requests": None, "rps": None, "latency_avg": None, "latency_p99": None,
-         "socket_errors": 0, "non_2xx": 0}
-    m = re.search(r"(\d+) requests in", out)
-    if m:
-        f["requests"] = int(m.group(1))
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m:
-        f["rps"] = float(m.group(1))
-    m = re.search(r"^\s+Latency\s+(\S+)", out, re.M)
-    if m:
-        f["latency_avg"] = m.group(1)
-    m = re.search(r"^\s+99%\s+(\S+)", out, re.M)
-    if m:
-        f["latency_p99"] = m.group(1)
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        f["socket_errors"] = sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        f["non_2xx"] = int(m.group(1))
-    return f
-
 
 def session_breaks(replies, a, b):
     """Per source, the reference service's numbers (`m<id> <n>`) answered between a and b: a
@@ -699,19 +752,14 @@ def vip_summary(vip):
             "curl_one_server": sum(1 for w in answers.values() if len(set(w)) == 1 and w[0] != "-"),
             "curl_unanswered": sorted(s for s, w in answers.items() if "-" in w),
             "curl_per_server": per_server,
-            "wrk": vip.get("wrk", {})}
+            "wrk": vip.get("wrk", {}),
+            "health": vip.get("health", {})}
 
 
 # -- the picture ---------------------------------------------------------------------------
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-
-
-def esc(s):
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def write_svg(story, path):
+    """OUT_DIR/load.svg: the per-server load over time (load_svg.py) with the story's events."""
     t_start = story.marks["load"]
     t_end = story.marks["end"]
     series = {srv: [(t, v) for t, v in rate_series(story.samples.get(srv, [])) if t_start <= t <= t_end]
@@ -720,50 +768,14 @@ def write_svg(story, path):
     for srv, mark in ((LEAVING, "left"), (KILLED, "taken")):
         if series[srv] and mark in story.marks:
             series[srv].append((story.marks[mark], 0.0))
-    top = max([v for pts in series.values() for _, v in pts] + [1.0])
-    tick = next(m * 10 ** e for e in range(0, 7) for m in (1, 2, 5) if top / (m * 10 ** e) <= 6)
-    ymax = tick * (int(top / tick) + 1)
-    W, H, L, R, T, B = 960, 420, 60, 150, 30, 50
-    pw, ph = W - L - R, H - T - B
-    x = lambda t: L + (t - t_start) / max(1e-6, t_end - t_start) * pw  # noqa: E731
-    y = lambda v: T + ph - v / ymax * ph  # noqa: E731
-    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
-         f'<rect width="{W}" height="{H}" fill="white"/>',
-         f'<text x="{L}" y="18" font-size="13">Per-server load (replies/s, from the servers\' metrics), '
-         f'measured {time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(story.t0))}</text>',
-         f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>',
-         f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>']
-    for k in range(int(ymax / tick) + 1):
-        v = k * tick
-        o.append(f'<line x1="{L - 4}" y1="{y(v):.1f}" x2="{L + pw}" y2="{y(v):.1f}" stroke="#eee"/>'
-                 f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
-    step = max(1, int((t_end - t_start) / 10))
-    t = 0
-    while t_start + t <= t_end:
-        o.append(f'<text x="{x(t_start + t):.1f}" y="{T + ph + 15}" text-anchor="middle">{t}s</text>')
-        t += step
-    o.append(f'<text x="{L + pw / 2}" y="{H - 10}" text-anchor="middle">time since the clients started (s)</text>')
+    victim = story.vip.get("health", {}).get("victim", NGINX_KILLED)
     labels = {"drain": f"manycastctl drain {DRAINED}", "resume": f"resume {DRAINED}",
-              "vip": "VIP service up (curl, wrk)", "leave": f"{LEAVING} leaves (SIGTERM)", "kill": f"{KILLED} SIGKILL", "taken": "takeover committed",
+              "vip": "VIP service up (curl, wrk)", "nginx_kill": f"nginx on {victim} killed",
+              "nginx_back": f"nginx on {victim} back", "leave": f"{LEAVING} leaves (SIGTERM)",
+              "kill": f"{KILLED} SIGKILL", "taken": "takeover committed",
               "forge": "forged join refused", "replay": "replayed join refused"}
-    for n, (mark, label) in enumerate(labels.items()):
-        if mark in story.marks:
-            xv = x(story.marks[mark])
-            right = xv > L + pw * 0.7
-            o.append(f'<line x1="{xv:.1f}" y1="{T}" x2="{xv:.1f}" y2="{T + ph}" stroke="#555" stroke-dasharray="4,3"/>'
-                     f'<text x="{xv + (-3 if right else 3):.1f}" y="{T + 12 + 12 * (n % 4)}" fill="#333" '
-                     f'text-anchor="{"end" if right else "start"}">{esc(label)}</text>')
-    for i, (s, pts) in enumerate(series.items()):
-        col = COLOURS[i % len(COLOURS)]
-        if pts:
-            d = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
-            o.append(f'<polyline fill="none" stroke="{col}" stroke-width="2" points="{d}"/>')
-        o.append(f'<rect x="{L + pw + 15}" y="{T + 16 * i}" width="12" height="3" fill="{col}"/>'
-                 f'<text x="{L + pw + 32}" y="{T + 16 * i + 5}">{s}</text>')
-    o.append("</svg>")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(o) + "\n")
+    events = [(story.marks[m], label) for m, label in labels.items() if m in story.marks]
+    load_svg.write(path, series, t_start, t_end, events, measured_at=story.t0)
 
 
 def summary(result, out):
@@ -798,6 +810,13 @@ def summary(result, out):
         p(f"wrk from {cli} ({w['source']} -> {w['server']}), {w['seconds']} s, 4 connections: "
           f"{w['requests']} requests, {w['rps']} req/s, latency avg {w['latency_avg']} "
           f"p99 {w['latency_p99']}, socket errors {w['socket_errors']}, non-2xx {w['non_2xx']}")
+    h = v.get("health") or {}
+    if h:
+        moved = sorted(set(h["moved_to"].values()))
+        p(f"VIP health: nginx on {h['victim']} killed (daemons alive): check {h['down_seen']}; its "
+          f"{len(h['sources'])} sampled sources answered by {moved}; nginx back: member back at "
+          f"epoch {h['back_epoch']}, answering {len(h['back_sources'])} sampled sources, "
+          f"{len(h['unanswered_after'])} unanswered")
     epoch = result["after_attacks"].get("servers_epoch")
     p(f"allocation epochs committed: {epoch} (the story asks for one per join, "
       f"drain, resume, leave and takeover; more means members were declared down and up again, "

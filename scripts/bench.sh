@@ -27,6 +27,9 @@ declare -A benches=(
   [attack]="attack"
   # Needs root and mininet: the lab with the release daemons, 1,000 sessions per strategy.
   [reallocate]="reallocate"
+  # Needs root, mininet, nginx and wrk (issue 16): wrk through the VIP to nginx on the lab's
+  # four servers vs the same wrk straight at them, keep-alive and one request per connection.
+  [http]="http"
 )
 
 # Merges JSON lines (later keys win) into one line named NAME, the keys ORDER (space-separated)
@@ -85,6 +88,11 @@ insider_units_lost revoke_ms" "$flood" "$insider"
 reallocate() {
   cargo build --quiet --release -p manycast-server -p manycast-verifier -p dns-keystore
   /usr/bin/python3 lab/reallocate.py --bench --connections 1000 --bin-dir "${CARGO_TARGET_DIR:-target}/release"
+}
+
+http() {
+  cargo build --quiet --release -p manycast-server -p manycast-verifier -p dns-keystore
+  /usr/bin/python3 lab/httpbench.py --bin-dir "${CARGO_TARGET_DIR:-target}/release"
 }
 
 run() {

@@ -20,6 +20,8 @@
 #[path = "../tests/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "support/health_failover.rs"]
+mod health_failover;
 #[path = "support/probe.rs"]
 #[allow(dead_code)]
 mod probe;
@@ -410,10 +412,12 @@ fn main() {
         percentile(&default_times, 0.99),
         percentile(&fast_times, 0.99),
     );
+    let health_p99 =
+        health_failover::health_p99_ms(&mut lab, &client, &srcs, &servers, PROBE_EVERY);
     emit(
         "failover",
         &format!(
-            r#"{{"bench":"failover","p50_ms":{p50},"p99_ms":{p99},"keepalived_default_ms":{ka_default},"keepalived_fast_ms":{ka_fast}}}"#
+            r#"{{"bench":"failover","p50_ms":{p50},"p99_ms":{p99},"keepalived_default_ms":{ka_default},"keepalived_fast_ms":{ka_fast},"health_p99_ms":{health_p99}}}"#
         ),
     );
 }

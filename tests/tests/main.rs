@@ -74,7 +74,8 @@ fn reasons(v: &serde_json::Value) -> Vec<(String, u64)> {
 /// The demo story, quick and non-interactive, with this build's daemons: the real keystore,
 /// verifier and four servers on the lab; 128 client sources under load (strategy handoff); a
 /// `manycastctl drain` and `resume` of one server; a second service in VIP mode (pinned VIP,
-/// real HTTP servers, curl from client sources, wrk); a planned leave (SIGTERM); a SIGKILL and
+/// nginx on every server with a health check of it, curl from client sources, wrk, nginx killed
+/// on one server and started again); a planned leave (SIGTERM); a SIGKILL and
 /// its takeover; a forged and a replayed join from the attacker. Checks what the clients, curl,
 /// wrk, `manycastctl` and the verifier recorded (never a timing), then that nothing is left.
 #[test]
@@ -167,6 +168,29 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
         );
     }
     assert_eq!(vip["wrk"].as_object().map(|o| o.len()), Some(2), "{vip}");
+    // nginx SIGKILLed on one server, its daemons alive: its check says dead, its VIP claim is
+    // withdrawn and its sampled sources get their page from other servers; nginx started
+    // again: the member is back in and answers sampled sources again, none left unanswered.
+    let h = &vip["health"];
+    let victim = h["victim"].as_str().expect("victim");
+    let moved = h["moved_to"].as_object().expect("moved_to");
+    assert!(!moved.is_empty(), "{h}");
+    assert!(
+        moved.values().all(|s| s
+            .as_str()
+            .is_some_and(|s| s != victim && s.starts_with("srv"))),
+        "{h}"
+    );
+    assert_eq!(
+        h["down_seen"],
+        serde_json::json!({"up": false, "out": "immediate", "claim": false}),
+        "{h}"
+    );
+    assert!(
+        !h["back_sources"].as_array().expect("back").is_empty(),
+        "{h}"
+    );
+    assert_eq!(h["unanswered_after"], serde_json::json!([]), "{h}");
 
     // Every source of the killed server is answered by another one afterwards.
     let killed = v["killed_sources"].as_u64().expect("killed_sources");
