@@ -177,6 +177,9 @@ pub struct Service {
     /// Standby units the router steers here while their owner is found dead (SPEC.md §5.5),
     /// until the next commit.
     standing_in: SliceSet,
+    /// Members the router found dead (its standby notices, SPEC.md §5.5): a unit gained from
+    /// one that the commit no longer lists does not wait for its sessions.
+    found_dead: BTreeSet<MemberId>,
     allocation: Option<Allocation>,
     epoch: u64,
     sessions: HashMap<SocketAddrV4, Session>,
@@ -209,6 +212,7 @@ impl Service {
             strategy,
             slices: SliceSet::new(),
             standing_in: SliceSet::new(),
+            found_dead: BTreeSet::new(),
             allocation: None,
             epoch: 0,
             sessions: HashMap::new(),
@@ -255,6 +259,15 @@ impl Service {
     /// owner being found dead (SPEC.md §5.5). Empty: no longer.
     pub fn stand_in(&mut self, units: SliceSet) {
         self.standing_in = units;
+    }
+
+    /// The router found `member` dead (`dead`), or hears it again.
+    pub fn note_found_dead(&mut self, member: MemberId, dead: bool) {
+        if dead {
+            self.found_dead.insert(member);
+        } else {
+            self.found_dead.remove(&member);
+        }
     }
 
     /// Whether sessions that moved away still need this member: forwarded sessions not yet
@@ -430,16 +443,18 @@ impl Service {
                     }
                     // A unit gained from another member: its sessions may be on the way. Also
                     // when that member is not listed any more: a member declared down by
-                    // mistake (an overloaded host) still sends them; a crashed one costs its
-                    // clients the hold time.
+                    // mistake (an overloaded host) still sends them. Not when the router found
+                    // it dead too (two observers agree it is gone, item 4 of issue 16): its
+                    // clients start fresh at once rather than after the hold.
                     match (before, after) {
                         (Some(old), Some(new)) if new == self.me && old != self.me => {
+                            let gone = !members.contains(&old) && self.found_dead.contains(&old);
                             self.gains.insert(
                                 unit,
                                 Gain {
                                     from: Some(old),
                                     epoch,
-                                    awaiting_until: await_until,
+                                    awaiting_until: if gone { None } else { await_until },
                                 },
                             );
                         }
@@ -467,6 +482,7 @@ impl Service {
             }
         }
 
+        self.found_dead.retain(|m| !members.contains(m));
         self.note_owners(allocation);
         // Sessions of clients we no longer serve, by the owner of their unit now.
         let unit = |c: &SocketAddrV4| slicing.unit_of(u32::from(*c.ip()));

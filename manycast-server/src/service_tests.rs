@@ -277,6 +277,25 @@ fn units_gained_from_an_unlisted_member_still_take_its_state() {
     assert_eq!(fresh.counters().handoff_timeouts, 1);
 }
 
+/// A unit gained from a member the commit no longer lists and the router found dead: its
+/// clients are answered at once, fresh, with no hold; a member only the control group dropped
+/// still gets the hold (it may be alive and sending its sessions).
+#[test]
+fn units_of_a_member_the_router_found_dead_are_not_held() {
+    let other = client(8, 7);
+    let mut new = Service::new(M2, Strategy::Handoff, Duration::from_secs(60), 100);
+    new.handle_commit(NOW, 1, &[M1, M2], &even());
+    new.note_found_dead(M1, true);
+    new.handle_commit(NOW, 2, &[M2], &all(M2));
+    assert_eq!(ask(&mut new, other, "r5"), ["m2 1 r5\n"]);
+    assert_eq!(new.counters().handoff_timeouts, 0);
+    // Back: the next loss of M1's units (listed again, then not) holds as before.
+    new.note_found_dead(M1, false);
+    new.handle_commit(NOW, 3, &[M1, M2], &even());
+    new.handle_commit(NOW, 4, &[M2], &all(M2));
+    assert!(ask(&mut new, client(12, 7), "r1").is_empty(), "held");
+}
+
 #[test]
 fn forwarding_survives_a_brief_loss_of_the_slice_but_not_the_old_owner() {
     let moving = client(3, 7);

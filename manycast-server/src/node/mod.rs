@@ -455,6 +455,7 @@ impl Node {
         };
         info!(dead = %n.dead, active = n.active, "liveness: the router steers a dead member's units to their standbys");
         self.service.stand_in(units);
+        self.service.note_found_dead(n.dead, n.active);
     }
 
     /// Timers: the service's holds and idle sweep when due, the health checks due (joins come
