@@ -44,6 +44,9 @@ pub enum Error {
     /// The host lacks something the configuration names, or the kernel refused.
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// libnftables could not be set up.
+    #[error(transparent)]
+    Nftables(#[from] crate::sys::libnft::NftError),
     /// The operating system refused a socket or a signal handler.
     #[error("{what}: {source}")]
     Os {
@@ -99,7 +102,7 @@ impl Daemon {
             keys,
             refresher: None,
             core,
-            exec: Executor::new(sockets.control, mrt),
+            exec: Executor::new(sockets.control, mrt)?,
             igmp,
             socket_drops: igmp_socket::Drops::default(),
             senders: sockets.senders,
@@ -282,7 +285,17 @@ impl Daemon {
             native_counters,
             queries_sent: self.queries_sent,
         };
-        self.core.status(clocks(), &observed)
+        let mut status = self.core.status(clocks(), &observed);
+        let repoint = self.exec.repoints.summary();
+        let c = &mut status.counters;
+        (c.repoints, c.repoint_us, c.repoint_p99_us, c.repoint_max_us) = (
+            repoint.count,
+            repoint.p50_us,
+            repoint.p99_us,
+            repoint.max_us,
+        );
+        c.nft_rewrites = self.exec.nft_rewrites;
+        status
     }
 
     /// Runs until SIGTERM or SIGINT, then withdraws what it put in the kernel (unless

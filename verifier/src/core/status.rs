@@ -127,6 +127,8 @@ impl Router {
                 claims_left_out: s.claims_left_out,
                 claims_held_unverified: s.claims_held_unverified,
                 socket_drops: s.socket_drops,
+                // Measured by the executor (repoint_*, nft_rewrites): the daemon fills them in.
+                ..Counters::default()
             },
         }
     }

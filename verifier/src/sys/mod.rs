@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod igmp_socket;
+pub mod libnft;
 pub mod mroute;
 pub mod nft;
 pub mod procfs;
