@@ -55,7 +55,7 @@ const FLOWS: u32 = 64;
 const NEW_SOURCE_RATES: [u32; 6] = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000];
 const STEP: Duration = Duration::from_secs(1);
 const TARGET_NEW_SOURCES: u32 = 20_000;
-/// Ownership changes in the re-point phase.
+/// Takes and give-backs in the re-point phase (each is one or two ownership changes).
 const REPOINTS: u64 = 40;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 /// Niceness of the verifier in the native lab (README: run it above bulk work).
@@ -638,7 +638,8 @@ fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
 /// Re-points measured in the verifier (its `repoint_us`, the median time to apply one
 /// ownership change's ops) on the nft data plane with a VIP, so each re-point moves an element
 /// of both nft tables: member 1 takes value 2 of the low two bits from member 2 and gives it
-/// back, REPOINTS times (member 2 keeps value 1, so the maps' mask and the tables' shape stay).
+/// back, REPOINTS / 2 times, three joins each (member 2 keeps value 1, so the maps' mask and the
+/// tables' shape stay).
 /// Beside it, for comparison, what the same change cost before the tables were updated in
 /// place: `nft list` of the native table (its counters) and `nft -f` of both whole tables, as
 /// processes in the router's namespace. Returns (repoint_us, whole_table_us).
