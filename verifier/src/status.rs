@@ -35,8 +35,9 @@ pub struct NativeMapRow {
     pub device: String,
     pub mask: String,
     pub values: u64,
-    /// Packets the kernel forwarded to this member (its chain's counter; the table is
-    /// rewritten on every ownership change, so this counts since the last change).
+    /// Packets the kernel forwarded to this member (its chain's counter: ownership changes move
+    /// map elements and leave it alone, so it counts since the table was last written whole;
+    /// the totals in `counters` also keep what rewritten tables counted).
     #[serde(default)]
     pub packets: Option<u64>,
 }
