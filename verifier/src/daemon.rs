@@ -44,9 +44,9 @@ pub enum Error {
     /// The host lacks something the configuration names, or the kernel refused.
     #[error(transparent)]
     Setup(#[from] SetupError),
-    /// libnftables could not be set up.
+    /// The executor's libnftables context or rtnetlink socket could not be set up.
     #[error(transparent)]
-    Nftables(#[from] crate::sys::libnft::NftError),
+    Kernel(#[from] crate::sys::exec::KernelError),
     /// The operating system refused a socket or a signal handler.
     #[error("{what}: {source}")]
     Os {

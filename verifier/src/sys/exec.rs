@@ -5,6 +5,7 @@
 
 use super::libnft::{NftError, NftSession};
 use super::mroute::{self, MrouteControl};
+use super::rtnl::{Rtnl, RtnlError};
 use super::{nft, procfs};
 use crate::plan::mfc::Probed;
 use crate::plan::netdev::{self, parse_counters, KernelCounters};
@@ -33,6 +34,9 @@ pub enum KernelError {
     /// libnftables refused a transaction.
     #[error(transparent)]
     Nft(#[from] NftError),
+    /// The kernel refused a VIP route or rule.
+    #[error(transparent)]
+    Route(#[from] RtnlError),
 }
 
 /// How many re-points the status's figures summarise (the most recent ones).
@@ -108,6 +112,8 @@ pub struct Executor {
     /// The libnftables context every nft transaction and listing goes through (a `RefCell`:
     /// the status reads counters through `&self`; the executor is used from one thread).
     nft: RefCell<NftSession>,
+    /// VIP routes and rules.
+    rtnl: Rtnl,
     /// Whether the kernel holds a native nft table this process wrote.
     netdev_written: bool,
     /// The counters of the native tables we replaced (a rewrite starts at zero).
@@ -118,11 +124,12 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(control: MrouteControl, mrt: Option<Socket>) -> Result<Self, NftError> {
+    pub fn new(control: MrouteControl, mrt: Option<Socket>) -> Result<Self, KernelError> {
         Ok(Executor {
             control,
             mrt,
             nft: RefCell::new(NftSession::new()?),
+            rtnl: Rtnl::new()?,
             netdev_written: false,
             netdev_counted: KernelCounters::default(),
             nft_rewrites: 0,
@@ -209,10 +216,10 @@ impl Executor {
             DataplaneOp::VipRemove { routes, rules } => {
                 let table = self.nft_text(&format!("delete table ip {}", vip::TABLE));
                 for r in routes {
-                    let _ = nft::route_del(r);
+                    let _ = self.rtnl.route_del(r);
                 }
                 for r in rules {
-                    let _ = nft::rule_del(r);
+                    let _ = self.rtnl.rule_del(r);
                 }
                 table?;
             }
@@ -258,17 +265,17 @@ impl Executor {
     /// effort).
     fn apply_vip(&mut self, c: &VipChange) -> Result<(), KernelError> {
         for r in &c.routes {
-            nft::route_replace(r)?;
+            self.rtnl.route_replace(r)?;
         }
         for r in &c.rules {
-            nft::rule_add(r)?;
+            self.rtnl.rule_add(r)?;
         }
         self.nft(&c.ruleset)?;
         for r in &c.stale_routes {
-            let _ = nft::route_del(r);
+            let _ = self.rtnl.route_del(r);
         }
         for r in &c.stale_rules {
-            let _ = nft::rule_del(r);
+            let _ = self.rtnl.rule_del(r);
         }
         Ok(())
     }

@@ -7,4 +7,5 @@ pub mod libnft;
 pub mod mroute;
 pub mod nft;
 pub mod procfs;
+pub mod rtnl;
 pub mod setup;
