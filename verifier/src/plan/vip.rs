@@ -348,6 +348,26 @@ impl VipPlanner {
         }
     }
 
+    /// After a failed change (what the kernel holds is unknown): the whole table with every
+    /// route and rule, once per failure, so the steering is restored without waiting for the
+    /// next ownership change. Nothing otherwise.
+    pub fn retry(
+        &mut self,
+        table: &OwnershipTable,
+        gap: GapPolicy,
+        now: Timestamp,
+    ) -> Vec<VipChange> {
+        if !self.resync || self.vips.is_empty() {
+            return Vec::new();
+        }
+        // Every group's plan is brought up to date; the first update writes everything (the
+        // kernel's table is unknown), the others find nothing left to write.
+        self.groups()
+            .into_iter()
+            .filter_map(|g| self.update(g, table, gap, now).0)
+            .collect()
+    }
+
     pub fn status(&self) -> Vec<VipRow> {
         self.vips
             .iter()
@@ -376,7 +396,15 @@ impl Planner for VipPlanner {
         let groups = match change {
             Change::Ownership(Some(g)) => vec![g],
             Change::Ownership(None) => self.groups(),
-            Change::Listeners(_) | Change::Settle | Change::Retry => return Vec::new(),
+            Change::Retry => {
+                out.extend(
+                    self.retry(view.ownership(), view.gap, now)
+                        .into_iter()
+                        .map(DataplaneOp::Vip),
+                );
+                return Vec::new();
+            }
+            Change::Listeners(_) | Change::Settle => return Vec::new(),
         };
         let mut failures = Vec::new();
         for group in groups {
@@ -525,6 +553,15 @@ mod tests {
         let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
         assert!(c.ruleset.rewrite);
         assert!(!c.routes.is_empty());
+        // A failed change is retried on the planner's second tick (Change::Retry), as a whole
+        // table with every route and rule, and only once.
+        p.completed(&DataplaneOp::Vip(c), false);
+        let retried = p.retry(&t, GapPolicy::Drop, now);
+        assert!(
+            matches!(&retried[..], [r] if r.ruleset.rewrite && r.routes.len() == 3),
+            "{retried:?}"
+        );
+        assert_eq!(p.retry(&t, GapPolicy::Drop, now), vec![]);
         // A new mask: rewritten.
         let t = owned(&[(1, &[(0, 1)]), (2, &[(1, 1)])]);
         let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
