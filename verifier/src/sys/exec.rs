@@ -289,3 +289,36 @@ impl Executor {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repoint_is_timed_from_its_marker_to_its_last_op() {
+        let mut t = RepointTimes::default();
+        assert_eq!(t.summary(), RepointSummary::default());
+        // Ops outside a marked change (upcalls, probes, shutdown) are not timed.
+        t.applied();
+        assert_eq!(t.count, 0);
+        t.begin(2);
+        t.applied();
+        assert_eq!(t.count, 0, "one op of two applied");
+        t.applied();
+        assert_eq!(t.count, 1);
+        t.begin(0);
+        t.applied();
+        assert_eq!(t.count, 1, "an empty change is not a re-point");
+        // The summary is over the most recent REPOINT_WINDOW.
+        for us in 1..=REPOINT_WINDOW as u64 + 10 {
+            t.record(Duration::from_micros(us));
+        }
+        let s = t.summary();
+        assert_eq!(s.count, REPOINT_WINDOW as u64 + 11);
+        assert_eq!(s.max_us, Some(REPOINT_WINDOW as u64 + 10));
+        assert_eq!(s.p50_us, Some(523), "the middle of 11..=1034");
+        assert!(s
+            .p99_us
+            .is_some_and(|p| p > 1000 && p < REPOINT_WINDOW as u64 + 10));
+    }
+}
