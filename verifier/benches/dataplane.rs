@@ -55,6 +55,8 @@ const FLOWS: u32 = 64;
 const NEW_SOURCE_RATES: [u32; 6] = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000];
 const STEP: Duration = Duration::from_secs(1);
 const TARGET_NEW_SOURCES: u32 = 20_000;
+/// Takes and give-backs in the re-point phase (each is one or two ownership changes).
+const REPOINTS: u64 = 40;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 /// Niceness of the verifier in the native lab (README: run it above bulk work).
 const VERIFIER_NICE: i32 = -15;
@@ -633,6 +635,96 @@ fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
     r
 }
 
+/// Re-points measured in the verifier (its `repoint_us`, the median time to apply one
+/// ownership change's ops) on the nft data plane with a VIP, so each re-point moves an element
+/// of both nft tables: member 1 takes value 2 of the low two bits from member 2 and gives it
+/// back, REPOINTS / 2 times, three joins each (member 2 keeps value 1, so the maps' mask and the
+/// tables' shape stay).
+/// Beside it, for comparison, what the same change cost before the tables were updated in
+/// place: `nft list` of the native table (its counters) and `nft -f` of both whole tables, as
+/// processes in the router's namespace. Returns (repoint_us, whole_table_us).
+fn repoints(lab: &RouterLab) -> (u64, u64) {
+    let s = |v| Slice::new(v, 3);
+    lab.join(0, &[s(0)], 1);
+    lab.join(1, &[s(1), s(2)], 1);
+    let settled = |m1: u64| {
+        move || {
+            let st = lab.status();
+            let n = st
+                .native
+                .iter()
+                .filter(|r| r.member == 1)
+                .map(|r| r.values)
+                .sum::<u64>();
+            n == m1 && st.vips.first().is_some_and(|v| v.members.len() == 2)
+        }
+    };
+    wait_for("the first map", settled(1));
+    let before = lab.status().counters;
+    let mut epoch = 2;
+    for _ in 0..REPOINTS / 2 {
+        lab.join(0, &[s(0), s(2)], epoch);
+        wait_for("member 1 takes value 2", settled(2));
+        lab.join(0, &[s(0)], epoch + 1);
+        lab.join(1, &[s(1), s(2)], epoch + 1);
+        wait_for("member 2 has it back", settled(1));
+        epoch += 2;
+    }
+    let after = lab.status().counters;
+    eprintln!(
+        "dataplane: re-points: {} timed, median {:?} us, p99 {:?} us, max {:?} us; \
+         nft whole-table rewrites during them: {}",
+        after.repoints - before.repoints,
+        after.repoint_us,
+        after.repoint_p99_us,
+        after.repoint_max_us,
+        after.nft_rewrites - before.nft_rewrites
+    );
+    // The same change the way it was made before: list, then both tables whole, by process.
+    let native = lab
+        .router
+        .exec("nft", &["list", "table", "netdev", "manycast_native"]);
+    let vip = lab
+        .router
+        .exec("nft", &["list", "table", "ip", "manycast_verifier"]);
+    let whole = format!(
+        "add table netdev manycast_native\ndelete table netdev manycast_native\n{native}\n\
+         add table ip manycast_verifier\ndelete table ip manycast_verifier\n{vip}\n"
+    );
+    let mut spawned: Vec<u64> = (0..REPOINTS / 4)
+        .map(|_| {
+            lab.router.run(|| {
+                let t = Instant::now();
+                let out = std::process::Command::new("nft")
+                    .args(["list", "table", "netdev", "manycast_native"])
+                    .output()
+                    .expect("nft list");
+                assert!(out.status.success(), "nft list");
+                let mut child = std::process::Command::new("nft")
+                    .args(["-f", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("nft -f");
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(whole.as_bytes())
+                    .expect("write");
+                assert!(child.wait().expect("nft -f").success(), "nft -f");
+                t.elapsed().as_micros() as u64
+            })
+        })
+        .collect();
+    spawned.sort_unstable();
+    let whole_us = spawned[spawned.len() / 2];
+    eprintln!(
+        "dataplane: the same change by nft processes (list + whole tables): median {whole_us} us"
+    );
+    (after.repoint_us.unwrap_or(0), whole_us)
+}
+
 /// MFC entries left after the new-source steps, in the kernel and in the verifier.
 fn mfc_after_steps(lab: &RouterLab) {
     // Counted with `wc`: reading the file costs time quadratic in the entries (seconds here).
@@ -704,12 +796,21 @@ fn main() {
     let (vip_ratio, vip_steered, vip_plain) = vip(&mut lab);
     drop(lab);
 
+    let mut lab = RouterLab::new(
+        2,
+        "[native]\ndataplane = \"nft\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n",
+    );
+    lab.log_filter = "info".into();
+    lab.start();
+    let (repoint_us, whole_table_us) = repoints(&lab);
+    drop(lab);
+
     eprintln!(
         "dataplane: native {native_steered:.0} pps vs plain routing {native_plain:.0} pps; \
          VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps (medians)"
     );
     let line = format!(
-        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\"}}",
+        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",
         native_ratio,
         vip_ratio,
         new_per_s,

@@ -2,6 +2,8 @@
 //! ([`crate::core::Router`]) and hands its ops to the executor ([`crate::sys::exec`]). Client
 //! traffic never comes here: only IGMP, upcalls, status and metrics requests.
 
+mod beacons;
+
 use crate::config::{Config, ConfigError};
 use crate::core::{Event, NativeDataplane, Observed, PlanKind, Request, Router, Transmit};
 use crate::keys::{Keys, KeysError};
@@ -45,6 +47,9 @@ pub enum Error {
     /// The host lacks something the configuration names, or the kernel refused.
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// The executor's libnftables context or rtnetlink socket could not be set up.
+    #[error(transparent)]
+    Kernel(#[from] crate::sys::exec::KernelError),
     /// The operating system refused a socket or a signal handler.
     #[error("{what}: {source}")]
     Os {
@@ -103,7 +108,7 @@ impl Daemon {
             keys,
             refresher: None,
             core,
-            exec: Executor::new(sockets.control, mrt),
+            exec: Executor::new(sockets.control, mrt)?,
             igmp,
             socket_drops: igmp_socket::Drops::default(),
             beacons,
@@ -259,18 +264,6 @@ impl Daemon {
         result
     }
 
-    /// Hands what the beacon socket holds to the core.
-    fn read_beacons(&mut self) {
-        let (now, core) = (clocks(), &mut self.core);
-        let dropped = self.beacons.drain(now.mono, |b, from, ifindex| {
-            core.handle_beacon(now, b, from, ifindex)
-        });
-        if dropped > 0 {
-            core.handle_beacon_overflow(now, dropped);
-        }
-        self.flush(now);
-    }
-
     /// [`Daemon::drain_socket`], errors logged; whether datagrams may still be waiting.
     fn read_igmp(&mut self) -> bool {
         match self.drain_socket() {
@@ -303,7 +296,17 @@ impl Daemon {
             native_counters,
             queries_sent: self.queries_sent,
         };
-        self.core.status(clocks(), &observed)
+        let mut status = self.core.status(clocks(), &observed);
+        let repoint = self.exec.repoints.summary();
+        let c = &mut status.counters;
+        (c.repoints, c.repoint_us, c.repoint_p99_us, c.repoint_max_us) = (
+            repoint.count,
+            repoint.p50_us,
+            repoint.p99_us,
+            repoint.max_us,
+        );
+        c.nft_rewrites = self.exec.nft_rewrites;
+        status
     }
 
     /// Runs until SIGTERM or SIGINT, then withdraws what it put in the kernel (unless

@@ -35,8 +35,9 @@ pub struct NativeMapRow {
     pub device: String,
     pub mask: String,
     pub values: u64,
-    /// Packets the kernel forwarded to this member (its chain's counter; the table is
-    /// rewritten on every ownership change, so this counts since the last change).
+    /// Packets the kernel forwarded to this member (its chain's counter: ownership changes move
+    /// map elements and leave it alone, so it counts since the table was last written whole;
+    /// the totals in `counters` also keep what rewritten tables counted).
     #[serde(default)]
     pub packets: Option<u64>,
 }
@@ -118,6 +119,22 @@ pub struct Counters {
     pub mfc_entries: u64,
     pub mfc_installs: u64,
     pub nft_transactions: u64,
+    /// Of those, whole-table rewrites (a table's shape changed, or what the kernel held was
+    /// unknown); the others changed only the map elements that moved.
+    #[serde(default)]
+    pub nft_rewrites: u64,
+    /// Ownership changes applied in the kernel since start, each timed from the first of its
+    /// ops to the last (every data plane's share: MFC entries, nft transactions, VIP routes).
+    #[serde(default)]
+    pub repoints: u64,
+    /// The median cost of one of those re-points, in microseconds, over the most recent 1,024
+    /// (none before the first).
+    #[serde(default)]
+    pub repoint_us: Option<u64>,
+    #[serde(default)]
+    pub repoint_p99_us: Option<u64>,
+    #[serde(default)]
+    pub repoint_max_us: Option<u64>,
     pub kernel_errors: u64,
     pub queries_sent: u64,
     /// The nft data plane's packet counters, summed over every table it wrote: forwarded to a
@@ -352,6 +369,27 @@ impl Status {
             "nft_transactions_total",
             "nftables transactions applied.",
             c.nft_transactions,
+        );
+        m.counter(
+            "nft_rewrites_total",
+            "nftables transactions that rewrote a whole table (the others moved map elements only).",
+            c.nft_rewrites,
+        );
+        m.counter(
+            "repoints_total",
+            "Ownership changes applied in the kernel.",
+            c.repoints,
+        );
+        m.gauge_family(
+            "repoint_microseconds",
+            "Cost of one ownership change in the kernel (its ops, every data plane), over the most recent 1,024: median, 99th percentile, maximum. No rows before the first.",
+            [
+                ("0.5", c.repoint_us),
+                ("0.99", c.repoint_p99_us),
+                ("1", c.repoint_max_us),
+            ]
+            .into_iter()
+            .filter_map(|(q, v)| Some((label("quantile", q), gauge(v?)))),
         );
         m.counter(
             "upcalls_total",

@@ -706,6 +706,10 @@ impl Router {
                 error: f.error,
             });
         }
+        // One ownership change: the executor times its ops together (`repoint_us`).
+        if matches!(change, Change::Ownership(_)) && !ops.is_empty() {
+            ops.insert(0, DataplaneOp::Repoint { ops: ops.len() });
+        }
         self.push_ops(ops);
     }
 

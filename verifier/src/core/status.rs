@@ -140,6 +140,8 @@ impl Router {
                 beacons_refused: self.liveness.stats.beacons_refused,
                 members_found_dead: self.liveness.stats.members_found_dead,
                 members_back: self.liveness.stats.members_back,
+                // Measured by the executor (repoint_*, nft_rewrites): the daemon fills them in.
+                ..Counters::default()
             },
         }
     }

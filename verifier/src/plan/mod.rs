@@ -233,6 +233,49 @@ pub enum Change {
     Retry,
 }
 
+/// One nft transaction for one of the nft data planes' tables (`nft -f` text).
+///
+/// Most ownership changes move map elements only: the batch deletes and adds just those, and
+/// the table's counters carry on. When the table's shape changes (interfaces, groups, a map's
+/// mask) or what the kernel holds is unknown (the first write, a failed one, an adopted table),
+/// the batch deletes and recreates the whole table (`rewrite`), which starts its counters at
+/// zero: the executor reads them first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NftBatch {
+    pub text: String,
+    pub rewrite: bool,
+}
+
+impl NftBatch {
+    pub fn rewrite(text: String) -> Self {
+        NftBatch {
+            text,
+            rewrite: true,
+        }
+    }
+
+    pub fn elements(text: String) -> Self {
+        NftBatch {
+            text,
+            rewrite: false,
+        }
+    }
+}
+
+/// The text, so that tests and logs read a batch like the ruleset it is.
+impl core::ops::Deref for NftBatch {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl core::fmt::Display for NftBatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// One VIP route: `vip/32 via <via>` in table `table` (the member's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VipRoute {
@@ -258,7 +301,8 @@ pub struct VipChange {
     pub group: Option<Ipv4Addr>,
     pub routes: Vec<VipRoute>,
     pub rules: Vec<VipRule>,
-    pub ruleset: String,
+    /// The table: its map's moved elements, or the whole table when its shape changed.
+    pub ruleset: NftBatch,
     pub stale_routes: Vec<VipRoute>,
     pub stale_rules: Vec<VipRule>,
 }
@@ -283,8 +327,9 @@ pub enum DataplaneOp {
     DelVif(u16),
     /// Stop multicast routing (MRT_DONE; shutdown).
     MrtDone,
-    /// Replace the native nft table with this ruleset, in one transaction.
-    NetdevTable(String),
+    /// Bring the native nft table in line: its moved map elements, or the whole table, in one
+    /// transaction.
+    NetdevTable(NftBatch),
     DeleteNetdevTable,
     /// Turn IFF_ALLMULTI on or off.
     SetAllmulti {
@@ -293,6 +338,12 @@ pub enum DataplaneOp {
     },
     /// Bring the VIP steering in line (one nft transaction).
     Vip(VipChange),
+    /// The next `ops` ops are one ownership change (every data plane's share of it): the
+    /// executor times them together, the cost of one re-point (`repoint_us` in status). Changes
+    /// nothing in the kernel.
+    Repoint {
+        ops: usize,
+    },
     /// Remove the VIP table, then these routes and rules (shutdown).
     VipRemove {
         routes: Vec<VipRoute>,

@@ -18,12 +18,12 @@
 //! Each change is one `nft -f` transaction that replaces the whole table, like VIP mode.
 
 use super::map::{plan_map, MapPlan};
-use super::{Change, DataplaneOp, GapPolicy, PlanError, PlanFailure, Planner, View};
+use super::{Change, DataplaneOp, GapPolicy, NftBatch, PlanError, PlanFailure, Planner, View};
 use crate::status::NativeMapRow;
 use core::fmt::Write;
 use igmp_ext::ownership::OwnershipTable;
 use igmp_ext::{SliceSet, Timestamp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use tracing::info;
 
@@ -100,27 +100,59 @@ fn quoted(devices: &[String]) -> String {
         .join(", ")
 }
 
+/// The group's map (`ip saddr & mask` → the jump to its hop's chain), named in the table so that
+/// an ownership change rewrites its moved elements only.
+pub fn map_name(group: Ipv4Addr) -> String {
+    let o = group.octets();
+    format!("group_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
+}
+
+fn element(value: u32, hop: &str) -> String {
+    format!("{} : jump {hop}", Ipv4Addr::from(value))
+}
+
+/// A hop's chain: never back out of the interface the packet came in on, else forward.
+fn chain_rules(h: &Hop) -> [String; 2] {
+    [
+        format!("meta iifname \"{}\" accept", h.device),
+        // `fwd ip to` decrements the TTL (the ingress chain dropped TTL ≤ 1 already).
+        format!("counter fwd ip to {} device \"{}\"", h.via, h.device),
+    ]
+}
+
 /// The whole table as one `nft -f` transaction: created if missing, deleted, and written anew.
-/// `devices` are the verifier's interfaces (the ingress chain's hook).
-pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> String {
+/// `devices` are the verifier's interfaces (the ingress chain's hook); `hops` the member chains
+/// (every hop the plans use, and possibly more).
+pub fn ruleset(
+    devices: &[String],
+    hops: &BTreeSet<Hop>,
+    groups: &BTreeMap<Ipv4Addr, GroupPlan>,
+) -> String {
     let mut out =
         format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
-    let mut hops: Vec<&Hop> = groups
-        .values()
-        .flat_map(|p| p.elements.iter().map(|(_, h)| h))
-        .collect();
-    hops.sort();
-    hops.dedup();
-    for h in &hops {
+    for h in hops {
+        let [local, fwd] = chain_rules(h);
         let _ = writeln!(
             out,
-            // `fwd ip to` decrements the TTL (the ingress chain dropped TTL ≤ 1 already).
-            "\tchain {} {{\n\t\tmeta iifname \"{}\" accept\n\t\tcounter fwd ip to {} device \"{}\"\n\t}}",
-            h.chain(),
-            h.device,
-            h.via,
-            h.device
+            "\tchain {} {{\n\t\t{local}\n\t\t{fwd}\n\t}}",
+            h.chain()
         );
+    }
+    for (group, plan) in groups {
+        let _ = write!(
+            out,
+            "\tmap {} {{\n\t\ttype ipv4_addr : verdict\n",
+            map_name(*group)
+        );
+        if !plan.elements.is_empty() {
+            let elems: Vec<String> = plan
+                .elements
+                .iter()
+                .map(|(v, h)| element(*v, &h.chain()))
+                .collect();
+            let _ = writeln!(out, "\t\telements = {{ {} }}", elems.join(", "));
+        }
+        out.push_str("\t}\n");
     }
     let _ = writeln!(
         out,
@@ -131,24 +163,79 @@ pub fn ruleset(devices: &[String], groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> St
     out.push_str("\t\tip protocol igmp accept\n");
     for (group, plan) in groups {
         let _ = writeln!(out, "\t\tip daddr {group} ip ttl 0-1 counter drop");
-        if !plan.elements.is_empty() {
-            let elems: Vec<String> = plan
-                .elements
-                .iter()
-                .map(|(v, h)| format!("{} : jump {}", Ipv4Addr::from(*v), h.chain()))
-                .collect();
-            let _ = writeln!(
-                out,
-                "\t\tip daddr {group} ip saddr & {} vmap {{ {} }}",
-                Ipv4Addr::from(plan.mask),
-                elems.join(", ")
-            );
-        }
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {group} ip saddr & {} vmap @{}",
+            Ipv4Addr::from(plan.mask),
+            map_name(*group)
+        );
         // No owner (and no fallback), or a hop that sent it back where it came from.
         let _ = writeln!(out, "\t\tip daddr {group} counter drop");
     }
     out.push_str("\t}\n}\n");
     out
+}
+
+/// The commands that take the kernel's table from `from` to `to` when both have the same shape
+/// (groups and masks): new hop chains first, then each map's removed and re-pointed values
+/// deleted, then the new and re-pointed ones added (an element's value cannot be replaced in
+/// place). Empty when nothing moved.
+pub fn element_updates(
+    new_hops: &BTreeSet<Hop>,
+    from: &BTreeMap<Ipv4Addr, GroupPlan>,
+    to: &BTreeMap<Ipv4Addr, GroupPlan>,
+) -> String {
+    let mut out = String::new();
+    for h in new_hops {
+        let _ = writeln!(out, "add chain netdev {TABLE} {}", h.chain());
+        for rule in chain_rules(h) {
+            let _ = writeln!(out, "add rule netdev {TABLE} {} {rule}", h.chain());
+        }
+    }
+    let mut adds = String::new();
+    for (group, plan) in to {
+        let old: BTreeMap<u32, &Hop> = from
+            .get(group)
+            .map(|p| p.elements.iter().map(|(v, h)| (*v, h)).collect())
+            .unwrap_or_default();
+        let new: BTreeMap<u32, &Hop> = plan.elements.iter().map(|(v, h)| (*v, h)).collect();
+        let gone: Vec<String> = old
+            .iter()
+            .filter(|(v, h)| new.get(v) != Some(h))
+            .map(|(v, _)| Ipv4Addr::from(*v).to_string())
+            .collect();
+        let came: Vec<String> = new
+            .iter()
+            .filter(|(v, h)| old.get(v) != Some(h))
+            .map(|(v, h)| element(*v, &h.chain()))
+            .collect();
+        let map = map_name(*group);
+        if !gone.is_empty() {
+            let _ = writeln!(
+                out,
+                "delete element netdev {TABLE} {map} {{ {} }}",
+                gone.join(", ")
+            );
+        }
+        if !came.is_empty() {
+            let _ = writeln!(
+                adds,
+                "add element netdev {TABLE} {map} {{ {} }}",
+                came.join(", ")
+            );
+        }
+    }
+    out + &adds
+}
+
+/// Whether the kernel's table can go from `from` to `to` by element updates: the same groups
+/// with the same masks (interfaces never change while the verifier runs).
+fn same_shape(from: &BTreeMap<Ipv4Addr, GroupPlan>, to: &BTreeMap<Ipv4Addr, GroupPlan>) -> bool {
+    from.len() == to.len()
+        && from
+            .iter()
+            .zip(to)
+            .all(|((g, p), (h, q))| g == h && p.mask == q.mask)
 }
 
 /// Packet counters of the table as `nft list table` prints them: per member chain, the packets
@@ -198,7 +285,20 @@ pub fn parse_counters(listing: &str) -> KernelCounters {
     out
 }
 
-/// The native nftables data plane: the plan per protected group and whether the kernel has it.
+/// Hop chains no map points at any more that the kernel's table may keep before the next
+/// change rewrites it (a member's old address, a member gone): bounded, so a member that keeps
+/// changing its address cannot grow the table.
+const UNUSED_CHAINS: usize = 16;
+
+/// What this process put in the kernel's table (assuming the ops handed out are applied in
+/// order: a failure makes it unknown).
+#[derive(Debug, Clone, Default)]
+struct Written {
+    groups: BTreeMap<Ipv4Addr, GroupPlan>,
+    hops: BTreeSet<Hop>,
+}
+
+/// The native nftables data plane: the plan per protected group and what the kernel has.
 #[derive(Debug)]
 pub struct NetdevPlanner {
     devices: Vec<String>,
@@ -207,6 +307,9 @@ pub struct NetdevPlanner {
     written: bool,
     /// The last write failed: the kernel may not hold the plans; retried ([`NetdevPlanner::retry`]).
     stale: bool,
+    /// The kernel's table as written, when known: the next change is an element update against
+    /// it. Unknown (never written, a write failed, adopted): the next change rewrites the table.
+    kernel: Option<Written>,
     /// A table an earlier verifier left is carrying traffic: plans change in memory only, and
     /// the kernel is written when [`NetdevPlanner::release`] is called (after the adopt grace).
     holding: bool,
@@ -219,6 +322,7 @@ impl NetdevPlanner {
             groups: BTreeMap::new(),
             written: false,
             stale: false,
+            kernel: None,
             holding,
         }
     }
@@ -227,66 +331,90 @@ impl NetdevPlanner {
         self.holding
     }
 
-    /// Recomputes `group`'s plan; returns the ruleset to apply if the kernel must change, and
-    /// the claims left out of it.
+    /// Recomputes `group`'s plan (in memory: [`NetdevPlanner::pending`] hands out the kernel
+    /// change); returns the claims left out of it.
     pub fn update(
         &mut self,
         group: Ipv4Addr,
         table: &OwnershipTable,
         gap: GapPolicy,
         device_of: impl Fn(u32) -> Option<String>,
-    ) -> (Option<String>, Vec<PlanError>) {
+    ) -> Vec<PlanError> {
         let (plan, left_out) = plan_group(group, table, gap, device_of);
-        let changed = self.groups.get(&group) != Some(&plan);
         self.groups.insert(group, plan);
-        (self.pending(changed), left_out)
+        left_out
     }
 
     /// Stops holding the adopted table; returns the ruleset of the rebuilt plans. Nothing when
     /// nothing was adopted: the kernel has the plans already, and rewriting it would only reset
     /// the table's counters.
-    pub fn release(&mut self) -> Option<String> {
+    pub fn release(&mut self) -> Option<NftBatch> {
         if !std::mem::replace(&mut self.holding, false) {
             return None;
         }
-        self.pending(true)
+        self.kernel = None;
+        self.pending()
     }
 
-    /// The ruleset to write, if any. It is counted as written from here on: the executor
-    /// applies ops in order and reports a failure ([`NetdevPlanner::apply_failed`]), so a
-    /// second change planned before this one is applied does not write the same table twice.
-    fn pending(&mut self, changed: bool) -> Option<String> {
-        if self.holding || (!changed && self.written && !self.stale) {
+    /// The change that brings the kernel in line with the plans, if any: the moved elements
+    /// when the kernel's table is known and has the plans' shape, else the whole table. It is
+    /// counted as written from here on: the executor applies ops in order and reports a
+    /// failure ([`NetdevPlanner::apply_failed`]), so a second change planned before this one is
+    /// applied does not write the same elements twice.
+    pub fn pending(&mut self) -> Option<NftBatch> {
+        if self.holding {
             return None;
+        }
+        let used: BTreeSet<Hop> = self
+            .groups
+            .values()
+            .flat_map(|p| p.elements.iter().map(|(_, h)| h.clone()))
+            .collect();
+        if let Some(k) = self
+            .kernel
+            .as_mut()
+            .filter(|k| same_shape(&k.groups, &self.groups))
+        {
+            let new_hops: BTreeSet<Hop> = used.difference(&k.hops).cloned().collect();
+            let unused = k.hops.difference(&used).count();
+            // Chains are added as they are needed and dropped only by a rewrite: once a new
+            // one would join more than UNUSED_CHAINS unused ones, the table is rewritten.
+            if new_hops.is_empty() || unused <= UNUSED_CHAINS {
+                let text = element_updates(&new_hops, &k.groups, &self.groups);
+                k.groups.clone_from(&self.groups);
+                k.hops.extend(new_hops);
+                return (!text.is_empty()).then(|| NftBatch::elements(text));
+            }
         }
         self.written = true;
         self.stale = false;
-        Some(ruleset(&self.devices, &self.groups))
+        let text = ruleset(&self.devices, &used, &self.groups);
+        self.kernel = Some(Written {
+            groups: self.groups.clone(),
+            hops: used,
+        });
+        Some(NftBatch::rewrite(text))
     }
 
-    /// The ruleset again if the last write failed (the plans have not changed since, so no
+    /// The whole table again if the last write failed (the plans have not changed since, so no
     /// update would otherwise write them).
-    pub fn retry(&mut self) -> Option<String> {
+    pub fn retry(&mut self) -> Option<NftBatch> {
         if !self.stale {
             return None;
         }
-        self.pending(false)
+        self.pending()
     }
 
-    /// The driver could not apply the last ruleset.
+    /// The driver could not apply a change: what the kernel holds is unknown, so the next
+    /// change (or the retry) rewrites the table.
     pub fn apply_failed(&mut self) {
         self.stale = true;
+        self.kernel = None;
     }
 
     /// Whether this process wrote a table (or one is on its way to the kernel).
     pub fn is_written(&self) -> bool {
         self.written
-    }
-
-    /// The executor applied a ruleset: the kernel holds the plans.
-    pub fn applied(&mut self) {
-        self.written = true;
-        self.stale = false;
     }
 
     pub fn groups(&self) -> Vec<Ipv4Addr> {
@@ -347,22 +475,21 @@ impl Planner for NetdevPlanner {
                         g
                     }
                 };
-                let mut pending = None;
+                let mut planned = false;
                 for g in groups
                     .into_iter()
                     .filter(|&g| view.verifier.is_protected(g))
                 {
-                    let (text, left_out) = self.update(g, table, view.gap, |i| view.device_of(i));
-                    if text.is_some() {
-                        pending = text;
-                    }
+                    planned = true;
+                    let left_out = self.update(g, table, view.gap, |i| view.device_of(i));
                     failures.extend(
                         left_out
                             .into_iter()
                             .map(|error| PlanFailure { group: g, error }),
                     );
                 }
-                pending
+                // No protected group has ever had a claim: no table yet.
+                (planned || self.written).then(|| self.pending()).flatten()
             }
             Change::Settle => {
                 let text = self.release();
@@ -379,10 +506,8 @@ impl Planner for NetdevPlanner {
     }
 
     fn completed(&mut self, op: &DataplaneOp, ok: bool) {
-        match (op, ok) {
-            (DataplaneOp::NetdevTable(_), true) => self.applied(),
-            (DataplaneOp::NetdevTable(_), false) => self.apply_failed(),
-            _ => {}
+        if let (DataplaneOp::NetdevTable(_), false) = (op, ok) {
+            self.apply_failed();
         }
     }
 
@@ -468,12 +593,23 @@ mod tests {
         assert!(p.elements.iter().all(|(_, h)| h.member == 1));
     }
 
+    fn hops(groups: &BTreeMap<Ipv4Addr, GroupPlan>) -> BTreeSet<Hop> {
+        groups
+            .values()
+            .flat_map(|p| p.elements.iter().map(|(_, h)| h.clone()))
+            .collect()
+    }
+
     #[test]
     fn ruleset_is_one_transaction_with_ttl_and_no_reflection() {
         let t = table();
         let mut groups = BTreeMap::new();
         groups.insert(G, plan_group(G, &t, GapPolicy::Drop, device_of).0);
-        let text = ruleset(&["c0".into(), "s1".into(), "r1-eth2".into()], &groups);
+        let text = ruleset(
+            &["c0".into(), "s1".into(), "r1-eth2".into()],
+            &hops(&groups),
+            &groups,
+        );
         assert!(text.starts_with(
             "add table netdev manycast_native\ndelete table netdev manycast_native\n"
         ));
@@ -482,9 +618,10 @@ mod tests {
         assert!(text.contains(
             "\tchain m2_10_0_2_2 {\n\t\tmeta iifname \"r1-eth2\" accept\n\t\tcounter fwd ip to 10.0.2.2 device \"r1-eth2\"\n\t}\n"
         ));
+        // The map is named, so that a change can touch its elements alone.
         assert!(text.contains(
-            "type filter hook ingress devices = { \"c0\", \"s1\", \"r1-eth2\" } priority 0; policy accept;"
-        ));
+            "\tmap group_232_1_1_1 {\n\t\ttype ipv4_addr : verdict\n\t\telements = { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.1 : jump m2_10_0_2_2, 0.0.0.2 : jump m1_10_0_1_2 }\n\t}\n"
+        ), "{text}");
         let ingress = &text[text.find("chain ingress").unwrap()..];
         assert_eq!(
             ingress,
@@ -492,18 +629,120 @@ mod tests {
              \t\ttype filter hook ingress devices = { \"c0\", \"s1\", \"r1-eth2\" } priority 0; policy accept;\n\
              \t\tip protocol igmp accept\n\
              \t\tip daddr 232.1.1.1 ip ttl 0-1 counter drop\n\
-             \t\tip daddr 232.1.1.1 ip saddr & 0.0.0.3 vmap { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.1 : jump m2_10_0_2_2, 0.0.0.2 : jump m1_10_0_1_2 }\n\
+             \t\tip daddr 232.1.1.1 ip saddr & 0.0.0.3 vmap @group_232_1_1_1\n\
              \t\tip daddr 232.1.1.1 counter drop\n\
              \t}\n\
              }\n"
         );
-        // No claims: only the drop rules.
+        // No claims: an empty map, only the drop rules act.
         let mut empty = BTreeMap::new();
         empty.insert(G, GroupPlan::default());
-        let text = ruleset(&["c0".into()], &empty);
-        assert!(!text.contains("vmap { 0."));
+        let text = ruleset(&["c0".into()], &BTreeSet::new(), &empty);
+        assert!(!text.contains("elements"));
         assert!(!text.contains("fwd"));
         assert!(text.contains("ip daddr 232.1.1.1 counter drop"));
+    }
+
+    /// Issue 16, item 3: an ownership change that keeps the table's shape touches only the map
+    /// elements that moved (no rewrite, so no counter reset); a new hop's chain is added; a
+    /// change of shape (a new group, a new mask) rewrites the table.
+    #[test]
+    fn a_change_writes_only_the_moved_elements_and_a_shape_change_rewrites() {
+        let t = table();
+        let mut s = NetdevPlanner::new(vec!["c0".into()], false);
+        s.update(G, &t, GapPolicy::Drop, device_of);
+        let first = s.pending().expect("the first write");
+        assert!(first.rewrite);
+        // Nothing moved: nothing to write.
+        s.update(G, &t, GapPolicy::Drop, device_of);
+        assert_eq!(s.pending(), None);
+        // The unowned value 0.0.0.3 goes to the fallback: one element added, nothing else.
+        s.update(G, &t, GapPolicy::Fallback(MemberId(2)), device_of);
+        let b = s.pending().expect("an element update");
+        assert!(!b.rewrite);
+        assert_eq!(
+            b.text,
+            "add element netdev manycast_native group_232_1_1_1 { 0.0.0.3 : jump m2_10_0_2_2 }\n"
+        );
+        // Member 1 leaves (same mask, member 2 on its 0.0.0.1 and the fallback's values): the
+        // values it had are re-pointed, member 2's own are not touched.
+        let mut t2 = OwnershipTable::new();
+        t2.apply(
+            Timestamp::from_secs(1),
+            G,
+            MemberId(2),
+            claim(
+                SliceSet::from(Slice::new(1, 3)),
+                4,
+                Ipv4Addr::new(10, 0, 2, 2),
+            ),
+        )
+        .unwrap();
+        s.update(G, &t2, GapPolicy::Fallback(MemberId(2)), device_of);
+        let b = s.pending().expect("an element update");
+        assert!(!b.rewrite);
+        assert_eq!(
+            b.text,
+            "delete element netdev manycast_native group_232_1_1_1 { 0.0.0.0, 0.0.0.2 }\n\
+             add element netdev manycast_native group_232_1_1_1 { 0.0.0.0 : jump m2_10_0_2_2, 0.0.0.2 : jump m2_10_0_2_2 }\n"
+        );
+        // Member 1 back from a new address: its chain is added, then the elements point at it.
+        s.update(G, &t, GapPolicy::Fallback(MemberId(2)), |i| {
+            device_of(i).map(|d| if i == 3 { "c0".into() } else { d })
+        });
+        let b = s.pending().expect("an element update");
+        assert!(!b.rewrite);
+        assert!(
+            b.text.starts_with(
+                "add chain netdev manycast_native m1_10_0_1_2\n\
+             add rule netdev manycast_native m1_10_0_1_2 meta iifname \"c0\" accept\n"
+            ),
+            "{}",
+            b.text
+        );
+        assert!(b.text.ends_with(
+            "add element netdev manycast_native group_232_1_1_1 { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.2 : jump m1_10_0_1_2 }\n"
+        ), "{}", b.text);
+        // A second group: the table's shape changes, it is rewritten with both maps.
+        let g2 = Ipv4Addr::new(232, 1, 1, 2);
+        s.update(g2, &OwnershipTable::new(), GapPolicy::Drop, device_of);
+        let b = s.pending().expect("a rewrite");
+        assert!(b.rewrite);
+        assert!(b.text.contains("map group_232_1_1_2 {"));
+        assert!(b.text.contains("map group_232_1_1_1 {"));
+        // A new mask (member 2 alone owns everything): rewritten.
+        let mut all = OwnershipTable::new();
+        all.apply(
+            Timestamp::from_secs(1),
+            G,
+            MemberId(2),
+            claim(SliceSet::from(Slice::ALL), 4, Ipv4Addr::new(10, 0, 2, 2)),
+        )
+        .unwrap();
+        s.update(G, &all, GapPolicy::Drop, device_of);
+        assert!(s.pending().expect("a rewrite").rewrite);
+    }
+
+    #[test]
+    fn chains_left_unused_are_bounded_by_a_rewrite() {
+        let mut s = NetdevPlanner::new(vec!["c0".into()], false);
+        let mut rewrites = 0;
+        // Member 1 keeps moving to a new address: each is a new chain, the old one unused.
+        for i in 0..40u8 {
+            let mut t = OwnershipTable::new();
+            t.apply(
+                Timestamp::from_secs(1),
+                G,
+                MemberId(1),
+                claim(SliceSet::from(Slice::ALL), 3, Ipv4Addr::new(10, 0, 1, i)),
+            )
+            .unwrap();
+            s.update(G, &t, GapPolicy::Drop, device_of);
+            rewrites += usize::from(s.pending().expect("a change").rewrite);
+            let k = s.kernel.as_ref().expect("known");
+            assert!(k.hops.len() <= UNUSED_CHAINS + 2, "{}", k.hops.len());
+        }
+        assert!((2..40).contains(&rewrites), "{rewrites}");
     }
 
     #[test]
@@ -531,42 +770,44 @@ mod tests {
     fn holding_defers_the_kernel_until_release() {
         let t = table();
         let mut s = NetdevPlanner::new(vec!["c0".into()], true);
-        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).0, None);
+        s.update(G, &t, GapPolicy::Drop, device_of);
+        assert_eq!(s.pending(), None);
         assert_eq!(s.elements(), 3);
         let text = s.release().expect("written on release");
+        assert!(text.rewrite, "the adopted table is replaced whole");
         assert!(text.contains("jump m1_10_0_1_2"));
-        s.applied();
         // Unchanged plan: nothing to write; a change: written.
-        assert_eq!(s.update(G, &t, GapPolicy::Drop, device_of).0, None);
-        assert!(s
-            .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
-            .0
-            .is_some());
+        s.update(G, &t, GapPolicy::Drop, device_of);
+        assert_eq!(s.pending(), None);
+        s.update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of);
+        assert!(s.pending().is_some());
         let rows = s.status(None);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].member, rows[0].values), (1, 3));
         assert_eq!((rows[1].member, rows[1].values), (2, 1));
         // Released once: a second release (or one with nothing adopted) writes nothing.
         assert_eq!(s.release(), None);
-        // A failed write is retried with the same plan, and only then.
+        // A failed write is retried with the same plan, and only then, as a rewrite (what the
+        // kernel holds is unknown).
         assert_eq!(s.retry(), None);
         s.apply_failed();
         // Even an unchanged plan is written while the last write failed.
-        assert!(s
-            .update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of)
-            .0
-            .is_some());
+        s.update(G, &t, GapPolicy::Fallback(MemberId(1)), device_of);
+        assert!(s.pending().expect("rewritten").rewrite);
         s.apply_failed();
-        assert!(s.retry().is_some());
+        assert!(s.retry().expect("retried").rewrite);
         // Once handed out, it is not handed out again unless it fails.
         assert_eq!(s.retry(), None);
-        s.applied();
-        assert_eq!(s.retry(), None);
+        // A failed element update is retried as a rewrite too.
+        s.update(G, &t, GapPolicy::Drop, device_of);
+        assert!(!s.pending().expect("an element update").rewrite);
+        s.apply_failed();
+        assert!(s.retry().expect("retried").rewrite);
         // Not holding and never written: the first update writes even an empty plan.
         let mut s = NetdevPlanner::new(vec!["c0".into()], false);
         let empty = OwnershipTable::new();
-        assert!(s.update(G, &empty, GapPolicy::Drop, device_of).0.is_some());
-        s.applied();
+        s.update(G, &empty, GapPolicy::Drop, device_of);
+        assert!(s.pending().is_some());
         assert_eq!(s.release(), None, "nothing adopted, nothing to rewrite");
     }
 }

@@ -7,8 +7,8 @@
 
 use super::map::{plan_map, MapPlan};
 use super::{
-    Change, DataplaneOp, GapPolicy, PlanError, PlanFailure, Planner, View, VipChange, VipRoute,
-    VipRule,
+    Change, DataplaneOp, GapPolicy, NftBatch, PlanError, PlanFailure, Planner, View, VipChange,
+    VipRoute, VipRule,
 };
 use crate::status::VipRow;
 use core::fmt::Write;
@@ -47,6 +47,21 @@ pub struct VipSpec {
     pub pin: bool,
 }
 
+/// The VIP's map (`ip saddr & mask` → mark), named in the table so that an ownership change
+/// rewrites its moved elements only.
+pub fn map_name(vip: Ipv4Addr) -> String {
+    let o = vip.octets();
+    format!("vip_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
+}
+
+fn element(value: u32, member: u32) -> Option<String> {
+    Some(format!(
+        "{} : {:#x}",
+        Ipv4Addr::from(value),
+        mark_of(member)?
+    ))
+}
+
 /// One VIP's ruleset lines inside the prerouting chain.
 fn vip_rules(out: &mut String, vip: Ipv4Addr, pin: bool, plan: &MapPlan) {
     if pin {
@@ -57,19 +72,12 @@ fn vip_rules(out: &mut String, vip: Ipv4Addr, pin: bool, plan: &MapPlan) {
             "\t\tip daddr {vip} ct mark != 0 meta mark set ct mark accept"
         );
     }
-    if !plan.elements.is_empty() {
-        let elems: Vec<String> = plan
-            .elements
-            .iter()
-            .filter_map(|&(v, m)| Some(format!("{} : {:#x}", Ipv4Addr::from(v), mark_of(m)?)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "\t\tip daddr {vip} meta mark set ip saddr & {} map {{ {} }}",
-            Ipv4Addr::from(plan.mask),
-            elems.join(", ")
-        );
-    }
+    let _ = writeln!(
+        out,
+        "\t\tip daddr {vip} meta mark set ip saddr & {} map @{}",
+        Ipv4Addr::from(plan.mask),
+        map_name(vip)
+    );
     // No owner (and no fallback): dropped here rather than routed by the main table.
     let _ = writeln!(out, "\t\tip daddr {vip} meta mark 0 counter drop");
     if pin {
@@ -80,6 +88,22 @@ fn vip_rules(out: &mut String, vip: Ipv4Addr, pin: bool, plan: &MapPlan) {
 /// The whole table as one `nft -f` transaction: created if missing, deleted, and written anew.
 pub fn ruleset(vips: &[(Ipv4Addr, bool, MapPlan)]) -> String {
     let mut out = format!("add table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n");
+    for (vip, _, plan) in vips {
+        let _ = write!(
+            out,
+            "\tmap {} {{\n\t\ttype ipv4_addr : mark\n",
+            map_name(*vip)
+        );
+        let elems: Vec<String> = plan
+            .elements
+            .iter()
+            .filter_map(|&(v, m)| element(v, m))
+            .collect();
+        if !elems.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", elems.join(", "));
+        }
+        out.push_str("\t}\n");
+    }
     out.push_str(
         "\tchain prerouting {\n\t\ttype filter hook prerouting priority mangle; policy accept;\n",
     );
@@ -87,6 +111,40 @@ pub fn ruleset(vips: &[(Ipv4Addr, bool, MapPlan)]) -> String {
         vip_rules(&mut out, *vip, *pin, plan);
     }
     out.push_str("\t}\n}\n");
+    out
+}
+
+/// The commands that take one VIP's map from `from` to `to` (the same mask): removed and
+/// re-pointed values deleted, then new and re-pointed ones added. Empty when nothing moved.
+pub fn element_updates(vip: Ipv4Addr, from: &MapPlan, to: &MapPlan) -> String {
+    let old: BTreeMap<u32, u32> = from.elements.iter().copied().collect();
+    let new: BTreeMap<u32, u32> = to.elements.iter().copied().collect();
+    let gone: Vec<String> = old
+        .iter()
+        .filter(|(v, m)| new.get(v) != Some(m))
+        .map(|(v, _)| Ipv4Addr::from(*v).to_string())
+        .collect();
+    let came: Vec<String> = new
+        .iter()
+        .filter(|(v, m)| old.get(v) != Some(m))
+        .filter_map(|(v, m)| element(*v, *m))
+        .collect();
+    let mut out = String::new();
+    let map = map_name(vip);
+    if !gone.is_empty() {
+        let _ = writeln!(
+            out,
+            "delete element ip {TABLE} {map} {{ {} }}",
+            gone.join(", ")
+        );
+    }
+    if !came.is_empty() {
+        let _ = writeln!(
+            out,
+            "add element ip {TABLE} {map} {{ {} }}",
+            came.join(", ")
+        );
+    }
     out
 }
 
@@ -112,7 +170,10 @@ pub struct VipPlanner {
     routes: BTreeMap<(u32, Ipv4Addr), Ipv4Addr>,
     /// Members whose policy rule is installed.
     rules: BTreeSet<u32>,
-    table_written: bool,
+    /// Each VIP's map as the kernel's table holds it (in `vips` order), when known: the next
+    /// change is an element update against it. Unknown (never written, a change failed): the
+    /// next change rewrites the table.
+    kernel: Option<Vec<MapPlan>>,
     /// A change failed: what the kernel holds is unknown, so the next change writes every
     /// route and rule again.
     resync: bool,
@@ -132,7 +193,7 @@ impl VipPlanner {
                 .collect(),
             routes: BTreeMap::new(),
             rules: BTreeSet::new(),
-            table_written: false,
+            kernel: None,
             resync: false,
             linger: core::time::Duration::from_secs(300),
         }
@@ -200,7 +261,7 @@ impl VipPlanner {
                     }
                 }
             }
-            if plan != v.plan || members != v.members || !self.table_written {
+            if plan != v.plan || members != v.members || self.kernel.is_none() {
                 v.plan = plan;
                 v.members = members;
                 changed = true;
@@ -239,13 +300,7 @@ impl VipPlanner {
                 change.rules.push(rule);
             }
         }
-        change.ruleset = ruleset(
-            &self
-                .vips
-                .iter()
-                .map(|v| (v.spec.address, v.spec.pin, v.plan.clone()))
-                .collect::<Vec<_>>(),
-        );
+        change.ruleset = self.table_change();
         for (&(m, vip), &via) in &self.routes {
             if !want_routes.contains_key(&(m, vip)) {
                 change.stale_routes.push(VipRoute {
@@ -265,9 +320,52 @@ impl VipPlanner {
         let rules = self.rules.union(&want_rules).copied();
         self.rules = rules.filter(|m| members.contains(m)).collect();
         self.routes = want_routes;
-        self.table_written = true;
         self.resync = false;
         change
+    }
+
+    /// The moved elements of each map when the kernel's table is known and every mask is the
+    /// same, else the whole table; counted as written from here on (a failure is reported).
+    fn table_change(&mut self) -> NftBatch {
+        let plans: Vec<MapPlan> = self.vips.iter().map(|v| v.plan.clone()).collect();
+        let kernel = self.kernel.replace(plans);
+        match kernel {
+            Some(k) if k.iter().zip(&self.vips).all(|(p, v)| p.mask == v.plan.mask) => {
+                NftBatch::elements(
+                    k.iter()
+                        .zip(&self.vips)
+                        .map(|(from, v)| element_updates(v.spec.address, from, &v.plan))
+                        .collect(),
+                )
+            }
+            _ => NftBatch::rewrite(ruleset(
+                &self
+                    .vips
+                    .iter()
+                    .map(|v| (v.spec.address, v.spec.pin, v.plan.clone()))
+                    .collect::<Vec<_>>(),
+            )),
+        }
+    }
+
+    /// After a failed change (what the kernel holds is unknown): the whole table with every
+    /// route and rule, once per failure, so the steering is restored without waiting for the
+    /// next ownership change. Nothing otherwise.
+    pub fn retry(
+        &mut self,
+        table: &OwnershipTable,
+        gap: GapPolicy,
+        now: Timestamp,
+    ) -> Vec<VipChange> {
+        if !self.resync || self.vips.is_empty() {
+            return Vec::new();
+        }
+        // Every group's plan is brought up to date; the first update writes everything (the
+        // kernel's table is unknown), the others find nothing left to write.
+        self.groups()
+            .into_iter()
+            .filter_map(|g| self.update(g, table, gap, now).0)
+            .collect()
     }
 
     pub fn status(&self) -> Vec<VipRow> {
@@ -298,7 +396,15 @@ impl Planner for VipPlanner {
         let groups = match change {
             Change::Ownership(Some(g)) => vec![g],
             Change::Ownership(None) => self.groups(),
-            Change::Listeners(_) | Change::Settle | Change::Retry => return Vec::new(),
+            Change::Retry => {
+                out.extend(
+                    self.retry(view.ownership(), view.gap, now)
+                        .into_iter()
+                        .map(DataplaneOp::Vip),
+                );
+                return Vec::new();
+            }
+            Change::Listeners(_) | Change::Settle => return Vec::new(),
         };
         let mut failures = Vec::new();
         for group in groups {
@@ -315,7 +421,7 @@ impl Planner for VipPlanner {
 
     fn completed(&mut self, op: &DataplaneOp, ok: bool) {
         if matches!(op, DataplaneOp::Vip(_)) && !ok {
-            self.table_written = false;
+            self.kernel = None;
             self.resync = true;
         }
     }
@@ -358,10 +464,14 @@ mod tests {
             "add table ip manycast_verifier\n\
              delete table ip manycast_verifier\n\
              table ip manycast_verifier {\n\
+             \tmap vip_10_200_0_1 {\n\
+             \t\ttype ipv4_addr : mark\n\
+             \t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\
+             \t}\n\
              \tchain prerouting {\n\
              \t\ttype filter hook prerouting priority mangle; policy accept;\n\
              \t\tip daddr 10.200.0.1 ct mark != 0 meta mark set ct mark accept\n\
-             \t\tip daddr 10.200.0.1 meta mark set ip saddr & 0.0.0.1 map { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\
+             \t\tip daddr 10.200.0.1 meta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1\n\
              \t\tip daddr 10.200.0.1 meta mark 0 counter drop\n\
              \t\tip daddr 10.200.0.1 ct mark set meta mark\n\
              \t}\n\
@@ -369,7 +479,95 @@ mod tests {
         );
         let text = ruleset(&[(vip, false, MapPlan::default())]);
         assert!(!text.contains("ct mark"));
-        assert!(!text.contains("map {"));
+        assert!(!text.contains("elements"));
         assert!(text.contains("meta mark 0 counter drop"));
+    }
+
+    /// (member, its slices as (value, mask)).
+    fn owned(claims: &[(u32, &[(u32, u32)])]) -> OwnershipTable {
+        let mut t = OwnershipTable::new();
+        for &(m, slices) in claims {
+            let claim = igmp_ext::ownership::Claim {
+                slices: slices
+                    .iter()
+                    .map(|&(v, mask)| igmp_ext::Slice::new(v, mask))
+                    .collect(),
+                epoch: igmp_ext::AllocationEpoch(1),
+                ifindex: 3,
+                sender: Ipv4Addr::new(10, 0, 0, m as u8),
+                expires: igmp_ext::Instant::from_millis(1_000_000),
+                member_key: igmp_ext::KeyId([1; 8]),
+                issuer: igmp_ext::KeyId([2; 8]),
+                standby: igmp_ext::SliceSet::default(),
+                liveness: Vec::new(),
+            };
+            t.apply(Timestamp::from_secs(1), G, igmp_ext::MemberId(m), claim)
+                .unwrap();
+        }
+        t
+    }
+
+    const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+
+    /// Issue 16, item 3: a re-point between members the VIP already routes to moves map
+    /// elements only (no route, no rule, no rewrite); a new mask or a failed change rewrites.
+    #[test]
+    fn a_repoint_changes_only_the_moved_map_elements() {
+        let vip = Ipv4Addr::new(10, 200, 0, 1);
+        let mut p = VipPlanner::new(&[VipSpec {
+            address: vip,
+            group: G,
+            pin: true,
+        }]);
+        let now = Timestamp::from_secs(1);
+        // Members 1..=3 on values 0..2 of mask 3; 3 unowned.
+        let t = owned(&[(1, &[(0, 3)]), (2, &[(1, 3)]), (3, &[(2, 3)])]);
+        let c = p
+            .update(G, &t, GapPolicy::Drop, now)
+            .0
+            .expect("first write");
+        assert!(c.ruleset.rewrite);
+        assert_eq!((c.routes.len(), c.rules.len()), (3, 3));
+        // Member 3's slice moves to member 1 (member 3 keeps a claim elsewhere: none here, so
+        // it lingers for its pinned flows in pin mode): one element re-pointed.
+        let t = owned(&[(1, &[(0, 3), (2, 3)]), (2, &[(1, 3)])]);
+        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a re-point");
+        assert!(!c.ruleset.rewrite);
+        assert_eq!(
+            c.ruleset.text,
+            "delete element ip manycast_verifier vip_10_200_0_1 { 0.0.0.2 }\n\
+             add element ip manycast_verifier vip_10_200_0_1 { 0.0.0.2 : 0x4d430001 }\n"
+        );
+        assert!(c.routes.is_empty() && c.rules.is_empty());
+        assert!(c.stale_routes.is_empty(), "member 3 lingers (pin)");
+        // The gap is filled by member 2 (fallback): one element added.
+        let c = p
+            .update(G, &t, GapPolicy::Fallback(igmp_ext::MemberId(2)), now)
+            .0
+            .expect("a change");
+        assert_eq!(
+            c.ruleset.text,
+            "add element ip manycast_verifier vip_10_200_0_1 { 0.0.0.3 : 0x4d430002 }\n"
+        );
+        // A failed change: the next one rewrites the table and writes routes and rules again.
+        p.completed(&DataplaneOp::Vip(c), false);
+        let t = owned(&[(1, &[(0, 3)]), (2, &[(1, 3), (2, 3)])]);
+        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
+        assert!(c.ruleset.rewrite);
+        assert!(!c.routes.is_empty());
+        // A failed change is retried on the planner's second tick (Change::Retry), as a whole
+        // table with every route and rule, and only once.
+        p.completed(&DataplaneOp::Vip(c), false);
+        let retried = p.retry(&t, GapPolicy::Drop, now);
+        assert!(
+            matches!(&retried[..], [r] if r.ruleset.rewrite && r.routes.len() == 3),
+            "{retried:?}"
+        );
+        assert_eq!(p.retry(&t, GapPolicy::Drop, now), vec![]);
+        // A new mask: rewritten.
+        let t = owned(&[(1, &[(0, 1)]), (2, &[(1, 1)])]);
+        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
+        assert!(c.ruleset.rewrite);
+        assert!(c.ruleset.contains("ip saddr & 0.0.0.1 map @vip_10_200_0_1"));
     }
 }

@@ -1,16 +1,24 @@
 //! The executor: applies the core's [`DataplaneOp`]s to the kernel (the mroute control socket,
-//! `nft` and `ip`, procfs) and logs what the kernel refused. With `sys`'s other modules, the only
-//! code that changes the kernel.
+//! a persistent libnftables context, `ip`, procfs) and logs what the kernel refused. With
+//! `sys`'s other modules, the only code that changes the kernel. It also times each ownership
+//! change's ops (`repoint_us`).
 
+use super::libnft::{NftError, NftSession};
 use super::mroute::{self, MrouteControl};
+use super::rtnl::{Rtnl, RtnlError};
 use super::{nft, procfs};
 use crate::plan::mfc::Probed;
-use crate::plan::netdev::{parse_counters, KernelCounters};
+use crate::plan::netdev::{self, parse_counters, KernelCounters};
+use crate::plan::vip;
+use crate::plan::NftBatch;
 use crate::plan::{DataplaneOp, VipChange};
 use crate::plan::{MfcSpec, VifSet};
 use daemon_kit::CommandError;
 use socket2::Socket;
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// What the kernel refused.
@@ -23,33 +31,121 @@ pub enum KernelError {
     /// `nft` or `ip` failed.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// libnftables refused a transaction.
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    /// The kernel refused a VIP route or rule.
+    #[error(transparent)]
+    Route(#[from] RtnlError),
 }
 
+/// How many re-points the status's figures summarise (the most recent ones).
+const REPOINT_WINDOW: usize = 1024;
+
+/// The cost of ownership changes in the kernel: the time the executor took to apply each
+/// change's ops (every data plane's share), the most recent [`REPOINT_WINDOW`] of them.
+#[derive(Debug, Default)]
+pub struct RepointTimes {
+    recent: VecDeque<Duration>,
+    /// Re-points timed since start.
+    pub count: u64,
+    /// The change being applied: ops left and when it started.
+    open: Option<(usize, Instant)>,
+}
+
+/// Percentiles of [`RepointTimes`], in microseconds (none before the first re-point).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepointSummary {
+    pub count: u64,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub max_us: Option<u64>,
+}
+
+impl RepointTimes {
+    fn begin(&mut self, ops: usize) {
+        self.open = (ops > 0).then(|| (ops, Instant::now()));
+    }
+
+    /// One op of the open change was applied (or failed: a failed change is timed too).
+    fn applied(&mut self) {
+        let Some((left, started)) = self.open.as_mut() else {
+            return;
+        };
+        *left -= 1;
+        if *left == 0 {
+            let took = started.elapsed();
+            self.open = None;
+            self.record(took);
+        }
+    }
+
+    fn record(&mut self, took: Duration) {
+        if self.recent.len() == REPOINT_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(took);
+        self.count += 1;
+    }
+
+    pub fn summary(&self) -> RepointSummary {
+        let mut v: Vec<Duration> = self.recent.iter().copied().collect();
+        v.sort_unstable();
+        let at = |q: f64| {
+            let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+            v.get(i).map(|d| d.as_micros() as u64)
+        };
+        RepointSummary {
+            count: self.count,
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            max_us: v.last().map(|d| d.as_micros() as u64),
+        }
+    }
+}
 /// Applies ops; holds the nft data plane's counters across table rewrites.
 #[derive(Debug)]
 pub struct Executor {
     control: MrouteControl,
     /// The MRT socket (a duplicate of the daemon's), for MRT_DONE.
     mrt: Option<Socket>,
+    /// The libnftables context every nft transaction and listing goes through (a `RefCell`:
+    /// the status reads counters through `&self`; the executor is used from one thread).
+    nft: RefCell<NftSession>,
+    /// VIP routes and rules.
+    rtnl: Rtnl,
     /// Whether the kernel holds a native nft table this process wrote.
     netdev_written: bool,
     /// The counters of the native tables we replaced (a rewrite starts at zero).
     netdev_counted: KernelCounters,
+    /// Whole-table rewrites of either nft table (the other changes move elements only).
+    pub nft_rewrites: u64,
+    pub repoints: RepointTimes,
 }
 
 impl Executor {
-    pub fn new(control: MrouteControl, mrt: Option<Socket>) -> Self {
-        Executor {
+    pub fn new(control: MrouteControl, mrt: Option<Socket>) -> Result<Self, KernelError> {
+        Ok(Executor {
             control,
             mrt,
+            nft: RefCell::new(NftSession::new()?),
+            rtnl: Rtnl::new()?,
             netdev_written: false,
             netdev_counted: KernelCounters::default(),
-        }
+            nft_rewrites: 0,
+            repoints: RepointTimes::default(),
+        })
     }
 
     /// Applies `op`, logs a failure; returns whether it was applied (for the core).
     pub fn run(&mut self, op: &DataplaneOp) -> bool {
-        let Err(e) = self.apply(op) else {
+        if let DataplaneOp::Repoint { ops } = op {
+            self.repoints.begin(*ops);
+            return true;
+        }
+        let result = self.apply(op);
+        self.repoints.applied();
+        let Err(e) = result else {
             return true;
         };
         match op {
@@ -68,6 +164,7 @@ impl Executor {
             | DataplaneOp::MfcRemoveLeftovers { .. }
             | DataplaneOp::DelVif(_)
             | DataplaneOp::MrtDone
+            | DataplaneOp::Repoint { .. }
             | DataplaneOp::SetAllmulti { .. } => debug!(?op, error = %e, "kernel update failed"),
         }
         false
@@ -98,26 +195,31 @@ impl Executor {
                     mroute::mrt_done(s)?;
                 }
             }
-            DataplaneOp::NetdevTable(text) => {
+            DataplaneOp::NetdevTable(batch) if batch.rewrite => {
                 // The rewrite resets the table's counters: keep what the one it replaces
                 // counted (once it is replaced; a failed write leaves it, and them, in place).
+                // Element updates leave the counters alone, so only a rewrite reads them.
                 let replaced = self.current_netdev_counters();
-                nft::apply(text)?;
+                self.nft(batch)?;
                 self.netdev_written = true;
                 if let Some(c) = replaced {
                     self.netdev_counted.add(&c);
                 }
             }
-            DataplaneOp::DeleteNetdevTable => nft::delete_netdev_table()?,
+            DataplaneOp::NetdevTable(batch) => self.nft(batch)?,
+            DataplaneOp::DeleteNetdevTable => {
+                self.nft_text(&format!("delete table netdev {}", netdev::TABLE))?;
+            }
             DataplaneOp::SetAllmulti { ifname, on } => nft::set_allmulti(ifname, *on)?,
-            DataplaneOp::Vip(change) => apply_vip(change)?,
+            DataplaneOp::Vip(change) => self.apply_vip(change)?,
+            DataplaneOp::Repoint { .. } => {}
             DataplaneOp::VipRemove { routes, rules } => {
-                let table = nft::delete_table();
+                let table = self.nft_text(&format!("delete table ip {}", vip::TABLE));
                 for r in routes {
-                    let _ = nft::route_del(r);
+                    let _ = self.rtnl.route_del(r);
                 }
                 for r in rules {
-                    let _ = nft::rule_del(r);
+                    let _ = self.rtnl.rule_del(r);
                 }
                 table?;
             }
@@ -138,11 +240,44 @@ impl Executor {
             .collect()
     }
 
+    /// One transaction through the persistent libnftables context (no process).
+    fn nft(&mut self, batch: &NftBatch) -> Result<(), NftError> {
+        if batch.text.is_empty() {
+            return Ok(());
+        }
+        self.nft_text(&batch.text)?;
+        self.nft_rewrites += u64::from(batch.rewrite);
+        Ok(())
+    }
+
+    fn nft_text(&self, text: &str) -> Result<String, NftError> {
+        self.nft.borrow_mut().run(text)
+    }
+
     fn current_netdev_counters(&self) -> Option<KernelCounters> {
         self.netdev_written
-            .then(nft::list_netdev_table)
+            .then(|| self.nft_text(&format!("list table netdev {}", netdev::TABLE)))
             .and_then(Result::ok)
             .map(|listing| parse_counters(&listing))
+    }
+
+    /// Routes and rules first, then the map in one transaction, then what is stale (best
+    /// effort).
+    fn apply_vip(&mut self, c: &VipChange) -> Result<(), KernelError> {
+        for r in &c.routes {
+            self.rtnl.route_replace(r)?;
+        }
+        for r in &c.rules {
+            self.rtnl.rule_add(r)?;
+        }
+        self.nft(&c.ruleset)?;
+        for r in &c.stale_routes {
+            let _ = self.rtnl.route_del(r);
+        }
+        for r in &c.stale_rules {
+            let _ = self.rtnl.rule_del(r);
+        }
+        Ok(())
     }
 
     /// The nft data plane's counters: the tables we replaced plus the current one.
@@ -155,20 +290,35 @@ impl Executor {
     }
 }
 
-/// Routes and rules first, then the map in one transaction, then what is stale (best effort).
-fn apply_vip(c: &VipChange) -> Result<(), KernelError> {
-    for r in &c.routes {
-        nft::route_replace(r)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repoint_is_timed_from_its_marker_to_its_last_op() {
+        let mut t = RepointTimes::default();
+        assert_eq!(t.summary(), RepointSummary::default());
+        // Ops outside a marked change (upcalls, probes, shutdown) are not timed.
+        t.applied();
+        assert_eq!(t.count, 0);
+        t.begin(2);
+        t.applied();
+        assert_eq!(t.count, 0, "one op of two applied");
+        t.applied();
+        assert_eq!(t.count, 1);
+        t.begin(0);
+        t.applied();
+        assert_eq!(t.count, 1, "an empty change is not a re-point");
+        // The summary is over the most recent REPOINT_WINDOW.
+        for us in 1..=REPOINT_WINDOW as u64 + 10 {
+            t.record(Duration::from_micros(us));
+        }
+        let s = t.summary();
+        assert_eq!(s.count, REPOINT_WINDOW as u64 + 11);
+        assert_eq!(s.max_us, Some(REPOINT_WINDOW as u64 + 10));
+        assert_eq!(s.p50_us, Some(523), "the middle of 11..=1034");
+        assert!(s
+            .p99_us
+            .is_some_and(|p| p > 1000 && p < REPOINT_WINDOW as u64 + 10));
     }
-    for r in &c.rules {
-        nft::rule_add(r)?;
-    }
-    nft::apply(&c.ruleset)?;
-    for r in &c.stale_routes {
-        let _ = nft::route_del(r);
-    }
-    for r in &c.stale_rules {
-        let _ = nft::rule_del(r);
-    }
-    Ok(())
 }

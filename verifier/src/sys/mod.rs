@@ -4,7 +4,9 @@
 pub mod beacon_socket;
 pub mod exec;
 pub mod igmp_socket;
+pub mod libnft;
 pub mod mroute;
 pub mod nft;
 pub mod procfs;
+pub mod rtnl;
 pub mod setup;

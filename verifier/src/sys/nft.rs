@@ -1,24 +1,10 @@
-//! Running `nft` and `ip` (through `daemon_kit::command`) for the nft data planes: the native
-//! netdev table and VIP mode's table, policy rules and routes. The ruleset text comes from
-//! [`crate::plan`].
+//! What runs as a process at start and for the interfaces (through `daemon_kit::command`):
+//! whether an earlier verifier left the native table, and the allmulticast flag. Every nft
+//! transaction of the running verifier goes through [`super::libnft`], routes and rules through
+//! [`super::rtnl`].
 
-use crate::plan::{netdev, vip, VipRoute, VipRule};
+use crate::plan::netdev;
 use daemon_kit::command::{output, run, CommandError};
-
-/// Applies a ruleset as one transaction (`nft -f -`).
-pub fn apply(ruleset: &str) -> Result<(), CommandError> {
-    run("nft", &["-f", "-"], Some(ruleset))
-}
-
-/// VIP mode's table ([`vip::TABLE`]).
-pub fn delete_table() -> Result<(), CommandError> {
-    run("nft", &["delete", "table", "ip", vip::TABLE], None)
-}
-
-/// The native data plane's table ([`netdev::TABLE`]).
-pub fn delete_netdev_table() -> Result<(), CommandError> {
-    run("nft", &["delete", "table", "netdev", netdev::TABLE], None)
-}
 
 /// Whether an earlier verifier left the native data plane's table in the kernel.
 pub fn netdev_table_exists() -> bool {
@@ -46,47 +32,4 @@ pub fn set_allmulti(ifname: &str, on: bool) -> Result<(), CommandError> {
         &["link", "set", "dev", ifname, "allmulticast", state],
         None,
     )
-}
-
-pub fn route_replace(r: &VipRoute) -> Result<(), CommandError> {
-    let (vip, via, table) = (
-        format!("{}/32", r.vip),
-        r.via.to_string(),
-        r.table.to_string(),
-    );
-    run(
-        "ip",
-        &["route", "replace", &vip, "via", &via, "table", &table],
-        None,
-    )
-}
-
-pub fn route_del(r: &VipRoute) -> Result<(), CommandError> {
-    let (vip, table) = (format!("{}/32", r.vip), r.table.to_string());
-    run("ip", &["route", "del", &vip, "table", &table], None)
-}
-
-fn rule(verb: &str, r: &VipRule) -> Result<(), CommandError> {
-    let (pref, mark, table) = (
-        r.priority.to_string(),
-        format!("{:#x}", r.mark),
-        r.table.to_string(),
-    );
-    run(
-        "ip",
-        &[
-            "rule", verb, "pref", &pref, "fwmark", &mark, "table", &table,
-        ],
-        None,
-    )
-}
-
-pub fn rule_add(r: &VipRule) -> Result<(), CommandError> {
-    // Delete first so that a restart does not stack duplicates.
-    let _ = rule_del(r);
-    rule("add", r)
-}
-
-pub fn rule_del(r: &VipRule) -> Result<(), CommandError> {
-    rule("del", r)
 }

@@ -135,3 +135,113 @@ fn the_mroute_data_plane_is_refused_in_one_line_on_a_kernel_without_it() {
     assert_eq!(lab.native_table(), None, "{NATIVE_TABLE} made");
     assert!(lab.router_interfaces().iter().all(|i| !lab.allmulti(i)));
 }
+
+/// The group's map as the kernel holds it: masked source value → member (from the chain
+/// each element jumps to, `m<member>_<address>`).
+fn kernel_map(lab: &RouterLab) -> BTreeMap<String, u32> {
+    let o = GROUP.octets();
+    let map = format!("group_{}_{}_{}_{}", o[0], o[1], o[2], o[3]);
+    let json = lab
+        .router
+        .exec("nft", &["-j", "list", "map", "netdev", NATIVE_TABLE, &map]);
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("nft JSON: {e}\n{json}"));
+    let mut out = BTreeMap::new();
+    for o in v["nftables"].as_array().into_iter().flatten() {
+        for e in o
+            .pointer("/map/elem")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let key = e[0].as_str().unwrap_or_else(|| panic!("key in {e}"));
+            let target = e[1]
+                .pointer("/jump/target")
+                .and_then(|t| t.as_str())
+                .unwrap_or_else(|| panic!("jump in {e}"));
+            let member = target
+                .strip_prefix('m')
+                .and_then(|r| r.split('_').next())
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| panic!("chain {target}"));
+            out.insert(key.to_owned(), member);
+        }
+    }
+    out
+}
+
+/// Issue 16, item 3: re-points change the map's elements in place (no table rewrite), so the
+/// kernel's map follows every ownership change and the chains' packet counters carry on from
+/// one change to the next instead of starting again at zero; each change is timed.
+#[test]
+fn repoints_move_map_elements_in_place_and_keep_the_counters() {
+    // Slices of the low two bits: member 2 keeps one of mask 3 throughout, so the map's mask
+    // (the finest any claim uses) stays 3 and the table's shape never changes.
+    let s = |v| Slice::new(v, 3);
+    let mut lab = RouterLab::new(2, NFT);
+    lab.start();
+    lab.join(0, &[s(0)], 1);
+    lab.join(1, &[s(1), s(2)], 1);
+    let phases: [&[(&str, u32)]; 4] = [
+        &[("0.0.0.0", 1), ("0.0.0.1", 2), ("0.0.0.2", 2)],
+        // Member 1 takes value 2 at a later epoch: one element re-pointed.
+        &[("0.0.0.0", 1), ("0.0.0.1", 2), ("0.0.0.2", 1)],
+        // Member 1 gives it back: the element goes (no owner)...
+        &[("0.0.0.0", 1), ("0.0.0.1", 2)],
+        // ...and member 2 claims it again.
+        &[("0.0.0.0", 1), ("0.0.0.1", 2), ("0.0.0.2", 2)],
+    ];
+    let steps: [&dyn Fn(); 3] = [
+        &|| lab.join(0, &[s(0), s(2)], 2),
+        &|| lab.join(0, &[s(0)], 3),
+        &|| lab.join(1, &[s(1), s(2)], 3),
+    ];
+    let rx = [lab.group_receiver(0), lab.group_receiver(1)];
+    let sources = crate::harness::topo::client_sources(8);
+    let mut sent: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut rewrites = None;
+    for (k, phase) in phases.iter().enumerate() {
+        if k > 0 {
+            steps[k - 1]();
+        }
+        let want: BTreeMap<String, u32> = phase.iter().map(|&(v, m)| (v.into(), m)).collect();
+        let per_member = want.values().fold(BTreeMap::new(), |mut a, &m| {
+            *a.entry(m).or_insert(0u64) += 1;
+            a
+        });
+        wait_for(&format!("phase {k} in the status"), || {
+            lab.steered(GROUP) == per_member
+        });
+        assert_eq!(kernel_map(&lab), want, "phase {k}");
+        let status = lab.status();
+        // The table was written whole once, at the start; never again.
+        let r = *rewrites.get_or_insert(status.counters.nft_rewrites);
+        assert_eq!(
+            status.counters.nft_rewrites, r,
+            "phase {k} rewrote the table"
+        );
+        // Traffic: every source reaches its value's owner (value 3 has none: dropped).
+        let tag = k as u8 + 1;
+        lab.send_to_group(&sources, 2, tag);
+        let owner = |a: Ipv4Addr| want.get(&Ipv4Addr::from(u32::from(a) & 3).to_string());
+        let expected = sources.iter().filter(|&&a| owner(a).is_some()).count() * 2;
+        let got = collect(&rx, tag, expected);
+        for &a in &sources {
+            match owner(a) {
+                Some(&m) => {
+                    *sent.entry(m).or_insert(0) += 2;
+                    assert_eq!(got[m as usize - 1].get(&a), Some(&2), "{a}: {got:?}");
+                }
+                None => assert!(got.iter().all(|g| !g.contains_key(&a)), "{a}: {got:?}"),
+            }
+        }
+    }
+    // Every packet of every phase is in the kernel's counters: none were reset.
+    let c = lab.native_counters();
+    assert_eq!(c.forwarded, sent, "{c:?}");
+    let status = lab.status();
+    assert_eq!(status.counters.native_forwarded, sent.values().sum::<u64>());
+    // The three re-points were timed (and the joins before them).
+    assert!(status.counters.repoints >= 3, "{:?}", status.counters);
+    assert!(status.counters.repoint_us.is_some());
+}

@@ -72,6 +72,22 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
         let s = lab.status();
         s.ownership.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
     });
+    // Routes and rules (written over rtnetlink, issue 16): one fwmark rule and one route per
+    // member, in the member's table.
+    let rules = lab.router.ip(&["rule", "show"]);
+    assert_eq!(rules.matches("fwmark").count(), 2, "{rules}");
+    for (m, server) in [(1u32, 0usize), (2, 1)] {
+        let table = (0x4d43_0000 + m).to_string();
+        assert!(
+            rules.contains(&format!("fwmark {:#x} lookup {table}", 0x4d43_0000 | m)),
+            "{rules}"
+        );
+        let routes = lab.router.ip(&["route", "show", "table", &table]);
+        assert!(
+            routes.contains(&format!("10.200.0.1 via {}", lab.servers[server].addr)),
+            "{routes}"
+        );
+    }
     let sources = client_sources(6);
     for &src in &sources {
         let want = if u32::from(src) & 1 == 0 { 1 } else { 2 };
