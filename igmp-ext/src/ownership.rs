@@ -34,6 +34,10 @@ pub struct Claim {
     pub standby: SliceSet,
     /// Where the member's liveness beacons stand, as of its join; empty: it sends none.
     pub liveness: Vec<LivenessAnchor>,
+    /// Slices the member's join claims that a member the router vouches for still holds
+    /// (SPEC.md §5.2): given when that member releases them or stops being vouched for. Not
+    /// owned meanwhile; `slices` holds only what is.
+    pub waiting: SliceSet,
 }
 
 /// Why a claim was refused.
@@ -83,6 +87,9 @@ pub struct OwnershipTable {
     /// Epochs of members whose claim on a group is gone, kept for `fence_retention`.
     fences: HashMap<(Ipv4Addr, MemberId), Fence>,
     fence_retention: Duration,
+    /// Members the router has fresh liveness evidence of (SPEC.md §5.5): a later epoch does not
+    /// take their slices until they release them.
+    vouched: std::collections::HashSet<(Ipv4Addr, MemberId)>,
 }
 
 impl OwnershipTable {
@@ -162,15 +169,25 @@ impl OwnershipTable {
             group: Some(group),
             ..Default::default()
         };
+        let mut claim = claim;
+        claim.waiting = SliceSet::new();
         for (&other, held) in claims.iter_mut() {
             if other == member {
                 continue;
             }
             let taken = held.slices.intersection(&claim.slices);
-            if !taken.is_empty() {
-                held.slices = held.slices.difference(&taken);
-                change.lost.push((other, taken));
+            if taken.is_empty() {
+                continue;
             }
+            // A member the router vouches for keeps its slices until it releases them: a later
+            // epoch from anyone else waits (a compromised member cannot take a live one's).
+            if self.vouched.contains(&(group, other)) {
+                claim.waiting = claim.waiting.union(&taken);
+                claim.slices = claim.slices.difference(&taken);
+                continue;
+            }
+            held.slices = held.slices.difference(&taken);
+            change.lost.push((other, taken));
         }
         let (before, moved) = claims
             .get(&member)
@@ -200,7 +217,7 @@ impl OwnershipTable {
         // A leave, or a claim emptied by a later one: gone, but its epoch stays fenced.
         let fences = &mut self.fences;
         claims.retain(|&m, c| {
-            let live = !c.slices.is_empty();
+            let live = !c.slices.is_empty() || !c.waiting.is_empty();
             if !live {
                 fences.insert(
                     (group, m),
@@ -215,7 +232,91 @@ impl OwnershipTable {
         if claims.is_empty() {
             self.groups.remove(&group);
         }
+        self.grant_waiting(now, group, &mut change);
         Ok(change)
+    }
+
+    /// Records whether the router vouches for `member` on `group` (fresh liveness evidence,
+    /// SPEC.md §5.5). When it stops, slices waiting on it go to their claimants.
+    pub fn set_vouched(
+        &mut self,
+        now: impl Into<Clock>,
+        group: Ipv4Addr,
+        member: MemberId,
+        vouched: bool,
+    ) -> Option<OwnershipChange> {
+        if vouched {
+            self.vouched.insert((group, member));
+            return None;
+        }
+        if !self.vouched.remove(&(group, member)) {
+            return None;
+        }
+        let mut change = OwnershipChange {
+            group: Some(group),
+            ..Default::default()
+        };
+        self.grant_waiting(now.into().wall, group, &mut change);
+        (!change.is_empty()).then_some(change)
+    }
+
+    /// Gives waiting slices of `group` that are free now, or held by a claim they beat whose
+    /// member is not vouched for, to their claimants: later epochs first, then lower ids.
+    fn grant_waiting(&mut self, now: Timestamp, group: Ipv4Addr, change: &mut OwnershipChange) {
+        let Some(claims) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let mut waiters: Vec<(AllocationEpoch, MemberId)> = claims
+            .iter()
+            .filter(|(_, c)| !c.waiting.is_empty())
+            .map(|(&m, c)| (c.epoch, m))
+            .collect();
+        waiters.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (epoch, waiter) in waiters {
+            let wanted = claims[&waiter].waiting.clone();
+            let mut given = wanted.clone();
+            for (&other, held) in claims.iter_mut() {
+                if other == waiter {
+                    continue;
+                }
+                let overlap = held.slices.intersection(&wanted);
+                if overlap.is_empty() {
+                    continue;
+                }
+                let beats = held.epoch < epoch || (held.epoch == epoch && waiter < other);
+                if !beats || self.vouched.contains(&(group, other)) {
+                    given = given.difference(&overlap);
+                    continue;
+                }
+                held.slices = held.slices.difference(&overlap);
+                change.lost.push((other, overlap));
+            }
+            if given.is_empty() {
+                continue;
+            }
+            let w = claims.get_mut(&waiter).expect("a waiter of this group");
+            w.waiting = w.waiting.difference(&given);
+            w.slices = w.slices.union(&given);
+            change.gained.push((waiter, given));
+        }
+        let until = now.saturating_add(self.fence_retention);
+        let fences = &mut self.fences;
+        claims.retain(|&m, c| {
+            let live = !c.slices.is_empty() || !c.waiting.is_empty();
+            if !live {
+                fences.insert(
+                    (group, m),
+                    Fence {
+                        epoch: c.epoch,
+                        until,
+                    },
+                );
+            }
+            live
+        });
+        if claims.is_empty() {
+            self.groups.remove(&group);
+        }
     }
 
     /// Drops the claims `gone` says no longer hold (their member key revoked, their issuer
@@ -253,6 +354,12 @@ impl OwnershipTable {
             }
         }
         self.groups.retain(|_, c| !c.is_empty());
+        // What the dropped claims held may be what others wait for.
+        for change in &mut changes {
+            if let Some(group) = change.group {
+                self.grant_waiting(now.wall, group, change);
+            }
+        }
         changes
     }
 
@@ -323,6 +430,7 @@ impl OwnershipTable {
                         groups: self.groups.clone(),
                         fences: HashMap::new(),
                         fence_retention: self.fence_retention,
+                        vouched: Default::default(),
                     });
                     let claims = table.groups.get_mut(&group).expect("cloned from self");
                     let heir_claim = claims.get_mut(&heir).expect("cloned from self");
@@ -385,6 +493,7 @@ mod tests {
             issuer: KeyId([2; 8]),
             standby: SliceSet::default(),
             liveness: Vec::new(),
+            waiting: SliceSet::default(),
         }
     }
 
@@ -393,6 +502,68 @@ mod tests {
             standby: standby.iter().copied().collect(),
             ..claim(slices, epoch)
         }
+    }
+
+    /// A planned move while the old owner is vouched for: the new owner's later epoch waits,
+    /// and the old owner's own join at that epoch, which leaves the unit out, gives it over.
+    #[test]
+    fn a_later_epoch_waits_for_a_vouched_holder_to_release() {
+        let u = SliceSet::low_order_slicing(2);
+        let mut t = OwnershipTable::new();
+        let (a, b) = (MemberId(1), MemberId(2));
+        t.apply(NOW, G, a, claim(&[u[0], u[1]], 5)).unwrap();
+        t.set_vouched(NOW, G, a, true);
+        let change = t.apply(NOW, G, b, claim(&[u[1], u[2]], 6)).unwrap();
+        let owner = |t: &OwnershipTable, s: Slice| t.owner_of(G, s.base()).map(|(m, _)| m);
+        assert_eq!(owner(&t, u[1]), Some(a), "a keeps u1 until it lets go");
+        assert_eq!(owner(&t, u[2]), Some(b));
+        assert!(change.lost.is_empty(), "{change:?}");
+        let waiting = |t: &OwnershipTable, m| {
+            t.claims(G)
+                .find(|(x, _)| *x == m)
+                .unwrap()
+                .1
+                .waiting
+                .clone()
+        };
+        assert_eq!(waiting(&t, b), SliceSet::from(u[1]));
+        let change = t.apply(NOW, G, a, claim(&[u[0]], 6)).unwrap();
+        assert_eq!(owner(&t, u[1]), Some(b));
+        assert!(
+            change.gained.contains(&(b, SliceSet::from(u[1]))),
+            "{change:?}"
+        );
+        assert!(waiting(&t, b).is_empty());
+    }
+
+    /// A compromised member's join at a far later epoch takes nothing from a member the router
+    /// vouches for (issue 13), only from one it does not; once vouching ends (beacons stopped)
+    /// the waiting slices go to it as a later epoch always did.
+    #[test]
+    fn a_far_later_epoch_takes_nothing_from_a_vouched_member_until_vouching_ends() {
+        let u = SliceSet::low_order_slicing(2);
+        let mut t = OwnershipTable::new();
+        let (a, b, m) = (MemberId(1), MemberId(2), MemberId(3));
+        t.apply(NOW, G, a, claim(&[u[0], u[1]], 5)).unwrap();
+        t.apply(NOW, G, b, claim(&[u[2]], 5)).unwrap();
+        t.set_vouched(NOW, G, a, true);
+        t.apply(NOW, G, m, claim(&[u[0], u[1], u[2]], 1 << 40))
+            .unwrap();
+        let owner = |t: &OwnershipTable, s: Slice| t.owner_of(G, s.base()).map(|(m, _)| m);
+        assert_eq!((owner(&t, u[0]), owner(&t, u[1])), (Some(a), Some(a)));
+        assert_eq!(
+            owner(&t, u[2]),
+            Some(m),
+            "b sends no beacons: taken as before"
+        );
+        // Refreshes change nothing.
+        t.apply(NOW, G, m, claim(&[u[0], u[1], u[2]], 1 << 40))
+            .unwrap();
+        assert_eq!(owner(&t, u[0]), Some(a));
+        let change = t.set_vouched(NOW, G, a, false).expect("a's slices go");
+        assert_eq!(owner(&t, u[0]), Some(m));
+        assert!(change.lost.iter().any(|(x, _)| *x == a));
+        assert!(t.claims(G).all(|(x, _)| x != a), "a has nothing left");
     }
 
     /// A dead owner's units go to the standbys of its epoch that cover them; a standby of

@@ -488,6 +488,19 @@ impl JoinVerifier {
         &self.ownership
     }
 
+    /// Whether the router vouches for `member` on `group`: it has fresh liveness evidence of it
+    /// (SPEC.md §5.5). A later epoch does not take a vouched member's slices until it releases
+    /// them (§5.2); when vouching stops, what waited on it is given.
+    pub fn set_vouched(
+        &mut self,
+        now: impl Into<Clock>,
+        group: Ipv4Addr,
+        member: MemberId,
+        vouched: bool,
+    ) -> Option<OwnershipChange> {
+        self.ownership.set_vouched(now, group, member, vouched)
+    }
+
     /// Expires claims that were not refreshed (on `now.mono`); the router withdraws their
     /// kernel state. The replay cache and the fences follow `now.wall`, the clock the
     /// timeliness check judges copies by.

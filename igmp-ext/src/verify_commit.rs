@@ -174,6 +174,7 @@ impl JoinVerifier {
             issuer: body.issuer,
             standby,
             liveness: claims.liveness.clone(),
+            waiting: SliceSet::new(),
         };
         let change = self
             .ownership

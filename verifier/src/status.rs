@@ -66,6 +66,10 @@ pub struct OwnershipRow {
     /// The units this member takes if their owner is found dead.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub standby: String,
+    /// Slices its join claims at a later epoch that a member the router vouches for still
+    /// holds (SPEC.md §5.2): not owned until released.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
     pub expires_in_ms: u64,
 }
 

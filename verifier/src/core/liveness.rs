@@ -69,6 +69,9 @@ struct Watch {
     /// A beacon was accepted: only then can the member be found dead (a member whose chain
     /// the router has not seen proven, after a restart of either, is not judged by it).
     proven: bool,
+    /// A beacon within the last `misses` intervals: the router vouches for the member, and no
+    /// later epoch takes its slices until it releases them (SPEC.md §5.2).
+    vouched: bool,
     dead: bool,
 }
 
@@ -82,6 +85,8 @@ pub(super) struct Liveness {
     last_drop: Option<Instant>,
     /// The failover view while anyone is dead.
     view: Option<OwnershipTable>,
+    /// Watches that ended while vouched for: the verifier is told.
+    unvouched: Vec<(Ipv4Addr, MemberId)>,
     /// The standbys in force, told again every [`NOTICE_REPEAT`].
     standing: Vec<Standing>,
     told_at: Option<Instant>,
@@ -107,9 +112,14 @@ impl Liveness {
         self.watches.get(&(group, member)).map(|w| w.dead)
     }
 
+    /// When `w` next changes state: its vouching lapses, or it is found dead.
     fn deadline(&self, w: &Watch, misses: u32) -> Instant {
+        let window = w.interval * misses.max(2);
+        if w.vouched {
+            return w.heard.saturating_add(window);
+        }
         let since = self.last_drop.map_or(w.heard, |d| d.max(w.heard));
-        since.saturating_add(w.interval * misses.max(2))
+        since.saturating_add(window)
     }
 
     /// Follows the verified table: a watch per claim with liveness anchors; a chain the claim's
@@ -132,6 +142,7 @@ impl Liveness {
                         interval: interval_of(anchors),
                         heard: now,
                         proven: false,
+                        vouched: false,
                         dead: false,
                     });
                 w.interval = interval_of(anchors);
@@ -156,7 +167,15 @@ impl Liveness {
                 w.chains = running.into_iter().chain(named).collect();
             }
         }
-        self.watches.retain(|k, _| seen.contains(k));
+        let mut unvouched = Vec::new();
+        self.watches.retain(|k, w| {
+            let kept = seen.contains(k);
+            if !kept && w.vouched {
+                unvouched.push(*k);
+            }
+            kept
+        });
+        self.unvouched.extend(unvouched);
         // A dead member whose claim is gone: the commit that took it tells the heirs.
         let watches = &self.watches;
         self.standing
@@ -198,7 +217,7 @@ impl Router {
         ifindex: u32,
     ) {
         let clock: Clock = now.into();
-        let accepted = self.check_beacon(clock.mono, datagram, source, ifindex);
+        let accepted = self.check_beacon(clock, datagram, source, ifindex);
         let stats = &mut self.liveness.stats;
         match accepted {
             Ok(None) => stats.beacons_accepted += 1,
@@ -217,11 +236,12 @@ impl Router {
     /// `Ok(Some(group))` when the beacon brought a member found dead back.
     fn check_beacon(
         &mut self,
-        now: Instant,
+        clock: Clock,
         datagram: &[u8],
         source: Ipv4Addr,
         ifindex: u32,
     ) -> Result<Option<Ipv4Addr>, &'static str> {
+        let now = clock.mono;
         let beacon = Beacon::decode(datagram).map_err(|_| "malformed")?;
         let (group, member) = (beacon.group, beacon.member);
         let claim = self
@@ -252,10 +272,17 @@ impl Router {
         }
         w.heard = w.heard.max(now);
         w.proven = true;
+        let newly_vouched = !std::mem::replace(&mut w.vouched, true);
         // The chain handed over: the earlier one is done with.
         if let Some(i) = w.chains.iter().position(|p| p.chain == beacon.chain) {
             w.chains.drain(..i);
         }
+        if newly_vouched {
+            let _ = self.verifier.set_vouched(clock, group, member, true);
+        }
+        let Some(w) = self.liveness.watches.get_mut(&(group, member)) else {
+            return Ok(None);
+        };
         if !std::mem::replace(&mut w.dead, false) {
             return Ok(None);
         }
@@ -284,8 +311,12 @@ impl Router {
     }
 
     /// Watches follow the verified claims (after any change to them).
-    pub(super) fn sync_liveness(&mut self, now: Instant) {
-        self.liveness.sync(now, self.verifier.ownership());
+    pub(super) fn sync_liveness(&mut self, clock: Clock) {
+        self.liveness.sync(clock.mono, self.verifier.ownership());
+        for (group, member) in std::mem::take(&mut self.liveness.unvouched) {
+            // The claim is gone: nothing of its can wait on it any more.
+            let _ = self.verifier.set_vouched(clock, group, member, false);
+        }
         self.refresh_failover_view();
     }
 
@@ -304,10 +335,15 @@ impl Router {
         }
         let misses = self.config.liveness.misses;
         let mut found = Vec::new();
+        let mut lapsed = Vec::new();
         let Liveness {
             watches, last_drop, ..
         } = &mut self.liveness;
         for (&(group, member), w) in watches.iter_mut() {
+            if w.vouched && clock.mono >= w.heard.saturating_add(w.interval * misses.max(2)) {
+                w.vouched = false;
+                lapsed.push((group, member));
+            }
             let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
             if w.dead || !w.proven || clock.mono < since.saturating_add(w.interval * misses.max(2))
             {
@@ -315,6 +351,14 @@ impl Router {
             }
             w.dead = true;
             found.push((group, member));
+        }
+        for (group, member) in lapsed {
+            if let Some(change) = self.verifier.set_vouched(clock, group, member, false) {
+                // A later epoch waited on this member's slices.
+                tracing::info!(%member, %group, lost = ?change.lost, "liveness: no longer vouched for; later claims take its slices");
+                self.sync_liveness(clock);
+                self.replan(timers(clock), Change::Ownership(Some(group)));
+            }
         }
         if found.is_empty() {
             return;
@@ -373,7 +417,7 @@ impl Router {
         self.liveness
             .watches
             .values()
-            .filter(|w| !w.dead && w.proven)
+            .filter(|w| w.vouched || (!w.dead && w.proven))
             .map(|w| self.liveness.deadline(w, misses))
             .min()
     }

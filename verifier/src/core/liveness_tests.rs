@@ -183,3 +183,47 @@ fn silence_the_router_caused_finds_nobody_dead() {
     assert_eq!(lab.status(ms(65)).counters.members_found_dead, 2);
     assert!(repointed(&mut lab).is_empty());
 }
+
+/// Issue 13's last defect: a certified member's join at a far later epoch used to take every
+/// slice its certificate allows from the honest members at the router. A member the router
+/// vouches for (a beacon within the window) keeps its slices; they go only once its beacons
+/// stop, as a later epoch's always did.
+#[test]
+fn a_far_later_epoch_takes_nothing_from_a_member_that_beacons() {
+    let (mut lab, a, b) = started();
+    let g = lab.fixture.group;
+    let (m0, m1) = (lab.fixture.members[0].id, lab.fixture.members[1].id);
+    beacon(&mut lab, 0, &a, 1, S1);
+    beacon(&mut lab, 1, &b, 1, S2);
+    let mut claims = lab.fixture.claims(&[Slice::ALL], 1 << 40, ms(15), 999);
+    claims.liveness = vec![b.anchor(1).unwrap()];
+    let datagram = lab.fixture.datagram(1, &claims);
+    lab.router
+        .handle_datagram(ms(15), Some(S2), &datagram, &lab.keys);
+    assert!(repointed(&mut lab).is_empty(), "nothing moves");
+    let owner = |lab: &Lab| {
+        lab.router
+            .verifier()
+            .ownership()
+            .owner_of(g, EVEN)
+            .map(|(m, _)| m)
+    };
+    assert_eq!(owner(&lab), Some(m0));
+    let st = lab.status(ms(15));
+    let row = st.ownership.iter().find(|r| r.member == m1.0).unwrap();
+    assert_eq!(row.waiting, "0.0.0.0/0.0.0.1", "{row:?}");
+    // Member 0 beacons on: still its.
+    for k in 2..=5 {
+        beacon(&mut lab, 0, &a, k, S1);
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert_eq!(owner(&lab), Some(m0));
+    // Its beacons stop: three intervals later the later epoch takes EVEN.
+    for k in 6..=9 {
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert_eq!(owner(&lab), Some(m1));
+    assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
+}

@@ -444,7 +444,7 @@ impl Router {
                         self.querier.handle_membership(now, ifindex, join.group());
                     }
                     self.querier.handle_records(now, ifindex, &public_records);
-                    self.sync_liveness(clock.mono);
+                    self.sync_liveness(clock);
                     // A claim whose slices stayed the same changes nothing here, even when it
                     // came from a new address or interface (issue 13, item 10).
                     if !change.is_empty() {
@@ -533,7 +533,7 @@ impl Router {
         self.querier_events(now);
         let expired = self.verifier.expire(clock);
         if !expired.is_empty() {
-            self.sync_liveness(clock.mono);
+            self.sync_liveness(clock);
         }
         for change in expired {
             self.events.push_back(Event::ClaimsExpired {

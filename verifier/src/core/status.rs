@@ -32,6 +32,11 @@ impl Router {
                     } else {
                         c.standby.to_string()
                     },
+                    waiting: if c.waiting.is_empty() {
+                        String::new()
+                    } else {
+                        c.waiting.to_string()
+                    },
                     expires_in_ms: c.expires.saturating_duration_since(now.mono).as_millis() as u64,
                 });
             }

@@ -28,7 +28,7 @@ impl Router {
         let now = timers(clock);
         let revoked = self.verifier.revalidate(clock, keys);
         if !revoked.is_empty() {
-            self.sync_liveness(clock.mono);
+            self.sync_liveness(clock);
         }
         for change in revoked {
             self.events.push_back(Event::ClaimsRevoked {

@@ -535,6 +535,7 @@ mod tests {
             issuer: igmp_ext::KeyId([2; 8]),
             standby: igmp_ext::SliceSet::default(),
             liveness: Vec::new(),
+            waiting: igmp_ext::SliceSet::default(),
         }
     }
 

@@ -500,6 +500,7 @@ mod tests {
                 issuer: igmp_ext::KeyId([2; 8]),
                 standby: igmp_ext::SliceSet::default(),
                 liveness: Vec::new(),
+                waiting: igmp_ext::SliceSet::default(),
             };
             t.apply(Timestamp::from_secs(1), G, igmp_ext::MemberId(m), claim)
                 .unwrap();
