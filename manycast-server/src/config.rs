@@ -663,7 +663,9 @@ group_pub = "/k/group.pub"
         let bad = format!("{MINIMAL}[[health]]\nkind = \"http\"\ntarget = \"https://a/\"\n");
         let e = Config::parse(&bad).unwrap_err().0;
         assert!(
-            e.starts_with("health[1]: target: https:// checks are not supported"),
+            e.starts_with(
+                "health[1]: target \"https://a/\": an https:// URL needs kind = \"https\""
+            ),
             "{e}"
         );
     }

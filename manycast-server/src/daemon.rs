@@ -5,7 +5,7 @@
 
 mod beacons;
 mod control;
-mod health;
+pub mod health;
 mod host;
 mod sockets;
 
@@ -53,6 +53,9 @@ pub enum DaemonError {
     /// A host change of VIP mode failed (the kernel refused it, or the overlay has no address).
     #[error("VIP mode: {0}")]
     Vip(#[from] vip::VipError),
+    /// An `https` health check's CA file or the system's roots could not be read (SPEC.md §11.9).
+    #[error("{0}")]
+    Health(String),
     /// The keystore no longer backs our credentials and their grace ran out: we left.
     #[error("keystore: {0}")]
     KeystoreLeave(keystore::Mismatch),
@@ -304,7 +307,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
         None => None,
     };
-    let checker = health::Checker::new(node_config.health.clone());
+    let checker = health::Checker::new(node_config.health.clone()).map_err(DaemonError::Health)?;
     let mut shell = Shell {
         node: Node::new(
             node_config,

@@ -37,6 +37,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // So is an `https` health check whose CA file (or the system's roots) cannot be read.
+    let checks = config.health_checks().map_err(|e| e.0);
+    if let Err(e) = checks.and_then(|c| manycast_server::daemon::health::tls_connectors(&c)) {
+        eprintln!("manycast-server: {}: {e}", cli.config.display());
+        return ExitCode::from(2);
+    }
     if cli.check_config {
         let now = daemon_kit::wall_clock();
         let rt = match tokio::runtime::Builder::new_current_thread()

@@ -1,32 +1,50 @@
 //! The health-check executor (SPEC.md §11.9): runs one check when the node says so, within
 //! its timeout, on a task of its own, and sends the outcome back to the select loop. Decides
-//! nothing but how a probe's result reads: a pass, slow (no answer in time, or the wrong HTTP
-//! status) or dead (refused, reset, a failing command).
+//! nothing but how a probe's result reads: a pass, slow (no answer in time, the wrong HTTP
+//! status, a TLS handshake refused) or dead (refused, reset, a failing command). The TLS
+//! configuration of `https` checks (`tls`) is built once, at start.
 
 use crate::health::{CheckSpec, Outcome, Probe};
 use std::io;
 use std::process::Stdio;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+
+pub use tls::tls_connectors;
 
 /// The checks and the channel their outcomes come back on.
-#[derive(Debug)]
 pub struct Checker {
     specs: Arc<[CheckSpec]>,
+    /// Per check, its TLS client (`https` checks only).
+    tls: Arc<[Option<TlsConnector>]>,
     tx: mpsc::UnboundedSender<(usize, Outcome)>,
     pub results: mpsc::UnboundedReceiver<(usize, Outcome)>,
 }
 
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `TlsConnector` has no `Debug`.
+        f.debug_struct("Checker")
+            .field("specs", &self.specs)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Checker {
-    pub fn new(specs: Vec<CheckSpec>) -> Checker {
+    /// Reads the CA files of `https` checks (and the system's roots if one needs them): the
+    /// error is one line naming the check.
+    pub fn new(specs: Vec<CheckSpec>) -> Result<Checker, String> {
+        let tls = tls_connectors(&specs)?;
         let (tx, results) = mpsc::unbounded_channel();
-        Checker {
+        Ok(Checker {
             specs: specs.into(),
+            tls: tls.into(),
             tx,
             results,
-        }
+        })
     }
 
     /// Runs check `i` on a task; its outcome arrives on `results`.
@@ -34,9 +52,11 @@ impl Checker {
         let Some(spec) = self.specs.get(i).cloned() else {
             return;
         };
+        let tls = self.tls.get(i).cloned().flatten();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let outcome = match tokio::time::timeout(spec.timeout, probe(&spec.probe)).await {
+            // The timeout covers the whole run: connect, handshake, request and status line.
+            let outcome = match tokio::time::timeout(spec.timeout, probe(&spec.probe, tls)).await {
                 Ok(o) => o,
                 // The probe's future is dropped: its socket closes, its command is killed.
                 Err(_) => {
@@ -48,7 +68,7 @@ impl Checker {
     }
 }
 
-async fn probe(p: &Probe) -> Outcome {
+async fn probe(p: &Probe, tls: Option<TlsConnector>) -> Outcome {
     match p {
         Probe::Tcp { addr } => match TcpStream::connect(addr.as_str()).await {
             Ok(_) => Outcome::Pass,
@@ -60,6 +80,16 @@ async fn probe(p: &Probe) -> Outcome {
             path,
             expect_status,
         } => http(host, *port, path, *expect_status).await,
+        Probe::Https {
+            host,
+            port,
+            path,
+            expect_status,
+            ..
+        } => match tls {
+            Some(tls) => https(&tls, host, *port, path, *expect_status).await,
+            None => Outcome::Dead("no TLS configuration for this check".into()),
+        },
         Probe::Command { argv } => command(argv).await,
     }
 }
@@ -70,11 +100,49 @@ fn connect_failed(e: &io::Error) -> Outcome {
 
 /// `GET path HTTP/1.1` with `Host` and `Connection: close`; the status line decides.
 async fn http(host: &str, port: u16, path: &str, expect: u16) -> Outcome {
-    let mut s = match TcpStream::connect((host, port)).await {
+    match TcpStream::connect((host, port)).await {
+        Ok(s) => get(s, host, port, 80, path, expect).await,
+        Err(e) => connect_failed(&e),
+    }
+}
+
+/// The same GET after a TLS handshake for the name `host`. A handshake rustls refuses (the
+/// certificate not verified, an alert, not TLS at all) is slow: something answers, but not as
+/// the service should; a connection closed or reset during it is dead.
+async fn https(tls: &TlsConnector, host: &str, port: u16, path: &str, expect: u16) -> Outcome {
+    let tcp = match TcpStream::connect((host, port)).await {
         Ok(s) => s,
         Err(e) => return connect_failed(&e),
     };
-    let host_header = if port == 80 {
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host.to_owned()) else {
+        // The configuration checked it.
+        return Outcome::Dead(format!("{host:?} is not a TLS server name"));
+    };
+    match tls.connect(name, tcp).await {
+        Ok(s) => get(s, host, port, 443, path, expect).await,
+        Err(e) => handshake_failed(&e),
+    }
+}
+
+fn handshake_failed(e: &io::Error) -> Outcome {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(refused) => Outcome::Slow(format!("TLS handshake: {refused}")),
+        None => Outcome::Dead(format!("TLS handshake: {e}")),
+    }
+}
+
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    host: &str,
+    port: u16,
+    default_port: u16,
+    path: &str,
+    expect: u16,
+) -> Outcome {
+    let host_header = if port == default_port {
         host.to_owned()
     } else {
         format!("{host}:{port}")
@@ -135,6 +203,8 @@ async fn command(argv: &[String]) -> Outcome {
     }
 }
 
+mod tls;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +253,7 @@ mod tests {
             let tcp = Probe::Tcp {
                 addr: format!("127.0.0.1:{port}"),
             };
-            assert!(matches!(probe(&tcp).await, Outcome::Dead(_)));
+            assert!(matches!(probe(&tcp, None).await, Outcome::Dead(_)));
             let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
             assert_eq!(command(&argv(&["true"])).await, Outcome::Pass);
             assert!(matches!(command(&argv(&["false"])).await, Outcome::Dead(_)));

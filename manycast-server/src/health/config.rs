@@ -3,6 +3,7 @@
 //! one-line errors naming the check and the field.
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Every how long a check runs by default (HAProxy's `inter`).
@@ -21,6 +22,8 @@ pub const DEFAULT_FALL: u32 = 3;
 pub enum CheckKind {
     /// `GET` over HTTP/1.1; passes on the expected status.
     Http,
+    /// The same `GET` over TLS (keepalived's `SSL_GET`), the certificate verified by default.
+    Https,
     /// A TCP connect; passes when it is accepted.
     Tcp,
     /// A command; passes on exit status 0.
@@ -31,6 +34,7 @@ impl CheckKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CheckKind::Http => "http",
+            CheckKind::Https => "https",
             CheckKind::Tcp => "tcp",
             CheckKind::Command => "command",
         }
@@ -54,9 +58,16 @@ pub struct HealthCheckConfig {
     pub name: Option<String>,
     pub kind: CheckKind,
     pub target: Target,
-    /// `http` only; default 200.
+    /// `http` and `https` only; default 200.
     #[serde(default)]
     pub expect_status: Option<u16>,
+    /// `https` only: a PEM file of the CA certificates to trust instead of the system's roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `https` only: accept any certificate (self-signed local services; HAProxy's `verify
+    /// none`). The handshake still runs; who answers is not checked.
+    #[serde(default)]
+    pub danger_skip_verify: bool,
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
     #[serde(default = "default_timeout")]
@@ -90,10 +101,30 @@ pub enum Probe {
         path: String,
         expect_status: u16,
     },
+    /// The same over TLS: the certificate checked by `verify` for the name `host`.
+    Https {
+        host: String,
+        port: u16,
+        path: String,
+        expect_status: u16,
+        verify: Verify,
+    },
     /// Connect to `addr` (`host:port`; a name is resolved at each check, within the timeout).
     Tcp { addr: String },
     /// Run `argv` (no shell); exit 0 passes.
     Command { argv: Vec<String> },
+}
+
+/// How an `https` check verifies the server's certificate (chain, validity, and the URL's host
+/// as its name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verify {
+    /// Against the system's root certificates (`/etc/ssl/certs`, or `SSL_CERT_FILE`).
+    SystemRoots,
+    /// Against the CA certificates of this PEM file only (read when the daemon starts).
+    CaFile(PathBuf),
+    /// Not at all: any certificate is taken.
+    DangerSkip,
 }
 
 /// One check, checked: what it probes and its timing.
@@ -111,6 +142,7 @@ impl CheckSpec {
     pub fn kind(&self) -> CheckKind {
         match self.probe {
             Probe::Http { .. } => CheckKind::Http,
+            Probe::Https { .. } => CheckKind::Https,
             Probe::Tcp { .. } => CheckKind::Tcp,
             Probe::Command { .. } => CheckKind::Command,
         }
@@ -122,6 +154,9 @@ impl CheckSpec {
             Probe::Http {
                 host, port, path, ..
             } => format!("http://{host}:{port}{path}"),
+            Probe::Https {
+                host, port, path, ..
+            } => format!("https://{host}:{port}{path}"),
             Probe::Tcp { addr } => addr.clone(),
             Probe::Command { argv } => argv.join(" "),
         }
@@ -170,18 +205,55 @@ fn spec(c: &HealthCheckConfig, n: usize) -> Result<CheckSpec, String> {
     if c.rise == 0 || c.fall == 0 {
         return Err("rise and fall must be at least 1".into());
     }
-    if c.expect_status.is_some() && c.kind != CheckKind::Http {
-        return Err("expect_status is only for kind = \"http\"".into());
+    let web = matches!(c.kind, CheckKind::Http | CheckKind::Https);
+    if c.expect_status.is_some() && !web {
+        return Err("expect_status is only for kind = \"http\" or \"https\"".into());
+    }
+    if c.kind != CheckKind::Https && (c.ca.is_some() || c.danger_skip_verify) {
+        return Err("ca and danger_skip_verify are only for kind = \"https\"".into());
+    }
+    let expect_status = c.expect_status.unwrap_or(200);
+    if !(100..=599).contains(&expect_status) {
+        return Err(format!(
+            "expect_status {expect_status} is not an HTTP status"
+        ));
     }
     let probe = match (c.kind, &c.target) {
         (CheckKind::Http, Target::Text(url)) => {
-            let expect_status = c.expect_status.unwrap_or(200);
-            if !(100..=599).contains(&expect_status) {
+            let (host, port, path) = web_url(url, "http", 80)?;
+            Probe::Http {
+                host,
+                port,
+                path,
+                expect_status,
+            }
+        }
+        (CheckKind::Https, Target::Text(url)) => {
+            let (host, port, path) = web_url(url, "https", 443)?;
+            // The certificate is checked for this name (a DNS name or an IP address).
+            if rustls_pki_types::ServerName::try_from(host.as_str()).is_err() {
                 return Err(format!(
-                    "expect_status {expect_status} is not an HTTP status"
+                    "target {url:?}: {host:?} is not a DNS name or an IP address"
                 ));
             }
-            http_probe(url, expect_status)?
+            let verify = match (&c.ca, c.danger_skip_verify) {
+                (Some(_), true) => {
+                    return Err("ca and danger_skip_verify = true exclude each other".into())
+                }
+                (Some(p), false) if p.as_os_str().is_empty() => {
+                    return Err("ca is empty (a PEM file of CA certificates)".into())
+                }
+                (Some(p), false) => Verify::CaFile(p.clone()),
+                (None, true) => Verify::DangerSkip,
+                (None, false) => Verify::SystemRoots,
+            };
+            Probe::Https {
+                host,
+                port,
+                path,
+                expect_status,
+                verify,
+            }
         }
         (CheckKind::Tcp, Target::Text(addr)) => {
             host_port(addr, None)?;
@@ -211,18 +283,24 @@ fn spec(c: &HealthCheckConfig, n: usize) -> Result<CheckSpec, String> {
     })
 }
 
-/// `http://host[:port][/path]`. HTTPS is not supported yet (no TLS stack in the daemon).
-fn http_probe(url: &str, expect_status: u16) -> Result<Probe, String> {
-    if url.starts_with("https://") {
-        return Err(
-            "target: https:// checks are not supported yet (no TLS in manycast-server); check \
-             the service over http://, tcp, or a command such as curl"
-                .into(),
-        );
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("target {url:?} is not an http:// URL"))?;
+/// `scheme://host[:port][/path]` into host, port and path. The scheme names the kind: an
+/// `https://` URL under `kind = "http"` (or the reverse) is refused rather than guessed at, so
+/// whether a check verifies a certificate is always written in its kind.
+fn web_url(url: &str, scheme: &str, default_port: u16) -> Result<(String, u16, String), String> {
+    let rest = match url.split_once("://") {
+        Some((s, rest)) if s == scheme => rest,
+        Some(("https", _)) => {
+            return Err(format!(
+                "target {url:?}: an https:// URL needs kind = \"https\""
+            ))
+        }
+        Some(("http", _)) => {
+            return Err(format!(
+                "target {url:?}: an http:// URL needs kind = \"http\""
+            ))
+        }
+        _ => return Err(format!("target {url:?} is not an {scheme}:// URL")),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, "/"),
@@ -232,13 +310,8 @@ fn http_probe(url: &str, expect_status: u16) -> Result<Probe, String> {
             "target {url:?}: the path has a space or control character"
         ));
     }
-    let (host, port) = host_port(authority, Some(80))?;
-    Ok(Probe::Http {
-        host,
-        port,
-        path: path.to_owned(),
-        expect_status,
-    })
+    let (host, port) = host_port(authority, Some(default_port))?;
+    Ok((host, port, path.to_owned()))
 }
 
 /// `host:port` (or `host` with a default port); `[v6]:port` is taken too.
@@ -313,15 +386,93 @@ mod tests {
     }
 
     #[test]
+    fn https_checks_verify_by_default() {
+        let s = parse(
+            r#"
+            [[health]]
+            kind = "https"
+            target = "https://www.example.com/healthz"
+            [[health]]
+            kind = "https"
+            target = "https://127.0.0.1:8443"
+            ca = "/etc/manycast/web-ca.pem"
+            expect_status = 204
+            [[health]]
+            kind = "https"
+            target = "https://localhost:8443/"
+            danger_skip_verify = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s[0].name, "https-1");
+        assert_eq!(s[0].kind(), CheckKind::Https);
+        assert_eq!(
+            s[0].probe,
+            Probe::Https {
+                host: "www.example.com".into(),
+                port: 443,
+                path: "/healthz".into(),
+                expect_status: 200,
+                verify: Verify::SystemRoots,
+            }
+        );
+        assert_eq!(s[0].target(), "https://www.example.com:443/healthz");
+        assert_eq!(
+            s[1].probe,
+            Probe::Https {
+                host: "127.0.0.1".into(),
+                port: 8443,
+                path: "/".into(),
+                expect_status: 204,
+                verify: Verify::CaFile("/etc/manycast/web-ca.pem".into()),
+            }
+        );
+        assert!(matches!(
+            &s[2].probe,
+            Probe::Https {
+                verify: Verify::DangerSkip,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn bad_checks_are_named_in_one_line() {
         let cases = [
             (
                 "kind = \"http\"\ntarget = \"https://a:443/\"",
-                "https:// checks are not supported",
+                "an https:// URL needs kind = \"https\"",
+            ),
+            (
+                "kind = \"https\"\ntarget = \"http://a/\"",
+                "an http:// URL needs kind = \"http\"",
             ),
             (
                 "kind = \"http\"\ntarget = \"ftp://a/\"",
                 "not an http:// URL",
+            ),
+            ("kind = \"https\"\ntarget = \"a:443\"", "not an https:// URL"),
+            ("kind = \"https\"\ntarget = \"https://a:x/\"", "not host:port"),
+            (
+                "kind = \"https\"\ntarget = \"https://a_b!/\"",
+                "not a DNS name or an IP address",
+            ),
+            (
+                "kind = \"http\"\ntarget = \"http://a/\"\nca = \"/ca.pem\"",
+                "ca and danger_skip_verify are only for kind = \"https\"",
+            ),
+            (
+                "kind = \"tcp\"\ntarget = \"a:443\"\ndanger_skip_verify = true",
+                "only for kind = \"https\"",
+            ),
+            (
+                "kind = \"https\"\ntarget = \"https://a/\"\nca = \"/ca.pem\"\ndanger_skip_verify = true",
+                "exclude each other",
+            ),
+            ("kind = \"https\"\ntarget = \"https://a/\"\nca = \"\"", "ca is empty"),
+            (
+                "kind = \"https\"\ntarget = \"https://a/\"\nexpect_status = 600",
+                "not an HTTP status",
             ),
             ("kind = \"tcp\"\ntarget = \"a\"", "not host:port"),
             ("kind = \"tcp\"\ntarget = \"a:0\"", "not host:port"),

@@ -11,7 +11,7 @@
 
 pub mod config;
 
-pub use config::{CheckKind, CheckSpec, HealthCheckConfig, Probe};
+pub use config::{CheckKind, CheckSpec, HealthCheckConfig, Probe, Verify};
 
 use igmp_ext::Instant;
 use serde::{Deserialize, Serialize};
