@@ -298,3 +298,188 @@ fn a_degraded_http_service_drains_its_member_and_an_operator_cannot_resume_it() 
         })
     });
 }
+
+/// `openssl` with `args` in `dir`; panics with its stderr unless it succeeds.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `openssl s_server -www` in a namespace (answers `GET /` with 200), killed when dropped,
+/// also when the test fails.
+struct TlsService(std::process::Child);
+
+impl TlsService {
+    fn start(ns: &str, dir: &std::path::Path) -> TlsService {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "openssl", "s_server", "-quiet", "-www"])
+            .args(["-accept", &format!("127.0.0.1:{TLS_PORT}")])
+            .arg("-cert")
+            .arg(dir.join("c.pem"))
+            .arg("-key")
+            .arg(dir.join("k.pem"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        TlsService(child)
+    }
+}
+
+impl Drop for TlsService {
+    fn drop(&mut self) {
+        // `ip netns exec` execs openssl: the child is the server.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const TLS_PORT: u16 = 18_443;
+
+fn check_last(lab: &Lab, i: usize, name: &str) -> (bool, String) {
+    lab.admin_status(i)
+        .and_then(|s| s.health.checks.into_iter().find(|c| c.name == name))
+        .map(|c| (c.up, c.last.unwrap_or_default()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn https_checks_verify_the_certificate_unless_told_not_to() {
+    let mut lab = Lab::new(2);
+    // A private CA and a certificate it signed for `localhost` only.
+    let dir = lab.dir.path().to_owned();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=manycast test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-CAcreateserial",
+            "-in",
+            "c.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-extfile",
+            "ext",
+            "-out",
+            "c.pem",
+        ],
+    );
+    let sw = lab.switch("sw");
+    let servers = lab.switched_servers(&sw, &SWITCHED);
+    let _tls1 = TlsService::start(&servers[0], &dir);
+    let tls2 = TlsService::start(&servers[1], &dir);
+    let timing = "interval_ms = 400\ntimeout_ms = 300\nrise = 2\nfall = 2\n";
+    // Member 1 verifies against the system's roots, which do not hold the private CA: never up.
+    let unverified = format!(
+        "\n[[health]]\nname = \"unverified\"\nkind = \"https\"\n\
+         target = \"https://localhost:{TLS_PORT}/\"\n{timing}"
+    );
+    // Member 2 verifies against the CA, and also checks by address with verification off.
+    let verified = format!(
+        "\n[[health]]\nname = \"verified\"\nkind = \"https\"\n\
+         target = \"https://localhost:{TLS_PORT}/\"\nca = \"{ca}\"\n{timing}\
+         \n[[health]]\nname = \"skipped\"\nkind = \"https\"\n\
+         target = \"https://127.0.0.1:{TLS_PORT}/\"\ndanger_skip_verify = true\n{timing}",
+        ca = dir.join("ca.pem").display()
+    );
+    lab.start_server_with(0, &servers[0], "eth0", "eth0", "", &unverified);
+    lab.start_server_with(
+        1,
+        &servers[1],
+        "eth0",
+        "eth0",
+        "strategy = \"reset\"",
+        &verified,
+    );
+
+    wait_for("member 2's checks are up and it owns every address", || {
+        check_last(&lab, 1, "verified").0
+            && check_last(&lab, 1, "skipped").0
+            && lab.metric(1, "slice_addresses") == 1 << 32
+            && lab.metric(0, "slice_addresses") == 0
+    });
+    assert_eq!(check_last(&lab, 1, "verified").1, "pass");
+    assert!(lab.admin_status(1).is_some_and(|s| s.health.out.is_none()));
+    // The unverified certificate: a failed check, with rustls' reason, and member 1 held out.
+    // (Status is refreshed every second; a first run may have met no listener yet.)
+    let refused = "slow: TLS handshake: invalid peer certificate: UnknownIssuer";
+    wait_for("member 1's check fails on the certificate", || {
+        check_last(&lab, 0, "unverified").1 == refused
+    });
+    let s = lab.admin_status(0).expect("member 1's status");
+    let c = &s.health.checks[0];
+    assert!(
+        !c.up && c.last.as_deref() == Some(refused) && c.slow_total > 0,
+        "{c:?}"
+    );
+    assert_eq!(s.health.out, Some(manycast_server::health::Exit::Planned));
+    assert_eq!(lab.metric(0, "slice_addresses"), 0);
+
+    // The TLS service is killed: connects are refused, member 2 is out at once.
+    drop(tls2);
+    wait_for("member 2's checks are both down", || {
+        !check_last(&lab, 1, "verified").0 && !check_last(&lab, 1, "skipped").0
+    });
+    for name in ["verified", "skipped"] {
+        let (_, last) = check_last(&lab, 1, name);
+        assert!(last.starts_with("dead: connect:"), "{name}: {last}");
+    }
+    let out = lab.admin_status(1).and_then(|s| s.health.out);
+    assert_eq!(out, Some(manycast_server::health::Exit::Immediate));
+}
