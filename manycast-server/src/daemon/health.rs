@@ -4,6 +4,7 @@
 //! status, a TLS handshake refused) or dead (refused, reset, a failing command). The TLS
 //! configuration of `https` checks (`tls`) is built once, at start.
 
+use crate::health::config::url_host;
 use crate::health::{CheckSpec, Outcome, Probe};
 use std::io;
 use std::process::Stdio;
@@ -143,9 +144,9 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     expect: u16,
 ) -> Outcome {
     let host_header = if port == default_port {
-        host.to_owned()
+        url_host(host)
     } else {
-        format!("{host}:{port}")
+        format!("{}:{port}", url_host(host))
     };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: manycast-server health check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
@@ -220,6 +221,48 @@ mod tests {
         assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(status_code(b"HTTP/1.1 20000 OK\r\n"), None);
         assert_eq!(status_code(b""), None);
+    }
+
+    /// Regression: `http://[::1]:port/` was connected to as the name `[::1]` (a failed lookup,
+    /// a dead check) and `http://[::1]/` refused as not host:port.
+    #[test]
+    fn http_checks_reach_an_ipv6_literal() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut req = [0u8; 512];
+                let n = c.read(&mut req).await.unwrap();
+                let req = String::from_utf8_lossy(&req[..n]).into_owned();
+                c.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+                req
+            });
+            let config = crate::health::HealthCheckConfig {
+                name: None,
+                kind: crate::health::CheckKind::Http,
+                target: crate::health::config::Target::Text(format!("http://[::1]:{port}/h")),
+                expect_status: None,
+                ca: None,
+                danger_skip_verify: false,
+                interval_ms: 2_000,
+                timeout_ms: 1_000,
+                rise: 1,
+                fall: 1,
+            };
+            let spec = crate::health::config::specs(&[config]).unwrap().remove(0);
+            assert_eq!(spec.target(), format!("http://[::1]:{port}/h"));
+            assert_eq!(probe(&spec.probe, None).await, Outcome::Pass);
+            let req = server.await.unwrap();
+            assert!(
+                req.contains(&format!("\r\nHost: [::1]:{port}\r\n")),
+                "{req}"
+            );
+        });
     }
 
     #[test]

@@ -153,10 +153,10 @@ impl CheckSpec {
         match &self.probe {
             Probe::Http {
                 host, port, path, ..
-            } => format!("http://{host}:{port}{path}"),
+            } => format!("http://{}:{port}{path}", url_host(host)),
             Probe::Https {
                 host, port, path, ..
-            } => format!("https://{host}:{port}{path}"),
+            } => format!("https://{}:{port}{path}", url_host(host)),
             Probe::Tcp { addr } => addr.clone(),
             Probe::Command { argv } => argv.join(" "),
         }
@@ -314,20 +314,42 @@ fn web_url(url: &str, scheme: &str, default_port: u16) -> Result<(String, u16, S
     Ok((host, port, path.to_owned()))
 }
 
-/// `host:port` (or `host` with a default port); `[v6]:port` is taken too.
+/// `host:port` (or `host` with a default port); `[v6]:port` and `[v6]` are taken too, the
+/// host without its brackets.
 fn host_port(s: &str, default_port: Option<u16>) -> Result<(String, u16), String> {
     let bad = || format!("target {s:?} is not host:port");
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
-            (h, p.parse::<u16>().map_err(|_| bad())?)
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad());
         }
-        None => (s, default_port.ok_or_else(bad)?),
-        _ => return Err(bad()),
+        match after.strip_prefix(':') {
+            Some(p) => (v6, p.parse::<u16>().map_err(|_| bad())?),
+            None if after.is_empty() => (v6, default_port.ok_or_else(bad)?),
+            None => return Err(bad()),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+                (h, p.parse::<u16>().map_err(|_| bad())?)
+            }
+            None => (s, default_port.ok_or_else(bad)?),
+            _ => return Err(bad()),
+        }
     };
     if host.is_empty() || port == 0 || host.chars().any(|c| c.is_whitespace() || c == '/') {
         return Err(bad());
     }
     Ok((host.to_owned(), port))
+}
+
+/// A host as a URL writes it: an IPv6 address in brackets.
+pub fn url_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +456,14 @@ mod tests {
                 ..
             }
         ));
+        // Regression: an IPv6 literal is the address, not a name with brackets.
+        let s = parse("[[health]]\nkind = \"https\"\ntarget = \"https://[::1]/h\"\n").unwrap();
+        assert!(
+            matches!(&s[0].probe, Probe::Https { host, port: 443, .. } if host == "::1"),
+            "{:?}",
+            s[0].probe
+        );
+        assert_eq!(s[0].target(), "https://[::1]:443/h");
     }
 
     #[test]
@@ -476,6 +506,9 @@ mod tests {
             ),
             ("kind = \"tcp\"\ntarget = \"a\"", "not host:port"),
             ("kind = \"tcp\"\ntarget = \"a:0\"", "not host:port"),
+            ("kind = \"tcp\"\ntarget = \"[::1\"", "not host:port"),
+            ("kind = \"tcp\"\ntarget = \"[a]:1\"", "not host:port"),
+            ("kind = \"http\"\ntarget = \"http://[::1]x/\"", "not host:port"),
             (
                 "kind = \"tcp\"\ntarget = \"a:1\"\nexpect_status = 200",
                 "only for kind",
