@@ -5,6 +5,9 @@
 //! behind a plain flooding switch: the service flaps (200 and 503 by turns: never `fall`
 //! failures in a row, so nothing moves), then answers 503: member 2 drains (planned),
 //! `manycastctl` shows it degraded and says why it cannot resume it; 200 again brings it back.
+//! HTTPS, against `openssl s_server` with a private CA: verified with `ca`, refused against the
+//! system's roots (the member stays out, planned), taken with `danger_skip_verify`, dead once
+//! killed; a CA file that cannot be read stops `--check-config` with one line.
 
 use crate::harness::{in_netns, steered_members, verifier_status, wait_for, Clients, Lab, Routed};
 use std::io::{Read, Write};
@@ -482,4 +485,55 @@ fn https_checks_verify_the_certificate_unless_told_not_to() {
     }
     let out = lab.admin_status(1).and_then(|s| s.health.out);
     assert_eq!(out, Some(manycast_server::health::Exit::Immediate));
+}
+
+#[test]
+fn an_https_check_whose_ca_file_cannot_be_read_is_a_one_line_config_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("server.toml");
+    let check = |tail: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "group = \"232.1.1.1\"\ninterface = \"lo\"\nmember_key = \"/k/m1.key\"\n\
+                 member_cert = \"/k/m1.cert\"\ngroup_pub = \"/k/group.pub\"\n\
+                 [control]\ngroup = \"232.1.1.2\"\n\
+                 [[health]]\nname = \"web\"\ntarget = \"https://localhost/\"\n{tail}"
+            ),
+        )
+        .expect("write config");
+        let out = Command::new(env!("CARGO_BIN_EXE_manycast-server"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .output()
+            .expect("run manycast-server");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let missing = dir.path().join("missing.pem");
+    let err = check(&format!(
+        "kind = \"https\"\nca = \"{}\"\n",
+        missing.display()
+    ));
+    assert!(
+        err.contains(&format!("health check \"web\": ca {}: ", missing.display())),
+        "{err}"
+    );
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate\n").expect("write");
+    let err = check(&format!(
+        "kind = \"https\"\nca = \"{}\"\n",
+        not_pem.display()
+    ));
+    assert!(err.contains("no PEM CERTIFICATE in it"), "{err}");
+    let err = check("kind = \"http\"\n");
+    assert!(
+        err.contains("an https:// URL needs kind = \"https\""),
+        "{err}"
+    );
+    let err = check("kind = \"tcp\"\ndanger_skip_verify = true\n");
+    assert!(err.contains("only for kind = \"https\""), "{err}");
 }
