@@ -25,6 +25,18 @@ pub struct MapPlan {
 /// cluster's common slicing first), then coarser masks, then member id, so a single member with
 /// an odd mask cannot push the majority out.
 pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> (MapPlan, Vec<PlanError>) {
+    plan_map_keeping(claims, fallback, 0)
+}
+
+/// [`plan_map`] over at least the bits of `floor` (the mask the kernel's map has now) when the
+/// result stays within [`MAX_MASK_BITS`]: a map's mask only grows, so that an ownership change
+/// that needs no finer mask (a failover back and forth, a member gone and back) moves elements
+/// instead of rewriting the table.
+pub fn plan_map_keeping(
+    claims: &[(u32, SliceSet)],
+    fallback: Option<u32>,
+    floor: u32,
+) -> (MapPlan, Vec<PlanError>) {
     let mask_of = |s: &SliceSet| s.iter().fold(0u32, |a, sl| a | sl.mask());
     let mut order: Vec<(usize, u32, u32, usize)> = claims
         .iter()
@@ -53,6 +65,9 @@ pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> (MapPlan, 
         kept.push(i);
     }
     kept.sort_unstable();
+    if !kept.is_empty() && (mask | floor).count_ones() <= MAX_MASK_BITS {
+        mask |= floor;
+    }
     let bits: Vec<u32> = (0..32).filter(|b| mask & (1 << b) != 0).collect();
     let mut elements = Vec::new();
     for i in 0u32..(1 << bits.len()) {
@@ -79,6 +94,26 @@ mod tests {
     use super::*;
     use igmp_ext::Slice;
     use std::net::Ipv4Addr;
+
+    /// A mask the kernel's map has stays while the claims fit it (no rewrite for a change that
+    /// needs no finer mask), and the same owners come out.
+    #[test]
+    fn a_maps_mask_only_grows_while_it_fits() {
+        let half = |v| SliceSet::from(Slice::new(v, 1));
+        let claims = vec![(1, half(0)), (2, half(1))];
+        let coarse = plan_map(&claims, None).0;
+        assert_eq!(coarse.mask, 1);
+        let kept = plan_map_keeping(&claims, None, 0xff).0;
+        assert_eq!(kept.mask, 0xff);
+        assert_eq!(kept.elements.len(), 256);
+        assert!(kept
+            .elements
+            .iter()
+            .all(|&(v, m)| m == if v & 1 == 0 { 1 } else { 2 }));
+        // A floor past the cap is dropped rather than leave claims out.
+        let wide = plan_map_keeping(&claims, None, 0x1ffff).0;
+        assert_eq!(wide.mask, 1);
+    }
 
     #[test]
     fn map_expands_slices_over_the_finest_mask() {
@@ -110,6 +145,11 @@ mod tests {
              left out of the map (up to 16)"
         );
         assert_eq!(plan_map(&[], None), (MapPlan::default(), Vec::new()));
+        assert_eq!(
+            plan_map_keeping(&[], None, 0xff),
+            (MapPlan::default(), Vec::new()),
+            "no claims, no map"
+        );
     }
 
     #[test]

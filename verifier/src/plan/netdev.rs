@@ -17,7 +17,7 @@
 //! The planning and the ruleset text are pure and tested here; `crate::sys::nft` runs `nft`.
 //! Each change is one `nft -f` transaction that replaces the whole table, like VIP mode.
 
-use super::map::{plan_map, MapPlan};
+use super::map::{plan_map_keeping, MapPlan};
 use super::{Change, DataplaneOp, GapPolicy, NftBatch, PlanError, PlanFailure, Planner, View};
 use crate::status::NativeMapRow;
 use core::fmt::Write;
@@ -60,6 +60,18 @@ pub fn plan_group(
     gap: GapPolicy,
     device_of: impl Fn(u32) -> Option<String>,
 ) -> (GroupPlan, Vec<PlanError>) {
+    plan_group_keeping(group, table, gap, device_of, 0)
+}
+
+/// [`plan_group`] over at least the mask `floor` while the claims fit it
+/// ([`plan_map_keeping`]).
+pub fn plan_group_keeping(
+    group: Ipv4Addr,
+    table: &OwnershipTable,
+    gap: GapPolicy,
+    device_of: impl Fn(u32) -> Option<String>,
+    floor: u32,
+) -> (GroupPlan, Vec<PlanError>) {
     let mut hops = BTreeMap::new();
     let mut claims: Vec<(u32, SliceSet)> = Vec::new();
     for (m, c) in table.claims(group) {
@@ -81,7 +93,7 @@ pub fn plan_group(
         GapPolicy::Fallback(m) if hops.contains_key(&m.0) => Some(m.0),
         _ => None,
     };
-    let (MapPlan { mask, elements }, left_out) = plan_map(&claims, fallback);
+    let (MapPlan { mask, elements }, left_out) = plan_map_keeping(&claims, fallback, floor);
     let plan = GroupPlan {
         mask,
         elements: elements
@@ -340,7 +352,9 @@ impl NetdevPlanner {
         gap: GapPolicy,
         device_of: impl Fn(u32) -> Option<String>,
     ) -> Vec<PlanError> {
-        let (plan, left_out) = plan_group(group, table, gap, device_of);
+        // The mask the kernel's map has, kept so that a change moves elements (issue 16).
+        let floor = self.groups.get(&group).map_or(0, |p| p.mask);
+        let (plan, left_out) = plan_group_keeping(group, table, gap, device_of, floor);
         self.groups.insert(group, plan);
         left_out
     }
@@ -711,7 +725,8 @@ mod tests {
         assert!(b.rewrite);
         assert!(b.text.contains("map group_232_1_1_2 {"));
         assert!(b.text.contains("map group_232_1_1_1 {"));
-        // A new mask (member 2 alone owns everything): rewritten.
+        // A coarser mask (member 2 alone owns everything): the map keeps its mask, elements
+        // move.
         let mut all = OwnershipTable::new();
         all.apply(
             Timestamp::from_secs(1),
@@ -721,6 +736,21 @@ mod tests {
         )
         .unwrap();
         s.update(G, &all, GapPolicy::Drop, device_of);
+        assert!(!s.pending().expect("elements").rewrite);
+        // A finer one than the map has: rewritten.
+        let mut fine = OwnershipTable::new();
+        fine.apply(
+            Timestamp::from_secs(1),
+            G,
+            MemberId(2),
+            claim(
+                SliceSet::from(Slice::new(0, 0x1ff)),
+                5,
+                Ipv4Addr::new(10, 0, 2, 2),
+            ),
+        )
+        .unwrap();
+        s.update(G, &fine, GapPolicy::Drop, device_of);
         assert!(s.pending().expect("a rewrite").rewrite);
     }
 

@@ -5,7 +5,7 @@
 //! Each ownership change is one `nft -f` transaction that replaces the whole table, so the kernel
 //! never holds half a change; routes for a new owner are in place before the map points at it.
 
-use super::map::{plan_map, MapPlan};
+use super::map::{plan_map_keeping, MapPlan};
 use super::{
     Change, DataplaneOp, GapPolicy, NftBatch, PlanError, PlanFailure, Planner, View, VipChange,
     VipRoute, VipRule,
@@ -226,7 +226,8 @@ impl VipPlanner {
                 GapPolicy::Fallback(m) if claims.iter().any(|(c, _)| *c == m.0) => Some(m.0),
                 _ => None,
             };
-            let (plan, mut skipped) = plan_map(&claims, fallback);
+            // The kernel map's mask is kept while the claims fit it: a change moves elements.
+            let (plan, mut skipped) = plan_map_keeping(&claims, fallback, v.plan.mask);
             if left_out.is_empty() {
                 left_out.append(&mut skipped);
             }
@@ -565,10 +566,14 @@ mod tests {
             "{retried:?}"
         );
         assert_eq!(p.retry(&t, GapPolicy::Drop, now), vec![]);
-        // A new mask: rewritten.
+        // A coarser mask: the map keeps its own, and elements move.
         let t = owned(&[(1, &[(0, 1)]), (2, &[(1, 1)])]);
         let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
+        assert!(!c.ruleset.rewrite, "{}", c.ruleset.text);
+        // A finer one: rewritten.
+        let t = owned(&[(1, &[(0, 7)]), (2, &[(1, 1)])]);
+        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
         assert!(c.ruleset.rewrite);
-        assert!(c.ruleset.contains("ip saddr & 0.0.0.1 map @vip_10_200_0_1"));
+        assert!(c.ruleset.contains("ip saddr & 0.0.0.7 map @vip_10_200_0_1"));
     }
 }
