@@ -215,23 +215,7 @@ impl OwnershipTable {
         }
         claims.insert(member, claim);
         // A leave, or a claim emptied by a later one: gone, but its epoch stays fenced.
-        let fences = &mut self.fences;
-        claims.retain(|&m, c| {
-            let live = !c.slices.is_empty() || !c.waiting.is_empty();
-            if !live {
-                fences.insert(
-                    (group, m),
-                    Fence {
-                        epoch: c.epoch,
-                        until,
-                    },
-                );
-            }
-            live
-        });
-        if claims.is_empty() {
-            self.groups.remove(&group);
-        }
+        self.retire_emptied(group, until);
         self.grant_waiting(now, group, &mut change);
         Ok(change)
     }
@@ -299,7 +283,15 @@ impl OwnershipTable {
             w.slices = w.slices.union(&given);
             change.gained.push((waiter, given));
         }
-        let until = now.saturating_add(self.fence_retention);
+        self.retire_emptied(group, now.saturating_add(self.fence_retention));
+    }
+
+    /// Removes `group`'s claims that own and wait for nothing (a leave, or emptied by others),
+    /// fencing their epochs until `until`.
+    fn retire_emptied(&mut self, group: Ipv4Addr, until: Timestamp) {
+        let Some(claims) = self.groups.get_mut(&group) else {
+            return;
+        };
         let fences = &mut self.fences;
         claims.retain(|&m, c| {
             let live = !c.slices.is_empty() || !c.waiting.is_empty();
