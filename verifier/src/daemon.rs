@@ -130,8 +130,7 @@ impl Daemon {
             warn!(%reason, suppressed = n, "{n} more reports rejected for this reason in the last {} s (each is counted in status and metrics)", rejection_log::WINDOW.as_secs());
         }
         while let Some(n) = self.core.poll_notice() {
-            self.beacons
-                .send_notice(&n.notice, n.to, self.cfg.liveness.port);
+            self.beacons.send_notice(&n.notice, n.to);
         }
         while let Some(e) = self.core.poll_event() {
             self.log(now.wall, e);

@@ -27,7 +27,9 @@ pub fn start(
         return Ok(None);
     }
     let port = config.igmp.beacon_port;
-    let socket = super::sockets::beacon_socket(&config.interface, addr, port)?;
+    // An ephemeral port of our own: the router sends its standby notices back to where our
+    // beacons come from, so two daemons on one host (two groups) each get theirs.
+    let socket = super::sockets::beacon_socket(&config.interface, addr, 0)?;
     let (interval, life) = config.beacon_chain();
     let now = daemon_kit::now().mono;
     let mut random = super::sockets::random_u64;

@@ -66,8 +66,8 @@ pub fn link_mtu(ifname: &str) -> Option<usize> {
 /// All routers on the link (RFC 1112): where liveness beacons go (SPEC.md §5.5).
 pub const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
 
-/// UDP socket for liveness beacons: from our address on the router link at `port`, TTL 1, out
-/// of that interface; the router's standby notices arrive on it.
+/// UDP socket for liveness beacons: from our address on the router link at `port` (0: any),
+/// TTL 1, out of that interface; the router's standby notices arrive on it.
 pub fn beacon_socket(ifname: &str, addr: Ipv4Addr, port: u16) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;

@@ -441,10 +441,15 @@ impl Node {
     /// this group and the committed epoch is in force, the standby units are answered too;
     /// anything else changes nothing.
     pub fn handle_notice(&mut self, datagram: &[u8]) {
-        let Ok(n) = StandbyNotice::decode(datagram) else {
-            return;
+        let n = match StandbyNotice::decode(datagram) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "standby notice ignored");
+                return;
+            }
         };
         if n.group != self.agent.group() || n.epoch != self.counters.epoch {
+            debug!(group = %n.group, epoch = n.epoch, ours = self.counters.epoch, "standby notice for another group or epoch ignored");
             return;
         }
         self.counters.standby_notices += 1;

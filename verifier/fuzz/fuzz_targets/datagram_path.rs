@@ -109,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
         // The same bytes as liveness beacons from a fixture member's address: a seed's join
         // makes a watched claim, whose chain no fuzzed beacon can advance.
         for d in burst {
-            r.handle_beacon(now, d, f.members[0].addr, MEMBERS);
+            r.handle_beacon(now, d, std::net::SocketAddrV4::new(f.members[0].addr, 7410), MEMBERS);
         }
         if control & 4 != 0 {
             now = now.saturating_add(Duration::from_millis(100));

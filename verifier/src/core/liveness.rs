@@ -10,6 +10,7 @@ use igmp_ext::liveness::{Beacon, ChainProgress, LivenessAnchor, StandbyNotice};
 use igmp_ext::ownership::OwnershipTable;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddrV4;
 
 /// Most hashes one beacon may cost: a member silent longer than this many intervals comes back
 /// with its next join (a refresh), which re-anchors its chain.
@@ -40,12 +41,11 @@ impl Default for LivenessConfig {
 /// How often a standby in force is told again (a lost notice costs it only this long).
 const NOTICE_REPEAT: Duration = Duration::from_millis(100);
 
-/// A [`StandbyNotice`] for the daemon to send: UDP to `to` at the beacon port, out of
-/// `ifindex`.
+/// A [`StandbyNotice`] for the daemon to send: UDP to `to`, the heir's beacon socket (the
+/// address and port its beacons come from: two daemons on one host each get their own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
-    pub to: Ipv4Addr,
-    pub ifindex: u32,
+    pub to: SocketAddrV4,
     pub notice: StandbyNotice,
 }
 
@@ -54,8 +54,7 @@ pub struct Notice {
 struct Standing {
     group: Ipv4Addr,
     dead: MemberId,
-    heir: Ipv4Addr,
-    ifindex: u32,
+    heir: SocketAddrV4,
     epoch: u64,
 }
 
@@ -66,6 +65,8 @@ struct Watch {
     interval: Duration,
     /// The last accepted beacon, or when the watch began.
     heard: Instant,
+    /// The port the member's last accepted beacon came from: where its notices go.
+    port: Option<u16>,
     /// A beacon was accepted: only then can the member be found dead (a member whose chain
     /// the router has not seen proven, after a restart of either, is not judged by it).
     proven: bool,
@@ -141,6 +142,7 @@ impl Liveness {
                         chains: Vec::new(),
                         interval: interval_of(anchors),
                         heard: now,
+                        port: None,
                         proven: false,
                         vouched: false,
                         dead: false,
@@ -185,7 +187,6 @@ impl Liveness {
     fn tell(&mut self, s: &Standing, active: bool) {
         self.notices.push_back(Notice {
             to: s.heir,
-            ifindex: s.ifindex,
             notice: StandbyNotice {
                 group: s.group,
                 dead: s.dead,
@@ -206,18 +207,18 @@ fn interval_of(anchors: &[LivenessAnchor]) -> Duration {
 }
 
 impl Router {
-    /// One datagram from the beacon socket, from `source` on `ifindex`. Anything that does not
+    /// One datagram from the beacon socket, from `from` on `ifindex`. Anything that does not
     /// prove a later value of a watched claim's chain, from where that claim is, is counted and
     /// changes nothing.
     pub fn handle_beacon(
         &mut self,
         now: impl Into<Clock>,
         datagram: &[u8],
-        source: Ipv4Addr,
+        from: SocketAddrV4,
         ifindex: u32,
     ) {
         let clock: Clock = now.into();
-        let accepted = self.check_beacon(clock, datagram, source, ifindex);
+        let accepted = self.check_beacon(clock, datagram, from, ifindex);
         let stats = &mut self.liveness.stats;
         match accepted {
             Ok(None) => stats.beacons_accepted += 1,
@@ -228,7 +229,7 @@ impl Router {
             }
             Err(why) => {
                 stats.beacons_refused += 1;
-                debug!(%source, ifindex, why, "beacon refused");
+                debug!(%from, ifindex, why, "beacon refused");
             }
         }
     }
@@ -238,7 +239,7 @@ impl Router {
         &mut self,
         clock: Clock,
         datagram: &[u8],
-        source: Ipv4Addr,
+        from: SocketAddrV4,
         ifindex: u32,
     ) -> Result<Option<Ipv4Addr>, &'static str> {
         let now = clock.mono;
@@ -251,7 +252,7 @@ impl Router {
             .find(|(m, _)| *m == member)
             .map(|(_, c)| c)
             .ok_or("no claim")?;
-        if claim.sender != source || claim.ifindex != ifindex {
+        if claim.sender != *from.ip() || claim.ifindex != ifindex {
             return Err("not from where the claim is");
         }
         let w = self
@@ -271,6 +272,7 @@ impl Router {
             return Err("does not prove a later chain value");
         }
         w.heard = w.heard.max(now);
+        w.port = Some(from.port());
         w.proven = true;
         let newly_vouched = !std::mem::replace(&mut w.vouched, true);
         // The chain handed over: the earlier one is done with.
@@ -368,13 +370,17 @@ impl Router {
         let mut groups: Vec<Ipv4Addr> = found.iter().map(|&(g, _)| g).collect();
         groups.dedup();
         for (group, member) in found {
-            tracing::warn!(%member, %group, "liveness: beacons stopped; its units go to their standbys");
+            let heirs = if self.config.liveness.failover {
+                self.heirs(group, member)
+            } else {
+                Vec::new()
+            };
+            let to: Vec<SocketAddrV4> = heirs.iter().map(|s| s.heir).collect();
+            tracing::warn!(%member, %group, standbys = ?to, "liveness: beacons stopped; its units go to their standbys");
             self.events.push_back(Event::MemberSilent { group, member });
-            if self.config.liveness.failover {
-                for s in self.heirs(group, member) {
-                    self.liveness.tell(&s, true);
-                    self.liveness.standing.push(s);
-                }
+            for s in heirs {
+                self.liveness.tell(&s, true);
+                self.liveness.standing.push(s);
             }
         }
         for group in groups {
@@ -396,12 +402,16 @@ impl Router {
                     && c.standby.overlaps(&gone.slices)
                     && self.liveness.state(group, *m) != Some(true)
             })
-            .map(|(_, c)| Standing {
-                group,
-                dead,
-                heir: c.sender,
-                ifindex: c.ifindex,
-                epoch: gone.epoch.0,
+            // An heir is told at its beacon socket; one that sends no beacons is not told (its
+            // local filter drops the units until the commit).
+            .filter_map(|(m, c)| {
+                let port = self.liveness.watches.get(&(group, m))?.port?;
+                Some(Standing {
+                    group,
+                    dead,
+                    heir: SocketAddrV4::new(c.sender, port),
+                    epoch: gone.epoch.0,
+                })
             })
             .collect()
     }

@@ -7,6 +7,7 @@ use super::*;
 use igmp_ext::fixtures::NOW;
 use igmp_ext::liveness::HashChain;
 use igmp_ext::{Slice, SliceEntry};
+use std::net::SocketAddrV4;
 
 const EVEN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const ODD: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
@@ -37,8 +38,12 @@ fn beacon(lab: &mut Lab, i: usize, chain: &HashChain, index: u32, ifindex: u32) 
         .unwrap()
         .encode();
     let addr = m.addr;
-    lab.router
-        .handle_beacon(ms(10 * u64::from(index)), &b, addr, ifindex);
+    lab.router.handle_beacon(
+        ms(10 * u64::from(index)),
+        &b,
+        SocketAddrV4::new(addr, 40000 + i as u16),
+        ifindex,
+    );
 }
 
 /// The VIFs the MFC entry for `source` goes out of, after the ops since the last call.
@@ -96,6 +101,14 @@ fn a_silent_members_units_go_to_its_standby_and_come_back_with_its_beacons() {
         group: g,
         member: m0
     }));
+    // The heir is told at the address and port its own beacons come from (two daemons on one
+    // host each have their own port; a fixed port reached only one of them).
+    let notice = lab.router.poll_notice().expect("a standby notice");
+    assert_eq!(
+        notice.to,
+        SocketAddrV4::new(lab.fixture.members[1].addr, 40001)
+    );
+    assert!(notice.notice.active && notice.notice.dead == m0);
     let st = lab.status(ms(140));
     let row = |m: MemberId| st.ownership.iter().find(|r| r.member == m.0).unwrap();
     assert_eq!(row(m0).liveness.as_deref(), Some("dead"));
@@ -141,12 +154,17 @@ fn forged_and_copied_beacons_keep_no_dead_member_alive() {
         };
         let other_chain = chain(9).beacon(g, m0, k).unwrap();
         for forged in [copy, relabelled, made_up, other_chain] {
-            lab.router.handle_beacon(t, &forged.encode(), addr, S1);
+            lab.router
+                .handle_beacon(t, &forged.encode(), SocketAddrV4::new(addr, 40000), S1);
         }
         // The real next value, but from another address than the claim's.
         let real = a.beacon(g, m0, k).unwrap();
-        lab.router
-            .handle_beacon(t, &real.encode(), Ipv4Addr::new(10, 0, 0, 99), S1);
+        lab.router.handle_beacon(
+            t,
+            &real.encode(),
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 40000),
+            S1,
+        );
         beacon(&mut lab, 1, &b, k, S2);
         lab.router.handle_timeout(t);
     }

@@ -64,10 +64,10 @@ impl BeaconSocket {
         })
     }
 
-    /// Sends a standby notice to the member at `port` (its beacon port); a lost one is sent
-    /// again by the core.
-    pub fn send_notice(&self, notice: &igmp_ext::liveness::StandbyNotice, to: Ipv4Addr, port: u16) {
-        let to = SockAddr::from(SocketAddrV4::new(to, port));
+    /// Sends a standby notice to the member's beacon socket (the address and port its beacons
+    /// come from); a lost one is sent again by the core.
+    pub fn send_notice(&self, notice: &igmp_ext::liveness::StandbyNotice, to: SocketAddrV4) {
+        let to = SockAddr::from(to);
         if let Err(e) = self.socket.get_ref().send_to(&notice.encode(), &to) {
             tracing::debug!(error = %e, "standby notice");
         }
@@ -82,7 +82,7 @@ impl BeaconSocket {
 
     /// Reads what is queued (at most [`MAX_READS`]), handing each datagram with its sender and
     /// interface to `each`; returns how many the kernel dropped since the last drain.
-    pub fn drain(&mut self, now: Instant, mut each: impl FnMut(&[u8], Ipv4Addr, u32)) -> u64 {
+    pub fn drain(&mut self, now: Instant, mut each: impl FnMut(&[u8], SocketAddrV4, u32)) -> u64 {
         let mut buf = [0u8; 512];
         let mut drops_total = None;
         for _ in 0..MAX_READS {

@@ -16,8 +16,9 @@ pub struct Received {
     pub ifindex: Option<u32>,
     /// The socket's drop counter, when the kernel attached it (only once it is non-zero).
     pub drops_total: Option<u32>,
-    /// The sender's address (for a raw socket also in the datagram's IPv4 header).
-    pub source: Option<std::net::Ipv4Addr>,
+    /// The sender's address and port (for a raw socket, port 0; the address is also in the
+    /// datagram's IPv4 header).
+    pub source: Option<std::net::SocketAddrV4>,
 }
 
 /// Reads one datagram without blocking; `None` when the queue is empty.
@@ -40,7 +41,9 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Option<Received>> {
         len: msg.bytes,
         ifindex: None,
         drops_total: None,
-        source: msg.address.map(|a| a.ip()),
+        source: msg
+            .address
+            .map(|a| std::net::SocketAddrV4::new(a.ip(), a.port())),
     };
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
