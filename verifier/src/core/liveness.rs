@@ -127,13 +127,13 @@ impl Liveness {
     /// join names and the watch does not know starts at its anchor. Watches of claims gone, or
     /// without anchors, end.
     fn sync(&mut self, now: Instant, table: &OwnershipTable) {
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for group in table.groups() {
             for (member, claim) in table.claims(group) {
                 if claim.liveness.is_empty() {
                     continue;
                 }
-                seen.push((group, member));
+                seen.insert((group, member));
                 let anchors = &claim.liveness;
                 let w = self
                     .watches
