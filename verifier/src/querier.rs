@@ -60,6 +60,10 @@ impl QuerierConfig {
     }
 }
 
+/// The spacing and Max Resp Time of the queries [`Querier::ask_again`] sends: the shortest
+/// the Max Resp Code can say (one tenth of a second).
+pub const REASK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// A query to send: from `src` on `ifindex` to `dst` (224.0.0.1 or the group).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -87,6 +91,9 @@ struct Iface {
     groups: BTreeMap<Ipv4Addr, Timestamp>,
     /// Group → (group-specific queries left to send, when the next one is due).
     specific: BTreeMap<Ipv4Addr, (u8, Timestamp)>,
+    /// Group → (re-ask queries left to send, when the next one is due): see
+    /// [`Querier::ask_again`].
+    reask: BTreeMap<Ipv4Addr, (u8, Timestamp)>,
 }
 
 /// A received query with what its IPv4 header said (RFC 3376 §4) and what the caller knows
@@ -197,6 +204,7 @@ impl Querier {
                 startup_left: self.config.robustness,
                 groups: BTreeMap::new(),
                 specific: BTreeMap::new(),
+                reask: BTreeMap::new(),
             },
         );
     }
@@ -267,6 +275,7 @@ impl Querier {
             if iface.role != Role::NonQuerier {
                 iface.role = Role::NonQuerier;
                 iface.specific.clear();
+                iface.reask.clear();
                 self.events.push_back(Event::RoleChanged {
                     ifindex,
                     role: Role::NonQuerier,
@@ -336,10 +345,30 @@ impl Querier {
         iface.specific.insert(group, (count, now));
     }
 
+    /// `group`'s owners changed without its members asking (a claim revoked, retired or
+    /// expired): members whose joins the dropped claim had refused would otherwise wait for
+    /// their next unprompted report. Every interface we query for sends `robustness`
+    /// group-specific queries, [`REASK_INTERVAL`] apart, each answered within that time
+    /// (SPEC.md §5.4). Returns whether any interface will ask. The callers' drops are bounded
+    /// by the claims there are, so this needs no rate limit of its own.
+    pub fn ask_again(&mut self, now: Timestamp, group: Ipv4Addr) -> bool {
+        let mut asked = false;
+        for iface in self.ifaces.values_mut() {
+            if iface.role == Role::Querier {
+                iface
+                    .reask
+                    .insert(group, (self.config.robustness.max(1), now));
+                asked = true;
+            }
+        }
+        asked
+    }
+
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         let cfg = &self.config;
         let mut out = Vec::new();
+        let mut reasks = Vec::new();
         for (&ifindex, iface) in self.ifaces.iter_mut() {
             if iface.role == Role::NonQuerier && now >= iface.other_querier_expires {
                 iface.role = Role::Querier;
@@ -368,6 +397,14 @@ impl Querier {
                 }
                 *left > 0
             });
+            iface.reask.retain(|&group, (left, due)| {
+                if now >= *due {
+                    reasks.push((ifindex, iface.addr, group));
+                    *left -= 1;
+                    *due = now.saturating_add(REASK_INTERVAL);
+                }
+                *left > 0
+            });
             iface.groups.retain(|&group, expires| {
                 let live = *expires > now;
                 if !live {
@@ -388,6 +425,15 @@ impl Querier {
                 ifindex,
                 src,
                 dst,
+                query,
+            });
+        }
+        for (ifindex, src, group) in reasks {
+            let query = self.query(group, REASK_INTERVAL);
+            self.transmit.push_back(Transmit {
+                ifindex,
+                src,
+                dst: group,
                 query,
             });
         }
@@ -423,6 +469,7 @@ impl Querier {
                     .into_iter()
                     .chain(general)
                     .chain(i.specific.values().map(|&(_, due)| due))
+                    .chain(i.reask.values().map(|&(_, due)| due))
                     .chain(i.groups.values().copied())
             })
             .min()
@@ -558,6 +605,38 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn asking_again_sends_robustness_queries_a_tenth_of_a_second_apart_while_querier() {
+        let mut q = Querier::new(QuerierConfig::default());
+        q.add_interface(at(0), 1, ME);
+        q.add_interface(at(0), 2, Ipv4Addr::new(10, 0, 1, 1));
+        run(&mut q, 0, 0);
+        assert!(q.ask_again(at(5_000), G));
+        let sent = run(&mut q, 5_000, 5_300);
+        let asked: Vec<_> = sent
+            .iter()
+            .filter(|(_, t)| t.query.group == G)
+            .map(|(ms, t)| (*ms, t.ifindex, t.dst, decode_code(t.query.max_resp_code)))
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                (5_000, 1, G, 1),
+                (5_000, 2, G, 1),
+                (5_100, 1, G, 1),
+                (5_100, 2, G, 1)
+            ]
+        );
+        // A non-querier leaves the asking to the querier.
+        let mut other = Querier::new(QuerierConfig::default());
+        other.add_interface(at(0), 1, ME);
+        let iface = other.ifaces.get_mut(&1).expect("added");
+        iface.role = Role::NonQuerier;
+        iface.other_querier_expires = at(60_000);
+        assert!(!other.ask_again(at(5_000), G));
+        assert!(run(&mut other, 5_000, 5_300).is_empty());
     }
 
     #[test]

@@ -153,6 +153,10 @@ pub struct Counters {
     /// not in `querier.trusted_queriers`.
     #[serde(default)]
     pub queries_ignored: u64,
+    /// Times a group was asked to report again at once because claims were dropped under it
+    /// (revoked, retired or expired; SPEC.md §5.4).
+    #[serde(default)]
+    pub group_reasks: u64,
     /// Claims left out of an nft map (native netdev or VIP) because the map cannot express
     /// their slices together with the others' (issue 13, item 9).
     #[serde(default)]
@@ -306,6 +310,11 @@ impl Status {
             "members_found_dead_total",
             "Times a member's beacons stopped and its units went to their standbys.",
             c.members_found_dead,
+        );
+        m.counter(
+            "group_reasks_total",
+            "Groups asked to report again at once after claims were dropped under them.",
+            c.group_reasks,
         );
         m.counter(
             "queries_ignored_total",

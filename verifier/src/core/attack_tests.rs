@@ -254,3 +254,68 @@ fn a_revoked_member_or_a_retired_issuer_loses_its_claims_at_the_next_key_check()
     lab.router.handle_keys(at(3), &keys);
     assert!(lab.holders().is_empty(), "the issuer was retired");
 }
+
+/// The Max Resp Codes of the group-specific queries for `group` in `transmits`.
+fn specific_queries(transmits: &[Transmit], group: Ipv4Addr) -> Vec<u8> {
+    transmits
+        .iter()
+        .filter(|t| t.dst == group)
+        .filter_map(|t| {
+            let ip = Ipv4Packet::new_checked(&t.datagram[..]).ok()?;
+            let igmp = igmp_ext::wire::igmp::IgmpPacket::new_checked(ip.payload()).ok()?;
+            match IgmpRepr::parse(&igmp).ok()? {
+                IgmpRepr::Query(q) if q.group == group => Some(q.max_resp_code),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Issue 13 (found by the insider bench, `revoke_units_lost` 19, `revoke_gap_p99_ms` 2163): a
+/// compromised member joined its units at epoch u64::MAX, so the honest members' joins for
+/// them at the next epoch were refused as a slice conflict. The key check dropped its claim a
+/// second after the revocation, and the units then stayed unowned until each honest member's
+/// next unprompted report (refresh 10 s). A drop the members did not ask for (revoked,
+/// retired, expired) now makes the querier ask the group to report again at once, with a
+/// 100 ms Max Resp Time.
+#[test]
+fn a_revoked_claim_makes_the_group_report_again_at_once() {
+    use igmp_ext::KeyId;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let mut lab = Lab::mfc();
+    let group = lab.fixture.group;
+    lab.join(NOW, 0, &[Slice::new(0, 1)], u64::MAX, S1);
+    lab.join(NOW, 1, &[Slice::new(1, 1)], 1, S1);
+    // The next epoch gives member 2 everything: refused, the inflated claim is later.
+    lab.join(at(1), 1, &[Slice::ALL], 2, S1);
+    assert_eq!(lab.holders(), [MemberId(1), MemberId(2)]);
+    lab.router.handle_timeout(at(1));
+    lab.transmits();
+
+    let mut revoked = (*lab.keys[&group]).clone();
+    revoked
+        .revoked_members
+        .push(KeyId::of(&lab.fixture.members[0].key.verifying_key()));
+    lab.keys = HashMap::from([(group, Arc::new(revoked))]);
+    lab.router.handle_keys(at(2), &lab.keys);
+    assert_eq!(lab.holders(), [MemberId(2)]);
+    lab.router.handle_timeout(at(2));
+    let asked = specific_queries(&lab.transmits(), group);
+    assert!(
+        !asked.is_empty() && asked.iter().all(|&code| code == 1),
+        "one group-specific query per interface, answered within 100 ms: {asked:?}"
+    );
+    // Its robustness repeat comes 100 ms later.
+    lab.router
+        .handle_timeout(Timestamp::from_millis(at(2).as_millis() + 100));
+    assert!(!specific_queries(&lab.transmits(), group).is_empty());
+    // The member's answer takes the freed units.
+    lab.join(at(2), 1, &[Slice::ALL], 2, S1);
+    assert_eq!(lab.holders(), [MemberId(2)]);
+    assert_eq!(
+        lab.status(at(2)).counters.group_reasks,
+        1,
+        "counted once per group and drop"
+    );
+}

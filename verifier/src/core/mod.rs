@@ -217,6 +217,8 @@ struct Stats {
     joins_accepted: u64,
     plain_accepted: u64,
     queries_ignored: u64,
+    /// Times a group was asked to report again after claims were dropped under it.
+    group_reasks: u64,
     claims_left_out: u64,
     claims_held_unverified: u64,
     socket_drops: u64,
@@ -528,20 +530,20 @@ impl Router {
         self.next_tick = clock.mono.saturating_add(TICK);
         // Candidates the budget left waiting get the capacity refilled since.
         self.verify_round(clock);
-        self.querier.handle_timeout(now);
-        self.queue_queries();
-        self.querier_events(now);
+        self.run_querier(now);
         let expired = self.verifier.expire(clock);
         if !expired.is_empty() {
             self.sync_liveness(clock);
         }
         for change in expired {
+            self.ask_again(now, change.group);
             self.events.push_back(Event::ClaimsExpired {
                 group: change.group,
                 lost: change.lost,
             });
             self.replan(now, Change::Ownership(change.group));
         }
+        self.run_querier(now);
         if self.adopt_until.is_some_and(|t| clock.mono >= t) {
             self.adopt_until = None;
             self.replan(now, Change::Settle);
@@ -759,6 +761,24 @@ impl Router {
                         .push_back(Event::GroupExpired { ifindex, group });
                     self.replan(now, Change::Listeners(group));
                 }
+            }
+        }
+    }
+
+    /// The querier's due timers, its queries and its events.
+    fn run_querier(&mut self, now: Timestamp) {
+        self.querier.handle_timeout(now);
+        self.queue_queries();
+        self.querier_events(now);
+    }
+
+    /// Claims of `group` were dropped without their members asking: its members are asked to
+    /// report again now, so that joins the dropped claims refused are heard within 100 ms
+    /// (SPEC.md §5.4). The queries go out at the caller's next `run_querier`.
+    fn ask_again(&mut self, now: Timestamp, group: Option<Ipv4Addr>) {
+        if let Some(group) = group {
+            if self.querier.ask_again(now, group) {
+                self.stats.group_reasks += 1;
             }
         }
     }

@@ -138,6 +138,7 @@ impl Router {
                 native_ttl_dropped: counters.ttl_dropped,
                 native_gap_dropped: counters.gap_dropped,
                 queries_ignored: s.queries_ignored,
+                group_reasks: s.group_reasks,
                 claims_left_out: s.claims_left_out,
                 claims_held_unverified: s.claims_held_unverified,
                 socket_drops: s.socket_drops,

@@ -31,12 +31,14 @@ impl Router {
             self.sync_liveness(clock);
         }
         for change in revoked {
+            self.ask_again(now, change.group);
             self.events.push_back(Event::ClaimsRevoked {
                 group: change.group,
                 lost: change.lost,
             });
             self.replan(now, Change::Ownership(change.group));
         }
+        self.run_querier(now);
     }
 
     /// The kernel dropped `dropped` datagrams at the IGMP socket's full queue (a flood faster
