@@ -46,6 +46,9 @@ pub struct Config {
     /// Liveness beacons and standby claims (SPEC.md §5.5).
     #[serde(default)]
     pub liveness: crate::core::LivenessConfig,
+    /// Routes held for a routing daemon to announce, for redundant verifiers (SPEC.md §10.6).
+    #[serde(default)]
+    pub announce: AnnounceSection,
 }
 
 fn default_status_socket() -> PathBuf {
@@ -253,6 +256,30 @@ pub struct ShutdownSection {
     pub keep_kernel_state: bool,
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceSection {
+    /// Hold a blackhole route for each `[[vip]]` in the main table while this router can
+    /// verify and steer it, for a routing daemon (FRR: `redistribute kernel`) to announce.
+    pub enabled: bool,
+    /// The kernel route protocol the routes carry (iproute2's `rt_protos`; 5 to 255, and not
+    /// one another daemon uses): the routing daemon's route map can match it, and a restarted
+    /// verifier removes what it finds with it.
+    pub protocol: u8,
+}
+
+/// Not in iproute2's `rt_protos` nor used by FRR's zebra (186 to 196).
+pub const DEFAULT_ANNOUNCE_PROTOCOL: u8 = 77;
+
+impl Default for AnnounceSection {
+    fn default() -> Self {
+        AnnounceSection {
+            enabled: false,
+            protocol: DEFAULT_ANNOUNCE_PROTOCOL,
+        }
+    }
+}
+
 /// A configuration the operator must fix, as one line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -299,6 +326,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "querier.query_response_interval_ms must be less than query_interval_ms".into(),
             ));
+        }
+        if self.announce.enabled {
+            if self.announce.protocol < 5 {
+                return Err(ConfigError::Invalid(format!(
+                    "announce.protocol {} is one the kernel reserves (0 to 4: unspec, redirect, \
+                     kernel, boot, static); pick 5 to 255, one no other daemon uses",
+                    self.announce.protocol
+                )));
+            }
+            if self.vip.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "announce.enabled with no [[vip]]: there is nothing to announce".into(),
+                ));
+            }
         }
         for v in &self.vip {
             if !self.protected()?.iter().any(|p| p.contains_addr(v.group)) {
@@ -443,6 +484,10 @@ impl Config {
             idle_timeout: Duration::from_millis(self.native.idle_timeout_ms),
             adopt_grace: self.adopt_grace(),
             keep_kernel_state: self.shutdown.keep_kernel_state,
+            announce: crate::core::AnnounceConfig {
+                enabled: self.announce.enabled,
+                protocol: self.announce.protocol,
+            },
             vips: self
                 .vip
                 .iter()
@@ -489,6 +534,24 @@ mod tests {
         assert_eq!(v.claim_hold, Duration::from_secs(22));
         assert!(!c.shutdown.keep_kernel_state);
         assert!(c.vip.is_empty());
+    }
+
+    #[test]
+    fn announce_needs_a_vip_and_a_protocol_the_kernel_does_not_reserve() {
+        let vip = "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n";
+        let c =
+            Config::parse(&format!("{MINIMAL}[announce]\nenabled = true\n{vip}")).expect("valid");
+        assert_eq!(c.router_config().expect("valid").announce.protocol, 77);
+        for (bad, says) in [
+            ("[announce]\nenabled = true\n".to_owned(), "no [[vip]]"),
+            (
+                format!("[announce]\nenabled = true\nprotocol = 4\n{vip}"),
+                "reserves",
+            ),
+        ] {
+            let e = Config::parse(&format!("{MINIMAL}{bad}")).expect_err(&bad);
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -213,6 +213,10 @@ impl Daemon {
                 warn!(%group, %error, "VIP steering map written without a claim")
             }
             Event::KernelStateKept => info!("leaving kernel state in place for the next verifier"),
+            Event::Announcement { vip, withdrawn } => match withdrawn {
+                None => info!(%vip, "VIP route announced"),
+                Some(why) => warn!(%vip, ?why, "VIP route withdrawn"),
+            },
             _ => {}
         }
     }

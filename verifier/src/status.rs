@@ -22,6 +22,10 @@ pub struct Status {
     #[serde(default)]
     pub native: Vec<NativeMapRow>,
     pub vips: Vec<VipRow>,
+    /// VIPs whose route this router holds for its routing daemon to announce (SPEC.md
+    /// §10.6); empty unless `[announce]` is enabled.
+    #[serde(default)]
+    pub announced: Vec<std::net::Ipv4Addr>,
     pub counters: Counters,
 }
 

@@ -70,6 +70,12 @@ pub enum Event {
         group: Ipv4Addr,
         member: MemberId,
     },
-    /// Shutdown with `keep_kernel_state`: nothing is withdrawn.
+    /// A VIP's route for the routing daemon was announced (`withdrawn` none) or withdrawn,
+    /// and why (SPEC.md §10.6).
+    Announcement {
+        vip: Ipv4Addr,
+        withdrawn: Option<super::Withdrawn>,
+    },
+    /// Shutdown with `keep_kernel_state`: nothing is withdrawn (announcements are).
     KernelStateKept,
 }

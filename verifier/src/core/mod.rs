@@ -10,6 +10,9 @@
 //! the validity of certificates, keys and the replay cache. A step of the wall clock moves no
 //! timer (SPEC.md §9.3, "Clocks").
 
+mod announce;
+#[cfg(test)]
+mod announce_tests;
 #[cfg(test)]
 mod attack_tests;
 mod event;
@@ -22,6 +25,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 mod upkeep;
+pub use announce::{AnnounceConfig, Withdrawn};
 pub use event::Event;
 pub use liveness::{LivenessConfig, Notice};
 
@@ -141,6 +145,8 @@ pub struct RouterConfig {
     pub vips: Vec<VipSpec>,
     /// Beacons and standby claims (SPEC.md §5.5).
     pub liveness: LivenessConfig,
+    /// Routes held for a routing daemon to announce (SPEC.md §10.6).
+    pub announce: AnnounceConfig,
 }
 
 /// An MFC entry found in the kernel at start (left by an earlier verifier).
@@ -251,6 +257,7 @@ pub struct Router {
     ops: VecDeque<DataplaneOp>,
     events: VecDeque<Event>,
     liveness: liveness::Liveness,
+    announcer: announce::Announcer,
 }
 
 impl Router {
@@ -311,6 +318,7 @@ impl Router {
             ops: VecDeque::new(),
             events,
             liveness: Default::default(),
+            announcer: Default::default(),
             config,
         }
     }
@@ -602,6 +610,7 @@ impl Router {
         let now = timers(clock);
         match request {
             Request::Start => {
+                self.clear_stale_announcements();
                 self.querier.query_now(now);
                 self.queue_queries();
                 self.handle_timeout(clock);
@@ -625,6 +634,15 @@ impl Router {
                 }
                 self.native_planner().completed(op, ok);
                 self.vip.completed(op, ok);
+                if matches!(op, DataplaneOp::Vip(_)) {
+                    self.note_vip_write(ok);
+                    self.update_announcements();
+                }
+            }
+            DataplaneOp::Announce { vip, on, .. } if !ok => {
+                self.stats.kernel_errors += 1;
+                // Not held: the next update tries again (at the latest at the next key check).
+                self.announcement_failed(*vip, *on);
             }
             _ => {}
         }
@@ -713,6 +731,7 @@ impl Router {
             ops.insert(0, DataplaneOp::Repoint { ops: ops.len() });
         }
         self.push_ops(ops);
+        self.update_announcements();
     }
 
     fn push_ops(&mut self, ops: impl IntoIterator<Item = DataplaneOp>) {
@@ -812,6 +831,8 @@ impl Router {
     /// the MFC entries, the VIFs and what an earlier verifier left on them, VIP steering, and
     /// multicast routing itself.
     fn shutdown(&mut self) {
+        // Even when the steering stays: a router whose verifier stopped attracts no traffic.
+        self.stop_announcing();
         if self.config.keep_kernel_state {
             self.events.push_back(Event::KernelStateKept);
             return;

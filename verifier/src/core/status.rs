@@ -108,6 +108,7 @@ impl Router {
                 Native::Mfc(_) => Vec::new(),
             },
             vips: self.vip.status(),
+            announced: self.announcer.held().collect(),
             counters: Counters {
                 joins_accepted: s.joins_accepted,
                 plain_accepted: s.plain_accepted,

@@ -43,6 +43,7 @@ pub(super) fn config() -> RouterConfig {
         keep_kernel_state: false,
         vips: Vec::new(),
         liveness: Default::default(),
+        announce: Default::default(),
     }
 }
 

@@ -26,6 +26,7 @@ impl Router {
     pub fn handle_keys(&mut self, now: impl Into<Clock>, keys: &dyn KeySource) {
         let clock: Clock = now.into();
         let now = timers(clock);
+        self.note_usable_keys(clock.wall, keys);
         let revoked = self.verifier.revalidate(clock, keys);
         if !revoked.is_empty() {
             self.sync_liveness(clock);
@@ -39,6 +40,7 @@ impl Router {
             self.replan(now, Change::Ownership(change.group));
         }
         self.run_querier(now);
+        self.update_announcements();
     }
 
     /// The kernel dropped `dropped` datagrams at the IGMP socket's full queue (a flood faster

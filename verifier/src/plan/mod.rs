@@ -344,6 +344,14 @@ pub enum DataplaneOp {
     Repoint {
         ops: usize,
     },
+    /// Hold (`on`) or remove the blackhole route `vip`/32 with route protocol `protocol` in
+    /// the main table, for a routing daemon to announce (SPEC.md §10.6). Removing a route that
+    /// is not there succeeds.
+    Announce {
+        vip: Ipv4Addr,
+        on: bool,
+        protocol: u8,
+    },
     /// Remove the VIP table, then these routes and rules (shutdown).
     VipRemove {
         routes: Vec<VipRoute>,

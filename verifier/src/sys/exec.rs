@@ -160,6 +160,12 @@ impl Executor {
             }
             DataplaneOp::DeleteNetdevTable => warn!(error = %e, "removing the native nft table"),
             DataplaneOp::VipRemove { .. } => warn!(error = %e, "removing VIP steering"),
+            DataplaneOp::Announce { vip, on: true, .. } => {
+                warn!(%vip, error = %e, "announcing the VIP's route failed; retried")
+            }
+            DataplaneOp::Announce { vip, on: false, .. } => {
+                warn!(%vip, error = %e, "withdrawing the VIP's route failed")
+            }
             DataplaneOp::MfcProbe(_)
             | DataplaneOp::MfcRemoveLeftovers { .. }
             | DataplaneOp::DelVif(_)
@@ -213,6 +219,13 @@ impl Executor {
             DataplaneOp::SetAllmulti { ifname, on } => nft::set_allmulti(ifname, *on)?,
             DataplaneOp::Vip(change) => self.apply_vip(change)?,
             DataplaneOp::Repoint { .. } => {}
+            DataplaneOp::Announce { vip, on, protocol } => {
+                if *on {
+                    self.rtnl.blackhole_replace(*vip, *protocol)?;
+                } else {
+                    self.rtnl.blackhole_del(*vip, *protocol)?;
+                }
+            }
             DataplaneOp::VipRemove { routes, rules } => {
                 let table = self.nft_text(&format!("delete table ip {}", vip::TABLE));
                 for r in routes {

@@ -15,6 +15,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use std::io;
+use std::net::Ipv4Addr;
 
 /// A route or rule request the kernel refused, named like the `ip` command it replaces.
 #[derive(Debug, thiserror::Error)]
@@ -169,3 +170,50 @@ fn rule(r: &VipRule) -> RuleMessage {
 fn table_byte(table: u32) -> u8 {
     u8::try_from(table).unwrap_or(0)
 }
+
+/// The announced routes (SPEC.md §10.6): blackhole `<vip>/32` in the main table, tagged with
+/// the configured route protocol.
+impl Rtnl {
+    /// `ip route replace blackhole <vip>/32 proto <protocol>`.
+    pub fn blackhole_replace(&mut self, vip: Ipv4Addr, protocol: u8) -> Result<(), RtnlError> {
+        let mut m = announced(vip, protocol);
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::BlackHole;
+        self.request(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map_err(|source| RtnlError {
+            what: format!("ip route replace blackhole {vip}/32 proto {protocol}"),
+            source,
+        })
+    }
+
+    /// `ip route del blackhole <vip>/32 proto <protocol>`; a route that is not there is no
+    /// error (the goal is its absence).
+    pub fn blackhole_del(&mut self, vip: Ipv4Addr, protocol: u8) -> Result<(), RtnlError> {
+        let mut m = announced(vip, protocol);
+        m.header.scope = RouteScope::NoWhere;
+        m.header.kind = RouteType::BlackHole;
+        match self.request(RouteNetlinkMessage::DelRoute(m), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other.map_err(|source| RtnlError {
+                what: format!("ip route del blackhole {vip}/32 proto {protocol}"),
+                source,
+            }),
+        }
+    }
+}
+
+fn announced(vip: Ipv4Addr, protocol: u8) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.destination_prefix_length = 32;
+    m.header.table = MAIN_TABLE;
+    m.header.protocol = RouteProtocol::from(protocol);
+    m.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet(vip))];
+    m
+}
+
+/// RT_TABLE_MAIN.
+const MAIN_TABLE: u8 = 254;

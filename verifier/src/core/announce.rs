@@ -1,0 +1,150 @@
+//! Route announcement, for redundant verifiers (SPEC.md §10.6): while this router can verify
+//! and steer a VIP it holds a blackhole route for it in the main table, tagged with its own
+//! route protocol, for a routing daemon to announce upstream (FRR: `redistribute kernel` with a
+//! route map). Withdrawn when it cannot: no usable keys for the VIP's group at the last key
+//! check, the last VIP steering write failed, no verified claim for the group, or stopping.
+//! A router that cannot verify must not attract traffic.
+
+use super::*;
+use std::collections::BTreeSet;
+
+/// `[announce]`: off unless configured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnnounceConfig {
+    pub enabled: bool,
+    /// The kernel route protocol number the routes carry (iproute2's `rt_protos`): what the
+    /// routing daemon's route map and a restarted verifier's cleanup recognise them by.
+    pub protocol: u8,
+}
+
+/// Why a VIP is not announced (the first unmet condition), for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// Members are still answering the startup queries (the adopt grace).
+    Starting,
+    /// The keys for the VIP's group were unusable at the last key check.
+    NoKeys,
+    /// The last VIP steering write failed; the kernel's state is unknown until one holds.
+    WriteFailed,
+    /// No verified claim for the VIP's group: nobody to steer to.
+    NoOwner,
+    Stopping,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Announcer {
+    /// VIPs whose route is held (or on its way: ops are applied in order).
+    held: BTreeSet<Ipv4Addr>,
+    /// Groups whose keys were usable at the last key check.
+    keys_usable: BTreeSet<Ipv4Addr>,
+    /// The last VIP steering write failed and none has succeeded since.
+    write_failed: bool,
+    stopping: bool,
+}
+
+impl Announcer {
+    pub(super) fn held(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.held.iter().copied()
+    }
+}
+
+impl Router {
+    /// Removes what a verifier that did not stop cleanly left announced: nothing is held
+    /// until the conditions hold in this process.
+    pub(super) fn clear_stale_announcements(&mut self) {
+        let protocol = self.config.announce.protocol;
+        if !self.config.announce.enabled {
+            return;
+        }
+        let ops: Vec<_> = self
+            .config
+            .vips
+            .iter()
+            .map(|v| DataplaneOp::Announce {
+                vip: v.address,
+                on: false,
+                protocol,
+            })
+            .collect();
+        self.push_ops(ops);
+    }
+
+    /// The keys were checked: which VIP groups can be verified now.
+    pub(super) fn note_usable_keys(&mut self, wall: Timestamp, keys: &dyn KeySource) {
+        self.announcer.keys_usable = self
+            .config
+            .vips
+            .iter()
+            .map(|v| v.group)
+            .filter(|&g| keys.group_keys(g, wall).is_ok())
+            .collect();
+    }
+
+    /// The outcome of a VIP steering write.
+    pub(super) fn note_vip_write(&mut self, ok: bool) {
+        self.announcer.write_failed = !ok;
+    }
+
+    /// An announcement the kernel refused: an announce is retried by the next update; a
+    /// withdrawal that failed leaves the route to the next start's cleanup.
+    pub(super) fn announcement_failed(&mut self, vip: Ipv4Addr, on: bool) {
+        if on {
+            self.announcer.held.remove(&vip);
+        }
+    }
+
+    pub(super) fn stop_announcing(&mut self) {
+        self.announcer.stopping = true;
+        self.update_announcements();
+    }
+
+    /// Why `vip` cannot be announced now, if it cannot.
+    fn withdrawn(&self, vip: &VipSpec) -> Option<Withdrawn> {
+        let a = &self.announcer;
+        if a.stopping {
+            Some(Withdrawn::Stopping)
+        } else if self.adopt_until.is_some() {
+            Some(Withdrawn::Starting)
+        } else if !a.keys_usable.contains(&vip.group) {
+            Some(Withdrawn::NoKeys)
+        } else if a.write_failed {
+            Some(Withdrawn::WriteFailed)
+        } else if self.verifier.ownership().claims(vip.group).next().is_none() {
+            Some(Withdrawn::NoOwner)
+        } else {
+            None
+        }
+    }
+
+    /// Announces and withdraws what changed since the last call (after the steering ops of
+    /// the same turn, so a route is announced only behind the map that serves it).
+    pub(super) fn update_announcements(&mut self) {
+        if !self.config.announce.enabled {
+            return;
+        }
+        let protocol = self.config.announce.protocol;
+        let mut ops = Vec::new();
+        for vip in &self.config.vips {
+            let why = self.withdrawn(vip);
+            let held = self.announcer.held.contains(&vip.address);
+            if why.is_none() == held {
+                continue;
+            }
+            if why.is_none() {
+                self.announcer.held.insert(vip.address);
+            } else {
+                self.announcer.held.remove(&vip.address);
+            }
+            ops.push(DataplaneOp::Announce {
+                vip: vip.address,
+                on: why.is_none(),
+                protocol,
+            });
+            self.events.push_back(Event::Announcement {
+                vip: vip.address,
+                withdrawn: why,
+            });
+        }
+        self.push_ops(ops);
+    }
+}
