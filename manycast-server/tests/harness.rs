@@ -334,19 +334,42 @@ impl Lab {
         extra_config: &str,
         rust_log: Option<&str>,
     ) -> PathBuf {
+        self.spawn_named_verifier("verifier", router, interfaces, extra_config, rust_log)
+    }
+
+    /// [`Lab::spawn_verifier`] for one of several verifiers: its files are `<name>.toml`,
+    /// `<name>.log` and the socket `<name>.sock` (`status.sock` for "verifier"), and its
+    /// process is the child `name`.
+    pub fn spawn_named_verifier(
+        &mut self,
+        name: &str,
+        router: &str,
+        interfaces: &[&str],
+        extra_config: &str,
+        rust_log: Option<&str>,
+    ) -> PathBuf {
         let d = self.dir.path().to_owned();
         let (key_source, keystore) = match &self.verifier_keystore {
             Some(table) => (String::new(), format!("\n{table}")),
             None => {
-                let keys = d.join("keys.toml");
+                // Each verifier its own file: one being written must not be read by another.
+                let keys = if name == "verifier" {
+                    d.join("keys.toml")
+                } else {
+                    d.join(format!("{name}-keys.toml"))
+                };
                 let mut groups = vec![self.fixture.group_keys()];
                 groups.extend(self.extra_key_groups.iter().cloned());
                 std::fs::write(&keys, FileKeySource::render(&groups)).expect("keys");
                 (format!("keys = \"{}\"\n", keys.display()), String::new())
             }
         };
-        let socket = d.join("status.sock");
-        let config = d.join("verifier.toml");
+        let socket = if name == "verifier" {
+            d.join("status.sock")
+        } else {
+            d.join(format!("{name}.sock"))
+        };
+        let config = d.join(format!("{name}.toml"));
         let interfaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
         std::fs::write(
             &config,
@@ -357,7 +380,7 @@ impl Lab {
             ),
         )
         .expect("verifier config");
-        let log = std::fs::File::create(d.join("verifier.log")).expect("log");
+        let log = std::fs::File::create(d.join(format!("{name}.log"))).expect("log");
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", router])
@@ -373,7 +396,7 @@ impl Lab {
             .stderr(log)
             .spawn()
             .expect("start verifier");
-        self.children.push(("verifier".into(), child));
+        self.children.push((name.into(), child));
         socket
     }
 

@@ -10,6 +10,7 @@ mod health;
 mod insider;
 mod liveness;
 mod native;
+mod redundant;
 mod strategies;
 mod vip;
 mod vip_overlay;

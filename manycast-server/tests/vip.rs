@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const HTTP_PORT: u16 = 8080;
 const ARP_IGNORE: &str = "net.ipv4.conf.all.arp_ignore";
 const ARP_ANNOUNCE: &str = "net.ipv4.conf.all.arp_announce";
@@ -133,46 +133,7 @@ impl VipLab {
     /// the HTTP server bound to the VIP whose `/whoami` answers `m<i+1>`.
     pub(crate) fn start_member(&mut self, i: usize, strategy: &str) {
         let ns = self.servers[i].clone();
-        self.lab.start_server_with(
-            i,
-            &ns,
-            "m0",
-            "ctl0",
-            &format!(
-                "mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n{}",
-                if strategy == "forward" {
-                    format!("forward_overlay = \"{OVERLAY}\"\n")
-                } else {
-                    String::new()
-                }
-            ),
-            "",
-        );
-        wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
-        let www = self.lab.dir.path().join(format!("www{i}"));
-        std::fs::create_dir_all(&www).expect("www");
-        std::fs::write(www.join("whoami"), format!("m{}\n", i + 1)).expect("whoami");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-m", "http.server"])
-            .args(["--bind", &VIP.to_string(), "--protocol", "HTTP/1.1"])
-            .arg("--directory")
-            .arg(&www)
-            .arg(HTTP_PORT.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server (is python3 installed? scripts/setup.sh)");
-        self.lab.children.push((format!("http{i}"), child));
-        wait_for("the HTTP server listens on the VIP", || {
-            in_netns(&ns, || {
-                TcpStream::connect_timeout(
-                    &SocketAddrV4::new(VIP, HTTP_PORT).into(),
-                    Duration::from_secs(1),
-                )
-                .is_ok()
-            })
-        });
+        start_vip_member(&mut self.lab, i, &ns, "m0", strategy);
     }
 
     /// Both members own slices at one epoch and the verifier routes the VIP by both claims at
@@ -216,8 +177,54 @@ impl VipLab {
     }
 }
 
+/// Starts member `i` (0-based) in `ns` in VIP mode on `interface` with `strategy`, then, once
+/// it holds the VIP, the HTTP server bound to the VIP whose `/whoami` answers `m<i+1>`.
+pub(crate) fn start_vip_member(lab: &mut Lab, i: usize, ns: &str, interface: &str, strategy: &str) {
+    let ns = ns.to_owned();
+    lab.start_server_with(
+        i,
+        &ns,
+        interface,
+        "ctl0",
+        &format!(
+            "mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n{}",
+            if strategy == "forward" {
+                format!("forward_overlay = \"{OVERLAY}\"\n")
+            } else {
+                String::new()
+            }
+        ),
+        "",
+    );
+    wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
+    let www = lab.dir.path().join(format!("www{i}"));
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("whoami"), format!("m{}\n", i + 1)).expect("whoami");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, "python3", "-m", "http.server"])
+        .args(["--bind", &VIP.to_string(), "--protocol", "HTTP/1.1"])
+        .arg("--directory")
+        .arg(&www)
+        .arg(HTTP_PORT.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server (is python3 installed? scripts/setup.sh)");
+    lab.children.push((format!("http{i}"), child));
+    wait_for("the HTTP server listens on the VIP", || {
+        in_netns(&ns, || {
+            TcpStream::connect_timeout(
+                &SocketAddrV4::new(VIP, HTTP_PORT).into(),
+                Duration::from_secs(1),
+            )
+            .is_ok()
+        })
+    });
+}
+
 /// `curl` from `src` in `ns`: the body of `/whoami` on a new connection.
-fn curl(ns: &str, src: Ipv4Addr) -> String {
+pub(crate) fn curl(ns: &str, src: Ipv4Addr) -> String {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "5"])
         .args(["--interface", &src.to_string()])
@@ -233,13 +240,13 @@ fn curl(ns: &str, src: Ipv4Addr) -> String {
 }
 
 /// One HTTP/1.1 keep-alive connection from a chosen source address.
-struct KeepAlive {
+pub(crate) struct KeepAlive {
     src: Ipv4Addr,
     reader: BufReader<TcpStream>,
 }
 
 impl KeepAlive {
-    fn open(ns: &str, src: Ipv4Addr) -> KeepAlive {
+    pub(crate) fn open(ns: &str, src: Ipv4Addr) -> KeepAlive {
         let stream: TcpStream = in_netns(ns, || {
             let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("tcp");
             s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
@@ -261,7 +268,7 @@ impl KeepAlive {
     }
 
     /// GET /whoami on this connection: the body, or the error that ended the connection.
-    fn ask(&mut self) -> std::io::Result<String> {
+    pub(crate) fn ask(&mut self) -> std::io::Result<String> {
         self.reader
             .get_mut()
             .write_all(b"GET /whoami HTTP/1.1\r\nHost: vip\r\n\r\n")?;

@@ -1,4 +1,5 @@
 //! Helpers shared by these tests and this package's benchmarks (which include them by `#[path]`).
 
+pub mod frr;
 pub mod insider;
 pub mod keystore_daemon;
