@@ -239,12 +239,14 @@ impl Status {
             );
         }
         for v in &self.vips {
+            let announced = self.announced.iter().any(|a| a.to_string() == v.address);
             let _ = writeln!(
                 o,
-                "vip {} group {}{}",
+                "vip {} group {}{}{}",
                 v.address,
                 v.group,
-                if v.pin { " (pin)" } else { "" }
+                if v.pin { " (pin)" } else { "" },
+                if announced { " (announced)" } else { "" }
             );
             for (m, mark, via) in &v.members {
                 let _ = writeln!(o, "  member {m} mark {mark:#x} via {via}");
@@ -366,6 +368,14 @@ impl Status {
                 ),
             ]
             .map(|(kind, n)| (label("kind", kind), gauge(n))),
+        );
+        m.gauge_family(
+            "vip_announced",
+            "1 while this router holds the VIP's route for its routing daemon to announce.",
+            self.vips.iter().map(|v| {
+                let held = self.announced.iter().any(|a| a.to_string() == v.address);
+                (label("vip", &v.address), i64::from(held))
+            }),
         );
         m.counter_family(
             "native_packets_total",

@@ -65,7 +65,14 @@ fn a_vip_is_announced_only_while_this_router_can_verify_and_steer_it() {
     lab.router.handle_timeout(at(4));
     assert_eq!(announced(&lab.ops()), [(true, PROTOCOL)]);
     assert_eq!(withdrawals(&lab.events()), [None]);
-    assert_eq!(lab.status(at(4)).announced, [VIP]);
+    let status = lab.status(at(4));
+    assert_eq!(status.announced, [VIP]);
+    assert!(status.render_text().contains("(announced)"));
+    let metrics = status.render_metrics();
+    assert!(
+        metrics.contains(&format!("vip_announced{{vip=\"{VIP}\"}} 1")),
+        "{metrics}"
+    );
 
     // The keys become unusable (the keystore's answer expired): withdrawn at the key check.
     let none: HashMap<Ipv4Addr, Arc<GroupKeys>> = HashMap::new();
