@@ -30,6 +30,9 @@ declare -A benches=(
   # Needs root, mininet, nginx and wrk (issue 16): wrk through the VIP to nginx on the lab's
   # four servers vs the same wrk straight at them, keep-alive and one request per connection.
   [http]="http"
+  # Needs root and FRR (issue 14): two verifier routers behind an upstream ECMP router, silent
+  # router failures (TRIALS, default 20; BFD_MS, default 50) and the same-owner share.
+  [topology]="cargo bench --quiet -p manycast-server --bench topology"
 )
 
 # Merges JSON lines (later keys win) into one line named NAME, the keys ORDER (space-separated)

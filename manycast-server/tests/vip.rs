@@ -4,20 +4,18 @@
 //! HTTP/1.1 keep-alive) bound to the VIP in each server namespace is the application. Clients:
 //! curl, wrk, and keep-alive HTTP/1.1 connections held by the test.
 
-use crate::harness::{in_netns, verifier_status, wait_for, Lab, GROUP};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use crate::harness::{verifier_status, wait_for, Lab, GROUP};
+pub(crate) use crate::support::vip_member::{
+    curl, lo_has_vip, start_vip_member, KeepAlive, HTTP_PORT, VIP,
+};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
-const HTTP_PORT: u16 = 8080;
 const ARP_IGNORE: &str = "net.ipv4.conf.all.arp_ignore";
 const ARP_ANNOUNCE: &str = "net.ipv4.conf.all.arp_announce";
-const OVERLAY: &str = "10.99.0.0/24";
 const IP_FORWARD: &str = "net.ipv4.ip_forward";
 const TCP_LOOSE: &str = "net.netfilter.nf_conntrack_tcp_loose";
 
@@ -71,14 +69,6 @@ pub(crate) fn nft_in(ns: &str, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
-}
-
-fn lo_has_vip(ns: &str) -> bool {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "lo"])
-        .output()
-        .expect("ip addr");
-    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/32"))
 }
 
 impl VipLab {
@@ -174,145 +164,6 @@ impl VipLab {
             verifier_status(&self.socket)
                 .is_some_and(|s| s.ownership.len() == 1 && s.ownership[0].member == 1)
         });
-    }
-}
-
-/// Starts member `i` (0-based) in `ns` in VIP mode on `interface` with `strategy`, then, once
-/// it holds the VIP, the HTTP server bound to the VIP whose `/whoami` answers `m<i+1>`.
-pub(crate) fn start_vip_member(lab: &mut Lab, i: usize, ns: &str, interface: &str, strategy: &str) {
-    let ns = ns.to_owned();
-    lab.start_server_with(
-        i,
-        &ns,
-        interface,
-        "ctl0",
-        &format!(
-            "mode = \"vip\"\nstrategy = \"{strategy}\"\n[vip]\naddress = \"{VIP}\"\n{}",
-            if strategy == "forward" {
-                format!("forward_overlay = \"{OVERLAY}\"\n")
-            } else {
-                String::new()
-            }
-        ),
-        "",
-    );
-    wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
-    let www = lab.dir.path().join(format!("www{i}"));
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::write(www.join("whoami"), format!("m{}\n", i + 1)).expect("whoami");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns, "python3", "-m", "http.server"])
-        .args(["--bind", &VIP.to_string(), "--protocol", "HTTP/1.1"])
-        .arg("--directory")
-        .arg(&www)
-        .arg(HTTP_PORT.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server (is python3 installed? scripts/setup.sh)");
-    lab.children.push((format!("http{i}"), child));
-    wait_for("the HTTP server listens on the VIP", || {
-        in_netns(&ns, || {
-            TcpStream::connect_timeout(
-                &SocketAddrV4::new(VIP, HTTP_PORT).into(),
-                Duration::from_secs(1),
-            )
-            .is_ok()
-        })
-    });
-}
-
-/// `curl` from `src` in `ns`: the body of `/whoami` on a new connection.
-pub(crate) fn curl(ns: &str, src: Ipv4Addr) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "5"])
-        .args(["--interface", &src.to_string()])
-        .arg(format!("http://{VIP}:{HTTP_PORT}/whoami"))
-        .output()
-        .expect("curl (is curl installed? scripts/setup.sh)");
-    assert!(
-        out.status.success(),
-        "curl from {src}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// One HTTP/1.1 keep-alive connection from a chosen source address.
-pub(crate) struct KeepAlive {
-    src: Ipv4Addr,
-    reader: BufReader<TcpStream>,
-}
-
-impl KeepAlive {
-    pub(crate) fn open(ns: &str, src: Ipv4Addr) -> KeepAlive {
-        let stream: TcpStream = in_netns(ns, || {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("tcp");
-            s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
-                .expect("bind");
-            s.connect_timeout(
-                &SockAddr::from(SocketAddrV4::new(VIP, HTTP_PORT)),
-                Duration::from_secs(5),
-            )
-            .unwrap_or_else(|e| panic!("connect from {src}: {e}"));
-            s.into()
-        });
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        KeepAlive {
-            src,
-            reader: BufReader::new(stream),
-        }
-    }
-
-    /// GET /whoami on this connection: the body, or the error that ended the connection.
-    pub(crate) fn ask(&mut self) -> std::io::Result<String> {
-        self.reader
-            .get_mut()
-            .write_all(b"GET /whoami HTTP/1.1\r\nHost: vip\r\n\r\n")?;
-        let mut length = None;
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse::<usize>().ok();
-            }
-        }
-        let mut body = vec![0u8; length.ok_or(std::io::ErrorKind::InvalidData)?];
-        self.reader.read_exact(&mut body)?;
-        Ok(String::from_utf8_lossy(&body).trim().to_owned())
-    }
-
-    /// Without sending anything: did the server end this connection (RST or FIN)?
-    fn was_closed(&mut self) -> Option<String> {
-        let s = self.reader.get_mut();
-        s.set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        let mut b = [0u8; 1];
-        let r = s.read(&mut b);
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        match r {
-            Ok(0) => Some("EOF".into()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                None
-            }
-            Err(e) => Some(e.to_string()),
-            Ok(_) => Some("unexpected bytes".into()),
-        }
     }
 }
 

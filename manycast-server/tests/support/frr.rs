@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 const FRR: &str = "/usr/lib/frr";
 
-/// One BGP speaker: its AS, router id, eBGP neighbours (address, AS) with BFD at 100 ms × 3,
+/// One BGP speaker: its AS, router id, eBGP neighbours (address, AS) with BFD,
 /// and the /32 routes it announces from the kernel (the verifier's announced VIPs).
 #[derive(Debug, Clone)]
 pub struct Speaker {
@@ -18,6 +18,8 @@ pub struct Speaker {
     pub router_id: Ipv4Addr,
     pub neighbours: Vec<(Ipv4Addr, u32)>,
     pub export: Vec<Ipv4Addr>,
+    /// BFD's transmit and receive interval; a peer is down after 3 missed.
+    pub bfd_ms: u32,
 }
 
 impl Speaker {
@@ -28,7 +30,8 @@ impl Speaker {
         let mut bfd = format!("{head}bfd\n");
         for (n, _) in &self.neighbours {
             bfd += &format!(
-                " peer {n}\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n"
+                " peer {n}\n  receive-interval {ms}\n  transmit-interval {ms}\n  detect-multiplier 3\n",
+                ms = self.bfd_ms
             );
         }
         let mut bgp = head.clone();

@@ -3,3 +3,5 @@
 pub mod frr;
 pub mod insider;
 pub mod keystore_daemon;
+pub mod redundant_lab;
+pub mod vip_member;
