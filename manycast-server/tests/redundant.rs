@@ -6,7 +6,7 @@
 
 use crate::harness::verifier_status;
 use crate::support::frr;
-use crate::support::redundant_lab::{ip, nft, sources, Redundant, R1_UP, R2_UP};
+use crate::support::redundant_lab::{ip, nft, sources, verifier_config, Redundant, R1_UP, R2_UP};
 use crate::support::vip_member::{KeepAlive, VIP};
 use std::process::Command;
 
@@ -72,17 +72,45 @@ fn redundant_verifiers_steer_alike_and_a_failed_or_stopped_router_is_withdrawn()
     }
     r.wait_for_hops(&[R1_UP, R2_UP], "r1 comes back");
 
-    // r1's verifier stops: it withdraws its route, though its steering could stay.
-    r.lab.send_term("verifier-r1");
+    // r1's verifier is killed: it cannot withdraw, but its route went through a device only
+    // the process held, so the kernel removed both and BGP withdraws r1.
+    r.lab.kill("verifier-r1");
+    r.wait_for_hops(&[R2_UP], "the killed verifier's router is withdrawn");
+    assert!(
+        announced(&r.routers[0]).is_empty(),
+        "r1 still holds a route"
+    );
+    assert_eq!(r.answers(), via_r1);
+    // A new verifier on r1 announces once members have answered it (the adopt grace).
+    let again = r.lab.spawn_named_verifier(
+        "verifier-r1-again",
+        &r.routers[0],
+        &["x0", "s0"],
+        &verifier_config(),
+        Some("debug"),
+    );
+    r.wait_for_hops(&[R1_UP, R2_UP], "the restarted verifier announces r1 again");
+    assert!(verifier_status(&again).is_some_and(|s| s.announced == [VIP]));
+
+    // r2's verifier stops: it withdraws its route, though its steering could stay.
+    r.lab.send_term("verifier-r2");
     r.lab
-        .wait_exit("verifier-r1", std::time::Duration::from_secs(10));
-    r.wait_for_hops(&[R2_UP], "the stopped verifier's router is withdrawn");
-    let held = Command::new("ip")
-        .args(["-n", &r.routers[0], "route", "show", "proto", "77"])
-        .output()
-        .expect("ip route");
-    assert!(held.stdout.is_empty(), "r1 still holds an announced route");
+        .wait_exit("verifier-r2", std::time::Duration::from_secs(10));
+    r.wait_for_hops(&[R1_UP], "the stopped verifier's router is withdrawn");
+    assert!(
+        announced(&r.routers[1]).is_empty(),
+        "r2 still holds a route"
+    );
     assert_eq!(r.answers(), via_r1);
     let bgp = frr::vtysh(&r.up, &r.frr_up, "show ip bgp");
     assert!(bgp.contains(&VIP.to_string()), "{bgp}");
+}
+
+/// The routes `ns` holds with the announce protocol (77).
+fn announced(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "route", "show", "proto", "77"])
+        .output()
+        .expect("ip route");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -259,7 +259,8 @@ pub struct ShutdownSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceSection {
-    /// Hold a blackhole route for each `[[vip]]` in the main table while this router can
+    /// Hold a route for each `[[vip]]` (through the `mcv-announce` TUN device, which dies with
+    /// the process) in the main table while this router can
     /// verify and steer it, for a routing daemon (FRR: `redistribute kernel`) to announce.
     pub enabled: bool,
     /// The kernel route protocol the routes carry (iproute2's `rt_protos`; 5 to 255, and not

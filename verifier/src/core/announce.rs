@@ -1,5 +1,6 @@
 //! Route announcement, for redundant verifiers (SPEC.md §10.6): while this router can verify
-//! and steer a VIP it holds a blackhole route for it in the main table, tagged with its own
+//! and steer a VIP it holds a route for it in the main table (through a device that dies with
+//! the process, `sys/announce_dev.rs`), tagged with its own
 //! route protocol, for a routing daemon to announce upstream (FRR: `redistribute kernel` with a
 //! route map). Withdrawn when it cannot: no usable keys for the VIP's group at the last key
 //! check, the last VIP steering write failed, no verified claim for the group, or stopping.

@@ -344,9 +344,9 @@ pub enum DataplaneOp {
     Repoint {
         ops: usize,
     },
-    /// Hold (`on`) or remove the blackhole route `vip`/32 with route protocol `protocol` in
-    /// the main table, for a routing daemon to announce (SPEC.md §10.6). Removing a route that
-    /// is not there succeeds.
+    /// Hold (`on`) or remove the route `vip`/32 through the announce device, with route
+    /// protocol `protocol`, in the main table, for a routing daemon to announce (SPEC.md
+    /// §10.6). Removing a route that is not there succeeds.
     Announce {
         vip: Ipv4Addr,
         on: bool,

@@ -3,6 +3,7 @@
 //! `sys`'s other modules, the only code that changes the kernel. It also times each ownership
 //! change's ops (`repoint_us`).
 
+use super::announce_dev::AnnounceDevice;
 use super::libnft::{NftError, NftSession};
 use super::mroute::{self, MrouteControl};
 use super::rtnl::{Rtnl, RtnlError};
@@ -114,6 +115,9 @@ pub struct Executor {
     nft: RefCell<NftSession>,
     /// VIP routes and rules.
     rtnl: Rtnl,
+    /// The device announced routes go through, created at the first announcement and held
+    /// for the life of the process (its routes go with it, SPEC.md §10.6).
+    announce: Option<AnnounceDevice>,
     /// Whether the kernel holds a native nft table this process wrote.
     netdev_written: bool,
     /// The counters of the native tables we replaced (a rewrite starts at zero).
@@ -130,6 +134,7 @@ impl Executor {
             mrt,
             nft: RefCell::new(NftSession::new()?),
             rtnl: Rtnl::new()?,
+            announce: None,
             netdev_written: false,
             netdev_counted: KernelCounters::default(),
             nft_rewrites: 0,
@@ -221,9 +226,10 @@ impl Executor {
             DataplaneOp::Repoint { .. } => {}
             DataplaneOp::Announce { vip, on, protocol } => {
                 if *on {
-                    self.rtnl.blackhole_replace(*vip, *protocol)?;
+                    let ifindex = self.announce_device()?;
+                    self.rtnl.announce_replace(*vip, *protocol, ifindex)?;
                 } else {
-                    self.rtnl.blackhole_del(*vip, *protocol)?;
+                    self.rtnl.announce_del(*vip, *protocol)?;
                 }
             }
             DataplaneOp::VipRemove { routes, rules } => {
@@ -238,6 +244,18 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// The announce device's index, created and brought up first if need be.
+    fn announce_device(&mut self) -> Result<u32, KernelError> {
+        if let Some(d) = &self.announce {
+            return Ok(d.ifindex);
+        }
+        let d = AnnounceDevice::create()?;
+        self.rtnl.link_up(d.ifindex)?;
+        let ifindex = d.ifindex;
+        self.announce = Some(d);
+        Ok(ifindex)
     }
 
     /// The packet counters of (group, source) MFC entries (SIOCGETSGCNT, one lookup each).

@@ -1,6 +1,7 @@
 //! Kernel interfaces, the only code that touches the kernel: the multicast routing socket,
 //! `/proc/net/ip_mr_*`, `nft`/`ip`, the start-time setup and the executor of the core's ops.
 
+pub mod announce_dev;
 pub mod beacon_socket;
 pub mod exec;
 pub mod igmp_socket;

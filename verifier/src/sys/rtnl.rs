@@ -8,6 +8,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -171,37 +172,55 @@ fn table_byte(table: u32) -> u8 {
     u8::try_from(table).unwrap_or(0)
 }
 
-/// The announced routes (SPEC.md §10.6): blackhole `<vip>/32` in the main table, tagged with
-/// the configured route protocol.
+/// The announced routes (SPEC.md §10.6): `<vip>/32` through the announce device in the main
+/// table, tagged with the configured route protocol.
 impl Rtnl {
-    /// `ip route replace blackhole <vip>/32 proto <protocol>`.
-    pub fn blackhole_replace(&mut self, vip: Ipv4Addr, protocol: u8) -> Result<(), RtnlError> {
+    /// `ip route replace <vip>/32 dev <ifindex> proto <protocol> scope link`.
+    pub fn announce_replace(
+        &mut self,
+        vip: Ipv4Addr,
+        protocol: u8,
+        ifindex: u32,
+    ) -> Result<(), RtnlError> {
         let mut m = announced(vip, protocol);
-        m.header.scope = RouteScope::Universe;
-        m.header.kind = RouteType::BlackHole;
+        m.header.scope = RouteScope::Link;
+        m.header.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Oif(ifindex));
         self.request(
             RouteNetlinkMessage::NewRoute(m),
             NLM_F_CREATE | NLM_F_REPLACE,
         )
         .map_err(|source| RtnlError {
-            what: format!("ip route replace blackhole {vip}/32 proto {protocol}"),
+            what: format!("ip route replace {vip}/32 dev {ifindex} proto {protocol}"),
             source,
         })
     }
 
-    /// `ip route del blackhole <vip>/32 proto <protocol>`; a route that is not there is no
-    /// error (the goal is its absence).
-    pub fn blackhole_del(&mut self, vip: Ipv4Addr, protocol: u8) -> Result<(), RtnlError> {
+    /// `ip route del <vip>/32 proto <protocol>`; a route that is not there is no error (the
+    /// goal is its absence).
+    pub fn announce_del(&mut self, vip: Ipv4Addr, protocol: u8) -> Result<(), RtnlError> {
         let mut m = announced(vip, protocol);
         m.header.scope = RouteScope::NoWhere;
-        m.header.kind = RouteType::BlackHole;
         match self.request(RouteNetlinkMessage::DelRoute(m), 0) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             other => other.map_err(|source| RtnlError {
-                what: format!("ip route del blackhole {vip}/32 proto {protocol}"),
+                what: format!("ip route del {vip}/32 proto {protocol}"),
                 source,
             }),
         }
+    }
+
+    /// `ip link set <ifindex> up`.
+    pub fn link_up(&mut self, ifindex: u32) -> Result<(), RtnlError> {
+        let mut m = LinkMessage::default();
+        m.header.index = ifindex;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(m), 0)
+            .map_err(|source| RtnlError {
+                what: format!("ip link set {ifindex} up"),
+                source,
+            })
     }
 }
 
