@@ -101,6 +101,7 @@ impl Daemon {
             NativeDataplane::Nft => None,
         };
         let beacons = BeaconSocket::open(router_config.liveness.port, &found.interfaces)?;
+        let announce = router_config.announce.enabled;
         let core = Router::new(clocks(), router_config, found);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
@@ -108,7 +109,7 @@ impl Daemon {
             keys,
             refresher: None,
             core,
-            exec: Executor::new(sockets.control, mrt)?,
+            exec: Executor::new(sockets.control, mrt, announce)?,
             igmp,
             socket_drops: igmp_socket::Drops::default(),
             beacons,

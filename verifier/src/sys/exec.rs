@@ -128,8 +128,14 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(control: MrouteControl, mrt: Option<Socket>) -> Result<Self, KernelError> {
-        Ok(Executor {
+    /// With `announce`, the announce device is created now, so that a kernel without TUN
+    /// stops the start with one clear line rather than failing each announcement later.
+    pub fn new(
+        control: MrouteControl,
+        mrt: Option<Socket>,
+        announce: bool,
+    ) -> Result<Self, KernelError> {
+        let mut exec = Executor {
             control,
             mrt,
             nft: RefCell::new(NftSession::new()?),
@@ -139,7 +145,11 @@ impl Executor {
             netdev_counted: KernelCounters::default(),
             nft_rewrites: 0,
             repoints: RepointTimes::default(),
-        })
+        };
+        if announce {
+            exec.announce_device()?;
+        }
+        Ok(exec)
     }
 
     /// Applies `op`, logs a failure; returns whether it was applied (for the core).
