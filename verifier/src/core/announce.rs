@@ -1,10 +1,10 @@
 //! Route announcement, for redundant verifiers (SPEC.md §10.6): while this router can verify
-//! and steer a VIP it holds a route for it in the main table (through a device that dies with
-//! the process, `sys/announce_dev.rs`), tagged with its own
-//! route protocol, for a routing daemon to announce upstream (FRR: `redistribute kernel` with a
-//! route map). Withdrawn when it cannot: no usable keys for the VIP's group at the last key
-//! check, the last VIP steering write failed, no verified claim for the group, or stopping.
-//! A router that cannot verify must not attract traffic.
+//! and steer a VIP it holds a route for it in the main table, tagged with its own route
+//! protocol and through a device that dies with the process (`sys/announce_dev.rs`), for a
+//! routing daemon to announce upstream (FRR: `redistribute kernel` with a route map). Withdrawn
+//! when it cannot: still in the adopt grace, no usable keys for the VIP's group at the last key
+//! check, the last VIP steering write failed, no verified claim for the group, or stopping. A
+//! router that cannot verify must not attract traffic.
 
 use super::*;
 use std::collections::BTreeSet;
@@ -53,10 +53,10 @@ impl Router {
     /// Removes what a verifier that did not stop cleanly left announced: nothing is held
     /// until the conditions hold in this process.
     pub(super) fn clear_stale_announcements(&mut self) {
-        let protocol = self.config.announce.protocol;
         if !self.config.announce.enabled {
             return;
         }
+        let protocol = self.config.announce.protocol;
         let ops: Vec<_> = self
             .config
             .vips
