@@ -579,6 +579,10 @@ fn vip_forward_serves_moved_connections_on_the_old_owner_and_restores_the_host()
 fn vip_forward_drain_serves_held_connections_to_their_end() {
     let mut v = VipLab::new(false, &[]);
     v.start_member(0, "forward");
+    // Member 1 alone first, so that member 2 gains half of the units from it when it arrives
+    // (two members that commit their first allocation together gain nothing from each other,
+    // and member 2 would forward only the drained half: seen on a loaded machine).
+    v.wait_for_one_owner();
     v.start_member(1, "forward");
     v.wait_for_two_owners();
     let client = v.client.clone();
