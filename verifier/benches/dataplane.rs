@@ -593,7 +593,12 @@ fn new_sources(lab: &RouterLab, dataplane: Dataplane) -> (u32, f64) {
     (best, loss_at_target.unwrap_or(1.0))
 }
 
-fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
+/// VIP steering vs plain routing. The verifier's tables (the fast path's netdev table and the
+/// `ip` table of marks) as it wrote them for the steered phases; both taken out for the plain
+/// phases, whose datagrams go to the owners' own addresses through the main routing table. With
+/// `pin`, each of the 64 flows is in the pin table after its first packet, so the phases
+/// measure the established flows' path (a flow's first packet costs one more insertion).
+fn vip(lab: &mut RouterLab, what: &str) -> (f64, f64, f64) {
     two_owners(lab);
     wait_for("VIP routed to both members", || {
         lab.status()
@@ -601,36 +606,44 @@ fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
             .first()
             .is_some_and(|v| v.members.len() == 2)
     });
-    let saved = lab.dir.join("verifier-table.nft");
-    let table = lab
-        .router
-        .exec("nft", &["list", "table", "ip", "manycast_verifier"]);
-    std::fs::write(&saved, table).expect("save the verifier's table");
+    let tables = ["ip manycast_verifier", "netdev manycast_vip"];
+    let saved = lab.dir.join("verifier-tables.nft");
+    let listing: String = tables
+        .iter()
+        .map(|t| {
+            let (family, name) = t.split_once(' ').expect("family and name");
+            lab.router.exec("nft", &["list", "table", family, name])
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!("dataplane: {what}: the verifier's tables:\n{listing}");
+    std::fs::write(&saved, listing).expect("save the verifier's tables");
     let saved = saved.to_string_lossy().into_owned();
     let router = lab.router.clone();
-    let has_table = {
+    let has_tables = {
         let router = router.clone();
         move || {
-            router
-                .exec("nft", &["list", "tables"])
-                .contains("manycast_verifier")
+            let t = router.exec("nft", &["list", "tables"]);
+            t.contains("manycast_verifier") && t.contains("manycast_vip")
         }
     };
-    // Steered: the verifier's table as it wrote it. Plain: the table taken out, packets to the
-    // owners' own addresses through the main routing table.
     let restore = || {
-        if !has_table() {
+        if !has_tables() {
             router.exec("nft", &["-f", &saved]);
         }
     };
     let take_out = || {
-        if has_table() {
-            router.exec("nft", &["delete", "table", "ip", "manycast_verifier"]);
+        let listed = router.exec("nft", &["list", "tables"]);
+        for t in tables {
+            if listed.contains(t.split_once(' ').expect("name").1) {
+                let (family, name) = t.split_once(' ').expect("family and name");
+                router.exec("nft", &["delete", "table", family, name]);
+            }
         }
     };
     let steered = Workload::new(lab, |_| VIP);
     let plain = Workload::new(lab, |k| owner_addr(lab, k));
-    let r = compare(lab, "vip", (&steered, &restore), (&plain, &take_out));
+    let r = compare(lab, what, (&steered, &restore), (&plain, &take_out));
     restore();
     r
 }
@@ -751,6 +764,23 @@ fn mfc_after_steps(lab: &RouterLab) {
     );
 }
 
+/// (ratio, steered, plain) of VIP steering without pin, then with pin, each in a fresh lab.
+fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
+    let vip_lab = |pin: bool| {
+        let mut lab = RouterLab::new(
+            2,
+            &format!("[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = {pin}\n"),
+        );
+        lab.log_filter = "info".into();
+        install_sinks(&lab);
+        lab.start();
+        lab
+    };
+    let plain = vip(&mut vip_lab(false), "vip");
+    let pinned = vip(&mut vip_lab(true), "vip-pin");
+    (plain, pinned)
+}
+
 fn main() {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -769,6 +799,12 @@ fn main() {
         PHASE
     );
 
+    if std::env::var_os("DATAPLANE_VIP_ONLY").is_some() {
+        // The VIP phases alone, for a quick look: no JSON line.
+        let ((vip_ratio, ..), (pin_ratio, ..)) = vips();
+        eprintln!("dataplane: VIP only: vip_ratio {vip_ratio:.3}, vip_pin_ratio {pin_ratio:.3}");
+        return;
+    }
     let mut lab = RouterLab::new(2, "");
     lab.log_filter = "info".into();
     // The verifier's upcall latency bounds the kernel's list of unresolved (S,G), which every
@@ -786,15 +822,7 @@ fn main() {
     }
     drop(lab);
 
-    let mut lab = RouterLab::new(
-        2,
-        "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n",
-    );
-    lab.log_filter = "info".into();
-    install_sinks(&lab);
-    lab.start();
-    let (vip_ratio, vip_steered, vip_plain) = vip(&mut lab);
-    drop(lab);
+    let ((vip_ratio, vip_steered, vip_plain), (pin_ratio, pin_steered, pin_plain)) = vips();
 
     let mut lab = RouterLab::new(
         2,
@@ -807,10 +835,11 @@ fn main() {
 
     eprintln!(
         "dataplane: native {native_steered:.0} pps vs plain routing {native_plain:.0} pps; \
-         VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps (medians)"
+         VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps; pinned VIP \
+         {pin_steered:.0} pps vs plain routing {pin_plain:.0} pps (medians)"
     );
     let line = format!(
-        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",
+        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"vip_pin_ratio\":{pin_ratio:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",
         native_ratio,
         vip_ratio,
         new_per_s,
