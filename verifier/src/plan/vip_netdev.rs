@@ -12,8 +12,8 @@
 //!   member's mark selects its hop chain (`hop_<vip>`: mark → jump).
 //!
 //! What the table does not forward (TTL ≤ 1, a packet from the hop's own interface, a value with
-//! no owner, a member whose interface is not served, other protocols in pin mode, a full flow
-//! table) is accepted and meets the `ip` table's marks and policy routes as before: the slow
+//! no owner, a member whose interface is not served, fragments and protocols other than TCP and
+//! UDP in pin mode, a new flow while the flow table is full) is accepted and meets the `ip` table's marks and policy routes as before: the slow
 //! path, which also carries VIP traffic arriving on interfaces the verifier does not serve.
 //!
 //! Pure text, tested here; [`super::vip`] plans it and the executor sends it with the `ip`
@@ -135,8 +135,10 @@ fn vip_chain_rules(v: &FastVip) -> Vec<String> {
 }
 
 fn ingress_rule(v: &FastVip) -> String {
+    // A pinned flow is keyed by its ports: a fragment (which may have none) takes the slow
+    // path, all of a datagram's fragments together, where conntrack reassembles them.
     let protos = if v.pin {
-        " meta l4proto { tcp, udp }"
+        " ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp }"
     } else {
         ""
     };
@@ -376,7 +378,7 @@ mod tests {
              \t\ttcp flags & (syn | ack) == syn delete @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark }\n\
              \t\tmeta mark set meta l4proto . ip saddr . th sport . th dport map @pin_10_200_0_1 update @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\
              \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\t}\n",
-            "\t\tip daddr 10.200.0.1 ip ttl > 1 meta l4proto { tcp, udp } goto v_10_200_0_1\n",
+            "\t\tip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp } goto v_10_200_0_1\n",
         ] {
             assert!(text.contains(want), "{want}\nnot in\n{text}");
         }
