@@ -594,8 +594,12 @@ fn new_sources(lab: &RouterLab, dataplane: Dataplane) -> (u32, f64) {
 }
 
 /// VIP steering vs plain routing. The verifier's tables (the fast path's netdev table and the
-/// `ip` table of marks) as it wrote them for the steered phases; both taken out for the plain
-/// phases, whose datagrams go to the owners' own addresses through the main routing table. With
+/// `ip` table of marks) and its policy rules as it wrote them for the steered phases; all taken
+/// out for the plain phases, whose datagrams go to the owners' own addresses through the main
+/// routing table. Not taken out with them: the namespace's `fib_has_custom_rules`, which the
+/// kernel sets with the first policy rule and never clears, so plain packets still go through
+/// `fib_rules_lookup` (the local and main rules; `perf` shows it in the plain phases), as on any
+/// router that runs VIP mode. With
 /// `pin`, each of the 64 flows is in the pin table after its first packet, so the phases
 /// measure the established flows' path (a flow's first packet costs one more insertion).
 fn vip(lab: &mut RouterLab, what: &str) -> (f64, f64, f64) {
@@ -606,7 +610,19 @@ fn vip(lab: &mut RouterLab, what: &str) -> (f64, f64, f64) {
             .first()
             .is_some_and(|v| v.members.len() == 2)
     });
-    let tables = ["ip manycast_verifier", "netdev manycast_vip"];
+    // `DATAPLANE_VIP_SLOW=1`: the fast path's table taken out for good, so that the steered
+    // phases measure the slow path alone (marks, policy routes, conntrack for pin), the VIP
+    // steering before issue 16's item 5: an A/B in one lab, outside the JSON line.
+    let slow = std::env::var_os("DATAPLANE_VIP_SLOW").is_some();
+    if slow {
+        lab.router
+            .exec("nft", &["delete", "table", "netdev", "manycast_vip"]);
+    }
+    let tables: &[&str] = if slow {
+        &["ip manycast_verifier"]
+    } else {
+        &["ip manycast_verifier", "netdev manycast_vip"]
+    };
     let saved = lab.dir.join("verifier-tables.nft");
     let listing: String = tables
         .iter()
@@ -620,24 +636,45 @@ fn vip(lab: &mut RouterLab, what: &str) -> (f64, f64, f64) {
     std::fs::write(&saved, listing).expect("save the verifier's tables");
     let saved = saved.to_string_lossy().into_owned();
     let router = lab.router.clone();
+    // The verifier's fwmark rules, as `ip rule add` arguments.
+    let rules: Vec<Vec<String>> = router
+        .ip(&["rule", "show", "pref", "5000"])
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let at = |k: &str| Some(w.get(w.iter().position(|x| *x == k)? + 1)?.to_string());
+            Some(vec![at("fwmark")?, at("lookup")?])
+        })
+        .collect();
+    assert_eq!(rules.len(), 2, "a fwmark rule per member");
     let has_tables = {
         let router = router.clone();
         move || {
             let t = router.exec("nft", &["list", "tables"]);
-            t.contains("manycast_verifier") && t.contains("manycast_vip")
+            tables.iter().all(|n| t.contains(n))
         }
     };
     let restore = || {
         if !has_tables() {
             router.exec("nft", &["-f", &saved]);
+            for r in &rules {
+                router.ip(&[
+                    "rule", "add", "pref", "5000", "fwmark", &r[0], "table", &r[1],
+                ]);
+            }
         }
     };
+    // Tables and rules go and come back together.
     let take_out = || {
-        let listed = router.exec("nft", &["list", "tables"]);
-        for t in tables {
-            if listed.contains(t.split_once(' ').expect("name").1) {
+        if has_tables() {
+            for t in tables {
                 let (family, name) = t.split_once(' ').expect("family and name");
                 router.exec("nft", &["delete", "table", family, name]);
+            }
+            for r in &rules {
+                router.ip(&[
+                    "rule", "del", "pref", "5000", "fwmark", &r[0], "table", &r[1],
+                ]);
             }
         }
     };
