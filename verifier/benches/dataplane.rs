@@ -324,19 +324,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// always runs first, and each ratio pairs two phases a second apart, so that a build starting
 /// on the shared machine shifts both sides of one ratio rather than one side of the medians.
 fn compare(
-    lab: &RouterLab,
     what: &str,
-    steered: (&Workload, &dyn Fn()),
-    plain: (&Workload, &dyn Fn()),
+    steered: (&RouterLab, &Workload, &dyn Fn()),
+    plain: (&RouterLab, &Workload, &dyn Fn()),
 ) -> (f64, f64, f64) {
     let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..ROUNDS {
         if r % 2 == 0 {
-            a.push(phase(lab, steered.0, steered.1, None));
-            b.push(phase(lab, plain.0, plain.1, None));
+            a.push(phase(steered.0, steered.1, steered.2, None));
+            b.push(phase(plain.0, plain.1, plain.2, None));
         } else {
-            b.push(phase(lab, plain.0, plain.1, None));
-            a.push(phase(lab, steered.0, steered.1, None));
+            b.push(phase(plain.0, plain.1, plain.2, None));
+            a.push(phase(steered.0, steered.1, steered.2, None));
         }
         ratios.push(a[r] / b[r]);
         eprintln!(
@@ -346,8 +345,13 @@ fn compare(
     }
     if std::env::var_os("DATAPLANE_PERF").is_some() {
         // One more phase of each under `perf record`, outside the figures (perf costs CPU).
-        let s = phase(lab, steered.0, steered.1, Some(format!("{what}-steered")));
-        let p = phase(lab, plain.0, plain.1, Some(format!("{what}-plain")));
+        let s = phase(
+            steered.0,
+            steered.1,
+            steered.2,
+            Some(format!("{what}-steered")),
+        );
+        let p = phase(plain.0, plain.1, plain.2, Some(format!("{what}-plain")));
         eprintln!("dataplane: {what} profiled (not counted): steered {s:.0} pps, plain {p:.0} pps");
     }
     (median(ratios), median(a), median(b))
@@ -387,7 +391,7 @@ fn native(lab: &mut RouterLab, dataplane: Dataplane) -> (f64, f64, f64) {
             lab.steered(GROUP) == BTreeMap::from([(1, 1), (2, 1)])
         }),
     }
-    compare(lab, "native", (&steered, &|| {}), (&plain, &|| {}))
+    compare("native", (lab, &steered, &|| {}), (lab, &plain, &|| {}))
 }
 
 /// What one step of new sources did, counted at each stage.
@@ -593,16 +597,17 @@ fn new_sources(lab: &RouterLab, dataplane: Dataplane) -> (u32, f64) {
     (best, loss_at_target.unwrap_or(1.0))
 }
 
-/// VIP steering vs plain routing. The verifier's tables (the fast path's netdev table and the
-/// `ip` table of marks) and its policy rules as it wrote them for the steered phases; all taken
-/// out for the plain phases, whose datagrams go to the owners' own addresses through the main
-/// routing table. Not taken out with them: the namespace's `fib_has_custom_rules`, which the
-/// kernel sets with the first policy rule and never clears, so plain packets still go through
-/// `fib_rules_lookup` (the local and main rules; `perf` shows it in the plain phases), as on any
-/// router that runs VIP mode. With
-/// `pin`, each of the 64 flows is in the pin table after its first packet, so the phases
-/// measure the established flows' path (a flow's first packet costs one more insertion).
-fn vip(lab: &mut RouterLab, what: &str) -> (f64, f64, f64) {
+/// VIP steering vs plain routing. Steered: datagrams to the VIP through the verifier's router,
+/// its tables (the fast path's netdev table, the `ip` table of marks) and policy rules as it
+/// wrote them. Plain: the same datagrams to the owners' own addresses through `twin`, a router
+/// namespace of the same topology where no verifier ever ran. Not the VIP router with the
+/// verifier's state taken out: the kernel sets a namespace's `fib_has_custom_rules` with its
+/// first policy rule and never clears it, so every packet routed there walks the rule list
+/// (`fib_rules_lookup`, ~12 % of a plain packet's cost in `perf`) even with the rules gone,
+/// which flattered the steering (it made the earlier VIP figures). With `pin`, each of the 64
+/// flows is in the pin table after its first packet, so the phases measure the established
+/// flows' path (a flow's first packet costs one more insertion).
+fn vip(lab: &mut RouterLab, twin: &RouterLab, what: &str) -> (f64, f64, f64) {
     two_owners(lab);
     wait_for("VIP routed to both members", || {
         lab.status()
@@ -610,79 +615,16 @@ fn vip(lab: &mut RouterLab, what: &str) -> (f64, f64, f64) {
             .first()
             .is_some_and(|v| v.members.len() == 2)
     });
-    // `DATAPLANE_VIP_SLOW=1`: the fast path's table taken out for good, so that the steered
-    // phases measure the slow path alone (marks, policy routes, conntrack for pin), the VIP
-    // steering before issue 16's item 5: an A/B in one lab, outside the JSON line.
-    let slow = std::env::var_os("DATAPLANE_VIP_SLOW").is_some();
-    if slow {
+    // `DATAPLANE_VIP_SLOW=1`: the fast path's table taken out, so that the steered phases
+    // measure the slow path alone (marks, policy routes, conntrack for pin), the VIP steering
+    // before issue 16's item 5: an A/B in one run, outside the JSON line.
+    if std::env::var_os("DATAPLANE_VIP_SLOW").is_some() {
         lab.router
             .exec("nft", &["delete", "table", "netdev", "manycast_vip"]);
     }
-    let tables: &[&str] = if slow {
-        &["ip manycast_verifier"]
-    } else {
-        &["ip manycast_verifier", "netdev manycast_vip"]
-    };
-    let saved = lab.dir.join("verifier-tables.nft");
-    let listing: String = tables
-        .iter()
-        .map(|t| {
-            let (family, name) = t.split_once(' ').expect("family and name");
-            lab.router.exec("nft", &["list", "table", family, name])
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    eprintln!("dataplane: {what}: the verifier's tables:\n{listing}");
-    std::fs::write(&saved, listing).expect("save the verifier's tables");
-    let saved = saved.to_string_lossy().into_owned();
-    let router = lab.router.clone();
-    // The verifier's fwmark rules, as `ip rule add` arguments.
-    let rules: Vec<Vec<String>> = router
-        .ip(&["rule", "show", "pref", "5000"])
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let at = |k: &str| Some(w.get(w.iter().position(|x| *x == k)? + 1)?.to_string());
-            Some(vec![at("fwmark")?, at("lookup")?])
-        })
-        .collect();
-    assert_eq!(rules.len(), 2, "a fwmark rule per member");
-    let has_tables = {
-        let router = router.clone();
-        move || {
-            let t = router.exec("nft", &["list", "tables"]);
-            tables.iter().all(|n| t.contains(n))
-        }
-    };
-    let restore = || {
-        if !has_tables() {
-            router.exec("nft", &["-f", &saved]);
-            for r in &rules {
-                router.ip(&[
-                    "rule", "add", "pref", "5000", "fwmark", &r[0], "table", &r[1],
-                ]);
-            }
-        }
-    };
-    // Tables and rules go and come back together.
-    let take_out = || {
-        if has_tables() {
-            for t in tables {
-                let (family, name) = t.split_once(' ').expect("family and name");
-                router.exec("nft", &["delete", "table", family, name]);
-            }
-            for r in &rules {
-                router.ip(&[
-                    "rule", "del", "pref", "5000", "fwmark", &r[0], "table", &r[1],
-                ]);
-            }
-        }
-    };
     let steered = Workload::new(lab, |_| VIP);
-    let plain = Workload::new(lab, |k| owner_addr(lab, k));
-    let r = compare(lab, what, (&steered, &restore), (&plain, &take_out));
-    restore();
-    r
+    let plain = Workload::new(twin, |k| owner_addr(twin, k));
+    compare(what, (lab, &steered, &|| {}), (twin, &plain, &|| {}))
 }
 
 /// Re-points measured in the verifier (its `repoint_us`, the median time to apply one
@@ -813,8 +755,11 @@ fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
         lab.start();
         lab
     };
-    let plain = vip(&mut vip_lab(false), "vip");
-    let pinned = vip(&mut vip_lab(true), "vip-pin");
+    // Plain routing's router: the same topology, no verifier.
+    let twin = RouterLab::new(2, "");
+    install_sinks(&twin);
+    let plain = vip(&mut vip_lab(false), &twin, "vip");
+    let pinned = vip(&mut vip_lab(true), &twin, "vip-pin");
     (plain, pinned)
 }
 

@@ -555,7 +555,6 @@ fn vip_plan_puts_routes_before_the_map_and_removes_what_went_stale() {
         changes[1].ruleset.text,
         "add element ip manycast_verifier vip_10_200_0_1 { 0.0.0.1 : 0x4d430002 }\n\
          add chain netdev manycast_vip m2_10_0_0_3\n\
-         add rule netdev manycast_vip m2_10_0_0_3 meta iifname \"s1\" accept\n\
          add rule netdev manycast_vip m2_10_0_0_3 counter fwd ip to 10.0.0.3 device \"s1\"\n\
          add element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 : jump m2_10_0_0_3 }\n"
     );

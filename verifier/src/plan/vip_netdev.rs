@@ -32,6 +32,9 @@ pub const MARK_BASE: u32 = 0x4d43_0000;
 pub fn mark_of(member: u32) -> Option<u32> {
     (member <= 0xffff).then_some(MARK_BASE | member)
 }
+/// The ingress hook's priority: before the native table's (0), so that a VIP's packet does not
+/// go through that table's rules too (a native group's packets go through one rule here).
+pub const PRIORITY: i32 = -10;
 /// A pinned flow is forgotten after this long without a packet (the pin-mode linger of a
 /// member that lost its slices is the same).
 pub const PIN_IDLE_S: u64 = 300;
@@ -156,10 +159,16 @@ fn hops_of(vips: &[FastVip]) -> BTreeMap<String, &Hop> {
         .collect()
 }
 
+/// A hop's chain forwards, counted: the native plane's rule without its check of the arrival
+/// interface (a unicast packet from the member's own link goes back out of it, as routing
+/// would send it).
+fn hop_rule(h: &Hop) -> String {
+    let [_, fwd] = chain_rules(h);
+    fwd
+}
+
 fn add_chain_rules(out: &mut String, h: &Hop) {
-    for rule in chain_rules(h) {
-        let _ = writeln!(out, "add rule netdev {TABLE} {} {rule}", h.chain());
-    }
+    let _ = writeln!(out, "add rule netdev {TABLE} {} {}", h.chain(), hop_rule(h));
 }
 
 /// The whole table as one transaction (created if missing, deleted, written anew): used when
@@ -169,12 +178,7 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
     let mut out =
         format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
     for h in hops_of(vips).values() {
-        let [local, fwd] = chain_rules(h);
-        let _ = writeln!(
-            out,
-            "\tchain {} {{\n\t\t{local}\n\t\t{fwd}\n\t}}",
-            h.chain()
-        );
+        let _ = writeln!(out, "\tchain {} {{\n\t\t{}\n\t}}", h.chain(), hop_rule(h));
     }
     for v in vips {
         let elements = |e: &BTreeMap<u32, String>, key: &dyn Fn(u32) -> String| {
@@ -212,7 +216,7 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
     }
     let _ = writeln!(
         out,
-        "\tchain ingress {{\n\t\ttype filter hook ingress devices = {{ {} }} priority 0; policy accept;",
+        "\tchain ingress {{\n\t\ttype filter hook ingress devices = {{ {} }} priority {PRIORITY}; policy accept;",
         quoted(devices)
     );
     for v in vips {
@@ -353,13 +357,13 @@ mod tests {
             "add table netdev manycast_vip\n\
              delete table netdev manycast_vip\n\
              table netdev manycast_vip {\n\
-             \tchain m1_10_0_1_2 {\n\t\tmeta iifname \"s1\" accept\n\t\tcounter fwd ip to 10.0.1.2 device \"s1\"\n\t}\n\
-             \tchain m2_10_0_2_2 {\n\t\tmeta iifname \"s2\" accept\n\t\tcounter fwd ip to 10.0.2.2 device \"s2\"\n\t}\n\
+             \tchain m1_10_0_1_2 {\n\t\tcounter fwd ip to 10.0.1.2 device \"s1\"\n\t}\n\
+             \tchain m2_10_0_2_2 {\n\t\tcounter fwd ip to 10.0.2.2 device \"s2\"\n\t}\n\
              \tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : verdict\n\
              \t\telements = { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.1 : jump m2_10_0_2_2 }\n\t}\n\
              \tchain v_10_200_0_1 {\n\t\tip saddr & 0.0.0.3 vmap @vip_10_200_0_1\n\t}\n\
              \tchain ingress {\n\
-             \t\ttype filter hook ingress devices = { \"c0\", \"s1\", \"s2\" } priority 0; policy accept;\n\
+             \t\ttype filter hook ingress devices = { \"c0\", \"s1\", \"s2\" } priority -10; policy accept;\n\
              \t\tip daddr 10.200.0.1 ip ttl > 1 goto v_10_200_0_1\n\
              \t}\n}\n"
         );
@@ -411,7 +415,6 @@ mod tests {
         assert!(
             text.starts_with(
                 "add chain netdev manycast_vip m3_10_0_3_2\n\
-             add rule netdev manycast_vip m3_10_0_3_2 meta iifname \"s3\" accept\n\
              add rule netdev manycast_vip m3_10_0_3_2 counter fwd ip to 10.0.3.2 device \"s3\"\n"
             ),
             "{text}"
@@ -443,14 +446,12 @@ mod tests {
         assert_eq!(
             updates(std::slice::from_ref(&d), std::slice::from_ref(&e)),
             "flush chain netdev manycast_vip m2_10_0_2_2\n\
-             add rule netdev manycast_vip m2_10_0_2_2 meta iifname \"s1\" accept\n\
              add rule netdev manycast_vip m2_10_0_2_2 counter fwd ip to 10.0.2.2 device \"s1\"\n"
         );
         e.hops.get_mut(&2).expect("member 2").via = Ipv4Addr::new(10, 0, 9, 2);
         assert_eq!(
             updates(std::slice::from_ref(&d), &[e]),
             "add chain netdev manycast_vip m2_10_0_9_2\n\
-             add rule netdev manycast_vip m2_10_0_9_2 meta iifname \"s1\" accept\n\
              add rule netdev manycast_vip m2_10_0_9_2 counter fwd ip to 10.0.9.2 device \"s1\"\n\
              delete element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 }\n\
              add element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 : jump m2_10_0_9_2 }\n\
