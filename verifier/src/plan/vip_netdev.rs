@@ -11,8 +11,7 @@
 //!   connection) first forgets its tuple's old pin, so new connections follow the map. The
 //!   member's mark selects its hop chain (`hop_<vip>`: mark → jump).
 //!
-//! What the table does not forward (TTL ≤ 1, a packet from the hop's own interface, a value with
-//! no owner, a member whose interface is not served, fragments and protocols other than TCP and
+//! What the table does not forward (TTL ≤ 1, a value with no owner, a member whose interface is not served, fragments and protocols other than TCP and
 //! UDP in pin mode, a new flow while the flow table is full) is accepted and meets the `ip` table's marks and policy routes as before: the slow
 //! path, which also carries VIP traffic arriving on interfaces the verifier does not serve.
 //!
