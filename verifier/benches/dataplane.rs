@@ -6,9 +6,10 @@
 //!   same run. Native mode: UDP to the group, steered by MFC entries (mroute data plane) or by
 //!   the netdev table's `ip saddr & mask` map and `fwd` (nft data plane, kernels without
 //!   CONFIG_IP_MROUTE; whichever the verifier chose, `native_dataplane` in the JSON line), vs
-//!   the same datagrams sent to the owners' unicast addresses. VIP mode: UDP to the VIP, steered by the nftables map and
-//!   the per-member routing tables, vs the same datagrams to the owners' addresses with the
-//!   verifier's nftables table taken out for the baseline phase. The two variants alternate
+//!   the same datagrams sent to the owners' unicast addresses. VIP mode, without and with pin:
+//!   UDP to the VIP, steered by the verifier's tables (the fast path at ingress, SPEC.md
+//!   §10.3), vs the same datagrams to the owners' addresses through a twin router namespace
+//!   where no verifier ran (see [`vip`]). The two variants alternate
 //!   several times within the run (the machine is shared, so load changes under us) and the
 //!   medians are compared.
 //! - New sources: one datagram from each never-seen source address, paced at increasing rates.
