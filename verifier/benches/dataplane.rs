@@ -6,9 +6,10 @@
 //!   same run. Native mode: UDP to the group, steered by MFC entries (mroute data plane) or by
 //!   the netdev table's `ip saddr & mask` map and `fwd` (nft data plane, kernels without
 //!   CONFIG_IP_MROUTE; whichever the verifier chose, `native_dataplane` in the JSON line), vs
-//!   the same datagrams sent to the owners' unicast addresses. VIP mode: UDP to the VIP, steered by the nftables map and
-//!   the per-member routing tables, vs the same datagrams to the owners' addresses with the
-//!   verifier's nftables table taken out for the baseline phase. The two variants alternate
+//!   the same datagrams sent to the owners' unicast addresses. VIP mode, without and with pin:
+//!   UDP to the VIP, steered by the verifier's tables (the fast path at ingress, SPEC.md
+//!   §10.3), vs the same datagrams to the owners' addresses through a twin router namespace
+//!   where no verifier ran (see [`vip`]). The two variants alternate
 //!   several times within the run (the machine is shared, so load changes under us) and the
 //!   medians are compared.
 //! - New sources: one datagram from each never-seen source address, paced at increasing rates.
@@ -324,19 +325,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// always runs first, and each ratio pairs two phases a second apart, so that a build starting
 /// on the shared machine shifts both sides of one ratio rather than one side of the medians.
 fn compare(
-    lab: &RouterLab,
     what: &str,
-    steered: (&Workload, &dyn Fn()),
-    plain: (&Workload, &dyn Fn()),
+    steered: (&RouterLab, &Workload, &dyn Fn()),
+    plain: (&RouterLab, &Workload, &dyn Fn()),
 ) -> (f64, f64, f64) {
     let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..ROUNDS {
         if r % 2 == 0 {
-            a.push(phase(lab, steered.0, steered.1, None));
-            b.push(phase(lab, plain.0, plain.1, None));
+            a.push(phase(steered.0, steered.1, steered.2, None));
+            b.push(phase(plain.0, plain.1, plain.2, None));
         } else {
-            b.push(phase(lab, plain.0, plain.1, None));
-            a.push(phase(lab, steered.0, steered.1, None));
+            b.push(phase(plain.0, plain.1, plain.2, None));
+            a.push(phase(steered.0, steered.1, steered.2, None));
         }
         ratios.push(a[r] / b[r]);
         eprintln!(
@@ -346,8 +346,13 @@ fn compare(
     }
     if std::env::var_os("DATAPLANE_PERF").is_some() {
         // One more phase of each under `perf record`, outside the figures (perf costs CPU).
-        let s = phase(lab, steered.0, steered.1, Some(format!("{what}-steered")));
-        let p = phase(lab, plain.0, plain.1, Some(format!("{what}-plain")));
+        let s = phase(
+            steered.0,
+            steered.1,
+            steered.2,
+            Some(format!("{what}-steered")),
+        );
+        let p = phase(plain.0, plain.1, plain.2, Some(format!("{what}-plain")));
         eprintln!("dataplane: {what} profiled (not counted): steered {s:.0} pps, plain {p:.0} pps");
     }
     (median(ratios), median(a), median(b))
@@ -387,7 +392,7 @@ fn native(lab: &mut RouterLab, dataplane: Dataplane) -> (f64, f64, f64) {
             lab.steered(GROUP) == BTreeMap::from([(1, 1), (2, 1)])
         }),
     }
-    compare(lab, "native", (&steered, &|| {}), (&plain, &|| {}))
+    compare("native", (lab, &steered, &|| {}), (lab, &plain, &|| {}))
 }
 
 /// What one step of new sources did, counted at each stage.
@@ -593,7 +598,17 @@ fn new_sources(lab: &RouterLab, dataplane: Dataplane) -> (u32, f64) {
     (best, loss_at_target.unwrap_or(1.0))
 }
 
-fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
+/// VIP steering vs plain routing. Steered: datagrams to the VIP through the verifier's router,
+/// its tables (the fast path's netdev table, the `ip` table of marks) and policy rules as it
+/// wrote them. Plain: the same datagrams to the owners' own addresses through `twin`, a router
+/// namespace of the same topology where no verifier ever ran. Not the VIP router with the
+/// verifier's state taken out: the kernel sets a namespace's `fib_has_custom_rules` with its
+/// first policy rule and never clears it, so every packet routed there walks the rule list
+/// (`fib_rules_lookup`, ~12 % of a plain packet's cost in `perf`) even with the rules gone,
+/// which flattered the steering (it made the earlier VIP figures). With `pin`, each of the 64
+/// flows is in the pin table after its first packet, so the phases measure the established
+/// flows' path (a flow's first packet costs one more insertion).
+fn vip(lab: &mut RouterLab, twin: &RouterLab, what: &str) -> (f64, f64, f64) {
     two_owners(lab);
     wait_for("VIP routed to both members", || {
         lab.status()
@@ -601,38 +616,16 @@ fn vip(lab: &mut RouterLab) -> (f64, f64, f64) {
             .first()
             .is_some_and(|v| v.members.len() == 2)
     });
-    let saved = lab.dir.join("verifier-table.nft");
-    let table = lab
-        .router
-        .exec("nft", &["list", "table", "ip", "manycast_verifier"]);
-    std::fs::write(&saved, table).expect("save the verifier's table");
-    let saved = saved.to_string_lossy().into_owned();
-    let router = lab.router.clone();
-    let has_table = {
-        let router = router.clone();
-        move || {
-            router
-                .exec("nft", &["list", "tables"])
-                .contains("manycast_verifier")
-        }
-    };
-    // Steered: the verifier's table as it wrote it. Plain: the table taken out, packets to the
-    // owners' own addresses through the main routing table.
-    let restore = || {
-        if !has_table() {
-            router.exec("nft", &["-f", &saved]);
-        }
-    };
-    let take_out = || {
-        if has_table() {
-            router.exec("nft", &["delete", "table", "ip", "manycast_verifier"]);
-        }
-    };
+    // `DATAPLANE_VIP_SLOW=1`: the fast path's table taken out, so that the steered phases
+    // measure the slow path alone (marks, policy routes, conntrack for pin), the VIP steering
+    // before issue 16's item 5: an A/B in one run, outside the JSON line.
+    if std::env::var_os("DATAPLANE_VIP_SLOW").is_some() {
+        lab.router
+            .exec("nft", &["delete", "table", "netdev", "manycast_vip"]);
+    }
     let steered = Workload::new(lab, |_| VIP);
-    let plain = Workload::new(lab, |k| owner_addr(lab, k));
-    let r = compare(lab, "vip", (&steered, &restore), (&plain, &take_out));
-    restore();
-    r
+    let plain = Workload::new(twin, |k| owner_addr(twin, k));
+    compare(what, (lab, &steered, &|| {}), (twin, &plain, &|| {}))
 }
 
 /// Re-points measured in the verifier (its `repoint_us`, the median time to apply one
@@ -751,6 +744,26 @@ fn mfc_after_steps(lab: &RouterLab) {
     );
 }
 
+/// (ratio, steered, plain) of VIP steering without pin, then with pin, each in a fresh lab.
+fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
+    let vip_lab = |pin: bool| {
+        let mut lab = RouterLab::new(
+            2,
+            &format!("[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = {pin}\n"),
+        );
+        lab.log_filter = "info".into();
+        install_sinks(&lab);
+        lab.start();
+        lab
+    };
+    // Plain routing's router: the same topology, no verifier.
+    let twin = RouterLab::new(2, "");
+    install_sinks(&twin);
+    let plain = vip(&mut vip_lab(false), &twin, "vip");
+    let pinned = vip(&mut vip_lab(true), &twin, "vip-pin");
+    (plain, pinned)
+}
+
 fn main() {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -769,6 +782,12 @@ fn main() {
         PHASE
     );
 
+    if std::env::var_os("DATAPLANE_VIP_ONLY").is_some() {
+        // The VIP phases alone, for a quick look: no JSON line.
+        let ((vip_ratio, ..), (pin_ratio, ..)) = vips();
+        eprintln!("dataplane: VIP only: vip_ratio {vip_ratio:.3}, vip_pin_ratio {pin_ratio:.3}");
+        return;
+    }
     let mut lab = RouterLab::new(2, "");
     lab.log_filter = "info".into();
     // The verifier's upcall latency bounds the kernel's list of unresolved (S,G), which every
@@ -786,15 +805,7 @@ fn main() {
     }
     drop(lab);
 
-    let mut lab = RouterLab::new(
-        2,
-        "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n",
-    );
-    lab.log_filter = "info".into();
-    install_sinks(&lab);
-    lab.start();
-    let (vip_ratio, vip_steered, vip_plain) = vip(&mut lab);
-    drop(lab);
+    let ((vip_ratio, vip_steered, vip_plain), (pin_ratio, pin_steered, pin_plain)) = vips();
 
     let mut lab = RouterLab::new(
         2,
@@ -807,10 +818,11 @@ fn main() {
 
     eprintln!(
         "dataplane: native {native_steered:.0} pps vs plain routing {native_plain:.0} pps; \
-         VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps (medians)"
+         VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps; pinned VIP \
+         {pin_steered:.0} pps vs plain routing {pin_plain:.0} pps (medians)"
     );
     let line = format!(
-        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",
+        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"vip_pin_ratio\":{pin_ratio:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",
         native_ratio,
         vip_ratio,
         new_per_s,

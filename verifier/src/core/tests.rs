@@ -550,11 +550,16 @@ fn vip_plan_puts_routes_before_the_map_and_removes_what_went_stale() {
         vec![route(2, Ipv4Addr::new(10, 0, 0, 3))]
     );
     assert_eq!(changes[1].rules, vec![rule(2)]);
-    // The map gets member 2's element alone (issue 16, item 3: no table rewrite).
+    // The map gets member 2's element alone (issue 16, item 3: no table rewrite), and so does
+    // the fast path's (item 5), after the chain of its hop.
     assert_eq!(
         changes[1].ruleset.text,
-        "add element ip manycast_verifier vip_10_200_0_1 { 0.0.0.1 : 0x4d430002 }\n"
+        "add element ip manycast_verifier vip_10_200_0_1 { 0.0.0.1 : 0x4d430002 }\n\
+         add chain netdev manycast_vip m2_10_0_0_3\n\
+         add rule netdev manycast_vip m2_10_0_0_3 counter fwd ip to 10.0.0.3 device \"s1\"\n\
+         add element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 : jump m2_10_0_0_3 }\n"
     );
+    assert!(!changes[1].ruleset.rewrite);
     // Member 2 leaves: its route and rule go after the map no longer points at them.
     lab.join(at(1), 1, &[], 2, S1);
     let ops = lab.ops();

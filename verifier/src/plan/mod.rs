@@ -8,6 +8,7 @@ pub mod map;
 pub mod mfc;
 pub mod netdev;
 pub mod vip;
+pub mod vip_netdev;
 
 use crate::querier::Querier;
 use igmp_ext::ownership::OwnershipTable;
@@ -352,7 +353,7 @@ pub enum DataplaneOp {
         on: bool,
         protocol: u8,
     },
-    /// Remove the VIP table, then these routes and rules (shutdown).
+    /// Remove the VIP tables (both paths'), then these routes and rules (shutdown).
     VipRemove {
         routes: Vec<VipRoute>,
         rules: Vec<VipRule>,

@@ -39,7 +39,9 @@ pub struct Hop {
 }
 
 impl Hop {
-    fn chain(&self) -> String {
+    /// The hop's chain: its name is the member and its address (VIP mode's netdev table names
+    /// its hop chains the same way, [`super::vip`]).
+    pub(super) fn chain(&self) -> String {
         let o = self.via.octets();
         format!("m{}_{}_{}_{}_{}", self.member, o[0], o[1], o[2], o[3])
     }
@@ -104,7 +106,7 @@ pub fn plan_group_keeping(
     (plan, left_out)
 }
 
-fn quoted(devices: &[String]) -> String {
+pub(super) fn quoted(devices: &[String]) -> String {
     devices
         .iter()
         .map(|d| format!("\"{d}\""))
@@ -124,7 +126,7 @@ fn element(value: u32, hop: &str) -> String {
 }
 
 /// A hop's chain: never back out of the interface the packet came in on, else forward.
-fn chain_rules(h: &Hop) -> [String; 2] {
+pub(super) fn chain_rules(h: &Hop) -> [String; 2] {
     [
         format!("meta iifname \"{}\" accept", h.device),
         // `fwd ip to` decrements the TTL (the ingress chain dropped TTL ≤ 1 already).

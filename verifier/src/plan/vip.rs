@@ -1,11 +1,17 @@
-//! VIP mode (and pin mode): a unicast VIP bound to a protected group is steered by an nftables
-//! map `ip saddr & mask → mark` and one policy-routing table per member (SPEC.md §10.3). The
-//! planning and the ruleset text are pure and tested here; `crate::sys::nft` runs `nft` and `ip`.
+//! VIP mode (and pin mode): a unicast VIP bound to a protected group is steered at the
+//! verifier's interfaces by a netdev table that forwards at ingress ([`super::vip_netdev`], the
+//! fast path), and, for what that table leaves to the IP stack, by an nftables map
+//! `ip saddr & mask → mark` and one policy-routing table per member (the slow path; SPEC.md
+//! §10.3). The planning and the ruleset text are pure and tested here; `crate::sys` applies them.
 //!
-//! Each ownership change is one `nft -f` transaction that replaces the whole table, so the kernel
-//! never holds half a change; routes for a new owner are in place before the map points at it.
+//! Each ownership change is one nftables transaction holding both tables' moved elements, so the
+//! kernel never holds half a change; routes for a new owner are in place before the maps point
+//! at it.
 
 use super::map::{plan_map_keeping, MapPlan};
+use super::netdev::Hop;
+use super::vip_netdev::{self, FastVip};
+pub use super::vip_netdev::{mark_of, MARK_BASE};
 use super::{
     Change, DataplaneOp, GapPolicy, NftBatch, PlanError, PlanFailure, Planner, View, VipChange,
     VipRoute, VipRule,
@@ -18,16 +24,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 pub const TABLE: &str = "manycast_verifier";
-/// Marks are `MARK_BASE | member id` (member ids above 0xffff cannot be steered by VIP).
-pub const MARK_BASE: u32 = 0x4d43_0000;
 /// Routing tables are `ROUTE_TABLE_BASE + member id`.
 pub const ROUTE_TABLE_BASE: u32 = 0x4d43_0000;
 /// `ip rule` priority of the fwmark rules: before the main table (32766).
 pub const RULE_PRIORITY: u32 = 5000;
-
-pub fn mark_of(member: u32) -> Option<u32> {
-    (member <= 0xffff).then_some(MARK_BASE | member)
-}
 
 /// The policy rule that sends member `m`'s marked packets to its table.
 fn rule_of(m: u32) -> Option<VipRule> {
@@ -151,6 +151,9 @@ pub fn element_updates(vip: Ipv4Addr, from: &MapPlan, to: &MapPlan) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MemberRoute {
     via: Ipv4Addr,
+    /// The served interface its joins came in on: where the fast path forwards to it (none:
+    /// the slow path alone).
+    device: Option<String>,
     /// Pin mode: a member that lost its slices keeps its route this long, for pinned flows.
     linger_until: Option<Timestamp>,
 }
@@ -178,6 +181,10 @@ pub struct VipPlanner {
     /// route and rule again.
     resync: bool,
     linger: core::time::Duration,
+    /// The verifier's interfaces: the fast path's ingress hook (none: no fast path).
+    devices: Vec<String>,
+    /// The fast path's table as the kernel holds it, when known (like `kernel`).
+    fast_kernel: Option<Vec<FastVip>>,
 }
 
 impl VipPlanner {
@@ -195,7 +202,17 @@ impl VipPlanner {
             rules: BTreeSet::new(),
             kernel: None,
             resync: false,
-            linger: core::time::Duration::from_secs(300),
+            linger: core::time::Duration::from_secs(vip_netdev::PIN_IDLE_S),
+            devices: Vec::new(),
+            fast_kernel: None,
+        }
+    }
+
+    /// The interfaces the fast path hooks (the daemon's; they do not change while it runs).
+    pub fn set_devices(&mut self, devices: Vec<String>) {
+        if devices != self.devices {
+            self.devices = devices;
+            self.fast_kernel = None;
         }
     }
 
@@ -206,13 +223,14 @@ impl VipPlanner {
     }
 
     /// Recomputes the VIPs bound to `group`; a change is one [`VipChange`] (one transaction).
-    /// Also returns the claims left out of the maps.
+    /// Also returns the claims left out of the maps. `device_of` names a served interface.
     pub fn update(
         &mut self,
         group: Ipv4Addr,
         table: &OwnershipTable,
         gap: GapPolicy,
         now: Timestamp,
+        device_of: &dyn Fn(u32) -> Option<String>,
     ) -> (Option<VipChange>, Vec<PlanError>) {
         let mut changed = false;
         let mut left_out = Vec::new();
@@ -238,6 +256,7 @@ impl VipPlanner {
                         m.0,
                         MemberRoute {
                             via: c.sender,
+                            device: device_of(c.ifindex),
                             linger_until: None,
                         },
                     );
@@ -255,14 +274,15 @@ impl VipPlanner {
                         members.insert(
                             m,
                             MemberRoute {
-                                via: r.via,
                                 linger_until: Some(until),
+                                ..r.clone()
                             },
                         );
                     }
                 }
             }
-            if plan != v.plan || members != v.members || self.kernel.is_none() {
+            let fast_unknown = self.fast_kernel.is_none() && !self.devices.is_empty();
+            if plan != v.plan || members != v.members || self.kernel.is_none() || fast_unknown {
                 v.plan = plan;
                 v.members = members;
                 changed = true;
@@ -325,9 +345,51 @@ impl VipPlanner {
         change
     }
 
-    /// The moved elements of each map when the kernel's table is known and every mask is the
-    /// same, else the whole table; counted as written from here on (a failure is reported).
+    /// Both tables' change in one transaction: the slow path's ([`Self::slow_change`]), then
+    /// the fast path's: its moved elements when the kernel's table is known and has the same
+    /// VIPs, else the whole table. Counted as written from here on (a failure is reported).
     fn table_change(&mut self) -> NftBatch {
+        let slow = self.slow_change();
+        if self.devices.is_empty() {
+            return slow;
+        }
+        let fast: Vec<FastVip> = self
+            .vips
+            .iter()
+            .map(|v| FastVip {
+                address: v.spec.address,
+                pin: v.spec.pin,
+                mask: v.plan.mask,
+                elements: v.plan.elements.clone(),
+                hops: v
+                    .members
+                    .iter()
+                    .filter_map(|(&m, r)| {
+                        Some((
+                            m,
+                            Hop {
+                                member: m,
+                                via: r.via,
+                                device: r.device.clone()?,
+                            },
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect();
+        let (text, rewrite) = match self.fast_kernel.replace(fast.clone()) {
+            Some(k) if vip_netdev::same_shape(&k, &fast) => (vip_netdev::updates(&k, &fast), false),
+            _ => (vip_netdev::ruleset(&self.devices, &fast), true),
+        };
+        NftBatch {
+            text: slow.text + &text,
+            rewrite: slow.rewrite || rewrite,
+        }
+    }
+
+    /// The `ip` table: the moved elements of each map when the kernel's table is known and
+    /// every mask is the same, else the whole table.
+    fn slow_change(&mut self) -> NftBatch {
         let plans: Vec<MapPlan> = self.vips.iter().map(|v| v.plan.clone()).collect();
         let kernel = self.kernel.replace(plans);
         match kernel {
@@ -357,6 +419,7 @@ impl VipPlanner {
         table: &OwnershipTable,
         gap: GapPolicy,
         now: Timestamp,
+        device_of: &dyn Fn(u32) -> Option<String>,
     ) -> Vec<VipChange> {
         if !self.resync || self.vips.is_empty() {
             return Vec::new();
@@ -365,7 +428,7 @@ impl VipPlanner {
         // kernel's table is unknown), the others find nothing left to write.
         self.groups()
             .into_iter()
-            .filter_map(|g| self.update(g, table, gap, now).0)
+            .filter_map(|g| self.update(g, table, gap, now, device_of).0)
             .collect()
     }
 
@@ -394,12 +457,14 @@ impl Planner for VipPlanner {
         change: Change,
         out: &mut Vec<DataplaneOp>,
     ) -> Vec<PlanFailure> {
+        self.set_devices(view.interfaces.iter().map(|i| i.name.clone()).collect());
+        let device_of = |i| view.device_of(i);
         let groups = match change {
             Change::Ownership(Some(g)) => vec![g],
             Change::Ownership(None) => self.groups(),
             Change::Retry => {
                 out.extend(
-                    self.retry(view.ownership(), view.gap, now)
+                    self.retry(view.ownership(), view.gap, now, &device_of)
                         .into_iter()
                         .map(DataplaneOp::Vip),
                 );
@@ -409,7 +474,8 @@ impl Planner for VipPlanner {
         };
         let mut failures = Vec::new();
         for group in groups {
-            let (change, left_out) = self.update(group, view.ownership(), view.gap, now);
+            let (change, left_out) =
+                self.update(group, view.ownership(), view.gap, now, &device_of);
             out.extend(change.map(DataplaneOp::Vip));
             failures.extend(
                 left_out
@@ -423,6 +489,7 @@ impl Planner for VipPlanner {
     fn completed(&mut self, op: &DataplaneOp, ok: bool) {
         if matches!(op, DataplaneOp::Vip(_)) && !ok {
             self.kernel = None;
+            self.fast_kernel = None;
             self.resync = true;
         }
     }
@@ -511,6 +578,11 @@ mod tests {
 
     const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
 
+    /// No served interface: the slow path alone.
+    fn no_device(_: u32) -> Option<String> {
+        None
+    }
+
     /// Issue 16, item 3: a re-point between members the VIP already routes to moves map
     /// elements only (no route, no rule, no rewrite); a new mask or a failed change rewrites.
     #[test]
@@ -525,7 +597,7 @@ mod tests {
         // Members 1..=3 on values 0..2 of mask 3; 3 unowned.
         let t = owned(&[(1, &[(0, 3)]), (2, &[(1, 3)]), (3, &[(2, 3)])]);
         let c = p
-            .update(G, &t, GapPolicy::Drop, now)
+            .update(G, &t, GapPolicy::Drop, now, &no_device)
             .0
             .expect("first write");
         assert!(c.ruleset.rewrite);
@@ -533,7 +605,10 @@ mod tests {
         // Member 3's slice moves to member 1 (member 3 keeps a claim elsewhere: none here, so
         // it lingers for its pinned flows in pin mode): one element re-pointed.
         let t = owned(&[(1, &[(0, 3), (2, 3)]), (2, &[(1, 3)])]);
-        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a re-point");
+        let c = p
+            .update(G, &t, GapPolicy::Drop, now, &no_device)
+            .0
+            .expect("a re-point");
         assert!(!c.ruleset.rewrite);
         assert_eq!(
             c.ruleset.text,
@@ -544,7 +619,13 @@ mod tests {
         assert!(c.stale_routes.is_empty(), "member 3 lingers (pin)");
         // The gap is filled by member 2 (fallback): one element added.
         let c = p
-            .update(G, &t, GapPolicy::Fallback(igmp_ext::MemberId(2)), now)
+            .update(
+                G,
+                &t,
+                GapPolicy::Fallback(igmp_ext::MemberId(2)),
+                now,
+                &no_device,
+            )
             .0
             .expect("a change");
         assert_eq!(
@@ -554,25 +635,34 @@ mod tests {
         // A failed change: the next one rewrites the table and writes routes and rules again.
         p.completed(&DataplaneOp::Vip(c), false);
         let t = owned(&[(1, &[(0, 3)]), (2, &[(1, 3), (2, 3)])]);
-        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
+        let c = p
+            .update(G, &t, GapPolicy::Drop, now, &no_device)
+            .0
+            .expect("a change");
         assert!(c.ruleset.rewrite);
         assert!(!c.routes.is_empty());
         // A failed change is retried on the planner's second tick (Change::Retry), as a whole
         // table with every route and rule, and only once.
         p.completed(&DataplaneOp::Vip(c), false);
-        let retried = p.retry(&t, GapPolicy::Drop, now);
+        let retried = p.retry(&t, GapPolicy::Drop, now, &no_device);
         assert!(
             matches!(&retried[..], [r] if r.ruleset.rewrite && r.routes.len() == 3),
             "{retried:?}"
         );
-        assert_eq!(p.retry(&t, GapPolicy::Drop, now), vec![]);
+        assert_eq!(p.retry(&t, GapPolicy::Drop, now, &no_device), vec![]);
         // A coarser mask: the map keeps its own, and elements move.
         let t = owned(&[(1, &[(0, 1)]), (2, &[(1, 1)])]);
-        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
+        let c = p
+            .update(G, &t, GapPolicy::Drop, now, &no_device)
+            .0
+            .expect("a change");
         assert!(!c.ruleset.rewrite, "{}", c.ruleset.text);
         // A finer one: rewritten.
         let t = owned(&[(1, &[(0, 7)]), (2, &[(1, 1)])]);
-        let c = p.update(G, &t, GapPolicy::Drop, now).0.expect("a change");
+        let c = p
+            .update(G, &t, GapPolicy::Drop, now, &no_device)
+            .0
+            .expect("a change");
         assert!(c.ruleset.rewrite);
         assert!(c.ruleset.contains("ip saddr & 0.0.0.7 map @vip_10_200_0_1"));
     }

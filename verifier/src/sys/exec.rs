@@ -10,8 +10,8 @@ use super::rtnl::{Rtnl, RtnlError};
 use super::{nft, procfs};
 use crate::plan::mfc::Probed;
 use crate::plan::netdev::{self, parse_counters, KernelCounters};
-use crate::plan::vip;
 use crate::plan::NftBatch;
+use crate::plan::{vip, vip_netdev};
 use crate::plan::{DataplaneOp, VipChange};
 use crate::plan::{MfcSpec, VifSet};
 use daemon_kit::CommandError;
@@ -243,6 +243,8 @@ impl Executor {
                 }
             }
             DataplaneOp::VipRemove { routes, rules } => {
+                // The fast path's table exists only when the verifier serves interfaces.
+                let _ = self.nft_text(&format!("delete table netdev {}", vip_netdev::TABLE));
                 let table = self.nft_text(&format!("delete table ip {}", vip::TABLE));
                 for r in routes {
                     let _ = self.rtnl.route_del(r);

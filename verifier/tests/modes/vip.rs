@@ -5,13 +5,53 @@
 use crate::harness::topo::{client_sources, wait_for, RouterLab};
 use igmp_ext::Slice;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const TCP_PORT: u16 = 8080;
 
-/// Each server answers every byte with its own number.
+/// Packets the fast path forwarded at ingress (issue 16, item 5), per hop chain, from the
+/// counters of `nft list table netdev manycast_vip`.
+fn fast_forwarded(lab: &RouterLab) -> BTreeMap<String, u64> {
+    let listing = lab
+        .router
+        .exec("nft", &["list", "table", "netdev", "manycast_vip"]);
+    let mut out = BTreeMap::new();
+    let mut chain = String::new();
+    for line in listing.lines().map(str::trim) {
+        if let Some(c) = line.strip_prefix("chain ") {
+            chain = c.trim_end_matches('{').trim().to_owned();
+        } else if let Some((_, rest)) = line.split_once("counter packets ") {
+            let n: u64 = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a packet count");
+            *out.entry(chain.clone()).or_default() += n;
+        }
+    }
+    out
+}
+
+/// Connections whose original direction (client → VIP) conntrack has seen in the router: the
+/// fast path forwards them before conntrack, so none (the servers' replies, routed back through
+/// the router, are seen from the other side).
+fn conntracked_to_vip(lab: &RouterLab) -> usize {
+    lab.router
+        .proc_net("nf_conntrack")
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("dst="))
+                .is_some_and(|d| d == "dst=10.200.0.1")
+        })
+        .count()
+}
+
+/// Each server answers every byte with its own number; byte 0xff also closes the connection
+/// after the answer (the server closes first, so the client's tuple is free at once).
 fn serve(lab: &RouterLab, i: usize) {
     let s = &lab.servers[i];
     s.ns.ip(&["addr", "add", "10.200.0.1/32", "dev", "lo"]);
@@ -25,7 +65,7 @@ fn serve(lab: &RouterLab, i: usize) {
             std::thread::spawn(move || {
                 let mut b = [0u8; 1];
                 while matches!(c.read(&mut b), Ok(1)) {
-                    if c.write_all(&[me]).is_err() {
+                    if c.write_all(&[me]).is_err() || b[0] == 0xff {
                         return;
                     }
                 }
@@ -35,10 +75,15 @@ fn serve(lab: &RouterLab, i: usize) {
 }
 
 fn connect(lab: &RouterLab, src: Ipv4Addr) -> TcpStream {
+    connect_from(lab, SocketAddrV4::new(src, 0))
+}
+
+fn connect_from(lab: &RouterLab, from: SocketAddrV4) -> TcpStream {
+    let src = *from.ip();
     lab.client.run(|| {
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("tcp");
-        s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
-            .expect("bind");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        s.bind(&SockAddr::from(from)).expect("bind");
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .expect("timeout");
         s.connect_timeout(
@@ -96,14 +141,41 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
     let even = sources[0];
     let mut pinned = connect(&lab, even);
     assert_eq!(ask(&mut pinned), 1);
+    // A connection from a port used again after the reallocation (closed by the server first,
+    // so the tuple is free at once).
+    let reused = SocketAddrV4::new(sources[2], 41_000);
+    c_close(connect_from(&lab, reused));
+    // Issue 16, item 5: the client's packets were forwarded at ingress by the fast path, with
+    // the pin in its flow table, not in conntrack.
+    let fast = fast_forwarded(&lab);
+    assert!(
+        fast.get("m1_10_0_1_2").is_some_and(|&n| n > 0)
+            && fast.get("m2_10_0_2_2").is_some_and(|&n| n > 0),
+        "{fast:?}"
+    );
+    assert_eq!(conntracked_to_vip(&lab), 0);
+    let pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
+    );
+    assert!(pins.contains("tcp . 10.1.0.2 . "), "{pins}");
 
     // Member 2 takes everything: new connections go to server 2, the established one stays.
     lab.join(1, &[Slice::ALL], 2);
     wait_for("member 2 owns everything", || {
         lab.status().ownership.len() == 1
     });
+    let before = fast_forwarded(&lab);
     assert_eq!(ask(&mut connect(&lab, even)), 2);
     assert_eq!(ask(&mut pinned), 1, "pinned connection moved");
+    // The pinned connection stayed on the fast path: member 1's chain counted its segment.
+    assert!(fast_forwarded(&lab)["m1_10_0_1_2"] > before["m1_10_0_1_2"]);
+    // A new connection on a tuple pinned before follows the map (its SYN drops the old pin).
+    assert_eq!(
+        ask(&mut connect_from(&lab, reused)),
+        2,
+        "a reused tuple kept its pin"
+    );
     for &src in &sources {
         assert_eq!(ask(&mut connect(&lab, src)), 2, "{src}");
     }
@@ -146,6 +218,12 @@ fn vip_mode_without_pin_moves_established_connections_with_their_slice() {
     assert_eq!(ask(&mut moved), 1);
     let mut stays = connect(&lab, odd);
     assert_eq!(ask(&mut stays), 2);
+    let fast = fast_forwarded(&lab);
+    assert!(
+        fast.get("m1_10_0_1_2").is_some_and(|&n| n > 0)
+            && fast.get("m2_10_0_2_2").is_some_and(|&n| n > 0),
+        "{fast:?}"
+    );
 
     // Member 2 takes everything. Without pin, the even source's next segment is routed to
     // server 2, which has no such connection and answers with a reset: the connection breaks
@@ -166,4 +244,18 @@ fn vip_mode_without_pin_moves_established_connections_with_their_slice() {
         .router
         .exec("nft", &["list", "table", "ip", "manycast_verifier"]);
     assert!(!ruleset.contains("ct mark"), "{ruleset}");
+    // Issue 16, item 5: forwarded at ingress by the fast path (no mark, no policy route); member
+    // 1's chain went with its last slice.
+    let fast = fast_forwarded(&lab);
+    assert!(fast.get("m2_10_0_2_2").is_some_and(|&n| n > 0), "{fast:?}");
+    assert!(!fast.contains_key("m1_10_0_1_2"), "{fast:?}");
+}
+
+/// Asks once with the closing byte, reads the server's close, and closes.
+fn c_close(mut c: TcpStream) {
+    c.write_all(&[0xff]).expect("write");
+    let mut b = [0u8; 2];
+    let n = c.read(&mut b).expect("reply");
+    assert_eq!(n, 1);
+    assert_eq!(c.read(&mut b).expect("the server's close"), 0);
 }

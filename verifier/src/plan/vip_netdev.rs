@@ -1,0 +1,465 @@
+//! VIP mode's fast path (SPEC.md §10.3, issue 16 item 5): a `netdev` table on the verifier's
+//! interfaces that forwards a VIP's packets at ingress with `fwd ip to <member> device <dev>`,
+//! like the native nft data plane ([`super::netdev`], whose hop chains it shares), so that a
+//! steered packet touches no mark, no policy rule, no route lookup and no conntrack. The IP
+//! destination stays the VIP (members hold it on loopback: direct server return).
+//!
+//! - Without pin: one verdict map `ip saddr & mask → jump <hop chain>`.
+//! - With pin: a flow table `pin_<vip>` (`l4proto . saddr . sport . dport → mark`, dynamic,
+//!   refreshed by every packet, forgotten after [`PIN_IDLE_S`] idle) is looked up first; a flow
+//!   not in it takes the slice map's member and is added. A TCP SYN without ACK (a new
+//!   connection) first forgets its tuple's old pin, so new connections follow the map. The
+//!   member's mark selects its hop chain (`hop_<vip>`: mark → jump).
+//!
+//! What the table does not forward (TTL ≤ 1, a value with no owner, a member whose interface is not served, fragments and protocols other than TCP and
+//! UDP in pin mode, a new flow while the flow table is full) is accepted and meets the `ip` table's marks and policy routes as before: the slow
+//! path, which also carries VIP traffic arriving on interfaces the verifier does not serve.
+//!
+//! Pure text, tested here; [`super::vip`] plans it and the executor sends it with the `ip`
+//! table's change in one transaction.
+
+use super::netdev::{chain_rules, quoted, Hop};
+use core::fmt::Write;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+pub const TABLE: &str = "manycast_vip";
+/// Marks are `MARK_BASE | member id` (member ids above 0xffff cannot be steered by VIP), in
+/// both paths' maps.
+pub const MARK_BASE: u32 = 0x4d43_0000;
+
+pub fn mark_of(member: u32) -> Option<u32> {
+    (member <= 0xffff).then_some(MARK_BASE | member)
+}
+/// The ingress hook's priority: before the native table's (0), so that a VIP's packet does not
+/// go through that table's rules too (a native group's packets go through one rule here).
+pub const PRIORITY: i32 = -10;
+/// A pinned flow is forgotten after this long without a packet (the pin-mode linger of a
+/// member that lost its slices is the same).
+pub const PIN_IDLE_S: u64 = 300;
+/// Flows one pinned VIP's table holds at most; a new flow past it is not pinned (it follows
+/// the map, on the slow path).
+pub const PIN_FLOWS: u32 = 1 << 18;
+
+/// What the fast path holds for one VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastVip {
+    pub address: Ipv4Addr,
+    pub pin: bool,
+    pub mask: u32,
+    /// Masked source value → member.
+    pub elements: Vec<(u32, u32)>,
+    /// Member → where its packets leave (members whose interface the verifier serves).
+    pub hops: BTreeMap<u32, Hop>,
+}
+
+fn suffix(a: Ipv4Addr) -> String {
+    let o = a.octets();
+    format!("{}_{}_{}_{}", o[0], o[1], o[2], o[3])
+}
+
+fn chain_name(v: &FastVip) -> String {
+    format!("v_{}", suffix(v.address))
+}
+
+fn map_name(v: &FastVip) -> String {
+    format!("vip_{}", suffix(v.address))
+}
+
+fn hop_map(v: &FastVip) -> String {
+    format!("hop_{}", suffix(v.address))
+}
+
+fn pin_map(v: &FastVip) -> String {
+    format!("pin_{}", suffix(v.address))
+}
+
+/// The flow key of the pin table.
+const FLOW: &str = "meta l4proto . ip saddr . th sport . th dport";
+
+/// The slice map's elements as text: `value : jump <hop>` without pin (values whose member has
+/// no hop are left to the slow path), `value : <mark>` with pin.
+fn slice_elements(v: &FastVip) -> BTreeMap<u32, String> {
+    v.elements
+        .iter()
+        .filter_map(|&(value, m)| {
+            let target = if v.pin {
+                format!("{:#x}", mark_of(m)?)
+            } else {
+                format!("jump {}", v.hops.get(&m)?.chain())
+            };
+            Some((value, target))
+        })
+        .collect()
+}
+
+/// Pin mode's `mark : jump <hop>` elements.
+fn hop_elements(v: &FastVip) -> BTreeMap<u32, String> {
+    v.hops
+        .iter()
+        .filter_map(|(&m, h)| Some((mark_of(m)?, format!("jump {}", h.chain()))))
+        .collect()
+}
+
+fn join(e: &BTreeMap<u32, String>, key: impl Fn(u32) -> String) -> String {
+    e.iter()
+        .map(|(k, t)| format!("{} : {t}", key(*k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn addr(v: u32) -> String {
+    Ipv4Addr::from(v).to_string()
+}
+
+fn mark(v: u32) -> String {
+    format!("{v:#x}")
+}
+
+/// The VIP's own chain (the ingress chain jumps to it for packets that may be forwarded).
+fn vip_chain_rules(v: &FastVip) -> Vec<String> {
+    let mask = Ipv4Addr::from(v.mask);
+    let map = map_name(v);
+    if !v.pin {
+        return vec![format!("ip saddr & {mask} vmap @{map}")];
+    }
+    let (pin, hop) = (pin_map(v), hop_map(v));
+    vec![
+        // A new connection forgets an old pin of its tuple: it follows the map.
+        format!("tcp flags & (syn | ack) == syn delete @{pin} {{ {FLOW} : meta mark }}"),
+        format!(
+            "meta mark set {FLOW} map @{pin} update @{pin} {{ {FLOW} : meta mark }} meta mark vmap @{hop}"
+        ),
+        format!(
+            "meta mark set ip saddr & {mask} map @{map} add @{pin} {{ {FLOW} : meta mark }} meta mark vmap @{hop}"
+        ),
+    ]
+}
+
+fn ingress_rule(v: &FastVip) -> String {
+    // A pinned flow is keyed by its ports: a fragment (which may have none) takes the slow
+    // path, all of a datagram's fragments together, where conntrack reassembles them.
+    let protos = if v.pin {
+        " ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp }"
+    } else {
+        ""
+    };
+    format!(
+        "ip daddr {} ip ttl > 1{protos} goto {}",
+        v.address,
+        chain_name(v)
+    )
+}
+
+/// Every hop chain, by name (a member's address names it; its interface may change).
+fn hops_of(vips: &[FastVip]) -> BTreeMap<String, &Hop> {
+    vips.iter()
+        .flat_map(|v| v.hops.values().map(|h| (h.chain(), h)))
+        .collect()
+}
+
+/// A hop's chain forwards, counted: the native plane's rule without its check of the arrival
+/// interface (a unicast packet from the member's own link goes back out of it, as routing
+/// would send it).
+fn hop_rule(h: &Hop) -> String {
+    let [_, fwd] = chain_rules(h);
+    fwd
+}
+
+fn add_chain_rules(out: &mut String, h: &Hop) {
+    let _ = writeln!(out, "add rule netdev {TABLE} {} {}", h.chain(), hop_rule(h));
+}
+
+/// The whole table as one transaction (created if missing, deleted, written anew): used when
+/// what the kernel holds is unknown (the first write, a failed one); it starts the flow tables
+/// empty. `devices` are the verifier's interfaces.
+pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
+    let mut out =
+        format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
+    for h in hops_of(vips).values() {
+        let _ = writeln!(out, "\tchain {} {{\n\t\t{}\n\t}}", h.chain(), hop_rule(h));
+    }
+    for v in vips {
+        let elements = |e: &BTreeMap<u32, String>, key: &dyn Fn(u32) -> String| {
+            if e.is_empty() {
+                String::new()
+            } else {
+                format!("\t\telements = {{ {} }}\n", join(e, key))
+            }
+        };
+        let kind = if v.pin { "mark" } else { "verdict" };
+        let _ = write!(
+            out,
+            "\tmap {} {{\n\t\ttype ipv4_addr : {kind}\n{}\t}}\n",
+            map_name(v),
+            elements(&slice_elements(v), &addr)
+        );
+        if v.pin {
+            let _ = write!(
+                out,
+                "\tmap {} {{\n\t\ttype mark : verdict\n{}\t}}\n",
+                hop_map(v),
+                elements(&hop_elements(v), &mark)
+            );
+            let _ = writeln!(
+                out,
+                "\tmap {} {{\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize {PIN_FLOWS}\n\t\tflags dynamic,timeout\n\t\ttimeout {PIN_IDLE_S}s\n\t}}",
+                pin_map(v)
+            );
+        }
+        let _ = writeln!(out, "\tchain {} {{", chain_name(v));
+        for r in vip_chain_rules(v) {
+            let _ = writeln!(out, "\t\t{r}");
+        }
+        out.push_str("\t}\n");
+    }
+    let _ = writeln!(
+        out,
+        "\tchain ingress {{\n\t\ttype filter hook ingress devices = {{ {} }} priority {PRIORITY}; policy accept;",
+        quoted(devices)
+    );
+    for v in vips {
+        let _ = writeln!(out, "\t\t{}", ingress_rule(v));
+    }
+    out.push_str("\t}\n}\n");
+    out
+}
+
+/// Whether the kernel's table can go from `from` to `to` in place: the same VIPs in the same
+/// order with the same pin setting (masks may differ: the VIP's chain is rewritten).
+pub fn same_shape(from: &[FastVip], to: &[FastVip]) -> bool {
+    from.len() == to.len()
+        && from
+            .iter()
+            .zip(to)
+            .all(|(a, b)| a.address == b.address && a.pin == b.pin)
+}
+
+/// Deletes then adds the elements of `map` that differ between `old` and `new`.
+fn map_diff(
+    out: &mut String,
+    adds: &mut String,
+    map: &str,
+    old: &BTreeMap<u32, String>,
+    new: &BTreeMap<u32, String>,
+    key: impl Fn(u32) -> String,
+) {
+    let gone: Vec<String> = old
+        .iter()
+        .filter(|(k, t)| new.get(k) != Some(t))
+        .map(|(k, _)| key(*k))
+        .collect();
+    let came: BTreeMap<u32, String> = new
+        .iter()
+        .filter(|(k, t)| old.get(k) != Some(t))
+        .map(|(k, t)| (*k, t.clone()))
+        .collect();
+    if !gone.is_empty() {
+        let _ = writeln!(
+            out,
+            "delete element netdev {TABLE} {map} {{ {} }}",
+            gone.join(", ")
+        );
+    }
+    if !came.is_empty() {
+        let _ = writeln!(
+            adds,
+            "add element netdev {TABLE} {map} {{ {} }}",
+            join(&came, key)
+        );
+    }
+}
+
+/// The commands that take the table from `from` to `to` of the same shape ([`same_shape`]):
+/// new hop chains, each map's moved elements (deleted, then added), a VIP chain whose mask
+/// changed rewritten in place, then the hop chains nothing points at any more. The flow tables
+/// are never touched: pinned flows keep their member. Empty when nothing moved.
+pub fn updates(from: &[FastVip], to: &[FastVip]) -> String {
+    let (old_hops, new_hops) = (hops_of(from), hops_of(to));
+    let mut out = String::new();
+    for (name, h) in &new_hops {
+        match old_hops.get(name) {
+            None => {
+                let _ = writeln!(out, "add chain netdev {TABLE} {name}");
+            }
+            Some(old) if old != h => {
+                let _ = writeln!(out, "flush chain netdev {TABLE} {name}");
+            }
+            Some(_) => continue,
+        }
+        add_chain_rules(&mut out, h);
+    }
+    let mut adds = String::new();
+    for (a, b) in from.iter().zip(to) {
+        map_diff(
+            &mut out,
+            &mut adds,
+            &map_name(b),
+            &slice_elements(a),
+            &slice_elements(b),
+            addr,
+        );
+        if b.pin {
+            map_diff(
+                &mut out,
+                &mut adds,
+                &hop_map(b),
+                &hop_elements(a),
+                &hop_elements(b),
+                mark,
+            );
+        }
+        if a.mask != b.mask {
+            let chain = chain_name(b);
+            let _ = writeln!(adds, "flush chain netdev {TABLE} {chain}");
+            for r in vip_chain_rules(b) {
+                let _ = writeln!(adds, "add rule netdev {TABLE} {chain} {r}");
+            }
+        }
+    }
+    out.push_str(&adds);
+    for name in old_hops.keys().filter(|n| !new_hops.contains_key(*n)) {
+        let _ = writeln!(out, "delete chain netdev {TABLE} {name}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(m: u32, dev: &str) -> Hop {
+        Hop {
+            member: m,
+            via: Ipv4Addr::new(10, 0, m as u8, 2),
+            device: dev.into(),
+        }
+    }
+
+    fn vip(pin: bool, mask: u32, elements: &[(u32, u32)], hops: &[(u32, &str)]) -> FastVip {
+        FastVip {
+            address: Ipv4Addr::new(10, 200, 0, 1),
+            pin,
+            mask,
+            elements: elements.to_vec(),
+            hops: hops.iter().map(|&(m, d)| (m, hop(m, d))).collect(),
+        }
+    }
+
+    #[test]
+    fn without_pin_one_verdict_map_forwards_at_ingress() {
+        // Member 3's interface is not served: its value is left to the slow path.
+        let v = vip(false, 3, &[(0, 1), (1, 2), (2, 3)], &[(1, "s1"), (2, "s2")]);
+        let text = ruleset(&["c0".into(), "s1".into(), "s2".into()], &[v]);
+        assert_eq!(
+            text,
+            "add table netdev manycast_vip\n\
+             delete table netdev manycast_vip\n\
+             table netdev manycast_vip {\n\
+             \tchain m1_10_0_1_2 {\n\t\tcounter fwd ip to 10.0.1.2 device \"s1\"\n\t}\n\
+             \tchain m2_10_0_2_2 {\n\t\tcounter fwd ip to 10.0.2.2 device \"s2\"\n\t}\n\
+             \tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : verdict\n\
+             \t\telements = { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.1 : jump m2_10_0_2_2 }\n\t}\n\
+             \tchain v_10_200_0_1 {\n\t\tip saddr & 0.0.0.3 vmap @vip_10_200_0_1\n\t}\n\
+             \tchain ingress {\n\
+             \t\ttype filter hook ingress devices = { \"c0\", \"s1\", \"s2\" } priority -10; policy accept;\n\
+             \t\tip daddr 10.200.0.1 ip ttl > 1 goto v_10_200_0_1\n\
+             \t}\n}\n"
+        );
+        assert!(!text.contains("mark"), "no mark without pin: {text}");
+    }
+
+    #[test]
+    fn with_pin_a_flow_table_is_looked_up_first_and_a_syn_starts_afresh() {
+        let v = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
+        let text = ruleset(&["c0".into()], &[v]);
+        for want in [
+            "\tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : mark\n\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\t}\n",
+            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n",
+            "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t\ttimeout 300s\n\t}\n",
+            "\tchain v_10_200_0_1 {\n\
+             \t\ttcp flags & (syn | ack) == syn delete @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark }\n\
+             \t\tmeta mark set meta l4proto . ip saddr . th sport . th dport map @pin_10_200_0_1 update @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\t}\n",
+            "\t\tip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp } goto v_10_200_0_1\n",
+        ] {
+            assert!(text.contains(want), "{want}\nnot in\n{text}");
+        }
+    }
+
+    /// Issue 16, items 3 and 5: a re-point moves map elements only; a member with a new hop
+    /// gets its chain first and the unused chain goes last; a new mask rewrites the VIP's chain
+    /// in place; the flow table is never deleted, flushed or rewritten.
+    #[test]
+    fn updates_move_elements_and_keep_the_flow_table() {
+        let a = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
+        assert_eq!(
+            updates(std::slice::from_ref(&a), std::slice::from_ref(&a)),
+            ""
+        );
+        let b = vip(true, 1, &[(0, 1), (1, 1)], &[(1, "s1"), (2, "s2")]);
+        assert_eq!(
+            updates(std::slice::from_ref(&a), std::slice::from_ref(&b)),
+            "delete element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 }\n\
+             add element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 : 0x4d430001 }\n"
+        );
+        // Member 2 gone (its route lingers in the planner, not here: no hop), member 3 new.
+        let c = vip(
+            true,
+            3,
+            &[(0, 1), (1, 3), (2, 1), (3, 3)],
+            &[(1, "s1"), (3, "s3")],
+        );
+        let text = updates(&[b], &[c]);
+        assert!(
+            text.starts_with(
+                "add chain netdev manycast_vip m3_10_0_3_2\n\
+             add rule netdev manycast_vip m3_10_0_3_2 counter fwd ip to 10.0.3.2 device \"s3\"\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("flush chain netdev manycast_vip v_10_200_0_1\n"));
+        assert!(text.contains(
+            "add rule netdev manycast_vip v_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
+        ));
+        assert!(
+            text.ends_with("delete chain netdev manycast_vip m2_10_0_2_2\n"),
+            "{text}"
+        );
+        let deleted = text.find("delete element netdev manycast_vip hop_10_200_0_1 { 0x4d430002 }");
+        assert!(
+            deleted.is_some_and(|i| i < text.find("delete chain").unwrap()),
+            "{text}"
+        );
+        assert!(
+            text.lines().all(|l| !l.contains("map netdev")
+                && !l.contains("table netdev")
+                && !l.contains("element netdev manycast_vip pin_")),
+            "{text}"
+        );
+        // Without pin the verdict map's elements follow a member's hop; a member heard on
+        // another interface from the same address keeps its chain, rewritten in place.
+        let d = vip(false, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
+        let mut e = d.clone();
+        e.hops.insert(2, hop(2, "s1"));
+        assert_eq!(
+            updates(std::slice::from_ref(&d), std::slice::from_ref(&e)),
+            "flush chain netdev manycast_vip m2_10_0_2_2\n\
+             add rule netdev manycast_vip m2_10_0_2_2 counter fwd ip to 10.0.2.2 device \"s1\"\n"
+        );
+        e.hops.get_mut(&2).expect("member 2").via = Ipv4Addr::new(10, 0, 9, 2);
+        assert_eq!(
+            updates(std::slice::from_ref(&d), &[e]),
+            "add chain netdev manycast_vip m2_10_0_9_2\n\
+             add rule netdev manycast_vip m2_10_0_9_2 counter fwd ip to 10.0.9.2 device \"s1\"\n\
+             delete element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 }\n\
+             add element netdev manycast_vip vip_10_200_0_1 { 0.0.0.1 : jump m2_10_0_9_2 }\n\
+             delete chain netdev manycast_vip m2_10_0_2_2\n"
+        );
+        assert!(!same_shape(std::slice::from_ref(&d), &[a]));
+        assert!(same_shape(
+            std::slice::from_ref(&d),
+            std::slice::from_ref(&d)
+        ));
+    }
+}
