@@ -201,7 +201,10 @@ pub fn element_updates(
 ) -> String {
     let mut out = String::new();
     for h in new_hops {
+        // A member heard on another interface keeps its chain's name: flushed, the chain
+        // forwards out of the new one only (a new chain is empty anyway).
         let _ = writeln!(out, "add chain netdev {TABLE} {}", h.chain());
+        let _ = writeln!(out, "flush chain netdev {TABLE} {}", h.chain());
         for rule in chain_rules(h) {
             let _ = writeln!(out, "add rule netdev {TABLE} {} {rule}", h.chain());
         }
@@ -398,6 +401,10 @@ impl NetdevPlanner {
             if new_hops.is_empty() || unused <= UNUSED_CHAINS {
                 let text = element_updates(&new_hops, &k.groups, &self.groups);
                 k.groups.clone_from(&self.groups);
+                // A hop whose chain was just rewritten for another device is gone from the
+                // kernel: moving back must rewrite the chain again.
+                k.hops
+                    .retain(|h| !new_hops.iter().any(|n| n.chain() == h.chain()));
                 k.hops.extend(new_hops);
                 return (!text.is_empty()).then(|| NftBatch::elements(text));
             }
@@ -712,6 +719,7 @@ mod tests {
         assert!(
             b.text.starts_with(
                 "add chain netdev manycast_native m1_10_0_1_2\n\
+             flush chain netdev manycast_native m1_10_0_1_2\n\
              add rule netdev manycast_native m1_10_0_1_2 meta iifname \"c0\" accept\n"
             ),
             "{}",
@@ -754,6 +762,41 @@ mod tests {
         .unwrap();
         s.update(G, &fine, GapPolicy::Drop, device_of);
         assert!(s.pending().expect("a rewrite").rewrite);
+    }
+
+    /// Found by review (the VIP fast path's chains handle it): a member heard on another of
+    /// the verifier's interfaces with the same address keeps its chain's name, so the update
+    /// added the new device's rules after the old ones and the old `fwd` still won; and once
+    /// the member moved back, its old hop counted as in the kernel and the chain was not
+    /// rewritten at all. Each move now flushes the chain and writes it anew.
+    #[test]
+    fn a_member_heard_on_another_interface_is_forwarded_out_of_it() {
+        let t = table();
+        let mut s = NetdevPlanner::new(vec!["c0".into()], false);
+        s.update(G, &t, GapPolicy::Drop, device_of);
+        assert!(s.pending().expect("the first write").rewrite);
+        let moved = |i: u32| device_of(i).map(|d| if i == 3 { "s2".into() } else { d });
+        for (device, other) in [
+            (moved as fn(u32) -> Option<String>, "s1"),
+            (device_of, "s2"),
+        ] {
+            s.update(G, &t, GapPolicy::Drop, device);
+            let b = s.pending().expect("the chain rewritten");
+            assert!(!b.rewrite);
+            let chain = "m1_10_0_1_2";
+            let flush = b
+                .text
+                .find(&format!("flush chain netdev manycast_native {chain}\n"))
+                .unwrap_or_else(|| panic!("no flush of {chain}: {}", b.text));
+            let fwd = b
+                .text
+                .find(&format!(
+                    "add rule netdev manycast_native {chain} counter fwd"
+                ))
+                .expect("the new fwd rule");
+            assert!(flush < fwd, "{}", b.text);
+            assert!(!b.text.contains(&format!("\"{other}\"")), "{}", b.text);
+        }
     }
 
     #[test]
