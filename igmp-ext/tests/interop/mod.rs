@@ -1,5 +1,6 @@
 mod bridge;
 mod kernel;
+mod mld;
 mod scapy;
 mod signed;
 mod tshark;
