@@ -20,7 +20,7 @@ fn emit(repr: &MldRepr, dst: Ipv6Addr) -> Vec<u8> {
     buf
 }
 
-/// The worked example of SPEC.md §2.1, written out by hand from RFC 3810 §5.2: fe80::1 reports
+/// The MLD part of SPEC.md §2.1's worked example, written out by hand from RFC 3810 §5.2: fe80::1 reports
 /// MODE_IS_INCLUDE for ff3e::8000:1 with the one source 2001:db8::1. The checksum (0xc501) was
 /// computed independently with Python over the pseudo-header (fe80::1, ff02::16, 44, 58) and the
 /// message.
@@ -63,6 +63,51 @@ fn v2_report_worked_example() {
     });
     assert_eq!(MldRepr::parse(&p).unwrap(), repr);
     assert_eq!(emit(&repr, ALL_MLDV2_ROUTERS), REPORT);
+}
+
+/// SPEC.md §2.1's worked example as a whole packet, copied from SPEC.md: the IPv6 header and the
+/// Hop-by-Hop header (RFC 8200 §3, §4.3; RFC 2711) in front of [`REPORT`].
+const SPEC_PACKET_HEX: &str = "
+    60000000 0034 00 01
+    fe80 0000 0000 0000 0000 0000 0000 0001
+    ff02 0000 0000 0000 0000 0000 0000 0016
+    3a00 0502 0000 0100
+    8f00 c501 0000 0001
+    0100 0001 ff3e 0000 0000 0000 0000 0000 8000 0001
+    2001 0db8 0000 0000 0000 0000 0000 0001";
+
+#[test]
+fn v2_report_worked_example_packet() {
+    use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
+    let hex: String = SPEC_PACKET_HEX.split_whitespace().collect();
+    let packet: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(packet.len(), 40 + 8 + 44);
+    assert_eq!(&packet[48..], &REPORT[..]);
+    let ip = Ipv6Packet::new_checked(&packet[..]).unwrap();
+    let ip_repr = Ipv6Repr::parse(&ip);
+    assert_eq!(
+        ip_repr,
+        Ipv6Repr {
+            src_addr: HOST,
+            dst_addr: ALL_MLDV2_ROUTERS,
+            next_header: NEXT_HEADER_ICMPV6,
+            hop_limit: 1,
+            traffic_class: 0,
+            flow_label: 0,
+            router_alert: Some(ROUTER_ALERT_MLD),
+            payload_len: 44,
+        }
+    );
+    let msg = MldPacket::new_checked(ip.payload()).unwrap();
+    assert!(msg.verify_checksum(ip.src_addr(), ip.dst_addr()));
+    let repr = MldRepr::parse(&msg).unwrap();
+    let mut out = vec![0xa5; ip_repr.buffer_len()];
+    ip_repr.emit(&mut out);
+    repr.emit(&mut out[ip_repr.header_len()..], HOST, ALL_MLDV2_ROUTERS);
+    assert_eq!(out, packet);
 }
 
 /// An MLDv2 general query from RFC 3810 §5.1: Maximum Response Code 10000 (10 s), QRV 2,
