@@ -283,7 +283,8 @@ impl Ipv6Repr {
                 "next header names an extension header; only Hop-by-Hop is emitted",
             ));
         }
-        if self.buffer_len() - HEADER_LEN > usize::from(u16::MAX) {
+        let hop_by_hop = self.header_len() - HEADER_LEN;
+        if self.payload_len > usize::from(u16::MAX) - hop_by_hop {
             return Err(WireError::Malformed("IPv6 payload longer than 65535 bytes"));
         }
         Ok(())
@@ -493,6 +494,10 @@ mod tests {
             },
             Ipv6Repr {
                 payload_len: 65535 - 7,
+                ..repr()
+            },
+            Ipv6Repr {
+                payload_len: usize::MAX,
                 ..repr()
             },
         ];
