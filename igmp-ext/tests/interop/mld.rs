@@ -1,7 +1,9 @@
 //! MLDv2 against implementations we did not write: the Linux kernel as the listener (its reports
 //! for source-specific and any-source joins and leaves, captured whole on the wire, and its answer
-//! to a query we built) and Wireshark's ICMPv6 dissector decoding reports and queries we built.
+//! to a query we built), the Linux bridge's MLD snooping, and Wireshark's ICMPv6 dissector
+//! decoding reports and queries we built.
 
+use crate::harness::bridge::{Snooping, SnoopingBridge};
 use crate::harness::mld::{
     emit_ip, emit_mld, mld_datagram, mld_pair, parse_mld_datagram, send_raw_v6,
     source_membership_v6, Ipv6Capture, MldPair, HOST_LL, PEER_LL,
@@ -21,6 +23,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 const SSM_GROUP: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 1);
+const SSM_GROUP2: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 2);
 const ASM_GROUP: Ipv6Addr = Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0, 0x1234);
 const S1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const S2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
@@ -203,6 +206,69 @@ fn record(t: RecordType, group: Ipv6Addr, sources: &[Ipv6Addr]) -> GroupRecordRe
         sources: sources.to_vec(),
         aux_data: vec![],
     }
+}
+
+/// The Linux bridge's MLD snooping (net/bridge/br_multicast.c, `mcast_mld_version 2`) learns
+/// (S,G) entries from our MLDv2 reports, and with an RFC 9279 extension after the last record it
+/// still reads every record: it stops at Nr of Mcast Address Records, unlike Wireshark 4.0.
+#[test]
+fn bridge_snoops_our_mldv2_reports_with_and_without_extension() {
+    let lab = Lab::new();
+    let br = SnoopingBridge::new(&lab, Snooping::default(), 2);
+    br.switch.ip(&[
+        "link",
+        "set",
+        "dev",
+        &br.bridge,
+        "type",
+        "bridge",
+        "mcast_mld_version",
+        "2",
+    ]);
+    let mut tlvs = Vec::new();
+    push_tlv(&mut tlvs, TYPE_EXPERIMENTAL_MANYCAST, &[0xa5; 100]).expect("TLV");
+    let channels = [(SSM_GROUP, S1), (SSM_GROUP2, S2)];
+    for (i, h) in br.hosts.iter().enumerate() {
+        let extended = i == 1;
+        let msg = MldRepr::V2Report(ReportRepr {
+            flags: if extended { REPORT_FLAG_EXTENSION } else { 0 },
+            records: channels
+                .iter()
+                .map(|(g, s)| record(RecordType::AllowNewSources, *g, &[*s]))
+                .collect(),
+            additional_data: if extended { tlvs.clone() } else { vec![] },
+        });
+        let n = u16::try_from(i).expect("two hosts");
+        let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x10 + n);
+        // The raw send needs a usable source address; the generated one may still be tentative.
+        h.ns.ip(&[
+            "addr",
+            "add",
+            &format!("{src}/64"),
+            "dev",
+            &h.ifname,
+            "nodad",
+        ]);
+        let ifindex = h.ns.ifindex(&h.ifname);
+        send_raw_v6(
+            &h.ns,
+            &h.ifname,
+            ifindex,
+            &mld_datagram(src, ALL_MLDV2_ROUTERS, &msg),
+        );
+    }
+    let learnt = |m: &[crate::harness::bridge::MdbEntry], port: &str, g: Ipv6Addr, s: Ipv6Addr| {
+        m.iter().any(|e| {
+            e.port == port
+                && e.group == g.to_string()
+                && e.source.as_deref() == Some(s.to_string().as_str())
+        })
+    };
+    br.wait_mdb_v6(TIMEOUT, |m| {
+        br.hosts
+            .iter()
+            .all(|h| channels.iter().all(|(g, s)| learnt(m, &h.port, *g, *s)))
+    });
 }
 
 #[test]
