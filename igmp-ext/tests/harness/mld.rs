@@ -39,11 +39,13 @@ pub fn mld_pair(lab: &Lab) -> MldPair {
         ns.sysctl("net.ipv6.conf.default.addr_gen_mode", "1");
     }
     lab.veth(&host, "h0", &peer, "p0");
-    host.ip(&["addr", "add", "fe80::1/64", "dev", "h0", "nodad"]);
-    peer.ip(&["addr", "add", "fe80::2/64", "dev", "p0", "nodad"]);
     host.sysctl("net.ipv6.conf.h0.force_mld_version", "2");
     // State-change retransmissions go out at random within this interval (default 1000 ms).
+    // Set before the address: its solicited-node join is a state change too, and one scheduled
+    // with the default interval would repeat every pending record up to a second later.
     host.sysctl("net.ipv6.conf.h0.mldv2_unsolicited_report_interval", "50");
+    host.ip(&["addr", "add", "fe80::1/64", "dev", "h0", "nodad"]);
+    peer.ip(&["addr", "add", "fe80::2/64", "dev", "p0", "nodad"]);
     MldPair {
         host_ifindex: host.ifindex("h0"),
         peer_ifindex: peer.ifindex("p0"),
