@@ -1,11 +1,15 @@
-//! Writes the fuzz seed corpus (valid signed joins, plain reports, queries, certificates) into
+//! Writes the fuzz seed corpus (valid signed joins, plain IGMP and MLD reports, queries,
+//! certificates) into
 //! `igmp-ext/fuzz/seeds/`. Run with `cargo run -p igmp-ext --example write_seeds`.
 
 use igmp_ext::fixtures::Fixture;
 use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr, QueryV3Fields};
+use igmp_ext::wire::ipv6::{Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
+use igmp_ext::wire::mld::{self, MldRepr, ReportRepr, ALL_MLDV2_ROUTERS, ALL_NODES};
+use igmp_ext::wire::record::{GroupRecordRepr, RecordType};
 use igmp_ext::{Slice, SliceSet};
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 fn main() -> std::io::Result<()> {
@@ -31,7 +35,52 @@ fn main() -> std::io::Result<()> {
     });
     let mut q = vec![0u8; query.buffer_len()];
     query.emit(&mut q);
+    let host: Ipv6Addr = "fe80::1".parse().expect("address");
+    let report = MldRepr::V2Report(ReportRepr {
+        flags: 0,
+        records: vec![GroupRecordRepr {
+            record_type: RecordType::ModeIsInclude,
+            group: "ff3e::8000:1".parse().expect("address"),
+            sources: vec!["2001:db8::1".parse().expect("address")],
+            aux_data: vec![],
+        }],
+        additional_data: vec![],
+    });
+    let mld_query = MldRepr::Query(mld::QueryRepr {
+        max_resp_code: 10_000,
+        group: Ipv6Addr::UNSPECIFIED,
+        v2: Some(mld::QueryV2Fields {
+            flags: 0,
+            suppress: false,
+            qrv: 2,
+            qqic: 125,
+            sources: vec!["2001:db8::1".parse().expect("address")],
+            additional_data: vec![],
+        }),
+    });
+    let mld_datagram = |dst: Ipv6Addr, msg: &MldRepr| {
+        let ip = Ipv6Repr {
+            src_addr: host,
+            dst_addr: dst,
+            next_header: NEXT_HEADER_ICMPV6,
+            hop_limit: 1,
+            traffic_class: 0,
+            flow_label: 0,
+            router_alert: Some(ROUTER_ALERT_MLD),
+            payload_len: msg.buffer_len(),
+        };
+        let mut buf = vec![0u8; ip.buffer_len()];
+        ip.emit(&mut buf);
+        msg.emit(&mut buf[ip.header_len()..], host, dst);
+        buf
+    };
+    let mld_seeds = vec![
+        mld_datagram(ALL_MLDV2_ROUTERS, &report),
+        mld_datagram(ALL_NODES, &mld_query),
+        mld_datagram(ALL_MLDV2_ROUTERS, &report)[48..].to_vec(),
+    ];
     for (target, items) in [
+        ("mld_report", mld_seeds),
         ("signed_join", joins.to_vec()),
         (
             "igmp_report",

@@ -1,8 +1,10 @@
 //! # igmp-ext
 //!
 //! The IGMPv3 wire format (RFC 3376 / RFC 9776) and Manycast's signed slice extension, carried as
-//! RFC 9279 TLVs after the last group record; slices of the client address space and their
-//! allocation; and the join verification pipeline that routers run (patent WO 99/30460 Fig 6).
+//! RFC 9279 TLVs after the last group record; the MLDv2 wire format (RFC 3810) with the IPv6 and
+//! Hop-by-Hop headers it needs (`wire::mld`, `wire::ipv6`; no signed join over MLDv2 yet); slices
+//! of the client address space and their allocation; and the join verification pipeline that
+//! routers run (patent WO 99/30460 Fig 6).
 //!
 //! This crate never opens a socket and never reads a clock: callers pass bytes and `now` in.
 //! Untrusted bytes enter only through `new_checked` views; a parsed join is unverified until

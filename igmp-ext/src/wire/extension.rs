@@ -1,13 +1,13 @@
-//! RFC 9279 extension TLVs: the list that follows the last group record of an IGMPv3 report (or
-//! the source list of a query) when the E flag is set. The same TLV shape is reused inside
+//! RFC 9279 extension TLVs: the list that follows the last group record of an IGMPv3 or MLDv2
+//! report (or the source list of a query) when the E flag is set. The same TLV shape is reused inside
 //! Manycast's own extension value, so one reader serves both levels.
 
 use super::{need, read_u16, WireError, WireResult};
 
-/// The E flag in the 16-bit Flags field of an IGMPv3 report (RFC 9279 §3; bit 0 in IANA's
-/// "IGMP/MLD Report Message Flags" registry, i.e. the most significant bit).
+/// The E flag in the 16-bit Flags field of an IGMPv3 or MLDv2 report (RFC 9279 §3; bit 0 in
+/// IANA's "IGMP/MLD Report Message Flags" registry, i.e. the most significant bit).
 pub const REPORT_FLAG_EXTENSION: u16 = 0x8000;
-/// The E flag in the Flags/S/QRV octet of an IGMPv3 query (RFC 9279 §3).
+/// The E flag in the Flags/S/QRV octet of an IGMPv3 or MLDv2 query (RFC 9279 §3).
 pub const QUERY_FLAG_EXTENSION: u8 = 0x80;
 
 /// Extension Type 0: No-op (RFC 9279 §6).

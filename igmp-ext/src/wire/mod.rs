@@ -1,5 +1,6 @@
 //! Checked views and `Repr`s for the bytes on the wire: IPv4 (only what IGMP needs), IGMP
-//! v1/v2/v3 messages and group records, and RFC 9279 extension TLVs.
+//! v1/v2/v3 messages, IPv6 with its Hop-by-Hop header (only what MLD needs), MLDv1/v2 messages,
+//! the group records IGMPv3 and MLDv2 share, and RFC 9279 extension TLVs.
 //!
 //! Every view follows the same shape: `Packet::new_checked(bytes)` is the only way in for untrusted
 //! bytes; once it has returned `Ok`, no getter can panic. `Repr::parse` turns a view into owned
@@ -8,6 +9,8 @@
 pub mod extension;
 pub mod igmp;
 pub mod ipv4;
+pub mod ipv6;
+pub mod mld;
 pub mod record;
 
 use core::fmt;
@@ -23,7 +26,7 @@ pub enum WireError {
         needed: usize,
         available: usize,
     },
-    /// The Internet checksum (RFC 1071) does not sum to zero.
+    /// The Internet checksum (RFC 1071) does not sum to zero (for ICMPv6, with the pseudo-header).
     #[error("bad checksum")]
     Checksum,
     /// A field holds a value the format does not allow.
@@ -63,7 +66,8 @@ pub(crate) fn read_u64(buf: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// The Internet checksum (RFC 1071), as used by IPv4 headers and IGMP (RFC 3376 §4.1.2).
+/// The Internet checksum (RFC 1071), as used by IPv4 headers, IGMP (RFC 3376 §4.1.2) and ICMPv6
+/// with its pseudo-header (RFC 4443 §2.3).
 pub mod checksum {
     /// One's-complement sum of `data` folded to 16 bits (not yet inverted).
     pub fn sum(data: &[u8]) -> u16 {
@@ -79,6 +83,13 @@ pub mod checksum {
             acc = (acc & 0xffff) + (acc >> 16);
         }
         acc as u16
+    }
+
+    /// One's-complement addition of two folded sums: the sum of two byte strings of even length
+    /// laid end to end (a pseudo-header and a message, RFC 8200 §8.1).
+    pub fn add(a: u16, b: u16) -> u16 {
+        let s = u32::from(a) + u32::from(b);
+        ((s & 0xffff) + (s >> 16)) as u16
     }
 
     /// The value to store in a zeroed checksum field so that the whole of `data` verifies.

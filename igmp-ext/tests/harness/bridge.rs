@@ -3,7 +3,7 @@
 
 use super::netns::{Lab, Netns};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// The bridge's IGMP snooping settings.
@@ -148,6 +148,19 @@ impl SnoopingBridge {
     /// The IPv4 entries of the multicast database (the kernel also snoops MLD for the hosts'
     /// own IPv6 link-local groups; those are left out).
     pub fn mdb(&self) -> Vec<MdbEntry> {
+        self.entries(|g| g.parse::<Ipv4Addr>().is_ok())
+    }
+
+    /// The IPv6 entries of the multicast database, the hosts' own link-scope groups (ff02::/16,
+    /// solicited-node and all-nodes) left out.
+    pub fn mdb_v6(&self) -> Vec<MdbEntry> {
+        self.entries(|g| {
+            g.parse::<Ipv6Addr>()
+                .is_ok_and(|a| a.segments()[0] != 0xff02)
+        })
+    }
+
+    fn entries(&self, keep_group: impl Fn(&str) -> bool) -> Vec<MdbEntry> {
         let json = self.mdb_json();
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         // iproute2 prints timers as strings such as "  259.79".
@@ -167,7 +180,7 @@ impl SnoopingBridge {
             .flatten()
             .filter_map(|d| d.get("mdb").and_then(Value::as_array))
             .flatten()
-            .filter(|e| s(e, "grp").is_some_and(|g| g.parse::<Ipv4Addr>().is_ok()))
+            .filter(|e| s(e, "grp").is_some_and(|g| keep_group(&g)))
             .map(|e| MdbEntry {
                 port: s(e, "port").unwrap_or_default(),
                 group: s(e, "grp").unwrap_or_default(),
@@ -183,9 +196,27 @@ impl SnoopingBridge {
 
     /// Polls the database until `done` holds for it, or panics with the last contents.
     pub fn wait_mdb(&self, timeout: Duration, done: impl Fn(&[MdbEntry]) -> bool) -> Vec<MdbEntry> {
+        self.wait_entries(timeout, Self::mdb, done)
+    }
+
+    /// [`SnoopingBridge::wait_mdb`] for the IPv6 entries.
+    pub fn wait_mdb_v6(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[MdbEntry]) -> bool,
+    ) -> Vec<MdbEntry> {
+        self.wait_entries(timeout, Self::mdb_v6, done)
+    }
+
+    fn wait_entries(
+        &self,
+        timeout: Duration,
+        read: impl Fn(&Self) -> Vec<MdbEntry>,
+        done: impl Fn(&[MdbEntry]) -> bool,
+    ) -> Vec<MdbEntry> {
         let deadline = Instant::now() + timeout;
         loop {
-            let mdb = self.mdb();
+            let mdb = read(self);
             if done(&mdb) {
                 return mdb;
             }

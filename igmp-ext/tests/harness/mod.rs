@@ -8,6 +8,7 @@ pub mod capture;
 #[path = "../../../testkit/cmd.rs"]
 pub mod cmd;
 pub mod frames;
+pub mod mld;
 #[path = "../../../testkit/netns.rs"]
 pub mod netns;
 pub mod pcap;
