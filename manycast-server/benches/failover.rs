@@ -20,6 +20,8 @@
 #[path = "../tests/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "support/breakdown.rs"]
+mod breakdown;
 #[path = "support/health_failover.rs"]
 mod health_failover;
 #[path = "support/probe.rs"]
@@ -112,15 +114,26 @@ fn manycast_trials(
             .filter(|&s| &owners[s] == victim)
             .collect();
         victims_total += victims.len();
-        let killed_at = Instant::now();
+        let (killed_at, killed_wall) = (Instant::now(), breakdown::wall_now());
         lab.kill(victim);
         lab.children.retain(|(n, _)| n != victim);
         match probe.recovery(killed_at, victim, &victims, TRIAL_LIMIT) {
             Some(d) => {
                 let ms = d.as_millis() as u64;
+                let heirs: Vec<String> = names.iter().filter(|n| *n != victim).cloned().collect();
+                let steps = breakdown::Breakdown::read(
+                    lab.dir.path(),
+                    &heirs,
+                    killed_wall,
+                    killed_at,
+                    &probe.log,
+                    victim,
+                    &victims,
+                );
                 println!(
-                    "  trial {trial:>2}: killed {victim} ({} sources): all answered again after {ms} ms",
-                    victims.len()
+                    "  trial {trial:>2}: killed {victim} ({} sources): all answered again after {ms} ms\n             {}",
+                    victims.len(),
+                    steps.describe()
                 );
                 times.push(ms);
             }
@@ -362,7 +375,13 @@ fn main() {
     }
     lab.router_forwarding(&router, &["c0", "v0", "s1", "s2", "s3", "s4"]);
 
-    let socket = lab.spawn_verifier(&router, &["c0", "s1", "s2", "s3", "s4"], "", Some("info"));
+    let socket = lab.spawn_verifier(
+        &router,
+        &["c0", "s1", "s2", "s3", "s4"],
+        "",
+        // The executor's "re-point applied" lines time each trial's kernel write.
+        Some("info,manycast_verifier::sys::exec=debug"),
+    );
     wait_for("the verifier's status socket", || verifier_up(&socket));
     for (i, ns) in servers.iter().enumerate() {
         lab.start_server(i, ns, "m0", "ctl0");

@@ -202,6 +202,26 @@ fn silence_the_router_caused_finds_nobody_dead() {
     assert!(repointed(&mut lab).is_empty());
 }
 
+/// A stall of the router's own loop between reading its beacon socket and checking liveness
+/// (a kernel write, a burst of joins, the scheduler) is not the members' silence: beacons that
+/// arrived meanwhile wait in the socket's queue. Silence is judged only up to the last time the
+/// driver read the socket empty.
+#[test]
+fn a_stall_of_the_routers_own_loop_finds_nobody_dead() {
+    let (mut lab, a, b) = started();
+    beacon(&mut lab, 0, &a, 1, S1);
+    beacon(&mut lab, 1, &b, 1, S2);
+    // The socket was read empty at 15 ms; the loop then stalled until 100 ms.
+    lab.router.handle_beacons_read(ms(15));
+    lab.router.handle_timeout(ms(100));
+    assert_eq!(lab.status(ms(100)).counters.members_found_dead, 0);
+    assert!(repointed(&mut lab).is_empty());
+    // The next read (empty: both really are silent) lets the silence count.
+    lab.router.handle_beacons_read(ms(100));
+    lab.router.handle_timeout(ms(100));
+    assert_eq!(lab.status(ms(100)).counters.members_found_dead, 2);
+}
+
 /// Issue 13's last defect: a certified member's join at a far later epoch used to take every
 /// slice its certificate allows from the honest members at the router. A member the router
 /// vouches for (a beacon within the window) keeps its slices; they go only once its beacons

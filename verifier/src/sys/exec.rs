@@ -76,6 +76,7 @@ impl RepointTimes {
         if *left == 0 {
             let took = started.elapsed();
             self.open = None;
+            debug!(us = took.as_micros() as u64, "re-point applied");
             self.record(took);
         }
     }
