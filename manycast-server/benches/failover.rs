@@ -17,11 +17,11 @@
 //! and its fastest setting (VRRPv3, advert_int 0.01, the smallest it accepts: 0.001 is refused
 //! as "not valid").
 
+#[path = "support/breakdown.rs"]
+mod breakdown;
 #[path = "../tests/harness.rs"]
 #[allow(dead_code)]
 mod harness;
-#[path = "support/breakdown.rs"]
-mod breakdown;
 #[path = "support/health_failover.rs"]
 mod health_failover;
 #[path = "support/probe.rs"]

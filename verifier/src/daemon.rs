@@ -304,7 +304,7 @@ impl Daemon {
             repoint.p99_us,
             repoint.max_us,
         );
-        c.nft_rewrites = self.exec.nft_rewrites;
+        (c.nft_rewrites, c.nfnl_batches) = (self.exec.nft_rewrites, self.exec.nfnl_batches);
         status
     }
 

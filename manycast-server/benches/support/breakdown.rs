@@ -78,7 +78,9 @@ impl Breakdown {
                 b.found = Some(at);
                 b.last_beacon = field(line, "silent_ms").map(|s| at - s as f64);
                 b.late_ms = field(line, "late_ms");
-            } else if b.found.is_some() && b.repointed.is_none() && line.contains("re-point applied")
+            } else if b.found.is_some()
+                && b.repointed.is_none()
+                && line.contains("re-point applied")
             {
                 b.repointed = Some(at);
                 b.repoint_us = field(line, "us");

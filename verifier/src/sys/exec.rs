@@ -5,6 +5,7 @@
 
 use super::libnft::{NftError, NftSession};
 use super::mroute::{self, MrouteControl};
+use super::nfnl::{ElementBatch, Nfnl};
 use super::rtnl::{Rtnl, RtnlError};
 use super::{nft, procfs};
 use crate::plan::mfc::Probed;
@@ -37,6 +38,9 @@ pub enum KernelError {
     /// The kernel refused a VIP route or rule.
     #[error(transparent)]
     Route(#[from] RtnlError),
+    /// The nfnetlink socket for map element updates could not be opened.
+    #[error("nfnetlink socket: {0}")]
+    Nfnl(std::io::Error),
 }
 
 /// How many re-points the status's figures summarise (the most recent ones).
@@ -115,12 +119,16 @@ pub struct Executor {
     nft: RefCell<NftSession>,
     /// VIP routes and rules.
     rtnl: Rtnl,
+    /// Map element updates, without libnftables' parser and cache (see [`super::nfnl`]).
+    nfnl: Nfnl,
     /// Whether the kernel holds a native nft table this process wrote.
     netdev_written: bool,
     /// The counters of the native tables we replaced (a rewrite starts at zero).
     netdev_counted: KernelCounters,
     /// Whole-table rewrites of either nft table (the other changes move elements only).
     pub nft_rewrites: u64,
+    /// Element updates sent straight over nfnetlink (the rest went through libnftables).
+    pub nfnl_batches: u64,
     pub repoints: RepointTimes,
 }
 
@@ -131,9 +139,11 @@ impl Executor {
             mrt,
             nft: RefCell::new(NftSession::new()?),
             rtnl: Rtnl::new()?,
+            nfnl: Nfnl::new().map_err(KernelError::Nfnl)?,
             netdev_written: false,
             netdev_counted: KernelCounters::default(),
             nft_rewrites: 0,
+            nfnl_batches: 0,
             repoints: RepointTimes::default(),
         })
     }
@@ -241,10 +251,22 @@ impl Executor {
             .collect()
     }
 
-    /// One transaction through the persistent libnftables context (no process).
+    /// One transaction: element updates straight over nfnetlink when [`ElementBatch`] can say
+    /// them, the rest through the persistent libnftables context (no process).
     fn nft(&mut self, batch: &NftBatch) -> Result<(), NftError> {
         if batch.text.is_empty() {
             return Ok(());
+        }
+        if let Some(elements) = ElementBatch::parse(&batch.text).filter(|_| !batch.rewrite) {
+            match self.nfnl.apply(&elements) {
+                Ok(true) => {
+                    self.nfnl_batches += 1;
+                    return Ok(());
+                }
+                // Too large for one datagram: libnftables splits it.
+                Ok(false) => {}
+                Err(e) => return Err(NftError(format!("nfnetlink: {e}"))),
+            }
         }
         self.nft_text(&batch.text)?;
         self.nft_rewrites += u64::from(batch.rewrite);

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod igmp_socket;
 pub mod libnft;
 pub mod mroute;
+pub mod nfnl;
 pub mod nft;
 pub mod procfs;
 pub mod rtnl;
