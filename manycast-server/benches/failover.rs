@@ -409,10 +409,10 @@ fn main() {
     );
     println!(
         "manycast: p50 {p50} ms, p99 {p99} ms, max {} ms over {} trials ({failed} not recovered; \
-         {victims} victim sources in all); target p99 ≤ 300 ms: {}",
+         {victims} victim sources in all); target p99 ≤ 50 ms: {}",
         times.iter().max().copied().unwrap_or(0),
         times.len(),
-        if p99 <= 300 && failed == 0 {
+        if p99 <= 50 && failed == 0 {
             "met"
         } else {
             "NOT met"
@@ -440,6 +440,10 @@ fn main() {
          ({fast_failed} not recovered); {KEEPALIVED_TRIALS} trials each",
         percentile(&default_times, 0.99),
         percentile(&fast_times, 0.99),
+    );
+    println!(
+        "manycast p99 {p99} ms below keepalived's fastest p50 {ka_fast} ms: {}",
+        if p99 < ka_fast { "met" } else { "NOT met" }
     );
     let health_p99 =
         health_failover::health_p99_ms(&mut lab, &client, &srcs, &servers, PROBE_EVERY);

@@ -49,6 +49,8 @@ pub struct Breakdown {
     pub heirs_told: Option<f64>,
     /// The first victim source answered by another member.
     pub first_answer: Option<f64>,
+    /// Members other than the victim found dead since the kill (a false positive each).
+    pub others_found_dead: usize,
 }
 
 impl Breakdown {
@@ -74,7 +76,10 @@ impl Breakdown {
         let verifier = std::fs::read_to_string(dir.join("verifier.log")).unwrap_or_default();
         for line in verifier.lines() {
             let Some(at) = after(line) else { continue };
-            if b.found.is_none() && line.contains("beacons stopped") {
+            let stopped = line.contains("beacons stopped");
+            if stopped && !line.contains(&format!("member={victim} ")) {
+                b.others_found_dead += 1;
+            } else if b.found.is_none() && stopped {
                 b.found = Some(at);
                 b.last_beacon = field(line, "silent_ms").map(|s| at - s as f64);
                 b.late_ms = field(line, "late_ms");
@@ -109,8 +114,12 @@ impl Breakdown {
     /// One line for the trial's report.
     pub fn describe(&self) -> String {
         let ms = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:+.1}"));
+        let others = match self.others_found_dead {
+            0 => String::new(),
+            n => format!("; {n} OTHER member(s) found dead"),
+        };
         format!(
-            "last beacon {}, found dead {} (late {} ms), re-pointed {} ({} µs), heirs told {}, first answer {}",
+            "last beacon {}, found dead {} (late {} ms), re-pointed {} ({} µs), heirs told {}, first answer {}{others}",
             ms(self.last_beacon),
             ms(self.found),
             self.late_ms.map_or("?".into(), |v| v.to_string()),

@@ -32,7 +32,7 @@ impl Default for LivenessConfig {
     fn default() -> Self {
         LivenessConfig {
             port: 7410,
-            misses: 3,
+            misses: 4,
             failover: true,
         }
     }
