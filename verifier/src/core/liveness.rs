@@ -357,11 +357,13 @@ impl Router {
             read_until,
             ..
         } = &mut self.liveness;
-        // Silence is known only up to the last read of the beacon socket: what arrived since
-        // waits in its queue while the loop is busy, and is not silence.
+        // Silence is known only up to the last read of the beacon socket that emptied it: what
+        // arrived since waits in its queue while the loop is busy, and is no one's silence.
         let judged = read_until.map_or(clock.mono, |r| r.min(clock.mono));
         for (&(group, member), w) in watches.iter_mut() {
-            if w.vouched && judged >= w.heard.saturating_add(w.interval * misses.max(2)) {
+            // Vouching lapses on the clock as before (SPEC.md §5.2): a flood faster than the
+            // socket is read must not keep a dead member's slices from a later epoch.
+            if w.vouched && clock.mono >= w.heard.saturating_add(w.interval * misses.max(2)) {
                 w.vouched = false;
                 lapsed.push((group, member));
             }
