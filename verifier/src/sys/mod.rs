@@ -8,6 +8,7 @@ pub mod libnft;
 pub mod mroute;
 pub mod nfnl;
 pub mod nft;
+pub mod priority;
 pub mod procfs;
 pub mod rtnl;
 pub mod setup;
