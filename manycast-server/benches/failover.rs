@@ -17,6 +17,8 @@
 //! and its fastest setting (VRRPv3, advert_int 0.01, the smallest it accepts: 0.001 is refused
 //! as "not valid").
 
+#[path = "support/breakdown.rs"]
+mod breakdown;
 #[path = "../tests/harness.rs"]
 #[allow(dead_code)]
 mod harness;
@@ -112,15 +114,26 @@ fn manycast_trials(
             .filter(|&s| &owners[s] == victim)
             .collect();
         victims_total += victims.len();
-        let killed_at = Instant::now();
+        let (killed_at, killed_wall) = (Instant::now(), breakdown::wall_now());
         lab.kill(victim);
         lab.children.retain(|(n, _)| n != victim);
         match probe.recovery(killed_at, victim, &victims, TRIAL_LIMIT) {
             Some(d) => {
                 let ms = d.as_millis() as u64;
+                let heirs: Vec<String> = names.iter().filter(|n| *n != victim).cloned().collect();
+                let steps = breakdown::Breakdown::read(
+                    lab.dir.path(),
+                    &heirs,
+                    killed_wall,
+                    killed_at,
+                    &probe.log,
+                    victim,
+                    &victims,
+                );
                 println!(
-                    "  trial {trial:>2}: killed {victim} ({} sources): all answered again after {ms} ms",
-                    victims.len()
+                    "  trial {trial:>2}: killed {victim} ({} sources): all answered again after {ms} ms\n             {}",
+                    victims.len(),
+                    steps.describe()
                 );
                 times.push(ms);
             }
@@ -362,7 +375,13 @@ fn main() {
     }
     lab.router_forwarding(&router, &["c0", "v0", "s1", "s2", "s3", "s4"]);
 
-    let socket = lab.spawn_verifier(&router, &["c0", "s1", "s2", "s3", "s4"], "", Some("info"));
+    let socket = lab.spawn_verifier(
+        &router,
+        &["c0", "s1", "s2", "s3", "s4"],
+        "",
+        // The executor's "re-point applied" lines time each trial's kernel write.
+        Some("info,manycast_verifier::sys::exec=debug"),
+    );
     wait_for("the verifier's status socket", || verifier_up(&socket));
     for (i, ns) in servers.iter().enumerate() {
         lab.start_server(i, ns, "m0", "ctl0");
@@ -390,10 +409,10 @@ fn main() {
     );
     println!(
         "manycast: p50 {p50} ms, p99 {p99} ms, max {} ms over {} trials ({failed} not recovered; \
-         {victims} victim sources in all); target p99 ≤ 300 ms: {}",
+         {victims} victim sources in all); target p99 ≤ 50 ms: {}",
         times.iter().max().copied().unwrap_or(0),
         times.len(),
-        if p99 <= 300 && failed == 0 {
+        if p99 <= 50 && failed == 0 {
             "met"
         } else {
             "NOT met"
@@ -421,6 +440,10 @@ fn main() {
          ({fast_failed} not recovered); {KEEPALIVED_TRIALS} trials each",
         percentile(&default_times, 0.99),
         percentile(&fast_times, 0.99),
+    );
+    println!(
+        "manycast p99 {p99} ms below keepalived's fastest p50 {ka_fast} ms: {}",
+        if p99 < ka_fast { "met" } else { "NOT met" }
     );
     let health_p99 =
         health_failover::health_p99_ms(&mut lab, &client, &srcs, &servers, PROBE_EVERY);

@@ -102,7 +102,7 @@ impl Default for IgmpConfig {
             unsolicited_report_interval_ms: 1000,
             refresh_ms: 10_000,
             min_answer_interval_ms: 1000,
-            beacon_interval_ms: 10,
+            beacon_interval_ms: 5,
             beacon_port: 7410,
         }
     }

@@ -93,6 +93,7 @@ impl core::fmt::Debug for Daemon {
 impl Daemon {
     /// Opens everything; every error is one line for the operator.
     pub fn start(cfg: Config) -> Result<Daemon, Error> {
+        crate::sys::priority::raise_logged();
         let keys = Keys::load(&cfg)?;
         let router_config = cfg.router_config()?;
         let (found, sockets) = setup::setup(&cfg.interfaces, cfg.native.dataplane)?;
@@ -309,7 +310,7 @@ impl Daemon {
             repoint.p99_us,
             repoint.max_us,
         );
-        c.nft_rewrites = self.exec.nft_rewrites;
+        (c.nft_rewrites, c.nfnl_batches) = (self.exec.nft_rewrites, self.exec.nfnl_batches);
         status
     }
 

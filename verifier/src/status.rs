@@ -131,6 +131,9 @@ pub struct Counters {
     /// unknown); the others changed only the map elements that moved.
     #[serde(default)]
     pub nft_rewrites: u64,
+    /// Of the others, those sent straight over nfnetlink (the rest went through libnftables).
+    #[serde(default)]
+    pub nfnl_batches: u64,
     /// Ownership changes applied in the kernel since start, each timed from the first of its
     /// ops to the last (every data plane's share: MFC entries, nft transactions, VIP routes).
     #[serde(default)]
@@ -401,6 +404,11 @@ impl Status {
             "nft_rewrites_total",
             "nftables transactions that rewrote a whole table (the others moved map elements only).",
             c.nft_rewrites,
+        );
+        m.counter(
+            "nfnl_batches_total",
+            "Map element updates sent straight over nfnetlink, one transaction each (the others went through libnftables).",
+            c.nfnl_batches,
         );
         m.counter(
             "repoints_total",

@@ -54,6 +54,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("beacons".into())
         .spawn(move || {
+            realtime();
             let mut random = super::sockets::random_u64;
             while !stop.load(Ordering::Relaxed) {
                 let now = daemon_kit::now().mono;
@@ -73,4 +74,21 @@ pub fn spawn(
                 std::thread::sleep(wait);
             }
         })
+}
+
+/// Puts the calling thread in the lowest real-time class (SCHED_FIFO, priority 1) when the
+/// process may (root or CAP_SYS_NICE), as routing daemons do for their hellos (keepalived's
+/// `vrrp_rt_priority`, bfdd): a machine busy with ordinary work (a build on every core) then
+/// cannot hold a beacon back for the intervals after which the router finds the member dead
+/// (SPEC.md §5.5). The thread sleeps between beacons, so it takes next to no CPU from others;
+/// the kernel's real-time throttling bounds it anyway. Refused: it stays an ordinary thread.
+#[allow(unsafe_code)]
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid sched_param that outlives the
+    // call, which only reads it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "liveness beacons: no real-time priority");
+    }
 }

@@ -32,7 +32,7 @@ impl Default for LivenessConfig {
     fn default() -> Self {
         LivenessConfig {
             port: 7410,
-            misses: 3,
+            misses: 4,
             failover: true,
         }
     }
@@ -84,6 +84,11 @@ pub(super) struct Liveness {
     /// The last time a socket the router reads dropped datagrams: silence up to then may be
     /// the router's doing, so it finds nobody dead for it.
     last_drop: Option<Instant>,
+    /// When the driver last read the beacon socket empty (sampled before the read): every
+    /// beacon sent before then has been handed in. Silence is judged up to here only, so a
+    /// stall of the router's own loop between its read and its check finds nobody dead.
+    /// `None`: the driver does not say, and silence is judged up to `now`.
+    read_until: Option<Instant>,
     /// The failover view while anyone is dead.
     view: Option<OwnershipTable>,
     /// Watches that ended while vouched for: the verifier is told.
@@ -308,6 +313,14 @@ impl Router {
         self.note_drops(clock.mono);
     }
 
+    /// The driver read the beacon socket empty, having sampled `now` before the read: every
+    /// beacon that arrived by then went to [`Router::handle_beacon`]. Silence after `now` is
+    /// not held against anyone until the next such read (SPEC.md §5.5).
+    pub fn handle_beacons_read(&mut self, now: impl Into<Clock>) {
+        let now = now.into().mono;
+        self.liveness.read_until = Some(self.liveness.read_until.map_or(now, |r| r.max(now)));
+    }
+
     pub(super) fn note_drops(&mut self, now: Instant) {
         self.liveness.last_drop = Some(self.liveness.last_drop.map_or(now, |d| d.max(now)));
     }
@@ -339,20 +352,33 @@ impl Router {
         let mut found = Vec::new();
         let mut lapsed = Vec::new();
         let Liveness {
-            watches, last_drop, ..
+            watches,
+            last_drop,
+            read_until,
+            ..
         } = &mut self.liveness;
+        // Silence is known only up to the last read of the beacon socket that emptied it: what
+        // arrived since waits in its queue while the loop is busy, and is no one's silence.
+        let judged = read_until.map_or(clock.mono, |r| r.min(clock.mono));
         for (&(group, member), w) in watches.iter_mut() {
+            // Vouching lapses on the clock as before (SPEC.md §5.2): a flood faster than the
+            // socket is read must not keep a dead member's slices from a later epoch.
             if w.vouched && clock.mono >= w.heard.saturating_add(w.interval * misses.max(2)) {
                 w.vouched = false;
                 lapsed.push((group, member));
             }
             let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
-            if w.dead || !w.proven || clock.mono < since.saturating_add(w.interval * misses.max(2))
-            {
+            if w.dead || !w.proven || judged < since.saturating_add(w.interval * misses.max(2)) {
                 continue;
             }
             w.dead = true;
-            found.push((group, member));
+            // For the log: how long the member was silent, and how late this check came.
+            let silent_ms = clock.mono.saturating_duration_since(w.heard).as_millis();
+            let late_ms = clock
+                .mono
+                .saturating_duration_since(since.saturating_add(w.interval * misses.max(2)))
+                .as_millis();
+            found.push((group, member, silent_ms, late_ms));
         }
         for (group, member) in lapsed {
             if let Some(change) = self.verifier.set_vouched(clock, group, member, false) {
@@ -367,16 +393,16 @@ impl Router {
         }
         self.liveness.stats.members_found_dead += found.len() as u64;
         self.refresh_failover_view();
-        let mut groups: Vec<Ipv4Addr> = found.iter().map(|&(g, _)| g).collect();
+        let mut groups: Vec<Ipv4Addr> = found.iter().map(|&(g, ..)| g).collect();
         groups.dedup();
-        for (group, member) in found {
+        for (group, member, silent_ms, late_ms) in found {
             let heirs = if self.config.liveness.failover {
                 self.heirs(group, member)
             } else {
                 Vec::new()
             };
             let to: Vec<SocketAddrV4> = heirs.iter().map(|s| s.heir).collect();
-            tracing::warn!(%member, %group, standbys = ?to, "liveness: beacons stopped; its units go to their standbys");
+            tracing::warn!(%member, %group, standbys = ?to, silent_ms, late_ms, "liveness: beacons stopped; its units go to their standbys");
             self.events.push_back(Event::MemberSilent { group, member });
             for s in heirs {
                 self.liveness.tell(&s, true);

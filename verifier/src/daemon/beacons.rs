@@ -4,15 +4,20 @@
 use super::{clocks, Daemon};
 
 impl Daemon {
-    /// Hands what the beacon socket holds to the core.
+    /// Hands what the beacon socket holds to the core. The clock is read before the socket:
+    /// once it is read empty, the core knows every beacon that arrived by then, and judges
+    /// silence up to then only (a stall of this loop after the read is not a member's).
     pub(super) fn read_beacons(&mut self) {
-        let (now, core) = (clocks(), &mut self.core);
-        let dropped = self.beacons.drain(now.mono, |b, from, ifindex| {
-            core.handle_beacon(now, b, from, ifindex)
+        let (before, core) = (clocks(), &mut self.core);
+        let (dropped, empty) = self.beacons.drain(before.mono, |b, from, ifindex| {
+            core.handle_beacon(clocks(), b, from, ifindex)
         });
         if dropped > 0 {
-            core.handle_beacon_overflow(now, dropped);
+            core.handle_beacon_overflow(before, dropped);
         }
-        self.flush(now);
+        if empty {
+            core.handle_beacons_read(before);
+        }
+        self.flush(clocks());
     }
 }

@@ -81,26 +81,37 @@ impl BeaconSocket {
     }
 
     /// Reads what is queued (at most [`MAX_READS`]), handing each datagram with its sender and
-    /// interface to `each`; returns how many the kernel dropped since the last drain.
-    pub fn drain(&mut self, now: Instant, mut each: impl FnMut(&[u8], SocketAddrV4, u32)) -> u64 {
+    /// interface to `each`; returns how many the kernel dropped since the last drain, and
+    /// whether the queue was read empty (everything that arrived before the call was handed).
+    pub fn drain(
+        &mut self,
+        now: Instant,
+        mut each: impl FnMut(&[u8], SocketAddrV4, u32),
+    ) -> (u64, bool) {
         let mut buf = [0u8; 512];
         let mut drops_total = None;
+        let mut empty = false;
         for _ in 0..MAX_READS {
             let r = match igmp_socket::recv(self.socket.get_ref().as_raw_fd(), &mut buf) {
                 Ok(Some(r)) => r,
-                Ok(None) | Err(_) => break,
+                Ok(None) => {
+                    empty = true;
+                    break;
+                }
+                Err(_) => break,
             };
             drops_total = r.drops_total.or(drops_total);
             if let (Some(source), Some(ifindex)) = (r.source, r.ifindex) {
                 each(&buf[..r.len.min(buf.len())], source, ifindex);
             }
         }
-        drops_total.map_or(0, |total| {
+        let dropped = drops_total.map_or(0, |total| {
             self.drops.update_for(
                 now,
                 total,
                 "liveness beacons; nobody is found dead for the silence",
             )
-        })
+        });
+        (dropped, empty)
     }
 }

@@ -6,6 +6,7 @@
 use super::announce_dev::AnnounceDevice;
 use super::libnft::{NftError, NftSession};
 use super::mroute::{self, MrouteControl};
+use super::nfnl::{ElementBatch, Nfnl};
 use super::rtnl::{Rtnl, RtnlError};
 use super::{nft, procfs};
 use crate::plan::mfc::Probed;
@@ -38,6 +39,9 @@ pub enum KernelError {
     /// The kernel refused a VIP route or rule.
     #[error(transparent)]
     Route(#[from] RtnlError),
+    /// The nfnetlink socket for map element updates could not be opened.
+    #[error("nfnetlink socket: {0}")]
+    Nfnl(std::io::Error),
 }
 
 /// How many re-points the status's figures summarise (the most recent ones).
@@ -77,6 +81,7 @@ impl RepointTimes {
         if *left == 0 {
             let took = started.elapsed();
             self.open = None;
+            debug!(us = took.as_micros() as u64, "re-point applied");
             self.record(took);
         }
     }
@@ -118,12 +123,16 @@ pub struct Executor {
     /// The device announced routes go through, created at the first announcement and held
     /// for the life of the process (its routes go with it, SPEC.md §10.6).
     announce: Option<AnnounceDevice>,
+    /// Map element updates, without libnftables' parser and cache (see [`super::nfnl`]).
+    nfnl: Nfnl,
     /// Whether the kernel holds a native nft table this process wrote.
     netdev_written: bool,
     /// The counters of the native tables we replaced (a rewrite starts at zero).
     netdev_counted: KernelCounters,
     /// Whole-table rewrites of either nft table (the other changes move elements only).
     pub nft_rewrites: u64,
+    /// Element updates sent straight over nfnetlink (the rest went through libnftables).
+    pub nfnl_batches: u64,
     pub repoints: RepointTimes,
 }
 
@@ -141,9 +150,11 @@ impl Executor {
             nft: RefCell::new(NftSession::new()?),
             rtnl: Rtnl::new()?,
             announce: None,
+            nfnl: Nfnl::new().map_err(KernelError::Nfnl)?,
             netdev_written: false,
             netdev_counted: KernelCounters::default(),
             nft_rewrites: 0,
+            nfnl_batches: 0,
             repoints: RepointTimes::default(),
         };
         if announce {
@@ -283,10 +294,22 @@ impl Executor {
             .collect()
     }
 
-    /// One transaction through the persistent libnftables context (no process).
+    /// One transaction: element updates straight over nfnetlink when [`ElementBatch`] can say
+    /// them, the rest through the persistent libnftables context (no process).
     fn nft(&mut self, batch: &NftBatch) -> Result<(), NftError> {
         if batch.text.is_empty() {
             return Ok(());
+        }
+        if let Some(elements) = ElementBatch::parse(&batch.text).filter(|_| !batch.rewrite) {
+            match self.nfnl.apply(&elements) {
+                Ok(true) => {
+                    self.nfnl_batches += 1;
+                    return Ok(());
+                }
+                // Too large for one datagram: libnftables splits it.
+                Ok(false) => {}
+                Err(e) => return Err(NftError(format!("nfnetlink: {e}"))),
+            }
         }
         self.nft_text(&batch.text)?;
         self.nft_rewrites += u64::from(batch.rewrite);

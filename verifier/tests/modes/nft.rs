@@ -244,4 +244,7 @@ fn repoints_move_map_elements_in_place_and_keep_the_counters() {
     // The three re-points were timed (and the joins before them).
     assert!(status.counters.repoints >= 3, "{:?}", status.counters);
     assert!(status.counters.repoint_us.is_some());
+    // Each of the three went to the kernel straight over nfnetlink, not through libnftables'
+    // parser and cache (issue 16: ~550 µs for a quarter of a map that way).
+    assert!(status.counters.nfnl_batches >= 3, "{:?}", status.counters);
 }
