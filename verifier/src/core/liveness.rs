@@ -32,7 +32,7 @@ impl Default for LivenessConfig {
     fn default() -> Self {
         LivenessConfig {
             port: 7410,
-            misses: 4,
+            misses: 6,
             failover: true,
         }
     }

@@ -2,7 +2,7 @@
 //! live, its silence gives its units to the standby its epoch named, forged beacons keep
 //! nothing alive, and silence the router caused finds nobody dead.
 
-use super::tests::{Lab, S1, S2};
+use super::tests::{config, setup, Lab, S1, S2};
 use super::*;
 use igmp_ext::fixtures::NOW;
 use igmp_ext::liveness::HashChain;
@@ -11,6 +11,13 @@ use std::net::SocketAddrV4;
 
 const EVEN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const ODD: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
+
+/// The tests' router: `misses` 4 (not the default), so that the windows below stay short.
+fn lab() -> Lab {
+    let mut cfg = config();
+    cfg.liveness.misses = 4;
+    Lab::new(cfg, setup(NativeDataplane::Mroute))
+}
 
 fn ms(n: u64) -> Timestamp {
     NOW.saturating_add(Duration::from_millis(n))
@@ -58,7 +65,7 @@ fn repointed(lab: &mut Lab) -> Vec<(Ipv4Addr, Vec<u16>)> {
 }
 
 fn started() -> (Lab, HashChain, HashChain) {
-    let mut lab = Lab::mfc();
+    let mut lab = lab();
     let g = lab.fixture.group;
     for source in [EVEN, ODD] {
         lab.router.handle_upcall(
