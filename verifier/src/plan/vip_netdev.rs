@@ -5,11 +5,17 @@
 //! destination stays the VIP (members hold it on loopback: direct server return).
 //!
 //! - Without pin: one verdict map `ip saddr & mask → jump <hop chain>`.
-//! - With pin: a flow table `pin_<vip>` (`l4proto . saddr . sport . dport → mark`, dynamic,
-//!   refreshed by every packet, forgotten after [`PIN_IDLE_S`] idle) is looked up first; a flow
-//!   not in it takes the slice map's member and is added. A TCP SYN without ACK (a new
-//!   connection) first forgets its tuple's old pin, so new connections follow the map. The
-//!   member's mark selects its hop chain (`hop_<vip>`: mark → jump).
+//! - With pin: flow tables (`l4proto . saddr . sport . dport → mark`, dynamic, a timeout per
+//!   element like conntrack's, [`PinTimeouts`]) are looked up first; a flow in none takes the
+//!   slice map's member and is added. TCP (chain `t_<vip>`): an open connection's pin is in
+//!   `pin_<vip>` and every packet without SYN, FIN or RST refreshes it to the established
+//!   timeout; a FIN or RST moves it to `fin_<vip>` with the closing timeout, where the last
+//!   packets refresh it without bringing it back; a SYN without ACK (a new connection) first
+//!   forgets its tuple's pins, so new connections follow the map, and starts with the short
+//!   timeout. UDP (chain `u_<vip>`): `pin_<vip>` with conntrack's stream timeout. The member's
+//!   mark selects its hop chain (`hop_<vip>`: mark → jump).
+//! - A whole-table rewrite keeps the flow tables' elements: [`keep_pins`] copies them from a
+//!   listing of the table into the rewrite, in the same transaction.
 //!
 //! What the table does not forward (TTL ≤ 1, a value with no owner, a member whose interface is not served, fragments and protocols other than TCP and
 //! UDP in pin mode, a new flow while the flow table is full) is accepted and meets the `ip` table's marks and policy routes as before: the slow
@@ -34,12 +40,31 @@ pub fn mark_of(member: u32) -> Option<u32> {
 /// The ingress hook's priority: before the native table's (0), so that a VIP's packet does not
 /// go through that table's rules too (a native group's packets go through one rule here).
 pub const PRIORITY: i32 = -10;
-/// A pinned flow is forgotten after this long without a packet (the pin-mode linger of a
-/// member that lost its slices is the same).
-pub const PIN_IDLE_S: u64 = 300;
-/// Flows one pinned VIP's table holds at most; a new flow past it is not pinned (it follows
-/// the map, on the slow path).
+/// In pin mode a member that lost all its slices keeps its route and hop this long, for its
+/// pinned connections.
+pub const LINGER_S: u64 = 300;
+/// Flows each of a pinned VIP's two flow tables holds at most; a new flow past it is not pinned
+/// (it follows the map, on the slow path).
 pub const PIN_FLOWS: u32 = 1 << 18;
+
+/// How long a pin lasts without a packet, in seconds: conntrack's defaults (Linux's
+/// `nf_conntrack_*` sysctls; the namespace's values are not read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinTimeouts {
+    /// An open TCP connection (`nf_conntrack_tcp_timeout_established`: 5 days).
+    pub tcp_established: u64,
+    /// A TCP connection after its FIN or RST (`…_fin_wait`, `…_time_wait`: 120 s; the other
+    /// closing states are shorter), and one seen only by its SYN so far (`…_syn_sent`: 120 s).
+    pub tcp_short: u64,
+    /// A UDP flow (`nf_conntrack_udp_timeout_stream`: 120 s).
+    pub udp: u64,
+}
+
+pub const PIN_TIMEOUTS: PinTimeouts = PinTimeouts {
+    tcp_established: 432_000,
+    tcp_short: 120,
+    udp: 120,
+};
 
 /// What the fast path holds for one VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +87,14 @@ fn chain_name(v: &FastVip) -> String {
     format!("v_{}", suffix(v.address))
 }
 
+fn tcp_chain(v: &FastVip) -> String {
+    format!("t_{}", suffix(v.address))
+}
+
+fn udp_chain(v: &FastVip) -> String {
+    format!("u_{}", suffix(v.address))
+}
+
 fn map_name(v: &FastVip) -> String {
     format!("vip_{}", suffix(v.address))
 }
@@ -73,6 +106,17 @@ fn hop_map(v: &FastVip) -> String {
 fn pin_map(v: &FastVip) -> String {
     format!("pin_{}", suffix(v.address))
 }
+
+fn fin_map(v: &FastVip) -> String {
+    format!("fin_{}", suffix(v.address))
+}
+
+/// A flow table's declaration up to its closing brace (elements go in between).
+fn flow_map_head(name: &str) -> String {
+    format!("\tmap {name} {{\n\t\t{FLOW_TYPE}\n\t\tsize {PIN_FLOWS}\n\t\tflags dynamic,timeout\n")
+}
+
+const FLOW_TYPE: &str = "type inet_proto . ipv4_addr . inet_service . inet_service : mark";
 
 /// The flow key of the pin table.
 const FLOW: &str = "meta l4proto . ip saddr . th sport . th dport";
@@ -116,39 +160,68 @@ fn mark(v: u32) -> String {
     format!("{v:#x}")
 }
 
-/// The VIP's own chain (the ingress chain jumps to it for packets that may be forwarded).
-fn vip_chain_rules(v: &FastVip) -> Vec<String> {
+/// The VIP's own chains, by name (the ingress rule jumps to them for packets that may be
+/// forwarded): `v_<vip>` without pin, `t_<vip>` (TCP) and `u_<vip>` (UDP) with pin.
+fn vip_chains(v: &FastVip) -> Vec<(String, Vec<String>)> {
     let mask = Ipv4Addr::from(v.mask);
     let map = map_name(v);
     if !v.pin {
-        return vec![format!("ip saddr & {mask} vmap @{map}")];
+        return vec![(
+            chain_name(v),
+            vec![format!("ip saddr & {mask} vmap @{map}")],
+        )];
     }
-    let (pin, hop) = (pin_map(v), hop_map(v));
-    vec![
-        // A new connection forgets an old pin of its tuple: it follows the map.
+    let (pin, fin, hop) = (pin_map(v), fin_map(v), hop_map(v));
+    let PinTimeouts {
+        tcp_established: open,
+        tcp_short: short,
+        udp,
+    } = PIN_TIMEOUTS;
+    let via = |set: &str, op: &str, secs: u64| {
+        format!("{op} @{set} {{ {FLOW} timeout {secs}s : meta mark }} meta mark vmap @{hop}")
+    };
+    let pinned = |set: &str, op: &str, secs: u64| {
+        format!("meta mark set {FLOW} map @{set} {}", via(set, op, secs))
+    };
+    let new = |set: &str, secs: u64| {
+        format!(
+            "meta mark set ip saddr & {mask} map @{map} {}",
+            via(set, "add", secs)
+        )
+    };
+    let tcp = vec![
+        // An open connection's packet (the common case): one lookup, refreshed for days.
+        format!("tcp flags & (fin | syn | rst) == 0 {}", pinned(&pin, "update", open)),
+        // A new connection forgets its tuple's old pins: it follows the map.
         format!("tcp flags & (syn | ack) == syn delete @{pin} {{ {FLOW} : meta mark }}"),
+        format!("tcp flags & (syn | ack) == syn delete @{fin} {{ {FLOW} : meta mark }}"),
+        // A FIN or RST: the pin moves to the closing table, which its last packets refresh.
         format!(
-            "meta mark set {FLOW} map @{pin} update @{pin} {{ {FLOW} : meta mark }} meta mark vmap @{hop}"
+            "tcp flags & (fin | rst) != 0 meta mark set {FLOW} map @{pin} delete @{pin} {{ {FLOW} : meta mark }} {}",
+            via(&fin, "add", short)
         ),
-        format!(
-            "meta mark set ip saddr & {mask} map @{map} add @{pin} {{ {FLOW} : meta mark }} meta mark vmap @{hop}"
-        ),
-    ]
+        pinned(&fin, "update", short),
+        format!("tcp flags & (fin | rst) != 0 {}", new(&fin, short)),
+        // A flow's first packet: short until its next one shows the connection open.
+        new(&pin, short),
+    ];
+    let udp = vec![pinned(&pin, "update", udp), new(&pin, udp)];
+    vec![(tcp_chain(v), tcp), (udp_chain(v), udp)]
 }
 
 fn ingress_rule(v: &FastVip) -> String {
     // A pinned flow is keyed by its ports: a fragment (which may have none) takes the slow
     // path, all of a datagram's fragments together, where conntrack reassembles them.
-    let protos = if v.pin {
-        " ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp }"
+    let to = if v.pin {
+        format!(
+            "ip frag-off & 0x3fff == 0 meta l4proto vmap {{ tcp : goto {}, udp : goto {} }}",
+            tcp_chain(v),
+            udp_chain(v)
+        )
     } else {
-        ""
+        format!("goto {}", chain_name(v))
     };
-    format!(
-        "ip daddr {} ip ttl > 1{protos} goto {}",
-        v.address,
-        chain_name(v)
-    )
+    format!("ip daddr {} ip ttl > 1 {to}", v.address)
 }
 
 /// Every hop chain, by name (a member's address names it; its interface may change).
@@ -170,12 +243,15 @@ fn add_chain_rules(out: &mut String, h: &Hop) {
     let _ = writeln!(out, "add rule netdev {TABLE} {} {}", h.chain(), hop_rule(h));
 }
 
+/// The first line of [`ruleset`]'s text: how the executor knows a batch rewrites this table.
+pub const REWRITE_HEAD: &str = "add table netdev manycast_vip\ndelete table netdev manycast_vip\n";
+
 /// The whole table as one transaction (created if missing, deleted, written anew): used when
-/// what the kernel holds is unknown (the first write, a failed one); it starts the flow tables
-/// empty. `devices` are the verifier's interfaces.
+/// what the kernel holds is unknown (the first write, a failed one). It starts the flow tables
+/// empty; [`keep_pins`] fills them with what the kernel's table held. `devices` are the
+/// verifier's interfaces.
 pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
-    let mut out =
-        format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
+    let mut out = format!("{REWRITE_HEAD}table netdev {TABLE} {{\n");
     for h in hops_of(vips).values() {
         let _ = writeln!(out, "\tchain {} {{\n\t\t{}\n\t}}", h.chain(), hop_rule(h));
     }
@@ -201,17 +277,17 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
                 hop_map(v),
                 elements(&hop_elements(v), &mark)
             );
-            let _ = writeln!(
-                out,
-                "\tmap {} {{\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize {PIN_FLOWS}\n\t\tflags dynamic,timeout\n\t\ttimeout {PIN_IDLE_S}s\n\t}}",
-                pin_map(v)
-            );
+            for name in [pin_map(v), fin_map(v)] {
+                let _ = writeln!(out, "{}\t}}", flow_map_head(&name));
+            }
         }
-        let _ = writeln!(out, "\tchain {} {{", chain_name(v));
-        for r in vip_chain_rules(v) {
-            let _ = writeln!(out, "\t\t{r}");
+        for (chain, rules) in vip_chains(v) {
+            let _ = writeln!(out, "\tchain {chain} {{");
+            for r in rules {
+                let _ = writeln!(out, "\t\t{r}");
+            }
+            out.push_str("\t}\n");
         }
-        out.push_str("\t}\n");
     }
     let _ = writeln!(
         out,
@@ -222,6 +298,84 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
         let _ = writeln!(out, "\t\t{}", ingress_rule(v));
     }
     out.push_str("\t}\n}\n");
+    out
+}
+
+/// `ruleset` (a [`ruleset`] text) with the flow tables' elements that `listing` (`list table
+/// netdev manycast_vip`: what the kernel holds before the rewrite) shows, copied as listed (each
+/// with its timeout and time left) into the maps of the same name and type: a rewrite keeps the
+/// pins, in the same transaction. Maps the new table does not have are left out.
+pub fn keep_pins(ruleset: &str, listing: &str) -> String {
+    let mut out = ruleset.to_owned();
+    for (name, elements) in listed_flows(listing) {
+        let head = flow_map_head(&name);
+        out = out.replacen(
+            &format!("{head}\t}}\n"),
+            &format!("{head}\t\telements = {{ {elements} }}\n\t}}\n"),
+            1,
+        );
+    }
+    out
+}
+
+/// `elements` with each element's `timeout` set to the longest a pin has: a refresh sets an
+/// element's expiry by the rule's timeout but leaves the timeout it was added with (a
+/// connection pinned by its SYN lists `timeout 2m expires 4d23h…`), and the kernel refuses an
+/// element that expires after its timeout. The timeout an element holds is otherwise unused:
+/// every rule gives its own.
+fn longest_timeout(elements: &str) -> String {
+    let t = PIN_TIMEOUTS;
+    let longest = format!("{}s", t.tcp_established.max(t.tcp_short).max(t.udp));
+    let mut out = Vec::new();
+    let mut words = elements.split_whitespace();
+    while let Some(w) = words.next() {
+        out.push(w);
+        if w == "timeout" && words.next().is_some() {
+            out.push(longest.as_str());
+        }
+    }
+    out.join(" ")
+}
+
+/// The flow tables' elements in a listing, by map name (maps named `pin_*` or `fin_*` of this
+/// version's type): the text between `elements = {` and its `}` on one line (an element
+/// holds no brace).
+fn listed_flows(listing: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut lines = listing.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        let Some(name) = line.strip_prefix("map ").and_then(|r| r.strip_suffix(" {")) else {
+            continue;
+        };
+        let mut typed = false;
+        let mut elements: Option<String> = None;
+        let mut open = false;
+        for l in lines.by_ref() {
+            if open {
+                let e = elements.get_or_insert_with(String::new);
+                e.push(' ');
+                e.push_str(l);
+            } else if l == "}" {
+                break;
+            } else if l == FLOW_TYPE {
+                typed = true;
+            } else if let Some(rest) = l.strip_prefix("elements = {") {
+                elements = Some(rest.trim_start().to_owned());
+                open = true;
+            }
+            if open {
+                if let Some(e) = elements.as_mut().filter(|e| e.ends_with('}')) {
+                    e.pop();
+                    e.truncate(e.trim_end().len());
+                    open = false;
+                }
+            }
+        }
+        let flows = name.starts_with("pin_") || name.starts_with("fin_");
+        if let Some(e) = elements.filter(|e| flows && typed && !open && !e.is_empty()) {
+            out.insert(name.to_owned(), longest_timeout(&e));
+        }
+    }
     out
 }
 
@@ -310,10 +464,11 @@ pub fn updates(from: &[FastVip], to: &[FastVip]) -> String {
             );
         }
         if a.mask != b.mask {
-            let chain = chain_name(b);
-            let _ = writeln!(adds, "flush chain netdev {TABLE} {chain}");
-            for r in vip_chain_rules(b) {
-                let _ = writeln!(adds, "add rule netdev {TABLE} {chain} {r}");
+            for (chain, rules) in vip_chains(b) {
+                let _ = writeln!(adds, "flush chain netdev {TABLE} {chain}");
+                for r in rules {
+                    let _ = writeln!(adds, "add rule netdev {TABLE} {chain} {r}");
+                }
             }
         }
     }
@@ -369,22 +524,114 @@ mod tests {
         assert!(!text.contains("mark"), "no mark without pin: {text}");
     }
 
+    /// Issue 16, item 5: pins time out like conntrack's entries: an open TCP connection's
+    /// after 5 days idle (`timeout 432000s` on every packet without SYN, FIN or RST); a FIN or
+    /// RST does not delete the pin but moves it to the closing table with 120 s, whose later
+    /// packets (the last ACKs) refresh it there with 120 s, never back to 5 days; a SYN starts
+    /// afresh with 120 s; UDP with 120 s.
     #[test]
-    fn with_pin_a_flow_table_is_looked_up_first_and_a_syn_starts_afresh() {
+    fn with_pin_flow_tables_time_out_like_conntrack_and_a_fin_shortens_the_pin() {
         let v = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
         let text = ruleset(&["c0".into()], &[v]);
+        const F: &str = "meta l4proto . ip saddr . th sport . th dport";
         for want in [
-            "\tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : mark\n\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\t}\n",
-            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n",
-            "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t\ttimeout 300s\n\t}\n",
-            "\tchain v_10_200_0_1 {\n\
-             \t\ttcp flags & (syn | ack) == syn delete @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark }\n\
-             \t\tmeta mark set meta l4proto . ip saddr . th sport . th dport map @pin_10_200_0_1 update @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\
-             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\t}\n",
-            "\t\tip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp } goto v_10_200_0_1\n",
+            "\tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : mark\n\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\t}\n".to_owned(),
+            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n".to_owned(),
+            "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n".to_owned(),
+            "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n".to_owned(),
+            format!("\tchain t_10_200_0_1 {{\n\
+             \t\ttcp flags & (fin | syn | rst) == 0 meta mark set {F} map @pin_10_200_0_1 update @pin_10_200_0_1 {{ {F} timeout 432000s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\ttcp flags & (syn | ack) == syn delete @pin_10_200_0_1 {{ {F} : meta mark }}\n\
+             \t\ttcp flags & (syn | ack) == syn delete @fin_10_200_0_1 {{ {F} : meta mark }}\n\
+             \t\ttcp flags & (fin | rst) != 0 meta mark set {F} map @pin_10_200_0_1 delete @pin_10_200_0_1 {{ {F} : meta mark }} add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set {F} map @fin_10_200_0_1 update @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\ttcp flags & (fin | rst) != 0 meta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
+            format!("\tchain u_10_200_0_1 {{\n\
+             \t\tmeta mark set {F} map @pin_10_200_0_1 update @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
+            "\t\tip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 meta l4proto vmap { tcp : goto t_10_200_0_1, udp : goto u_10_200_0_1 }\n".to_owned(),
         ] {
-            assert!(text.contains(want), "{want}\nnot in\n{text}");
+            assert!(text.contains(&want), "{want}\nnot in\n{text}");
         }
+        // No packet deletes a pin outright but a new connection's SYN; no default timeout.
+        let deletes: Vec<&str> = text.lines().filter(|l| l.contains("delete @")).collect();
+        assert_eq!(deletes.len(), 3, "{deletes:?}");
+        assert!(
+            deletes.iter().all(|l| l.contains("tcp flags & (syn | ack) == syn delete")
+                || l.contains("delete @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } add @fin_10_200_0_1")),
+            "{deletes:?}"
+        );
+        assert!(!text.contains("\t\ttimeout"), "{text}");
+    }
+
+    /// Issue 16, item 5: a whole-table rewrite (a verifier restart, a write after a failed
+    /// one) keeps the pins the kernel's table holds: the listed elements of both flow tables
+    /// go into the new table's maps, in the same transaction; other maps' elements, maps the
+    /// new table lacks and flow tables of another type are left out.
+    #[test]
+    fn a_rewrite_keeps_the_pins_the_kernel_holds() {
+        let v = vip(true, 1, &[(0, 2), (1, 1)], &[(1, "s1"), (2, "s2")]);
+        let text = ruleset(&["c0".into()], &[v]);
+        let listing = "table netdev manycast_vip {
+\tmap vip_10_200_0_1 {
+\t\ttype ipv4_addr : mark
+\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }
+\t}
+
+\tmap pin_10_200_0_1 {
+\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark
+\t\tsize 262144
+\t\tflags dynamic,timeout
+\t\telements = { udp . 10.1.0.3 . 5000 . 53 timeout 2m expires 59s996ms : 0x4d430002,
+\t\t\t     tcp . 10.1.0.2 . 41000 . 8080 timeout 2m expires 4d23h59m59s996ms : 0x4d430001 }
+\t}
+
+\tmap fin_10_200_0_1 {
+\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark
+\t\tsize 262144
+\t\tflags dynamic,timeout
+\t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 2m expires 1m : 0x4d430002 }
+\t}
+
+\tmap pin_10_200_0_9 {
+\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark
+\t\tsize 262144
+\t\tflags dynamic,timeout
+\t\telements = { tcp . 10.1.0.5 . 41002 . 8080 timeout 5d expires 5d : 0x4d430002 }
+\t}
+
+\tmap pin_10_200_0_1_old {
+\t\ttype ipv4_addr . inet_service : mark
+\t\tflags dynamic,timeout
+\t\telements = { 10.1.0.5 . 8080 timeout 5d expires 5d : 0x4d430002 }
+\t}
+
+\tchain m1_10_0_1_2 {
+\t\tcounter packets 3 bytes 180 fwd ip to 10.0.1.2 device \"s1\"
+\t}
+}
+";
+        let kept = keep_pins(&text, listing);
+        let want = text
+            .replacen(
+                "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n",
+                "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\
+                 \t\telements = { udp . 10.1.0.3 . 5000 . 53 timeout 432000s expires 59s996ms : 0x4d430002, tcp . 10.1.0.2 . 41000 . 8080 timeout 432000s expires 4d23h59m59s996ms : 0x4d430001 }\n\t}\n",
+                1,
+            )
+            .replacen(
+                "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n",
+                "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\
+                 \t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 432000s expires 1m : 0x4d430002 }\n\t}\n",
+                1,
+            );
+        assert_ne!(want, text, "the test's own replacement found nothing");
+        assert_eq!(kept, want);
+        // The slice map is the plan's, not the listing's; nothing kept without a listing.
+        assert!(kept.contains("elements = { 0.0.0.0 : 0x4d430002, 0.0.0.1 : 0x4d430001 }"));
+        assert_eq!(keep_pins(&text, ""), text);
+        assert!(text.starts_with(REWRITE_HEAD));
     }
 
     /// Issue 16, items 3 and 5: a re-point moves map elements only; a member with a new hop
@@ -418,9 +665,13 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("flush chain netdev manycast_vip v_10_200_0_1\n"));
+        assert!(text.contains("flush chain netdev manycast_vip t_10_200_0_1\n"));
+        assert!(text.contains("flush chain netdev manycast_vip u_10_200_0_1\n"));
         assert!(text.contains(
-            "add rule netdev manycast_vip v_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
+            "add rule netdev manycast_vip t_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
+        ));
+        assert!(text.contains(
+            "add rule netdev manycast_vip u_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
         ));
         assert!(
             text.ends_with("delete chain netdev manycast_vip m2_10_0_2_2\n"),
@@ -434,7 +685,8 @@ mod tests {
         assert!(
             text.lines().all(|l| !l.contains("map netdev")
                 && !l.contains("table netdev")
-                && !l.contains("element netdev manycast_vip pin_")),
+                && !l.contains("element netdev manycast_vip pin_")
+                && !l.contains("element netdev manycast_vip fin_")),
             "{text}"
         );
         // Without pin the verdict map's elements follow a member's hop; a member heard on

@@ -313,7 +313,7 @@ impl Executor {
         for r in &c.rules {
             self.rtnl.rule_add(r)?;
         }
-        self.nft(&c.ruleset)?;
+        self.nft_keeping_pins(&c.ruleset)?;
         for r in &c.stale_routes {
             let _ = self.rtnl.route_del(r);
         }
@@ -321,6 +321,29 @@ impl Executor {
             let _ = self.rtnl.rule_del(r);
         }
         Ok(())
+    }
+
+    /// A VIP change; one that rewrites the fast path's table carries the pins the kernel's
+    /// table holds into the new one ([`vip_netdev::keep_pins`], one listing first). Should
+    /// that transaction fail (a listed element the kernel refuses), the rewrite goes without
+    /// them, so that the steering is never held back by the pins.
+    fn nft_keeping_pins(&mut self, batch: &NftBatch) -> Result<(), NftError> {
+        if batch.rewrite && batch.text.contains(vip_netdev::REWRITE_HEAD) {
+            let listing = self.nft_text(&format!("list table netdev {}", vip_netdev::TABLE));
+            // No table (the first start): nothing to keep.
+            if let Ok(listing) = listing {
+                let text = vip_netdev::keep_pins(&batch.text, &listing);
+                if text != batch.text {
+                    match self.nft(&NftBatch::rewrite(text)) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            warn!(error = %e, "VIP table rewrite with its pins refused; rewritten without them")
+                        }
+                    }
+                }
+            }
+        }
+        self.nft(batch)
     }
 
     /// The nft data plane's counters: the tables we replaced plus the current one.
