@@ -322,16 +322,26 @@ pub fn keep_pins(ruleset: &str, listing: &str) -> String {
 /// element's expiry by the rule's timeout but leaves the timeout it was added with (a
 /// connection pinned by its SYN lists `timeout 2m expires 4d23h…`), and the kernel refuses an
 /// element that expires after its timeout. The timeout an element holds is otherwise unused:
-/// every rule gives its own.
+/// every rule gives its own. An element listed with an expiry and no timeout (one that had its
+/// map's default: the flow table of the version before, `timeout 300s`) gets one too.
 fn longest_timeout(elements: &str) -> String {
     let t = PIN_TIMEOUTS;
     let longest = format!("{}s", t.tcp_established.max(t.tcp_short).max(t.udp));
     let mut out = Vec::new();
     let mut words = elements.split_whitespace();
+    let mut timed = false;
     while let Some(w) = words.next() {
+        if w == "timeout" {
+            timed = words.next().is_some();
+            continue;
+        }
+        if w == "expires" || (timed && w == ":") {
+            out.extend(["timeout", longest.as_str()]);
+            timed = false;
+        }
         out.push(w);
-        if w == "timeout" && words.next().is_some() {
-            out.push(longest.as_str());
+        if w.ends_with(',') {
+            timed = false;
         }
     }
     out.join(" ")
@@ -567,8 +577,10 @@ mod tests {
 
     /// Issue 16, item 5: a whole-table rewrite (a verifier restart, a write after a failed
     /// one) keeps the pins the kernel's table holds: the listed elements of both flow tables
-    /// go into the new table's maps, in the same transaction; other maps' elements, maps the
-    /// new table lacks and flow tables of another type are left out.
+    /// go into the new table's maps, in the same transaction, each with the longest timeout
+    /// (the kernel refuses one that expires after its timeout; the last element had its map's
+    /// default); other maps' elements, maps the new table lacks and flow tables of another
+    /// type are left out.
     #[test]
     fn a_rewrite_keeps_the_pins_the_kernel_holds() {
         let v = vip(true, 1, &[(0, 2), (1, 1)], &[(1, "s1"), (2, "s2")]);
@@ -591,7 +603,8 @@ mod tests {
 \t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark
 \t\tsize 262144
 \t\tflags dynamic,timeout
-\t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 2m expires 1m : 0x4d430002 }
+\t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 2m expires 1m : 0x4d430002,
+\t\t\t     tcp . 10.1.0.6 . 41003 . 8080 expires 4m : 0x4d430001 }
 \t}
 
 \tmap pin_10_200_0_9 {
@@ -601,7 +614,7 @@ mod tests {
 \t\telements = { tcp . 10.1.0.5 . 41002 . 8080 timeout 5d expires 5d : 0x4d430002 }
 \t}
 
-\tmap pin_10_200_0_1_old {
+\tmap fin_10_200_0_1_other_type {
 \t\ttype ipv4_addr . inet_service : mark
 \t\tflags dynamic,timeout
 \t\telements = { 10.1.0.5 . 8080 timeout 5d expires 5d : 0x4d430002 }
@@ -623,7 +636,7 @@ mod tests {
             .replacen(
                 "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n",
                 "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\
-                 \t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 432000s expires 1m : 0x4d430002 }\n\t}\n",
+                 \t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 432000s expires 1m : 0x4d430002, tcp . 10.1.0.6 . 41003 . 8080 timeout 432000s expires 4m : 0x4d430001 }\n\t}\n",
                 1,
             );
         assert_ne!(want, text, "the test's own replacement found nothing");
