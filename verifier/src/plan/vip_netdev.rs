@@ -14,8 +14,8 @@
 //!   forgets its tuple's pins, so new connections follow the map, and starts with the short
 //!   timeout. UDP (chain `u_<vip>`): `pin_<vip>` with conntrack's stream timeout. The member's
 //!   mark selects its hop chain (`hop_<vip>`: mark → jump).
-//! - A whole-table rewrite keeps the flow tables' elements: [`keep_pins`] copies them from a
-//!   listing of the table into the rewrite, in the same transaction.
+//! - A whole-table rewrite keeps the flow tables: [`keep_flow_tables`] rewrites everything else
+//!   by name, in one transaction.
 //!
 //! What the table does not forward (TTL ≤ 1, a value with no owner, a member whose interface is not served, fragments and protocols other than TCP and
 //! UDP in pin mode, a new flow while the flow table is full) is accepted and meets the `ip` table's marks and policy routes as before: the slow
@@ -83,8 +83,9 @@ fn suffix(a: Ipv4Addr) -> String {
     format!("{}_{}_{}_{}", o[0], o[1], o[2], o[3])
 }
 
+/// The VIP's chain without pin (the version before named it `v_`, with pin too).
 fn chain_name(v: &FastVip) -> String {
-    format!("v_{}", suffix(v.address))
+    format!("n_{}", suffix(v.address))
 }
 
 fn tcp_chain(v: &FastVip) -> String {
@@ -248,7 +249,7 @@ pub const REWRITE_HEAD: &str = "add table netdev manycast_vip\ndelete table netd
 
 /// The whole table as one transaction (created if missing, deleted, written anew): used when
 /// what the kernel holds is unknown (the first write, a failed one). It starts the flow tables
-/// empty; [`keep_pins`] fills them with what the kernel's table held. `devices` are the
+/// empty; [`keep_flow_tables`] makes it keep what the kernel's flow tables hold. `devices` are the
 /// verifier's interfaces.
 pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
     let mut out = format!("{REWRITE_HEAD}table netdev {TABLE} {{\n");
@@ -301,92 +302,56 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
     out
 }
 
-/// `ruleset` (a [`ruleset`] text) with the flow tables' elements that `listing` (`list table
-/// netdev manycast_vip`: what the kernel holds before the rewrite) shows, copied as listed (each
-/// with its timeout and time left) into the maps of the same name and type: a rewrite keeps the
-/// pins, in the same transaction. Maps the new table does not have are left out.
-pub fn keep_pins(ruleset: &str, listing: &str) -> String {
-    let mut out = ruleset.to_owned();
-    for (name, elements) in listed_flows(listing) {
-        let head = flow_map_head(&name);
-        out = out.replacen(
-            &format!("{head}\t}}\n"),
-            &format!("{head}\t\telements = {{ {elements} }}\n\t}}\n"),
-            1,
-        );
-    }
-    out
-}
-
-/// `elements` with each element's `timeout` set to the longest a pin has: a refresh sets an
-/// element's expiry by the rule's timeout but leaves the timeout it was added with (a
-/// connection pinned by its SYN lists `timeout 2m expires 4d23h…`), and the kernel refuses an
-/// element that expires after its timeout. The timeout an element holds is otherwise unused:
-/// every rule gives its own. An element listed with an expiry and no timeout (one that had its
-/// map's default: the flow table of the version before, `timeout 300s`) gets one too.
-fn longest_timeout(elements: &str) -> String {
-    let t = PIN_TIMEOUTS;
-    let longest = format!("{}s", t.tcp_established.max(t.tcp_short).max(t.udp));
-    let mut out = Vec::new();
-    let mut words = elements.split_whitespace();
-    let mut timed = false;
-    while let Some(w) = words.next() {
-        if w == "timeout" {
-            timed = words.next().is_some();
+/// `text` (holding a [`ruleset`]) made to rewrite the kernel's table without touching its flow
+/// tables, when `chains` (`list chains netdev`: names only, no element is read) shows a table
+/// this version wrote: `add table`, `flush table` (every rule; sets keep their elements), then
+/// the maps other than the flow tables of VIPs still pinned, then every chain, are deleted by
+/// name, and the table's body is declared anew (the kept flow tables' declarations are the same,
+/// which the kernel accepts). One transaction, whatever the tables hold. `None` when there is
+/// no such table (nothing to keep) or it holds a chain this version does not name (a table
+/// written by the version before, whose non-pinned chain name was also its pinned one's): the
+/// whole-table rewrite as it is, which starts the flow tables empty.
+pub fn keep_flow_tables(text: &str, chains: &str) -> Option<String> {
+    let names = table_chains(chains)?;
+    let mut maps = Vec::new();
+    for name in &names {
+        if name == "ingress" || name.starts_with('m') || name.starts_with("u_") {
             continue;
         }
-        if w == "expires" || (timed && w == ":") {
-            out.extend(["timeout", longest.as_str()]);
-            timed = false;
-        }
-        out.push(w);
-        if w.ends_with(',') {
-            timed = false;
+        if let Some(x) = name.strip_prefix("n_") {
+            maps.push(format!("vip_{x}"));
+        } else if let Some(x) = name.strip_prefix("t_") {
+            maps.extend([format!("vip_{x}"), format!("hop_{x}")]);
+            if !text.contains(&format!("\tmap pin_{x} {{\n")) {
+                maps.extend([format!("pin_{x}"), format!("fin_{x}")]);
+            }
+        } else {
+            return None;
         }
     }
-    out.join(" ")
+    let mut head = format!("add table netdev {TABLE}\nflush table netdev {TABLE}\n");
+    for m in maps {
+        let _ = writeln!(head, "delete map netdev {TABLE} {m}");
+    }
+    for c in names {
+        let _ = writeln!(head, "delete chain netdev {TABLE} {c}");
+    }
+    text.contains(REWRITE_HEAD)
+        .then(|| text.replacen(REWRITE_HEAD, &head, 1))
 }
 
-/// The flow tables' elements in a listing, by map name (maps named `pin_*` or `fin_*` of this
-/// version's type): the text between `elements = {` and its `}` on one line (an element
-/// holds no brace).
-fn listed_flows(listing: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut lines = listing.lines().map(str::trim);
-    while let Some(line) = lines.next() {
-        let Some(name) = line.strip_prefix("map ").and_then(|r| r.strip_suffix(" {")) else {
-            continue;
-        };
-        let mut typed = false;
-        let mut elements: Option<String> = None;
-        let mut open = false;
-        for l in lines.by_ref() {
-            if open {
-                let e = elements.get_or_insert_with(String::new);
-                e.push(' ');
-                e.push_str(l);
-            } else if l == "}" {
-                break;
-            } else if l == FLOW_TYPE {
-                typed = true;
-            } else if let Some(rest) = l.strip_prefix("elements = {") {
-                elements = Some(rest.trim_start().to_owned());
-                open = true;
-            }
-            if open {
-                if let Some(e) = elements.as_mut().filter(|e| e.ends_with('}')) {
-                    e.pop();
-                    e.truncate(e.trim_end().len());
-                    open = false;
-                }
-            }
-        }
-        let flows = name.starts_with("pin_") || name.starts_with("fin_");
-        if let Some(e) = elements.filter(|e| flows && typed && !open && !e.is_empty()) {
-            out.insert(name.to_owned(), longest_timeout(&e));
-        }
-    }
-    out
+/// The chains of this table in a `list chains` listing; `None` without the table.
+fn table_chains(listing: &str) -> Option<Vec<String>> {
+    let start = format!("table netdev {TABLE} {{");
+    let mut lines = listing.lines().skip_while(|l| *l != start);
+    lines.next()?;
+    Some(
+        lines
+            .take_while(|l| *l != "}")
+            .filter_map(|l| l.trim().strip_prefix("chain ")?.strip_suffix(" {"))
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// Whether the kernel's table can go from `from` to `to` in place: the same VIPs in the same
@@ -525,10 +490,10 @@ mod tests {
              \tchain m2_10_0_2_2 {\n\t\tcounter fwd ip to 10.0.2.2 device \"s2\"\n\t}\n\
              \tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : verdict\n\
              \t\telements = { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.1 : jump m2_10_0_2_2 }\n\t}\n\
-             \tchain v_10_200_0_1 {\n\t\tip saddr & 0.0.0.3 vmap @vip_10_200_0_1\n\t}\n\
+             \tchain n_10_200_0_1 {\n\t\tip saddr & 0.0.0.3 vmap @vip_10_200_0_1\n\t}\n\
              \tchain ingress {\n\
              \t\ttype filter hook ingress devices = { \"c0\", \"s1\", \"s2\" } priority -10; policy accept;\n\
-             \t\tip daddr 10.200.0.1 ip ttl > 1 goto v_10_200_0_1\n\
+             \t\tip daddr 10.200.0.1 ip ttl > 1 goto n_10_200_0_1\n\
              \t}\n}\n"
         );
         assert!(!text.contains("mark"), "no mark without pin: {text}");
@@ -576,75 +541,77 @@ mod tests {
     }
 
     /// Issue 16, item 5: a whole-table rewrite (a verifier restart, a write after a failed
-    /// one) keeps the pins the kernel's table holds: the listed elements of both flow tables
-    /// go into the new table's maps, in the same transaction, each with the longest timeout
-    /// (the kernel refuses one that expires after its timeout; the last element had its map's
-    /// default); other maps' elements, maps the new table lacks and flow tables of another
-    /// type are left out.
+    /// one) keeps the pins the kernel's flow tables hold: everything else is deleted by name
+    /// (the rules by `flush table`, which leaves sets' elements), in the same transaction as
+    /// the new table; the flow tables of a VIP no longer pinned go; a table of unknown layout
+    /// is replaced whole.
     #[test]
-    fn a_rewrite_keeps_the_pins_the_kernel_holds() {
+    fn a_rewrite_keeps_the_flow_tables_the_kernel_holds() {
         let v = vip(true, 1, &[(0, 2), (1, 1)], &[(1, "s1"), (2, "s2")]);
-        let text = ruleset(&["c0".into()], &[v]);
-        let listing = "table netdev manycast_vip {
-\tmap vip_10_200_0_1 {
-\t\ttype ipv4_addr : mark
-\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }
-\t}
-
-\tmap pin_10_200_0_1 {
-\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark
-\t\tsize 262144
-\t\tflags dynamic,timeout
-\t\telements = { udp . 10.1.0.3 . 5000 . 53 timeout 2m expires 59s996ms : 0x4d430002,
-\t\t\t     tcp . 10.1.0.2 . 41000 . 8080 timeout 2m expires 4d23h59m59s996ms : 0x4d430001 }
-\t}
-
-\tmap fin_10_200_0_1 {
-\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark
-\t\tsize 262144
-\t\tflags dynamic,timeout
-\t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 2m expires 1m : 0x4d430002,
-\t\t\t     tcp . 10.1.0.6 . 41003 . 8080 expires 4m : 0x4d430001 }
-\t}
-
-\tmap pin_10_200_0_9 {
-\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark
-\t\tsize 262144
-\t\tflags dynamic,timeout
-\t\telements = { tcp . 10.1.0.5 . 41002 . 8080 timeout 5d expires 5d : 0x4d430002 }
-\t}
-
-\tmap fin_10_200_0_1_other_type {
-\t\ttype ipv4_addr . inet_service : mark
-\t\tflags dynamic,timeout
-\t\telements = { 10.1.0.5 . 8080 timeout 5d expires 5d : 0x4d430002 }
-\t}
-
+        let text = format!(
+            "add table ip manycast_verifier\n{}",
+            ruleset(&["c0".into()], &[v])
+        );
+        let chains = "table netdev manycast_native {
 \tchain m1_10_0_1_2 {
-\t\tcounter packets 3 bytes 180 fwd ip to 10.0.1.2 device \"s1\"
+\t}
+}
+table netdev manycast_vip {
+\tchain m1_10_0_1_2 {
+\t}
+\tchain t_10_200_0_1 {
+\t}
+\tchain u_10_200_0_1 {
+\t}
+\tchain n_10_200_0_2 {
+\t}
+\tchain t_10_200_0_3 {
+\t}
+\tchain ingress {
+\t\ttype filter hook ingress devices = { \"c0\", \"s1\" } priority filter - 10; policy accept;
 \t}
 }
 ";
-        let kept = keep_pins(&text, listing);
-        let want = text
-            .replacen(
-                "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n",
-                "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\
-                 \t\telements = { udp . 10.1.0.3 . 5000 . 53 timeout 432000s expires 59s996ms : 0x4d430002, tcp . 10.1.0.2 . 41000 . 8080 timeout 432000s expires 4d23h59m59s996ms : 0x4d430001 }\n\t}\n",
-                1,
+        let kept = keep_flow_tables(&text, chains).expect("a table this version wrote");
+        assert_eq!(
+            kept,
+            text.replacen(
+                REWRITE_HEAD,
+                "add table netdev manycast_vip\n\
+                 flush table netdev manycast_vip\n\
+                 delete map netdev manycast_vip vip_10_200_0_1\n\
+                 delete map netdev manycast_vip hop_10_200_0_1\n\
+                 delete map netdev manycast_vip vip_10_200_0_2\n\
+                 delete map netdev manycast_vip vip_10_200_0_3\n\
+                 delete map netdev manycast_vip hop_10_200_0_3\n\
+                 delete map netdev manycast_vip pin_10_200_0_3\n\
+                 delete map netdev manycast_vip fin_10_200_0_3\n\
+                 delete chain netdev manycast_vip m1_10_0_1_2\n\
+                 delete chain netdev manycast_vip t_10_200_0_1\n\
+                 delete chain netdev manycast_vip u_10_200_0_1\n\
+                 delete chain netdev manycast_vip n_10_200_0_2\n\
+                 delete chain netdev manycast_vip t_10_200_0_3\n\
+                 delete chain netdev manycast_vip ingress\n",
+                1
             )
-            .replacen(
-                "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n",
-                "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\
-                 \t\telements = { tcp . 10.1.0.4 . 41001 . 8080 timeout 432000s expires 1m : 0x4d430002, tcp . 10.1.0.6 . 41003 . 8080 timeout 432000s expires 4m : 0x4d430001 }\n\t}\n",
-                1,
-            );
-        assert_ne!(want, text, "the test's own replacement found nothing");
-        assert_eq!(kept, want);
-        // The slice map is the plan's, not the listing's; nothing kept without a listing.
-        assert!(kept.contains("elements = { 0.0.0.0 : 0x4d430002, 0.0.0.1 : 0x4d430001 }"));
-        assert_eq!(keep_pins(&text, ""), text);
-        assert!(text.starts_with(REWRITE_HEAD));
+        );
+        assert!(!kept.contains("delete table netdev manycast_vip"));
+        assert!(
+            !kept.contains("pin_10_200_0_1\n")
+                || !kept.contains("delete map netdev manycast_vip pin_10_200_0_1")
+        );
+        assert!(
+            kept.contains("\tmap pin_10_200_0_1 {\n"),
+            "declared as it is"
+        );
+        // No table: nothing to keep. The version before's layout: replaced whole.
+        assert_eq!(
+            keep_flow_tables(&text, "table netdev manycast_native {\n}\n"),
+            None
+        );
+        assert_eq!(keep_flow_tables(&text, ""), None);
+        let old = "table netdev manycast_vip {\n\tchain v_10_200_0_1 {\n\t}\n}\n";
+        assert_eq!(keep_flow_tables(&text, old), None);
     }
 
     /// Issue 16, items 3 and 5: a re-point moves map elements only; a member with a new hop

@@ -323,22 +323,21 @@ impl Executor {
         Ok(())
     }
 
-    /// A VIP change; one that rewrites the fast path's table carries the pins the kernel's
-    /// table holds into the new one ([`vip_netdev::keep_pins`], one listing first). Should
-    /// that transaction fail (a listed element the kernel refuses), the rewrite goes without
-    /// them, so that the steering is never held back by the pins.
+    /// A VIP change; one that rewrites the fast path's table keeps its flow tables (the pins)
+    /// when the kernel holds a table this version wrote ([`vip_netdev::keep_flow_tables`],
+    /// from a listing of chain names, which reads no element). Should that transaction fail,
+    /// the table is rewritten whole, so that the steering is never held back by the pins.
     fn nft_keeping_pins(&mut self, batch: &NftBatch) -> Result<(), NftError> {
         if batch.rewrite && batch.text.contains(vip_netdev::REWRITE_HEAD) {
-            let listing = self.nft_text(&format!("list table netdev {}", vip_netdev::TABLE));
-            // No table (the first start): nothing to keep.
-            if let Ok(listing) = listing {
-                let text = vip_netdev::keep_pins(&batch.text, &listing);
-                if text != batch.text {
-                    match self.nft(&NftBatch::rewrite(text)) {
-                        Ok(()) => return Ok(()),
-                        Err(e) => {
-                            warn!(error = %e, "VIP table rewrite with its pins refused; rewritten without them")
-                        }
+            let kept = self
+                .nft_text("list chains netdev")
+                .ok()
+                .and_then(|chains| vip_netdev::keep_flow_tables(&batch.text, &chains));
+            if let Some(text) = kept {
+                match self.nft(&NftBatch::rewrite(text)) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        warn!(error = %e, "VIP table rewrite keeping its pins refused; rewritten whole")
                     }
                 }
             }
