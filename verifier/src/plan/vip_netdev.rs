@@ -162,7 +162,7 @@ fn mark(v: u32) -> String {
 }
 
 /// The VIP's own chains, by name (the ingress rule jumps to them for packets that may be
-/// forwarded): `v_<vip>` without pin, `t_<vip>` (TCP) and `u_<vip>` (UDP) with pin.
+/// forwarded): `n_<vip>` without pin, `t_<vip>` (TCP) and `u_<vip>` (UDP) with pin.
 fn vip_chains(v: &FastVip) -> Vec<(String, Vec<String>)> {
     let mask = Ipv4Addr::from(v.mask);
     let map = map_name(v);
