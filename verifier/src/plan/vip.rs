@@ -202,7 +202,7 @@ impl VipPlanner {
             rules: BTreeSet::new(),
             kernel: None,
             resync: false,
-            linger: core::time::Duration::from_secs(vip_netdev::PIN_IDLE_S),
+            linger: core::time::Duration::from_secs(vip_netdev::LINGER_S),
             devices: Vec::new(),
             fast_kernel: None,
         }

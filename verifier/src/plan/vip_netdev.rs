@@ -5,11 +5,17 @@
 //! destination stays the VIP (members hold it on loopback: direct server return).
 //!
 //! - Without pin: one verdict map `ip saddr & mask → jump <hop chain>`.
-//! - With pin: a flow table `pin_<vip>` (`l4proto . saddr . sport . dport → mark`, dynamic,
-//!   refreshed by every packet, forgotten after [`PIN_IDLE_S`] idle) is looked up first; a flow
-//!   not in it takes the slice map's member and is added. A TCP SYN without ACK (a new
-//!   connection) first forgets its tuple's old pin, so new connections follow the map. The
-//!   member's mark selects its hop chain (`hop_<vip>`: mark → jump).
+//! - With pin: flow tables (`l4proto . saddr . sport . dport → mark`, dynamic, a timeout per
+//!   element like conntrack's, [`PinTimeouts`]) are looked up first; a flow in none takes the
+//!   slice map's member and is added. TCP (chain `t_<vip>`): an open connection's pin is in
+//!   `pin_<vip>` and every packet without SYN, FIN or RST refreshes it to the established
+//!   timeout; a FIN or RST moves it to `fin_<vip>` with the closing timeout, where the last
+//!   packets refresh it without bringing it back; a SYN without ACK (a new connection) first
+//!   forgets its tuple's pins, so new connections follow the map, and starts with the short
+//!   timeout. UDP (chain `u_<vip>`): `pin_<vip>` with conntrack's stream timeout. The member's
+//!   mark selects its hop chain (`hop_<vip>`: mark → jump).
+//! - A whole-table rewrite keeps the flow tables: [`keep_flow_tables`] rewrites everything else
+//!   by name, in one transaction.
 //!
 //! What the table does not forward (TTL ≤ 1, a value with no owner, a member whose interface is not served, fragments and protocols other than TCP and
 //! UDP in pin mode, a new flow while the flow table is full) is accepted and meets the `ip` table's marks and policy routes as before: the slow
@@ -34,12 +40,31 @@ pub fn mark_of(member: u32) -> Option<u32> {
 /// The ingress hook's priority: before the native table's (0), so that a VIP's packet does not
 /// go through that table's rules too (a native group's packets go through one rule here).
 pub const PRIORITY: i32 = -10;
-/// A pinned flow is forgotten after this long without a packet (the pin-mode linger of a
-/// member that lost its slices is the same).
-pub const PIN_IDLE_S: u64 = 300;
-/// Flows one pinned VIP's table holds at most; a new flow past it is not pinned (it follows
-/// the map, on the slow path).
+/// In pin mode a member that lost all its slices keeps its route and hop this long, for its
+/// pinned connections.
+pub const LINGER_S: u64 = 300;
+/// Flows each of a pinned VIP's two flow tables holds at most; a new flow past it is not pinned
+/// (it follows the map, on the slow path).
 pub const PIN_FLOWS: u32 = 1 << 18;
+
+/// How long a pin lasts without a packet, in seconds: conntrack's defaults (Linux's
+/// `nf_conntrack_*` sysctls; the namespace's values are not read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinTimeouts {
+    /// An open TCP connection (`nf_conntrack_tcp_timeout_established`: 5 days).
+    pub tcp_established: u64,
+    /// A TCP connection after its FIN or RST (`…_fin_wait`, `…_time_wait`: 120 s; the other
+    /// closing states are shorter), and one seen only by its SYN so far (`…_syn_sent`: 120 s).
+    pub tcp_short: u64,
+    /// A UDP flow (`nf_conntrack_udp_timeout_stream`: 120 s).
+    pub udp: u64,
+}
+
+pub const PIN_TIMEOUTS: PinTimeouts = PinTimeouts {
+    tcp_established: 432_000,
+    tcp_short: 120,
+    udp: 120,
+};
 
 /// What the fast path holds for one VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +83,17 @@ fn suffix(a: Ipv4Addr) -> String {
     format!("{}_{}_{}_{}", o[0], o[1], o[2], o[3])
 }
 
+/// The VIP's chain without pin (the version before named it `v_`, with pin too).
 fn chain_name(v: &FastVip) -> String {
-    format!("v_{}", suffix(v.address))
+    format!("n_{}", suffix(v.address))
+}
+
+fn tcp_chain(v: &FastVip) -> String {
+    format!("t_{}", suffix(v.address))
+}
+
+fn udp_chain(v: &FastVip) -> String {
+    format!("u_{}", suffix(v.address))
 }
 
 fn map_name(v: &FastVip) -> String {
@@ -73,6 +107,17 @@ fn hop_map(v: &FastVip) -> String {
 fn pin_map(v: &FastVip) -> String {
     format!("pin_{}", suffix(v.address))
 }
+
+fn fin_map(v: &FastVip) -> String {
+    format!("fin_{}", suffix(v.address))
+}
+
+/// A flow table's declaration up to its closing brace (elements go in between).
+fn flow_map_head(name: &str) -> String {
+    format!("\tmap {name} {{\n\t\t{FLOW_TYPE}\n\t\tsize {PIN_FLOWS}\n\t\tflags dynamic,timeout\n")
+}
+
+const FLOW_TYPE: &str = "type inet_proto . ipv4_addr . inet_service . inet_service : mark";
 
 /// The flow key of the pin table.
 const FLOW: &str = "meta l4proto . ip saddr . th sport . th dport";
@@ -116,39 +161,68 @@ fn mark(v: u32) -> String {
     format!("{v:#x}")
 }
 
-/// The VIP's own chain (the ingress chain jumps to it for packets that may be forwarded).
-fn vip_chain_rules(v: &FastVip) -> Vec<String> {
+/// The VIP's own chains, by name (the ingress rule jumps to them for packets that may be
+/// forwarded): `n_<vip>` without pin, `t_<vip>` (TCP) and `u_<vip>` (UDP) with pin.
+fn vip_chains(v: &FastVip) -> Vec<(String, Vec<String>)> {
     let mask = Ipv4Addr::from(v.mask);
     let map = map_name(v);
     if !v.pin {
-        return vec![format!("ip saddr & {mask} vmap @{map}")];
+        return vec![(
+            chain_name(v),
+            vec![format!("ip saddr & {mask} vmap @{map}")],
+        )];
     }
-    let (pin, hop) = (pin_map(v), hop_map(v));
-    vec![
-        // A new connection forgets an old pin of its tuple: it follows the map.
+    let (pin, fin, hop) = (pin_map(v), fin_map(v), hop_map(v));
+    let PinTimeouts {
+        tcp_established: open,
+        tcp_short: short,
+        udp,
+    } = PIN_TIMEOUTS;
+    let via = |set: &str, op: &str, secs: u64| {
+        format!("{op} @{set} {{ {FLOW} timeout {secs}s : meta mark }} meta mark vmap @{hop}")
+    };
+    let pinned = |set: &str, op: &str, secs: u64| {
+        format!("meta mark set {FLOW} map @{set} {}", via(set, op, secs))
+    };
+    let new = |set: &str, secs: u64| {
+        format!(
+            "meta mark set ip saddr & {mask} map @{map} {}",
+            via(set, "add", secs)
+        )
+    };
+    let tcp = vec![
+        // An open connection's packet (the common case): one lookup, refreshed for days.
+        format!("tcp flags & (fin | syn | rst) == 0 {}", pinned(&pin, "update", open)),
+        // A new connection forgets its tuple's old pins: it follows the map.
         format!("tcp flags & (syn | ack) == syn delete @{pin} {{ {FLOW} : meta mark }}"),
+        format!("tcp flags & (syn | ack) == syn delete @{fin} {{ {FLOW} : meta mark }}"),
+        // A FIN or RST: the pin moves to the closing table, which its last packets refresh.
         format!(
-            "meta mark set {FLOW} map @{pin} update @{pin} {{ {FLOW} : meta mark }} meta mark vmap @{hop}"
+            "tcp flags & (fin | rst) != 0 meta mark set {FLOW} map @{pin} delete @{pin} {{ {FLOW} : meta mark }} {}",
+            via(&fin, "add", short)
         ),
-        format!(
-            "meta mark set ip saddr & {mask} map @{map} add @{pin} {{ {FLOW} : meta mark }} meta mark vmap @{hop}"
-        ),
-    ]
+        pinned(&fin, "update", short),
+        format!("tcp flags & (fin | rst) != 0 {}", new(&fin, short)),
+        // A flow's first packet: short until its next one shows the connection open.
+        new(&pin, short),
+    ];
+    let udp = vec![pinned(&pin, "update", udp), new(&pin, udp)];
+    vec![(tcp_chain(v), tcp), (udp_chain(v), udp)]
 }
 
 fn ingress_rule(v: &FastVip) -> String {
     // A pinned flow is keyed by its ports: a fragment (which may have none) takes the slow
     // path, all of a datagram's fragments together, where conntrack reassembles them.
-    let protos = if v.pin {
-        " ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp }"
+    let to = if v.pin {
+        format!(
+            "ip frag-off & 0x3fff == 0 meta l4proto vmap {{ tcp : goto {}, udp : goto {} }}",
+            tcp_chain(v),
+            udp_chain(v)
+        )
     } else {
-        ""
+        format!("goto {}", chain_name(v))
     };
-    format!(
-        "ip daddr {} ip ttl > 1{protos} goto {}",
-        v.address,
-        chain_name(v)
-    )
+    format!("ip daddr {} ip ttl > 1 {to}", v.address)
 }
 
 /// Every hop chain, by name (a member's address names it; its interface may change).
@@ -170,12 +244,15 @@ fn add_chain_rules(out: &mut String, h: &Hop) {
     let _ = writeln!(out, "add rule netdev {TABLE} {} {}", h.chain(), hop_rule(h));
 }
 
+/// The first line of [`ruleset`]'s text: how the executor knows a batch rewrites this table.
+pub const REWRITE_HEAD: &str = "add table netdev manycast_vip\ndelete table netdev manycast_vip\n";
+
 /// The whole table as one transaction (created if missing, deleted, written anew): used when
-/// what the kernel holds is unknown (the first write, a failed one); it starts the flow tables
-/// empty. `devices` are the verifier's interfaces.
+/// what the kernel holds is unknown (the first write, a failed one). It starts the flow tables
+/// empty; [`keep_flow_tables`] makes it keep what the kernel's flow tables hold. `devices` are the
+/// verifier's interfaces.
 pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
-    let mut out =
-        format!("add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n");
+    let mut out = format!("{REWRITE_HEAD}table netdev {TABLE} {{\n");
     for h in hops_of(vips).values() {
         let _ = writeln!(out, "\tchain {} {{\n\t\t{}\n\t}}", h.chain(), hop_rule(h));
     }
@@ -201,17 +278,17 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
                 hop_map(v),
                 elements(&hop_elements(v), &mark)
             );
-            let _ = writeln!(
-                out,
-                "\tmap {} {{\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize {PIN_FLOWS}\n\t\tflags dynamic,timeout\n\t\ttimeout {PIN_IDLE_S}s\n\t}}",
-                pin_map(v)
-            );
+            for name in [pin_map(v), fin_map(v)] {
+                let _ = writeln!(out, "{}\t}}", flow_map_head(&name));
+            }
         }
-        let _ = writeln!(out, "\tchain {} {{", chain_name(v));
-        for r in vip_chain_rules(v) {
-            let _ = writeln!(out, "\t\t{r}");
+        for (chain, rules) in vip_chains(v) {
+            let _ = writeln!(out, "\tchain {chain} {{");
+            for r in rules {
+                let _ = writeln!(out, "\t\t{r}");
+            }
+            out.push_str("\t}\n");
         }
-        out.push_str("\t}\n");
     }
     let _ = writeln!(
         out,
@@ -223,6 +300,58 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
     }
     out.push_str("\t}\n}\n");
     out
+}
+
+/// `text` (holding a [`ruleset`]) made to rewrite the kernel's table without touching its flow
+/// tables, when `chains` (`list chains netdev`: names only, no element is read) shows a table
+/// this version wrote: `add table`, `flush table` (every rule; sets keep their elements), then
+/// the maps other than the flow tables of VIPs still pinned, then every chain, are deleted by
+/// name, and the table's body is declared anew (the kept flow tables' declarations are the same,
+/// which the kernel accepts). One transaction, whatever the tables hold. `None` when there is
+/// no such table (nothing to keep) or it holds a chain this version does not name (a table
+/// written by the version before, whose non-pinned chain name was also its pinned one's): the
+/// whole-table rewrite as it is, which starts the flow tables empty.
+pub fn keep_flow_tables(text: &str, chains: &str) -> Option<String> {
+    let names = table_chains(chains)?;
+    let mut maps = Vec::new();
+    for name in &names {
+        if name == "ingress" || name.starts_with('m') || name.starts_with("u_") {
+            continue;
+        }
+        if let Some(x) = name.strip_prefix("n_") {
+            maps.push(format!("vip_{x}"));
+        } else if let Some(x) = name.strip_prefix("t_") {
+            maps.extend([format!("vip_{x}"), format!("hop_{x}")]);
+            if !text.contains(&format!("\tmap pin_{x} {{\n")) {
+                maps.extend([format!("pin_{x}"), format!("fin_{x}")]);
+            }
+        } else {
+            return None;
+        }
+    }
+    let mut head = format!("add table netdev {TABLE}\nflush table netdev {TABLE}\n");
+    for m in maps {
+        let _ = writeln!(head, "delete map netdev {TABLE} {m}");
+    }
+    for c in names {
+        let _ = writeln!(head, "delete chain netdev {TABLE} {c}");
+    }
+    text.contains(REWRITE_HEAD)
+        .then(|| text.replacen(REWRITE_HEAD, &head, 1))
+}
+
+/// The chains of this table in a `list chains` listing; `None` without the table.
+fn table_chains(listing: &str) -> Option<Vec<String>> {
+    let start = format!("table netdev {TABLE} {{");
+    let mut lines = listing.lines().skip_while(|l| *l != start);
+    lines.next()?;
+    Some(
+        lines
+            .take_while(|l| *l != "}")
+            .filter_map(|l| l.trim().strip_prefix("chain ")?.strip_suffix(" {"))
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// Whether the kernel's table can go from `from` to `to` in place: the same VIPs in the same
@@ -310,10 +439,11 @@ pub fn updates(from: &[FastVip], to: &[FastVip]) -> String {
             );
         }
         if a.mask != b.mask {
-            let chain = chain_name(b);
-            let _ = writeln!(adds, "flush chain netdev {TABLE} {chain}");
-            for r in vip_chain_rules(b) {
-                let _ = writeln!(adds, "add rule netdev {TABLE} {chain} {r}");
+            for (chain, rules) in vip_chains(b) {
+                let _ = writeln!(adds, "flush chain netdev {TABLE} {chain}");
+                for r in rules {
+                    let _ = writeln!(adds, "add rule netdev {TABLE} {chain} {r}");
+                }
             }
         }
     }
@@ -360,31 +490,128 @@ mod tests {
              \tchain m2_10_0_2_2 {\n\t\tcounter fwd ip to 10.0.2.2 device \"s2\"\n\t}\n\
              \tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : verdict\n\
              \t\telements = { 0.0.0.0 : jump m1_10_0_1_2, 0.0.0.1 : jump m2_10_0_2_2 }\n\t}\n\
-             \tchain v_10_200_0_1 {\n\t\tip saddr & 0.0.0.3 vmap @vip_10_200_0_1\n\t}\n\
+             \tchain n_10_200_0_1 {\n\t\tip saddr & 0.0.0.3 vmap @vip_10_200_0_1\n\t}\n\
              \tchain ingress {\n\
              \t\ttype filter hook ingress devices = { \"c0\", \"s1\", \"s2\" } priority -10; policy accept;\n\
-             \t\tip daddr 10.200.0.1 ip ttl > 1 goto v_10_200_0_1\n\
+             \t\tip daddr 10.200.0.1 ip ttl > 1 goto n_10_200_0_1\n\
              \t}\n}\n"
         );
         assert!(!text.contains("mark"), "no mark without pin: {text}");
     }
 
+    /// Issue 16, item 5: pins time out like conntrack's entries: an open TCP connection's
+    /// after 5 days idle (`timeout 432000s` on every packet without SYN, FIN or RST); a FIN or
+    /// RST does not delete the pin but moves it to the closing table with 120 s, whose later
+    /// packets (the last ACKs) refresh it there with 120 s, never back to 5 days; a SYN starts
+    /// afresh with 120 s; UDP with 120 s.
     #[test]
-    fn with_pin_a_flow_table_is_looked_up_first_and_a_syn_starts_afresh() {
+    fn with_pin_flow_tables_time_out_like_conntrack_and_a_fin_shortens_the_pin() {
         let v = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
         let text = ruleset(&["c0".into()], &[v]);
+        const F: &str = "meta l4proto . ip saddr . th sport . th dport";
         for want in [
-            "\tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : mark\n\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\t}\n",
-            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n",
-            "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t\ttimeout 300s\n\t}\n",
-            "\tchain v_10_200_0_1 {\n\
-             \t\ttcp flags & (syn | ack) == syn delete @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark }\n\
-             \t\tmeta mark set meta l4proto . ip saddr . th sport . th dport map @pin_10_200_0_1 update @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\
-             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } meta mark vmap @hop_10_200_0_1\n\t}\n",
-            "\t\tip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 meta l4proto { tcp, udp } goto v_10_200_0_1\n",
+            "\tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : mark\n\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\t}\n".to_owned(),
+            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n".to_owned(),
+            "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n".to_owned(),
+            "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n".to_owned(),
+            format!("\tchain t_10_200_0_1 {{\n\
+             \t\ttcp flags & (fin | syn | rst) == 0 meta mark set {F} map @pin_10_200_0_1 update @pin_10_200_0_1 {{ {F} timeout 432000s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\ttcp flags & (syn | ack) == syn delete @pin_10_200_0_1 {{ {F} : meta mark }}\n\
+             \t\ttcp flags & (syn | ack) == syn delete @fin_10_200_0_1 {{ {F} : meta mark }}\n\
+             \t\ttcp flags & (fin | rst) != 0 meta mark set {F} map @pin_10_200_0_1 delete @pin_10_200_0_1 {{ {F} : meta mark }} add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set {F} map @fin_10_200_0_1 update @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\ttcp flags & (fin | rst) != 0 meta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
+            format!("\tchain u_10_200_0_1 {{\n\
+             \t\tmeta mark set {F} map @pin_10_200_0_1 update @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
+            "\t\tip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 meta l4proto vmap { tcp : goto t_10_200_0_1, udp : goto u_10_200_0_1 }\n".to_owned(),
         ] {
-            assert!(text.contains(want), "{want}\nnot in\n{text}");
+            assert!(text.contains(&want), "{want}\nnot in\n{text}");
         }
+        // No packet deletes a pin outright but a new connection's SYN; no default timeout.
+        let deletes: Vec<&str> = text.lines().filter(|l| l.contains("delete @")).collect();
+        assert_eq!(deletes.len(), 3, "{deletes:?}");
+        assert!(
+            deletes.iter().all(|l| l.contains("tcp flags & (syn | ack) == syn delete")
+                || l.contains("delete @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } add @fin_10_200_0_1")),
+            "{deletes:?}"
+        );
+        assert!(!text.contains("\t\ttimeout"), "{text}");
+    }
+
+    /// Issue 16, item 5: a whole-table rewrite (a verifier restart, a write after a failed
+    /// one) keeps the pins the kernel's flow tables hold: everything else is deleted by name
+    /// (the rules by `flush table`, which leaves sets' elements), in the same transaction as
+    /// the new table; the flow tables of a VIP no longer pinned go; a table of unknown layout
+    /// is replaced whole.
+    #[test]
+    fn a_rewrite_keeps_the_flow_tables_the_kernel_holds() {
+        let v = vip(true, 1, &[(0, 2), (1, 1)], &[(1, "s1"), (2, "s2")]);
+        let text = format!(
+            "add table ip manycast_verifier\n{}",
+            ruleset(&["c0".into()], &[v])
+        );
+        let chains = "table netdev manycast_native {
+\tchain m1_10_0_1_2 {
+\t}
+}
+table netdev manycast_vip {
+\tchain m1_10_0_1_2 {
+\t}
+\tchain t_10_200_0_1 {
+\t}
+\tchain u_10_200_0_1 {
+\t}
+\tchain n_10_200_0_2 {
+\t}
+\tchain t_10_200_0_3 {
+\t}
+\tchain ingress {
+\t\ttype filter hook ingress devices = { \"c0\", \"s1\" } priority filter - 10; policy accept;
+\t}
+}
+";
+        let kept = keep_flow_tables(&text, chains).expect("a table this version wrote");
+        assert_eq!(
+            kept,
+            text.replacen(
+                REWRITE_HEAD,
+                "add table netdev manycast_vip\n\
+                 flush table netdev manycast_vip\n\
+                 delete map netdev manycast_vip vip_10_200_0_1\n\
+                 delete map netdev manycast_vip hop_10_200_0_1\n\
+                 delete map netdev manycast_vip vip_10_200_0_2\n\
+                 delete map netdev manycast_vip vip_10_200_0_3\n\
+                 delete map netdev manycast_vip hop_10_200_0_3\n\
+                 delete map netdev manycast_vip pin_10_200_0_3\n\
+                 delete map netdev manycast_vip fin_10_200_0_3\n\
+                 delete chain netdev manycast_vip m1_10_0_1_2\n\
+                 delete chain netdev manycast_vip t_10_200_0_1\n\
+                 delete chain netdev manycast_vip u_10_200_0_1\n\
+                 delete chain netdev manycast_vip n_10_200_0_2\n\
+                 delete chain netdev manycast_vip t_10_200_0_3\n\
+                 delete chain netdev manycast_vip ingress\n",
+                1
+            )
+        );
+        assert!(!kept.contains("delete table netdev manycast_vip"));
+        assert!(
+            !kept.contains("pin_10_200_0_1\n")
+                || !kept.contains("delete map netdev manycast_vip pin_10_200_0_1")
+        );
+        assert!(
+            kept.contains("\tmap pin_10_200_0_1 {\n"),
+            "declared as it is"
+        );
+        // No table: nothing to keep. The version before's layout: replaced whole.
+        assert_eq!(
+            keep_flow_tables(&text, "table netdev manycast_native {\n}\n"),
+            None
+        );
+        assert_eq!(keep_flow_tables(&text, ""), None);
+        let old = "table netdev manycast_vip {\n\tchain v_10_200_0_1 {\n\t}\n}\n";
+        assert_eq!(keep_flow_tables(&text, old), None);
     }
 
     /// Issue 16, items 3 and 5: a re-point moves map elements only; a member with a new hop
@@ -418,9 +645,13 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("flush chain netdev manycast_vip v_10_200_0_1\n"));
+        assert!(text.contains("flush chain netdev manycast_vip t_10_200_0_1\n"));
+        assert!(text.contains("flush chain netdev manycast_vip u_10_200_0_1\n"));
         assert!(text.contains(
-            "add rule netdev manycast_vip v_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
+            "add rule netdev manycast_vip t_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
+        ));
+        assert!(text.contains(
+            "add rule netdev manycast_vip u_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
         ));
         assert!(
             text.ends_with("delete chain netdev manycast_vip m2_10_0_2_2\n"),
@@ -434,7 +665,8 @@ mod tests {
         assert!(
             text.lines().all(|l| !l.contains("map netdev")
                 && !l.contains("table netdev")
-                && !l.contains("element netdev manycast_vip pin_")),
+                && !l.contains("element netdev manycast_vip pin_")
+                && !l.contains("element netdev manycast_vip fin_")),
             "{text}"
         );
         // Without pin the verdict map's elements follow a member's hop; a member heard on

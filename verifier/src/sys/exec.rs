@@ -336,7 +336,7 @@ impl Executor {
         for r in &c.rules {
             self.rtnl.rule_add(r)?;
         }
-        self.nft(&c.ruleset)?;
+        self.nft_keeping_pins(&c.ruleset)?;
         for r in &c.stale_routes {
             let _ = self.rtnl.route_del(r);
         }
@@ -344,6 +344,28 @@ impl Executor {
             let _ = self.rtnl.rule_del(r);
         }
         Ok(())
+    }
+
+    /// A VIP change; one that rewrites the fast path's table keeps its flow tables (the pins)
+    /// when the kernel holds a table this version wrote ([`vip_netdev::keep_flow_tables`],
+    /// from a listing of chain names, which reads no element). Should that transaction fail,
+    /// the table is rewritten whole, so that the steering is never held back by the pins.
+    fn nft_keeping_pins(&mut self, batch: &NftBatch) -> Result<(), NftError> {
+        if batch.rewrite && batch.text.contains(vip_netdev::REWRITE_HEAD) {
+            let kept = self
+                .nft_text("list chains netdev")
+                .ok()
+                .and_then(|chains| vip_netdev::keep_flow_tables(&batch.text, &chains));
+            if let Some(text) = kept {
+                match self.nft(&NftBatch::rewrite(text)) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        warn!(error = %e, "VIP table rewrite keeping its pins refused; rewritten whole")
+                    }
+                }
+            }
+        }
+        self.nft(batch)
     }
 
     /// The nft data plane's counters: the tables we replaced plus the current one.

@@ -159,6 +159,22 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
         &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
     );
     assert!(pins.contains("tcp . 10.1.0.2 . "), "{pins}");
+    // Timeouts like conntrack's: the open connection's pin lasts days; the closed one's tuple
+    // is not forgotten at its FIN but moved to the closing table (120 s).
+    assert!(
+        pins.lines()
+            .any(|l| l.contains("tcp . 10.1.0.2 . ") && l.contains("expires 4d")),
+        "{pins}"
+    );
+    assert!(!pins.contains("10.1.0.4 . 41000 "), "{pins}");
+    let closing = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "fin_10_200_0_1"],
+    );
+    assert!(
+        closing.contains("tcp . 10.1.0.4 . 41000 . 8080 "),
+        "{closing}"
+    );
 
     // Member 2 takes everything: new connections go to server 2, the established one stays.
     lab.join(1, &[Slice::ALL], 2);
@@ -258,4 +274,87 @@ fn c_close(mut c: TcpStream) {
     let n = c.read(&mut b).expect("reply");
     assert_eq!(n, 1);
     assert_eq!(c.read(&mut b).expect("the server's close"), 0);
+}
+
+/// SIGKILLs the running verifier and waits until it is gone (a zombie of the test process).
+fn kill_verifier(lab: &RouterLab) {
+    let pid = lab.daemon_pid().expect("verifier running");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    wait_for("the verifier killed", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+}
+
+/// Issue 16, item 5: pins outlive the verifier. A pinned keep-alive connection stays on the
+/// member it started on across a SIGKILL and restart (the new verifier rewrites the whole
+/// fast-path table), and another across SIGTERM with `keep_kernel_state`, while its slice moved
+/// to the other member meanwhile; new connections follow the map.
+#[test]
+fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
+    let mut lab = RouterLab::new(
+        2,
+        "[shutdown]\nkeep_kernel_state = true\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+    );
+    serve(&lab, 0);
+    serve(&lab, 1);
+    lab.start();
+    let both = |lab: &RouterLab| {
+        wait_for("both members routed", || {
+            let s = lab.status();
+            s.ownership.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+        })
+    };
+    lab.join(0, &[Slice::new(0, 1)], 1);
+    lab.join(1, &[Slice::new(1, 1)], 1);
+    both(&lab);
+    let sources = client_sources(2);
+    let (even, odd) = (sources[0], sources[1]);
+    let mut first = connect(&lab, even);
+    assert_eq!(ask(&mut first), 1);
+
+    // SIGKILL; the next verifier writes the whole table (what the kernel holds is unknown to
+    // it); the members come back with their halves swapped.
+    kill_verifier(&lab);
+    lab.start();
+    lab.join(0, &[Slice::new(1, 1)], 2);
+    lab.join(1, &[Slice::new(0, 1)], 2);
+    both(&lab);
+    assert!(
+        lab.status().counters.nft_rewrites >= 1,
+        "no rewrite to test"
+    );
+    assert_eq!(
+        ask(&mut connect(&lab, even)),
+        2,
+        "new connections follow the map"
+    );
+    assert_eq!(
+        try_ask(&mut first).ok(),
+        Some(1),
+        "a pinned connection left its member after SIGKILL and a rewrite"
+    );
+    let mut second = connect(&lab, odd);
+    assert_eq!(ask(&mut second), 1);
+
+    // SIGTERM with keep_kernel_state: the table stays; the next verifier rewrites it.
+    assert!(lab.stop().success());
+    lab.start();
+    lab.join(0, &[Slice::new(0, 1)], 3);
+    lab.join(1, &[Slice::new(1, 1)], 3);
+    both(&lab);
+    assert_eq!(
+        ask(&mut connect(&lab, odd)),
+        2,
+        "new connections follow the map"
+    );
+    assert_eq!(
+        try_ask(&mut second).ok(),
+        Some(1),
+        "a pinned connection left its member after SIGTERM (kept state) and a rewrite"
+    );
+    assert_eq!(try_ask(&mut first).ok(), Some(1));
 }
