@@ -42,6 +42,7 @@ fn router() -> Router {
         keep_kernel_state: false,
         vips: Vec::new(),
         liveness: Default::default(),
+        announce: Default::default(),
     };
     let mut links = LinkTable::new();
     links.add(MEMBERS, Slice::prefix(Ipv4Addr::new(10, 0, 0, 0), 24));
