@@ -29,26 +29,7 @@ impl IgmpReceiver {
 
     /// The next datagram (IPv4 header included) or `None` once `deadline` has passed.
     pub fn recv_until(&self, deadline: Instant) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            // A zero timeout would mean "block forever".
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .expect("SO_RCVTIMEO");
-            match (&self.sock).read(&mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Some(buf);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("raw IGMP receive: {e}"),
-            }
-        }
+        recv_until(&self.sock, deadline, "raw IGMP")
     }
 
     /// Collects datagrams whose IPv4 source is `from` until `done` holds for what was collected and
@@ -61,25 +42,67 @@ impl IgmpReceiver {
         quiet: Duration,
         done: impl Fn(&[Vec<u8>]) -> bool,
     ) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut got: Vec<Vec<u8>> = Vec::new();
-        loop {
-            let satisfied = done(&got);
-            let wait_until = if satisfied {
-                (Instant::now() + quiet).min(deadline)
-            } else {
-                deadline
-            };
-            match self.recv_until(wait_until) {
-                Some(d) if d.len() >= 20 && d[12..16] == from.octets() => got.push(d),
-                Some(_) => {}
-                None if satisfied => return got,
-                None => panic!(
-                    "no complete set of reports from {from} within {timeout:?}; got {}: {:#?}",
-                    got.len(),
-                    got.iter().map(hex::encode).collect::<Vec<_>>()
-                ),
+        collect(
+            |until| self.recv_until(until),
+            |d| d.len() >= 20 && d[12..16] == from.octets(),
+            &format!("reports from {from}"),
+            (timeout, quiet),
+            done,
+        )
+    }
+}
+
+/// The next packet on `sock` (a capture of `what`) or `None` once `deadline` has passed.
+pub fn recv_until(sock: &Socket, deadline: Instant, what: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        // A zero timeout would mean "block forever".
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("SO_RCVTIMEO");
+        match (&*sock).read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Some(buf);
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("{what} receive: {e}"),
+        }
+    }
+}
+
+/// Collects what `recv` returns and `keep` accepts until `done` holds for what was collected
+/// and then nothing more has come for `quiet` (so that retransmissions are included), or
+/// panics after `timeout` naming `what` (the limits are (timeout, quiet)).
+pub fn collect(
+    recv: impl Fn(Instant) -> Option<Vec<u8>>,
+    keep: impl Fn(&[u8]) -> bool,
+    what: &str,
+    (timeout, quiet): (Duration, Duration),
+    done: impl Fn(&[Vec<u8>]) -> bool,
+) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let satisfied = done(&got);
+        let wait_until = if satisfied {
+            (Instant::now() + quiet).min(deadline)
+        } else {
+            deadline
+        };
+        match recv(wait_until) {
+            Some(p) if keep(&p) => got.push(p),
+            Some(_) => {}
+            None if satisfied => return got,
+            None => panic!(
+                "no complete set of {what} within {timeout:?}; got {}: {:#?}",
+                got.len(),
+                got.iter().map(hex::encode).collect::<Vec<_>>()
+            ),
         }
     }
 }

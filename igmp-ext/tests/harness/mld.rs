@@ -4,11 +4,12 @@
 //! source-specific joins through the socket API, and datagrams built and taken apart with our
 //! `Repr`s.
 
+use super::capture;
 use super::netns::{Lab, Netns};
 use igmp_ext::wire::ipv6::{Ipv6Packet, Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
 use igmp_ext::wire::mld::{MldPacket, MldRepr};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io::{self, ErrorKind, Read};
+use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -74,26 +75,7 @@ impl Ipv6Capture {
 
     /// The next packet or `None` once `deadline` has passed.
     pub fn recv_until(&self, deadline: Instant) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            // A zero timeout would mean "block forever".
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .expect("SO_RCVTIMEO");
-            match (&self.sock).read(&mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Some(buf);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("AF_PACKET receive: {e}"),
-            }
-        }
+        capture::recv_until(&self.sock, deadline, "AF_PACKET")
     }
 
     /// Collects MLD packets (ICMPv6 behind at most a Hop-by-Hop header) whose source is `from`
@@ -106,26 +88,13 @@ impl Ipv6Capture {
         quiet: Duration,
         done: impl Fn(&[Vec<u8>]) -> bool,
     ) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut got: Vec<Vec<u8>> = Vec::new();
-        loop {
-            let satisfied = done(&got);
-            let wait_until = if satisfied {
-                (Instant::now() + quiet).min(deadline)
-            } else {
-                deadline
-            };
-            match self.recv_until(wait_until) {
-                Some(p) if is_mld_from(&p, from) => got.push(p),
-                Some(_) => {}
-                None if satisfied => return got,
-                None => panic!(
-                    "no complete set of MLD packets from {from} within {timeout:?}; got {}: {:#?}",
-                    got.len(),
-                    got.iter().map(hex::encode).collect::<Vec<_>>()
-                ),
-            }
-        }
+        capture::collect(
+            |until| self.recv_until(until),
+            |p| is_mld_from(p, from),
+            &format!("MLD packets from {from}"),
+            (timeout, quiet),
+            done,
+        )
     }
 }
 
