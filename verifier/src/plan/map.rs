@@ -3,7 +3,44 @@
 //! `ip saddr & mask` finds the owner.
 
 use super::PlanError;
+use core::fmt::Write;
 use igmp_ext::SliceSet;
+use std::collections::BTreeMap;
+
+/// The commands that take `map` of `table` (family and name, `"netdev manycast_native"`) from
+/// `old` to `new`: keys removed or re-pointed are deleted (into `deletes`), new and re-pointed
+/// ones added (into `adds`, which the callers write after every delete of the change);
+/// nothing when nothing moved. `key` names a key and `element` writes `key : value` (none: the
+/// element is left out, as a member the map cannot name).
+pub(super) fn element_moves<V: PartialEq>(
+    (deletes, adds): (&mut String, &mut String),
+    (table, map): (&str, &str),
+    old: &BTreeMap<u32, V>,
+    new: &BTreeMap<u32, V>,
+    key: impl Fn(u32) -> String,
+    element: impl Fn(u32, &V) -> Option<String>,
+) {
+    let gone: Vec<String> = old
+        .iter()
+        .filter(|(k, v)| new.get(k) != Some(*v))
+        .map(|(k, _)| key(*k))
+        .collect();
+    let came: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(k) != Some(*v))
+        .filter_map(|(k, v)| element(*k, v))
+        .collect();
+    if !gone.is_empty() {
+        let _ = writeln!(
+            deletes,
+            "delete element {table} {map} {{ {} }}",
+            gone.join(", ")
+        );
+    }
+    if !came.is_empty() {
+        let _ = writeln!(adds, "add element {table} {map} {{ {} }}", came.join(", "));
+    }
+}
 
 /// Largest map we write: 2^16 elements.
 const MAX_MASK_BITS: u32 = 16;

@@ -17,7 +17,7 @@
 //! The planning and the ruleset text are pure and tested here; `crate::sys::nft` runs `nft`.
 //! Each change is one `nft -f` transaction that replaces the whole table, like VIP mode.
 
-use super::map::{plan_map_keeping, MapPlan};
+use super::map::{element_moves, plan_map_keeping, MapPlan};
 use super::{Change, DataplaneOp, GapPolicy, NftBatch, PlanError, PlanFailure, Planner, View};
 use crate::status::NativeMapRow;
 use core::fmt::Write;
@@ -216,31 +216,14 @@ pub fn element_updates(
             .map(|p| p.elements.iter().map(|(v, h)| (*v, h)).collect())
             .unwrap_or_default();
         let new: BTreeMap<u32, &Hop> = plan.elements.iter().map(|(v, h)| (*v, h)).collect();
-        let gone: Vec<String> = old
-            .iter()
-            .filter(|(v, h)| new.get(v) != Some(h))
-            .map(|(v, _)| Ipv4Addr::from(*v).to_string())
-            .collect();
-        let came: Vec<String> = new
-            .iter()
-            .filter(|(v, h)| old.get(v) != Some(h))
-            .map(|(v, h)| element(*v, &h.chain()))
-            .collect();
-        let map = map_name(*group);
-        if !gone.is_empty() {
-            let _ = writeln!(
-                out,
-                "delete element netdev {TABLE} {map} {{ {} }}",
-                gone.join(", ")
-            );
-        }
-        if !came.is_empty() {
-            let _ = writeln!(
-                adds,
-                "add element netdev {TABLE} {map} {{ {} }}",
-                came.join(", ")
-            );
-        }
+        element_moves(
+            (&mut out, &mut adds),
+            (&format!("netdev {TABLE}"), &map_name(*group)),
+            &old,
+            &new,
+            |v| Ipv4Addr::from(v).to_string(),
+            |v, h| Some(element(v, &h.chain())),
+        );
     }
     out + &adds
 }

@@ -8,7 +8,7 @@
 //! kernel never holds half a change; routes for a new owner are in place before the maps point
 //! at it.
 
-use super::map::{plan_map_keeping, MapPlan};
+use super::map::{element_moves, plan_map_keeping, MapPlan};
 use super::netdev::Hop;
 use super::vip_netdev::{self, FastVip};
 pub use super::vip_netdev::{mark_of, MARK_BASE};
@@ -119,33 +119,16 @@ pub fn ruleset(vips: &[(Ipv4Addr, bool, MapPlan)]) -> String {
 pub fn element_updates(vip: Ipv4Addr, from: &MapPlan, to: &MapPlan) -> String {
     let old: BTreeMap<u32, u32> = from.elements.iter().copied().collect();
     let new: BTreeMap<u32, u32> = to.elements.iter().copied().collect();
-    let gone: Vec<String> = old
-        .iter()
-        .filter(|(v, m)| new.get(v) != Some(m))
-        .map(|(v, _)| Ipv4Addr::from(*v).to_string())
-        .collect();
-    let came: Vec<String> = new
-        .iter()
-        .filter(|(v, m)| old.get(v) != Some(m))
-        .filter_map(|(v, m)| element(*v, *m))
-        .collect();
-    let mut out = String::new();
-    let map = map_name(vip);
-    if !gone.is_empty() {
-        let _ = writeln!(
-            out,
-            "delete element ip {TABLE} {map} {{ {} }}",
-            gone.join(", ")
-        );
-    }
-    if !came.is_empty() {
-        let _ = writeln!(
-            out,
-            "add element ip {TABLE} {map} {{ {} }}",
-            came.join(", ")
-        );
-    }
-    out
+    let (mut out, mut adds) = (String::new(), String::new());
+    element_moves(
+        (&mut out, &mut adds),
+        (&format!("ip {TABLE}"), &map_name(vip)),
+        &old,
+        &new,
+        |v| Ipv4Addr::from(v).to_string(),
+        |v, m| element(v, *m),
+    );
+    out + &adds
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

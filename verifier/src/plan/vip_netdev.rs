@@ -24,6 +24,7 @@
 //! Pure text, tested here; [`super::vip`] plans it and the executor sends it with the `ip`
 //! table's change in one transaction.
 
+use super::map::element_moves;
 use super::netdev::{chain_rules, quoted, Hop};
 use core::fmt::Write;
 use std::collections::BTreeMap;
@@ -373,30 +374,14 @@ fn map_diff(
     new: &BTreeMap<u32, String>,
     key: impl Fn(u32) -> String,
 ) {
-    let gone: Vec<String> = old
-        .iter()
-        .filter(|(k, t)| new.get(k) != Some(t))
-        .map(|(k, _)| key(*k))
-        .collect();
-    let came: BTreeMap<u32, String> = new
-        .iter()
-        .filter(|(k, t)| old.get(k) != Some(t))
-        .map(|(k, t)| (*k, t.clone()))
-        .collect();
-    if !gone.is_empty() {
-        let _ = writeln!(
-            out,
-            "delete element netdev {TABLE} {map} {{ {} }}",
-            gone.join(", ")
-        );
-    }
-    if !came.is_empty() {
-        let _ = writeln!(
-            adds,
-            "add element netdev {TABLE} {map} {{ {} }}",
-            join(&came, key)
-        );
-    }
+    element_moves(
+        (out, adds),
+        (&format!("netdev {TABLE}"), map),
+        old,
+        new,
+        &key,
+        |k, t| Some(format!("{} : {t}", key(k))),
+    );
 }
 
 /// The commands that take the table from `from` to `to` of the same shape ([`same_shape`]):
