@@ -540,7 +540,8 @@ impl Router {
         self.verify_round(clock);
         self.run_querier(now);
         let expired = self.verifier.expire(clock);
-        if !expired.is_empty() {
+        let any_expired = !expired.is_empty();
+        if any_expired {
             self.sync_liveness(clock);
         }
         for change in expired {
@@ -551,7 +552,10 @@ impl Router {
             });
             self.replan(now, Change::Ownership(change.group));
         }
-        self.run_querier(now);
+        if any_expired {
+            // The re-asks go out in this turn, not at the next tick.
+            self.run_querier(now);
+        }
         if self.adopt_until.is_some_and(|t| clock.mono >= t) {
             self.adopt_until = None;
             self.replan(now, Change::Settle);
