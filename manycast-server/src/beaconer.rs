@@ -2,11 +2,14 @@
 //!
 //! A chain's index `i` falls due `i` intervals after the chain's start, so a beacon sent late
 //! carries the index of when it went, not the next in turn: the router bounds its work by the
-//! time since the last beacon it accepted. Halfway through a chain the next one is drawn; from
-//! then on joins name it instead (the router keeps what it knows of the running one, and learns
-//! the next long before any beacon needs it: a chain lasts at least four refreshes), and at the
-//! running one's end the beacons go on from the next. One anchor per join keeps joins within a
-//! link MTU.
+//! time since the last value it accepted fell due. Halfway through a chain the next one is
+//! ordered: drawing it costs a hash per interval of its life (12,000 at 5 ms over a minute,
+//! tens of milliseconds in a debug build), so another thread draws it while the beacons go on
+//! ([`ChainOrder`]); joins name it from then on beside the running one, which the router learns
+//! long before any beacon needs it (a chain lasts at least four refreshes), and at the running
+//! one's end the beacons go on from the next. Joins name the running chain where it is now too,
+//! so that a member the router stopped hearing for longer than it will hash across is taken
+//! back by its next join (a join too long for the link MTU leaves that anchor out first).
 
 use igmp_ext::liveness::{Beacon, HashChain, LivenessAnchor, VALUE_LEN};
 use igmp_ext::{Instant, MemberId};
@@ -48,14 +51,34 @@ pub struct Beaconer {
     life: Duration,
     /// The chain beacons come from, then the next one once drawn.
     chains: VecDeque<Running>,
+    /// The next chain was ordered and is not drawn yet.
+    ordered: bool,
     next_beacon: Option<Instant>,
 }
 
-/// Whether [`Beaconer::poll_beacon`] drew a new chain: joins must name it soon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drawn {
-    Nothing,
-    NextChain,
+/// The next chain to draw, off the beacon thread: [`ChainOrder::draw`] then
+/// [`Beaconer::add_next`].
+#[derive(Debug, Clone, Copy)]
+pub struct ChainOrder {
+    seed: [u8; VALUE_LEN],
+    chain: u64,
+    interval_ms: u16,
+    len: u32,
+    start: Instant,
+}
+
+/// A chain drawn for a [`ChainOrder`].
+#[derive(Debug)]
+pub struct NextChain(Running);
+
+impl ChainOrder {
+    /// Computes the chain: one hash per value.
+    pub fn draw(self) -> NextChain {
+        NextChain(Running {
+            chain: HashChain::new(self.seed, self.chain, self.interval_ms, self.len),
+            start: self.start,
+        })
+    }
 }
 
 impl Beaconer {
@@ -76,23 +99,31 @@ impl Beaconer {
             interval,
             life: life.max(interval * 2),
             chains: VecDeque::new(),
+            ordered: false,
             next_beacon: None,
         };
-        let first = b.draw(now, random);
+        let NextChain(first) = b.order(now, random).draw();
         b.chains.push_back(first);
         b
     }
 
-    fn draw(&self, start: Instant, random: &mut dyn FnMut() -> u64) -> Running {
+    fn order(&self, start: Instant, random: &mut dyn FnMut() -> u64) -> ChainOrder {
         let mut seed = [0u8; VALUE_LEN];
         seed[..8].copy_from_slice(&random().to_be_bytes());
         seed[8..].copy_from_slice(&random().to_be_bytes());
-        let len = (self.life.as_millis() / self.interval.as_millis().max(1)) as u32 + 1;
-        let interval_ms = u16::try_from(self.interval.as_millis()).unwrap_or(u16::MAX);
-        Running {
-            chain: HashChain::new(seed, random(), interval_ms, len),
+        ChainOrder {
+            seed,
+            chain: random(),
+            interval_ms: u16::try_from(self.interval.as_millis()).unwrap_or(u16::MAX),
+            len: (self.life.as_millis() / self.interval.as_millis().max(1)) as u32 + 1,
             start,
         }
+    }
+
+    /// The chain drawn for the last [`ChainOrder`]: joins name it from now on.
+    pub fn add_next(&mut self, next: NextChain) {
+        self.ordered = false;
+        self.chains.push_back(next.0);
     }
 
     /// Index of `r`'s chain due at `now` (0 before its start).
@@ -101,17 +132,15 @@ impl Beaconer {
         (since.as_millis() / self.interval.as_millis().max(1)) as u32
     }
 
-    /// The anchor a join signed at `now` carries: the next chain at its start once drawn,
-    /// else the running chain where it is now.
+    /// The anchors a join signed at `now` carries: the running chain where it is now, then the
+    /// next chain at its start once drawn (the one to keep if only one fits).
     pub fn anchors(&self, now: Instant) -> Vec<LivenessAnchor> {
-        let anchor = match self.chains.get(1) {
-            Some(next) => next.chain.anchor(0),
-            None => self.chains.front().and_then(|r| {
-                let i = self.index_at(r, now).min(r.chain.len().saturating_sub(1));
-                r.chain.anchor(i)
-            }),
-        };
-        anchor.into_iter().collect()
+        let running = self.chains.front().and_then(|r| {
+            let i = self.index_at(r, now).min(r.chain.len().saturating_sub(1));
+            r.chain.anchor(i)
+        });
+        let next = self.chains.get(1).and_then(|n| n.chain.anchor(0));
+        running.into_iter().chain(next).collect()
     }
 
     /// Starts beaconing (a claim was made); nothing is sent before.
@@ -130,15 +159,16 @@ impl Beaconer {
         self.next_beacon
     }
 
-    /// The beacon due at `now`, if any; draws the next chain halfway through the running one
-    /// and moves on to it at the running one's end.
+    /// The beacon due at `now`, if any; orders the next chain halfway through the running one
+    /// (the caller draws it elsewhere and hands it to [`Beaconer::add_next`]) and moves on to
+    /// it at the running one's end.
     pub fn poll_beacon(
         &mut self,
         now: Instant,
         random: &mut dyn FnMut() -> u64,
-    ) -> (Option<Beacon>, Drawn) {
+    ) -> (Option<Beacon>, Option<ChainOrder>) {
         let Some(due) = self.next_beacon.filter(|&t| t <= now) else {
-            return (None, Drawn::Nothing);
+            return (None, None);
         };
         // The next beacon one interval after this one was due, or after now if we fell behind.
         let next = due.saturating_add(self.interval);
@@ -150,23 +180,22 @@ impl Beaconer {
         while self.chains.len() > 1 && self.chains[0].end(self.interval) < now {
             self.chains.pop_front();
         }
-        let mut drawn = Drawn::Nothing;
-        if self.chains.len() == 1 {
+        let mut order = None;
+        if self.chains.len() == 1 && !self.ordered {
             let running = &self.chains[0];
             let half = running.start.saturating_add(self.life / 2);
             if now >= half {
-                let next = self.draw(running.end(self.interval), random);
-                self.chains.push_back(next);
-                drawn = Drawn::NextChain;
+                order = Some(self.order(running.end(self.interval), random));
+                self.ordered = true;
             }
         }
         let running = &self.chains[0];
         let index = self.index_at(running, now);
         if index == 0 || index >= running.chain.len() {
             // Index 0 is what the join names; past the end there is nothing left to reveal.
-            return (None, drawn);
+            return (None, order);
         }
-        (running.chain.beacon(self.group, self.member, index), drawn)
+        (running.chain.beacon(self.group, self.member, index), order)
     }
 }
 
@@ -207,18 +236,29 @@ mod tests {
             .collect();
         let (mut accepted, mut draws) = (0, 0);
         let mut t = Instant::from_secs(0);
+        let mut ordered = None;
         while t < Instant::from_secs(5) {
             t = b.poll_timeout().unwrap();
-            let (beacon, drawn) = b.poll_beacon(t, &mut random);
-            if drawn == Drawn::NextChain {
-                draws += 1;
-                // The join sent for it names only the new chain: the router keeps the running
-                // one's progress beside it.
-                let anchors = b.anchors(t);
-                assert_eq!(anchors.len(), 1);
-                assert_eq!(anchors[0].index, 0);
-                router.retain(|p| p.chain != anchors[0].chain);
-                router.push(ChainProgress::from(anchors[0]));
+            // The chain drawn for an order arrives a few beacons later.
+            if let Some((order, at)) = ordered.take() {
+                if t >= at {
+                    b.add_next(ChainOrder::draw(order));
+                    draws += 1;
+                    // The join sent for it names the running chain where it is and the new
+                    // one at its start: the router keeps the running one's progress.
+                    let anchors = b.anchors(t);
+                    assert_eq!(anchors.len(), 2);
+                    assert_eq!(anchors[1].index, 0);
+                    router.retain(|p| p.chain != anchors[1].chain);
+                    router.push(ChainProgress::from(anchors[1]));
+                } else {
+                    ordered = Some((order, at));
+                }
+            }
+            let (beacon, order) = b.poll_beacon(t, &mut random);
+            if let Some(order) = order {
+                assert!(ordered.is_none(), "ordered once");
+                ordered = Some((order, t.saturating_add(Duration::from_millis(50))));
             }
             if let Some(beacon) = beacon {
                 assert!(
@@ -252,5 +292,36 @@ mod tests {
         let (beacon, _) = b.poll_beacon(Instant::from_millis(1_055), &mut random);
         assert_eq!(beacon.unwrap().index, 5);
         assert_eq!(b.poll_timeout(), Some(Instant::from_millis(1_065)));
+    }
+
+    /// A join names the running chain where it is now, so that a router that stopped hearing
+    /// the member for longer than it hashes across (and found it dead) takes it back at its
+    /// next join. It used to name only the next chain in a chain's second half: such a member
+    /// stayed dead until the running chain ended, up to half a chain's life (30 s).
+    #[test]
+    fn a_join_names_the_running_chain_where_it_is_now_beside_the_next() {
+        let mut random = counter();
+        let iv = Duration::from_millis(10);
+        let mut b = Beaconer::new(
+            G,
+            MemberId(3),
+            iv,
+            Duration::from_secs(2),
+            Instant::from_secs(0),
+            &mut random,
+        );
+        b.start(Instant::from_secs(0));
+        let (_, order) = b.poll_beacon(Instant::from_millis(1_200), &mut random);
+        b.add_next(order.expect("ordered halfway").draw());
+        let now = Instant::from_millis(1_500);
+        let anchors = b.anchors(now);
+        assert_eq!(anchors.len(), 2, "{anchors:?}");
+        assert_eq!(anchors[0].index, 150, "the running chain where it is now");
+        assert_eq!(anchors[1].index, 0, "the next at its start");
+        // A router that re-anchors at the join accepts the next beacon, however long it heard
+        // nothing before.
+        let mut p = ChainProgress::from(anchors[0]);
+        let (beacon, _) = b.poll_beacon(Instant::from_millis(1_510), &mut random);
+        assert!(p.advance(&beacon.expect("a beacon due"), 4).is_ok());
     }
 }

@@ -251,7 +251,9 @@ impl JoinAgent {
             if too_long && !claims.standby.is_empty() {
                 claims.standby.clear();
             } else if too_long && !claims.liveness.is_empty() {
-                claims.liveness.clear();
+                // The running chain's anchor first: the next chain's is the one the router
+                // needs for the hand-over.
+                claims.liveness.remove(0);
             } else {
                 if too_long || claims.standby.len() < self.standby.len() {
                     self.trimmed += 1;
@@ -383,6 +385,69 @@ mod tests {
             };
             assert_eq!(claim.standby, expected);
         }
+    }
+
+    /// A join that fits the link MTU with one liveness anchor but not two leaves out the
+    /// running chain's and keeps the next chain's (the hand-over needs it).
+    #[test]
+    fn a_join_past_the_mtu_leaves_the_running_chains_anchor_out_first() {
+        use crate::beaconer::{Beaconer, SharedBeaconer};
+        let f = Fixture::new(1);
+        let iv = Duration::from_millis(10);
+        let mut rng = counter();
+        let mut b = Beaconer::new(
+            f.group,
+            f.members[0].id,
+            iv,
+            Duration::from_secs(2),
+            NOW,
+            &mut rng,
+        );
+        b.start(NOW);
+        let half = NOW.saturating_add(Duration::from_millis(1_100));
+        let (_, order) = b.poll_beacon(half, &mut rng);
+        b.add_next(order.expect("ordered halfway").draw());
+        let beacons: SharedBeaconer = std::sync::Arc::new(std::sync::Mutex::new(b));
+        let units: Vec<SliceEntry> = (0..256u32)
+            .step_by(4)
+            .map(|i| SliceEntry::include(Slice::new(i, 0xff)))
+            .collect();
+        let send = |mtu: usize| {
+            let m = &f.members[0];
+            let identity = Identity {
+                key: m.key.clone(),
+                cert: m.cert.clone(),
+                sender: m.addr,
+            };
+            let config = AgentConfig {
+                max_datagram: mtu,
+                ..AgentConfig::default()
+            };
+            let mut a = JoinAgent::new(config, identity, f.group).with_beacons(beacons.clone());
+            let mut rng = counter();
+            a.set_claim(
+                half,
+                units.clone(),
+                Vec::new(),
+                AllocationEpoch(1),
+                &mut rng,
+            );
+            let d = a
+                .poll_transmit(clock(half), nonce_bytes(1))
+                .unwrap()
+                .unwrap();
+            let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+            match v.handle_datagram(WALL, IFINDEX, &d, &f.key_source()) {
+                Ok(Accepted::Join { .. }) => {}
+                other => panic!("MTU {mtu}: {other:?}"),
+            }
+            let (_, claim) = v.ownership().claims(f.group).next().unwrap();
+            (d.len(), claim.liveness.clone())
+        };
+        let (both, anchors) = send(1500);
+        assert_eq!(anchors.len(), 2, "{anchors:?}");
+        let (_, kept) = send(both - 1);
+        assert_eq!(kept, vec![anchors[1]], "the next chain's anchor is kept");
     }
 
     #[test]

@@ -65,6 +65,11 @@ struct Watch {
     interval: Duration,
     /// The last accepted beacon, or when the watch began.
     heard: Instant,
+    /// When the last accepted value fell due on the member's own timeline, as far as the
+    /// router can tell (never after it arrived): a beacon's hashing work is bounded by the
+    /// time since then. Counted from arrivals instead, one late beacon made every on-time one
+    /// after it look too far ahead, for good.
+    paced: Instant,
     /// The port the member's last accepted beacon came from: where its notices go.
     port: Option<u16>,
     /// A beacon was accepted: only then can the member be found dead (a member whose chain
@@ -147,6 +152,7 @@ impl Liveness {
                         chains: Vec::new(),
                         interval: interval_of(anchors),
                         heard: now,
+                        paced: now,
                         port: None,
                         proven: false,
                         vouched: false,
@@ -161,17 +167,25 @@ impl Liveness {
                     .rev()
                     .find(|p| anchors.iter().all(|a| a.chain != p.chain))
                     .copied();
+                let mut anchored = false;
                 let named: Vec<ChainProgress> = anchors
                     .iter()
                     .map(|a| {
                         let known = w.chains.iter().find(|p| p.chain == a.chain);
                         match known {
                             Some(p) if p.index >= a.index => *p,
-                            _ => ChainProgress::from(*a),
+                            _ => {
+                                anchored = true;
+                                ChainProgress::from(*a)
+                            }
                         }
                     })
                     .collect();
                 w.chains = running.into_iter().chain(named).collect();
+                // A join signed now named where its chain is now.
+                if anchored {
+                    w.paced = now;
+                }
             }
         }
         let mut unvouched = Vec::new();
@@ -265,18 +279,32 @@ impl Router {
             .watches
             .get_mut(&(group, member))
             .ok_or("not watched")?;
-        // The work a beacon may cost grows with the silence it ends, up to MAX_GAP hashes.
-        let elapsed = now.saturating_duration_since(w.heard);
+        // The work a beacon may cost grows with the time since the last value fell due, up to
+        // MAX_GAP hashes.
+        let elapsed = now.saturating_duration_since(w.paced);
         let expected = (elapsed.as_millis() / w.interval.as_millis().max(1)) as u32;
         let max_gap = expected.saturating_add(4).min(MAX_GAP);
-        let advanced = w
-            .chains
-            .iter_mut()
-            .any(|p| p.advance(&beacon, max_gap).is_ok());
+        let mut refusals = Vec::new();
+        let mut gap = 0;
+        let advanced = w.chains.iter_mut().any(|p| {
+            let last = p.index;
+            match p.advance(&beacon, max_gap) {
+                Ok(()) => {
+                    gap = p.index - last;
+                    true
+                }
+                Err(e) => {
+                    refusals.push(e);
+                    false
+                }
+            }
+        });
         if !advanced {
+            debug!(%member, ?refusals, "beacon proves no chain the claim names");
             return Err("does not prove a later chain value");
         }
         w.heard = w.heard.max(now);
+        w.paced = w.paced.saturating_add(w.interval * gap).min(now);
         w.port = Some(from.port());
         w.proven = true;
         let newly_vouched = !std::mem::replace(&mut w.vouched, true);

@@ -272,3 +272,46 @@ fn a_far_later_epoch_takes_nothing_from_a_member_that_beacons() {
     assert_eq!(owner(&lab), Some(m1));
     assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
 }
+
+fn beacon_at(lab: &mut Lab, i: usize, chain: &HashChain, index: u32, ifindex: u32, at_ms: u64) {
+    let m = &lab.fixture.members[i];
+    let b = chain
+        .beacon(lab.fixture.group, m.id, index)
+        .unwrap()
+        .encode();
+    let from = SocketAddrV4::new(m.addr, 40000 + i as u16);
+    lab.router.handle_beacon(ms(at_ms), &b, from, ifindex);
+}
+
+/// One beacon that arrives late (the member's beacon thread stalled after taking its index,
+/// or the network held it) must not shift the router's idea of where the chain should be: the
+/// on-time beacons after it are further ahead of it than the time since it arrived. The bound
+/// on a beacon's hashing work used to be counted from the late arrival, and refused every later
+/// beacon as "too far ahead" until the member's next chain: the member was found dead and its
+/// units left it for up to half a chain's life (the clock-step test's lost requests).
+#[test]
+fn a_late_beacon_does_not_lock_out_the_on_time_ones_after_it() {
+    let (mut lab, a, b) = started();
+    for k in 1..=5 {
+        beacon(&mut lab, 0, &a, k, S1);
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    // Beacon 6, due at 60 ms, arrives at 110 ms; member 0 was found dead meanwhile (misses 4).
+    for k in 6..=10 {
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert_eq!(lab.status(ms(100)).counters.members_found_dead, 1);
+    beacon_at(&mut lab, 0, &a, 6, S1, 110);
+    assert_eq!(lab.status(ms(110)).counters.members_back, 1);
+    // From then on its beacons come on time again, each with the index due when it goes.
+    for k in 11..=30 {
+        beacon_at(&mut lab, 0, &a, k, S1, 10 * u64::from(k) + 2);
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k) + 2));
+    }
+    let st = lab.status(ms(302));
+    assert_eq!(st.counters.beacons_refused, 0, "{:?}", st.counters);
+    assert_eq!(st.counters.members_found_dead, 1, "found dead once only");
+}
