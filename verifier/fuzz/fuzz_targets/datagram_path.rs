@@ -63,6 +63,7 @@ fn router() -> Router {
         adopted_vifs: Vec::new(),
         mfc_entries: Vec::new(),
         netdev_table_left: false,
+        vip_table_left: false,
         allmulti: Vec::new(),
     };
     let mut r = Router::new(NOW, config, setup);

@@ -319,3 +319,29 @@ fn a_revoked_claim_makes_the_group_report_again_at_once() {
         "counted once per group and drop"
     );
 }
+
+/// The re-ask on expiry too (SPEC.md §10.1): a member that stopped reporting loses its claim
+/// after the hold, and the group is asked again in the same turn, so the members' answers take
+/// its units within a tenth of a second rather than at their next unprompted report.
+#[test]
+fn an_expired_claim_makes_the_group_report_again_at_once() {
+    let mut lab = Lab::mfc();
+    let group = lab.fixture.group;
+    lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
+    lab.join(NOW, 1, &[Slice::new(1, 1)], 1, S1);
+    // Member 2 refreshes; member 1 has gone quiet.
+    for s in [10, 20] {
+        lab.join(at(s), 1, &[Slice::new(1, 1)], 1, S1);
+        lab.router.handle_timeout(at(s));
+    }
+    lab.transmits();
+    assert!(specific_queries(&lab.transmits(), group).is_empty());
+    lab.router.handle_timeout(at(23));
+    assert_eq!(lab.holders(), [MemberId(2)], "member 1's claim expired");
+    let asked = specific_queries(&lab.transmits(), group);
+    assert!(
+        !asked.is_empty() && asked.iter().all(|&code| code == 1),
+        "group-specific queries answered within 100 ms, in the turn of the expiry: {asked:?}"
+    );
+    assert_eq!(lab.status(at(23)).counters.group_reasks, 1);
+}

@@ -171,6 +171,8 @@ pub struct KernelSetup {
     pub mfc_entries: Vec<FoundEntry>,
     /// Whether an earlier verifier left the native nft table (nft data plane).
     pub netdev_table_left: bool,
+    /// Whether an earlier verifier left the VIP table.
+    pub vip_table_left: bool,
     /// Interfaces whose allmulticast flag is ours to turn off at a clean shutdown.
     pub allmulti: Vec<String>,
 }
@@ -294,6 +296,9 @@ impl Router {
                 Native::Nft(NetdevPlanner::new(devices, setup.netdev_table_left))
             }
         };
+        // Likewise the VIP table: its steering stays until the grace ends.
+        let vip_held = setup.vip_table_left && !config.vips.is_empty();
+        adopted += usize::from(vip_held);
         let mut events = VecDeque::new();
         if adopted > 0 || !setup.adopted_vifs.is_empty() {
             events.push_back(Event::Adopted {
@@ -308,7 +313,7 @@ impl Router {
             interfaces: setup.interfaces,
             vifs,
             native,
-            vip: VipPlanner::new(&config.vips),
+            vip: VipPlanner::new(&config.vips).holding(vip_held),
             adopted_vifs: setup.adopted_vifs,
             allmulti: setup.allmulti,
             adopt_until: Some(clock.mono.saturating_add(config.adopt_grace)),

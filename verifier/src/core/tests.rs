@@ -69,6 +69,7 @@ pub(super) fn setup(dataplane: NativeDataplane) -> KernelSetup {
         adopted_vifs: Vec::new(),
         mfc_entries: Vec::new(),
         netdev_table_left: false,
+        vip_table_left: false,
         allmulti: Vec::new(),
     }
 }
@@ -607,6 +608,49 @@ fn a_failed_vip_change_writes_everything_again_next_time() {
     assert_eq!(c.routes.len(), 2, "member 1's route again, and member 2's");
     assert_eq!(c.rules.len(), 2);
     assert!(c.ruleset.contains("ct mark"));
+}
+
+/// A VIP table an earlier verifier left (SIGKILL, or `keep_kernel_state`) keeps steering until
+/// the members have answered the startup queries: the first join used to rewrite it with that
+/// member alone, and every other member's clients were dropped until it re-joined.
+#[test]
+fn a_kept_vip_table_is_held_until_the_grace_ends_then_rewritten() {
+    let mut cfg = config();
+    cfg.vips = vec![VipSpec {
+        address: VIP,
+        group: Fixture::new(1).group,
+        pin: true,
+    }];
+    let mut kept = setup(NativeDataplane::Mroute);
+    kept.vip_table_left = true;
+    let mut lab = Lab::new(cfg, kept);
+    assert!(
+        matches!(
+            lab.events().first(),
+            Some(Event::Adopted { entries: 1, .. })
+        ),
+        "the kept VIP table is taken over"
+    );
+    lab.ops();
+    lab.join(NOW, 0, &[Slice::new(0, 1)], 1, S1);
+    lab.router.handle_timeout(at(2));
+    let vip_ops = |ops: Vec<DataplaneOp>| -> Vec<DataplaneOp> {
+        ops.into_iter()
+            .filter(|o| matches!(o, DataplaneOp::Vip(_) | DataplaneOp::VipRemove { .. }))
+            .collect()
+    };
+    assert_eq!(vip_ops(lab.ops()), vec![], "held during the grace");
+    // The grace (3 s) ends: everything is written again from the rebuilt ownership, once.
+    lab.join(at(2), 1, &[Slice::new(1, 1)], 1, S2);
+    lab.router.handle_timeout(at(3));
+    let ops = vip_ops(lab.ops());
+    let [DataplaneOp::Vip(c)] = &ops[..] else {
+        panic!("{ops:?}");
+    };
+    assert_eq!((c.routes.len(), c.rules.len()), (2, 2), "{c:?}");
+    assert!(c.ruleset.rewrite, "the kept table is replaced whole");
+    lab.router.handle_timeout(at(4));
+    assert_eq!(vip_ops(lab.ops()), vec![]);
 }
 
 #[test]

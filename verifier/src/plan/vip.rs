@@ -168,6 +168,9 @@ pub struct VipPlanner {
     devices: Vec<String>,
     /// The fast path's table as the kernel holds it, when known (like `kernel`).
     fast_kernel: Option<Vec<FastVip>>,
+    /// Tables an earlier verifier left are steering: plans change in memory only until the
+    /// adopt grace ends ([`Change::Settle`]), then everything is written again.
+    holding: bool,
 }
 
 impl VipPlanner {
@@ -188,7 +191,15 @@ impl VipPlanner {
             linger: core::time::Duration::from_secs(vip_netdev::LINGER_S),
             devices: Vec::new(),
             fast_kernel: None,
+            holding: false,
         }
+    }
+
+    /// Starts holding the tables an earlier verifier left (`held`), as [`VipPlanner::holding`]
+    /// says.
+    pub fn holding(mut self, held: bool) -> Self {
+        self.holding = held;
+        self
     }
 
     /// The interfaces the fast path hooks (the daemon's; they do not change while it runs).
@@ -271,11 +282,21 @@ impl VipPlanner {
                 changed = true;
             }
         }
-        let change = changed.then(|| VipChange {
+        let change = (changed && !self.holding).then(|| VipChange {
             group: Some(group),
             ..self.change()
         });
         (change, left_out)
+    }
+
+    /// The adopt grace ended: what the earlier verifier left is replaced whole, every route and
+    /// rule written again (the next [`Change::Ownership`] writes it).
+    fn release(&mut self) {
+        if std::mem::replace(&mut self.holding, false) {
+            self.kernel = None;
+            self.fast_kernel = None;
+            self.resync = true;
+        }
     }
 
     /// Routes and rules first (so the map never points at a missing route), then the map in
@@ -453,7 +474,11 @@ impl Planner for VipPlanner {
                 );
                 return Vec::new();
             }
-            Change::Listeners(_) | Change::Settle => return Vec::new(),
+            Change::Settle => {
+                self.release();
+                return Vec::new();
+            }
+            Change::Listeners(_) => return Vec::new(),
         };
         let mut failures = Vec::new();
         for group in groups {

@@ -11,6 +11,11 @@ pub fn netdev_table_exists() -> bool {
     list_netdev_table().is_ok()
 }
 
+/// Whether an earlier verifier left its VIP table (`keep_kernel_state`, or killed).
+pub fn vip_table_exists() -> bool {
+    output("nft", &["list", "table", "ip", crate::plan::vip::TABLE]).is_ok()
+}
+
 /// `nft list table netdev manycast_native`, for its counters.
 pub fn list_netdev_table() -> Result<String, CommandError> {
     output("nft", &["list", "table", "netdev", netdev::TABLE])

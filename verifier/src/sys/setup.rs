@@ -247,6 +247,7 @@ pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Soc
         adopted_vifs,
         mfc_entries,
         netdev_table_left,
+        vip_table_left: nft::vip_table_exists(),
         allmulti,
     };
     Ok((

@@ -323,10 +323,10 @@ fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
     lab.join(0, &[Slice::new(1, 1)], 2);
     lab.join(1, &[Slice::new(0, 1)], 2);
     both(&lab);
-    assert!(
-        lab.status().counters.nft_rewrites >= 1,
-        "no rewrite to test"
-    );
+    // The kept table steers until the adopt grace ends, then is rewritten.
+    wait_for("the table rewritten after the grace", || {
+        lab.status().counters.nft_rewrites >= 1
+    });
     assert_eq!(
         ask(&mut connect(&lab, even)),
         2,
@@ -346,6 +346,9 @@ fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
     lab.join(0, &[Slice::new(0, 1)], 3);
     lab.join(1, &[Slice::new(1, 1)], 3);
     both(&lab);
+    wait_for("the table rewritten after the grace", || {
+        lab.status().counters.nft_rewrites >= 1
+    });
     assert_eq!(
         ask(&mut connect(&lab, odd)),
         2,
@@ -357,4 +360,50 @@ fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
         "a pinned connection left its member after SIGTERM (kept state) and a rewrite"
     );
     assert_eq!(try_ask(&mut first).ok(), Some(1));
+}
+
+/// A verifier killed and restarted leaves the service up while its members re-join: the VIP
+/// table the killed one left steers every client until the adopt grace ends, even after some
+/// members have answered. The first join used to rewrite it with that member alone, and the
+/// clients of every member not yet back were dropped.
+#[test]
+fn a_restarted_verifier_keeps_the_vip_table_it_found_until_its_grace_ends() {
+    let mut lab = RouterLab::new(
+        2,
+        "[native]\nadopt_grace_ms = 8000\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n",
+    );
+    serve(&lab, 0);
+    serve(&lab, 1);
+    lab.start();
+    lab.join(0, &[Slice::new(0, 1)], 1);
+    lab.join(1, &[Slice::new(1, 1)], 1);
+    wait_for("both members routed", || {
+        lab.status()
+            .vips
+            .first()
+            .is_some_and(|v| v.members.len() == 2)
+    });
+    let sources = client_sources(2);
+    let (even, odd) = (sources[0], sources[1]);
+    assert_eq!(ask(&mut connect(&lab, odd)), 2);
+
+    kill_verifier(&lab);
+    lab.start();
+    // Member 1 answers the startup query first; member 2 has not yet.
+    lab.join(0, &[Slice::new(0, 1)], 2);
+    wait_for("member 1 back", || lab.status().ownership.len() == 1);
+    assert_eq!(
+        ask(&mut connect(&lab, odd)),
+        2,
+        "a client of the member not yet back is still served"
+    );
+    assert_eq!(ask(&mut connect(&lab, even)), 1);
+    assert_eq!(lab.status().counters.nft_rewrites, 0, "held, not rewritten");
+
+    lab.join(1, &[Slice::new(1, 1)], 2);
+    wait_for("the table rewritten after the grace", || {
+        lab.status().counters.nft_rewrites >= 1
+    });
+    assert_eq!(ask(&mut connect(&lab, odd)), 2);
+    assert_eq!(ask(&mut connect(&lab, even)), 1);
 }
