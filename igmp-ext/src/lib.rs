@@ -33,7 +33,7 @@ pub use cert::{
 /// Re-exported so that callers name the same key types this crate checks signatures with.
 pub use ed25519_dalek;
 pub use join::{AllocationEpoch, JoinClaims, SliceEntry, UnverifiedJoin};
-pub use slice::{Slice, SliceSet};
+pub use slice::{Slice, Slice6, SliceSet, SliceSet6};
 pub use time::{Clock, Instant, Timestamp};
 pub use verify::{
     Accepted, GroupKeys, JoinVerifier, KeySource, Reason, Rejection, VerifiedJoin, VerifierConfig,
