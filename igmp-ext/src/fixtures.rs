@@ -172,7 +172,13 @@ impl Fixture {
     }
 
     /// MLDv2 claims on [`GROUP6`] and [`LINK6`] for `slices` at `epoch`, stamped `now`.
-    pub fn claims6(&self, slices: &[Slice6], epoch: u64, now: Timestamp, nonce: u64) -> JoinClaims6 {
+    pub fn claims6(
+        &self,
+        slices: &[Slice6],
+        epoch: u64,
+        now: Timestamp,
+        nonce: u64,
+    ) -> JoinClaims6 {
         JoinClaims6 {
             group: GROUP6,
             record_type: if slices.is_empty() {
@@ -193,7 +199,8 @@ impl Fixture {
     pub fn datagram6(&self, i: usize, claims: &JoinClaims6) -> Vec<u8> {
         let m = &self.members[i];
         let sender = self.addr6(i);
-        let mld = build_signed_mld_report(claims, sender, &m.cert, &m.key).expect("fixture joins fit");
+        let mld =
+            build_signed_mld_report(claims, sender, &m.cert, &m.key).expect("fixture joins fit");
         build_mld_datagram(sender, &mld)
     }
 

@@ -14,9 +14,13 @@ use crate::liveness::LivenessAnchor;
 use crate::signature;
 use crate::slice::{Slice6, SliceSet6, StepBudget, TooComplex};
 use crate::time::Timestamp;
-use crate::wire::extension::{parse_tlvs, push_tlv, REPORT_FLAG_EXTENSION, TYPE_EXPERIMENTAL_MANYCAST};
+use crate::wire::extension::{
+    parse_tlvs, push_tlv, REPORT_FLAG_EXTENSION, TYPE_EXPERIMENTAL_MANYCAST,
+};
 use crate::wire::ipv6::{Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
-use crate::wire::mld::{fill_checksum, MessageType, MldPacket, MldRepr, ReportRepr, ALL_MLDV2_ROUTERS};
+use crate::wire::mld::{
+    fill_checksum, MessageType, MldPacket, MldRepr, ReportRepr, ALL_MLDV2_ROUTERS,
+};
 use crate::wire::record::{GroupRecordRepr, RecordType};
 use crate::wire::{read_u64, WireError};
 use core::net::Ipv6Addr;
@@ -120,9 +124,17 @@ pub(crate) fn build_mld_report_uncapped(
     }
     let link = encode_link(&claims.link).ok_or(bad("the link is not a CIDR prefix"))?;
     let mut value = vec![EXTENSION_VERSION];
-    push_tlv(&mut value, sub_type::SLICES, &encode_entries(&claims.entries))?;
+    push_tlv(
+        &mut value,
+        sub_type::SLICES,
+        &encode_entries(&claims.entries),
+    )?;
     push_tlv(&mut value, sub_type::EPOCH, &claims.epoch.0.to_be_bytes())?;
-    push_tlv(&mut value, sub_type::TIMESTAMP, &claims.timestamp.0.to_be_bytes())?;
+    push_tlv(
+        &mut value,
+        sub_type::TIMESTAMP,
+        &claims.timestamp.0.to_be_bytes(),
+    )?;
     push_tlv(&mut value, sub_type::NONCE, &claims.nonce)?;
     push_tlv(&mut value, sub_type::CERTIFICATE, cert.as_bytes())?;
     if !claims.liveness.is_empty() {
@@ -149,7 +161,9 @@ pub(crate) fn build_mld_report_uncapped(
     report.validate()?;
     let ip_len = mld_ip_header(sender, 0).header_len();
     if report.buffer_len() + ip_len > MAX_MLD_JOIN_DATAGRAM {
-        return Err(bad("join longer than a router parses (MAX_MLD_JOIN_DATAGRAM)"));
+        return Err(bad(
+            "join longer than a router parses (MAX_MLD_JOIN_DATAGRAM)",
+        ));
     }
     let mut msg = vec![0u8; report.buffer_len()];
     report.emit(&mut msg, sender, ALL_MLDV2_ROUTERS);

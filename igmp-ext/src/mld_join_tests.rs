@@ -362,7 +362,10 @@ fn signatures_do_not_cross_between_igmp_and_mld() {
     let mut d = f.join(0, &[crate::slice::Slice::new(1, 1)], 1, 2);
     let sig_at = d.len() - SIGNATURE_LEN;
     let mut as_mld = crate::join::signed_message(m.addr, &d[24..sig_at]);
-    as_mld.splice(..JOIN_SIGNING_CONTEXT.len(), MLD_JOIN_SIGNING_CONTEXT.iter().copied());
+    as_mld.splice(
+        ..JOIN_SIGNING_CONTEXT.len(),
+        MLD_JOIN_SIGNING_CONTEXT.iter().copied(),
+    );
     let sig = signature::sign(&m.key, &as_mld);
     d[sig_at..].copy_from_slice(&sig.to_bytes());
     crate::wire::igmp::fill_checksum(&mut d[24..]);
@@ -393,16 +396,22 @@ fn eighteen_ipv6_slices_fit_the_minimum_mtu() {
         f.datagram6(0, &f.claims6(&slices, 1, NOW, 1)).len()
     };
     let base = len(0);
+    assert_eq!(base, 362, "SPEC.md §3.8 states it");
     for n in 1..=40 {
         assert_eq!(len(n), base + 49 * n as usize, "{n} slices");
     }
     let fit = (1..=40).take_while(|&n| len(n) <= 1280).last().unwrap();
     assert_eq!(fit, 18, "{} bytes with no slice", base);
     assert!(len(18) <= 1280 && len(19) > 1280);
+    assert!(len(23) <= 1500 && len(24) > 1500, "23 on a 1,500-byte link");
     // Every one of them is a verified join.
     let slices: Vec<Slice6> = (0..18).map(unit).collect();
     let join = verified(check(&f, &f.datagram6(0, &f.claims6(&slices, 1, NOW, 7))));
-    assert_eq!(join.slices().len(), 2, "0-15 merge to one, 16 and 17 to another");
+    assert_eq!(
+        join.slices().len(),
+        2,
+        "0-15 merge to one, 16 and 17 to another"
+    );
 }
 
 /// A join at every cap (MAX_JOIN_SLICES includes, two liveness anchors, the largest certificate)
@@ -487,7 +496,9 @@ fn spec_mld_worked_example_matches() {
     assert_eq!(&msg[44..46], &[0xff, 0xfe]);
     assert_eq!(&msg[49..53], &[0x00, 0x01, 0x00, 0x42]);
     assert_eq!(&msg[119..123], &[0x00, 0x02, 0x00, 0x08]);
-    assert_eq!(&msg[311..315], &[0x00, 0x08, 0x00, 0x11]);
-    assert_eq!(&msg[332..336], &[0xff, 0xff, 0x00, 0x40]);
-    assert_eq!(msg.len(), 400);
+    assert_eq!(&msg[163..167], &[0x00, 0x05, 0x00, 0x8c]);
+    assert_eq!(&msg[307..312], &[0x00, 0x08, 0x00, 0x11, 64]);
+    assert_eq!(&msg[328..332], &[0xff, 0xff, 0x00, 0x40]);
+    assert_eq!(msg.len(), 396);
+    assert_eq!(built.len(), 444);
 }

@@ -36,7 +36,10 @@ impl Default for MldVerifierConfig {
     fn default() -> Self {
         MldVerifierConfig {
             timeliness_window: Duration::from_secs(30),
-            protected: vec![Slice6::prefix(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0), 32)],
+            protected: vec![Slice6::prefix(
+                Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0),
+                32,
+            )],
         }
     }
 }
