@@ -127,3 +127,56 @@ fn building_a_set_of_ipv6_slices_is_near_linear_and_bounded() {
         );
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The bits the generators touch: both ends of the address and both sides of the /64.
+    const BITS: [u32; 6] = [0, 1, 63, 64, 72, 127];
+
+    fn spread(x: u8) -> u128 {
+        BITS.iter()
+            .enumerate()
+            .fold(0, |acc, (i, &b)| acc | (u128::from(x >> i & 1) << b))
+    }
+
+    fn arb_slice() -> impl Strategy<Value = Slice6> {
+        (0u8..64, 0u8..64).prop_map(|(v, m)| Slice6::new(spread(v), spread(m)))
+    }
+
+    fn arb_set() -> impl Strategy<Value = SliceSet6> {
+        prop::collection::vec(arb_slice(), 0..7).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        /// The set algebra over 128 bits agrees with membership on every combination of the
+        /// touched bits, and keeps its slices disjoint; what is built within a budget is the
+        /// set the unbounded build makes.
+        #[test]
+        fn algebra_matches_membership(a in arb_set(), b in arb_set(), raw in prop::collection::vec(arb_slice(), 0..7)) {
+            let (u, d, i) = (a.union(&b), a.difference(&b), a.intersection(&b));
+            for x in (0u8..64).map(spread) {
+                prop_assert_eq!(u.contains(x), a.contains(x) || b.contains(x));
+                prop_assert_eq!(d.contains(x), a.contains(x) && !b.contains(x));
+                prop_assert_eq!(i.contains(x), a.contains(x) && b.contains(x));
+            }
+            for set in [&u, &d, &i] {
+                let s = set.slices();
+                prop_assert!((0..s.len()).all(|p| (p + 1..s.len()).all(|q| !s[p].overlaps(&s[q]))));
+            }
+            prop_assert_eq!(a.overlaps(&b), !i.is_empty());
+            prop_assert_eq!(u.clone(), b.union(&a));
+            let built: SliceSet6 = raw.iter().copied().collect();
+            let mut budget = StepBudget::for_slices(raw.len());
+            if let Ok(bounded) = SliceSet6::try_from_slices(&raw, &mut budget) {
+                prop_assert_eq!(bounded.slices(), built.slices());
+            }
+        }
+
+        #[test]
+        fn display_parse_round_trip(s in arb_slice()) {
+            prop_assert_eq!(s.to_string().parse::<Slice6>().unwrap(), s);
+        }
+    }
+}
