@@ -226,7 +226,7 @@ impl<W: Bits> SliceSetOf<W> {
         build(slices, budget)
     }
 
-    /// `self` minus `other`, exactly as [`SliceSet::difference`] computes it, within `budget`.
+    /// `self` minus `other`, exactly as [`SliceSetOf::difference`] computes it, within `budget`.
     pub fn try_difference(
         &self,
         other: &Self,
