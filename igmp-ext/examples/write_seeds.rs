@@ -1,13 +1,13 @@
-//! Writes the fuzz seed corpus (valid signed joins, plain IGMP and MLD reports, queries,
+//! Writes the fuzz seed corpus (valid signed IGMPv3 and MLDv2 joins, plain IGMP and MLD reports, queries,
 //! certificates) into
 //! `igmp-ext/fuzz/seeds/`. Run with `cargo run -p igmp-ext --example write_seeds`.
 
-use igmp_ext::fixtures::Fixture;
+use igmp_ext::fixtures::{mld_spec_example, Fixture, NOW};
 use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr, QueryV3Fields};
 use igmp_ext::wire::ipv6::{Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
 use igmp_ext::wire::mld::{self, MldRepr, ReportRepr, ALL_MLDV2_ROUTERS, ALL_NODES};
 use igmp_ext::wire::record::{GroupRecordRepr, RecordType};
-use igmp_ext::{Slice, SliceSet};
+use igmp_ext::{Slice, Slice6, SliceSet, SliceSet6};
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -79,8 +79,19 @@ fn main() -> std::io::Result<()> {
         mld_datagram(ALL_NODES, &mld_query),
         mld_datagram(ALL_MLDV2_ROUTERS, &report)[48..].to_vec(),
     ];
+    let units6: Vec<Slice6> = SliceSet6::site_slicing(4);
+    let mld_joins = vec![
+        mld_spec_example(),
+        f.datagram6(1, &f.claims6(&units6[..5], 2, NOW, 2)),
+        f.datagram6(0, &f.claims6(&[], 3, NOW, 3)),
+    ];
+    let mld_seeds: Vec<Vec<u8>> = mld_seeds
+        .into_iter()
+        .chain(mld_joins.iter().map(|d| d[48..].to_vec()))
+        .collect();
     for (target, items) in [
         ("mld_report", mld_seeds),
+        ("signed_mld_join", mld_joins),
         ("signed_join", joins.to_vec()),
         (
             "igmp_report",

@@ -2,12 +2,16 @@
 //! seeds. Keys come from fixed seeds: never use these outside tests.
 
 use crate::cert::{CertificateBody, KeyId, MemberCertificate, MemberId};
-use crate::join::{build_datagram, build_signed_report, AllocationEpoch, JoinClaims, SliceEntry};
-use crate::slice::{Slice, SliceSet};
+use crate::join::{
+    build_datagram, build_signed_report, AllocationEpoch, JoinClaims, SliceEntry, SliceEntry6,
+};
+use crate::mld_join::{build_mld_datagram, build_signed_mld_report, JoinClaims6};
+use crate::slice::{Slice, Slice6, SliceSet, SliceSet6};
 use crate::time::Timestamp;
-use crate::verify::{GroupKey, GroupKeys, LinkTable};
+use crate::verify::{GroupKey, GroupKeys, LinkTable, Reason, Rejection};
+use crate::verify6::{GrantSource6, LinkTable6, MemberGrant6};
 use crate::wire::record::RecordType;
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -147,4 +151,119 @@ pub fn spec_example() -> Vec<u8> {
         8,
     )));
     f.datagram(0, &claims)
+}
+
+/// The IPv6 group of the MLDv2 fixtures: in the protected SSM range ff3e::/32.
+pub const GROUP6: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 1);
+/// The on-link prefix of the MLDv2 fixture link ([`IFINDEX`]).
+pub const LINK6: Slice6 = Slice6::new(0x2001_0db8_0000_0001u128 << 64, u128::MAX << 64);
+
+impl Fixture {
+    /// Member `i`'s (0-based) link-local address: fe80::(i + 1).
+    pub fn addr6(&self, i: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, (i % 0xfffe + 1) as u16)
+    }
+
+    /// The router's IPv6 links: [`LINK6`] on [`IFINDEX`].
+    pub fn links6(&self) -> LinkTable6 {
+        let mut links = LinkTable6::new();
+        links.add(IFINDEX, LINK6);
+        links
+    }
+
+    /// MLDv2 claims on [`GROUP6`] and [`LINK6`] for `slices` at `epoch`, stamped `now`.
+    pub fn claims6(
+        &self,
+        slices: &[Slice6],
+        epoch: u64,
+        now: Timestamp,
+        nonce: u64,
+    ) -> JoinClaims6 {
+        JoinClaims6 {
+            group: GROUP6,
+            record_type: if slices.is_empty() {
+                RecordType::ChangeToIncludeMode
+            } else {
+                RecordType::ModeIsInclude
+            },
+            entries: slices.iter().copied().map(SliceEntry6::include).collect(),
+            epoch: AllocationEpoch(epoch),
+            timestamp: now,
+            nonce: nonce_bytes(nonce),
+            link: LINK6,
+            liveness: Vec::new(),
+        }
+    }
+
+    /// A whole signed MLDv2 datagram (IPv6 and Hop-by-Hop headers included) from member `i`.
+    pub fn datagram6(&self, i: usize, claims: &JoinClaims6) -> Vec<u8> {
+        let m = &self.members[i];
+        let sender = self.addr6(i);
+        let mld =
+            build_signed_mld_report(claims, sender, &m.cert, &m.key).expect("fixture joins fit");
+        build_mld_datagram(sender, &mld)
+    }
+
+    /// Grants for [`GROUP6`]: each member's key and `slices`, looked up by its certificate's
+    /// exact bytes (what a certificate for IPv6 groups will grant, issue 15 item 2).
+    pub fn grants6(&self, slices: SliceSet6) -> FixtureGrants6 {
+        FixtureGrants6 {
+            grants: self
+                .members
+                .iter()
+                .map(|m| {
+                    let grant = MemberGrant6 {
+                        member: m.id,
+                        member_key: m.key.verifying_key(),
+                        slices: slices.clone(),
+                    };
+                    (m.cert.as_bytes().to_vec(), grant)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// [`GrantSource6`] of the fixture: refuses other groups as `unknown-group` and certificates it
+/// does not know as `bad-certificate`.
+#[derive(Debug, Clone)]
+pub struct FixtureGrants6 {
+    pub grants: Vec<(Vec<u8>, MemberGrant6)>,
+}
+
+impl GrantSource6 for FixtureGrants6 {
+    fn grant(
+        &self,
+        group: Ipv6Addr,
+        certificate: &[u8],
+        _now: Timestamp,
+    ) -> Result<MemberGrant6, Rejection> {
+        let refuse = |reason, detail: &str| Rejection {
+            reason,
+            detail: detail.to_owned(),
+            sender: None,
+        };
+        if group != GROUP6 {
+            return Err(refuse(Reason::UnknownGroup, "no keys for the group"));
+        }
+        self.grants
+            .iter()
+            .find(|(c, _)| c == certificate)
+            .map(|(_, g)| g.clone())
+            .ok_or_else(|| refuse(Reason::BadCertificate, "unknown certificate"))
+    }
+}
+
+/// The worked example of SPEC.md §3.8: member 1 of `Fixture::new(1)`, from fe80::1 on
+/// 2001:db8:0:1::/64, claims every address whose /56 prefix ends in binary 01
+/// (`0:0:0:100::/0:0:0:300::`) minus 2001:db8::/32, for ff3e::8000:1 at epoch 7, nonce 1,
+/// stamped [`NOW`]. Returns the whole datagram.
+pub fn mld_spec_example() -> Vec<u8> {
+    let f = Fixture::new(1);
+    let mut claims = f.claims6(&[Slice6::new(1 << 72, 3 << 72)], 7, NOW, 1);
+    claims.entries.push(SliceEntry6::exclude(Slice6::prefix(
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        32,
+    )));
+    f.datagram6(0, &claims)
 }

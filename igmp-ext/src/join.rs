@@ -7,7 +7,7 @@
 use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::liveness::LivenessAnchor;
 use crate::signature;
-use crate::slice::{Slice, SliceSet, StepBudget, TooComplex};
+use crate::slice::{Bits, Slice, SliceOf, SliceSet, SliceSetOf, StepBudget, TooComplex};
 use crate::time::Timestamp;
 use crate::wire::extension::{
     self, parse_tlvs, push_tlv, REPORT_FLAG_EXTENSION, TYPE_EXPERIMENTAL_MANYCAST,
@@ -28,10 +28,10 @@ pub const JOIN_SIGNING_CONTEXT: &[u8] = b"manycast signed join v1\0";
 pub const EXTENSION_VERSION: u8 = 0x01;
 /// Bytes of the nonce.
 pub const NONCE_LEN: usize = 16;
-const SIGNATURE_LEN: usize = 64;
+pub(crate) const SIGNATURE_LEN: usize = 64;
 /// One slice entry on the wire: flags, value, mask.
 const SLICE_ENTRY_LEN: usize = 9;
-const SLICE_FLAG_EXCLUDE: u8 = 0x01;
+pub(crate) const SLICE_FLAG_EXCLUDE: u8 = 0x01;
 /// Most slice entries a join may carry (SPEC.md §3.7). A member's claim is a set of its
 /// allocation's units, merged where siblings: with the default 8-bit slicing that is at most 128
 /// slices, and 1,024 covers every allocation up to 11 bits however the units fall. Checked from
@@ -58,6 +58,9 @@ pub mod sub_type {
     pub const CERTIFICATE: u16 = 0x0005;
     pub const STANDBY: u16 = 0x0006;
     pub const LIVENESS: u16 = 0x0007;
+    /// MLDv2 joins only (SPEC.md §3.8): the on-link prefix the member signs for, so that a
+    /// join from a link-local sender cannot be replayed on another link. Ignored in IGMPv3.
+    pub const LINK: u16 = 0x0008;
     pub const SIGNATURE: u16 = 0xffff;
 }
 
@@ -73,22 +76,28 @@ impl fmt::Display for AllocationEpoch {
 }
 
 /// One (value, mask) pair with its Fig 7C property: permitted (include) or prohibited (exclude).
+/// Use it as [`SliceEntry`] (IPv4) or [`SliceEntry6`] (IPv6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SliceEntry {
-    pub slice: Slice,
+pub struct SliceEntryOf<W> {
+    pub slice: SliceOf<W>,
     pub exclude: bool,
 }
 
-impl SliceEntry {
-    pub fn include(slice: Slice) -> Self {
-        SliceEntry {
+/// A slice entry of an IGMPv3 join.
+pub type SliceEntry = SliceEntryOf<u32>;
+/// A slice entry of an MLDv2 join ([`crate::mld_join`]).
+pub type SliceEntry6 = SliceEntryOf<u128>;
+
+impl<W: Bits> SliceEntryOf<W> {
+    pub fn include(slice: SliceOf<W>) -> Self {
+        SliceEntryOf {
             slice,
             exclude: false,
         }
     }
 
-    pub fn exclude(slice: Slice) -> Self {
-        SliceEntry {
+    pub fn exclude(slice: SliceOf<W>) -> Self {
+        SliceEntryOf {
             slice,
             exclude: true,
         }
@@ -98,19 +107,19 @@ impl SliceEntry {
 /// The addresses a list of entries grants: the union of the includes minus the union of the
 /// excludes, built within `budget` (the entries may be a peer's choice: SPEC.md §3.7) and of
 /// at most [`MAX_JOIN_SLICES`] slices.
-pub fn effective_slices(
-    entries: &[SliceEntry],
+pub fn effective_slices<W: Bits>(
+    entries: &[SliceEntryOf<W>],
     budget: &mut StepBudget,
-) -> Result<SliceSet, TooComplex> {
-    let listed = |exclude: bool| -> Vec<Slice> {
+) -> Result<SliceSetOf<W>, TooComplex> {
+    let listed = |exclude: bool| -> Vec<SliceOf<W>> {
         entries
             .iter()
             .filter(|e| e.exclude == exclude)
             .map(|e| e.slice)
             .collect()
     };
-    let include = SliceSet::try_from_slices(&listed(false), budget)?;
-    let exclude = SliceSet::try_from_slices(&listed(true), budget)?;
+    let include = SliceSetOf::try_from_slices(&listed(false), budget)?;
+    let exclude = SliceSetOf::try_from_slices(&listed(true), budget)?;
     let set = include.try_difference(&exclude, budget)?;
     if set.len() > MAX_JOIN_SLICES {
         return Err(TooComplex::Len {
@@ -177,6 +186,9 @@ pub enum BuildError {
     KeyMismatch,
     #[error("join does not fit: {0}")]
     TooLarge(#[from] WireError),
+    /// An MLDv2 join goes from a link-local address (RFC 3810 §5), never from `::`.
+    #[error("sender {0} is not a link-local unicast address")]
+    SenderNotLinkLocal(core::net::Ipv6Addr),
 }
 
 /// Builds the IGMPv3 message (the IP payload) of a signed join from `sender`.
@@ -471,7 +483,7 @@ impl UnverifiedJoin {
             return Err(JoinParseError::UnsupportedVersion(*version));
         }
         let subs = parse_tlvs(subs).map_err(|_| JoinParseError::Malformed("sub-TLVs overrun"))?;
-        let fields = SubFields::collect(&subs)?;
+        let fields = SubFields::collect(&subs, SLICE_ENTRY_LEN)?;
 
         let entries = decode_entries(fields.slices)?;
         let standby = decode_standby(fields.standby);
@@ -561,22 +573,27 @@ impl UnverifiedJoin {
     }
 }
 
-/// The sub-TLV values, each present exactly once, in order, signature last.
-struct SubFields<'a> {
-    slices: &'a [u8],
-    epoch: &'a [u8],
-    timestamp: &'a [u8],
-    nonce: &'a [u8],
-    certificate: &'a [u8],
+/// The sub-TLV values, each present exactly once, in order, signature last. Shared with the
+/// MLDv2 join (`crate::mld_join`), whose slice entries are longer.
+pub(crate) struct SubFields<'a> {
+    pub(crate) slices: &'a [u8],
+    pub(crate) epoch: &'a [u8],
+    pub(crate) timestamp: &'a [u8],
+    pub(crate) nonce: &'a [u8],
+    pub(crate) certificate: &'a [u8],
     /// Empty when the join names no standby units.
-    standby: &'a [u8],
+    pub(crate) standby: &'a [u8],
     /// Empty when the join carries no liveness anchor.
-    liveness: &'a [u8],
-    signature: &'a [u8],
+    pub(crate) liveness: &'a [u8],
+    pub(crate) signature: &'a [u8],
 }
 
 impl<'a> SubFields<'a> {
-    fn collect(subs: &[extension::Tlv<'a>]) -> Result<Self, JoinParseError> {
+    /// The fields of `subs`, slice entries `entry_len` bytes each.
+    pub(crate) fn collect(
+        subs: &[extension::Tlv<'a>],
+        entry_len: usize,
+    ) -> Result<Self, JoinParseError> {
         let mut prev: Option<u16> = None;
         let (mut slices, mut epoch, mut timestamp, mut nonce, mut certificate, mut signature) =
             (None, None, None, None, None, None);
@@ -598,10 +615,10 @@ impl<'a> SubFields<'a> {
             };
             match t.kind {
                 sub_type::SLICES => {
-                    if t.value.len() % SLICE_ENTRY_LEN != 0 {
+                    if t.value.len() % entry_len != 0 {
                         return Err(JoinParseError::Malformed("slice list is not whole entries"));
                     }
-                    entry_count += t.value.len() / SLICE_ENTRY_LEN;
+                    entry_count += t.value.len() / entry_len;
                     if entry_count > MAX_JOIN_SLICES {
                         return Err(JoinParseError::TooManySlices(entry_count));
                     }

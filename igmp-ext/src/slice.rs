@@ -1,26 +1,110 @@
-//! Slices of the client address space (patent Fig 7C, 9, 10): a [`Slice`] is a (value, mask) pair
-//! over the 32-bit source address, and a [`SliceSet`] is a union of disjoint slices with the set
-//! algebra that allocation, verification and filtering need.
+//! Slices of the client address space (patent Fig 7C, 9, 10): a slice is a (value, mask) pair
+//! over a source address, and a slice set is a union of disjoint slices with the set algebra
+//! that allocation, verification and filtering need. One implementation serves both widths:
+//! [`Slice`]/[`SliceSet`] over 32-bit IPv4 sources, [`Slice6`]/[`SliceSet6`] over 128-bit IPv6
+//! ones (`slice6.rs`), so that both keep the same bounded build (issue 13).
 
 use core::fmt;
 use core::net::Ipv4Addr;
 use core::str::FromStr;
 
+pub use build::Bits;
+
 /// The addresses `a` with `a & mask == value`. The value never has bits outside the mask.
+/// Use it as [`Slice`] (IPv4) or [`Slice6`] (IPv6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Slice {
-    value: u32,
-    mask: u32,
+pub struct SliceOf<W> {
+    value: W,
+    mask: W,
 }
 
-impl Slice {
-    /// Every address.
-    pub const ALL: Slice = Slice { value: 0, mask: 0 };
+/// A slice of the IPv4 source space.
+pub type Slice = SliceOf<u32>;
 
+impl<W: Bits> SliceOf<W> {
+    /// Every address.
+    pub const ALL: Self = SliceOf {
+        value: W::ZERO,
+        mask: W::ZERO,
+    };
+
+    /// `Slice::new` for either width: bits of `value` outside the mask are dropped.
+    pub fn from_parts(value: W, mask: W) -> Self {
+        SliceOf {
+            value: value & mask,
+            mask,
+        }
+    }
+
+    pub fn value(&self) -> W {
+        self.value
+    }
+
+    pub fn mask(&self) -> W {
+        self.mask
+    }
+
+    pub fn contains(&self, addr: W) -> bool {
+        addr & self.mask == self.value
+    }
+
+    /// Bits the mask leaves free: the slice has 2^host_bits addresses.
+    pub fn host_bits(&self) -> u32 {
+        W::WIDTH - self.mask.count_ones()
+    }
+
+    /// True when some address lies in both: they agree on every bit both masks fix.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        (self.value ^ other.value) & self.mask & other.mask == W::ZERO
+    }
+
+    /// True when every address of `self` is in `other`.
+    pub fn is_subset_of(&self, other: &Self) -> bool {
+        other.mask & !self.mask == W::ZERO && self.value & other.mask == other.value
+    }
+
+    pub fn intersection(&self, other: &Self) -> Option<Self> {
+        self.overlaps(other)
+            .then(|| Self::from_parts(self.value | other.value, self.mask | other.mask))
+    }
+
+    /// `self` minus `other` as at most `WIDTH` disjoint slices: fix, one at a time, each bit
+    /// that `other` fixes and `self` does not; the half that disagrees with `other` is outside it.
+    pub fn difference(&self, other: &Self) -> Vec<Self> {
+        if !self.overlaps(other) {
+            return vec![*self];
+        }
+        let mut out = Vec::new();
+        let mut cur = *self;
+        let mut free = other.mask & !self.mask;
+        while free != W::ZERO {
+            let bit = W::bit(W::WIDTH - 1 - free.leading_zeros());
+            free = free & !bit;
+            out.push(Self::from_parts(
+                (cur.value & !bit) | (!other.value & bit),
+                cur.mask | bit,
+            ));
+            cur = Self::from_parts(cur.value | (other.value & bit), cur.mask | bit);
+        }
+        out
+    }
+
+    /// The sibling that differs only in the lowest fixed bit, if the mask fixes any bit.
+    #[cfg(test)]
+    fn sibling_merge(&self, other: &Self) -> Option<Self> {
+        if self.mask != other.mask {
+            return None;
+        }
+        let diff = self.value ^ other.value;
+        (diff.count_ones() == 1).then(|| Self::from_parts(self.value & !diff, self.mask & !diff))
+    }
+}
+
+impl SliceOf<u32> {
     /// The slice of addresses matching `value` under `mask`; bits of `value` outside the mask
     /// are dropped.
     pub const fn new(value: u32, mask: u32) -> Self {
-        Slice {
+        SliceOf {
             value: value & mask,
             mask,
         }
@@ -36,21 +120,9 @@ impl Slice {
         Slice::new(addr.into(), mask)
     }
 
-    pub const fn value(&self) -> u32 {
-        self.value
-    }
-
-    pub const fn mask(&self) -> u32 {
-        self.mask
-    }
-
     /// The lowest address in the slice: what a group record lists for it.
     pub fn base(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.value)
-    }
-
-    pub const fn contains(&self, addr: u32) -> bool {
-        addr & self.mask == self.value
     }
 
     pub fn contains_addr(&self, addr: Ipv4Addr) -> bool {
@@ -60,52 +132,6 @@ impl Slice {
     /// Number of addresses (1 to 2^32).
     pub const fn size(&self) -> u64 {
         1u64 << (32 - self.mask.count_ones())
-    }
-
-    /// True when some address lies in both: they agree on every bit both masks fix.
-    pub const fn overlaps(&self, other: &Slice) -> bool {
-        (self.value ^ other.value) & self.mask & other.mask == 0
-    }
-
-    /// True when every address of `self` is in `other`.
-    pub const fn is_subset_of(&self, other: &Slice) -> bool {
-        other.mask & !self.mask == 0 && self.value & other.mask == other.value
-    }
-
-    pub fn intersection(&self, other: &Slice) -> Option<Slice> {
-        self.overlaps(other)
-            .then(|| Slice::new(self.value | other.value, self.mask | other.mask))
-    }
-
-    /// `self` minus `other` as at most 32 disjoint slices: fix, one at a time, each bit that
-    /// `other` fixes and `self` does not; the half that disagrees with `other` is outside it.
-    pub fn difference(&self, other: &Slice) -> Vec<Slice> {
-        if !self.overlaps(other) {
-            return vec![*self];
-        }
-        let mut out = Vec::new();
-        let mut cur = *self;
-        let mut free = other.mask & !self.mask;
-        while free != 0 {
-            let bit = 1u32 << (31 - free.leading_zeros());
-            free &= !bit;
-            out.push(Slice::new(
-                (cur.value & !bit) | (!other.value & bit),
-                cur.mask | bit,
-            ));
-            cur = Slice::new(cur.value | (other.value & bit), cur.mask | bit);
-        }
-        out
-    }
-
-    /// The sibling that differs only in the lowest fixed bit, if the mask fixes any bit.
-    #[cfg(test)]
-    fn sibling_merge(&self, other: &Slice) -> Option<Slice> {
-        if self.mask != other.mask {
-            return None;
-        }
-        let diff = self.value ^ other.value;
-        (diff.count_ones() == 1).then(|| Slice::new(self.value & !diff, self.mask & !diff))
     }
 }
 
@@ -162,6 +188,9 @@ impl FromStr for Slice {
 #[path = "slice_build.rs"]
 mod build;
 pub use build::{step_budget, StepBudget, TooComplex, BASE_SLICES, STEPS_PER_SLICE};
+#[path = "slice6.rs"]
+mod v6;
+pub use v6::{Slice6, Slice6ParseError, SliceSet6, DEFAULT_SITE_PREFIX_LEN};
 
 /// Steps taken building sets (comparisons, pieces made, hash probes: what a [`StepBudget`]
 /// counts): tests count them to show that untrusted slices build no set before their signature
@@ -185,73 +214,133 @@ mod work {
     pub(super) fn add(_: usize) {}
 }
 
-/// Slice lists a hostile sender chooses (issue 13, item 6): masks that interleave, so that the
-/// union of a few slices falls apart into very many disjoint pieces. For the tests of every
-/// place that turns untrusted slices into a set.
 #[cfg(test)]
-pub(crate) mod adversarial {
-    use super::Slice;
-
-    /// The shape of `fuzz/seeds/certificate/seed-slow-certificate-decode-3s`: masks of scattered
-    /// bits (two or three random words ANDed), values zero or random under the mask, now and
-    /// then the whole space. Seeded, so every run lists the same slices.
-    pub(crate) fn interleaved(n: usize, seed: u64) -> Vec<Slice> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut r = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 16) as u32
-        };
-        (0..n)
-            .map(|i| {
-                let mask = match i % 8 {
-                    5 => 0,
-                    3 | 6 => r() & r() & r(),
-                    _ => r() & r(),
-                };
-                let value = if i % 2 == 0 { 0 } else { r() & mask };
-                Slice::new(value, mask)
-            })
-            .collect()
-    }
-
-    /// Crafted: cubes on disjoint bit pairs (16 fit in 32 bits), then the whole space, then
-    /// the pairs again shifted by one bit, and so on to `n`. The whole space minus k pair cubes
-    /// is 2^k disjoint pieces (which normalising merges back into one slice); every later slice
-    /// is cut against all of them.
-    pub(crate) fn pairs_then_all(n: usize) -> Vec<Slice> {
-        (0..n)
-            .map(|i| match i % 17 {
-                16 => Slice::ALL,
-                j => {
-                    let shift = (2 * j + i / 17) as u32 % 31;
-                    Slice::new(3 << shift, 3 << shift)
-                }
-            })
-            .collect()
-    }
-}
+pub(crate) use build::adversarial;
 
 /// A union of disjoint slices. Operations keep the slices disjoint and merge siblings, so the
-/// representation stays small; equality is equality of the address sets.
+/// representation stays small; equality is equality of the address sets. Use it as
+/// [`SliceSet`] (IPv4) or [`SliceSet6`] (IPv6).
 #[derive(Debug, Clone, Default)]
-pub struct SliceSet {
-    slices: Vec<Slice>,
+pub struct SliceSetOf<W> {
+    slices: Vec<SliceOf<W>>,
 }
 
-impl SliceSet {
+/// A set of slices of the IPv4 source space.
+pub type SliceSet = SliceSetOf<u32>;
+
+impl<W: Bits> SliceSetOf<W> {
     pub const fn new() -> Self {
-        SliceSet { slices: Vec::new() }
+        SliceSetOf { slices: Vec::new() }
     }
 
     /// Every address.
     pub fn full() -> Self {
-        SliceSet {
-            slices: vec![Slice::ALL],
+        SliceSetOf {
+            slices: vec![SliceOf::ALL],
         }
     }
 
+    /// The disjoint slices, in canonical order.
+    pub fn slices(&self) -> &[SliceOf<W>] {
+        &self.slices
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &SliceOf<W>> {
+        self.slices.iter()
+    }
+
+    /// Number of slices in the representation (not addresses).
+    pub fn len(&self) -> usize {
+        self.slices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slices.is_empty()
+    }
+
+    pub fn contains(&self, addr: W) -> bool {
+        self.slices.iter().any(|s| s.contains(addr))
+    }
+
+    pub fn overlaps_slice(&self, other: &SliceOf<W>) -> bool {
+        self.slices.iter().any(|s| s.overlaps(other))
+    }
+
+    pub fn overlaps(&self, other: &Self) -> bool {
+        other.slices.iter().any(|o| self.overlaps_slice(o))
+    }
+
+    pub fn is_subset_of(&self, other: &Self) -> bool {
+        self.difference(other).is_empty()
+    }
+
+    /// Adds the addresses of `slice`.
+    pub fn insert(&mut self, slice: SliceOf<W>) {
+        work::add(self.slices.len());
+        let mut pieces = vec![slice];
+        for have in &self.slices {
+            pieces = pieces.iter().flat_map(|p| p.difference(have)).collect();
+            if pieces.is_empty() {
+                return;
+            }
+        }
+        self.slices.extend(pieces);
+        self.normalize();
+    }
+
+    /// Removes the addresses of `slice`.
+    pub fn remove(&mut self, slice: &SliceOf<W>) {
+        if !self.overlaps_slice(slice) {
+            return;
+        }
+        self.slices = self
+            .slices
+            .iter()
+            .flat_map(|s| s.difference(slice))
+            .collect();
+        self.normalize();
+    }
+
+    pub fn union(&self, other: &Self) -> Self {
+        self.slices.iter().chain(&other.slices).copied().collect()
+    }
+
+    pub fn difference(&self, other: &Self) -> Self {
+        build::difference(self, other, &mut StepBudget::unlimited())
+            .expect("an unlimited budget refuses nothing")
+    }
+
+    pub fn intersection(&self, other: &Self) -> Self {
+        let mut slices: Vec<SliceOf<W>> = Vec::new();
+        for a in &self.slices {
+            for b in &other.slices {
+                if let Some(i) = a.intersection(b) {
+                    slices.push(i);
+                }
+            }
+        }
+        // Pieces of disjoint sets intersected pairwise are disjoint already.
+        let mut out = SliceSetOf { slices };
+        out.normalize();
+        out
+    }
+
+    /// Merges sibling slices until none are left and sorts (see `normalize_within`).
+    fn normalize(&mut self) {
+        self.normalize_within(&mut StepBudget::unlimited())
+            .expect("an unlimited budget refuses nothing");
+    }
+
+    /// Addresses covered, when they fit a `u128` (every IPv4 set; an IPv6 set short of the
+    /// whole space): a cheap inequality test.
+    fn size_u128(&self) -> Option<u128> {
+        self.slices.iter().try_fold(0u128, |acc, s| {
+            acc.checked_add(1u128.checked_shl(s.host_bits())?)
+        })
+    }
+}
+
+impl SliceSetOf<u32> {
     /// The 2^bits slices that split the space by its `bits` lowest bits: a hash-like spread in
     /// which every /24 contributes to every slice (patent Fig 10, "every third portion").
     pub fn low_order_slicing(bits: u8) -> Vec<Slice> {
@@ -272,24 +361,6 @@ impl SliceSet {
             .collect()
     }
 
-    /// The disjoint slices, in canonical order.
-    pub fn slices(&self) -> &[Slice] {
-        &self.slices
-    }
-
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Slice> {
-        self.slices.iter()
-    }
-
-    /// Number of slices in the representation (not addresses: see [`SliceSet::size`]).
-    pub fn len(&self) -> usize {
-        self.slices.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slices.is_empty()
-    }
-
     /// Number of addresses covered (0 to 2^32).
     pub fn size(&self) -> u64 {
         self.slices.iter().map(Slice::size).sum()
@@ -300,109 +371,43 @@ impl SliceSet {
         self.size() == 1u64 << 32
     }
 
-    pub fn contains(&self, addr: u32) -> bool {
-        self.slices.iter().any(|s| s.contains(addr))
-    }
-
     pub fn contains_addr(&self, addr: Ipv4Addr) -> bool {
         self.contains(addr.into())
     }
-
-    pub fn overlaps_slice(&self, other: &Slice) -> bool {
-        self.slices.iter().any(|s| s.overlaps(other))
-    }
-
-    pub fn overlaps(&self, other: &SliceSet) -> bool {
-        other.slices.iter().any(|o| self.overlaps_slice(o))
-    }
-
-    pub fn is_subset_of(&self, other: &SliceSet) -> bool {
-        self.difference(other).is_empty()
-    }
-
-    /// Adds the addresses of `slice`.
-    pub fn insert(&mut self, slice: Slice) {
-        work::add(self.slices.len());
-        let mut pieces = vec![slice];
-        for have in &self.slices {
-            pieces = pieces.iter().flat_map(|p| p.difference(have)).collect();
-            if pieces.is_empty() {
-                return;
-            }
-        }
-        self.slices.extend(pieces);
-        self.normalize();
-    }
-
-    /// Removes the addresses of `slice`.
-    pub fn remove(&mut self, slice: &Slice) {
-        if !self.overlaps_slice(slice) {
-            return;
-        }
-        self.slices = self
-            .slices
-            .iter()
-            .flat_map(|s| s.difference(slice))
-            .collect();
-        self.normalize();
-    }
-
-    pub fn union(&self, other: &SliceSet) -> SliceSet {
-        self.slices.iter().chain(&other.slices).copied().collect()
-    }
-
-    pub fn difference(&self, other: &SliceSet) -> SliceSet {
-        build::difference(self, other, &mut StepBudget::unlimited())
-            .expect("an unlimited budget refuses nothing")
-    }
-
-    pub fn intersection(&self, other: &SliceSet) -> SliceSet {
-        let mut slices: Vec<Slice> = Vec::new();
-        for a in &self.slices {
-            for b in &other.slices {
-                if let Some(i) = a.intersection(b) {
-                    slices.push(i);
-                }
-            }
-        }
-        // Pieces of disjoint sets intersected pairwise are disjoint already.
-        let mut out = SliceSet { slices };
-        out.normalize();
-        out
-    }
-
-    /// Merges sibling slices until none are left and sorts (see `normalize_within`).
-    fn normalize(&mut self) {
-        self.normalize_within(&mut StepBudget::unlimited())
-            .expect("an unlimited budget refuses nothing");
-    }
 }
 
-impl PartialEq for SliceSet {
+impl<W: Bits> PartialEq for SliceSetOf<W> {
     fn eq(&self, other: &Self) -> bool {
-        self.size() == other.size() && self.is_subset_of(other)
+        match (self.size_u128(), other.size_u128()) {
+            (Some(a), Some(b)) if a != b => false,
+            (Some(_), None) | (None, Some(_)) => false,
+            _ => self.is_subset_of(other),
+        }
     }
 }
 
-impl Eq for SliceSet {}
+impl<W: Bits> Eq for SliceSetOf<W> {}
 
-impl FromIterator<Slice> for SliceSet {
+impl<W: Bits> FromIterator<SliceOf<W>> for SliceSetOf<W> {
     /// The union of the slices, normalised once at the end rather than after each one. From
     /// trusted slices only: untrusted ones go through [`SliceSet::try_from_slices`].
-    fn from_iter<I: IntoIterator<Item = Slice>>(iter: I) -> Self {
-        let input: Vec<Slice> = iter.into_iter().collect();
+    fn from_iter<I: IntoIterator<Item = SliceOf<W>>>(iter: I) -> Self {
+        let input: Vec<SliceOf<W>> = iter.into_iter().collect();
         build::build(&input, &mut StepBudget::unlimited())
             .expect("an unlimited budget refuses nothing")
     }
 }
 
-impl From<Slice> for SliceSet {
-    fn from(s: Slice) -> Self {
-        SliceSet { slices: vec![s] }
+impl<W: Bits> From<SliceOf<W>> for SliceSetOf<W> {
+    fn from(s: SliceOf<W>) -> Self {
+        SliceSetOf { slices: vec![s] }
     }
 }
 
-impl fmt::Display for SliceSet {
+impl<W: Bits> fmt::Display for SliceSetOf<W>
+where
+    SliceOf<W>: fmt::Display,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.slices.is_empty() {
             return f.write_str("(none)");

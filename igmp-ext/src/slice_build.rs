@@ -8,9 +8,117 @@
 //! what `work::take` counts in tests. Within the budget the set is exactly the one the
 //! unbounded operations build, slice for slice: they run this code with no limit.
 
-use super::{work, Slice, SliceSet};
-use core::ops::Range;
+use super::{work, SliceOf, SliceSetOf};
+use core::fmt;
+use core::hash::Hash;
+use core::ops::{BitAnd, BitOr, BitXor, Not, Range};
 use std::collections::HashSet;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for u128 {}
+}
+
+/// The integer a slice is made of: `u32` for IPv4 sources, `u128` for IPv6 ones. Sealed.
+pub trait Bits:
+    Copy
+    + Eq
+    + Ord
+    + Hash
+    + Default
+    + fmt::Debug
+    + BitAnd<Output = Self>
+    + BitOr<Output = Self>
+    + BitXor<Output = Self>
+    + Not<Output = Self>
+    + sealed::Sealed
+{
+    /// Bits in an address.
+    const WIDTH: u32;
+    const ZERO: Self;
+    fn count_ones(self) -> u32;
+    fn leading_zeros(self) -> u32;
+    fn trailing_zeros(self) -> u32;
+    /// `1 << i` (`i < WIDTH`).
+    fn bit(i: u32) -> Self;
+    /// The lowest set bit alone (`x & -x`).
+    fn lowest_set(self) -> Self;
+}
+
+macro_rules! impl_bits {
+    ($t:ty) => {
+        impl Bits for $t {
+            const WIDTH: u32 = <$t>::BITS;
+            const ZERO: Self = 0;
+            fn count_ones(self) -> u32 {
+                <$t>::count_ones(self)
+            }
+            fn leading_zeros(self) -> u32 {
+                <$t>::leading_zeros(self)
+            }
+            fn trailing_zeros(self) -> u32 {
+                <$t>::trailing_zeros(self)
+            }
+            fn bit(i: u32) -> Self {
+                1 << i
+            }
+            fn lowest_set(self) -> Self {
+                self & self.wrapping_neg()
+            }
+        }
+    };
+}
+impl_bits!(u32);
+impl_bits!(u128);
+
+/// Slice lists a hostile sender chooses (issue 13, item 6): masks that interleave, so that the
+/// union of a few slices falls apart into very many disjoint pieces. For the tests of every
+/// place that turns untrusted slices into a set.
+#[cfg(test)]
+pub(crate) mod adversarial {
+    use crate::slice::Slice;
+
+    /// The shape of `fuzz/seeds/certificate/seed-slow-certificate-decode-3s`: masks of scattered
+    /// bits (two or three random words ANDed), values zero or random under the mask, now and
+    /// then the whole space. Seeded, so every run lists the same slices.
+    pub(crate) fn interleaved(n: usize, seed: u64) -> Vec<Slice> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut r = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 16) as u32
+        };
+        (0..n)
+            .map(|i| {
+                let mask = match i % 8 {
+                    5 => 0,
+                    3 | 6 => r() & r() & r(),
+                    _ => r() & r(),
+                };
+                let value = if i % 2 == 0 { 0 } else { r() & mask };
+                Slice::new(value, mask)
+            })
+            .collect()
+    }
+
+    /// Crafted: cubes on disjoint bit pairs (16 fit in 32 bits), then the whole space, then
+    /// the pairs again shifted by one bit, and so on to `n`. The whole space minus k pair cubes
+    /// is 2^k disjoint pieces (which normalising merges back into one slice); every later slice
+    /// is cut against all of them.
+    pub(crate) fn pairs_then_all(n: usize) -> Vec<Slice> {
+        (0..n)
+            .map(|i| match i % 17 {
+                16 => Slice::ALL,
+                j => {
+                    let shift = (2 * j + i / 17) as u32 % 31;
+                    Slice::new(3 << shift, 3 << shift)
+                }
+            })
+            .collect()
+    }
+}
 
 /// Steps per listed slice that building a set from untrusted slices may take (with
 /// [`BASE_SLICES`] added to the count). Sets of a slicing's units (a member's claim, with at
@@ -108,22 +216,22 @@ impl StepBudget {
     }
 }
 
-impl SliceSet {
+impl<W: Bits> SliceSetOf<W> {
     /// The union of `slices`, exactly as collecting them builds it, if that takes no more of
     /// `budget` than is left; else [`TooComplex`], refused before the work it would take.
     pub fn try_from_slices(
-        slices: &[Slice],
+        slices: &[SliceOf<W>],
         budget: &mut StepBudget,
-    ) -> Result<SliceSet, TooComplex> {
+    ) -> Result<Self, TooComplex> {
         build(slices, budget)
     }
 
-    /// `self` minus `other`, exactly as [`SliceSet::difference`] computes it, within `budget`.
+    /// `self` minus `other`, exactly as [`SliceSetOf::difference`] computes it, within `budget`.
     pub fn try_difference(
         &self,
-        other: &SliceSet,
+        other: &Self,
         budget: &mut StepBudget,
-    ) -> Result<SliceSet, TooComplex> {
+    ) -> Result<Self, TooComplex> {
         difference(self, other, budget)
     }
 
@@ -138,8 +246,8 @@ impl SliceSet {
         loop {
             budget.spend(self.slices.len())?;
             self.slices.sort_unstable_by_key(|s| (s.mask, s.value));
-            let mut unmerged: HashSet<Slice> = self.slices.iter().copied().collect();
-            let mut out: Vec<Slice> = Vec::with_capacity(self.slices.len());
+            let mut unmerged: HashSet<SliceOf<W>> = self.slices.iter().copied().collect();
+            let mut out: Vec<SliceOf<W>> = Vec::with_capacity(self.slices.len());
             let mut merged = false;
             for s in &self.slices {
                 if !unmerged.remove(s) {
@@ -147,10 +255,10 @@ impl SliceSet {
                 }
                 let mut free = s.mask & !s.value;
                 let mut partner = None;
-                while free != 0 {
-                    let bit = free & free.wrapping_neg();
-                    free &= !bit;
-                    let candidate = Slice::new(s.value | bit, s.mask);
+                while free != W::ZERO {
+                    let bit = free.lowest_set();
+                    free = free & !bit;
+                    let candidate = SliceOf::from_parts(s.value | bit, s.mask);
                     budget.spend(1)?;
                     if unmerged.remove(&candidate) {
                         partner = Some(bit);
@@ -159,7 +267,7 @@ impl SliceSet {
                 }
                 match partner {
                     Some(bit) => {
-                        out.push(Slice::new(s.value, s.mask & !bit));
+                        out.push(SliceOf::from_parts(s.value, s.mask & !bit));
                         merged = true;
                     }
                     None => out.push(*s),
@@ -178,11 +286,14 @@ impl SliceSet {
 
 /// The union of `input`: each slice cut by the pieces of the earlier slices it overlaps, then
 /// normalised.
-pub(super) fn build(input: &[Slice], budget: &mut StepBudget) -> Result<SliceSet, TooComplex> {
+pub(super) fn build<W: Bits>(
+    input: &[SliceOf<W>],
+    budget: &mut StepBudget,
+) -> Result<SliceSetOf<W>, TooComplex> {
     budget.spend(input.len())?;
     // A slice listed again adds nothing (its first copy cuts all of it away).
     let mut seen = HashSet::with_capacity(input.len());
-    let input: Vec<Slice> = input.iter().copied().filter(|s| seen.insert(*s)).collect();
+    let input: Vec<SliceOf<W>> = input.iter().copied().filter(|s| seen.insert(*s)).collect();
     drop(seen);
     let disjoint = if input.windows(2).all(|w| w[0].mask == w[1].mask) {
         // One mask (a slicing's units, the usual case): distinct slices are disjoint.
@@ -190,20 +301,20 @@ pub(super) fn build(input: &[Slice], budget: &mut StepBudget) -> Result<SliceSet
     } else {
         cut_overlaps(&input, budget)?
     };
-    let mut set = SliceSet { slices: disjoint };
+    let mut set = SliceSetOf { slices: disjoint };
     set.normalize_within(budget)?;
     Ok(set)
 }
 
 /// `a` minus `b` (both disjoint): each slice of `a` cut by the slices of `b` it overlaps, in
 /// `b`'s order, then normalised.
-pub(super) fn difference(
-    a: &SliceSet,
-    b: &SliceSet,
+pub(super) fn difference<W: Bits>(
+    a: &SliceSetOf<W>,
+    b: &SliceSetOf<W>,
     budget: &mut StepBudget,
-) -> Result<SliceSet, TooComplex> {
+) -> Result<SliceSetOf<W>, TooComplex> {
     let k = a.slices.len();
-    let all: Vec<Slice> = a.slices.iter().chain(&b.slices).copied().collect();
+    let all: Vec<SliceOf<W>> = a.slices.iter().chain(&b.slices).copied().collect();
     budget.spend(all.len())?;
     let mut pairs = overlapping_pairs(&all, Some(k as u32), budget)?;
     pairs.sort_unstable();
@@ -219,7 +330,7 @@ pub(super) fn difference(
         }
         out.extend(pieces);
     }
-    let mut set = SliceSet { slices: out };
+    let mut set = SliceSetOf { slices: out };
     set.normalize_within(budget)?;
     Ok(set)
 }
@@ -227,10 +338,13 @@ pub(super) fn difference(
 /// Disjoint pieces of the union of distinct `slices`: each slice minus the pieces of the
 /// earlier ones, the pieces collecting has always made. Only the earlier slices that overlap a
 /// slice can cut it, so only those are visited.
-fn cut_overlaps(slices: &[Slice], budget: &mut StepBudget) -> Result<Vec<Slice>, TooComplex> {
+fn cut_overlaps<W: Bits>(
+    slices: &[SliceOf<W>],
+    budget: &mut StepBudget,
+) -> Result<Vec<SliceOf<W>>, TooComplex> {
     let mut pairs = overlapping_pairs(slices, None, budget)?;
     pairs.sort_unstable_by_key(|&(earlier, later)| (later, earlier));
-    let mut out: Vec<Slice> = Vec::with_capacity(slices.len());
+    let mut out: Vec<SliceOf<W>> = Vec::with_capacity(slices.len());
     let mut pieces_of: Vec<Range<usize>> = Vec::with_capacity(slices.len());
     let mut next = 0;
     for (i, &slice) in slices.iter().enumerate() {
@@ -253,7 +367,11 @@ fn cut_overlaps(slices: &[Slice], budget: &mut StepBudget) -> Result<Vec<Slice>,
 }
 
 /// Removes `have` from every piece: a step per piece looked at, one per piece made.
-fn cut(pieces: &mut Vec<Slice>, have: Slice, budget: &mut StepBudget) -> Result<(), TooComplex> {
+fn cut<W: Bits>(
+    pieces: &mut Vec<SliceOf<W>>,
+    have: SliceOf<W>,
+    budget: &mut StepBudget,
+) -> Result<(), TooComplex> {
     budget.spend(pieces.len())?;
     if !pieces.iter().any(|p| p.overlaps(&have)) {
         return Ok(());
@@ -280,8 +398,8 @@ fn cut(pieces: &mut Vec<Slice>, have: Slice, budget: &mut StepBudget) -> Result<
 /// than a quarter of comparing every pair, every pair is compared instead, so this never takes
 /// more than 1.25 times the steps of that quadratic scan (which is what makes any normalised
 /// list of up to 128 slices fit its budget: n + 1.25 · n(n − 1)/2 + 33n steps at most).
-fn overlapping_pairs(
-    slices: &[Slice],
+fn overlapping_pairs<W: Bits>(
+    slices: &[SliceOf<W>],
     across: Option<u32>,
     budget: &mut StepBudget,
 ) -> Result<Vec<(u32, u32)>, TooComplex> {
@@ -295,8 +413,8 @@ fn overlapping_pairs(
     let split = split(
         slices,
         (0..n as u32).collect(),
-        0,
-        0,
+        W::ZERO,
+        W::ZERO,
         across,
         &mut trial,
         &mut out,
@@ -321,11 +439,11 @@ fn overlapping_pairs(
 
 /// One node of [`overlapping_pairs`]: the slices `idx` (ascending) that agree with `path` on
 /// the bits `fixed` so far (or leave them free).
-fn split(
-    slices: &[Slice],
+fn split<W: Bits>(
+    slices: &[SliceOf<W>],
     idx: Vec<u32>,
-    fixed: u32,
-    path: u32,
+    fixed: W,
+    path: W,
     across: Option<u32>,
     budget: &mut StepBudget,
     out: &mut Vec<(u32, u32)>,
@@ -340,21 +458,7 @@ fn split(
         return Ok(());
     }
     budget.spend(idx.len())?;
-    let mut count = [[0u32; 2]; 32];
-    for &i in &idx {
-        let s = slices[i as usize];
-        let mut m = s.mask & !fixed;
-        while m != 0 {
-            let b = m.trailing_zeros();
-            m &= m - 1;
-            count[b as usize][(s.value >> b & 1) as usize] += 1;
-        }
-    }
-    // The bit that some slices fix to 0 and others to 1, as evenly as can be, then fixed by
-    // the most (the fewest go both ways).
-    let best = (0..32)
-        .filter(|&b| count[b][0] > 0 && count[b][1] > 0)
-        .max_by_key(|&b| (count[b][0].min(count[b][1]), count[b][0] + count[b][1]));
+    let best = best_split_bit(slices, &idx, fixed);
     let Some(b) = best else {
         // No bit separates any two: they overlap pairwise. A pair that leaves a split bit
         // free went both ways: it is counted in the half where that bit is 0 only.
@@ -370,21 +474,45 @@ fn split(
         for (x, &i) in first.iter().enumerate() {
             let from = if across.is_some() { 0 } else { x + 1 };
             for &j in &second[from..] {
-                if path & !(slices[i as usize].mask | slices[j as usize].mask) == 0 {
+                if path & !(slices[i as usize].mask | slices[j as usize].mask) == W::ZERO {
                     out.push((i, j));
                 }
             }
         }
         return Ok(());
     };
-    let bit = 1u32 << b;
-    let goes = |i: &u32, half: u32| {
+    let bit = W::bit(b);
+    let goes = |i: &u32, half: W| {
         let s = slices[*i as usize];
-        s.mask & bit == 0 || s.value & bit == half
+        s.mask & bit == W::ZERO || s.value & bit == half
     };
-    let zero: Vec<u32> = idx.iter().copied().filter(|i| goes(i, 0)).collect();
+    let zero: Vec<u32> = idx.iter().copied().filter(|i| goes(i, W::ZERO)).collect();
     let one: Vec<u32> = idx.iter().copied().filter(|i| goes(i, bit)).collect();
     drop(idx);
     split(slices, zero, fixed | bit, path, across, budget, out)?;
     split(slices, one, fixed | bit, path | bit, across, budget, out)
+}
+
+/// The bit that some of `idx` fix to 0 and others to 1, as evenly as can be, then fixed by the
+/// most (the fewest go both ways); none when no bit outside `fixed` separates any two. Its own
+/// frame, so that the counts (one pair per bit of the width) are not on every level of the
+/// recursion.
+fn best_split_bit<W: Bits>(slices: &[SliceOf<W>], idx: &[u32], fixed: W) -> Option<u32> {
+    let mut count = [[0u32; 2]; 128];
+    for &i in idx {
+        let s = slices[i as usize];
+        let mut m = s.mask & !fixed;
+        while m != W::ZERO {
+            let b = m.trailing_zeros();
+            let bit = W::bit(b);
+            m = m & !bit;
+            count[b as usize][usize::from(s.value & bit != W::ZERO)] += 1;
+        }
+    }
+    (0..W::WIDTH)
+        .filter(|&b| count[b as usize][0] > 0 && count[b as usize][1] > 0)
+        .max_by_key(|&b| {
+            let c = count[b as usize];
+            (c[0].min(c[1]), c[0] + c[1])
+        })
 }

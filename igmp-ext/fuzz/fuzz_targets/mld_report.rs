@@ -10,6 +10,8 @@ fn mld(data: &[u8], src: Ipv6Addr, dst: Ipv6Addr) {
     let Ok(packet) = MldPacket::new_checked(data) else { return };
     let _ = (packet.verify_checksum(src, dst), packet.additional_data().len(), packet.query_version());
     let _ = (packet.group_addr(), packet.query_sources().len(), packet.group_records().count());
+    // The signed-join parser too: any bytes, any group protected; never a panic.
+    let _ = igmp_ext::UnverifiedMldJoin::parse(&packet, |_| true);
     let Ok(repr) = MldRepr::parse(&packet) else { return };
     let mut out = vec![0u8; repr.buffer_len()];
     repr.emit(&mut out, src, dst);

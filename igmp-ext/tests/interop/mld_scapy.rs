@@ -243,3 +243,28 @@ fn scapy_parses_what_we_build() {
     assert_eq!(decoded[4]["mld"]["class"], "ICMPv6MLQuery");
     assert_eq!(decoded[4]["mld"]["mrd"], 1000);
 }
+
+/// Scapy reads the signed MLDv2 join of SPEC.md §3.8 as an ordinary INCLUDE report: a valid
+/// checksum, the one record with the include slice's base as its source, the E flag, and our
+/// extension as the additional data, byte for byte.
+#[test]
+fn scapy_reads_a_signed_mld_join() {
+    let d = igmp_ext::fixtures::mld_spec_example();
+    let decoded = scapy::decode_mld(std::slice::from_ref(&d));
+    let m = &decoded[0]["mld"];
+    assert_eq!(
+        decoded[0]["ipv6"],
+        json!({"src": "fe80::1", "dst": "ff02::16", "hlim": 1,
+               "plen": d.len() - 40, "nh": 0, "hbh_nh": 58, "router_alert": [0]})
+    );
+    assert_eq!(m["class"], "ICMPv6MLReport2");
+    assert_eq!(m["cksum"], m["cksum_recomputed"]);
+    assert_eq!(m["flags"], 0x8000);
+    assert_eq!(m["records_number"], 1);
+    assert_eq!(
+        m["records"],
+        json!([{"rtype": 1, "auxdata_len": 0, "dst": "ff3e::8000:1", "sources": ["0:0:0:100::"]}])
+    );
+    // The MLD message is 48 bytes in; its one record (8 + 20 + 16 bytes) ends at 44.
+    assert_eq!(m["additional"], hex::encode(&d[48 + 44..]));
+}
