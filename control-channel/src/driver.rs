@@ -63,6 +63,9 @@ pub enum DriverError {
     /// The driver task panicked or was cancelled: a bug.
     #[error("driver task: {0}")]
     Task(tokio::task::JoinError),
+    /// The driver's thread ended without handing the endpoint back (it panicked): a bug.
+    #[error("driver thread ended without its endpoint")]
+    Thread,
 }
 
 /// For callers that handle every driver error as an I/O error.
@@ -71,6 +74,7 @@ impl From<DriverError> for io::Error {
         match e {
             DriverError::Socket(e) => e,
             DriverError::Task(e) => io::Error::other(format!("driver task: {e}")),
+            DriverError::Thread => io::Error::other(DriverError::Thread.to_string()),
         }
     }
 }
@@ -90,7 +94,16 @@ pub type Request = Box<dyn FnOnce(&mut Endpoint, Clock) + Send>;
 pub struct DriverHandle {
     requests: mpsc::UnboundedSender<Request>,
     pub events: mpsc::UnboundedReceiver<(Timestamp, Event)>,
-    task: tokio::task::JoinHandle<io::Result<Endpoint>>,
+    task: Task,
+}
+
+/// Where the driver runs.
+#[derive(Debug)]
+enum Task {
+    /// A task on the caller's runtime.
+    Spawned(tokio::task::JoinHandle<io::Result<Endpoint>>),
+    /// A thread of its own, which hands the endpoint back when it ends.
+    Thread(tokio::sync::oneshot::Receiver<io::Result<Endpoint>>),
 }
 
 impl DriverHandle {
@@ -109,7 +122,10 @@ impl DriverHandle {
     /// Stops the driver and returns the endpoint (for its counters and state).
     pub async fn stop(self) -> Result<Endpoint, DriverError> {
         drop(self.requests);
-        Ok(self.task.await.map_err(DriverError::Task)??)
+        match self.task {
+            Task::Spawned(task) => Ok(task.await.map_err(DriverError::Task)??),
+            Task::Thread(done) => Ok(done.await.map_err(|_| DriverError::Thread)??),
+        }
     }
 }
 
@@ -152,7 +168,38 @@ pub fn spawn(
     Ok(DriverHandle {
         requests: req_tx,
         events: ev_rx,
-        task,
+        task: Task::Spawned(task),
+    })
+}
+
+/// Runs the driver on a thread of its own (with its own single-threaded runtime), so that a
+/// caller whose loop blocks (a daemon running `ip` or `nft`, writing a state transfer) does not
+/// hold back its heartbeats: on the caller's single-threaded runtime such a stall of a few
+/// hundred milliseconds made the peers find the member down.
+pub fn spawn_thread(
+    endpoint: Endpoint,
+    socket: std::net::UdpSocket,
+    group: SocketAddrV4,
+) -> io::Result<DriverHandle> {
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let result = runtime.block_on(async move {
+                let socket = UdpSocket::from_std(socket)?;
+                run(endpoint, socket, group, req_rx, ev_tx).await
+            });
+            let _ = done_tx.send(result);
+        })?;
+    Ok(DriverHandle {
+        requests: req_tx,
+        events: ev_rx,
+        task: Task::Thread(done_rx),
     })
 }
 
@@ -248,6 +295,49 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::{Config, Identity};
+    use igmp_ext::fixtures::Fixture;
+
+    /// A driver on its own thread goes on sending heartbeats while the thread that started it
+    /// blocks (here: a blocking read on the caller's single-threaded runtime, as a daemon's
+    /// loop blocks running `ip` or `nft`). Spawned on the caller's runtime it sent nothing
+    /// meanwhile, and peers found the member down (a VIP forward test saw it under load).
+    #[test]
+    fn a_driver_on_its_own_thread_heartbeats_while_its_caller_blocks() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let f = Fixture::new(1);
+            let m = &f.members[0];
+            let identity = Identity {
+                key: m.key.clone(),
+                certificate: m.cert.clone(),
+            };
+            let mut config = Config::new(Ipv4Addr::new(239, 77, 0, 1));
+            config.heartbeat_interval = Duration::from_millis(20);
+            let endpoint = Endpoint::new(config, identity, f.group_key.verifying_key(), now());
+            // The "group" is a unicast socket of the test's: it counts what the driver sends.
+            let heard = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            heard
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let SocketAddr::V4(group) = heard.local_addr().expect("addr") else {
+                unreachable!("bound to IPv4")
+            };
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            socket.set_nonblocking(true).expect("nonblocking");
+            let handle = spawn_thread(endpoint, socket, group).expect("driver");
+            let mut buf = [0u8; 2048];
+            for k in 0..5 {
+                heard
+                    .recv(&mut buf)
+                    .unwrap_or_else(|e| panic!("message {k} while the caller blocks: {e}"));
+            }
+            handle.stop().await.expect("the endpoint back");
+        });
+    }
 
     #[tokio::test]
     async fn a_crashed_driver_task_is_a_task_error_and_keeps_its_message_as_io() {

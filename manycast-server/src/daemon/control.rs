@@ -41,7 +41,8 @@ pub fn start(
         endpoint.set_held(driver::now(), true);
     }
     let group = SocketAddrV4::new(config.control.group, config.control.port);
-    driver::spawn(endpoint, socket, group).map_err(|e| ("control driver", e))
+    // Its own thread: a blocked main loop (kernel writes) must not hold back our heartbeats.
+    driver::spawn_thread(endpoint, socket, group).map_err(|e| ("control driver", e))
 }
 
 /// Runs `f` on the endpoint and waits for its result; `None` if the driver stopped.
