@@ -790,6 +790,89 @@ fn mfc_after_steps(lab: &RouterLab) {
     );
 }
 
+/// `DATAPLANE_SWAP=name=file,…` (with `DATAPLANE_VIP_ONLY`): in the pinned VIP's lab, the
+/// fast path's table replaced by each file in turn (`nft -f`, whole tables as the verifier
+/// writes them; the name `verifier` stands for the table the verifier wrote, listed before any
+/// traffic), alternating in every round, the same traffic, router and moment for all: what one
+/// ruleset costs per packet against another, which the load of the shared machine swamps
+/// between two runs. Prints, per variant, the median sender CPU per datagram and packets per
+/// second, and the median of the per-round ratios to the first variant. A measuring aid
+/// outside the JSON line.
+fn swap_rulesets(lab: &RouterLab, spec: &str) {
+    two_owners(lab);
+    wait_for("VIP routed to both members", || {
+        lab.status()
+            .vips
+            .first()
+            .is_some_and(|v| v.members.len() == 2)
+    });
+    let dir = lab.dir.join("swap");
+    std::fs::create_dir_all(&dir).expect("swap dir");
+    let mut variants: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for item in spec.split(',') {
+        let (name, file) = item.split_once('=').unwrap_or((item, item));
+        let path = if file == "verifier" {
+            let listing = lab
+                .router
+                .exec("nft", &["list", "table", "netdev", "manycast_vip"]);
+            let p = dir.join("verifier.nft");
+            std::fs::write(
+                &p,
+                format!(
+                    "add table netdev manycast_vip\ndelete table netdev manycast_vip\n{listing}"
+                ),
+            )
+            .expect("write the verifier's table");
+            p
+        } else {
+            file.into()
+        };
+        variants.push((name.to_owned(), path));
+    }
+    let w = Workload::new(lab, |_| VIP);
+    let n = variants.len();
+    let (mut ns, mut pps) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    let (mut ns_ratio, mut pps_ratio) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    for r in 0..ROUNDS * 2 {
+        let mut this = vec![(0.0, 0.0); n];
+        for k in 0..n {
+            let i = (k + r) % n;
+            let path = variants[i].1.to_str().expect("a UTF-8 path");
+            lab.router.exec("nft", &["-f", path]);
+            // The flows' first packets (into the empty flow tables) outside the phase.
+            w.blast(lab, Duration::from_millis(50));
+            this[i] = phase(lab, &w, &|| {}, None);
+        }
+        for i in 0..n {
+            pps[i].push(this[i].0);
+            ns[i].push(this[i].1);
+            pps_ratio[i].push(this[i].0 / this[0].0);
+            ns_ratio[i].push(this[0].1 / this[i].1);
+        }
+        eprintln!(
+            "dataplane: swap round {r}: {}",
+            variants
+                .iter()
+                .zip(&this)
+                .map(|((name, _), (p, c))| format!("{name} {p:.0} pps {c:.0} ns"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for i in 0..n {
+        eprintln!(
+            "dataplane: swap {}: median {:.0} ns per datagram, {:.0} pps; per-round against {}: \
+             CPU {:.3}, pps {:.3}",
+            variants[i].0,
+            median(ns[i].clone()),
+            median(pps[i].clone()),
+            variants[0].0,
+            median(ns_ratio[i].clone()),
+            median(pps_ratio[i].clone())
+        );
+    }
+}
+
 /// (ratio, steered, plain) of VIP steering without pin, then with pin, each in a fresh lab.
 fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
     let vip_lab = |pin: bool| {
@@ -828,6 +911,20 @@ fn main() {
         PHASE
     );
 
+    if let (Some(_), Ok(spec)) = (
+        std::env::var_os("DATAPLANE_VIP_ONLY"),
+        std::env::var("DATAPLANE_SWAP"),
+    ) {
+        let mut lab = RouterLab::new(
+            2,
+            "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+        );
+        lab.log_filter = "info".into();
+        install_sinks(&lab);
+        lab.start();
+        swap_rulesets(&lab, &spec);
+        return;
+    }
     if std::env::var_os("DATAPLANE_VIP_ONLY").is_some() {
         // The VIP phases alone, for a quick look: no JSON line.
         let ((vip_ratio, ..), (pin_ratio, ..)) = vips();

@@ -15,7 +15,8 @@
 //!   with the short timeout. UDP (chain `udp_<vip>`): `upin_<vip>` with conntrack's stream
 //!   timeout. The member's mark selects its hop chain (`hop_<vip>`: mark → jump). A pinned
 //!   packet's rule is kept short, since every expression is paid per packet: the key is two
-//!   loads (`ip saddr . @th,0,32`, both ports in one), looked up, then refreshed.
+//!   loads (`@nh,96,32 . @th,0,32`: the source address, both ports in one), looked up, then
+//!   refreshed; the ingress rule's protocol and fragment checks are one lookup.
 //! - A whole-table rewrite keeps the flow tables: [`keep_flow_tables`] rewrites everything else
 //!   by name, in one transaction.
 //!
@@ -49,6 +50,12 @@ pub const LINGER_S: u64 = 300;
 /// Flows each of a pinned VIP's two flow tables holds at most; a new flow past it is not pinned
 /// (it follows the map, on the slow path).
 pub const PIN_FLOWS: u32 = 1 << 18;
+
+/// The size declared for a pinned VIP's `hop_<vip>` map: every mark there can be (member ids up
+/// to 0xffff), so that no member's hop is ever refused. With a size and a 4-byte key the kernel
+/// keeps the map in its fixed hash (`nft_hash_fast`: one word hashed, no resizable table), which
+/// each pinned packet looks up; it costs 1 MiB of buckets per pinned VIP.
+pub const HOPS: u32 = 1 << 16;
 
 /// How long a pin lasts without a packet, in seconds: conntrack's defaults (Linux's
 /// `nf_conntrack_*` sysctls; the namespace's values are not read).
@@ -128,14 +135,16 @@ fn flow_map_head(name: &str) -> String {
     format!("\tmap {name} {{\n\t\t{FLOW_TYPE}\n\t\tsize {PIN_FLOWS}\n\t\tflags dynamic,timeout\n")
 }
 
-const FLOW_TYPE: &str = "typeof ip saddr . @th,0,32 : meta mark";
+const FLOW_TYPE: &str = "typeof @nh,96,32 . @th,0,32 : meta mark";
 
-/// The flow key of the pin tables: the source address and the first 32 bits of the TCP or UDP
-/// header, its source and destination ports (`sport << 16 | dport`). Two loads, 8 bytes to
-/// hash: `meta l4proto . ip saddr . th sport . th dport` took four loads and 16 bytes, twice
-/// per packet (the lookup, then the refresh). Each protocol has its own tables, so the
-/// protocol is not part of the key.
-const FLOW: &str = "ip saddr . @th,0,32";
+/// The flow key of the pin tables: the source address (`@nh,96,32`, `ip saddr` loaded raw:
+/// `ip saddr` costs each rule a check of the link-layer protocol, which the ingress rule made)
+/// and the first 32 bits of the TCP or UDP header, its source and destination ports (`sport <<
+/// 16 | dport`). Two loads, 8 bytes to hash: `meta l4proto . ip saddr . th sport . th dport`
+/// took four loads and 16 bytes, and the protocol check, twice per packet (the lookup, then the
+/// refresh). Each protocol has its own tables, so the protocol is not part of the key. `nft
+/// list` shows both halves as hexadecimal numbers.
+const FLOW: &str = "@nh,96,32 . @th,0,32";
 
 /// TCP's flags byte (fin 0x01, syn 0x02, rst 0x04, ack 0x10), loaded raw: `tcp flags` would
 /// check the protocol again (two more expressions per rule) in a chain only TCP reaches.
@@ -231,26 +240,30 @@ fn vip_chains(v: &FastVip) -> Vec<(String, Vec<String>)> {
     vec![(tcp_chain(v), tcp), (udp_chain(v), udp)]
 }
 
-/// The ingress chain's rules for `v`. With pin, one per protocol, the protocol checked first
-/// (a packet of the other protocol leaves the rule after one comparison): a `meta l4proto`
-/// verdict map would cost every packet a hash lookup more.
-fn ingress_rules(v: &FastVip) -> Vec<String> {
-    let to = |chain: String| format!("ip daddr {} ip ttl > 1 {chain}", v.address);
-    if !v.pin {
-        return vec![to(format!("goto {}", chain_name(v)))];
-    }
-    // A pinned flow is keyed by its ports: a fragment (which may have none) takes the slow
-    // path, all of a datagram's fragments together, where conntrack reassembles them.
-    [("tcp", tcp_chain(v)), ("udp", udp_chain(v))]
-        .into_iter()
-        .map(|(proto, chain)| {
-            format!(
-                "meta l4proto {proto} {}",
-                to(format!("ip frag-off & 0x3fff == 0 goto {chain}"))
-            )
-        })
-        .collect()
+/// The ingress chain's rule for `v`. With pin, the 32 bits at offset 6 of the IP header
+/// (fragment offset and flags, TTL, protocol) masked to the fragment offset, the MF flag and the
+/// protocol pick the protocol's chain in one lookup: only an unfragmented TCP or UDP packet
+/// (offset 0 and MF clear: a pinned flow is keyed by its ports, so a fragment, which may have
+/// none, takes the slow path, all of a datagram's fragments together, where conntrack
+/// reassembles them) matches a key. Three expressions where `ip frag-off & 0x3fff == 0 meta
+/// l4proto vmap { … }` took five. `nft list` (1.0.6) prints it as `ip protocol vmap { 6 : …,
+/// 17 : … }`, without the fragment mask, which is still in the kernel's rule (`nft
+/// --debug=netlink list chain` shows it).
+fn ingress_rule(v: &FastVip) -> String {
+    let to = if v.pin {
+        format!(
+            "{IP_6_32} & 0x3fff00ff vmap {{ 0x6 : goto {}, 0x11 : goto {} }}",
+            tcp_chain(v),
+            udp_chain(v)
+        )
+    } else {
+        format!("goto {}", chain_name(v))
+    };
+    format!("ip daddr {} ip ttl > 1 {to}", v.address)
 }
+
+/// The IP header's 32 bits from offset 6: flags and fragment offset, TTL, protocol.
+const IP_6_32: &str = "@nh,48,32";
 
 /// Every hop chain, by name (a member's address names it; its interface may change).
 fn hops_of(vips: &[FastVip]) -> BTreeMap<String, &Hop> {
@@ -301,7 +314,7 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
         if v.pin {
             let _ = write!(
                 out,
-                "\tmap {} {{\n\t\ttype mark : verdict\n{}\t}}\n",
+                "\tmap {} {{\n\t\ttype mark : verdict\n\t\tsize {HOPS}\n{}\t}}\n",
                 hop_map(v),
                 elements(&hop_elements(v), &mark)
             );
@@ -323,9 +336,7 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
         quoted(devices)
     );
     for v in vips {
-        for r in ingress_rules(v) {
-            let _ = writeln!(out, "\t\t{r}");
-        }
+        let _ = writeln!(out, "\t\t{}", ingress_rule(v));
     }
     out.push_str("\t}\n}\n");
     out
@@ -522,13 +533,13 @@ mod tests {
     fn with_pin_flow_tables_time_out_like_conntrack_and_a_fin_shortens_the_pin() {
         let v = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
         let text = ruleset(&["c0".into()], &[v]);
-        const F: &str = "ip saddr . @th,0,32";
+        const F: &str = "@nh,96,32 . @th,0,32";
         let table = |name: &str| {
-            format!("\tmap {name} {{\n\t\ttypeof ip saddr . @th,0,32 : meta mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}}\n")
+            format!("\tmap {name} {{\n\t\ttypeof @nh,96,32 . @th,0,32 : meta mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}}\n")
         };
         for want in [
             "\tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : mark\n\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\t}\n".to_owned(),
-            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n".to_owned(),
+            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\tsize 65536\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n".to_owned(),
             table("pin_10_200_0_1"),
             table("fin_10_200_0_1"),
             table("upin_10_200_0_1"),
@@ -543,8 +554,7 @@ mod tests {
             format!("\tchain udp_10_200_0_1 {{\n\
              \t\tmeta mark set {F} map @upin_10_200_0_1 update @upin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
              \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @upin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
-            "\t\tmeta l4proto tcp ip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 goto tcp_10_200_0_1\n\
-             \t\tmeta l4proto udp ip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 goto udp_10_200_0_1\n\t}\n".to_owned(),
+            "\t\tip daddr 10.200.0.1 ip ttl > 1 @nh,48,32 & 0x3fff00ff vmap { 0x6 : goto tcp_10_200_0_1, 0x11 : goto udp_10_200_0_1 }\n\t}\n".to_owned(),
         ] {
             assert!(text.contains(&want), "{want}\nnot in\n{text}");
         }
@@ -553,7 +563,7 @@ mod tests {
         assert_eq!(deletes.len(), 3, "{deletes:?}");
         assert!(
             deletes.iter().all(|l| l.contains("@th,104,8 & 0x12 == 0x2 delete")
-                || l.contains("delete @pin_10_200_0_1 { ip saddr . @th,0,32 : meta mark } add @fin_10_200_0_1")),
+                || l.contains("delete @pin_10_200_0_1 { @nh,96,32 . @th,0,32 : meta mark } add @fin_10_200_0_1")),
             "{deletes:?}"
         );
         assert!(!text.contains("\t\ttimeout"), "{text}");
@@ -563,7 +573,8 @@ mod tests {
     /// packet costs two hash operations on its flow table (the lookup, then the refresh), and
     /// each builds its key from two loads (the source address and the 32 bits of both ports),
     /// with no protocol in it (each protocol has its tables) and no check a chain's position
-    /// already made (the protocol in the TCP chain: the flags are loaded raw).
+    /// already made (the link-layer protocol, the IP protocol in the TCP chain: the fields are
+    /// loaded raw).
     #[test]
     fn a_pinned_packet_loads_its_flow_key_from_two_fields_and_checks_nothing_twice() {
         let v = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
@@ -575,15 +586,32 @@ mod tests {
         };
         for chain in ["tcp_10_200_0_1", "udp_10_200_0_1"] {
             let hot = first(chain);
-            for gone in ["l4proto", "th sport", "th dport", "tcp flags", "udp "] {
+            // No `ip …` (which checks the link-layer protocol again), no second protocol check.
+            for gone in [
+                "l4proto",
+                "th sport",
+                "th dport",
+                "tcp flags",
+                "udp ",
+                "ip ",
+            ] {
                 assert!(!hot.contains(gone), "{gone} in {hot}");
             }
-            assert_eq!(hot.matches("ip saddr . @th,0,32 ").count(), 2, "{hot}");
+            assert_eq!(hot.matches("@nh,96,32 . @th,0,32 ").count(), 2, "{hot}");
             assert_eq!(hot.matches(" map @").count(), 1, "{hot}");
             assert_eq!(hot.matches("update @").count(), 1, "{hot}");
         }
-        // The ingress rule goes to the protocol's chain by a comparison, not a lookup.
-        assert!(!text.contains("vmap {"), "{text}");
+        // The ingress rule checks fragment and protocol and picks the chain in one lookup, in a
+        // fixed hash (4-byte key); the hop map, looked up by every pinned packet, is one too.
+        assert!(
+            text.contains("@nh,48,32 & 0x3fff00ff vmap { 0x6 : goto tcp_10_200_0_1, 0x11 : goto udp_10_200_0_1 }\n"),
+            "{text}"
+        );
+        assert!(!text.contains("l4proto"), "{text}");
+        assert!(
+            text.contains("\t\ttype mark : verdict\n\t\tsize 65536\n"),
+            "{text}"
+        );
         assert!(first("udp_10_200_0_1").contains("@upin_10_200_0_1 "));
         assert!(first("tcp_10_200_0_1").contains("@pin_10_200_0_1 "));
     }

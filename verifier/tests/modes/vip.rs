@@ -187,26 +187,27 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
         "{fast:?}"
     );
     assert_eq!(conntracked_to_vip(&lab), 0);
-    // Flow keys are `source . sport << 16 | dport`, one set of tables per protocol (issue 16,
-    // item 5): 41000 . 8080 is 0xa0281f90, UDP's 42000 . 5353 0xa41014e9.
+    // Flow keys are `source . sport << 16 | dport`, both raw (hexadecimal in `nft list`), one
+    // set of tables per protocol (issue 16, item 5): 10.1.0.2 is 0xa010002, 41000 . 8080
+    // 0xa0281f90, UDP's 42000 . 5353 0xa41014e9.
     let pins = lab.router.exec(
         "nft",
         &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
     );
-    assert!(pins.contains("10.1.0.2 . 0x"), "{pins}");
+    assert!(pins.contains("0xa010002 . 0x"), "{pins}");
     // Timeouts like conntrack's: the open connection's pin lasts days; the closed one's tuple
     // is not forgotten at its FIN but moved to the closing table (120 s).
     assert!(
         pins.lines()
-            .any(|l| l.contains("10.1.0.2 . 0x") && l.contains("expires 4d")),
+            .any(|l| l.contains("0xa010002 . 0x") && l.contains("expires 4d")),
         "{pins}"
     );
-    assert!(!pins.contains("10.1.0.4 . 0xa0281f90 "), "{pins}");
+    assert!(!pins.contains("0xa010004 . 0xa0281f90 "), "{pins}");
     let closing = lab.router.exec(
         "nft",
         &["list", "map", "netdev", "manycast_vip", "fin_10_200_0_1"],
     );
-    assert!(closing.contains("10.1.0.4 . 0xa0281f90 "), "{closing}");
+    assert!(closing.contains("0xa010004 . 0xa0281f90 "), "{closing}");
     // A UDP flow: pinned in UDP's own table (with UDP's 120 s), not in TCP's.
     let udp_flow = SocketAddrV4::new(even, 42_000);
     assert_eq!(ask_udp(&lab, udp_flow), 1);
@@ -217,7 +218,7 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
     assert!(
         udp_pins
             .lines()
-            .any(|l| l.contains("10.1.0.2 . 0xa41014e9 ") && l.contains("timeout 2m")),
+            .any(|l| l.contains("0xa010002 . 0xa41014e9 ") && l.contains("timeout 2m")),
         "{udp_pins}"
     );
     let pins = lab.router.exec(
