@@ -193,20 +193,43 @@ impl Workload {
     }
 
     /// Blasts for `dur` from the client namespace; returns (datagrams sent, seconds).
-    fn blast(&self, lab: &RouterLab, dur: Duration) -> (u64, f64) {
+    /// (datagrams sent, seconds, CPU seconds of the sending thread).
+    fn blast(&self, lab: &RouterLab, dur: Duration) -> (u64, f64, f64) {
         lab.client.run(|| {
             let s = packet_socket();
             let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(self.packets.len(), None);
             let start = Instant::now();
+            let cpu0 = thread_cpu_secs();
             let mut sent = 0;
             while start.elapsed() < dur {
                 for _ in 0..16 {
                     sent += send_batch(&s, &mut hdrs, &self.packets, &self.dsts);
                 }
             }
-            (sent, start.elapsed().as_secs_f64())
+            (
+                sent,
+                start.elapsed().as_secs_f64(),
+                thread_cpu_secs() - cpu0,
+            )
         })
     }
+}
+
+/// CPU time of the calling thread, in seconds. The forwarding phases' packets are routed, steered
+/// and delivered in softirq on the sending thread's own time (veth hands each one to the
+/// backlog of the same CPU, run when the sender re-enables bottom halves: `perf`, NOTES.md), so
+/// the sender's CPU time per delivered datagram is the whole path's cost per packet, which the
+/// other engineers' builds on this shared machine change far less than the packets per second.
+fn thread_cpu_secs() -> f64 {
+    // `/proc/thread-self/schedstat`: nanoseconds on the CPU first. This kernel has no
+    // CONFIG_IRQ_TIME_ACCOUNTING, so softirq work done on the thread's time is counted in it.
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("schedstat's first field");
+    ns as f64 * 1e-9
 }
 
 /// Every server counts and drops the benchmark's datagrams before routing: the count is what
@@ -303,16 +326,18 @@ fn perf_stop(child: Option<std::process::Child>) {
 
 /// Delivered datagrams per second for one phase of `w`, run after `before()`; profiled as
 /// `profile` when given (see [`perf_start`]).
-fn phase(lab: &RouterLab, w: &Workload, before: &dyn Fn(), profile: Option<String>) -> f64 {
+/// Also the sending thread's CPU nanoseconds per delivered datagram ([`thread_cpu_secs`]).
+fn phase(lab: &RouterLab, w: &Workload, before: &dyn Fn(), profile: Option<String>) -> (f64, f64) {
     refresh_owners(lab);
     before();
     let perf = profile.and_then(|p| perf_start(&p));
     let d0 = delivered(lab);
-    let (_, secs) = w.blast(lab, PHASE);
+    let (_, secs, cpu) = w.blast(lab, PHASE);
     perf_stop(perf);
     // Let the backlog drain into the counters.
     std::thread::sleep(Duration::from_millis(100));
-    (delivered(lab) - d0) as f64 / secs
+    let n = (delivered(lab) - d0) as f64;
+    (n / secs, cpu * 1e9 / n.max(1.0))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -324,26 +349,44 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// over ROUNDS interleaved rounds. The order inside a round alternates so that neither variant
 /// always runs first, and each ratio pairs two phases a second apart, so that a build starting
 /// on the shared machine shifts both sides of one ratio rather than one side of the medians.
+/// Beside it, printed only: the sender's CPU time per delivered datagram on each side (the
+/// whole path's cost per packet, [`thread_cpu_secs`]) and the median of plain / steered of it
+/// per round, the ratio the packets per second would show on a machine of its own.
 fn compare(
     what: &str,
     steered: (&RouterLab, &Workload, &dyn Fn()),
     plain: (&RouterLab, &Workload, &dyn Fn()),
 ) -> (f64, f64, f64) {
-    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b, mut ratios, mut cpu_ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut a_ns, mut b_ns) = (Vec::new(), Vec::new());
     for r in 0..ROUNDS {
-        if r % 2 == 0 {
-            a.push(phase(steered.0, steered.1, steered.2, None));
-            b.push(phase(plain.0, plain.1, plain.2, None));
+        let (s, p) = if r % 2 == 0 {
+            let s = phase(steered.0, steered.1, steered.2, None);
+            (s, phase(plain.0, plain.1, plain.2, None))
         } else {
-            b.push(phase(plain.0, plain.1, plain.2, None));
-            a.push(phase(steered.0, steered.1, steered.2, None));
-        }
+            let p = phase(plain.0, plain.1, plain.2, None);
+            (phase(steered.0, steered.1, steered.2, None), p)
+        };
+        a.push(s.0);
+        b.push(p.0);
+        a_ns.push(s.1);
+        b_ns.push(p.1);
         ratios.push(a[r] / b[r]);
+        cpu_ratios.push(p.1 / s.1);
         eprintln!(
-            "dataplane: {what} round {r}: steered {:.0} pps, plain routing {:.0} pps, ratio {:.3}",
-            a[r], b[r], ratios[r]
+            "dataplane: {what} round {r}: steered {:.0} pps, plain routing {:.0} pps, ratio {:.3}; \
+             sender CPU per datagram: steered {:.0} ns, plain {:.0} ns, plain/steered {:.3}",
+            a[r], b[r], ratios[r], s.1, p.1, cpu_ratios[r]
         );
     }
+    eprintln!(
+        "dataplane: {what}: median sender CPU per datagram: steered {:.0} ns, plain {:.0} ns; \
+         median per-round plain/steered {:.3}",
+        median(a_ns),
+        median(b_ns),
+        median(cpu_ratios)
+    );
     if std::env::var_os("DATAPLANE_PERF").is_some() {
         // One more phase of each under `perf record`, outside the figures (perf costs CPU).
         let s = phase(
@@ -353,7 +396,10 @@ fn compare(
             Some(format!("{what}-steered")),
         );
         let p = phase(plain.0, plain.1, plain.2, Some(format!("{what}-plain")));
-        eprintln!("dataplane: {what} profiled (not counted): steered {s:.0} pps, plain {p:.0} pps");
+        eprintln!(
+            "dataplane: {what} profiled (not counted): steered {:.0} pps, plain {:.0} pps",
+            s.0, p.0
+        );
     }
     (median(ratios), median(a), median(b))
 }
@@ -744,6 +790,72 @@ fn mfc_after_steps(lab: &RouterLab) {
     );
 }
 
+/// `DATAPLANE_SWAP=name=file,…` (with `DATAPLANE_VIP_ONLY`): in the pinned VIP's lab, the
+/// fast path's table replaced by each file in turn (`nft -f`, whole tables as the verifier
+/// writes them for this lab: `benches/dataplane-swap/` has the pinned table as issue 16 first
+/// wrote it, as it is now, and the unpinned one), alternating in every round, the same
+/// traffic, router and moment for all: what one ruleset costs per packet against another,
+/// which the load of the shared machine swamps between two runs. (Not the verifier's table
+/// listed back: `nft list` 1.0.6 drops the pinned ingress rule's fragment mask.) Prints, per variant, the median sender CPU per datagram and packets per
+/// second, and the median of the per-round ratios to the first variant. A measuring aid
+/// outside the JSON line.
+fn swap_rulesets(lab: &RouterLab, spec: &str) {
+    two_owners(lab);
+    wait_for("VIP routed to both members", || {
+        lab.status()
+            .vips
+            .first()
+            .is_some_and(|v| v.members.len() == 2)
+    });
+    let mut variants: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for item in spec.split(',') {
+        let (name, file) = item.split_once('=').unwrap_or((item, item));
+        variants.push((name.to_owned(), file.into()));
+    }
+    let w = Workload::new(lab, |_| VIP);
+    let n = variants.len();
+    let (mut ns, mut pps) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    let (mut ns_ratio, mut pps_ratio) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    for r in 0..ROUNDS * 2 {
+        let mut this = vec![(0.0, 0.0); n];
+        for k in 0..n {
+            let i = (k + r) % n;
+            let path = variants[i].1.to_str().expect("a UTF-8 path");
+            lab.router.exec("nft", &["-f", path]);
+            // The flows' first packets (into the empty flow tables) outside the phase.
+            w.blast(lab, Duration::from_millis(50));
+            this[i] = phase(lab, &w, &|| {}, None);
+        }
+        for i in 0..n {
+            pps[i].push(this[i].0);
+            ns[i].push(this[i].1);
+            pps_ratio[i].push(this[i].0 / this[0].0);
+            ns_ratio[i].push(this[0].1 / this[i].1);
+        }
+        eprintln!(
+            "dataplane: swap round {r}: {}",
+            variants
+                .iter()
+                .zip(&this)
+                .map(|((name, _), (p, c))| format!("{name} {p:.0} pps {c:.0} ns"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for i in 0..n {
+        eprintln!(
+            "dataplane: swap {}: median {:.0} ns per datagram, {:.0} pps; per-round against {}: \
+             CPU {:.3}, pps {:.3}",
+            variants[i].0,
+            median(ns[i].clone()),
+            median(pps[i].clone()),
+            variants[0].0,
+            median(ns_ratio[i].clone()),
+            median(pps_ratio[i].clone())
+        );
+    }
+}
+
 /// (ratio, steered, plain) of VIP steering without pin, then with pin, each in a fresh lab.
 fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
     let vip_lab = |pin: bool| {
@@ -782,6 +894,20 @@ fn main() {
         PHASE
     );
 
+    if let (Some(_), Ok(spec)) = (
+        std::env::var_os("DATAPLANE_VIP_ONLY"),
+        std::env::var("DATAPLANE_SWAP"),
+    ) {
+        let mut lab = RouterLab::new(
+            2,
+            "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+        );
+        lab.log_filter = "info".into();
+        install_sinks(&lab);
+        lab.start();
+        swap_rulesets(&lab, &spec);
+        return;
+    }
     if std::env::var_os("DATAPLANE_VIP_ONLY").is_some() {
         // The VIP phases alone, for a quick look: no JSON line.
         let ((vip_ratio, ..), (pin_ratio, ..)) = vips();

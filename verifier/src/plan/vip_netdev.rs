@@ -5,15 +5,18 @@
 //! destination stays the VIP (members hold it on loopback: direct server return).
 //!
 //! - Without pin: one verdict map `ip saddr & mask → jump <hop chain>`.
-//! - With pin: flow tables (`l4proto . saddr . sport . dport → mark`, dynamic, a timeout per
-//!   element like conntrack's, [`PinTimeouts`]) are looked up first; a flow in none takes the
-//!   slice map's member and is added. TCP (chain `t_<vip>`): an open connection's pin is in
-//!   `pin_<vip>` and every packet without SYN, FIN or RST refreshes it to the established
-//!   timeout; a FIN or RST moves it to `fin_<vip>` with the closing timeout, where the last
-//!   packets refresh it without bringing it back; a SYN without ACK (a new connection) first
-//!   forgets its tuple's pins, so new connections follow the map, and starts with the short
-//!   timeout. UDP (chain `u_<vip>`): `pin_<vip>` with conntrack's stream timeout. The member's
-//!   mark selects its hop chain (`hop_<vip>`: mark → jump).
+//! - With pin: flow tables (`saddr . sport . dport → mark`, one set of tables per protocol,
+//!   dynamic, a timeout per element like conntrack's, [`PinTimeouts`]) are looked up first; a
+//!   flow in none takes the slice map's member and is added. TCP (chain `tcp_<vip>`): an open
+//!   connection's pin is in `pin_<vip>` and every packet without SYN, FIN or RST refreshes it
+//!   to the established timeout; a FIN or RST moves it to `fin_<vip>` with the closing timeout,
+//!   where the last packets refresh it without bringing it back; a SYN without ACK (a new
+//!   connection) first forgets its tuple's pins, so new connections follow the map, and starts
+//!   with the short timeout. UDP (chain `udp_<vip>`): `upin_<vip>` with conntrack's stream
+//!   timeout. The member's mark selects its hop chain (`hop_<vip>`: mark → jump). A pinned
+//!   packet's rule is kept short, since every expression is paid per packet: the key is two
+//!   loads (`@nh,96,32 . @th,0,32`: the source address, both ports in one), looked up, then
+//!   refreshed; the ingress rule's protocol and fragment checks are one lookup.
 //! - A whole-table rewrite keeps the flow tables: [`keep_flow_tables`] rewrites everything else
 //!   by name, in one transaction.
 //!
@@ -47,6 +50,12 @@ pub const LINGER_S: u64 = 300;
 /// Flows each of a pinned VIP's two flow tables holds at most; a new flow past it is not pinned
 /// (it follows the map, on the slow path).
 pub const PIN_FLOWS: u32 = 1 << 18;
+
+/// The size declared for a pinned VIP's `hop_<vip>` map: every mark there can be (member ids up
+/// to 0xffff), so that no member's hop is ever refused. With a size and a 4-byte key the kernel
+/// keeps the map in its fixed hash (`nft_hash_fast`: one word hashed, no resizable table), which
+/// each pinned packet looks up; it costs 1 MiB of buckets per pinned VIP.
+pub const HOPS: u32 = 1 << 16;
 
 /// How long a pin lasts without a packet, in seconds: conntrack's defaults (Linux's
 /// `nf_conntrack_*` sysctls; the namespace's values are not read).
@@ -89,12 +98,14 @@ fn chain_name(v: &FastVip) -> String {
     format!("n_{}", suffix(v.address))
 }
 
+/// Pin mode's TCP chain (the version before named it `t_`, with a flow key of another type).
 fn tcp_chain(v: &FastVip) -> String {
-    format!("t_{}", suffix(v.address))
+    format!("tcp_{}", suffix(v.address))
 }
 
+/// Pin mode's UDP chain (the version before: `u_`).
 fn udp_chain(v: &FastVip) -> String {
-    format!("u_{}", suffix(v.address))
+    format!("udp_{}", suffix(v.address))
 }
 
 fn map_name(v: &FastVip) -> String {
@@ -113,15 +124,31 @@ fn fin_map(v: &FastVip) -> String {
     format!("fin_{}", suffix(v.address))
 }
 
+/// UDP's flow table (TCP's are `pin_` and `fin_`): one table per protocol, so that the key
+/// needs no protocol.
+fn udp_map(v: &FastVip) -> String {
+    format!("upin_{}", suffix(v.address))
+}
+
 /// A flow table's declaration up to its closing brace (elements go in between).
 fn flow_map_head(name: &str) -> String {
     format!("\tmap {name} {{\n\t\t{FLOW_TYPE}\n\t\tsize {PIN_FLOWS}\n\t\tflags dynamic,timeout\n")
 }
 
-const FLOW_TYPE: &str = "type inet_proto . ipv4_addr . inet_service . inet_service : mark";
+const FLOW_TYPE: &str = "typeof @nh,96,32 . @th,0,32 : meta mark";
 
-/// The flow key of the pin table.
-const FLOW: &str = "meta l4proto . ip saddr . th sport . th dport";
+/// The flow key of the pin tables: the source address (`@nh,96,32`, `ip saddr` loaded raw:
+/// `ip saddr` costs each rule a check of the link-layer protocol, which the ingress rule made)
+/// and the first 32 bits of the TCP or UDP header, its source and destination ports (`sport <<
+/// 16 | dport`). Two loads, 8 bytes to hash: `meta l4proto . ip saddr . th sport . th dport`
+/// took four loads and 16 bytes, and the protocol check, twice per packet (the lookup, then the
+/// refresh). Each protocol has its own tables, so the protocol is not part of the key. `nft
+/// list` shows both halves as hexadecimal numbers.
+const FLOW: &str = "@nh,96,32 . @th,0,32";
+
+/// TCP's flags byte (fin 0x01, syn 0x02, rst 0x04, ack 0x10), loaded raw: `tcp flags` would
+/// check the protocol again (two more expressions per rule) in a chain only TCP reaches.
+const FLAGS: &str = "@th,104,8";
 
 /// The slice map's elements as text: `value : jump <hop>` without pin (values whose member has
 /// no hop are left to the slow path), `value : <mark>` with pin.
@@ -163,7 +190,7 @@ fn mark(v: u32) -> String {
 }
 
 /// The VIP's own chains, by name (the ingress rule jumps to them for packets that may be
-/// forwarded): `n_<vip>` without pin, `t_<vip>` (TCP) and `u_<vip>` (UDP) with pin.
+/// forwarded): `n_<vip>` without pin, `tcp_<vip>` and `udp_<vip>` with pin.
 fn vip_chains(v: &FastVip) -> Vec<(String, Vec<String>)> {
     let mask = Ipv4Addr::from(v.mask);
     let map = map_name(v);
@@ -173,7 +200,7 @@ fn vip_chains(v: &FastVip) -> Vec<(String, Vec<String>)> {
             vec![format!("ip saddr & {mask} vmap @{map}")],
         )];
     }
-    let (pin, fin, hop) = (pin_map(v), fin_map(v), hop_map(v));
+    let (pin, fin, upin, hop) = (pin_map(v), fin_map(v), udp_map(v), hop_map(v));
     let PinTimeouts {
         tcp_established: open,
         tcp_short: short,
@@ -191,32 +218,41 @@ fn vip_chains(v: &FastVip) -> Vec<(String, Vec<String>)> {
             via(set, "add", secs)
         )
     };
+    // `FLAGS & 0x7 == 0`: none of FIN, SYN, RST; `& 0x12 == 0x2`: SYN without ACK; `& 0x5 != 0`:
+    // FIN or RST.
     let tcp = vec![
         // An open connection's packet (the common case): one lookup, refreshed for days.
-        format!("tcp flags & (fin | syn | rst) == 0 {}", pinned(&pin, "update", open)),
+        format!("{FLAGS} & 0x7 == 0x0 {}", pinned(&pin, "update", open)),
         // A new connection forgets its tuple's old pins: it follows the map.
-        format!("tcp flags & (syn | ack) == syn delete @{pin} {{ {FLOW} : meta mark }}"),
-        format!("tcp flags & (syn | ack) == syn delete @{fin} {{ {FLOW} : meta mark }}"),
+        format!("{FLAGS} & 0x12 == 0x2 delete @{pin} {{ {FLOW} : meta mark }}"),
+        format!("{FLAGS} & 0x12 == 0x2 delete @{fin} {{ {FLOW} : meta mark }}"),
         // A FIN or RST: the pin moves to the closing table, which its last packets refresh.
         format!(
-            "tcp flags & (fin | rst) != 0 meta mark set {FLOW} map @{pin} delete @{pin} {{ {FLOW} : meta mark }} {}",
+            "{FLAGS} & 0x5 != 0x0 meta mark set {FLOW} map @{pin} delete @{pin} {{ {FLOW} : meta mark }} {}",
             via(&fin, "add", short)
         ),
         pinned(&fin, "update", short),
-        format!("tcp flags & (fin | rst) != 0 {}", new(&fin, short)),
+        format!("{FLAGS} & 0x5 != 0x0 {}", new(&fin, short)),
         // A flow's first packet: short until its next one shows the connection open.
         new(&pin, short),
     ];
-    let udp = vec![pinned(&pin, "update", udp), new(&pin, udp)];
+    let udp = vec![pinned(&upin, "update", udp), new(&upin, udp)];
     vec![(tcp_chain(v), tcp), (udp_chain(v), udp)]
 }
 
+/// The ingress chain's rule for `v`. With pin, the 32 bits at offset 6 of the IP header
+/// (fragment offset and flags, TTL, protocol) masked to the fragment offset, the MF flag and the
+/// protocol pick the protocol's chain in one lookup: only an unfragmented TCP or UDP packet
+/// (offset 0 and MF clear: a pinned flow is keyed by its ports, so a fragment, which may have
+/// none, takes the slow path, all of a datagram's fragments together, where conntrack
+/// reassembles them) matches a key. Three expressions where `ip frag-off & 0x3fff == 0 meta
+/// l4proto vmap { … }` took five. `nft list` (1.0.6) prints it as `ip protocol vmap { 6 : …,
+/// 17 : … }`, without the fragment mask, which is still in the kernel's rule (`nft
+/// --debug=netlink list chain` shows it).
 fn ingress_rule(v: &FastVip) -> String {
-    // A pinned flow is keyed by its ports: a fragment (which may have none) takes the slow
-    // path, all of a datagram's fragments together, where conntrack reassembles them.
     let to = if v.pin {
         format!(
-            "ip frag-off & 0x3fff == 0 meta l4proto vmap {{ tcp : goto {}, udp : goto {} }}",
+            "{IP_6_32} & 0x3fff00ff vmap {{ 0x6 : goto {}, 0x11 : goto {} }}",
             tcp_chain(v),
             udp_chain(v)
         )
@@ -225,6 +261,9 @@ fn ingress_rule(v: &FastVip) -> String {
     };
     format!("ip daddr {} ip ttl > 1 {to}", v.address)
 }
+
+/// The IP header's 32 bits from offset 6: flags and fragment offset, TTL, protocol.
+const IP_6_32: &str = "@nh,48,32";
 
 /// Every hop chain, by name (a member's address names it; its interface may change).
 fn hops_of(vips: &[FastVip]) -> BTreeMap<String, &Hop> {
@@ -275,11 +314,11 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
         if v.pin {
             let _ = write!(
                 out,
-                "\tmap {} {{\n\t\ttype mark : verdict\n{}\t}}\n",
+                "\tmap {} {{\n\t\ttype mark : verdict\n\t\tsize {HOPS}\n{}\t}}\n",
                 hop_map(v),
                 elements(&hop_elements(v), &mark)
             );
-            for name in [pin_map(v), fin_map(v)] {
+            for name in [pin_map(v), fin_map(v), udp_map(v)] {
                 let _ = writeln!(out, "{}\t}}", flow_map_head(&name));
             }
         }
@@ -310,21 +349,22 @@ pub fn ruleset(devices: &[String], vips: &[FastVip]) -> String {
 /// name, and the table's body is declared anew (the kept flow tables' declarations are the same,
 /// which the kernel accepts). One transaction, whatever the tables hold. `None` when there is
 /// no such table (nothing to keep) or it holds a chain this version does not name (a table
-/// written by the version before, whose non-pinned chain name was also its pinned one's): the
-/// whole-table rewrite as it is, which starts the flow tables empty.
+/// written by an earlier version: `v_<vip>`, with and without pin, then `t_`/`u_` with flow
+/// tables keyed by protocol too, which the kernel would not declare again with the new key):
+/// the whole-table rewrite as it is, which starts the flow tables empty.
 pub fn keep_flow_tables(text: &str, chains: &str) -> Option<String> {
     let names = table_chains(chains)?;
     let mut maps = Vec::new();
     for name in &names {
-        if name == "ingress" || name.starts_with('m') || name.starts_with("u_") {
+        if name == "ingress" || name.starts_with('m') || name.starts_with("udp_") {
             continue;
         }
         if let Some(x) = name.strip_prefix("n_") {
             maps.push(format!("vip_{x}"));
-        } else if let Some(x) = name.strip_prefix("t_") {
+        } else if let Some(x) = name.strip_prefix("tcp_") {
             maps.extend([format!("vip_{x}"), format!("hop_{x}")]);
             if !text.contains(&format!("\tmap pin_{x} {{\n")) {
-                maps.extend([format!("pin_{x}"), format!("fin_{x}")]);
+                maps.extend([format!("pin_{x}"), format!("fin_{x}"), format!("upin_{x}")]);
             }
         } else {
             return None;
@@ -488,29 +528,33 @@ mod tests {
     /// after 5 days idle (`timeout 432000s` on every packet without SYN, FIN or RST); a FIN or
     /// RST does not delete the pin but moves it to the closing table with 120 s, whose later
     /// packets (the last ACKs) refresh it there with 120 s, never back to 5 days; a SYN starts
-    /// afresh with 120 s; UDP with 120 s.
+    /// afresh with 120 s; UDP with 120 s, in a table of its own.
     #[test]
     fn with_pin_flow_tables_time_out_like_conntrack_and_a_fin_shortens_the_pin() {
         let v = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
         let text = ruleset(&["c0".into()], &[v]);
-        const F: &str = "meta l4proto . ip saddr . th sport . th dport";
+        const F: &str = "@nh,96,32 . @th,0,32";
+        let table = |name: &str| {
+            format!("\tmap {name} {{\n\t\ttypeof @nh,96,32 . @th,0,32 : meta mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}}\n")
+        };
         for want in [
             "\tmap vip_10_200_0_1 {\n\t\ttype ipv4_addr : mark\n\t\telements = { 0.0.0.0 : 0x4d430001, 0.0.0.1 : 0x4d430002 }\n\t}\n".to_owned(),
-            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n".to_owned(),
-            "\tmap pin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n".to_owned(),
-            "\tmap fin_10_200_0_1 {\n\t\ttype inet_proto . ipv4_addr . inet_service . inet_service : mark\n\t\tsize 262144\n\t\tflags dynamic,timeout\n\t}\n".to_owned(),
-            format!("\tchain t_10_200_0_1 {{\n\
-             \t\ttcp flags & (fin | syn | rst) == 0 meta mark set {F} map @pin_10_200_0_1 update @pin_10_200_0_1 {{ {F} timeout 432000s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
-             \t\ttcp flags & (syn | ack) == syn delete @pin_10_200_0_1 {{ {F} : meta mark }}\n\
-             \t\ttcp flags & (syn | ack) == syn delete @fin_10_200_0_1 {{ {F} : meta mark }}\n\
-             \t\ttcp flags & (fin | rst) != 0 meta mark set {F} map @pin_10_200_0_1 delete @pin_10_200_0_1 {{ {F} : meta mark }} add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+            "\tmap hop_10_200_0_1 {\n\t\ttype mark : verdict\n\t\tsize 65536\n\t\telements = { 0x4d430001 : jump m1_10_0_1_2, 0x4d430002 : jump m2_10_0_2_2 }\n\t}\n".to_owned(),
+            table("pin_10_200_0_1"),
+            table("fin_10_200_0_1"),
+            table("upin_10_200_0_1"),
+            format!("\tchain tcp_10_200_0_1 {{\n\
+             \t\t@th,104,8 & 0x7 == 0x0 meta mark set {F} map @pin_10_200_0_1 update @pin_10_200_0_1 {{ {F} timeout 432000s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\t@th,104,8 & 0x12 == 0x2 delete @pin_10_200_0_1 {{ {F} : meta mark }}\n\
+             \t\t@th,104,8 & 0x12 == 0x2 delete @fin_10_200_0_1 {{ {F} : meta mark }}\n\
+             \t\t@th,104,8 & 0x5 != 0x0 meta mark set {F} map @pin_10_200_0_1 delete @pin_10_200_0_1 {{ {F} : meta mark }} add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
              \t\tmeta mark set {F} map @fin_10_200_0_1 update @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
-             \t\ttcp flags & (fin | rst) != 0 meta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\t@th,104,8 & 0x5 != 0x0 meta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @fin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
              \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
-            format!("\tchain u_10_200_0_1 {{\n\
-             \t\tmeta mark set {F} map @pin_10_200_0_1 update @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
-             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @pin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
-            "\t\tip daddr 10.200.0.1 ip ttl > 1 ip frag-off & 0x3fff == 0 meta l4proto vmap { tcp : goto t_10_200_0_1, udp : goto u_10_200_0_1 }\n".to_owned(),
+            format!("\tchain udp_10_200_0_1 {{\n\
+             \t\tmeta mark set {F} map @upin_10_200_0_1 update @upin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\
+             \t\tmeta mark set ip saddr & 0.0.0.1 map @vip_10_200_0_1 add @upin_10_200_0_1 {{ {F} timeout 120s : meta mark }} meta mark vmap @hop_10_200_0_1\n\t}}\n"),
+            "\t\tip daddr 10.200.0.1 ip ttl > 1 @nh,48,32 & 0x3fff00ff vmap { 0x6 : goto tcp_10_200_0_1, 0x11 : goto udp_10_200_0_1 }\n\t}\n".to_owned(),
         ] {
             assert!(text.contains(&want), "{want}\nnot in\n{text}");
         }
@@ -518,11 +562,58 @@ mod tests {
         let deletes: Vec<&str> = text.lines().filter(|l| l.contains("delete @")).collect();
         assert_eq!(deletes.len(), 3, "{deletes:?}");
         assert!(
-            deletes.iter().all(|l| l.contains("tcp flags & (syn | ack) == syn delete")
-                || l.contains("delete @pin_10_200_0_1 { meta l4proto . ip saddr . th sport . th dport : meta mark } add @fin_10_200_0_1")),
+            deletes.iter().all(|l| l.contains("@th,104,8 & 0x12 == 0x2 delete")
+                || l.contains("delete @pin_10_200_0_1 { @nh,96,32 . @th,0,32 : meta mark } add @fin_10_200_0_1")),
             "{deletes:?}"
         );
         assert!(!text.contains("\t\ttimeout"), "{text}");
+    }
+
+    /// Issue 16, item 5 (the pinned path at the cost of the unpinned one): a pinned flow's
+    /// packet costs two hash operations on its flow table (the lookup, then the refresh), and
+    /// each builds its key from two loads (the source address and the 32 bits of both ports),
+    /// with no protocol in it (each protocol has its tables) and no check a chain's position
+    /// already made (the link-layer protocol, the IP protocol in the TCP chain: the fields are
+    /// loaded raw).
+    #[test]
+    fn a_pinned_packet_loads_its_flow_key_from_two_fields_and_checks_nothing_twice() {
+        let v = vip(true, 1, &[(0, 1), (1, 2)], &[(1, "s1"), (2, "s2")]);
+        let text = ruleset(&["c0".into()], &[v]);
+        let first = |chain: &str| {
+            let head = format!("\tchain {chain} {{\n\t\t");
+            let at = text.find(&head).expect("the chain") + head.len();
+            text[at..].lines().next().expect("a rule").to_owned()
+        };
+        for chain in ["tcp_10_200_0_1", "udp_10_200_0_1"] {
+            let hot = first(chain);
+            // No `ip …` (which checks the link-layer protocol again), no second protocol check.
+            for gone in [
+                "l4proto",
+                "th sport",
+                "th dport",
+                "tcp flags",
+                "udp ",
+                "ip ",
+            ] {
+                assert!(!hot.contains(gone), "{gone} in {hot}");
+            }
+            assert_eq!(hot.matches("@nh,96,32 . @th,0,32 ").count(), 2, "{hot}");
+            assert_eq!(hot.matches(" map @").count(), 1, "{hot}");
+            assert_eq!(hot.matches("update @").count(), 1, "{hot}");
+        }
+        // The ingress rule checks fragment and protocol and picks the chain in one lookup, in a
+        // fixed hash (4-byte key); the hop map, looked up by every pinned packet, is one too.
+        assert!(
+            text.contains("@nh,48,32 & 0x3fff00ff vmap { 0x6 : goto tcp_10_200_0_1, 0x11 : goto udp_10_200_0_1 }\n"),
+            "{text}"
+        );
+        assert!(!text.contains("l4proto"), "{text}");
+        assert!(
+            text.contains("\t\ttype mark : verdict\n\t\tsize 65536\n"),
+            "{text}"
+        );
+        assert!(first("udp_10_200_0_1").contains("@upin_10_200_0_1 "));
+        assert!(first("tcp_10_200_0_1").contains("@pin_10_200_0_1 "));
     }
 
     /// Issue 16, item 5: a whole-table rewrite (a verifier restart, a write after a failed
@@ -544,13 +635,13 @@ mod tests {
 table netdev manycast_vip {
 \tchain m1_10_0_1_2 {
 \t}
-\tchain t_10_200_0_1 {
+\tchain tcp_10_200_0_1 {
 \t}
-\tchain u_10_200_0_1 {
+\tchain udp_10_200_0_1 {
 \t}
 \tchain n_10_200_0_2 {
 \t}
-\tchain t_10_200_0_3 {
+\tchain tcp_10_200_0_3 {
 \t}
 \tchain ingress {
 \t\ttype filter hook ingress devices = { \"c0\", \"s1\" } priority filter - 10; policy accept;
@@ -571,11 +662,12 @@ table netdev manycast_vip {
                  delete map netdev manycast_vip hop_10_200_0_3\n\
                  delete map netdev manycast_vip pin_10_200_0_3\n\
                  delete map netdev manycast_vip fin_10_200_0_3\n\
+                 delete map netdev manycast_vip upin_10_200_0_3\n\
                  delete chain netdev manycast_vip m1_10_0_1_2\n\
-                 delete chain netdev manycast_vip t_10_200_0_1\n\
-                 delete chain netdev manycast_vip u_10_200_0_1\n\
+                 delete chain netdev manycast_vip tcp_10_200_0_1\n\
+                 delete chain netdev manycast_vip udp_10_200_0_1\n\
                  delete chain netdev manycast_vip n_10_200_0_2\n\
-                 delete chain netdev manycast_vip t_10_200_0_3\n\
+                 delete chain netdev manycast_vip tcp_10_200_0_3\n\
                  delete chain netdev manycast_vip ingress\n",
                 1
             )
@@ -596,6 +688,10 @@ table netdev manycast_vip {
         );
         assert_eq!(keep_flow_tables(&text, ""), None);
         let old = "table netdev manycast_vip {\n\tchain v_10_200_0_1 {\n\t}\n}\n";
+        assert_eq!(keep_flow_tables(&text, old), None);
+        // The layout before (chains `t_`/`u_`, flow tables keyed by protocol too, which the
+        // kernel would refuse to declare again with the new key): replaced whole.
+        let old = "table netdev manycast_vip {\n\tchain t_10_200_0_1 {\n\t}\n\tchain u_10_200_0_1 {\n\t}\n}\n";
         assert_eq!(keep_flow_tables(&text, old), None);
     }
 
@@ -630,13 +726,13 @@ table netdev manycast_vip {
             ),
             "{text}"
         );
-        assert!(text.contains("flush chain netdev manycast_vip t_10_200_0_1\n"));
-        assert!(text.contains("flush chain netdev manycast_vip u_10_200_0_1\n"));
+        assert!(text.contains("flush chain netdev manycast_vip tcp_10_200_0_1\n"));
+        assert!(text.contains("flush chain netdev manycast_vip udp_10_200_0_1\n"));
         assert!(text.contains(
-            "add rule netdev manycast_vip t_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
+            "add rule netdev manycast_vip tcp_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
         ));
         assert!(text.contains(
-            "add rule netdev manycast_vip u_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
+            "add rule netdev manycast_vip udp_10_200_0_1 meta mark set ip saddr & 0.0.0.3 map"
         ));
         assert!(
             text.ends_with("delete chain netdev manycast_vip m2_10_0_2_2\n"),
@@ -651,7 +747,8 @@ table netdev manycast_vip {
             text.lines().all(|l| !l.contains("map netdev")
                 && !l.contains("table netdev")
                 && !l.contains("element netdev manycast_vip pin_")
-                && !l.contains("element netdev manycast_vip fin_")),
+                && !l.contains("element netdev manycast_vip fin_")
+                && !l.contains("element netdev manycast_vip upin_")),
             "{text}"
         );
         // Without pin the verdict map's elements follow a member's hop; a member heard on

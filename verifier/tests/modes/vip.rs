@@ -7,10 +7,11 @@ use igmp_ext::Slice;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
 
 /// Packets the fast path forwarded at ingress (issue 16, item 5), per hop chain, from the
 /// counters of `nft list table netdev manycast_vip`.
@@ -74,6 +75,36 @@ fn serve(lab: &RouterLab, i: usize) {
     });
 }
 
+/// Each server answers every UDP datagram to the VIP with its own number (after [`serve`],
+/// which puts the VIP on its loopback).
+fn serve_udp(lab: &RouterLab, i: usize) {
+    let sock = lab.servers[i]
+        .ns
+        .run(|| UdpSocket::bind(SocketAddrV4::new(VIP, UDP_PORT)).expect("UDP on the VIP"));
+    let me = (i + 1) as u8;
+    std::thread::spawn(move || {
+        let mut b = [0u8; 16];
+        while let Ok((_, from)) = sock.recv_from(&mut b) {
+            let _ = sock.send_to(&[me], from);
+        }
+    });
+}
+
+/// One datagram from `from` to the VIP: the number of the server that answered.
+fn ask_udp(lab: &RouterLab, from: SocketAddrV4) -> u8 {
+    lab.client.run(|| {
+        let s = UdpSocket::bind(from).expect("bind");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        s.send_to(&[0], SocketAddrV4::new(VIP, UDP_PORT))
+            .expect("send");
+        let mut b = [0u8; 1];
+        s.recv(&mut b)
+            .unwrap_or_else(|e| panic!("UDP answer to {from}: {e}"));
+        b[0]
+    })
+}
+
 fn connect(lab: &RouterLab, src: Ipv4Addr) -> TcpStream {
     connect_from(lab, SocketAddrV4::new(src, 0))
 }
@@ -110,6 +141,8 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
     );
     serve(&lab, 0);
     serve(&lab, 1);
+    serve_udp(&lab, 0);
+    serve_udp(&lab, 1);
     lab.start();
     lab.join(0, &[Slice::new(0, 1)], 1);
     lab.join(1, &[Slice::new(1, 1)], 1);
@@ -154,27 +187,45 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
         "{fast:?}"
     );
     assert_eq!(conntracked_to_vip(&lab), 0);
+    // Flow keys are `source . sport << 16 | dport`, both raw (hexadecimal in `nft list`), one
+    // set of tables per protocol (issue 16, item 5): 10.1.0.2 is 0xa010002, 41000 . 8080
+    // 0xa0281f90, UDP's 42000 . 5353 0xa41014e9.
     let pins = lab.router.exec(
         "nft",
         &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
     );
-    assert!(pins.contains("tcp . 10.1.0.2 . "), "{pins}");
+    assert!(pins.contains("0xa010002 . 0x"), "{pins}");
     // Timeouts like conntrack's: the open connection's pin lasts days; the closed one's tuple
     // is not forgotten at its FIN but moved to the closing table (120 s).
     assert!(
         pins.lines()
-            .any(|l| l.contains("tcp . 10.1.0.2 . ") && l.contains("expires 4d")),
+            .any(|l| l.contains("0xa010002 . 0x") && l.contains("expires 4d")),
         "{pins}"
     );
-    assert!(!pins.contains("10.1.0.4 . 41000 "), "{pins}");
+    assert!(!pins.contains("0xa010004 . 0xa0281f90 "), "{pins}");
     let closing = lab.router.exec(
         "nft",
         &["list", "map", "netdev", "manycast_vip", "fin_10_200_0_1"],
     );
-    assert!(
-        closing.contains("tcp . 10.1.0.4 . 41000 . 8080 "),
-        "{closing}"
+    assert!(closing.contains("0xa010004 . 0xa0281f90 "), "{closing}");
+    // A UDP flow: pinned in UDP's own table (with UDP's 120 s), not in TCP's.
+    let udp_flow = SocketAddrV4::new(even, 42_000);
+    assert_eq!(ask_udp(&lab, udp_flow), 1);
+    let udp_pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "upin_10_200_0_1"],
     );
+    assert!(
+        udp_pins
+            .lines()
+            .any(|l| l.contains("0xa010002 . 0xa41014e9 ") && l.contains("timeout 2m")),
+        "{udp_pins}"
+    );
+    let pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
+    );
+    assert!(!pins.contains("0xa41014e9"), "{pins}");
 
     // Member 2 takes everything: new connections go to server 2, the established one stays.
     lab.join(1, &[Slice::ALL], 2);
@@ -184,6 +235,9 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
     let before = fast_forwarded(&lab);
     assert_eq!(ask(&mut connect(&lab, even)), 2);
     assert_eq!(ask(&mut pinned), 1, "pinned connection moved");
+    // The UDP flow keeps its member too; a new one from the same source follows the map.
+    assert_eq!(ask_udp(&lab, udp_flow), 1, "pinned UDP flow moved");
+    assert_eq!(ask_udp(&lab, SocketAddrV4::new(even, 42_001)), 2);
     // The pinned connection stayed on the fast path: member 1's chain counted its segment.
     assert!(fast_forwarded(&lab)["m1_10_0_1_2"] > before["m1_10_0_1_2"]);
     // A new connection on a tuple pinned before follows the map (its SYN drops the old pin).
