@@ -171,6 +171,53 @@ fn swim_row(members: u32, trials: u64) -> Row {
     }
 }
 
+/// Proposals and commits as today, detection by foca (`swim::hybrid_crash_trial`), endpoint
+/// heartbeats every `SCALE_HYBRID_HEARTBEAT_MS` (default 1000).
+fn hybrid_row(members: u32, trials: u64) -> Option<(u64, u64)> {
+    let t0 = Instant::now();
+    let timing = swim_timing();
+    let hb: u64 = std::env::var("SCALE_HYBRID_HEARTBEAT_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let (mut det, mut conv) = (Vec::new(), Vec::new());
+    let (mut swim_load, mut ep_load, mut failed, mut violations) = (0.0, 0.0, 0, 0);
+    for seed in 0..trials {
+        let o = swim::hybrid_crash_trial(3000 + seed, members, timing, Duration::from_millis(hb));
+        violations += o.violations.len();
+        swim_load += o.swim_recv_per_member_s / trials as f64;
+        ep_load += o.endpoint_recv_per_member_s / trials as f64;
+        if !o.violations.is_empty() {
+            eprintln!("scale: hybrid seed {}: {:?}", 3000 + seed, o.violations);
+        }
+        match (o.detect_ms, o.converge_ms) {
+            (Some(d), Some(c)) => {
+                det.push(d);
+                conv.push(c);
+            }
+            _ => failed += 1,
+        }
+    }
+    let p = |v: &mut Vec<u64>, q: f64| {
+        if v.is_empty() {
+            "null".to_string()
+        } else {
+            percentile(v, q).to_string()
+        }
+    };
+    println!(
+        "{{\"bench\":\"scale-config\",\"mode\":\"hybrid-foca-detect-today-agreement\",\"members\":{members},\"endpoint_heartbeat_ms\":{hb},\"swim_recv_per_member_s\":{swim_load:.1},\"endpoint_recv_per_member_s\":{ep_load:.1},\"trials\":{trials},\"trials_failed\":{failed},\"violations\":{violations},\"detect_all_p50_ms\":{},\"detect_all_p99_ms\":{},\"converge_p50_ms\":{},\"converge_p99_ms\":{},\"wall_s\":{:.1},\"uptime\":\"{}\"}}",
+        p(&mut det, 0.5),
+        p(&mut det, 0.99),
+        p(&mut conv, 0.5),
+        p(&mut conv, 0.99),
+        t0.elapsed().as_secs_f64(),
+        uptime()
+    );
+    (failed == 0 && violations == 0 && !conv.is_empty())
+        .then(|| (percentile(&mut conv, 0.5), percentile(&mut conv, 0.99)))
+}
+
 /// `SCALE_SWIM_TIMING=probe,rtt,suspect,gossip` (ms) overrides [`SwimTiming::fast`].
 fn swim_timing() -> SwimTiming {
     let mut t = SwimTiming::fast();
@@ -217,6 +264,18 @@ fn main() {
         keys.push(format!("\"sim_recv_per_member_s_1000\":{:.1}", r.recv));
         if let (Some(c), 0) = (r.converge, r.failed) {
             keys.push(format!("\"sim_converge_p99_ms\":{}", c.1));
+        }
+    }
+    let hybrid_sizes: Vec<u32> = std::env::var("SCALE_HYBRID_SIZES")
+        .unwrap_or_else(|_| "100".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for &n in &hybrid_sizes {
+        if let Some(c) = hybrid_row(n, trials) {
+            // One site's group with foca detection: not the 10 x 100 figure (no upper
+            // group, no site loss), so under its own name.
+            keys.push(format!("\"hybrid_converge_p99_ms_{n}\":{}", c.1));
         }
     }
     if let Some(r) = swim_rows.iter().find(|r| r.members == 1000) {

@@ -425,3 +425,112 @@ pub fn crash_trial(
     let false_downs = sim.downs().iter().filter(|&&(_, _, m)| m != victim).count();
     (detect, false_downs)
 }
+
+/// What [`hybrid_crash_trial`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct HybridOutcome {
+    /// ms from the crash until every survivor's foca reported the victim down.
+    pub detect_ms: Option<u64>,
+    /// ms from the crash until every survivor committed one allocation without the victim.
+    pub converge_ms: Option<u64>,
+    /// Datagrams each member received per second before the crash: foca's, and the
+    /// endpoints' (their slow heartbeats and hellos), per member.
+    pub swim_recv_per_member_s: f64,
+    pub endpoint_recv_per_member_s: f64,
+    pub violations: Vec<String>,
+}
+
+/// Proposals and commits as today, failure detection by foca: today's endpoints in a
+/// [`super::Sim`] with heartbeats slowed to `endpoint_heartbeat` and their own down timeout
+/// out of the way (one hour), beside a [`SwimSim`] of the same members in the same virtual time
+/// (1 ms steps); each `MemberDown` foca reports is handed to that member's endpoint
+/// ([`crate::endpoint::Endpoint::sim_external_down`]). One member crashes in both at once.
+pub fn hybrid_crash_trial(
+    seed: u64,
+    members: u32,
+    timing: SwimTiming,
+    endpoint_heartbeat: Duration,
+) -> HybridOutcome {
+    use super::{Sim, SimConfig};
+    let mut out = HybridOutcome::default();
+    let mut rng = Rng::new(seed ^ 0xbeef);
+    let mut sim = Sim::with_config(&SimConfig::new(seed, members), |c| {
+        c.heartbeat_interval = endpoint_heartbeat;
+        c.hello_interval = endpoint_heartbeat * 10;
+        c.down_after = Duration::from_secs(3600);
+    });
+    sim.record_all = false;
+    let mut swim = SwimSim::new(seed, members, timing);
+    let step = |sim: &mut Sim, swim: &mut SwimSim, seen: &mut usize| {
+        let next = sim.now_ms() + 1;
+        sim.run_until(next);
+        swim.run_until(next);
+        let fresh: Vec<Down> = swim.downs()[*seen..].to_vec();
+        *seen = swim.downs().len();
+        for (_, obs, m) in fresh {
+            let now = sim.local_now(obs);
+            if let Some(ep) = sim.endpoint_mut(obs) {
+                ep.sim_external_down(now, Sim::member_id(m));
+                sim.flush(obs);
+            }
+        }
+    };
+    let mut seen = 0;
+    while !sim.converged() && sim.now_ms() < 10_000 {
+        step(&mut sim, &mut swim, &mut seen);
+    }
+    if !sim.converged() {
+        out.violations.push("no convergence at start".into());
+        return out;
+    }
+    let settle = sim.now_ms() + 1000 + rng.below(50);
+    while sim.now_ms() < settle {
+        step(&mut sim, &mut swim, &mut seen);
+    }
+    let t0 = sim.now_ms();
+    let (e0, s0): (u64, u64) = (0..sim.len())
+        .map(|i| (sim.received(i), swim.received(i)))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    let until = t0 + 2000;
+    while sim.now_ms() < until {
+        step(&mut sim, &mut swim, &mut seen);
+    }
+    let (e1, s1): (u64, u64) = (0..sim.len())
+        .map(|i| (sim.received(i), swim.received(i)))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    let per = |d: u64| d as f64 / f64::from(members) / 2.0;
+    out.endpoint_recv_per_member_s = per(e1 - e0);
+    out.swim_recv_per_member_s = per(s1 - s0);
+    let victim = rng.below(u64::from(members)) as usize;
+    let victim_id = Sim::member_id(victim);
+    sim.crash(victim);
+    swim.crash(victim);
+    let crashed = sim.now_ms();
+    let crashed_us = swim.now;
+    let survivors = sim.running();
+    while sim.now_ms() < crashed + 3000 {
+        step(&mut sim, &mut swim, &mut seen);
+        if out.detect_ms.is_none() {
+            let mut down = vec![false; swim.len()];
+            for &(at, obs, m) in swim.downs() {
+                if m == victim && at >= crashed_us {
+                    down[obs] = true;
+                }
+            }
+            if survivors.iter().all(|&i| down[i]) {
+                out.detect_ms = Some(sim.now_ms() - crashed);
+            }
+        }
+        let without = survivors.iter().all(|&i| {
+            sim.endpoint(i)
+                .and_then(|e| e.committed())
+                .is_some_and(|c| c.members().iter().all(|&(m, _)| m != victim_id))
+        });
+        if without && sim.converged() {
+            out.converge_ms = Some(sim.now_ms() - crashed);
+            break;
+        }
+    }
+    out.violations.extend(sim.violations().iter().cloned());
+    out
+}
