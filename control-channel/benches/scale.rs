@@ -11,7 +11,7 @@
 //! per size (default 5).
 
 use control_channel::sim::swim::{self, SwimSim, SwimTiming};
-use control_channel::sim::{Rng, Sim, SimConfig};
+use control_channel::sim::{NetConfig, Rng, Sim, SimConfig};
 use std::time::{Duration, Instant};
 
 fn percentile(v: &mut [u64], p: f64) -> u64 {
@@ -137,6 +137,18 @@ fn swim_row(members: u32, trials: u64) -> Row {
     let per = |d: u64| d as f64 / f64::from(members) / secs as f64;
     let (recv, sent) = (per(r1 - r0), per(s1 - s0));
     let steady_false_downs = sim.downs().len();
+    // False downs over 10 s at 5% loss, no crash (the control bench's loss figure).
+    let mut lossy = SwimSim::new(8, members, timing);
+    lossy.set_net(NetConfig {
+        loss: 0.05,
+        ..NetConfig::default()
+    });
+    lossy.run_until(10_000);
+    let lossy_false_downs = lossy.downs().len();
+    let mut victims: Vec<usize> = lossy.downs().iter().map(|&(_, _, m)| m).collect();
+    victims.sort_unstable();
+    victims.dedup();
+    let lossy_victims = victims.len();
     let t_load = t0.elapsed().as_secs_f64();
     let mut conv = Vec::new();
     let (mut failed, mut false_downs) = (0, 0);
@@ -156,7 +168,7 @@ fn swim_row(members: u32, trials: u64) -> Row {
         })
     };
     println!(
-        "{{\"bench\":\"scale-config\",\"mode\":\"swim-foca\",\"members\":{members},\"timing\":\"{timing:?}\",\"recv_per_member_s\":{recv:.1},\"sent_per_member_s\":{sent:.1},\"refused\":{refused},\"steady_false_downs\":{steady_false_downs},\"trials\":{trials},\"trials_failed\":{failed},\"trial_false_downs\":{false_downs},\"detect_all_p50_ms\":{},\"detect_all_p99_ms\":{},\"load_wall_s\":{t_load:.1},\"wall_s\":{:.1},\"uptime\":\"{}\"}}",
+        "{{\"bench\":\"scale-config\",\"mode\":\"swim-foca\",\"members\":{members},\"timing\":\"{timing:?}\",\"recv_per_member_s\":{recv:.1},\"sent_per_member_s\":{sent:.1},\"refused\":{refused},\"steady_false_downs\":{steady_false_downs},\"false_downs_10s_loss5\":{lossy_false_downs},\"falsely_downed_members_10s_loss5\":{lossy_victims},\"trials\":{trials},\"trials_failed\":{failed},\"trial_false_downs\":{false_downs},\"detect_all_p50_ms\":{},\"detect_all_p99_ms\":{},\"load_wall_s\":{t_load:.1},\"wall_s\":{:.1},\"uptime\":\"{}\"}}",
         c(0),
         c(1),
         t0.elapsed().as_secs_f64(),
