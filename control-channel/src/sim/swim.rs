@@ -105,6 +105,7 @@ struct SwimNode {
     windows: HashMap<u32, ReplayWindow>,
     received: u64,
     refused: u64,
+    foca_errors: u64,
     sent: u64,
     /// Bumped at each crash: timers of an older life are ignored.
     life: u64,
@@ -137,6 +138,8 @@ pub struct SwimSim {
     net: NetConfig,
     timing: SwimTiming,
     downs: Vec<Down>,
+    /// Copies of the datagrams delivered to this member ([`SwimSim::tap`]).
+    tap: Option<(usize, Vec<Vec<u8>>)>,
 }
 
 impl core::fmt::Debug for SwimSim {
@@ -178,6 +181,7 @@ impl SwimSim {
                     windows: HashMap::new(),
                     received: 0,
                     refused: 0,
+                    foca_errors: 0,
                     sent: 0,
                     life: 0,
                 })
@@ -189,6 +193,7 @@ impl SwimSim {
             net: NetConfig::default(),
             timing,
             downs: Vec::new(),
+            tap: None,
         };
         for i in 0..sim.nodes.len() {
             let at = sim.rng.below(50_000);
@@ -241,9 +246,14 @@ impl SwimSim {
     pub fn sent(&self, i: usize) -> u64 {
         self.nodes[i].sent
     }
-    /// Datagrams refused by the authentication wrapper or by foca.
+    /// Datagrams refused by the authentication wrapper (size, signature, header source,
+    /// replay).
     pub fn refused(&self, i: usize) -> u64 {
         self.nodes[i].refused
+    }
+    /// Authentic datagrams foca refused (`handle_data` errors).
+    pub fn foca_errors(&self, i: usize) -> u64 {
+        self.nodes[i].foca_errors
     }
     pub fn downs(&self) -> &[Down] {
         &self.downs
@@ -255,6 +265,33 @@ impl SwimSim {
         (0..self.nodes.len())
             .filter(|&i| self.is_running(i))
             .collect()
+    }
+
+    /// Keeps a copy of every datagram delivered to member `i` from now on (tests).
+    pub fn tap(&mut self, i: usize) {
+        self.tap = Some((i, Vec::new()));
+    }
+    pub fn tapped(&self) -> &[Vec<u8>] {
+        self.tap.as_ref().map_or(&[], |(_, v)| v.as_slice())
+    }
+
+    /// Delivers `bytes` to member `i` now, as if it came from the network (tests: forged or
+    /// tampered datagrams).
+    pub fn inject(&mut self, to: usize, bytes: Vec<u8>) {
+        self.push(self.now, Ev::Deliver { to, bytes });
+    }
+
+    /// A datagram member `from` signed now, carrying `payload` as foca data (tests).
+    pub fn sign_as(&mut self, from: usize, payload: &[u8]) -> Vec<u8> {
+        let node = &mut self.nodes[from];
+        node.seq += 1;
+        let mut bytes = Vec::with_capacity(HEAD_LEN + payload.len() + SIG_LEN);
+        bytes.extend_from_slice(&node.id.member.to_be_bytes());
+        bytes.extend_from_slice(&node.seq.to_be_bytes());
+        bytes.extend_from_slice(payload);
+        let sig = igmp_ext::signature::sign(&node.key, &signed(&bytes));
+        bytes.extend_from_slice(&sig.to_bytes());
+        bytes
     }
 
     /// Stops member `i` at once, losing its state.
@@ -351,13 +388,16 @@ impl SwimSim {
                         continue;
                     }
                     self.nodes[to].received += 1;
+                    if let Some((_, v)) = self.tap.as_mut().filter(|(t, _)| *t == to) {
+                        v.push(bytes.clone());
+                    }
                     let Some(end) = self.authenticate(to, &bytes) else {
                         self.nodes[to].refused += 1;
                         continue;
                     };
                     let foca = self.nodes[to].foca.as_mut().expect("running");
                     if foca.handle_data(&bytes[HEAD_LEN..end], &mut rt).is_err() {
-                        self.nodes[to].refused += 1;
+                        self.nodes[to].foca_errors += 1;
                     }
                     self.drain(to, &mut rt);
                 }
