@@ -15,6 +15,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 pub mod attack;
+#[cfg(feature = "swim")]
+pub mod swim;
 
 /// splitmix64: tiny, seedable, good enough for fault injection, no dependency.
 #[derive(Debug, Clone)]
@@ -111,6 +113,8 @@ struct Node {
     /// Last commit of the current incarnation, for the fencing check.
     last_commit: Option<EpochId>,
     sent: u64,
+    /// Datagrams handed to its endpoint (each one parsed and, unless refused earlier, verified).
+    received: u64,
     start_at: Option<u64>,
     /// A timer never fires again before this (a deadline in the past would spin the loop).
     timer_floor: Micros,
@@ -194,6 +198,7 @@ impl Sim {
                 config,
                 last_commit: None,
                 sent: 0,
+                received: 0,
                 start_at: Some(start),
                 timer_floor: 0,
             });
@@ -244,6 +249,11 @@ impl Sim {
     /// Datagrams sent by node `i` since the start.
     pub fn sent(&self, i: usize) -> u64 {
         self.nodes.get(i).map_or(0, |n| n.sent)
+    }
+    /// Datagrams the simulator delivered to node `i`'s endpoint since the start (its
+    /// incarnations together; none while it is down).
+    pub fn received(&self, i: usize) -> u64 {
+        self.nodes.get(i).map_or(0, |n| n.received)
     }
     pub fn is_running(&self, i: usize) -> bool {
         self.endpoint(i).is_some()
@@ -475,7 +485,9 @@ impl Sim {
             if delivery == Some(next) {
                 if let Some(Reverse((_, _, d))) = self.queue.pop() {
                     let now = self.local_now(d.to);
-                    if let Some(ep) = self.nodes[d.to].endpoint.as_mut() {
+                    let node = &mut self.nodes[d.to];
+                    if let Some(ep) = node.endpoint.as_mut() {
+                        node.received += 1;
                         let _ = ep.handle_datagram(now, d.from, &d.bytes);
                         self.flush(d.to);
                     }

@@ -7,3 +7,4 @@ mod harness;
 mod netns;
 mod requests;
 mod sim;
+mod swim;

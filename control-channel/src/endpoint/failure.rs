@@ -87,6 +87,8 @@ impl Endpoint {
             let live = p.left_at.is_none()
                 && p.alive_estimate
                     .is_some_and(|a| now.mono.0 < a.0.saturating_add(down));
+            #[cfg(feature = "sim")]
+            let live = live && !self.external_down.contains(&m);
             if live != p.live {
                 p.live = live;
                 self.events.push_back(if live {
@@ -96,6 +98,17 @@ impl Endpoint {
                 });
             }
         }
+    }
+
+    /// Simulator only (feature `sim`): an outside failure detector (the SWIM prototype,
+    /// `sim::swim`) declares `member` down; it stays down for this endpoint's life, whatever
+    /// its heartbeats say. The decision rule then runs as for a down from the heartbeats.
+    #[cfg(feature = "sim")]
+    pub fn sim_external_down(&mut self, now: Clock, member: MemberId) {
+        self.external_down.insert(member);
+        self.update_liveness(now);
+        self.retry_deferred(now);
+        self.maybe_propose(now);
     }
 
     pub(super) fn send_heartbeat(&mut self, now: Clock) {

@@ -265,6 +265,10 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
+    /// Simulator only (feature `sim`): members an outside failure detector declared down
+    /// ([`Endpoint::sim_external_down`]); no daemon is built with it.
+    #[cfg(feature = "sim")]
+    external_down: BTreeSet<MemberId>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -313,6 +317,8 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            #[cfg(feature = "sim")]
+            external_down: BTreeSet::new(),
             config,
             identity,
         }
