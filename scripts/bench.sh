@@ -15,6 +15,10 @@ declare -A benches=(
   # Needs root: namespaces, veth, the multicast routing socket, nftables.
   [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
   [control]="cargo bench --quiet -p control-channel --bench control"
+  # Issue 14 item 4, the simulator: per-member receive load and crash convergence of flat groups
+  # (8, 100), foca SWIM detection (100, 1000) and SWIM beside today's agreement (100); about
+  # 17 minutes (SCALE_SIZES, SCALE_SWIM_SIZES, SCALE_HYBRID_SIZES, SCALE_TRIALS choose less).
+  [scale]="cargo bench --quiet -p control-channel --bench scale"
   # Cluster benchmarks (issue 7), in the manycast-e2e package (tests/benches/).
   [disruption]="cargo bench --quiet -p manycast-e2e --bench disruption"
   [balance]="cargo bench --quiet -p manycast-e2e --bench balance"
