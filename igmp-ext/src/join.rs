@@ -487,11 +487,7 @@ impl UnverifiedJoin {
 
         let entries = decode_entries(fields.slices)?;
         let standby = decode_standby(fields.standby);
-        let liveness = fields
-            .liveness
-            .chunks_exact(LivenessAnchor::LEN)
-            .map(|b| LivenessAnchor::decode(b).ok_or(JoinParseError::Malformed("liveness anchor")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let liveness = decode_anchors(fields.liveness)?;
         let claims = JoinClaims {
             group: record.group(),
             record_type: record.record_type(),
@@ -505,34 +501,18 @@ impl UnverifiedJoin {
             standby,
             liveness,
         };
-        if !matches!(
+        check_record(
             claims.record_type,
-            RecordType::ModeIsInclude | RecordType::ChangeToIncludeMode
-        ) {
-            return Err(JoinParseError::RecordMismatch(
-                "protected record must be MODE_IS_INCLUDE or CHANGE_TO_INCLUDE",
-            ));
-        }
-        if !record.sources().eq(claims.record_sources()) {
-            return Err(JoinParseError::RecordMismatch(
-                "record sources are not the include slices' base addresses",
-            ));
-        }
-        if claims.entries.is_empty() && claims.record_type != RecordType::ChangeToIncludeMode {
-            return Err(JoinParseError::RecordMismatch(
-                "a leave (no slices) must be CHANGE_TO_INCLUDE",
-            ));
-        }
-        let sig: [u8; SIGNATURE_LEN] = fields
-            .signature
-            .try_into()
-            .map_err(|_| JoinParseError::Malformed("signature length"))?;
-        let msg = packet.as_bytes();
+            record.sources(),
+            claims.record_sources(),
+            claims.entries.is_empty(),
+        )?;
+        let (signature, signed_prefix) = signed_parts(&fields, packet.as_bytes())?;
         Ok(Some(UnverifiedJoin {
             claims,
             certificate: fields.certificate.to_vec(),
-            signature: Signature::from_bytes(&sig),
-            signed_prefix: msg[..msg.len() - SIGNATURE_LEN].to_vec(),
+            signature,
+            signed_prefix,
         }))
     }
 
@@ -575,6 +555,61 @@ impl UnverifiedJoin {
 
 /// The sub-TLV values, each present exactly once, in order, signature last. Shared with the
 /// MLDv2 join (`crate::mld_join`), whose slice entries are longer.
+/// The checks a protected record must pass against the claims it carries, for IGMPv3 and MLDv2
+/// alike: an include record whose sources are the include slices' base addresses, and a leave
+/// (no slices) only as CHANGE_TO_INCLUDE.
+pub(crate) fn check_record<A: PartialEq>(
+    record_type: RecordType,
+    sources: impl Iterator<Item = A>,
+    claimed: impl IntoIterator<Item = A>,
+    leave: bool,
+) -> Result<(), JoinParseError> {
+    if !matches!(
+        record_type,
+        RecordType::ModeIsInclude | RecordType::ChangeToIncludeMode
+    ) {
+        return Err(JoinParseError::RecordMismatch(
+            "protected record must be MODE_IS_INCLUDE or CHANGE_TO_INCLUDE",
+        ));
+    }
+    if !sources.eq(claimed) {
+        return Err(JoinParseError::RecordMismatch(
+            "record sources are not the include slices' base addresses",
+        ));
+    }
+    if leave && record_type != RecordType::ChangeToIncludeMode {
+        return Err(JoinParseError::RecordMismatch(
+            "a leave (no slices) must be CHANGE_TO_INCLUDE",
+        ));
+    }
+    Ok(())
+}
+
+/// The signature a join ends with, and the bytes of `message` it covers (all before it).
+pub(crate) fn signed_parts(
+    fields: &SubFields<'_>,
+    message: &[u8],
+) -> Result<(Signature, Vec<u8>), JoinParseError> {
+    let sig: [u8; SIGNATURE_LEN] = fields
+        .signature
+        .try_into()
+        .map_err(|_| JoinParseError::Malformed("signature length"))?;
+    let prefix = message
+        .len()
+        .checked_sub(SIGNATURE_LEN)
+        .and_then(|n| message.get(..n))
+        .ok_or(JoinParseError::Malformed("signature length"))?;
+    Ok((Signature::from_bytes(&sig), prefix.to_vec()))
+}
+
+/// The LIVENESS sub-TLV's anchors.
+pub(crate) fn decode_anchors(bytes: &[u8]) -> Result<Vec<LivenessAnchor>, JoinParseError> {
+    bytes
+        .chunks_exact(LivenessAnchor::LEN)
+        .map(|b| LivenessAnchor::decode(b).ok_or(JoinParseError::Malformed("liveness anchor")))
+        .collect()
+}
+
 pub(crate) struct SubFields<'a> {
     pub(crate) slices: &'a [u8],
     pub(crate) epoch: &'a [u8],

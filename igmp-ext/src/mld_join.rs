@@ -6,9 +6,9 @@
 
 use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::join::{
-    sub_type, AllocationEpoch, BuildError, JoinParseError, SliceEntry6, SubFields,
-    EXTENSION_VERSION, MAX_JOIN_SLICES, MAX_LIVENESS_ANCHORS, NONCE_LEN, SIGNATURE_LEN,
-    SLICE_FLAG_EXCLUDE,
+    check_record, decode_anchors, signed_parts, sub_type, AllocationEpoch, BuildError,
+    JoinParseError, SliceEntry6, SubFields, EXTENSION_VERSION, MAX_JOIN_SLICES,
+    MAX_LIVENESS_ANCHORS, NONCE_LEN, SIGNATURE_LEN, SLICE_FLAG_EXCLUDE,
 };
 use crate::liveness::LivenessAnchor;
 use crate::signature;
@@ -360,42 +360,20 @@ impl UnverifiedMldJoin {
                 .try_into()
                 .map_err(|_| JoinParseError::Malformed("nonce length"))?,
             link: decode_link(link.value)?,
-            liveness: fields
-                .liveness
-                .chunks_exact(LivenessAnchor::LEN)
-                .map(|b| {
-                    LivenessAnchor::decode(b).ok_or(JoinParseError::Malformed("liveness anchor"))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
+            liveness: decode_anchors(fields.liveness)?,
         };
-        if !matches!(
+        check_record(
             claims.record_type,
-            RecordType::ModeIsInclude | RecordType::ChangeToIncludeMode
-        ) {
-            return Err(JoinParseError::RecordMismatch(
-                "protected record must be MODE_IS_INCLUDE or CHANGE_TO_INCLUDE",
-            ));
-        }
-        if !record.sources().eq(claims.record_sources()) {
-            return Err(JoinParseError::RecordMismatch(
-                "record sources are not the include slices' base addresses",
-            ));
-        }
-        if claims.entries.is_empty() && claims.record_type != RecordType::ChangeToIncludeMode {
-            return Err(JoinParseError::RecordMismatch(
-                "a leave (no slices) must be CHANGE_TO_INCLUDE",
-            ));
-        }
-        let sig: [u8; SIGNATURE_LEN] = fields
-            .signature
-            .try_into()
-            .map_err(|_| JoinParseError::Malformed("signature length"))?;
-        let msg = packet.as_bytes();
+            record.sources(),
+            claims.record_sources(),
+            claims.entries.is_empty(),
+        )?;
+        let (signature, signed_prefix) = signed_parts(&fields, packet.as_bytes())?;
         Ok(Some(UnverifiedMldJoin {
             claims,
             certificate: fields.certificate.to_vec(),
-            signature: Signature::from_bytes(&sig),
-            signed_prefix: msg[..msg.len() - SIGNATURE_LEN].to_vec(),
+            signature,
+            signed_prefix,
         }))
     }
 
