@@ -460,29 +460,7 @@ impl UnverifiedJoin {
         if packet.report_flags() & REPORT_FLAG_EXTENSION == 0 {
             return Err(JoinParseError::Unsigned);
         }
-        let additional = packet.additional_data();
-        let tlvs = parse_tlvs(additional)
-            .map_err(|_| JoinParseError::Malformed("extension TLVs overrun"))?;
-        let Some(last) = tlvs.last() else {
-            return Err(JoinParseError::Malformed("E flag set but no extension TLV"));
-        };
-        if last.kind != TYPE_EXPERIMENTAL_MANYCAST {
-            return Err(
-                if tlvs.iter().any(|t| t.kind == TYPE_EXPERIMENTAL_MANYCAST) {
-                    JoinParseError::Malformed("Manycast extension is not the last TLV")
-                } else {
-                    JoinParseError::Unsigned
-                },
-            );
-        }
-        let (version, subs) = last
-            .value
-            .split_first()
-            .ok_or(JoinParseError::Malformed("empty extension value"))?;
-        if *version != EXTENSION_VERSION {
-            return Err(JoinParseError::UnsupportedVersion(*version));
-        }
-        let subs = parse_tlvs(subs).map_err(|_| JoinParseError::Malformed("sub-TLVs overrun"))?;
+        let subs = extension_subs(packet.additional_data())?;
         let fields = SubFields::collect(&subs, SLICE_ENTRY_LEN)?;
 
         let entries = decode_entries(fields.slices)?;
@@ -555,6 +533,34 @@ impl UnverifiedJoin {
 
 /// The sub-TLV values, each present exactly once, in order, signature last. Shared with the
 /// MLDv2 join (`crate::mld_join`), whose slice entries are longer.
+/// The sub-TLVs of the Manycast extension in a report's additional data, for IGMPv3 and MLDv2
+/// alike: it must be the last TLV (none at all: unsigned) and of our version.
+pub(crate) fn extension_subs(additional: &[u8]) -> Result<Vec<extension::Tlv<'_>>, JoinParseError> {
+    let tlvs =
+        parse_tlvs(additional).map_err(|_| JoinParseError::Malformed("extension TLVs overrun"))?;
+    let Some(last) = tlvs.last() else {
+        return Err(JoinParseError::Malformed("E flag set but no extension TLV"));
+    };
+    if last.kind != TYPE_EXPERIMENTAL_MANYCAST {
+        return Err(
+            if tlvs.iter().any(|t| t.kind == TYPE_EXPERIMENTAL_MANYCAST) {
+                JoinParseError::Malformed("Manycast extension is not the last TLV")
+            } else {
+                JoinParseError::Unsigned
+            },
+        );
+    }
+    let (version, subs) = last
+        .value
+        .split_first()
+        .ok_or(JoinParseError::Malformed("empty extension value"))?;
+    if *version != EXTENSION_VERSION {
+        return Err(JoinParseError::UnsupportedVersion(*version));
+    }
+    let subs = parse_tlvs(subs).map_err(|_| JoinParseError::Malformed("sub-TLVs overrun"))?;
+    Ok(subs)
+}
+
 /// The checks a protected record must pass against the claims it carries, for IGMPv3 and MLDv2
 /// alike: an include record whose sources are the include slices' base addresses, and a leave
 /// (no slices) only as CHANGE_TO_INCLUDE.

@@ -6,17 +6,15 @@
 
 use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::join::{
-    check_record, decode_anchors, signed_parts, sub_type, AllocationEpoch, BuildError,
-    JoinParseError, SliceEntry6, SubFields, EXTENSION_VERSION, MAX_JOIN_SLICES,
+    check_record, decode_anchors, extension_subs, signed_parts, sub_type, AllocationEpoch,
+    BuildError, JoinParseError, SliceEntry6, SubFields, EXTENSION_VERSION, MAX_JOIN_SLICES,
     MAX_LIVENESS_ANCHORS, NONCE_LEN, SIGNATURE_LEN, SLICE_FLAG_EXCLUDE,
 };
 use crate::liveness::LivenessAnchor;
 use crate::signature;
 use crate::slice::{Slice6, SliceSet6, StepBudget, TooComplex};
 use crate::time::Timestamp;
-use crate::wire::extension::{
-    parse_tlvs, push_tlv, REPORT_FLAG_EXTENSION, TYPE_EXPERIMENTAL_MANYCAST,
-};
+use crate::wire::extension::{push_tlv, REPORT_FLAG_EXTENSION, TYPE_EXPERIMENTAL_MANYCAST};
 use crate::wire::ipv6::{Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
 use crate::wire::mld::{
     fill_checksum, MessageType, MldPacket, MldRepr, ReportRepr, ALL_MLDV2_ROUTERS,
@@ -317,28 +315,7 @@ impl UnverifiedMldJoin {
         if packet.report_flags() & REPORT_FLAG_EXTENSION == 0 {
             return Err(JoinParseError::Unsigned);
         }
-        let tlvs = parse_tlvs(packet.additional_data())
-            .map_err(|_| JoinParseError::Malformed("extension TLVs overrun"))?;
-        let Some(last) = tlvs.last() else {
-            return Err(JoinParseError::Malformed("E flag set but no extension TLV"));
-        };
-        if last.kind != TYPE_EXPERIMENTAL_MANYCAST {
-            return Err(
-                if tlvs.iter().any(|t| t.kind == TYPE_EXPERIMENTAL_MANYCAST) {
-                    JoinParseError::Malformed("Manycast extension is not the last TLV")
-                } else {
-                    JoinParseError::Unsigned
-                },
-            );
-        }
-        let (version, subs) = last
-            .value
-            .split_first()
-            .ok_or(JoinParseError::Malformed("empty extension value"))?;
-        if *version != EXTENSION_VERSION {
-            return Err(JoinParseError::UnsupportedVersion(*version));
-        }
-        let subs = parse_tlvs(subs).map_err(|_| JoinParseError::Malformed("sub-TLVs overrun"))?;
+        let subs = extension_subs(packet.additional_data())?;
         let fields = SubFields::collect(&subs, SLICE6_ENTRY_LEN)?;
         if !fields.standby.is_empty() {
             return Err(JoinParseError::Malformed(
