@@ -214,21 +214,28 @@ mod tests {
         }
     }
 
-    /// Every beacon, through a chain hand-over, proves a later value to a router that knows
-    /// only what the joins said; the next chain is named in joins long before it is needed.
-    #[test]
-    fn beacons_prove_progress_across_a_chain_hand_over() {
+    /// Beacons every 10 ms from 2 s chains, started at 0.
+    fn two_second_chains() -> (impl FnMut() -> u64, Beaconer) {
         let mut random = counter();
         let iv = Duration::from_millis(10);
+        let start = Instant::from_secs(0);
         let mut b = Beaconer::new(
             G,
             MemberId(3),
             iv,
             Duration::from_secs(2),
-            Instant::from_secs(0),
+            start,
             &mut random,
         );
-        b.start(Instant::from_secs(0));
+        b.start(start);
+        (random, b)
+    }
+
+    /// Every beacon, through a chain hand-over, proves a later value to a router that knows
+    /// only what the joins said; the next chain is named in joins long before it is needed.
+    #[test]
+    fn beacons_prove_progress_across_a_chain_hand_over() {
+        let (mut random, mut b) = two_second_chains();
         let mut router: Vec<ChainProgress> = b
             .anchors(Instant::from_secs(0))
             .into_iter()
@@ -300,17 +307,7 @@ mod tests {
     /// stayed dead until the running chain ended, up to half a chain's life (30 s).
     #[test]
     fn a_join_names_the_running_chain_where_it_is_now_beside_the_next() {
-        let mut random = counter();
-        let iv = Duration::from_millis(10);
-        let mut b = Beaconer::new(
-            G,
-            MemberId(3),
-            iv,
-            Duration::from_secs(2),
-            Instant::from_secs(0),
-            &mut random,
-        );
-        b.start(Instant::from_secs(0));
+        let (mut random, mut b) = two_second_chains();
         let (_, order) = b.poll_beacon(Instant::from_millis(1_200), &mut random);
         b.add_next(order.expect("ordered halfway").draw());
         let now = Instant::from_millis(1_500);

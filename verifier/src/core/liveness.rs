@@ -284,7 +284,9 @@ impl Router {
         let elapsed = now.saturating_duration_since(w.paced);
         let expected = (elapsed.as_millis() / w.interval.as_millis().max(1)) as u32;
         let max_gap = expected.saturating_add(4).min(MAX_GAP);
-        let mut refusals = Vec::new();
+        // The last chain's refusal, for the debug log; no allocation on this path (an on-link
+        // host can send beacons as fast as it likes).
+        let mut refused = None;
         let mut gap = 0;
         let advanced = w.chains.iter_mut().any(|p| {
             let last = p.index;
@@ -294,13 +296,13 @@ impl Router {
                     true
                 }
                 Err(e) => {
-                    refusals.push(e);
+                    refused = Some(e);
                     false
                 }
             }
         });
         if !advanced {
-            debug!(%member, ?refusals, "beacon proves no chain the claim names");
+            debug!(%member, ?refused, "beacon proves no chain the claim names");
             return Err("does not prove a later chain value");
         }
         w.heard = w.heard.max(now);
