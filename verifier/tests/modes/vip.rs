@@ -343,6 +343,21 @@ fn kill_verifier(lab: &RouterLab) {
     });
 }
 
+/// Members 1 and 2 join `halves` at `epoch` after a verifier restart; waits until both are
+/// routed and the adopt grace's rewrite has replaced the tables the verifier found.
+fn rejoin_after_grace(lab: &RouterLab, halves: [Slice; 2], epoch: u64) {
+    lab.join(0, &[halves[0]], epoch);
+    lab.join(1, &[halves[1]], epoch);
+    wait_for("both members routed", || {
+        let s = lab.status();
+        s.ownership.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+    });
+    // The kept tables steer until the grace ends, then are rewritten.
+    wait_for("the table rewritten after the grace", || {
+        lab.status().counters.nft_rewrites >= 1
+    });
+}
+
 /// Issue 16, item 5: pins outlive the verifier. A pinned keep-alive connection stays on the
 /// member it started on across a SIGKILL and restart (the new verifier rewrites the whole
 /// fast-path table), and another across SIGTERM with `keep_kernel_state`, while its slice moved
@@ -374,13 +389,7 @@ fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
     // it); the members come back with their halves swapped.
     kill_verifier(&lab);
     lab.start();
-    lab.join(0, &[Slice::new(1, 1)], 2);
-    lab.join(1, &[Slice::new(0, 1)], 2);
-    both(&lab);
-    // The kept table steers until the adopt grace ends, then is rewritten.
-    wait_for("the table rewritten after the grace", || {
-        lab.status().counters.nft_rewrites >= 1
-    });
+    rejoin_after_grace(&lab, [Slice::new(1, 1), Slice::new(0, 1)], 2);
     assert_eq!(
         ask(&mut connect(&lab, even)),
         2,
@@ -397,12 +406,7 @@ fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
     // SIGTERM with keep_kernel_state: the table stays; the next verifier rewrites it.
     assert!(lab.stop().success());
     lab.start();
-    lab.join(0, &[Slice::new(0, 1)], 3);
-    lab.join(1, &[Slice::new(1, 1)], 3);
-    both(&lab);
-    wait_for("the table rewritten after the grace", || {
-        lab.status().counters.nft_rewrites >= 1
-    });
+    rejoin_after_grace(&lab, [Slice::new(0, 1), Slice::new(1, 1)], 3);
     assert_eq!(
         ask(&mut connect(&lab, odd)),
         2,
@@ -454,10 +458,7 @@ fn a_restarted_verifier_keeps_the_vip_table_it_found_until_its_grace_ends() {
     assert_eq!(ask(&mut connect(&lab, even)), 1);
     assert_eq!(lab.status().counters.nft_rewrites, 0, "held, not rewritten");
 
-    lab.join(1, &[Slice::new(1, 1)], 2);
-    wait_for("the table rewritten after the grace", || {
-        lab.status().counters.nft_rewrites >= 1
-    });
+    rejoin_after_grace(&lab, [Slice::new(0, 1), Slice::new(1, 1)], 2);
     assert_eq!(ask(&mut connect(&lab, odd)), 2);
     assert_eq!(ask(&mut connect(&lab, even)), 1);
 }
