@@ -25,6 +25,18 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
 
 /// Datagrams delivered to each member per second (mean over members) and the share its
 /// endpoint accepted (verified and fresh), over `seconds` after the group converged.
+/// p50 and p99 of `v`; `None` when it is empty.
+fn p50_p99(v: &mut [u64]) -> Option<(u64, u64)> {
+    (!v.is_empty()).then(|| (percentile(v, 0.5), percentile(v, 0.99)))
+}
+
+/// Both figures of a [`p50_p99`] for a JSON line: the numbers, or `null`.
+fn json_pair(p: Option<(u64, u64)>) -> (String, String) {
+    p.map_or(("null".into(), "null".into()), |(a, b)| {
+        (a.to_string(), b.to_string())
+    })
+}
+
 fn flat_load(members: u32, seconds: u64) -> (f64, f64) {
     let mut sim = Sim::new(&SimConfig::new(99, members));
     sim.record_all = false;
@@ -97,17 +109,12 @@ fn flat(members: u32, trials: u64) -> Row {
             None => failed += 1,
         }
     }
-    let converge =
-        (!conv.is_empty()).then(|| (percentile(&mut conv, 0.5), percentile(&mut conv, 0.99)));
-    let c = |k: usize| {
-        converge.map_or("null".into(), |p| {
-            if k == 0 { p.0 } else { p.1 }.to_string()
-        })
-    };
+    let converge = p50_p99(&mut conv);
+    let (c50, c99) = json_pair(converge);
     println!(
         "{{\"bench\":\"scale-config\",\"mode\":\"flat\",\"members\":{members},\"recv_per_member_s\":{recv:.1},\"accepted_per_member_s\":{accepted:.1},\"trials\":{trials},\"trials_failed\":{failed},\"converge_p50_ms\":{},\"converge_p99_ms\":{},\"load_wall_s\":{t_load:.1},\"wall_s\":{:.1},\"uptime\":\"{}\"}}",
-        c(0),
-        c(1),
+        c50,
+        c99,
         t0.elapsed().as_secs_f64(),
         uptime()
     );
@@ -160,17 +167,12 @@ fn swim_row(members: u32, trials: u64) -> Row {
             None => failed += 1,
         }
     }
-    let converge =
-        (!conv.is_empty()).then(|| (percentile(&mut conv, 0.5), percentile(&mut conv, 0.99)));
-    let c = |k: usize| {
-        converge.map_or("null".into(), |p| {
-            if k == 0 { p.0 } else { p.1 }.to_string()
-        })
-    };
+    let converge = p50_p99(&mut conv);
+    let (c50, c99) = json_pair(converge);
     println!(
         "{{\"bench\":\"scale-config\",\"mode\":\"swim-foca\",\"members\":{members},\"timing\":\"{timing:?}\",\"recv_per_member_s\":{recv:.1},\"sent_per_member_s\":{sent:.1},\"refused\":{refused},\"steady_false_downs\":{steady_false_downs},\"false_downs_10s_loss5\":{lossy_false_downs},\"falsely_downed_members_10s_loss5\":{lossy_victims},\"trials\":{trials},\"trials_failed\":{failed},\"trial_false_downs\":{false_downs},\"detect_all_p50_ms\":{},\"detect_all_p99_ms\":{},\"load_wall_s\":{t_load:.1},\"wall_s\":{:.1},\"uptime\":\"{}\"}}",
-        c(0),
-        c(1),
+        c50,
+        c99,
         t0.elapsed().as_secs_f64(),
         uptime()
     );
@@ -210,24 +212,19 @@ fn hybrid_row(members: u32, trials: u64) -> Option<(u64, u64)> {
             _ => failed += 1,
         }
     }
-    let p = |v: &mut Vec<u64>, q: f64| {
-        if v.is_empty() {
-            "null".to_string()
-        } else {
-            percentile(v, q).to_string()
-        }
-    };
+    let (d50, d99) = json_pair(p50_p99(&mut det));
+    let converge = p50_p99(&mut conv);
+    let (c50, c99) = json_pair(converge);
     println!(
         "{{\"bench\":\"scale-config\",\"mode\":\"hybrid-foca-detect-today-agreement\",\"members\":{members},\"endpoint_heartbeat_ms\":{hb},\"swim_recv_per_member_s\":{swim_load:.1},\"endpoint_recv_per_member_s\":{ep_load:.1},\"trials\":{trials},\"trials_failed\":{failed},\"violations\":{violations},\"detect_all_p50_ms\":{},\"detect_all_p99_ms\":{},\"converge_p50_ms\":{},\"converge_p99_ms\":{},\"wall_s\":{:.1},\"uptime\":\"{}\"}}",
-        p(&mut det, 0.5),
-        p(&mut det, 0.99),
-        p(&mut conv, 0.5),
-        p(&mut conv, 0.99),
+        d50,
+        d99,
+        c50,
+        c99,
         t0.elapsed().as_secs_f64(),
         uptime()
     );
-    (failed == 0 && violations == 0 && !conv.is_empty())
-        .then(|| (percentile(&mut conv, 0.5), percentile(&mut conv, 0.99)))
+    converge.filter(|_| failed == 0 && violations == 0)
 }
 
 /// `SCALE_SWIM_TIMING=probe,rtt,suspect,gossip` (ms) overrides [`SwimTiming::fast`].
