@@ -3,6 +3,7 @@
 
 mod attack;
 mod bad_input;
+mod group_size;
 mod harness;
 mod netns;
 mod requests;

@@ -222,6 +222,11 @@ impl Snapshot {
             "Times most peers refused our control messages as untimely (our wall clock off theirs beyond the timeliness window).",
             self.control.clock_untimely,
         );
+        m.counter(
+            "control_unsendable_total",
+            "Control messages not sent because they do not fit one datagram (a flat group too large).",
+            self.control.unsendable,
+        );
         m.counter_family(
             "control_dropped_total",
             "Control messages dropped, by reason.",

@@ -97,6 +97,8 @@ pub struct Counters {
     /// Times this member found that most of its peers refuse its messages as untimely (its
     /// wall clock is off theirs by more than the timeliness window).
     pub clock_untimely: u64,
+    /// Messages not sent because they do not fit one datagram ([`super::Event::Unsendable`]).
+    pub unsendable: u64,
 }
 
 impl Counters {

@@ -1,9 +1,12 @@
 //! What the endpoint tells its application: [`Event`]s, and the outcome of an operator request
 //! at this member ([`RequestOutcome`], [`RequestRefusal`]). Plain data; no protocol logic.
 
-use crate::wire::{EpochId, NackReason, RequestAction};
+use crate::wire::{EpochId, MessageType, NackReason, RequestAction};
 use core::net::SocketAddrV4;
 use igmp_ext::{MemberId, SliceSet};
+
+/// How often an [`Event::Unsendable`] is repeated for one message type while it lasts.
+pub const UNSENDABLE_REPORT_EVERY: core::time::Duration = core::time::Duration::from_secs(10);
 
 /// What the application learns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,15 @@ pub enum Event {
     ClockUntimely {
         offset_ms: i64,
         refused_by: usize,
+    },
+    /// A message this member had to send does not fit one datagram ([`crate::wire::MAX_DATAGRAM`])
+    /// and was not sent: in a flat group of a few hundred members a heartbeat lists more peers
+    /// than fit, and a proposal more members, so the group stops working. Reported at most once
+    /// per message type every [`UNSENDABLE_REPORT_EVERY`] while it lasts; counted every time.
+    Unsendable {
+        message: MessageType,
+        /// Peers this member knows of when it happened.
+        peers: usize,
     },
     /// This member's wall clock is within the timeliness window of most peers' again.
     ClockTimely {

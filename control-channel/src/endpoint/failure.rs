@@ -4,7 +4,7 @@
 
 use super::{ms, Destination, Endpoint, Event, MAX_ADVERT_QUERIES};
 use crate::time::{Clock, Instant};
-use crate::wire::{EpochId, Heartbeat, Message, StateQuery, StateSubject};
+use crate::wire::{EncodeError, EpochId, Heartbeat, Message, StateQuery, StateSubject};
 use igmp_ext::MemberId;
 
 /// Indirect evidence about a member counts only while this member heard it directly within
@@ -133,8 +133,9 @@ impl Endpoint {
             digest,
             load: self.load.clone(),
         });
-        if !self.send(now, Destination::Group, &m) {
-            // Too many load entries for one datagram: send liveness without them.
+        if let Err(EncodeError::TooLarge) = self.try_send(now, Destination::Group, &m) {
+            // Too many load entries for one datagram: send liveness without them (and report
+            // it if even that does not fit).
             let Message::Heartbeat(mut hb) = m else {
                 return;
             };

@@ -24,7 +24,7 @@ mod sending;
 mod transfer;
 
 pub use counters::{Counters, DropReason};
-pub use event::{Event, RequestOutcome, RequestRefusal};
+pub use event::{Event, RequestOutcome, RequestRefusal, UNSENDABLE_REPORT_EVERY};
 pub use proposal::{
     move_units, proposal_digest, proposal_for, validate_proposal, CommittedAllocation, MAX_MEMBERS,
     NO_OWNER,
@@ -265,6 +265,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
+    /// When each message type was last reported unsendable (too large for a datagram).
+    unsendable_reported: Vec<(crate::wire::MessageType, Instant)>,
     /// Simulator only (feature `sim`): members an outside failure detector declared down
     /// ([`Endpoint::sim_external_down`]); no daemon is built with it.
     #[cfg(feature = "sim")]
@@ -317,6 +319,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            unsendable_reported: Vec::new(),
             #[cfg(feature = "sim")]
             external_down: BTreeSet::new(),
             config,

@@ -2,9 +2,9 @@
 //! signature, the rule that a member that left sends nothing but transfers, and where a message
 //! to one member goes (its direct path, else where it speaks from, else the group).
 
-use super::{Destination, Endpoint, Transmit};
-use crate::time::Clock;
-use crate::wire::{Header, Message, Nack, NackReason};
+use super::{ms, Destination, Endpoint, Event, Transmit, UNSENDABLE_REPORT_EVERY};
+use crate::time::{Clock, Instant};
+use crate::wire::{EncodeError, Header, Message, MessageType, Nack, NackReason};
 use core::net::SocketAddr;
 use igmp_ext::MemberId;
 
@@ -21,6 +21,24 @@ impl Endpoint {
     }
 
     pub(super) fn send(&mut self, now: Clock, destination: Destination, m: &Message) -> bool {
+        match self.try_send(now, destination, m) {
+            Ok(sent) => sent,
+            Err(EncodeError::TooLarge) => {
+                self.report_unsendable(now, m.message_type());
+                false
+            }
+            Err(EncodeError::Serialize) => false,
+        }
+    }
+
+    /// Like [`Endpoint::send`], for a caller with a smaller message to fall back on: a message
+    /// too large for a datagram is neither sent nor reported. `Ok(false)`: not allowed now.
+    pub(super) fn try_send(
+        &mut self,
+        now: Clock,
+        destination: Destination,
+        m: &Message,
+    ) -> Result<bool, EncodeError> {
         // After leaving, any message would count as a sign of life and bring this member back
         // into its peers' views; only running transfers may finish.
         let allowed_after_leave = matches!(
@@ -28,20 +46,37 @@ impl Endpoint {
             Message::Leave(_) | Message::StateChunk(_) | Message::StateAck(_)
         );
         if self.left && !allowed_after_leave {
-            return false;
+            return Ok(false);
         }
         let header = self.header(now);
-        match m.encode_signed(&header, &self.identity.key) {
-            Ok(payload) => {
-                self.counters.sent += 1;
-                self.transmits.push_back(Transmit {
-                    destination,
-                    payload,
-                });
-                true
-            }
-            Err(_) => false,
+        let payload = m.encode_signed(&header, &self.identity.key)?;
+        self.counters.sent += 1;
+        self.transmits.push_back(Transmit {
+            destination,
+            payload,
+        });
+        Ok(true)
+    }
+
+    /// A message that had to go out does not fit a datagram: counted every time, reported to
+    /// the application once per type every [`UNSENDABLE_REPORT_EVERY`], so that a group grown
+    /// past what one datagram can describe says so instead of going silent.
+    fn report_unsendable(&mut self, now: Clock, message: MessageType) {
+        self.counters.unsendable += 1;
+        let due = |at: Instant| now.mono.0.saturating_sub(at.0) >= ms(UNSENDABLE_REPORT_EVERY);
+        match self
+            .unsendable_reported
+            .iter_mut()
+            .find(|(t, _)| *t == message)
+        {
+            Some((_, at)) if !due(*at) => return,
+            Some((_, at)) => *at = now.mono,
+            None => self.unsendable_reported.push((message, now.mono)),
         }
+        self.events.push_back(Event::Unsendable {
+            message,
+            peers: self.peers.len(),
+        });
     }
 
     pub(super) fn destination_of(&self, member: MemberId) -> Destination {

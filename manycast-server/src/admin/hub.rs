@@ -31,6 +31,10 @@ pub fn admin_event(at: Timestamp, e: &Event) -> Option<AdminEvent> {
             "clock-timely",
             format!("our wall clock is within the timeliness window again ({offset_ms} ms off our peers')"),
         ),
+        Event::Unsendable { message, peers } => (
+            "control-unsendable",
+            format!("a {message:?} does not fit one datagram and was not sent ({peers} peers known)"),
+        ),
         Event::Committed { id, slices, .. } => (
             "committed",
             format!("committed {id}: {} slices here", slices.len()),

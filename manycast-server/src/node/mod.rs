@@ -36,7 +36,7 @@ use igmp_ext::{AllocationEpoch, Clock, Instant, MemberId, SliceEntry, SliceSet, 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What the node needs of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,6 +417,11 @@ impl Node {
                     });
                 }
             }
+            Event::Unsendable { message, peers } => error!(
+                ?message,
+                peers,
+                "a control message does not fit one datagram and was not sent: a flat control group stops working at a few hundred members (heartbeats list every peer, proposals every member); split the cluster into sites"
+            ),
             other => debug!(?other, "control event"),
         }
     }
