@@ -10,6 +10,8 @@
 //! `SCALE_SIZES=8,100` (default) picks the flat group sizes, `SCALE_TRIALS` the crash trials
 //! per size (default 5).
 
+use control_channel::sim::hierarchy::Hierarchy;
+use control_channel::sim::hybrid;
 use control_channel::sim::swim::{self, SwimSim, SwimTiming};
 use control_channel::sim::{NetConfig, Rng, Sim, SimConfig};
 use std::time::{Duration, Instant};
@@ -190,14 +192,11 @@ fn swim_row(members: u32, trials: u64) -> Row {
 fn hybrid_row(members: u32, trials: u64) -> Option<(u64, u64)> {
     let t0 = Instant::now();
     let timing = swim_timing();
-    let hb: u64 = std::env::var("SCALE_HYBRID_HEARTBEAT_MS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let hb = hybrid_heartbeat_ms();
     let (mut det, mut conv) = (Vec::new(), Vec::new());
     let (mut swim_load, mut ep_load, mut failed, mut violations) = (0.0, 0.0, 0, 0);
     for seed in 0..trials {
-        let o = swim::hybrid_crash_trial(3000 + seed, members, timing, Duration::from_millis(hb));
+        let o = hybrid::hybrid_crash_trial(3000 + seed, members, timing, Duration::from_millis(hb));
         violations += o.violations.len();
         swim_load += o.swim_recv_per_member_s / trials as f64;
         ep_load += o.endpoint_recv_per_member_s / trials as f64;
@@ -225,6 +224,97 @@ fn hybrid_row(members: u32, trials: u64) -> Option<(u64, u64)> {
         uptime()
     );
     converge.filter(|_| failed == 0 && violations == 0)
+}
+
+/// What the hierarchy run measured: member-crash and site-loss convergence, and the load.
+struct HierarchyRow {
+    members: u32,
+    converge: Option<(u64, u64)>,
+    site_loss: Option<(u64, u64)>,
+    recv_mean: f64,
+    recv_max: f64,
+    failed: usize,
+}
+
+/// `sites` sites of `per_site` members (foca detection, today's agreement, endpoint
+/// heartbeats every `SCALE_HYBRID_HEARTBEAT_MS`), `agents` of each in the upper group
+/// (`sim::hierarchy`): two seconds of load, then `trials` member crashes (round robin over
+/// the sites) and site losses of all sites but two, one after the other in one run.
+fn hierarchy_row(sites: u32, per_site: u32, agents: u32, trials: u64) -> HierarchyRow {
+    let t0 = Instant::now();
+    let hb = hybrid_heartbeat_ms();
+    let mut h = Hierarchy::new(
+        4000,
+        sites,
+        per_site,
+        agents,
+        swim_timing(),
+        Duration::from_millis(hb),
+    );
+    let mut row = HierarchyRow {
+        members: sites * per_site,
+        converge: None,
+        site_loss: None,
+        recv_mean: 0.0,
+        recv_max: 0.0,
+        failed: 0,
+    };
+    if !h.converge(20_000) {
+        eprintln!("scale: hierarchy {sites}x{per_site}: no convergence at start");
+        row.failed += 1;
+        return row;
+    }
+    h.run_for(1000);
+    let load = h.load(2000);
+    row.recv_mean = load.mean;
+    row.recv_max = load.max;
+    let mut rng = Rng::new(41);
+    let mut crash = Vec::new();
+    for t in 0..trials {
+        match h.member_crash(&mut rng, (t % u64::from(sites)) as usize, 5000) {
+            Ok(ms) => crash.push(ms),
+            Err(e) => {
+                eprintln!("scale: hierarchy member crash {t}: {e}");
+                row.failed += 1;
+            }
+        }
+    }
+    let mut loss = Vec::new();
+    for site in 2..sites as usize {
+        match h.site_loss(site, 5000) {
+            Ok(ms) => loss.push(ms),
+            Err(e) => {
+                eprintln!("scale: hierarchy site loss {site}: {e}");
+                row.failed += 1;
+            }
+        }
+    }
+    row.converge = p50_p99(&mut crash);
+    row.site_loss = p50_p99(&mut loss);
+    let (c50, c99) = json_pair(row.converge);
+    let (l50, l99) = json_pair(row.site_loss);
+    println!(
+        "{{\"bench\":\"scale-config\",\"mode\":\"hierarchy-foca-detect-today-agreement\",\"sites\":{sites},\"members_per_site\":{per_site},\"agents_per_site\":{agents},\"endpoint_heartbeat_ms\":{hb},\"recv_per_member_s_mean\":{:.1},\"recv_per_member_s_max\":{:.1},\"site_endpoint_recv_s\":{:.1},\"site_swim_recv_s\":{:.1},\"upper_endpoint_recv_s\":{:.1},\"upper_swim_recv_s\":{:.1},\"member_crashes\":{},\"site_losses\":{},\"failed\":{},\"converge_p50_ms\":{c50},\"converge_p99_ms\":{c99},\"site_loss_p50_ms\":{l50},\"site_loss_p99_ms\":{l99},\"wall_s\":{:.1},\"uptime\":\"{}\"}}",
+        load.mean,
+        load.max,
+        load.site_endpoint,
+        load.site_swim,
+        load.upper_endpoint,
+        load.upper_swim,
+        crash.len(),
+        loss.len(),
+        row.failed,
+        t0.elapsed().as_secs_f64(),
+        uptime()
+    );
+    row
+}
+
+fn hybrid_heartbeat_ms() -> u64 {
+    std::env::var("SCALE_HYBRID_HEARTBEAT_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
 }
 
 /// `SCALE_SWIM_TIMING=probe,rtt,suspect,gossip` (ms) overrides [`SwimTiming::fast`].
@@ -270,9 +360,11 @@ fn main() {
         keys.push(format!("\"sim_recv_per_member_s_8\":{:.1}", r.recv));
     }
     if let Some(r) = rows.iter().find(|r| r.members == 1000) {
-        keys.push(format!("\"sim_recv_per_member_s_1000\":{:.1}", r.recv));
+        // Today's flat group of the hierarchy's size, beside it (it stops fitting a datagram
+        // at a few hundred members, NOTES.md "Scale").
+        keys.push(format!("\"flat_recv_per_member_s_1000\":{:.1}", r.recv));
         if let (Some(c), 0) = (r.converge, r.failed) {
-            keys.push(format!("\"sim_converge_p99_ms\":{}", c.1));
+            keys.push(format!("\"flat_converge_p99_ms_1000\":{}", c.1));
         }
     }
     let hybrid_sizes: Vec<u32> = std::env::var("SCALE_HYBRID_SIZES")
@@ -286,6 +378,35 @@ fn main() {
             // group, no site loss), so under its own name.
             keys.push(format!("\"hybrid_converge_p99_ms_{n}\":{}", c.1));
         }
+    }
+    // `SCALE_HIERARCHY=sites x members x agents`, default 10x100x2; empty: not run.
+    let hierarchy = std::env::var("SCALE_HIERARCHY").unwrap_or_else(|_| "10x100x2".into());
+    let shape: Vec<u32> = hierarchy
+        .split('x')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    if let [sites, per_site, agents] = shape[..] {
+        let r = hierarchy_row(sites, per_site, agents, trials.max(u64::from(sites)));
+        let n = r.members;
+        if r.failed == 0 {
+            // The keys name the 10 x 100 shape; another shape keeps its size.
+            let suffix = if n == 1000 {
+                String::new()
+            } else {
+                format!("_{n}")
+            };
+            if let Some(c) = r.converge {
+                keys.push(format!("\"sim_converge_p99_ms{suffix}\":{}", c.1));
+            }
+            if let Some(l) = r.site_loss {
+                keys.push(format!("\"sim_site_loss_p99_ms{suffix}\":{}", l.1));
+            }
+        }
+        keys.push(format!("\"sim_recv_per_member_s_{n}\":{:.1}", r.recv_mean));
+        keys.push(format!(
+            "\"sim_recv_per_member_s_{n}_max\":{:.1}",
+            r.recv_max
+        ));
     }
     if let Some(r) = swim_rows.iter().find(|r| r.members == 1000) {
         // Detection only (no proposals, commits or heartbeats): not the figure, so

@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 pub mod attack;
 #[cfg(feature = "swim")]
+pub mod hierarchy;
+#[cfg(feature = "swim")]
+pub mod hybrid;
+#[cfg(feature = "swim")]
 pub mod swim;
 
 /// splitmix64: tiny, seedable, good enough for fault injection, no dependency.

@@ -2,7 +2,10 @@
 //! detects a crash, its datagrams are authenticated, runs are deterministic, and its downs
 //! drive today's agreement through `Endpoint::sim_external_down`.
 
+use control_channel::sim::hierarchy::Hierarchy;
+use control_channel::sim::hybrid;
 use control_channel::sim::swim::{self, SwimSim, SwimTiming};
+use control_channel::sim::Rng;
 use std::time::Duration;
 
 #[test]
@@ -60,7 +63,7 @@ fn tampered_replayed_and_impostor_datagrams_are_refused() {
 
 #[test]
 fn foca_downs_drive_todays_agreement_to_an_allocation_without_the_crashed_member() {
-    let o = swim::hybrid_crash_trial(21, 4, SwimTiming::fast(), Duration::from_millis(500));
+    let o = hybrid::hybrid_crash_trial(21, 4, SwimTiming::fast(), Duration::from_millis(500));
     assert!(o.violations.is_empty(), "{:?}", o.violations);
     assert!(
         o.detect_ms.is_some(),
@@ -70,4 +73,26 @@ fn foca_downs_drive_todays_agreement_to_an_allocation_without_the_crashed_member
         o.converge_ms.is_some(),
         "no allocation without the crashed member"
     );
+}
+
+/// Three sites of five members, two agents each in an upper group of six (issue 14 item 4):
+/// a member crash is settled inside its site and nowhere else; a lost site leaves the upper
+/// group's allocation.
+#[test]
+fn a_member_crash_stays_in_its_site_and_a_lost_site_leaves_the_upper_group() {
+    let mut h = Hierarchy::new(7, 3, 5, 2, SwimTiming::fast(), Duration::from_millis(500));
+    assert!(h.converge(10_000), "every group reaches an allocation");
+    h.run_for(300);
+    let load = h.load(1000);
+    assert!(
+        load.max > load.mean && load.upper_swim > 0.0,
+        "an agent carries its site's and the upper group's load: {load:?}"
+    );
+    let mut rng = Rng::new(3);
+    h.member_crash(&mut rng, 1, 3000)
+        .expect("the site commits without its crashed member, the others commit nothing");
+    assert_eq!(h.sites[1].sim().running().len(), 4);
+    h.site_loss(2, 3000)
+        .expect("the upper group commits without the lost site's agents");
+    assert_eq!(h.upper.sim().running().len(), 4);
 }
