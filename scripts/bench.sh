@@ -35,8 +35,9 @@ declare -A benches=(
   # four servers vs the same wrk straight at them, keep-alive and one request per connection.
   [http]="http"
   # Needs root and FRR (issue 14): two verifier routers behind an upstream ECMP router, silent
-  # router failures (TRIALS, default 20; BFD_MS, default 50) and the same-owner share.
-  [topology]="cargo bench --quiet -p manycast-server --bench topology"
+  # router failures (TRIALS, default 20; BFD_MS, default 50) and the same-owner share; then the
+  # simulator's 10 x 100 hierarchy beside a flat group of 8 (the scale bench, ~10 minutes).
+  [topology]="topology"
 )
 
 # Merges JSON lines (later keys win) into one line named NAME, the keys ORDER (space-separated)
@@ -90,6 +91,18 @@ attack() {
   insider=$(shown cargo bench --quiet -p manycast-server --bench insider)
   merge attack "flood_pps flood_served flood_claims_lost legit_join_p99_ms verifier_cpu \
 insider_units_lost revoke_ms" "$flood" "$insider"
+}
+
+# The redundant routers in the lab (manycast-server's topology bench) and the simulator's
+# hierarchy of 10 sites x 100 members with a flat group of 8 as the baseline (the scale bench),
+# as one JSON line in target/bench/topology.json.
+topology() {
+  local lab sim
+  lab=$(shown cargo bench --quiet -p manycast-server --bench topology)
+  sim=$(SCALE_SIZES=8 SCALE_SWIM_SIZES= SCALE_HYBRID_SIZES= SCALE_HIERARCHY=10x100x2 \
+    shown cargo bench --quiet -p control-channel --bench scale)
+  merge topology "router_failover_p50_ms router_failover_p99_ms site_failover_p99_ms same_owner \
+sim_converge_p99_ms sim_recv_per_member_s_8 sim_recv_per_member_s_1000" "$lab" "$sim"
 }
 
 reallocate() {
