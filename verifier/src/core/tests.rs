@@ -44,6 +44,7 @@ pub(super) fn config() -> RouterConfig {
         vips: Vec::new(),
         liveness: Default::default(),
         announce: Default::default(),
+        control_groups: Vec::new(),
     }
 }
 
