@@ -82,8 +82,8 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{at, config, setup, Lab, S1, S2};
-    use igmp_ext::Slice;
     use super::*;
+    use igmp_ext::Slice;
 
     fn control_lab() -> Lab {
         let mut c = config();
@@ -142,8 +142,9 @@ mod tests {
         assert_eq!(lab.router.control.members().count(), 1);
         let group = lab.fixture.group;
         let mut keys = lab.fixture.group_keys();
-        keys.revoked_members
-            .push(igmp_ext::KeyId::of(&lab.fixture.members[0].key.verifying_key()));
+        keys.revoked_members.push(igmp_ext::KeyId::of(
+            &lab.fixture.members[0].key.verifying_key(),
+        ));
         lab.keys.insert(group, std::sync::Arc::new(keys));
         let keys = lab.keys.clone();
         lab.router.handle_keys(at(2), &keys);
