@@ -26,7 +26,21 @@ pub struct Status {
     /// §10.6); empty unless `[announce]` is enabled.
     #[serde(default)]
     pub announced: Vec<std::net::Ipv4Addr>,
+    /// Verified members of the routed control groups, which the control table carries
+    /// (SPEC.md §10.7).
+    #[serde(default)]
+    pub control: Vec<ControlRow>,
     pub counters: Counters,
+}
+
+/// A control group member: where its shared join came from, and how long it holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControlRow {
+    pub group: String,
+    pub member: u32,
+    pub interface: String,
+    pub sender: String,
+    pub expires_in_ms: u64,
 }
 
 /// Native mode on the nft data plane: `values` of the group's map (`ip saddr & mask`) steer to

@@ -5,7 +5,9 @@ use super::{Native, Observed, Router};
 use crate::admission::Limited;
 use crate::plan::MfcSpec;
 use crate::plan::Target;
-use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
+use crate::status::{
+    ControlRow, Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status,
+};
 use igmp_ext::{Clock, Timestamp};
 
 impl Router {
@@ -103,7 +105,19 @@ impl Router {
         let counters = &observed.native_counters;
         let s = &self.stats;
         let a = self.admission.stats();
+        let control = self
+            .control
+            .members()
+            .map(|(group, member, c)| ControlRow {
+                group: group.to_string(),
+                member: member.0,
+                interface: self.ifname(c.ifindex),
+                sender: c.sender.to_string(),
+                expires_in_ms: c.expires.saturating_duration_since(now.mono).as_millis() as u64,
+            })
+            .collect();
         Status {
+            control,
             interfaces: self
                 .interfaces
                 .iter()
