@@ -74,7 +74,10 @@ impl Counts<'_> {
 
     /// Test datagrams from `src` that reached the far member's link.
     fn far(&self, src: Ipv4Addr) -> u64 {
-        counted(&nft(self.far, "list chain ip count pre"), &format!("saddr {src}"))
+        counted(
+            &nft(self.far, "list chain ip count pre"),
+            &format!("saddr {src}"),
+        )
     }
 }
 
@@ -109,7 +112,11 @@ fn members_on_two_subnets_coordinate_through_the_verifier_and_only_they_are_carr
     lab.addr(&srv1, "m0", &format!("{M1}/24"));
     lab.addr(&srv2, "m0", &format!("{M2}/24"));
     lab.addr(&intruder, "x0", &format!("{INTRUDER}/24"));
-    for (ns, gw) in [(&srv1, "10.0.1.1"), (&srv2, "10.0.2.1"), (&intruder, "10.0.1.1")] {
+    for (ns, gw) in [
+        (&srv1, "10.0.1.1"),
+        (&srv2, "10.0.2.1"),
+        (&intruder, "10.0.1.1"),
+    ] {
         lab.route_default(ns, gw);
     }
     lab.router_forwarding(&router, &["c0", "s1", "s2"]);
@@ -118,7 +125,7 @@ fn members_on_two_subnets_coordinate_through_the_verifier_and_only_they_are_carr
         "add table ip count\n\
          add chain ip count pre {{ type filter hook prerouting priority -300; policy accept; }}\n\
          add rule ip count pre ip daddr {CONTROL} ip saddr {INTRUDER} counter\n\
-         add rule ip count pre ip daddr {CONTROL} udp dport {MARK_PORT} ip saddr {M1} counter\n"
+         add rule ip count pre ip daddr {CONTROL} udp dport {MARK_PORT} ip saddr {M1} ip ttl 1 counter\n"
     );
     let file = lab.dir.path().join("count.nft");
     std::fs::write(&file, counter).expect("count.nft");
@@ -173,9 +180,12 @@ fn members_on_two_subnets_coordinate_through_the_verifier_and_only_they_are_carr
         router: &router,
         far: &srv2,
     };
-    // A member's datagrams are carried (the check that the far count counts).
+    // A member's datagrams are carried (the check that the far count counts), as they were
+    // sent: `dup` copies the frame before routing, so TTL 1 arrives as TTL 1.
     send(&srv1, M1, 1, 20);
-    wait_for("member 1's datagrams reach subnet 2", || counts.far(M1) >= 20);
+    wait_for("member 1's datagrams reach subnet 2", || {
+        counts.far(M1) >= 20
+    });
 
     // The intruder, on member 1's link, without a verified join: refused at the router, with
     // TTL 1 and with TTL 64 alike, and none reaches subnet 2.
@@ -189,14 +199,19 @@ fn members_on_two_subnets_coordinate_through_the_verifier_and_only_they_are_carr
 
     // Member 1 stops: its signed leave ends its membership, and its address is carried no more.
     assert!(lab.terminate("m1").success(), "{}", lab.logs());
-    wait_for("the verifier dropped member 1 from the control group", || {
-        verifier_status(&socket).is_some_and(|s| s.control.iter().all(|r| r.member != 1))
-    });
+    wait_for(
+        "the verifier dropped member 1 from the control group",
+        || verifier_status(&socket).is_some_and(|s| s.control.iter().all(|r| r.member != 1)),
+    );
     let carried = counts.far(M1);
     let refused = counts.refused();
     send(&srv1, M1, 1, 20);
     wait_for("the router refused the left member's 20 datagrams", || {
         counts.refused() >= refused + 20
     });
-    assert_eq!(counts.far(M1), carried, "a member that left was still carried");
+    assert_eq!(
+        counts.far(M1),
+        carried,
+        "a member that left was still carried"
+    );
 }

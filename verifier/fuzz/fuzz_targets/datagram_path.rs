@@ -64,6 +64,7 @@ fn router() -> Router {
         adopted_vifs: Vec::new(),
         mfc_entries: Vec::new(),
         netdev_table_left: false,
+        control_table_left: false,
         vip_table_left: false,
         allmulti: Vec::new(),
     };

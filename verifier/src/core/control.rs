@@ -7,9 +7,11 @@ use crate::plan::control::{ControlMember, ControlPlane};
 use igmp_ext::verify::VerifiedJoin;
 
 /// The control plane for `config`'s control groups on `interfaces`; their joins are shared.
+/// A table an earlier verifier `left` keeps carrying until the adopt grace ends.
 pub(super) fn plane(
     config: &RouterConfig,
     interfaces: &[Interface],
+    left: bool,
     verifier: &mut JoinVerifier,
 ) -> ControlPlane {
     verifier.set_shared(config.control_groups.clone());
@@ -17,7 +19,7 @@ pub(super) fn plane(
         .iter()
         .map(|i| (i.ifindex, i.name.clone()))
         .collect();
-    ControlPlane::new(config.control_groups.clone(), devices)
+    ControlPlane::new(config.control_groups.clone(), devices).holding(left)
 }
 
 impl Router {
@@ -50,6 +52,9 @@ impl Router {
         let mut ops = Vec::new();
         for (group, member) in self.control.drop_where(clock.mono, |_| false, &mut ops) {
             info!(%group, %member, "control group member expired");
+        }
+        if self.adopt_until.is_none() {
+            self.control.release();
         }
         self.control.tick(&mut ops);
         self.push_ops(ops);
@@ -149,5 +154,30 @@ mod tests {
         let keys = lab.keys.clone();
         lab.router.handle_keys(at(2), &keys);
         assert_eq!(lab.router.control.members().count(), 0);
+    }
+
+    /// A table an earlier verifier left (`keep_kernel_state`, or SIGKILL) keeps carrying its
+    /// members through the adopt grace: a restart does not cut the control group between
+    /// subnets while members answer the startup queries.
+    #[test]
+    fn a_left_table_carries_on_until_the_adopt_grace_ends() {
+        let mut c = config();
+        c.control_groups = vec![igmp_ext::fixtures::Fixture::new(2).group];
+        let mut left = setup(NativeDataplane::Nft);
+        left.control_table_left = true;
+        let mut lab = Lab::new(c, left);
+        lab.router.handle_timeout(at(0));
+        lab.join(at(1), 0, &[Slice::ALL], 1, S1);
+        lab.router.handle_timeout(at(2));
+        assert!(control_texts(&mut lab).is_empty(), "held through the grace");
+        lab.router.handle_timeout(at(3));
+        let texts = control_texts(&mut lab);
+        let a0 = lab.fixture.members[0].addr;
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        assert!(
+            texts[0].contains(&format!("\"s1\" . {a0} : jump")),
+            "{}",
+            texts[0]
+        );
     }
 }

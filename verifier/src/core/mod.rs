@@ -175,6 +175,8 @@ pub struct KernelSetup {
     pub netdev_table_left: bool,
     /// Whether an earlier verifier left the VIP table.
     pub vip_table_left: bool,
+    /// Whether an earlier verifier left the control groups' table.
+    pub control_table_left: bool,
     /// Interfaces whose allmulticast flag is ours to turn off at a clean shutdown.
     pub allmulti: Vec<String>,
 }
@@ -272,7 +274,8 @@ impl Router {
         let clock: Clock = now.into();
         let now = timers(clock);
         let mut verifier = JoinVerifier::new(config.verifier.clone(), setup.links);
-        let control = control::plane(&config, &setup.interfaces, &mut verifier);
+        let left = setup.control_table_left;
+        let control = control::plane(&config, &setup.interfaces, left, &mut verifier);
         let mut querier = Querier::new(config.querier.clone());
         let mut vifs = VifTable::default();
         for i in &setup.interfaces {

@@ -52,6 +52,9 @@ pub struct ControlPlane {
     /// A write failed: the next tick rewrites the table.
     retry: bool,
     written: bool,
+    /// An earlier verifier's table is left as it is (it carries the members it knew) until
+    /// [`ControlPlane::release`]: the members heard meanwhile are written then, whole.
+    holding: bool,
 }
 
 impl ControlPlane {
@@ -61,6 +64,17 @@ impl ControlPlane {
             devices,
             ..Default::default()
         }
+    }
+
+    /// Holds an earlier verifier's table (`left`) until [`ControlPlane::release`].
+    pub fn holding(mut self, left: bool) -> Self {
+        self.holding = left;
+        self
+    }
+
+    /// The adopt grace ended: the next tick writes the table.
+    pub fn release(&mut self) {
+        self.holding = false;
     }
 
     /// Whether `group` is a control group this verifier routes.
@@ -129,7 +143,7 @@ impl ControlPlane {
     /// The first write (the table with no members yet, which replaces one an earlier
     /// verifier left) and the retry of a failed one.
     pub fn tick(&mut self, out: &mut Vec<DataplaneOp>) {
-        if !self.groups.is_empty() && (!self.written || self.retry) {
+        if !self.groups.is_empty() && !self.holding && (!self.written || self.retry) {
             self.retry = false;
             self.kernel = None;
             self.plan(out);
@@ -165,6 +179,9 @@ impl ControlPlane {
     }
 
     fn plan(&mut self, out: &mut Vec<DataplaneOp>) {
+        if self.holding {
+            return;
+        }
         let to = self.layout();
         let batch = match &self.kernel {
             Some(from) if shape(from) == shape(&to) => {
@@ -419,6 +436,22 @@ mod tests {
         ops.clear();
         p.withdraw(&mut ops);
         assert_eq!(ops, vec![DataplaneOp::DeleteControlTable]);
+    }
+
+    #[test]
+    fn a_left_table_is_held_until_release_then_written_whole_with_the_members_heard() {
+        let mut p = plane().holding(true);
+        let mut ops = Vec::new();
+        p.tick(&mut ops);
+        p.join(G, MemberId(1), member(1, 2, 1000), &mut ops);
+        p.drop_where(Instant(0), |_| false, &mut ops);
+        assert!(ops.is_empty(), "{ops:?}");
+        p.withdraw(&mut ops);
+        assert!(ops.is_empty(), "not ours to remove yet");
+        p.release();
+        p.tick(&mut ops);
+        let t = text(&ops);
+        assert!(t[0].0 && t[0].1.contains("10.0.1.2"), "{t:?}");
     }
 
     #[test]
