@@ -201,6 +201,7 @@ impl Rejection {
 pub struct VerifiedJoin {
     member: MemberId,
     member_key: KeyId,
+    issuer: KeyId,
     group: Ipv4Addr,
     sender: Ipv4Addr,
     ifindex: u32,
@@ -216,6 +217,10 @@ impl VerifiedJoin {
     }
     pub fn member_key(&self) -> KeyId {
         self.member_key
+    }
+    /// The group key that signed the member's certificate.
+    pub fn issuer(&self) -> KeyId {
+        self.issuer
     }
     pub fn group(&self) -> Ipv4Addr {
         self.group

@@ -193,6 +193,7 @@ impl JoinVerifier {
             join: VerifiedJoin {
                 member,
                 member_key: cert.member_key_id,
+                issuer: body.issuer,
                 group: claims.group,
                 sender: p.sender,
                 ifindex: p.ifindex,

@@ -32,6 +32,7 @@ impl Router {
             sender: join.sender(),
             expires: clock.mono.saturating_add(self.config.verifier.claim_hold),
             member_key: join.member_key(),
+            issuer: join.issuer(),
         });
         let joining = joined.is_some();
         let mut ops = Vec::new();
@@ -60,25 +61,30 @@ impl Router {
         self.push_ops(ops);
     }
 
-    /// Members whose member key is revoked go at once (SPEC.md §9.7). A group whose keys
-    /// cannot be had now keeps its members; they expire on their own.
+    /// Members whose member key is revoked or whose issuer is retired go at once (SPEC.md
+    /// §9.7). A group whose keys cannot be had now keeps its members; they expire on their own.
     pub(super) fn control_keys(&mut self, clock: Clock, keys: &dyn KeySource) {
-        let revoked: Vec<(Ipv4Addr, igmp_ext::KeyId)> = self
+        let gone: Vec<(Ipv4Addr, igmp_ext::KeyId, igmp_ext::KeyId)> = self
             .control
             .members()
             .filter(|(group, _, c)| {
-                keys.group_keys(*group, clock.wall)
-                    .is_ok_and(|k| k.revoked_members.contains(&c.member_key))
+                keys.group_keys(*group, clock.wall).is_ok_and(|k| {
+                    k.revoked_members.contains(&c.member_key)
+                        || !k.keys.iter().any(|gk| gk.id == c.issuer)
+                })
             })
-            .map(|(group, _, c)| (group, c.member_key))
+            .map(|(group, _, c)| (group, c.member_key, c.issuer))
             .collect();
-        if revoked.is_empty() {
+        if gone.is_empty() {
             return;
         }
         let mut ops = Vec::new();
-        let gone = |c: &ControlMember| revoked.iter().any(|(_, k)| *k == c.member_key);
+        let gone = |c: &ControlMember| {
+            gone.iter()
+                .any(|&(_, key, issuer)| key == c.member_key && issuer == c.issuer)
+        };
         for (group, member) in self.control.drop_where(clock.mono, gone, &mut ops) {
-            info!(%group, %member, "control group member revoked");
+            info!(%group, %member, "control group member revoked or its issuer retired");
         }
         self.push_ops(ops);
     }
@@ -150,6 +156,23 @@ mod tests {
         keys.revoked_members.push(igmp_ext::KeyId::of(
             &lab.fixture.members[0].key.verifying_key(),
         ));
+        lab.keys.insert(group, std::sync::Arc::new(keys));
+        let keys = lab.keys.clone();
+        lab.router.handle_keys(at(2), &keys);
+        assert_eq!(lab.router.control.members().count(), 0);
+    }
+
+    /// A retired issuer (its group key no longer published) ends the memberships it certified
+    /// at the key check, as it ends claims (SPEC.md §9.7).
+    #[test]
+    fn a_retired_issuer_ends_its_members_memberships_at_the_key_check() {
+        let mut lab = control_lab();
+        lab.join(at(1), 0, &[Slice::ALL], 1, S1);
+        assert_eq!(lab.router.control.members().count(), 1);
+        let group = lab.fixture.group;
+        let mut keys = lab.fixture.group_keys();
+        let other = igmp_ext::ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]);
+        keys.keys = vec![igmp_ext::verify::GroupKey::new(other.verifying_key())];
         lab.keys.insert(group, std::sync::Arc::new(keys));
         let keys = lab.keys.clone();
         lab.router.handle_keys(at(2), &keys);

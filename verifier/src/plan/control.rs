@@ -35,6 +35,8 @@ pub struct ControlMember {
     pub sender: Ipv4Addr,
     pub expires: Instant,
     pub member_key: KeyId,
+    /// The group key that issued its certificate.
+    pub issuer: KeyId,
 }
 
 /// What the table carries: for each control group, the (interface, member address) pairs.
@@ -329,6 +331,7 @@ mod tests {
             sender: Ipv4Addr::new(10, 0, ifindex as u8, last),
             expires: Instant(expires),
             member_key: KeyId([last; 8]),
+            issuer: KeyId([0; 8]),
         })
     }
 
