@@ -229,6 +229,16 @@ impl Status {
                 l.interface, l.group, l.expires_in_ms
             );
         }
+        if !self.control.is_empty() {
+            let _ = writeln!(o, "control group members (carried between interfaces):");
+            for r in &self.control {
+                let _ = writeln!(
+                    o,
+                    "  {:<15} member {:<5} {:<10} from {:<15} expires in {} ms",
+                    r.group, r.member, r.interface, r.sender, r.expires_in_ms
+                );
+            }
+        }
         if self.dataplane == "nft" {
             let _ = writeln!(
                 o,
@@ -383,6 +393,7 @@ impl Status {
                     "vip_member",
                     self.vips.iter().map(|v| v.members.len() as u64).sum(),
                 ),
+                ("control_member", self.control.len() as u64),
             ]
             .map(|(kind, n)| (label("kind", kind), gauge(n))),
         );

@@ -132,6 +132,14 @@ mod tests {
         assert!(!last.contains("dup to \"c0\""), "no member on c0: {last}");
         assert_eq!(lab.router.verifier().ownership().claims(group).count(), 0);
         assert_eq!(lab.router.control.members().count(), 2);
+        let status = lab.router.status(at(1), &Observed::default());
+        let rows: Vec<(u32, &str)> = status
+            .control
+            .iter()
+            .map(|r| (r.member, r.interface.as_str()))
+            .collect();
+        assert_eq!(rows, vec![(1, "s1"), (2, "s2")]);
+        assert!(status.render_text().contains("control group members"));
         // A leave ends member 0's carrying at once.
         lab.join(at(2), 0, &[], 3, S1);
         let texts = control_texts(&mut lab);
