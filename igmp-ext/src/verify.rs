@@ -201,6 +201,7 @@ impl Rejection {
 pub struct VerifiedJoin {
     member: MemberId,
     member_key: KeyId,
+    issuer: KeyId,
     group: Ipv4Addr,
     sender: Ipv4Addr,
     ifindex: u32,
@@ -216,6 +217,10 @@ impl VerifiedJoin {
     }
     pub fn member_key(&self) -> KeyId {
         self.member_key
+    }
+    /// The group key that signed the member's certificate.
+    pub fn issuer(&self) -> KeyId {
+        self.issuer
     }
     pub fn group(&self) -> Ipv4Addr {
         self.group
@@ -429,6 +434,9 @@ pub struct JoinVerifier {
     replay: ReplayCache,
     certificates: HashMap<Vec<u8>, Arc<CachedCertificate>>,
     ownership: OwnershipTable,
+    /// Shared groups (a routed control group, SPEC.md §3.9): joins are verified like any, but
+    /// no slice is owned, so none conflicts and none enters the ownership table.
+    shared: Vec<Ipv4Addr>,
     metrics: VerifierMetrics,
     /// Whether the last batch had no bad signature: while forgeries keep coming, a batch
     /// would fail every time and cost half again a check per signature for nothing.
@@ -461,6 +469,7 @@ impl JoinVerifier {
             ),
             certificates: HashMap::new(),
             ownership: OwnershipTable::with_fence_retention(retention),
+            shared: Vec::new(),
             metrics: VerifierMetrics::default(),
             batch_pays: true,
             links,
@@ -558,6 +567,19 @@ impl JoinVerifier {
                     || !k.keys.iter().any(|gk| gk.id == claim.issuer)
             })
         })
+    }
+
+    /// Makes `groups` shared (SPEC.md §3.9): their joins get every check but slice ownership
+    /// (signature, certificate and its group, validity, timeliness, the proper link, replay,
+    /// the claim within the certificate); an accepted one changes no ownership. The caller
+    /// keeps who joined. `groups` should be protected too, or their joins pass as plain IGMP.
+    pub fn set_shared(&mut self, groups: Vec<Ipv4Addr>) {
+        self.shared = groups;
+    }
+
+    /// Whether `group` is shared ([`JoinVerifier::set_shared`]).
+    pub fn is_shared(&self, group: Ipv4Addr) -> bool {
+        self.shared.contains(&group)
     }
 
     pub fn is_protected(&self, group: Ipv4Addr) -> bool {

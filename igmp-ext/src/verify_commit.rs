@@ -176,19 +176,24 @@ impl JoinVerifier {
             liveness: claims.liveness.clone(),
             waiting: SliceSet::new(),
         };
-        let change = self
-            .ownership
-            .apply(now.wall, claims.group, member, claim)
-            .map_err(|e| match e {
-                ClaimError::StaleEpoch { .. } => reject(Reason::StaleEpoch, e.to_string()),
-                ClaimError::Conflict { .. } => reject(Reason::SliceConflict, e.to_string()),
-            })?;
+        // A shared group's join owns nothing: no epoch fence, no conflict (SPEC.md §3.9).
+        let change = if self.is_shared(claims.group) {
+            OwnershipChange::default()
+        } else {
+            self.ownership
+                .apply(now.wall, claims.group, member, claim)
+                .map_err(|e| match e {
+                    ClaimError::StaleEpoch { .. } => reject(Reason::StaleEpoch, e.to_string()),
+                    ClaimError::Conflict { .. } => reject(Reason::SliceConflict, e.to_string()),
+                })?
+        };
         let recorded = self.replay.insert(now.wall, member, claims.nonce);
         debug_assert!(recorded, "room was checked and the nonce was absent");
         Ok(Accepted::Join {
             join: VerifiedJoin {
                 member,
                 member_key: cert.member_key_id,
+                issuer: body.issuer,
                 group: claims.group,
                 sender: p.sender,
                 ifindex: p.ifindex,

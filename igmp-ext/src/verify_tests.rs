@@ -815,3 +815,30 @@ fn a_members_largest_claims_fit_the_budget() {
         assert!(steps <= budget / 2, "{name}: {steps} of {budget} steps");
     }
 }
+
+/// A shared group (a routed control group, SPEC.md §3.9): members claiming the same slices at
+/// any epochs are all accepted and nothing is owned; the other checks still hold.
+#[test]
+fn shared_group_joins_own_nothing_and_are_still_checked() {
+    let f = Fixture::new(2);
+    let mut v = verifier(&f);
+    v.set_shared(vec![f.group]);
+    for (i, epoch, nonce) in [(0, 5, 1), (1, 5, 2), (0, 4, 3), (1, 1, 4)] {
+        let Accepted::Join { join, change, .. } =
+            run(&mut v, &f, &f.join(i, &[Slice::ALL], epoch, nonce)).unwrap()
+        else {
+            panic!("a signed join")
+        };
+        assert_eq!(join.group(), f.group);
+        assert!(change.is_empty(), "{change:?}");
+    }
+    assert_eq!(v.ownership().claims(f.group).count(), 0);
+    assert_eq!(
+        reason(run(&mut v, &f, &f.join(1, &[Slice::ALL], 1, 4))),
+        Reason::Duplicate
+    );
+    let forged = tamper(&f.join(0, &[Slice::ALL], 5, 9), HEADER_LEN + 30, |b| {
+        *b ^= 1
+    });
+    assert_ne!(run(&mut v, &f, &forged).map(|_| ()), Ok(()));
+}

@@ -60,6 +60,11 @@ pub struct ControlConfig {
     /// The largest weight any member may announce (SPEC.md §9.7); equal on every member.
     /// `weight` may not exceed it.
     pub max_weight: u32,
+    /// Hold a signed shared join for the control group at the verifier router, which then
+    /// carries the group between its interfaces for verified members (SPEC.md §3.9, §10.7):
+    /// members on different subnets. Off by default (members share one segment). Needs the
+    /// control group on the service `interface` (the join's link).
+    pub routed: bool,
 }
 
 impl Default for ControlConfig {
@@ -73,6 +78,7 @@ impl Default for ControlConfig {
             heartbeat_interval_ms: 50,
             down_after_ms: 200,
             max_weight: control_channel::endpoint::DEFAULT_MAX_WEIGHT,
+            routed: false,
         }
     }
 }
@@ -438,6 +444,9 @@ impl Config {
                 "control.group {} is not a multicast address",
                 self.control.group
             )));
+        }
+        if self.control.routed && self.control_interface() != self.interface {
+            return Err("control.routed needs the control group on the service interface".into());
         }
         if self.control.group == self.group {
             return Err("control.group must differ from the service group".into());

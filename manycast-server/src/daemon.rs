@@ -297,6 +297,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
         config.group,
     );
+    if config.control.routed {
+        agent = agent.with_control_group(config.control.group, daemon_kit::now().mono);
+    }
     let stop_beacons = Arc::new(AtomicBool::new(false));
     let notices = match beacons::start(&config, addr, me, stop_beacons.clone())
         .map_err(io_err("liveness beacons"))?

@@ -74,6 +74,8 @@ pub struct JoinAgent {
     /// When the last query answer went out.
     last_answer: Option<Instant>,
     next_refresh: Option<Instant>,
+    /// The shared join for a routed control group (SPEC.md §3.9), when configured.
+    control: Option<Box<JoinAgent>>,
 }
 
 impl JoinAgent {
@@ -91,7 +93,33 @@ impl JoinAgent {
             query_answer: None,
             last_answer: None,
             next_refresh: None,
+            control: None,
         }
+    }
+
+    /// Also holds a shared join for the control group `group` at the router, so that it
+    /// carries the group between this member's link and the others' (SPEC.md §3.9): the
+    /// certificate's slices at epoch 0, reported at `now` (robustness times), refreshed and
+    /// answered to queries like the claim, and left only by [`JoinAgent::leave_all`] (a
+    /// withdrawn or drained claim leaves the member in the cluster).
+    pub fn with_control_group(mut self, group: Ipv4Addr, now: Instant) -> Self {
+        let mut control = JoinAgent::new(self.config.clone(), self.identity.clone(), group);
+        let entries = self.identity.cert.body().slices.iter();
+        let entries = entries.map(|s| SliceEntry::include(*s)).collect();
+        // The repeats spread over the unsolicited report interval without the caller's random.
+        let mut spread = 0u64;
+        let mut random = || {
+            spread = spread.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            spread >> 11
+        };
+        control.set_claim(now, entries, Vec::new(), AllocationEpoch(0), &mut random);
+        self.control = Some(Box::new(control));
+        self
+    }
+
+    /// The control group's shared join, if this agent holds one.
+    pub fn control(&self) -> Option<&JoinAgent> {
+        self.control.as_deref()
     }
 
     /// Sends liveness beacons from `beacons` while it holds a claim, and names their chains in
@@ -158,10 +186,18 @@ impl JoinAgent {
             (!self.entries.is_empty()).then(|| now.saturating_add(self.config.refresh));
     }
 
-    /// Leaves: an empty claim at the current epoch.
+    /// Leaves: an empty claim at the current epoch. The control group's shared join stays.
     pub fn leave(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
         let epoch = self.epoch;
         self.set_claim(now, Vec::new(), Vec::new(), epoch, random);
+    }
+
+    /// Leaves the group and the control group (the daemon stops).
+    pub fn leave_all(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
+        self.leave(now, random);
+        if let Some(c) = &mut self.control {
+            c.leave(now, random);
+        }
     }
 
     /// A query heard on the link (§5.2): general, or specific to our group, schedules an answer
@@ -173,6 +209,9 @@ impl JoinAgent {
         query: &QueryRepr,
         random: &mut dyn FnMut() -> u64,
     ) {
+        if let Some(c) = &mut self.control {
+            c.handle_query(now, query, random);
+        }
         let ours = query.group.is_unspecified() || query.group == self.group;
         if !ours || self.entries.is_empty() {
             return;
@@ -196,12 +235,23 @@ impl JoinAgent {
             .into_iter()
             .chain(self.query_answer)
             .chain(self.next_refresh)
+            .chain(self.control.as_ref().and_then(|c| c.poll_timeout()))
             .min()
     }
 
     /// The next datagram due at `now.mono` (IPv4 header included, ready for a raw socket),
     /// signed with `nonce` and stamped `now.wall`.
     pub fn poll_transmit(
+        &mut self,
+        clock: Clock,
+        nonce: [u8; NONCE_LEN],
+    ) -> Option<Result<Vec<u8>, BuildError>> {
+        self.poll_claim(clock, nonce)
+            .or_else(|| self.control.as_mut()?.poll_transmit(clock, nonce))
+    }
+
+    /// The claim's next report due, if any (not the control group's).
+    fn poll_claim(
         &mut self,
         clock: Clock,
         nonce: [u8; NONCE_LEN],
@@ -569,6 +619,88 @@ mod tests {
             2,
             "the leave, robustness times, and no refresh after it"
         );
+        assert_eq!(a.poll_timeout(), None);
+    }
+
+    /// A routed control group (SPEC.md §3.9): the agent holds a shared join for it beside its
+    /// claim, which a router verifies (and owns nothing for); a withdrawn claim keeps it, and
+    /// only `leave_all` ends it.
+    #[test]
+    fn the_control_group_join_is_shared_refreshed_and_left_only_at_the_end() {
+        use igmp_ext::{CertificateBody, KeyId};
+        const CONTROL: Ipv4Addr = Ipv4Addr::new(239, 77, 0, 1);
+        let f = Fixture::new(1);
+        let m = &f.members[0];
+        let body = CertificateBody {
+            groups: vec![f.group, CONTROL],
+            ..m.cert.body().clone()
+        };
+        let cert = body.issue(&f.group_key).expect("the group key");
+        assert_eq!(body.issuer, KeyId::of(&f.group_key.verifying_key()));
+        let identity = Identity {
+            key: m.key.clone(),
+            cert,
+            sender: m.addr,
+        };
+        let mut a = JoinAgent::new(AgentConfig::default(), identity, f.group)
+            .with_control_group(CONTROL, NOW);
+        let mut config = VerifierConfig::default();
+        config.protected.push(Slice::prefix(CONTROL, 32));
+        let mut v = JoinVerifier::new(config, f.links());
+        v.set_shared(vec![CONTROL]);
+        let mut keys = f.key_source();
+        keys.insert(CONTROL, std::sync::Arc::new(f.group_keys()));
+        let control_joins = |v: &mut JoinVerifier, sent: Vec<(Instant, Vec<u8>)>| {
+            let mut out = Vec::new();
+            for (t, d) in sent {
+                match v.handle_datagram(clock(t), IFINDEX, &d, &keys) {
+                    Ok(Accepted::Join { join, .. }) if join.group() == CONTROL => {
+                        out.push(!join.slices().is_empty())
+                    }
+                    Ok(Accepted::Join { .. }) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            out
+        };
+        let mut rng = counter();
+        let mut nonce = 0;
+        let t = NOW.saturating_add(Duration::from_secs(2));
+        let sent = drain(&mut a, t, &mut nonce);
+        assert_eq!(
+            control_joins(&mut v, sent),
+            vec![true, true],
+            "robustness times"
+        );
+        assert_eq!(
+            v.ownership().claims(CONTROL).count(),
+            0,
+            "shared: nothing owned"
+        );
+        // A withdrawn claim (health, drain) leaves the control group joined: it is refreshed.
+        a.leave(t, &mut rng);
+        let t = t.saturating_add(Duration::from_secs(61));
+        let sent = drain(&mut a, t, &mut nonce);
+        assert_eq!(control_joins(&mut v, sent), vec![true], "the refresh");
+        a.handle_query(
+            t,
+            &QueryRepr {
+                max_resp_code: 10,
+                group: Ipv4Addr::UNSPECIFIED,
+                v3: None,
+            },
+            &mut rng,
+        );
+        let t = t.saturating_add(Duration::from_secs(2));
+        let sent = drain(&mut a, t, &mut nonce);
+        assert_eq!(control_joins(&mut v, sent), vec![true], "a query answered");
+        a.leave_all(t, &mut rng);
+        let sent = drain(
+            &mut a,
+            t.saturating_add(Duration::from_secs(3600)),
+            &mut nonce,
+        );
+        assert_eq!(control_joins(&mut v, sent), vec![false, false], "the leave");
         assert_eq!(a.poll_timeout(), None);
     }
 }

@@ -62,3 +62,24 @@ fn help_bad_config_and_mismatched_keys() {
     assert!(err.contains("certifies another key"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// `control.routed` needs the control group on the service interface: the router carries the
+/// group for the interface and address the shared join came from (SPEC.md §11.2).
+#[test]
+fn a_routed_control_group_on_another_interface_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("routed.toml");
+    std::fs::write(
+        &p,
+        "group = \"232.1.1.1\"\ninterface = \"eth0\"\nmember_key = \"k\"\nmember_cert = \"c\"\n\
+         group_pub = \"g\"\n[control]\ninterface = \"eth1\"\nrouted = true\n",
+    )
+    .unwrap();
+    let out = server(&["--config", p.to_str().unwrap(), "--check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("control.routed needs the control group on the service interface"),
+        "{err}"
+    );
+}

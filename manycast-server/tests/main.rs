@@ -11,6 +11,7 @@ mod insider;
 mod liveness;
 mod native;
 mod redundant;
+mod routed_control;
 mod strategies;
 mod vip;
 mod vip_overlay;

@@ -49,6 +49,12 @@ pub struct Config {
     /// Routes held for a routing daemon to announce, for redundant verifiers (SPEC.md §10.6).
     #[serde(default)]
     pub announce: AnnounceSection,
+    /// Control groups the verifier carries between its interfaces, to and from members with a
+    /// verified shared join only (SPEC.md §3.9, §10.7). Each needs signed joins (it is
+    /// protected as a /32) and group keys like a protected group; none may be inside
+    /// `verifier.protected` (a steered group) or a VIP's group.
+    #[serde(default)]
+    pub control_groups: Vec<Ipv4Addr>,
 }
 
 fn default_status_socket() -> PathBuf {
@@ -315,6 +321,7 @@ impl Config {
             return Err(ConfigError::Invalid("more than 32 interfaces".into()));
         }
         self.protected()?;
+        self.check_control_groups()?;
         self.key_source()?;
         self.gap_policy()?;
         self.rate_limit.admission()?;
@@ -408,7 +415,37 @@ impl Config {
         Ok(c)
     }
 
+    /// Groups that need signed joins: `verifier.protected` and the control groups.
     pub fn protected(&self) -> Result<Vec<Slice>, ConfigError> {
+        let mut p = self.steered()?;
+        p.extend(self.control_groups.iter().map(|g| Slice::prefix(*g, 32)));
+        Ok(p)
+    }
+
+    /// A control group is a multicast group outside the link-local block, not steered (inside
+    /// `verifier.protected`) and not a VIP's group, named once.
+    fn check_control_groups(&self) -> Result<(), ConfigError> {
+        let steered = self.steered()?;
+        for (i, g) in self.control_groups.iter().enumerate() {
+            let bad = |why: &str| Err(ConfigError::Invalid(format!("control group {g}: {why}")));
+            if !g.is_multicast() || g.octets()[..3] == [224, 0, 0] {
+                return bad("not a routable multicast group");
+            }
+            if steered.iter().any(|p| p.contains_addr(*g)) {
+                return bad("inside verifier.protected, whose groups are steered by slice");
+            }
+            if self.vip.iter().any(|v| v.group == *g) {
+                return bad("a VIP's group");
+            }
+            if self.control_groups[..i].contains(g) {
+                return bad("named twice");
+            }
+        }
+        Ok(())
+    }
+
+    /// `verifier.protected`: the groups whose sources are steered to their slice's owner.
+    fn steered(&self) -> Result<Vec<Slice>, ConfigError> {
         self.verifier
             .protected
             .iter()
@@ -499,6 +536,7 @@ impl Config {
                 })
                 .collect(),
             liveness: self.liveness,
+            control_groups: self.control_groups.clone(),
         })
     }
 }
@@ -698,5 +736,37 @@ groups = ["232.1.1.1", "232.1.1.2"]
             assert!(e.to_string().contains(want), "{text:?}: {e}");
             assert!(!e.to_string().contains('\n'), "{e:?}");
         }
+    }
+
+    #[test]
+    fn control_groups_are_protected_and_never_steered_or_vip_groups() {
+        let base = "interfaces = [\"a\", \"b\"]\nkeys = \"k\"\n";
+        let c =
+            Config::parse(&format!("{base}control_groups = [\"239.77.0.1\"]\n")).expect("valid");
+        let r = c.router_config().expect("valid");
+        assert_eq!(r.control_groups, vec![Ipv4Addr::new(239, 77, 0, 1)]);
+        assert!(r
+            .verifier
+            .protected
+            .contains(&Slice::prefix(Ipv4Addr::new(239, 77, 0, 1), 32)));
+        for (groups, extra, why) in [
+            ("\"232.1.1.1\"", "", "inside verifier.protected"),
+            ("\"10.0.0.1\"", "", "not a routable multicast"),
+            ("\"224.0.0.9\"", "", "not a routable multicast"),
+            ("\"239.7.7.7\", \"239.7.7.7\"", "", "named twice"),
+            (
+                "\"239.1.1.1\"",
+                "[verifier]\nprotected = [\"232.0.0.0/8\", \"239.1.1.1/32\"]\n",
+                "inside verifier.protected",
+            ),
+        ] {
+            let text = format!("{base}control_groups = [{groups}]\n{extra}");
+            let e = Config::parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        let vip = "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"239.1.1.1\"\n";
+        let text = format!("{base}control_groups = [\"239.1.1.1\"]\n{vip}");
+        let e = Config::parse(&text).expect_err(&text).to_string();
+        assert!(e.contains("a VIP's group"), "{e}");
     }
 }

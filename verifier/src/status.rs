@@ -26,7 +26,21 @@ pub struct Status {
     /// §10.6); empty unless `[announce]` is enabled.
     #[serde(default)]
     pub announced: Vec<std::net::Ipv4Addr>,
+    /// Verified members of the routed control groups, which the control table carries
+    /// (SPEC.md §10.7).
+    #[serde(default)]
+    pub control: Vec<ControlRow>,
     pub counters: Counters,
+}
+
+/// A control group member: where its shared join came from, and how long it holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControlRow {
+    pub group: String,
+    pub member: u32,
+    pub interface: String,
+    pub sender: String,
+    pub expires_in_ms: u64,
 }
 
 /// Native mode on the nft data plane: `values` of the group's map (`ip saddr & mask`) steer to
@@ -215,6 +229,16 @@ impl Status {
                 l.interface, l.group, l.expires_in_ms
             );
         }
+        if !self.control.is_empty() {
+            let _ = writeln!(o, "control group members (carried between interfaces):");
+            for r in &self.control {
+                let _ = writeln!(
+                    o,
+                    "  {:<15} member {:<5} {:<10} from {:<15} expires in {} ms",
+                    r.group, r.member, r.interface, r.sender, r.expires_in_ms
+                );
+            }
+        }
         if self.dataplane == "nft" {
             let _ = writeln!(
                 o,
@@ -369,6 +393,7 @@ impl Status {
                     "vip_member",
                     self.vips.iter().map(|v| v.members.len() as u64).sum(),
                 ),
+                ("control_member", self.control.len() as u64),
             ]
             .map(|(kind, n)| (label("kind", kind), gauge(n))),
         );

@@ -563,10 +563,11 @@ impl Node {
         }
     }
 
-    /// Leaves the group: the signed empty claim, robustness times (`poll_transmit`).
+    /// Leaves the group (and a routed control group): the signed empty claim, robustness
+    /// times (`poll_transmit`).
     pub fn leave(&mut self, now: Clock) {
         let now = now.mono;
-        self.agent.leave(now, &mut self.random);
+        self.agent.leave_all(now, &mut self.random);
     }
 
     // ---- inside --------------------------------------------------------------------------

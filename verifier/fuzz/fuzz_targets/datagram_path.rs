@@ -43,6 +43,7 @@ fn router() -> Router {
         vips: Vec::new(),
         liveness: Default::default(),
         announce: Default::default(),
+        control_groups: Vec::new(),
     };
     let mut links = LinkTable::new();
     links.add(MEMBERS, Slice::prefix(Ipv4Addr::new(10, 0, 0, 0), 24));
@@ -63,6 +64,7 @@ fn router() -> Router {
         adopted_vifs: Vec::new(),
         mfc_entries: Vec::new(),
         netdev_table_left: false,
+        control_table_left: false,
         vip_table_left: false,
         allmulti: Vec::new(),
     };

@@ -15,6 +15,7 @@ mod announce;
 mod announce_tests;
 #[cfg(test)]
 mod attack_tests;
+mod control;
 mod event;
 #[cfg(test)]
 mod flood_tests;
@@ -35,8 +36,7 @@ use crate::plan::netdev::KernelCounters;
 use crate::plan::netdev::NetdevPlanner;
 use crate::plan::vip::{VipPlanner, VipSpec};
 use crate::plan::{
-    Change, DataplaneOp, GapPolicy, Interface, MfcSpec, PlanError, Planner, Target, View, VifSet,
-    VifTable,
+    Change, DataplaneOp, GapPolicy, Interface, PlanError, Planner, View, VifSet, VifTable,
 };
 use crate::querier::{self, HeardQuery, Querier, QuerierConfig};
 use core::time::Duration;
@@ -49,7 +49,7 @@ use igmp_ext::{
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
-use tracing::debug;
+use tracing::{debug, info};
 
 /// The core's timer period: querier timers, claim expiry and a slice of the idle sweep.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -147,6 +147,8 @@ pub struct RouterConfig {
     pub liveness: LivenessConfig,
     /// Routes held for a routing daemon to announce (SPEC.md §10.6).
     pub announce: AnnounceConfig,
+    /// Control groups carried for verified members (SPEC.md §10.7).
+    pub control_groups: Vec<Ipv4Addr>,
 }
 
 /// An MFC entry found in the kernel at start (left by an earlier verifier).
@@ -173,6 +175,8 @@ pub struct KernelSetup {
     pub netdev_table_left: bool,
     /// Whether an earlier verifier left the VIP table.
     pub vip_table_left: bool,
+    /// Whether an earlier verifier left the control groups' table.
+    pub control_table_left: bool,
     /// Interfaces whose allmulticast flag is ours to turn off at a clean shutdown.
     pub allmulti: Vec<String>,
 }
@@ -260,6 +264,7 @@ pub struct Router {
     events: VecDeque<Event>,
     liveness: liveness::Liveness,
     announcer: announce::Announcer,
+    control: crate::plan::control::ControlPlane,
 }
 
 impl Router {
@@ -268,7 +273,9 @@ impl Router {
     pub fn new(now: impl Into<Clock>, config: RouterConfig, setup: KernelSetup) -> Self {
         let clock: Clock = now.into();
         let now = timers(clock);
-        let verifier = JoinVerifier::new(config.verifier.clone(), setup.links);
+        let mut verifier = JoinVerifier::new(config.verifier.clone(), setup.links);
+        let left = setup.control_table_left;
+        let control = control::plane(&config, &setup.interfaces, left, &mut verifier);
         let mut querier = Querier::new(config.querier.clone());
         let mut vifs = VifTable::default();
         for i in &setup.interfaces {
@@ -324,6 +331,7 @@ impl Router {
             events,
             liveness: Default::default(),
             announcer: Default::default(),
+            control,
             config,
         }
     }
@@ -437,6 +445,9 @@ impl Router {
         let results = self.verifier.verify(clock, round);
         for ((ifindex, member), result) in origins.into_iter().zip(results) {
             match result {
+                Ok(Accepted::Join { join, .. }) if self.control.routes(join.group()) => {
+                    self.control_join(clock, &join)
+                }
                 Ok(Accepted::Join {
                     join,
                     change,
@@ -575,6 +586,7 @@ impl Router {
         }
         self.sweep_idle();
         self.check_liveness(clock);
+        self.control_tick(clock);
     }
 
     /// Each tick probes a slice of the MFC entries, sized so that every entry is looked at at
@@ -635,7 +647,7 @@ impl Router {
             DataplaneOp::MfcInstall(_) | DataplaneOp::MfcRemove(_) if !ok => {
                 self.stats.kernel_errors += 1;
             }
-            DataplaneOp::NetdevTable(_) | DataplaneOp::Vip(_) => {
+            DataplaneOp::NetdevTable(_) | DataplaneOp::Vip(_) | DataplaneOp::ControlTable(_) => {
                 if ok {
                     self.stats.nft_transactions += 1;
                 } else {
@@ -643,6 +655,7 @@ impl Router {
                 }
                 self.native_planner().completed(op, ok);
                 self.vip.completed(op, ok);
+                self.control.completed(op, ok);
                 if matches!(op, DataplaneOp::Vip(_)) {
                     self.note_vip_write(ok);
                     self.update_announcements();
@@ -862,28 +875,10 @@ impl Router {
             });
         }
         self.vip.withdraw(&mut ops);
+        self.control.withdraw(&mut ops);
         if mrt {
             ops.push(DataplaneOp::MrtDone);
         }
         self.push_ops(ops);
-    }
-
-    /// The MFC entries, for status.
-    fn mfc_entries(&self) -> Vec<(MfcSpec, Option<Target>)> {
-        match &self.native {
-            Native::Mfc(mfc) => mfc
-                .entries()
-                .map(|((group, source), e)| {
-                    let spec = MfcSpec {
-                        source,
-                        group,
-                        parent: e.parent,
-                        oifs: e.oifs,
-                    };
-                    (spec, e.target)
-                })
-                .collect(),
-            Native::Nft(_) => Vec::new(),
-        }
     }
 }

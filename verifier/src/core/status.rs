@@ -3,11 +3,33 @@
 
 use super::{Native, Observed, Router};
 use crate::admission::Limited;
+use crate::plan::MfcSpec;
 use crate::plan::Target;
-use crate::status::{Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status};
+use crate::status::{
+    ControlRow, Counters, InterfaceStatus, ListenerRow, MfcRow, OwnershipRow, Status,
+};
 use igmp_ext::{Clock, Timestamp};
 
 impl Router {
+    /// The MFC entries, for status.
+    pub(super) fn mfc_entries(&self) -> Vec<(MfcSpec, Option<Target>)> {
+        match &self.native {
+            Native::Mfc(mfc) => mfc
+                .entries()
+                .map(|((group, source), e)| {
+                    let spec = MfcSpec {
+                        source,
+                        group,
+                        parent: e.parent,
+                        oifs: e.oifs,
+                    };
+                    (spec, e.target)
+                })
+                .collect(),
+            Native::Nft(_) => Vec::new(),
+        }
+    }
+
     pub fn status(&self, now: impl Into<Clock>, observed: &Observed) -> Status {
         let now: Clock = now.into();
         // Everything that expires here does so on monotonic time.
@@ -83,7 +105,19 @@ impl Router {
         let counters = &observed.native_counters;
         let s = &self.stats;
         let a = self.admission.stats();
+        let control = self
+            .control
+            .members()
+            .map(|(group, member, c)| ControlRow {
+                group: group.to_string(),
+                member: member.0,
+                interface: self.ifname(c.ifindex),
+                sender: c.sender.to_string(),
+                expires_in_ms: c.expires.saturating_duration_since(now.mono).as_millis() as u64,
+            })
+            .collect();
         Status {
+            control,
             interfaces: self
                 .interfaces
                 .iter()

@@ -44,6 +44,7 @@ pub(super) fn config() -> RouterConfig {
         vips: Vec::new(),
         liveness: Default::default(),
         announce: Default::default(),
+        control_groups: Vec::new(),
     }
 }
 
@@ -69,6 +70,7 @@ pub(super) fn setup(dataplane: NativeDataplane) -> KernelSetup {
         adopted_vifs: Vec::new(),
         mfc_entries: Vec::new(),
         netdev_table_left: false,
+        control_table_left: false,
         vip_table_left: false,
         allmulti: Vec::new(),
     }

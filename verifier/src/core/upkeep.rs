@@ -39,6 +39,7 @@ impl Router {
             });
             self.replan(now, Change::Ownership(change.group));
         }
+        self.control_keys(clock, keys);
         self.run_querier(now);
         self.update_announcements();
     }

@@ -1,9 +1,10 @@
 //! Data-plane planning, pure: what the kernel should hold for the current ownership, listeners
 //! and interfaces, as [`DataplaneOp`]s. One planner per data plane — MFC entries ([`mfc`]), the
 //! nft netdev table ([`netdev`]), the VIP map and policy routes ([`vip`]) — behind one
-//! [`Planner`] interface. Nothing here touches the kernel: the executors in [`crate::sys`] apply
+//! [`Planner`] interface; beside them, the routed control groups' table ([`control`]). Nothing here touches the kernel: the executors in [`crate::sys`] apply
 //! the ops, and report each outcome back.
 
+pub mod control;
 pub mod map;
 pub mod mfc;
 pub mod netdev;
@@ -358,6 +359,11 @@ pub enum DataplaneOp {
         routes: Vec<VipRoute>,
         rules: Vec<VipRule>,
     },
+    /// Bring the routed control groups' table in line ([`control`]): its moved elements, or
+    /// the whole table, in one transaction.
+    ControlTable(NftBatch),
+    /// Remove the control groups' table (shutdown).
+    DeleteControlTable,
 }
 
 /// Why a plan could not be made; the kernel is left as it was.

@@ -12,7 +12,7 @@ use super::{nft, procfs};
 use crate::plan::mfc::Probed;
 use crate::plan::netdev::{self, parse_counters, KernelCounters};
 use crate::plan::NftBatch;
-use crate::plan::{vip, vip_netdev};
+use crate::plan::{control, vip, vip_netdev};
 use crate::plan::{DataplaneOp, VipChange};
 use crate::plan::{MfcSpec, VifSet};
 use daemon_kit::CommandError;
@@ -185,6 +185,10 @@ impl Executor {
                 warn!(group = ?c.group, error = %e, "VIP steering update failed")
             }
             DataplaneOp::DeleteNetdevTable => warn!(error = %e, "removing the native nft table"),
+            DataplaneOp::ControlTable(_) => {
+                warn!(error = %e, "control group table update failed; rewritten next tick")
+            }
+            DataplaneOp::DeleteControlTable => warn!(error = %e, "removing the control table"),
             DataplaneOp::VipRemove { .. } => warn!(error = %e, "removing VIP steering"),
             DataplaneOp::Announce { vip, on: true, .. } => {
                 warn!(%vip, error = %e, "announcing the VIP's route failed; retried")
@@ -241,6 +245,10 @@ impl Executor {
             DataplaneOp::NetdevTable(batch) => self.nft(batch)?,
             DataplaneOp::DeleteNetdevTable => {
                 self.nft_text(&format!("delete table netdev {}", netdev::TABLE))?;
+            }
+            DataplaneOp::ControlTable(batch) => self.nft(batch)?,
+            DataplaneOp::DeleteControlTable => {
+                self.nft_text(&format!("delete table netdev {}", control::TABLE))?;
             }
             DataplaneOp::SetAllmulti { ifname, on } => nft::set_allmulti(ifname, *on)?,
             DataplaneOp::Vip(change) => self.apply_vip(change)?,

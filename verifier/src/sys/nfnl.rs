@@ -385,6 +385,9 @@ mod tests {
             "delete element netdev t m 0.0.0.1\n",
             "flush set netdev t m { }\n",
             "delete element netdev t m { 0.0.0.1 }\nadd rule netdev t c accept\n",
+            // The control table's `iifname . ip saddr` keys (plan/control.rs).
+            "add element netdev manycast_ctl from_239_77_0_1 { \"s2\" . 10.0.2.3 : jump c_239_77_0_1_if3 }\n",
+            "delete element netdev manycast_ctl from_239_77_0_1 { \"s2\" . 10.0.2.3 }\n",
         ] {
             assert_eq!(ElementBatch::parse(text), None, "{text:?}");
         }

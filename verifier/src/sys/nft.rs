@@ -16,6 +16,15 @@ pub fn vip_table_exists() -> bool {
     output("nft", &["list", "table", "ip", crate::plan::vip::TABLE]).is_ok()
 }
 
+/// Whether an earlier verifier left the control groups' table (`keep_kernel_state`, or killed).
+pub fn control_table_exists() -> bool {
+    output(
+        "nft",
+        &["list", "table", "netdev", crate::plan::control::TABLE],
+    )
+    .is_ok()
+}
+
 /// `nft list table netdev manycast_native`, for its counters.
 pub fn list_netdev_table() -> Result<String, CommandError> {
     output("nft", &["list", "table", "netdev", netdev::TABLE])

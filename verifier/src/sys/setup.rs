@@ -248,6 +248,7 @@ pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Soc
         mfc_entries,
         netdev_table_left,
         vip_table_left: nft::vip_table_exists(),
+        control_table_left: nft::control_table_exists(),
         allmulti,
     };
     Ok((
