@@ -16,19 +16,24 @@
 //! counts as no answer); and a validated record signed before the newest one accepted (a
 //! replayed, pre-revocation answer) is refused as a rollback, also after a restart when the
 //! client keeps its [`RollbackMarks`] in a file.
+//!
+//! IPv6 groups (SPEC.md §8.2): [`KeystoreClient::fetch6`] looks a record up at the group's
+//! nibble name, validated and rollback-checked like [`KeystoreClient::fetch`], but not cached
+//! (igmp-ext's `KeySource` is IPv4 only). [`KeystoreClient::fetch_service`] reads a service
+//! name of either family with its validated A or AAAA.
 
 use crate::cert_record::CertRecord;
 use crate::marks::{MarkKey, RollbackMarks};
 use crate::names;
-use crate::record::GroupRecord;
+use crate::record::{AnyGroupRecord, GroupRecord, GroupRecord6};
 use crate::retry::{Retry, RetryPolicy};
-use crate::validate::{validate, TrustAnchor, ValidationError};
+use crate::validate::{validate, TrustAnchor, Validated, ValidationError};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use igmp_ext::verify::{GroupKeys, KeyLookupError, KeySource};
 use igmp_ext::{KeyId, Timestamp};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -141,6 +146,19 @@ struct ProvenTxt {
     inception: u64,
 }
 
+/// A service name's record with its address, both DNSSEC-validated and consistent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub record: AnyGroupRecord,
+    /// The name's A (IPv4 record) or AAAA (IPv6 record): the VIP if the record has one, else
+    /// the group address.
+    pub address: IpAddr,
+    /// The smaller TTL of the two RRsets.
+    pub ttl: u32,
+    /// The earliest signature expiry of the two (seconds since the epoch).
+    pub expires: u64,
+}
+
 /// Validated, cached group keys; the verifier's [`KeySource`].
 #[derive(Debug)]
 pub struct KeystoreClient {
@@ -251,14 +269,19 @@ impl KeystoreClient {
         }
     }
 
-    /// Asks the server for the TXT RRset at `name` and the zone's DNSKEYs, validates both
-    /// against the trust anchor at `now`, and returns the one record's character-strings with
-    /// the RRset's TTL and signature expiry (Unix seconds).
-    async fn fetch_txt(&self, name: &Name, now: Timestamp) -> Result<ProvenTxt, FetchError> {
+    /// Asks the server for the `rtype` RRset at `name` and the zone's DNSKEYs, and validates
+    /// both against the trust anchor at `now`. A denial or an answer without such an RRset is
+    /// [`FetchError::NoRecord`] (not proven, see the module doc).
+    async fn fetch_rrset(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        now: Timestamp,
+    ) -> Result<Validated, FetchError> {
         let zone = &self.config.anchor.zone;
         let answer = exchange(
             self.config.server,
-            &query(name.clone(), RecordType::TXT),
+            &query(name.clone(), rtype),
             self.config.timeout,
         )
         .await?;
@@ -267,11 +290,7 @@ impl KeystoreClient {
             ResponseCode::NXDomain => return Err(FetchError::NoRecord),
             code => return Err(FetchError::ServerError(code.to_string())),
         }
-        if !answer
-            .answers
-            .iter()
-            .any(|r| r.record_type() == RecordType::TXT)
-        {
+        if !answer.answers.iter().any(|r| r.record_type() == rtype) {
             return Err(FetchError::NoRecord);
         }
         let keys = exchange(
@@ -280,14 +299,20 @@ impl KeystoreClient {
             self.config.timeout,
         )
         .await?;
-        let proven = validate(
+        Ok(validate(
             &self.config.anchor,
             &keys.answers,
             &answer.answers,
             name,
-            RecordType::TXT,
+            rtype,
             now.as_millis() / 1000,
-        )?;
+        )?)
+    }
+
+    /// The TXT RRset at `name`, validated: the one record's character-strings with the RRset's
+    /// TTL and signature expiry (Unix seconds).
+    async fn fetch_txt(&self, name: &Name, now: Timestamp) -> Result<ProvenTxt, FetchError> {
+        let proven = self.fetch_rrset(name, RecordType::TXT, now).await?;
         let [record] = proven.records.as_slice() else {
             return Err(FetchError::Record(format!(
                 "more than one TXT record at {name}"
@@ -304,6 +329,94 @@ impl KeystoreClient {
         })
     }
 
+    /// The A (`ipv6` false) or AAAA RRset at `name`, DNSSEC-validated at `now`, with its TTL and
+    /// signature expiry. A tampered or unsigned answer is a [`FetchError::Validation`].
+    pub async fn fetch_addresses(
+        &self,
+        name: &Name,
+        ipv6: bool,
+        now: Timestamp,
+    ) -> Result<(Vec<IpAddr>, u32, u64), FetchError> {
+        let rtype = if ipv6 {
+            RecordType::AAAA
+        } else {
+            RecordType::A
+        };
+        let proven = self.fetch_rrset(name, rtype, now).await?;
+        let addresses = proven
+            .records
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => Ok(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Ok(IpAddr::V6(a.0)),
+                _ => Err(FetchError::Record(format!("not an {rtype} record"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((addresses, proven.ttl, proven.expires))
+    }
+
+    /// Looks up service `label` (`<label>.<zone>`, SPEC.md §8.2): its record, of either family,
+    /// and its A or AAAA, both validated; the address must be the record's VIP (or its group
+    /// when it has none) and the record's `n=` the label. Not cached, not rollback-checked: for
+    /// admins and servers; the verifier looks groups up by address.
+    pub async fn fetch_service(
+        &self,
+        label: &str,
+        now: Timestamp,
+    ) -> Result<ServiceRecord, FetchError> {
+        let name = names::service_name(&self.config.anchor.zone, label)
+            .map_err(|e| FetchError::Record(e.to_string()))?;
+        let txt = self.fetch_txt(&name, now).await?;
+        let record = AnyGroupRecord::parse_txt(&txt.strings)
+            .map_err(|e| FetchError::Record(e.to_string()))?;
+        if record.name() != label {
+            return Err(FetchError::Record(format!(
+                "record at {name} is for service {}",
+                record.name()
+            )));
+        }
+        let expected = record.vip().unwrap_or(record.group());
+        let (addresses, ttl, expires) =
+            self.fetch_addresses(&name, expected.is_ipv6(), now).await?;
+        if addresses != [expected] {
+            let got: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            return Err(FetchError::Record(format!(
+                "{name} has address {}, its record says {expected}",
+                got.join(",")
+            )));
+        }
+        Ok(ServiceRecord {
+            record,
+            address: expected,
+            ttl: ttl.min(txt.ttl),
+            expires: expires.min(txt.expires),
+        })
+    }
+
+    /// Asks the server for IPv6 `group`'s record at its nibble name (SPEC.md §8.2), validates
+    /// it, and parses it; refuses a record for another group and a rollback (as [`fetch`]).
+    /// Returns it with the TTL and signature expiry. `now` is wall-clock time.
+    ///
+    /// [`fetch`]: KeystoreClient::fetch
+    pub async fn fetch6(
+        &self,
+        group: Ipv6Addr,
+        now: Timestamp,
+    ) -> Result<(GroupRecord6, u32, u64), FetchError> {
+        let name = names::group_name6(&self.config.anchor.zone, group);
+        let proven = self.fetch_txt(&name, now).await?;
+        let record = GroupRecord6::parse_txt_ipv6(&proven.strings)
+            .map_err(|e| FetchError::Record(e.to_string()))?;
+        if record.group != group {
+            return Err(FetchError::Record(format!(
+                "record is for {}, asked for {group}",
+                record.group
+            )));
+        }
+        self.admit(group.into(), proven.inception, None)?;
+        Ok((record, proven.ttl, proven.expires))
+    }
+
     /// Asks the server for `group`'s record and DNSKEYs, validates both, and parses the record.
     /// `now` is wall-clock time.
     pub async fn fetch(
@@ -312,7 +425,7 @@ impl KeystoreClient {
         now: Timestamp,
     ) -> Result<(GroupRecord, u32, u64), FetchError> {
         let (record, proven) = self.fetch_group(group, now).await?;
-        self.admit(group, proven.inception, None)?;
+        self.admit(group.into(), proven.inception, None)?;
         Ok((record, proven.ttl, proven.expires))
     }
 
@@ -320,12 +433,7 @@ impl KeystoreClient {
     /// older than the group's mark (or `cached`), else the mark rises to it, on disk before the
     /// record is relied on. A mark that cannot be written is logged and the record used all the
     /// same: it holds in memory, and the write is tried again with the next raise.
-    fn admit(
-        &self,
-        group: Ipv4Addr,
-        inception: u64,
-        cached: Option<u64>,
-    ) -> Result<(), FetchError> {
+    fn admit(&self, group: IpAddr, inception: u64, cached: Option<u64>) -> Result<(), FetchError> {
         let key = MarkKey::new(&self.config.anchor, group);
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(newest) = marks.get(key).max(cached).filter(|&c| inception < c) {
@@ -398,7 +506,7 @@ impl KeystoreClient {
         };
         match result {
             Ok((record, proven)) => {
-                self.admit(group, proven.inception, cached_inception)?;
+                self.admit(group.into(), proven.inception, cached_inception)?;
                 let ttl = Duration::from_secs(u64::from(proven.ttl.max(1)));
                 let expires_at = Timestamp::from_secs(proven.expires)
                     .min(record.not_after)
