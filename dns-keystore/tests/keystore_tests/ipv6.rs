@@ -127,6 +127,34 @@ async fn dig_aaaa_and_delv_read_and_validate_ipv6_records() {
     );
     assert_eq!(client.fetch(f.group, now).await.expect("fetch v4").0, r4);
 
+    // An AAAA that disagrees with the record (signed: the server does not screen addresses)
+    // is refused by the lookup by name.
+    let mut m = hickory_proto::op::Message::query();
+    m.metadata.op_code = hickory_proto::op::OpCode::Update;
+    let mut q = hickory_proto::op::Query::new();
+    q.set_name(d.anchor().zone)
+        .set_query_type(hickory_proto::rr::RecordType::SOA);
+    m.add_zone(q);
+    let service = Name::from_ascii(format!("{SERVICE6_NAME}.")).expect("name");
+    let mut delete = Record::update0(service.clone(), 0, hickory_proto::rr::RecordType::AAAA);
+    delete.dns_class = hickory_proto::rr::DNSClass::ANY;
+    m.add_update(delete);
+    m.add_update(Record::from_rdata(
+        service,
+        300,
+        RData::AAAA(hickory_proto::rr::rdata::AAAA(Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99,
+        ))),
+    ));
+    d.admin().send(m).await.expect("AAAA update");
+    let err = client.fetch_service("web6", now).await.unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::Record(format!(
+            "{SERVICE6_NAME}. has address 2001:db8::99, its record says 2001:db8::10"
+        ))
+    );
+
     // Re-publishing the label as an IPv4 service leaves no AAAA of the old family behind.
     let moved = GroupRecord {
         name: "web6".into(),
@@ -306,10 +334,18 @@ async fn tampered_or_unsigned_ipv6_answers_are_refused_and_change_nothing() {
         .expect("marks")
         .get(key)
         .is_some());
+
+    // A mark newer than the zone's signatures (as after a later record was seen): the current
+    // answer is refused as a rollback, and the IPv4 groups' marks are another key.
+    let mut m = RollbackMarks::open(&marks).expect("marks");
+    m.raise(key, u64::from(u32::MAX)).expect("raise");
+    let err = client_via(d.addr).fetch6(GROUP6, now).await.unwrap_err();
+    assert!(matches!(err, FetchError::Rollback { .. }), "{err}");
+    assert_eq!(m.get(MarkKey::new(&d.anchor(), f.group)), None);
 }
 
 #[tokio::test]
-async fn misplaced_ipv6_records_are_refused_and_change_nothing() {
+async fn misplaced_ipv6_records_are_refused_and_the_published_one_survives_a_restart() {
     let mut d = Daemon::start("v6-bad");
     let f = Fixture::new(1);
     let r6 = record6(&f);
@@ -359,4 +395,22 @@ async fn misplaced_ipv6_records_are_refused_and_change_nothing() {
     assert!(d.stop().success());
     assert_eq!(d.metric("keystore_updates_bad_record_total"), 4);
     assert_eq!(d.metric("keystore_updates_applied_total"), 1);
+
+    // The IPv6 record and its AAAA records come back from the state file, signed.
+    d.spawn();
+    assert_eq!(
+        text(&dig(d.addr, &["+short", GROUP6_NAME, "AAAA"])).trim(),
+        "ff3e::8000:1"
+    );
+    let out = delv(d.addr, &d.anchor_path(), &[SERVICE6_NAME, "AAAA"]);
+    assert!(
+        out.contains("; fully validated") && out.contains("2001:db8::10"),
+        "{out}"
+    );
+    let (got, _, _) = d
+        .client()
+        .fetch6(GROUP6, wall_clock())
+        .await
+        .expect("fetch6");
+    assert_eq!(got, r6);
 }
