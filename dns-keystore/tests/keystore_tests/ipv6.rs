@@ -11,6 +11,7 @@ use hickory_proto::op::UpdateMessage as _;
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{Name, RData, Record};
 use igmp_ext::fixtures::Fixture;
+use igmp_ext::verify::{KeyLookupError, KeySource};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -413,4 +414,51 @@ async fn misplaced_ipv6_records_are_refused_and_the_published_one_survives_a_res
         .await
         .expect("fetch6");
     assert_eq!(got, r6);
+}
+
+static TAMPER: AtomicBool = AtomicBool::new(false);
+
+fn tamper_txt_when_asked(a: &mut [u8]) {
+    if TAMPER.load(Ordering::Relaxed) {
+        tamper_txt(a);
+    }
+}
+
+#[tokio::test]
+async fn the_ipv6_cache_serves_validated_records_and_a_refused_answer_changes_nothing() {
+    let d = Daemon::start("v6-cache");
+    let f = Fixture::new(1);
+    let r6 = record6(&f);
+    d.admin().publish(&r6).await.expect("publish");
+    let (at, stop) = proxy(d.addr, unchanged, tamper_txt_when_asked);
+    let client = KeystoreClient::new(ClientConfig::new(at, d.anchor()));
+    let now = wall_clock();
+
+    // Not watched, nothing cached: no record, and the IPv4 side knows nothing of it.
+    assert!(matches!(
+        client.record6(GROUP6, now),
+        Err(KeyLookupError::Unavailable(_))
+    ));
+    client.watch6(GROUP6);
+    client.refresh6(GROUP6, now).await.expect("refresh6");
+    assert_eq!(*client.record6(GROUP6, now).expect("cached"), r6);
+    assert!(client.group_keys(f.group, now).is_err());
+
+    // A tampered answer is refused and the cached record stays.
+    TAMPER.store(true, Ordering::Relaxed);
+    let err = client.refresh6(GROUP6, now).await.unwrap_err();
+    assert!(matches!(err, FetchError::Validation(_)), "{err}");
+    assert_eq!(*client.record6(GROUP6, now).expect("still cached"), r6);
+    TAMPER.store(false, Ordering::Relaxed);
+
+    // A refresh round (TTL run out) fetches the watched IPv6 group: a revocation arrives.
+    let revoked = dns_keystore::admin::revoke_member(&r6, igmp_ext::KeyId([9; 8]));
+    d.admin()
+        .publish(&revoked)
+        .await
+        .expect("publish revocation");
+    let later = now.saturating_add(Duration::from_secs(400));
+    client.refresh_due(later).await;
+    assert_eq!(*client.record6(GROUP6, later).expect("refreshed"), revoked);
+    stop.store(true, Ordering::Relaxed);
 }
