@@ -1,6 +1,7 @@
 //! The update API the admin tool uses: RFC 2136 dynamic updates signed with TSIG (RFC 8945,
 //! HMAC-SHA256). Publishing a record replaces both of its names' TXT, A and AAAA RRsets in one
-//! update, so a reader never sees half a record (nor an address of the family it replaced). Rotation and revocation are new records.
+//! update, so a reader never sees half a record (nor an address of the family it replaced).
+//! Rotation and revocation are new records.
 
 use crate::cert_record::CertRecord;
 use crate::client::{exchange, rand_id, FetchError};
