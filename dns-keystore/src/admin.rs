@@ -1,18 +1,19 @@
 //! The update API the admin tool uses: RFC 2136 dynamic updates signed with TSIG (RFC 8945,
-//! HMAC-SHA256). Publishing a record replaces both of its names' TXT and A RRsets in one
-//! update, so a reader never sees half a record. Rotation and revocation are new records.
+//! HMAC-SHA256). Publishing a record replaces both of its names' TXT, A and AAAA RRsets in one
+//! update, so a reader never sees half a record (nor an address of the family it replaced).
+//! Rotation and revocation are new records.
 
 use crate::cert_record::CertRecord;
 use crate::client::{exchange, rand_id, FetchError};
 use crate::names;
-use crate::record::{GroupRecord, RecordError};
+use crate::record::{GroupFamily, GroupRecord, RecordError};
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode, UpdateMessage as _};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
-use hickory_proto::rr::rdata::{A, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use igmp_ext::ed25519_dalek::VerifyingKey;
 use igmp_ext::KeyId;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Why an update did not happen.
@@ -88,42 +89,60 @@ impl Admin {
         m.add_update(r);
     }
 
-    /// Publishes (or replaces) `record` at its service name and its group-address name.
-    pub async fn publish(&self, record: &GroupRecord) -> Result<(), AdminError> {
-        let strings = record.to_txt_strings()?;
+    /// The record's two names (SPEC.md §8.2): its service name and its group-address name.
+    fn record_names<A: GroupFamily>(
+        &self,
+        record: &GroupRecord<A>,
+    ) -> Result<[Name; 2], AdminError> {
         let at_service = names::service_name(&self.zone, &record.name)
             .map_err(|e| AdminError::Setup(e.to_string()))?;
-        let at_group = names::group_name(&self.zone, record.group);
+        let at_group = names::group_address_name(&self.zone, record.group.into());
+        Ok([at_service, at_group])
+    }
+
+    /// Deletes the TXT and both address RRsets at `name`: a record that changes family leaves
+    /// no address of the old one behind.
+    fn delete_record_rrsets(m: &mut Message, name: &Name) {
+        for rtype in [RecordType::TXT, RecordType::A, RecordType::AAAA] {
+            Self::delete_rrset(m, name, rtype);
+        }
+    }
+
+    /// Publishes (or replaces) `record` at its service name and its group-address name: TXT the
+    /// record, and an A (IPv4) or AAAA (IPv6) record: the VIP at the service name if there is
+    /// one, else the group address.
+    pub async fn publish<A: GroupFamily>(&self, record: &GroupRecord<A>) -> Result<(), AdminError> {
+        let strings = record.to_txt_strings()?;
+        let [at_service, at_group] = self.record_names(record)?;
         let mut m = self.update_message();
         for (name, addr) in [
             (&at_service, record.vip.unwrap_or(record.group)),
             (&at_group, record.group),
         ] {
-            Self::delete_rrset(&mut m, name, RecordType::TXT);
-            Self::delete_rrset(&mut m, name, RecordType::A);
+            Self::delete_record_rrsets(&mut m, name);
             m.add_update(Record::from_rdata(
                 name.clone(),
                 self.ttl,
                 RData::TXT(TXT::new(strings.clone())),
             ));
-            m.add_update(Record::from_rdata(
-                name.clone(),
-                self.ttl,
-                RData::A(A(addr)),
-            ));
+            let address = match addr.into() {
+                IpAddr::V4(a) => RData::A(A(a)),
+                IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+            };
+            m.add_update(Record::from_rdata(name.clone(), self.ttl, address));
         }
         self.send(m).await
     }
 
     /// Removes `record` from both of its names.
-    pub async fn withdraw(&self, record: &GroupRecord) -> Result<(), AdminError> {
-        let at_service = names::service_name(&self.zone, &record.name)
-            .map_err(|e| AdminError::Setup(e.to_string()))?;
-        let at_group = names::group_name(&self.zone, record.group);
+    pub async fn withdraw<A: GroupFamily>(
+        &self,
+        record: &GroupRecord<A>,
+    ) -> Result<(), AdminError> {
+        let names = self.record_names(record)?;
         let mut m = self.update_message();
-        for name in [&at_service, &at_group] {
-            Self::delete_rrset(&mut m, name, RecordType::TXT);
-            Self::delete_rrset(&mut m, name, RecordType::A);
+        for name in &names {
+            Self::delete_record_rrsets(&mut m, name);
         }
         self.send(m).await
     }
@@ -167,7 +186,10 @@ impl Admin {
 
 /// `record` with `new_key` added (newest last, the oldest dropped beyond [`crate::record::MAX_KEYS`]).
 /// Publish it, reissue certificates, then publish [`retire_key`] of it.
-pub fn rotate_key(record: &GroupRecord, new_key: VerifyingKey) -> GroupRecord {
+pub fn rotate_key<A: GroupFamily>(
+    record: &GroupRecord<A>,
+    new_key: VerifyingKey,
+) -> GroupRecord<A> {
     let mut r = record.clone();
     r.keys.retain(|k| *k != new_key);
     r.keys.push(new_key);
@@ -178,7 +200,7 @@ pub fn rotate_key(record: &GroupRecord, new_key: VerifyingKey) -> GroupRecord {
 }
 
 /// `record` without the group key `old`.
-pub fn retire_key(record: &GroupRecord, old: KeyId) -> GroupRecord {
+pub fn retire_key<A: GroupFamily>(record: &GroupRecord<A>, old: KeyId) -> GroupRecord<A> {
     let mut r = record.clone();
     r.keys.retain(|k| KeyId::of(k) != old);
     r
@@ -186,7 +208,7 @@ pub fn retire_key(record: &GroupRecord, old: KeyId) -> GroupRecord {
 
 /// `record` with member key `member` revoked (the oldest revocation dropped beyond
 /// [`crate::record::MAX_REVOKED`]; expire certificates before then).
-pub fn revoke_member(record: &GroupRecord, member: KeyId) -> GroupRecord {
+pub fn revoke_member<A: GroupFamily>(record: &GroupRecord<A>, member: KeyId) -> GroupRecord<A> {
     let mut r = record.clone();
     if !r.revoked.contains(&member) {
         r.revoked.push(member);

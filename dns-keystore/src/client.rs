@@ -16,19 +16,25 @@
 //! counts as no answer); and a validated record signed before the newest one accepted (a
 //! replayed, pre-revocation answer) is refused as a rollback, also after a restart when the
 //! client keeps its [`RollbackMarks`] in a file.
+//!
+//! IPv6 groups (SPEC.md §8.2) are looked up at their nibble names ([`KeystoreClient::fetch6`])
+//! and cached by the same rules: [`KeystoreClient::watch6`] and [`KeystoreClient::record6`]
+//! (igmp-ext's `KeySource` is IPv4 only, so the IPv6 lookup returns the validated record).
+//! [`KeystoreClient::fetch_service`] reads a service name of either family with its validated
+//! A or AAAA.
 
 use crate::cert_record::CertRecord;
 use crate::marks::{MarkKey, RollbackMarks};
 use crate::names;
-use crate::record::GroupRecord;
+use crate::record::{AnyGroupRecord, GroupRecord, GroupRecord6};
 use crate::retry::{Retry, RetryPolicy};
-use crate::validate::{validate, TrustAnchor, ValidationError};
+use crate::validate::{validate, TrustAnchor, Validated, ValidationError};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use igmp_ext::verify::{GroupKeys, KeyLookupError, KeySource};
 use igmp_ext::{KeyId, Timestamp};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -85,11 +91,36 @@ pub enum FetchError {
     Rollback { offered: u64, cached: u64 },
 }
 
+/// A validated record in the cache: an IPv4 one with the keys the verifier takes, or an IPv6 one.
+#[derive(Debug, Clone)]
+enum Cached {
+    V4 {
+        keys: Arc<GroupKeys>,
+        record: GroupRecord,
+    },
+    V6(Arc<GroupRecord6>),
+}
+
+impl Cached {
+    fn valid_at(&self, now: Timestamp) -> bool {
+        match self {
+            Cached::V4 { record, .. } => record.valid_at(now),
+            Cached::V6(record) => record.valid_at(now),
+        }
+    }
+
+    fn validity(&self) -> (Timestamp, Timestamp) {
+        match self {
+            Cached::V4 { record, .. } => (record.not_before, record.not_after),
+            Cached::V6(record) => (record.not_before, record.not_after),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Entry {
     Keys {
-        keys: Arc<GroupKeys>,
-        record: GroupRecord,
+        cached: Cached,
         refresh_at: Timestamp,
         expires_at: Timestamp,
         /// The RRSIG inception of the cached record: older answers are rollbacks.
@@ -104,8 +135,8 @@ impl Entry {
     fn usable(&self, now: Timestamp) -> bool {
         match self {
             Entry::Keys {
-                record, expires_at, ..
-            } => now <= *expires_at && record.valid_at(now),
+                cached, expires_at, ..
+            } => now <= *expires_at && cached.valid_at(now),
             Entry::Absent { .. } => false,
         }
     }
@@ -141,13 +172,26 @@ struct ProvenTxt {
     inception: u64,
 }
 
+/// A service name's record with its address, both DNSSEC-validated and consistent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub record: AnyGroupRecord,
+    /// The name's A (IPv4 record) or AAAA (IPv6 record): the VIP if the record has one, else
+    /// the group address.
+    pub address: IpAddr,
+    /// The smaller TTL of the two RRsets.
+    pub ttl: u32,
+    /// The earliest signature expiry of the two (seconds since the epoch).
+    pub expires: u64,
+}
+
 /// Validated, cached group keys; the verifier's [`KeySource`].
 #[derive(Debug)]
 pub struct KeystoreClient {
     config: ClientConfig,
-    cache: RwLock<HashMap<Ipv4Addr, Entry>>,
+    cache: RwLock<HashMap<IpAddr, Entry>>,
     /// Each watched group's retry state, on the monotonic clock; only refresh rounds touch it.
-    retries: Mutex<HashMap<Ipv4Addr, Retry>>,
+    retries: Mutex<HashMap<IpAddr, Retry>>,
     /// Set by a lookup of a watched group that found no usable keys; taken by the next round.
     missed: AtomicBool,
     /// Wakes the refresher on such a miss.
@@ -251,14 +295,19 @@ impl KeystoreClient {
         }
     }
 
-    /// Asks the server for the TXT RRset at `name` and the zone's DNSKEYs, validates both
-    /// against the trust anchor at `now`, and returns the one record's character-strings with
-    /// the RRset's TTL and signature expiry (Unix seconds).
-    async fn fetch_txt(&self, name: &Name, now: Timestamp) -> Result<ProvenTxt, FetchError> {
+    /// Asks the server for the `rtype` RRset at `name` and the zone's DNSKEYs, and validates
+    /// both against the trust anchor at `now`. A denial or an answer without such an RRset is
+    /// [`FetchError::NoRecord`] (not proven, see the module doc).
+    async fn fetch_rrset(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        now: Timestamp,
+    ) -> Result<Validated, FetchError> {
         let zone = &self.config.anchor.zone;
         let answer = exchange(
             self.config.server,
-            &query(name.clone(), RecordType::TXT),
+            &query(name.clone(), rtype),
             self.config.timeout,
         )
         .await?;
@@ -267,11 +316,7 @@ impl KeystoreClient {
             ResponseCode::NXDomain => return Err(FetchError::NoRecord),
             code => return Err(FetchError::ServerError(code.to_string())),
         }
-        if !answer
-            .answers
-            .iter()
-            .any(|r| r.record_type() == RecordType::TXT)
-        {
+        if !answer.answers.iter().any(|r| r.record_type() == rtype) {
             return Err(FetchError::NoRecord);
         }
         let keys = exchange(
@@ -280,14 +325,20 @@ impl KeystoreClient {
             self.config.timeout,
         )
         .await?;
-        let proven = validate(
+        Ok(validate(
             &self.config.anchor,
             &keys.answers,
             &answer.answers,
             name,
-            RecordType::TXT,
+            rtype,
             now.as_millis() / 1000,
-        )?;
+        )?)
+    }
+
+    /// The TXT RRset at `name`, validated: the one record's character-strings with the RRset's
+    /// TTL and signature expiry (Unix seconds).
+    async fn fetch_txt(&self, name: &Name, now: Timestamp) -> Result<ProvenTxt, FetchError> {
+        let proven = self.fetch_rrset(name, RecordType::TXT, now).await?;
         let [record] = proven.records.as_slice() else {
             return Err(FetchError::Record(format!(
                 "more than one TXT record at {name}"
@@ -304,6 +355,103 @@ impl KeystoreClient {
         })
     }
 
+    /// The A (`ipv6` false) or AAAA RRset at `name`, DNSSEC-validated at `now`, with its TTL and
+    /// signature expiry. A tampered or unsigned answer is a [`FetchError::Validation`].
+    pub async fn fetch_addresses(
+        &self,
+        name: &Name,
+        ipv6: bool,
+        now: Timestamp,
+    ) -> Result<(Vec<IpAddr>, u32, u64), FetchError> {
+        let rtype = if ipv6 {
+            RecordType::AAAA
+        } else {
+            RecordType::A
+        };
+        let proven = self.fetch_rrset(name, rtype, now).await?;
+        let addresses = proven
+            .records
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => Ok(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Ok(IpAddr::V6(a.0)),
+                _ => Err(FetchError::Record(format!("not an {rtype} record"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((addresses, proven.ttl, proven.expires))
+    }
+
+    /// Looks up service `label` (`<label>.<zone>`, SPEC.md §8.2): its record, of either family,
+    /// and its A or AAAA, both validated; the address must be the record's VIP (or its group
+    /// when it has none) and the record's `n=` the label. Not cached, not rollback-checked: for
+    /// admins and servers; the verifier looks groups up by address.
+    pub async fn fetch_service(
+        &self,
+        label: &str,
+        now: Timestamp,
+    ) -> Result<ServiceRecord, FetchError> {
+        let name = names::service_name(&self.config.anchor.zone, label)
+            .map_err(|e| FetchError::Record(e.to_string()))?;
+        let txt = self.fetch_txt(&name, now).await?;
+        let record = AnyGroupRecord::parse_txt(&txt.strings)
+            .map_err(|e| FetchError::Record(e.to_string()))?;
+        if record.name() != label {
+            return Err(FetchError::Record(format!(
+                "record at {name} is for service {}",
+                record.name()
+            )));
+        }
+        let expected = record.vip().unwrap_or(record.group());
+        let (addresses, ttl, expires) =
+            self.fetch_addresses(&name, expected.is_ipv6(), now).await?;
+        if addresses != [expected] {
+            let got: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            return Err(FetchError::Record(format!(
+                "{name} has address {}, its record says {expected}",
+                got.join(",")
+            )));
+        }
+        Ok(ServiceRecord {
+            record,
+            address: expected,
+            ttl: ttl.min(txt.ttl),
+            expires: expires.min(txt.expires),
+        })
+    }
+
+    /// Asks the server for IPv6 `group`'s record at its nibble name (SPEC.md §8.2), validates
+    /// it, and parses it; refuses a record for another group and a rollback (as [`fetch`]).
+    /// Returns it with the TTL and signature expiry. `now` is wall-clock time.
+    ///
+    /// [`fetch`]: KeystoreClient::fetch
+    pub async fn fetch6(
+        &self,
+        group: Ipv6Addr,
+        now: Timestamp,
+    ) -> Result<(GroupRecord6, u32, u64), FetchError> {
+        let (record, proven) = self.fetch_group6(group, now).await?;
+        self.admit(group.into(), proven.inception, None)?;
+        Ok((record, proven.ttl, proven.expires))
+    }
+
+    async fn fetch_group6(
+        &self,
+        group: Ipv6Addr,
+        now: Timestamp,
+    ) -> Result<(GroupRecord6, ProvenTxt), FetchError> {
+        let name = names::group_name6(&self.config.anchor.zone, group);
+        let proven = self.fetch_txt(&name, now).await?;
+        let record = GroupRecord6::parse_txt_ipv6(&proven.strings)
+            .map_err(|e| FetchError::Record(e.to_string()))?;
+        if record.group != group {
+            return Err(FetchError::Record(format!(
+                "record is for {}, asked for {group}",
+                record.group
+            )));
+        }
+        Ok((record, proven))
+    }
+
     /// Asks the server for `group`'s record and DNSKEYs, validates both, and parses the record.
     /// `now` is wall-clock time.
     pub async fn fetch(
@@ -312,7 +460,7 @@ impl KeystoreClient {
         now: Timestamp,
     ) -> Result<(GroupRecord, u32, u64), FetchError> {
         let (record, proven) = self.fetch_group(group, now).await?;
-        self.admit(group, proven.inception, None)?;
+        self.admit(group.into(), proven.inception, None)?;
         Ok((record, proven.ttl, proven.expires))
     }
 
@@ -320,12 +468,7 @@ impl KeystoreClient {
     /// older than the group's mark (or `cached`), else the mark rises to it, on disk before the
     /// record is relied on. A mark that cannot be written is logged and the record used all the
     /// same: it holds in memory, and the write is tried again with the next raise.
-    fn admit(
-        &self,
-        group: Ipv4Addr,
-        inception: u64,
-        cached: Option<u64>,
-    ) -> Result<(), FetchError> {
+    fn admit(&self, group: IpAddr, inception: u64, cached: Option<u64>) -> Result<(), FetchError> {
         let key = MarkKey::new(&self.config.anchor, group);
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(newest) = marks.get(key).max(cached).filter(|&c| inception < c) {
@@ -390,24 +533,41 @@ impl KeystoreClient {
     /// proven, so it counts as no answer while validated keys are cached; and a validated
     /// record signed before the cached one is refused ([`FetchError::Rollback`]).
     pub async fn refresh(&self, group: Ipv4Addr, now: Timestamp) -> Result<(), FetchError> {
-        let result = self.fetch_group(group, now).await;
+        self.refresh_group(group.into(), now).await
+    }
+
+    /// [`refresh`](KeystoreClient::refresh) for an IPv6 group (at its nibble name).
+    pub async fn refresh6(&self, group: Ipv6Addr, now: Timestamp) -> Result<(), FetchError> {
+        self.refresh_group(group.into(), now).await
+    }
+
+    async fn refresh_group(&self, group: IpAddr, now: Timestamp) -> Result<(), FetchError> {
+        let result = match group {
+            IpAddr::V4(g) => self.fetch_group(g, now).await.map(|(record, proven)| {
+                let keys = Arc::new(record.to_group_keys());
+                (Cached::V4 { keys, record }, proven)
+            }),
+            IpAddr::V6(g) => self
+                .fetch_group6(g, now)
+                .await
+                .map(|(record, proven)| (Cached::V6(Arc::new(record)), proven)),
+        };
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let cached_inception = match cache.get(&group) {
             Some(Entry::Keys { inception, .. }) => Some(*inception),
             _ => None,
         };
         match result {
-            Ok((record, proven)) => {
+            Ok((cached, proven)) => {
                 self.admit(group, proven.inception, cached_inception)?;
                 let ttl = Duration::from_secs(u64::from(proven.ttl.max(1)));
                 let expires_at = Timestamp::from_secs(proven.expires)
-                    .min(record.not_after)
+                    .min(cached.validity().1)
                     .min(now.saturating_add(ttl + self.config.max_stale));
                 cache.insert(
                     group,
                     Entry::Keys {
-                        keys: Arc::new(record.to_group_keys()),
-                        record,
+                        cached,
                         refresh_at: now.saturating_add(ttl),
                         expires_at,
                         inception: proven.inception,
@@ -437,6 +597,15 @@ impl KeystoreClient {
 
     /// Registers `group` so that the refresher fetches it.
     pub fn watch(&self, group: Ipv4Addr) {
+        self.watch_group(group.into());
+    }
+
+    /// Registers IPv6 `group` so that the refresher fetches it (at its nibble name).
+    pub fn watch6(&self, group: Ipv6Addr) {
+        self.watch_group(group.into());
+    }
+
+    fn watch_group(&self, group: IpAddr) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         cache.entry(group).or_insert(Entry::Absent {
             refresh_at: Timestamp(0),
@@ -455,7 +624,7 @@ impl KeystoreClient {
     /// other due groups count as failed too, so one round waits at most one query timeout.
     async fn round(&self, policy: &RetryPolicy, now: Timestamp, mono: Instant) -> Duration {
         let missed = self.missed.swap(false, Ordering::Relaxed);
-        let due: Vec<(Ipv4Addr, bool)> = {
+        let due: Vec<(IpAddr, bool)> = {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
             let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
             cache
@@ -474,7 +643,7 @@ impl KeystoreClient {
             let outcome = if unreachable {
                 None
             } else {
-                Some(self.refresh(group, now).await)
+                Some(self.refresh_group(group, now).await)
             };
             let at = Instant::now();
             let usable = self.usable(group, now).unwrap_or(usable_before);
@@ -503,11 +672,11 @@ impl KeystoreClient {
     /// Would a lookup of `group` at `now` get keys? Unlike a lookup through [`KeySource`], a
     /// `false` here does not wake the refresher (for status pages and tests).
     pub fn has_usable_keys(&self, group: Ipv4Addr, now: Timestamp) -> bool {
-        self.usable(group, now).unwrap_or(false)
+        self.usable(group.into(), now).unwrap_or(false)
     }
 
     /// Would a lookup of `group` at `now` get keys? `None` if the group is not watched.
-    fn usable(&self, group: Ipv4Addr, now: Timestamp) -> Option<bool> {
+    fn usable(&self, group: IpAddr, now: Timestamp) -> Option<bool> {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         cache.get(&group).map(|e| e.usable(now))
     }
@@ -561,32 +730,28 @@ fn jitter() -> f64 {
     (rand_id() as f64) / 65_536.0
 }
 
-impl KeySource for KeystoreClient {
-    fn group_keys(
-        &self,
-        group: Ipv4Addr,
-        now: Timestamp,
-    ) -> Result<Arc<GroupKeys>, KeyLookupError> {
+impl KeystoreClient {
+    /// The cached entry of `group` as a lookup at `now` sees it: the record if it is usable,
+    /// else why not. A watched group without usable keys wakes the refresher (its rate limit
+    /// decides); groups nobody watches are never fetched.
+    fn lookup(&self, group: IpAddr, now: Timestamp) -> Result<Cached, KeyLookupError> {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let watched = cache.contains_key(&group);
         let result = match cache.get(&group) {
             Some(Entry::Keys {
-                keys,
-                record,
-                expires_at,
-                ..
+                cached, expires_at, ..
             }) => {
                 if now > *expires_at {
                     Err(KeyLookupError::Unavailable(format!(
                         "cached keys expired at {expires_at} and the keystore has not answered since"
                     )))
-                } else if !record.valid_at(now) {
+                } else if !cached.valid_at(now) {
+                    let (from, to) = cached.validity();
                     Err(KeyLookupError::Invalid(format!(
-                        "record valid {} to {}",
-                        record.not_before, record.not_after
+                        "record valid {from} to {to}"
                     )))
                 } else {
-                    Ok(keys.clone())
+                    Ok(cached.clone())
                 }
             }
             Some(Entry::Absent { refresh_at }) if refresh_at.0 > 0 => {
@@ -596,12 +761,37 @@ impl KeySource for KeystoreClient {
                 "no validated keys for the group yet".into(),
             )),
         };
-        // A watched group without usable keys: fetch it now rather than at the next tick (the
-        // refresher's rate limit decides). Groups nobody configured are never fetched.
         if matches!(result, Err(KeyLookupError::Unavailable(_))) && watched {
             self.missed.store(true, Ordering::Relaxed);
             self.wake.notify_one();
         }
         result
+    }
+
+    /// IPv6 `group`'s validated record from the cache, by the rules of [`KeySource`]'s lookup
+    /// for IPv4 groups: served until it expires, then `Unavailable` (fail closed); a watched
+    /// group without one wakes the refresher. Memory only.
+    pub fn record6(
+        &self,
+        group: Ipv6Addr,
+        now: Timestamp,
+    ) -> Result<Arc<GroupRecord6>, KeyLookupError> {
+        match self.lookup(group.into(), now)? {
+            Cached::V6(record) => Ok(record),
+            Cached::V4 { .. } => Err(KeyLookupError::UnknownGroup),
+        }
+    }
+}
+
+impl KeySource for KeystoreClient {
+    fn group_keys(
+        &self,
+        group: Ipv4Addr,
+        now: Timestamp,
+    ) -> Result<Arc<GroupKeys>, KeyLookupError> {
+        match self.lookup(group.into(), now)? {
+            Cached::V4 { keys, .. } => Ok(keys),
+            Cached::V6(_) => Err(KeyLookupError::UnknownGroup),
+        }
     }
 }

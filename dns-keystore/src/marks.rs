@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 const HEADER: &str = "manycast-rollback-marks 1\n";
@@ -24,11 +24,12 @@ const HEADER: &str = "manycast-rollback-marks 1\n";
 pub struct MarkKey {
     /// The first 8 bytes of SHA-256 over the anchor's zone name and public key.
     pub anchor: u64,
-    pub group: Ipv4Addr,
+    /// The group, of either family (a file written before IPv6 groups holds IPv4 ones only).
+    pub group: IpAddr,
 }
 
 impl MarkKey {
-    pub fn new(anchor: &crate::validate::TrustAnchor, group: Ipv4Addr) -> Self {
+    pub fn new(anchor: &crate::validate::TrustAnchor, group: impl Into<IpAddr>) -> Self {
         let mut h = Sha256::new();
         h.update(anchor.zone.to_ascii().to_ascii_lowercase().as_bytes());
         h.update([0]);
@@ -38,7 +39,7 @@ impl MarkKey {
         first.copy_from_slice(&d[..8]);
         MarkKey {
             anchor: u64::from_be_bytes(first),
-            group,
+            group: group.into(),
         }
     }
 }
@@ -213,7 +214,7 @@ pub fn decode(bytes: &[u8]) -> Result<BTreeMap<MarkKey, u64>, String> {
         };
         let bad = |what: &str| format!("bad {what} in {line:?}");
         let anchor = u64::from_str_radix(a, 16).map_err(|_| bad("anchor"))?;
-        let group: Ipv4Addr = g.parse().map_err(|_| bad("group"))?;
+        let group: IpAddr = g.parse().map_err(|_| bad("group"))?;
         let m: u64 = m.parse().map_err(|_| bad("mark"))?;
         if marks.insert(MarkKey { anchor, group }, m).is_some() {
             return Err(format!("{group} of anchor {a} listed twice"));
@@ -228,11 +229,11 @@ mod tests {
 
     const G: MarkKey = MarkKey {
         anchor: 0x0123_4567_89ab_cdef,
-        group: Ipv4Addr::new(232, 1, 1, 1),
+        group: IpAddr::V4(std::net::Ipv4Addr::new(232, 1, 1, 1)),
     };
     const H: MarkKey = MarkKey {
         anchor: 7,
-        group: Ipv4Addr::new(232, 1, 1, 1),
+        group: IpAddr::V4(std::net::Ipv4Addr::new(232, 1, 1, 1)),
     };
 
     fn dir(tag: &str) -> PathBuf {
@@ -291,5 +292,28 @@ mod tests {
         assert!(matches!(e, MarksError::Damaged { .. }), "{e}");
         assert!(e.to_string().contains("remove it to start over"), "{e}");
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn ipv6_groups_have_their_own_marks_and_old_files_still_read() {
+        let six = MarkKey {
+            anchor: G.anchor,
+            group: "ff3e::8000:1".parse().unwrap(),
+        };
+        let marks = BTreeMap::from([(G, 10), (six, 20)]);
+        let bytes = encode(&marks);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("0123456789abcdef ff3e::8000:1 20\n"),
+            "{text}"
+        );
+        assert_eq!(decode(&bytes), Ok(marks));
+        // A file written before IPv6 groups (IPv4 lines only) reads as it did.
+        let old = encode(&BTreeMap::from([(G, 10)]));
+        assert_eq!(
+            String::from_utf8(old.clone()).unwrap().lines().nth(1),
+            Some("0123456789abcdef 232.1.1.1 10")
+        );
+        assert_eq!(decode(&old), Ok(BTreeMap::from([(G, 10)])));
     }
 }

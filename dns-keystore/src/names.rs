@@ -1,12 +1,16 @@
 //! Where a group's record lives in the zone (SPEC.md §8.2): under its service name and under a
-//! reverse-style name built from the group address. Sans-IO.
+//! reverse-style name built from the group address (IPv4: decimal octets under `g`, IPv6:
+//! nibbles under `g6`). Sans-IO.
 
-use core::net::Ipv4Addr;
+use core::fmt::Write as _;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hickory_proto::rr::Name;
 use igmp_ext::KeyId;
 
 /// The label under the zone that holds reverse-style group-address names.
 pub const GROUP_LABEL: &str = "g";
+/// The label under the zone that holds the nibble names of IPv6 groups (SPEC.md §8.2).
+pub const GROUP6_LABEL: &str = "g6";
 /// The label under the zone that holds member certificates by member key id (SPEC.md §8.7).
 pub const MEMBER_LABEL: &str = "m";
 
@@ -49,6 +53,29 @@ pub fn group_name(zone: &Name, group: Ipv4Addr) -> Name {
         .expect("four decimal octets and a fixed label under a valid zone form a valid name")
 }
 
+/// The nibble name of IPv6 group `group`: its 32 hex digits, least significant first, one per
+/// label, lower case, then `g6.<zone>`, as `ip6.arpa` names are formed (RFC 3596 §2.5). So
+/// `ff3e::8000:1` is `1.0.0.0.0.0.0.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.e.3.f.f.g6.<zone>`.
+/// Carries the record and an AAAA record of the group address.
+pub fn group_name6(zone: &Name, group: Ipv6Addr) -> Name {
+    let mut labels = String::with_capacity(64 + GROUP6_LABEL.len());
+    for byte in group.octets().iter().rev() {
+        let _ = write!(labels, "{:x}.{:x}.", byte & 0x0f, byte >> 4);
+    }
+    labels.push_str(GROUP6_LABEL);
+    Name::from_ascii(labels)
+        .and_then(|l| l.append_domain(zone))
+        .expect("32 hex-digit labels and a fixed label under a valid zone form a valid name")
+}
+
+/// The group-address name of `group`, of either family: [`group_name`] or [`group_name6`].
+pub fn group_address_name(zone: &Name, group: IpAddr) -> Name {
+    match group {
+        IpAddr::V4(g) => group_name(zone, g),
+        IpAddr::V6(g) => group_name6(zone, g),
+    }
+}
+
 /// `<member key id>.m.<zone>`: carries the member's certificate record (SPEC.md §8.7).
 pub fn member_name(zone: &Name, member: KeyId) -> Name {
     Name::from_ascii(format!("{member}.{MEMBER_LABEL}"))
@@ -88,7 +115,35 @@ mod tests {
         assert!(!is_member_name(&zone, &member.base_name()));
         assert!(!is_member_name(&zone, &service_name(&zone, "web").unwrap()));
         assert!(service_name(&zone, "a.b").is_err());
+        assert_eq!(
+            group_address_name(&zone, IpAddr::V4(Ipv4Addr::new(232, 1, 2, 3))),
+            group_name(&zone, Ipv4Addr::new(232, 1, 2, 3))
+        );
         assert!(zone_name(".").is_err());
         assert!(zone_name("a..b").is_err());
+    }
+
+    /// The worked example of SPEC.md §8.2.
+    #[test]
+    fn ipv6_group_nibble_name() {
+        let zone = zone_name("groups.manycast.test").unwrap();
+        let g: Ipv6Addr = "ff3e::8000:1".parse().unwrap();
+        let name = group_name6(&zone, g);
+        assert_eq!(
+            name.to_string(),
+            "1.0.0.0.0.0.0.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.e.3.f.f.g6.groups.manycast.test."
+        );
+        // 32 nibble labels, g6, then the zone's 3 labels.
+        assert_eq!(name.num_labels(), 32 + 1 + 3);
+        assert_eq!(group_address_name(&zone, IpAddr::V6(g)), name);
+        // Every nibble is its own label, lower case; a different group is a different name.
+        let g2: Ipv6Addr = "FF3E:ABCD::1".parse().unwrap();
+        let name2 = group_name6(&zone, g2).to_string();
+        assert!(
+            name2.ends_with(".d.c.b.a.e.3.f.f.g6.groups.manycast.test."),
+            "{name2}"
+        );
+        assert_eq!(name2, name2.to_lowercase());
+        assert!(!is_member_name(&zone, &name));
     }
 }

@@ -1,11 +1,15 @@
 //! The group record (patent Fig 4) as the keystore publishes it: one TXT record in DKIM-style
 //! `tag=value;` syntax (RFC 6376 §3.2), the key written as in RFC 8463 (`k=ed25519; p=<base64 of
 //! the raw 32-byte key>`). Sans-IO: text in, checked record out, and back. SPEC.md §8.
+//!
+//! A record is of one address family: its group (`g=`) and VIP (`s=`) are both IPv4 (the
+//! format since issue 3, unchanged byte for byte) or both IPv6 (issue 15). [`AnyGroupRecord`]
+//! parses either, for readers that do not know the family before they read the record.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use core::fmt::Write as _;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use igmp_ext::ed25519_dalek::VerifyingKey;
 use igmp_ext::verify::{GroupKey, GroupKeys};
 use igmp_ext::{KeyId, Timestamp};
@@ -25,12 +29,71 @@ pub const MAX_OWNER_LEN: usize = 64;
 /// which readers concatenate (as for DKIM, RFC 6376 §3.6.2.2).
 pub const TXT_CHUNK: usize = 255;
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for core::net::Ipv4Addr {}
+    impl Sealed for core::net::Ipv6Addr {}
+}
+
+/// The address family of a group record: [`Ipv4Addr`] (`g=232.1.1.1`, A records) or
+/// [`Ipv6Addr`] (`g=ff3e::8000:1`, AAAA records). Sealed: these two only.
+pub trait GroupFamily:
+    sealed::Sealed
+    + Copy
+    + Eq
+    + core::fmt::Debug
+    + core::fmt::Display
+    + core::str::FromStr
+    + Into<IpAddr>
+{
+    /// The parse error of `g=` and `s=` when the text is not an address of this family.
+    const NOT_THIS_FAMILY: &'static str;
+    /// Why `self` cannot be a group address, if it cannot: it must be multicast.
+    fn group_fault(&self) -> Option<&'static str>;
+    /// Why `self` cannot be a service VIP, if it cannot: it must be a unicast address a client
+    /// can reach through the router.
+    fn vip_fault(&self) -> Option<&'static str>;
+}
+
+impl GroupFamily for Ipv4Addr {
+    const NOT_THIS_FAMILY: &'static str = "not an IPv4 address";
+    fn group_fault(&self) -> Option<&'static str> {
+        (!self.is_multicast()).then_some("not a multicast address")
+    }
+    fn vip_fault(&self) -> Option<&'static str> {
+        (self.is_multicast() || self.is_unspecified() || self.is_broadcast())
+            .then_some("not a unicast address")
+    }
+}
+
+impl GroupFamily for Ipv6Addr {
+    const NOT_THIS_FAMILY: &'static str = "not an IPv6 address";
+    fn group_fault(&self) -> Option<&'static str> {
+        (!self.is_multicast()).then_some("not a multicast address")
+    }
+    fn vip_fault(&self) -> Option<&'static str> {
+        if self.is_multicast() || self.is_unspecified() || self.is_loopback() {
+            return Some("not a unicast address");
+        }
+        if self.is_unicast_link_local() {
+            return Some("a link-local address is no VIP (it is not routed)");
+        }
+        if self.to_ipv4_mapped().is_some() {
+            return Some("an IPv4-mapped address: publish an IPv4 record");
+        }
+        None
+    }
+}
+
 /// A group's published record: Fig 4's address, name, owner, key and public/private flag, plus
 /// what the verifier needs (key ids, validity, revocations, the VIP where one is used).
+///
+/// `A` is the address family of `g=` and `s=`; `GroupRecord` alone is the IPv4 record,
+/// [`GroupRecord6`] the IPv6 one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupRecord {
+pub struct GroupRecord<A: GroupFamily = Ipv4Addr> {
     /// `g=`: the multicast group address.
-    pub group: Ipv4Addr,
+    pub group: A,
     /// `n=`: the service label; the record is also published at `<name>.<zone>`.
     pub name: String,
     /// `o=`: who administers the group (free text: printable ASCII, no `;`, no spaces).
@@ -46,7 +109,18 @@ pub struct GroupRecord {
     /// `r=`: revoked member key ids (16 hex digits each, comma-separated).
     pub revoked: Vec<KeyId>,
     /// `s=`: the unicast service VIP bound to the group, in VIP mode.
-    pub vip: Option<Ipv4Addr>,
+    pub vip: Option<A>,
+}
+
+/// The record of an IPv6 group (`g=ff3e::...`, `s=` an IPv6 VIP).
+pub type GroupRecord6 = GroupRecord<Ipv6Addr>;
+
+/// A record of either family, as read from a name whose family the reader does not know (a
+/// service name). The family is `g=`'s: an address with a `:` is IPv6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyGroupRecord {
+    V4(GroupRecord),
+    V6(GroupRecord6),
 }
 
 /// Why record text was refused. Each names the tag at fault: the publisher wrote a bad record.
@@ -96,19 +170,16 @@ fn is_owner_text(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b';' && b != b'=' && b != b',')
 }
 
-impl GroupRecord {
+impl<A: GroupFamily> GroupRecord<A> {
     /// Checks what a publisher controls: addresses, label, owner, key count, revocations, validity.
     pub fn check(&self) -> Result<(), RecordError> {
         // The parser refuses these too; checking them here keeps the emitter from writing text
         // that every reader (and the server's update screening) would refuse.
-        if !self.group.is_multicast() {
-            return Err(bad("g", "not a multicast address"));
+        if let Some(why) = self.group.group_fault() {
+            return Err(bad("g", why));
         }
-        if self
-            .vip
-            .is_some_and(|v| v.is_multicast() || v.is_unspecified() || v.is_broadcast())
-        {
-            return Err(bad("s", "not a unicast address"));
+        if let Some(why) = self.vip.as_ref().and_then(GroupFamily::vip_fault) {
+            return Err(bad("s", why));
         }
         if !is_service_label(&self.name) {
             return Err(bad("n", "not a DNS label of a-z, 0-9 and -"));
@@ -192,18 +263,13 @@ impl GroupRecord {
         Ok(txt_chunks(&self.to_text()?))
     }
 
-    /// Parses TXT character-strings as received (concatenated first). Never panics.
-    pub fn parse_txt<S: AsRef<[u8]>>(strings: &[S]) -> Result<Self, RecordError> {
-        Self::parse(&txt_text(strings)?)
+    /// True when `now` lies within [t, x].
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        self.not_before <= now && now <= self.not_after
     }
 
-    /// Parses record text (RFC 6376 §3.2 tag-list). Never panics.
-    ///
-    /// Whitespace around tags and values is ignored, a trailing `;` is allowed, tag names are
-    /// case-sensitive, a repeated tag is an error and an unknown tag is skipped, so that later
-    /// versions can add tags. `v=MC1` must come first.
-    pub fn parse(text: &str) -> Result<Self, RecordError> {
-        let tags = tag_list(text)?;
+    /// The record from its tag-specs, `v=` checked first. Never panics.
+    fn from_tags(tags: &[(&str, &str)]) -> Result<Self, RecordError> {
         match tags.first() {
             Some(("v", VERSION)) => {}
             _ => return Err(RecordError::UnsupportedVersion),
@@ -212,10 +278,10 @@ impl GroupRecord {
         let need = |tag: &'static str| get(tag).ok_or(RecordError::MissingTag(tag));
 
         let group = need("g")?
-            .parse::<Ipv4Addr>()
-            .map_err(|_| bad("g", "not an IPv4 address"))?;
-        if !group.is_multicast() {
-            return Err(bad("g", "not a multicast address"));
+            .parse::<A>()
+            .map_err(|_| bad("g", A::NOT_THIS_FAMILY))?;
+        if let Some(why) = group.group_fault() {
+            return Err(bad("g", why));
         }
         let name = need("n")?.to_owned();
         let owner = need("o")?.to_owned();
@@ -249,11 +315,9 @@ impl GroupRecord {
         let vip = match get("s") {
             None => None,
             Some(s) => {
-                let vip = s
-                    .parse::<Ipv4Addr>()
-                    .map_err(|_| bad("s", "not an IPv4 address"))?;
-                if vip.is_multicast() || vip.is_unspecified() || vip.is_broadcast() {
-                    return Err(bad("s", "not a unicast address"));
+                let vip = s.parse::<A>().map_err(|_| bad("s", A::NOT_THIS_FAMILY))?;
+                if let Some(why) = vip.vip_fault() {
+                    return Err(bad("s", why));
                 }
                 Some(vip)
             }
@@ -272,10 +336,22 @@ impl GroupRecord {
         record.check()?;
         Ok(record)
     }
+}
 
-    /// True when `now` lies within [t, x].
-    pub fn valid_at(&self, now: Timestamp) -> bool {
-        self.not_before <= now && now <= self.not_after
+impl GroupRecord<Ipv4Addr> {
+    /// Parses TXT character-strings as received (concatenated first). Never panics.
+    pub fn parse_txt<S: AsRef<[u8]>>(strings: &[S]) -> Result<Self, RecordError> {
+        Self::parse(&txt_text(strings)?)
+    }
+
+    /// Parses the text of an IPv4 record (RFC 6376 §3.2 tag-list). Never panics.
+    ///
+    /// Whitespace around tags and values is ignored, a trailing `;` is allowed, tag names are
+    /// case-sensitive, a repeated tag is an error and an unknown tag is skipped, so that later
+    /// versions can add tags. `v=MC1` must come first. An IPv6 record is refused (`g=`: not an
+    /// IPv4 address); [`AnyGroupRecord::parse`] takes both.
+    pub fn parse(text: &str) -> Result<Self, RecordError> {
+        Self::from_tags(&tag_list(text)?)
     }
 
     /// What the verifier takes: the keys and revocations.
@@ -285,6 +361,91 @@ impl GroupRecord {
             keys: self.keys.iter().copied().map(GroupKey::new).collect(),
             revoked_members: self.revoked.clone(),
         }
+    }
+}
+
+impl GroupRecord<Ipv6Addr> {
+    /// Parses TXT character-strings of an IPv6 record. Never panics.
+    pub fn parse_txt_ipv6<S: AsRef<[u8]>>(strings: &[S]) -> Result<Self, RecordError> {
+        Self::parse_ipv6(&txt_text(strings)?)
+    }
+
+    /// Parses the text of an IPv6 record, by the rules of [`GroupRecord::parse`]. Never panics.
+    pub fn parse_ipv6(text: &str) -> Result<Self, RecordError> {
+        Self::from_tags(&tag_list(text)?)
+    }
+}
+
+impl AnyGroupRecord {
+    /// Parses TXT character-strings as received (concatenated first). Never panics.
+    pub fn parse_txt<S: AsRef<[u8]>>(strings: &[S]) -> Result<Self, RecordError> {
+        Self::parse(&txt_text(strings)?)
+    }
+
+    /// Parses a record of either family: IPv6 when `g=` holds a `:`, else IPv4. Never panics.
+    pub fn parse(text: &str) -> Result<Self, RecordError> {
+        let tags = tag_list(text)?;
+        let ipv6 = tags
+            .iter()
+            .find(|(n, _)| *n == "g")
+            .is_some_and(|(_, v)| v.contains(':'));
+        if ipv6 {
+            GroupRecord6::from_tags(&tags).map(AnyGroupRecord::V6)
+        } else {
+            GroupRecord::from_tags(&tags).map(AnyGroupRecord::V4)
+        }
+    }
+
+    /// `g=`.
+    pub fn group(&self) -> IpAddr {
+        match self {
+            AnyGroupRecord::V4(r) => r.group.into(),
+            AnyGroupRecord::V6(r) => r.group.into(),
+        }
+    }
+
+    /// `s=`.
+    pub fn vip(&self) -> Option<IpAddr> {
+        match self {
+            AnyGroupRecord::V4(r) => r.vip.map(Into::into),
+            AnyGroupRecord::V6(r) => r.vip.map(Into::into),
+        }
+    }
+
+    /// `n=`.
+    pub fn name(&self) -> &str {
+        match self {
+            AnyGroupRecord::V4(r) => &r.name,
+            AnyGroupRecord::V6(r) => &r.name,
+        }
+    }
+
+    /// The record text (see [`GroupRecord::to_text`]).
+    pub fn to_text(&self) -> Result<String, RecordError> {
+        match self {
+            AnyGroupRecord::V4(r) => r.to_text(),
+            AnyGroupRecord::V6(r) => r.to_text(),
+        }
+    }
+
+    /// True when `now` lies within [t, x].
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        match self {
+            AnyGroupRecord::V4(r) => r.valid_at(now),
+            AnyGroupRecord::V6(r) => r.valid_at(now),
+        }
+    }
+}
+
+impl From<GroupRecord> for AnyGroupRecord {
+    fn from(r: GroupRecord) -> Self {
+        AnyGroupRecord::V4(r)
+    }
+}
+
+impl From<GroupRecord6> for AnyGroupRecord {
+    fn from(r: GroupRecord6) -> Self {
+        AnyGroupRecord::V6(r)
     }
 }
 
@@ -506,10 +667,156 @@ mod tests {
         assert_eq!(gk.revoked_members, sample().revoked);
     }
 
+    fn sample6() -> GroupRecord6 {
+        let s = sample();
+        GroupRecord {
+            group: "ff3e::8000:1".parse().unwrap(),
+            vip: Some("2001:db8::10".parse().unwrap()),
+            name: s.name,
+            owner: s.owner,
+            protected: s.protected,
+            keys: s.keys,
+            not_before: s.not_before,
+            not_after: s.not_after,
+            revoked: s.revoked,
+        }
+    }
+
+    #[test]
+    fn ipv6_text_vector_both_ways() {
+        let text = sample6().to_text().unwrap();
+        let p = BASE64.encode(key(7).as_bytes());
+        let i = KeyId::of(&key(7));
+        assert_eq!(
+            text,
+            format!(
+                "v=MC1; g=ff3e::8000:1; n=web; o=ops@example.org; f=protected; k=ed25519; \
+                 p={p}; i={i}; t=1700000000; x=1900000000; r=0102030405060708; s=2001:db8::10"
+            )
+        );
+        assert_eq!(GroupRecord6::parse_ipv6(&text).unwrap(), sample6());
+        assert_eq!(
+            AnyGroupRecord::parse(&text).unwrap(),
+            AnyGroupRecord::V6(sample6())
+        );
+        // Any spelling of the address parses; the emitter writes RFC 5952's.
+        let long = text.replacen("ff3e::8000:1", "FF3E:0:0:0:0:0:8000:0001", 1);
+        assert_eq!(GroupRecord6::parse_ipv6(&long).unwrap(), sample6());
+    }
+
+    #[test]
+    fn any_record_takes_ipv4_records_as_they_are() {
+        let text = sample().to_text().unwrap();
+        let any = AnyGroupRecord::parse(&text).unwrap();
+        assert_eq!(any, AnyGroupRecord::V4(sample()));
+        assert_eq!(any.to_text().unwrap(), text);
+        assert_eq!(any.group(), IpAddr::V4(Ipv4Addr::new(232, 1, 1, 1)));
+        assert_eq!(any.vip(), Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10))));
+        assert_eq!(any.name(), "web");
+    }
+
+    #[test]
+    fn refuses_bad_ipv6_records_and_mixed_families() {
+        let good = sample6().to_text().unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                good.replacen("ff3e::8000:1", "2001:db8::1", 1),
+                "g=: not a multicast",
+            ),
+            (
+                good.replacen("ff3e::8000:1", "ff3e::8000:1:", 1),
+                "g=: not an IPv6",
+            ),
+            (
+                good.replacen("s=2001:db8::10", "s=ff3e::1", 1),
+                "s=: not a unicast",
+            ),
+            (
+                good.replacen("s=2001:db8::10", "s=::", 1),
+                "s=: not a unicast",
+            ),
+            (
+                good.replacen("s=2001:db8::10", "s=::1", 1),
+                "s=: not a unicast",
+            ),
+            (
+                good.replacen("s=2001:db8::10", "s=fe80::1", 1),
+                "link-local",
+            ),
+            (
+                good.replacen("s=2001:db8::10", "s=::ffff:203.0.113.10", 1),
+                "IPv4-mapped",
+            ),
+            (
+                good.replacen("s=2001:db8::10", "s=203.0.113.10", 1),
+                "s=: not an IPv6",
+            ),
+        ];
+        for (text, expect) in cases {
+            let err = GroupRecord6::parse_ipv6(&text).unwrap_err().to_string();
+            assert!(err.contains(expect), "{text:?}: {err}");
+            let err = AnyGroupRecord::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expect), "any {text:?}: {err}");
+        }
+        // An IPv4 group with an IPv6 VIP; each family's parser refuses the other's record.
+        let v4 = sample().to_text().unwrap();
+        let mixed = v4.replacen("s=203.0.113.10", "s=2001:db8::10", 1);
+        assert!(AnyGroupRecord::parse(&mixed)
+            .unwrap_err()
+            .to_string()
+            .contains("s=: not an IPv4"));
+        assert!(GroupRecord::parse(&good)
+            .unwrap_err()
+            .to_string()
+            .contains("g=: not an IPv4"));
+        assert!(GroupRecord6::parse_ipv6(&v4)
+            .unwrap_err()
+            .to_string()
+            .contains("g=: not an IPv6"));
+        // The emitter refuses what the parser refuses.
+        let mut r = sample6();
+        r.vip = Some("fe80::1".parse().unwrap());
+        assert!(r.to_text().is_err());
+        r.vip = None;
+        r.group = "2001:db8::1".parse().unwrap();
+        assert!(r.to_text().is_err());
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics(s in "\\PC{0,300}") {
             let _ = GroupRecord::parse(&s);
+            let _ = AnyGroupRecord::parse(&s);
+        }
+
+        #[test]
+        fn any_parse_never_panics_on_ipv6_tag_soup(
+            s in "([gs]=[0-9a-fA-F:.%]{0,45};){0,4}([nofkpitxr]=[a-z0-9.@]{0,12};){0,6}"
+        ) {
+            let _ = AnyGroupRecord::parse(&format!("v=MC1;{s}"));
+        }
+
+        #[test]
+        fn ipv6_emit_parse_round_trip(
+            g in any::<u128>(),
+            vip in proptest::option::of(any::<u128>()),
+            nkeys in 1usize..=4,
+            t in 0u64..4_000_000_000,
+        ) {
+            let r = GroupRecord6 {
+                group: Ipv6Addr::from(0xff3e_u128 << 112 | (g >> 16)),
+                name: "svc-6".into(),
+                owner: "admin".into(),
+                protected: true,
+                keys: (1..=nkeys as u8).map(key).collect(),
+                not_before: Timestamp::from_secs(t),
+                not_after: Timestamp::from_secs(t + 1),
+                revoked: Vec::new(),
+                vip: vip.map(|v| Ipv6Addr::from(0x2001_0db8_u128 << 96 | (v >> 32))),
+            };
+            let strings = r.to_txt_strings().unwrap();
+            prop_assert_eq!(GroupRecord6::parse_txt_ipv6(&strings).unwrap(), r.clone());
+            prop_assert_eq!(AnyGroupRecord::parse_txt(&strings).unwrap(), AnyGroupRecord::V6(r));
         }
 
         #[test]

@@ -6,7 +6,7 @@ use crate::cert_record::CertRecord;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::names;
-use crate::record::GroupRecord;
+use crate::record::AnyGroupRecord;
 use crate::state::{State, StateError};
 use crate::zone::{DurableZone, ZoneError};
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
@@ -118,10 +118,10 @@ impl Guard {
                 }
                 continue;
             }
-            let record = GroupRecord::parse_txt(&txt.txt_data).map_err(|_| "bad-record")?;
-            let at_group = names::group_name(&self.zone, record.group);
+            let record = AnyGroupRecord::parse_txt(&txt.txt_data).map_err(|_| "bad-record")?;
+            let at_group = names::group_address_name(&self.zone, record.group());
             let at_service =
-                names::service_name(&self.zone, &record.name).map_err(|_| "bad-record")?;
+                names::service_name(&self.zone, record.name()).map_err(|_| "bad-record")?;
             if name != at_group && name != at_service {
                 return Err("bad-record");
             }

@@ -3,6 +3,7 @@ mod certs;
 mod daemon;
 mod denials;
 mod durability;
+mod ipv6;
 mod keystore;
 mod outage;
 mod recover;

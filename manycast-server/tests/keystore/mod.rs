@@ -301,3 +301,133 @@ fn publish_show_rotate_revoke_and_certificates() {
     );
     assert_eq!(ks.txt(&group_name), before);
 }
+
+/// Issue 15: an IPv6 group and VIP (SPEC.md §8.1, §8.2): publish → show → rotate → revoke, with
+/// `dig AAAA` at the service name and at the group's nibble name; mixed families are refused.
+#[test]
+fn ipv6_group_publish_show_rotate_revoke() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let ks = Keystore::start(d);
+    let upd = ks.update_args();
+    let show = ks.show_args();
+    for k in ["group", "group2", "srv"] {
+        ok(&ctl(&["key", "new", &path(d, k)]));
+    }
+    let group_name =
+        format!("1.0.0.0.0.0.0.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.e.3.f.f.g6.{ZONE}");
+    let service_name = format!("web6.{ZONE}");
+    let aaaa = |name: &str| {
+        String::from_utf8_lossy(&ks.dig(&[name, "AAAA"]).stdout)
+            .trim()
+            .to_owned()
+    };
+
+    let out = ok(&ctl_args(
+        &["keystore", "publish"],
+        &upd,
+        &[
+            "--group",
+            "ff3e::8000:1",
+            "--name",
+            "web6",
+            "--owner",
+            "ops@example.org",
+            "--group-pub",
+            &path(d, "group.pub"),
+            "--vip",
+            "2001:db8::10",
+        ],
+    ));
+    assert!(out.contains("published ff3e::8000:1 as web6."), "{out}");
+    for name in [&group_name, &service_name] {
+        let txt = ks.txt(name);
+        assert!(
+            txt.starts_with("v=MC1; g=ff3e::8000:1; n=web6; o=ops@example.org; f=protected"),
+            "{txt}"
+        );
+        assert!(txt.ends_with("; s=2001:db8::10"), "{txt}");
+        assert_eq!(ks.a(name), "", "{name} has no A");
+    }
+    assert_eq!(aaaa(&service_name), "2001:db8::10");
+    assert_eq!(aaaa(&group_name), "ff3e::8000:1");
+
+    let v = json(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "ff3e::8000:1", "--json"],
+    ));
+    assert_eq!(v["group"]["group"], "ff3e::8000:1");
+    assert_eq!(v["group"]["vip"], "2001:db8::10");
+    assert_eq!(v["group"]["dnssec"], "validated");
+
+    // rotate and revoke start from the validated IPv6 record.
+    ok(&ctl_args(
+        &["keystore", "rotate"],
+        &upd,
+        &["--group", "ff3e::8000:1", "--add", &path(d, "group2.pub")],
+    ));
+    ok(&ctl_args(
+        &["keystore", "revoke"],
+        &upd,
+        &[
+            "--group",
+            "ff3e::8000:1",
+            "--member-key",
+            &path(d, "srv.pub"),
+        ],
+    ));
+    let v = json(&ctl_args(
+        &["keystore", "show"],
+        &show,
+        &["--group", "ff3e::8000:1", "--json"],
+    ));
+    assert_eq!(
+        v["group"]["keys"][1]["id"],
+        key_id(d, "group2.pub").as_str()
+    );
+    assert_eq!(v["group"]["revoked"][0], key_id(d, "srv.pub").as_str());
+    assert_eq!(aaaa(&service_name), "2001:db8::10");
+
+    // A VIP of the other family, a unicast group, an unpublished group: one line each.
+    let before = ks.txt(&group_name);
+    fails_with_one_line(
+        &ctl_args(
+            &["keystore", "publish"],
+            &upd,
+            &[
+                "--group",
+                "ff3e::8000:1",
+                "--name",
+                "web6",
+                "--owner",
+                "o",
+                "--public",
+                "--vip",
+                "203.0.113.10",
+            ],
+        ),
+        "address family",
+    );
+    fails_with_one_line(
+        &ctl_args(
+            &["keystore", "publish"],
+            &upd,
+            &[
+                "--group",
+                "2001:db8::1",
+                "--name",
+                "web6",
+                "--owner",
+                "o",
+                "--public",
+            ],
+        ),
+        "multicast",
+    );
+    fails_with_one_line(
+        &ctl_args(&["keystore", "show"], &show, &["--group", "ff3e::9"]),
+        "ff3e::9",
+    );
+    assert_eq!(ks.txt(&group_name), before);
+}

@@ -2,7 +2,9 @@
 //! `dns_keystore::admin` (RFC 2136 updates signed with TSIG) and reads them back through the
 //! DNSSEC-validating client (SPEC.md §8). Changes to an existing record (rotate, revoke) start
 //! from the validated record, never from an unvalidated answer, so an on-path attacker cannot
-//! make the admin sign a record of the attacker's choosing.
+//! make the admin sign a record of the attacker's choosing. Groups and VIPs are IPv4 or IPv6
+//! (an IPv6 record lives at the group's nibble name, SPEC.md §8.2); a record's group and VIP
+//! are of one family.
 
 use clap::{Args, Subcommand};
 use daemon_kit::wall_clock;
@@ -10,11 +12,11 @@ use dns_keystore::admin::{self, Admin};
 use dns_keystore::cert_record::CertRecord;
 use dns_keystore::client::{ClientConfig, KeystoreClient};
 use dns_keystore::names;
-use dns_keystore::record::GroupRecord;
+use dns_keystore::record::{GroupFamily, GroupRecord};
 use dns_keystore::validate::TrustAnchor;
 use igmp_ext::{KeyId, Timestamp, UnverifiedCertificate};
 use manycast_server::keys;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,9 +28,9 @@ pub enum KeystoreCommand {
     Publish {
         #[command(flatten)]
         update: UpdateArgs,
-        /// The multicast group address.
+        /// The multicast group address, IPv4 or IPv6 (for example ff3e::8000:1).
         #[arg(long)]
-        group: Ipv4Addr,
+        group: IpAddr,
         /// The service label (`<name>.<zone>`).
         #[arg(long)]
         name: String,
@@ -41,9 +43,9 @@ pub enum KeystoreCommand {
         /// Publish the group as public: joins are accepted as plain IGMPv3.
         #[arg(long)]
         public: bool,
-        /// The unicast service VIP bound to the group (VIP mode).
+        /// The unicast service VIP bound to the group (VIP mode), of the group's family.
         #[arg(long)]
-        vip: Option<Ipv4Addr>,
+        vip: Option<IpAddr>,
         /// Days of validity from now.
         #[arg(long, default_value_t = 365)]
         valid_days: u64,
@@ -53,7 +55,7 @@ pub enum KeystoreCommand {
         #[command(flatten)]
         update: UpdateArgs,
         #[arg(long)]
-        group: Ipv4Addr,
+        group: IpAddr,
         /// The new group public key; published next to the current ones.
         #[arg(long, required_unless_present = "retire", conflicts_with = "retire")]
         add: Option<PathBuf>,
@@ -66,7 +68,7 @@ pub enum KeystoreCommand {
         #[command(flatten)]
         update: UpdateArgs,
         #[arg(long)]
-        group: Ipv4Addr,
+        group: IpAddr,
         /// The member's key file, certificate file or 16-hex-digit key id.
         #[arg(long)]
         member_key: String,
@@ -84,7 +86,7 @@ pub enum KeystoreCommand {
         trust_anchor: PathBuf,
         /// The group whose record to show.
         #[arg(long, required_unless_present = "member_key")]
-        group: Option<Ipv4Addr>,
+        group: Option<IpAddr>,
         /// Also show the certificate published for this member (key file, certificate file or
         /// key id); with --group it is checked against the group's published keys.
         #[arg(long)]
@@ -208,15 +210,96 @@ impl UpdateArgs {
         Ok(KeystoreClient::new(ClientConfig::new(self.server, anchor)))
     }
 
-    /// The group's current record, DNSSEC-validated.
-    async fn current(&self, group: Ipv4Addr) -> Result<GroupRecord, Error> {
-        let (record, _, _) = self
-            .client()?
-            .fetch(group, wall_clock())
-            .await
-            .map_err(|e| format!("reading the record of {group}: {e}"))?;
-        Ok(record)
+    /// The group's current record, DNSSEC-validated, then `change` applied and published.
+    async fn change(&self, group: IpAddr, change: Change<'_>) -> Result<(), Error> {
+        let client = self.client()?;
+        let read = |e| format!("reading the record of {group}: {e}");
+        match group {
+            IpAddr::V4(g) => {
+                let (current, _, _) = client.fetch(g, wall_clock()).await.map_err(read)?;
+                self.apply(current, change).await
+            }
+            IpAddr::V6(g) => {
+                let (current, _, _) = client.fetch6(g, wall_clock()).await.map_err(read)?;
+                self.apply(current, change).await
+            }
+        }
     }
+
+    async fn apply<A: GroupFamily>(
+        &self,
+        current: GroupRecord<A>,
+        change: Change<'_>,
+    ) -> Result<(), Error> {
+        let group = current.group;
+        let next = match change {
+            Change::AddKey(p) => admin::rotate_key(&current, keys::read_public_key(p)?),
+            Change::RetireKey(old) => {
+                if !current.keys.iter().any(|k| KeyId::of(k) == old) {
+                    return Err(format!("group key {old} is not published for {group}").into());
+                }
+                admin::retire_key(&current, old)
+            }
+            Change::Revoke(member) => admin::revoke_member(&current, member),
+        };
+        self.admin()?.publish(&next).await?;
+        match change {
+            Change::Revoke(member) => println!(
+                "published {group}: member key {member} revoked ({} revoked)",
+                next.revoked.len()
+            ),
+            _ => println!("published {group}: {}", key_ids(&next)),
+        }
+        Ok(())
+    }
+}
+
+/// What `rotate` and `revoke` change in the current record.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    AddKey(&'a Path),
+    RetireKey(KeyId),
+    Revoke(KeyId),
+}
+
+/// What `keystore publish` writes, before its addresses say which family it is.
+struct NewRecord {
+    name: String,
+    owner: String,
+    protected: bool,
+    keys: Vec<igmp_ext::ed25519_dalek::VerifyingKey>,
+    not_before: Timestamp,
+    not_after: Timestamp,
+}
+
+impl NewRecord {
+    fn at<A: GroupFamily>(self, group: A, vip: Option<A>) -> GroupRecord<A> {
+        GroupRecord {
+            group,
+            name: self.name,
+            owner: self.owner,
+            protected: self.protected,
+            keys: self.keys,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            revoked: Vec::new(),
+            vip,
+        }
+    }
+}
+
+/// Publishes a new record (`keystore publish`) after checking it as every reader will.
+async fn publish<A: GroupFamily>(update: &UpdateArgs, record: GroupRecord<A>) -> Result<(), Error> {
+    record.check()?;
+    update.admin()?.publish(&record).await?;
+    println!(
+        "published {} as {}.{}: {}",
+        record.group,
+        record.name,
+        update.zone.trim_end_matches('.'),
+        key_ids(&record)
+    );
+    Ok(())
 }
 
 /// A member key id from a key file, a certificate file or 16 hex digits.
@@ -265,26 +348,29 @@ async fn run_async(command: KeystoreCommand) -> Result<(), Error> {
                 None => Vec::new(),
             };
             let start = whole_seconds(wall_clock());
-            let record = GroupRecord {
-                group,
+            let not_after =
+                start.saturating_add(Duration::from_secs(valid_days.saturating_mul(86_400)));
+            let record = NewRecord {
                 name,
                 owner,
                 protected: !public,
                 keys,
                 not_before: start,
-                not_after: start
-                    .saturating_add(Duration::from_secs(valid_days.saturating_mul(86_400))),
-                revoked: Vec::new(),
-                vip,
+                not_after,
             };
-            record.check()?;
-            update.admin()?.publish(&record).await?;
-            println!(
-                "published {group} as {}.{}: {}",
-                record.name,
-                update.zone.trim_end_matches('.'),
-                key_ids(&record)
-            );
+            match (group, vip) {
+                (IpAddr::V4(g), None) => publish(&update, record.at(g, None)).await?,
+                (IpAddr::V4(g), Some(IpAddr::V4(v))) => {
+                    publish(&update, record.at(g, Some(v))).await?
+                }
+                (IpAddr::V6(g), None) => publish(&update, record.at(g, None)).await?,
+                (IpAddr::V6(g), Some(IpAddr::V6(v))) => {
+                    publish(&update, record.at(g, Some(v))).await?
+                }
+                (g, Some(v)) => {
+                    return Err(format!("--vip {v} is not of --group {g}'s address family").into())
+                }
+            }
         }
         KeystoreCommand::Rotate {
             update,
@@ -292,20 +378,12 @@ async fn run_async(command: KeystoreCommand) -> Result<(), Error> {
             add,
             retire,
         } => {
-            let current = update.current(group).await?;
-            let next = match (add, retire) {
-                (Some(p), _) => admin::rotate_key(&current, keys::read_public_key(&p)?),
-                (None, Some(old)) => {
-                    let old = member_key_id(&old)?;
-                    if !current.keys.iter().any(|k| KeyId::of(k) == old) {
-                        return Err(format!("group key {old} is not published for {group}").into());
-                    }
-                    admin::retire_key(&current, old)
-                }
+            let change = match (&add, retire) {
+                (Some(p), _) => Change::AddKey(p),
+                (None, Some(old)) => Change::RetireKey(member_key_id(&old)?),
                 (None, None) => return Err("give --add or --retire".into()),
             };
-            update.admin()?.publish(&next).await?;
-            println!("published {group}: {}", key_ids(&next));
+            update.change(group, change).await?;
         }
         KeystoreCommand::Revoke {
             update,
@@ -313,13 +391,7 @@ async fn run_async(command: KeystoreCommand) -> Result<(), Error> {
             member_key,
         } => {
             let member = member_key_id(&member_key)?;
-            let current = update.current(group).await?;
-            let next = admin::revoke_member(&current, member);
-            update.admin()?.publish(&next).await?;
-            println!(
-                "published {group}: member key {member} revoked ({} revoked)",
-                next.revoked.len()
-            );
+            update.change(group, Change::Revoke(member)).await?;
         }
         KeystoreCommand::Cert(KeystoreCertCommand::Publish { update, cert }) => {
             let record = CertRecord::new(keys::read_certificate(&cert)?)
@@ -357,13 +429,26 @@ async fn run_async(command: KeystoreCommand) -> Result<(), Error> {
         } => {
             let client =
                 KeystoreClient::new(ClientConfig::new(server, read_anchor(&trust_anchor)?));
-            return show(&client, group, member_key.as_deref(), json).await;
+            let now = wall_clock();
+            let failed = |e| format!("{}: {e}", group.map_or(String::new(), |g| g.to_string()));
+            let member_key = member_key.as_deref();
+            return match group {
+                Some(IpAddr::V4(g)) => {
+                    let fetched = client.fetch(g, now).await.map_err(failed)?;
+                    show(&client, Some(fetched), member_key, json).await
+                }
+                Some(IpAddr::V6(g)) => {
+                    let fetched = client.fetch6(g, now).await.map_err(failed)?;
+                    show(&client, Some(fetched), member_key, json).await
+                }
+                None => show::<std::net::Ipv4Addr>(&client, None, member_key, json).await,
+            };
         }
     }
     Ok(())
 }
 
-fn key_ids(r: &GroupRecord) -> String {
+fn key_ids<A: GroupFamily>(r: &GroupRecord<A>) -> String {
     if r.keys.is_empty() {
         return "no group keys (public)".into();
     }
@@ -378,7 +463,11 @@ fn b64(bytes: &[u8]) -> String {
 
 /// Checks a published certificate against the group's published record: issuer among the
 /// keys, signature, validity now, the group among its groups, the key not revoked.
-fn verdict(cert: &UnverifiedCertificate, record: &GroupRecord, now: Timestamp) -> String {
+fn verdict<A: GroupFamily>(
+    cert: &UnverifiedCertificate,
+    record: &GroupRecord<A>,
+    now: Timestamp,
+) -> String {
     let b = cert.unverified_body();
     let Some(key) = record.keys.iter().find(|k| KeyId::of(k) == b.issuer) else {
         return format!("INVALID: issuer {} is not among the group's keys", b.issuer);
@@ -386,7 +475,11 @@ fn verdict(cert: &UnverifiedCertificate, record: &GroupRecord, now: Timestamp) -
     if let Err(e) = cert.clone().verify(key, now) {
         return format!("INVALID: {e}");
     }
-    if !b.groups.contains(&record.group) {
+    if !b
+        .groups
+        .iter()
+        .any(|g| IpAddr::V4(*g) == record.group.into())
+    {
         return format!("INVALID: not certified for {}", record.group);
     }
     if record.revoked.contains(&KeyId::of(&b.member_key)) {
@@ -395,9 +488,11 @@ fn verdict(cert: &UnverifiedCertificate, record: &GroupRecord, now: Timestamp) -
     format!("valid (group key {})", b.issuer)
 }
 
-async fn show(
+/// Prints the `fetched` group record (validated, with its TTL and signature expiry) and the
+/// certificate published for `member_key`, checked against the record.
+async fn show<A: GroupFamily>(
     client: &KeystoreClient,
-    group: Option<Ipv4Addr>,
+    fetched: Option<(GroupRecord<A>, u32, u64)>,
     member_key: Option<&str>,
     json: bool,
 ) -> Result<(), Error> {
@@ -405,11 +500,7 @@ async fn show(
     let mut out = serde_json::Map::new();
     let mut text = String::new();
     let mut record = None;
-    if let Some(group) = group {
-        let (r, ttl, sig_expires) = client
-            .fetch(group, now)
-            .await
-            .map_err(|e| format!("{group}: {e}"))?;
+    if let Some((r, ttl, sig_expires)) = fetched {
         let keys: Vec<serde_json::Value> = r
             .keys
             .iter()
