@@ -1,7 +1,7 @@
 //! Deterministic keys, certificates and signed joins for tests, examples, benchmarks and fuzz
 //! seeds. Keys come from fixed seeds: never use these outside tests.
 
-use crate::cert::{CertificateBody, KeyId, MemberCertificate, MemberId};
+use crate::cert::{CertificateBody, Ipv6Grant, KeyId, MemberCertificate, MemberId};
 use crate::join::{
     build_datagram, build_signed_report, AllocationEpoch, JoinClaims, SliceEntry, SliceEntry6,
 };
@@ -75,6 +75,25 @@ impl Fixture {
             group_key,
             members,
         }
+    }
+
+    /// Members certified for every IPv4 slice of the group and for `slices6` of [`GROUP6`]:
+    /// version 2 certificates (SPEC.md §4.2), whose IPv6 grant the verifier takes for MLDv2
+    /// joins.
+    pub fn dual_stack(n: u32, slices6: SliceSet6) -> Self {
+        let mut f = Self::new(n);
+        let ipv6 = Ipv6Grant {
+            groups: vec![GROUP6],
+            slices: slices6,
+        };
+        for m in &mut f.members {
+            m.cert = m
+                .cert
+                .body()
+                .issue_with_ipv6(&ipv6, &f.group_key)
+                .expect("fixture certificates fit");
+        }
+        f
     }
 
     /// The published keys, as a keystore client would return them.

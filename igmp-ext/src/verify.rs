@@ -819,7 +819,10 @@ fn parse_rejection(e: JoinParseError) -> Rejection {
 fn cert_rejection(e: CertificateError) -> Rejection {
     let reason = match e {
         CertificateError::NotValidNow { .. } => Reason::CertificateExpired,
-        CertificateError::TooManySlices(_) | CertificateError::TooComplex(_) => Reason::TooLarge,
+        CertificateError::TooManySlices(_)
+        | CertificateError::TooManySlices6(_)
+        | CertificateError::TooLong(_)
+        | CertificateError::TooComplex(_) => Reason::TooLarge,
         _ => Reason::BadCertificate,
     };
     Rejection::new(reason, e.to_string())
