@@ -6,6 +6,7 @@ use crate::join::{
     build_datagram, build_signed_report, AllocationEpoch, JoinClaims, SliceEntry, SliceEntry6,
 };
 use crate::mld_join::{build_mld_datagram, build_signed_mld_report, JoinClaims6};
+use crate::mld_verifier::GroupKeys6;
 use crate::slice::{Slice, Slice6, SliceSet, SliceSet6};
 use crate::time::Timestamp;
 use crate::verify::{GroupKey, GroupKeys, LinkTable, Reason, Rejection};
@@ -107,6 +108,16 @@ impl Fixture {
 
     pub fn key_source(&self) -> HashMap<Ipv4Addr, Arc<GroupKeys>> {
         HashMap::from([(self.group, Arc::new(self.group_keys()))])
+    }
+
+    /// The published keys of [`GROUP6`] (the same group key), for MLDv2 joins.
+    pub fn key_source6(&self) -> HashMap<Ipv6Addr, Arc<GroupKeys6>> {
+        let keys = GroupKeys6 {
+            group: GROUP6,
+            keys: vec![GroupKey::new(self.group_key.verifying_key())],
+            revoked_members: Vec::new(),
+        };
+        HashMap::from([(GROUP6, Arc::new(keys))])
     }
 
     pub fn links(&self) -> LinkTable {
@@ -234,6 +245,7 @@ impl Fixture {
                     let grant = MemberGrant6 {
                         member: m.id,
                         member_key: m.key.verifying_key(),
+                        issuer: KeyId::of(&self.group_key.verifying_key()),
                         slices: slices.clone(),
                     };
                     (m.cert.as_bytes().to_vec(), grant)
