@@ -21,9 +21,10 @@ mod flood_tests;
 mod liveness;
 #[cfg(test)]
 mod liveness_tests;
+mod mld;
 mod status;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 mod upkeep;
 pub use announce::{AnnounceConfig, Withdrawn};
 pub use event::Event;
@@ -260,6 +261,7 @@ pub struct Router {
     events: VecDeque<Event>,
     liveness: liveness::Liveness,
     announcer: announce::Announcer,
+    mld: mld::MldPath,
 }
 
 impl Router {
@@ -324,6 +326,7 @@ impl Router {
             events,
             liveness: Default::default(),
             announcer: Default::default(),
+            mld: mld::MldPath::new(&config.verifier),
             config,
         }
     }
@@ -544,6 +547,7 @@ impl Router {
         // Candidates the budget left waiting get the capacity refilled since.
         self.verify_round(clock);
         self.run_querier(now);
+        self.expire_mld(clock);
         let expired = self.verifier.expire(clock);
         let any_expired = !expired.is_empty();
         if any_expired {
