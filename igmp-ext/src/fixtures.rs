@@ -235,7 +235,8 @@ impl Fixture {
     }
 
     /// Grants for [`GROUP6`]: each member's key and `slices`, looked up by its certificate's
-    /// exact bytes (what a certificate for IPv6 groups will grant, issue 15 item 2).
+    /// exact bytes, whatever the certificates say (the router's grant source,
+    /// `mld_verifier::CertificateGrants6`, reads their IPv6 section instead).
     pub fn grants6(&self, slices: SliceSet6) -> FixtureGrants6 {
         FixtureGrants6 {
             grants: self
