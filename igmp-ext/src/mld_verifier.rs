@@ -5,7 +5,7 @@
 //! cache's room, and slice exclusivity and epoch fencing in an [`OwnershipTable6`], by the same
 //! rules as IGMPv3 (SPEC.md §5.2, §5.6).
 
-use crate::cert::{KeyId, MemberId, UnverifiedCertificate};
+use crate::cert::{KeyId, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::ownership::{Claim6, ClaimError, OwnershipChange6, OwnershipTable6};
 use crate::replay::{Full, ReplayCache};
 use crate::slice::SliceSet6;
@@ -19,8 +19,10 @@ use crate::verify6::{
 };
 use crate::wire::mld::MldRepr;
 use crate::wire::record::GroupRecordRepr;
+use core::cell::RefCell;
 use core::net::Ipv6Addr;
 use core::time::Duration;
+use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -57,11 +59,96 @@ impl KeySource6 for HashMap<Ipv6Addr, Arc<GroupKeys6>> {
     }
 }
 
+/// Certificates whose issuer's signature verified, by their exact bytes, so that a member's
+/// refresh costs one signature check (its join's), not two. A hit counts only while the key
+/// that signed it is still published; validity, revocation and the group are checked at every
+/// use. Cleared when full, as the IGMPv3 verifier's cache.
+#[derive(Debug, Default)]
+pub struct CertificateCache6 {
+    entries: HashMap<Vec<u8>, Arc<(MemberCertificate, VerifyingKey)>>,
+    capacity: usize,
+    hits: u64,
+}
+
+impl CertificateCache6 {
+    pub fn new(capacity: usize) -> Self {
+        CertificateCache6 {
+            capacity,
+            ..Self::default()
+        }
+    }
+
+    /// Joins whose certificate came from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+}
+
 /// A [`GrantSource6`] over the certificate a join carries: the certificate chain of SPEC.md §5
 /// (steps 8-15) for an IPv6 group. The grant is the certificate's IPv6 section: a version 1
 /// certificate names no IPv6 group, so its member is refused `group-not-allowed`.
 pub struct CertificateGrants6<'a> {
-    pub keys: &'a dyn KeySource6,
+    keys: &'a dyn KeySource6,
+    cache: Option<&'a RefCell<CertificateCache6>>,
+}
+
+impl<'a> CertificateGrants6<'a> {
+    /// Every certificate checked afresh.
+    pub fn new(keys: &'a dyn KeySource6) -> Self {
+        CertificateGrants6 { keys, cache: None }
+    }
+
+    /// Certificates checked once, then taken from `cache`.
+    pub fn with_cache(keys: &'a dyn KeySource6, cache: &'a RefCell<CertificateCache6>) -> Self {
+        CertificateGrants6 {
+            keys,
+            cache: Some(cache),
+        }
+    }
+
+    /// The certificate, from the cache if it holds these bytes signed by a key still in
+    /// `keys`, else decoded and checked against its (published) issuer, then cached.
+    fn certificate(
+        &self,
+        group: Ipv6Addr,
+        keys: &GroupKeys6,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<Arc<(MemberCertificate, VerifyingKey)>, Rejection> {
+        if let Some(cache) = self.cache {
+            let mut cache = cache.borrow_mut();
+            let hit = cache
+                .entries
+                .get(bytes)
+                .filter(|e| keys.keys.iter().any(|k| k.key == e.1))
+                .cloned();
+            if let Some(hit) = hit {
+                cache.hits += 1;
+                hit.0.check_validity(now).map_err(cert_rejection)?;
+                return Ok(hit);
+            }
+        }
+        // Lengths and caps, then the issuer: nothing is decoded for an unpublished one.
+        let issuer_id = crate::cert::peek_issuer(bytes).map_err(cert_rejection)?;
+        let Some(issuer) = keys.keys.iter().find(|k| k.id == issuer_id) else {
+            return Err(Rejection::new(
+                Reason::UnknownKey,
+                format!("certificate issuer {issuer_id} is not a published key of {group}"),
+            ));
+        };
+        let cert = UnverifiedCertificate::decode(bytes)
+            .and_then(|c| c.verify(&issuer.key, now))
+            .map_err(cert_rejection)?;
+        let entry = Arc::new((cert, issuer.key));
+        if let Some(cache) = self.cache {
+            let mut cache = cache.borrow_mut();
+            if cache.entries.len() >= cache.capacity {
+                cache.entries.clear();
+            }
+            cache.entries.insert(bytes.to_vec(), entry.clone());
+        }
+        Ok(entry)
+    }
 }
 
 impl core::fmt::Debug for CertificateGrants6<'_> {
@@ -83,17 +170,8 @@ impl GrantSource6 for CertificateGrants6<'_> {
             }
             other => Rejection::new(Reason::KeyUnavailable, other.to_string()),
         })?;
-        // Lengths and caps, then the issuer: nothing is decoded for an unpublished one.
-        let issuer_id = crate::cert::peek_issuer(certificate).map_err(cert_rejection)?;
-        let Some(issuer) = keys.keys.iter().find(|k| k.id == issuer_id) else {
-            return Err(Rejection::new(
-                Reason::UnknownKey,
-                format!("certificate issuer {issuer_id} is not a published key of {group}"),
-            ));
-        };
-        let cert = UnverifiedCertificate::decode(certificate)
-            .and_then(|c| c.verify(&issuer.key, now))
-            .map_err(cert_rejection)?;
+        let entry = self.certificate(group, &keys, certificate, now)?;
+        let (cert, issuer) = (&entry.0, &entry.1);
         let body = cert.body();
         let member_key = KeyId::of(&body.member_key);
         if keys.revoked_members.contains(&member_key) {
@@ -111,7 +189,7 @@ impl GrantSource6 for CertificateGrants6<'_> {
         Ok(MemberGrant6 {
             member: body.member_id,
             member_key: body.member_key,
-            issuer: issuer_id,
+            issuer: KeyId::of(issuer),
             slices: cert.ipv6().slices.clone(),
         })
     }
@@ -140,6 +218,7 @@ pub struct MldJoinVerifier {
     links: LinkTable6,
     replay: ReplayCache,
     ownership: OwnershipTable6,
+    certificates: RefCell<CertificateCache6>,
     metrics: VerifierMetrics,
 }
 
@@ -159,6 +238,7 @@ impl MldJoinVerifier {
                 retention,
             ),
             ownership: OwnershipTable6::with_fence_retention(retention),
+            certificates: RefCell::new(CertificateCache6::new(limits.certificate_cache)),
             metrics: VerifierMetrics::default(),
             claim_hold: limits.claim_hold,
             links,
@@ -198,6 +278,7 @@ impl MldJoinVerifier {
     ) -> Result<MldOutcome, Rejection> {
         let now: Clock = now.into();
         let result = self.handle_inner(now, ifindex, datagram, keys);
+        self.metrics.certificate_cache_hits = self.certificates.borrow().hits();
         match &result {
             Ok(MldOutcome::Plain { .. }) => self.metrics.accepted_plain += 1,
             Ok(MldOutcome::Join { .. }) => self.metrics.accepted_joins += 1,
@@ -213,7 +294,7 @@ impl MldJoinVerifier {
         datagram: &[u8],
         keys: &dyn KeySource6,
     ) -> Result<MldOutcome, Rejection> {
-        let grants = CertificateGrants6 { keys };
+        let grants = CertificateGrants6::with_cache(keys, &self.certificates);
         let accepted = verify_mld_datagram(
             now.wall,
             ifindex,

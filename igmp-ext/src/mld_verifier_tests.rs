@@ -287,3 +287,39 @@ fn the_fixture_certificates_carry_the_ipv6_grant() {
         }
     );
 }
+
+/// A member's refresh takes its certificate from the cache (one signature check, the join's),
+/// a cached certificate counts only while its issuer is published, and its validity is
+/// checked at every use.
+#[test]
+fn a_checked_certificate_is_cached_while_its_issuer_is_published() {
+    let f = Fixture::dual_stack(1, SliceSet6::full());
+    let mut v = verifier(&f);
+    let u = units();
+    for n in 1..=3 {
+        let d = f.datagram6(0, &f.claims6(&u[..1], 1, NOW, n));
+        assert!(v
+            .handle_datagram(NOW, IFINDEX, &d, &f.key_source6())
+            .is_ok());
+    }
+    assert_eq!(v.metrics().certificate_cache_hits, 2);
+    // The issuer retired: the cached certificate is no longer good.
+    let other = GroupKey::new(SigningKey::from_bytes(&[0x02; 32]).verifying_key());
+    let mut rotated = (*f.key_source6()[&GROUP6]).clone();
+    rotated.keys = vec![other];
+    let keys = HashMap::from([(GROUP6, Arc::new(rotated))]);
+    let d = f.datagram6(0, &f.claims6(&u[..1], 1, NOW, 4));
+    assert_eq!(
+        refused(v.handle_datagram(NOW, IFINDEX, &d, &keys)),
+        Reason::UnknownKey
+    );
+    assert_eq!(v.metrics().certificate_cache_hits, 2);
+    // Past its validity (2028-01-01): refused though cached.
+    let late = Timestamp::from_secs(1_830_297_601);
+    let d = f.datagram6(0, &f.claims6(&u[..1], 1, late, 5));
+    assert_eq!(
+        refused(v.handle_datagram(late, IFINDEX, &d, &f.key_source6())),
+        Reason::CertificateExpired
+    );
+    assert_eq!(v.metrics().certificate_cache_hits, 3);
+}

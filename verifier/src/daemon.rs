@@ -225,7 +225,7 @@ impl Daemon {
                 None => info!(%vip, "VIP route announced"),
                 Some(why) => warn!(%vip, ?why, "VIP route withdrawn"),
             },
-            _ => {}
+            e => self.log_mld(now, e),
         }
     }
 
@@ -350,7 +350,7 @@ impl Daemon {
         info!(interfaces = ?names, "verifier running");
         // When claims were last checked against the keys (a revocation ends them, SPEC §9.7).
         let mut keys_checked = clocks().mono;
-        let mut igmp_pending = false;
+        let (mut igmp_pending, mut mld_pending) = (false, false);
         loop {
             let wait = self
                 .core
@@ -371,8 +371,9 @@ impl Daemon {
                 }
                 r = async { match &self.mld { Some(s) => s.readable().await.map(|mut g| g.clear_ready()), None => std::future::pending().await } } => {
                     r.map_err(os("MLD socket"))?;
-                    self.read_mld();
+                    mld_pending = self.read_mld();
                 }
+                _ = std::future::ready(()), if mld_pending => mld_pending = self.read_mld(),
                 r = self.beacons.readable() => {
                     r.map_err(os("beacon socket"))?;
                     self.read_beacons();
