@@ -294,6 +294,17 @@ impl MldJoinVerifier {
         datagram: &[u8],
         keys: &dyn KeySource6,
     ) -> Result<MldOutcome, Rejection> {
+        // A copy of a join already accepted is refused before any signature is checked, as
+        // for IGMPv3 (SPEC.md §5 step 6): nonces are recorded only once a join verified, so
+        // no forgery can make a member's fresh nonce look seen.
+        if let Some((member, nonce)) = claimed_nonce(datagram, &self.config) {
+            if self.replay.contains(member, &nonce) {
+                return Err(Rejection::new(
+                    Reason::Duplicate,
+                    format!("nonce already seen from {member}"),
+                ));
+            }
+        }
         let grants = CertificateGrants6::with_cache(keys, &self.certificates);
         let accepted = verify_mld_datagram(
             now.wall,
@@ -377,6 +388,25 @@ impl MldJoinVerifier {
     pub fn owner_of(&self, group: Ipv6Addr, source: Ipv6Addr) -> Option<MemberId> {
         self.ownership.owner_of(group, source).map(|(m, _)| m)
     }
+}
+
+/// The member a signed MLDv2 join's certificate names and its nonce, unverified; `None` for
+/// anything that is not a well-formed signed join (the full checks say why).
+fn claimed_nonce(
+    datagram: &[u8],
+    config: &MldVerifierConfig,
+) -> Option<(MemberId, [u8; crate::join::NONCE_LEN])> {
+    if datagram.len() > crate::mld_join::MAX_MLD_JOIN_DATAGRAM {
+        return None;
+    }
+    let ip = crate::wire::ipv6::Ipv6Packet::new_checked(datagram).ok()?;
+    let mld = crate::wire::mld::MldPacket::new_checked(ip.payload()).ok()?;
+    if mld.msg_type() != crate::wire::mld::MessageType::V2Report {
+        return None;
+    }
+    let join =
+        crate::mld_join::UnverifiedMldJoin::parse(&mld, |g| config.is_protected(g)).ok()??;
+    Some((join.claimed_member()?, join.claims().nonce))
 }
 
 #[cfg(test)]

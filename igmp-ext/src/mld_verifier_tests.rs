@@ -172,6 +172,44 @@ fn a_replayed_join_is_a_duplicate_and_changes_nothing() {
     assert_eq!(v.metrics().accepted_joins, 1);
 }
 
+/// A copy of an accepted join with its signature broken is still a duplicate: refused by its
+/// nonce before any signature is checked, so a replay flood costs no signature work.
+#[test]
+fn a_replay_is_refused_before_its_signature_is_checked() {
+    let f = Fixture::dual_stack(1, SliceSet6::full());
+    let mut v = verifier(&f);
+    let d = f.datagram6(0, &f.claims6(&units()[..1], 1, NOW, 1));
+    assert!(v
+        .handle_datagram(NOW, IFINDEX, &d, &f.key_source6())
+        .is_ok());
+    let mut broken = d.clone();
+    let last = broken.len() - 1;
+    broken[last] ^= 0x01;
+    let ip = crate::wire::ipv6::HEADER_LEN + 8;
+    crate::wire::mld::fill_checksum(
+        &mut broken[ip..],
+        f.addr6(0),
+        crate::wire::mld::ALL_MLDV2_ROUTERS,
+    );
+    assert_eq!(
+        refused(v.handle_datagram(NOW, IFINDEX, &broken, &f.key_source6())),
+        Reason::Duplicate
+    );
+    // The same bytes with a fresh nonce get their signature checked.
+    let fresh = f.datagram6(0, &f.claims6(&units()[..1], 1, NOW, 2));
+    let mut broken = fresh.clone();
+    broken[last] ^= 0x01;
+    crate::wire::mld::fill_checksum(
+        &mut broken[ip..],
+        f.addr6(0),
+        crate::wire::mld::ALL_MLDV2_ROUTERS,
+    );
+    assert_eq!(
+        refused(v.handle_datagram(NOW, IFINDEX, &broken, &f.key_source6())),
+        Reason::BadSignature
+    );
+}
+
 #[test]
 fn an_older_epoch_of_the_same_member_is_stale() {
     let f = Fixture::dual_stack(1, SliceSet6::full());
