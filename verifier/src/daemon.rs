@@ -79,8 +79,8 @@ pub struct Daemon {
     socket_drops: igmp_socket::Drops,
     /// Liveness beacons (SPEC.md §5.5).
     beacons: BeaconSocket,
-    /// MLD reports from the member-facing interfaces (issue 15); `None` if it cannot open.
-    mld: Option<AsyncFd<Socket>>,
+    /// MLD reports from the member-facing interfaces and the MLDv2 querier's queries (issue 15).
+    mld: mld::MldIo,
     queries_sent: u64,
     /// Refusals are logged a few per reason and window, the rest as summaries.
     rejections: RejectionLog,
@@ -134,6 +134,7 @@ impl Daemon {
         while let Some(t) = self.core.poll_transmit() {
             self.send(t);
         }
+        self.send_mld_queries();
         for (reason, n) in self.rejections.summaries(now.wall) {
             warn!(%reason, suppressed = n, "{n} more reports rejected for this reason in the last {} s (each is counted in status and metrics)", rejection_log::WINDOW.as_secs());
         }
@@ -369,7 +370,7 @@ impl Daemon {
                 _ = std::future::ready(()), if igmp_pending => {
                     igmp_pending = self.read_igmp();
                 }
-                r = async { match &self.mld { Some(s) => s.readable().await.map(|mut g| g.clear_ready()), None => std::future::pending().await } } => {
+                r = async { match &self.mld.recv { Some(s) => s.readable().await.map(|mut g| g.clear_ready()), None => std::future::pending().await } } => {
                     r.map_err(os("MLD socket"))?;
                     mld_pending = self.read_mld();
                 }

@@ -3,8 +3,10 @@
 //! duplicate, stale-epoch and slice-conflict checks, an IPv6 ownership table with IGMPv3's
 //! rules); claims expire on the core's tick. What the data plane gets is the IPv6 ownership
 //! table ([`Router::mld_ownership`]) and an event per change; no kernel op is planned for IPv6
-//! yet (the nft IPv6 data plane is separate work).
+//! yet (the nft IPv6 data plane is separate work). The MLDv2 querier (`mld_querier.rs`) runs on
+//! the same tick; its queries come out of [`Router::poll_transmit6`].
 
+use super::mld_querier::{MldQuerier, Transmit6};
 use super::{Event, Router};
 use igmp_ext::mld_verifier::{KeySource6, MldJoinVerifier, MldOutcome};
 use igmp_ext::ownership::OwnershipTable6;
@@ -12,11 +14,13 @@ use igmp_ext::verify::VerifierMetrics;
 use igmp_ext::verify6::{LinkTable6, MldVerifierConfig};
 use igmp_ext::wire::ipv6::Ipv6Packet;
 use igmp_ext::{Clock, VerifierConfig};
+use std::net::Ipv6Addr;
 
 /// The MLDv2 verifier and what only this path counts.
 #[derive(Debug)]
 pub(super) struct MldPath {
     verifier: MldJoinVerifier,
+    querier: MldQuerier,
     /// Datagrams from `::` (a host's duplicate address detection, RFC 3810 §5.2.13), ignored.
     unspecified_ignored: u64,
 }
@@ -24,13 +28,14 @@ pub(super) struct MldPath {
 impl MldPath {
     /// The IPv4 verifier's timeliness, claim lifetime and replay sizes; IPv6 links are set by
     /// the daemon ([`Router::set_links6`]): none until then, so every join is `wrong-link`.
-    pub(super) fn new(ipv4: &VerifierConfig) -> Self {
+    pub(super) fn new(ipv4: &VerifierConfig, querier: &crate::querier::QuerierConfig) -> Self {
         let config = MldVerifierConfig {
             timeliness_window: ipv4.timeliness_window,
             ..MldVerifierConfig::default()
         };
         MldPath {
             verifier: MldJoinVerifier::new(config, ipv4, LinkTable6::new()),
+            querier: MldQuerier::new(querier.clone()),
             unspecified_ignored: 0,
         }
     }
@@ -80,8 +85,26 @@ impl Router {
         }
     }
 
-    /// Expires IPv6 claims not refreshed in time (called on the core's tick).
+    /// The interfaces the MLDv2 querier queries, each with its link-local address (the
+    /// queries' source); none until the daemon sets them.
+    pub fn set_mld_query_interfaces(&mut self, interfaces: Vec<(u32, Ipv6Addr)>) {
+        self.mld.querier.set_interfaces(interfaces);
+    }
+
+    /// The next MLDv2 query to send.
+    pub fn poll_transmit6(&mut self) -> Option<Transmit6> {
+        self.mld.querier.poll_transmit()
+    }
+
+    /// MLDv2 queries built so far.
+    pub fn mld_queries_built(&self) -> u64 {
+        self.mld.querier.queries_built
+    }
+
+    /// Expires IPv6 claims not refreshed in time and runs the MLDv2 querier (called on the
+    /// core's tick).
     pub(super) fn expire_mld(&mut self, now: Clock) {
+        self.mld.querier.handle_timeout(now.mono);
         for change in self.mld.verifier.expire(now) {
             self.events.push_back(Event::MldClaimsExpired {
                 group: change.group,

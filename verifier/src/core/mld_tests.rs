@@ -122,3 +122,49 @@ fn datagrams_from_the_unspecified_address_are_ignored() {
     assert!(Reason::ALL.iter().all(|r| rejected(&lab, *r) == 0));
     assert!(lab.events().is_empty());
 }
+
+/// RFC 3810 §7: startup queries (Robustness of them, a Startup Query Interval apart), then one
+/// every Query Interval, on each interface from its link-local address, as MLDv2 general
+/// queries with hop limit 1 and the Router Alert.
+#[test]
+fn the_mld_querier_sends_startup_then_periodic_general_queries() {
+    use igmp_ext::wire::ipv6::{Ipv6Packet, ROUTER_ALERT_MLD};
+    use igmp_ext::wire::mld::{MldPacket, MldRepr, ALL_NODES};
+    let (mut lab, _) = lab();
+    let me: std::net::Ipv6Addr = "fe80::200".parse().expect("address");
+    lab.router.set_mld_query_interfaces(vec![(S1, me)]);
+    let cfg = super::super::tests::config().querier;
+    let mut sent = Vec::new();
+    let mut t = NOW;
+    let end = NOW.saturating_add(cfg.query_interval * 2);
+    while t <= end {
+        lab.router.handle_timeout(t);
+        while let Some(q) = lab.router.poll_transmit6() {
+            sent.push((t, q));
+        }
+        t = t.saturating_add(crate::core::TICK);
+    }
+    // Startup: `robustness` queries a quarter interval apart; then every interval.
+    let times: Vec<_> = sent
+        .iter()
+        .map(|(t, _)| t.as_millis() - NOW.as_millis())
+        .collect();
+    let si = cfg.startup_query_interval().as_millis() as u64;
+    let qi = cfg.query_interval.as_millis() as u64;
+    assert_eq!(&times[..2], &[0, si], "{times:?}");
+    assert_eq!(times[2], si + qi, "{times:?}");
+    for (_, q) in &sent {
+        assert_eq!(q.ifindex, S1);
+        let ip = Ipv6Packet::new_checked(&q.datagram).expect("IPv6");
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (me, ALL_NODES));
+        assert_eq!(ip.hop_limit(), 1);
+        assert_eq!(ip.router_alert(), Some(ROUTER_ALERT_MLD));
+        let mld = MldPacket::new_checked(ip.payload()).expect("MLD");
+        assert!(mld.verify_checksum(me, ALL_NODES));
+        let Ok(MldRepr::Query(query)) = MldRepr::parse(&mld) else {
+            panic!("a query")
+        };
+        assert!(query.group.is_unspecified() && query.v2.is_some());
+    }
+    assert_eq!(lab.router.mld_queries_built(), sent.len() as u64);
+}

@@ -22,6 +22,7 @@ mod liveness;
 #[cfg(test)]
 mod liveness_tests;
 mod mld;
+mod mld_querier;
 mod status;
 #[cfg(test)]
 pub(super) mod tests;
@@ -29,6 +30,7 @@ mod upkeep;
 pub use announce::{AnnounceConfig, Withdrawn};
 pub use event::Event;
 pub use liveness::{LivenessConfig, Notice};
+pub use mld_querier::Transmit6;
 
 use crate::admission::{Admission, AdmissionConfig, Class};
 use crate::plan::mfc::{MfcPlanner, Probed, Upcall, IGMPMSG_NOCACHE};
@@ -326,7 +328,7 @@ impl Router {
             events,
             liveness: Default::default(),
             announcer: Default::default(),
-            mld: mld::MldPath::new(&config.verifier),
+            mld: mld::MldPath::new(&config.verifier, &config.querier),
             config,
         }
     }

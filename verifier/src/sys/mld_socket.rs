@@ -135,6 +135,42 @@ pub fn links6(if_inet6: &str, ifindexes: &[u32]) -> igmp_ext::verify6::LinkTable
     links
 }
 
+/// The link-local address of each of `ifindexes` that has one, from `/proc/net/if_inet6`'s
+/// text: the MLDv2 querier's source (RFC 3810 §5.1.14).
+pub fn link_locals(if_inet6: &str, ifindexes: &[u32]) -> Vec<(u32, std::net::Ipv6Addr)> {
+    let mut out: Vec<(u32, std::net::Ipv6Addr)> = Vec::new();
+    for line in if_inet6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [addr, ifindex, _, scope, ..] = f[..] else {
+            continue;
+        };
+        let (Ok(addr), Ok(ifindex), Ok(0x20)) = (
+            u128::from_str_radix(addr, 16),
+            u32::from_str_radix(ifindex, 16),
+            u8::from_str_radix(scope, 16),
+        ) else {
+            continue;
+        };
+        if ifindexes.contains(&ifindex) && !out.iter().any(|(i, _)| *i == ifindex) {
+            out.push((ifindex, std::net::Ipv6Addr::from(addr)));
+        }
+    }
+    out
+}
+
+/// A raw IPv6 socket that sends whole datagrams (IPPROTO_RAW: the kernel adds no header) out
+/// of interface `name`: the MLDv2 querier's queries.
+pub fn sender(name: &str) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::IPV6,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )?;
+    s.bind_device(Some(name.as_bytes()))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +190,7 @@ garbage
         assert!(links.has_prefix(3, &p("2001:db8:0:1::/64")));
         assert!(!links.has_prefix(3, &p("fe80::/64")));
         assert!(!links.has_prefix(4, &p("2001:db8:0:2::/48")));
+        let ll: std::net::Ipv6Addr = "fe80::1".parse().expect("address");
+        assert_eq!(link_locals(text, &[3, 4]), vec![(3, ll)]);
     }
 }

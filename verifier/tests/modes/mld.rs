@@ -3,7 +3,8 @@
 //! address over a veth; the real verifier reads it from its packet socket, verifies it against
 //! the IPv6 section of the member's certificate and the key file's IPv6 group keys, and shows
 //! the claim in its status. A forged join (another member's signature) is refused by reason
-//! and changes nothing; a report from `::` (duplicate address detection) is ignored.
+//! and changes nothing; a report from `::` (duplicate address detection) is ignored. The
+//! verifier's MLDv2 querier sends general queries on the member's link.
 
 use crate::harness::netns::Netns;
 use crate::harness::topo::{wait_for, wall_now, RouterLab};
@@ -73,8 +74,25 @@ fn the_verifier_accepts_a_signed_mld_join_and_refuses_a_forged_one() {
     ]);
     let (member, ifname) = (lab.servers[0].ns.clone(), lab.servers[0].ifname.clone());
     member.ip(&["-6", "addr", "add", "fe80::1/64", "dev", &ifname, "nodad"]);
+    // Opened before the verifier starts, so that its first (startup) query is caught.
+    let queries = member.run(|| {
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).expect("icmpv6");
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        s
+    });
     lab.start();
     let units = SliceSet6::site_slicing(2);
+    // The verifier's MLDv2 querier: a general query (type 130, 28 bytes or more) arrives.
+    let mut buf = [0u8; 1500];
+    wait_for("an MLDv2 general query from the verifier", || {
+        while let Ok(n) = std::io::Read::read(&mut &queries, &mut buf) {
+            if n >= 28 && buf[0] == 130 {
+                return true;
+            }
+        }
+        false
+    });
 
     // Forged: member 2's signature over member 1's join, which carries member 1's certificate.
     let now = wall_now();
