@@ -101,6 +101,13 @@ fn main() -> std::io::Result<()> {
             "certificate",
             f.members
                 .iter()
+                .chain(
+                    &Fixture::dual_stack(
+                        1,
+                        SliceSet6::site_slicing(2)[..2].iter().copied().collect(),
+                    )
+                    .members,
+                )
                 .map(|m| m.cert.as_bytes().to_vec())
                 .collect(),
         ),

@@ -1,11 +1,12 @@
 //! Deterministic keys, certificates and signed joins for tests, examples, benchmarks and fuzz
 //! seeds. Keys come from fixed seeds: never use these outside tests.
 
-use crate::cert::{CertificateBody, KeyId, MemberCertificate, MemberId};
+use crate::cert::{CertificateBody, Ipv6Grant, KeyId, MemberCertificate, MemberId};
 use crate::join::{
     build_datagram, build_signed_report, AllocationEpoch, JoinClaims, SliceEntry, SliceEntry6,
 };
 use crate::mld_join::{build_mld_datagram, build_signed_mld_report, JoinClaims6};
+use crate::mld_verifier::GroupKeys6;
 use crate::slice::{Slice, Slice6, SliceSet, SliceSet6};
 use crate::time::Timestamp;
 use crate::verify::{GroupKey, GroupKeys, LinkTable, Reason, Rejection};
@@ -77,6 +78,25 @@ impl Fixture {
         }
     }
 
+    /// Members certified for every IPv4 slice of the group and for `slices6` of [`GROUP6`]:
+    /// version 2 certificates (SPEC.md §4.2), whose IPv6 grant the verifier takes for MLDv2
+    /// joins.
+    pub fn dual_stack(n: u32, slices6: SliceSet6) -> Self {
+        let mut f = Self::new(n);
+        let ipv6 = Ipv6Grant {
+            groups: vec![GROUP6],
+            slices: slices6,
+        };
+        for m in &mut f.members {
+            m.cert = m
+                .cert
+                .body()
+                .issue_with_ipv6(&ipv6, &f.group_key)
+                .expect("fixture certificates fit");
+        }
+        f
+    }
+
     /// The published keys, as a keystore client would return them.
     pub fn group_keys(&self) -> GroupKeys {
         GroupKeys {
@@ -88,6 +108,16 @@ impl Fixture {
 
     pub fn key_source(&self) -> HashMap<Ipv4Addr, Arc<GroupKeys>> {
         HashMap::from([(self.group, Arc::new(self.group_keys()))])
+    }
+
+    /// The published keys of [`GROUP6`] (the same group key), for MLDv2 joins.
+    pub fn key_source6(&self) -> HashMap<Ipv6Addr, Arc<GroupKeys6>> {
+        let keys = GroupKeys6 {
+            group: GROUP6,
+            keys: vec![GroupKey::new(self.group_key.verifying_key())],
+            revoked_members: Vec::new(),
+        };
+        HashMap::from([(GROUP6, Arc::new(keys))])
     }
 
     pub fn links(&self) -> LinkTable {
@@ -205,7 +235,8 @@ impl Fixture {
     }
 
     /// Grants for [`GROUP6`]: each member's key and `slices`, looked up by its certificate's
-    /// exact bytes (what a certificate for IPv6 groups will grant, issue 15 item 2).
+    /// exact bytes, whatever the certificates say (the router's grant source,
+    /// `mld_verifier::CertificateGrants6`, reads their IPv6 section instead).
     pub fn grants6(&self, slices: SliceSet6) -> FixtureGrants6 {
         FixtureGrants6 {
             grants: self
@@ -215,6 +246,7 @@ impl Fixture {
                     let grant = MemberGrant6 {
                         member: m.id,
                         member_key: m.key.verifying_key(),
+                        issuer: KeyId::of(&self.group_key.verifying_key()),
                         slices: slices.clone(),
                     };
                     (m.cert.as_bytes().to_vec(), grant)

@@ -19,6 +19,7 @@ pub mod fixtures;
 pub mod join;
 pub mod liveness;
 pub mod mld_join;
+pub mod mld_verifier;
 pub mod operator;
 pub mod ownership;
 pub mod replay;

@@ -4,25 +4,52 @@
 //! a while after its claim is gone, so that a captured older join cannot bring the claim back.
 //! Claims expire on monotonic time (a step of the router's wall clock expires none); fences,
 //! which guard the wall-clock timeliness window, last on the wall clock.
+//!
+//! One table serves both address families ([`OwnershipTable`] for IGMPv3 joins,
+//! [`OwnershipTable6`] for MLDv2 ones, issue 15): the rules are the same word for word.
 
 use crate::cert::{KeyId, MemberId};
 use crate::join::AllocationEpoch;
 use crate::liveness::LivenessAnchor;
-use crate::slice::SliceSet;
+use crate::slice::{Bits, SliceSetOf};
 use crate::time::{Clock, Instant, Timestamp};
-use core::net::Ipv4Addr;
+use core::fmt::Debug;
+use core::hash::Hash;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
 
-/// One member's current claim on one group.
+/// An address family's addresses, as groups and as member senders: IPv4 or IPv6.
+pub trait FamilyAddr: Copy + Eq + Ord + Hash + Debug + Into<Self::Bits> {
+    /// The source addresses' bits, what the family's slices are over.
+    type Bits: Bits;
+}
+
+impl FamilyAddr for Ipv4Addr {
+    type Bits = u32;
+}
+
+impl FamilyAddr for Ipv6Addr {
+    type Bits = u128;
+}
+
+/// A set of slices of family `A`'s source space.
+type Slices<A> = SliceSetOf<<A as FamilyAddr>::Bits>;
+
+/// One member's current claim on one IPv4 group.
+pub type Claim = ClaimOf<Ipv4Addr>;
+/// One member's current claim on one IPv6 group.
+pub type Claim6 = ClaimOf<Ipv6Addr>;
+
+/// One member's current claim on one group of family `A`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub slices: SliceSet,
+pub struct ClaimOf<A: FamilyAddr> {
+    pub slices: Slices<A>,
     pub epoch: AllocationEpoch,
     /// The interface the join arrived on: where the kernel sends this member's traffic.
     pub ifindex: u32,
     /// The member's address on that link.
-    pub sender: Ipv4Addr,
+    pub sender: A,
     /// Monotonic time after which the claim is gone unless refreshed.
     pub expires: Instant,
     /// The member key that signed the join, and the group key that certified it: a claim
@@ -31,13 +58,13 @@ pub struct Claim {
     pub issuer: KeyId,
     /// Units the member takes at `epoch` if their owner fails (SPEC.md §5.5), within its
     /// certificate; they are not owned until [`OwnershipTable::failover_view`] gives them.
-    pub standby: SliceSet,
+    pub standby: Slices<A>,
     /// Where the member's liveness beacons stand, as of its join; empty: it sends none.
     pub liveness: Vec<LivenessAnchor>,
     /// Slices the member's join claims that a member the router vouches for still holds
     /// (SPEC.md §5.2): given when that member releases them or stops being vouched for. Not
     /// owned meanwhile; `slices` holds only what is.
-    pub waiting: SliceSet,
+    pub waiting: Slices<A>,
 }
 
 /// Why a claim was refused.
@@ -56,18 +83,33 @@ pub enum ClaimError {
     },
 }
 
+/// What one accepted claim or one expiry did to an IPv4 group's owners.
+pub type OwnershipChange = OwnershipChangeOf<Ipv4Addr>;
+/// What one accepted claim or one expiry did to an IPv6 group's owners.
+pub type OwnershipChange6 = OwnershipChangeOf<Ipv6Addr>;
+
 /// What one accepted claim or one expiry did to a group's owners: the router re-points its
 /// kernel state from this, without recomputing the whole table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnershipChange {
-    pub group: Option<Ipv4Addr>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnershipChangeOf<A: FamilyAddr> {
+    pub group: Option<A>,
     /// Slices that now belong to a member and did not before.
-    pub gained: Vec<(MemberId, SliceSet)>,
+    pub gained: Vec<(MemberId, Slices<A>)>,
     /// Slices a member no longer owns.
-    pub lost: Vec<(MemberId, SliceSet)>,
+    pub lost: Vec<(MemberId, Slices<A>)>,
 }
 
-impl OwnershipChange {
+impl<A: FamilyAddr> Default for OwnershipChangeOf<A> {
+    fn default() -> Self {
+        OwnershipChangeOf {
+            group: None,
+            gained: Vec::new(),
+            lost: Vec::new(),
+        }
+    }
+}
+
+impl<A: FamilyAddr> OwnershipChangeOf<A> {
     pub fn is_empty(&self) -> bool {
         self.gained.is_empty() && self.lost.is_empty()
     }
@@ -80,19 +122,35 @@ struct Fence {
     until: Timestamp,
 }
 
-/// (group, slice) → member, for every group the router serves.
-#[derive(Debug, Default)]
-pub struct OwnershipTable {
-    groups: HashMap<Ipv4Addr, BTreeMap<MemberId, Claim>>,
+/// (group, slice) → member, for every IPv4 group the router serves.
+pub type OwnershipTable = OwnershipTableOf<Ipv4Addr>;
+/// (group, slice) → member, for every IPv6 group the router serves.
+pub type OwnershipTable6 = OwnershipTableOf<Ipv6Addr>;
+
+/// (group, slice) → member, for every group of family `A` the router serves.
+#[derive(Debug)]
+pub struct OwnershipTableOf<A: FamilyAddr> {
+    groups: HashMap<A, BTreeMap<MemberId, ClaimOf<A>>>,
     /// Epochs of members whose claim on a group is gone, kept for `fence_retention`.
-    fences: HashMap<(Ipv4Addr, MemberId), Fence>,
+    fences: HashMap<(A, MemberId), Fence>,
     fence_retention: Duration,
     /// Members the router has fresh liveness evidence of (SPEC.md §5.5): a later epoch does not
     /// take their slices until they release them.
-    vouched: std::collections::HashSet<(Ipv4Addr, MemberId)>,
+    vouched: std::collections::HashSet<(A, MemberId)>,
 }
 
-impl OwnershipTable {
+impl<A: FamilyAddr> Default for OwnershipTableOf<A> {
+    fn default() -> Self {
+        OwnershipTableOf {
+            groups: HashMap::new(),
+            fences: HashMap::new(),
+            fence_retention: Duration::ZERO,
+            vouched: Default::default(),
+        }
+    }
+}
+
+impl<A: FamilyAddr> OwnershipTableOf<A> {
     /// A table that fences a gone claim's epoch for twice the default timeliness window (±30 s)
     /// plus a millisecond; see [`OwnershipTable::with_fence_retention`].
     pub fn new() -> Self {
@@ -103,14 +161,14 @@ impl OwnershipTable {
     /// signed before the claim went could still be timely (the verifier passes twice its
     /// timeliness window, plus a millisecond).
     pub fn with_fence_retention(fence_retention: Duration) -> Self {
-        OwnershipTable {
+        OwnershipTableOf {
             fence_retention,
             ..Self::default()
         }
     }
 
     /// The epoch `member` last held on `group`: its live claim's, or a fence's.
-    fn accepted_epoch(&self, group: Ipv4Addr, member: MemberId) -> Option<AllocationEpoch> {
+    fn accepted_epoch(&self, group: A, member: MemberId) -> Option<AllocationEpoch> {
         self.groups
             .get(&group)
             .and_then(|claims| claims.get(&member))
@@ -119,12 +177,7 @@ impl OwnershipTable {
     }
 
     /// Checks `claim` by `member` against the others without changing anything.
-    pub fn check(
-        &self,
-        group: Ipv4Addr,
-        member: MemberId,
-        claim: &Claim,
-    ) -> Result<(), ClaimError> {
+    pub fn check(&self, group: A, member: MemberId, claim: &ClaimOf<A>) -> Result<(), ClaimError> {
         if let Some(current) = self.accepted_epoch(group, member) {
             if current > claim.epoch {
                 return Err(ClaimError::StaleEpoch {
@@ -157,20 +210,20 @@ impl OwnershipTable {
     pub fn apply(
         &mut self,
         now: Timestamp,
-        group: Ipv4Addr,
+        group: A,
         member: MemberId,
-        claim: Claim,
-    ) -> Result<OwnershipChange, ClaimError> {
+        claim: ClaimOf<A>,
+    ) -> Result<OwnershipChangeOf<A>, ClaimError> {
         self.check(group, member, &claim)?;
         self.fences.remove(&(group, member));
         let until = now.saturating_add(self.fence_retention);
         let claims = self.groups.entry(group).or_default();
-        let mut change = OwnershipChange {
+        let mut change = OwnershipChangeOf {
             group: Some(group),
             ..Default::default()
         };
         let mut claim = claim;
-        claim.waiting = SliceSet::new();
+        claim.waiting = SliceSetOf::new();
         for (&other, held) in claims.iter_mut() {
             if other == member {
                 continue;
@@ -225,10 +278,10 @@ impl OwnershipTable {
     pub fn set_vouched(
         &mut self,
         now: impl Into<Clock>,
-        group: Ipv4Addr,
+        group: A,
         member: MemberId,
         vouched: bool,
-    ) -> Option<OwnershipChange> {
+    ) -> Option<OwnershipChangeOf<A>> {
         if vouched {
             self.vouched.insert((group, member));
             return None;
@@ -236,7 +289,7 @@ impl OwnershipTable {
         if !self.vouched.remove(&(group, member)) {
             return None;
         }
-        let mut change = OwnershipChange {
+        let mut change = OwnershipChangeOf {
             group: Some(group),
             ..Default::default()
         };
@@ -246,7 +299,7 @@ impl OwnershipTable {
 
     /// Gives waiting slices of `group` that are free now, or held by a claim they beat whose
     /// member is not vouched for, to their claimants: later epochs first, then lower ids.
-    fn grant_waiting(&mut self, now: Timestamp, group: Ipv4Addr, change: &mut OwnershipChange) {
+    fn grant_waiting(&mut self, now: Timestamp, group: A, change: &mut OwnershipChangeOf<A>) {
         let Some(claims) = self.groups.get_mut(&group) else {
             return;
         };
@@ -288,7 +341,7 @@ impl OwnershipTable {
 
     /// Removes `group`'s claims that own and wait for nothing (a leave, or emptied by others),
     /// fencing their epochs until `until`.
-    fn retire_emptied(&mut self, group: Ipv4Addr, until: Timestamp) {
+    fn retire_emptied(&mut self, group: A, until: Timestamp) {
         let Some(claims) = self.groups.get_mut(&group) else {
             return;
         };
@@ -316,13 +369,13 @@ impl OwnershipTable {
     pub fn drop_where(
         &mut self,
         now: impl Into<Clock>,
-        mut gone: impl FnMut(Ipv4Addr, MemberId, &Claim) -> bool,
-    ) -> Vec<OwnershipChange> {
+        mut gone: impl FnMut(A, MemberId, &ClaimOf<A>) -> bool,
+    ) -> Vec<OwnershipChangeOf<A>> {
         let now: Clock = now.into();
         let until = now.wall.saturating_add(self.fence_retention);
         let mut changes = Vec::new();
         for (&group, claims) in self.groups.iter_mut() {
-            let mut change = OwnershipChange {
+            let mut change = OwnershipChangeOf {
                 group: Some(group),
                 ..Default::default()
             };
@@ -357,7 +410,7 @@ impl OwnershipTable {
 
     /// Drops claims not refreshed by `now.mono` (fencing their epochs) and fences that ran out
     /// by `now.wall`.
-    pub fn expire(&mut self, now: impl Into<Clock>) -> Vec<OwnershipChange> {
+    pub fn expire(&mut self, now: impl Into<Clock>) -> Vec<OwnershipChangeOf<A>> {
         let now: Clock = now.into();
         self.fences.retain(|_, f| f.until > now.wall);
         self.drop_where(now, |_, _, c| c.expires <= now.mono)
@@ -370,9 +423,9 @@ impl OwnershipTable {
     /// A later epoch still takes the claim's slices at once; a leave still removes it.
     pub fn hold(
         &mut self,
-        group: Ipv4Addr,
+        group: A,
         member: MemberId,
-        sender: Ipv4Addr,
+        sender: A,
         ifindex: u32,
         until: Instant,
     ) -> bool {
@@ -402,11 +455,8 @@ impl OwnershipTable {
     /// claim's epoch, covers them (lower member ids first); what no standby covers stays with
     /// the dead member. `None` when nothing moves. The verified table is not changed: the next
     /// join of a later epoch, or the dead member's return, decides from it as before.
-    pub fn failover_view(
-        &self,
-        dead: impl Fn(Ipv4Addr, MemberId) -> bool,
-    ) -> Option<OwnershipTable> {
-        let mut view: Option<OwnershipTable> = None;
+    pub fn failover_view(&self, dead: impl Fn(A, MemberId) -> bool) -> Option<OwnershipTableOf<A>> {
+        let mut view: Option<OwnershipTableOf<A>> = None;
         for (&group, claims) in &self.groups {
             for (&gone, claim) in claims.iter().filter(|(&m, _)| dead(group, m)) {
                 let mut left = claim.slices.clone();
@@ -418,7 +468,7 @@ impl OwnershipTable {
                         continue;
                     }
                     left = left.difference(&given);
-                    let table = view.get_or_insert_with(|| OwnershipTable {
+                    let table = view.get_or_insert_with(|| OwnershipTableOf {
                         groups: self.groups.clone(),
                         fences: HashMap::new(),
                         fence_retention: self.fence_retention,
@@ -445,22 +495,23 @@ impl OwnershipTable {
     }
 
     /// The member whose claim on `group` holds `source`.
-    pub fn owner_of(&self, group: Ipv4Addr, source: Ipv4Addr) -> Option<(MemberId, &Claim)> {
+    pub fn owner_of(&self, group: A, source: A) -> Option<(MemberId, &ClaimOf<A>)> {
+        let source: A::Bits = source.into();
         self.groups
             .get(&group)?
             .iter()
-            .find(|(_, c)| c.slices.contains_addr(source))
+            .find(|(_, c)| c.slices.contains(source))
             .map(|(&m, c)| (m, c))
     }
 
-    pub fn claims(&self, group: Ipv4Addr) -> impl Iterator<Item = (MemberId, &Claim)> {
+    pub fn claims(&self, group: A) -> impl Iterator<Item = (MemberId, &ClaimOf<A>)> {
         self.groups
             .get(&group)
             .into_iter()
             .flat_map(|c| c.iter().map(|(&m, c)| (m, c)))
     }
 
-    pub fn groups(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn groups(&self) -> impl Iterator<Item = A> + '_ {
         self.groups.keys().copied()
     }
 }
@@ -468,7 +519,7 @@ impl OwnershipTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slice::Slice;
+    use crate::slice::{Slice, SliceSet};
 
     const G: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
     const NOW: Timestamp = Timestamp::from_secs(10);

@@ -187,7 +187,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
             detail: detail.into(),
@@ -328,6 +328,10 @@ pub struct VerifierMetrics {
 impl VerifierMetrics {
     pub fn rejected(&self, reason: Reason) -> u64 {
         self.rejected[reason.index()]
+    }
+
+    pub(crate) fn count_rejection(&mut self, reason: Reason) {
+        self.rejected[reason.index()] += 1;
     }
 
     /// (reason label, count) for every reason, zeros included, for Prometheus export.
@@ -838,10 +842,13 @@ fn parse_rejection(e: JoinParseError) -> Rejection {
     Rejection::new(reason, e.to_string())
 }
 
-fn cert_rejection(e: CertificateError) -> Rejection {
+pub(crate) fn cert_rejection(e: CertificateError) -> Rejection {
     let reason = match e {
         CertificateError::NotValidNow { .. } => Reason::CertificateExpired,
-        CertificateError::TooManySlices(_) | CertificateError::TooComplex(_) => Reason::TooLarge,
+        CertificateError::TooManySlices(_)
+        | CertificateError::TooManySlices6(_)
+        | CertificateError::TooLong(_)
+        | CertificateError::TooComplex(_) => Reason::TooLarge,
         _ => Reason::BadCertificate,
     };
     Rejection::new(reason, e.to_string())

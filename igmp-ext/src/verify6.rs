@@ -3,12 +3,12 @@
 //! `verify_commit.rs`, with the same [`Reason`]s. Only this module constructs a
 //! [`VerifiedMldJoin`].
 //!
-//! Not here yet (issue 15, items 2-4): certificates that name IPv6 groups and slices, and the
-//! router's state (replay cache, ownership table, epochs). The member's grant comes from the
-//! caller through [`GrantSource6`]; duplicate, stale-epoch and slice-conflict checks are the
-//! stateful table's, which takes a [`VerifiedMldJoin`].
+//! The member's grant comes from the caller through [`GrantSource6`] (the router's is
+//! [`crate::mld_verifier::CertificateGrants6`], over the IPv6 section of the join's
+//! certificate); duplicate, stale-epoch and slice-conflict checks are the stateful
+//! [`crate::mld_verifier::MldJoinVerifier`]'s, which takes a [`VerifiedMldJoin`].
 
-use crate::cert::MemberId;
+use crate::cert::{KeyId, MemberId};
 use crate::join::{AllocationEpoch, JoinParseError};
 use crate::mld_join::{is_link_local, UnverifiedMldJoin, MAX_MLD_JOIN_DATAGRAM};
 use crate::slice::{Slice6, SliceSet6, StepBudget, TooComplex};
@@ -78,6 +78,8 @@ impl LinkTable6 {
 pub struct MemberGrant6 {
     pub member: MemberId,
     pub member_key: VerifyingKey,
+    /// The group key that certified the member (a claim lasts while it is published).
+    pub issuer: KeyId,
     pub slices: SliceSet6,
 }
 
@@ -98,6 +100,8 @@ pub trait GrantSource6 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedMldJoin {
     member: MemberId,
+    member_key: KeyId,
+    issuer: KeyId,
     group: Ipv6Addr,
     sender: Ipv6Addr,
     ifindex: u32,
@@ -112,6 +116,14 @@ pub struct VerifiedMldJoin {
 impl VerifiedMldJoin {
     pub fn member(&self) -> MemberId {
         self.member
+    }
+    /// The key id of the member key that signed the join.
+    pub fn member_key(&self) -> KeyId {
+        self.member_key
+    }
+    /// The group key that certified the member.
+    pub fn issuer(&self) -> KeyId {
+        self.issuer
     }
     pub fn group(&self) -> Ipv6Addr {
         self.group
@@ -298,6 +310,8 @@ pub fn verify_mld_datagram(
     Ok(AcceptedMld::Join {
         join: VerifiedMldJoin {
             member: grant.member,
+            member_key: KeyId::of(&grant.member_key),
+            issuer: grant.issuer,
             group: claims.group,
             sender,
             ifindex,

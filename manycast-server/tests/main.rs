@@ -73,6 +73,40 @@ fn keys_certificates_and_openssl() {
     assert_eq!(v["slices"][0], "0.0.0.1/0.0.0.3");
     assert_eq!(v["groups"][0], "232.1.1.1");
     assert_eq!(v["verdict"], "valid");
+    assert_eq!(v["groups6"], serde_json::json!([]));
+    // A dual-stack certificate (issue 15, item 2): IPv6 groups and slices, signed alike.
+    let out = ok(&ctl(&[
+        "cert",
+        "issue",
+        "--group-key",
+        &path(d, "group.key"),
+        "--member-key",
+        &path(d, "srv1.pub"),
+        "--id",
+        "7",
+        "--group",
+        "232.1.1.1",
+        "--group6",
+        "ff3e::8000:1",
+        "--slice6",
+        "0:0:0:100::/0:0:0:300::",
+        "--out",
+        &path(d, "srv1-dual.cert"),
+    ]));
+    assert!(out.contains("IPv6 0:0:0:100::/0:0:0:300::"), "{out}");
+    let shown = ok(&ctl(&[
+        "cert",
+        "show",
+        &path(d, "srv1-dual.cert"),
+        "--group-pub",
+        &path(d, "group.pub"),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(v["groups6"][0], "ff3e::8000:1");
+    assert_eq!(v["slices6"][0], "0:0:0:100::/0:0:0:300::");
+    assert_eq!(v["slices"][0], "0.0.0.0/0");
+    assert_eq!(v["verdict"], "valid");
     // Checked against another group key: refused, non-zero exit, one clear line.
     let gen = Command::new("openssl")
         .args([

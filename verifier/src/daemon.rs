@@ -3,6 +3,9 @@
 //! traffic never comes here: only IGMP, upcalls, status and metrics requests.
 
 mod beacons;
+mod mld;
+mod query;
+pub use query::{query_status, QueryError};
 
 use crate::config::{Config, ConfigError};
 use crate::core::{Event, NativeDataplane, Observed, PlanKind, Request, Router, Transmit};
@@ -22,7 +25,6 @@ use socket2::{SockAddr, Socket};
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -77,6 +79,8 @@ pub struct Daemon {
     socket_drops: igmp_socket::Drops,
     /// Liveness beacons (SPEC.md §5.5).
     beacons: BeaconSocket,
+    /// MLD reports from the member-facing interfaces and the MLDv2 querier's queries (issue 15).
+    mld: mld::MldIo,
     queries_sent: u64,
     /// Refusals are logged a few per reason and window, the rest as summaries.
     rejections: RejectionLog,
@@ -103,7 +107,8 @@ impl Daemon {
         };
         let beacons = BeaconSocket::open(router_config.liveness.port, &found.interfaces)?;
         let announce = router_config.announce.enabled;
-        let core = Router::new(clocks(), router_config, found);
+        let mut core = Router::new(clocks(), router_config, found);
+        let mld = mld::open(&mut core);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
             cfg,
@@ -114,6 +119,7 @@ impl Daemon {
             igmp,
             socket_drops: igmp_socket::Drops::default(),
             beacons,
+            mld,
             senders: sockets.senders,
             queries_sent: 0,
             rejections: RejectionLog::new(),
@@ -128,6 +134,7 @@ impl Daemon {
         while let Some(t) = self.core.poll_transmit() {
             self.send(t);
         }
+        self.send_mld_queries();
         for (reason, n) in self.rejections.summaries(now.wall) {
             warn!(%reason, suppressed = n, "{n} more reports rejected for this reason in the last {} s (each is counted in status and metrics)", rejection_log::WINDOW.as_secs());
         }
@@ -219,7 +226,7 @@ impl Daemon {
                 None => info!(%vip, "VIP route announced"),
                 Some(why) => warn!(%vip, ?why, "VIP route withdrawn"),
             },
-            _ => {}
+            e => self.log_mld(now, e),
         }
     }
 
@@ -344,7 +351,7 @@ impl Daemon {
         info!(interfaces = ?names, "verifier running");
         // When claims were last checked against the keys (a revocation ends them, SPEC §9.7).
         let mut keys_checked = clocks().mono;
-        let mut igmp_pending = false;
+        let (mut igmp_pending, mut mld_pending) = (false, false);
         loop {
             let wait = self
                 .core
@@ -363,6 +370,11 @@ impl Daemon {
                 _ = std::future::ready(()), if igmp_pending => {
                     igmp_pending = self.read_igmp();
                 }
+                r = async { match &self.mld.recv { Some(s) => s.readable().await.map(|mut g| g.clear_ready()), None => std::future::pending().await } } => {
+                    r.map_err(os("MLD socket"))?;
+                    mld_pending = self.read_mld();
+                }
+                _ = std::future::ready(()), if mld_pending => mld_pending = self.read_mld(),
                 r = self.beacons.readable() => {
                     r.map_err(os("beacon socket"))?;
                     self.read_beacons();
@@ -416,35 +428,4 @@ impl Daemon {
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(reply.as_bytes())).await;
     }
-}
-
-/// Why `--status` or `--metrics` got no answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum QueryError {
-    #[error("cannot reach the verifier at {}: {source}", socket.display())]
-    Unreachable {
-        socket: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("status request: {0}")]
-    Request(std::io::Error),
-    #[error("status reply: {0}")]
-    Reply(std::io::Error),
-}
-
-/// `--status`, `--metrics`: asks a running verifier over its unix socket.
-pub fn query_status(socket: &Path, what: &str) -> Result<String, QueryError> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|source| {
-        QueryError::Unreachable {
-            socket: socket.to_owned(),
-            source,
-        }
-    })?;
-    s.write_all(format!("{what}\n").as_bytes())
-        .map_err(QueryError::Request)?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(QueryError::Reply)?;
-    Ok(out)
 }

@@ -5,17 +5,18 @@
 //!
 //! ```toml
 //! [[group]]
-//! group = "232.1.1.1"
+//! group = "232.1.1.1"          # or an IPv6 group, "ff3e::8000:1", for MLDv2 joins
 //! keys = ["<64 hex digits: Ed25519 group public key>"]
 //! revoked_members = ["<16 hex digits: member key id>"]
 //! ```
 
 use igmp_ext::ed25519_dalek::VerifyingKey;
+use igmp_ext::mld_verifier::{GroupKeys6, KeySource6};
 use igmp_ext::verify::{GroupKey, KeyLookupError};
 use igmp_ext::{GroupKeys, KeyId, KeySource, Timestamp};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 #[derive(Debug, Deserialize)]
@@ -28,7 +29,7 @@ struct KeyFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupEntry {
-    group: Ipv4Addr,
+    group: IpAddr,
     keys: Vec<String>,
     #[serde(default)]
     revoked_members: Vec<String>,
@@ -60,6 +61,7 @@ pub struct KeyFileSyntaxError(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct FileKeySource {
     groups: HashMap<Ipv4Addr, Arc<GroupKeys>>,
+    groups6: HashMap<Ipv6Addr, Arc<GroupKeys6>>,
 }
 
 impl FileKeySource {
@@ -79,6 +81,7 @@ impl FileKeySource {
         let file: KeyFile = toml::from_str(text)
             .map_err(|e| KeyFileSyntaxError(e.message().replace('\n', " ").trim().to_owned()))?;
         let mut groups = HashMap::new();
+        let mut groups6 = HashMap::new();
         for g in file.group {
             let keys = g
                 .keys
@@ -105,43 +108,70 @@ impl FileKeySource {
                 })
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(KeyFileSyntaxError)?;
-            groups.insert(
-                g.group,
-                Arc::new(GroupKeys {
-                    group: g.group,
-                    keys,
-                    revoked_members,
-                }),
-            );
+            match g.group {
+                IpAddr::V4(group) => {
+                    let keys = GroupKeys {
+                        group,
+                        keys,
+                        revoked_members,
+                    };
+                    groups.insert(group, Arc::new(keys));
+                }
+                IpAddr::V6(group) => {
+                    let keys = GroupKeys6 {
+                        group,
+                        keys,
+                        revoked_members,
+                    };
+                    groups6.insert(group, Arc::new(keys));
+                }
+            }
         }
-        Ok(FileKeySource { groups })
+        Ok(FileKeySource { groups, groups6 })
     }
 
     /// The file text for `keys` (used by tests and the lab to write key files).
     pub fn render(keys: &[GroupKeys]) -> String {
-        let mut out = String::new();
-        for g in keys {
-            out.push_str(&format!("[[group]]\ngroup = \"{}\"\nkeys = [", g.group));
-            let ks: Vec<String> = g
-                .keys
-                .iter()
-                .map(|k| format!("\"{}\"", hex::encode(k.key.as_bytes())))
-                .collect();
-            out.push_str(&ks.join(", "));
-            out.push_str("]\nrevoked_members = [");
-            let rs: Vec<String> = g
-                .revoked_members
-                .iter()
-                .map(|r| format!("\"{r}\""))
-                .collect();
-            out.push_str(&rs.join(", "));
-            out.push_str("]\n\n");
-        }
-        out
+        keys.iter()
+            .map(|g| render_entry(&g.group.to_string(), &g.keys, &g.revoked_members))
+            .collect()
+    }
+
+    /// The same for IPv6 groups.
+    pub fn render6(keys: &[GroupKeys6]) -> String {
+        keys.iter()
+            .map(|g| render_entry(&g.group.to_string(), &g.keys, &g.revoked_members))
+            .collect()
     }
 
     pub fn groups(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.groups.keys().copied()
+    }
+}
+
+fn render_entry(group: &str, keys: &[GroupKey], revoked: &[KeyId]) -> String {
+    let ks: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"{}\"", hex::encode(k.key.as_bytes())))
+        .collect();
+    let rs: Vec<String> = revoked.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "[[group]]\ngroup = \"{group}\"\nkeys = [{}]\nrevoked_members = [{}]\n\n",
+        ks.join(", "),
+        rs.join(", ")
+    )
+}
+
+impl KeySource6 for FileKeySource {
+    fn group_keys6(
+        &self,
+        group: Ipv6Addr,
+        _now: Timestamp,
+    ) -> Result<Arc<GroupKeys6>, KeyLookupError> {
+        self.groups6
+            .get(&group)
+            .cloned()
+            .ok_or(KeyLookupError::UnknownGroup)
     }
 }
 
@@ -182,6 +212,29 @@ mod tests {
         assert!(ok.is_ok(), "{ok:?}");
         let revoked = v.handle_datagram(NOW, 1, &f.join(1, &[Slice::ALL], 2, 2), &src);
         assert_eq!(revoked.unwrap_err().reason, igmp_ext::Reason::Revoked);
+    }
+
+    /// IPv6 groups (MLDv2 joins) sit in the same file, looked up by `KeySource6`.
+    #[test]
+    fn ipv6_groups_round_trip_and_verify_fixture_mld_joins() {
+        use igmp_ext::fixtures::{GROUP6, IFINDEX};
+        use igmp_ext::mld_verifier::{MldJoinVerifier, MldOutcome};
+        use igmp_ext::verify6::MldVerifierConfig;
+        let f = Fixture::dual_stack(1, igmp_ext::SliceSet6::full());
+        let gk6 = (*f.key_source6()[&GROUP6]).clone();
+        let text = FileKeySource::render(&[f.group_keys()])
+            + &FileKeySource::render6(std::slice::from_ref(&gk6));
+        let src = FileKeySource::parse(&text).expect("parses");
+        assert_eq!(*src.group_keys6(GROUP6, NOW).unwrap(), gk6);
+        assert!(src.group_keys(f.group, NOW).is_ok());
+        let mut v = MldJoinVerifier::new(
+            MldVerifierConfig::default(),
+            &VerifierConfig::default(),
+            f.links6(),
+        );
+        let d = f.datagram6(0, &f.claims6(&[igmp_ext::Slice6::ALL], 1, NOW, 1));
+        let r = v.handle_datagram(NOW, IFINDEX, &d, &src);
+        assert!(matches!(r, Ok(MldOutcome::Join { .. })), "{r:?}");
     }
 
     #[test]

@@ -200,6 +200,17 @@ pub struct Counters {
     pub members_found_dead: u64,
     #[serde(default)]
     pub members_back: u64,
+    /// MLDv2 (issue 15): signed joins accepted, plain MLD messages, refusals by reason (every
+    /// reason), and datagrams from the unspecified address (`::`, duplicate address
+    /// detection) ignored unread.
+    #[serde(default)]
+    pub mld_joins_accepted: u64,
+    #[serde(default)]
+    pub mld_plain_accepted: u64,
+    #[serde(default)]
+    pub mld_rejected: Vec<(String, u64)>,
+    #[serde(default)]
+    pub mld_unspecified_ignored: u64,
 }
 
 impl Status {
@@ -297,6 +308,22 @@ impl Status {
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
         let _ = writeln!(o, "rejected: {}", rejected.join(", "));
+        if c.mld_joins_accepted + c.mld_plain_accepted > 0 || !c.mld_rejected.is_empty() {
+            let rejected: Vec<String> = c
+                .mld_rejected
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "MLD joins accepted {}, plain {}, from :: ignored {}; rejected: {}",
+                c.mld_joins_accepted,
+                c.mld_plain_accepted,
+                c.mld_unspecified_ignored,
+                rejected.join(", ")
+            );
+        }
         o
     }
 
@@ -358,6 +385,26 @@ impl Status {
             "joins_rejected_total",
             "IGMP reports refused, by reason.",
             c.rejected.iter().map(|(r, n)| (label("reason", r), *n)),
+        );
+        m.counter(
+            "mld_joins_accepted_total",
+            "Signed MLDv2 joins accepted.",
+            c.mld_joins_accepted,
+        );
+        m.counter(
+            "mld_plain_accepted_total",
+            "MLD messages for public groups accepted as plain MLD.",
+            c.mld_plain_accepted,
+        );
+        m.counter(
+            "mld_unspecified_ignored_total",
+            "MLD datagrams from the unspecified address (duplicate address detection) ignored.",
+            c.mld_unspecified_ignored,
+        );
+        m.counter_family(
+            "mld_joins_rejected_total",
+            "MLD reports refused, by reason.",
+            c.mld_rejected.iter().map(|(r, n)| (label("reason", r), *n)),
         );
         m.counter_family(
             "rate_limited_total",

@@ -1,9 +1,10 @@
-//! Any bytes as a member certificate: no panic. The listed slices are also made a set as
-//! `verify` would had the group key signed them (a fuzzer cannot sign): within its step budget
-//! whatever the masks (issue 13, item 6; `-timeout` catches a budget that does not bound).
+//! Any bytes as a member certificate: no panic. The listed slices, IPv4 and IPv6, are also
+//! made sets as `verify` would had the group key signed them (a fuzzer cannot sign): within
+//! their step budget whatever the masks (issue 13, item 6; `-timeout` catches a budget that
+//! does not bound).
 #![no_main]
 use igmp_ext::slice::StepBudget;
-use igmp_ext::{SliceSet, UnverifiedCertificate};
+use igmp_ext::{SliceSet, SliceSet6, UnverifiedCertificate};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,5 +12,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(c.as_bytes(), data);
         let listed = &c.unverified_body().slices;
         let _ = SliceSet::try_from_slices(listed, &mut StepBudget::for_slices(listed.len()));
+        let listed6 = &c.unverified_ipv6().slices;
+        let _ = SliceSet6::try_from_slices(listed6, &mut StepBudget::for_slices(listed6.len()));
     }
 });

@@ -3,8 +3,8 @@
 use super::PlanKind;
 use crate::plan::PlanError;
 use crate::querier::Role;
-use igmp_ext::{AllocationEpoch, MemberId, Reason, SliceSet, Timestamp};
-use std::net::Ipv4Addr;
+use igmp_ext::{AllocationEpoch, MemberId, Reason, SliceSet, SliceSet6, Timestamp};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What happened, for the daemon's log and for tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,4 +78,25 @@ pub enum Event {
     },
     /// Shutdown with `keep_kernel_state`: nothing is withdrawn (announcements are).
     KernelStateKept,
+    /// A signed MLDv2 join was accepted (issue 15): `member` now owns `slices` of the IPv6
+    /// `group` at `epoch`, reached at its link-local `sender` on `ifindex`.
+    MldJoinAccepted {
+        member: MemberId,
+        group: Ipv6Addr,
+        epoch: AllocationEpoch,
+        slices: SliceSet6,
+        ifindex: u32,
+        sender: Ipv6Addr,
+    },
+    /// An MLD report refused; the detail names the sender.
+    MldRejected {
+        reason: Reason,
+        ifindex: u32,
+        detail: String,
+    },
+    /// IPv6 claims not refreshed in time were dropped.
+    MldClaimsExpired {
+        group: Option<Ipv6Addr>,
+        lost: Vec<(MemberId, SliceSet6)>,
+    },
 }

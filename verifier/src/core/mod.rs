@@ -22,13 +22,16 @@ mod flood_tests;
 mod liveness;
 #[cfg(test)]
 mod liveness_tests;
+mod mld;
+mod mld_querier;
 mod status;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 mod upkeep;
 pub use announce::{AnnounceConfig, Withdrawn};
 pub use event::Event;
 pub use liveness::{LivenessConfig, Notice};
+pub use mld_querier::Transmit6;
 
 use crate::admission::{Admission, AdmissionConfig, Class};
 use crate::plan::mfc::{MfcPlanner, Probed, Upcall, IGMPMSG_NOCACHE};
@@ -265,6 +268,7 @@ pub struct Router {
     liveness: liveness::Liveness,
     announcer: announce::Announcer,
     control: crate::plan::control::ControlPlane,
+    mld: mld::MldPath,
 }
 
 impl Router {
@@ -332,6 +336,7 @@ impl Router {
             liveness: Default::default(),
             announcer: Default::default(),
             control,
+            mld: mld::MldPath::new(&config.verifier, &config.querier),
             config,
         }
     }
@@ -555,6 +560,7 @@ impl Router {
         // Candidates the budget left waiting get the capacity refilled since.
         self.verify_round(clock);
         self.run_querier(now);
+        self.expire_mld(clock);
         let expired = self.verifier.expire(clock);
         let any_expired = !expired.is_empty();
         if any_expired {

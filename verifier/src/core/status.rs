@@ -63,6 +63,23 @@ impl Router {
                 });
             }
         }
+        let table6 = self.mld_ownership();
+        for g in table6.groups() {
+            for (m, c) in table6.claims(g) {
+                ownership.push(OwnershipRow {
+                    group: g.to_string(),
+                    member: m.0,
+                    slices: c.slices.to_string(),
+                    epoch: c.epoch.0,
+                    interface: self.ifname(c.ifindex),
+                    sender: c.sender.to_string(),
+                    liveness: None,
+                    standby: String::new(),
+                    waiting: String::new(),
+                    expires_in_ms: c.expires.saturating_duration_since(now.mono).as_millis() as u64,
+                });
+            }
+        }
         ownership.sort_by(|a, b| (&a.group, a.member).cmp(&(&b.group, b.member)));
         let vif_name = |v: u16| {
             self.vifs
@@ -181,6 +198,14 @@ impl Router {
                 beacons_refused: self.liveness.stats.beacons_refused,
                 members_found_dead: self.liveness.stats.members_found_dead,
                 members_back: self.liveness.stats.members_back,
+                mld_joins_accepted: self.mld_metrics().accepted_joins,
+                mld_plain_accepted: self.mld_metrics().accepted_plain,
+                mld_rejected: self
+                    .mld_metrics()
+                    .rejections()
+                    .map(|(r, n)| (r.to_owned(), n))
+                    .collect(),
+                mld_unspecified_ignored: self.mld_unspecified_ignored(),
                 // Measured by the executor (repoint_*, nft_rewrites): the daemon fills them in.
                 ..Counters::default()
             },

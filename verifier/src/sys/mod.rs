@@ -6,6 +6,7 @@ pub mod beacon_socket;
 pub mod exec;
 pub mod igmp_socket;
 pub mod libnft;
+pub mod mld_socket;
 pub mod mroute;
 pub mod nfnl;
 pub mod nft;

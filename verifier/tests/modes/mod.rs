@@ -1,6 +1,7 @@
 //! One module per steering mode, and one for the refusals and the querier's election.
 
 mod keystore;
+mod mld;
 mod native;
 mod nft;
 mod plain;

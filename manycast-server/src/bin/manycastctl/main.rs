@@ -9,9 +9,10 @@ mod operator;
 
 use clap::{Parser, Subcommand};
 use daemon_kit::wall_clock as now;
-use igmp_ext::{CertificateBody, KeyId, MemberId, Slice, SliceSet};
+use igmp_ext::cert::Ipv6Grant;
+use igmp_ext::{CertificateBody, KeyId, MemberId, Slice, Slice6, SliceSet, SliceSet6};
 use manycast_server::keys;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,12 +76,19 @@ enum CertCommand {
         /// The member's id in the cluster (ties between equal epochs go to the lower id).
         #[arg(long)]
         id: u32,
-        /// A group the member may join; repeat for several.
-        #[arg(long = "group", required = true)]
+        /// An IPv4 group the member may join; repeat for several.
+        #[arg(long = "group", required_unless_present = "groups6")]
         groups: Vec<Ipv4Addr>,
         /// A slice the member may claim (ADDR/LEN or ADDR/MASK); repeat; default: all.
         #[arg(long = "slice")]
         slices: Vec<Slice>,
+        /// An IPv6 group the member may join (a version 2 certificate, SPEC.md §4.2); repeat.
+        #[arg(long = "group6")]
+        groups6: Vec<Ipv6Addr>,
+        /// An IPv6 slice the member may claim (2001:db8::/32 or 0:0:0:100::/0:0:0:300::);
+        /// repeat; default with --group6: all.
+        #[arg(long = "slice6", requires = "groups6")]
+        slices6: Vec<Slice6>,
         /// Days of validity from now.
         #[arg(long, default_value_t = 365)]
         valid_days: u64,
@@ -146,6 +154,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             id,
             groups,
             slices,
+            groups6,
+            slices6,
             valid_days,
             out,
         }) => {
@@ -167,10 +177,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 groups,
                 slices,
             };
-            let cert = body.issue(&group_key)?;
+            let ipv6 = Ipv6Grant {
+                slices: match (groups6.is_empty(), slices6.is_empty()) {
+                    (true, _) => SliceSet6::new(),
+                    (false, true) => SliceSet6::full(),
+                    (false, false) => slices6.into_iter().collect(),
+                },
+                groups: groups6,
+            };
+            let cert = body.issue_with_ipv6(&ipv6, &group_key)?;
             keys::write_certificate(&out, &cert)?;
+            let v6 = if ipv6.is_empty() {
+                String::new()
+            } else {
+                format!(" and IPv6 {}", ipv6.slices)
+            };
             println!(
-                "certified {} (key {}) for {} until {}: {}",
+                "certified {} (key {}) for {}{v6} until {}: {}",
                 body.member_id,
                 KeyId::of(&member_key),
                 body.slices,
@@ -192,6 +215,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 },
             };
             let b = cert.unverified_body();
+            let v6 = cert.unverified_ipv6();
+            let groups6: Vec<String> = v6.groups.iter().map(|g| g.to_string()).collect();
+            let slices6: Vec<String> = v6.slices.iter().map(|s| s.to_string()).collect();
             if json {
                 println!(
                     "{}",
@@ -203,6 +229,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         "not_after_ms": b.not_after.as_millis(),
                         "groups": b.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
                         "slices": b.slices.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                        "groups6": groups6,
+                        "slices6": slices6,
                         "verdict": verdict,
                     })
                 );
@@ -226,6 +254,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         .join(" ")
                 );
                 println!("slices      {}", b.slices);
+                if !groups6.is_empty() || !slices6.is_empty() {
+                    println!("groups6     {}", groups6.join(" "));
+                    println!("slices6     {}", slices6.join(" "));
+                }
                 println!("signature   {verdict}");
             }
             if verdict.starts_with("INVALID") {

@@ -1,0 +1,134 @@
+//! The core's MLDv2 path (issue 15, items 2-3): IPv6 datagrams the daemon read from its ICMPv6
+//! socket go through [`igmp_ext::mld_verifier::MldJoinVerifier`] (certificate grants,
+//! duplicate, stale-epoch and slice-conflict checks, an IPv6 ownership table with IGMPv3's
+//! rules); claims expire on the core's tick. What the data plane gets is the IPv6 ownership
+//! table ([`Router::mld_ownership`]) and an event per change; no kernel op is planned for IPv6
+//! yet (the nft IPv6 data plane is separate work). The MLDv2 querier (`mld_querier.rs`) runs on
+//! the same tick; its queries come out of [`Router::poll_transmit6`].
+
+use super::mld_querier::{MldQuerier, Transmit6};
+use super::{Event, Router};
+use igmp_ext::mld_verifier::{KeySource6, MldJoinVerifier, MldOutcome};
+use igmp_ext::ownership::OwnershipTable6;
+use igmp_ext::verify::VerifierMetrics;
+use igmp_ext::verify6::{LinkTable6, MldVerifierConfig};
+use igmp_ext::wire::ipv6::Ipv6Packet;
+use igmp_ext::{Clock, VerifierConfig};
+use std::net::Ipv6Addr;
+
+/// The MLDv2 verifier and what only this path counts.
+#[derive(Debug)]
+pub(super) struct MldPath {
+    verifier: MldJoinVerifier,
+    querier: MldQuerier,
+    /// Datagrams from `::` (a host's duplicate address detection, RFC 3810 §5.2.13), ignored.
+    unspecified_ignored: u64,
+}
+
+impl MldPath {
+    /// The IPv4 verifier's timeliness, claim lifetime and replay sizes; IPv6 links are set by
+    /// the daemon ([`Router::set_links6`]): none until then, so every join is `wrong-link`.
+    pub(super) fn new(ipv4: &VerifierConfig, querier: &crate::querier::QuerierConfig) -> Self {
+        let config = MldVerifierConfig {
+            timeliness_window: ipv4.timeliness_window,
+            ..MldVerifierConfig::default()
+        };
+        MldPath {
+            verifier: MldJoinVerifier::new(config, ipv4, LinkTable6::new()),
+            querier: MldQuerier::new(querier.clone()),
+            unspecified_ignored: 0,
+        }
+    }
+}
+
+impl Router {
+    /// The router's IPv6 links: the on-link prefixes of each member-facing interface, which a
+    /// join's signed LINK prefix must name.
+    pub fn set_links6(&mut self, links: LinkTable6) {
+        self.mld.verifier.set_links(links);
+    }
+
+    /// One IPv6 datagram (IPv6 header and Hop-by-Hop options included) received on `ifindex`.
+    /// A datagram from `::` is ignored before it is parsed further; a refusal changes nothing
+    /// but the counters and yields an [`Event::MldRejected`].
+    pub fn handle_mld_datagram(
+        &mut self,
+        now: impl Into<Clock>,
+        ifindex: u32,
+        datagram: &[u8],
+        keys: &dyn KeySource6,
+    ) {
+        let now: Clock = now.into();
+        if Ipv6Packet::new_checked(datagram).is_ok_and(|ip| ip.src_addr().is_unspecified()) {
+            self.mld.unspecified_ignored += 1;
+            return;
+        }
+        match self
+            .mld
+            .verifier
+            .handle_datagram(now, ifindex, datagram, keys)
+        {
+            Ok(MldOutcome::Plain { .. }) => {}
+            Ok(MldOutcome::Join { join, .. }) => self.events.push_back(Event::MldJoinAccepted {
+                member: join.member(),
+                group: join.group(),
+                epoch: join.epoch(),
+                slices: join.slices().clone(),
+                ifindex,
+                sender: join.sender(),
+            }),
+            Err(r) => self.events.push_back(Event::MldRejected {
+                reason: r.reason,
+                ifindex,
+                detail: r.detail,
+            }),
+        }
+    }
+
+    /// The interfaces the MLDv2 querier queries, each with its link-local address (the
+    /// queries' source); none until the daemon sets them.
+    pub fn set_mld_query_interfaces(&mut self, interfaces: Vec<(u32, Ipv6Addr)>) {
+        self.mld.querier.set_interfaces(interfaces);
+    }
+
+    /// The next MLDv2 query to send.
+    pub fn poll_transmit6(&mut self) -> Option<Transmit6> {
+        self.mld.querier.poll_transmit()
+    }
+
+    /// MLDv2 queries built so far.
+    pub fn mld_queries_built(&self) -> u64 {
+        self.mld.querier.queries_built
+    }
+
+    /// Expires IPv6 claims not refreshed in time and runs the MLDv2 querier (called on the
+    /// core's tick).
+    pub(super) fn expire_mld(&mut self, now: Clock) {
+        self.mld.querier.handle_timeout(now.mono);
+        for change in self.mld.verifier.expire(now) {
+            self.events.push_back(Event::MldClaimsExpired {
+                group: change.group,
+                lost: change.lost,
+            });
+        }
+    }
+
+    /// Who owns which IPv6 slices: what an IPv6 data plane steers by.
+    pub fn mld_ownership(&self) -> &OwnershipTable6 {
+        self.mld.verifier.ownership()
+    }
+
+    /// Counts of MLDv2 joins accepted, plain MLD messages, and refusals by reason.
+    pub fn mld_metrics(&self) -> &VerifierMetrics {
+        self.mld.verifier.metrics()
+    }
+
+    /// Datagrams from `::` ignored.
+    pub fn mld_unspecified_ignored(&self) -> u64 {
+        self.mld.unspecified_ignored
+    }
+}
+
+#[cfg(test)]
+#[path = "mld_tests.rs"]
+mod tests;

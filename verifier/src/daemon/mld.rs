@@ -1,0 +1,138 @@
+//! The daemon's side of MLDv2 (issue 15, item 3): the packet socket that receives MLD on the
+//! member-facing interfaces (`sys::mld_socket`), their IPv6 on-link prefixes for the core, and
+//! what the socket holds handed to the core's MLDv2 path.
+
+use super::{clocks, Daemon};
+use crate::core::{Event, Router};
+use crate::rejection_log::Admit;
+use crate::sys::mld_socket;
+use igmp_ext::{Reason, Timestamp};
+use socket2::{SockAddr, Socket};
+use std::collections::HashMap;
+use std::net::SocketAddrV6;
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, info, warn};
+
+/// Datagrams read before the loop looks at its other work.
+const MAX_READS: usize = 1024;
+
+/// The MLD sockets: reports in, the querier's queries out (one sender per interface).
+#[derive(Debug, Default)]
+pub(super) struct MldIo {
+    pub(super) recv: Option<AsyncFd<Socket>>,
+    senders: HashMap<u32, Socket>,
+}
+
+/// Opens the MLD sockets on the core's interfaces and gives the core their IPv6 prefixes and
+/// link-local addresses (read once, at start). Without them (no CAP_NET_RAW, no IPv6) the
+/// verifier runs IPv4 only.
+pub(super) fn open(core: &mut Router) -> MldIo {
+    let ifindexes: Vec<u32> = core.interfaces().iter().map(|i| i.ifindex).collect();
+    let if_inet6 = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    core.set_links6(mld_socket::links6(&if_inet6, &ifindexes));
+    let recv = match mld_socket::open(&ifindexes).and_then(crate::sys::mroute::register_async) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "no MLD socket: MLDv2 joins are not received");
+            None
+        }
+    };
+    let mut senders = HashMap::new();
+    let mut queried = Vec::new();
+    for (ifindex, addr) in mld_socket::link_locals(&if_inet6, &ifindexes) {
+        let name = core.ifname(ifindex);
+        match mld_socket::sender(&name) {
+            Ok(s) => {
+                senders.insert(ifindex, s);
+                queried.push((ifindex, addr));
+            }
+            Err(e) => warn!(error = %e, interface = %name, "no MLD query socket"),
+        }
+    }
+    core.set_mld_query_interfaces(queried);
+    MldIo { recv, senders }
+}
+
+impl Daemon {
+    /// Sends the MLDv2 querier's queries.
+    pub(super) fn send_mld_queries(&mut self) {
+        while let Some(t) = self.core.poll_transmit6() {
+            let Some(s) = self.mld.senders.get(&t.ifindex) else {
+                continue;
+            };
+            let dst = SocketAddrV6::new(igmp_ext::wire::mld::ALL_NODES, 0, 0, t.ifindex);
+            match s.send_to(&t.datagram, &SockAddr::from(dst)) {
+                Ok(_) => self.queries_sent += 1,
+                Err(e) => debug!(error = %e, ifindex = t.ifindex, "MLD query not sent"),
+            }
+        }
+    }
+
+    /// Hands what the MLD socket holds to the core, datagrams from other interfaces dropped.
+    /// Stops after [`MAX_READS`] so that a flood cannot keep the loop from its other work;
+    /// returns whether it stopped so (more may be waiting: readiness was cleared, so the loop
+    /// comes back here by itself).
+    pub(super) fn read_mld(&mut self) -> bool {
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..MAX_READS {
+            let Some(sock) = &self.mld.recv else {
+                return false;
+            };
+            let r = match mld_socket::recv(sock.get_ref(), &mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => return false,
+                Err(e) => {
+                    warn!(error = %e, "MLD receive");
+                    return false;
+                }
+            };
+            if !self
+                .core
+                .interfaces()
+                .iter()
+                .any(|i| i.ifindex == r.ifindex)
+            {
+                continue;
+            }
+            let now = clocks();
+            self.core
+                .handle_mld_datagram(now, r.ifindex, &buf[..r.len], self.keys.source6());
+            self.flush(now);
+        }
+        true
+    }
+
+    /// The MLDv2 path's events (and nothing else: other events were logged by `log`).
+    /// Refusals share the IGMP refusals' per-reason window (duplicates at DEBUG).
+    pub(super) fn log_mld(&mut self, now: Timestamp, e: Event) {
+        match e {
+            Event::MldJoinAccepted {
+                member,
+                group,
+                epoch,
+                slices,
+                ifindex,
+                sender,
+            } => info!(
+                %member, %group, %epoch, %slices, interface = %self.core.ifname(ifindex),
+                %sender, "MLDv2 join accepted"
+            ),
+            Event::MldRejected {
+                reason: reason @ Reason::Duplicate,
+                detail,
+                ..
+            } => debug!(%reason, %detail, "MLD report rejected"),
+            Event::MldRejected {
+                reason,
+                ifindex,
+                detail,
+            } if self.rejections.admit(now, reason) == Admit::Log => warn!(
+                %reason, interface = %self.core.ifname(ifindex), %detail, "MLD report rejected"
+            ),
+            Event::MldClaimsExpired { group, lost } => {
+                info!(?group, ?lost, "IPv6 claims expired")
+            }
+            _ => {}
+        }
+    }
+}

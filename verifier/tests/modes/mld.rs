@@ -1,0 +1,151 @@
+//! The verifier's MLDv2 receive path (issue 15, item 3): a member namespace sends a signed
+//! MLDv2 join (built with the igmp-ext builder, hop limit 1, Router Alert) from its link-local
+//! address over a veth; the real verifier reads it from its packet socket, verifies it against
+//! the IPv6 section of the member's certificate and the key file's IPv6 group keys, and shows
+//! the claim in its status. A forged join (another member's signature) is refused by reason
+//! and changes nothing; a report from `::` (duplicate address detection) is ignored. The
+//! verifier's MLDv2 querier sends general queries on the member's link.
+
+use crate::harness::netns::Netns;
+use crate::harness::topo::{wait_for, wall_now, RouterLab};
+use igmp_ext::fixtures::{Fixture, GROUP6};
+use igmp_ext::mld_join::{build_mld_datagram, build_signed_mld_report};
+use igmp_ext::wire::ipv6::Ipv6Packet;
+use igmp_ext::wire::mld::{fill_checksum, ALL_MLDV2_ROUTERS};
+use igmp_ext::{SliceSet6, Timestamp};
+use manycast_verifier::keyfile::FileKeySource;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::SocketAddrV6;
+
+/// Sends one complete IPv6 packet as it is out of `ifname` of `ns` (IPPROTO_RAW implies
+/// IPV6_HDRINCL on Linux: the kernel adds nothing).
+fn send_raw_v6(ns: &Netns, ifname: &str, packet: &[u8]) {
+    let ifindex = ns.ifindex(ifname);
+    let ip = Ipv6Packet::new_checked(packet).expect("an IPv6 packet to send");
+    let dst = SocketAddrV6::new(ip.dst_addr(), 0, 0, ifindex);
+    let sent = ns.run(|| {
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
+            .expect("raw IPv6 socket");
+        s.bind_device(Some(ifname.as_bytes()))
+            .expect("SO_BINDTODEVICE");
+        s.send_to(packet, &SockAddr::from(dst))
+            .expect("send raw IPv6 packet")
+    });
+    assert_eq!(sent, packet.len(), "short raw send");
+}
+
+fn mld_counter(lab: &RouterLab, reason: &str) -> u64 {
+    lab.status()
+        .counters
+        .mld_rejected
+        .iter()
+        .find(|(r, _)| r == reason)
+        .map(|(_, n)| *n)
+        .unwrap_or(0)
+}
+
+/// Member `i`'s signed MLDv2 join for `units` of the /56 site slicing, stamped `now`.
+fn join6(f: &Fixture, i: usize, units: &[igmp_ext::Slice6], nonce: u64, now: Timestamp) -> Vec<u8> {
+    let claims = f.claims6(units, 1, now, nonce);
+    let m = &f.members[i];
+    let mld = build_signed_mld_report(&claims, f.addr6(i), &m.cert, &m.key).expect("join fits");
+    build_mld_datagram(f.addr6(i), &mld)
+}
+
+#[test]
+fn the_verifier_accepts_a_signed_mld_join_and_refuses_a_forged_one() {
+    let fixture = Fixture::dual_stack(2, SliceSet6::full());
+    let mut lab = RouterLab::with_fixture(fixture.clone(), "");
+    // The IPv6 group's keys beside the IPv4 group's.
+    let keys = lab.dir.join("keys.toml");
+    let text = FileKeySource::render(&[fixture.group_keys()])
+        + &FileKeySource::render6(&[(*fixture.key_source6()[&GROUP6]).clone()]);
+    std::fs::write(&keys, text).expect("key file");
+    // Server 1's link is the fixture's LINK6 (2001:db8:0:1::/64); the member speaks from its
+    // fixture link-local address, fe80::1.
+    lab.router.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:0:1::1/64",
+        "dev",
+        "s1",
+        "nodad",
+    ]);
+    let (member, ifname) = (lab.servers[0].ns.clone(), lab.servers[0].ifname.clone());
+    member.ip(&["-6", "addr", "add", "fe80::1/64", "dev", &ifname, "nodad"]);
+    // Opened before the verifier starts, so that its first (startup) query is caught.
+    let queries = member.run(|| {
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).expect("icmpv6");
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        s
+    });
+    lab.start();
+    let units = SliceSet6::site_slicing(2);
+    // The verifier's MLDv2 querier: a general query (type 130, 28 bytes or more) arrives.
+    let mut buf = [0u8; 1500];
+    wait_for("an MLDv2 general query from the verifier", || {
+        while let Ok(n) = std::io::Read::read(&mut &queries, &mut buf) {
+            if n >= 28 && buf[0] == 130 {
+                return true;
+            }
+        }
+        false
+    });
+
+    // Forged: member 2's signature over member 1's join, which carries member 1's certificate.
+    let now = wall_now();
+    let good = join6(&fixture, 0, &units[..1], 1, now);
+    let other = join6(&fixture, 1, &units[..1], 1, now);
+    let mut forged = good.clone();
+    let sig_at = forged.len() - 64;
+    forged[sig_at..].copy_from_slice(&other[other.len() - 64..]);
+    let ip = igmp_ext::wire::ipv6::HEADER_LEN + 8;
+    fill_checksum(&mut forged[ip..], fixture.addr6(0), ALL_MLDV2_ROUTERS);
+    send_raw_v6(&member, &ifname, &forged);
+    wait_for("the forged join refused", || {
+        mld_counter(&lab, "bad-signature") >= 1
+    });
+    let status = lab.status();
+    assert!(
+        !status
+            .ownership
+            .iter()
+            .any(|r| r.group == GROUP6.to_string()),
+        "a forged join claims nothing: {:?}",
+        status.ownership
+    );
+    assert_eq!(status.counters.mld_joins_accepted, 0);
+
+    // From `::` (duplicate address detection): ignored, not refused.
+    let mut dad = good.clone();
+    dad[8..24].fill(0);
+    send_raw_v6(&member, &ifname, &dad);
+
+    // The real join: accepted, its claim in the status.
+    send_raw_v6(&member, &ifname, &good);
+    wait_for("the signed MLDv2 join accepted", || {
+        lab.status().counters.mld_joins_accepted == 1
+    });
+    let status = lab.status();
+    let row = status
+        .ownership
+        .iter()
+        .find(|r| r.group == GROUP6.to_string())
+        .unwrap_or_else(|| panic!("no IPv6 claim in {:?}\n{}", status.ownership, lab.log()));
+    assert_eq!(row.member, fixture.members[0].id.0);
+    assert_eq!(row.sender, "fe80::1");
+    assert_eq!(row.interface, "s1");
+    assert_eq!(row.slices, units[0].to_string());
+    // The member's kernel sends its own reports from `::` while its addresses are tentative.
+    assert!(status.counters.mld_unspecified_ignored >= 1);
+    let refused: u64 = status.counters.mld_rejected.iter().map(|(_, n)| n).sum();
+    assert_eq!(refused, 1, "only the forged join was refused");
+    // The same datagram again is a duplicate.
+    send_raw_v6(&member, &ifname, &good);
+    wait_for("the replayed join refused", || {
+        mld_counter(&lab, "duplicate") == 1
+    });
+    lab.stop();
+}
