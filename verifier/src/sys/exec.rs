@@ -4,11 +4,13 @@
 //! change's ops (`repoint_us`).
 
 use super::announce_dev::AnnounceDevice;
+use super::bpf::PinPlane;
 use super::libnft::{NftError, NftSession};
 use super::mroute::{self, MrouteControl};
 use super::nfnl::{ElementBatch, Nfnl};
 use super::rtnl::{Rtnl, RtnlError};
 use super::{nft, procfs};
+use crate::config::VipPinSection;
 use crate::plan::mfc::Probed;
 use crate::plan::netdev::{self, parse_counters, KernelCounters};
 use crate::plan::NftBatch;
@@ -134,6 +136,8 @@ pub struct Executor {
     /// Element updates sent straight over nfnetlink (the rest went through libnftables).
     pub nfnl_batches: u64,
     pub repoints: RepointTimes,
+    /// Pin mode's tc program (`[vip_pin] dataplane = "bpf"`).
+    pub pin: PinPlane,
 }
 
 impl Executor {
@@ -156,6 +160,7 @@ impl Executor {
             nft_rewrites: 0,
             nfnl_batches: 0,
             repoints: RepointTimes::default(),
+            pin: PinPlane::new(VipPinSection::default()),
         };
         if announce {
             exec.announce_device()?;
@@ -254,6 +259,7 @@ impl Executor {
                 }
             }
             DataplaneOp::VipRemove { routes, rules } => {
+                self.pin.remove();
                 // The fast path's table exists only when the verifier serves interfaces.
                 let _ = self.nft_text(&format!("delete table netdev {}", vip_netdev::TABLE));
                 let table = self.nft_text(&format!("delete table ip {}", vip::TABLE));
@@ -337,6 +343,7 @@ impl Executor {
             self.rtnl.rule_add(r)?;
         }
         self.nft_keeping_pins(&c.ruleset)?;
+        self.pin.apply(c);
         for r in &c.stale_routes {
             let _ = self.rtnl.route_del(r);
         }
