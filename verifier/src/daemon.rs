@@ -103,8 +103,6 @@ impl Daemon {
         };
         let beacons = BeaconSocket::open(router_config.liveness.port, &found.interfaces)?;
         let announce = router_config.announce.enabled;
-        let mut exec = Executor::new(sockets.control, mrt, announce)?;
-        exec.pin = crate::sys::bpf::PinPlane::new(cfg.vip_pin.clone());
         let core = Router::new(clocks(), router_config, found);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
@@ -112,7 +110,7 @@ impl Daemon {
             keys,
             refresher: None,
             core,
-            exec,
+            exec: Executor::new(sockets.control, mrt, announce, cfg.vip_pin.clone())?,
             igmp,
             socket_drops: igmp_socket::Drops::default(),
             beacons,

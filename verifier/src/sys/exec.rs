@@ -137,7 +137,7 @@ pub struct Executor {
     pub nfnl_batches: u64,
     pub repoints: RepointTimes,
     /// Pin mode's tc program (`[vip_pin] dataplane = "bpf"`).
-    pub pin: PinPlane,
+    pin: PinPlane,
 }
 
 impl Executor {
@@ -147,6 +147,7 @@ impl Executor {
         control: MrouteControl,
         mrt: Option<Socket>,
         announce: bool,
+        pin: VipPinSection,
     ) -> Result<Self, KernelError> {
         let mut exec = Executor {
             control,
@@ -160,7 +161,7 @@ impl Executor {
             nft_rewrites: 0,
             nfnl_batches: 0,
             repoints: RepointTimes::default(),
-            pin: PinPlane::new(VipPinSection::default()),
+            pin: PinPlane::new(pin),
         };
         if announce {
             exec.announce_device()?;
