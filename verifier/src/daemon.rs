@@ -106,11 +106,11 @@ impl Daemon {
         let core = Router::new(clocks(), router_config, found);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
+            exec: Executor::new(sockets.control, mrt, announce, cfg.vip_pin.clone())?,
             cfg,
             keys,
             refresher: None,
             core,
-            exec: Executor::new(sockets.control, mrt, announce, cfg.vip_pin.clone())?,
             igmp,
             socket_drops: igmp_socket::Drops::default(),
             beacons,
