@@ -31,6 +31,8 @@ fn main() {
                 "cargo:warning=the VIP pin tc program was not built ({clang}: {other:?}); pin mode will use nftables"
             );
             std::fs::write(&out, []).expect("OUT_DIR is writable");
+            // Built again once clang is installed (a path that does not exist reruns it).
+            println!("cargo:rerun-if-changed=/usr/bin/clang");
         }
     }
 }

@@ -373,3 +373,44 @@ impl PinPlane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::netdev::Hop;
+
+    /// The maps get the pinned VIPs only, every field in the packet's byte order (what the
+    /// program compares with the header's bytes), and no hop for a member whose interface the
+    /// kernel does not know.
+    #[test]
+    fn the_maps_hold_pinned_vips_in_packet_byte_order() {
+        let hop = |m: u32, dev: &str| Hop {
+            member: m,
+            via: Ipv4Addr::new(10, 0, m as u8, 2),
+            device: dev.into(),
+        };
+        let vip = |last: u8, pin: bool| FastVip {
+            address: Ipv4Addr::new(10, 200, 0, last),
+            pin,
+            mask: 1,
+            elements: vec![(0, 1), (1, 2)],
+            hops: [(1, hop(1, "s1")), (2, hop(2, "gone"))].into(),
+        };
+        let c = Content::of(&[vip(1, true), vip(2, false)], &|d| {
+            (d == "s1").then_some(7)
+        });
+        let be = |a: [u8; 4]| u32::from_ne_bytes(a);
+        assert_eq!(
+            c.vips,
+            BTreeMap::from([(be([10, 200, 0, 1]), be([0, 0, 0, 1]))])
+        );
+        assert_eq!(
+            c.slices,
+            BTreeMap::from([
+                ([be([10, 200, 0, 1]), be([0, 0, 0, 0])], 1),
+                ([be([10, 200, 0, 1]), be([0, 0, 0, 1])], 2),
+            ])
+        );
+        assert_eq!(c.hops, BTreeMap::from([(1, [7, be([10, 0, 1, 2])])]));
+    }
+}
