@@ -157,7 +157,9 @@ impl RouterLab {
         let pin_dir = bpf_pin_root().join(router.name());
         let _ = std::fs::remove_dir_all(&pin_dir);
         let pin = format!("[vip_pin]\npin_dir = \"{}\"\n", pin_dir.display());
-        let extra = if extra.contains("[vip_pin]\n") {
+        let extra = if extra.contains("pin_dir") {
+            extra.to_owned()
+        } else if extra.contains("[vip_pin]\n") {
             extra.replacen("[vip_pin]\n", &pin, 1)
         } else {
             format!("{pin}{extra}")

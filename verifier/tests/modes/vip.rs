@@ -317,6 +317,52 @@ fn steers_and_pins(dataplane: Pin) {
     assert!(!lab.pin_dir.join(bpf::FLOWS).exists());
 }
 
+/// Issue 16, item 5: where the tc program cannot run (here its pin directory is on no bpf
+/// filesystem, as on a host without one mounted), pin mode runs on nftables, saying so once,
+/// and still keeps a pinned connection on its member across a re-point.
+#[test]
+fn bpf_pin_falls_back_to_nft_with_one_warning() {
+    let dir = std::env::temp_dir().join(format!("mc-not-bpffs-{}", std::process::id()));
+    let mut lab = RouterLab::new(
+        2,
+        &format!(
+            "[vip_pin]\ndataplane = \"bpf\"\npin_dir = \"{}\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+            dir.display()
+        ),
+    );
+    serve(&lab, 0);
+    serve(&lab, 1);
+    lab.start();
+    lab.join(0, &[Slice::new(0, 1)], 1);
+    lab.join(1, &[Slice::new(1, 1)], 1);
+    wait_for("both members routed", || {
+        let s = lab.status();
+        s.ownership.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+    });
+    let even = client_sources(2)[0];
+    let mut pinned = connect(&lab, even);
+    assert_eq!(ask(&mut pinned), 1);
+    lab.join(1, &[Slice::ALL], 2);
+    wait_for("member 2 owns everything", || {
+        lab.status().ownership.len() == 1
+    });
+    assert_eq!(ask(&mut connect(&lab, even)), 2);
+    assert_eq!(ask(&mut pinned), 1, "pinned connection moved");
+    assert!(!bpf_attached(&lab, "c0"));
+    let pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
+    );
+    assert!(pins.contains("0xa010002 . 0x"), "{pins}");
+    let log = lab.log();
+    assert_eq!(
+        log.matches("VIP pin mode runs on nftables").count(),
+        1,
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// nftables' flow tables after the first connections (pin mode on `nft`).
 fn nft_pins_sit_where_conntrack_would(lab: &RouterLab, even: Ipv4Addr, udp_flow: SocketAddrV4) {
     // Flow keys are `source . sport << 16 | dport`, both raw (hexadecimal in `nft list`), one
