@@ -267,16 +267,27 @@ pub enum PinDataplane {
 pub struct VipPinSection {
     pub dataplane: PinDataplane,
     /// The directory (on a bpf filesystem) the tc program's maps are pinned in, so that the
-    /// pins outlive the verifier. Two verifiers sharing a bpf filesystem (in two network
-    /// namespaces) need two directories.
-    pub pin_dir: PathBuf,
+    /// pins outlive the verifier. Default: `/sys/fs/bpf/manycast/net-<inode of the network
+    /// namespace>`, so that verifiers in two namespaces sharing the filesystem keep apart and a
+    /// restarted one in the same namespace finds its maps.
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl VipPinSection {
+    pub fn pin_dir(&self) -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        self.pin_dir.clone().unwrap_or_else(|| {
+            let ns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
+            PathBuf::from(format!("/sys/fs/bpf/manycast/net-{ns}"))
+        })
+    }
 }
 
 impl Default for VipPinSection {
     fn default() -> Self {
         VipPinSection {
             dataplane: PinDataplane::Bpf,
-            pin_dir: PathBuf::from("/sys/fs/bpf/manycast"),
+            pin_dir: None,
         }
     }
 }
@@ -619,7 +630,12 @@ pin_dir = "/sys/fs/bpf/lab"
         )
         .expect("valid");
         assert_eq!(c.vip_pin.dataplane, PinDataplane::Nft);
-        assert_eq!(c.vip_pin.pin_dir, PathBuf::from("/sys/fs/bpf/lab"));
+        assert_eq!(c.vip_pin.pin_dir(), PathBuf::from("/sys/fs/bpf/lab"));
+        let default = VipPinSection::default().pin_dir().display().to_string();
+        assert!(
+            default.starts_with("/sys/fs/bpf/manycast/net-") && !default.ends_with("net-0"),
+            "{default:?}"
+        );
         assert_eq!(c.gap_policy().unwrap(), GapPolicy::Fallback(MemberId(2)));
         assert_eq!(c.querier_config().robustness, 3);
         assert!(!c.native.route_plain_groups);

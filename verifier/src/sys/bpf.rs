@@ -337,7 +337,7 @@ impl PinPlane {
                 for d in &change.devices {
                     detach(d);
                 }
-                remove_pins(&self.cfg.pin_dir);
+                remove_pins(&self.cfg.pin_dir());
             }
             return;
         }
@@ -345,7 +345,7 @@ impl PinPlane {
             return;
         }
         if self.prog.is_none() {
-            match PinProgram::load(&self.cfg.pin_dir) {
+            match PinProgram::load(&self.cfg.pin_dir()) {
                 Ok(p) => self.prog = Some(p),
                 Err(e) => {
                     warn!(error = %e, "VIP pin mode runs on nftables: the tc program could not be loaded");
