@@ -25,6 +25,8 @@
 //! - `DATAPLANE_PERF=<dir>`: one extra phase of each variant under `perf record -a -g`, outside
 //!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`, and the last new-source step
 //!   (40,000/s; its figures then include perf's cost) into `<dir>/new-sources-40000.data`.
+//! - `DATAPLANE_PIN=nft`: the pinned VIP on the nftables flow tables (`[vip_pin] dataplane`);
+//!   default the tc program (`bpf`), whose forwarded packets the run prints.
 //!
 //! The forwarding phases send whole Ethernet frames from a packet socket in the client namespace
 //! (any source address, `sendmmsg` batches), so that the generator costs the same in both
@@ -913,9 +915,11 @@ fn main() {
         std::env::var_os("DATAPLANE_VIP_ONLY"),
         std::env::var("DATAPLANE_SWAP"),
     ) {
+        // The nftables rulesets are what is swapped: pin on nft, or the tc program would carry
+        // the pinned flows before them.
         let mut lab = RouterLab::new(
             2,
-            "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+            "[vip_pin]\ndataplane = \"nft\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
         );
         lab.log_filter = "info".into();
         install_sinks(&lab);
