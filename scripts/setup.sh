@@ -3,7 +3,7 @@
 # Idempotent: installs only what is missing, so `make test` stays quick on a prepared machine.
 set -euo pipefail
 
-apt_packages=(libnftables-dev tshark python3-scapy tcpdump iproute2 bridge-utils nftables iputils-ping mininet net-tools openssl bind9-dnsutils knot-dnsutils curl wrk python3 smcroute python3-cryptography keepalived faketime nginx frr)
+apt_packages=(clang llvm libbpf-dev libnftables-dev tshark python3-scapy tcpdump iproute2 bridge-utils nftables iputils-ping mininet net-tools openssl bind9-dnsutils knot-dnsutils curl wrk python3 smcroute python3-cryptography keepalived faketime nginx frr)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -374,9 +374,16 @@ impl Lab {
         std::fs::write(
             &config,
             format!(
-                "interfaces = [{}]\n{key_source}status_socket = \"{}\"\n{extra_config}{keystore}",
+                "interfaces = [{}]\n{key_source}status_socket = \"{}\"\n{extra_config}{keystore}\n\
+                 [vip_pin]\npin_dir = \"{}\"\n",
                 interfaces.join(", "),
-                socket.display()
+                socket.display(),
+                // VIP pin mode's tc program pins its maps on a bpf filesystem outside /sys
+                // (which `ip netns exec` remounts), one directory per verifier: a restarted
+                // one finds them.
+                bpf_pin_root()
+                    .join(format!("{}-{name}", self.base))
+                    .display()
             ),
         )
         .expect("verifier config");
@@ -598,7 +605,38 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        // The verifiers' pinned maps (their tc filters went with the namespaces).
+        let prefix = format!("{}-", self.base);
+        for e in std::fs::read_dir(BPF_PIN_ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
+}
+
+const BPF_PIN_ROOT: &str = "/run/manycast-test-bpf";
+
+/// A bpf filesystem for the verifiers' pinned maps (VIP pin mode on `bpf`), mounted once in
+/// the tests' mount namespace, which `ip netns exec` copies.
+fn bpf_pin_root() -> PathBuf {
+    let mounted = std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(BPF_PIN_ROOT))
+    });
+    if !mounted {
+        std::fs::create_dir_all(BPF_PIN_ROOT).expect("bpf pin root");
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf", BPF_PIN_ROOT])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a bpf filesystem at {BPF_PIN_ROOT}");
+    }
+    PathBuf::from(BPF_PIN_ROOT)
 }
 
 /// Runs `f` on a thread inside `ns`.

@@ -25,6 +25,8 @@
 //! - `DATAPLANE_PERF=<dir>`: one extra phase of each variant under `perf record -a -g`, outside
 //!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`, and the last new-source step
 //!   (40,000/s; its figures then include perf's cost) into `<dir>/new-sources-40000.data`.
+//! - `DATAPLANE_PIN=nft`: the pinned VIP on the nftables flow tables (`[vip_pin] dataplane`);
+//!   default the tc program (`bpf`), whose forwarded packets the run prints.
 //!
 //! The forwarding phases send whole Ethernet frames from a packet socket in the client namespace
 //! (any source address, `sendmmsg` batches), so that the generator costs the same in both
@@ -858,10 +860,12 @@ fn swap_rulesets(lab: &RouterLab, spec: &str) {
 
 /// (ratio, steered, plain) of VIP steering without pin, then with pin, each in a fresh lab.
 fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
+    // `DATAPLANE_PIN=nft`: pin mode on the nftables flow tables rather than the tc program.
+    let pin_plane = std::env::var("DATAPLANE_PIN").unwrap_or_else(|_| "bpf".into());
     let vip_lab = |pin: bool| {
         let mut lab = RouterLab::new(
             2,
-            &format!("[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = {pin}\n"),
+            &format!("[vip_pin]\ndataplane = \"{pin_plane}\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = {pin}\n"),
         );
         lab.log_filter = "info".into();
         install_sinks(&lab);
@@ -872,7 +876,20 @@ fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
     let twin = RouterLab::new(2, "");
     install_sinks(&twin);
     let plain = vip(&mut vip_lab(false), &twin, "vip");
-    let pinned = vip(&mut vip_lab(true), &twin, "vip-pin");
+    let mut pin_lab = vip_lab(true);
+    let pinned = vip(&mut pin_lab, &twin, "vip-pin");
+    // What the tc program forwarded (nothing on nft): the pinned phases went through it.
+    let hops = manycast_verifier::sys::bpf::pinned_entries::<u32, [u32; 4]>(
+        &pin_lab.pin_dir.join(manycast_verifier::sys::bpf::HOPS),
+    );
+    let by_bpf: u64 = hops
+        .map(|h| {
+            h.values()
+                .map(|v| u64::from(v[3]) << 32 | u64::from(v[2]))
+                .sum()
+        })
+        .unwrap_or(0);
+    eprintln!("dataplane: pin mode on {pin_plane}: {by_bpf} packets forwarded by the tc program");
     (plain, pinned)
 }
 
@@ -898,9 +915,11 @@ fn main() {
         std::env::var_os("DATAPLANE_VIP_ONLY"),
         std::env::var("DATAPLANE_SWAP"),
     ) {
+        // The nftables rulesets are what is swapped: pin on nft, or the tc program would carry
+        // the pinned flows before them.
         let mut lab = RouterLab::new(
             2,
-            "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+            "[vip_pin]\ndataplane = \"nft\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
         );
         lab.log_filter = "info".into();
         install_sinks(&lab);

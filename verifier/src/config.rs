@@ -41,6 +41,9 @@ pub struct Config {
     pub rate_limit: RateLimitSection,
     #[serde(default)]
     pub vip: Vec<VipSection>,
+    /// Where pin mode's flows are kept and forwarded (SPEC.md §10.3).
+    #[serde(default)]
+    pub vip_pin: VipPinSection,
     #[serde(default)]
     pub shutdown: ShutdownSection,
     /// Liveness beacons and standby claims (SPEC.md §5.5).
@@ -252,6 +255,47 @@ fn default_rollback_marks() -> PathBuf {
 pub enum KeySourceConfig<'a> {
     File(&'a std::path::Path),
     Keystore(&'a KeystoreSection),
+}
+
+/// Which data plane carries pin mode's pinned flows.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PinDataplane {
+    /// A tc ingress program with its flow table in a BPF map (`sys::bpf`); what it passes on
+    /// meets the nftables plane. Falls back to `nft`, with a log line, where it cannot load.
+    Bpf,
+    /// The nftables netdev table's flow tables only.
+    Nft,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VipPinSection {
+    pub dataplane: PinDataplane,
+    /// The directory (on a bpf filesystem) the tc program's maps are pinned in, so that the
+    /// pins outlive the verifier. Default: `/sys/fs/bpf/manycast/net-<inode of the network
+    /// namespace>`, so that verifiers in two namespaces sharing the filesystem keep apart and a
+    /// restarted one in the same namespace finds its maps.
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl VipPinSection {
+    pub fn pin_dir(&self) -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        self.pin_dir.clone().unwrap_or_else(|| {
+            let ns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
+            PathBuf::from(format!("/sys/fs/bpf/manycast/net-{ns}"))
+        })
+    }
+}
+
+impl Default for VipPinSection {
+    fn default() -> Self {
+        VipPinSection {
+            dataplane: PinDataplane::Bpf,
+            pin_dir: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -617,9 +661,19 @@ dataplane = "nft"
 address = "10.200.0.1"
 group = "232.1.1.1"
 pin = true
+[vip_pin]
+dataplane = "nft"
+pin_dir = "/sys/fs/bpf/lab"
 "#,
         )
         .expect("valid");
+        assert_eq!(c.vip_pin.dataplane, PinDataplane::Nft);
+        assert_eq!(c.vip_pin.pin_dir(), PathBuf::from("/sys/fs/bpf/lab"));
+        let default = VipPinSection::default().pin_dir().display().to_string();
+        assert!(
+            default.starts_with("/sys/fs/bpf/manycast/net-") && !default.ends_with("net-0"),
+            "{default:?}"
+        );
         assert_eq!(c.gap_policy().unwrap(), GapPolicy::Fallback(MemberId(2)));
         assert_eq!(c.querier_config().robustness, 3);
         assert!(!c.native.route_plain_groups);

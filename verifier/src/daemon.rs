@@ -111,11 +111,11 @@ impl Daemon {
         let mld = mld::open(&mut core);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
+            exec: Executor::new(sockets.control, mrt, announce, cfg.vip_pin.clone())?,
             cfg,
             keys,
             refresher: None,
             core,
-            exec: Executor::new(sockets.control, mrt, announce)?,
             igmp,
             socket_drops: igmp_socket::Drops::default(),
             beacons,

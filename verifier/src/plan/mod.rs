@@ -307,6 +307,10 @@ pub struct VipChange {
     pub ruleset: NftBatch,
     pub stale_routes: Vec<VipRoute>,
     pub stale_rules: Vec<VipRule>,
+    /// The fast path's whole state (every VIP, with pin or not) and the interfaces it serves:
+    /// what the pin mode's tc program is given (`sys::bpf`), empty without served interfaces.
+    pub fast: Vec<vip_netdev::FastVip>,
+    pub devices: Vec<String>,
 }
 
 /// A change to make in the kernel, for any data plane. The executors (`crate::sys`) apply them

@@ -325,7 +325,14 @@ impl VipPlanner {
                 change.rules.push(rule);
             }
         }
-        change.ruleset = self.table_change();
+        let (ruleset, fast) = self.table_change();
+        change.ruleset = ruleset;
+        change.devices = if fast.is_empty() {
+            Vec::new()
+        } else {
+            self.devices.clone()
+        };
+        change.fast = fast;
         for (&(m, vip), &via) in &self.routes {
             if !want_routes.contains_key(&(m, vip)) {
                 change.stale_routes.push(VipRoute {
@@ -352,10 +359,11 @@ impl VipPlanner {
     /// Both tables' change in one transaction: the slow path's ([`Self::slow_change`]), then
     /// the fast path's: its moved elements when the kernel's table is known and has the same
     /// VIPs, else the whole table. Counted as written from here on (a failure is reported).
-    fn table_change(&mut self) -> NftBatch {
+    /// The nft batch, and the fast path's state (empty without served interfaces).
+    fn table_change(&mut self) -> (NftBatch, Vec<FastVip>) {
         let slow = self.slow_change();
         if self.devices.is_empty() {
-            return slow;
+            return (slow, Vec::new());
         }
         let fast: Vec<FastVip> = self
             .vips
@@ -385,10 +393,11 @@ impl VipPlanner {
             Some(k) if vip_netdev::same_shape(&k, &fast) => (vip_netdev::updates(&k, &fast), false),
             _ => (vip_netdev::ruleset(&self.devices, &fast), true),
         };
-        NftBatch {
+        let batch = NftBatch {
             text: slow.text + &text,
             rewrite: slow.rewrite || rewrite,
-        }
+        };
+        (batch, fast)
     }
 
     /// The `ip` table: the moved elements of each map when the kernel's table is known and

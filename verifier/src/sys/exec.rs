@@ -4,11 +4,13 @@
 //! change's ops (`repoint_us`).
 
 use super::announce_dev::AnnounceDevice;
+use super::bpf::PinPlane;
 use super::libnft::{NftError, NftSession};
 use super::mroute::{self, MrouteControl};
 use super::nfnl::{ElementBatch, Nfnl};
 use super::rtnl::{Rtnl, RtnlError};
 use super::{nft, procfs};
+use crate::config::VipPinSection;
 use crate::plan::mfc::Probed;
 use crate::plan::netdev::{self, parse_counters, KernelCounters};
 use crate::plan::NftBatch;
@@ -134,6 +136,8 @@ pub struct Executor {
     /// Element updates sent straight over nfnetlink (the rest went through libnftables).
     pub nfnl_batches: u64,
     pub repoints: RepointTimes,
+    /// Pin mode's tc program (`[vip_pin] dataplane = "bpf"`).
+    pin: PinPlane,
 }
 
 impl Executor {
@@ -143,6 +147,7 @@ impl Executor {
         control: MrouteControl,
         mrt: Option<Socket>,
         announce: bool,
+        pin: VipPinSection,
     ) -> Result<Self, KernelError> {
         let mut exec = Executor {
             control,
@@ -156,6 +161,7 @@ impl Executor {
             nft_rewrites: 0,
             nfnl_batches: 0,
             repoints: RepointTimes::default(),
+            pin: PinPlane::new(pin),
         };
         if announce {
             exec.announce_device()?;
@@ -262,6 +268,7 @@ impl Executor {
                 }
             }
             DataplaneOp::VipRemove { routes, rules } => {
+                self.pin.remove();
                 // The fast path's table exists only when the verifier serves interfaces.
                 let _ = self.nft_text(&format!("delete table netdev {}", vip_netdev::TABLE));
                 let table = self.nft_text(&format!("delete table ip {}", vip::TABLE));
@@ -345,6 +352,7 @@ impl Executor {
             self.rtnl.rule_add(r)?;
         }
         self.nft_keeping_pins(&c.ruleset)?;
+        self.pin.apply(c);
         for r in &c.stale_routes {
             let _ = self.rtnl.route_del(r);
         }

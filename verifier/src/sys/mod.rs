@@ -3,6 +3,7 @@
 
 pub mod announce_dev;
 pub mod beacon_socket;
+pub mod bpf;
 pub mod exec;
 pub mod igmp_socket;
 pub mod libnft;

@@ -84,6 +84,8 @@ pub struct RouterLab {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// Where VIP pin mode's tc program pins its maps (`[vip_pin] pin_dir`).
+    pub pin_dir: PathBuf,
     /// `RUST_LOG` for the verifier: debug for tests (the log is printed when one fails); the
     /// benchmark lowers it so that per-upcall logging does not weigh on what it measures.
     pub log_filter: String,
@@ -149,6 +151,19 @@ impl RouterLab {
             .chain((1..=n).map(|i| format!("\"s{i}\"")))
             .collect();
         let config = dir.join("verifier.toml");
+        // VIP pin mode's tc program pins its maps in a directory of this lab's own, on a bpf
+        // filesystem mounted outside /sys (which `ip netns exec` remounts), so that they
+        // outlive the verifier as on a host.
+        let pin_dir = bpf_pin_root().join(router.name());
+        let _ = std::fs::remove_dir_all(&pin_dir);
+        let pin = format!("[vip_pin]\npin_dir = \"{}\"\n", pin_dir.display());
+        let extra = if extra.contains("pin_dir") {
+            extra.to_owned()
+        } else if extra.contains("[vip_pin]\n") {
+            extra.replacen("[vip_pin]\n", &pin, 1)
+        } else {
+            format!("{pin}{extra}")
+        };
         std::fs::write(
             &config,
             format!(
@@ -168,6 +183,7 @@ impl RouterLab {
             dir,
             config,
             socket,
+            pin_dir,
             log_filter: "debug".into(),
             nice: None,
             daemon: None,
@@ -600,5 +616,27 @@ impl Drop for RouterLab {
             eprintln!("verifier log:\n{}", self.log());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // A killed verifier's tc filters went with the namespace; its pinned maps did not.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
+}
+
+/// A bpf filesystem for the labs' pinned maps, mounted once (in the tests' mount namespace,
+/// which `ip netns exec` copies).
+pub fn bpf_pin_root() -> PathBuf {
+    let root = PathBuf::from("/run/manycast-test-bpf");
+    let mounted = std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/run/manycast-test-bpf"))
+    });
+    if !mounted {
+        std::fs::create_dir_all(&root).expect("bpf pin root");
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a bpf filesystem at {}", root.display());
+    }
+    root
 }

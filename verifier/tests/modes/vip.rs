@@ -4,6 +4,7 @@
 
 use crate::harness::topo::{client_sources, wait_for, RouterLab};
 use igmp_ext::Slice;
+use manycast_verifier::sys::bpf;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -33,7 +34,59 @@ fn fast_forwarded(lab: &RouterLab) -> BTreeMap<String, u64> {
             *out.entry(chain.clone()).or_default() += n;
         }
     }
+    // The tc program's (pin mode on `bpf`): member → [ifindex, next hop, packets (two halves)],
+    // under the hop chain's name.
+    let hops = bpf::pinned_entries::<u32, [u32; 4]>(&lab.pin_dir.join(bpf::HOPS));
+    for (m, [_, via, lo, hi]) in hops.unwrap_or_default() {
+        let via = Ipv4Addr::from(via.to_ne_bytes())
+            .to_string()
+            .replace('.', "_");
+        *out.entry(format!("m{m}_{via}")).or_default() += u64::from(hi) << 32 | u64::from(lo);
+    }
     out
+}
+
+/// The tc program's flow table (pin mode on `bpf`): (source, sport, dport, protocol) →
+/// (member, state: 0 new, 1 open, 2 closing, 3 UDP).
+fn bpf_flows(lab: &RouterLab) -> BTreeMap<(SocketAddrV4, u16, u32), (u32, u32)> {
+    bpf::pinned_entries::<[u32; 4], [u32; 4]>(&lab.pin_dir.join(bpf::FLOWS))
+        .expect("the pinned flow table")
+        .into_iter()
+        .map(|([saddr, _, ports, proto], [member, state, ..])| {
+            let p = ports.to_ne_bytes();
+            let src = SocketAddrV4::new(
+                Ipv4Addr::from(saddr.to_ne_bytes()),
+                u16::from_be_bytes([p[0], p[1]]),
+            );
+            (
+                (src, u16::from_be_bytes([p[2], p[3]]), proto),
+                (member, state),
+            )
+        })
+        .collect()
+}
+
+/// Whether the tc program is attached at `dev`'s ingress in the router.
+fn bpf_attached(lab: &RouterLab, dev: &str) -> bool {
+    lab.router
+        .exec("tc", &["filter", "show", "dev", dev, "ingress"])
+        .contains("vip_pin")
+}
+
+/// Pin mode's data plane in a test's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pin {
+    Bpf,
+    Nft,
+}
+
+impl Pin {
+    fn config(self) -> &'static str {
+        match self {
+            Pin::Bpf => "[vip_pin]\ndataplane = \"bpf\"\n",
+            Pin::Nft => "[vip_pin]\ndataplane = \"nft\"\n",
+        }
+    }
 }
 
 /// Connections whose original direction (client → VIP) conntrack has seen in the router: the
@@ -135,9 +188,24 @@ fn ask(c: &mut TcpStream) -> u8 {
 
 #[test]
 fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
+    steers_and_pins(Pin::Nft);
+}
+
+/// Issue 16, item 5: the same on the tc program: the pinned connection and UDP flow stay on
+/// their member after the re-point, with their pins in the program's flow table (none in
+/// nftables' flow tables), and the program forwarded them.
+#[test]
+fn bpf_pin_keeps_established_connections_on_their_member_after_a_repoint() {
+    steers_and_pins(Pin::Bpf);
+}
+
+fn steers_and_pins(dataplane: Pin) {
     let mut lab = RouterLab::new(
         2,
-        "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+        &format!(
+            "{}[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+            dataplane.config()
+        ),
     );
     serve(&lab, 0);
     serve(&lab, 1);
@@ -187,45 +255,33 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
         "{fast:?}"
     );
     assert_eq!(conntracked_to_vip(&lab), 0);
-    // Flow keys are `source . sport << 16 | dport`, both raw (hexadecimal in `nft list`), one
-    // set of tables per protocol (issue 16, item 5): 10.1.0.2 is 0xa010002, 41000 . 8080
-    // 0xa0281f90, UDP's 42000 . 5353 0xa41014e9.
-    let pins = lab.router.exec(
-        "nft",
-        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
-    );
-    assert!(pins.contains("0xa010002 . 0x"), "{pins}");
-    // Timeouts like conntrack's: the open connection's pin lasts days; the closed one's tuple
-    // is not forgotten at its FIN but moved to the closing table (120 s).
-    assert!(
-        pins.lines()
-            .any(|l| l.contains("0xa010002 . 0x") && l.contains("expires 4d")),
-        "{pins}"
-    );
-    assert!(!pins.contains("0xa010004 . 0xa0281f90 "), "{pins}");
-    let closing = lab.router.exec(
-        "nft",
-        &["list", "map", "netdev", "manycast_vip", "fin_10_200_0_1"],
-    );
-    assert!(closing.contains("0xa010004 . 0xa0281f90 "), "{closing}");
-    // A UDP flow: pinned in UDP's own table (with UDP's 120 s), not in TCP's.
     let udp_flow = SocketAddrV4::new(even, 42_000);
-    assert_eq!(ask_udp(&lab, udp_flow), 1);
-    let udp_pins = lab.router.exec(
-        "nft",
-        &["list", "map", "netdev", "manycast_vip", "upin_10_200_0_1"],
+    assert_eq!(
+        ["c0", "s1", "s2"].map(|d| bpf_attached(&lab, d)),
+        [dataplane == Pin::Bpf; 3]
     );
-    assert!(
-        udp_pins
-            .lines()
-            .any(|l| l.contains("0xa010002 . 0xa41014e9 ") && l.contains("timeout 2m")),
-        "{udp_pins}"
-    );
-    let pins = lab.router.exec(
-        "nft",
-        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
-    );
-    assert!(!pins.contains("0xa41014e9"), "{pins}");
+    if dataplane == Pin::Bpf {
+        assert_eq!(ask_udp(&lab, udp_flow), 1);
+        let flows = bpf_flows(&lab);
+        let pinned_at = pinned.local_addr().expect("local address");
+        let std::net::SocketAddr::V4(pinned_at) = pinned_at else {
+            panic!("IPv4")
+        };
+        // The open connection: member 1, open (5 days); the closed one: closing (120 s); the
+        // UDP flow: member 1, UDP's state.
+        assert_eq!(flows.get(&(pinned_at, 8080, 6)), Some(&(1, 1)), "{flows:?}");
+        assert_eq!(flows.get(&(reused, 8080, 6)), Some(&(1, 2)), "{flows:?}");
+        assert_eq!(flows.get(&(udp_flow, 5353, 17)), Some(&(1, 3)), "{flows:?}");
+        // nftables' flow tables saw none of it.
+        for map in ["pin_10_200_0_1", "fin_10_200_0_1", "upin_10_200_0_1"] {
+            let pins = lab
+                .router
+                .exec("nft", &["list", "map", "netdev", "manycast_vip", map]);
+            assert!(!pins.contains("0xa01"), "{pins}");
+        }
+    } else {
+        nft_pins_sit_where_conntrack_would(&lab, even, udp_flow);
+    }
 
     // Member 2 takes everything: new connections go to server 2, the established one stays.
     lab.join(1, &[Slice::ALL], 2);
@@ -251,12 +307,103 @@ fn vip_mode_steers_tcp_by_slice_and_pin_keeps_established_connections() {
     }
     assert!(lab.status().counters.nft_transactions >= 2);
 
-    // Clean shutdown removes the table and the rules.
+    // Clean shutdown removes the table and the rules (and the tc program with its pins).
     assert!(lab.stop().success());
     let tables = lab.router.exec("nft", &["list", "tables"]);
     assert!(!tables.contains("manycast_verifier"), "{tables}");
     let rules = lab.router.ip(&["rule", "show"]);
     assert!(!rules.contains("fwmark"), "{rules}");
+    assert!(!["c0", "s1", "s2"].iter().any(|d| bpf_attached(&lab, d)));
+    assert!(!lab.pin_dir.join(bpf::FLOWS).exists());
+}
+
+/// Issue 16, item 5: where the tc program cannot run (here its pin directory is on no bpf
+/// filesystem, as on a host without one mounted), pin mode runs on nftables, saying so once,
+/// and still keeps a pinned connection on its member across a re-point.
+#[test]
+fn bpf_pin_falls_back_to_nft_with_one_warning() {
+    let dir = std::env::temp_dir().join(format!("mc-not-bpffs-{}", std::process::id()));
+    let mut lab = RouterLab::new(
+        2,
+        &format!(
+            "[vip_pin]\ndataplane = \"bpf\"\npin_dir = \"{}\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+            dir.display()
+        ),
+    );
+    serve(&lab, 0);
+    serve(&lab, 1);
+    lab.start();
+    lab.join(0, &[Slice::new(0, 1)], 1);
+    lab.join(1, &[Slice::new(1, 1)], 1);
+    wait_for("both members routed", || {
+        let s = lab.status();
+        s.ownership.len() == 2 && s.vips.first().is_some_and(|v| v.members.len() == 2)
+    });
+    let even = client_sources(2)[0];
+    let mut pinned = connect(&lab, even);
+    assert_eq!(ask(&mut pinned), 1);
+    lab.join(1, &[Slice::ALL], 2);
+    wait_for("member 2 owns everything", || {
+        lab.status().ownership.len() == 1
+    });
+    assert_eq!(ask(&mut connect(&lab, even)), 2);
+    assert_eq!(ask(&mut pinned), 1, "pinned connection moved");
+    assert!(!bpf_attached(&lab, "c0"));
+    let pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
+    );
+    assert!(pins.contains("0xa010002 . 0x"), "{pins}");
+    let log = lab.log();
+    assert_eq!(
+        log.matches("VIP pin mode runs on nftables").count(),
+        1,
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// nftables' flow tables after the first connections (pin mode on `nft`).
+fn nft_pins_sit_where_conntrack_would(lab: &RouterLab, even: Ipv4Addr, udp_flow: SocketAddrV4) {
+    // Flow keys are `source . sport << 16 | dport`, both raw (hexadecimal in `nft list`), one
+    // set of tables per protocol (issue 16, item 5): 10.1.0.2 is 0xa010002, 41000 . 8080
+    // 0xa0281f90, UDP's 42000 . 5353 0xa41014e9.
+    let pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
+    );
+    assert!(pins.contains("0xa010002 . 0x"), "{pins}");
+    // Timeouts like conntrack's: the open connection's pin lasts days; the closed one's tuple
+    // is not forgotten at its FIN but moved to the closing table (120 s).
+    assert!(
+        pins.lines()
+            .any(|l| l.contains("0xa010002 . 0x") && l.contains("expires 4d")),
+        "{pins}"
+    );
+    assert!(!pins.contains("0xa010004 . 0xa0281f90 "), "{pins}");
+    let closing = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "fin_10_200_0_1"],
+    );
+    assert!(closing.contains("0xa010004 . 0xa0281f90 "), "{closing}");
+    // A UDP flow: pinned in UDP's own table (with UDP's 120 s), not in TCP's.
+    assert_eq!(ask_udp(lab, udp_flow), 1);
+    let udp_pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "upin_10_200_0_1"],
+    );
+    assert!(
+        udp_pins
+            .lines()
+            .any(|l| l.contains("0xa010002 . 0xa41014e9 ") && l.contains("timeout 2m")),
+        "{udp_pins}"
+    );
+    let pins = lab.router.exec(
+        "nft",
+        &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
+    );
+    assert!(!pins.contains("0xa41014e9"), "{pins}");
+    let _ = even;
 }
 
 /// One request on an established connection; `Err` when it was reset or went quiet.
@@ -364,9 +511,24 @@ fn rejoin_after_grace(lab: &RouterLab, halves: [Slice; 2], epoch: u64) {
 /// to the other member meanwhile; new connections follow the map.
 #[test]
 fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
+    pins_survive_restarts(Pin::Nft);
+}
+
+/// Issue 16, item 5: the same on the tc program: its maps are pinned and its filter stays
+/// attached, so the killed verifier's program keeps forwarding the pins, and the next one
+/// replaces it in place and keeps the flow table.
+#[test]
+fn bpf_pins_survive_a_verifier_restart() {
+    pins_survive_restarts(Pin::Bpf);
+}
+
+fn pins_survive_restarts(dataplane: Pin) {
     let mut lab = RouterLab::new(
         2,
-        "[shutdown]\nkeep_kernel_state = true\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+        &format!(
+            "{}[shutdown]\nkeep_kernel_state = true\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
+            dataplane.config()
+        ),
     );
     serve(&lab, 0);
     serve(&lab, 1);
@@ -388,6 +550,13 @@ fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
     // SIGKILL; the next verifier writes the whole table (what the kernel holds is unknown to
     // it); the members come back with their halves swapped.
     kill_verifier(&lab);
+    if dataplane == Pin::Bpf {
+        // With no verifier running, the filter it attached still forwards the pin.
+        assert!(bpf_attached(&lab, "c0"));
+        let before = fast_forwarded(&lab)["m1_10_0_1_2"];
+        assert_eq!(ask(&mut first), 1);
+        assert!(fast_forwarded(&lab)["m1_10_0_1_2"] > before);
+    }
     lab.start();
     rejoin_after_grace(&lab, [Slice::new(1, 1), Slice::new(0, 1)], 2);
     assert_eq!(
@@ -418,6 +587,26 @@ fn pins_survive_a_verifier_restart_and_a_table_rewrite() {
         "a pinned connection left its member after SIGTERM (kept state) and a rewrite"
     );
     assert_eq!(try_ask(&mut first).ok(), Some(1));
+    if dataplane == Pin::Bpf {
+        // Both connections were carried by the program, pinned to member 1, and it is still
+        // attached once (replaced in place, not stacked).
+        let flows = bpf_flows(&lab);
+        for c in [&first, &second] {
+            let std::net::SocketAddr::V4(at) = c.local_addr().expect("local address") else {
+                panic!("IPv4")
+            };
+            assert_eq!(flows.get(&(at, 8080, 6)), Some(&(1, 1)), "{flows:?}");
+        }
+        let filters = lab
+            .router
+            .exec("tc", &["filter", "show", "dev", "c0", "ingress"]);
+        assert_eq!(filters.matches(" name vip_pin ").count(), 1, "{filters}");
+        let pins = lab.router.exec(
+            "nft",
+            &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
+        );
+        assert!(!pins.contains("0xa01"), "{pins}");
+    }
 }
 
 /// A verifier killed and restarted leaves the service up while its members re-join: the VIP
