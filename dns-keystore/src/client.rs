@@ -31,6 +31,7 @@ use crate::retry::{Retry, RetryPolicy};
 use crate::validate::{validate, TrustAnchor, Validated, ValidationError};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use igmp_ext::mld_verifier::{GroupKeys6, KeySource6};
 use igmp_ext::verify::{GroupKeys, KeyLookupError, KeySource};
 use igmp_ext::{KeyId, Timestamp};
 use std::collections::HashMap;
@@ -98,21 +99,24 @@ enum Cached {
         keys: Arc<GroupKeys>,
         record: GroupRecord,
     },
-    V6(Arc<GroupRecord6>),
+    V6 {
+        keys: Arc<GroupKeys6>,
+        record: Arc<GroupRecord6>,
+    },
 }
 
 impl Cached {
     fn valid_at(&self, now: Timestamp) -> bool {
         match self {
             Cached::V4 { record, .. } => record.valid_at(now),
-            Cached::V6(record) => record.valid_at(now),
+            Cached::V6 { record, .. } => record.valid_at(now),
         }
     }
 
     fn validity(&self) -> (Timestamp, Timestamp) {
         match self {
             Cached::V4 { record, .. } => (record.not_before, record.not_after),
-            Cached::V6(record) => (record.not_before, record.not_after),
+            Cached::V6 { record, .. } => (record.not_before, record.not_after),
         }
     }
 }
@@ -547,10 +551,11 @@ impl KeystoreClient {
                 let keys = Arc::new(record.to_group_keys());
                 (Cached::V4 { keys, record }, proven)
             }),
-            IpAddr::V6(g) => self
-                .fetch_group6(g, now)
-                .await
-                .map(|(record, proven)| (Cached::V6(Arc::new(record)), proven)),
+            IpAddr::V6(g) => self.fetch_group6(g, now).await.map(|(record, proven)| {
+                let keys = Arc::new(record.to_group_keys6());
+                let record = Arc::new(record);
+                (Cached::V6 { keys, record }, proven)
+            }),
         };
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let cached_inception = match cache.get(&group) {
@@ -777,7 +782,7 @@ impl KeystoreClient {
         now: Timestamp,
     ) -> Result<Arc<GroupRecord6>, KeyLookupError> {
         match self.lookup(group.into(), now)? {
-            Cached::V6(record) => Ok(record),
+            Cached::V6 { record, .. } => Ok(record),
             Cached::V4 { .. } => Err(KeyLookupError::UnknownGroup),
         }
     }
@@ -791,7 +796,21 @@ impl KeySource for KeystoreClient {
     ) -> Result<Arc<GroupKeys>, KeyLookupError> {
         match self.lookup(group.into(), now)? {
             Cached::V4 { keys, .. } => Ok(keys),
-            Cached::V6(_) => Err(KeyLookupError::UnknownGroup),
+            Cached::V6 { .. } => Err(KeyLookupError::UnknownGroup),
+        }
+    }
+}
+
+/// The MLDv2 path's keys (issue 15): IPv6 groups by the same lookup, from memory.
+impl KeySource6 for KeystoreClient {
+    fn group_keys6(
+        &self,
+        group: Ipv6Addr,
+        now: Timestamp,
+    ) -> Result<Arc<GroupKeys6>, KeyLookupError> {
+        match self.lookup(group.into(), now)? {
+            Cached::V6 { keys, .. } => Ok(keys),
+            Cached::V4 { .. } => Err(KeyLookupError::UnknownGroup),
         }
     }
 }

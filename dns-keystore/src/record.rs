@@ -374,6 +374,15 @@ impl GroupRecord<Ipv6Addr> {
     pub fn parse_ipv6(text: &str) -> Result<Self, RecordError> {
         Self::from_tags(&tag_list(text)?)
     }
+
+    /// What the verifier's MLDv2 path takes: the keys and revocations.
+    pub fn to_group_keys6(&self) -> igmp_ext::mld_verifier::GroupKeys6 {
+        igmp_ext::mld_verifier::GroupKeys6 {
+            group: self.group,
+            keys: self.keys.iter().copied().map(GroupKey::new).collect(),
+            revoked_members: self.revoked.clone(),
+        }
+    }
 }
 
 impl AnyGroupRecord {

@@ -8,9 +8,9 @@ use crate::plan::vip::VipSpec;
 use crate::plan::GapPolicy;
 use crate::querier::QuerierConfig;
 use core::time::Duration;
-use igmp_ext::{MemberId, Slice, VerifierConfig};
+use igmp_ext::{MemberId, Slice, Slice6, VerifierConfig};
 use serde::Deserialize;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -73,6 +73,11 @@ pub struct VerifierSection {
     pub replay_capacity: usize,
     /// Live replay entries one member may hold (SPEC.md §5): above its legitimate join rate.
     pub replay_per_member: usize,
+    /// IPv6 groups that need signed MLDv2 joins, as prefixes ("ff3e::/32", SPEC.md §5.6).
+    /// Empty (the default): the verifier is IPv4 only, opens no MLD socket and sends no MLD
+    /// query, so an IPv4 deployment is not an MLD querier on its links and spends nothing on
+    /// MLD datagrams.
+    pub protected6: Vec<String>,
 }
 
 impl Default for VerifierSection {
@@ -82,6 +87,7 @@ impl Default for VerifierSection {
             timeliness_window_ms: 30_000,
             replay_capacity: 65_536,
             replay_per_member: 256,
+            protected6: Vec::new(),
         }
     }
 }
@@ -227,7 +233,12 @@ pub struct KeystoreSection {
     /// The BIND `trust-anchors` file the dns-keystore daemon writes.
     pub trust_anchor: PathBuf,
     /// The protected groups whose records are fetched and kept fresh.
+    #[serde(default)]
     pub groups: Vec<Ipv4Addr>,
+    /// The same for IPv6 groups (each inside `verifier.protected6`): their records are looked
+    /// up at their nibble names (SPEC.md §8.2) for the MLDv2 path.
+    #[serde(default)]
+    pub groups6: Vec<Ipv6Addr>,
     /// How often records whose TTL ran out are fetched again.
     #[serde(default = "default_refresh_ms")]
     pub refresh_ms: u64,
@@ -365,6 +376,7 @@ impl Config {
             return Err(ConfigError::Invalid("more than 32 interfaces".into()));
         }
         self.protected()?;
+        self.protected6()?;
         self.check_control_groups()?;
         self.key_source()?;
         self.gap_policy()?;
@@ -409,8 +421,21 @@ impl Config {
         match (&self.keys, &self.keystore) {
             (Some(k), None) => Ok(KeySourceConfig::File(k)),
             (None, Some(ks)) => {
-                if ks.groups.is_empty() {
-                    return Err(ConfigError::Invalid("keystore.groups is empty".into()));
+                if ks.groups.is_empty() && ks.groups6.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "keystore.groups and keystore.groups6 are empty: no group to fetch keys for"
+                            .into(),
+                    ));
+                }
+                let protected6 = self.protected6()?;
+                if let Some(g) = ks
+                    .groups6
+                    .iter()
+                    .find(|g| !protected6.iter().any(|p| p.contains_addr(**g)))
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "keystore.groups6: group {g} is not inside verifier.protected6"
+                    )));
                 }
                 if ks.refresh_ms == 0 {
                     return Err(ConfigError::Invalid(
@@ -464,6 +489,26 @@ impl Config {
         let mut p = self.steered()?;
         p.extend(self.control_groups.iter().map(|g| Slice::prefix(*g, 32)));
         Ok(p)
+    }
+
+    /// `verifier.protected6`: IPv6 multicast prefixes (ff00::/8), each at least a /8.
+    pub fn protected6(&self) -> Result<Vec<Slice6>, ConfigError> {
+        let multicast = Slice6::prefix(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8);
+        self.verifier
+            .protected6
+            .iter()
+            .map(|p| {
+                let s: Slice6 = p
+                    .parse()
+                    .map_err(|e| ConfigError::Invalid(format!("verifier.protected6 {p:?}: {e}")))?;
+                if !s.is_subset_of(&multicast) {
+                    return Err(ConfigError::Invalid(format!(
+                        "verifier.protected6 {p:?}: not inside the IPv6 multicast range ff00::/8"
+                    )));
+                }
+                Ok(s)
+            })
+            .collect()
     }
 
     /// A control group is a multicast group outside the link-local block, not steered (inside
@@ -581,246 +626,11 @@ impl Config {
                 .collect(),
             liveness: self.liveness,
             control_groups: self.control_groups.clone(),
+            protected6: self.protected6()?,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = "interfaces = [\"c0\", \"s1\"]\nkeys = \"/etc/manycast/keys.toml\"\n";
-
-    #[test]
-    fn minimal_config_gets_the_documented_defaults() {
-        let c = Config::parse(MINIMAL).expect("valid");
-        assert_eq!(
-            c.status_socket,
-            PathBuf::from("/run/manycast-verifier.sock")
-        );
-        assert_eq!(c.metrics_listen, None);
-        assert_eq!(c.gap_policy().unwrap(), GapPolicy::Drop);
-        assert_eq!(c.native.idle_timeout_ms, 60_000);
-        assert!(c.native.route_plain_groups);
-        assert_eq!(c.native.dataplane, Dataplane::Auto);
-        assert_eq!(c.rate_limit.per_source_pps, 50);
-        assert_eq!(
-            c.router_config().unwrap().admission,
-            AdmissionConfig::default()
-        );
-        let v = c.verifier_config().unwrap();
-        assert_eq!(
-            v.protected,
-            vec![Slice::prefix(Ipv4Addr::new(232, 0, 0, 0), 8)]
-        );
-        // Claims live for the Group Membership Interval: 2 × 10 s + 2 s.
-        assert_eq!(v.claim_hold, Duration::from_secs(22));
-        assert!(!c.shutdown.keep_kernel_state);
-        assert!(c.vip.is_empty());
-    }
-
-    #[test]
-    fn announce_needs_a_vip_and_a_protocol_the_kernel_does_not_reserve() {
-        let vip = "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n";
-        let c =
-            Config::parse(&format!("{MINIMAL}[announce]\nenabled = true\n{vip}")).expect("valid");
-        assert_eq!(c.router_config().expect("valid").announce.protocol, 77);
-        for (bad, says) in [
-            ("[announce]\nenabled = true\n".to_owned(), "no [[vip]]"),
-            (
-                format!("[announce]\nenabled = true\nprotocol = 4\n{vip}"),
-                "reserves",
-            ),
-        ] {
-            let e = Config::parse(&format!("{MINIMAL}{bad}")).expect_err(&bad);
-            assert!(e.to_string().contains(says), "{e}");
-        }
-    }
-
-    #[test]
-    fn full_config_parses() {
-        let c = Config::parse(
-            r#"
-interfaces = ["c0", "s1", "s2"]
-keys = "keys.toml"
-status_socket = "/tmp/v.sock"
-metrics_listen = "127.0.0.1:9465"
-[verifier]
-protected = ["232.1.0.0/16"]
-[querier]
-robustness = 3
-query_interval_ms = 5000
-query_response_interval_ms = 1000
-[native]
-gap = "fallback"
-fallback_member = 2
-idle_timeout_ms = 5000
-route_plain_groups = false
-dataplane = "nft"
-[[vip]]
-address = "10.200.0.1"
-group = "232.1.1.1"
-pin = true
-[vip_pin]
-dataplane = "nft"
-pin_dir = "/sys/fs/bpf/lab"
-"#,
-        )
-        .expect("valid");
-        assert_eq!(c.vip_pin.dataplane, PinDataplane::Nft);
-        assert_eq!(c.vip_pin.pin_dir(), PathBuf::from("/sys/fs/bpf/lab"));
-        let default = VipPinSection::default().pin_dir().display().to_string();
-        assert!(
-            default.starts_with("/sys/fs/bpf/manycast/net-") && !default.ends_with("net-0"),
-            "{default:?}"
-        );
-        assert_eq!(c.gap_policy().unwrap(), GapPolicy::Fallback(MemberId(2)));
-        assert_eq!(c.querier_config().robustness, 3);
-        assert!(!c.native.route_plain_groups);
-        assert_eq!(c.native.dataplane, Dataplane::Nft);
-        assert!(c.vip[0].pin);
-    }
-
-    #[test]
-    fn keystore_config_parses_with_defaults() {
-        let c = Config::parse(
-            r#"
-interfaces = ["c0"]
-[keystore]
-server = "127.0.0.1:5353"
-trust_anchor = "/var/lib/dns-keystore/trust-anchors"
-groups = ["232.1.1.1", "232.1.1.2"]
-"#,
-        )
-        .expect("valid");
-        let KeySourceConfig::Keystore(ks) = c.key_source().unwrap() else {
-            panic!("not the keystore");
-        };
-        assert_eq!(ks.server, "127.0.0.1:5353".parse().unwrap());
-        assert_eq!(ks.groups.len(), 2);
-        assert_eq!(ks.refresh_ms, 5_000);
-        assert_eq!(ks.max_stale_ms, None);
-        assert_eq!(c.keys, None);
-        // A missing trust-anchor file is one line naming it.
-        let e = Config::keystore_client_config(ks).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("/var/lib/dns-keystore/trust-anchors"),
-            "{e}"
-        );
-        assert!(!e.to_string().contains('\n'), "{e:?}");
-    }
-
-    #[test]
-    fn keystore_trust_anchor_is_read_and_checked() {
-        let dir = std::env::temp_dir().join(format!("mc-verifier-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bad = dir.join("bad-anchor");
-        std::fs::write(&bad, "not an anchor").unwrap();
-        let ks = KeystoreSection {
-            server: "127.0.0.1:53".parse().unwrap(),
-            trust_anchor: bad.clone(),
-            groups: vec![Ipv4Addr::new(232, 1, 1, 1)],
-            refresh_ms: 1000,
-            max_stale_ms: Some(2500),
-            rollback_marks: default_rollback_marks(),
-        };
-        let e = Config::keystore_client_config(&ks).unwrap_err();
-        assert!(e.to_string().contains("trust-anchors"), "{e}");
-        assert!(!e.to_string().contains('\n'), "{e:?}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn bad_configs_fail_with_one_line() {
-        for (text, want) in [
-            ("interfaces = []\nkeys = \"k\"", "`interfaces` is empty"),
-            ("keys = \"k\"", "missing field `interfaces`"),
-            ("interfaces = [\"a\"]", "no key source"),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\n[keystore]\nserver = \"127.0.0.1:53\"\ntrust_anchor = \"t\"\ngroups = [\"232.1.1.1\"]",
-                "configure exactly one key source",
-            ),
-            (
-                "interfaces = [\"a\"]\n[keystore]\nserver = \"127.0.0.1:53\"\ntrust_anchor = \"t\"\ngroups = []",
-                "keystore.groups is empty",
-            ),
-            (
-                "interfaces = [\"a\"]\n[keystore]\nserver = \"127.0.0.1:53\"\ntrust_anchor = \"t\"\ngroups = [\"239.1.1.1\"]",
-                "group 239.1.1.1 is not protected",
-            ),
-            (
-                "interfaces = [\"a\"]\n[keystore]\nserver = \"127.0.0.1\"\ntrust_anchor = \"t\"\ngroups = [\"232.1.1.1\"]",
-                "invalid socket address",
-            ),
-            (
-                "interfaces = [\"a\"]\n[keystore]\ntrust_anchor = \"t\"\ngroups = [\"232.1.1.1\"]",
-                "missing field `server`",
-            ),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\nbogus = 1",
-                "unknown field `bogus`",
-            ),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\n[native]\ngap = \"fallback\"",
-                "needs native.fallback_member",
-            ),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\n[native]\ndataplane = \"ebpf\"",
-                "unknown variant `ebpf`",
-            ),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\n[verifier]\nprotected = [\"232.0.0.0\"]",
-                "not a prefix",
-            ),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\n[rate_limit]\nverify_per_second = 0",
-                "rate_limit.verify_per_second must be at least 1",
-            ),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\n[rate_limit]\nverify_backlog = 1",
-                "rate_limit.verify_backlog must be 16 to 1000000",
-            ),
-            (
-                "interfaces = [\"a\"]\nkeys = \"k\"\n[[vip]]\naddress = \"10.0.0.1\"\ngroup = \"239.1.1.1\"",
-                "is not protected",
-            ),
-        ] {
-            let e = Config::parse(text).expect_err(text);
-            assert!(e.to_string().contains(want), "{text:?}: {e}");
-            assert!(!e.to_string().contains('\n'), "{e:?}");
-        }
-    }
-
-    #[test]
-    fn control_groups_are_protected_and_never_steered_or_vip_groups() {
-        let base = "interfaces = [\"a\", \"b\"]\nkeys = \"k\"\n";
-        let c =
-            Config::parse(&format!("{base}control_groups = [\"239.77.0.1\"]\n")).expect("valid");
-        let r = c.router_config().expect("valid");
-        assert_eq!(r.control_groups, vec![Ipv4Addr::new(239, 77, 0, 1)]);
-        assert!(r
-            .verifier
-            .protected
-            .contains(&Slice::prefix(Ipv4Addr::new(239, 77, 0, 1), 32)));
-        for (groups, extra, why) in [
-            ("\"232.1.1.1\"", "", "inside verifier.protected"),
-            ("\"10.0.0.1\"", "", "not a routable multicast"),
-            ("\"224.0.0.9\"", "", "not a routable multicast"),
-            ("\"239.7.7.7\", \"239.7.7.7\"", "", "named twice"),
-            (
-                "\"239.1.1.1\"",
-                "[verifier]\nprotected = [\"232.0.0.0/8\", \"239.1.1.1/32\"]\n",
-                "inside verifier.protected",
-            ),
-        ] {
-            let text = format!("{base}control_groups = [{groups}]\n{extra}");
-            let e = Config::parse(&text).expect_err(&text).to_string();
-            assert!(e.contains(why), "{text}: {e}");
-        }
-        let vip = "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"239.1.1.1\"\n";
-        let text = format!("{base}control_groups = [\"239.1.1.1\"]\n{vip}");
-        let e = Config::parse(&text).expect_err(&text).to_string();
-        assert!(e.contains("a VIP's group"), "{e}");
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

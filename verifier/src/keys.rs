@@ -5,9 +5,8 @@
 use crate::config::{Config, ConfigError, KeySourceConfig};
 use crate::keyfile::{FileKeySource, KeyFileError};
 use dns_keystore::client::KeystoreClient;
-use igmp_ext::mld_verifier::{GroupKeys6, KeySource6};
-use igmp_ext::verify::KeyLookupError;
-use igmp_ext::{KeySource, Timestamp};
+use igmp_ext::mld_verifier::KeySource6;
+use igmp_ext::KeySource;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,19 +20,6 @@ pub enum KeysError {
     File(#[from] KeyFileError),
     #[error(transparent)]
     Marks(#[from] dns_keystore::marks::MarksError),
-}
-
-/// No IPv6 group has keys.
-struct NoIpv6Keys;
-
-impl KeySource6 for NoIpv6Keys {
-    fn group_keys6(
-        &self,
-        _group: std::net::Ipv6Addr,
-        _now: Timestamp,
-    ) -> Result<Arc<GroupKeys6>, KeyLookupError> {
-        Err(KeyLookupError::UnknownGroup)
-    }
 }
 
 /// Where the verifier's group keys come from.
@@ -57,6 +43,9 @@ impl Keys {
                     KeystoreClient::with_rollback_marks(Config::keystore_client_config(ks)?, marks);
                 for g in &ks.groups {
                     client.watch(*g);
+                }
+                for g in &ks.groups6 {
+                    client.watch6(*g);
                 }
                 Ok(Keys::Keystore(Arc::new(client)))
             }
@@ -83,13 +72,12 @@ impl Keys {
         }
     }
 
-    /// Keys of IPv6 groups, for MLDv2 joins: the key file's. The keystore client does not
-    /// look IPv6 groups up yet (issue 15, item 4), so with `[keystore]` every MLDv2 join is
-    /// refused `unknown-group`.
+    /// Keys of IPv6 groups, for MLDv2 joins: the key file's, or the keystore client's for the
+    /// groups in `keystore.groups6`.
     pub fn source6(&self) -> &dyn KeySource6 {
         match self {
             Keys::File(f) => f,
-            Keys::Keystore(_) => &NoIpv6Keys,
+            Keys::Keystore(c) => c.as_ref(),
         }
     }
 }

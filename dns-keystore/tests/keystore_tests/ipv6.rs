@@ -11,6 +11,7 @@ use hickory_proto::op::UpdateMessage as _;
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{Name, RData, Record};
 use igmp_ext::fixtures::Fixture;
+use igmp_ext::mld_verifier::KeySource6;
 use igmp_ext::verify::{KeyLookupError, KeySource};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -443,6 +444,16 @@ async fn the_ipv6_cache_serves_validated_records_and_a_refused_answer_changes_no
     client.refresh6(GROUP6, now).await.expect("refresh6");
     assert_eq!(*client.record6(GROUP6, now).expect("cached"), r6);
     assert!(client.group_keys(f.group, now).is_err());
+    // The verifier's MLDv2 path reads the same validated record as keys (`KeySource6`).
+    let keys = client
+        .group_keys6(GROUP6, now)
+        .expect("keys of the IPv6 group");
+    assert_eq!(*keys, r6.to_group_keys6());
+    assert_eq!(keys.keys.len(), 1);
+    assert!(matches!(
+        client.group_keys6(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 2), now),
+        Err(KeyLookupError::Unavailable(_) | KeyLookupError::UnknownGroup)
+    ));
 
     // A tampered answer is refused and the cached record stays.
     TAMPER.store(true, Ordering::Relaxed);
@@ -460,5 +471,13 @@ async fn the_ipv6_cache_serves_validated_records_and_a_refused_answer_changes_no
     let later = now.saturating_add(Duration::from_secs(400));
     client.refresh_due(later).await;
     assert_eq!(*client.record6(GROUP6, later).expect("refreshed"), revoked);
+    assert_eq!(
+        client
+            .group_keys6(GROUP6, later)
+            .expect("refreshed keys")
+            .revoked_members,
+        vec![igmp_ext::KeyId([9; 8])],
+        "the revocation reaches the MLDv2 path's keys"
+    );
     stop.store(true, Ordering::Relaxed);
 }

@@ -44,6 +44,7 @@ fn router() -> Router {
         liveness: Default::default(),
         announce: Default::default(),
         control_groups: Vec::new(),
+        protected6: Vec::new(),
     };
     let mut links = LinkTable::new();
     links.add(MEMBERS, Slice::prefix(Ipv4Addr::new(10, 0, 0, 0), 24));

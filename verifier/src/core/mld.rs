@@ -13,7 +13,7 @@ use igmp_ext::ownership::OwnershipTable6;
 use igmp_ext::verify::VerifierMetrics;
 use igmp_ext::verify6::{LinkTable6, MldVerifierConfig};
 use igmp_ext::wire::ipv6::Ipv6Packet;
-use igmp_ext::{Clock, VerifierConfig};
+use igmp_ext::{Clock, Slice6, VerifierConfig};
 use std::net::Ipv6Addr;
 
 /// The MLDv2 verifier and what only this path counts.
@@ -28,10 +28,16 @@ pub(super) struct MldPath {
 impl MldPath {
     /// The IPv4 verifier's timeliness, claim lifetime and replay sizes; IPv6 links are set by
     /// the daemon ([`Router::set_links6`]): none until then, so every join is `wrong-link`.
-    pub(super) fn new(ipv4: &VerifierConfig, querier: &crate::querier::QuerierConfig) -> Self {
+    /// `protected6` are the groups that need signed joins: none, and every MLD datagram is
+    /// plain (the daemon then opens no MLD socket at all, [`Router::mld_enabled`]).
+    pub(super) fn new(
+        ipv4: &VerifierConfig,
+        querier: &crate::querier::QuerierConfig,
+        protected6: &[Slice6],
+    ) -> Self {
         let config = MldVerifierConfig {
             timeliness_window: ipv4.timeliness_window,
-            ..MldVerifierConfig::default()
+            protected: protected6.to_vec(),
         };
         MldPath {
             verifier: MldJoinVerifier::new(config, ipv4, LinkTable6::new()),
@@ -42,6 +48,12 @@ impl MldPath {
 }
 
 impl Router {
+    /// Whether any IPv6 group is protected (`verifier.protected6`): without one the verifier
+    /// is IPv4 only and the daemon opens no MLD socket and sends no MLD query.
+    pub fn mld_enabled(&self) -> bool {
+        !self.config.protected6.is_empty()
+    }
+
     /// The router's IPv6 links: the on-link prefixes of each member-facing interface, which a
     /// join's signed LINK prefix must name.
     pub fn set_links6(&mut self, links: LinkTable6) {

@@ -152,6 +152,8 @@ pub struct RouterConfig {
     pub announce: AnnounceConfig,
     /// Control groups carried for verified members (SPEC.md §10.7).
     pub control_groups: Vec<Ipv4Addr>,
+    /// IPv6 groups that need signed MLDv2 joins (SPEC.md §5.6); empty: no MLD at all.
+    pub protected6: Vec<igmp_ext::Slice6>,
 }
 
 /// An MFC entry found in the kernel at start (left by an earlier verifier).
@@ -336,7 +338,7 @@ impl Router {
             liveness: Default::default(),
             announcer: Default::default(),
             control,
-            mld: mld::MldPath::new(&config.verifier, &config.querier),
+            mld: mld::MldPath::new(&config.verifier, &config.querier, &config.protected6),
             config,
         }
     }

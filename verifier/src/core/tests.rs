@@ -45,6 +45,10 @@ pub(super) fn config() -> RouterConfig {
         liveness: Default::default(),
         announce: Default::default(),
         control_groups: Vec::new(),
+        protected6: vec![igmp_ext::Slice6::prefix(
+            std::net::Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0),
+            32,
+        )],
     }
 }
 

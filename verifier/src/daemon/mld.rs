@@ -27,6 +27,10 @@ pub(super) struct MldIo {
 /// link-local addresses (read once, at start). Without them (no CAP_NET_RAW, no IPv6) the
 /// verifier runs IPv4 only.
 pub(super) fn open(core: &mut Router) -> MldIo {
+    if !core.mld_enabled() {
+        info!("no IPv6 group protected (verifier.protected6): MLD off, IPv4 only");
+        return MldIo::default();
+    }
     let ifindexes: Vec<u32> = core.interfaces().iter().map(|i| i.ifindex).collect();
     let if_inet6 = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
     core.set_links6(mld_socket::links6(&if_inet6, &ifindexes));

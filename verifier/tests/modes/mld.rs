@@ -55,7 +55,11 @@ fn join6(f: &Fixture, i: usize, units: &[igmp_ext::Slice6], nonce: u64, now: Tim
 #[test]
 fn the_verifier_accepts_a_signed_mld_join_and_refuses_a_forged_one() {
     let fixture = Fixture::dual_stack(2, SliceSet6::full());
-    let mut lab = RouterLab::with_fixture(fixture.clone(), "");
+    // MLD is on only with an IPv6 group protected.
+    let mut lab = RouterLab::with_fixture(
+        fixture.clone(),
+        "[verifier]\nprotected6 = [\"ff3e::/32\"]\n",
+    );
     // The IPv6 group's keys beside the IPv4 group's.
     let keys = lab.dir.join("keys.toml");
     let text = FileKeySource::render(&[fixture.group_keys()])
@@ -148,4 +152,55 @@ fn the_verifier_accepts_a_signed_mld_join_and_refuses_a_forged_one() {
         mld_counter(&lab, "duplicate") == 1
     });
     lab.stop();
+}
+
+/// The verifier's sockets on packet type `proto` (hex, as `/proc/net/packet` shows it): the
+/// inodes of its open sockets that the router namespace's packet table lists with it.
+fn packet_sockets(lab: &RouterLab, proto: &str) -> usize {
+    let pid = lab.daemon_pid().expect("the verifier runs");
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the verifier's fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = lab
+        .router
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/packet").expect("packet sockets"));
+    // sk RefCnt Type Proto Iface R Rmem User Inode
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((*f.get(3)?, *f.get(8)?))
+        })
+        .filter(|(p, inode)| p.eq_ignore_ascii_case(proto) && inodes.iter().any(|i| i == inode))
+        .count()
+}
+
+/// With no IPv6 group protected (`verifier.protected6` empty, the default) the verifier is
+/// IPv4 only: it holds no MLD socket, so it neither reads MLD nor is an MLD querier on its
+/// links; with one, it holds its MLD packet socket.
+#[test]
+fn mld_is_off_unless_an_ipv6_group_is_protected() {
+    let fixture = Fixture::dual_stack(2, SliceSet6::full());
+    let mut off = RouterLab::with_fixture(fixture.clone(), "");
+    off.start();
+    wait_for("the IPv4-only verifier's status", || {
+        off.try_status().is_some()
+    });
+    assert_eq!(
+        packet_sockets(&off, "86dd"),
+        0,
+        "no MLD socket without protected6"
+    );
+    drop(off);
+    let mut on = RouterLab::with_fixture(fixture, "[verifier]\nprotected6 = [\"ff3e::/32\"]\n");
+    on.start();
+    wait_for("the dual-stack verifier's MLD socket", || {
+        packet_sockets(&on, "86dd") == 1
+    });
 }
