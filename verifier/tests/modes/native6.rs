@@ -101,8 +101,9 @@ fn source_in(unit: &Slice6, host: u16) -> Ipv6Addr {
     a
 }
 
-#[test]
-fn ipv6_datagrams_reach_only_the_owner_of_their_sources_slice() {
+/// A running verifier with `protected6` whose table steers member 1's quarter of the /56 site
+/// slicing (`units[0]`) and member 2's (`units[1]`); the other half is nobody's.
+fn two_quarters() -> (RouterLab, Vec<Slice6>) {
     let fixture = Fixture::dual_stack(2, SliceSet6::full());
     let mut lab = RouterLab::with_fixture(
         fixture.clone(),
@@ -136,8 +137,6 @@ fn ipv6_datagrams_reach_only_the_owner_of_their_sources_slice() {
     lab.start();
     wait_for("the verifier's status", || lab.try_status().is_some());
 
-    // Member 1 owns the first quarter of the /56 site slicing, member 2 the second; the other
-    // half is nobody's.
     let units = SliceSet6::site_slicing(2);
     let now = wall_now();
     for i in 0..2 {
@@ -150,6 +149,12 @@ fn ipv6_datagrams_reach_only_the_owner_of_their_sources_slice() {
                 && t.contains("fwd ip6 to fe80::2 device \"s2\"")
         })
     });
+    (lab, units)
+}
+
+#[test]
+fn ipv6_datagrams_reach_only_the_owner_of_their_sources_slice() {
+    let (mut lab, units) = two_quarters();
 
     let sources: Vec<Ipv6Addr> = (0..4)
         .map(|u| source_in(&units[u], 0x10 + u as u16))
@@ -191,4 +196,29 @@ fn ipv6_datagrams_reach_only_the_owner_of_their_sources_slice() {
     let status = lab.stop();
     assert!(status.success(), "{status:?}\n{}", lab.log());
     assert_eq!(table6(&lab), None, "the IPv6 table outlived a clean stop");
+}
+
+/// A killed verifier leaves the table, which keeps steering while no verifier runs.
+#[test]
+fn a_killed_verifier_leaves_the_ipv6_table_steering() {
+    let (lab, units) = two_quarters();
+    let pid = lab.daemon_pid().expect("verifier running");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    wait_for("the verifier killed", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    assert!(table6(&lab).is_some(), "the table went with the verifier");
+    let src = source_in(&units[1], 0x42);
+    for s in &lab.servers {
+        count_sources(&s.ns, &s.ifname, &[src]);
+    }
+    send_raw_v6(&lab.client, "cl0", &udp6(src, GROUP6, 8, &[9, 0]));
+    wait_for("member 2's source at member 2 with no verifier", || {
+        counted(&lab.servers[1].ns, src) == 1
+    });
+    assert_eq!(counted(&lab.servers[0].ns, src), 0);
 }
