@@ -2,12 +2,15 @@
 //! socket go through [`igmp_ext::mld_verifier::MldJoinVerifier`] (certificate grants,
 //! duplicate, stale-epoch and slice-conflict checks, an IPv6 ownership table with IGMPv3's
 //! rules); claims expire on the core's tick. What the data plane gets is the IPv6 ownership
-//! table ([`Router::mld_ownership`]) and an event per change; no kernel op is planned for IPv6
-//! yet (the nft IPv6 data plane is separate work). The MLDv2 querier (`mld_querier.rs`) runs on
+//! table ([`Router::mld_ownership`]), an event per change, and the IPv6 nft table's ops
+//! ([`crate::plan::netdev6`]), planned on every accepted join and every tick (which also
+//! writes again a table whose write failed). The MLDv2 querier (`mld_querier.rs`) runs on
 //! the same tick; its queries come out of [`Router::poll_transmit6`].
 
 use super::mld_querier::{MldQuerier, Transmit6};
 use super::{Event, Router};
+use crate::plan::netdev6::Netdev6Planner;
+use crate::plan::DataplaneOp;
 use igmp_ext::mld_verifier::{KeySource6, MldJoinVerifier, MldOutcome};
 use igmp_ext::ownership::OwnershipTable6;
 use igmp_ext::verify::VerifierMetrics;
@@ -23,6 +26,8 @@ pub(super) struct MldPath {
     querier: MldQuerier,
     /// Datagrams from `::` (a host's duplicate address detection, RFC 3810 §5.2.13), ignored.
     unspecified_ignored: u64,
+    /// The IPv6 native data plane, made on the first plan (it needs the router's interfaces).
+    plane: Option<Netdev6Planner>,
 }
 
 impl MldPath {
@@ -43,6 +48,7 @@ impl MldPath {
             verifier: MldJoinVerifier::new(config, ipv4, LinkTable6::new()),
             querier: MldQuerier::new(querier.clone()),
             unspecified_ignored: 0,
+            plane: None,
         }
     }
 }
@@ -81,14 +87,17 @@ impl Router {
             .handle_datagram(now, ifindex, datagram, keys)
         {
             Ok(MldOutcome::Plain { .. }) => {}
-            Ok(MldOutcome::Join { join, .. }) => self.events.push_back(Event::MldJoinAccepted {
-                member: join.member(),
-                group: join.group(),
-                epoch: join.epoch(),
-                slices: join.slices().clone(),
-                ifindex,
-                sender: join.sender(),
-            }),
+            Ok(MldOutcome::Join { join, .. }) => {
+                self.events.push_back(Event::MldJoinAccepted {
+                    member: join.member(),
+                    group: join.group(),
+                    epoch: join.epoch(),
+                    slices: join.slices().clone(),
+                    ifindex,
+                    sender: join.sender(),
+                });
+                self.replan6();
+            }
             Err(r) => self.events.push_back(Event::MldRejected {
                 reason: r.reason,
                 ifindex,
@@ -123,6 +132,50 @@ impl Router {
                 lost: change.lost,
             });
         }
+        self.replan6();
+    }
+
+    /// Brings the IPv6 nft table in line with the IPv6 ownership (nothing when nothing moved,
+    /// and nothing at all while no IPv6 group is protected).
+    fn replan6(&mut self) {
+        if !self.mld_enabled() {
+            return;
+        }
+        let Router {
+            mld,
+            interfaces,
+            config,
+            ..
+        } = self;
+        let plane = mld.plane.get_or_insert_with(|| {
+            Netdev6Planner::new(interfaces.iter().map(|i| i.name.clone()).collect())
+        });
+        let device_of = |ifindex: u32| {
+            interfaces
+                .iter()
+                .find(|i| i.ifindex == ifindex)
+                .map(|i| i.name.clone())
+        };
+        if let Some(op) = plane.update(mld.verifier.ownership(), config.gap, device_of) {
+            self.push_ops([op]);
+        }
+    }
+
+    /// The executor's outcome of an IPv6 table write.
+    pub(super) fn netdev6_completed(&mut self, op: &DataplaneOp, ok: bool) {
+        if ok {
+            self.stats.nft_transactions += 1;
+        } else {
+            self.stats.kernel_errors += 1;
+        }
+        if let Some(p) = &mut self.mld.plane {
+            p.completed(op, ok);
+        }
+    }
+
+    /// The IPv6 table's removal on a clean stop, if one was written.
+    pub(super) fn withdraw6(&mut self, ops: &mut Vec<DataplaneOp>) {
+        ops.extend(self.mld.plane.as_mut().and_then(Netdev6Planner::withdraw));
     }
 
     /// Who owns which IPv6 slices: what an IPv6 data plane steers by.

@@ -2,6 +2,7 @@
 //! reason that change nothing, datagrams from `::` ignored, claims expiring on the tick.
 
 use super::super::tests::{at, Lab, S1};
+use super::super::Request;
 use super::*;
 use igmp_ext::fixtures::{Fixture, GROUP6, LINK6, NOW};
 use igmp_ext::mld_join::build_mld_datagram;
@@ -167,4 +168,43 @@ fn the_mld_querier_sends_startup_then_periodic_general_queries() {
         assert!(query.group.is_unspecified() && query.v2.is_some());
     }
     assert_eq!(lab.router.mld_queries_built(), sent.len() as u64);
+}
+
+/// The IPv6 data plane follows the MLD ownership: a verified join writes the IPv6 nft table
+/// (the member's link-local address on the join's interface), its expiry writes it without
+/// the group, and a clean stop removes it.
+#[test]
+fn mld_ownership_changes_write_the_ipv6_table() {
+    let (mut lab, f) = lab();
+    lab.ops();
+    let units = SliceSet6::site_slicing(2);
+    let d = f.datagram6(0, &f.claims6(&units[..2], 1, NOW, 1));
+    lab.router
+        .handle_mld_datagram(NOW, S1, &d, &f.key_source6());
+    let ops = lab.ops();
+    let fwd = format!("fwd ip6 to {} device \"s1\"", f.addr6(0));
+    assert!(
+        matches!(&ops[..], [DataplaneOp::Netdev6Table(t)] if t.contains(&fwd)
+            && t.contains(&format!("ip6 daddr {GROUP6} counter drop"))),
+        "{ops:?}"
+    );
+    // The same join refreshed moves nothing: nothing written.
+    let d = f.datagram6(0, &f.claims6(&units[..2], 1, at(5), 2));
+    lab.router
+        .handle_mld_datagram(at(5), S1, &d, &f.key_source6());
+    lab.router.handle_timeout(at(6));
+    assert!(
+        !lab.ops()
+            .iter()
+            .any(|o| matches!(o, DataplaneOp::Netdev6Table(_))),
+        "a refresh rewrites nothing"
+    );
+    lab.router.handle_timeout(at(40));
+    let ops = lab.ops();
+    assert!(
+        matches!(&ops[..], [DataplaneOp::Netdev6Table(t)] if !t.contains(&GROUP6.to_string())),
+        "{ops:?}"
+    );
+    lab.router.handle_request(at(41), Request::Shutdown);
+    assert!(lab.ops().contains(&DataplaneOp::DeleteNetdev6Table));
 }

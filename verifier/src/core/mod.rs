@@ -669,6 +669,7 @@ impl Router {
                     self.update_announcements();
                 }
             }
+            DataplaneOp::Netdev6Table(_) => self.netdev6_completed(op, ok),
             DataplaneOp::Announce { vip, on, .. } if !ok => {
                 self.stats.kernel_errors += 1;
                 // Not held: the next update tries again (at the latest at the next key check).
@@ -884,6 +885,7 @@ impl Router {
         }
         self.vip.withdraw(&mut ops);
         self.control.withdraw(&mut ops);
+        self.withdraw6(&mut ops);
         if mrt {
             ops.push(DataplaneOp::MrtDone);
         }

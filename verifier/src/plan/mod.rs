@@ -8,6 +8,7 @@ pub mod control;
 pub mod map;
 pub mod mfc;
 pub mod netdev;
+pub mod netdev6;
 pub mod vip;
 pub mod vip_netdev;
 
@@ -337,6 +338,11 @@ pub enum DataplaneOp {
     /// transaction.
     NetdevTable(NftBatch),
     DeleteNetdevTable,
+    /// Bring the IPv6 native nft table ([`netdev6`]) in line: the whole table in one
+    /// transaction.
+    Netdev6Table(NftBatch),
+    /// Remove the IPv6 native table (shutdown).
+    DeleteNetdev6Table,
     /// Turn IFF_ALLMULTI on or off.
     SetAllmulti {
         ifname: String,

@@ -14,7 +14,7 @@ use crate::config::VipPinSection;
 use crate::plan::mfc::Probed;
 use crate::plan::netdev::{self, parse_counters, KernelCounters};
 use crate::plan::NftBatch;
-use crate::plan::{control, vip, vip_netdev};
+use crate::plan::{control, netdev6, vip, vip_netdev};
 use crate::plan::{DataplaneOp, VipChange};
 use crate::plan::{MfcSpec, VifSet};
 use daemon_kit::CommandError;
@@ -191,6 +191,10 @@ impl Executor {
                 warn!(group = ?c.group, error = %e, "VIP steering update failed")
             }
             DataplaneOp::DeleteNetdevTable => warn!(error = %e, "removing the native nft table"),
+            DataplaneOp::Netdev6Table(_) => {
+                warn!(error = %e, "IPv6 native nft data plane update failed; retried next tick")
+            }
+            DataplaneOp::DeleteNetdev6Table => warn!(error = %e, "removing the IPv6 native table"),
             DataplaneOp::ControlTable(_) => {
                 warn!(error = %e, "control group table update failed; rewritten next tick")
             }
@@ -251,6 +255,10 @@ impl Executor {
             DataplaneOp::NetdevTable(batch) => self.nft(batch)?,
             DataplaneOp::DeleteNetdevTable => {
                 self.nft_text(&format!("delete table netdev {}", netdev::TABLE))?;
+            }
+            DataplaneOp::Netdev6Table(batch) => self.nft(batch)?,
+            DataplaneOp::DeleteNetdev6Table => {
+                self.nft_text(&format!("delete table netdev {}", netdev6::TABLE))?;
             }
             DataplaneOp::ControlTable(batch) => self.nft(batch)?,
             DataplaneOp::DeleteControlTable => {

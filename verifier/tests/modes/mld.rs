@@ -19,7 +19,7 @@ use std::net::SocketAddrV6;
 
 /// Sends one complete IPv6 packet as it is out of `ifname` of `ns` (IPPROTO_RAW implies
 /// IPV6_HDRINCL on Linux: the kernel adds nothing).
-fn send_raw_v6(ns: &Netns, ifname: &str, packet: &[u8]) {
+pub(super) fn send_raw_v6(ns: &Netns, ifname: &str, packet: &[u8]) {
     let ifindex = ns.ifindex(ifname);
     let ip = Ipv6Packet::new_checked(packet).expect("an IPv6 packet to send");
     let dst = SocketAddrV6::new(ip.dst_addr(), 0, 0, ifindex);
@@ -45,7 +45,13 @@ fn mld_counter(lab: &RouterLab, reason: &str) -> u64 {
 }
 
 /// Member `i`'s signed MLDv2 join for `units` of the /56 site slicing, stamped `now`.
-fn join6(f: &Fixture, i: usize, units: &[igmp_ext::Slice6], nonce: u64, now: Timestamp) -> Vec<u8> {
+pub(super) fn join6(
+    f: &Fixture,
+    i: usize,
+    units: &[igmp_ext::Slice6],
+    nonce: u64,
+    now: Timestamp,
+) -> Vec<u8> {
     let claims = f.claims6(units, 1, now, nonce);
     let m = &f.members[i];
     let mld = build_signed_mld_report(&claims, f.addr6(i), &m.cert, &m.key).expect("join fits");

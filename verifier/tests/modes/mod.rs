@@ -3,6 +3,7 @@
 mod keystore;
 mod mld;
 mod native;
+mod native6;
 mod nft;
 mod plain;
 mod policy;
