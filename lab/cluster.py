@@ -38,6 +38,10 @@ PORT = 5000
 ZONE = "groups.manycast.test"
 KEYSTORE_ADDR = f"{topo.KEYSTORE_SUBNET[2]}:53"
 BINARIES = ("manycastctl", "dns-keystore", "manycast-verifier", "manycast-server")
+# A bpf filesystem for the verifier's pinned VIP maps (SPEC.md §10.3): mininet's hosts do not
+# see the host's /sys/fs/bpf, so the lab mounts one under /run (which they share) and names the
+# router's directory in its config. One lab runs at a time (the lab lock), so one directory.
+LAB_BPF = "/run/manycast-lab-bpf"
 
 
 class Interrupted(Exception):
@@ -290,6 +294,8 @@ class Cluster:
         if os.path.exists(self.run_dir):
             shutil.rmtree(self.run_dir)
         os.makedirs(self.path("keys"))
+        # Before the hosts exist: a mount made later does not reach their mount namespaces.
+        self.bpf_pin_dir()
         self.net = Mininet(topo=topo.ManycastTopo(servers=self.n_servers), switch=LinuxBridge,
                            controller=None, autoSetMacs=True, waitConnected=False)
         self.net.start()
@@ -374,15 +380,36 @@ class Cluster:
         return self.run("r1", ["dig", f"@{KEYSTORE_ADDR.split(':')[0]}", "+dnssec", "+noall",
                                "+answer", f"{rev}.g.{ZONE}", "TXT"])
 
+    def bpf_pin_dir(self):
+        """r1's pin directory on the lab's bpf filesystem, mounted on first use (`start_net`
+        calls it before the hosts are made); None when no bpf filesystem can be mounted (the
+        verifier then pins on nftables, with a warning). Emptied when the lab starts: pins of
+        an earlier lab must not steer this one."""
+        if not hasattr(self, "_bpf_pin_dir"):
+            self._bpf_pin_dir = None
+            os.makedirs(LAB_BPF, exist_ok=True)
+            mounted = subprocess.run(["findmnt", "-n", "-t", "bpf", LAB_BPF],
+                                     capture_output=True).returncode == 0
+            if not mounted:
+                mounted = subprocess.run(["mount", "-t", "bpf", "bpf", LAB_BPF],
+                                         capture_output=True).returncode == 0
+            if mounted:
+                d = os.path.join(LAB_BPF, "r1")
+                shutil.rmtree(d, ignore_errors=True)
+                self._bpf_pin_dir = d
+        return self._bpf_pin_dir
+
     def start_verifier(self, groups=(GROUP,), extra=""):
         """The verifier on r1, its keys from the keystore for `groups`; `extra` is appended to
         its config (more `[keystore]` keys, `[[vip]]` tables)."""
         ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
         ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
         cfg = self.path("verifier.toml")
+        pin = self.bpf_pin_dir()
+        pin = f'[vip_pin]\npin_dir = "{pin}"\n' if pin and "[vip_pin]" not in extra else ""
         with open(cfg, "w") as f:
             f.write(f"interfaces = {json.dumps(ifs)}\n"
-                    f'status_socket = "{self.path("verifier.sock")}"\n'
+                    f'status_socket = "{self.path("verifier.sock")}"\n{pin}'
                     f'[keystore]\nserver = "{KEYSTORE_ADDR}"\n'
                     f'trust_anchor = "{self.trust_anchor()}"\ngroups = {json.dumps(list(groups))}\n'
                     f"{extra}")
