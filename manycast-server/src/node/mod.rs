@@ -283,7 +283,7 @@ impl Node {
         if let (Some(a), Some((group, max))) =
             (&mut self.agent6, crate::mld_agent::parse_query6(msg))
         {
-            self.counters.queries += 1;
+            // Not in `queries` (IGMP queries heard).
             a.handle_query(now.mono, group, max, &mut self.random);
         }
     }
