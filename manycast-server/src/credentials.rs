@@ -34,6 +34,13 @@ pub enum CredentialsError {
         what: &'static str,
         group: Ipv4Addr,
     },
+    /// `group6` is set and the certificate's IPv6 section does not list it (a version 1
+    /// certificate lists none).
+    #[error("{}: does not allow group6 {group} (a version 2 certificate listing it is needed)", cert.display())]
+    Group6NotAllowed {
+        cert: PathBuf,
+        group: std::net::Ipv6Addr,
+    },
     /// A bad `[keystore]` (trust anchor file) or key source; exit status 2 like a bad file.
     #[error("{0}")]
     Config(#[from] InvalidConfig),
@@ -62,7 +69,14 @@ fn check_identity(
     key: &SigningKey,
     member_key: &VerifyingKey,
     groups: &[Ipv4Addr],
+    groups6: &[std::net::Ipv6Addr],
 ) -> Result<(), CredentialsError> {
+    if let Some(group) = config.group6.filter(|g| !groups6.contains(g)) {
+        return Err(CredentialsError::Group6NotAllowed {
+            cert: config.member_cert.clone(),
+            group,
+        });
+    }
     if *member_key != key.verifying_key() {
         return Err(CredentialsError::OtherKey {
             cert: config.member_cert.clone(),
@@ -111,7 +125,14 @@ pub async fn load_credentials(
         GroupKeySource::File(path) => {
             let group_key = keys::read_public_key(path)?;
             let cert = keys::read_verified_certificate(&config.member_cert, &group_key, now)?;
-            check_identity(config, &key, &cert.body().member_key, &cert.body().groups)?;
+            let body = cert.body();
+            check_identity(
+                config,
+                &key,
+                &body.member_key,
+                &body.groups,
+                &cert.ipv6().groups,
+            )?;
             let creds = Credentials {
                 key,
                 cert,
@@ -124,7 +145,8 @@ pub async fn load_credentials(
             let client_max_stale = client_config.max_stale;
             let unverified = keys::read_certificate(&config.member_cert)?;
             let claimed = unverified.unverified_body();
-            check_identity(config, &key, &claimed.member_key, &claimed.groups)?;
+            let groups6 = &unverified.unverified_ipv6().groups;
+            check_identity(config, &key, &claimed.member_key, &claimed.groups, groups6)?;
             let marks = dns_keystore::marks::RollbackMarks::open(&ks.rollback_marks)?;
             let client = KeystoreClient::with_rollback_marks(client_config, marks);
             let member = ks

@@ -3,17 +3,18 @@
 //! socket, the signals and the clock; every decision is the [`Node`]'s. Each turn hands the
 //! node one input with the time, then carries out the node's actions and sends its joins.
 
+mod agents;
 mod beacons;
 mod control;
 pub mod health;
 mod host;
+mod mld;
 mod sockets;
 
 use crate::admin::hub::Hub;
 use crate::admin::server as admin_server;
 use crate::config::{Config, Strategy};
 use crate::credentials::{self, CredentialsError};
-use crate::join_agent::{Identity as JoinIdentity, JoinAgent};
 use crate::keystore;
 use crate::metrics::{self, Snapshot};
 use crate::node::{Action, Node, NodeConfig, ServiceAction};
@@ -77,6 +78,8 @@ pub fn interface_addr(ifname: &str) -> Result<Ipv4Addr, DaemonError> {
 struct Shell {
     node: Node,
     igmp: AsyncFd<Socket>,
+    /// The MLD sockets, with `group6` (SPEC.md §3.8).
+    mld: Option<mld::Mld>,
     udp: UdpSocket,
     /// VIP mode: the host changes, put back when the shell drops (return from [`run`]).
     host: Host,
@@ -108,6 +111,7 @@ impl Shell {
                 Err(e) => warn!("building signed report: {e}"),
             }
         }
+        self.flush6();
     }
 
     async fn execute(&mut self, handle: &DriverHandle, action: Action) {
@@ -286,20 +290,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         control = %config.control.group, control_if = %ctl_if,
         strategy = config.strategy.as_str(), "manycast-server started"
     );
-    let mut agent_config = config.agent_config();
-    agent_config.max_datagram = sockets::link_mtu(&config.interface).unwrap_or(1500);
-    let mut agent = JoinAgent::new(
-        agent_config,
-        JoinIdentity {
-            key: creds.key.clone(),
-            cert: creds.cert.clone(),
-            sender: addr,
-        },
-        config.group,
-    );
-    if config.control.routed {
-        agent = agent.with_control_group(config.control.group, daemon_kit::now().mono);
-    }
+    let mut agent = agents::join_agent(&config, &creds, addr);
     let stop_beacons = Arc::new(AtomicBool::new(false));
     let notices = match beacons::start(&config, addr, me, stop_beacons.clone())
         .map_err(io_err("liveness beacons"))?
@@ -311,14 +302,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let checker = health::Checker::new(node_config.health.clone()).map_err(DaemonError::Health)?;
+    let agent6 = agents::mld_agent(&config, &creds, node_config.slicing);
+    let now = daemon_kit::now().mono;
+    let mut node = Node::new(node_config, agent, Box::new(sockets::random_u64), now);
+    if let Some(a) = agent6 {
+        node = node.with_agent6(a);
+    }
+    let mld = config
+        .group6
+        .map(|_| mld::open(&config.interface))
+        .transpose()
+        .map_err(io_err("MLD sockets"))?;
     let mut shell = Shell {
-        node: Node::new(
-            node_config,
-            agent,
-            Box::new(sockets::random_u64),
-            daemon_kit::now().mono,
-        ),
+        node,
         igmp,
+        mld,
         udp,
         host,
         snapshot: Snapshot::new(me),
@@ -360,6 +358,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 }
                 shell.on_igmp_readable(daemon_kit::now());
             }
+            _ = async { match &shell.mld { Some(m) => m.recv.readable().await.map(|mut g| g.clear_ready()), None => std::future::pending().await } } => shell.on_mld_readable(),
             _ = tokio::time::sleep(wait) => shell.node.handle_timeout(daemon_kit::now()),
             r = async { match &shell.notices { Some(s) => s.recv_from(&mut notice).await, None => std::future::pending().await } } => {
                 if let Ok((n, _)) = r {
@@ -372,6 +371,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 shell.hub.publish_health(now.wall, &before, &shell.node.health_report());
             }
             _ = tick.tick() => {
+                shell.refresh_link6();
                 shell.node.handle_tick(daemon_kit::now());
                 shell.flush(&handle).await;
                 shell.snapshot.keystore = keystore_watch.as_ref().map(|w| metrics::KeystoreStatus {

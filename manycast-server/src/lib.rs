@@ -26,6 +26,7 @@ pub mod keys;
 pub mod keystore;
 pub mod load;
 pub mod metrics;
+pub mod mld_agent;
 pub mod node;
 pub mod service;
 pub mod session_state;

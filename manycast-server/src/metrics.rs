@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub sessions: usize,
     pub control: Counters,
     pub joins_sent: u64,
+    /// Signed MLDv2 joins sent for `group6` (SPEC.md §3.8).
+    pub mld_joins_sent: u64,
     pub queries: u64,
     /// Standby notices from the router taken (SPEC.md §5.5).
     pub standby_notices: u64,
@@ -155,6 +157,11 @@ impl Snapshot {
             "joins_sent_total",
             "Signed IGMPv3 reports sent.",
             self.joins_sent,
+        );
+        m.counter(
+            "mld_joins_sent_total",
+            "Signed MLDv2 reports sent for the IPv6 group (group6).",
+            self.mld_joins_sent,
         );
         m.counter("queries_total", "IGMP queries heard.", self.queries);
         m.counter(

@@ -83,3 +83,54 @@ fn a_routed_control_group_on_another_interface_is_refused() {
         "{err}"
     );
 }
+
+/// `group6` needs a version 2 certificate whose IPv6 section lists it: a version 1 certificate
+/// (or one listing another IPv6 group) stops the start with one line; one listing it passes.
+#[test]
+fn group6_needs_a_certificate_listing_it() {
+    use igmp_ext::cert::Ipv6Grant;
+    use igmp_ext::fixtures::GROUP6;
+    use igmp_ext::{CertificateBody, SliceSet6};
+    let f = Fixture::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keys::write_public_key(&d.join("group.pub"), &f.group_key.verifying_key()).unwrap();
+    keys::write_private_key(&d.join("m1.key"), &f.members[0].key).unwrap();
+    let body = CertificateBody {
+        groups: vec!["232.1.1.1".parse().unwrap(), "232.1.1.2".parse().unwrap()],
+        ..f.members[0].cert.body().clone()
+    };
+    let grant = |g| Ipv6Grant {
+        groups: vec![g],
+        slices: SliceSet6::full(),
+    };
+    let other = "ff3e::9".parse().unwrap();
+    for (name, cert) in [
+        ("v1.cert", body.issue(&f.group_key).unwrap()),
+        (
+            "other.cert",
+            body.issue_with_ipv6(&grant(other), &f.group_key).unwrap(),
+        ),
+        (
+            "v2.cert",
+            body.issue_with_ipv6(&grant(GROUP6), &f.group_key).unwrap(),
+        ),
+    ] {
+        keys::write_certificate(&d.join(name), &cert).unwrap();
+        let p = config(d, name);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("group6 = \"{GROUP6}\"\n{text}")).unwrap();
+        let out = server(&["--config", &p, "--check-config"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if name == "v2.cert" {
+            assert!(out.status.success(), "{name}: {err}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+            assert!(
+                err.contains("does not allow group6 ff3e::8000:1"),
+                "{name}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+}

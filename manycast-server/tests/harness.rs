@@ -116,6 +116,8 @@ pub struct Lab {
     pub group_pub: bool,
     /// Groups the verifier's key file lists besides the fixture's (a benchmark's probe group).
     pub extra_key_groups: Vec<igmp_ext::GroupKeys>,
+    /// IPv6 groups the verifier's key file lists (`group = "ff3e::…"` entries).
+    pub key_groups6: Vec<igmp_ext::mld_verifier::GroupKeys6>,
     /// The verifier's `[keystore]` table; when set it replaces the key file (`keys`).
     pub verifier_keystore: Option<String>,
 }
@@ -138,6 +140,7 @@ impl Lab {
             fixture: Fixture::new(members),
             group_pub: true,
             extra_key_groups: Vec::new(),
+            key_groups6: Vec::new(),
             verifier_keystore: None,
         };
         lab.write_keys();
@@ -360,7 +363,9 @@ impl Lab {
                 };
                 let mut groups = vec![self.fixture.group_keys()];
                 groups.extend(self.extra_key_groups.iter().cloned());
-                std::fs::write(&keys, FileKeySource::render(&groups)).expect("keys");
+                let text =
+                    FileKeySource::render(&groups) + &FileKeySource::render6(&self.key_groups6);
+                std::fs::write(&keys, text).expect("keys");
                 (format!("keys = \"{}\"\n", keys.display()), String::new())
             }
         };

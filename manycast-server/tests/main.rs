@@ -9,6 +9,7 @@ mod harness;
 mod health;
 mod insider;
 mod liveness;
+mod mld;
 mod native;
 mod redundant;
 mod routed_control;

@@ -177,6 +177,9 @@ pub struct CounterStatus {
     pub resets: u64,
     pub sessions: u64,
     pub joins_sent: u64,
+    /// Signed MLDv2 joins sent for `group6`; absent from older daemons' status.
+    #[serde(default)]
+    pub mld_joins_sent: u64,
     pub commits: u64,
     pub control_accepted: u64,
     pub control_sent: u64,

@@ -15,6 +15,7 @@ pub fn counters_of(s: &Snapshot) -> CounterStatus {
         resets: s.service.resets,
         sessions: s.sessions as u64,
         joins_sent: s.joins_sent,
+        mld_joins_sent: s.mld_joins_sent,
         commits: s.commits,
         control_accepted: s.control.accepted,
         control_sent: s.control.sent,

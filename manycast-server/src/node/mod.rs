@@ -26,6 +26,7 @@ use crate::health::{CheckSpec, Exit, Health};
 use crate::join_agent::JoinAgent;
 use crate::load::LoadMeter;
 use crate::metrics::Snapshot;
+use crate::mld_agent::{Link6, MldAgent};
 use crate::service::Service;
 use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
@@ -140,6 +141,8 @@ pub struct Node {
     config: NodeConfig,
     service: Service,
     agent: JoinAgent,
+    /// The signed MLDv2 join for `group6`, when configured: the same claim, mapped to IPv6.
+    agent6: Option<MldAgent>,
     load: LoadMeter,
     /// Uniform u64s for the report jitter of the join agent.
     random: Box<dyn FnMut() -> u64 + Send>,
@@ -211,6 +214,7 @@ impl Node {
         let mut node = Node {
             service,
             agent,
+            agent6: None,
             load: LoadMeter::new(config.slicing),
             random,
             drain: None,
@@ -244,6 +248,44 @@ impl Node {
 
     pub fn agent(&self) -> &JoinAgent {
         &self.agent
+    }
+
+    /// Also claims on `group6`: `agent6` follows every claim of the IGMPv3 agent.
+    pub fn with_agent6(mut self, agent6: MldAgent) -> Node {
+        self.agent6 = Some(agent6);
+        self
+    }
+
+    pub fn agent6(&self) -> Option<&MldAgent> {
+        self.agent6.as_ref()
+    }
+
+    /// The link the MLDv2 joins go on is known or changed (DAD done, on-link prefix read).
+    pub fn set_link6(&mut self, link: Link6) {
+        if let Some(a) = &mut self.agent6 {
+            if a.link() != Some(link) && !a.set_link(link) {
+                warn!(sender = %link.sender, "not a link-local address: no MLDv2 join from it");
+            }
+        }
+    }
+
+    /// The next signed MLDv2 join due at `now` (a complete IPv6 datagram for IPPROTO_RAW).
+    pub fn poll_transmit6(
+        &mut self,
+        now: Clock,
+        nonce: [u8; NONCE_LEN],
+    ) -> Option<Result<Vec<u8>, BuildError>> {
+        self.agent6.as_mut()?.poll_transmit(now, nonce)
+    }
+
+    /// An ICMPv6 message heard on the MLD socket: queries go to the MLDv2 agent.
+    pub fn handle_mld(&mut self, now: Clock, msg: &[u8]) {
+        if let (Some(a), Some((group, max))) =
+            (&mut self.agent6, crate::mld_agent::parse_query6(msg))
+        {
+            // Not in `queries` (IGMP queries heard).
+            a.handle_query(now.mono, group, max, &mut self.random);
+        }
     }
 
     /// Whether a drain is in progress.
@@ -295,6 +337,7 @@ impl Node {
         [
             self.service.poll_timeout(),
             self.agent.poll_timeout(),
+            self.agent6.as_ref().and_then(MldAgent::poll_timeout),
             self.health.poll_timeout(),
         ]
         .into_iter()
@@ -304,7 +347,8 @@ impl Node {
 
     /// When the join agent next has a report due (after [`Node::leave`], the last of the leave).
     pub fn poll_join_timeout(&self) -> Option<Instant> {
-        self.agent.poll_timeout()
+        let six = self.agent6.as_ref().and_then(MldAgent::poll_timeout);
+        self.agent.poll_timeout().into_iter().chain(six).min()
     }
 
     // ---- input ---------------------------------------------------------------------------
@@ -568,6 +612,9 @@ impl Node {
     pub fn leave(&mut self, now: Clock) {
         let now = now.mono;
         self.agent.leave_all(now, &mut self.random);
+        if let Some(a) = &mut self.agent6 {
+            a.leave(now, &mut self.random);
+        }
     }
 
     // ---- inside --------------------------------------------------------------------------
@@ -669,6 +716,9 @@ impl Node {
             entries
         };
         let standby = self.standby.clone();
+        if let Some(a) = &mut self.agent6 {
+            a.set_claim(now, &entries, epoch, &mut self.random);
+        }
         self.agent
             .set_claim(now, entries, standby, epoch, &mut self.random);
     }

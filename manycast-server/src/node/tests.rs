@@ -690,3 +690,50 @@ fn a_wall_clock_step_moves_no_timer_and_expires_no_session() {
 }
 
 mod health;
+
+/// With `group6`, a commit's claim goes over MLDv2 at once too (unit i ↔ unit i of the site
+/// slicing) and the leave empties it; nothing goes before the link is known.
+#[test]
+fn a_commit_is_claimed_over_mld_at_once_and_left() {
+    use crate::mld_agent::{Link6, MldAgent};
+    use igmp_ext::fixtures::{GROUP6, LINK6};
+    use igmp_ext::mld_join::UnverifiedMldJoin;
+    use igmp_ext::wire::mld::MldPacket;
+    use igmp_ext::SliceSet6;
+    let f = Fixture::dual_stack(2, SliceSet6::full());
+    let m = &f.members[0];
+    let six = MldAgent::new(
+        AgentConfig::default(),
+        m.key.clone(),
+        m.cert.clone(),
+        GROUP6,
+        SLICING,
+    );
+    let mut n = node(native(Strategy::Reset)).with_agent6(six);
+    let (event, committed) = commit(1, &[M1, M2], HALF);
+    let t = Clock::new(Instant(10), NOW);
+    n.handle_event(t, event, Some(&committed));
+    assert!(n.poll_transmit6(t, nonce_bytes(1)).is_none(), "no link yet");
+    n.set_link6(Link6 {
+        sender: f.addr6(0),
+        prefix: LINK6,
+    });
+    let claim = |d: Vec<u8>| {
+        let ip = igmp_ext::wire::ipv6::Ipv6Packet::new_checked(&d[..]).expect("IPv6");
+        let mld = MldPacket::new_checked(&d[ip.header_len()..]).expect("MLD");
+        let j = UnverifiedMldJoin::parse(&mld, |_| true)
+            .expect("parses")
+            .expect("a join");
+        (j.claims().record_type, j.claims().slices().expect("slices"))
+    };
+    let d = n.poll_transmit6(t, nonce_bytes(2)).expect("due at once");
+    let (rt, slices) = claim(d.expect("builds"));
+    assert_eq!(rt, RecordType::ChangeToIncludeMode);
+    let site = SliceSet6::site_slicing(2);
+    let expected: SliceSet6 = [site[0], site[2]].into_iter().collect();
+    assert_eq!(slices, expected, "units 0 and 2");
+    n.leave(Clock::new(Instant(20), NOW));
+    let d = n.poll_transmit6(Clock::new(Instant(20), NOW), nonce_bytes(3));
+    let (_, slices) = claim(d.expect("the leave at once").expect("builds"));
+    assert!(slices.is_empty(), "the leave claims nothing");
+}

@@ -1,0 +1,40 @@
+//! The join agents the daemon hands its node: the IGMPv3 one (with the routed control group's
+//! shared join, when configured) and, with `group6`, the MLDv2 one.
+
+use super::sockets;
+use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::join_agent::{Identity, JoinAgent};
+use crate::mld_agent::MldAgent;
+use igmp_ext::alloc::Slicing;
+use std::net::Ipv4Addr;
+
+/// The IGMPv3 join agent, signing from `addr`, its datagrams capped at the link MTU.
+pub fn join_agent(config: &Config, creds: &Credentials, addr: Ipv4Addr) -> JoinAgent {
+    let mut agent_config = config.agent_config();
+    agent_config.max_datagram = sockets::link_mtu(&config.interface).unwrap_or(1500);
+    let identity = Identity {
+        key: creds.key.clone(),
+        cert: creds.cert.clone(),
+        sender: addr,
+    };
+    let agent = JoinAgent::new(agent_config, identity, config.group);
+    if config.control.routed {
+        agent.with_control_group(config.control.group, daemon_kit::now().mono)
+    } else {
+        agent
+    }
+}
+
+/// The MLDv2 join agent for `group6`, if configured, with the same timers.
+pub fn mld_agent(config: &Config, creds: &Credentials, slicing: Slicing) -> Option<MldAgent> {
+    let group = config.group6?;
+    let (key, cert) = (creds.key.clone(), creds.cert.clone());
+    Some(MldAgent::new(
+        config.agent_config(),
+        key,
+        cert,
+        group,
+        slicing,
+    ))
+}

@@ -1,0 +1,249 @@
+//! When a member sends its signed MLDv2 join for the service's IPv6 group (sans-IO; SPEC.md
+//! §3.8, RFC 3810 §6 host rules applied to one group), with the same timers as the IGMPv3 join
+//! ([`crate::join_agent`]): a change reported at once and repeated robustness − 1 times within
+//! the unsolicited report interval, a query answered within its Maximum Response Delay (at most
+//! one answer per `min_answer_interval`), an unprompted refresh every `refresh`.
+//!
+//! One allocation serves both families (SPEC.md §6.2): unit i of the IPv4 slicing is unit i of
+//! the IPv6 site slicing, so the claim is the IPv4 claim's units mapped by number.
+//!
+//! Nothing is sent before the link is known ([`MldAgent::set_link`]): the link-local sender,
+//! once duplicate address detection is done (before, Linux sends from `::`, which routers
+//! ignore), and the interface's global on-link prefix, which the LINK sub-TLV names.
+
+use crate::join_agent::AgentConfig;
+use ed25519_dalek::SigningKey;
+use igmp_ext::alloc::Slicing;
+use igmp_ext::join::{BuildError, SliceEntry6, NONCE_LEN};
+use igmp_ext::mld_join::{build_mld_datagram, build_signed_mld_report, JoinClaims6};
+use igmp_ext::wire::mld::{decode_max_resp_code, MessageType, MldPacket};
+use igmp_ext::wire::record::RecordType;
+use igmp_ext::{
+    AllocationEpoch, Clock, Instant, MemberCertificate, Slice6, SliceEntry, SliceSet, SliceSet6,
+};
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+/// The link a join is sent on: our link-local address (DAD done) and the on-link prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link6 {
+    pub sender: Ipv6Addr,
+    pub prefix: Slice6,
+}
+
+/// Schedules and builds one member's MLDv2 joins for its IPv6 group.
+#[derive(Debug)]
+pub struct MldAgent {
+    config: AgentConfig,
+    key: SigningKey,
+    cert: MemberCertificate,
+    group: Ipv6Addr,
+    slicing: Slicing,
+    link: Option<Link6>,
+    entries: Vec<SliceEntry6>,
+    epoch: AllocationEpoch,
+    change_reports: Vec<Instant>,
+    query_answer: Option<Instant>,
+    last_answer: Option<Instant>,
+    next_refresh: Option<Instant>,
+}
+
+/// The IPv6 counterpart of an IPv4 claim: unit i of `slicing` claimed ↔ unit i of the /56 site
+/// slicing with as many bits, merged where siblings.
+pub fn units6(slicing: Slicing, entries: &[SliceEntry]) -> Vec<SliceEntry6> {
+    let claimed: SliceSet = entries
+        .iter()
+        .filter(|e| !e.exclude)
+        .map(|e| e.slice)
+        .collect();
+    let excluded: SliceSet = entries
+        .iter()
+        .filter(|e| e.exclude)
+        .map(|e| e.slice)
+        .collect();
+    let units6 = SliceSet6::site_slicing(slicing.bits());
+    let set: SliceSet6 = (0..slicing.unit_count())
+        .filter(|&i| {
+            let base = slicing.unit(i).value();
+            claimed.contains(base) && !excluded.contains(base)
+        })
+        .filter_map(|i| units6.get(i).copied())
+        .collect();
+    set.iter().copied().map(SliceEntry6::include).collect()
+}
+
+/// An MLD query in an ICMPv6 message (a raw ICMPv6 socket's payload): its group (unspecified
+/// for a general query) and Maximum Response Delay; anything else is ignored.
+pub fn parse_query6(msg: &[u8]) -> Option<(Ipv6Addr, Duration)> {
+    let p = MldPacket::new_checked(msg).ok()?;
+    if p.msg_type() != MessageType::Query {
+        return None;
+    }
+    let ms = match p.query_version()? {
+        igmp_ext::wire::mld::QueryVersion::V2 => decode_max_resp_code(p.max_resp_code()),
+        igmp_ext::wire::mld::QueryVersion::V1 => u32::from(p.max_resp_code()),
+    };
+    Some((p.group_addr(), Duration::from_millis(u64::from(ms))))
+}
+
+impl MldAgent {
+    pub fn new(
+        config: AgentConfig,
+        key: SigningKey,
+        cert: MemberCertificate,
+        group: Ipv6Addr,
+        slicing: Slicing,
+    ) -> Self {
+        MldAgent {
+            config,
+            key,
+            cert,
+            group,
+            slicing,
+            link: None,
+            entries: Vec::new(),
+            epoch: AllocationEpoch(0),
+            change_reports: Vec::new(),
+            query_answer: None,
+            last_answer: None,
+            next_refresh: None,
+        }
+    }
+
+    pub fn group(&self) -> Ipv6Addr {
+        self.group
+    }
+
+    pub fn entries(&self) -> &[SliceEntry6] {
+        &self.entries
+    }
+
+    pub fn link(&self) -> Option<Link6> {
+        self.link
+    }
+
+    /// The link is known (or changed): joins go from now on, signed for it. A non-link-local
+    /// sender is refused (the builder would refuse every join).
+    pub fn set_link(&mut self, link: Link6) -> bool {
+        if !igmp_ext::mld_join::is_link_local(link.sender) {
+            return false;
+        }
+        self.link = Some(link);
+        true
+    }
+
+    /// Takes the IPv4 claim's units, mapped onto the IPv6 site slicing, at `epoch`.
+    pub fn set_claim(
+        &mut self,
+        now: Instant,
+        entries: &[SliceEntry],
+        epoch: AllocationEpoch,
+        random: &mut dyn FnMut() -> u64,
+    ) {
+        let entries = units6(self.slicing, entries);
+        if entries == self.entries && epoch == self.epoch {
+            return;
+        }
+        self.entries = entries;
+        self.epoch = epoch;
+        self.change_reports = std::iter::once(now)
+            .chain((1..self.config.robustness).map(|_| {
+                now.saturating_add(jitter(self.config.unsolicited_report_interval, random))
+            }))
+            .collect();
+        self.change_reports.sort_unstable();
+        self.query_answer = None;
+        self.next_refresh =
+            (!self.entries.is_empty()).then(|| now.saturating_add(self.config.refresh));
+    }
+
+    /// Leaves: an empty claim at the current epoch.
+    pub fn leave(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
+        let epoch = self.epoch;
+        self.set_claim(now, &[], epoch, random);
+    }
+
+    /// An MLD query heard on the link: general or for our group, answered within `max_delay`
+    /// unless an answer is due sooner, never sooner than `min_answer_interval` after the last.
+    pub fn handle_query(
+        &mut self,
+        now: Instant,
+        group: Ipv6Addr,
+        max_delay: Duration,
+        random: &mut dyn FnMut() -> u64,
+    ) {
+        let ours = group.is_unspecified() || group == self.group;
+        if !ours || self.entries.is_empty() {
+            return;
+        }
+        let mut at = now.saturating_add(jitter(max_delay, random));
+        if let Some(last) = self.last_answer {
+            at = at.max(last.saturating_add(self.config.min_answer_interval));
+        }
+        if self.query_answer.is_none_or(|t| at < t) {
+            self.query_answer = Some(at);
+        }
+    }
+
+    /// The next moment `poll_transmit` has something to send (none before the link is known).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.link?;
+        self.change_reports
+            .first()
+            .copied()
+            .into_iter()
+            .chain(self.query_answer)
+            .chain(self.next_refresh)
+            .min()
+    }
+
+    /// The next datagram due (IPv6 header, Hop-by-Hop Router Alert, hop limit 1, to ff02::16;
+    /// for an IPPROTO_RAW socket), signed with `nonce` and stamped `clock.wall`.
+    pub fn poll_transmit(
+        &mut self,
+        clock: Clock,
+        nonce: [u8; NONCE_LEN],
+    ) -> Option<Result<Vec<u8>, BuildError>> {
+        let link = self.link?;
+        let now = clock.mono;
+        let record_type = if self.change_reports.first().is_some_and(|&t| t <= now) {
+            self.change_reports.remove(0);
+            RecordType::ChangeToIncludeMode
+        } else if self.query_answer.is_some_and(|t| t <= now) {
+            self.query_answer = None;
+            self.last_answer = Some(now);
+            RecordType::ModeIsInclude
+        } else if self.next_refresh.is_some_and(|t| t <= now) {
+            RecordType::ModeIsInclude
+        } else {
+            return None;
+        };
+        if !self.entries.is_empty() {
+            self.next_refresh = Some(now.saturating_add(self.config.refresh));
+        }
+        let claims = JoinClaims6 {
+            group: self.group,
+            record_type,
+            entries: self.entries.clone(),
+            epoch: self.epoch,
+            timestamp: clock.wall,
+            nonce,
+            link: link.prefix,
+            liveness: Vec::new(),
+        };
+        Some(
+            build_signed_mld_report(&claims, link.sender, &self.cert, &self.key)
+                .map(|mld| build_mld_datagram(link.sender, &mld)),
+        )
+    }
+}
+
+/// A uniform random delay in [0, max].
+fn jitter(max: Duration, random: &mut dyn FnMut() -> u64) -> Duration {
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(if ms == 0 { 0 } else { random() % (ms + 1) })
+}
+
+#[cfg(test)]
+#[path = "mld_agent_tests.rs"]
+mod tests;

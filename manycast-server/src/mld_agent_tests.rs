@@ -1,0 +1,170 @@
+//! Tests of the MLDv2 join agent: the unit mapping, and joins an MLDv2 verifier accepts.
+
+use super::*;
+use igmp_ext::fixtures::{nonce_bytes, Fixture, GROUP6, IFINDEX, LINK6, NOW as WALL};
+use igmp_ext::mld_verifier::{MldJoinVerifier, MldOutcome};
+use igmp_ext::verify6::MldVerifierConfig;
+use igmp_ext::{Slice, VerifierConfig};
+
+const NOW: Instant = Instant::from_secs(1);
+
+fn clock(t: Instant) -> Clock {
+    Clock::new(t, WALL.saturating_add(t.saturating_duration_since(NOW)))
+}
+
+fn counter() -> impl FnMut() -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+fn agent(f: &Fixture, slicing: Slicing) -> MldAgent {
+    let m = &f.members[0];
+    let mut a = MldAgent::new(
+        AgentConfig::default(),
+        m.key.clone(),
+        m.cert.clone(),
+        GROUP6,
+        slicing,
+    );
+    assert!(a.set_link(Link6 {
+        sender: f.addr6(0),
+        prefix: LINK6
+    }));
+    a
+}
+
+/// Everything sent until `until`, with the time it was sent.
+fn drain(a: &mut MldAgent, until: Instant, nonce: &mut u64) -> Vec<(Instant, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = a.poll_timeout().filter(|&t| t <= until) {
+        while let Some(d) = a.poll_transmit(clock(t), nonce_bytes(*nonce)) {
+            *nonce += 1;
+            out.push((t, d.expect("the join builds")));
+        }
+    }
+    out
+}
+
+/// Unit i of the IPv4 slicing maps to unit i of the IPv6 site slicing, for both slicings and
+/// for merged slices.
+#[test]
+fn units_map_by_number() {
+    let site = SliceSet6::site_slicing(2);
+    for slicing in [Slicing::LowOrder { bits: 2 }, Slicing::Prefix { bits: 2 }] {
+        let one = units6(slicing, &[SliceEntry::include(slicing.unit(2))]);
+        assert_eq!(one, vec![SliceEntry6::include(site[2])], "{slicing:?}");
+        let two: Vec<SliceEntry> = [1, 3]
+            .iter()
+            .map(|&i| SliceEntry::include(slicing.unit(i)))
+            .collect();
+        let set: SliceSet6 = units6(slicing, &two).iter().map(|e| e.slice).collect();
+        let expected: SliceSet6 = [site[1], site[3]].into_iter().collect();
+        assert_eq!(set, expected, "{slicing:?}");
+    }
+    // Every address: all four units, merged into one slice.
+    let all = units6(
+        Slicing::LowOrder { bits: 2 },
+        &[SliceEntry::include(Slice::ALL)],
+    );
+    assert_eq!(all, vec![SliceEntry6::include(Slice6::ALL)]);
+    assert!(units6(Slicing::LowOrder { bits: 2 }, &[]).is_empty());
+}
+
+/// Nothing goes before the link is known; then the change goes robustness times, each join
+/// accepted by an MLDv2 verifier with the mapped units; a leave empties the claim.
+#[test]
+fn joins_wait_for_the_link_verify_and_leave() {
+    let f = Fixture::dual_stack(1, SliceSet6::full());
+    let slicing = Slicing::LowOrder { bits: 2 };
+    let m = &f.members[0];
+    let mut a = MldAgent::new(
+        AgentConfig::default(),
+        m.key.clone(),
+        m.cert.clone(),
+        GROUP6,
+        slicing,
+    );
+    let mut rng = counter();
+    a.set_claim(
+        NOW,
+        &[SliceEntry::include(slicing.unit(1))],
+        AllocationEpoch(1),
+        &mut rng,
+    );
+    assert_eq!(a.poll_timeout(), None, "no link yet: nothing due");
+    assert!(a.poll_transmit(clock(NOW), nonce_bytes(0)).is_none());
+    assert!(!a.set_link(Link6 {
+        sender: Ipv6Addr::UNSPECIFIED,
+        prefix: LINK6
+    }));
+    assert!(a.set_link(Link6 {
+        sender: f.addr6(0),
+        prefix: LINK6
+    }));
+    let mut nonce = 0;
+    let sent = drain(
+        &mut a,
+        NOW.saturating_add(Duration::from_secs(2)),
+        &mut nonce,
+    );
+    assert_eq!(sent.len(), 2, "robustness 2");
+    let mut v = MldJoinVerifier::new(
+        MldVerifierConfig::default(),
+        &VerifierConfig::default(),
+        f.links6(),
+    );
+    for (t, d) in &sent {
+        let r = v.handle_datagram(clock(*t), IFINDEX, d, &f.key_source6());
+        assert!(matches!(r, Ok(MldOutcome::Join { .. })), "{r:?}");
+    }
+    let claim = v.ownership().claims(GROUP6).next().expect("a claim").1;
+    let expected: SliceSet6 = [SliceSet6::site_slicing(2)[1]].into_iter().collect();
+    assert_eq!(claim.slices, expected);
+    let t = NOW.saturating_add(Duration::from_secs(3));
+    a.leave(t, &mut rng);
+    let sent = drain(
+        &mut a,
+        t.saturating_add(Duration::from_secs(3600)),
+        &mut nonce,
+    );
+    assert_eq!(sent.len(), 2, "the leave, robustness times, then silence");
+    for (t, d) in &sent {
+        v.handle_datagram(clock(*t), IFINDEX, d, &f.key_source6())
+            .expect("the leave is accepted");
+    }
+    assert_eq!(v.ownership().claims(GROUP6).count(), 0, "the claim is gone");
+    assert_eq!(a.poll_timeout(), None);
+}
+
+/// A general MLD query is answered; one for another group is not.
+#[test]
+fn queries_are_answered() {
+    let f = Fixture::dual_stack(1, SliceSet6::full());
+    let slicing = Slicing::LowOrder { bits: 2 };
+    let mut a = agent(&f, slicing);
+    let mut rng = counter();
+    a.set_claim(
+        NOW,
+        &[SliceEntry::include(Slice::ALL)],
+        AllocationEpoch(1),
+        &mut rng,
+    );
+    let mut nonce = 0;
+    drain(
+        &mut a,
+        NOW.saturating_add(Duration::from_secs(2)),
+        &mut nonce,
+    );
+    let t = NOW.saturating_add(Duration::from_secs(5));
+    let other = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 9);
+    a.handle_query(t, other, Duration::from_secs(1), &mut rng);
+    assert!(drain(&mut a, t.saturating_add(Duration::from_secs(2)), &mut nonce).is_empty());
+    a.handle_query(t, Ipv6Addr::UNSPECIFIED, Duration::from_secs(1), &mut rng);
+    let sent = drain(&mut a, t.saturating_add(Duration::from_secs(2)), &mut nonce);
+    assert_eq!(sent.len(), 1, "the general query answered once");
+}
