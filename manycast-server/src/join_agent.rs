@@ -11,10 +11,14 @@ use crate::beaconer::SharedBeaconer;
 use ed25519_dalek::SigningKey;
 use igmp_ext::join::{build_datagram, build_signed_report, BuildError, NONCE_LEN};
 use igmp_ext::wire::igmp::{decode_code, QueryRepr};
-use igmp_ext::wire::record::RecordType;
 use igmp_ext::{AllocationEpoch, Clock, Instant, JoinClaims, MemberCertificate, SliceEntry};
+use report_schedule::ReportSchedule;
 use std::net::Ipv4Addr;
 use std::time::Duration;
+
+/// Shared with the MLDv2 join agent.
+#[path = "report_schedule.rs"]
+pub mod report_schedule;
 
 /// Timers; defaults are RFC 3376 §8's, except `refresh`, which has no RFC counterpart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,13 +71,7 @@ pub struct JoinAgent {
     /// Liveness beacons, when the member sends them (SPEC.md §5.5).
     beacons: Option<SharedBeaconer>,
     trimmed: u64,
-    /// State-change reports still to send, at these times.
-    change_reports: Vec<Instant>,
-    /// When to answer the last query, if one is pending.
-    query_answer: Option<Instant>,
-    /// When the last query answer went out.
-    last_answer: Option<Instant>,
-    next_refresh: Option<Instant>,
+    schedule: ReportSchedule,
     /// The shared join for a routed control group (SPEC.md §3.9), when configured.
     control: Option<Box<JoinAgent>>,
 }
@@ -89,10 +87,7 @@ impl JoinAgent {
             epoch: AllocationEpoch(0),
             beacons: None,
             trimmed: 0,
-            change_reports: Vec::new(),
-            query_answer: None,
-            last_answer: None,
-            next_refresh: None,
+            schedule: ReportSchedule::default(),
             control: None,
         }
     }
@@ -175,15 +170,8 @@ impl JoinAgent {
     /// Reports the state at once, then robustness − 1 more times within the unsolicited report
     /// interval.
     fn report_change(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
-        self.change_reports = std::iter::once(now)
-            .chain((1..self.config.robustness).map(|_| {
-                now.saturating_add(jitter(self.config.unsolicited_report_interval, random))
-            }))
-            .collect();
-        self.change_reports.sort_unstable();
-        self.query_answer = None;
-        self.next_refresh =
-            (!self.entries.is_empty()).then(|| now.saturating_add(self.config.refresh));
+        let claiming = !self.entries.is_empty();
+        self.schedule.changed(now, claiming, &self.config, random);
     }
 
     /// Leaves: an empty claim at the current epoch. The control group's shared join stays.
@@ -218,23 +206,14 @@ impl JoinAgent {
         }
         // Max Resp Code counts tenths of a second (§4.1.1).
         let max = Duration::from_millis(u64::from(decode_code(query.max_resp_code)) * 100);
-        let mut at = now.saturating_add(jitter(max, random));
-        if let Some(last) = self.last_answer {
-            at = at.max(last.saturating_add(self.config.min_answer_interval));
-        }
-        if self.query_answer.is_none_or(|t| at < t) {
-            self.query_answer = Some(at);
-        }
+        self.schedule.queried(now, max, &self.config, random);
     }
 
     /// The next moment `poll_transmit` has something to send.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.change_reports
-            .first()
-            .copied()
+        self.schedule
+            .next()
             .into_iter()
-            .chain(self.query_answer)
-            .chain(self.next_refresh)
             .chain(self.control.as_ref().and_then(|c| c.poll_timeout()))
             .min()
     }
@@ -257,21 +236,9 @@ impl JoinAgent {
         nonce: [u8; NONCE_LEN],
     ) -> Option<Result<Vec<u8>, BuildError>> {
         let now = clock.mono;
-        let record_type = if self.change_reports.first().is_some_and(|&t| t <= now) {
-            self.change_reports.remove(0);
-            RecordType::ChangeToIncludeMode
-        } else if self.query_answer.is_some_and(|t| t <= now) {
-            self.query_answer = None;
-            self.last_answer = Some(now);
-            RecordType::ModeIsInclude
-        } else if self.next_refresh.is_some_and(|t| t <= now) {
-            RecordType::ModeIsInclude
-        } else {
-            return None;
-        };
-        if !self.entries.is_empty() {
-            self.next_refresh = Some(now.saturating_add(self.config.refresh));
-        }
+        let record_type = self
+            .schedule
+            .take_due(now, !self.entries.is_empty(), &self.config)?;
         let mut claims = JoinClaims {
             group: self.group,
             record_type,
@@ -319,16 +286,11 @@ impl JoinAgent {
     }
 }
 
-/// A uniform random delay in [0, max].
-fn jitter(max: Duration, random: &mut dyn FnMut() -> u64) -> Duration {
-    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(if ms == 0 { 0 } else { random() % (ms + 1) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use igmp_ext::fixtures::{nonce_bytes, Fixture, IFINDEX, NOW as WALL};
+    use igmp_ext::wire::record::RecordType;
 
     /// The agent's monotonic start.
     const NOW: Instant = Instant::from_secs(1);

@@ -11,13 +11,13 @@
 //! once duplicate address detection is done (before, Linux sends from `::`, which routers
 //! ignore), and the interface's global on-link prefix, which the LINK sub-TLV names.
 
+use crate::join_agent::report_schedule::ReportSchedule;
 use crate::join_agent::AgentConfig;
 use ed25519_dalek::SigningKey;
 use igmp_ext::alloc::Slicing;
 use igmp_ext::join::{BuildError, SliceEntry6, NONCE_LEN};
 use igmp_ext::mld_join::{build_mld_datagram, build_signed_mld_report, JoinClaims6};
 use igmp_ext::wire::mld::{decode_max_resp_code, MessageType, MldPacket};
-use igmp_ext::wire::record::RecordType;
 use igmp_ext::{
     AllocationEpoch, Clock, Instant, MemberCertificate, Slice6, SliceEntry, SliceSet, SliceSet6,
 };
@@ -42,10 +42,7 @@ pub struct MldAgent {
     link: Option<Link6>,
     entries: Vec<SliceEntry6>,
     epoch: AllocationEpoch,
-    change_reports: Vec<Instant>,
-    query_answer: Option<Instant>,
-    last_answer: Option<Instant>,
-    next_refresh: Option<Instant>,
+    schedule: ReportSchedule,
 }
 
 /// The IPv6 counterpart of an IPv4 claim: unit i of `slicing` claimed ↔ unit i of the /56 site
@@ -103,10 +100,7 @@ impl MldAgent {
             link: None,
             entries: Vec::new(),
             epoch: AllocationEpoch(0),
-            change_reports: Vec::new(),
-            query_answer: None,
-            last_answer: None,
-            next_refresh: None,
+            schedule: ReportSchedule::default(),
         }
     }
 
@@ -146,15 +140,8 @@ impl MldAgent {
         }
         self.entries = entries;
         self.epoch = epoch;
-        self.change_reports = std::iter::once(now)
-            .chain((1..self.config.robustness).map(|_| {
-                now.saturating_add(jitter(self.config.unsolicited_report_interval, random))
-            }))
-            .collect();
-        self.change_reports.sort_unstable();
-        self.query_answer = None;
-        self.next_refresh =
-            (!self.entries.is_empty()).then(|| now.saturating_add(self.config.refresh));
+        let claiming = !self.entries.is_empty();
+        self.schedule.changed(now, claiming, &self.config, random);
     }
 
     /// Leaves: an empty claim at the current epoch.
@@ -176,25 +163,13 @@ impl MldAgent {
         if !ours || self.entries.is_empty() {
             return;
         }
-        let mut at = now.saturating_add(jitter(max_delay, random));
-        if let Some(last) = self.last_answer {
-            at = at.max(last.saturating_add(self.config.min_answer_interval));
-        }
-        if self.query_answer.is_none_or(|t| at < t) {
-            self.query_answer = Some(at);
-        }
+        self.schedule.queried(now, max_delay, &self.config, random);
     }
 
     /// The next moment `poll_transmit` has something to send (none before the link is known).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.link?;
-        self.change_reports
-            .first()
-            .copied()
-            .into_iter()
-            .chain(self.query_answer)
-            .chain(self.next_refresh)
-            .min()
+        self.schedule.next()
     }
 
     /// The next datagram due (IPv6 header, Hop-by-Hop Router Alert, hop limit 1, to ff02::16;
@@ -206,21 +181,9 @@ impl MldAgent {
     ) -> Option<Result<Vec<u8>, BuildError>> {
         let link = self.link?;
         let now = clock.mono;
-        let record_type = if self.change_reports.first().is_some_and(|&t| t <= now) {
-            self.change_reports.remove(0);
-            RecordType::ChangeToIncludeMode
-        } else if self.query_answer.is_some_and(|t| t <= now) {
-            self.query_answer = None;
-            self.last_answer = Some(now);
-            RecordType::ModeIsInclude
-        } else if self.next_refresh.is_some_and(|t| t <= now) {
-            RecordType::ModeIsInclude
-        } else {
-            return None;
-        };
-        if !self.entries.is_empty() {
-            self.next_refresh = Some(now.saturating_add(self.config.refresh));
-        }
+        let record_type = self
+            .schedule
+            .take_due(now, !self.entries.is_empty(), &self.config)?;
         let claims = JoinClaims6 {
             group: self.group,
             record_type,
@@ -236,12 +199,6 @@ impl MldAgent {
                 .map(|mld| build_mld_datagram(link.sender, &mld)),
         )
     }
-}
-
-/// A uniform random delay in [0, max].
-fn jitter(max: Duration, random: &mut dyn FnMut() -> u64) -> Duration {
-    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(if ms == 0 { 0 } else { random() % (ms + 1) })
 }
 
 #[cfg(test)]
