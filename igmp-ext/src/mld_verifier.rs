@@ -7,11 +7,12 @@
 
 use crate::cert::{KeyId, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::ownership::{Claim6, ClaimError, OwnershipChange6, OwnershipTable6};
-use crate::replay::{Full, ReplayCache};
+use crate::replay::ReplayCache;
 use crate::slice::SliceSet6;
 use crate::time::{Clock, Timestamp};
 use crate::verify::{
-    cert_rejection, GroupKey, KeyLookupError, Reason, Rejection, VerifierConfig, VerifierMetrics,
+    cert_rejection, replay_admission, GroupKey, KeyLookupError, Reason, Rejection, VerifierConfig,
+    VerifierMetrics,
 };
 use crate::verify6::{
     verify_mld_datagram, AcceptedMld, GrantSource6, LinkTable6, MemberGrant6, MldVerifierConfig,
@@ -327,27 +328,8 @@ impl MldJoinVerifier {
         let reject = |reason, detail: String| {
             Rejection::new(reason, format!("from {}: {detail}", join.sender()))
         };
-        if self.replay.contains(member, join.nonce()) {
-            return Err(reject(
-                Reason::Duplicate,
-                format!("nonce already seen from {member}"),
-            ));
-        }
-        match self.replay.room_for(now.wall, member) {
-            Ok(()) => {}
-            Err(Full::Member(n)) => {
-                return Err(reject(
-                    Reason::ReplayCacheFull,
-                    format!("{member} already has its share of {n} live replay entries"),
-                ))
-            }
-            Err(Full::Total(n)) => {
-                return Err(reject(
-                    Reason::ReplayCacheFull,
-                    format!("replay cache full of {n} live entries"),
-                ))
-            }
-        }
+        replay_admission(&mut self.replay, now.wall, member, join.nonce())
+            .map_err(|(reason, detail)| reject(reason, detail))?;
         let claim = Claim6 {
             slices: join.slices().clone(),
             epoch: join.epoch(),

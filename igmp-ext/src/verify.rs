@@ -854,6 +854,34 @@ pub(crate) fn cert_rejection(e: CertificateError) -> Rejection {
     Rejection::new(reason, e.to_string())
 }
 
+/// The replay checks a verified join passes before it changes anything, for IGMPv3 and MLDv2
+/// alike (SPEC.md §5.2): a nonce seen from `member` is `duplicate`; without room for one more
+/// entry (the member's share, or the whole cache) it is `replay-cache-full`. The detail is for
+/// the caller's [`Rejection`].
+pub(crate) fn replay_admission(
+    replay: &mut ReplayCache,
+    now: Timestamp,
+    member: MemberId,
+    nonce: &[u8; crate::join::NONCE_LEN],
+) -> Result<(), (Reason, String)> {
+    if replay.contains(member, nonce) {
+        return Err((
+            Reason::Duplicate,
+            format!("nonce already seen from {member}"),
+        ));
+    }
+    replay.room_for(now, member).map_err(|full| match full {
+        Full::Member(n) => (
+            Reason::ReplayCacheFull,
+            format!("{member} already has its share of {n} live replay entries"),
+        ),
+        Full::Total(n) => (
+            Reason::ReplayCacheFull,
+            format!("replay cache full of {n} live entries"),
+        ),
+    })
+}
+
 /// The expensive part: certificate and join signatures, then the claim.
 #[path = "verify_commit.rs"]
 mod commit;

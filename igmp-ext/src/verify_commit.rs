@@ -143,27 +143,8 @@ impl JoinVerifier {
             ));
         }
         // A duplicate inside one burst is only visible here.
-        if self.replay.contains(member, &claims.nonce) {
-            return Err(reject(
-                Reason::Duplicate,
-                format!("nonce already seen from {member}"),
-            ));
-        }
-        match self.replay.room_for(now.wall, member) {
-            Ok(()) => {}
-            Err(Full::Member(n)) => {
-                return Err(reject(
-                    Reason::ReplayCacheFull,
-                    format!("{member} already has its share of {n} live replay entries"),
-                ))
-            }
-            Err(Full::Total(n)) => {
-                return Err(reject(
-                    Reason::ReplayCacheFull,
-                    format!("replay cache full of {n} live entries"),
-                ))
-            }
-        }
+        replay_admission(&mut self.replay, now.wall, member, &claims.nonce)
+            .map_err(|(reason, detail)| reject(reason, detail))?;
         let claim = Claim {
             slices: slices.clone(),
             epoch: claims.epoch,
