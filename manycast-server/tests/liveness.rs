@@ -32,6 +32,7 @@ fn answered_by(
 #[test]
 fn a_killed_members_sources_go_to_its_standby_before_the_control_group_commits() {
     let mut lab = Lab::new(3);
+    lab.liveness_misses = None;
     let srcs = sources();
     let Routed {
         router,

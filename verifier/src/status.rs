@@ -200,6 +200,10 @@ pub struct Counters {
     pub members_found_dead: u64,
     #[serde(default)]
     pub members_back: u64,
+    /// Liveness checks that came too late to judge anyone: the router itself was held up
+    /// (SPEC.md §5.5).
+    #[serde(default)]
+    pub liveness_late_checks: u64,
     /// MLDv2 (issue 15): signed joins accepted, plain MLD messages, refusals by reason (every
     /// reason), and datagrams from the unspecified address (`::`, duplicate address
     /// detection) ignored unread.
@@ -370,6 +374,11 @@ impl Status {
             "members_found_dead_total",
             "Times a member's beacons stopped and its units went to their standbys.",
             c.members_found_dead,
+        );
+        m.counter(
+            "liveness_late_checks_total",
+            "Liveness checks that came more than half a window late, so judged nobody (the router itself was held up).",
+            c.liveness_late_checks,
         );
         m.counter(
             "group_reasks_total",

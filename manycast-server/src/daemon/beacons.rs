@@ -72,16 +72,31 @@ fn spawn_drawing(
         .spawn(move || {
             realtime();
             let mut random = super::sockets::random_u64;
+            let mut late = LateBeacons::default();
             while !stop.load(Ordering::Relaxed) {
                 let now = daemon_kit::now().mono;
-                let (beacon, order, due) = {
+                let asked = std::time::Instant::now();
+                let (beacon, order, due, interval, was_due) = {
                     let mut b = lock(&beaconer);
+                    let locked = asked.elapsed();
+                    let was_due = b.poll_timeout();
                     let (beacon, order) = b.poll_beacon(now, &mut random);
-                    (beacon, order, b.poll_timeout())
+                    (
+                        beacon,
+                        order,
+                        b.poll_timeout(),
+                        b.interval(),
+                        was_due.map(|d| (d, locked)),
+                    )
                 };
                 if let Some(beacon) = beacon {
                     // A lost beacon is one interval of silence; the next one makes up for it.
+                    let sending = std::time::Instant::now();
                     let _ = socket.send_to(&beacon.encode(), to);
+                    if let Some((was_due, locked)) = was_due {
+                        let behind = now.saturating_duration_since(was_due);
+                        late.note(behind, locked, sending.elapsed(), interval);
+                    }
                 }
                 if let Some(order) = order {
                     draw_next(&beaconer, order, &draw);
@@ -93,6 +108,39 @@ fn spawn_drawing(
                 std::thread::sleep(wait);
             }
         })
+}
+
+/// Beacons that went out two intervals or more after they were due: the router finds a
+/// member dead after a few (SPEC.md §5.5), so this host held the beacon thread up for about as
+/// long as the router allows. Logged at most once a second, with where the time went.
+#[derive(Default)]
+struct LateBeacons {
+    last_logged: Option<std::time::Instant>,
+    since_logged: u64,
+}
+
+impl LateBeacons {
+    fn note(&mut self, behind: Duration, locked: Duration, sending: Duration, interval: Duration) {
+        if behind < interval * 2 && sending < interval * 2 {
+            return;
+        }
+        self.since_logged += 1;
+        if self
+            .last_logged
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            behind_ms = behind.as_millis() as u64,
+            lock_wait_ms = locked.as_millis() as u64,
+            send_ms = sending.as_millis() as u64,
+            late_beacons = self.since_logged,
+            "liveness beacon late: this host held the beacon thread up; the router may find this member dead"
+        );
+        self.last_logged = Some(std::time::Instant::now());
+        self.since_logged = 0;
+    }
 }
 
 /// Draws the ordered chain on a thread of its own and hands it to `beaconer`. Without a thread

@@ -111,6 +111,8 @@ pub(super) struct LivenessStats {
     pub beacons_refused: u64,
     pub members_found_dead: u64,
     pub members_back: u64,
+    /// Checks that came too late to judge anyone (the router itself was held up).
+    pub late_checks: u64,
 }
 
 impl Liveness {
@@ -390,6 +392,24 @@ impl Router {
         // Silence is known only up to the last read of the beacon socket that emptied it: what
         // arrived since waits in its queue while the loop is busy, and is no one's silence.
         let judged = read_until.map_or(clock.mono, |r| r.min(clock.mono));
+        // A check that comes more than half a window after a member's deadline means the router
+        // itself was held up (its CPU, or the whole machine): beacons sent meanwhile may still
+        // be in its kernel's receive path, behind the same stall, so an empty socket proves no
+        // silence. Nobody is judged on such a check; everyone gets a whole window from now, as
+        // after a drop.
+        let late = watches.values().any(|w| {
+            let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
+            let window = w.interval * misses.max(2);
+            !w.dead && w.proven && judged > since.saturating_add(window + window / 2)
+        });
+        if late {
+            *last_drop = Some(last_drop.map_or(judged, |d| d.max(judged)));
+            self.liveness.stats.late_checks += 1;
+            debug!("liveness: this check came late; silence until now is held against nobody");
+        }
+        let Liveness {
+            watches, last_drop, ..
+        } = &mut self.liveness;
         for (&(group, member), w) in watches.iter_mut() {
             // Vouching lapses on the clock as before (SPEC.md §5.2): a flood faster than the
             // socket is read must not keep a dead member's slices from a later epoch.

@@ -223,10 +223,53 @@ fn a_stall_of_the_routers_own_loop_finds_nobody_dead() {
     lab.router.handle_timeout(ms(100));
     assert_eq!(lab.status(ms(100)).counters.members_found_dead, 0);
     assert!(repointed(&mut lab).is_empty());
-    // The next read (empty: both really are silent) lets the silence count.
+    // The next read is empty (both really are silent), but it comes 50 ms after their
+    // deadline (50 ms): too late to prove anything (see the next test). A window later, on
+    // time, the silence counts.
     lab.router.handle_beacons_read(ms(100));
     lab.router.handle_timeout(ms(100));
-    assert_eq!(lab.status(ms(100)).counters.members_found_dead, 2);
+    assert_eq!(lab.status(ms(100)).counters.members_found_dead, 0);
+    lab.router.handle_beacons_read(ms(140));
+    lab.router.handle_timeout(ms(140));
+    assert_eq!(lab.status(ms(140)).counters.members_found_dead, 2);
+}
+
+/// A stall of the whole router (its CPU or machine not running it), not just of its loop:
+/// beacons sent meanwhile can still be in its kernel's receive path when the loop runs again
+/// and reads its socket empty. A check that comes more than half a window after a deadline
+/// judges nobody; everyone gets a whole window from then. Judged on that late check, both
+/// live members here were found dead, and their units moved for as long as the next beacon
+/// took (a CI run under load saw a live member's clients answered by its standby).
+#[test]
+fn a_check_that_comes_late_finds_nobody_dead() {
+    let (mut lab, a, b) = started();
+    for k in 1..=5 {
+        beacon(&mut lab, 0, &a, k, S1);
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_beacons_read(ms(10 * u64::from(k)));
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    // Deadline 90 ms (50 + 4 intervals); the router next runs at 120 ms, reads its socket
+    // empty and checks.
+    lab.router.handle_beacons_read(ms(120));
+    lab.router.handle_timeout(ms(120));
+    assert_eq!(lab.status(ms(120)).counters.members_found_dead, 0);
+    assert!(repointed(&mut lab).is_empty(), "nothing moves");
+    assert_eq!(lab.status(ms(120)).counters.liveness_late_checks, 1);
+    // The beacons that were on their way arrive; everyone is live and on time again.
+    beacon(&mut lab, 0, &a, 12, S1);
+    beacon(&mut lab, 1, &b, 12, S2);
+    lab.router.handle_beacons_read(ms(130));
+    lab.router.handle_timeout(ms(130));
+    assert_eq!(lab.status(ms(130)).counters.members_found_dead, 0);
+    // Member 1 beacons on, member 0 stops: found dead on time (its last beacon at 120 ms + 40), and only it.
+    for k in 13..=17 {
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_beacons_read(ms(10 * u64::from(k)));
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert_eq!(lab.status(ms(170)).counters.members_found_dead, 1);
+    assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
 }
 
 /// Issue 13's last defect: a certified member's join at a far later epoch used to take every

@@ -197,6 +197,7 @@ impl Router {
                 beacons_accepted: self.liveness.stats.beacons_accepted,
                 beacons_refused: self.liveness.stats.beacons_refused,
                 members_found_dead: self.liveness.stats.members_found_dead,
+                liveness_late_checks: self.liveness.stats.late_checks,
                 members_back: self.liveness.stats.members_back,
                 mld_joins_accepted: self.mld_metrics().accepted_joins,
                 mld_plain_accepted: self.mld_metrics().accepted_plain,
