@@ -4,34 +4,51 @@
 //! in one batch) and the outcomes are charged as §5.4 says.
 
 use super::*;
+use igmp_ext::ownership::{FamilyAddr, OwnershipTableOf};
 
 impl Router {
     /// Queues a candidate of either family in its class. Candidates shed unverified from where
     /// their member's claim is hold that claim (§5.4 step 5).
     pub(super) fn admit(&mut self, clock: Clock, c: Pending) {
+        let (member, ifindex) = (c.claimed_member(), c.ifindex());
         let expected = match &c {
-            Pending::Igmp(c) => self.expected(c),
-            Pending::Mld(c) => self.expected6(c),
+            Pending::Igmp(c) => at_claim(
+                self.verifier.ownership(),
+                c.group(),
+                member,
+                c.sender(),
+                ifindex,
+            ),
+            Pending::Mld(c) => {
+                at_claim(self.mld_ownership(), c.group(), member, c.sender(), ifindex)
+            }
         };
         let class = self.admission.classify(timers(clock), &c, expected);
         for (_, shed) in self.admission.push(class, c) {
-            match shed {
-                Pending::Igmp(c) => self.hold_unverified_refresh(clock, &c),
-                Pending::Mld(c) => self.hold_unverified_refresh6(clock, &c),
-            }
+            self.hold_unverified_refresh(clock, &shed);
         }
     }
 
-    /// Whether the candidate comes from where its member's claim on the group is (a refresh).
-    fn expected(&self, c: &Candidate) -> bool {
-        self.verifier
-            .ownership()
-            .claims(c.group())
-            .any(|(m, claim)| {
-                m == c.claimed_member()
-                    && claim.sender == c.sender()
-                    && claim.ifindex == c.ifindex()
-            })
+    /// A candidate was shed unverified: if it came from where its member's claim is, it may
+    /// have been the member's refresh, so the claim is kept as if it were (SPEC.md §5.4).
+    /// Copies the budget does check and refuse keep nothing, so a flood must outrun the
+    /// verifier to hold a claim, and a later epoch from the control group still takes the
+    /// slices at once.
+    fn hold_unverified_refresh(&mut self, clock: Clock, shed: &Pending) {
+        let (member, ifindex, t) = (shed.claimed_member(), shed.ifindex(), clock.mono);
+        let held = match shed {
+            Pending::Igmp(c) => {
+                let v = &mut self.verifier;
+                v.hold_unverified_refresh(t, c.group(), member, c.sender(), ifindex)
+            }
+            Pending::Mld(c) => {
+                let v = &mut self.mld.verifier;
+                v.hold_unverified_refresh(t, c.group(), member, c.sender(), ifindex)
+            }
+        };
+        if held {
+            self.stats.claims_held_unverified += 1;
+        }
     }
 
     /// Verifies what the budget allows of the backlog: the IGMPv3 candidates in one batch,
@@ -105,4 +122,18 @@ impl Router {
             }
         }
     }
+}
+
+/// Whether `member`'s claim on `group` in `table` is at `sender` on `ifindex`: a candidate from
+/// there may be its refresh (class "expected").
+fn at_claim<A: FamilyAddr>(
+    table: &OwnershipTableOf<A>,
+    group: A,
+    member: MemberId,
+    sender: A,
+    ifindex: u32,
+) -> bool {
+    table
+        .claims(group)
+        .any(|(m, claim)| m == member && claim.sender == sender && claim.ifindex == ifindex)
 }

@@ -27,7 +27,7 @@ use std::net::{IpAddr, Ipv6Addr};
 /// The MLDv2 verifier and what only this path counts.
 #[derive(Debug)]
 pub(super) struct MldPath {
-    verifier: MldJoinVerifier,
+    pub(super) verifier: MldJoinVerifier,
     querier: MldQuerier,
     /// Datagrams from `::` (a host's duplicate address detection, RFC 3810 §5.2.13), ignored.
     unspecified_ignored: u64,
@@ -114,33 +114,6 @@ impl Router {
             }
         }
         self.verify_round(clock);
-    }
-
-    /// Whether the candidate comes from where its member's IPv6 claim on the group is.
-    pub(super) fn expected6(&self, c: &MldCandidate) -> bool {
-        self.mld
-            .verifier
-            .ownership()
-            .claims(c.group())
-            .any(|(m, claim)| {
-                m == c.claimed_member()
-                    && claim.sender == c.sender()
-                    && claim.ifindex == c.ifindex()
-            })
-    }
-
-    /// An MLDv2 candidate was shed unverified: its member's claim is held as for IGMPv3
-    /// (`upkeep.rs`, SPEC.md §5.4 step 5) if it came from where that claim is.
-    pub(super) fn hold_unverified_refresh6(&mut self, clock: Clock, shed: &MldCandidate) {
-        if self.mld.verifier.hold_unverified_refresh(
-            clock.mono,
-            shed.group(),
-            shed.claimed_member(),
-            shed.sender(),
-            shed.ifindex(),
-        ) {
-            self.stats.claims_held_unverified += 1;
-        }
     }
 
     /// The expensive part for the MLDv2 candidates of a round, with their outcomes charged as
