@@ -694,4 +694,65 @@ mod tests {
         assert_eq!(adm.take_round(later).len(), 2);
         assert_eq!(adm.waiting(), 0);
     }
+
+    /// An MLDv2 join may sign up to 56 KiB, an IGMPv3 one 16 KiB: a large MLDv2 candidate
+    /// takes a backlog place per 16 KiB, so that the backlog's memory bound (SPEC.md §5.4)
+    /// holds whatever the mix, and shedding frees places until it fits.
+    #[test]
+    fn a_large_mld_join_takes_a_backlog_place_per_16_kib() {
+        use igmp_ext::fixtures::GROUP6;
+        use igmp_ext::mld_verifier::{MldJoinVerifier, MldPrechecked};
+        use igmp_ext::verify6::MldVerifierConfig;
+        use igmp_ext::{Slice6, SliceSet6};
+        let f = Fixture::dual_stack(2, SliceSet6::full());
+        let mut v = MldJoinVerifier::new(
+            MldVerifierConfig::default(),
+            &VerifierConfig::default(),
+            f.links6(),
+        );
+        let slices: Vec<Slice6> = (0..1_000u128)
+            .map(|i| Slice6::new(i << 64, u128::MAX << 64))
+            .collect();
+        let d = f.datagram6(0, &f.claims6(&slices, 1, NOW, 1));
+        let Ok(MldPrechecked::Candidate(large)) = v.precheck(NOW, IFINDEX, &d, &f.key_source6())
+        else {
+            panic!("a candidate")
+        };
+        let large = Pending::Mld(large);
+        assert_eq!(large.group(), std::net::IpAddr::from(GROUP6));
+        assert!(
+            large.signed_len() > 3 * MAX_JOIN_DATAGRAM,
+            "{}",
+            large.signed_len()
+        );
+        assert_eq!(large.weight(), 4);
+        let config = AdmissionConfig {
+            backlog: 4,
+            ..AdmissionConfig::default()
+        };
+        let mut adm = Admission::new(config, NOW);
+        for c in candidates(&f, 3) {
+            assert_eq!(c.weight(), 1);
+            assert!(adm.push(Class::Clean, c).is_empty());
+        }
+        let shed = adm.push(Class::Clean, large);
+        assert!(!shed.is_empty());
+        assert!(adm.weight <= 4, "{} places taken", adm.weight);
+        // Either small ones made room for the large one, or it went (and shedding stopped).
+        let still = adm.waiting_in(Family::Mld);
+        let mld_shed = shed
+            .iter()
+            .filter(|(_, c)| c.family() == Family::Mld)
+            .count();
+        assert_eq!(still + mld_shed, 1);
+        let igmp_shed = shed.len() - mld_shed;
+        assert_eq!(adm.waiting_in(Family::Igmp), 3 - igmp_shed);
+        if still == 1 {
+            assert_eq!(igmp_shed, 3, "it takes all four places");
+        } else {
+            assert_eq!(shed.last().map(|(_, c)| c.family()), Some(Family::Mld));
+        }
+        let stats = (adm.stats(Family::Igmp).shed, adm.stats(Family::Mld).shed);
+        assert_eq!(stats, (igmp_shed as u64, mld_shed as u64));
+    }
 }
