@@ -235,8 +235,8 @@ impl Fixture {
     }
 
     /// Grants for [`GROUP6`]: each member's key and `slices`, looked up by its certificate's
-    /// exact bytes, whatever the certificates say (the router's grant source,
-    /// `mld_verifier::CertificateGrants6`, reads their IPv6 section instead).
+    /// exact bytes, whatever the certificates say (the router's verifier,
+    /// `mld_verifier::MldJoinVerifier`, reads their IPv6 section instead).
     pub fn grants6(&self, slices: SliceSet6) -> FixtureGrants6 {
         FixtureGrants6 {
             grants: self

@@ -1,26 +1,28 @@
 //! The router's stateful MLDv2 join verifier (issue 15, item 2): the IPv6 counterpart of
-//! [`crate::verify::JoinVerifier`]. Member rights come from the join's own certificate
-//! ([`CertificateGrants6`], its IPv6 section checked against the group's published keys); the
-//! per-datagram checks are [`verify_mld_datagram`]'s; then the duplicate check, the replay
+//! [`crate::verify::JoinVerifier`], split the same way into a cheap part
+//! ([`MldJoinVerifier::precheck`], which makes an [`MldCandidate`]) and an expensive part
+//! ([`MldJoinVerifier::verify`]), so that a router's admission policy decides which candidates
+//! get signature checks (SPEC.md §5.4). Member rights come from the join's own certificate (its
+//! IPv6 section, checked against the group's published keys); the per-datagram checks are
+//! [`precheck_mld_datagram`]'s and [`finish_mld_join`]'s; then the duplicate check, the replay
 //! cache's room, and slice exclusivity and epoch fencing in an [`OwnershipTable6`], by the same
 //! rules as IGMPv3 (SPEC.md §5.2, §5.6).
 
-use crate::cert::{KeyId, MemberCertificate, MemberId, UnverifiedCertificate};
+use crate::cert::{peek_issuer, KeyId, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::ownership::{Claim6, ClaimError, OwnershipChange6, OwnershipTable6};
 use crate::replay::ReplayCache;
 use crate::slice::SliceSet6;
-use crate::time::{Clock, Timestamp};
+use crate::time::{Clock, Instant, Timestamp};
 use crate::verify::{
     cert_rejection, replay_admission, GroupKey, KeyLookupError, Reason, Rejection, VerifierConfig,
     VerifierMetrics,
 };
 use crate::verify6::{
-    verify_mld_datagram, AcceptedMld, GrantSource6, LinkTable6, MemberGrant6, MldVerifierConfig,
-    VerifiedMldJoin,
+    finish_mld_join, from_sender, precheck_mld_datagram, AcceptedMld, LinkTable6, MemberGrant6,
+    MldVerifierConfig, PrecheckedMld, SignedMld, VerifiedMldJoin,
 };
 use crate::wire::mld::MldRepr;
 use crate::wire::record::GroupRecordRepr;
-use core::cell::RefCell;
 use core::net::Ipv6Addr;
 use core::time::Duration;
 use ed25519_dalek::VerifyingKey;
@@ -60,13 +62,16 @@ impl KeySource6 for HashMap<Ipv6Addr, Arc<GroupKeys6>> {
     }
 }
 
+/// A certificate whose issuer's signature verified, with that issuer.
+type Checked6 = Arc<(MemberCertificate, VerifyingKey)>;
+
 /// Certificates whose issuer's signature verified, by their exact bytes, so that a member's
 /// refresh costs one signature check (its join's), not two. A hit counts only while the key
 /// that signed it is still published; validity, revocation and the group are checked at every
 /// use. Cleared when full, as the IGMPv3 verifier's cache.
 #[derive(Debug, Default)]
 pub struct CertificateCache6 {
-    entries: HashMap<Vec<u8>, Arc<(MemberCertificate, VerifyingKey)>>,
+    entries: HashMap<Vec<u8>, Checked6>,
     capacity: usize,
     hits: u64,
 }
@@ -83,117 +88,133 @@ impl CertificateCache6 {
     pub fn hits(&self) -> u64 {
         self.hits
     }
-}
 
-/// A [`GrantSource6`] over the certificate a join carries: the certificate chain of SPEC.md §5
-/// (steps 8-15) for an IPv6 group. The grant is the certificate's IPv6 section: a version 1
-/// certificate names no IPv6 group, so its member is refused `group-not-allowed`.
-pub struct CertificateGrants6<'a> {
-    keys: &'a dyn KeySource6,
-    cache: Option<&'a RefCell<CertificateCache6>>,
-}
-
-impl<'a> CertificateGrants6<'a> {
-    /// Every certificate checked afresh.
-    pub fn new(keys: &'a dyn KeySource6) -> Self {
-        CertificateGrants6 { keys, cache: None }
+    /// The certificate checked earlier with these exact bytes, if its issuer is still one of
+    /// `keys`.
+    fn get(&mut self, bytes: &[u8], keys: &GroupKeys6) -> Option<Checked6> {
+        let hit = self
+            .entries
+            .get(bytes)
+            .filter(|e| keys.keys.iter().any(|k| k.key == e.1))
+            .cloned()?;
+        self.hits += 1;
+        Some(hit)
     }
 
-    /// Certificates checked once, then taken from `cache`.
-    pub fn with_cache(keys: &'a dyn KeySource6, cache: &'a RefCell<CertificateCache6>) -> Self {
-        CertificateGrants6 {
-            keys,
-            cache: Some(cache),
+    fn insert(&mut self, bytes: &[u8], entry: Checked6) {
+        if self.entries.len() >= self.capacity {
+            self.entries.clear();
         }
-    }
-
-    /// The certificate, from the cache if it holds these bytes signed by a key still in
-    /// `keys`, else decoded and checked against its (published) issuer, then cached.
-    fn certificate(
-        &self,
-        group: Ipv6Addr,
-        keys: &GroupKeys6,
-        bytes: &[u8],
-        now: Timestamp,
-    ) -> Result<Arc<(MemberCertificate, VerifyingKey)>, Rejection> {
-        if let Some(cache) = self.cache {
-            let mut cache = cache.borrow_mut();
-            let hit = cache
-                .entries
-                .get(bytes)
-                .filter(|e| keys.keys.iter().any(|k| k.key == e.1))
-                .cloned();
-            if let Some(hit) = hit {
-                cache.hits += 1;
-                hit.0.check_validity(now).map_err(cert_rejection)?;
-                return Ok(hit);
-            }
-        }
-        // Lengths and caps, then the issuer: nothing is decoded for an unpublished one.
-        let issuer_id = crate::cert::peek_issuer(bytes).map_err(cert_rejection)?;
-        let Some(issuer) = keys.keys.iter().find(|k| k.id == issuer_id) else {
-            return Err(Rejection::new(
-                Reason::UnknownKey,
-                format!("certificate issuer {issuer_id} is not a published key of {group}"),
-            ));
-        };
-        let cert = UnverifiedCertificate::decode(bytes)
-            .and_then(|c| c.verify(&issuer.key, now))
-            .map_err(cert_rejection)?;
-        let entry = Arc::new((cert, issuer.key));
-        if let Some(cache) = self.cache {
-            let mut cache = cache.borrow_mut();
-            if cache.entries.len() >= cache.capacity {
-                cache.entries.clear();
-            }
-            cache.entries.insert(bytes.to_vec(), entry.clone());
-        }
-        Ok(entry)
+        self.entries.insert(bytes.to_vec(), entry);
     }
 }
 
-impl core::fmt::Debug for CertificateGrants6<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("CertificateGrants6")
+/// The group's keys, or the refusal that says why there are none.
+fn group_keys(
+    keys: &dyn KeySource6,
+    group: Ipv6Addr,
+    now: Timestamp,
+) -> Result<Arc<GroupKeys6>, Rejection> {
+    keys.group_keys6(group, now).map_err(|e| match e {
+        KeyLookupError::UnknownGroup => {
+            Rejection::new(Reason::UnknownGroup, format!("no keys for {group}"))
+        }
+        other => Rejection::new(Reason::KeyUnavailable, other.to_string()),
+    })
+}
+
+/// What a checked certificate grants on `group` now: refused when it is not valid now, its
+/// member key is revoked, or it does not name `group` among its IPv6 groups (a version 1
+/// certificate names none). The grant is the certificate's IPv6 section.
+fn grant_of(
+    entry: &Checked6,
+    keys: &GroupKeys6,
+    group: Ipv6Addr,
+    now: Timestamp,
+) -> Result<MemberGrant6, Rejection> {
+    let (cert, issuer) = (&entry.0, &entry.1);
+    cert.check_validity(now).map_err(cert_rejection)?;
+    let body = cert.body();
+    let member_key = KeyId::of(&body.member_key);
+    if keys.revoked_members.contains(&member_key) {
+        return Err(Rejection::new(
+            Reason::Revoked,
+            format!("member key {member_key} is revoked"),
+        ));
+    }
+    if !cert.ipv6().groups.contains(&group) {
+        return Err(Rejection::new(
+            Reason::GroupNotAllowed,
+            format!("{} is not certified for {group}", body.member_id),
+        ));
+    }
+    Ok(MemberGrant6 {
+        member: body.member_id,
+        member_key: body.member_key,
+        issuer: KeyId::of(issuer),
+        slices: cert.ipv6().slices.clone(),
+    })
+}
+
+/// The certificate an [`MldCandidate`] carries: checked already (a cache hit, its grant taken),
+/// or laid out well and naming a published issuer, its signature still to check.
+#[derive(Debug)]
+enum Certificate6 {
+    Known(MemberGrant6),
+    Unchecked { issuer: VerifyingKey },
+}
+
+/// An MLDv2 signed join that passed every check that costs no signature verification (SPEC.md
+/// §5 steps 1-12, and 14-16 for a certificate checked before). What is left is
+/// [`MldJoinVerifier::verify`]. Its accessors are claims, not yet proven; a router uses them only
+/// to decide which candidates get verification work first.
+#[derive(Debug)]
+pub struct MldCandidate {
+    signed: SignedMld,
+    keys: Arc<GroupKeys6>,
+    cert: Certificate6,
+}
+
+impl MldCandidate {
+    /// The member the certificate names (proven when [`MldCandidate::certificate_known`]).
+    pub fn claimed_member(&self) -> MemberId {
+        match &self.cert {
+            Certificate6::Known(grant) => grant.member,
+            Certificate6::Unchecked { .. } => self.signed.claimed_member(),
+        }
+    }
+
+    pub fn group(&self) -> Ipv6Addr {
+        self.signed.group()
+    }
+
+    /// The link-local source: unproven until the join signature (which covers it) verifies.
+    pub fn sender(&self) -> Ipv6Addr {
+        self.signed.sender()
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.signed.ifindex()
+    }
+
+    /// True when the certificate was checked earlier: verifying costs one signature, not two.
+    pub fn certificate_known(&self) -> bool {
+        matches!(self.cert, Certificate6::Known(_))
+    }
+
+    /// Bytes the join signature covers: hashing them is part of its check's cost.
+    pub fn signed_len(&self) -> usize {
+        self.signed.signed_len()
     }
 }
 
-impl GrantSource6 for CertificateGrants6<'_> {
-    fn grant(
-        &self,
-        group: Ipv6Addr,
-        certificate: &[u8],
-        now: Timestamp,
-    ) -> Result<MemberGrant6, Rejection> {
-        let keys = self.keys.group_keys6(group, now).map_err(|e| match e {
-            KeyLookupError::UnknownGroup => {
-                Rejection::new(Reason::UnknownGroup, format!("no keys for {group}"))
-            }
-            other => Rejection::new(Reason::KeyUnavailable, other.to_string()),
-        })?;
-        let entry = self.certificate(group, &keys, certificate, now)?;
-        let (cert, issuer) = (&entry.0, &entry.1);
-        let body = cert.body();
-        let member_key = KeyId::of(&body.member_key);
-        if keys.revoked_members.contains(&member_key) {
-            return Err(Rejection::new(
-                Reason::Revoked,
-                format!("member key {member_key} is revoked"),
-            ));
-        }
-        if !cert.ipv6().groups.contains(&group) {
-            return Err(Rejection::new(
-                Reason::GroupNotAllowed,
-                format!("{} is not certified for {group}", body.member_id),
-            ));
-        }
-        Ok(MemberGrant6 {
-            member: body.member_id,
-            member_key: body.member_key,
-            issuer: KeyId::of(issuer),
-            slices: cert.ipv6().slices.clone(),
-        })
-    }
+/// What the checks that cost no signature verification made of an MLDv2 datagram.
+#[derive(Debug)]
+pub enum MldPrechecked {
+    /// Nothing left to check: plain MLD ([`MldOutcome::Plain`]).
+    Plain { sender: Ipv6Addr, message: MldRepr },
+    /// A signed join whose signatures are still to check.
+    Candidate(Box<MldCandidate>),
 }
 
 /// What an MLDv2 datagram did.
@@ -219,7 +240,7 @@ pub struct MldJoinVerifier {
     links: LinkTable6,
     replay: ReplayCache,
     ownership: OwnershipTable6,
-    certificates: RefCell<CertificateCache6>,
+    certificates: CertificateCache6,
     metrics: VerifierMetrics,
 }
 
@@ -239,7 +260,7 @@ impl MldJoinVerifier {
                 retention,
             ),
             ownership: OwnershipTable6::with_fence_retention(retention),
-            certificates: RefCell::new(CertificateCache6::new(limits.certificate_cache)),
+            certificates: CertificateCache6::new(limits.certificate_cache),
             metrics: VerifierMetrics::default(),
             claim_hold: limits.claim_hold,
             links,
@@ -268,8 +289,8 @@ impl MldJoinVerifier {
         &self.metrics
     }
 
-    /// Runs one IPv6 datagram received on `ifindex` through every check; a refusal changes
-    /// nothing but the counters.
+    /// Runs one IPv6 datagram received on `ifindex` through every check: the cheap part, then
+    /// the expensive one at once. A refusal changes nothing but the counters.
     pub fn handle_datagram(
         &mut self,
         now: impl Into<Clock>,
@@ -278,25 +299,46 @@ impl MldJoinVerifier {
         keys: &dyn KeySource6,
     ) -> Result<MldOutcome, Rejection> {
         let now: Clock = now.into();
-        let result = self.handle_inner(now, ifindex, datagram, keys);
-        self.metrics.certificate_cache_hits = self.certificates.borrow().hits();
+        match self.precheck(now.wall, ifindex, datagram, keys)? {
+            MldPrechecked::Plain { sender, message } => Ok(MldOutcome::Plain { sender, message }),
+            MldPrechecked::Candidate(c) => self
+                .verify(now, vec![*c])
+                .pop()
+                .expect("one result per candidate"),
+        }
+    }
+
+    /// Every check that costs no signature verification (SPEC.md §5 steps 1-12, and 14-16 for
+    /// a certificate checked before): the duplicate, [`precheck_mld_datagram`], the group's
+    /// keys, and the certificate's layout and published issuer (or the cached certificate's
+    /// grant). A plain message and a refusal are final (and counted); a candidate goes on to
+    /// [`MldJoinVerifier::verify`].
+    pub fn precheck(
+        &mut self,
+        now: Timestamp,
+        ifindex: u32,
+        datagram: &[u8],
+        keys: &dyn KeySource6,
+    ) -> Result<MldPrechecked, Rejection> {
+        let result = self.precheck_inner(now, ifindex, datagram, keys);
+        self.metrics.certificate_cache_hits = self.certificates.hits();
         match &result {
-            Ok(MldOutcome::Plain { .. }) => self.metrics.accepted_plain += 1,
-            Ok(MldOutcome::Join { .. }) => self.metrics.accepted_joins += 1,
+            Ok(MldPrechecked::Plain { .. }) => self.metrics.accepted_plain += 1,
+            Ok(MldPrechecked::Candidate(_)) => {}
             Err(r) => self.metrics.count_rejection(r.reason),
         }
         result
     }
 
-    fn handle_inner(
+    fn precheck_inner(
         &mut self,
-        now: Clock,
+        now: Timestamp,
         ifindex: u32,
         datagram: &[u8],
         keys: &dyn KeySource6,
-    ) -> Result<MldOutcome, Rejection> {
+    ) -> Result<MldPrechecked, Rejection> {
         // A copy of a join already accepted is refused before any signature is checked, as
-        // for IGMPv3 (SPEC.md §5 step 6): nonces are recorded only once a join verified, so
+        // for IGMPv3 (SPEC.md §5 step 8): nonces are recorded only once a join verified, so
         // no forgery can make a member's fresh nonce look seen.
         if let Some((member, nonce)) = claimed_nonce(datagram, &self.config) {
             if self.replay.contains(member, &nonce) {
@@ -306,23 +348,93 @@ impl MldJoinVerifier {
                 ));
             }
         }
-        let grants = CertificateGrants6::with_cache(keys, &self.certificates);
-        let accepted = verify_mld_datagram(
-            now.wall,
-            ifindex,
-            datagram,
-            &self.config,
-            &self.links,
-            &grants,
-        )?;
-        let (join, public_records) = match accepted {
-            AcceptedMld::Plain { sender, message } => {
-                return Ok(MldOutcome::Plain { sender, message })
+        let signed = match precheck_mld_datagram(now, ifindex, datagram, &self.config, &self.links)?
+        {
+            PrecheckedMld::Plain { sender, message } => {
+                return Ok(MldPrechecked::Plain { sender, message })
             }
+            PrecheckedMld::Signed(s) => *s,
+        };
+        let from = |r: Rejection| from_sender(signed.sender(), r);
+        let group = signed.group();
+        let keys = group_keys(keys, group, now).map_err(from)?;
+        let bytes = signed.join().certificate_bytes();
+        let cert = match self.certificates.get(bytes, &keys) {
+            Some(hit) => Certificate6::Known(grant_of(&hit, &keys, group, now).map_err(from)?),
+            None => {
+                // Lengths and caps, then the issuer: nothing is decoded for an unpublished one.
+                let issuer_id = peek_issuer(bytes).map_err(|e| from(cert_rejection(e)))?;
+                let Some(issuer) = keys.keys.iter().find(|k| k.id == issuer_id) else {
+                    return Err(from(Rejection::new(
+                        Reason::UnknownKey,
+                        format!("certificate issuer {issuer_id} is not a published key of {group}"),
+                    )));
+                };
+                Certificate6::Unchecked { issuer: issuer.key }
+            }
+        };
+        Ok(MldPrechecked::Candidate(Box::new(MldCandidate {
+            signed,
+            keys,
+            cert,
+        })))
+    }
+
+    /// The expensive part for candidates from [`MldJoinVerifier::precheck`], in the order
+    /// given: an unchecked certificate's issuer signature (then cached) and its grant, the join
+    /// signature, the claim's slices within the grant, then the replay cache's room and the
+    /// ownership table. One result per candidate, in that order; each is counted.
+    pub fn verify(
+        &mut self,
+        now: impl Into<Clock>,
+        candidates: Vec<MldCandidate>,
+    ) -> Vec<Result<MldOutcome, Rejection>> {
+        let now: Clock = now.into();
+        let mut out = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let result = self.verify_one(now, c);
+            match &result {
+                Ok(MldOutcome::Plain { .. }) => self.metrics.accepted_plain += 1,
+                Ok(MldOutcome::Join { .. }) => self.metrics.accepted_joins += 1,
+                Err(r) => self.metrics.count_rejection(r.reason),
+            }
+            out.push(result);
+        }
+        self.metrics.certificate_cache_hits = self.certificates.hits();
+        out
+    }
+
+    fn verify_one(&mut self, now: Clock, c: MldCandidate) -> Result<MldOutcome, Rejection> {
+        let MldCandidate { signed, keys, cert } = c;
+        let sender = signed.sender();
+        let from = |r: Rejection| from_sender(sender, r);
+        let grant = match cert {
+            Certificate6::Known(grant) => grant,
+            Certificate6::Unchecked { issuer } => {
+                let bytes = signed.join().certificate_bytes();
+                // An earlier candidate of the same round may have checked the same bytes.
+                let entry = match self.certificates.get(bytes, &keys) {
+                    Some(hit) => hit,
+                    None => {
+                        let cert = UnverifiedCertificate::decode(bytes)
+                            .and_then(|c| c.verify(&issuer, now.wall))
+                            .map_err(|e| from(cert_rejection(e)))?;
+                        let entry = Arc::new((cert, issuer));
+                        self.certificates.insert(bytes, entry.clone());
+                        entry
+                    }
+                };
+                grant_of(&entry, &keys, signed.group(), now.wall).map_err(from)?
+            }
+        };
+        let (join, public_records) = match finish_mld_join(signed, &grant)? {
             AcceptedMld::Join {
                 join,
                 public_records,
             } => (join, public_records),
+            AcceptedMld::Plain { sender, message } => {
+                return Ok(MldOutcome::Plain { sender, message })
+            }
         };
         let member = join.member();
         let reject = |reason, detail: String| {
@@ -333,7 +445,7 @@ impl MldJoinVerifier {
         let claim = Claim6 {
             slices: join.slices().clone(),
             epoch: join.epoch(),
-            ifindex,
+            ifindex: join.ifindex(),
             sender: join.sender(),
             expires: now.mono.saturating_add(self.claim_hold),
             member_key: join.member_key(),
@@ -364,6 +476,22 @@ impl MldJoinVerifier {
         let now: Clock = now.into();
         self.replay.expire(now.wall);
         self.ownership.expire(now)
+    }
+
+    /// Keeps the claim a dropped, unverified copy claimed to refresh (it named `member` and
+    /// came from `sender` on `ifindex`, where that member's claim on `group` is) for one
+    /// claim hold from `now`, as [`crate::verify::JoinVerifier::hold_unverified_refresh`];
+    /// returns whether a claim was held.
+    pub fn hold_unverified_refresh(
+        &mut self,
+        now: Instant,
+        group: Ipv6Addr,
+        member: MemberId,
+        sender: Ipv6Addr,
+        ifindex: u32,
+    ) -> bool {
+        let until = now.saturating_add(self.claim_hold);
+        self.ownership.hold(group, member, sender, ifindex, until)
     }
 
     /// The member whose claim on `group` holds `source`: where the data plane sends it.

@@ -361,3 +361,73 @@ fn a_checked_certificate_is_cached_while_its_issuer_is_published() {
     );
     assert_eq!(v.metrics().certificate_cache_hits, 3);
 }
+
+fn candidate(r: Result<MldPrechecked, Rejection>) -> MldCandidate {
+    match r {
+        Ok(MldPrechecked::Candidate(c)) => *c,
+        other => panic!("not a candidate: {other:?}"),
+    }
+}
+
+/// The split a router's admission budget needs (SPEC.md §5.4, §5.6): `precheck` checks no
+/// signature, so a join whose certificate or join signature is bad is a candidate, refused only
+/// by `verify`; the first join's certificate costs a check there, later ones' are known.
+/// What `precheck` can refuse without a signature (an unpublished issuer) it does.
+#[test]
+fn precheck_leaves_every_signature_to_verify() {
+    let u = units();
+    let f = Fixture::dual_stack(2, SliceSet6::full());
+    let keys = f.key_source6();
+    let mut v = verifier(&f);
+    let d = f.datagram6(0, &f.claims6(&u[..1], 1, NOW, 1));
+    let c = candidate(v.precheck(NOW, IFINDEX, &d, &keys));
+    assert!(!c.certificate_known());
+    assert_eq!(c.claimed_member(), f.members[0].id);
+    assert_eq!(
+        (c.group(), c.sender(), c.ifindex()),
+        (GROUP6, f.addr6(0), IFINDEX)
+    );
+    assert_eq!(v.metrics().accepted_joins, 0, "nothing verified yet");
+    assert_eq!(v.ownership().groups().count(), 0);
+    let mut r = v.verify(NOW, vec![c]);
+    assert!(matches!(r.pop(), Some(Ok(MldOutcome::Join { .. }))));
+    // Member 1's join signed as if sent from member 2's address: only its signature is bad.
+    let m = &f.members[0];
+    let claims = f.claims6(&u[..1], 1, NOW, 2);
+    let mut mld =
+        crate::mld_join::build_signed_mld_report(&claims, f.addr6(1), &m.cert, &m.key).unwrap();
+    crate::wire::mld::fill_checksum(&mut mld, f.addr6(0), crate::wire::mld::ALL_MLDV2_ROUTERS);
+    let forged = crate::mld_join::build_mld_datagram(f.addr6(0), &mld);
+    let c = candidate(v.precheck(NOW, IFINDEX, &forged, &keys));
+    assert!(c.certificate_known(), "checked with the first join");
+    assert_eq!(
+        refused(v.verify(NOW, vec![c]).pop().unwrap()),
+        Reason::BadSignature
+    );
+    // A certificate the group key did not sign is a candidate too: its check is expensive.
+    let mut tampered = f.clone();
+    let mut bytes = tampered.members[1].cert.as_bytes().to_vec();
+    let at = bytes.len() - 64 - 1;
+    bytes[at] ^= 0x01;
+    tampered.members[1].cert = tampered.members[1].cert.with_bytes(bytes);
+    let d = tampered.datagram6(1, &tampered.claims6(&u[1..2], 1, NOW, 1));
+    let c = candidate(v.precheck(NOW, IFINDEX, &d, &keys));
+    assert!(!c.certificate_known());
+    assert_eq!(
+        refused(v.verify(NOW, vec![c]).pop().unwrap()),
+        Reason::BadCertificate
+    );
+    // An issuer the group does not publish: refused at once.
+    let other = GroupKey::new(SigningKey::from_bytes(&[0x02; 32]).verifying_key());
+    let mut rotated = (*keys[&GROUP6]).clone();
+    rotated.keys = vec![other];
+    let rotated = HashMap::from([(GROUP6, Arc::new(rotated))]);
+    let d = f.datagram6(1, &f.claims6(&u[1..2], 1, NOW, 2));
+    let r = v.precheck(NOW, IFINDEX, &d, &rotated);
+    assert_eq!(r.map(|_| ()).unwrap_err().reason, Reason::UnknownKey);
+    assert_eq!(
+        v.ownership().claims(GROUP6).count(),
+        1,
+        "refusals change nothing"
+    );
+}

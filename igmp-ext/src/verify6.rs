@@ -3,10 +3,13 @@
 //! `verify_commit.rs`, with the same [`Reason`]s. Only this module constructs a
 //! [`VerifiedMldJoin`].
 //!
-//! The member's grant comes from the caller through [`GrantSource6`] (the router's is
-//! [`crate::mld_verifier::CertificateGrants6`], over the IPv6 section of the join's
-//! certificate); duplicate, stale-epoch and slice-conflict checks are the stateful
-//! [`crate::mld_verifier::MldJoinVerifier`]'s, which takes a [`VerifiedMldJoin`].
+//! The checks come in two parts, as IGMPv3's: [`precheck_mld_datagram`] costs no signature
+//! (a router's admission policy decides which of its [`SignedMld`]s get the rest), and
+//! [`finish_mld_join`] checks the signature and the slices with the member's grant. The router's
+//! grant is [`crate::mld_verifier::MldJoinVerifier`]'s certificate chain over the IPv6 section
+//! of the join's certificate; [`verify_mld_datagram`] runs both parts with a [`GrantSource6`].
+//! Duplicate, stale-epoch and slice-conflict checks are the stateful `MldJoinVerifier`'s, which
+//! takes a [`VerifiedMldJoin`].
 
 use crate::cert::{KeyId, MemberId};
 use crate::join::{AllocationEpoch, JoinParseError};
@@ -192,20 +195,63 @@ fn parse_rejection(e: JoinParseError) -> Rejection {
     reject(reason, e.to_string())
 }
 
-/// Runs one IPv6 datagram (headers included) received on `ifindex` through the checks, in the
-/// order of SPEC.md §5: size, IPv6 and MLD structure, checksum, public/private policy, extension
-/// structure, timeliness, proper link (hop limit 1, Router Alert, link-local sender, the signed
-/// LINK prefix on `ifindex`), the grant, the member key, the signature, then the claim's slice
-/// set (built only now, within its budget) inside the grant. Refusals name the sender in the
-/// detail (`Rejection::sender` holds IPv4 senders only).
-pub fn verify_mld_datagram(
+/// An MLDv2 signed join that passed every per-datagram check that costs no signature and
+/// builds no slice set ([`precheck_mld_datagram`]). Its accessors are claims, not yet proven;
+/// the rest is [`finish_mld_join`] with the member's grant.
+#[derive(Debug, Clone)]
+pub struct SignedMld {
+    join: UnverifiedMldJoin,
+    sender: Ipv6Addr,
+    ifindex: u32,
+    public_records: Vec<GroupRecordRepr<Ipv6Addr>>,
+}
+
+impl SignedMld {
+    /// The join as parsed.
+    pub fn join(&self) -> &UnverifiedMldJoin {
+        &self.join
+    }
+    pub fn group(&self) -> Ipv6Addr {
+        self.join.claims().group
+    }
+    /// The link-local source: unproven until the join signature (which covers it) verifies.
+    pub fn sender(&self) -> Ipv6Addr {
+        self.sender
+    }
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+    /// The member the certificate names, read without decoding it (`u32::MAX` when it cannot
+    /// be read: the certificate check will refuse it).
+    pub fn claimed_member(&self) -> MemberId {
+        self.join.claimed_member().unwrap_or(MemberId(u32::MAX))
+    }
+    /// Bytes the join signature covers: hashing them is part of its check's cost.
+    pub fn signed_len(&self) -> usize {
+        self.join.signed_len()
+    }
+}
+
+/// What the checks that cost no signature made of an MLD datagram.
+#[derive(Debug, Clone)]
+pub enum PrecheckedMld {
+    /// A message that concerns no protected group: handle it as plain MLD.
+    Plain { sender: Ipv6Addr, message: MldRepr },
+    /// A signed join whose grant and signature are still to check.
+    Signed(Box<SignedMld>),
+}
+
+/// The per-datagram checks of SPEC.md §5 that cost no signature, in its order: size, IPv6 and
+/// MLD structure, checksum, public/private policy, extension structure, timeliness, proper link
+/// (hop limit 1, Router Alert, link-local sender, the signed LINK prefix on `ifindex`).
+/// Refusals name the sender in the detail (`Rejection::sender` holds IPv4 senders only).
+pub fn precheck_mld_datagram(
     now: Timestamp,
     ifindex: u32,
     datagram: &[u8],
     config: &MldVerifierConfig,
     links: &LinkTable6,
-    grants: &dyn GrantSource6,
-) -> Result<AcceptedMld, Rejection> {
+) -> Result<PrecheckedMld, Rejection> {
     if datagram.len() > MAX_MLD_JOIN_DATAGRAM {
         return Err(reject(
             Reason::TooLarge,
@@ -217,10 +263,7 @@ pub fn verify_mld_datagram(
     }
     let ip = Ipv6Packet::new_checked(datagram).map_err(malformed)?;
     let sender = ip.src_addr();
-    let from = |mut r: Rejection| {
-        r.detail = format!("from {sender}: {}", r.detail);
-        r
-    };
+    let from = |r: Rejection| from_sender(sender, r);
     if ip.upper_layer_protocol() != NEXT_HEADER_ICMPV6 {
         return Err(from(malformed(WireError::Unsupported("not ICMPv6"))));
     }
@@ -243,10 +286,10 @@ pub fn verify_mld_datagram(
         )));
     }
     if !matches!(message, MldRepr::V2Report(_)) {
-        return Ok(AcceptedMld::Plain { sender, message });
+        return Ok(PrecheckedMld::Plain { sender, message });
     }
     let join = match UnverifiedMldJoin::parse(&mld, |g| config.is_protected(g)) {
-        Ok(None) => return Ok(AcceptedMld::Plain { sender, message }),
+        Ok(None) => return Ok(PrecheckedMld::Plain { sender, message }),
         Ok(Some(join)) => join,
         Err(e) => return Err(from(parse_rejection(e))),
     };
@@ -276,15 +319,40 @@ pub fn verify_mld_datagram(
             ),
         )));
     }
-    let grant = grants
-        .grant(claims.group, join.certificate_bytes(), now)
-        .map_err(from)?;
+    let public_records = match message {
+        MldRepr::V2Report(r) => r
+            .records
+            .into_iter()
+            .filter(|r| !config.is_protected(r.group))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(PrecheckedMld::Signed(Box::new(SignedMld {
+        join,
+        sender,
+        ifindex,
+        public_records,
+    })))
+}
+
+/// The expensive rest for a join past [`precheck_mld_datagram`], given the member's grant (its
+/// certificate checked): the join signature, then the claim's slice set (built only now,
+/// within its budget) inside the grant.
+pub fn finish_mld_join(signed: SignedMld, grant: &MemberGrant6) -> Result<AcceptedMld, Rejection> {
+    let SignedMld {
+        join,
+        sender,
+        ifindex,
+        public_records,
+    } = signed;
+    let from = |r: Rejection| from_sender(sender, r);
     if !join.signature_verifies(sender, &grant.member_key) {
         return Err(from(reject(
             Reason::BadSignature,
             format!("MLDv2 join signature of {} does not verify", grant.member),
         )));
     }
+    let claims = join.claims();
     // The entries are the member's choice: built within a budget linear in the entries and
     // the grant's slices (SPEC.md §3.7), after the signature.
     let too_large = |e: TooComplex| from(reject(Reason::TooLarge, e.to_string()));
@@ -299,14 +367,6 @@ pub fn verify_mld_datagram(
             format!("claims {outside} beyond the certificate's slices"),
         )));
     }
-    let public_records = match message {
-        MldRepr::V2Report(r) => r
-            .records
-            .into_iter()
-            .filter(|r| !config.is_protected(r.group))
-            .collect(),
-        _ => Vec::new(),
-    };
     Ok(AcceptedMld::Join {
         join: VerifiedMldJoin {
             member: grant.member,
@@ -324,4 +384,32 @@ pub fn verify_mld_datagram(
         },
         public_records,
     })
+}
+
+/// `r` with the sender it came from in its detail.
+pub(crate) fn from_sender(sender: Ipv6Addr, mut r: Rejection) -> Rejection {
+    r.detail = format!("from {sender}: {}", r.detail);
+    r
+}
+
+/// Runs one IPv6 datagram (headers included) received on `ifindex` through every check, in the
+/// order of SPEC.md §5: [`precheck_mld_datagram`], the grant, then [`finish_mld_join`].
+pub fn verify_mld_datagram(
+    now: Timestamp,
+    ifindex: u32,
+    datagram: &[u8],
+    config: &MldVerifierConfig,
+    links: &LinkTable6,
+    grants: &dyn GrantSource6,
+) -> Result<AcceptedMld, Rejection> {
+    let signed = match precheck_mld_datagram(now, ifindex, datagram, config, links)? {
+        PrecheckedMld::Plain { sender, message } => {
+            return Ok(AcceptedMld::Plain { sender, message })
+        }
+        PrecheckedMld::Signed(s) => s,
+    };
+    let grant = grants
+        .grant(signed.group(), signed.join.certificate_bytes(), now)
+        .map_err(|r| from_sender(signed.sender, r))?;
+    finish_mld_join(*signed, &grant)
 }

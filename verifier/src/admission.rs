@@ -6,17 +6,89 @@
 //! interface they came from; verified joins to their member, after the signature. Nothing here
 //! refuses a datagram before it is parsed, so spoofing a member's address costs that member
 //! nothing but priority, and within a class the backlog is sampled at random across members.
+//!
+//! IGMPv3 and MLDv2 candidates share one backlog and one budget, by the same classes: a flood
+//! in one family buys it no share of the other's (SPEC.md §5.4, §5.6). Sources are keyed by
+//! address, members by id (a dual-stack member's joins of both families charge one budget).
 
 use igmp_ext::join::MAX_JOIN_DATAGRAM;
+use igmp_ext::mld_verifier::MldCandidate;
 use igmp_ext::verify::Candidate;
 use igmp_ext::{MemberId, Timestamp};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Sources remembered at most; beyond it, those whose budget is full again are forgotten.
 const MAX_SOURCES: usize = 16_384;
 /// Signature checks a candidate whose certificate was never checked costs.
 const UNCHECKED_CERTIFICATE_COST: f64 = 2.0;
+
+/// The family a candidate came in: its counters are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Igmp = 0,
+    Mld = 1,
+}
+
+/// A signed join past its cheap checks, waiting for the expensive part: an IGMPv3 one
+/// ([`igmp_ext::JoinVerifier::verify`]) or an MLDv2 one
+/// ([`igmp_ext::mld_verifier::MldJoinVerifier::verify`]). Boxed: a round regroups and a full
+/// backlog sheds by moving them.
+#[derive(Debug)]
+pub enum Pending {
+    Igmp(Box<Candidate>),
+    Mld(Box<MldCandidate>),
+}
+
+macro_rules! either {
+    ($self:expr, $c:ident => $e:expr) => {
+        match $self {
+            Pending::Igmp($c) => $e,
+            Pending::Mld($c) => $e,
+        }
+    };
+}
+
+impl Pending {
+    pub fn family(&self) -> Family {
+        match self {
+            Pending::Igmp(_) => Family::Igmp,
+            Pending::Mld(_) => Family::Mld,
+        }
+    }
+
+    /// The member its certificate names (unproven until its certificate is checked).
+    pub fn claimed_member(&self) -> MemberId {
+        either!(self, c => c.claimed_member())
+    }
+
+    pub fn group(&self) -> IpAddr {
+        either!(self, c => c.group().into())
+    }
+
+    /// Its source address (unproven until its signature is checked).
+    pub fn sender(&self) -> IpAddr {
+        either!(self, c => c.sender().into())
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        either!(self, c => c.ifindex())
+    }
+
+    fn certificate_known(&self) -> bool {
+        either!(self, c => c.certificate_known())
+    }
+
+    fn signed_len(&self) -> usize {
+        either!(self, c => c.signed_len())
+    }
+
+    /// Backlog places it takes: one per 16 KiB signed (an MLDv2 join may be up to 56 KiB, an
+    /// IGMPv3 one 16 KiB), so that the backlog's memory stays bounded whatever the mix.
+    fn weight(&self) -> usize {
+        self.signed_len().div_ceil(MAX_JOIN_DATAGRAM).max(1)
+    }
+}
 
 /// The policy's settings (`[rate_limit]` in the config, SPEC.md §5.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +101,8 @@ pub struct AdmissionConfig {
     pub per_member: u32,
     /// Signature checks per second the verifier spends (burst: a tenth of a second's worth).
     pub verify_per_second: u32,
-    /// Candidates waiting for verification at most; beyond it one of the lowest class is shed,
-    /// preferring a member that has more waiting there.
+    /// Backlog places (a candidate takes one per 16 KiB it signs) at most; beyond it candidates
+    /// of the lowest class are shed, preferring a member that has more waiting there.
     pub backlog: usize,
 }
 
@@ -114,7 +186,7 @@ pub enum Class {
     Suspect = 2,
 }
 
-/// Counters for status and metrics.
+/// Counters for status and metrics, one set per family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdmissionStats {
     /// Candidates that got verification work.
@@ -134,7 +206,7 @@ pub struct AdmissionStats {
 const EXPECTED_PER_CLAIM: usize = 2;
 
 /// One member's candidates in one class, each with its arrival number.
-type Waiting = Vec<(u64, Box<Candidate>)>;
+type Waiting = Vec<(u64, Pending)>;
 
 /// Candidates looked at to choose one to shed from a full backlog (see [`Admission::push`]).
 const SHED_PICKS: usize = 4;
@@ -143,18 +215,19 @@ const SHED_PICKS: usize = 4;
 #[derive(Debug)]
 pub struct Admission {
     config: AdmissionConfig,
-    sources: HashMap<Ipv4Addr, Bucket>,
+    sources: HashMap<IpAddr, Bucket>,
     interfaces: HashMap<u32, Bucket>,
     members: HashMap<MemberId, Bucket>,
     capacity: Bucket,
     /// Each candidate with its arrival number: a round is applied in arrival order.
-    /// Boxed: a round regroups and a full backlog sheds by moving them.
     backlog: [Waiting; 3],
+    /// Backlog places taken ([`Pending::weight`]).
+    weight: usize,
     /// Per class, how many candidates each claimed member has waiting (for shedding).
     waiting_per_member: [HashMap<MemberId, usize>; 3],
     arrivals: u64,
     random: u64,
-    stats: AdmissionStats,
+    stats: [AdmissionStats; 2],
 }
 
 impl Admission {
@@ -167,14 +240,15 @@ impl Admission {
             members: HashMap::new(),
             backlog: Default::default(),
             waiting_per_member: Default::default(),
+            weight: 0,
             arrivals: 0,
             random: 0x9e37_79b9_7f4a_7c15,
-            stats: AdmissionStats::default(),
+            stats: Default::default(),
         }
     }
 
-    pub fn stats(&self) -> &AdmissionStats {
-        &self.stats
+    pub fn stats(&self, family: Family) -> &AdmissionStats {
+        &self.stats[family as usize]
     }
 
     /// Candidates waiting.
@@ -182,13 +256,23 @@ impl Admission {
         self.backlog.iter().map(Vec::len).sum()
     }
 
-    /// A datagram from `source` on `ifindex` was refused (before or after its signature).
-    /// Returns which budget is now overdrawn, if any, for the caller's counters.
+    /// Candidates of `family` waiting.
+    pub fn waiting_in(&self, family: Family) -> usize {
+        self.backlog
+            .iter()
+            .flatten()
+            .filter(|(_, c)| c.family() == family)
+            .count()
+    }
+
+    /// A datagram of `family` from `source` on `ifindex` was refused (before or after its
+    /// signature). Returns which budget is now overdrawn, if any, for the caller's counters.
     pub fn charge_failure(
         &mut self,
         now: Timestamp,
+        family: Family,
         ifindex: u32,
-        source: Option<Ipv4Addr>,
+        source: Option<IpAddr>,
     ) -> Option<Limited> {
         let rate = f64::from(self.config.per_interface_failures);
         let i = self
@@ -217,9 +301,10 @@ impl Admission {
                 }
             }
         }
+        let stats = &mut self.stats[family as usize];
         match limited {
-            Some(Limited::Interface) => self.stats.overdrawn[0] += 1,
-            Some(Limited::Source) => self.stats.overdrawn[1] += 1,
+            Some(Limited::Interface) => stats.overdrawn[0] += 1,
+            Some(Limited::Source) => stats.overdrawn[1] += 1,
             _ => {}
         }
         limited
@@ -237,7 +322,7 @@ impl Admission {
     /// The candidate's priority. `expected` says whether the member's current claim on the
     /// group is at this candidate's sender and interface; only [`EXPECTED_PER_CLAIM`] such
     /// candidates per member and group wait as expected at once.
-    pub fn classify(&self, now: Timestamp, c: &Candidate, expected: bool) -> Class {
+    pub fn classify(&self, now: Timestamp, c: &Pending, expected: bool) -> Class {
         let over =
             |b: Option<&Bucket>, rate: u32| b.is_some_and(|b| b.overdrawn(f64::from(rate), now));
         if over(
@@ -272,46 +357,55 @@ impl Admission {
         }
     }
 
-    /// Queues a candidate. When the backlog is full, one candidate of the lowest class present
-    /// is shed (possibly this one): of `SHED_PICKS` picked at random, the one whose claimed
-    /// member has the most candidates waiting in that class. A flood claiming one member so
-    /// sheds its own copies, and another member's lone join in the same class almost never
-    /// goes (every pick would have to be it: about 1 in 10^12 per shed with a full backlog of
-    /// 1,024); between candidates of one member every arrival has the same chance to stay,
-    /// however many the flood sends.
-    /// Returns the candidate shed, with its class, if one was.
-    pub fn push(&mut self, class: Class, c: Box<Candidate>) -> Option<(Class, Box<Candidate>)> {
-        self.stats.queued[class as usize] += 1;
+    /// Queues a candidate. While the backlog is over its places, one candidate of the lowest
+    /// class present is shed (possibly this one): of `SHED_PICKS` picked at random, the one
+    /// whose claimed member has the most candidates waiting in that class. A flood claiming one
+    /// member so sheds its own copies, and another member's lone join in the same class almost
+    /// never goes (every pick would have to be it: about 1 in 10^12 per shed with a full
+    /// backlog of 1,024); between candidates of one member every arrival has the same chance
+    /// to stay, however many the flood sends.
+    /// Returns the candidates shed, with their class (more than one only when a large MLDv2
+    /// join took the places of several).
+    pub fn push(&mut self, class: Class, c: Pending) -> Vec<(Class, Pending)> {
+        self.stats[c.family() as usize].queued[class as usize] += 1;
         self.arrivals += 1;
         *self.waiting_per_member[class as usize]
             .entry(c.claimed_member())
             .or_default() += 1;
+        self.weight += c.weight();
         self.backlog[class as usize].push((self.arrivals, c));
-        if self.waiting() > self.config.backlog.max(1) {
-            let class = self
-                .backlog
-                .iter()
-                .rposition(|q| !q.is_empty())
-                .expect("the backlog is over its size, so not empty");
-            let len = self.backlog[class].len() as u64;
-            let picks: [usize; SHED_PICKS] =
-                core::array::from_fn(|_| (next(&mut self.random) % len) as usize);
-            let counts = &self.waiting_per_member[class];
-            let waiting = |i: usize| {
-                let m = self.backlog[class][i].1.claimed_member();
-                counts.get(&m).copied().unwrap_or(0)
-            };
-            let at = picks
-                .into_iter()
-                .max_by_key(|&i| waiting(i))
-                .expect("SHED_PICKS > 0");
-            let (_, gone) = self.backlog[class].swap_remove(at);
-            self.forget(class, gone.claimed_member());
-            self.stats.shed += 1;
-            let class = [Class::Expected, Class::Clean, Class::Suspect][class];
-            return Some((class, gone));
+        let mut shed = Vec::new();
+        while self.weight > self.config.backlog.max(1) {
+            shed.push(self.shed_one());
         }
-        None
+        shed
+    }
+
+    /// Sheds one candidate of the lowest class present (see [`Admission::push`]).
+    fn shed_one(&mut self) -> (Class, Pending) {
+        let class = self
+            .backlog
+            .iter()
+            .rposition(|q| !q.is_empty())
+            .expect("the backlog is over its size, so not empty");
+        let len = self.backlog[class].len() as u64;
+        let picks: [usize; SHED_PICKS] =
+            core::array::from_fn(|_| (next(&mut self.random) % len) as usize);
+        let counts = &self.waiting_per_member[class];
+        let waiting = |i: usize| {
+            let m = self.backlog[class][i].1.claimed_member();
+            counts.get(&m).copied().unwrap_or(0)
+        };
+        let at = picks
+            .into_iter()
+            .max_by_key(|&i| waiting(i))
+            .expect("SHED_PICKS > 0");
+        let (_, gone) = self.backlog[class].swap_remove(at);
+        self.forget(class, gone.claimed_member());
+        self.weight -= gone.weight();
+        self.stats[gone.family() as usize].shed += 1;
+        let class = [Class::Expected, Class::Clean, Class::Suspect][class];
+        (class, gone)
     }
 
     /// One candidate of `member` in `class` left the backlog.
@@ -332,7 +426,7 @@ impl Admission {
     /// the others nothing and a refreshed join has its share of chances. The rest wait for the
     /// next round. Those taken are in arrival order, so that a member's joins apply in the
     /// order it sent them.
-    pub fn take_round(&mut self, now: Timestamp) -> Vec<Candidate> {
+    pub fn take_round(&mut self, now: Timestamp) -> Vec<Pending> {
         let rate = f64::from(self.config.verify_per_second);
         self.capacity
             .refill(rate, burst(self.config.verify_per_second), now);
@@ -387,9 +481,12 @@ impl Admission {
                 .collect();
             self.backlog[class] = grouped.into_iter().flat_map(|(_, l)| l).collect();
         }
-        self.stats.verified += out.len() as u64;
+        for (_, c) in &out {
+            self.weight -= c.weight();
+            self.stats[c.family() as usize].verified += 1;
+        }
         out.sort_unstable_by_key(|(n, _)| *n);
-        out.into_iter().map(|(_, c)| *c).collect()
+        out.into_iter().map(|(_, c)| c).collect()
     }
 }
 
@@ -414,7 +511,7 @@ impl Admission {
 /// What verifying a candidate costs, in signature checks of a small join: one, a second for a
 /// certificate never checked, and up to one more for the bytes to hash (a join at the caps
 /// hashes 16 KiB: measured as 1.7 checks).
-fn cost(c: &Candidate) -> f64 {
+fn cost(c: &Pending) -> f64 {
     let certificate = if c.certificate_known() {
         0.0
     } else {
@@ -444,8 +541,7 @@ mod tests {
     use igmp_ext::verify::Prechecked;
     use igmp_ext::{JoinVerifier, Slice, VerifierConfig};
 
-    #[allow(clippy::vec_box)] // boxed as the core gets them from precheck and queues them
-    fn candidates(f: &Fixture, n: usize) -> Vec<Box<Candidate>> {
+    fn candidates(f: &Fixture, n: usize) -> Vec<Pending> {
         let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
         // Certificates checked once: each candidate then costs one check.
         for i in 0..f.members.len() {
@@ -457,7 +553,7 @@ mod tests {
             .map(|k| {
                 let d = f.join(k % f.members.len(), &[Slice::ALL], 1, k as u64);
                 match v.precheck(NOW, IFINDEX, &d, &f.key_source()) {
-                    Ok(Prechecked::Candidate(c)) => c,
+                    Ok(Prechecked::Candidate(c)) => Pending::Igmp(c),
                     other => panic!("{other:?}"),
                 }
             })
@@ -472,10 +568,11 @@ mod tests {
         let mut adm = Admission::new(AdmissionConfig::default(), NOW);
         assert_eq!(adm.classify(NOW, &a, false), Class::Clean);
         for _ in 0..50 {
-            assert_eq!(adm.charge_failure(NOW, IFINDEX, Some(a.sender())), None);
+            let failed = adm.charge_failure(NOW, Family::Igmp, IFINDEX, Some(a.sender()));
+            assert_eq!(failed, None);
         }
         assert_eq!(
-            adm.charge_failure(NOW, IFINDEX, Some(a.sender())),
+            adm.charge_failure(NOW, Family::Igmp, IFINDEX, Some(a.sender())),
             Some(Limited::Source)
         );
         assert_eq!(adm.classify(NOW, &a, false), Class::Suspect);
@@ -517,7 +614,8 @@ mod tests {
             adm.push(Class::Expected, c);
         }
         assert_eq!(adm.waiting(), 64);
-        assert_eq!(adm.stats().shed, 437);
+        assert_eq!(adm.stats(Family::Igmp).shed, 437);
+        assert_eq!(adm.stats(Family::Mld).shed, 0);
         let waiting_for = |m: MemberId| {
             adm.backlog[Class::Expected as usize]
                 .iter()
@@ -582,7 +680,7 @@ mod tests {
         }
         adm.push(Class::Clean, c.next().unwrap());
         assert_eq!(adm.waiting(), 4);
-        assert_eq!(adm.stats().shed, 8);
+        assert_eq!(adm.stats(Family::Igmp).shed, 8);
         assert_eq!(adm.backlog.each_ref().map(|q| q.len()), [1, 1, 2]);
         let round = adm.take_round(NOW);
         assert_eq!(round.len(), 2);
@@ -595,5 +693,66 @@ mod tests {
         let later = NOW.saturating_add(core::time::Duration::from_millis(100));
         assert_eq!(adm.take_round(later).len(), 2);
         assert_eq!(adm.waiting(), 0);
+    }
+
+    /// An MLDv2 join may sign up to 56 KiB, an IGMPv3 one 16 KiB: a large MLDv2 candidate
+    /// takes a backlog place per 16 KiB, so that the backlog's memory bound (SPEC.md §5.4)
+    /// holds whatever the mix, and shedding frees places until it fits.
+    #[test]
+    fn a_large_mld_join_takes_a_backlog_place_per_16_kib() {
+        use igmp_ext::fixtures::GROUP6;
+        use igmp_ext::mld_verifier::{MldJoinVerifier, MldPrechecked};
+        use igmp_ext::verify6::MldVerifierConfig;
+        use igmp_ext::{Slice6, SliceSet6};
+        let f = Fixture::dual_stack(2, SliceSet6::full());
+        let mut v = MldJoinVerifier::new(
+            MldVerifierConfig::default(),
+            &VerifierConfig::default(),
+            f.links6(),
+        );
+        let slices: Vec<Slice6> = (0..1_000u128)
+            .map(|i| Slice6::new(i << 64, u128::MAX << 64))
+            .collect();
+        let d = f.datagram6(0, &f.claims6(&slices, 1, NOW, 1));
+        let Ok(MldPrechecked::Candidate(large)) = v.precheck(NOW, IFINDEX, &d, &f.key_source6())
+        else {
+            panic!("a candidate")
+        };
+        let large = Pending::Mld(large);
+        assert_eq!(large.group(), std::net::IpAddr::from(GROUP6));
+        assert!(
+            large.signed_len() > 3 * MAX_JOIN_DATAGRAM,
+            "{}",
+            large.signed_len()
+        );
+        assert_eq!(large.weight(), 4);
+        let config = AdmissionConfig {
+            backlog: 4,
+            ..AdmissionConfig::default()
+        };
+        let mut adm = Admission::new(config, NOW);
+        for c in candidates(&f, 3) {
+            assert_eq!(c.weight(), 1);
+            assert!(adm.push(Class::Clean, c).is_empty());
+        }
+        let shed = adm.push(Class::Clean, large);
+        assert!(!shed.is_empty());
+        assert!(adm.weight <= 4, "{} places taken", adm.weight);
+        // Either small ones made room for the large one, or it went (and shedding stopped).
+        let still = adm.waiting_in(Family::Mld);
+        let mld_shed = shed
+            .iter()
+            .filter(|(_, c)| c.family() == Family::Mld)
+            .count();
+        assert_eq!(still + mld_shed, 1);
+        let igmp_shed = shed.len() - mld_shed;
+        assert_eq!(adm.waiting_in(Family::Igmp), 3 - igmp_shed);
+        if still == 1 {
+            assert_eq!(igmp_shed, 3, "it takes all four places");
+        } else {
+            assert_eq!(shed.last().map(|(_, c)| c.family()), Some(Family::Mld));
+        }
+        let stats = (adm.stats(Family::Igmp).shed, adm.stats(Family::Mld).shed);
+        assert_eq!(stats, (igmp_shed as u64, mld_shed as u64));
     }
 }

@@ -215,6 +215,17 @@ pub struct Counters {
     pub mld_rejected: Vec<(String, u64)>,
     #[serde(default)]
     pub mld_unspecified_ignored: u64,
+    /// MLDv2 candidates in the shared verification backlog (SPEC.md §5.4, §5.6), as the
+    /// `rate_limited`, `verify_checked`, `verify_queued` and `verify_backlog` above count
+    /// IGMPv3 ones.
+    #[serde(default)]
+    pub mld_rate_limited: Vec<(String, u64)>,
+    #[serde(default)]
+    pub mld_verify_checked: u64,
+    #[serde(default)]
+    pub mld_verify_queued: Vec<(String, u64)>,
+    #[serde(default)]
+    pub mld_verify_backlog: u64,
 }
 
 impl Status {
@@ -327,6 +338,14 @@ impl Status {
                 c.mld_unspecified_ignored,
                 rejected.join(", ")
             );
+            let shed = c.mld_rate_limited.iter().find(|(l, _)| l == "capacity");
+            let _ = writeln!(
+                o,
+                "MLD joins given signature checks {}, shed {}, waiting {}",
+                c.mld_verify_checked,
+                shed.map_or(0, |(_, n)| *n),
+                c.mld_verify_backlog
+            );
         }
         o
     }
@@ -422,19 +441,41 @@ impl Status {
         );
         m.counter(
             "verify_checked_total",
-            "Signed joins past the cheap checks that were given signature checks.",
+            "Signed IGMPv3 joins past the cheap checks that were given signature checks.",
             c.verify_checked,
         );
         m.counter_family(
             "verify_queued_total",
-            "Signed joins past the cheap checks queued for verification, by priority class.",
+            "Signed IGMPv3 joins past the cheap checks queued for verification, by priority class.",
             c.verify_queued.iter().map(|(l, n)| (label("class", l), *n)),
         );
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         m.gauge(
             "verify_backlog",
-            "Signed joins waiting for verification.",
+            "Signed IGMPv3 joins waiting for verification.",
             gauge(c.verify_backlog),
+        );
+        m.counter_family(
+            "mld_rate_limited_total",
+            "MLD refusals while a source or interface failure budget was overdrawn; signed MLDv2 joins shed from the full verification backlog (capacity).",
+            c.mld_rate_limited.iter().map(|(l, n)| (label("limit", l), *n)),
+        );
+        m.counter(
+            "mld_verify_checked_total",
+            "Signed MLDv2 joins past the cheap checks that were given signature checks.",
+            c.mld_verify_checked,
+        );
+        m.counter_family(
+            "mld_verify_queued_total",
+            "Signed MLDv2 joins past the cheap checks queued for verification, by priority class.",
+            c.mld_verify_queued
+                .iter()
+                .map(|(l, n)| (label("class", l), *n)),
+        );
+        m.gauge(
+            "mld_verify_backlog",
+            "Signed MLDv2 joins waiting for verification (in the backlog shared with IGMPv3).",
+            gauge(c.mld_verify_backlog),
         );
         m.gauge_family(
             "kernel_entries",

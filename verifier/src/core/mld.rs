@@ -1,28 +1,33 @@
 //! The core's MLDv2 path (issue 15, items 2-3): IPv6 datagrams the daemon read from its ICMPv6
 //! socket go through [`igmp_ext::mld_verifier::MldJoinVerifier`] (certificate grants,
 //! duplicate, stale-epoch and slice-conflict checks, an IPv6 ownership table with IGMPv3's
-//! rules); claims expire on the core's tick. What the data plane gets is the IPv6 ownership
+//! rules); claims expire on the core's tick. Signed joins past the cheap checks wait for the
+//! signature budget with the IGMPv3 ones (`admit.rs`, SPEC.md §5.4): refusals are charged to
+//! their source and interface, verified joins to their member. What the data plane gets is the IPv6 ownership
 //! table ([`Router::mld_ownership`]), an event per change, and the IPv6 nft table's ops
 //! ([`crate::plan::netdev6`]), planned on every accepted join and every tick (which also
 //! writes again a table whose write failed). The MLDv2 querier (`mld_querier.rs`) runs on
 //! the same tick; its queries come out of [`Router::poll_transmit6`].
 
 use super::mld_querier::{MldQuerier, Transmit6};
-use super::{Event, Router};
+use super::{timers, Event, Router, AUTHENTICATED_REFUSALS};
+use crate::admission::{Family, Pending};
 use crate::plan::netdev6::Netdev6Planner;
 use crate::plan::DataplaneOp;
-use igmp_ext::mld_verifier::{KeySource6, MldJoinVerifier, MldOutcome};
+use igmp_ext::mld_verifier::{
+    KeySource6, MldCandidate, MldJoinVerifier, MldOutcome, MldPrechecked,
+};
 use igmp_ext::ownership::OwnershipTable6;
-use igmp_ext::verify::VerifierMetrics;
+use igmp_ext::verify::{Rejection, VerifierMetrics};
 use igmp_ext::verify6::{LinkTable6, MldVerifierConfig};
 use igmp_ext::wire::ipv6::Ipv6Packet;
-use igmp_ext::{Clock, Slice6, VerifierConfig};
-use std::net::Ipv6Addr;
+use igmp_ext::{Clock, MemberId, Slice6, Timestamp, VerifierConfig};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The MLDv2 verifier and what only this path counts.
 #[derive(Debug)]
 pub(super) struct MldPath {
-    verifier: MldJoinVerifier,
+    pub(super) verifier: MldJoinVerifier,
     querier: MldQuerier,
     /// Datagrams from `::` (a host's duplicate address detection, RFC 3810 §5.2.13), ignored.
     unspecified_ignored: u64,
@@ -66,9 +71,8 @@ impl Router {
         self.mld.verifier.set_links(links);
     }
 
-    /// One IPv6 datagram (IPv6 header and Hop-by-Hop options included) received on `ifindex`.
-    /// A datagram from `::` is ignored before it is parsed further; a refusal changes nothing
-    /// but the counters and yields an [`Event::MldRejected`].
+    /// One IPv6 datagram (IPv6 header and Hop-by-Hop options included) received on `ifindex`:
+    /// a burst of one ([`Router::handle_mld_burst`]).
     pub fn handle_mld_datagram(
         &mut self,
         now: impl Into<Clock>,
@@ -76,34 +80,100 @@ impl Router {
         datagram: &[u8],
         keys: &dyn KeySource6,
     ) {
-        let now: Clock = now.into();
-        if Ipv6Packet::new_checked(datagram).is_ok_and(|ip| ip.src_addr().is_unspecified()) {
-            self.mld.unspecified_ignored += 1;
-            return;
-        }
-        match self
-            .mld
-            .verifier
-            .handle_datagram(now, ifindex, datagram, keys)
-        {
-            Ok(MldOutcome::Plain { .. }) => {}
-            Ok(MldOutcome::Join { join, .. }) => {
-                self.events.push_back(Event::MldJoinAccepted {
-                    member: join.member(),
-                    group: join.group(),
-                    epoch: join.epoch(),
-                    slices: join.slices().clone(),
-                    ifindex,
-                    sender: join.sender(),
-                });
-                self.replan6();
+        self.handle_mld_burst(now, &[(ifindex, datagram)], keys);
+    }
+
+    /// IPv6 datagrams that arrived together, each with its interface. A datagram from `::` is
+    /// ignored before it is parsed further; every other one gets the cheap checks at once, and
+    /// a refusal changes nothing but the counters and the failure budgets and yields an
+    /// [`Event::MldRejected`]. Signed joins that pass queue for verification with the IGMPv3
+    /// ones, and as many as the budget allows, by priority, are verified before this returns.
+    pub fn handle_mld_burst(
+        &mut self,
+        now: impl Into<Clock>,
+        datagrams: &[(u32, &[u8])],
+        keys: &dyn KeySource6,
+    ) {
+        let clock: Clock = now.into();
+        for &(ifindex, datagram) in datagrams {
+            let source = Ipv6Packet::new_checked(datagram)
+                .ok()
+                .map(|ip| ip.src_addr());
+            if source.is_some_and(|s| s.is_unspecified()) {
+                self.mld.unspecified_ignored += 1;
+                continue;
             }
-            Err(r) => self.events.push_back(Event::MldRejected {
-                reason: r.reason,
-                ifindex,
-                detail: r.detail,
-            }),
+            match self
+                .mld
+                .verifier
+                .precheck(clock.wall, ifindex, datagram, keys)
+            {
+                Ok(MldPrechecked::Plain { .. }) => {}
+                Ok(MldPrechecked::Candidate(c)) => self.admit(clock, Pending::Mld(c)),
+                Err(r) => self.mld_rejected(timers(clock), ifindex, source, r),
+            }
         }
+        self.verify_round(clock);
+    }
+
+    /// The expensive part for the MLDv2 candidates of a round, with their outcomes charged as
+    /// for IGMPv3: a verified join to its member, a refusal before or without a valid signature
+    /// to its source and interface.
+    pub(super) fn verify_mld(&mut self, clock: Clock, round: Vec<MldCandidate>) {
+        let now = timers(clock);
+        let origins: Vec<(u32, MemberId, Ipv6Addr)> = round
+            .iter()
+            .map(|c| (c.ifindex(), c.claimed_member(), c.sender()))
+            .collect();
+        let results = self.mld.verifier.verify(clock, round);
+        let mut changed = false;
+        for ((ifindex, member, sender), result) in origins.into_iter().zip(results) {
+            match result {
+                Ok(MldOutcome::Plain { .. }) => {}
+                Ok(MldOutcome::Join { join, .. }) => {
+                    self.admission.charge_member(now, join.member());
+                    self.events.push_back(Event::MldJoinAccepted {
+                        member: join.member(),
+                        group: join.group(),
+                        epoch: join.epoch(),
+                        slices: join.slices().clone(),
+                        ifindex,
+                        sender: join.sender(),
+                    });
+                    changed = true;
+                }
+                Err(r) if AUTHENTICATED_REFUSALS.contains(&r.reason) => {
+                    self.admission.charge_member(now, member);
+                    self.events.push_back(Event::MldRejected {
+                        reason: r.reason,
+                        ifindex,
+                        detail: r.detail,
+                    });
+                }
+                Err(r) => self.mld_rejected(now, ifindex, Some(sender), r),
+            }
+        }
+        if changed {
+            self.replan6();
+        }
+    }
+
+    /// A refused MLD datagram is charged to its source and interface, then reported.
+    fn mld_rejected(
+        &mut self,
+        now: Timestamp,
+        ifindex: u32,
+        source: Option<Ipv6Addr>,
+        r: Rejection,
+    ) {
+        let source = source.map(IpAddr::V6);
+        self.admission
+            .charge_failure(now, Family::Mld, ifindex, source);
+        self.events.push_back(Event::MldRejected {
+            reason: r.reason,
+            ifindex,
+            detail: r.detail,
+        });
     }
 
     /// The interfaces the MLDv2 querier queries, each with its link-local address (the

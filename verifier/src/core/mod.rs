@@ -10,6 +10,7 @@
 //! the validity of certificates, keys and the replay cache. A step of the wall clock moves no
 //! timer (SPEC.md §9.3, "Clocks").
 
+mod admit;
 mod announce;
 #[cfg(test)]
 mod announce_tests;
@@ -23,6 +24,8 @@ mod liveness;
 #[cfg(test)]
 mod liveness_tests;
 mod mld;
+#[cfg(test)]
+mod mld_flood_tests;
 mod mld_querier;
 mod status;
 #[cfg(test)]
@@ -33,7 +36,7 @@ pub use event::Event;
 pub use liveness::{LivenessConfig, Notice};
 pub use mld_querier::Transmit6;
 
-use crate::admission::{Admission, AdmissionConfig, Class};
+use crate::admission::{Admission, AdmissionConfig, Family, Pending};
 use crate::plan::mfc::{MfcPlanner, Probed, Upcall, IGMPMSG_NOCACHE};
 use crate::plan::netdev::KernelCounters;
 use crate::plan::netdev::NetdevPlanner;
@@ -411,89 +414,13 @@ impl Router {
                 Ok(Prechecked::Plain { message, .. }) => {
                     self.plain(now, ifindex, Some(datagram), message)
                 }
-                Ok(Prechecked::Candidate(c)) => {
-                    let class = self.classify(now, &c);
-                    if let Some((_, shed)) = self.admission.push(class, c) {
-                        self.hold_unverified_refresh(clock, &shed);
-                    }
-                }
+                Ok(Prechecked::Candidate(c)) => self.admit(clock, Pending::Igmp(c)),
                 Err(rej) => self.rejected(now, ifindex, rej),
             }
         }
         self.verify_round(clock);
         // A new listener opens its plain groups' entries now, not at the next tick.
         self.querier_events(now);
-    }
-
-    fn classify(&self, now: Timestamp, c: &Candidate) -> Class {
-        let expected = self
-            .verifier
-            .ownership()
-            .claims(c.group())
-            .any(|(m, claim)| {
-                m == c.claimed_member()
-                    && claim.sender == c.sender()
-                    && claim.ifindex == c.ifindex()
-            });
-        self.admission.classify(now, c, expected)
-    }
-
-    /// Verifies what the budget allows of the backlog, in one batch.
-    fn verify_round(&mut self, clock: Clock) {
-        let now = timers(clock);
-        let round = self.admission.take_round(now);
-        if round.is_empty() {
-            return;
-        }
-        let origins: Vec<(u32, MemberId)> = round
-            .iter()
-            .map(|c| (c.ifindex(), c.claimed_member()))
-            .collect();
-        let results = self.verifier.verify(clock, round);
-        for ((ifindex, member), result) in origins.into_iter().zip(results) {
-            match result {
-                Ok(Accepted::Join { join, .. }) if self.control.routes(join.group()) => {
-                    self.control_join(clock, &join)
-                }
-                Ok(Accepted::Join {
-                    join,
-                    change,
-                    public_records,
-                }) => {
-                    self.admission.charge_member(now, join.member());
-                    self.stats.joins_accepted += 1;
-                    self.events.push_back(Event::JoinAccepted {
-                        member: join.member(),
-                        group: join.group(),
-                        epoch: join.epoch(),
-                        slices: join.slices().clone(),
-                        ifindex,
-                        stamp: join.timestamp(),
-                        age_ms: clock.wall.as_millis() as i64 - join.timestamp().as_millis() as i64,
-                    });
-                    if join.slices().is_empty() {
-                        self.querier.handle_leave(now, ifindex, join.group());
-                    } else {
-                        self.querier.handle_membership(now, ifindex, join.group());
-                    }
-                    self.querier.handle_records(now, ifindex, &public_records);
-                    self.sync_liveness(clock);
-                    // A claim whose slices stayed the same changes nothing here, even when it
-                    // came from a new address or interface (issue 13, item 10).
-                    if !change.is_empty() {
-                        self.replan(now, Change::Ownership(change.group));
-                    }
-                }
-                Ok(Accepted::Plain { message, .. }) => self.plain(now, ifindex, None, message),
-                // Signed by the member's key, refused for what it claims: the member's doing
-                // (an attacker's copy of a join is a duplicate, charged below as a failure).
-                Err(rej) if AUTHENTICATED_REFUSALS.contains(&rej.reason) => {
-                    self.admission.charge_member(now, member);
-                    self.report(ifindex, rej);
-                }
-                Err(rej) => self.rejected(now, ifindex, rej),
-            }
-        }
     }
 
     /// Plain IGMP the verifier accepted; `datagram` (its IPv4 header) is needed to judge a query.
@@ -520,7 +447,9 @@ impl Router {
 
     /// A refusal is charged to its source and interface (their failure budgets), then reported.
     fn rejected(&mut self, now: Timestamp, ifindex: u32, rej: Rejection) {
-        self.admission.charge_failure(now, ifindex, rej.sender);
+        let source = rej.sender.map(Into::into);
+        self.admission
+            .charge_failure(now, Family::Igmp, ifindex, source);
         self.report(ifindex, rej);
     }
 

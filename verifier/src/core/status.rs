@@ -2,7 +2,7 @@
 //! read from the kernel passed in.
 
 use super::{Native, Observed, Router};
-use crate::admission::Limited;
+use crate::admission::{AdmissionStats, Family, Limited};
 use crate::plan::MfcSpec;
 use crate::plan::Target;
 use crate::status::{
@@ -121,7 +121,8 @@ impl Router {
         let m = self.verifier.metrics();
         let counters = &observed.native_counters;
         let s = &self.stats;
-        let a = self.admission.stats();
+        let a = self.admission.stats(Family::Igmp);
+        let a6 = self.admission.stats(Family::Mld);
         let control = self
             .control
             .members()
@@ -164,18 +165,10 @@ impl Router {
                 joins_accepted: s.joins_accepted,
                 plain_accepted: s.plain_accepted,
                 rejected: m.rejections().map(|(r, n)| (r.to_owned(), n)).collect(),
-                rate_limited: vec![
-                    (Limited::Interface.as_str().into(), a.overdrawn[0]),
-                    (Limited::Source.as_str().into(), a.overdrawn[1]),
-                    (Limited::Capacity.as_str().into(), a.shed),
-                ],
+                rate_limited: rate_limited(a),
                 verify_checked: a.verified,
-                verify_queued: ["expected", "clean", "suspect"]
-                    .into_iter()
-                    .zip(a.queued)
-                    .map(|(c, n)| (c.into(), n))
-                    .collect(),
-                verify_backlog: self.admission.waiting() as u64,
+                verify_queued: queued(a),
+                verify_backlog: self.admission.waiting_in(Family::Igmp) as u64,
                 upcalls: s.upcalls,
                 upcalls_per_second: s.upcalls_last_second,
                 mfc_entries: match &self.native {
@@ -207,9 +200,31 @@ impl Router {
                     .map(|(r, n)| (r.to_owned(), n))
                     .collect(),
                 mld_unspecified_ignored: self.mld_unspecified_ignored(),
+                mld_rate_limited: rate_limited(a6),
+                mld_verify_checked: a6.verified,
+                mld_verify_queued: queued(a6),
+                mld_verify_backlog: self.admission.waiting_in(Family::Mld) as u64,
                 // Measured by the executor (repoint_*, nft_rewrites): the daemon fills them in.
                 ..Counters::default()
             },
         }
     }
+}
+
+/// (limit, count): refusals while a failure budget was overdrawn, candidates shed.
+fn rate_limited(a: &AdmissionStats) -> Vec<(String, u64)> {
+    vec![
+        (Limited::Interface.as_str().into(), a.overdrawn[0]),
+        (Limited::Source.as_str().into(), a.overdrawn[1]),
+        (Limited::Capacity.as_str().into(), a.shed),
+    ]
+}
+
+/// (class, count): candidates queued by priority class.
+fn queued(a: &AdmissionStats) -> Vec<(String, u64)> {
+    ["expected", "clean", "suspect"]
+        .into_iter()
+        .zip(a.queued)
+        .map(|(c, n)| (c.into(), n))
+        .collect()
 }

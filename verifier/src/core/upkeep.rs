@@ -4,22 +4,6 @@
 use super::*;
 
 impl Router {
-    /// A candidate was shed unverified: if it came from where its member's claim is, it may
-    /// have been the member's refresh, so the claim is kept as if it were (SPEC.md §5.4). Copies the budget
-    /// does check and refuse keep nothing, so a flood must outrun the verifier to hold a claim,
-    /// and a later epoch from the control group still takes the slices at once.
-    pub(super) fn hold_unverified_refresh(&mut self, clock: Clock, shed: &Candidate) {
-        if self.verifier.hold_unverified_refresh(
-            clock.mono,
-            shed.group(),
-            shed.claimed_member(),
-            shed.sender(),
-            shed.ifindex(),
-        ) {
-            self.stats.claims_held_unverified += 1;
-        }
-    }
-
     /// The keys may have changed (the daemon calls this once a second): claims whose member key
     /// was revoked or whose issuer was retired are dropped and their slices withdrawn from the
     /// kernel now, not one claim hold after the member's last join (SPEC.md §9.7).

@@ -2,7 +2,7 @@
 //! member-facing interfaces (`sys::mld_socket`), their IPv6 on-link prefixes for the core, and
 //! what the socket holds handed to the core's MLDv2 path.
 
-use super::{clocks, Daemon};
+use super::{clocks, Daemon, MAX_BURST};
 use crate::core::{Event, Router};
 use crate::rejection_log::Admit;
 use crate::sys::mld_socket;
@@ -72,22 +72,31 @@ impl Daemon {
         }
     }
 
-    /// Hands what the MLD socket holds to the core, datagrams from other interfaces dropped.
-    /// Stops after [`MAX_READS`] so that a flood cannot keep the loop from its other work;
-    /// returns whether it stopped so (more may be waiting: readiness was cleared, so the loop
-    /// comes back here by itself).
+    /// Hands what the MLD socket holds to the core in bursts of at most [`MAX_BURST`], as the
+    /// IGMP socket's (each burst's signed joins wait for the shared signature budget, then a
+    /// round verifies what it admits), datagrams from other interfaces dropped. Stops after
+    /// [`MAX_READS`] so that a flood cannot keep the loop from its other work; returns whether
+    /// it stopped so (more may be waiting: readiness was cleared, so the loop comes back here
+    /// by itself).
     pub(super) fn read_mld(&mut self) -> bool {
         let mut buf = vec![0u8; 65_536];
+        let mut burst: Vec<(u32, Vec<u8>)> = Vec::with_capacity(MAX_BURST);
+        let mut more = true;
         for _ in 0..MAX_READS {
             let Some(sock) = &self.mld.recv else {
-                return false;
+                more = false;
+                break;
             };
             let r = match mld_socket::recv(sock.get_ref(), &mut buf) {
                 Ok(Some(r)) => r,
-                Ok(None) => return false,
+                Ok(None) => {
+                    more = false;
+                    break;
+                }
                 Err(e) => {
                     warn!(error = %e, "MLD receive");
-                    return false;
+                    more = false;
+                    break;
                 }
             };
             if !self
@@ -98,12 +107,24 @@ impl Daemon {
             {
                 continue;
             }
-            let now = clocks();
-            self.core
-                .handle_mld_datagram(now, r.ifindex, &buf[..r.len], self.keys.source6());
-            self.flush(now);
+            burst.push((r.ifindex, buf[..r.len].to_vec()));
+            if burst.len() == MAX_BURST {
+                self.handle_mld_burst(&mut burst);
+            }
         }
-        true
+        self.handle_mld_burst(&mut burst);
+        more
+    }
+
+    fn handle_mld_burst(&mut self, burst: &mut Vec<(u32, Vec<u8>)>) {
+        if burst.is_empty() {
+            return;
+        }
+        let now = clocks();
+        let items: Vec<(u32, &[u8])> = burst.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+        self.core.handle_mld_burst(now, &items, self.keys.source6());
+        burst.clear();
+        self.flush(now);
     }
 
     /// The MLDv2 path's events (and nothing else: other events were logged by `log`).
