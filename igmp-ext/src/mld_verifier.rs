@@ -494,6 +494,14 @@ impl MldJoinVerifier {
         self.ownership.hold(group, member, sender, ifindex, until)
     }
 
+    /// Keeps every IPv6 claim for one claim hold from `now`: MLDv2 datagrams were lost before
+    /// anyone could look at them (the router's socket overflowed), as
+    /// [`crate::verify::JoinVerifier::hold_all_unheard`]. Returns how many claims were held.
+    pub fn hold_all_unheard(&mut self, now: Instant) -> usize {
+        let until = now.saturating_add(self.claim_hold);
+        self.ownership.hold_all(until)
+    }
+
     /// The member whose claim on `group` holds `source`: where the data plane sends it.
     pub fn owner_of(&self, group: Ipv6Addr, source: Ipv6Addr) -> Option<MemberId> {
         self.ownership.owner_of(group, source).map(|(m, _)| m)

@@ -215,6 +215,9 @@ pub struct Counters {
     pub mld_rejected: Vec<(String, u64)>,
     #[serde(default)]
     pub mld_unspecified_ignored: u64,
+    /// MLD datagrams the kernel dropped at the verifier's full MLD socket queue.
+    #[serde(default)]
+    pub mld_socket_drops: u64,
     /// MLDv2 candidates in the shared verification backlog (SPEC.md §5.4, §5.6), as the
     /// `rate_limited`, `verify_checked`, `verify_queued` and `verify_backlog` above count
     /// IGMPv3 ones.
@@ -332,10 +335,11 @@ impl Status {
                 .collect();
             let _ = writeln!(
                 o,
-                "MLD joins accepted {}, plain {}, from :: ignored {}; rejected: {}",
+                "MLD joins accepted {}, plain {}, from :: ignored {}, dropped at the socket {}; rejected: {}",
                 c.mld_joins_accepted,
                 c.mld_plain_accepted,
                 c.mld_unspecified_ignored,
+                c.mld_socket_drops,
                 rejected.join(", ")
             );
             let shed = c.mld_rate_limited.iter().find(|(l, _)| l == "capacity");
@@ -423,6 +427,11 @@ impl Status {
             "mld_plain_accepted_total",
             "MLD messages for public groups accepted as plain MLD.",
             c.mld_plain_accepted,
+        );
+        m.counter(
+            "mld_socket_drops_total",
+            "MLD datagrams the kernel dropped at the verifier's full MLD socket queue (a flood faster than it reads).",
+            c.mld_socket_drops,
         );
         m.counter(
             "mld_unspecified_ignored_total",

@@ -242,6 +242,7 @@ struct Stats {
     claims_left_out: u64,
     claims_held_unverified: u64,
     socket_drops: u64,
+    mld_socket_drops: u64,
     upcalls: u64,
     upcalls_this_second: u64,
     upcalls_last_second: u64,

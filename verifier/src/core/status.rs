@@ -200,6 +200,7 @@ impl Router {
                     .map(|(r, n)| (r.to_owned(), n))
                     .collect(),
                 mld_unspecified_ignored: self.mld_unspecified_ignored(),
+                mld_socket_drops: s.mld_socket_drops,
                 mld_rate_limited: rate_limited(a6),
                 mld_verify_checked: a6.verified,
                 mld_verify_queued: queued(a6),

@@ -40,4 +40,14 @@ impl Router {
         self.note_drops(clock.mono);
         self.stats.claims_held_unverified += self.verifier.hold_all_unheard(clock.mono) as u64;
     }
+
+    /// The kernel dropped `dropped` datagrams at the MLD socket's full queue: as for the IGMP
+    /// socket, every IPv6 claim is kept one hold from now (SPEC.md §5.6), so a flood that
+    /// outruns the MLD socket cannot expire a live member's IPv6 claim. IPv6 claims carry no
+    /// liveness anchors, so nobody's beacons are excused for it.
+    pub fn handle_mld_socket_overflow(&mut self, now: impl Into<Clock>, dropped: u64) {
+        let clock: Clock = now.into();
+        self.stats.mld_socket_drops += dropped;
+        self.stats.claims_held_unverified += self.mld.verifier.hold_all_unheard(clock.mono) as u64;
+    }
 }

@@ -21,6 +21,9 @@ const MAX_READS: usize = 1024;
 pub(super) struct MldIo {
     pub(super) recv: Option<AsyncFd<Socket>>,
     senders: HashMap<u32, Socket>,
+    /// The receiving socket's drops (PACKET_STATISTICS resets on reading: summed here).
+    drops_total: u32,
+    drops: crate::sys::igmp_socket::Drops,
 }
 
 /// Opens the MLD sockets on the core's interfaces and gives the core their IPv6 prefixes and
@@ -54,7 +57,11 @@ pub(super) fn open(core: &mut Router) -> MldIo {
         }
     }
     core.set_mld_query_interfaces(queried);
-    MldIo { recv, senders }
+    MldIo {
+        recv,
+        senders,
+        ..MldIo::default()
+    }
 }
 
 impl Daemon {
@@ -113,7 +120,35 @@ impl Daemon {
             }
         }
         self.handle_mld_burst(&mut burst);
+        self.note_mld_drops();
         more
+    }
+
+    /// What the kernel dropped at the MLD socket's full queue goes to the core, which holds
+    /// every IPv6 claim for it (SPEC.md §5.6).
+    fn note_mld_drops(&mut self) {
+        let Some(sock) = &self.mld.recv else {
+            return;
+        };
+        let taken = match mld_socket::take_drops(sock.get_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "MLD socket statistics");
+                return;
+            }
+        };
+        if taken == 0 {
+            return;
+        }
+        let now = clocks();
+        self.mld.drops_total = self.mld.drops_total.wrapping_add(taken);
+        let dropped = self.mld.drops.update_for(
+            now.mono,
+            self.mld.drops_total,
+            "MLD datagrams; every IPv6 claim is held one hold from now",
+        );
+        self.core.handle_mld_socket_overflow(now, dropped);
+        self.flush(now);
     }
 
     fn handle_mld_burst(&mut self, burst: &mut Vec<(u32, Vec<u8>)>) {

@@ -7,8 +7,9 @@
 //! client traffic never reaches user space; the all-MLDv2-routers MAC (33:33:00:00:00:16) is
 //! joined on each interface so that a NIC's multicast filter lets reports in.
 //!
-//! Unsafe code: `setsockopt(PACKET_ADD_MEMBERSHIP)` and `recvfrom` with a `sockaddr_ll`, which
-//! neither socket2 nor nix wraps; each block states what makes it sound.
+//! Unsafe code: `setsockopt(PACKET_ADD_MEMBERSHIP)`, `getsockopt(PACKET_STATISTICS)` and
+//! `recvfrom` with a `sockaddr_ll`, which neither socket2 nor nix wraps; each block states what
+//! makes it sound.
 #![allow(unsafe_code)]
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
@@ -106,6 +107,28 @@ pub fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<Option<Received>> {
             ifindex: addr.sll_ifindex as u32,
         }));
     }
+}
+
+/// Datagrams the kernel dropped at the socket's full queue since the last call
+/// (`PACKET_STATISTICS`, which reading resets).
+pub fn take_drops(s: &Socket) -> io::Result<u32> {
+    // SAFETY: all-zero bytes are a valid tpacket_stats.
+    let mut stats: libc::tpacket_stats = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `stats` is valid for writes of `len` bytes, and `len` for a write of its own.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stats.tp_drops)
 }
 
 /// The global on-link prefixes of `ifindexes`, from `/proc/net/if_inet6`'s text: what a
