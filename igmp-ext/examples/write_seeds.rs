@@ -118,6 +118,27 @@ fn main() -> std::io::Result<()> {
             fs::write(dir.join(format!("seed-{i}")), bytes)?;
         }
     }
+    // The verifier's MLDv2 path target (`verifier/fuzz/fuzz_targets/mld_path.rs`): a control
+    // byte, then length-prefixed datagrams; joins from the dual-stack fixture it verifies with.
+    let d = Fixture::dual_stack(2, SliceSet6::full());
+    let units = SliceSet6::site_slicing(2);
+    let join0 = d.datagram6(0, &d.claims6(&units[..1], 1, NOW, 1));
+    let join1 = d.datagram6(1, &d.claims6(&units[1..], 1, NOW, 2));
+    let leave0 = d.datagram6(0, &d.claims6(&[], 2, NOW, 3));
+    let framed = |control: u8, datagrams: &[&Vec<u8>]| {
+        let mut out = vec![control];
+        for g in datagrams {
+            out.extend_from_slice(&(g.len() as u16).to_be_bytes());
+            out.extend_from_slice(g);
+        }
+        out
+    };
+    let dir = root.join("../../../verifier/fuzz/seeds/mld_path");
+    fs::create_dir_all(&dir)?;
+    // One per burst on the members' link; two per burst with a tick after each; a leave.
+    fs::write(dir.join("seed-join"), framed(1 << 3, &[&join0]))?;
+    fs::write(dir.join("seed-two"), framed((2 << 3) | 4, &[&join0, &join1]))?;
+    fs::write(dir.join("seed-leave"), framed((1 << 3) | 4, &[&join0, &leave0]))?;
     println!("seeds written to {}", root.display());
     Ok(())
 }
