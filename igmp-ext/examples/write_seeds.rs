@@ -137,8 +137,14 @@ fn main() -> std::io::Result<()> {
     fs::create_dir_all(&dir)?;
     // One per burst on the members' link; two per burst with a tick after each; a leave.
     fs::write(dir.join("seed-join"), framed(1 << 3, &[&join0]))?;
-    fs::write(dir.join("seed-two"), framed((2 << 3) | 4, &[&join0, &join1]))?;
-    fs::write(dir.join("seed-leave"), framed((1 << 3) | 4, &[&join0, &leave0]))?;
+    fs::write(
+        dir.join("seed-two"),
+        framed((2 << 3) | 4, &[&join0, &join1]),
+    )?;
+    fs::write(
+        dir.join("seed-leave"),
+        framed((1 << 3) | 4, &[&join0, &leave0]),
+    )?;
     println!("seeds written to {}", root.display());
     Ok(())
 }
