@@ -3,9 +3,10 @@
 //! claims it (`manycast6`, SPEC.md §10.2.2); two real `manycast-server`s with `group4` and
 //! `group6` answer from their address on the link. Each source is answered by exactly one
 //! member, the owner of the IPv4 unit its site unit maps to (one allocation, SPEC.md §6.2);
-//! after a SIGKILL the survivor answers every source; a datagram from outside a member's slices
-//! that reaches it straight from the link is dropped and counted. IPv4 clients are served in the
-//! same run.
+//! under `reset` the sessions of units that move to an arriving member are reset and start over
+//! there; after a SIGKILL the survivor answers every source; a datagram from outside a member's
+//! slices that reaches it straight from the link is dropped and counted. IPv4 clients are served
+//! in the same run.
 
 use crate::harness::{ask, in_netns, verifier_status, wait_for, Lab, CONTROL, GROUP, PORT};
 use igmp_ext::cert::Ipv6Grant;
@@ -205,7 +206,6 @@ fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor
     );
     let top = format!("group6 = \"{GROUP6}\"\nstrategy = \"reset\"");
     lab.start_server_with(0, &servers[0], "m0", "ctl0", &top, "");
-    lab.start_server_with(1, &servers[1], "m0", "ctl0", &top, "");
     let ids: Vec<u32> = lab.fixture.members.iter().map(|m| m.id.0).collect();
     let claims_at = |epoch: u64, members: &[u32]| {
         verifier_status(&socket).is_some_and(|s| {
@@ -218,6 +218,73 @@ fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor
             })
         })
     };
+    // Each member's IPv4 units at `epoch` as the verifier holds them (unit n: the addresses
+    // ending in n).
+    let units_at = |epoch: u64| -> BTreeMap<u32, SliceSet> {
+        let s = verifier_status(&socket).expect("status");
+        s.ownership
+            .iter()
+            .filter(|r| r.epoch == epoch && r.group == GROUP.to_string())
+            .map(|r| {
+                let set = r
+                    .slices
+                    .split(' ')
+                    .map(|t| t.parse::<Slice>().expect("an IPv4 slice"))
+                    .collect();
+                (r.member, set)
+            })
+            .collect()
+    };
+
+    // Reset: member 1 alone serves every IPv6 source; when member 2 arrives, the sessions of
+    // the units that move are reset and start at 1 at member 2; the others go on at member 1.
+    wait_for("member 1 owns everything", || {
+        lab.metric(0, "slice_addresses") == 1 << 32
+    });
+    let alone = lab.metric(0, "epoch");
+    wait_for("the verifier holds member 1's claims", || {
+        claims_at(alone, &ids[..1])
+    });
+    let sessions: Vec<(Ipv6Addr, std::net::UdpSocket)> = srcs
+        .iter()
+        .map(|&a| (a, socket6(&client, a, "cl0", 8)))
+        .collect();
+    let first = owners6(&ask6(&sessions, 2));
+    assert_eq!(first.len(), srcs.len(), "{first:?}");
+    for (src, (addr, member, numbers)) in &first {
+        assert_eq!((*addr, member.as_str()), (server6(1), "m1"), "{src}");
+        assert_eq!(numbers, &vec![1, 2], "{src}");
+    }
+    lab.start_server_with(1, &servers[1], "m0", "ctl0", &top, "");
+    lab.wait_split();
+    let split = lab.metric(0, "epoch");
+    wait_for("the verifier holds both members' claims", || {
+        claims_at(split, &ids)
+    });
+    let owners = units_at(split);
+    let next = ask6(&sessions, 1);
+    if lab.metric(0, "epoch") != split || lab.metric(1, "epoch") != split {
+        eprintln!("the allocation moved again during the reset round (a false down?): not judged");
+    } else {
+        let mut moved = 0;
+        for (src, got) in &next {
+            let unit = u32::from(unit_of(*src));
+            let to_m2 = owners.get(&ids[1]).is_some_and(|set| set.contains(unit));
+            let texts: Vec<(Ipv6Addr, &str)> = got.iter().map(|(a, t)| (*a, t.as_str())).collect();
+            if to_m2 {
+                moved += 1;
+                let expect = vec![(server6(1), "m1 reset"), (server6(2), "m2 1")];
+                assert_eq!(texts, expect, "{src}: moved to member 2");
+            } else {
+                assert_eq!(texts, vec![(server6(1), "m1 3")], "{src}: stays");
+            }
+        }
+        assert!(moved > 0 && moved < srcs.len(), "{next:?}");
+        wait_for("the reset counter written", || {
+            lab.metric(0, "resets6_total") == moved as u64
+        });
+    }
+
     // A round of requests on one allocation: on this shared machine a member is sometimes
     // declared down by mistake and its units move mid-round (then the round says nothing
     // about steering, and is asked again on the next allocation).
@@ -231,21 +298,7 @@ fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor
             "the verifier holds both members' IPv4 and IPv6 claims at that epoch",
             || claims_at(epoch, &ids),
         );
-        // Each member's IPv4 units at that epoch (unit n: the addresses ending in n).
-        let s = verifier_status(&socket).expect("status");
-        let units4: BTreeMap<u32, SliceSet> = s
-            .ownership
-            .iter()
-            .filter(|r| r.epoch == epoch && r.group == GROUP.to_string())
-            .map(|r| {
-                let set = r
-                    .slices
-                    .split(' ')
-                    .map(|t| t.parse::<Slice>().expect("an IPv4 slice"))
-                    .collect();
-                (r.member, set)
-            })
-            .collect();
+        let units4 = units_at(epoch);
         let served = |lab: &Lab| lab.metric(0, "served6_total") + lab.metric(1, "served6_total");
         let filtered =
             |lab: &Lab| lab.metric(0, "filtered6_total") + lab.metric(1, "filtered6_total");
