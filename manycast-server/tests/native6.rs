@@ -412,6 +412,11 @@ fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor
         lab.metric(0, "served6_total") == served_before + 1
     });
     assert_eq!(lab.metric(0, "filtered6_total"), filtered_before + 1);
+    wait_for("the same counts in member 1's admin status", || {
+        lab.admin_status(0).is_some_and(|s| {
+            (s.counters.filtered6, s.counters.served6) == (filtered_before + 1, served_before + 1)
+        })
+    });
 
     // Member 2 dies without a word: member 1 takes every unit at a later epoch and claims
     // their IPv6 counterparts; the verifier re-points; every source is answered by member 1.
