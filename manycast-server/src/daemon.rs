@@ -81,6 +81,8 @@ struct Shell {
     /// The MLD sockets, with `group6` (SPEC.md §3.8).
     mld: Option<mld::Mld>,
     udp: UdpSocket,
+    /// The IPv6 service socket, with `group6`.
+    udp6: Option<UdpSocket>,
     /// VIP mode: the host changes, put back when the shell drops (return from [`run`]).
     host: Host,
     /// The counters the executors own (joins sent, the forward map, control, keystore); the
@@ -122,6 +124,7 @@ impl Shell {
                     debug!("reply to {}: {e}", r.to);
                 }
             }
+            Action::Reply6(r) => self.reply6(r.to, &r.payload).await,
             Action::Service(ServiceAction::Forward {
                 to,
                 client,
@@ -182,20 +185,6 @@ impl Shell {
             _ => None,
         };
         self.node.handle_event(now, event, committed.as_ref());
-    }
-
-    fn on_igmp_readable(&mut self, now: Clock) {
-        let mut buf = [0u8; 2048];
-        loop {
-            match sockets::read_datagram(&self.igmp, &mut buf) {
-                Ok(n) => self.node.handle_igmp(now, buf.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!("igmp socket: {e}");
-                    break;
-                }
-            }
-        }
     }
 
     /// Writes the metrics file, if configured (every second, and once more when leaving so
@@ -306,18 +295,26 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let now = daemon_kit::now().mono;
     let mut node = Node::new(node_config, agent, Box::new(sockets::random_u64), now);
     if let Some(a) = agent6 {
-        node = node.with_agent6(a);
+        node = node.with_agent6(a).with_service6();
     }
     let mld = config
         .group6
         .map(|_| mld::open(&config.interface))
         .transpose()
         .map_err(io_err("MLD sockets"))?;
+    let udp6 = match (config.group6, &mld) {
+        (Some(g), Some(m)) => Some(
+            sockets::service_socket6(g, config.service_port, m.ifindex)
+                .map_err(io_err("IPv6 service socket"))?,
+        ),
+        _ => None,
+    };
     let mut shell = Shell {
         node,
         igmp,
         mld,
         udp,
+        udp6,
         host,
         snapshot: Snapshot::new(me),
         metrics_file: config.metrics_file.clone(),
@@ -326,7 +323,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         notices,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut buf = vec![0u8; 65_536];
+    let (mut buf, mut buf6) = (vec![0u8; 65_536], vec![0u8; 65_536]);
     let mut notice = [0u8; 64];
     // Set when the keystore no longer backs our credentials: leave, then exit with it.
     let mut stop_reason = None;
@@ -350,6 +347,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 // Errors are ICMP reports about earlier replies; nothing to do.
                 if let Ok((n, SocketAddr::V4(from))) = r {
                     shell.node.handle_datagram(daemon_kit::now(), from, &buf[..n]);
+                }
+            }
+            r = sockets::recv6(shell.udp6.as_ref(), &mut buf6) => {
+                if let Ok((n, SocketAddr::V6(from))) = r {
+                    shell.node.handle_datagram6(daemon_kit::now(), from, &buf6[..n]);
                 }
             }
             g = shell.igmp.readable() => {

@@ -33,7 +33,11 @@ impl LoadMeter {
 
     /// One datagram from `client` was answered.
     pub fn record(&mut self, client: Ipv4Addr) {
-        let unit = self.slicing.unit_of(u32::from(client));
+        self.record_unit(self.slicing.unit_of(u32::from(client)));
+    }
+
+    /// One datagram of allocation unit `unit` was answered (an IPv6 client's unit, SPEC.md §6.2).
+    pub fn record_unit(&mut self, unit: usize) {
         if let Some(c) = self.current.get_mut(unit) {
             *c = c.saturating_add(1);
         }

@@ -4,6 +4,7 @@
 //! and it renames into place so that a reader never sees half a file.
 
 use crate::service::ServiceCounters;
+use crate::service6::Service6Counters;
 use control_channel::Counters;
 use daemon_kit::metrics::{label, Exposition};
 use igmp_ext::MemberId;
@@ -15,6 +16,9 @@ pub struct Snapshot {
     pub member: u32,
     pub service: ServiceCounters,
     pub sessions: usize,
+    /// The IPv6 service's counters and sessions (`group6`; zero without it).
+    pub service6: Service6Counters,
+    pub sessions6: usize,
     pub control: Counters,
     pub joins_sent: u64,
     /// Signed MLDv2 joins sent for `group6` (SPEC.md §3.8).
@@ -152,6 +156,38 @@ impl Snapshot {
             "sessions",
             "Client sessions held.",
             gauge(self.sessions as u64),
+        );
+        let s6 = &self.service6;
+        m.counter("served6_total", "IPv6 datagrams answered.", s6.served);
+        m.counter(
+            "filtered6_total",
+            "IPv6 datagrams from sources outside this member's IPv6 slices, not answered.",
+            s6.filtered,
+        );
+        m.counter(
+            "sessions_refused6_total",
+            "IPv6 datagrams from new clients refused because the session table was full.",
+            s6.refused_full,
+        );
+        m.counter(
+            "resets6_total",
+            "Reset replies sent to IPv6 clients.",
+            s6.resets,
+        );
+        m.counter(
+            "retransmits6_total",
+            "IPv6 requests repeating the last request id, answered with the same number.",
+            s6.retransmits,
+        );
+        m.counter(
+            "stale_requests6_total",
+            "IPv6 requests with an id below the session's last one, not answered.",
+            s6.stale,
+        );
+        m.gauge(
+            "sessions6",
+            "IPv6 client sessions held.",
+            gauge(self.sessions6 as u64),
         );
         m.counter(
             "joins_sent_total",
@@ -306,6 +342,9 @@ mod tests {
         let mut s = Snapshot::new(MemberId(2));
         s.service.served = 5;
         s.service.filtered = 7;
+        s.service6.served = 11;
+        s.service6.filtered = 13;
+        s.sessions6 = 3;
         s.slice_addresses = 1 << 31;
         s.vip_resets = 4;
         s.control
@@ -315,6 +354,9 @@ mod tests {
         assert!(text.contains("manycast_server_member 2\n"));
         assert!(text.contains("manycast_server_served_total 5\n"));
         assert!(text.contains("manycast_server_filtered_total 7\n"));
+        assert!(text.contains("manycast_server_served6_total 11\n"));
+        assert!(text.contains("manycast_server_filtered6_total 13\n"));
+        assert!(text.contains("manycast_server_sessions6 3\n"));
         assert!(text.contains("manycast_server_slice_addresses 2147483648\n"));
         assert!(text.contains("manycast_server_vip_resets_total 4\n"));
         assert!(text.contains("manycast_server_vip_reset_failures_total 0\n"));

@@ -21,17 +21,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+/// One client's session: shared with the IPv6 service ([`crate::service6`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Session {
+pub(crate) struct Session {
     /// Requests answered so far.
     count: u64,
-    last_seen: Instant,
+    pub(crate) last_seen: Instant,
     /// Last request id answered and its number.
     last_request: Option<(u64, u64)>,
 }
 
 impl Session {
-    fn fresh(now: Instant) -> Self {
+    pub(crate) fn fresh(now: Instant) -> Self {
         Session {
             count: 0,
             last_seen: now,
@@ -50,7 +51,7 @@ impl Session {
 
     /// The number this request gets; a retransmission of the last request gets its number
     /// again, an older request id (a stale duplicate, e.g. held while the session moved) none.
-    fn answer(&mut self, now: Instant, request: Option<u64>) -> Answer {
+    pub(crate) fn answer(&mut self, now: Instant, request: Option<u64>) -> Answer {
         self.last_seen = now;
         if let (Some(r), Some((last, n))) = (request, self.last_request) {
             if r == last {
@@ -68,7 +69,7 @@ impl Session {
     }
 }
 
-enum Answer {
+pub(crate) enum Answer {
     Next(u64),
     Again(u64),
     Stale,
@@ -79,6 +80,21 @@ enum Answer {
 pub fn request_id(payload: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(payload).ok()?.trim();
     text.strip_prefix('r')?.parse().ok()
+}
+
+/// A reply's text: `m<member> <n>\n`, with ` r<k>` before the newline for a request id.
+pub(crate) fn reply_text(me: MemberId, n: u64, request: Option<u64>) -> Vec<u8> {
+    match request {
+        Some(r) => format!("{me} {n} r{r}\n"),
+        None => format!("{me} {n}\n"),
+    }
+    .into_bytes()
+}
+
+/// The reset reply: `m<member> reset\n` (the client's next request starts a new session at
+/// its slice's new owner).
+pub(crate) fn reset_text(me: MemberId) -> Vec<u8> {
+    format!("{me} reset\n").into_bytes()
 }
 
 /// Counts for metrics and tests.
@@ -290,13 +306,9 @@ impl Service {
     }
 
     fn reply(&self, to: SocketAddrV4, n: u64, request: Option<u64>) -> Reply {
-        let payload = match request {
-            Some(r) => format!("{} {n} r{r}\n", self.me),
-            None => format!("{} {n}\n", self.me),
-        };
         Reply {
             to,
-            payload: payload.into_bytes(),
+            payload: reply_text(self.me, n, request),
         }
     }
 
@@ -536,7 +548,7 @@ impl Service {
                     self.counters.resets += 1;
                     actions.push(Action::Reply(Reply {
                         to: client,
-                        payload: format!("{} reset\n", self.me).into_bytes(),
+                        payload: reset_text(self.me),
                     }));
                 }
             }

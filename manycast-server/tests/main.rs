@@ -11,6 +11,7 @@ mod insider;
 mod liveness;
 mod mld;
 mod native;
+mod native6;
 mod redundant;
 mod routed_control;
 mod strategies;

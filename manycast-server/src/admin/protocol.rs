@@ -180,6 +180,15 @@ pub struct CounterStatus {
     /// Signed MLDv2 joins sent for `group6`; absent from older daemons' status.
     #[serde(default)]
     pub mld_joins_sent: u64,
+    /// The IPv6 service's counts (`group6`, SPEC.md §11.3); absent from older daemons' status.
+    #[serde(default)]
+    pub served6: u64,
+    #[serde(default)]
+    pub filtered6: u64,
+    #[serde(default)]
+    pub resets6: u64,
+    #[serde(default)]
+    pub sessions6: u64,
     pub commits: u64,
     pub control_accepted: u64,
     pub control_sent: u64,

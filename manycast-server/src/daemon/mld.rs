@@ -22,7 +22,7 @@ const IFA_F_DADFAILED: u32 = 0x08;
 
 pub struct Mld {
     ifname: String,
-    ifindex: u32,
+    pub ifindex: u32,
     send: Socket,
     pub recv: AsyncFd<Socket>,
 }

@@ -1,12 +1,15 @@
-//! The daemon's sockets on the router link: the UDP service socket and the raw IGMP socket,
-//! plus the interface address lookup and the randomness the joins need. Executors only: what
-//! arrives goes to the node, what the node says goes out.
+//! The daemon's sockets on the router link: the UDP service sockets (IPv4, and IPv6 with
+//! `group6`) and the raw IGMP socket, plus the interface address lookup and the randomness the
+//! joins need. Executors only: what arrives goes to the node, what the node says goes out.
 
+use super::Shell;
+use igmp_ext::Clock;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
+use tracing::debug;
 
 /// IGMPv3 reports go to all IGMPv3-capable routers (RFC 3376 §4.2.14).
 pub const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
@@ -36,6 +39,35 @@ pub fn service_socket(
     s.join_multicast_v4(&group, &interface_addr)?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
+}
+
+/// UDP socket for the service's IPv6 clients (`group6`, SPEC.md §11.3): `[::]:port`, IPv6
+/// only (the IPv4 socket has the port's IPv4 side), joined to `group` on the service interface
+/// `ifindex`. The router's `fwd ip6 to` our link-local address hands us the group's datagrams
+/// as link-layer unicast; the kernel takes a datagram to a multicast destination only for a
+/// group joined on the interface it arrived on, whatever its link-layer destination (the
+/// kernel's own MLD reports for it are unsigned; a verifier refuses them).
+pub fn service_socket6(group: Ipv6Addr, port: u16, ifindex: u32) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SockAddr::from(SocketAddrV6::new(
+        Ipv6Addr::UNSPECIFIED,
+        port,
+        0,
+        0,
+    )))?;
+    s.join_multicast_v6(&group, ifindex)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+/// The next datagram on the IPv6 service socket; never, without one.
+pub async fn recv6(udp6: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match udp6 {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Raw IGMP socket on the router link: sends our complete datagrams (IP_HDRINCL; the Router
@@ -109,4 +141,30 @@ pub fn nonce() -> [u8; igmp_ext::join::NONCE_LEN] {
         b[8..].copy_from_slice(&daemon_kit::wall_clock().0.to_le_bytes());
     }
     b
+}
+
+impl Shell {
+    /// Reads the raw IGMP socket dry: queries go to the node.
+    pub(super) fn on_igmp_readable(&mut self, now: Clock) {
+        let mut buf = [0u8; 2048];
+        loop {
+            match read_datagram(&self.igmp, &mut buf) {
+                Ok(n) => self.node.handle_igmp(now, buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("igmp socket: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends a reply to an IPv6 client (a lost reply is a lost datagram; the client retries).
+    pub(super) async fn reply6(&self, to: SocketAddrV6, payload: &[u8]) {
+        if let Some(udp6) = &self.udp6 {
+            if let Err(e) = udp6.send_to(payload, SocketAddr::V6(to)).await {
+                debug!("reply to {to}: {e}");
+            }
+        }
+    }
 }

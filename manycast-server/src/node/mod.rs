@@ -28,6 +28,7 @@ use crate::load::LoadMeter;
 use crate::metrics::Snapshot;
 use crate::mld_agent::{Link6, MldAgent};
 use crate::service::Service;
+use crate::service6::{Reply6, Service6};
 use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
@@ -35,7 +36,7 @@ use igmp_ext::liveness::StandbyNotice;
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, QueryRepr};
 use igmp_ext::{AllocationEpoch, Clock, Instant, MemberId, SliceEntry, SliceSet, Slicing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
@@ -99,6 +100,8 @@ pub enum Action {
     /// session, moved sessions to their new owner (a refused `SendState` is reported back with
     /// [`Node::handle_send_failed`]).
     Service(ServiceAction),
+    /// A reply to an IPv6 client (`group6`, [`Service6`]).
+    Reply6(Reply6),
     /// Announce our direct path to the group (`Endpoint::advertise_direct_path`).
     AdvertiseDirectPath(SocketAddrV4),
     /// The per-unit load for the next heartbeats (`Endpoint::set_load`).
@@ -140,6 +143,8 @@ struct Counters {
 pub struct Node {
     config: NodeConfig,
     service: Service,
+    /// The service for IPv6 clients, with `group6`: the same units, mapped (SPEC.md §6.2).
+    service6: Option<Service6>,
     agent: JoinAgent,
     /// The signed MLDv2 join for `group6`, when configured: the same claim, mapped to IPv6.
     agent6: Option<MldAgent>,
@@ -213,6 +218,7 @@ impl Node {
         .with_hold(config.hold);
         let mut node = Node {
             service,
+            service6: None,
             agent,
             agent6: None,
             load: LoadMeter::new(config.slicing),
@@ -254,6 +260,24 @@ impl Node {
     pub fn with_agent6(mut self, agent6: MldAgent) -> Node {
         self.agent6 = Some(agent6);
         self
+    }
+
+    /// Also answers IPv6 clients ([`Node::handle_datagram6`]) in the IPv6 counterparts of the
+    /// committed units.
+    pub fn with_service6(mut self) -> Node {
+        let c = &self.config;
+        self.service6 = Some(Service6::new(
+            c.me,
+            c.strategy,
+            c.slicing,
+            c.session_idle,
+            c.max_sessions,
+        ));
+        self
+    }
+
+    pub fn service6(&self) -> Option<&Service6> {
+        self.service6.as_ref()
     }
 
     pub fn agent6(&self) -> Option<&MldAgent> {
@@ -303,6 +327,10 @@ impl Node {
         let c = &self.counters;
         s.service = self.service.counters();
         s.sessions = self.service.session_count();
+        if let Some(s6) = &self.service6 {
+            s.service6 = s6.counters();
+            s.sessions6 = s6.session_count();
+        }
         s.queries = c.queries;
         s.standby_notices = c.standby_notices;
         s.joins_trimmed = self.agent.trimmed();
@@ -378,6 +406,10 @@ impl Node {
                 c.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
                 let no_slices = slices.is_empty();
+                if let Some(s6) = &mut self.service6 {
+                    let resets = s6.handle_commit(&slices);
+                    self.actions.extend(resets.into_iter().map(Action::Reply6));
+                }
                 self.standby = committed
                     .map(|c| c.allocation.standby_of(&c.members(), self.config.me))
                     .map(|units| units.into_iter().map(SliceEntry::include).collect())
@@ -477,6 +509,17 @@ impl Node {
         self.apply(actions);
     }
 
+    /// A datagram on the IPv6 service socket (dropped unless [`Node::with_service6`]).
+    pub fn handle_datagram6(&mut self, now: Clock, from: SocketAddrV6, payload: &[u8]) {
+        let Some(s6) = &mut self.service6 else {
+            return;
+        };
+        if let Some(r) = s6.handle_datagram(now.mono, from, payload) {
+            self.load.record_unit(s6.unit_of(*r.to.ip()));
+            self.actions.push_back(Action::Reply6(r));
+        }
+    }
+
     /// A datagram heard on the raw IGMP socket: queries go to the join agent.
     pub fn handle_igmp(&mut self, now: Clock, datagram: &[u8]) {
         let now = now.mono;
@@ -532,6 +575,9 @@ impl Node {
         let now = now.mono;
         let actions = self.service.handle_timeout(now);
         self.apply(actions);
+        if let Some(s6) = &mut self.service6 {
+            s6.handle_timeout(now);
+        }
         if let Some(addr) = self.config.direct_path {
             self.actions.push_back(Action::AdvertiseDirectPath(addr));
         }

@@ -737,3 +737,78 @@ fn a_commit_is_claimed_over_mld_at_once_and_left() {
     let (_, slices) = claim(d.expect("the leave at once").expect("builds"));
     assert!(slices.is_empty(), "the leave claims nothing");
 }
+
+/// With `group6` the node answers IPv6 clients of its units' IPv6 counterparts, counts their
+/// answers as load of those units, and resets the ones a commit moves away.
+#[test]
+fn ipv6_clients_are_served_by_unit_counted_as_load_and_reset_when_moved() {
+    use std::net::Ipv6Addr;
+    // A client of site unit `unit` (the low two bits of its /56).
+    let client6 = |unit: u16| {
+        let ip = Ipv6Addr::new(0x2001, 0xdb8, 7, unit << 8, 0, 0, 0, 1);
+        SocketAddrV6::new(ip, 7000, 0, 0)
+    };
+    let replies6 = |actions: &[Action]| -> Vec<(SocketAddrV6, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply6(r) => Some((r.to, String::from_utf8_lossy(&r.payload).into())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut plain = node(native(Strategy::Reset));
+    deliver(&mut plain, at(0), commit(1, &[M1, M2], HALF));
+    plain.handle_datagram6(at(1), client6(0), b"");
+    assert!(
+        actions(&mut plain).is_empty(),
+        "no IPv6 service without group6"
+    );
+
+    let mut n = node(native(Strategy::Reset)).with_service6();
+    deliver(&mut n, at(0), commit(1, &[M1, M2], HALF));
+    actions(&mut n);
+    for unit in [0, 0, 1, 2] {
+        n.handle_datagram6(at(1), client6(unit), b"");
+    }
+    assert_eq!(
+        replies6(&actions(&mut n)),
+        vec![
+            (client6(0), "m1 1\n".to_owned()),
+            (client6(0), "m1 2\n".to_owned()),
+            (client6(2), "m1 1\n".to_owned()),
+        ],
+        "units 0 and 2 are ours, unit 1 is M2's"
+    );
+    n.handle_tick(at(1_000));
+    let load: Vec<Vec<(u16, u32)>> = actions(&mut n)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::SetLoad(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(load, vec![vec![(0, 2), (2, 1)]]);
+    // Unit 2 moves to M2: its client is told; unit 0's keeps counting.
+    deliver(
+        &mut n,
+        at(2_000),
+        commit(2, &[M1, M2], [Some(M1), Some(M2), Some(M2), Some(M2)]),
+    );
+    assert_eq!(
+        replies6(&actions(&mut n)),
+        vec![(client6(2), "m1 reset\n".to_owned())]
+    );
+    n.handle_datagram6(at(2_001), client6(0), b"");
+    assert_eq!(
+        replies6(&actions(&mut n)),
+        vec![(client6(0), "m1 3\n".to_owned())]
+    );
+    let mut s = Snapshot::new(M1);
+    n.snapshot_into(&mut s);
+    assert_eq!(
+        (s.service6.served, s.service6.filtered, s.service6.resets),
+        (4, 1, 1)
+    );
+    assert_eq!(s.sessions6, 1);
+}
