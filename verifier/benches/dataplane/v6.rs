@@ -111,6 +111,13 @@ fn plain_addr(i: usize, host: u16) -> Ipv6Addr {
 
 /// The dual-stack native lab (see the module's comment), verifier started.
 fn lab6() -> RouterLab {
+    let mut lab = dual_stack_lab();
+    lab.start();
+    lab
+}
+
+/// [`lab6`] before its verifier starts.
+fn dual_stack_lab() -> RouterLab {
     let fixture = Fixture::dual_stack(2, SliceSet6::full());
     let mut lab = RouterLab::with_fixture(
         fixture.clone(),
@@ -136,7 +143,6 @@ fn lab6() -> RouterLab {
     add(&lab.client, "2001:db8:1::2/64".into(), "cl0");
     lab.router.sysctl("net.ipv6.conf.all.forwarding", "1");
     install_sinks(&lab, "ip6");
-    lab.start();
     lab
 }
 
@@ -301,6 +307,9 @@ pub(crate) fn run() -> Figures6 {
         after, before
     );
     let (new_per_s, first_loss) = new_sources6(&lab);
+    if std::env::var_os("DATAPLANE_V6_TWIN").is_some() {
+        plain_twin(&lab, &plain);
+    }
     Figures6 {
         native6_ratio: ratio,
         steered: s,
@@ -371,4 +380,41 @@ fn new_sources6(lab: &RouterLab) -> (u32, f64) {
         );
     }
     verdict.result()
+}
+
+/// `DATAPLANE_V6_TWIN=1`, after everything else: plain IPv6 routing in the verifier's namespace
+/// against the same through a twin router of the same topology where no verifier ever ran,
+/// three times: as measured above (the verifier and its table), with the verifier killed (its
+/// table stays, as after a crash), and with the table deleted too. What the verifier's presence
+/// costs the IPv6 traffic it does not steer, which the plain side of `native6_ratio` pays, and
+/// which part of it is the table's ingress chain. A measuring aid, printed only; in its lines
+/// "steered" is plain routing beside the verifier.
+fn plain_twin(lab: &RouterLab, plain: &Workload) {
+    let twin = dual_stack_lab();
+    let (_, twin_plain) = workloads(&twin);
+    twin_plain.blast(&twin, Duration::from_millis(50));
+    let against_twin = |what: &str| {
+        let (ratio, beside, alone) = compare(
+            &format!("native6-twin-{what}"),
+            (lab, plain, &|| {}),
+            (&twin, &twin_plain, &|| {}),
+        );
+        eprintln!(
+            "dataplane: plain IPv6 routing beside {what} {beside:.0} pps vs in a twin without a \
+             verifier {alone:.0} pps (medians), ratio {ratio:.3}"
+        );
+    };
+    refresh6(lab);
+    against_twin("the-verifier");
+    let pid = lab.daemon_pid().expect("verifier running");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        table6_json(lab).is_some(),
+        "the table went with the verifier"
+    );
+    against_twin("its-table-alone");
+    lab.router
+        .exec("nft", &["delete", "table", "netdev", "manycast6"]);
+    against_twin("nothing");
 }
