@@ -6,7 +6,8 @@
 //! (`MldJoinVerifier`: parse, checksum, timeliness, link, key lookup, cached certificate,
 //! signature, replay, exclusivity) against raw verification of its own signatures, in the same
 //! rounds, and its rate as a share of the IPv4 pipeline's (`pipeline6_vs_ipv4`). The MLDv2
-//! verifier has no burst path, so there is no IPv6 batch figure.
+//! verifier has no burst path, so there is no IPv6 batch figure. Rates are per second of the
+//! benchmark thread's CPU time, on one core.
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use igmp_ext::fixtures::{Fixture, IFINDEX, NOW};
@@ -19,7 +20,7 @@ use igmp_ext::{
     JoinVerifier, SliceSet, SliceSet6, UnverifiedJoin, UnverifiedMldJoin, VerifierConfig,
 };
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MEMBERS: u32 = 8;
 const JOINS: usize = 2048;
@@ -35,13 +36,26 @@ fn trailing_signature(d: &[u8]) -> Signature {
     Signature::from_bytes(d[d.len() - 64..].try_into().expect("64 bytes"))
 }
 
+/// CPU time of the calling thread so far: what the figures are per second of, so that the
+/// other work on a shared machine, which preempts the thread, does not count against a phase
+/// (wall time did: the same phase's rate swung by 15 % between rounds at load 3 on 2 cores).
+fn cpu_now() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("schedstat's first field");
+    Duration::from_nanos(ns)
+}
+
 /// Strict verifications of every input, timed.
 fn raw_verify(inputs: &[RawInput]) -> Duration {
-    let t = Instant::now();
+    let t = cpu_now();
     for (key, msg, sig) in inputs {
         assert!(key.verify_strict(black_box(msg), sig).is_ok());
     }
-    t.elapsed()
+    cpu_now() - t
 }
 
 /// Member `n % MEMBERS`'s IGMPv3 joins, one slice of 8 each, and the raw baseline's inputs.
@@ -125,38 +139,51 @@ fn main() {
     let mut batch = Duration::ZERO;
     let mut pipeline6 = Duration::ZERO;
     let mut raw6 = Duration::ZERO;
-    for _ in 0..ROUNDS {
-        // Raw strict verification of the same signatures over the same bytes.
-        raw += raw_verify(&raw_inputs);
+    for round in 0..ROUNDS {
+        // IPv4 first in even rounds, IPv6 first in odd ones, so that neither family always
+        // runs after the other (the machine is shared and its load drifts).
+        let mut igmp = || {
+            // Raw strict verification of the same signatures over the same bytes.
+            raw += raw_verify(&raw_inputs);
 
-        // The whole pipeline, one datagram at a time.
-        let mut v = JoinVerifier::new(config.clone(), f.links());
-        let t = Instant::now();
-        for d in &joins {
-            assert!(v.handle_datagram(NOW, IFINDEX, black_box(d), &keys).is_ok());
-        }
-        pipeline += t.elapsed();
+            // The whole pipeline, one datagram at a time.
+            let mut v = JoinVerifier::new(config.clone(), f.links());
+            let t = cpu_now();
+            for d in &joins {
+                assert!(v.handle_datagram(NOW, IFINDEX, black_box(d), &keys).is_ok());
+            }
+            pipeline += cpu_now() - t;
 
-        // The whole pipeline, in bursts verified as a batch.
-        let mut v = JoinVerifier::new(config.clone(), f.links());
-        let t = Instant::now();
-        for chunk in joins.chunks(BURST) {
-            let items: Vec<(u32, &[u8])> = chunk.iter().map(|d| (IFINDEX, d.as_slice())).collect();
-            let out = v.handle_burst(NOW, black_box(&items), &keys);
-            assert!(out.iter().all(Result::is_ok));
-        }
-        batch += t.elapsed();
-
+            // The whole pipeline, in bursts verified as a batch.
+            let mut v = JoinVerifier::new(config.clone(), f.links());
+            let t = cpu_now();
+            for chunk in joins.chunks(BURST) {
+                let items: Vec<(u32, &[u8])> =
+                    chunk.iter().map(|d| (IFINDEX, d.as_slice())).collect();
+                let out = v.handle_burst(NOW, black_box(&items), &keys);
+                assert!(out.iter().all(Result::is_ok));
+            }
+            batch += cpu_now() - t;
+        };
         // MLDv2: raw, then the whole pipeline one datagram at a time, with the same limits.
-        raw6 += raw_verify(&raw_inputs6);
-        let mut v = MldJoinVerifier::new(MldVerifierConfig::default(), &config, f6.links6());
-        let t = Instant::now();
-        for d in &joins6 {
-            assert!(v
-                .handle_datagram(NOW, IFINDEX, black_box(d), &keys6)
-                .is_ok());
+        let mut mld = || {
+            raw6 += raw_verify(&raw_inputs6);
+            let mut v = MldJoinVerifier::new(MldVerifierConfig::default(), &config, f6.links6());
+            let t = cpu_now();
+            for d in &joins6 {
+                assert!(v
+                    .handle_datagram(NOW, IFINDEX, black_box(d), &keys6)
+                    .is_ok());
+            }
+            pipeline6 += cpu_now() - t;
+        };
+        if round % 2 == 0 {
+            igmp();
+            mld();
+        } else {
+            mld();
+            igmp();
         }
-        pipeline6 += t.elapsed();
     }
     let per_s = |d: Duration| (JOINS * ROUNDS) as f64 / d.as_secs_f64();
     let (pipeline_per_s, raw_per_s, batch_per_s) = (per_s(pipeline), per_s(raw), per_s(batch));
@@ -176,6 +203,14 @@ fn main() {
     eprintln!(
         "verify: {JOINS} joins x {ROUNDS} rounds from {MEMBERS} members, IGMPv3 and MLDv2 in \
          each round, IGMPv3 also in bursts of {BURST}; one thread"
+    );
+    let signed = |inputs: &[RawInput]| inputs[0].1.len();
+    eprintln!(
+        "verify: signed bytes per join: IGMPv3 {} (datagram {}), MLDv2 {} (datagram {})",
+        signed(&raw_inputs),
+        joins[0].len(),
+        signed(&raw_inputs6),
+        joins6[0].len()
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
