@@ -27,8 +27,9 @@
 //!   native is, and the same new-source steps: `native6_ratio`, `new_sources6_per_s`,
 //!   `first_packet_loss6`. No IPv6 VIP exists yet: `vip6_ratio` is null. `DATAPLANE_V6=0`
 //!   leaves IPv6 out (its figures null); `DATAPLANE_V6_ONLY=1` runs it alone (no JSON line);
-//!   `DATAPLANE_V6_TWIN=1` adds plain IPv6 routing beside the verifier, beside its table alone
-//!   and beside nothing against the same through a twin router without one (printed only).
+//!   `DATAPLANE_V6_TWIN=1` adds plain IPv6 routing beside the verifier, beside its table alone,
+//!   beside nothing and beside a packet socket like its MLD socket against the same through a
+//!   twin router without one (printed only).
 //! - `DATAPLANE_PERF=<dir>`: one extra phase of each variant under `perf record -a -g`, outside
 //!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`, and the last new-source step
 //!   (40,000/s; its figures then include perf's cost) into `<dir>/new-sources-40000.data`.

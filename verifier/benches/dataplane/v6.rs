@@ -384,8 +384,9 @@ fn new_sources6(lab: &RouterLab) -> (u32, f64) {
 
 /// `DATAPLANE_V6_TWIN=1`, after everything else: plain IPv6 routing in the verifier's namespace
 /// against the same through a twin router of the same topology where no verifier ever ran,
-/// three times: as measured above (the verifier and its table), with the verifier killed (its
-/// table stays, as after a crash), and with the table deleted too. What the verifier's presence
+/// four times: as measured above (the verifier and its table), with the verifier killed (its
+/// table stays, as after a crash), with the table deleted too, and beside a packet socket like
+/// the verifier's MLD socket alone. What the verifier's presence
 /// costs the IPv6 traffic it does not steer, which the plain side of `native6_ratio` pays, and
 /// which part of it is the table's ingress chain. A measuring aid, printed only; in its lines
 /// "steered" is plain routing beside the verifier.
@@ -417,4 +418,22 @@ fn plain_twin(lab: &RouterLab, plain: &Workload) {
     lab.router
         .exec("nft", &["delete", "table", "netdev", "manycast6"]);
     against_twin("nothing");
+    // Then a socket like the verifier's MLD receive socket alone (`AF_PACKET`, `SOCK_DGRAM`,
+    // ETH_P_IPV6, no interface bound, its Hop-by-Hop-only filter), held by this process in the
+    // router's namespace: whether that is what the verifier's process costs.
+    let tap = lab.router.run(|| {
+        let proto = i32::from(0x86ddu16.to_be());
+        let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(proto)))
+            .expect("packet socket");
+        s.attach_filter(&[
+            socket2::SockFilter::new(0x30, 0, 0, 6),
+            socket2::SockFilter::new(0x15, 0, 1, 0),
+            socket2::SockFilter::new(0x06, 0, 0, 65_535),
+            socket2::SockFilter::new(0x06, 0, 0, 0),
+        ])
+        .expect("filter");
+        s
+    });
+    against_twin("an-mld-like-packet-socket");
+    drop(tap);
 }
