@@ -318,6 +318,7 @@ impl Daemon {
             repoint.max_us,
         );
         (c.nft_rewrites, c.nfnl_batches) = (self.exec.nft_rewrites, self.exec.nfnl_batches);
+        status.pin_dataplane = self.exec.pin_path().into();
         status
     }
 

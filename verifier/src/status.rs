@@ -22,6 +22,10 @@ pub struct Status {
     #[serde(default)]
     pub native: Vec<NativeMapRow>,
     pub vips: Vec<VipRow>,
+    /// What carries pin mode's pinned flows (SPEC.md §10.3): "tc" (the tc program), "nft"
+    /// (the flow tables: configured so, or fallen back to), "" (no pinned VIP yet).
+    #[serde(default)]
+    pub pin_dataplane: String,
     /// VIPs whose route this router holds for its routing daemon to announce (SPEC.md
     /// §10.6); empty unless `[announce]` is enabled.
     #[serde(default)]
@@ -268,6 +272,9 @@ impl Status {
                 );
             }
         }
+        if !self.pin_dataplane.is_empty() {
+            let _ = writeln!(o, "VIP pin mode carried by: {}", self.pin_dataplane);
+        }
         if self.dataplane == "nft" {
             let _ = writeln!(
                 o,
@@ -459,6 +466,11 @@ impl Status {
             c.verify_queued.iter().map(|(l, n)| (label("class", l), *n)),
         );
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.gauge(
+            "vip_pin_tc_program",
+            "1 while pin mode's pinned flows are carried by the tc program, 0 on the nft flow tables or with no pinned VIP.",
+            i64::from(self.pin_dataplane == "tc"),
+        );
         m.gauge(
             "verify_backlog",
             "Signed IGMPv3 joins waiting for verification.",

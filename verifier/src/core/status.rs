@@ -160,6 +160,8 @@ impl Router {
                 Native::Mfc(_) => Vec::new(),
             },
             vips: self.vip.status(),
+            // Filled by the daemon, which knows what its executor loaded.
+            pin_dataplane: String::new(),
             announced: self.announcer.held().collect(),
             counters: Counters {
                 joins_accepted: s.joins_accepted,

@@ -327,6 +327,18 @@ impl PinPlane {
         self.prog.is_some()
     }
 
+    /// What carries pinned flows, for status: "tc" (the program), "nft" (configured so, or
+    /// fallen back to after a failure), or "" before any pinned VIP was planned.
+    pub fn path(&self) -> &'static str {
+        if self.prog.is_some() {
+            "tc"
+        } else if self.failed || self.cfg.dataplane == PinDataplane::Nft {
+            "nft"
+        } else {
+            ""
+        }
+    }
+
     /// Brings the program in step with a VIP change (after its nft batch was applied, so that
     /// what the program passes on meets the new table).
     pub fn apply(&mut self, change: &VipChange) {

@@ -170,6 +170,11 @@ impl Executor {
     }
 
     /// Applies `op`, logs a failure; returns whether it was applied (for the core).
+    /// What carries pin mode's pinned flows ([`PinPlane::path`]).
+    pub fn pin_path(&self) -> &'static str {
+        self.pin.path()
+    }
+
     pub fn run(&mut self, op: &DataplaneOp) -> bool {
         if let DataplaneOp::Repoint { ops } = op {
             self.repoints.begin(*ops);

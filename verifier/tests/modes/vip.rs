@@ -260,6 +260,9 @@ fn steers_and_pins(dataplane: Pin) {
         ["c0", "s1", "s2"].map(|d| bpf_attached(&lab, d)),
         [dataplane == Pin::Bpf; 3]
     );
+    // Status says what carries the pins.
+    let path = if dataplane == Pin::Bpf { "tc" } else { "nft" };
+    assert_eq!(lab.status().pin_dataplane, path);
     if dataplane == Pin::Bpf {
         assert_eq!(ask_udp(&lab, udp_flow), 1);
         let flows = bpf_flows(&lab);
@@ -349,6 +352,11 @@ fn bpf_pin_falls_back_to_nft_with_one_warning() {
     assert_eq!(ask(&mut connect(&lab, even)), 2);
     assert_eq!(ask(&mut pinned), 1, "pinned connection moved");
     assert!(!bpf_attached(&lab, "c0"));
+    assert_eq!(
+        lab.status().pin_dataplane,
+        "nft",
+        "status says pins fell back"
+    );
     let pins = lab.router.exec(
         "nft",
         &["list", "map", "netdev", "manycast_vip", "pin_10_200_0_1"],
