@@ -12,7 +12,8 @@ declare -A benches=(
   # Issue 17: keystore SIGKILL trials and recovery (needs delv), then the clock steps with the
   # real daemons (root, libfaketime), merged into one line.
   [faults]="faults"
-  # Needs root: namespaces, veth, the multicast routing socket, nftables.
+  # Needs root: namespaces, veth, the multicast routing socket, nftables. IPv4 and, in a
+  # dual-stack lab of its own, IPv6 native steering (issue 15; DATAPLANE_V6=0: IPv4 only).
   [dataplane]="cargo bench --quiet -p manycast-verifier --bench dataplane"
   [control]="cargo bench --quiet -p control-channel --bench control"
   # Issue 14 item 4, the simulator: per-member receive load and crash convergence of flat groups

@@ -22,6 +22,14 @@
 //!   share lost at the target rate (20,000/s). Before the steps, a burst of new sources with
 //!   the verifier stopped (SIGSTOP): on mroute it shows how many unresolved (S,G) the kernel
 //!   holds; on nft that everything is delivered with no verifier running.
+//! - IPv6 ([`v6`], issue 15): native steering on the verifier's `netdev manycast6` table
+//!   (SPEC.md §10.2.2) against plain IPv6 routing in the same dual-stack lab, measured as IPv4
+//!   native is, and the same new-source steps: `native6_ratio`, `new_sources6_per_s`,
+//!   `first_packet_loss6`. No IPv6 VIP exists yet: `vip6_ratio` is null. `DATAPLANE_V6=0`
+//!   leaves IPv6 out (its figures null); `DATAPLANE_V6_ONLY=1` runs it alone (no JSON line);
+//!   `DATAPLANE_V6_TWIN=1` adds plain IPv6 routing beside the verifier, beside its table alone,
+//!   beside nothing and beside a packet socket like its MLD socket against the same through a
+//!   twin router without one (printed only).
 //! - `DATAPLANE_PERF=<dir>`: one extra phase of each variant under `perf record -a -g`, outside
 //!   the figures, into `<dir>/{native,vip}-{steered,plain}.data`, and the last new-source step
 //!   (40,000/s; its figures then include perf's cost) into `<dir>/new-sources-40000.data`.
@@ -36,12 +44,14 @@
 //! what is counted is exactly what the router delivered, and both variants cost the servers the
 //! same. No assertion on any figure: a benchmark measures, it does not judge.
 
-#[path = "../tests/harness/mod.rs"]
+#[path = "../../tests/harness/mod.rs"]
 mod harness;
+mod v6;
+mod vip;
 
 use harness::topo::{wait_for, Dataplane, RouterLab, GROUP, PORT};
 use igmp_ext::Slice;
-use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrIn, SockaddrLike};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::IoSlice;
@@ -150,11 +160,11 @@ fn raw_socket() -> Socket {
 
 /// Sends `packets` (one `sendmmsg` each) to `dsts` in a loop; returns datagrams handed to the
 /// kernel. `ENOBUFS` just means the link was momentarily full.
-fn send_batch(
+fn send_batch<A: SockaddrLike + Copy>(
     s: &Socket,
-    hdrs: &mut MultiHeaders<SockaddrIn>,
+    hdrs: &mut MultiHeaders<A>,
     packets: &[Vec<u8>],
-    dsts: &[Option<SockaddrIn>],
+    dsts: &[Option<A>],
 ) -> u64 {
     let iovs: Vec<[IoSlice<'_>; 1]> = packets.iter().map(|p| [IoSlice::new(p)]).collect();
     match sendmmsg(s.as_raw_fd(), hdrs, &iovs, dsts, [], MsgFlags::empty()) {
@@ -235,32 +245,42 @@ fn thread_cpu_secs() -> f64 {
 }
 
 /// Every server counts and drops the benchmark's datagrams before routing: the count is what
-/// the router delivered, and multicast and unicast cost the server the same.
-fn install_sinks(lab: &RouterLab) {
+/// the router delivered, and multicast and unicast cost the server the same. `family` is `ip`
+/// or `ip6` (the IPv6 lab's, [`v6`]); an IPv4 lab has no IPv6 hook, so nothing else runs for
+/// its packets.
+fn install_sinks(lab: &RouterLab, family: &str) {
     for s in &lab.servers {
-        s.ns.exec("nft", &["add", "table", "ip", "sink"]);
+        s.ns.exec("nft", &["add", "table", family, "sink"]);
         s.ns.exec(
             "nft",
-            &["add chain ip sink pre { type filter hook prerouting priority -300; policy accept; }"],
+            &[&format!(
+                "add chain {family} sink pre {{ type filter hook prerouting priority -300; policy accept; }}"
+            )],
         );
-        s.ns.exec("nft", &["add rule ip sink pre udp dport 5000 counter drop"]);
+        s.ns.exec(
+            "nft",
+            &[&format!(
+                "add rule {family} sink pre udp dport 5000 counter drop"
+            )],
+        );
     }
 }
 
-/// Datagrams the servers' sinks have counted so far, all servers together.
+/// Datagrams the servers' sinks (either family) have counted so far, all servers together.
 fn delivered(lab: &RouterLab) -> u64 {
     lab.servers
         .iter()
         .map(|s| {
-            let json =
-                s.ns.exec("nft", &["-j", "list", "chain", "ip", "sink", "pre"]);
+            let json = s.ns.exec("nft", &["-j", "list", "ruleset"]);
             let v: serde_json::Value = serde_json::from_str(&json).expect("nft JSON");
             v["nftables"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|o| o.pointer("/rule/expr"))
-                .flat_map(|e| e.as_array().into_iter().flatten())
+                .filter_map(|o| o.get("rule"))
+                .filter(|r| r["table"] == "sink")
+                .filter_map(|r| r["expr"].as_array())
+                .flatten()
                 .filter_map(|e| e.pointer("/counter/packets").and_then(|p| p.as_u64()))
                 .sum::<u64>()
         })
@@ -326,12 +346,11 @@ fn perf_stop(child: Option<std::process::Child>) {
     }
 }
 
-/// Delivered datagrams per second for one phase of `w`, run after `before()`; profiled as
-/// `profile` when given (see [`perf_start`]).
+/// Delivered datagrams per second for one phase of `w`, run after `refresh()` (the owners'
+/// joins again: claims expire); profiled as `profile` when given (see [`perf_start`]).
 /// Also the sending thread's CPU nanoseconds per delivered datagram ([`thread_cpu_secs`]).
-fn phase(lab: &RouterLab, w: &Workload, before: &dyn Fn(), profile: Option<String>) -> (f64, f64) {
-    refresh_owners(lab);
-    before();
+fn phase(lab: &RouterLab, w: &Workload, refresh: &dyn Fn(), profile: Option<String>) -> (f64, f64) {
+    refresh();
     let perf = profile.and_then(|p| perf_start(&p));
     let d0 = delivered(lab);
     let (_, secs, cpu) = w.blast(lab, PHASE);
@@ -440,7 +459,8 @@ fn native(lab: &mut RouterLab, dataplane: Dataplane) -> (f64, f64, f64) {
             lab.steered(GROUP) == BTreeMap::from([(1, 1), (2, 1)])
         }),
     }
-    compare("native", (lab, &steered, &|| {}), (lab, &plain, &|| {}))
+    let refresh = || refresh_owners(lab);
+    compare("native", (lab, &steered, &refresh), (lab, &plain, &refresh))
 }
 
 /// What one step of new sources did, counted at each stage.
@@ -495,24 +515,8 @@ fn new_sources_step(lab: &RouterLab, dataplane: Dataplane, next: &mut u32, rate:
         .then(|| perf_start(&format!("new-sources-{rate}")))
         .flatten();
     let first = *next;
-    let sending = std::sync::atomic::AtomicBool::new(true);
-    let (sent, send_secs) = std::thread::scope(|scope| {
-        // Members refresh their joins meanwhile, as member agents do: a step that falls behind
-        // on a busy host can outlast the claims (22 s), and expiring claims would re-point
-        // every entry to drop in the middle of the step.
-        scope.spawn(|| {
-            let mut last = Instant::now();
-            while sending.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-                if last.elapsed() > Duration::from_secs(5) {
-                    refresh_owners(lab);
-                    last = Instant::now();
-                }
-            }
-        });
-        let r = send_new_sources(lab, first, rate);
-        sending.store(false, std::sync::atomic::Ordering::Relaxed);
-        r
+    let (sent, send_secs) = refreshing(&|| refresh_owners(lab), || {
+        send_new_sources(lab, first, rate)
     });
     perf_stop(perf);
     *next = first + sent as u32;
@@ -530,36 +534,64 @@ fn new_sources_step(lab: &RouterLab, dataplane: Dataplane, next: &mut u32, rate:
     }
 }
 
+/// Runs `send` while `refresh` (the owners' joins) runs every 5 s beside it, as member agents
+/// refresh theirs: a step that falls behind on a busy host can outlast the claims (22 s), and
+/// expiring claims would re-point every entry to drop in the middle of the step.
+fn refreshing<T>(refresh: &(dyn Fn() + Sync), send: impl FnOnce() -> T) -> T {
+    let sending = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut last = Instant::now();
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() > Duration::from_secs(5) {
+                    refresh();
+                    last = Instant::now();
+                }
+            }
+        });
+        let r = send();
+        sending.store(false, std::sync::atomic::Ordering::Relaxed);
+        r
+    })
+}
+
 /// Sends one datagram from each of `rate` × STEP new sources, starting at `first`, paced at
 /// `rate` per second from the client namespace; returns (sent, seconds it took).
 fn send_new_sources(lab: &RouterLab, first: u32, rate: u32) -> (u64, f64) {
     lab.client.run(|| {
-        let s = raw_socket();
-        let dst = Some(SockaddrIn::from(SocketAddrV4::new(GROUP, 0)));
-        let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(64, None);
-        let start = Instant::now();
-        let total = u64::from(rate) * STEP.as_millis() as u64 / 1000;
-        let mut sent = 0u64;
-        while sent < total {
-            // As many as the schedule allows by now, at most one batch.
-            let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
-            let n = due.saturating_sub(sent).min(64);
-            if n == 0 {
-                std::thread::sleep(Duration::from_micros(50));
-                continue;
-            }
-            let packets: Vec<Vec<u8>> = (0..n as u32)
-                .map(|i| {
-                    let src = Ipv4Addr::from(first + sent as u32 + i);
-                    datagram(src, GROUP, sent as u32 + i)
-                })
-                .collect();
-            let dsts = vec![dst; packets.len()];
-            let k = send_batch(&s, &mut hdrs, &packets, &dsts);
-            sent += k;
-        }
-        (sent, start.elapsed().as_secs_f64())
+        let dst = SockaddrIn::from(SocketAddrV4::new(GROUP, 0));
+        send_paced(&raw_socket(), dst, rate, |n| {
+            datagram(Ipv4Addr::from(first + n as u32), GROUP, n as u32)
+        })
     })
+}
+
+/// Sends `rate` × STEP datagrams, the n-th `packet(n)`, to `dst` through `s`, paced at `rate`
+/// per second; returns (sent, seconds it took).
+fn send_paced<A: SockaddrLike + Copy>(
+    s: &Socket,
+    dst: A,
+    rate: u32,
+    packet: impl Fn(u64) -> Vec<u8>,
+) -> (u64, f64) {
+    let mut hdrs = MultiHeaders::<A>::preallocate(64, None);
+    let start = Instant::now();
+    let total = u64::from(rate) * STEP.as_millis() as u64 / 1000;
+    let mut sent = 0u64;
+    while sent < total {
+        // As many as the schedule allows by now, at most one batch.
+        let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
+        let n = due.saturating_sub(sent).min(64);
+        if n == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        let packets: Vec<Vec<u8>> = (sent..sent + n).map(&packet).collect();
+        let dsts = vec![Some(dst); packets.len()];
+        sent += send_batch(s, &mut hdrs, &packets, &dsts);
+    }
+    (sent, start.elapsed().as_secs_f64())
 }
 
 /// The kernel's limit on unresolved (S,G) at once (older kernels: 10 per table). With the
@@ -618,152 +650,52 @@ fn new_sources(lab: &RouterLab, dataplane: Dataplane) -> (u32, f64) {
          held {unresolved} unresolved (S,G) entries; {while_stopped} datagrams delivered while \
          it was stopped, {got} once it resumed"
     );
-    let mut best = 0;
-    let mut lost_before = false;
-    let mut loss_at_target = None;
+    let mut verdict = Verdict::default();
     for rate in NEW_SOURCE_RATES {
         let st = new_sources_step(lab, dataplane, &mut next, rate);
         let (sent, got) = (st.sent, st.delivered);
-        let loss = 1.0 - got as f64 / sent.max(1) as f64;
-        let achieved = (sent as f64 / st.send_secs.max(1e-9)) as u32;
+        let (achieved, loss) = verdict.step(rate, sent, got, st.send_secs);
         eprintln!(
             "dataplane: new sources offered at {rate}/s, achieved {achieved}/s: sent {sent}, \
              upcalls {} (socket drops {}), entries installed {}, forwarded {}, delivered {got} \
              (lost {loss:.4}), kernel errors {}",
             st.upcalls, st.socket_drops, st.installs, st.forwarded, st.kernel_errors
         );
+    }
+    verdict.result()
+}
+
+/// The new-source steps' figures, taken step by step: the highest rate achieved with nothing
+/// lost in it or any step before, and the share lost at the target rate.
+#[derive(Default)]
+struct Verdict {
+    best: u32,
+    lost_before: bool,
+    loss_at_target: Option<f64>,
+}
+
+impl Verdict {
+    /// One step offered at `rate`; returns (rate achieved, share lost).
+    fn step(&mut self, rate: u32, sent: u64, got: u64, send_secs: f64) -> (u32, f64) {
+        let loss = 1.0 - got as f64 / sent.max(1) as f64;
+        let achieved = (sent as f64 / send_secs.max(1e-9)) as u32;
         // The highest rate below which nothing was lost: one lossy step ends the run of clean
         // ones, so a lucky higher step cannot stand for the rate.
-        if got >= sent && !lost_before {
-            best = best.max(achieved);
+        if got >= sent && !self.lost_before {
+            self.best = self.best.max(achieved);
         } else {
-            lost_before = true;
+            self.lost_before = true;
         }
         if rate == TARGET_NEW_SOURCES {
-            loss_at_target = Some(loss.max(0.0));
+            self.loss_at_target = Some(loss.max(0.0));
         }
+        (achieved, loss)
     }
-    (best, loss_at_target.unwrap_or(1.0))
-}
 
-/// VIP steering vs plain routing. Steered: datagrams to the VIP through the verifier's router,
-/// its tables (the fast path's netdev table, the `ip` table of marks) and policy rules as it
-/// wrote them. Plain: the same datagrams to the owners' own addresses through `twin`, a router
-/// namespace of the same topology where no verifier ever ran. Not the VIP router with the
-/// verifier's state taken out: the kernel sets a namespace's `fib_has_custom_rules` with its
-/// first policy rule and never clears it, so every packet routed there walks the rule list
-/// (`fib_rules_lookup`, ~12 % of a plain packet's cost in `perf`) even with the rules gone,
-/// which flattered the steering (it made the earlier VIP figures). With `pin`, each of the 64
-/// flows is in the pin table after its first packet, so the phases measure the established
-/// flows' path (a flow's first packet costs one more insertion).
-fn vip(lab: &mut RouterLab, twin: &RouterLab, what: &str) -> (f64, f64, f64) {
-    two_owners(lab);
-    wait_for("VIP routed to both members", || {
-        lab.status()
-            .vips
-            .first()
-            .is_some_and(|v| v.members.len() == 2)
-    });
-    // `DATAPLANE_VIP_SLOW=1`: the fast path's table taken out, so that the steered phases
-    // measure the slow path alone (marks, policy routes, conntrack for pin), the VIP steering
-    // before issue 16's item 5: an A/B in one run, outside the JSON line.
-    if std::env::var_os("DATAPLANE_VIP_SLOW").is_some() {
-        lab.router
-            .exec("nft", &["delete", "table", "netdev", "manycast_vip"]);
+    /// (new sources per second, first-packet loss at the target rate; 1 if it never ran).
+    fn result(&self) -> (u32, f64) {
+        (self.best, self.loss_at_target.unwrap_or(1.0))
     }
-    let steered = Workload::new(lab, |_| VIP);
-    let plain = Workload::new(twin, |k| owner_addr(twin, k));
-    compare(what, (lab, &steered, &|| {}), (twin, &plain, &|| {}))
-}
-
-/// Re-points measured in the verifier (its `repoint_us`, the median time to apply one
-/// ownership change's ops) on the nft data plane with a VIP, so each re-point moves an element
-/// of both nft tables: member 1 takes value 2 of the low two bits from member 2 and gives it
-/// back, REPOINTS / 2 times, three joins each (member 2 keeps value 1, so the maps' mask and the
-/// tables' shape stay).
-/// Beside it, for comparison, what the same change cost before the tables were updated in
-/// place: `nft list` of the native table (its counters) and `nft -f` of both whole tables, as
-/// processes in the router's namespace. Returns (repoint_us, whole_table_us).
-fn repoints(lab: &RouterLab) -> (u64, u64) {
-    let s = |v| Slice::new(v, 3);
-    lab.join(0, &[s(0)], 1);
-    lab.join(1, &[s(1), s(2)], 1);
-    let settled = |m1: u64| {
-        move || {
-            let st = lab.status();
-            let n = st
-                .native
-                .iter()
-                .filter(|r| r.member == 1)
-                .map(|r| r.values)
-                .sum::<u64>();
-            n == m1 && st.vips.first().is_some_and(|v| v.members.len() == 2)
-        }
-    };
-    wait_for("the first map", settled(1));
-    let before = lab.status().counters;
-    let mut epoch = 2;
-    for _ in 0..REPOINTS / 2 {
-        lab.join(0, &[s(0), s(2)], epoch);
-        wait_for("member 1 takes value 2", settled(2));
-        lab.join(0, &[s(0)], epoch + 1);
-        lab.join(1, &[s(1), s(2)], epoch + 1);
-        wait_for("member 2 has it back", settled(1));
-        epoch += 2;
-    }
-    let after = lab.status().counters;
-    eprintln!(
-        "dataplane: re-points: {} timed, median {:?} us, p99 {:?} us, max {:?} us; \
-         nft whole-table rewrites during them: {}",
-        after.repoints - before.repoints,
-        after.repoint_us,
-        after.repoint_p99_us,
-        after.repoint_max_us,
-        after.nft_rewrites - before.nft_rewrites
-    );
-    // The same change the way it was made before: list, then both tables whole, by process.
-    let native = lab
-        .router
-        .exec("nft", &["list", "table", "netdev", "manycast_native"]);
-    let vip = lab
-        .router
-        .exec("nft", &["list", "table", "ip", "manycast_verifier"]);
-    let whole = format!(
-        "add table netdev manycast_native\ndelete table netdev manycast_native\n{native}\n\
-         add table ip manycast_verifier\ndelete table ip manycast_verifier\n{vip}\n"
-    );
-    let mut spawned: Vec<u64> = (0..REPOINTS / 4)
-        .map(|_| {
-            lab.router.run(|| {
-                let t = Instant::now();
-                let out = std::process::Command::new("nft")
-                    .args(["list", "table", "netdev", "manycast_native"])
-                    .output()
-                    .expect("nft list");
-                assert!(out.status.success(), "nft list");
-                let mut child = std::process::Command::new("nft")
-                    .args(["-f", "-"])
-                    .stdin(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("nft -f");
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(whole.as_bytes())
-                    .expect("write");
-                assert!(child.wait().expect("nft -f").success(), "nft -f");
-                t.elapsed().as_micros() as u64
-            })
-        })
-        .collect();
-    spawned.sort_unstable();
-    let whole_us = spawned[spawned.len() / 2];
-    eprintln!(
-        "dataplane: the same change by nft processes (list + whole tables): median {whole_us} us"
-    );
-    (after.repoint_us.unwrap_or(0), whole_us)
 }
 
 /// MFC entries left after the new-source steps, in the kernel and in the verifier.
@@ -792,117 +724,23 @@ fn mfc_after_steps(lab: &RouterLab) {
     );
 }
 
-/// `DATAPLANE_SWAP=name=file,…` (with `DATAPLANE_VIP_ONLY`): in the pinned VIP's lab, the
-/// fast path's table replaced by each file in turn (`nft -f`, whole tables as the verifier
-/// writes them for this lab: `benches/dataplane-swap/` has the pinned table as issue 16 first
-/// wrote it, as it is now, and the unpinned one), alternating in every round, the same
-/// traffic, router and moment for all: what one ruleset costs per packet against another,
-/// which the load of the shared machine swamps between two runs. (Not the verifier's table
-/// listed back: `nft list` 1.0.6 drops the pinned ingress rule's fragment mask.) Prints, per variant, the median sender CPU per datagram and packets per
-/// second, and the median of the per-round ratios to the first variant. A measuring aid
-/// outside the JSON line.
-fn swap_rulesets(lab: &RouterLab, spec: &str) {
-    two_owners(lab);
-    wait_for("VIP routed to both members", || {
-        lab.status()
-            .vips
-            .first()
-            .is_some_and(|v| v.members.len() == 2)
-    });
-    let mut variants: Vec<(String, std::path::PathBuf)> = Vec::new();
-    for item in spec.split(',') {
-        let (name, file) = item.split_once('=').unwrap_or((item, item));
-        variants.push((name.to_owned(), file.into()));
-    }
-    let w = Workload::new(lab, |_| VIP);
-    let n = variants.len();
-    let (mut ns, mut pps) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-    let (mut ns_ratio, mut pps_ratio) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-    for r in 0..ROUNDS * 2 {
-        let mut this = vec![(0.0, 0.0); n];
-        for k in 0..n {
-            let i = (k + r) % n;
-            let path = variants[i].1.to_str().expect("a UTF-8 path");
-            lab.router.exec("nft", &["-f", path]);
-            // The flows' first packets (into the empty flow tables) outside the phase.
-            w.blast(lab, Duration::from_millis(50));
-            this[i] = phase(lab, &w, &|| {}, None);
-        }
-        for i in 0..n {
-            pps[i].push(this[i].0);
-            ns[i].push(this[i].1);
-            pps_ratio[i].push(this[i].0 / this[0].0);
-            ns_ratio[i].push(this[0].1 / this[i].1);
-        }
-        eprintln!(
-            "dataplane: swap round {r}: {}",
-            variants
-                .iter()
-                .zip(&this)
-                .map(|((name, _), (p, c))| format!("{name} {p:.0} pps {c:.0} ns"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    for i in 0..n {
-        eprintln!(
-            "dataplane: swap {}: median {:.0} ns per datagram, {:.0} pps; per-round against {}: \
-             CPU {:.3}, pps {:.3}",
-            variants[i].0,
-            median(ns[i].clone()),
-            median(pps[i].clone()),
-            variants[0].0,
-            median(ns_ratio[i].clone()),
-            median(pps_ratio[i].clone())
-        );
-    }
+/// The load average (1, 5, 15 minutes), for the report beside the figures.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// (ratio, steered, plain) of VIP steering without pin, then with pin, each in a fresh lab.
-fn vips() -> ((f64, f64, f64), (f64, f64, f64)) {
-    // `DATAPLANE_PIN=nft`: pin mode on the nftables flow tables rather than the tc program.
-    let pin_plane = std::env::var("DATAPLANE_PIN").unwrap_or_else(|_| "bpf".into());
-    let vip_lab = |pin: bool| {
-        let mut lab = RouterLab::new(
-            2,
-            &format!("[vip_pin]\ndataplane = \"{pin_plane}\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = {pin}\n"),
-        );
-        lab.log_filter = "info".into();
-        install_sinks(&lab);
-        lab.start();
-        lab
-    };
-    // Plain routing's router: the same topology, no verifier.
-    let twin = RouterLab::new(2, "");
-    install_sinks(&twin);
-    let plain = vip(&mut vip_lab(false), &twin, "vip");
-    let mut pin_lab = vip_lab(true);
-    let pinned = vip(&mut pin_lab, &twin, "vip-pin");
-    // What the tc program forwarded (nothing on nft): the pinned phases went through it.
-    let hops = manycast_verifier::sys::bpf::pinned_entries::<u32, [u32; 4]>(
-        &pin_lab.pin_dir.join(manycast_verifier::sys::bpf::HOPS),
-    );
-    let by_bpf: u64 = hops
-        .map(|h| {
-            h.values()
-                .map(|v| u64::from(v[3]) << 32 | u64::from(v[2]))
-                .sum()
-        })
-        .unwrap_or(0);
-    eprintln!("dataplane: pin mode on {pin_plane}: {by_bpf} packets forwarded by the tc program");
-    (plain, pinned)
+/// `DATAPLANE_V6=0` leaves the IPv6 lab out (its figures are then null).
+fn with_v6() -> bool {
+    std::env::var("DATAPLANE_V6").as_deref() != Ok("0")
 }
 
 fn main() {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    eprintln!(
-        "dataplane: load average at start {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    eprintln!("dataplane: load average at start {}", load_average());
     eprintln!(
         "dataplane: kernel {}; {} rounds of {:?} per variant, {FLOWS} flows, two servers; \
          native-mode verifier at nice {VERIFIER_NICE}",
@@ -922,15 +760,30 @@ fn main() {
             "[vip_pin]\ndataplane = \"nft\"\n[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\npin = true\n",
         );
         lab.log_filter = "info".into();
-        install_sinks(&lab);
+        install_sinks(&lab, "ip");
         lab.start();
-        swap_rulesets(&lab, &spec);
+        vip::swap_rulesets(&lab, &spec);
         return;
     }
     if std::env::var_os("DATAPLANE_VIP_ONLY").is_some() {
         // The VIP phases alone, for a quick look: no JSON line.
-        let ((vip_ratio, ..), (pin_ratio, ..)) = vips();
+        let ((vip_ratio, ..), (pin_ratio, ..)) = vip::vips();
         eprintln!("dataplane: VIP only: vip_ratio {vip_ratio:.3}, vip_pin_ratio {pin_ratio:.3}");
+        return;
+    }
+    if std::env::var_os("DATAPLANE_V6_ONLY").is_some() {
+        // The IPv6 phases alone, for a quick look: no JSON line.
+        let f = v6::run();
+        eprintln!(
+            "dataplane: IPv6 only: native6_ratio {:.3} ({:.0} vs {:.0} pps), new_sources6_per_s \
+             {}, first_packet_loss6 {:.4}; load average at the end {}",
+            f.native6_ratio,
+            f.steered,
+            f.plain,
+            f.new_sources6_per_s,
+            f.first_packet_loss6,
+            load_average()
+        );
         return;
     }
     let mut lab = RouterLab::new(2, "");
@@ -939,7 +792,7 @@ fn main() {
     // new packet and every install walks: on this shared machine, at default priority, it
     // falls behind the other engineers' builds and the backlog feeds on itself (NOTES.md).
     lab.nice = Some(VERIFIER_NICE);
-    install_sinks(&lab);
+    install_sinks(&lab, "ip");
     lab.start();
     let dataplane = lab.dataplane();
     eprintln!("dataplane: native mode on the {dataplane:?} data plane");
@@ -950,7 +803,10 @@ fn main() {
     }
     drop(lab);
 
-    let ((vip_ratio, vip_steered, vip_plain), (pin_ratio, pin_steered, pin_plain)) = vips();
+    // IPv6 native steering, in a dual-stack lab of its own.
+    let v6 = with_v6().then(v6::run);
+
+    let ((vip_ratio, vip_steered, vip_plain), (pin_ratio, pin_steered, pin_plain)) = vip::vips();
 
     let mut lab = RouterLab::new(
         2,
@@ -958,16 +814,33 @@ fn main() {
     );
     lab.log_filter = "info".into();
     lab.start();
-    let (repoint_us, whole_table_us) = repoints(&lab);
+    let (repoint_us, whole_table_us) = vip::repoints(&lab);
     drop(lab);
 
     eprintln!(
         "dataplane: native {native_steered:.0} pps vs plain routing {native_plain:.0} pps; \
          VIP {vip_steered:.0} pps vs plain routing {vip_plain:.0} pps; pinned VIP \
-         {pin_steered:.0} pps vs plain routing {pin_plain:.0} pps (medians)"
+         {pin_steered:.0} pps vs plain routing {pin_plain:.0} pps (medians); load average at \
+         the end {}",
+        load_average()
     );
+    // There is no IPv6 VIP yet: `vip6_ratio` stays null; so do the other IPv6 figures when
+    // DATAPLANE_V6=0 left them out.
+    let v6_keys = match &v6 {
+        Some(f) => {
+            eprintln!(
+                "dataplane: IPv6 native {:.0} pps vs plain IPv6 routing {:.0} pps (medians)",
+                f.steered, f.plain
+            );
+            format!(
+                "\"native6_ratio\":{:.3},\"vip6_ratio\":null,\"new_sources6_per_s\":{},\"first_packet_loss6\":{:.4}",
+                f.native6_ratio, f.new_sources6_per_s, f.first_packet_loss6
+            )
+        }
+        None => "\"native6_ratio\":null,\"vip6_ratio\":null,\"new_sources6_per_s\":null,\"first_packet_loss6\":null".into(),
+    };
     let line = format!(
-        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"vip_pin_ratio\":{pin_ratio:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",
+        "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"vip_pin_ratio\":{pin_ratio:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},{v6_keys},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",
         native_ratio,
         vip_ratio,
         new_per_s,
