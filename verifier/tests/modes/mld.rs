@@ -354,3 +354,87 @@ fn forwarded_ipv6_never_reaches_the_mld_socket() {
     );
     lab.stop();
 }
+
+/// The verifier's own MLD never comes back to its MLD socket (the packet socket skipped what
+/// this host sent): its queries go out without multicast loopback, and its kernel's reports
+/// (for ff02::16, which it joined) come from the router's own addresses, skipped. With every
+/// neighbour's IPv6 off, nothing MLD reaches the verifier however many queries it sends.
+#[test]
+fn the_verifiers_own_mld_does_not_come_back_to_it() {
+    let fixture = Fixture::dual_stack(2, SliceSet6::full());
+    let mut lab = RouterLab::with_fixture(
+        fixture,
+        "[verifier]\nprotected6 = [\"ff3e::/32\"]\n\
+         [querier]\nquery_interval_ms = 1000\nquery_response_interval_ms = 500\n",
+    );
+    let neighbours: Vec<(Netns, String)> = lab
+        .servers
+        .iter()
+        .map(|s| (s.ns.clone(), s.ifname.clone()))
+        .chain(std::iter::once((lab.client.clone(), "cl0".to_owned())))
+        .collect();
+    for (ns, ifname) in &neighbours {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1");
+    }
+    // The querier's sources are the link-local addresses usable at start: DAD done.
+    wait_for("the router's link-local addresses", || {
+        let text = lab
+            .router
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/if_inet6").expect("if_inet6"));
+        let ready = |dev: &str| {
+            text.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 6
+                    && f[5] == dev
+                    && f[3] == "20"
+                    && u8::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x40 == 0)
+            })
+        };
+        ["c0", "s1", "s2"].into_iter().all(ready)
+    });
+    // Member 1's link as it carries IPv6 (a packet socket: its own IPv6 is off).
+    let (member, ifname) = &neighbours[0];
+    let link = member.run(|| {
+        let s = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(0x86ddu16.to_be()))),
+        )
+        .expect("packet socket");
+        s.bind_device(Some(ifname.as_bytes())).expect("bind");
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        s
+    });
+    lab.start();
+    // Two MLD queries (next header Hop-by-Hop, then ICMPv6 type 130) on the link.
+    let mut queries = 0;
+    let mut buf = [0u8; 1500];
+    wait_for(
+        "two MLD queries from the verifier on member 1's link",
+        || {
+            while let Ok(n) = std::io::Read::read(&mut &link, &mut buf) {
+                if n >= 48 + 28 && buf[6] == 0 && buf[40] == 58 && buf[48] == 130 {
+                    queries += 1;
+                }
+            }
+            queries >= 2
+        },
+    );
+    // A looped-back copy is queued at sending: by a later status it has been read.
+    let sent = lab.status().counters.queries_sent;
+    wait_for("more queries sent", || {
+        lab.status().counters.queries_sent > sent
+    });
+    let c = lab.status().counters;
+    assert_eq!(
+        (c.mld_plain_accepted, c.mld_joins_accepted),
+        (0, 0),
+        "MLD seen with no neighbour speaking IPv6:\n{}",
+        lab.log()
+    );
+    let refused: u64 = c.mld_rejected.iter().map(|(_, n)| n).sum();
+    assert_eq!(refused, 0, "{:?}", c.mld_rejected);
+    lab.stop();
+}
