@@ -1,6 +1,6 @@
-//! The daemon's side of MLDv2 (issue 15, item 3): the packet socket that receives MLD on the
-//! member-facing interfaces (`sys::mld_socket`), their IPv6 on-link prefixes for the core, and
-//! what the socket holds handed to the core's MLDv2 path.
+//! The daemon's side of MLDv2 (issue 15, item 3): the raw ICMPv6 socket that receives MLD on
+//! the member-facing interfaces (`sys::mld_socket`), their IPv6 on-link prefixes for the core,
+//! and what the socket holds, rebuilt into IPv6 datagrams, handed to the core's MLDv2 path.
 
 use super::{clocks, Daemon, MAX_BURST};
 use crate::core::{Event, Router};
@@ -9,7 +9,7 @@ use crate::sys::mld_socket;
 use igmp_ext::{Reason, Timestamp};
 use socket2::{SockAddr, Socket};
 use std::collections::HashMap;
-use std::net::SocketAddrV6;
+use std::net::{Ipv6Addr, SocketAddrV6};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
@@ -21,8 +21,11 @@ const MAX_READS: usize = 1024;
 pub(super) struct MldIo {
     pub(super) recv: Option<AsyncFd<Socket>>,
     senders: HashMap<u32, Socket>,
-    /// The receiving socket's drops (PACKET_STATISTICS resets on reading: summed here).
-    drops_total: u32,
+    /// This host's addresses: MLD from them is its own, skipped.
+    own: Vec<Ipv6Addr>,
+    /// Datagrams the kernel discarded for their ICMPv6 checksum: counted in the socket's drops
+    /// (`SO_RXQ_OVFL`) but no sign of a full queue, so taken out of them.
+    checksum_failures: u32,
     drops: crate::sys::igmp_socket::Drops,
 }
 
@@ -60,6 +63,7 @@ pub(super) fn open(core: &mut Router) -> MldIo {
     MldIo {
         recv,
         senders,
+        own: mld_socket::host_addresses(&if_inet6),
         ..MldIo::default()
     }
 }
@@ -88,6 +92,7 @@ impl Daemon {
     pub(super) fn read_mld(&mut self) -> bool {
         let mut buf = vec![0u8; 65_536];
         let mut burst: Vec<(u32, Vec<u8>)> = Vec::with_capacity(MAX_BURST);
+        let mut overflows_total = None;
         let mut more = true;
         for _ in 0..MAX_READS {
             let Some(sock) = &self.mld.recv else {
@@ -95,7 +100,11 @@ impl Daemon {
                 break;
             };
             let r = match mld_socket::recv(sock.get_ref(), &mut buf) {
-                Ok(Some(r)) => r,
+                Ok(Some(mld_socket::Read::Message(r))) => r,
+                Ok(Some(mld_socket::Read::ChecksumFailed)) => {
+                    self.mld.checksum_failures = self.mld.checksum_failures.wrapping_add(1);
+                    continue;
+                }
                 Ok(None) => {
                     more = false;
                     break;
@@ -106,49 +115,51 @@ impl Daemon {
                     break;
                 }
             };
-            if !self
-                .core
-                .interfaces()
-                .iter()
-                .any(|i| i.ifindex == r.ifindex)
+            // The counter as of this read, less the checksum failures before it.
+            let overflows = r
+                .drops_total
+                .map(|t| t.wrapping_sub(self.mld.checksum_failures));
+            overflows_total = overflows.or(overflows_total);
+            if self.mld.own.contains(&r.source)
+                || !self
+                    .core
+                    .interfaces()
+                    .iter()
+                    .any(|i| i.ifindex == r.ifindex)
             {
                 continue;
             }
-            burst.push((r.ifindex, buf[..r.len].to_vec()));
+            // Without a Hop-by-Hop header it is no MLD message (RFC 3810 §5): dropped unseen,
+            // as the packet socket's filter dropped it.
+            let Some(datagram) = r.datagram else {
+                continue;
+            };
+            burst.push((r.ifindex, datagram));
             if burst.len() == MAX_BURST {
                 self.handle_mld_burst(&mut burst);
             }
         }
         self.handle_mld_burst(&mut burst);
-        self.note_mld_drops();
+        if let Some(total) = overflows_total {
+            self.note_mld_drops(total);
+        }
         more
     }
 
     /// What the kernel dropped at the MLD socket's full queue goes to the core, which holds
-    /// every IPv6 claim for it (SPEC.md §5.6).
-    fn note_mld_drops(&mut self) {
-        let Some(sock) = &self.mld.recv else {
-            return;
-        };
-        let taken = match mld_socket::take_drops(sock.get_ref()) {
-            Ok(n) => n,
-            Err(e) => {
-                debug!(error = %e, "MLD socket statistics");
-                return;
-            }
-        };
-        if taken == 0 {
-            return;
-        }
+    /// every IPv6 claim for it (SPEC.md §5.6). `total` is the socket's drop counter, checksum
+    /// failures taken out.
+    fn note_mld_drops(&mut self, total: u32) {
         let now = clocks();
-        self.mld.drops_total = self.mld.drops_total.wrapping_add(taken);
         let dropped = self.mld.drops.update_for(
             now.mono,
-            self.mld.drops_total,
+            total,
             "MLD datagrams; every IPv6 claim is held one hold from now",
         );
-        self.core.handle_mld_socket_overflow(now, dropped);
-        self.flush(now);
+        if dropped > 0 {
+            self.core.handle_mld_socket_overflow(now, dropped);
+            self.flush(now);
+        }
     }
 
     fn handle_mld_burst(&mut self, burst: &mut Vec<(u32, Vec<u8>)>) {
