@@ -386,7 +386,8 @@ fn new_sources6(lab: &RouterLab) -> (u32, f64) {
 /// against the same through a twin router of the same topology where no verifier ever ran,
 /// four times: as measured above (the verifier and its table), with the verifier killed (its
 /// table stays, as after a crash), with the table deleted too, and beside a packet socket like
-/// the verifier's MLD socket alone. What the verifier's presence
+/// the verifier's MLD socket before session 11 (a baseline for a tap's cost; the verifier now
+/// receives MLD on a raw ICMPv6 socket). What the verifier's presence
 /// costs the IPv6 traffic it does not steer, which the plain side of `native6_ratio` pays, and
 /// which part of it is the table's ingress chain. A measuring aid, printed only; in its lines
 /// "steered" is plain routing beside the verifier.
