@@ -400,3 +400,43 @@ fn a_member_seen_held_up_gets_a_window_to_match() {
     assert_eq!(lab.status(ms(125)).counters.members_found_dead, 1);
     assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
 }
+
+/// A member that comes back with a join naming a new chain (a restart) was silent because it
+/// was gone, not because its beacons were held up: that silence widens nothing, and the member
+/// keeps the configured window. Counted from its last beacon before the restart, it widened the
+/// window to the cap (8 windows) for a minute after every restart.
+#[test]
+fn a_restart_does_not_widen_the_window() {
+    let (mut lab, a, b) = started();
+    let m = lab.fixture.members[0].clone();
+    for k in 1..=9 {
+        if k <= 5 {
+            beacon(&mut lab, 0, &a, k, S1);
+        }
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert_eq!(lab.status(ms(90)).counters.members_found_dead, 1);
+    // Member 0 restarts: at 300 ms its join names a new chain at index 0, and it beacons.
+    for k in 10..=30 {
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    let fresh = chain(3);
+    let mut claims = lab.fixture.claims(&[Slice::new(0, 1)], 1, ms(300), 500);
+    claims.standby = vec![SliceEntry::include(Slice::new(1, 1))];
+    claims.liveness = vec![fresh.anchor(0).unwrap()];
+    let datagram = lab.fixture.datagram(0, &claims);
+    lab.router
+        .handle_datagram(ms(300), Some(S1), &datagram, &lab.keys);
+    let first = fresh.beacon(lab.fixture.group, m.id, 1).unwrap().encode();
+    lab.router
+        .handle_beacon(ms(310), &first, SocketAddrV4::new(m.addr, 40000), S1);
+    assert_eq!(lab.status(ms(310)).counters.members_back, 1);
+    // It stops again: found dead 4 intervals (40 ms) after that beacon, not 8 windows later.
+    for k in 31..=35 {
+        beacon(&mut lab, 1, &b, k, S2);
+        lab.router.handle_timeout(ms(10 * u64::from(k)));
+    }
+    assert_eq!(lab.status(ms(350)).counters.members_found_dead, 2);
+}
