@@ -10,89 +10,18 @@
 //! burst), then datagrams, each a big-endian u16 length and its bytes; bytes that do not make a
 //! whole length-prefixed datagram are one last datagram.
 #![no_main]
+#[path = "common.rs"]
+mod common;
+
+use common::{datagrams, router, CLIENTS, MEMBERS};
 use igmp_ext::fixtures::{Fixture, NOW};
-use igmp_ext::verify::LinkTable;
-use igmp_ext::{GroupKeys, Slice, VerifierConfig};
+use igmp_ext::GroupKeys;
 use libfuzzer_sys::fuzz_target;
-use manycast_verifier::admission::AdmissionConfig;
-use manycast_verifier::core::{Event, KernelSetup, NativeDataplane, Request, Router, RouterConfig};
-use manycast_verifier::plan::{GapPolicy, Interface};
-use manycast_verifier::querier::QuerierConfig;
+use manycast_verifier::core::{Event, NativeDataplane};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-const MEMBERS: u32 = 1;
-const CLIENTS: u32 = 2;
-
-fn router() -> Router {
-    let config = RouterConfig {
-        verifier: VerifierConfig::default(),
-        querier: QuerierConfig::default(),
-        admission: AdmissionConfig {
-            verify_per_second: 1_000,
-            backlog: 64,
-            ..AdmissionConfig::default()
-        },
-        gap: GapPolicy::Drop,
-        route_plain_groups: true,
-        idle_timeout: Duration::from_secs(60),
-        adopt_grace: Duration::from_secs(3),
-        keep_kernel_state: false,
-        vips: Vec::new(),
-        liveness: Default::default(),
-        announce: Default::default(),
-        control_groups: Vec::new(),
-        protected6: Vec::new(),
-    };
-    let mut links = LinkTable::new();
-    links.add(MEMBERS, Slice::prefix(Ipv4Addr::new(10, 0, 0, 0), 24));
-    links.add(CLIENTS, Slice::prefix(Ipv4Addr::new(10, 1, 0, 0), 24));
-    let iface = |name: &str, ifindex, addr, vif| Interface {
-        name: name.into(),
-        ifindex,
-        addr,
-        vif,
-    };
-    let setup = KernelSetup {
-        dataplane: NativeDataplane::Mroute,
-        interfaces: vec![
-            iface("s1", MEMBERS, Ipv4Addr::new(10, 0, 0, 200), 0),
-            iface("c0", CLIENTS, Ipv4Addr::new(10, 1, 0, 1), 1),
-        ],
-        links,
-        adopted_vifs: Vec::new(),
-        mfc_entries: Vec::new(),
-        netdev_table_left: false,
-        control_table_left: false,
-        vip_table_left: false,
-        allmulti: Vec::new(),
-    };
-    let mut r = Router::new(NOW, config, setup);
-    r.handle_request(NOW, Request::Start);
-    r
-}
-
-fn datagrams(mut data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let len = data
-            .get(..2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-        match len {
-            Some(len) if data.len() >= 2 + len => {
-                out.push(&data[2..2 + len]);
-                data = &data[2 + len..];
-            }
-            _ => {
-                out.push(data);
-                break;
-            }
-        }
-    }
-    out
-}
 
 fuzz_target!(|data: &[u8]| {
     static FIXTURE: OnceLock<(Fixture, HashMap<Ipv4Addr, Arc<GroupKeys>>)> = OnceLock::new();
@@ -106,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let ifindex = [Some(MEMBERS), Some(CLIENTS), None, Some(99)][usize::from(control & 3)];
     let per_burst = usize::from(control >> 3).max(1);
-    let mut r = router();
+    let mut r = router(NativeDataplane::Mroute, Vec::new(), |_| {});
     let mut now = NOW;
     for burst in datagrams(rest).chunks(per_burst) {
         let items: Vec<(Option<u32>, &[u8])> = burst.iter().map(|d| (ifindex, *d)).collect();
@@ -114,7 +43,12 @@ fuzz_target!(|data: &[u8]| {
         // The same bytes as liveness beacons from a fixture member's address: a seed's join
         // makes a watched claim, whose chain no fuzzed beacon can advance.
         for d in burst {
-            r.handle_beacon(now, d, std::net::SocketAddrV4::new(f.members[0].addr, 7410), MEMBERS);
+            r.handle_beacon(
+                now,
+                d,
+                std::net::SocketAddrV4::new(f.members[0].addr, 7410),
+                MEMBERS,
+            );
         }
         if control & 4 != 0 {
             now = now.saturating_add(Duration::from_millis(100));

@@ -10,94 +10,20 @@
 //! whole length-prefixed datagram are one last datagram. A burst whose first byte is 0xff also
 //! reports drops at the MLD socket's full queue.
 #![no_main]
+#[path = "common.rs"]
+mod common;
+
+use common::{datagrams, router, CLIENTS, MEMBERS};
 use igmp_ext::fixtures::{Fixture, LINK6, NOW};
 use igmp_ext::mld_verifier::GroupKeys6;
-use igmp_ext::verify::LinkTable;
 use igmp_ext::verify6::LinkTable6;
-use igmp_ext::{Slice, Slice6, SliceSet6, VerifierConfig};
+use igmp_ext::{Slice6, SliceSet6};
 use libfuzzer_sys::fuzz_target;
-use manycast_verifier::admission::AdmissionConfig;
-use manycast_verifier::core::{Event, KernelSetup, NativeDataplane, Request, Router, RouterConfig};
-use manycast_verifier::plan::{GapPolicy, Interface};
-use manycast_verifier::querier::QuerierConfig;
+use manycast_verifier::core::{Event, NativeDataplane};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-const MEMBERS: u32 = 1;
-const CLIENTS: u32 = 2;
-
-fn router() -> Router {
-    let config = RouterConfig {
-        verifier: VerifierConfig::default(),
-        querier: QuerierConfig::default(),
-        admission: AdmissionConfig {
-            verify_per_second: 1_000,
-            backlog: 64,
-            ..AdmissionConfig::default()
-        },
-        gap: GapPolicy::Drop,
-        route_plain_groups: true,
-        idle_timeout: Duration::from_secs(60),
-        adopt_grace: Duration::from_secs(3),
-        keep_kernel_state: false,
-        vips: Vec::new(),
-        liveness: Default::default(),
-        announce: Default::default(),
-        control_groups: Vec::new(),
-        protected6: vec![Slice6::prefix(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0), 32)],
-    };
-    let mut links = LinkTable::new();
-    links.add(MEMBERS, Slice::prefix(Ipv4Addr::new(10, 0, 0, 0), 24));
-    links.add(CLIENTS, Slice::prefix(Ipv4Addr::new(10, 1, 0, 0), 24));
-    let iface = |name: &str, ifindex, addr, vif| Interface {
-        name: name.into(),
-        ifindex,
-        addr,
-        vif,
-    };
-    let setup = KernelSetup {
-        dataplane: NativeDataplane::Nft,
-        interfaces: vec![
-            iface("s1", MEMBERS, Ipv4Addr::new(10, 0, 0, 200), 0),
-            iface("c0", CLIENTS, Ipv4Addr::new(10, 1, 0, 1), 1),
-        ],
-        links,
-        adopted_vifs: Vec::new(),
-        mfc_entries: Vec::new(),
-        netdev_table_left: false,
-        control_table_left: false,
-        vip_table_left: false,
-        allmulti: Vec::new(),
-    };
-    let mut r = Router::new(NOW, config, setup);
-    let mut links6 = LinkTable6::new();
-    links6.add(MEMBERS, LINK6);
-    r.set_links6(links6);
-    r.handle_request(NOW, Request::Start);
-    r
-}
-
-fn datagrams(mut data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let len = data
-            .get(..2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-        match len {
-            Some(len) if data.len() >= 2 + len => {
-                out.push(&data[2..2 + len]);
-                data = &data[2 + len..];
-            }
-            _ => {
-                out.push(data);
-                break;
-            }
-        }
-    }
-    out
-}
 
 fuzz_target!(|data: &[u8]| {
     type Keys6 = HashMap<Ipv6Addr, Arc<GroupKeys6>>;
@@ -112,7 +38,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let ifindex = [MEMBERS, CLIENTS, 99, 0][usize::from(control & 3)];
     let per_burst = usize::from(control >> 3).max(1);
-    let mut r = router();
+    let protected6 = vec![Slice6::prefix(
+        Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0, 0),
+        32,
+    )];
+    let mut r = router(NativeDataplane::Nft, protected6, |r| {
+        let mut links6 = LinkTable6::new();
+        links6.add(MEMBERS, LINK6);
+        r.set_links6(links6);
+    });
     let mut now = NOW;
     for burst in datagrams(rest).chunks(per_burst) {
         let items: Vec<(u32, &[u8])> = burst.iter().map(|d| (ifindex, *d)).collect();
