@@ -75,6 +75,9 @@ struct Watch {
     /// a window to match (see [`Watch::window`]).
     longest_gap: Duration,
     longest_gap_at: Instant,
+    /// When a join last anchored a chain the watch did not know (a restart, a hand-over): a
+    /// silence before it is the member's restart, not a beacon held up, and widens nothing.
+    anchored_at: Instant,
     /// The port the member's last accepted beacon came from: where its notices go.
     port: Option<u16>,
     /// A beacon was accepted: only then can the member be found dead (a member whose chain
@@ -107,14 +110,9 @@ impl Watch {
         base.max((self.longest_gap * 3 / 2).min(base * MAX_WIDENING))
     }
 
-    /// An accepted beacon at `now`, `gap` intervals after the last value proven on its chain,
-    /// ends a silence of that long on the member's own timeline: a late beacon carries the
-    /// index due when it went, so the gap is the member's hold-up, not the router's. (Counted
-    /// from arrivals, a router busy with a re-point widened every member's window with the
-    /// beacons it read late, and failovers grew slower one after another.) A join naming a new
-    /// chain anchors it where the member is, so a restart widens nothing either.
-    fn note_gap(&mut self, now: Instant, gap: u32) {
-        let gap = self.interval * gap;
+    /// An accepted beacon at `now` ends a silence since the last one.
+    fn note_gap(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.heard.max(self.anchored_at));
         let remembered = now < self.longest_gap_at.saturating_add(GAP_MEMORY);
         if !remembered || gap >= self.longest_gap {
             self.longest_gap = gap;
@@ -199,6 +197,7 @@ impl Liveness {
                         paced: now,
                         longest_gap: Duration::ZERO,
                         longest_gap_at: now,
+                        anchored_at: now,
                         port: None,
                         proven: false,
                         vouched: false,
@@ -231,6 +230,7 @@ impl Liveness {
                 // A join signed now named where its chain is now.
                 if anchored {
                     w.paced = now;
+                    w.anchored_at = now;
                 }
             }
         }
@@ -351,7 +351,10 @@ impl Router {
             debug!(%member, ?refused, "beacon proves no chain the claim names");
             return Err("does not prove a later chain value");
         }
-        w.note_gap(now, gap);
+        // A watch's first beacon ends no silence of the member's (the watch began at its join).
+        if w.proven {
+            w.note_gap(now);
+        }
         w.heard = w.heard.max(now);
         w.paced = w.paced.saturating_add(w.interval * gap).min(now);
         w.port = Some(from.port());

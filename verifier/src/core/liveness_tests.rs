@@ -440,32 +440,3 @@ fn a_restart_does_not_widen_the_window() {
     }
     assert_eq!(lab.status(ms(350)).counters.members_found_dead, 2);
 }
-
-/// Beacons the router reads late (its loop busy with a re-point, say) carry consecutive
-/// indices: the member was not held up, and its window stays as configured. Counted from
-/// arrivals, every re-point widened the windows of the members whose beacons waited, and in
-/// `make bench B=failover` each failover came slower than the one before (p99 76 ms).
-#[test]
-fn beacons_the_router_read_late_widen_nothing() {
-    let (mut lab, a, b) = started();
-    for k in 1..=5 {
-        beacon(&mut lab, 0, &a, k, S1);
-        beacon(&mut lab, 1, &b, k, S2);
-        lab.router.handle_timeout(ms(10 * u64::from(k)));
-    }
-    // Beacons 6 to 8 of both wait in the socket until 80 ms.
-    let m = lab.fixture.members.clone();
-    for k in 6..=8 {
-        for (i, c, ifindex) in [(0, &a, S1), (1, &b, S2)] {
-            let d = c.beacon(lab.fixture.group, m[i].id, k).unwrap().encode();
-            let from = SocketAddrV4::new(m[i].addr, 40000 + i as u16);
-            lab.router.handle_beacon(ms(80), &d, from, ifindex);
-        }
-    }
-    // Member 0 stops; member 1 goes on. Found dead 40 ms after its last beacon was read.
-    for k in 9..=12 {
-        beacon(&mut lab, 1, &b, k, S2);
-        lab.router.handle_timeout(ms(10 * u64::from(k)));
-    }
-    assert_eq!(lab.status(ms(120)).counters.members_found_dead, 1);
-}
