@@ -190,7 +190,7 @@ impl Beaconer {
         if self.next_beacon.is_none_or(|t| t > now) {
             return (None, None);
         }
-        // The running chain ended: the beacons go on from the next.
+        // A member that fell behind skips the indices it missed.
         while self.chains.len() > 1 && self.chains[0].end(self.interval) < now {
             self.chains.pop_front();
         }

@@ -75,9 +75,6 @@ struct Watch {
     /// a window to match (see [`Watch::window`]).
     longest_gap: Duration,
     longest_gap_at: Instant,
-    /// When a join last anchored a chain the watch did not know (a restart, a hand-over): a
-    /// silence before it is the member's restart, not a beacon held up, and widens nothing.
-    anchored_at: Instant,
     /// The port the member's last accepted beacon came from: where its notices go.
     port: Option<u16>,
     /// A beacon was accepted: only then can the member be found dead (a member whose chain
@@ -112,7 +109,7 @@ impl Watch {
 
     /// An accepted beacon at `now` ends a silence since the last one.
     fn note_gap(&mut self, now: Instant) {
-        let gap = now.saturating_duration_since(self.heard.max(self.anchored_at));
+        let gap = now.saturating_duration_since(self.heard);
         let remembered = now < self.longest_gap_at.saturating_add(GAP_MEMORY);
         if !remembered || gap >= self.longest_gap {
             self.longest_gap = gap;
@@ -197,7 +194,6 @@ impl Liveness {
                         paced: now,
                         longest_gap: Duration::ZERO,
                         longest_gap_at: now,
-                        anchored_at: now,
                         port: None,
                         proven: false,
                         vouched: false,
@@ -230,7 +226,6 @@ impl Liveness {
                 // A join signed now named where its chain is now.
                 if anchored {
                     w.paced = now;
-                    w.anchored_at = now;
                 }
             }
         }
