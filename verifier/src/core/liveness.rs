@@ -70,11 +70,6 @@ struct Watch {
     /// time since then. Counted from arrivals instead, one late beacon made every on-time one
     /// after it look too far ahead, for good.
     paced: Instant,
-    /// The longest silence between two accepted beacons within the last [`GAP_MEMORY`], and
-    /// when it ended: a member whose beacons were seen held up that long (its host busy) gets
-    /// a window to match (see [`Watch::window`]).
-    longest_gap: Duration,
-    longest_gap_at: Instant,
     /// The port the member's last accepted beacon came from: where its notices go.
     port: Option<u16>,
     /// A beacon was accepted: only then can the member be found dead (a member whose chain
@@ -84,38 +79,6 @@ struct Watch {
     /// later epoch takes its slices until it releases them (SPEC.md §5.2).
     vouched: bool,
     dead: bool,
-}
-
-/// How long a member's longest silence between beacons widens its window.
-const GAP_MEMORY: Duration = Duration::from_secs(60);
-/// The widest a window grows, in windows of `misses` intervals: the control group finds a
-/// member down in `down_after_ms` (200 ms by default) anyway.
-const MAX_WIDENING: u32 = 8;
-
-impl Watch {
-    /// How long a silence finds this member dead: `misses` intervals, or one and a half times
-    /// its longest silence between beacons in the last minute if that is longer (at most
-    /// [`MAX_WIDENING`] windows). A member whose host held its beacons up (a busy machine whose
-    /// kernel does not preempt, where even a real-time thread waits tens of milliseconds) is
-    /// not found dead by the next such hiccup; its failover is slower for that minute. A quiet
-    /// member keeps the configured window; only the member's own beacons widen its own.
-    fn window(&self, now: Instant, misses: u32) -> Duration {
-        let base = self.interval * misses.max(2);
-        if now >= self.longest_gap_at.saturating_add(GAP_MEMORY) {
-            return base;
-        }
-        base.max((self.longest_gap * 3 / 2).min(base * MAX_WIDENING))
-    }
-
-    /// An accepted beacon at `now` ends a silence since the last one.
-    fn note_gap(&mut self, now: Instant) {
-        let gap = now.saturating_duration_since(self.heard);
-        let remembered = now < self.longest_gap_at.saturating_add(GAP_MEMORY);
-        if !remembered || gap >= self.longest_gap {
-            self.longest_gap = gap;
-            self.longest_gap_at = now;
-        }
-    }
 }
 
 /// The router's liveness book: who is watched, who was found dead, and the table the data
@@ -164,7 +127,7 @@ impl Liveness {
 
     /// When `w` next changes state: its vouching lapses, or it is found dead.
     fn deadline(&self, w: &Watch, misses: u32) -> Instant {
-        let window = w.window(w.heard, misses);
+        let window = w.interval * misses.max(2);
         if w.vouched {
             return w.heard.saturating_add(window);
         }
@@ -192,8 +155,6 @@ impl Liveness {
                         interval: interval_of(anchors),
                         heard: now,
                         paced: now,
-                        longest_gap: Duration::ZERO,
-                        longest_gap_at: now,
                         port: None,
                         proven: false,
                         vouched: false,
@@ -346,10 +307,6 @@ impl Router {
             debug!(%member, ?refused, "beacon proves no chain the claim names");
             return Err("does not prove a later chain value");
         }
-        // A watch's first beacon ends no silence of the member's (the watch began at its join).
-        if w.proven {
-            w.note_gap(now);
-        }
         w.heard = w.heard.max(now);
         w.paced = w.paced.saturating_add(w.interval * gap).min(now);
         w.port = Some(from.port());
@@ -442,7 +399,7 @@ impl Router {
         // after a drop.
         let late = watches.values().any(|w| {
             let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
-            let window = w.window(w.heard, misses);
+            let window = w.interval * misses.max(2);
             !w.dead && w.proven && judged > since.saturating_add(window + window / 2)
         });
         if late {
@@ -456,13 +413,12 @@ impl Router {
         for (&(group, member), w) in watches.iter_mut() {
             // Vouching lapses on the clock as before (SPEC.md §5.2): a flood faster than the
             // socket is read must not keep a dead member's slices from a later epoch.
-            let window = w.window(w.heard, misses);
-            if w.vouched && clock.mono >= w.heard.saturating_add(window) {
+            if w.vouched && clock.mono >= w.heard.saturating_add(w.interval * misses.max(2)) {
                 w.vouched = false;
                 lapsed.push((group, member));
             }
             let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
-            if w.dead || !w.proven || judged < since.saturating_add(window) {
+            if w.dead || !w.proven || judged < since.saturating_add(w.interval * misses.max(2)) {
                 continue;
             }
             w.dead = true;
@@ -470,9 +426,9 @@ impl Router {
             let silent_ms = clock.mono.saturating_duration_since(w.heard).as_millis();
             let late_ms = clock
                 .mono
-                .saturating_duration_since(since.saturating_add(window))
+                .saturating_duration_since(since.saturating_add(w.interval * misses.max(2)))
                 .as_millis();
-            found.push((group, member, silent_ms, late_ms, window.as_millis()));
+            found.push((group, member, silent_ms, late_ms));
         }
         for (group, member) in lapsed {
             if let Some(change) = self.verifier.set_vouched(clock, group, member, false) {
@@ -489,14 +445,14 @@ impl Router {
         self.refresh_failover_view();
         let mut groups: Vec<Ipv4Addr> = found.iter().map(|&(g, ..)| g).collect();
         groups.dedup();
-        for (group, member, silent_ms, late_ms, window_ms) in found {
+        for (group, member, silent_ms, late_ms) in found {
             let heirs = if self.config.liveness.failover {
                 self.heirs(group, member)
             } else {
                 Vec::new()
             };
             let to: Vec<SocketAddrV4> = heirs.iter().map(|s| s.heir).collect();
-            tracing::warn!(%member, %group, standbys = ?to, silent_ms, late_ms, window_ms, "liveness: beacons stopped; its units go to their standbys");
+            tracing::warn!(%member, %group, standbys = ?to, silent_ms, late_ms, "liveness: beacons stopped; its units go to their standbys");
             self.events.push_back(Event::MemberSilent { group, member });
             for s in heirs {
                 self.liveness.tell(&s, true);

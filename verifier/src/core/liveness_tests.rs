@@ -262,19 +262,13 @@ fn a_check_that_comes_late_finds_nobody_dead() {
     lab.router.handle_beacons_read(ms(130));
     lab.router.handle_timeout(ms(130));
     assert_eq!(lab.status(ms(130)).counters.members_found_dead, 0);
-    // Member 1 beacons on, member 0 stops: found dead, and only it, one window after its last
-    // beacon (120 ms). Its window is wider than 4 intervals now: the stall made a silence of
-    // 70 ms between its beacons, so it is 105 ms (see the next test).
-    for k in 13..=22 {
+    // Member 1 beacons on, member 0 stops: found dead on time (its last beacon at 120 ms + 40), and only it.
+    for k in 13..=17 {
         beacon(&mut lab, 1, &b, k, S2);
         lab.router.handle_beacons_read(ms(10 * u64::from(k)));
         lab.router.handle_timeout(ms(10 * u64::from(k)));
     }
-    assert_eq!(lab.status(ms(220)).counters.members_found_dead, 0);
-    beacon(&mut lab, 1, &b, 23, S2);
-    lab.router.handle_beacons_read(ms(230));
-    lab.router.handle_timeout(ms(230));
-    assert_eq!(lab.status(ms(230)).counters.members_found_dead, 1);
+    assert_eq!(lab.status(ms(170)).counters.members_found_dead, 1);
     assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
 }
 
@@ -363,40 +357,4 @@ fn a_late_beacon_does_not_lock_out_the_on_time_ones_after_it() {
     let st = lab.status(ms(302));
     assert_eq!(st.counters.beacons_refused, 0, "{:?}", st.counters);
     assert_eq!(st.counters.members_found_dead, 1, "found dead once only");
-}
-
-/// A member whose beacons were seen held up (its host busy: a real-time thread on a kernel that
-/// does not preempt waited tens of milliseconds in the lab) is judged by one and a half times
-/// its longest silence of the last minute, not by `misses` intervals: the next such hiccup
-/// does not find it dead and move its clients. A quiet member keeps the configured window.
-#[test]
-fn a_member_seen_held_up_gets_a_window_to_match() {
-    let (mut lab, a, b) = started();
-    for k in 1..=5 {
-        beacon(&mut lab, 0, &a, k, S1);
-        beacon(&mut lab, 1, &b, k, S2);
-        lab.router.handle_timeout(ms(10 * u64::from(k)));
-    }
-    // Member 0's beacons 6 and 7 never come; 8 does, at 80 ms: a silence of 30 ms, within
-    // its window (4 intervals, 40 ms). Its window is 45 ms from then.
-    for k in 6..=8 {
-        if k == 8 {
-            beacon(&mut lab, 0, &a, k, S1);
-        }
-        beacon(&mut lab, 1, &b, k, S2);
-        lab.router.handle_timeout(ms(10 * u64::from(k)));
-    }
-    // Then it stops for good. At 120 ms (40 ms after its last beacon) it would have been found
-    // dead; at 124 it is not.
-    for k in 9..=12 {
-        beacon(&mut lab, 1, &b, k, S2);
-        lab.router.handle_timeout(ms(10 * u64::from(k)));
-    }
-    lab.router.handle_timeout(ms(124));
-    assert_eq!(lab.status(ms(124)).counters.members_found_dead, 0);
-    assert!(repointed(&mut lab).is_empty(), "nothing moves");
-    // 45 ms after its last beacon it is, and only it: member 1's window stayed at 40 ms.
-    lab.router.handle_timeout(ms(125));
-    assert_eq!(lab.status(ms(125)).counters.members_found_dead, 1);
-    assert_eq!(repointed(&mut lab), vec![(EVEN, vec![2])]);
 }
