@@ -89,7 +89,9 @@ fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSoc
             .expect("bind");
         s.set_multicast_hops_v6(hops).expect("hops");
         s.set_multicast_if_v6(index).expect("mcast if");
-        s.set_read_timeout(Some(Duration::from_millis(300)))
+        // A reply later than this makes ask6 send the request again, and both answers then
+        // count in the session's numbers; on a loaded machine 300 ms was too short a wait.
+        s.set_read_timeout(Some(Duration::from_millis(1000)))
             .expect("timeout");
         s.into()
     })
