@@ -8,8 +8,8 @@
 //! builds it: members certified for every IPv6 slice of the fixture's GROUP6, `protected6`, the
 //! group's keys in the key file, both member links on the fixture's LINK6 with the members at
 //! fe80::1 and fe80::2. Member 1 joins for the even half of the one-bit /56 site slicing (bit 72
-//! of the source clear), member 2 for the odd half, so the table has one `ip6 saddr & mask`
-//! rule per member. Plain routing needs addresses of its own: each server also has
+//! of the source clear), member 2 for the odd half, so the table's map for the group has one
+//! element per member (`ip6 saddr & mask` looked up once). Plain routing needs addresses of its own: each server also has
 //! 2001:db8:10:i::2 on its link (the router ::1), and a flow's plain datagram goes there.
 //!
 //! There is no IPv6 VIP yet (`vip6_ratio` is null in the JSON line) and no IPv6 multicast routing

@@ -58,6 +58,7 @@ pub fn router(
         mfc_entries: Vec::new(),
         netdev_table_left: false,
         control_table_left: false,
+        netdev6_table_left: false,
         vip_table_left: false,
         allmulti: Vec::new(),
     };

@@ -6,7 +6,8 @@
 //! their source and interface, verified joins to their member. What the data plane gets is the IPv6 ownership
 //! table ([`Router::mld_ownership`]), an event per change, and the IPv6 nft table's ops
 //! ([`crate::plan::netdev6`]), planned on every accepted join and every tick (which also
-//! writes again a table whose write failed). The MLDv2 querier (`mld_querier.rs`) runs on
+//! writes again a table whose write failed); a table an earlier verifier left is held through
+//! the adopt grace ([`Router::settle6`]). The MLDv2 querier (`mld_querier.rs`) runs on
 //! the same tick; its queries come out of [`Router::poll_transmit6`].
 
 use super::mld_querier::{MldQuerier, Transmit6};
@@ -23,6 +24,7 @@ use igmp_ext::verify6::{LinkTable6, MldVerifierConfig};
 use igmp_ext::wire::ipv6::Ipv6Packet;
 use igmp_ext::{Clock, MemberId, Slice6, Timestamp, VerifierConfig};
 use std::net::{IpAddr, Ipv6Addr};
+use tracing::info;
 
 /// The MLDv2 verifier and what only this path counts.
 #[derive(Debug)]
@@ -55,6 +57,12 @@ impl MldPath {
             unspecified_ignored: 0,
             plane: None,
         }
+    }
+
+    /// An earlier verifier left the IPv6 table (SIGKILL, `keep_kernel_state`): it keeps
+    /// steering as it is until the adopt grace ends, while members answer the queries.
+    pub(super) fn adopt_table6(&mut self, devices: Vec<String>) {
+        self.plane = Some(Netdev6Planner::new(devices, true));
     }
 }
 
@@ -218,7 +226,7 @@ impl Router {
             ..
         } = self;
         let plane = mld.plane.get_or_insert_with(|| {
-            Netdev6Planner::new(interfaces.iter().map(|i| i.name.clone()).collect())
+            Netdev6Planner::new(interfaces.iter().map(|i| i.name.clone()).collect(), false)
         });
         let device_of = |ifindex: u32| {
             interfaces
@@ -227,6 +235,16 @@ impl Router {
                 .map(|i| i.name.clone())
         };
         if let Some(op) = plane.update(mld.verifier.ownership(), config.gap, device_of) {
+            // One ownership change: timed by the executor like IPv4's (`repoint_us`).
+            self.push_ops([DataplaneOp::Repoint { ops: 1 }, op]);
+        }
+    }
+
+    /// The adopt grace ended: an IPv6 table taken over at start is replaced by the rebuilt
+    /// plan (SPEC.md §10.2.2).
+    pub(super) fn settle6(&mut self) {
+        if let Some(op) = self.mld.plane.as_mut().and_then(Netdev6Planner::release) {
+            info!("the IPv6 nft table taken over at start now follows the rebuilt ownership");
             self.push_ops([op]);
         }
     }

@@ -208,3 +208,67 @@ fn mld_ownership_changes_write_the_ipv6_table() {
     lab.router.handle_request(at(41), Request::Shutdown);
     assert!(lab.ops().contains(&DataplaneOp::DeleteNetdev6Table));
 }
+
+/// Issue 15: an IPv6 table an earlier verifier left (SIGKILL, `keep_kernel_state`) keeps
+/// steering through the adopt grace, as IPv4's does: joins heard meanwhile write nothing, the
+/// grace's end replaces it whole with the rebuilt plan, and changes after that move elements.
+/// Before, the first IPv6 claim rewrote it at once.
+#[test]
+fn an_ipv6_table_an_earlier_verifier_left_is_held_through_the_adopt_grace() {
+    use super::super::tests::{config, setup};
+    let mut left = setup(crate::core::NativeDataplane::Mroute);
+    left.netdev6_table_left = true;
+    let mut lab = Lab::new(config(), left);
+    let mut links = LinkTable6::new();
+    links.add(S1, LINK6);
+    lab.router.set_links6(links);
+    let f = Fixture::dual_stack(2, SliceSet6::full());
+    assert!(lab
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Adopted { entries: 1, .. })));
+    lab.ops();
+    // Units 0 and 3 of four: the map's mask is the slicing's two bits.
+    let units = SliceSet6::site_slicing(2);
+    let d = f.datagram6(0, &f.claims6(&[units[0], units[3]], 1, NOW, 1));
+    lab.router
+        .handle_mld_datagram(NOW, S1, &d, &f.key_source6());
+    lab.router.handle_timeout(at(2));
+    let written = |ops: &[DataplaneOp]| {
+        ops.iter()
+            .filter(|o| matches!(o, DataplaneOp::Netdev6Table(_)))
+            .count()
+    };
+    assert_eq!(written(&lab.ops()), 0, "held while members answer");
+    // The grace (3 s in this config) ends: the rebuilt plan replaces the table whole.
+    lab.router.handle_timeout(at(3));
+    let ops = lab.ops();
+    let fwd = format!("fwd ip6 to {} device \"s1\"", f.addr6(0));
+    assert!(
+        matches!(&ops[..], [DataplaneOp::Netdev6Table(t)] if t.rewrite && t.contains(&fwd)),
+        "{ops:?}"
+    );
+    // Member 2 takes a unit no one had: an element update, marked as a re-point.
+    let d = f.datagram6(1, &f.claims6(&units[2..3], 1, at(4), 2));
+    lab.router
+        .handle_mld_datagram(at(4), S1, &d, &f.key_source6());
+    let first = lab.router.poll_op();
+    assert_eq!(first, Some(DataplaneOp::Repoint { ops: 1 }));
+    let op = lab.router.poll_op().expect("the update");
+    assert!(
+        matches!(&op, DataplaneOp::Netdev6Table(t) if !t.rewrite && t.contains("add element")),
+        "{op:?}"
+    );
+    lab.router.handle_op_result(&op, true);
+    // A clean stop removes it.
+    lab.router.handle_request(at(5), Request::Shutdown);
+    assert!(lab.ops().contains(&DataplaneOp::DeleteNetdev6Table));
+
+    // Stopped cleanly during the grace: the adopted table is removed, though never written.
+    let mut left = setup(crate::core::NativeDataplane::Mroute);
+    left.netdev6_table_left = true;
+    let mut lab = Lab::new(config(), left);
+    lab.ops();
+    lab.router.handle_request(at(1), Request::Shutdown);
+    assert!(lab.ops().contains(&DataplaneOp::DeleteNetdev6Table));
+}

@@ -185,6 +185,8 @@ pub struct KernelSetup {
     pub vip_table_left: bool,
     /// Whether an earlier verifier left the control groups' table.
     pub control_table_left: bool,
+    /// Whether an earlier verifier left the IPv6 native table (`manycast6`).
+    pub netdev6_table_left: bool,
     /// Interfaces whose allmulticast flag is ours to turn off at a clean shutdown.
     pub allmulti: Vec<String>,
 }
@@ -316,6 +318,12 @@ impl Router {
         // Likewise the VIP table: its steering stays until the grace ends.
         let vip_held = setup.vip_table_left && !config.vips.is_empty();
         adopted += usize::from(vip_held);
+        // And the IPv6 table, when IPv6 groups are still ours to steer.
+        let mut mld = mld::MldPath::new(&config.verifier, &config.querier, &config.protected6);
+        if setup.netdev6_table_left && !config.protected6.is_empty() {
+            mld.adopt_table6(setup.interfaces.iter().map(|i| i.name.clone()).collect());
+            adopted += 1;
+        }
         let mut events = VecDeque::new();
         if adopted > 0 || !setup.adopted_vifs.is_empty() {
             events.push_back(Event::Adopted {
@@ -342,7 +350,7 @@ impl Router {
             liveness: Default::default(),
             announcer: Default::default(),
             control,
-            mld: mld::MldPath::new(&config.verifier, &config.querier, &config.protected6),
+            mld,
             config,
         }
     }
@@ -514,6 +522,7 @@ impl Router {
             self.adopt_until = None;
             self.replan(now, Change::Settle);
             self.replan(now, Change::Ownership(None));
+            self.settle6();
         }
         let second = now.as_millis() / 1000;
         if second != self.stats.second {

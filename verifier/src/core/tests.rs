@@ -75,6 +75,7 @@ pub(super) fn setup(dataplane: NativeDataplane) -> KernelSetup {
         mfc_entries: Vec::new(),
         netdev_table_left: false,
         control_table_left: false,
+        netdev6_table_left: false,
         vip_table_left: false,
         allmulti: Vec::new(),
     }

@@ -1,10 +1,11 @@
-//! The lookup map both nft data planes write (the VIP map and the native netdev map): each
+//! The lookup map both nft data planes write (the VIP map and the native netdev maps): each
 //! owner's slices expanded over the finest mask any of them uses, so that one lookup
-//! `ip saddr & mask` finds the owner.
+//! `ip saddr & mask` finds the owner. Generic over the address width: the IPv6 native table
+//! ([`super::netdev6`]) expands 128-bit slices the same way.
 
 use super::PlanError;
 use core::fmt::Write;
-use igmp_ext::SliceSet;
+use igmp_ext::slice::{Bits, SliceSetOf};
 use std::collections::BTreeMap;
 
 /// The commands that take `map` of `table` (family and name, `"netdev manycast_native"`) from
@@ -12,13 +13,13 @@ use std::collections::BTreeMap;
 /// ones added (into `adds`, which the callers write after every delete of the change);
 /// nothing when nothing moved. `key` names a key and `element` writes `key : value` (none: the
 /// element is left out, as a member the map cannot name).
-pub(super) fn element_moves<V: PartialEq>(
+pub(super) fn element_moves<K: Ord + Copy, V: PartialEq>(
     (deletes, adds): (&mut String, &mut String),
     (table, map): (&str, &str),
-    old: &BTreeMap<u32, V>,
-    new: &BTreeMap<u32, V>,
-    key: impl Fn(u32) -> String,
-    element: impl Fn(u32, &V) -> Option<String>,
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    key: impl Fn(K) -> String,
+    element: impl Fn(K, &V) -> Option<String>,
 ) {
     let gone: Vec<String> = old
         .iter()
@@ -47,10 +48,13 @@ const MAX_MASK_BITS: u32 = 16;
 
 /// One map: the common mask and, for each masked value, the member it goes to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct MapPlan {
-    pub mask: u32,
-    pub elements: Vec<(u32, u32)>,
+pub struct MapPlanOf<W> {
+    pub mask: W,
+    pub elements: Vec<(W, u32)>,
 }
+
+/// An IPv4 map.
+pub type MapPlan = MapPlanOf<u32>;
 
 /// Expands each member's slices over the finest mask any of them uses. Unowned values go to the
 /// fallback member, if any.
@@ -61,20 +65,23 @@ pub struct MapPlan {
 /// (issue 13, item 9). Claims are taken in order of how many claims share their mask (the
 /// cluster's common slicing first), then coarser masks, then member id, so a single member with
 /// an odd mask cannot push the majority out.
-pub fn plan_map(claims: &[(u32, SliceSet)], fallback: Option<u32>) -> (MapPlan, Vec<PlanError>) {
-    plan_map_keeping(claims, fallback, 0)
+pub fn plan_map<W: Bits>(
+    claims: &[(u32, SliceSetOf<W>)],
+    fallback: Option<u32>,
+) -> (MapPlanOf<W>, Vec<PlanError>) {
+    plan_map_keeping(claims, fallback, W::ZERO)
 }
 
 /// [`plan_map`] over at least the bits of `floor` (the mask the kernel's map has now) when the
 /// result stays within [`MAX_MASK_BITS`]: a map's mask only grows, so that an ownership change
 /// that needs no finer mask (a failover back and forth, a member gone and back) moves elements
 /// instead of rewriting the table.
-pub fn plan_map_keeping(
-    claims: &[(u32, SliceSet)],
+pub fn plan_map_keeping<W: Bits>(
+    claims: &[(u32, SliceSetOf<W>)],
     fallback: Option<u32>,
-    floor: u32,
-) -> (MapPlan, Vec<PlanError>) {
-    let mask_of = |s: &SliceSet| s.iter().fold(0u32, |a, sl| a | sl.mask());
+    floor: W,
+) -> (MapPlanOf<W>, Vec<PlanError>) {
+    let mask_of = |s: &SliceSetOf<W>| s.iter().fold(W::ZERO, |a, sl| a | sl.mask());
     let mut order: Vec<(usize, u32, u32, usize)> = claims
         .iter()
         .enumerate()
@@ -85,7 +92,7 @@ pub fn plan_map_keeping(
         })
         .collect();
     order.sort_unstable();
-    let mut mask = 0u32;
+    let mut mask = W::ZERO;
     let mut kept = Vec::with_capacity(claims.len());
     let mut left_out = Vec::new();
     for &(_, _, member, i) in &order {
@@ -103,16 +110,18 @@ pub fn plan_map_keeping(
     }
     kept.sort_unstable();
     if !kept.is_empty() && (mask | floor).count_ones() <= MAX_MASK_BITS {
-        mask |= floor;
+        mask = mask | floor;
     }
-    let bits: Vec<u32> = (0..32).filter(|b| mask & (1 << b) != 0).collect();
+    let bits: Vec<u32> = (0..W::WIDTH)
+        .filter(|&b| mask & W::bit(b) != W::ZERO)
+        .collect();
     let mut elements = Vec::new();
     for i in 0u32..(1 << bits.len()) {
         let value = bits
             .iter()
             .enumerate()
             .filter(|(k, _)| i & (1 << k) != 0)
-            .fold(0u32, |v, (_, b)| v | (1 << b));
+            .fold(W::ZERO, |v, (_, &b)| v | W::bit(b));
         let owner = kept
             .iter()
             .map(|&k| &claims[k])
@@ -123,13 +132,13 @@ pub fn plan_map_keeping(
             elements.push((value, m));
         }
     }
-    (MapPlan { mask, elements }, left_out)
+    (MapPlanOf { mask, elements }, left_out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use igmp_ext::Slice;
+    use igmp_ext::{Slice, SliceSet};
     use std::net::Ipv4Addr;
 
     /// A mask the kernel's map has stays while the claims fit it (no rewrite for a change that

@@ -288,7 +288,7 @@ pub fn parse_counters(listing: &str) -> KernelCounters {
 /// Hop chains no map points at any more that the kernel's table may keep before the next
 /// change rewrites it (a member's old address, a member gone): bounded, so a member that keeps
 /// changing its address cannot grow the table.
-const UNUSED_CHAINS: usize = 16;
+pub(super) const UNUSED_CHAINS: usize = 16;
 
 /// What this process put in the kernel's table (assuming the ops handed out are applied in
 /// order: a failure makes it unknown).

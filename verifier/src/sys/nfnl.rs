@@ -6,12 +6,12 @@
 //!
 //! One change is one nfnetlink batch (`NFNL_MSG_BATCH_BEGIN` … `END`), which the kernel commits
 //! as one transaction or not at all: the data plane never holds half a change. Only the element
-//! commands the data planes write with verdict data (`jump`/`goto` a chain, the native plane's
-//! maps) are taken; anything else goes to libnftables as before ([`ElementBatch::parse`] says
+//! commands the data planes write with verdict data (`jump`/`goto` a chain, the native planes'
+//! maps, keyed by IPv4 or IPv6 addresses) are taken; anything else goes to libnftables as before ([`ElementBatch::parse`] says
 //! no), so this is an accelerator, never the only way in.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -48,11 +48,12 @@ pub enum Verdict {
 /// One command of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
-    Delete(Vec<Ipv4Addr>),
-    Add(Vec<(Ipv4Addr, Verdict)>),
+    Delete(Vec<IpAddr>),
+    Add(Vec<(IpAddr, Verdict)>),
 }
 
-/// `add element` and `delete element` commands on IPv4-keyed verdict maps, in order.
+/// `add element` and `delete element` commands on verdict maps keyed by addresses (IPv4 or
+/// IPv6), in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElementBatch {
     commands: Vec<(Target, Command)>,
@@ -82,9 +83,10 @@ fn family(s: &str) -> Option<u8> {
 
 impl ElementBatch {
     /// The batch `text` (what `nft -f` would read) asks for, when every line is an element
-    /// command this module sends itself: `add element <family> <table> <map> { <ipv4> :
-    /// jump|goto <chain>, … }` or `delete element <family> <table> <map> { <ipv4>, … }`. `None`
-    /// for anything else (libnftables takes it).
+    /// command this module sends itself: `add element <family> <table> <map> { <address> :
+    /// jump|goto <chain>, … }` or `delete element <family> <table> <map> { <address>, … }`
+    /// (an IPv4 or IPv6 address; the key ends at ` : `, as IPv6 keys hold colons). `None` for
+    /// anything else (libnftables takes it).
     pub fn parse(text: &str) -> Option<ElementBatch> {
         let mut commands = Vec::new();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -105,7 +107,7 @@ impl ElementBatch {
                 "add" => Command::Add(
                     items
                         .map(|item| {
-                            let (key, data) = item.split_once(':')?;
+                            let (key, data) = item.split_once(" : ")?;
                             let verdict = match data.split_whitespace().collect::<Vec<_>>()[..] {
                                 ["jump", chain] => Verdict::Jump(name(chain)?),
                                 ["goto", chain] => Verdict::Goto(name(chain)?),
@@ -170,11 +172,15 @@ impl ElementBatch {
     }
 }
 
-/// Appends one element: its key, and its verdict (none when deleted).
-fn element(out: &mut Vec<u8>, key: Ipv4Addr, verdict: Option<&Verdict>) {
+/// Appends one element: its key (4 or 16 bytes, network order), and its verdict (none when
+/// deleted).
+fn element(out: &mut Vec<u8>, key: IpAddr, verdict: Option<&Verdict>) {
     let e = nest_start(out, NFTA_LIST_ELEM);
     let k = nest_start(out, NFTA_SET_ELEM_KEY);
-    attr(out, NFTA_DATA_VALUE, &key.octets());
+    match key {
+        IpAddr::V4(a) => attr(out, NFTA_DATA_VALUE, &a.octets()),
+        IpAddr::V6(a) => attr(out, NFTA_DATA_VALUE, &a.octets()),
+    }
     nest_end(out, k);
     if let Some(v) = verdict {
         let d = nest_start(out, NFTA_SET_ELEM_DATA);
@@ -331,6 +337,7 @@ fn answers(buf: &[u8]) -> Vec<(u32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const NATIVE: &str = "delete element netdev manycast_native group_232_1_1_1 { 0.0.0.4, 0.0.0.8 }\n\
          add element netdev manycast_native group_232_1_1_1 { 0.0.0.4 : jump m2_10_0_2_2, 0.0.0.8 : goto m3_10_0_3_2 }\n";
@@ -348,7 +355,10 @@ mod tests {
             b.commands[0],
             (
                 target.clone(),
-                Command::Delete(vec![Ipv4Addr::new(0, 0, 0, 4), Ipv4Addr::new(0, 0, 0, 8)])
+                Command::Delete(vec![
+                    Ipv4Addr::new(0, 0, 0, 4).into(),
+                    Ipv4Addr::new(0, 0, 0, 8).into()
+                ])
             )
         );
         assert_eq!(
@@ -357,16 +367,53 @@ mod tests {
                 target,
                 Command::Add(vec![
                     (
-                        Ipv4Addr::new(0, 0, 0, 4),
+                        Ipv4Addr::new(0, 0, 0, 4).into(),
                         Verdict::Jump("m2_10_0_2_2".into())
                     ),
                     (
-                        Ipv4Addr::new(0, 0, 0, 8),
+                        Ipv4Addr::new(0, 0, 0, 8).into(),
                         Verdict::Goto("m3_10_0_3_2".into())
                     ),
                 ])
             )
         );
+    }
+
+    /// The IPv6 native table's maps (issue 15): IPv6 keys, whose text holds colons, and
+    /// `::` itself, a key before ` : `.
+    #[test]
+    fn parses_and_encodes_ipv6_keys() {
+        let b = ElementBatch::parse(
+            "delete element netdev manycast6 group6_ff3e_0_0_0_0_0_8000_1 { 0:0:0:100:: }\n\
+             add element netdev manycast6 group6_ff3e_0_0_0_0_0_8000_1 { :: : jump m1_fe80_0_0_0_0_0_0_1, 0:0:0:100:: : jump m2_fe80_0_0_0_0_0_0_2 }\n",
+        )
+        .expect("element commands");
+        let v = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().unwrap());
+        assert_eq!(b.commands[0].1, Command::Delete(vec![v("0:0:0:100::")]));
+        assert_eq!(
+            b.commands[1].1,
+            Command::Add(vec![
+                (v("::"), Verdict::Jump("m1_fe80_0_0_0_0_0_0_1".into())),
+                (
+                    v("0:0:0:100::"),
+                    Verdict::Jump("m2_fe80_0_0_0_0_0_0_2".into())
+                ),
+            ])
+        );
+        // The key is the address's 16 bytes: NFTA_DATA_VALUE of length 20.
+        let (bytes, _) = ElementBatch::parse("delete element netdev t m { 0:0:0:100:: }\n")
+            .unwrap()
+            .encode(1);
+        let mut key = vec![20, 0, 1, 0];
+        key.extend_from_slice(&"0:0:0:100::".parse::<Ipv6Addr>().unwrap().octets());
+        assert!(bytes.windows(key.len()).any(|w| w == key), "{bytes:?}");
+        // An address with a prefix length, or a key glued to its colon, is not ours.
+        for text in [
+            "delete element netdev t m { ::/64 }\n",
+            "add element netdev t m { ::: jump c }\n",
+        ] {
+            assert_eq!(ElementBatch::parse(text), None, "{text:?}");
+        }
     }
 
     /// What this module does not send itself goes to libnftables: other commands, other data

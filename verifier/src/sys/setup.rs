@@ -249,6 +249,7 @@ pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Soc
         netdev_table_left,
         vip_table_left: nft::vip_table_exists(),
         control_table_left: nft::control_table_exists(),
+        netdev6_table_left: nft::netdev6_table_exists(),
         allmulti,
     };
     Ok((

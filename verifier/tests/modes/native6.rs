@@ -3,12 +3,15 @@
 //! slicing and writes its `netdev manycast6` table; UDP datagrams to the fixture's GROUP6 from
 //! client IPv6 sources arrive only at the member that owns the source's slice (counted by an
 //! nft counter per source on each member's link), a source in the unowned half reaches nobody,
-//! and a clean stop removes the table.
+//! and a clean stop removes the table. A re-point moves the table's map elements and keeps its
+//! counters; a restarted verifier holds the table it finds through the adopt grace, so IPv6
+//! clients are steered without a gap across the restart.
 
 use super::mld::{join6, send_raw_v6};
 use crate::harness::netns::Netns;
 use crate::harness::topo::{wait_for, wall_now, RouterLab};
 use igmp_ext::fixtures::{Fixture, GROUP6};
+use igmp_ext::mld_join::{build_mld_datagram, build_signed_mld_report};
 use igmp_ext::{Slice6, SliceSet6};
 use manycast_verifier::keyfile::FileKeySource;
 use std::net::Ipv6Addr;
@@ -104,10 +107,15 @@ fn source_in(unit: &Slice6, host: u16) -> Ipv6Addr {
 /// A running verifier with `protected6` whose table steers member 1's quarter of the /56 site
 /// slicing (`units[0]`) and member 2's (`units[1]`); the other half is nobody's.
 fn two_quarters() -> (RouterLab, Vec<Slice6>) {
+    two_quarters_with("")
+}
+
+/// [`two_quarters`] with `extra` appended to the verifier's config.
+fn two_quarters_with(extra: &str) -> (RouterLab, Vec<Slice6>) {
     let fixture = Fixture::dual_stack(2, SliceSet6::full());
     let mut lab = RouterLab::with_fixture(
         fixture.clone(),
-        "[verifier]\nprotected6 = [\"ff3e::/32\"]\n",
+        &format!("[verifier]\nprotected6 = [\"ff3e::/32\"]\n{extra}"),
     );
     let keys = lab.dir.join("keys.toml");
     let text = FileKeySource::render(&[fixture.group_keys()])
@@ -221,4 +229,167 @@ fn a_killed_verifier_leaves_the_ipv6_table_steering() {
         counted(&lab.servers[1].ns, src) == 1
     });
     assert_eq!(counted(&lab.servers[0].ns, src), 0);
+}
+
+/// Member `i`'s signed MLDv2 join for `units` at `epoch`.
+fn join6_at(f: &Fixture, i: usize, units: &[Slice6], epoch: u64, nonce: u64) -> Vec<u8> {
+    let claims = f.claims6(units, epoch, wall_now(), nonce);
+    let m = &f.members[i];
+    let mld = build_signed_mld_report(&claims, f.addr6(i), &m.cert, &m.key).expect("join fits");
+    build_mld_datagram(f.addr6(i), &mld)
+}
+
+/// The packets the hop chain of member `m` (from 1) in the router's IPv6 table forwarded.
+fn chain_packets(table: &str, m: usize) -> u64 {
+    let head = format!("chain m{m}_fe80_0_0_0_0_0_0_{m} {{");
+    let chain = &table[table
+        .find(&head)
+        .unwrap_or_else(|| panic!("no {head} in\n{table}"))..];
+    chain
+        .lines()
+        .find_map(|l| l.split_once("counter packets "))
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {head}\n{table}"))
+}
+
+/// Sends `n` datagrams from each of `sources` (round `round` in the payload).
+fn send_round(lab: &RouterLab, sources: &[Ipv6Addr], round: u8, n: u8) {
+    for (k, &src) in sources.iter().enumerate() {
+        for seq in 0..n {
+            let payload = [round, k as u8, seq];
+            send_raw_v6(&lab.client, "cl0", &udp6(src, GROUP6, 8, &payload));
+        }
+    }
+}
+
+/// Issue 15: a unit that moves between members is an element update of the table's map, sent
+/// as one nfnetlink batch: no table write, so the hop chains' counters carry on, the member
+/// that lost the unit's as well as the one that gained it. It failed before: every change
+/// rewrote the table, which started its counters at zero.
+#[test]
+fn a_repoint_moves_map_elements_and_keeps_the_members_counters() {
+    let (lab, units) = two_quarters();
+    let sources = [source_in(&units[0], 0x10), source_in(&units[1], 0x11)];
+    for s in &lab.servers {
+        count_sources(&s.ns, &s.ifname, &sources);
+    }
+    send_round(&lab, &sources, 1, 3);
+    wait_for("each source's datagrams at its owner", || {
+        counted(&lab.servers[0].ns, sources[0]) == 3 && counted(&lab.servers[1].ns, sources[1]) == 3
+    });
+    let table = table6(&lab).expect("the table");
+    assert_eq!((chain_packets(&table, 1), chain_packets(&table, 2)), (3, 3));
+    let before = lab.status().counters;
+
+    // Member 2, at a later epoch, takes member 1's unit.
+    let f = &lab.fixture;
+    let join = join6_at(f, 1, &[units[0], units[1]], 2, 7);
+    send_raw_v6(&lab.servers[1].ns, &lab.servers[1].ifname, &join);
+    wait_for("unit 0 steered to member 2", || {
+        table6(&lab).is_some_and(|t| {
+            t.lines()
+                .filter(|l| l.contains(": jump m2_fe80_0_0_0_0_0_0_2"))
+                .count()
+                >= 1
+                && !t.contains(": jump m1_")
+        })
+    });
+    let after = lab.status().counters;
+    assert_eq!(
+        after.nft_rewrites, before.nft_rewrites,
+        "a re-point rewrote the table"
+    );
+    assert_eq!(after.nfnl_batches, before.nfnl_batches + 1, "one batch");
+    assert!(after.repoints > before.repoints, "the re-point was timed");
+    let table = table6(&lab).expect("the table");
+    assert_eq!(
+        (chain_packets(&table, 1), chain_packets(&table, 2)),
+        (3, 3),
+        "the counters went back\n{table}"
+    );
+    send_round(&lab, &sources, 2, 3);
+    wait_for("both sources' datagrams at member 2", || {
+        counted(&lab.servers[1].ns, sources[0]) == 3 && counted(&lab.servers[1].ns, sources[1]) == 6
+    });
+    assert_eq!(
+        counted(&lab.servers[0].ns, sources[0]),
+        3,
+        "member 1 got more"
+    );
+    let table = table6(&lab).expect("the table");
+    assert_eq!((chain_packets(&table, 1), chain_packets(&table, 2)), (3, 9));
+}
+
+/// Issue 15: a verifier killed and started again finds the IPv6 table and holds it through
+/// the adopt grace while members re-join, then replaces it with the rebuilt plan: every
+/// IPv6 datagram sent meanwhile reaches its owner, and only its owner. It failed before: the
+/// new verifier rewrote the table at its first IPv6 claim, and the sources of members not yet
+/// heard again were dropped until they were.
+#[test]
+fn ipv6_clients_are_steered_across_a_verifier_restart_without_a_gap() {
+    // A grace long enough for the steps below on a loaded machine.
+    let (mut lab, units) = two_quarters_with("[native]\nadopt_grace_ms = 8000\n");
+    let sources = [source_in(&units[0], 0x20), source_in(&units[1], 0x21)];
+    for s in &lab.servers {
+        count_sources(&s.ns, &s.ifname, &sources);
+    }
+    let mut sent = 0;
+    let mut round = |lab: &RouterLab, what: &str| {
+        sent += 3;
+        send_round(lab, &sources, sent as u8, 3);
+        wait_for(what, || {
+            counted(&lab.servers[0].ns, sources[0]) == sent
+                && counted(&lab.servers[1].ns, sources[1]) == sent
+        });
+    };
+    round(&lab, "steered before the restart");
+
+    let pid = lab.daemon_pid().expect("verifier running");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    // Reaps the killed process (a signal to it changes nothing now).
+    lab.stop();
+    round(&lab, "steered with no verifier");
+
+    lab.start();
+    let s = lab.status();
+    assert_eq!(s.counters.nft_transactions, 0, "the kept table was written");
+    round(&lab, "steered by the kept table");
+    let f = lab.fixture.clone();
+    // Member 1 answers first: its claim alone must not take member 2's sources off the table.
+    let join = join6_at(&f, 0, &units[0..1], 1, 11);
+    send_raw_v6(&lab.servers[0].ns, &lab.servers[0].ifname, &join);
+    wait_for("member 1's IPv6 claim", || {
+        lab.status()
+            .ownership
+            .iter()
+            .any(|r| r.group == GROUP6.to_string())
+    });
+    round(&lab, "steered while only member 1 is back");
+    let join = join6_at(&f, 1, &units[1..2], 1, 12);
+    send_raw_v6(&lab.servers[1].ns, &lab.servers[1].ifname, &join);
+    wait_for("the grace over and the table rebuilt", || {
+        lab.status().counters.nft_transactions >= 1
+    });
+    let table = table6(&lab).expect("the rebuilt table");
+    assert!(
+        table.contains("fwd ip6 to fe80::1 device \"s1\"")
+            && table.contains("fwd ip6 to fe80::2 device \"s2\""),
+        "{table}"
+    );
+    round(&lab, "steered by the rebuilt table");
+    for (i, s) in lab.servers.iter().enumerate() {
+        assert_eq!(
+            counted(&s.ns, sources[1 - i]),
+            0,
+            "member {} got the other's source",
+            i + 1
+        );
+    }
+    assert!(
+        lab.log().contains("IPv6 nft table taken over at start"),
+        "{}",
+        lab.log()
+    );
+    assert!(lab.stop().success());
+    assert_eq!(table6(&lab), None, "the IPv6 table outlived a clean stop");
 }
