@@ -137,7 +137,7 @@ pub const FORWARD_SYSCTLS: [(&str, &str); 2] = [
     ("/proc/sys/net/ipv4/ip_forward", "1"),
 ];
 
-fn read_sysctl(path: &str) -> Result<String, VipError> {
+pub(crate) fn read_sysctl(path: &str) -> Result<String, VipError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .map_err(|source| VipError::Sysctl {
@@ -146,14 +146,14 @@ fn read_sysctl(path: &str) -> Result<String, VipError> {
         })
 }
 
-fn write_sysctl(path: &str, value: &str) -> Result<(), VipError> {
+pub(crate) fn write_sysctl(path: &str, value: &str) -> Result<(), VipError> {
     std::fs::write(path, value).map_err(|source| VipError::Sysctl {
         path: path.to_owned(),
         source,
     })
 }
 
-fn ip(args: &[&str]) -> Result<(), VipError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), VipError> {
     Ok(command::run("ip", args, None)?)
 }
 
@@ -392,7 +392,14 @@ impl SockDiag {
         Ok(SockDiag { socket, seq: 0 })
     }
 
-    fn send(&mut self, message_type: u16, flags: u16, socket_id: SocketId) -> io::Result<u32> {
+    /// Sends one request about `family`'s (AF_INET, AF_INET6) TCP sockets in connected states.
+    pub(crate) fn send(
+        &mut self,
+        family: u8,
+        message_type: u16,
+        flags: u16,
+        socket_id: SocketId,
+    ) -> io::Result<u32> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -400,7 +407,7 @@ impl SockDiag {
         let mut packet = NetlinkMessage::new(
             header,
             SockDiagMessage::InetRequest(InetRequest {
-                family: AF_INET,
+                family,
                 protocol: IPPROTO_TCP,
                 extensions: ExtensionFlags::empty(),
                 states: connected_states(),
@@ -420,7 +427,11 @@ impl SockDiag {
 
     /// Reads answers to request `seq` and hands each inner message to `f`, until the dump's
     /// DONE or an ACK/NACK. A NACK becomes the error.
-    fn receive(&mut self, seq: u32, mut f: impl FnMut(SockDiagMessage)) -> io::Result<()> {
+    pub(crate) fn receive(
+        &mut self,
+        seq: u32,
+        mut f: impl FnMut(SockDiagMessage),
+    ) -> io::Result<()> {
         loop {
             let (buf, _) = self.socket.recv_from_full()?;
             let mut rest: &[u8] = &buf;
@@ -458,6 +469,7 @@ impl SockDiag {
     /// The TCP connections whose local address is `vip`.
     pub fn connections(&mut self, vip: Ipv4Addr) -> io::Result<Vec<TcpConn>> {
         let seq = self.send(
+            AF_INET,
             netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY,
             NLM_F_REQUEST | NLM_F_DUMP,
             SocketId::new_v4(),
@@ -494,7 +506,7 @@ impl SockDiag {
             interface_id: 0,
             cookie: conn.cookie,
         };
-        let seq = self.send(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, id)?;
+        let seq = self.send(AF_INET, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, id)?;
         self.receive(seq, |_| {})
     }
 }
@@ -527,8 +539,12 @@ pub fn reset_moved(vip: Ipv4Addr, slices: &SliceSet) -> io::Result<ResetOutcome>
     Ok(outcome)
 }
 
+/// One reset pass: destroys the connections whose client is outside the member's slices
+/// ([`reset_moved`] for the IPv4 VIP, `vip6::reset_moved6` for the IPv6 one, or both).
+pub type ResetPass = dyn Fn(&SliceSet) -> io::Result<ResetOutcome> + Send + Sync;
+
 /// Reset passes run by a task: each commit hands the member's new slices over; the task waits
-/// `delay` (commits meanwhile coalesce: it uses the latest slices), then destroys what moved.
+/// `delay` (commits meanwhile coalesce: it uses the latest slices), then runs the pass.
 #[derive(Debug)]
 pub struct ResetTask {
     slices: tokio::sync::watch::Sender<Option<SliceSet>>,
@@ -537,7 +553,7 @@ pub struct ResetTask {
 }
 
 impl ResetTask {
-    pub fn spawn(vip: Ipv4Addr, delay: Duration) -> ResetTask {
+    pub fn spawn(pass: Arc<ResetPass>, delay: Duration) -> ResetTask {
         let (tx, mut rx) = tokio::sync::watch::channel(None::<SliceSet>);
         let destroyed = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -548,7 +564,8 @@ impl ResetTask {
                 let Some(slices) = rx.borrow_and_update().clone() else {
                     continue;
                 };
-                match tokio::task::spawn_blocking(move || reset_moved(vip, &slices)).await {
+                let pass = pass.clone();
+                match tokio::task::spawn_blocking(move || pass(&slices)).await {
                     Ok(Ok(o)) => {
                         d.fetch_add(o.destroyed, Ordering::Relaxed);
                         f.fetch_add(o.failed, Ordering::Relaxed);
