@@ -56,8 +56,8 @@ pub fn has_address6(ifname: &str, addr: Ipv6Addr) -> io::Result<bool> {
 
 impl HostSetup6 {
     /// Keeps the VIP out of source address selection on `interface`, then adds `vip`/128 on
-    /// loopback without duplicate address detection (a loopback address has no link to detect
-    /// on; `nodad` also spares it the tentative state, in which it would refuse connections).
+    /// loopback without duplicate address detection (loopback has no link to detect on; `nodad`
+    /// makes sure the address is never tentative, a state in which it takes no connections).
     /// On an error, what was already changed is put back.
     pub fn apply(vip: Ipv6Addr, interface: &str) -> Result<HostSetup6, VipError> {
         let mut setup = HostSetup6 {
