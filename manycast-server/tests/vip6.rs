@@ -11,7 +11,7 @@
 
 use crate::harness::{in_netns, wait_for, Lab};
 use crate::native6::{certify_dual_stack, ip_in, server6, sources6, unit_of};
-use crate::support::vip_member::{lo_has_vip, KeepAlive, HTTP_PORT, VIP};
+use crate::support::vip_member::{lo_has_vip, KeepAlive, HTTP_PORT, OVERLAY, VIP};
 use igmp_ext::fixtures::GROUP6;
 use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
@@ -61,15 +61,20 @@ fn link_local(ns: &str) -> Ipv6Addr {
 
 /// Starts member `i` (0-based) in VIP mode with both VIPs and `group6`, then, once it holds
 /// the IPv6 VIP, the HTTP server bound to it whose `/whoami` answers `m<i+1>`.
-fn start_member6(lab: &mut Lab, i: usize, ns: &str) {
+fn start_member6(lab: &mut Lab, i: usize, ns: &str, strategy: &str) {
     lab.start_server_with(
         i,
         ns,
         "m0",
         "ctl0",
         &format!(
-            "group6 = \"{GROUP6}\"\nmode = \"vip\"\nstrategy = \"reset\"\n\
-             [vip]\naddress = \"{VIP}\"\naddress6 = \"{VIP6}\"\n"
+            "group6 = \"{GROUP6}\"\nmode = \"vip\"\nstrategy = \"{strategy}\"\n\
+             [vip]\naddress = \"{VIP}\"\naddress6 = \"{VIP6}\"\n{}",
+            if strategy == "forward" {
+                format!("forward_overlay = \"{OVERLAY}\"\n")
+            } else {
+                String::new()
+            }
         ),
         "",
     );
@@ -126,7 +131,25 @@ fn curl6(ns: &str, src: Ipv6Addr) -> String {
 }
 
 #[test]
-fn ipv6_vip_is_served_from_lo_moved_connections_are_reset_and_sigterm_restores_the_host() {
+fn ipv6_vip_under_reset_moved_connections_are_reset_and_sigterm_restores_the_host() {
+    ipv6_vip("reset");
+}
+
+/// The overlay carries IPv4 connections only: the old owner resets its moved IPv6 ones
+/// (SPEC.md §11.7.2) rather than leave them to the new owner's RST.
+#[test]
+fn ipv6_vip_under_forward_moved_connections_are_reset_and_sigterm_restores_the_host() {
+    ipv6_vip("forward");
+}
+
+/// The member keeps every connection (the verifier's pin keeps established ones where they are).
+#[test]
+fn ipv6_vip_under_pin_keeps_connections_and_sigterm_restores_the_host() {
+    ipv6_vip("pin");
+}
+
+/// Member 1 alone, then member 2 arrives and half the units move; then SIGTERM to both.
+fn ipv6_vip(strategy: &str) {
     let mut lab = Lab::new(2);
     certify_dual_stack(&mut lab);
     let routed = lab.routed(2, &[std::net::Ipv4Addr::new(10, 1, 0, 2)]);
@@ -179,7 +202,7 @@ fn ipv6_vip_is_served_from_lo_moved_connections_are_reset_and_sigterm_restores_t
 
     // Member 1 alone: it holds the IPv6 VIP (no DAD: not tentative), keeps it out of source
     // selection on its link, and claims group6 in a signed MLDv2 join as in native mode.
-    start_member6(&mut lab, 0, &servers[0]);
+    start_member6(&mut lab, 0, &servers[0], strategy);
     let lo = addrs6(&servers[0], "lo");
     assert!(!lo.contains("tentative"), "{lo}");
     assert_eq!(use_oif_addrs_only(&servers[0]), "1");
@@ -209,7 +232,7 @@ fn ipv6_vip_is_served_from_lo_moved_connections_are_reset_and_sigterm_restores_t
     // Member 2 arrives: half the units move to it. Member 1 destroys the IPv6 connections of
     // the clients whose /56 unit moved (they see a RST without sending anything); the others
     // carry on. The router, standing in for the verifier, then sends the moved ones to member 2.
-    start_member6(&mut lab, 1, &servers[1]);
+    start_member6(&mut lab, 1, &servers[1], strategy);
     lab.wait_split();
     let status = lab.admin_status(0).expect("member 1's status");
     let m2 = lab.fixture.members[1].id.0;
@@ -223,15 +246,28 @@ fn ipv6_vip_is_served_from_lo_moved_connections_are_reset_and_sigterm_restores_t
         "both members own some sources' units: {:?}",
         status.unit_owner
     );
-    wait_for("member 1 destroyed the moved IPv6 connections", || {
-        lab.metric(0, "vip_resets_total") >= moved.len() as u64
-    });
+    let resets = strategy != "pin";
+    if resets {
+        wait_for("member 1 destroyed the moved IPv6 connections", || {
+            lab.metric(0, "vip_resets_total") >= moved.len() as u64
+        });
+    }
     assert_eq!(
         lab.admin_status(0).map(|s| s.epoch_number()),
         Some(status.epoch_number()),
         "the allocation moved again meanwhile (a false down?): {}",
         lab.logs()
     );
+    if !resets {
+        // Pin: every connection stays on member 1, moved or not.
+        for c in &mut conns {
+            assert_eq!(c.was_closed(), None, "{}: closed under pin", c.src);
+            assert_eq!(c.ask().expect("pinned"), "m1", "{}", c.src);
+        }
+        // New connections follow the allocation (below): the router's source rules would
+        // send these to member 2 too, which the verifier's pin would not.
+        conns.clear();
+    }
     let ll2 = link_local(&servers[1]).to_string();
     ip_in(
         &router,
@@ -265,6 +301,7 @@ fn ipv6_vip_is_served_from_lo_moved_connections_are_reset_and_sigterm_restores_t
             ],
         );
     }
+    // Reset and forward: the moved ones were ended by a RST.
     for c in &mut conns {
         let closed = c.was_closed();
         if moved.contains(&c.src) {
@@ -281,14 +318,32 @@ fn ipv6_vip_is_served_from_lo_moved_connections_are_reset_and_sigterm_restores_t
         let want = if moved.contains(&src) { "m2" } else { "m1" };
         assert_eq!(curl6(&client, src), want, "{src}");
     }
-    assert_eq!(lab.metric(0, "vip_resets_total"), moved.len() as u64);
+    let destroyed = if resets { moved.len() as u64 } else { 0 };
+    assert_eq!(lab.metric(0, "vip_resets_total"), destroyed);
     assert_eq!(lab.metric(0, "vip_reset_failures_total"), 0);
     assert_eq!(lab.metric(1, "vip_resets_total"), 0);
+    drop(conns);
 
-    // SIGTERM: each member removes both VIPs and puts the sysctl back.
+    // SIGTERM: each member removes both VIPs and puts the sysctl back. Under forward and pin it
+    // drains first (SPEC.md §11.6, not this test's business): a second SIGTERM leaves at once.
     for (i, ns) in servers.iter().enumerate() {
         let name = lab.fixture.members[i].id.to_string();
-        assert!(lab.terminate(&name).success(), "{}", lab.logs());
+        lab.send_term(&name);
+        if strategy != "reset" {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while lab.exited(&name).is_none() && lab.metric(i, "draining") == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} does not drain"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if lab.exited(&name).is_none() {
+                lab.send_term(&name);
+            }
+        }
+        let st = lab.wait_exit(&name, Duration::from_secs(20));
+        assert!(st.success(), "{name}: {st}\n{}", lab.logs());
         assert!(!lo_has_vip6(ns), "{ns}: IPv6 VIP left on lo");
         assert!(!lo_has_vip(ns), "{ns}: VIP left on lo");
         assert_eq!(
