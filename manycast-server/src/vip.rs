@@ -16,7 +16,7 @@ use igmp_ext::{MemberId, SliceSet};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
-use netlink_packet_sock_diag::constants::{AF_INET, IPPROTO_TCP, SOCK_DESTROY};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DESTROY};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
@@ -466,32 +466,41 @@ impl SockDiag {
         }
     }
 
-    /// The TCP connections whose local address is `vip`.
+    /// The TCP connections whose local address is `vip`: AF_INET sockets, and the AF_INET6
+    /// sockets with IPv4-mapped addresses that a listener on `[::]` with `IPV6_V6ONLY` off
+    /// accepts IPv4 connections into (Python's `http.server` by default; the AF_INET dump
+    /// does not list them). Both are named by their IPv4 addresses: the kernel finds either
+    /// kind by them when one is destroyed.
     pub fn connections(&mut self, vip: Ipv4Addr) -> io::Result<Vec<TcpConn>> {
-        let seq = self.send(
-            AF_INET,
-            netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            SocketId::new_v4(),
-        )?;
         let mut out = Vec::new();
-        self.receive(seq, |m| {
-            let SockDiagMessage::InetResponse(r) = m else {
-                return;
-            };
-            let id = &r.header.socket_id;
-            if let (IpAddr::V4(local), IpAddr::V4(peer)) =
-                (id.source_address, id.destination_address)
-            {
-                if local == vip {
-                    out.push(TcpConn {
-                        local: SocketAddrV4::new(local, id.source_port),
-                        peer: SocketAddrV4::new(peer, id.destination_port),
-                        cookie: id.cookie,
-                    });
+        for (family, any) in [
+            (AF_INET, SocketId::new_v4()),
+            (AF_INET6, SocketId::new_v6()),
+        ] {
+            let dump = netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY;
+            let seq = self.send(family, dump, NLM_F_REQUEST | NLM_F_DUMP, any)?;
+            self.receive(seq, |m| {
+                let SockDiagMessage::InetResponse(r) = m else {
+                    return;
+                };
+                let id = &r.header.socket_id;
+                let v4 = |a: IpAddr| match a {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(a) => a.to_ipv4_mapped(),
+                };
+                if let (Some(local), Some(peer)) =
+                    (v4(id.source_address), v4(id.destination_address))
+                {
+                    if local == vip {
+                        out.push(TcpConn {
+                            local: SocketAddrV4::new(local, id.source_port),
+                            peer: SocketAddrV4::new(peer, id.destination_port),
+                            cookie: id.cookie,
+                        });
+                    }
                 }
-            }
-        })?;
+            })?;
+        }
         Ok(out)
     }
 
@@ -626,6 +635,49 @@ mod tests {
         assert_eq!(
             moved_connections(&conns, &SliceSet::default()).count(),
             conns.len()
+        );
+    }
+
+    /// An application listening on all addresses of both families (`[::]` with
+    /// `IPV6_V6ONLY` off: Python's `http.server` by default, nginx with `ipv6only=off`) holds
+    /// its IPv4 connections in AF_INET6 sockets, with IPv4-mapped addresses. The IPv4 VIP's
+    /// connections must be found and destroyed there too.
+    #[test]
+    fn sock_diag_finds_ipv4_connections_of_a_dual_stack_listener() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "SOCK_DESTROY needs CAP_NET_ADMIN: run the tests as root"
+        );
+        let any = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("socket");
+        any.set_only_v6(false).expect("dual stack");
+        any.bind(&std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)).into())
+            .expect("bind [::]");
+        any.listen(8).expect("listen");
+        let listener: TcpListener = any.into();
+        let port = listener.local_addr().expect("addr").port();
+        let lo = Ipv4Addr::LOCALHOST;
+        let mut client = TcpStream::connect((lo, port)).expect("connect");
+        let (_server_side, _) = listener.accept().expect("accept");
+        let client_port = client.local_addr().expect("addr").port();
+        let mut diag = SockDiag::new().expect("sock_diag");
+        let conns = diag.connections(lo).expect("dump");
+        let accepted = conns
+            .iter()
+            .find(|c| c.peer.port() == client_port && c.local.port() == port)
+            .unwrap_or_else(|| panic!("accepted IPv4-mapped socket not listed: {conns:?}"))
+            .clone();
+        assert_eq!(*accepted.peer.ip(), lo);
+        diag.destroy(&accepted).expect("destroy");
+        let mut b = [0u8; 1];
+        let r = client.read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "client read after destroy: {r:?}"
         );
     }
 
