@@ -81,6 +81,9 @@ pub struct HostSetup {
     added_table: bool,
     /// Forward strategy: the `local` rule moved from preference 0 to [`vip_forward::LOCAL_PREF`].
     moved_local_rule: bool,
+    /// Forward strategy with the IPv6 VIP: its table exists, and the IPv6 `local` rule moved.
+    added_table6: bool,
+    moved_local_rule6: bool,
     /// Forward strategy: the routes and rules toward old owners.
     pub forwarder: Option<Forwarder>,
 }
@@ -96,6 +99,10 @@ pub struct ForwardHost {
     pub port: u16,
     /// `ip saddr & unit_mask` is the source's allocation unit (low-order slicing).
     pub unit_mask: u32,
+    /// The IPv6 VIP, forwarded over the same overlay (SPEC.md §11.7.2), with the slicing's
+    /// bits (its units are the /56 site slicing's) and the service interface (router
+    /// advertisements keep being taken there once IPv6 forwarding is on).
+    pub vip6: Option<(std::net::Ipv6Addr, u8, String)>,
 }
 
 impl ForwardHost {
@@ -120,6 +127,10 @@ impl ForwardHost {
                 vni: config.vip.forward_vni,
                 port: config.vip.forward_port,
                 unit_mask: config.control_config().slicing.unit(0).mask(),
+                vip6: config
+                    .vip
+                    .address6
+                    .map(|v| (v, config.control.slice_bits, config.interface.clone())),
             }),
             _ => None,
         }
@@ -170,6 +181,13 @@ pub fn has_address(ifname: &str, addr: Ipv4Addr) -> io::Result<bool> {
         .any(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())) == Some(addr)))
 }
 
+/// Whether the IPv6 `local` routing rule sits at preference `pref`.
+fn local_rule_at6(pref: u32) -> Result<bool, VipError> {
+    let pref = pref.to_string();
+    let out = command::output("ip", &["-6", "rule", "show", "pref", pref.as_str()])?;
+    Ok(out.lines().any(|l| l.trim_end().ends_with("lookup local")))
+}
+
 /// Whether the `local` routing rule sits at preference `pref` (`ip -4 rule show pref N`).
 fn local_rule_at(pref: u32) -> Result<bool, VipError> {
     let pref = pref.to_string();
@@ -190,6 +208,8 @@ impl HostSetup {
             added_device: false,
             added_table: false,
             moved_local_rule: false,
+            added_table6: false,
+            moved_local_rule6: false,
             forwarder: None,
         };
         for (path, want) in SYSCTLS {
@@ -233,6 +253,10 @@ impl HostSetup {
         // so that there is no moment when the device takes frames from anyone.
         nft(&vip_forward::ruleset(self.vip, f.unit_mask, f.port))?;
         self.added_table = true;
+        if let Some((vip6, bits, _)) = &f.vip6 {
+            nft(&vip_forward::ruleset6(*vip6, *bits))?;
+            self.added_table6 = true;
+        }
         // A device of that name left by a killed daemon is ours; a fresh one starts clean.
         let _ = ip(&["link", "del", vip_forward::DEVICE]);
         let (vni, port, local) = (f.vni.to_string(), f.port.to_string(), f.local.to_string());
@@ -258,6 +282,18 @@ impl HostSetup {
         self.added_device = true;
         let cidr = format!("{addr}/{}", f.overlay.prefix_len());
         ip(&["-4", "addr", "add", &cidr, "dev", vip_forward::DEVICE])?;
+        if f.vip6.is_some() {
+            let cidr6 = format!("{}/64", vip_forward::overlay6(f.member));
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &cidr6,
+                "dev",
+                vip_forward::DEVICE,
+                "nodad",
+            ])?;
+        }
         write_sysctl(
             &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", vip_forward::DEVICE),
             "2",
@@ -272,6 +308,9 @@ impl HostSetup {
                 self.saved.push((PathBuf::from(path), old));
             }
         }
+        if let Some((_, _, interface)) = &f.vip6 {
+            self.apply_forward6(interface)?;
+        }
         if local_rule_at(0)? {
             let local = vip_forward::LOCAL_PREF.to_string();
             ip(&["-4", "rule", "add", "pref", &local, "lookup", "local"])?;
@@ -282,7 +321,38 @@ impl HostSetup {
                 "VIP forward: local rule moved"
             );
         }
-        self.forwarder = Some(Forwarder::new(self.vip, f.overlay, f.member));
+        let forwarder = Forwarder::new(self.vip, f.overlay, f.member);
+        self.forwarder = Some(match &f.vip6 {
+            Some((vip6, bits, _)) => forwarder.with_vip6(*vip6, *bits),
+            None => forwarder,
+        });
+        Ok(())
+    }
+
+    /// The IPv6 VIP's part of the forward strategy (SPEC.md §11.7.2): IPv6 forwarding on (the
+    /// marked segments leave again; the kernel forwards IPv6 only with `all.forwarding`),
+    /// router advertisements still taken on `interface` (forwarding turns `accept_ra = 1`
+    /// off), and the IPv6 `local` rule moved behind the forwarding rules.
+    fn apply_forward6(&mut self, interface: &str) -> Result<(), VipError> {
+        let forwarding = "/proc/sys/net/ipv6/conf/all/forwarding";
+        let accept_ra = format!("/proc/sys/net/ipv6/conf/{interface}/accept_ra");
+        for (path, from, want) in [
+            (accept_ra.as_str(), Some("1"), "2"),
+            (forwarding, None, "1"),
+        ] {
+            let old = read_sysctl(path)?;
+            if old != want && from.is_none_or(|f| old == f) {
+                write_sysctl(path, want)?;
+                info!(sysctl = path, old = %old, new = want, "VIP forward (IPv6)");
+                self.saved.push((PathBuf::from(path), old));
+            }
+        }
+        if local_rule_at6(0)? {
+            let local = vip_forward::LOCAL_PREF.to_string();
+            ip(&["-6", "rule", "add", "pref", &local, "lookup", "local"])?;
+            self.moved_local_rule6 = true;
+            ip(&["-6", "rule", "del", "pref", "0", "lookup", "local"])?;
+        }
         Ok(())
     }
 
@@ -302,6 +372,21 @@ impl HostSetup {
                 Err(e) => warn!("{e}"),
             }
             self.moved_local_rule = false;
+        }
+        if self.moved_local_rule6 {
+            let local = vip_forward::LOCAL_PREF.to_string();
+            let back = ip(&["-6", "rule", "add", "pref", "0", "lookup", "local"])
+                .and_then(|()| ip(&["-6", "rule", "del", "pref", &local, "lookup", "local"]));
+            if let Err(e) = back {
+                warn!("{e}");
+            }
+            self.moved_local_rule6 = false;
+        }
+        if self.added_table6 {
+            if let Err(e) = nft(&format!("delete table ip6 {}\n", vip_forward::NFT_TABLE6)) {
+                warn!("{e}");
+            }
+            self.added_table6 = false;
         }
         if self.added_table {
             let delete = format!("delete table ip {}\n", vip_forward::NFT_TABLE);

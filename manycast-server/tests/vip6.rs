@@ -135,10 +135,10 @@ fn ipv6_vip_under_reset_moved_connections_are_reset_and_sigterm_restores_the_hos
     ipv6_vip("reset");
 }
 
-/// The overlay carries IPv4 connections only: the old owner resets its moved IPv6 ones
-/// (SPEC.md §11.7.2) rather than leave them to the new owner's RST.
+/// The new owner passes the moved IPv6 connections' segments to the old owner over the
+/// overlay (SPEC.md §11.7.2); new connections are its own.
 #[test]
-fn ipv6_vip_under_forward_moved_connections_are_reset_and_sigterm_restores_the_host() {
+fn ipv6_vip_under_forward_moved_connections_go_on_at_the_old_owner() {
     ipv6_vip("forward");
 }
 
@@ -199,6 +199,26 @@ fn ipv6_vip(strategy: &str) {
     }
     let before: Vec<String> = servers.iter().map(|ns| use_oif_addrs_only(ns)).collect();
     assert_eq!(before, ["0", "0"], "the kernel's default");
+    // What forward changes too: IPv6 forwarding, router advertisements on the link, the rules.
+    let host6 = |ns: &str| {
+        let sysctl = |k: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-n", k])
+                .output()
+                .expect("sysctl");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let rules = Command::new("ip")
+            .args(["-n", ns, "-6", "rule", "show"])
+            .output()
+            .expect("ip rule");
+        (
+            sysctl("net.ipv6.conf.all.forwarding"),
+            sysctl("net.ipv6.conf.m0.accept_ra"),
+            String::from_utf8_lossy(&rules.stdout).into_owned(),
+        )
+    };
+    let before6: Vec<_> = servers.iter().map(|ns| host6(ns)).collect();
 
     // Member 1 alone: it holds the IPv6 VIP (no DAD: not tentative), keeps it out of source
     // selection on its link, and claims group6 in a signed MLDv2 join as in native mode.
@@ -206,6 +226,11 @@ fn ipv6_vip(strategy: &str) {
     let lo = addrs6(&servers[0], "lo");
     assert!(!lo.contains("tentative"), "{lo}");
     assert_eq!(use_oif_addrs_only(&servers[0]), "1");
+    if strategy == "forward" {
+        let (forwarding, accept_ra, rules) = host6(&servers[0]);
+        assert_eq!((forwarding.as_str(), accept_ra.as_str()), ("1", "2"));
+        assert!(rules.starts_with("100:\tfrom all lookup local"), "{rules}");
+    }
     let ll1 = link_local(&servers[0]).to_string();
     let vip6 = format!("{VIP6}/128");
     ip_in(
@@ -246,7 +271,7 @@ fn ipv6_vip(strategy: &str) {
         "both members own some sources' units: {:?}",
         status.unit_owner
     );
-    let resets = strategy != "pin";
+    let resets = strategy == "reset";
     if resets {
         wait_for("member 1 destroyed the moved IPv6 connections", || {
             lab.metric(0, "vip_resets_total") >= moved.len() as u64
@@ -258,7 +283,14 @@ fn ipv6_vip(strategy: &str) {
         "the allocation moved again meanwhile (a false down?): {}",
         lab.logs()
     );
-    if !resets {
+    if strategy == "forward" {
+        let gained = status.unit_owner.iter().filter(|o| **o == Some(m2)).count();
+        wait_for(
+            "member 2 forwards the units it gained from member 1",
+            || lab.metric(1, "vip_forward_units") == gained as u64,
+        );
+    }
+    if strategy == "pin" {
         // Pin: every connection stays on member 1, moved or not.
         for c in &mut conns {
             assert_eq!(c.was_closed(), None, "{}: closed under pin", c.src);
@@ -301,10 +333,14 @@ fn ipv6_vip(strategy: &str) {
             ],
         );
     }
-    // Reset and forward: the moved ones were ended by a RST.
+    // Reset: the moved ones were ended by a RST. Forward: they reach member 2 now, which
+    // passes their segments to member 1 over the overlay; member 1 answers them.
     for c in &mut conns {
         let closed = c.was_closed();
-        if moved.contains(&c.src) {
+        if strategy == "forward" {
+            assert_eq!(closed, None, "{}: closed under forward", c.src);
+            assert_eq!(c.ask().expect("forwarded"), "m1", "{}", c.src);
+        } else if moved.contains(&c.src) {
             let why = closed.unwrap_or_else(|| panic!("{}: moved but not closed", c.src));
             assert!(why.contains("reset"), "{}: ended by {why}", c.src);
             *c = KeepAlive::open6(&client, c.src, VIP6);
@@ -350,6 +386,11 @@ fn ipv6_vip(strategy: &str) {
             use_oif_addrs_only(ns),
             before[i],
             "{ns}: sysctl not restored"
+        );
+        assert_eq!(
+            host6(ns),
+            before6[i],
+            "{ns}: IPv6 forwarding, accept_ra or rules"
         );
     }
 }

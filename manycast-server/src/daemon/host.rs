@@ -2,9 +2,9 @@
 //! the reset strategy, the forwarder of VIP forward and the sock_diag count a VIP drain waits
 //! for. Each carries out one kind of node action; none decides anything.
 
-use crate::config::{Config, Strategy};
+use crate::config::Config;
 use crate::vip::VipError;
-use crate::vip::{self, ForwardHost, HostSetup, ResetOutcome, ResetPass, ResetTask, SockDiag};
+use crate::vip::{self, ForwardHost, HostSetup, ResetPass, ResetTask, SockDiag};
 use crate::vip6::{self, HostSetup6};
 use igmp_ext::{MemberId, SliceSet};
 use std::collections::BTreeMap;
@@ -107,20 +107,12 @@ impl Host {
     }
 }
 
-/// What a reset pass destroys: under `reset` the moved connections to both VIPs; under
-/// `forward` those to the IPv6 VIP only (the overlay carries IPv4 connections to their old
-/// owner, SPEC.md §11.7.1; it has no IPv6 path, so an IPv6 connection whose unit moved would
-/// get the new owner's RST at its next segment: it is ended here at once instead).
+/// What a reset pass (the reset strategy's) destroys: the moved connections to both VIPs.
 fn reset_pass(config: &Config, vip: Ipv4Addr, vip6: Option<Ipv6Addr>) -> Arc<ResetPass> {
-    let reset4 = config.strategy == Strategy::Reset;
-    let reset6 = vip6.filter(|_| matches!(config.strategy, Strategy::Reset | Strategy::Forward));
     let slicing = config.control_config().slicing;
     Arc::new(move |mine: &SliceSet| {
-        let mut total = ResetOutcome::default();
-        if reset4 {
-            total = vip::reset_moved(vip, mine)?;
-        }
-        if let Some(v6) = reset6 {
+        let mut total = vip::reset_moved(vip, mine)?;
+        if let Some(v6) = vip6 {
             let o = vip6::reset_moved6(v6, slicing, mine)?;
             total.destroyed += o.destroyed;
             total.failed += o.failed;

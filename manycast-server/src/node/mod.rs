@@ -56,8 +56,7 @@ pub struct NodeConfig {
     pub direct_path: Option<SocketAddrV4>,
     /// VIP mode: the VIP. A drain then also waits until no TCP connection to it is left.
     pub vip: Option<Ipv4Addr>,
-    /// VIP mode, reset strategy (and forward with an IPv6 VIP, whose moved connections it
-    /// resets): each commit hands the member's slices to the reset task.
+    /// VIP mode, reset strategy: each commit hands the member's slices to the reset task.
     pub vip_reset: bool,
     /// VIP mode, forward strategy: how long a forwarding entry lives after the move. `Some`
     /// turns the forwarding table and the claim hold-back on.
@@ -85,9 +84,7 @@ impl NodeConfig {
             drain_timeout: config.drain_timeout(),
             direct_path,
             vip,
-            vip_reset: vip.is_some()
-                && (config.strategy == Strategy::Reset
-                    || config.strategy == Strategy::Forward && config.vip.address6.is_some()),
+            vip_reset: vip.is_some() && config.strategy == Strategy::Reset,
             vip_forward_linger: forward.then(|| config.forward_linger()),
             // Checked when the configuration was loaded.
             health: config.health_checks().unwrap_or_default(),
