@@ -2,7 +2,8 @@
 //! on loopback beside the IPv4 one and answers its clients directly; the verifier steers each
 //! IPv6 client to the owner of its /56's unit. [`HostSetup6`] changes the host and puts it back
 //! when dropped; [`moved_connections6`] is the pure decision of the reset pass; the sock_diag
-//! side is [`SockDiag`]'s AF_INET6 requests, here.
+//! side is [`SockDiag`]'s AF_INET6 requests, here. Under forward the IPv6 VIP's segments take
+//! the IPv4 VIP's overlay (`vip::HostSetup`, `vip_forward::ruleset6`, `vip_forwarder`).
 //!
 //! What IPv6 needs that IPv4 does not, and the reverse (tried on this kernel, SPEC.md §11.7.2):
 //! - no `arp_ignore` counterpart: Linux answers a neighbour solicitation only for an address on

@@ -3,8 +3,7 @@
 //! for. Each carries out one kind of node action; none decides anything.
 
 use crate::config::Config;
-use crate::vip::VipError;
-use crate::vip::{self, ForwardHost, HostSetup, ResetPass, ResetTask, SockDiag};
+use crate::vip::{self, ForwardHost, HostSetup, ResetPass, ResetTask, SockDiag, VipError};
 use crate::vip6::{self, HostSetup6};
 use igmp_ext::{MemberId, SliceSet};
 use std::collections::BTreeMap;
