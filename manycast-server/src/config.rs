@@ -140,6 +140,9 @@ pub struct VipConfig {
     /// The unicast VIP the verifier binds to `group`; held on loopback while the daemon runs.
     /// Required in VIP mode.
     pub address: Option<Ipv4Addr>,
+    /// The IPv6 VIP (issue 15): held on loopback beside `address`; the verifier binds it to
+    /// `group6` and steers each IPv6 client by its /56's unit (SPEC.md §11.7.2). Needs `group6`.
+    pub address6: Option<std::net::Ipv6Addr>,
     /// Reset strategy: moved connections are destroyed this long after the commit, so that
     /// the router has re-pointed the slices (the new owner's join reached it) before the
     /// clients reconnect.
@@ -163,6 +166,7 @@ impl Default for VipConfig {
     fn default() -> Self {
         VipConfig {
             address: None,
+            address6: None,
             reset_delay_ms: 200,
             forward_overlay: None,
             forward_vni: 7_700,
@@ -551,6 +555,7 @@ impl Config {
     }
 
     fn validate_vip(&self) -> Result<(), InvalidConfig> {
+        self.validate_vip6()?;
         match (self.mode, self.vip.address) {
             (Mode::Vip, None) => Err("mode = \"vip\" needs vip.address".into()),
             (Mode::Native, Some(_)) => Err("vip.address is set but mode is not \"vip\"".into()),
@@ -596,6 +601,36 @@ impl Config {
             }
             _ => Ok(()),
         }
+    }
+
+    /// `vip.address6`: beside the IPv4 VIP (VIP mode), with `group6` (its join is what the
+    /// verifier steers the IPv6 VIP by), and a global unicast address: a link-local VIP names no
+    /// link the router could steer on, and the others are not a service address.
+    fn validate_vip6(&self) -> Result<(), InvalidConfig> {
+        let Some(a) = self.vip.address6 else {
+            return Ok(());
+        };
+        if self.mode != Mode::Vip {
+            return Err("vip.address6 is set but mode is not \"vip\"".into());
+        }
+        if self.group6.is_none() {
+            return Err(InvalidConfig(format!(
+                "vip.address6 {a} needs group6: the verifier steers the IPv6 VIP by the member's \
+                 MLDv2 join for it"
+            )));
+        }
+        let mapped = a.to_ipv4_mapped().is_some();
+        if a.is_multicast()
+            || a.is_unspecified()
+            || a.is_loopback()
+            || a.is_unicast_link_local()
+            || mapped
+        {
+            return Err(InvalidConfig(format!(
+                "vip.address6 {a} is not a global unicast IPv6 address"
+            )));
+        }
+        Ok(())
     }
 
     pub fn forward_linger(&self) -> Duration {

@@ -257,3 +257,54 @@ fn group6_is_an_ipv6_ssm_group() {
         assert!(e.0.contains("not in ff3e::/32"), "{bad}: {e}");
     }
 }
+
+/// `vip.address6` (SPEC.md §11.7.2): a global IPv6 VIP beside the IPv4 one, with `group6`.
+#[test]
+fn vip_address6_needs_vip_mode_group6_and_a_global_address() {
+    let vip = "mode = \"vip\"\n[vip]\naddress = \"10.200.0.1\"\n";
+    let c = Config::parse(&format!(
+        "group6 = \"ff3e::8000:1\"\n{MINIMAL}{vip}address6 = \"2001:db8:f::1\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.vip.address6, Some("2001:db8:f::1".parse().unwrap()));
+    assert_eq!(
+        Config::parse(&format!("{MINIMAL}{vip}"))
+            .unwrap()
+            .vip
+            .address6,
+        None
+    );
+    let with_group6 = format!("group6 = \"ff3e::8000:1\"\n{MINIMAL}");
+    let cases = [
+        (
+            format!("{MINIMAL}{vip}address6 = \"2001:db8:f::1\"\n"),
+            "vip.address6 2001:db8:f::1 needs group6",
+        ),
+        (
+            format!("{with_group6}[vip]\naddress6 = \"2001:db8:f::1\"\n"),
+            "vip.address6 is set but mode is not \"vip\"",
+        ),
+        (
+            format!("{with_group6}mode = \"vip\"\n[vip]\naddress6 = \"2001:db8:f::1\"\n"),
+            "needs vip.address",
+        ),
+        (
+            format!("{with_group6}{vip}address6 = \"10.200.0.2\"\n"),
+            "invalid IPv6 address",
+        ),
+    ];
+    for (text, want) in &cases {
+        let e = Config::parse(text).unwrap_err().0;
+        assert!(e.contains(want), "{text:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    for bad in ["ff3e::8000:1", "::", "::1", "fe80::1", "::ffff:10.200.0.1"] {
+        let text = format!("{with_group6}{vip}address6 = \"{bad}\"\n");
+        let e = Config::parse(&text).unwrap_err().0;
+        assert_eq!(
+            e,
+            format!("vip.address6 {bad} is not a global unicast IPv6 address"),
+            "{bad}"
+        );
+    }
+}

@@ -170,7 +170,7 @@ impl Shell {
             Action::ForwardPeer { member, addr } => self.host.forward_peer(member, addr),
             Action::ForwardPeerLeft(member) => self.host.forward_peer_left(member),
             Action::CountVipConnections(vip) => {
-                if let Some(n) = host::count_connections(vip) {
+                if let Some(n) = self.host.count_connections(vip) {
                     self.node.handle_vip_connections(n);
                 }
             }

@@ -13,8 +13,9 @@
 //!
 //! The I/O: [`daemon`] is the select loop and the executors (sockets, control-channel driver,
 //! VIP host, signals); [`credentials`] reads the key files and the keystore at start; [`keys`]
-//! the key and certificate files; [`vip`] and [`vip_forwarder`] change the host for VIP mode;
-//! [`admin::server`] serves the admin socket and the HTTP metrics.
+//! the key and certificate files; [`vip`], [`vip6`] (the IPv6 VIP) and [`vip_forwarder`]
+//! change the host for VIP mode; [`admin::server`] serves the admin socket and the HTTP
+//! metrics.
 
 pub mod admin;
 pub mod beaconer;
@@ -33,5 +34,6 @@ pub mod service;
 pub mod service6;
 pub mod session_state;
 pub mod vip;
+pub mod vip6;
 pub mod vip_forward;
 pub mod vip_forwarder;

@@ -229,7 +229,7 @@ impl Snapshot {
         m.gauge("vip_forward_units", "VIP mode, forward strategy: allocation units whose mid-stream TCP segments go to their old owner.", gauge(self.vip_forward_units));
         m.counter(
             "vip_resets_total",
-            "VIP mode, reset strategy: TCP connections of moved clients destroyed (sock_diag).",
+            "VIP mode, reset strategy (and forward, for the IPv6 VIP): TCP connections of moved clients destroyed (sock_diag), to both VIPs.",
             self.vip_resets,
         );
         m.counter(

@@ -16,7 +16,7 @@ use igmp_ext::{MemberId, SliceSet};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
-use netlink_packet_sock_diag::constants::{AF_INET, IPPROTO_TCP, SOCK_DESTROY};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DESTROY};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
@@ -81,6 +81,9 @@ pub struct HostSetup {
     added_table: bool,
     /// Forward strategy: the `local` rule moved from preference 0 to [`vip_forward::LOCAL_PREF`].
     moved_local_rule: bool,
+    /// Forward strategy with the IPv6 VIP: its table exists, and the IPv6 `local` rule moved.
+    added_table6: bool,
+    moved_local_rule6: bool,
     /// Forward strategy: the routes and rules toward old owners.
     pub forwarder: Option<Forwarder>,
 }
@@ -96,6 +99,10 @@ pub struct ForwardHost {
     pub port: u16,
     /// `ip saddr & unit_mask` is the source's allocation unit (low-order slicing).
     pub unit_mask: u32,
+    /// The IPv6 VIP, forwarded over the same overlay (SPEC.md §11.7.2), with the slicing's
+    /// bits (its units are the /56 site slicing's) and the service interface (router
+    /// advertisements keep being taken there once IPv6 forwarding is on).
+    pub vip6: Option<(std::net::Ipv6Addr, u8, String)>,
 }
 
 impl ForwardHost {
@@ -120,6 +127,10 @@ impl ForwardHost {
                 vni: config.vip.forward_vni,
                 port: config.vip.forward_port,
                 unit_mask: config.control_config().slicing.unit(0).mask(),
+                vip6: config
+                    .vip
+                    .address6
+                    .map(|v| (v, config.control.slice_bits, config.interface.clone())),
             }),
             _ => None,
         }
@@ -137,7 +148,7 @@ pub const FORWARD_SYSCTLS: [(&str, &str); 2] = [
     ("/proc/sys/net/ipv4/ip_forward", "1"),
 ];
 
-fn read_sysctl(path: &str) -> Result<String, VipError> {
+pub(crate) fn read_sysctl(path: &str) -> Result<String, VipError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .map_err(|source| VipError::Sysctl {
@@ -146,14 +157,14 @@ fn read_sysctl(path: &str) -> Result<String, VipError> {
         })
 }
 
-fn write_sysctl(path: &str, value: &str) -> Result<(), VipError> {
+pub(crate) fn write_sysctl(path: &str, value: &str) -> Result<(), VipError> {
     std::fs::write(path, value).map_err(|source| VipError::Sysctl {
         path: path.to_owned(),
         source,
     })
 }
 
-fn ip(args: &[&str]) -> Result<(), VipError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), VipError> {
     Ok(command::run("ip", args, None)?)
 }
 
@@ -168,6 +179,13 @@ pub fn has_address(ifname: &str, addr: Ipv4Addr) -> io::Result<bool> {
     Ok(addrs
         .filter(|a| a.interface_name == ifname)
         .any(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())) == Some(addr)))
+}
+
+/// Whether the IPv6 `local` routing rule sits at preference `pref`.
+fn local_rule_at6(pref: u32) -> Result<bool, VipError> {
+    let pref = pref.to_string();
+    let out = command::output("ip", &["-6", "rule", "show", "pref", pref.as_str()])?;
+    Ok(out.lines().any(|l| l.trim_end().ends_with("lookup local")))
 }
 
 /// Whether the `local` routing rule sits at preference `pref` (`ip -4 rule show pref N`).
@@ -190,6 +208,8 @@ impl HostSetup {
             added_device: false,
             added_table: false,
             moved_local_rule: false,
+            added_table6: false,
+            moved_local_rule6: false,
             forwarder: None,
         };
         for (path, want) in SYSCTLS {
@@ -233,6 +253,10 @@ impl HostSetup {
         // so that there is no moment when the device takes frames from anyone.
         nft(&vip_forward::ruleset(self.vip, f.unit_mask, f.port))?;
         self.added_table = true;
+        if let Some((vip6, bits, _)) = &f.vip6 {
+            nft(&vip_forward::ruleset6(*vip6, *bits))?;
+            self.added_table6 = true;
+        }
         // A device of that name left by a killed daemon is ours; a fresh one starts clean.
         let _ = ip(&["link", "del", vip_forward::DEVICE]);
         let (vni, port, local) = (f.vni.to_string(), f.port.to_string(), f.local.to_string());
@@ -258,6 +282,18 @@ impl HostSetup {
         self.added_device = true;
         let cidr = format!("{addr}/{}", f.overlay.prefix_len());
         ip(&["-4", "addr", "add", &cidr, "dev", vip_forward::DEVICE])?;
+        if f.vip6.is_some() {
+            let cidr6 = format!("{}/64", vip_forward::overlay6(f.member));
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &cidr6,
+                "dev",
+                vip_forward::DEVICE,
+                "nodad",
+            ])?;
+        }
         write_sysctl(
             &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", vip_forward::DEVICE),
             "2",
@@ -272,6 +308,9 @@ impl HostSetup {
                 self.saved.push((PathBuf::from(path), old));
             }
         }
+        if let Some((_, _, interface)) = &f.vip6 {
+            self.apply_forward6(interface)?;
+        }
         if local_rule_at(0)? {
             let local = vip_forward::LOCAL_PREF.to_string();
             ip(&["-4", "rule", "add", "pref", &local, "lookup", "local"])?;
@@ -282,7 +321,38 @@ impl HostSetup {
                 "VIP forward: local rule moved"
             );
         }
-        self.forwarder = Some(Forwarder::new(self.vip, f.overlay, f.member));
+        let forwarder = Forwarder::new(self.vip, f.overlay, f.member);
+        self.forwarder = Some(match &f.vip6 {
+            Some((vip6, bits, _)) => forwarder.with_vip6(*vip6, *bits),
+            None => forwarder,
+        });
+        Ok(())
+    }
+
+    /// The IPv6 VIP's part of the forward strategy (SPEC.md §11.7.2): IPv6 forwarding on (the
+    /// marked segments leave again; the kernel forwards IPv6 only with `all.forwarding`),
+    /// router advertisements still taken on `interface` (forwarding turns `accept_ra = 1`
+    /// off), and the IPv6 `local` rule moved behind the forwarding rules.
+    fn apply_forward6(&mut self, interface: &str) -> Result<(), VipError> {
+        let forwarding = "/proc/sys/net/ipv6/conf/all/forwarding";
+        let accept_ra = format!("/proc/sys/net/ipv6/conf/{interface}/accept_ra");
+        for (path, from, want) in [
+            (accept_ra.as_str(), Some("1"), "2"),
+            (forwarding, None, "1"),
+        ] {
+            let old = read_sysctl(path)?;
+            if old != want && from.is_none_or(|f| old == f) {
+                write_sysctl(path, want)?;
+                info!(sysctl = path, old = %old, new = want, "VIP forward (IPv6)");
+                self.saved.push((PathBuf::from(path), old));
+            }
+        }
+        if local_rule_at6(0)? {
+            let local = vip_forward::LOCAL_PREF.to_string();
+            ip(&["-6", "rule", "add", "pref", &local, "lookup", "local"])?;
+            self.moved_local_rule6 = true;
+            ip(&["-6", "rule", "del", "pref", "0", "lookup", "local"])?;
+        }
         Ok(())
     }
 
@@ -302,6 +372,21 @@ impl HostSetup {
                 Err(e) => warn!("{e}"),
             }
             self.moved_local_rule = false;
+        }
+        if self.moved_local_rule6 {
+            let local = vip_forward::LOCAL_PREF.to_string();
+            let back = ip(&["-6", "rule", "add", "pref", "0", "lookup", "local"])
+                .and_then(|()| ip(&["-6", "rule", "del", "pref", &local, "lookup", "local"]));
+            if let Err(e) = back {
+                warn!("{e}");
+            }
+            self.moved_local_rule6 = false;
+        }
+        if self.added_table6 {
+            if let Err(e) = nft(&format!("delete table ip6 {}\n", vip_forward::NFT_TABLE6)) {
+                warn!("{e}");
+            }
+            self.added_table6 = false;
         }
         if self.added_table {
             let delete = format!("delete table ip {}\n", vip_forward::NFT_TABLE);
@@ -392,7 +477,14 @@ impl SockDiag {
         Ok(SockDiag { socket, seq: 0 })
     }
 
-    fn send(&mut self, message_type: u16, flags: u16, socket_id: SocketId) -> io::Result<u32> {
+    /// Sends one request about `family`'s (AF_INET, AF_INET6) TCP sockets in connected states.
+    pub(crate) fn send(
+        &mut self,
+        family: u8,
+        message_type: u16,
+        flags: u16,
+        socket_id: SocketId,
+    ) -> io::Result<u32> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -400,7 +492,7 @@ impl SockDiag {
         let mut packet = NetlinkMessage::new(
             header,
             SockDiagMessage::InetRequest(InetRequest {
-                family: AF_INET,
+                family,
                 protocol: IPPROTO_TCP,
                 extensions: ExtensionFlags::empty(),
                 states: connected_states(),
@@ -420,7 +512,11 @@ impl SockDiag {
 
     /// Reads answers to request `seq` and hands each inner message to `f`, until the dump's
     /// DONE or an ACK/NACK. A NACK becomes the error.
-    fn receive(&mut self, seq: u32, mut f: impl FnMut(SockDiagMessage)) -> io::Result<()> {
+    pub(crate) fn receive(
+        &mut self,
+        seq: u32,
+        mut f: impl FnMut(SockDiagMessage),
+    ) -> io::Result<()> {
         loop {
             let (buf, _) = self.socket.recv_from_full()?;
             let mut rest: &[u8] = &buf;
@@ -455,31 +551,41 @@ impl SockDiag {
         }
     }
 
-    /// The TCP connections whose local address is `vip`.
+    /// The TCP connections whose local address is `vip`: AF_INET sockets, and the AF_INET6
+    /// sockets with IPv4-mapped addresses that a listener on `[::]` with `IPV6_V6ONLY` off
+    /// accepts IPv4 connections into (Python's `http.server` by default; the AF_INET dump
+    /// does not list them). Both are named by their IPv4 addresses: the kernel finds either
+    /// kind by them when one is destroyed.
     pub fn connections(&mut self, vip: Ipv4Addr) -> io::Result<Vec<TcpConn>> {
-        let seq = self.send(
-            netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            SocketId::new_v4(),
-        )?;
         let mut out = Vec::new();
-        self.receive(seq, |m| {
-            let SockDiagMessage::InetResponse(r) = m else {
-                return;
-            };
-            let id = &r.header.socket_id;
-            if let (IpAddr::V4(local), IpAddr::V4(peer)) =
-                (id.source_address, id.destination_address)
-            {
-                if local == vip {
-                    out.push(TcpConn {
-                        local: SocketAddrV4::new(local, id.source_port),
-                        peer: SocketAddrV4::new(peer, id.destination_port),
-                        cookie: id.cookie,
-                    });
+        for (family, any) in [
+            (AF_INET, SocketId::new_v4()),
+            (AF_INET6, SocketId::new_v6()),
+        ] {
+            let dump = netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY;
+            let seq = self.send(family, dump, NLM_F_REQUEST | NLM_F_DUMP, any)?;
+            self.receive(seq, |m| {
+                let SockDiagMessage::InetResponse(r) = m else {
+                    return;
+                };
+                let id = &r.header.socket_id;
+                let v4 = |a: IpAddr| match a {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(a) => a.to_ipv4_mapped(),
+                };
+                if let (Some(local), Some(peer)) =
+                    (v4(id.source_address), v4(id.destination_address))
+                {
+                    if local == vip {
+                        out.push(TcpConn {
+                            local: SocketAddrV4::new(local, id.source_port),
+                            peer: SocketAddrV4::new(peer, id.destination_port),
+                            cookie: id.cookie,
+                        });
+                    }
                 }
-            }
-        })?;
+            })?;
+        }
         Ok(out)
     }
 
@@ -494,7 +600,7 @@ impl SockDiag {
             interface_id: 0,
             cookie: conn.cookie,
         };
-        let seq = self.send(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, id)?;
+        let seq = self.send(AF_INET, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, id)?;
         self.receive(seq, |_| {})
     }
 }
@@ -527,8 +633,12 @@ pub fn reset_moved(vip: Ipv4Addr, slices: &SliceSet) -> io::Result<ResetOutcome>
     Ok(outcome)
 }
 
+/// One reset pass: destroys the connections whose client is outside the member's slices
+/// ([`reset_moved`] for the IPv4 VIP, `vip6::reset_moved6` for the IPv6 one, or both).
+pub type ResetPass = dyn Fn(&SliceSet) -> io::Result<ResetOutcome> + Send + Sync;
+
 /// Reset passes run by a task: each commit hands the member's new slices over; the task waits
-/// `delay` (commits meanwhile coalesce: it uses the latest slices), then destroys what moved.
+/// `delay` (commits meanwhile coalesce: it uses the latest slices), then runs the pass.
 #[derive(Debug)]
 pub struct ResetTask {
     slices: tokio::sync::watch::Sender<Option<SliceSet>>,
@@ -537,7 +647,7 @@ pub struct ResetTask {
 }
 
 impl ResetTask {
-    pub fn spawn(vip: Ipv4Addr, delay: Duration) -> ResetTask {
+    pub fn spawn(pass: Arc<ResetPass>, delay: Duration) -> ResetTask {
         let (tx, mut rx) = tokio::sync::watch::channel(None::<SliceSet>);
         let destroyed = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -548,7 +658,8 @@ impl ResetTask {
                 let Some(slices) = rx.borrow_and_update().clone() else {
                     continue;
                 };
-                match tokio::task::spawn_blocking(move || reset_moved(vip, &slices)).await {
+                let pass = pass.clone();
+                match tokio::task::spawn_blocking(move || pass(&slices)).await {
                     Ok(Ok(o)) => {
                         d.fetch_add(o.destroyed, Ordering::Relaxed);
                         f.fetch_add(o.failed, Ordering::Relaxed);
@@ -609,6 +720,49 @@ mod tests {
         assert_eq!(
             moved_connections(&conns, &SliceSet::default()).count(),
             conns.len()
+        );
+    }
+
+    /// An application listening on all addresses of both families (`[::]` with
+    /// `IPV6_V6ONLY` off: Python's `http.server` by default, nginx with `ipv6only=off`) holds
+    /// its IPv4 connections in AF_INET6 sockets, with IPv4-mapped addresses. The IPv4 VIP's
+    /// connections must be found and destroyed there too.
+    #[test]
+    fn sock_diag_finds_ipv4_connections_of_a_dual_stack_listener() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "SOCK_DESTROY needs CAP_NET_ADMIN: run the tests as root"
+        );
+        let any = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("socket");
+        any.set_only_v6(false).expect("dual stack");
+        any.bind(&std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)).into())
+            .expect("bind [::]");
+        any.listen(8).expect("listen");
+        let listener: TcpListener = any.into();
+        let port = listener.local_addr().expect("addr").port();
+        let lo = Ipv4Addr::LOCALHOST;
+        let mut client = TcpStream::connect((lo, port)).expect("connect");
+        let (_server_side, _) = listener.accept().expect("accept");
+        let client_port = client.local_addr().expect("addr").port();
+        let mut diag = SockDiag::new().expect("sock_diag");
+        let conns = diag.connections(lo).expect("dump");
+        let accepted = conns
+            .iter()
+            .find(|c| c.peer.port() == client_port && c.local.port() == port)
+            .unwrap_or_else(|| panic!("accepted IPv4-mapped socket not listed: {conns:?}"))
+            .clone();
+        assert_eq!(*accepted.peer.ip(), lo);
+        diag.destroy(&accepted).expect("destroy");
+        let mut b = [0u8; 1];
+        let r = client.read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "client read after destroy: {r:?}"
         );
     }
 

@@ -213,6 +213,61 @@ pub fn map_update(plan: &BTreeMap<u32, MemberId>) -> String {
     out
 }
 
+/// The nftables table (family `ip6`) of the IPv6 VIP's marking map (SPEC.md §11.7.2).
+pub const NFT_TABLE6: &str = "manycast_vip_forward6";
+
+/// Member `m`'s IPv6 address on the overlay, given explicitly (the device's own link-local
+/// address depends on `addr_gen_mode`): fe80::4d43:0:0:<m>.
+pub fn overlay6(m: MemberId) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0x4d43, 0, 0, (m.0 & 0xffff) as u16)
+}
+
+/// Unit `u` of the /56 site slicing with `bits` bits, the IPv6 counterpart of unit `u` of the
+/// allocation (SPEC.md §6.2): (value, mask) as addresses.
+fn site_unit(bits: u8, u: u32) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+    let units = igmp_ext::SliceSet6::site_slicing(bits);
+    let s = units.get(usize::try_from(u).ok()?)?;
+    Some((s.value().into(), s.mask().into()))
+}
+
+/// The `ip6` table that marks the IPv6 VIP's orphan segments by the source's site unit, as
+/// [`ruleset`] does for the IPv4 VIP (the overlay guard there covers the device for both).
+pub fn ruleset6(vip6: std::net::Ipv6Addr, bits: u8) -> String {
+    let mask = site_unit(bits, 0).map_or(std::net::Ipv6Addr::UNSPECIFIED, |(_, m)| m);
+    format!(
+        "add table ip6 {NFT_TABLE6}\n\
+         delete table ip6 {NFT_TABLE6}\n\
+         table ip6 {NFT_TABLE6} {{\n\
+         \tmap owner {{\n\t\ttype ipv6_addr : mark\n\t}}\n\
+         \tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority mangle; policy accept;\n\
+         \t\tip6 daddr {vip6} meta l4proto tcp ct state invalid meta mark set ip6 saddr & {mask} map @owner\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// One transaction that replaces the IPv6 map's contents with `plan` (units of a slicing with
+/// `bits` bits).
+pub fn map_update6(plan: &BTreeMap<u32, MemberId>, bits: u8) -> String {
+    let mut out = format!("flush map ip6 {NFT_TABLE6} owner\n");
+    let elements: Vec<String> = plan
+        .iter()
+        .filter_map(|(&u, &m)| {
+            let (value, _) = site_unit(bits, u)?;
+            Some(format!("{value} : {:#x}", mark_of(m)))
+        })
+        .collect();
+    if !elements.is_empty() {
+        let _ = writeln!(
+            out,
+            "add element ip6 {NFT_TABLE6} owner {{ {} }}",
+            elements.join(", ")
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +370,30 @@ mod tests {
             map_update(&BTreeMap::new()),
             "flush map ip manycast_vip_forward owner\n"
         );
+    }
+
+    /// The IPv6 VIP's marks: the source's /56 site unit (SPEC.md §6.2), the same unit numbers
+    /// as the IPv4 map's.
+    #[test]
+    fn rendered_nft_text_for_the_ipv6_vip() {
+        let r = ruleset6("2001:db8:f::1".parse().unwrap(), 8);
+        assert!(r.contains(
+            "ip6 daddr 2001:db8:f::1 meta l4proto tcp ct state invalid meta mark set ip6 saddr & 0:0:0:ff00:: map @owner"
+        ), "{r}");
+        assert!(r.starts_with(
+            "add table ip6 manycast_vip_forward6\ndelete table ip6 manycast_vip_forward6\n"
+        ));
+        assert_eq!(
+            map_update6(&BTreeMap::from([(2, MemberId(1)), (130, MemberId(12))]), 8),
+            "flush map ip6 manycast_vip_forward6 owner\n\
+             add element ip6 manycast_vip_forward6 owner { 0:0:0:200:: : 0x4d430001, 0:0:0:8200:: : 0x4d43000c }\n"
+        );
+        // Four bits: unit 5 is the /56s whose low nibble is 5.
+        assert!(
+            ruleset6("2001:db8:f::1".parse().unwrap(), 4).contains("ip6 saddr & 0:0:0:f00:: map")
+        );
+        assert!(map_update6(&BTreeMap::from([(5, MemberId(2))]), 4)
+            .contains("0:0:0:500:: : 0x4d430002"));
+        assert_eq!(overlay6(MemberId(3)).to_string(), "fe80::4d43:0:0:3");
     }
 }

@@ -1,14 +1,17 @@
 //! VIP forward's kernel side (SPEC.md §11.7.1): flood and static entries toward the peers on the
-//! overlay, the overlay guard's peer set, one policy route per old owner, and the marking map, following the plan the node's
+//! overlay, the overlay guard's peer set, one policy route per old owner, and the marking map
+//! (and with an IPv6 VIP their `-6`/`ip6` counterparts, SPEC.md §11.7.2), following the plan the node's
 //! [`crate::vip_forward::ForwardTable`] makes. An executor: it runs `ip`, `bridge` and `nft`
 //! through `daemon_kit::command` and decides nothing but what changed since the last plan.
 
 use crate::config::Overlay;
-use crate::vip_forward::{map_update, mark_of, overlay_mac, peers_update, DEVICE, RULE_PREF};
+use crate::vip_forward::{
+    map_update, map_update6, mark_of, overlay6, overlay_mac, peers_update, DEVICE, RULE_PREF,
+};
 use daemon_kit::command::{self, CommandError};
 use igmp_ext::MemberId;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use tracing::{info, warn};
 
 /// Why a route toward an old owner could not be set up.
@@ -45,6 +48,8 @@ pub struct Forwarder {
     overlay: Overlay,
     me: MemberId,
     peers: BTreeMap<MemberId, Ipv4Addr>,
+    /// The IPv6 VIP and the slicing's bits: its segments follow the same plan (SPEC.md §11.7.2).
+    vip6: Option<(Ipv6Addr, u8)>,
     owners: BTreeSet<MemberId>,
     /// What the kernel's map holds, and the plan it was made from.
     map: Option<BTreeMap<u32, MemberId>>,
@@ -58,10 +63,17 @@ impl Forwarder {
             overlay,
             me,
             peers: BTreeMap::new(),
+            vip6: None,
             owners: BTreeSet::new(),
             map: None,
             requested: None,
         }
+    }
+
+    /// Also forwards the IPv6 VIP's orphan segments (its table is `vip::HostSetup`'s).
+    pub fn with_vip6(mut self, vip6: Ipv6Addr, bits: u8) -> Forwarder {
+        self.vip6 = Some((vip6, bits));
+        self
     }
 
     /// A peer's underlay address (its direct path): broadcast and unknown frames on the
@@ -165,7 +177,11 @@ impl Forwarder {
                 }
             }
         }
-        match nft(&map_update(&plan)) {
+        let mut script = map_update(&plan);
+        if let Some((_, bits)) = self.vip6 {
+            script.push_str(&map_update6(&plan, bits));
+        }
+        match nft(&script) {
             Ok(()) => {
                 info!(
                     units = plan.len(),
@@ -226,6 +242,14 @@ impl Forwarder {
         // A rule left by a killed daemon would make the add fail with "File exists".
         let _ = run_cmd("ip", &[&["-4", "rule", "del"][..], &rule].concat());
         run_cmd("ip", &[&["-4", "rule", "add"][..], &rule].concat())?;
+        if let Some((vip6, _)) = self.vip6 {
+            let vip6 = format!("{vip6}/128");
+            let via6 = overlay6(m).to_string();
+            let route = ["route", "replace", &vip6, "via", &via6, "dev", DEVICE];
+            run_cmd("ip", &[&["-6"][..], &route, &["table", &table]].concat())?;
+            let _ = run_cmd("ip", &[&["-6", "rule", "del"][..], &rule].concat());
+            run_cmd("ip", &[&["-6", "rule", "add"][..], &rule].concat())?;
+        }
         info!(member = %m, %via, "VIP forward: route to old owner");
         Ok(())
     }
@@ -243,6 +267,13 @@ impl Forwarder {
             warn!("{e}");
         }
         let _ = run_cmd("ip", &["-4", "route", "flush", "table", &table]);
+        if self.vip6.is_some() {
+            let rule = ["pref", &pref, "fwmark", &mark, "lookup", &table];
+            if let Err(e) = run_cmd("ip", &[&["-6", "rule", "del"][..], &rule].concat()) {
+                warn!("{e}");
+            }
+            let _ = run_cmd("ip", &["-6", "route", "flush", "table", &table]);
+        }
         self.owners.remove(&m);
         info!(member = %m, "VIP forward: no more forwarding to this old owner");
     }

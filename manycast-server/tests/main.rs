@@ -16,6 +16,7 @@ mod redundant;
 mod routed_control;
 mod strategies;
 mod vip;
+mod vip6;
 mod vip_overlay;
 
 use std::path::Path;

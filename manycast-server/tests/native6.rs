@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// The client's sources: one per site, /56s spread over the 256 units (unit = the /56's low
 /// byte, the high byte of the fourth group).
-fn sources6() -> Vec<Ipv6Addr> {
+pub(crate) fn sources6() -> Vec<Ipv6Addr> {
     (0..24u16)
         .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 1, (i * 11) << 8, 0, 0, 0, 2))
         .collect()
@@ -28,18 +28,18 @@ fn sources6() -> Vec<Ipv6Addr> {
 
 /// The allocation unit of an IPv6 source under the default slicings (8 bits): its /56's low
 /// byte, which is unit n of the IPv4 low-order slicing, the addresses ending in n.
-fn unit_of(a: Ipv6Addr) -> u8 {
+pub(crate) fn unit_of(a: Ipv6Addr) -> u8 {
     (a.segments()[3] >> 8) as u8
 }
 
 /// Member `i`'s address on its link to the router (the router's end is ::1).
-fn server6(i: usize) -> Ipv6Addr {
+pub(crate) fn server6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, i as u16, 0, 0, 0, 2)
 }
 
 /// Every member a version 2 certificate: the IPv4 groups as the lab's, and GROUP6 with every
 /// IPv6 slice; the verifier's key file lists GROUP6.
-fn certify_dual_stack(lab: &mut Lab) {
+pub(crate) fn certify_dual_stack(lab: &mut Lab) {
     let f = lab.fixture.clone();
     let now = daemon_kit::wall_clock();
     for m in &f.members {
@@ -65,7 +65,7 @@ fn certify_dual_stack(lab: &mut Lab) {
 }
 
 /// `ip` with `args` in namespace `ns`.
-fn ip_in(ns: &str, args: &[&str]) {
+pub(crate) fn ip_in(ns: &str, args: &[&str]) {
     let out = std::process::Command::new("ip")
         .args(["-n", ns])
         .args(args)

@@ -3,10 +3,12 @@
 //! for. Each carries out one kind of node action; none decides anything.
 
 use crate::config::Config;
-use crate::vip::{ForwardHost, HostSetup, ResetTask, SockDiag, VipError};
+use crate::vip::{self, ForwardHost, HostSetup, ResetPass, ResetTask, SockDiag, VipError};
+use crate::vip6::{self, HostSetup6};
 use igmp_ext::{MemberId, SliceSet};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
@@ -15,6 +17,8 @@ use tracing::warn;
 pub struct Host {
     /// The VIP on loopback, the sysctls and VIP forward's overlay, table and rules.
     setup: Option<HostSetup>,
+    /// The IPv6 VIP on loopback and its sysctl (`vip.address6`, SPEC.md §11.7.2).
+    setup6: Option<HostSetup6>,
     /// The reset strategy's task: destroys the TCP connections of moved clients.
     reset: Option<ResetTask>,
 }
@@ -32,11 +36,39 @@ impl Host {
             return Ok(Host::default());
         };
         let setup = HostSetup::apply(vip, forward)?;
+        // On an error `setup` drops and puts the IPv4 changes back.
+        let vip6 = config.vip.address6;
+        let setup6 = vip6
+            .map(|v| HostSetup6::apply(v, &config.interface))
+            .transpose()?;
         let delay = Duration::from_millis(config.vip.reset_delay_ms);
+        let pass = reset_pass(config, vip, vip6);
         Ok(Host {
             setup: Some(setup),
-            reset: reset.then(|| ResetTask::spawn(vip, delay)),
+            setup6,
+            reset: reset.then(|| ResetTask::spawn(pass, delay)),
         })
+    }
+
+    /// The TCP connections to the VIPs on this host, `None` (logged) when sock_diag fails: the
+    /// VIPs leave `lo` when the daemon exits, which would break them.
+    pub fn count_connections(&self, vip: Ipv4Addr) -> Option<usize> {
+        let vip6 = self.setup6.as_ref().map(HostSetup6::vip);
+        let count = SockDiag::new().and_then(|mut d| {
+            let v6 = match vip6 {
+                Some(v) => d.connections6(v)?.len(),
+                None => 0,
+            };
+            Ok(d.connections(vip)?.len() + v6)
+        });
+        match count {
+            Ok(n) => Some(n),
+            // Unknown: the drain then ends at its timeout.
+            Err(e) => {
+                warn!("draining: cannot list VIP connections: {e}");
+                None
+            }
+        }
     }
 
     /// Hands the member's slices after a commit to the reset task.
@@ -74,15 +106,16 @@ impl Host {
     }
 }
 
-/// The TCP connections to `vip` on this host, `None` (logged) when sock_diag fails: the VIP
-/// leaves `lo` when the daemon exits, which would break them.
-pub fn count_connections(vip: Ipv4Addr) -> Option<usize> {
-    match SockDiag::new().and_then(|mut d| d.connections(vip)) {
-        Ok(conns) => Some(conns.len()),
-        // Unknown: the drain then ends at its timeout.
-        Err(e) => {
-            warn!("draining: cannot list VIP connections: {e}");
-            None
+/// What a reset pass (the reset strategy's) destroys: the moved connections to both VIPs.
+fn reset_pass(config: &Config, vip: Ipv4Addr, vip6: Option<Ipv6Addr>) -> Arc<ResetPass> {
+    let slicing = config.control_config().slicing;
+    Arc::new(move |mine: &SliceSet| {
+        let mut total = vip::reset_moved(vip, mine)?;
+        if let Some(v6) = vip6 {
+            let o = vip6::reset_moved6(v6, slicing, mine)?;
+            total.destroyed += o.destroyed;
+            total.failed += o.failed;
         }
-    }
+        Ok(total)
+    })
 }

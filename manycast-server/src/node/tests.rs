@@ -451,6 +451,32 @@ fn a_move_resets_the_moved_clients_under_reset() {
     );
 }
 
+/// Which VIP configurations hand each commit's slices to the reset task: `reset`, with or
+/// without the IPv6 VIP; not `pin`, and not `forward`, whose overlay carries both VIPs'
+/// connections (SPEC.md §11.7.2).
+#[test]
+fn the_reset_task_runs_under_reset_only_with_or_without_an_ipv6_vip() {
+    let file = |strategy: &str, vip6: bool| {
+        let text = format!(
+            "group = \"232.1.1.1\"\ngroup6 = \"ff3e::8000:1\"\ninterface = \"eth0\"\n\
+             member_key = \"/k\"\nmember_cert = \"/c\"\ngroup_pub = \"/g\"\nmode = \"vip\"\n\
+             strategy = \"{strategy}\"\n[vip]\naddress = \"10.200.0.1\"\n{}\
+             forward_overlay = \"10.99.0.0/24\"\n",
+            if vip6 {
+                "address6 = \"2001:db8:f::1\"\n"
+            } else {
+                ""
+            }
+        );
+        let config = Config::parse(&text).expect("config");
+        let path = Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790));
+        NodeConfig::new(&config, M1, path).vip_reset
+    };
+    assert!(file("reset", false) && file("reset", true));
+    assert!(!file("forward", false) && !file("forward", true));
+    assert!(!file("pin", false) && !file("pin", true));
+}
+
 #[test]
 fn a_new_owner_under_forward_passes_moved_clients_to_the_old_owner() {
     let mut n = node(native(Strategy::Forward));

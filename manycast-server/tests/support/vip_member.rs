@@ -6,7 +6,7 @@
 use crate::harness::{in_netns, wait_for, Lab};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -86,10 +86,35 @@ pub fn curl(ns: &str, src: Ipv4Addr) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// One HTTP/1.1 keep-alive connection from a chosen source address.
-pub struct KeepAlive {
-    pub src: Ipv4Addr,
+/// One HTTP/1.1 keep-alive connection from a chosen source address (IPv4, or IPv6 to the
+/// IPv6 VIP).
+pub struct KeepAlive<A = Ipv4Addr> {
+    pub src: A,
     reader: BufReader<TcpStream>,
+}
+
+impl KeepAlive<Ipv6Addr> {
+    /// From `src` in `ns` to `[vip6]:HTTP_PORT`.
+    pub fn open6(ns: &str, src: Ipv6Addr, vip6: Ipv6Addr) -> KeepAlive<Ipv6Addr> {
+        let stream: TcpStream = in_netns(ns, || {
+            let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).expect("tcp");
+            s.bind(&SockAddr::from(SocketAddrV6::new(src, 0, 0, 0)))
+                .expect("bind");
+            s.connect_timeout(
+                &SockAddr::from(SocketAddrV6::new(vip6, HTTP_PORT, 0, 0)),
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|e| panic!("connect from {src}: {e}"));
+            s.into()
+        });
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        KeepAlive {
+            src,
+            reader: BufReader::new(stream),
+        }
+    }
 }
 
 impl KeepAlive {
@@ -113,7 +138,9 @@ impl KeepAlive {
             reader: BufReader::new(stream),
         }
     }
+}
 
+impl<A> KeepAlive<A> {
     /// GET /whoami on this connection: the body, or the error that ended the connection.
     pub fn ask(&mut self) -> std::io::Result<String> {
         self.reader
