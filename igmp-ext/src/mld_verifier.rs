@@ -450,8 +450,8 @@ impl MldJoinVerifier {
             expires: now.mono.saturating_add(self.claim_hold),
             member_key: join.member_key(),
             issuer: join.issuer(),
-            standby: SliceSet6::new(),
-            liveness: Vec::new(),
+            standby: join.standby().clone(),
+            liveness: join.liveness().to_vec(),
             waiting: SliceSet6::new(),
         };
         let change = self
