@@ -284,6 +284,20 @@ impl MldJoinVerifier {
         &self.ownership
     }
 
+    /// Whether the router vouches for `member` on the IPv6 `group` (its beacons are fresh,
+    /// SPEC.md §5.5), as [`crate::verify::JoinVerifier::set_vouched`]: a later epoch does not
+    /// take a vouched member's slices until it releases them; when vouching stops, what waited
+    /// on it is given.
+    pub fn set_vouched(
+        &mut self,
+        now: impl Into<Clock>,
+        group: Ipv6Addr,
+        member: MemberId,
+        vouched: bool,
+    ) -> Option<OwnershipChange6> {
+        self.ownership.set_vouched(now, group, member, vouched)
+    }
+
     /// Counts of accepted and refused MLDv2 messages, by reason.
     pub fn metrics(&self) -> &VerifierMetrics {
         &self.metrics

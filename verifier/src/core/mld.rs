@@ -7,8 +7,10 @@
 //! table ([`Router::mld_ownership`]), an event per change, and the IPv6 nft table's ops
 //! ([`crate::plan::netdev6`]), planned on every accepted join and every tick (which also
 //! writes again a table whose write failed). The MLDv2 querier (`mld_querier.rs`) runs on
-//! the same tick; its queries come out of [`Router::poll_transmit6`].
+//! the same tick; its queries come out of [`Router::poll_transmit6`]. While a member is found
+//! dead by its beacons, the IPv6 data plane follows the failover view (`liveness6.rs`).
 
+use super::liveness6::Liveness6;
 use super::mld_querier::{MldQuerier, Transmit6};
 use super::{timers, Event, Router, AUTHENTICATED_REFUSALS};
 use crate::admission::{Family, Pending};
@@ -33,6 +35,8 @@ pub(super) struct MldPath {
     unspecified_ignored: u64,
     /// The IPv6 native data plane, made on the first plan (it needs the router's interfaces).
     plane: Option<Netdev6Planner>,
+    /// IPv6 claims judged by their member's beacons (SPEC.md §5.5).
+    pub(super) liveness: Liveness6,
 }
 
 impl MldPath {
@@ -54,6 +58,7 @@ impl MldPath {
             querier: MldQuerier::new(querier.clone()),
             unspecified_ignored: 0,
             plane: None,
+            liveness: Liveness6::default(),
         }
     }
 }
@@ -154,6 +159,7 @@ impl Router {
             }
         }
         if changed {
+            self.sync_liveness6(clock);
             self.replan6();
         }
     }
@@ -196,18 +202,24 @@ impl Router {
     /// core's tick).
     pub(super) fn expire_mld(&mut self, now: Clock) {
         self.mld.querier.handle_timeout(now.mono);
-        for change in self.mld.verifier.expire(now) {
+        let expired = self.mld.verifier.expire(now);
+        let any_expired = !expired.is_empty();
+        for change in expired {
             self.events.push_back(Event::MldClaimsExpired {
                 group: change.group,
                 lost: change.lost,
             });
         }
+        if any_expired {
+            self.sync_liveness6(now);
+        }
         self.replan6();
     }
 
-    /// Brings the IPv6 nft table in line with the IPv6 ownership (nothing when nothing moved,
-    /// and nothing at all while no IPv6 group is protected).
-    fn replan6(&mut self) {
+    /// Brings the IPv6 nft table in line with the IPv6 ownership, or its failover view while a
+    /// member is found dead (nothing when nothing moved, and nothing at all while no IPv6
+    /// group is protected).
+    pub(super) fn replan6(&mut self) {
         if !self.mld_enabled() {
             return;
         }
@@ -226,7 +238,8 @@ impl Router {
                 .find(|i| i.ifindex == ifindex)
                 .map(|i| i.name.clone())
         };
-        if let Some(op) = plane.update(mld.verifier.ownership(), config.gap, device_of) {
+        let table = mld.liveness.view().unwrap_or(mld.verifier.ownership());
+        if let Some(op) = plane.update(table, config.gap, device_of) {
             self.push_ops([op]);
         }
     }
