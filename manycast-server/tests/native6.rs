@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// The client's sources: one per site, /56s spread over the 256 units (unit = the /56's low
 /// byte, the high byte of the fourth group).
-fn sources6() -> Vec<Ipv6Addr> {
+pub(crate) fn sources6() -> Vec<Ipv6Addr> {
     (0..24u16)
         .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 1, (i * 11) << 8, 0, 0, 0, 2))
         .collect()
@@ -28,18 +28,18 @@ fn sources6() -> Vec<Ipv6Addr> {
 
 /// The allocation unit of an IPv6 source under the default slicings (8 bits): its /56's low
 /// byte, which is unit n of the IPv4 low-order slicing, the addresses ending in n.
-fn unit_of(a: Ipv6Addr) -> u8 {
+pub(crate) fn unit_of(a: Ipv6Addr) -> u8 {
     (a.segments()[3] >> 8) as u8
 }
 
 /// Member `i`'s address on its link to the router (the router's end is ::1).
-fn server6(i: usize) -> Ipv6Addr {
+pub(crate) fn server6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, i as u16, 0, 0, 0, 2)
 }
 
 /// Every member a version 2 certificate: the IPv4 groups as the lab's, and GROUP6 with every
 /// IPv6 slice; the verifier's key file lists GROUP6.
-fn certify_dual_stack(lab: &mut Lab) {
+pub(crate) fn certify_dual_stack(lab: &mut Lab) {
     let f = lab.fixture.clone();
     let now = daemon_kit::wall_clock();
     for m in &f.members {
@@ -65,7 +65,7 @@ fn certify_dual_stack(lab: &mut Lab) {
 }
 
 /// `ip` with `args` in namespace `ns`.
-fn ip_in(ns: &str, args: &[&str]) {
+pub(crate) fn ip_in(ns: &str, args: &[&str]) {
     let out = std::process::Command::new("ip")
         .args(["-n", ns])
         .args(args)
@@ -80,7 +80,7 @@ fn ip_in(ns: &str, args: &[&str]) {
 
 /// A UDP socket made in `ns`, bound to `src`, sending multicast out of `ifname` with hop
 /// limit `hops` (the router drops the group's datagrams that arrive with 1).
-fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSocket {
+pub(crate) fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSocket {
     let ifname = ifname.to_owned();
     in_netns(ns, move || {
         let index = nix::net::if_::if_nametoindex(ifname.as_str()).expect("ifindex");
@@ -97,7 +97,7 @@ fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSoc
 
 /// Per source, `rounds` requests on one socket (its session): every reply (server address,
 /// text) in order. A request without an answer is repeated a few times.
-fn ask6(socks: &[(Ipv6Addr, std::net::UdpSocket)], rounds: usize) -> Replies {
+pub(crate) fn ask6(socks: &[(Ipv6Addr, std::net::UdpSocket)], rounds: usize) -> Replies {
     let mut out: Replies = BTreeMap::new();
     for _ in 0..rounds {
         for (src, s) in socks {
@@ -122,11 +122,11 @@ fn ask6(socks: &[(Ipv6Addr, std::net::UdpSocket)], rounds: usize) -> Replies {
     out
 }
 
-type Replies = BTreeMap<Ipv6Addr, Vec<(Ipv6Addr, String)>>;
+pub(crate) type Replies = BTreeMap<Ipv6Addr, Vec<(Ipv6Addr, String)>>;
 
 /// Per source: the one server address that answered, the member its replies name, and their
 /// session numbers (each source must have exactly one answering server).
-fn owners6(replies: &Replies) -> BTreeMap<Ipv6Addr, (Ipv6Addr, String, Vec<u64>)> {
+pub(crate) fn owners6(replies: &Replies) -> BTreeMap<Ipv6Addr, (Ipv6Addr, String, Vec<u64>)> {
     replies
         .iter()
         .map(|(src, got)| {
