@@ -27,7 +27,15 @@ fn a_killed_members_ipv6_sources_go_to_its_standby_before_the_control_group_comm
     // The IPv6 layout of `native6.rs`: the client's sites in 2001:db8:1::/48 on c0, member i
     // on 2001:db8:0:i::/64 behind s{i}.
     lab.sysctl(&router, "net.ipv6.conf.all.forwarding=1");
-    let c0 = ["-6", "addr", "add", "2001:db8:1::1/48", "dev", "c0", "nodad"];
+    let c0 = [
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/48",
+        "dev",
+        "c0",
+        "nodad",
+    ];
     ip_in(&router, &c0);
     let srcs = sources6();
     for a in &srcs {
@@ -138,7 +146,11 @@ fn a_killed_members_ipv6_sources_go_to_its_standby_before_the_control_group_comm
         .map(|&a| (a, socket6(&client, a, "cl0", 8)))
         .collect();
     let after = owners6(&ask6(&socks, 1));
-    assert_eq!(after.len(), srcs.len(), "every IPv6 source answered: {after:?}");
+    assert_eq!(
+        after.len(),
+        srcs.len(),
+        "every IPv6 source answered: {after:?}"
+    );
     for a in &of_m2 {
         let (addr, member, _) = &after[a];
         assert_eq!(
@@ -152,9 +164,9 @@ fn a_killed_members_ipv6_sources_go_to_its_standby_before_the_control_group_comm
     // verified one at the same epoch, and no member moved to a later one.
     let s = verifier_status(&socket).expect("status");
     assert!(
-        s.ownership.iter().any(|r| r.group == GROUP6.to_string()
-            && r.member == ids[1]
-            && r.epoch == epoch),
+        s.ownership
+            .iter()
+            .any(|r| r.group == GROUP6.to_string() && r.member == ids[1] && r.epoch == epoch),
         "{:?}",
         s.ownership
     );
