@@ -225,7 +225,8 @@ pub enum MldOutcome {
     /// A verified join now in the ownership table, what it changed there, and the report's
     /// other (public) records.
     Join {
-        join: VerifiedMldJoin,
+        /// Boxed: with its standby units and anchors it is far larger than a plain message.
+        join: Box<VerifiedMldJoin>,
         change: OwnershipChange6,
         public_records: Vec<GroupRecordRepr<Ipv6Addr>>,
     },
@@ -478,7 +479,7 @@ impl MldJoinVerifier {
         let recorded = self.replay.insert(now.wall, member, *join.nonce());
         debug_assert!(recorded, "room was checked and the nonce was absent");
         Ok(MldOutcome::Join {
-            join,
+            join: Box::new(join),
             change,
             public_records,
         })
