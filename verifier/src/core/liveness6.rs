@@ -54,6 +54,16 @@ impl Router {
         }
         let table4 = self.verifier.ownership();
         let table6 = self.mld.verifier.ownership();
+        // Each member's watched IPv4 claims, once: linking is linear in the claims.
+        let mut watched: HashMap<MemberId, Vec<(Ipv4Addr, &igmp_ext::ownership::Claim)>> =
+            HashMap::new();
+        for g4 in table4.groups() {
+            for (m, c4) in table4.claims(g4) {
+                if self.liveness.watches.contains_key(&(g4, m)) {
+                    watched.entry(m).or_default().push((g4, c4));
+                }
+            }
+        }
         let mut links = HashMap::new();
         for g6 in table6.groups() {
             for (member, c6) in table6.claims(g6) {
@@ -64,18 +74,15 @@ impl Router {
                 // The same member key signed both joins on the same link, and both name a
                 // chain: the one beacon stream speaks for both (another cluster's member with
                 // the same id has another key).
-                let judge = table4.groups().find(|&g4| {
-                    table4.claims(g4).any(|(m, c4)| {
-                        m == member
-                            && c4.member_key == c6.member_key
-                            && c4.ifindex == c6.ifindex
-                            && self.liveness.watches.get(&(g4, m)).is_some_and(|w| {
-                                w.chains.iter().any(|p| names(p.chain))
-                                    || c4.liveness.iter().any(|a| names(a.chain))
-                            })
-                    })
+                let judge = watched.get(&member).into_iter().flatten().find(|(g4, c4)| {
+                    c4.member_key == c6.member_key
+                        && c4.ifindex == c6.ifindex
+                        && self.liveness.watches.get(&(*g4, member)).is_some_and(|w| {
+                            w.chains.iter().any(|p| names(p.chain))
+                                || c4.liveness.iter().any(|a| names(a.chain))
+                        })
                 });
-                if let Some(g4) = judge {
+                if let Some(&(g4, _)) = judge {
                     links.insert((g6, member), (g4, member));
                 }
             }
