@@ -243,7 +243,6 @@ impl Router {
     ) {
         let clock: Clock = now.into();
         let accepted = self.check_beacon(clock, datagram, from, ifindex);
-        self.follow_liveness6(clock);
         let stats = &mut self.liveness.stats;
         match accepted {
             Ok(None) => stats.beacons_accepted += 1,
@@ -257,6 +256,8 @@ impl Router {
                 debug!(%from, ifindex, why, "beacon refused");
             }
         }
+        // The IPv6 claims it judges follow, after the IPv4 ones.
+        self.follow_liveness6(clock);
     }
 
     /// `Ok(Some(group))` when the beacon brought a member found dead back.
