@@ -221,6 +221,7 @@ impl Fixture {
             timestamp: now,
             nonce: nonce_bytes(nonce),
             link: LINK6,
+            standby: Vec::new(),
             liveness: Vec::new(),
         }
     }

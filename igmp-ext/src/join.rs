@@ -309,7 +309,7 @@ fn encode_standby(units: &[SliceEntry]) -> Result<Vec<u8>, BuildError> {
         return Err(bad("standby units finer than MAX_STANDBY_BITS"));
     }
     let mut out = mask.to_be_bytes().to_vec();
-    out.resize(4 + standby_bitmap_len(mask), 0);
+    out.resize(4 + standby_bitmap_len(mask.count_ones()), 0);
     for e in units {
         if e.exclude || e.slice.mask() != mask {
             return Err(bad("standby entries must be include units of one mask"));
@@ -320,9 +320,9 @@ fn encode_standby(units: &[SliceEntry]) -> Result<Vec<u8>, BuildError> {
     Ok(out)
 }
 
-/// Bytes of the bitmap of a mask's units (at least one).
-fn standby_bitmap_len(mask: u32) -> usize {
-    ((1usize << mask.count_ones()) / 8).max(1)
+/// Bytes of the bitmap of the units of a mask with `bits` bits set (at least one).
+pub(crate) fn standby_bitmap_len(bits: u32) -> usize {
+    ((1usize << bits) / 8).max(1)
 }
 
 /// The bits of `value` at `mask`'s positions, packed from the lowest (PEXT).
@@ -666,18 +666,20 @@ impl<'a> SubFields<'a> {
                     slices = Some(t.value);
                 }
                 sub_type::STANDBY => {
-                    let mask = t
+                    // The mask is an address wide: 4 bytes in IGMPv3 joins, 16 in MLDv2 ones.
+                    let mask_len = (entry_len - 1) / 2;
+                    let bits = t
                         .value
-                        .first_chunk::<4>()
-                        .map(|m| u32::from_be_bytes(*m))
-                        .filter(|m| m.count_ones() <= MAX_STANDBY_BITS)
+                        .get(..mask_len)
+                        .map(|m| m.iter().map(|b| b.count_ones()).sum::<u32>())
+                        .filter(|&bits| bits <= MAX_STANDBY_BITS)
                         .ok_or(JoinParseError::Malformed("standby mask"))?;
-                    if t.value.len() != 4 + standby_bitmap_len(mask) {
+                    if t.value.len() != mask_len + standby_bitmap_len(bits) {
                         return Err(JoinParseError::Malformed("standby bitmap length"));
                     }
                     // The cap counts claimed and standby units together: both are built into
                     // slice sets after the signature.
-                    let units: u32 = t.value[4..].iter().map(|b| b.count_ones()).sum();
+                    let units: u32 = t.value[mask_len..].iter().map(|b| b.count_ones()).sum();
                     entry_count += units as usize;
                     if entry_count > MAX_JOIN_SLICES {
                         return Err(JoinParseError::TooManySlices(entry_count));

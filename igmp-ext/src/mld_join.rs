@@ -6,9 +6,10 @@
 
 use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::join::{
-    check_record, decode_anchors, extension_subs, signed_parts, sub_type, AllocationEpoch,
-    BuildError, JoinParseError, SliceEntry6, SubFields, EXTENSION_VERSION, MAX_JOIN_SLICES,
-    MAX_LIVENESS_ANCHORS, NONCE_LEN, SIGNATURE_LEN, SLICE_FLAG_EXCLUDE,
+    check_record, decode_anchors, extension_subs, signed_parts, standby_bitmap_len, sub_type,
+    AllocationEpoch, BuildError, JoinParseError, SliceEntry6, SubFields, EXTENSION_VERSION,
+    MAX_JOIN_SLICES, MAX_LIVENESS_ANCHORS, MAX_STANDBY_BITS, NONCE_LEN, SIGNATURE_LEN,
+    SLICE_FLAG_EXCLUDE,
 };
 use crate::liveness::LivenessAnchor;
 use crate::signature;
@@ -56,6 +57,10 @@ pub struct JoinClaims6 {
     /// An on-link prefix of the member's link (a CIDR prefix, typically its /64): the router
     /// accepts the join only on an interface that has this prefix.
     pub link: Slice6,
+    /// As in [`crate::join::JoinClaims::standby`], over IPv6 units (SPEC.md §3.8, §5.5): the
+    /// site-slicing counterparts of the IPv4 join's standby units, include entries sharing one
+    /// mask of at most [`MAX_STANDBY_BITS`] bits, sent as a bitmap over its units.
+    pub standby: Vec<SliceEntry6>,
     /// As in [`crate::join::JoinClaims::liveness`]; at most [`MAX_LIVENESS_ANCHORS`].
     pub liveness: Vec<LivenessAnchor>,
 }
@@ -87,7 +92,7 @@ pub fn build_signed_mld_report(
     cert: &MemberCertificate,
     key: &SigningKey,
 ) -> Result<Vec<u8>, BuildError> {
-    if claims.entries.len() > MAX_JOIN_SLICES {
+    if claims.entries.len() + claims.standby.len() > MAX_JOIN_SLICES {
         return Err(BuildError::TooLarge(WireError::Malformed(
             "more slice entries than a router accepts (MAX_JOIN_SLICES)",
         )));
@@ -135,6 +140,12 @@ pub(crate) fn build_mld_report_uncapped(
     )?;
     push_tlv(&mut value, sub_type::NONCE, &claims.nonce)?;
     push_tlv(&mut value, sub_type::CERTIFICATE, cert.as_bytes())?;
+    if !claims.standby.is_empty() {
+        let units = encode_standby(&claims.standby).ok_or(bad(
+            "standby entries must be include units of one mask of at most MAX_STANDBY_BITS bits",
+        ))?;
+        push_tlv(&mut value, sub_type::STANDBY, &units)?;
+    }
     if !claims.liveness.is_empty() {
         let anchors: Vec<u8> = claims.liveness.iter().flat_map(|a| a.encode()).collect();
         push_tlv(&mut value, sub_type::LIVENESS, &anchors)?;
@@ -248,6 +259,54 @@ fn decode_entries(bytes: &[u8]) -> Result<Vec<SliceEntry6>, JoinParseError> {
     Ok(entries)
 }
 
+/// The STANDBY sub-TLV value over IPv6 (SPEC.md §3.8): the units' 16-byte mask, then one bit
+/// per unit of that mask as in IGMPv3's (§3.2). `None` unless the entries are include units of
+/// one mask of at most [`MAX_STANDBY_BITS`] bits.
+fn encode_standby(units: &[SliceEntry6]) -> Option<Vec<u8>> {
+    let mask = units.first()?.slice.mask();
+    if mask.count_ones() > MAX_STANDBY_BITS {
+        return None;
+    }
+    let mut out = mask.to_be_bytes().to_vec();
+    out.resize(16 + standby_bitmap_len(mask.count_ones()), 0);
+    for e in units {
+        if e.exclude || e.slice.mask() != mask {
+            return None;
+        }
+        let i = extract_bits(e.slice.value(), mask) as usize;
+        out[16 + i / 8] |= 1 << (i % 8);
+    }
+    Some(out)
+}
+
+/// Parses a STANDBY sub-TLV value whose mask and length [`SubFields::collect`] checked.
+fn decode_standby(bytes: &[u8]) -> Vec<SliceEntry6> {
+    let Some((mask, bitmap)) = bytes.split_first_chunk::<16>() else {
+        return Vec::new();
+    };
+    let mask = u128::from_be_bytes(*mask);
+    (0..1u32 << mask.count_ones())
+        .filter(|&i| bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0)
+        .map(|i| SliceEntry6::include(Slice6::new(deposit_bits(i, mask), mask)))
+        .collect()
+}
+
+/// The bits of `value` at `mask`'s positions, packed from the lowest (PEXT).
+fn extract_bits(value: u128, mask: u128) -> u32 {
+    (0..128)
+        .filter(|b| mask & (1 << b) != 0)
+        .enumerate()
+        .fold(0, |acc, (k, b)| acc | ((((value >> b) & 1) as u32) << k))
+}
+
+/// `i`'s bits placed at `mask`'s positions, from the lowest (PDEP).
+fn deposit_bits(i: u32, mask: u128) -> u128 {
+    (0..128)
+        .filter(|b| mask & (1 << b) != 0)
+        .enumerate()
+        .fold(0, |acc, (k, b)| acc | (u128::from((i >> k) & 1) << b))
+}
+
 fn read_u128(b: &[u8]) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[..16]);
@@ -294,8 +353,7 @@ pub struct UnverifiedMldJoin {
 impl UnverifiedMldJoin {
     /// Extracts the signed join for the one record in `packet` whose group `is_protected` says
     /// is protected; `Ok(None)` when no record is. The same refusals as the IGMPv3 join's
-    /// ([`crate::join::UnverifiedJoin::parse`]), and a join without LINK, or with STANDBY
-    /// (not defined over MLD yet), is malformed.
+    /// ([`crate::join::UnverifiedJoin::parse`]), and a join without LINK is malformed.
     pub fn parse<T: AsRef<[u8]>>(
         packet: &MldPacket<T>,
         is_protected: impl Fn(Ipv6Addr) -> bool,
@@ -317,11 +375,6 @@ impl UnverifiedMldJoin {
         }
         let subs = extension_subs(packet.additional_data())?;
         let fields = SubFields::collect(&subs, SLICE6_ENTRY_LEN)?;
-        if !fields.standby.is_empty() {
-            return Err(JoinParseError::Malformed(
-                "standby units are not defined over MLDv2",
-            ));
-        }
         let link = subs
             .iter()
             .find(|t| t.kind == sub_type::LINK)
@@ -337,6 +390,7 @@ impl UnverifiedMldJoin {
                 .try_into()
                 .map_err(|_| JoinParseError::Malformed("nonce length"))?,
             link: decode_link(link.value)?,
+            standby: decode_standby(fields.standby),
             liveness: decode_anchors(fields.liveness)?,
         };
         check_record(

@@ -502,3 +502,46 @@ fn spec_mld_worked_example_matches() {
     assert_eq!(msg.len(), 396);
     assert_eq!(built.len(), 444);
 }
+
+/// An MLDv2 join names its standby units (SPEC.md §3.8, §5.5): a bitmap over the /56 site
+/// slicing's units that comes back as the same units, verified within the grant like the
+/// claim (`outside-certificate` beyond it); a mixed or too fine list is not built.
+#[test]
+fn standby_units_round_trip_over_mld_and_the_grant_bounds_them() {
+    let f = Fixture::new(2);
+    let mut claims = f.claims6(&[unit(1), unit(5)], 3, NOW, 1);
+    claims.standby = vec![
+        SliceEntry6::include(unit(0)),
+        SliceEntry6::include(unit(7)),
+        SliceEntry6::include(unit(255)),
+    ];
+    let chain = crate::liveness::HashChain::new([1; 16], 2, 10, 10);
+    claims.liveness = vec![chain.anchor(4).unwrap()];
+    let d = f.datagram6(1, &claims);
+    let packet = MldPacket::new_checked(&d[IP..]).unwrap();
+    let parsed = UnverifiedMldJoin::parse(&packet, |g| g == GROUP6)
+        .unwrap()
+        .unwrap();
+    assert_eq!(parsed.claims(), &claims);
+    let join = verified(check(&f, &d));
+    let standby: SliceSet6 = [unit(0), unit(7), unit(255)].into_iter().collect();
+    assert_eq!(join.standby(), &standby);
+    assert_eq!(join.liveness(), &claims.liveness[..]);
+    // A grant of units 0..128 holds the claim but not the standby unit 255.
+    let low: SliceSet6 = (0..128).map(unit).collect();
+    let r = check_with(&f.grants6(low), &f, &d);
+    assert_eq!(reason(r), Reason::OutsideCertificate);
+    // The builder takes one mask of at most MAX_STANDBY_BITS bits, include entries only.
+    let (m, cert) = (&f.members[1], &f.members[1].cert);
+    for bad in [
+        vec![
+            SliceEntry6::include(unit(1)),
+            SliceEntry6::include(Slice6::ALL),
+        ],
+        vec![SliceEntry6::exclude(unit(1))],
+        vec![SliceEntry6::include(Slice6::new(0, 0xfff << 72))],
+    ] {
+        claims.standby = bad;
+        assert!(build_signed_mld_report(&claims, f.addr6(1), cert, &m.key).is_err());
+    }
+}

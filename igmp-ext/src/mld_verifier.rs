@@ -225,7 +225,8 @@ pub enum MldOutcome {
     /// A verified join now in the ownership table, what it changed there, and the report's
     /// other (public) records.
     Join {
-        join: VerifiedMldJoin,
+        /// Boxed: with its standby units and anchors it is far larger than a plain message.
+        join: Box<VerifiedMldJoin>,
         change: OwnershipChange6,
         public_records: Vec<GroupRecordRepr<Ipv6Addr>>,
     },
@@ -282,6 +283,20 @@ impl MldJoinVerifier {
 
     pub fn ownership(&self) -> &OwnershipTable6 {
         &self.ownership
+    }
+
+    /// Whether the router vouches for `member` on the IPv6 `group` (its beacons are fresh,
+    /// SPEC.md §5.5), as [`crate::verify::JoinVerifier::set_vouched`]: a later epoch does not
+    /// take a vouched member's slices until it releases them; when vouching stops, what waited
+    /// on it is given.
+    pub fn set_vouched(
+        &mut self,
+        now: impl Into<Clock>,
+        group: Ipv6Addr,
+        member: MemberId,
+        vouched: bool,
+    ) -> Option<OwnershipChange6> {
+        self.ownership.set_vouched(now, group, member, vouched)
     }
 
     /// Counts of accepted and refused MLDv2 messages, by reason.
@@ -450,8 +465,8 @@ impl MldJoinVerifier {
             expires: now.mono.saturating_add(self.claim_hold),
             member_key: join.member_key(),
             issuer: join.issuer(),
-            standby: SliceSet6::new(),
-            liveness: Vec::new(),
+            standby: join.standby().clone(),
+            liveness: join.liveness().to_vec(),
             waiting: SliceSet6::new(),
         };
         let change = self
@@ -464,7 +479,7 @@ impl MldJoinVerifier {
         let recorded = self.replay.insert(now.wall, member, *join.nonce());
         debug_assert!(recorded, "room was checked and the nonce was absent");
         Ok(MldOutcome::Join {
-            join,
+            join: Box::new(join),
             change,
             public_records,
         })

@@ -110,6 +110,10 @@ pub struct VerifiedMldJoin {
     ifindex: u32,
     link: Slice6,
     slices: SliceSet6,
+    /// The units the member takes at `epoch` if their owner fails (SPEC.md §5.5), within its
+    /// grant like `slices`.
+    standby: SliceSet6,
+    liveness: Vec<crate::liveness::LivenessAnchor>,
     epoch: AllocationEpoch,
     timestamp: Timestamp,
     record_type: RecordType,
@@ -145,6 +149,14 @@ impl VerifiedMldJoin {
     /// The member's whole claim on the group (empty for a leave).
     pub fn slices(&self) -> &SliceSet6 {
         &self.slices
+    }
+    /// The units it stands by for at its epoch (SPEC.md §5.5).
+    pub fn standby(&self) -> &SliceSet6 {
+        &self.standby
+    }
+    /// Where its liveness beacons stand, as the join names them; empty: it names none.
+    pub fn liveness(&self) -> &[crate::liveness::LivenessAnchor] {
+        &self.liveness
     }
     pub fn epoch(&self) -> AllocationEpoch {
         self.epoch
@@ -356,7 +368,8 @@ pub fn finish_mld_join(signed: SignedMld, grant: &MemberGrant6) -> Result<Accept
     // The entries are the member's choice: built within a budget linear in the entries and
     // the grant's slices (SPEC.md §3.7), after the signature.
     let too_large = |e: TooComplex| from(reject(Reason::TooLarge, e.to_string()));
-    let mut budget = StepBudget::for_slices(claims.entries.len() + grant.slices.len());
+    let mut budget =
+        StepBudget::for_slices(claims.entries.len() + claims.standby.len() + grant.slices.len());
     let slices = crate::join::effective_slices(&claims.entries, &mut budget).map_err(too_large)?;
     let outside = slices
         .try_difference(&grant.slices, &mut budget)
@@ -365,6 +378,17 @@ pub fn finish_mld_join(signed: SignedMld, grant: &MemberGrant6) -> Result<Accept
         return Err(from(reject(
             Reason::OutsideCertificate,
             format!("claims {outside} beyond the certificate's slices"),
+        )));
+    }
+    // Standby units are what the member would own: the grant bounds them alike.
+    let standby = crate::join::effective_slices(&claims.standby, &mut budget).map_err(too_large)?;
+    let outside = standby
+        .try_difference(&grant.slices, &mut budget)
+        .map_err(too_large)?;
+    if !outside.is_empty() {
+        return Err(from(reject(
+            Reason::OutsideCertificate,
+            format!("stands by for {outside} beyond the certificate's slices"),
         )));
     }
     Ok(AcceptedMld::Join {
@@ -377,6 +401,8 @@ pub fn finish_mld_join(signed: SignedMld, grant: &MemberGrant6) -> Result<Accept
             ifindex,
             link: claims.link,
             slices,
+            standby,
+            liveness: claims.liveness.clone(),
             epoch: claims.epoch,
             timestamp: claims.timestamp,
             record_type: claims.record_type,

@@ -291,7 +291,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let checker = health::Checker::new(node_config.health.clone()).map_err(DaemonError::Health)?;
-    let agent6 = agents::mld_agent(&config, &creds, node_config.slicing);
+    let agent6 = agents::mld_agent(&config, &creds, node_config.slicing, agent.beacons());
     let now = daemon_kit::now().mono;
     let mut node = Node::new(node_config, agent, Box::new(sockets::random_u64), now);
     if let Some(a) = agent6 {

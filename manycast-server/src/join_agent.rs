@@ -128,6 +128,11 @@ impl JoinAgent {
         self.group
     }
 
+    /// Its beacons, if it sends them: the MLDv2 join names the same chains.
+    pub fn beacons(&self) -> Option<&SharedBeaconer> {
+        self.beacons.as_ref()
+    }
+
     pub fn entries(&self) -> &[SliceEntry] {
         &self.entries
     }

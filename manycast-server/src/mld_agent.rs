@@ -5,12 +5,15 @@
 //! one answer per `min_answer_interval`), an unprompted refresh every `refresh`.
 //!
 //! One allocation serves both families (SPEC.md §6.2): unit i of the IPv4 slicing is unit i of
-//! the IPv6 site slicing, so the claim is the IPv4 claim's units mapped by number.
+//! the IPv6 site slicing, so the claim is the IPv4 claim's units mapped by number, and so are
+//! the units it stands by for (SPEC.md §5.5). It names the same beacon chains as the IPv4 join:
+//! one beacon stream proves the member alive for both families.
 //!
 //! Nothing is sent before the link is known ([`MldAgent::set_link`]): the link-local sender,
 //! once duplicate address detection is done (before, Linux sends from `::`, which routers
 //! ignore), and the interface's global on-link prefix, which the LINK sub-TLV names.
 
+use crate::beaconer::SharedBeaconer;
 use crate::join_agent::report_schedule::ReportSchedule;
 use crate::join_agent::AgentConfig;
 use ed25519_dalek::SigningKey;
@@ -41,7 +44,13 @@ pub struct MldAgent {
     slicing: Slicing,
     link: Option<Link6>,
     entries: Vec<SliceEntry6>,
+    /// The IPv6 units this member takes if their owner fails: the IPv4 standby's, by number.
+    standby: Vec<SliceEntry6>,
     epoch: AllocationEpoch,
+    /// The IPv4 join's beacons, when the member sends them: their chains are named here too.
+    beacons: Option<SharedBeaconer>,
+    /// Joins sent without their standby units or a liveness anchor to fit the link MTU.
+    trimmed: u64,
     schedule: ReportSchedule,
 }
 
@@ -67,6 +76,20 @@ pub fn units6(slicing: Slicing, entries: &[SliceEntry]) -> Vec<SliceEntry6> {
         .filter_map(|i| units6.get(i).copied())
         .collect();
     set.iter().copied().map(SliceEntry6::include).collect()
+}
+
+/// The IPv6 counterparts of standby units, one site-slicing unit per IPv4 unit (not merged:
+/// the STANDBY bitmap names units of one mask).
+pub fn standby_units6(slicing: Slicing, standby: &[SliceEntry]) -> Vec<SliceEntry6> {
+    let units6 = SliceSet6::site_slicing(slicing.bits());
+    (0..slicing.unit_count())
+        .filter(|&i| {
+            let base = slicing.unit(i).value();
+            standby.iter().any(|e| !e.exclude && e.slice.contains(base))
+        })
+        .filter_map(|i| units6.get(i).copied())
+        .map(SliceEntry6::include)
+        .collect()
 }
 
 /// An MLD query in an ICMPv6 message (a raw ICMPv6 socket's payload): its group (unspecified
@@ -99,9 +122,29 @@ impl MldAgent {
             slicing,
             link: None,
             entries: Vec::new(),
+            standby: Vec::new(),
             epoch: AllocationEpoch(0),
+            beacons: None,
+            trimmed: 0,
             schedule: ReportSchedule::default(),
         }
+    }
+
+    /// Names the chains of `beacons` (the IPv4 join agent's: they are not started or stopped
+    /// here) in its joins while it holds a claim.
+    pub fn with_beacons(mut self, beacons: SharedBeaconer) -> Self {
+        self.beacons = Some(beacons);
+        self
+    }
+
+    /// The IPv6 units it stands by for now.
+    pub fn standby(&self) -> &[SliceEntry6] {
+        &self.standby
+    }
+
+    /// Joins sent without their standby units or a liveness anchor to fit the link MTU.
+    pub fn trimmed(&self) -> u64 {
+        self.trimmed
     }
 
     pub fn group(&self) -> Ipv6Addr {
@@ -126,19 +169,27 @@ impl MldAgent {
         true
     }
 
-    /// Takes the IPv4 claim's units, mapped onto the IPv6 site slicing, at `epoch`.
+    /// Takes the IPv4 claim's units and standby units, each mapped onto the IPv6 site slicing
+    /// unit by unit (standby units one by one, as the STANDBY bitmap names them), at `epoch`.
     pub fn set_claim(
         &mut self,
         now: Instant,
         entries: &[SliceEntry],
+        standby: &[SliceEntry],
         epoch: AllocationEpoch,
         random: &mut dyn FnMut() -> u64,
     ) {
         let entries = units6(self.slicing, entries);
-        if entries == self.entries && epoch == self.epoch {
+        let standby = if entries.is_empty() {
+            Vec::new()
+        } else {
+            standby_units6(self.slicing, standby)
+        };
+        if entries == self.entries && standby == self.standby && epoch == self.epoch {
             return;
         }
         self.entries = entries;
+        self.standby = standby;
         self.epoch = epoch;
         let claiming = !self.entries.is_empty();
         self.schedule.changed(now, claiming, &self.config, random);
@@ -147,7 +198,7 @@ impl MldAgent {
     /// Leaves: an empty claim at the current epoch.
     pub fn leave(&mut self, now: Instant, random: &mut dyn FnMut() -> u64) {
         let epoch = self.epoch;
-        self.set_claim(now, &[], epoch, random);
+        self.set_claim(now, &[], &[], epoch, random);
     }
 
     /// An MLD query heard on the link: general or for our group, answered within `max_delay`
@@ -184,7 +235,7 @@ impl MldAgent {
         let record_type = self
             .schedule
             .take_due(now, !self.entries.is_empty(), &self.config)?;
-        let claims = JoinClaims6 {
+        let mut claims = JoinClaims6 {
             group: self.group,
             record_type,
             entries: self.entries.clone(),
@@ -192,12 +243,31 @@ impl MldAgent {
             timestamp: clock.wall,
             nonce,
             link: link.prefix,
-            liveness: Vec::new(),
+            standby: self.standby.clone(),
+            liveness: match &self.beacons {
+                Some(b) if !self.entries.is_empty() => crate::beaconer::lock(b).anchors(now),
+                _ => Vec::new(),
+            },
         };
-        Some(
-            build_signed_mld_report(&claims, link.sender, &self.cert, &self.key)
-                .map(|mld| build_mld_datagram(link.sender, &mld)),
-        )
+        // As the IPv4 join (SPEC.md §5.5): a join past the link MTU leaves out its standby
+        // units, then the running chain's anchor, rather than not go at all.
+        loop {
+            let built = build_signed_mld_report(&claims, link.sender, &self.cert, &self.key)
+                .map(|mld| build_mld_datagram(link.sender, &mld));
+            let too_long = built
+                .as_ref()
+                .is_ok_and(|d| d.len() > self.config.max_datagram);
+            if too_long && !claims.standby.is_empty() {
+                claims.standby.clear();
+            } else if too_long && !claims.liveness.is_empty() {
+                claims.liveness.remove(0);
+            } else {
+                if too_long || claims.standby.len() < self.standby.len() {
+                    self.trimmed += 1;
+                }
+                return Some(built);
+            }
+        }
     }
 }
 

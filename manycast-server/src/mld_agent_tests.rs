@@ -93,6 +93,7 @@ fn joins_wait_for_the_link_verify_and_leave() {
     a.set_claim(
         NOW,
         &[SliceEntry::include(slicing.unit(1))],
+        &[],
         AllocationEpoch(1),
         &mut rng,
     );
@@ -151,6 +152,7 @@ fn queries_are_answered() {
     a.set_claim(
         NOW,
         &[SliceEntry::include(Slice::ALL)],
+        &[],
         AllocationEpoch(1),
         &mut rng,
     );
@@ -167,4 +169,86 @@ fn queries_are_answered() {
     a.handle_query(t, Ipv6Addr::UNSPECIFIED, Duration::from_secs(1), &mut rng);
     let sent = drain(&mut a, t.saturating_add(Duration::from_secs(2)), &mut nonce);
     assert_eq!(sent.len(), 1, "the general query answered once");
+}
+
+/// The MLDv2 join names the IPv4 join's standby units by number (unit i ↔ unit i of the /56
+/// site slicing) and the chains of the IPv4 join's beacons (SPEC.md §5.5); the verifier records
+/// both with the IPv6 claim. A join past the MTU leaves the standby units out first.
+#[test]
+fn the_join_names_the_ipv4_standby_units_and_beacon_chains() {
+    use crate::beaconer::{Beaconer, SharedBeaconer};
+    let f = Fixture::dual_stack(1, SliceSet6::full());
+    let slicing = Slicing::LowOrder { bits: 8 };
+    let mut rng = counter();
+    let mut b = Beaconer::new(
+        f.group,
+        f.members[0].id,
+        Duration::from_millis(5),
+        Duration::from_secs(60),
+        NOW,
+        &mut rng,
+    );
+    b.start(NOW);
+    let beacons: SharedBeaconer = std::sync::Arc::new(std::sync::Mutex::new(b));
+    let anchors = crate::beaconer::lock(&beacons).anchors(NOW);
+    assert!(!anchors.is_empty());
+    let mine: Vec<SliceEntry> = [1, 2, 3]
+        .iter()
+        .map(|&i| SliceEntry::include(slicing.unit(i)))
+        .collect();
+    let standby: Vec<SliceEntry> = [7, 200]
+        .iter()
+        .map(|&i| SliceEntry::include(slicing.unit(i)))
+        .collect();
+    let site = SliceSet6::site_slicing(8);
+    let sent_with = |mtu: usize| {
+        let m = &f.members[0];
+        let config = AgentConfig {
+            max_datagram: mtu,
+            ..AgentConfig::default()
+        };
+        let mut a = MldAgent::new(config, m.key.clone(), m.cert.clone(), GROUP6, slicing)
+            .with_beacons(beacons.clone());
+        assert!(a.set_link(Link6 {
+            sender: f.addr6(0),
+            prefix: LINK6
+        }));
+        let mut rng = counter();
+        a.set_claim(NOW, &mine, &standby, AllocationEpoch(4), &mut rng);
+        assert_eq!(
+            a.standby(),
+            &[
+                SliceEntry6::include(site[7]),
+                SliceEntry6::include(site[200])
+            ]
+        );
+        let d = a
+            .poll_transmit(clock(NOW), nonce_bytes(1))
+            .expect("due")
+            .expect("builds");
+        let mut v = MldJoinVerifier::new(
+            MldVerifierConfig::default(),
+            &VerifierConfig::default(),
+            f.links6(),
+        );
+        let r = v.handle_datagram(clock(NOW), IFINDEX, &d, &f.key_source6());
+        assert!(matches!(r, Ok(MldOutcome::Join { .. })), "{r:?}");
+        let claim = v
+            .ownership()
+            .claims(GROUP6)
+            .next()
+            .expect("a claim")
+            .1
+            .clone();
+        (d.len(), claim, a.trimmed())
+    };
+    let (len, claim, trimmed) = sent_with(1500);
+    let expected: SliceSet6 = [site[7], site[200]].into_iter().collect();
+    assert_eq!(claim.standby, expected);
+    assert_eq!(claim.liveness, anchors, "the IPv4 join's chains");
+    assert_eq!(trimmed, 0);
+    let (_, claim, trimmed) = sent_with(len - 1);
+    assert!(claim.standby.is_empty(), "standby units left out first");
+    assert_eq!(claim.liveness, anchors);
+    assert_eq!(trimmed, 1);
 }

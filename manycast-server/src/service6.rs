@@ -54,6 +54,9 @@ pub struct Service6 {
     /// The allocation's (IPv4) slicing: its unit count is the site slicing's.
     slicing: Slicing,
     slices: SliceSet6,
+    /// The IPv6 counterparts of the standby units the router steers here until the next
+    /// commit (SPEC.md §5.5).
+    standing_in: SliceSet6,
     sessions: HashMap<SocketAddrV6, Session>,
     idle: Duration,
     max_sessions: usize,
@@ -78,6 +81,7 @@ impl Service6 {
             strategy,
             slicing,
             slices: SliceSet6::new(),
+            standing_in: SliceSet6::new(),
             sessions: HashMap::new(),
             idle,
             max_sessions,
@@ -114,7 +118,7 @@ impl Service6 {
         payload: &[u8],
     ) -> Option<Reply6> {
         let from = key(from);
-        if !self.slices.contains_addr(*from.ip()) {
+        if !self.slices.contains_addr(*from.ip()) && !self.standing_in.contains_addr(*from.ip()) {
             self.counters.filtered += 1;
             return None;
         }
@@ -149,6 +153,7 @@ impl Service6 {
     /// sessions of units that left are dropped, their clients told to start over except under
     /// `pin` (see the module documentation).
     pub fn handle_commit(&mut self, mine: &SliceSet) -> Vec<Reply6> {
+        self.standing_in = SliceSet6::new();
         let entries: Vec<SliceEntry> = mine.iter().copied().map(SliceEntry::include).collect();
         self.slices = units6(self.slicing, &entries)
             .into_iter()
@@ -176,6 +181,17 @@ impl Service6 {
                 payload: reset_text(self.me),
             })
             .collect()
+    }
+
+    /// Answers the IPv6 counterparts of `units` (IPv4 standby units) too until the next
+    /// commit: the router steers them here, their owner found dead (SPEC.md §5.5). Empty: no
+    /// longer.
+    pub fn stand_in(&mut self, units: &SliceSet) {
+        let entries: Vec<SliceEntry> = units.iter().copied().map(SliceEntry::include).collect();
+        self.standing_in = units6(self.slicing, &entries)
+            .into_iter()
+            .map(|e| e.slice)
+            .collect();
     }
 
     /// Forgets clients silent for the idle time.

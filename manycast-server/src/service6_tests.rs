@@ -166,3 +166,32 @@ fn idle_sessions_expire() {
     assert_eq!(s.session_count(), 0);
     assert_eq!(ask(&mut s, client(0, 1, 7), "").as_deref(), Some("m1 1\n"));
 }
+
+/// While the router's standby notice is in force, the IPv6 counterparts of the standby units
+/// are answered too (SPEC.md §5.5); the next commit ends it, as does an inactive notice.
+#[test]
+fn standby_units_are_answered_while_the_router_steers_them_here() {
+    let mut s = service(Strategy::Reset, 10);
+    // Unit 1 (site 1) is M2's; M1 stands by for it.
+    let theirs = client(1, 5, 7);
+    assert_eq!(ask(&mut s, theirs, "1"), None);
+    let standby = Allocation::from_unit_owners(SLICING, vec![None, Some(M1), None, None])
+        .unwrap()
+        .slices_of(M1);
+    s.stand_in(&standby);
+    assert_eq!(ask(&mut s, theirs, "hello").as_deref(), Some("m1 1\n"));
+    assert_eq!(
+        ask(&mut s, client(3, 5, 7), "1"),
+        None,
+        "not a standby unit"
+    );
+    s.stand_in(&SliceSet::new());
+    assert_eq!(ask(&mut s, theirs, "3"), None);
+    s.stand_in(&standby);
+    s.handle_commit(&mine([Some(M1), Some(M2), Some(M1), Some(M2)]));
+    assert_eq!(
+        ask(&mut s, client(1, 6, 7), "1"),
+        None,
+        "the commit ends it"
+    );
+}

@@ -9,6 +9,7 @@ mod harness;
 mod health;
 mod insider;
 mod liveness;
+mod liveness6;
 mod mld;
 mod native;
 mod native6;

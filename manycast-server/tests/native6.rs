@@ -80,7 +80,7 @@ pub(crate) fn ip_in(ns: &str, args: &[&str]) {
 
 /// A UDP socket made in `ns`, bound to `src`, sending multicast out of `ifname` with hop
 /// limit `hops` (the router drops the group's datagrams that arrive with 1).
-fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSocket {
+pub(crate) fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSocket {
     let ifname = ifname.to_owned();
     in_netns(ns, move || {
         let index = nix::net::if_::if_nametoindex(ifname.as_str()).expect("ifindex");
@@ -99,7 +99,7 @@ fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSoc
 
 /// Per source, `rounds` requests on one socket (its session): every reply (server address,
 /// text) in order. A request without an answer is repeated a few times.
-fn ask6(socks: &[(Ipv6Addr, std::net::UdpSocket)], rounds: usize) -> Replies {
+pub(crate) fn ask6(socks: &[(Ipv6Addr, std::net::UdpSocket)], rounds: usize) -> Replies {
     let mut out: Replies = BTreeMap::new();
     for _ in 0..rounds {
         for (src, s) in socks {
@@ -124,11 +124,11 @@ fn ask6(socks: &[(Ipv6Addr, std::net::UdpSocket)], rounds: usize) -> Replies {
     out
 }
 
-type Replies = BTreeMap<Ipv6Addr, Vec<(Ipv6Addr, String)>>;
+pub(crate) type Replies = BTreeMap<Ipv6Addr, Vec<(Ipv6Addr, String)>>;
 
 /// Per source: the one server address that answered, the member its replies name, and their
 /// session numbers (each source must have exactly one answering server).
-fn owners6(replies: &Replies) -> BTreeMap<Ipv6Addr, (Ipv6Addr, String, Vec<u64>)> {
+pub(crate) fn owners6(replies: &Replies) -> BTreeMap<Ipv6Addr, (Ipv6Addr, String, Vec<u64>)> {
     replies
         .iter()
         .map(|(src, got)| {

@@ -204,6 +204,10 @@ pub struct Counters {
     pub members_found_dead: u64,
     #[serde(default)]
     pub members_back: u64,
+    /// Times an IPv6 claim's member was found dead by its beacons and its IPv6 units went to
+    /// their standbys (SPEC.md §5.5, §5.6).
+    #[serde(default)]
+    pub mld_claims_found_dead: u64,
     /// Liveness checks that came too late to judge anyone: the router itself was held up
     /// (SPEC.md §5.5).
     #[serde(default)]
@@ -404,6 +408,11 @@ impl Status {
             "members_found_dead_total",
             "Times a member's beacons stopped and its units went to their standbys.",
             c.members_found_dead,
+        );
+        m.counter(
+            "mld_claims_found_dead_total",
+            "Times an IPv6 claim's member was found dead by its beacons and its IPv6 units went to their standbys.",
+            c.mld_claims_found_dead,
         );
         m.counter(
             "liveness_late_checks_total",

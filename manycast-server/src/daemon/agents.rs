@@ -2,6 +2,7 @@
 //! shared join, when configured) and, with `group6`, the MLDv2 one.
 
 use super::sockets;
+use crate::beaconer::SharedBeaconer;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::join_agent::{Identity, JoinAgent};
@@ -26,15 +27,21 @@ pub fn join_agent(config: &Config, creds: &Credentials, addr: Ipv4Addr) -> JoinA
     }
 }
 
-/// The MLDv2 join agent for `group6`, if configured, with the same timers.
-pub fn mld_agent(config: &Config, creds: &Credentials, slicing: Slicing) -> Option<MldAgent> {
+/// The MLDv2 join agent for `group6`, if configured, with the same timers, naming the IPv4
+/// join's beacon chains (one beacon stream for both families, SPEC.md §5.5).
+pub fn mld_agent(
+    config: &Config,
+    creds: &Credentials,
+    slicing: Slicing,
+    beacons: Option<&SharedBeaconer>,
+) -> Option<MldAgent> {
     let group = config.group6?;
     let (key, cert) = (creds.key.clone(), creds.cert.clone());
-    Some(MldAgent::new(
-        config.agent_config(),
-        key,
-        cert,
-        group,
-        slicing,
-    ))
+    let mut agent_config = config.agent_config();
+    agent_config.max_datagram = sockets::link_mtu(&config.interface).unwrap_or(1500);
+    let agent = MldAgent::new(agent_config, key, cert, group, slicing);
+    Some(match beacons {
+        Some(b) => agent.with_beacons(b.clone()),
+        None => agent,
+    })
 }

@@ -551,6 +551,11 @@ impl Node {
             igmp_ext::SliceSet::new()
         };
         info!(dead = %n.dead, active = n.active, "liveness: the router steers a dead member's units to their standbys");
+        // One notice for both families: the router steers the IPv6 counterparts of the same
+        // units here too (SPEC.md §5.5).
+        if let Some(s6) = &mut self.service6 {
+            s6.stand_in(&units);
+        }
         self.service.stand_in(units);
         self.service.note_found_dead(n.dead, n.active);
     }
@@ -763,7 +768,7 @@ impl Node {
         };
         let standby = self.standby.clone();
         if let Some(a) = &mut self.agent6 {
-            a.set_claim(now, &entries, epoch, &mut self.random);
+            a.set_claim(now, &entries, &standby, epoch, &mut self.random);
         }
         self.agent
             .set_claim(now, entries, standby, epoch, &mut self.random);

@@ -60,8 +60,8 @@ struct Standing {
 
 /// One watched claim: the chains its join named and when a beacon last proved it alive.
 #[derive(Debug, Clone)]
-struct Watch {
-    chains: Vec<ChainProgress>,
+pub(super) struct Watch {
+    pub(super) chains: Vec<ChainProgress>,
     interval: Duration,
     /// The last accepted beacon, or when the watch began.
     heard: Instant,
@@ -77,15 +77,18 @@ struct Watch {
     proven: bool,
     /// A beacon within the last `misses` intervals: the router vouches for the member, and no
     /// later epoch takes its slices until it releases them (SPEC.md §5.2).
-    vouched: bool,
-    dead: bool,
+    pub(super) vouched: bool,
+    pub(super) dead: bool,
 }
 
 /// The router's liveness book: who is watched, who was found dead, and the table the data
 /// plane follows meanwhile.
 #[derive(Debug, Default)]
 pub(super) struct Liveness {
-    watches: HashMap<(Ipv4Addr, MemberId), Watch>,
+    pub(super) watches: HashMap<(Ipv4Addr, MemberId), Watch>,
+    /// A watch was found dead, came back, or its vouching began or lapsed: the IPv6 claims it
+    /// judges follow (`liveness6.rs`).
+    pub(super) changed6: bool,
     /// The last time a socket the router reads dropped datagrams: silence up to then may be
     /// the router's doing, so it finds nobody dead for it.
     last_drop: Option<Instant>,
@@ -253,6 +256,8 @@ impl Router {
                 debug!(%from, ifindex, why, "beacon refused");
             }
         }
+        // The IPv6 claims it judges follow, after the IPv4 ones.
+        self.follow_liveness6(clock);
     }
 
     /// `Ok(Some(group))` when the beacon brought a member found dead back.
@@ -318,6 +323,7 @@ impl Router {
         }
         if newly_vouched {
             let _ = self.verifier.set_vouched(clock, group, member, true);
+            self.liveness.changed6 = true;
         }
         let Some(w) = self.liveness.watches.get_mut(&(group, member)) else {
             return Ok(None);
@@ -325,6 +331,7 @@ impl Router {
         if !std::mem::replace(&mut w.dead, false) {
             return Ok(None);
         }
+        self.liveness.changed6 = true;
         tracing::info!(%member, %group, "liveness: beacons again; its units go back to it");
         let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.liveness.standing)
             .into_iter()
@@ -357,7 +364,8 @@ impl Router {
         self.liveness.last_drop = Some(self.liveness.last_drop.map_or(now, |d| d.max(now)));
     }
 
-    /// Watches follow the verified claims (after any change to them).
+    /// Watches follow the verified claims (after any change to them), and the IPv6 claims
+    /// they judge follow the watches.
     pub(super) fn sync_liveness(&mut self, clock: Clock) {
         self.liveness.sync(clock.mono, self.verifier.ownership());
         for (group, member) in std::mem::take(&mut self.liveness.unvouched) {
@@ -365,6 +373,7 @@ impl Router {
             let _ = self.verifier.set_vouched(clock, group, member, false);
         }
         self.refresh_failover_view();
+        self.sync_liveness6(clock);
     }
 
     /// Finds the watched members whose beacons stopped (SPEC.md §5.5) and re-points their
@@ -408,7 +417,10 @@ impl Router {
             debug!("liveness: this check came late; silence until now is held against nobody");
         }
         let Liveness {
-            watches, last_drop, ..
+            watches,
+            last_drop,
+            changed6,
+            ..
         } = &mut self.liveness;
         for (&(group, member), w) in watches.iter_mut() {
             // Vouching lapses on the clock as before (SPEC.md §5.2): a flood faster than the
@@ -416,12 +428,14 @@ impl Router {
             if w.vouched && clock.mono >= w.heard.saturating_add(w.interval * misses.max(2)) {
                 w.vouched = false;
                 lapsed.push((group, member));
+                *changed6 = true;
             }
             let since = last_drop.map_or(w.heard, |d| d.max(w.heard));
             if w.dead || !w.proven || judged < since.saturating_add(w.interval * misses.max(2)) {
                 continue;
             }
             w.dead = true;
+            *changed6 = true;
             // For the log: how long the member was silent, and how late this check came.
             let silent_ms = clock.mono.saturating_duration_since(w.heard).as_millis();
             let late_ms = clock
@@ -439,6 +453,7 @@ impl Router {
             }
         }
         if found.is_empty() {
+            self.follow_liveness6(clock);
             return;
         }
         self.liveness.stats.members_found_dead += found.len() as u64;
@@ -462,6 +477,8 @@ impl Router {
         for group in groups {
             self.replan(timers(clock), Change::Ownership(Some(group)));
         }
+        // The IPv6 claims these members hold go to their standbys too, after the IPv4 ones.
+        self.follow_liveness6(clock);
     }
 
     /// The live members whose standby, at `dead`'s epoch, covers some of its units.

@@ -8,8 +8,10 @@
 //! ([`crate::plan::netdev6`]), planned on every accepted join and every tick (which also
 //! writes again a table whose write failed); a table an earlier verifier left is held through
 //! the adopt grace ([`Router::settle6`]). The MLDv2 querier (`mld_querier.rs`) runs on
-//! the same tick; its queries come out of [`Router::poll_transmit6`].
+//! the same tick; its queries come out of [`Router::poll_transmit6`]. While a member is found
+//! dead by its beacons, the IPv6 data plane follows the failover view (`liveness6.rs`).
 
+use super::liveness6::Liveness6;
 use super::mld_querier::{MldQuerier, Transmit6};
 use super::{timers, Event, Router, AUTHENTICATED_REFUSALS};
 use crate::admission::{Family, Pending};
@@ -35,6 +37,8 @@ pub(super) struct MldPath {
     unspecified_ignored: u64,
     /// The IPv6 native data plane, made on the first plan (it needs the router's interfaces).
     plane: Option<Netdev6Planner>,
+    /// IPv6 claims judged by their member's beacons (SPEC.md §5.5).
+    pub(super) liveness: Liveness6,
 }
 
 impl MldPath {
@@ -56,6 +60,7 @@ impl MldPath {
             querier: MldQuerier::new(querier.clone()),
             unspecified_ignored: 0,
             plane: None,
+            liveness: Liveness6::default(),
         }
     }
 
@@ -162,6 +167,7 @@ impl Router {
             }
         }
         if changed {
+            self.sync_liveness6(clock);
             self.replan6();
         }
     }
@@ -204,18 +210,24 @@ impl Router {
     /// core's tick).
     pub(super) fn expire_mld(&mut self, now: Clock) {
         self.mld.querier.handle_timeout(now.mono);
-        for change in self.mld.verifier.expire(now) {
+        let expired = self.mld.verifier.expire(now);
+        let any_expired = !expired.is_empty();
+        for change in expired {
             self.events.push_back(Event::MldClaimsExpired {
                 group: change.group,
                 lost: change.lost,
             });
         }
+        if any_expired {
+            self.sync_liveness6(now);
+        }
         self.replan6();
     }
 
-    /// Brings the IPv6 nft table in line with the IPv6 ownership (nothing when nothing moved,
-    /// and nothing at all while no IPv6 group is protected).
-    fn replan6(&mut self) {
+    /// Brings the IPv6 nft table in line with the IPv6 ownership, or its failover view while a
+    /// member is found dead (nothing when nothing moved, and nothing at all while no IPv6
+    /// group is protected).
+    pub(super) fn replan6(&mut self) {
         if !self.mld_enabled() {
             return;
         }
@@ -234,7 +246,8 @@ impl Router {
                 .find(|i| i.ifindex == ifindex)
                 .map(|i| i.name.clone())
         };
-        if let Some(op) = plane.update(mld.verifier.ownership(), config.gap, device_of) {
+        let table = mld.liveness.view().unwrap_or(mld.verifier.ownership());
+        if let Some(op) = plane.update(table, config.gap, device_of) {
             // One ownership change: timed by the executor like IPv4's (`repoint_us`).
             self.push_ops([DataplaneOp::Repoint { ops: 1 }, op]);
         }

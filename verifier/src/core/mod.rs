@@ -21,6 +21,9 @@ mod event;
 #[cfg(test)]
 mod flood_tests;
 mod liveness;
+mod liveness6;
+#[cfg(test)]
+mod liveness6_tests;
 #[cfg(test)]
 mod liveness_tests;
 mod mld;

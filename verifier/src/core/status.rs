@@ -73,9 +73,19 @@ impl Router {
                     epoch: c.epoch.0,
                     interface: self.ifname(c.ifindex),
                     sender: c.sender.to_string(),
-                    liveness: None,
-                    standby: String::new(),
-                    waiting: String::new(),
+                    liveness: self
+                        .liveness6_state(g, m)
+                        .map(|dead| if dead { "dead" } else { "live" }.into()),
+                    standby: if c.standby.is_empty() {
+                        String::new()
+                    } else {
+                        c.standby.to_string()
+                    },
+                    waiting: if c.waiting.is_empty() {
+                        String::new()
+                    } else {
+                        c.waiting.to_string()
+                    },
                     expires_in_ms: c.expires.saturating_duration_since(now.mono).as_millis() as u64,
                 });
             }
@@ -192,6 +202,7 @@ impl Router {
                 beacons_accepted: self.liveness.stats.beacons_accepted,
                 beacons_refused: self.liveness.stats.beacons_refused,
                 members_found_dead: self.liveness.stats.members_found_dead,
+                mld_claims_found_dead: self.mld.liveness.claims_found_dead,
                 liveness_late_checks: self.liveness.stats.late_checks,
                 members_back: self.liveness.stats.members_back,
                 mld_joins_accepted: self.mld_metrics().accepted_joins,
