@@ -4,7 +4,6 @@
 //! and it renames into place so that a reader never sees half a file.
 
 use crate::service::ServiceCounters;
-use crate::service6::Service6Counters;
 use control_channel::Counters;
 use daemon_kit::metrics::{label, Exposition};
 use igmp_ext::MemberId;
@@ -17,7 +16,7 @@ pub struct Snapshot {
     pub service: ServiceCounters,
     pub sessions: usize,
     /// The IPv6 service's counters and sessions (`group6`; zero without it).
-    pub service6: Service6Counters,
+    pub service6: ServiceCounters,
     pub sessions6: usize,
     pub control: Counters,
     pub joins_sent: u64,
@@ -183,6 +182,26 @@ impl Snapshot {
             "stale_requests6_total",
             "IPv6 requests with an id below the session's last one, not answered.",
             s6.stale,
+        );
+        m.counter(
+            "handed_off6_total",
+            "IPv6 sessions sent to their new owner (handoff) or announced to it (forward).",
+            s6.handed_off,
+        );
+        m.counter(
+            "received6_total",
+            "IPv6 sessions received from their old owner.",
+            s6.received,
+        );
+        m.counter(
+            "forwarded6_total",
+            "IPv6 datagrams passed to the old owner (forward, new-owner side).",
+            s6.forwarded,
+        );
+        m.counter(
+            "forwarded_served6_total",
+            "Forwarded IPv6 datagrams answered by this member as the old owner.",
+            s6.forwarded_served,
         );
         m.gauge(
             "sessions6",
