@@ -15,6 +15,7 @@ mod native6;
 mod redundant;
 mod routed_control;
 mod strategies;
+mod strategies6;
 mod vip;
 mod vip_overlay;
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// The client's sources: one per site, /56s spread over the 256 units (unit = the /56's low
 /// byte, the high byte of the fourth group).
-fn sources6() -> Vec<Ipv6Addr> {
+pub(crate) fn sources6() -> Vec<Ipv6Addr> {
     (0..24u16)
         .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 1, (i * 11) << 8, 0, 0, 0, 2))
         .collect()
@@ -28,18 +28,18 @@ fn sources6() -> Vec<Ipv6Addr> {
 
 /// The allocation unit of an IPv6 source under the default slicings (8 bits): its /56's low
 /// byte, which is unit n of the IPv4 low-order slicing, the addresses ending in n.
-fn unit_of(a: Ipv6Addr) -> u8 {
+pub(crate) fn unit_of(a: Ipv6Addr) -> u8 {
     (a.segments()[3] >> 8) as u8
 }
 
 /// Member `i`'s address on its link to the router (the router's end is ::1).
-fn server6(i: usize) -> Ipv6Addr {
+pub(crate) fn server6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, i as u16, 0, 0, 0, 2)
 }
 
 /// Every member a version 2 certificate: the IPv4 groups as the lab's, and GROUP6 with every
 /// IPv6 slice; the verifier's key file lists GROUP6.
-fn certify_dual_stack(lab: &mut Lab) {
+pub(crate) fn certify_dual_stack(lab: &mut Lab) {
     let f = lab.fixture.clone();
     let now = daemon_kit::wall_clock();
     for m in &f.members {
@@ -65,7 +65,7 @@ fn certify_dual_stack(lab: &mut Lab) {
 }
 
 /// `ip` with `args` in namespace `ns`.
-fn ip_in(ns: &str, args: &[&str]) {
+pub(crate) fn ip_in(ns: &str, args: &[&str]) {
     let out = std::process::Command::new("ip")
         .args(["-n", ns])
         .args(args)
@@ -80,7 +80,7 @@ fn ip_in(ns: &str, args: &[&str]) {
 
 /// A UDP socket made in `ns`, bound to `src`, sending multicast out of `ifname` with hop
 /// limit `hops` (the router drops the group's datagrams that arrive with 1).
-fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSocket {
+pub(crate) fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::net::UdpSocket {
     let ifname = ifname.to_owned();
     in_netns(ns, move || {
         let index = nix::net::if_::if_nametoindex(ifname.as_str()).expect("ifindex");
@@ -151,6 +151,47 @@ fn member_of(text: &str) -> String {
     text.split(' ').next().unwrap_or_default().to_owned()
 }
 
+/// IPv6 beside a routed lab's IPv4 layout: the client's sites (`srcs`) in 2001:db8:1::/48 on
+/// c0, member i on 2001:db8:0:i::/64 behind s{i}. The router's and the client's addresses skip
+/// DAD; the members' link-local addresses go through it (their MLDv2 joins wait for it).
+pub(crate) fn ipv6_layout(
+    lab: &Lab,
+    router: &str,
+    client: &str,
+    servers: &[String],
+    srcs: &[Ipv6Addr],
+) {
+    lab.sysctl(router, "net.ipv6.conf.all.forwarding=1");
+    ip_in(
+        router,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/48",
+            "dev",
+            "c0",
+            "nodad",
+        ],
+    );
+    for a in srcs {
+        let cidr = format!("{a}/48");
+        ip_in(client, &["-6", "addr", "add", &cidr, "dev", "cl0", "nodad"]);
+    }
+    for (i, ns) in servers.iter().enumerate() {
+        let i = i + 1;
+        let ours = format!("2001:db8:0:{i}::1/64");
+        ip_in(
+            router,
+            &["-6", "addr", "add", &ours, "dev", &format!("s{i}"), "nodad"],
+        );
+        let theirs = format!("{}/64", server6(i));
+        ip_in(ns, &["-6", "addr", "add", &theirs, "dev", "m0", "nodad"]);
+        let via = format!("2001:db8:0:{i}::1");
+        ip_in(ns, &["-6", "route", "add", "default", "via", &via]);
+    }
+}
+
 #[test]
 fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor_after_a_crash() {
     let mut lab = Lab::new(2);
@@ -162,42 +203,8 @@ fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor
         routed.client.clone(),
         routed.servers.clone(),
     );
-    // IPv6 beside the IPv4 layout: the client's sites in 2001:db8:1::/48 on c0, member i on
-    // 2001:db8:0:i::/64 behind s{i}. The router's and the client's addresses skip DAD; the
-    // members' link-local addresses go through it (their MLDv2 joins wait for it).
-    lab.sysctl(&router, "net.ipv6.conf.all.forwarding=1");
-    ip_in(
-        &router,
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::1/48",
-            "dev",
-            "c0",
-            "nodad",
-        ],
-    );
     let srcs = sources6();
-    for a in &srcs {
-        let cidr = format!("{a}/48");
-        ip_in(
-            &client,
-            &["-6", "addr", "add", &cidr, "dev", "cl0", "nodad"],
-        );
-    }
-    for (i, ns) in servers.iter().enumerate() {
-        let i = i + 1;
-        let ours = format!("2001:db8:0:{i}::1/64");
-        ip_in(
-            &router,
-            &["-6", "addr", "add", &ours, "dev", &format!("s{i}"), "nodad"],
-        );
-        let theirs = format!("{}/64", server6(i));
-        ip_in(ns, &["-6", "addr", "add", &theirs, "dev", "m0", "nodad"]);
-        let via = format!("2001:db8:0:{i}::1");
-        ip_in(ns, &["-6", "route", "add", "default", "via", &via]);
-    }
+    ipv6_layout(&lab, &router, &client, &servers, &srcs);
     let socket = lab.start_verifier(
         &router,
         &routed.interfaces(),
