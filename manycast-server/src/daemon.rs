@@ -318,7 +318,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         udp,
         udp6,
         host,
-        snapshot: Snapshot::new(me),
+        snapshot: Snapshot::new(me).with_group6(config.group6),
         metrics_file: config.metrics_file.clone(),
         hub,
         checker,

@@ -18,6 +18,8 @@ pub struct Snapshot {
     /// The IPv6 service's counters and sessions (`group6`; zero without it).
     pub service6: ServiceCounters,
     pub sessions6: usize,
+    /// The IPv6 group served (`group6`): the admin status shows IPv6 slices with it.
+    pub group6: Option<std::net::Ipv6Addr>,
     pub control: Counters,
     pub joins_sent: u64,
     /// Signed MLDv2 joins sent for `group6` (SPEC.md §3.8).
@@ -67,6 +69,11 @@ impl Snapshot {
             member: member.0,
             ..Snapshot::default()
         }
+    }
+
+    pub fn with_group6(mut self, group6: Option<std::net::Ipv6Addr>) -> Self {
+        self.group6 = group6;
+        self
     }
 
     /// The Prometheus text of every counter (`daemon_kit::metrics::Exposition`).

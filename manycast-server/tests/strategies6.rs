@@ -9,6 +9,7 @@
 use crate::harness::{verifier_status, wait_for, Lab, PORT};
 use crate::native6::{certify_dual_stack, ipv6_layout, server6, socket6, sources6, unit_of};
 use igmp_ext::fixtures::GROUP6;
+use igmp_ext::{Slice6, SliceSet6};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,6 +223,63 @@ fn handoff_continues_every_ipv6_session_at_its_new_owner() {
     assert_eq!(at_2, moved, "each moved session continued at member 2");
     assert_eq!(lab.metric(1, "received6_total"), moved);
     assert_eq!(lab.metric(1, "forwarded6_total"), 0);
+    manycastctl_shows_and_moves_ipv6_slices(&lab, &logs);
+}
+
+/// `manycastctl allocation` / `members` / `watch` show each member's IPv6 slices beside its
+/// IPv4 ones, and they are where the sessions went; `move` takes an IPv6 client address.
+fn manycastctl_shows_and_moves_ipv6_slices(lab: &Lab, logs: &BTreeMap<Ipv6Addr, Log6>) {
+    use crate::admin::{allocation_at, answered_epoch, ctl, ctl_as, json, ok, operator};
+    let socket = lab.admin_socket(0);
+    let alloc = json(&socket, &["allocation", "--json"]);
+    assert_eq!(alloc["group6"], GROUP6.to_string(), "{alloc}");
+    let slices6 = |alloc: &serde_json::Value, id: u64| -> SliceSet6 {
+        let members = alloc["members"].as_array().expect("members");
+        let m = members.iter().find(|m| m["id"] == id).expect("member");
+        let list = m["slices6"].as_array().expect("slices6");
+        list.iter()
+            .map(|s| {
+                s.as_str()
+                    .and_then(|s| s.parse::<Slice6>().ok())
+                    .expect("an IPv6 slice")
+            })
+            .collect()
+    };
+    let (of_1, of_2) = (slices6(&alloc, 1), slices6(&alloc, 2));
+    for (src, log) in logs {
+        let last = log.answers.last().map(|(s, _)| *s);
+        let expect_2 = last == Some(server6(2));
+        assert_eq!(of_2.contains_addr(*src), expect_2, "{src}: {alloc}");
+        assert_eq!(of_1.contains_addr(*src), !expect_2, "{src}: {alloc}");
+    }
+    let table = ok(&ctl(&socket, &["allocation"]));
+    assert!(table.contains("  IPv6 "), "{table}");
+    let members = ok(&ctl(&socket, &["members"]));
+    assert!(
+        members.contains(&format!("IPv6 group {GROUP6}")),
+        "{members}"
+    );
+    let frame = ok(&ctl(&socket, &["watch", "--once"]));
+    assert!(
+        frame.contains("  IPv6 ") && frame.contains("IPv6: served "),
+        "{frame}"
+    );
+
+    // Move the unit of a source member 2 serves back to member 1, named by the source.
+    let (src, _) = logs
+        .iter()
+        .find(|(_, log)| log.answers.last().map(|(s, _)| *s) == Some(server6(2)))
+        .expect("a source at member 2");
+    let op = operator(lab);
+    let out = ok(&ctl_as(
+        &socket,
+        &["move", &src.to_string(), "--to", "1"],
+        &op,
+    ));
+    let alloc = allocation_at(&socket, answered_epoch(&out));
+    let unit = usize::from(unit_of(*src));
+    assert_eq!(alloc["unit_owner"][unit], 1, "{alloc}");
+    assert!(slices6(&alloc, 1).contains_addr(*src), "{alloc}");
 }
 
 #[test]
