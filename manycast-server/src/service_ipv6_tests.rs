@@ -309,3 +309,16 @@ fn forward_passes_moved_ipv6_sessions_to_the_old_owner_until_they_end() {
     assert!(!old.has_moved_sessions());
     assert_eq!(ask(&mut new, moving, "r1").as_deref(), Some("m2 1 r1\n"));
 }
+
+/// While the router steers a found-dead owner's units here (SPEC.md §5.5), their IPv6 sources
+/// are answered too, until the next commit.
+#[test]
+fn standby_units_are_answered_for_ipv6_sources_until_the_next_commit() {
+    let mut s = service(Strategy::Reset, 10);
+    assert_eq!(ask(&mut s, client(1, 1, 7), ""), None);
+    s.stand_in(even().slices_of(M2));
+    assert_eq!(ask(&mut s, client(1, 1, 7), "").as_deref(), Some("m1 1\n"));
+    assert_eq!(ask(&mut s, client(3, 1, 7), "").as_deref(), Some("m1 1\n"));
+    s.handle_commit(NOW, 2, &[M1, M2], &even());
+    assert_eq!(ask(&mut s, client(1, 1, 7), ""), None);
+}
