@@ -53,6 +53,7 @@ pub enum MessageType {
     StateAck,
     Nack,
     Request,
+    Forward6,
     Unknown(u8),
 }
 
@@ -71,6 +72,7 @@ impl From<u8> for MessageType {
             0x0a => MessageType::StateAck,
             0x0b => MessageType::Nack,
             0x0c => MessageType::Request,
+            0x0d => MessageType::Forward6,
             other => MessageType::Unknown(other),
         }
     }
@@ -91,6 +93,7 @@ impl From<MessageType> for u8 {
             MessageType::StateAck => 0x0a,
             MessageType::Nack => 0x0b,
             MessageType::Request => 0x0c,
+            MessageType::Forward6 => 0x0d,
             MessageType::Unknown(v) => v,
         }
     }
@@ -367,6 +370,17 @@ pub struct Forward {
     pub payload: Vec<u8>,
 }
 
+/// A packet of an IPv6 client passed on (as [`Forward`]; its own type so that a member that
+/// knows only IPv4 forwards refuses it as an unknown type rather than misreading it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward6 {
+    pub to: u32,
+    /// The client's address, network order.
+    pub client_addr: [u8; 16],
+    pub client_port: u16,
+    pub payload: Vec<u8>,
+}
+
 /// "Use this unicast path to reach me" (patent claim 10, Fig 15): forwarded packets and bulk
 /// transfers then bypass the group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,6 +514,7 @@ pub enum Message {
     StateAck(StateAck),
     Nack(Nack),
     Request(Request),
+    Forward6(Forward6),
 }
 
 /// Why a message could not be built.
@@ -527,6 +542,7 @@ impl Message {
             Message::StateAck(_) => MessageType::StateAck,
             Message::Nack(_) => MessageType::Nack,
             Message::Request(_) => MessageType::Request,
+            Message::Forward6(_) => MessageType::Forward6,
         }
     }
 
@@ -544,6 +560,7 @@ impl Message {
             Message::StateAck(m) => postcard::to_stdvec(m),
             Message::Nack(m) => postcard::to_stdvec(m),
             Message::Request(m) => postcard::to_stdvec(m),
+            Message::Forward6(m) => postcard::to_stdvec(m),
         };
         r.map_err(|_| EncodeError::Serialize)
     }
@@ -570,6 +587,7 @@ impl Message {
             MessageType::StateAck => Message::StateAck(take(body)?),
             MessageType::Nack => Message::Nack(take(body)?),
             MessageType::Request => Message::Request(take(body)?),
+            MessageType::Forward6 => Message::Forward6(take(body)?),
             MessageType::Unknown(v) => return Err(ParseError::UnknownType(v)),
         })
     }
@@ -694,6 +712,12 @@ mod tests {
                 client_addr: 0x0a00_0001,
                 client_port: 443,
                 payload: vec![0xa5; 100],
+            }),
+            Message::Forward6(Forward6 {
+                to: 3,
+                client_addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+                client_port: 443,
+                payload: vec![0x5a; 100],
             }),
             Message::DirectPath(DirectPath {
                 addr: 0x0a00_0002,

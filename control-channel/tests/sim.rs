@@ -217,11 +217,19 @@ fn forwarding_direct_path_and_state_query() {
         .advertise_direct_path(now, direct);
     sim.flush(0);
     sim.run_until(1010);
-    let client: std::net::SocketAddrV4 = "192.0.2.7:5555".parse().expect("address");
+    let client: std::net::SocketAddr = "192.0.2.7:5555".parse().expect("address");
+    let client6: std::net::SocketAddr = "[2001:db8:0:200::7]:5556".parse().expect("address");
     let now = sim.local_now(1);
     let ep = sim.endpoint_mut(1).expect("running");
     ep.forward(now, igmp_ext::MemberId(1), client, b"client bytes".to_vec())
         .expect("known member");
+    ep.forward(
+        now,
+        igmp_ext::MemberId(1),
+        client6,
+        b"client6 bytes".to_vec(),
+    )
+    .expect("known member");
     let query = ep
         .query_state(now, igmp_ext::MemberId(1), b"conn 42".to_vec())
         .expect("known member");
@@ -233,6 +241,11 @@ fn forwarding_direct_path_and_state_query() {
     assert!(seen(
         &|e| matches!(e, Event::Forwarded { from, client: c, payload }
         if *from == igmp_ext::MemberId(2) && *c == client && payload == b"client bytes")
+    ));
+    // An IPv6 client's packet comes out with its address (`Forward6`).
+    assert!(seen(
+        &|e| matches!(e, Event::Forwarded { from, client: c, payload }
+        if *from == igmp_ext::MemberId(2) && *c == client6 && payload == b"client6 bytes")
     ));
     assert!(seen(
         &|e| matches!(e, Event::StateQueried { query_id, key, .. }

@@ -118,13 +118,15 @@ impl Shell {
 
     async fn execute(&mut self, handle: &DriverHandle, action: Action) {
         match action {
-            Action::Service(ServiceAction::Reply(r)) => {
-                // A lost reply is a lost datagram; the client retries.
-                if let Err(e) = self.udp.send_to(&r.payload, SocketAddr::V4(r.to)).await {
-                    debug!("reply to {}: {e}", r.to);
+            Action::Service(ServiceAction::Reply(r)) => match r.to {
+                SocketAddr::V6(to) => self.reply6(to, &r.payload).await,
+                to => {
+                    // A lost reply is a lost datagram; the client retries.
+                    if let Err(e) = self.udp.send_to(&r.payload, to).await {
+                        debug!("reply to {to}: {e}");
+                    }
                 }
-            }
-            Action::Reply6(r) => self.reply6(r.to, &r.payload).await,
+            },
             Action::Service(ServiceAction::Forward {
                 to,
                 client,
@@ -316,7 +318,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         udp,
         udp6,
         host,
-        snapshot: Snapshot::new(me),
+        snapshot: Snapshot::new(me).with_group6(config.group6),
         metrics_file: config.metrics_file.clone(),
         hub,
         checker,

@@ -2,7 +2,7 @@
 //!
 //! The server daemon and the admin tool `manycastctl` (issue 6). The decisions are sans-IO:
 //! [`node`] is one member's state machine (it owns the reference UDP [`service`] with local
-//! slice filtering and the reallocation strategies, its IPv6 counterpart [`service6`], the
+//! slice filtering and the reallocation strategies for IPv4 and IPv6 clients, the
 //! [`join_agent`] that decides when the signed joins go, the per-unit [`load`] meter, drain
 //! sequencing and VIP forward's
 //! [`vip_forward`] table and claim hold-back, and the [`health`] checks' state machine);
@@ -31,7 +31,6 @@ pub mod metrics;
 pub mod mld_agent;
 pub mod node;
 pub mod service;
-pub mod service6;
 pub mod session_state;
 pub mod vip;
 pub mod vip6;

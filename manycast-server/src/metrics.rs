@@ -4,7 +4,6 @@
 //! and it renames into place so that a reader never sees half a file.
 
 use crate::service::ServiceCounters;
-use crate::service6::Service6Counters;
 use control_channel::Counters;
 use daemon_kit::metrics::{label, Exposition};
 use igmp_ext::MemberId;
@@ -17,8 +16,10 @@ pub struct Snapshot {
     pub service: ServiceCounters,
     pub sessions: usize,
     /// The IPv6 service's counters and sessions (`group6`; zero without it).
-    pub service6: Service6Counters,
+    pub service6: ServiceCounters,
     pub sessions6: usize,
+    /// The IPv6 group served (`group6`): the admin status shows IPv6 slices with it.
+    pub group6: Option<std::net::Ipv6Addr>,
     pub control: Counters,
     pub joins_sent: u64,
     /// Signed MLDv2 joins sent for `group6` (SPEC.md §3.8).
@@ -68,6 +69,11 @@ impl Snapshot {
             member: member.0,
             ..Snapshot::default()
         }
+    }
+
+    pub fn with_group6(mut self, group6: Option<std::net::Ipv6Addr>) -> Self {
+        self.group6 = group6;
+        self
     }
 
     /// The Prometheus text of every counter (`daemon_kit::metrics::Exposition`).
@@ -183,6 +189,26 @@ impl Snapshot {
             "stale_requests6_total",
             "IPv6 requests with an id below the session's last one, not answered.",
             s6.stale,
+        );
+        m.counter(
+            "handed_off6_total",
+            "IPv6 sessions sent to their new owner (handoff) or announced to it (forward).",
+            s6.handed_off,
+        );
+        m.counter(
+            "received6_total",
+            "IPv6 sessions received from their old owner.",
+            s6.received,
+        );
+        m.counter(
+            "forwarded6_total",
+            "IPv6 datagrams passed to the old owner (forward, new-owner side).",
+            s6.forwarded,
+        );
+        m.counter(
+            "forwarded_served6_total",
+            "Forwarded IPv6 datagrams answered by this member as the old owner.",
+            s6.forwarded_served,
         );
         m.gauge(
             "sessions6",

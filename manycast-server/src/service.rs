@@ -13,91 +13,24 @@
 //! continues them; forward: the new owner passes their datagrams back here). A new owner holds
 //! datagrams of unknown clients in slices it gained from a live member until that member's
 //! state arrives ([`Service::handle_state`]) or the hold time passes.
+//!
+//! IPv6 clients (`group6`, [`Service::with_ipv6`]; SPEC.md §11.3) share the table, keyed by
+//! socket address: their unit is the same index in the /56 site slicing (SPEC.md §6.2), so an
+//! IPv6 session moves with its unit exactly as an IPv4 one does, under every strategy.
+
+mod session;
+
+pub use session::{request_id, unit6_of};
 
 use crate::config::Strategy;
-use crate::session_state::{SessionRecord, StateTransfer};
-use igmp_ext::{Allocation, Instant, MemberId, SliceSet};
+use crate::session_state::{SessionRecord, SessionRecord6, StateTransfer};
+use igmp_ext::{Allocation, Instant, MemberId, SliceSet, SliceSet6};
+use session::{key, reply_text, reset_text, slices6_of, Answer, Session};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-/// One client's session: shared with the IPv6 service ([`crate::service6`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Session {
-    /// Requests answered so far.
-    count: u64,
-    pub(crate) last_seen: Instant,
-    /// Last request id answered and its number.
-    last_request: Option<(u64, u64)>,
-}
-
-impl Session {
-    pub(crate) fn fresh(now: Instant) -> Self {
-        Session {
-            count: 0,
-            last_seen: now,
-            last_request: None,
-        }
-    }
-
-    fn record(&self, client: SocketAddrV4) -> SessionRecord {
-        SessionRecord {
-            addr: u32::from(*client.ip()),
-            port: client.port(),
-            count: self.count,
-            last_request: self.last_request,
-        }
-    }
-
-    /// The number this request gets; a retransmission of the last request gets its number
-    /// again, an older request id (a stale duplicate, e.g. held while the session moved) none.
-    pub(crate) fn answer(&mut self, now: Instant, request: Option<u64>) -> Answer {
-        self.last_seen = now;
-        if let (Some(r), Some((last, n))) = (request, self.last_request) {
-            if r == last {
-                return Answer::Again(n);
-            }
-            if r < last {
-                return Answer::Stale;
-            }
-        }
-        self.count += 1;
-        if let Some(r) = request {
-            self.last_request = Some((r, self.count));
-        }
-        Answer::Next(self.count)
-    }
-}
-
-pub(crate) enum Answer {
-    Next(u64),
-    Again(u64),
-    Stale,
-}
-
-/// The request id of a datagram, if it carries one (`r<digits>`, surrounding whitespace
-/// ignored); anything else is an anonymous request.
-pub fn request_id(payload: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(payload).ok()?.trim();
-    text.strip_prefix('r')?.parse().ok()
-}
-
-/// A reply's text: `m<member> <n>\n`, with ` r<k>` before the newline for a request id.
-pub(crate) fn reply_text(me: MemberId, n: u64, request: Option<u64>) -> Vec<u8> {
-    match request {
-        Some(r) => format!("{me} {n} r{r}\n"),
-        None => format!("{me} {n}\n"),
-    }
-    .into_bytes()
-}
-
-/// The reset reply: `m<member> reset\n` (the client's next request starts a new session at
-/// its slice's new owner).
-pub(crate) fn reset_text(me: MemberId) -> Vec<u8> {
-    format!("{me} reset\n").into_bytes()
-}
-
-/// Counts for metrics and tests.
+/// Counts for metrics and tests, one set per client address family.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServiceCounters {
     /// Datagrams answered (here or for forwarded sessions).
@@ -134,7 +67,7 @@ pub struct ServiceCounters {
 /// A datagram to send back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    pub to: SocketAddrV4,
+    pub to: SocketAddr,
     pub payload: Vec<u8>,
 }
 
@@ -145,7 +78,7 @@ pub enum Action {
     /// Pass a client datagram to the member that holds its session (`Endpoint::forward`).
     Forward {
         to: MemberId,
-        client: SocketAddrV4,
+        client: SocketAddr,
         payload: Vec<u8>,
     },
     /// Send moved sessions to their new owner (`Endpoint::send_state`); the transfer id is the
@@ -190,6 +123,11 @@ pub struct Service {
     me: MemberId,
     strategy: Strategy,
     slices: SliceSet,
+    /// Whether IPv6 clients are served (`group6`), and their slices: the IPv6 counterparts of
+    /// `slices` and `standing_in` (unit i of the site slicing for unit i).
+    ipv6: bool,
+    slices6: SliceSet6,
+    standing_in6: SliceSet6,
     /// Standby units the router steers here while their owner is found dead (SPEC.md §5.5),
     /// until the next commit.
     standing_in: SliceSet,
@@ -198,14 +136,14 @@ pub struct Service {
     found_dead: BTreeSet<MemberId>,
     allocation: Option<Allocation>,
     epoch: u64,
-    sessions: HashMap<SocketAddrV4, Session>,
+    sessions: HashMap<SocketAddr, Session>,
     /// Forward, old-owner side: sessions of slices that moved away, served to their end for
     /// datagrams the new owner forwards.
-    moved_out: HashMap<SocketAddrV4, Session>,
+    moved_out: HashMap<SocketAddr, Session>,
     /// Forward, new-owner side: clients whose datagrams go to the old owner.
-    forward_to: HashMap<SocketAddrV4, ForwardEntry>,
+    forward_to: HashMap<SocketAddr, ForwardEntry>,
     gains: BTreeMap<usize, Gain>,
-    held: HashMap<SocketAddrV4, Vec<Vec<u8>>>,
+    held: HashMap<SocketAddr, Vec<Vec<u8>>>,
     early: Vec<(MemberId, StateTransfer)>,
     /// Transfers naming units whose old owner is not known yet (first commit), kept until the
     /// previous allocation says who owned them (at most [`MAX_EARLY_TRANSFERS`]).
@@ -219,6 +157,7 @@ pub struct Service {
     hold: Duration,
     max_sessions: usize,
     counters: ServiceCounters,
+    counters6: ServiceCounters,
 }
 
 impl Service {
@@ -227,6 +166,9 @@ impl Service {
             me,
             strategy,
             slices: SliceSet::new(),
+            ipv6: false,
+            slices6: SliceSet6::new(),
+            standing_in6: SliceSet6::new(),
             standing_in: SliceSet::new(),
             found_dead: BTreeSet::new(),
             allocation: None,
@@ -244,7 +186,14 @@ impl Service {
             hold: Duration::from_millis(500),
             max_sessions,
             counters: ServiceCounters::default(),
+            counters6: ServiceCounters::default(),
         }
+    }
+
+    /// Also answers IPv6 clients, in the IPv6 counterparts of this member's units.
+    pub fn with_ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
     }
 
     /// How long a new owner holds an unknown client's datagrams waiting for the old owner.
@@ -253,8 +202,21 @@ impl Service {
         self
     }
 
+    /// The counts for IPv4 clients (and transfers that could not be decoded).
     pub fn counters(&self) -> ServiceCounters {
         self.counters
+    }
+
+    /// The counts for IPv6 clients.
+    pub fn counters6(&self) -> ServiceCounters {
+        self.counters6
+    }
+
+    fn count(&mut self, client: &SocketAddr) -> &mut ServiceCounters {
+        match client {
+            SocketAddr::V4(_) => &mut self.counters,
+            SocketAddr::V6(_) => &mut self.counters6,
+        }
     }
 
     /// Sessions held: our own plus moved ones still served here (forward).
@@ -262,18 +224,47 @@ impl Service {
         self.sessions.len() + self.moved_out.len()
     }
 
+    /// IPv6 sessions among them.
+    pub fn session_count6(&self) -> usize {
+        let v6 = |c: &&SocketAddr| c.is_ipv6();
+        self.sessions.keys().filter(v6).count() + self.moved_out.keys().filter(v6).count()
+    }
+
     pub fn slices(&self) -> &SliceSet {
         &self.slices
     }
 
+    /// The IPv6 slices answered now (empty unless [`Service::with_ipv6`]).
+    pub fn slices6(&self) -> &SliceSet6 {
+        &self.slices6
+    }
+
+    /// Whether `client` is in this member's committed slices.
+    fn owns(&self, client: &SocketAddr) -> bool {
+        match client {
+            SocketAddr::V4(c) => self.slices.contains_addr(*c.ip()),
+            SocketAddr::V6(c) => self.slices6.contains_addr(*c.ip()),
+        }
+    }
+
     /// Whether this member answers `client` now.
-    pub fn serves(&self, client: &SocketAddrV4) -> bool {
-        self.slices.contains_addr(*client.ip()) || self.standing_in.contains_addr(*client.ip())
+    pub fn serves(&self, client: &SocketAddr) -> bool {
+        match client {
+            SocketAddr::V4(c) => {
+                self.slices.contains_addr(*c.ip()) || self.standing_in.contains_addr(*c.ip())
+            }
+            SocketAddr::V6(c) => {
+                self.slices6.contains_addr(*c.ip()) || self.standing_in6.contains_addr(*c.ip())
+            }
+        }
     }
 
     /// Answers `units` too until the next commit: the router said it steers them here, their
     /// owner being found dead (SPEC.md §5.5). Empty: no longer.
     pub fn stand_in(&mut self, units: SliceSet) {
+        if let Some(a) = self.allocation.as_ref().filter(|_| self.ipv6) {
+            self.standing_in6 = slices6_of(a.slicing(), &units);
+        }
         self.standing_in = units;
     }
 
@@ -293,19 +284,23 @@ impl Service {
         !self.moved_out.is_empty() || !self.outgoing.is_empty()
     }
 
-    fn unit_of(&self, client: &SocketAddrV4) -> Option<usize> {
-        let a = self.allocation.as_ref()?;
-        Some(a.slicing().unit_of(u32::from(*client.ip())))
+    /// The allocation unit of `client` (for IPv6, its index in the site slicing).
+    pub fn unit_of(&self, client: &SocketAddr) -> Option<usize> {
+        let slicing = self.allocation.as_ref()?.slicing();
+        Some(match client {
+            SocketAddr::V4(c) => slicing.unit_of(u32::from(*c.ip())),
+            SocketAddr::V6(c) => unit6_of(slicing, *c.ip()),
+        })
     }
 
     /// Whether `client`'s unit waits for an old owner's state.
-    fn awaiting(&self, client: &SocketAddrV4) -> bool {
+    fn awaiting(&self, client: &SocketAddr) -> bool {
         self.unit_of(client)
             .and_then(|u| self.gains.get(&u))
             .is_some_and(|g| g.awaiting_until.is_some())
     }
 
-    fn reply(&self, to: SocketAddrV4, n: u64, request: Option<u64>) -> Reply {
+    fn reply(&self, to: SocketAddr, n: u64, request: Option<u64>) -> Reply {
         Reply {
             to,
             payload: reply_text(self.me, n, request),
@@ -317,19 +312,21 @@ impl Service {
     pub fn handle_datagram(
         &mut self,
         now: Instant,
-        from: SocketAddrV4,
+        from: SocketAddr,
         payload: &[u8],
     ) -> Vec<Action> {
+        let from = key(from);
         if !self.serves(&from) {
-            self.counters.filtered += 1;
+            self.count(&from).filtered += 1;
             return Vec::new();
         }
         if !self.sessions.contains_key(&from) {
             if let Some(entry) = self.forward_to.get_mut(&from) {
                 entry.last_seen = now;
-                self.counters.forwarded += 1;
+                let to = entry.to;
+                self.count(&from).forwarded += 1;
                 return vec![Action::Forward {
-                    to: entry.to,
+                    to,
                     client: from,
                     payload: payload.to_vec(),
                 }];
@@ -341,13 +338,13 @@ impl Service {
                     let queue = self.held.entry(from).or_default();
                     if queue.len() < MAX_HELD_PER_CLIENT {
                         queue.push(payload.to_vec());
-                        self.counters.held += 1;
+                        self.count(&from).held += 1;
                     }
                 }
                 return Vec::new();
             }
             if self.sessions.len() >= self.max_sessions {
-                self.counters.refused_full += 1;
+                self.count(&from).refused_full += 1;
                 return Vec::new();
             }
         }
@@ -356,18 +353,20 @@ impl Service {
             .sessions
             .entry(from)
             .or_insert_with(|| Session::fresh(now));
-        let n = match session.answer(now, request) {
+        let answer = session.answer(now, request);
+        let counts = self.count(&from);
+        let n = match answer {
             Answer::Next(n) => n,
             Answer::Again(n) => {
-                self.counters.retransmits += 1;
+                counts.retransmits += 1;
                 n
             }
             Answer::Stale => {
-                self.counters.stale += 1;
+                counts.stale += 1;
                 return Vec::new();
             }
         };
-        self.counters.served += 1;
+        counts.served += 1;
         vec![Action::Reply(self.reply(from, n, request))]
     }
 
@@ -378,34 +377,36 @@ impl Service {
         &mut self,
         now: Instant,
         from: MemberId,
-        client: SocketAddrV4,
+        client: SocketAddr,
         payload: &[u8],
     ) -> Option<Reply> {
-        let owner = self
-            .allocation
-            .as_ref()
-            .and_then(|a| a.owner_of(u32::from(*client.ip())));
+        let client = key(client);
+        let owner = match (&self.allocation, self.unit_of(&client)) {
+            (Some(a), Some(unit)) => a.unit_owners().get(unit).copied().flatten(),
+            _ => None,
+        };
         let request = request_id(payload);
-        let session = match self.moved_out.get_mut(&client) {
-            Some(s) if owner == Some(from) => s,
+        let answer = match self.moved_out.get_mut(&client) {
+            Some(s) if owner == Some(from) => s.answer(now, request),
             _ => {
-                self.counters.forward_refused += 1;
+                self.count(&client).forward_refused += 1;
                 return None;
             }
         };
-        let n = match session.answer(now, request) {
+        let counts = self.count(&client);
+        let n = match answer {
             Answer::Next(n) => n,
             Answer::Again(n) => {
-                self.counters.retransmits += 1;
+                counts.retransmits += 1;
                 n
             }
             Answer::Stale => {
-                self.counters.stale += 1;
+                counts.stale += 1;
                 return None;
             }
         };
-        self.counters.served += 1;
-        self.counters.forwarded_served += 1;
+        counts.served += 1;
+        counts.forwarded_served += 1;
         Some(self.reply(client, n, request))
     }
 
@@ -422,7 +423,11 @@ impl Service {
         self.epoch = self.epoch.max(epoch);
         self.slices = allocation.slices_of(self.me);
         self.standing_in = SliceSet::default();
+        self.standing_in6 = SliceSet6::default();
         let slicing = allocation.slicing();
+        if self.ipv6 {
+            self.slices6 = slices6_of(slicing, &self.slices);
+        }
         let owners = allocation.unit_owners();
         let mut actions = Vec::new();
 
@@ -497,12 +502,15 @@ impl Service {
         self.found_dead.retain(|m| !members.contains(m));
         self.note_owners(allocation);
         // Sessions of clients we no longer serve, by the owner of their unit now.
-        let unit = |c: &SocketAddrV4| slicing.unit_of(u32::from(*c.ip()));
-        let mut moved: BTreeMap<Option<MemberId>, Vec<(SocketAddrV4, Session)>> = BTreeMap::new();
-        let gone: Vec<SocketAddrV4> = self
+        let unit = |c: &SocketAddr| match c {
+            SocketAddr::V4(c) => slicing.unit_of(u32::from(*c.ip())),
+            SocketAddr::V6(c) => unit6_of(slicing, *c.ip()),
+        };
+        let mut moved: BTreeMap<Option<MemberId>, Vec<(SocketAddr, Session)>> = BTreeMap::new();
+        let gone: Vec<SocketAddr> = self
             .sessions
             .keys()
-            .filter(|c| !self.slices.contains_addr(*c.ip()))
+            .filter(|c| !self.owns(c))
             .copied()
             .collect();
         for client in gone {
@@ -515,10 +523,10 @@ impl Service {
         }
         // Forwarded sessions whose slice came back are ours again; held datagrams of slices we
         // no longer own are dropped.
-        let back: Vec<SocketAddrV4> = self
+        let back: Vec<SocketAddr> = self
             .moved_out
             .keys()
-            .filter(|c| self.slices.contains_addr(*c.ip()))
+            .filter(|c| self.owns(c))
             .copied()
             .collect();
         for client in back {
@@ -526,7 +534,6 @@ impl Service {
                 self.sessions.insert(client, s);
             }
         }
-        let slices = self.slices.clone();
         // Forwarding entries outlive a brief loss of the slice or a false down of the old
         // owner (a flapping allocation) but not the old owner's departure: one hold time
         // after it stops being listed, its clients start fresh here.
@@ -537,15 +544,16 @@ impl Service {
                 f.unlisted_since.get_or_insert(now);
             }
         }
-        self.held.retain(|c, _| slices.contains_addr(*c.ip()));
+        let held = std::mem::take(&mut self.held);
+        self.held = held.into_iter().filter(|(c, _)| self.owns(c)).collect();
 
         match self.strategy {
             Strategy::Reset => {
-                let mut clients: Vec<SocketAddrV4> =
+                let mut clients: Vec<SocketAddr> =
                     moved.into_values().flatten().map(|(c, _)| c).collect();
                 clients.sort();
                 for client in clients {
-                    self.counters.resets += 1;
+                    self.count(&client).resets += 1;
                     actions.push(Action::Reply(Reply {
                         to: client,
                         payload: reset_text(self.me),
@@ -573,8 +581,24 @@ impl Service {
                 for (to, units) in targets {
                     let mut sessions = moved.remove(&Some(to)).unwrap_or_default();
                     sessions.sort_by_key(|(c, _)| *c);
-                    let records = sessions.iter().map(|(c, s)| s.record(*c)).collect();
-                    self.counters.handed_off += sessions.len() as u64;
+                    let (mut records, mut records6) = (Vec::new(), Vec::new());
+                    for (client, s) in &sessions {
+                        self.count(client).handed_off += 1;
+                        match client {
+                            SocketAddr::V4(c) => records.push(SessionRecord {
+                                addr: u32::from(*c.ip()),
+                                port: c.port(),
+                                count: s.count,
+                                last_request: s.last_request,
+                            }),
+                            SocketAddr::V6(c) => records6.push(SessionRecord6 {
+                                addr: c.ip().octets(),
+                                port: c.port(),
+                                count: s.count,
+                                last_request: s.last_request,
+                            }),
+                        }
+                    }
                     if self.strategy == Strategy::Forward {
                         self.moved_out.extend(sessions);
                     }
@@ -583,7 +607,7 @@ impl Service {
                     actions.push(Action::SendState {
                         to,
                         transfer_id: epoch,
-                        data: StateTransfer::new(epoch, units, records).encode(),
+                        data: StateTransfer::new(epoch, units, records, records6).encode(),
                     });
                 }
             }
@@ -635,8 +659,7 @@ impl Service {
             self.unproven.push((from, t.clone()));
         }
         let from_sender = |_unit: usize, g: &Gain| g.from == Some(from) && g.epoch <= t.epoch;
-        for r in &t.sessions {
-            let client = r.client();
+        for (client, count, last_request) in t.clients() {
             let accepted = self
                 .unit_of(&client)
                 .and_then(|u| self.gains.get(&u).map(|g| from_sender(u, g)))
@@ -644,7 +667,7 @@ impl Service {
             if !accepted || !self.serves(&client) || self.sessions.contains_key(&client) {
                 continue;
             }
-            self.counters.received += 1;
+            self.count(&client).received += 1;
             match self.strategy {
                 Strategy::Forward => {
                     self.forward_to.insert(
@@ -660,9 +683,9 @@ impl Service {
                     self.sessions.insert(
                         client,
                         Session {
-                            count: r.count,
+                            count,
                             last_seen: now,
-                            last_request: r.last_request,
+                            last_request,
                         },
                     );
                 }
@@ -691,7 +714,7 @@ impl Service {
 
     /// Answers held datagrams of clients no longer waiting (or all of them when `timed_out`).
     fn release_held(&mut self, now: Instant, timed_out: bool) -> Vec<Action> {
-        let ready: Vec<SocketAddrV4> = self
+        let ready: Vec<SocketAddr> = self
             .held
             .keys()
             .filter(|c| !self.awaiting(c))
@@ -700,7 +723,7 @@ impl Service {
         let mut actions = Vec::new();
         for client in ready {
             if timed_out && !self.sessions.contains_key(&client) {
-                self.counters.handoff_timeouts += 1;
+                self.count(&client).handoff_timeouts += 1;
             }
             for payload in self.held.remove(&client).unwrap_or_default() {
                 actions.extend(self.handle_datagram(now, client, &payload));
@@ -797,3 +820,7 @@ impl Service {
 #[cfg(test)]
 #[path = "service_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "service_ipv6_tests.rs"]
+mod ipv6_tests;

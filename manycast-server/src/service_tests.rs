@@ -1,13 +1,13 @@
 use super::*;
 use igmp_ext::Slicing;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 const NOW: Instant = Instant::from_secs(1_000);
 const M1: MemberId = MemberId(1);
 const M2: MemberId = MemberId(2);
 
-fn client(last: u8, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), port)
+fn client(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), port))
 }
 
 /// Four units by the two low address bits; `owners[i]` owns unit i.
@@ -30,7 +30,7 @@ fn service(strategy: Strategy) -> Service {
     s
 }
 
-fn texts(actions: &[Action]) -> Vec<(SocketAddrV4, String)> {
+fn texts(actions: &[Action]) -> Vec<(SocketAddr, String)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -40,7 +40,7 @@ fn texts(actions: &[Action]) -> Vec<(SocketAddrV4, String)> {
         .collect()
 }
 
-fn ask(s: &mut Service, c: SocketAddrV4, payload: &str) -> Vec<String> {
+fn ask(s: &mut Service, c: SocketAddr, payload: &str) -> Vec<String> {
     texts(&s.handle_datagram(NOW, c, payload.as_bytes()))
         .into_iter()
         .map(|(_, t)| t)
@@ -145,7 +145,7 @@ fn idle_sessions_expire() {
 /// 1 and 3 (the odd addresses). Returns both services (M2 has committed too) and M1's actions.
 fn move_odd_units(
     strategy: Strategy,
-    clients: &[SocketAddrV4],
+    clients: &[SocketAddr],
     n: u64,
 ) -> (Service, Service, Vec<Action>) {
     let mut old = Service::new(M1, strategy, Duration::from_secs(60), 100);
@@ -457,7 +457,7 @@ fn first_commit_takes_state_only_from_the_previous_owner() {
     // The previous allocation arrives: M1 owned the units, M3's copy stays refused.
     assert_eq!(
         texts(&new.handle_previous(NOW, &all(M1))),
-        Vec::<(SocketAddrV4, String)>::new()
+        Vec::<(SocketAddr, String)>::new()
     );
     assert_eq!(new.counters().received, 0);
     assert_eq!(

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn ctl(socket: &Path, args: &[&str]) -> Output {
+pub(crate) fn ctl(socket: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_manycastctl"))
         .args(args)
         .arg("--socket")
@@ -27,7 +27,7 @@ fn ctl(socket: &Path, args: &[&str]) -> Output {
 /// Makes an operator key and certificate (group key → `manycastctl operator issue`) in the
 /// lab's directory; returns the `--operator-key/--operator-cert` arguments that actions on
 /// other members need (SPEC.md §9.7).
-fn operator(lab: &Lab) -> Vec<String> {
+pub(crate) fn operator(lab: &Lab) -> Vec<String> {
     let d = lab.dir.path();
     let group = d.join("group-admin.key");
     manycast_server::keys::write_private_key(&group, &lab.fixture.group_key).expect("group key");
@@ -69,13 +69,13 @@ fn with(args: &[&str], op: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn ctl_as(socket: &Path, args: &[&str], op: &[String]) -> Output {
+pub(crate) fn ctl_as(socket: &Path, args: &[&str], op: &[String]) -> Output {
     let all = with(args, op);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     ctl(socket, &refs)
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "manycastctl failed: {}",
@@ -84,13 +84,13 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn json(socket: &Path, args: &[&str]) -> Value {
+pub(crate) fn json(socket: &Path, args: &[&str]) -> Value {
     let text = ok(&ctl(socket, args));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
 }
 
 /// The epoch an action's answer names: "... (epoch N)".
-fn answered_epoch(out: &str) -> u64 {
+pub(crate) fn answered_epoch(out: &str) -> u64 {
     out.trim()
         .rsplit_once("(epoch ")
         .and_then(|(_, e)| e.trim_end_matches(')').parse().ok())
@@ -99,7 +99,7 @@ fn answered_epoch(out: &str) -> u64 {
 
 /// `allocation --json` from `socket` once that daemon has committed `epoch` (the answering
 /// daemon has; the others commit a moment later).
-fn allocation_at(socket: &Path, epoch: u64) -> Value {
+pub(crate) fn allocation_at(socket: &Path, epoch: u64) -> Value {
     let mut alloc = Value::Null;
     wait_for("the member to commit the epoch", || {
         alloc = json(socket, &["allocation", "--json"]);

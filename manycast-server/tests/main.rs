@@ -16,6 +16,7 @@ mod native6;
 mod redundant;
 mod routed_control;
 mod strategies;
+mod strategies6;
 mod vip;
 mod vip6;
 mod vip_overlay;

@@ -153,6 +153,47 @@ fn member_of(text: &str) -> String {
     text.split(' ').next().unwrap_or_default().to_owned()
 }
 
+/// IPv6 beside a routed lab's IPv4 layout: the client's sites (`srcs`) in 2001:db8:1::/48 on
+/// c0, member i on 2001:db8:0:i::/64 behind s{i}. The router's and the client's addresses skip
+/// DAD; the members' link-local addresses go through it (their MLDv2 joins wait for it).
+pub(crate) fn ipv6_layout(
+    lab: &Lab,
+    router: &str,
+    client: &str,
+    servers: &[String],
+    srcs: &[Ipv6Addr],
+) {
+    lab.sysctl(router, "net.ipv6.conf.all.forwarding=1");
+    ip_in(
+        router,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/48",
+            "dev",
+            "c0",
+            "nodad",
+        ],
+    );
+    for a in srcs {
+        let cidr = format!("{a}/48");
+        ip_in(client, &["-6", "addr", "add", &cidr, "dev", "cl0", "nodad"]);
+    }
+    for (i, ns) in servers.iter().enumerate() {
+        let i = i + 1;
+        let ours = format!("2001:db8:0:{i}::1/64");
+        ip_in(
+            router,
+            &["-6", "addr", "add", &ours, "dev", &format!("s{i}"), "nodad"],
+        );
+        let theirs = format!("{}/64", server6(i));
+        ip_in(ns, &["-6", "addr", "add", &theirs, "dev", "m0", "nodad"]);
+        let via = format!("2001:db8:0:{i}::1");
+        ip_in(ns, &["-6", "route", "add", "default", "via", &via]);
+    }
+}
+
 #[test]
 fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor_after_a_crash() {
     let mut lab = Lab::new(2);
@@ -164,42 +205,8 @@ fn ipv6_clients_are_answered_by_the_owner_of_their_site_unit_and_by_the_survivor
         routed.client.clone(),
         routed.servers.clone(),
     );
-    // IPv6 beside the IPv4 layout: the client's sites in 2001:db8:1::/48 on c0, member i on
-    // 2001:db8:0:i::/64 behind s{i}. The router's and the client's addresses skip DAD; the
-    // members' link-local addresses go through it (their MLDv2 joins wait for it).
-    lab.sysctl(&router, "net.ipv6.conf.all.forwarding=1");
-    ip_in(
-        &router,
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::1/48",
-            "dev",
-            "c0",
-            "nodad",
-        ],
-    );
     let srcs = sources6();
-    for a in &srcs {
-        let cidr = format!("{a}/48");
-        ip_in(
-            &client,
-            &["-6", "addr", "add", &cidr, "dev", "cl0", "nodad"],
-        );
-    }
-    for (i, ns) in servers.iter().enumerate() {
-        let i = i + 1;
-        let ours = format!("2001:db8:0:{i}::1/64");
-        ip_in(
-            &router,
-            &["-6", "addr", "add", &ours, "dev", &format!("s{i}"), "nodad"],
-        );
-        let theirs = format!("{}/64", server6(i));
-        ip_in(ns, &["-6", "addr", "add", &theirs, "dev", "m0", "nodad"]);
-        let via = format!("2001:db8:0:{i}::1");
-        ip_in(ns, &["-6", "route", "add", "default", "via", &via]);
-    }
+    ipv6_layout(&lab, &router, &client, &servers, &srcs);
     let socket = lab.start_verifier(
         &router,
         &routed.interfaces(),

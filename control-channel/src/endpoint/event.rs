@@ -2,7 +2,7 @@
 //! at this member ([`RequestOutcome`], [`RequestRefusal`]). Plain data; no protocol logic.
 
 use crate::wire::{EpochId, MessageType, NackReason, RequestAction};
-use core::net::SocketAddrV4;
+use core::net::{SocketAddr, SocketAddrV4};
 use igmp_ext::{MemberId, SliceSet};
 
 /// How often an [`Event::Unsendable`] is repeated for one message type while it lasts.
@@ -54,7 +54,8 @@ pub enum Event {
     },
     Forwarded {
         from: MemberId,
-        client: SocketAddrV4,
+        /// An IPv4 client (`Forward`) or an IPv6 one (`Forward6`).
+        client: SocketAddr,
         payload: Vec<u8>,
     },
     DirectPath {

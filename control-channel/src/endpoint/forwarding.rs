@@ -4,29 +4,38 @@
 
 use super::{Destination, Endpoint, Event, SendError};
 use crate::time::Clock;
-use crate::wire::{DirectPath, Forward, Message};
-use core::net::{Ipv4Addr, SocketAddrV4};
+use crate::wire::{DirectPath, Forward, Forward6, Message};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use igmp_ext::MemberId;
 
 impl Endpoint {
     /// Passes a client packet to `to` (patent claim 10): over its direct path if it announced
-    /// one, else unicast to where its messages come from, else over the group.
+    /// one, else unicast to where its messages come from, else over the group. An IPv6
+    /// client's packet goes as `Forward6`.
     pub fn forward(
         &mut self,
         now: Clock,
         to: MemberId,
-        client: SocketAddrV4,
+        client: SocketAddr,
         payload: Vec<u8>,
     ) -> Result<(), SendError> {
         if !self.peers.contains_key(&to) {
             return Err(SendError::UnknownMember);
         }
-        let m = Message::Forward(Forward {
-            to: to.0,
-            client_addr: u32::from(*client.ip()),
-            client_port: client.port(),
-            payload,
-        });
+        let m = match client {
+            SocketAddr::V4(c) => Message::Forward(Forward {
+                to: to.0,
+                client_addr: u32::from(*c.ip()),
+                client_port: c.port(),
+                payload,
+            }),
+            SocketAddr::V6(c) => Message::Forward6(Forward6 {
+                to: to.0,
+                client_addr: c.ip().octets(),
+                client_port: c.port(),
+                payload,
+            }),
+        };
         if self.send_to_member(now, to, &m) {
             Ok(())
         } else {
@@ -39,7 +48,22 @@ impl Endpoint {
         if f.to == self.me.0 {
             self.events.push_back(Event::Forwarded {
                 from: sender,
-                client: SocketAddrV4::new(Ipv4Addr::from(f.client_addr), f.client_port),
+                client: SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(f.client_addr),
+                    f.client_port,
+                )),
+                payload: f.payload,
+            });
+        }
+    }
+
+    /// An IPv6 client's packet a peer passed on.
+    pub(super) fn on_forward6(&mut self, sender: MemberId, f: Forward6) {
+        if f.to == self.me.0 {
+            let ip = Ipv6Addr::from(f.client_addr);
+            self.events.push_back(Event::Forwarded {
+                from: sender,
+                client: SocketAddr::V6(SocketAddrV6::new(ip, f.client_port, 0, 0)),
                 payload: f.payload,
             });
         }

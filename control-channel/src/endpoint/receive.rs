@@ -279,6 +279,7 @@ impl Endpoint {
             Message::Commit(c) => self.on_commit(sender, c),
             Message::Leave(l) => self.on_leave(sender, seq, l),
             Message::Forward(f) => self.on_forward(sender, f),
+            Message::Forward6(f) => self.on_forward6(sender, f),
             Message::DirectPath(d) => self.on_direct_path(sender, d),
             Message::StateQuery(q) => self.on_state_query(now, sender, seq, q),
             Message::StateChunk(c) => self.on_chunk(now, sender, seq, c),

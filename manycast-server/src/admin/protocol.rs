@@ -121,6 +121,10 @@ pub struct Status {
     /// control channel (a peer held out by its checks shows as weight 0).
     #[serde(default)]
     pub health: HealthReport,
+    /// The IPv6 group the cluster serves (`group6`); absent without it and from older daemons.
+    /// Unit i then also serves the IPv6 sources of site unit i (SPEC.md §6.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group6: Option<String>,
 }
 
 impl Status {
@@ -168,6 +172,9 @@ pub struct MemberStatus {
     /// this member itself, its clock minus the median of its peers'. None if not heard lately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<i64>,
+    /// With `group6`: the IPv6 counterparts of its units (the /56 site slicing, SPEC.md §6.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slices6: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -226,6 +226,7 @@ mod tests {
             slices: Vec::new(),
             load: 0,
             clock_offset_ms: None,
+            slices6: Vec::new(),
         }
     }
 
@@ -241,6 +242,7 @@ mod tests {
                 digest: "00".into(),
             }),
             slice_bits: 2,
+            group6: None,
             members: vec![member(1, Some(1)), member(2, Some(1))],
             unit_owner: vec![Some(1), Some(1), Some(2), Some(2)],
             unit_load: vec![0; 4],

@@ -3,8 +3,9 @@
 
 use super::protocol::{CounterStatus, EpochStatus, MemberStatus, Status};
 use crate::metrics::Snapshot;
+use crate::mld_agent::units6;
 use control_channel::Endpoint;
-use igmp_ext::MemberId;
+use igmp_ext::{MemberId, SliceEntry, SliceSet, Slicing};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The counters a status carries.
@@ -50,7 +51,7 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
     let members = ids
         .into_iter()
         .map(|m| {
-            let (units, slices, load) = match committed {
+            let (units, slices, load, slices6) = match committed {
                 Some(c) => {
                     let a = &c.allocation;
                     let load = a
@@ -60,10 +61,15 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
                         .filter(|(o, _)| **o == Some(m))
                         .map(|(_, l)| *l)
                         .sum();
-                    let slices = a.slices_of(m).iter().map(|s| s.to_string()).collect();
-                    (a.units_of(m), slices, load)
+                    let mine = a.slices_of(m);
+                    let slices = mine.iter().map(|s| s.to_string()).collect();
+                    let slices6 = match counters.group6 {
+                        Some(_) => slices6_of(slicing, &mine),
+                        None => Vec::new(),
+                    };
+                    (a.units_of(m), slices, load, slices6)
                 }
-                None => (0, Vec::new(), 0),
+                None => (0, Vec::new(), 0, Vec::new()),
             };
             MemberStatus {
                 id: m.0,
@@ -85,6 +91,7 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
                 } else {
                     ep.peer_clock_offset(m)
                 },
+                slices6,
             }
         })
         .collect();
@@ -115,5 +122,15 @@ pub fn status_of(ep: &Endpoint, counters: &Snapshot) -> Status {
         counters: counters_of(counters),
         clock_untimely: ep.clock_untimely(),
         health: counters.health.clone(),
+        group6: counters.group6.map(|g| g.to_string()),
     }
+}
+
+/// The IPv6 slices of `units` (their site-slicing counterparts), as text.
+fn slices6_of(slicing: Slicing, units: &SliceSet) -> Vec<String> {
+    let entries: Vec<SliceEntry> = units.iter().copied().map(SliceEntry::include).collect();
+    units6(slicing, &entries)
+        .iter()
+        .map(|e| e.slice.to_string())
+        .collect()
 }

@@ -28,7 +28,6 @@ use crate::load::LoadMeter;
 use crate::metrics::Snapshot;
 use crate::mld_agent::{Link6, MldAgent};
 use crate::service::Service;
-use crate::service6::{Reply6, Service6};
 use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
@@ -36,7 +35,7 @@ use igmp_ext::liveness::StandbyNotice;
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, QueryRepr};
 use igmp_ext::{AllocationEpoch, Clock, Instant, MemberId, SliceEntry, SliceSet, Slicing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
@@ -96,12 +95,10 @@ impl NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
-    /// What the service decided: a reply to a client, a forward to the member that holds a
-    /// session, moved sessions to their new owner (a refused `SendState` is reported back with
+    /// What the service decided: a reply to a client (IPv4 or, with `group6`, IPv6), a forward
+    /// to the member that holds a session, moved sessions to their new owner (a refused `SendState` is reported back with
     /// [`Node::handle_send_failed`]).
     Service(ServiceAction),
-    /// A reply to an IPv6 client (`group6`, [`Service6`]).
-    Reply6(Reply6),
     /// Announce our direct path to the group (`Endpoint::advertise_direct_path`).
     AdvertiseDirectPath(SocketAddrV4),
     /// The per-unit load for the next heartbeats (`Endpoint::set_load`).
@@ -142,9 +139,9 @@ struct Counters {
 /// One member's decisions. See the module documentation.
 pub struct Node {
     config: NodeConfig,
+    /// The session table of both families: IPv6 clients only with `group6`
+    /// ([`Node::with_service6`]), in the same units mapped (SPEC.md §6.2).
     service: Service,
-    /// The service for IPv6 clients, with `group6`: the same units, mapped (SPEC.md §6.2).
-    service6: Option<Service6>,
     agent: JoinAgent,
     /// The signed MLDv2 join for `group6`, when configured: the same claim, mapped to IPv6.
     agent6: Option<MldAgent>,
@@ -218,7 +215,6 @@ impl Node {
         .with_hold(config.hold);
         let mut node = Node {
             service,
-            service6: None,
             agent,
             agent6: None,
             load: LoadMeter::new(config.slicing),
@@ -265,19 +261,8 @@ impl Node {
     /// Also answers IPv6 clients ([`Node::handle_datagram6`]) in the IPv6 counterparts of the
     /// committed units.
     pub fn with_service6(mut self) -> Node {
-        let c = &self.config;
-        self.service6 = Some(Service6::new(
-            c.me,
-            c.strategy,
-            c.slicing,
-            c.session_idle,
-            c.max_sessions,
-        ));
+        self.service = self.service.with_ipv6();
         self
-    }
-
-    pub fn service6(&self) -> Option<&Service6> {
-        self.service6.as_ref()
     }
 
     pub fn agent6(&self) -> Option<&MldAgent> {
@@ -326,11 +311,9 @@ impl Node {
     pub fn snapshot_into(&self, s: &mut Snapshot) {
         let c = &self.counters;
         s.service = self.service.counters();
-        s.sessions = self.service.session_count();
-        if let Some(s6) = &self.service6 {
-            s.service6 = s6.counters();
-            s.sessions6 = s6.session_count();
-        }
+        s.service6 = self.service.counters6();
+        s.sessions6 = self.service.session_count6();
+        s.sessions = self.service.session_count() - s.sessions6;
         s.queries = c.queries;
         s.standby_notices = c.standby_notices;
         s.joins_trimmed = self.agent.trimmed();
@@ -406,10 +389,6 @@ impl Node {
                 c.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
                 let no_slices = slices.is_empty();
-                if let Some(s6) = &mut self.service6 {
-                    let resets = s6.handle_commit(&slices);
-                    self.actions.extend(resets.into_iter().map(Action::Reply6));
-                }
                 self.standby = committed
                     .map(|c| c.allocation.standby_of(&c.members(), self.config.me))
                     .map(|units| units.into_iter().map(SliceEntry::include).collect())
@@ -505,19 +484,19 @@ impl Node {
     /// A datagram on the service socket.
     pub fn handle_datagram(&mut self, now: Clock, from: SocketAddrV4, payload: &[u8]) {
         let now = now.mono;
-        let actions = self.service.handle_datagram(now, from, payload);
+        let actions = self
+            .service
+            .handle_datagram(now, SocketAddr::V4(from), payload);
         self.apply(actions);
     }
 
-    /// A datagram on the IPv6 service socket (dropped unless [`Node::with_service6`]).
+    /// A datagram on the IPv6 service socket (filtered out unless [`Node::with_service6`]).
     pub fn handle_datagram6(&mut self, now: Clock, from: SocketAddrV6, payload: &[u8]) {
-        let Some(s6) = &mut self.service6 else {
-            return;
-        };
-        if let Some(r) = s6.handle_datagram(now.mono, from, payload) {
-            self.load.record_unit(s6.unit_of(*r.to.ip()));
-            self.actions.push_back(Action::Reply6(r));
-        }
+        let now = now.mono;
+        let actions = self
+            .service
+            .handle_datagram(now, SocketAddr::V6(from), payload);
+        self.apply(actions);
     }
 
     /// A datagram heard on the raw IGMP socket: queries go to the join agent.
@@ -552,10 +531,7 @@ impl Node {
         };
         info!(dead = %n.dead, active = n.active, "liveness: the router steers a dead member's units to their standbys");
         // One notice for both families: the router steers the IPv6 counterparts of the same
-        // units here too (SPEC.md §5.5).
-        if let Some(s6) = &mut self.service6 {
-            s6.stand_in(&units);
-        }
+        // units here too, and the one service answers both (SPEC.md §5.5).
         self.service.stand_in(units);
         self.service.note_found_dead(n.dead, n.active);
     }
@@ -580,9 +556,6 @@ impl Node {
         let now = now.mono;
         let actions = self.service.handle_timeout(now);
         self.apply(actions);
-        if let Some(s6) = &mut self.service6 {
-            s6.handle_timeout(now);
-        }
         if let Some(addr) = self.config.direct_path {
             self.actions.push_back(Action::AdvertiseDirectPath(addr));
         }
@@ -676,7 +649,14 @@ impl Node {
         for action in actions {
             match &action {
                 // The per-unit load the coordinator balances by: datagrams answered.
-                ServiceAction::Reply(r) => self.load.record(*r.to.ip()),
+                ServiceAction::Reply(r) => match r.to {
+                    SocketAddr::V4(c) => self.load.record(*c.ip()),
+                    SocketAddr::V6(_) => {
+                        if let Some(unit) = self.service.unit_of(&r.to) {
+                            self.load.record_unit(unit);
+                        }
+                    }
+                },
                 ServiceAction::Forward { to, .. } if self.direct_paths.contains(to) => {
                     self.counters.forwarded_direct += 1;
                 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::join_agent::{AgentConfig, Identity};
-use crate::session_state::{SessionRecord, StateTransfer};
+use crate::session_state::{SessionRecord, SessionRecord6, StateTransfer};
 use control_channel::endpoint::{proposal_digest, proposal_for};
 use control_channel::EpochId;
 use igmp_ext::fixtures::{nonce_bytes, Fixture, NOW};
@@ -156,7 +156,7 @@ fn plans(actions: &[Action]) -> Vec<BTreeMap<u32, MemberId>> {
         .collect()
 }
 
-fn reply_texts(actions: &[Action]) -> Vec<(SocketAddrV4, String)> {
+fn reply_texts(actions: &[Action]) -> Vec<(SocketAddr, String)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -182,7 +182,7 @@ fn transfer(epoch: u64, units: Vec<u32>, sessions: &[SocketAddrV4]) -> Event {
     Event::StateReceived {
         from: M2,
         transfer_id: epoch,
-        data: StateTransfer::new(epoch, units, records).encode(),
+        data: StateTransfer::new(epoch, units, records, Vec::new()).encode(),
     }
 }
 
@@ -447,7 +447,7 @@ fn a_move_resets_the_moved_clients_under_reset() {
     assert_eq!(done.first(), Some(&Action::ResetMoved(ours)));
     assert_eq!(
         reply_texts(&done),
-        vec![(client(2), "m1 reset\n".to_owned())]
+        vec![(client(2).into(), "m1 reset\n".to_owned())]
     );
 }
 
@@ -502,7 +502,7 @@ fn a_new_owner_under_forward_passes_moved_clients_to_the_old_owner() {
     let done = actions(&mut n);
     let forward = Action::Service(ServiceAction::Forward {
         to: M2,
-        client: client(1),
+        client: client(1).into(),
         payload: b"r9".to_vec(),
     });
     assert_eq!(
@@ -641,7 +641,7 @@ fn the_old_owner_hands_off_per_new_owner_and_answers_only_the_owners_forwards() 
         .any(|a| matches!(a, Action::Service(ServiceAction::SendState { to, .. }) if *to == M2)));
     let forwarded = |from| Event::Forwarded {
         from,
-        client: client(1),
+        client: client(1).into(),
         payload: b"r2".to_vec(),
     };
     n.handle_event(at(20), forwarded(MemberId(3)), None);
@@ -652,7 +652,7 @@ fn the_old_owner_hands_off_per_new_owner_and_answers_only_the_owners_forwards() 
     n.handle_event(at(21), forwarded(M2), None);
     assert_eq!(
         reply_texts(&actions(&mut n)),
-        vec![(client(1), "m1 2 r2\n".to_owned())]
+        vec![(client(1).into(), "m1 2 r2\n".to_owned())]
     );
     n.handle_tick(at(1_000));
     let load: Vec<Action> = actions(&mut n)
@@ -709,7 +709,7 @@ fn a_wall_clock_step_moves_no_timer_and_expires_no_session() {
         assert_eq!(refreshed_at, vec![61], "step {step} s");
         assert_eq!(
             second_reply,
-            vec![(client(1), "m1 2 r2\n".to_owned())],
+            vec![(client(1).into(), "m1 2 r2\n".to_owned())],
             "step {step} s: the session goes on"
         );
     }
@@ -764,77 +764,5 @@ fn a_commit_is_claimed_over_mld_at_once_and_left() {
     assert!(slices.is_empty(), "the leave claims nothing");
 }
 
-/// With `group6` the node answers IPv6 clients of its units' IPv6 counterparts, counts their
-/// answers as load of those units, and resets the ones a commit moves away.
-#[test]
-fn ipv6_clients_are_served_by_unit_counted_as_load_and_reset_when_moved() {
-    use std::net::Ipv6Addr;
-    // A client of site unit `unit` (the low two bits of its /56).
-    let client6 = |unit: u16| {
-        let ip = Ipv6Addr::new(0x2001, 0xdb8, 7, unit << 8, 0, 0, 0, 1);
-        SocketAddrV6::new(ip, 7000, 0, 0)
-    };
-    let replies6 = |actions: &[Action]| -> Vec<(SocketAddrV6, String)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Reply6(r) => Some((r.to, String::from_utf8_lossy(&r.payload).into())),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut plain = node(native(Strategy::Reset));
-    deliver(&mut plain, at(0), commit(1, &[M1, M2], HALF));
-    plain.handle_datagram6(at(1), client6(0), b"");
-    assert!(
-        actions(&mut plain).is_empty(),
-        "no IPv6 service without group6"
-    );
-
-    let mut n = node(native(Strategy::Reset)).with_service6();
-    deliver(&mut n, at(0), commit(1, &[M1, M2], HALF));
-    actions(&mut n);
-    for unit in [0, 0, 1, 2] {
-        n.handle_datagram6(at(1), client6(unit), b"");
-    }
-    assert_eq!(
-        replies6(&actions(&mut n)),
-        vec![
-            (client6(0), "m1 1\n".to_owned()),
-            (client6(0), "m1 2\n".to_owned()),
-            (client6(2), "m1 1\n".to_owned()),
-        ],
-        "units 0 and 2 are ours, unit 1 is M2's"
-    );
-    n.handle_tick(at(1_000));
-    let load: Vec<Vec<(u16, u32)>> = actions(&mut n)
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::SetLoad(l) => Some(l),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(load, vec![vec![(0, 2), (2, 1)]]);
-    // Unit 2 moves to M2: its client is told; unit 0's keeps counting.
-    deliver(
-        &mut n,
-        at(2_000),
-        commit(2, &[M1, M2], [Some(M1), Some(M2), Some(M2), Some(M2)]),
-    );
-    assert_eq!(
-        replies6(&actions(&mut n)),
-        vec![(client6(2), "m1 reset\n".to_owned())]
-    );
-    n.handle_datagram6(at(2_001), client6(0), b"");
-    assert_eq!(
-        replies6(&actions(&mut n)),
-        vec![(client6(0), "m1 3\n".to_owned())]
-    );
-    let mut s = Snapshot::new(M1);
-    n.snapshot_into(&mut s);
-    assert_eq!(
-        (s.service6.served, s.service6.filtered, s.service6.resets),
-        (4, 1, 1)
-    );
-    assert_eq!(s.sessions6, 1);
-}
+#[path = "tests_ipv6.rs"]
+mod ipv6;

@@ -311,7 +311,7 @@ fn ipv6_group_publish_show_rotate_revoke() {
     let ks = Keystore::start(d);
     let upd = ks.update_args();
     let show = ks.show_args();
-    for k in ["group", "group2", "srv"] {
+    for k in ["group", "group2", "srv", "srv4", "srv6"] {
         ok(&ctl(&["key", "new", &path(d, k)]));
     }
     let group_name =
@@ -388,6 +388,56 @@ fn ipv6_group_publish_show_rotate_revoke() {
     );
     assert_eq!(v["group"]["revoked"][0], key_id(d, "srv.pub").as_str());
     assert_eq!(aaaa(&service_name), "2001:db8::10");
+
+    // show --member-key checks a certificate's IPv6 groups against an IPv6 record: valid for
+    // one certified for the group (`--group6`), not for one certified for IPv4 groups only.
+    for (k, id, v6) in [("srv6", "6", true), ("srv4", "4", false)] {
+        let mut issue = vec![
+            "cert".to_owned(),
+            "issue".into(),
+            "--group-key".into(),
+            path(d, "group2.key"),
+            "--member-key".into(),
+            path(d, &format!("{k}.pub")),
+            "--id".into(),
+            id.into(),
+            "--group".into(),
+            "232.1.1.1".into(),
+            "--out".into(),
+            path(d, &format!("{k}.cert")),
+        ];
+        if v6 {
+            issue.extend(["--group6".into(), "ff3e::8000:1".into()]);
+        }
+        let issue: Vec<&str> = issue.iter().map(String::as_str).collect();
+        ok(&ctl(&issue));
+        ok(&ctl_args(
+            &["keystore", "cert", "publish"],
+            &upd,
+            &["--cert", &path(d, &format!("{k}.cert"))],
+        ));
+    }
+    let member = |k: &str| {
+        ctl_args(
+            &["keystore", "show"],
+            &show,
+            &["--group", "ff3e::8000:1", "--member-key", &path(d, k)],
+        )
+    };
+    let table = ok(&member("srv6.pub"));
+    assert!(
+        table.contains(&format!(
+            "signature   valid (group key {})",
+            key_id(d, "group2.pub")
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains("groups      232.1.1.1 ff3e::8000:1"),
+        "{table}"
+    );
+    assert!(table.contains("slices6     ::/0"), "{table}");
+    fails_with_one_line(&member("srv4.pub"), "not certified for ff3e::8000:1");
 
     // A VIP of the other family, a unicast group, an unpublished group: one line each.
     let before = ks.txt(&group_name);

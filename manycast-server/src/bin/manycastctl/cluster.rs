@@ -42,7 +42,9 @@ pub enum ClusterCommand {
     /// Give units to a member; it gives its least loaded other units back (quotas stay).
     /// Needs --operator-key/--operator-cert.
     Move {
-        /// Unit numbers: `3`, `3,7,9` or `10-19` (see `allocation --json`, `unit_owner`).
+        /// Unit numbers: `3`, `3,7,9` or `10-19` (see `allocation --json`, `unit_owner`); or a
+        /// client address, IPv4 or IPv6, or an IPv6 prefix (`2001:db8:0:400::/56`): the units
+        /// its sources belong to (an IPv6 source's unit is its /56's, SPEC.md §6.2).
         units: String,
         /// The member that takes them (id, `2` or `m2`).
         #[arg(long)]
@@ -118,6 +120,36 @@ pub fn parse_units(s: &str) -> Result<Vec<u16>, Error> {
         return Err("no units given".into());
     }
     Ok(out)
+}
+
+/// The units of a client address or IPv6 prefix under `bits` low-order bits (SPEC.md §6.2):
+/// an IPv4 address's low bits; the low bits of an IPv6 source's /56 (a prefix shorter than
+/// /56 covers every /56 in it). None when `s` is not an address or prefix.
+pub fn units_of_clients(s: &str, bits: u8) -> Option<Result<Vec<u16>, Error>> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let units = 1u32 << bits.min(16);
+    match addr.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(a) if len.is_none() => Some(Ok(vec![(u32::from(a) % units) as u16])),
+        std::net::IpAddr::V4(_) => Some(Err(format!(
+            "{s:?}: name IPv4 clients by address (their unit is the address's low {bits} bits)"
+        )
+        .into())),
+        std::net::IpAddr::V6(a) => {
+            let len: u32 = match len.map(str::parse) {
+                None => 128,
+                Some(Ok(l)) if l <= 128 => l,
+                Some(_) => return Some(Err(format!("{s:?} is not an IPv6 prefix").into())),
+            };
+            let site = (u128::from(a) >> 72) as u32;
+            // The bits of the /56 the prefix leaves free, up to the unit bits.
+            let free = 56u32.saturating_sub(len).min(u32::from(bits.min(16)));
+            let first = (site % units) & !((1 << free) - 1);
+            Some(Ok((first..first + (1 << free)).map(|u| u as u16).collect()))
+        }
+    }
 }
 
 fn connect(socket: &Socket) -> Result<UnixStream, Error> {
@@ -226,6 +258,12 @@ pub fn members_table(s: &Status) -> String {
         ));
     }
     out.push_str(&health_lines(s));
+    if let Some(g) = &s.group6 {
+        out.push_str(&format!(
+            "IPv6 group {g}: unit n also serves the IPv6 sources whose /56 ends in n (low {} bits; `allocation` lists the slices)\n",
+            s.slice_bits
+        ));
+    }
     out
 }
 
@@ -293,6 +331,9 @@ pub fn allocation_table(s: &Status) -> String {
             m.load,
             shorten(&m.slices, 60)
         ));
+        if s.group6.is_some() {
+            out.push_str(&format!("{:<33}  IPv6 {}\n", "", shorten(&m.slices6, 55)));
+        }
     }
     let unowned = s.unit_owner.iter().filter(|o| o.is_none()).count();
     out.push_str(&format!(
@@ -314,6 +355,12 @@ fn frame(s: &Status, events: &VecDeque<AdminEvent>) -> String {
         "\nserved {}  filtered {}  sessions {}  resets {}  commits {}  control in/out {}/{}\n",
         c.served, c.filtered, c.sessions, c.resets, c.commits, c.control_accepted, c.control_sent
     ));
+    if s.group6.is_some() {
+        out.push_str(&format!(
+            "IPv6: served {}  filtered {}  sessions {}  resets {}\n",
+            c.served6, c.filtered6, c.sessions6, c.resets6
+        ));
+    }
     out.push_str("\nrecent events:\n");
     if events.is_empty() {
         out.push_str("  (none since watch started)\n");
@@ -408,7 +455,7 @@ pub fn run(command: ClusterCommand) -> Result<(), Error> {
                     .map(|m| {
                         serde_json::json!({
                             "id": m.id, "units": m.units, "slices": m.slices, "load": m.load,
-                            "weight": m.allocation_weight,
+                            "weight": m.allocation_weight, "slices6": m.slices6,
                         })
                     })
                     .collect();
@@ -416,6 +463,7 @@ pub fn run(command: ClusterCommand) -> Result<(), Error> {
                     "{}",
                     serde_json::json!({
                         "epoch": s.epoch, "slice_bits": s.slice_bits, "members": members,
+                        "group6": s.group6,
                         "unit_owner": s.unit_owner, "unit_load": s.unit_load,
                         "load_imbalance": s.load_imbalance,
                     })
@@ -430,7 +478,11 @@ pub fn run(command: ClusterCommand) -> Result<(), Error> {
             socket,
             operator,
         } => {
-            let (units, to) = (parse_units(&units)?, parse_member(&to)?);
+            let units = match units_of_clients(&units, status(&socket)?.slice_bits) {
+                Some(by_client) => by_client?,
+                None => parse_units(&units)?,
+            };
+            let to = parse_member(&to)?;
             let action = RequestAction::Move {
                 units: units.clone(),
                 to,
@@ -494,6 +546,32 @@ fn report(a: Answer) {
 mod tests {
     use super::*;
 
+    /// `move` names units by a client: an IPv4 address's low bits, an IPv6 source's /56, every
+    /// /56 of a shorter prefix; anything else is a unit list.
+    #[test]
+    fn units_named_by_client_addresses_and_ipv6_prefixes() {
+        let units = |s: &str| units_of_clients(s, 8).map(|r| r.map_err(|e| e.to_string()));
+        assert_eq!(units("10.1.0.7").unwrap().unwrap(), vec![7]);
+        assert!(units("10.1.0.0/24").unwrap().is_err());
+        // The /56's low byte, whatever the host part and the subnet within the site.
+        assert_eq!(units("2001:db8:0:4ff::1").unwrap().unwrap(), vec![4]);
+        assert_eq!(units("2001:db8:1:ab00::/56").unwrap().unwrap(), vec![0xab]);
+        assert_eq!(units("2001:db8:1:ab42::/64").unwrap().unwrap(), vec![0xab]);
+        // A /54 holds four /56s, a /48 all 256.
+        assert_eq!(
+            units("2001:db8:1:a800::/54").unwrap().unwrap(),
+            vec![0xa8, 0xa9, 0xaa, 0xab]
+        );
+        assert_eq!(units("2001:db8:1::/48").unwrap().unwrap().len(), 256);
+        assert_eq!(
+            units_of_clients("2001:db8::1", 2).unwrap().unwrap(),
+            vec![0]
+        );
+        assert!(units("2001:db8::/129").unwrap().is_err());
+        assert!(units("3,7").is_none());
+        assert!(units("10-19").is_none());
+    }
+
     #[test]
     fn unit_lists_and_member_names() {
         assert_eq!(parse_units("3").unwrap(), vec![3]);
@@ -535,6 +613,7 @@ mod tests {
             counters: Default::default(),
             clock_untimely: untimely,
             health: Default::default(),
+            group6: None,
         };
         let table = members_table(&status(true));
         assert!(table.contains("CLOCK"), "{table}");

@@ -462,7 +462,8 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// Checks a published certificate against the group's published record: issuer among the
-/// keys, signature, validity now, the group among its groups, the key not revoked.
+/// keys, signature, validity now, the group among its groups (its IPv6 groups for an IPv6
+/// record), the key not revoked.
 fn verdict<A: GroupFamily>(
     cert: &UnverifiedCertificate,
     record: &GroupRecord<A>,
@@ -475,11 +476,12 @@ fn verdict<A: GroupFamily>(
     if let Err(e) = cert.clone().verify(key, now) {
         return format!("INVALID: {e}");
     }
-    if !b
-        .groups
-        .iter()
-        .any(|g| IpAddr::V4(*g) == record.group.into())
-    {
+    let group: IpAddr = record.group.into();
+    let certified = match group {
+        IpAddr::V4(g) => b.groups.contains(&g),
+        IpAddr::V6(g) => cert.unverified_ipv6().groups.contains(&g),
+    };
+    if !certified {
         return format!("INVALID: not certified for {}", record.group);
     }
     if record.revoked.contains(&KeyId::of(&b.member_key)) {
@@ -555,6 +557,14 @@ async fn show<A: GroupFamily>(
             .map_err(|e| format!("certificate of {member}: {e}"))?;
         let cert = c.certificate();
         let b = cert.unverified_body();
+        let v6 = cert.unverified_ipv6();
+        let groups: Vec<String> = b
+            .groups
+            .iter()
+            .map(|g| g.to_string())
+            .chain(v6.groups.iter().map(|g| g.to_string()))
+            .collect();
+        let slices6: Vec<String> = v6.slices.iter().map(|s| s.to_string()).collect();
         let verdict = match &record {
             Some(r) => verdict(cert, r, now),
             None => "not checked (no --group)".to_string(),
@@ -570,8 +580,9 @@ async fn show<A: GroupFamily>(
                 "issuer": b.issuer.to_string(),
                 "not_before_ms": b.not_before.as_millis(),
                 "not_after_ms": b.not_after.as_millis(),
-                "groups": b.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                "groups": groups,
                 "slices": b.slices.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "slices6": slices6,
                 "ttl": ttl,
                 "dnssec": "validated",
                 "verdict": verdict,
@@ -580,17 +591,18 @@ async fn show<A: GroupFamily>(
         text.push_str(&format!(
             "certificate {} (key {member}, DNSSEC validated, TTL {ttl} s)\n\
              issuer      {}\nvalid       {} .. {} (Unix seconds)\ngroups      {}\n\
-             slices      {}\nsignature   {verdict}\n",
+             slices      {}\nslices6     {}\nsignature   {verdict}\n",
             b.member_id,
             b.issuer,
             b.not_before,
             b.not_after,
-            b.groups
-                .iter()
-                .map(|g| g.to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
+            groups.join(" "),
             b.slices,
+            if slices6.is_empty() {
+                "none".to_owned()
+            } else {
+                slices6.join(" ")
+            },
         ));
     }
     if json {
