@@ -155,6 +155,7 @@ impl Router {
         }
         if changed {
             self.replan6();
+            self.replan_vip6(now);
         }
     }
 
@@ -203,6 +204,7 @@ impl Router {
             });
         }
         self.replan6();
+        self.replan_vip6(timers(now));
     }
 
     /// Brings the IPv6 nft table in line with the IPv6 ownership (nothing when nothing moved,

@@ -31,6 +31,7 @@ mod status;
 #[cfg(test)]
 pub(super) mod tests;
 mod upkeep;
+mod vip6;
 pub use announce::{AnnounceConfig, Withdrawn};
 pub use event::Event;
 pub use liveness::{LivenessConfig, Notice};
@@ -149,6 +150,8 @@ pub struct RouterConfig {
     pub adopt_grace: Duration,
     pub keep_kernel_state: bool,
     pub vips: Vec<VipSpec>,
+    /// IPv6 VIPs, bound to protected IPv6 groups (SPEC.md §10.3.1).
+    pub vips6: Vec<crate::plan::vip6::Vip6Spec>,
     /// Beacons and standby claims (SPEC.md §5.5).
     pub liveness: LivenessConfig,
     /// Routes held for a routing daemon to announce (SPEC.md §10.6).
@@ -275,6 +278,7 @@ pub struct Router {
     announcer: announce::Announcer,
     control: crate::plan::control::ControlPlane,
     mld: mld::MldPath,
+    vip6: crate::plan::vip6::Vip6Planner,
 }
 
 impl Router {
@@ -293,6 +297,10 @@ impl Router {
             vifs.insert(i.ifindex, i.vif);
         }
         let mut adopted = 0;
+        let vip6 = crate::plan::vip6::Vip6Planner::new(
+            config.vips6.clone(),
+            setup.interfaces.iter().map(|i| i.name.clone()).collect(),
+        );
         let native = match setup.dataplane {
             NativeDataplane::Mroute => {
                 let mut mfc = MfcPlanner::new();
@@ -343,6 +351,7 @@ impl Router {
             announcer: Default::default(),
             control,
             mld: mld::MldPath::new(&config.verifier, &config.querier, &config.protected6),
+            vip6,
             config,
         }
     }
@@ -600,6 +609,7 @@ impl Router {
                 }
             }
             DataplaneOp::Netdev6Table(_) => self.netdev6_completed(op, ok),
+            DataplaneOp::Vip6Table(_) => self.vip6_completed(op, ok),
             DataplaneOp::Announce { vip, on, .. } if !ok => {
                 self.stats.kernel_errors += 1;
                 // Not held: the next update tries again (at the latest at the next key check).
@@ -816,6 +826,7 @@ impl Router {
         self.vip.withdraw(&mut ops);
         self.control.withdraw(&mut ops);
         self.withdraw6(&mut ops);
+        self.withdraw_vip6(&mut ops);
         if mrt {
             ops.push(DataplaneOp::MrtDone);
         }
