@@ -134,7 +134,8 @@ impl Router {
             Some(Withdrawn::Starting)
         } else if !a.keys_usable6.contains(&vip.group) {
             Some(Withdrawn::NoKeys)
-        } else if a.write_failed6 {
+        } else if a.write_failed6 || !self.vip6.in_sync() {
+            // Failed, or not written yet: the route goes out only behind a written table.
             Some(Withdrawn::WriteFailed)
         } else if self.mld_ownership().claims(vip.group).next().is_none() {
             Some(Withdrawn::NoOwner)

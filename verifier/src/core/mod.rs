@@ -32,6 +32,8 @@ mod status;
 pub(super) mod tests;
 mod upkeep;
 mod vip6;
+#[cfg(test)]
+mod vip6_tests;
 pub use announce::{AnnounceConfig, Withdrawn};
 pub use event::Event;
 pub use liveness::{LivenessConfig, Notice};
@@ -523,6 +525,7 @@ impl Router {
             self.adopt_until = None;
             self.replan(now, Change::Settle);
             self.replan(now, Change::Ownership(None));
+            self.replan_vip6(now);
         }
         let second = now.as_millis() / 1000;
         if second != self.stats.second {
