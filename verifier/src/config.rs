@@ -5,12 +5,13 @@ use crate::admission::AdmissionConfig;
 pub use crate::core::Dataplane;
 use crate::core::RouterConfig;
 use crate::plan::vip::VipSpec;
+use crate::plan::vip6::Vip6Spec;
 use crate::plan::GapPolicy;
 use crate::querier::QuerierConfig;
 use core::time::Duration;
 use igmp_ext::{MemberId, Slice, Slice6, VerifierConfig};
 use serde::Deserialize;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -213,12 +214,13 @@ impl RateLimitSection {
     }
 }
 
-/// A unicast VIP bound to a protected group (VIP mode, SPEC.md §10.3).
+/// A unicast VIP bound to a protected group (VIP mode, SPEC.md §10.3): both IPv4, or both
+/// IPv6 with the group inside `verifier.protected6` (§10.3.1).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VipSection {
-    pub address: Ipv4Addr,
-    pub group: Ipv4Addr,
+    pub address: IpAddr,
+    pub group: IpAddr,
     /// Keep established connections on the member they started on (pin mode).
     #[serde(default)]
     pub pin: bool,
@@ -406,12 +408,7 @@ impl Config {
             }
         }
         for v in &self.vip {
-            if !self.protected()?.iter().any(|p| p.contains_addr(v.group)) {
-                return Err(ConfigError::Invalid(format!(
-                    "vip {}: group {} is not protected",
-                    v.address, v.group
-                )));
-            }
+            self.check_vip(v)?;
         }
         Ok(())
     }
@@ -509,6 +506,37 @@ impl Config {
                 Ok(s)
             })
             .collect()
+    }
+
+    /// A VIP and its group are of one family; the group is protected (an IPv6 one inside
+    /// `verifier.protected6`), and the VIP a unicast address named once.
+    fn check_vip(&self, v: &VipSection) -> Result<(), ConfigError> {
+        let bad = |why: String| Err(ConfigError::Invalid(format!("vip {}: {why}", v.address)));
+        if self.vip.iter().filter(|o| o.address == v.address).count() > 1 {
+            return bad("named twice".into());
+        }
+        if v.address.is_multicast() || v.address.is_unspecified() {
+            return bad("not a unicast address".into());
+        }
+        match (v.address, v.group) {
+            (IpAddr::V4(_), IpAddr::V4(g)) => {
+                if !self.protected()?.iter().any(|p| p.contains_addr(g)) {
+                    return bad(format!("group {g} is not protected"));
+                }
+            }
+            (IpAddr::V6(_), IpAddr::V6(g)) => {
+                if !self.protected6()?.iter().any(|p| p.contains_addr(g)) {
+                    return bad(format!("group {g} is not inside verifier.protected6"));
+                }
+            }
+            (_, g) => {
+                return bad(format!(
+                    "group {g} is of the other address family: an IPv4 VIP needs an IPv4 group, \
+                     an IPv6 VIP an IPv6 group"
+                ))
+            }
+        }
+        Ok(())
     }
 
     /// A control group is a multicast group outside the link-local block, not steered (inside
@@ -618,10 +646,25 @@ impl Config {
             vips: self
                 .vip
                 .iter()
-                .map(|v| VipSpec {
-                    address: v.address,
-                    group: v.group,
-                    pin: v.pin,
+                .filter_map(|v| match (v.address, v.group) {
+                    (IpAddr::V4(address), IpAddr::V4(group)) => Some(VipSpec {
+                        address,
+                        group,
+                        pin: v.pin,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            vips6: self
+                .vip
+                .iter()
+                .filter_map(|v| match (v.address, v.group) {
+                    (IpAddr::V6(address), IpAddr::V6(group)) => Some(Vip6Spec {
+                        address,
+                        group,
+                        pin: v.pin,
+                    }),
+                    _ => None,
                 })
                 .collect(),
             liveness: self.liveness,

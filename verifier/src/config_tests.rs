@@ -268,3 +268,53 @@ fn ipv6_is_off_unless_an_ipv6_group_is_protected() {
     let c = Config::parse(&ok).expect("an IPv6-only keystore source");
     assert!(matches!(c.key_source(), Ok(KeySourceConfig::Keystore(ks)) if ks.groups.is_empty()));
 }
+
+#[test]
+fn an_ipv6_vip_needs_an_ipv6_group_inside_protected6() {
+    let base = "interfaces = [\"a\"]\nkeys = \"k\"\n[verifier]\nprotected6 = [\"ff3e::/32\"]\n";
+    let vip6 = "[[vip]]\naddress = \"2001:db8:ffff::80\"\ngroup = \"ff3e::8000:1\"\npin = true\n";
+    let vip4 = "[[vip]]\naddress = \"10.200.0.1\"\ngroup = \"232.1.1.1\"\n";
+    let c = Config::parse(&format!("{base}{vip4}{vip6}")).expect("both families");
+    let r = c.router_config().expect("valid");
+    assert_eq!(r.vips.len(), 1);
+    assert_eq!(r.vips[0].address, Ipv4Addr::new(10, 200, 0, 1));
+    assert_eq!(
+        r.vips6,
+        [Vip6Spec {
+            address: "2001:db8:ffff::80".parse().expect("address"),
+            group: "ff3e::8000:1".parse().expect("group"),
+            pin: true,
+        }]
+    );
+    for (vip, why) in [
+        (
+            "address = \"2001:db8:ffff::80\"\ngroup = \"232.1.1.1\"",
+            "vip 2001:db8:ffff::80: group 232.1.1.1 is of the other address family",
+        ),
+        (
+            "address = \"10.200.0.1\"\ngroup = \"ff3e::8000:1\"",
+            "vip 10.200.0.1: group ff3e::8000:1 is of the other address family",
+        ),
+        (
+            "address = \"2001:db8:ffff::80\"\ngroup = \"ff35::1\"",
+            "group ff35::1 is not inside verifier.protected6",
+        ),
+        (
+            "address = \"ff3e::1\"\ngroup = \"ff3e::8000:1\"",
+            "not a unicast address",
+        ),
+    ] {
+        let text = format!("{base}[[vip]]\n{vip}\n");
+        let e = Config::parse(&text).expect_err(&text).to_string();
+        assert!(e.contains(why), "{text}: {e}");
+        assert!(!e.contains('\n'), "{e:?}");
+    }
+    let twice = format!("{base}{vip6}{vip6}");
+    let e = Config::parse(&twice).expect_err("twice").to_string();
+    assert!(e.contains("named twice"), "{e}");
+    // Without protected6 no IPv6 group is protected.
+    let e = Config::parse(&format!("interfaces = [\"a\"]\nkeys = \"k\"\n{vip6}"))
+        .expect_err("no protected6")
+        .to_string();
+    assert!(e.contains("not inside verifier.protected6"), "{e}");
+}

@@ -388,6 +388,7 @@ impl Daemon {
                     self.core.handle_timeout(now);
                     if now.mono >= keys_checked.saturating_add(Duration::from_secs(1)) {
                         self.core.handle_keys(now, self.keys.source());
+                        self.core.handle_keys6(now, self.keys.source6());
                         keys_checked = now.mono;
                     }
                     self.flush(now);

@@ -26,10 +26,14 @@ pub struct Status {
     /// (the flow tables: configured so, or fallen back to), "" (no pinned VIP yet).
     #[serde(default)]
     pub pin_dataplane: String,
+    /// What carries the pinned flows of IPv6 VIPs (SPEC.md §10.3.1): "nft" (the `manycast_vip6`
+    /// flow tables), "" (no pinned IPv6 VIP).
+    #[serde(default)]
+    pub pin_dataplane6: String,
     /// VIPs whose route this router holds for its routing daemon to announce (SPEC.md
     /// §10.6); empty unless `[announce]` is enabled.
     #[serde(default)]
-    pub announced: Vec<std::net::Ipv4Addr>,
+    pub announced: Vec<std::net::IpAddr>,
     /// Verified members of the routed control groups, which the control table carries
     /// (SPEC.md §10.7).
     #[serde(default)]
@@ -278,6 +282,9 @@ impl Status {
         }
         if !self.pin_dataplane.is_empty() {
             let _ = writeln!(o, "VIP pin mode carried by: {}", self.pin_dataplane);
+        }
+        if !self.pin_dataplane6.is_empty() {
+            let _ = writeln!(o, "IPv6 VIP pin mode carried by: {}", self.pin_dataplane6);
         }
         if self.dataplane == "nft" {
             let _ = writeln!(

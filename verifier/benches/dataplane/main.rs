@@ -25,7 +25,7 @@
 //! - IPv6 ([`v6`], issue 15): native steering on the verifier's `netdev manycast6` table
 //!   (SPEC.md §10.2.2) against plain IPv6 routing in the same dual-stack lab, measured as IPv4
 //!   native is, and the same new-source steps: `native6_ratio`, `new_sources6_per_s`,
-//!   `first_packet_loss6`. No IPv6 VIP exists yet: `vip6_ratio` is null. `DATAPLANE_V6=0`
+//!   `first_packet_loss6`, and the IPv6 VIP's `vip6_ratio` (`v6.rs`). `DATAPLANE_V6=0`
 //!   leaves IPv6 out (its figures null); `DATAPLANE_V6_ONLY=1` runs it alone (no JSON line);
 //!   `DATAPLANE_V6_TWIN=1` adds plain IPv6 routing beside the verifier, beside its table alone,
 //!   beside nothing and beside a packet socket like its MLD socket against the same through a
@@ -775,11 +775,15 @@ fn main() {
         // The IPv6 phases alone, for a quick look: no JSON line.
         let f = v6::run();
         eprintln!(
-            "dataplane: IPv6 only: native6_ratio {:.3} ({:.0} vs {:.0} pps), new_sources6_per_s \
-             {}, first_packet_loss6 {:.4}; load average at the end {}",
+            "dataplane: IPv6 only: native6_ratio {:.3} ({:.0} vs {:.0} pps), vip6_ratio {:.3} \
+             ({:.0} vs {:.0} pps), new_sources6_per_s {}, first_packet_loss6 {:.4}; load \
+             average at the end {}",
             f.native6_ratio,
             f.steered,
             f.plain,
+            f.vip6.0,
+            f.vip6.1,
+            f.vip6.2,
             f.new_sources6_per_s,
             f.first_packet_loss6,
             load_average()
@@ -824,8 +828,7 @@ fn main() {
          the end {}",
         load_average()
     );
-    // There is no IPv6 VIP yet: `vip6_ratio` stays null; so do the other IPv6 figures when
-    // DATAPLANE_V6=0 left them out.
+    // The IPv6 figures are null when DATAPLANE_V6=0 left them out.
     let v6_keys = match &v6 {
         Some(f) => {
             eprintln!(
@@ -833,8 +836,8 @@ fn main() {
                 f.steered, f.plain
             );
             format!(
-                "\"native6_ratio\":{:.3},\"vip6_ratio\":null,\"new_sources6_per_s\":{},\"first_packet_loss6\":{:.4}",
-                f.native6_ratio, f.new_sources6_per_s, f.first_packet_loss6
+                "\"native6_ratio\":{:.3},\"vip6_ratio\":{:.3},\"new_sources6_per_s\":{},\"first_packet_loss6\":{:.4}",
+                f.native6_ratio, f.vip6.0, f.new_sources6_per_s, f.first_packet_loss6
             )
         }
         None => "\"native6_ratio\":null,\"vip6_ratio\":null,\"new_sources6_per_s\":null,\"first_packet_loss6\":null".into(),

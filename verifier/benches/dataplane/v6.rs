@@ -12,9 +12,12 @@
 //! element per member (`ip6 saddr & mask` looked up once). Plain routing needs addresses of its own: each server also has
 //! 2001:db8:10:i::2 on its link (the router ::1), and a flow's plain datagram goes there.
 //!
-//! There is no IPv6 VIP yet (`vip6_ratio` is null in the JSON line) and no IPv6 multicast routing
-//! in the verifier (no MFC6 data plane): new sources cost the table nothing more than any other
-//! packet, as IPv4's on nft.
+//! `vip6_ratio`: in a second lab of the same kind with an IPv6 VIP (SPEC.md §10.3.1, no pin)
+//! bound to GROUP6, the same 64 flows sent to the VIP in frames to the router (steered by the
+//! `manycast_vip6` table) against plain IPv6 routing of the same datagrams to the owners'
+//! addresses in the same namespaces, 7 interleaved rounds, as `native6_ratio` is measured. There
+//! is no IPv6 multicast routing in the verifier (no MFC6 data plane): new sources cost the table
+//! nothing more than any other packet, as IPv4's on nft.
 
 use crate::harness::cmd::{run_with_timeout, DEFAULT_TIMEOUT};
 use crate::harness::netns::Netns;
@@ -50,7 +53,12 @@ pub(crate) struct Figures6 {
     pub plain: f64,
     pub new_sources6_per_s: u32,
     pub first_packet_loss6: f64,
+    /// The IPv6 VIP against plain IPv6 routing: median ratio, steered and plain medians (pps).
+    pub vip6: (f64, f64, f64),
 }
+
+/// The IPv6 VIP bench's VIP (the tests' one).
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x80);
 
 /// Source `n` of a series from `base`: the one-bit site slice of `n`'s low bit, so that
 /// consecutive sources alternate between the two members.
@@ -118,10 +126,15 @@ fn lab6() -> RouterLab {
 
 /// [`lab6`] before its verifier starts.
 fn dual_stack_lab() -> RouterLab {
+    dual_stack_lab_with("")
+}
+
+/// [`dual_stack_lab`] with `extra` appended to the verifier's config.
+fn dual_stack_lab_with(extra: &str) -> RouterLab {
     let fixture = Fixture::dual_stack(2, SliceSet6::full());
     let mut lab = RouterLab::with_fixture(
         fixture.clone(),
-        "[verifier]\nprotected6 = [\"ff3e::/32\"]\n",
+        &format!("[verifier]\nprotected6 = [\"ff3e::/32\"]\n{extra}"),
     );
     lab.log_filter = "info".into();
     lab.nice = Some(VERIFIER_NICE);
@@ -310,7 +323,10 @@ pub(crate) fn run() -> Figures6 {
     if std::env::var_os("DATAPLANE_V6_TWIN").is_some() {
         plain_twin(&lab, &plain);
     }
+    drop(lab);
+    let vip6 = vip6();
     Figures6 {
+        vip6,
         native6_ratio: ratio,
         steered: s,
         plain: p,
@@ -437,4 +453,65 @@ fn plain_twin(lab: &RouterLab, plain: &Workload) {
     });
     against_twin("an-mld-like-packet-socket");
     drop(tap);
+}
+
+/// The IPv6 VIP (no pin) against plain IPv6 routing, in a dual-stack lab of its own.
+fn vip6() -> (f64, f64, f64) {
+    let mut lab = dual_stack_lab_with(&format!(
+        "[native]\nadopt_grace_ms = 300\n[[vip]]\naddress = \"{VIP6}\"\ngroup = \"{GROUP6}\"\n"
+    ));
+    lab.start();
+    refresh6(&lab);
+    let table = |lab: &RouterLab| {
+        run_with_timeout(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                lab.router.name(),
+                "nft",
+                "list",
+                "table",
+                "netdev",
+                "manycast_vip6",
+            ],
+            DEFAULT_TIMEOUT,
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+    };
+    wait_for("the IPv6 VIP table steering both halves", || {
+        let t = table(&lab);
+        t.contains("fwd ip6 to fe80::1 ") && t.contains("fwd ip6 to fe80::2 ")
+    });
+    let (_, plain) = workloads(&lab);
+    let router_mac = lab.router.run(|| link_addr("c0")).addr().expect("c0 MAC");
+    let client_mac = lab.client.run(|| link_addr("cl0")).addr().expect("cl0 MAC");
+    let steered = Workload {
+        packets: (0..FLOWS)
+            .map(|k| {
+                frame6(
+                    router_mac,
+                    client_mac,
+                    source(FLOW6_BASE, u64::from(k)),
+                    VIP6,
+                    k,
+                )
+            })
+            .collect(),
+        dsts: vec![None; FLOWS as usize],
+    };
+    steered.blast(&lab, Duration::from_millis(50));
+    plain.blast(&lab, Duration::from_millis(50));
+    let refresh = || refresh6(&lab);
+    let figures = compare("vip6", (&lab, &steered, &refresh), (&lab, &plain, &refresh));
+    let t = table(&lab);
+    eprintln!(
+        "dataplane: vip6: the table's hop chains after the phases: {:?}",
+        t.lines()
+            .filter(|l| l.contains("fwd ip6"))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    );
+    figures
 }

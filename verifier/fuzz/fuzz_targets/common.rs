@@ -33,6 +33,7 @@ pub fn router(
         adopt_grace: Duration::from_secs(3),
         keep_kernel_state: false,
         vips: Vec::new(),
+        vips6: Vec::new(),
         liveness: Default::default(),
         announce: Default::default(),
         control_groups: Vec::new(),

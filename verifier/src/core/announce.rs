@@ -7,7 +7,9 @@
 //! router that cannot verify must not attract traffic.
 
 use super::*;
+use crate::plan::vip6::Vip6Spec;
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// `[announce]`: off unless configured.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,16 +37,20 @@ pub enum Withdrawn {
 #[derive(Debug, Default)]
 pub(super) struct Announcer {
     /// VIPs whose route is held (or on its way: ops are applied in order).
-    held: BTreeSet<Ipv4Addr>,
+    held: BTreeSet<IpAddr>,
     /// Groups whose keys were usable at the last key check.
     keys_usable: BTreeSet<Ipv4Addr>,
+    /// The same for the IPv6 VIPs' groups.
+    pub(super) keys_usable6: BTreeSet<Ipv6Addr>,
+    /// The last IPv6 VIP table write failed and none has succeeded since.
+    pub(super) write_failed6: bool,
     /// The last VIP steering write failed and none has succeeded since.
     write_failed: bool,
     stopping: bool,
 }
 
 impl Announcer {
-    pub(super) fn held(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub(super) fn held(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.held.iter().copied()
     }
 }
@@ -61,8 +67,10 @@ impl Router {
             .config
             .vips
             .iter()
-            .map(|v| DataplaneOp::Announce {
-                vip: v.address,
+            .map(|v| IpAddr::V4(v.address))
+            .chain(self.config.vips6.iter().map(|v| IpAddr::V6(v.address)))
+            .map(|vip| DataplaneOp::Announce {
+                vip,
                 on: false,
                 protocol,
             })
@@ -88,7 +96,7 @@ impl Router {
 
     /// An announcement the kernel refused: an announce is retried by the next update; a
     /// withdrawal that failed leaves the route to the next start's cleanup.
-    pub(super) fn announcement_failed(&mut self, vip: Ipv4Addr, on: bool) {
+    pub(super) fn announcement_failed(&mut self, vip: IpAddr, on: bool) {
         if on {
             self.announcer.held.remove(&vip);
         }
@@ -117,6 +125,25 @@ impl Router {
         }
     }
 
+    /// The same for an IPv6 VIP: its group's keys, its table's write and the IPv6 claims.
+    fn withdrawn6(&self, vip: &Vip6Spec) -> Option<Withdrawn> {
+        let a = &self.announcer;
+        if a.stopping {
+            Some(Withdrawn::Stopping)
+        } else if self.adopt_until.is_some() {
+            Some(Withdrawn::Starting)
+        } else if !a.keys_usable6.contains(&vip.group) {
+            Some(Withdrawn::NoKeys)
+        } else if a.write_failed6 || !self.vip6.in_sync() {
+            // Failed, or not written yet: the route goes out only behind a written table.
+            Some(Withdrawn::WriteFailed)
+        } else if self.mld_ownership().claims(vip.group).next().is_none() {
+            Some(Withdrawn::NoOwner)
+        } else {
+            None
+        }
+    }
+
     /// Announces and withdraws what changed since the last call (after the steering ops of
     /// the same turn, so a route is announced only behind the map that serves it).
     pub(super) fn update_announcements(&mut self) {
@@ -125,24 +152,35 @@ impl Router {
         }
         let protocol = self.config.announce.protocol;
         let mut ops = Vec::new();
-        for vip in &self.config.vips {
-            let why = self.withdrawn(vip);
-            let held = self.announcer.held.contains(&vip.address);
+        let vips: Vec<(IpAddr, Option<Withdrawn>)> = self
+            .config
+            .vips
+            .iter()
+            .map(|v| (IpAddr::V4(v.address), self.withdrawn(v)))
+            .chain(
+                self.config
+                    .vips6
+                    .iter()
+                    .map(|v| (IpAddr::V6(v.address), self.withdrawn6(v))),
+            )
+            .collect();
+        for (vip, why) in vips {
+            let held = self.announcer.held.contains(&vip);
             if why.is_none() == held {
                 continue;
             }
             if why.is_none() {
-                self.announcer.held.insert(vip.address);
+                self.announcer.held.insert(vip);
             } else {
-                self.announcer.held.remove(&vip.address);
+                self.announcer.held.remove(&vip);
             }
             ops.push(DataplaneOp::Announce {
-                vip: vip.address,
+                vip,
                 on: why.is_none(),
                 protocol,
             });
             self.events.push_back(Event::Announcement {
-                vip: vip.address,
+                vip,
                 withdrawn: why,
             });
         }

@@ -73,7 +73,7 @@ pub enum Event {
     /// A VIP's route for the routing daemon was announced (`withdrawn` none) or withdrawn,
     /// and why (SPEC.md §10.6).
     Announcement {
-        vip: Ipv4Addr,
+        vip: std::net::IpAddr,
         withdrawn: Option<super::Withdrawn>,
     },
     /// Shutdown with `keep_kernel_state`: nothing is withdrawn (announcements are).

@@ -143,6 +143,7 @@ impl Router {
             );
         }
         self.replan6();
+        self.replan_vip6(super::timers(clock));
     }
 }
 

@@ -169,6 +169,7 @@ impl Router {
         if changed {
             self.sync_liveness6(clock);
             self.replan6();
+            self.replan_vip6(now);
         }
     }
 
@@ -222,6 +223,7 @@ impl Router {
             self.sync_liveness6(now);
         }
         self.replan6();
+        self.replan_vip6(timers(now));
     }
 
     /// Brings the IPv6 nft table in line with the IPv6 ownership, or its failover view while a

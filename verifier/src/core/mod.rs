@@ -34,6 +34,9 @@ mod status;
 #[cfg(test)]
 pub(super) mod tests;
 mod upkeep;
+mod vip6;
+#[cfg(test)]
+mod vip6_tests;
 pub use announce::{AnnounceConfig, Withdrawn};
 pub use event::Event;
 pub use liveness::{LivenessConfig, Notice};
@@ -152,6 +155,8 @@ pub struct RouterConfig {
     pub adopt_grace: Duration,
     pub keep_kernel_state: bool,
     pub vips: Vec<VipSpec>,
+    /// IPv6 VIPs, bound to protected IPv6 groups (SPEC.md §10.3.1).
+    pub vips6: Vec<crate::plan::vip6::Vip6Spec>,
     /// Beacons and standby claims (SPEC.md §5.5).
     pub liveness: LivenessConfig,
     /// Routes held for a routing daemon to announce (SPEC.md §10.6).
@@ -280,6 +285,7 @@ pub struct Router {
     announcer: announce::Announcer,
     control: crate::plan::control::ControlPlane,
     mld: mld::MldPath,
+    vip6: crate::plan::vip6::Vip6Planner,
 }
 
 impl Router {
@@ -298,6 +304,10 @@ impl Router {
             vifs.insert(i.ifindex, i.vif);
         }
         let mut adopted = 0;
+        let vip6 = crate::plan::vip6::Vip6Planner::new(
+            config.vips6.clone(),
+            setup.interfaces.iter().map(|i| i.name.clone()).collect(),
+        );
         let native = match setup.dataplane {
             NativeDataplane::Mroute => {
                 let mut mfc = MfcPlanner::new();
@@ -354,6 +364,7 @@ impl Router {
             announcer: Default::default(),
             control,
             mld,
+            vip6,
             config,
         }
     }
@@ -526,6 +537,7 @@ impl Router {
             self.replan(now, Change::Settle);
             self.replan(now, Change::Ownership(None));
             self.settle6();
+            self.replan_vip6(now);
         }
         let second = now.as_millis() / 1000;
         if second != self.stats.second {
@@ -612,6 +624,7 @@ impl Router {
                 }
             }
             DataplaneOp::Netdev6Table(_) => self.netdev6_completed(op, ok),
+            DataplaneOp::Vip6Table(_) => self.vip6_completed(op, ok),
             DataplaneOp::Announce { vip, on, .. } if !ok => {
                 self.stats.kernel_errors += 1;
                 // Not held: the next update tries again (at the latest at the next key check).
@@ -828,6 +841,7 @@ impl Router {
         self.vip.withdraw(&mut ops);
         self.control.withdraw(&mut ops);
         self.withdraw6(&mut ops);
+        self.withdraw_vip6(&mut ops);
         if mrt {
             ops.push(DataplaneOp::MrtDone);
         }

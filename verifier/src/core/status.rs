@@ -169,9 +169,20 @@ impl Router {
                 Native::Nft(nd) => nd.status(Some(counters)),
                 Native::Mfc(_) => Vec::new(),
             },
-            vips: self.vip.status(),
+            vips: self
+                .vip
+                .status()
+                .into_iter()
+                .chain(self.vip6_status())
+                .collect(),
             // Filled by the daemon, which knows what its executor loaded.
             pin_dataplane: String::new(),
+            // IPv6 VIPs pin on the nftables flow tables (the tc program is IPv4 only).
+            pin_dataplane6: if self.config.vips6.iter().any(|v| v.pin) {
+                "nft".into()
+            } else {
+                String::new()
+            },
             announced: self.announcer.held().collect(),
             counters: Counters {
                 joins_accepted: s.joins_accepted,

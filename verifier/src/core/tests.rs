@@ -42,6 +42,7 @@ pub(super) fn config() -> RouterConfig {
         adopt_grace: Duration::from_secs(3),
         keep_kernel_state: false,
         vips: Vec::new(),
+        vips6: Vec::new(),
         liveness: Default::default(),
         announce: Default::default(),
         control_groups: Vec::new(),

@@ -10,6 +10,7 @@ pub mod mfc;
 pub mod netdev;
 pub mod netdev6;
 pub mod vip;
+pub mod vip6;
 pub mod vip_netdev;
 
 use crate::querier::Querier;
@@ -17,7 +18,7 @@ use igmp_ext::ownership::OwnershipTable;
 use igmp_ext::{JoinVerifier, MemberId, Timestamp};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// `MAXVIFS`: the size of an MFC entry's TTL array.
 pub const MAX_VIFS: usize = 32;
@@ -343,6 +344,11 @@ pub enum DataplaneOp {
     Netdev6Table(NftBatch),
     /// Remove the IPv6 native table (shutdown).
     DeleteNetdev6Table,
+    /// Bring the IPv6 VIPs' table ([`vip6`]) in line: the whole table in one transaction,
+    /// keeping its flow tables.
+    Vip6Table(NftBatch),
+    /// Remove the IPv6 VIPs' table (shutdown).
+    DeleteVip6Table,
     /// Turn IFF_ALLMULTI on or off.
     SetAllmulti {
         ifname: String,
@@ -356,11 +362,11 @@ pub enum DataplaneOp {
     Repoint {
         ops: usize,
     },
-    /// Hold (`on`) or remove the route `vip`/32 through the announce device, with route
+    /// Hold (`on`) or remove the route `vip`/32 (`/128` for an IPv6 VIP) through the announce device, with route
     /// protocol `protocol`, in the main table, for a routing daemon to announce (SPEC.md
     /// §10.6). Removing a route that is not there succeeds.
     Announce {
-        vip: Ipv4Addr,
+        vip: IpAddr,
         on: bool,
         protocol: u8,
     },

@@ -14,7 +14,7 @@ use crate::config::VipPinSection;
 use crate::plan::mfc::Probed;
 use crate::plan::netdev::{self, parse_counters, KernelCounters};
 use crate::plan::NftBatch;
-use crate::plan::{control, netdev6, vip, vip_netdev};
+use crate::plan::{control, netdev6, vip, vip6, vip_netdev};
 use crate::plan::{DataplaneOp, VipChange};
 use crate::plan::{MfcSpec, VifSet};
 use daemon_kit::CommandError;
@@ -200,6 +200,10 @@ impl Executor {
                 warn!(error = %e, "IPv6 native nft data plane update failed; retried next tick")
             }
             DataplaneOp::DeleteNetdev6Table => warn!(error = %e, "removing the IPv6 native table"),
+            DataplaneOp::Vip6Table(_) => {
+                warn!(error = %e, "IPv6 VIP steering update failed; retried next tick")
+            }
+            DataplaneOp::DeleteVip6Table => warn!(error = %e, "removing the IPv6 VIP table"),
             DataplaneOp::ControlTable(_) => {
                 warn!(error = %e, "control group table update failed; rewritten next tick")
             }
@@ -264,6 +268,10 @@ impl Executor {
             DataplaneOp::Netdev6Table(batch) => self.nft(batch)?,
             DataplaneOp::DeleteNetdev6Table => {
                 self.nft_text(&format!("delete table netdev {}", netdev6::TABLE))?;
+            }
+            DataplaneOp::Vip6Table(batch) => self.nft_keeping_pins6(batch)?,
+            DataplaneOp::DeleteVip6Table => {
+                self.nft_text(&format!("delete table netdev {}", vip6::TABLE))?;
             }
             DataplaneOp::ControlTable(batch) => self.nft(batch)?,
             DataplaneOp::DeleteControlTable => {
@@ -390,6 +398,27 @@ impl Executor {
                     Ok(()) => return Ok(()),
                     Err(e) => {
                         warn!(error = %e, "VIP table rewrite keeping its pins refused; rewritten whole")
+                    }
+                }
+            }
+        }
+        self.nft(batch)
+    }
+
+    /// The IPv6 VIPs' table, keeping its flow tables: a batch that replaces the table whole
+    /// (the planner does not know what the kernel holds) is made to keep those of a table it
+    /// finds ([`vip6::keep_flow_tables`]); should that fail, the table is replaced whole.
+    fn nft_keeping_pins6(&mut self, batch: &NftBatch) -> Result<(), NftError> {
+        if batch.text.starts_with(vip6::REWRITE_HEAD) {
+            let kept = self
+                .nft_text("list chains netdev")
+                .ok()
+                .and_then(|chains| vip6::keep_flow_tables(&batch.text, &chains));
+            if let Some(text) = kept {
+                match self.nft(&NftBatch::rewrite(text)) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        warn!(error = %e, "IPv6 VIP table rewrite keeping its pins refused; rewritten whole")
                     }
                 }
             }

@@ -16,7 +16,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// A route or rule request the kernel refused, named like the `ip` command it replaces.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +178,7 @@ impl Rtnl {
     /// `ip route replace <vip>/32 dev <ifindex> proto <protocol> scope link`.
     pub fn announce_replace(
         &mut self,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         protocol: u8,
         ifindex: u32,
     ) -> Result<(), RtnlError> {
@@ -191,20 +191,23 @@ impl Rtnl {
             NLM_F_CREATE | NLM_F_REPLACE,
         )
         .map_err(|source| RtnlError {
-            what: format!("ip route replace {vip}/32 dev {ifindex} proto {protocol}"),
+            what: format!(
+                "ip route replace {vip}/{} dev {ifindex} proto {protocol}",
+                host_len(vip)
+            ),
             source,
         })
     }
 
     /// `ip route del <vip>/32 proto <protocol>`; a route that is not there is no error (the
     /// goal is its absence).
-    pub fn announce_del(&mut self, vip: Ipv4Addr, protocol: u8) -> Result<(), RtnlError> {
+    pub fn announce_del(&mut self, vip: IpAddr, protocol: u8) -> Result<(), RtnlError> {
         let mut m = announced(vip, protocol);
         m.header.scope = RouteScope::NoWhere;
         match self.request(RouteNetlinkMessage::DelRoute(m), 0) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             other => other.map_err(|source| RtnlError {
-                what: format!("ip route del {vip}/32 proto {protocol}"),
+                what: format!("ip route del {vip}/{} proto {protocol}", host_len(vip)),
                 source,
             }),
         }
@@ -224,13 +227,26 @@ impl Rtnl {
     }
 }
 
-fn announced(vip: Ipv4Addr, protocol: u8) -> RouteMessage {
+/// A host route's prefix length: /32, or /128 for an IPv6 VIP.
+fn host_len(vip: IpAddr) -> u8 {
+    if vip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+fn announced(vip: IpAddr, protocol: u8) -> RouteMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
-    m.header.destination_prefix_length = 32;
+    let (family, destination) = match vip {
+        IpAddr::V4(a) => (AddressFamily::Inet, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, RouteAddress::Inet6(a)),
+    };
+    m.header.address_family = family;
+    m.header.destination_prefix_length = host_len(vip);
     m.header.table = MAIN_TABLE;
     m.header.protocol = RouteProtocol::from(protocol);
-    m.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet(vip))];
+    m.attributes = vec![RouteAttribute::Destination(destination)];
     m
 }
 

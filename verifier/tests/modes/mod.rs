@@ -8,3 +8,4 @@ mod nft;
 mod plain;
 mod policy;
 mod vip;
+mod vip6;
