@@ -40,8 +40,9 @@ fn lab_topology_smoke() {
         )
     });
     let results = v["results"].as_object().expect("results object");
-    // 8 hosts (4 servers, attacker, keystore, 2 clients): 56 ordered pairs, plus 8 client sources.
-    assert_eq!(results.len(), 56 + 8, "{results:?}");
+    // 8 hosts (4 servers, attacker, keystore, 2 clients): 56 ordered pairs, plus 8 client
+    // sources and 8 client IPv6 sources (to srv1's IPv6 address).
+    assert_eq!(results.len(), 56 + 8 + 8, "{results:?}");
     let failed: Vec<_> = results
         .iter()
         .filter(|(_, ok)| ok != &&serde_json::Value::Bool(true))
