@@ -260,7 +260,10 @@ fn lab_dual_stack_ipv6_clients_served_by_their_owner_beside_ipv4_and_after_a_cra
     assert_each_source_once(&v["after"]["ipv4"], "IPv4 after the crash");
     let after = &v["after"]["ipv6"];
     assert_each_ipv6_source_by_its_owner(after, "IPv6 after the crash");
-    assert_eq!(after["by_server"]["srv2"], 0, "the killed server answered: {v}");
+    assert_eq!(
+        after["by_server"]["srv2"], 0,
+        "the killed server answered: {v}"
+    );
     let crash = &v["crash6"];
     assert!(crash["sources"].as_u64() > Some(0), "{v}");
     assert_eq!(
