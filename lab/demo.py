@@ -4,7 +4,8 @@
     lab/demo.py [--bin-dir target/release] [--out-dir target/demo] [--quick] [--json]
 
 The story is a list of step functions (STEPS): keys made and published, the verifier and the
-servers start and join, clients load the service (native mode, `strategy = "handoff"`), a
+servers start and join, clients load the service (native mode, `strategy = "handoff"`; IPv6
+clients beside the IPv4 ones, dualstack.py judges them against the verifier's claims), a
 planned rebalance with the admin tool (`manycastctl drain`, then `resume`, allocation shown
 before and after, every client session checked for a gap or a repeat), a second service on the
 same servers in VIP mode (nginx on each server, a `manycast-server` per server with
