@@ -14,6 +14,13 @@ Steps (each a method, so that the demo can narrate them and later steps can be a
                    control group on the back-end segment s77
   wait_converged   every running server at one epoch, the verifier holding their claims
 
+Dual stack (`dual_stack = True`, off by default; the demo and the `dual-stack` scenario set it):
+the certificates are version 2 and list GROUP6 (`cert issue --group6`), GROUP6's record is
+published too (its own name), the verifier protects ff3e::/32 (`protected6`) with GROUP6's key
+from the keystore (`groups6`), and every server serves IPv6 clients on [GROUP6]:PORT (`group6`)
+from the same allocation (`slice_bits = DUAL_STACK_SLICE_BITS`, below); `converged` then also
+waits for the verifier to hold every running server's IPv6 claim at the agreed epoch.
+
 Everything started is stopped by `stop()` (also from `__exit__`, on error, Ctrl-C and SIGTERM
 when the caller turns SIGTERM into an exception, as lab.py and demo.py do). Each process's pid
 is also written to PID_FILE, so that `lab.py clean` can stop what a crashed run left behind.
@@ -33,6 +40,14 @@ import topo
 LOCK_PATH = "/tmp/manycast-lab.lock"
 PID_FILE = "/run/manycast-lab.pids"
 GROUP = "232.1.1.1"
+GROUP6 = "ff3e::8000:1"
+PROTECTED6 = "ff3e::/32"
+# The dual-stack service's `control.slice_bits`: 32 units, so that a member's claim has at most
+# 16 entries whatever the allocation (no more units than that without two that merge), and its
+# MLDv2 join (49 bytes an entry) fits the IPv6 minimum MTU. At the default 8 bits a 4 -> 3
+# takeover gave members 45 entries: joins of ~2.6 KB that the raw socket cannot send
+# (EMSGSIZE), so their IPv6 claims expired (lab/NOTES.md, "IPv6 joins past the MTU").
+DUAL_STACK_SLICE_BITS = 5
 CONTROL_GROUP = "239.77.0.1"
 PORT = 5000
 ZONE = "groups.manycast.test"
@@ -187,6 +202,9 @@ class Cluster:
         self.ids = {f"srv{i}": i for i in range(1, servers + 1)}
         self.retired = set()  # servers stopped on purpose (see `retire`)
 
+    # IPv6 clients too (module docstring); a class attribute so that subclasses choose.
+    dual_stack = False
+
     # -- helpers -----------------------------------------------------------------------------
 
     def bin(self, name):
@@ -266,6 +284,17 @@ class Cluster:
         """Marks a process as about to be stopped on purpose: its exit is no error."""
         self.retired.add(name)
 
+    def mld_send_errors(self):
+        """Signed MLDv2 joins the servers could not send (their logs), e.g. past the link MTU."""
+        n = 0
+        for s in self.ids:
+            try:
+                with open(self.path(f"{s}.log")) as f:
+                    n += sum(1 for line in f if "sending signed MLDv2 report" in line)
+            except OSError:
+                pass
+        return n
+
     def check_processes(self):
         """LabError if a process stopped that nobody stopped (a daemon refused its config or
         crashed), with the last line of its log."""
@@ -311,9 +340,13 @@ class Cluster:
             self.run(None, [ctl, "key", "new", f"{k}/{name}"])
             self.run(None, [ctl, "cert", "issue", "--group-key", f"{k}/group.key", "--member-key",
                             f"{k}/{name}.pub", "--id", str(mid), "--group", GROUP,
-                            "--group", CONTROL_GROUP, "--out", f"{k}/{name}.cert"])
+                            "--group", CONTROL_GROUP, *self.cert_args6(), "--out", f"{k}/{name}.cert"])
         self.make_operator()
         return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
+
+    def cert_args6(self):
+        """`cert issue` options for the IPv6 group (a version 2 certificate, every IPv6 slice)."""
+        return ["--group6", GROUP6] if self.dual_stack else []
 
     def make_operator(self, control_group=CONTROL_GROUP):
         """The operator's key and its certificate from the group key for `control_group`: what
@@ -407,12 +440,16 @@ class Cluster:
         cfg = self.path("verifier.toml")
         pin = self.bpf_pin_dir()
         pin = f'[vip_pin]\npin_dir = "{pin}"\n' if pin and "[vip_pin]" not in extra else ""
+        six = groups6 = ""
+        if self.dual_stack:
+            six = f'[verifier]\nprotected6 = ["{PROTECTED6}"]\n'
+            groups6 = f'groups6 = ["{GROUP6}"]\n'
         with open(cfg, "w") as f:
             f.write(f"interfaces = {json.dumps(ifs)}\n"
-                    f'status_socket = "{self.path("verifier.sock")}"\n{pin}'
+                    f'status_socket = "{self.path("verifier.sock")}"\n{pin}{six}'
                     f'[keystore]\nserver = "{KEYSTORE_ADDR}"\n'
                     f'trust_anchor = "{self.trust_anchor()}"\ngroups = {json.dumps(list(groups))}\n'
-                    f"{extra}")
+                    f"{groups6}{extra}")
         self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
                    env={"RUST_LOG": "info"})
         wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)
@@ -429,6 +466,9 @@ class Cluster:
         k = self.path("keys")
         stem = service + name
         control = f"port = {control_port}\n" if control_port else ""
+        if self.dual_stack and group == GROUP:
+            top = f'group6 = "{GROUP6}"\n' + top
+            control += f"slice_bits = {DUAL_STACK_SLICE_BITS}\n"
         if self.down_after_ms is not None:
             control += f"down_after_ms = {self.down_after_ms}\n"
         return (f'group = "{group}"\ninterface = "{name}-eth0"\nservice_port = {port}\n'
@@ -480,21 +520,29 @@ class Cluster:
         st = self.verifier_status()
         if st is None:
             return None
-        rows = [r for r in st["ownership"] if r["group"] == GROUP]
         want = {self.ids[s] for s in running}
-        if {r["member"] for r in rows} == want and all(r["epoch"] == epoch for r in rows):
-            return epoch, st
-        return None
+        for group in (GROUP, GROUP6) if self.dual_stack else (GROUP,):
+            rows = [r for r in st["ownership"] if r["group"] == group]
+            if {r["member"] for r in rows} != want or any(r["epoch"] != epoch for r in rows):
+                return None
+        return epoch, st
 
     def wait_converged(self, timeout=30):
         return wait_for("the servers to agree on one epoch and the verifier to hold their claims",
                         self.converged, timeout=timeout)
+
+    def publish6(self):
+        """GROUP6's record (dual stack): its own name, as a dual-stack service publishes one
+        record per family (SPEC.md §8.1)."""
+        if self.dual_stack:
+            Cluster.publish(self, group=GROUP6, name="demo6")
 
     def up(self):
         self.start_net()
         self.make_keys()
         self.start_keystore()
         self.publish()
+        self.publish6()
         self.start_verifier()
         self.start_servers()
         return self.wait_converged()

@@ -4,7 +4,8 @@
     lab/demo.py [--bin-dir target/release] [--out-dir target/demo] [--quick] [--json]
 
 The story is a list of step functions (STEPS): keys made and published, the verifier and the
-servers start and join, clients load the service (native mode, `strategy = "handoff"`), a
+servers start and join, clients load the service (native mode, `strategy = "handoff"`; IPv6
+clients beside the IPv4 ones, dualstack.py judges them against the verifier's claims), a
 planned rebalance with the admin tool (`manycastctl drain`, then `resume`, allocation shown
 before and after, every client session checked for a gap or a repeat), a second service on the
 same servers in VIP mode (nginx on each server, a `manycast-server` per server with
@@ -33,6 +34,7 @@ ROOT = os.path.dirname(LAB)
 sys.path.insert(0, LAB)
 
 import cluster  # noqa: E402
+import dualstack  # noqa: E402
 import load_svg  # noqa: E402
 import topo  # noqa: E402
 import web  # noqa: E402
@@ -69,6 +71,7 @@ class StoryCluster(cluster.Cluster):
     `strategy = "handoff"` with an admin socket each, and the VIP-mode servers."""
 
     down_after_ms = DOWN_AFTER_MS
+    dual_stack = True  # the native service serves IPv6 clients too (cluster.py)
 
     def make_keys(self):
         ctl = self.bin("manycastctl")
@@ -80,13 +83,14 @@ class StoryCluster(cluster.Cluster):
                             f"{k}/{name}.pub", "--id", str(mid),
                             "--group", cluster.GROUP, "--group", cluster.CONTROL_GROUP,
                             "--group", VIP_GROUP, "--group", VIP_CONTROL_GROUP,
-                            "--out", f"{k}/{name}.cert"])
+                            *self.cert_args6(), "--out", f"{k}/{name}.cert"])
         self.make_operator()
         return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
 
     def publish(self):
         super().publish()
         super().publish(group=VIP_GROUP, name="demo-vip", extra=["--vip", VIP])
+        self.publish6()
 
     def start_verifier(self):
         super().start_verifier(
@@ -165,7 +169,9 @@ class Story:
         # rewrites the file every second; the mtime dates the value exactly.
         self.samples = {}
         self.status = None
+        self.statuses = []  # (t, verifier status): the IPv6 owner check of each phase
         self.clients = {}
+        self.clients6 = {}
         self.attacks = {}
         self.after_attacks = {}
         self.admin = {}  # allocations and answers of the admin step
@@ -193,7 +199,7 @@ class Story:
         """Requests per second per server between its last two metrics writes (0 once the
         server is gone)."""
         with self.lock:
-            return {srv: rates[-1][1] if rates and self.c.alive(srv) else 0.0
+            return {srv: rates[-1][1] if rates and self.c.alive(srv.split()[0]) else 0.0
                     for srv, rates in ((srv, rate_series(pts)) for srv, pts in self.samples.items())}
 
     def sample_loop(self):
@@ -203,11 +209,11 @@ class Story:
                 mtime, m = self.c.server_metrics(srv, with_mtime=True)
                 if mtime is None:
                     continue
-                value = m.get("served_total", 0)
-                with self.lock:
-                    pts = self.samples.setdefault(srv, [])
-                    if not pts or pts[-1][0] != mtime:
-                        pts.append((mtime, value))
+                with self.lock:  # "srvN v6": its IPv6 answers
+                    for key, value in ((srv, m.get("served_total", 0)), (f"{srv} v6", m.get("served6_total", 0))):
+                        pts = self.samples.setdefault(key, [])
+                        if not pts or pts[-1][0] != mtime:
+                            pts.append((mtime, value))
             # Every new allocation epoch is an event, planned or not (a false "member down"
             # under CPU starvation shows here as an epoch the story did not ask for).
             epoch = max((int(self.c.server_metrics(srv).get("epoch", 0))
@@ -215,16 +221,16 @@ class Story:
             if epoch > self.last_epoch:
                 self.last_epoch = epoch
                 self.event(f"servers committed allocation epoch {epoch}")
-            if n % 2 == 0:
-                st = self.c.verifier_status()
-                if st is not None:
-                    self.status = st
+            st = self.c.verifier_status()  # each sample: every phase window holds some
+            if st is not None:
+                self.status = st
+                self.statuses.append((time.time(), st))
             if self.tty:
                 self.render()
             elif n % 10 == 0 and self.c.procs.get("client1"):
                 load = self.loads()
                 print(f"[{time.time() - self.t0:6.1f}s] load req/s: " +
-                      " ".join(f"{s}={v:.0f}" for s, v in sorted(load.items())), file=self.out, flush=True)
+                      " ".join(f"{s.replace(' ', '/')}={v:.0f}" for s, v in sorted(load.items())), file=self.out, flush=True)
             n += 1
             self.done.wait(SAMPLE_S)
 
@@ -236,16 +242,21 @@ class Story:
                  f"group {cluster.GROUP}:{cluster.PORT}   verifier on r1, keystore on ks",
                  "",
                  f"{'server':8} {'state':6} {'epoch':>5} {'units':>5} {'share':>6}  "
-                 f"{'verifier holds':34} {'req/s':>6}"]
+                 f"{'verifier holds':34} {'req/s':>6} {'IPv6':>5}"]
         for s, mid in self.c.ids.items():
             m = self.c.server_metrics(s)
             state = "up" if self.c.alive(s) else ("-" if s not in self.c.procs else "gone")
             share = m.get("slice_addresses", 0) / (1 << 32) * 100 if state == "up" else 0
             lines.append(f"{s:8} {state:6} {int(m.get('epoch', 0)):>5} "
                          f"{int(m.get('slices', 0)) if state == 'up' else 0:>5} {share:>5.1f}%  "
-                         f"{claim(owners.get(mid)):34} {load.get(s, 0) if state == 'up' else 0:>6.0f}")
+                         f"{claim(owners.get(mid)):34} {load.get(s, 0) if state == 'up' else 0:>6.0f} "
+                         f"{load.get(f'{s} v6', 0) if state == 'up' else 0:>5.0f}")
         vip = sorted((r["member"], r["epoch"]) for r in st.get("ownership", [])
                      if r["group"] == VIP_GROUP and r["slices"].strip())
+        six = sorted((r["member"], r["epoch"]) for r in st.get("ownership", []) if r["group"] == cluster.GROUP6)
+        if six:
+            lines.append(f"IPv6 clients (group {cluster.GROUP6}): the verifier holds the MLDv2 claims of members "
+                         f"{', '.join(str(m) for m, _ in six)} at epochs {sorted({e for _, e in six})}")
         if vip:
             lines.append(f"VIP service {VIP} (group {VIP_GROUP}, pin): the verifier holds the claims "
                          f"of members {', '.join(str(m) for m, _ in vip)} at epoch {vip[0][1]}")
@@ -308,22 +319,26 @@ class Story:
                    [f"member {m}: {s}" for m, s in rows], mark="joined")
 
     def step_clients(self):
+        # Beside each client host's IPv4 load, the same from its IPv6 sources (client6-<c>).
         for cno in range(1, topo.CLIENTS + 1):
-            self.clients[cno] = self.c.path(f"client{cno}.json")
-            self.c.spawn(f"client{cno}", f"cli{cno}",
-                         ["/usr/bin/python3", os.path.join(LAB, "client.py"), "--client", str(cno),
-                          "--out", self.clients[cno], "--rate", str(self.args.rate)])
-        # The phases are measured from the moment both clients get answers (a loaded machine
+            for fam, name, files in ((4, f"client{cno}", self.clients), (6, f"client6-{cno}", self.clients6)):
+                files[cno] = self.c.path(f"{name}.json")
+                self.c.spawn(name, f"cli{cno}",
+                             ["/usr/bin/python3", os.path.join(LAB, "client.py"), "--client", str(cno),
+                              "--out", files[cno], "--rate", str(self.args.rate), "--family", str(fam)])
+        # The phases are measured from the moment all clients get answers (a loaded machine
         # can take a while to start Python).
-        def answered(cno):
+        def answered(path):
             try:
-                with open(self.clients[cno] + ".progress") as f:
+                with open(path + ".progress") as f:
                     return sum(json.load(f)["per_server"].values()) > 0
             except (OSError, ValueError):
                 return False
-        cluster.wait_for("the clients' first answers", lambda: all(map(answered, self.clients)))
-        self.event(f"clients load the service: 2 × 64 sources, {self.args.rate:g} req/s each, "
-                   f"UDP to {cluster.GROUP}:{cluster.PORT} (strategy = \"{STRATEGY}\")", mark="load")
+        paths = list(self.clients.values()) + list(self.clients6.values())
+        cluster.wait_for("the clients' first answers", lambda: all(map(answered, paths)))
+        self.event(f"clients load the service: 2 × 64 IPv4 sources to {cluster.GROUP}:{cluster.PORT} and "
+                   f"2 × 64 IPv6 sources (each in a /56 of its own) to [{cluster.GROUP6}]:{cluster.PORT}, "
+                   f"{self.args.rate:g} req/s each (strategy = \"{STRATEGY}\")", mark="load")
         self.pause(8, 4)
 
     def allocation(self):
@@ -572,11 +587,12 @@ class Story:
         self.pause(3, 1)
 
     def step_stop_clients(self):
-        for cno in self.clients:
-            self.c.retire(f"client{cno}")
-            self.c.signal(f"client{cno}", signal.SIGTERM)
-        for cno in self.clients:
-            self.c.wait_exit(f"client{cno}")
+        names = [f"client{cno}" for cno in self.clients] + [f"client6-{cno}" for cno in self.clients6]
+        for name in names:
+            self.c.retire(name)
+            self.c.signal(name, signal.SIGTERM)
+        for name in names:
+            self.c.wait_exit(name)
         self.event("clients stopped", mark="end")
 
     STEPS = ["step_keys", "step_keystore", "step_verifier", "step_servers_join", "step_clients",
@@ -629,10 +645,7 @@ def session_breaks(replies, a, b):
 
 
 def server_of(c, addr):
-    for s in c.ids:
-        if str(topo.server_subnet(c.ids[s])[2]) == addr:
-            return s
-    return addr
+    return dualstack.server_name(c.ids, addr)
 
 
 def analyse(story):
@@ -665,6 +678,17 @@ def analyse(story):
             "several": {s: sorted(v) for s, v in per.items() if len(v) > 1},
             "owner": {s: next(iter(v)) for s, v in per.items() if len(v) == 1},
         }
+    replies6 = {}
+    for path in story.clients6.values():
+        with open(path) as f:
+            for src, v in json.load(f)["sources"].items():
+                replies6[src] = [(t, server_of(c, s), txt) for t, s, txt in v["replies"]]
+
+    def status_in(a, b):  # the verifier's status sampled in the window (else the last before it)
+        return ([st for t, st in story.statuses if a <= t <= b] or
+                [st for t, st in story.statuses if t <= b] or [None])[-1]
+    ipv6 = dualstack.analyse6(c, replies6, windows, {n: status_in(*w) for n, w in windows.items()},
+                              m, KILLED, session_breaks)
     before = phases["before_crash"]["owner"]
     killed_sources = sorted(s for s, o in before.items() if o == KILLED)
     gaps, client_gaps, unanswered = [], [], []
@@ -724,8 +748,9 @@ def analyse(story):
                      "admin_drain_resume": session_breaks(replies, m["drain"], m["resumed"] + settle),
                      "sigterm_leave": session_breaks(replies, m["leave"], m["left"] + settle),
                      "crash": session_breaks(replies, m["kill"], m["end"])},
+        "ipv6": ipv6,
         "admin": admin_summary(story.admin),
-        "vip": vip_summary(story.vip),
+        "vip": web.vip_summary(story.vip),
         "attacks": story.attacks,
         "after_attacks": story.after_attacks,
         "events": [{"t": round(t - story.t0, 2), "what": label} for t, label, _ in story.events],
@@ -741,33 +766,18 @@ def admin_summary(admin):
     return {k: (short(v) if isinstance(v, dict) else v) for k, v in admin.items()}
 
 
-def vip_summary(vip):
-    answers = vip.get("curl", {})
-    per_server = {}
-    for who in answers.values():
-        if len(set(who)) == 1 and who[0] != "-":
-            per_server[who[0]] = per_server.get(who[0], 0) + 1
-    return {"curl_sources": len(answers),
-            "curl_requests": sum(len(w) for w in answers.values()),
-            "curl_one_server": sum(1 for w in answers.values() if len(set(w)) == 1 and w[0] != "-"),
-            "curl_unanswered": sorted(s for s, w in answers.items() if "-" in w),
-            "curl_per_server": per_server,
-            "wrk": vip.get("wrk", {}),
-            "health": vip.get("health", {})}
-
-
 # -- the picture ---------------------------------------------------------------------------
 
 def write_svg(story, path):
     """OUT_DIR/load.svg: the per-server load over time (load_svg.py) with the story's events."""
     t_start = story.marks["load"]
     t_end = story.marks["end"]
-    series = {srv: [(t, v) for t, v in rate_series(story.samples.get(srv, [])) if t_start <= t <= t_end]
-              for srv in story.c.ids}
+    series = {key: [(t, v) for t, v in rate_series(story.samples.get(key, [])) if t_start <= t <= t_end]
+              for srv in story.c.ids for key in (srv, f"{srv} v6")}
     # A server that exited serves nothing from then on: its line drops to 0 at the exit.
-    for srv, mark in ((LEAVING, "left"), (KILLED, "taken")):
-        if series[srv] and mark in story.marks:
-            series[srv].append((story.marks[mark], 0.0))
+    for key, mark in ((k, mark) for srv, mark in ((LEAVING, "left"), (KILLED, "taken")) for k in (srv, f"{srv} v6")):
+        if series[key] and mark in story.marks:
+            series[key].append((story.marks[mark], 0.0))
     victim = story.vip.get("health", {}).get("victim", NGINX_KILLED)
     labels = {"drain": f"manycastctl drain {DRAINED}", "resume": f"resume {DRAINED}",
               "vip": "VIP service up (curl, wrk)", "nginx_kill": f"nginx on {victim} killed",
@@ -782,10 +792,13 @@ def summary(result, out):
     p = lambda *a: print(*a, file=out)  # noqa: E731
     p("")
     p("Summary (measured in this run)")
-    p(f"{'server':8} {'sources':>8} {'replies':>8} {'served_total':>13} {'resets':>7} {'takeovers':>10}")
+    p(f"{'server':8} {'sources':>8} {'replies':>8} {'served_total':>13} {'resets':>7} {'takeovers':>10}"
+      f" {'IPv6 sources':>13} {'served6_total':>14} {'resets6':>8}")
+    six = result["ipv6"]["servers"]
     for s, v in result["servers"].items():
         p(f"{s:8} {v['sources']:>8} {v['replies_received']:>8} {v['served_total']:>13} "
-          f"{v['resets_total']:>7} {v['takeovers']:>10}")
+          f"{v['resets_total']:>7} {v['takeovers']:>10} {six[s]['sources']:>13} {six[s]['served6_total']:>14} "
+          f"{six[s]['resets6_total']:>8}")
     for name, ph in result["phases"].items():
         p(f"{name:13} ({ph['window_s']:.1f} s): {ph['exactly_one']}/{ph['sources']} sources served by "
           f"exactly one server; unanswered {len(ph['none'])}, several {len(ph['several'])}")
@@ -797,6 +810,7 @@ def summary(result, out):
         if isinstance(b, dict):
             p(f"sessions ({result['sessions']['strategy']}) {name:19}: {b['sources_broken']} sources broken "
               f"({b['gaps']} gaps, {b['repeats']} repeats/restarts in the numbers each client got)")
+    dualstack.summary6(result["ipv6"], p)
     a = result["admin"]
     for k in ("before", "drained", "resumed"):
         if k in a:

@@ -45,7 +45,7 @@ def ping(src, dst_addr, source_addr=None):
 
 def smoke(net):
     """Every server, the keystore, the attacker and every client source reach each other
-    through r1."""
+    through r1; so do client IPv6 sources and srv1's IPv6 address."""
     results = {}
     hosts = [h for h in net.hosts if h.name != "r1"]
     for h in hosts:
@@ -56,6 +56,8 @@ def smoke(net):
         cli = net.get(f"cli{c}")
         for a in topo.client_sources(c)[:4]:
             results[f"cli{c}[{a}]->srv1"] = ping(cli, net.get("srv1").IP(), source_addr=a)
+        for a in topo.client_sources6(c)[:4]:
+            results[f"cli{c}[{a}]->srv1"] = ping(cli, topo.server_subnet6(1)[2], source_addr=a)
     return results
 
 

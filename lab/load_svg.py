@@ -12,7 +12,7 @@ def esc(s):
 
 
 def write(path, series, t_start, t_end, events, measured_at):
-    """`series`: {name: [(t, per second)]}; `events`: [(t, label)] in the order to draw them;
+    """`series`: {name: [(t, per second)]} (a name ending in " v6" dashed); `events`: [(t, label)] in the order to draw them;
     times are wall-clock seconds, shown from `t_start`."""
     top = max([v for pts in series.values() for _, v in pts] + [1.0])
     tick = next(m * 10 ** e for e in range(0, 7) for m in (1, 2, 5) if top / (m * 10 ** e) <= 6)
@@ -43,12 +43,16 @@ def write(path, series, t_start, t_end, events, measured_at):
         o.append(f'<line x1="{xv:.1f}" y1="{T}" x2="{xv:.1f}" y2="{T + ph}" stroke="#555" stroke-dasharray="4,3"/>'
                  f'<text x="{xv + (-3 if right else 3):.1f}" y="{T + 12 + 12 * (n % 4)}" fill="#333" '
                  f'text-anchor="{"end" if right else "start"}">{esc(label)}</text>')
+    # A series named "<name> v6" (its IPv6 answers) is drawn dashed in <name>'s colour.
+    bases = list(dict.fromkeys(s.removesuffix(" v6") for s in series))
     for i, (s, pts) in enumerate(series.items()):
-        col = COLOURS[i % len(COLOURS)]
+        col = COLOURS[bases.index(s.removesuffix(" v6")) % len(COLOURS)]
+        dash = ' stroke-dasharray="6,3"' if s.endswith(" v6") else ""
         if pts:
             d = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
-            o.append(f'<polyline fill="none" stroke="{col}" stroke-width="2" points="{d}"/>')
-        o.append(f'<rect x="{L + pw + 15}" y="{T + 16 * i}" width="12" height="3" fill="{col}"/>'
+            o.append(f'<polyline fill="none" stroke="{col}" stroke-width="2"{dash} points="{d}"/>')
+        o.append(f'<line x1="{L + pw + 15}" y1="{T + 16 * i + 2}" x2="{L + pw + 27}" y2="{T + 16 * i + 2}" '
+                 f'stroke="{col}" stroke-width="3"{dash}/>'
                  f'<text x="{L + pw + 32}" y="{T + 16 * i + 5}">{s}</text>')
     o.append("</svg>")
     os.makedirs(os.path.dirname(path), exist_ok=True)

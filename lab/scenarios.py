@@ -16,6 +16,8 @@ Scenarios (details in lab/README.md, "Scenarios"):
   keystore-down     the DNS keystore stopped under load; cached keys, then fail closed
   control-loss      nftables drops 1 in 10 control datagrams on every server for 20 s
   plain-router      no verifier; r1 floods the group (smcroute); the servers filter locally
+  dual-stack        IPv6 clients beside the IPv4 ones (128 sources each), one allocation;
+                    each served by the owner the verifier holds, before and after a SIGKILL
 
 `scenarios.py attack KIND ...` is the attacker side, run inside a lab host by the scenarios.
 """
@@ -36,6 +38,7 @@ sys.path.insert(0, LAB)
 
 import attacker  # noqa: E402
 import cluster  # noqa: E402
+import dualstack  # noqa: E402
 import topo  # noqa: E402
 
 PY = "/usr/bin/python3"
@@ -98,11 +101,14 @@ class ScenarioCluster(cluster.Cluster):
         return n
 
     def start_clients(self, rate=10.0):
+        """Load from every client source; dual stack: from the IPv6 sources too (client6-<c>)."""
         for cno in range(1, topo.CLIENTS + 1):
-            self.clients[cno] = self.path(f"client{cno}.json")
-            self.spawn(f"client{cno}", f"cli{cno}",
-                       [PY, os.path.join(LAB, "client.py"), "--client", str(cno),
-                        "--out", self.clients[cno], "--rate", str(rate)])
+            for fam in (4, 6) if self.dual_stack else (4,):
+                key = cno if fam == 4 else f"6-{cno}"
+                self.clients[key] = self.path(f"client{key}.json")
+                self.spawn(f"client{key}", f"cli{cno}",
+                           [PY, os.path.join(LAB, "client.py"), "--client", str(cno),
+                            "--out", self.clients[key], "--rate", str(rate), "--family", str(fam)])
 
         def answered(cno):
             try:
@@ -126,10 +132,7 @@ class ScenarioCluster(cluster.Cluster):
         return replies
 
     def server_name(self, addr):
-        for s, i in self.ids.items():
-            if str(topo.server_subnet(i)[2]) == addr:
-                return s
-        return addr
+        return dualstack.server_name(self.ids, addr)
 
     def attack(self, host, *args):
         """Runs `scenarios.py attack ...` inside `host`; its JSON line."""
@@ -571,9 +574,61 @@ def scenario_plain_router(c, log):
     }
 
 
+def scenario_dual_stack(c, log):
+    """IPv6 clients beside IPv4 ones on one allocation (issue 15 item 7): the verifier protects
+    ff3e::/32 with GROUP6's key from the keystore, every server has `group6` and a version 2
+    certificate. Each IPv6 source must be answered by exactly one server, the owner of its /56's
+    unit in the verifier's status, with four servers and after one is SIGKILLed."""
+    c.dual_stack = True
+    epoch0, _ = c.up()
+    c.start_clients()
+    sleep(4)
+    t_before = time.time()
+    st_before = c.verifier_status()
+    epoch_before = c.agreed_epoch()
+    killed = "srv2"
+    c.retire(killed)
+    c.procs[killed].kill()
+    t_kill = time.time()
+    c.wait_exit(killed)
+    log(f"{killed} SIGKILLed")
+
+    def taken_over():
+        r = c.converged()
+        return r if r and r[0] > epoch_before else None
+    epoch_after, st_after = cluster.wait_for(f"the survivors to take {killed}'s slices over", taken_over)
+    t_conv = time.time()
+    log(f"survivors hold every unit at epoch {epoch_after}, the verifier their IPv4 and IPv6 claims")
+    sleep(4)
+    t_end = time.time()
+    replies = c.stop_clients()
+    c.check_processes()
+    r4 = {s: rs for s, rs in replies.items() if not dualstack.is6(s)}
+    r6 = {s: rs for s, rs in replies.items() if dualstack.is6(s)}
+    a, b = t_before - 3, t_before
+    owner_before = {s: next(iter(v)) for s, v in dualstack.served(r6, a, b).items() if len(v) == 1}
+    return {
+        "epoch_start": epoch0,
+        "epoch_before": epoch_before,
+        "epoch_after": epoch_after,
+        "killed": killed,
+        "claims6": {str(m): len(e) for m, e in dualstack.claims6(st_after).items()},
+        "before": {"ipv4": once_stats(r4, a, b),
+                   "ipv6": dualstack.owner_check(r6, a, b, st_before, c.ids)},
+        "after": {"ipv4": once_stats(r4, t_conv + 0.5, t_end),
+                  "ipv6": dualstack.owner_check(r6, t_conv + 0.5, t_end, st_after, c.ids)},
+        "crash6": dualstack.failover(r6, owner_before, killed, t_kill),
+        "servers": {s: {k: int(v) for k, v in c.server_metrics(s).items()
+                        if k in ("served_total", "served6_total", "filtered6_total", "resets6_total")}
+                    for s in c.ids},
+        "member_downs": c.member_downs(t_before - 3, t_end),
+        "mld_send_errors": c.mld_send_errors(),
+    }
+
+
 SCENARIOS = {"attacks": scenario_attacks, "verifier-restart": scenario_verifier_restart,
              "keystore-down": scenario_keystore_down, "control-loss": scenario_control_loss,
-             "plain-router": scenario_plain_router}
+             "plain-router": scenario_plain_router, "dual-stack": scenario_dual_stack}
 
 
 # -- the attacker side (inside a lab host) ---------------------------------------------------------

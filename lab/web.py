@@ -504,5 +504,21 @@ def main():
         print()
 
 
+def vip_summary(vip):
+    """The demo's VIP step (curl answers per source, wrk figures, the health step) in short."""
+    answers = vip.get("curl", {})
+    per_server = {}
+    for who in answers.values():
+        if len(set(who)) == 1 and who[0] != "-":
+            per_server[who[0]] = per_server.get(who[0], 0) + 1
+    return {"curl_sources": len(answers),
+            "curl_requests": sum(len(w) for w in answers.values()),
+            "curl_one_server": sum(1 for w in answers.values() if len(set(w)) == 1 and w[0] != "-"),
+            "curl_unanswered": sorted(s for s, w in answers.items() if "-" in w),
+            "curl_per_server": per_server,
+            "wrk": vip.get("wrk", {}),
+            "health": vip.get("health", {})}
+
+
 if __name__ == "__main__":
     main()

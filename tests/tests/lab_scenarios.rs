@@ -219,3 +219,59 @@ fn lab_plain_router_floods_and_servers_filter_to_one_answer_per_source() {
     }
     assert_each_source_once(&v["load"], "under load");
 }
+
+/// Every IPv6 source of a window answered by exactly one server, the owner of its /56's unit
+/// in the verifier's status at that allocation.
+fn assert_each_ipv6_source_by_its_owner(window: &Value, what: &str) {
+    assert_eq!(window["sources"], 128, "{what}: {window}");
+    assert_eq!(window["exactly_one"], 128, "{what}: {window}");
+    assert_eq!(window["verifier_owner"], 128, "{what}: {window}");
+}
+
+/// A dual-stack cluster (issue 15 item 7): the verifier protects ff3e::/32 with the IPv6
+/// group's key from the keystore, four servers with `group6` and version 2 certificates share
+/// one allocation. 128 IPv6 client sources, each in a /56 of its own, load the native service
+/// beside the 128 IPv4 ones: each IPv6 source is answered by exactly one server, the owner of
+/// its unit as the verifier holds it, and the servers share them; after a SIGKILL the
+/// survivors answer every source, the killed server's IPv6 sources included, again each by
+/// the owner the verifier holds.
+#[test]
+fn lab_dual_stack_ipv6_clients_served_by_their_owner_beside_ipv4_and_after_a_crash() {
+    let v = scenario("dual-stack");
+    assert_eq!(v["mld_send_errors"], 0, "a signed MLDv2 join not sent: {v}");
+    assert_each_source_once(&v["before"]["ipv4"], "IPv4 before the crash");
+    assert_each_ipv6_source_by_its_owner(&v["before"]["ipv6"], "IPv6 before the crash");
+    let by_server = v["before"]["ipv6"]["by_server"]
+        .as_object()
+        .expect("by_server");
+    for s in ["srv1", "srv2", "srv3", "srv4"] {
+        assert!(
+            by_server[s].as_u64() > Some(0),
+            "{s} answered no IPv6 source: {v}"
+        );
+        assert!(
+            v["servers"][s]["served6_total"].as_u64() > Some(0),
+            "{s}: {v}"
+        );
+    }
+    let claims6 = v["claims6"].as_object().expect("claims6");
+    let members: Vec<&str> = claims6.keys().map(String::as_str).collect();
+    assert_eq!(members, ["1", "3", "4"], "IPv6 claims after the crash: {v}");
+    assert_each_source_once(&v["after"]["ipv4"], "IPv4 after the crash");
+    let after = &v["after"]["ipv6"];
+    assert_each_ipv6_source_by_its_owner(after, "IPv6 after the crash");
+    assert_eq!(
+        after["by_server"]["srv2"], 0,
+        "the killed server answered: {v}"
+    );
+    let crash = &v["crash6"];
+    assert!(crash["sources"].as_u64() > Some(0), "{v}");
+    assert_eq!(
+        crash["answered_by_other"], crash["sources"],
+        "the killed server's IPv6 sources: {v}"
+    );
+    eprintln!(
+        "dual stack: killed server's IPv6 sources {}, gap from the kill {}, members declared down {}",
+        crash["sources"], crash["gap_ms"], v["member_downs"]
+    );
+}
