@@ -89,13 +89,19 @@ pub(crate) fn socket6(ns: &str, src: Ipv6Addr, ifname: &str, hops: u32) -> std::
             .expect("bind");
         s.set_multicast_hops_v6(hops).expect("hops");
         s.set_multicast_if_v6(index).expect("mcast if");
-        // A reply later than this makes ask6 send the request again, and both answers then
-        // count in the session's numbers; on a loaded machine 300 ms was too short a wait.
-        s.set_read_timeout(Some(Duration::from_millis(1000)))
-            .expect("timeout");
+        s.set_read_timeout(Some(FIRST_REPLY)).expect("timeout");
         s.into()
     })
 }
+
+/// How long a request waits for its first reply before it is sent again: a reply later than
+/// this and the repeat's both count in the session's numbers (300 ms was too short on a
+/// loaded machine).
+const FIRST_REPLY: Duration = Duration::from_millis(1000);
+/// How long more replies to a request are read after the first (a second server answering).
+/// Each request costs at least this much, and tests that wait on timers (liveness6: a dead
+/// member's claims expire 20 s after its last join) need a round of 24 sources to stay short.
+const MORE_REPLIES: Duration = Duration::from_millis(300);
 
 /// Per source, `rounds` requests on one socket (its session): every reply (server address,
 /// text) in order. A request without an answer is repeated a few times.
@@ -108,12 +114,14 @@ pub(crate) fn ask6(socks: &[(Ipv6Addr, std::net::UdpSocket)], rounds: usize) -> 
             for _try in 0..5 {
                 s.send_to(b"hello", SocketAddrV6::new(GROUP6, PORT, 0, 0))
                     .expect("send");
+                s.set_read_timeout(Some(FIRST_REPLY)).expect("timeout");
                 let mut buf = [0u8; 128];
                 while let Ok((n, from)) = s.recv_from(&mut buf) {
                     if let SocketAddr::V6(from) = from {
                         let text = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
                         got.push((*from.ip(), text));
                     }
+                    s.set_read_timeout(Some(MORE_REPLIES)).expect("timeout");
                 }
                 if got.len() > before {
                     break;

@@ -427,7 +427,6 @@ impl Vip6Planner {
     }
 }
 
-
 /// One IPv6 group's owned slices (value, mask, owner's hop) and the gap policy's fallback hop:
 /// a VIP's slice chain has a rule per owned slice (IPv6 VIPs are few and their slices few;
 /// `netdev6` expands native groups into a map instead).
