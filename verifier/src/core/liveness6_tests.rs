@@ -27,7 +27,10 @@ fn client6(u: u16) -> Ipv6Addr {
 
 /// `misses` 4 and a dual-stack fixture: member 0 on s1, member 1 on s2, one IPv6 link prefix.
 fn lab() -> Lab {
-    let mut cfg = config();
+    lab_with(config())
+}
+
+fn lab_with(mut cfg: RouterConfig) -> Lab {
     cfg.liveness.misses = 4;
     let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
     lab.fixture = Fixture::dual_stack(2, SliceSet6::full());
@@ -97,7 +100,11 @@ fn steered(lab: &Lab, u: u16) -> Option<MemberId> {
 }
 
 fn started(anchored: bool) -> (Lab, [HashChain; 2]) {
-    let mut lab = lab();
+    started_with(config(), anchored)
+}
+
+fn started_with(cfg: RouterConfig, anchored: bool) -> (Lab, [HashChain; 2]) {
+    let mut lab = lab_with(cfg);
     let chains = [chain(1), chain(2)];
     join(&mut lab, 0, &chains[0], 1, anchored);
     join(&mut lab, 1, &chains[1], 1, true);
@@ -212,4 +219,50 @@ fn beacons_keep_ipv6_claims_alive_and_a_later_epoch_waits_for_a_vouched_holder()
     }
     let verified = lab.router.mld_ownership().owner_of(GROUP6, client6(0));
     assert_eq!(verified.map(|(m, _)| m), Some(m1));
+}
+
+/// An IPv6 VIP on the group follows the failover view as the native table does: a dead
+/// member's units go to its standby in the VIP's table too (found missing in a merge: the VIP
+/// table was planned from the verified table only).
+#[test]
+fn an_ipv6_vip_follows_a_dead_members_standby() {
+    let mut cfg = config();
+    cfg.adopt_grace = Duration::ZERO;
+    cfg.vips6 = vec![crate::plan::vip6::Vip6Spec {
+        address: Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x80),
+        group: GROUP6,
+        pin: false,
+    }];
+    let mut lab = lab_with(cfg);
+    let chains = [chain(1), chain(2)];
+    join(&mut lab, 0, &chains[0], 1, true);
+    join(&mut lab, 1, &chains[1], 1, true);
+    let (m0, m1) = (lab.fixture.members[0].id, lab.fixture.members[1].id);
+    let last_vip6 = |ops: Vec<DataplaneOp>| {
+        ops.into_iter()
+            .filter_map(|o| match o {
+                DataplaneOp::Vip6Table(b) => Some(b.to_string()),
+                _ => None,
+            })
+            .last()
+    };
+    let goto = |m: MemberId| format!("goto m{}_", m.0);
+    lab.router.handle_timeout(NOW);
+    let live = last_vip6(lab.ops()).expect("the VIP's table");
+    run(&mut lab, &chains, 1, 10, true);
+    assert_eq!(last_vip6(lab.ops()), None, "nothing changed");
+    assert!(
+        live.contains(&goto(m0)) && live.contains(&goto(m1)),
+        "{live}"
+    );
+    run(&mut lab, &chains, 11, 14, false);
+    assert_eq!(steered(&lab, 0), Some(m1));
+    let dead = last_vip6(lab.ops()).expect("the VIP's table again");
+    assert!(
+        !dead.contains(&goto(m0)) && dead.contains(&goto(m1)),
+        "{dead}"
+    );
+    beacon(&mut lab, 0, &chains[0], 15);
+    let back = last_vip6(lab.ops()).expect("the VIP's table once more");
+    assert!(back.contains(&goto(m0)), "{back}");
 }
