@@ -26,10 +26,6 @@ fn client6(u: u16) -> Ipv6Addr {
 }
 
 /// `misses` 4 and a dual-stack fixture: member 0 on s1, member 1 on s2, one IPv6 link prefix.
-fn lab() -> Lab {
-    lab_with(config())
-}
-
 fn lab_with(mut cfg: RouterConfig) -> Lab {
     cfg.liveness.misses = 4;
     let mut lab = Lab::new(cfg, setup(NativeDataplane::Mroute));
@@ -244,7 +240,7 @@ fn an_ipv6_vip_follows_a_dead_members_standby() {
                 DataplaneOp::Vip6Table(b) => Some(b.to_string()),
                 _ => None,
             })
-            .last()
+            .next_back()
     };
     let goto = |m: MemberId| format!("goto m{}_", m.0);
     lab.router.handle_timeout(NOW);
