@@ -19,6 +19,7 @@ mod strategies;
 mod strategies6;
 mod vip;
 mod vip6;
+mod vip6_verified;
 mod vip_overlay;
 
 use std::path::Path;

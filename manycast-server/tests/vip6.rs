@@ -18,7 +18,7 @@ use std::net::Ipv6Addr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 1);
+pub(crate) const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 1);
 /// The policy-routing table that sends the moved clients' packets to member 2.
 const MOVED_TABLE: &str = "200";
 
@@ -61,7 +61,7 @@ fn link_local(ns: &str) -> Ipv6Addr {
 
 /// Starts member `i` (0-based) in VIP mode with both VIPs and `group6`, then, once it holds
 /// the IPv6 VIP, the HTTP server bound to it whose `/whoami` answers `m<i+1>`.
-fn start_member6(lab: &mut Lab, i: usize, ns: &str, strategy: &str) {
+pub(crate) fn start_member6(lab: &mut Lab, i: usize, ns: &str, strategy: &str) {
     lab.start_server_with(
         i,
         ns,
@@ -105,7 +105,7 @@ fn start_member6(lab: &mut Lab, i: usize, ns: &str, strategy: &str) {
 }
 
 /// `curl -6` from `src` in `ns`: the body of `/whoami` at the IPv6 VIP on a new connection.
-fn curl6(ns: &str, src: Ipv6Addr) -> String {
+pub(crate) fn curl6(ns: &str, src: Ipv6Addr) -> String {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -148,18 +148,18 @@ fn ipv6_vip_under_pin_keeps_connections_and_sigterm_restores_the_host() {
     ipv6_vip("pin");
 }
 
-/// Member 1 alone, then member 2 arrives and half the units move; then SIGTERM to both.
-fn ipv6_vip(strategy: &str) {
-    let mut lab = Lab::new(2);
-    certify_dual_stack(&mut lab);
+/// The routed layout of two members with IPv6 as in native6.rs: the client's sources in
+/// 2001:db8:1::/48 (a default route via the router), member i on 2001:db8:0:i::/64 behind the
+/// router's s{i}, IPv6 forwarding on. Returns (router, client, servers, sources, interfaces).
+pub(crate) fn layout6(lab: &mut Lab) -> (String, String, Vec<String>, Vec<Ipv6Addr>, Vec<String>) {
+    certify_dual_stack(lab);
     let routed = lab.routed(2, &[std::net::Ipv4Addr::new(10, 1, 0, 2)]);
     let (router, client, servers) = (
         routed.router.clone(),
         routed.client.clone(),
         routed.servers.clone(),
     );
-    // IPv6 as in native6.rs: the client's sources in 2001:db8:1::/48, member i on
-    // 2001:db8:0:i::/64 behind the router's s{i}. No verifier: the router only routes.
+    let interfaces = routed.interfaces().iter().map(|i| i.to_string()).collect();
     lab.sysctl(&router, "net.ipv6.conf.all.forwarding=1");
     ip_in(
         &router,
@@ -197,6 +197,14 @@ fn ipv6_vip(strategy: &str) {
         let via = format!("2001:db8:0:{i}::1");
         ip_in(ns, &["-6", "route", "add", "default", "via", &via]);
     }
+    (router, client, servers, srcs, interfaces)
+}
+
+/// Member 1 alone, then member 2 arrives and half the units move; then SIGTERM to both. No
+/// verifier: the router only routes (see the module's documentation).
+fn ipv6_vip(strategy: &str) {
+    let mut lab = Lab::new(2);
+    let (router, client, servers, srcs, _) = layout6(&mut lab);
     let before: Vec<String> = servers.iter().map(|ns| use_oif_addrs_only(ns)).collect();
     assert_eq!(before, ["0", "0"], "the kernel's default");
     // What forward changes too: IPv6 forwarding, router advertisements on the link, the rules.

@@ -76,8 +76,10 @@ impl Router {
     }
 
     /// Status rows of the IPv6 VIPs: each member the table steers to, with its mark (pin) and
-    /// its link-local next hop.
+    /// its link-local next hop; none before this process wrote the table (the adopt grace) or
+    /// after a failed write, so the status never shows steering the kernel does not have.
     pub(super) fn vip6_status(&self) -> Vec<VipRow> {
+        let written = self.adopt_until.is_none() && self.vip6.in_sync();
         let groups = crate::plan::vip6::slice_plans(self.mld_steering(), self.config.gap, |i| {
             self.interfaces
                 .iter()
@@ -90,6 +92,7 @@ impl Router {
             .map(|v| {
                 let mut members: Vec<(u32, u32, String)> = groups
                     .get(&v.group)
+                    .filter(|_| written)
                     .into_iter()
                     .flat_map(|p| p.hops())
                     .filter_map(|h| {

@@ -65,6 +65,16 @@ fn an_ipv6_vip_is_steered_after_the_grace_announced_and_removed_on_stop() {
         "a table an earlier verifier left keeps steering through the grace: {ops:?}"
     );
     assert!(announced6(&ops).is_empty());
+    let row = |lab: &mut Lab, t: u64| {
+        let status = lab.status(at(t));
+        let row = status.vips.iter().find(|v| v.address == VIP6.to_string());
+        row.expect("the IPv6 VIP in the status").members.len()
+    };
+    assert_eq!(
+        row(&mut lab, 1),
+        0,
+        "no steering shown before the table is written"
+    );
     // The grace (3 s) ends: the table is written, then the route announced.
     lab.router.handle_timeout(at(4));
     let ops = lab.ops();
