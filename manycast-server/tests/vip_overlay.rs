@@ -104,12 +104,16 @@ fn vip_forward_overlay_takes_vxlan_only_from_members() {
     wait_for("every forged frame is accounted for", || {
         guard_drops(&srv1) - drops_before + rx_packets(&srv1) - before >= 25
     });
+    // Every forged frame was dropped by the guard (a frame is dropped or delivered, not both),
+    // so none reached the overlay. What arrived is member 2's: its 5, and now and then a frame
+    // of its own kernel's IPv6 on the device (router solicitations go on for as long as it is
+    // up, to every FDB peer; seen as a 6th once in a loaded run).
     assert_eq!(
-        rx_packets(&srv1) - before,
-        5,
+        guard_drops(&srv1) - drops_before,
+        20,
         "off-member VXLAN frames reached member 1's overlay"
     );
-    assert_eq!(guard_drops(&srv1) - drops_before, 20);
+    assert!(rx_packets(&srv1) - before >= 5);
     let fdb = Command::new("ip")
         .args([
             "netns", "exec", &srv1, "bridge", "fdb", "show", "dev", "mcfwd0",
