@@ -105,9 +105,10 @@ fn vip_forward_overlay_takes_vxlan_only_from_members() {
         guard_drops(&srv1) - drops_before + rx_packets(&srv1) - before >= 25
     });
     // Every forged frame was dropped by the guard (a frame is dropped or delivered, not both),
-    // so none reached the overlay. What arrived is member 2's: its 5, and now and then a frame
-    // of its own kernel's IPv6 on the device (router solicitations go on for as long as it is
-    // up, to every FDB peer; seen as a 6th once in a loaded run).
+    // so none reached the overlay. What arrived is member 2's: its 5, and possibly frames its
+    // kernel sends on the device by itself (IPv6 neighbour discovery or MLD on the overlay's
+    // link-local address, flooded to every FDB peer; a 6th frame was seen once in a loaded run,
+    // not captured).
     assert_eq!(
         guard_drops(&srv1) - drops_before,
         20,
