@@ -3,11 +3,11 @@
 //! one, a real HTTP server (Python's `http.server`) bound to the IPv6 VIP on each, and curl and
 //! keep-alive connections from IPv6 client sources in many /56s.
 //!
-//! The router is a plain IPv6 router: the verifier's IPv6 VIP steering is not merged yet, so
-//! the test stands in for it, with what the verifier's `[[vip]]` for an IPv6 address does per
-//! /56 unit (the packet to the VIP sent to the owning member's link-local address, destination
-//! kept): a route for the VIP to member 1's link-local address, and, once units moved, a source
-//! rule per moved client to member 2's.
+//! The router is a plain IPv6 router standing in for the verifier, with what its `[[vip]]` for
+//! an IPv6 address does per /56 unit (the packet to the VIP sent to the owning member's
+//! link-local address, destination kept): a route for the VIP to member 1's link-local
+//! address, and, once units moved, a source rule per moved client to member 2's. Behind the
+//! real verifier: `vip6_verified.rs`.
 
 use crate::harness::{in_netns, wait_for, Lab};
 use crate::native6::{certify_dual_stack, ip_in, server6, sources6, unit_of};

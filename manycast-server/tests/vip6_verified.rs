@@ -3,8 +3,9 @@
 //! in its signed MLDv2 join, and the members answer from the VIP they hold on `lo` (direct
 //! server return). Under `reset` a moved client's connection is reset by its old owner and
 //! its next one reaches the new owner; under `pin` the router keeps established connections
-//! on the member they started on while new ones follow the allocation. (`vip6.rs` runs the
-//! member side behind a plain IPv6 router, with `forward` too.)
+//! on the member they started on, and under `forward` the new owner passes them back to the
+//! old one over the overlay; new connections follow the allocation. (`vip6.rs` runs the member
+//! side behind a plain IPv6 router.)
 
 use crate::harness::{verifier_status, wait_for, Lab};
 use crate::native6::unit_of;
@@ -23,6 +24,13 @@ fn ipv6_vip_behind_the_verifier_under_reset() {
 #[test]
 fn ipv6_vip_behind_the_verifier_under_pin() {
     behind_the_verifier("pin");
+}
+
+/// The router sends moved clients to their new owner, which passes the segments of
+/// connections it never saw to the old owner over the overlay; the old owner answers them.
+#[test]
+fn ipv6_vip_behind_the_verifier_under_forward() {
+    behind_the_verifier("forward");
 }
 
 /// Whether the verifier steers the IPv6 VIP to exactly the members `ids`, from claims at the
@@ -99,15 +107,28 @@ fn behind_the_verifier(strategy: &str) {
         "both members own some sources' units: {:?}",
         status.unit_owner
     );
-    if !pin {
+    let kept = strategy != "reset";
+    if !kept {
         wait_for("member 1 reset the moved IPv6 connections", || {
             lab.metric(0, "vip_resets_total") >= moved.len() as u64
         });
     }
+    if strategy == "forward" {
+        let gained = status
+            .unit_owner
+            .iter()
+            .filter(|o| **o == Some(ids[1]))
+            .count();
+        wait_for(
+            "member 2 forwards the units it gained from member 1",
+            || lab.metric(1, "vip_forward_units") == gained as u64,
+        );
+    }
     for c in &mut conns {
         let closed = c.was_closed();
-        if pin || !moved.contains(&c.src) {
-            // Pin: the router keeps every established connection on member 1.
+        if kept || !moved.contains(&c.src) {
+            // Pin: the router keeps every established connection on member 1; forward: member
+            // 2 passes the moved ones back to it.
             assert_eq!(closed, None, "{}: closed", c.src);
             assert_eq!(c.ask().expect("kept"), "m1", "{}", c.src);
         } else {
@@ -128,7 +149,7 @@ fn behind_the_verifier(strategy: &str) {
         "the allocation moved again meanwhile (a false down?): {}",
         lab.logs()
     );
-    let resets = if pin { 0 } else { moved.len() as u64 };
+    let resets = if kept { 0 } else { moved.len() as u64 };
     assert_eq!(lab.metric(0, "vip_resets_total"), resets);
     drop(conns);
     drop(router);
