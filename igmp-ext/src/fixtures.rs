@@ -223,6 +223,7 @@ impl Fixture {
             link: LINK6,
             standby: Vec::new(),
             liveness: Vec::new(),
+            as_units: false,
         }
     }
 
