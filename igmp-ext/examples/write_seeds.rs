@@ -16,10 +16,14 @@ fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let f = Fixture::new(2);
     let slicing = SliceSet::low_order_slicing(4);
+    // A claim as a UNITS bitmap (SPEC.md §3.2), as the server sends it.
+    let mut units4 = f.claims(&slicing[2..7], 2, NOW, 4);
+    units4.as_units = true;
     let joins = [
         f.join(0, &[Slice::ALL], 1, 1),
         f.join(1, &slicing[..5], 2, 2),
         f.join(0, &[], 3, 3),
+        f.datagram(1, &units4),
     ];
     let query = IgmpRepr::Query(QueryRepr {
         max_resp_code: 100,

@@ -156,16 +156,19 @@ pub struct JoinClaims {
     /// and, while it hands over, the next one; empty: it sends none. At most
     /// [`MAX_LIVENESS_ANCHORS`].
     pub liveness: Vec<LivenessAnchor>,
+    /// The entries go as a UNITS bitmap (SPEC.md §3.2): include units of one mask of at most
+    /// [`MAX_STANDBY_BITS`] bits, in ascending unit order, at least one. Scattered units then
+    /// cost a bit each, where SLICES costs 13 bytes per include entry.
+    pub as_units: bool,
 }
 
 impl JoinClaims {
-    /// The record's source list: the base address of every include entry, in order.
+    /// The record's source list: the base address of every include entry, in order; of the
+    /// first unit only for a UNITS claim, so that the record does not grow with the units.
     pub fn record_sources(&self) -> Vec<Ipv4Addr> {
-        self.entries
-            .iter()
-            .filter(|e| !e.exclude)
-            .map(|e| e.slice.base())
-            .collect()
+        let sources = self.entries.iter().filter(|e| !e.exclude);
+        let listed = if self.as_units { 1 } else { usize::MAX };
+        sources.take(listed).map(|e| e.slice.base()).collect()
     }
 
     /// The set the entries grant ([`effective_slices`]), within
@@ -227,11 +230,13 @@ pub(crate) fn build_report_uncapped(
     key: &SigningKey,
 ) -> Result<Vec<u8>, BuildError> {
     let mut value = vec![EXTENSION_VERSION];
-    push_tlv(
-        &mut value,
-        sub_type::SLICES,
-        &encode_entries(&claims.entries),
-    )?;
+    if !claims.as_units {
+        push_tlv(
+            &mut value,
+            sub_type::SLICES,
+            &encode_entries(&claims.entries),
+        )?;
+    }
     push_tlv(&mut value, sub_type::EPOCH, &claims.epoch.0.to_be_bytes())?;
     push_tlv(
         &mut value,
@@ -255,6 +260,9 @@ pub(crate) fn build_report_uncapped(
     if !claims.liveness.is_empty() {
         let anchors: Vec<u8> = claims.liveness.iter().flat_map(|a| a.encode()).collect();
         push_tlv(&mut value, sub_type::LIVENESS, &anchors)?;
+    }
+    if claims.as_units {
+        push_tlv(&mut value, sub_type::UNITS, &encode_units(&claims.entries)?)?;
     }
     // The signature goes in last, over everything before it; reserve its place now so that every
     // length field is final when the message is signed.
@@ -322,6 +330,19 @@ fn encode_standby(units: &[SliceEntry]) -> Result<Vec<u8>, BuildError> {
         out[4 + i / 8] |= 1 << (i % 8);
     }
     Ok(out)
+}
+
+/// The UNITS sub-TLV value: the STANDBY encoding, for entries it gives back exactly (so that
+/// the record's one source is the first unit the router decodes).
+fn encode_units(entries: &[SliceEntry]) -> Result<Vec<u8>, BuildError> {
+    let bytes = (!entries.is_empty())
+        .then(|| encode_standby(entries).ok())
+        .flatten()
+        .filter(|bytes| decode_standby(bytes) == entries);
+    bytes.ok_or(BuildError::TooLarge(WireError::Malformed(
+        "UNITS entries must be at least one include unit of one mask of at most \
+         MAX_STANDBY_BITS bits, in ascending unit order",
+    )))
 }
 
 /// Bytes of the bitmap of the units of a mask with `bits` bits set (at least one).
@@ -487,10 +508,10 @@ impl UnverifiedJoin {
         }
         let subs = extension_subs(packet.additional_data())?;
         let fields = SubFields::collect(&subs, SLICE_ENTRY_LEN)?;
-        if fields.units.is_some() {
-            return Err(JoinParseError::Malformed("UNITS in an IGMPv3 join"));
-        }
-        let entries = decode_entries(fields.slices)?;
+        let entries = match fields.units {
+            Some(units) => decode_standby(units),
+            None => decode_entries(fields.slices)?,
+        };
         let standby = decode_standby(fields.standby);
         let liveness = decode_anchors(fields.liveness)?;
         let claims = JoinClaims {
@@ -505,6 +526,7 @@ impl UnverifiedJoin {
                 .map_err(|_| JoinParseError::Malformed("nonce length"))?,
             standby,
             liveness,
+            as_units: fields.units.is_some(),
         };
         check_record(
             claims.record_type,
@@ -761,3 +783,7 @@ impl<'a> SubFields<'a> {
 #[cfg(test)]
 #[path = "join_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "join_units_tests.rs"]
+mod units_tests;
