@@ -16,10 +16,14 @@ fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let f = Fixture::new(2);
     let slicing = SliceSet::low_order_slicing(4);
+    // A claim as a UNITS bitmap (SPEC.md §3.2), as the server sends it.
+    let mut units4 = f.claims(&slicing[2..7], 2, NOW, 4);
+    units4.as_units = true;
     let joins = [
         f.join(0, &[Slice::ALL], 1, 1),
         f.join(1, &slicing[..5], 2, 2),
         f.join(0, &[], 3, 3),
+        f.datagram(1, &units4),
     ];
     let query = IgmpRepr::Query(QueryRepr {
         max_resp_code: 100,
@@ -80,10 +84,14 @@ fn main() -> std::io::Result<()> {
         mld_datagram(ALL_MLDV2_ROUTERS, &report)[48..].to_vec(),
     ];
     let units6: Vec<Slice6> = SliceSet6::site_slicing(4);
+    // A claim as a UNITS bitmap (SPEC.md §3.8), as the server sends it.
+    let mut as_units = f.claims6(&units6[3..9], 2, NOW, 4);
+    as_units.as_units = true;
     let mld_joins = vec![
         mld_spec_example(),
         f.datagram6(1, &f.claims6(&units6[..5], 2, NOW, 2)),
         f.datagram6(0, &f.claims6(&[], 3, NOW, 3)),
+        f.datagram6(1, &as_units),
     ];
     let mld_seeds: Vec<Vec<u8>> = mld_seeds
         .into_iter()
@@ -125,6 +133,9 @@ fn main() -> std::io::Result<()> {
     let join0 = d.datagram6(0, &d.claims6(&units[..1], 1, NOW, 1));
     let join1 = d.datagram6(1, &d.claims6(&units[1..], 1, NOW, 2));
     let leave0 = d.datagram6(0, &d.claims6(&[], 2, NOW, 3));
+    let mut units1 = d.claims6(&units[1..], 2, NOW, 4);
+    units1.as_units = true;
+    let units1 = d.datagram6(1, &units1);
     let framed = |control: u8, datagrams: &[&Vec<u8>]| {
         let mut out = vec![control];
         for g in datagrams {
@@ -144,6 +155,11 @@ fn main() -> std::io::Result<()> {
     fs::write(
         dir.join("seed-leave"),
         framed((1 << 3) | 4, &[&join0, &leave0]),
+    )?;
+    // A UNITS claim after a SLICES one, at a later epoch.
+    fs::write(
+        dir.join("seed-units"),
+        framed((2 << 3) | 4, &[&join0, &units1]),
     )?;
     println!("seeds written to {}", root.display());
     Ok(())

@@ -142,6 +142,7 @@ impl Fixture {
             nonce: nonce_bytes(nonce),
             standby: Vec::new(),
             liveness: Vec::new(),
+            as_units: false,
         }
     }
 
@@ -223,6 +224,7 @@ impl Fixture {
             link: LINK6,
             standby: Vec::new(),
             liveness: Vec::new(),
+            as_units: false,
         }
     }
 

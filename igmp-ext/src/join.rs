@@ -61,6 +61,10 @@ pub mod sub_type {
     /// MLDv2 joins only (SPEC.md §3.8): the on-link prefix the member signs for, so that a
     /// join from a link-local sender cannot be replayed on another link. Ignored in IGMPv3.
     pub const LINK: u16 = 0x0008;
+    /// The claim as units of one mask, a bitmap as STANDBY's, instead of SLICES entries: a
+    /// member's units cost one bit each rather than an entry (SPEC.md §3.2, §3.8). A join
+    /// carries exactly one of SLICES and UNITS.
+    pub const UNITS: u16 = 0x0009;
     pub const SIGNATURE: u16 = 0xffff;
 }
 
@@ -152,16 +156,19 @@ pub struct JoinClaims {
     /// and, while it hands over, the next one; empty: it sends none. At most
     /// [`MAX_LIVENESS_ANCHORS`].
     pub liveness: Vec<LivenessAnchor>,
+    /// The entries go as a UNITS bitmap (SPEC.md §3.2): include units of one mask of at most
+    /// [`MAX_STANDBY_BITS`] bits, in ascending unit order, at least one. Scattered units then
+    /// cost a bit each, where SLICES costs 13 bytes per include entry.
+    pub as_units: bool,
 }
 
 impl JoinClaims {
-    /// The record's source list: the base address of every include entry, in order.
+    /// The record's source list: the base address of every include entry, in order; of the
+    /// first unit only for a UNITS claim, so that the record does not grow with the units.
     pub fn record_sources(&self) -> Vec<Ipv4Addr> {
-        self.entries
-            .iter()
-            .filter(|e| !e.exclude)
-            .map(|e| e.slice.base())
-            .collect()
+        let sources = self.entries.iter().filter(|e| !e.exclude);
+        let listed = if self.as_units { 1 } else { usize::MAX };
+        sources.take(listed).map(|e| e.slice.base()).collect()
     }
 
     /// The set the entries grant ([`effective_slices`]), within
@@ -223,11 +230,13 @@ pub(crate) fn build_report_uncapped(
     key: &SigningKey,
 ) -> Result<Vec<u8>, BuildError> {
     let mut value = vec![EXTENSION_VERSION];
-    push_tlv(
-        &mut value,
-        sub_type::SLICES,
-        &encode_entries(&claims.entries),
-    )?;
+    if !claims.as_units {
+        push_tlv(
+            &mut value,
+            sub_type::SLICES,
+            &encode_entries(&claims.entries),
+        )?;
+    }
     push_tlv(&mut value, sub_type::EPOCH, &claims.epoch.0.to_be_bytes())?;
     push_tlv(
         &mut value,
@@ -251,6 +260,9 @@ pub(crate) fn build_report_uncapped(
     if !claims.liveness.is_empty() {
         let anchors: Vec<u8> = claims.liveness.iter().flat_map(|a| a.encode()).collect();
         push_tlv(&mut value, sub_type::LIVENESS, &anchors)?;
+    }
+    if claims.as_units {
+        push_tlv(&mut value, sub_type::UNITS, &encode_units(&claims.entries)?)?;
     }
     // The signature goes in last, over everything before it; reserve its place now so that every
     // length field is final when the message is signed.
@@ -320,9 +332,43 @@ fn encode_standby(units: &[SliceEntry]) -> Result<Vec<u8>, BuildError> {
     Ok(out)
 }
 
+/// The UNITS sub-TLV value: the STANDBY encoding, for entries it gives back exactly (so that
+/// the record's one source is the first unit the router decodes).
+fn encode_units(entries: &[SliceEntry]) -> Result<Vec<u8>, BuildError> {
+    let bytes = (!entries.is_empty())
+        .then(|| encode_standby(entries).ok())
+        .flatten()
+        .filter(|bytes| decode_standby(bytes) == entries);
+    bytes.ok_or(BuildError::TooLarge(WireError::Malformed(
+        "UNITS entries must be at least one include unit of one mask of at most \
+         MAX_STANDBY_BITS bits, in ascending unit order",
+    )))
+}
+
 /// Bytes of the bitmap of the units of a mask with `bits` bits set (at least one).
 pub(crate) fn standby_bitmap_len(bits: u32) -> usize {
     ((1usize << bits) / 8).max(1)
+}
+
+/// How many units a bitmap sub-TLV value (STANDBY, UNITS) names, its mask `mask_len` bytes wide
+/// (an address: 4 in IGMPv3 joins, 16 in MLDv2 ones): the mask has at most
+/// [`MAX_STANDBY_BITS`] bits, the bitmap one bit per unit and none past the last unit.
+fn bitmap_units(value: &[u8], mask_len: usize) -> Result<usize, JoinParseError> {
+    let bad = JoinParseError::Malformed;
+    let bits = value
+        .get(..mask_len)
+        .map(|m| m.iter().map(|b| b.count_ones()).sum::<u32>())
+        .filter(|&bits| bits <= MAX_STANDBY_BITS)
+        .ok_or(bad("unit mask"))?;
+    let bitmap = &value[mask_len..];
+    if bitmap.len() != standby_bitmap_len(bits) {
+        return Err(bad("unit bitmap length"));
+    }
+    // Masks of fewer than 3 bits have fewer units than the byte has bits.
+    if bits < 3 && bitmap[0] >> (1u32 << bits) != 0 {
+        return Err(bad("unit bitmap has bits past its units"));
+    }
+    Ok(bitmap.iter().map(|b| b.count_ones() as usize).sum())
 }
 
 /// The bits of `value` at `mask`'s positions, packed from the lowest (PEXT).
@@ -462,8 +508,10 @@ impl UnverifiedJoin {
         }
         let subs = extension_subs(packet.additional_data())?;
         let fields = SubFields::collect(&subs, SLICE_ENTRY_LEN)?;
-
-        let entries = decode_entries(fields.slices)?;
+        let entries = match fields.units {
+            Some(units) => decode_standby(units),
+            None => decode_entries(fields.slices)?,
+        };
         let standby = decode_standby(fields.standby);
         let liveness = decode_anchors(fields.liveness)?;
         let claims = JoinClaims {
@@ -478,6 +526,7 @@ impl UnverifiedJoin {
                 .map_err(|_| JoinParseError::Malformed("nonce length"))?,
             standby,
             liveness,
+            as_units: fields.units.is_some(),
         };
         check_record(
             claims.record_type,
@@ -617,7 +666,10 @@ pub(crate) fn decode_anchors(bytes: &[u8]) -> Result<Vec<LivenessAnchor>, JoinPa
 }
 
 pub(crate) struct SubFields<'a> {
+    /// Empty when the claim comes as UNITS.
     pub(crate) slices: &'a [u8],
+    /// The UNITS value (mask, then a bitmap naming at least one unit), instead of SLICES.
+    pub(crate) units: Option<&'a [u8]>,
     pub(crate) epoch: &'a [u8],
     pub(crate) timestamp: &'a [u8],
     pub(crate) nonce: &'a [u8],
@@ -639,6 +691,7 @@ impl<'a> SubFields<'a> {
         let (mut slices, mut epoch, mut timestamp, mut nonce, mut certificate, mut signature) =
             (None, None, None, None, None, None);
         let (mut standby, mut liveness): (&[u8], &[u8]) = (&[], &[]);
+        let mut units = None;
         let mut entry_count = 0usize;
         for (i, t) in subs.iter().enumerate() {
             if prev.is_some_and(|p| p >= t.kind) {
@@ -665,26 +718,22 @@ impl<'a> SubFields<'a> {
                     }
                     slices = Some(t.value);
                 }
-                sub_type::STANDBY => {
-                    // The mask is an address wide: 4 bytes in IGMPv3 joins, 16 in MLDv2 ones.
-                    let mask_len = (entry_len - 1) / 2;
-                    let bits = t
-                        .value
-                        .get(..mask_len)
-                        .map(|m| m.iter().map(|b| b.count_ones()).sum::<u32>())
-                        .filter(|&bits| bits <= MAX_STANDBY_BITS)
-                        .ok_or(JoinParseError::Malformed("standby mask"))?;
-                    if t.value.len() != mask_len + standby_bitmap_len(bits) {
-                        return Err(JoinParseError::Malformed("standby bitmap length"));
-                    }
+                sub_type::STANDBY | sub_type::UNITS => {
                     // The cap counts claimed and standby units together: both are built into
                     // slice sets after the signature.
-                    let units: u32 = t.value[mask_len..].iter().map(|b| b.count_ones()).sum();
-                    entry_count += units as usize;
+                    let n = bitmap_units(t.value, (entry_len - 1) / 2)?;
+                    entry_count += n;
                     if entry_count > MAX_JOIN_SLICES {
                         return Err(JoinParseError::TooManySlices(entry_count));
                     }
-                    standby = t.value;
+                    if t.kind == sub_type::STANDBY {
+                        standby = t.value;
+                    } else if n == 0 {
+                        // A leave is an empty SLICES: one encoding for it.
+                        return Err(JoinParseError::Malformed("no unit in the claim bitmap"));
+                    } else {
+                        units = Some(t.value);
+                    }
                 }
                 sub_type::LIVENESS => {
                     let n = t.value.len() / LivenessAnchor::LEN;
@@ -712,8 +761,14 @@ impl<'a> SubFields<'a> {
             }
         }
         let missing = JoinParseError::Malformed;
+        let slices = match (slices, units) {
+            (Some(_), Some(_)) => return Err(missing("both SLICES and UNITS")),
+            (None, None) => return Err(missing("no slices")),
+            (slices, _) => slices.unwrap_or_default(),
+        };
         Ok(SubFields {
-            slices: slices.ok_or(missing("no slices"))?,
+            slices,
+            units,
             epoch: epoch.ok_or(missing("no epoch"))?,
             timestamp: timestamp.ok_or(missing("no timestamp"))?,
             nonce: nonce.ok_or(missing("no nonce"))?,
@@ -726,158 +781,9 @@ impl<'a> SubFields<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fixtures::{spec_example, Fixture, IFINDEX, NOW};
-    use crate::verify::{Accepted, JoinVerifier, VerifierConfig};
+#[path = "join_tests.rs"]
+mod tests;
 
-    /// Standby units go as a bitmap over their mask's units and come back as the same units,
-    /// for a low-order and a prefix slicing; a three-member claim (86 units that do not merge,
-    /// the worst case of the default slicing) with its standby and a liveness anchor still fits
-    /// one 1,500-byte link MTU (a member's raw socket cannot fragment it).
-    #[test]
-    fn standby_units_round_trip_as_a_bitmap_and_a_join_with_them_fits_the_mtu() {
-        let f = Fixture::new(1);
-        let low: Vec<Slice> = (0..256u32).map(|i| Slice::new(i, 0xff)).collect();
-        let prefix: Vec<Slice> = (0..8u32)
-            .map(|i| Slice::new(i << 29, 0xe000_0000))
-            .collect();
-        for units in [&low, &prefix] {
-            let mine: Vec<Slice> = units.iter().copied().step_by(3).collect();
-            let standby: Vec<SliceEntry> = units
-                .iter()
-                .copied()
-                .skip(1)
-                .step_by(3)
-                .map(SliceEntry::include)
-                .collect();
-            let mut claims = f.claims(&mine, 1, NOW, 1);
-            claims.standby = standby.clone();
-            let chain = crate::liveness::HashChain::new([1; 16], 2, 10, 10);
-            claims.liveness = vec![chain.anchor(9).unwrap()];
-            let d = f.datagram(0, &claims);
-            assert!(d.len() <= 1500, "{} bytes", d.len());
-            let packet = IgmpPacket::new_checked(&d[24..]).unwrap();
-            let parsed = UnverifiedJoin::parse(&packet, |_| true).unwrap().unwrap();
-            assert_eq!(parsed.claims().standby, standby);
-            assert_eq!(parsed.claims().liveness, claims.liveness);
-        }
-        // Units of two masks cannot be one bitmap: a caller bug, refused.
-        let mut claims = f.claims(&low[..1], 1, NOW, 2);
-        claims.standby = vec![SliceEntry::include(low[1]), SliceEntry::include(prefix[1])];
-        let m = &f.members[0];
-        assert!(build_signed_report(&claims, m.addr, &m.cert, &m.key).is_err());
-    }
-
-    fn spec_hex() -> Vec<u8> {
-        let spec = include_str!("../../SPEC.md");
-        let start = spec
-            .find("<!-- worked-example-begin -->")
-            .expect("begin marker");
-        let end = spec
-            .find("<!-- worked-example-end -->")
-            .expect("end marker");
-        let text: String = spec[start..end]
-            .lines()
-            .filter(|l| {
-                l.chars().all(|c| c.is_ascii_hexdigit() || c == ' ') && !l.trim().is_empty()
-            })
-            .collect::<Vec<_>>()
-            .join("");
-        hex::decode(text.replace(' ', "")).expect("hex in SPEC.md")
-    }
-
-    #[test]
-    fn spec_worked_example_matches() {
-        let built = spec_example();
-        assert_eq!(
-            spec_hex(),
-            built,
-            "SPEC.md §7 is out of date: regenerate with --example spec_example"
-        );
-        let f = Fixture::new(1);
-        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
-        let Ok(Accepted::Join { join, .. }) =
-            v.handle_datagram(NOW, IFINDEX, &built, &f.key_source())
-        else {
-            panic!("the worked example must verify")
-        };
-        let expected = Slice::new(1, 3);
-        assert!(join.slices().contains_addr(Ipv4Addr::new(192, 0, 2, 1)));
-        assert!(
-            !join.slices().contains_addr(Ipv4Addr::new(10, 0, 0, 1)),
-            "10/8 is excluded"
-        );
-        assert!(join.slices().is_subset_of(&SliceSet::from(expected)));
-        assert_eq!(join.epoch(), AllocationEpoch(7));
-        // Field offsets the SPEC table states.
-        let igmp = &built[24..];
-        assert_eq!(&igmp[4..6], &[0x80, 0x00]);
-        assert_eq!(&igmp[20..24], &[0xff, 0xfe, 0x01, 0x17]);
-        assert_eq!(&igmp[25..29], &[0x00, 0x01, 0x00, 0x12]);
-        assert_eq!(&igmp[235..239], &[0xff, 0xff, 0x00, 0x40]);
-        assert_eq!(igmp.len(), 303);
-    }
-
-    #[test]
-    fn signed_message_layout() {
-        let d = spec_example();
-        let igmp = &d[24..];
-        let m = signed_message(
-            Ipv4Addr::new(10, 0, 0, 2),
-            &igmp[..igmp.len() - SIGNATURE_LEN],
-        );
-        assert_eq!(&m[..24], JOIN_SIGNING_CONTEXT);
-        assert_eq!(&m[24..28], &[10, 0, 0, 2]);
-        assert_eq!(&m[28..30], &igmp[..2]);
-        assert_eq!(&m[30..32], &[0, 0], "checksum taken as zero");
-        assert_eq!(&m[32..], &igmp[4..igmp.len() - SIGNATURE_LEN]);
-    }
-
-    #[test]
-    fn parse_refuses_structural_faults() {
-        let f = Fixture::new(1);
-        let claims = f.claims(&[Slice::new(1, 1)], 1, NOW, 1);
-        // Record types that cannot carry a signed join.
-        let mut c = claims.clone();
-        c.record_type = RecordType::AllowNewSources;
-        assert_eq!(
-            build_signed_report(&c, f.members[0].addr, &f.members[0].cert, &f.members[0].key),
-            Err(BuildError::RecordType(RecordType::AllowNewSources))
-        );
-        let good = f.datagram(0, &claims);
-        let parse = |d: &[u8]| {
-            let p = IgmpPacket::new_checked(&d[24..]).unwrap();
-            UnverifiedJoin::parse(&p, |_| true).map(|o| o.is_some())
-        };
-        assert_eq!(parse(&good), Ok(true));
-        // Every truncation of the IGMP message is refused without panicking.
-        for n in 0..good.len() - 24 {
-            let d = &good[..24 + n];
-            if let Ok(p) = IgmpPacket::new_checked(&d[24..]) {
-                assert!(
-                    UnverifiedJoin::parse(&p, |_| true).is_err(),
-                    "truncated to {n}"
-                );
-            }
-        }
-        // A public group: no join.
-        let p = IgmpPacket::new_checked(&good[24..]).unwrap();
-        assert!(matches!(UnverifiedJoin::parse(&p, |_| false), Ok(None)));
-    }
-
-    #[test]
-    fn include_exclude_entries() {
-        let entries = [
-            SliceEntry::include(Slice::ALL),
-            SliceEntry::exclude(Slice::new(0, 1)),
-            SliceEntry::include(Slice::new(2, 3)),
-        ];
-        let eff = effective_slices(&entries, &mut StepBudget::for_slices(entries.len())).unwrap();
-        assert_eq!(
-            eff,
-            SliceSet::from(Slice::new(1, 1)),
-            "excludes win over includes"
-        );
-    }
-}
+#[cfg(test)]
+#[path = "join_units_tests.rs"]
+mod units_tests;

@@ -1,8 +1,9 @@
 //! Manycast's signed slice join over MLDv2 (issue 15, item 1; SPEC.md §3.8): an RFC 3810 report
-//! whose record for the service group lists one base address per include slice, followed by the
-//! same RFC 9279 extension as the IGMPv3 join (`join.rs`), with 128-bit slices, a LINK sub-TLV
-//! naming the on-link prefix, and an Ed25519 signature under its own context string over bytes
-//! that include the 16-byte link-local sender.
+//! whose record for the service group lists one base address per include slice (one in all for
+//! a UNITS claim), followed by the same RFC 9279 extension as the IGMPv3 join (`join.rs`), with
+//! 128-bit slices or a bitmap of units, a LINK sub-TLV naming the on-link prefix, and an Ed25519
+//! signature under its own context string over bytes that include the 16-byte link-local
+//! sender.
 
 use crate::cert::{CertificateError, MemberCertificate, MemberId, UnverifiedCertificate};
 use crate::join::{
@@ -63,16 +64,19 @@ pub struct JoinClaims6 {
     pub standby: Vec<SliceEntry6>,
     /// As in [`crate::join::JoinClaims::liveness`]; at most [`MAX_LIVENESS_ANCHORS`].
     pub liveness: Vec<LivenessAnchor>,
+    /// The entries go as a UNITS bitmap (SPEC.md §3.8): include units of one mask of at most
+    /// [`MAX_STANDBY_BITS`] bits, in ascending unit order, at least one. A member's scattered
+    /// units then cost a bit each, where SLICES costs 49 bytes per include entry.
+    pub as_units: bool,
 }
 
 impl JoinClaims6 {
-    /// The record's source list: the base address of every include entry, in order.
+    /// The record's source list: the base address of every include entry, in order; of the
+    /// first unit only for a UNITS claim, so that the record does not grow with the units.
     pub fn record_sources(&self) -> Vec<Ipv6Addr> {
-        self.entries
-            .iter()
-            .filter(|e| !e.exclude)
-            .map(|e| e.slice.base())
-            .collect()
+        let sources = self.entries.iter().filter(|e| !e.exclude);
+        let listed = if self.as_units { 1 } else { usize::MAX };
+        sources.take(listed).map(|e| e.slice.base()).collect()
     }
 
     /// The set the entries grant, within [`StepBudget::for_slices`] of the entry count.
@@ -126,12 +130,22 @@ pub(crate) fn build_mld_report_uncapped(
         ));
     }
     let link = encode_link(&claims.link).ok_or(bad("the link is not a CIDR prefix"))?;
+    let units = if claims.as_units {
+        Some(encode_units(&claims.entries).ok_or(bad(
+            "UNITS entries must be at least one include unit of one mask of at most \
+             MAX_STANDBY_BITS bits, in ascending unit order",
+        ))?)
+    } else {
+        None
+    };
     let mut value = vec![EXTENSION_VERSION];
-    push_tlv(
-        &mut value,
-        sub_type::SLICES,
-        &encode_entries(&claims.entries),
-    )?;
+    if units.is_none() {
+        push_tlv(
+            &mut value,
+            sub_type::SLICES,
+            &encode_entries(&claims.entries),
+        )?;
+    }
     push_tlv(&mut value, sub_type::EPOCH, &claims.epoch.0.to_be_bytes())?;
     push_tlv(
         &mut value,
@@ -151,6 +165,9 @@ pub(crate) fn build_mld_report_uncapped(
         push_tlv(&mut value, sub_type::LIVENESS, &anchors)?;
     }
     push_tlv(&mut value, sub_type::LINK, &link)?;
+    if let Some(units) = units {
+        push_tlv(&mut value, sub_type::UNITS, &units)?;
+    }
     // The signature goes last, over everything before it: its place is reserved first so that
     // every length field is final when the message is signed.
     push_tlv(&mut value, sub_type::SIGNATURE, &[0u8; SIGNATURE_LEN])?;
@@ -279,7 +296,13 @@ fn encode_standby(units: &[SliceEntry6]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Parses a STANDBY sub-TLV value whose mask and length [`SubFields::collect`] checked.
+/// The UNITS sub-TLV value: the STANDBY encoding, for entries it gives back exactly (so that
+/// the record's one source is the first unit the router decodes). `None` for other entries.
+fn encode_units(entries: &[SliceEntry6]) -> Option<Vec<u8>> {
+    encode_standby(entries).filter(|bytes| decode_standby(bytes) == entries)
+}
+
+/// Parses a STANDBY or UNITS sub-TLV value whose mask and length [`SubFields::collect`] checked.
 fn decode_standby(bytes: &[u8]) -> Vec<SliceEntry6> {
     let Some((mask, bitmap)) = bytes.split_first_chunk::<16>() else {
         return Vec::new();
@@ -382,7 +405,10 @@ impl UnverifiedMldJoin {
         let claims = JoinClaims6 {
             group: record.group(),
             record_type: record.record_type(),
-            entries: decode_entries(fields.slices)?,
+            entries: match fields.units {
+                Some(units) => decode_standby(units),
+                None => decode_entries(fields.slices)?,
+            },
             epoch: AllocationEpoch(read_u64(fields.epoch, 0)),
             timestamp: Timestamp(read_u64(fields.timestamp, 0)),
             nonce: fields
@@ -392,6 +418,7 @@ impl UnverifiedMldJoin {
             link: decode_link(link.value)?,
             standby: decode_standby(fields.standby),
             liveness: decode_anchors(fields.liveness)?,
+            as_units: fields.units.is_some(),
         };
         check_record(
             claims.record_type,
@@ -447,3 +474,7 @@ impl UnverifiedMldJoin {
 #[cfg(test)]
 #[path = "mld_join_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "mld_units_tests.rs"]
+mod units_tests;

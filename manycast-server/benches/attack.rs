@@ -136,6 +136,7 @@ impl Forgery {
             nonce: NONCE_MARK,
             standby: Vec::new(),
             liveness: Vec::new(),
+            as_units: false,
         };
         let mut igmp = build_signed_report(&claims, source, cert, key).expect("forgery fits");
         if let Some((from, to)) = patch_issuer {
@@ -358,6 +359,7 @@ impl JoinProbe {
                     nonce: igmp_ext::fixtures::nonce_bytes(n),
                     standby: Vec::new(),
                     liveness: Vec::new(),
+                    as_units: false,
                 };
                 let igmp =
                     build_signed_report(&claims, PROBE_SENDER, &cert, &key).expect("probe join");

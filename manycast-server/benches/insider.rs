@@ -286,6 +286,7 @@ fn main() {
             nonce: igmp_ext::fixtures::nonce_bytes(nonce),
             standby: Vec::new(),
             liveness: Vec::new(),
+            as_units: false,
         };
         let igmp = build_signed_report(&c, bad_sender, &cert, &bad.key).expect("join");
         let _ = raw.send_to(&build_datagram(bad_sender, &igmp), &to_routers);

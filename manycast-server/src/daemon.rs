@@ -281,7 +281,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         control = %config.control.group, control_if = %ctl_if,
         strategy = config.strategy.as_str(), "manycast-server started"
     );
-    let mut agent = agents::join_agent(&config, &creds, addr);
+    let mut agent = agents::join_agent(&config, &creds, addr, node_config.slicing);
     let stop_beacons = Arc::new(AtomicBool::new(false));
     let notices = match beacons::start(&config, addr, me, stop_beacons.clone())
         .map_err(io_err("liveness beacons"))?

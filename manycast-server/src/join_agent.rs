@@ -9,9 +9,13 @@
 
 use crate::beaconer::SharedBeaconer;
 use ed25519_dalek::SigningKey;
+use igmp_ext::alloc::Slicing;
+use igmp_ext::join::MAX_STANDBY_BITS;
 use igmp_ext::join::{build_datagram, build_signed_report, BuildError, NONCE_LEN};
 use igmp_ext::wire::igmp::{decode_code, QueryRepr};
-use igmp_ext::{AllocationEpoch, Clock, Instant, JoinClaims, MemberCertificate, SliceEntry};
+use igmp_ext::{
+    AllocationEpoch, Clock, Instant, JoinClaims, MemberCertificate, SliceEntry, SliceSet,
+};
 use report_schedule::ReportSchedule;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -65,6 +69,12 @@ pub struct JoinAgent {
     identity: Identity,
     group: Ipv4Addr,
     entries: Vec<SliceEntry>,
+    /// The allocation's slicing, when the claim is its units ([`JoinAgent::with_slicing`]).
+    slicing: Option<Slicing>,
+    /// The claim's units one by one, sent as a UNITS bitmap (SPEC.md §3.2); empty when the
+    /// claim goes as SLICES (no slicing, a slicing finer than a bitmap takes, or entries that
+    /// are not whole units).
+    units: Vec<SliceEntry>,
     /// Units this member takes if their owner fails (SPEC.md §5.5).
     standby: Vec<SliceEntry>,
     epoch: AllocationEpoch,
@@ -76,6 +86,32 @@ pub struct JoinAgent {
     control: Option<Box<JoinAgent>>,
 }
 
+/// The units of `slicing` that `entries` grant, one by one in unit order (what a UNITS bitmap
+/// names), if they are exactly those units and the slicing has at most [`MAX_STANDBY_BITS`]
+/// bits; else none, and the claim goes as SLICES.
+fn units_of(slicing: Slicing, entries: &[SliceEntry]) -> Vec<SliceEntry> {
+    let set = |entries: &[SliceEntry], exclude: bool| -> SliceSet {
+        let listed = entries.iter().filter(|e| e.exclude == exclude);
+        listed.map(|e| e.slice).collect()
+    };
+    let (claimed, excluded) = (set(entries, false), set(entries, true));
+    if u32::from(slicing.bits()) > MAX_STANDBY_BITS {
+        return Vec::new();
+    }
+    let units: Vec<SliceEntry> = (0..slicing.unit_count())
+        .map(|i| slicing.unit(i))
+        .filter(|u| claimed.contains(u.value()) && !excluded.contains(u.value()))
+        .map(SliceEntry::include)
+        .collect();
+    let granted = claimed.difference(&excluded);
+    let whole = units.iter().map(|e| e.slice).collect::<SliceSet>() == granted;
+    if whole {
+        units
+    } else {
+        Vec::new()
+    }
+}
+
 impl JoinAgent {
     pub fn new(config: AgentConfig, identity: Identity, group: Ipv4Addr) -> Self {
         JoinAgent {
@@ -83,6 +119,8 @@ impl JoinAgent {
             identity,
             group,
             entries: Vec::new(),
+            slicing: None,
+            units: Vec::new(),
             standby: Vec::new(),
             epoch: AllocationEpoch(0),
             beacons: None,
@@ -90,6 +128,14 @@ impl JoinAgent {
             schedule: ReportSchedule::default(),
             control: None,
         }
+    }
+
+    /// Claims are units of `slicing`: they go as a UNITS bitmap, a bit per unit, so that a
+    /// member's scattered units fit the link MTU (13 bytes each as SLICES: 128 scattered units
+    /// of the default 8-bit slicing made a 1.7 KB join).
+    pub fn with_slicing(mut self, slicing: Slicing) -> Self {
+        self.slicing = Some(slicing);
+        self
     }
 
     /// Also holds a shared join for the control group `group` at the router, so that it
@@ -154,6 +200,10 @@ impl JoinAgent {
         if entries == self.entries && standby == self.standby && epoch == self.epoch {
             return;
         }
+        self.units = self
+            .slicing
+            .map(|slicing| units_of(slicing, &entries))
+            .unwrap_or_default();
         self.entries = entries;
         self.standby = if self.entries.is_empty() {
             Vec::new()
@@ -244,10 +294,15 @@ impl JoinAgent {
         let record_type = self
             .schedule
             .take_due(now, !self.entries.is_empty(), &self.config)?;
+        let as_units = !self.units.is_empty();
         let mut claims = JoinClaims {
             group: self.group,
             record_type,
-            entries: self.entries.clone(),
+            entries: if as_units {
+                self.units.clone()
+            } else {
+                self.entries.clone()
+            },
             epoch: self.epoch,
             timestamp: clock.wall,
             nonce,
@@ -256,6 +311,7 @@ impl JoinAgent {
                 Some(b) if !self.entries.is_empty() => crate::beaconer::lock(b).anchors(now),
                 _ => Vec::new(),
             },
+            as_units,
         };
         // The member's raw socket cannot fragment: a join past the link MTU leaves out its
         // standby units, then its liveness anchor (SPEC.md §5.5), rather than not go at all.
@@ -669,5 +725,87 @@ mod tests {
         );
         assert_eq!(control_joins(&mut v, sent), vec![false, false], "the leave");
         assert_eq!(a.poll_timeout(), None);
+    }
+
+    /// At the default 8-bit slicing a member whose units a crash scattered (the 128 of even
+    /// bit parity: none merge) and that stands by for the other 128, with both liveness
+    /// anchors, sends its join whole as UNITS, a bit per unit, and the router grants every
+    /// unit; as SLICES (13 bytes each) it was over a 1,500-byte link.
+    #[test]
+    fn scattered_units_at_the_default_slicing_go_as_a_bitmap_and_fit_the_link() {
+        use crate::beaconer::{Beaconer, SharedBeaconer};
+        let f = Fixture::new(1);
+        let slicing = Slicing::LowOrder { bits: 8 };
+        let mut rng = counter();
+        let mut b = Beaconer::new(
+            f.group,
+            f.members[0].id,
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+            NOW,
+            &mut rng,
+        );
+        b.start(NOW);
+        let half = NOW.saturating_add(Duration::from_millis(1_100));
+        let (_, order) = b.poll_beacon(half, &mut rng);
+        b.add_next(order.expect("ordered halfway").draw());
+        let beacons: SharedBeaconer = std::sync::Arc::new(std::sync::Mutex::new(b));
+        let parity = |odd: u32| -> Vec<SliceEntry> {
+            (0..256usize)
+                .filter(|i| i.count_ones() % 2 == odd)
+                .map(|i| SliceEntry::include(slicing.unit(i)))
+                .collect()
+        };
+        let m = &f.members[0];
+        let identity = Identity {
+            key: m.key.clone(),
+            cert: m.cert.clone(),
+            sender: m.addr,
+        };
+        let config = AgentConfig {
+            max_datagram: 1500,
+            ..AgentConfig::default()
+        };
+        let mut a = JoinAgent::new(config, identity, f.group)
+            .with_beacons(beacons.clone())
+            .with_slicing(slicing);
+        a.set_claim(half, parity(0), parity(1), AllocationEpoch(1), &mut rng);
+        let d = a
+            .poll_transmit(clock(half), nonce_bytes(1))
+            .unwrap()
+            .unwrap();
+        assert!(d.len() <= 1500, "{} bytes", d.len());
+        assert_eq!(a.trimmed(), 0, "nothing left out");
+        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+        let r = v.handle_datagram(WALL, IFINDEX, &d, &f.key_source());
+        assert!(matches!(r, Ok(Accepted::Join { .. })), "{r:?}");
+        let (_, claim) = v.ownership().claims(f.group).next().unwrap();
+        let set =
+            |e: Vec<SliceEntry>| -> igmp_ext::SliceSet { e.iter().map(|e| e.slice).collect() };
+        assert_eq!(claim.slices, set(parity(0)));
+        assert_eq!(claim.slices.len(), 128, "nothing merged");
+        assert_eq!(claim.standby, set(parity(1)));
+        assert_eq!(claim.liveness.len(), 2);
+    }
+
+    /// Only whole units of a slicing of at most 11 bits go as UNITS: a claim that cuts a unit,
+    /// or a finer slicing, goes as SLICES.
+    #[test]
+    fn claims_that_are_not_whole_units_go_as_slices() {
+        let low8 = Slicing::LowOrder { bits: 8 };
+        let whole = vec![SliceEntry::include(Slice::new(1, 0x3))];
+        assert_eq!(
+            units_of(low8, &whole).len(),
+            64,
+            "a 2-bit slice is 64 units"
+        );
+        assert!(units_of(low8, &[SliceEntry::include(Slice::new(1, 0x1ff))]).is_empty());
+        let cut = vec![
+            SliceEntry::include(Slice::new(1, 0xff)),
+            SliceEntry::exclude(Slice::new(0x101, 0xffff)),
+        ];
+        assert!(units_of(low8, &cut).is_empty());
+        let fine = Slicing::LowOrder { bits: 12 };
+        assert!(units_of(fine, &[SliceEntry::include(fine.unit(3))]).is_empty());
     }
 }

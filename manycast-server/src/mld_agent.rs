@@ -18,7 +18,7 @@ use crate::join_agent::report_schedule::ReportSchedule;
 use crate::join_agent::AgentConfig;
 use ed25519_dalek::SigningKey;
 use igmp_ext::alloc::Slicing;
-use igmp_ext::join::{BuildError, SliceEntry6, NONCE_LEN};
+use igmp_ext::join::{BuildError, SliceEntry6, MAX_STANDBY_BITS, NONCE_LEN};
 use igmp_ext::mld_join::{build_mld_datagram, build_signed_mld_report, JoinClaims6};
 use igmp_ext::wire::mld::{decode_max_resp_code, MessageType, MldPacket};
 use igmp_ext::{
@@ -43,6 +43,8 @@ pub struct MldAgent {
     group: Ipv6Addr,
     slicing: Slicing,
     link: Option<Link6>,
+    /// The claimed IPv6 units one by one, sent as a UNITS bitmap, or merged where siblings as
+    /// SLICES for a slicing finer than a bitmap takes ([`MAX_STANDBY_BITS`]).
     entries: Vec<SliceEntry6>,
     /// The IPv6 units this member takes if their owner fails: the IPv4 standby's, by number.
     standby: Vec<SliceEntry6>,
@@ -57,6 +59,16 @@ pub struct MldAgent {
 /// The IPv6 counterpart of an IPv4 claim: unit i of `slicing` claimed ↔ unit i of the /56 site
 /// slicing with as many bits, merged where siblings.
 pub fn units6(slicing: Slicing, entries: &[SliceEntry]) -> Vec<SliceEntry6> {
+    let set: SliceSet6 = claim_units6(slicing, entries)
+        .into_iter()
+        .map(|e| e.slice)
+        .collect();
+    set.iter().copied().map(SliceEntry6::include).collect()
+}
+
+/// As [`units6`], one site-slicing unit per IPv4 unit in unit order, not merged: what the
+/// join's UNITS bitmap names (SPEC.md §3.8).
+pub fn claim_units6(slicing: Slicing, entries: &[SliceEntry]) -> Vec<SliceEntry6> {
     let claimed: SliceSet = entries
         .iter()
         .filter(|e| !e.exclude)
@@ -68,14 +80,14 @@ pub fn units6(slicing: Slicing, entries: &[SliceEntry]) -> Vec<SliceEntry6> {
         .map(|e| e.slice)
         .collect();
     let units6 = SliceSet6::site_slicing(slicing.bits());
-    let set: SliceSet6 = (0..slicing.unit_count())
+    (0..slicing.unit_count())
         .filter(|&i| {
             let base = slicing.unit(i).value();
             claimed.contains(base) && !excluded.contains(base)
         })
         .filter_map(|i| units6.get(i).copied())
-        .collect();
-    set.iter().copied().map(SliceEntry6::include).collect()
+        .map(SliceEntry6::include)
+        .collect()
 }
 
 /// The IPv6 counterparts of standby units, one site-slicing unit per IPv4 unit (not merged:
@@ -179,7 +191,11 @@ impl MldAgent {
         epoch: AllocationEpoch,
         random: &mut dyn FnMut() -> u64,
     ) {
-        let entries = units6(self.slicing, entries);
+        let entries = if self.as_units() {
+            claim_units6(self.slicing, entries)
+        } else {
+            units6(self.slicing, entries)
+        };
         let standby = if entries.is_empty() {
             Vec::new()
         } else {
@@ -193,6 +209,12 @@ impl MldAgent {
         self.epoch = epoch;
         let claiming = !self.entries.is_empty();
         self.schedule.changed(now, claiming, &self.config, random);
+    }
+
+    /// Whether the claim goes as a UNITS bitmap: a member's scattered units would cost 49 bytes
+    /// each as SLICES (46 of them at 8 bits did not fit a 1,500-byte link, EMSGSIZE).
+    fn as_units(&self) -> bool {
+        u32::from(self.slicing.bits()) <= MAX_STANDBY_BITS
     }
 
     /// Leaves: an empty claim at the current epoch.
@@ -248,6 +270,7 @@ impl MldAgent {
                 Some(b) if !self.entries.is_empty() => crate::beaconer::lock(b).anchors(now),
                 _ => Vec::new(),
             },
+            as_units: self.as_units() && !self.entries.is_empty(),
         };
         // As the IPv4 join (SPEC.md §5.5): a join past the link MTU leaves out its standby
         // units, then the running chain's anchor, rather than not go at all.

@@ -252,3 +252,72 @@ fn the_join_names_the_ipv4_standby_units_and_beacon_chains() {
     assert_eq!(claim.liveness, anchors);
     assert_eq!(trimmed, 1);
 }
+
+/// The lab's defect (issue 15): at the default 8-bit slicing, a member whose units a crash
+/// scattered (the 128 units of even bit parity: no two are siblings, nothing merges; every
+/// other unit would merge into one slice) and that stands by for the other 128,
+/// with its beacon chains, sends its join whole within the IPv6 minimum MTU (1,280 bytes,
+/// unfragmentable), and the router grants every unit. Per-slice SLICES made it over 6 KB,
+/// past any link (EMSGSIZE), and the claim expired.
+#[test]
+fn scattered_units_at_the_default_slicing_fit_the_minimum_mtu() {
+    use crate::beaconer::{Beaconer, SharedBeaconer};
+    let f = Fixture::dual_stack(1, SliceSet6::full());
+    let slicing = Slicing::LowOrder { bits: 8 };
+    let mut rng = counter();
+    let mut b = Beaconer::new(
+        f.group,
+        f.members[0].id,
+        Duration::from_millis(5),
+        Duration::from_secs(60),
+        NOW,
+        &mut rng,
+    );
+    b.start(NOW);
+    let beacons: SharedBeaconer = std::sync::Arc::new(std::sync::Mutex::new(b));
+    let anchors = crate::beaconer::lock(&beacons).anchors(NOW);
+    let parity = |odd: u32| -> Vec<SliceEntry> {
+        (0..256usize)
+            .filter(|i| i.count_ones() % 2 == odd)
+            .map(|i| SliceEntry::include(slicing.unit(i)))
+            .collect()
+    };
+    let (mine, standby) = (parity(0), parity(1));
+    let m = &f.members[0];
+    let config = AgentConfig {
+        max_datagram: 1280,
+        ..AgentConfig::default()
+    };
+    let mut a = MldAgent::new(config, m.key.clone(), m.cert.clone(), GROUP6, slicing)
+        .with_beacons(beacons.clone());
+    assert!(a.set_link(Link6 {
+        sender: f.addr6(0),
+        prefix: LINK6
+    }));
+    a.set_claim(NOW, &mine, &standby, AllocationEpoch(4), &mut rng);
+    let d = a
+        .poll_transmit(clock(NOW), nonce_bytes(1))
+        .expect("due")
+        .expect("builds");
+    assert!(d.len() <= 1280, "{} bytes", d.len());
+    assert_eq!(a.trimmed(), 0, "nothing left out");
+    let mut v = MldJoinVerifier::new(
+        MldVerifierConfig::default(),
+        &VerifierConfig::default(),
+        f.links6(),
+    );
+    let r = v.handle_datagram(clock(NOW), IFINDEX, &d, &f.key_source6());
+    assert!(matches!(r, Ok(MldOutcome::Join { .. })), "{r:?}");
+    let claim = v.ownership().claims(GROUP6).next().expect("a claim").1;
+    let site = SliceSet6::site_slicing(8);
+    let units = |odd: u32| -> SliceSet6 {
+        (0..256usize)
+            .filter(|i| i.count_ones() % 2 == odd)
+            .map(|i| site[i])
+            .collect()
+    };
+    assert_eq!(claim.slices, units(0));
+    assert_eq!(claim.slices.len(), 128, "nothing merged");
+    assert_eq!(claim.standby, units(1));
+    assert_eq!(claim.liveness, anchors);
+}

@@ -294,6 +294,7 @@ impl RouterLab {
             nonce: igmp_ext::fixtures::nonce_bytes(NONCE.fetch_add(1, Ordering::Relaxed)),
             standby: Vec::new(),
             liveness: Vec::new(),
+            as_units: false,
         };
         let igmp = build_signed_report(&claims, s.addr, &m.cert, &m.key).expect("join builds");
         s.ns.send_raw(&s.ifname, &build_datagram(s.addr, &igmp));
