@@ -18,7 +18,7 @@ Dual stack (`dual_stack = True`, off by default; the demo and the `dual-stack` s
 the certificates are version 2 and list GROUP6 (`cert issue --group6`), GROUP6's record is
 published too (its own name), the verifier protects ff3e::/32 (`protected6`) with GROUP6's key
 from the keystore (`groups6`), and every server serves IPv6 clients on [GROUP6]:PORT (`group6`)
-from the same allocation (`slice_bits = DUAL_STACK_SLICE_BITS`, below); `converged` then also
+from the same allocation (the default slicing); `converged` then also
 waits for the verifier to hold every running server's IPv6 claim at the agreed epoch.
 
 Everything started is stopped by `stop()` (also from `__exit__`, on error, Ctrl-C and SIGTERM
@@ -42,12 +42,6 @@ PID_FILE = "/run/manycast-lab.pids"
 GROUP = "232.1.1.1"
 GROUP6 = "ff3e::8000:1"
 PROTECTED6 = "ff3e::/32"
-# The dual-stack service's `control.slice_bits`: 32 units, so that a member's claim has at most
-# 16 entries whatever the allocation (no more units than that without two that merge), and its
-# MLDv2 join (49 bytes an entry) fits the IPv6 minimum MTU. At the default 8 bits a 4 -> 3
-# takeover gave members 45 entries: joins of ~2.6 KB that the raw socket cannot send
-# (EMSGSIZE), so their IPv6 claims expired (lab/NOTES.md, "IPv6 joins past the MTU").
-DUAL_STACK_SLICE_BITS = 5
 CONTROL_GROUP = "239.77.0.1"
 PORT = 5000
 ZONE = "groups.manycast.test"
@@ -468,7 +462,6 @@ class Cluster:
         control = f"port = {control_port}\n" if control_port else ""
         if self.dual_stack and group == GROUP:
             top = f'group6 = "{GROUP6}"\n' + top
-            control += f"slice_bits = {DUAL_STACK_SLICE_BITS}\n"
         if self.down_after_ms is not None:
             control += f"down_after_ms = {self.down_after_ms}\n"
         return (f'group = "{group}"\ninterface = "{name}-eth0"\nservice_port = {port}\n'

@@ -124,8 +124,7 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
             .iter()
             .map(|m| units("drained", m))
             .sum::<u64>(),
-        // The dual-stack service's 5-bit slicing (lab/cluster.py, DUAL_STACK_SLICE_BITS).
-        32,
+        256,
         "{admin}"
     );
     assert!(units("resumed", "3") > 0, "{admin}");
