@@ -156,7 +156,7 @@ def summary6(r, p):
     g = f["gap_ms"]
     p(f"  failover: {f['answered_by_other']}/{f['sources']} of the killed server's IPv6 sources answered "
       f"by another server; gap from the kill p50 {g['p50']} ms, max {g['max']} ms (longest silence "
-      f"a client saw {g['client_seen_max']} ms; no IPv6 standby failover yet: the next commit)")
+      f"a client saw {g['client_seen_max']} ms)")
     for name, s in r["sessions"].items():
-        p(f"  sessions (handoff) {name:19}: {s['resets']} resets to {s['sources']} sources (IPv6 "
-          f"sessions are not handed off yet), {s['sources_broken']} sources restarted or skipped")
+        p(f"  sessions (handoff) {name:19}: {s['resets']} resets to {s['sources']} sources, "
+          f"{s['sources_broken']} sources restarted or skipped")

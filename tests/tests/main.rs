@@ -202,8 +202,8 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     // IPv6 clients beside them (2 × 64 sources, each in a /56 of its own): in every phase each
     // is answered by exactly one server, the owner of its unit in the verifier's status of that
     // window, several servers in use; the killed server's IPv6 sources are answered by others
-    // afterwards; every signed MLDv2 join was sent. IPv6 sessions are reset when their unit
-    // moves (not handed off yet): the resets are in the JSON, not asserted.
+    // afterwards; every signed MLDv2 join was sent. Under handoff the IPv6 sessions go on
+    // across the planned moves (drain and resume, SIGTERM leave) as the IPv4 ones do.
     let six = &v["ipv6"];
     assert_eq!(six["sources_total"], 128, "{six}");
     assert_eq!(six["mld_send_errors"], 0, "{six}");
@@ -231,6 +231,11 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
         six["phases"]["after_crash"]["by_server"]["srv2"], 0,
         "{six}"
     );
+    for window in ["admin_drain_resume", "sigterm_leave"] {
+        let w = &six["sessions"][window];
+        assert_eq!(w["resets"], 0, "IPv6 {window}: {w}");
+        assert_eq!(w["sources_broken"], 0, "IPv6 {window}: {w}");
+    }
     let crash6 = &six["crash"];
     assert!(crash6["sources"].as_u64() > Some(0), "{six}");
     assert_eq!(crash6["answered_by_other"], crash6["sources"], "{six}");
