@@ -9,13 +9,13 @@
 //! address, and, once units moved, a source rule per moved client to member 2's. Behind the
 //! real verifier: `vip6_verified.rs`.
 
-use crate::harness::{in_netns, wait_for, Lab};
+use crate::harness::{wait_for, Lab};
 use crate::native6::{certify_dual_stack, ip_in, server6, sources6, unit_of};
-use crate::support::vip_member::{lo_has_vip, KeepAlive, HTTP_PORT, OVERLAY, VIP};
+use crate::support::vip_member::{lo_has_vip, whoami_server, KeepAlive, HTTP_PORT, OVERLAY, VIP};
 use igmp_ext::fixtures::GROUP6;
 use std::collections::BTreeSet;
-use std::net::Ipv6Addr;
-use std::process::{Command, Stdio};
+use std::net::{IpAddr, Ipv6Addr};
+use std::process::Command;
 use std::time::Duration;
 
 pub(crate) const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 1);
@@ -81,27 +81,7 @@ pub(crate) fn start_member6(lab: &mut Lab, i: usize, ns: &str, strategy: &str) {
     wait_for("the member holds both VIPs on lo", || {
         lo_has_vip(ns) && lo_has_vip6(ns)
     });
-    let www = lab.dir.path().join(format!("www6-{i}"));
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::write(www.join("whoami"), format!("m{}\n", i + 1)).expect("whoami");
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-m", "http.server"])
-        .args(["--bind", &VIP6.to_string(), "--protocol", "HTTP/1.1"])
-        .arg("--directory")
-        .arg(&www)
-        .arg(HTTP_PORT.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
-    lab.children.push((format!("http6-{i}"), child));
-    wait_for("the HTTP server listens on the IPv6 VIP", || {
-        in_netns(ns, || {
-            std::net::TcpStream::connect_timeout(&(VIP6, HTTP_PORT).into(), Duration::from_secs(1))
-                .is_ok()
-        })
-    });
+    whoami_server(lab, i, ns, IpAddr::V6(VIP6), "6-");
 }
 
 /// `curl -6` from `src` in `ns`: the body of `/whoami` at the IPv6 VIP on a new connection.

@@ -6,7 +6,7 @@
 use crate::harness::{in_netns, wait_for, Lab};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -44,12 +44,18 @@ pub fn start_vip_member(lab: &mut Lab, i: usize, ns: &str, interface: &str, stra
         "",
     );
     wait_for("the member holds the VIP on lo", || lo_has_vip(&ns));
-    let www = lab.dir.path().join(format!("www{i}"));
+    whoami_server(lab, i, &ns, IpAddr::V4(VIP), "");
+}
+
+/// Starts Python's HTTP server in `ns` bound to `vip` (the member holds it on lo), whose
+/// `/whoami` answers `m<i+1>`, and waits until it listens; its files are under `www<tag><i>`.
+pub fn whoami_server(lab: &mut Lab, i: usize, ns: &str, vip: IpAddr, tag: &str) {
+    let www = lab.dir.path().join(format!("www{tag}{i}"));
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("whoami"), format!("m{}\n", i + 1)).expect("whoami");
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns, "python3", "-m", "http.server"])
-        .args(["--bind", &VIP.to_string(), "--protocol", "HTTP/1.1"])
+        .args(["netns", "exec", ns, "python3", "-m", "http.server"])
+        .args(["--bind", &vip.to_string(), "--protocol", "HTTP/1.1"])
         .arg("--directory")
         .arg(&www)
         .arg(HTTP_PORT.to_string())
@@ -58,14 +64,10 @@ pub fn start_vip_member(lab: &mut Lab, i: usize, ns: &str, interface: &str, stra
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 -m http.server (is python3 installed? scripts/setup.sh)");
-    lab.children.push((format!("http{i}"), child));
+    lab.children.push((format!("http{tag}{i}"), child));
     wait_for("the HTTP server listens on the VIP", || {
-        in_netns(&ns, || {
-            TcpStream::connect_timeout(
-                &SocketAddrV4::new(VIP, HTTP_PORT).into(),
-                Duration::from_secs(1),
-            )
-            .is_ok()
+        in_netns(ns, || {
+            TcpStream::connect_timeout(&(vip, HTTP_PORT).into(), Duration::from_secs(1)).is_ok()
         })
     });
 }
