@@ -49,6 +49,17 @@ impl fmt::Display for MemberId {
     }
 }
 
+/// A site of a site hierarchy (issue 14, item 2): the routers of one site carry router
+/// certificates naming it, and the upper control group allocates units to sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SiteId(pub u32);
+
+impl fmt::Display for SiteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "site{}", self.0)
+    }
+}
+
 /// Names a public key: the first 8 bytes of SHA-256 over its 32 raw bytes. Short enough for a
 /// DNS label and a join, long enough that keys of one group never collide by accident.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -593,6 +604,12 @@ impl MemberCertificate {
     /// What the certificate grants on IPv6 groups; empty for a version 1 certificate.
     pub fn ipv6(&self) -> &Ipv6Grant {
         &self.ipv6
+    }
+
+    /// The site a router certificate names; `None` for a member's certificate. Router
+    /// certificates are not issued yet: this is the interface the site hierarchy builds on.
+    pub fn site(&self) -> Option<SiteId> {
+        None
     }
 
     /// The exact bytes, as carried in joins.

@@ -32,7 +32,8 @@ pub mod wire;
 
 pub use alloc::{Allocation, Slicing};
 pub use cert::{
-    CertificateBody, KeyId, MemberCertificate, MemberId, UnverifiedBody, UnverifiedCertificate,
+    CertificateBody, KeyId, MemberCertificate, MemberId, SiteId, UnverifiedBody,
+    UnverifiedCertificate,
 };
 /// Re-exported so that callers name the same key types this crate checks signatures with.
 pub use ed25519_dalek;
