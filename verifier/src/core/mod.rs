@@ -30,6 +30,7 @@ mod mld;
 #[cfg(test)]
 mod mld_flood_tests;
 mod mld_querier;
+pub mod site;
 mod status;
 #[cfg(test)]
 pub(super) mod tests;

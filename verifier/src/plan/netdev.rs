@@ -327,6 +327,16 @@ impl NetdevPlanner {
         }
     }
 
+    /// Hooks `device` too, for packets to steer only: a site router's upstream interface,
+    /// where clients' packets arrive but no join is taken (SPEC.md §10.8). The next write is
+    /// the whole table.
+    pub fn add_device(&mut self, device: String) {
+        if !self.devices.contains(&device) {
+            self.devices.push(device);
+            self.kernel = None;
+        }
+    }
+
     pub fn is_holding(&self) -> bool {
         self.holding
     }
