@@ -59,6 +59,10 @@ pub struct Config {
     /// `verifier.protected` (a steered group) or a VIP's group.
     #[serde(default)]
     pub control_groups: Vec<Ipv4Addr>,
+    /// This verifier is a site router: its site agent claims upstream what the site serves
+    /// (SPEC.md §10.8).
+    #[serde(default)]
+    pub site: Option<SiteSection>,
 }
 
 fn default_status_socket() -> PathBuf {
@@ -380,6 +384,7 @@ impl Config {
         self.protected()?;
         self.protected6()?;
         self.check_control_groups()?;
+        self.check_site()?;
         self.key_source()?;
         self.gap_policy()?;
         self.rate_limit.admission()?;
@@ -673,6 +678,10 @@ impl Config {
         })
     }
 }
+
+#[path = "config_site.rs"]
+mod site;
+pub use site::SiteSection;
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

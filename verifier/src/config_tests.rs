@@ -318,3 +318,49 @@ fn an_ipv6_vip_needs_an_ipv6_group_inside_protected6() {
         .to_string();
     assert!(e.contains("not inside verifier.protected6"), "{e}");
 }
+
+const SITE: &str = "[native]\ndataplane = \"nft\"\n[site]\nupstream = \"up0\"\n\
+    router_key = \"/etc/manycast/router.key\"\nrouter_certificate = \"/etc/manycast/router.cert\"\n\
+    group = \"232.1.1.1\"\nupper_group = \"239.77.1.1\"\n";
+
+#[test]
+fn a_site_section_gets_the_servers_control_defaults() {
+    let c = Config::parse(&format!("{MINIMAL}{SITE}")).expect("valid");
+    let s = c.site.expect("site");
+    assert_eq!(s.upstream, "up0");
+    assert_eq!((s.upper_port, s.weight, s.slice_bits), (4790, 1, 8));
+    assert_eq!(s.refresh_ms, 10_000);
+    let u = s.upper_config();
+    assert_eq!(u.cluster, Ipv4Addr::new(239, 77, 1, 1));
+    assert_eq!(u.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(u.down_after, Duration::from_millis(200));
+    assert_eq!(u.slicing, igmp_ext::Slicing::LowOrder { bits: 8 });
+    let a = s.agent_config();
+    assert_eq!(a.refresh, Duration::from_secs(10));
+    assert_eq!(a.weight, 1);
+}
+
+#[test]
+fn a_bad_site_section_is_refused_with_what_is_wrong() {
+    for (change, says) in [
+        (("upstream = \"up0\"", "upstream = \"s1\""), "also in `interfaces`"),
+        (("group = \"232.1.1.1\"", "group = \"239.1.1.1\""), "not inside verifier.protected"),
+        (("upper_group = \"239.77.1.1\"", "upper_group = \"232.9.9.9\""), "protected here"),
+        (("upper_group = \"239.77.1.1\"", "upper_group = \"224.0.0.9\""), "outside 224.0.0.0/24"),
+        (("upper_group = \"239.77.1.1\"", "upper_group = \"10.0.0.1\""), "not a multicast group"),
+        (("dataplane = \"nft\"", "dataplane = \"auto\""), "needs native.dataplane"),
+        (("\n[site]\n", "\n[site]\nweight = 0\n"), "weight must be"),
+        (("\n[site]\n", "\n[site]\nweight = 17\n"), "weight must be"),
+        (("\n[site]\n", "\n[site]\nslice_bits = 0\n"), "slice_bits"),
+        (("\n[site]\n", "\n[site]\nslice_bits = 17\n"), "slice_bits"),
+        (("\n[site]\n", "\n[site]\nrefresh_ms = 0\n"), "refresh_ms"),
+        (("\n[site]\n", "\n[site]\ndown_after_ms = 50\n"), "below down_after_ms"),
+    ] {
+        let text = format!("{MINIMAL}{}", SITE.replace(change.0, change.1));
+        assert_ne!(text, format!("{MINIMAL}{SITE}"), "{change:?} changed nothing");
+        let e = Config::parse(&text).expect_err(change.1);
+        assert!(e.to_string().contains(says), "{change:?}: {e}");
+    }
+    let e = Config::parse(&format!("{MINIMAL}{SITE}bogus = 1\n")).expect_err("unknown key");
+    assert!(e.to_string().contains("bogus"), "{e}");
+}
