@@ -39,3 +39,21 @@ pub fn send_report(igmp: &AsyncFd<Socket>, datagram: &[u8]) -> io::Result<usize>
     let to = SockAddr::from(SocketAddrV4::new(ALL_V3_ROUTERS, 0));
     igmp.get_ref().send_to(datagram, &to)
 }
+
+/// Uniform u64s from the OS: report jitter, and the seeds of liveness chains, which must be
+/// unguessable (a guessed seed would let anyone keep a dead member alive at the router).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random generator (getrandom) works");
+    u64::from_le_bytes(b)
+}
+
+pub fn nonce() -> [u8; igmp_ext::join::NONCE_LEN] {
+    let mut b = [0u8; igmp_ext::join::NONCE_LEN];
+    if getrandom::fill(&mut b).is_err() {
+        // Still unique per report: the verifier's replay cache keys on the nonce.
+        b[..8].copy_from_slice(&random_u64().to_le_bytes());
+        b[8..].copy_from_slice(&crate::wall_clock().0.to_le_bytes());
+    }
+    b
+}

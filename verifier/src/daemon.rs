@@ -5,6 +5,7 @@
 mod beacons;
 mod mld;
 mod query;
+pub mod site;
 pub use query::{query_status, QueryError};
 
 use crate::config::{Config, ConfigError};
@@ -52,6 +53,8 @@ pub enum Error {
     /// The executor's libnftables context or rtnetlink socket could not be set up.
     #[error(transparent)]
     Kernel(#[from] crate::sys::exec::KernelError),
+    #[error(transparent)]
+    Site(#[from] site::SiteError),
     /// The operating system refused a socket or a signal handler.
     #[error("{what}: {source}")]
     Os {
@@ -84,6 +87,8 @@ pub struct Daemon {
     queries_sent: u64,
     /// Refusals are logged a few per reason and window, the rest as summaries.
     rejections: RejectionLog,
+    /// The site agent, on a site router (`[site]`); started with the loop.
+    site: Option<site::SiteHandle>,
 }
 
 impl core::fmt::Debug for Daemon {
@@ -123,6 +128,7 @@ impl Daemon {
             senders: sockets.senders,
             queries_sent: 0,
             rejections: RejectionLog::new(),
+            site: None,
         };
         daemon.flush(clocks());
         Ok(daemon)
@@ -152,6 +158,9 @@ impl Daemon {
             }
             let ok = self.exec.run(&op);
             self.core.handle_op_result(&op, ok);
+        }
+        if let Some(site) = &self.site {
+            site.publish(&self.core);
         }
     }
 
@@ -319,6 +328,7 @@ impl Daemon {
         );
         (c.nft_rewrites, c.nfnl_batches) = (self.exec.nft_rewrites, self.exec.nfnl_batches);
         status.pin_dataplane = self.exec.pin_path().into();
+        status.site = self.site.as_ref().map(|s| s.status());
         status
     }
 
@@ -345,6 +355,8 @@ impl Daemon {
         if let Some(ks) = &self.cfg.keystore {
             self.refresher = self.keys.start(Duration::from_millis(ks.refresh_ms)).await;
         }
+        // On the runtime (its task), before Start writes the data plane with its hook.
+        self.site = site::SiteHandle::start(&self.cfg, &self.keys, &mut self.core)?;
         let now = clocks();
         self.core.handle_request(now, Request::Start);
         self.flush(now);
@@ -411,6 +423,9 @@ impl Daemon {
         info!("shutting down");
         if let Some(r) = self.refresher.take() {
             r.abort();
+        }
+        if let Some(site) = self.site.take() {
+            site.stop().await;
         }
         let now = clocks();
         self.core.handle_request(now, Request::Shutdown);

@@ -38,7 +38,32 @@ pub struct Status {
     /// (SPEC.md §10.7).
     #[serde(default)]
     pub control: Vec<ControlRow>,
+    /// The site agent, on a site router (`[site]`, SPEC.md §10.8).
+    #[serde(default)]
+    pub site: Option<SiteStatus>,
     pub counters: Counters,
+}
+
+/// A site router's agent: its upper group and what it claims upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SiteStatus {
+    pub site: u32,
+    /// Its member id in the upper group (its router certificate's).
+    pub member: u32,
+    /// The upper group's committed epoch: the upstream joins' epoch.
+    pub upper_epoch: Option<u64>,
+    /// Units the upper allocation gives this agent.
+    pub own_units: u64,
+    /// Units claimed upstream: its own that a live member of the site serves.
+    pub claim_units: u64,
+    /// Units of every agent of its site (those it knows the site of).
+    pub scope_units: u64,
+    /// The weight it announces in the upper group (0: the site has no live member).
+    pub weight: u32,
+    /// Live members of the upper group, itself included.
+    pub peers: Vec<u32>,
+    /// Upstream joins sent, leaves included.
+    pub upstream_joins_sent: u64,
 }
 
 /// A control group member: where its shared join came from, and how long it holds.
@@ -601,6 +626,23 @@ impl Status {
             c.kernel_errors,
         );
         m.counter("queries_sent_total", "IGMP queries sent.", c.queries_sent);
+        if let Some(site) = &self.site {
+            m.counter(
+                "site_upstream_joins_sent_total",
+                "Signed joins (leaves included) the site agent sent upstream.",
+                site.upstream_joins_sent,
+            );
+            m.gauge(
+                "site_upper_epoch",
+                "The upper group's committed epoch (0: none yet).",
+                site.upper_epoch.unwrap_or(0) as i64,
+            );
+            m.gauge(
+                "site_claim_units",
+                "Units the site agent claims upstream.",
+                site.claim_units as i64,
+            );
+        }
         m.render()
     }
 }

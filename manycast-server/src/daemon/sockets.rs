@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tracing::debug;
 
-pub use daemon_kit::igmp::{igmp_socket, interface_addr, send_report};
+pub use daemon_kit::igmp::{igmp_socket, interface_addr, nonce, random_u64, send_report};
 
 /// UDP socket for the service: joined to the group at the kernel level so that the kernel
 /// delivers it (the kernel then also sends its own unsigned reports, which a verifier refuses).
@@ -92,24 +92,6 @@ pub fn read_datagram(igmp: &AsyncFd<Socket>, buf: &mut [u8]) -> io::Result<usize
     use std::io::Read;
     let mut s: &Socket = igmp.get_ref();
     s.read(buf)
-}
-
-/// Uniform u64s from the OS: report jitter, and the seeds of liveness chains, which must be
-/// unguessable (a guessed seed would let anyone keep a dead member alive at the router).
-pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("the OS random generator (getrandom) works");
-    u64::from_le_bytes(b)
-}
-
-pub fn nonce() -> [u8; igmp_ext::join::NONCE_LEN] {
-    let mut b = [0u8; igmp_ext::join::NONCE_LEN];
-    if getrandom::fill(&mut b).is_err() {
-        // Still unique per report: the verifier's replay cache keys on the nonce.
-        b[..8].copy_from_slice(&random_u64().to_le_bytes());
-        b[8..].copy_from_slice(&daemon_kit::wall_clock().0.to_le_bytes());
-    }
-    b
 }
 
 impl Shell {

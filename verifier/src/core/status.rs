@@ -184,6 +184,7 @@ impl Router {
                 String::new()
             },
             announced: self.announcer.held().collect(),
+            site: None, // the daemon's site agent fills it in
             counters: Counters {
                 joins_accepted: s.joins_accepted,
                 plain_accepted: s.plain_accepted,
