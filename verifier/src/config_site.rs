@@ -146,9 +146,7 @@ impl Config {
             return bad("refresh_ms must be positive".into());
         }
         if s.heartbeat_interval_ms == 0 || s.down_after_ms <= s.heartbeat_interval_ms {
-            return bad(
-                "heartbeat_interval_ms must be positive and below down_after_ms".into(),
-            );
+            return bad("heartbeat_interval_ms must be positive and below down_after_ms".into());
         }
         if self.native.dataplane != Dataplane::Nft {
             return bad(

@@ -343,21 +343,52 @@ fn a_site_section_gets_the_servers_control_defaults() {
 #[test]
 fn a_bad_site_section_is_refused_with_what_is_wrong() {
     for (change, says) in [
-        (("upstream = \"up0\"", "upstream = \"s1\""), "also in `interfaces`"),
-        (("group = \"232.1.1.1\"", "group = \"239.1.1.1\""), "not inside verifier.protected"),
-        (("upper_group = \"239.77.1.1\"", "upper_group = \"232.9.9.9\""), "protected here"),
-        (("upper_group = \"239.77.1.1\"", "upper_group = \"224.0.0.9\""), "outside 224.0.0.0/24"),
-        (("upper_group = \"239.77.1.1\"", "upper_group = \"10.0.0.1\""), "not a multicast group"),
-        (("dataplane = \"nft\"", "dataplane = \"auto\""), "needs native.dataplane"),
+        (
+            ("upstream = \"up0\"", "upstream = \"s1\""),
+            "also in `interfaces`",
+        ),
+        (
+            ("group = \"232.1.1.1\"", "group = \"239.1.1.1\""),
+            "not inside verifier.protected",
+        ),
+        (
+            (
+                "upper_group = \"239.77.1.1\"",
+                "upper_group = \"232.9.9.9\"",
+            ),
+            "protected here",
+        ),
+        (
+            (
+                "upper_group = \"239.77.1.1\"",
+                "upper_group = \"224.0.0.9\"",
+            ),
+            "outside 224.0.0.0/24",
+        ),
+        (
+            ("upper_group = \"239.77.1.1\"", "upper_group = \"10.0.0.1\""),
+            "not a multicast group",
+        ),
+        (
+            ("dataplane = \"nft\"", "dataplane = \"auto\""),
+            "needs native.dataplane",
+        ),
         (("\n[site]\n", "\n[site]\nweight = 0\n"), "weight must be"),
         (("\n[site]\n", "\n[site]\nweight = 17\n"), "weight must be"),
         (("\n[site]\n", "\n[site]\nslice_bits = 0\n"), "slice_bits"),
         (("\n[site]\n", "\n[site]\nslice_bits = 17\n"), "slice_bits"),
         (("\n[site]\n", "\n[site]\nrefresh_ms = 0\n"), "refresh_ms"),
-        (("\n[site]\n", "\n[site]\ndown_after_ms = 50\n"), "below down_after_ms"),
+        (
+            ("\n[site]\n", "\n[site]\ndown_after_ms = 50\n"),
+            "below down_after_ms",
+        ),
     ] {
         let text = format!("{MINIMAL}{}", SITE.replace(change.0, change.1));
-        assert_ne!(text, format!("{MINIMAL}{SITE}"), "{change:?} changed nothing");
+        assert_ne!(
+            text,
+            format!("{MINIMAL}{SITE}"),
+            "{change:?} changed nothing"
+        );
         let e = Config::parse(&text).expect_err(change.1);
         assert!(e.to_string().contains(says), "{change:?}: {e}");
     }

@@ -86,7 +86,6 @@ pub fn beacon_socket(ifname: &str, addr: Ipv4Addr, port: u16) -> io::Result<std:
     Ok(s.into())
 }
 
-
 /// Reads a raw datagram into an initialised buffer (socket2 wants `MaybeUninit`).
 pub fn read_datagram(igmp: &AsyncFd<Socket>, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;

@@ -187,7 +187,11 @@ impl SiteAgent {
         let ours = |m: &MemberId| *m == self.me || upper.sites.get(m) == Some(&self.site);
         Some(SiteScope {
             upper_epoch: upper.epoch,
-            units: upper.owners.iter().map(|o| o.is_some_and(|m| ours(&m))).collect(),
+            units: upper
+                .owners
+                .iter()
+                .map(|o| o.is_some_and(|m| ours(&m)))
+                .collect(),
         })
     }
 

@@ -69,7 +69,10 @@ fn units(bits: &str) -> Vec<bool> {
 fn the_claim_is_own_upper_units_that_a_live_member_serves_at_the_upper_epoch() {
     let mut a = agent();
     assert_eq!(a.claim(), None, "nothing before the upper group commits");
-    a.handle_service(at(0), &[claim(1, &[0, 1, 2, 3], false), claim(2, &[4, 5, 6], false)]);
+    a.handle_service(
+        at(0),
+        &[claim(1, &[0, 1, 2, 3], false), claim(2, &[4, 5, 6], false)],
+    );
     assert_eq!(a.claim(), None, "members alone claim nothing upstream");
     a.handle_upper(at(0), Some(upper(7, "aaxxaabx")));
     let c = a.claim().expect("a claim");
@@ -77,7 +80,10 @@ fn the_claim_is_own_upper_units_that_a_live_member_serves_at_the_upper_epoch() {
     // Ours: 0, 1, 4, 5; unit 7 is B1's and not served anyway, unit 6 is A2's.
     assert_eq!(c.units, units("11001100"));
     // Unit 5 no longer served: no longer claimed.
-    a.handle_service(at(1), &[claim(1, &[0, 1, 2, 3], false), claim(2, &[4, 6], false)]);
+    a.handle_service(
+        at(1),
+        &[claim(1, &[0, 1, 2, 3], false), claim(2, &[4, 6], false)],
+    );
     assert_eq!(a.claim().unwrap().units, units("11001000"));
 }
 
@@ -86,7 +92,13 @@ fn a_dead_members_units_are_not_served_unless_the_failover_view_gave_them_to_a_l
     let mut a = agent();
     a.handle_upper(at(0), Some(upper(2, "aaaaaaaa")));
     // Member 2 found dead, no standby took its units: the failover view leaves them with it.
-    a.handle_service(at(0), &[claim(1, &[0, 1, 2, 3], false), claim(2, &[4, 5, 6, 7], true)]);
+    a.handle_service(
+        at(0),
+        &[
+            claim(1, &[0, 1, 2, 3], false),
+            claim(2, &[4, 5, 6, 7], true),
+        ],
+    );
     assert_eq!(a.claim().unwrap().units, units("11110000"));
     // A standby took them (the view gives them to member 1).
     a.handle_service(at(1), &[claim(1, &[0, 1, 2, 3, 4, 5, 6, 7], false)]);

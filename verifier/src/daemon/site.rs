@@ -321,7 +321,8 @@ impl AgentIo {
         }
         self.weight = Some(weight);
         info!(weight, "site: weight announced in the upper group");
-        self.upper.with(move |ep, now| ep.set_held(now, weight == 0));
+        self.upper
+            .with(move |ep, now| ep.set_held(now, weight == 0));
     }
 
     /// Builds and sends one signed join (a leave when the claim is empty).
@@ -347,7 +348,11 @@ impl AgentIo {
             .map(|igmp| build_datagram(self.sender, &igmp));
         match built {
             Ok(datagram) => match daemon_kit::igmp::send_report(&self.igmp, &datagram) {
-                Ok(_) => debug!(epoch = claim.epoch.0, units = claim.unit_count(), "site: upstream join sent"),
+                Ok(_) => debug!(
+                    epoch = claim.epoch.0,
+                    units = claim.unit_count(),
+                    "site: upstream join sent"
+                ),
                 Err(e) => warn!(error = %e, "site: upstream join not sent"),
             },
             Err(e) => warn!(error = %e, "site: upstream join not built"),
