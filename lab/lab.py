@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """Bring the Manycast lab up and down.
 
-    lab/lab.py smoke [--json]   start the default topology, check reachability, stop
-    lab/lab.py cli              start it and open the mininet prompt
+    lab/lab.py smoke [--json] [--topo sites]
+                                start the default topology (or the `sites` one with FRR),
+                                check reachability (sites: FRR converged first), stop
+    lab/lab.py cli [--topo sites]
+                                start it and open the mininet prompt
     lab/lab.py clean            remove anything a crashed run left: the daemons and clients a lab
                                 recorded in /run/manycast-lab.pids (each by its pid),
                                 mininet's own `mn -c`, and the topology's bridges
@@ -15,8 +18,10 @@ import argparse
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +31,7 @@ from mininet.net import Mininet  # noqa: E402
 from mininet.nodelib import LinuxBridge  # noqa: E402
 
 import cluster  # noqa: E402
+import frr  # noqa: E402
 import topo  # noqa: E402
 
 
@@ -35,6 +41,48 @@ def start():
     net.start()
     topo.configure(net)
     return net
+
+
+def start_sites(run_dir):
+    """The `sites` topology with FRR on its five routers; returns (net, frr). FRR is started
+    once the net is up; the caller stops both (FRR first), also when this raises."""
+    net = Mininet(topo=topo.SitesTopo(), switch=LinuxBridge, controller=None,
+                  autoSetMacs=True, waitConnected=False)
+    net.start()
+    topo.configure_sites(net)
+    return net, frr.Frr(net, run_dir)
+
+
+def sites_smoke(net):
+    """From each client (its own address and two of its sources) to every server (both
+    subnets of both sites) and the keystore; from every server to the keystore and to every
+    server of the other site."""
+    results = {}
+    servers = [(name, addr) for s in topo.SITES for name, _, addr, _, _ in topo.site_servers(s)]
+    ks = topo.KEYSTORE_SUBNET[2]
+    for c in range(1, topo.CLIENTS + 1):
+        cli = net.get(f"cli{c}")
+        for src in [None] + topo.client_sources(c)[:2]:
+            label = f"cli{c}" if src is None else f"cli{c}[{src}]"
+            for name, addr in servers + [("ks", ks)]:
+                results[f"{label}->{name}"] = ping(cli, addr, source_addr=src)
+    for name, addr in servers:
+        results[f"{name}->ks"] = ping(net.get(name), ks)
+        for other, oaddr in servers:
+            if other[3] != name[3]:
+                results[f"{name}->{other}"] = ping(net.get(name), oaddr)
+    return results
+
+
+def print_picture(picture, file=sys.stdout):
+    """The routing picture, one block per router: OSPF neighbours, BFD peers, routes."""
+    for router, p in picture.items():
+        print(f"{router}: OSPF neighbours "
+              + ", ".join(f"{rid} {'/'.join(st)}" for rid, st in sorted(p["ospf_neighbours"].items()))
+              + "; BFD " + ", ".join(f"{a} {st}" for a, st in sorted(p["bfd_peers"].items())),
+              file=file)
+        for prefix, proto in sorted(p["routes"].items()):
+            print(f"    {prefix:<18} {proto}", file=file)
 
 
 def ping(src, dst_addr, source_addr=None):
@@ -68,6 +116,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["smoke", "cli", "clean"])
     p.add_argument("--json", action="store_true", help="print results as one JSON line")
+    p.add_argument("--topo", choices=["manycast", "sites"], default="manycast",
+                   help="the default topology or the two-site one with FRR (lab/README.md)")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("lab: needs root (network namespaces, bridges)")
@@ -80,7 +130,9 @@ def main():
         print(f"lab: stopped {killed} leftover process(es); mininet cleaned")
         return
     setLogLevel("warning")
-    net = None
+    net = routers = None
+    run_dir = None
+    ok = False
 
     def stop(*_):
         raise KeyboardInterrupt
@@ -89,25 +141,49 @@ def main():
     lock = cluster.LabLock()
     lock.acquire(lambda m: print(m, file=sys.stderr))
     try:
-        net = start()
-        if args.command == "cli":
-            CLI(net)
+        if args.topo == "sites":
+            run_dir = tempfile.mkdtemp(prefix="manycast-lab-sites-")
+            net, routers = start_sites(run_dir)
+            routers.start_sites()
+            picture = routers.wait_converged()
         else:
-            results = smoke(net)
+            net = start()
+        if args.command == "cli":
+            if routers is not None:
+                print_picture(picture)
+            CLI(net)
+            ok = True
+        else:
+            results = smoke(net) if routers is None else sites_smoke(net)
             if args.json:
-                print(json.dumps({"lab": "smoke", "results": results}))
+                out = {"lab": "smoke", "topo": args.topo, "results": results}
+                if routers is not None:
+                    out.update(routing=picture, pids=routers.pids())
+                print(json.dumps(out))
             else:
-                for k, ok in results.items():
-                    print(f"{'ok  ' if ok else 'FAIL'} {k}")
-            if not all(results.values()):
+                if routers is not None:
+                    print_picture(picture)
+                for k, good in results.items():
+                    print(f"{'ok  ' if good else 'FAIL'} {k}")
+            ok = all(results.values())
+            if not ok:
                 sys.exit(1)
     finally:
         # A second Ctrl-C or SIGTERM must not cut the clean-up short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if routers is not None:
+            routers.stop()
         if net is not None:
             net.stop()
+        if os.path.exists(cluster.PID_FILE):
+            os.unlink(cluster.PID_FILE)
         lock.release()
+        if run_dir is not None:
+            if ok:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                print(f"lab: FRR configs and logs kept in {run_dir}", file=sys.stderr)
 
 
 if __name__ == "__main__":
