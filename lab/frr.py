@@ -183,7 +183,8 @@ class Frr:
 
     def converged(self, subnets, default_via=("up",)):
         """The picture once every router has a selected route to each of `subnets` and, except
-        the routers in `default_via`, a default route, and every BFD peer is up; else None."""
+        the routers in `default_via`, a default route, every BFD peer is up and every OSPF
+        adjacency settled; else None."""
         self.check()
         pic = self.picture()
         for router, p in pic.items():
@@ -193,6 +194,11 @@ class Frr:
             if not want <= set(p["routes"]):
                 return None
             if not p["bfd_peers"] or any(s != "up" for s in p["bfd_peers"].values()):
+                return None
+            # Adjacencies settled: Full, or 2-Way between two routers neither of which is the
+            # DR or BDR of their broadcast link (they exchange no database, RFC 2328 §10.4).
+            states = {s for ss in p["ospf_neighbours"].values() for s in ss}
+            if not states or not states <= {"Full", "2-Way"}:
                 return None
         return pic
 
