@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import cluster
@@ -220,3 +221,14 @@ class Frr:
                 p.kill()
                 p.wait()
         self.procs.clear()
+
+
+def print_picture(picture, file=sys.stdout):
+    """The routing picture, one block per router: OSPF neighbours, BFD peers, routes."""
+    for router, p in picture.items():
+        print(f"{router}: OSPF neighbours "
+              + ", ".join(f"{rid} {'/'.join(st)}" for rid, st in sorted(p["ospf_neighbours"].items()))
+              + "; BFD " + ", ".join(f"{a} {st}" for a, st in sorted(p["bfd_peers"].items())),
+              file=file)
+        for prefix, proto in sorted(p["routes"].items()):
+            print(f"    {prefix:<18} {proto}", file=file)
