@@ -4,10 +4,9 @@
 //! and `frr` packages are needed (`scripts/setup.sh`). Holds the machine-wide lab lock, as
 //! tests/main.rs does.
 
-#[allow(dead_code)] // the shared lab helpers this file does not use (yet)
 mod lab_support;
 
-use lab_support::lab_lock;
+use lab_support::{assert_no_leftovers, daemon_bin_dir, lab_lock};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -128,7 +127,12 @@ fn lab_sites_topology_frr_converges_and_routes_every_subnet() {
     assert!(failed.is_empty(), "unreachable: {failed:?}\n{stderr}");
     assert!(out.status.success(), "{stderr}");
 
-    // Nothing left: FRR's daemons, mininet's hosts, the lab's links, named namespaces.
+    assert_sites_left_nothing(&v);
+}
+
+/// Nothing left after a sites lab printed `v` (with the `pids` it started): FRR's daemons,
+/// mininet's hosts, the sites topology's links and bridges, a named namespace of a lab host.
+fn assert_sites_left_nothing(v: &Value) {
     for pid in v["pids"].as_array().expect("pids") {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         assert!(
@@ -191,4 +195,69 @@ fn site_digit(router: &str) -> char {
     } else {
         '2'
     }
+}
+
+/// The daemons on the sites topology as far as main runs them (lab/sites.py): each site is a
+/// single-site cluster of its own. Its three servers, on two subnets, coordinate through the
+/// control group their two site routers carry between the subnets, agree on one allocation
+/// covering the address space, and both routers' verifiers hold exactly those claims (the
+/// redundant verifiers of SPEC.md §10.6). FRR converged first. The upstream verifier and the
+/// site agents are not run (`pending`: H1/H3); nothing of them is simulated.
+#[test]
+fn lab_sites_each_site_runs_as_a_cluster_behind_both_its_routers() {
+    let bin_dir = daemon_bin_dir();
+    let _lock = lab_lock();
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/sites.py"))
+        .env("MANYCAST_LAB_LOCK_HELD", "1")
+        .args(["up", "--json", "--bin-dir"])
+        .arg(&bin_dir)
+        .arg("--run-dir")
+        .arg(bin_dir.join("lab-sites"))
+        .output()
+        .expect("run lab/sites.py with /usr/bin/python3");
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("sites printed no JSON ({e}): {stdout}\n{stderr}"));
+    assert!(v.get("error").is_none(), "{v}\n{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        v["routing"].as_object().map(|o| o.len()),
+        Some(ROUTERS.len()),
+        "{v}"
+    );
+    for (site, routers, members, subnet1, subnet2) in [
+        ("a", ["a1", "a2"], [1, 2, 3], [1, 3], [2]),
+        ("b", ["b1", "b2"], [4, 5, 6], [4, 6], [5]),
+    ] {
+        let s = &v["sites"][site];
+        assert!(s["epoch"].as_u64() >= Some(1), "site {site}: {s}");
+        for r in routers {
+            let row = &s["routers"][r];
+            assert_eq!(row["members"], serde_json::json!(members), "{r}: {s}");
+            // The control group carried for each member on its own subnet's interface.
+            let carried: Vec<(u64, String)> = row["control"]
+                .as_array()
+                .expect("control rows")
+                .iter()
+                .map(|c| {
+                    (
+                        c[0].as_u64().unwrap_or(0),
+                        c[1].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect();
+            let mut want: Vec<(u64, String)> = subnet1
+                .iter()
+                .map(|m| (*m, format!("{r}-n1")))
+                .chain(subnet2.iter().map(|m| (*m, format!("{r}-n2"))))
+                .collect();
+            want.sort();
+            assert_eq!(carried, want, "{r}: {s}");
+        }
+    }
+    assert!(!v["pending"].as_array().expect("pending").is_empty(), "{v}");
+    assert_no_leftovers("the sites lab", &v, &bin_dir);
+    assert_sites_left_nothing(&v);
 }
