@@ -140,6 +140,8 @@ def main():
         if args.command == "cli":
             if routers is not None:
                 frr.print_picture(picture)
+                print(f"lab: FRR's configs, sockets and logs in {run_dir} "
+                      f"(a1 vtysh --vty_socket {run_dir}/frr-a1 -c 'show ip route')")
             CLI(net)
             ok = True
         else:
