@@ -227,6 +227,10 @@ fn lab_sites_each_site_runs_as_a_cluster_behind_both_its_routers() {
         Some(ROUTERS.len()),
         "{v}"
     );
+    // The unicast checks of the smoke test, run before the daemons start.
+    let unicast = v["unicast"].as_object().expect("unicast");
+    assert_eq!(unicast.len(), 2 * 3 * 7 + 6 * 4, "{unicast:?}");
+    assert!(unicast.values().all(|ok| ok == true), "{unicast:?}");
     for (site, routers, members, subnet1, subnet2) in [
         ("a", ["a1", "a2"], [1, 2, 3], [1, 3], [2]),
         ("b", ["b1", "b2"], [4, 5, 6], [4, 6], [5]),
