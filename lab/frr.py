@@ -166,6 +166,20 @@ class Frr:
                     out[prefix] = e.get("protocol")
         return out
 
+    def next_hops(self, router, prefix):
+        """The gateways of `router`'s kernel route to `prefix` (several under ECMP); [] when it
+        has none or the route is connected."""
+        out = self.net.get(router).cmd(f"ip -j -4 route show {prefix}")
+        try:
+            routes = json.loads(out or "[]")
+        except ValueError:
+            return []
+        hops = []
+        for r in routes:
+            hops += [r["gateway"]] if "gateway" in r else []
+            hops += [n["gateway"] for n in r.get("nexthops", []) if "gateway" in n]
+        return sorted(hops)
+
     def picture(self):
         """The routing picture: per router its selected routes, its OSPF neighbours (router id
         and state) and its BFD peers (address and status)."""

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,6 +73,78 @@ def sites_smoke(net):
             if other[3] != name[3]:
                 results[f"{name}->{other}"] = ping(net.get(name), oaddr)
     return results
+
+
+SILENCE = """table netdev lab_silence {
+  chain silence_in { type filter hook ingress device "%(dev)s" priority -500; policy drop; }
+}
+table inet lab_silence {
+  chain silence_out {
+    type filter hook output priority -500; policy accept;
+    oifname "%(dev)s" drop
+  }
+  chain silence_forward {
+    type filter hook forward priority -500; policy accept;
+    oifname "%(dev)s" drop
+  }
+}
+"""
+
+
+def silence(node, dev, on):
+    """Drops everything `node` receives on and sends out of `dev`, the link staying up (a router
+    that goes silent: only BFD or the OSPF dead interval can tell), or lifts that."""
+    if on:
+        with tempfile.NamedTemporaryFile("w", prefix="manycast-lab-", suffix=".nft") as f:
+            f.write(SILENCE % {"dev": dev})
+            f.flush()
+            out = node.cmd(f"nft -f {f.name} 2>&1")
+    else:
+        out = node.cmd("nft delete table netdev lab_silence 2>&1; nft delete table inet lab_silence 2>&1")
+    if out.strip():
+        raise cluster.LabError(f"nft on {node.name}: {out.strip()}")
+
+
+def sites_router_silence(net, routers, router="a1"):
+    """`router` goes silent on its upstream link: `up` must drop it as next hop to the site's
+    subnets (BFD, then OSPF), and clients must still reach every server of the site, the
+    ones whose gateway is `router` too (it routes through its partner over the site subnets).
+    Then the link comes back and `up` uses both site routers again. Returns the checks and
+    the time `up` took to drop it (measured, not a test criterion)."""
+    site = router[0]
+    gone = str(topo.site_router_upstream_addr(router))
+    subnets = [str(topo.site_subnet(site, n)) for n in range(1, topo.SITE_SUBNETS + 1)]
+    up = net.get("up")
+    before = {n: routers.next_hops("up", n) for n in subnets}
+    t0 = time.monotonic()
+    silence(net.get(router), f"{router}-up", True)
+    try:
+        cluster.wait_for(f"up to drop {router} as next hop",
+                         lambda: all(gone not in routers.next_hops("up", n) for n in subnets),
+                         timeout=30, interval=0.05)
+        dropped_ms = round((time.monotonic() - t0) * 1000)
+        # The silenced router routes through its partner once it, too, found `up` gone.
+        cluster.wait_for(f"{router} to route to the clients through {partner_of(router)}",
+                         lambda: routers.next_hops(router, str(topo.client_subnet(1)))
+                         and not any(h.startswith("10.0.0.")
+                                     for h in routers.next_hops(router, str(topo.client_subnet(1)))),
+                         timeout=30, interval=0.05)
+        during = {n: routers.next_hops("up", n) for n in subnets}
+        reach = {f"cli1->{name}": ping(net.get("cli1"), addr)
+                 for name, _, addr, _, _ in topo.site_servers(site)}
+    finally:
+        silence(net.get(router), f"{router}-up", False)
+    cluster.wait_for(f"up to use {router} again",
+                     lambda: all(gone in routers.next_hops("up", n) for n in subnets),
+                     timeout=60, interval=0.2)
+    del up
+    return {"router": router, "next_hops_before": before, "next_hops_silenced": during,
+            "reach_silenced": reach, "drop_ms": dropped_ms,
+            "next_hops_after": {n: routers.next_hops("up", n) for n in subnets}}
+
+
+def partner_of(router):
+    return next(r for r in topo.site_routers(router[0]) if r != router)
 
 
 def ping(src, dst_addr, source_addr=None):
@@ -146,16 +219,22 @@ def main():
             ok = True
         else:
             results = smoke(net) if routers is None else sites_smoke(net)
+            failover = sites_router_silence(net, routers) if routers is not None else None
             if args.json:
                 out = {"lab": "smoke", "topo": args.topo, "results": results}
                 if routers is not None:
-                    out.update(routing=picture, pids=routers.pids())
+                    out.update(routing=picture, pids=routers.pids(), router_silence=failover)
                 print(json.dumps(out))
             else:
                 if routers is not None:
                     frr.print_picture(picture)
                 for k, good in results.items():
                     print(f"{'ok  ' if good else 'FAIL'} {k}")
+                if failover is not None:
+                    print(f"before: {failover['next_hops_before']}")
+                    print(f"{failover['router']} silenced on its upstream link: up dropped it "
+                          f"after {failover['drop_ms']} ms; next hops {failover['next_hops_silenced']}; "
+                          f"reached {failover['reach_silenced']}; after: {failover['next_hops_after']}")
             ok = all(results.values())
             if not ok:
                 sys.exit(1)

@@ -34,7 +34,8 @@ fn text(out: &[u8]) -> String {
 /// (its own or learned by OSPF) and the site routers a default route towards `up`, every OSPF
 /// neighbour is Full and every BFD peer up; each client, from its own address and from client
 /// sources, reaches every server (both subnets of both sites) and the keystore by unicast,
-/// each server reaches the keystore and the other site's servers. Afterwards no FRR daemon,
+/// each server reaches the keystore and the other site's servers; a site router gone silent
+/// is routed around. Afterwards no FRR daemon,
 /// no mininet host, no lab link and no named network namespace is left.
 #[test]
 fn lab_sites_topology_frr_converges_and_routes_every_subnet() {
@@ -126,6 +127,27 @@ fn lab_sites_topology_frr_converges_and_routes_every_subnet() {
     let failed: Vec<_> = results.iter().filter(|(_, ok)| *ok != true).collect();
     assert!(failed.is_empty(), "unreachable: {failed:?}\n{stderr}");
     assert!(out.status.success(), "{stderr}");
+
+    // a1 goes silent on its upstream link (everything dropped both ways, the link up): `up`
+    // spreads site a's subnets over both site routers before, drops a1 (BFD under OSPF), and
+    // the client still reaches every server of site a, those whose gateway is a1 too (a1 routes
+    // through a2 over the site subnets); with the link back, `up` uses both again. How long
+    // `up` took is printed, not asserted.
+    let s = &v["router_silence"];
+    let both = serde_json::json!(["10.0.0.11", "10.0.0.12"]);
+    for subnet in ["10.11.0.0/24", "10.12.0.0/24"] {
+        assert_eq!(s["next_hops_before"][subnet], both, "{s}");
+        assert_eq!(
+            s["next_hops_silenced"][subnet],
+            serde_json::json!(["10.0.0.12"]),
+            "{s}"
+        );
+        assert_eq!(s["next_hops_after"][subnet], both, "{s}");
+    }
+    let reach = s["reach_silenced"].as_object().expect("reach");
+    assert_eq!(reach.len(), 3, "{s}");
+    assert!(reach.values().all(|ok| ok == true), "{s}");
+    eprintln!("a1 silenced: up dropped it after {} ms", s["drop_ms"]);
 
     assert_sites_left_nothing(&v);
 }
