@@ -19,11 +19,11 @@ So each site is a single-site cluster of its own behind its two routers; the ser
 
 The site hierarchy on top (`--hierarchy`; issue 14 item 2; /work/briefs/sites-design.md): an
 ordinary verifier on `up` (its member links: the upstream LAN), router certificates naming the
-site for the site routers (`manycastctl cert issue ... --site N`, H1), a `[site]` section in the
-site routers' verifier configs (H3), `control.site_scope = true` on the servers (H1/H2). The
-configs are generated here (`upstream_verifier_config`, `site_section`), but the daemons on main
-refuse them until those branches land: `--hierarchy` then fails at start, with the daemon's
-own error. Nothing of the hierarchy is simulated.
+site for the site routers (`manycastctl cert issue ... --site N`, on main: issued), a `[site]`
+section in the site routers' verifier configs (H3), `control.site_scope = true` on the servers
+(H1/H2). The configs are generated here (`upstream_verifier_config`, `site_section`), but the
+verifier on main refuses `[site]` until H3's agent lands: `--hierarchy` then fails at start
+with the daemon's own error ("unknown field `site`"). Nothing of the hierarchy is simulated.
 """
 
 import argparse
@@ -283,7 +283,7 @@ class SitesCluster(cluster.Cluster):
 
 PENDING = [
     "upstream verifier on `up` steering units to the site agents (H3: [site], upstream joins)",
-    "site agents' upper control group on the upstream LAN (H3; router certificates: H1)",
+    "site agents' upper control group on the upstream LAN (H3; router certificates: on main)",
     "scope hand-down in the site routers' queries, members allocating within it (H1, H2)",
     "site loss and router loss runs (issue 14 item 2)",
 ]
