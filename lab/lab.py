@@ -114,7 +114,6 @@ def sites_router_silence(net, routers, router="a1"):
     site = router[0]
     gone = str(topo.site_router_upstream_addr(router))
     subnets = [str(topo.site_subnet(site, n)) for n in range(1, topo.SITE_SUBNETS + 1)]
-    up = net.get("up")
     before = {n: routers.next_hops("up", n) for n in subnets}
     t0 = time.monotonic()
     silence(net.get(router), f"{router}-up", True)
@@ -137,7 +136,6 @@ def sites_router_silence(net, routers, router="a1"):
     cluster.wait_for(f"up to use {router} again",
                      lambda: all(gone in routers.next_hops("up", n) for n in subnets),
                      timeout=60, interval=0.2)
-    del up
     return {"router": router, "next_hops_before": before, "next_hops_silenced": during,
             "reach_silenced": reach, "drop_ms": dropped_ms,
             "next_hops_after": {n: routers.next_hops("up", n) for n in subnets}}

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -115,6 +116,7 @@ class SitesCluster(cluster.Cluster):
                                 "--member-key", f"{k}/{router}.pub", "--id", str(rid),
                                 "--site", str(SITE_IDS[router[0]]), "--group", GROUP,
                                 "--group", UPPER_GROUP, "--out", f"{k}/{router}.cert"])
+        # The operator's authority for `manycastctl move/drain` in site a's cluster.
         self.make_operator(control_group=CONTROL_GROUPS["a"])
         return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
 
@@ -189,7 +191,6 @@ class SitesCluster(cluster.Cluster):
 
     def router_status(self, router):
         """A verifier's status (JSON through its status socket), or None."""
-        import subprocess
         try:
             p = subprocess.run([self.bin("manycast-verifier"), "--status", "--json", "--socket",
                                 self.status_socket(router)], capture_output=True, timeout=5)
