@@ -345,6 +345,15 @@ impl Node {
         s.draining = self.drain.is_some();
         s.drain_connections = self.vip_connections_gauge;
         s.health = self.health_report();
+        s.site_scope = self
+            .site_scope
+            .as_ref()
+            .map(|t| crate::metrics::SiteScopeStatus {
+                counters: t.counters().clone(),
+                current: t
+                    .current(self.agent.group())
+                    .map(|c| (c.upper_epoch, c.unit_count())),
+            });
     }
 
     // ---- output --------------------------------------------------------------------------

@@ -643,6 +643,11 @@ fn a_querys_scope_notice_reaches_the_site_scope_tracker() {
     let mut s = Snapshot::default();
     n.snapshot_into(&mut s);
     assert_eq!(s.queries, 2);
+    let status = s.site_scope.expect("tracked");
+    assert_eq!(
+        (status.counters.accepted, status.current),
+        (1, Some((2, 2)))
+    );
 }
 
 #[test]
