@@ -584,6 +584,24 @@ impl NewestScopes {
         Ok(update)
     }
 
+    /// Refuses, before any signature is checked, a notice older than the group's kept scope:
+    /// a replayed old notice then costs a comparison, not two signature checks. (Its claims are
+    /// unproven, but an older claim is refused whether or not it would verify.)
+    pub fn precheck(&self, notice: &ScopeNotice) -> Result<(), ScopeError> {
+        match self.by_group.get(&notice.group) {
+            Some(kept) if (notice.upper_epoch, notice.timestamp) < kept.age() => {
+                Err(ScopeError::new(
+                    ScopeReason::Stale,
+                    format!(
+                        "upper epoch {} at {} is older than the kept {} at {}",
+                        notice.upper_epoch, notice.timestamp, kept.upper_epoch, kept.timestamp
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The newest scope kept for `group`.
     pub fn current(&self, group: Ipv4Addr) -> Option<&VerifiedScope> {
         self.by_group.get(&group)

@@ -381,6 +381,16 @@ fn the_newest_scope_wins() {
     let grown = verified(&f, 1, 6, t(1), &[0, 1, 2]);
     assert_eq!(kept.offer(grown.clone()), Ok(ScopeUpdate::Changed));
     assert_eq!(kept.current(f.group), Some(&grown));
+    // The precheck, before any signature: older refused, as old or newer passed on.
+    let mut older = f.scope_notice(S1, 5, BITS3, &[0]);
+    older.timestamp = t(99);
+    assert_eq!(
+        kept.precheck(&older).unwrap_err().reason,
+        ScopeReason::Stale
+    );
+    let mut same = older.clone();
+    (same.upper_epoch, same.timestamp) = (6, t(1));
+    assert_eq!(kept.precheck(&same), Ok(()));
     // The same age with other units: refused, the kept one stays.
     let mut rival = grown.clone();
     rival.units[7] = true;

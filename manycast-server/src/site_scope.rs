@@ -85,8 +85,10 @@ impl SiteScopeTracker {
         let v3 = query.v3.as_ref()?;
         let outcome = match UnverifiedScopeNotice::from_query(v3) {
             Ok(None) => return None,
-            Ok(Some(notice)) => notice
-                .verify(&self.keys, now, self.window)
+            Ok(Some(notice)) => self
+                .newest
+                .precheck(notice.unverified())
+                .and_then(|()| notice.verify(&self.keys, now, self.window))
                 .and_then(|scope| self.newest.offer(scope)),
             Err(e) => Err(e),
         };
@@ -179,9 +181,16 @@ mod tests {
         // The first notice replayed: stale, refused, the scope stays.
         let r = t.handle_query(later(7), &q).unwrap();
         assert_eq!(r.unwrap_err().reason, ScopeReason::Stale);
+        // Found stale before its signatures are checked: a broken one is stale too.
+        let mut broken = q.clone();
+        let data = &mut broken.v3.as_mut().unwrap().additional_data;
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        let r = t.handle_query(later(7), &broken).unwrap();
+        assert_eq!(r.unwrap_err().reason, ScopeReason::Stale);
         assert_eq!(t.current(f.group).unwrap().upper_epoch, 5);
         assert_eq!(t.counters().accepted, 3);
-        assert_eq!(t.counters().refused(ScopeReason::Stale), 1);
+        assert_eq!(t.counters().refused(ScopeReason::Stale), 2);
         assert_eq!(t.current(Ipv4Addr::new(232, 9, 9, 9)), None);
     }
 
