@@ -285,6 +285,17 @@ impl Sim {
         self.nodes[i].skew_ms = self.nodes[i].skew_ms.saturating_add(delta_ms);
     }
 
+    /// Sets node `i`'s scope ([`Endpoint::set_scope`]) and sends what that causes; a node
+    /// that is down ignores it. Panics on a scope of the wrong unit count (a test's mistake).
+    pub fn set_scope(&mut self, i: usize, scope: Option<crate::wire::Scope>) {
+        let now = self.local_now(i);
+        if let Some(ep) = self.nodes[i].endpoint.as_mut() {
+            ep.set_scope(now, scope)
+                .expect("scope of the slicing's units");
+        }
+        self.flush(i);
+    }
+
     /// Stops node `i` at once, losing all its state.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].endpoint = None;
@@ -419,15 +430,28 @@ impl Sim {
             let current = self.nodes[i].endpoint.as_ref().and_then(|e| e.committed());
             if let Some(c) = current.filter(|c| c.id() == id) {
                 let slicing = self.nodes[i].config.slicing;
-                if validate_proposal(&c.proposal, slicing).is_none() {
+                // Each listed member's site, from the certificate the simulator gave it.
+                let sites: Vec<_> = c
+                    .proposal
+                    .members
+                    .iter()
+                    .map(|&(m, _)| {
+                        let node = self.nodes.get((m as usize).wrapping_sub(1));
+                        node.and_then(|n| n.identity.certificate.site())
+                    })
+                    .collect();
+                if validate_proposal(&c.proposal, slicing, &sites).is_none() {
                     self.violations
                         .push(format!("{observer} committed an invalid allocation {id}"));
                 }
-                if c.allocation.unit_owners().iter().any(Option::is_none)
+                let in_scope = |u: usize| c.proposal.scope.as_ref().is_none_or(|s| s.units[u]);
+                let unowned = c.allocation.unit_owners().iter().enumerate();
+                if unowned.filter(|&(u, o)| o.is_none() && in_scope(u)).count() > 0
                     && c.proposal.members.iter().any(|&(_, w)| w > 0)
                 {
-                    self.violations
-                        .push(format!("{observer} committed {id} with an unowned unit"));
+                    self.violations.push(format!(
+                        "{observer} committed {id} with an unowned unit in its scope"
+                    ));
                 }
             }
             if self.nodes[i].last_commit.is_some_and(|last| last >= id) {

@@ -7,5 +7,6 @@ mod group_size;
 mod harness;
 mod netns;
 mod requests;
+mod scope;
 mod sim;
 mod swim;
