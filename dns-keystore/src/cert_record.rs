@@ -137,6 +137,20 @@ mod tests {
         assert_eq!(CertRecord::parse(&folded).unwrap(), r);
     }
 
+    /// A router certificate (version 3, SPEC.md §4.3) publishes and parses like a member's,
+    /// its site intact.
+    #[test]
+    fn a_router_certificate_record_keeps_its_site() {
+        use igmp_ext::SiteId;
+        let f = Fixture::routers(&[SiteId(4)]);
+        let cert = UnverifiedCertificate::decode(f.members[0].cert.as_bytes()).unwrap();
+        let text = CertRecord::new(cert).unwrap().to_text();
+        let back = CertRecord::parse(&text).unwrap().into_certificate();
+        assert_eq!(back.unverified_site(), Some(SiteId(4)));
+        let cert = back.verify(&f.group_key.verifying_key(), NOW).unwrap();
+        assert_eq!(cert.site(), Some(SiteId(4)));
+    }
+
     #[test]
     fn refuses_bad_records_with_the_tag_at_fault() {
         let (_, r) = sample();

@@ -7,7 +7,7 @@ use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr, QueryV3Fields};
 use igmp_ext::wire::ipv6::{Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
 use igmp_ext::wire::mld::{self, MldRepr, ReportRepr, ALL_MLDV2_ROUTERS, ALL_NODES};
 use igmp_ext::wire::record::{GroupRecordRepr, RecordType};
-use igmp_ext::{Slice, Slice6, SliceSet, SliceSet6};
+use igmp_ext::{SiteId, Slice, Slice6, SliceSet, SliceSet6};
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -116,6 +116,8 @@ fn main() -> std::io::Result<()> {
                     )
                     .members,
                 )
+                // Router certificates (version 3, SPEC.md §4.3): sites 1 and 2.
+                .chain(&Fixture::routers(&[SiteId(1), SiteId(2)]).members)
                 .map(|m| m.cert.as_bytes().to_vec())
                 .collect(),
         ),

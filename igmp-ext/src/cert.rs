@@ -21,6 +21,9 @@ pub const CERT_VERSION: u8 = 0x01;
 /// Certificate format version of a certificate with an IPv6 section (IPv6 groups and slices,
 /// SPEC.md §4.2): version 1's bytes with the section between the IPv4 slices and the signature.
 pub const CERT_VERSION_IPV6: u8 = 0x02;
+/// Certificate format version of a router certificate (SPEC.md §4.3): version 1's bytes, the
+/// site (u32, never 0), then the IPv6 section of version 2, which may be empty here.
+pub const CERT_VERSION_ROUTER: u8 = 0x03;
 /// Most slices a certificate may list (SPEC.md §4.1). A certificate rides in every join and in
 /// every control-channel hello, whose datagram is at most 1,400 bytes: 128 slices (1 KiB) is more
 /// than any certificate that still fits a hello. Checked before anything is decoded, so an
@@ -33,8 +36,8 @@ pub const MAX_CERT_SLICES: usize = 128;
 /// cap, and their set is built only after the signature, within its budget.
 pub const MAX_CERT_SLICES6: usize = 32;
 /// Most bytes a certificate can have, whatever its version: an IPv4-only certificate with 255
-/// groups and [`MAX_CERT_SLICES`] slices. A certificate with an IPv6 section must fit in the
-/// same bytes, so that the datagram caps of IGMPv3 and MLDv2 joins
+/// groups and [`MAX_CERT_SLICES`] slices. A certificate with an IPv6 section or a site must fit
+/// in the same bytes, so that the datagram caps of IGMPv3 and MLDv2 joins
 /// ([`crate::join::MAX_JOIN_DATAGRAM`], [`crate::mld_join::MAX_MLD_JOIN_DATAGRAM`]) hold for it.
 pub const MAX_CERT_LEN: usize = FIXED_LEN + 1 + 4 * 255 + 2 + 8 * MAX_CERT_SLICES + SIGNATURE_LEN;
 
@@ -191,6 +194,9 @@ impl Ipv6Grant {
     }
 }
 
+/// The site field of a router certificate (version 3).
+const SITE_LEN: usize = 4;
+
 /// Why certificate bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -235,6 +241,8 @@ const SIGNATURE_LEN: usize = 64;
 pub struct UnverifiedCertificate {
     body: UnverifiedBody,
     ipv6: ListedIpv6Grant,
+    /// The site a router certificate (version 3) names; `None` for a member's.
+    site: Option<SiteId>,
     signature: Signature,
     /// The exact bytes, so that the signature is checked over what was sent.
     bytes: Vec<u8>,
@@ -246,6 +254,8 @@ pub struct MemberCertificate {
     body: CertificateBody,
     /// The IPv6 section; empty for a version 1 certificate.
     ipv6: Ipv6Grant,
+    /// The site of a router certificate (version 3); `None` for a member's.
+    site: Option<SiteId>,
     bytes: Vec<u8>,
 }
 
@@ -264,6 +274,42 @@ impl CertificateBody {
         ipv6: &Ipv6Grant,
         group_key: &SigningKey,
     ) -> Result<MemberCertificate, CertificateError> {
+        self.issue_as(None, ipv6, group_key)
+    }
+
+    /// A router certificate (SPEC.md §4.3): this grant, for a site router of `site`, as a
+    /// version 3 certificate. A site router is a member of the upper control group and of its
+    /// upstream verifier's links; the site is what the upper allocation and the scope notice
+    /// name. Site 0 is no site: refused.
+    pub fn issue_router(
+        &self,
+        site: SiteId,
+        group_key: &SigningKey,
+    ) -> Result<MemberCertificate, CertificateError> {
+        self.issue_router_with_ipv6(site, &Ipv6Grant::default(), group_key)
+    }
+
+    /// As [`CertificateBody::issue_router`], with an IPv6 grant (the version 3 IPv6 section).
+    pub fn issue_router_with_ipv6(
+        &self,
+        site: SiteId,
+        ipv6: &Ipv6Grant,
+        group_key: &SigningKey,
+    ) -> Result<MemberCertificate, CertificateError> {
+        if site.0 == 0 {
+            return Err(CertificateError::Malformed(SITE_ZERO));
+        }
+        self.issue_as(Some(site), ipv6, group_key)
+    }
+
+    /// The one encoding of a grant: version 3 when it names a site, else version 2 when it
+    /// grants something on IPv6, else version 1.
+    fn issue_as(
+        &self,
+        site: Option<SiteId>,
+        ipv6: &Ipv6Grant,
+        group_key: &SigningKey,
+    ) -> Result<MemberCertificate, CertificateError> {
         if self.issuer != KeyId::of(&group_key.verifying_key()) {
             return Err(CertificateError::WrongIssuer {
                 expected: KeyId::of(&group_key.verifying_key()),
@@ -271,7 +317,11 @@ impl CertificateBody {
             });
         }
         let mut bytes = self.encode_unsigned()?;
-        if !ipv6.is_empty() {
+        if let Some(site) = site {
+            bytes[0] = CERT_VERSION_ROUTER;
+            bytes.extend_from_slice(&site.0.to_be_bytes());
+            encode_ipv6(&mut bytes, ipv6)?;
+        } else if !ipv6.is_empty() {
             bytes[0] = CERT_VERSION_IPV6;
             encode_ipv6(&mut bytes, ipv6)?;
         }
@@ -288,6 +338,7 @@ impl CertificateBody {
         Ok(MemberCertificate {
             body: self.clone(),
             ipv6: ipv6.clone(),
+            site,
             bytes,
         })
     }
@@ -350,8 +401,12 @@ fn encode_ipv6(b: &mut Vec<u8>, ipv6: &Ipv6Grant) -> Result<(), CertificateError
 /// The member id of certificate bytes, without checking anything else: for the duplicate check,
 /// which runs before the certificate is decoded.
 pub fn peek_member_id(bytes: &[u8]) -> Option<MemberId> {
-    (bytes.len() >= 5 && matches!(bytes[0], CERT_VERSION | CERT_VERSION_IPV6))
-        .then(|| MemberId(read_u32(bytes, 1)))
+    (bytes.len() >= 5
+        && matches!(
+            bytes[0],
+            CERT_VERSION | CERT_VERSION_IPV6 | CERT_VERSION_ROUTER
+        ))
+    .then(|| MemberId(read_u32(bytes, 1)))
 }
 
 /// The issuer key id of certificate bytes, after checking their layout (version, lengths, the
@@ -369,9 +424,14 @@ pub fn peek_issuer(bytes: &[u8]) -> Result<KeyId, CertificateError> {
 struct Layout {
     n_groups: usize,
     n_slices: usize,
-    /// Version 2: where the IPv6 section starts, its group and slice counts.
+    /// Versions 2 and 3: where the IPv6 section starts, its group and slice counts.
     ipv6: Option<(usize, usize, usize)>,
+    /// Version 3: the site (never 0).
+    site: Option<SiteId>,
 }
+
+/// Why a router certificate naming site 0 is refused (site 0 is no site).
+const SITE_ZERO: &str = "router certificate names site 0";
 
 impl Layout {
     /// Version, the counts (slices capped), the total length (capped), and that the bytes
@@ -379,8 +439,12 @@ impl Layout {
     fn check(bytes: &[u8]) -> Result<Layout, CertificateError> {
         let malformed = |_| CertificateError::Malformed("truncated");
         need("certificate", bytes, FIXED_LEN + 1).map_err(malformed)?;
-        if !matches!(bytes[0], CERT_VERSION | CERT_VERSION_IPV6) {
-            return Err(CertificateError::UnsupportedVersion(bytes[0]));
+        let version = bytes[0];
+        if !matches!(
+            version,
+            CERT_VERSION | CERT_VERSION_IPV6 | CERT_VERSION_ROUTER
+        ) {
+            return Err(CertificateError::UnsupportedVersion(version));
         }
         let n_groups = usize::from(bytes[61]);
         let at = FIXED_LEN + 1 + 4 * n_groups;
@@ -391,7 +455,17 @@ impl Layout {
         }
         let mut len = at + 2 + 8 * n_slices;
         let mut ipv6 = None;
-        if bytes[0] == CERT_VERSION_IPV6 {
+        let mut site = None;
+        if version == CERT_VERSION_ROUTER {
+            need("certificate site", bytes, len + SITE_LEN).map_err(malformed)?;
+            let id = read_u32(bytes, len);
+            if id == 0 {
+                return Err(CertificateError::Malformed(SITE_ZERO));
+            }
+            site = Some(SiteId(id));
+            len += SITE_LEN;
+        }
+        if version != CERT_VERSION {
             let at6 = len;
             need("certificate IPv6 section", bytes, at6 + 1).map_err(malformed)?;
             let n_groups6 = usize::from(bytes[at6]);
@@ -401,8 +475,9 @@ impl Layout {
             if n_slices6 > MAX_CERT_SLICES6 {
                 return Err(CertificateError::TooManySlices6(n_slices6));
             }
-            if n_groups6 == 0 && n_slices6 == 0 {
-                // One encoding per certificate: an IPv4-only one is version 1.
+            if n_groups6 == 0 && n_slices6 == 0 && version == CERT_VERSION_IPV6 {
+                // One encoding per certificate: an IPv4-only one is version 1. (A router
+                // certificate always has the section, empty or not: one encoding too.)
                 return Err(CertificateError::Malformed("empty IPv6 section"));
             }
             len = at + 2 + 32 * n_slices6;
@@ -420,6 +495,7 @@ impl Layout {
             n_groups,
             n_slices,
             ipv6,
+            site,
         })
     }
 }
@@ -490,6 +566,7 @@ impl UnverifiedCertificate {
             n_groups,
             n_slices,
             ipv6,
+            site,
         } = Layout::check(bytes)?;
         let member_id = MemberId(read_u32(bytes, 1));
         let mut key = [0u8; 32];
@@ -537,6 +614,7 @@ impl UnverifiedCertificate {
                 slices: ListedSlices(listed),
             },
             ipv6,
+            site,
             signature: Signature::from_bytes(&sig),
             bytes: bytes.to_vec(),
         })
@@ -555,6 +633,11 @@ impl UnverifiedCertificate {
     /// The IPv6 section as listed, not yet proven (empty for version 1).
     pub fn unverified_ipv6(&self) -> &ListedIpv6Grant {
         &self.ipv6
+    }
+
+    /// The site a router certificate claims, not yet proven; `None` for a member's.
+    pub fn unverified_site(&self) -> Option<SiteId> {
+        self.site
     }
 
     /// Checks the signature with `group_key` and the validity period at `now`, then builds the
@@ -591,6 +674,7 @@ impl UnverifiedCertificate {
         Ok(MemberCertificate {
             body: b.with_slices(slices),
             ipv6,
+            site: self.site,
             bytes: self.bytes,
         })
     }
@@ -606,10 +690,10 @@ impl MemberCertificate {
         &self.ipv6
     }
 
-    /// The site a router certificate names; `None` for a member's certificate. Router
-    /// certificates are not issued yet: this is the interface the site hierarchy builds on.
+    /// The site a router certificate (version 3, SPEC.md §4.3) names; `None` for a member's
+    /// certificate. Never `Some(SiteId(0))`.
     pub fn site(&self) -> Option<SiteId> {
-        None
+        self.site
     }
 
     /// The exact bytes, as carried in joins.
@@ -635,6 +719,7 @@ impl MemberCertificate {
         MemberCertificate {
             body: self.body.clone(),
             ipv6: self.ipv6.clone(),
+            site: self.site,
             bytes,
         }
     }
@@ -653,3 +738,7 @@ impl MemberCertificate {
 #[cfg(test)]
 #[path = "cert_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cert_router_tests.rs"]
+mod router_tests;

@@ -1,7 +1,7 @@
 //! Deterministic keys, certificates and signed joins for tests, examples, benchmarks and fuzz
 //! seeds. Keys come from fixed seeds: never use these outside tests.
 
-use crate::cert::{CertificateBody, Ipv6Grant, KeyId, MemberCertificate, MemberId};
+use crate::cert::{CertificateBody, Ipv6Grant, KeyId, MemberCertificate, MemberId, SiteId};
 use crate::join::{
     build_datagram, build_signed_report, AllocationEpoch, JoinClaims, SliceEntry, SliceEntry6,
 };
@@ -97,6 +97,23 @@ impl Fixture {
         f
     }
 
+    /// Site routers of a site hierarchy (SPEC.md §4.3): router `i` (1-based) has member id
+    /// `i`, a fixed-seed key of its own (not a member's) and a router certificate for the
+    /// group, all slices, naming `sites[i - 1]`, on the fixture link. Site 0 panics: it is no
+    /// site.
+    pub fn routers(sites: &[SiteId]) -> Self {
+        let mut f = Self::new(sites.len() as u32);
+        for (m, &site) in f.members.iter_mut().zip(sites) {
+            m.key = SigningKey::from_bytes(&router_seed(m.id.0));
+            let mut body = m.cert.body().clone();
+            body.member_key = m.key.verifying_key();
+            m.cert = body
+                .issue_router(site, &f.group_key)
+                .expect("fixture router certificates name a site and fit");
+        }
+        f
+    }
+
     /// The published keys, as a keystore client would return them.
     pub fn group_keys(&self) -> GroupKeys {
         GroupKeys {
@@ -161,6 +178,13 @@ impl Fixture {
 
 fn seed(i: u32) -> [u8; 32] {
     let mut s = [0x5a; 32];
+    s[..4].copy_from_slice(&i.to_be_bytes());
+    s
+}
+
+/// Router keys' seeds: distinct from members' ([`seed`]).
+fn router_seed(i: u32) -> [u8; 32] {
+    let mut s = [0xa5; 32];
     s[..4].copy_from_slice(&i.to_be_bytes());
     s
 }

@@ -113,6 +113,51 @@ fn keys_certificates_and_openssl() {
     assert_eq!(v["slices6"][0], "0:0:0:100::/0:0:0:300::");
     assert_eq!(v["slices"][0], "0.0.0.0/0");
     assert_eq!(v["verdict"], "valid");
+    // A router certificate (issue 14, item 2): the site rides under the signature.
+    let issue_router = |site: &str, out: &str| {
+        ctl(&[
+            "cert",
+            "issue",
+            "--group-key",
+            &path(d, "group.key"),
+            "--member-key",
+            &path(d, "srv1.pub"),
+            "--id",
+            "11",
+            "--group",
+            "232.1.1.1",
+            "--site",
+            site,
+            "--out",
+            &path(d, out),
+        ])
+    };
+    let out = ok(&issue_router("3", "a1.cert"));
+    assert!(out.contains("certified m11 as a router of site3"), "{out}");
+    let shown = ok(&ctl(&[
+        "cert",
+        "show",
+        &path(d, "a1.cert"),
+        "--group-pub",
+        &path(d, "group.pub"),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(v["site"], 3);
+    assert_eq!(v["member_id"], 11);
+    assert_eq!(v["verdict"], "valid");
+    let shown = ok(&ctl(&["cert", "show", &path(d, "srv1.cert"), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(v["site"], serde_json::Value::Null, "a member names no site");
+    // Site 0 is no site: a usage error naming why, and no certificate written.
+    let out = issue_router("0", "zero.cert");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("site 0 is no site"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.join("zero.cert").exists());
     // Checked against another group key: refused, non-zero exit, one clear line.
     let gen = Command::new("openssl")
         .args([

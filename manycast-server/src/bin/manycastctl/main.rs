@@ -10,7 +10,7 @@ mod operator;
 use clap::{Parser, Subcommand};
 use daemon_kit::wall_clock as now;
 use igmp_ext::cert::Ipv6Grant;
-use igmp_ext::{CertificateBody, KeyId, MemberId, Slice, Slice6, SliceSet, SliceSet6};
+use igmp_ext::{CertificateBody, KeyId, MemberId, SiteId, Slice, Slice6, SliceSet, SliceSet6};
 use manycast_server::keys;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -89,6 +89,10 @@ enum CertCommand {
         /// repeat; default with --group6: all.
         #[arg(long = "slice6", requires = "groups6")]
         slices6: Vec<Slice6>,
+        /// Issue a router certificate naming this site (a site router of a site hierarchy:
+        /// a version 3 certificate, SPEC.md §4.3); a number from 1 (0 is no site).
+        #[arg(long, value_parser = parse_site)]
+        site: Option<SiteId>,
         /// Days of validity from now.
         #[arg(long, default_value_t = 365)]
         valid_days: u64,
@@ -104,6 +108,16 @@ enum CertCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A site id for `--site`: 1 to 4294967295; 0 names no site, so it is refused here rather than
+/// issued as a member certificate.
+fn parse_site(s: &str) -> Result<SiteId, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("site 0 is no site: a router certificate names a site from 1".into()),
+        Ok(n) => Ok(SiteId(n)),
+        Err(e) => Err(format!("a site is a number from 1 to {}: {e}", u32::MAX)),
+    }
 }
 
 fn with_ext(prefix: &std::path::Path, ext: &str) -> PathBuf {
@@ -156,6 +170,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             slices,
             groups6,
             slices6,
+            site,
             valid_days,
             out,
         }) => {
@@ -185,15 +200,19 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 },
                 groups: groups6,
             };
-            let cert = body.issue_with_ipv6(&ipv6, &group_key)?;
+            let cert = match site {
+                Some(site) => body.issue_router_with_ipv6(site, &ipv6, &group_key)?,
+                None => body.issue_with_ipv6(&ipv6, &group_key)?,
+            };
             keys::write_certificate(&out, &cert)?;
             let v6 = if ipv6.is_empty() {
                 String::new()
             } else {
                 format!(" and IPv6 {}", ipv6.slices)
             };
+            let router = site.map_or(String::new(), |s| format!(" as a router of {s}"));
             println!(
-                "certified {} (key {}) for {}{v6} until {}: {}",
+                "certified {}{router} (key {}) for {}{v6} until {}: {}",
                 body.member_id,
                 KeyId::of(&member_key),
                 body.slices,
@@ -231,6 +250,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         "slices": b.slices.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
                         "groups6": groups6,
                         "slices6": slices6,
+                        "site": cert.unverified_site().map(|s| s.0),
                         "verdict": verdict,
                     })
                 );
@@ -257,6 +277,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 if !groups6.is_empty() || !slices6.is_empty() {
                     println!("groups6     {}", groups6.join(" "));
                     println!("slices6     {}", slices6.join(" "));
+                }
+                if let Some(site) = cert.unverified_site() {
+                    println!("site        {} (router certificate)", site.0);
                 }
                 println!("signature   {verdict}");
             }
