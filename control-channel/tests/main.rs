@@ -9,4 +9,5 @@ mod netns;
 mod requests;
 mod scope;
 mod sim;
+mod sites;
 mod swim;
