@@ -4,7 +4,7 @@
 //! operator requests stay inside the scope.
 
 use control_channel::sim::{Sim, SimConfig};
-use control_channel::wire::RequestAction;
+use control_channel::wire::{Message, RequestAction};
 use control_channel::{
     CommittedAllocation, DropReason, Event, RequestOutcome, RequestRefusal, Scope,
 };
@@ -211,4 +211,40 @@ fn requests_keep_units_inside_the_scope() {
     assert_within(&committed(&sim, 0), &even);
     assert!(sim.converged());
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn a_proposal_owning_a_unit_outside_its_scope_is_refused() {
+    let even = scope(7, |u| u % 2 == 0);
+    let mut sim = scoped_group(36, &even);
+    let f = igmp_ext::fixtures::Fixture::new(4);
+    let invalid = |sim: &Sim, i: usize| {
+        let c = sim.endpoint(i).expect("running").counters();
+        c.dropped
+            .get(&DropReason::InvalidProposal)
+            .copied()
+            .unwrap_or(0)
+    };
+    // The coordinator's own proposal again, at the next epoch: committed by everyone (and
+    // the coordinator, which did not make it, then proposes above it).
+    let before = committed(&sim, 1);
+    let mut p = before.proposal.clone();
+    p.id.epoch += 1;
+    p.sign(u32::from(f.group), &f.members[0].key);
+    sim.forge(0, p.id.epoch, &Message::Proposal(p.clone()));
+    sim.run_for(Duration::from_millis(300));
+    assert!(sim.converged());
+    assert!(committed(&sim, 1).id() >= p.id);
+    let mut p = committed(&sim, 1).proposal;
+    // The same member's count, but unit 1 (outside the scope) instead of unit 0: refused.
+    let refused_before: Vec<u64> = (1..4).map(|i| invalid(&sim, i)).collect();
+    p.id.epoch += 1;
+    p.owners.swap(0, 1);
+    p.sign(u32::from(f.group), &f.members[0].key);
+    sim.forge(0, p.id.epoch, &Message::Proposal(p.clone()));
+    sim.run_for(Duration::from_millis(50));
+    for i in 1..4 {
+        assert!(committed(&sim, i).id() < p.id);
+        assert!(invalid(&sim, i) > refused_before[i - 1]);
+    }
 }
