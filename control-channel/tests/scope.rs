@@ -9,7 +9,7 @@ use control_channel::{
     CommittedAllocation, DropReason, Event, RequestOutcome, RequestRefusal, Scope,
 };
 use igmp_ext::alloc::{group_quotas, scope_size};
-use igmp_ext::MemberId;
+use igmp_ext::{MemberId, SliceSet};
 use std::time::Duration;
 
 fn committed(sim: &Sim, i: usize) -> CommittedAllocation {
@@ -61,6 +61,25 @@ fn commits_stay_inside_the_scope() {
     for i in 1..4 {
         assert_eq!(committed(&sim, i).id(), c.id());
     }
+    // Standby follows the scope: every unit of it has a standby among the others, no unit
+    // outside it has one (the flat rule over all units would have handed those out too).
+    let mut covered = SliceSet::new();
+    for i in 0..4 {
+        let standby: SliceSet = sim
+            .endpoint(i)
+            .expect("running")
+            .standby()
+            .into_iter()
+            .collect();
+        assert!(!standby.overlaps(&c.allocation.slices_of(Sim::member_id(i))));
+        assert!(!standby.overlaps(&covered), "two standbys for a unit");
+        covered = covered.union(&standby);
+    }
+    let inside: SliceSet = (0..256)
+        .filter(|&u| even.units[u])
+        .map(|u| c.allocation.slicing().unit(u))
+        .collect();
+    assert_eq!(covered, inside);
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
@@ -247,4 +266,24 @@ fn a_proposal_owning_a_unit_outside_its_scope_is_refused() {
         assert!(committed(&sim, i).id() < p.id);
         assert!(invalid(&sim, i) > refused_before[i - 1]);
     }
+}
+
+#[test]
+fn a_member_whose_scope_comes_late_still_commits_the_current_epoch() {
+    let even = scope(7, |u| u % 2 == 0);
+    let mut sim = scoped_group(37, &even);
+    let low = scope(8, |u| u < 128);
+    for i in 0..3 {
+        sim.set_scope(i, Some(low.clone()));
+    }
+    // Past the proposal's retransmissions and the anti-entropy queries for what the others
+    // advertise: member 4 has stopped asking.
+    sim.run_for(Duration::from_secs(3));
+    let current = committed(&sim, 0);
+    assert!(committed(&sim, 3).id() < current.id());
+    sim.set_scope(3, Some(low));
+    sim.run_for(Duration::from_millis(300));
+    assert_eq!(committed(&sim, 3).id(), current.id());
+    assert!(sim.converged());
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }

@@ -5,7 +5,7 @@
 use super::event::RequestRefusal;
 use crate::wire::{EpochId, Proposal};
 use igmp_ext::alloc::{group_quotas, scope_size};
-use igmp_ext::{Allocation, MemberId, SiteId, Slicing};
+use igmp_ext::{Allocation, MemberId, SiteId, Slice, Slicing};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +27,27 @@ impl CommittedAllocation {
             .iter()
             .map(|&(m, w)| (MemberId(m), w))
             .collect()
+    }
+    /// The units `me` takes if their owner fails (SPEC.md §5.5) under this allocation's own
+    /// rule: within its proposal's scope, by site-aware quotas when `sites` (one per listed
+    /// member, in order; missing entries name no site) names a site for every member. A group
+    /// of member certificates passes `&[]`. [`Endpoint::standby`](super::Endpoint::standby)
+    /// fills in the sites its peers' certificates name.
+    pub fn standby(&self, me: MemberId, sites: &[Option<SiteId>]) -> Vec<Slice> {
+        let n = self.allocation.unit_owners().len();
+        let units = self
+            .proposal
+            .scope
+            .as_ref()
+            .map_or_else(|| vec![true; n], |s| s.units.clone());
+        let members: Vec<(MemberId, u32, Option<SiteId>)> = self
+            .proposal
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, &(m, w))| (MemberId(m), w, sites.get(i).copied().flatten()))
+            .collect();
+        self.allocation.standby_in(&units, &members, me)
     }
     pub(super) fn digest_prefix(&self) -> u64 {
         let mut b = [0u8; 8];

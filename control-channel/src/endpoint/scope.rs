@@ -30,6 +30,13 @@ impl Endpoint {
                 got: s.units.len(),
             });
         }
+        if !Scope::same_units(self.scope.as_ref(), scope.as_ref()) {
+            // An allocation a peer advertises that this member could not take may be takable
+            // now (its proposal's retransmissions may be over): ask for it again.
+            for p in self.peers.values_mut() {
+                p.advert_queries = 0;
+            }
+        }
         self.scope = scope;
         if !self.left {
             self.retry_deferred(now);
@@ -94,23 +101,13 @@ impl Endpoint {
 
     /// The units this member takes if their owner fails (SPEC.md §5.5), under the committed
     /// allocation's own rule: its scope and its members' sites
-    /// ([`igmp_ext::Allocation::standby_in`]). Empty before the first commit.
+    /// ([`CommittedAllocation::standby`](super::CommittedAllocation::standby)). Empty before
+    /// the first commit.
     pub fn standby(&self) -> Vec<Slice> {
         let Some(c) = &self.committed else {
             return Vec::new();
         };
-        let n = c.allocation.unit_owners().len();
-        let units = c
-            .proposal
-            .scope
-            .as_ref()
-            .map_or_else(|| vec![true; n], |s| s.units.clone());
-        let members: Vec<(MemberId, u32, Option<SiteId>)> = c
-            .proposal
-            .members
-            .iter()
-            .map(|&(m, w)| (MemberId(m), w, self.site_of(MemberId(m)).flatten()))
-            .collect();
-        c.allocation.standby_in(&units, &members, self.me)
+        let sites = self.sites_of(&c.proposal.members).unwrap_or_default();
+        c.standby(self.me, &sites)
     }
 }
