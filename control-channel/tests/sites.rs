@@ -68,6 +68,16 @@ fn an_agents_loss_moves_its_units_to_its_site_and_a_sites_loss_to_the_other_site
         .into_iter()
         .collect();
     assert_eq!(standby, start.allocation.slices_of(MemberId(2)));
+    // Each site's scope is what its two agents own, as every agent sees it.
+    for i in 0..4 {
+        let e = sim.endpoint(i).expect("running");
+        let site1 = e.site_units(SiteId(1)).expect("committed");
+        let site2 = e.site_units(SiteId(2)).expect("committed");
+        for (u, o) in start.allocation.unit_owners().iter().enumerate() {
+            assert_eq!(site1[u], o.is_some_and(|m| site_of(m) == 1));
+            assert_eq!(site2[u], o.is_some_and(|m| site_of(m) == 2));
+        }
+    }
     // Agent 1 (the coordinator) dies: its units go to agent 2 only; site 2 is untouched.
     sim.crash(0);
     assert!(sim.run_until_converged(Duration::from_secs(2)).is_some());

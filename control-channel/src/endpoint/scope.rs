@@ -110,4 +110,18 @@ impl Endpoint {
         let sites = self.sites_of(&c.proposal.members).unwrap_or_default();
         c.standby(self.me, &sites)
     }
+
+    /// In an upper group of site agents: the units the committed allocation gives to the
+    /// members whose certificates name `site` (the site scope its agents hand down), one entry
+    /// per unit. `None` before the first commit.
+    pub fn site_units(&self, site: SiteId) -> Option<Vec<bool>> {
+        let c = self.committed.as_ref()?;
+        Some(
+            c.allocation
+                .unit_owners()
+                .iter()
+                .map(|o| o.is_some_and(|m| self.site_of(m).flatten() == Some(site)))
+                .collect(),
+        )
+    }
 }
