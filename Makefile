@@ -12,9 +12,17 @@ setup:
 
 ## make demo: the main job. About a minute of the lab story (lab/demo.py) with the release
 ## daemons; it holds the lab lock /tmp/manycast-lab.lock itself. Picture: target/demo/load.svg.
+## make demo TOPO=sites: the two-site topology with FRR (lab/sites.py demo): the routing
+## picture, each site's cluster, and the site hierarchy's steps listed as pending.
+TOPO ?=
+ifeq ($(TOPO),sites)
+DEMO := lab/sites.py demo --run-dir $${CARGO_TARGET_DIR:-target}/demo-sites/run
+else
+DEMO := lab/demo.py
+endif
 demo: setup
 	cargo build --release -p manycast-server -p manycast-verifier -p dns-keystore
-	/usr/bin/python3 lab/demo.py --bin-dir $${CARGO_TARGET_DIR:-target}/release
+	/usr/bin/python3 $(DEMO) --bin-dir $${CARGO_TARGET_DIR:-target}/release
 
 ## make test: every test, the root-only interop tests included, then a bounded fuzz run.
 test: setup check unit fuzz-smoke

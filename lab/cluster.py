@@ -171,11 +171,13 @@ def kill_recorded():
 
 
 def clean_leftovers():
-    """After a crash: the recorded processes, mininet's hosts and links (`mn -c`), and the
-    topology's Linux bridges, which `mn -c` leaves. Call with the lab lock held."""
+    """After a crash: the recorded processes (FRR's daemons too), mininet's hosts and links
+    (`mn -c`), and the Linux bridges of both topologies, which `mn -c` leaves. Call with the
+    lab lock held."""
     killed = kill_recorded()
     subprocess.run(["mn", "-c"], capture_output=True, check=False)
-    for sw in topo.ManycastTopo().switches():
+    switches = set(topo.ManycastTopo().switches()) | set(topo.SitesTopo().switches())
+    for sw in sorted(switches):
         if os.path.exists(f"/sys/class/net/{sw}/bridge"):
             subprocess.run(["ip", "link", "del", sw], capture_output=True, check=False)
     return killed

@@ -184,4 +184,126 @@ def ip_batch(node, options, lines):
         print(f"topo: ip -batch on {node.name}: {out.strip()[:300]}", file=sys.stderr)
 
 
-topos = {"manycast": ManycastTopo}
+# -- the `sites` topology (issue 14 item 5): two sites behind an upstream router, FRR routing --
+#
+#   clients cli1, cli2 (10.100.<c>.0/24 + SOURCES_PER_CLIENT /32 sources each, routed by `up`)
+#   keystore ks (10.53.0.0/24)         all on `up`, the upstream router
+#   upstream LAN 10.0.0.0/24 (switch s90): up .1, a1 .11, a2 .12, b1 .21, b2 .22
+#   site a: subnets 10.11.0.0/24 (s11) and 10.12.0.0/24 (s12), a1 = .1 and a2 = .2 on both;
+#           servers srva1 (10.11.0.11), srva2 (10.12.0.12), srva3 (10.11.0.13)
+#   site b: the same on 10.21.0.0/24 (s21) and 10.22.0.0/24 (s22), servers srvb1..srvb3
+#
+# Every router runs FRR (lab/frr.py: zebra, bfdd, ospfd); a server's default route is its
+# subnet's first site router on subnet 1 (x1) and the second on subnet 2 (x2).
+
+SITES = ("a", "b")
+SITE_ROUTERS = 2
+SITE_SERVERS = 3
+SITE_SUBNETS = 2
+UPSTREAM_SUBNET = ipaddress.ip_network("10.0.0.0/24")
+
+
+def site_no(site):
+    """1 for site a, 2 for site b: the digit in the site's subnets and switch names."""
+    return SITES.index(site) + 1
+
+
+def site_subnet(site, n):
+    """Site `site`'s server subnet n (1-based): 10.<10 * site + n>.0.0/24."""
+    return ipaddress.ip_network(f"10.{10 * site_no(site) + n}.0.0/24")
+
+
+def site_routers(site):
+    return [f"{site}{r}" for r in range(1, SITE_ROUTERS + 1)]
+
+
+def site_router_upstream_addr(router):
+    """A site router's address on the upstream LAN: a1 .11, a2 .12, b1 .21, b2 .22."""
+    return UPSTREAM_SUBNET[10 * site_no(router[0]) + int(router[1:])]
+
+
+def site_router_addr(router, n):
+    """A site router's address on its site's subnet n: x1 is .1, x2 is .2."""
+    return site_subnet(router[0], n)[int(router[1:])]
+
+
+def site_servers(site):
+    """Site `site`'s servers: (name, subnet number, address, gateway, member id). Server k sits
+    on subnet 1 if k is odd, else subnet 2, at .10+k; its gateway is the subnet's own router
+    (x1 on subnet 1, x2 on subnet 2); member ids run over both sites (a: 1-3, b: 4-6)."""
+    out = []
+    for k in range(1, SITE_SERVERS + 1):
+        n = (k - 1) % SITE_SUBNETS + 1
+        net = site_subnet(site, n)
+        gw = site_router_addr(site_routers(site)[n - 1], n)
+        out.append((f"srv{site}{k}", n, net[10 + k], gw, SITE_SERVERS * (site_no(site) - 1) + k))
+    return out
+
+
+def sites_router_interfaces():
+    """Every router's interfaces: {router: [(interface, address/prefix)]}."""
+    out = {"up": [("up-lan", f"{UPSTREAM_SUBNET[1]}/24"), ("up-ks", f"{KEYSTORE_SUBNET[1]}/24")]}
+    out["up"] += [(f"up-c{c}", f"{client_subnet(c)[1]}/24") for c in range(1, CLIENTS + 1)]
+    for site in SITES:
+        for r in site_routers(site):
+            intfs = [(f"{r}-up", f"{site_router_upstream_addr(r)}/24")]
+            intfs += [(f"{r}-n{n}", f"{site_router_addr(r, n)}/24")
+                      for n in range(1, SITE_SUBNETS + 1)]
+            out[r] = intfs
+    return out
+
+
+def sites_subnets():
+    """Every subnet of the sites topology (what each router must have a route to)."""
+    nets = [UPSTREAM_SUBNET, KEYSTORE_SUBNET] + [client_subnet(c) for c in range(1, CLIENTS + 1)]
+    return nets + [site_subnet(s, n) for s in SITES for n in range(1, SITE_SUBNETS + 1)]
+
+
+class SitesTopo(Topo):
+    """Two sites of servers behind site routers, an upstream router in front (see above)."""
+
+    def build(self):
+        intfs = sites_router_interfaces()
+        for r in intfs:
+            self.addHost(r, cls=Router, ip=None)
+        lan = self.addSwitch("s90")
+        self.addLink("up", lan, intfName1="up-lan", params1={"ip": intfs["up"][0][1]})
+        sw = self.addSwitch("s53")
+        self.addHost("ks", ip=f"{KEYSTORE_SUBNET[2]}/24", defaultRoute=f"via {KEYSTORE_SUBNET[1]}")
+        self.addLink("ks", sw)
+        self.addLink("up", sw, intfName1="up-ks", params1={"ip": intfs["up"][1][1]})
+        for c in range(1, CLIENTS + 1):
+            net = client_subnet(c)
+            sw = self.addSwitch(f"s10{c}")
+            self.addHost(f"cli{c}", ip=f"{net[2]}/24", defaultRoute=f"via {net[1]}")
+            self.addLink(f"cli{c}", sw)
+            self.addLink("up", sw, intfName1=f"up-c{c}", params1={"ip": f"{net[1]}/24"})
+        for site in SITES:
+            switches = {}
+            for n in range(1, SITE_SUBNETS + 1):
+                switches[n] = self.addSwitch(f"s{10 * site_no(site) + n}")
+            for r in site_routers(site):
+                (up_if, up_ip), *site_ifs = intfs[r]
+                self.addLink(r, lan, intfName1=up_if, params1={"ip": up_ip})
+                for n, (name, ip) in enumerate(site_ifs, start=1):
+                    self.addLink(r, switches[n], intfName1=name, params1={"ip": ip})
+            for name, n, addr, gw, _ in site_servers(site):
+                self.addHost(name, ip=f"{addr}/24", defaultRoute=f"via {gw}")
+                self.addLink(name, switches[n])
+
+
+def configure_sites(net, clients=CLIENTS):
+    """After start: IGMP snooping off on the bridges (as `configure`), the client source
+    addresses and `up`'s routes back to them (IPv4 only: the sites topology has no IPv6)."""
+    for sw in net.switches:
+        sw.cmd(f"ip link set {sw.name} type bridge mcast_snooping 0")
+    up = net.get("up")
+    for c in range(1, clients + 1):
+        host = net.get(f"cli{c}")
+        gw = client_subnet(c)[2]
+        srcs = client_sources(c)
+        ip_batch(host, "-4", [f"addr add {a}/32 dev {host.defaultIntf()}" for a in srcs])
+        ip_batch(up, "-4", [f"route add {a}/32 via {gw}" for a in srcs])
+
+
+topos = {"manycast": ManycastTopo, "sites": SitesTopo}

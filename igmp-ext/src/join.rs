@@ -498,13 +498,15 @@ impl UnverifiedJoin {
         let Some(record) = protected.next() else {
             return Ok(None);
         };
+        // Unsigned first: a host's own kernel report lists every group it joined, protected
+        // ones together, and is unsigned, not a signed join that names two groups.
+        if packet.report_flags() & REPORT_FLAG_EXTENSION == 0 {
+            return Err(JoinParseError::Unsigned);
+        }
         if protected.next().is_some() {
             return Err(JoinParseError::RecordMismatch(
                 "more than one protected group in one report",
             ));
-        }
-        if packet.report_flags() & REPORT_FLAG_EXTENSION == 0 {
-            return Err(JoinParseError::Unsigned);
         }
         let subs = extension_subs(packet.additional_data())?;
         let fields = SubFields::collect(&subs, SLICE_ENTRY_LEN)?;

@@ -136,6 +136,40 @@ fn parse_refuses_structural_faults() {
     assert!(matches!(UnverifiedJoin::parse(&p, |_| false), Ok(None)));
 }
 
+/// A host's kernel reports every group it joined in one unsigned report, two protected groups
+/// among them (a member's service group and its routed control group): that is `unsigned`, and
+/// only a signed report naming two protected groups is a record mismatch.
+#[test]
+fn an_unsigned_report_for_two_protected_groups_is_unsigned() {
+    use crate::wire::igmp::{IgmpRepr, ReportRepr};
+    use crate::wire::record::GroupRecordRepr;
+    let record = |g: [u8; 4]| GroupRecordRepr {
+        record_type: RecordType::ModeIsExclude,
+        group: Ipv4Addr::from(g),
+        sources: vec![],
+        aux_data: vec![],
+    };
+    let report = |flags: u16| {
+        let repr = IgmpRepr::V3Report(ReportRepr {
+            flags,
+            records: vec![record([232, 1, 1, 1]), record([239, 77, 1, 1])],
+            additional_data: vec![],
+        });
+        let mut buf = vec![0; repr.buffer_len()];
+        repr.emit(&mut buf);
+        buf
+    };
+    let parse = |bytes: &[u8]| {
+        let p = IgmpPacket::new_checked(bytes).unwrap();
+        UnverifiedJoin::parse(&p, |_| true).map(|o| o.is_some())
+    };
+    assert_eq!(parse(&report(0)), Err(JoinParseError::Unsigned));
+    assert!(matches!(
+        parse(&report(REPORT_FLAG_EXTENSION)),
+        Err(JoinParseError::RecordMismatch(_))
+    ));
+}
+
 #[test]
 fn include_exclude_entries() {
     let entries = [
