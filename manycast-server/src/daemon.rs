@@ -150,18 +150,11 @@ impl Shell {
                 }
                 None => self.node.handle_send_failed(to, transfer_id),
             },
-            Action::AdvertiseDirectPath(addr) => {
-                handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
-            }
-            Action::SetLoad(report) => {
-                handle.with(move |ep, _| ep.set_load(report));
-            }
-            Action::Drain => {
-                handle.with(|ep, now| ep.drain(now));
-            }
-            Action::Hold(held) => {
-                handle.with(move |ep, now| ep.set_held(now, held));
-            }
+            Action::AdvertiseDirectPath(_)
+            | Action::SetLoad(_)
+            | Action::Drain
+            | Action::Hold(_)
+            | Action::SetScope(_) => control::on_endpoint(handle, action),
             Action::RunCheck(i) => self.checker.start(i),
             Action::ResetMoved(slices) => self.host.reset_moved(slices),
             Action::ForwardPlan(plan) => {

@@ -155,7 +155,15 @@ impl Sites {
 
     fn start_members(&mut self, site: usize) {
         for (i, ns, _) in self.sites[site].members.clone() {
-            self.lab.start_server(i, &ns, "eth0", "eth0");
+            // The members allocate only the scope their site router hands down.
+            self.lab.start_server_with(
+                i,
+                &ns,
+                "eth0",
+                "eth0",
+                "strategy = \"reset\"",
+                "site_scope = true\n",
+            );
         }
     }
 
@@ -164,6 +172,35 @@ impl Sites {
             let id = self.lab.fixture.members[i].id;
             self.lab.kill(&id.to_string());
         }
+    }
+
+    /// How many units each member of `site` owns in its committed allocation, and how many
+    /// units that allocation gives anyone.
+    fn member_units(&self, site: usize) -> Option<(Vec<usize>, usize)> {
+        let mut per_member = Vec::new();
+        let mut owned = 0;
+        for (i, _, _) in &self.sites[site].members {
+            let st = self.lab.admin_status(*i)?;
+            per_member.push(st.units_of(st.me));
+            owned = st.unit_owner.iter().flatten().count();
+        }
+        Some((per_member, owned))
+    }
+
+    /// Waits until the members of `site` split exactly its scope (`units` units) evenly.
+    fn wait_scope_split(&self, site: usize, units: usize) {
+        let n = self.sites[site].members.len();
+        wait_for(
+            &format!("site {site}'s members split its scope of {units} units"),
+            || {
+                self.member_units(site).is_some_and(|(per, owned)| {
+                    owned == units
+                        && per
+                            .iter()
+                            .all(|&u| u == units / n || u == units.div_ceil(n))
+                })
+            },
+        );
     }
 
     fn site_status(&self, site: usize) -> Option<Status> {
@@ -273,8 +310,11 @@ fn two_sites_share_the_sources_and_a_lost_site_hands_its_sources_to_the_other() 
             .expect("site section");
         assert_eq!(st.weight, 1, "site {s} has live members: {st:?}");
         assert!(st.upper_epoch.is_some());
-        // Members allocate the whole space: the claim is the agent's upper units.
+        // One agent per site: its scope is its upper units, which its members allocate among
+        // themselves (the scope handed down in its queries), and so its upstream claim.
+        assert_eq!(st.scope_units, st.own_units, "site {s}: {st:?}");
         assert_eq!(st.claim_units, st.own_units, "site {s}: {st:?}");
+        t.wait_scope_split(s, st.scope_units as usize);
         assert!(st.claim_units > 0 && st.upstream_joins_sent > 0, "{st:?}");
         assert_eq!(st.peers.len(), 2, "both agents in the upper group: {st:?}");
     }
@@ -340,6 +380,7 @@ fn two_sites_share_the_sources_and_a_lost_site_hands_its_sources_to_the_other() 
         .expect("site A status");
     assert!(a.upper_epoch.is_some_and(|e| e > epoch), "{a:?}");
     assert_eq!(a.claim_units, 256, "site A claims every unit: {a:?}");
+    t.wait_scope_split(0, 256);
     let sites_of = t.wait_consistent("site A steered to for every source", |s| s == &[0].into());
     assert!(sites_of.values().all(|s| *s == 0), "{sites_of:?}");
 
@@ -356,6 +397,10 @@ fn two_sites_share_the_sources_and_a_lost_site_hands_its_sources_to_the_other() 
     );
     let resteered = restarted.elapsed();
     t.wait_consistent("site B steered to again, and every answer as steered", both);
+    for s in 0..2 {
+        let st = t.site_status(s).and_then(|s| s.site).expect("site status");
+        t.wait_scope_split(s, st.scope_units as usize);
+    }
     println!(
         "site B back: steered to upstream {} ms after its members' restart",
         resteered.as_millis()

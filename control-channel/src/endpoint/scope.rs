@@ -60,6 +60,12 @@ impl Endpoint {
         self.peers.get(&member).map(|p| p.certificate.site())
     }
 
+    /// The site `member`'s verified certificate names (this member's own included): `None`
+    /// for a member certificate or a peer whose certificate is not known here.
+    pub fn member_site(&self, member: MemberId) -> Option<SiteId> {
+        self.site_of(member).flatten()
+    }
+
     /// The site of each listed member, in order; `None` if a certificate is missing.
     pub(super) fn sites_of(&self, members: &[(u32, u32)]) -> Option<Vec<Option<SiteId>>> {
         members

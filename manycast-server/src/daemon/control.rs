@@ -9,6 +9,7 @@ use igmp_ext::ed25519_dalek::VerifyingKey;
 use igmp_ext::{KeyId, MemberId};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use tracing::warn;
 
 /// Binds the control socket on `interface` and starts the driver with a fresh endpoint that
 /// accepts peers certified by our group key, or (keystore) by the published keys and not
@@ -80,4 +81,31 @@ pub async fn send_state(
         ep.send_state(now, to, transfer_id, data)
     })
     .await
+}
+
+/// The node's actions that only set something on the endpoint.
+pub fn on_endpoint(handle: &DriverHandle, action: crate::node::Action) {
+    use crate::node::Action;
+    match action {
+        Action::AdvertiseDirectPath(addr) => {
+            handle.with(move |ep, now| ep.advertise_direct_path(now, addr));
+        }
+        Action::SetLoad(report) => {
+            handle.with(move |ep, _| ep.set_load(report));
+        }
+        Action::Drain => {
+            handle.with(|ep, now| ep.drain(now));
+        }
+        Action::Hold(held) => {
+            handle.with(move |ep, now| ep.set_held(now, held));
+        }
+        Action::SetScope(scope) => {
+            handle.with(move |ep, now| {
+                if let Err(e) = ep.set_scope(now, Some(scope)) {
+                    warn!(error = %e, "the site scope handed down does not fit our slicing; ignored");
+                }
+            });
+        }
+        _ => {}
+    }
 }

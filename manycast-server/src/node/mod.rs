@@ -33,6 +33,7 @@ use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
 use igmp_ext::liveness::StandbyNotice;
+use igmp_ext::scope::ScopeUpdate;
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, QueryRepr};
 use igmp_ext::{AllocationEpoch, Clock, Instant, MemberId, SliceEntry, SliceSet, Slicing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -123,6 +124,9 @@ pub enum Action {
     /// VIP drain: count the TCP connections to the VIP, answered with
     /// [`Node::handle_vip_connections`].
     CountVipConnections(Ipv4Addr),
+    /// `control.site_scope`: our site routers handed down a new scope; the group allocates
+    /// only its units from now on (`Endpoint::set_scope`, SPEC.md §9.4).
+    SetScope(control_channel::Scope),
 }
 
 /// The node's own counters (the shell adds joins sent, control-channel and host counts).
@@ -418,8 +422,9 @@ impl Node {
                 c.commits += 1;
                 let entries = slices.iter().copied().map(SliceEntry::include).collect();
                 let no_slices = slices.is_empty();
+                // Within the committed scope, under the group's quota rule.
                 self.standby = committed
-                    .map(|c| c.allocation.standby_of(&c.members(), self.config.me))
+                    .map(|c| c.standby(self.config.me, &[]))
                     .map(|units| units.into_iter().map(SliceEntry::include).collect())
                     .unwrap_or_default();
                 if self.config.vip_reset {
@@ -536,6 +541,23 @@ impl Node {
             self.agent.handle_query(now.mono, &q, &mut self.random);
             if let Some(tracker) = &mut self.site_scope {
                 match tracker.handle_query(now.wall, &q) {
+                    Some(Ok(ScopeUpdate::Changed)) => {
+                        let scope = tracker.current(self.agent.group()).cloned();
+                        match scope {
+                            Some(s) if s.slicing == self.config.slicing => {
+                                info!(site = %s.site, upper_epoch = s.upper_epoch, units = s.unit_count(), router = %s.router, "site scope handed down");
+                                self.actions
+                                    .push_back(Action::SetScope(control_channel::Scope {
+                                        upper_epoch: s.upper_epoch,
+                                        units: s.units,
+                                    }));
+                            }
+                            Some(s) => {
+                                warn!(site = %s.site, "a site scope in another slicing than ours ({:?}) ignored", s.slicing)
+                            }
+                            None => {}
+                        }
+                    }
                     Some(Ok(update)) => debug!(?update, "scope notice kept"),
                     Some(Err(e)) => debug!(reason = %e.reason, error = %e, "scope notice refused"),
                     None => {}

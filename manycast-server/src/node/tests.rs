@@ -599,9 +599,10 @@ fn igmp_that_is_not_a_query_is_ignored() {
 }
 
 /// `control.site_scope`: the scope notice of a query heard on the link reaches the tracker,
-/// judged by the wall clock; the query is still answered as before.
+/// judged by the wall clock, and a new scope becomes the control group's (`Action::SetScope`);
+/// the query is still answered as before.
 #[test]
-fn a_querys_scope_notice_reaches_the_site_scope_tracker() {
+fn a_querys_scope_notice_reaches_the_site_scope_tracker_and_sets_the_groups_scope() {
     use crate::site_scope::SiteScopeTracker;
     use igmp_ext::join::build_datagram;
     use igmp_ext::wire::igmp::QueryV3Fields;
@@ -636,17 +637,37 @@ fn a_querys_scope_notice_reaches_the_site_scope_tracker() {
         t.counters().refused(igmp_ext::scope::ScopeReason::Untimely),
         1
     );
+    let set_scope = |n: &mut Node| -> Vec<control_channel::Scope> {
+        actions(n)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::SetScope(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(set_scope(&mut n), [], "a refused notice sets no scope");
     n.handle_igmp(at(0), &datagram);
     let kept = n.site_scope().unwrap().current(routers.group).unwrap();
     assert_eq!((kept.site, kept.upper_epoch), (SiteId(7), 2));
     assert_eq!(kept.units, [false, true, true, false]);
+    // The new scope goes to the control endpoint, once: the same notice again changes nothing.
+    assert_eq!(
+        set_scope(&mut n),
+        [control_channel::Scope {
+            upper_epoch: 2,
+            units: vec![false, true, true, false],
+        }]
+    );
+    n.handle_igmp(at(0), &datagram);
+    assert_eq!(set_scope(&mut n), []);
     let mut s = Snapshot::default();
     n.snapshot_into(&mut s);
-    assert_eq!(s.queries, 2);
+    assert_eq!(s.queries, 3);
     let status = s.site_scope.expect("tracked");
     assert_eq!(
         (status.counters.accepted, status.current),
-        (1, Some((2, 2)))
+        (2, Some((2, 2)))
     );
 }
 

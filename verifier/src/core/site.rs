@@ -285,3 +285,59 @@ impl Router {
 #[cfg(test)]
 #[path = "site_tests.rs"]
 mod tests;
+
+/// The general query that hands `scope` down to the site's members on one member link (SPEC.md
+/// §3.10, §10.8): from `src` to 224.0.0.1 with TTL 1 and Router Alert, its additional data the
+/// scope notice signed by the router key under its router certificate at `now`. Members answer
+/// it like any general query (within `max_resp`).
+#[allow(clippy::too_many_arguments)]
+pub fn scope_query(
+    src: Ipv4Addr,
+    group: Ipv4Addr,
+    site: SiteId,
+    slicing: Slicing,
+    scope: &SiteScope,
+    now: igmp_ext::Timestamp,
+    max_resp: Duration,
+    cert: &igmp_ext::MemberCertificate,
+    key: &igmp_ext::ed25519_dalek::SigningKey,
+) -> Result<Vec<u8>, igmp_ext::scope::ScopeBuildError> {
+    use igmp_ext::wire::igmp::{encode_code, IgmpRepr, QueryRepr, QueryV3Fields, ALL_SYSTEMS};
+    use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+    let notice = igmp_ext::scope::ScopeNotice {
+        group,
+        site,
+        upper_epoch: scope.upper_epoch,
+        timestamp: now,
+        slicing,
+        units: scope.units.clone(),
+    };
+    let mut v3 = QueryV3Fields {
+        flags: 0,
+        suppress: false,
+        qrv: 2,
+        qqic: 0,
+        sources: Vec::new(),
+        additional_data: Vec::new(),
+    };
+    notice.sign_into(&mut v3, cert, key)?;
+    let tenths = u32::try_from(max_resp.as_millis() / 100).unwrap_or(u32::MAX);
+    let igmp = IgmpRepr::Query(QueryRepr {
+        max_resp_code: encode_code(tenths),
+        group: Ipv4Addr::UNSPECIFIED,
+        v3: Some(v3),
+    });
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: ALL_SYSTEMS,
+        protocol: PROTOCOL_IGMP,
+        ttl: 1,
+        tos: TOS_INTERNETWORK_CONTROL,
+        router_alert: true,
+        payload_len: igmp.buffer_len(),
+    };
+    let mut datagram = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut datagram);
+    igmp.emit(&mut datagram[ip.header_len()..]);
+    Ok(datagram)
+}

@@ -255,3 +255,68 @@ mod router {
         assert!(!lab.router.steer_also("up0".into()));
     }
 }
+
+/// The hand-down query is a general query to 224.0.0.1 (TTL 1, Router Alert) whose scope
+/// notice a member verifies against the group keys: the router's site, the upper epoch and
+/// exactly the scope's units.
+#[test]
+fn the_scope_query_carries_a_notice_the_members_verify() {
+    use igmp_ext::fixtures::{Fixture, NOW};
+    use igmp_ext::scope::UnverifiedScopeNotice;
+    use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, ALL_SYSTEMS};
+    use igmp_ext::wire::ipv4::Ipv4Packet;
+    let f = Fixture::routers(&[SITE_A]);
+    let router = &f.members[0];
+    let slicing = Slicing::LowOrder { bits: BITS };
+    let units = vec![true, false, false, true, true, false, false, false];
+    let scope = SiteScope {
+        upper_epoch: 7,
+        units: units.clone(),
+    };
+    let src = Ipv4Addr::new(10, 11, 0, 1);
+    let datagram = scope_query(
+        src,
+        f.group,
+        SITE_A,
+        slicing,
+        &scope,
+        NOW,
+        Duration::from_secs(2),
+        &router.cert,
+        &router.key,
+    )
+    .unwrap();
+    let ip = Ipv4Packet::new_checked(&datagram[..]).unwrap();
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr(), ip.ttl()),
+        (src, ALL_SYSTEMS, 1)
+    );
+    let igmp = IgmpPacket::new_checked(ip.payload()).unwrap();
+    let IgmpRepr::Query(q) = IgmpRepr::parse(&igmp).unwrap() else {
+        panic!("not a query");
+    };
+    assert_eq!(q.group, Ipv4Addr::UNSPECIFIED, "a general query");
+    let notice = UnverifiedScopeNotice::from_query(q.v3.as_ref().unwrap())
+        .unwrap()
+        .expect("the query carries a scope notice");
+    let verified = notice
+        .verify(&f.key_source(), NOW, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        (verified.site, verified.upper_epoch, verified.units),
+        (SITE_A, 7, units)
+    );
+    // A site the certificate does not name is not signed at all.
+    assert!(scope_query(
+        src,
+        f.group,
+        SITE_B,
+        slicing,
+        &scope,
+        NOW,
+        Duration::from_secs(2),
+        &router.cert,
+        &router.key,
+    )
+    .is_err());
+}

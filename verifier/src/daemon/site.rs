@@ -5,7 +5,9 @@
 //! main loop after every change), applies its weight to the endpoint and sends its joins.
 
 use crate::config::{Config, SiteSection};
-use crate::core::site::{SiteAgent, SteeredClaim, UpperView, UpstreamClaim};
+use crate::core::site::{
+    scope_query, SiteAgent, SiteScope, SteeredClaim, UpperView, UpstreamClaim,
+};
 use crate::core::Router;
 use crate::keys::Keys;
 use crate::status::SiteStatus;
@@ -27,6 +29,12 @@ use tracing::{debug, info, warn};
 /// How often the agent looks at the upper group besides its events (a peer's certificate, a
 /// commit it learnt of without an event).
 const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// The scope notice goes out again this often unchanged (members that came up since, a lost
+/// query), well inside the members' timeliness window; a changed scope goes at once and once
+/// more after [`NOTICE_REPEAT`].
+const NOTICE_REFRESH: Duration = Duration::from_secs(10);
+const NOTICE_REPEAT: Duration = Duration::from_secs(1);
 
 /// Why the site agent could not start; one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +163,7 @@ impl SiteHandle {
             .map_err(os(format!("raw IGMP socket on {}", s.upstream)))?;
         // Nothing is read from it (the upstream's IGMP is not ours): keep its queue small.
         let _ = igmp.get_ref().set_recv_buffer_size(0);
+        let links = notice_links(cfg, &s.upstream)?;
         let me = creds.cert.body().member_id;
         let agent = SiteAgent::new(s.agent_config(), me, creds.site);
         let (served, served_rx) = watch::channel(Vec::new());
@@ -170,6 +179,13 @@ impl SiteHandle {
             cert: creds.cert,
             status: status.clone(),
             weight: None,
+            hand_down: HandDown {
+                links,
+                max_resp: Duration::from_millis(cfg.querier.query_response_interval_ms),
+                handed: None,
+                due: None,
+                repeat: false,
+            },
         };
         let task = tokio::spawn(io.run(served_rx, stop_rx));
         Ok(Some(SiteHandle {
@@ -208,6 +224,27 @@ impl SiteHandle {
 
 fn lock(m: &Mutex<SiteStatus>) -> std::sync::MutexGuard<'_, SiteStatus> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A raw IGMP socket on every member link (the verifier's interfaces but the upstream one), for
+/// the scope notice's queries.
+fn notice_links(cfg: &Config, upstream: &str) -> Result<Vec<NoticeLink>, SiteError> {
+    let mut links = Vec::new();
+    for ifname in cfg.interfaces.iter().filter(|i| *i != upstream) {
+        let addr = daemon_kit::igmp::interface_addr(ifname)
+            .map_err(os("cannot list interfaces"))?
+            .ok_or_else(|| SiteError::NoAddress(ifname.clone()))?;
+        let socket = daemon_kit::igmp::igmp_socket(ifname, addr)
+            .map_err(os(format!("raw IGMP socket on {ifname}")))?;
+        // Only sent on: the verifier's own socket reads this link's IGMP.
+        let _ = socket.get_ref().set_recv_buffer_size(0);
+        links.push(NoticeLink {
+            ifname: ifname.clone(),
+            addr,
+            socket,
+        });
+    }
+    Ok(links)
 }
 
 /// The upper group's endpoint on the upstream interface, certified by the service group's
@@ -251,6 +288,27 @@ struct AgentIo {
     status: Arc<Mutex<SiteStatus>>,
     /// The weight last applied to the endpoint.
     weight: Option<u32>,
+    hand_down: HandDown,
+}
+
+/// One member link the scope notice goes out on.
+struct NoticeLink {
+    ifname: String,
+    addr: Ipv4Addr,
+    socket: AsyncFd<Socket>,
+}
+
+/// The scope hand-down (SPEC.md §3.10, §10.8): the site scope in a signed notice on a general
+/// query on every member link, at once when it changes, once more a second later, then every
+/// [`NOTICE_REFRESH`]. Sent whether or not this router is the links' querier, so that the
+/// scope reaches the members however the election went.
+struct HandDown {
+    links: Vec<NoticeLink>,
+    max_resp: Duration,
+    /// The scope last handed down.
+    handed: Option<SiteScope>,
+    due: Option<igmp_ext::Instant>,
+    repeat: bool,
 }
 
 /// What the agent reads from the upper group's endpoint.
@@ -273,7 +331,12 @@ impl AgentIo {
                 .agent
                 .poll_timeout()
                 .map_or(LOOK_EVERY, |t| t.saturating_duration_since(now))
-                .min(LOOK_EVERY);
+                .min(LOOK_EVERY)
+                .min(
+                    self.hand_down
+                        .due
+                        .map_or(LOOK_EVERY, |t| t.saturating_duration_since(now)),
+                );
             tokio::select! {
                 _ = &mut stop => break,
                 r = served.changed() => {
@@ -289,7 +352,7 @@ impl AgentIo {
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
-            if let Some(snap) = snapshot(&requester, self.agent.me(), self.agent.site()).await {
+            if let Some(snap) = snapshot(&requester, self.agent.me()).await {
                 self.agent.handle_upper(daemon_kit::now().mono, snap.view);
                 peers = snap.peers;
             }
@@ -298,6 +361,7 @@ impl AgentIo {
             while let Some(claim) = self.agent.poll_join(now.mono) {
                 self.send(&claim, now);
             }
+            self.hand_down(daemon_kit::now());
             self.publish_status(&peers);
         }
         if let Some(leave) = self.agent.leave() {
@@ -322,6 +386,62 @@ impl AgentIo {
         info!(weight, "site: weight announced in the upper group");
         self.upper
             .with(move |ep, now| ep.set_held(now, weight == 0));
+    }
+
+    /// Hands the site scope down to the members when it changed or is due again.
+    fn hand_down(&mut self, now: igmp_ext::Clock) {
+        // An empty scope is not handed down: members with no scope allocate every unit, so
+        // a site whose share is empty (at start, or once it lost its members) shows live
+        // members at its verifier again and its agents a weight again. An empty scope would
+        // leave them nothing to claim and the site no way back.
+        let Some(scope) = self.agent.scope().filter(|s| s.units.contains(&true)) else {
+            return;
+        };
+        let h = &mut self.hand_down;
+        if h.handed.as_ref() != Some(&scope) {
+            info!(
+                upper_epoch = scope.upper_epoch,
+                units = scope.units.iter().filter(|u| **u).count(),
+                "site: scope handed down to the members"
+            );
+            h.handed = Some(scope);
+            h.due = Some(now.mono);
+            h.repeat = true;
+        }
+        let (Some(scope), Some(due)) = (&h.handed, h.due) else {
+            return;
+        };
+        if now.mono < due {
+            return;
+        }
+        let cfg = self.agent.config();
+        for link in &h.links {
+            let built = scope_query(
+                link.addr,
+                cfg.group,
+                self.agent.site(),
+                cfg.slicing,
+                scope,
+                now.wall,
+                h.max_resp,
+                &self.cert,
+                &self.key,
+            );
+            let to =
+                socket2::SockAddr::from(SocketAddrV4::new(igmp_ext::wire::igmp::ALL_SYSTEMS, 0));
+            match built.map(|d| link.socket.get_ref().send_to(&d, &to)) {
+                Ok(Ok(_)) => debug!(link = %link.ifname, "site: scope notice sent"),
+                Ok(Err(e)) => warn!(link = %link.ifname, error = %e, "site: scope notice not sent"),
+                Err(e) => warn!(error = %e, "site: scope notice not built"),
+            }
+        }
+        let gap = if h.repeat {
+            NOTICE_REPEAT
+        } else {
+            NOTICE_REFRESH
+        };
+        h.repeat = false;
+        h.due = Some(now.mono.saturating_add(gap));
     }
 
     /// Builds and sends one signed join (a leave when the claim is empty).
@@ -375,20 +495,24 @@ impl AgentIo {
     }
 }
 
-/// The upper group's committed allocation and live members. The endpoint does not tell a
-/// peer's site (its certificate is kept inside): only our own site is known, so the scope is
-/// our own units until the endpoint exposes peers' sites.
+/// The upper group's committed allocation, the sites its agents' certificates name, and the
+/// live members.
 async fn snapshot(
     requester: &control_channel::driver::Requester,
     me: igmp_ext::MemberId,
-    site: SiteId,
 ) -> Option<UpperSnapshot> {
     requester
         .query(move |ep, _| {
-            let view = ep.committed().map(|c| UpperView {
-                epoch: c.id().epoch,
-                owners: c.allocation.unit_owners().to_vec(),
-                sites: [(me, site)].into(),
+            let view = ep.committed().map(|c| {
+                let owners = c.allocation.unit_owners().to_vec();
+                let sites = (owners.iter().flatten().chain([&me]))
+                    .filter_map(|&m| ep.member_site(m).map(|s| (m, s)))
+                    .collect();
+                UpperView {
+                    epoch: c.id().epoch,
+                    owners,
+                    sites,
+                }
             });
             let peers = ep.live_members().into_iter().map(|m| m.0).collect();
             UpperSnapshot { view, peers }
