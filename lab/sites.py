@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cluster  # noqa: E402
 import frr  # noqa: E402
+import hierarchy  # noqa: E402
 import topo  # noqa: E402
 from cluster import GROUP, KEYSTORE_ADDR, LabError, wait_for  # noqa: E402
 
@@ -52,6 +54,7 @@ SITE_IDS = {"a": 1, "b": 2}
 ROUTER_IDS = {r: 100 * SITE_IDS[s] + int(r[1:]) for s in topo.SITES for r in topo.site_routers(s)}
 SLICE_BITS = 8  # the servers' default `control.slice_bits`; the agents' must equal it
 UPSTREAM_REFRESH_MS = 1000
+SITE_TIMELINESS_MS = 3000
 
 
 def partner(router):
@@ -63,7 +66,7 @@ class SitesCluster(cluster.Cluster):
     """`cluster.Cluster` on the sites topology: the same binaries, keystore, record publishing,
     process handling and teardown; its own net (with FRR), keys, verifiers and servers."""
 
-    def __init__(self, bin_dir="target/release", run_dir=None, log=None, hierarchy=False):
+    def __init__(self, bin_dir="target/release", run_dir=None, log=None, hierarchy=True):
         super().__init__(bin_dir=bin_dir, run_dir=run_dir, servers=0, log=log)
         self.hierarchy = hierarchy
         self.ids = {}
@@ -145,12 +148,21 @@ class SitesCluster(cluster.Cluster):
         other = partner(router)
         trusted = [str(topo.site_router_addr(other, n)) for n in range(1, topo.SITE_SUBNETS + 1)]
         groups = [GROUP, CONTROL_GROUPS[site]] + ([UPPER_GROUP] if self.hierarchy else [])
-        return (f"interfaces = {json.dumps(ifs)}\n"
+        text = (f"interfaces = {json.dumps(ifs)}\n"
                 f'status_socket = "{self.status_socket(router)}"\n'
-                f"control_groups = {json.dumps([CONTROL_GROUPS[site]])}\n"
+                f"control_groups = {json.dumps([CONTROL_GROUPS[site]])}\n")
+        if not self.hierarchy:
+            return (text + f"[querier]\ntrusted_queriers = {json.dumps(trusted)}\n"
+                    + self.keystore_table(groups))
+        # A site whose servers all died restarts its control group at epoch 1, which the site
+        # verifiers refuse while the dead members' claims and epoch fences last: a short
+        # timeliness window and frequent queries (as manycast-server/tests/sites.rs) let site b
+        # come back within seconds. Native steering on nft hooks the upstream interface too.
+        return (text + f"[verifier]\ntimeliness_window_ms = {SITE_TIMELINESS_MS}\n"
                 f"[querier]\ntrusted_queriers = {json.dumps(trusted)}\n"
-                f"{self.keystore_table(groups)}"
-                f"{self.site_section(router) if self.hierarchy else ''}")
+                f"query_interval_ms = 1000\nquery_response_interval_ms = 500\n"
+                f'[native]\ndataplane = "nft"\n'
+                f"{self.keystore_table(groups)}{self.site_section(router)}")
 
     def site_section(self, router):
         """The `[site]` section of a site router's verifier (H3's brief: the names there): the
@@ -169,7 +181,7 @@ class SitesCluster(cluster.Cluster):
         ifs = ["up-lan"] + [f"up-c{c}" for c in range(1, topo.CLIENTS + 1)]
         return (f"interfaces = {json.dumps(ifs)}\n"
                 f'status_socket = "{self.status_socket("up")}"\n'
-                f"{self.keystore_table([GROUP])}")
+                f'[native]\ndataplane = "nft"\n{self.keystore_table([GROUP])}')
 
     def spawn_verifier(self, router, text):
         cfg = self.path(f"verifier-{router}.toml")
@@ -236,7 +248,7 @@ class SitesCluster(cluster.Cluster):
             return None
         want = {self.ids[s] for s in running}
         out = {}
-        for r in topo.site_routers(site):
+        for r in [r for r in topo.site_routers(site) if self.alive(f"verifier-{r}")]:
             st = self.router_status(r)
             if st is None:
                 return None
@@ -283,33 +295,167 @@ class SitesCluster(cluster.Cluster):
 
 
 PENDING = [
-    "upstream verifier on `up` steering units to the site agents (H3: [site], upstream joins)",
-    "site agents' upper control group on the upstream LAN (H3; router certificates: on main)",
-    "scope hand-down in the site routers' queries, members allocating within it (H1, H2)",
-    "site loss and router loss runs (issue 14 item 2)",
+    "scope hand-down in the site routers' queries, members allocating within it (H1, H2): until "
+    "then every site's members allocate the whole space",
 ]
+
+
+def upper_lines(pic):
+    """The upper allocation, one line per site router (its verifier's `site` status)."""
+    return [f"   {r}: site {v['site']}, member {v['member']}, upper epoch {v['upper_epoch']}, "
+            f"units {v['own_units']}, upstream claim {v['claim_units']}, weight {v['weight']}"
+            for r, v in sorted(pic["routers"].items())]
+
+
+def hierarchy_up(c, narrate):
+    """The upper allocation settled and every source answered by the server the two levels of
+    steering name (client load running); the figures."""
+    h = hierarchy.Hierarchy(c, ROUTER_IDS, 1 << SLICE_BITS)
+    pic = h.wait_upper("the upper allocation: every agent at one upper epoch claiming its units "
+                       "upstream, the upstream verifier holding those claims",
+                       lambda p: all(v["weight"] > 0 for v in p.values()))
+    narrate("3. the upper allocation (each site router's verifier, `status` → site):")
+    for line in upper_lines(pic):
+        narrate(line)
+    h.start_clients("story")
+    steer = h.steering()
+    t0 = time.time()
+    h.wait_answered("every source answered by the server the two levels of steering name",
+                    lambda s, srv: steer[s] is not None and srv == steer[s][1], since=t0)
+    return h, pic, steer
+
+
+def story(c, narrate, result):
+    """The hierarchy's demo runs (lab/hierarchy.py): clients answered per site, a site router
+    lost, a site's servers lost and back. Figures from the clients' own records."""
+    h, result["upper"], steer = hierarchy_up(c, narrate)
+    a = time.time()
+    time.sleep(2)
+    b = time.time()
+    router_before = {r: v["own_units"] for r, v in result["upper"]["routers"].items()}
+
+    narrate("4. a1's verifier SIGKILLed (its agent gone; a1 still routes unicast) ...")
+    c.retire("verifier-a1")
+    t_kill = time.time()
+    c.signal("verifier-a1", signal.SIGKILL)
+    c.wait_exit("verifier-a1")
+    site_a = router_before["a1"] + router_before["a2"]
+    pic = h.wait_upper("a1's units at a2, the upstream verifier re-pointed",
+                       lambda p: p["a2"]["own_units"] == site_a)
+    t_repointed = time.time()
+    steer_after = h.steering()
+    h.wait_answered("every source answered again after a1's loss",
+                    lambda s, srv: steer_after[s] is not None and srv == steer_after[s][1],
+                    since=t_repointed)
+    time.sleep(2)
+    t_router_end = time.time()
+    for line in upper_lines(pic):
+        narrate(line)
+
+    narrate("5. every server of site b SIGKILLed ...")
+    loss = hierarchy.site_loss(h, "b")
+    for line in upper_lines(loss["upper"]):
+        narrate(line)
+    narrate("6. site b's servers started again ...")
+    back = hierarchy.site_back(h, "b")
+    for line in upper_lines(back["upper"]):
+        narrate(line)
+    time.sleep(2)
+    t_end = time.time()
+    steer_end = h.steering()
+    replies = h.stop_clients()
+
+    good, bad = hierarchy.check_answers(steer, hierarchy.answered_by(replies, a, b))
+    per_site = {s: sum(1 for v in steer.values() if v and v[0][0] == s) for s in topo.SITES}
+    result["answers"] = {"sources": len(steer), "as_steered": good, "wrong": bad[:10],
+                         "per_site": per_site}
+    narrate(f"   clients: {good} of {len(steer)} sources answered by exactly the server the two "
+            f"levels steer them to; sources per site {per_site}")
+    changed, gap = hierarchy.breaks(replies, t_kill - 1, t_router_end)
+    after_a1 = hierarchy.check_answers(steer_after, hierarchy.answered_by(replies, t_repointed + 1,
+                                                                          t_router_end))
+    result["router_loss"] = {
+        "a1_units": router_before["a1"], "a2_units_after": pic["routers"]["a2"]["own_units"],
+        "repointed_ms": round((t_repointed - t_kill) * 1000), "breaks": len(changed),
+        "longest_gap_ms": gap, "as_steered_after": after_a1[0], "wrong_after": after_a1[1][:10],
+        "upper_epoch_after": pic["upper_epoch"]}
+    narrate(f"   a1 lost: its {router_before['a1']} units at a2 (now {site_a}) and the upstream "
+            f"verifier re-pointed {result['router_loss']['repointed_ms']} ms after the kill; "
+            f"{len(changed)} sources changed server, longest gap {gap} ms")
+    b_srcs = loss["sources"]
+    t_back = back["restarted_at"]
+    fail_ms = hierarchy.first_answer_by(replies, b_srcs, hierarchy.site_servers("a"),
+                                        loss["killed_at"], t_back)
+    result["site_loss"] = {"sources": len(b_srcs), "answered_by_a_ms": fail_ms,
+                           "upper_epoch_after": loss["upper"]["upper_epoch"],
+                           "weights_b": [loss["upper"]["routers"][r]["weight"]
+                                         for r in ("b1", "b2")],
+                           "claims_b": [loss["upper"]["routers"][r]["claim_units"]
+                                        for r in ("b1", "b2")]}
+    narrate(f"   site b lost: its {len(b_srcs)} sources all answered by site a {fail_ms} ms after "
+            f"the kill (the last of them)")
+    end = hierarchy.check_answers(steer_end, hierarchy.answered_by(replies, t_end - 1.5, t_end))
+    result["site_back"] = {"back_ms": back["back_ms"], "sources_b": len(back["sources"]),
+                           "as_steered": end[0], "wrong": end[1][:10]}
+    narrate(f"   site b back: steered to and answering {len(back['sources'])} sources "
+            f"{back['back_ms']} ms after its servers' restart; {end[0]} of {len(steer_end)} "
+            f"sources answered as steered")
+
+
+def bench(c, seconds, narrate):
+    """`site_failover_*_ms`: site b's servers SIGKILLed and started again, as many trials as fit
+    in `seconds`; per trial the time from the kill until every source of site b was answered by
+    site a (the last source's first site-a answer, from the clients' records)."""
+    h, _, _ = hierarchy_up(c, narrate)
+    trials = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline or not trials:
+        loss = hierarchy.site_loss(h, "b")
+        back = hierarchy.site_back(h, "b")
+        trials.append((loss, back))
+        narrate(f"   trial {len(trials)}: site b lost ({len(loss['sources'])} sources), back "
+                f"after {back['back_ms']} ms")
+    replies = h.stop_clients()
+    ms = []
+    for loss, back in trials:
+        v = hierarchy.first_answer_by(replies, loss["sources"], hierarchy.site_servers("a"),
+                                      loss["killed_at"], back["restarted_at"])
+        if v is None:
+            raise LabError(f"a trial's site-b source was never answered by site a: {loss}")
+        ms.append(v)
+    ms.sort()
+
+    def pct(p):
+        return ms[min(len(ms) - 1, int(round(p * (len(ms) - 1))))]
+    return {"site_failover_p50_ms": pct(0.5), "site_failover_p99_ms": pct(0.99),
+            "site_failover_max_ms": ms[-1], "site_failover_trials": len(ms),
+            "site_failover_ms": ms}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["up", "demo"])
+    p.add_argument("command", choices=["up", "demo", "bench"])
     p.add_argument("--bin-dir", default="target/release")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    p.add_argument("--hierarchy", action="store_true",
-                   help="also the site hierarchy's configs (refused by the daemons on main)")
+    p.add_argument("--flat", action="store_true",
+                   help="each site a cluster of its own, no upstream verifier, no site agents")
     p.add_argument("--hold", type=float, default=0,
                    help="seconds to keep everything up after it converged (then the rejection "
                         "counters are read again)")
     p.add_argument("--down-after-ms", type=int, default=1000,
                    help="the servers' control.down_after_ms (1000: debug daemons on a shared machine)")
+    p.add_argument("--seconds", type=float, default=300,
+                   help="bench: trials start while this many seconds have not passed")
     args = p.parse_args()
+    if args.flat and args.command != "up":
+        p.error("--flat: only `up` (the demo and the bench run the hierarchy)")
     cluster.prepare_run("sites")
     narrate = (lambda m: print(m, flush=True)) if not args.json else (lambda m: None)
     c = SitesCluster(bin_dir=args.bin_dir, run_dir=args.run_dir or "target/lab-sites/run",
-                     log=lambda m: print(m, file=sys.stderr), hierarchy=args.hierarchy)
+                     log=lambda m: print(m, file=sys.stderr), hierarchy=not args.flat)
     c.down_after_ms = args.down_after_ms
-    result = {"lab": "sites", "hierarchy": args.hierarchy}
+    result = {"lab": "sites", "hierarchy": not args.flat}
     try:
         narrate("1. the sites topology, FRR on the five routers (OSPF + BFD) ...")
         result["routing"] = c.start_net()
@@ -321,7 +467,8 @@ def main():
         narrate(f"   unicast: {len(result['unicast']) - len(bad)} of {len(result['unicast'])} pings "
                 f"answered (clients and their sources to every server and the keystore, servers "
                 f"to the keystore and the other site){': FAILED ' + ', '.join(bad) if bad else ''}")
-        narrate("2. keys, keystore, records; the site routers' verifiers; three servers per site ...")
+        narrate("2. keys, keystore, records; the verifiers (site routers" +
+                ("" if args.flat else " with [site], and `up`") + "); three servers per site ...")
         c.make_keys()
         c.start_keystore()
         c.publish_all()
@@ -341,9 +488,18 @@ def main():
                               for s in topo.SITES for r in topo.site_routers(s)}
         narrate(f"   joins the site routers rejected: {result['rejected']}")
         if args.command == "demo":
-            narrate("3. the site hierarchy: pending (not run, not simulated):")
-            for step in PENDING:
-                narrate(f"   - {step}")
+            story(c, narrate, result)
+        elif args.command == "bench":
+            result.update(bench(c, args.seconds, narrate))
+        elif not args.flat:
+            result["upper"] = hierarchy.Hierarchy(c, ROUTER_IDS, 1 << SLICE_BITS).wait_upper(
+                "the upper allocation settled")
+        if not args.flat:
+            result["rejected_up"] = {k: n for k, n in c.rejected(c.router_status("up")).items() if n}
+            narrate(f"   joins the upstream verifier rejected: {result['rejected_up']}")
+        narrate("   still pending (not run, not simulated):")
+        for step in PENDING:
+            narrate(f"   - {step}")
         result["pending"] = PENDING
     except (LabError, frr.FrrError) as e:
         result["error"] = str(e)
@@ -353,7 +509,11 @@ def main():
     finally:
         result["pids"] = c.pids()
         c.stop()
-    if args.json:
+    if args.command == "bench" and "error" not in result:
+        keys = ["site_failover_p50_ms", "site_failover_p99_ms", "site_failover_max_ms",
+                "site_failover_trials", "site_failover_ms"]
+        print(json.dumps({"bench": "sites", **{k: result[k] for k in keys}}), flush=True)
+    elif args.json:
         print(json.dumps(result))
     sys.exit(1 if "error" in result else 0)
 
