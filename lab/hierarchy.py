@@ -25,7 +25,7 @@ from cluster import GROUP, LabError, wait_for
 
 LAB = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
-CLIENT_RATE = 20.0  # requests per second per source: 50 ms between one source's requests
+CLIENT_RATE = 10.0  # requests per second per source: 100 ms between one source's requests
 
 
 def parse_slice(text):
@@ -181,6 +181,21 @@ class Hierarchy:
                                for s in srcs) else None
         return wait_for(what, done, timeout=timeout, interval=0.2)
 
+    def wait_as_steered(self, what, since=None, want=None, timeout=60):
+        """Waits until every source has a steered (router, server), `want(steering)` holds if
+        given, and every source's latest reply came from its steered server after `since`
+        (default: one second ago, so the answer is a current one); returns the steering."""
+        def done():
+            self.c.check_processes()
+            steer = self.steering()
+            if any(v is None for v in steer.values()) or (want and not want(steer)):
+                return None
+            last = self.last_replies()
+            after = since if since is not None else time.time() - 1.0
+            return steer if all(s in last and last[s][0] > after and last[s][1] == v[1]
+                                for s, v in steer.items()) else None
+        return wait_for(what, done, timeout=timeout, interval=0.3)
+
 
 def answered_by(replies, a, b):
     """{source: set of servers that answered it in [a, b]} (wall clock)."""
@@ -278,16 +293,8 @@ def site_back(h, site="b", timeout=120):
     pic = h.wait_upper(f"site {site} takes a share of the units again",
                        lambda p: any(p[r]["own_units"] for r in routers if r in p), timeout=timeout)
 
-    def steered_here():
-        steer = h.steering()
-        mine = [s for s, st in steer.items() if st and st[0][0] == site]
-        if not mine or any(st is None for st in steer.values()):
-            return None
-        last = h.last_replies()
-        since = time.time() - 1.0
-        return steer if all(s in last and last[s][0] > since and last[s][1] == steer[s][1]
-                             for s in steer) else None
-    steer = wait_for(f"site {site}'s sources answered by site {site} again", steered_here,
-                     timeout=timeout, interval=0.3)
+    steer = h.wait_as_steered(f"site {site}'s sources answered by site {site} again",
+                              want=lambda st: any(v[0][0] == site for v in st.values()),
+                              timeout=timeout)
     return {"restarted_at": t0, "back_ms": round((time.time() - t0) * 1000), "upper": pic,
             "sources": sorted(s for s, st in steer.items() if st[0][0] == site)}

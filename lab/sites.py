@@ -1,29 +1,35 @@
 #!/usr/bin/python3
-"""The Manycast daemons on the `sites` topology (topo.SitesTopo, FRR from frr.py).
+"""The Manycast daemons on the `sites` topology (topo.SitesTopo, FRR from frr.py): the site
+hierarchy (issue 14 item 2, SPEC.md §10.8), or with --flat each site a cluster of its own.
 
-    lab/sites.py up [--bin-dir target/release] [--run-dir DIR] [--json] [--hierarchy]
-        bring the topology and the daemons up, print the routing picture and each site's
-        cluster, stop
-    lab/sites.py demo [...]   the same, narrated, with the hierarchy's steps marked pending
+    lab/sites.py up [--bin-dir target/release] [--run-dir DIR] [--json] [--flat]
+        bring the topology and the daemons up, print the routing picture, each site's cluster
+        and (not --flat) the upper allocation, stop
+    lab/sites.py demo [...]   the hierarchy's story (make demo TOPO=sites): clients answered per
+        site; a1's verifier SIGKILLed; every server of site b SIGKILLed, then started again
+    lab/sites.py bench [--seconds 300]   site b's servers SIGKILLed and restarted as many times
+        as fit; prints one JSON line with site_failover_p50_ms / _p99_ms / _trials (make bench
+        B=topology merges it)
 
-What runs where today (as far as main allows):
-  up          FRR only (zebra, bfdd, ospfd; originates the default route)
+What runs where:
+  up          FRR (zebra, bfdd, ospfd; originates the default route); an ordinary
+              `manycast-verifier` (native, nft) on the upstream LAN and the client links: its
+              members are the site agents, it steers each unit to the agent that claims it
   a1, a2      FRR and a `manycast-verifier` each on the site's two subnets (redundant verifiers,
   b1, b2      SPEC.md §10.6: both verify and steer the same joins; each trusts the other as
-              querier), carrying the site's control group between the subnets (§10.7)
+              querier), carrying the site's control group between the subnets (§10.7); with
+              `[site]` (H3): a site agent in the upper control group 239.78.0.1 on `<x>-up`
+              (router certificate, member id 101/102/201/202, site 1/2) claiming upstream the
+              units its site serves; native steering on nft hooks `<x>-up` too
   srva1..3    `manycast-server`, native mode, member ids 1-3, control group 239.77.1.1 routed
   srvb1..3    the same, member ids 4-6, control group 239.77.2.1
-  ks          `dns-keystore` with the service group's and both control groups' records
-So each site is a single-site cluster of its own behind its two routers; the service group
-232.1.1.1 is the same in both, from one group key.
+  ks          `dns-keystore` with the service group's, both control groups' and the upper group's
+              records (one group key)
+  cli1, cli2  lab/client.py (demo, bench): every source sends to 232.1.1.1
 
-The site hierarchy on top (`--hierarchy`; issue 14 item 2; /work/briefs/sites-design.md): an
-ordinary verifier on `up` (its member links: the upstream LAN), router certificates naming the
-site for the site routers (`manycastctl cert issue ... --site N`, on main: issued), a `[site]`
-section in the site routers' verifier configs (H3), `control.site_scope = true` on the servers
-(H1/H2). The configs are generated here (`upstream_verifier_config`, `site_section`), but the
-verifier on main refuses `[site]` until H3's agent lands: `--hierarchy` then fails at start
-with the daemon's own error ("unknown field `site`"). Nothing of the hierarchy is simulated.
+Pending (not run, not simulated): the scope hand-down (H1's scope notice, H2's
+`Endpoint::set_scope`, `control.site_scope` on the servers). Until then every site's members
+allocate the whole space, so a site's upstream claim is its agents' upper units.
 """
 
 import argparse
@@ -215,11 +221,11 @@ class SitesCluster(cluster.Cluster):
 
     def server_config(self, name, service="", **_):
         """A server: native mode on its subnet, its site's control group on the same interface,
-        routed by the site routers (SPEC.md §10.7); with the hierarchy, `site_scope`."""
+        routed by the site routers (SPEC.md §10.7). No `control.site_scope` yet: the servers
+        on this branch do not know it (the scope hand-down, H1/H2, is pending), so every site's
+        members allocate the whole space."""
         k = self.path("keys")
         control = f"down_after_ms = {self.down_after_ms}\n" if self.down_after_ms else ""
-        if self.hierarchy:
-            control += "site_scope = true\n"
         return (f'group = "{GROUP}"\ninterface = "{name}-eth0"\nservice_port = {cluster.PORT}\n'
                 f'member_key = "{k}/{name}.key"\nmember_cert = "{k}/{name}.cert"\n'
                 f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(name + ".prom")}"\n'
@@ -318,10 +324,8 @@ def hierarchy_up(c, narrate):
     for line in upper_lines(pic):
         narrate(line)
     h.start_clients("story")
-    steer = h.steering()
-    t0 = time.time()
-    h.wait_answered("every source answered by the server the two levels of steering name",
-                    lambda s, srv: steer[s] is not None and srv == steer[s][1], since=t0)
+    steer = h.wait_as_steered("every source answered by the server the two levels of steering "
+                              "name")
     return h, pic, steer
 
 
@@ -343,10 +347,8 @@ def story(c, narrate, result):
     pic = h.wait_upper("a1's units at a2, the upstream verifier re-pointed",
                        lambda p: p["a2"]["own_units"] == site_a)
     t_repointed = time.time()
-    steer_after = h.steering()
-    h.wait_answered("every source answered again after a1's loss",
-                    lambda s, srv: steer_after[s] is not None and srv == steer_after[s][1],
-                    since=t_repointed)
+    steer_after = h.wait_as_steered("every source answered as steered after a1's loss",
+                                    since=t_repointed)
     time.sleep(2)
     t_router_end = time.time()
     for line in upper_lines(pic):
