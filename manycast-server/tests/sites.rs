@@ -10,7 +10,7 @@
 //! units: the upstream verifier picks the site, the site's verifier the member.
 
 use crate::harness::{verifier_status, wait_for, Clients, Lab, GROUP};
-use igmp_ext::{CertificateBody, KeyId, Slice, Timestamp};
+use igmp_ext::{CertificateBody, KeyId, SiteId, Slice, Timestamp};
 use manycast_server::keys;
 use manycast_verifier::status::Status;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,9 +46,9 @@ struct Sites {
     sites: Vec<Site>,
 }
 
-/// Writes a router key and a certificate for fixture member `i`, valid for the service group
-/// and the upper group; returns the `[site]` file lines.
-fn router_credentials(lab: &Lab, i: usize) -> String {
+/// Writes a router key and a router certificate naming `site` for fixture member `i`, valid
+/// for the service group and the upper group; returns the `[site]` file lines.
+fn router_credentials(lab: &Lab, i: usize, site: SiteId) -> String {
     let d = lab.dir.path();
     let m = &lab.fixture.members[i];
     let now = daemon_kit::wall_clock();
@@ -61,9 +61,9 @@ fn router_credentials(lab: &Lab, i: usize) -> String {
         groups: vec![GROUP, UPPER],
         slices: igmp_ext::SliceSet::full(),
     };
-    // A member certificate until router certificates (naming the site) are on main: the site
-    // agent takes it as site 0 behind its temporary check.
-    let cert = body.issue(&lab.fixture.group_key).expect("issue");
+    let cert = body
+        .issue_router(site, &lab.fixture.group_key)
+        .expect("issue");
     let (key_path, cert_path) = (
         d.join(format!("router{}.key", m.id)),
         d.join(format!("router{}.cert", m.id)),
@@ -113,9 +113,9 @@ impl Sites {
             // members' claims and their epochs' fences last.
             let config = format!(
                 "[verifier]\ntimeliness_window_ms = 3000\n\
-                 [querier]\nquery_interval_ms = 1000\nquery_response_interval_ms = 500\n{nft}\
+                 [querier]\nquery_interval_ms = 1000\nquery_response_interval_ms = 500\n\
                  [site]\nupstream = \"up0\"\ngroup = \"{GROUP}\"\nupper_group = \"{UPPER}\"\n{}",
-                router_credentials(&lab, router_i)
+                router_credentials(&lab, router_i, SiteId(s.into()))
             );
             let status = lab.spawn_named_verifier(
                 &format!("site-{name}"),

@@ -102,7 +102,7 @@ impl SiteSection {
 impl Config {
     /// `[site]`: the upstream interface is not a member link, the group is steered here, the
     /// upper group is a group of its own, the numbers make sense, and the data plane can hook
-    /// the upstream interface. The key files are checked at start (`daemon/site.rs`).
+    /// the upstream interface ("auto" is checked at start, once decided). The key files are checked at start (`daemon/site.rs`).
     pub(super) fn check_site(&self) -> Result<(), ConfigError> {
         let Some(s) = &self.site else {
             return Ok(());
@@ -148,10 +148,11 @@ impl Config {
         if s.heartbeat_interval_ms == 0 || s.down_after_ms <= s.heartbeat_interval_ms {
             return bad("heartbeat_interval_ms must be positive and below down_after_ms".into());
         }
-        if self.native.dataplane != Dataplane::Nft {
+        if self.native.dataplane == Dataplane::Mroute {
             return bad(
-                "needs native.dataplane = \"nft\": only the nftables data plane steers packets \
-                 arriving on the upstream interface"
+                "needs the nftables data plane (native.dataplane \"nft\" or \"auto\" on a kernel \
+                 without multicast routing): only it steers packets arriving on the upstream \
+                 interface"
                     .into(),
             );
         }

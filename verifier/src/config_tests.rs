@@ -370,8 +370,8 @@ fn a_bad_site_section_is_refused_with_what_is_wrong() {
             "not a multicast group",
         ),
         (
-            ("dataplane = \"nft\"", "dataplane = \"auto\""),
-            "needs native.dataplane",
+            ("dataplane = \"nft\"", "dataplane = \"mroute\""),
+            "needs the nftables data plane",
         ),
         (("\n[site]\n", "\n[site]\nweight = 0\n"), "weight must be"),
         (("\n[site]\n", "\n[site]\nweight = 17\n"), "weight must be"),
@@ -394,4 +394,14 @@ fn a_bad_site_section_is_refused_with_what_is_wrong() {
     }
     let e = Config::parse(&format!("{MINIMAL}{SITE}bogus = 1\n")).expect_err("unknown key");
     assert!(e.to_string().contains("bogus"), "{e}");
+}
+
+#[test]
+fn a_site_router_may_leave_the_data_plane_to_auto() {
+    // Decided at start: the multicast routing socket then refuses to start the agent.
+    let text = format!(
+        "{MINIMAL}{}",
+        SITE.replace("dataplane = \"nft\"", "dataplane = \"auto\"")
+    );
+    assert!(Config::parse(&text).expect("valid").site.is_some());
 }

@@ -295,6 +295,14 @@ impl Status {
                 l.interface, l.group, l.expires_in_ms
             );
         }
+        if let Some(site) = &self.site {
+            let epoch = site.upper_epoch.map_or("none".into(), |e| e.to_string());
+            let _ = writeln!(
+                o,
+                "site {} agent member {}: upper epoch {epoch}, own units {}, claimed upstream {}, scope {}, weight {}, peers {:?}, upstream joins sent {}",
+                site.site, site.member, site.own_units, site.claim_units, site.scope_units, site.weight, site.peers, site.upstream_joins_sent
+            );
+        }
         if !self.control.is_empty() {
             let _ = writeln!(o, "control group members (carried between interfaces):");
             for r in &self.control {
@@ -679,5 +687,43 @@ mod tests {
         let json = serde_json::to_string(&s).expect("serializes");
         assert_eq!(serde_json::from_str::<Status>(&json).expect("parses"), s);
         assert!(s.render_text().contains("unsigned 2"));
+    }
+
+    #[test]
+    fn the_site_section_shows_in_status_text_and_metrics_only_on_a_site_router() {
+        let plain = Status::default();
+        assert!(!plain.render_metrics().contains("site_"));
+        assert!(!plain.render_text().contains("site "));
+        let s = Status {
+            site: Some(SiteStatus {
+                site: 2,
+                member: 6,
+                upper_epoch: Some(4),
+                own_units: 128,
+                claim_units: 120,
+                scope_units: 128,
+                weight: 1,
+                peers: vec![5, 6],
+                upstream_joins_sent: 9,
+            }),
+            ..Status::default()
+        };
+        let m = s.render_metrics();
+        assert!(
+            m.contains("manycast_verifier_site_upstream_joins_sent_total 9\n"),
+            "{m}"
+        );
+        assert!(m.contains("manycast_verifier_site_upper_epoch 4\n"), "{m}");
+        assert!(
+            m.contains("manycast_verifier_site_claim_units 120\n"),
+            "{m}"
+        );
+        let t = s.render_text();
+        assert!(
+            t.contains("site 2 agent member 6: upper epoch 4, own units 128, claimed upstream 120"),
+            "{t}"
+        );
+        let json = serde_json::to_string(&s).expect("serializes");
+        assert_eq!(serde_json::from_str::<Status>(&json).expect("parses"), s);
     }
 }

@@ -209,3 +209,49 @@ fn the_leave_is_an_empty_claim_at_the_last_epoch_and_only_after_a_join() {
     assert_eq!(leave.units.len(), 8);
     assert_eq!(a.poll_timeout(), None);
 }
+
+mod router {
+    use super::super::super::tests::{config, setup, Lab, S1};
+    use crate::core::NativeDataplane;
+    use crate::plan::DataplaneOp;
+    use igmp_ext::fixtures::NOW;
+    use igmp_ext::{MemberId, Slice};
+
+    /// The upstream interface: not one of the verifier's.
+    const UP0: u32 = 9;
+
+    #[test]
+    fn the_upstream_interface_is_hooked_for_steering_but_its_igmp_is_ignored() {
+        let mut lab = Lab::new(config(), setup(NativeDataplane::Nft));
+        assert!(lab.router.steer_also("up0".into()));
+        lab.ops();
+        // A signed join arriving on the upstream interface (our own looped back, another site
+        // router's) is no member's claim here.
+        lab.join(NOW, 0, &[Slice::ALL], 1, UP0);
+        assert!(
+            lab.holders().is_empty(),
+            "a join on the upstream interface was taken"
+        );
+        assert!(lab.router.steered_claims(lab.fixture.group).is_empty());
+        lab.join(NOW, 1, &[Slice::ALL], 1, S1);
+        assert_eq!(lab.holders(), [MemberId(2)]);
+        // The steering chain hooks the upstream interface too: clients' packets arrive there.
+        let ops = lab.ops();
+        assert!(
+            matches!(&ops[..], [DataplaneOp::NetdevTable(t)] if t.text.contains("devices = { \"s1\", \"c0\", \"s2\", \"up0\" }")),
+            "{ops:?}"
+        );
+        // No query goes out there.
+        assert!(lab.transmits().iter().all(|t| t.ifindex != UP0));
+        let steered = lab.router.steered_claims(lab.fixture.group);
+        assert_eq!(steered.len(), 1);
+        assert_eq!((steered[0].member, steered[0].dead), (MemberId(2), false));
+        assert!(steered[0].slices.is_full());
+    }
+
+    #[test]
+    fn the_mfc_data_plane_cannot_hook_the_upstream_interface() {
+        let mut lab = Lab::mfc();
+        assert!(!lab.router.steer_also("up0".into()));
+    }
+}

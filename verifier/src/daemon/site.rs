@@ -24,11 +24,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
-/// Until router certificates exist (H1), a member certificate (naming no site) is accepted as
-/// a router certificate of site 0, with a warning. The lead turns this off once router
-/// certificates are on main: then a certificate that names no site is refused.
-const ACCEPT_CERTIFICATES_WITHOUT_SITE: bool = true;
-
 /// How often the agent looks at the upper group besides its events (a peer's certificate, a
 /// commit it learnt of without an event).
 const LOOK_EVERY: Duration = Duration::from_millis(500);
@@ -48,7 +43,7 @@ pub enum SiteError {
     },
     #[error("site: upstream interface {0} has no IPv4 address")]
     NoAddress(String),
-    #[error("site: native.dataplane is not nft: the upstream interface cannot be hooked")]
+    #[error("site: the native data plane is the multicast routing socket (native.dataplane \"auto\" on a kernel with it): set \"nft\", only it hooks the upstream interface")]
     Dataplane,
 }
 
@@ -111,14 +106,9 @@ fn credentials(s: &SiteSection, keys: &Keys) -> Result<Credentials, SiteError> {
             return Err(bad(format!("does not allow {what} {g}")));
         }
     }
-    let site = match cert.site() {
-        Some(site) => site,
-        None if ACCEPT_CERTIFICATES_WITHOUT_SITE => {
-            warn!("site: the router certificate names no site (a member certificate); taken as site 0 until router certificates exist");
-            SiteId(0)
-        }
-        None => return Err(bad("names no site: a router certificate is needed".into())),
-    };
+    let site = cert.site().ok_or_else(|| {
+        bad("names no site: a member certificate; a router certificate (manycastctl cert issue --site N) is needed".into())
+    })?;
     Ok(Credentials {
         key,
         cert,
@@ -396,3 +386,7 @@ async fn snapshot(
         })
         .await
 }
+
+#[cfg(test)]
+#[path = "site_tests.rs"]
+mod tests;
