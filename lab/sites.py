@@ -23,8 +23,8 @@ What runs where:
               units its site serves; native steering on nft hooks `<x>-up` too
   srva1..3    `manycast-server`, native mode, member ids 1-3, control group 239.77.1.1 routed
   srvb1..3    the same, member ids 4-6, control group 239.77.2.1
-  ks          `dns-keystore` with the service group's, both control groups' and the upper group's
-              records (one group key)
+  ks          `dns-keystore` with the service group's and both control groups' records (one
+              group key; the agents check their upper group's peers with the service group's)
   cli1, cli2  lab/client.py (demo, bench): every source sends to 232.1.1.1
 
 Pending (not run, not simulated): the scope hand-down (H1's scope notice, H2's
@@ -135,8 +135,6 @@ class SitesCluster(cluster.Cluster):
         self.publish()
         for s, g in CONTROL_GROUPS.items():
             self.publish(group=g, name=f"site-{s}-ctl")
-        if self.hierarchy:
-            self.publish(group=UPPER_GROUP, name="upper-ctl")
 
     def keystore_table(self, groups):
         return (f'[keystore]\nserver = "{KEYSTORE_ADDR}"\ntrust_anchor = "{self.trust_anchor()}"\n'
@@ -153,7 +151,8 @@ class SitesCluster(cluster.Cluster):
         ifs = [f"{router}-n{n}" for n in range(1, topo.SITE_SUBNETS + 1)]
         other = partner(router)
         trusted = [str(topo.site_router_addr(other, n)) for n in range(1, topo.SITE_SUBNETS + 1)]
-        groups = [GROUP, CONTROL_GROUPS[site]] + ([UPPER_GROUP] if self.hierarchy else [])
+        # The agent checks its upper group's peers with the service group's keys (H3).
+        groups = [GROUP, CONTROL_GROUPS[site]]
         text = (f"interfaces = {json.dumps(ifs)}\n"
                 f'status_socket = "{self.status_socket(router)}"\n'
                 f"control_groups = {json.dumps([CONTROL_GROUPS[site]])}\n")
@@ -343,9 +342,10 @@ def story(c, narrate, result):
     t_kill = time.time()
     c.signal("verifier-a1", signal.SIGKILL)
     c.wait_exit("verifier-a1")
-    site_a = router_before["a1"] + router_before["a2"]
-    pic = h.wait_upper("a1's units at a2, the upstream verifier re-pointed",
-                       lambda p: p["a2"]["own_units"] == site_a)
+    # With site-aware quotas (H2) all of a1's units go to a2; with today's quotas the upper
+    # group spreads them over the three live agents. Either is shown as it happens.
+    pic = h.wait_upper("a1's units at the live agents, the upstream verifier re-pointed",
+                       lambda p: p["a2"]["upper_epoch"] > result["upper"]["upper_epoch"])
     t_repointed = time.time()
     steer_after = h.wait_as_steered("every source answered as steered after a1's loss",
                                     since=t_repointed)
@@ -376,14 +376,27 @@ def story(c, narrate, result):
     changed, gap = hierarchy.breaks(replies, t_kill - 1, t_router_end)
     after_a1 = hierarchy.check_answers(steer_after, hierarchy.answered_by(replies, t_repointed + 1,
                                                                           t_router_end))
+    # Where a1's sources went, and which of them changed server: a source still in site a
+    # (now through a2) must keep its member; one moved to site b cannot.
+    moved = {src: steer_after[src][0] for src, v in steer.items() if v[0] == "a1"}
+    to = {r: sum(1 for x in moved.values() if x == r) for r in sorted(set(moved.values()))}
+    same_site_breaks = [src for src in changed if steer[src][0][0] == steer_after[src][0][0]]
     result["router_loss"] = {
-        "a1_units": router_before["a1"], "a2_units_after": pic["routers"]["a2"]["own_units"],
+        "a1_units": router_before["a1"], "units_after": {r: v["own_units"] for r, v in
+                                                         pic["routers"].items()},
+        "a1_sources": len(moved), "a1_sources_to": to,
         "repointed_ms": round((t_repointed - t_kill) * 1000), "breaks": len(changed),
+        "breaks_same_site": len(same_site_breaks),
+        "breaks_site_changed": sum(1 for s in changed if s not in same_site_breaks),
+        "site_changed": sum(1 for s in steer if steer[s][0][0] != steer_after[s][0][0]),
         "longest_gap_ms": gap, "as_steered_after": after_a1[0], "wrong_after": after_a1[1][:10],
         "upper_epoch_after": pic["upper_epoch"]}
-    narrate(f"   a1 lost: its {router_before['a1']} units at a2 (now {site_a}) and the upstream "
-            f"verifier re-pointed {result['router_loss']['repointed_ms']} ms after the kill; "
-            f"{len(changed)} sources changed server, longest gap {gap} ms")
+    r = result["router_loss"]
+    narrate(f"   a1 lost: the upper group re-allocated at epoch {pic['upper_epoch']} "
+            f"(units now {r['units_after']}), the upstream verifier re-pointed "
+            f"{r['repointed_ms']} ms after the kill; a1's {len(moved)} sources went to {to}; "
+            f"{len(changed)} sources changed server ({len(same_site_breaks)} of those that stayed "
+            f"in their site), longest gap {gap} ms")
     b_srcs = loss["sources"]
     t_back = back["restarted_at"]
     fail_ms = hierarchy.first_answer_by(replies, b_srcs, hierarchy.site_servers("a"),
