@@ -346,8 +346,14 @@ fn lab_sites_hierarchy_steers_each_source_to_one_site_and_survives_router_and_si
         units += own;
         per_site[usize::from(r.starts_with('b'))] += own;
     }
-    assert_eq!(units, 256, "the upper allocation covers the slicing: {upper}");
-    assert!(per_site.iter().all(|u| *u > 0), "both sites hold units: {upper}");
+    assert_eq!(
+        units, 256,
+        "the upper allocation covers the slicing: {upper}"
+    );
+    assert!(
+        per_site.iter().all(|u| *u > 0),
+        "both sites hold units: {upper}"
+    );
     let answers = &v["answers"];
     assert_eq!(answers["sources"], 128, "{answers}");
     assert_eq!(
