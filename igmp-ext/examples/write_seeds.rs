@@ -7,10 +7,39 @@ use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr, QueryV3Fields};
 use igmp_ext::wire::ipv6::{Ipv6Repr, NEXT_HEADER_ICMPV6, ROUTER_ALERT_MLD};
 use igmp_ext::wire::mld::{self, MldRepr, ReportRepr, ALL_MLDV2_ROUTERS, ALL_NODES};
 use igmp_ext::wire::record::{GroupRecordRepr, RecordType};
-use igmp_ext::{SiteId, Slice, Slice6, SliceSet, SliceSet6};
+use igmp_ext::{SiteId, Slice, Slice6, SliceSet, SliceSet6, Slicing};
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+
+/// Scope notices (SPEC.md §3.10) of `Fixture::routers(&[SiteId(1), SiteId(2)])`, as the
+/// `scope_notice` target verifies them: the worked example's shape, a prefix slicing, an empty
+/// scope, a 10-bit bitmap, and a notice beside a No-op TLV.
+fn scope_notice_seeds() -> Vec<Vec<u8>> {
+    let f = Fixture::routers(&[SiteId(1), SiteId(2)]);
+    let low3 = Slicing::LowOrder { bits: 3 };
+    let mut seeds = vec![
+        f.scope_data(0, &f.scope_notice(SiteId(1), 3, low3, &[0, 2, 5])),
+        f.scope_data(
+            1,
+            &f.scope_notice(SiteId(2), 4, Slicing::Prefix { bits: 4 }, &[1, 9]),
+        ),
+        f.scope_data(0, &f.scope_notice(SiteId(1), 5, low3, &[])),
+        f.scope_data(
+            1,
+            &f.scope_notice(
+                SiteId(2),
+                6,
+                Slicing::LowOrder { bits: 10 },
+                &[0, 511, 1023],
+            ),
+        ),
+    ];
+    let mut noop = vec![0, 0, 0, 0];
+    noop.extend_from_slice(&seeds[0]);
+    seeds.push(noop);
+    seeds
+}
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
@@ -121,6 +150,7 @@ fn main() -> std::io::Result<()> {
                 .map(|m| m.cert.as_bytes().to_vec())
                 .collect(),
         ),
+        ("scope_notice", scope_notice_seeds()),
     ] {
         let dir = root.join(target);
         fs::create_dir_all(&dir)?;

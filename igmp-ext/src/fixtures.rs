@@ -1,12 +1,14 @@
 //! Deterministic keys, certificates and signed joins for tests, examples, benchmarks and fuzz
 //! seeds. Keys come from fixed seeds: never use these outside tests.
 
+use crate::alloc::Slicing;
 use crate::cert::{CertificateBody, Ipv6Grant, KeyId, MemberCertificate, MemberId, SiteId};
 use crate::join::{
     build_datagram, build_signed_report, AllocationEpoch, JoinClaims, SliceEntry, SliceEntry6,
 };
 use crate::mld_join::{build_mld_datagram, build_signed_mld_report, JoinClaims6};
 use crate::mld_verifier::GroupKeys6;
+use crate::scope::ScopeNotice;
 use crate::slice::{Slice, Slice6, SliceSet, SliceSet6};
 use crate::time::Timestamp;
 use crate::verify::{GroupKey, GroupKeys, LinkTable, Reason, Rejection};
@@ -206,6 +208,49 @@ pub fn spec_example() -> Vec<u8> {
         8,
     )));
     f.datagram(0, &claims)
+}
+
+impl Fixture {
+    /// Router `i` (0-based; of [`Fixture::routers`]) signs `notice`: the additional data of
+    /// its query (SPEC.md §3.10).
+    pub fn scope_data(&self, i: usize, notice: &ScopeNotice) -> Vec<u8> {
+        let m = &self.members[i];
+        notice
+            .additional_data(&m.cert, &m.key)
+            .expect("fixture notices name the router's site and fit")
+    }
+
+    /// A notice for the fixture group from site `site` at `upper_epoch`, stamped [`NOW`]: the
+    /// units of `slicing` listed in `units`.
+    pub fn scope_notice(
+        &self,
+        site: SiteId,
+        upper_epoch: u64,
+        slicing: Slicing,
+        units: &[usize],
+    ) -> ScopeNotice {
+        let mut flags = vec![false; slicing.unit_count()];
+        for &u in units {
+            flags[u] = true;
+        }
+        ScopeNotice {
+            group: self.group,
+            site,
+            upper_epoch,
+            timestamp: NOW,
+            slicing,
+            units: flags,
+        }
+    }
+}
+
+/// The worked example of SPEC.md §3.10: router 1 of `Fixture::routers(&[SiteId(1)])` tells its
+/// site's members that at upper epoch 3 site 1 has units 0, 2 and 5 of the 3-bit low-order
+/// slicing of 232.1.1.1, stamped [`NOW`]. Returns the query's additional data (the TLV).
+pub fn scope_spec_example() -> Vec<u8> {
+    let f = Fixture::routers(&[SiteId(1)]);
+    let notice = f.scope_notice(SiteId(1), 3, Slicing::LowOrder { bits: 3 }, &[0, 2, 5]);
+    f.scope_data(0, &notice)
 }
 
 /// The IPv6 group of the MLDv2 fixtures: in the protected SSM range ff3e::/32.

@@ -354,11 +354,21 @@ pub(crate) fn standby_bitmap_len(bits: u32) -> usize {
 /// (an address: 4 in IGMPv3 joins, 16 in MLDv2 ones): the mask has at most
 /// [`MAX_STANDBY_BITS`] bits, the bitmap one bit per unit and none past the last unit.
 fn bitmap_units(value: &[u8], mask_len: usize) -> Result<usize, JoinParseError> {
+    unit_bitmap_units(value, mask_len, MAX_STANDBY_BITS)
+}
+
+/// [`bitmap_units`] for a mask of at most `max_bits` bits: shared with the scope notice
+/// (`crate::scope`), whose unit bitmap is this encoding over a whole slicing.
+pub(crate) fn unit_bitmap_units(
+    value: &[u8],
+    mask_len: usize,
+    max_bits: u32,
+) -> Result<usize, JoinParseError> {
     let bad = JoinParseError::Malformed;
     let bits = value
         .get(..mask_len)
         .map(|m| m.iter().map(|b| b.count_ones()).sum::<u32>())
-        .filter(|&bits| bits <= MAX_STANDBY_BITS)
+        .filter(|&bits| bits <= max_bits)
         .ok_or(bad("unit mask"))?;
     let bitmap = &value[mask_len..];
     if bitmap.len() != standby_bitmap_len(bits) {

@@ -23,6 +23,7 @@ pub mod mld_verifier;
 pub mod operator;
 pub mod ownership;
 pub mod replay;
+pub mod scope;
 pub mod signature;
 pub mod slice;
 pub mod time;

@@ -65,6 +65,10 @@ pub struct ControlConfig {
     /// members on different subnets. Off by default (members share one segment). Needs the
     /// control group on the service `interface` (the join's link).
     pub routed: bool,
+    /// A member of a site of a site hierarchy (issue 14, item 2; SPEC.md §3.10): keep the
+    /// newest verified scope notice of our site routers' queries, the units the upper
+    /// allocation gives our site. Off by default (no site: nothing changes).
+    pub site_scope: bool,
 }
 
 impl Default for ControlConfig {
@@ -79,6 +83,7 @@ impl Default for ControlConfig {
             down_after_ms: 200,
             max_weight: control_channel::endpoint::DEFAULT_MAX_WEIGHT,
             routed: false,
+            site_scope: false,
         }
     }
 }

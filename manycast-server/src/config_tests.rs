@@ -37,6 +37,7 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.weight, 1);
     assert_eq!(c.control, ControlConfig::default());
     assert_eq!(c.control.group, Ipv4Addr::new(239, 77, 0, 1));
+    assert!(!c.control.site_scope, "no site: nothing changes");
     assert_eq!(c.control_interface(), "eth0");
     assert_eq!(c.igmp.refresh_ms, 10_000);
     assert_eq!(c.service.max_sessions, 65_536);
@@ -62,7 +63,7 @@ fn every_field_is_read() {
         "{MINIMAL}mode = \"vip\"\nservice_port = 7\nstrategy = \"pin\"\nweight = 3\n\
          metrics_file = \"/tmp/m.prom\"\nmetrics_listen = \"127.0.0.1:9466\"\n\
          admin_socket = \"/tmp/a.sock\"\n[control]\ngroup = \"239.1.2.3\"\nport = 9\n\
-         interface = \"ctl0\"\nttl = 4\nslice_bits = 4\n[igmp]\nrobustness = 3\n\
+         interface = \"ctl0\"\nttl = 4\nslice_bits = 4\nsite_scope = true\n[igmp]\nrobustness = 3\n\
          refresh_ms = 5000\n[service]\nmax_sessions = 10\n\
          [vip]\naddress = \"10.200.0.1\"\nreset_delay_ms = 50\n\
          [reallocation]\nhold_ms = 50\n\
@@ -75,6 +76,7 @@ fn every_field_is_read() {
     assert_eq!(c.vip.reset_delay_ms, 50);
     assert_eq!(c.control_interface(), "ctl0");
     assert_eq!(c.control.slice_bits, 4);
+    assert!(c.control.site_scope);
     assert_eq!(c.agent_config().robustness, 3);
     assert_eq!(c.service.max_sessions, 10);
     assert_eq!(c.hold(), Duration::from_millis(50));

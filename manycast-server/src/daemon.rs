@@ -296,6 +296,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let agent6 = agents::mld_agent(&config, &creds, node_config.slicing, agent.beacons());
     let now = daemon_kit::now().mono;
     let mut node = Node::new(node_config, agent, Box::new(sockets::random_u64), now);
+    if let Some(t) = agents::site_scope(&config, &creds, published.as_ref()) {
+        node = node.with_site_scope(t);
+    }
     if let Some(a) = agent6 {
         node = node.with_agent6(a).with_service6();
     }
@@ -402,6 +405,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     // stay or join; the others are dropped at once (SPEC.md §9.7).
                     if let Ok(p) = &r {
                         let (keys, revoked) = (p.record.keys.clone(), p.record.revoked.clone());
+                        if let Some(t) = shell.node.site_scope_mut() {
+                            t.set_keys(&keys, &revoked);
+                        }
                         handle.with(move |ep, now| ep.set_published(now, &keys, &revoked));
                     }
                     credentials::log_keystore_event(w.handle_fetch(daemon_kit::now(), r))

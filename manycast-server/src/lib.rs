@@ -32,6 +32,7 @@ pub mod mld_agent;
 pub mod node;
 pub mod service;
 pub mod session_state;
+pub mod site_scope;
 pub mod vip;
 pub mod vip6;
 pub mod vip_forward;

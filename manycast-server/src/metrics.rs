@@ -50,6 +50,16 @@ pub struct Snapshot {
     pub keystore: Option<KeystoreStatus>,
     /// The health checks (SPEC.md §11.9).
     pub health: crate::health::HealthReport,
+    /// `control.site_scope` only: the scope notices heard and the scope kept (SPEC.md §3.10).
+    pub site_scope: Option<SiteScopeStatus>,
+}
+
+/// The site scope tracker's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteScopeStatus {
+    pub counters: crate::site_scope::ScopeCounters,
+    /// The kept scope of our group: its upper epoch and how many units it holds.
+    pub current: Option<(u64, usize)>,
 }
 
 /// What the keystore says of our credentials (SPEC.md §11.1).
@@ -335,6 +345,34 @@ impl Snapshot {
                 gauge(u64::from(self.health.out.is_some())),
             );
         }
+        if let Some(scope) = &self.site_scope {
+            m.counter(
+                "site_scope_accepted_total",
+                "Scope notices from our site routers' queries that verified and were kept.",
+                scope.counters.accepted,
+            );
+            m.counter_family(
+                "site_scope_refused_total",
+                "Scope notices refused, by reason.",
+                scope
+                    .counters
+                    .refused
+                    .iter()
+                    .map(|(reason, n)| (label("reason", reason.as_str()), *n)),
+            );
+            if let Some((epoch, units)) = scope.current {
+                m.gauge(
+                    "site_scope_upper_epoch",
+                    "Upper epoch of the site scope kept.",
+                    gauge(epoch),
+                );
+                m.gauge(
+                    "site_scope_units",
+                    "Units of the site scope kept.",
+                    gauge(units as u64),
+                );
+            }
+        }
         if let Some(reason) = self.keystore.as_ref().and_then(|k| k.mismatch) {
             m.gauge_family(
                 "keystore_mismatch",
@@ -429,5 +467,30 @@ mod tests {
             text.contains("manycast_server_health_checks_total{check=\"web\",result=\"pass\"} 4\n")
         );
         assert!(text.contains("manycast_server_health_out 1\n"));
+    }
+
+    #[test]
+    fn the_site_scope_renders_only_when_tracked() {
+        let mut s = Snapshot::new(MemberId(1));
+        assert!(
+            !s.render().contains("site_scope"),
+            "no tracker, no families"
+        );
+        let mut status = SiteScopeStatus::default();
+        status.counters.accepted = 4;
+        status
+            .counters
+            .refused
+            .insert(igmp_ext::scope::ScopeReason::WrongSite, 2);
+        status.current = Some((9, 96));
+        s.site_scope = Some(status);
+        let text = s.render();
+        assert!(text.contains("manycast_server_site_scope_accepted_total 4\n"));
+        assert!(
+            text.contains("manycast_server_site_scope_refused_total{reason=\"wrong-site\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("manycast_server_site_scope_upper_epoch 9\n"));
+        assert!(text.contains("manycast_server_site_scope_units 96\n"));
     }
 }

@@ -28,7 +28,8 @@ struct Cli {
     /// The status socket to ask (default: the one in --config, else /run/manycast-verifier.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Check the configuration and the key file (or the keystore trust anchor), then exit.
+    /// Check the configuration and the key file (or the keystore trust anchor), and with
+    /// `[site]` and a key file the router key and certificate, then exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -70,7 +71,11 @@ fn main() -> ExitCode {
         return fail("--config is required to run the verifier (see --help)");
     };
     if cli.check_config {
-        if let Err(e) = Keys::load(&config) {
+        let keys = match Keys::load(&config) {
+            Ok(k) => k,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = manycast_verifier::daemon::site::check_credentials(&config, &keys) {
             return fail(e);
         }
         println!("configuration ok");

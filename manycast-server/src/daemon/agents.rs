@@ -7,7 +7,10 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::join_agent::{Identity, JoinAgent};
 use crate::mld_agent::MldAgent;
+use crate::site_scope::SiteScopeTracker;
 use igmp_ext::alloc::Slicing;
+use igmp_ext::ed25519_dalek::VerifyingKey;
+use igmp_ext::KeyId;
 use std::net::Ipv4Addr;
 
 /// The IGMPv3 join agent, signing from `addr`, its datagrams capped at the link MTU, claiming
@@ -52,5 +55,19 @@ pub fn mld_agent(
     Some(match beacons {
         Some(b) => agent.with_beacons(b.clone()),
         None => agent,
+    })
+}
+
+/// With `control.site_scope`, the tracker of our site routers' scope notices (SPEC.md §3.10),
+/// trusting the keys the control channel trusts for peers: the keystore's published keys and
+/// revocations (`published`), else our group key.
+pub fn site_scope(
+    config: &Config,
+    creds: &Credentials,
+    published: Option<&(Vec<VerifyingKey>, Vec<KeyId>)>,
+) -> Option<SiteScopeTracker> {
+    config.control.site_scope.then(|| match published {
+        Some((keys, revoked)) => SiteScopeTracker::new(config.group, keys, revoked),
+        None => SiteScopeTracker::new(config.group, &[creds.group_key], &[]),
     })
 }

@@ -28,6 +28,7 @@ use crate::load::LoadMeter;
 use crate::metrics::Snapshot;
 use crate::mld_agent::{Link6, MldAgent};
 use crate::service::Service;
+use crate::site_scope::SiteScopeTracker;
 use crate::vip_forward::ForwardTable;
 use control_channel::{CommittedAllocation, Event};
 use igmp_ext::join::{BuildError, NONCE_LEN};
@@ -169,6 +170,8 @@ pub struct Node {
     health_out: Option<Exit>,
     /// The claim at the router is withdrawn: a health check says the service is dead.
     claim_withdrawn: bool,
+    /// With `control.site_scope`: the site scope our routers' query notices hand down.
+    site_scope: Option<SiteScopeTracker>,
     counters: Counters,
     actions: VecDeque<Action>,
 }
@@ -232,6 +235,7 @@ impl Node {
             health: Health::new(config.health.clone(), now),
             health_out: None,
             claim_withdrawn: false,
+            site_scope: None,
             counters: Counters::default(),
             actions: VecDeque::new(),
             config,
@@ -256,6 +260,22 @@ impl Node {
     pub fn with_agent6(mut self, agent6: MldAgent) -> Node {
         self.agent6 = Some(agent6);
         self
+    }
+
+    /// Tracks the scope notices of the queries heard (`control.site_scope`, SPEC.md §3.10).
+    pub fn with_site_scope(mut self, tracker: SiteScopeTracker) -> Node {
+        self.site_scope = Some(tracker);
+        self
+    }
+
+    /// The site scope tracker, with `control.site_scope`.
+    pub fn site_scope(&self) -> Option<&SiteScopeTracker> {
+        self.site_scope.as_ref()
+    }
+
+    /// The keystore's keys now, for the scope notices' router certificates.
+    pub fn site_scope_mut(&mut self) -> Option<&mut SiteScopeTracker> {
+        self.site_scope.as_mut()
     }
 
     /// Also answers IPv6 clients ([`Node::handle_datagram6`]) in the IPv6 counterparts of the
@@ -325,6 +345,15 @@ impl Node {
         s.draining = self.drain.is_some();
         s.drain_connections = self.vip_connections_gauge;
         s.health = self.health_report();
+        s.site_scope = self
+            .site_scope
+            .as_ref()
+            .map(|t| crate::metrics::SiteScopeStatus {
+                counters: t.counters().clone(),
+                current: t
+                    .current(self.agent.group())
+                    .map(|c| (c.upper_epoch, c.unit_count())),
+            });
     }
 
     // ---- output --------------------------------------------------------------------------
@@ -499,12 +528,19 @@ impl Node {
         self.apply(actions);
     }
 
-    /// A datagram heard on the raw IGMP socket: queries go to the join agent.
+    /// A datagram heard on the raw IGMP socket: queries go to the join agent, and their scope
+    /// notice, if any, to the site scope tracker (judged by wall time).
     pub fn handle_igmp(&mut self, now: Clock, datagram: &[u8]) {
-        let now = now.mono;
         if let Some(q) = parse_query(datagram) {
             self.counters.queries += 1;
-            self.agent.handle_query(now, &q, &mut self.random);
+            self.agent.handle_query(now.mono, &q, &mut self.random);
+            if let Some(tracker) = &mut self.site_scope {
+                match tracker.handle_query(now.wall, &q) {
+                    Some(Ok(update)) => debug!(?update, "scope notice kept"),
+                    Some(Err(e)) => debug!(reason = %e.reason, error = %e, "scope notice refused"),
+                    None => {}
+                }
+            }
         }
     }
 

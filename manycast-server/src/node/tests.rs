@@ -598,6 +598,58 @@ fn igmp_that_is_not_a_query_is_ignored() {
     assert_eq!(s.queries, 0);
 }
 
+/// `control.site_scope`: the scope notice of a query heard on the link reaches the tracker,
+/// judged by the wall clock; the query is still answered as before.
+#[test]
+fn a_querys_scope_notice_reaches_the_site_scope_tracker() {
+    use crate::site_scope::SiteScopeTracker;
+    use igmp_ext::join::build_datagram;
+    use igmp_ext::wire::igmp::QueryV3Fields;
+    use igmp_ext::SiteId;
+    let routers = Fixture::routers(&[SiteId(7)]);
+    let tracker = SiteScopeTracker::new(routers.group, &[routers.group_key.verifying_key()], &[]);
+    let mut n = node(native(Strategy::Reset)).with_site_scope(tracker);
+    let notice = routers.scope_notice(SiteId(7), 2, SLICING, &[1, 2]);
+    let mut v3 = QueryV3Fields {
+        flags: 0,
+        suppress: false,
+        qrv: 2,
+        qqic: 125,
+        sources: vec![],
+        additional_data: vec![],
+    };
+    let r = &routers.members[0];
+    notice.sign_into(&mut v3, &r.cert, &r.key).unwrap();
+    let query = IgmpRepr::Query(QueryRepr {
+        max_resp_code: 10,
+        group: Ipv4Addr::UNSPECIFIED,
+        v3: Some(v3),
+    });
+    let mut igmp = vec![0u8; query.buffer_len()];
+    query.emit(&mut igmp);
+    let datagram = build_datagram(r.addr, &igmp);
+    // A minute late: untimely, refused, nothing kept.
+    n.handle_igmp(at(60_000), &datagram);
+    let t = n.site_scope().unwrap();
+    assert_eq!(t.current(routers.group), None);
+    assert_eq!(
+        t.counters().refused(igmp_ext::scope::ScopeReason::Untimely),
+        1
+    );
+    n.handle_igmp(at(0), &datagram);
+    let kept = n.site_scope().unwrap().current(routers.group).unwrap();
+    assert_eq!((kept.site, kept.upper_epoch), (SiteId(7), 2));
+    assert_eq!(kept.units, [false, true, true, false]);
+    let mut s = Snapshot::default();
+    n.snapshot_into(&mut s);
+    assert_eq!(s.queries, 2);
+    let status = s.site_scope.expect("tracked");
+    assert_eq!(
+        (status.counters.accepted, status.current),
+        (1, Some((2, 2)))
+    );
+}
+
 #[test]
 fn the_old_owner_hands_off_per_new_owner_and_answers_only_the_owners_forwards() {
     // Handoff: one transfer per new owner, named by the epoch of the move.

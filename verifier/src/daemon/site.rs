@@ -117,6 +117,15 @@ fn credentials(s: &SiteSection, keys: &Keys) -> Result<Credentials, SiteError> {
     })
 }
 
+/// `--check-config`: the router key and certificate as the agent will check them at start,
+/// when the group keys are at hand (a key file; the keystore is asked only by the daemon).
+pub fn check_credentials(cfg: &Config, keys: &Keys) -> Result<(), SiteError> {
+    match (&cfg.site, keys) {
+        (Some(s), Keys::File(_)) => credentials(s, keys).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 /// The running site agent, as the main loop sees it.
 #[derive(Debug)]
 pub struct SiteHandle {

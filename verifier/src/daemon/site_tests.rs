@@ -116,3 +116,33 @@ fn wrong_or_missing_credentials_are_refused_with_what_is_wrong() {
     let e = refused(&s, &keys);
     assert!(e.contains("readable by group or others"), "{e}");
 }
+
+#[test]
+fn check_config_checks_the_router_credentials_with_a_key_file() {
+    let f = Files::new();
+    let good = f
+        .body(0)
+        .issue_router(SiteId(7), &f.fixture.group_key)
+        .unwrap();
+    let s = f.section("r", 0, Some(good));
+    let config = |cert: &std::path::Path| {
+        Config::parse(&format!(
+            "interfaces = [\"m0\"]\nkeys = \"/k\"\n[site]\nupstream = \"up0\"\n\
+             router_key = \"{}\"\nrouter_certificate = \"{}\"\ngroup = \"{}\"\n\
+             upper_group = \"{UPPER}\"\n",
+            s.router_key.display(),
+            cert.display(),
+            f.fixture.group
+        ))
+        .expect("config")
+    };
+    assert!(check_credentials(&config(&s.router_certificate), &f.keys()).is_ok());
+    let e = check_credentials(&config(&f.dir.path().join("gone.cert")), &f.keys())
+        .expect_err("no certificate file");
+    assert!(e.to_string().contains("gone.cert"), "{e}");
+    let plain = Config::parse("interfaces = [\"m0\"]\nkeys = \"/k\"\n").expect("config");
+    assert!(
+        check_credentials(&plain, &f.keys()).is_ok(),
+        "no [site]: nothing to check"
+    );
+}
