@@ -20,7 +20,7 @@ pub mod wire;
 
 pub use endpoint::{
     CommittedAllocation, Config, Counters, Destination, DropReason, Endpoint, Event, Identity,
-    RequestOutcome, RequestRefusal, SendError, Transmit,
+    RequestOutcome, RequestRefusal, ScopeError, SendError, Transmit,
 };
 pub use time::{Clock, Instant};
-pub use wire::EpochId;
+pub use wire::{EpochId, Scope};

@@ -6,11 +6,11 @@
 
 use crate::endpoint::{validate_proposal, Config, Destination, Endpoint, Event, Identity};
 use crate::time::{Clock, Instant};
-use crate::wire::EpochId;
+use crate::wire::{EpochId, Scope};
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
 use igmp_ext::fixtures::Fixture;
-use igmp_ext::{MemberId, Timestamp};
+use igmp_ext::{MemberId, SiteId, Timestamp};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
@@ -88,6 +88,12 @@ pub struct SimConfig {
     pub max_skew_ms: u64,
     /// Members start at uniform times within this many ms.
     pub start_spread_ms: u64,
+    /// The site of each member (index i is member i+1; missing entries are `None`): a member
+    /// with a site carries a router certificate naming it (`Fixture::routers`), as the site
+    /// agents of an upper group do; the others carry member certificates.
+    pub sites: Vec<Option<SiteId>>,
+    /// The scope every member starts with (and gets again on a restart).
+    pub scope: Option<Scope>,
 }
 
 impl SimConfig {
@@ -99,6 +105,8 @@ impl SimConfig {
             net: NetConfig::default(),
             max_skew_ms: 0,
             start_spread_ms: 50,
+            sites: Vec::new(),
+            scope: None,
         }
     }
 }
@@ -114,6 +122,8 @@ struct Node {
     addr: SocketAddr,
     identity: Identity,
     config: Config,
+    /// Its scope, given again to its endpoint whenever it starts.
+    scope: Option<Scope>,
     /// Last commit of the current incarnation, for the fencing check.
     last_commit: Option<EpochId>,
     sent: u64,
@@ -170,7 +180,25 @@ impl Sim {
 
     /// Like [`Sim::new`], with a hook to change each member's endpoint settings.
     pub fn with_config(cfg: &SimConfig, tweak: impl Fn(&mut Config)) -> Self {
-        let fixture = Fixture::new(cfg.members);
+        let mut fixture = Fixture::new(cfg.members);
+        if cfg.sites.iter().any(Option::is_some) {
+            // Same group key: swap in the router of each member that has a site.
+            let sites: Vec<SiteId> = (0..fixture.members.len())
+                .map(|i| {
+                    cfg.sites
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .unwrap_or(SiteId(u32::MAX))
+                })
+                .collect();
+            let routers = Fixture::routers(&sites);
+            for (i, r) in routers.members.into_iter().enumerate() {
+                if cfg.sites.get(i).copied().flatten().is_some() {
+                    fixture.members[i] = r;
+                }
+            }
+        }
         let mut rng = Rng::new(cfg.seed);
         let base = igmp_ext::fixtures::NOW;
         let mut nodes = Vec::new();
@@ -200,6 +228,7 @@ impl Sim {
                     certificate: m.cert.clone(),
                 },
                 config,
+                scope: cfg.scope.clone(),
                 last_commit: None,
                 sent: 0,
                 received: 0,
@@ -285,6 +314,18 @@ impl Sim {
         self.nodes[i].skew_ms = self.nodes[i].skew_ms.saturating_add(delta_ms);
     }
 
+    /// Sets node `i`'s scope ([`Endpoint::set_scope`]) and sends what that causes; a node
+    /// that is down ignores it. Panics on a scope of the wrong unit count (a test's mistake).
+    pub fn set_scope(&mut self, i: usize, scope: Option<Scope>) {
+        let now = self.local_now(i);
+        self.nodes[i].scope = scope.clone();
+        if let Some(ep) = self.nodes[i].endpoint.as_mut() {
+            ep.set_scope(now, scope)
+                .expect("scope of the slicing's units");
+        }
+        self.flush(i);
+    }
+
     /// Stops node `i` at once, losing all its state.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].endpoint = None;
@@ -321,7 +362,10 @@ impl Sim {
                 self.nodes[i].start_at = None;
                 let now = self.local_now(i);
                 let n = &self.nodes[i];
-                let ep = Endpoint::new(n.config.clone(), n.identity.clone(), self.group_key, now);
+                let mut ep =
+                    Endpoint::new(n.config.clone(), n.identity.clone(), self.group_key, now);
+                ep.set_scope(now, n.scope.clone())
+                    .expect("scope of the slicing's units");
                 self.nodes[i].endpoint = Some(ep);
                 self.nodes[i].last_commit = None;
                 self.step_node(i, true);
@@ -419,15 +463,28 @@ impl Sim {
             let current = self.nodes[i].endpoint.as_ref().and_then(|e| e.committed());
             if let Some(c) = current.filter(|c| c.id() == id) {
                 let slicing = self.nodes[i].config.slicing;
-                if validate_proposal(&c.proposal, slicing).is_none() {
+                // Each listed member's site, from the certificate the simulator gave it.
+                let sites: Vec<_> = c
+                    .proposal
+                    .members
+                    .iter()
+                    .map(|&(m, _)| {
+                        let node = self.nodes.get((m as usize).wrapping_sub(1));
+                        node.and_then(|n| n.identity.certificate.site())
+                    })
+                    .collect();
+                if validate_proposal(&c.proposal, slicing, &sites).is_none() {
                     self.violations
                         .push(format!("{observer} committed an invalid allocation {id}"));
                 }
-                if c.allocation.unit_owners().iter().any(Option::is_none)
+                let in_scope = |u: usize| c.proposal.scope.as_ref().is_none_or(|s| s.units[u]);
+                let unowned = c.allocation.unit_owners().iter().enumerate();
+                if unowned.filter(|&(u, o)| o.is_none() && in_scope(u)).count() > 0
                     && c.proposal.members.iter().any(|&(_, w)| w > 0)
                 {
-                    self.violations
-                        .push(format!("{observer} committed {id} with an unowned unit"));
+                    self.violations.push(format!(
+                        "{observer} committed {id} with an unowned unit in its scope"
+                    ));
                 }
             }
             if self.nodes[i].last_commit.is_some_and(|last| last >= id) {
@@ -618,11 +675,32 @@ pub fn random_scenario(seed: u64) -> ScenarioOutcome {
         delay_jitter_us: rng.below(10_000),
     };
     cfg.max_skew_ms = rng.below(2000);
+    // Sites and scopes (issue 14 item 2) from their own stream, so that the draws above are
+    // those of the scenarios before them: a third of the groups are site agents in two sites,
+    // a third allocate within a random scope.
+    let mut extra = Rng::new(seed ^ 0x5173);
+    if extra.chance(1.0 / 3.0) {
+        cfg.sites = (0..members)
+            .map(|_| Some(SiteId(1 + extra.below(2) as u32)))
+            .collect();
+    }
+    if extra.chance(1.0 / 3.0) {
+        let units = Config::new(Ipv4Addr::UNSPECIFIED).slicing.unit_count();
+        cfg.scope = Some(Scope {
+            upper_epoch: extra.below(100),
+            units: (0..units).map(|_| extra.chance(0.5)).collect(),
+        });
+    }
     let mut sim = Sim::new(&cfg);
     sim.record_all = false;
     let mut description = format!(
-        "members {members} weights {:?} loss {:.3} dup {:.3} skew {}",
-        cfg.weights, cfg.net.loss, cfg.net.duplicate, cfg.max_skew_ms
+        "members {members} weights {:?} loss {:.3} dup {:.3} skew {} sites {:?} scope {}",
+        cfg.weights,
+        cfg.net.loss,
+        cfg.net.duplicate,
+        cfg.max_skew_ms,
+        cfg.sites,
+        cfg.scope.is_some()
     );
     sim.run_until(600 + rng.below(400));
     let faults = 1 + rng.below(4);

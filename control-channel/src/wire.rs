@@ -7,6 +7,9 @@ use igmp_ext::ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use igmp_ext::{MemberId, Timestamp};
 use serde::{Deserialize, Serialize};
 
+mod scope;
+pub use scope::{Scope, SCOPE_TAG};
+
 /// Domain separation: no other Manycast signature (joins, certificates) verifies as a control
 /// message, and no control message as anything else.
 pub const CONTROL_SIGNING_CONTEXT: &[u8] = b"manycast control v1\0";
@@ -304,6 +307,10 @@ pub struct Proposal {
     /// The proposer's (`id.proposer`) member-key signature over [`Proposal::signed_bytes`]:
     /// a proposal relayed by another member (anti-entropy) still names who made it.
     pub signature: Vec<u8>,
+    /// The scope it allocates within, if any: not a postcard field but an extension after them
+    /// ([`Proposal::encode`]), so proposals without one keep their encoding.
+    #[serde(skip)]
+    pub scope: Option<Scope>,
 }
 
 /// Domain separation for the proposer's signature inside a proposal.
@@ -316,7 +323,7 @@ impl Proposal {
             signature: Vec::new(),
             ..self.clone()
         };
-        let body = postcard::to_stdvec(&unsigned).unwrap_or_default();
+        let body = unsigned.encode().unwrap_or_default();
         [PROPOSAL_SIGNING_CONTEXT, &cluster.to_be_bytes(), &body].concat()
     }
 
@@ -550,7 +557,7 @@ impl Message {
         let r = match self {
             Message::Hello(m) => postcard::to_stdvec(m),
             Message::Heartbeat(m) => postcard::to_stdvec(m),
-            Message::Proposal(m) => postcard::to_stdvec(m),
+            Message::Proposal(m) => m.encode(),
             Message::Commit(m) => postcard::to_stdvec(m),
             Message::Leave(m) => postcard::to_stdvec(m),
             Message::Forward(m) => postcard::to_stdvec(m),
@@ -577,7 +584,7 @@ impl Message {
         Ok(match t {
             MessageType::Hello => Message::Hello(take(body)?),
             MessageType::Heartbeat => Message::Heartbeat(take(body)?),
-            MessageType::Proposal => Message::Proposal(take(body)?),
+            MessageType::Proposal => Message::Proposal(Proposal::decode(body)?),
             MessageType::Commit => Message::Commit(take(body)?),
             MessageType::Leave => Message::Leave(take(body)?),
             MessageType::Forward => Message::Forward(take(body)?),
@@ -702,6 +709,7 @@ mod tests {
                 owners: vec![0, 1, 1, 1],
                 base: EpochId::default(),
                 signature: vec![9; 64],
+                scope: None,
             }),
             Message::Commit(Commit {
                 id: EpochId::default(),

@@ -204,6 +204,7 @@ fn member_without_valid_certificate_cannot_join_or_propose() {
         owners: vec![0; 256],
         base: EpochId::default(),
         signature: vec![],
+        scope: None,
     })
     .encode_signed(&header(7, 2), &rogue_key)
     .expect("fits");
@@ -342,6 +343,7 @@ fn proposals_breaking_the_decision_rule_are_refused() {
         owners,
         base: EpochId::default(),
         signature: vec![],
+        scope: None,
     };
     let halves = |shift: usize| {
         (0..256)

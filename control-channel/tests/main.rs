@@ -7,5 +7,7 @@ mod group_size;
 mod harness;
 mod netns;
 mod requests;
+mod scope;
 mod sim;
+mod sites;
 mod swim;

@@ -2,9 +2,12 @@
 //! address space is cut into 2^k equal units (low-order or prefix bits), each member gets a share
 //! proportional to its weight, and a change of members moves the fewest units possible.
 
-use crate::cert::MemberId;
+use crate::cert::{MemberId, SiteId};
 use crate::slice::{Slice, SliceSet};
 use std::collections::BTreeMap;
+
+mod sites;
+pub use sites::{group_quotas, site_quotas};
 
 /// How the space is cut into units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,8 +63,13 @@ impl Slicing {
 /// the largest remainders, ties to the lower member id (largest-remainder method). Members of
 /// weight zero get nothing; if every weight is zero nobody gets anything.
 pub fn quotas(n: usize, members: &[(MemberId, u32)]) -> BTreeMap<MemberId, usize> {
+    largest_remainder(n, members)
+}
+
+/// [`quotas`] for any kind of sharer (members, or sites in [`site_quotas`]).
+fn largest_remainder<K: Ord + Copy>(n: usize, members: &[(K, u32)]) -> BTreeMap<K, usize> {
     let total: u128 = members.iter().map(|&(_, w)| u128::from(w)).sum();
-    let mut out: BTreeMap<MemberId, usize> = members.iter().map(|&(m, _)| (m, 0)).collect();
+    let mut out: BTreeMap<K, usize> = members.iter().map(|&(m, _)| (m, 0)).collect();
     if total == 0 {
         return out;
     }
@@ -106,12 +114,31 @@ impl Allocation {
     /// its owner left or holds more than its quota. Members over quota give up their
     /// highest-numbered units; free units go, lowest first, to the member furthest below its
     /// quota (ties to the lower id), which keeps each member's units spread over the space.
+    /// [`Allocation::rebalanced_in`] with every unit in scope.
     pub fn rebalanced(&self, members: &[(MemberId, u32)]) -> Allocation {
-        let quota = quotas(self.owners.len(), members);
+        self.rebalanced_in(&vec![true; self.owners.len()], members)
+    }
+
+    /// [`Allocation::rebalanced`] within a scope (SPEC.md §6): only the units with `scope[i]`
+    /// set are shared (a missing entry is out of scope), by quotas over their count; units
+    /// outside it are left unowned. A unit moves only when its owner left, it left the scope,
+    /// or its owner is over quota.
+    pub fn rebalanced_in(&self, scope: &[bool], members: &[(MemberId, u32)]) -> Allocation {
+        self.rebalanced_to(
+            scope,
+            &quotas(scope_size(scope, self.owners.len()), members),
+        )
+    }
+
+    /// The minimal-move rule of [`Allocation::rebalanced_in`] for quotas computed elsewhere
+    /// (site-aware ones: [`group_quotas`]); the members are the quota's keys, and the quotas
+    /// must not add up to more than the scope's units (units beyond stay unowned).
+    pub fn rebalanced_to(&self, scope: &[bool], quota: &BTreeMap<MemberId, usize>) -> Allocation {
+        let in_scope = |i: usize| scope.get(i).copied().unwrap_or(false);
         let mut owners = self.owners.clone();
         let mut held: BTreeMap<MemberId, usize> = quota.keys().map(|&m| (m, 0)).collect();
-        for o in owners.iter_mut() {
-            match o.and_then(|m| held.get_mut(&m)) {
+        for (i, o) in owners.iter_mut().enumerate() {
+            match o.filter(|_| in_scope(i)).and_then(|m| held.get_mut(&m)) {
                 Some(n) => *n += 1,
                 None => *o = None,
             }
@@ -125,7 +152,11 @@ impl Allocation {
                 }
             }
         }
-        for o in owners.iter_mut().filter(|o| o.is_none()) {
+        for (_, o) in owners
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, o)| o.is_none() && in_scope(*i))
+        {
             let neediest = quota
                 .iter()
                 .map(|(&m, &q)| (q.saturating_sub(held[&m]), m))
@@ -145,18 +176,33 @@ impl Allocation {
     /// `members`, those of its units that [`Allocation::rebalanced`] without it gives to `me`,
     /// which is the allocation the control group commits when it finds that member down.
     /// The units come one by one (not merged), as a join's STANDBY bitmap names them.
+    /// For a group with a scope or sites, [`Allocation::standby_in`].
     pub fn standby_of(&self, members: &[(MemberId, u32)], me: MemberId) -> Vec<Slice> {
+        let unsited: Vec<_> = members.iter().map(|&(m, w)| (m, w, None)).collect();
+        self.standby_in(&vec![true; self.owners.len()], &unsited, me)
+    }
+
+    /// [`Allocation::standby_of`] under the rule a control group with a scope and sites uses:
+    /// the allocation without each other member is [`Allocation::rebalanced_to`] the scope by
+    /// [`group_quotas`] of the rest.
+    pub fn standby_in(
+        &self,
+        scope: &[bool],
+        members: &[(MemberId, u32, Option<SiteId>)],
+        me: MemberId,
+    ) -> Vec<Slice> {
+        let size = scope_size(scope, self.owners.len());
         let mut out = Vec::new();
-        for &(gone, _) in members.iter().filter(|&&(m, _)| m != me) {
+        for &(gone, _, _) in members.iter().filter(|&&(m, _, _)| m != me) {
             if self.units_of(gone) == 0 {
                 continue;
             }
-            let rest: Vec<(MemberId, u32)> = members
+            let rest: Vec<_> = members
                 .iter()
                 .copied()
-                .filter(|&(m, _)| m != gone)
+                .filter(|&(m, _, _)| m != gone)
                 .collect();
-            let after = self.rebalanced(&rest);
+            let after = self.rebalanced_to(scope, &group_quotas(size, &rest));
             out.extend(
                 (0..self.owners.len())
                     .filter(|&i| self.owners[i] == Some(gone) && after.owners[i] == Some(me))
@@ -391,6 +437,14 @@ impl Allocation {
         (owners.len() == slicing.unit_count()).then_some(Allocation { slicing, owners })
     }
 }
+
+/// Units in `scope` among the first `units` (entries beyond the allocation's units do not count).
+pub fn scope_size(scope: &[bool], units: usize) -> usize {
+    scope.iter().take(units).filter(|&&b| b).count()
+}
+
+#[cfg(test)]
+mod scope_tests;
 
 #[cfg(test)]
 mod tests {

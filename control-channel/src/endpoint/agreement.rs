@@ -3,7 +3,7 @@
 //! retransmission until every live member acknowledges.
 
 use super::{
-    proposal_digest, proposal_for, validate_proposal, CommittedAllocation, Deferred, Destination,
+    proposal_allocation, proposal_digest, proposal_for, CommittedAllocation, Deferred, Destination,
     DropReason, Endpoint, Event, PendingProposal, MAX_ADVERT_QUERIES, MAX_EPOCH_STEP, MAX_MEMBERS,
 };
 use crate::time::Clock;
@@ -18,8 +18,10 @@ impl Endpoint {
     /// reference; then greater than the committed epoch id; and finally that it is what the
     /// rules let its proposer propose here: its members and weights are this member's view
     /// (so its proposer is the lowest live member, every live member's units go to live
-    /// members, and all units are covered). A proposal that fails only that last check is
-    /// deferred and committed when the view catches up (a member heard a moment later).
+    /// members, and all units are covered) and its scope this member's. A proposal that fails
+    /// only that last check is deferred and committed when the view (or the scope) catches up
+    /// (a member heard a moment later). Quotas are checked as soon as every listed member's
+    /// certificate (its site) is known here, at the latest when the view matches.
     pub(super) fn on_proposal(&mut self, now: Clock, sender: MemberId, seq: u64, p: Proposal) {
         let refuse = |this: &mut Self, reason: DropReason| {
             *this.counters.dropped.entry(reason).or_default() += 1;
@@ -29,9 +31,12 @@ impl Endpoint {
             };
             this.nack(now, sender, seq, nack);
         };
-        let Some(allocation) = validate_proposal(&p, self.config.slicing) else {
+        let Some(allocation) = proposal_allocation(&p, self.config.slicing) else {
             return refuse(self, DropReason::InvalidProposal);
         };
+        if self.sites_of(&p.members).is_some() && !self.quotas_hold(&p, &allocation) {
+            return refuse(self, DropReason::InvalidProposal);
+        }
         if !self.peers.contains_key(&MemberId(p.id.proposer)) && MemberId(p.id.proposer) != self.me
         {
             // Relayed from a proposer we have not met yet: ask for certificates; the answer
@@ -75,7 +80,7 @@ impl Endpoint {
             Some(c) if c.id() >= p.id => return refuse(self, DropReason::StaleEpoch),
             _ => {}
         }
-        if !self.matches_view(&p) {
+        if !self.matches_view(&p) || !self.scope_matches(&p) {
             // The answer to our query for what `sender` advertises does not hold it back any
             // more; the proposal waits for our view.
             if let Some(peer) = self.peers.get_mut(&sender) {
@@ -88,6 +93,10 @@ impl Endpoint {
                 self.deferred = Some(Deferred { proposal: p, until });
             }
             return;
+        }
+        // The view matches, so every listed member's certificate is known.
+        if !self.quotas_hold(&p, &allocation) {
+            return refuse(self, DropReason::InvalidProposal);
         }
         self.commit(
             now,
@@ -117,11 +126,18 @@ impl Endpoint {
                 .or_default() += 1;
             return;
         }
-        if !self.matches_view(&d.proposal) {
+        if !self.matches_view(&d.proposal) || !self.scope_matches(&d.proposal) {
             self.deferred = Some(d);
             return;
         }
-        let Some(allocation) = validate_proposal(&d.proposal, self.config.slicing) else {
+        let Some(allocation) = proposal_allocation(&d.proposal, self.config.slicing)
+            .filter(|a| self.quotas_hold(&d.proposal, a))
+        else {
+            *self
+                .counters
+                .dropped
+                .entry(DropReason::InvalidProposal)
+                .or_default() += 1;
             return;
         };
         let digest = proposal_digest(&d.proposal);
@@ -306,7 +322,8 @@ impl Endpoint {
     }
 
     /// The decision rule (SPEC.md §9.4): the lowest live member proposes when the live view
-    /// differs from the committed member list and nobody live is ahead of it.
+    /// differs from the committed member list, or its scope from the committed one's units,
+    /// and nobody live is ahead of it.
     pub(super) fn maybe_propose(&mut self, now: Clock) {
         if self.left || now.mono < self.started.saturating_add(self.config.startup_quiet) {
             return;
@@ -325,7 +342,11 @@ impl Endpoint {
         // A live peer ahead of us with an allocation we cannot take (the other side of a
         // healed partition, or a liar): propose above it, once our last proposal is settled.
         let unify = self.peer_ahead() && self.pending.is_none();
-        if self.committed.as_ref().is_some_and(|c| c.members() == view) && !unify {
+        let settled = self
+            .committed
+            .as_ref()
+            .is_some_and(|c| c.members() == view && self.scope_matches(&c.proposal));
+        if settled && !unify {
             return;
         }
         let base = self
@@ -333,12 +354,12 @@ impl Endpoint {
             .as_ref()
             .map(|c| c.allocation.clone())
             .unwrap_or_else(|| Allocation::empty(self.config.slicing));
-        let allocation = base.rebalanced(&view);
+        let allocation = self.allocate(&base, &view);
         self.propose(now, &view, allocation);
     }
 
-    /// Proposes `allocation` for `view` at the next epoch, commits it here and retransmits it
-    /// until the live members acknowledge it.
+    /// Proposes `allocation` for `view` within this member's scope at the next epoch, commits
+    /// it here and retransmits it until the live members acknowledge it.
     pub(super) fn propose(
         &mut self,
         now: Clock,
@@ -363,6 +384,7 @@ impl Endpoint {
         };
         let mut proposal = proposal_for(id, view, &allocation);
         proposal.base = mine.unwrap_or_default();
+        proposal.scope = self.scope.clone();
         proposal.sign(self.cluster, &self.identity.key);
         let digest = proposal_digest(&proposal);
         self.max_epoch_seen = epoch;

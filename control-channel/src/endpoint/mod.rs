@@ -7,8 +7,9 @@
 //! [`Endpoint`] in its own child module: `receive` (checks and dispatch), `membership`
 //! (hellos, leave, drain), `failure` (heartbeats, liveness), `agreement` (the decision rule,
 //! commits), `requests` (operator requests), `forwarding` (forwarded packets, direct paths),
-//! `transfer` (state queries and chunked transfer), `clock` (whose wall clock is off) and
-//! `sending` (headers, signatures, destinations). `event`, `counters` and `proposal` are leaves of plain data and pure functions.
+//! `transfer` (state queries and chunked transfer), `clock` (whose wall clock is off),
+//! `scope` (the units and sites the quotas follow) and `sending` (headers, signatures,
+//! destinations). `event`, `counters` and `proposal` are leaves of plain data and pure functions.
 
 mod agreement;
 mod clock;
@@ -20,15 +21,17 @@ mod membership;
 mod proposal;
 mod receive;
 mod requests;
+mod scope;
 mod sending;
 mod transfer;
 
 pub use counters::{Counters, DropReason};
 pub use event::{Event, RequestOutcome, RequestRefusal, UNSENDABLE_REPORT_EVERY};
 pub use proposal::{
-    move_units, proposal_digest, proposal_for, validate_proposal, CommittedAllocation, MAX_MEMBERS,
-    NO_OWNER,
+    move_units, proposal_allocation, proposal_digest, proposal_for, quotas_honoured,
+    validate_proposal, CommittedAllocation, MAX_MEMBERS, NO_OWNER,
 };
+pub use scope::ScopeError;
 
 use crate::replay::ReplayWindow;
 use crate::time::{Clock, Instant};
@@ -228,6 +231,8 @@ pub struct Endpoint {
     /// Newest operator request acted on per operator key (`issued_at`, ms).
     operator_last: BTreeMap<KeyId, u64>,
     deferred: Option<Deferred>,
+    /// The units this member's group allocates (`set_scope`); `None`: all of them.
+    scope: Option<crate::wire::Scope>,
     cluster: u32,
     /// When this member started, on the monotonic clock (the startup quiet period).
     started: Instant,
@@ -293,6 +298,7 @@ impl Endpoint {
             revoked_members: BTreeSet::new(),
             operator_last: BTreeMap::new(),
             deferred: None,
+            scope: None,
             cluster,
             started: now.mono,
             incarnation: now.wall,

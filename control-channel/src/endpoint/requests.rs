@@ -114,7 +114,13 @@ impl Endpoint {
         let Some(c) = &self.committed else {
             return RequestOutcome::Refused(RequestRefusal::NoAllocation);
         };
-        if !self.quiet_over || self.unacknowledged(c) || self.behind() || c.members() != view {
+        // A scope change not yet proposed: the move would be made in the old scope.
+        if !self.quiet_over
+            || self.unacknowledged(c)
+            || self.behind()
+            || c.members() != view
+            || !self.scope_matches(&c.proposal)
+        {
             return RequestOutcome::Refused(RequestRefusal::Busy);
         }
         let load = self.unit_loads();

@@ -29,6 +29,7 @@ impl Sim {
             owners,
             base: EpochId::default(),
             signature: Vec::new(),
+            scope: None,
         };
         // The best a compromised member can do: sign it with its own (certified) key.
         p.sign(self.cluster_id(), &self.nodes[i].identity.key);
