@@ -342,8 +342,8 @@ def story(c, narrate, result):
     t_kill = time.time()
     c.signal("verifier-a1", signal.SIGKILL)
     c.wait_exit("verifier-a1")
-    # With site-aware quotas (H2) all of a1's units go to a2; with today's quotas the upper
-    # group spreads them over the three live agents. Either is shown as it happens.
+    # Site-aware quotas (SPEC.md §9.4) keep site a's share: all of a1's units should go to a2
+    # (with flat quotas they would spread over the live agents). Shown as it happens.
     pic = h.wait_upper("a1's units at the live agents, the upstream verifier re-pointed",
                        lambda p: p["a2"]["upper_epoch"] > result["upper"]["upper_epoch"])
     t_repointed = time.time()
