@@ -498,7 +498,7 @@ def main():
             narrate(f"   holding {args.hold:.0f} s ...")
             time.sleep(args.hold)
             result["sites_after_hold"] = c.wait_converged()
-        # Reasons with a count only. Expected today: `record-mismatch` (lab/README.md, sites).
+        # Reasons with a count only. Expected: `unsigned` (the servers' kernel reports; lab/README.md).
         result["rejected"] = {r: {k: n for k, n in c.rejected(c.router_status(r)).items() if n}
                               for s in topo.SITES for r in topo.site_routers(s)}
         narrate(f"   joins the site routers rejected: {result['rejected']}")
