@@ -12,8 +12,9 @@ setup:
 
 ## make demo: the main job. About a minute of the lab story (lab/demo.py) with the release
 ## daemons; it holds the lab lock /tmp/manycast-lab.lock itself. Picture: target/demo/load.svg.
-## make demo TOPO=sites: the two-site topology with FRR (lab/sites.py demo): the routing
-## picture, each site's cluster, and the site hierarchy's steps listed as pending.
+## make demo TOPO=sites: the site hierarchy in the two-site topology with FRR (lab/sites.py
+## demo): the routing picture, the upper allocation, clients answered per site, a site router's
+## verifier and then a whole site's servers SIGKILLed, the site back.
 TOPO ?=
 ifeq ($(TOPO),sites)
 DEMO := lab/sites.py demo --run-dir $${CARGO_TARGET_DIR:-target}/demo-sites/run

@@ -12,7 +12,7 @@ Runs inside a client host (cli1, cli2) until SIGTERM or SIGINT, then writes FILE
     {"client": 1, "start": t0, "stop": t1, "rate": r,
      "sources": {"<addr>": {"sent": n, "replies": [[t, "<server>", "<text>"], ...]}}}
 Every PROGRESS_S it also rewrites FILE.progress with the replies per server so far (for the
-live view). Times are wall-clock seconds (the lab's hosts share the machine's clock).
+live view) and each source's latest reply (`"last": {"<addr>": [t, "<server>"]}`, for a waiter). Times are wall-clock seconds (the lab's hosts share the machine's clock).
 """
 
 import argparse
@@ -82,6 +82,7 @@ def main():
     next_progress = next_send + PROGRESS_S
     i = 0
     per_server = {}
+    last = {}
     while not stop:
         now = time.monotonic()
         while now >= next_send:
@@ -106,9 +107,11 @@ def main():
                 sources[key.data]["replies"].append(
                     [round(time.time(), 4), server, data.decode(errors="replace").strip()])
                 per_server[server] = per_server.get(server, 0) + 1
+                last[key.data] = [round(time.time(), 4), server]
         if time.monotonic() >= next_progress:
             next_progress += PROGRESS_S
-            write_json(args.out + ".progress", {"t": time.time(), "per_server": per_server})
+            write_json(args.out + ".progress", {"t": time.time(), "per_server": per_server,
+                                                "last": last})
     out = {"client": args.client, "family": args.family, "start": t0, "stop": time.time(), "rate": args.rate,
            "sources": {a: {"sent": v["sent"], "replies": v["replies"]} for a, v in sources.items()}}
     write_json(args.out, out)

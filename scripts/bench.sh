@@ -37,7 +37,9 @@ declare -A benches=(
   [http]="http"
   # Needs root and FRR (issue 14): two verifier routers behind an upstream ECMP router, silent
   # router failures (TRIALS, default 20; BFD_MS, default 50) and the same-owner share; then the
-  # simulator's 10 x 100 hierarchy beside a flat group of 8 (the scale bench, ~10 minutes).
+  # site hierarchy in the `sites` lab (mininet, release daemons): a whole site's servers
+  # SIGKILLed and started again, trials for SITE_SECONDS (default 300); then the simulator's
+  # 10 x 100 hierarchy beside a flat group of 8 (the scale bench, ~10 minutes).
   [topology]="topology"
 )
 
@@ -94,16 +96,22 @@ attack() {
 insider_units_lost revoke_ms" "$flood" "$insider"
 }
 
-# The redundant routers in the lab (manycast-server's topology bench) and the simulator's
-# hierarchy of 10 sites x 100 members with a flat group of 8 as the baseline (the scale bench),
-# as one JSON line in target/bench/topology.json.
+# The redundant routers in the lab (manycast-server's topology bench), the site hierarchy's
+# site failover in the `sites` lab (lab/sites.py bench: site b's servers SIGKILLed, the time
+# until every source of site b is answered by site a, from the clients' records) and the
+# simulator's hierarchy of 10 sites x 100 members with a flat group of 8 as the baseline (the
+# scale bench), as one JSON line in target/bench/topology.json.
 topology() {
-  local lab sim
+  local lab sites sim
   lab=$(shown cargo bench --quiet -p manycast-server --bench topology)
+  cargo build --quiet --release -p manycast-server -p manycast-verifier -p dns-keystore
+  sites=$(shown /usr/bin/python3 lab/sites.py bench --seconds "${SITE_SECONDS:-300}" \
+    --bin-dir "${CARGO_TARGET_DIR:-target}/release" --run-dir "${CARGO_TARGET_DIR:-target}/bench-sites/run")
   sim=$(SCALE_SIZES=8 SCALE_SWIM_SIZES= SCALE_HYBRID_SIZES= SCALE_HIERARCHY=10x100x2 \
     shown cargo bench --quiet -p control-channel --bench scale)
-  merge topology "router_failover_p50_ms router_failover_p99_ms site_failover_p99_ms same_owner \
-sim_converge_p99_ms sim_recv_per_member_s_8 sim_recv_per_member_s_1000" "$lab" "$sim"
+  merge topology "router_failover_p50_ms router_failover_p99_ms site_failover_p50_ms \
+site_failover_p99_ms site_failover_trials same_owner sim_converge_p99_ms sim_recv_per_member_s_8 \
+sim_recv_per_member_s_1000" "$lab" "$sites" "$sim"
 }
 
 reallocate() {

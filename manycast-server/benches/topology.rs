@@ -11,8 +11,9 @@
 //! - `same_owner`: the share of sources answered by the same member through either router alone
 //!   (the other's upstream link down).
 //!
-//! Not yet measured here (issue 14 items 2 and 4, still open): the site hierarchy's
-//! `site_failover_p99_ms` and the simulator's figures.
+//! The site hierarchy's `site_failover_*_ms` is measured in the `sites` lab by
+//! `lab/sites.py bench`, the simulator's figures by the scale bench; `scripts/bench.sh
+//! topology` runs all three and merges their lines.
 
 #[path = "../tests/harness.rs"]
 #[allow(dead_code)]

@@ -219,12 +219,12 @@ fn site_digit(router: &str) -> char {
     }
 }
 
-/// The daemons on the sites topology as far as main runs them (lab/sites.py): each site is a
-/// single-site cluster of its own. Its three servers, on two subnets, coordinate through the
-/// control group their two site routers carry between the subnets, agree on one allocation
+/// The daemons on the sites topology without the hierarchy (lab/sites.py up --flat): each site
+/// is a single-site cluster of its own. Its three servers, on two subnets, coordinate through
+/// the control group their two site routers carry between the subnets, agree on one allocation
 /// covering the address space, and both routers' verifiers hold exactly those claims (the
-/// redundant verifiers of SPEC.md §10.6). FRR converged first. The upstream verifier and the
-/// site agents are not run (`pending`: H1/H3); nothing of them is simulated.
+/// redundant verifiers of SPEC.md §10.6). FRR converged first. No upstream verifier, no site
+/// agents.
 #[test]
 fn lab_sites_each_site_runs_as_a_cluster_behind_both_its_routers() {
     let bin_dir = daemon_bin_dir();
@@ -232,7 +232,7 @@ fn lab_sites_each_site_runs_as_a_cluster_behind_both_its_routers() {
     let out = Command::new("/usr/bin/python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/sites.py"))
         .env("MANYCAST_LAB_LOCK_HELD", "1")
-        .args(["up", "--json", "--bin-dir"])
+        .args(["up", "--flat", "--json", "--bin-dir"])
         .arg(&bin_dir)
         .arg("--run-dir")
         .arg(bin_dir.join("lab-sites"))
@@ -284,6 +284,133 @@ fn lab_sites_each_site_runs_as_a_cluster_behind_both_its_routers() {
         }
     }
     assert!(!v["pending"].as_array().expect("pending").is_empty(), "{v}");
+    assert_no_leftovers("the sites lab", &v, &bin_dir);
+    assert_sites_left_nothing(&v);
+}
+
+/// Runs `lab/sites.py demo --json` (the hierarchy's story) under the lab lock; its JSON line
+/// and stderr.
+fn sites_demo(bin_dir: &std::path::Path) -> (Value, String) {
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/sites.py"))
+        .env("MANYCAST_LAB_LOCK_HELD", "1")
+        .args(["demo", "--json", "--bin-dir"])
+        .arg(bin_dir)
+        .arg("--run-dir")
+        .arg(bin_dir.join("lab-sites-hierarchy"))
+        .output()
+        .expect("run lab/sites.py with /usr/bin/python3");
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("sites demo printed no JSON ({e}): {stdout}\n{stderr}"));
+    assert!(v.get("error").is_none(), "{v}\n{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    (v, stderr)
+}
+
+/// The site hierarchy on the sites lab (issue 14 item 2, `lab/sites.py demo`): `up` runs an
+/// ordinary verifier (native, nft), a1/a2/b1/b2 verifiers with `[site]` and router certificates,
+/// the servers a control group per site. (a) The four agents agree on one upper epoch, each
+/// claims upstream exactly its upper units (no scope hand-down yet: every site's members
+/// allocate the whole space), both sites hold units, and every client source is answered by
+/// exactly the server the two levels of steering name (upstream verifier → agent, that agent's
+/// site verifier → member). (b) a1's verifier SIGKILLed: all its units go to a2 at a new upper
+/// epoch (site-aware quotas), every source is answered as steered again, none changes server. (c) Every server of site b SIGKILLed: b1/b2 announce weight 0 and claim
+/// nothing, and every source site b served is answered by site a. (d) Site b's servers back:
+/// site b is steered to again and every source is answered as steered. Times are printed, not
+/// asserted. Afterwards nothing is left.
+#[test]
+fn lab_sites_hierarchy_steers_each_source_to_one_site_and_survives_router_and_site_loss() {
+    let bin_dir = daemon_bin_dir();
+    let _lock = lab_lock();
+    let (v, _) = sites_demo(&bin_dir);
+
+    // (a) The upper allocation and the answers before anything fails.
+    let upper = &v["upper"];
+    let routers = upper["routers"].as_object().expect("upper routers");
+    assert_eq!(routers.len(), 4, "{upper}");
+    let mut units = 0;
+    let mut per_site = [0u64; 2];
+    for (r, s) in routers {
+        assert_eq!(s["upper_epoch"], upper["upper_epoch"], "{r}: {upper}");
+        assert_eq!(s["claim_units"], s["own_units"], "{r}: {upper}");
+        assert_eq!(s["weight"], 1, "{r}: {upper}");
+        assert_eq!(
+            s["site"].as_u64(),
+            Some(if r.starts_with('a') { 1 } else { 2 }),
+            "{r}: {upper}"
+        );
+        let own = s["own_units"].as_u64().expect("units");
+        units += own;
+        per_site[usize::from(r.starts_with('b'))] += own;
+    }
+    assert_eq!(
+        units, 256,
+        "the upper allocation covers the slicing: {upper}"
+    );
+    assert!(
+        per_site.iter().all(|u| *u > 0),
+        "both sites hold units: {upper}"
+    );
+    let answers = &v["answers"];
+    assert_eq!(answers["sources"], 128, "{answers}");
+    assert_eq!(
+        answers["as_steered"], answers["sources"],
+        "every source answered by exactly its steered server: {answers}"
+    );
+    assert!(
+        answers["per_site"]["a"].as_u64() > Some(0) && answers["per_site"]["b"].as_u64() > Some(0),
+        "{answers}"
+    );
+
+    // (b) A site router lost: site-aware quotas keep site a's share, so the upper group gives
+    // all of a1's units to a2 at a new upper epoch, the upstream verifier re-points them to a2,
+    // and a2's site verifier steers them to the same members: no source changes server.
+    let r = &v["router_loss"];
+    assert!(
+        r["upper_epoch_after"].as_u64() > upper["upper_epoch"].as_u64(),
+        "{r}"
+    );
+    let site_a = routers["a1"]["own_units"].as_u64().unwrap_or(0)
+        + routers["a2"]["own_units"].as_u64().unwrap_or(0);
+    let after = r["units_after"].as_object().expect("units after");
+    assert!(!after.contains_key("a1"), "{r}");
+    assert_eq!(after["a2"].as_u64(), Some(site_a), "{r}");
+    let a1_sources = r["a1_sources"].as_u64().expect("a1's sources");
+    assert!(a1_sources > 0, "{r}");
+    assert_eq!(
+        r["a1_sources_to"],
+        serde_json::json!({ "a2": a1_sources }),
+        "{r}"
+    );
+    assert_eq!(r["breaks"], 0, "no source changed server: {r}");
+    assert_eq!(r["as_steered_after"], 128, "{r}");
+
+    // (c) A site's servers lost: site b claims nothing, site a answers its sources.
+    let l = &v["site_loss"];
+    assert!(l["sources"].as_u64() > Some(0), "{l}");
+    assert_eq!(l["weights_b"], serde_json::json!([0, 0]), "{l}");
+    assert_eq!(l["claims_b"], serde_json::json!([0, 0]), "{l}");
+    assert!(
+        l["answered_by_a_ms"].is_u64(),
+        "every source of site b answered by site a after the loss: {l}"
+    );
+
+    // (d) Site b's servers back: it serves a share again, every answer as steered.
+    let b = &v["site_back"];
+    assert!(b["sources_b"].as_u64() > Some(0), "{b}");
+    assert_eq!(b["as_steered"], 128, "{b}");
+    eprintln!(
+        "hierarchy: a1 lost, re-pointed after {} ms, its sources to {} (longest gap {} ms); \
+         site b lost, its {} sources answered by site a after {} ms; site b back after {} ms",
+        r["repointed_ms"],
+        r["a1_sources_to"],
+        r["longest_gap_ms"],
+        l["sources"],
+        l["answered_by_a_ms"],
+        b["back_ms"]
+    );
     assert_no_leftovers("the sites lab", &v, &bin_dir);
     assert_sites_left_nothing(&v);
 }
