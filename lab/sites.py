@@ -27,9 +27,9 @@ What runs where:
               group key; the agents check their upper group's peers with the service group's)
   cli1, cli2  lab/client.py (demo, bench): every source sends to 232.1.1.1
 
-Pending (not run, not simulated): the scope hand-down (H1's scope notice, H2's
-`Endpoint::set_scope`, `control.site_scope` on the servers). Until then every site's members
-allocate the whole space, so a site's upstream claim is its agents' upper units.
+With the hierarchy the servers run `control.site_scope`: each site's agents hand the site's
+share of the upper allocation (its scope) down in a signed notice on their queries, and the
+site's servers allocate only those units among themselves (SPEC.md §3.10, §10.8).
 """
 
 import argparse
@@ -51,7 +51,7 @@ from cluster import GROUP, KEYSTORE_ADDR, LabError, wait_for  # noqa: E402
 
 # Each site's members' control group (carried between the site's two subnets by its routers).
 CONTROL_GROUPS = {"a": "239.77.1.1", "b": "239.77.2.1"}
-# The hierarchy (pending): the site agents' upper control group on the upstream LAN, its port,
+# The hierarchy: the site agents' upper control group on the upstream LAN, its port,
 # the site ids in router certificates and the routers' member ids in the upper group (unique
 # there and apart from the servers' 1-6, since one group key certifies both).
 UPPER_GROUP = "239.78.0.1"
@@ -220,9 +220,8 @@ class SitesCluster(cluster.Cluster):
 
     def server_config(self, name, service="", **_):
         """A server: native mode on its subnet, its site's control group on the same interface,
-        routed by the site routers (SPEC.md §10.7). No `control.site_scope` yet: the servers
-        on this branch do not know it (the scope hand-down, H1/H2, is pending), so every site's
-        members allocate the whole space."""
+        routed by the site routers (SPEC.md §10.7); with the hierarchy `control.site_scope`: they
+        allocate only the scope their site routers hand down."""
         k = self.path("keys")
         control = f"down_after_ms = {self.down_after_ms}\n" if self.down_after_ms else ""
         return (f'group = "{GROUP}"\ninterface = "{name}-eth0"\nservice_port = {cluster.PORT}\n'
@@ -230,14 +229,15 @@ class SitesCluster(cluster.Cluster):
                 f'group_pub = "{k}/group.pub"\nmetrics_file = "{self.path(name + ".prom")}"\n'
                 f'admin_socket = "{self.admin_socket(name)}"\n'
                 f'[control]\ngroup = "{CONTROL_GROUPS[self.site_of[name]]}"\nrouted = true\nttl = 1\n'
-                f"{control}")
+                f"site_scope = {'true' if self.hierarchy else 'false'}\n{control}")
 
     # -- convergence -------------------------------------------------------------------------
 
     def site_converged(self, site):
         """(epoch, claims per router) once the site's running servers agree on one epoch, their
-        slices cover the address space, and both site routers hold exactly their claims at that
-        epoch and carry the control group for each of them; else None."""
+        slices cover the address space (with the hierarchy: the site's scope, once its routers
+        have one), and both site routers hold exactly their claims at that epoch and carry the
+        control group for each of them; else None."""
         self.check_processes()
         running = [s for s in self.running_servers() if self.site_of[s] == site]
         epochs = set()
@@ -249,7 +249,8 @@ class SitesCluster(cluster.Cluster):
         if len(epochs) != 1:
             return None
         epoch = epochs.pop()
-        if sum(self.server_metrics(s).get("slice_addresses", 0) for s in running) != 1 << 32:
+        if sum(self.server_metrics(s).get("slice_addresses", 0) for s in running) != \
+                self.site_addresses(site):
             return None
         want = {self.ids[s] for s in running}
         out = {}
@@ -266,6 +267,24 @@ class SitesCluster(cluster.Cluster):
                       "control": sorted((row["member"], row["interface"])
                                         for row in st.get("control", []))}
         return epoch, out
+
+    def site_addresses(self, site):
+        """How many client addresses the site's servers share: with the hierarchy the site's
+        scope (its routers' `scope_units`; none handed down yet: every unit), else all."""
+        units = 0
+        if self.hierarchy:
+            for r in [r for r in topo.site_routers(site) if self.alive(f"verifier-{r}")]:
+                units = max(units, ((self.router_status(r) or {}).get("site") or {})
+                            .get("scope_units", 0))
+        return (units or 1 << SLICE_BITS) << (32 - SLICE_BITS)
+
+    def member_units(self):
+        """{site: {server: units}}: each running server's share of the address space, in units."""
+        out = {s: {} for s in topo.SITES}
+        for name in self.running_servers():
+            addrs = int(self.server_metrics(name).get("slice_addresses", 0))
+            out[self.site_of[name]][name] = addrs >> (32 - SLICE_BITS)
+        return out
 
     def converged(self):
         out = {}
@@ -299,10 +318,6 @@ class SitesCluster(cluster.Cluster):
         super().stop()
 
 
-PENDING = [
-    "scope hand-down in the site routers' queries, members allocating within it (H1, H2): until "
-    "then every site's members allocate the whole space",
-]
 
 
 def upper_lines(pic):
@@ -322,10 +337,31 @@ def hierarchy_up(c, narrate):
     narrate("3. the upper allocation (each site router's verifier, `status` → site):")
     for line in upper_lines(pic):
         narrate(line)
+    shares = wait_scope_split(c, pic)
+    for site, units in sorted(shares.items()):
+        narrate(f"   site {site}'s servers split its scope of {sum(units.values())} units: {units}")
+    pic["member_units"] = shares
     h.start_clients("story")
     steer = h.wait_as_steered("every source answered by the server the two levels of steering "
                               "name")
     return h, pic, steer
+
+
+def wait_scope_split(c, pic, timeout=60):
+    """{site: {server: units}} once each site's servers split exactly its scope (the units of
+    its routers in the upper picture `pic`) evenly: the scope hand-down at work."""
+    scope = {s: sum(v["own_units"] for r, v in pic["routers"].items() if r[0] == s)
+             for s in topo.SITES}
+
+    def split():
+        shares = c.member_units()
+        for s, units in shares.items():
+            n = len(units)
+            if not n or sum(units.values()) != scope[s] or \
+                    any(u not in (scope[s] // n, -(-scope[s] // n)) for u in units.values()):
+                return None
+        return shares
+    return wait_for("each site's servers to split exactly its scope", split, timeout=timeout)
 
 
 def story(c, narrate, result):
@@ -512,10 +548,6 @@ def main():
         if not args.flat:
             result["rejected_up"] = {k: n for k, n in c.rejected(c.router_status("up")).items() if n}
             narrate(f"   joins the upstream verifier rejected: {result['rejected_up']}")
-        narrate("   still pending (not run, not simulated):")
-        for step in PENDING:
-            narrate(f"   - {step}")
-        result["pending"] = PENDING
     except (LabError, frr.FrrError) as e:
         result["error"] = str(e)
         print(f"sites: {e} (logs in {c.run_dir})", file=sys.stderr)
