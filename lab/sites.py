@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
 import frr  # noqa: E402
 import hierarchy  # noqa: E402
+import sites_view  # noqa: E402
 import topo  # noqa: E402
 from cluster import GROUP, KEYSTORE_ADDR, LabError, wait_for  # noqa: E402
 
@@ -366,7 +367,17 @@ def wait_scope_split(c, pic, timeout=60):
 
 def story(c, narrate, result):
     """The hierarchy's demo runs (lab/hierarchy.py): clients answered per site, a site router
-    lost, a site's servers lost and back. Figures from the clients' own records."""
+    lost, a site's servers lost and back. Figures from the clients' own records; a live view
+    (one line every few seconds) while it runs and the load picture at the end."""
+    with sites_view.LiveView(c, narrate) as view:
+        marks = told_story(c, narrate, result)
+    path = os.path.join(os.path.dirname(c.run_dir), "load.svg")
+    result["load_svg"] = view.write_svg(path, marks)
+    narrate(f"   the load picture: {path}")
+
+
+def told_story(c, narrate, result):
+    """The story's steps (see `story`); the events to mark in the load picture."""
     h, result["upper"], steer = hierarchy_up(c, narrate)
     a = time.time()
     time.sleep(2)
@@ -451,6 +462,8 @@ def story(c, narrate, result):
     narrate(f"   site b back: steered to and answering {len(back['sources'])} sources "
             f"{back['back_ms']} ms after its servers' restart; {end[0]} of {len(steer_end)} "
             f"sources answered as steered")
+    return [(t_kill, "a1's verifier SIGKILL"), (loss["killed_at"], "site b's servers SIGKILL"),
+            (t_back, "site b's servers restarted")]
 
 
 def bench(c, seconds, narrate):

@@ -426,6 +426,12 @@ fn lab_sites_hierarchy_steers_each_source_to_one_site_and_survives_router_and_si
         l["answered_by_a_ms"],
         b["back_ms"]
     );
+    // The load picture: a line per server, from the servers' own metrics.
+    let svg_path = v["load_svg"].as_str().expect("load picture");
+    let svg = std::fs::read_to_string(svg_path).expect("load.svg written");
+    for server in ["srva1", "srva2", "srva3", "srvb1", "srvb2", "srvb3"] {
+        assert!(svg.contains(&format!(">{server}<")), "{server} in {svg_path}");
+    }
     assert_no_leftovers("the sites lab", &v, &bin_dir);
     assert_sites_left_nothing(&v);
 }
