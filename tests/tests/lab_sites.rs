@@ -430,7 +430,10 @@ fn lab_sites_hierarchy_steers_each_source_to_one_site_and_survives_router_and_si
     let svg_path = v["load_svg"].as_str().expect("load picture");
     let svg = std::fs::read_to_string(svg_path).expect("load.svg written");
     for server in ["srva1", "srva2", "srva3", "srvb1", "srvb2", "srvb3"] {
-        assert!(svg.contains(&format!(">{server}<")), "{server} in {svg_path}");
+        assert!(
+            svg.contains(&format!(">{server}<")),
+            "{server} in {svg_path}"
+        );
     }
     assert_no_leftovers("the sites lab", &v, &bin_dir);
     assert_sites_left_nothing(&v);

@@ -208,6 +208,25 @@ pub struct Transmit {
     pub datagram: Vec<u8>,
 }
 
+/// A query as a whole IPv4 datagram (RFC 3376 §4: TTL 1, Router Alert, IP precedence of
+/// internetwork control), from `src` to `dst`.
+pub(crate) fn query_datagram(src: Ipv4Addr, dst: Ipv4Addr, query: QueryRepr) -> Vec<u8> {
+    let igmp = IgmpRepr::Query(query);
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: PROTOCOL_IGMP,
+        ttl: 1,
+        tos: TOS_INTERNETWORK_CONTROL,
+        router_alert: true,
+        payload_len: igmp.buffer_len(),
+    };
+    let mut datagram = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut datagram);
+    igmp.emit(&mut datagram[ip.header_len()..]);
+    datagram
+}
+
 /// What the daemon read or did outside the core, for the status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -793,19 +812,7 @@ impl Router {
     /// precedence of internetwork control).
     fn queue_queries(&mut self) {
         while let Some(t) = self.querier.poll_transmit() {
-            let igmp = IgmpRepr::Query(t.query);
-            let ip = Ipv4Repr {
-                src_addr: t.src,
-                dst_addr: t.dst,
-                protocol: PROTOCOL_IGMP,
-                ttl: 1,
-                tos: TOS_INTERNETWORK_CONTROL,
-                router_alert: true,
-                payload_len: igmp.buffer_len(),
-            };
-            let mut datagram = vec![0u8; ip.buffer_len()];
-            ip.emit(&mut datagram);
-            igmp.emit(&mut datagram[ip.header_len()..]);
+            let datagram = query_datagram(t.src, t.dst, t.query);
             self.transmits.push_back(Transmit {
                 ifindex: t.ifindex,
                 dst: t.dst,

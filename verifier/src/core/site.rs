@@ -302,8 +302,7 @@ pub fn scope_query(
     cert: &igmp_ext::MemberCertificate,
     key: &igmp_ext::ed25519_dalek::SigningKey,
 ) -> Result<Vec<u8>, igmp_ext::scope::ScopeBuildError> {
-    use igmp_ext::wire::igmp::{encode_code, IgmpRepr, QueryRepr, QueryV3Fields, ALL_SYSTEMS};
-    use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+    use igmp_ext::wire::igmp::{encode_code, QueryRepr, QueryV3Fields, ALL_SYSTEMS};
     let notice = igmp_ext::scope::ScopeNotice {
         group,
         site,
@@ -322,22 +321,10 @@ pub fn scope_query(
     };
     notice.sign_into(&mut v3, cert, key)?;
     let tenths = u32::try_from(max_resp.as_millis() / 100).unwrap_or(u32::MAX);
-    let igmp = IgmpRepr::Query(QueryRepr {
+    let query = QueryRepr {
         max_resp_code: encode_code(tenths),
         group: Ipv4Addr::UNSPECIFIED,
         v3: Some(v3),
-    });
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: ALL_SYSTEMS,
-        protocol: PROTOCOL_IGMP,
-        ttl: 1,
-        tos: TOS_INTERNETWORK_CONTROL,
-        router_alert: true,
-        payload_len: igmp.buffer_len(),
     };
-    let mut datagram = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut datagram);
-    igmp.emit(&mut datagram[ip.header_len()..]);
-    Ok(datagram)
+    Ok(super::query_datagram(src, ALL_SYSTEMS, query))
 }
