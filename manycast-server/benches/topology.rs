@@ -39,7 +39,7 @@ use probe::Probe;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
-use support::redundant_lab::{ip, nft, Redundant, R1_UP, R2_UP};
+use support::redundant_lab::{freeze, ip, Redundant, R1_UP, R2_UP};
 use support::vip_member::VIP;
 
 const UDP_PORT: u16 = 5001;
@@ -73,28 +73,6 @@ fn respond(ns: &str, i: usize) {
             let _ = socket.send_to(format!("m{} {n}", i + 1).as_bytes(), from);
         }
     });
-}
-
-/// Silently fails router `r` (0 or 1), or brings it back: everything dropped at ingress on its
-/// upstream link, on both ends, the link staying up.
-fn freeze(lab: &Redundant, r: usize, on: bool) {
-    let ends = [
-        (&lab.routers[r], "x0".to_owned()),
-        (&lab.up, format!("u{}", r + 1)),
-    ];
-    for (ns, dev) in ends {
-        if on {
-            nft(
-                ns,
-                &format!(
-                    "add table netdev freeze; add chain netdev freeze in \
-                     {{ type filter hook ingress device {dev} priority -500; policy drop; }}"
-                ),
-            );
-        } else {
-            nft(ns, "delete table netdev freeze");
-        }
-    }
 }
 
 /// Per source, the longest time without a reply in `[from, to]`.

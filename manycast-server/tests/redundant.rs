@@ -6,7 +6,9 @@
 
 use crate::harness::verifier_status;
 use crate::support::frr;
-use crate::support::redundant_lab::{ip, nft, sources, verifier_config, Redundant, R1_UP, R2_UP};
+use crate::support::redundant_lab::{
+    freeze, ip, sources, verifier_config, Redundant, R1_UP, R2_UP,
+};
 use crate::support::vip_member::{KeepAlive, VIP};
 use std::process::Command;
 
@@ -44,15 +46,7 @@ fn redundant_verifiers_steer_alike_and_a_failed_or_stopped_router_is_withdrawn()
 
     // r1 fails silently: its link stays up and nothing gets through it either way. BFD
     // withdraws it (BGP's hold time alone would take 9 s).
-    for (ns, dev) in [(&r.routers[0], "x0"), (&r.up, "u1")] {
-        nft(
-            ns,
-            &format!(
-                "add table netdev freeze; add chain netdev freeze in \
-                 {{ type filter hook ingress device {dev} priority -500; policy drop; }}"
-            ),
-        );
-    }
+    freeze(&r, 0, true);
     r.wait_for_hops(&[R2_UP], "BFD withdraws the silent r1");
     let bfd = frr::vtysh(&r.up, &r.frr_up, &format!("show bfd peer {R1_UP}"));
     assert!(bfd.contains("Status: down"), "BFD found r1 down: {bfd}");
@@ -67,9 +61,7 @@ fn redundant_verifiers_steer_alike_and_a_failed_or_stopped_router_is_withdrawn()
             .unwrap_or_else(|e| panic!("a pinned connection r1 carried broke: {e}"));
         assert_eq!(&again, who, "pinned connection moved to another member");
     }
-    for ns in [&r.routers[0], &r.up] {
-        nft(ns, "delete table netdev freeze");
-    }
+    freeze(&r, 0, false);
     r.wait_for_hops(&[R1_UP, R2_UP], "r1 comes back");
 
     // r1's verifier is killed: it cannot withdraw, but its route went through a device only

@@ -57,6 +57,34 @@ pub fn nft(ns: &str, script: &str) {
     );
 }
 
+/// Fails router `r`'s upstream link silently (`on`), or brings it back: everything dropped at
+/// ingress and at egress on both ends (the router's `x0`, the upstream router's `u<r+1>`), the
+/// link staying up, so only BFD can tell. Egress too: the verifier's pin program runs at tc
+/// ingress, before any netdev ingress chain, and redirects a pinned VIP's packets past an
+/// ingress drop (with ingress drops alone a "failed" router went on carrying every source while
+/// BFD withdrew it).
+pub fn freeze(lab: &Redundant, r: usize, on: bool) {
+    let ends = [
+        (&lab.routers[r], "x0".to_owned()),
+        (&lab.up, format!("u{}", r + 1)),
+    ];
+    for (ns, dev) in ends {
+        if on {
+            nft(
+                ns,
+                &format!(
+                    "add table netdev freeze; add chain netdev freeze in \
+                     {{ type filter hook ingress device {dev} priority -500; policy drop; }}; \
+                     add chain netdev freeze out \
+                     {{ type filter hook egress device {dev} priority -500; policy drop; }}"
+                ),
+            );
+        } else {
+            nft(ns, "delete table netdev freeze");
+        }
+    }
+}
+
 pub struct Redundant {
     pub lab: Lab,
     pub up: String,
