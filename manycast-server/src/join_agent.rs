@@ -460,27 +460,36 @@ mod tests {
         }
     }
 
+    /// A beaconer for member 0 with a 2 s chain at `interval`, past the half of it, so that the
+    /// next chain is drawn too: its joins carry two liveness anchors. Also that instant.
+    fn beaconer_with_next_chain(
+        f: &Fixture,
+        interval: Duration,
+        rng: &mut impl FnMut() -> u64,
+    ) -> (crate::beaconer::SharedBeaconer, Instant) {
+        let mut b = crate::beaconer::Beaconer::new(
+            f.group,
+            f.members[0].id,
+            interval,
+            Duration::from_secs(2),
+            NOW,
+            rng,
+        );
+        b.start(NOW);
+        let half = NOW.saturating_add(Duration::from_millis(1_100));
+        let (_, order) = b.poll_beacon(half, rng);
+        b.add_next(order.expect("ordered halfway").draw());
+        (std::sync::Arc::new(std::sync::Mutex::new(b)), half)
+    }
+
     /// A join that fits the link MTU with one liveness anchor but not two leaves out the
     /// running chain's and keeps the next chain's (the hand-over needs it).
     #[test]
     fn a_join_past_the_mtu_leaves_the_running_chains_anchor_out_first() {
-        use crate::beaconer::{Beaconer, SharedBeaconer};
         let f = Fixture::new(1);
         let iv = Duration::from_millis(10);
         let mut rng = counter();
-        let mut b = Beaconer::new(
-            f.group,
-            f.members[0].id,
-            iv,
-            Duration::from_secs(2),
-            NOW,
-            &mut rng,
-        );
-        b.start(NOW);
-        let half = NOW.saturating_add(Duration::from_millis(1_100));
-        let (_, order) = b.poll_beacon(half, &mut rng);
-        b.add_next(order.expect("ordered halfway").draw());
-        let beacons: SharedBeaconer = std::sync::Arc::new(std::sync::Mutex::new(b));
+        let (beacons, half) = beaconer_with_next_chain(&f, iv, &mut rng);
         let units: Vec<SliceEntry> = (0..256u32)
             .step_by(4)
             .map(|i| SliceEntry::include(Slice::new(i, 0xff)))
@@ -733,23 +742,10 @@ mod tests {
     /// unit; as SLICES (13 bytes each) it was over a 1,500-byte link.
     #[test]
     fn scattered_units_at_the_default_slicing_go_as_a_bitmap_and_fit_the_link() {
-        use crate::beaconer::{Beaconer, SharedBeaconer};
         let f = Fixture::new(1);
         let slicing = Slicing::LowOrder { bits: 8 };
         let mut rng = counter();
-        let mut b = Beaconer::new(
-            f.group,
-            f.members[0].id,
-            Duration::from_millis(10),
-            Duration::from_secs(2),
-            NOW,
-            &mut rng,
-        );
-        b.start(NOW);
-        let half = NOW.saturating_add(Duration::from_millis(1_100));
-        let (_, order) = b.poll_beacon(half, &mut rng);
-        b.add_next(order.expect("ordered halfway").draw());
-        let beacons: SharedBeaconer = std::sync::Arc::new(std::sync::Mutex::new(b));
+        let (beacons, half) = beaconer_with_next_chain(&f, Duration::from_millis(10), &mut rng);
         let parity = |odd: u32| -> Vec<SliceEntry> {
             (0..256usize)
                 .filter(|i| i.count_ones() % 2 == odd)

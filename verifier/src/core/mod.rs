@@ -208,10 +208,10 @@ pub struct Transmit {
     pub datagram: Vec<u8>,
 }
 
-/// A query as a whole IPv4 datagram (RFC 3376 §4: TTL 1, Router Alert, IP precedence of
-/// internetwork control), from `src` to `dst`.
-pub(crate) fn query_datagram(src: Ipv4Addr, dst: Ipv4Addr, query: QueryRepr) -> Vec<u8> {
-    let igmp = IgmpRepr::Query(query);
+/// An IGMP message as a whole IPv4 datagram (RFC 3376 §4: TTL 1, Router Alert, IP precedence
+/// of internetwork control), from `src` to `dst`: the verifier's queries, and in tests what
+/// hosts and other routers send.
+pub(crate) fn igmp_datagram(src: Ipv4Addr, dst: Ipv4Addr, igmp: IgmpRepr) -> Vec<u8> {
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: dst,
@@ -812,7 +812,7 @@ impl Router {
     /// precedence of internetwork control).
     fn queue_queries(&mut self) {
         while let Some(t) = self.querier.poll_transmit() {
-            let datagram = query_datagram(t.src, t.dst, t.query);
+            let datagram = igmp_datagram(t.src, t.dst, IgmpRepr::Query(t.query));
             self.transmits.push_back(Transmit {
                 ifindex: t.ifindex,
                 dst: t.dst,

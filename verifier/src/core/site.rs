@@ -302,7 +302,7 @@ pub fn scope_query(
     cert: &igmp_ext::MemberCertificate,
     key: &igmp_ext::ed25519_dalek::SigningKey,
 ) -> Result<Vec<u8>, igmp_ext::scope::ScopeBuildError> {
-    use igmp_ext::wire::igmp::{encode_code, QueryRepr, QueryV3Fields, ALL_SYSTEMS};
+    use igmp_ext::wire::igmp::{encode_code, IgmpRepr, QueryRepr, QueryV3Fields, ALL_SYSTEMS};
     let notice = igmp_ext::scope::ScopeNotice {
         group,
         site,
@@ -326,5 +326,9 @@ pub fn scope_query(
         group: Ipv4Addr::UNSPECIFIED,
         v3: Some(v3),
     };
-    Ok(super::query_datagram(src, ALL_SYSTEMS, query))
+    Ok(super::igmp_datagram(
+        src,
+        ALL_SYSTEMS,
+        IgmpRepr::Query(query),
+    ))
 }

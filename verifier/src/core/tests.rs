@@ -338,19 +338,7 @@ fn the_data_plane_is_chosen_by_config_and_by_what_mrt_init_did() {
 
 /// A whole IGMP datagram from `src` to `dst`, as a host's or another router's kernel sends it.
 fn igmp_from(src: Ipv4Addr, dst: Ipv4Addr, igmp: IgmpRepr) -> Vec<u8> {
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol: PROTOCOL_IGMP,
-        ttl: 1,
-        tos: TOS_INTERNETWORK_CONTROL,
-        router_alert: true,
-        payload_len: igmp.buffer_len(),
-    };
-    let mut datagram = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut datagram);
-    igmp.emit(&mut datagram[ip.header_len()..]);
-    datagram
+    super::igmp_datagram(src, dst, igmp)
 }
 
 /// A general query from `src`, as another router on s1 sends it.
