@@ -428,24 +428,24 @@ class Cluster:
                 self._bpf_pin_dir = d
         return self._bpf_pin_dir
 
-    def start_verifier(self, groups=(GROUP,), extra=""):
-        """The verifier on r1, its keys from the keystore for `groups`; `extra` is appended to
-        its config (more `[keystore]` keys, `[[vip]]` tables)."""
+    def start_verifier(self, groups=(GROUP,), extra="", groups6=(GROUP6,)):
+        """The verifier on r1, its keys from the keystore for `groups` (and `groups6` with dual
+        stack); `extra` is appended to its config (more `[keystore]` keys, `[[vip]]` tables)."""
         ifs = [f"r1-s{i}" for i in range(1, self.n_servers + 1)]
         ifs += [f"r1-c{c}" for c in range(1, topo.CLIENTS + 1)]
         cfg = self.path("verifier.toml")
         pin = self.bpf_pin_dir()
         pin = f'[vip_pin]\npin_dir = "{pin}"\n' if pin and "[vip_pin]" not in extra else ""
-        six = groups6 = ""
+        six = keys6 = ""
         if self.dual_stack:
             six = f'[verifier]\nprotected6 = ["{PROTECTED6}"]\n'
-            groups6 = f'groups6 = ["{GROUP6}"]\n'
+            keys6 = f"groups6 = {json.dumps(list(groups6))}\n"
         with open(cfg, "w") as f:
             f.write(f"interfaces = {json.dumps(ifs)}\n"
                     f'status_socket = "{self.path("verifier.sock")}"\n{pin}{six}'
                     f'[keystore]\nserver = "{KEYSTORE_ADDR}"\n'
                     f'trust_anchor = "{self.trust_anchor()}"\ngroups = {json.dumps(list(groups))}\n'
-                    f"{groups6}{extra}")
+                    f"{keys6}{extra}")
         self.spawn("verifier", "r1", [self.bin("manycast-verifier"), "--config", cfg],
                    env={"RUST_LOG": "info"})
         wait_for("the verifier's status socket", lambda: self.verifier_status() is not None)

@@ -8,10 +8,11 @@ servers start and join, clients load the service (native mode, `strategy = "hand
 clients beside the IPv4 ones, dualstack.py judges them against the verifier's claims), a
 planned rebalance with the admin tool (`manycastctl drain`, then `resume`, allocation shown
 before and after, every client session checked for a gap or a repeat), a second service on the
-same servers in VIP mode (nginx on each server, a `manycast-server` per server with
-`strategy = "pin"` and an HTTP health check of its nginx, curl from client sources, a short
-wrk), nginx killed on one server (its sources answered elsewhere) and started again (the member
-comes back after `rise`), a planned change (a server leaves with SIGTERM), a server SIGKILLed and its slices taken over, a forged and a replayed
+same servers in VIP mode, dual stack (demo_vip.py: an IPv4 and an IPv6 VIP, nginx on each
+server, a `manycast-server` per server with `strategy = "pin"` and an HTTP health check of its
+nginx, curl from IPv4 and IPv6 client sources, each IPv6 one checked against the owner the
+verifier holds, a short wrk), nginx killed on one server (its sources of both families answered
+elsewhere) and started again (the member comes back after `rise`), a planned change (a server leaves with SIGTERM), a server SIGKILLed and its slices taken over, a forged and a replayed
 join from the attacker refused. A live status view runs meanwhile (ANSI, in place, on a
 terminal; plain lines otherwise). At the end: a summary table, and the per-server load over time
 with the events marked in OUT_DIR/load.svg.
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +34,7 @@ ROOT = os.path.dirname(LAB)
 sys.path.insert(0, LAB)
 
 import cluster  # noqa: E402
+import demo_vip  # noqa: E402
 import dualstack  # noqa: E402
 import load_svg  # noqa: E402
 import topo  # noqa: E402
@@ -42,16 +43,14 @@ import web  # noqa: E402
 KILLED = "srv2"
 LEAVING = "srv4"
 DRAINED = "srv3"
-NGINX_KILLED = "srv3"  # its nginx is killed (its daemons live) in the VIP service's health step
 SAMPLE_S = 0.5
-# The second service, in VIP mode: its own group, control group and ports on the same servers.
-VIP = web.VIP
-VIP_GROUP = "232.1.1.2"
+# The second service, in VIP mode (demo_vip.py): its own groups (IPv4 and IPv6), control group
+# and ports on the same servers.
+VIP, VIP6, VIP_GROUP, VIP_GROUP6 = demo_vip.VIP, demo_vip.VIP6, demo_vip.VIP_GROUP, demo_vip.VIP_GROUP6
 VIP_CONTROL_GROUP = "239.77.0.2"
 VIP_CONTROL_PORT = 4791
 VIP_SERVICE_PORT = 5001  # the VIP daemon's reference UDP service (unused here; must not clash)
 HTTP_PORT = web.HTTP_PORT
-CURL_SOURCES = 16  # per client host
 STRATEGY = "handoff"  # the native service's: sessions move with their slices
 # The failure detector's timeout: the product's default (200 ms) for `make demo`. The e2e test
 # passes --down-after-ms 1000, as scenarios.py does: with debug daemons on a shared 2-core
@@ -83,7 +82,7 @@ class StoryCluster(cluster.Cluster):
                             f"{k}/{name}.pub", "--id", str(mid),
                             "--group", cluster.GROUP, "--group", cluster.CONTROL_GROUP,
                             "--group", VIP_GROUP, "--group", VIP_CONTROL_GROUP,
-                            *self.cert_args6(), "--out", f"{k}/{name}.cert"])
+                            *self.cert_args6(), "--group6", VIP_GROUP6, "--out", f"{k}/{name}.cert"])
         self.make_operator()
         return self.run(None, [ctl, "key", "show", f"{k}/group.pub"]).strip()
 
@@ -91,11 +90,12 @@ class StoryCluster(cluster.Cluster):
         super().publish()
         super().publish(group=VIP_GROUP, name="demo-vip", extra=["--vip", VIP])
         self.publish6()
+        super().publish(group=VIP_GROUP6, name="demo-vip6", extra=["--vip", VIP6])
 
     def start_verifier(self):
         super().start_verifier(
-            groups=(cluster.GROUP, VIP_GROUP),
-            extra=f'[[vip]]\naddress = "{VIP}"\ngroup = "{VIP_GROUP}"\npin = true\n')
+            groups=(cluster.GROUP, VIP_GROUP), groups6=(cluster.GROUP6, VIP_GROUP6),
+            extra=web.vip_tables(VIP_GROUP, VIP_GROUP6))
 
     def start_server(self, name):
         super().start_server(name, control_port=4790, top=f'strategy = "{STRATEGY}"\n',
@@ -106,7 +106,7 @@ class StoryCluster(cluster.Cluster):
         HTTP health check of the server's nginx (web.py)."""
         super().start_server(name, service="vip-", group=VIP_GROUP, port=VIP_SERVICE_PORT,
                              control_group=VIP_CONTROL_GROUP, control_port=VIP_CONTROL_PORT,
-                             top=f'mode = "vip"\nstrategy = "pin"\n[vip]\naddress = "{VIP}"\n',
+                             top=web.vip_member(group6=VIP_GROUP6),
                              tables=DRAIN_TABLE + web.health_table())
 
     def nginx(self, name):
@@ -157,7 +157,7 @@ def rate_series(points):
             for (t1, v1), (t2, v2) in zip(points, points[1:]) if t2 > t1]
 
 
-class Story:
+class Story(demo_vip.VipSteps):
     def __init__(self, c, args, out):
         self.c = c
         self.args = args
@@ -258,8 +258,8 @@ class Story:
             lines.append(f"IPv6 clients (group {cluster.GROUP6}): the verifier holds the MLDv2 claims of members "
                          f"{', '.join(str(m) for m, _ in six)} at epochs {sorted({e for _, e in six})}")
         if vip:
-            lines.append(f"VIP service {VIP} (group {VIP_GROUP}, pin): the verifier holds the claims "
-                         f"of members {', '.join(str(m) for m, _ in vip)} at epoch {vip[0][1]}")
+            lines.append(f"VIP service {VIP} and {VIP6} (groups {VIP_GROUP}, {VIP_GROUP6}, pin): the verifier "
+                         f"holds the IPv4 claims of members {', '.join(str(m) for m, _ in vip)} at epoch {vip[0][1]}")
         c = st.get("counters", {})
         rej = {r: n for r, n in c.get("rejected", []) if n}
         if st.get("dataplane") == "nft":
@@ -295,14 +295,15 @@ class Story:
     def step_keystore(self):
         self.c.start_keystore()
         self.c.publish()
-        self.event(f"dns-keystore on ks; records of {cluster.GROUP} and {VIP_GROUP} (VIP {VIP}) published "
+        self.event(f"dns-keystore on ks; records of {cluster.GROUP}, {VIP_GROUP} (VIP {VIP}), "
+                   f"{cluster.GROUP6} and {VIP_GROUP6} (VIP {VIP6}) published "
                    "over TSIG; dig shows the first:",
                    [line[:140] for line in self.c.dig().splitlines() if line.strip()], mark="published")
 
     def step_verifier(self):
         self.c.start_verifier()
         self.event(f"manycast-verifier on r1: group keys fetched from the keystore (DNSSEC); {cluster.GROUP} "
-                   f"native, {VIP_GROUP} bound to VIP {VIP} with pin",
+                   f"native, {VIP_GROUP} bound to VIP {VIP} and {VIP_GROUP6} to {VIP6}, with pin",
                    mark="verifier")
         # The attacker listens on srv1's link from now on, to capture a signed join.
         atk = self.c.path("atk-captured.bin")
@@ -392,139 +393,6 @@ class Story:
         self.event(f"manycastctl resume m{mid}: {said}; all four serve again at epoch {epoch}:",
                    table.splitlines())
         self.pause(3, 1)
-
-    def curl_vip(self, sources, tries=1):
-        """{source: [server or '-' per try]}: curl through the VIP from each source (its client
-        host's `curl --interface <source>`), a new connection per request; the page nginx
-        serves names the server (web.py)."""
-        out = {}
-        by_client = {}
-        for src in sources:
-            by_client.setdefault(web.client_of(src), []).append(src)
-        for cno, srcs in sorted(by_client.items()):
-            script = ("for s in " + " ".join(srcs) + f"; do for k in $(seq {tries}); do "
-                      f"echo \"$s $(curl -s --max-time 3 --interface $s http://{VIP}:{HTTP_PORT}/ "
-                      "| tr -d '\\n')\"; done; done")
-            for line in self.c.run(f"cli{cno}", ["sh", "-c", script], check=False).splitlines():
-                src, _, text = line.partition(" ")
-                out.setdefault(src, []).append(web.who(text) or "-")
-        return out
-
-    def step_vip(self):
-        """A second service on the same servers in VIP mode: a pinned VIP in the verifier, nginx
-        and a `manycast-server` (mode vip, strategy pin, an HTTP health check of the nginx) per
-        server; curl from client sources (one source per request) and a short wrk."""
-        servers = self.c.running_servers()
-        # nginx first: a member with a check takes units once the check passed `rise` times.
-        for name in servers:
-            self.c.nginx(name).start()
-        for name in servers:
-            self.c.start_vip_server(name)
-        want = {self.c.ids[s] for s in servers}
-
-        def claimed():
-            self.c.check_processes()
-            claims = self.c.vip_claims()
-            return claims if set(claims) == want and len(set(claims.values())) == 1 else None
-
-        claims = cluster.wait_for("the VIP service's members to join (verifier claims)", claimed)
-        for name in servers:
-            cluster.wait_for(f"{name}'s VIP daemon to put {VIP} on lo",
-                             lambda: VIP in self.c.run(name, ["ip", "-4", "addr", "show", "dev", "lo"]))
-        h = web.HEALTH
-        self.event(f"VIP service: group {VIP_GROUP} bound to {VIP} (pin) in the verifier; nginx on "
-                   f"each server (port {HTTP_PORT}, a page such as \"{web.page_text('srv1')}\"); "
-                   f"{len(servers)} manycast-server in VIP mode (strategy pin, an HTTP check of the "
-                   f"local nginx every {h['interval_ms']} ms, fall {h['fall']}, rise {h['rise']}) "
-                   f"joined at epoch {next(iter(claims.values()))}", mark="vip")
-        # curl: every source of a sample twice, each request from one source.
-        srcs = [str(a) for cno in range(1, topo.CLIENTS + 1)
-                for a in topo.client_sources(cno)[:CURL_SOURCES]]
-        answers = self.curl_vip(srcs, tries=2)
-        per_server = {}
-        for src, who in answers.items():
-            if len(set(who)) == 1 and who[0] != "-":
-                per_server[who[0]] = per_server.get(who[0], 0) + 1
-        self.vip["curl"] = answers
-        self.event(f"curl --interface <source> http://{VIP}:{HTTP_PORT}/, 2 requests from each of "
-                   f"{len(answers)} sources: {sum(per_server.values())} answered by one server both "
-                   f"times; per server {dict(sorted(per_server.items()))}", mark="curl")
-        # wrk cannot pick its source address: from each client host's primary address.
-        secs = 2 if self.args.quick else 3
-        procs = {}
-        for cno in range(1, topo.CLIENTS + 1):
-            procs[cno] = self.c.host(f"cli{cno}").popen(
-                ["wrk", "-t1", "-c4", f"-d{secs}s", "--timeout", "3s", "--latency",
-                 f"http://{VIP}:{HTTP_PORT}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for cno, p in procs.items():
-            out, err = p.communicate(timeout=secs + 30)
-            src = str(topo.client_subnet(cno)[2])
-            who = web.who(self.c.run(f"cli{cno}", ["curl", "-s", "--max-time", "3",
-                                                   f"http://{VIP}:{HTTP_PORT}/"], check=False)) or "-"
-            fig = web.wrk_figures(out.decode())
-            fig.update({"source": src, "server": who, "rc": p.returncode, "seconds": secs})
-            self.vip.setdefault("wrk", {})[f"cli{cno}"] = fig
-            self.event(f"wrk -t1 -c4 -d{secs}s from cli{cno} ({src}, served by {who}): "
-                       f"{fig.get('requests')} requests, {fig.get('rps')} req/s, latency avg "
-                       f"{fig.get('latency_avg')} p99 {fig.get('latency_p99')}, socket errors "
-                       f"{fig.get('socket_errors')}, non-2xx {fig.get('non_2xx')}")
-        self.marks["vip_done"] = time.time()
-
-    def step_vip_health(self):
-        """nginx SIGKILLed on one server, its daemons alive: the VIP member's check says dead,
-        the member withdraws its claim at once and its units move; its curl sources are answered
-        by the others. nginx starts again: the check passes `rise` times, the member is back."""
-        owner = {s: w[0] for s, w in self.vip["curl"].items() if len(set(w)) == 1 and w[0] != "-"}
-        victim = NGINX_KILLED if NGINX_KILLED in owner.values() else sorted(owner.values())[0]
-        mine = sorted(s for s, o in owner.items() if o == victim)
-        mid = self.c.ids[victim]
-        sock = self.c.admin_socket(f"vip-{victim}")
-        self.c.nginx(victim).kill()
-        self.event(f"nginx on {victim} SIGKILLed (its manycast-server daemons run on); curl from "
-                   f"its {len(mine)} sampled sources until another server answers", mark="nginx_kill")
-
-        def moved():
-            got = self.curl_vip(mine)
-            return got if all(w[0] not in ("-", victim) for w in got.values()) else None
-
-        after = cluster.wait_for(f"{victim}'s sources to be answered by another server", moved,
-                                 timeout=60, interval=0.3)
-        self.marks["nginx_moved"] = time.time()
-        try:  # the admin status is refreshed once a second
-            cluster.wait_for(f"{victim}'s status to show its check down",
-                             lambda: web.health(sock)[0] is False, timeout=10, interval=0.2)
-        except cluster.LabError:
-            pass
-        up, out = web.health(sock)
-        claim = mid in self.c.vip_claims()
-        self.event(f"{victim}'s nginx check: {'up' if up else 'down'}, member out: {out}; the "
-                   f"verifier holds {'a' if claim else 'no'} claim of m{mid}; its sources now:",
-                   [f"{s}: {victim} -> {after[s][0]}" for s in mine])
-        self.c.nginx(victim).start()
-        self.marks["nginx_restart"] = time.time()
-        want = set(self.c.ids[s] for s in self.c.running_servers())
-
-        def back():
-            claims = self.c.vip_claims()
-            u, o = web.health(sock)
-            return (u and o is None and set(claims) == want and len(set(claims.values())) == 1
-                    and next(iter(claims.values())))
-
-        epoch = cluster.wait_for(f"{victim}'s check up and its VIP claim back", back, timeout=60)
-        again = self.curl_vip(list(self.vip["curl"]))
-        answering = sorted(s for s, w in again.items() if w[0] == victim)
-        self.event(f"nginx on {victim} started again: its check passed {web.HEALTH['rise']} times, "
-                   f"m{mid} is back in the VIP service at epoch {epoch}; it answers "
-                   f"{len(answering)} of the {len(again)} sampled sources", mark="nginx_back")
-        self.vip["health"] = {
-            "victim": victim, "sources": mine,
-            "moved_to": {s: after[s][0] for s in mine},
-            "down_seen": {"up": up, "out": out, "claim": claim},
-            "back_epoch": epoch,
-            "back_sources": answering,
-            "unanswered_after": sorted(s for s, w in again.items() if w[0] == "-"),
-        }
-        self.pause(2, 1)
 
     def step_planned_leave(self):
         self.c.retire(LEAVING)
@@ -778,7 +646,7 @@ def write_svg(story, path):
     for key, mark in ((k, mark) for srv, mark in ((LEAVING, "left"), (KILLED, "taken")) for k in (srv, f"{srv} v6")):
         if series[key] and mark in story.marks:
             series[key].append((story.marks[mark], 0.0))
-    victim = story.vip.get("health", {}).get("victim", NGINX_KILLED)
+    victim = story.vip.get("health", {}).get("victim", demo_vip.NGINX_KILLED)
     labels = {"drain": f"manycastctl drain {DRAINED}", "resume": f"resume {DRAINED}",
               "vip": "VIP service up (curl, wrk)", "nginx_kill": f"nginx on {victim} killed",
               "nginx_back": f"nginx on {victim} back", "leave": f"{LEAVING} leaves (SIGTERM)",
@@ -819,7 +687,9 @@ def summary(result, out):
     v = result["vip"]
     p(f"VIP {VIP}:{HTTP_PORT} (pin): curl from {v['curl_sources']} sources ({v['curl_requests']} requests): "
       f"{v['curl_one_server']} answered by one server every time, {len(v['curl_unanswered'])} unanswered; "
-      f"sources per server {v['curl_per_server']}")
+      f"sources per server {v['curl_per_server']}; of them IPv6 through {VIP6}: {v['curl6_sources']} "
+      f"sources, {v['curl6_verifier_owner']} answered by the owner the verifier holds for their unit, "
+      f"per server {v['curl6_per_server']}")
     for cli, w in v["wrk"].items():
         p(f"wrk from {cli} ({w['source']} -> {w['server']}), {w['seconds']} s, 4 connections: "
           f"{w['requests']} requests, {w['rps']} req/s, latency avg {w['latency_avg']} "
@@ -828,9 +698,10 @@ def summary(result, out):
     if h:
         moved = sorted(set(h["moved_to"].values()))
         p(f"VIP health: nginx on {h['victim']} killed (daemons alive): check {h['down_seen']}; its "
-          f"{len(h['sources'])} sampled sources answered by {moved}; nginx back: member back at "
-          f"epoch {h['back_epoch']}, answering {len(h['back_sources'])} sampled sources, "
-          f"{len(h['unanswered_after'])} unanswered")
+          f"{len(h['sources'])} sampled sources ({len(h['sources6'])} IPv6) answered by {moved}; nginx "
+          f"back: member back at epoch {h['back_epoch']}, answering {len(h['back_sources'])} sampled "
+          f"sources ({len(h['back_sources6'])} IPv6), {len(h['unanswered_after'])} unanswered; IPv6 "
+          f"sources not answered by their verifier owner {h['not_owner6']}")
     epoch = result["after_attacks"].get("servers_epoch")
     p(f"allocation epochs committed: {epoch} (the story asks for one per join, "
       f"drain, resume, leave and takeover; more means members were declared down and up again, "

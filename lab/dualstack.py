@@ -38,11 +38,11 @@ def parse_slice6(text):
     return value & mask, mask
 
 
-def claims6(status):
-    """{member: [(value, mask)]} of the IPv6 claims for GROUP6 the verifier holds."""
+def claims6(status, group=cluster.GROUP6):
+    """{member: [(value, mask)]} of the IPv6 claims for `group` the verifier holds."""
     out = {}
     for r in (status or {}).get("ownership", []):
-        if r["group"] == cluster.GROUP6:
+        if r["group"] == group:
             text = r["slices"].strip()
             out[r["member"]] = [] if text in ("", "(none)") else [parse_slice6(t) for t in text.split()]
     return out

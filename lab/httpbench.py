@@ -62,6 +62,7 @@ CLIENT = "cli1"
 # to a server (so that both runs rewrite the destination: a DNAT to the address a packet
 # already has is no rewrite at all, and would leave the straight runs one per-packet NAT more).
 TARGET = "10.201.0.1"
+TARGET6 = "2001:db8:201::1"  # the same for the IPv6 runs
 WRK_CPU = "0"
 NGINX_CPUS = "10"  # worker_cpu_affinity: CPU 1
 PER_SERVER = 4  # client sources per server in the NAT map
@@ -79,10 +80,11 @@ def stub_requests(c, name):
     return int(m.group(1)) if m else None
 
 
-def spread_sources(c):
-    """PER_SERVER of cli1's sources per server, interleaved (srv1, srv2, ..., srv1, ...), by
-    asking through the VIP who answers each."""
-    answers = c.curl(1, [str(a) for a in topo.client_sources(1)], tries=1)
+def spread_sources(c, six=False):
+    """PER_SERVER of cli1's sources (IPv6 ones with `six`) per server, interleaved (srv1, srv2,
+    ..., srv1, ...), by asking through the VIP who answers each."""
+    srcs = topo.client_sources6(1) if six else topo.client_sources(1)
+    answers = c.curl(1, [str(a) for a in srcs], tries=1)
     per = {s: [] for s in c.ids}
     for src, w in answers.items():
         if w[0] in per:
@@ -93,22 +95,33 @@ def spread_sources(c):
     return [per[s][k] for k in range(PER_SERVER) for s in c.ids]
 
 
-def nat_rules(dests, sources):
+def nat_table(six):
+    """(family, table) of the client's NAT: `ip httpbench`, or `ip6 httpbench6` for IPv6."""
+    return ("ip6", "httpbench6") if six else ("ip", "httpbench")
+
+
+def nat_rules(dests, sources, six=False):
     k = len(sources)
     dmap = ", ".join(f"{i} : {d}" for i, d in enumerate(dests))
     smap = ", ".join(f"{i} : {s}" for i, s in enumerate(sources))
     iface = f"{CLIENT}-eth0"
-    return (f"table ip httpbench\ndelete table ip httpbench\n"
-            f"table ip httpbench {{\n"
+    fam, name = nat_table(six)
+    return (f"table {fam} {name}\ndelete table {fam} {name}\n"
+            f"table {fam} {name} {{\n"
             f"  chain out {{ type nat hook output priority -100; policy accept;\n"
-            f"    ip daddr {TARGET} tcp dport {web.HTTP_PORT} dnat to numgen inc mod {k} map {{ {dmap} }}\n"
+            f"    {fam} daddr {TARGET6 if six else TARGET} tcp dport {web.HTTP_PORT} "
+            f"dnat to numgen inc mod {k} map {{ {dmap} }}\n"
             "  }\n"
             f"  chain post {{ type nat hook postrouting priority 100; policy accept;\n"
             f"    oifname \"{iface}\" tcp dport {web.HTTP_PORT} snat to numgen inc mod {k} map {{ {smap} }}\n"
             f"  }}\n}}\n")
 
 
-def run_wrk(c, args, close, label):
+def target_url(six):
+    return f"http://[{TARGET6}]:{web.HTTP_PORT}/" if six else f"http://{TARGET}:{web.HTTP_PORT}/"
+
+
+def run_wrk(c, args, close, label, six=False):
     """One wrk run from CLIENT to the VIP (the NAT rules decide where it goes); its figures,
     and the requests each server's nginx counted meanwhile."""
     before = {s: stub_requests(c, s) for s in c.ids}
@@ -116,7 +129,7 @@ def run_wrk(c, args, close, label):
            "--timeout", "3s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    cmd.append(f"http://{TARGET}:{web.HTTP_PORT}/")
+    cmd.append(target_url(six))
     p = c.host(CLIENT).popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=args.seconds + 60)
     f = web.wrk_figures(out.decode())
@@ -138,28 +151,44 @@ def median(xs):
 
 
 def bench(c, args):
+    """Both families on one cluster: the IPv4 figures, then `http6_*`, the same runs through
+    the IPv6 VIP vs straight at the servers' IPv6 addresses (cli1's IPv6 sources, `ip6` NAT)."""
     c.up()
-    srv_addrs = [web.server_addr(s) for s in c.ids]
-    sources = spread_sources(c)
-    k = len(sources)
-    n = len(c.ids)
     # Conntrack entries of the closed connections: cli1's own table only (the client side).
     c.run(CLIENT, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=5"],
           check=False)
-    rules = {"vip": nat_rules([web.VIP] * k, sources),
-             "direct": nat_rules([srv_addrs[i % n] for i in range(k)], sources),
-             "direct_one": nat_rules([srv_addrs[0]] * k, sources)}
+    line = measure(c, args, six=False)
+    if args.v6:
+        six = measure(c, args, six=True)
+        line.update({f"http6_{k}": v for k, v in six.items()
+                     if k not in ("bench", "servers", "connections", "seconds", "rounds")})
+    return line
+
+
+def measure(c, args, six):
+    """The rounds of one family (module doc); its figures as the JSON line's keys."""
+    if six:
+        srv_addrs = [str(topo.server_subnet6(c.ids[s])[2]) for s in c.ids]
+    else:
+        srv_addrs = [web.server_addr(s) for s in c.ids]
+    sources = spread_sources(c, six)
+    k = len(sources)
+    n = len(c.ids)
+    rules = {"vip": nat_rules([web.VIP6 if six else web.VIP] * k, sources, six),
+             "direct": nat_rules([srv_addrs[i % n] for i in range(k)], sources, six),
+             "direct_one": nat_rules([srv_addrs[0]] * k, sources, six)}
+    fam = "IPv6 " if six else ""
 
     def use(kind):
         c.run(CLIENT, ["nft", "-f", "-"], input=rules[kind])
 
     # The spread works: 2N new connections from cli1 (no source chosen) reach every server.
     use("vip")
-    seen = [web.who(c.run(CLIENT, ["curl", "-s", "--max-time", "3",
-                                   f"http://{TARGET}:{web.HTTP_PORT}/"], check=False))
+    seen = [web.who(c.run(CLIENT, ["curl", "-s", "-g", "--max-time", "3", target_url(six)],
+                          check=False))
             for _ in range(2 * n)]
-    log(f"{k} sources ({PER_SERVER} per server); {2 * n} curls through the VIP from {CLIENT} "
-        f"answered by {seen}")
+    log(f"{k} {fam}sources ({PER_SERVER} per server); {2 * n} curls through the {fam}VIP from "
+        f"{CLIENT} answered by {seen}")
     if set(seen) != set(c.ids):
         raise cluster.LabError(f"the NAT spread does not reach every server: {seen}")
     runs = {(kind, close): [] for kind in ("vip", "direct") for close in (False, True)}
@@ -168,13 +197,14 @@ def bench(c, args):
             order = ("vip", "direct") if r % 2 == 0 else ("direct", "vip")
             for kind in order:
                 use(kind)
-                label = f"round {r + 1} {kind} {'new-conn' if close else 'keep-alive'}"
-                runs[(kind, close)].append(run_wrk(c, args, close, label))
+                label = f"{fam}round {r + 1} {kind} {'new-conn' if close else 'keep-alive'}"
+                runs[(kind, close)].append(run_wrk(c, args, close, label, six))
     one = {}
     for close in (False, True):
         use("direct_one")
-        one[close] = run_wrk(c, args, close, f"direct_one {'new-conn' if close else 'keep-alive'}")
-    c.run(CLIENT, ["nft", "delete", "table", "ip", "httpbench"], check=False)
+        one[close] = run_wrk(c, args, close, f"{fam}direct_one {'new-conn' if close else 'keep-alive'}",
+                             six)
+    c.run(CLIENT, ["nft", "delete", "table", *nat_table(six)], check=False)
 
     def fig(kind, close, key):
         return median(f[key] for f in runs[(kind, close)])
@@ -221,7 +251,7 @@ def bench(c, args):
         "rounds_vip_new_conn_rps": [f["rps"] for f in runs[("vip", True)]],
         "rounds_direct_new_conn_rps": [f["rps"] for f in runs[("direct", True)]],
     }
-    with open(os.path.join(c.run_dir, "runs.json"), "w") as f:
+    with open(os.path.join(c.run_dir, "runs6.json" if six else "runs.json"), "w") as f:
         json.dump({"runs": {f"{k}-{'close' if cl else 'keepalive'}": v for (k, cl), v in runs.items()},
                    "direct_one": one, "sources": sources}, f, indent=1)
     return line
@@ -234,6 +264,8 @@ def main():
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--no-v6", dest="v6", action="store_false",
+                   help="leave out the IPv6 runs (the http6_* keys)")
     args = p.parse_args()
     cluster.prepare_run("httpbench")
     try:

@@ -1,8 +1,8 @@
-//! The lab's web cluster (issue 16 item 6): `lab/web.py scenario --json` with this build's debug
-//! daemons: nginx on every server behind the VIP, each member in VIP mode with an HTTP health
-//! check of its nginx. Asserts on what curl got through the VIP (the page names the server that
-//! answered), on the members' health in their admin status and on the verifier's claims; never
-//! on a timing. Root, mininet and nginx are needed (`scripts/setup.sh`). Holds the machine-wide
+//! The lab's web cluster (issue 16 item 6, issue 15 over IPv6): `lab/web.py scenario --json`
+//! with this build's debug daemons: nginx on every server behind the VIP and the IPv6 VIP, each
+//! member in VIP mode with both VIPs and an HTTP health check of its nginx. Asserts on what curl
+//! got through the VIPs (the page names the server that answered), on the members' health in
+//! their admin status and on the verifier's claims of both families; never on a timing. Root, mininet and nginx are needed (`scripts/setup.sh`). Holds the machine-wide
 //! lab lock (flock on `/tmp/manycast-lab.lock`) from before the lab starts until its leftover
 //! checks are done, and tells the script so (`MANYCAST_LAB_LOCK_HELD=1`); the script stops
 //! everything it started (nginx included), also on failure.
@@ -37,14 +37,33 @@ fn one_server_each(v: &Value, step: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Curl from 32 sources through the VIP gets pages from at least two servers, each source
-/// always from the same one. nginx SIGKILLed on the server answering source X (its daemon
-/// alive): the member's check goes down and its claim is withdrawn, X gets its page from
-/// another server, no source is answered by the victim any more and none is left unanswered.
-/// nginx started again: the check comes back up, the member is no longer held out and the
-/// verifier holds its claim again, and it answers sources again. Then nginx on that server
-/// flaps (killed and started four times, quickly; the check sees it dead): afterwards its
-/// check is up, it is back in, and no source is black-holed.
+/// The IPv6 sources of `step`'s answers (`one`): 32, each answered by exactly the server whose
+/// claim in the verifier's status (read right after the curl) covers its /56's unit.
+fn assert_ipv6_by_their_owner(v: &Value, one: &BTreeMap<String, String>, step: &str) {
+    let owners = &v["owners6"][step];
+    let six: Vec<_> = one.iter().filter(|(s, _)| s.contains(':')).collect();
+    assert_eq!(six.len(), 32, "{step}: IPv6 sources {six:?}");
+    for (src, server) in six {
+        assert_eq!(
+            owners[src.as_str()],
+            serde_json::json!([server]),
+            "{step}: {src} answered by {server}, the verifier's owner is {}",
+            owners[src.as_str()]
+        );
+    }
+}
+
+/// Curl from 32 IPv4 sources through the VIP and 32 IPv6 sources (each in a /56 of its own)
+/// through the IPv6 VIP gets pages from at least two servers in each family, each source always
+/// from the same one, each IPv6 source from the owner of its unit in the verifier's status.
+/// nginx SIGKILLed on the server answering IPv4 source X (its daemon alive): the member's check
+/// goes down and both its claims are withdrawn, X and the victim's IPv6 sources get their page
+/// from other servers (the IPv6 ones from their new owners), no source is answered by the
+/// victim any more and none is left unanswered. nginx started again: the check comes back up,
+/// the member is no longer held out and the verifier holds both its claims again, and it
+/// answers sources of both families again. Then nginx on that server flaps (killed and started
+/// four times, quickly; the check sees it dead): afterwards its check is up, it is back in, and
+/// no source of either family is black-holed.
 #[test]
 fn lab_web_cluster_nginx_health_moves_sources_and_brings_them_back() {
     let bin_dir = daemon_bin_dir();
@@ -65,14 +84,22 @@ fn lab_web_cluster_nginx_health_moves_sources_and_brings_them_back() {
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("web.py printed no JSON ({e}): {stdout}\n{stderr}"));
 
-    // Before: every source answered, always by the same server; more than one server in use.
+    // Before: every source answered, always by the same server (the IPv6 ones by their
+    // owner); more than one server in use in each family.
     let before = one_server_each(&v, "before");
-    assert_eq!(before.len(), 32, "{}", v["before"]);
-    let servers: BTreeSet<&String> = before.values().collect();
-    assert!(
-        servers.len() >= 2,
-        "one server answers everybody: {before:?}"
-    );
+    assert_eq!(before.len(), 64, "{}", v["before"]);
+    assert_ipv6_by_their_owner(&v, &before, "before");
+    for six in [false, true] {
+        let servers: BTreeSet<&String> = before
+            .iter()
+            .filter(|(s, _)| s.contains(':') == six)
+            .map(|(_, w)| w)
+            .collect();
+        assert!(
+            servers.len() >= 2,
+            "one server answers everybody (IPv6: {six}): {before:?}"
+        );
+    }
 
     // The kill: X was the victim's, and is now another server's; the victim's daemon runs,
     // its check is down and it is held out at once (connect refused: dead), its claim gone.
@@ -92,13 +119,21 @@ fn lab_web_cluster_nginx_health_moves_sources_and_brings_them_back() {
         serde_json::json!({"up": false, "out": "immediate"}),
     );
     assert_eq!(v["victim_claim_after_kill"], false);
+    assert_eq!(v["victim_claim6_after_kill"], false);
     let after_kill = one_server_each(&v, "after_kill");
-    assert_eq!(after_kill.len(), 32);
+    assert_eq!(after_kill.len(), 64);
+    assert_ipv6_by_their_owner(&v, &after_kill, "after_kill");
     assert!(
         after_kill.values().all(|s| s != victim),
         "the victim still answers: {after_kill:?}"
     );
     assert_eq!(after_kill[x], moved_to);
+    // The victim's IPv6 sources moved too (each to its new owner, asserted above).
+    let mine6 = v["victim_sources6"].as_array().expect("victim_sources6");
+    assert!(!mine6.is_empty(), "the victim answered no IPv6 source: {v}");
+    for src in mine6 {
+        assert_eq!(before[src.as_str().expect("source")], victim);
+    }
     // Only the victim's sources moved (pin: the others keep their server).
     for (src, s) in &before {
         if s != victim {
@@ -113,11 +148,17 @@ fn lab_web_cluster_nginx_health_moves_sources_and_brings_them_back() {
         serde_json::json!({"up": true, "out": null}),
     );
     assert_eq!(v["victim_claim_after_restart"], true);
+    assert_eq!(v["victim_claim6_after_restart"], true);
     let after_restart = one_server_each(&v, "after_restart");
-    assert!(
-        after_restart.values().any(|s| s == victim),
-        "the victim answers nobody after its nginx came back: {after_restart:?}"
-    );
+    assert_ipv6_by_their_owner(&v, &after_restart, "after_restart");
+    for six in [false, true] {
+        assert!(
+            after_restart
+                .iter()
+                .any(|(s, w)| w == victim && s.contains(':') == six),
+            "the victim answers no source (IPv6: {six}) after its nginx came back: {after_restart:?}"
+        );
+    }
 
     // The flapping service: every source answered at the end, each by one server, every check
     // up and no member held out.
@@ -127,7 +168,9 @@ fn lab_web_cluster_nginx_health_moves_sources_and_brings_them_back() {
         "the check never saw the flapping nginx dead: {v}"
     );
     assert_eq!(v["after_flaps_unanswered"], serde_json::json!([]), "{v}");
-    assert_eq!(one_server_each(&v, "after_flaps").len(), 32);
+    let after_flaps = one_server_each(&v, "after_flaps");
+    assert_eq!(after_flaps.len(), 64);
+    assert_ipv6_by_their_owner(&v, &after_flaps, "after_flaps");
     for (s, h) in v["after_flaps_health"].as_object().expect("health") {
         assert_eq!(h, &serde_json::json!({"up": true, "out": null}), "{s}");
     }

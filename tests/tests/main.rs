@@ -74,9 +74,9 @@ fn reasons(v: &serde_json::Value) -> Vec<(String, u64)> {
 
 /// The demo story, quick and non-interactive, with this build's daemons: the real keystore,
 /// verifier and four servers on the lab; 128 client sources under load (strategy handoff); a
-/// `manycastctl drain` and `resume` of one server; a second service in VIP mode (pinned VIP,
-/// nginx on every server with a health check of it, curl from client sources, wrk, nginx killed
-/// on one server and started again); a planned leave (SIGTERM); a SIGKILL and
+/// `manycastctl drain` and `resume` of one server; a second service in VIP mode, dual stack
+/// (pinned IPv4 and IPv6 VIPs, nginx on every server with a health check of it, curl from IPv4
+/// and IPv6 client sources, wrk, nginx killed on one server and started again); a planned leave (SIGTERM); a SIGKILL and
 /// its takeover; a forged and a replayed join from the attacker. Checks what the clients, curl,
 /// wrk, `manycastctl` and the verifier recorded (never a timing), then that nothing is left.
 #[test]
@@ -141,10 +141,22 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     }
 
     // VIP mode: every curl source answered, and by one server each time (two requests each),
-    // more than one server in use; wrk from both client hosts got answers without errors.
+    // more than one server in use; the 32 IPv6 sources through the IPv6 VIP each by the owner
+    // of its unit in the verifier's status, more than one server among them too; wrk from both
+    // client hosts got answers without errors.
     let vip = &v["vip"];
     let curl_sources = vip["curl_sources"].as_u64().expect("curl_sources");
     assert!(curl_sources >= 16, "{vip}");
+    assert_eq!(vip["curl6_sources"], 32, "{vip}");
+    assert_eq!(vip["curl6_verifier_owner"], 32, "{vip}");
+    assert!(
+        vip["curl6_per_server"]
+            .as_object()
+            .expect("IPv6 per server")
+            .len()
+            > 1,
+        "{vip}"
+    );
     assert_eq!(vip["curl_one_server"], curl_sources, "{vip}");
     assert_eq!(vip["curl_unanswered"], serde_json::json!([]), "{vip}");
     assert!(
@@ -169,9 +181,11 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
         );
     }
     assert_eq!(vip["wrk"].as_object().map(|o| o.len()), Some(2), "{vip}");
-    // nginx SIGKILLed on one server, its daemons alive: its check says dead, its VIP claim is
-    // withdrawn and its sampled sources get their page from other servers; nginx started
-    // again: the member is back in and answers sampled sources again, none left unanswered.
+    // nginx SIGKILLed on one server, its daemons alive: its check says dead, its VIP claims
+    // (both families) are withdrawn and its sampled sources get their page from other servers,
+    // the IPv6 ones from their new owners; nginx started again: the member is back in and
+    // answers sampled sources of both families again, each IPv6 one by its owner, none left
+    // unanswered.
     let h = &vip["health"];
     let victim = h["victim"].as_str().expect("victim");
     let moved = h["moved_to"].as_object().expect("moved_to");
@@ -184,11 +198,15 @@ fn lab_demo_story_native_and_vip_drain_takeover_and_attacks() {
     );
     assert_eq!(
         h["down_seen"],
-        serde_json::json!({"up": false, "out": "immediate", "claim": false}),
+        serde_json::json!({"up": false, "out": "immediate", "claim": false, "claim6": false}),
         "{h}"
     );
-    assert!(
-        !h["back_sources"].as_array().expect("back").is_empty(),
+    for key in ["sources6", "back_sources6"] {
+        assert!(!h[key].as_array().expect(key).is_empty(), "{key}: {h}");
+    }
+    assert_eq!(
+        h["not_owner6"],
+        serde_json::json!({"moved": [], "again": []}),
         "{h}"
     );
     assert_eq!(h["unanswered_after"], serde_json::json!([]), "{h}");
