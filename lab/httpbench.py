@@ -37,6 +37,12 @@ Pinning (2 cores): wrk on CPU 0 (`taskset -c 0`), every nginx worker on CPU 1
 and the rest float. Each nginx's `stub_status` (from its own host only) counts the requests it
 served in each run: the VIP run's per-server shares are reported (`vip_share`).
 
+IPv6 (the cluster is dual-stack, web.py; `--no-v6` leaves it out): after the IPv4 rounds the
+same rounds from cli1's IPv6 sources through the IPv6 VIP vs straight at the servers' IPv6
+addresses, with an `ip6 httpbench6` table DNATing TARGET6 likewise; its figures are the same
+keys prefixed `http6_`. The IPv6 VIP pins on the verifier's nft flow tables (the tc program is
+IPv4 only), so `http6_ratio` measures that path.
+
 The last stdout line is the benchmark's JSON line (also written to target/bench/http.json).
 """
 
