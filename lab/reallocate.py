@@ -4,6 +4,7 @@ issue 6 "done when"): long-lived client sessions keep request load on the servic
 move, and every broken session, lost request and repeated answer is counted.
 
     lab/reallocate.py [--strategies reset,forward,handoff,pin] [--connections 1000]
+                      [--connections6 N] [--no-ipv6]
                       [--bin-dir target/release] [--run-dir DIR] [--bench]
                       [--server-strategy S]   (a check of the counting: S in the servers)
 
@@ -25,6 +26,16 @@ then SETTLE_S more seconds of load; the clients stop and report.
   pin: VIP mode (the group bound to VIP 10.200.0.1 with `pin = true` in the verifier, members
       `mode = "vip"`, `strategy = "pin"`), httpd.py bound to the VIP on every server, one
       keep-alive HTTP/1.1 connection per session with a GET every interval.
+
+IPv6 sessions beside them (unless `--no-ipv6`; `--connections6`, default `--connections`): the
+cluster is dual-stack (cluster.py `dual_stack`: one allocation for both families, the verifier
+holding each member's IPv4 and MLDv2 claims); each client host's sessions6 come from its IPv6
+sources (topo.client_sources6, each in a /56 of its own), under reset, forward and handoff to
+the native service's group6 [ff3e::8000:1]:5000, under pin to the IPv6 VIP 2001:db8:200::1
+(`[[vip]]` bound to group6 with `pin = true` in the verifier, `vip.address6` in the members,
+httpd.py listening on it too). Counted with the same rules, per family: the IPv4 figures keep
+their keys, the IPv6 ones are under `ipv6` (bench line: the same keys ending in 6). An IPv6
+source's unit is the low 8 bits of its /56 (SPEC.md §6.2).
 
 Counting, per session (the rules of manycast-server/tests/strategies.rs):
   broken    it got a reset reply, or its answers' numbers are not exactly 1..n (a repeat, a
@@ -48,6 +59,7 @@ success, error, Ctrl-C and SIGTERM.
 """
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
@@ -69,6 +81,7 @@ DRAINED = "srv3"
 MOVE_FROM, MOVE_TO = "srv1", "srv2"
 MOVE_UNITS = 8
 VIP = "10.200.0.1"
+VIP6 = "2001:db8:200::1"
 HTTP_PORT = 8080
 WARM_S = 3.0  # load before the first move
 SETTLE_S = 3.0  # load after each move
@@ -88,33 +101,48 @@ class ReallocCluster(cluster.Cluster):
 
     down_after_ms = DOWN_AFTER_MS
 
-    def __init__(self, strategy, server_strategy=None, **kw):
+    def __init__(self, strategy, server_strategy=None, ipv6=True, **kw):
         super().__init__(**kw)
         self.strategy = strategy
+        # IPv6 sessions beside the IPv4 ones: the dual-stack cluster (cluster.py).
+        self.dual_stack = ipv6
         # Another strategy in the servers' configs than the scenario's: only to check that the
         # counting sees breakage (e.g. the pin scenario's VIP cluster with `reset` members).
         self.server_strategy = server_strategy or strategy
         self.vip = strategy == "pin"
         self.clients = {}
 
+    def families(self):
+        return (4, 6) if self.dual_stack else (4,)
+
     def publish(self):
         super().publish(name="realloc", extra=["--vip", VIP] if self.vip else [])
+        if self.dual_stack:
+            cluster.Cluster.publish(self, group=cluster.GROUP6, name="realloc6",
+                                    extra=["--vip", VIP6] if self.vip else [])
 
     def start_verifier(self):
-        vip = f'[[vip]]\naddress = "{VIP}"\ngroup = "{cluster.GROUP}"\npin = true\n' if self.vip else ""
+        vip = ""
+        if self.vip:
+            vip = f'[[vip]]\naddress = "{VIP}"\ngroup = "{cluster.GROUP}"\npin = true\n'
+            if self.dual_stack:
+                vip += f'[[vip]]\naddress = "{VIP6}"\ngroup = "{cluster.GROUP6}"\npin = true\n'
         super().start_verifier(extra=vip)
 
     def start_server(self, name):
         top = f'strategy = "{self.server_strategy}"\n'
         if self.vip:
             top += f'mode = "vip"\n[vip]\naddress = "{VIP}"\n'
+            if self.dual_stack:
+                top += f'address6 = "{VIP6}"\n'
         tables = (f"[service]\nsession_idle_ms = {SESSION_IDLE_MS}\n"
                   f"[reallocation]\ndrain_timeout_ms = {DRAIN_TIMEOUT_MS}\n")
         super().start_server(name, top=top, tables=tables)
 
     def start_http(self, name):
+        binds = ["--bind", VIP] + (["--bind", VIP6] if self.dual_stack else [])
         self.spawn(f"http-{name}", name, [PY, os.path.join(LAB, "httpd.py"), "--name", name,
-                                          "--bind", VIP, "--port", str(HTTP_PORT)])
+                                          *binds, "--port", str(HTTP_PORT)])
 
     def ctl(self, *args):
         out = self.run(None, [self.bin("manycastctl")] + self.operator_args(args)
@@ -149,66 +177,84 @@ class ReallocCluster(cluster.Cluster):
         st = self.verifier_status()
         if st is None:
             return None
-        rows = [r for r in st["ownership"] if r["group"] == cluster.GROUP and r["slices"].strip()]
-        if {r["member"] for r in rows} == want and all(r["epoch"] == epoch for r in rows):
-            return epoch
-        return None
+        for group in (cluster.GROUP, cluster.GROUP6) if self.dual_stack else (cluster.GROUP,):
+            rows = [r for r in st["ownership"] if r["group"] == group and r["slices"].strip()]
+            if {r["member"] for r in rows} != want or any(r["epoch"] != epoch for r in rows):
+                return None
+        return epoch
 
     def allocation(self):
         out = self.run(None, [self.bin("manycastctl"), "allocation", "--json", "--socket",
                               self.admin_socket(MOVE_FROM)])
         return json.loads(out)
 
-    def start_sessions(self, n, interval):
-        """n sessions over the client hosts; returns once every session has an answer."""
+    def start_sessions(self, counts, interval):
+        """counts[family] sessions over the client hosts (one sessions.py per host and family);
+        returns once every session has an answer."""
         mode = "http" if self.vip else "udp"
-        per = {c: n // topo.CLIENTS + (1 if c <= n % topo.CLIENTS else 0)
-               for c in range(1, topo.CLIENTS + 1)}
-        for cno, k in per.items():
-            self.clients[cno] = self.path(f"sessions{cno}.json")
-            self.spawn(f"sessions{cno}", f"cli{cno}",
+        per = {}
+        for fam, n in counts.items():
+            for c in range(1, topo.CLIENTS + 1):
+                k = n // topo.CLIENTS + (1 if c <= n % topo.CLIENTS else 0)
+                if k:
+                    per[(fam, c)] = k
+        for (fam, cno), k in per.items():
+            name = sessions_name(fam, cno)
+            self.clients[(fam, cno)] = self.path(f"{name}.json")
+            self.spawn(name, f"cli{cno}",
                        [PY, os.path.join(LAB, "sessions.py"), mode, "--client", str(cno),
-                        "--sessions", str(k), "--out", self.clients[cno],
-                        "--interval", str(interval), "--vip", VIP, "--http-port", str(HTTP_PORT)])
+                        "--family", str(fam), "--sessions", str(k), "--out", self.clients[(fam, cno)],
+                        "--interval", str(interval), "--vip", VIP6 if fam == 6 else VIP,
+                        "--http-port", str(HTTP_PORT)])
 
-        def progress(cno):
+        def progress(key):
             try:
-                with open(self.clients[cno] + ".progress") as f:
+                with open(self.clients[key] + ".progress") as f:
                     return json.load(f)
             except (OSError, ValueError):
                 return {}
 
         def all_answered():
             self.check_processes()
-            return all(progress(c).get("answered", 0) + progress(c).get("broken", 0) >= per[c]
-                       for c in per)
+            return all(progress(key).get("answered", 0) + progress(key).get("broken", 0) >= k
+                       for key, k in per.items())
         cluster.wait_for("every session's first answer", all_answered, timeout=60)
-        return {c: progress(c) for c in per}
+        return {key: progress(key) for key in per}
 
     def stop_sessions(self):
-        for cno in self.clients:
-            self.retire(f"sessions{cno}")
-            self.signal(f"sessions{cno}", signal.SIGTERM)
-        out = {}
-        for cno, path in self.clients.items():
+        """{family: {session: record}} from every client."""
+        for fam, cno in self.clients:
+            self.retire(sessions_name(fam, cno))
+            self.signal(sessions_name(fam, cno), signal.SIGTERM)
+        out = {fam: {} for fam in self.families()}
+        for (fam, cno), path in self.clients.items():
             # Outstanding UDP requests finish their retries (40 x 0.3 s) first.
-            wait_exit(self, f"sessions{cno}", 60, "of its SIGTERM")
+            wait_exit(self, sessions_name(fam, cno), 60, "of its SIGTERM")
             with open(path) as f:
-                out.update(json.load(f)["sessions"])
+                out[fam].update(json.load(f)["sessions"])
         return out
 
 
+def sessions_name(family, cno):
+    """The IPv4 clients keep their old names (sessions<c>); the IPv6 ones are sessions6-<c>."""
+    return f"sessions{cno}" if family == 4 else f"sessions6-{cno}"
+
+
 def server_name(addr):
-    """A reply's source address (a server's service-interface address) or httpd's name."""
+    """A reply's source address (a server's IPv4 or IPv6 service-interface address) or httpd's
+    name."""
     for i in range(1, topo.SERVERS + 1):
-        if addr == str(topo.server_subnet(i)[2]):
+        if addr in (str(topo.server_subnet(i)[2]), str(topo.server_subnet6(i)[2])):
             return f"srv{i}"
     return addr
 
 
 def unit_of(addr, bits=8):
-    import ipaddress
-    return int(ipaddress.ip_address(addr)) & ((1 << bits) - 1)
+    """A source's allocation unit: the low-order bits of an IPv4 address, of an IPv6 /56."""
+    a = ipaddress.ip_address(addr)
+    if a.version == 6:
+        return topo.site_unit6(a, bits)
+    return int(a) & ((1 << bits) - 1)
 
 
 def analyse_session(rec):
@@ -298,8 +344,8 @@ def sleep(s):
 
 def run_strategy(strategy, args, log):
     run_dir = os.path.join(args.run_dir, strategy)
-    c = ReallocCluster(strategy, server_strategy=args.server_strategy, bin_dir=args.bin_dir,
-                       run_dir=run_dir, log=log)
+    c = ReallocCluster(strategy, server_strategy=args.server_strategy, ipv6=args.ipv6,
+                       bin_dir=args.bin_dir, run_dir=run_dir, log=log)
     try:
         return run_on(c, strategy, args, log)
     finally:
@@ -322,8 +368,9 @@ def run_on(c, strategy, args, log):
         c.start_server(s)
     epoch0, _ = c.wait_converged(timeout=60)
     log(f"{strategy}: {', '.join(first)} serving at epoch {epoch0}")
-    c.start_sessions(args.connections, args.interval)
-    log(f"{strategy}: {args.connections} sessions answered")
+    counts = {4: args.connections, **({6: args.connections6} if c.dual_stack else {})}
+    c.start_sessions(counts, args.interval)
+    log(f"{strategy}: {' + '.join(f'{n} IPv{f}' for f, n in counts.items())} sessions answered")
     sleep(WARM_S)
     alloc0 = c.allocation()
     marks = {}
@@ -336,11 +383,15 @@ def run_on(c, strategy, args, log):
     log(f"{strategy}: {JOINER} joined, epoch {e_join}")
     sleep(SETTLE_S)
 
-    # move: units of srv1 that hold sessions (the clients' sources' low-order 8 bits)
+    # move: units of srv1 that hold IPv4 sessions (the clients' sources' low-order 8 bits),
+    # those that hold IPv6 sessions too first (the same choice as before without IPv6)
     a = c.allocation()
     m_from, m_to = c.ids[MOVE_FROM], c.ids[MOVE_TO]
     used = sorted({unit_of(str(x)) for cno in range(1, topo.CLIENTS + 1) for x in topo.client_sources(cno)})
-    units = [u for u in used if a["unit_owner"][u] == m_from][:MOVE_UNITS]
+    used6 = {unit_of(str(x)) for cno in range(1, topo.CLIENTS + 1) for x in topo.client_sources6(cno)
+             } if c.dual_stack else set()
+    units = sorted(sorted((u for u in used if a["unit_owner"][u] == m_from),
+                          key=lambda u: u not in used6)[:MOVE_UNITS])
     t_move = time.time()
     said = c.ctl("move", "--to", f"m{m_to}", ",".join(map(str, units)))
     e_move = cluster.wait_for("the move to settle", lambda: (lambda e: e if e and e > e_join else None)(c.settled()),
@@ -382,7 +433,8 @@ def run_on(c, strategy, args, log):
     alloc1 = c.allocation()
     t_stop = time.time()
     sessions = c.stop_sessions()
-    log(f"{strategy}: clients stopped, {len(sessions)} sessions reported")
+    log(f"{strategy}: clients stopped, "
+        f"{' + '.join(f'{len(v)} IPv{f}' for f, v in sessions.items())} sessions reported")
     drained_exit = None
     if t_exit is None:
         try:
@@ -395,8 +447,10 @@ def run_on(c, strategy, args, log):
     counters = ("served_total", "resets_total", "handed_off_total", "handoff_received_total",
                 "handoff_timeouts_total", "held_total", "forwarded_total", "forwarded_served_total",
                 "forwarded_direct_total", "forward_refused_total", "sessions_refused_total",
-                "vip_resets_total", "drain_connections")
-    result = analyse(strategy, sessions, alloc0, alloc1)
+                "vip_resets_total", "drain_connections", "served6_total", "resets6_total",
+                "handed_off6_total", "received6_total", "forwarded6_total", "forwarded_served6_total")
+    result = analyse(strategy, sessions[4], alloc0, alloc1)
+    result["ipv6"] = analyse(strategy, sessions[6], alloc0, alloc1) if 6 in sessions else None
     result.update({
         "strategy": strategy,
         "finish_ms": finish_ms,
@@ -406,12 +460,18 @@ def run_on(c, strategy, args, log):
         "marks": marks,
         "servers": {s: {k: int(m.get(k, 0)) for k in counters if k in m} for s, m in metrics.items()},
     })
-    log(f"{strategy}: broken {result['broken']}, lost {result['lost']}, repeated {result['repeated']}, "
-        f"moved {result['moved']}, in moved units {result['in_moved_units']}, finish {finish_ms} ms")
+    log(f"{strategy}: {counts_line(result)}, finish {finish_ms} ms")
+    if result["ipv6"]:
+        log(f"{strategy}: IPv6 {counts_line(result['ipv6'])}")
     return result
 
 
-def bench_line(results, n):
+def counts_line(r):
+    return (f"connections {r['connections']}, broken {r['broken']}, lost {r['lost']}, "
+            f"repeated {r['repeated']}, moved {r['moved']}, in moved units {r['in_moved_units']}")
+
+
+def bench_line(results, n, n6):
     line = {"bench": "reallocate"}
     r = {s: results.get(s, {}) for s in STRATEGIES}
     line["reset_broken"] = r["reset"].get("broken")
@@ -425,6 +485,17 @@ def bench_line(results, n):
         line[f"{s}_repeated"] = r[s].get("repeated")
     line["reset_lost"] = r["reset"].get("lost")
     line["reset_moved"] = r["reset"].get("moved")
+    # The IPv6 sessions' figures: the same keys ending in 6 (None with --no-ipv6).
+    r6 = {s: r[s].get("ipv6") or {} for s in STRATEGIES}
+    line["reset_broken6"] = r6["reset"].get("broken")
+    for s in ("forward", "handoff", "pin"):
+        line[f"{s}_broken6"] = r6[s].get("broken")
+        line[f"{s}_lost6"] = r6[s].get("lost")
+    line["connections6"] = n6
+    for s in STRATEGIES:
+        line[f"{s}_repeated6"] = r6[s].get("repeated")
+    line["reset_lost6"] = r6["reset"].get("lost")
+    line["reset_moved6"] = r6["reset"].get("moved")
     return line
 
 
@@ -432,6 +503,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--connections", type=int, default=1000)
+    p.add_argument("--connections6", type=int, default=None,
+                   help="IPv6 sessions beside them (default: as many as --connections)")
+    p.add_argument("--no-ipv6", dest="ipv6", action="store_false",
+                   help="IPv4 sessions only, on a cluster without IPv6 (for comparison)")
     p.add_argument("--interval", type=float, default=INTERVAL_S, help="seconds between a session's requests")
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     p.add_argument("--run-dir", default=os.path.join(ROOT, "target", "lab-reallocate"))
@@ -441,6 +516,10 @@ def main():
                         "(a check that the counting sees breakage; never with --bench)")
     args = p.parse_args()
     strategies = [s for s in args.strategies.split(",") if s]
+    if args.connections6 is None:
+        args.connections6 = args.connections
+    if not args.ipv6:
+        args.connections6 = 0
     if args.bench and args.server_strategy:
         sys.exit("reallocate: --server-strategy is a check of the counting, not a benchmark")
     for s in strategies:
@@ -470,16 +549,16 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         lock.release()
-    out = {**bench_line(results, args.connections), "pids": args.pids, "run_dir": args.run_dir,
+    out = {**bench_line(results, args.connections, args.connections6), "pids": args.pids, "run_dir": args.run_dir,
            "strategies": results}
     with open(os.path.join(args.run_dir, "result.json"), "w") as f:
         json.dump(out, f)
     for s, r in results.items():
-        print(f"{s:8} connections {r['connections']}, broken {r['broken']}, lost {r['lost']}, "
-              f"repeated {r['repeated']}, moved {r['moved']}, in moved units {r['in_moved_units']}, "
-              f"finish {r['finish_ms']} ms", file=sys.stderr)
+        print(f"{s:8} {counts_line(r)}, finish {r['finish_ms']} ms", file=sys.stderr)
+        if r["ipv6"]:
+            print(f"{s:8} IPv6 {counts_line(r['ipv6'])}", file=sys.stderr)
     if args.bench:
-        line = bench_line(results, args.connections)
+        line = bench_line(results, args.connections, args.connections6)
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
         with open(os.path.join(ROOT, "target", "bench", "reallocate.json"), "w") as f:
             f.write(json.dumps(line) + "\n")

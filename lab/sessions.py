@@ -3,8 +3,12 @@
 client host, spread over its source addresses (topo.py), each keeping request load on the
 service while slices move, every answer recorded.
 
-    sessions.py udp  --client 1 --sessions 500 --out FILE [--interval 1.0]
+    sessions.py udp  --client 1 --sessions 500 --out FILE [--interval 1.0] [--family 4]
     sessions.py http --client 1 --sessions 500 --out FILE --vip 10.200.0.1 [--http-port 8080]
+
+--family 6: the sessions come from the host's IPv6 sources (topo.client_sources6) and go to
+the IPv6 group (udp, default ff3e::8000:1, out of cli<c>-eth0) or to the IPv6 VIP given as
+--vip (http).
 
 udp:  one UDP socket per session (its own source address and port: one session at the
       server), sending `r<k>` to the group with one request outstanding and the same id resent
@@ -18,7 +22,7 @@ http: one keep-alive HTTP/1.1 connection per session to the VIP, `GET /` every i
 
 Runs until SIGTERM/SIGINT: then every session finishes its outstanding request (with its
 retries) and FILE is written (JSON):
-    {"mode", "client", "start", "stop",
+    {"mode", "family", "client", "start", "stop",
      "sessions": {"<src>:<port>": {"answers": [[t, server, n, k], ...], "resets": [[t, server]],
                                    "lost": [k, ...], "late": n, "garbled": n,
                                    "broken": null | "<why>"}}}
@@ -116,10 +120,18 @@ async def pause(stop, seconds):
 
 async def udp_session(s, args, stop):
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((s.src, 0))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(s.src))
+    if args.family == 6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.bind((s.src, 0))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 8)
+        # IPv6 multicast leaves by interface, not by source address.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF,
+                        socket.if_nametoindex(f"cli{args.client}-eth0"))
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((s.src, 0))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(s.src))
     sock.setblocking(False)
     s.port = sock.getsockname()[1]
     transport, _ = await loop.create_datagram_endpoint(lambda: UdpProtocol(s), sock=sock)
@@ -165,7 +177,7 @@ async def http_session(s, args, stop):
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(args.vip, args.http_port, local_addr=(s.src, 0)), args.http_timeout)
     except (OSError, asyncio.TimeoutError) as e:
-        s.broken = f"connect: {type(e).__name__}"
+        s.broken = f"connect: {type(e).__name__}" + (f" ({e.strerror})" if getattr(e, "strerror", None) else "")
         return
     s.port = writer.get_extra_info("sockname")[1]
     k = 0
@@ -210,7 +222,7 @@ async def run(args):
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    sources = [str(a) for a in topo.client_sources(args.client)]
+    sources = [str(a) for a in (topo.client_sources6 if args.family == 6 else topo.client_sources)(args.client)]
     sessions = [Session(i, sources[i % len(sources)]) for i in range(args.sessions)]
     one = udp_session if args.mode == "udp" else http_session
     t0 = time.time()
@@ -221,7 +233,8 @@ async def run(args):
     for s, t in zip(sessions, tasks):
         if t.exception() is not None and s.broken is None:
             s.broken = f"client error: {t.exception()!r}"
-    write_json(args.out, {"mode": args.mode, "client": args.client, "start": t0, "stop": time.time(),
+    write_json(args.out, {"mode": args.mode, "family": args.family, "client": args.client, "start": t0,
+                          "stop": time.time(),
                           "sessions": {s.key(): s.record() for s in sessions}})
 
 
@@ -232,7 +245,8 @@ def main():
     p.add_argument("--sessions", type=int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between a session's requests")
-    p.add_argument("--group", default="232.1.1.1")
+    p.add_argument("--family", type=int, choices=(4, 6), default=4)
+    p.add_argument("--group", default=None, help="default 232.1.1.1, or ff3e::8000:1 with --family 6")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--timeout", type=float, default=0.3, help="udp: seconds before a resend")
     p.add_argument("--tries", type=int, default=40, help="udp: sends of one request id")
@@ -240,6 +254,8 @@ def main():
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument("--http-timeout", type=float, default=10.0)
     args = p.parse_args()
+    if args.group is None:
+        args.group = "ff3e::8000:1" if args.family == 6 else "232.1.1.1"
     asyncio.run(run(args))
 
 

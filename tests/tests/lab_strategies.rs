@@ -2,9 +2,12 @@
 //! each test runs `lab/reallocate.py --strategies NAME` with this build's debug daemons on the
 //! mininet lab: long-lived client sessions (UDP sessions, or keep-alive TCP connections to the
 //! VIP under pin) keep request load on the service while a member joins, the admin moves units
-//! and a member is drained. The script counts, per session, broken sessions, lost requests and
-//! repeated answers; the tests assert on those counts (never a timing). Root and the Debian
-//! `mininet` package are needed; each test holds the machine-wide lab lock.
+//! and a member is drained. IPv6 sessions run beside the IPv4 ones on the dual-stack cluster
+//! (issue 15: from the clients' IPv6 sources to the native service's group6, or to the IPv6 VIP
+//! under pin) and are judged by the same rules, per family. The script counts, per session,
+//! broken sessions, lost requests and repeated answers; the tests assert on those counts (never
+//! a timing). Root and the Debian `mininet` package are needed; each test holds the
+//! machine-wide lab lock.
 
 mod lab_support;
 
@@ -14,6 +17,9 @@ use std::process::Command;
 
 /// Sessions per test: enough for every server to hold some and every move to hit some.
 const CONNECTIONS: u32 = 120;
+/// IPv6 sessions beside them: one per IPv6 source of each client host (64 each, every one in
+/// a /56 of its own), fewer than IPv4 to keep the test's time.
+const CONNECTIONS6: u32 = 64;
 
 /// Runs one strategy; its result, after checking that it left no process and no lab link.
 fn reallocate(strategy: &str) -> Value {
@@ -24,6 +30,8 @@ fn reallocate(strategy: &str) -> Value {
         .env("MANYCAST_LAB_LOCK_HELD", "1")
         .args(["--strategies", strategy, "--connections"])
         .arg(CONNECTIONS.to_string())
+        .arg("--connections6")
+        .arg(CONNECTIONS6.to_string())
         .arg("--bin-dir")
         .arg(&bin_dir)
         .arg("--run-dir")
@@ -38,11 +46,15 @@ fn reallocate(strategy: &str) -> Value {
     assert_no_leftovers(strategy, &v, &bin_dir);
     let r = v["strategies"][strategy].clone();
     assert_eq!(r["connections"], CONNECTIONS, "{r}");
-    // Not vacuous: the moves took units that hold sessions away from their first owner.
-    assert!(
-        count(&r, "in_moved_units") > 0,
-        "no session in a moved unit: {r}"
-    );
+    assert_eq!(r["ipv6"]["connections"], CONNECTIONS6, "{r}");
+    // Not vacuous: the moves took units that hold sessions of each family away from their
+    // first owner.
+    for family in [&r, &r["ipv6"]] {
+        assert!(
+            count(family, "in_moved_units") > 0,
+            "no session in a moved unit: {r}"
+        );
+    }
     r
 }
 
@@ -71,53 +83,67 @@ fn assert_unbroken(r: &Value) {
 
 /// Reset: the sessions whose slice moved got a reset reply and restarted at 1 with their new
 /// owner (one reset per change of server), the others kept their server and numbers, and every
-/// session ends at its unit's final owner.
+/// session ends at its unit's final owner; IPv4 and IPv6 sessions alike.
 #[test]
 fn lab_reset_restarts_exactly_the_moved_sessions_at_their_new_owner() {
     let r = reallocate("reset");
-    assert_eq!(count(&r, "reset_anomalies"), 0, "{r}");
-    let moved = count(&r, "moved");
-    assert!(moved > 0, "no session moved: {r}");
-    assert_eq!(
-        count(&r, "broken"),
-        moved,
-        "a session that kept its server broke: {r}"
-    );
-    assert!(count(&r, "resets_received") >= moved, "{r}");
+    for family in [&r, &r["ipv6"]] {
+        assert_eq!(count(family, "reset_anomalies"), 0, "{r}");
+        let moved = count(family, "moved");
+        assert!(moved > 0, "no session moved: {r}");
+        assert_eq!(
+            count(family, "broken"),
+            moved,
+            "a session that kept its server broke: {r}"
+        );
+        assert!(count(family, "resets_received") >= moved, "{r}");
+    }
+    assert!(server_total(&r, "resets6_total") > 0, "{r}");
 }
 
 /// Forward: every session stays with the server it started on (the new owners pass its
-/// datagrams on), none broke or lost a request, and forwarding did happen.
+/// datagrams on), none broke or lost a request, and forwarding did happen, for each family.
 #[test]
 fn lab_forward_keeps_every_session_at_its_first_server() {
     let r = reallocate("forward");
-    assert_unbroken(&r);
-    assert_eq!(count(&r, "moved"), 0, "a session changed server: {r}");
-    assert!(
-        server_total(&r, "forwarded_total") > 0,
-        "nothing forwarded: {r}"
-    );
+    for family in [&r, &r["ipv6"]] {
+        assert_unbroken(family);
+        assert_eq!(count(family, "moved"), 0, "a session changed server: {r}");
+    }
+    for counter in ["forwarded_total", "forwarded6_total"] {
+        assert!(server_total(&r, counter) > 0, "nothing in {counter}: {r}");
+    }
     // The drained member left once the load stopped and its sessions went idle.
     assert!(r["drained_exit_after_load_ms"].is_u64(), "{r}");
 }
 
 /// Handoff: sessions of moved slices continue at their new owner with the next number; none
-/// broke or lost a request.
+/// broke or lost a request; IPv4 and IPv6 sessions alike.
 #[test]
 fn lab_handoff_continues_every_moved_session_at_its_new_owner() {
     let r = reallocate("handoff");
-    assert_unbroken(&r);
-    assert!(count(&r, "moved") > 0, "no session changed server: {r}");
-    assert!(server_total(&r, "handoff_received_total") > 0, "{r}");
+    for family in [&r, &r["ipv6"]] {
+        assert_unbroken(family);
+        assert!(count(family, "moved") > 0, "no session changed server: {r}");
+    }
+    for counter in ["handoff_received_total", "received6_total"] {
+        assert!(server_total(&r, counter) > 0, "nothing in {counter}: {r}");
+    }
 }
 
-/// Pin (VIP mode, the verifier pinning established connections): every keep-alive connection
-/// keeps answering from its first server through the join, the move and the drain; the drained
-/// member leaves once the connections close.
+/// Pin (VIP mode, the verifier pinning established connections): every keep-alive connection,
+/// to the IPv4 VIP or the IPv6 one, keeps answering from its first server through the join, the
+/// move and the drain; the drained member leaves once the connections close.
 #[test]
 fn lab_pin_keeps_every_connection_across_the_moves() {
     let r = reallocate("pin");
-    assert_unbroken(&r);
-    assert_eq!(count(&r, "moved"), 0, "a connection changed server: {r}");
+    for family in [&r, &r["ipv6"]] {
+        assert_unbroken(family);
+        assert_eq!(
+            count(family, "moved"),
+            0,
+            "a connection changed server: {r}"
+        );
+    }
     assert!(r["drained_exit_after_load_ms"].is_u64(), "{r}");
 }

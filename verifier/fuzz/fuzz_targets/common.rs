@@ -60,6 +60,7 @@ pub fn router(
         netdev_table_left: false,
         control_table_left: false,
         netdev6_table_left: false,
+        vip6_table_left: false,
         vip_table_left: false,
         allmulti: Vec::new(),
     };

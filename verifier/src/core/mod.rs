@@ -196,6 +196,8 @@ pub struct KernelSetup {
     pub control_table_left: bool,
     /// Whether an earlier verifier left the IPv6 native table (`manycast6`).
     pub netdev6_table_left: bool,
+    /// Whether an earlier verifier left the IPv6 VIP table (`manycast_vip6`).
+    pub vip6_table_left: bool,
     /// Interfaces whose allmulticast flag is ours to turn off at a clean shutdown.
     pub allmulti: Vec<String>,
 }
@@ -306,6 +308,9 @@ pub struct Router {
     control: crate::plan::control::ControlPlane,
     mld: mld::MldPath,
     vip6: crate::plan::vip6::Vip6Planner,
+    /// An earlier verifier's IPv6 VIP table steers (and pins) until the adopt grace ends; with
+    /// none left, the table is written from the first join, as the IPv4 VIP's is.
+    vip6_held: bool,
 }
 
 impl Router {
@@ -351,6 +356,8 @@ impl Router {
         // Likewise the VIP table: its steering stays until the grace ends.
         let vip_held = setup.vip_table_left && !config.vips.is_empty();
         adopted += usize::from(vip_held);
+        let vip6_held = setup.vip6_table_left && !config.vips6.is_empty();
+        adopted += usize::from(vip6_held);
         // And the IPv6 table, when IPv6 groups are still ours to steer.
         let mut mld = mld::MldPath::new(&config.verifier, &config.querier, &config.protected6);
         if setup.netdev6_table_left && !config.protected6.is_empty() {
@@ -385,6 +392,7 @@ impl Router {
             control,
             mld,
             vip6,
+            vip6_held,
             config,
         }
     }
@@ -554,6 +562,7 @@ impl Router {
         }
         if self.adopt_until.is_some_and(|t| clock.mono >= t) {
             self.adopt_until = None;
+            self.vip6_held = false;
             self.replan(now, Change::Settle);
             self.replan(now, Change::Ownership(None));
             self.settle6();

@@ -77,6 +77,7 @@ pub(super) fn setup(dataplane: NativeDataplane) -> KernelSetup {
         netdev_table_left: false,
         control_table_left: false,
         netdev6_table_left: false,
+        vip6_table_left: false,
         vip_table_left: false,
         allmulti: Vec::new(),
     }

@@ -1,8 +1,9 @@
 //! The core's IPv6 VIPs (issue 15, item 3; SPEC.md §10.3.1): the table of
 //! [`crate::plan::vip6`], planned from the IPv6 ownership after each accepted MLDv2 join and
-//! on every tick (which also writes again a table whose write failed). Nothing is written
-//! during the adopt grace, so that a table an earlier verifier left keeps steering (and its
-//! pins) while members answer the startup queries; the first write after it keeps the pins.
+//! on every tick (which also writes again a table whose write failed). When an earlier verifier
+//! left the table, nothing is written during the adopt grace, so that it keeps steering (and
+//! its pins) while members answer the startup queries; the first write after it keeps the pins.
+//! With none left there is nothing to keep: the table is written from the first join.
 
 use super::{Clock, Router};
 use crate::plan::vip6::Vip6Spec;
@@ -14,7 +15,7 @@ use igmp_ext::Timestamp;
 impl Router {
     /// Brings the IPv6 VIPs' table in line with the IPv6 ownership (or its failover view).
     pub(super) fn replan_vip6(&mut self, now: Timestamp) {
-        if self.config.vips6.is_empty() || self.adopt_until.is_some() {
+        if self.config.vips6.is_empty() || self.vip6_held {
             return;
         }
         let Router {
@@ -76,10 +77,11 @@ impl Router {
     }
 
     /// Status rows of the IPv6 VIPs: each member the table steers to, with its mark (pin) and
-    /// its link-local next hop; none before this process wrote the table (the adopt grace) or
-    /// after a failed write, so the status never shows steering the kernel does not have.
+    /// its link-local next hop; none before this process wrote the table (the adopt grace of a
+    /// table left by an earlier verifier) or after a failed write, so the status never shows
+    /// steering the kernel does not have.
     pub(super) fn vip6_status(&self) -> Vec<VipRow> {
-        let written = self.adopt_until.is_none() && self.vip6.in_sync();
+        let written = !self.vip6_held && self.vip6.in_sync();
         let groups = crate::plan::vip6::slice_plans(self.mld_steering(), self.config.gap, |i| {
             self.interfaces
                 .iter()

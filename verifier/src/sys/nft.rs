@@ -34,6 +34,15 @@ pub fn netdev6_table_exists() -> bool {
     .is_ok()
 }
 
+/// Whether an earlier verifier left the IPv6 VIP table (`keep_kernel_state`, or killed).
+pub fn vip6_table_exists() -> bool {
+    output(
+        "nft",
+        &["list", "table", "netdev", crate::plan::vip6::TABLE],
+    )
+    .is_ok()
+}
+
 /// `nft list table netdev manycast_native`, for its counters.
 pub fn list_netdev_table() -> Result<String, CommandError> {
     output("nft", &["list", "table", "netdev", netdev::TABLE])

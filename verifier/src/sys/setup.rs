@@ -250,6 +250,7 @@ pub fn setup(names: &[String], dataplane: Dataplane) -> Result<(KernelSetup, Soc
         vip_table_left: nft::vip_table_exists(),
         control_table_left: nft::control_table_exists(),
         netdev6_table_left: nft::netdev6_table_exists(),
+        vip6_table_left: nft::vip6_table_exists(),
         allmulti,
     };
     Ok((
