@@ -566,4 +566,49 @@ mod tests {
         );
         assert_eq!(c.hops, BTreeMap::from([(1, [7, be([10, 0, 1, 2]), 0, 0])]));
     }
+
+    /// The IPv6 maps: every address as four fields in the packet's byte order (what the
+    /// program compares with the header's words), the slice key VIP then masked source, the hop
+    /// with its padding and zero counter; the IPv4 half is left as it was.
+    #[test]
+    fn the_ipv6_maps_hold_pinned_vips_in_packet_byte_order() {
+        let vip: Ipv6Addr = "2001:db8:ffff::80".parse().unwrap();
+        let via: Ipv6Addr = "fe80::1".parse().unwrap();
+        let hop = |m: u32, dev: &str| crate::plan::netdev6::Hop6 {
+            member: m,
+            via,
+            device: dev.into(),
+        };
+        let fast = FastVip6 {
+            address: vip,
+            mask: 0x300 << 64,
+            elements: vec![(0, 1), (0x100 << 64, 2)],
+            hops: [(1, hop(1, "s1")), (2, hop(2, "gone"))].into(),
+        };
+        let mut c = Content::default();
+        c.vips.insert(1, 2);
+        c.set6(&[fast], &|d| (d == "s1").then_some(7));
+        assert_eq!(c.vips, BTreeMap::from([(1, 2)]), "IPv4's untouched");
+        let words = |a: Ipv6Addr| -> [u32; 4] {
+            let o = a.octets();
+            core::array::from_fn(|i| u32::from_ne_bytes(o[4 * i..4 * i + 4].try_into().unwrap()))
+        };
+        let mask: Ipv6Addr = "0:0:0:300::".parse().unwrap();
+        assert_eq!(c.vips6, BTreeMap::from([(words(vip), words(mask))]));
+        let key = |value: &str| {
+            let mut k = [0; 8];
+            k[..4].copy_from_slice(&words(vip));
+            k[4..].copy_from_slice(&words(value.parse().unwrap()));
+            k
+        };
+        assert_eq!(
+            c.slices6,
+            BTreeMap::from([(key("::"), 1), (key("0:0:0:100::"), 2)])
+        );
+        let v = words(via);
+        assert_eq!(
+            c.hops6,
+            BTreeMap::from([(1, [7, 0, v[0], v[1], v[2], v[3], 0, 0])])
+        );
+    }
 }
