@@ -497,3 +497,37 @@ fn bpf_pins_two_flows_of_one_slash_64_apart() {
     assert_eq!(flows.get(&(a, port, 17)), Some(&(1, 3)), "{flows:?}");
     assert_eq!(flows.get(&(b, port, 17)), Some(&(2, 3)), "{flows:?}");
 }
+
+/// Where the tc program cannot run (its pin directory on no bpf filesystem), an IPv6 VIP's
+/// pins fall back to the nftables flow tables with one warning, as IPv4's do.
+#[test]
+fn bpf_pin6_falls_back_to_nft_with_one_warning() {
+    let dir = std::env::temp_dir().join(format!("mc-not-bpffs6-{}", std::process::id()));
+    let config = format!(
+        "[vip_pin]\ndataplane = \"bpf\"\npin_dir = \"{}\"\n",
+        dir.display()
+    );
+    let mut lab = lab6("pin = true\n", &config);
+    let units = start_and_join(&mut lab);
+    let a = source_in(&units[0], 0x21);
+    count_flows(&lab, &[(a, 4000)]);
+    send(&lab, UDP, a, 4000, 0);
+    wait_for("the flow at member 1", || at(&lab, a, 4000) == (1, 0));
+    let pins = table(&lab).expect("the table");
+    assert!(
+        pins.contains("0x20010db801000000 . 0x21 . 0xfa00050"),
+        "pinned in the nft flow table: {pins}"
+    );
+    assert_eq!(lab.status().pin_dataplane6, "nft");
+    assert!(!lab
+        .router
+        .exec("tc", &["filter", "show", "dev", "c0", "ingress"])
+        .contains("vip_pin"));
+    let log = lab.log();
+    assert_eq!(
+        log.matches("VIP pin mode runs on nftables").count(),
+        1,
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
