@@ -14,14 +14,21 @@
 // (`mc_hops`: member → interface and next-hop address) gets the packet with its TTL
 // decremented, through `bpf_redirect_neigh`: the hop the nft plane's `fwd ip to` takes.
 //
+// IPv6 (SPEC.md §10.3.1) is the same with maps of its own (`mc_vips6`, `mc_slices6`,
+// `mc_hops6`, `mc_flows6`: an IPv4-only deployment's maps keep their layout), for TCP or UDP
+// right after the IPv6 header with hop limit > 1; the flow key is the whole 5-tuple, the hop a
+// link-local next hop on the member's interface.
+//
 // Everything else returns TC_ACT_OK and meets the nft VIP plane as before: other
-// destinations, fragments, IP options, TTL <= 1, other protocols, a source whose slice has no
-// owner (the gap policy), a member with no hop. All maps are pinned by name under the
-// verifier's pin directory, so the pins outlive the verifier and the next one finds them.
+// destinations, fragments, IP options and IPv6 extension headers, TTL or hop limit <= 1,
+// other protocols, a source whose slice has no owner (the gap policy), a member with no hop.
+// All maps are pinned by name under the verifier's pin directory, so the pins outlive the
+// verifier and the next one finds them.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/socket.h>
 #include <bpf/bpf_helpers.h>
@@ -29,6 +36,9 @@
 
 #ifndef AF_INET
 #define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
 #endif
 
 // A flow's state, which picks its timeout.
@@ -97,10 +107,151 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mc_flows SEC(".maps");
 
+struct flow_key6 {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u32 ports;
+	__u32 proto;
+};
+
+struct slice_key6 {
+	__u32 vip[4];
+	__u32 value[4]; // saddr & mask, network order
+};
+
+struct hop6 {
+	__u32 ifindex;
+	__u32 pad;
+	__u32 via[4]; // link-local, network order
+	__u64 packets;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct in6_addr);
+	__type(value, struct in6_addr);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mc_vips6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct slice_key6);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mc_slices6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u32);
+	__type(value, struct hop6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mc_hops6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 19);
+	__type(key, struct flow_key6);
+	__type(value, struct flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mc_flows6 SEC(".maps");
+
 static __always_inline int expired(const struct flow *f, __u64 now)
 {
 	__u64 limit = f->state == OPEN ? TCP_OPEN_NS : SHORT_NS;
 	return now - f->seen > limit;
+}
+
+// The flow's member: its live pin in `flows` (refreshed, its TCP state moved on; a SYN without
+// ACK forgets it first), else the owner of its slice in `slices`, pinned now. -1: neither.
+static __always_inline __s64 flow_member(void *flows, void *key, void *slices, void *slice,
+					 __u8 proto, __u8 flags)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct flow *f = 0;
+	// 0x12: SYN and ACK; 0x02 alone is a new connection's first packet.
+	if (proto == IPPROTO_TCP && (flags & 0x12) == 0x02)
+		bpf_map_delete_elem(flows, key);
+	else
+		f = bpf_map_lookup_elem(flows, key);
+	if (f && expired(f, now))
+		f = 0;
+	if (f) {
+		if (proto == IPPROTO_TCP) {
+			// 0x05: FIN or RST; 0x07: FIN, SYN or RST.
+			if (flags & 0x05)
+				f->state = CLOSING;
+			else if (f->state == NEW && !(flags & 0x07))
+				f->state = OPEN;
+		}
+		if (f->seen != now)
+			f->seen = now;
+		return f->member;
+	}
+	__u32 *m = bpf_map_lookup_elem(slices, slice);
+	if (!m)
+		return -1;
+	struct flow nf = {
+		.member = *m,
+		.state = proto == IPPROTO_UDP ? DATAGRAM : (flags & 0x05) ? CLOSING : NEW,
+		.seen = now,
+	};
+	bpf_map_update_elem(flows, key, &nf, BPF_ANY);
+	return nf.member;
+}
+
+// The transport header's flags byte (TCP) into `flags`; 0 when the packet is not TCP or UDP
+// or too short for its header.
+static __always_inline int transport(__u8 proto, __u8 *l4, void *end, __u8 *flags)
+{
+	if (proto == IPPROTO_TCP) {
+		if ((void *)(l4 + 14) > end)
+			return 0;
+		*flags = l4[13];
+		return 1;
+	}
+	if (proto == IPPROTO_UDP)
+		return (void *)(l4 + 4) <= end;
+	return 0;
+}
+
+// An IPv6 packet: the same path with the IPv6 maps, TCP or UDP right after the header only.
+static __always_inline int vip_pin6(struct ipv6hdr *ip, void *end)
+{
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+	struct in6_addr daddr = ip->daddr;
+	struct in6_addr *mask = bpf_map_lookup_elem(&mc_vips6, &daddr);
+	if (!mask || ip->hop_limit <= 1)
+		return TC_ACT_OK;
+	__u8 proto = ip->nexthdr;
+	__u8 *l4 = (void *)(ip + 1);
+	__u8 flags = 0;
+	if (!transport(proto, l4, end, &flags))
+		return TC_ACT_OK;
+	struct flow_key6 k = { .ports = *(__u32 *)l4, .proto = proto };
+	struct slice_key6 sk = {};
+	for (int i = 0; i < 4; i++) {
+		k.saddr[i] = ip->saddr.in6_u.u6_addr32[i];
+		k.daddr[i] = daddr.in6_u.u6_addr32[i];
+		sk.vip[i] = k.daddr[i];
+		sk.value[i] = k.saddr[i] & mask->in6_u.u6_addr32[i];
+	}
+	__s64 member = flow_member(&mc_flows6, &k, &mc_slices6, &sk, proto, flags);
+	if (member < 0)
+		return TC_ACT_OK;
+	__u32 m = member;
+	struct hop6 *h = bpf_map_lookup_elem(&mc_hops6, &m);
+	if (!h)
+		return TC_ACT_OK;
+	ip->hop_limit--;
+	__sync_fetch_and_add(&h->packets, 1);
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET6 };
+	for (int i = 0; i < 4; i++)
+		nh.ipv6_nh[i] = h->via[i];
+	return bpf_redirect_neigh(h->ifindex, &nh, sizeof(nh), 0);
 }
 
 SEC("classifier")
@@ -109,7 +260,11 @@ int vip_pin(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return vip_pin6((void *)(eth + 1), end);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
@@ -123,57 +278,20 @@ int vip_pin(struct __sk_buff *skb)
 	__u8 proto = ip->protocol;
 	__u8 *l4 = (void *)(ip + 1);
 	__u8 flags = 0;
-	if (proto == IPPROTO_TCP) {
-		if ((void *)(l4 + 14) > end)
-			return TC_ACT_OK;
-		flags = l4[13];
-	} else if (proto == IPPROTO_UDP) {
-		if ((void *)(l4 + 4) > end)
-			return TC_ACT_OK;
-	} else {
+	if (!transport(proto, l4, end, &flags))
 		return TC_ACT_OK;
-	}
 	struct flow_key k = {
 		.saddr = ip->saddr,
 		.daddr = daddr,
 		.ports = *(__u32 *)l4,
 		.proto = proto,
 	};
-	__u64 now = bpf_ktime_get_coarse_ns();
-	struct flow *f = 0;
-	// 0x12: SYN and ACK; 0x02 alone is a new connection's first packet.
-	if (proto == IPPROTO_TCP && (flags & 0x12) == 0x02)
-		bpf_map_delete_elem(&mc_flows, &k);
-	else
-		f = bpf_map_lookup_elem(&mc_flows, &k);
-	if (f && expired(f, now))
-		f = 0;
-	__u32 member;
-	if (f) {
-		member = f->member;
-		if (proto == IPPROTO_TCP) {
-			// 0x05: FIN or RST; 0x07: FIN, SYN or RST.
-			if (flags & 0x05)
-				f->state = CLOSING;
-			else if (f->state == NEW && !(flags & 0x07))
-				f->state = OPEN;
-		}
-		if (f->seen != now)
-			f->seen = now;
-	} else {
-		struct slice_key sk = { .vip = daddr, .value = k.saddr & *mask };
-		__u32 *m = bpf_map_lookup_elem(&mc_slices, &sk);
-		if (!m)
-			return TC_ACT_OK;
-		member = *m;
-		struct flow nf = {
-			.member = member,
-			.state = proto == IPPROTO_UDP ? DATAGRAM : (flags & 0x05) ? CLOSING : NEW,
-			.seen = now,
-		};
-		bpf_map_update_elem(&mc_flows, &k, &nf, BPF_ANY);
-	}
-	struct hop *h = bpf_map_lookup_elem(&mc_hops, &member);
+	struct slice_key sk = { .vip = daddr, .value = k.saddr & *mask };
+	__s64 member = flow_member(&mc_flows, &k, &mc_slices, &sk, proto, flags);
+	if (member < 0)
+		return TC_ACT_OK;
+	__u32 m = member;
+	struct hop *h = bpf_map_lookup_elem(&mc_hops, &m);
 	if (!h)
 		return TC_ACT_OK;
 	// ip_decrease_ttl: the TTL is the high byte of its 16-bit word.

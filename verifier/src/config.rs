@@ -634,6 +634,14 @@ impl Config {
     }
 
     /// The router core's settings.
+    /// `[vip_pin]`, and whether IPv4 and IPv6 VIPs are configured: the tc program's two
+    /// families (SPEC.md §10.3.1).
+    pub fn vip_pin_families(&self) -> (VipPinSection, [bool; 2]) {
+        let v6 = |v: &VipSection| v.address.is_ipv6();
+        let families = [self.vip.iter().any(|v| !v6(v)), self.vip.iter().any(v6)];
+        (self.vip_pin.clone(), families)
+    }
+
     pub fn router_config(&self) -> Result<RouterConfig, ConfigError> {
         Ok(RouterConfig {
             verifier: self.verifier_config()?,

@@ -116,7 +116,7 @@ impl Daemon {
         let mld = mld::open(&mut core);
         let igmp = mroute::register_async(sockets.igmp).map_err(os("tokio"))?;
         let mut daemon = Daemon {
-            exec: Executor::new(sockets.control, mrt, announce, cfg.vip_pin.clone())?,
+            exec: Executor::new(sockets.control, mrt, announce, cfg.vip_pin_families())?,
             cfg,
             keys,
             refresher: None,
@@ -327,7 +327,7 @@ impl Daemon {
             repoint.max_us,
         );
         (c.nft_rewrites, c.nfnl_batches) = (self.exec.nft_rewrites, self.exec.nfnl_batches);
-        status.pin_dataplane = self.exec.pin_path().into();
+        self.exec.pin_status(&mut status);
         status.site = self.site.as_ref().map(|s| s.status());
         status
     }

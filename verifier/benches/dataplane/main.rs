@@ -25,7 +25,8 @@
 //! - IPv6 ([`v6`], issue 15): native steering on the verifier's `netdev manycast6` table
 //!   (SPEC.md §10.2.2) against plain IPv6 routing in the same dual-stack lab, measured as IPv4
 //!   native is, and the same new-source steps: `native6_ratio`, `new_sources6_per_s`,
-//!   `first_packet_loss6`, and the IPv6 VIP's `vip6_ratio` (`v6.rs`). `DATAPLANE_V6=0`
+//!   `first_packet_loss6`, and the IPv6 VIP's `vip6_ratio` and, pinned on the tc program,
+//!   `vip6_pin_ratio` (`v6.rs`). `DATAPLANE_V6=0`
 //!   leaves IPv6 out (its figures null); `DATAPLANE_V6_ONLY=1` runs it alone (no JSON line);
 //!   `DATAPLANE_V6_TWIN=1` adds plain IPv6 routing beside the verifier, beside its table alone,
 //!   beside nothing and beside a packet socket like its MLD socket against the same through a
@@ -776,14 +777,17 @@ fn main() {
         let f = v6::run();
         eprintln!(
             "dataplane: IPv6 only: native6_ratio {:.3} ({:.0} vs {:.0} pps), vip6_ratio {:.3} \
-             ({:.0} vs {:.0} pps), new_sources6_per_s {}, first_packet_loss6 {:.4}; load \
-             average at the end {}",
+             ({:.0} vs {:.0} pps), vip6_pin_ratio {:.3} ({:.0} vs {:.0} pps), \
+             new_sources6_per_s {}, first_packet_loss6 {:.4}; load average at the end {}",
             f.native6_ratio,
             f.steered,
             f.plain,
             f.vip6.0,
             f.vip6.1,
             f.vip6.2,
+            f.vip6_pin.0,
+            f.vip6_pin.1,
+            f.vip6_pin.2,
             f.new_sources6_per_s,
             f.first_packet_loss6,
             load_average()
@@ -836,11 +840,11 @@ fn main() {
                 f.steered, f.plain
             );
             format!(
-                "\"native6_ratio\":{:.3},\"vip6_ratio\":{:.3},\"new_sources6_per_s\":{},\"first_packet_loss6\":{:.4}",
-                f.native6_ratio, f.vip6.0, f.new_sources6_per_s, f.first_packet_loss6
+                "\"native6_ratio\":{:.3},\"vip6_ratio\":{:.3},\"vip6_pin_ratio\":{:.3},\"new_sources6_per_s\":{},\"first_packet_loss6\":{:.4}",
+                f.native6_ratio, f.vip6.0, f.vip6_pin.0, f.new_sources6_per_s, f.first_packet_loss6
             )
         }
-        None => "\"native6_ratio\":null,\"vip6_ratio\":null,\"new_sources6_per_s\":null,\"first_packet_loss6\":null".into(),
+        None => "\"native6_ratio\":null,\"vip6_ratio\":null,\"vip6_pin_ratio\":null,\"new_sources6_per_s\":null,\"first_packet_loss6\":null".into(),
     };
     let line = format!(
         "{{\"bench\":\"dataplane\",\"native_ratio\":{:.3},\"vip_ratio\":{:.3},\"vip_pin_ratio\":{pin_ratio:.3},\"new_sources_per_s\":{},\"first_packet_loss\":{:.4},{v6_keys},\"native_dataplane\":\"{}\",\"repoint_us\":{repoint_us},\"repoint_whole_table_us\":{whole_table_us}}}",

@@ -18,6 +18,11 @@
 //! addresses in the same namespaces, 7 interleaved rounds, as `native6_ratio` is measured. There
 //! is no IPv6 multicast routing in the verifier (no MFC6 data plane): new sources cost the table
 //! nothing more than any other packet, as IPv4's on nft.
+//!
+//! `vip6_pin_ratio`: the same with the VIP pinned on the tc program (`pin = true`, `[vip_pin]
+//! dataplane = "bpf"`, SPEC.md §10.3.1), in a third lab, measured as `vip6_ratio` is: each of
+//! the 64 flows is pinned at its first datagram and every later one takes the program's flow
+//! table (`mc_flows6`) and hop (`mc_hops6`, whose counters the run prints).
 
 use crate::harness::cmd::{run_with_timeout, DEFAULT_TIMEOUT};
 use crate::harness::netns::Netns;
@@ -55,6 +60,8 @@ pub(crate) struct Figures6 {
     pub first_packet_loss6: f64,
     /// The IPv6 VIP against plain IPv6 routing: median ratio, steered and plain medians (pps).
     pub vip6: (f64, f64, f64),
+    /// The same, the VIP pinned on the tc program.
+    pub vip6_pin: (f64, f64, f64),
 }
 
 /// The IPv6 VIP bench's VIP (the tests' one).
@@ -324,9 +331,10 @@ pub(crate) fn run() -> Figures6 {
         plain_twin(&lab, &plain);
     }
     drop(lab);
-    let vip6 = vip6();
+    let (vip6, vip6_pin) = (vip6_lab(false), vip6_lab(true));
     Figures6 {
         vip6,
+        vip6_pin,
         native6_ratio: ratio,
         steered: s,
         plain: p,
@@ -455,10 +463,15 @@ fn plain_twin(lab: &RouterLab, plain: &Workload) {
     drop(tap);
 }
 
-/// The IPv6 VIP (no pin) against plain IPv6 routing, in a dual-stack lab of its own.
-fn vip6() -> (f64, f64, f64) {
+/// The IPv6 VIP (without pin, or pinned on the tc program) against plain IPv6 routing, in a
+/// dual-stack lab of its own.
+fn vip6_lab(pin: bool) -> (f64, f64, f64) {
+    let (name, pinned) = match pin {
+        true => ("vip6-pin", "pin = true\n[vip_pin]\ndataplane = \"bpf\"\n"),
+        false => ("vip6", ""),
+    };
     let mut lab = dual_stack_lab_with(&format!(
-        "[native]\nadopt_grace_ms = 300\n[[vip]]\naddress = \"{VIP6}\"\ngroup = \"{GROUP6}\"\n"
+        "[native]\nadopt_grace_ms = 300\n[[vip]]\naddress = \"{VIP6}\"\ngroup = \"{GROUP6}\"\n{pinned}"
     ));
     lab.start();
     refresh6(&lab);
@@ -484,6 +497,9 @@ fn vip6() -> (f64, f64, f64) {
         let t = table(&lab);
         t.contains("fwd ip6 to fe80::1 ") && t.contains("fwd ip6 to fe80::2 ")
     });
+    if pin {
+        assert_eq!(lab.status().pin_dataplane6, "bpf", "{}", lab.log());
+    }
     let (_, plain) = workloads(&lab);
     let router_mac = lab.router.run(|| link_addr("c0")).addr().expect("c0 MAC");
     let client_mac = lab.client.run(|| link_addr("cl0")).addr().expect("cl0 MAC");
@@ -504,14 +520,26 @@ fn vip6() -> (f64, f64, f64) {
     steered.blast(&lab, Duration::from_millis(50));
     plain.blast(&lab, Duration::from_millis(50));
     let refresh = || refresh6(&lab);
-    let figures = compare("vip6", (&lab, &steered, &refresh), (&lab, &plain, &refresh));
+    let figures = compare(name, (&lab, &steered, &refresh), (&lab, &plain, &refresh));
     let t = table(&lab);
     eprintln!(
-        "dataplane: vip6: the table's hop chains after the phases: {:?}",
+        "dataplane: {name}: the table's hop chains after the phases: {:?}",
         t.lines()
             .filter(|l| l.contains("fwd ip6"))
             .map(str::trim)
             .collect::<Vec<_>>()
     );
+    if pin {
+        // The program's hops: member → [ifindex, 0, next hop, packets (two halves)].
+        let hops = manycast_verifier::sys::bpf::pinned_entries::<u32, [u32; 8]>(
+            &lab.pin_dir.join(manycast_verifier::sys::bpf::HOPS6),
+        );
+        let packets: BTreeMap<u32, u64> = hops
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(m, h)| (m, u64::from(h[7]) << 32 | u64::from(h[6])))
+            .collect();
+        eprintln!("dataplane: {name}: the tc program forwarded per member {packets:?}");
+    }
     figures
 }

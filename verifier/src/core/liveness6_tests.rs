@@ -234,13 +234,16 @@ fn an_ipv6_vip_follows_a_dead_members_standby() {
     join(&mut lab, 0, &chains[0], 1, true);
     join(&mut lab, 1, &chains[1], 1, true);
     let (m0, m1) = (lab.fixture.members[0].id, lab.fixture.members[1].id);
+    // The VIP table's writes among `ops` (a whole table, then moved elements).
     let last_vip6 = |ops: Vec<DataplaneOp>| {
-        ops.into_iter()
+        let texts: Vec<String> = ops
+            .into_iter()
             .filter_map(|o| match o {
-                DataplaneOp::Vip6Table(b) => Some(b.to_string()),
+                DataplaneOp::Vip6Table(w) => Some(w.batch.to_string()),
                 _ => None,
             })
-            .next_back()
+            .collect();
+        (!texts.is_empty()).then(|| texts.concat())
     };
     let goto = |m: MemberId| format!("goto m{}_", m.0);
     lab.router.handle_timeout(NOW);

@@ -177,7 +177,7 @@ impl Router {
                 .collect(),
             // Filled by the daemon, which knows what its executor loaded.
             pin_dataplane: String::new(),
-            // IPv6 VIPs pin on the nftables flow tables (the tc program is IPv4 only).
+            // The nftables flow tables, unless the daemon's executor says the tc program.
             pin_dataplane6: if self.config.vips6.iter().any(|v| v.pin) {
                 "nft".into()
             } else {

@@ -37,7 +37,7 @@ fn lab(left: bool) -> (Lab, Fixture) {
 fn vip6_tables(ops: &[DataplaneOp]) -> Vec<&NftBatch> {
     ops.iter()
         .filter_map(|o| match o {
-            DataplaneOp::Vip6Table(b) => Some(b),
+            DataplaneOp::Vip6Table(w) => Some(&w.batch),
             _ => None,
         })
         .collect()
@@ -106,7 +106,11 @@ fn an_ipv6_vip_is_steered_after_the_grace_announced_and_removed_on_stop() {
 
     // A failed write withdraws the route; the next tick writes the table again (whole: the
     // executor keeps the pins it finds), then the route is back.
-    let op = DataplaneOp::Vip6Table(tables[0].clone());
+    let op = DataplaneOp::Vip6Table(crate::plan::vip6::Vip6Write {
+        batch: tables[0].clone(),
+        devices: Vec::new(),
+        fast: Vec::new(),
+    });
     lab.router.handle_op_result(&op, false);
     assert_eq!(announced6(&lab.ops()), [false]);
     lab.router.handle_timeout(at(5));

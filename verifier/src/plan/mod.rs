@@ -344,9 +344,9 @@ pub enum DataplaneOp {
     Netdev6Table(NftBatch),
     /// Remove the IPv6 native table (shutdown).
     DeleteNetdev6Table,
-    /// Bring the IPv6 VIPs' table ([`vip6`]) in line: the whole table in one transaction,
-    /// keeping its flow tables.
-    Vip6Table(NftBatch),
+    /// Bring the IPv6 VIPs' table ([`vip6`]) in line: its moved map elements, or the whole
+    /// table keeping its flow tables, in one transaction; and the tc program's IPv6 maps.
+    Vip6Table(vip6::Vip6Write),
     /// Remove the IPv6 VIPs' table (shutdown).
     DeleteVip6Table,
     /// Turn IFF_ALLMULTI on or off.

@@ -7,8 +7,12 @@
 //! policy (the fallback member's hop, else drop). ICMPv6 neighbour discovery and MLD are never
 //! steered.
 //!
-//! IPv6 slices are few and not expanded into a map: the VIP's slice chain `s_<vip>` has one
-//! rule per owned slice ([`super::netdev6::plan`]'s, reused). With pin, flow tables keyed by
+//! The VIP's slice chain `s_<vip>` looks `ip6 saddr & mask` up in its map `sl_<vip>`, the
+//! owners' slices expanded over their common mask as the native table's
+//! ([`super::netdev6::plan`], reused; a claim the map cannot take gets a rule per slice before
+//! it). Without pin an element goes to its owner's hop chain; with pin to its owner's mark
+//! chain `k<member>`, which sets the mark and returns to the protocol chain. With pin, flow
+//! tables keyed by
 //! the source's /64 prefix, the low 32 bits of its interface identifier and both ports
 //! ([`FLOW`]) are looked up first, as the IPv4 fast path's (`pin_`, `fin_`, `upin_`, the same
 //! states and timeouts, [`super::vip_netdev::PIN_TIMEOUTS`]); the slice chain gives a new flow
@@ -16,20 +20,28 @@
 //! slices keeps its hop for [`super::vip_netdev::LINGER_S`] so that its pinned flows still
 //! reach it.
 //!
-//! Every change is the whole table in one transaction, which keeps the flow tables (the pins):
-//! `flush table`, everything but the flow tables of VIPs still pinned deleted by name, the body
-//! declared anew ([`keep_head`]). The names come from what this planner wrote last, or, when it
-//! does not know (the first write, a failed one), from the kernel's `list chains` (the
-//! executor: [`keep_flow_tables`]).
+//! A change of ownership that keeps the table's shape (the same VIPs, masks and per-slice
+//! rules) is written as the map elements that moved (`sl_<vip>`, and `hop_<vip>` with pin;
+//! new hop and mark chains added first), one nfnetlink batch, so the hop chains' counters
+//! carry on, as the native table's ([`super::netdev6`]). Any other change is the whole table
+//! in one transaction, which keeps the flow tables (the pins): `flush table`, everything but
+//! the flow tables of VIPs still pinned deleted by name, the body declared anew
+//! ([`keep_head`]). The names come from what this planner wrote last, or, when it does not
+//! know (the first write, a failed one), from the kernel's `list chains` (the executor:
+//! [`keep_flow_tables`]).
+//!
+//! With `[vip_pin] dataplane = "bpf"` the tc program carries the pinned flows in front of this
+//! table ([`FastVip6`], `sys/bpf.rs`); the table takes what the program passes on.
 
-use super::netdev::quoted;
-use super::netdev6::Hop6;
+use super::map::element_moves;
+use super::netdev::{quoted, UNUSED_CHAINS};
+use super::netdev6::{GroupPlan6, Hop6};
 use super::vip_netdev::{mark_of, PinTimeouts, HOPS, LINGER_S, PIN_FLOWS, PIN_TIMEOUTS};
 use super::{DataplaneOp, GapPolicy, NftBatch};
 use core::fmt::Write;
 use igmp_ext::ownership::OwnershipTable6;
 use igmp_ext::Timestamp;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
 pub const TABLE: &str = "manycast_vip6";
@@ -49,13 +61,76 @@ pub struct Vip6Spec {
 pub struct Vip6Plan {
     pub address: Ipv6Addr,
     pub pin: bool,
-    /// Each owned slice (value, mask) → its owner's hop.
-    pub slices: Vec<(u128, u128, Hop6)>,
-    /// Where sources no one owns go (the gap policy's fallback member); none: dropped.
-    pub fallback: Option<Hop6>,
+    /// The slice map (`ip6 saddr & mask` → owner, the gap policy's fallback in the holes) and
+    /// the slices of claims it could not take, a rule each: its group's native plan.
+    pub slices: GroupPlan6,
     /// With pin: every member a pinned flow may name (owners, the fallback, and members that
     /// lost their slices less than [`LINGER_S`] ago), by member id.
     pub hops: BTreeMap<u32, Hop6>,
+}
+
+impl Vip6Plan {
+    /// Every hop the slices steer to.
+    fn owners(&self) -> impl Iterator<Item = &Hop6> {
+        let mapped = self.slices.elements.iter().map(|(_, h)| h);
+        mapped.chain(self.slices.rules.iter().map(|(_, _, h)| h))
+    }
+
+    /// The hops `hop_<vip>` names (members with a mark).
+    fn marked_hops(&self) -> BTreeMap<u32, &Hop6> {
+        let marked = self.hops.iter().filter(|(m, _)| mark_of(**m).is_some());
+        marked.map(|(m, h)| (*m, h)).collect()
+    }
+
+    /// Where a slice of `h` goes: its hop chain without pin, its mark chain with (none for a
+    /// member with no mark: left to the gap).
+    fn target(&self, h: &Hop6) -> Option<String> {
+        match (self.pin, mark_of(h.member)) {
+            (false, _) => Some(h.chain()),
+            (true, Some(_)) => Some(mark_chain(h.member)),
+            (true, None) => None,
+        }
+    }
+}
+
+/// A pinned IPv6 VIP as the tc program's maps hold it (`mc_vips6`, `mc_slices6`, `mc_hops6`):
+/// the slice map's elements less those a per-slice rule overrides (the program passes their
+/// sources on to this table, which has the rules), and every hop a pin may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastVip6 {
+    pub address: Ipv6Addr,
+    pub mask: u128,
+    /// Masked source value → member.
+    pub elements: Vec<(u128, u32)>,
+    pub hops: BTreeMap<u32, Hop6>,
+}
+
+impl FastVip6 {
+    fn of(v: &Vip6Plan) -> FastVip6 {
+        let p = &v.slices;
+        // A rule's sources share (value, mask) bits with an element's where both masks agree.
+        let overridden = |e: u128| p.rules.iter().any(|(r, m, _)| (e ^ r) & m & p.mask == 0);
+        FastVip6 {
+            address: v.address,
+            mask: p.mask,
+            elements: p
+                .elements
+                .iter()
+                .filter(|(e, _)| !overridden(*e))
+                .map(|(e, h)| (*e, h.member))
+                .collect(),
+            hops: v.hops.clone(),
+        }
+    }
+}
+
+/// One write of the table: the nft batch, and for the tc program the pinned VIPs and the
+/// interfaces it runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip6Write {
+    pub batch: NftBatch,
+    pub devices: Vec<String>,
+    pub fast: Vec<FastVip6>,
 }
 
 /// The flow key: the source's /64 prefix (`@nh,64,64`), the low 32 bits of its interface
@@ -75,9 +150,10 @@ fn suffix(a: Ipv6Addr) -> String {
     s.join("_")
 }
 
-fn names(v: &Vip6Plan) -> [String; 7] {
+fn names(v: &Vip6Plan) -> [String; 8] {
     let x = suffix(v.address);
     [
+        format!("sl_{x}"),
         format!("s_{x}"),
         format!("tcp_{x}"),
         format!("udp_{x}"),
@@ -88,35 +164,55 @@ fn names(v: &Vip6Plan) -> [String; 7] {
     ]
 }
 
-/// The slice chain: the owner's hop without pin (the gap dropped at its end); with pin, the
-/// owner's mark, returned to the protocol chain (the gap still dropped here).
+/// A member's mark chain (pin): sets its mark; the slice chain's `goto` to it returns to the
+/// protocol chain.
+fn mark_chain(member: u32) -> String {
+    format!("k{member}")
+}
+
+/// The slice chain: the per-slice rules, then the slice map, whose elements go to the owner's
+/// hop (without pin) or mark chain (with pin); the gap dropped at its end.
 fn slice_chain(v: &Vip6Plan) -> Vec<String> {
-    let to = |h: &Hop6| match (v.pin, mark_of(h.member)) {
-        (false, _) => Some(format!("goto {}", h.chain())),
-        (true, Some(m)) => Some(format!("meta mark set {m:#x} return")),
-        // Member ids above 0xffff have no mark: left to the gap.
-        (true, None) => None,
-    };
+    let [sl, ..] = names(v);
     let mut rules: Vec<String> = v
         .slices
+        .rules
         .iter()
         .filter_map(|(value, mask, h)| {
             Some(format!(
-                "ip6 saddr & {} == {} {}",
+                "ip6 saddr & {} == {} goto {}",
                 Ipv6Addr::from(*mask),
                 Ipv6Addr::from(*value),
-                to(h)?
+                v.target(h)?
             ))
         })
         .collect();
-    rules.extend(v.fallback.as_ref().and_then(to));
+    rules.push(format!(
+        "ip6 saddr & {} vmap @{sl}",
+        Ipv6Addr::from(v.slices.mask)
+    ));
     rules.push("counter drop".into());
     rules
 }
 
+/// The slice map's elements as `value : goto <chain>`, by value.
+fn slice_elements(v: &Vip6Plan) -> BTreeMap<u128, String> {
+    let e = v.slices.elements.iter();
+    e.filter_map(|(value, h)| Some((*value, v.target(h)?)))
+        .collect()
+}
+
+fn slice_element(value: u128, chain: &String) -> Option<String> {
+    Some(format!("{} : goto {chain}", Ipv6Addr::from(value)))
+}
+
+fn hop_element(member: u32, h: &&Hop6) -> Option<String> {
+    Some(format!("{:#x} : jump {}", mark_of(member)?, h.chain()))
+}
+
 /// Pin mode's protocol chains (the IPv4 fast path's, with this key and the slice chain).
 fn pin_chains(v: &Vip6Plan) -> [(String, Vec<String>); 2] {
-    let [s, tcp, udp, hop, pin, fin, upin] = names(v);
+    let [_, s, tcp, udp, hop, pin, fin, upin] = names(v);
     let PinTimeouts {
         tcp_established: open,
         tcp_short: short,
@@ -158,7 +254,7 @@ fn pin_chains(v: &Vip6Plan) -> [(String, Vec<String>); 2] {
 /// fragments and everything else are steered by slice without pin (all of a datagram's
 /// fragments to the same member).
 fn ingress_rules(v: &Vip6Plan) -> Vec<String> {
-    let [s, tcp, udp, ..] = names(v);
+    let [_, s, tcp, udp, ..] = names(v);
     let to = format!("ip6 daddr {} ip6 hoplimit > 1", v.address);
     let mut r = Vec::new();
     if v.pin {
@@ -170,40 +266,66 @@ fn ingress_rules(v: &Vip6Plan) -> Vec<String> {
     r
 }
 
-fn hops_of(vips: &[Vip6Plan]) -> BTreeMap<String, &Hop6> {
-    vips.iter()
-        .flat_map(|v| {
-            v.slices
-                .iter()
-                .map(|(_, _, h)| h)
-                .chain(&v.fallback)
-                .chain(v.hops.values())
-        })
-        .map(|h| (h.chain(), h))
+/// The hop chains the plans use.
+fn hops_of(vips: &[Vip6Plan]) -> BTreeSet<Hop6> {
+    let hops = vips.iter().flat_map(|v| v.owners().chain(v.hops.values()));
+    hops.cloned().collect()
+}
+
+/// The mark chains the plans use (pinned VIPs' owners with a mark).
+fn marks_of(vips: &[Vip6Plan]) -> BTreeSet<u32> {
+    let owners = vips.iter().filter(|v| v.pin).flat_map(|v| v.owners());
+    owners
+        .map(|h| h.member)
+        .filter(|m| mark_of(*m).is_some())
         .collect()
+}
+
+fn hop_rule(h: &Hop6) -> String {
+    format!("counter fwd ip6 to {} device \"{}\"", h.via, h.device)
+}
+
+fn mark_rule(member: u32) -> Option<String> {
+    Some(format!("meta mark set {:#x}", mark_of(member)?))
 }
 
 /// The head that replaces the table whole (its flow tables start empty).
 pub const REWRITE_HEAD: &str =
     "add table netdev manycast_vip6\ndelete table netdev manycast_vip6\n";
 
-/// The whole table: [`REWRITE_HEAD`], then its body.
-pub fn ruleset(devices: &[String], vips: &[Vip6Plan]) -> String {
+/// The whole table: [`REWRITE_HEAD`], then its body, with the hop chains `hops` and the mark
+/// chains `marks` (those the plans use, and possibly more).
+pub fn ruleset(
+    devices: &[String],
+    hops: &BTreeSet<Hop6>,
+    marks: &BTreeSet<u32>,
+    vips: &[Vip6Plan],
+) -> String {
     let mut out = format!("{REWRITE_HEAD}table netdev {TABLE} {{\n");
-    for (name, h) in hops_of(vips) {
-        let _ = writeln!(
-            out,
-            "\tchain {name} {{\n\t\tcounter fwd ip6 to {} device \"{}\"\n\t}}",
-            h.via, h.device
-        );
+    for h in hops {
+        let _ = writeln!(out, "\tchain {} {{\n\t\t{}\n\t}}", h.chain(), hop_rule(h));
+    }
+    for &m in marks {
+        if let Some(rule) = mark_rule(m) {
+            let _ = writeln!(out, "\tchain {} {{\n\t\t{rule}\n\t}}", mark_chain(m));
+        }
     }
     for v in vips {
-        let [s, _, _, hop, pin, fin, upin] = names(v);
+        let [sl, s, _, _, hop, pin, fin, upin] = names(v);
+        let elements: Vec<String> = slice_elements(v)
+            .iter()
+            .filter_map(|(value, c)| slice_element(*value, c))
+            .collect();
+        let _ = write!(out, "\tmap {sl} {{\n\t\ttype ipv6_addr : verdict\n");
+        if !elements.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+        }
+        out.push_str("\t}\n");
         if v.pin {
             let elements: Vec<String> = v
-                .hops
+                .marked_hops()
                 .iter()
-                .filter_map(|(&m, h)| Some(format!("{:#x} : jump {}", mark_of(m)?, h.chain())))
+                .filter_map(|(m, h)| hop_element(*m, h))
                 .collect();
             let elements = if elements.is_empty() {
                 String::new()
@@ -253,11 +375,12 @@ pub fn ruleset(devices: &[String], vips: &[Vip6Plan]) -> String {
     out
 }
 
-/// The chain names of [`ruleset`]'s table for `vips`, as `list chains` would show them.
-fn chain_names(vips: &[Vip6Plan]) -> Vec<String> {
-    let mut c: Vec<String> = hops_of(vips).into_keys().collect();
+/// The chain names of [`ruleset`]'s table, as `list chains` would show them.
+fn chain_names(hops: &BTreeSet<Hop6>, marks: &BTreeSet<u32>, vips: &[Vip6Plan]) -> Vec<String> {
+    let mut c: Vec<String> = hops.iter().map(Hop6::chain).collect();
+    c.extend(marks.iter().map(|m| mark_chain(*m)));
     for v in vips {
-        let [s, tcp, udp, ..] = names(v);
+        let [_, s, tcp, udp, ..] = names(v);
         c.push(s);
         if v.pin {
             c.extend([tcp, udp]);
@@ -271,14 +394,24 @@ fn chain_names(vips: &[Vip6Plan]) -> Vec<String> {
 /// the flow tables of VIPs that stay pinned: `flush table` (rules; sets keep their elements),
 /// then the other maps and every chain deleted by name, then the body declared anew (the kept
 /// flow tables declared the same, which the kernel accepts). `None` for a chain this version
-/// does not name.
+/// does not name. A slice chain's map is declared before it is deleted: a table the version
+/// before wrote has the chain without the map.
 pub fn keep_head(text: &str, chains: &[String]) -> Option<String> {
     let mut maps = Vec::new();
+    let mut head = format!("add table netdev {TABLE}\nflush table netdev {TABLE}\n");
     for name in chains {
         if name == "ingress" || name.starts_with('m') || name.starts_with("udp_") {
             continue;
         }
-        if name.starts_with("s_") {
+        if name.starts_with('k') && name[1..].parse::<u32>().is_ok() {
+            continue;
+        }
+        if let Some(x) = name.strip_prefix("s_") {
+            let _ = writeln!(
+                head,
+                "add map netdev {TABLE} sl_{x} {{ type ipv6_addr : verdict; }}"
+            );
+            maps.push(format!("sl_{x}"));
             continue;
         }
         let x = name.strip_prefix("tcp_")?;
@@ -287,7 +420,6 @@ pub fn keep_head(text: &str, chains: &[String]) -> Option<String> {
             maps.extend([format!("pin_{x}"), format!("fin_{x}"), format!("upin_{x}")]);
         }
     }
-    let mut head = format!("add table netdev {TABLE}\nflush table netdev {TABLE}\n");
     for m in maps {
         let _ = writeln!(head, "delete map netdev {TABLE} {m}");
     }
@@ -312,14 +444,87 @@ pub fn keep_flow_tables(text: &str, listing: &str) -> Option<String> {
     keep_head(text, &chains)
 }
 
+/// The commands that take the kernel's table from `from` to `to` when both have the same shape:
+/// new hop and mark chains first, then each map's removed and re-pointed elements deleted,
+/// then the new and re-pointed ones added. Empty when nothing moved.
+fn element_updates(
+    new_hops: &BTreeSet<Hop6>,
+    new_marks: &BTreeSet<u32>,
+    from: &[Vip6Plan],
+    to: &[Vip6Plan],
+) -> String {
+    let mut out = String::new();
+    let mut chain = |name: String, rule: String| {
+        let _ = writeln!(out, "add chain netdev {TABLE} {name}");
+        let _ = writeln!(out, "flush chain netdev {TABLE} {name}");
+        let _ = writeln!(out, "add rule netdev {TABLE} {name} {rule}");
+    };
+    // A member heard on another interface keeps its chain's name: flushed, the chain forwards
+    // out of the new one only (a new chain is empty anyway).
+    for h in new_hops {
+        chain(h.chain(), hop_rule(h));
+    }
+    for &m in new_marks {
+        if let Some(rule) = mark_rule(m) {
+            chain(mark_chain(m), rule);
+        }
+    }
+    let mut adds = String::new();
+    let table = format!("netdev {TABLE}");
+    for (old, new) in from.iter().zip(to) {
+        let [sl, _, _, _, hop, ..] = names(new);
+        element_moves(
+            (&mut out, &mut adds),
+            (&table, &sl),
+            &slice_elements(old),
+            &slice_elements(new),
+            |v| Ipv6Addr::from(v).to_string(),
+            slice_element,
+        );
+        if new.pin {
+            element_moves(
+                (&mut out, &mut adds),
+                (&table, &hop),
+                &old.marked_hops(),
+                &new.marked_hops(),
+                |m| mark_of(m).map_or(String::new(), |k| format!("{k:#x}")),
+                hop_element,
+            );
+        }
+    }
+    out + &adds
+}
+
+/// Whether the kernel's table can go from `from` to `to` by element updates: the same VIPs
+/// with the same pin, masks and per-slice rules.
+fn same_shape(from: &[Vip6Plan], to: &[Vip6Plan]) -> bool {
+    from.len() == to.len()
+        && from.iter().zip(to).all(|(a, b)| {
+            a.address == b.address
+                && a.pin == b.pin
+                && a.slices.mask == b.slices.mask
+                && a.slices.rules == b.slices.rules
+        })
+}
+
+/// What this process put in the kernel's table (the ops handed out are applied in order: a
+/// failure makes it unknown).
+#[derive(Debug, Clone, Default)]
+struct Written {
+    vips: Vec<Vip6Plan>,
+    hops: BTreeSet<Hop6>,
+    marks: BTreeSet<u32>,
+}
+
 /// The IPv6 VIPs' table: the plans and what the kernel was last given.
 #[derive(Debug, Default)]
 pub struct Vip6Planner {
     specs: Vec<Vip6Spec>,
     devices: Vec<String>,
-    /// The body last handed out, and its chains while the kernel holds it (none: unknown).
-    written: Option<String>,
-    chains: Option<Vec<String>>,
+    /// The kernel's table as written, when known: the next change is an element update against
+    /// it, or a rewrite that keeps the pins by the names it knows. Unknown (never written, a
+    /// write failed): the executor lists the chains.
+    kernel: Option<Written>,
     /// Pinned VIPs: each member's last hop and when it last owned a slice or was the fallback.
     seen: BTreeMap<Ipv6Addr, BTreeMap<u32, (Hop6, Timestamp)>>,
     /// A table was handed out (so a clean stop removes it).
@@ -341,10 +546,12 @@ impl Vip6Planner {
 
     /// Whether the last write succeeded (none failed since).
     pub fn in_sync(&self) -> bool {
-        self.chains.is_some()
+        self.kernel.is_some()
     }
 
-    /// Each VIP's plan at `now` from the IPv6 ownership.
+    /// Each VIP's plan at `now` from the IPv6 ownership. A VIP's map keeps the mask the
+    /// kernel's has while the claims fit it, so that a change needing no finer mask moves
+    /// elements.
     pub fn plans(
         &mut self,
         now: Timestamp,
@@ -352,20 +559,28 @@ impl Vip6Planner {
         gap: GapPolicy,
         device_of: impl Fn(u32) -> Option<String>,
     ) -> Vec<Vip6Plan> {
-        let groups = slice_plans(table, gap, device_of);
+        let floors: BTreeMap<Ipv6Addr, u128> = self
+            .kernel
+            .iter()
+            .flat_map(|k| &k.vips)
+            .filter_map(|v| {
+                let spec = self.specs.iter().find(|s| s.address == v.address)?;
+                Some((spec.group, v.slices.mask))
+            })
+            .collect();
+        let floor = |g| floors.get(&g).copied().unwrap_or(0);
+        let groups = super::netdev6::plan(table, gap, device_of, floor);
         let mut out = Vec::new();
         for spec in &self.specs {
-            let g = groups.get(&spec.group).cloned().unwrap_or_default();
             let mut v = Vip6Plan {
                 address: spec.address,
                 pin: spec.pin,
-                slices: g.slices,
-                fallback: g.fallback,
+                slices: groups.get(&spec.group).cloned().unwrap_or_default(),
                 hops: BTreeMap::new(),
             };
             if spec.pin {
                 let seen = self.seen.entry(spec.address).or_default();
-                for h in v.slices.iter().map(|(_, _, h)| h).chain(&v.fallback) {
+                for h in v.owners() {
                     seen.insert(h.member, (h.clone(), now));
                 }
                 let linger = core::time::Duration::from_secs(LINGER_S).as_millis() as u64;
@@ -392,37 +607,63 @@ impl Vip6Planner {
         let vips = self.plans(now, table, gap, device_of);
         let claimed = vips
             .iter()
-            .any(|v| !v.slices.is_empty() || v.fallback.is_some() || !v.hops.is_empty());
+            .any(|v| v.owners().next().is_some() || !v.hops.is_empty());
         if !claimed && !self.ever {
             return None;
         }
-        let text = ruleset(&self.devices, &vips);
-        if self.written.as_ref() == Some(&text) && self.chains.is_some() {
-            return None;
-        }
-        // Known chains: this process keeps the pins itself; unknown: the executor lists them.
-        let batch = match self.chains.as_deref().and_then(|c| keep_head(&text, c)) {
-            Some(kept) => kept,
-            None => text.clone(),
-        };
-        self.written = Some(text);
-        self.chains = Some(chain_names(&vips));
+        let batch = self.pending(vips.clone())?;
+        Some(DataplaneOp::Vip6Table(Vip6Write {
+            batch,
+            devices: self.devices.clone(),
+            fast: vips.iter().filter(|v| v.pin).map(FastVip6::of).collect(),
+        }))
+    }
+
+    /// The moved elements when the kernel's table is known and has the plans' shape (none when
+    /// nothing moved), else the whole table. Counted as written from here on.
+    fn pending(&mut self, vips: Vec<Vip6Plan>) -> Option<NftBatch> {
         self.ever = true;
-        Some(DataplaneOp::Vip6Table(NftBatch::rewrite(batch)))
+        let hops = hops_of(&vips);
+        let marks = marks_of(&vips);
+        if let Some(k) = self.kernel.as_mut().filter(|k| same_shape(&k.vips, &vips)) {
+            let new_hops: BTreeSet<Hop6> = hops.difference(&k.hops).cloned().collect();
+            let new_marks: BTreeSet<u32> = marks.difference(&k.marks).copied().collect();
+            // Chains are added as they are needed and dropped only by a rewrite: once a new
+            // one would join more than UNUSED_CHAINS unused ones, the table is rewritten.
+            let unused = k.hops.difference(&hops).count();
+            if new_hops.is_empty() || unused <= UNUSED_CHAINS {
+                let text = element_updates(&new_hops, &new_marks, &k.vips, &vips);
+                k.vips = vips;
+                // A hop whose chain was just rewritten for another device is gone from the
+                // kernel: moving back must rewrite the chain again.
+                k.hops
+                    .retain(|h| !new_hops.iter().any(|n| n.chain() == h.chain()));
+                k.hops.extend(new_hops);
+                k.marks.extend(new_marks);
+                return (!text.is_empty()).then(|| NftBatch::elements(text));
+            }
+        }
+        let text = ruleset(&self.devices, &hops, &marks, &vips);
+        // Known chains: this process keeps the pins itself; unknown: the executor lists them.
+        let batch = match self.kernel.as_ref() {
+            Some(k) => keep_head(&text, &chain_names(&k.hops, &k.marks, &k.vips)),
+            None => None,
+        };
+        self.kernel = Some(Written { vips, hops, marks });
+        Some(NftBatch::rewrite(batch.unwrap_or(text)))
     }
 
     /// A failed write leaves the kernel unknown: the next update writes again (whole,
     /// keeping what the kernel's listing shows).
     pub fn completed(&mut self, op: &DataplaneOp, ok: bool) {
         if matches!(op, DataplaneOp::Vip6Table(_)) && !ok {
-            self.chains = None;
+            self.kernel = None;
         }
     }
 
     /// The table's removal on a clean stop, if one was written.
     pub fn withdraw(&mut self) -> Option<DataplaneOp> {
-        self.written = None;
-        self.chains = None;
+        self.kernel = None;
         std::mem::take(&mut self.ever).then_some(DataplaneOp::DeleteVip6Table)
     }
 }

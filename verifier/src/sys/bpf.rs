@@ -1,12 +1,14 @@
-//! VIP pin mode's tc ingress program (`bpf/vip_pin.bpf.c`, SPEC.md §10.3): loads it with aya,
-//! attaches it to the verifier's interfaces and keeps its maps in step with the planner's fast
-//! path ([`FastVip`]: the pinned VIPs, their slice values and their members' hops). The flow
-//! table is the program's own: the verifier never writes it. Maps are pinned by name under the
+//! VIP pin mode's tc ingress program (`bpf/vip_pin.bpf.c`, SPEC.md §10.3, §10.3.1): loads it
+//! with aya, attaches it to the verifier's interfaces and keeps its maps in step with the
+//! planners' fast paths ([`FastVip`], [`FastVip6`]: the pinned VIPs, their slice values and
+//! their members' hops; each family in maps of its own). The flow tables are the program's
+//! own: the verifier never writes them. Maps are pinned by name under the
 //! pin directory and the filters are attached through netlink (not a bpf link), so both
 //! outlive the process: a restarted verifier finds the pins, and until it writes, the filter
 //! the one before attached keeps forwarding them.
 
 use crate::config::{PinDataplane, VipPinSection};
+use crate::plan::vip6::{FastVip6, Vip6Write};
 use crate::plan::vip_netdev::FastVip;
 use crate::plan::VipChange;
 use aya::maps::{HashMap as BpfHash, Map, MapData};
@@ -14,7 +16,7 @@ use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
 
@@ -31,7 +33,12 @@ pub const VIPS: &str = "mc_vips";
 pub const SLICES: &str = "mc_slices";
 pub const HOPS: &str = "mc_hops";
 pub const FLOWS: &str = "mc_flows";
-const MAPS: [&str; 4] = [VIPS, SLICES, HOPS, FLOWS];
+/// IPv6's, apart so that an IPv4-only deployment's maps keep their layout.
+pub const VIPS6: &str = "mc_vips6";
+pub const SLICES6: &str = "mc_slices6";
+pub const HOPS6: &str = "mc_hops6";
+pub const FLOWS6: &str = "mc_flows6";
+const MAPS: [&str; 8] = [VIPS, SLICES, HOPS, FLOWS, VIPS6, SLICES6, HOPS6, FLOWS6];
 
 /// Why the program is not running (the verifier then pins on nftables).
 #[derive(Debug, thiserror::Error)]
@@ -47,18 +54,40 @@ fn wire(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
 }
 
+/// An IPv6 address as four such fields.
+fn wire6(a: Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    core::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
+}
+
 /// What the maps hold (besides the flows): VIP → mask, (VIP, masked source) → member,
-/// member → (ifindex, next hop).
+/// member → its hop as the map stores it (interface index, next hop, the packet counter
+/// zeroed: written as zero, read as zero); IPv4's and IPv6's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Content {
     vips: BTreeMap<u32, u32>,
     slices: BTreeMap<[u32; 2], u32>,
-    hops: BTreeMap<u32, [u32; 2]>,
+    /// ifindex, next hop, packets (two halves).
+    hops: BTreeMap<u32, [u32; 4]>,
+    vips6: BTreeMap<[u32; 4], [u32; 4]>,
+    slices6: BTreeMap<[u32; 8], u32>,
+    /// ifindex, padding, next hop (four), packets (two halves).
+    hops6: BTreeMap<u32, [u32; 8]>,
 }
 
 impl Content {
+    #[cfg(test)]
     fn of(vips: &[FastVip], ifindex: &dyn Fn(&str) -> Option<u32>) -> Content {
         let mut c = Content::default();
+        c.set4(vips, ifindex);
+        c
+    }
+
+    fn set4(&mut self, vips: &[FastVip], ifindex: &dyn Fn(&str) -> Option<u32>) {
+        let c = self;
+        (c.vips, c.slices, c.hops) = Default::default();
         for v in vips.iter().filter(|v| v.pin) {
             let vip = wire(v.address);
             c.vips.insert(vip, wire(Ipv4Addr::from(v.mask)));
@@ -67,12 +96,44 @@ impl Content {
             }
             for (&m, h) in &v.hops {
                 if let Some(i) = ifindex(&h.device) {
-                    c.hops.insert(m, [i, wire(h.via)]);
+                    c.hops.insert(m, [i, wire(h.via), 0, 0]);
                 }
             }
         }
-        c
     }
+
+    /// The IPv6 half from the pinned IPv6 VIPs.
+    fn set6(&mut self, vips: &[FastVip6], ifindex: &dyn Fn(&str) -> Option<u32>) {
+        let c = self;
+        (c.vips6, c.slices6, c.hops6) = Default::default();
+        for v in vips {
+            let vip = wire6(v.address);
+            c.vips6.insert(vip, wire6(Ipv6Addr::from(v.mask)));
+            for &(value, member) in &v.elements {
+                let mut key = [0; 8];
+                key[..4].copy_from_slice(&vip);
+                key[4..].copy_from_slice(&wire6(Ipv6Addr::from(value)));
+                c.slices6.insert(key, member);
+            }
+            for (&m, h) in &v.hops {
+                if let Some(i) = ifindex(&h.device) {
+                    let mut hop = [0; 8];
+                    hop[0] = i;
+                    hop[2..6].copy_from_slice(&wire6(h.via));
+                    c.hops6.insert(m, hop);
+                }
+            }
+        }
+    }
+}
+
+/// The pinned VIPs of each family the maps are to hold; `None`: not known yet (the maps keep
+/// what they hold of that family, so a restarted verifier's first IPv6 write does not clear
+/// the IPv4 pins before its first IPv4 write, and the other way round).
+#[derive(Debug, Clone, Default)]
+pub struct Wanted<'a> {
+    pub v4: Option<&'a [FastVip]>,
+    pub v6: Option<&'a [FastVip6]>,
 }
 
 /// The loaded program and what its maps were last given.
@@ -123,9 +184,9 @@ impl PinProgram {
     }
 
     /// Attaches to `devices` (replacing a filter an earlier verifier left) and brings the
-    /// maps to `vips`' pinned VIPs: added entries before removed ones' dependents go, so a
+    /// maps to the pinned VIPs wanted: added entries before removed ones' dependents go, so a
     /// packet never finds a slice whose hop is missing for longer than the update.
-    pub fn apply(&mut self, devices: &[String], vips: &[FastVip]) -> Result<(), BpfError> {
+    pub fn apply(&mut self, devices: &[String], vips: Wanted) -> Result<(), BpfError> {
         for d in devices {
             if !self.attached.contains(d) {
                 self.attach(d)?;
@@ -142,11 +203,18 @@ impl PinProgram {
             detach(&d);
             self.attached.remove(&d);
         }
-        let want = Content::of(vips, &|d| nix::net::if_::if_nametoindex(d).ok());
         let have = match self.written.take() {
             Some(c) => c,
             None => self.read()?,
         };
+        let ifindex = |d: &str| nix::net::if_::if_nametoindex(d).ok();
+        let mut want = have.clone();
+        if let Some(v4) = vips.v4 {
+            want.set4(v4, &ifindex);
+        }
+        if let Some(v6) = vips.v6 {
+            want.set6(v6, &ifindex);
+        }
         self.sync(&have, &want)?;
         self.written = Some(want);
         Ok(())
@@ -194,66 +262,91 @@ impl PinProgram {
             .ok_or_else(|| BpfError(format!("the object has no map {name}")))
     }
 
-    /// What the maps hold now (those of an earlier verifier, or empty).
+    /// What the maps hold now (those of an earlier verifier, or empty), hop counters zeroed.
     fn read(&mut self) -> Result<Content, BpfError> {
-        let mut c = Content::default();
-        let m: BpfHash<_, u32, u32> = BpfHash::try_from(self.map(VIPS)?).map_err(err(VIPS))?;
-        c.vips = m.iter().filter_map(Result::ok).collect();
-        let m: BpfHash<_, [u32; 2], u32> =
-            BpfHash::try_from(self.map(SLICES)?).map_err(err(SLICES))?;
-        c.slices = m.iter().filter_map(Result::ok).collect();
-        let m: BpfHash<_, u32, [u32; 4]> = BpfHash::try_from(self.map(HOPS)?).map_err(err(HOPS))?;
-        c.hops = m
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (k, [v[0], v[1]]))
-            .collect();
-        Ok(c)
+        let zeroed = |mut h: [u32; 4]| {
+            h[2..].fill(0);
+            h
+        };
+        let zeroed6 = |mut h: [u32; 8]| {
+            h[6..].fill(0);
+            h
+        };
+        Ok(Content {
+            vips: self.entries(VIPS)?,
+            slices: self.entries(SLICES)?,
+            hops: self
+                .entries(HOPS)?
+                .into_iter()
+                .map(|(k, v)| (k, zeroed(v)))
+                .collect(),
+            vips6: self.entries(VIPS6)?,
+            slices6: self.entries(SLICES6)?,
+            hops6: self
+                .entries(HOPS6)?
+                .into_iter()
+                .map(|(k, v)| (k, zeroed6(v)))
+                .collect(),
+        })
     }
 
+    fn entries<K: aya::Pod + Ord, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<BTreeMap<K, V>, BpfError> {
+        let m: BpfHash<_, K, V> = BpfHash::try_from(self.map(name)?).map_err(err(name))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Writes the entries of `want` that `have` lacks or holds otherwise.
+    fn put<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+        &mut self,
+        name: &str,
+        have: &BTreeMap<K, V>,
+        want: &BTreeMap<K, V>,
+    ) -> Result<(), BpfError> {
+        let mut m: BpfHash<_, K, V> = BpfHash::try_from(self.map(name)?).map_err(err(name))?;
+        for (k, v) in want.iter().filter(|(k, v)| have.get(k) != Some(v)) {
+            m.insert(k, v, 0).map_err(err(name))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of `have` that `want` lacks.
+    fn prune<K: aya::Pod + Ord, V: aya::Pod>(
+        &mut self,
+        name: &str,
+        have: &BTreeMap<K, V>,
+        want: &BTreeMap<K, V>,
+    ) -> Result<(), BpfError> {
+        let mut m: BpfHash<_, K, V> = BpfHash::try_from(self.map(name)?).map_err(err(name))?;
+        for k in have.keys().filter(|k| !want.contains_key(k)) {
+            let _ = m.remove(k);
+        }
+        Ok(())
+    }
+
+    /// Hops first, then slices, then VIPs; removals in the opposite order.
     fn sync(&mut self, have: &Content, want: &Content) -> Result<(), BpfError> {
-        {
-            let mut hops: BpfHash<_, u32, [u32; 4]> =
-                BpfHash::try_from(self.map(HOPS)?).map_err(err(HOPS))?;
-            for (k, v) in &want.hops {
-                if have.hops.get(k) != Some(v) {
-                    hops.insert(k, [v[0], v[1], 0, 0], 0).map_err(err(HOPS))?;
-                }
-            }
-        }
-        {
-            let mut slices: BpfHash<_, [u32; 2], u32> =
-                BpfHash::try_from(self.map(SLICES)?).map_err(err(SLICES))?;
-            for (k, v) in &want.slices {
-                if have.slices.get(k) != Some(v) {
-                    slices.insert(k, v, 0).map_err(err(SLICES))?;
-                }
-            }
-        }
-        let mut vips: BpfHash<_, u32, u32> =
-            BpfHash::try_from(self.map(VIPS)?).map_err(err(VIPS))?;
-        for (k, v) in &want.vips {
-            if have.vips.get(k) != Some(v) {
-                vips.insert(k, v, 0).map_err(err(VIPS))?;
-            }
-        }
-        for k in have.vips.keys().filter(|k| !want.vips.contains_key(k)) {
-            let _ = vips.remove(k);
-        }
-        let mut slices: BpfHash<_, [u32; 2], u32> =
-            BpfHash::try_from(self.map(SLICES)?).map_err(err(SLICES))?;
-        for k in have.slices.keys().filter(|k| !want.slices.contains_key(*k)) {
-            let _ = slices.remove(k);
-        }
-        let mut hops: BpfHash<_, u32, [u32; 4]> =
-            BpfHash::try_from(self.map(HOPS)?).map_err(err(HOPS))?;
-        for k in have.hops.keys().filter(|k| !want.hops.contains_key(k)) {
-            let _ = hops.remove(k);
-        }
+        self.put(HOPS, &have.hops, &want.hops)?;
+        self.put(HOPS6, &have.hops6, &want.hops6)?;
+        self.put(SLICES, &have.slices, &want.slices)?;
+        self.put(SLICES6, &have.slices6, &want.slices6)?;
+        self.put(VIPS, &have.vips, &want.vips)?;
+        self.put(VIPS6, &have.vips6, &want.vips6)?;
+        self.prune(VIPS, &have.vips, &want.vips)?;
+        self.prune(VIPS6, &have.vips6, &want.vips6)?;
+        self.prune(SLICES, &have.slices, &want.slices)?;
+        self.prune(SLICES6, &have.slices6, &want.slices6)?;
+        self.prune(HOPS, &have.hops, &want.hops)?;
+        self.prune(HOPS6, &have.hops6, &want.hops6)?;
         debug!(
             vips = want.vips.len(),
             slices = want.slices.len(),
             hops = want.hops.len(),
+            vips6 = want.vips6.len(),
+            slices6 = want.slices6.len(),
+            hops6 = want.hops6.len(),
             "VIP pin maps written"
         );
         Ok(())
@@ -290,7 +383,7 @@ pub fn pinned_entries<K: aya::Pod + Ord, V: aya::Pod>(
     path: &Path,
 ) -> Result<BTreeMap<K, V>, BpfError> {
     let data = MapData::from_pin(path).map_err(err("opening the pinned map"))?;
-    let map = if path.ends_with(FLOWS) {
+    let map = if path.ends_with(FLOWS) || path.ends_with(FLOWS6) {
         Map::LruHashMap(data)
     } else {
         Map::HashMap(data)
@@ -300,8 +393,9 @@ pub fn pinned_entries<K: aya::Pod + Ord, V: aya::Pod>(
 }
 
 /// The executor's side of the switch `[vip_pin] dataplane`: loads the program at the first VIP
-/// change with a pinned VIP on served interfaces, falls back to nftables (one warning) where it
-/// cannot, and with `nft` chosen removes what an earlier verifier's program left.
+/// change (of either family) with a pinned VIP on served interfaces, falls back to nftables
+/// (one warning) where it cannot, and with `nft` chosen removes what an earlier verifier's
+/// program left.
 #[derive(Debug)]
 pub struct PinPlane {
     cfg: VipPinSection,
@@ -310,15 +404,23 @@ pub struct PinPlane {
     failed: bool,
     /// With `nft`: an earlier verifier's filters and pins were removed.
     cleared: bool,
+    /// Each family's last change: the interfaces and its VIPs' fast paths (none: no change of
+    /// that family yet, see [`Wanted`]).
+    v4: Option<(Vec<String>, Vec<FastVip>)>,
+    v6: Option<(Vec<String>, Vec<FastVip6>)>,
 }
 
 impl PinPlane {
-    pub fn new(cfg: VipPinSection) -> PinPlane {
+    /// `families`: whether IPv4 and IPv6 VIPs are configured (a family without any has no
+    /// change to wait for: its entries an earlier verifier left go at the first write).
+    pub fn new(cfg: VipPinSection, families: [bool; 2]) -> PinPlane {
         PinPlane {
             cfg,
             prog: None,
             failed: false,
             cleared: false,
+            v4: (!families[0]).then(Default::default),
+            v6: (!families[1]).then(Default::default),
         }
     }
 
@@ -327,10 +429,23 @@ impl PinPlane {
         self.prog.is_some()
     }
 
-    /// What carries pinned flows, for status: "tc" (the program), "nft" (configured so, or
-    /// fallen back to after a failure), or "" before any pinned VIP was planned.
+    fn pinned4(&self) -> bool {
+        self.v4
+            .as_ref()
+            .is_some_and(|(d, f)| !d.is_empty() && f.iter().any(|v| v.pin))
+    }
+
+    fn pinned6(&self) -> bool {
+        self.v6
+            .as_ref()
+            .is_some_and(|(d, f)| !d.is_empty() && !f.is_empty())
+    }
+
+    /// What carries pin mode's pinned IPv4 flows, for status: "tc" (the program), "nft"
+    /// (configured so, or fallen back to after a failure), or "" before any pinned VIP was
+    /// planned.
     pub fn path(&self) -> &'static str {
-        if self.prog.is_some() {
+        if self.prog.is_some() && self.pinned4() {
             "tc"
         } else if self.failed || self.cfg.dataplane == PinDataplane::Nft {
             "nft"
@@ -339,20 +454,41 @@ impl PinPlane {
         }
     }
 
-    /// Brings the program in step with a VIP change (after its nft batch was applied, so that
-    /// what the program passes on meets the new table).
+    /// Whether the program carries pinned IPv6 flows.
+    pub fn carries6(&self) -> bool {
+        self.prog.is_some() && self.pinned6()
+    }
+
+    /// Brings the program in step with an IPv4 VIP change (after its nft batch was applied, so
+    /// that what the program passes on meets the new table).
     pub fn apply(&mut self, change: &VipChange) {
-        let pinned = change.fast.iter().any(|v| v.pin) && !change.devices.is_empty();
+        self.v4 = Some((change.devices.clone(), change.fast.clone()));
+        self.sync();
+    }
+
+    /// The same for a write of the IPv6 VIPs' table.
+    pub fn apply6(&mut self, write: &Vip6Write) {
+        self.v6 = Some((write.devices.clone(), write.fast.clone()));
+        self.sync();
+    }
+
+    fn sync(&mut self) {
+        let v4 = self.v4.iter().flat_map(|(d, _)| d);
+        let v6 = self.v6.iter().flat_map(|(d, _)| d);
+        let mut devices: Vec<String> = v4.chain(v6).cloned().collect();
+        devices.sort();
+        devices.dedup();
         if self.cfg.dataplane == PinDataplane::Nft {
-            if !self.cleared && !change.devices.is_empty() {
+            if !self.cleared && !devices.is_empty() {
                 self.cleared = true;
-                for d in &change.devices {
+                for d in &devices {
                     detach(d);
                 }
                 remove_pins(&self.cfg.pin_dir());
             }
             return;
         }
+        let pinned = self.pinned4() || self.pinned6();
         if self.failed || (self.prog.is_none() && !pinned) {
             return;
         }
@@ -369,7 +505,11 @@ impl PinPlane {
         let Some(p) = self.prog.as_mut() else {
             return;
         };
-        if let Err(e) = p.apply(&change.devices, &change.fast) {
+        let wanted = Wanted {
+            v4: self.v4.as_ref().map(|(_, f)| f.as_slice()),
+            v6: self.v6.as_ref().map(|(_, f)| f.as_slice()),
+        };
+        if let Err(e) = p.apply(&devices, wanted) {
             warn!(error = %e, "VIP pin mode runs on nftables: the tc program's maps could not be written");
             self.failed = true;
             if let Some(p) = self.prog.take() {
@@ -378,7 +518,8 @@ impl PinPlane {
         }
     }
 
-    /// The VIPs are withdrawn (a shutdown that keeps no kernel state): the program and its pins go.
+    /// The VIPs are withdrawn (a shutdown that keeps no kernel state): the program and its pins
+    /// go, both families'.
     pub fn remove(&mut self) {
         if let Some(p) = self.prog.take() {
             p.remove();
@@ -423,6 +564,51 @@ mod tests {
                 ([be([10, 200, 0, 1]), be([0, 0, 0, 1])], 2),
             ])
         );
-        assert_eq!(c.hops, BTreeMap::from([(1, [7, be([10, 0, 1, 2])])]));
+        assert_eq!(c.hops, BTreeMap::from([(1, [7, be([10, 0, 1, 2]), 0, 0])]));
+    }
+
+    /// The IPv6 maps: every address as four fields in the packet's byte order (what the
+    /// program compares with the header's words), the slice key VIP then masked source, the hop
+    /// with its padding and zero counter; the IPv4 half is left as it was.
+    #[test]
+    fn the_ipv6_maps_hold_pinned_vips_in_packet_byte_order() {
+        let vip: Ipv6Addr = "2001:db8:ffff::80".parse().unwrap();
+        let via: Ipv6Addr = "fe80::1".parse().unwrap();
+        let hop = |m: u32, dev: &str| crate::plan::netdev6::Hop6 {
+            member: m,
+            via,
+            device: dev.into(),
+        };
+        let fast = FastVip6 {
+            address: vip,
+            mask: 0x300 << 64,
+            elements: vec![(0, 1), (0x100 << 64, 2)],
+            hops: [(1, hop(1, "s1")), (2, hop(2, "gone"))].into(),
+        };
+        let mut c = Content::default();
+        c.vips.insert(1, 2);
+        c.set6(&[fast], &|d| (d == "s1").then_some(7));
+        assert_eq!(c.vips, BTreeMap::from([(1, 2)]), "IPv4's untouched");
+        let words = |a: Ipv6Addr| -> [u32; 4] {
+            let o = a.octets();
+            core::array::from_fn(|i| u32::from_ne_bytes(o[4 * i..4 * i + 4].try_into().unwrap()))
+        };
+        let mask: Ipv6Addr = "0:0:0:300::".parse().unwrap();
+        assert_eq!(c.vips6, BTreeMap::from([(words(vip), words(mask))]));
+        let key = |value: &str| {
+            let mut k = [0; 8];
+            k[..4].copy_from_slice(&words(vip));
+            k[4..].copy_from_slice(&words(value.parse().unwrap()));
+            k
+        };
+        assert_eq!(
+            c.slices6,
+            BTreeMap::from([(key("::"), 1), (key("0:0:0:100::"), 2)])
+        );
+        let v = words(via);
+        assert_eq!(
+            c.hops6,
+            BTreeMap::from([(1, [7, 0, v[0], v[1], v[2], v[3], 0, 0])])
+        );
     }
 }

@@ -147,7 +147,7 @@ impl Executor {
         control: MrouteControl,
         mrt: Option<Socket>,
         announce: bool,
-        pin: VipPinSection,
+        (pin, families): (VipPinSection, [bool; 2]),
     ) -> Result<Self, KernelError> {
         let mut exec = Executor {
             control,
@@ -161,7 +161,7 @@ impl Executor {
             nft_rewrites: 0,
             nfnl_batches: 0,
             repoints: RepointTimes::default(),
-            pin: PinPlane::new(pin),
+            pin: PinPlane::new(pin, families),
         };
         if announce {
             exec.announce_device()?;
@@ -169,12 +169,16 @@ impl Executor {
         Ok(exec)
     }
 
-    /// Applies `op`, logs a failure; returns whether it was applied (for the core).
-    /// What carries pin mode's pinned flows ([`PinPlane::path`]).
-    pub fn pin_path(&self) -> &'static str {
-        self.pin.path()
+    /// What carries pin mode's pinned flows, into the status: IPv4's ([`PinPlane::path`]);
+    /// IPv6's "bpf" when the program carries them (the core says "nft" otherwise).
+    pub fn pin_status(&self, status: &mut crate::status::Status) {
+        status.pin_dataplane = self.pin.path().into();
+        if !status.pin_dataplane6.is_empty() && self.pin.carries6() {
+            status.pin_dataplane6 = "bpf".into();
+        }
     }
 
+    /// Applies `op`, logs a failure; returns whether it was applied (for the core).
     pub fn run(&mut self, op: &DataplaneOp) -> bool {
         if let DataplaneOp::Repoint { ops } = op {
             self.repoints.begin(*ops);
@@ -269,8 +273,12 @@ impl Executor {
             DataplaneOp::DeleteNetdev6Table => {
                 self.nft_text(&format!("delete table netdev {}", netdev6::TABLE))?;
             }
-            DataplaneOp::Vip6Table(batch) => self.nft_keeping_pins6(batch)?,
+            DataplaneOp::Vip6Table(write) => {
+                self.nft_keeping_pins6(&write.batch)?;
+                self.pin.apply6(write);
+            }
             DataplaneOp::DeleteVip6Table => {
+                self.pin.remove();
                 self.nft_text(&format!("delete table netdev {}", vip6::TABLE))?;
             }
             DataplaneOp::ControlTable(batch) => self.nft(batch)?,

@@ -14,6 +14,7 @@ use igmp_ext::fixtures::{Fixture, GROUP6};
 use igmp_ext::mld_join::{build_mld_datagram, build_signed_mld_report};
 use igmp_ext::{Slice6, SliceSet6};
 use manycast_verifier::keyfile::FileKeySource;
+use manycast_verifier::sys::bpf;
 use std::net::Ipv6Addr;
 
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x80);
@@ -247,9 +248,66 @@ fn ipv6_vip_packets_reach_the_owner_of_their_source_and_the_route_is_announced()
     assert_eq!(table(&lab), None, "the table outlived a clean stop");
 }
 
+/// Packets the hop chain to `via` forwarded, by its counter in the table.
+fn hop_packets(lab: &RouterLab, via: &str) -> u64 {
+    let t = table(lab).expect("the table");
+    let needle = format!(" fwd ip6 to {via} ");
+    t.lines()
+        .find(|l| l.contains(&needle))
+        .and_then(|l| {
+            l.split_once("counter packets ")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no hop chain to {via} in\n{t}"))
+}
+
+/// The tc program's IPv6 flows: (source, sport, protocol) → (member, state: 0 new, 1 open,
+/// 2 closing, 3 UDP).
+fn bpf_flows6(lab: &RouterLab) -> std::collections::BTreeMap<(Ipv6Addr, u16, u32), (u32, u32)> {
+    let octets = |w: &[u32]| {
+        let b: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes"))
+    };
+    bpf::pinned_entries::<[u32; 10], [u32; 4]>(&lab.pin_dir.join(bpf::FLOWS6))
+        .expect("the pinned IPv6 flow table")
+        .into_iter()
+        .map(|(k, [member, state, ..])| {
+            let p = k[8].to_ne_bytes();
+            let sport = u16::from_be_bytes([p[0], p[1]]);
+            ((octets(&k[0..4]), sport, k[9]), (member, state))
+        })
+        .collect()
+}
+
+/// Pin mode's data plane in a test's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pin {
+    Bpf,
+    Nft,
+}
+
 #[test]
 fn pinned_ipv6_flows_stay_on_their_member_across_a_repoint_and_a_restart() {
-    let mut lab = lab6("pin = true\n", "");
+    pins_survive_repoints_and_restarts(Pin::Nft);
+}
+
+/// Issue 15 item 3: the same on the tc program (`[vip_pin] dataplane = "bpf"`), whose flow
+/// table holds the whole 5-tuple.
+#[test]
+fn bpf_pinned_ipv6_flows_stay_on_their_member_across_a_repoint_and_a_restart() {
+    pins_survive_repoints_and_restarts(Pin::Bpf);
+}
+
+fn pins_survive_repoints_and_restarts(dataplane: Pin) {
+    let config = match dataplane {
+        Pin::Bpf => "[vip_pin]\ndataplane = \"bpf\"\n",
+        Pin::Nft => "[vip_pin]\ndataplane = \"nft\"\n",
+    };
+    let mut lab = lab6("pin = true\n", config);
     let units = start_and_join(&mut lab);
     let a = source_in(&units[0], 0x21);
     // Flows from one source of member 1's unit: a UDP flow, a TCP connection, and the new
@@ -265,6 +323,22 @@ fn pinned_ipv6_flows_stay_on_their_member_across_a_repoint_and_a_restart() {
     wait_for("the first flows at member 1", || {
         at(&lab, a, udp_old) == (1, 0) && at(&lab, a, tcp_old) == (2, 0)
     });
+    if dataplane == Pin::Bpf {
+        let flows = bpf_flows6(&lab);
+        assert_eq!(flows.get(&(a, udp_old, 17)), Some(&(1, 3)), "{flows:?}");
+        assert_eq!(flows.get(&(a, tcp_old, 6)), Some(&(1, 1)), "{flows:?}");
+        assert_eq!(lab.status().pin_dataplane6, "bpf");
+    }
+    // Member 1's hop counted the flows' three packets: its nft chain, or the program's hop.
+    let m1 = |lab: &RouterLab| match dataplane {
+        Pin::Nft => hop_packets(lab, "fe80::1"),
+        Pin::Bpf => {
+            let hops = bpf::pinned_entries::<u32, [u32; 8]>(&lab.pin_dir.join(bpf::HOPS6));
+            let h = hops.expect("the IPv6 hops")[&1];
+            u64::from(h[7]) << 32 | u64::from(h[6])
+        }
+    };
+    assert_eq!(m1(&lab), 3);
 
     // Member 1 moves to the unowned quarter, member 2 takes member 1's.
     join(&lab, 0, &units[2..3], 2, 2);
@@ -301,6 +375,9 @@ fn pinned_ipv6_flows_stay_on_their_member_across_a_repoint_and_a_restart() {
         (1, 0),
         "the connection left its member"
     );
+    // The re-point moved map elements only: member 1's hop kept its counter (a rewrite
+    // started it again from zero), raised by the pinned flows' two packets.
+    assert_eq!(m1(&lab), 5, "{:?}", table(&lab));
 
     // SIGKILL and a new verifier: members answer it, its first write keeps the pins.
     let pid = lab.daemon_pid().expect("running");
@@ -318,11 +395,10 @@ fn pinned_ipv6_flows_stay_on_their_member_across_a_repoint_and_a_restart() {
     join(&lab, 1, &units[0..2], 2, 3);
     // Its first write (after the adopt grace) makes the hop chains anew: their counters,
     // which member 1's packets had raised, start again from zero.
-    assert!(!table(&lab)
-        .expect("kept")
-        .contains("packets 0 bytes 0 fwd ip6 to fe80::1 "));
+    assert!(dataplane == Pin::Bpf || hop_packets(&lab, "fe80::1") > 0);
     wait_for("the restarted verifier rewrote the table", || {
         table(&lab).is_some_and(|t| t.contains("packets 0 bytes 0 fwd ip6 to fe80::1 "))
+            && lab.status().vips.iter().any(|v| !v.members.is_empty())
     });
     count_flows(&lab, &[(a, udp_old), (a, tcp_old), (a, tcp_new)]);
     send(&lab, UDP, a, udp_old, 0);
@@ -351,5 +427,107 @@ fn pinned_ipv6_flows_stay_on_their_member_across_a_repoint_and_a_restart() {
     );
     let t = table(&lab).expect("table");
     assert!(t.contains("map fin_2001_db8_ffff_0_0_0_0_80"), "{t}");
+    let path = match dataplane {
+        Pin::Bpf => "bpf",
+        Pin::Nft => "nft",
+    };
+    assert_eq!(lab.status().pin_dataplane6, path);
+    if dataplane == Pin::Bpf {
+        assert_eq!(
+            bpf_flows6(&lab).get(&(a, tcp_old, 6)),
+            Some(&(1, 2)),
+            "closing"
+        );
+        // A clean stop removes the program and its pins.
+        let st = lab.stop();
+        assert!(st.success(), "{st:?}\n{}", lab.log());
+        assert!(!lab.pin_dir.join(bpf::FLOWS6).exists());
+        assert!(!lab
+            .router
+            .exec("tc", &["filter", "show", "dev", "c0", "ingress"])
+            .contains("vip_pin"));
+    }
+}
+
+/// Issue 15 item 3: the tc program keys a flow by the whole source. Two flows from one /64 with
+/// the same low 32 bits of the interface identifier and the same ports (one key for the nft
+/// flow tables) are pinned apart: the first to member 1, the second, which starts after the
+/// slice moved, to member 2, and each stays there.
+#[test]
+fn bpf_pins_two_flows_of_one_slash_64_apart() {
+    let mut lab = lab6("pin = true\n", "[vip_pin]\ndataplane = \"bpf\"\n");
+    let units = start_and_join(&mut lab);
+    let a = source_in(&units[0], 0x21);
+    let b = Ipv6Addr::from(u128::from(a) | 0x0000_0000_0000_0000_1234_0000_0000_0000);
+    assert!(units[0].contains_addr(b));
+    let port = 4000;
+    count_flows(&lab, &[(a, port), (b, port)]);
+    send(&lab, UDP, a, port, 0);
+    wait_for("the first flow at member 1", || at(&lab, a, port) == (1, 0));
+    assert_eq!(lab.status().pin_dataplane6, "bpf");
+    // Member 2 takes member 1's quarter (member 1 moves to an unowned one).
+    join(&lab, 0, &units[2..3], 2, 2);
+    join(&lab, 1, &units[0..2], 2, 2);
+    let mut probe = 6000;
+    wait_for("a new flow at member 2", || {
+        probe += 1;
+        count_flows(&lab, &[(a, probe)]);
+        send(&lab, UDP, a, probe, 0);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        counted(&lab, 1, a, probe) == 1
+    });
+    count_flows(&lab, &[(a, port), (b, port)]);
+    send(&lab, UDP, b, port, 0);
+    send(&lab, UDP, a, port, 0);
+    send(&lab, UDP, b, port, 0);
+    wait_for("every packet counted", || {
+        let n = |s| {
+            let (x, y) = at(&lab, s, port);
+            x + y
+        };
+        n(a) == 1 && n(b) == 2
+    });
+    assert_eq!(at(&lab, a, port), (1, 0), "the first flow left member 1");
+    assert_eq!(
+        at(&lab, b, port),
+        (0, 2),
+        "the second flow took the first's pin"
+    );
+    let flows = bpf_flows6(&lab);
+    assert_eq!(flows.get(&(a, port, 17)), Some(&(1, 3)), "{flows:?}");
+    assert_eq!(flows.get(&(b, port, 17)), Some(&(2, 3)), "{flows:?}");
+}
+
+/// Where the tc program cannot run (its pin directory on no bpf filesystem), an IPv6 VIP's
+/// pins fall back to the nftables flow tables with one warning, as IPv4's do.
+#[test]
+fn bpf_pin6_falls_back_to_nft_with_one_warning() {
+    let dir = std::env::temp_dir().join(format!("mc-not-bpffs6-{}", std::process::id()));
+    let config = format!(
+        "[vip_pin]\ndataplane = \"bpf\"\npin_dir = \"{}\"\n",
+        dir.display()
+    );
+    let mut lab = lab6("pin = true\n", &config);
+    let units = start_and_join(&mut lab);
+    let a = source_in(&units[0], 0x21);
+    count_flows(&lab, &[(a, 4000)]);
+    send(&lab, UDP, a, 4000, 0);
+    wait_for("the flow at member 1", || at(&lab, a, 4000) == (1, 0));
+    let pins = table(&lab).expect("the table");
+    assert!(
+        pins.contains("0x20010db801000000 . 0x21 . 0xfa00050"),
+        "pinned in the nft flow table: {pins}"
+    );
     assert_eq!(lab.status().pin_dataplane6, "nft");
+    assert!(!lab
+        .router
+        .exec("tc", &["filter", "show", "dev", "c0", "ingress"])
+        .contains("vip_pin"));
+    let log = lab.log();
+    assert_eq!(
+        log.matches("VIP pin mode runs on nftables").count(),
+        1,
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
