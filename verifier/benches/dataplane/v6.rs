@@ -498,7 +498,7 @@ fn vip6_lab(pin: bool) -> (f64, f64, f64) {
         t.contains("fwd ip6 to fe80::1 ") && t.contains("fwd ip6 to fe80::2 ")
     });
     if pin {
-        assert_eq!(lab.status().pin_dataplane6, "bpf", "{}", lab.log());
+        assert_eq!(lab.status().pin_dataplane6, "tc", "{}", lab.log());
     }
     let (_, plain) = workloads(&lab);
     let router_mac = lab.router.run(|| link_addr("c0")).addr().expect("c0 MAC");

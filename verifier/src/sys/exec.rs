@@ -170,11 +170,11 @@ impl Executor {
     }
 
     /// What carries pin mode's pinned flows, into the status: IPv4's ([`PinPlane::path`]);
-    /// IPv6's "bpf" when the program carries them (the core says "nft" otherwise).
+    /// IPv6's "tc" when the program carries them (the core says "nft" otherwise).
     pub fn pin_status(&self, status: &mut crate::status::Status) {
         status.pin_dataplane = self.pin.path().into();
         if !status.pin_dataplane6.is_empty() && self.pin.carries6() {
-            status.pin_dataplane6 = "bpf".into();
+            status.pin_dataplane6 = "tc".into();
         }
     }
 

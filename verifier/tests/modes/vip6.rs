@@ -327,7 +327,7 @@ fn pins_survive_repoints_and_restarts(dataplane: Pin) {
         let flows = bpf_flows6(&lab);
         assert_eq!(flows.get(&(a, udp_old, 17)), Some(&(1, 3)), "{flows:?}");
         assert_eq!(flows.get(&(a, tcp_old, 6)), Some(&(1, 1)), "{flows:?}");
-        assert_eq!(lab.status().pin_dataplane6, "bpf");
+        assert_eq!(lab.status().pin_dataplane6, "tc");
     }
     // Member 1's hop counted the flows' three packets: its nft chain, or the program's hop.
     let m1 = |lab: &RouterLab| match dataplane {
@@ -428,7 +428,7 @@ fn pins_survive_repoints_and_restarts(dataplane: Pin) {
     let t = table(&lab).expect("table");
     assert!(t.contains("map fin_2001_db8_ffff_0_0_0_0_80"), "{t}");
     let path = match dataplane {
-        Pin::Bpf => "bpf",
+        Pin::Bpf => "tc",
         Pin::Nft => "nft",
     };
     assert_eq!(lab.status().pin_dataplane6, path);
@@ -464,7 +464,7 @@ fn bpf_pins_two_flows_of_one_slash_64_apart() {
     count_flows(&lab, &[(a, port), (b, port)]);
     send(&lab, UDP, a, port, 0);
     wait_for("the first flow at member 1", || at(&lab, a, port) == (1, 0));
-    assert_eq!(lab.status().pin_dataplane6, "bpf");
+    assert_eq!(lab.status().pin_dataplane6, "tc");
     // Member 2 takes member 1's quarter (member 1 moves to an unowned one).
     join(&lab, 0, &units[2..3], 2, 2);
     join(&lab, 1, &units[0..2], 2, 2);
