@@ -10,7 +10,6 @@ use igmp_ext::operator::{sign_request, OperatorCertificate, OperatorCertificateB
 use igmp_ext::KeyId;
 use manycast_server::admin::protocol::AdminRequest;
 use manycast_server::keys;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
