@@ -75,7 +75,7 @@ fn hello(f: &Fixture, i: usize, cert: &MemberCertificate, cluster: Ipv4Addr) -> 
 
 fn link_local(scope: u32) -> SocketAddr {
     SocketAddr::V6(SocketAddrV6::new(
-        "fe80::2".parse().unwrap(),
+        "fe80::2".parse().expect("address"),
         4790,
         0,
         scope,
@@ -134,7 +134,7 @@ fn an_ipv6_group_admits_members_whose_certificate_lists_it() {
     assert_eq!(
         e4.handle_datagram(
             clock(),
-            "10.0.0.2:4790".parse().unwrap(),
+            "10.0.0.2:4790".parse().expect("address"),
             &hello(&f, 1, &listed, f.group)
         ),
         Err(DropReason::BadCertificate)
@@ -164,7 +164,7 @@ fn destination_of_member_1(e: &mut Endpoint, f: &Fixture) -> Destination {
     e.forward(
         clock(),
         f.members[1].id,
-        "10.9.0.1:5000".parse().unwrap(),
+        "10.9.0.1:5000".parse().expect("address"),
         vec![1],
     )
     .expect("forward");
@@ -175,7 +175,7 @@ fn destination_of_member_1(e: &mut Endpoint, f: &Fixture) -> Destination {
 fn a_link_local_direct_path_is_reached_over_the_link_it_was_announced_on() {
     let f = Fixture::new(2);
     let mut e = endpoint(&f, Config::new_ipv6(GROUP6));
-    let path: Ipv6Addr = "fe80::1:2".parse().unwrap();
+    let path: Ipv6Addr = "fe80::1:2".parse().expect("address");
     let events = met_with_path(&mut e, &f, link_local(7), path);
     let want = SocketAddr::V6(SocketAddrV6::new(path, 4791, 0, 7));
     assert!(
@@ -191,7 +191,7 @@ fn a_link_local_direct_path_is_reached_over_the_link_it_was_announced_on() {
     );
     // A global address needs no zone; nor does a path announced from an IPv4 source (which an
     // IPv6 channel never sees) get one, or cause more than a path without a zone.
-    let global: Ipv6Addr = "2001:db8::2".parse().unwrap();
+    let global: Ipv6Addr = "2001:db8::2".parse().expect("address");
     let mut e = endpoint(&f, Config::new_ipv6(GROUP6));
     met_with_path(&mut e, &f, link_local(7), global);
     let want = SocketAddr::V6(SocketAddrV6::new(global, 4791, 0, 0));
@@ -200,7 +200,7 @@ fn a_link_local_direct_path_is_reached_over_the_link_it_was_announced_on() {
         Destination::Unicast(want)
     );
     let mut e = endpoint(&f, Config::new_ipv6(GROUP6));
-    met_with_path(&mut e, &f, "10.0.0.2:4790".parse().unwrap(), path);
+    met_with_path(&mut e, &f, "10.0.0.2:4790".parse().expect("address"), path);
     let want = SocketAddr::V6(SocketAddrV6::new(path, 4791, 0, 0));
     assert_eq!(
         destination_of_member_1(&mut e, &f),
@@ -214,7 +214,7 @@ fn a_link_local_direct_path_is_reached_over_the_link_it_was_announced_on() {
 fn an_ipv4_group_ignores_ipv6_direct_paths() {
     let f = Fixture::new(2);
     let mut e = endpoint(&f, Config::new(f.group));
-    let from: SocketAddr = "10.0.0.2:4790".parse().unwrap();
+    let from: SocketAddr = "10.0.0.2:4790".parse().expect("address");
     let cert = certificate(&f, 1, vec![f.group], vec![GROUP6]);
     e.handle_datagram(clock(), from, &hello(&f, 1, &cert, f.group))
         .expect("hello");
@@ -262,4 +262,30 @@ fn a_bad_direct_path6_body_is_malformed() {
         Message::decode(t, &body),
         Ok(Message::DirectPath6(_))
     ));
+}
+
+/// The fuzz seed `direct_path6`: member 2's signed `DirectPath6` on the IPv6 channel, as the
+/// fuzz target's endpoint (which met member 2 with sequence 1) takes it: its cluster id picks the
+/// target's IPv6 channel, its odd length a link-local source.
+#[test]
+fn the_fuzz_seed_is_a_direct_path6() {
+    let f = Fixture::new(2);
+    let bytes = Message::DirectPath6(DirectPath6 {
+        addr: "fe80::2".parse::<Ipv6Addr>().expect("address").octets(),
+        port: 100,
+    })
+    .encode_signed(
+        &header(cluster_id6(GROUP6), f.members[1].id, 2),
+        &f.members[1].key,
+    )
+    .expect("fits");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/seeds/control_message/direct_path6"
+    );
+    if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::write(path, &bytes).expect("write the seed");
+    }
+    assert_eq!(std::fs::read(path).expect("the seed"), bytes);
+    assert_eq!(bytes.len() % 2, 1);
 }

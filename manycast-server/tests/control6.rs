@@ -5,7 +5,9 @@
 //! IPv6 clients by the members' signed joins.
 
 use crate::harness::{ask, verifier_status, wait_for, Clients, Lab, GROUP};
-use crate::native6::{ask6, certify_dual_stack_with, ipv6_layout, owners6, socket6, sources6};
+use crate::native6::{
+    ask6, certify_dual_stack_with, ipv6_layout, owners6, server6, socket6, sources6, unit_of,
+};
 use crate::strategies6::{run as run6, StopOnDrop, TABLES};
 use igmp_ext::fixtures::GROUP6;
 use igmp_ext::{Slice, Slice6, SliceSet, SliceSet6};
@@ -241,6 +243,7 @@ fn handoff_over_an_ipv6_control_group_keeps_every_session() {
             .join(format!("{}.log", lab.fixture.members[0].id)),
     )
     .expect("member 1's log");
+    operator_moves_a_unit_back(&lab, &logs6);
     assert!(
         log1.lines().any(|l| l.contains("direct path")
             && l.contains(&format!("member={id2}"))
@@ -281,5 +284,27 @@ fn a_certificate_without_the_ipv6_control_group_is_refused_at_start() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An operator certified for the IPv6 control group (`operator issue --control-group ff02::…`
+/// names its cluster id) moves the unit of a client member 2 serves back to member 1.
+fn operator_moves_a_unit_back(lab: &Lab, logs6: &BTreeMap<Ipv6Addr, crate::strategies6::Log6>) {
+    use crate::admin::{allocation_at, answered_epoch, ctl_as, operator};
+    let (src, _) = logs6
+        .iter()
+        .find(|(_, log)| log.answers.last().map(|(s, _)| *s) == Some(server6(2)))
+        .expect("a source at member 2");
+    let socket = lab.admin_socket(0);
+    let out = crate::ok(&ctl_as(
+        &socket,
+        &["move", &src.to_string(), "--to", "1"],
+        &operator(lab),
+    ));
+    let alloc = allocation_at(&socket, answered_epoch(&out));
+    assert_eq!(
+        alloc["unit_owner"][usize::from(unit_of(*src))],
+        1,
+        "{alloc}"
     );
 }
