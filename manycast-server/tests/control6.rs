@@ -308,3 +308,24 @@ fn operator_moves_a_unit_back(lab: &Lab, logs6: &BTreeMap<Ipv6Addr, crate::strat
         "{alloc}"
     );
 }
+
+/// A link-scope IPv6 control group on an interface without a link-local address (here `lo`,
+/// which has only ::1) stops the daemon at start with one line naming what is missing.
+#[test]
+fn an_ipv6_control_group_needs_a_link_local_address_on_the_control_interface() {
+    let mut lab = Lab::new(1);
+    lab.control_group = Some(IpAddr::V6(CONTROL6));
+    certify_dual_stack_with(&mut lab, &[GROUP6, CONTROL6]);
+    let ns = lab.netns("solo");
+    crate::native6::ip_in(&ns, &["link", "set", "lo", "up"]);
+    let config = lab.write_config(0, "lo", "lo", "", "");
+    lab.spawn_server(0, &ns, &config);
+    let name = lab.fixture.members[0].id.to_string();
+    let status = lab.wait_exit(&name, std::time::Duration::from_secs(20));
+    assert!(!status.success());
+    let log = std::fs::read_to_string(lab.dir.path().join(format!("{name}.log"))).expect("log");
+    let want = format!(
+        "control.group: {CONTROL6} needs an IPv6 link-local address on the control interface lo"
+    );
+    assert!(log.contains(&want), "{log}");
+}
