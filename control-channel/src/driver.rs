@@ -395,6 +395,23 @@ mod tests {
         });
     }
 
+    /// From the dual-stack socket of an IPv6 group an IPv4 direct path goes to its
+    /// IPv4-mapped form; IPv6 destinations keep their zone; an IPv4 socket sends as given.
+    #[test]
+    fn an_ipv6_socket_reaches_ipv4_paths_by_their_mapped_form() {
+        let v4: SocketAddr = "10.0.1.2:4790".parse().expect("address");
+        let mapped: SocketAddr = "[::ffff:10.0.1.2]:4790".parse().expect("address");
+        assert_eq!(reachable(v4, true), mapped);
+        assert_eq!(reachable(v4, false), v4);
+        let ll = SocketAddr::V6(SocketAddrV6::new(
+            "fe80::2".parse().expect("address"),
+            4790,
+            0,
+            7,
+        ));
+        assert_eq!(reachable(ll, true), ll);
+    }
+
     #[tokio::test]
     async fn a_crashed_driver_task_is_a_task_error_and_keeps_its_message_as_io() {
         let join = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
