@@ -528,6 +528,14 @@ impl Config {
                 "control.group {group} is not a multicast address"
             )));
         }
+        if let IpAddr::V6(g) = group {
+            // Scope 0 is reserved, 1 interface-local: no other host would hear the group.
+            if g.segments()[0] & 0x000f < 2 {
+                return Err(InvalidConfig(format!(
+                    "control.group {g} does not leave this host (scope below link-local)"
+                )));
+            }
+        }
         if self.control.routed && group.is_ipv6() {
             return Err(InvalidConfig(format!(
                 "control.routed needs an IPv4 control.group (the routed control group is an \

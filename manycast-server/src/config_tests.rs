@@ -341,6 +341,10 @@ fn bad_ipv6_control_groups_are_refused_at_load() {
             "is not a multicast address",
         ),
         (
+            "[control]\ngroup = \"ff01::4d43:1\"\n",
+            "control.group ff01::4d43:1 does not leave this host",
+        ),
+        (
             "[control]\ngroup = \"ff02::4d43:1\"\nrouted = true\n",
             "control.routed needs an IPv4 control.group",
         ),
