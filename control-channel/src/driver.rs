@@ -6,7 +6,7 @@
 
 use crate::endpoint::{Destination, Endpoint, Event};
 use crate::time::Clock;
-use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use igmp_ext::Timestamp;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -51,6 +51,59 @@ pub fn bind(cfg: &SocketConfig) -> io::Result<std::net::UdpSocket> {
     s.set_multicast_loop_v4(cfg.multicast_loop)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// Where and how to join an IPv6 control group.
+#[derive(Debug, Clone)]
+pub struct SocketConfig6 {
+    pub group: Ipv6Addr,
+    pub port: u16,
+    /// Index of the interface to join and send on (a link-local group's link).
+    pub interface: u32,
+    /// Multicast hop limit: 1 keeps the group on the link.
+    pub hop_limit: u32,
+    /// Whether our own multicasts come back to us.
+    pub multicast_loop: bool,
+}
+
+impl SocketConfig6 {
+    pub fn new(group: Ipv6Addr, port: u16, interface: u32) -> Self {
+        SocketConfig6 {
+            group,
+            port,
+            interface,
+            hop_limit: 1,
+            multicast_loop: false,
+        }
+    }
+}
+
+/// A non-blocking IPv6 UDP socket bound to the group port and joined to the group on the
+/// interface (`IPV6_ADD_MEMBERSHIP`). Dual-stack (not `IPV6_V6ONLY`): an IPv4 direct path a
+/// member announces still reaches it.
+pub fn bind6(cfg: &SocketConfig6) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_only_v6(false)?;
+    let any = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, cfg.port, 0, 0);
+    s.bind(&SocketAddr::V6(any).into())?;
+    s.join_multicast_v6(&cfg.group, cfg.interface)?;
+    s.set_multicast_if_v6(cfg.interface)?;
+    s.set_multicast_hops_v6(cfg.hop_limit)?;
+    s.set_multicast_loop_v6(cfg.multicast_loop)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Where a datagram to `to` goes from `socket`: an IPv4 address from an IPv6 (dual-stack)
+/// socket as its IPv4-mapped form, which every kernel takes on such a socket.
+fn reachable(to: SocketAddr, ipv6_socket: bool) -> SocketAddr {
+    match to {
+        SocketAddr::V4(a) if ipv6_socket => {
+            SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+        }
+        other => other,
+    }
 }
 
 /// Why a driver stopped with an error.
@@ -159,8 +212,9 @@ impl Requester {
 pub fn spawn(
     endpoint: Endpoint,
     socket: std::net::UdpSocket,
-    group: SocketAddrV4,
+    group: impl Into<SocketAddr>,
 ) -> io::Result<DriverHandle> {
+    let group = group.into();
     let socket = UdpSocket::from_std(socket)?;
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -179,8 +233,9 @@ pub fn spawn(
 pub fn spawn_thread(
     endpoint: Endpoint,
     socket: std::net::UdpSocket,
-    group: SocketAddrV4,
+    group: impl Into<SocketAddr>,
 ) -> io::Result<DriverHandle> {
+    let group = group.into();
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -206,14 +261,15 @@ pub fn spawn_thread(
 async fn flush(
     endpoint: &mut Endpoint,
     socket: &UdpSocket,
-    group: SocketAddrV4,
+    group: SocketAddr,
     events: &mpsc::UnboundedSender<(Timestamp, Event)>,
     now: Clock,
 ) {
+    let ipv6 = group.is_ipv6();
     while let Some(t) = endpoint.poll_transmit() {
         let to = match t.destination {
-            Destination::Group => SocketAddr::V4(group),
-            Destination::Unicast(a) => a,
+            Destination::Group => group,
+            Destination::Unicast(a) => reachable(a, ipv6),
             #[allow(unreachable_patterns)]
             _ => continue,
         };
@@ -247,7 +303,7 @@ fn drain_queued(endpoint: &mut Endpoint, socket: &UdpSocket, buf: &mut [u8], now
 pub async fn run(
     mut endpoint: Endpoint,
     socket: UdpSocket,
-    group: SocketAddrV4,
+    group: SocketAddr,
     mut requests: mpsc::UnboundedReceiver<Request>,
     events: mpsc::UnboundedSender<(Timestamp, Event)>,
 ) -> io::Result<Endpoint> {
@@ -337,6 +393,23 @@ mod tests {
             }
             handle.stop().await.expect("the endpoint back");
         });
+    }
+
+    /// From the dual-stack socket of an IPv6 group an IPv4 direct path goes to its
+    /// IPv4-mapped form; IPv6 destinations keep their zone; an IPv4 socket sends as given.
+    #[test]
+    fn an_ipv6_socket_reaches_ipv4_paths_by_their_mapped_form() {
+        let v4: SocketAddr = "10.0.1.2:4790".parse().expect("address");
+        let mapped: SocketAddr = "[::ffff:10.0.1.2]:4790".parse().expect("address");
+        assert_eq!(reachable(v4, true), mapped);
+        assert_eq!(reachable(v4, false), v4);
+        let ll = SocketAddr::V6(SocketAddrV6::new(
+            "fe80::2".parse().expect("address"),
+            4790,
+            0,
+            7,
+        ));
+        assert_eq!(reachable(ll, true), ll);
     }
 
     #[tokio::test]

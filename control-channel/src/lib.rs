@@ -19,8 +19,8 @@ pub mod time;
 pub mod wire;
 
 pub use endpoint::{
-    CommittedAllocation, Config, Counters, Destination, DropReason, Endpoint, Event, Identity,
-    RequestOutcome, RequestRefusal, ScopeError, SendError, Transmit,
+    cluster_id6, CommittedAllocation, Config, Counters, Destination, DropReason, Endpoint, Event,
+    Identity, RequestOutcome, RequestRefusal, ScopeError, SendError, Transmit,
 };
 pub use time::{Clock, Instant};
 pub use wire::{EpochId, Scope};

@@ -57,6 +57,7 @@ pub enum MessageType {
     Nack,
     Request,
     Forward6,
+    DirectPath6,
     Unknown(u8),
 }
 
@@ -76,6 +77,7 @@ impl From<u8> for MessageType {
             0x0b => MessageType::Nack,
             0x0c => MessageType::Request,
             0x0d => MessageType::Forward6,
+            0x0e => MessageType::DirectPath6,
             other => MessageType::Unknown(other),
         }
     }
@@ -97,6 +99,7 @@ impl From<MessageType> for u8 {
             MessageType::Nack => 0x0b,
             MessageType::Request => 0x0c,
             MessageType::Forward6 => 0x0d,
+            MessageType::DirectPath6 => 0x0e,
             MessageType::Unknown(v) => v,
         }
     }
@@ -396,6 +399,16 @@ pub struct DirectPath {
     pub port: u16,
 }
 
+/// An IPv6 direct path (as [`DirectPath`]; its own type so that a member that knows only IPv4
+/// paths refuses it as an unknown type). A link-local address carries no zone on the wire: the
+/// receiver reaches it over the link the announcement came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectPath6 {
+    /// Network order.
+    pub addr: [u8; 16],
+    pub port: u16,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StateSubject {
@@ -522,6 +535,7 @@ pub enum Message {
     Nack(Nack),
     Request(Request),
     Forward6(Forward6),
+    DirectPath6(DirectPath6),
 }
 
 /// Why a message could not be built.
@@ -550,6 +564,7 @@ impl Message {
             Message::Nack(_) => MessageType::Nack,
             Message::Request(_) => MessageType::Request,
             Message::Forward6(_) => MessageType::Forward6,
+            Message::DirectPath6(_) => MessageType::DirectPath6,
         }
     }
 
@@ -568,6 +583,7 @@ impl Message {
             Message::Nack(m) => postcard::to_stdvec(m),
             Message::Request(m) => postcard::to_stdvec(m),
             Message::Forward6(m) => postcard::to_stdvec(m),
+            Message::DirectPath6(m) => postcard::to_stdvec(m),
         };
         r.map_err(|_| EncodeError::Serialize)
     }
@@ -595,6 +611,7 @@ impl Message {
             MessageType::Nack => Message::Nack(take(body)?),
             MessageType::Request => Message::Request(take(body)?),
             MessageType::Forward6 => Message::Forward6(take(body)?),
+            MessageType::DirectPath6 => Message::DirectPath6(take(body)?),
             MessageType::Unknown(v) => return Err(ParseError::UnknownType(v)),
         })
     }
@@ -729,6 +746,10 @@ mod tests {
             }),
             Message::DirectPath(DirectPath {
                 addr: 0x0a00_0002,
+                port: 4000,
+            }),
+            Message::DirectPath6(DirectPath6 {
+                addr: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
                 port: 4000,
             }),
             Message::StateQuery(StateQuery {

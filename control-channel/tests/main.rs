@@ -5,6 +5,7 @@ mod attack;
 mod bad_input;
 mod group_size;
 mod harness;
+mod ipv6_group;
 mod netns;
 mod requests;
 mod scope;

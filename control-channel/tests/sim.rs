@@ -237,7 +237,7 @@ fn forwarding_direct_path_and_state_query() {
     sim.run_until(1020);
     let seen = |pred: &dyn Fn(&Event) -> bool| sim.observations().iter().any(|o| pred(&o.event));
     assert!(seen(&|e| matches!(e, Event::DirectPath { member, addr }
-        if *member == igmp_ext::MemberId(1) && *addr == direct)));
+        if *member == igmp_ext::MemberId(1) && *addr == std::net::SocketAddr::V4(direct))));
     assert!(seen(
         &|e| matches!(e, Event::Forwarded { from, client: c, payload }
         if *from == igmp_ext::MemberId(2) && *c == client && payload == b"client bytes")

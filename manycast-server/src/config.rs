@@ -3,7 +3,7 @@
 
 pub use daemon_kit::ConfigError;
 use serde::Deserialize;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,12 +46,13 @@ impl Strategy {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
-    /// The control group; the member certificate must list it.
-    pub group: Ipv4Addr,
+    /// The control group, IPv4 or IPv6 (SPEC.md §9.1); the member certificate must list it
+    /// (an IPv6 one among its IPv6 groups, §4.2).
+    pub group: IpAddr,
     pub port: u16,
     /// Interface for the control group; default: the service `interface`.
     pub interface: Option<String>,
-    /// Multicast TTL: 1 keeps the control group on one segment.
+    /// Multicast TTL (an IPv6 group's hop limit): 1 keeps the control group on one segment.
     pub ttl: u32,
     /// Low-order bits that cut the address space into 2^bits units; equal on every member.
     pub slice_bits: u8,
@@ -74,7 +75,7 @@ pub struct ControlConfig {
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            group: Ipv4Addr::new(239, 77, 0, 1),
+            group: IpAddr::V4(Ipv4Addr::new(239, 77, 0, 1)),
             port: 4790,
             interface: None,
             ttl: 1,
@@ -271,8 +272,10 @@ pub struct ReallocationConfig {
     pub drain_timeout_ms: u64,
     /// The unicast address and port other members use to reach this member's control
     /// endpoint directly (forwarded datagrams, state transfers; signed like every control
-    /// message). Default: `interface`'s address and `control.port`.
-    pub direct_path: Option<SocketAddrV4>,
+    /// message). Default: `interface`'s address and `control.port`; with an IPv6 control group
+    /// the control interface's IPv6 address (link-local for a link-scope group) and
+    /// `control.port`. IPv6 only with an IPv6 control group.
+    pub direct_path: Option<SocketAddr>,
 }
 
 impl Default for ReallocationConfig {
@@ -460,18 +463,7 @@ impl Config {
                 )));
             }
         }
-        if !self.control.group.is_multicast() {
-            return Err(InvalidConfig(format!(
-                "control.group {} is not a multicast address",
-                self.control.group
-            )));
-        }
-        if self.control.routed && self.control_interface() != self.interface {
-            return Err("control.routed needs the control group on the service interface".into());
-        }
-        if self.control.group == self.group {
-            return Err("control.group must differ from the service group".into());
-        }
+        self.validate_control_group()?;
         if self.interface.is_empty() {
             return Err("interface is empty".into());
         }
@@ -525,6 +517,60 @@ impl Config {
         self.group_key_source()?;
         self.health_checks()?;
         self.validate_vip()
+    }
+
+    /// The control group: multicast, not the service group; routed only over IPv4; a direct
+    /// path the channel's socket can reach.
+    fn validate_control_group(&self) -> Result<(), InvalidConfig> {
+        let group = self.control.group;
+        if !group.is_multicast() {
+            return Err(InvalidConfig(format!(
+                "control.group {group} is not a multicast address"
+            )));
+        }
+        if let IpAddr::V6(g) = group {
+            // Scope 0 is reserved, 1 interface-local: no other host would hear the group.
+            if g.segments()[0] & 0x000f < 2 {
+                return Err(InvalidConfig(format!(
+                    "control.group {g} does not leave this host (scope below link-local)"
+                )));
+            }
+        }
+        if self.control.routed && group.is_ipv6() {
+            return Err(InvalidConfig(format!(
+                "control.routed needs an IPv4 control.group (the routed control group is an \
+                 IGMPv3 join, SPEC.md §3.9); {group} is IPv6"
+            )));
+        }
+        if self.control.routed && self.control_interface() != self.interface {
+            return Err("control.routed needs the control group on the service interface".into());
+        }
+        if group == IpAddr::V4(self.group) || Some(group) == self.group6.map(IpAddr::V6) {
+            return Err("control.group must differ from the service group".into());
+        }
+        match self.reallocation.direct_path {
+            Some(p @ SocketAddr::V6(_)) if group.is_ipv4() => Err(InvalidConfig(format!(
+                "reallocation.direct_path {p} is IPv6 but control.group {group} is IPv4: the \
+                 control socket cannot reach it"
+            ))),
+            Some(p @ SocketAddr::V6(_))
+                if self.mode == Mode::Vip && self.strategy == Strategy::Forward =>
+            {
+                Err(InvalidConfig(format!(
+                    "reallocation.direct_path {p} is IPv6: VIP forward's overlay runs between \
+                     IPv4 direct paths"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The routed control group's address (SPEC.md §3.9): only an IPv4 one is ever routed.
+    pub fn routed_control_group(&self) -> Option<Ipv4Addr> {
+        match self.control.group {
+            IpAddr::V4(g) if self.control.routed => Some(g),
+            _ => None,
+        }
     }
 
     /// The `[[health]]` checks, checked (SPEC.md §11.9).
@@ -687,7 +733,10 @@ impl Config {
 
     /// The control-channel endpoint's settings.
     pub fn control_config(&self) -> control_channel::Config {
-        let mut c = control_channel::Config::new(self.control.group);
+        let mut c = match self.control.group {
+            IpAddr::V4(g) => control_channel::Config::new(g),
+            IpAddr::V6(g) => control_channel::Config::new_ipv6(g),
+        };
         c.slicing = igmp_ext::alloc::Slicing::LowOrder {
             bits: self.control.slice_bits,
         };

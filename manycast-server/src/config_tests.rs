@@ -36,7 +36,7 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.strategy, Strategy::Reset);
     assert_eq!(c.weight, 1);
     assert_eq!(c.control, ControlConfig::default());
-    assert_eq!(c.control.group, Ipv4Addr::new(239, 77, 0, 1));
+    assert_eq!(c.control.group, IpAddr::V4(Ipv4Addr::new(239, 77, 0, 1)));
     assert!(!c.control.site_scope, "no site: nothing changes");
     assert_eq!(c.control_interface(), "eth0");
     assert_eq!(c.igmp.refresh_ms, 10_000);
@@ -83,7 +83,7 @@ fn every_field_is_read() {
     assert_eq!(c.drain_timeout(), Duration::from_millis(900));
     assert_eq!(
         c.reallocation.direct_path,
-        Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790))
+        Some(SocketAddr::from((Ipv4Addr::new(10, 0, 1, 2), 4790)))
     );
     assert!(c.drains_on_terminate());
     assert_eq!(c.vip.forward_overlay, None);
@@ -308,5 +308,64 @@ fn vip_address6_needs_vip_mode_group6_and_a_global_address() {
             format!("vip.address6 {bad} is not a global unicast IPv6 address"),
             "{bad}"
         );
+    }
+}
+
+/// An IPv6 control group (issue 15 item 5): the endpoint's cluster is its id and the
+/// certificate check looks among the IPv6 groups; an IPv6 direct path is taken with it.
+#[test]
+fn an_ipv6_control_group_is_taken() {
+    let text = format!(
+        "{MINIMAL}strategy = \"handoff\"\n[control]\ngroup = \"ff02::4d43:1\"\nttl = 1\n\
+         [reallocation]\ndirect_path = \"[fe80::2]:4790\"\n"
+    );
+    let c = Config::parse(&text).unwrap();
+    let g: std::net::Ipv6Addr = "ff02::4d43:1".parse().unwrap();
+    assert_eq!(c.control.group, IpAddr::V6(g));
+    let cc = c.control_config();
+    assert_eq!(cc.group6, Some(g));
+    assert_eq!(cc.cluster, control_channel::cluster_id6(g));
+    assert_eq!(c.routed_control_group(), None);
+}
+
+/// Each bad IPv6 control-group setting is one line naming it, refused at load.
+#[test]
+fn bad_ipv6_control_groups_are_refused_at_load() {
+    let cases = [
+        (
+            "[control]\ngroup = \"2001:db8::1\"\n",
+            "control.group 2001:db8::1 is not a multicast address",
+        ),
+        (
+            "[control]\ngroup = \"fe80::1\"\n",
+            "is not a multicast address",
+        ),
+        (
+            "[control]\ngroup = \"ff01::4d43:1\"\n",
+            "control.group ff01::4d43:1 does not leave this host",
+        ),
+        (
+            "[control]\ngroup = \"ff02::4d43:1\"\nrouted = true\n",
+            "control.routed needs an IPv4 control.group",
+        ),
+        (
+            "group6 = \"ff3e::1\"\n[control]\ngroup = \"ff3e::1\"\n",
+            "control.group must differ from the service group",
+        ),
+        (
+            "strategy = \"handoff\"\n[reallocation]\ndirect_path = \"[fe80::2]:4790\"\n",
+            "is IPv6 but control.group 239.77.0.1 is IPv4",
+        ),
+        (
+            "mode = \"vip\"\nstrategy = \"forward\"\n[vip]\naddress = \"10.200.0.1\"\n\
+             forward_overlay = \"10.99.0.0/24\"\n[control]\ngroup = \"ff02::4d43:1\"\n\
+             [reallocation]\ndirect_path = \"[fe80::2]:4790\"\n",
+            "VIP forward's overlay runs between IPv4 direct paths",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = Config::parse(&format!("{MINIMAL}{extra}")).unwrap_err().0;
+        assert!(e.contains(want), "{extra:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
     }
 }

@@ -32,7 +32,8 @@ pub enum CredentialsError {
     GroupNotAllowed {
         cert: PathBuf,
         what: &'static str,
-        group: Ipv4Addr,
+        /// An IPv6 control group is looked for among the IPv6 groups (version 2, SPEC.md §4.2).
+        group: std::net::IpAddr,
     },
     /// `group6` is set and the certificate's IPv6 section does not list it (a version 1
     /// certificate lists none).
@@ -84,10 +85,14 @@ fn check_identity(
         });
     }
     for (what, group) in [
-        ("group", config.group),
+        ("group", std::net::IpAddr::V4(config.group)),
         ("control.group", config.control.group),
     ] {
-        if !groups.contains(&group) {
+        let listed = match group {
+            std::net::IpAddr::V4(g) => groups.contains(&g),
+            std::net::IpAddr::V6(g) => groups6.contains(&g),
+        };
+        if !listed {
             return Err(CredentialsError::GroupNotAllowed {
                 cert: config.member_cert.clone(),
                 what,

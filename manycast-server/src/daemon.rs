@@ -13,7 +13,7 @@ mod sockets;
 
 use crate::admin::hub::Hub;
 use crate::admin::server as admin_server;
-use crate::config::{Config, Strategy};
+use crate::config::Config;
 use crate::credentials::{self, CredentialsError};
 use crate::keystore;
 use crate::metrics::{self, Snapshot};
@@ -26,7 +26,7 @@ use host::Host;
 use igmp_ext::{Clock, Instant};
 use socket2::Socket;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -218,12 +218,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .map(|w| (w.published_keys.clone(), w.published_revoked.clone()));
     let mut keystore_watch = keystore_watch.map(|w| w.watch);
     let addr = interface_addr(&config.interface)?;
-    let direct_path = matches!(config.strategy, Strategy::Forward | Strategy::Handoff).then(|| {
-        config
-            .reallocation
-            .direct_path
-            .unwrap_or(SocketAddrV4::new(addr, config.control.port))
-    });
+    let ctl_link = control::link(&config)?;
+    let direct_path = control::direct_path(&config, addr, ctl_link);
     let node_config = NodeConfig::new(&config, me, direct_path);
     // VIP mode: the VIP on loopback and the ARP sysctls (and VIP forward's overlay, table and
     // rules), put back when the shell drops (return from `run` after SIGTERM or an error).
@@ -235,10 +231,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         node_config.vip_reset,
     )?;
     let ctl_if = config.control_interface().to_owned();
-    let ctl_addr = interface_addr(&ctl_if)?;
     let mut handle = control::start(
         &config,
-        ctl_addr,
+        ctl_link,
         &creds,
         published
             .as_ref()

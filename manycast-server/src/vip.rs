@@ -111,8 +111,13 @@ impl ForwardHost {
     pub fn new(
         config: &Config,
         member: MemberId,
-        direct_path: Option<SocketAddrV4>,
+        direct_path: Option<std::net::SocketAddr>,
     ) -> Option<ForwardHost> {
+        // The overlay runs between IPv4 paths (the configuration refuses an IPv6 one here).
+        let direct_path = match direct_path {
+            Some(std::net::SocketAddr::V4(p)) => Some(p),
+            _ => None,
+        };
         let vip = config.vip.address.filter(|_| config.mode == Mode::Vip);
         match (
             vip,

@@ -49,7 +49,8 @@ pub(crate) fn operator(lab: &Lab) -> Vec<String> {
         "--operator-key",
         &d.join("operator.pub").display().to_string(),
         "--control-group",
-        &CONTROL.to_string(),
+        &lab.control_group
+            .map_or_else(|| CONTROL.to_string(), |g| g.to_string()),
         "--out",
         &cert.display().to_string(),
     ]);

@@ -130,6 +130,9 @@ pub struct Lab {
     /// moment, which those tests would read as a fault of what they test. `tests/liveness.rs`
     /// keeps the default.
     pub liveness_misses: Option<u32>,
+    /// The `[control] group` configs name; `None`: the fixture's `CONTROL` (an IPv6 one in
+    /// `control6.rs`).
+    pub control_group: Option<std::net::IpAddr>,
 }
 
 impl Lab {
@@ -153,6 +156,7 @@ impl Lab {
             key_groups6: Vec::new(),
             verifier_keystore: None,
             liveness_misses: Some(40),
+            control_group: None,
         };
         lab.write_keys();
         lab
@@ -480,6 +484,9 @@ impl Lab {
         let id = self.fixture.members[i].id;
         let d = self.dir.path();
         let config = d.join(format!("{id}.toml"));
+        let control = self
+            .control_group
+            .map_or_else(|| CONTROL.to_string(), |g| g.to_string());
         let group_pub = if self.group_pub {
             format!("group_pub = \"{}\"\n", d.join("group.pub").display())
         } else {
@@ -491,7 +498,7 @@ impl Lab {
                 "group = \"{GROUP}\"\ninterface = \"{interface}\"\nservice_port = {PORT}\n\
                  member_key = \"{k}\"\nmember_cert = \"{c}\"\n{group_pub}\
                  metrics_file = \"{m}\"\nadmin_socket = \"{a}\"\n{top}\n\
-                 [control]\ngroup = \"{CONTROL}\"\ninterface = \"{control_if}\"\n{tables}",
+                 [control]\ngroup = \"{control}\"\ninterface = \"{control_if}\"\n{tables}",
                 k = d.join(format!("{id}.key")).display(),
                 c = d.join(format!("{id}.cert")).display(),
                 m = d.join(format!("{id}.prom")).display(),

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod clock_cluster;
 mod clock_step;
+mod control6;
 mod harness;
 mod health;
 mod insider;

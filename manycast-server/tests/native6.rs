@@ -40,6 +40,11 @@ pub(crate) fn server6(i: usize) -> Ipv6Addr {
 /// Every member a version 2 certificate: the IPv4 groups as the lab's, and GROUP6 with every
 /// IPv6 slice; the verifier's key file lists GROUP6.
 pub(crate) fn certify_dual_stack(lab: &mut Lab) {
+    certify_dual_stack_with(lab, &[GROUP6]);
+}
+
+/// [`certify_dual_stack`] with the IPv6 groups `groups6` (an IPv6 control group beside GROUP6).
+pub(crate) fn certify_dual_stack_with(lab: &mut Lab, groups6: &[Ipv6Addr]) {
     let f = lab.fixture.clone();
     let now = daemon_kit::wall_clock();
     for m in &f.members {
@@ -53,7 +58,7 @@ pub(crate) fn certify_dual_stack(lab: &mut Lab) {
             slices: SliceSet::full(),
         };
         let grant = Ipv6Grant {
-            groups: vec![GROUP6],
+            groups: groups6.to_vec(),
             slices: SliceSet6::full(),
         };
         let cert = body.issue_with_ipv6(&grant, &f.group_key).expect("issue");

@@ -16,15 +16,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Resends of one request id before it counts as lost (300 ms read timeout each).
 const TRIES: u32 = 40;
-const TABLES: &str = "[service]\nsession_idle_ms = 30000\n[reallocation]\nhold_ms = 1000\n";
+pub(crate) const TABLES: &str =
+    "[service]\nsession_idle_ms = 30000\n[reallocation]\nhold_ms = 1000\n";
 
 /// One IPv6 client's session under load: (server address, number) for r1, r2, ... in order.
 #[derive(Debug, Default)]
-struct Log6 {
-    answers: Vec<(Ipv6Addr, u64)>,
-    lost: u64,
+pub(crate) struct Log6 {
+    pub(crate) answers: Vec<(Ipv6Addr, u64)>,
+    pub(crate) lost: u64,
     /// Replies that were not `m<id> <n> r<k>` (a reset reply among them).
-    other: Vec<String>,
+    pub(crate) other: Vec<String>,
 }
 
 impl std::fmt::Display for Log6 {
@@ -50,7 +51,7 @@ impl std::fmt::Display for Log6 {
 
 impl Log6 {
     /// Requests whose number is not one more than the previous one's.
-    fn breaks(&self) -> Vec<(usize, u64)> {
+    pub(crate) fn breaks(&self) -> Vec<(usize, u64)> {
         self.answers
             .iter()
             .enumerate()
@@ -71,7 +72,10 @@ fn numbered(text: &str) -> Option<(u64, u64)> {
 
 /// Until `stop`: each client in turn sends `r<k>` to GROUP6 and waits for the reply carrying
 /// `r<k>`, resending the same id after each read timeout (up to TRIES, then it is lost).
-fn run(socks: &[(Ipv6Addr, std::net::UdpSocket)], stop: &AtomicBool) -> BTreeMap<Ipv6Addr, Log6> {
+pub(crate) fn run(
+    socks: &[(Ipv6Addr, std::net::UdpSocket)],
+    stop: &AtomicBool,
+) -> BTreeMap<Ipv6Addr, Log6> {
     let mut logs: BTreeMap<Ipv6Addr, Log6> = BTreeMap::new();
     let mut k = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -112,7 +116,7 @@ fn run(socks: &[(Ipv6Addr, std::net::UdpSocket)], stop: &AtomicBool) -> BTreeMap
     logs
 }
 
-struct StopOnDrop<'a>(&'a AtomicBool);
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //! at this member ([`RequestOutcome`], [`RequestRefusal`]). Plain data; no protocol logic.
 
 use crate::wire::{EpochId, MessageType, NackReason, RequestAction};
-use core::net::{SocketAddr, SocketAddrV4};
+use core::net::SocketAddr;
 use igmp_ext::{MemberId, SliceSet};
 
 /// How often an [`Event::Unsendable`] is repeated for one message type while it lasts.
@@ -58,9 +58,11 @@ pub enum Event {
         client: SocketAddr,
         payload: Vec<u8>,
     },
+    /// A peer's direct path: IPv4 (`DirectPath`) or IPv6 (`DirectPath6`, a link-local one
+    /// with the scope id of the link it was announced on).
     DirectPath {
         member: MemberId,
-        addr: SocketAddrV4,
+        addr: SocketAddr,
     },
     StateQueried {
         from: MemberId,

@@ -4,7 +4,7 @@
 
 use super::{Destination, Endpoint, Event, SendError};
 use crate::time::Clock;
-use crate::wire::{DirectPath, Forward, Forward6, Message};
+use crate::wire::{DirectPath, DirectPath6, Forward, Forward6, Message};
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use igmp_ext::MemberId;
 
@@ -69,18 +69,47 @@ impl Endpoint {
         }
     }
 
-    /// Tells the group "use this unicast address to reach me" (patent claim 10, Fig 15).
-    pub fn advertise_direct_path(&mut self, now: Clock, addr: SocketAddrV4) {
-        let m = Message::DirectPath(DirectPath {
-            addr: u32::from(*addr.ip()),
-            port: addr.port(),
-        });
+    /// Tells the group "use this unicast address to reach me" (patent claim 10, Fig 15): an
+    /// IPv4 address as `DirectPath`, an IPv6 one as `DirectPath6` (its scope id stays here).
+    pub fn advertise_direct_path(&mut self, now: Clock, addr: impl Into<SocketAddr>) {
+        let m = match addr.into() {
+            SocketAddr::V4(a) => Message::DirectPath(DirectPath {
+                addr: u32::from(*a.ip()),
+                port: a.port(),
+            }),
+            SocketAddr::V6(a) => Message::DirectPath6(DirectPath6 {
+                addr: a.ip().octets(),
+                port: a.port(),
+            }),
+        };
         self.send(now, Destination::Group, &m);
     }
 
     /// A peer's unicast address for messages to it.
     pub(super) fn on_direct_path(&mut self, sender: MemberId, d: DirectPath) {
         let addr = SocketAddrV4::new(Ipv4Addr::from(d.addr), d.port);
+        self.set_direct_path(sender, SocketAddr::V4(addr));
+    }
+
+    /// A peer's IPv6 unicast address. A link-local one is reached over the link the
+    /// announcement came in on: the scope id of its source (none from an IPv4 source).
+    /// An IPv4 channel's socket cannot reach an IPv6 path: it is ignored there.
+    pub(super) fn on_direct_path6(&mut self, sender: MemberId, from: SocketAddr, d: DirectPath6) {
+        if self.config.group6.is_none() {
+            return;
+        }
+        let ip = Ipv6Addr::from(d.addr);
+        let scope = match from {
+            SocketAddr::V6(f) if ip.is_unicast_link_local() => f.scope_id(),
+            _ => 0,
+        };
+        self.set_direct_path(
+            sender,
+            SocketAddr::V6(SocketAddrV6::new(ip, d.port, 0, scope)),
+        );
+    }
+
+    fn set_direct_path(&mut self, sender: MemberId, addr: SocketAddr) {
         if let Some(p) = self.peers.get_mut(&sender) {
             p.direct_path = Some(addr);
         }

@@ -36,7 +36,7 @@ pub use scope::ScopeError;
 use crate::replay::ReplayWindow;
 use crate::time::{Clock, Instant};
 use crate::wire::EpochId;
-use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 use igmp_ext::ed25519_dalek::{SigningKey, VerifyingKey};
 use igmp_ext::{KeyId, MemberCertificate, MemberId, Slicing, Timestamp};
@@ -48,8 +48,12 @@ pub const DEFAULT_MAX_WEIGHT: u32 = 16;
 /// Settings; the defaults are the ones SPEC.md §9.3 argues for.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The control group address; its 32 bits are the cluster id in every header.
+    /// The cluster id in every header: an IPv4 control group's address, or an IPv6 one's
+    /// [`cluster_id6`].
     pub cluster: Ipv4Addr,
+    /// An IPv6 control group (SPEC.md §9.1): member certificates must list it among their
+    /// IPv6 groups; `None` for an IPv4 group (`cluster`).
+    pub group6: Option<Ipv6Addr>,
     /// How the address space is cut; every member of a cluster must use the same.
     pub slicing: Slicing,
     /// This member's weight (share of the slices).
@@ -84,6 +88,7 @@ impl Config {
     pub fn new(cluster: Ipv4Addr) -> Self {
         Config {
             cluster,
+            group6: None,
             slicing: Slicing::LowOrder { bits: 8 },
             weight: 1,
             max_weight: DEFAULT_MAX_WEIGHT,
@@ -99,6 +104,26 @@ impl Config {
             transfer_linger: Duration::from_secs(10),
         }
     }
+}
+
+impl Config {
+    /// The settings for an IPv6 control group: its cluster id is [`cluster_id6`].
+    pub fn new_ipv6(group: Ipv6Addr) -> Self {
+        Config {
+            group6: Some(group),
+            ..Config::new(cluster_id6(group))
+        }
+    }
+}
+
+/// The 32-bit cluster id of an IPv6 control group (the header has 4 bytes for it, SPEC.md
+/// §9.1): the first 4 bytes of SHA-256 of a context and the group's 16 bytes, so that an IPv6
+/// cluster does not share the id of the IPv4 group its low 32 bits might spell. Operator
+/// certificates for the cluster name it (`manycastctl operator certify --control-group ff…`).
+pub fn cluster_id6(group: Ipv6Addr) -> Ipv4Addr {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest([&b"manycast control group v6\0"[..], &group.octets()].concat());
+    Ipv4Addr::new(d[0], d[1], d[2], d[3])
 }
 
 /// This member's key and the certificate the group key issued for it.
@@ -141,7 +166,7 @@ struct Peer {
     certificate: MemberCertificate,
     key: VerifyingKey,
     addr: Option<SocketAddr>,
-    direct_path: Option<SocketAddrV4>,
+    direct_path: Option<SocketAddr>,
     weight: u32,
     window: ReplayWindow,
     /// Last time this member heard the peer directly.

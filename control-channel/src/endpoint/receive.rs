@@ -135,7 +135,7 @@ impl Endpoint {
             let t = now.mono;
             peer.alive_estimate = Some(peer.alive_estimate.map_or(t, |a| a.max(t)));
         }
-        self.dispatch(now, sender, seq, message, first_contact);
+        self.dispatch(now, sender, from, seq, message, first_contact);
         Ok(())
     }
 
@@ -229,7 +229,11 @@ impl Endpoint {
             .map_err(|_| DropReason::BadCertificate)?;
         let body = cert.body();
         // The certificate must name the header's sender and allow this cluster's group.
-        if body.member_id != sender || !body.groups.contains(&self.config.cluster) {
+        let allowed = match self.config.group6 {
+            Some(g) => cert.ipv6().groups.contains(&g),
+            None => body.groups.contains(&self.config.cluster),
+        };
+        if body.member_id != sender || !allowed {
             return Err(DropReason::BadCertificate);
         }
         Ok(cert)
@@ -268,6 +272,7 @@ impl Endpoint {
         &mut self,
         now: Clock,
         sender: MemberId,
+        from: SocketAddr,
         seq: u64,
         message: Message,
         first_contact: bool,
@@ -281,6 +286,7 @@ impl Endpoint {
             Message::Forward(f) => self.on_forward(sender, f),
             Message::Forward6(f) => self.on_forward6(sender, f),
             Message::DirectPath(d) => self.on_direct_path(sender, d),
+            Message::DirectPath6(d) => self.on_direct_path6(sender, from, d),
             Message::StateQuery(q) => self.on_state_query(now, sender, seq, q),
             Message::StateChunk(c) => self.on_chunk(now, sender, seq, c),
             Message::StateAck(a) => self.on_ack(now, sender, a),

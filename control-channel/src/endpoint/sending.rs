@@ -5,7 +5,6 @@
 use super::{ms, Destination, Endpoint, Event, Transmit, UNSENDABLE_REPORT_EVERY};
 use crate::time::{Clock, Instant};
 use crate::wire::{EncodeError, Header, Message, MessageType, Nack, NackReason};
-use core::net::SocketAddr;
 use igmp_ext::MemberId;
 
 impl Endpoint {
@@ -82,7 +81,7 @@ impl Endpoint {
     pub(super) fn destination_of(&self, member: MemberId) -> Destination {
         match self.peers.get(&member) {
             Some(p) => match (p.direct_path, p.addr) {
-                (Some(d), _) => Destination::Unicast(SocketAddr::V4(d)),
+                (Some(d), _) => Destination::Unicast(d),
                 (None, Some(a)) => Destination::Unicast(a),
                 _ => Destination::Group,
             },

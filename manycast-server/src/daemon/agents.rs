@@ -32,10 +32,9 @@ pub fn join_agent(
     // daemon still sends SLICES until the namespace tests pass with it (issue 15, item 5).
     let _ = slicing;
     let agent = JoinAgent::new(agent_config, identity, config.group);
-    if config.control.routed {
-        agent.with_control_group(config.control.group, daemon_kit::now().mono)
-    } else {
-        agent
+    match config.routed_control_group() {
+        Some(group) => agent.with_control_group(group, daemon_kit::now().mono),
+        None => agent,
     }
 }
 

@@ -54,7 +54,7 @@ pub struct NodeConfig {
     pub drain_timeout: Duration,
     /// Where other members reach this one directly (forward and handoff), announced every tick
     /// and whenever a member comes up.
-    pub direct_path: Option<SocketAddrV4>,
+    pub direct_path: Option<SocketAddr>,
     /// VIP mode: the VIP. A drain then also waits until no TCP connection to it is left.
     pub vip: Option<Ipv4Addr>,
     /// VIP mode, reset strategy: each commit hands the member's slices to the reset task.
@@ -69,12 +69,12 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// The node's settings from the daemon's configuration; `direct_path` is the address other
     /// members reach us at (the shell knows the interface address).
-    pub fn new(config: &Config, me: MemberId, direct_path: Option<SocketAddrV4>) -> NodeConfig {
+    pub fn new(config: &Config, me: MemberId, direct_path: Option<SocketAddr>) -> NodeConfig {
         let vip = config.vip.address.filter(|_| config.mode == Mode::Vip);
         let forward = vip.is_some()
             && config.strategy == Strategy::Forward
             && config.vip.forward_overlay.is_some()
-            && direct_path.is_some();
+            && direct_path.is_some_and(|p| p.is_ipv4());
         NodeConfig {
             me,
             strategy: config.strategy,
@@ -102,7 +102,7 @@ pub enum Action {
     /// [`Node::handle_send_failed`]).
     Service(ServiceAction),
     /// Announce our direct path to the group (`Endpoint::advertise_direct_path`).
-    AdvertiseDirectPath(SocketAddrV4),
+    AdvertiseDirectPath(SocketAddr),
     /// The per-unit load for the next heartbeats (`Endpoint::set_load`).
     SetLoad(Vec<(u16, u32)>),
     /// Weight 0 over the control channel (`Endpoint::drain`).
@@ -499,7 +499,8 @@ impl Node {
                 if self.direct_paths.insert(member) {
                     info!(%member, %addr, "direct path");
                 }
-                if self.forward_table.is_some() {
+                // VIP forward's overlay runs between IPv4 paths (the configuration makes ours one).
+                if let (Some(_), SocketAddr::V4(addr)) = (&self.forward_table, addr) {
                     self.actions.push_back(Action::ForwardPeer {
                         member,
                         addr: *addr.ip(),

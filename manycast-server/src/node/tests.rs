@@ -50,7 +50,7 @@ fn native(strategy: Strategy) -> NodeConfig {
 
 fn vip_forward() -> NodeConfig {
     NodeConfig {
-        direct_path: Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790)),
+        direct_path: Some(SocketAddr::from((Ipv4Addr::new(10, 0, 1, 2), 4790))),
         vip: Some(VIP),
         vip_forward_linger: Some(Duration::from_secs(300)),
         ..native(Strategy::Forward)
@@ -469,7 +469,7 @@ fn the_reset_task_runs_under_reset_only_with_or_without_an_ipv6_vip() {
             }
         );
         let config = Config::parse(&text).expect("config");
-        let path = Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 4790));
+        let path = Some(SocketAddr::from((Ipv4Addr::new(10, 0, 1, 2), 4790)));
         NodeConfig::new(&config, M1, path).vip_reset
     };
     assert!(file("reset", false) && file("reset", true));
@@ -485,7 +485,7 @@ fn a_new_owner_under_forward_passes_moved_clients_to_the_old_owner() {
         at(1),
         Event::DirectPath {
             member: M2,
-            addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 4790),
+            addr: SocketAddr::from((Ipv4Addr::new(10, 0, 2, 2), 4790)),
         },
         None,
     );
@@ -557,7 +557,7 @@ fn the_direct_path_is_announced_to_newcomers_and_every_tick() {
         at(1),
         Event::DirectPath {
             member: M2,
-            addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 4790),
+            addr: SocketAddr::from((Ipv4Addr::new(10, 0, 2, 2), 4790)),
         },
         None,
     );

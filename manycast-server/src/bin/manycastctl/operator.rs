@@ -10,7 +10,6 @@ use igmp_ext::operator::{sign_request, OperatorCertificate, OperatorCertificateB
 use igmp_ext::KeyId;
 use manycast_server::admin::protocol::AdminRequest;
 use manycast_server::keys;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,9 +27,10 @@ pub enum OperatorCommand {
         /// The operator's public key (.pub, or its .key).
         #[arg(long)]
         operator_key: PathBuf,
-        /// The cluster's control group (`control.group` in the servers' config).
+        /// The cluster's control group (`control.group` in the servers' config); an IPv6
+        /// group's certificate names its cluster id (SPEC.md §9.1).
         #[arg(long)]
-        control_group: Ipv4Addr,
+        control_group: std::net::IpAddr,
         /// Days of validity from now.
         #[arg(long, default_value_t = 30)]
         valid_days: u64,
@@ -112,13 +112,17 @@ pub fn run(command: OperatorCommand) -> Result<(), Error> {
             let group_key = keys::read_private_key(&group_key)?;
             let operator_key = keys::read_public_key(&operator_key)?;
             let start = now();
+            let cluster = match control_group {
+                std::net::IpAddr::V4(g) => g,
+                std::net::IpAddr::V6(g) => control_channel::cluster_id6(g),
+            };
             let cert = OperatorCertificateBody {
                 operator_key,
                 issuer: KeyId::of(&group_key.verifying_key()),
                 not_before: start,
                 not_after: start
                     .saturating_add(Duration::from_secs(valid_days.saturating_mul(86_400))),
-                cluster: control_group,
+                cluster,
             }
             .issue(&group_key)?;
             let pem =
