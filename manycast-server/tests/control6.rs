@@ -253,6 +253,16 @@ fn handoff_over_an_ipv6_control_group_keeps_every_session() {
     );
 }
 
+/// `manycast-server --check-config` on `config`.
+fn check_config(config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_manycast-server"))
+        .arg("--config")
+        .arg(config)
+        .arg("--check-config")
+        .output()
+        .expect("run manycast-server")
+}
+
 /// A certificate that does not list the IPv6 control group among its IPv6 groups stops the
 /// daemon at start with one line, as for an IPv4 control group it does not list.
 #[test]
@@ -261,12 +271,7 @@ fn a_certificate_without_the_ipv6_control_group_is_refused_at_start() {
     lab.control_group = Some(IpAddr::V6(CONTROL6));
     certify_dual_stack_with(&mut lab, &[GROUP6]);
     let config = lab.write_config(0, "lo", "lo", &format!("group6 = \"{GROUP6}\""), "");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_manycast-server"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--check-config")
-        .output()
-        .expect("run manycast-server");
+    let out = check_config(&config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -274,12 +279,7 @@ fn a_certificate_without_the_ipv6_control_group_is_refused_at_start() {
         "{err}"
     );
     certify_dual_stack_with(&mut lab, &[GROUP6, CONTROL6]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_manycast-server"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--check-config")
-        .output()
-        .expect("run manycast-server");
+    let out = check_config(&config);
     assert!(
         out.status.success(),
         "{}",

@@ -264,14 +264,11 @@ impl PinProgram {
 
     /// What the maps hold now (those of an earlier verifier, or empty), hop counters zeroed.
     fn read(&mut self) -> Result<Content, BpfError> {
-        let zeroed = |mut h: [u32; 4]| {
-            h[2..].fill(0);
+        // A hop ends with its 64-bit packet counter (two u32 words).
+        fn zeroed<const N: usize>(mut h: [u32; N]) -> [u32; N] {
+            h[N - 2..].fill(0);
             h
-        };
-        let zeroed6 = |mut h: [u32; 8]| {
-            h[6..].fill(0);
-            h
-        };
+        }
         Ok(Content {
             vips: self.entries(VIPS)?,
             slices: self.entries(SLICES)?,
@@ -285,7 +282,7 @@ impl PinProgram {
             hops6: self
                 .entries(HOPS6)?
                 .into_iter()
-                .map(|(k, v)| (k, zeroed6(v)))
+                .map(|(k, v)| (k, zeroed(v)))
                 .collect(),
         })
     }
