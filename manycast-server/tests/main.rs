@@ -16,6 +16,7 @@ mod native;
 mod native6;
 mod redundant;
 mod routed_control;
+mod scattered;
 mod sites;
 mod strategies;
 mod strategies6;

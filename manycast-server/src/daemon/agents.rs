@@ -28,10 +28,9 @@ pub fn join_agent(
         cert: creds.cert.clone(),
         sender: addr,
     };
-    // Not yet `with_slicing(slicing)`: IGMPv3 UNITS joins are built and verified, but the
-    // daemon still sends SLICES until the namespace tests pass with it (issue 15, item 5).
-    let _ = slicing;
-    let agent = JoinAgent::new(agent_config, identity, config.group);
+    // Claims go as UNITS always, not only when SLICES would not fit: one join size whatever
+    // the units' layout, so a crash that scatters them changes nothing on the wire (SPEC.md §3.2).
+    let agent = JoinAgent::new(agent_config, identity, config.group).with_slicing(slicing);
     match config.routed_control_group() {
         Some(group) => agent.with_control_group(group, daemon_kit::now().mono),
         None => agent,
@@ -69,4 +68,63 @@ pub fn site_scope(
         Some((keys, revoked)) => SiteScopeTracker::new(config.group, keys, revoked),
         None => SiteScopeTracker::new(config.group, &[creds.group_key], &[]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use igmp_ext::fixtures::{nonce_bytes, Fixture, IFINDEX, NOW as WALL};
+    use igmp_ext::{Accepted, AllocationEpoch, Clock, Instant, JoinVerifier, SliceEntry};
+    use igmp_ext::{SliceSet, VerifierConfig};
+
+    /// The daemon's IGMPv3 agent at the default slicing (8 bits) for a member whose units a
+    /// crash scattered (the 128 of even bit parity: none merge), standing by for the other 128:
+    /// its join fits a 1,500-byte link whole and the router grants every unit. As SLICES it was
+    /// 2 KB, over the MTU even without its standby units, and the raw socket refused it.
+    #[test]
+    fn the_daemons_join_of_scattered_units_fits_a_1500_byte_link() {
+        let f = Fixture::new(1);
+        let m = &f.members[0];
+        let text = format!(
+            "group = \"{}\"\ninterface = \"mc-absent0\"\nmember_key = \"/k\"\n\
+             member_cert = \"/c\"\ngroup_pub = \"/g\"\n",
+            f.group
+        );
+        let config = Config::parse(&text).expect("config");
+        let slicing = config.control_config().slicing;
+        assert_eq!(slicing.bits(), 8, "the default slicing");
+        let creds = Credentials {
+            key: m.key.clone(),
+            cert: m.cert.clone(),
+            group_key: f.group_key.verifying_key(),
+        };
+        // No such interface: the agent assumes a 1,500-byte link.
+        let mut agent = join_agent(&config, &creds, m.addr, slicing);
+        let parity = |odd: u32| -> Vec<SliceEntry> {
+            (0..slicing.unit_count())
+                .filter(|i| i.count_ones() % 2 == odd)
+                .map(|i| SliceEntry::include(slicing.unit(i)))
+                .collect()
+        };
+        let now = Instant::from_secs(1);
+        let mut x = 1u64;
+        let mut random = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x
+        };
+        agent.set_claim(now, parity(0), parity(1), AllocationEpoch(1), &mut random);
+        let d = agent
+            .poll_transmit(Clock::new(now, WALL), nonce_bytes(1))
+            .expect("the change is reported at once")
+            .expect("built");
+        assert!(d.len() <= 1500, "{} bytes", d.len());
+        assert_eq!(agent.trimmed(), 0, "nothing left out");
+        let mut v = JoinVerifier::new(VerifierConfig::default(), f.links());
+        let r = v.handle_datagram(WALL, IFINDEX, &d, &f.key_source());
+        assert!(matches!(r, Ok(Accepted::Join { .. })), "{r:?}");
+        let (_, claim) = v.ownership().claims(f.group).next().expect("a claim");
+        let set = |e: Vec<SliceEntry>| -> SliceSet { e.iter().map(|e| e.slice).collect() };
+        assert_eq!(claim.slices, set(parity(0)));
+        assert_eq!(claim.standby, set(parity(1)));
+    }
 }
