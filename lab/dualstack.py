@@ -113,8 +113,8 @@ def resets(replies6, a, b):
 
 def analyse6(c, replies6, windows, snapshots, marks, killed, session_breaks):
     """The demo story's IPv6 results: per phase window (name -> (a, b), the verifier's status
-    of that allocation in `snapshots[name]`), the crash, and the sessions, whose moves under
-    `handoff` reset IPv6 sessions today (SPEC.md §11.3): counted, not hidden."""
+    of that allocation in `snapshots[name]`), the crash, and the sessions: `handoff` carries IPv6
+    sessions with their units (SPEC.md §11.5), so any reset an IPv6 client got is counted."""
     phases = {name: owner_check(replies6, a, b, snapshots.get(name), c.ids)
               for name, (a, b) in windows.items()}
     per_before = served(replies6, *windows["before_crash"])
