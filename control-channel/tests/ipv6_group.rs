@@ -189,8 +189,7 @@ fn a_link_local_direct_path_is_reached_over_the_link_it_was_announced_on() {
         destination_of_member_1(&mut e, &f),
         Destination::Unicast(want)
     );
-    // A global address needs no zone; nor does a path announced from an IPv4 source (which an
-    // IPv6 channel never sees) get one, or cause more than a path without a zone.
+    // A global address needs no zone.
     let global: Ipv6Addr = "2001:db8::2".parse().expect("address");
     let mut e = endpoint(&f, Config::new_ipv6(GROUP6));
     met_with_path(&mut e, &f, link_local(7), global);
@@ -199,13 +198,35 @@ fn a_link_local_direct_path_is_reached_over_the_link_it_was_announced_on() {
         destination_of_member_1(&mut e, &f),
         Destination::Unicast(want)
     );
-    let mut e = endpoint(&f, Config::new_ipv6(GROUP6));
-    met_with_path(&mut e, &f, "10.0.0.2:4790".parse().expect("address"), path);
-    let want = SocketAddr::V6(SocketAddrV6::new(path, 4791, 0, 0));
-    assert_eq!(
-        destination_of_member_1(&mut e, &f),
-        Destination::Unicast(want)
-    );
+}
+
+/// A path the channel's socket cannot reach is ignored, and the member stays reached where it
+/// speaks from: a link-local one announced from an IPv4 source (it has no zone), the
+/// unspecified address, a multicast and an IPv4-mapped one.
+#[test]
+fn an_unreachable_direct_path6_is_ignored() {
+    let f = Fixture::new(2);
+    let cases: [(SocketAddr, &str); 4] = [
+        ("10.0.0.2:4790".parse().expect("address"), "fe80::1:2"),
+        (link_local(7), "::"),
+        (link_local(7), "ff02::1"),
+        (link_local(7), "::ffff:10.0.0.9"),
+    ];
+    for (from, path) in cases {
+        let mut e = endpoint(&f, Config::new_ipv6(GROUP6));
+        let events = met_with_path(&mut e, &f, from, path.parse().expect("address"));
+        assert!(
+            !events
+                .iter()
+                .any(|ev| matches!(ev, Event::DirectPath { .. })),
+            "{path}: {events:?}"
+        );
+        assert_eq!(
+            destination_of_member_1(&mut e, &f),
+            Destination::Unicast(from),
+            "{path}"
+        );
+    }
 }
 
 /// An IPv4 channel's socket cannot reach an IPv6 path: the announcement is ignored and the

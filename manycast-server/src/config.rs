@@ -530,11 +530,26 @@ impl Config {
         }
         if let IpAddr::V6(g) = group {
             // Scope 0 is reserved, 1 interface-local: no other host would hear the group.
-            if g.segments()[0] & 0x000f < 2 {
-                return Err(InvalidConfig(format!(
-                    "control.group {g} does not leave this host (scope below link-local)"
-                )));
+            // Scope 0xf is reserved too (RFC 7346).
+            match g.segments()[0] & 0x000f {
+                0 | 1 => {
+                    return Err(InvalidConfig(format!(
+                        "control.group {g} does not leave this host (scope below link-local)"
+                    )))
+                }
+                0xf => {
+                    return Err(InvalidConfig(format!(
+                        "control.group {g} has the reserved scope 0xf"
+                    )))
+                }
+                _ => {}
             }
+        }
+        if !(1..=255).contains(&self.control.ttl) {
+            return Err(InvalidConfig(format!(
+                "control.ttl {} is outside 1..=255",
+                self.control.ttl
+            )));
         }
         if self.control.routed && group.is_ipv6() {
             return Err(InvalidConfig(format!(

@@ -345,6 +345,15 @@ fn bad_ipv6_control_groups_are_refused_at_load() {
             "control.group ff01::4d43:1 does not leave this host",
         ),
         (
+            "[control]\ngroup = \"ff0f::4d43:1\"\n",
+            "control.group ff0f::4d43:1 has the reserved scope 0xf",
+        ),
+        ("[control]\nttl = 0\n", "control.ttl 0 is outside 1..=255"),
+        (
+            "[control]\ngroup = \"ff02::4d43:1\"\nttl = 256\n",
+            "control.ttl 256 is outside 1..=255",
+        ),
+        (
             "[control]\ngroup = \"ff02::4d43:1\"\nrouted = true\n",
             "control.routed needs an IPv4 control.group",
         ),

@@ -85,24 +85,37 @@ impl Endpoint {
         self.send(now, Destination::Group, &m);
     }
 
-    /// A peer's unicast address for messages to it.
+    /// A peer's unicast address for messages to it. One that is not a unicast address (the
+    /// unspecified address, a multicast or the broadcast address) is ignored: the peer stays
+    /// reached where it speaks from.
     pub(super) fn on_direct_path(&mut self, sender: MemberId, d: DirectPath) {
-        let addr = SocketAddrV4::new(Ipv4Addr::from(d.addr), d.port);
-        self.set_direct_path(sender, SocketAddr::V4(addr));
+        let ip = Ipv4Addr::from(d.addr);
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+            return;
+        }
+        self.set_direct_path(sender, SocketAddr::V4(SocketAddrV4::new(ip, d.port)));
     }
 
     /// A peer's IPv6 unicast address. A link-local one is reached over the link the
-    /// announcement came in on: the scope id of its source (none from an IPv4 source).
-    /// An IPv4 channel's socket cannot reach an IPv6 path: it is ignored there.
+    /// announcement came in on: the scope id of its source; from an IPv4 source it has none,
+    /// and cannot be reached, so it is ignored, as are the unspecified address, multicast and
+    /// IPv4-mapped ones (those are `DirectPath`'s). An IPv4 channel's socket cannot reach an
+    /// IPv6 path: it is ignored there.
     pub(super) fn on_direct_path6(&mut self, sender: MemberId, from: SocketAddr, d: DirectPath6) {
         if self.config.group6.is_none() {
             return;
         }
         let ip = Ipv6Addr::from(d.addr);
+        if ip.is_unspecified() || ip.is_multicast() || ip.to_ipv4_mapped().is_some() {
+            return;
+        }
         let scope = match from {
             SocketAddr::V6(f) if ip.is_unicast_link_local() => f.scope_id(),
             _ => 0,
         };
+        if ip.is_unicast_link_local() && scope == 0 {
+            return;
+        }
         self.set_direct_path(
             sender,
             SocketAddr::V6(SocketAddrV6::new(ip, d.port, 0, scope)),

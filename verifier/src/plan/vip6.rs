@@ -529,6 +529,9 @@ pub struct Vip6Planner {
     seen: BTreeMap<Ipv6Addr, BTreeMap<u32, (Hop6, Timestamp)>>,
     /// A table was handed out (so a clean stop removes it).
     ever: bool,
+    /// The tc program's view last handed out. It can change when the nft table does not: a
+    /// member without a mark (id above 0xffff) is in the program's maps but not in the table.
+    fast: Option<Vec<FastVip6>>,
 }
 
 impl Vip6Planner {
@@ -611,11 +614,18 @@ impl Vip6Planner {
         if !claimed && !self.ever {
             return None;
         }
-        let batch = self.pending(vips.clone())?;
+        let fast: Vec<FastVip6> = vips.iter().filter(|v| v.pin).map(FastVip6::of).collect();
+        let batch = match self.pending(vips) {
+            Some(batch) => batch,
+            // Nothing moved in the table; the program's maps may still have.
+            None if self.fast.as_ref() != Some(&fast) => NftBatch::elements(String::new()),
+            None => return None,
+        };
+        self.fast = Some(fast.clone());
         Some(DataplaneOp::Vip6Table(Vip6Write {
             batch,
             devices: self.devices.clone(),
-            fast: vips.iter().filter(|v| v.pin).map(FastVip6::of).collect(),
+            fast,
         }))
     }
 
@@ -658,12 +668,14 @@ impl Vip6Planner {
     pub fn completed(&mut self, op: &DataplaneOp, ok: bool) {
         if matches!(op, DataplaneOp::Vip6Table(_)) && !ok {
             self.kernel = None;
+            self.fast = None;
         }
     }
 
     /// The table's removal on a clean stop, if one was written.
     pub fn withdraw(&mut self) -> Option<DataplaneOp> {
         self.kernel = None;
+        self.fast = None;
         std::mem::take(&mut self.ever).then_some(DataplaneOp::DeleteVip6Table)
     }
 }

@@ -28,19 +28,7 @@ fn sender(m: u32) -> Ipv6Addr {
 /// Member 1 owns the first half of the /56 site slicing on ifindex 3, member 2 the second on
 /// ifindex 4.
 fn table() -> OwnershipTable6 {
-    let units = SliceSet6::site_slicing(1);
-    let mut t = OwnershipTable6::new();
-    for (i, unit) in units.iter().enumerate() {
-        let m = i as u32 + 1;
-        t.apply(
-            Timestamp::from_secs(1),
-            G,
-            MemberId(m),
-            claim(SliceSet6::from(*unit), m + 2, sender(m)),
-        )
-        .expect("claim");
-    }
-    t
+    table_of(1, 2)
 }
 
 /// Member 2 takes both halves at a later epoch; member 1 keeps a claim of nothing.
@@ -395,4 +383,56 @@ fn a_failed_write_is_written_again_and_a_stop_removes_the_table() {
         "unknown kernel: whole, the executor keeps pins"
     );
     assert_eq!(p.withdraw(), Some(DataplaneOp::DeleteVip6Table));
+}
+
+/// A member without a mark (id above 0xffff) is in the tc program's maps but not in the nft
+/// table, so a slice moving between two such members changes the program's view alone: it is
+/// handed out all the same (before, nothing was, and new flows kept going to the old owner).
+#[test]
+fn the_programs_view_is_handed_out_when_only_it_changed() {
+    let (a, b) = (0x1_0001, 0x1_0002);
+    let units = SliceSet6::site_slicing(1);
+    // b takes a's half at a later epoch.
+    let mut moved = table_of(a, b);
+    let mut c = claim(units.iter().copied().collect(), 4, sender(2));
+    c.epoch = AllocationEpoch(2);
+    moved
+        .apply(Timestamp::from_secs(2), G, MemberId(b), c)
+        .expect("move");
+    let mut p = planner(true);
+    let op = p.update(
+        Timestamp::from_secs(1),
+        &table_of(a, b),
+        GapPolicy::Drop,
+        device_of,
+    );
+    assert_eq!(
+        fast(&op)[0].elements,
+        [(units[0].value(), a), (units[1].value(), b)]
+    );
+    let op = p.update(Timestamp::from_secs(2), &moved, GapPolicy::Drop, device_of);
+    assert_eq!(
+        fast(&op)[0].elements,
+        [(units[0].value(), b), (units[1].value(), b)]
+    );
+    // Nothing changed since: nothing is handed out.
+    let again = p.update(Timestamp::from_secs(3), &moved, GapPolicy::Drop, device_of);
+    assert!(again.is_none(), "{again:?}");
+}
+
+/// `a` owns the first half of the /56 site slicing on ifindex 3, `b` the second on ifindex 4.
+fn table_of(a: u32, b: u32) -> OwnershipTable6 {
+    let units = SliceSet6::site_slicing(1);
+    let mut t = OwnershipTable6::new();
+    for (i, (m, unit)) in [(a, units[0]), (b, units[1])].into_iter().enumerate() {
+        let n = i as u32 + 1;
+        t.apply(
+            Timestamp::from_secs(1),
+            G,
+            MemberId(m),
+            claim(SliceSet6::from(unit), n + 2, sender(n)),
+        )
+        .expect("claim");
+    }
+    t
 }
