@@ -432,12 +432,12 @@ fn decode_entries(bytes: &[u8]) -> Result<Vec<SliceEntry>, JoinParseError> {
     Ok(entries)
 }
 
-/// Wraps an IGMP message in the IPv4 header IGMPv3 reports use (RFC 3376 §4): TTL 1, ToS 0xc0,
-/// Router Alert (RFC 2113), to 224.0.0.22.
-pub fn build_datagram(sender: Ipv4Addr, igmp: &[u8]) -> Vec<u8> {
+/// An IGMP message as a whole IPv4 datagram (RFC 3376 §4: TTL 1, ToS 0xc0, Router Alert,
+/// RFC 2113), from `src` to `dst`: reports, and the queries a router sends.
+pub fn igmp_datagram(src: Ipv4Addr, dst: Ipv4Addr, igmp: &[u8]) -> Vec<u8> {
     let ip = Ipv4Repr {
-        src_addr: sender,
-        dst_addr: ALL_V3_ROUTERS,
+        src_addr: src,
+        dst_addr: dst,
         protocol: PROTOCOL_IGMP,
         ttl: 1,
         tos: TOS_INTERNETWORK_CONTROL,
@@ -448,6 +448,11 @@ pub fn build_datagram(sender: Ipv4Addr, igmp: &[u8]) -> Vec<u8> {
     ip.emit(&mut out);
     out[ip.header_len()..].copy_from_slice(igmp);
     out
+}
+
+/// Wraps an IGMPv3 report in its IPv4 header (RFC 3376 §4), to 224.0.0.22.
+pub fn build_datagram(sender: Ipv4Addr, igmp: &[u8]) -> Vec<u8> {
+    igmp_datagram(sender, ALL_V3_ROUTERS, igmp)
 }
 
 /// The bytes a join signature covers (SPEC.md §3.3): the context string, the sender's address,

@@ -2,7 +2,7 @@
 //! interop test needs them.
 
 use igmp_ext::wire::igmp::{IgmpPacket, IgmpRepr, ReportRepr};
-use igmp_ext::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+use igmp_ext::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTOCOL_IGMP};
 use igmp_ext::wire::record::{GroupRecordRepr, RecordType};
 use std::net::Ipv4Addr;
 
@@ -36,19 +36,7 @@ pub fn emit_igmp(igmp: &IgmpRepr) -> Vec<u8> {
 
 /// A complete datagram as a host sends IGMP: ToS 0xc0, TTL 1, Router Alert (RFC 3376 §4).
 pub fn datagram(src: Ipv4Addr, dst: Ipv4Addr, igmp: &IgmpRepr) -> Vec<u8> {
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol: PROTOCOL_IGMP,
-        ttl: 1,
-        tos: TOS_INTERNETWORK_CONTROL,
-        router_alert: true,
-        payload_len: igmp.buffer_len(),
-    };
-    let mut buf = vec![0; ip.buffer_len()];
-    ip.emit(&mut buf);
-    igmp.emit(&mut buf[ip.header_len()..]);
-    buf
+    igmp_ext::join::igmp_datagram(src, dst, &emit_igmp(igmp))
 }
 
 /// A datagram taken apart by our parsers.

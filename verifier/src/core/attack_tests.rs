@@ -7,6 +7,7 @@ use crate::plan::vip::VipSpec;
 use crate::querier::Role;
 use igmp_ext::fixtures::{Fixture, NOW};
 use igmp_ext::wire::igmp::{QueryRepr, QueryV3Fields};
+use igmp_ext::wire::ipv4::{Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
 use igmp_ext::wire::record::RecordType;
 use igmp_ext::Slice;
 

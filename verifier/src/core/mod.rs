@@ -55,7 +55,7 @@ use crate::querier::{self, HeardQuery, Querier, QuerierConfig};
 use core::time::Duration;
 use igmp_ext::verify::{Candidate, LinkTable, Prechecked, Rejection};
 use igmp_ext::wire::igmp::{IgmpRepr, QueryRepr};
-use igmp_ext::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTOCOL_IGMP, TOS_INTERNETWORK_CONTROL};
+use igmp_ext::wire::ipv4::Ipv4Packet;
 use igmp_ext::{
     Accepted, Clock, Instant, JoinVerifier, KeySource, MemberId, Reason, Timestamp, VerifierConfig,
 };
@@ -214,19 +214,9 @@ pub struct Transmit {
 /// of internetwork control), from `src` to `dst`: the verifier's queries, and in tests what
 /// hosts and other routers send.
 pub(crate) fn igmp_datagram(src: Ipv4Addr, dst: Ipv4Addr, igmp: IgmpRepr) -> Vec<u8> {
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol: PROTOCOL_IGMP,
-        ttl: 1,
-        tos: TOS_INTERNETWORK_CONTROL,
-        router_alert: true,
-        payload_len: igmp.buffer_len(),
-    };
-    let mut datagram = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut datagram);
-    igmp.emit(&mut datagram[ip.header_len()..]);
-    datagram
+    let mut message = vec![0u8; igmp.buffer_len()];
+    igmp.emit(&mut message);
+    igmp_ext::join::igmp_datagram(src, dst, &message)
 }
 
 /// What the daemon read or did outside the core, for the status.

@@ -264,27 +264,29 @@ impl PinProgram {
 
     /// What the maps hold now (those of an earlier verifier, or empty), hop counters zeroed.
     fn read(&mut self) -> Result<Content, BpfError> {
-        // A hop ends with its 64-bit packet counter (two u32 words).
-        fn zeroed<const N: usize>(mut h: [u32; N]) -> [u32; N] {
-            h[N - 2..].fill(0);
-            h
-        }
         Ok(Content {
             vips: self.entries(VIPS)?,
             slices: self.entries(SLICES)?,
-            hops: self
-                .entries(HOPS)?
-                .into_iter()
-                .map(|(k, v)| (k, zeroed(v)))
-                .collect(),
+            hops: self.hop_entries(HOPS)?,
             vips6: self.entries(VIPS6)?,
             slices6: self.entries(SLICES6)?,
-            hops6: self
-                .entries(HOPS6)?
-                .into_iter()
-                .map(|(k, v)| (k, zeroed(v)))
-                .collect(),
+            hops6: self.hop_entries(HOPS6)?,
         })
+    }
+
+    /// A hop map's entries with their packet counters (a hop's last two u32 words) zeroed.
+    fn hop_entries<const N: usize>(
+        &mut self,
+        name: &str,
+    ) -> Result<BTreeMap<u32, [u32; N]>, BpfError>
+    where
+        [u32; N]: aya::Pod,
+    {
+        let mut hops: BTreeMap<u32, [u32; N]> = self.entries(name)?;
+        for h in hops.values_mut() {
+            h[N - 2..].fill(0);
+        }
+        Ok(hops)
     }
 
     fn entries<K: aya::Pod + Ord, V: aya::Pod>(
